@@ -1,1 +1,14 @@
-pub struct X;
+//! The CNI spec layer (spec 1.1.0, accepting 0.1.0 through 1.1.0): the
+//! environment, configuration and conflists, results in every version,
+//! error codes, the plugin entry point and the runtime side that executes
+//! other plugins.
+
+pub mod env;
+pub mod error;
+pub mod result;
+pub mod version;
+
+pub use env::{Command, Env};
+pub use error::{CniError, ErrorCode};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use version::{version_info_json, Version, SUPPORTED_VERSIONS};
