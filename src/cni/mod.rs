@@ -3,12 +3,18 @@
 //! error codes, the plugin entry point and the runtime side that executes
 //! other plugins.
 
+pub mod config;
+pub mod conflist;
 pub mod env;
 pub mod error;
 pub mod result;
+pub mod runtime_config;
 pub mod version;
 
+pub use config::{Attachment, NetConf};
+pub use conflist::ConfList;
 pub use env::{Command, Env};
 pub use error::{CniError, ErrorCode};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use runtime_config::{BandwidthSpec, PortMappingSpec, RuntimeConfig, RuntimeDns};
 pub use version::{version_info_json, Version, SUPPORTED_VERSIONS};
