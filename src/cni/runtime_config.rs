@@ -172,15 +172,16 @@ fn parse_port_mapping(entry: &Value, index: usize) -> Result<PortMappingSpec, Cn
             "runtimeConfig portMappings[{index}] must be an object"
         ))
     })?;
-    let protocol =
-        match entry.get("protocol") {
-            None | Some(Value::Null) => "tcp".to_string(),
-            Some(Value::String(text)) if text.is_empty() => "tcp".to_string(),
-            Some(Value::String(text)) => text.to_ascii_lowercase(),
-            Some(other) => return Err(invalid(format!(
+    let protocol = match entry.get("protocol") {
+        None | Some(Value::Null) => "tcp".to_string(),
+        Some(Value::String(text)) if text.is_empty() => "tcp".to_string(),
+        Some(Value::String(text)) => text.to_ascii_lowercase(),
+        Some(other) => {
+            return Err(invalid(format!(
                 "runtimeConfig portMappings[{index}] \"protocol\" must be a string, got {other}"
-            ))),
-        };
+            )))
+        }
+    };
     if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
         return Err(invalid(format!(
             "runtimeConfig portMappings[{index}] protocol \"{protocol}\" is not tcp, udp or sctp"
