@@ -1,1 +1,3 @@
 pub mod cni;
+pub mod link;
+pub mod netns;
