@@ -6,7 +6,8 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use super::{check_ifname, LinkError, LinkInfo, MacAddr, Netlink};
 use crate::netns::NetNs;
 
-/// Everything one veth-creating request can say. Both ends come up as soon as they exist.
+/// Everything one veth-creating request can say. The host end comes up at once; the peer stays
+/// down (see [`Netlink::create_veth_with`]).
 #[derive(Debug)]
 pub struct VethSpec<'a> {
     /// Name of the end that stays in this socket's namespace.
@@ -24,7 +25,8 @@ pub struct VethSpec<'a> {
 impl Netlink {
     /// Creates a veth pair with one RTM_NEWLINK: the host end here, the peer directly in `peer_ns`
     /// under its final name (IFLA_NET_NS_FD in the peer's message), so no rename or move follows
-    /// and nothing else ever sees a half-built pair. Returns the host end.
+    /// and nothing else ever sees a half-built pair. Returns the host end, which is up; the peer is
+    /// down until the caller sets it up from inside `peer_ns` (`Netlink::in_netns(ns)?.set_up(i)`).
     ///
     /// A name already taken on either side gives [`LinkError::Exists`].
     pub fn create_veth(
@@ -50,9 +52,10 @@ impl Netlink {
         check_ifname(spec.host_name)?;
         check_ifname(spec.peer_name)?;
 
-        let mut peer = LinkUnspec::new_with_name(spec.peer_name)
-            .setns_by_fd(spec.peer_ns.fd())
-            .up();
+        // No IFF_UP for the peer: the kernel configures the peer before it links the pair, so
+        // opening it fails with ENOTCONN (seen on 6.18; `ip link add ... peer name X up` fails too).
+        // Bring it up afterwards through a socket in the peer's namespace.
+        let mut peer = LinkUnspec::new_with_name(spec.peer_name).setns_by_fd(spec.peer_ns.fd());
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
         }
