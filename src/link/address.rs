@@ -19,7 +19,12 @@ impl Netlink {
     /// bind it or send from it. Ignored for IPv4, which has no DAD.
     ///
     /// Adding the same address with the same prefix again is not an error.
-    pub fn add_address(&self, index: u32, address: IpNetwork, nodad: bool) -> Result<(), LinkError> {
+    pub fn add_address(
+        &self,
+        index: u32,
+        address: IpNetwork,
+        nodad: bool,
+    ) -> Result<(), LinkError> {
         let mut request = self
             .handle()
             .address()
@@ -29,7 +34,9 @@ impl Netlink {
             // The header holds the first 8 flag bits and the IFA_FLAGS attribute all 32; the kernel
             // reads the attribute when present, iproute2 sets both.
             message.header.flags |= AddressHeaderFlags::Nodad;
-            message.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         let object = format!("{address} on {}", index_object(index));
         match self
@@ -57,9 +64,12 @@ impl Netlink {
             .get()
             .set_link_index_filter(index)
             .execute();
-        let messages: Vec<AddressMessage> = self
-            .block_on(request.try_collect())
-            .map_err(LinkError::from_rtnetlink("listing addresses of", index_object(index)))?;
+        let messages: Vec<AddressMessage> =
+            self.block_on(request.try_collect())
+                .map_err(LinkError::from_rtnetlink(
+                    "listing addresses of",
+                    index_object(index),
+                ))?;
         Ok(messages.iter().filter_map(network_of).collect())
     }
 

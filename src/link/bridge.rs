@@ -26,10 +26,11 @@ impl Netlink {
                 Ok(created) => return Ok(created),
                 Err(LinkError::Exists { .. }) => {
                     tracing::debug!(bridge = name, "bridge created concurrently; using it");
-                    self.link_by_name(name)?.ok_or_else(|| LinkError::NotFound {
-                        op: "reading bridge",
-                        object: name.to_string(),
-                    })?
+                    self.link_by_name(name)?
+                        .ok_or_else(|| LinkError::NotFound {
+                            op: "reading bridge",
+                            object: name.to_string(),
+                        })?
                 }
                 Err(e) => return Err(e),
             },
@@ -60,11 +61,10 @@ impl Netlink {
         self.block_on(self.handle().link().add(builder.build()).execute())
             .map_err(LinkError::from_rtnetlink("creating bridge", name))?;
         tracing::debug!(bridge = name, %mac, "created bridge");
-        self.link_by_name(name)?
-            .ok_or_else(|| LinkError::NotFound {
-                op: "reading created bridge",
-                object: name.to_string(),
-            })
+        self.link_by_name(name)?.ok_or_else(|| LinkError::NotFound {
+            op: "reading created bridge",
+            object: name.to_string(),
+        })
     }
 
     /// Brings an existing bridge to the wanted address, MTU and state in at most one request.
@@ -105,20 +105,29 @@ impl Netlink {
     pub fn set_hairpin(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).hairpin(on).build();
         self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink("setting hairpin mode of bridge port", index_object(index)))
+            .map_err(LinkError::from_rtnetlink(
+                "setting hairpin mode of",
+                index_object(index),
+            ))
     }
 
     /// Turns MAC learning of a bridge port on or off.
     pub fn set_learning(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).learning(on).build();
         self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink("setting learning of bridge port", index_object(index)))
+            .map_err(LinkError::from_rtnetlink(
+                "setting learning of",
+                index_object(index),
+            ))
     }
 
     /// Isolates a bridge port: isolated ports cannot talk to each other, only to non-isolated ones.
     pub fn set_isolated(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).isolated(on).build();
         self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink("setting isolation of bridge port", index_object(index)))
+            .map_err(LinkError::from_rtnetlink(
+                "setting isolation of",
+                index_object(index),
+            ))
     }
 }

@@ -93,7 +93,7 @@ impl Netlink {
     /// The link with `index`, or `None` when there is none.
     pub fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>, LinkError> {
         let request = self.handle.link().get().match_index(index).execute();
-        self.first_link(request, "looking up link", &index_object(index))
+        self.first_link(request, "looking up", &index_object(index))
     }
 
     /// All links of the namespace.
@@ -126,7 +126,7 @@ impl Netlink {
     /// deletes both.
     pub fn delete_link(&self, index: u32) -> Result<bool, LinkError> {
         let result = self.block_on(self.handle.link().del(index).execute());
-        match result.map_err(LinkError::from_rtnetlink("deleting link", index_object(index))) {
+        match result.map_err(LinkError::from_rtnetlink("deleting", index_object(index))) {
             Ok(()) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -144,8 +144,8 @@ impl Netlink {
     /// Sets the link administratively up.
     pub fn set_up(&self, index: u32) -> Result<(), LinkError> {
         self.change_link(
-            "setting up link",
-            index,
+            "setting up",
+            index_object(index),
             LinkUnspec::new_with_index(index).up().build(),
         )
     }
@@ -153,24 +153,24 @@ impl Netlink {
     /// Sets the link administratively down.
     pub fn set_down(&self, index: u32) -> Result<(), LinkError> {
         self.change_link(
-            "setting down link",
-            index,
+            "setting down",
+            index_object(index),
             LinkUnspec::new_with_index(index).down().build(),
         )
     }
 
     pub fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), LinkError> {
         self.change_link(
-            "setting the MTU of link",
-            index,
+            "setting the MTU of",
+            format!("{} to {mtu}", index_object(index)),
             LinkUnspec::new_with_index(index).mtu(mtu).build(),
         )
     }
 
     pub fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), LinkError> {
         self.change_link(
-            "setting the MAC address of link",
-            index,
+            "setting the MAC address of",
+            format!("{} to {mac}", index_object(index)),
             LinkUnspec::new_with_index(index)
                 .address(mac.octets().to_vec())
                 .build(),
@@ -180,8 +180,8 @@ impl Netlink {
     /// Enslaves link `index` to `master_index` (a bridge, for example).
     pub fn set_master(&self, index: u32, master_index: u32) -> Result<(), LinkError> {
         self.change_link(
-            "attaching link",
-            index,
+            "attaching",
+            format!("{} to {}", index_object(index), index_object(master_index)),
             LinkUnspec::new_with_index(index)
                 .controller(master_index)
                 .build(),
@@ -191,16 +191,16 @@ impl Netlink {
     /// Detaches link `index` from its master, if any.
     pub fn clear_master(&self, index: u32) -> Result<(), LinkError> {
         self.change_link(
-            "detaching link",
-            index,
+            "detaching",
+            format!("{} from its master", index_object(index)),
             LinkUnspec::new_with_index(index).nocontroller().build(),
         )
     }
 
     pub fn set_promisc(&self, index: u32, on: bool) -> Result<(), LinkError> {
         self.change_link(
-            "setting promiscuous mode of link",
-            index,
+            "setting promiscuous mode of",
+            index_object(index),
             LinkUnspec::new_with_index(index).promiscuous(on).build(),
         )
     }
@@ -210,7 +210,7 @@ impl Netlink {
         match self.link_by_index(index)? {
             Some(link) => Ok(link.mac),
             None => Err(LinkError::NotFound {
-                op: "reading the MAC address of link",
+                op: "reading the MAC address of",
                 object: index_object(index),
             }),
         }
@@ -220,11 +220,11 @@ impl Netlink {
     pub(crate) fn change_link(
         &self,
         op: &'static str,
-        index: u32,
+        object: String,
         message: LinkMessage,
     ) -> Result<(), LinkError> {
         self.block_on(self.handle.link().change(message).execute())
-            .map_err(LinkError::from_rtnetlink(op, index_object(index)))
+            .map_err(LinkError::from_rtnetlink(op, object))
     }
 }
 

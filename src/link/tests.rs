@@ -40,7 +40,8 @@ impl TestNetns {
         if out.trim().is_empty() {
             return Value::Array(vec![]);
         }
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip {full:?} gave bad JSON: {e}: {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ip {full:?} gave bad JSON: {e}: {out}"))
     }
 
     fn exec(&self, args: &[&str]) -> std::process::Output {
@@ -145,10 +146,16 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
     let eth0 = cn.link_by_name("eth0").unwrap().expect("peer in container");
     assert_eq!(eth0.mac, Some(peer_mac));
     assert_eq!(eth0.mtu, 1400);
-    assert!(!eth0.up, "the peer comes up only when the container side says so");
+    assert!(
+        !eth0.up,
+        "the peer comes up only when the container side says so"
+    );
     cn.set_up(eth0.index).unwrap();
     assert!(cn.link_by_index(eth0.index).unwrap().unwrap().up);
-    assert!(nl.link_by_name("eth0").unwrap().is_none(), "peer not left in host");
+    assert!(
+        nl.link_by_name("eth0").unwrap().is_none(),
+        "peer not left in host"
+    );
 
     cn.add_address(eth0.index, net("10.88.0.2/24"), false)
         .unwrap();
@@ -164,24 +171,51 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
         Err(LinkError::Exists { .. })
     ));
 
-    cn.add_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), Some(eth0.index), None)
-        .unwrap();
-    cn.add_route(net("::/0"), Some(ip("fd00:88::1")), Some(eth0.index), Some(1300))
-        .unwrap();
+    cn.add_route(
+        net("0.0.0.0/0"),
+        Some(ip("10.88.0.1")),
+        Some(eth0.index),
+        None,
+    )
+    .unwrap();
+    cn.add_route(
+        net("::/0"),
+        Some(ip("fd00:88::1")),
+        Some(eth0.index),
+        Some(1300),
+    )
+    .unwrap();
     cn.add_route(net("192.168.77.0/24"), None, Some(eth0.index), None)
         .unwrap();
     let dup = cn
-        .add_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), Some(eth0.index), None)
+        .add_route(
+            net("0.0.0.0/0"),
+            Some(ip("10.88.0.1")),
+            Some(eth0.index),
+            None,
+        )
         .unwrap_err();
     assert!(matches!(dup, LinkError::Exists { .. }), "{dup}");
-    assert!(dup.to_string().starts_with("adding route 0.0.0.0/0 via 10.88.0.1"));
+    assert!(dup
+        .to_string()
+        .starts_with("adding route 0.0.0.0/0 via 10.88.0.1"));
 
     // What the kernel says, seen by iproute2.
     let addrs = addr_info(&ctr, "eth0");
-    let v4 = addrs.iter().find(|(a, _)| a == "10.88.0.2/24").expect("v4 addr");
+    let v4 = addrs
+        .iter()
+        .find(|(a, _)| a == "10.88.0.2/24")
+        .expect("v4 addr");
     assert_eq!(v4.1["family"], "inet");
-    let v6 = addrs.iter().find(|(a, _)| a == "fd00:88::2/64").expect("v6 addr");
-    assert!(v6.1.get("tentative").is_none(), "nodad address is usable: {}", v6.1);
+    let v6 = addrs
+        .iter()
+        .find(|(a, _)| a == "fd00:88::2/64")
+        .expect("v6 addr");
+    assert!(
+        v6.1.get("tentative").is_none(),
+        "nodad address is usable: {}",
+        v6.1
+    );
     assert_eq!(v6.1["nodad"], true, "{}", v6.1);
 
     let routes4 = ctr.ip_json(&["-4", "route", "show", "default"]);
@@ -214,19 +248,34 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
 
     // Traffic flows at once, IPv6 included (no DAD wait).
     let ping4 = ctr.exec(&["ping", "-c1", "-W2", "10.88.0.1"]);
-    assert!(ping4.status.success(), "{}", String::from_utf8_lossy(&ping4.stdout));
+    assert!(
+        ping4.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping4.stdout)
+    );
     let ping6 = ctr.exec(&["ping", "-6", "-c1", "-W2", "fd00:88::1"]);
-    assert!(ping6.status.success(), "{}", String::from_utf8_lossy(&ping6.stdout));
+    assert!(
+        ping6.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping6.stdout)
+    );
 
     // Undo, and undo again: a second delete reports "already gone".
-    assert!(cn.del_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), None).unwrap());
-    assert!(!cn.del_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), None).unwrap());
+    assert!(cn
+        .del_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), None)
+        .unwrap());
+    assert!(!cn
+        .del_route(net("0.0.0.0/0"), Some(ip("10.88.0.1")), None)
+        .unwrap());
     assert!(cn.del_address(eth0.index, net("10.88.0.2/24")).unwrap());
     assert!(!cn.del_address(eth0.index, net("10.88.0.2/24")).unwrap());
     assert!(nl.delete_link_by_name("tvtest1").unwrap());
     assert!(!nl.delete_link_by_name("tvtest1").unwrap());
     assert!(!nl.delete_link(veth.index).unwrap());
-    assert!(cn.link_by_name("eth0").unwrap().is_none(), "peer went with it");
+    assert!(
+        cn.link_by_name("eth0").unwrap().is_none(),
+        "peer went with it"
+    );
     assert!(nl.delete_link(bridge.index).unwrap());
     assert!(!nl.delete_link(bridge.index).unwrap());
 }
@@ -265,12 +314,16 @@ fn taken_veth_names_are_reported_as_exists() {
     let host = TestNetns::new("exh");
     let ctr = TestNetns::new("exc");
     let nl = Netlink::in_netns(&host.ns).unwrap();
-    nl.create_veth("tvdup", "eth0", &ctr.ns, None, None).unwrap();
+    nl.create_veth("tvdup", "eth0", &ctr.ns, None, None)
+        .unwrap();
 
     let same_host_name = nl
         .create_veth("tvdup", "eth9", &ctr.ns, None, None)
         .unwrap_err();
-    assert!(matches!(same_host_name, LinkError::Exists { .. }), "{same_host_name}");
+    assert!(
+        matches!(same_host_name, LinkError::Exists { .. }),
+        "{same_host_name}"
+    );
     assert!(
         same_host_name
             .to_string()
@@ -280,14 +333,31 @@ fn taken_veth_names_are_reported_as_exists() {
     let same_peer_name = nl
         .create_veth("tvother", "eth0", &ctr.ns, None, None)
         .unwrap_err();
-    assert!(matches!(same_peer_name, LinkError::Exists { .. }), "{same_peer_name}");
-    assert!(nl.link_by_name("tvother").unwrap().is_none(), "nothing half-made");
+    assert!(
+        matches!(same_peer_name, LinkError::Exists { .. }),
+        "{same_peer_name}"
+    );
+    assert!(
+        nl.link_by_name("tvother").unwrap().is_none(),
+        "nothing half-made"
+    );
 }
 
 #[test]
 fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
     let host = TestNetns::new("nbr");
-    run_ip(&["-n", &host.name, "link", "add", "ttnotbr", "type", "veth", "peer", "name", "ttnotbr-p"]);
+    run_ip(&[
+        "-n",
+        &host.name,
+        "link",
+        "add",
+        "ttnotbr",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ttnotbr-p",
+    ]);
     let nl = Netlink::in_netns(&host.ns).unwrap();
     let err = nl
         .ensure_bridge("ttnotbr", None, MacAddr::from_name("ttnotbr"))
@@ -299,7 +369,9 @@ fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
 #[test]
 fn ensure_bridge_repairs_address_mtu_and_state_of_an_existing_bridge() {
     let host = TestNetns::new("rep");
-    run_ip(&["-n", &host.name, "link", "add", "ttbr2", "mtu", "1500", "type", "bridge"]);
+    run_ip(&[
+        "-n", &host.name, "link", "add", "ttbr2", "mtu", "1500", "type", "bridge",
+    ]);
     let nl = Netlink::in_netns(&host.ns).unwrap();
     let mac = MacAddr::from_name("ttbr2");
     let bridge = nl.ensure_bridge("ttbr2", Some(1450), mac).unwrap();
@@ -336,10 +408,29 @@ fn missing_links_read_as_none_and_delete_as_false() {
     assert!(!nl.delete_link_by_name("ttnothing").unwrap());
     let err = nl.set_up(999_999).unwrap_err();
     assert!(matches!(err, LinkError::NotFound { .. }), "{err}");
-    assert_eq!(err.to_string(), "setting up link link #999999 failed: it does not exist");
+    assert_eq!(
+        err.to_string(),
+        "setting up link #999999 failed: it does not exist"
+    );
     let lo = nl.link_by_name("lo").unwrap().unwrap();
     assert_eq!(lo.index, 1);
     assert!(!lo.up, "a new namespace starts with lo down");
+}
+
+#[test]
+fn a_socket_opened_inside_a_namespace_stays_there_on_any_thread() {
+    let target = TestNetns::new("bound");
+    // Netlink::new() while the thread is inside: the socket belongs to `target` from then on.
+    let nl = target.ns.run(Netlink::new).unwrap().unwrap();
+    let names: Vec<String> =
+        std::thread::spawn(move || nl.links().unwrap().into_iter().map(|l| l.name).collect())
+            .join()
+            .unwrap();
+    assert_eq!(
+        names,
+        vec!["lo".to_string()],
+        "only the new namespace's loopback"
+    );
 }
 
 #[test]
@@ -358,7 +449,10 @@ fn run_restores_the_thread_namespace_even_when_the_closure_panics() {
     });
     assert!(result.is_err());
     let after = NetNs::current().unwrap();
-    assert!(after.same_as(&before).unwrap(), "thread left in the target namespace");
+    assert!(
+        after.same_as(&before).unwrap(),
+        "thread left in the target namespace"
+    );
     assert!(!after.same_as(&target.ns).unwrap());
 }
 
@@ -366,14 +460,22 @@ fn run_restores_the_thread_namespace_even_when_the_closure_panics() {
 fn sysctls_written_inside_a_namespace_stay_there() {
     let target = TestNetns::new("sysctl");
     let outside = get_sysctl("net/ipv4/ip_forward").unwrap();
-    let inside_before = target.ns.run(|| get_sysctl("net/ipv4/ip_forward")).unwrap().unwrap();
+    let inside_before = target
+        .ns
+        .run(|| get_sysctl("net/ipv4/ip_forward"))
+        .unwrap()
+        .unwrap();
     let flipped = if inside_before == "1" { "0" } else { "1" };
     target
         .ns
         .run(|| set_sysctl("net/ipv4/ip_forward", flipped))
         .unwrap()
         .unwrap();
-    let inside_after = target.ns.run(|| get_sysctl("net/ipv4/ip_forward")).unwrap().unwrap();
+    let inside_after = target
+        .ns
+        .run(|| get_sysctl("net/ipv4/ip_forward"))
+        .unwrap()
+        .unwrap();
     assert_eq!(inside_after, flipped);
     assert_eq!(get_sysctl("net/ipv4/ip_forward").unwrap(), outside);
 }
@@ -388,14 +490,23 @@ fn timing_of_veth_address_and_route_setup() {
         .ensure_bridge("ttbrt", None, MacAddr::from_name("ttbrt"))
         .unwrap();
     const ROUNDS: usize = 20;
-    let mut open = Vec::new();
-    let mut setup = Vec::new();
-    let mut teardown = Vec::new();
+    let steps = [
+        "open socket in netns",
+        "create veth (host up, in bridge)",
+        "look up peer",
+        "peer up",
+        "add IPv4 address",
+        "add IPv6 address (nodad)",
+        "add IPv4 default route",
+        "add IPv6 default route",
+        "delete veth",
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
     for round in 0..ROUNDS {
         let host_name = format!("tvt{round}");
-        let t0 = Instant::now();
+        let mut marks = vec![Instant::now()];
         let cn = Netlink::in_netns(&ctr.ns).unwrap();
-        let t1 = Instant::now();
+        marks.push(Instant::now());
         nl.create_veth_with(&VethSpec {
             host_name: &host_name,
             peer_name: "eth0",
@@ -405,30 +516,43 @@ fn timing_of_veth_address_and_route_setup() {
             host_master: Some(bridge.index),
         })
         .unwrap();
+        marks.push(Instant::now());
         let eth0 = cn.link_by_name("eth0").unwrap().unwrap();
+        marks.push(Instant::now());
         cn.set_up(eth0.index).unwrap();
-        cn.add_address(eth0.index, net("10.99.0.2/24"), false).unwrap();
-        cn.add_address(eth0.index, net("fd00:99::2/64"), true).unwrap();
-        cn.add_route(net("0.0.0.0/0"), Some(ip("10.99.0.1")), Some(eth0.index), None)
+        marks.push(Instant::now());
+        cn.add_address(eth0.index, net("10.99.0.2/24"), false)
             .unwrap();
+        marks.push(Instant::now());
+        cn.add_address(eth0.index, net("fd00:99::2/64"), true)
+            .unwrap();
+        marks.push(Instant::now());
+        cn.add_route(
+            net("0.0.0.0/0"),
+            Some(ip("10.99.0.1")),
+            Some(eth0.index),
+            None,
+        )
+        .unwrap();
+        marks.push(Instant::now());
         cn.add_route(net("::/0"), Some(ip("fd00:99::1")), Some(eth0.index), None)
             .unwrap();
-        let t2 = Instant::now();
+        marks.push(Instant::now());
         assert!(nl.delete_link_by_name(&host_name).unwrap());
-        let t3 = Instant::now();
-        open.push(t1 - t0);
-        setup.push(t2 - t1);
-        teardown.push(t3 - t2);
+        marks.push(Instant::now());
+        for (i, pair) in marks.windows(2).enumerate() {
+            samples[i].push(pair[1] - pair[0]);
+        }
     }
-    let median = |v: &mut Vec<Duration>| {
+    let mut setup_total = Duration::ZERO;
+    println!("link timing, medians over {ROUNDS} rounds:");
+    for (step, mut v) in steps.iter().zip(samples) {
         v.sort();
-        v[v.len() / 2]
-    };
-    println!(
-        "link timing over {ROUNDS} rounds (median): open socket in netns {:?}; \
-         veth(with master)+lookup+2 addresses+2 routes {:?}; delete veth {:?}",
-        median(&mut open),
-        median(&mut setup),
-        median(&mut teardown)
-    );
+        let median = v[v.len() / 2];
+        if *step != "delete veth" {
+            setup_total += median;
+        }
+        println!("  {step:<36} {median:?}");
+    }
+    println!("  {:<36} {setup_total:?}", "sum of setup medians");
 }

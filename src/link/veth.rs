@@ -74,7 +74,12 @@ impl Netlink {
             host = host.controller(master);
         }
 
-        let object = format!("{} (peer {} in {})", spec.host_name, spec.peer_name, spec.peer_ns.path().display());
+        let object = format!(
+            "{} (peer {} in {})",
+            spec.host_name,
+            spec.peer_name,
+            spec.peer_ns.path().display()
+        );
         self.block_on(self.handle().link().add(host.build()).execute())
             .map_err(LinkError::from_rtnetlink("creating veth", &object))?;
         tracing::debug!(host = spec.host_name, peer = spec.peer_name, netns = %spec.peer_ns.path().display(), "created veth pair");
