@@ -135,6 +135,26 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
     nl.set_hairpin(veth.index, false).unwrap();
     let details = host.ip_json(&["-d", "link", "show", "tvtest1"]);
     assert_eq!(details[0]["linkinfo"]["info_slave_data"]["hairpin"], false);
+    nl.set_learning(veth.index, false).unwrap();
+    nl.set_promisc(bridge.index, true).unwrap();
+    nl.set_mtu(veth.index, 1380).unwrap();
+    let details = host.ip_json(&["-d", "link", "show", "tvtest1"]);
+    assert_eq!(details[0]["linkinfo"]["info_slave_data"]["learning"], false);
+    assert_eq!(details[0]["mtu"], 1380);
+    let bridge_details = host.ip_json(&["-d", "link", "show", "ttbr0"]);
+    assert!(bridge_details[0]["flags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("PROMISC")));
+    let too_big = nl.set_mtu(veth.index, 70_000).unwrap_err();
+    assert!(
+        too_big.to_string().starts_with(&format!(
+            "setting the MTU of link #{} to 70000 failed: ",
+            veth.index
+        )),
+        "{too_big}"
+    );
+    nl.set_mtu(veth.index, 1400).unwrap();
 
     nl.add_address(bridge.index, net("10.88.0.1/24"), false)
         .unwrap();
