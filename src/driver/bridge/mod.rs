@@ -20,8 +20,7 @@ use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
-use crate::link::mac::MacAddr;
-use crate::link::{sysctl, Netlink};
+use crate::link::{set_sysctl, IpFamily, MacAddr, Netlink, VethSpec};
 use crate::netns::NetNs;
 
 /// Plugin-specific error code (spec: codes from 100 up are the plugin's own): kernel state differs from
@@ -95,6 +94,10 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
     }
 }
 
+fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
+    Interface { name: name.to_string(), mac: mac.map(|m| m.to_string()), ..Interface::default() }
+}
+
 fn default_route(ip: &IpNetwork) -> IpNetwork {
     match ip {
         IpNetwork::V4(_) => "0.0.0.0/0".parse().unwrap(),
@@ -130,10 +133,10 @@ fn ensure_gateway(host: &Netlink, bridge: u32, gw: IpNetwork, force: bool, name:
 
 fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
     if ips.iter().any(|i| i.address.is_ipv4()) {
-        sysctl::set_sysctl("net/ipv4/ip_forward", "1").map_err(cni_err)?;
+        set_sysctl("net/ipv4/ip_forward", "1").map_err(cni_err)?;
     }
     if ips.iter().any(|i| i.address.is_ipv6()) {
-        sysctl::set_sysctl("net/ipv6/conf/all/forwarding", "1").map_err(cni_err)?;
+        set_sysctl("net/ipv6/conf/all/forwarding", "1").map_err(cni_err)?;
     }
     Ok(())
 }
@@ -149,7 +152,7 @@ impl Plugin for BridgePlugin {
         let host = Netlink::new().map_err(cni_err)?;
 
         let br = host
-            .ensure_bridge(&cfg.bridge, cfg.mtu, MacAddr::stable_from_name(&cfg.bridge))
+            .ensure_bridge(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
             .map_err(cni_err)?;
         if cfg.promisc_mode {
             host.set_promisc(br.index, true).map_err(cni_err)?;
@@ -171,7 +174,7 @@ impl Plugin for BridgePlugin {
                     let gw_net = IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network");
                     if gw.is_ipv6() {
                         // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                        let _ = sysctl::set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
+                        let _ = set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
                     }
                     ensure_gateway(&host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
                 }
@@ -185,7 +188,14 @@ impl Plugin for BridgePlugin {
         let host_if = host_veth_name(t.container_id, t.ifname);
         host.delete_link_by_name(&host_if).map_err(cni_err)?;
         let veth = host
-            .create_veth(&host_if, t.ifname, &ns, cfg.mtu, mac)
+            .create_veth_with(&VethSpec {
+                host_name: &host_if,
+                peer_name: t.ifname,
+                peer_ns: &ns,
+                mtu: cfg.mtu,
+                peer_mac: mac,
+                host_master: Some(br.index),
+            })
             .map_err(|e| match Error::from(e) {
                 Error::Link(crate::link::LinkError::Exists { .. }) => CniError::new(
                     ErrorCode::InvalidConfig,
@@ -201,7 +211,6 @@ impl Plugin for BridgePlugin {
         rollback.push("veth pair", move || {
             host_ref.delete_link_by_name(host_if_ref).map(drop).map_err(|e| e.to_string())
         });
-        host.set_master(veth.index, br.index).map_err(cni_err)?;
         if cfg.hairpin_mode {
             host.set_hairpin(veth.index, true).map_err(cni_err)?;
         }
@@ -231,7 +240,7 @@ impl Plugin for BridgePlugin {
                         continue;
                     }
                     inner.add_route(dst, Some(gw), Some(link.index), None).map_err(cni_err)?;
-                    routes.push(Route::via(dst, Some(gw)));
+                    routes.push(Route::new(dst, Some(gw)));
                 }
             }
         }
@@ -278,7 +287,7 @@ impl Plugin for BridgePlugin {
                     netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                     host_ifname: Some(host_if.clone()),
                     bridge: Some(cfg.bridge.clone()),
-                    mac: Some(link.mac.to_string()),
+                    mac: link.mac.map(|m| m.to_string()),
                     ips: leased.ips.iter().map(|i| i.address).collect(),
                 })
                 .map_err(cni_err)?;
@@ -288,12 +297,12 @@ impl Plugin for BridgePlugin {
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let result = CniResult {
             interfaces: vec![
-                Interface::new(&cfg.bridge, Some(br.mac.to_string())),
-                Interface::new(&host_if, Some(veth.mac.to_string())),
+                iface(&cfg.bridge, br.mac),
+                iface(&host_if, veth.mac),
                 Interface {
                     sandbox,
                     mtu: Some(link.mtu),
-                    ..Interface::new(t.ifname, Some(link.mac.to_string()))
+                    ..iface(t.ifname, link.mac)
                 },
             ],
             ips: leased
@@ -392,7 +401,7 @@ impl Plugin for BridgePlugin {
             }
         }
         for r in &prev.routes {
-            let family_routes = inner.routes(r.dst.is_ipv4()).map_err(cni_err)?;
+            let family_routes = inner.routes(if r.dst.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 }).map_err(cni_err)?;
             let found = family_routes
                 .iter()
                 .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
