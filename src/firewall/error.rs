@@ -6,7 +6,9 @@ pub enum FirewallError {
     #[error("network name {name:?} is not usable for firewall rules: {reason}")]
     InvalidNetworkName { name: String, reason: &'static str },
 
-    #[error("bridge name {bridge:?} of network {network:?} is not a valid interface name: {reason}")]
+    #[error(
+        "bridge name {bridge:?} of network {network:?} is not a valid interface name: {reason}"
+    )]
     InvalidBridgeName {
         network: String,
         bridge: String,
@@ -61,7 +63,9 @@ pub enum FirewallError {
         hint: &'static str,
     },
 
-    #[error("network {network:?} has no firewall rules in table inet tether; call ensure_network first")]
+    #[error(
+        "network {network:?} has no firewall rules in table inet tether; call ensure_network first"
+    )]
     NetworkNotInstalled { network: String },
 
     #[error("malformed netlink reply from nf_tables during {op}: {detail}")]

@@ -80,8 +80,8 @@ impl Firewall {
                     id: spec.id.to_string(),
                 });
             }
-            Some(installed) if installed.bridge == spec.bridge
-                && installed.masquerade == spec.masquerade =>
+            Some(installed)
+                if installed.bridge == spec.bridge && installed.masquerade == spec.masquerade =>
             {
                 return Ok(());
             }
@@ -159,7 +159,11 @@ impl Firewall {
     }
 
     /// Whether every address is in its network's set and NAT map (for CNI CHECK).
-    pub fn container_present(&self, network: &str, addrs: &[IpAddr]) -> Result<bool, FirewallError> {
+    pub fn container_present(
+        &self,
+        network: &str,
+        addrs: &[IpAddr],
+    ) -> Result<bool, FirewallError> {
         validate_network_name(network)?;
         let id = NetworkId::of(network);
         for change in container_changes(id, addrs, ElementOp::Add) {
@@ -324,7 +328,10 @@ impl Firewall {
             return Ok(());
         };
         let seq = socket.reserve_seqs(1);
-        let chains = match socket.dump(&requests::dump_chains(seq), seq).map_err(io_error)? {
+        let chains = match socket
+            .dump(&requests::dump_chains(seq), seq)
+            .map_err(io_error)?
+        {
             Ok(replies) => replies,
             Err(_) => return Ok(()),
         };

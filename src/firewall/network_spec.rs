@@ -92,7 +92,9 @@ pub fn validate_network_name(name: &str) -> Result<(), FirewallError> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Err(invalid("only letters, digits, '_', '.' and '-' are allowed"));
+        return Err(invalid(
+            "only letters, digits, '_', '.' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -136,7 +138,10 @@ mod tests {
     #[test]
     fn comment_round_trips() {
         let spec = NetworkSpec::parse(&rules("web.prod-1", "tether0", true)).unwrap();
-        assert_eq!(spec.comment(), "tether bridge=tether0 masq=1 net=web.prod-1");
+        assert_eq!(
+            spec.comment(),
+            "tether bridge=tether0 masq=1 net=web.prod-1"
+        );
         let installed = InstalledNetwork::from_comment(&spec.comment()).unwrap();
         assert_eq!(installed.bridge, "tether0");
         assert!(installed.masquerade);

@@ -14,15 +14,34 @@ use super::table;
 enum Statement {
     AddTable,
     AddBaseChain(BaseChain),
-    AddChain { name: String, comment: Option<String> },
+    AddChain {
+        name: String,
+        comment: Option<String>,
+    },
     FlushChain(String),
     DeleteChain(String),
-    AddRule { chain: String, rule: Rule },
-    AddSet { name: String, key: KeyType },
+    AddRule {
+        chain: String,
+        rule: Rule,
+    },
+    AddSet {
+        name: String,
+        key: KeyType,
+    },
     DeleteSet(String),
-    AddVerdictMap { name: String, key: KeyType },
-    AddElement { set: String, key: ElementKey, jump: Option<String> },
-    DeleteElement { set: String, key: ElementKey },
+    AddVerdictMap {
+        name: String,
+        key: KeyType,
+    },
+    AddElement {
+        set: String,
+        key: ElementKey,
+        jump: Option<String>,
+    },
+    DeleteElement {
+        set: String,
+        key: ElementKey,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +73,20 @@ enum Rule {
     /// container's own address.
     DispatchSourceV4(&'static str),
     DispatchSourceV6(&'static str),
-    AcceptFromBridge { bridge: String },
-    AcceptRepliesToBridge { bridge: String },
-    MasqueradeV4 { set: String, bridge: String },
-    MasqueradeV6 { set: String, bridge: String },
+    AcceptFromBridge {
+        bridge: String,
+    },
+    AcceptRepliesToBridge {
+        bridge: String,
+    },
+    MasqueradeV4 {
+        set: String,
+        bridge: String,
+    },
+    MasqueradeV6 {
+        set: String,
+        bridge: String,
+    },
 }
 
 impl KeyType {
@@ -113,7 +142,10 @@ impl Statement {
                 "add chain {t} {} {{ type nat hook postrouting priority srcnat; policy accept; }}",
                 table::POSTROUTING_CHAIN
             ),
-            Statement::AddChain { name, comment: None } => format!("add chain {t} {name}"),
+            Statement::AddChain {
+                name,
+                comment: None,
+            } => format!("add chain {t} {name}"),
             Statement::AddChain {
                 name,
                 comment: Some(comment),
@@ -126,7 +158,10 @@ impl Statement {
             }
             Statement::DeleteSet(name) => format!("delete set {t} {name}"),
             Statement::AddVerdictMap { name, key } => {
-                format!("add map {t} {name} {{ type {} : verdict; }}", key.nft_type())
+                format!(
+                    "add map {t} {name} {{ type {} : verdict; }}",
+                    key.nft_type()
+                )
             }
             Statement::AddElement { set, key, jump } => match jump {
                 Some(chain) => format!(
@@ -305,7 +340,11 @@ pub fn install_script(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) 
 /// Deletes exactly one network's chains, sets and map elements, including NAT map elements
 /// of containers that were never removed (`leftovers`), in a single transaction that
 /// succeeds whether or not each object still exists.
-pub fn teardown_script(id: NetworkId, installed: &InstalledNetwork, leftovers: &[IpAddr]) -> String {
+pub fn teardown_script(
+    id: NetworkId,
+    installed: &InstalledNetwork,
+    leftovers: &[IpAddr],
+) -> String {
     let nat = id.nat_chain();
     let mut s = vec![Statement::AddTable];
     s.extend(map_statements());

@@ -21,7 +21,10 @@ pub fn messages(mut buf: &[u8]) -> Result<Vec<Message<'_>>, String> {
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(format!("message length {len} out of bounds ({} left)", buf.len()));
+            return Err(format!(
+                "message length {len} out of bounds ({} left)",
+                buf.len()
+            ));
         }
         out.push(Message {
             kind: u16::from_ne_bytes(buf[4..6].try_into().unwrap()),

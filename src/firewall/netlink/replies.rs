@@ -60,9 +60,7 @@ pub fn element_addresses(payload: &[u8]) -> Vec<IpAddr> {
         .filter_map(|(_, elem)| attribute(elem, NFTA_SET_ELEM_KEY))
         .filter_map(|key| attribute(key, NFTA_DATA_VALUE))
         .filter_map(|value| match value.len() {
-            4 => Some(IpAddr::V4(Ipv4Addr::from(
-                <[u8; 4]>::try_from(value).ok()?,
-            ))),
+            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(value).ok()?))),
             16 => Some(IpAddr::V6(Ipv6Addr::from(
                 <[u8; 16]>::try_from(value).ok()?,
             ))),
@@ -106,7 +104,10 @@ mod tests {
         let mut w = MessageWriter::new();
         w.begin_message(nft_type(NFT_MSG_NEWSETELEM), 0, 1, NFPROTO_INET, 0);
         w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
-        for key in [&[10u8, 0, 0, 2][..], &[0xfdu8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2][..]] {
+        for key in [
+            &[10u8, 0, 0, 2][..],
+            &[0xfdu8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2][..],
+        ] {
             w.begin_nested(NFTA_LIST_ELEM);
             w.begin_nested(NFTA_SET_ELEM_KEY);
             w.put_bytes(NFTA_DATA_VALUE, key);

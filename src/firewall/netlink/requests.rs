@@ -108,7 +108,13 @@ pub fn element_batch(changes: &[ElementChange], first_seq: u32) -> EncodedBatch 
         if change.op == ElementOp::Add {
             flags |= NLM_F_CREATE;
         }
-        w.begin_message(nft_type(change.op.message_type()), flags, seq, NFPROTO_INET, 0);
+        w.begin_message(
+            nft_type(change.op.message_type()),
+            flags,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
         put_elements(&mut w, &change.set, &change.elements);
         w.end_message();
         change_seqs.push(seq);

@@ -41,7 +41,10 @@ impl MessageWriter {
 
     pub fn end_message(&mut self) {
         debug_assert!(self.nests.is_empty(), "nested attribute not ended");
-        let start = self.message_start.take().expect("end_message without begin_message");
+        let start = self
+            .message_start
+            .take()
+            .expect("end_message without begin_message");
         let len = (self.buf.len() - start) as u32;
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
     }
@@ -69,7 +72,8 @@ impl MessageWriter {
     pub fn begin_nested(&mut self, kind: u16) {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     }
 
     pub fn end_nested(&mut self) {
