@@ -8,7 +8,10 @@ pub mod attachment;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod plugin;
 pub mod range;
+pub mod requested;
+pub mod resolv_conf;
 pub mod store;
 
 pub use allocator::{allocate, check, free_counts, release, Allocation};
@@ -16,6 +19,7 @@ pub use attachment::AttachmentId;
 pub use config::{default_data_dir, IpamConfig, RouteSpec};
 pub use error::IpamError;
 pub use gc::gc;
+pub use plugin::{add_in_process, check_in_process, del_in_process, TetherIpam};
 pub use range::{AddressRange, RangeSet};
 pub use store::Store;
 

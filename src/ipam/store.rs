@@ -34,8 +34,7 @@ pub struct LockedStore<'a> {
 }
 
 impl Store {
-    /// Open (creating if needed) the store of `network` under `data_dir`.
-    pub fn open(data_dir: &Path, network: &str) -> Result<Self, IpamError> {
+    fn dir_of(data_dir: &Path, network: &str) -> Result<PathBuf, IpamError> {
         if network.is_empty() || network == "." || network == ".." || network.contains(['/', '\0'])
         {
             return Err(IpamError::InvalidName {
@@ -44,11 +43,26 @@ impl Store {
                 reason: "it must be a non-empty name without '/'",
             });
         }
-        let dir = data_dir.join(network);
+        Ok(data_dir.join(network))
+    }
+
+    /// Open (creating if needed) the store of `network` under `data_dir`.
+    pub fn open(data_dir: &Path, network: &str) -> Result<Self, IpamError> {
+        let dir = Self::dir_of(data_dir, network)?;
         let attachments = dir.join(ATTACHMENTS_DIR);
         fs::create_dir_all(&attachments)
             .map_err(|e| IpamError::io("create directory", &attachments, e))?;
         Ok(Store { dir })
+    }
+
+    /// The store of `network` if it was ever created; DEL, GC and STATUS use this so they never create one.
+    pub fn existing(data_dir: &Path, network: &str) -> Result<Option<Self>, IpamError> {
+        let dir = Self::dir_of(data_dir, network)?;
+        match fs::metadata(dir.join(ATTACHMENTS_DIR)) {
+            Ok(_) => Ok(Some(Store { dir })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(IpamError::io("stat", dir, e)),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -329,5 +343,8 @@ mod tests {
         assert!(Store::open(&dir, "../etc").is_err());
         assert!(Store::open(&dir, "..").is_err());
         assert!(Store::open(&dir, "").is_err());
+        assert!(Store::existing(&dir, "net1").unwrap().is_none());
+        Store::open(&dir, "net1").unwrap();
+        assert!(Store::existing(&dir, "net1").unwrap().is_some());
     }
 }
