@@ -505,4 +505,71 @@ mod tests {
             .next()
             .is_none());
     }
+
+    /// Child side of the multi-process test: does nothing unless the parent set the variables.
+    #[test]
+    #[ignore = "run by hundred_processes_allocate_distinct_addresses"]
+    fn allocate_in_child_process() {
+        let (Some(dir), Some(id)) = (
+            std::env::var_os("TETHER_IPAM_TEST_DIR"),
+            std::env::var("TETHER_IPAM_TEST_ID").ok(),
+        ) else {
+            return;
+        };
+        let c = conf(json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/120"}]]}));
+        let store = Store::open(Path::new(&dir), "net").unwrap();
+        for a in allocate(&c, &store, &id, "eth0", &[]).unwrap() {
+            println!("ALLOCATED {}", a.address.ip());
+        }
+    }
+
+    #[test]
+    fn hundred_processes_allocate_distinct_addresses() {
+        let dir = TestDir::new("processes");
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..100)
+            .map(|i| {
+                std::process::Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "ipam::allocator::tests::allocate_in_child_process",
+                    ])
+                    .args(["--ignored", "--nocapture", "--test-threads=1"])
+                    .env("TETHER_IPAM_TEST_DIR", &*dir)
+                    .env("TETHER_IPAM_TEST_ID", format!("p{i}"))
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut all = Vec::new();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            let text = String::from_utf8(out.stdout).unwrap();
+            all.extend(
+                text.lines()
+                    // The harness may print "test ... " on the same line before ours.
+                    .filter_map(|l| l.split("ALLOCATED ").nth(1))
+                    .map(|ip| ip.parse::<IpAddr>().unwrap()),
+            );
+        }
+        assert_eq!(all.len(), 200);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200, "no address handed out twice");
+        let store = Store::open(&dir, "net").unwrap();
+        for i in 0..100 {
+            assert_eq!(release(&store, &format!("p{i}"), "eth0").unwrap().len(), 2);
+        }
+        assert_eq!(
+            store_files(&store),
+            [
+                "attachments",
+                "last_reserved_ip.0",
+                "last_reserved_ip.1",
+                "lock"
+            ]
+        );
+    }
 }

@@ -306,4 +306,44 @@ mod tests {
         let err = parse(json!({"subnet": "10.0.0.0/31"})).unwrap_err();
         assert!(err.to_string().contains("no usable addresses"), "{err}");
     }
+
+    fn testdata(kind: &str) -> Vec<(String, Value)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/ipam")
+            .join(kind);
+        let mut files: Vec<(String, Value)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let path = e.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                (
+                    path.display().to_string(),
+                    serde_json::from_str(&text).unwrap(),
+                )
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(!files.is_empty(), "no files in {}", dir.display());
+        files
+    }
+
+    #[test]
+    fn every_good_testdata_config_parses() {
+        for (path, conf) in testdata("good") {
+            if let Err(e) = parse(conf["ipam"].clone()) {
+                panic!("{path}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_bad_testdata_config_fails_with_its_expected_message() {
+        for (path, conf) in testdata("bad") {
+            let expected = conf["_expect_error"].as_str().unwrap();
+            match parse(conf["ipam"].clone()) {
+                Ok(_) => panic!("{path}: parsed but should fail with {expected:?}"),
+                Err(e) => assert!(e.to_string().contains(expected), "{path}: {e}"),
+            }
+        }
+    }
 }
