@@ -44,11 +44,19 @@ pub struct NetConf {
 impl NetConf {
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|err| {
-            CniError::new(ErrorCode::Decode, format!("cannot decode the network configuration on stdin: {err}"))
-                .with_details("the runtime must pass the network configuration as a JSON object on stdin")
+            CniError::new(
+                ErrorCode::Decode,
+                format!("cannot decode the network configuration on stdin: {err}"),
+            )
+            .with_details(
+                "the runtime must pass the network configuration as a JSON object on stdin",
+            )
         })?;
         let obj = raw.as_object().ok_or_else(|| {
-            CniError::new(ErrorCode::Decode, "the network configuration on stdin is not a JSON object")
+            CniError::new(
+                ErrorCode::Decode,
+                "the network configuration on stdin is not a JSON object",
+            )
         })?;
 
         let cni_version = match obj.get("cniVersion") {
@@ -79,10 +87,16 @@ impl NetConf {
                 .iter()
                 .map(|(key, value)| match value {
                     Value::Bool(on) => Ok((key.clone(), *on)),
-                    other => Err(invalid(format!("capability \"{key}\" must be true or false, got {other}"))),
+                    other => Err(invalid(format!(
+                        "capability \"{key}\" must be true or false, got {other}"
+                    ))),
                 })
                 .collect::<Result<_, _>>()?,
-            Some(other) => return Err(invalid(format!("\"capabilities\" must be an object, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "\"capabilities\" must be an object, got {other}"
+                )))
+            }
         };
         let runtime_config = RuntimeConfig::parse(obj.get("runtimeConfig"))?;
         let prev_result = obj.get("prevResult").filter(|v| !v.is_null()).cloned();
@@ -93,9 +107,11 @@ impl NetConf {
         };
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
-            Some(value) => Some(serde_json::from_value::<Dns>(value.clone()).map_err(|err| {
-                invalid(format!("network \"{name}\": invalid \"dns\": {err}"))
-            })?),
+            Some(value) => {
+                Some(serde_json::from_value::<Dns>(value.clone()).map_err(|err| {
+                    invalid(format!("network \"{name}\": invalid \"dns\": {err}"))
+                })?)
+            }
         };
         let gc_attachments = parse_attachments(obj)?;
 
@@ -131,10 +147,16 @@ impl NetConf {
         serde_json::from_value::<T>(self.raw.clone()).map_err(|err| {
             let culprit = culprit_field::<T>(&self.raw, &err.to_string());
             let msg = match culprit {
-                Some(field) => format!("network \"{}\": invalid field \"{field}\": {err}", self.name),
+                Some(field) => format!(
+                    "network \"{}\": invalid field \"{field}\": {err}",
+                    self.name
+                ),
                 None => format!("network \"{}\": invalid configuration: {err}", self.name),
             };
-            invalid(msg).with_details(format!("check the \"{}\" plugin's documented fields", self.plugin_type))
+            invalid(msg).with_details(format!(
+                "check the \"{}\" plugin's documented fields",
+                self.plugin_type
+            ))
         })
     }
 }
@@ -182,19 +204,30 @@ fn culprit_field<T: DeserializeOwned>(raw: &Value, error: &str) -> Option<String
 /// GC attachments: `[{"containerID": "...", "ifname": "..."}]`. Keys are
 /// matched case-insensitively because Go's decoder (libcni) does so too.
 fn parse_attachments(obj: &Map<String, Value>) -> Result<Option<Vec<Attachment>>, CniError> {
-    let value = match obj.get("cni.dev/valid-attachments").or_else(|| obj.get("cni.dev/attachments")) {
+    let value = match obj
+        .get("cni.dev/valid-attachments")
+        .or_else(|| obj.get("cni.dev/attachments"))
+    {
         None => return Ok(None),
         Some(value) => lowercase_keys(value),
     };
     let items = match &value {
         Value::Null => return Ok(Some(Vec::new())),
         Value::Array(items) => items,
-        other => return Err(invalid(format!("\"cni.dev/valid-attachments\" must be a list, got {other}"))),
+        other => {
+            return Err(invalid(format!(
+                "\"cni.dev/valid-attachments\" must be a list, got {other}"
+            )))
+        }
     };
     items
         .iter()
         .map(|item| {
-            let field = |key: &str| item.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+            let field = |key: &str| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            };
             match (field("containerid"), field("ifname")) {
                 (Some(container_id), Some(ifname)) => Ok(Attachment {
                     container_id: container_id.to_string(),
@@ -228,7 +261,10 @@ mod tests {
         assert_eq!(conf.plugin_type, "tether-bridge");
         assert_eq!(conf.capabilities.get("portMappings"), Some(&true));
         assert_eq!(conf.ipam_type(), Some("tether-ipam"));
-        assert_eq!(conf.dns.as_ref().unwrap().nameservers, vec!["10.88.0.1".to_string()]);
+        assert_eq!(
+            conf.dns.as_ref().unwrap().nameservers,
+            vec!["10.88.0.1".to_string()]
+        );
         assert_eq!(conf.runtime_config.port_mappings[0].host_port, 8080);
         assert!(conf.prev_result.is_none());
         assert!(conf.gc_attachments.is_none());
@@ -252,7 +288,12 @@ mod tests {
         for (input, code, needle) in cases {
             let err = NetConf::parse(input).unwrap_err();
             assert_eq!(err.code, code, "{}", String::from_utf8_lossy(input));
-            assert!(err.msg.contains(needle), "{}: {}", String::from_utf8_lossy(input), err.msg);
+            assert!(
+                err.msg.contains(needle),
+                "{}: {}",
+                String::from_utf8_lossy(input),
+                err.msg
+            );
         }
     }
 
@@ -318,8 +359,14 @@ mod tests {
             assert_eq!(
                 conf.valid_attachments(),
                 vec![
-                    Attachment { container_id: "c1".into(), ifname: "eth0".into() },
-                    Attachment { container_id: "c2".into(), ifname: "net1".into() },
+                    Attachment {
+                        container_id: "c1".into(),
+                        ifname: "eth0".into()
+                    },
+                    Attachment {
+                        container_id: "c2".into(),
+                        ifname: "net1".into()
+                    },
                 ],
                 "{key}"
             );

@@ -22,10 +22,16 @@ pub struct ConfList {
 impl ConfList {
     pub fn parse(bytes: &[u8]) -> Result<ConfList, CniError> {
         let raw: Value = serde_json::from_slice(bytes).map_err(|err| {
-            CniError::new(ErrorCode::Decode, format!("cannot decode the network configuration list: {err}"))
+            CniError::new(
+                ErrorCode::Decode,
+                format!("cannot decode the network configuration list: {err}"),
+            )
         })?;
         let obj = raw.as_object().ok_or_else(|| {
-            CniError::new(ErrorCode::Decode, "the network configuration list is not a JSON object")
+            CniError::new(
+                ErrorCode::Decode,
+                "the network configuration list is not a JSON object",
+            )
         })?;
         let name = validated_network_name(obj.get("name"))?;
         let cni_version = pick_version(obj, &name)?;
@@ -36,7 +42,9 @@ impl ConfList {
                 // libcni also accepts the strings "true"/"false" here.
                 Some(Value::String(text)) if text.eq_ignore_ascii_case("true") => Ok(true),
                 Some(Value::String(text)) if text.eq_ignore_ascii_case("false") => Ok(false),
-                Some(other) => Err(invalid(format!("network \"{name}\": \"{key}\" must be true or false, got {other}"))),
+                Some(other) => Err(invalid(format!(
+                    "network \"{name}\": \"{key}\" must be true or false, got {other}"
+                ))),
             }
         };
         let disable_check = flag("disableCheck")?;
@@ -44,8 +52,10 @@ impl ConfList {
         let plugins = match obj.get("plugins") {
             Some(Value::Array(items)) if !items.is_empty() => items.clone(),
             _ => {
-                return Err(invalid(format!("network \"{name}\": \"plugins\" is missing or empty"))
-                    .with_details("a configuration list needs a non-empty \"plugins\" list"))
+                return Err(invalid(format!(
+                    "network \"{name}\": \"plugins\" is missing or empty"
+                ))
+                .with_details("a configuration list needs a non-empty \"plugins\" list"))
             }
         };
         for (index, plugin) in plugins.iter().enumerate() {
@@ -77,7 +87,12 @@ impl ConfList {
     /// indexing): its own object plus the list's `name` and `cniVersion`, the
     /// previous plugin's result, and `runtimeConfig` holding only the
     /// capabilities the plugin declares `true` and the runtime has data for.
-    pub fn plugin_conf(&self, index: usize, prev_result: Option<&Value>, runtime_config: &Value) -> Value {
+    pub fn plugin_conf(
+        &self,
+        index: usize,
+        prev_result: Option<&Value>,
+        runtime_config: &Value,
+    ) -> Value {
         let mut conf = match &self.plugins[index] {
             Value::Object(obj) => obj.clone(),
             _ => Map::new(),
@@ -128,8 +143,13 @@ fn pick_version(obj: &Map<String, Value>, name: &str) -> Result<String, CniError
     match obj.get("cniVersion") {
         Some(Value::String(text)) if version::is_supported(text) => Ok(text.clone()),
         Some(Value::String(text)) => Err(version::incompatible(text)),
-        None | Some(Value::Null) => Err(invalid(format!("network \"{name}\": \"cniVersion\" is missing"))
-            .with_details(format!("set it to one of {}", version::SUPPORTED_VERSIONS.join(", ")))),
+        None | Some(Value::Null) => Err(invalid(format!(
+            "network \"{name}\": \"cniVersion\" is missing"
+        ))
+        .with_details(format!(
+            "set it to one of {}",
+            version::SUPPORTED_VERSIONS.join(", ")
+        ))),
         Some(other) => Err(CniError::new(
             ErrorCode::Decode,
             format!("network \"{name}\": \"cniVersion\" must be a string, got {other}"),
@@ -189,7 +209,10 @@ mod tests {
         // No data for the declared capability: the file's own runtimeConfig
         // stays, as libcni leaves it.
         let bare = list.plugin_conf(1, None, &json!({}));
-        assert_eq!(bare["runtimeConfig"], json!({"portMappings": [{"hostPort": 1, "containerPort": 1}]}));
+        assert_eq!(
+            bare["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 1, "containerPort": 1}]})
+        );
         assert!(bare.get("prevResult").is_none());
     }
 
@@ -209,9 +232,18 @@ mod tests {
             (b"nope", 6),
             (br#"{"cniVersion": "1.0.0", "plugins": [{"type": "t"}]}"#, 7),
             (br#"{"cniVersion": "1.0.0", "name": "n", "plugins": []}"#, 7),
-            (br#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"bridge": "x"}]}"#, 7),
-            (br#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../evil"}]}"#, 7),
-            (br#"{"cniVersion": "2.0.0", "name": "n", "plugins": [{"type": "t"}]}"#, 1),
+            (
+                br#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"bridge": "x"}]}"#,
+                7,
+            ),
+            (
+                br#"{"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "../evil"}]}"#,
+                7,
+            ),
+            (
+                br#"{"cniVersion": "2.0.0", "name": "n", "plugins": [{"type": "t"}]}"#,
+                1,
+            ),
             (br#"{"name": "n", "plugins": [{"type": "t"}]}"#, 7),
         ];
         for (input, code) in cases {

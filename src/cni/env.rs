@@ -73,8 +73,9 @@ impl Env {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
         let get = |name: &str| var(name).filter(|value| !value.is_empty());
         let command_text = get("CNI_COMMAND").ok_or_else(|| {
-            CniError::new(ErrorCode::InvalidEnv, "CNI_COMMAND is not set")
-                .with_details("a CNI runtime must set CNI_COMMAND to ADD, DEL, CHECK, GC, STATUS or VERSION")
+            CniError::new(ErrorCode::InvalidEnv, "CNI_COMMAND is not set").with_details(
+                "a CNI runtime must set CNI_COMMAND to ADD, DEL, CHECK, GC, STATUS or VERSION",
+            )
         })?;
         let command = Command::parse(&command_text)?;
 
@@ -97,7 +98,10 @@ impl Env {
         if !missing.is_empty() {
             return Err(CniError::new(
                 ErrorCode::InvalidEnv,
-                format!("required environment variables [{}] missing for {command}", missing.join(", ")),
+                format!(
+                    "required environment variables [{}] missing for {command}",
+                    missing.join(", ")
+                ),
             )
             .with_details("the CNI runtime must set them; see the CNI spec, section 2"));
         }
@@ -187,7 +191,10 @@ fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("is 16 bytes or longer")
     } else if name == "." || name == ".." {
         Some("is \".\" or \"..\"")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
@@ -256,7 +263,10 @@ mod tests {
         assert_eq!(env.container_id.as_deref(), Some("abc123"));
         assert_eq!(env.netns, Some(PathBuf::from("/run/netns/x")));
         assert_eq!(env.ifname.as_deref(), Some("eth0"));
-        assert_eq!(env.path, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
+        assert_eq!(
+            env.path,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
         assert_eq!(env.arg("K8S_POD_NAME"), Some("web"));
         assert_eq!(env.arg("IgnoreUnknown"), Some("1"));
         assert_eq!(env.arg("nope"), None);
@@ -284,7 +294,11 @@ mod tests {
         ];
         for (command, dropped, ok) in table {
             let result = with(command, FULL, &[dropped]);
-            assert_eq!(result.is_ok(), ok, "{command} without {dropped}: {result:?}");
+            assert_eq!(
+                result.is_ok(),
+                ok,
+                "{command} without {dropped}: {result:?}"
+            );
             if let Err(err) = result {
                 assert_eq!(err.code, 4);
                 assert!(err.msg.contains(dropped), "{}", err.msg);

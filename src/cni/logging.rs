@@ -19,7 +19,9 @@ pub fn init_from_env() {
         return;
     }
     let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("debug"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let file = std::env::var("TETHER_LOG_FILE")
         .ok()
         .filter(|path| !path.is_empty())

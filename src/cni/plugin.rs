@@ -64,7 +64,11 @@ pub trait Plugin {
 
 /// Runs one plugin invocation over explicit inputs: returns what to print on
 /// stdout and the exit code. Pure apart from what the plugin itself does.
-pub fn dispatch<P: Plugin>(plugin: &P, vars: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, u8) {
+pub fn dispatch<P: Plugin>(
+    plugin: &P,
+    vars: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> (String, u8) {
     let env = match Env::from_vars(vars) {
         Ok(env) => env,
         Err(err) => return failure(&err, version_for_errors(stdin)),
@@ -113,10 +117,17 @@ fn run_command<P: Plugin>(plugin: &P, call: &Call) -> Result<String, CniError> {
         _ => true,
     };
     if !allowed {
-        let needs = if command == Command::Check { "0.4.0" } else { "1.1.0" };
+        let needs = if command == Command::Check {
+            "0.4.0"
+        } else {
+            "1.1.0"
+        };
         return Err(CniError::new(
             ErrorCode::IncompatibleVersion,
-            format!("cniVersion {} does not allow {command}", call.conf.cni_version),
+            format!(
+                "cniVersion {} does not allow {command}",
+                call.conf.cni_version
+            ),
         )
         .with_details(format!("{command} needs cniVersion {needs} or newer")));
     }
@@ -162,7 +173,10 @@ fn version_for_errors(stdin: &[u8]) -> &'static str {
 
 /// The text printed when a person runs a plugin without CNI_COMMAND.
 pub fn about_text(about: &str) -> String {
-    format!("{about}\nCNI protocol versions supported: {}", SUPPORTED_VERSIONS.join(", "))
+    format!(
+        "{about}\nCNI protocol versions supported: {}",
+        SUPPORTED_VERSIONS.join(", ")
+    )
 }
 
 /// The `main` of every tether plugin binary.
@@ -177,7 +191,10 @@ pub fn run<P: Plugin>(plugin: &P, about: &str) -> ExitCode {
     // VERSION may come with no stdin at all (or a terminal); don't wait on it.
     if command != "VERSION" {
         if let Err(err) = std::io::stdin().read_to_end(&mut stdin) {
-            let err = CniError::new(ErrorCode::Io, format!("cannot read the network configuration from stdin: {err}"));
+            let err = CniError::new(
+                ErrorCode::Io,
+                format!("cannot read the network configuration from stdin: {err}"),
+            );
             return emit(&failure(&err, CURRENT_VERSION));
         }
     }
@@ -236,14 +253,21 @@ mod tests {
             })
         }
         fn del(&self, call: &Call) -> Result<(), CniError> {
-            self.note(format!("del {} netns={:?}", call.container_id(), call.env.netns))
+            self.note(format!(
+                "del {} netns={:?}",
+                call.container_id(),
+                call.env.netns
+            ))
         }
         fn check(&self, call: &Call) -> Result<(), CniError> {
             let prev = call.prev_result()?.map(|r| r.ips.len()).unwrap_or(0);
             self.note(format!("check prev_ips={prev}"))
         }
         fn gc(&self, _call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
-            let names: Vec<String> = valid.iter().map(|a| format!("{}/{}", a.container_id, a.ifname)).collect();
+            let names: Vec<String> = valid
+                .iter()
+                .map(|a| format!("{}/{}", a.container_id, a.ifname))
+                .collect();
             self.note(format!("gc {}", names.join(",")))
         }
         fn status(&self, _call: &Call) -> Result<(), CniError> {
@@ -265,12 +289,18 @@ mod tests {
     }
 
     fn conf(version: &str) -> Vec<u8> {
-        json!({"cniVersion": version, "name": "net1", "type": "fake"}).to_string().into_bytes()
+        json!({"cniVersion": version, "name": "net1", "type": "fake"})
+            .to_string()
+            .into_bytes()
     }
 
     fn call(plugin: &FakePlugin, vars: &HashMap<String, String>, stdin: &[u8]) -> (Value, u8) {
         let (stdout, code) = dispatch(plugin, |k| vars.get(k).cloned(), stdin);
-        let value = if stdout.is_empty() { Value::Null } else { serde_json::from_str(&stdout).unwrap() };
+        let value = if stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap()
+        };
         (value, code)
     }
 
@@ -289,7 +319,10 @@ mod tests {
         assert_eq!(*plugin.seen.borrow(), vec!["add c1 eth0".to_string()]);
 
         let (out, _) = call(&plugin, &vars("ADD"), &conf("0.2.0"));
-        assert_eq!(out, json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.88.0.2/16", "gateway": "10.88.0.1"}, "dns": {}}));
+        assert_eq!(
+            out,
+            json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.88.0.2/16", "gateway": "10.88.0.1"}, "dns": {}})
+        );
     }
 
     #[test]
@@ -315,7 +348,10 @@ mod tests {
         assert_eq!(code, 1);
         assert_eq!(out["code"], 1);
         assert_eq!(out["cniVersion"], "0.3.1");
-        assert!(out["msg"].as_str().unwrap().contains("does not allow CHECK"));
+        assert!(out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow CHECK"));
         assert_eq!(plugin.seen.borrow().len(), 1, "plugin must not run");
     }
 
@@ -323,7 +359,8 @@ mod tests {
     fn gc_and_status_need_1_1_0() {
         for command in ["GC", "STATUS"] {
             let plugin = FakePlugin::default();
-            let env: HashMap<String, String> = [("CNI_COMMAND".to_string(), command.to_string())].into();
+            let env: HashMap<String, String> =
+                [("CNI_COMMAND".to_string(), command.to_string())].into();
             let (out, code) = call(&plugin, &env, &conf("1.0.0"));
             assert_eq!(code, 1, "{command}");
             assert_eq!(out["code"], 1);
@@ -355,19 +392,27 @@ mod tests {
     #[test]
     fn status_reports_plugin_errors() {
         let plugin = FakePlugin {
-            fail_with: Some(CniError::new(ErrorCode::PluginNotAvailable, "tetherd is not running")),
+            fail_with: Some(CniError::new(
+                ErrorCode::PluginNotAvailable,
+                "tetherd is not running",
+            )),
             ..FakePlugin::default()
         };
-        let env: HashMap<String, String> = [("CNI_COMMAND".to_string(), "STATUS".to_string())].into();
+        let env: HashMap<String, String> =
+            [("CNI_COMMAND".to_string(), "STATUS".to_string())].into();
         let (out, code) = call(&plugin, &env, &conf("1.1.0"));
         assert_eq!(code, 1);
-        assert_eq!(out, json!({"cniVersion": "1.1.0", "code": 50, "msg": "tetherd is not running"}));
+        assert_eq!(
+            out,
+            json!({"cniVersion": "1.1.0", "code": 50, "msg": "tetherd is not running"})
+        );
     }
 
     #[test]
     fn version_ignores_stdin() {
         let plugin = FakePlugin::default();
-        let env: HashMap<String, String> = [("CNI_COMMAND".to_string(), "VERSION".to_string())].into();
+        let env: HashMap<String, String> =
+            [("CNI_COMMAND".to_string(), "VERSION".to_string())].into();
         for stdin in [&b""[..], br#"{"cniVersion": "0.4.0"}"#, b"garbage"] {
             let (out, code) = call(&plugin, &env, stdin);
             assert_eq!(code, 0);
@@ -383,7 +428,10 @@ mod tests {
         let (out, code) = call(&plugin, &env, &conf("0.3.1"));
         assert_eq!(code, 1);
         assert_eq!(out["code"], 4);
-        assert_eq!(out["cniVersion"], "0.3.1", "answered in the config's version");
+        assert_eq!(
+            out["cniVersion"], "0.3.1",
+            "answered in the config's version"
+        );
         assert!(out["msg"].as_str().unwrap().contains("CNI_IFNAME"));
 
         let (out, _) = call(&plugin, &HashMap::new(), b"");
@@ -396,7 +444,11 @@ mod tests {
         let plugin = FakePlugin::default();
         let (out, code) = call(&plugin, &vars("ADD"), b"{");
         assert_eq!((out["code"].clone(), code), (json!(6), 1));
-        let (out, _) = call(&plugin, &vars("ADD"), br#"{"cniVersion": "1.0.0", "type": "fake"}"#);
+        let (out, _) = call(
+            &plugin,
+            &vars("ADD"),
+            br#"{"cniVersion": "1.0.0", "type": "fake"}"#,
+        );
         assert_eq!(out["code"], 7);
         let (out, _) = call(&plugin, &vars("ADD"), &conf("0.9.0"));
         assert_eq!(out["code"], 1);
@@ -406,7 +458,9 @@ mod tests {
     #[test]
     fn plugin_error_is_printed_in_config_version() {
         let plugin = FakePlugin {
-            fail_with: Some(CniError::new(ErrorCode::TryLater, "address store busy").with_details("retry")),
+            fail_with: Some(
+                CniError::new(ErrorCode::TryLater, "address store busy").with_details("retry"),
+            ),
             ..FakePlugin::default()
         };
         let (out, code) = call(&plugin, &vars("ADD"), &conf("1.0.0"));

@@ -202,7 +202,11 @@ impl CniResult {
         let version = match obj.get("cniVersion") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(Version::parse(text)?),
-            Some(other) => return Err(decode_error(format!("invalid \"cniVersion\" {other}: expected a string"))),
+            Some(other) => {
+                return Err(decode_error(format!(
+                    "invalid \"cniVersion\" {other}: expected a string"
+                )))
+            }
         };
         let legacy = match version {
             Some(v) => v < V0_3_0,
@@ -253,7 +257,11 @@ fn route_json(route: &Route, rich: bool) -> Value {
     if rich {
         // libcni leaves zero mtu/advmss/priority out; table and scope are
         // pointers there, so an explicit 0 is kept.
-        for (key, value) in [("mtu", route.mtu), ("advmss", route.advmss), ("priority", route.priority)] {
+        for (key, value) in [
+            ("mtu", route.mtu),
+            ("advmss", route.advmss),
+            ("priority", route.priority),
+        ] {
             if let Some(number) = value.filter(|n| *n != 0) {
                 obj.insert(key.into(), json!(number));
             }
@@ -291,7 +299,9 @@ fn parse_legacy(obj: &Map<String, Value>) -> Result<CniResult, CniError> {
             interface: None,
         });
         for route in optional_array(family, "routes", ctx)? {
-            result.routes.push(parse_route(route, &format!("{key}.routes"))?);
+            result
+                .routes
+                .push(parse_route(route, &format!("{key}.routes"))?);
         }
     }
     Ok(result)
@@ -332,7 +342,9 @@ fn parse_current(obj: &Map<String, Value>) -> Result<CniResult, CniError> {
             None | Some(Value::Null) => None,
             Some(index) => {
                 let index = index.as_u64().ok_or_else(|| {
-                    decode_error(format!("ips[] entry {address}: \"interface\" must be a non-negative index"))
+                    decode_error(format!(
+                        "ips[] entry {address}: \"interface\" must be a non-negative index"
+                    ))
                 })? as usize;
                 if index >= result.interfaces.len() {
                     return Err(decode_error(format!(
@@ -388,24 +400,38 @@ pub(crate) fn parse_cidr(text: &str) -> Option<IpNetwork> {
 
 fn cidr(text: &str, ctx: &str, key: &str) -> Result<IpNetwork, CniError> {
     parse_cidr(text).ok_or_else(|| {
-        decode_error(format!("{ctx}: \"{key}\" \"{text}\" is not an address with prefix length (CIDR)"))
+        decode_error(format!(
+            "{ctx}: \"{key}\" \"{text}\" is not an address with prefix length (CIDR)"
+        ))
     })
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str, CniError> {
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    ctx: &str,
+) -> Result<&'a str, CniError> {
     match obj.get(key) {
         Some(Value::String(text)) => Ok(text),
         None | Some(Value::Null) => Err(decode_error(format!("{ctx}: \"{key}\" is missing"))),
-        Some(other) => Err(decode_error(format!("{ctx}: \"{key}\" must be a string, got {other}"))),
+        Some(other) => Err(decode_error(format!(
+            "{ctx}: \"{key}\" must be a string, got {other}"
+        ))),
     }
 }
 
-fn optional_str(obj: &Map<String, Value>, key: &str, ctx: &str) -> Result<Option<String>, CniError> {
+fn optional_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    ctx: &str,
+) -> Result<Option<String>, CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.is_empty() => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(other) => Err(decode_error(format!("{ctx}: \"{key}\" must be a string, got {other}"))),
+        Some(other) => Err(decode_error(format!(
+            "{ctx}: \"{key}\" must be a string, got {other}"
+        ))),
     }
 }
 
@@ -426,15 +452,25 @@ fn optional_u32(obj: &Map<String, Value>, key: &str, ctx: &str) -> Result<Option
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| decode_error(format!("{ctx}: \"{key}\" must be a non-negative integer, got {value}"))),
+            .ok_or_else(|| {
+                decode_error(format!(
+                    "{ctx}: \"{key}\" must be a non-negative integer, got {value}"
+                ))
+            }),
     }
 }
 
-fn optional_array<'a>(obj: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a [Value], CniError> {
+fn optional_array<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    ctx: &str,
+) -> Result<&'a [Value], CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(decode_error(format!("{ctx}: \"{key}\" must be a list, got {other}"))),
+        Some(other) => Err(decode_error(format!(
+            "{ctx}: \"{key}\" must be a list, got {other}"
+        ))),
     }
 }
 
@@ -444,8 +480,11 @@ mod tests {
     use std::path::Path;
 
     fn testdata(name: &str) -> Value {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/cni").join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/cni")
+            .join(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -493,7 +532,10 @@ mod tests {
                     priority: Some(100),
                     table: Some(0),
                     scope: Some(0),
-                    ..Route::new("0.0.0.0/0".parse().unwrap(), Some("10.88.0.1".parse().unwrap()))
+                    ..Route::new(
+                        "0.0.0.0/0".parse().unwrap(),
+                        Some("10.88.0.1".parse().unwrap()),
+                    )
                 },
                 Route::new("::/0".parse().unwrap(), None),
             ],
@@ -517,7 +559,11 @@ mod tests {
             ("1.0.0", "result-1.0.0.json"),
             ("1.1.0", "result-1.1.0.json"),
         ] {
-            assert_eq!(sample().to_json(version).unwrap(), testdata(file), "version {version}");
+            assert_eq!(
+                sample().to_json(version).unwrap(),
+                testdata(file),
+                "version {version}"
+            );
         }
     }
 
@@ -573,7 +619,11 @@ mod tests {
             ("result-1.0.0.json", &plain),
             ("result-1.1.0.json", &full),
         ] {
-            assert_eq!(&CniResult::from_json(&testdata(file)).unwrap(), expected, "{file}");
+            assert_eq!(
+                &CniResult::from_json(&testdata(file)).unwrap(),
+                expected,
+                "{file}"
+            );
         }
     }
 
@@ -585,7 +635,10 @@ mod tests {
         assert_eq!(parsed.ips.len(), 1);
         assert_eq!(parsed.ips[0].address.to_string(), "10.22.0.2/16");
         assert_eq!(parsed.ips[0].gateway, Some("10.22.0.1".parse().unwrap()));
-        assert_eq!(parsed.routes, vec![Route::new("0.0.0.0/0".parse().unwrap(), None)]);
+        assert_eq!(
+            parsed.routes,
+            vec![Route::new("0.0.0.0/0".parse().unwrap(), None)]
+        );
     }
 
     #[test]
@@ -599,15 +652,42 @@ mod tests {
     fn refuses_malformed_results() {
         for (value, needle) in [
             (json!([1]), "JSON object"),
-            (json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1"}]}), "CIDR"),
-            (json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/255.0.0.0"}]}), "CIDR"),
-            (json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/8", "interface": 0}]}), "interface 0"),
-            (json!({"cniVersion": "0.4.0", "ips": [{"version": "6", "address": "10.0.0.1/8"}]}), "\"version\""),
-            (json!({"cniVersion": "1.0.0", "routes": [{"gw": "10.0.0.1"}]}), "\"dst\" is missing"),
-            (json!({"cniVersion": "1.1.0", "routes": [{"dst": "0.0.0.0/0", "scope": 300}]}), "scope"),
-            (json!({"cniVersion": "1.0.0", "interfaces": [{"mac": "x"}]}), "\"name\""),
-            (json!({"cniVersion": "1.0.0", "dns": {"nameservers": "x"}}), "dns"),
-            (json!({"cniVersion": "0.2.0", "ip4": {"gateway": "10.0.0.1"}}), "\"ip\""),
+            (
+                json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1"}]}),
+                "CIDR",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/255.0.0.0"}]}),
+                "CIDR",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/8", "interface": 0}]}),
+                "interface 0",
+            ),
+            (
+                json!({"cniVersion": "0.4.0", "ips": [{"version": "6", "address": "10.0.0.1/8"}]}),
+                "\"version\"",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "routes": [{"gw": "10.0.0.1"}]}),
+                "\"dst\" is missing",
+            ),
+            (
+                json!({"cniVersion": "1.1.0", "routes": [{"dst": "0.0.0.0/0", "scope": 300}]}),
+                "scope",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "interfaces": [{"mac": "x"}]}),
+                "\"name\"",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "dns": {"nameservers": "x"}}),
+                "dns",
+            ),
+            (
+                json!({"cniVersion": "0.2.0", "ip4": {"gateway": "10.0.0.1"}}),
+                "\"ip\"",
+            ),
             (json!({"cniVersion": "one"}), "cniVersion"),
         ] {
             let err = CniResult::from_json(&value).unwrap_err();

@@ -58,7 +58,11 @@ impl RuntimeConfig {
         let raw = match value {
             None | Some(Value::Null) => return Ok(RuntimeConfig::default_with_raw()),
             Some(value @ Value::Object(_)) => lowercase_keys(value),
-            Some(other) => return Err(invalid(format!("\"runtimeConfig\" must be an object, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "\"runtimeConfig\" must be an object, got {other}"
+                )))
+            }
         };
         let obj = raw.as_object().cloned().unwrap_or_default();
 
@@ -69,16 +73,20 @@ impl RuntimeConfig {
         let ips = list(&obj, "ips")?
             .iter()
             .map(|ip| {
-                ip.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| invalid(format!("runtimeConfig \"ips\" entry {ip} must be a string")))
+                ip.as_str().map(str::to_string).ok_or_else(|| {
+                    invalid(format!("runtimeConfig \"ips\" entry {ip} must be a string"))
+                })
             })
             .collect::<Result<_, _>>()?;
         let mac = match obj.get("mac") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) if text.is_empty() => None,
             Some(Value::String(text)) => Some(text.clone()),
-            Some(other) => return Err(invalid(format!("runtimeConfig \"mac\" must be a string, got {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "runtimeConfig \"mac\" must be a string, got {other}"
+                )))
+            }
         };
         let bandwidth = match obj.get("bandwidth") {
             None | Some(Value::Null) => None,
@@ -126,38 +134,53 @@ pub fn lowercase_keys(value: &Value) -> Value {
 }
 
 fn invalid(msg: String) -> CniError {
-    CniError::new(ErrorCode::InvalidConfig, msg)
-        .with_details("runtimeConfig is filled in by the runtime from the plugin's declared capabilities")
+    CniError::new(ErrorCode::InvalidConfig, msg).with_details(
+        "runtimeConfig is filled in by the runtime from the plugin's declared capabilities",
+    )
 }
 
 fn list<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], CniError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
-        Some(other) => Err(invalid(format!("runtimeConfig \"{key}\" must be a list, got {other}"))),
+        Some(other) => Err(invalid(format!(
+            "runtimeConfig \"{key}\" must be a list, got {other}"
+        ))),
     }
 }
 
 fn port(entry: &Map<String, Value>, key: &str, index: usize) -> Result<u16, CniError> {
-    let value = entry
-        .get(key)
-        .ok_or_else(|| invalid(format!("runtimeConfig portMappings[{index}] has no \"{key}\"")))?;
+    let value = entry.get(key).ok_or_else(|| {
+        invalid(format!(
+            "runtimeConfig portMappings[{index}] has no \"{key}\""
+        ))
+    })?;
     value
         .as_u64()
         .and_then(|n| u16::try_from(n).ok())
         .filter(|n| *n != 0)
-        .ok_or_else(|| invalid(format!("runtimeConfig portMappings[{index}] \"{key}\" {value} is not a port 1-65535")))
+        .ok_or_else(|| {
+            invalid(format!(
+                "runtimeConfig portMappings[{index}] \"{key}\" {value} is not a port 1-65535"
+            ))
+        })
 }
 
 fn parse_port_mapping(entry: &Value, index: usize) -> Result<PortMappingSpec, CniError> {
-    let entry = entry
-        .as_object()
-        .ok_or_else(|| invalid(format!("runtimeConfig portMappings[{index}] must be an object")))?;
+    let entry = entry.as_object().ok_or_else(|| {
+        invalid(format!(
+            "runtimeConfig portMappings[{index}] must be an object"
+        ))
+    })?;
     let protocol = match entry.get("protocol") {
         None | Some(Value::Null) => "tcp".to_string(),
         Some(Value::String(text)) if text.is_empty() => "tcp".to_string(),
         Some(Value::String(text)) => text.to_ascii_lowercase(),
-        Some(other) => return Err(invalid(format!("runtimeConfig portMappings[{index}] \"protocol\" must be a string, got {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "runtimeConfig portMappings[{index}] \"protocol\" must be a string, got {other}"
+            )))
+        }
     };
     if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
         return Err(invalid(format!(
@@ -169,11 +192,17 @@ fn parse_port_mapping(entry: &Value, index: usize) -> Result<PortMappingSpec, Cn
         Some(Value::String(text)) if text.is_empty() => None,
         Some(Value::String(text)) => {
             text.parse::<IpAddr>().map_err(|_| {
-                invalid(format!("runtimeConfig portMappings[{index}] hostIP \"{text}\" is not an IP address"))
+                invalid(format!(
+                    "runtimeConfig portMappings[{index}] hostIP \"{text}\" is not an IP address"
+                ))
             })?;
             Some(text.clone())
         }
-        Some(other) => return Err(invalid(format!("runtimeConfig portMappings[{index}] \"hostIP\" must be a string, got {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "runtimeConfig portMappings[{index}] \"hostIP\" must be a string, got {other}"
+            )))
+        }
     };
     Ok(PortMappingSpec {
         host_port: port(entry, "hostport", index)?,
@@ -184,14 +213,18 @@ fn parse_port_mapping(entry: &Value, index: usize) -> Result<PortMappingSpec, Cn
 }
 
 fn parse_bandwidth(value: &Value) -> Result<BandwidthSpec, CniError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| invalid(format!("runtimeConfig \"bandwidth\" must be an object, got {value}")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "runtimeConfig \"bandwidth\" must be an object, got {value}"
+        ))
+    })?;
     let number = |key: &str| -> Result<Option<u64>, CniError> {
         match obj.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(n) => n.as_u64().map(Some).ok_or_else(|| {
-                invalid(format!("runtimeConfig bandwidth \"{key}\" must be a non-negative integer, got {n}"))
+                invalid(format!(
+                    "runtimeConfig bandwidth \"{key}\" must be a non-negative integer, got {n}"
+                ))
             }),
         }
     };
@@ -204,16 +237,20 @@ fn parse_bandwidth(value: &Value) -> Result<BandwidthSpec, CniError> {
 }
 
 fn parse_dns(value: &Value) -> Result<RuntimeDns, CniError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| invalid(format!("runtimeConfig \"dns\" must be an object, got {value}")))?;
+    let obj = value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "runtimeConfig \"dns\" must be an object, got {value}"
+        ))
+    })?;
     let strings = |key: &str| -> Result<Vec<String>, CniError> {
         list(obj, key)?
             .iter()
             .map(|item| {
-                item.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| invalid(format!("runtimeConfig dns \"{key}\" entry {item} must be a string")))
+                item.as_str().map(str::to_string).ok_or_else(|| {
+                    invalid(format!(
+                        "runtimeConfig dns \"{key}\" entry {item} must be a string"
+                    ))
+                })
             })
             .collect()
     };
@@ -248,19 +285,39 @@ mod tests {
         assert_eq!(
             config.port_mappings,
             vec![
-                PortMappingSpec { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: None },
-                PortMappingSpec { host_port: 5353, container_port: 53, protocol: "udp".into(), host_ip: Some("127.0.0.1".into()) },
+                PortMappingSpec {
+                    host_port: 8080,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: None
+                },
+                PortMappingSpec {
+                    host_port: 5353,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                    host_ip: Some("127.0.0.1".into())
+                },
             ]
         );
         assert_eq!(config.ips, vec!["10.0.0.9/24".to_string()]);
         assert_eq!(config.mac.as_deref(), Some("0a:00:00:00:00:09"));
         assert_eq!(
             config.bandwidth,
-            Some(BandwidthSpec { ingress_rate: Some(1000), egress_burst: Some(20), ..BandwidthSpec::default() })
+            Some(BandwidthSpec {
+                ingress_rate: Some(1000),
+                egress_burst: Some(20),
+                ..BandwidthSpec::default()
+            })
         );
-        assert_eq!(config.dns.as_ref().unwrap().searches, vec!["a.example".to_string()]);
+        assert_eq!(
+            config.dns.as_ref().unwrap().searches,
+            vec!["a.example".to_string()]
+        );
         assert_eq!(config.aliases, Some(json!({"net": ["web"]})));
-        assert_eq!(config.get("io.kubernetes.CUSTOM"), Some(&json!({"nested": {"deepkey": 1}})));
+        assert_eq!(
+            config.get("io.kubernetes.CUSTOM"),
+            Some(&json!({"nested": {"deepkey": 1}}))
+        );
     }
 
     #[test]
@@ -282,11 +339,23 @@ mod tests {
         for (value, needle) in [
             (json!([]), "must be an object"),
             (json!({"portMappings": {}}), "must be a list"),
-            (json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]}), "hostport"),
-            (json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]}), "hostport"),
+            (
+                json!({"portMappings": [{"hostPort": 0, "containerPort": 80}]}),
+                "hostport",
+            ),
+            (
+                json!({"portMappings": [{"hostPort": 70000, "containerPort": 80}]}),
+                "hostport",
+            ),
             (json!({"portMappings": [{"hostPort": 80}]}), "containerport"),
-            (json!({"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]}), "icmp"),
-            (json!({"portMappings": [{"hostPort": 80, "containerPort": 80, "hostIP": "nope"}]}), "nope"),
+            (
+                json!({"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]}),
+                "icmp",
+            ),
+            (
+                json!({"portMappings": [{"hostPort": 80, "containerPort": 80, "hostIP": "nope"}]}),
+                "nope",
+            ),
             (json!({"ips": [1]}), "ips"),
             (json!({"bandwidth": {"ingressRate": -1}}), "ingressrate"),
         ] {

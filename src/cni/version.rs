@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use super::error::{CniError, ErrorCode};
 
 /// Every spec version tether accepts and can answer in, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// The newest spec version; used where no configuration says otherwise.
 pub const CURRENT_VERSION: &str = "1.1.0";
@@ -38,11 +40,8 @@ impl Version {
     /// Parses `x.y.z`; like libcni, a missing minor or patch counts as 0.
     pub fn parse(text: &str) -> Result<Version, CniError> {
         let bad = || {
-            CniError::new(
-                ErrorCode::Decode,
-                format!("invalid cniVersion \"{text}\""),
-            )
-            .with_details("expected a version like \"1.0.0\"")
+            CniError::new(ErrorCode::Decode, format!("invalid cniVersion \"{text}\""))
+                .with_details("expected a version like \"1.0.0\"")
         };
         let parts: Vec<&str> = text.split('.').collect();
         if parts.is_empty() || parts.len() > 3 {
