@@ -42,6 +42,10 @@ impl From<Error> for CniError {
             Error::Firewall(_) => CODE_FIREWALL,
             Error::Record(_) | Error::Lock(_) => ErrorCode::Io as u32,
         };
-        CniError { code, msg: e.to_string(), details: String::new() }
+        CniError {
+            code,
+            msg: e.to_string(),
+            details: String::new(),
+        }
     }
 }

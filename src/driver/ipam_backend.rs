@@ -2,12 +2,12 @@
 //! `ipam.type` (the reference host-local, dhcp, ...) is exec'd through CNI_PATH with the caller's stdin, as the
 //! reference plugins do.
 
+use crate::cni::config::Attachment;
 use crate::cni::env::Command;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::exec::delegate_ipam;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
-use crate::cni::config::Attachment;
 use crate::ipam::plugin::TetherIpam;
 
 pub const IN_PROCESS_TYPE: &str = "tether-ipam";
@@ -42,7 +42,10 @@ impl IpamBackend {
         match self {
             Self::InProcess => TetherIpam.add(call),
             Self::Exec(t) => delegate_ipam(t, call, Command::Add)?.ok_or_else(|| {
-                CniError::new(ErrorCode::Io, format!("IPAM plugin {t} returned no result for ADD"))
+                CniError::new(
+                    ErrorCode::Io,
+                    format!("IPAM plugin {t} returned no result for ADD"),
+                )
             }),
         }
     }

@@ -23,7 +23,11 @@ impl NetworkLock {
     fn open(network: &str) -> Result<(File, PathBuf), LockError> {
         let dir = crate::paths::run_dir().join("locks");
         let path = dir.join(format!("net-{network}.lock"));
-        let err = |source| LockError { network: network.to_string(), path: path.clone(), source };
+        let err = |source| LockError {
+            network: network.to_string(),
+            path: path.clone(),
+            source,
+        };
         fs::create_dir_all(&dir).map_err(err)?;
         let file = OpenOptions::new()
             .create(true)
@@ -36,15 +40,21 @@ impl NetworkLock {
 
     pub fn shared(network: &str) -> Result<Self, LockError> {
         let (file, path) = Self::open(network)?;
-        file.lock_shared()
-            .map_err(|source| LockError { network: network.to_string(), path, source })?;
+        file.lock_shared().map_err(|source| LockError {
+            network: network.to_string(),
+            path,
+            source,
+        })?;
         Ok(Self { _file: file })
     }
 
     pub fn exclusive(network: &str) -> Result<Self, LockError> {
         let (file, path) = Self::open(network)?;
-        file.lock()
-            .map_err(|source| LockError { network: network.to_string(), path, source })?;
+        file.lock().map_err(|source| LockError {
+            network: network.to_string(),
+            path,
+            source,
+        })?;
         Ok(Self { _file: file })
     }
 }

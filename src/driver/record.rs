@@ -57,7 +57,9 @@ pub struct RecordDir {
 
 impl RecordDir {
     pub fn new(state_dir: &Path, network: &str) -> Self {
-        Self { dir: state_dir.join("attachments").join(network) }
+        Self {
+            dir: state_dir.join("attachments").join(network),
+        }
     }
 
     pub fn for_network(network: &str) -> Self {
@@ -71,9 +73,14 @@ impl RecordDir {
     /// Atomic write (temp file + rename) so a crash never leaves half a record.
     pub fn write(&self, rec: &AttachmentRecord) -> Result<(), RecordError> {
         let path = self.path(&rec.container_id, &rec.ifname);
-        let err = |source| RecordError::Write { path: path.clone(), source };
+        let err = |source| RecordError::Write {
+            path: path.clone(),
+            source,
+        };
         fs::create_dir_all(&self.dir).map_err(err)?;
-        let tmp = self.dir.join(format!(".{}.{}.tmp", rec.container_id, rec.ifname));
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.tmp", rec.container_id, rec.ifname));
         let body = serde_json::to_vec_pretty(rec).expect("record serializes");
         let mut f = fs::File::create(&tmp).map_err(err)?;
         f.write_all(&body).map_err(err)?;
@@ -81,7 +88,11 @@ impl RecordDir {
         fs::rename(&tmp, &path).map_err(err)
     }
 
-    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<AttachmentRecord>, RecordError> {
+    pub fn read(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<AttachmentRecord>, RecordError> {
         let path = self.path(container_id, ifname);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -117,7 +128,12 @@ impl RecordDir {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(RecordError::Read { path: self.dir.clone(), source }),
+            Err(source) => {
+                return Err(RecordError::Read {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
         };
         let mut out = Vec::new();
         for entry in entries.flatten() {
@@ -125,7 +141,10 @@ impl RecordDir {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let bytes = fs::read(&path).map_err(|source| RecordError::Read { path: path.clone(), source })?;
+            let bytes = fs::read(&path).map_err(|source| RecordError::Read {
+                path: path.clone(),
+                source,
+            })?;
             match serde_json::from_slice(&bytes) {
                 Ok(r) => out.push(r),
                 Err(source) => return Err(RecordError::Corrupt { path, source }),

@@ -53,7 +53,10 @@ pub struct BridgeConfig {
 impl BridgeConfig {
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, CniError> {
         let r: RawBridgeConfig = serde_json::from_value(raw.clone()).map_err(|e| {
-            CniError::new(ErrorCode::InvalidConfig, format!("invalid tether-bridge config: {e}"))
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("invalid tether-bridge config: {e}"),
+            )
         })?;
         let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         validate_ifname(&bridge).map_err(|why| {
@@ -103,7 +106,10 @@ pub fn validate_ifname(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." {
         return Err("reserved name");
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Err("contains '/', ':' or whitespace");
     }
     Ok(())
@@ -123,7 +129,8 @@ mod tests {
 
     #[test]
     fn default_gateway_implies_gateway() {
-        let c = BridgeConfig::from_json(&json!({"isDefaultGateway": true, "enabledad": true})).unwrap();
+        let c =
+            BridgeConfig::from_json(&json!({"isDefaultGateway": true, "enabledad": true})).unwrap();
         assert!(c.is_gateway && c.is_default_gateway && c.enable_dad);
     }
 

@@ -36,25 +36,36 @@ struct Target<'a> {
 }
 
 fn target(call: &Call) -> Result<Target<'_>, CniError> {
-    let container_id = call.env.container_id.as_deref().ok_or_else(|| {
-        CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required")
-    })?;
+    let container_id = call
+        .env
+        .container_id
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required"))?;
     let ifname = call
         .env
         .ifname
         .as_deref()
         .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_IFNAME is required"))?;
-    Ok(Target { container_id, ifname })
+    Ok(Target {
+        container_id,
+        ifname,
+    })
 }
 
 fn open_netns(call: &Call) -> Result<NetNs, CniError> {
     let path = call.env.netns.as_deref().ok_or_else(|| {
-        CniError::new(ErrorCode::InvalidEnv, "CNI_NETNS is required for this command")
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            "CNI_NETNS is required for this command",
+        )
     })?;
     NetNs::open(path).map_err(|e| {
         CniError::new(
             ErrorCode::InvalidEnv,
-            format!("cannot open container network namespace {}: {e}", path.display()),
+            format!(
+                "cannot open container network namespace {}: {e}",
+                path.display()
+            ),
         )
     })
 }
@@ -71,7 +82,9 @@ fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
         t.parse::<MacAddr>().map_err(|_| {
             CniError::new(
                 ErrorCode::InvalidConfig,
-                format!("requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"),
+                format!(
+                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
+                ),
             )
         })
     })
@@ -95,7 +108,11 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
 }
 
 fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
-    Interface { name: name.to_string(), mac: mac.map(|m| m.to_string()), ..Interface::default() }
+    Interface {
+        name: name.to_string(),
+        mac: mac.map(|m| m.to_string()),
+        ..Interface::default()
+    }
 }
 
 fn default_route(ip: &IpNetwork) -> IpNetwork {
@@ -111,12 +128,24 @@ fn cni_err(e: impl Into<Error>) -> CniError {
 
 /// Put the gateway address on the bridge. Another address of the same subnet already there is an error
 /// unless `forceAddress`, which replaces it (reference bridge semantics).
-fn ensure_gateway(host: &Netlink, bridge: u32, gw: IpNetwork, force: bool, name: &str) -> Result<(), CniError> {
+fn ensure_gateway(
+    host: &Netlink,
+    bridge: u32,
+    gw: IpNetwork,
+    force: bool,
+    name: &str,
+) -> Result<(), CniError> {
     let existing = host.addresses(bridge).map_err(cni_err)?;
-    if existing.iter().any(|a| a.ip() == gw.ip() && a.prefix() == gw.prefix()) {
+    if existing
+        .iter()
+        .any(|a| a.ip() == gw.ip() && a.prefix() == gw.prefix())
+    {
         return Ok(());
     }
-    for old in existing.iter().filter(|a| a.is_ipv4() == gw.is_ipv4() && a.contains(gw.ip())) {
+    for old in existing
+        .iter()
+        .filter(|a| a.is_ipv4() == gw.is_ipv4() && a.contains(gw.ip()))
+    {
         if !force {
             return Err(CniError::new(
                 ErrorCode::InvalidConfig,
@@ -171,10 +200,12 @@ impl Plugin for BridgePlugin {
         if cfg.is_gateway {
             for ip in &leased.ips {
                 if let Some(gw) = gateway_of(ip) {
-                    let gw_net = IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network");
+                    let gw_net = IpNetwork::new(gw, ip.address.prefix())
+                        .expect("prefix from a valid network");
                     if gw.is_ipv6() {
                         // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                        let _ = set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
+                        let _ =
+                            set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
                     }
                     ensure_gateway(&host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
                 }
@@ -207,9 +238,12 @@ impl Plugin for BridgePlugin {
                 other => CniError::from(other),
             })?;
         let host_ref = &host;
-        let host_if_ref = host_if.as_str();
+        let doomed = host_if.clone();
         rollback.push("veth pair", move || {
-            host_ref.delete_link_by_name(host_if_ref).map(drop).map_err(|e| e.to_string())
+            host_ref
+                .delete_link_by_name(&doomed)
+                .map(drop)
+                .map_err(|e| e.to_string())
         });
         if cfg.hairpin_mode {
             host.set_hairpin(veth.index, true).map_err(cni_err)?;
@@ -222,7 +256,10 @@ impl Plugin for BridgePlugin {
             .link_by_name(t.ifname)
             .map_err(cni_err)?
             .ok_or_else(|| {
-                CniError::new(ErrorCode::Io, format!("veth peer {} vanished from the container", t.ifname))
+                CniError::new(
+                    ErrorCode::Io,
+                    format!("veth peer {} vanished from the container", t.ifname),
+                )
             })?;
         for ip in &leased.ips {
             inner
@@ -239,7 +276,9 @@ impl Plugin for BridgePlugin {
                     if routes.iter().any(|r| r.dst == dst) {
                         continue;
                     }
-                    inner.add_route(dst, Some(gw), Some(link.index), None).map_err(cni_err)?;
+                    inner
+                        .add_route(dst, Some(gw), Some(link.index), None)
+                        .map_err(cni_err)?;
                     routes.push(Route::new(dst, Some(gw)));
                 }
             }
@@ -255,7 +294,9 @@ impl Plugin for BridgePlugin {
                     .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
                     .and_then(gateway_of)
             });
-            inner.add_route(r.dst, gw, Some(link.index), r.mtu).map_err(cni_err)?;
+            inner
+                .add_route(r.dst, gw, Some(link.index), r.mtu)
+                .map_err(cni_err)?;
             routes.push(r.clone());
         }
 
@@ -270,10 +311,10 @@ impl Plugin for BridgePlugin {
             })
             .map_err(cni_err)?;
             fw.add_container(net, &addrs).map_err(cni_err)?;
-            let addrs_ref = &addrs;
+            let added = addrs.clone();
             rollback.push("firewall elements", move || {
                 Firewall::open()
-                    .and_then(|fw| fw.remove_container(net, addrs_ref))
+                    .and_then(|fw| fw.remove_container(net, &added))
                     .map_err(|e| e.to_string())
             });
 
@@ -310,7 +351,11 @@ impl Plugin for BridgePlugin {
                 .iter()
                 .map(|i| IpConfig {
                     address: i.address,
-                    gateway: if cfg.is_gateway { gateway_of(i) } else { i.gateway },
+                    gateway: if cfg.is_gateway {
+                        gateway_of(i)
+                    } else {
+                        i.gateway
+                    },
                     interface: Some(2),
                 })
                 .collect(),
@@ -364,7 +409,10 @@ impl Plugin for BridgePlugin {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call)?;
         let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(ErrorCode::InvalidConfig, "CHECK needs prevResult in the network config")
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs prevResult in the network config",
+            )
         })?;
         let mismatch = |msg: String| CniError {
             code: CODE_CHECK_MISMATCH,
@@ -383,17 +431,28 @@ impl Plugin for BridgePlugin {
             .map_err(cni_err)?
             .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
         if veth.master != Some(br.index) {
-            return Err(mismatch(format!("host veth {host_if} is not attached to bridge {}", cfg.bridge)));
+            return Err(mismatch(format!(
+                "host veth {host_if} is not attached to bridge {}",
+                cfg.bridge
+            )));
         }
 
         let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
         let link = inner
             .link_by_name(t.ifname)
             .map_err(cni_err)?
-            .ok_or_else(|| mismatch(format!("interface {} is missing in the container", t.ifname)))?;
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "interface {} is missing in the container",
+                    t.ifname
+                ))
+            })?;
         let have = inner.addresses(link.index).map_err(cni_err)?;
         for ip in &prev.ips {
-            if !have.iter().any(|a| a.ip() == ip.address.ip() && a.prefix() == ip.address.prefix()) {
+            if !have
+                .iter()
+                .any(|a| a.ip() == ip.address.ip() && a.prefix() == ip.address.prefix())
+            {
                 return Err(mismatch(format!(
                     "address {} is missing on {} in the container",
                     ip.address, t.ifname
@@ -401,17 +460,29 @@ impl Plugin for BridgePlugin {
             }
         }
         for r in &prev.routes {
-            let family_routes = inner.routes(if r.dst.is_ipv4() { IpFamily::V4 } else { IpFamily::V6 }).map_err(cni_err)?;
+            let family_routes = inner
+                .routes(if r.dst.is_ipv4() {
+                    IpFamily::V4
+                } else {
+                    IpFamily::V6
+                })
+                .map_err(cni_err)?;
             let found = family_routes
                 .iter()
                 .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
             if !found {
-                return Err(mismatch(format!("route to {} is missing in the container", r.dst)));
+                return Err(mismatch(format!(
+                    "route to {} is missing in the container",
+                    r.dst
+                )));
             }
         }
         let addrs: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.ip()).collect();
         let fw = Firewall::open().map_err(cni_err)?;
-        if !fw.container_present(&call.conf.name, &addrs).map_err(cni_err)? {
+        if !fw
+            .container_present(&call.conf.name, &addrs)
+            .map_err(cni_err)?
+        {
             return Err(mismatch(format!(
                 "firewall state for the container's addresses is missing from table inet tether (network {})",
                 call.conf.name
@@ -443,7 +514,9 @@ impl Plugin for BridgePlugin {
             Firewall::open()
                 .and_then(|fw| fw.remove_container(net, &addrs))
                 .map_err(cni_err)?;
-            records.remove(&rec.container_id, &rec.ifname).map_err(cni_err)?;
+            records
+                .remove(&rec.container_id, &rec.ifname)
+                .map_err(cni_err)?;
         }
         teardown_if_unused(net, &records)
     }
