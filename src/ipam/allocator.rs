@@ -342,6 +342,19 @@ mod tests {
     }
 
     #[test]
+    fn repeated_add_after_a_set_was_added_keeps_the_old_address_and_adds_one() {
+        let dir = TestDir::new("grow");
+        let store = Store::open(&dir, "net").unwrap();
+        let v4 = conf(json!({"subnet": "10.1.0.0/24"}));
+        allocate(&v4, &store, "a", "eth0", &[]).unwrap();
+        let dual =
+            conf(json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]]}));
+        let a = allocate(&dual, &store, "a", "eth0", &[]).unwrap();
+        assert_eq!(addresses(&a), ["10.1.0.2/24", "fd00::2/64"]);
+        assert_eq!(release(&store, "a", "eth0").unwrap().len(), 2);
+    }
+
+    #[test]
     fn allocation_is_round_robin_and_does_not_reuse_a_freed_address_at_once() {
         let dir = TestDir::new("rr");
         let store = Store::open(&dir, "net").unwrap();
