@@ -151,7 +151,7 @@ impl Firewall {
             // ENOENT: a set is gone (the whole batch was refused). EINVAL/EOPNOTSUPP: a
             // kernel before 6.3 without DESTROYSETELEM. Either way, delete one element at
             // a time and let each absent one pass.
-            Some((_, code)) if matches!(code, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP) => {
+            Some((_, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)) => {
                 self.delete_elements_one_by_one(&changes)
             }
             Some((change, code)) => Err(kernel_error(change, code)),

@@ -339,3 +339,53 @@ fn measure_hot_path_timings() {
         );
     });
 }
+
+/// Runs `sh -c script` and reports whether it succeeded.
+fn shell(script: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", script])
+        .status()
+        .expect("run sh")
+        .success()
+}
+
+#[test]
+fn container_traffic_leaving_the_network_is_masqueraded() {
+    // Three namespaces: `host` (bridge + firewall), `ctr` (the container) and `out` (a peer
+    // that has no route back to the container subnet, so only masqueraded pings come back).
+    let (Some(host), Some(ctr), Some(out)) = (
+        TestNamespace::create(),
+        TestNamespace::create(),
+        TestNamespace::create(),
+    ) else {
+        return;
+    };
+    let (h, c, o) = (&host.name, &ctr.name, &out.name);
+    assert!(shell(&format!(
+        "set -e
+         ip -n {h} link add tbr9 type bridge
+         ip -n {h} addr add 10.9.0.1/24 dev tbr9
+         ip -n {h} link set tbr9 up
+         ip -n {h} link add tvc9 type veth peer name eth0 netns {c}
+         ip -n {h} link set tvc9 master tbr9 up
+         ip -n {c} addr add 10.9.0.2/24 dev eth0
+         ip -n {c} link set eth0 up
+         ip -n {c} link set lo up
+         ip -n {c} route add default via 10.9.0.1
+         ip -n {h} link add tvo9 type veth peer name eth0 netns {o}
+         ip -n {h} addr add 192.0.2.1/24 dev tvo9
+         ip -n {h} link set tvo9 up
+         ip -n {o} addr add 192.0.2.2/24 dev eth0
+         ip -n {o} link set eth0 up
+         ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1"
+    )));
+    let ping = format!("ip netns exec {c} ping -c1 -W1 192.0.2.2 >/dev/null 2>&1");
+    assert!(!shell(&ping), "ping must fail without masquerade");
+
+    host.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("traffic", "tbr9", true)).unwrap();
+        fw.add_container("traffic", &addrs(&["10.9.0.2"])).unwrap();
+    });
+    assert!(shell(&ping), "ping through masquerade failed");
+}

@@ -189,6 +189,68 @@ pub fn dump_elements(set: &str, seq: u32) -> Vec<u8> {
     w.into_bytes()
 }
 
+/// Asks for the ruleset generation id.
+pub fn get_generation(seq: u32) -> Vec<u8> {
+    let mut w = MessageWriter::new();
+    w.begin_message(
+        nft_type(NFT_MSG_GETGEN),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        NFPROTO_UNSPEC,
+        0,
+    );
+    w.end_message();
+    w.into_bytes()
+}
+
+/// Lists all chains of the inet family (the kernel does not filter chain dumps by table).
+pub fn dump_chains(seq: u32) -> Vec<u8> {
+    let mut w = MessageWriter::new();
+    w.begin_message(
+        nft_type(NFT_MSG_GETCHAIN),
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_INET,
+        0,
+    );
+    w.end_message();
+    w.into_bytes()
+}
+
+/// Deletes table `inet tether` only if the ruleset is still at `generation`, so a network
+/// installed after the caller looked is not swept away. Uses `first_seq ..= first_seq + 2`;
+/// the deletion is `first_seq + 1`.
+pub fn delete_table_if_unchanged(generation: u32, first_seq: u32) -> Vec<u8> {
+    let mut w = MessageWriter::new();
+    w.begin_message(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        first_seq,
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    w.put_be32(NFNL_BATCH_GENID, generation);
+    w.end_message();
+    w.begin_message(
+        nft_type(NFT_MSG_DELTABLE),
+        NLM_F_REQUEST | NLM_F_ACK,
+        first_seq.wrapping_add(1),
+        NFPROTO_INET,
+        0,
+    );
+    w.put_str(NFTA_TABLE_NAME, table::NAME);
+    w.end_message();
+    w.begin_message(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        first_seq.wrapping_add(2),
+        NFPROTO_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
+    w.end_message();
+    w.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,66 +355,4 @@ mod tests {
         let destroy = element_batch(&[change(ElementOp::Destroy)], 1).bytes;
         assert_eq!(&destroy[24..26], &ne16(0x0a1e));
     }
-}
-
-/// Asks for the ruleset generation id.
-pub fn get_generation(seq: u32) -> Vec<u8> {
-    let mut w = MessageWriter::new();
-    w.begin_message(
-        nft_type(NFT_MSG_GETGEN),
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        NFPROTO_UNSPEC,
-        0,
-    );
-    w.end_message();
-    w.into_bytes()
-}
-
-/// Lists all chains of the inet family (the kernel does not filter chain dumps by table).
-pub fn dump_chains(seq: u32) -> Vec<u8> {
-    let mut w = MessageWriter::new();
-    w.begin_message(
-        nft_type(NFT_MSG_GETCHAIN),
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        NFPROTO_INET,
-        0,
-    );
-    w.end_message();
-    w.into_bytes()
-}
-
-/// Deletes table `inet tether` only if the ruleset is still at `generation`, so a network
-/// installed after the caller looked is not swept away. Uses `first_seq ..= first_seq + 2`;
-/// the deletion is `first_seq + 1`.
-pub fn delete_table_if_unchanged(generation: u32, first_seq: u32) -> Vec<u8> {
-    let mut w = MessageWriter::new();
-    w.begin_message(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        first_seq,
-        NFPROTO_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    w.put_be32(NFNL_BATCH_GENID, generation);
-    w.end_message();
-    w.begin_message(
-        nft_type(NFT_MSG_DELTABLE),
-        NLM_F_REQUEST | NLM_F_ACK,
-        first_seq.wrapping_add(1),
-        NFPROTO_INET,
-        0,
-    );
-    w.put_str(NFTA_TABLE_NAME, table::NAME);
-    w.end_message();
-    w.begin_message(
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        first_seq.wrapping_add(2),
-        NFPROTO_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
-    w.end_message();
-    w.into_bytes()
 }
