@@ -201,6 +201,19 @@ impl PluginOutput {
         &self.stdout_json
     }
 
+    /// The result of an ADD, VERSION or GC-less call: panics unless the plugin exited 0 and printed a
+    /// JSON object with a cniVersion.
+    pub fn result(&self) -> &Value {
+        let v = self.ok();
+        assert!(
+            v["cniVersion"].is_string(),
+            "plugin succeeded without a result object: stdout: {:?} stderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        v
+    }
+
     /// The CNI error code, when the plugin failed with a well-formed error.
     pub fn error_code(&self) -> Option<u64> {
         if self.status.success() {
