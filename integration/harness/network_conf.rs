@@ -4,6 +4,12 @@
 use super::host::HostNs;
 use serde_json::{json, Value};
 
+/// The IPAM type behind tether-bridge confs: tether-ipam, or `ITEST_IPAM_TYPE` (e.g. host-local) to
+/// check the tests themselves against the reference plugins.
+fn bridge_ipam_type() -> String {
+    std::env::var("ITEST_IPAM_TYPE").unwrap_or_else(|_| "tether-ipam".to_owned())
+}
+
 /// tether-bridge with in-process tether-ipam on one IPv4 subnet; gateway and default route on.
 pub fn tether_bridge(host: &HostNs, version: &str, subnet: &str) -> Value {
     json!({
@@ -14,7 +20,7 @@ pub fn tether_bridge(host: &HostNs, version: &str, subnet: &str) -> Value {
         "isGateway": true,
         "isDefaultGateway": true,
         "ipam": {
-            "type": "tether-ipam",
+            "type": bridge_ipam_type(),
             "subnet": subnet,
             "dataDir": host.data_dir_str(),
         }
@@ -25,7 +31,7 @@ pub fn tether_bridge(host: &HostNs, version: &str, subnet: &str) -> Value {
 pub fn tether_bridge_ranges(host: &HostNs, version: &str, subnets: &[&str]) -> Value {
     let mut conf = tether_bridge(host, version, subnets[0]);
     conf["ipam"] = json!({
-        "type": "tether-ipam",
+        "type": bridge_ipam_type(),
         "ranges": range_sets(subnets),
         "dataDir": host.data_dir_str(),
     });
