@@ -89,12 +89,18 @@ fn run_case(case: &BadCase) -> Result<(), String> {
     if out.success() {
         problems.push(format!("succeeded: {}", out.stdout));
     } else if out.error_code() != Some(case.code) {
-        problems.push(format!("wanted code {}, got: {} {}", case.code, out.stdout, out.stderr));
+        problems.push(format!(
+            "wanted code {}, got: {} {}",
+            case.code, out.stdout, out.stderr
+        ));
     } else if !out.stdout_json["msg"].is_string() || !out.stdout_json["cniVersion"].is_string() {
         problems.push(format!("error lacks msg or cniVersion: {}", out.stdout));
     }
     if host.link_names() != links_before {
-        problems.push(format!("host links now {:?}, were {links_before:?}", host.link_names()));
+        problems.push(format!(
+            "host links now {:?}, were {links_before:?}",
+            host.link_names()
+        ));
     }
     if c.link_names() != ["lo"] {
         problems.push(format!("container links left: {:?}", c.link_names()));

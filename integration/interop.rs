@@ -9,7 +9,15 @@ use serde_json::{json, Value};
 
 fn two_containers_talk(host: &HostNs, plugin: &str, conf: &Value) -> (NetNs, NetNs) {
     let (c1, c2) = (host.container("c1"), host.container("c2"));
-    let run = |c: &NetNs| host.plugin(plugin).cmd("ADD").container(c).conf(conf).run().result().clone();
+    let run = |c: &NetNs| {
+        host.plugin(plugin)
+            .cmd("ADD")
+            .container(c)
+            .conf(conf)
+            .run()
+            .result()
+            .clone()
+    };
     let ip1 = cni_result::ip(&run(&c1), "4");
     let ip2 = cni_result::ip(&run(&c2), "4");
     assert!(c1.ping_retry(&ip2, 3), "c1 -> {ip2}");
@@ -30,9 +38,18 @@ fn reference_bridge_with_tether_ipam_passes_traffic() {
     let bridge = harness::binaries::reference("bridge");
     let bridge = bridge.to_str().unwrap();
     let (c1, c2) = two_containers_talk(&host, bridge, &conf);
-    assert_eq!(store::leases(&host.data_dir(), "net1").len(), 2, "tether-ipam holds the leases");
+    assert_eq!(
+        store::leases(&host.data_dir(), "net1").len(),
+        2,
+        "tether-ipam holds the leases"
+    );
     for c in [&c1, &c2] {
-        host.plugin(bridge).cmd("DEL").container(c).conf(&conf).run().ok();
+        host.plugin(bridge)
+            .cmd("DEL")
+            .container(c)
+            .conf(&conf)
+            .run()
+            .ok();
     }
     assert!(store::is_empty(&host.data_dir(), "net1"));
 }
@@ -49,11 +66,24 @@ fn tether_bridge_with_reference_host_local_passes_traffic() {
     let bridge = harness::binaries::tether_bridge();
     let bridge = bridge.to_str().unwrap();
     let (c1, c2) = two_containers_talk(&host, bridge, &conf);
-    assert_eq!(store::leases(&host.data_dir(), "net1").len(), 2, "host-local holds the leases");
+    assert_eq!(
+        store::leases(&host.data_dir(), "net1").len(),
+        2,
+        "host-local holds the leases"
+    );
     for c in [&c1, &c2] {
-        host.plugin(bridge).cmd("DEL").container(c).conf(&conf).run().ok();
+        host.plugin(bridge)
+            .cmd("DEL")
+            .container(c)
+            .conf(&conf)
+            .run()
+            .ok();
     }
     assert!(store::leases(&host.data_dir(), "net1").is_empty());
-    let veths: Vec<String> = host.link_names().into_iter().filter(|n| n.starts_with("tv")).collect();
+    let veths: Vec<String> = host
+        .link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("tv"))
+        .collect();
     assert!(veths.is_empty(), "{veths:?}");
 }

@@ -7,23 +7,43 @@ use harness::{cni_result, network_conf, store, HostNs, NetNs};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-const ALL_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+const ALL_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 fn add(host: &HostNs, c: &NetNs, conf: &Value) -> Value {
-    host.tether_ipam().cmd("ADD").container(c).conf(conf).run().result().clone()
+    host.tether_ipam()
+        .cmd("ADD")
+        .container(c)
+        .conf(conf)
+        .run()
+        .result()
+        .clone()
 }
 
 fn del(host: &HostNs, c: &NetNs, conf: &Value) {
-    host.tether_ipam().cmd("DEL").container(c).conf(conf).run().ok();
+    host.tether_ipam()
+        .cmd("DEL")
+        .container(c)
+        .conf(conf)
+        .run()
+        .ok();
 }
 
 #[test]
 fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
     let host = HostNs::new("ipam");
     for asked in ["0.4.0", "1.1.0"] {
-        let out = host.tether_ipam().cmd("VERSION").conf(&json!({"cniVersion": asked})).run();
+        let out = host
+            .tether_ipam()
+            .cmd("VERSION")
+            .conf(&json!({"cniVersion": asked}))
+            .run();
         let v = out.result();
-        assert_eq!(v["cniVersion"], asked, "VERSION answers in the version asked");
+        assert_eq!(
+            v["cniVersion"], asked,
+            "VERSION answers in the version asked"
+        );
         let supported: BTreeSet<&str> = v["supportedVersions"]
             .as_array()
             .expect("supportedVersions is a list")
@@ -43,7 +63,10 @@ fn add_answers_in_the_shape_of_every_cni_version() {
     for (i, version) in ALL_VERSIONS.iter().enumerate() {
         let c = host.container(&format!("v{i}"));
         let r = add(&host, &c, &conf_for(version));
-        assert_eq!(r["cniVersion"], *version, "result in the conf's version: {r}");
+        assert_eq!(
+            r["cniVersion"], *version,
+            "result in the conf's version: {r}"
+        );
         match *version {
             "0.1.0" | "0.2.0" => {
                 assert!(r.get("ips").is_none(), "{version} has no ips list: {r}");
@@ -71,9 +94,20 @@ fn add_answers_in_the_shape_of_every_cni_version() {
         }
     }
     for (i, version) in ALL_VERSIONS.iter().enumerate() {
-        del(&host, &NetNs { label: format!("v{i}"), name: String::new() }, &conf_for(version));
+        del(
+            &host,
+            &NetNs {
+                label: format!("v{i}"),
+                name: String::new(),
+            },
+            &conf_for(version),
+        );
     }
-    assert!(store::is_empty(&host.data_dir(), "net1"), "{:?}", store::leases(&host.data_dir(), "net1"));
+    assert!(
+        store::is_empty(&host.data_dir(), "net1"),
+        "{:?}",
+        store::leases(&host.data_dir(), "net1")
+    );
 }
 
 #[test]
@@ -88,15 +122,25 @@ fn store_holds_one_lease_file_per_ip_and_an_attachment_record() {
     assert_eq!(leases.len(), 1, "{leases:?}");
     assert_eq!(leases[0].0, ip, "lease file named by the IP");
     let lines: Vec<&str> = leases[0].1.lines().collect();
-    assert_eq!(lines, ["c1", "eth0"], "lease holds container id and ifname lines");
-    assert_eq!(store::attachments(&host.data_dir(), "net1"), vec!["c1.eth0".to_owned()]);
+    assert_eq!(
+        lines,
+        ["c1", "eth0"],
+        "lease holds container id and ifname lines"
+    );
+    assert_eq!(
+        store::attachments(&host.data_dir(), "net1"),
+        vec!["c1.eth0".to_owned()]
+    );
     assert!(net.join("lock").exists(), "lock file");
     let last = std::fs::read_to_string(net.join("last_reserved_ip.0")).expect("last_reserved_ip.0");
     assert_eq!(last.trim(), ip);
 
     del(&host, &c, &conf);
     assert!(store::is_empty(&host.data_dir(), "net1"));
-    assert!(net.join("attachments").is_dir(), "empty attachments dir stays");
+    assert!(
+        net.join("attachments").is_dir(),
+        "empty attachments dir stays"
+    );
     del(&host, &c, &conf);
 }
 
@@ -116,8 +160,17 @@ fn static_ip_from_cni_args_is_leased() {
     let host = HostNs::new("ipam");
     let conf = network_conf::tether_ipam(&host, "1.1.0", &["10.1.2.0/24"]);
     let c = host.container("c1");
-    let out = host.tether_ipam().cmd("ADD").container(&c).args("IP=10.1.2.3").conf(&conf).run();
-    assert_eq!(cni_result::addresses(out.result()), vec!["10.1.2.3/24".to_owned()]);
+    let out = host
+        .tether_ipam()
+        .cmd("ADD")
+        .container(&c)
+        .args("IP=10.1.2.3")
+        .conf(&conf)
+        .run();
+    assert_eq!(
+        cni_result::addresses(out.result()),
+        vec!["10.1.2.3/24".to_owned()]
+    );
     assert_eq!(store::leases(&host.data_dir(), "net1")[0].0, "10.1.2.3");
 }
 
@@ -137,7 +190,12 @@ fn check_passes_for_a_live_lease() {
     let mut conf = network_conf::tether_ipam(&host, "1.1.0", &["10.33.0.0/24"]);
     let c = host.container("c1");
     conf["prevResult"] = add(&host, &c, &conf);
-    host.tether_ipam().cmd("CHECK").container(&c).conf(&conf).run().ok();
+    host.tether_ipam()
+        .cmd("CHECK")
+        .container(&c)
+        .conf(&conf)
+        .run()
+        .ok();
 }
 
 #[test]
@@ -148,10 +206,27 @@ fn status_fails_with_code_50_once_a_range_set_is_exhausted() {
     host.tether_ipam().cmd("STATUS").conf(&conf).run().ok();
     let r = add(&host, &host.container("c1"), &conf);
     assert_eq!(cni_result::ip(&r, "4"), "10.34.0.2");
-    host.tether_ipam().cmd("STATUS").conf(&conf).run().expect_error(50);
-    let full = host.tether_ipam().cmd("ADD").container(&host.container("c2")).conf(&conf).run();
-    assert!(!full.success(), "ADD into a full range succeeded: {}", full.stdout);
-    assert!(full.stdout_json["code"].is_u64(), "full range answers a CNI error: {}", full.stdout);
+    host.tether_ipam()
+        .cmd("STATUS")
+        .conf(&conf)
+        .run()
+        .expect_error(50);
+    let full = host
+        .tether_ipam()
+        .cmd("ADD")
+        .container(&host.container("c2"))
+        .conf(&conf)
+        .run();
+    assert!(
+        !full.success(),
+        "ADD into a full range succeeded: {}",
+        full.stdout
+    );
+    assert!(
+        full.stdout_json["code"].is_u64(),
+        "full range answers a CNI error: {}",
+        full.stdout
+    );
 }
 
 #[test]
@@ -164,9 +239,15 @@ fn gc_frees_leases_of_containers_not_in_valid_attachments() {
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
     host.tether_ipam().cmd("GC").conf(&gc).run().ok();
-    let leases: Vec<String> = store::leases(&host.data_dir(), "net1").into_iter().map(|l| l.0).collect();
+    let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
+        .into_iter()
+        .map(|l| l.0)
+        .collect();
     assert_eq!(leases, vec![keep]);
-    assert_eq!(store::attachments(&host.data_dir(), "net1"), vec!["c1.eth0".to_owned()]);
+    assert_eq!(
+        store::attachments(&host.data_dir(), "net1"),
+        vec!["c1.eth0".to_owned()]
+    );
 }
 
 #[test]
@@ -174,7 +255,10 @@ fn hundred_concurrent_adds_get_distinct_addresses_and_dels_empty_the_store() {
     let host = HostNs::new("ipamc");
     let conf = network_conf::tether_ipam(&host, "1.1.0", &["10.36.0.0/16"]);
     // IPAM touches no namespace: every call may name the host's own.
-    let ns = |i: usize| NetNs { label: format!("c{i}"), name: host.name.clone() };
+    let ns = |i: usize| NetNs {
+        label: format!("c{i}"),
+        name: host.name.clone(),
+    };
     let ips: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..100)
             .map(|i| {
@@ -182,7 +266,10 @@ fn hundred_concurrent_adds_get_distinct_addresses_and_dels_empty_the_store() {
                 s.spawn(move || cni_result::ip(&add(host, &c, conf), "4"))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("ADD thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("ADD thread"))
+            .collect()
     });
     let distinct: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), 100, "duplicate addresses handed out");

@@ -78,7 +78,8 @@ impl HostNs {
         self.ns.ip(&[
             "link", "add", "out0", "type", "veth", "peer", "name", "up0", "netns", &o.name,
         ]);
-        self.ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "out0"]);
+        self.ns
+            .ip(&["addr", "add", "198.51.100.1/24", "dev", "out0"]);
         self.ns.ip(&["link", "set", "out0", "up"]);
         o.ip(&["addr", "add", "198.51.100.2/24", "dev", "up0"]);
         o.ip(&["link", "set", "up0", "up"]);

@@ -134,7 +134,13 @@ impl NetNs {
         as_vec(v)
             .iter()
             .flat_map(|l| as_vec(l["addr_info"].clone()))
-            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .filter_map(|a| {
+                Some(format!(
+                    "{}/{}",
+                    a["local"].as_str()?,
+                    a["prefixlen"].as_u64()?
+                ))
+            })
             .collect()
     }
 

@@ -70,10 +70,5 @@ pub fn reference_bridge(host: &HostNs, version: &str, subnet: &str) -> Value {
 }
 
 fn range_sets(subnets: &[&str]) -> Value {
-    Value::Array(
-        subnets
-            .iter()
-            .map(|s| json!([{ "subnet": s }]))
-            .collect(),
-    )
+    Value::Array(subnets.iter().map(|s| json!([{ "subnet": s }])).collect())
 }

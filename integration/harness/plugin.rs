@@ -124,9 +124,7 @@ impl<'h> PluginCall<'h> {
             env.retain(|(key, _)| key != k);
             env.push((k.clone(), v.clone()));
         }
-        env.into_iter()
-            .filter_map(|(k, v)| Some((k, v?)))
-            .collect()
+        env.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()
     }
 
     pub fn run(self) -> PluginOutput {

@@ -38,21 +38,28 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
             }
         };
         conn.set_nonblocking(false).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
         let mut buf = [0u8; 64];
-        let n = conn.read(&mut buf).map_err(|e| format!("server read: {e}"))?;
+        let n = conn
+            .read(&mut buf)
+            .map_err(|e| format!("server read: {e}"))?;
         conn.write_all(b"echo:")
             .and_then(|_| conn.write_all(&buf[..n]))
             .map_err(|e| format!("server write: {e}"))
     });
     if ready_rx.recv_timeout(TIMEOUT).is_err() {
-        return Err(join(server_thread).err().unwrap_or("server never got ready".into()));
+        return Err(join(server_thread)
+            .err()
+            .unwrap_or("server never got ready".into()));
     }
     let client_thread = in_netns(client, move || -> Result<String, String> {
         let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)
             .map_err(|e| format!("connect to {addr}: {e}"))?;
-        s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-        s.write_all(b"hello").map_err(|e| format!("client write: {e}"))?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"hello")
+            .map_err(|e| format!("client write: {e}"))?;
         let mut reply = String::new();
         s.read_to_string(&mut reply)
             .map_err(|e| format!("client read: {e}"))?;
