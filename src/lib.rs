@@ -1,1 +1,2 @@
 pub mod cni;
+pub mod ipam;
