@@ -1,0 +1,414 @@
+//! tether-bridge (with in-process tether-ipam) end to end: kernel state, traffic, firewall, lifecycle.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::{cni_result, network_conf, nft, store, tcp, HostNs, NetNs};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+const V: &str = "1.1.0";
+const ALL_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+fn add(host: &HostNs, c: &NetNs, conf: &Value) -> Value {
+    host.tether_bridge()
+        .cmd("ADD")
+        .container(c)
+        .conf(conf)
+        .run()
+        .result()
+        .clone()
+}
+
+fn del(host: &HostNs, c: &NetNs, conf: &Value) {
+    host.tether_bridge()
+        .cmd("DEL")
+        .container(c)
+        .conf(conf)
+        .run()
+        .ok();
+}
+
+fn check(host: &HostNs, c: &NetNs, conf: &Value, prev: &Value) -> harness::PluginOutput {
+    let mut conf = conf.clone();
+    conf["prevResult"] = prev.clone();
+    host.tether_bridge()
+        .cmd("CHECK")
+        .container(c)
+        .conf(&conf)
+        .run()
+}
+
+/// Host-side veths of containers: `tv` + hex, on the bridge.
+fn host_veths(host: &HostNs) -> Vec<String> {
+    host.link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("tv"))
+        .collect()
+}
+
+#[test]
+fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
+    let host = HostNs::new("br");
+    let v = host
+        .tether_bridge()
+        .cmd("VERSION")
+        .conf(&json!({"cniVersion": V}))
+        .run();
+    let v = v.result();
+    assert_eq!(v["cniVersion"], V);
+    for version in ALL_VERSIONS {
+        assert!(
+            v["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == version),
+            "{version} missing from {v}"
+        );
+    }
+}
+
+#[test]
+fn add_answers_in_the_shape_of_every_cni_version() {
+    let host = HostNs::new("br");
+    let subnets = ["10.40.0.0/24", "fd00:40::/64"];
+    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+        let conf = network_conf::tether_bridge_ranges(&host, version, &subnets);
+        let c = host.container(&format!("v{i}"));
+        let r = add(&host, &c, &conf);
+        assert_eq!(r["cniVersion"], *version, "{r}");
+        if version.starts_with("0.1") || version.starts_with("0.2") {
+            assert!(
+                r.get("interfaces").is_none() && r.get("ips").is_none(),
+                "{r}"
+            );
+            assert!(
+                r["ip4"]["ip"].as_str().unwrap().starts_with("10.40.0."),
+                "{r}"
+            );
+            assert!(
+                r["ip6"]["ip"].as_str().unwrap().starts_with("fd00:40::"),
+                "{r}"
+            );
+        } else {
+            let ifaces = r["interfaces"].as_array().expect("interfaces list");
+            let eth0 = ifaces
+                .iter()
+                .position(|i| i["name"] == "eth0" && i["sandbox"] == c.path_str().as_str())
+                .unwrap_or_else(|| panic!("no eth0 in the container's sandbox: {r}"));
+            assert!(
+                ifaces.iter().any(|i| i["name"] == "tt0"),
+                "bridge listed: {r}"
+            );
+            assert!(
+                ifaces
+                    .iter()
+                    .any(|i| i["name"].as_str().unwrap_or("").starts_with("tv")),
+                "host veth listed: {r}"
+            );
+            assert_eq!(ifaces[eth0]["mac"], c.mac("eth0").as_str(), "{r}");
+            let ips = r["ips"].as_array().expect("ips");
+            assert_eq!(ips.len(), 2, "{r}");
+            for ip in ips {
+                assert_eq!(ip["interface"], eth0, "ips point at eth0: {r}");
+                let family = if ip["address"].as_str().unwrap().contains(':') {
+                    "6"
+                } else {
+                    "4"
+                };
+                if version.starts_with("0.") {
+                    assert_eq!(ip["version"], family, "{r}");
+                } else {
+                    assert!(ip.get("version").is_none(), "{r}");
+                }
+            }
+        }
+        let on_eth0: BTreeSet<String> = c.global_addresses("eth0").into_iter().collect();
+        for a in cni_result::addresses(&r) {
+            assert!(
+                on_eth0.contains(&a),
+                "{a} not on eth0 ({on_eth0:?}) for {version}"
+            );
+        }
+    }
+    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+        let conf = network_conf::tether_bridge_ranges(&host, version, &subnets);
+        del(
+            &host,
+            &NetNs {
+                label: format!("v{i}"),
+                name: host.name.clone(),
+            },
+            &conf,
+        );
+    }
+    assert!(host_veths(&host).is_empty(), "{:?}", host_veths(&host));
+    assert!(store::is_empty(&host.data_dir(), "net1"));
+}
+
+#[test]
+fn add_plugs_the_container_into_the_bridge_with_gateway_and_default_route() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.41.0.0/24");
+    let c = host.container("c1");
+    let r = add(&host, &c, &conf);
+    let ip = cni_result::ip(&r, "4");
+
+    let veths = host_veths(&host);
+    assert_eq!(veths.len(), 1, "{veths:?}");
+    let veth = &veths[0];
+    assert!(
+        veth.len() <= 15 && veth[2..].chars().all(|ch| ch.is_ascii_hexdigit()),
+        "{veth}"
+    );
+    assert_eq!(host.master(veth).as_deref(), Some("tt0"));
+    assert_eq!(
+        host.global_addresses("tt0"),
+        vec!["10.41.0.1/24".to_owned()]
+    );
+    assert_eq!(cni_result::gateway(&r, "4").as_deref(), Some("10.41.0.1"));
+    assert_eq!(c.global_addresses("eth0"), vec![format!("{ip}/24")]);
+    assert_eq!(c.default_gateway("-4").as_deref(), Some("10.41.0.1"));
+    assert_eq!(host.sysctl("net.ipv4.ip_forward"), "1");
+    assert!(
+        c.ping_retry("10.41.0.1", 2),
+        "container reaches its gateway"
+    );
+    assert!(
+        nft::has_element(&host, &ip),
+        "{ip} not in inet tether: {:?}",
+        nft::set_elements(&host)
+    );
+
+    del(&host, &c, &conf);
+    assert!(host_veths(&host).is_empty());
+    assert!(!c.has_link("eth0"));
+    assert!(!nft::has_element(&host, &ip));
+    assert!(
+        nft::set_elements(&host).is_empty(),
+        "{:?}",
+        nft::set_elements(&host)
+    );
+    assert!(
+        nft::objects_named_for(&host, "net1").is_empty(),
+        "{:?}",
+        nft::objects(&host)
+    );
+    assert!(store::is_empty(&host.data_dir(), "net1"));
+}
+
+#[test]
+fn two_containers_ping_each_other_and_talk_tcp() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.42.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let ip1 = cni_result::ip(&add(&host, &c1, &conf), "4");
+    let ip2 = cni_result::ip(&add(&host, &c2, &conf), "4");
+    assert!(c1.ping_retry(&ip2, 3), "c1 -> {ip2}");
+    assert!(c2.ping_retry(&ip1, 3), "c2 -> {ip1}");
+    tcp::exchange(&c2, &ip2, 8080, &c1).expect("tcp c1 -> c2");
+    tcp::exchange(&c1, &ip1, 8081, &c2).expect("tcp c2 -> c1");
+}
+
+#[test]
+fn dual_stack_containers_ping6_right_after_add() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge_ranges(&host, V, &["10.43.0.0/24", "fd00:43::/64"]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    add(&host, &c1, &conf);
+    let r2 = add(&host, &c2, &conf);
+    let ip6 = cni_result::ip(&r2, "6");
+    // One echo, no retry: with DAD off the address is usable at once.
+    assert!(c1.ping(&ip6), "ping6 {ip6} right after ADD");
+    assert!(c1.ping_retry(&cni_result::ip(&r2, "4"), 2));
+    assert_eq!(c1.default_gateway("-6").as_deref(), Some("fd00:43::1"));
+    tcp::exchange(&c2, &ip6, 8080, &c1).expect("tcp over IPv6");
+}
+
+#[test]
+fn ipv6_only_network_passes_traffic() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge_ranges(&host, V, &["fd00:44::/64"]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let r1 = add(&host, &c1, &conf);
+    let r2 = add(&host, &c2, &conf);
+    assert!(
+        cni_result::addresses(&r1).iter().all(|a| a.contains(':')),
+        "{r1}"
+    );
+    assert!(c1.ping(&cni_result::ip(&r2, "6")), "ping6 right after ADD");
+    assert!(host
+        .global_addresses("tt0")
+        .contains(&"fd00:44::1/64".to_owned()));
+}
+
+#[test]
+fn bridge_mac_does_not_change_when_ports_join() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.45.0.0/24");
+    add(&host, &host.container("c1"), &conf);
+    let mac = host.mac("tt0");
+    add(&host, &host.container("c2"), &conf);
+    assert_eq!(host.mac("tt0"), mac, "after the second port");
+    add(&host, &host.container("c3"), &conf);
+    assert_eq!(host.mac("tt0"), mac, "after the third port");
+}
+
+#[test]
+fn mtu_is_applied_to_both_veth_ends() {
+    let host = HostNs::new("br");
+    let mut conf = network_conf::tether_bridge(&host, V, "10.46.0.0/24");
+    conf["mtu"] = json!(1400);
+    let c = host.container("c1");
+    add(&host, &c, &conf);
+    assert_eq!(c.mtu("eth0"), 1400);
+    assert_eq!(host.mtu(&host_veths(&host)[0]), 1400);
+}
+
+#[test]
+fn promisc_mode_sets_the_bridge_promiscuous() {
+    let host = HostNs::new("br");
+    let mut conf = network_conf::tether_bridge(&host, V, "10.47.0.0/24");
+    conf["promiscMode"] = json!(true);
+    add(&host, &host.container("c1"), &conf);
+    let bridge = host.link("tt0").unwrap();
+    assert!(
+        bridge["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "PROMISC"),
+        "{bridge}"
+    );
+}
+
+#[test]
+fn hairpin_mode_is_set_on_the_host_port() {
+    // The reference refuses hairpinMode with promiscMode, so each gets its own network.
+    let host = HostNs::new("br");
+    let mut conf = network_conf::tether_bridge(&host, V, "10.55.0.0/24");
+    conf["hairpinMode"] = json!(true);
+    add(&host, &host.container("c1"), &conf);
+    let veth = &host_veths(&host)[0];
+    let detail = host.ip_json(&["-d", "link", "show", "dev", veth]);
+    assert_eq!(
+        detail[0]["linkinfo"]["info_slave_data"]["hairpin"], true,
+        "{detail}"
+    );
+}
+
+#[test]
+fn check_fails_after_the_container_address_is_deleted() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.48.0.0/24");
+    let c = host.container("c1");
+    let r = add(&host, &c, &conf);
+    check(&host, &c, &conf, &r).ok();
+    let addr = cni_result::addresses(&r)[0].clone();
+    c.ip(&["addr", "del", &addr, "dev", "eth0"]);
+    let out = check(&host, &c, &conf, &r);
+    assert!(!out.success(), "CHECK passed without {addr}");
+    assert!(
+        out.error_code().is_some(),
+        "CHECK failure is a CNI error: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_fails_after_the_default_route_is_deleted() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.49.0.0/24");
+    let c = host.container("c1");
+    let r = add(&host, &c, &conf);
+    check(&host, &c, &conf, &r).ok();
+    c.ip(&["route", "del", "default"]);
+    let out = check(&host, &c, &conf, &r);
+    assert!(!out.success(), "CHECK passed without the default route");
+    assert!(
+        out.error_code().is_some(),
+        "CHECK failure is a CNI error: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn del_succeeds_twice() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.50.0.0/24");
+    let c = host.container("c1");
+    add(&host, &c, &conf);
+    del(&host, &c, &conf);
+    del(&host, &c, &conf);
+    assert!(host_veths(&host).is_empty());
+    assert!(store::is_empty(&host.data_dir(), "net1"));
+}
+
+#[test]
+fn del_succeeds_after_the_netns_is_deleted_and_frees_everything() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.51.0.0/24");
+    let c = host.container("c1");
+    let ip = cni_result::ip(&add(&host, &c, &conf), "4");
+    host.delete_container(&c);
+    del(&host, &c, &conf);
+    assert!(host_veths(&host).is_empty());
+    assert!(store::is_empty(&host.data_dir(), "net1"));
+    assert!(
+        !nft::has_element(&host, &ip),
+        "{:?}",
+        nft::set_elements(&host)
+    );
+    del(&host, &c, &conf);
+}
+
+#[test]
+fn ip_masq_lets_a_container_reach_the_outside() {
+    let host = HostNs::new("br");
+    let outside = host.outside();
+    let mut conf = network_conf::tether_bridge(&host, V, "10.52.0.0/24");
+    conf["ipMasq"] = json!(true);
+    let c = host.container("c1");
+    add(&host, &c, &conf);
+    assert!(
+        c.ping_retry(outside.addr, 3),
+        "no reply from {} with ipMasq",
+        outside.addr
+    );
+    tcp::exchange(&outside.ns, outside.addr, 8080, &c).expect("tcp to the outside");
+}
+
+#[test]
+fn without_ip_masq_the_outside_cannot_answer() {
+    let host = HostNs::new("br");
+    let outside = host.outside();
+    let mut conf = network_conf::tether_bridge(&host, V, "10.53.0.0/24");
+    conf["ipMasq"] = json!(false);
+    let c = host.container("c1");
+    add(&host, &c, &conf);
+    assert!(c.ping_retry("10.53.0.1", 2), "the container itself is up");
+    assert!(
+        !c.ping_retry(outside.addr, 2),
+        "reply without masquerade: outside must not route back"
+    );
+}
+
+#[test]
+fn status_succeeds_and_gc_frees_leases_of_vanished_containers() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.54.0.0/24");
+    host.tether_bridge().cmd("STATUS").conf(&conf).run().ok();
+    let keep = cni_result::ip(&add(&host, &host.container("c1"), &conf), "4");
+    add(&host, &host.container("c2"), &conf);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
+    host.tether_bridge().cmd("GC").conf(&gc).run().ok();
+    let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
+        .into_iter()
+        .map(|l| l.0)
+        .collect();
+    assert_eq!(leases, vec![keep]);
+}

@@ -1,0 +1,35 @@
+//! Where the binaries under test and the reference plugins live.
+
+use std::path::{Path, PathBuf};
+
+/// Debian's containernetworking-plugins (bridge, host-local, ...), CNI up to 1.0.0.
+pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
+
+/// `ITEST_TETHER_BRIDGE` / `ITEST_TETHER_IPAM` swap in another binary (e.g. the reference plugins)
+/// to check the tests themselves; unset, the binaries cargo built are used.
+pub fn tether_bridge() -> PathBuf {
+    override_or("ITEST_TETHER_BRIDGE", env!("CARGO_BIN_EXE_tether-bridge"))
+}
+
+pub fn tether_ipam() -> PathBuf {
+    override_or("ITEST_TETHER_IPAM", env!("CARGO_BIN_EXE_tether-ipam"))
+}
+
+fn override_or(var: &str, built: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| PathBuf::from(built), PathBuf::from)
+}
+
+pub fn reference(name: &str) -> PathBuf {
+    Path::new(REFERENCE_PLUGIN_DIR).join(name)
+}
+
+/// CNI_PATH as a runtime would set it: our binaries first, then the reference plugins, so
+/// `"type": "host-local"` and `"type": "tether-ipam"` both resolve.
+pub fn cni_path() -> String {
+    let ours = Path::new(env!("CARGO_BIN_EXE_tether-bridge"))
+        .parent()
+        .expect("cargo puts binaries in a directory")
+        .display()
+        .to_string();
+    format!("{ours}:{REFERENCE_PLUGIN_DIR}")
+}

@@ -1,0 +1,23 @@
+//! Hermetic harness for the integration tests and the bench: every test makes its own "host" network
+//! namespace, container namespaces owned by it and a scratch directory for state, run and IPAM data,
+//! runs the plugin binaries inside the host namespace exactly as a runtime would (env + stdin JSON),
+//! reads kernel state back through `ip -j` and `nft -j`, and tears everything down on drop, panic or not.
+//!
+//! Included by each test file with `#[path = "harness/mod.rs"] mod harness;`; each file uses a subset,
+//! hence the dead_code allowance.
+#![allow(dead_code, unused_imports)]
+
+pub mod binaries;
+pub mod cni_result;
+pub mod host;
+pub mod netns;
+pub mod network_conf;
+pub mod nft;
+pub mod plugin;
+pub mod scratch_dir;
+pub mod store;
+pub mod tcp;
+
+pub use host::{HostNs, Outside};
+pub use netns::NetNs;
+pub use plugin::{PluginCall, PluginOutput};

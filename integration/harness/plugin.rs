@@ -1,0 +1,245 @@
+//! One plugin invocation as a container runtime makes it: CNI_* env, the conf on stdin, run inside
+//! the host namespace, stdout parsed as JSON.
+
+use super::binaries;
+use super::host::HostNs;
+use super::netns::NetNs;
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A plugin that has not answered in this long is hung; the test fails instead of waiting forever.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct PluginCall<'h> {
+    host: &'h HostNs,
+    binary: PathBuf,
+    command: Option<String>,
+    container_id: Option<String>,
+    netns: Option<String>,
+    ifname: Option<String>,
+    args: Option<String>,
+    stdin: Vec<u8>,
+    /// Overrides applied last: Some(v) sets, None removes (bad-input cases).
+    env_overrides: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug)]
+pub struct PluginOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    /// stdout parsed as JSON; Null when stdout was empty or not JSON.
+    pub stdout_json: Value,
+    pub stderr: String,
+    /// Wall time from spawn to exit (includes nsenter's exec, about a process start).
+    pub elapsed: Duration,
+}
+
+impl<'h> PluginCall<'h> {
+    pub(super) fn new(host: &'h HostNs, binary: PathBuf) -> Self {
+        PluginCall {
+            host,
+            binary,
+            command: None,
+            container_id: None,
+            netns: None,
+            ifname: Some("eth0".to_owned()),
+            args: None,
+            stdin: Vec::new(),
+            env_overrides: Vec::new(),
+        }
+    }
+
+    pub fn cmd(mut self, command: &str) -> Self {
+        self.command = Some(command.to_owned());
+        self
+    }
+
+    /// Sets CNI_CONTAINERID to the container's label and CNI_NETNS to its path.
+    pub fn container(mut self, c: &NetNs) -> Self {
+        self.container_id = Some(c.label.clone());
+        self.netns = Some(c.path_str());
+        self
+    }
+
+    pub fn container_id(mut self, id: &str) -> Self {
+        self.container_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn ifname(mut self, ifname: &str) -> Self {
+        self.ifname = Some(ifname.to_owned());
+        self
+    }
+
+    pub fn args(mut self, args: &str) -> Self {
+        self.args = Some(args.to_owned());
+        self
+    }
+
+    pub fn conf(mut self, conf: &Value) -> Self {
+        self.stdin = serde_json::to_vec(conf).expect("a Value always serializes");
+        self
+    }
+
+    /// Raw stdin, for malformed-input cases.
+    pub fn stdin(mut self, bytes: &[u8]) -> Self {
+        self.stdin = bytes.to_vec();
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: Option<&str>) -> Self {
+        self.env_overrides
+            .push((key.to_owned(), value.map(str::to_owned)));
+        self
+    }
+
+    /// The environment the plugin will see, in the order it is applied.
+    fn environment(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, Option<String>)> = vec![
+            ("PATH".into(), Some("/usr/sbin:/usr/bin:/sbin:/bin".into())),
+            ("CNI_COMMAND".into(), self.command.clone()),
+            ("CNI_CONTAINERID".into(), self.container_id.clone()),
+            ("CNI_NETNS".into(), self.netns.clone()),
+            ("CNI_IFNAME".into(), self.ifname.clone()),
+            ("CNI_ARGS".into(), self.args.clone()),
+            ("CNI_PATH".into(), Some(binaries::cni_path())),
+            (
+                "TETHER_STATE_DIR".into(),
+                Some(self.host.state_dir().display().to_string()),
+            ),
+            (
+                "TETHER_RUN_DIR".into(),
+                Some(self.host.run_dir().display().to_string()),
+            ),
+        ];
+        // Passed through so a failing test can be rerun with plugin logs.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            env.push(("RUST_LOG".into(), Some(filter)));
+        }
+        for (k, v) in &self.env_overrides {
+            env.retain(|(key, _)| key != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env.into_iter().filter_map(|(k, v)| Some((k, v?))).collect()
+    }
+
+    pub fn run(self) -> PluginOutput {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.host.ns.path_str()))
+            .arg("--")
+            .arg(&self.binary)
+            .env_clear()
+            .envs(self.environment())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
+        let started = Instant::now();
+        let pid = child.id();
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A plugin may exit before reading stdin (bad env): a broken pipe here is not our failure.
+        let _ = stdin.write_all(&self.stdin);
+        drop(stdin);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+            Ok(out) => out.expect("waiting for the plugin"),
+            Err(_) => {
+                // nsenter execs the plugin in place, so this pid is the plugin itself.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!(
+                    "{} {:?} did not answer within {PLUGIN_TIMEOUT:?}",
+                    self.binary.display(),
+                    self.command
+                );
+            }
+        };
+        let elapsed = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        PluginOutput {
+            status: out.status,
+            stdout_json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed,
+        }
+    }
+}
+
+impl PluginOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// The result JSON; panics with everything the plugin said unless it exited 0 with JSON
+    /// (or with nothing, which DEL and CHECK may do).
+    pub fn ok(&self) -> &Value {
+        assert!(
+            self.status.success(),
+            "plugin failed ({}): stdout: {} stderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stdout.trim().is_empty() || !self.stdout_json.is_null(),
+            "plugin succeeded but stdout is not JSON: {}",
+            self.stdout
+        );
+        &self.stdout_json
+    }
+
+    /// The result of an ADD, VERSION or GC-less call: panics unless the plugin exited 0 and printed a
+    /// JSON object with a cniVersion.
+    pub fn result(&self) -> &Value {
+        let v = self.ok();
+        assert!(
+            v["cniVersion"].is_string(),
+            "plugin succeeded without a result object: stdout: {:?} stderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        v
+    }
+
+    /// The CNI error code, when the plugin failed with a well-formed error.
+    pub fn error_code(&self) -> Option<u64> {
+        if self.status.success() {
+            return None;
+        }
+        self.stdout_json["code"].as_u64()
+    }
+
+    /// Asserts a failure with a well-formed CNI error of `code` (spec: cniVersion, code, msg).
+    pub fn expect_error(&self, code: u64) -> &Value {
+        assert!(
+            !self.status.success(),
+            "expected CNI error {code}, plugin succeeded: {}",
+            self.stdout
+        );
+        let e = &self.stdout_json;
+        assert!(
+            e["cniVersion"].is_string() && e["msg"].is_string(),
+            "error is not a CNI error object: stdout: {} stderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(
+            e["code"].as_u64(),
+            Some(code),
+            "wrong CNI error code: {}",
+            self.stdout
+        );
+        e
+    }
+}

@@ -1,0 +1,133 @@
+//! Validates the harness itself against Debian's reference bridge + host-local: if these fail, the
+//! harness is wrong, not tether.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::{cni_result, network_conf, store, tcp, HostNs};
+
+#[test]
+fn reference_bridge_two_containers_ping_and_talk_tcp() {
+    let host = HostNs::new("selftest");
+    let conf = network_conf::reference_bridge(&host, "1.0.0", "10.200.0.0/24");
+    let c1 = host.container("c1");
+    let c2 = host.container("c2");
+    let r1 = host
+        .reference("bridge")
+        .cmd("ADD")
+        .container(&c1)
+        .conf(&conf)
+        .run();
+    let r2 = host
+        .reference("bridge")
+        .cmd("ADD")
+        .container(&c2)
+        .conf(&conf)
+        .run();
+    let ip1 = cni_result::ip(r1.ok(), "4");
+    let ip2 = cni_result::ip(r2.ok(), "4");
+    assert_eq!(c1.global_addresses("eth0"), vec![format!("{ip1}/24")]);
+    assert_eq!(c1.default_gateway("-4").as_deref(), Some("10.200.0.1"));
+    assert!(c1.ping_retry(&ip2, 3), "c1 cannot ping {ip2}");
+    tcp::exchange(&c2, &ip2, 8080, &c1).expect("tcp c1 -> c2");
+    assert_eq!(store::leases(&host.data_dir(), "net1").len(), 2);
+
+    for c in [&c1, &c2] {
+        host.reference("bridge")
+            .cmd("DEL")
+            .container(c)
+            .conf(&conf)
+            .run()
+            .ok();
+    }
+    assert!(store::leases(&host.data_dir(), "net1").is_empty());
+}
+
+#[test]
+fn reference_bridge_check_fails_after_address_removed_and_del_after_netns_gone() {
+    let host = HostNs::new("selftest");
+    let conf = network_conf::reference_bridge(&host, "1.0.0", "10.201.0.0/24");
+    let c1 = host.container("c1");
+    let r = host
+        .reference("bridge")
+        .cmd("ADD")
+        .container(&c1)
+        .conf(&conf)
+        .run();
+    let result = r.ok().clone();
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = result.clone();
+    host.reference("bridge")
+        .cmd("CHECK")
+        .container(&c1)
+        .conf(&check_conf)
+        .run()
+        .ok();
+    let addr = cni_result::addresses(&result)[0].clone();
+    c1.ip(&["addr", "del", &addr, "dev", "eth0"]);
+    let out = host
+        .reference("bridge")
+        .cmd("CHECK")
+        .container(&c1)
+        .conf(&check_conf)
+        .run();
+    assert!(!out.success(), "CHECK passed after tampering");
+    assert!(
+        out.stdout_json["code"].is_u64(),
+        "not a CNI error: {}",
+        out.stdout
+    );
+
+    host.delete_container(&c1);
+    host.reference("bridge")
+        .cmd("DEL")
+        .container(&c1)
+        .conf(&conf)
+        .run()
+        .ok();
+    host.reference("bridge")
+        .cmd("DEL")
+        .container(&c1)
+        .conf(&conf)
+        .run()
+        .ok();
+}
+
+#[test]
+fn reference_bridge_masquerade_reaches_outside_only_with_ip_masq() {
+    let host = HostNs::new("selftest");
+    let outside = host.outside();
+    for (masq, subnet) in [(true, "10.202.0.0/24"), (false, "10.203.0.0/24")] {
+        let mut conf = network_conf::reference_bridge(&host, "1.0.0", subnet);
+        conf["ipMasq"] = masq.into();
+        conf["name"] = format!("masq{masq}").into();
+        conf["bridge"] = format!("tt{}", masq as u8).into();
+        let c = host.container(&format!("m{masq}"));
+        host.reference("bridge")
+            .cmd("ADD")
+            .container(&c)
+            .conf(&conf)
+            .run()
+            .ok();
+        assert_eq!(host.sysctl("net.ipv4.ip_forward"), "1");
+        assert_eq!(c.ping_retry(outside.addr, 2), masq, "ipMasq={masq}");
+    }
+}
+
+#[test]
+fn harness_deletes_its_namespaces_on_panic() {
+    let name = std::panic::catch_unwind(|| {
+        let host = HostNs::new("selftest");
+        let c = host.container("c1");
+        let names = (host.name.clone(), c.name.clone());
+        std::panic::panic_any(names);
+    })
+    .unwrap_err();
+    let (host, c) = name.downcast_ref::<(String, String)>().unwrap().clone();
+    for n in [host, c] {
+        assert!(
+            !std::path::Path::new("/run/netns").join(&n).exists(),
+            "{n} left behind"
+        );
+    }
+}
