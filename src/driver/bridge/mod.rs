@@ -180,13 +180,7 @@ impl Plugin for BridgePlugin {
         let net = call.conf.name.as_str();
         let host = Netlink::new().map_err(cni_err)?;
 
-        let br = host
-            .ensure_bridge(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
-            .map_err(cni_err)?;
-        if cfg.promisc_mode {
-            host.set_promisc(br.index, true).map_err(cni_err)?;
-        }
-
+        // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
         let mut rollback = Rollback::new();
         let leased = ipam.add(call)?;
         rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
@@ -195,6 +189,18 @@ impl Plugin for BridgePlugin {
                 ErrorCode::InvalidConfig,
                 format!("IPAM plugin of network {net} returned no address; check its ranges"),
             ));
+        }
+
+        let bridge_existed = host.link_by_name(&cfg.bridge).map_err(cni_err)?.is_some();
+        let br = host
+            .ensure_bridge(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
+            .map_err(cni_err)?;
+        if !bridge_existed {
+            let (host_ref, name, index) = (&host, cfg.bridge.as_str(), br.index);
+            rollback.push("bridge", move || remove_bridge_if_unused(host_ref, name, index));
+        }
+        if cfg.promisc_mode {
+            host.set_promisc(br.index, true).map_err(cni_err)?;
         }
 
         if cfg.is_gateway {
@@ -524,6 +530,16 @@ impl Plugin for BridgePlugin {
     fn status(&self, call: &Call) -> Result<(), CniError> {
         IpamBackend::for_call(call)?.status(call)
     }
+}
+
+/// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
+/// the same network may have joined it in the meantime.
+fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(), String> {
+    let links = host.links().map_err(|e| e.to_string())?;
+    if links.iter().any(|l| l.master == Some(index)) {
+        return Ok(());
+    }
+    host.delete_link_by_name(name).map(drop).map_err(|e| e.to_string())
 }
 
 /// After the last container of a network leaves, its chains and sets go too (the bridge stays, as with the
