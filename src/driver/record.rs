@@ -70,7 +70,8 @@ impl RecordDir {
         self.dir.join(format!("{container_id}.{ifname}.json"))
     }
 
-    /// Atomic write (temp file + rename) so a crash never leaves half a record.
+    /// Atomic write (temp file + rename) so a crash never leaves half a record. No fsync: the record must
+    /// survive a crash of tether, not of the machine (the netns and veths do not survive a reboot either).
     pub fn write(&self, rec: &AttachmentRecord) -> Result<(), RecordError> {
         let path = self.path(&rec.container_id, &rec.ifname);
         let err = |source| RecordError::Write {
@@ -84,7 +85,6 @@ impl RecordDir {
         let body = serde_json::to_vec_pretty(rec).expect("record serializes");
         let mut f = fs::File::create(&tmp).map_err(err)?;
         f.write_all(&body).map_err(err)?;
-        f.sync_data().map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)
     }
 
