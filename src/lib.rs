@@ -6,6 +6,7 @@ pub mod cni;
 pub mod driver;
 pub mod error;
 pub mod firewall;
+pub mod ifname;
 pub mod ipam;
 pub mod link;
 pub mod netns;

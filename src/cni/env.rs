@@ -184,26 +184,14 @@ fn validate_container_id(id: &str) -> Result<(), CniError> {
     .with_details("a container ID starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"))
 }
 
-/// Linux interface names: IFNAMSIZ is 16 including the NUL, and the kernel's
-/// dev_valid_name() refuses ".", "..", '/', ':' and whitespace.
+/// Linux interface names, checked by the kernel's rule (see `crate::ifname`).
 fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let problem = if name.len() >= 16 {
-        Some("is 16 bytes or longer")
-    } else if name == "." || name == ".." {
-        Some("is \".\" or \"..\"")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        Some("contains '/', ':' or whitespace")
-    } else {
-        None
-    };
+    let problem = crate::ifname::ifname_problem(name);
     match problem {
         None => Ok(()),
         Some(problem) => Err(CniError::new(
             ErrorCode::InvalidEnv,
-            format!("invalid CNI_IFNAME \"{name}\": the name {problem}"),
+            format!("invalid CNI_IFNAME \"{name}\": {problem}"),
         )
         .with_details("Linux interface names are 1 to 15 bytes without '/', ':' or whitespace")),
     }

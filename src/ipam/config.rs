@@ -56,15 +56,6 @@ struct RawIpam {
     resolv_conf: Option<String>,
 }
 
-/// `$TETHER_STATE_DIR/ipam`, `/var/lib/tether/ipam` when the variable is unset.
-pub fn default_data_dir() -> PathBuf {
-    let state = std::env::var_os("TETHER_STATE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/tether"));
-    state.join("ipam")
-}
-
 fn parse_ip(text: &str, field: &str) -> Result<IpAddr, IpamError> {
     text.trim().parse().map_err(|_| {
         IpamError::config(
@@ -115,7 +106,7 @@ fn parse_range(raw: &RawRange, field: &str) -> Result<AddressRange, IpamError> {
 }
 
 impl IpamConfig {
-    /// Parse the `ipam` object. `default_data_dir` is used when `dataDir` is absent (see [`default_data_dir`]).
+    /// Parse the `ipam` object. `default_data_dir` is used when `dataDir` is absent (see [`crate::paths::ipam_dir`]).
     pub fn parse(ipam: &Value, default_data_dir: &Path) -> Result<Self, IpamError> {
         let raw =
             RawIpam::deserialize(ipam).map_err(|e| IpamError::config("ipam", e.to_string()))?;

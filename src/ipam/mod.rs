@@ -16,7 +16,7 @@ pub mod store;
 
 pub use allocator::{allocate, check, free_counts, release, Allocation};
 pub use attachment::AttachmentId;
-pub use config::{default_data_dir, IpamConfig, RouteSpec};
+pub use config::{IpamConfig, RouteSpec};
 pub use error::IpamError;
 pub use gc::gc;
 pub use plugin::{add_in_process, check_in_process, del_in_process, TetherIpam};

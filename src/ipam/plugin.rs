@@ -10,12 +10,13 @@ use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 
 use super::allocator::{allocate, check, free_counts, release};
-use super::config::{default_data_dir, IpamConfig};
+use super::config::IpamConfig;
 use super::error::IpamError;
 use super::gc::gc;
 use super::requested;
 use super::resolv_conf::read_resolv_conf;
 use super::store::Store;
+use crate::paths::ipam_dir;
 
 /// The plugin; stateless, everything lives in the store directory.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,7 +56,7 @@ fn ipam_config(call: &Call) -> Result<IpamConfig, CniError> {
         )
         .with_details("add \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": ...}")
     })?;
-    Ok(IpamConfig::parse(ipam, &default_data_dir())?)
+    Ok(IpamConfig::parse(ipam, &ipam_dir())?)
 }
 
 /// Static requests from `runtimeConfig.ips`, `CNI_ARGS` `IP=a,b` and `args.cni.ips`, in that order.

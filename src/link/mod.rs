@@ -32,8 +32,7 @@ pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
 
-/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use crate::ifname::MAX_IFNAME_LEN;
 
 /// A netlink route socket bound to one network namespace, with blocking methods.
 pub struct Netlink {
@@ -266,20 +265,7 @@ pub(crate) fn index_object(index: u32) -> String {
 
 /// Rejects names the kernel would refuse, with a message that says why (the kernel says only EINVAL).
 pub(crate) fn check_ifname(name: &str) -> Result<(), LinkError> {
-    let problem = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > MAX_IFNAME_LEN {
-        Some("it is longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("it is a path component")
-    } else if name
-        .bytes()
-        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-    {
-        Some("it contains '/', ':', a space or NUL")
-    } else {
-        None
-    };
+    let problem = crate::ifname::ifname_problem(name);
     match problem {
         Some(reason) => Err(LinkError::InvalidName {
             name: name.to_string(),

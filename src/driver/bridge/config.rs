@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::cni::error::{CniError, ErrorCode};
+use crate::ifname::ifname_problem;
 
 pub const DEFAULT_BRIDGE: &str = "tether0";
 
@@ -59,12 +60,12 @@ impl BridgeConfig {
             )
         })?;
         let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
-        validate_ifname(&bridge).map_err(|why| {
-            CniError::new(
+        if let Some(why) = ifname_problem(&bridge) {
+            return Err(CniError::new(
                 ErrorCode::InvalidConfig,
                 format!("bridge name {bridge:?} is not a valid interface name: {why}"),
-            )
-        })?;
+            ));
+        }
         if r.vlan != 0 || r.vlan_trunk.is_some() {
             return Err(CniError::new(
                 ErrorCode::UnsupportedField,
@@ -93,26 +94,6 @@ impl BridgeConfig {
             enable_dad: r.enable_dad,
         })
     }
-}
-
-/// Linux IFNAMSIZ is 16 including the NUL; `/`, `:` and whitespace are refused by the kernel or confuse tools.
-pub fn validate_ifname(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("empty");
-    }
-    if name.len() > 15 {
-        return Err("longer than 15 bytes");
-    }
-    if name == "." || name == ".." {
-        return Err("reserved name");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        return Err("contains '/', ':' or whitespace");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

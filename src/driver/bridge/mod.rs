@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-pub use config::{validate_ifname, BridgeConfig, DEFAULT_BRIDGE};
+pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
@@ -197,7 +197,9 @@ impl Plugin for BridgePlugin {
             .map_err(cni_err)?;
         if !bridge_existed {
             let (host_ref, name, index) = (&host, cfg.bridge.as_str(), br.index);
-            rollback.push("bridge", move || remove_bridge_if_unused(host_ref, name, index));
+            rollback.push("bridge", move || {
+                remove_bridge_if_unused(host_ref, name, index)
+            });
         }
         if cfg.promisc_mode {
             host.set_promisc(br.index, true).map_err(cni_err)?;
@@ -539,7 +541,9 @@ fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(),
     if links.iter().any(|l| l.master == Some(index)) {
         return Ok(());
     }
-    host.delete_link_by_name(name).map(drop).map_err(|e| e.to_string())
+    host.delete_link_by_name(name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// After the last container of a network leaves, its chains and sets go too (the bridge stays, as with the
