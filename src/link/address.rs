@@ -25,6 +25,29 @@ impl Netlink {
         address: IpNetwork,
         nodad: bool,
     ) -> Result<(), LinkError> {
+        match self.try_add_address(index, address, nodad) {
+            Ok(_) => Ok(()),
+            // IPv6 refuses a second copy of an address whatever its prefix; only the same prefix is "already done".
+            Err(exists @ LinkError::Exists { .. }) => {
+                if self.addresses(index)?.contains(&address) {
+                    Ok(())
+                } else {
+                    Err(exists)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `address` like [`Netlink::add_address`] but answers the kernel's EEXIST with `Ok(false)` and
+    /// no further question: listing addresses is a dump of the whole namespace (rtnetlink filters on
+    /// our side), which grows with every container's host veth, so hot paths use this instead.
+    pub fn try_add_address(
+        &self,
+        index: u32,
+        address: IpNetwork,
+        nodad: bool,
+    ) -> Result<bool, LinkError> {
         let mut request = self
             .handle()
             .address()
@@ -43,15 +66,8 @@ impl Netlink {
             .block_on(request.execute())
             .map_err(LinkError::from_rtnetlink("adding address", &object))
         {
-            Ok(()) => Ok(()),
-            // IPv6 refuses a second copy of an address whatever its prefix; only the same prefix is "already done".
-            Err(exists @ LinkError::Exists { .. }) => {
-                if self.addresses(index)?.contains(&address) {
-                    Ok(())
-                } else {
-                    Err(exists)
-                }
-            }
+            Ok(()) => Ok(true),
+            Err(LinkError::Exists { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -127,7 +127,9 @@ fn cni_err(e: impl Into<Error>) -> CniError {
 }
 
 /// Put the gateway address on the bridge. Another address of the same subnet already there is an error
-/// unless `forceAddress`, which replaces it (reference bridge semantics).
+/// unless `forceAddress`, which replaces it (reference bridge semantics). The common case, gateway already in
+/// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
+/// only when the gateway was just added, i.e. once per network.
 fn ensure_gateway(
     host: &Netlink,
     bridge: u32,
@@ -135,18 +137,21 @@ fn ensure_gateway(
     force: bool,
     name: &str,
 ) -> Result<(), CniError> {
-    let existing = host.addresses(bridge).map_err(cni_err)?;
-    if existing
-        .iter()
-        .any(|a| a.ip() == gw.ip() && a.prefix() == gw.prefix())
-    {
+    if !host.try_add_address(bridge, gw, true).map_err(cni_err)? {
         return Ok(());
     }
-    for old in existing
-        .iter()
-        .filter(|a| a.is_ipv4() == gw.is_ipv4() && a.contains(gw.ip()))
-    {
+    let existing = host.addresses(bridge).map_err(cni_err)?;
+    let others: Vec<IpNetwork> = existing
+        .into_iter()
+        .filter(|a| {
+            a.is_ipv4() == gw.is_ipv4()
+                && a.ip() != gw.ip()
+                && (a.contains(gw.ip()) || gw.contains(a.ip()))
+        })
+        .collect();
+    if let Some(old) = others.first() {
         if !force {
+            host.del_address(bridge, gw).map_err(cni_err)?;
             return Err(CniError::new(
                 ErrorCode::InvalidConfig,
                 format!(
@@ -155,9 +160,11 @@ fn ensure_gateway(
                 ),
             ));
         }
-        host.del_address(bridge, *old).map_err(cni_err)?;
+        for old in &others {
+            host.del_address(bridge, *old).map_err(cni_err)?;
+        }
     }
-    host.add_address(bridge, gw, true).map_err(cni_err)
+    Ok(())
 }
 
 fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
@@ -382,12 +389,10 @@ impl Plugin for BridgePlugin {
         let record = records.read(t.container_id, t.ifname).map_err(cni_err)?;
 
         // Deleting the host end removes the pair; no need to enter the (maybe gone) container namespace.
-        let host = Netlink::new().map_err(cni_err)?;
         let host_if = record
             .as_ref()
             .and_then(|r| r.host_ifname.clone())
             .unwrap_or_else(|| host_veth_name(t.container_id, t.ifname));
-        host.delete_link_by_name(&host_if).map_err(cni_err)?;
 
         // Addresses to drop from the firewall: the record's, else prevResult's.
         let mut addrs: Vec<IpAddr> = record
@@ -400,16 +405,26 @@ impl Plugin for BridgePlugin {
             }
         }
 
-        IpamBackend::for_call(call)?.del(call)?;
-
-        {
-            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-            let fw = Firewall::open().map_err(cni_err)?;
-            if !addrs.is_empty() {
-                fw.remove_container(net, &addrs).map_err(cni_err)?;
-            }
-            records.remove(t.container_id, t.ifname).map_err(cni_err)?;
-        }
+        // The kernel makes both a veth delete and the close of an nf_tables socket that deleted elements
+        // wait for an RCU grace period (10-20 ms each). Run the veth delete on its own thread (same
+        // namespace: threads start in their creator's) so the two waits overlap instead of adding up.
+        std::thread::scope(|scope| {
+            let veth =
+                scope.spawn(|| Netlink::new().and_then(|host| host.delete_link_by_name(&host_if)));
+            let rest = (|| {
+                IpamBackend::for_call(call)?.del(call)?;
+                let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+                let fw = Firewall::open().map_err(cni_err)?;
+                if !addrs.is_empty() {
+                    fw.remove_container(net, &addrs).map_err(cni_err)?;
+                }
+                records.remove(t.container_id, t.ifname).map_err(cni_err)?;
+                Ok::<_, CniError>(())
+            })();
+            let deleted = veth.join().expect("veth delete thread panicked");
+            rest?;
+            deleted.map(drop).map_err(cni_err)
+        })?;
         teardown_if_unused(net, &records)
     }
 
