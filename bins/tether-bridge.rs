@@ -1,1 +1,9 @@
-fn main(){}
+//! tether-bridge: CNI plugin for a Linux bridge network.
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tether::cni::plugin::run(
+        &tether::driver::bridge::BridgePlugin,
+        "tether-bridge: CNI plugin (bridge + veth). Run by a container runtime with CNI_* variables and the network config on stdin.",
+    )
+}

@@ -1,2 +1,12 @@
+//! tether: container networking for Linux. The library holds everything real; `bins/` are thin mains.
+//! Dependencies point downward: `cni` and `netns` know nothing of drivers; drivers use `link`, `ipam`,
+//! `firewall` (DESIGN.md §2).
+
 pub mod cni;
+pub mod driver;
+pub mod error;
+pub mod firewall;
 pub mod ipam;
+pub mod link;
+pub mod netns;
+pub mod paths;

@@ -1,0 +1,148 @@
+//! tether-bridge's own fields, named as the reference `bridge` plugin names them so a conflist can switch
+//! `"type": "bridge"` to `"tether-bridge"` and keep the rest (DESIGN.md §3).
+
+use serde::Deserialize;
+
+use crate::cni::error::{CniError, ErrorCode};
+
+pub const DEFAULT_BRIDGE: &str = "tether0";
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawBridgeConfig {
+    bridge: Option<String>,
+    #[serde(default)]
+    is_gateway: bool,
+    #[serde(default)]
+    is_default_gateway: bool,
+    #[serde(default)]
+    force_address: bool,
+    #[serde(default)]
+    ip_masq: bool,
+    mtu: Option<u32>,
+    #[serde(default)]
+    hairpin_mode: bool,
+    #[serde(default)]
+    promisc_mode: bool,
+    #[serde(default)]
+    macspoofchk: bool,
+    // The reference spells this one in lower case.
+    #[serde(default, rename = "enabledad")]
+    enable_dad: bool,
+    #[serde(default)]
+    vlan: u16,
+    #[serde(default)]
+    vlan_trunk: Option<serde_json::Value>,
+}
+
+/// Validated bridge settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeConfig {
+    pub bridge: String,
+    pub is_gateway: bool,
+    pub is_default_gateway: bool,
+    pub force_address: bool,
+    pub ip_masq: bool,
+    pub mtu: Option<u32>,
+    pub hairpin_mode: bool,
+    pub promisc_mode: bool,
+    pub macspoofchk: bool,
+    pub enable_dad: bool,
+}
+
+impl BridgeConfig {
+    pub fn from_json(raw: &serde_json::Value) -> Result<Self, CniError> {
+        let r: RawBridgeConfig = serde_json::from_value(raw.clone()).map_err(|e| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("invalid tether-bridge config: {e}"),
+            )
+        })?;
+        let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+        validate_ifname(&bridge).map_err(|why| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("bridge name {bridge:?} is not a valid interface name: {why}"),
+            )
+        })?;
+        if r.vlan != 0 || r.vlan_trunk.is_some() {
+            return Err(CniError::new(
+                ErrorCode::UnsupportedField,
+                "tether-bridge does not support `vlan`/`vlanTrunk`; remove them or use tether-macvlan with a VLAN parent",
+            ));
+        }
+        if let Some(mtu) = r.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("mtu {mtu} is out of range; use a value from 68 to 65535"),
+                ));
+            }
+        }
+        Ok(Self {
+            bridge,
+            // isDefaultGateway implies isGateway, as in the reference plugin.
+            is_gateway: r.is_gateway || r.is_default_gateway,
+            is_default_gateway: r.is_default_gateway,
+            force_address: r.force_address,
+            ip_masq: r.ip_masq,
+            mtu: r.mtu,
+            hairpin_mode: r.hairpin_mode,
+            promisc_mode: r.promisc_mode,
+            macspoofchk: r.macspoofchk,
+            enable_dad: r.enable_dad,
+        })
+    }
+}
+
+/// Linux IFNAMSIZ is 16 including the NUL; `/`, `:` and whitespace are refused by the kernel or confuse tools.
+pub fn validate_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > 15 {
+        return Err("longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return Err("reserved name");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err("contains '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_match_the_reference_plugin() {
+        let c = BridgeConfig::from_json(&json!({"name":"n","type":"tether-bridge"})).unwrap();
+        assert_eq!(c.bridge, "tether0");
+        assert!(!c.is_gateway && !c.ip_masq && !c.enable_dad);
+    }
+
+    #[test]
+    fn default_gateway_implies_gateway() {
+        let c =
+            BridgeConfig::from_json(&json!({"isDefaultGateway": true, "enabledad": true})).unwrap();
+        assert!(c.is_gateway && c.is_default_gateway && c.enable_dad);
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        let e = BridgeConfig::from_json(&json!({"bridge": "a-very-long-bridge-name"})).unwrap_err();
+        assert_eq!(e.code, 7);
+        let e = BridgeConfig::from_json(&json!({"mtu": 20})).unwrap_err();
+        assert_eq!(e.code, 7);
+        let e = BridgeConfig::from_json(&json!({"ipMasq": "yes"})).unwrap_err();
+        assert_eq!(e.code, 7);
+        let e = BridgeConfig::from_json(&json!({"vlan": 10})).unwrap_err();
+        assert_eq!(e.code, 2);
+    }
+}

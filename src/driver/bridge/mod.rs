@@ -1,0 +1,543 @@
+//! tether-bridge: a Linux bridge per network, one veth per container, the gateway on the bridge, forwarding
+//! and masquerade in nftables. Each step of an ADD registers its undo (see `Rollback`).
+
+mod config;
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+pub use config::{validate_ifname, BridgeConfig, DEFAULT_BRIDGE};
+
+use crate::cni::config::Attachment;
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::driver::ipam_backend::IpamBackend;
+use crate::driver::network_lock::NetworkLock;
+use crate::driver::record::{AttachmentRecord, RecordDir};
+use crate::driver::rollback::Rollback;
+use crate::driver::veth_name::host_veth_name;
+use crate::error::Error;
+use crate::firewall::{Firewall, NetworkRules};
+use crate::link::{set_sysctl, IpFamily, MacAddr, Netlink, VethSpec};
+use crate::netns::NetNs;
+
+/// Plugin-specific error code (spec: codes from 100 up are the plugin's own): kernel state differs from
+/// prevResult on CHECK.
+pub const CODE_CHECK_MISMATCH: u32 = 100;
+
+pub struct BridgePlugin;
+
+/// What ADD/DEL/CHECK need from the environment, validated once.
+struct Target<'a> {
+    container_id: &'a str,
+    ifname: &'a str,
+}
+
+fn target(call: &Call) -> Result<Target<'_>, CniError> {
+    let container_id = call
+        .env
+        .container_id
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required"))?;
+    let ifname = call
+        .env
+        .ifname
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_IFNAME is required"))?;
+    Ok(Target {
+        container_id,
+        ifname,
+    })
+}
+
+fn open_netns(call: &Call) -> Result<NetNs, CniError> {
+    let path = call.env.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            "CNI_NETNS is required for this command",
+        )
+    })?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            format!(
+                "cannot open container network namespace {}: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=`.
+fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
+    let text = call
+        .conf
+        .runtime_config
+        .mac
+        .clone()
+        .or_else(|| call.env.arg("MAC").map(str::to_string));
+    text.map(|t| {
+        t.parse::<MacAddr>().map_err(|_| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// The gateway of an IP config: IPAM's, else the subnet's first address (as the reference plugin computes it).
+fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
+    if let Some(gw) = ip.gateway {
+        return Some(gw);
+    }
+    match ip.address {
+        IpNetwork::V4(n) if n.prefix() < 31 => {
+            Some(IpAddr::V4((u32::from(n.network()) + 1).into()))
+        }
+        IpNetwork::V6(n) if n.prefix() < 127 => {
+            Some(IpAddr::V6((u128::from(n.network()) + 1).into()))
+        }
+        _ => None,
+    }
+}
+
+fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
+    Interface {
+        name: name.to_string(),
+        mac: mac.map(|m| m.to_string()),
+        ..Interface::default()
+    }
+}
+
+fn default_route(ip: &IpNetwork) -> IpNetwork {
+    match ip {
+        IpNetwork::V4(_) => "0.0.0.0/0".parse().unwrap(),
+        IpNetwork::V6(_) => "::/0".parse().unwrap(),
+    }
+}
+
+fn cni_err(e: impl Into<Error>) -> CniError {
+    CniError::from(e.into())
+}
+
+/// Put the gateway address on the bridge. Another address of the same subnet already there is an error
+/// unless `forceAddress`, which replaces it (reference bridge semantics).
+fn ensure_gateway(
+    host: &Netlink,
+    bridge: u32,
+    gw: IpNetwork,
+    force: bool,
+    name: &str,
+) -> Result<(), CniError> {
+    let existing = host.addresses(bridge).map_err(cni_err)?;
+    if existing
+        .iter()
+        .any(|a| a.ip() == gw.ip() && a.prefix() == gw.prefix())
+    {
+        return Ok(());
+    }
+    for old in existing
+        .iter()
+        .filter(|a| a.is_ipv4() == gw.is_ipv4() && a.contains(gw.ip()))
+    {
+        if !force {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "bridge {name} already has address {old} in the network of gateway {gw}; \
+                     set \"forceAddress\": true to replace it, or use another bridge"
+                ),
+            ));
+        }
+        host.del_address(bridge, *old).map_err(cni_err)?;
+    }
+    host.add_address(bridge, gw, true).map_err(cni_err)
+}
+
+fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
+    if ips.iter().any(|i| i.address.is_ipv4()) {
+        set_sysctl("net/ipv4/ip_forward", "1").map_err(cni_err)?;
+    }
+    if ips.iter().any(|i| i.address.is_ipv6()) {
+        set_sysctl("net/ipv6/conf/all/forwarding", "1").map_err(cni_err)?;
+    }
+    Ok(())
+}
+
+impl Plugin for BridgePlugin {
+    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+        let t = target(call)?;
+        let mac = requested_mac(call)?;
+        let ipam = IpamBackend::for_call(call)?;
+        let ns = open_netns(call)?;
+        let net = call.conf.name.as_str();
+        let host = Netlink::new().map_err(cni_err)?;
+
+        let br = host
+            .ensure_bridge(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
+            .map_err(cni_err)?;
+        if cfg.promisc_mode {
+            host.set_promisc(br.index, true).map_err(cni_err)?;
+        }
+
+        let mut rollback = Rollback::new();
+        let leased = ipam.add(call)?;
+        rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
+        if leased.ips.is_empty() {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("IPAM plugin of network {net} returned no address; check its ranges"),
+            ));
+        }
+
+        if cfg.is_gateway {
+            for ip in &leased.ips {
+                if let Some(gw) = gateway_of(ip) {
+                    let gw_net = IpNetwork::new(gw, ip.address.prefix())
+                        .expect("prefix from a valid network");
+                    if gw.is_ipv6() {
+                        // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
+                        let _ =
+                            set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
+                    }
+                    ensure_gateway(&host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
+                }
+            }
+            enable_forwarding(&leased.ips)?;
+        } else if cfg.ip_masq {
+            enable_forwarding(&leased.ips)?;
+        }
+
+        // A veth of this name is a leftover of an earlier ADD of the same container that crashed half-way.
+        let host_if = host_veth_name(t.container_id, t.ifname);
+        host.delete_link_by_name(&host_if).map_err(cni_err)?;
+        let veth = host
+            .create_veth_with(&VethSpec {
+                host_name: &host_if,
+                peer_name: t.ifname,
+                peer_ns: &ns,
+                mtu: cfg.mtu,
+                peer_mac: mac,
+                host_master: Some(br.index),
+            })
+            .map_err(|e| match Error::from(e) {
+                Error::Link(crate::link::LinkError::Exists { .. }) => CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "interface {} already exists in the container namespace; pick another CNI_IFNAME",
+                        t.ifname
+                    ),
+                ),
+                other => CniError::from(other),
+            })?;
+        let host_ref = &host;
+        let doomed = host_if.clone();
+        rollback.push("veth pair", move || {
+            host_ref
+                .delete_link_by_name(&doomed)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if cfg.hairpin_mode {
+            host.set_hairpin(veth.index, true).map_err(cni_err)?;
+        }
+        host.set_up(veth.index).map_err(cni_err)?;
+
+        // Container side: a netlink socket opened inside the namespace (DESIGN.md §5).
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let link = inner
+            .link_by_name(t.ifname)
+            .map_err(cni_err)?
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::Io,
+                    format!("veth peer {} vanished from the container", t.ifname),
+                )
+            })?;
+        for ip in &leased.ips {
+            inner
+                .add_address(link.index, ip.address, !cfg.enable_dad)
+                .map_err(cni_err)?;
+        }
+        inner.set_up(link.index).map_err(cni_err)?;
+
+        let mut routes: Vec<Route> = Vec::new();
+        if cfg.is_default_gateway {
+            for ip in &leased.ips {
+                if let Some(gw) = gateway_of(ip) {
+                    let dst = default_route(&ip.address);
+                    if routes.iter().any(|r| r.dst == dst) {
+                        continue;
+                    }
+                    inner
+                        .add_route(dst, Some(gw), Some(link.index), None)
+                        .map_err(cni_err)?;
+                    routes.push(Route::new(dst, Some(gw)));
+                }
+            }
+        }
+        for r in &leased.routes {
+            if cfg.is_default_gateway && r.dst.prefix() == 0 {
+                continue; // already routed through the bridge gateway above
+            }
+            let gw = r.gw.or_else(|| {
+                leased
+                    .ips
+                    .iter()
+                    .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
+                    .and_then(gateway_of)
+            });
+            inner
+                .add_route(r.dst, gw, Some(link.index), r.mtu)
+                .map_err(cni_err)?;
+            routes.push(r.clone());
+        }
+
+        let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
+        {
+            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+            let fw = Firewall::open().map_err(cni_err)?;
+            fw.ensure_network(&NetworkRules {
+                name: net.to_string(),
+                bridge: cfg.bridge.clone(),
+                masquerade: cfg.ip_masq,
+            })
+            .map_err(cni_err)?;
+            fw.add_container(net, &addrs).map_err(cni_err)?;
+            let added = addrs.clone();
+            rollback.push("firewall elements", move || {
+                Firewall::open()
+                    .and_then(|fw| fw.remove_container(net, &added))
+                    .map_err(|e| e.to_string())
+            });
+
+            let records = RecordDir::for_network(net);
+            records
+                .write(&AttachmentRecord {
+                    network: net.to_string(),
+                    container_id: t.container_id.to_string(),
+                    ifname: t.ifname.to_string(),
+                    driver: "bridge".into(),
+                    netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                    host_ifname: Some(host_if.clone()),
+                    bridge: Some(cfg.bridge.clone()),
+                    mac: link.mac.map(|m| m.to_string()),
+                    ips: leased.ips.iter().map(|i| i.address).collect(),
+                })
+                .map_err(cni_err)?;
+        }
+        rollback.commit();
+
+        let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
+        let result = CniResult {
+            interfaces: vec![
+                iface(&cfg.bridge, br.mac),
+                iface(&host_if, veth.mac),
+                Interface {
+                    sandbox,
+                    mtu: Some(link.mtu),
+                    ..iface(t.ifname, link.mac)
+                },
+            ],
+            ips: leased
+                .ips
+                .iter()
+                .map(|i| IpConfig {
+                    address: i.address,
+                    gateway: if cfg.is_gateway {
+                        gateway_of(i)
+                    } else {
+                        i.gateway
+                    },
+                    interface: Some(2),
+                })
+                .collect(),
+            routes,
+            dns: call.conf.dns.clone().unwrap_or(leased.dns),
+        };
+        Ok(result)
+    }
+
+    fn del(&self, call: &Call) -> Result<(), CniError> {
+        // Parsed only to refuse a config that is not ours to act on.
+        BridgeConfig::from_json(&call.conf.raw)?;
+        let t = target(call)?;
+        let net = call.conf.name.as_str();
+        let records = RecordDir::for_network(net);
+        let record = records.read(t.container_id, t.ifname).map_err(cni_err)?;
+
+        // Deleting the host end removes the pair; no need to enter the (maybe gone) container namespace.
+        let host = Netlink::new().map_err(cni_err)?;
+        let host_if = record
+            .as_ref()
+            .and_then(|r| r.host_ifname.clone())
+            .unwrap_or_else(|| host_veth_name(t.container_id, t.ifname));
+        host.delete_link_by_name(&host_if).map_err(cni_err)?;
+
+        // Addresses to drop from the firewall: the record's, else prevResult's.
+        let mut addrs: Vec<IpAddr> = record
+            .as_ref()
+            .map(|r| r.ips.iter().map(|i| i.ip()).collect())
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            if let Ok(Some(prev)) = call.prev_result() {
+                addrs = prev.ips.iter().map(|i| i.address.ip()).collect();
+            }
+        }
+
+        IpamBackend::for_call(call)?.del(call)?;
+
+        {
+            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+            let fw = Firewall::open().map_err(cni_err)?;
+            if !addrs.is_empty() {
+                fw.remove_container(net, &addrs).map_err(cni_err)?;
+            }
+            records.remove(t.container_id, t.ifname).map_err(cni_err)?;
+        }
+        teardown_if_unused(net, &records)
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CniError> {
+        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+        let t = target(call)?;
+        let prev = call.prev_result()?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs prevResult in the network config",
+            )
+        })?;
+        let mismatch = |msg: String| CniError {
+            code: CODE_CHECK_MISMATCH,
+            msg,
+            details: String::new(),
+        };
+        let ns = open_netns(call)?;
+        let host = Netlink::new().map_err(cni_err)?;
+        let br = host
+            .link_by_name(&cfg.bridge)
+            .map_err(cni_err)?
+            .ok_or_else(|| mismatch(format!("bridge {} is missing", cfg.bridge)))?;
+        let host_if = host_veth_name(t.container_id, t.ifname);
+        let veth = host
+            .link_by_name(&host_if)
+            .map_err(cni_err)?
+            .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
+        if veth.master != Some(br.index) {
+            return Err(mismatch(format!(
+                "host veth {host_if} is not attached to bridge {}",
+                cfg.bridge
+            )));
+        }
+
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let link = inner
+            .link_by_name(t.ifname)
+            .map_err(cni_err)?
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "interface {} is missing in the container",
+                    t.ifname
+                ))
+            })?;
+        let have = inner.addresses(link.index).map_err(cni_err)?;
+        for ip in &prev.ips {
+            if !have
+                .iter()
+                .any(|a| a.ip() == ip.address.ip() && a.prefix() == ip.address.prefix())
+            {
+                return Err(mismatch(format!(
+                    "address {} is missing on {} in the container",
+                    ip.address, t.ifname
+                )));
+            }
+        }
+        for r in &prev.routes {
+            let family_routes = inner
+                .routes(if r.dst.is_ipv4() {
+                    IpFamily::V4
+                } else {
+                    IpFamily::V6
+                })
+                .map_err(cni_err)?;
+            let found = family_routes
+                .iter()
+                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
+            if !found {
+                return Err(mismatch(format!(
+                    "route to {} is missing in the container",
+                    r.dst
+                )));
+            }
+        }
+        let addrs: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.ip()).collect();
+        let fw = Firewall::open().map_err(cni_err)?;
+        if !fw
+            .container_present(&call.conf.name, &addrs)
+            .map_err(cni_err)?
+        {
+            return Err(mismatch(format!(
+                "firewall state for the container's addresses is missing from table inet tether (network {})",
+                call.conf.name
+            )));
+        }
+        IpamBackend::for_call(call)?.check(call)
+    }
+
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        let net = call.conf.name.as_str();
+        IpamBackend::for_call(call)?.gc(call, valid)?;
+        let records = RecordDir::for_network(net);
+        let host = Netlink::new().map_err(cni_err)?;
+        for rec in records.list().map_err(cni_err)? {
+            let keep = valid
+                .iter()
+                .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname);
+            if keep {
+                continue;
+            }
+            tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale attachment");
+            let host_if = rec
+                .host_ifname
+                .clone()
+                .unwrap_or_else(|| host_veth_name(&rec.container_id, &rec.ifname));
+            host.delete_link_by_name(&host_if).map_err(cni_err)?;
+            let addrs: Vec<IpAddr> = rec.ips.iter().map(|i| i.ip()).collect();
+            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+            Firewall::open()
+                .and_then(|fw| fw.remove_container(net, &addrs))
+                .map_err(cni_err)?;
+            records
+                .remove(&rec.container_id, &rec.ifname)
+                .map_err(cni_err)?;
+        }
+        teardown_if_unused(net, &records)
+    }
+
+    fn status(&self, call: &Call) -> Result<(), CniError> {
+        IpamBackend::for_call(call)?.status(call)
+    }
+}
+
+/// After the last container of a network leaves, its chains and sets go too (the bridge stays, as with the
+/// reference plugin: other networks' configs may name it). Re-checked under the exclusive lock, because an
+/// ADD may have joined between our DEL and here.
+fn teardown_if_unused(net: &str, records: &RecordDir) -> Result<(), CniError> {
+    if !records.is_empty() {
+        return Ok(());
+    }
+    let _lock = NetworkLock::exclusive(net).map_err(cni_err)?;
+    if records.is_empty() {
+        Firewall::open()
+            .and_then(|fw| fw.remove_network(net))
+            .map_err(cni_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! How a driver reaches its IPAM: tether-ipam runs in-process (no exec, no second JSON round trip); any other
+//! `ipam.type` (the reference host-local, dhcp, ...) is exec'd through CNI_PATH with the caller's stdin, as the
+//! reference plugins do.
+
+use crate::cni::config::Attachment;
+use crate::cni::env::Command;
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::exec::delegate_ipam;
+use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::CniResult;
+use crate::ipam::plugin::TetherIpam;
+
+pub const IN_PROCESS_TYPE: &str = "tether-ipam";
+
+pub enum IpamBackend {
+    InProcess,
+    Exec(String),
+}
+
+impl IpamBackend {
+    pub fn for_call(call: &Call) -> Result<Self, CniError> {
+        let ipam_type = call
+            .conf
+            .ipam
+            .as_ref()
+            .and_then(|i| i.get("type"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    "network config has no `ipam.type`; add e.g. \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": \"10.88.0.0/16\"}",
+                )
+            })?;
+        Ok(if ipam_type == IN_PROCESS_TYPE {
+            Self::InProcess
+        } else {
+            Self::Exec(ipam_type.to_string())
+        })
+    }
+
+    pub fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        match self {
+            Self::InProcess => TetherIpam.add(call),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Add)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::Io,
+                    format!("IPAM plugin {t} returned no result for ADD"),
+                )
+            }),
+        }
+    }
+
+    pub fn del(&self, call: &Call) -> Result<(), CniError> {
+        match self {
+            Self::InProcess => TetherIpam.del(call),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Del).map(drop),
+        }
+    }
+
+    pub fn check(&self, call: &Call) -> Result<(), CniError> {
+        match self {
+            Self::InProcess => TetherIpam.check(call),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Check).map(drop),
+        }
+    }
+
+    pub fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        match self {
+            Self::InProcess => TetherIpam.gc(call, valid),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Gc).map(drop),
+        }
+    }
+
+    pub fn status(&self, call: &Call) -> Result<(), CniError> {
+        match self {
+            Self::InProcess => TetherIpam.status(call),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Status).map(drop),
+        }
+    }
+}

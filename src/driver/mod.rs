@@ -1,0 +1,9 @@
+//! Drivers turn a parsed network config into kernel state. Shared pieces: how IPAM is reached, the
+//! attachment record, the per-network lock, and the rollback list every ADD uses.
+
+pub mod bridge;
+pub mod ipam_backend;
+pub mod network_lock;
+pub mod record;
+pub mod rollback;
+pub mod veth_name;

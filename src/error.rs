@@ -1,0 +1,51 @@
+//! The one top-level error: every module's error rolls up here, and here alone it is mapped to a CNI error
+//! code (DESIGN.md §3 lists the codes; 100 and up are tether's own, documented in the README).
+
+use crate::cni::error::{CniError, ErrorCode};
+use crate::driver::network_lock::LockError;
+use crate::driver::record::RecordError;
+use crate::firewall::FirewallError;
+use crate::ipam::IpamError;
+use crate::link::LinkError;
+use crate::netns::NetnsError;
+
+/// A netlink operation on a link, address or route failed.
+pub const CODE_NETLINK: u32 = 101;
+/// Installing or updating nftables state failed.
+pub const CODE_FIREWALL: u32 = 102;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Cni(#[from] CniError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl From<Error> for CniError {
+    fn from(e: Error) -> Self {
+        let code = match e {
+            Error::Cni(c) => return c,
+            Error::Ipam(i) => return CniError::from(i),
+            Error::Netns(_) => ErrorCode::InvalidEnv as u32,
+            Error::Link(_) => CODE_NETLINK,
+            Error::Firewall(_) => CODE_FIREWALL,
+            Error::Record(_) | Error::Lock(_) => ErrorCode::Io as u32,
+        };
+        CniError {
+            code,
+            msg: e.to_string(),
+            details: String::new(),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+use std::io;
+
+/// Everything that can go wrong while programming the `inet tether` table.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("network name {name:?} is not usable for firewall rules: {reason}")]
+    InvalidNetworkName { name: String, reason: &'static str },
+
+    #[error(
+        "bridge name {bridge:?} of network {network:?} is not a valid interface name: {reason}"
+    )]
+    InvalidBridgeName {
+        network: String,
+        bridge: String,
+        reason: &'static str,
+    },
+
+    #[error(
+        "network {network:?} and network {other:?} map to the same firewall id {id}; rename one of them"
+    )]
+    NetworkIdCollision {
+        network: String,
+        other: String,
+        id: String,
+    },
+
+    #[error("nft binary not found in PATH nor at /usr/sbin/nft; install nftables")]
+    NftMissing,
+
+    #[error("could not run {program}: {source}")]
+    NftSpawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("nft refused the ruleset for network {network:?} ({action}): {stderr}")]
+    NftFailed {
+        network: String,
+        action: &'static str,
+        stderr: String,
+    },
+
+    #[error("could not open a NETLINK_NETFILTER socket: {source}; is nf_tables available in this kernel?")]
+    SocketOpen {
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("netlink {op} on table inet tether failed: {source}")]
+    SocketIo {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{op} on set {set} of table inet tether failed: {source}{hint}")]
+    Kernel {
+        op: &'static str,
+        set: String,
+        #[source]
+        source: io::Error,
+        hint: &'static str,
+    },
+
+    #[error(
+        "network {network:?} has no firewall rules in table inet tether; call ensure_network first"
+    )]
+    NetworkNotInstalled { network: String },
+
+    #[error("malformed netlink reply from nf_tables during {op}: {detail}")]
+    MalformedReply { op: &'static str, detail: String },
+}

@@ -1,0 +1,426 @@
+//! nftables for tether: everything lives in table `inet tether` (DESIGN.md §3).
+//!
+//! Layout of the table:
+//! - base chains `forward` (filter, policy accept: traffic that is not ours keeps the host's
+//!   verdict) and `postrouting` (srcnat), which only dispatch through verdict maps:
+//!   `iifname vmap @fwd_in`, `oifname vmap @fwd_out` (bridge name -> network forward chain),
+//!   `ip saddr vmap @nat4`, `ip6 saddr vmap @nat6` (container address -> network NAT chain;
+//!   postrouting has no input interface to dispatch on);
+//! - per network `<id>_fwd`, `<id>_nat` and the container address sets `<id>_c4`, `<id>_c6`.
+//!
+//! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
+//! per-container path only adds or removes set and map elements in one netlink batch.
+
+mod error;
+pub mod netlink;
+mod network_id;
+mod network_spec;
+mod nft_command;
+mod render;
+mod table;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+
+pub use error::FirewallError;
+pub use network_id::NetworkId;
+
+use netlink::replies;
+use netlink::requests::{self, ElementChange, ElementOp, SetElement};
+use netlink::socket::NfSocket;
+use network_spec::{validate_network_name, InstalledNetwork, NetworkSpec};
+
+/// What tether needs from the firewall for one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRules {
+    /// The CNI network name.
+    pub name: String,
+    /// The network's Linux bridge.
+    pub bridge: String,
+    /// Masquerade container traffic leaving through any other interface (`ipMasq`).
+    pub masquerade: bool,
+}
+
+/// A netlink socket to nf_tables in the network namespace current when `open` was called.
+#[derive(Debug)]
+pub struct Firewall {
+    /// One request at a time: replies are read from the same socket.
+    socket: Mutex<NfSocket>,
+}
+
+/// ERESTART: the ruleset changed since the generation a batch was made for.
+const ERESTART: i32 = libc::ERESTART;
+
+impl Firewall {
+    pub fn open() -> Result<Firewall, FirewallError> {
+        let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+        Ok(Firewall {
+            socket: Mutex::new(socket),
+        })
+    }
+
+    fn socket(&self) -> MutexGuard<'_, NfSocket> {
+        // A panic elsewhere cannot leave the socket half-used: every call reads its own
+        // replies by sequence number.
+        self.socket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure the network's chains, sets and map elements exist with these settings.
+    /// One netlink round trip when they do; otherwise one nft transaction, safe against
+    /// racing callers.
+    pub fn ensure_network(&self, net: &NetworkRules) -> Result<(), FirewallError> {
+        let spec = NetworkSpec::parse(net)?;
+        let replacing = match self.installed(spec.id)? {
+            Some(installed) if !spec.same_network_as(&installed) => {
+                return Err(FirewallError::NetworkIdCollision {
+                    network: spec.name.clone(),
+                    other: installed.name,
+                    id: spec.id.to_string(),
+                });
+            }
+            Some(installed)
+                if installed.bridge == spec.bridge && installed.masquerade == spec.masquerade =>
+            {
+                return Ok(());
+            }
+            Some(installed) => Some(installed),
+            None => None,
+        };
+        tracing::info!(
+            network = %spec.name,
+            id = %spec.id,
+            bridge = %spec.bridge,
+            masquerade = spec.masquerade,
+            reinstall = replacing.is_some(),
+            "installing network firewall rules"
+        );
+        let script = render::install_script(&spec, replacing.as_ref());
+        nft_command::apply_script(&script, &spec.name, "install")
+    }
+
+    /// Deletes the network's chains, sets and map elements; then the table, when no network
+    /// is left in it. Succeeds when the network is not installed.
+    pub fn remove_network(&self, name: &str) -> Result<(), FirewallError> {
+        validate_network_name(name)?;
+        let id = NetworkId::of(name);
+        let Some(installed) = self.installed(id)? else {
+            return Ok(());
+        };
+        if !name.starts_with(&installed.name) {
+            return Err(FirewallError::NetworkIdCollision {
+                network: name.to_string(),
+                other: installed.name,
+                id: id.to_string(),
+            });
+        }
+        let mut leftovers = self.set_addresses(&id.ipv4_set())?;
+        leftovers.extend(self.set_addresses(&id.ipv6_set())?);
+        tracing::info!(network = name, %id, leftovers = leftovers.len(), "removing network firewall rules");
+        let script = render::teardown_script(id, &installed, &leftovers);
+        nft_command::apply_script(&script, name, "teardown")?;
+        self.delete_table_if_unused()
+    }
+
+    /// Adds the container's addresses to its network's sets and NAT maps in one batch.
+    pub fn add_container(&self, network: &str, addrs: &[IpAddr]) -> Result<(), FirewallError> {
+        validate_network_name(network)?;
+        let changes = container_changes(NetworkId::of(network), addrs, ElementOp::Add);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.send_batch(&changes)? {
+            None => Ok(()),
+            Some((_, code)) if code == libc::ENOENT => Err(FirewallError::NetworkNotInstalled {
+                network: network.to_string(),
+            }),
+            Some((change, code)) => Err(kernel_error(change, code)),
+        }
+    }
+
+    /// Removes the container's addresses; addresses (or a network) already gone are fine.
+    pub fn remove_container(&self, network: &str, addrs: &[IpAddr]) -> Result<(), FirewallError> {
+        validate_network_name(network)?;
+        let changes = container_changes(NetworkId::of(network), addrs, ElementOp::Destroy);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match self.send_batch(&changes)? {
+            None => Ok(()),
+            // ENOENT: a set is gone (the whole batch was refused). EINVAL/EOPNOTSUPP: a
+            // kernel before 6.3 without DESTROYSETELEM. Either way, delete one element at
+            // a time and let each absent one pass.
+            Some((_, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                self.delete_elements_one_by_one(&changes)
+            }
+            Some((change, code)) => Err(kernel_error(change, code)),
+        }
+    }
+
+    /// Whether every address is in its network's set and NAT map (for CNI CHECK).
+    pub fn container_present(
+        &self,
+        network: &str,
+        addrs: &[IpAddr],
+    ) -> Result<bool, FirewallError> {
+        validate_network_name(network)?;
+        let id = NetworkId::of(network);
+        for change in container_changes(id, addrs, ElementOp::Add) {
+            let keys: Vec<IpAddr> = change.elements.iter().map(|e| e.key).collect();
+            let socket = self.socket();
+            let seq = socket.reserve_seqs(1);
+            let answer = socket
+                .request(&requests::get_elements(&change.set, &keys, seq), seq)
+                .map_err(|source| FirewallError::SocketIo {
+                    op: "looking up set elements",
+                    source,
+                })?;
+            match answer {
+                Ok(_) => {}
+                Err(libc::ENOENT) => return Ok(false),
+                Err(code) => {
+                    return Err(FirewallError::Kernel {
+                        op: "looking up elements",
+                        set: change.set.clone(),
+                        source: io::Error::from_raw_os_error(code),
+                        hint: "",
+                    })
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the network's rules are installed (its forward chain exists and is its own).
+    pub fn network_installed(&self, name: &str) -> Result<bool, FirewallError> {
+        validate_network_name(name)?;
+        Ok(self
+            .installed(NetworkId::of(name))?
+            .is_some_and(|installed| name.starts_with(&installed.name)))
+    }
+
+    /// Reads the network's forward chain and its fingerprint comment: None when absent.
+    fn installed(&self, id: NetworkId) -> Result<Option<InstalledNetwork>, FirewallError> {
+        let chain = id.forward_chain();
+        let socket = self.socket();
+        let seq = socket.reserve_seqs(1);
+        let answer = socket
+            .request(&requests::get_chain(&chain, seq), seq)
+            .map_err(|source| FirewallError::SocketIo {
+                op: "looking up a chain",
+                source,
+            })?;
+        let replies = match answer {
+            Ok(replies) => replies,
+            Err(libc::ENOENT) => return Ok(None),
+            Err(code) => {
+                return Err(FirewallError::Kernel {
+                    op: "looking up chain",
+                    set: chain,
+                    source: io::Error::from_raw_os_error(code),
+                    hint: "",
+                })
+            }
+        };
+        let comment = replies
+            .first()
+            .map(|payload| replies::chain(payload))
+            .and_then(|reply| reply.comment);
+        match comment.as_deref().and_then(InstalledNetwork::from_comment) {
+            Some(installed) => Ok(Some(installed)),
+            None => Err(FirewallError::MalformedReply {
+                op: "looking up a network",
+                detail: format!(
+                    "chain {chain} in table inet tether has no tether fingerprint comment \
+                     ({comment:?}); it was changed by hand: delete it with \
+                     `nft delete table inet tether` and add the network again"
+                ),
+            }),
+        }
+    }
+
+    fn set_addresses(&self, set: &str) -> Result<Vec<IpAddr>, FirewallError> {
+        let socket = self.socket();
+        let seq = socket.reserve_seqs(1);
+        let answer = socket
+            .dump(&requests::dump_elements(set, seq), seq)
+            .map_err(|source| FirewallError::SocketIo {
+                op: "listing set elements",
+                source,
+            })?;
+        match answer {
+            Ok(replies) => Ok(replies
+                .iter()
+                .flat_map(|payload| replies::element_addresses(payload))
+                .collect()),
+            Err(libc::ENOENT) => Ok(Vec::new()),
+            Err(code) => Err(FirewallError::Kernel {
+                op: "listing elements",
+                set: set.to_string(),
+                source: io::Error::from_raw_os_error(code),
+                hint: "",
+            }),
+        }
+    }
+
+    /// Sends `changes` as one transaction. Returns the first change the kernel refused,
+    /// with its errno, or None when all were applied.
+    fn send_batch<'c>(
+        &self,
+        changes: &'c [ElementChange],
+    ) -> Result<Option<(&'c ElementChange, i32)>, FirewallError> {
+        let socket = self.socket();
+        let first_seq = socket.reserve_seqs(changes.len() as u32 + 2);
+        let batch = requests::element_batch(changes, first_seq);
+        let io_error = |source| FirewallError::SocketIo {
+            op: "sending set elements",
+            source,
+        };
+        socket.send(&batch.bytes).map_err(io_error)?;
+        let answers: HashMap<u32, i32> = socket
+            .collect_acks(&batch.change_seqs, batch.begin_seq)
+            .map_err(io_error)?;
+        Ok(changes
+            .iter()
+            .zip(&batch.change_seqs)
+            .find_map(|(change, seq)| match answers.get(seq) {
+                Some(0) | None => None,
+                Some(code) => Some((change, *code)),
+            }))
+    }
+
+    fn delete_elements_one_by_one(&self, changes: &[ElementChange]) -> Result<(), FirewallError> {
+        for change in changes {
+            for element in &change.elements {
+                let single = [ElementChange {
+                    op: ElementOp::Delete,
+                    set: change.set.clone(),
+                    elements: vec![element.clone()],
+                }];
+                match self.send_batch(&single)? {
+                    None => {}
+                    Some((_, libc::ENOENT)) => {}
+                    Some((refused, code)) => return Err(kernel_error(refused, code)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes table `inet tether` when only its base chains are left, unless the ruleset
+    /// changed since we looked (then someone is installing a network; leave the table).
+    fn delete_table_if_unused(&self) -> Result<(), FirewallError> {
+        let socket = self.socket();
+        let io_error = |source| FirewallError::SocketIo {
+            op: "checking whether table inet tether is still used",
+            source,
+        };
+        let seq = socket.reserve_seqs(1);
+        let generation = match socket
+            .request(&requests::get_generation(seq), seq)
+            .map_err(io_error)?
+        {
+            Ok(replies) => replies.first().and_then(|p| replies::generation(p)),
+            Err(_) => None,
+        };
+        let Some(generation) = generation else {
+            return Ok(());
+        };
+        let seq = socket.reserve_seqs(1);
+        let chains = match socket
+            .dump(&requests::dump_chains(seq), seq)
+            .map_err(io_error)?
+        {
+            Ok(replies) => replies,
+            Err(_) => return Ok(()),
+        };
+        let in_use = chains
+            .iter()
+            .map(|payload| replies::chain(payload))
+            .any(|chain| {
+                chain.table == table::NAME
+                    && chain.name != table::FORWARD_CHAIN
+                    && chain.name != table::POSTROUTING_CHAIN
+            });
+        if in_use {
+            return Ok(());
+        }
+        let first_seq = socket.reserve_seqs(3);
+        socket
+            .send(&requests::delete_table_if_unchanged(generation, first_seq))
+            .map_err(io_error)?;
+        let answers = socket
+            .collect_acks(&[first_seq + 1], first_seq)
+            .map_err(io_error)?;
+        match answers.get(&(first_seq + 1)).copied().unwrap_or(0) {
+            0 => {
+                tracing::info!("deleted table inet tether: no network left in it");
+                Ok(())
+            }
+            // Gone already, or changed under us: either way not ours to delete now.
+            libc::ENOENT | ERESTART | libc::EBUSY => Ok(()),
+            code => Err(FirewallError::Kernel {
+                op: "deleting table",
+                set: "(whole table)".into(),
+                source: io::Error::from_raw_os_error(code),
+                hint: "",
+            }),
+        }
+    }
+}
+
+/// The element changes for one container: its addresses into the network's sets, and into
+/// the NAT maps with a jump to the network's NAT chain.
+fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<ElementChange> {
+    let nat = id.nat_chain();
+    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
+    let mut changes = Vec::new();
+    for (family_addrs, set, map) in [
+        (v4, id.ipv4_set(), table::NAT_V4_MAP),
+        (v6, id.ipv6_set(), table::NAT_V6_MAP),
+    ] {
+        if family_addrs.is_empty() {
+            continue;
+        }
+        let plain = |key: &IpAddr| SetElement {
+            key: *key,
+            jump: None,
+        };
+        // Deletes name the key only; adds to the map carry the jump.
+        let with_jump = |key: &IpAddr| SetElement {
+            key: *key,
+            jump: (op == ElementOp::Add).then(|| nat.clone()),
+        };
+        changes.push(ElementChange {
+            op,
+            set,
+            elements: family_addrs.iter().map(plain).collect(),
+        });
+        changes.push(ElementChange {
+            op,
+            set: map.to_string(),
+            elements: family_addrs.iter().map(with_jump).collect(),
+        });
+    }
+    changes
+}
+
+fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
+    let hint = match code {
+        libc::EEXIST | libc::EBUSY => {
+            "; the address is already in use by another container or network: remove it first"
+        }
+        libc::EPERM => "; this needs CAP_NET_ADMIN in the network namespace",
+        _ => "",
+    };
+    FirewallError::Kernel {
+        op: change.op.describe(),
+        set: change.set.clone(),
+        source: io::Error::from_raw_os_error(code),
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Decodes the nf_tables replies tether reads: chains, set elements, generation id.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::reader::{attribute, attributes};
+use super::uapi::*;
+
+/// A reply's attributes start after the 4-byte nfgenmsg.
+fn reply_attributes(payload: &[u8]) -> &[u8] {
+    payload.get(NFGENMSG_LEN..).unwrap_or(&[])
+}
+
+fn nul_terminated(value: &[u8]) -> String {
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReply {
+    pub table: String,
+    pub name: String,
+    pub comment: Option<String>,
+}
+
+pub fn chain(payload: &[u8]) -> ChainReply {
+    let attrs = reply_attributes(payload);
+    ChainReply {
+        table: attribute(attrs, NFTA_CHAIN_TABLE)
+            .map(nul_terminated)
+            .unwrap_or_default(),
+        name: attribute(attrs, NFTA_CHAIN_NAME)
+            .map(nul_terminated)
+            .unwrap_or_default(),
+        comment: attribute(attrs, NFTA_CHAIN_USERDATA).and_then(udata_comment),
+    }
+}
+
+/// nft stores a comment in the userdata blob as a TLV: type u8, length u8, NUL-terminated text.
+fn udata_comment(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (kind, len) = (udata[0], udata[1] as usize);
+        let value = udata.get(2..2 + len)?;
+        if kind == NFTNL_UDATA_CHAIN_COMMENT {
+            return Some(nul_terminated(value));
+        }
+        udata = &udata[2 + len..];
+    }
+    None
+}
+
+/// The address keys in a NEWSETELEM reply (one message of a dump).
+pub fn element_addresses(payload: &[u8]) -> Vec<IpAddr> {
+    let attrs = reply_attributes(payload);
+    let Some(list) = attribute(attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Vec::new();
+    };
+    attributes(list)
+        .into_iter()
+        .filter(|(kind, _)| *kind == NFTA_LIST_ELEM)
+        .filter_map(|(_, elem)| attribute(elem, NFTA_SET_ELEM_KEY))
+        .filter_map(|key| attribute(key, NFTA_DATA_VALUE))
+        .filter_map(|value| match value.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(value).ok()?))),
+            16 => Some(IpAddr::V6(Ipv6Addr::from(
+                <[u8; 16]>::try_from(value).ok()?,
+            ))),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn generation(payload: &[u8]) -> Option<u32> {
+    let value = attribute(reply_attributes(payload), NFTA_GEN_ID)?;
+    Some(u32::from_be_bytes(value.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::netlink::writer::MessageWriter;
+
+    fn payload_of(w: MessageWriter) -> Vec<u8> {
+        w.into_bytes()[NLMSG_HDRLEN..].to_vec()
+    }
+
+    #[test]
+    fn chain_comment_is_read_from_udata() {
+        let mut w = MessageWriter::new();
+        w.begin_message(nft_type(3), 0, 1, NFPROTO_INET, 0);
+        w.put_str(NFTA_CHAIN_TABLE, "tether");
+        w.put_str(NFTA_CHAIN_NAME, "n1_fwd");
+        let mut udata = vec![NFTNL_UDATA_CHAIN_COMMENT, 4];
+        udata.extend(b"abc\0");
+        w.put_bytes(NFTA_CHAIN_USERDATA, &udata);
+        w.end_message();
+        let reply = chain(&payload_of(w));
+        assert_eq!(reply.table, "tether");
+        assert_eq!(reply.name, "n1_fwd");
+        assert_eq!(reply.comment.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn element_keys_are_decoded() {
+        let mut w = MessageWriter::new();
+        w.begin_message(nft_type(NFT_MSG_NEWSETELEM), 0, 1, NFPROTO_INET, 0);
+        w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for key in [
+            &[10u8, 0, 0, 2][..],
+            &[0xfdu8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2][..],
+        ] {
+            w.begin_nested(NFTA_LIST_ELEM);
+            w.begin_nested(NFTA_SET_ELEM_KEY);
+            w.put_bytes(NFTA_DATA_VALUE, key);
+            w.end_nested();
+            w.end_nested();
+        }
+        w.end_nested();
+        w.end_message();
+        let addrs = element_addresses(&payload_of(w));
+        assert_eq!(
+            addrs,
+            vec![
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::2".parse::<IpAddr>().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! A NETLINK_NETFILTER socket bound in the network namespace of the thread that opened it.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netlink_sys::{constants::NETLINK_NETFILTER, Socket, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+use nix::sys::time::TimeVal;
+
+use super::reader::{error_code, messages};
+use super::uapi::{NLMSG_DONE, NLMSG_ERROR};
+
+/// A kernel that stops answering is a bug, but a plugin must not hang forever on it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+const RECEIVE_BUFFER: usize = 256 * 1024;
+
+/// What the kernel answered to a lookup: reply payloads, or the errno it refused with.
+pub type Answer = Result<Vec<Vec<u8>>, i32>;
+
+#[derive(Debug)]
+pub struct NfSocket {
+    socket: Socket,
+    next_seq: AtomicU32,
+}
+
+impl NfSocket {
+    pub fn open() -> io::Result<NfSocket> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        // Errors then carry only the failed message's header, not a copy of the request.
+        socket.set_cap_ack(true)?;
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&socket, ReceiveTimeout, &timeout).map_err(io::Error::from)?;
+        // Start from the clock so replies to an earlier process on a reused port id are not
+        // mistaken for ours.
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(NfSocket {
+            socket,
+            next_seq: AtomicU32::new(start),
+        })
+    }
+
+    /// Reserves `count` consecutive sequence numbers and returns the first.
+    pub fn reserve_seqs(&self, count: u32) -> u32 {
+        self.next_seq.fetch_add(count, Ordering::Relaxed)
+    }
+
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        let sent = self.socket.send(bytes, 0)?;
+        if sent != bytes.len() {
+            return Err(io::Error::other(format!(
+                "netlink send was short: {sent} of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn receive(&self) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(RECEIVE_BUFFER);
+        let len = self.socket.recv(&mut buf, 0)?;
+        if len > buf.len() {
+            return Err(io::Error::other("netlink reply truncated"));
+        }
+        Ok(buf)
+    }
+
+    /// Reads acks until each of `awaited` has one, or the kernel rejects the whole batch
+    /// (an error aimed at `batch_seq`). Returns each sequence number's errno (0 for success).
+    pub fn collect_acks(&self, awaited: &[u32], batch_seq: u32) -> io::Result<HashMap<u32, i32>> {
+        let mut answers = HashMap::new();
+        while awaited.iter().any(|seq| !answers.contains_key(seq)) {
+            let buf = self.receive()?;
+            for msg in messages(&buf).map_err(io::Error::other)? {
+                if msg.kind != NLMSG_ERROR {
+                    continue;
+                }
+                let code = error_code(msg.payload).unwrap_or(libc::EBADMSG);
+                if msg.seq == batch_seq && code != 0 {
+                    for seq in awaited {
+                        answers.entry(*seq).or_insert(code);
+                    }
+                } else if awaited.contains(&msg.seq) {
+                    answers.insert(msg.seq, code);
+                }
+                // Anything else is a late answer to an earlier request on this socket.
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Sends a single lookup sent with NLM_F_ACK and gathers its replies up to the ack.
+    pub fn request(&self, bytes: &[u8], seq: u32) -> io::Result<Answer> {
+        self.send(bytes)?;
+        self.gather(seq, false)
+    }
+
+    /// Sends a dump request and gathers its replies up to NLMSG_DONE.
+    pub fn dump(&self, bytes: &[u8], seq: u32) -> io::Result<Answer> {
+        self.send(bytes)?;
+        self.gather(seq, true)
+    }
+
+    fn gather(&self, seq: u32, dump: bool) -> io::Result<Answer> {
+        let mut replies = Vec::new();
+        loop {
+            let buf = self.receive()?;
+            for msg in messages(&buf).map_err(io::Error::other)? {
+                if msg.seq != seq {
+                    continue;
+                }
+                match msg.kind {
+                    NLMSG_ERROR => {
+                        let code = error_code(msg.payload).unwrap_or(libc::EBADMSG);
+                        return Ok(if code == 0 { Ok(replies) } else { Err(code) });
+                    }
+                    NLMSG_DONE if dump => return Ok(Ok(replies)),
+                    _ => replies.push(msg.payload.to_vec()),
+                }
+            }
+        }
+    }
+}

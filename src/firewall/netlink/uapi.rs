@@ -1,0 +1,81 @@
+//! Numbers from the kernel's uapi headers (linux/netlink.h, linux/netfilter/nfnetlink.h,
+//! linux/netfilter/nf_tables.h), written out for the few messages tether sends.
+
+// linux/netlink.h
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_MULTI: u16 = 0x2;
+pub const NLM_F_ACK: u16 = 0x4;
+/// NLM_F_ROOT | NLM_F_MATCH.
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLA_F_NESTED: u16 = 0x8000;
+pub const NLA_HDRLEN: usize = 4;
+
+// linux/netfilter/nfnetlink.h
+pub const NFGENMSG_LEN: usize = 4;
+pub const NFNETLINK_V0: u8 = 0;
+pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// NLMSG_MIN_TYPE and NLMSG_MIN_TYPE + 1: the batch envelope.
+pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub const NFNL_MSG_BATCH_END: u16 = 0x11;
+
+// linux/netfilter.h
+pub const NFPROTO_UNSPEC: u8 = 0;
+pub const NFPROTO_INET: u8 = 1;
+
+// enum nf_tables_msg_types
+pub const NFT_MSG_GETCHAIN: u8 = 4;
+pub const NFT_MSG_NEWSETELEM: u8 = 12;
+pub const NFT_MSG_GETSETELEM: u8 = 13;
+pub const NFT_MSG_DELSETELEM: u8 = 14;
+/// Like DELSETELEM but succeeds when the element is absent (kernel 6.3 and later).
+pub const NFT_MSG_DESTROYSETELEM: u8 = 30;
+
+// enum nft_chain_attributes
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_USERDATA: u16 = 12;
+
+// enum nft_set_elem_list_attributes
+pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+
+// enum nft_list_attributes
+pub const NFTA_LIST_ELEM: u16 = 1;
+
+// enum nft_set_elem_attributes
+pub const NFTA_SET_ELEM_KEY: u16 = 1;
+pub const NFTA_SET_ELEM_DATA: u16 = 2;
+
+// enum nft_data_attributes
+pub const NFTA_DATA_VALUE: u16 = 1;
+pub const NFTA_DATA_VERDICT: u16 = 2;
+
+// enum nft_verdict_attributes
+pub const NFTA_VERDICT_CODE: u16 = 1;
+pub const NFTA_VERDICT_CHAIN: u16 = 2;
+
+/// enum nft_verdicts: NFT_JUMP, sent as a big-endian u32.
+pub const NFT_JUMP: i32 = -3;
+
+/// libnftnl's udata TLV type for a chain comment (NFTNL_UDATA_CHAIN_COMMENT), as written by nft.
+pub const NFTNL_UDATA_CHAIN_COMMENT: u8 = 0;
+
+/// Message type of an nf_tables message: subsystem in the high byte.
+pub const fn nft_type(msg: u8) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg as u16
+}
+
+pub const NFT_MSG_DELTABLE: u8 = 2;
+pub const NFT_MSG_GETGEN: u8 = 16;
+// enum nft_table_attributes
+pub const NFTA_TABLE_NAME: u16 = 1;
+// enum nft_gen_attributes
+pub const NFTA_GEN_ID: u16 = 1;
+/// enum nfnl_batch_attributes: the batch is refused (ERESTART) if the ruleset generation
+/// moved past this one.
+pub const NFNL_BATCH_GENID: u16 = 1;

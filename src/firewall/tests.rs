@@ -1,0 +1,391 @@
+//! Root tests: each runs the firewall inside its own network namespace and never touches
+//! the host's ruleset.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::{setns, CloneFlags};
+
+use super::*;
+
+static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
+
+/// A private network namespace, deleted on drop even when the test fails.
+struct TestNamespace {
+    name: String,
+}
+
+impl TestNamespace {
+    /// None (and a message) when not root: these tests need CAP_SYS_ADMIN and CAP_NET_ADMIN.
+    fn create() -> Option<TestNamespace> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: firewall namespace tests need root");
+            return None;
+        }
+        let n = NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tt-fw-{}-{n}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(status.success(), "ip netns add {name} failed");
+        Some(TestNamespace { name })
+    }
+
+    /// Enters the namespace on the calling thread only; call on threads made for it.
+    fn enter(&self) {
+        let ns = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        setns(ns, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
+    }
+
+    /// Runs `work` on a fresh thread inside the namespace.
+    fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.enter();
+                    work()
+                })
+                .join()
+                .expect("namespace thread panicked")
+        })
+    }
+
+    /// `nft ARGS` inside the namespace: (success, stdout).
+    fn nft(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .output()
+            .expect("run nft");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn nft_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.nft(args);
+        assert!(ok, "nft {args:?} failed");
+        out
+    }
+
+    fn set_json(&self, set: &str) -> String {
+        self.nft_ok(&["-j", "list", "set", "inet", "tether", set])
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
+    NetworkRules {
+        name: name.into(),
+        bridge: bridge.into(),
+        masquerade,
+    }
+}
+
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[test]
+fn installing_a_network_twice_leaves_one_copy_of_everything() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    let net = rules("web.prod-1", "tbr0", true);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        assert!(!fw.network_installed("web.prod-1").unwrap());
+        fw.ensure_network(&net).unwrap();
+        assert!(fw.network_installed("web.prod-1").unwrap());
+    });
+    let first = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    // Force the slow path again too: a second full install must not duplicate anything.
+    let id = NetworkId::of("web.prod-1");
+    let spec = network_spec::NetworkSpec::parse(&net).unwrap();
+    ns.run(|| {
+        nft_command::apply_script(&render::install_script(&spec, None), "web.prod-1", "test")
+            .unwrap();
+        Firewall::open().unwrap().ensure_network(&net).unwrap();
+    });
+    let second = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    assert_eq!(first, second);
+    assert_eq!(second.matches("iifname vmap @fwd_in").count(), 1);
+    assert_eq!(second.matches("masquerade").count(), 2);
+    assert!(second.contains(&format!("chain {}_fwd", id)));
+    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 net=web.prod-1\""));
+}
+
+#[test]
+fn container_elements_are_added_checked_and_removed() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    let id = NetworkId::of("n1");
+    let container = addrs(&["10.88.0.2", "fd00:88::2"]);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("n1", "tbr1", true)).unwrap();
+        assert!(!fw.container_present("n1", &container).unwrap());
+        fw.add_container("n1", &container).unwrap();
+        assert!(fw.container_present("n1", &container).unwrap());
+    });
+    assert!(ns.set_json(&id.ipv4_set()).contains("\"10.88.0.2\""));
+    assert!(ns.set_json(&id.ipv6_set()).contains("\"fd00:88::2\""));
+    let nat4 = ns.nft_ok(&["list", "map", "inet", "tether", "nat4"]);
+    assert!(
+        nat4.contains(&format!("10.88.0.2 : jump {}_nat", id)),
+        "{nat4}"
+    );
+
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.remove_container("n1", &container).unwrap();
+        assert!(!fw.container_present("n1", &container).unwrap());
+        // Removing it again, or removing an address never added, is not an error.
+        fw.remove_container("n1", &container).unwrap();
+        fw.remove_container("n1", &addrs(&["10.88.0.99"])).unwrap();
+    });
+    assert!(!ns.set_json(&id.ipv4_set()).contains("10.88.0.2"));
+    assert!(!ns
+        .nft_ok(&["list", "map", "inet", "tether", "nat4"])
+        .contains("10.88.0.2"));
+}
+
+#[test]
+fn adding_a_container_to_a_network_not_installed_says_so() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        let err = fw
+            .add_container("ghost", &addrs(&["10.0.0.2"]))
+            .unwrap_err();
+        assert!(
+            matches!(err, FirewallError::NetworkNotInstalled { .. }),
+            "{err}"
+        );
+        // Removing from a network that is not there is fine (DEL of something gone).
+        fw.remove_container("ghost", &addrs(&["10.0.0.2"])).unwrap();
+        fw.remove_network("ghost").unwrap();
+    });
+}
+
+#[test]
+fn removing_the_last_network_leaves_no_chain_set_or_table() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("keep", "tbr2", true)).unwrap();
+        fw.ensure_network(&rules("drop", "tbr3", true)).unwrap();
+        fw.add_container("keep", &addrs(&["10.1.0.2"])).unwrap();
+        // A container never removed must not block the teardown.
+        fw.add_container("drop", &addrs(&["10.2.0.2", "fd00:2::2"]))
+            .unwrap();
+        fw.remove_network("drop").unwrap();
+        fw.remove_network("drop").unwrap();
+        assert!(!fw.network_installed("drop").unwrap());
+        assert!(fw.network_installed("keep").unwrap());
+    });
+    let table = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    let drop_id = NetworkId::of("drop").to_string();
+    assert!(!table.contains(&drop_id), "{table}");
+    assert!(!table.contains("tbr3"), "{table}");
+    assert!(!table.contains("10.2.0.2"), "{table}");
+    assert!(table.contains("10.1.0.2"), "{table}");
+
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.remove_network("keep").unwrap();
+    });
+    let (exists, _) = ns.nft(&["list", "table", "inet", "tether"]);
+    assert!(
+        !exists,
+        "table inet tether should be gone with its last network"
+    );
+}
+
+#[test]
+fn toggling_masquerade_reinstalls_and_keeps_containers() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    let container = addrs(&["10.3.0.2"]);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("toggle", "tbr4", false)).unwrap();
+        fw.add_container("toggle", &container).unwrap();
+    });
+    assert!(!ns
+        .nft_ok(&["list", "table", "inet", "tether"])
+        .contains("masquerade"));
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("toggle", "tbr5", true)).unwrap();
+        assert!(fw.container_present("toggle", &container).unwrap());
+    });
+    let table = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    assert!(table.contains("oifname != \"tbr5\" masquerade"), "{table}");
+    assert!(table.contains("masq=1"), "{table}");
+    assert!(!table.contains("tbr4"), "{table}");
+}
+
+#[test]
+fn twenty_threads_adding_at_once_lose_no_element() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    let id = NetworkId::of("busy");
+    std::thread::scope(|scope| {
+        for i in 0..20u8 {
+            let ns = &ns;
+            scope.spawn(move || {
+                ns.enter();
+                let fw = Firewall::open().unwrap();
+                // Racing first installs must all succeed too.
+                fw.ensure_network(&rules("busy", "tbr6", true)).unwrap();
+                let addr: IpAddr = format!("10.6.0.{}", i + 2).parse().unwrap();
+                fw.add_container("busy", &[addr]).unwrap();
+            });
+        }
+    });
+    let set = ns.set_json(&id.ipv4_set());
+    for i in 0..20 {
+        assert!(
+            set.contains(&format!("\"10.6.0.{}\"", i + 2)),
+            "missing 10.6.0.{}",
+            i + 2
+        );
+    }
+    let table = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    assert_eq!(table.matches("iifname vmap @fwd_in").count(), 1);
+}
+
+#[test]
+fn a_foreign_table_is_left_alone() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept"]);
+    assert!(ok);
+    let before = ns.nft_ok(&["list", "table", "ip", "other"]);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("mine", "tbr7", true)).unwrap();
+        fw.add_container("mine", &addrs(&["10.7.0.2"])).unwrap();
+        fw.remove_container("mine", &addrs(&["10.7.0.2"])).unwrap();
+        fw.remove_network("mine").unwrap();
+    });
+    assert_eq!(ns.nft_ok(&["list", "table", "ip", "other"]), before);
+}
+
+#[test]
+fn measure_hot_path_timings() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        let net = rules("timed", "tbr8", true);
+        let start = Instant::now();
+        fw.ensure_network(&net).unwrap();
+        let install = start.elapsed();
+        let mut ensure = Vec::new();
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for i in 0..500u32 {
+            let addr = [IpAddr::from([10, 8, (i / 250) as u8, (i % 250 + 2) as u8])];
+            let t = Instant::now();
+            fw.ensure_network(&net).unwrap();
+            ensure.push(t.elapsed());
+            let t = Instant::now();
+            fw.add_container("timed", &addr).unwrap();
+            add.push(t.elapsed());
+        }
+        for i in 0..500u32 {
+            let addr = [IpAddr::from([10, 8, (i / 250) as u8, (i % 250 + 2) as u8])];
+            let t = Instant::now();
+            fw.remove_container("timed", &addr).unwrap();
+            remove.push(t.elapsed());
+        }
+        let start = Instant::now();
+        fw.remove_network("timed").unwrap();
+        let teardown = start.elapsed();
+        println!(
+            "firewall timings: first install {install:?}, ensure_network when installed median {:?}, \
+             add_container median {:?}, remove_container median {:?}, remove_network {teardown:?}",
+            median(ensure),
+            median(add),
+            median(remove)
+        );
+    });
+}
+
+/// Runs `sh -c script` and reports whether it succeeded.
+fn shell(script: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", script])
+        .status()
+        .expect("run sh")
+        .success()
+}
+
+#[test]
+fn container_traffic_leaving_the_network_is_masqueraded() {
+    // Three namespaces: `host` (bridge + firewall), `ctr` (the container) and `out` (a peer
+    // that has no route back to the container subnet, so only masqueraded pings come back).
+    let (Some(host), Some(ctr), Some(out)) = (
+        TestNamespace::create(),
+        TestNamespace::create(),
+        TestNamespace::create(),
+    ) else {
+        return;
+    };
+    let (h, c, o) = (&host.name, &ctr.name, &out.name);
+    assert!(shell(&format!(
+        "set -e
+         ip -n {h} link add tbr9 type bridge
+         ip -n {h} addr add 10.9.0.1/24 dev tbr9
+         ip -n {h} link set tbr9 up
+         ip -n {h} link add tvc9 type veth peer name eth0 netns {c}
+         ip -n {h} link set tvc9 master tbr9 up
+         ip -n {c} addr add 10.9.0.2/24 dev eth0
+         ip -n {c} link set eth0 up
+         ip -n {c} link set lo up
+         ip -n {c} route add default via 10.9.0.1
+         ip -n {h} link add tvo9 type veth peer name eth0 netns {o}
+         ip -n {h} addr add 192.0.2.1/24 dev tvo9
+         ip -n {h} link set tvo9 up
+         ip -n {o} addr add 192.0.2.2/24 dev eth0
+         ip -n {o} link set eth0 up
+         ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1"
+    )));
+    let ping = format!("ip netns exec {c} ping -c1 -W1 192.0.2.2 >/dev/null 2>&1");
+    assert!(!shell(&ping), "ping must fail without masquerade");
+
+    host.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("traffic", "tbr9", true)).unwrap();
+        fw.add_container("traffic", &addrs(&["10.9.0.2"])).unwrap();
+    });
+    assert!(shell(&ping), "ping through masquerade failed");
+}

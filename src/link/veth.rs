@@ -1,0 +1,93 @@
+//! veth pairs whose peer is born in another namespace.
+
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use super::{check_ifname, LinkError, LinkInfo, MacAddr, Netlink};
+use crate::netns::NetNs;
+
+/// Everything one veth-creating request can say. The host end comes up at once; the peer stays
+/// down (see [`Netlink::create_veth_with`]).
+#[derive(Debug)]
+pub struct VethSpec<'a> {
+    /// Name of the end that stays in this socket's namespace.
+    pub host_name: &'a str,
+    /// Final name of the other end (e.g. "eth0"), in `peer_ns`.
+    pub peer_name: &'a str,
+    pub peer_ns: &'a NetNs,
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    pub peer_mac: Option<MacAddr>,
+    /// Attach the host end to this master (bridge) in the same request.
+    pub host_master: Option<u32>,
+}
+
+impl Netlink {
+    /// Creates a veth pair with one RTM_NEWLINK: the host end here, the peer directly in `peer_ns`
+    /// under its final name (IFLA_NET_NS_FD in the peer's message), so no rename or move follows
+    /// and nothing else ever sees a half-built pair. Returns the host end, which is up; the peer is
+    /// down until the caller sets it up from inside `peer_ns` (`Netlink::in_netns(ns)?.set_up(i)`).
+    ///
+    /// A name already taken on either side gives [`LinkError::Exists`].
+    pub fn create_veth(
+        &self,
+        host_name: &str,
+        peer_name: &str,
+        peer_ns: &NetNs,
+        mtu: Option<u32>,
+        peer_mac: Option<MacAddr>,
+    ) -> Result<LinkInfo, LinkError> {
+        self.create_veth_with(&VethSpec {
+            host_name,
+            peer_name,
+            peer_ns,
+            mtu,
+            peer_mac,
+            host_master: None,
+        })
+    }
+
+    /// [`Netlink::create_veth`] with every option, including enslaving the host end at creation.
+    pub fn create_veth_with(&self, spec: &VethSpec<'_>) -> Result<LinkInfo, LinkError> {
+        check_ifname(spec.host_name)?;
+        check_ifname(spec.peer_name)?;
+
+        // No IFF_UP for the peer: the kernel configures the peer before it links the pair, so
+        // opening it fails with ENOTCONN (seen on 6.18; `ip link add ... peer name X up` fails too).
+        // Bring it up afterwards through a socket in the peer's namespace.
+        let mut peer = LinkUnspec::new_with_name(spec.peer_name).setns_by_fd(spec.peer_ns.fd());
+        if let Some(mtu) = spec.mtu {
+            peer = peer.mtu(mtu);
+        }
+        if let Some(mac) = spec.peer_mac {
+            peer = peer.address(mac.octets().to_vec());
+        }
+
+        let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(spec.host_name)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if let Some(mtu) = spec.mtu {
+            host = host.mtu(mtu);
+        }
+        if let Some(master) = spec.host_master {
+            host = host.controller(master);
+        }
+
+        let object = format!(
+            "{} (peer {} in {})",
+            spec.host_name,
+            spec.peer_name,
+            spec.peer_ns.path().display()
+        );
+        self.block_on(self.handle().link().add(host.build()).execute())
+            .map_err(LinkError::from_rtnetlink("creating veth", &object))?;
+        tracing::debug!(host = spec.host_name, peer = spec.peer_name, netns = %spec.peer_ns.path().display(), "created veth pair");
+
+        self.link_by_name(spec.host_name)?
+            .ok_or(LinkError::NotFound {
+                op: "reading created veth",
+                object,
+            })
+    }
+}

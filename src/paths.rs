@@ -1,0 +1,30 @@
+//! Where tether keeps its files (DESIGN.md §3 "Paths"); every one is overridable so tests stay hermetic.
+
+use std::path::PathBuf;
+
+fn from_env(var: &str, default: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(default),
+    }
+}
+
+/// Persistent state: IPAM stores, attachment records (`TETHER_STATE_DIR`, default `/var/lib/tether`).
+pub fn state_dir() -> PathBuf {
+    from_env("TETHER_STATE_DIR", "/var/lib/tether")
+}
+
+/// Volatile state: locks, sockets (`TETHER_RUN_DIR`, default `/run/tether`).
+pub fn run_dir() -> PathBuf {
+    from_env("TETHER_RUN_DIR", "/run/tether")
+}
+
+/// Network configuration lists (`TETHER_CONF_DIR`, default `/etc/cni/net.d`).
+pub fn conf_dir() -> PathBuf {
+    from_env("TETHER_CONF_DIR", "/etc/cni/net.d")
+}
+
+/// Default IPAM data directory when a config names none.
+pub fn ipam_dir() -> PathBuf {
+    state_dir().join("ipam")
+}
