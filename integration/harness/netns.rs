@@ -84,6 +84,11 @@ impl NetNs {
             .unwrap_or_else(|| panic!("ip -j -n {} {args:?} failed", self.name))
     }
 
+    /// `nft -j list table inet tether` in this namespace; None when the table does not exist.
+    pub fn nft_json(&self) -> Option<Value> {
+        super::nft::table(self)
+    }
+
     /// Every link as `ip -j link show` reports it.
     pub fn links(&self) -> Vec<Value> {
         as_vec(self.ip_json(&["link", "show"]))
