@@ -91,6 +91,7 @@ fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
         name: name.into(),
         bridge: bridge.into(),
         masquerade,
+        isolation: true,
     }
 }
 
@@ -129,7 +130,7 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     assert_eq!(second.matches("iifname vmap @fwd_in").count(), 1);
     assert_eq!(second.matches("masquerade").count(), 2);
     assert!(second.contains(&format!("chain {}_fwd", id)));
-    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 net=web.prod-1\""));
+    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 net=web.prod-1\""));
 }
 
 #[test]

@@ -10,6 +10,8 @@ pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
 /// NLM_F_ROOT | NLM_F_MATCH.
 pub const NLM_F_DUMP: u16 = 0x300;
+/// With NEWSETELEM: fail with EEXIST when the key is present.
+pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLA_F_NESTED: u16 = 0x8000;
 pub const NLA_HDRLEN: usize = 4;
@@ -25,6 +27,7 @@ pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 // linux/netfilter.h
 pub const NFPROTO_UNSPEC: u8 = 0;
 pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_BRIDGE: u8 = 7;
 
 // enum nf_tables_msg_types
 pub const NFT_MSG_GETCHAIN: u8 = 4;
