@@ -378,12 +378,7 @@ pub(super) fn install_script(opts: &PortmapOptions) -> String {
         s.push(rule(&masq, Rule::MasqueradePublished));
     } else if opts.snat {
         s.push(rule(&masq, Rule::MasqueradePublishedFromLoopback));
-        s.push(rule(
-            &masq,
-            Rule::MasqueradePublishedHairpin {
-                interfaces: table::HAIRPIN_SET,
-            },
-        ));
+        s.push(rule(&masq, Rule::MasqueradeHairpin));
     }
     s.push(rule(post, Rule::Jump(masq)));
     render::render(&s, Family::Inet)
@@ -420,7 +415,7 @@ flush chain inet tether ports_masq
 delete chain inet tether ports_masq
 add chain inet tether ports_masq { comment \"tether portmap snat=1 masqall=0\"; }
 add rule inet tether ports_masq ct status dnat ip saddr 127.0.0.0/8 masquerade
-add rule inet tether ports_masq ct status dnat iifname . oifname @hairpin_ifs masquerade
+add rule inet tether ports_masq meta mark & 0x2000 == 0x2000 masquerade
 add rule inet tether ports_postrouting jump ports_masq
 ";
         assert!(script.starts_with("add table inet tether\n"), "{script}");

@@ -158,10 +158,15 @@ pub(super) enum Rule {
     },
     /// `127.0.0.1:port` from the host: the container cannot answer 127.0.0.1.
     MasqueradePublishedFromLoopback,
-    /// A container reaching a published port of its own network through the host.
-    MasqueradePublishedHairpin {
+    /// Marks DNATed traffic that leaves through the interface it came in on (a container
+    /// reaching a published port of its own network through the host). Postrouting has
+    /// no input interface (and no `fib`), so the decision is made here and carried to
+    /// the masquerade rule in a mark bit.
+    MarkHairpin {
         interfaces: &'static str,
     },
+    /// Hairpin traffic marked in forward.
+    MasqueradeHairpin,
     /// masqAll.
     MasqueradePublished,
     /// macspoofchk: a watched port lets through only its container's source MAC.
@@ -255,9 +260,14 @@ impl Rule {
             Rule::MasqueradePublishedFromLoopback => {
                 "ct status dnat ip saddr 127.0.0.0/8 masquerade".into()
             }
-            Rule::MasqueradePublishedHairpin { interfaces } => {
-                format!("ct status dnat iifname . oifname @{interfaces} masquerade")
-            }
+            Rule::MarkHairpin { interfaces } => format!(
+                "ct status dnat iifname . oifname @{interfaces} meta mark set meta mark | {:#x}",
+                table::HAIRPIN_MARK
+            ),
+            Rule::MasqueradeHairpin => format!(
+                "meta mark & {mark:#x} == {mark:#x} masquerade",
+                mark = table::HAIRPIN_MARK
+            ),
             Rule::MasqueradePublished => "ct status dnat masquerade".into(),
             Rule::DropSpoofedSource { ports, allowed } => {
                 format!("iifname @{ports} iifname . ether saddr != @{allowed} drop")
@@ -361,6 +371,12 @@ pub(super) fn table_statements() -> Vec<Statement> {
     // network's chain can accept (an accept ends the base chain).
     s.extend([
         Statement::FlushChain(table::FORWARD_CHAIN.into()),
+        Statement::AddRule {
+            chain: table::FORWARD_CHAIN.into(),
+            rule: Rule::MarkHairpin {
+                interfaces: table::HAIRPIN_SET,
+            },
+        },
         Statement::AddRule {
             chain: table::FORWARD_CHAIN.into(),
             rule: Rule::DispatchOutputInterface(table::FORWARD_OUT_MAP),
@@ -630,6 +646,7 @@ add map inet tether nat6 { type ipv6_addr : verdict; }
 add set inet tether tether_bridges { type ifname; }
 add set inet tether hairpin_ifs { type ifname . ifname; }
 flush chain inet tether forward
+add rule inet tether forward ct status dnat iifname . oifname @hairpin_ifs meta mark set meta mark | 0x2000
 add rule inet tether forward oifname vmap @fwd_out
 add rule inet tether forward iifname vmap @fwd_in
 flush chain inet tether postrouting

@@ -45,6 +45,9 @@ pub const BRIDGES_SET: &str = "tether_bridges";
 /// `"br" . "br"` for each bridge: DNATed traffic that leaves through the interface it came
 /// in on is hairpin traffic and gets masqueraded (published ports).
 pub const HAIRPIN_SET: &str = "hairpin_ifs";
+/// The mark bit carrying "hairpin" from forward to postrouting: bit 13, the reference
+/// portmap plugin's default `markMasqBit`, which means the same thing there.
+pub const HAIRPIN_MARK: u32 = 0x2000;
 /// Published ports on any local address, by `l4proto . dport`.
 pub const PORTS_ANY_V4_MAP: &str = "ports4_any";
 pub const PORTS_ANY_V6_MAP: &str = "ports6_any";

@@ -14,13 +14,13 @@ use super::*;
 static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 
 /// A private network namespace, deleted on drop even when the test fails.
-struct TestNamespace {
-    name: String,
+pub(super) struct TestNamespace {
+    pub(super) name: String,
 }
 
 impl TestNamespace {
     /// None (and a message) when not root: these tests need CAP_SYS_ADMIN and CAP_NET_ADMIN.
-    fn create() -> Option<TestNamespace> {
+    pub(super) fn create() -> Option<TestNamespace> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: firewall namespace tests need root");
             return None;
@@ -36,13 +36,13 @@ impl TestNamespace {
     }
 
     /// Enters the namespace on the calling thread only; call on threads made for it.
-    fn enter(&self) {
+    pub(super) fn enter(&self) {
         let ns = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
         setns(ns, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
     }
 
     /// Runs `work` on a fresh thread inside the namespace.
-    fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+    pub(super) fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -55,7 +55,7 @@ impl TestNamespace {
     }
 
     /// `nft ARGS` inside the namespace: (success, stdout).
-    fn nft(&self, args: &[&str]) -> (bool, String) {
+    pub(super) fn nft(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, "nft"])
             .args(args)
@@ -67,7 +67,7 @@ impl TestNamespace {
         )
     }
 
-    fn nft_ok(&self, args: &[&str]) -> String {
+    pub(super) fn nft_ok(&self, args: &[&str]) -> String {
         let (ok, out) = self.nft(args);
         assert!(ok, "nft {args:?} failed");
         out
@@ -86,7 +86,7 @@ impl Drop for TestNamespace {
     }
 }
 
-fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
+pub(super) fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
     NetworkRules {
         name: name.into(),
         bridge: bridge.into(),
@@ -95,7 +95,7 @@ fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
     }
 }
 
-fn addrs(list: &[&str]) -> Vec<IpAddr> {
+pub(super) fn addrs(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
 }
 
@@ -342,7 +342,7 @@ fn measure_hot_path_timings() {
 }
 
 /// Runs `sh -c script` and reports whether it succeeded.
-fn shell(script: &str) -> bool {
+pub(super) fn shell(script: &str) -> bool {
     Command::new("sh")
         .args(["-c", script])
         .status()
@@ -390,3 +390,8 @@ fn container_traffic_leaving_the_network_is_masqueraded() {
     });
     assert!(shell(&ping), "ping through masquerade failed");
 }
+
+mod isolation;
+mod ports;
+mod spoofchk;
+mod traffic;
