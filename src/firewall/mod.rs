@@ -1,17 +1,25 @@
-//! nftables for tether: everything lives in table `inet tether` (DESIGN.md §3).
+//! nftables for tether: table `inet tether` (DESIGN.md §3), plus `bridge tether` for
+//! macspoofchk (only the bridge family sees frames crossing a bridge).
 //!
-//! Layout of the table:
+//! Layout of `inet tether`:
 //! - base chains `forward` (filter, policy accept: traffic that is not ours keeps the host's
 //!   verdict) and `postrouting` (srcnat), which only dispatch through verdict maps:
-//!   `iifname vmap @fwd_in`, `oifname vmap @fwd_out` (bridge name -> network forward chain),
+//!   `oifname vmap @fwd_out` (ingress first, so a network decides what enters it),
+//!   `iifname vmap @fwd_in` (bridge name -> network forward chain),
 //!   `ip saddr vmap @nat4`, `ip6 saddr vmap @nat6` (container address -> network NAT chain;
 //!   postrouting has no input interface to dispatch on);
-//! - per network `<id>_fwd`, `<id>_nat` and the container address sets `<id>_c4`, `<id>_c6`.
+//! - per network `<id>_fwd` (isolation: replies, published and same-network traffic in,
+//!   the rest dropped; no direct path to other tether bridges), `<id>_nat` and the container
+//!   address sets `<id>_c4`, `<id>_c6`; the bridge is in `tether_bridges` and `hairpin_ifs`;
+//! - published ports (`published_ports`): maps `ports{4,6}_{any,bound}`, chains
+//!   `ports_dnat`, `ports_prerouting`, `ports_output`, `ports_postrouting`, `ports_masq`.
 //!
 //! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
-//! per-container path only adds or removes set and map elements in one netlink batch.
+//! per-container path (addresses, published ports, macspoofchk) only adds or removes set
+//! and map elements in one netlink batch.
 
 mod error;
+mod forward_policy;
 pub mod netlink;
 mod network_id;
 mod network_spec;
@@ -28,6 +36,7 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 pub use error::FirewallError;
+pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
 pub use port_mapping::{PortMapping, PortmapOptions, Protocol};
 pub use published_ports::route_localnet_sysctl;
@@ -106,7 +115,12 @@ impl Firewall {
             "installing network firewall rules"
         );
         let script = render::install_script(&spec, replacing.as_ref());
-        nft_command::apply_script(&script, &spec.name, "install")
+        nft_command::apply_script(&script, &spec.name, "install")?;
+        // Rare path: worth one more dump to tell the user why traffic may still not flow.
+        for drop in self.foreign_forward_drops().unwrap_or_default() {
+            tracing::warn!(network = %spec.name, "{drop}");
+        }
+        Ok(())
     }
 
     /// Deletes the network's chains, sets and map elements; then the table, when no network

@@ -17,14 +17,25 @@ fn nul_terminated(value: &[u8]) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReply {
+    /// NFPROTO_* of the chain's table.
+    pub family: u8,
     pub table: String,
     pub name: String,
     pub comment: Option<String>,
+    /// Base chains only: the hook number and the policy verdict.
+    pub hook: Option<u32>,
+    pub policy: Option<u32>,
 }
 
 pub fn chain(payload: &[u8]) -> ChainReply {
     let attrs = reply_attributes(payload);
+    let be32 = |value: &[u8]| value.try_into().ok().map(u32::from_be_bytes);
     ChainReply {
+        family: payload.first().copied().unwrap_or(0),
+        hook: attribute(attrs, NFTA_CHAIN_HOOK)
+            .and_then(|hook| attribute(hook, NFTA_HOOK_HOOKNUM))
+            .and_then(be32),
+        policy: attribute(attrs, NFTA_CHAIN_POLICY).and_then(be32),
         table: attribute(attrs, NFTA_CHAIN_TABLE)
             .map(nul_terminated)
             .unwrap_or_default(),

@@ -259,12 +259,17 @@ pub fn get_generation(seq: u32) -> Vec<u8> {
 
 /// Lists all chains of the inet family (the kernel does not filter chain dumps by table).
 pub fn dump_chains(seq: u32) -> Vec<u8> {
+    dump_chains_of(NFPROTO_INET, seq)
+}
+
+/// Lists all chains of one family; NFPROTO_UNSPEC lists every family's.
+pub fn dump_chains_of(family: u8, seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETCHAIN),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_INET,
+        family,
         0,
     );
     w.end_message();

@@ -40,7 +40,15 @@ pub const NFT_MSG_DESTROYSETELEM: u8 = 30;
 // enum nft_chain_attributes
 pub const NFTA_CHAIN_TABLE: u16 = 1;
 pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
 pub const NFTA_CHAIN_USERDATA: u16 = 12;
+// enum nft_hook_attributes
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+/// NF_INET_FORWARD in enum nf_inet_hooks.
+pub const NF_INET_FORWARD: u32 = 2;
+/// NF_DROP: a base chain policy.
+pub const NF_DROP: u32 = 0;
 
 // enum nft_set_elem_list_attributes
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;

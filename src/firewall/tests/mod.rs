@@ -286,17 +286,37 @@ fn a_foreign_table_is_left_alone() {
     let Some(ns) = TestNamespace::create() else {
         return;
     };
-    let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept"]);
+    let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept; \
+         add table bridge other; add chain bridge other p { type filter hook prerouting priority 0; policy accept; }; add rule bridge other p ether saddr 02:00:00:00:00:01 counter accept"]);
     assert!(ok);
-    let before = ns.nft_ok(&["list", "table", "ip", "other"]);
+    let before = (
+        ns.nft_ok(&["list", "table", "ip", "other"]),
+        ns.nft_ok(&["list", "table", "bridge", "other"]),
+    );
     ns.run(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("mine", "tbr7", true)).unwrap();
         fw.add_container("mine", &addrs(&["10.7.0.2"])).unwrap();
+        fw.add_spoofchk("tv7", [2, 0, 0, 0, 0, 7]).unwrap();
+        fw.ensure_portmap(&PortmapOptions::default()).unwrap();
+        let ports = [PortMapping {
+            host_ip: None,
+            host_port: 8080,
+            container_ip: "10.7.0.2".parse().unwrap(),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }];
+        fw.add_ports(&ports).unwrap();
+        fw.remove_ports(&ports).unwrap();
+        fw.remove_spoofchk("tv7", [2, 0, 0, 0, 0, 7]).unwrap();
         fw.remove_container("mine", &addrs(&["10.7.0.2"])).unwrap();
         fw.remove_network("mine").unwrap();
     });
-    assert_eq!(ns.nft_ok(&["list", "table", "ip", "other"]), before);
+    let after = (
+        ns.nft_ok(&["list", "table", "ip", "other"]),
+        ns.nft_ok(&["list", "table", "bridge", "other"]),
+    );
+    assert_eq!(after, before);
 }
 
 #[test]
@@ -395,3 +415,28 @@ mod isolation;
 mod ports;
 mod spoofchk;
 mod traffic;
+
+#[test]
+fn a_forward_drop_policy_in_another_table_is_found_and_left_alone() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    assert!(ns.nft(&["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"]).0);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("dropped", "tbr10", true)).unwrap();
+        let drops = fw.foreign_forward_drops().unwrap();
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        assert_eq!(
+            (
+                drops[0].family,
+                drops[0].table.as_str(),
+                drops[0].chain.as_str()
+            ),
+            ("ip", "filter", "FORWARD")
+        );
+    });
+    assert!(ns
+        .nft_ok(&["list", "table", "ip", "filter"])
+        .contains("policy drop"));
+}
