@@ -70,4 +70,27 @@ pub enum FirewallError {
 
     #[error("malformed netlink reply from nf_tables during {op}: {detail}")]
     MalformedReply { op: &'static str, detail: String },
+
+    #[error("interface name {name:?} is not valid: it must be 1 to 15 bytes without '/'")]
+    InvalidInterfaceName { name: String },
+
+    #[error("port mapping {mapping} is not valid: {reason}")]
+    InvalidPortMapping {
+        mapping: String,
+        reason: &'static str,
+    },
+
+    #[error(
+        "host port {host} is already published{existing}; \
+         choose another host port or remove the container that holds it"
+    )]
+    PortInUse {
+        /// `hostIP:port/proto`, `*:port/proto` for any host address.
+        host: String,
+        /// Where it goes now, when known (" to 10.88.0.5:80").
+        existing: String,
+    },
+
+    #[error("published ports are not set up in table inet tether; call ensure_portmap first")]
+    PortmapNotInstalled,
 }

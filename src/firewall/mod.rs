@@ -1,22 +1,33 @@
-//! nftables for tether: everything lives in table `inet tether` (DESIGN.md §3).
+//! nftables for tether: table `inet tether` (DESIGN.md §3), plus `bridge tether` for
+//! macspoofchk (only the bridge family sees frames crossing a bridge).
 //!
-//! Layout of the table:
+//! Layout of `inet tether`:
 //! - base chains `forward` (filter, policy accept: traffic that is not ours keeps the host's
 //!   verdict) and `postrouting` (srcnat), which only dispatch through verdict maps:
-//!   `iifname vmap @fwd_in`, `oifname vmap @fwd_out` (bridge name -> network forward chain),
+//!   `oifname vmap @fwd_out` (ingress first, so a network decides what enters it),
+//!   `iifname vmap @fwd_in` (bridge name -> network forward chain),
 //!   `ip saddr vmap @nat4`, `ip6 saddr vmap @nat6` (container address -> network NAT chain;
 //!   postrouting has no input interface to dispatch on);
-//! - per network `<id>_fwd`, `<id>_nat` and the container address sets `<id>_c4`, `<id>_c6`.
+//! - per network `<id>_fwd` (isolation: replies, published and same-network traffic in,
+//!   the rest dropped; no direct path to other tether bridges), `<id>_nat` and the container
+//!   address sets `<id>_c4`, `<id>_c6`; the bridge is in `tether_bridges` and `hairpin_ifs`;
+//! - published ports (`published_ports`): maps `ports{4,6}_{any,bound}`, chains
+//!   `ports_dnat`, `ports_prerouting`, `ports_output`, `ports_postrouting`, `ports_masq`.
 //!
 //! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
-//! per-container path only adds or removes set and map elements in one netlink batch.
+//! per-container path (addresses, published ports, macspoofchk) only adds or removes set
+//! and map elements in one netlink batch.
 
 mod error;
+mod forward_policy;
 pub mod netlink;
 mod network_id;
 mod network_spec;
 mod nft_command;
+mod port_mapping;
+mod published_ports;
 mod render;
+mod spoofchk;
 mod table;
 
 use std::collections::HashMap;
@@ -25,12 +36,16 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 pub use error::FirewallError;
+pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
+pub use port_mapping::{PortMapping, PortmapOptions, Protocol};
+pub use published_ports::route_localnet_sysctl;
 
 use netlink::replies;
-use netlink::requests::{self, ElementChange, ElementOp, SetElement};
+use netlink::requests::{self, ElementChange, ElementData, ElementOp, SetElement};
 use netlink::socket::NfSocket;
 use network_spec::{validate_network_name, InstalledNetwork, NetworkSpec};
+use table::Family;
 
 /// What tether needs from the firewall for one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +56,12 @@ pub struct NetworkRules {
     pub bridge: String,
     /// Masquerade container traffic leaving through any other interface (`ipMasq`).
     pub masquerade: bool,
+    /// Docker-style isolation (the default): nothing enters the network from outside the
+    /// host or from another tether network unless it is a reply or came through a
+    /// published port, and the network's containers do not reach other tether networks.
+    /// Traffic between containers of one network is not the firewall's business: it is
+    /// bridged, not routed (icc=false is the bridge ports' `isolated` flag).
+    pub isolation: bool,
 }
 
 /// A netlink socket to nf_tables in the network namespace current when `open` was called.
@@ -80,11 +101,7 @@ impl Firewall {
                     id: spec.id.to_string(),
                 });
             }
-            Some(installed)
-                if installed.bridge == spec.bridge && installed.masquerade == spec.masquerade =>
-            {
-                return Ok(());
-            }
+            Some(installed) if spec.same_settings_as(&installed) => return Ok(()),
             Some(installed) => Some(installed),
             None => None,
         };
@@ -93,11 +110,17 @@ impl Firewall {
             id = %spec.id,
             bridge = %spec.bridge,
             masquerade = spec.masquerade,
+            isolation = spec.isolation,
             reinstall = replacing.is_some(),
             "installing network firewall rules"
         );
         let script = render::install_script(&spec, replacing.as_ref());
-        nft_command::apply_script(&script, &spec.name, "install")
+        nft_command::apply_script(&script, &spec.name, "install")?;
+        // Rare path: worth one more dump to tell the user why traffic may still not flow.
+        for drop in self.foreign_forward_drops().unwrap_or_default() {
+            tracing::warn!(network = %spec.name, "{drop}");
+        }
+        Ok(())
     }
 
     /// Deletes the network's chains, sets and map elements; then the table, when no network
@@ -143,16 +166,21 @@ impl Firewall {
     pub fn remove_container(&self, network: &str, addrs: &[IpAddr]) -> Result<(), FirewallError> {
         validate_network_name(network)?;
         let changes = container_changes(NetworkId::of(network), addrs, ElementOp::Destroy);
+        self.remove_elements(&changes)
+    }
+
+    /// Sends `Destroy` changes; elements, sets or a table already gone are fine.
+    fn remove_elements(&self, changes: &[ElementChange]) -> Result<(), FirewallError> {
         if changes.is_empty() {
             return Ok(());
         }
-        match self.send_batch(&changes)? {
+        match self.send_batch(changes)? {
             None => Ok(()),
             // ENOENT: a set is gone (the whole batch was refused). EINVAL/EOPNOTSUPP: a
             // kernel before 6.3 without DESTROYSETELEM. Either way, delete one element at
             // a time and let each absent one pass.
             Some((_, libc::ENOENT | libc::EINVAL | libc::EOPNOTSUPP)) => {
-                self.delete_elements_one_by_one(&changes)
+                self.delete_elements_one_by_one(changes)
             }
             Some((change, code)) => Err(kernel_error(change, code)),
         }
@@ -167,29 +195,81 @@ impl Firewall {
         validate_network_name(network)?;
         let id = NetworkId::of(network);
         for change in container_changes(id, addrs, ElementOp::Add) {
-            let keys: Vec<IpAddr> = change.elements.iter().map(|e| e.key).collect();
-            let socket = self.socket();
-            let seq = socket.reserve_seqs(1);
-            let answer = socket
-                .request(&requests::get_elements(&change.set, &keys, seq), seq)
-                .map_err(|source| FirewallError::SocketIo {
-                    op: "looking up set elements",
-                    source,
-                })?;
-            match answer {
-                Ok(_) => {}
-                Err(libc::ENOENT) => return Ok(false),
-                Err(code) => {
-                    return Err(FirewallError::Kernel {
-                        op: "looking up elements",
-                        set: change.set.clone(),
-                        source: io::Error::from_raw_os_error(code),
-                        hint: "",
-                    })
-                }
+            if !self.elements_present(&change)? {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Whether every key of `change` is in its set (data is not compared).
+    fn elements_present(&self, change: &ElementChange) -> Result<bool, FirewallError> {
+        let keys: Vec<Vec<u8>> = change.elements.iter().map(|e| e.key.clone()).collect();
+        Ok(self
+            .lookup_elements(change.family, &change.set, &keys)?
+            .is_some())
+    }
+
+    /// The elements with these keys, with their data; None when any key (or the set, or
+    /// the table) is absent.
+    fn lookup_elements(
+        &self,
+        family: Family,
+        set: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Option<Vec<replies::ElementEntry>>, FirewallError> {
+        let socket = self.socket();
+        let seq = socket.reserve_seqs(1);
+        let answer = socket
+            .request(&requests::get_elements(family, set, keys, seq), seq)
+            .map_err(|source| FirewallError::SocketIo {
+                op: "looking up set elements",
+                source,
+            })?;
+        match answer {
+            Ok(payloads) => Ok(Some(
+                payloads
+                    .iter()
+                    .flat_map(|payload| replies::element_entries(payload))
+                    .collect(),
+            )),
+            Err(libc::ENOENT) => Ok(None),
+            Err(code) => Err(FirewallError::Kernel {
+                op: "looking up elements",
+                set: set.to_string(),
+                source: io::Error::from_raw_os_error(code),
+                hint: "",
+            }),
+        }
+    }
+
+    /// Every element of a set, with its data; empty when the set is absent.
+    fn dump_set(
+        &self,
+        family: Family,
+        set: &str,
+    ) -> Result<Vec<replies::ElementEntry>, FirewallError> {
+        let socket = self.socket();
+        let seq = socket.reserve_seqs(1);
+        let answer = socket
+            .dump(&requests::dump_elements(family, set, seq), seq)
+            .map_err(|source| FirewallError::SocketIo {
+                op: "listing set elements",
+                source,
+            })?;
+        match answer {
+            Ok(payloads) => Ok(payloads
+                .iter()
+                .flat_map(|payload| replies::element_entries(payload))
+                .collect()),
+            Err(libc::ENOENT) => Ok(Vec::new()),
+            Err(code) => Err(FirewallError::Kernel {
+                op: "listing elements",
+                set: set.to_string(),
+                source: io::Error::from_raw_os_error(code),
+                hint: "",
+            }),
+        }
     }
 
     /// Whether the network's rules are installed (its forward chain exists and is its own).
@@ -244,7 +324,7 @@ impl Firewall {
         let socket = self.socket();
         let seq = socket.reserve_seqs(1);
         let answer = socket
-            .dump(&requests::dump_elements(set, seq), seq)
+            .dump(&requests::dump_elements(Family::Inet, set, seq), seq)
             .map_err(|source| FirewallError::SocketIo {
                 op: "listing set elements",
                 source,
@@ -294,6 +374,7 @@ impl Firewall {
         for change in changes {
             for element in &change.elements {
                 let single = [ElementChange {
+                    family: change.family,
                     op: ElementOp::Delete,
                     set: change.set.clone(),
                     elements: vec![element.clone()],
@@ -383,21 +464,20 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
         if family_addrs.is_empty() {
             continue;
         }
-        let plain = |key: &IpAddr| SetElement {
-            key: *key,
-            jump: None,
-        };
+        let plain = SetElement::address;
         // Deletes name the key only; adds to the map carry the jump.
         let with_jump = |key: &IpAddr| SetElement {
-            key: *key,
-            jump: (op == ElementOp::Add).then(|| nat.clone()),
+            key: requests::address_bytes(key),
+            data: (op == ElementOp::Add).then(|| ElementData::Jump(nat.clone())),
         };
         changes.push(ElementChange {
+            family: Family::Inet,
             op,
             set,
             elements: family_addrs.iter().map(plain).collect(),
         });
         changes.push(ElementChange {
+            family: Family::Inet,
             op,
             set: map.to_string(),
             elements: family_addrs.iter().map(with_jump).collect(),
@@ -406,7 +486,7 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
     changes
 }
 
-fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
+pub(super) fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
     let hint = match code {
         libc::EEXIST | libc::EBUSY => {
             "; the address is already in use by another container or network: remove it first"

@@ -14,6 +14,7 @@ pub struct NetworkSpec {
     pub id: NetworkId,
     pub bridge: String,
     pub masquerade: bool,
+    pub isolation: bool,
 }
 
 /// What the forward chain's comment tells about an installed network: enough to tear it
@@ -22,6 +23,8 @@ pub struct NetworkSpec {
 pub struct InstalledNetwork {
     pub bridge: String,
     pub masquerade: bool,
+    /// Chains written before isolation existed carry no `iso=`: they did not isolate.
+    pub isolation: bool,
     /// The network name, possibly cut short to fit the comment.
     pub name: String,
 }
@@ -35,6 +38,7 @@ impl NetworkSpec {
             id: NetworkId::of(&rules.name),
             bridge: rules.bridge.clone(),
             masquerade: rules.masquerade,
+            isolation: rules.isolation,
         })
     }
 
@@ -42,9 +46,10 @@ impl NetworkSpec {
     /// long one is cut rather than the fields teardown needs.
     pub fn comment(&self) -> String {
         let mut comment = format!(
-            "tether bridge={} masq={} net={}",
+            "tether bridge={} masq={} iso={} net={}",
             self.bridge,
             u8::from(self.masquerade),
+            u8::from(self.isolation),
             self.name
         );
         // Names are ASCII (checked in parse), so any byte index is a char boundary.
@@ -54,6 +59,13 @@ impl NetworkSpec {
 
     /// Whether an installed network with this comment is the same network as `self`,
     /// as opposed to another network whose name hashes to the same id.
+    /// Whether the installed rules already are what this spec asks for.
+    pub fn same_settings_as(&self, installed: &InstalledNetwork) -> bool {
+        installed.bridge == self.bridge
+            && installed.masquerade == self.masquerade
+            && installed.isolation == self.isolation
+    }
+
     pub fn same_network_as(&self, installed: &InstalledNetwork) -> bool {
         self.name.starts_with(&installed.name)
             && (installed.name.len() == self.name.len() || self.comment().len() == COMMENT_MAX)
@@ -64,15 +76,20 @@ impl InstalledNetwork {
     pub fn from_comment(comment: &str) -> Option<InstalledNetwork> {
         let rest = comment.strip_prefix("tether bridge=")?;
         let (bridge, rest) = rest.split_once(" masq=")?;
-        let (masq, name) = rest.split_once(" net=")?;
-        let masquerade = match masq {
-            "0" => false,
-            "1" => true,
-            _ => return None,
+        let (flags, name) = rest.split_once(" net=")?;
+        let flag = |text: &str| match text {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        let (masquerade, isolation) = match flags.split_once(" iso=") {
+            Some((masq, iso)) => (flag(masq)?, flag(iso)?),
+            None => (flag(flags)?, false),
         };
         Some(InstalledNetwork {
             bridge: bridge.to_string(),
             masquerade,
+            isolation,
             name: name.to_string(),
         })
     }
@@ -132,6 +149,7 @@ mod tests {
             name: name.into(),
             bridge: bridge.into(),
             masquerade,
+            isolation: true,
         }
     }
 
@@ -140,12 +158,23 @@ mod tests {
         let spec = NetworkSpec::parse(&rules("web.prod-1", "tether0", true)).unwrap();
         assert_eq!(
             spec.comment(),
-            "tether bridge=tether0 masq=1 net=web.prod-1"
+            "tether bridge=tether0 masq=1 iso=1 net=web.prod-1"
         );
         let installed = InstalledNetwork::from_comment(&spec.comment()).unwrap();
         assert_eq!(installed.bridge, "tether0");
         assert!(installed.masquerade);
+        assert!(installed.isolation);
         assert!(spec.same_network_as(&installed));
+        assert!(spec.same_settings_as(&installed));
+    }
+
+    #[test]
+    fn comment_without_isolation_field_is_read_as_not_isolated() {
+        let spec = NetworkSpec::parse(&rules("old", "br0", true)).unwrap();
+        let installed = InstalledNetwork::from_comment("tether bridge=br0 masq=1 net=old").unwrap();
+        assert!(!installed.isolation);
+        assert!(spec.same_network_as(&installed));
+        assert!(!spec.same_settings_as(&installed));
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::net::IpAddr;
 
 use super::network_id::NetworkId;
 use super::network_spec::{InstalledNetwork, NetworkSpec};
-use super::table;
+use super::table::{self, Family};
 
 /// One line of an nft script.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Statement {
+pub(super) enum Statement {
     AddTable,
     AddBaseChain(BaseChain),
     AddChain {
@@ -29,9 +29,10 @@ enum Statement {
         key: KeyType,
     },
     DeleteSet(String),
-    AddVerdictMap {
+    AddMap {
         name: String,
         key: KeyType,
+        value: MapValue,
     },
     AddElement {
         set: String,
@@ -44,27 +45,67 @@ enum Statement {
     },
 }
 
+/// The base chains tether hooks into, one per (hook, purpose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BaseChain {
+pub(super) enum BaseChain {
+    /// inet: filter at forward (network dispatch and isolation).
     Forward,
+    /// inet: srcnat at postrouting (per-network masquerade dispatch).
     Postrouting,
+    /// inet: dstnat at prerouting (published ports, traffic from elsewhere).
+    PortsPrerouting,
+    /// inet: dstnat at output (published ports, traffic from the host itself).
+    PortsOutput,
+    /// inet: srcnat at postrouting (localhost, hairpin and masqAll masquerade of
+    /// published-port traffic); its own chain so network installs never flush it.
+    PortsPostrouting,
+    /// bridge: filter at prerouting (macspoofchk).
+    BridgePrerouting,
 }
 
+/// Types of set keys and map values, as nft names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyType {
+pub(super) enum KeyType {
     Ipv4,
     Ipv6,
     Interface,
+    /// `iifname . oifname` pairs.
+    InterfacePair,
+    /// A bridge port and the one source MAC allowed through it.
+    InterfaceMac,
+    /// `meta l4proto . th dport`.
+    ProtoPort,
+    /// `ip daddr . meta l4proto . th dport`.
+    Ipv4ProtoPort,
+    Ipv6ProtoPort,
+    /// A DNAT target: address and port.
+    Ipv4Port,
+    Ipv6Port,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MapValue {
+    Verdict,
+    Data(KeyType),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ElementKey {
+pub(super) enum ElementKey {
     Interface(String),
+    /// The same interface as input and output: `"br0" . "br0"`.
+    SameInterface(String),
     Address(IpAddr),
 }
 
+/// IPv4 or IPv6, for rules that exist once per address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IpFamily {
+    V4,
+    V6,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Rule {
+pub(super) enum Rule {
     /// `iifname vmap @map`: forward traffic coming from a network's bridge.
     DispatchInputInterface(&'static str),
     /// `oifname vmap @map`: forward traffic going to a network's bridge.
@@ -73,11 +114,29 @@ enum Rule {
     /// container's own address.
     DispatchSourceV4(&'static str),
     DispatchSourceV6(&'static str),
+    Jump(String),
+    /// Routed traffic between containers of one network.
+    AcceptWithinBridge {
+        bridge: String,
+    },
     AcceptFromBridge {
         bridge: String,
     },
     AcceptRepliesToBridge {
         bridge: String,
+    },
+    /// Traffic that came through a published port (DNAT) may enter.
+    AcceptPublishedToBridge {
+        bridge: String,
+    },
+    /// Isolation: nothing else enters the network from outside or from other networks.
+    DropIngressToBridge {
+        bridge: String,
+    },
+    /// Isolation: the network's containers do not reach other tether networks directly.
+    DropToOtherBridges {
+        bridge: String,
+        bridges: &'static str,
     },
     MasqueradeV4 {
         set: String,
@@ -87,6 +146,34 @@ enum Rule {
         set: String,
         bridge: String,
     },
+    /// DNAT by `daddr . l4proto . dport` (mappings bound to one host address).
+    DnatBoundAddress {
+        family: IpFamily,
+        map: &'static str,
+    },
+    /// DNAT by `l4proto . dport` for traffic to any local address.
+    DnatAnyLocalAddress {
+        family: IpFamily,
+        map: &'static str,
+    },
+    /// `127.0.0.1:port` from the host: the container cannot answer 127.0.0.1.
+    MasqueradePublishedFromLoopback,
+    /// Marks DNATed traffic that leaves through the interface it came in on (a container
+    /// reaching a published port of its own network through the host). Postrouting has
+    /// no input interface (and no `fib`), so the decision is made here and carried to
+    /// the masquerade rule in a mark bit.
+    MarkHairpin {
+        interfaces: &'static str,
+    },
+    /// Hairpin traffic marked in forward.
+    MasqueradeHairpin,
+    /// masqAll.
+    MasqueradePublished,
+    /// macspoofchk: a watched port lets through only its container's source MAC.
+    DropSpoofedSource {
+        ports: &'static str,
+        allowed: &'static str,
+    },
 }
 
 impl KeyType {
@@ -95,6 +182,22 @@ impl KeyType {
             KeyType::Ipv4 => "ipv4_addr",
             KeyType::Ipv6 => "ipv6_addr",
             KeyType::Interface => "ifname",
+            KeyType::InterfacePair => "ifname . ifname",
+            KeyType::InterfaceMac => "ifname . ether_addr",
+            KeyType::ProtoPort => "inet_proto . inet_service",
+            KeyType::Ipv4ProtoPort => "ipv4_addr . inet_proto . inet_service",
+            KeyType::Ipv6ProtoPort => "ipv6_addr . inet_proto . inet_service",
+            KeyType::Ipv4Port => "ipv4_addr . inet_service",
+            KeyType::Ipv6Port => "ipv6_addr . inet_service",
+        }
+    }
+}
+
+impl MapValue {
+    fn nft_type(self) -> &'static str {
+        match self {
+            MapValue::Verdict => "verdict",
+            MapValue::Data(key) => key.nft_type(),
         }
     }
 }
@@ -103,7 +206,17 @@ impl ElementKey {
     fn render(&self) -> String {
         match self {
             ElementKey::Interface(name) => format!("\"{name}\""),
+            ElementKey::SameInterface(name) => format!("\"{name}\" . \"{name}\""),
             ElementKey::Address(addr) => addr.to_string(),
+        }
+    }
+}
+
+impl IpFamily {
+    fn nft(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
         }
     }
 }
@@ -115,9 +228,20 @@ impl Rule {
             Rule::DispatchOutputInterface(map) => format!("oifname vmap @{map}"),
             Rule::DispatchSourceV4(map) => format!("ip saddr vmap @{map}"),
             Rule::DispatchSourceV6(map) => format!("ip6 saddr vmap @{map}"),
+            Rule::Jump(chain) => format!("jump {chain}"),
+            Rule::AcceptWithinBridge { bridge } => {
+                format!("oifname \"{bridge}\" iifname \"{bridge}\" accept")
+            }
             Rule::AcceptFromBridge { bridge } => format!("iifname \"{bridge}\" accept"),
             Rule::AcceptRepliesToBridge { bridge } => {
                 format!("oifname \"{bridge}\" ct state established,related accept")
+            }
+            Rule::AcceptPublishedToBridge { bridge } => {
+                format!("oifname \"{bridge}\" ct status dnat accept")
+            }
+            Rule::DropIngressToBridge { bridge } => format!("oifname \"{bridge}\" drop"),
+            Rule::DropToOtherBridges { bridge, bridges } => {
+                format!("iifname \"{bridge}\" oifname @{bridges} drop")
             }
             Rule::MasqueradeV4 { set, bridge } => {
                 format!("ip saddr @{set} oifname != \"{bridge}\" masquerade")
@@ -125,23 +249,72 @@ impl Rule {
             Rule::MasqueradeV6 { set, bridge } => {
                 format!("ip6 saddr @{set} oifname != \"{bridge}\" masquerade")
             }
+            Rule::DnatBoundAddress { family, map } => {
+                let f = family.nft();
+                format!("dnat {f} to {f} daddr . meta l4proto . th dport map @{map}")
+            }
+            Rule::DnatAnyLocalAddress { family, map } => format!(
+                "fib daddr type local dnat {} to meta l4proto . th dport map @{map}",
+                family.nft()
+            ),
+            Rule::MasqueradePublishedFromLoopback => {
+                "ct status dnat ip saddr 127.0.0.0/8 masquerade".into()
+            }
+            Rule::MarkHairpin { interfaces } => format!(
+                "ct status dnat iifname . oifname @{interfaces} meta mark set meta mark | {:#x}",
+                table::HAIRPIN_MARK
+            ),
+            Rule::MasqueradeHairpin => format!(
+                "meta mark & {mark:#x} == {mark:#x} masquerade",
+                mark = table::HAIRPIN_MARK
+            ),
+            Rule::MasqueradePublished => "ct status dnat masquerade".into(),
+            Rule::DropSpoofedSource { ports, allowed } => {
+                format!("iifname @{ports} iifname . ether saddr != @{allowed} drop")
+            }
         }
     }
 }
 
+impl BaseChain {
+    fn render(self) -> String {
+        let (name, spec) = match self {
+            BaseChain::Forward => (
+                table::FORWARD_CHAIN,
+                "type filter hook forward priority filter",
+            ),
+            BaseChain::Postrouting => (
+                table::POSTROUTING_CHAIN,
+                "type nat hook postrouting priority srcnat",
+            ),
+            BaseChain::PortsPrerouting => (
+                table::PORTS_PREROUTING_CHAIN,
+                "type nat hook prerouting priority dstnat",
+            ),
+            // nft accepts the `dstnat` keyword at prerouting only; -100 is its value.
+            BaseChain::PortsOutput => (
+                table::PORTS_OUTPUT_CHAIN,
+                "type nat hook output priority -100",
+            ),
+            BaseChain::PortsPostrouting => (
+                table::PORTS_POSTROUTING_CHAIN,
+                "type nat hook postrouting priority srcnat",
+            ),
+            BaseChain::BridgePrerouting => (
+                table::SPOOFCHK_CHAIN,
+                "type filter hook prerouting priority filter",
+            ),
+        };
+        format!("{name} {{ {spec}; policy accept; }}")
+    }
+}
+
 impl Statement {
-    fn render(&self) -> String {
-        let t = format!("{} {}", table::FAMILY, table::NAME);
+    fn render(&self, family: Family) -> String {
+        let t = format!("{} {}", family.nft_name(), table::NAME);
         match self {
             Statement::AddTable => format!("add table {t}"),
-            Statement::AddBaseChain(BaseChain::Forward) => format!(
-                "add chain {t} {} {{ type filter hook forward priority filter; policy accept; }}",
-                table::FORWARD_CHAIN
-            ),
-            Statement::AddBaseChain(BaseChain::Postrouting) => format!(
-                "add chain {t} {} {{ type nat hook postrouting priority srcnat; policy accept; }}",
-                table::POSTROUTING_CHAIN
-            ),
+            Statement::AddBaseChain(chain) => format!("add chain {t} {}", chain.render()),
             Statement::AddChain {
                 name,
                 comment: None,
@@ -157,12 +330,11 @@ impl Statement {
                 format!("add set {t} {name} {{ type {}; }}", key.nft_type())
             }
             Statement::DeleteSet(name) => format!("delete set {t} {name}"),
-            Statement::AddVerdictMap { name, key } => {
-                format!(
-                    "add map {t} {name} {{ type {} : verdict; }}",
-                    key.nft_type()
-                )
-            }
+            Statement::AddMap { name, key, value } => format!(
+                "add map {t} {name} {{ type {} : {}; }}",
+                key.nft_type(),
+                value.nft_type()
+            ),
             Statement::AddElement { set, key, jump } => match jump {
                 Some(chain) => format!(
                     "add element {t} {set} {{ {} : jump {chain} }}",
@@ -177,10 +349,10 @@ impl Statement {
     }
 }
 
-fn render(statements: &[Statement]) -> String {
+pub(super) fn render(statements: &[Statement], family: Family) -> String {
     let mut script = String::new();
     for statement in statements {
-        let _ = writeln!(script, "{}", statement.render());
+        let _ = writeln!(script, "{}", statement.render(family));
     }
     script
 }
@@ -188,22 +360,30 @@ fn render(statements: &[Statement]) -> String {
 /// Table, base chains, dispatch maps and the dispatch rules. `add` is a no-op on what
 /// exists, and the base chains are flushed and refilled so racing callers leave exactly
 /// one copy of each dispatch rule.
-fn table_statements() -> Vec<Statement> {
+pub(super) fn table_statements() -> Vec<Statement> {
     let mut s = vec![
         Statement::AddTable,
         Statement::AddBaseChain(BaseChain::Forward),
         Statement::AddBaseChain(BaseChain::Postrouting),
     ];
     s.extend(map_statements());
+    // Ingress first: a network's chain decides what may enter it before the sending
+    // network's chain can accept (an accept ends the base chain).
     s.extend([
         Statement::FlushChain(table::FORWARD_CHAIN.into()),
         Statement::AddRule {
             chain: table::FORWARD_CHAIN.into(),
-            rule: Rule::DispatchInputInterface(table::FORWARD_IN_MAP),
+            rule: Rule::MarkHairpin {
+                interfaces: table::HAIRPIN_SET,
+            },
         },
         Statement::AddRule {
             chain: table::FORWARD_CHAIN.into(),
             rule: Rule::DispatchOutputInterface(table::FORWARD_OUT_MAP),
+        },
+        Statement::AddRule {
+            chain: table::FORWARD_CHAIN.into(),
+            rule: Rule::DispatchInputInterface(table::FORWARD_IN_MAP),
         },
         Statement::FlushChain(table::POSTROUTING_CHAIN.into()),
         Statement::AddRule {
@@ -218,46 +398,75 @@ fn table_statements() -> Vec<Statement> {
     s
 }
 
+/// The table-wide sets and maps, shared by networks and published ports.
 fn map_statements() -> Vec<Statement> {
+    let verdict_map = |name: &str, key| Statement::AddMap {
+        name: name.into(),
+        key,
+        value: MapValue::Verdict,
+    };
     vec![
-        Statement::AddVerdictMap {
-            name: table::FORWARD_IN_MAP.into(),
+        verdict_map(table::FORWARD_IN_MAP, KeyType::Interface),
+        verdict_map(table::FORWARD_OUT_MAP, KeyType::Interface),
+        verdict_map(table::NAT_V4_MAP, KeyType::Ipv4),
+        verdict_map(table::NAT_V6_MAP, KeyType::Ipv6),
+        Statement::AddSet {
+            name: table::BRIDGES_SET.into(),
             key: KeyType::Interface,
         },
-        Statement::AddVerdictMap {
-            name: table::FORWARD_OUT_MAP.into(),
-            key: KeyType::Interface,
-        },
-        Statement::AddVerdictMap {
-            name: table::NAT_V4_MAP.into(),
-            key: KeyType::Ipv4,
-        },
-        Statement::AddVerdictMap {
-            name: table::NAT_V6_MAP.into(),
-            key: KeyType::Ipv6,
+        Statement::AddSet {
+            name: table::HAIRPIN_SET.into(),
+            key: KeyType::InterfacePair,
         },
     ]
 }
 
+/// The elements that name a network's bridge outside its own chains.
+fn bridge_elements(bridge: &str, chain: &str) -> Vec<(&'static str, ElementKey, Option<String>)> {
+    let mut out: Vec<_> = [table::FORWARD_IN_MAP, table::FORWARD_OUT_MAP]
+        .into_iter()
+        .map(|map| {
+            (
+                map,
+                ElementKey::Interface(bridge.into()),
+                Some(chain.to_string()),
+            )
+        })
+        .collect();
+    out.push((
+        table::BRIDGES_SET,
+        ElementKey::Interface(bridge.into()),
+        None,
+    ));
+    out.push((
+        table::HAIRPIN_SET,
+        ElementKey::SameInterface(bridge.into()),
+        None,
+    ));
+    out
+}
+
 /// Removes the forward chain and its two dispatch elements, whether or not they exist:
-/// each object is first added (a no-op when present) so the deletes cannot fail.
+/// each object is first added (a no-op when present) so the deletes cannot fail. The
+/// bridge also leaves the set of tether bridges and the hairpin set.
 fn forward_removal(id: NetworkId, bridge: &str) -> Vec<Statement> {
     let chain = id.forward_chain();
     let mut s = vec![Statement::AddChain {
         name: chain.clone(),
         comment: None,
     }];
-    for map in [table::FORWARD_IN_MAP, table::FORWARD_OUT_MAP] {
+    let elements = bridge_elements(bridge, &chain);
+    for (set, key, jump) in &elements {
         s.push(Statement::AddElement {
-            set: map.into(),
-            key: ElementKey::Interface(bridge.into()),
-            jump: Some(chain.clone()),
+            set: (*set).into(),
+            key: key.clone(),
+            jump: jump.clone(),
         });
     }
-    for map in [table::FORWARD_IN_MAP, table::FORWARD_OUT_MAP] {
+    for (set, key, _) in elements {
         s.push(Statement::DeleteElement {
-            set: map.into(),
-            key: ElementKey::Interface(bridge.into()),
+            set: set.into(),
+            key,
         });
     }
     s.push(Statement::FlushChain(chain.clone()));
@@ -293,18 +502,16 @@ pub fn install_script(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) 
             comment: Some(spec.comment()),
         },
         Statement::FlushChain(forward.clone()),
-        Statement::AddRule {
-            chain: forward.clone(),
-            rule: Rule::AcceptFromBridge {
-                bridge: spec.bridge.clone(),
-            },
-        },
-        Statement::AddRule {
-            chain: forward.clone(),
-            rule: Rule::AcceptRepliesToBridge {
-                bridge: spec.bridge.clone(),
-            },
-        },
+    ]);
+    s.extend(
+        forward_rules(spec)
+            .into_iter()
+            .map(|rule| Statement::AddRule {
+                chain: forward.clone(),
+                rule,
+            }),
+    );
+    s.extend([
         Statement::AddChain {
             name: nat.clone(),
             comment: None,
@@ -327,14 +534,35 @@ pub fn install_script(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) 
             },
         });
     }
-    for map in [table::FORWARD_IN_MAP, table::FORWARD_OUT_MAP] {
+    for (set, key, jump) in bridge_elements(&spec.bridge, &forward) {
         s.push(Statement::AddElement {
-            set: map.into(),
-            key: ElementKey::Interface(spec.bridge.clone()),
-            jump: Some(forward.clone()),
+            set: set.into(),
+            key,
+            jump,
         });
     }
-    render(&s)
+    render(&s, Family::Inet)
+}
+
+/// The network's forward chain. It is jumped to twice per packet at most: first for
+/// traffic going to the bridge (`oifname`, the ingress rules), then for traffic coming
+/// from it (`iifname`), so every rule names the direction it is about.
+fn forward_rules(spec: &NetworkSpec) -> Vec<Rule> {
+    let bridge = || spec.bridge.clone();
+    let mut rules = vec![
+        Rule::AcceptWithinBridge { bridge: bridge() },
+        Rule::AcceptRepliesToBridge { bridge: bridge() },
+        Rule::AcceptPublishedToBridge { bridge: bridge() },
+    ];
+    if spec.isolation {
+        rules.push(Rule::DropIngressToBridge { bridge: bridge() });
+        rules.push(Rule::DropToOtherBridges {
+            bridge: bridge(),
+            bridges: table::BRIDGES_SET,
+        });
+    }
+    rules.push(Rule::AcceptFromBridge { bridge: bridge() });
+    rules
 }
 
 /// Deletes exactly one network's chains, sets and map elements, including NAT map elements
@@ -382,7 +610,7 @@ pub fn teardown_script(
         Statement::DeleteSet(id.ipv4_set()),
         Statement::DeleteSet(id.ipv6_set()),
     ]);
-    render(&s)
+    render(&s, Family::Inet)
 }
 
 fn nat_map_for(addr: &IpAddr) -> &'static str {
@@ -402,6 +630,7 @@ mod tests {
             name: "a".into(),
             bridge: "br0".into(),
             masquerade,
+            isolation: true,
         })
         .unwrap()
     }
@@ -414,9 +643,12 @@ add map inet tether fwd_in { type ifname : verdict; }
 add map inet tether fwd_out { type ifname : verdict; }
 add map inet tether nat4 { type ipv4_addr : verdict; }
 add map inet tether nat6 { type ipv6_addr : verdict; }
+add set inet tether tether_bridges { type ifname; }
+add set inet tether hairpin_ifs { type ifname . ifname; }
 flush chain inet tether forward
-add rule inet tether forward iifname vmap @fwd_in
+add rule inet tether forward ct status dnat iifname . oifname @hairpin_ifs meta mark set meta mark | 0x2000
 add rule inet tether forward oifname vmap @fwd_out
+add rule inet tether forward iifname vmap @fwd_in
 flush chain inet tether postrouting
 add rule inet tether postrouting ip saddr vmap @nat4
 add rule inet tether postrouting ip6 saddr vmap @nat6
@@ -428,16 +660,22 @@ add rule inet tether postrouting ip6 saddr vmap @nat6
             + "\
 add set inet tether ne40c292c_c4 { type ipv4_addr; }
 add set inet tether ne40c292c_c6 { type ipv6_addr; }
-add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 net=a\"; }
+add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 net=a\"; }
 flush chain inet tether ne40c292c_fwd
-add rule inet tether ne40c292c_fwd iifname \"br0\" accept
+add rule inet tether ne40c292c_fwd oifname \"br0\" iifname \"br0\" accept
 add rule inet tether ne40c292c_fwd oifname \"br0\" ct state established,related accept
+add rule inet tether ne40c292c_fwd oifname \"br0\" ct status dnat accept
+add rule inet tether ne40c292c_fwd oifname \"br0\" drop
+add rule inet tether ne40c292c_fwd iifname \"br0\" oifname @tether_bridges drop
+add rule inet tether ne40c292c_fwd iifname \"br0\" accept
 add chain inet tether ne40c292c_nat
 flush chain inet tether ne40c292c_nat
 add rule inet tether ne40c292c_nat ip saddr @ne40c292c_c4 oifname != \"br0\" masquerade
 add rule inet tether ne40c292c_nat ip6 saddr @ne40c292c_c6 oifname != \"br0\" masquerade
 add element inet tether fwd_in { \"br0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
+add element inet tether tether_bridges { \"br0\" }
+add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 ";
         assert_eq!(install_script(&spec(true), None), expected);
     }
@@ -457,11 +695,15 @@ add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
 add chain inet tether ne40c292c_fwd
 add element inet tether fwd_in { \"old0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"old0\" : jump ne40c292c_fwd }
+add element inet tether tether_bridges { \"old0\" }
+add element inet tether hairpin_ifs { \"old0\" . \"old0\" }
 delete element inet tether fwd_in { \"old0\" }
 delete element inet tether fwd_out { \"old0\" }
+delete element inet tether tether_bridges { \"old0\" }
+delete element inet tether hairpin_ifs { \"old0\" . \"old0\" }
 flush chain inet tether ne40c292c_fwd
 delete chain inet tether ne40c292c_fwd
-add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 net=a\"; }
+add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 net=a\"; }
 ";
         assert!(script.contains(replaced), "{script}");
     }
@@ -476,6 +718,8 @@ add map inet tether fwd_in { type ifname : verdict; }
 add map inet tether fwd_out { type ifname : verdict; }
 add map inet tether nat4 { type ipv4_addr : verdict; }
 add map inet tether nat6 { type ipv6_addr : verdict; }
+add set inet tether tether_bridges { type ifname; }
+add set inet tether hairpin_ifs { type ifname . ifname; }
 add set inet tether ne40c292c_c4 { type ipv4_addr; }
 add set inet tether ne40c292c_c6 { type ipv6_addr; }
 add chain inet tether ne40c292c_nat
@@ -486,8 +730,12 @@ delete element inet tether nat6 { fd00::2 }
 add chain inet tether ne40c292c_fwd
 add element inet tether fwd_in { \"br0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
+add element inet tether tether_bridges { \"br0\" }
+add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 delete element inet tether fwd_in { \"br0\" }
 delete element inet tether fwd_out { \"br0\" }
+delete element inet tether tether_bridges { \"br0\" }
+delete element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 flush chain inet tether ne40c292c_fwd
 delete chain inet tether ne40c292c_fwd
 flush chain inet tether ne40c292c_nat

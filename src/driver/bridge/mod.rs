@@ -323,6 +323,7 @@ impl Plugin for BridgePlugin {
                 name: net.to_string(),
                 bridge: cfg.bridge.clone(),
                 masquerade: cfg.ip_masq,
+                isolation: true,
             })
             .map_err(cni_err)?;
             fw.add_container(net, &addrs).map_err(cni_err)?;

@@ -17,14 +17,25 @@ fn nul_terminated(value: &[u8]) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReply {
+    /// NFPROTO_* of the chain's table.
+    pub family: u8,
     pub table: String,
     pub name: String,
     pub comment: Option<String>,
+    /// Base chains only: the hook number and the policy verdict.
+    pub hook: Option<u32>,
+    pub policy: Option<u32>,
 }
 
 pub fn chain(payload: &[u8]) -> ChainReply {
     let attrs = reply_attributes(payload);
+    let be32 = |value: &[u8]| value.try_into().ok().map(u32::from_be_bytes);
     ChainReply {
+        family: payload.first().copied().unwrap_or(0),
+        hook: attribute(attrs, NFTA_CHAIN_HOOK)
+            .and_then(|hook| attribute(hook, NFTA_HOOK_HOOKNUM))
+            .and_then(be32),
+        policy: attribute(attrs, NFTA_CHAIN_POLICY).and_then(be32),
         table: attribute(attrs, NFTA_CHAIN_TABLE)
             .map(nul_terminated)
             .unwrap_or_default(),
@@ -48,8 +59,15 @@ fn udata_comment(mut udata: &[u8]) -> Option<String> {
     None
 }
 
-/// The address keys in a NEWSETELEM reply (one message of a dump).
-pub fn element_addresses(payload: &[u8]) -> Vec<IpAddr> {
+/// One element of a NEWSETELEM reply: its key and, in a data map, its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementEntry {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The elements in a NEWSETELEM reply (one message of a dump or a lookup).
+pub fn element_entries(payload: &[u8]) -> Vec<ElementEntry> {
     let attrs = reply_attributes(payload);
     let Some(list) = attribute(attrs, NFTA_SET_ELEM_LIST_ELEMENTS) else {
         return Vec::new();
@@ -57,12 +75,29 @@ pub fn element_addresses(payload: &[u8]) -> Vec<IpAddr> {
     attributes(list)
         .into_iter()
         .filter(|(kind, _)| *kind == NFTA_LIST_ELEM)
-        .filter_map(|(_, elem)| attribute(elem, NFTA_SET_ELEM_KEY))
-        .filter_map(|key| attribute(key, NFTA_DATA_VALUE))
-        .filter_map(|value| match value.len() {
-            4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(value).ok()?))),
+        .filter_map(|(_, elem)| {
+            let key = attribute(attribute(elem, NFTA_SET_ELEM_KEY)?, NFTA_DATA_VALUE)?;
+            let value = attribute(elem, NFTA_SET_ELEM_DATA)
+                .and_then(|data| attribute(data, NFTA_DATA_VALUE))
+                .map(<[u8]>::to_vec);
+            Some(ElementEntry {
+                key: key.to_vec(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// The address keys in a NEWSETELEM reply (one message of a dump).
+pub fn element_addresses(payload: &[u8]) -> Vec<IpAddr> {
+    element_entries(payload)
+        .into_iter()
+        .filter_map(|entry| match entry.key.len() {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(
+                <[u8; 4]>::try_from(entry.key.as_slice()).ok()?,
+            ))),
             16 => Some(IpAddr::V6(Ipv6Addr::from(
-                <[u8; 16]>::try_from(value).ok()?,
+                <[u8; 16]>::try_from(entry.key.as_slice()).ok()?,
             ))),
             _ => None,
         })
@@ -124,5 +159,26 @@ mod tests {
                 "fd00::2".parse::<IpAddr>().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn map_values_are_decoded() {
+        let mut w = MessageWriter::new();
+        w.begin_message(nft_type(NFT_MSG_NEWSETELEM), 0, 1, NFPROTO_INET, 0);
+        w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        w.begin_nested(NFTA_LIST_ELEM);
+        w.begin_nested(NFTA_SET_ELEM_KEY);
+        w.put_bytes(NFTA_DATA_VALUE, &[6, 0, 0, 0, 0, 80, 0, 0]);
+        w.end_nested();
+        w.begin_nested(NFTA_SET_ELEM_DATA);
+        w.put_bytes(NFTA_DATA_VALUE, &[10, 0, 0, 2, 0, 80, 0, 0]);
+        w.end_nested();
+        w.end_nested();
+        w.end_nested();
+        w.end_message();
+        let entries = element_entries(&payload_of(w));
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].key, vec![6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(entries[0].value, Some(vec![10, 0, 0, 2, 0, 80, 0, 0]));
     }
 }

@@ -4,12 +4,16 @@ use std::net::IpAddr;
 
 use super::uapi::*;
 use super::writer::MessageWriter;
-use crate::firewall::table;
+use crate::firewall::table::{self, Family};
 
 /// What a set-element message does to its elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementOp {
+    /// Adds; an element already present with the same data is fine.
     Add,
+    /// Adds with create semantics (NLM_F_EXCL): any element already present with the same
+    /// key fails the whole batch with EEXIST. This is how published ports stay unique.
+    Create,
     /// Fails with ENOENT when an element is absent.
     Delete,
     /// Succeeds when an element is absent (kernel 6.3 and later).
@@ -19,31 +23,60 @@ pub enum ElementOp {
 impl ElementOp {
     fn message_type(self) -> u8 {
         match self {
-            ElementOp::Add => NFT_MSG_NEWSETELEM,
+            ElementOp::Add | ElementOp::Create => NFT_MSG_NEWSETELEM,
             ElementOp::Delete => NFT_MSG_DELSETELEM,
             ElementOp::Destroy => NFT_MSG_DESTROYSETELEM,
         }
     }
 
+    fn flags(self) -> u16 {
+        let base = NLM_F_REQUEST | NLM_F_ACK;
+        match self {
+            ElementOp::Add => base | NLM_F_CREATE,
+            ElementOp::Create => base | NLM_F_CREATE | NLM_F_EXCL,
+            ElementOp::Delete | ElementOp::Destroy => base,
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
-            ElementOp::Add => "adding elements",
+            ElementOp::Add | ElementOp::Create => "adding elements",
             ElementOp::Delete => "deleting elements",
             ElementOp::Destroy => "destroying elements",
         }
     }
 }
 
-/// One element: an address key and, in a verdict map, the chain to jump to.
+/// The data half of a map element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElementData {
+    /// A verdict map's `jump CHAIN`.
+    Jump(String),
+    /// A data map's value, already laid out as the kernel keeps it (see `key_bytes`).
+    Value(Vec<u8>),
+}
+
+/// One element: its key as the kernel keeps it and, in a map, its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetElement {
-    pub key: IpAddr,
-    pub jump: Option<String>,
+    pub key: Vec<u8>,
+    pub data: Option<ElementData>,
+}
+
+impl SetElement {
+    pub fn key_only(key: Vec<u8>) -> SetElement {
+        SetElement { key, data: None }
+    }
+
+    pub fn address(addr: &IpAddr) -> SetElement {
+        SetElement::key_only(address_bytes(addr))
+    }
 }
 
 /// The elements of one set (or map) changed by one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementChange {
+    pub family: Family,
     pub op: ElementOp,
     pub set: String,
     pub elements: Vec<SetElement>,
@@ -59,11 +92,30 @@ pub struct EncodedBatch {
     pub change_seqs: Vec<u32>,
 }
 
-fn address_bytes(addr: &IpAddr) -> Vec<u8> {
+pub fn address_bytes(addr: &IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
     }
+}
+
+/// Lays out a concatenated key or value as nf_tables does: each field starts on a 4-byte
+/// register boundary, so shorter fields (a protocol byte, a port, a MAC) are zero-padded.
+pub fn concat_bytes(fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in fields {
+        out.extend_from_slice(field);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
+/// An interface name as an `ifname` key: IFNAMSIZ (16) bytes, NUL-padded.
+pub fn ifname_bytes(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let len = name.len().min(15);
+    out[..len].copy_from_slice(&name.as_bytes()[..len]);
+    out
 }
 
 fn put_elements(w: &mut MessageWriter, set: &str, elements: &[SetElement]) {
@@ -73,15 +125,23 @@ fn put_elements(w: &mut MessageWriter, set: &str, elements: &[SetElement]) {
     for element in elements {
         w.begin_nested(NFTA_LIST_ELEM);
         w.begin_nested(NFTA_SET_ELEM_KEY);
-        w.put_bytes(NFTA_DATA_VALUE, &address_bytes(&element.key));
+        w.put_bytes(NFTA_DATA_VALUE, &element.key);
         w.end_nested();
-        if let Some(chain) = &element.jump {
-            w.begin_nested(NFTA_SET_ELEM_DATA);
-            w.begin_nested(NFTA_DATA_VERDICT);
-            w.put_be32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
-            w.put_str(NFTA_VERDICT_CHAIN, chain);
-            w.end_nested();
-            w.end_nested();
+        match &element.data {
+            Some(ElementData::Jump(chain)) => {
+                w.begin_nested(NFTA_SET_ELEM_DATA);
+                w.begin_nested(NFTA_DATA_VERDICT);
+                w.put_be32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
+                w.put_str(NFTA_VERDICT_CHAIN, chain);
+                w.end_nested();
+                w.end_nested();
+            }
+            Some(ElementData::Value(value)) => {
+                w.begin_nested(NFTA_SET_ELEM_DATA);
+                w.put_bytes(NFTA_DATA_VALUE, value);
+                w.end_nested();
+            }
+            None => {}
         }
         w.end_nested();
     }
@@ -104,15 +164,11 @@ pub fn element_batch(changes: &[ElementChange], first_seq: u32) -> EncodedBatch 
     let mut change_seqs = Vec::with_capacity(changes.len());
     for change in changes {
         seq = seq.wrapping_add(1);
-        let mut flags = NLM_F_REQUEST | NLM_F_ACK;
-        if change.op == ElementOp::Add {
-            flags |= NLM_F_CREATE;
-        }
         w.begin_message(
             nft_type(change.op.message_type()),
-            flags,
+            change.op.flags(),
             seq,
-            NFPROTO_INET,
+            change.family.nfproto(),
             0,
         );
         put_elements(&mut w, &change.set, &change.elements);
@@ -151,22 +207,20 @@ pub fn get_chain(chain: &str, seq: u32) -> Vec<u8> {
     w.into_bytes()
 }
 
-/// Looks up given elements of a set; the kernel answers ENOENT if any one is absent.
-pub fn get_elements(set: &str, keys: &[IpAddr], seq: u32) -> Vec<u8> {
+/// Looks up given elements of a set; the kernel answers ENOENT if any one is absent, and
+/// otherwise returns each element with its data.
+pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
-        NFPROTO_INET,
+        family.nfproto(),
         0,
     );
     let elements: Vec<SetElement> = keys
         .iter()
-        .map(|key| SetElement {
-            key: *key,
-            jump: None,
-        })
+        .map(|key| SetElement::key_only(key.clone()))
         .collect();
     put_elements(&mut w, set, &elements);
     w.end_message();
@@ -174,13 +228,13 @@ pub fn get_elements(set: &str, keys: &[IpAddr], seq: u32) -> Vec<u8> {
 }
 
 /// Lists every element of a set.
-pub fn dump_elements(set: &str, seq: u32) -> Vec<u8> {
+pub fn dump_elements(family: Family, set: &str, seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_INET,
+        family.nfproto(),
         0,
     );
     w.put_str(NFTA_SET_ELEM_LIST_TABLE, table::NAME);
@@ -205,12 +259,17 @@ pub fn get_generation(seq: u32) -> Vec<u8> {
 
 /// Lists all chains of the inet family (the kernel does not filter chain dumps by table).
 pub fn dump_chains(seq: u32) -> Vec<u8> {
+    dump_chains_of(NFPROTO_INET, seq)
+}
+
+/// Lists all chains of one family; NFPROTO_UNSPEC lists every family's.
+pub fn dump_chains_of(family: u8, seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETCHAIN),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_INET,
+        family,
         0,
     );
     w.end_message();
@@ -262,12 +321,10 @@ mod tests {
     #[test]
     fn newsetelem_message_bytes() {
         let changes = [ElementChange {
+            family: Family::Inet,
             op: ElementOp::Add,
             set: "n1_c4".into(),
-            elements: vec![SetElement {
-                key: "10.1.2.3".parse().unwrap(),
-                jump: None,
-            }],
+            elements: vec![SetElement::address(&"10.1.2.3".parse().unwrap())],
         }];
         let batch = element_batch(&changes, 100);
         assert_eq!(batch.begin_seq, 100);
@@ -316,11 +373,12 @@ mod tests {
     #[test]
     fn map_element_carries_a_jump_verdict() {
         let changes = [ElementChange {
+            family: Family::Inet,
             op: ElementOp::Add,
             set: "nat4".into(),
             elements: vec![SetElement {
-                key: "10.0.0.2".parse().unwrap(),
-                jump: Some("n1_nat".into()),
+                key: vec![10, 0, 0, 2],
+                data: Some(ElementData::Jump("n1_nat".into())),
             }],
         }];
         let bytes = element_batch(&changes, 1).bytes;
@@ -342,17 +400,78 @@ mod tests {
     #[test]
     fn delete_has_no_create_flag_and_destroy_uses_its_type() {
         let change = |op| ElementChange {
+            family: Family::Inet,
             op,
             set: "s".into(),
-            elements: vec![SetElement {
-                key: "fd00::1".parse().unwrap(),
-                jump: None,
-            }],
+            elements: vec![SetElement::address(&"fd00::1".parse().unwrap())],
         };
         let del = element_batch(&[change(ElementOp::Delete)], 1).bytes;
         assert_eq!(&del[24..26], &ne16(0x0a0e));
         assert_eq!(&del[26..28], &ne16(0x5));
         let destroy = element_batch(&[change(ElementOp::Destroy)], 1).bytes;
         assert_eq!(&destroy[24..26], &ne16(0x0a1e));
+    }
+
+    #[test]
+    fn create_asks_for_exclusive_insert() {
+        let change = ElementChange {
+            family: Family::Inet,
+            op: ElementOp::Create,
+            set: "pm4_any".into(),
+            elements: vec![SetElement::key_only(vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0])],
+        };
+        let bytes = element_batch(&[change], 1).bytes;
+        assert_eq!(&bytes[24..26], &ne16(0x0a0c));
+        // REQUEST | ACK | EXCL | CREATE
+        assert_eq!(&bytes[26..28], &ne16(0x1 | 0x4 | 0x200 | 0x400));
+    }
+
+    #[test]
+    fn bridge_family_is_sent_in_nfgenmsg() {
+        let change = ElementChange {
+            family: Family::Bridge,
+            op: ElementOp::Add,
+            set: "spoofchk_ports".into(),
+            elements: vec![SetElement::key_only(ifname_bytes("tv1").to_vec())],
+        };
+        let bytes = element_batch(&[change], 1).bytes;
+        // Second message's nfgenmsg family byte: NFPROTO_BRIDGE.
+        assert_eq!(bytes[20 + 16], 7);
+    }
+
+    #[test]
+    fn concatenated_fields_are_padded_to_registers() {
+        let mac = [2u8, 0, 0, 0, 0, 2];
+        let key = concat_bytes(&[&ifname_bytes("tv1"), &mac]);
+        let mut expected = b"tv1".to_vec();
+        expected.resize(16, 0);
+        expected.extend([2, 0, 0, 0, 0, 2, 0, 0]);
+        assert_eq!(key, expected);
+        assert_eq!(
+            concat_bytes(&[&[6], &8080u16.to_be_bytes()]),
+            vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]
+        );
+    }
+
+    #[test]
+    fn data_map_element_carries_a_value() {
+        let change = ElementChange {
+            family: Family::Inet,
+            op: ElementOp::Create,
+            set: "m".into(),
+            elements: vec![SetElement {
+                key: vec![6, 0, 0, 0, 0, 80, 0, 0],
+                data: Some(ElementData::Value(vec![10, 0, 0, 2, 0, 80, 0, 0])),
+            }],
+        };
+        let bytes = element_batch(&[change], 1).bytes;
+        let mut data = Vec::new();
+        // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE 8 bytes }
+        data.extend(ne16(4 + 12));
+        data.extend(ne16(0x8002));
+        data.extend(ne16(12));
+        data.extend(ne16(1));
+        data.extend([10, 0, 0, 2, 0, 80, 0, 0]);
+        assert!(bytes.windows(data.len()).any(|w| w == data.as_slice()));
     }
 }

@@ -10,6 +10,8 @@ pub const NLM_F_MULTI: u16 = 0x2;
 pub const NLM_F_ACK: u16 = 0x4;
 /// NLM_F_ROOT | NLM_F_MATCH.
 pub const NLM_F_DUMP: u16 = 0x300;
+/// With NEWSETELEM: fail with EEXIST when the key is present.
+pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLA_F_NESTED: u16 = 0x8000;
 pub const NLA_HDRLEN: usize = 4;
@@ -25,6 +27,7 @@ pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 // linux/netfilter.h
 pub const NFPROTO_UNSPEC: u8 = 0;
 pub const NFPROTO_INET: u8 = 1;
+pub const NFPROTO_BRIDGE: u8 = 7;
 
 // enum nf_tables_msg_types
 pub const NFT_MSG_GETCHAIN: u8 = 4;
@@ -37,7 +40,15 @@ pub const NFT_MSG_DESTROYSETELEM: u8 = 30;
 // enum nft_chain_attributes
 pub const NFTA_CHAIN_TABLE: u16 = 1;
 pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
 pub const NFTA_CHAIN_USERDATA: u16 = 12;
+// enum nft_hook_attributes
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+/// NF_INET_FORWARD in enum nf_inet_hooks.
+pub const NF_INET_FORWARD: u32 = 2;
+/// NF_DROP: a base chain policy.
+pub const NF_DROP: u32 = 0;
 
 // enum nft_set_elem_list_attributes
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;

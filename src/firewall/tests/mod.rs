@@ -14,13 +14,13 @@ use super::*;
 static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
 
 /// A private network namespace, deleted on drop even when the test fails.
-struct TestNamespace {
-    name: String,
+pub(super) struct TestNamespace {
+    pub(super) name: String,
 }
 
 impl TestNamespace {
     /// None (and a message) when not root: these tests need CAP_SYS_ADMIN and CAP_NET_ADMIN.
-    fn create() -> Option<TestNamespace> {
+    pub(super) fn create() -> Option<TestNamespace> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: firewall namespace tests need root");
             return None;
@@ -36,13 +36,13 @@ impl TestNamespace {
     }
 
     /// Enters the namespace on the calling thread only; call on threads made for it.
-    fn enter(&self) {
+    pub(super) fn enter(&self) {
         let ns = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
         setns(ns, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
     }
 
     /// Runs `work` on a fresh thread inside the namespace.
-    fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+    pub(super) fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -55,7 +55,7 @@ impl TestNamespace {
     }
 
     /// `nft ARGS` inside the namespace: (success, stdout).
-    fn nft(&self, args: &[&str]) -> (bool, String) {
+    pub(super) fn nft(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.name, "nft"])
             .args(args)
@@ -67,7 +67,7 @@ impl TestNamespace {
         )
     }
 
-    fn nft_ok(&self, args: &[&str]) -> String {
+    pub(super) fn nft_ok(&self, args: &[&str]) -> String {
         let (ok, out) = self.nft(args);
         assert!(ok, "nft {args:?} failed");
         out
@@ -86,15 +86,16 @@ impl Drop for TestNamespace {
     }
 }
 
-fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
+pub(super) fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
     NetworkRules {
         name: name.into(),
         bridge: bridge.into(),
         masquerade,
+        isolation: true,
     }
 }
 
-fn addrs(list: &[&str]) -> Vec<IpAddr> {
+pub(super) fn addrs(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
 }
 
@@ -129,7 +130,7 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     assert_eq!(second.matches("iifname vmap @fwd_in").count(), 1);
     assert_eq!(second.matches("masquerade").count(), 2);
     assert!(second.contains(&format!("chain {}_fwd", id)));
-    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 net=web.prod-1\""));
+    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 net=web.prod-1\""));
 }
 
 #[test]
@@ -285,17 +286,37 @@ fn a_foreign_table_is_left_alone() {
     let Some(ns) = TestNamespace::create() else {
         return;
     };
-    let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept"]);
+    let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept; \
+         add table bridge other; add chain bridge other p { type filter hook prerouting priority 0; policy accept; }; add rule bridge other p ether saddr 02:00:00:00:00:01 counter accept"]);
     assert!(ok);
-    let before = ns.nft_ok(&["list", "table", "ip", "other"]);
+    let before = (
+        ns.nft_ok(&["list", "table", "ip", "other"]),
+        ns.nft_ok(&["list", "table", "bridge", "other"]),
+    );
     ns.run(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("mine", "tbr7", true)).unwrap();
         fw.add_container("mine", &addrs(&["10.7.0.2"])).unwrap();
+        fw.add_spoofchk("tv7", [2, 0, 0, 0, 0, 7]).unwrap();
+        fw.ensure_portmap(&PortmapOptions::default()).unwrap();
+        let ports = [PortMapping {
+            host_ip: None,
+            host_port: 8080,
+            container_ip: "10.7.0.2".parse().unwrap(),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }];
+        fw.add_ports(&ports).unwrap();
+        fw.remove_ports(&ports).unwrap();
+        fw.remove_spoofchk("tv7", [2, 0, 0, 0, 0, 7]).unwrap();
         fw.remove_container("mine", &addrs(&["10.7.0.2"])).unwrap();
         fw.remove_network("mine").unwrap();
     });
-    assert_eq!(ns.nft_ok(&["list", "table", "ip", "other"]), before);
+    let after = (
+        ns.nft_ok(&["list", "table", "ip", "other"]),
+        ns.nft_ok(&["list", "table", "bridge", "other"]),
+    );
+    assert_eq!(after, before);
 }
 
 #[test]
@@ -341,7 +362,7 @@ fn measure_hot_path_timings() {
 }
 
 /// Runs `sh -c script` and reports whether it succeeded.
-fn shell(script: &str) -> bool {
+pub(super) fn shell(script: &str) -> bool {
     Command::new("sh")
         .args(["-c", script])
         .status()
@@ -388,4 +409,34 @@ fn container_traffic_leaving_the_network_is_masqueraded() {
         fw.add_container("traffic", &addrs(&["10.9.0.2"])).unwrap();
     });
     assert!(shell(&ping), "ping through masquerade failed");
+}
+
+mod isolation;
+mod ports;
+mod spoofchk;
+mod traffic;
+
+#[test]
+fn a_forward_drop_policy_in_another_table_is_found_and_left_alone() {
+    let Some(ns) = TestNamespace::create() else {
+        return;
+    };
+    assert!(ns.nft(&["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"]).0);
+    ns.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&rules("dropped", "tbr10", true)).unwrap();
+        let drops = fw.foreign_forward_drops().unwrap();
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        assert_eq!(
+            (
+                drops[0].family,
+                drops[0].table.as_str(),
+                drops[0].chain.as_str()
+            ),
+            ("ip", "filter", "FORWARD")
+        );
+    });
+    assert!(ns
+        .nft_ok(&["list", "table", "ip", "filter"])
+        .contains("policy drop"));
 }
