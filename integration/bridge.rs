@@ -413,3 +413,92 @@ fn status_succeeds_and_gc_frees_leases_of_vanished_containers() {
         .collect();
     assert_eq!(leases, vec![keep]);
 }
+
+/// Entries of the `bridge tether` table's macspoofchk sets, as nft prints them.
+fn spoofchk_elements(host: &HostNs) -> String {
+    let out = host.exec(&["nft", "list", "table", "bridge", "tether"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn macspoofchk_drops_frames_from_a_changed_mac_and_del_removes_its_entry() {
+    let host = HostNs::new("br");
+    let mut conf = network_conf::tether_bridge(&host, V, "10.56.0.0/24");
+    conf["macspoofchk"] = json!(true);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let r1 = add(&host, &c1, &conf);
+    let ip2 = cni_result::ip(&add(&host, &c2, &conf), "4");
+    let mac1 = c1.mac("eth0");
+    assert_eq!(r1["interfaces"][2]["mac"], json!(mac1));
+    assert!(c1.ping_retry(&ip2, 3), "c1 -> {ip2} with its own MAC");
+    assert!(
+        spoofchk_elements(&host).contains(&mac1),
+        "{}",
+        spoofchk_elements(&host)
+    );
+
+    c1.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:99"]);
+    c1.ip(&["neigh", "flush", "dev", "eth0"]);
+    assert!(
+        !c1.ping_retry(&ip2, 2),
+        "a frame from a spoofed MAC reached c2"
+    );
+
+    c1.ip(&["link", "set", "eth0", "address", &mac1]);
+    assert!(
+        c1.ping_retry(&ip2, 3),
+        "c1 -> {ip2} after restoring its MAC"
+    );
+
+    // CHECK sees the entry; DEL removes exactly it.
+    check(&host, &c1, &conf, &r1).ok();
+    del(&host, &c1, &conf);
+    assert!(
+        !spoofchk_elements(&host).contains(&mac1),
+        "{}",
+        spoofchk_elements(&host)
+    );
+}
+
+#[test]
+fn containers_on_two_tether_networks_cannot_reach_each_other() {
+    let host = HostNs::new("br");
+    let a = network_conf::tether_bridge(&host, V, "10.57.0.0/24");
+    let mut b = network_conf::tether_bridge(&host, V, "10.58.0.0/24");
+    b["name"] = json!("net2");
+    b["bridge"] = json!("tt1");
+    let (a1, a2, b1) = (
+        host.container("a1"),
+        host.container("a2"),
+        host.container("b1"),
+    );
+    add(&host, &a1, &a);
+    let ip_a2 = cni_result::ip(&add(&host, &a2, &a), "4");
+    let ip_b1 = cni_result::ip(&add(&host, &b1, &b), "4");
+    assert!(a1.ping_retry(&ip_a2, 3), "same network: a1 -> {ip_a2}");
+    assert!(b1.ping_retry("10.58.0.1", 3), "b1 reaches its own gateway");
+    assert!(!a1.ping_retry(&ip_b1, 2), "net1 reached net2 ({ip_b1})");
+    assert!(
+        tcp::exchange(&b1, &ip_b1, 8080, &a1).is_err(),
+        "tcp across networks must fail"
+    );
+}
+
+#[test]
+fn the_outside_cannot_reach_a_container_address_directly() {
+    let host = HostNs::new("br");
+    let outside = host.outside();
+    let mut conf = network_conf::tether_bridge(&host, V, "10.59.0.0/24");
+    conf["ipMasq"] = json!(true);
+    let c = host.container("c1");
+    let ip = cni_result::ip(&add(&host, &c, &conf), "4");
+    // Give the outside a route to the containers through the host: only the firewall stands in the way.
+    outside
+        .ns
+        .ip(&["route", "add", "10.59.0.0/24", "via", outside.host_addr]);
+    assert!(c.ping_retry(outside.addr, 3), "egress works");
+    assert!(
+        !outside.ns.ping_retry(&ip, 2),
+        "unpublished ingress to {ip} was let in"
+    );
+}

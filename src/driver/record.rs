@@ -25,6 +25,9 @@ pub struct AttachmentRecord {
     pub bridge: Option<String>,
     #[serde(default)]
     pub mac: Option<String>,
+    /// Whether ADD put the container's MAC into the macspoofchk sets (so DEL knows to remove it).
+    #[serde(default)]
+    pub macspoofchk: bool,
     pub ips: Vec<IpNetwork>,
 }
 
@@ -168,6 +171,7 @@ mod tests {
             host_ifname: Some("tv0123".into()),
             bridge: Some("tether0".into()),
             mac: None,
+            macspoofchk: false,
             ips: vec!["10.0.0.2/24".parse().unwrap()],
         }
     }

@@ -333,6 +333,15 @@ impl Plugin for BridgePlugin {
                     .and_then(|fw| fw.remove_container(net, &added))
                     .map_err(|e| e.to_string())
             });
+            if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
+                fw.add_spoofchk(&host_if, mac.octets()).map_err(cni_err)?;
+                let port = host_if.clone();
+                rollback.push("macspoofchk elements", move || {
+                    Firewall::open()
+                        .and_then(|fw| fw.remove_spoofchk(&port, mac.octets()))
+                        .map_err(|e| e.to_string())
+                });
+            }
 
             let records = RecordDir::for_network(net);
             records
@@ -345,6 +354,7 @@ impl Plugin for BridgePlugin {
                     host_ifname: Some(host_if.clone()),
                     bridge: Some(cfg.bridge.clone()),
                     mac: link.mac.map(|m| m.to_string()),
+                    macspoofchk: cfg.macspoofchk,
                     ips: leased.ips.iter().map(|i| i.address).collect(),
                 })
                 .map_err(cni_err)?;
@@ -418,6 +428,9 @@ impl Plugin for BridgePlugin {
                 let fw = Firewall::open().map_err(cni_err)?;
                 if !addrs.is_empty() {
                     fw.remove_container(net, &addrs).map_err(cni_err)?;
+                }
+                if let Some(rec) = record.as_ref().filter(|r| r.macspoofchk) {
+                    remove_spoofchk_of(&fw, rec)?;
                 }
                 records.remove(t.container_id, t.ifname).map_err(cni_err)?;
                 Ok::<_, CniError>(())
@@ -512,6 +525,16 @@ impl Plugin for BridgePlugin {
                 call.conf.name
             )));
         }
+        if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
+            if !fw
+                .spoofchk_present(&host_if, mac.octets())
+                .map_err(cni_err)?
+            {
+                return Err(mismatch(format!(
+                    "macspoofchk entry for {host_if} ({mac}) is missing from table bridge tether"
+                )));
+            }
+        }
         IpamBackend::for_call(call)?.check(call)
     }
 
@@ -535,9 +558,11 @@ impl Plugin for BridgePlugin {
             host.delete_link_by_name(&host_if).map_err(cni_err)?;
             let addrs: Vec<IpAddr> = rec.ips.iter().map(|i| i.ip()).collect();
             let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-            Firewall::open()
-                .and_then(|fw| fw.remove_container(net, &addrs))
-                .map_err(cni_err)?;
+            let fw = Firewall::open().map_err(cni_err)?;
+            fw.remove_container(net, &addrs).map_err(cni_err)?;
+            if rec.macspoofchk {
+                remove_spoofchk_of(&fw, &rec)?;
+            }
             records
                 .remove(&rec.container_id, &rec.ifname)
                 .map_err(cni_err)?;
@@ -548,6 +573,22 @@ impl Plugin for BridgePlugin {
     fn status(&self, call: &Call) -> Result<(), CniError> {
         IpamBackend::for_call(call)?.status(call)
     }
+}
+
+fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), CniError> {
+    let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac.as_deref()) else {
+        return Ok(());
+    };
+    let mac: MacAddr = mac.parse().map_err(|_| {
+        CniError::new(
+            ErrorCode::Io,
+            format!(
+                "attachment record of {} holds a bad MAC {mac:?}",
+                rec.container_id
+            ),
+        )
+    })?;
+    fw.remove_spoofchk(port, mac.octets()).map_err(cni_err)
 }
 
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
