@@ -3,11 +3,11 @@
 
 use crate::cni::error::{CniError, ErrorCode};
 use crate::driver::network_lock::LockError;
-use crate::driver::record::RecordError;
 use crate::firewall::FirewallError;
 use crate::ipam::IpamError;
 use crate::link::LinkError;
 use crate::netns::NetnsError;
+use crate::state_file::StateFileError;
 
 /// A netlink operation on a link, address or route failed.
 pub const CODE_NETLINK: u32 = 101;
@@ -27,7 +27,7 @@ pub enum Error {
     #[error(transparent)]
     Firewall(#[from] FirewallError),
     #[error(transparent)]
-    Record(#[from] RecordError),
+    State(#[from] StateFileError),
     #[error(transparent)]
     Lock(#[from] LockError),
 }
@@ -40,7 +40,7 @@ impl From<Error> for CniError {
             Error::Netns(_) => ErrorCode::InvalidEnv as u32,
             Error::Link(_) => CODE_NETLINK,
             Error::Firewall(_) => CODE_FIREWALL,
-            Error::Record(_) | Error::Lock(_) => ErrorCode::Io as u32,
+            Error::State(_) | Error::Lock(_) => ErrorCode::Io as u32,
         };
         CniError {
             code,

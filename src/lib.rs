@@ -11,3 +11,4 @@ pub mod ipam;
 pub mod link;
 pub mod netns;
 pub mod paths;
+pub mod state_file;

@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod ipam_backend;
 pub mod network_lock;
+pub mod portmap;
 pub mod record;
 pub mod rollback;
 pub mod veth_name;

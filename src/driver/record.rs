@@ -3,11 +3,12 @@
 //! rebuild everything after a restart (DESIGN.md §1: plugins write their facts first).
 
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+
+use crate::state_file;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,27 +32,7 @@ pub struct AttachmentRecord {
     pub ips: Vec<IpNetwork>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("writing attachment record {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("reading attachment record {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("attachment record {path} is corrupt: {source}; delete it and run DEL again")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
+pub use crate::state_file::StateFileError as RecordError;
 
 /// The records of one network: `<state>/attachments/<network>/<container>.<ifname>.json`.
 pub struct RecordDir {
@@ -73,47 +54,17 @@ impl RecordDir {
         self.dir.join(format!("{container_id}.{ifname}.json"))
     }
 
-    /// Atomic write (temp file + rename) so a crash never leaves half a record. No fsync: the record must
-    /// survive a crash of tether, not of the machine (the netns and veths do not survive a reboot either).
     pub fn write(&self, rec: &AttachmentRecord) -> Result<(), RecordError> {
-        let path = self.path(&rec.container_id, &rec.ifname);
-        let err = |source| RecordError::Write {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(&self.dir).map_err(err)?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", rec.container_id, rec.ifname));
-        let body = serde_json::to_vec_pretty(rec).expect("record serializes");
-        let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
-        fs::rename(&tmp, &path).map_err(err)
+        state_file::write_json(&self.path(&rec.container_id, &rec.ifname), rec)
     }
 
-    pub fn read(
-        &self,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Option<AttachmentRecord>, RecordError> {
-        let path = self.path(container_id, ifname);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| RecordError::Corrupt { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RecordError::Read { path, source }),
-        }
+    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<AttachmentRecord>, RecordError> {
+        state_file::read_json(&self.path(container_id, ifname))
     }
 
     /// Ok(false) when there was nothing to remove.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<bool, RecordError> {
-        let path = self.path(container_id, ifname);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(RecordError::Write { path, source }),
-        }
+        state_file::remove(&self.path(container_id, ifname))
     }
 
     /// True when no container is attached; reads at most one directory entry.
@@ -128,32 +79,7 @@ impl RecordDir {
     }
 
     pub fn list(&self) -> Result<Vec<AttachmentRecord>, RecordError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(RecordError::Read {
-                    path: self.dir.clone(),
-                    source,
-                })
-            }
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = fs::read(&path).map_err(|source| RecordError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            match serde_json::from_slice(&bytes) {
-                Ok(r) => out.push(r),
-                Err(source) => return Err(RecordError::Corrupt { path, source }),
-            }
-        }
-        Ok(out)
+        state_file::list_json(&self.dir)
     }
 }
 

@@ -25,17 +25,17 @@ impl Netlink {
         address: IpNetwork,
         nodad: bool,
     ) -> Result<(), LinkError> {
-        match self.try_add_address(index, address, nodad) {
-            Ok(_) => Ok(()),
-            // IPv6 refuses a second copy of an address whatever its prefix; only the same prefix is "already done".
-            Err(exists @ LinkError::Exists { .. }) => {
-                if self.addresses(index)?.contains(&address) {
-                    Ok(())
-                } else {
-                    Err(exists)
-                }
-            }
-            Err(e) => Err(e),
+        if self.try_add_address(index, address, nodad)? {
+            return Ok(());
+        }
+        // IPv6 refuses a second copy of an address whatever its prefix; only the same prefix is "already done".
+        if self.addresses(index)?.contains(&address) {
+            Ok(())
+        } else {
+            Err(LinkError::Exists {
+                op: "adding address",
+                object: format!("{address} on {}", index_object(index)),
+            })
         }
     }
 

@@ -1,0 +1,9 @@
+//! tether-portmap: chained CNI plugin that publishes container ports (the `portMappings` capability).
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tether::cni::plugin::run(
+        &tether::driver::portmap::PortmapPlugin,
+        "tether-portmap: chained CNI plugin publishing container ports. Run by a container runtime after an interface plugin.",
+    )
+}

@@ -1,0 +1,249 @@
+//! tether-portmap: a chained plugin that publishes container ports on the host (DNAT, from other hosts,
+//! from the host itself, from 127.0.0.1 and hairpin) through the firewall's port maps. What ADD published
+//! is kept in the state directory, so DEL removes exactly that even when the runtime sends no runtimeConfig.
+
+mod config;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cni::config::Attachment;
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::CniResult;
+use crate::error::Error;
+use crate::firewall::{Firewall, FirewallError, PortMapping, Protocol};
+use crate::link::set_sysctl;
+use crate::state_file;
+
+/// Plugin-specific code: a host port is already published by another container.
+pub const CODE_PORT_IN_USE: u32 = 103;
+
+pub struct PortmapPlugin;
+
+/// A published port as kept on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedMapping {
+    host_ip: Option<IpAddr>,
+    host_port: u16,
+    container_ip: IpAddr,
+    container_port: u16,
+    protocol: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortmapRecord {
+    container_id: String,
+    ifname: String,
+    mappings: Vec<SavedMapping>,
+}
+
+impl From<&PortMapping> for SavedMapping {
+    fn from(m: &PortMapping) -> Self {
+        SavedMapping {
+            host_ip: m.host_ip,
+            host_port: m.host_port,
+            container_ip: m.container_ip,
+            container_port: m.container_port,
+            protocol: m.protocol.name().to_string(),
+        }
+    }
+}
+
+impl SavedMapping {
+    fn to_mapping(&self) -> Option<PortMapping> {
+        Some(PortMapping {
+            host_ip: self.host_ip,
+            host_port: self.host_port,
+            container_ip: self.container_ip,
+            container_port: self.container_port,
+            protocol: self.protocol.parse::<Protocol>().ok()?,
+        })
+    }
+}
+
+fn record_path(network: &str, container_id: &str, ifname: &str) -> PathBuf {
+    record_dir(network).join(format!("{container_id}.{ifname}.json"))
+}
+
+fn record_dir(network: &str) -> PathBuf {
+    crate::paths::state_dir().join("portmap").join(network)
+}
+
+fn cni_err(e: impl Into<Error>) -> CniError {
+    CniError::from(e.into())
+}
+
+fn firewall_err(e: FirewallError) -> CniError {
+    match e {
+        FirewallError::PortInUse { .. } => CniError {
+            code: CODE_PORT_IN_USE,
+            msg: e.to_string(),
+            details: "unpublish it from the other container first, or choose another host port".into(),
+        },
+        other => cni_err(other),
+    }
+}
+
+fn ids(call: &Call) -> Result<(&str, &str), CniError> {
+    let cid = call
+        .env
+        .container_id
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required"))?;
+    let ifname = call
+        .env
+        .ifname
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_IFNAME is required"))?;
+    Ok((cid, ifname))
+}
+
+/// The container's addresses and the host-side interface that leads to them (the first interface of the
+/// previous result without a sandbox: the bridge, for tether-bridge and the reference bridge).
+fn from_prev(prev: &CniResult) -> (Vec<IpAddr>, Option<String>) {
+    let in_sandbox = |i: Option<usize>| {
+        i.and_then(|i| prev.interfaces.get(i))
+            .is_none_or(|iface| iface.sandbox.is_some())
+    };
+    let ips = prev
+        .ips
+        .iter()
+        .filter(|ip| in_sandbox(ip.interface))
+        .map(|ip| ip.address.ip())
+        .collect();
+    let host_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_none())
+        .map(|i| i.name.clone());
+    (ips, host_if)
+}
+
+fn wanted_mappings(call: &Call, prev: &CniResult) -> Result<Vec<PortMapping>, CniError> {
+    let (ips, _) = from_prev(prev);
+    config::expand(&call.conf.runtime_config.port_mappings, &ips)
+}
+
+/// The mappings DEL/CHECK act on: what ADD recorded, else what the runtime sends now.
+fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
+    let (cid, ifname) = ids(call)?;
+    let rec: Option<PortmapRecord> =
+        state_file::read_json(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
+    if let Some(rec) = rec {
+        return Ok(rec.mappings.iter().filter_map(SavedMapping::to_mapping).collect());
+    }
+    match call.prev_result()? {
+        Some(prev) => wanted_mappings(call, &prev),
+        None => Ok(Vec::new()),
+    }
+}
+
+impl Plugin for PortmapPlugin {
+    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        let opts = config::options(&call.conf.raw)?;
+        let (cid, ifname) = ids(call)?;
+        let prev = call.prev_result()?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "tether-portmap is a chained plugin: put it after an interface plugin (e.g. tether-bridge) in a conflist",
+            )
+        })?;
+        let maps = wanted_mappings(call, &prev)?;
+        if maps.is_empty() {
+            return Ok(prev);
+        }
+        let (_, host_if) = from_prev(&prev);
+        let fw = Firewall::open().map_err(cni_err)?;
+        fw.ensure_portmap(&opts).map_err(cni_err)?;
+        if let Some(bridge) = host_if.as_deref() {
+            // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
+            // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
+            if maps.iter().any(|m| m.container_ip.is_ipv4()) {
+                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1").map_err(cni_err)?;
+            }
+            // Hairpin masquerade for bridges that are not tether networks (tether's own get it from
+            // their network chains); adding it again is harmless.
+            fw.add_hairpin_interface(bridge).map_err(firewall_err)?;
+        }
+        // One batch: a conflict refuses every mapping of this container, so nothing is half-published.
+        fw.add_ports(&maps).map_err(firewall_err)?;
+        let rec = PortmapRecord {
+            container_id: cid.to_string(),
+            ifname: ifname.to_string(),
+            mappings: maps.iter().map(SavedMapping::from).collect(),
+        };
+        if let Err(e) = state_file::write_json(&record_path(&call.conf.name, cid, ifname), &rec) {
+            let _ = fw.remove_ports(&maps);
+            return Err(cni_err(e));
+        }
+        Ok(prev)
+    }
+
+    fn del(&self, call: &Call) -> Result<(), CniError> {
+        config::options(&call.conf.raw)?;
+        let (cid, ifname) = ids(call)?;
+        let maps = recorded_or_wanted(call)?;
+        if !maps.is_empty() {
+            // remove_ports deletes only entries still pointing at this container, so a DEL of a container
+            // whose ADD was refused never unpublishes the holder's port.
+            Firewall::open()
+                .and_then(|fw| fw.remove_ports(&maps))
+                .map_err(cni_err)?;
+        }
+        state_file::remove(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
+        Ok(())
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CniError> {
+        config::options(&call.conf.raw)?;
+        let prev = call.prev_result()?.ok_or_else(|| {
+            CniError::new(ErrorCode::InvalidConfig, "CHECK needs prevResult in the network config")
+        })?;
+        let maps = wanted_mappings(call, &prev)?;
+        if maps.is_empty() {
+            return Ok(());
+        }
+        let present = Firewall::open()
+            .and_then(|fw| fw.ports_present(&maps))
+            .map_err(cni_err)?;
+        if !present {
+            return Err(CniError {
+                code: crate::driver::bridge::CODE_CHECK_MISMATCH,
+                msg: format!(
+                    "published ports of container {} are missing from table inet tether",
+                    call.env.container_id.as_deref().unwrap_or("?")
+                ),
+                details: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        let dir = record_dir(&call.conf.name);
+        let records: Vec<PortmapRecord> = state_file::list_json(&dir).map_err(cni_err)?;
+        let fw = Firewall::open().map_err(cni_err)?;
+        for rec in records {
+            if valid
+                .iter()
+                .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname)
+            {
+                continue;
+            }
+            let maps: Vec<PortMapping> = rec.mappings.iter().filter_map(SavedMapping::to_mapping).collect();
+            fw.remove_ports(&maps).map_err(cni_err)?;
+            state_file::remove(&record_path(&call.conf.name, &rec.container_id, &rec.ifname))
+                .map_err(cni_err)?;
+        }
+        Ok(())
+    }
+
+    fn status(&self, _call: &Call) -> Result<(), CniError> {
+        Ok(())
+    }
+}

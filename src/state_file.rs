@@ -1,0 +1,84 @@
+//! JSON files in the state directory, written atomically (temp file + rename) so a crash never leaves half
+//! of one. No fsync: they must survive a crash of tether, not of the machine (netns and veths do not survive
+//! a reboot either).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is corrupt: {source}; delete it and run DEL again")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError> {
+    let err = |source| StateFileError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().expect("state files live in a directory");
+    fs::create_dir_all(dir).map_err(err)?;
+    let name = path.file_name().expect("state file has a name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let body = serde_json::to_vec_pretty(value).expect("state serializes");
+    let mut f = fs::File::create(&tmp).map_err(err)?;
+    f.write_all(&body).map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+/// Ok(None) when the file does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFileError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StateFileError::Corrupt { path: path.to_path_buf(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateFileError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Ok(false) when there was nothing to remove.
+pub fn remove(path: &Path) -> Result<bool, StateFileError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateFileError::Write { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Every `*.json` file of `dir` parsed; an absent directory is empty.
+pub fn list_json<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StateFileError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateFileError::Read { path: dir.to_path_buf(), source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        if let Some(v) = read_json(&path)? {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
