@@ -32,10 +32,16 @@ pub enum StateFileError {
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError> {
-    let err = |source| StateFileError::Write { path: path.to_path_buf(), source };
+    let err = |source| StateFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().expect("state files live in a directory");
     fs::create_dir_all(dir).map_err(err)?;
-    let name = path.file_name().expect("state file has a name").to_string_lossy();
+    let name = path
+        .file_name()
+        .expect("state file has a name")
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     let body = serde_json::to_vec_pretty(value).expect("state serializes");
     let mut f = fs::File::create(&tmp).map_err(err)?;
@@ -46,11 +52,19 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileE
 /// Ok(None) when the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFileError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateFileError::Corrupt { path: path.to_path_buf(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateFileError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateFileError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(StateFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -59,7 +73,10 @@ pub fn remove(path: &Path) -> Result<bool, StateFileError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(StateFileError::Write { path: path.to_path_buf(), source }),
+        Err(source) => Err(StateFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -68,7 +85,12 @@ pub fn list_json<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StateFileErr
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(StateFileError::Read { path: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {

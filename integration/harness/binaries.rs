@@ -11,6 +11,10 @@ pub fn tether_bridge() -> PathBuf {
     override_or("ITEST_TETHER_BRIDGE", env!("CARGO_BIN_EXE_tether-bridge"))
 }
 
+pub fn tether_portmap() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether-portmap"))
+}
+
 pub fn tether_ipam() -> PathBuf {
     override_or("ITEST_TETHER_IPAM", env!("CARGO_BIN_EXE_tether-ipam"))
 }

@@ -5,7 +5,7 @@
 use super::netns::NetNs;
 use nix::sched::CloneFlags;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,8 +19,20 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
         .parse()
         .map_err(|e| format!("bad server ip {server_ip}: {e}"))?;
     let addr = SocketAddr::new(ip, port);
+    exchange_via(server, addr, client, addr).map(drop)
+}
+
+/// Like [`exchange`], but the server listens on `listen` and the client connects to `connect` (a published
+/// port on the host, say). Returns the client address the server saw, to tell whether it was NATed.
+pub fn exchange_via(
+    server: &NetNs,
+    listen: SocketAddr,
+    client: &NetNs,
+    connect: SocketAddr,
+) -> Result<SocketAddr, String> {
+    let addr = listen;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let server_thread = in_netns(server, move || -> Result<(), String> {
+    let server_thread = in_netns(server, move || -> Result<SocketAddr, String> {
         let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let _ = ready_tx.send(());
@@ -37,6 +49,7 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
                 Err(e) => return Err(format!("accept on {addr}: {e}")),
             }
         };
+        let peer = conn.peer_addr().map_err(|e| e.to_string())?;
         conn.set_nonblocking(false).map_err(|e| e.to_string())?;
         conn.set_read_timeout(Some(TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -46,7 +59,8 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
             .map_err(|e| format!("server read: {e}"))?;
         conn.write_all(b"echo:")
             .and_then(|_| conn.write_all(&buf[..n]))
-            .map_err(|e| format!("server write: {e}"))
+            .map_err(|e| format!("server write: {e}"))?;
+        Ok(peer)
     });
     if ready_rx.recv_timeout(TIMEOUT).is_err() {
         return Err(join(server_thread)
@@ -54,8 +68,8 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
             .unwrap_or("server never got ready".into()));
     }
     let client_thread = in_netns(client, move || -> Result<String, String> {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let mut s = TcpStream::connect_timeout(&connect, TIMEOUT)
+            .map_err(|e| format!("connect to {connect}: {e}"))?;
         s.set_read_timeout(Some(TIMEOUT))
             .map_err(|e| e.to_string())?;
         s.write_all(b"hello")
@@ -68,11 +82,67 @@ pub fn exchange(server: &NetNs, server_ip: &str, port: u16, client: &NetNs) -> R
     let reply = join(client_thread);
     let served = join(server_thread);
     let reply = reply?;
-    served?;
+    let peer = served?;
     if reply != "echo:hello" {
         return Err(format!("unexpected reply {reply:?}"));
     }
-    Ok(())
+    Ok(peer)
+}
+
+/// One UDP datagram from `client` to `connect`, received by a socket bound to `listen` in `server`, answered,
+/// and the answer received. Returns the client address the server saw.
+pub fn udp_exchange_via(
+    server: &NetNs,
+    listen: SocketAddr,
+    client: &NetNs,
+    connect: SocketAddr,
+) -> Result<SocketAddr, String> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server_thread = in_netns(server, move || -> Result<SocketAddr, String> {
+        let sock = UdpSocket::bind(listen).map_err(|e| format!("bind udp {listen}: {e}"))?;
+        sock.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let _ = ready_tx.send(());
+        let mut buf = [0u8; 64];
+        let (n, peer) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("no datagram on {listen}: {e}"))?;
+        sock.send_to(&[b"echo:", &buf[..n]].concat(), peer)
+            .map_err(|e| format!("udp reply: {e}"))?;
+        Ok(peer)
+    });
+    if ready_rx.recv_timeout(TIMEOUT).is_err() {
+        return Err(join(server_thread)
+            .err()
+            .unwrap_or("udp server never got ready".into()));
+    }
+    let client_thread = in_netns(client, move || -> Result<String, String> {
+        let any: SocketAddr = if connect.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .unwrap();
+        let sock = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        sock.send_to(b"hello", connect)
+            .map_err(|e| format!("udp send to {connect}: {e}"))?;
+        let mut buf = [0u8; 64];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .map_err(|e| format!("no udp answer from {connect}: {e}"))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let reply = join(client_thread);
+    let peer = join(server_thread);
+    let reply = reply?;
+    let peer = peer?;
+    if reply != "echo:hello" {
+        return Err(format!("unexpected udp reply {reply:?}"));
+    }
+    Ok(peer)
 }
 
 /// Runs `f` on a new thread inside `ns`; the thread ends with `f`.

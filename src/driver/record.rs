@@ -58,7 +58,11 @@ impl RecordDir {
         state_file::write_json(&self.path(&rec.container_id, &rec.ifname), rec)
     }
 
-    pub fn read(&self, container_id: &str, ifname: &str) -> Result<Option<AttachmentRecord>, RecordError> {
+    pub fn read(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<AttachmentRecord>, RecordError> {
         state_file::read_json(&self.path(container_id, ifname))
     }
 

@@ -22,7 +22,10 @@ struct RawPortmapConfig {
 
 pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, CniError> {
     let r: RawPortmapConfig = serde_json::from_value(raw.clone()).map_err(|e| {
-        CniError::new(ErrorCode::InvalidConfig, format!("invalid tether-portmap config: {e}"))
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            format!("invalid tether-portmap config: {e}"),
+        )
     })?;
     if r.conditions_v4.is_some() || r.conditions_v6.is_some() {
         return Err(CniError::new(
@@ -30,12 +33,18 @@ pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, CniError> {
             "tether-portmap does not support `conditionsV4`/`conditionsV6` (iptables match expressions); remove them",
         ));
     }
-    Ok(PortmapOptions { snat: r.snat.unwrap_or(true), masq_all: r.masq_all })
+    Ok(PortmapOptions {
+        snat: r.snat.unwrap_or(true),
+        masq_all: r.masq_all,
+    })
 }
 
 /// One mapping per (runtime mapping, container address of the matching family). A mapping without
 /// `hostIP` is published on both families when the container has both, as Docker does for `-p 8080:80`.
-pub fn expand(specs: &[PortMappingSpec], container_ips: &[IpAddr]) -> Result<Vec<PortMapping>, CniError> {
+pub fn expand(
+    specs: &[PortMappingSpec],
+    container_ips: &[IpAddr],
+) -> Result<Vec<PortMapping>, CniError> {
     let mut out = Vec::new();
     for spec in specs {
         let protocol: Protocol = spec
@@ -64,7 +73,11 @@ pub fn expand(specs: &[PortMappingSpec], container_ips: &[IpAddr]) -> Result<Vec
                     host_ip.map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
                     spec.host_port,
                     protocol.name(),
-                    if host_ip.is_some_and(|h| h.is_ipv6()) { "IPv6" } else { "IPv4" }
+                    if host_ip.is_some_and(|h| h.is_ipv6()) {
+                        "IPv6"
+                    } else {
+                        "IPv4"
+                    }
                 ),
             ));
         }
@@ -72,7 +85,11 @@ pub fn expand(specs: &[PortMappingSpec], container_ips: &[IpAddr]) -> Result<Vec
         let mut seen_v4 = false;
         let mut seen_v6 = false;
         for ip in targets {
-            let seen = if ip.is_ipv4() { &mut seen_v4 } else { &mut seen_v6 };
+            let seen = if ip.is_ipv4() {
+                &mut seen_v4
+            } else {
+                &mut seen_v6
+            };
             if std::mem::replace(seen, true) {
                 continue;
             }
@@ -108,7 +125,12 @@ mod tests {
         assert!(o.snat && !o.masq_all);
         let o = options(&json!({"snat": false, "masqAll": true})).unwrap();
         assert!(!o.snat && o.masq_all);
-        assert_eq!(options(&json!({"conditionsV4": ["-s", "1.2.3.4"]})).unwrap_err().code, 2);
+        assert_eq!(
+            options(&json!({"conditionsV4": ["-s", "1.2.3.4"]}))
+                .unwrap_err()
+                .code,
+            2
+        );
         assert_eq!(options(&json!({"snat": "yes"})).unwrap_err().code, 7);
     }
 
@@ -131,10 +153,21 @@ mod tests {
         let m = expand(&[spec(Some("127.0.0.1"), "udp")], &ips).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].protocol, Protocol::Udp);
-        assert_eq!(expand(&[spec(Some("::1"), "tcp")], &ips).unwrap_err().code, 7);
-        assert_eq!(expand(&[spec(Some("localhost"), "tcp")], &ips).unwrap_err().code, 7);
+        assert_eq!(
+            expand(&[spec(Some("::1"), "tcp")], &ips).unwrap_err().code,
+            7
+        );
+        assert_eq!(
+            expand(&[spec(Some("localhost"), "tcp")], &ips)
+                .unwrap_err()
+                .code,
+            7
+        );
         assert_eq!(expand(&[spec(None, "icmp")], &ips).unwrap_err().code, 7);
         // containerd sends "" for "every address".
-        assert_eq!(expand(&[spec(Some(""), "tcp")], &ips).unwrap()[0].host_ip, None);
+        assert_eq!(
+            expand(&[spec(Some(""), "tcp")], &ips).unwrap()[0].host_ip,
+            None
+        );
     }
 }

@@ -83,7 +83,8 @@ fn firewall_err(e: FirewallError) -> CniError {
         FirewallError::PortInUse { .. } => CniError {
             code: CODE_PORT_IN_USE,
             msg: e.to_string(),
-            details: "unpublish it from the other container first, or choose another host port".into(),
+            details: "unpublish it from the other container first, or choose another host port"
+                .into(),
         },
         other => cni_err(other),
     }
@@ -135,7 +136,11 @@ fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
     let rec: Option<PortmapRecord> =
         state_file::read_json(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
     if let Some(rec) = rec {
-        return Ok(rec.mappings.iter().filter_map(SavedMapping::to_mapping).collect());
+        return Ok(rec
+            .mappings
+            .iter()
+            .filter_map(SavedMapping::to_mapping)
+            .collect());
     }
     match call.prev_result()? {
         Some(prev) => wanted_mappings(call, &prev),
@@ -164,7 +169,8 @@ impl Plugin for PortmapPlugin {
             // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
             // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
             if maps.iter().any(|m| m.container_ip.is_ipv4()) {
-                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1").map_err(cni_err)?;
+                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")
+                    .map_err(cni_err)?;
             }
             // Hairpin masquerade for bridges that are not tether networks (tether's own get it from
             // their network chains); adding it again is harmless.
@@ -202,7 +208,10 @@ impl Plugin for PortmapPlugin {
     fn check(&self, call: &Call) -> Result<(), CniError> {
         config::options(&call.conf.raw)?;
         let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(ErrorCode::InvalidConfig, "CHECK needs prevResult in the network config")
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs prevResult in the network config",
+            )
         })?;
         let maps = wanted_mappings(call, &prev)?;
         if maps.is_empty() {
@@ -235,10 +244,18 @@ impl Plugin for PortmapPlugin {
             {
                 continue;
             }
-            let maps: Vec<PortMapping> = rec.mappings.iter().filter_map(SavedMapping::to_mapping).collect();
+            let maps: Vec<PortMapping> = rec
+                .mappings
+                .iter()
+                .filter_map(SavedMapping::to_mapping)
+                .collect();
             fw.remove_ports(&maps).map_err(cni_err)?;
-            state_file::remove(&record_path(&call.conf.name, &rec.container_id, &rec.ifname))
-                .map_err(cni_err)?;
+            state_file::remove(&record_path(
+                &call.conf.name,
+                &rec.container_id,
+                &rec.ifname,
+            ))
+            .map_err(cni_err)?;
         }
         Ok(())
     }

@@ -1,0 +1,361 @@
+//! tether-portmap chained after an interface plugin, as a runtime runs a conflist: published TCP and UDP ports
+//! reached from an outside client, from the host, from 127.0.0.1 and from containers (hairpin); conflicts
+//! refused whole; DEL with and without runtimeConfig; mixed chains with the reference plugins.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use harness::{binaries, cni_result, network_conf, tcp, HostNs, NetNs};
+use serde_json::{json, Value};
+
+const V: &str = "1.0.0";
+
+fn portmap_conf(name: &str, prev: &Value, ports: &Value) -> Value {
+    json!({
+        "cniVersion": V,
+        "name": name,
+        "type": "tether-portmap",
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": ports},
+        "prevResult": prev,
+    })
+}
+
+/// ADD through `iface` then `portmap`, each given the previous result, as libcni does. Returns the final
+/// result.
+fn chain_add(
+    host: &HostNs,
+    iface: &PathBuf,
+    pm: &PathBuf,
+    c: &NetNs,
+    conf: &Value,
+    ports: &Value,
+) -> Value {
+    let first = host
+        .plugin(iface)
+        .cmd("ADD")
+        .container(c)
+        .conf(conf)
+        .run()
+        .result()
+        .clone();
+    let mut pconf = portmap_conf(conf["name"].as_str().unwrap(), &first, ports);
+    if pm.ends_with("portmap") {
+        pconf["type"] = json!("portmap");
+    }
+    host.plugin(pm)
+        .cmd("ADD")
+        .container(c)
+        .conf(&pconf)
+        .run()
+        .result()
+        .clone()
+}
+
+fn portmap_del(host: &HostNs, c: &NetNs, prev: &Value, ports: Option<&Value>) {
+    let mut conf = portmap_conf("net1", prev, &json!([]));
+    match ports {
+        Some(p) => conf["runtimeConfig"]["portMappings"] = p.clone(),
+        None => {
+            conf.as_object_mut().unwrap().remove("runtimeConfig");
+        }
+    }
+    host.plugin(binaries::tether_portmap())
+        .cmd("DEL")
+        .container(c)
+        .conf(&conf)
+        .run()
+        .ok();
+}
+
+fn tether_net(host: &HostNs, subnet: &str) -> Value {
+    let mut conf = network_conf::tether_bridge(host, V, subnet);
+    conf["hairpinMode"] = json!(true);
+    conf["ipMasq"] = json!(true);
+    conf
+}
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn ruleset(host: &HostNs) -> String {
+    String::from_utf8_lossy(
+        &host
+            .exec(&["nft", "list", "table", "inet", "tether"])
+            .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn published_tcp_and_udp_ports_are_reached_from_an_outside_client() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let conf = tether_net(&host, "10.60.0.0/24");
+    let c = host.container("c1");
+    let ports = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"HostPort": 8053, "ContainerPort": 53, "Protocol": "UDP"},
+    ]);
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c,
+        &conf,
+        &ports,
+    );
+    let ip = cni_result::ip(&res, "4");
+    let seen = tcp::exchange_via(
+        &c,
+        sock(&ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8080),
+    )
+    .expect("tcp through the published port");
+    assert_eq!(
+        seen.ip().to_string(),
+        outside.addr,
+        "the client's address is kept (no SNAT from outside)"
+    );
+    tcp::udp_exchange_via(
+        &c,
+        sock(&ip, 53),
+        &outside.ns,
+        sock(outside.host_addr, 8053),
+    )
+    .expect("udp through the published port");
+    // Not published: refused.
+    assert!(tcp::exchange_via(
+        &c,
+        sock(&ip, 81),
+        &outside.ns,
+        sock(outside.host_addr, 8081)
+    )
+    .is_err());
+}
+
+#[test]
+fn published_port_is_reached_from_the_host_and_from_localhost() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let conf = tether_net(&host, "10.61.0.0/24");
+    let c = host.container("c1");
+    let ports = json!([{"hostPort": 8080, "containerPort": 80}]);
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c,
+        &conf,
+        &ports,
+    );
+    let ip = cni_result::ip(&res, "4");
+    tcp::exchange_via(&c, sock(&ip, 80), &host, sock(outside.host_addr, 8080))
+        .expect("host -> host address");
+    tcp::exchange_via(&c, sock(&ip, 80), &host, sock("127.0.0.1", 8080))
+        .expect("host -> 127.0.0.1");
+    assert_eq!(host.sysctl("net.ipv4.conf.tt0.route_localnet"), "1");
+}
+
+#[test]
+fn hairpin_a_container_reaches_its_own_and_a_neighbours_published_port() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let conf = tether_net(&host, "10.62.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c1,
+        &conf,
+        &json!([{"hostPort": 8080, "containerPort": 80}]),
+    );
+    chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c2,
+        &conf,
+        &json!([]),
+    );
+    let ip1 = cni_result::ip(&res, "4");
+    tcp::exchange_via(&c1, sock(&ip1, 80), &c2, sock(outside.host_addr, 8080))
+        .expect("neighbour hairpin");
+    tcp::exchange_via(&c1, sock(&ip1, 80), &c1, sock(outside.host_addr, 8080))
+        .expect("own port hairpin");
+}
+
+#[test]
+fn a_second_container_cannot_publish_the_same_port_and_nothing_of_it_is_installed() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let conf = tether_net(&host, "10.63.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let r1 = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c1,
+        &conf,
+        &json!([{"hostPort": 8080, "containerPort": 80}]),
+    );
+    let r2 = host
+        .tether_bridge()
+        .cmd("ADD")
+        .container(&c2)
+        .conf(&conf)
+        .run()
+        .result()
+        .clone();
+    let ports2 =
+        json!([{"hostPort": 9090, "containerPort": 90}, {"hostPort": 8080, "containerPort": 80}]);
+    let out = host
+        .plugin(binaries::tether_portmap())
+        .cmd("ADD")
+        .container(&c2)
+        .conf(&portmap_conf("net1", &r2, &ports2))
+        .run();
+    assert_eq!(out.error_code(), Some(103), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("8080"),
+        "the error names the port: {}",
+        out.stdout
+    );
+    let ip2 = cni_result::ip(&r2, "4");
+    assert!(
+        !ruleset(&host).contains(&format!("9090 : {ip2}")),
+        "half-installed: {}",
+        ruleset(&host)
+    );
+    // The runtime cleans up the failed ADD with DEL: the holder keeps its port.
+    portmap_del(&host, &c2, &r2, Some(&ports2));
+    let ip1 = cni_result::ip(&r1, "4");
+    tcp::exchange_via(
+        &c1,
+        sock(&ip1, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8080),
+    )
+    .expect("the first container still owns 8080");
+}
+
+#[test]
+fn del_with_and_without_runtime_config_leaves_no_element() {
+    let host = HostNs::new("pm");
+    let conf = tether_net(&host, "10.64.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let p1 = json!([{"hostPort": 8081, "containerPort": 80}]);
+    let p2 = json!([{"hostPort": 8082, "containerPort": 80, "protocol": "udp"}]);
+    let r1 = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c1,
+        &conf,
+        &p1,
+    );
+    let r2 = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c2,
+        &conf,
+        &p2,
+    );
+    let (ip1, ip2) = (cni_result::ip(&r1, "4"), cni_result::ip(&r2, "4"));
+    let rules = ruleset(&host);
+    for (ip, port) in [(&ip1, "8081"), (&ip2, "8082")] {
+        assert!(
+            rules.contains(&format!("{port} : {ip}")),
+            "{ip}:{port} not published:\n{rules}"
+        );
+    }
+
+    // CHECK passes while published.
+    let mut check = portmap_conf("net1", &r1, &p1);
+    check["cniVersion"] = json!(V);
+    host.plugin(binaries::tether_portmap())
+        .cmd("CHECK")
+        .container(&c1)
+        .conf(&check)
+        .run()
+        .ok();
+
+    portmap_del(&host, &c1, &r1, Some(&p1));
+    portmap_del(&host, &c2, &r2, None);
+    let rules = ruleset(&host);
+    for (ip, port) in [(&ip1, "8081"), (&ip2, "8082")] {
+        assert!(
+            !rules.contains(&format!("{port} : {ip}")),
+            "{ip}:{port} left behind:\n{rules}"
+        );
+    }
+    // CHECK now fails: the mapping is gone.
+    let out = host
+        .plugin(binaries::tether_portmap())
+        .cmd("CHECK")
+        .container(&c1)
+        .conf(&check)
+        .run();
+    assert!(
+        !out.status.success(),
+        "CHECK passed with the port unpublished"
+    );
+    // DEL again succeeds.
+    portmap_del(&host, &c1, &r1, None);
+}
+
+#[test]
+fn reference_bridge_with_tether_portmap_publishes_a_port() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let mut conf = network_conf::reference_bridge(&host, V, "10.65.0.0/24");
+    conf["ipMasq"] = json!(true);
+    let c = host.container("c1");
+    let res = chain_add(
+        &host,
+        &binaries::reference("bridge"),
+        &binaries::tether_portmap(),
+        &c,
+        &conf,
+        &json!([{"hostPort": 8080, "containerPort": 80}]),
+    );
+    let ip = cni_result::ip(&res, "4");
+    tcp::exchange_via(
+        &c,
+        sock(&ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8080),
+    )
+    .expect("outside -> port");
+}
+
+#[test]
+fn tether_bridge_with_reference_portmap_publishes_a_port() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let conf = tether_net(&host, "10.66.0.0/24");
+    let c = host.container("c1");
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::reference("portmap"),
+        &c,
+        &conf,
+        &json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let ip = cni_result::ip(&res, "4");
+    tcp::exchange_via(
+        &c,
+        sock(&ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8080),
+    )
+    .expect("outside -> port");
+}
