@@ -502,3 +502,15 @@ fn the_outside_cannot_reach_a_container_address_directly() {
         "unpublished ingress to {ip} was let in"
     );
 }
+
+#[test]
+fn icc_false_keeps_neighbours_apart_but_not_from_the_gateway() {
+    let host = HostNs::new("br");
+    let mut conf = network_conf::tether_bridge(&host, V, "10.67.0.0/24");
+    conf["icc"] = json!(false);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    add(&host, &c1, &conf);
+    let ip2 = cni_result::ip(&add(&host, &c2, &conf), "4");
+    assert!(c1.ping_retry("10.67.0.1", 3), "the gateway stays reachable");
+    assert!(!c1.ping_retry(&ip2, 2), "icc=false let c1 reach {ip2}");
+}

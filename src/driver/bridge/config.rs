@@ -30,6 +30,9 @@ struct RawBridgeConfig {
     // The reference spells this one in lower case.
     #[serde(default, rename = "enabledad")]
     enable_dad: bool,
+    /// tether's own: `false` stops containers of this network from reaching each other (Docker's
+    /// `com.docker.network.bridge.enable_icc=false`); they still reach the gateway and the outside.
+    icc: Option<bool>,
     #[serde(default)]
     vlan: u16,
     #[serde(default)]
@@ -49,6 +52,7 @@ pub struct BridgeConfig {
     pub promisc_mode: bool,
     pub macspoofchk: bool,
     pub enable_dad: bool,
+    pub icc: bool,
 }
 
 impl BridgeConfig {
@@ -92,6 +96,7 @@ impl BridgeConfig {
             promisc_mode: r.promisc_mode,
             macspoofchk: r.macspoofchk,
             enable_dad: r.enable_dad,
+            icc: r.icc.unwrap_or(true),
         })
     }
 }
@@ -106,6 +111,12 @@ mod tests {
         let c = BridgeConfig::from_json(&json!({"name":"n","type":"tether-bridge"})).unwrap();
         assert_eq!(c.bridge, "tether0");
         assert!(!c.is_gateway && !c.ip_masq && !c.enable_dad);
+        assert!(
+            c.icc,
+            "containers of a network talk to each other unless told otherwise"
+        );
+        let c = BridgeConfig::from_json(&json!({"icc": false})).unwrap();
+        assert!(!c.icc);
     }
 
     #[test]

@@ -263,6 +263,11 @@ impl Plugin for BridgePlugin {
         if cfg.hairpin_mode {
             host.set_hairpin(veth.index, true).map_err(cni_err)?;
         }
+        if !cfg.icc {
+            // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the gateway),
+            // so neighbours cannot talk while egress and published ports keep working.
+            host.set_isolated(veth.index, true).map_err(cni_err)?;
+        }
         host.set_up(veth.index).map_err(cni_err)?;
 
         // Container side: a netlink socket opened inside the namespace (DESIGN.md §5).
