@@ -41,6 +41,10 @@ fn hundred_concurrent_adds_then_dels_into_one_network() {
         .filter(|n| n.starts_with("tv"))
         .count();
     assert_eq!(veths, CONTAINERS, "one host veth per container");
+    // Racing ADDs lose no firewall element: each address is in the network's set.
+    let elements: BTreeSet<String> = nft::set_elements(&host).into_iter().collect();
+    let missing: Vec<&String> = ips.iter().filter(|ip| !elements.contains(*ip)).collect();
+    assert!(missing.is_empty(), "firewall elements lost: {missing:?}");
     for c in &containers {
         assert_eq!(
             c.global_addresses("eth0").len(),
