@@ -359,3 +359,36 @@ fn tether_bridge_with_reference_portmap_publishes_a_port() {
     )
     .expect("outside -> port");
 }
+
+#[test]
+fn a_published_port_works_over_ipv6_too() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    host.ip(&["addr", "add", "fd99::1/64", "dev", "out0", "nodad"]);
+    outside
+        .ns
+        .ip(&["addr", "add", "fd99::2/64", "dev", "up0", "nodad"]);
+    let mut conf = network_conf::tether_bridge_ranges(&host, V, &["10.68.0.0/24", "fd00:68::/64"]);
+    conf["hairpinMode"] = json!(true);
+    let c = host.container("c1");
+    let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c,
+        &conf,
+        &ports,
+    );
+    let ip6 = cni_result::ip(&res, "6");
+    let ip4 = cni_result::ip(&res, "4");
+    tcp::exchange_via(&c, sock(&ip6, 80), &outside.ns, sock("fd99::1", 8080))
+        .expect("IPv6 published port");
+    tcp::exchange_via(
+        &c,
+        sock(&ip4, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8080),
+    )
+    .expect("IPv4 too");
+}
