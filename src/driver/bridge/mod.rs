@@ -29,27 +29,17 @@ pub const CODE_CHECK_MISMATCH: u32 = 100;
 
 pub struct BridgePlugin;
 
-/// What ADD/DEL/CHECK need from the environment, validated once.
+/// The attachment an ADD/DEL/CHECK acts on; `Env` has already checked both are present for these commands.
 struct Target<'a> {
     container_id: &'a str,
     ifname: &'a str,
 }
 
-fn target(call: &Call) -> Result<Target<'_>, CniError> {
-    let container_id = call
-        .env
-        .container_id
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required"))?;
-    let ifname = call
-        .env
-        .ifname
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_IFNAME is required"))?;
-    Ok(Target {
-        container_id,
-        ifname,
-    })
+fn target(call: &Call) -> Target<'_> {
+    Target {
+        container_id: call.container_id(),
+        ifname: call.ifname(),
+    }
 }
 
 fn open_netns(call: &Call) -> Result<NetNs, CniError> {
@@ -180,7 +170,7 @@ fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
 impl Plugin for BridgePlugin {
     fn add(&self, call: &Call) -> Result<CniResult, CniError> {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
-        let t = target(call)?;
+        let t = target(call);
         let mac = requested_mac(call)?;
         let ipam = IpamBackend::for_call(call)?;
         let ns = open_netns(call)?;
@@ -399,7 +389,7 @@ impl Plugin for BridgePlugin {
     fn del(&self, call: &Call) -> Result<(), CniError> {
         // Parsed only to refuse a config that is not ours to act on.
         BridgeConfig::from_json(&call.conf.raw)?;
-        let t = target(call)?;
+        let t = target(call);
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
         let record = records.read(t.container_id, t.ifname).map_err(cni_err)?;
@@ -449,7 +439,7 @@ impl Plugin for BridgePlugin {
 
     fn check(&self, call: &Call) -> Result<(), CniError> {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
-        let t = target(call)?;
+        let t = target(call);
         let prev = call.prev_result()?.ok_or_else(|| {
             CniError::new(
                 ErrorCode::InvalidConfig,

@@ -90,18 +90,9 @@ fn firewall_err(e: FirewallError) -> CniError {
     }
 }
 
-fn ids(call: &Call) -> Result<(&str, &str), CniError> {
-    let cid = call
-        .env
-        .container_id
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_CONTAINERID is required"))?;
-    let ifname = call
-        .env
-        .ifname
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnv, "CNI_IFNAME is required"))?;
-    Ok((cid, ifname))
+/// The attachment; `Env` has already checked both are present for ADD, CHECK and DEL.
+fn ids(call: &Call) -> (&str, &str) {
+    (call.container_id(), call.ifname())
 }
 
 /// The container's addresses and the host-side interface that leads to them (the first interface of the
@@ -132,7 +123,7 @@ fn wanted_mappings(call: &Call, prev: &CniResult) -> Result<Vec<PortMapping>, Cn
 
 /// The mappings DEL/CHECK act on: what ADD recorded, else what the runtime sends now.
 fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
-    let (cid, ifname) = ids(call)?;
+    let (cid, ifname) = ids(call);
     let rec: Option<PortmapRecord> =
         state_file::read_json(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
     if let Some(rec) = rec {
@@ -151,7 +142,7 @@ fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
 impl Plugin for PortmapPlugin {
     fn add(&self, call: &Call) -> Result<CniResult, CniError> {
         let opts = config::options(&call.conf.raw)?;
-        let (cid, ifname) = ids(call)?;
+        let (cid, ifname) = ids(call);
         let prev = call.prev_result()?.ok_or_else(|| {
             CniError::new(
                 ErrorCode::InvalidConfig,
@@ -192,7 +183,7 @@ impl Plugin for PortmapPlugin {
 
     fn del(&self, call: &Call) -> Result<(), CniError> {
         config::options(&call.conf.raw)?;
-        let (cid, ifname) = ids(call)?;
+        let (cid, ifname) = ids(call);
         let maps = recorded_or_wanted(call)?;
         if !maps.is_empty() {
             // remove_ports deletes only entries still pointing at this container, so a DEL of a container
