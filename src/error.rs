@@ -2,6 +2,7 @@
 //! code (DESIGN.md §3 lists the codes; 100 and up are tether's own, documented in the README).
 
 use crate::cni::error::{CniError, ErrorCode};
+use crate::driver::link_reaper::ReaperError;
 use crate::driver::network_lock::LockError;
 use crate::firewall::FirewallError;
 use crate::ipam::IpamError;
@@ -30,6 +31,8 @@ pub enum Error {
     State(#[from] StateFileError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Reaper(#[from] ReaperError),
 }
 
 impl From<Error> for CniError {
@@ -38,7 +41,7 @@ impl From<Error> for CniError {
             Error::Cni(c) => return c,
             Error::Ipam(i) => return CniError::from(i),
             Error::Netns(_) => ErrorCode::InvalidEnv as u32,
-            Error::Link(_) => CODE_NETLINK,
+            Error::Link(_) | Error::Reaper(_) => CODE_NETLINK,
             Error::Firewall(_) => CODE_FIREWALL,
             Error::State(_) | Error::Lock(_) => ErrorCode::Io as u32,
         };

@@ -170,9 +170,10 @@ impl NetNs {
             .and_then(|r| r["gateway"].as_str().map(str::to_owned))
     }
 
-    /// One ICMP echo; true when a reply came back within a second. `-6` picked from the address.
+    /// One ICMP echo; true when a reply came back within two seconds (one echo only, so an address that was
+    /// not usable when it was sent fails). `-6` picked from the address.
     pub fn ping(&self, ip: &str) -> bool {
-        let mut args = vec!["ping", "-c1", "-W1"];
+        let mut args = vec!["ping", "-c1", "-W2"];
         if ip.contains(':') {
             args.push("-6");
         }

@@ -14,6 +14,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::driver::ipam_backend::IpamBackend;
+use crate::driver::link_reaper::LinkReaper;
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -411,29 +412,23 @@ impl Plugin for BridgePlugin {
             }
         }
 
-        // The kernel makes both a veth delete and the close of an nf_tables socket that deleted elements
-        // wait for an RCU grace period (10-20 ms each). Run the veth delete on its own thread (same
-        // namespace: threads start in their creator's) so the two waits overlap instead of adding up.
-        std::thread::scope(|scope| {
-            let veth =
-                scope.spawn(|| Netlink::new().and_then(|host| host.delete_link_by_name(&host_if)));
-            let rest = (|| {
-                IpamBackend::for_call(call)?.del(call)?;
-                let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-                let fw = Firewall::open().map_err(cni_err)?;
-                if !addrs.is_empty() {
-                    fw.remove_container(net, &addrs).map_err(cni_err)?;
-                }
-                if let Some(rec) = record.as_ref().filter(|r| r.macspoofchk) {
-                    remove_spoofchk_of(&fw, rec)?;
-                }
-                records.remove(t.container_id, t.ifname).map_err(cni_err)?;
-                Ok::<_, CniError>(())
-            })();
-            let deleted = veth.join().expect("veth delete thread panicked");
-            rest?;
-            deleted.map(drop).map_err(cni_err)
-        })?;
+        // The veth delete goes first, from a child process (see LinkReaper), before any lock or thread exists;
+        // IPAM and firewall work then run while the kernel deletes it.
+        let reaper = LinkReaper::start(&host_if).map_err(cni_err)?;
+        IpamBackend::for_call(call)?.del(call)?;
+        {
+            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+            let fw = Firewall::open().map_err(cni_err)?;
+            if !addrs.is_empty() {
+                fw.remove_container(net, &addrs).map_err(cni_err)?;
+            }
+            if let Some(rec) = record.as_ref().filter(|r| r.macspoofchk) {
+                remove_spoofchk_of(&fw, rec)?;
+            }
+            records.remove(t.container_id, t.ifname).map_err(cni_err)?;
+        }
+        let host = Netlink::new().map_err(cni_err)?;
+        reaper.wait_unlisted(&host).map_err(cni_err)?;
         teardown_if_unused(net, &records)
     }
 
