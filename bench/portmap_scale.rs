@@ -17,7 +17,9 @@
 //! nsenter's exec into the host namespace, the same for both columns. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
-//! Prints a table and writes `bench/results/portmap_scale.csv` and `bench/results/portmap_scale.svg`.
+//! `BENCH_PLUGINS=tether` (or `reference`) runs one set only.
+//!
+//! Prints a table (and each plugin's own median) and writes `bench/results/portmap_scale.csv` and `bench/results/portmap_scale.svg`.
 //! Run with `cargo bench --bench portmap_scale`.
 
 #[path = "../integration/harness/mod.rs"]
@@ -63,7 +65,12 @@ struct Measured {
     add: Stats,
     del: Stats,
     connect: Stats,
+    /// Each plugin's own share, in chain order: bridge ADD, portmap ADD, portmap DEL, bridge DEL.
+    parts: [Stats; 4],
 }
+
+/// Wall time of each plugin of one chain call, in the order they ran.
+type PluginTimes = [Duration; 2];
 
 #[derive(Clone, Copy)]
 struct Stats {
@@ -89,6 +96,11 @@ fn main() {
             portmap: binaries::reference("portmap"),
         },
     ];
+    let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| "tether,reference".into());
+    let sets: Vec<&PluginSet> = sets
+        .iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))
+        .collect();
     let mut rows = Vec::new();
     for &existing in &sizes {
         for set in &sets {
@@ -136,7 +148,7 @@ fn measure(
     // The probe serves the published port that connections are timed through. It comes first and stays:
     // the network is never empty, so no timed ADD or DEL sets up or tears down the network itself.
     let probe = host.container("probe");
-    let container_ip = first_ipv4(&chain.add(&probe, PROBE_HOST_PORT)?)?;
+    let container_ip = first_ipv4(&chain.add(&probe, PROBE_HOST_PORT)?.0)?;
 
     // Filling is not timed. The probe has created the shared chains and tables (the reference portmap races
     // on creating them), so a few threads can now keep 1000 reference ADDs bearable.
@@ -165,14 +177,18 @@ fn measure(
 
     let mut adds = Vec::with_capacity(runs);
     let mut dels = Vec::with_capacity(runs);
+    let mut parts: [Vec<Duration>; 4] = Default::default();
     for i in 0..runs {
         let c = host.container(&format!("t{i}"));
         let started = Instant::now();
-        let result = chain.add(&c, TIMED_HOST_PORT_BASE + i as u16)?;
+        let (result, add_parts) = chain.add(&c, TIMED_HOST_PORT_BASE + i as u16)?;
         adds.push(started.elapsed());
         let started = Instant::now();
-        chain.del(&c, TIMED_HOST_PORT_BASE + i as u16, &result)?;
+        let del_parts = chain.del(&c, TIMED_HOST_PORT_BASE + i as u16, &result)?;
         dels.push(started.elapsed());
+        for (samples, d) in parts.iter_mut().zip(add_parts.into_iter().chain(del_parts)) {
+            samples.push(d);
+        }
     }
 
     let samples = connect_latencies(
@@ -186,6 +202,7 @@ fn measure(
         add: stats(adds),
         del: stats(dels),
         connect: stats(samples),
+        parts: parts.map(stats),
     })
 }
 
@@ -225,19 +242,20 @@ impl<'h> Chain<'h> {
     }
 
     /// Bridge ADD then portmap ADD; the chain's final result.
-    fn add(&self, c: &NetNs, host_port: u16) -> Result<Value, String> {
-        let first = self.call(&self.set.bridge, "ADD", c, &self.bridge_conf)?;
-        self.call(
+    fn add(&self, c: &NetNs, host_port: u16) -> Result<(Value, PluginTimes), String> {
+        let (first, bridge) = self.call(&self.set.bridge, "ADD", c, &self.bridge_conf)?;
+        let (result, portmap) = self.call(
             &self.set.portmap,
             "ADD",
             c,
             &self.portmap_conf(host_port, &first),
-        )
+        )?;
+        Ok((result, [bridge, portmap]))
     }
 
     /// Portmap DEL then bridge DEL, both given the chain's cached result as prevResult (libcni, CNI >= 0.4).
-    fn del(&self, c: &NetNs, host_port: u16, cached: &Value) -> Result<(), String> {
-        self.call(
+    fn del(&self, c: &NetNs, host_port: u16, cached: &Value) -> Result<PluginTimes, String> {
+        let (_, portmap) = self.call(
             &self.set.portmap,
             "DEL",
             c,
@@ -245,10 +263,18 @@ impl<'h> Chain<'h> {
         )?;
         let mut conf = self.bridge_conf.clone();
         conf["prevResult"] = cached.clone();
-        self.call(&self.set.bridge, "DEL", c, &conf).map(drop)
+        let (_, bridge) = self.call(&self.set.bridge, "DEL", c, &conf)?;
+        Ok([portmap, bridge])
     }
 
-    fn call(&self, binary: &Path, cmd: &str, c: &NetNs, conf: &Value) -> Result<Value, String> {
+    /// One plugin exec; its output and its wall time (spawn to exit).
+    fn call(
+        &self,
+        binary: &Path,
+        cmd: &str,
+        c: &NetNs,
+        conf: &Value,
+    ) -> Result<(Value, Duration), String> {
         let out = self
             .host
             .plugin(binary)
@@ -258,7 +284,7 @@ impl<'h> Chain<'h> {
             .run();
         let valid = out.success() && (cmd != "ADD" || out.stdout_json["cniVersion"].is_string());
         if valid {
-            Ok(out.stdout_json)
+            Ok((out.stdout_json, out.elapsed))
         } else {
             Err(format!(
                 "{} {cmd} for container {}: {} {}",
@@ -389,6 +415,20 @@ fn print_table(rows: &[Row]) {
                 ms(m.connect.p90)
             ),
             Err(why) => println!("{:<10} {:>8} failed: {why}", row.plugins, row.existing),
+        }
+    }
+    println!();
+    println!(
+        "{:<10} {:>8} {:>14} {:>14} {:>14} {:>14}   (medians per plugin)",
+        "plugins", "existing", "bridge ADD", "portmap ADD", "portmap DEL", "bridge DEL"
+    );
+    for row in rows {
+        if let Ok(m) = &row.outcome {
+            let [a, b, c, d] = m.parts.map(|s| ms(s.median));
+            println!(
+                "{:<10} {:>8} {a:>14} {b:>14} {c:>14} {d:>14}",
+                row.plugins, row.existing
+            );
         }
     }
 }
