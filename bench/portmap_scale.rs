@@ -1,0 +1,520 @@
+//! The bridge + IPAM + portmap chain at scale: tether-bridge + tether-ipam + tether-portmap beside the
+//! reference bridge + host-local + portmap (/usr/lib/cni), both at cniVersion 1.0.0, with N containers
+//! already on the network, each publishing one TCP port (`BENCH_SIZES`, default 0,250,1000).
+//!
+//! Measured at each N, `BENCH_RUNS` (20) times, median and p90:
+//! - ADD of the whole chain: bridge ADD, then portmap ADD given the bridge's result as prevResult, each
+//!   exec'd with CNI_* env and the conf on stdin, as a runtime runs a conflist;
+//! - DEL of the chain: portmap DEL, then bridge DEL, each given the cached result as libcni does;
+//! - one TCP connection through a published port (`CONNECT_SAMPLES`, 50 per N): a client in an "outside"
+//!   namespace connects to the host's address, sends a byte and waits for the server in the container to
+//!   answer one; connect + first byte round trip.
+//!
+//! Each timed ADD is followed by its DEL, so every timing sees exactly N + 1 other containers: the N fillers
+//! and the probe, the container whose published port the connections go through, added first so that no
+//! timed ADD or DEL is the network's first or last container (tether installs a network's chains with the
+//! first container and removes them with the last). Every timing includes
+//! nsenter's exec into the host namespace, the same for both columns. Hermetic: each (N, plugin set) gets
+//! its own host namespace, deleted at the end.
+//!
+//! `BENCH_PLUGINS=tether` (or `reference`) runs one set only.
+//!
+//! Prints a table (and each plugin's own median) and writes `bench/results/portmap_scale.csv` and `bench/results/portmap_scale.svg`.
+//! Run with `cargo bench --bench portmap_scale`.
+
+#[path = "../integration/harness/mod.rs"]
+mod harness;
+#[path = "line_plot.rs"]
+mod line_plot;
+
+use harness::{binaries, network_conf, HostNs, NetNs};
+use line_plot::{LinePlot, Series};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const CNI_VERSION: &str = "1.0.0";
+/// Container port every container publishes; the host port differs per container.
+const CONTAINER_PORT: u16 = 80;
+const FILLER_HOST_PORT_BASE: u16 = 10000;
+const TIMED_HOST_PORT_BASE: u16 = 30000;
+const PROBE_HOST_PORT: u16 = 9000;
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct PluginSet {
+    label: &'static str,
+    bridge: PathBuf,
+    ipam_type: &'static str,
+    portmap: PathBuf,
+}
+
+struct Row {
+    plugins: &'static str,
+    existing: usize,
+    outcome: Result<Measured, String>,
+}
+
+struct Measured {
+    add: Stats,
+    del: Stats,
+    connect: Stats,
+    /// Each plugin's own share, in chain order: bridge ADD, portmap ADD, portmap DEL, bridge DEL.
+    parts: [Stats; 4],
+}
+
+/// Wall time of each plugin of one chain call, in the order they ran.
+type PluginTimes = [Duration; 2];
+
+#[derive(Clone, Copy)]
+struct Stats {
+    median: Duration,
+    p90: Duration,
+}
+
+fn main() {
+    let sizes = env_list("BENCH_SIZES", &[0, 250, 1000]);
+    let runs = env_list("BENCH_RUNS", &[20])[0].max(1);
+    let connects = env_list("CONNECT_SAMPLES", &[50])[0].max(1);
+    let sets = [
+        PluginSet {
+            label: "tether",
+            bridge: binaries::tether_bridge(),
+            ipam_type: "tether-ipam",
+            portmap: binaries::tether_portmap(),
+        },
+        PluginSet {
+            label: "reference",
+            bridge: binaries::reference("bridge"),
+            ipam_type: "host-local",
+            portmap: binaries::reference("portmap"),
+        },
+    ];
+    let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| "tether,reference".into());
+    let sets: Vec<&PluginSet> = sets
+        .iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))
+        .collect();
+    let mut rows = Vec::new();
+    for &existing in &sizes {
+        for set in &sets {
+            eprintln!(
+                "bench: {} with {existing} existing containers, {runs} runs",
+                set.label
+            );
+            let started = Instant::now();
+            let outcome = measure(set, existing, runs, connects);
+            eprintln!(
+                "bench: {} at {existing} done in {:.0} s",
+                set.label,
+                started.elapsed().as_secs_f64()
+            );
+            rows.push(Row {
+                plugins: set.label,
+                existing,
+                outcome,
+            });
+        }
+    }
+    print_table(&rows);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let csv = dir.join("portmap_scale.csv");
+    std::fs::write(&csv, to_csv(&rows))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", csv.display()));
+    let svg = dir.join("portmap_scale.svg");
+    std::fs::write(&svg, plot(&rows).to_svg())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", svg.display()));
+    eprintln!("bench: wrote {} and {}", csv.display(), svg.display());
+}
+
+/// One plugin set at one size: fill, time ADD/DEL pairs, then time connections through a published port.
+fn measure(
+    set: &PluginSet,
+    existing: usize,
+    runs: usize,
+    connects: usize,
+) -> Result<Measured, String> {
+    let host = HostNs::new("pms");
+    let outside = host.outside();
+    let chain = Chain::new(&host, set);
+
+    // The probe serves the published port that connections are timed through. It comes first and stays:
+    // the network is never empty, so no timed ADD or DEL sets up or tears down the network itself.
+    let probe = host.container("probe");
+    let container_ip = first_ipv4(&chain.add(&probe, PROBE_HOST_PORT)?.0)?;
+
+    // Filling is not timed. The probe has created the shared chains and tables (the reference portmap races
+    // on creating them), so a few threads can now keep 1000 reference ADDs bearable.
+    let fillers: Vec<NetNs> = (0..existing)
+        .map(|i| host.container(&format!("f{i}")))
+        .collect();
+    let done = AtomicUsize::new(0);
+    let fill = |i: usize, c: &NetNs| -> Result<(), String> {
+        chain.add(c, FILLER_HOST_PORT_BASE + i as u16)?;
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(50) || n == existing {
+            eprintln!("bench: {}: {n}/{existing} containers added", set.label);
+        }
+        Ok(())
+    };
+    let numbered: Vec<(usize, &NetNs)> = fillers.iter().enumerate().collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = numbered
+            .chunks(numbered.len().div_ceil(4).max(1))
+            .map(|chunk| s.spawn(|| chunk.iter().try_for_each(|&(i, c)| fill(i, c))))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("filler thread"))
+    })?;
+
+    let mut adds = Vec::with_capacity(runs);
+    let mut dels = Vec::with_capacity(runs);
+    let mut parts: [Vec<Duration>; 4] = Default::default();
+    for i in 0..runs {
+        let c = host.container(&format!("t{i}"));
+        let started = Instant::now();
+        let (result, add_parts) = chain.add(&c, TIMED_HOST_PORT_BASE + i as u16)?;
+        adds.push(started.elapsed());
+        let started = Instant::now();
+        let del_parts = chain.del(&c, TIMED_HOST_PORT_BASE + i as u16, &result)?;
+        dels.push(started.elapsed());
+        for (samples, d) in parts.iter_mut().zip(add_parts.into_iter().chain(del_parts)) {
+            samples.push(d);
+        }
+    }
+
+    let samples = connect_latencies(
+        &probe,
+        SocketAddr::new(container_ip.parse().unwrap(), CONTAINER_PORT),
+        &outside.ns,
+        SocketAddr::new(outside.host_addr.parse().unwrap(), PROBE_HOST_PORT),
+        connects,
+    )?;
+    Ok(Measured {
+        add: stats(adds),
+        del: stats(dels),
+        connect: stats(samples),
+        parts: parts.map(stats),
+    })
+}
+
+/// The conflist of one plugin set: bridge (with its IPAM) then portmap, run as libcni runs a chain.
+struct Chain<'h> {
+    host: &'h HostNs,
+    set: &'h PluginSet,
+    bridge_conf: Value,
+}
+
+impl<'h> Chain<'h> {
+    fn new(host: &'h HostNs, set: &'h PluginSet) -> Self {
+        // One /16, gateway, default route and masquerade: the same network for both sets.
+        let mut bridge_conf = network_conf::tether_bridge(host, CNI_VERSION, "10.90.0.0/16");
+        bridge_conf["type"] = json!(file_name(&set.bridge));
+        bridge_conf["ipMasq"] = json!(true);
+        bridge_conf["ipam"]["type"] = json!(set.ipam_type);
+        Chain {
+            host,
+            set,
+            bridge_conf,
+        }
+    }
+
+    /// The portmap entry of the conflist with the runtime's port mapping and the previous result injected.
+    fn portmap_conf(&self, host_port: u16, prev: &Value) -> Value {
+        json!({
+            "cniVersion": CNI_VERSION,
+            "name": self.bridge_conf["name"],
+            "type": file_name(&self.set.portmap),
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": host_port, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
+            ]},
+            "prevResult": prev,
+        })
+    }
+
+    /// Bridge ADD then portmap ADD; the chain's final result.
+    fn add(&self, c: &NetNs, host_port: u16) -> Result<(Value, PluginTimes), String> {
+        let (first, bridge) = self.call(&self.set.bridge, "ADD", c, &self.bridge_conf)?;
+        let (result, portmap) = self.call(
+            &self.set.portmap,
+            "ADD",
+            c,
+            &self.portmap_conf(host_port, &first),
+        )?;
+        Ok((result, [bridge, portmap]))
+    }
+
+    /// Portmap DEL then bridge DEL, both given the chain's cached result as prevResult (libcni, CNI >= 0.4).
+    fn del(&self, c: &NetNs, host_port: u16, cached: &Value) -> Result<PluginTimes, String> {
+        let (_, portmap) = self.call(
+            &self.set.portmap,
+            "DEL",
+            c,
+            &self.portmap_conf(host_port, cached),
+        )?;
+        let mut conf = self.bridge_conf.clone();
+        conf["prevResult"] = cached.clone();
+        let (_, bridge) = self.call(&self.set.bridge, "DEL", c, &conf)?;
+        Ok([portmap, bridge])
+    }
+
+    /// One plugin exec; its output and its wall time (spawn to exit).
+    fn call(
+        &self,
+        binary: &Path,
+        cmd: &str,
+        c: &NetNs,
+        conf: &Value,
+    ) -> Result<(Value, Duration), String> {
+        let out = self
+            .host
+            .plugin(binary)
+            .cmd(cmd)
+            .container(c)
+            .conf(conf)
+            .run();
+        let valid = out.success() && (cmd != "ADD" || out.stdout_json["cniVersion"].is_string());
+        if valid {
+            Ok((out.stdout_json, out.elapsed))
+        } else {
+            Err(format!(
+                "{} {cmd} for container {}: {} {}",
+                file_name(binary),
+                c.label,
+                out.stdout.trim(),
+                out.stderr.trim()
+            ))
+        }
+    }
+}
+
+/// `count` TCP connections from `client` to `connect`, answered by a server on `listen` in `server`: each
+/// sample is connect + one byte out + one byte back. One untimed connection first warms ARP and routes.
+fn connect_latencies(
+    server: &NetNs,
+    listen: SocketAddr,
+    client: &NetNs,
+    connect: SocketAddr,
+    count: usize,
+) -> Result<Vec<Duration>, String> {
+    let total = count + 1;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        // Each thread setns()es itself and ends with its task: setns changes only the calling thread.
+        let server_thread = s.spawn(move || -> Result<(), String> {
+            enter(server)?;
+            let listener = TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
+            // Linux honours SO_RCVTIMEO on accept(): a client that never comes cannot hang the bench.
+            setsockopt(
+                &listener,
+                sockopt::ReceiveTimeout,
+                &TimeVal::new(SOCKET_TIMEOUT.as_secs() as _, 0),
+            )
+            .map_err(|e| format!("SO_RCVTIMEO on the listener: {e}"))?;
+            let _ = ready_tx.send(());
+            for _ in 0..total {
+                let (mut conn, _) = listener
+                    .accept()
+                    .map_err(|e| format!("accept on {listen}: {e}"))?;
+                conn.set_read_timeout(Some(SOCKET_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                let mut byte = [0u8; 1];
+                conn.read_exact(&mut byte)
+                    .and_then(|_| conn.write_all(&byte))
+                    .map_err(|e| format!("server exchange on {listen}: {e}"))?;
+            }
+            Ok(())
+        });
+        ready_rx
+            .recv_timeout(SOCKET_TIMEOUT)
+            .map_err(|_| "the server in the container never listened".to_owned())?;
+        let client_thread = s.spawn(move || -> Result<Vec<Duration>, String> {
+            enter(client)?;
+            let mut samples = Vec::with_capacity(count);
+            for i in 0..total {
+                let started = Instant::now();
+                let mut conn = TcpStream::connect_timeout(&connect, SOCKET_TIMEOUT)
+                    .map_err(|e| format!("connect to {connect}: {e}"))?;
+                conn.set_read_timeout(Some(SOCKET_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                let mut byte = [0u8; 1];
+                conn.write_all(b"x")
+                    .and_then(|_| conn.read_exact(&mut byte))
+                    .map_err(|e| format!("exchange through {connect}: {e}"))?;
+                if i > 0 {
+                    samples.push(started.elapsed());
+                }
+            }
+            Ok(samples)
+        });
+        let samples = client_thread
+            .join()
+            .unwrap_or_else(|_| Err("client thread panicked".into()));
+        let served = server_thread
+            .join()
+            .unwrap_or_else(|_| Err("server thread panicked".into()));
+        let samples = samples?;
+        served?;
+        Ok(samples)
+    })
+}
+
+fn enter(ns: &NetNs) -> Result<(), String> {
+    let path = ns.path();
+    let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("setns {}: {e}", path.display()))
+}
+
+/// The first IPv4 address of a CNI result, without its prefix length.
+fn first_ipv4(result: &Value) -> Result<String, String> {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|a| !a.contains(':'))
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no IPv4 address in the chain's result {result}"))
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<10} {:>8} {:>11} {:>11} {:>11} {:>11} {:>12} {:>12}",
+        "plugins",
+        "existing",
+        "ADD median",
+        "ADD p90",
+        "DEL median",
+        "DEL p90",
+        "conn median",
+        "conn p90"
+    );
+    for row in rows {
+        match &row.outcome {
+            Ok(m) => println!(
+                "{:<10} {:>8} {:>11} {:>11} {:>11} {:>11} {:>12} {:>12}",
+                row.plugins,
+                row.existing,
+                ms(m.add.median),
+                ms(m.add.p90),
+                ms(m.del.median),
+                ms(m.del.p90),
+                ms(m.connect.median),
+                ms(m.connect.p90)
+            ),
+            Err(why) => println!("{:<10} {:>8} failed: {why}", row.plugins, row.existing),
+        }
+    }
+    println!();
+    println!(
+        "{:<10} {:>8} {:>14} {:>14} {:>14} {:>14}   (medians per plugin)",
+        "plugins", "existing", "bridge ADD", "portmap ADD", "portmap DEL", "bridge DEL"
+    );
+    for row in rows {
+        if let Ok(m) = &row.outcome {
+            let [a, b, c, d] = m.parts.map(|s| ms(s.median));
+            println!(
+                "{:<10} {:>8} {a:>14} {b:>14} {c:>14} {d:>14}",
+                row.plugins, row.existing
+            );
+        }
+    }
+}
+
+fn to_csv(rows: &[Row]) -> String {
+    let mut csv = String::from(
+        "plugins,existing,add_median_ms,add_p90_ms,del_median_ms,del_p90_ms,connect_median_ms,connect_p90_ms\n",
+    );
+    for row in rows {
+        if let Ok(m) = &row.outcome {
+            let cols: Vec<String> = [m.add, m.del, m.connect]
+                .iter()
+                .flat_map(|s| [s.median, s.p90])
+                .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
+                .collect();
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                row.plugins,
+                row.existing,
+                cols.join(",")
+            ));
+        }
+    }
+    csv
+}
+
+/// ADD and DEL medians against existing containers, one colour per plugin set, DEL dashed.
+fn plot(rows: &[Row]) -> LinePlot {
+    let line = |plugins: &str, color: &'static str, op: &str, pick: fn(&Measured) -> Stats| {
+        let points = rows
+            .iter()
+            .filter(|r| r.plugins == plugins)
+            .filter_map(|r| {
+                let m = r.outcome.as_ref().ok()?;
+                Some((r.existing as f64, pick(m).median.as_secs_f64() * 1000.0))
+            })
+            .collect();
+        Series {
+            label: format!("{plugins} {op}"),
+            color,
+            dashed: op == "DEL",
+            points,
+        }
+    };
+    LinePlot {
+        title: "bridge + IPAM + portmap chain, one published port per container".into(),
+        x_label: "existing containers on the network".into(),
+        y_label: "median latency (ms, log scale)".into(),
+        series: vec![
+            line("tether", "#1f77b4", "ADD", |m| m.add),
+            line("tether", "#1f77b4", "DEL", |m| m.del),
+            line("reference", "#d62728", "ADD", |m| m.add),
+            line("reference", "#d62728", "DEL", |m| m.del),
+        ],
+    }
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p90: at(0.9),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn env_list(var: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{var}={v}: {e}"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
