@@ -82,6 +82,42 @@ impl Firewall {
         })
     }
 
+    /// Ends this handle without making the caller wait for the kernel. Releasing an nf_tables socket after a
+    /// commit that deleted elements flushes the kernel's pending destroy work, which waits for an RCU grace
+    /// period (~10 ms here; nft_rcv_nl_event on NETLINK_URELEASE). A forked child keeps a copy of the socket
+    /// until this process exits, so that last release, and its wait, happen in the child. Call it only while
+    /// holding no lock file (the child would hold it too) and with no other thread running.
+    pub fn release_in_background(self) {
+        let mut pipe_fds = [0; 2];
+        // SAFETY: plain syscalls; the child only waits on the pipe and exits.
+        unsafe {
+            if libc::pipe2(pipe_fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return; // the ordinary close below then waits; correct, only slower
+            }
+            match libc::fork() {
+                0 => {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    for fd in 0..=2 {
+                        libc::dup2(null, fd);
+                    }
+                    libc::close(pipe_fds[1]);
+                    let mut byte = 0u8;
+                    // Returns 0 (EOF) when the parent, the only holder of the write end, has exited.
+                    while libc::read(pipe_fds[0], (&mut byte as *mut u8).cast(), 1) > 0 {}
+                    libc::_exit(0);
+                }
+                -1 => {
+                    libc::close(pipe_fds[0]);
+                    libc::close(pipe_fds[1]);
+                }
+                _ => {
+                    // The write end stays open for the rest of this process's life on purpose.
+                    libc::close(pipe_fds[0]);
+                }
+            }
+        }
+    }
+
     fn socket(&self) -> MutexGuard<'_, NfSocket> {
         // A panic elsewhere cannot leave the socket half-used: every call reads its own
         // replies by sequence number.

@@ -414,11 +414,13 @@ impl Plugin for BridgePlugin {
 
         // The veth delete goes first, from a child process (see LinkReaper), before any lock or thread exists;
         // IPAM and firewall work then run while the kernel deletes it.
+        // The firewall socket is opened before the fork so the child holds a copy: our close is then not the
+        // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
+        let fw = Firewall::open().map_err(cni_err)?;
         let reaper = LinkReaper::start(&host_if).map_err(cni_err)?;
         IpamBackend::for_call(call)?.del(call)?;
         {
             let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-            let fw = Firewall::open().map_err(cni_err)?;
             if !addrs.is_empty() {
                 fw.remove_container(net, &addrs).map_err(cni_err)?;
             }

@@ -188,9 +188,9 @@ impl Plugin for PortmapPlugin {
         if !maps.is_empty() {
             // remove_ports deletes only entries still pointing at this container, so a DEL of a container
             // whose ADD was refused never unpublishes the holder's port.
-            Firewall::open()
-                .and_then(|fw| fw.remove_ports(&maps))
-                .map_err(cni_err)?;
+            let fw = Firewall::open().map_err(cni_err)?;
+            fw.remove_ports(&maps).map_err(cni_err)?;
+            fw.release_in_background();
         }
         state_file::remove(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
         Ok(())
