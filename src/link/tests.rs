@@ -315,6 +315,7 @@ fn veth_host_end_can_join_the_bridge_in_the_creating_request() {
             peer_ns: &ctr.ns,
             mtu: None,
             peer_mac: None,
+            host_mac: None,
             host_master: Some(bridge.index),
         })
         .unwrap();
@@ -533,6 +534,7 @@ fn timing_of_veth_address_and_route_setup() {
             peer_ns: &ctr.ns,
             mtu: None,
             peer_mac: None,
+            host_mac: None,
             host_master: Some(bridge.index),
         })
         .unwrap();

@@ -18,6 +18,8 @@ pub struct VethSpec<'a> {
     /// MTU of both ends.
     pub mtu: Option<u32>,
     pub peer_mac: Option<MacAddr>,
+    /// MAC of the host end; given, the caller knows it without reading the link back.
+    pub host_mac: Option<MacAddr>,
     /// Attach the host end to this master (bridge) in the same request.
     pub host_master: Option<u32>,
 }
@@ -43,12 +45,25 @@ impl Netlink {
             peer_ns,
             mtu,
             peer_mac,
+            host_mac: None,
             host_master: None,
         })
     }
 
     /// [`Netlink::create_veth`] with every option, including enslaving the host end at creation.
     pub fn create_veth_with(&self, spec: &VethSpec<'_>) -> Result<LinkInfo, LinkError> {
+        self.add_veth(spec)?;
+        self.link_by_name(spec.host_name)?
+            .ok_or(LinkError::NotFound {
+                op: "reading created veth",
+                object: spec.host_name.to_string(),
+            })
+    }
+
+    /// Creates the pair without reading the host end back. Reading a veth costs time that grows with the
+    /// number of namespaces (the kernel looks up the peer's namespace id in a list of every namespace it
+    /// has an id for), so a caller that knows the host end's MAC (`host_mac`) and needs no index skips it.
+    pub fn add_veth(&self, spec: &VethSpec<'_>) -> Result<(), LinkError> {
         check_ifname(spec.host_name)?;
         check_ifname(spec.peer_name)?;
 
@@ -73,6 +88,9 @@ impl Netlink {
         if let Some(master) = spec.host_master {
             host = host.controller(master);
         }
+        if let Some(mac) = spec.host_mac {
+            host = host.address(mac.octets().to_vec());
+        }
 
         let object = format!(
             "{} (peer {} in {})",
@@ -83,11 +101,6 @@ impl Netlink {
         self.block_on(self.handle().link().add(host.build()).execute())
             .map_err(LinkError::from_rtnetlink("creating veth", &object))?;
         tracing::debug!(host = spec.host_name, peer = spec.peer_name, netns = %spec.peer_ns.path().display(), "created veth pair");
-
-        self.link_by_name(spec.host_name)?
-            .ok_or(LinkError::NotFound {
-                op: "reading created veth",
-                object,
-            })
+        Ok(())
     }
 }

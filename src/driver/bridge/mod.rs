@@ -224,13 +224,15 @@ impl Plugin for BridgePlugin {
         // A veth of this name is a leftover of an earlier ADD of the same container that crashed half-way.
         let host_if = host_veth_name(t.container_id, t.ifname);
         host.delete_link_by_name(&host_if).map_err(cni_err)?;
-        let veth = host
-            .create_veth_with(&VethSpec {
+        // Derived from the (unique) veth name: known without reading the link back, stable across a re-ADD.
+        let host_mac = MacAddr::from_name(&host_if);
+        host.add_veth(&VethSpec {
                 host_name: &host_if,
                 peer_name: t.ifname,
                 peer_ns: &ns,
                 mtu: cfg.mtu,
                 peer_mac: mac,
+                host_mac: Some(host_mac),
                 host_master: Some(br.index),
             })
             .map_err(|e| match Error::from(e) {
@@ -251,15 +253,23 @@ impl Plugin for BridgePlugin {
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
-        if cfg.hairpin_mode {
-            host.set_hairpin(veth.index, true).map_err(cni_err)?;
+        if cfg.hairpin_mode || !cfg.icc {
+            // Port options need the index; only these configs pay for reading the link back.
+            let port = host
+                .link_by_name(&host_if)
+                .map_err(cni_err)?
+                .ok_or_else(|| {
+                    CniError::new(ErrorCode::Io, format!("host veth {host_if} vanished"))
+                })?;
+            if cfg.hairpin_mode {
+                host.set_hairpin(port.index, true).map_err(cni_err)?;
+            }
+            if !cfg.icc {
+                // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the
+                // gateway), so neighbours cannot talk while egress and published ports keep working.
+                host.set_isolated(port.index, true).map_err(cni_err)?;
+            }
         }
-        if !cfg.icc {
-            // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the gateway),
-            // so neighbours cannot talk while egress and published ports keep working.
-            host.set_isolated(veth.index, true).map_err(cni_err)?;
-        }
-        host.set_up(veth.index).map_err(cni_err)?;
 
         // Container side: a netlink socket opened inside the namespace (DESIGN.md §5).
         let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
@@ -361,7 +371,7 @@ impl Plugin for BridgePlugin {
         let result = CniResult {
             interfaces: vec![
                 iface(&cfg.bridge, br.mac),
-                iface(&host_if, veth.mac),
+                iface(&host_if, Some(host_mac)),
                 Interface {
                     sandbox,
                     mtu: Some(link.mtu),
