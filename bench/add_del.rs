@@ -7,8 +7,11 @@
 
 #[path = "../integration/harness/mod.rs"]
 mod harness;
+#[path = "latency_stats.rs"]
+mod latency_stats;
 
 use harness::{binaries, network_conf, HostNs, NetNs};
+use latency_stats::{ms, stats, Stats};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,11 +26,6 @@ struct Row {
     pair: &'static str,
     existing: usize,
     outcome: Result<(Stats, Stats), String>,
-}
-
-struct Stats {
-    median: Duration,
-    p90: Duration,
 }
 
 fn main() {
@@ -137,19 +135,6 @@ fn conf_for(host: &HostNs, pair: &Pair) -> Value {
     conf["ipMasq"] = json!(true);
     conf["ipam"]["type"] = json!(pair.ipam_type);
     conf
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Stats {
-        median: at(0.5),
-        p90: at(0.9),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn env_list(var: &str, default: &[usize]) -> Vec<usize> {

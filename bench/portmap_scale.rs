@@ -24,10 +24,13 @@
 
 #[path = "../integration/harness/mod.rs"]
 mod harness;
+#[path = "latency_stats.rs"]
+mod latency_stats;
 #[path = "line_plot.rs"]
 mod line_plot;
 
 use harness::{binaries, network_conf, HostNs, NetNs};
+use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
 use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -71,12 +74,6 @@ struct Measured {
 
 /// Wall time of each plugin of one chain call, in the order they ran.
 type PluginTimes = [Duration; 2];
-
-#[derive(Clone, Copy)]
-struct Stats {
-    median: Duration,
-    p90: Duration,
-}
 
 fn main() {
     let sizes = env_list("BENCH_SIZES", &[0, 250, 1000]);
@@ -484,19 +481,6 @@ fn plot(rows: &[Row]) -> LinePlot {
             line("reference", "#d62728", "DEL", |m| m.del),
         ],
     }
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Stats {
-        median: at(0.5),
-        p90: at(0.9),
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn file_name(path: &Path) -> String {
