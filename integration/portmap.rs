@@ -311,53 +311,44 @@ fn del_with_and_without_runtime_config_leaves_no_element() {
     portmap_del(&host, &c1, &r1, None);
 }
 
-#[test]
-fn reference_bridge_with_tether_portmap_publishes_a_port() {
-    let host = HostNs::new("pm");
+/// A mixed chain publishes 8080 -> 80 and an outside client reaches it through the host address.
+fn mixed_chain_publishes_a_port(host: &HostNs, iface: &PathBuf, pm: &PathBuf, conf: &Value) {
     let outside = host.outside();
-    let mut conf = network_conf::reference_bridge(&host, V, "10.65.0.0/24");
-    conf["ipMasq"] = json!(true);
     let c = host.container("c1");
-    let res = chain_add(
-        &host,
-        &binaries::reference("bridge"),
-        &binaries::tether_portmap(),
-        &c,
-        &conf,
-        &json!([{"hostPort": 8080, "containerPort": 80}]),
-    );
-    let ip = cni_result::ip(&res, "4");
+    let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let ip = cni_result::ip(&chain_add(host, iface, pm, &c, conf, &ports), "4");
     tcp::exchange_via(
         &c,
         sock(&ip, 80),
         &outside.ns,
         sock(outside.host_addr, 8080),
     )
-    .expect("outside -> port");
+    .expect("outside -> published port");
+}
+
+#[test]
+fn reference_bridge_with_tether_portmap_publishes_a_port() {
+    let host = HostNs::new("pm");
+    let mut conf = network_conf::reference_bridge(&host, V, "10.65.0.0/24");
+    conf["ipMasq"] = json!(true);
+    mixed_chain_publishes_a_port(
+        &host,
+        &binaries::reference("bridge"),
+        &binaries::tether_portmap(),
+        &conf,
+    );
 }
 
 #[test]
 fn tether_bridge_with_reference_portmap_publishes_a_port() {
     let host = HostNs::new("pm");
-    let outside = host.outside();
     let conf = tether_net(&host, "10.66.0.0/24");
-    let c = host.container("c1");
-    let res = chain_add(
+    mixed_chain_publishes_a_port(
         &host,
         &binaries::tether_bridge(),
         &binaries::reference("portmap"),
-        &c,
         &conf,
-        &json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
     );
-    let ip = cni_result::ip(&res, "4");
-    tcp::exchange_via(
-        &c,
-        sock(&ip, 80),
-        &outside.ns,
-        sock(outside.host_addr, 8080),
-    )
-    .expect("outside -> port");
 }
 
 #[test]
