@@ -285,6 +285,19 @@ impl Firewall {
         family: Family,
         set: &str,
     ) -> Result<Vec<replies::ElementEntry>, FirewallError> {
+        Ok(self
+            .set_element_payloads(family, set)?
+            .iter()
+            .flat_map(|payload| replies::element_entries(payload))
+            .collect())
+    }
+
+    /// The raw NEWSETELEM payloads of a set dump; empty when the set is absent.
+    fn set_element_payloads(
+        &self,
+        family: Family,
+        set: &str,
+    ) -> Result<Vec<Vec<u8>>, FirewallError> {
         let socket = self.socket();
         let seq = socket.reserve_seqs(1);
         let answer = socket
@@ -294,10 +307,7 @@ impl Firewall {
                 source,
             })?;
         match answer {
-            Ok(payloads) => Ok(payloads
-                .iter()
-                .flat_map(|payload| replies::element_entries(payload))
-                .collect()),
+            Ok(payloads) => Ok(payloads),
             Err(libc::ENOENT) => Ok(Vec::new()),
             Err(code) => Err(FirewallError::Kernel {
                 op: "listing elements",
@@ -357,27 +367,11 @@ impl Firewall {
     }
 
     fn set_addresses(&self, set: &str) -> Result<Vec<IpAddr>, FirewallError> {
-        let socket = self.socket();
-        let seq = socket.reserve_seqs(1);
-        let answer = socket
-            .dump(&requests::dump_elements(Family::Inet, set, seq), seq)
-            .map_err(|source| FirewallError::SocketIo {
-                op: "listing set elements",
-                source,
-            })?;
-        match answer {
-            Ok(replies) => Ok(replies
-                .iter()
-                .flat_map(|payload| replies::element_addresses(payload))
-                .collect()),
-            Err(libc::ENOENT) => Ok(Vec::new()),
-            Err(code) => Err(FirewallError::Kernel {
-                op: "listing elements",
-                set: set.to_string(),
-                source: io::Error::from_raw_os_error(code),
-                hint: "",
-            }),
-        }
+        Ok(self
+            .set_element_payloads(Family::Inet, set)?
+            .iter()
+            .flat_map(|payload| replies::element_addresses(payload))
+            .collect())
     }
 
     /// Sends `changes` as one transaction. Returns the first change the kernel refused,
