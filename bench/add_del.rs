@@ -5,11 +5,14 @@
 //!
 //! Each timing includes nsenter's exec into the host namespace, the same for both columns.
 
+#[path = "bench_settings.rs"]
+mod bench_settings;
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 #[path = "latency_stats.rs"]
 mod latency_stats;
 
+use bench_settings::env_list;
 use harness::{binaries, network_conf, HostNs, NetNs};
 use latency_stats::{ms, stats, Stats};
 use serde_json::{json, Value};
@@ -135,18 +138,4 @@ fn conf_for(host: &HostNs, pair: &Pair) -> Value {
     conf["ipMasq"] = json!(true);
     conf["ipam"]["type"] = json!(pair.ipam_type);
     conf
-}
-
-fn env_list(var: &str, default: &[usize]) -> Vec<usize> {
-    match std::env::var(var) {
-        Ok(v) => v
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{var}={v}: {e}"))
-            })
-            .collect(),
-        Err(_) => default.to_vec(),
-    }
 }

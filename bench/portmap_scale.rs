@@ -22,6 +22,8 @@
 //! Prints a table (and each plugin's own median) and writes `bench/results/portmap_scale.csv` and `bench/results/portmap_scale.svg`.
 //! Run with `cargo bench --bench portmap_scale`.
 
+#[path = "bench_settings.rs"]
+mod bench_settings;
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 #[path = "latency_stats.rs"]
@@ -29,6 +31,7 @@ mod latency_stats;
 #[path = "line_plot.rs"]
 mod line_plot;
 
+use bench_settings::env_list;
 use harness::{binaries, network_conf, HostNs, NetNs};
 use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
@@ -487,18 +490,4 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn env_list(var: &str, default: &[usize]) -> Vec<usize> {
-    match std::env::var(var) {
-        Ok(v) => v
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{var}={v}: {e}"))
-            })
-            .collect(),
-        Err(_) => default.to_vec(),
-    }
 }
