@@ -13,8 +13,8 @@
 //! Each timed ADD is followed by its DEL, so every timing sees exactly N + 1 other containers: the N fillers
 //! and the probe, the container whose published port the connections go through, added first so that no
 //! timed ADD or DEL is the network's first or last container (tether installs a network's chains with the
-//! first container and removes them with the last). Every timing includes
-//! nsenter's exec into the host namespace, the same for both columns. Hermetic: each (N, plugin set) gets
+//! first container and removes them with the last). Each plugin is spawned straight into the host
+//! namespace (setns between fork and exec, no nsenter), so a timing is what a runtime pays. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
 //! `BENCH_PLUGINS=tether` (or `reference`) runs one set only.
