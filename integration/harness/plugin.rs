@@ -146,6 +146,7 @@ impl<'h> PluginCall<'h> {
                 }
             });
         }
+        let started = Instant::now();
         let mut child = command
             .env_clear()
             .envs(self.environment())
@@ -154,7 +155,6 @@ impl<'h> PluginCall<'h> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
-        let started = Instant::now();
         let pid = child.id();
         let mut stdin = child.stdin.take().expect("stdin is piped");
         // A plugin may exit before reading stdin (bad env): a broken pipe here is not our failure.
