@@ -11,5 +11,6 @@ pub mod ifname;
 pub mod ipam;
 pub mod link;
 pub mod netns;
+pub mod network;
 pub mod paths;
 pub mod state_file;
