@@ -173,11 +173,12 @@ impl Netlink {
             futures::pin_mut!(request);
             futures::TryStreamExt::try_next(&mut request).await
         });
-        let message = match first.map_err(LinkError::from_rtnetlink("looking up", index_object(index))) {
-            Ok(Some(message)) => message,
-            Ok(None) | Err(LinkError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let message =
+            match first.map_err(LinkError::from_rtnetlink("looking up", index_object(index))) {
+                Ok(Some(message)) => message,
+                Ok(None) | Err(LinkError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
         Ok(macvlan_info_of(&message))
     }
 }

@@ -25,22 +25,32 @@ impl Netlink {
                 reason: "802.1Q VLAN ids run from 1 to 4094",
             });
         }
-        let object = format!("VLAN {id} sub-interface {name} of {}", index_object(parent_index));
+        let object = format!(
+            "VLAN sub-interface {name} (id {id}, on {})",
+            index_object(parent_index)
+        );
         let message = LinkVlan::new(name, parent_index, id).up().build();
         self.block_on(self.handle().link().add(message).execute())
-            .map_err(|e| match LinkError::from_rtnetlink("creating", &object)(e) {
-                LinkError::Netlink { source, .. }
-                    if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-                {
-                    LinkError::KernelFeatureMissing {
-                        feature: VLAN_FEATURE,
-                        op: "creating",
-                        object: object.clone(),
+            .map_err(
+                |e| match LinkError::from_rtnetlink("creating", &object)(e) {
+                    LinkError::Netlink { source, .. }
+                        if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                    {
+                        LinkError::KernelFeatureMissing {
+                            feature: VLAN_FEATURE,
+                            op: "creating",
+                            object: object.clone(),
+                        }
                     }
-                }
-                other => other,
-            })?;
-        tracing::debug!(name, parent = parent_index, id, "created VLAN sub-interface");
+                    other => other,
+                },
+            )?;
+        tracing::debug!(
+            name,
+            parent = parent_index,
+            id,
+            "created VLAN sub-interface"
+        );
         self.link_by_name(name)?.ok_or(LinkError::NotFound {
             op: "reading created VLAN sub-interface",
             object: name.to_string(),

@@ -207,7 +207,15 @@ mod tests {
         assert_eq!(split_vlan_name("eth0.10"), Some(("eth0", 10)));
         assert_eq!(split_vlan_name("bond0.4094"), Some(("bond0", 4094)));
         assert_eq!(split_vlan_name("a.b.7"), Some(("a.b", 7)));
-        for not_vlan in ["eth0", "eth0.", ".10", "eth0.0", "eth0.4095", "eth0.x1", "eth0.+1"] {
+        for not_vlan in [
+            "eth0",
+            "eth0.",
+            ".10",
+            "eth0.0",
+            "eth0.4095",
+            "eth0.x1",
+            "eth0.+1",
+        ] {
             assert_eq!(split_vlan_name(not_vlan), None, "{not_vlan}");
         }
     }

@@ -102,7 +102,7 @@ fn creation_error(e: LinkError, mode: MacvlanMode, parent: &str, mtu: Option<u32
     let msg = match e.errno() {
         Some(libc::EINVAL) if mode == MacvlanMode::Passthru => format!(
             "parent {parent} refused a passthru macvlan: passthru needs a parent with no other macvlan \
-             on it; remove the other networks' containers from {parent} or use another mode"
+             on it; remove the other macvlans (containers of any network) from {parent} or use another mode"
         ),
         Some(libc::EINVAL) => format!(
             "parent {parent} refused a {mode} macvlan: it already carries a passthru macvlan (which \
@@ -227,15 +227,12 @@ impl Plugin for MacvlanPlugin {
                 source_macs: &cfg.source_macs,
             })
             .map_err(|e| creation_error(e, cfg.mode, &parent_link.name, cfg.mtu))?;
-        let child = inner
-            .link_by_name(&temp)
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::Io,
-                    format!("macvlan {temp} vanished from the container namespace after creation"),
-                )
-            })?;
+        let child = inner.link_by_name(&temp).map_err(cni_err)?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::Io,
+                format!("macvlan {temp} vanished from the container namespace after creation"),
+            )
+        })?;
         let inner_ref = &inner;
         let index = child.index;
         rollback.push("macvlan child", move || {
@@ -265,7 +262,11 @@ impl Plugin for MacvlanPlugin {
             // Announce the address when the link comes up (a gratuitous ARP), so the segment's neighbours
             // drop a stale entry for an address that a previous container held with another MAC.
             let key = format!("net/ipv4/conf/{ifname}/arp_notify");
-            if let Err(e) = ns.run(|| set_sysctl(&key, "1")).map_err(cni_err).and_then(|r| r.map_err(cni_err)) {
+            if let Err(e) = ns
+                .run(|| set_sysctl(&key, "1"))
+                .map_err(cni_err)
+                .and_then(|r| r.map_err(cni_err))
+            {
                 tracing::debug!(error = %e, "arp_notify not set");
             }
         }
@@ -434,11 +435,7 @@ impl Plugin for MacvlanPlugin {
 
 /// Default route through each family's IPAM gateway, then IPAM's routes (through the gateway when they
 /// name none). A default route already in the container (another network's) is left alone.
-fn add_routes(
-    inner: &Netlink,
-    index: u32,
-    leased: &CniResult,
-) -> Result<Vec<Route>, CniError> {
+fn add_routes(inner: &Netlink, index: u32, leased: &CniResult) -> Result<Vec<Route>, CniError> {
     let mut routes: Vec<Route> = Vec::new();
     let gateway_for = |dst: &IpNetwork| -> Option<IpAddr> {
         leased

@@ -145,7 +145,10 @@ impl VlanRegistry {
         let created = existing.is_none();
         let (link, mut record) = match (existing, record) {
             (Some(link), None) => {
-                tracing::debug!(link = plan.name, "using VLAN sub-interface made outside tether");
+                tracing::debug!(
+                    link = plan.name,
+                    "using VLAN sub-interface made outside tether"
+                );
                 return Ok(link);
             }
             (Some(link), Some(record)) => (link, record),
