@@ -195,6 +195,35 @@ fn bridge_mode_containers_reach_the_gateway_the_machine_and_each_other() {
 }
 
 #[test]
+fn dual_stack_containers_get_both_families_and_default_routes_through_both_gateways() {
+    let seg = segment("mv6");
+    seg.switch
+        .ip(&["addr", "add", "2001:db8::1/64", "dev", "br0", "nodad"]);
+    seg.machine
+        .ip(&["addr", "add", "2001:db8::200/64", "dev", "eth0", "nodad"]);
+    let mut conf = conf(&seg, "bridge");
+    conf["ipam"] = json!({
+        "type": "tether-ipam",
+        "ranges": [
+            [{"subnet": "192.0.2.0/24", "rangeStart": "192.0.2.10", "rangeEnd": "192.0.2.99", "gateway": GATEWAY}],
+            [{"subnet": "2001:db8::/64", "rangeStart": "2001:db8::10", "rangeEnd": "2001:db8::99", "gateway": "2001:db8::1"}]
+        ],
+        "dataDir": seg.host.data_dir_str(),
+    });
+    let c1 = seg.host.container("c1");
+    let r = add(&seg, &c1, &conf);
+    let ip6 = cni_result::ip(&r, "6");
+    assert!(c1.global_addresses("eth0").contains(&format!("{ip6}/64")));
+    assert_eq!(c1.default_gateway("-4").as_deref(), Some(GATEWAY));
+    assert_eq!(c1.default_gateway("-6").as_deref(), Some("2001:db8::1"));
+    // Duplicate address detection stays on (a real segment): the address is usable within seconds.
+    assert!(c1.ping_retry("2001:db8::200", 5), "IPv6 to the machine");
+    assert!(c1.ping_retry(MACHINE, 3));
+    del(&seg, &c1, &conf);
+    assert!(leases(&seg).is_empty());
+}
+
+#[test]
 fn private_mode_containers_cannot_reach_each_other_but_reach_the_network() {
     let seg = segment("mvp");
     let conf = conf(&seg, "private");

@@ -221,6 +221,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_conflist_is_a_valid_network() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../../../conf/tether-macvlan.conflist")).unwrap();
+        let plugin = list["plugins"][0].clone();
+        assert_eq!(plugin["type"], "tether-macvlan");
+        let c = MacvlanConfig::from_json(plugin).unwrap();
+        assert_eq!(c.master.name.as_deref(), Some("eth0"));
+        assert_eq!(c.mode, MacvlanMode::Bridge);
+    }
+
+    #[test]
     fn sub_interface_names_must_fit_the_kernel_limit() {
         assert_eq!(vlan_link_name("eth0", 10).unwrap(), "eth0.10");
         assert_eq!(vlan_link_name("enp0s31f6abc", 4094).unwrap_err().code, 7);
