@@ -618,3 +618,83 @@ fn a_user_made_dotted_parent_is_used_and_left_alone() {
         .join("mvp0.30.json")
         .exists());
 }
+
+/// The registry of tether-made sub-interfaces follows its users across networks: each network's containers
+/// are listed while attached, and the record goes with the last one. (A veth stands in for the VLAN link on
+/// kernels without 802.1Q; a link that is not a VLAN is never deleted, so it survives here.)
+#[test]
+fn a_recorded_vlan_parent_tracks_its_users_across_networks() {
+    let seg = segment("mvr");
+    seg.host.ip(&[
+        "link",
+        "add",
+        "mvp0.40",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sw40",
+        "netns",
+        &seg.switch.name,
+    ]);
+    seg.host.ip(&["link", "set", "mvp0.40", "up"]);
+    seg.switch.ip(&["link", "set", "sw40", "master", "br0"]);
+    seg.switch.ip(&["link", "set", "sw40", "up"]);
+    let record_path = seg.host.state_dir().join("vlan").join("mvp0.40.json");
+    std::fs::create_dir_all(record_path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &record_path,
+        r#"{"link": "mvp0.40", "lower": "mvp0", "vlan": 40, "networks": {}}"#,
+    )
+    .unwrap();
+    let record = || -> Option<Value> {
+        std::fs::read(&record_path)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    };
+
+    let mut net_a = conf(&seg, "bridge");
+    net_a["vlan"] = json!(40);
+    let mut net_b = net_a.clone();
+    net_b["name"] = json!("other");
+    net_b["ipam"]["rangeStart"] = json!("192.0.2.100");
+    net_b["ipam"]["rangeEnd"] = json!("192.0.2.120");
+    let (c1, c2) = (seg.host.container("c1"), seg.host.container("c2"));
+    add(&seg, &c1, &net_a);
+    add(&seg, &c2, &net_b);
+    assert!(c1.ping_retry(MACHINE, 3));
+    let r = record().expect("record kept while in use");
+    assert_eq!(r["networks"][NET], json!(["c1/eth0"]), "{r}");
+    assert_eq!(r["networks"]["other"], json!(["c2/eth0"]), "{r}");
+
+    // GC of the first network with nothing valid releases its user (DEL would do the same).
+    let mut gc = net_a.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    macvlan(&seg.host).cmd("GC").conf(&gc).run().ok();
+    assert!(links_besides_lo(&c1).is_empty(), "{:?}", c1.link_names());
+    let r = record().expect("network other still uses it");
+    assert!(r["networks"].get(NET).is_none(), "{r}");
+    del(&seg, &c2, &net_b);
+    assert!(record().is_none(), "record removed with the last user");
+    assert!(seg.host.has_link("mvp0.40"), "not a VLAN link: left alone");
+}
+
+#[test]
+fn a_parent_that_is_a_bridge_port_is_refused_with_a_reason() {
+    let seg = segment("mvbp");
+    seg.host.ip(&["link", "add", "hbr0", "type", "bridge"]);
+    seg.host.ip(&["link", "set", PARENT, "master", "hbr0"]);
+    let conf = conf(&seg, "bridge");
+    let c1 = seg.host.container("c1");
+    let out = run(&seg, "ADD", &c1, &conf);
+    let err = out.expect_error(101);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains("cannot carry macvlans"),
+        "{err}"
+    );
+    assert!(links_besides_lo(&c1).is_empty());
+    assert!(leases(&seg).is_empty());
+}
