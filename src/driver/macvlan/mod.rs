@@ -258,18 +258,7 @@ impl Plugin for MacvlanPlugin {
                 .add_address(child.index, ip.address, false)
                 .map_err(cni_err)?;
         }
-        if leased.ips.iter().any(|i| i.address.is_ipv4()) {
-            // Announce the address when the link comes up (a gratuitous ARP), so the segment's neighbours
-            // drop a stale entry for an address that a previous container held with another MAC.
-            let key = format!("net/ipv4/conf/{ifname}/arp_notify");
-            if let Err(e) = ns
-                .run(|| set_sysctl(&key, "1"))
-                .map_err(cni_err)
-                .and_then(|r| r.map_err(cni_err))
-            {
-                tracing::debug!(error = %e, "arp_notify not set");
-            }
-        }
+        announce_on_up(&ns, ifname, &leased.ips);
         inner.set_up(child.index).map_err(cni_err)?;
 
         let routes = add_routes(&inner, child.index, &leased)?;
@@ -320,11 +309,22 @@ impl Plugin for MacvlanPlugin {
         MacvlanConfig::from_call(call)?;
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
-        delete_child(call.env.netns.as_deref(), ifname)?;
+        let records = RecordDir::for_network(net);
+        // CNI_NETNS is optional for DEL; the record remembers where the child was made.
+        let recorded_netns = match call.env.netns {
+            Some(_) => None,
+            None => records
+                .read(cid, ifname)
+                .map_err(cni_err)?
+                .and_then(|r| r.netns)
+                .map(std::path::PathBuf::from),
+        };
+        delete_child(
+            call.env.netns.as_deref().or(recorded_netns.as_deref()),
+            ifname,
+        )?;
         IpamBackend::for_call(call)?.del(call)?;
-        RecordDir::for_network(net)
-            .remove(cid, ifname)
-            .map_err(cni_err)?;
+        records.remove(cid, ifname).map_err(cni_err)?;
         release_vlan(&VlanUser {
             network: net,
             container_id: cid,
@@ -469,6 +469,32 @@ fn add_routes(inner: &Netlink, index: u32, leased: &CniResult) -> Result<Vec<Rou
         routes.push(Route { gw, ..r.clone() });
     }
     Ok(routes)
+}
+
+/// Has the kernel announce the child's addresses when it comes up (a gratuitous ARP, an unsolicited
+/// neighbour advertisement), so the segment's neighbours drop a stale entry for an address that a previous
+/// container held with another MAC. Best effort: a missing sysctl costs only a slower first contact.
+fn announce_on_up(ns: &NetNs, ifname: &str, ips: &[IpConfig]) {
+    let mut keys = Vec::new();
+    if ips.iter().any(|i| i.address.is_ipv4()) {
+        keys.push(format!("net/ipv4/conf/{ifname}/arp_notify"));
+    }
+    if ips.iter().any(|i| i.address.is_ipv6()) {
+        keys.push(format!("net/ipv6/conf/{ifname}/ndisc_notify"));
+    }
+    if keys.is_empty() {
+        return;
+    }
+    let set = ns.run(|| {
+        keys.iter()
+            .try_for_each(|k| set_sysctl(k, "1"))
+            .map_err(|e| e.to_string())
+    });
+    match set {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "neighbour announcement not enabled"),
+        Err(e) => tracing::debug!(error = %e, "neighbour announcement not enabled"),
+    }
 }
 
 /// Deletes the macvlan `ifname` in the container namespace; nothing to do when the namespace or the link
