@@ -239,6 +239,13 @@ fn private_mode_containers_cannot_reach_each_other_but_reach_the_network() {
         !c2.ping_retry(&ip1, 2),
         "private mode: siblings must not meet"
     );
+    // Unlike vepa, not even a switch that reflects frames (hairpin) brings them together.
+    seg.switch
+        .exec_ok(&["bridge", "link", "set", "dev", "sw0", "hairpin", "on"]);
+    assert!(
+        !c2.ping_retry(&ip1, 2),
+        "private mode with a hairpin switch port"
+    );
     del(&seg, &c1, &conf);
     del(&seg, &c2, &conf);
     assert!(leases(&seg).is_empty());
