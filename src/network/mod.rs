@@ -151,12 +151,16 @@ impl Networks {
 
     /// What the current namespace's routes and the existing networks occupy.
     pub fn surroundings(&self) -> Result<Surroundings, NetworkError> {
-        let netlink = Netlink::new().map_err(|source| NetworkError::Routes { source })?;
+        let netlink = Netlink::new().map_err(|source| NetworkError::Routes {
+            source: Box::new(source),
+        })?;
         let mut routes = Vec::new();
         for family in [IpFamily::V4, IpFamily::V6] {
             for route in netlink
                 .routes(family)
-                .map_err(|source| NetworkError::Routes { source })?
+                .map_err(|source| NetworkError::Routes {
+                    source: Box::new(source),
+                })?
             {
                 routes.push(Occupied {
                     net: route.dst,
@@ -217,7 +221,7 @@ impl Networks {
         let net = NetworkConfigList::from_bytes(bytes, Some(path)).map_err(|source| {
             RuntimeError::BadConf {
                 path: self.conf_dir().to_path_buf(),
-                source,
+                source: Box::new(source),
             }
         })?;
         Ok(NetworkInfo::new(&net, &[]))
@@ -290,13 +294,13 @@ impl Networks {
             if !shared {
                 let netlink = Netlink::new().map_err(|source| NetworkError::Bridge {
                     bridge: bridge.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 netlink
                     .delete_link_by_name(bridge)
                     .map_err(|source| NetworkError::Bridge {
                         bridge: bridge.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
