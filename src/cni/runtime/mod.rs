@@ -287,3 +287,6 @@ impl CniRuntime {
 fn version_at_least(text: &str, min: Version) -> bool {
     Version::parse(text).is_ok_and(|v| v >= min)
 }
+
+#[cfg(test)]
+mod tests;
