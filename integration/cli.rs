@@ -266,6 +266,11 @@ fn attach_publishes_a_port_ps_shows_it_rm_waits_for_detach_or_force() {
     let second = attach_json(&t, "db", &c1, &[]);
     assert_eq!(second["ifname"], "eth1");
     assert_eq!(c1.global_addresses("eth1").len(), 1);
+    assert_eq!(
+        c1.default_gateway("-4").as_deref(),
+        Some("10.61.0.1"),
+        "the first network keeps the default route"
+    );
     let refused = t.fails(&[
         "attach",
         "--network",
@@ -403,6 +408,26 @@ fn random_and_ranged_host_ports_and_detach_without_network() {
     t.ok(&["detach", "c1"]);
     assert!(t.cache_entries().is_empty());
     assert!(store::is_empty(&t.ipam_dir(), "ports"));
+}
+
+#[test]
+fn dual_stack_network_gives_an_address_of_each_family() {
+    let host = HostNs::new("cli6");
+    let t = Tether::new(&host);
+    let net = t.json(&["network", "create", "--json", "--ipv6", "--subnet", "10.66.0.0/24", "ds"]);
+    let v6_subnet = net["subnets"][1].as_str().unwrap().to_string();
+    let c1 = host.container("c1");
+    let c2 = host.container("c2");
+    let a = attach_json(&t, "ds", &c1, &[]);
+    attach_json(&t, "ds", &c2, &[]);
+    let ips: Vec<&str> = a["ips"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ips.len(), 2, "{a}");
+    let v6 = ips[1].split('/').next().unwrap();
+    assert!(v6_subnet.starts_with(&v6[..4]), "{v6} in {v6_subnet}");
+    assert!(c2.ping_retry(v6, 3), "c2 reaches c1 over IPv6");
+    assert!(c1.default_gateway("-6").is_some());
+    t.ok(&["network", "rm", "--force", "ds"]);
+    assert!(t.cache_entries().is_empty());
 }
 
 #[test]
