@@ -190,6 +190,18 @@ fn create_picks_a_pool_free_of_routes_and_networks_and_bad_input_writes_nothing(
             vec![
                 "network",
                 "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=eth9",
+                "d",
+            ],
+            "no such link",
+        ),
+        (
+            vec![
+                "network",
+                "create",
                 "--subnet",
                 "10.1.0.0/24",
                 "--gateway",
@@ -405,7 +417,18 @@ fn random_and_ranged_host_ports_and_detach_without_network() {
         "c2",
     ]);
     assert!(stderr.contains("differ in length"), "{stderr}");
+    // The ips and mac capabilities reach tether-bridge and tether-ipam.
+    let c2 = host.container("c2");
+    let b = attach_json(
+        &t,
+        "ports",
+        &c2,
+        &["--ip", "10.63.0.50", "--mac", "02:11:22:33:44:55"],
+    );
+    assert_eq!(b["ips"][0], "10.63.0.50/24");
+    assert_eq!(c2.mac("eth0"), "02:11:22:33:44:55");
     t.ok(&["detach", "c1"]);
+    t.ok(&["detach", "c2"]);
     assert!(t.cache_entries().is_empty());
     assert!(store::is_empty(&t.ipam_dir(), "ports"));
 }
@@ -414,13 +437,26 @@ fn random_and_ranged_host_ports_and_detach_without_network() {
 fn dual_stack_network_gives_an_address_of_each_family() {
     let host = HostNs::new("cli6");
     let t = Tether::new(&host);
-    let net = t.json(&["network", "create", "--json", "--ipv6", "--subnet", "10.66.0.0/24", "ds"]);
+    let net = t.json(&[
+        "network",
+        "create",
+        "--json",
+        "--ipv6",
+        "--subnet",
+        "10.66.0.0/24",
+        "ds",
+    ]);
     let v6_subnet = net["subnets"][1].as_str().unwrap().to_string();
     let c1 = host.container("c1");
     let c2 = host.container("c2");
     let a = attach_json(&t, "ds", &c1, &[]);
     attach_json(&t, "ds", &c2, &[]);
-    let ips: Vec<&str> = a["ips"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let ips: Vec<&str> = a["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(ips.len(), 2, "{a}");
     let v6 = ips[1].split('/').next().unwrap();
     assert!(v6_subnet.starts_with(&v6[..4]), "{v6} in {v6_subnet}");
