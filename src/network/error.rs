@@ -68,14 +68,21 @@ pub enum NetworkError {
     #[error("reading the routes of this namespace: {source}")]
     Routes {
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
+    },
+
+    #[error("looking up the macvlan parent {parent}: {source}")]
+    Parent {
+        parent: String,
+        #[source]
+        source: Box<LinkError>,
     },
 
     #[error("removing bridge {bridge}: {source}")]
     Bridge {
         bridge: String,
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
 
     #[error("removing the firewall rules of network {name}: {source}")]

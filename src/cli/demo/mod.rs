@@ -44,12 +44,12 @@ pub enum DemoError {
     #[error("setting up the demo's links: {source}")]
     Link {
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
     #[error(transparent)]
-    Network(#[from] NetworkError),
+    Network(Box<NetworkError>),
     #[error(transparent)]
-    Endpoint(#[from] EndpointError),
+    Endpoint(Box<EndpointError>),
     #[error("{what}: {why}")]
     Step { what: String, why: String },
     #[error("creating the scratch directory {}: {source}", path.display())]
@@ -58,6 +58,18 @@ pub enum DemoError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<NetworkError> for DemoError {
+    fn from(e: NetworkError) -> Self {
+        DemoError::Network(Box::new(e))
+    }
+}
+
+impl From<EndpointError> for DemoError {
+    fn from(e: EndpointError) -> Self {
+        DemoError::Endpoint(Box::new(e))
+    }
 }
 
 const PLUGINS: [&str; 3] = ["tether-bridge", "tether-ipam", "tether-portmap"];
@@ -156,14 +168,18 @@ fn make_netns(pending: &interrupt::Pending<Scratch>, name: String) -> Result<Pat
         None => return Err(step("making namespaces", "interrupted")),
     }
     let netns = NetNs::open(&path)?;
-    let netlink = Netlink::in_netns(&netns).map_err(|source| DemoError::Link { source })?;
+    let netlink = Netlink::in_netns(&netns).map_err(|source| DemoError::Link {
+        source: Box::new(source),
+    })?;
     if let Some(lo) = netlink
         .link_by_name("lo")
-        .map_err(|source| DemoError::Link { source })?
+        .map_err(|source| DemoError::Link {
+            source: Box::new(source),
+        })?
     {
-        netlink
-            .set_up(lo.index)
-            .map_err(|source| DemoError::Link { source })?;
+        netlink.set_up(lo.index).map_err(|source| DemoError::Link {
+            source: Box::new(source),
+        })?;
     }
     Ok(path)
 }
@@ -205,7 +221,10 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
-        net.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
+        net.file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default()
     ));
 
     let client_ip = attach(endpoints, "client", &client, &[])?;
@@ -247,7 +266,10 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
     output::line("\nproved:");
     output::line(&format!(
         "  - `network create` picked {} and wrote a CNI conflist any runtime can use",
-        net.subnets.first().map(ToString::to_string).unwrap_or_default()
+        net.subnets
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     ));
     output::line(&format!(
         "  - `attach` ran tether-bridge + tether-ipam + tether-portmap: client {client_ip}, server {server_ip}"
@@ -272,7 +294,9 @@ fn name_of(path: &Path) -> String {
 
 /// A veth between the host and the outside machine, on TEST-NET-2.
 fn link_outside(outside: &Path) -> Result<(), DemoError> {
-    let link = |source| DemoError::Link { source };
+    let link = |source| DemoError::Link {
+        source: Box::new(source),
+    };
     let outside_ns = NetNs::open(outside)?;
     let host = Netlink::new().map_err(link)?;
     let uplink = host
@@ -351,7 +375,10 @@ fn ping_from(netns: &Path, target: IpAddr) -> Result<String, DemoError> {
                 .to_string());
         }
     }
-    Err(step(&format!("pinging {target}"), format!("no reply: {last}")))
+    Err(step(
+        &format!("pinging {target}"),
+        format!("no reply: {last}"),
+    ))
 }
 
 /// Connects from inside `netns` and reads the one-line answer.
@@ -373,7 +400,9 @@ fn connect_from(netns: &Path, target: SocketAddr) -> Result<String, DemoError> {
 
 /// What the network left in the host namespace after `rm`: its bridge, container veths, rules.
 fn leftovers(bridge: &str) -> Result<String, DemoError> {
-    let link = |source| DemoError::Link { source };
+    let link = |source| DemoError::Link {
+        source: Box::new(source),
+    };
     let netlink = Netlink::new().map_err(link)?;
     let mut found = Vec::new();
     for l in netlink.links().map_err(link)? {
@@ -391,6 +420,9 @@ fn leftovers(bridge: &str) -> Result<String, DemoError> {
     if found.is_empty() {
         Ok("no bridge, veth or firewall rule behind".to_string())
     } else {
-        Err(step("checking the cleanup", format!("left behind: {}", found.join(", "))))
+        Err(step(
+            "checking the cleanup",
+            format!("left behind: {}", found.join(", ")),
+        ))
     }
 }
