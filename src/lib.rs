@@ -4,6 +4,7 @@
 
 pub mod cni;
 pub mod driver;
+pub mod endpoint;
 pub mod error;
 pub mod firewall;
 pub mod ifname;

@@ -28,3 +28,29 @@ pub fn conf_dir() -> PathBuf {
 pub fn ipam_dir() -> PathBuf {
     state_dir().join("ipam")
 }
+
+/// libcni's cache of ADD results, shared with podman and other libcni users (`TETHER_CNI_CACHE_DIR`,
+/// default `/var/lib/cni`); results live in its `results/` subdirectory.
+pub fn cni_cache_dir() -> PathBuf {
+    from_env("TETHER_CNI_CACHE_DIR", "/var/lib/cni")
+}
+
+/// Where plugins are looked up when `CNI_PATH` is unset (DESIGN.md §3).
+pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin:/usr/lib/cni";
+
+/// The plugin directories: `CNI_PATH`, else [`DEFAULT_CNI_PATH`].
+pub fn cni_path() -> Vec<PathBuf> {
+    let raw = std::env::var("CNI_PATH")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_CNI_PATH.to_string());
+    split_path_list(&raw)
+}
+
+/// A `:`-separated directory list, empty entries dropped.
+pub fn split_path_list(raw: &str) -> Vec<PathBuf> {
+    raw.split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}

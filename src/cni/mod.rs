@@ -11,6 +11,7 @@ pub mod exec;
 pub mod logging;
 pub mod plugin;
 pub mod result;
+pub mod runtime;
 pub mod runtime_config;
 pub mod version;
 

@@ -1,0 +1,336 @@
+//! Attaching containers to networks and detaching them: the library behind `tether attach/detach/ps/gc`
+//! and the OCI hook. Networks run through the CNI runtime side (`cni::runtime`), as libcni would run
+//! them, so the result cache is shared with podman and any libcni user.
+
+mod attachment;
+mod error;
+mod host_port;
+mod port_spec;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+pub use attachment::{Attachment, NAME_ARG};
+pub use error::EndpointError;
+pub use host_port::PublishedPort;
+pub use port_spec::{HostPorts, PortRange, PortSpec, PortSpecError};
+
+use crate::cni::config::Attachment as ValidAttachment;
+use crate::cni::runtime::{
+    list_networks, load_network, CniRuntime, NetworkConfigList, RuntimeConf, RuntimeError,
+};
+use crate::link::{MacAddr, Netlink};
+use crate::netns::{NetNs, NetnsError};
+
+/// The interface name a container gets when none is asked for and none is taken.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// One container joining one network.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttachRequest {
+    pub network: String,
+    pub container_id: String,
+    /// The container's network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub netns: PathBuf,
+    /// `None`: eth0, or the next free ethN when the container already has one.
+    pub ifname: Option<String>,
+    /// Static addresses (one per address family of the network).
+    pub ips: Vec<IpAddr>,
+    pub mac: Option<MacAddr>,
+    pub ports: Vec<PortSpec>,
+    /// The container's name, for DNS (`K8S_POD_NAME` in CNI_ARGS, as podman sends it).
+    pub name: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+/// Where networks are defined and how their plugins run; [`Endpoints::from_env`] reads the usual
+/// environment (TETHER_CONF_DIR, CNI_PATH, TETHER_CNI_CACHE_DIR).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub conf_dir: PathBuf,
+    pub runtime: CniRuntime,
+}
+
+impl Endpoints {
+    pub fn from_env() -> Endpoints {
+        Endpoints {
+            conf_dir: crate::paths::conf_dir(),
+            runtime: CniRuntime::from_env(),
+        }
+    }
+
+    /// Runs the network's chain ADD for the container and returns what it got.
+    pub fn attach(&self, req: &AttachRequest) -> Result<Attachment, EndpointError> {
+        if !crate::cni::env::is_valid_identifier(&req.container_id) {
+            return Err(EndpointError::BadContainerId {
+                id: req.container_id.clone(),
+            });
+        }
+        let net = load_network(&self.conf_dir, &req.network)?;
+        let cached = self.runtime.cache.list()?;
+        if let Some(existing) = cached
+            .iter()
+            .find(|e| e.network_name == req.network && e.container_id == req.container_id)
+        {
+            return Err(EndpointError::AlreadyAttached {
+                container: req.container_id.clone(),
+                network: req.network.clone(),
+                ifname: existing.ifname.clone(),
+            });
+        }
+        let netns = NetNs::open(&req.netns).map_err(|source| EndpointError::Netns {
+            container: req.container_id.clone(),
+            source,
+        })?;
+        let ifname = self.choose_ifname(req, &netns, &cached)?;
+
+        let mut taken: host_port::TakenPorts = cached
+            .iter()
+            .flat_map(|e| Attachment::from_cache(e).ports)
+            .map(|p| (p.protocol, p.host_port))
+            .collect();
+        let ports = host_port::resolve(&req.ports, &mut taken)?;
+        let rt = runtime_conf(req, &net, ifname, &ports);
+        self.runtime.add(&net, &rt)?;
+        let entry = self
+            .runtime
+            .cache
+            .read(&req.network, &req.container_id, &rt.ifname)?
+            .ok_or_else(|| RuntimeError::NotCached {
+                network: req.network.clone(),
+                container: req.container_id.clone(),
+                ifname: rt.ifname.clone(),
+                dir: self.runtime.cache.dir().to_path_buf(),
+            })?;
+        Ok(Attachment::from_cache(&entry))
+    }
+
+    fn choose_ifname(
+        &self,
+        req: &AttachRequest,
+        netns: &NetNs,
+        cached: &[crate::cni::runtime::CachedAttachment],
+    ) -> Result<String, EndpointError> {
+        let links = Netlink::in_netns(netns)
+            .and_then(|nl| nl.links())
+            .map_err(|source| EndpointError::Links {
+                container: req.container_id.clone(),
+                netns: req.netns.clone(),
+                source,
+            })?;
+        let in_use = |name: &str| {
+            links.iter().any(|l| l.name == name)
+                || cached
+                    .iter()
+                    .any(|e| e.container_id == req.container_id && e.ifname == name)
+        };
+        if let Some(name) = &req.ifname {
+            if let Some(reason) = crate::ifname::ifname_problem(name) {
+                return Err(EndpointError::BadIfname {
+                    ifname: name.clone(),
+                    reason,
+                });
+            }
+            if in_use(name) {
+                return Err(EndpointError::IfnameTaken {
+                    container: req.container_id.clone(),
+                    ifname: name.clone(),
+                });
+            }
+            return Ok(name.clone());
+        }
+        (0..100)
+            .map(|n| format!("eth{n}"))
+            .find(|name| !in_use(name))
+            .ok_or_else(|| EndpointError::NoFreeIfname {
+                container: req.container_id.clone(),
+            })
+    }
+
+    /// Detaches the container from the network: every cached interface, or only `ifname`. Succeeds
+    /// when nothing is attached. Without a cache entry but with the network defined, DEL still runs
+    /// with the current configuration (for `ifname`, else eth0) so partial state is cleaned up.
+    pub fn detach(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: Option<&str>,
+    ) -> Result<(), EndpointError> {
+        let cached: Vec<_> = self
+            .runtime
+            .cache
+            .list()?
+            .into_iter()
+            .filter(|e| e.network_name == network && e.container_id == container_id)
+            .filter(|e| ifname.is_none_or(|i| i == e.ifname))
+            .collect();
+        if cached.is_empty() {
+            let net = match load_network(&self.conf_dir, network) {
+                Ok(net) => net,
+                Err(RuntimeError::NetworkNotFound { .. }) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            };
+            let rt = RuntimeConf {
+                container_id: container_id.to_string(),
+                ifname: ifname.unwrap_or(DEFAULT_IFNAME).to_string(),
+                ..RuntimeConf::default()
+            };
+            self.runtime.del(&net, &rt)?;
+            return Ok(());
+        }
+        for entry in cached {
+            self.runtime
+                .del_cached(network, container_id, &entry.ifname)?;
+        }
+        Ok(())
+    }
+
+    /// Detaches the container from every network it is attached to; returns what it detached.
+    pub fn detach_all(&self, container_id: &str) -> Result<Vec<Attachment>, EndpointError> {
+        let mut done = Vec::new();
+        for entry in self.runtime.cache.list()? {
+            if entry.container_id != container_id {
+                continue;
+            }
+            self.runtime
+                .del_cached(&entry.network_name, container_id, &entry.ifname)?;
+            done.push(Attachment::from_cache(&entry));
+        }
+        Ok(done)
+    }
+
+    /// Every attachment in the result cache (also those made by podman or another libcni user).
+    pub fn list(&self) -> Result<Vec<Attachment>, EndpointError> {
+        Ok(self
+            .runtime
+            .cache
+            .list()?
+            .iter()
+            .map(Attachment::from_cache)
+            .collect())
+    }
+
+    /// Detaches every attachment whose namespace is gone, then runs CNI GC on each network with the
+    /// attachments still valid. Returns what it detached.
+    pub fn gc(&self) -> Result<Vec<Attachment>, EndpointError> {
+        let mut freed = Vec::new();
+        let mut valid = Vec::new();
+        for entry in self.runtime.cache.list()? {
+            if netns_alive(entry.netns.as_deref()) {
+                valid.push(entry);
+                continue;
+            }
+            tracing::info!(network = %entry.network_name, container = %entry.container_id, ifname = %entry.ifname, "namespace gone; detaching");
+            self.runtime
+                .del_cached(&entry.network_name, &entry.container_id, &entry.ifname)?;
+            freed.push(Attachment::from_cache(&entry));
+        }
+        for net in list_networks(&self.conf_dir)? {
+            let keep: Vec<ValidAttachment> = valid
+                .iter()
+                .filter(|e| e.network_name == net.name())
+                .map(|e| ValidAttachment {
+                    container_id: e.container_id.clone(),
+                    ifname: e.ifname.clone(),
+                })
+                .collect();
+            self.runtime.gc(&net, &keep)?;
+        }
+        Ok(freed)
+    }
+}
+
+/// A namespace is alive when its path still opens as a network namespace. An entry without a path
+/// (written by a runtime that does not record it) counts as alive: we cannot tell.
+fn netns_alive(path: Option<&str>) -> bool {
+    match path {
+        None => true,
+        Some(path) => !matches!(
+            NetNs::open(Path::new(path)),
+            Err(NetnsError::NotFound { .. } | NetnsError::NotNetns { .. })
+        ),
+    }
+}
+
+/// Capability args the plugins declare get the data; what no plugin declares goes into CNI_ARGS
+/// (`IP=`, `MAC=`), which tether's and the reference plugins read too.
+fn runtime_conf(
+    req: &AttachRequest,
+    net: &NetworkConfigList,
+    ifname: String,
+    ports: &[PublishedPort],
+) -> RuntimeConf {
+    let declares = |capability: &str| {
+        net.list.plugins.iter().any(|p| {
+            p.get("capabilities")
+                .and_then(|c| c.get(capability))
+                .and_then(Value::as_bool)
+                == Some(true)
+        })
+    };
+    let mut args = vec![("IgnoreUnknown".to_string(), "1".to_string())];
+    if let Some(name) = &req.name {
+        args.push((NAME_ARG.to_string(), name.clone()));
+    }
+    let mut caps = Map::new();
+    if !ports.is_empty() {
+        caps.insert("portMappings".into(), json!(ports));
+    }
+    if !req.ips.is_empty() {
+        let ips: Vec<String> = req.ips.iter().map(IpAddr::to_string).collect();
+        if declares("ips") {
+            caps.insert("ips".into(), json!(ips));
+        } else {
+            args.push(("IP".to_string(), ips.join(",")));
+        }
+    }
+    if let Some(mac) = req.mac {
+        if declares("mac") {
+            caps.insert("mac".into(), json!(mac.to_string()));
+        } else {
+            args.push(("MAC".to_string(), mac.to_string()));
+        }
+    }
+    if !req.aliases.is_empty() {
+        // podman's shape: aliases by network name.
+        caps.insert("aliases".into(), json!({ req.network.clone(): req.aliases }));
+    }
+    RuntimeConf {
+        container_id: req.container_id.clone(),
+        netns: Some(req.netns.clone()),
+        ifname,
+        args,
+        capability_args: caps,
+    }
+}
+
+/// [`Endpoints::attach`] with the environment's directories.
+pub fn attach(req: &AttachRequest) -> Result<Attachment, EndpointError> {
+    Endpoints::from_env().attach(req)
+}
+
+/// [`Endpoints::detach`] with the environment's directories.
+pub fn detach(
+    network: &str,
+    container_id: &str,
+    ifname: Option<&str>,
+) -> Result<(), EndpointError> {
+    Endpoints::from_env().detach(network, container_id, ifname)
+}
+
+/// [`Endpoints::detach_all`] with the environment's directories.
+pub fn detach_all(container_id: &str) -> Result<Vec<Attachment>, EndpointError> {
+    Endpoints::from_env().detach_all(container_id)
+}
+
+/// [`Endpoints::list`] with the environment's directories.
+pub fn list() -> Result<Vec<Attachment>, EndpointError> {
+    Endpoints::from_env().list()
+}
+
+/// [`Endpoints::gc`] with the environment's directories.
+pub fn gc() -> Result<Vec<Attachment>, EndpointError> {
+    Endpoints::from_env().gc()
+}
