@@ -31,7 +31,9 @@ pub enum EndpointError {
     #[error(transparent)]
     PortSpec(#[from] PortSpecError),
 
-    #[error("no free host port for {what}; free one or publish an explicit HOSTPORT:CONTAINERPORT")]
+    #[error(
+        "no free host port for {what}; free one or publish an explicit HOSTPORT:CONTAINERPORT"
+    )]
     NoFreePort { what: String },
 
     #[error("container {container} is already attached to network {network} as {ifname}; detach it first (`tether detach --network {network} {container}`)")]
@@ -48,7 +50,10 @@ pub enum EndpointError {
     NoFreeIfname { container: String },
 
     #[error("invalid interface name {ifname:?}: {reason}")]
-    BadIfname { ifname: String, reason: &'static str },
+    BadIfname {
+        ifname: String,
+        reason: &'static str,
+    },
 
     #[error("invalid container id {id:?}: it must start with a letter or digit and hold only letters, digits, '_', '.' and '-'")]
     BadContainerId { id: String },

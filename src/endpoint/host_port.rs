@@ -113,7 +113,10 @@ mod tests {
     fn exact_ranges_pair_up_in_order() {
         let specs = ["8000-8002:80-82/udp".parse().unwrap()];
         let out = resolve(&specs, &mut TakenPorts::new()).unwrap();
-        let pairs: Vec<(u16, u16)> = out.iter().map(|m| (m.host_port, m.container_port)).collect();
+        let pairs: Vec<(u16, u16)> = out
+            .iter()
+            .map(|m| (m.host_port, m.container_port))
+            .collect();
         assert_eq!(pairs, [(8000, 80), (8001, 81), (8002, 82)]);
         assert!(out.iter().all(|m| m.protocol == "udp"));
     }

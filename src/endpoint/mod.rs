@@ -295,7 +295,10 @@ fn runtime_conf(
     }
     if !req.aliases.is_empty() {
         // podman's shape: aliases by network name.
-        caps.insert("aliases".into(), json!({ req.network.clone(): req.aliases }));
+        caps.insert(
+            "aliases".into(),
+            json!({ req.network.clone(): req.aliases }),
+        );
     }
     RuntimeConf {
         container_id: req.container_id.clone(),

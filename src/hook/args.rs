@@ -64,7 +64,8 @@ impl HookArgs {
             }
         }
         if !networks.is_empty() {
-            parsed.settings.networks = Some(NetworkMode::parse(networks.iter().map(String::as_str))?);
+            parsed.settings.networks =
+                Some(NetworkMode::parse(networks.iter().map(String::as_str))?);
         }
         if !ports.is_empty() {
             let texts = ports.iter().flat_map(|p| split_list(p)).collect();
@@ -97,8 +98,21 @@ mod tests {
     #[test]
     fn stage_networks_ports_and_identity_are_read() {
         let args = parse(&[
-            "attach", "--network", "front", "--network=back", "-p", "8080:80", "--publish=53:53/udp",
-            "--ip", "10.88.0.5", "--mac", "02:00:00:00:00:05", "--alias", "a,b", "--name", "web",
+            "attach",
+            "--network",
+            "front",
+            "--network=back",
+            "-p",
+            "8080:80",
+            "--publish=53:53/udp",
+            "--ip",
+            "10.88.0.5",
+            "--mac",
+            "02:00:00:00:00:05",
+            "--alias",
+            "a,b",
+            "--name",
+            "web",
         ])
         .unwrap();
         assert_eq!(args.stage, Some(Stage::Attach));
@@ -107,7 +121,9 @@ mod tests {
             s.networks,
             Some(NetworkMode::Networks(vec!["front".into(), "back".into()]))
         );
-        let ports = ["8080:80", "53:53/udp"].map(|p| p.parse().unwrap()).to_vec();
+        let ports = ["8080:80", "53:53/udp"]
+            .map(|p| p.parse().unwrap())
+            .to_vec();
         assert_eq!(s.ports, Some(ports));
         assert_eq!(s.ips, Some(vec!["10.88.0.5".parse().unwrap()]));
         assert_eq!(s.mac.unwrap().to_string(), "02:00:00:00:00:05");

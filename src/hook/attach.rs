@@ -79,7 +79,11 @@ pub fn attach_networks(
             container_id: id.to_string(),
             netns: netns_path.to_path_buf(),
             ifname: None,
-            ips: if primary { settings.ips.clone().unwrap_or_default() } else { Vec::new() },
+            ips: if primary {
+                settings.ips.clone().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             mac: if primary { settings.mac } else { None },
             ports: if primary { ports.clone() } else { Vec::new() },
             name: settings.name.clone(),
@@ -131,7 +135,11 @@ fn roll_back(
     let targets = partial
         .map(|network| (network.to_string(), None))
         .into_iter()
-        .chain(made.iter().rev().map(|a| (a.network.clone(), Some(a.ifname.clone()))));
+        .chain(
+            made.iter()
+                .rev()
+                .map(|a| (a.network.clone(), Some(a.ifname.clone()))),
+        );
     for (network, ifname) in targets {
         if let Err(e) = ops.detach(&network, id, ifname.as_deref()) {
             failures.push(format!("detaching {network} failed too: {e}"));

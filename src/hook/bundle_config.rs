@@ -120,8 +120,7 @@ mod tests {
 
     #[test]
     fn absolute_and_read_only_roots() {
-        let absolute =
-            BundleConfig::parse(r#"{"root":{"path":"/var/lib/c/rootfs"}}"#).unwrap();
+        let absolute = BundleConfig::parse(r#"{"root":{"path":"/var/lib/c/rootfs"}}"#).unwrap();
         assert_eq!(
             absolute.writable_rootfs(Path::new("/b")),
             Some(PathBuf::from("/var/lib/c/rootfs"))
@@ -129,7 +128,12 @@ mod tests {
         let read_only =
             BundleConfig::parse(r#"{"root":{"path":"rootfs","readonly":true}}"#).unwrap();
         assert_eq!(read_only.writable_rootfs(Path::new("/b")), None);
-        assert_eq!(BundleConfig::parse("{}").unwrap().writable_rootfs(Path::new("/b")), None);
+        assert_eq!(
+            BundleConfig::parse("{}")
+                .unwrap()
+                .writable_rootfs(Path::new("/b")),
+            None
+        );
     }
 
     #[test]
@@ -138,6 +142,9 @@ mod tests {
             BundleConfig::parse(r#"{"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#)
                 .unwrap();
         assert_eq!(config.has_network_namespace(), Some(false));
-        assert_eq!(BundleConfig::parse("{}").unwrap().has_network_namespace(), None);
+        assert_eq!(
+            BundleConfig::parse("{}").unwrap().has_network_namespace(),
+            None
+        );
     }
 }

@@ -55,11 +55,7 @@ pub fn run(args: &[String], stdin: impl Read) -> Result<(), HookError> {
 }
 
 /// [`run`] with the state already read and the endpoint operations given (tests pass a fake).
-pub fn run_with(
-    ops: &impl EndpointOps,
-    args: HookArgs,
-    state: &OciState,
-) -> Result<(), HookError> {
+pub fn run_with(ops: &impl EndpointOps, args: HookArgs, state: &OciState) -> Result<(), HookError> {
     let stage = Stage::choose(args.stage, &state.status)?;
     let config = match state.bundle.as_os_str().is_empty() {
         true => None,
@@ -103,7 +99,9 @@ fn own_names(config: &BundleConfig, settings: &HookSettings, id: &str) -> Vec<St
         .hostname
         .iter()
         .cloned()
-        .chain(std::iter::once(settings.name.clone().unwrap_or_else(|| id.to_string())))
+        .chain(std::iter::once(
+            settings.name.clone().unwrap_or_else(|| id.to_string()),
+        ))
         .chain(settings.aliases.iter().flatten().cloned())
         .collect()
 }

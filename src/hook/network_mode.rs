@@ -55,8 +55,9 @@ fn check_network_name(name: &str) -> Result<(), HookError> {
     } else {
         Err(HookError::InvalidNetworks {
             networks: name.to_string(),
-            reason: "a network name is a letter or digit followed by letters, digits, `_`, `.` or `-`"
-                .into(),
+            reason:
+                "a network name is a letter or digit followed by letters, digits, `_`, `.` or `-`"
+                    .into(),
         })
     }
 }
@@ -71,7 +72,10 @@ mod tests {
 
     #[test]
     fn comma_separated_and_repeated_lists_keep_their_order_without_duplicates() {
-        assert_eq!(NetworkMode::parse(["front, back"]).unwrap(), names(&["front", "back"]));
+        assert_eq!(
+            NetworkMode::parse(["front, back"]).unwrap(),
+            names(&["front", "back"])
+        );
         assert_eq!(
             NetworkMode::parse(["front", "back,front", "db"]).unwrap(),
             names(&["front", "back", "db"])
@@ -88,9 +92,18 @@ mod tests {
 
     #[test]
     fn host_or_none_mixed_with_networks_and_bad_names_are_refused() {
-        for bad in [&["host", "front"][..], &["front,none"], &["../etc"], &["-x"], &["a b"]] {
+        for bad in [
+            &["host", "front"][..],
+            &["front,none"],
+            &["../etc"],
+            &["-x"],
+            &["a b"],
+        ] {
             assert!(
-                matches!(NetworkMode::parse(bad.iter().copied()), Err(HookError::InvalidNetworks { .. })),
+                matches!(
+                    NetworkMode::parse(bad.iter().copied()),
+                    Err(HookError::InvalidNetworks { .. })
+                ),
                 "{bad:?} accepted"
             );
         }

@@ -57,7 +57,9 @@ impl ResolvConf {
         for line in text.lines() {
             let mut words = line.split_whitespace();
             match words.next() {
-                Some("nameserver") => push_unique(&mut conf.nameservers, words.next().map(str::to_string)),
+                Some("nameserver") => {
+                    push_unique(&mut conf.nameservers, words.next().map(str::to_string))
+                }
                 Some("search") | Some("domain") => {
                     conf.search = words.map(str::to_string).collect();
                 }

@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 use super::error::HookError;
 
 /// Writes `contents` to `<rootfs>/<dir>/<name>` (mode 0644), creating `dir` when missing.
-pub fn write_in_rootfs(rootfs: &Path, dir: &str, name: &str, contents: &str) -> Result<PathBuf, HookError> {
+pub fn write_in_rootfs(
+    rootfs: &Path,
+    dir: &str,
+    name: &str,
+    contents: &str,
+) -> Result<PathBuf, HookError> {
     let target = rootfs.join(dir).join(name);
     let fail = |reason: String| HookError::RootfsFile {
         path: target.clone(),
@@ -57,7 +62,8 @@ mod tests {
     use super::*;
 
     fn scratch(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tether-rootfs-{label}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tether-rootfs-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir

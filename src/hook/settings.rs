@@ -18,11 +18,11 @@ pub const MAC_ANNOTATION: &str = "tether.mac";
 pub const ALIASES_ANNOTATION: &str = "tether.aliases";
 pub const NAME_ANNOTATION: &str = "tether.name";
 
-/// Where other tools put a container's name, tried in order when `tether.name` is absent.
+/// Where other tools put a container's name, tried in order when `tether.name` is absent (containerd's
+/// CRI and CRI-O). podman puts none in the OCI spec: pass `--annotation tether.name=NAME`.
 const NAME_HINTS: &[&str] = &[
     "io.kubernetes.cri.container-name",
     "io.kubernetes.cri-o.ContainerName",
-    "io.podman.annotations.name",
 ];
 
 /// One source's settings; `None` means "this source says nothing".
@@ -40,7 +40,9 @@ pub struct HookSettings {
 }
 
 impl HookSettings {
-    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<HookSettings, HookError> {
+    pub fn from_annotations(
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<HookSettings, HookError> {
         let get = |key: &str| annotations.get(key).map(String::as_str);
         let networks = get(NETWORK_ANNOTATION)
             .map(|list| NetworkMode::parse([list]))
@@ -114,21 +116,24 @@ pub(crate) fn parse_ports(texts: Vec<String>, source: &str) -> Result<Vec<PortSp
     texts
         .iter()
         .map(|text| {
-            text.parse().map_err(|e: crate::endpoint::PortSpecError| HookError::InvalidSetting {
-                source_name: source.to_string(),
-                value: text.clone(),
-                reason: e.to_string(),
-            })
+            text.parse().map_err(
+                |e: crate::endpoint::PortSpecError| HookError::InvalidSetting {
+                    source_name: source.to_string(),
+                    value: text.clone(),
+                    reason: e.to_string(),
+                },
+            )
         })
         .collect()
 }
 
 pub(crate) fn parse_mac(text: &str, source: &str) -> Result<MacAddr, HookError> {
-    text.parse().map_err(|e: crate::link::MacAddrError| HookError::InvalidSetting {
-        source_name: source.to_string(),
-        value: text.to_string(),
-        reason: e.to_string(),
-    })
+    text.parse()
+        .map_err(|e: crate::link::MacAddrError| HookError::InvalidSetting {
+            source_name: source.to_string(),
+            value: text.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -144,11 +149,17 @@ mod tests {
         let err = HookSettings::from_annotations(&annotations(&[("tether.ports", "80:99999")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("tether.ports") && err.contains("80:99999"), "{err}");
+        assert!(
+            err.contains("tether.ports") && err.contains("80:99999"),
+            "{err}"
+        );
     }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -173,10 +184,16 @@ mod tests {
         );
         assert_eq!(
             settings.ips,
-            Some(vec!["10.88.0.9".parse().unwrap(), "fd00::9".parse().unwrap()])
+            Some(vec![
+                "10.88.0.9".parse().unwrap(),
+                "fd00::9".parse().unwrap()
+            ])
         );
         assert_eq!(settings.mac.unwrap().to_string(), "02:42:ac:11:00:09");
-        assert_eq!(settings.aliases, Some(vec!["web".to_string(), "www".to_string()]));
+        assert_eq!(
+            settings.aliases,
+            Some(vec!["web".to_string(), "www".to_string()])
+        );
         assert_eq!(settings.name.as_deref(), Some("web1"));
     }
 
@@ -208,7 +225,10 @@ mod tests {
     fn bad_addresses_and_macs_name_the_annotation() {
         let bad_ip = HookSettings::from_annotations(&annotations(&[("tether.ip", "10.0.0.300")]));
         let message = bad_ip.unwrap_err().to_string();
-        assert!(message.contains("tether.ip") && message.contains("10.0.0.300"), "{message}");
+        assert!(
+            message.contains("tether.ip") && message.contains("10.0.0.300"),
+            "{message}"
+        );
         let bad_mac = HookSettings::from_annotations(&annotations(&[("tether.mac", "zz")]));
         assert!(bad_mac.unwrap_err().to_string().contains("tether.mac"));
     }
@@ -227,7 +247,10 @@ mod tests {
             ..HookSettings::default()
         };
         let merged = from_annotations.overridden_by(from_args);
-        assert_eq!(merged.networks, Some(NetworkMode::Networks(vec!["back".into()])));
+        assert_eq!(
+            merged.networks,
+            Some(NetworkMode::Networks(vec!["back".into()]))
+        );
         assert_eq!(merged.ports, Some(vec![port("80")]));
         assert_eq!(merged.aliases, Some(vec!["api".to_string()]));
         assert_eq!(merged.name.as_deref(), Some("web"));

@@ -77,8 +77,9 @@ mod tests {
 
     #[test]
     fn poststop_state_without_pid_or_annotations_is_read() {
-        let state = OciState::parse(r#"{"ociVersion":"1.0.0","id":"c1","status":"stopped","bundle":"/b"}"#)
-            .unwrap();
+        let state =
+            OciState::parse(r#"{"ociVersion":"1.0.0","id":"c1","status":"stopped","bundle":"/b"}"#)
+                .unwrap();
         assert_eq!(state.live_pid(), None);
         assert!(state.annotations.is_empty());
         let zero = OciState::parse(r#"{"id":"c1","status":"stopped","pid":0}"#).unwrap();

@@ -21,7 +21,9 @@ struct FakeEndpoints {
 
 impl EndpointOps for FakeEndpoints {
     fn attach(&self, request: &AttachRequest) -> Result<Attachment, EndpointError> {
-        self.calls.borrow_mut().push(format!("attach {}", request.network));
+        self.calls
+            .borrow_mut()
+            .push(format!("attach {}", request.network));
         self.requests.borrow_mut().push(request.clone());
         if self.failing.contains(&request.network) {
             return Err(EndpointError::BadContainerId {
@@ -87,7 +89,9 @@ fn ports_address_and_mac_go_to_the_first_network_name_and_aliases_to_all() {
     assert_eq!(requests[0].ports.len(), 1);
     assert_eq!(requests[0].ips.len(), 1);
     assert!(requests[1].ports.is_empty() && requests[1].ips.is_empty());
-    assert!(requests.iter().all(|r| r.aliases == ["web"] && r.name.as_deref() == Some("c1")));
+    assert!(requests
+        .iter()
+        .all(|r| r.aliases == ["web"] && r.name.as_deref() == Some("c1")));
     assert!(requests.iter().all(|r| r.ifname.is_none()));
 }
 
@@ -98,9 +102,18 @@ fn a_failing_network_detaches_it_and_every_earlier_one_in_reverse() {
         ..FakeEndpoints::default()
     };
     let list = networks(&["first", "second", "third", "fourth"]);
-    let err = attach_networks(&fake, "c1", Path::new("/proc/1/ns/net"), &list, &settings(&[]))
-        .unwrap_err();
-    assert!(matches!(&err, HookError::Attach { network, .. } if network == "third"), "{err}");
+    let err = attach_networks(
+        &fake,
+        "c1",
+        Path::new("/proc/1/ns/net"),
+        &list,
+        &settings(&[]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, HookError::Attach { network, .. } if network == "third"),
+        "{err}"
+    );
     assert_eq!(
         *fake.calls.borrow(),
         [

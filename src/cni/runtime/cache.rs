@@ -239,7 +239,9 @@ mod tests {
         let root = std::env::temp_dir().join(format!("tt-cache-{}", std::process::id()));
         let cache = ResultCache::new(&root);
         cache.write(&sample()).unwrap();
-        assert!(cache.path("web", "c1", "eth0").ends_with("results/web-c1-eth0"));
+        assert!(cache
+            .path("web", "c1", "eth0")
+            .ends_with("results/web-c1-eth0"));
         assert_eq!(cache.read("web", "c1", "eth0").unwrap(), Some(sample()));
         assert_eq!(cache.list().unwrap(), vec![sample()]);
         assert!(cache.remove("web", "c1", "eth0").unwrap());

@@ -4,8 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::cni::error::CniError;
 use crate::cni::env::Command;
+use crate::cni::error::CniError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -107,7 +107,9 @@ pub fn list_networks(dir: &Path) -> Result<Vec<NetworkConfigList>, RuntimeError>
                 tracing::debug!(file = %path.display(), network = net.name(), "shadowed by an earlier file");
             }
             Ok(net) => out.push(net),
-            Err(err) => tracing::warn!(file = %path.display(), error = %err, "skipping invalid network configuration"),
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "skipping invalid network configuration")
+            }
         }
     }
     Ok(out)

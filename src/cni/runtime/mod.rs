@@ -17,8 +17,8 @@ pub use loader::{list_networks, load_network, NetworkConfigList};
 
 use crate::cni::config::Attachment;
 use crate::cni::env::Command;
-use crate::cni::exec::{exec_plugin, find_plugin, ExecRequest};
 use crate::cni::error::CniError;
+use crate::cni::exec::{exec_plugin, find_plugin, ExecRequest};
 use crate::cni::version::Version;
 
 /// What one attachment hands the plugins besides the configuration (libcni's `RuntimeConf`).
@@ -111,7 +111,11 @@ impl CniRuntime {
             ifname: rt.ifname.clone(),
             network_name: net.name().to_string(),
             netns: rt.netns.as_ref().map(|p| p.display().to_string()),
-            cni_args: rt.args.iter().map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            cni_args: rt
+                .args
+                .iter()
+                .map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
             capability_args: rt.capability_args.clone(),
             result: Some(result.clone()),
         };
@@ -141,12 +145,14 @@ impl CniRuntime {
             .and_then(|entry| entry.result);
         let capabilities = Value::Object(rt.capability_args.clone());
         // prevResult exists on DEL from spec 0.4.0 on.
-        let prev = cached.filter(|_| version_at_least(&net.list.cni_version, Version::new(0, 4, 0)));
+        let prev =
+            cached.filter(|_| version_at_least(&net.list.cni_version, Version::new(0, 4, 0)));
         for index in (0..net.list.plugins.len()).rev() {
             let conf = net.list.plugin_conf(index, prev.as_ref(), &capabilities);
             self.exec(net, index, Command::Del, rt, &conf)?;
         }
-        self.cache.remove(net.name(), &rt.container_id, &rt.ifname)?;
+        self.cache
+            .remove(net.name(), &rt.container_id, &rt.ifname)?;
         Ok(())
     }
 
@@ -203,7 +209,9 @@ impl CniRuntime {
                 .collect();
             let rt = RuntimeConf::default();
             for index in 0..net.list.plugins.len() {
-                let mut conf = net.list.plugin_conf(index, None, &Value::Object(Map::new()));
+                let mut conf = net
+                    .list
+                    .plugin_conf(index, None, &Value::Object(Map::new()));
                 conf["cni.dev/valid-attachments"] = Value::Array(listed.clone());
                 self.exec(net, index, Command::Gc, &rt, &conf)?;
             }
@@ -227,7 +235,9 @@ impl CniRuntime {
         }
         let rt = RuntimeConf::default();
         for index in 0..net.list.plugins.len() {
-            let conf = net.list.plugin_conf(index, None, &Value::Object(Map::new()));
+            let conf = net
+                .list
+                .plugin_conf(index, None, &Value::Object(Map::new()));
             self.exec(net, index, Command::Status, &rt, &conf)?;
         }
         Ok(())
