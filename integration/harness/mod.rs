@@ -8,11 +8,14 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod binaries;
+pub mod busybox_rootfs;
 pub mod cni_result;
 pub mod host;
 pub mod netns;
 pub mod network_conf;
 pub mod nft;
+pub mod oci_bundle;
+pub mod oci_runtime;
 pub mod plugin;
 pub mod scratch_dir;
 pub mod store;

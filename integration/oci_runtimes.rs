@@ -1,0 +1,400 @@
+//! Real OCI runtimes calling `tether hook`: runc and crun run busybox bundles whose config.json installs
+//! the hook as createRuntime and poststop, inside the test's host namespace. The container gets its
+//! address, reaches a second container, serves a published port to an outside namespace, and after
+//! `delete` nothing of it is left; a failing hook makes `run` fail and leaves nothing either.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use harness::oci_bundle::OciBundle;
+use harness::oci_runtime::{OciRuntime, RunningContainer, RuntimeKind};
+use harness::{binaries, nft, store, HostNs};
+use serde_json::json;
+
+const SUBNET: &str = "10.77.0.0/24";
+
+/// A test's host plus the directories a hook must be pointed at.
+struct Setup {
+    host: HostNs,
+    conf_dir: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Setup {
+    fn new(label: &str) -> Setup {
+        let host = HostNs::new(label);
+        let conf_dir = host.dir().join("conf");
+        let cache_dir = host.dir().join("cache");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        let setup = Setup {
+            host,
+            conf_dir,
+            cache_dir,
+        };
+        setup.write_network("front", "tt0", SUBNET);
+        setup
+    }
+
+    /// A bridge network as `tether network create` writes it: tether-bridge + tether-ipam + tether-portmap.
+    fn write_network(&self, name: &str, bridge: &str, subnet: &str) {
+        let conflist = json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "plugins": [
+                {
+                    "type": "tether-bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "isDefaultGateway": true,
+                    "ipMasq": true,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "tether-ipam",
+                        "ranges": [[{"subnet": subnet}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": self.host.data_dir_str(),
+                    }
+                },
+                {"type": "tether-portmap", "capabilities": {"portMappings": true}, "snat": true}
+            ]
+        });
+        let path = self.conf_dir.join(format!("{name}.conflist"));
+        std::fs::write(path, serde_json::to_string_pretty(&conflist).unwrap()).unwrap();
+    }
+
+    /// The hook's whole environment: runc and crun pass it nothing else (no PATH either).
+    fn hook_env(&self) -> Vec<String> {
+        vec![
+            format!("TETHER_STATE_DIR={}", self.host.state_dir().display()),
+            format!("TETHER_RUN_DIR={}", self.host.run_dir().display()),
+            format!("TETHER_CONF_DIR={}", self.conf_dir.display()),
+            format!("TETHER_CNI_CACHE_DIR={}", self.cache_dir.display()),
+            format!("CNI_PATH={}", binaries::cni_path()),
+        ]
+    }
+
+    fn bundle(&self, id: &str, page: &str, args: &[&str], hook_args: &[&str]) -> OciBundle {
+        let mut bundle = OciBundle::new(&self.host.dir().join(id), id, page, args);
+        bundle.tether_hook(&binaries::tether(), hook_args, &self.hook_env());
+        bundle
+    }
+
+    fn runtime(&self, kind: RuntimeKind) -> OciRuntime {
+        OciRuntime::new(kind, &self.host.ns, &self.host.dir().join(kind.binary()))
+    }
+
+    fn cached_results(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.cache_dir.join("results")) else {
+            return vec![];
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn host_veths(&self) -> Vec<String> {
+        self.host
+            .ns
+            .link_names()
+            .into_iter()
+            .filter(|n| n.starts_with("tv"))
+            .collect()
+    }
+
+    /// Nothing of any container is left: no host veth, no lease, no cached result, and none of
+    /// `addresses` in an nftables set or map.
+    fn assert_nothing_left(&self, addresses: &[String]) {
+        assert_eq!(self.host_veths(), Vec::<String>::new(), "host veths left");
+        assert_eq!(
+            store::all_leases(&self.host.data_dir()),
+            Vec::<String>::new(),
+            "leases left"
+        );
+        assert_eq!(
+            self.cached_results(),
+            Vec::<String>::new(),
+            "cached results left"
+        );
+        for address in addresses {
+            assert!(
+                !nft::has_element(&self.host.ns, address),
+                "{address} still in an nftables set: {:?}",
+                nft::set_elements(&self.host.ns)
+            );
+        }
+    }
+}
+
+fn start<'r>(runtime: &'r OciRuntime, id: &str, bundle: &OciBundle) -> RunningContainer<'r> {
+    bundle.write();
+    let outcome = runtime.run_detached(id, &bundle.dir);
+    assert!(outcome.success, "run {id} failed: {}", outcome.log);
+    RunningContainer {
+        runtime,
+        id: id.to_string(),
+    }
+}
+
+/// The IPv4 address on the container's eth0, read from its namespace.
+fn container_ipv4(container: &RunningContainer) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", container.netns_path()))
+        .args(["ip", "-j", "-4", "addr", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "no eth0 in {}: {}",
+        container.id,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    links[0]["addr_info"][0]["local"]
+        .as_str()
+        .unwrap_or_else(|| panic!("eth0 of {} has no IPv4 address: {links}", container.id))
+        .to_string()
+}
+
+fn link_names_in(netns: &str) -> Vec<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["ip", "-j", "link", "show"])
+        .output()
+        .unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:{}",
+                l["ifname"].as_str().unwrap(),
+                l["operstate"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// busybox wget from a namespace, a few tries (a fresh port may need a moment for ARP).
+fn fetch_from(netns: &str, url: &str) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["timeout", "5", "busybox", "wget", "-q", "-O", "-", url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+    }
+    Err(last)
+}
+
+fn container_fetch(container: &RunningContainer, url: &str) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        // `timeout`, not wget's own -T: busybox 1.35's `wget -T` dies of SIGSEGV.
+        let (ok, text) = container.exec(&["timeout", "5", "wget", "-q", "-O", "-", url]);
+        if ok {
+            return Ok(text);
+        }
+        last = text;
+    }
+    Err(last)
+}
+
+/// The whole life of two containers under one runtime: networked at create, talking to each other and
+/// to the outside through a published port, and gone without a trace after delete.
+fn two_containers_on_one_network(kind: RuntimeKind) {
+    let setup = Setup::new(&kind.binary()[..2]);
+    let outside = setup.host.outside();
+    let runtime = setup.runtime(kind);
+
+    // web: network and port from annotations; client: network from the hook's arguments.
+    let mut web = setup.bundle(
+        "web",
+        "hello from web\n",
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+        &[],
+    );
+    web.annotation("tether.network", "front")
+        .annotation("tether.ports", "8080:80")
+        .annotation("tether.aliases", "www");
+    let client = setup.bundle("client", "", &["sleep", "600"], &["--network", "front"]);
+
+    let web_c = start(&runtime, "web", &web);
+    let client_c = start(&runtime, "client", &client);
+
+    let web_ip = container_ipv4(&web_c);
+    let client_ip = container_ipv4(&client_c);
+    assert!(web_ip.starts_with("10.77.0."), "web got {web_ip}");
+    assert!(
+        client_ip.starts_with("10.77.0.") && client_ip != web_ip,
+        "client got {client_ip}"
+    );
+    assert!(
+        link_names_in(&web_c.netns_path()).contains(&"lo:UNKNOWN".to_string()),
+        "lo is not up in web: {:?}",
+        link_names_in(&web_c.netns_path())
+    );
+
+    // The hook wrote the container's own files into its writable rootfs.
+    let hosts = web
+        .rootfs_file("etc/hosts")
+        .expect("no /etc/hosts in web's rootfs");
+    assert!(hosts.contains(&format!("{web_ip}\tweb www")), "{hosts}");
+    let resolv = web
+        .rootfs_file("etc/resolv.conf")
+        .expect("no /etc/resolv.conf in web's rootfs");
+    assert!(resolv.contains("tether hook"), "{resolv}");
+
+    // Container to container: ICMP and HTTP.
+    let (pinged, ping_out) = client_c.exec(&["ping", "-c", "1", "-W", "2", &web_ip]);
+    assert!(pinged, "client cannot ping web {web_ip}: {ping_out}");
+    let page =
+        container_fetch(&client_c, &format!("http://{web_ip}/")).expect("client cannot fetch web");
+    assert_eq!(page, "hello from web\n");
+
+    // The published port, from a machine outside the host.
+    let page = fetch_from(
+        &outside.ns.path_str(),
+        &format!("http://{}:8080/", outside.host_addr),
+    )
+    .unwrap_or_else(|e| panic!("outside cannot reach web through 8080: {e}"));
+    assert_eq!(page, "hello from web\n");
+    assert!(nft::has_element(&setup.host.ns, &web_ip));
+
+    web_c.delete().expect("deleting web");
+    client_c.delete().expect("deleting client");
+    setup.assert_nothing_left(&[web_ip.clone(), client_ip]);
+
+    // poststop may run again (a second delete, a cleanup after a crash): still a success.
+    let state = json!({"ociVersion": "1.0.2", "id": "web", "status": "stopped",
+                       "bundle": web.dir, "annotations": {"tether.network": "front"}});
+    let out = run_hook(&setup, &[], &state.to_string());
+    assert!(
+        out.status.success(),
+        "second detach failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tether hook ARGS` with the test's environment and `state` on stdin, inside the host namespace.
+fn run_hook(setup: &Setup, args: &[&str], state: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", setup.host.ns.path_str()))
+        .arg("--")
+        .arg(binaries::tether())
+        .arg("hook")
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for pair in setup.hook_env() {
+        let (k, v) = pair.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn runc_containers_get_addresses_talk_publish_and_leave_nothing() {
+    two_containers_on_one_network(RuntimeKind::Runc);
+}
+
+#[test]
+fn crun_containers_get_addresses_talk_publish_and_leave_nothing() {
+    two_containers_on_one_network(RuntimeKind::Crun);
+}
+
+#[test]
+fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
+    let setup = Setup::new("rf");
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    // front attaches first; nosuch fails, so front must be rolled back.
+    let bundle = setup.bundle("bad", "", &["sleep", "600"], &["--network", "front,nosuch"]);
+    bundle.write();
+    let outcome = runtime.run_detached("bad", &bundle.dir);
+    let _guard = RunningContainer {
+        runtime: &runtime,
+        id: "bad".into(),
+    };
+    assert!(!outcome.success, "runc run succeeded with a bad network");
+    assert!(
+        outcome.log.contains("nosuch"),
+        "the error does not name the network: {}",
+        outcome.log
+    );
+    assert!(
+        runtime
+            .state("bad")
+            .is_none_or(|s| s["status"] == "stopped"),
+        "container left running"
+    );
+    setup.assert_nothing_left(&[]);
+}
+
+#[test]
+fn no_network_leaves_loopback_only() {
+    let setup = Setup::new("rn");
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    let bundle = setup.bundle("lonely", "", &["sleep", "600"], &[]);
+    let c = start(&runtime, "lonely", &bundle);
+    assert_eq!(link_names_in(&c.netns_path()), ["lo:UNKNOWN"]);
+    c.delete().expect("deleting lonely");
+    setup.assert_nothing_left(&[]);
+}
+
+#[test]
+fn a_container_sharing_the_runtimes_namespace_is_refused_unless_host() {
+    let setup = Setup::new("rh");
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    let before = setup.host.ns.link_names();
+
+    let mut shared = setup.bundle("shared", "", &["sleep", "600"], &["--network", "front"]);
+    shared.share_host_network().write();
+    let outcome = runtime.run_detached("shared", &shared.dir);
+    let _guard = RunningContainer {
+        runtime: &runtime,
+        id: "shared".into(),
+    };
+    assert!(
+        !outcome.success,
+        "attaching the runtime's own namespace was allowed"
+    );
+    assert!(
+        outcome
+            .log
+            .contains("shares the runtime's network namespace"),
+        "{}",
+        outcome.log
+    );
+
+    let mut host_mode = setup.bundle("hostmode", "", &["sleep", "600"], &["--network", "host"]);
+    host_mode.share_host_network();
+    let c = start(&runtime, "hostmode", &host_mode);
+    assert_eq!(
+        setup.host.ns.link_names(),
+        before,
+        "host mode changed the host's links"
+    );
+    c.delete().expect("deleting hostmode");
+    setup.assert_nothing_left(&[]);
+}
