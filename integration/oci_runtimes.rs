@@ -80,6 +80,8 @@ impl Setup {
     fn bundle(&self, id: &str, page: &str, args: &[&str], hook_args: &[&str]) -> OciBundle {
         let mut bundle = OciBundle::new(&self.host.dir().join(id), id, page, args);
         bundle.tether_hook(&binaries::tether(), hook_args, &self.hook_env());
+        // runc's default cgroup is /<id>: make it unique to this test run.
+        bundle.config["linux"]["cgroupsPath"] = json!(format!("/{}-{id}", self.host.ns.name));
         bundle
     }
 
