@@ -6,131 +6,13 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use harness::hook_host::{fetch_from, HookHost};
+use harness::nft;
 use harness::oci_bundle::OciBundle;
 use harness::oci_runtime::{OciRuntime, RunningContainer, RuntimeKind};
-use harness::{binaries, nft, store, HostNs};
 use serde_json::json;
-
-const SUBNET: &str = "10.77.0.0/24";
-
-/// A test's host plus the directories a hook must be pointed at.
-struct Setup {
-    host: HostNs,
-    conf_dir: PathBuf,
-    cache_dir: PathBuf,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        let host = HostNs::new(label);
-        let conf_dir = host.dir().join("conf");
-        let cache_dir = host.dir().join("cache");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::create_dir_all(&cache_dir).unwrap();
-        let setup = Setup {
-            host,
-            conf_dir,
-            cache_dir,
-        };
-        setup.write_network("front", "tt0", SUBNET);
-        setup
-    }
-
-    /// A bridge network as `tether network create` writes it: tether-bridge + tether-ipam + tether-portmap.
-    fn write_network(&self, name: &str, bridge: &str, subnet: &str) {
-        let conflist = json!({
-            "cniVersion": "1.0.0",
-            "name": name,
-            "plugins": [
-                {
-                    "type": "tether-bridge",
-                    "bridge": bridge,
-                    "isGateway": true,
-                    "isDefaultGateway": true,
-                    "ipMasq": true,
-                    "hairpinMode": true,
-                    "ipam": {
-                        "type": "tether-ipam",
-                        "ranges": [[{"subnet": subnet}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": self.host.data_dir_str(),
-                    }
-                },
-                {"type": "tether-portmap", "capabilities": {"portMappings": true}, "snat": true}
-            ]
-        });
-        let path = self.conf_dir.join(format!("{name}.conflist"));
-        std::fs::write(path, serde_json::to_string_pretty(&conflist).unwrap()).unwrap();
-    }
-
-    /// The hook's whole environment: runc and crun pass it nothing else (no PATH either).
-    fn hook_env(&self) -> Vec<String> {
-        vec![
-            format!("TETHER_STATE_DIR={}", self.host.state_dir().display()),
-            format!("TETHER_RUN_DIR={}", self.host.run_dir().display()),
-            format!("TETHER_CONF_DIR={}", self.conf_dir.display()),
-            format!("TETHER_CNI_CACHE_DIR={}", self.cache_dir.display()),
-            format!("CNI_PATH={}", binaries::cni_path()),
-        ]
-    }
-
-    fn bundle(&self, id: &str, page: &str, args: &[&str], hook_args: &[&str]) -> OciBundle {
-        let mut bundle = OciBundle::new(&self.host.dir().join(id), id, page, args);
-        bundle.tether_hook(&binaries::tether(), hook_args, &self.hook_env());
-        // runc's default cgroup is /<id>: make it unique to this test run.
-        bundle.config["linux"]["cgroupsPath"] = json!(format!("/{}-{id}", self.host.ns.name));
-        bundle
-    }
-
-    fn runtime(&self, kind: RuntimeKind) -> OciRuntime {
-        OciRuntime::new(kind, &self.host.ns, &self.host.dir().join(kind.binary()))
-    }
-
-    fn cached_results(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.cache_dir.join("results")) else {
-            return vec![];
-        };
-        entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    fn host_veths(&self) -> Vec<String> {
-        self.host
-            .ns
-            .link_names()
-            .into_iter()
-            .filter(|n| n.starts_with("tv"))
-            .collect()
-    }
-
-    /// Nothing of any container is left: no host veth, no lease, no cached result, and none of
-    /// `addresses` in an nftables set or map.
-    fn assert_nothing_left(&self, addresses: &[String]) {
-        assert_eq!(self.host_veths(), Vec::<String>::new(), "host veths left");
-        assert_eq!(
-            store::all_leases(&self.host.data_dir()),
-            Vec::<String>::new(),
-            "leases left"
-        );
-        assert_eq!(
-            self.cached_results(),
-            Vec::<String>::new(),
-            "cached results left"
-        );
-        for address in addresses {
-            assert!(
-                !nft::has_element(&self.host.ns, address),
-                "{address} still in an nftables set: {:?}",
-                nft::set_elements(&self.host.ns)
-            );
-        }
-    }
-}
 
 fn start<'r>(runtime: &'r OciRuntime, id: &str, bundle: &OciBundle) -> RunningContainer<'r> {
     bundle.write();
@@ -183,23 +65,6 @@ fn link_names_in(netns: &str) -> Vec<String> {
         .collect()
 }
 
-/// busybox wget from a namespace, a few tries (a fresh port may need a moment for ARP).
-fn fetch_from(netns: &str, url: &str) -> Result<String, String> {
-    let mut last = String::new();
-    for _ in 0..3 {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={netns}"))
-            .args(["timeout", "5", "busybox", "wget", "-q", "-O", "-", url])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-    }
-    Err(last)
-}
-
 fn container_fetch(container: &RunningContainer, url: &str) -> Result<String, String> {
     let mut last = String::new();
     for _ in 0..3 {
@@ -216,7 +81,7 @@ fn container_fetch(container: &RunningContainer, url: &str) -> Result<String, St
 /// The whole life of two containers under one runtime: networked at create, talking to each other and
 /// to the outside through a published port, and gone without a trace after delete.
 fn two_containers_on_one_network(kind: RuntimeKind) {
-    let setup = Setup::new(&kind.binary()[..2]);
+    let setup = HookHost::new(&kind.binary()[..2]);
     let outside = setup.host.outside();
     let runtime = setup.runtime(kind);
 
@@ -281,39 +146,12 @@ fn two_containers_on_one_network(kind: RuntimeKind) {
     // poststop may run again (a second delete, a cleanup after a crash): still a success.
     let state = json!({"ociVersion": "1.0.2", "id": "web", "status": "stopped",
                        "bundle": web.dir, "annotations": {"tether.network": "front"}});
-    let out = run_hook(&setup, &[], &state.to_string());
+    let out = setup.run_hook(&[], &state.to_string());
     assert!(
         out.status.success(),
         "second detach failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// `tether hook ARGS` with the test's environment and `state` on stdin, inside the host namespace.
-fn run_hook(setup: &Setup, args: &[&str], state: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", setup.host.ns.path_str()))
-        .arg("--")
-        .arg(binaries::tether())
-        .arg("hook")
-        .args(args)
-        .env_clear()
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for pair in setup.hook_env() {
-        let (k, v) = pair.split_once('=').unwrap();
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(state.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -328,7 +166,7 @@ fn crun_containers_get_addresses_talk_publish_and_leave_nothing() {
 
 #[test]
 fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
-    let setup = Setup::new("rf");
+    let setup = HookHost::new("rf");
     let runtime = setup.runtime(RuntimeKind::Runc);
     // front attaches first; nosuch fails, so front must be rolled back.
     let bundle = setup.bundle("bad", "", &["sleep", "600"], &["--network", "front,nosuch"]);
@@ -355,7 +193,7 @@ fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
 
 #[test]
 fn no_network_leaves_loopback_only() {
-    let setup = Setup::new("rn");
+    let setup = HookHost::new("rn");
     let runtime = setup.runtime(RuntimeKind::Runc);
     let bundle = setup.bundle("lonely", "", &["sleep", "600"], &[]);
     let c = start(&runtime, "lonely", &bundle);
@@ -366,7 +204,7 @@ fn no_network_leaves_loopback_only() {
 
 #[test]
 fn a_container_sharing_the_runtimes_namespace_is_refused_unless_host() {
-    let setup = Setup::new("rh");
+    let setup = HookHost::new("rh");
     let runtime = setup.runtime(RuntimeKind::Runc);
     let before = setup.host.ns.link_names();
 

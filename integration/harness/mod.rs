@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod busybox_rootfs;
 pub mod cni_result;
+pub mod hook_host;
 pub mod host;
 pub mod netns;
 pub mod network_conf;
@@ -17,6 +18,7 @@ pub mod nft;
 pub mod oci_bundle;
 pub mod oci_runtime;
 pub mod plugin;
+pub mod podman;
 pub mod scratch_dir;
 pub mod store;
 pub mod tcp;
