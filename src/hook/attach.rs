@@ -115,7 +115,7 @@ pub fn attach_networks(
 fn loopback_up(netns: &NetNs, id: &str) -> Result<(), HookError> {
     let fail = |source| HookError::Loopback {
         id: id.to_string(),
-        source,
+        source: Box::new(source),
     };
     let netlink = Netlink::in_netns(netns).map_err(fail)?;
     if let Some(lo) = netlink.link_by_name("lo").map_err(fail)? {

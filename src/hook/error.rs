@@ -74,7 +74,7 @@ pub enum HookError {
     Loopback {
         id: String,
         #[source]
-        source: crate::link::LinkError,
+        source: Box<crate::link::LinkError>,
     },
 
     #[error("writing {} failed: {reason}", path.display())]
