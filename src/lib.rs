@@ -2,6 +2,7 @@
 //! Dependencies point downward: `cni` and `netns` know nothing of drivers; drivers use `link`, `ipam`,
 //! `firewall` (DESIGN.md §2).
 
+pub mod cli;
 pub mod cni;
 pub mod driver;
 pub mod endpoint;
@@ -12,5 +13,6 @@ pub mod ifname;
 pub mod ipam;
 pub mod link;
 pub mod netns;
+pub mod network;
 pub mod paths;
 pub mod state_file;

@@ -1,0 +1,179 @@
+//! The command line, declared once with clap: every subcommand gets `--help` from here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ipnetwork::IpNetwork;
+
+use crate::endpoint::PortSpec;
+use crate::link::MacAddr;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Container networking for Linux: networks as CNI conflists, containers attached through CNI plugins",
+    long_about = "Container networking for Linux. `tether network create` writes a CNI conflist into the config dir \
+(TETHER_CONF_DIR, default /etc/cni/net.d) that podman, containerd or tether itself can use; `tether attach` runs \
+its plugin chain for a network namespace as libcni would and caches the result in TETHER_CNI_CACHE_DIR \
+(default /var/lib/cni). Plugins are found on CNI_PATH (default /opt/cni/bin:/usr/lib/cni). Run as root."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and remove networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Attach a container (a network namespace) to a network
+    Attach(AttachArgs),
+    /// Detach a container from a network (or from all of them)
+    Detach(DetachArgs),
+    /// List attachments: container, network, interface, addresses, ports
+    Ps(PsArgs),
+    /// Detach containers whose namespace is gone, then run CNI GC on every network
+    Gc(GcArgs),
+    /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
+    Demo,
+    /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
+    Hook(HookArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network (a conflist in the config dir)
+    Create(CreateArgs),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show a network as JSON, with its attached containers
+    Inspect(InspectArgs),
+    /// Remove networks, their bridge, firewall rules and address store
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// bridge, macvlan or overlay
+    #[arg(short = 'd', long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR form; at most one IPv4 and one IPv6 (default: first free of 172.17-31.0.0/16, 192.168.0-240.0/20)
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Vec<IpNetwork>,
+    /// Gateway address (default: the subnet's first address)
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<IpAddr>,
+    /// Hand out addresses from this part of the subnet only
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Option<IpNetwork>,
+    /// Also give containers an IPv6 address (a ULA /64 unless --subnet names one)
+    #[arg(long)]
+    pub ipv6: bool,
+    /// No masquerade and no default route: containers reach only their network
+    #[arg(long)]
+    pub internal: bool,
+    /// Driver option: bridge: bridge=NAME, mtu=N, icc=false, com.docker.network.bridge.enable_ip_masquerade=false; macvlan: parent=IF, macvlan_mode=M; overlay: vni=N
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// Print the network as JSON
+    #[arg(long)]
+    pub json: bool,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Names only
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Accepted for symmetry: inspect always prints JSON
+    #[arg(long)]
+    pub json: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Detach attached containers first
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[arg(long)]
+    pub network: String,
+    /// The container's network namespace, e.g. /run/netns/NAME or /proc/PID/ns/net
+    #[arg(long, value_name = "PATH", required_unless_present = "pid", conflicts_with = "pid")]
+    pub netns: Option<PathBuf>,
+    /// A process in the container (its /proc/PID/ns/net)
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Interface name in the container (default: eth0, or the next free ethN)
+    #[arg(long)]
+    pub ifname: Option<String>,
+    /// Static address; once per family
+    #[arg(long)]
+    pub ip: Vec<IpAddr>,
+    #[arg(long)]
+    pub mac: Option<MacAddr>,
+    /// Publish a port: [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO], ranges as 8000-8010:80-90, a bare port for a random host port
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<PortSpec>,
+    /// Container name (for DNS)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Extra DNS name on this network
+    #[arg(long)]
+    pub alias: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+    pub container_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The network (default: every network the container is attached to)
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Only this interface
+    #[arg(long, requires = "network")]
+    pub ifname: Option<String>,
+    pub container_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Only attachments of this network
+    #[arg(long)]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HookArgs {
+    /// Passed to the hook as given
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

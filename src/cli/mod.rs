@@ -1,0 +1,211 @@
+//! `tether`: the subcommands over the `network` and `endpoint` libraries. Errors go to stderr as
+//! "tether: <what failed>: <why>; <what to do>" with exit status 1.
+
+mod args;
+pub mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::Cli;
+use args::{AttachArgs, Command, CreateArgs, DetachArgs, NetworkCommand};
+
+use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
+use crate::network::{split_option, CreateRequest, NetworkError, Networks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{context}: {source}")]
+    Network {
+        context: String,
+        #[source]
+        source: NetworkError,
+    },
+    #[error("{context}: {source}")]
+    Endpoint {
+        context: String,
+        #[source]
+        source: EndpointError,
+    },
+    #[error("demo: {source}")]
+    Demo {
+        #[source]
+        source: demo::DemoError,
+    },
+    #[error("hook: {source}")]
+    Hook {
+        #[source]
+        source: crate::hook::HookError,
+    },
+}
+
+fn network_err(context: impl Into<String>) -> impl FnOnce(NetworkError) -> CliError {
+    let context = context.into();
+    move |source| CliError::Network { context, source }
+}
+
+fn endpoint_err(context: impl Into<String>) -> impl FnOnce(EndpointError) -> CliError {
+    let context = context.into();
+    move |source| CliError::Endpoint { context, source }
+}
+
+/// Entry point of the `tether` binary.
+pub fn main() -> ExitCode {
+    crate::cni::logging::init_from_env();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tether: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Network(NetworkCommand::Create(a)) => create(a),
+        Command::Network(NetworkCommand::Ls(a)) => {
+            let list = Networks::from_env()
+                .list()
+                .map_err(network_err("listing networks"))?;
+            output::networks(&list, a.json, a.quiet);
+            Ok(())
+        }
+        Command::Network(NetworkCommand::Inspect(a)) => {
+            let networks = Networks::from_env();
+            let mut out = Vec::new();
+            for name in &a.names {
+                out.push(
+                    networks
+                        .inspect(name)
+                        .map_err(network_err(format!("inspecting network {name}")))?,
+                );
+            }
+            output::json(&out);
+            Ok(())
+        }
+        Command::Network(NetworkCommand::Rm(a)) => {
+            let networks = Networks::from_env();
+            for name in &a.names {
+                networks
+                    .remove(name, a.force)
+                    .map_err(network_err(format!("removing network {name}")))?;
+                output::line(name);
+            }
+            Ok(())
+        }
+        Command::Attach(a) => attach(a),
+        Command::Detach(a) => detach(a),
+        Command::Ps(a) => {
+            let mut list = Endpoints::from_env()
+                .list()
+                .map_err(endpoint_err("listing attachments"))?;
+            if let Some(net) = &a.network {
+                list.retain(|x| &x.network == net);
+            }
+            output::attachments(&list, a.json);
+            Ok(())
+        }
+        Command::Gc(a) => {
+            let freed = Endpoints::from_env()
+                .gc()
+                .map_err(endpoint_err("collecting garbage"))?;
+            if a.json {
+                output::json(&freed);
+            } else if freed.is_empty() {
+                output::line("nothing to collect");
+            } else {
+                for f in &freed {
+                    output::line(&format!(
+                        "detached {} from {} ({}): its namespace is gone",
+                        f.container_id, f.network, f.ifname
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Command::Demo => demo::run().map_err(|source| CliError::Demo { source }),
+        Command::Hook(a) => match crate::hook::run(&a.args, std::io::stdin().lock()) {
+            Err(crate::hook::HookError::HelpRequested) => {
+                output::line(crate::hook::USAGE);
+                Ok(())
+            }
+            other => other.map_err(|source| CliError::Hook { source }),
+        },
+    }
+}
+
+fn create(a: CreateArgs) -> Result<(), CliError> {
+    let context = format!("creating network {}", a.name);
+    let options = a
+        .opt
+        .iter()
+        .map(|o| split_option(o))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(network_err(&context))?;
+    let req = CreateRequest {
+        name: a.name.clone(),
+        driver: a.driver,
+        subnets: a.subnet,
+        gateway: a.gateway,
+        ip_range: a.ip_range,
+        ipv6: a.ipv6,
+        internal: a.internal,
+        options,
+    };
+    let net = Networks::from_env()
+        .create(&req)
+        .map_err(network_err(&context))?;
+    output::network_created(&net, a.json);
+    Ok(())
+}
+
+fn attach(a: AttachArgs) -> Result<(), CliError> {
+    let netns = match (a.netns, a.pid) {
+        (Some(path), _) => path,
+        (None, Some(pid)) => format!("/proc/{pid}/ns/net").into(),
+        (None, None) => unreachable!("clap requires --netns or --pid"),
+    };
+    let req = AttachRequest {
+        network: a.network,
+        container_id: a.container_id,
+        netns,
+        ifname: a.ifname,
+        ips: a.ip,
+        mac: a.mac,
+        ports: a.publish,
+        name: a.name,
+        aliases: a.alias,
+    };
+    let context = format!(
+        "attaching container {} to network {}",
+        req.container_id, req.network
+    );
+    let attachment = Endpoints::from_env()
+        .attach(&req)
+        .map_err(endpoint_err(context))?;
+    output::attached(&attachment, a.json);
+    Ok(())
+}
+
+fn detach(a: DetachArgs) -> Result<(), CliError> {
+    let endpoints = Endpoints::from_env();
+    match &a.network {
+        Some(network) => endpoints
+            .detach(network, &a.container_id, a.ifname.as_deref())
+            .map_err(endpoint_err(format!(
+                "detaching container {} from network {network}",
+                a.container_id
+            ))),
+        None => endpoints
+            .detach_all(&a.container_id)
+            .map(drop)
+            .map_err(endpoint_err(format!(
+                "detaching container {}",
+                a.container_id
+            ))),
+    }
+}

@@ -1,0 +1,177 @@
+//! Everything the CLI prints on stdout: aligned tables for people, JSON for scripts. The only place
+//! in the library that prints.
+
+use serde::Serialize;
+
+use crate::endpoint::{Attachment, PublishedPort};
+use crate::network::NetworkInfo;
+
+/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    );
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "-".to_string();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn port(p: &PublishedPort) -> String {
+    let host = match p.host_ip {
+        Some(ip) if ip.is_ipv6() => format!("[{ip}]:"),
+        Some(ip) => format!("{ip}:"),
+        None => String::new(),
+    };
+    format!("{host}{}->{}/{}", p.host_port, p.container_port, p.protocol)
+}
+
+pub fn networks(list: &[NetworkInfo], as_json: bool, quiet: bool) {
+    if as_json {
+        return json(&list);
+    }
+    if quiet {
+        for net in list {
+            println!("{}", net.name);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.driver.clone(),
+                join(&n.subnets),
+                n.bridge.clone().unwrap_or_else(|| "-".into()),
+                n.containers.len().to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "DRIVER", "SUBNETS", "BRIDGE", "CONTAINERS"], &rows)
+    );
+}
+
+pub fn network_created(net: &NetworkInfo, as_json: bool) {
+    if as_json {
+        return json(net);
+    }
+    println!(
+        "network {} created: driver {}, subnets {}, gateways {}{}",
+        net.name,
+        net.driver,
+        join(&net.subnets),
+        join(&net.gateways),
+        net.bridge
+            .as_ref()
+            .map(|b| format!(", bridge {b}"))
+            .unwrap_or_default()
+    );
+}
+
+pub fn attachments(list: &[Attachment], as_json: bool) {
+    if as_json {
+        return json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.container_id.clone(),
+                a.name.clone().unwrap_or_else(|| "-".into()),
+                a.network.clone(),
+                a.ifname.clone(),
+                join(&a.ips),
+                if a.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    a.ports.iter().map(port).collect::<Vec<_>>().join(",")
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["CONTAINER", "NAME", "NETWORK", "IFNAME", "ADDRESSES", "PORTS"],
+            &rows
+        )
+    );
+}
+
+pub fn attached(a: &Attachment, as_json: bool) {
+    if as_json {
+        return json(a);
+    }
+    attachments(std::slice::from_ref(a), false);
+}
+
+pub fn line(text: &str) {
+    println!("{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let out = table(
+            &["NAME", "DRIVER"],
+            &[
+                vec!["web".into(), "bridge".into()],
+                vec!["backend".into(), "macvlan".into()],
+            ],
+        );
+        assert_eq!(out, "NAME     DRIVER\nweb      bridge\nbackend  macvlan\n");
+    }
+
+    #[test]
+    fn ports_read_like_docker() {
+        let p = PublishedPort {
+            host_ip: Some("::1".parse().unwrap()),
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+        };
+        assert_eq!(port(&p), "[::1]:8080->80/tcp");
+    }
+}

@@ -1,0 +1,362 @@
+//! Network definitions: conflists in the config dir that tether writes (`network create`), reads
+//! (`ls`, `inspect`) and removes with everything the network left on the host (`rm`). Any CNI runtime
+//! (podman, containerd) can use what is written here.
+
+mod error;
+mod name;
+mod options;
+mod plan;
+mod pool;
+mod render;
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use error::NetworkError;
+pub use name::{bridge_name, validate as validate_name};
+pub use options::{split_option, DriverKind};
+pub use plan::{plan, CreateRequest, Surroundings, FIRST_AUTO_VNI};
+pub use pool::Occupied;
+pub use render::{Addressing, NetworkPlan};
+
+use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
+use crate::endpoint::{Attachment, Endpoints};
+use crate::link::{IpFamily, Netlink};
+
+/// A network as `ls` and `inspect` show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInfo {
+    pub name: String,
+    /// bridge, macvlan, overlay, or the first plugin's type for networks tether did not write.
+    pub driver: String,
+    pub subnets: Vec<IpNetwork>,
+    pub gateways: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    pub internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    pub containers: Vec<Attachment>,
+    pub config: Value,
+}
+
+impl NetworkInfo {
+    fn new(net: &NetworkConfigList, attachments: &[Attachment]) -> NetworkInfo {
+        let config: Value = serde_json::from_slice(&net.bytes).unwrap_or(Value::Null);
+        let main = net.list.plugins.first().cloned().unwrap_or(Value::Null);
+        let plugin = net.list.plugin_type(0);
+        let driver = DriverKind::of_plugin(plugin)
+            .map(|d| d.name().to_string())
+            .unwrap_or_else(|| plugin.to_string());
+        let bridge = match plugin {
+            "tether-bridge" | "bridge" => Some(
+                main.get("bridge")
+                    .and_then(Value::as_str)
+                    .unwrap_or(if plugin == "bridge" {
+                        "cni0"
+                    } else {
+                        crate::driver::bridge::DEFAULT_BRIDGE
+                    })
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let (subnets, gateways) = addressing_of(&net.list.plugins);
+        NetworkInfo {
+            name: net.name().to_string(),
+            driver,
+            subnets,
+            gateways,
+            bridge,
+            internal: main.get("internal").and_then(Value::as_bool) == Some(true),
+            file: net.path.clone(),
+            containers: attachments
+                .iter()
+                .filter(|a| a.network == net.name())
+                .cloned()
+                .collect(),
+            config,
+        }
+    }
+}
+
+/// Subnets and gateways named anywhere in the plugins: `ipam.ranges`, `ipam.subnet`, a top-level
+/// `subnet` (overlay).
+fn addressing_of(plugins: &[Value]) -> (Vec<IpNetwork>, Vec<IpAddr>) {
+    let mut subnets = Vec::new();
+    let mut gateways = Vec::new();
+    let mut take = |obj: &Value| {
+        if let Some(s) = obj
+            .get("subnet")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<IpNetwork>().ok())
+        {
+            let s = IpNetwork::new(s.network(), s.prefix()).expect("same prefix");
+            if !subnets.contains(&s) {
+                subnets.push(s);
+            }
+        }
+        if let Some(g) = obj
+            .get("gateway")
+            .and_then(Value::as_str)
+            .and_then(|g| g.parse::<IpAddr>().ok())
+        {
+            if !gateways.contains(&g) {
+                gateways.push(g);
+            }
+        }
+    };
+    for plugin in plugins {
+        take(plugin);
+        if let Some(ipam) = plugin.get("ipam") {
+            take(ipam);
+            for set in ipam
+                .get("ranges")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for range in set.as_array().into_iter().flatten() {
+                    take(range);
+                }
+            }
+        }
+    }
+    (subnets, gateways)
+}
+
+/// Networks in one config dir, attached through one CNI runtime.
+#[derive(Debug, Clone)]
+pub struct Networks {
+    pub endpoints: Endpoints,
+}
+
+impl Networks {
+    pub fn from_env() -> Networks {
+        Networks {
+            endpoints: Endpoints::from_env(),
+        }
+    }
+
+    fn conf_dir(&self) -> &Path {
+        &self.endpoints.conf_dir
+    }
+
+    /// What the current namespace's routes and the existing networks occupy.
+    pub fn surroundings(&self) -> Result<Surroundings, NetworkError> {
+        let netlink = Netlink::new().map_err(|source| NetworkError::Routes { source })?;
+        let mut routes = Vec::new();
+        for family in [IpFamily::V4, IpFamily::V6] {
+            for route in netlink
+                .routes(family)
+                .map_err(|source| NetworkError::Routes { source })?
+            {
+                routes.push(Occupied {
+                    net: route.dst,
+                    what: format!("host route {}", route.dst),
+                });
+            }
+        }
+        let mut networks = Vec::new();
+        let mut vnis = Vec::new();
+        for net in list_networks(self.conf_dir())? {
+            for subnet in addressing_of(&net.list.plugins).0 {
+                networks.push(Occupied {
+                    net: subnet,
+                    what: format!("network {} ({subnet})", net.name()),
+                });
+            }
+            for plugin in &net.list.plugins {
+                if let Some(vni) = plugin.get("vni").and_then(Value::as_u64) {
+                    vnis.push((vni as u32, net.name().to_string()));
+                }
+            }
+        }
+        Ok(Surroundings {
+            routes,
+            networks,
+            vnis,
+        })
+    }
+
+    /// Writes `<conf_dir>/<name>.conflist`; nothing is written when anything is refused.
+    pub fn create(&self, req: &CreateRequest) -> Result<NetworkInfo, NetworkError> {
+        validate_name(&req.name)?;
+        let path = self.conf_dir().join(format!("{}.conflist", req.name));
+        match load_network(self.conf_dir(), &req.name) {
+            Ok(existing) => {
+                return Err(NetworkError::Exists {
+                    name: req.name.clone(),
+                    path: existing.path.unwrap_or(path),
+                })
+            }
+            Err(RuntimeError::NetworkNotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        if path.exists() {
+            return Err(NetworkError::Exists {
+                name: req.name.clone(),
+                path,
+            });
+        }
+        let plan = plan(req, &self.surroundings()?)?;
+        // The IPAM plugin's own parser is the judge of the ranges we made.
+        crate::ipam::IpamConfig::parse(&plan.ipam(), &crate::paths::ipam_dir())
+            .map_err(|source| NetworkError::Ipam { source })?;
+        let mut bytes = serde_json::to_vec_pretty(&plan.render()).expect("JSON values serialize");
+        bytes.push(b'\n');
+        write_atomically(&path, &bytes)?;
+        tracing::info!(network = %req.name, file = %path.display(), "network created");
+        let net = NetworkConfigList::from_bytes(bytes, Some(path)).map_err(|source| {
+            RuntimeError::BadConf {
+                path: self.conf_dir().to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(NetworkInfo::new(&net, &[]))
+    }
+
+    pub fn list(&self) -> Result<Vec<NetworkInfo>, NetworkError> {
+        let attachments = self.endpoints.list()?;
+        Ok(list_networks(self.conf_dir())?
+            .iter()
+            .map(|net| NetworkInfo::new(net, &attachments))
+            .collect())
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<NetworkInfo, NetworkError> {
+        let net = load_network(self.conf_dir(), name)?;
+        Ok(NetworkInfo::new(&net, &self.endpoints.list()?))
+    }
+
+    /// Removes the network: refused while containers are attached unless `force`, which detaches
+    /// them first. Then the conflist, the bridge, the firewall chains and the IPAM store go.
+    pub fn remove(&self, name: &str, force: bool) -> Result<NetworkInfo, NetworkError> {
+        let net = load_network(self.conf_dir(), name)?;
+        let info = NetworkInfo::new(&net, &self.endpoints.list()?);
+        if !info.containers.is_empty() {
+            if !force {
+                let containers: Vec<String> = info
+                    .containers
+                    .iter()
+                    .map(|a| format!("{}/{}", a.container_id, a.ifname))
+                    .collect();
+                return Err(NetworkError::InUse {
+                    name: name.to_string(),
+                    count: containers.len(),
+                    containers: containers.join(", "),
+                });
+            }
+            for a in &info.containers {
+                self.endpoints
+                    .detach(name, &a.container_id, Some(&a.ifname))?;
+            }
+        }
+        // The file first: from here on no new attachment can start.
+        if let Some(path) = &net.path {
+            fs::remove_file(path).map_err(|source| NetworkError::Remove {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let main_type = net.list.plugin_type(0).to_string();
+        if main_type.starts_with("tether-") {
+            self.remove_host_state(&net, &info)?;
+        }
+        tracing::info!(network = name, "network removed");
+        Ok(info)
+    }
+
+    fn remove_host_state(
+        &self,
+        net: &NetworkConfigList,
+        info: &NetworkInfo,
+    ) -> Result<(), NetworkError> {
+        let name = net.name();
+        // Exclusive: a racing ADD must not put a container into chains being removed.
+        let _lock = crate::driver::network_lock::NetworkLock::exclusive(name).ok();
+        if let Some(bridge) = &info.bridge {
+            let shared = self
+                .list()?
+                .iter()
+                .any(|other| other.name != name && other.bridge.as_ref() == Some(bridge));
+            if !shared {
+                let netlink = Netlink::new().map_err(|source| NetworkError::Bridge {
+                    bridge: bridge.clone(),
+                    source,
+                })?;
+                netlink
+                    .delete_link_by_name(bridge)
+                    .map_err(|source| NetworkError::Bridge {
+                        bridge: bridge.clone(),
+                        source,
+                    })?;
+            }
+        }
+        let firewall =
+            crate::firewall::Firewall::open().map_err(|source| NetworkError::Firewall {
+                name: name.to_string(),
+                source,
+            })?;
+        firewall
+            .remove_network(name)
+            .map_err(|source| NetworkError::Firewall {
+                name: name.to_string(),
+                source,
+            })?;
+        for plugin in &net.list.plugins {
+            let Some(ipam) = plugin.get("ipam") else {
+                continue;
+            };
+            if ipam.get("type").and_then(Value::as_str) != Some("tether-ipam") {
+                continue;
+            }
+            let data_dir = ipam
+                .get("dataDir")
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+                .unwrap_or_else(crate::paths::ipam_dir);
+            remove_dir(&data_dir.join(name))?;
+        }
+        remove_dir(&crate::paths::state_dir().join("attachments").join(name))?;
+        Ok(())
+    }
+}
+
+fn remove_dir(path: &Path) -> Result<(), NetworkError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetworkError::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Temp file + rename in the same directory, so a runtime never reads half a conflist.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NetworkError> {
+    let err = |source| NetworkError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().expect("conflists live in a directory");
+    fs::create_dir_all(dir).map_err(err)?;
+    // A name libcni skips (no .conflist/.conf/.json ending) while it is incomplete.
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file = fs::File::create(&tmp).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(err)
+}

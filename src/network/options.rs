@@ -1,0 +1,295 @@
+//! `-o key=value` options, parsed per driver into typed settings at the edge. Docker's long option
+//! names are accepted beside the short ones, so `docker network create` lines carry over.
+
+use std::str::FromStr;
+
+use super::error::NetworkError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    Bridge,
+    Macvlan,
+    Overlay,
+}
+
+impl DriverKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Bridge => "bridge",
+            DriverKind::Macvlan => "macvlan",
+            DriverKind::Overlay => "overlay",
+        }
+    }
+
+    /// The plugin that does the driver's work (the conflist's first plugin).
+    pub fn plugin(self) -> &'static str {
+        match self {
+            DriverKind::Bridge => "tether-bridge",
+            DriverKind::Macvlan => "tether-macvlan",
+            DriverKind::Overlay => "tether-overlay",
+        }
+    }
+
+    /// The driver behind a plugin type, for `network ls`.
+    pub fn of_plugin(plugin: &str) -> Option<DriverKind> {
+        [DriverKind::Bridge, DriverKind::Macvlan, DriverKind::Overlay]
+            .into_iter()
+            .find(|d| d.plugin() == plugin)
+    }
+}
+
+impl FromStr for DriverKind {
+    type Err = NetworkError;
+
+    fn from_str(text: &str) -> Result<DriverKind, NetworkError> {
+        match text {
+            "bridge" => Ok(DriverKind::Bridge),
+            "macvlan" => Ok(DriverKind::Macvlan),
+            "overlay" => Ok(DriverKind::Overlay),
+            other => Err(NetworkError::UnknownDriver {
+                driver: other.to_string(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeOptions {
+    pub bridge: Option<String>,
+    pub mtu: Option<u32>,
+    pub icc: Option<bool>,
+    pub ip_masquerade: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvlanMode {
+    Bridge,
+    Private,
+    Vepa,
+    Passthru,
+    Source,
+}
+
+impl MacvlanMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+            MacvlanMode::Source => "source",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvlanOptions {
+    pub parent: String,
+    pub mode: MacvlanMode,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayOptions {
+    pub vni: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverOptions {
+    Bridge(BridgeOptions),
+    Macvlan(MacvlanOptions),
+    Overlay(OverlayOptions),
+}
+
+const BRIDGE_KEYS: &str = "bridge (com.docker.network.bridge.name), mtu (com.docker.network.driver.mtu), icc (com.docker.network.bridge.enable_icc), com.docker.network.bridge.enable_ip_masquerade";
+const MACVLAN_KEYS: &str = "parent, macvlan_mode, mtu";
+const OVERLAY_KEYS: &str = "vni, mtu";
+
+fn bad(key: &str, value: &str, reason: impl Into<String>) -> NetworkError {
+    NetworkError::BadOption {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, NetworkError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(key, value, "expected true or false")),
+    }
+}
+
+fn parse_mtu(key: &str, value: &str) -> Result<u32, NetworkError> {
+    match value.parse::<u32>() {
+        Ok(mtu) if (68..=65535).contains(&mtu) => Ok(mtu),
+        _ => Err(bad(key, value, "expected an MTU from 68 to 65535")),
+    }
+}
+
+fn parse_ifname(key: &str, value: &str) -> Result<String, NetworkError> {
+    match crate::ifname::ifname_problem(value) {
+        None => Ok(value.to_string()),
+        Some(why) => Err(bad(key, value, format!("not an interface name: {why}"))),
+    }
+}
+
+/// Splits `key=value`.
+pub fn split_option(text: &str) -> Result<(String, String), NetworkError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(bad(text, "", "expected key=value")),
+    }
+}
+
+pub fn parse(
+    driver: DriverKind,
+    options: &[(String, String)],
+) -> Result<DriverOptions, NetworkError> {
+    let unknown = |key: &str, known: &'static str| NetworkError::UnknownOption {
+        driver: driver.name(),
+        key: key.to_string(),
+        known,
+    };
+    match driver {
+        DriverKind::Bridge => {
+            let mut out = BridgeOptions::default();
+            for (key, value) in options {
+                match key.as_str() {
+                    "bridge" | "com.docker.network.bridge.name" => {
+                        out.bridge = Some(parse_ifname(key, value)?)
+                    }
+                    "mtu" | "com.docker.network.driver.mtu" => {
+                        out.mtu = Some(parse_mtu(key, value)?)
+                    }
+                    "icc" | "com.docker.network.bridge.enable_icc" => {
+                        out.icc = Some(parse_bool(key, value)?)
+                    }
+                    "ip_masquerade" | "com.docker.network.bridge.enable_ip_masquerade" => {
+                        out.ip_masquerade = Some(parse_bool(key, value)?)
+                    }
+                    other => return Err(unknown(other, BRIDGE_KEYS)),
+                }
+            }
+            Ok(DriverOptions::Bridge(out))
+        }
+        DriverKind::Macvlan => {
+            let mut parent = None;
+            let mut mode = MacvlanMode::Bridge;
+            let mut mtu = None;
+            for (key, value) in options {
+                match key.as_str() {
+                    "parent" => parent = Some(parse_ifname(key, value)?),
+                    "macvlan_mode" | "mode" => {
+                        mode = match value.as_str() {
+                            "bridge" => MacvlanMode::Bridge,
+                            "private" => MacvlanMode::Private,
+                            "vepa" => MacvlanMode::Vepa,
+                            "passthru" => MacvlanMode::Passthru,
+                            "source" => MacvlanMode::Source,
+                            _ => {
+                                return Err(bad(
+                                    key,
+                                    value,
+                                    "expected bridge, private, vepa, passthru or source",
+                                ))
+                            }
+                        }
+                    }
+                    "mtu" => mtu = Some(parse_mtu(key, value)?),
+                    other => return Err(unknown(other, MACVLAN_KEYS)),
+                }
+            }
+            let parent = parent.ok_or_else(|| {
+                bad(
+                    "parent",
+                    "",
+                    "the macvlan driver needs -o parent=IF (the host link the containers share)",
+                )
+            })?;
+            Ok(DriverOptions::Macvlan(MacvlanOptions { parent, mode, mtu }))
+        }
+        DriverKind::Overlay => {
+            let mut out = OverlayOptions::default();
+            for (key, value) in options {
+                match key.as_str() {
+                    // 24-bit VXLAN network identifier (RFC 7348).
+                    "vni" => match value.parse::<u32>() {
+                        Ok(vni) if (1..(1 << 24)).contains(&vni) => out.vni = Some(vni),
+                        _ => return Err(bad(key, value, "expected a VXLAN id from 1 to 16777215")),
+                    },
+                    "mtu" => out.mtu = Some(parse_mtu(key, value)?),
+                    other => return Err(unknown(other, OVERLAY_KEYS)),
+                }
+            }
+            Ok(DriverOptions::Overlay(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> Vec<(String, String)> {
+        list.iter().map(|o| split_option(o).unwrap()).collect()
+    }
+
+    #[test]
+    fn bridge_options_take_docker_names() {
+        let parsed = parse(
+            DriverKind::Bridge,
+            &opts(&[
+                "com.docker.network.bridge.name=br-x",
+                "mtu=1400",
+                "com.docker.network.bridge.enable_icc=false",
+                "com.docker.network.bridge.enable_ip_masquerade=false",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            DriverOptions::Bridge(BridgeOptions {
+                bridge: Some("br-x".into()),
+                mtu: Some(1400),
+                icc: Some(false),
+                ip_masquerade: Some(false),
+            })
+        );
+    }
+
+    #[test]
+    fn macvlan_needs_a_parent() {
+        let err = parse(DriverKind::Macvlan, &[]).unwrap_err();
+        assert!(err.to_string().contains("parent"), "{err}");
+        let parsed = parse(
+            DriverKind::Macvlan,
+            &opts(&["parent=eth0", "macvlan_mode=vepa"]),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            DriverOptions::Macvlan(MacvlanOptions {
+                parent: "eth0".into(),
+                mode: MacvlanMode::Vepa,
+                mtu: None
+            })
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(matches!(
+            parse(DriverKind::Bridge, &opts(&["parent=eth0"])),
+            Err(NetworkError::UnknownOption { .. })
+        ));
+        assert!(parse(DriverKind::Bridge, &opts(&["mtu=20"])).is_err());
+        assert!(parse(DriverKind::Bridge, &opts(&["icc=maybe"])).is_err());
+        assert!(parse(DriverKind::Bridge, &opts(&["bridge=much-too-long-name"])).is_err());
+        assert!(parse(DriverKind::Overlay, &opts(&["vni=16777216"])).is_err());
+        assert!(split_option("novalue").is_err());
+        assert!("ipvlan".parse::<DriverKind>().is_err());
+    }
+}
