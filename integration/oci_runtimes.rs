@@ -44,6 +44,16 @@ fn container_ipv4(container: &RunningContainer) -> String {
         .to_string()
 }
 
+fn container_mac(container: &RunningContainer) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", container.netns_path()))
+        .args(["ip", "-j", "link", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    links[0]["address"].as_str().unwrap_or_default().to_string()
+}
+
 fn link_names_in(netns: &str) -> Vec<String> {
     let out = Command::new("nsenter")
         .arg(format!("--net={netns}"))
@@ -95,7 +105,19 @@ fn two_containers_on_one_network(kind: RuntimeKind) {
     web.annotation("tether.network", "front")
         .annotation("tether.ports", "8080:80")
         .annotation("tether.aliases", "www");
-    let client = setup.bundle("client", "", &["sleep", "600"], &["--network", "front"]);
+    let client = setup.bundle(
+        "client",
+        "",
+        &["sleep", "600"],
+        &[
+            "--network",
+            "front",
+            "--ip",
+            "10.77.0.50",
+            "--mac",
+            "02:00:0a:4d:00:32",
+        ],
+    );
 
     let web_c = start(&runtime, "web", &web);
     let client_c = start(&runtime, "client", &client);
@@ -103,9 +125,11 @@ fn two_containers_on_one_network(kind: RuntimeKind) {
     let web_ip = container_ipv4(&web_c);
     let client_ip = container_ipv4(&client_c);
     assert!(web_ip.starts_with("10.77.0."), "web got {web_ip}");
-    assert!(
-        client_ip.starts_with("10.77.0.") && client_ip != web_ip,
-        "client got {client_ip}"
+    assert_eq!(client_ip, "10.77.0.50", "the hook's --ip was not used");
+    assert_eq!(
+        container_mac(&client_c),
+        "02:00:0a:4d:00:32",
+        "the hook's --mac was not used"
     );
     assert!(
         link_names_in(&web_c.netns_path()).contains(&"lo:UNKNOWN".to_string()),

@@ -118,7 +118,12 @@ pub struct AttachArgs {
     #[arg(long)]
     pub network: String,
     /// The container's network namespace, e.g. /run/netns/NAME or /proc/PID/ns/net
-    #[arg(long, value_name = "PATH", required_unless_present = "pid", conflicts_with = "pid")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "pid",
+        conflicts_with = "pid"
+    )]
     pub netns: Option<PathBuf>,
     /// A process in the container (its /proc/PID/ns/net)
     #[arg(long)]

@@ -86,7 +86,10 @@ pub fn networks(list: &[NetworkInfo], as_json: bool, quiet: bool) {
         .collect();
     print!(
         "{}",
-        table(&["NAME", "DRIVER", "SUBNETS", "BRIDGE", "CONTAINERS"], &rows)
+        table(
+            &["NAME", "DRIVER", "SUBNETS", "BRIDGE", "CONTAINERS"],
+            &rows
+        )
     );
 }
 
@@ -131,7 +134,14 @@ pub fn attachments(list: &[Attachment], as_json: bool) {
     print!(
         "{}",
         table(
-            &["CONTAINER", "NAME", "NETWORK", "IFNAME", "ADDRESSES", "PORTS"],
+            &[
+                "CONTAINER",
+                "NAME",
+                "NETWORK",
+                "IFNAME",
+                "ADDRESSES",
+                "PORTS"
+            ],
             &rows
         )
     );

@@ -205,7 +205,10 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
-        net.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default()
+        net.file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default()
     ));
 
     let client_ip = attach(endpoints, "client", &client, &[])?;
@@ -247,7 +250,10 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
     output::line("\nproved:");
     output::line(&format!(
         "  - `network create` picked {} and wrote a CNI conflist any runtime can use",
-        net.subnets.first().map(ToString::to_string).unwrap_or_default()
+        net.subnets
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     ));
     output::line(&format!(
         "  - `attach` ran tether-bridge + tether-ipam + tether-portmap: client {client_ip}, server {server_ip}"
@@ -351,7 +357,10 @@ fn ping_from(netns: &Path, target: IpAddr) -> Result<String, DemoError> {
                 .to_string());
         }
     }
-    Err(step(&format!("pinging {target}"), format!("no reply: {last}")))
+    Err(step(
+        &format!("pinging {target}"),
+        format!("no reply: {last}"),
+    ))
 }
 
 /// Connects from inside `netns` and reads the one-line answer.
@@ -391,6 +400,9 @@ fn leftovers(bridge: &str) -> Result<String, DemoError> {
     if found.is_empty() {
         Ok("no bridge, veth or firewall rule behind".to_string())
     } else {
-        Err(step("checking the cleanup", format!("left behind: {}", found.join(", "))))
+        Err(step(
+            "checking the cleanup",
+            format!("left behind: {}", found.join(", ")),
+        ))
     }
 }
