@@ -188,10 +188,10 @@ fn crun_containers_get_addresses_talk_publish_and_leave_nothing() {
     two_containers_on_one_network(RuntimeKind::Crun);
 }
 
-#[test]
-fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
-    let setup = HookHost::new("rf");
-    let runtime = setup.runtime(RuntimeKind::Runc);
+/// A hook that fails makes `run` fail; the network attached before the failure is rolled back.
+fn failing_hook_leaves_nothing(kind: RuntimeKind) {
+    let setup = HookHost::new(&format!("{}f", &kind.binary()[..1]));
+    let runtime = setup.runtime(kind);
     // front attaches first; nosuch fails, so front must be rolled back.
     let bundle = setup.bundle("bad", "", &["sleep", "600"], &["--network", "front,nosuch"]);
     bundle.write();
@@ -200,18 +200,54 @@ fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
         runtime: &runtime,
         id: "bad".into(),
     };
-    assert!(!outcome.success, "runc run succeeded with a bad network");
-    assert!(
-        outcome.log.contains("nosuch"),
-        "the error does not name the network: {}",
-        outcome.log
-    );
+    assert!(!outcome.success, "run succeeded with a bad network");
+    // runc shows the hook's stderr; crun says only that the hook failed.
+    let named = match kind {
+        RuntimeKind::Runc => outcome.log.contains("network nosuch"),
+        RuntimeKind::Crun => outcome.log.contains("error executing hook"),
+    };
+    assert!(named, "the error does not say why: {}", outcome.log);
     assert!(
         runtime
             .state("bad")
             .is_none_or(|s| s["status"] == "stopped"),
         "container left running"
     );
+    setup.assert_nothing_left(&[]);
+}
+
+#[test]
+fn a_failing_hook_makes_runc_run_fail_and_leaves_nothing() {
+    failing_hook_leaves_nothing(RuntimeKind::Runc);
+}
+
+#[test]
+fn a_failing_hook_makes_crun_run_fail_and_leaves_nothing() {
+    failing_hook_leaves_nothing(RuntimeKind::Crun);
+}
+
+#[test]
+fn two_networks_become_eth0_and_eth1_and_both_go_on_delete() {
+    let setup = HookHost::new("r2");
+    setup.write_bridge_network("back", "tt1", "10.78.0.0/24", false);
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    let bundle = setup.bundle("multi", "", &["sleep", "600"], &["--network", "front,back"]);
+    let c = start(&runtime, "multi", &bundle);
+    let names = link_names_in(&c.netns_path());
+    assert!(
+        names.iter().any(|n| n.starts_with("eth0:"))
+            && names.iter().any(|n| n.starts_with("eth1:")),
+        "{names:?}"
+    );
+    assert!(container_ipv4(&c).starts_with("10.77.0."));
+    assert_eq!(
+        setup.cached_results().len(),
+        2,
+        "{:?}",
+        setup.cached_results()
+    );
+    assert_eq!(setup.host_veths().len(), 2);
+    c.delete().expect("deleting multi");
     setup.assert_nothing_left(&[]);
 }
 

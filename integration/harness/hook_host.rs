@@ -38,6 +38,18 @@ impl HookHost {
 
     /// A bridge network as `tether network create` writes it: tether-bridge + tether-ipam + tether-portmap.
     pub fn write_network(&self, name: &str, bridge: &str, subnet: &str) {
+        self.write_bridge_network(name, bridge, subnet, true);
+    }
+
+    /// Like [`HookHost::write_network`]; `default_route: false` for a second network of a container
+    /// (two default routes in one namespace collide).
+    pub fn write_bridge_network(
+        &self,
+        name: &str,
+        bridge: &str,
+        subnet: &str,
+        default_route: bool,
+    ) {
         let conflist = json!({
             "cniVersion": "1.0.0",
             "name": name,
@@ -46,13 +58,12 @@ impl HookHost {
                     "type": "tether-bridge",
                     "bridge": bridge,
                     "isGateway": true,
-                    "isDefaultGateway": true,
+                    "isDefaultGateway": default_route,
                     "ipMasq": true,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "tether-ipam",
                         "ranges": [[{"subnet": subnet}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
                         "dataDir": self.host.data_dir_str(),
                     }
                 },
