@@ -298,3 +298,85 @@ fn a_container_sharing_the_runtimes_namespace_is_refused_unless_host() {
     c.delete().expect("deleting hostmode");
     setup.assert_nothing_left(&[]);
 }
+
+/// A process started in `ns`, killed on drop: stands in for a container's init.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start(ns: &harness::NetNs) -> Sleeper {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path_str()))
+            .args(["sleep", "600"])
+            .spawn()
+            .unwrap();
+        Sleeper(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn poststop_never_enters_a_namespace_that_a_reused_pid_now_names() {
+    let setup = HookHost::new("rp");
+    // The reference bridge enters CNI_NETNS on DEL and deletes the interface there.
+    let conflist = json!({
+        "cniVersion": "1.0.0",
+        "name": "ref",
+        "plugins": [{
+            "type": "bridge", "bridge": "tr0", "isGateway": true,
+            "ipam": {"type": "host-local", "subnet": "10.79.0.0/24", "dataDir": setup.host.data_dir_str()}
+        }]
+    });
+    std::fs::write(setup.conf_dir.join("ref.conflist"), conflist.to_string()).unwrap();
+
+    let container_ns = setup.host.container("c1");
+    let mut init = Sleeper::start(&container_ns);
+    let state = json!({"ociVersion": "1.0.2", "id": "c1", "status": "creating", "pid": init.pid()});
+    let out = setup.run_hook(&["--network", "ref"], &state.to_string());
+    assert!(
+        out.status.success(),
+        "attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(container_ns.has_link("eth0"));
+
+    // The container's init exits and its pid goes to a process in another namespace with an eth0.
+    let victim = setup.host.container("victim");
+    victim.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "v0"]);
+    let bystander = Sleeper::start(&victim);
+    let cache_file = setup.cache_dir.join("results/ref-c1-eth0");
+    let mut entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache_file).unwrap()).unwrap();
+    assert_eq!(entry["netns"], format!("/proc/{}/ns/net", init.pid()));
+    entry["netns"] = json!(format!("/proc/{}/ns/net", bystander.pid()));
+    std::fs::write(&cache_file, entry.to_string()).unwrap();
+    let _ = init.0.kill();
+    let _ = init.0.wait();
+
+    let stopped = json!({"ociVersion": "1.0.2", "id": "c1", "status": "stopped"});
+    let out = setup.run_hook(&["--network", "ref"], &stopped.to_string());
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        victim.has_link("eth0"),
+        "poststop deleted another namespace's eth0"
+    );
+    assert!(
+        setup.cached_results().is_empty(),
+        "{:?}",
+        setup.cached_results()
+    );
+    assert!(harness::store::all_leases(&setup.host.data_dir()).is_empty());
+}

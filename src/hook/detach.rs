@@ -18,7 +18,7 @@ pub fn detach_container(
     };
     let mut failures = Vec::new();
     for network in networks.iter().rev() {
-        match ops.detach(network, id, None) {
+        match ops.detach_stopped(network, id) {
             Ok(()) => tracing::info!(container = %id, network = %network, "detached"),
             Err(e) => failures.push((network.clone(), e)),
         }

@@ -56,6 +56,13 @@ impl EndpointOps for FakeEndpoints {
             .push(format!("detach {network} {}", ifname.unwrap_or("*")));
         Ok(())
     }
+
+    fn detach_stopped(&self, network: &str, _container_id: &str) -> Result<(), EndpointError> {
+        self.calls
+            .borrow_mut()
+            .push(format!("detach-stopped {network}"));
+        Ok(())
+    }
 }
 
 fn networks(list: &[&str]) -> Vec<String> {
@@ -139,7 +146,10 @@ fn args(words: &[&str]) -> HookArgs {
 fn poststop_detaches_every_network_of_the_arguments() {
     let fake = FakeEndpoints::default();
     run_with(&fake, args(&["--network", "front,back"]), &state("stopped")).unwrap();
-    assert_eq!(*fake.calls.borrow(), ["detach back *", "detach front *"]);
+    assert_eq!(
+        *fake.calls.borrow(),
+        ["detach-stopped back", "detach-stopped front"]
+    );
 }
 
 #[test]
@@ -176,5 +186,5 @@ fn annotations_in_the_bundle_config_are_used_when_the_state_has_none() {
     let fake = FakeEndpoints::default();
     run_with(&fake, args(&[]), &state).unwrap();
     std::fs::remove_dir_all(&bundle).unwrap();
-    assert_eq!(*fake.calls.borrow(), ["detach from-config *"]);
+    assert_eq!(*fake.calls.borrow(), ["detach-stopped from-config"]);
 }
