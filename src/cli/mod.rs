@@ -21,40 +21,56 @@ pub enum CliError {
     Network {
         context: String,
         #[source]
-        source: NetworkError,
+        source: Box<NetworkError>,
     },
     #[error("{context}: {source}")]
     Endpoint {
         context: String,
         #[source]
-        source: EndpointError,
+        source: Box<EndpointError>,
     },
     #[error("demo: {source}")]
     Demo {
         #[source]
-        source: demo::DemoError,
+        source: Box<demo::DemoError>,
     },
     #[error("hook: {source}")]
     Hook {
         #[source]
-        source: crate::hook::HookError,
+        source: Box<crate::hook::HookError>,
     },
 }
 
 fn network_err(context: impl Into<String>) -> impl FnOnce(NetworkError) -> CliError {
     let context = context.into();
-    move |source| CliError::Network { context, source }
+    move |source| CliError::Network {
+        context,
+        source: Box::new(source),
+    }
 }
 
 fn endpoint_err(context: impl Into<String>) -> impl FnOnce(EndpointError) -> CliError {
     let context = context.into();
-    move |source| CliError::Endpoint { context, source }
+    move |source| CliError::Endpoint {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// Entry point of the `tether` binary.
 pub fn main() -> ExitCode {
     crate::cni::logging::init_from_env();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print to stdout and succeed.
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let text = err.render().to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprint!("tether: {text}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -127,13 +143,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Demo => demo::run().map_err(|source| CliError::Demo { source }),
+        Command::Demo => demo::run().map_err(|source| CliError::Demo {
+            source: Box::new(source),
+        }),
         Command::Hook(a) => match crate::hook::run(&a.args, std::io::stdin().lock()) {
             Err(crate::hook::HookError::HelpRequested) => {
                 output::line(crate::hook::USAGE);
                 Ok(())
             }
-            other => other.map_err(|source| CliError::Hook { source }),
+            other => other.map_err(|source| CliError::Hook {
+                source: Box::new(source),
+            }),
         },
     }
 }

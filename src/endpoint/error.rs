@@ -25,7 +25,7 @@ pub enum EndpointError {
         container: String,
         netns: PathBuf,
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
 
     #[error(transparent)]

@@ -3,6 +3,7 @@
 //! them, so the result cache is shared with podman and any libcni user.
 
 mod attachment;
+mod default_route;
 mod error;
 mod host_port;
 mod port_spec;
@@ -21,7 +22,7 @@ use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{
     list_networks, load_network, CniRuntime, NetworkConfigList, RuntimeConf, RuntimeError,
 };
-use crate::link::{MacAddr, Netlink};
+use crate::link::{IpFamily, MacAddr, Netlink};
 use crate::netns::{NetNs, NetnsError};
 
 /// The interface name a container gets when none is asked for and none is taken.
@@ -84,7 +85,18 @@ impl Endpoints {
             container: req.container_id.clone(),
             source,
         })?;
-        let ifname = self.choose_ifname(req, &netns, &cached)?;
+        let netlink = Netlink::in_netns(&netns).map_err(|source| EndpointError::Links {
+            container: req.container_id.clone(),
+            netns: req.netns.clone(),
+            source: Box::new(source),
+        })?;
+        let ifname = self.choose_ifname(req, &netlink, &cached)?;
+        let (has_v4, has_v6) = default_routes(&netlink).map_err(|source| EndpointError::Links {
+            container: req.container_id.clone(),
+            netns: req.netns.clone(),
+            source: Box::new(source),
+        })?;
+        let net = default_route::without_default_routes(&net, has_v4, has_v6).unwrap_or(net);
 
         let mut taken: host_port::TakenPorts = cached
             .iter()
@@ -110,16 +122,14 @@ impl Endpoints {
     fn choose_ifname(
         &self,
         req: &AttachRequest,
-        netns: &NetNs,
+        netlink: &Netlink,
         cached: &[crate::cni::runtime::CachedAttachment],
     ) -> Result<String, EndpointError> {
-        let links = Netlink::in_netns(netns)
-            .and_then(|nl| nl.links())
-            .map_err(|source| EndpointError::Links {
-                container: req.container_id.clone(),
-                netns: req.netns.clone(),
-                source,
-            })?;
+        let links = netlink.links().map_err(|source| EndpointError::Links {
+            container: req.container_id.clone(),
+            netns: req.netns.clone(),
+            source: Box::new(source),
+        })?;
         let in_use = |name: &str| {
             links.iter().any(|l| l.name == name)
                 || cached
@@ -240,6 +250,20 @@ impl Endpoints {
         }
         Ok(freed)
     }
+}
+
+/// The main routing table's id (linux/rtnetlink.h).
+const RT_TABLE_MAIN: u32 = 254;
+
+/// Whether the container already has an IPv4 and an IPv6 default route (main table).
+fn default_routes(netlink: &Netlink) -> Result<(bool, bool), crate::link::LinkError> {
+    let has = |family| -> Result<bool, crate::link::LinkError> {
+        Ok(netlink
+            .routes(family)?
+            .iter()
+            .any(|r| r.is_default() && r.table == RT_TABLE_MAIN))
+    };
+    Ok((has(IpFamily::V4)?, has(IpFamily::V6)?))
 }
 
 /// A namespace is alive when its path still opens as a network namespace. An entry without a path

@@ -68,14 +68,14 @@ pub enum NetworkError {
     #[error("reading the routes of this namespace: {source}")]
     Routes {
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
 
     #[error("removing bridge {bridge}: {source}")]
     Bridge {
         bridge: String,
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
 
     #[error("removing the firewall rules of network {name}: {source}")]

@@ -151,12 +151,16 @@ impl Networks {
 
     /// What the current namespace's routes and the existing networks occupy.
     pub fn surroundings(&self) -> Result<Surroundings, NetworkError> {
-        let netlink = Netlink::new().map_err(|source| NetworkError::Routes { source })?;
+        let netlink = Netlink::new().map_err(|source| NetworkError::Routes {
+            source: Box::new(source),
+        })?;
         let mut routes = Vec::new();
         for family in [IpFamily::V4, IpFamily::V6] {
             for route in netlink
                 .routes(family)
-                .map_err(|source| NetworkError::Routes { source })?
+                .map_err(|source| NetworkError::Routes {
+                    source: Box::new(source),
+                })?
             {
                 routes.push(Occupied {
                     net: route.dst,
@@ -189,6 +193,8 @@ impl Networks {
     /// Writes `<conf_dir>/<name>.conflist`; nothing is written when anything is refused.
     pub fn create(&self, req: &CreateRequest) -> Result<NetworkInfo, NetworkError> {
         validate_name(&req.name)?;
+        // Two creates picking a pool at once would pick the same one: one at a time per host.
+        let _lock = create_lock()?;
         let path = self.conf_dir().join(format!("{}.conflist", req.name));
         match load_network(self.conf_dir(), &req.name) {
             Ok(existing) => {
@@ -217,7 +223,7 @@ impl Networks {
         let net = NetworkConfigList::from_bytes(bytes, Some(path)).map_err(|source| {
             RuntimeError::BadConf {
                 path: self.conf_dir().to_path_buf(),
-                source,
+                source: Box::new(source),
             }
         })?;
         Ok(NetworkInfo::new(&net, &[]))
@@ -290,13 +296,13 @@ impl Networks {
             if !shared {
                 let netlink = Netlink::new().map_err(|source| NetworkError::Bridge {
                     bridge: bridge.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 netlink
                     .delete_link_by_name(bridge)
                     .map_err(|source| NetworkError::Bridge {
                         bridge: bridge.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }
@@ -328,6 +334,25 @@ impl Networks {
         remove_dir(&crate::paths::state_dir().join("attachments").join(name))?;
         Ok(())
     }
+}
+
+/// An exclusive flock on `<run_dir>/locks/network-create.lock`, released on drop.
+fn create_lock() -> Result<fs::File, NetworkError> {
+    let dir = crate::paths::run_dir().join("locks");
+    let path = dir.join("network-create.lock");
+    let err = |source| NetworkError::Write {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(&dir).map_err(err)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    file.lock().map_err(err)?;
+    Ok(file)
 }
 
 fn remove_dir(path: &Path) -> Result<(), NetworkError> {

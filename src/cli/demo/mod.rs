@@ -44,12 +44,12 @@ pub enum DemoError {
     #[error("setting up the demo's links: {source}")]
     Link {
         #[source]
-        source: LinkError,
+        source: Box<LinkError>,
     },
     #[error(transparent)]
-    Network(#[from] NetworkError),
+    Network(Box<NetworkError>),
     #[error(transparent)]
-    Endpoint(#[from] EndpointError),
+    Endpoint(Box<EndpointError>),
     #[error("{what}: {why}")]
     Step { what: String, why: String },
     #[error("creating the scratch directory {}: {source}", path.display())]
@@ -58,6 +58,18 @@ pub enum DemoError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<NetworkError> for DemoError {
+    fn from(e: NetworkError) -> Self {
+        DemoError::Network(Box::new(e))
+    }
+}
+
+impl From<EndpointError> for DemoError {
+    fn from(e: EndpointError) -> Self {
+        DemoError::Endpoint(Box::new(e))
+    }
 }
 
 const PLUGINS: [&str; 3] = ["tether-bridge", "tether-ipam", "tether-portmap"];
@@ -156,14 +168,18 @@ fn make_netns(pending: &interrupt::Pending<Scratch>, name: String) -> Result<Pat
         None => return Err(step("making namespaces", "interrupted")),
     }
     let netns = NetNs::open(&path)?;
-    let netlink = Netlink::in_netns(&netns).map_err(|source| DemoError::Link { source })?;
+    let netlink = Netlink::in_netns(&netns).map_err(|source| DemoError::Link {
+        source: Box::new(source),
+    })?;
     if let Some(lo) = netlink
         .link_by_name("lo")
-        .map_err(|source| DemoError::Link { source })?
+        .map_err(|source| DemoError::Link {
+            source: Box::new(source),
+        })?
     {
-        netlink
-            .set_up(lo.index)
-            .map_err(|source| DemoError::Link { source })?;
+        netlink.set_up(lo.index).map_err(|source| DemoError::Link {
+            source: Box::new(source),
+        })?;
     }
     Ok(path)
 }
@@ -278,7 +294,9 @@ fn name_of(path: &Path) -> String {
 
 /// A veth between the host and the outside machine, on TEST-NET-2.
 fn link_outside(outside: &Path) -> Result<(), DemoError> {
-    let link = |source| DemoError::Link { source };
+    let link = |source| DemoError::Link {
+        source: Box::new(source),
+    };
     let outside_ns = NetNs::open(outside)?;
     let host = Netlink::new().map_err(link)?;
     let uplink = host
@@ -382,7 +400,9 @@ fn connect_from(netns: &Path, target: SocketAddr) -> Result<String, DemoError> {
 
 /// What the network left in the host namespace after `rm`: its bridge, container veths, rules.
 fn leftovers(bridge: &str) -> Result<String, DemoError> {
-    let link = |source| DemoError::Link { source };
+    let link = |source| DemoError::Link {
+        source: Box::new(source),
+    };
     let netlink = Netlink::new().map_err(link)?;
     let mut found = Vec::new();
     for l in netlink.links().map_err(link)? {

@@ -23,7 +23,7 @@ pub enum RuntimeError {
     BadConf {
         path: PathBuf,
         #[source]
-        source: CniError,
+        source: Box<CniError>,
     },
 
     #[error("network {network:?}: plugin {plugin:?} failed on {command} for container {container}: {source}")]
@@ -33,7 +33,7 @@ pub enum RuntimeError {
         command: Command,
         container: String,
         #[source]
-        source: CniError,
+        source: Box<CniError>,
     },
 
     #[error("network {network:?}: the chain's last plugin returned no result for ADD of container {container}; check the conflist's last plugin")]

@@ -89,7 +89,7 @@ fn read(path: &Path) -> Result<NetworkConfigList, RuntimeError> {
     NetworkConfigList::from_bytes(bytes, Some(path.to_path_buf())).map_err(|source| {
         RuntimeError::BadConf {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         }
     })
 }

@@ -168,8 +168,12 @@ impl CniRuntime {
             return Ok(false);
         };
         let path = self.cache.path(network, container_id, ifname);
-        let net = NetworkConfigList::from_bytes(entry.config.clone(), None)
-            .map_err(|source| RuntimeError::BadConf { path, source })?;
+        let net = NetworkConfigList::from_bytes(entry.config.clone(), None).map_err(|source| {
+            RuntimeError::BadConf {
+                path,
+                source: Box::new(source),
+            }
+        })?;
         self.del(&net, &RuntimeConf::from_cache(&entry))?;
         Ok(true)
     }
@@ -261,7 +265,7 @@ impl CniRuntime {
             } else {
                 rt.container_id.clone()
             },
-            source,
+            source: Box::new(source),
         };
         let binary = find_plugin(plugin, &self.plugin_path).map_err(wrap)?;
         let args = rt.args_string();
@@ -283,3 +287,6 @@ impl CniRuntime {
 fn version_at_least(text: &str, min: Version) -> bool {
     Version::parse(text).is_ok_and(|v| v >= min)
 }
+
+#[cfg(test)]
+mod tests;
