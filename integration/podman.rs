@@ -158,6 +158,18 @@ fn podman_hooks_d_runs_tether_hook_for_an_annotated_container() {
     .unwrap_or_else(|e| panic!("outside cannot reach the hooked container through 8081: {e}"));
     assert_eq!(page, "hello from the hook\n");
     assert!(nft::has_element(&host.host.ns, &ip));
+    // podman mounts its own /etc/hosts over the rootfs, so the hook leaves that file alone; with
+    // `--network none` podman mounts no resolv.conf, so the hook writes the container's.
+    let hosts = std::fs::read_to_string(web_root.join("etc/hosts")).unwrap_or_default();
+    assert!(
+        !hosts.contains("tether hook"),
+        "the hook wrote /etc/hosts under podman's mount"
+    );
+    let resolv = std::fs::read_to_string(web_root.join("etc/resolv.conf")).unwrap_or_default();
+    assert!(
+        resolv.contains("tether hook"),
+        "no resolv.conf from the hook: {resolv:?}"
+    );
 
     podman.remove("hooked");
     host.assert_nothing_left(&[ip]);
