@@ -380,3 +380,50 @@ fn poststop_never_enters_a_namespace_that_a_reused_pid_now_names() {
     );
     assert!(harness::store::all_leases(&setup.host.data_dir()).is_empty());
 }
+
+#[test]
+fn a_container_id_whose_poststop_never_ran_can_be_attached_again() {
+    let setup = HookHost::new("ra");
+    let first_ns = setup.host.container("first");
+    let mut first = Sleeper::start(&first_ns);
+    let state =
+        |pid: u32| json!({"ociVersion": "1.0.2", "id": "again", "status": "creating", "pid": pid});
+    let out = setup.run_hook(&["--network", "front"], &state(first.pid()).to_string());
+    assert!(
+        out.status.success(),
+        "first attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first container dies without a poststop (runtime killed, host rebooted).
+    let _ = first.0.kill();
+    let _ = first.0.wait();
+    setup.host.delete_container(&first_ns);
+
+    let second_ns = setup.host.container("second");
+    let second = Sleeper::start(&second_ns);
+    let out = setup.run_hook(&["--network", "front"], &state(second.pid()).to_string());
+    assert!(
+        out.status.success(),
+        "second attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(second_ns.has_link("eth0"));
+    assert_eq!(
+        setup.cached_results().len(),
+        1,
+        "{:?}",
+        setup.cached_results()
+    );
+    assert_eq!(harness::store::all_leases(&setup.host.data_dir()).len(), 1);
+    assert_eq!(setup.host_veths().len(), 1);
+
+    let stopped = json!({"ociVersion": "1.0.2", "id": "again", "status": "stopped"});
+    drop(second);
+    let out = setup.run_hook(&["--network", "front"], &stopped.to_string());
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    setup.assert_nothing_left(&[]);
+}

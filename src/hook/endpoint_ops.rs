@@ -1,6 +1,8 @@
 //! The endpoint operations the hook uses, as a trait so the attach-all-or-nothing and detach logic is
 //! tested without root or a kernel.
 
+use std::path::Path;
+
 use crate::endpoint::{AttachRequest, Attachment, EndpointError, Endpoints};
 
 pub trait EndpointOps {
@@ -19,7 +21,24 @@ pub trait EndpointOps {
 }
 
 impl EndpointOps for Endpoints {
+    /// A container id the cache still holds for this network from an earlier life (its poststop never
+    /// ran: the runtime was killed, the host rebooted) would make the attach fail as "already attached"
+    /// forever. An entry whose namespace was another, now dead, process's is that leftover: it is
+    /// detached first.
     fn attach(&self, request: &AttachRequest) -> Result<Attachment, EndpointError> {
+        let ours = request.netns.to_string_lossy();
+        let stale = self.runtime.cache.list()?.into_iter().any(|entry| {
+            entry.network_name == request.network
+                && entry.container_id == request.container_id
+                && entry.netns.as_deref().is_some_and(|path| {
+                    path != ours && is_process_netns(path) && !Path::new(path).exists()
+                })
+        });
+        if stale {
+            tracing::info!(container = %request.container_id, network = %request.network,
+                "detaching what an earlier container of this id left behind");
+            self.detach_stopped(&request.network, &request.container_id)?;
+        }
         Endpoints::attach(self, request)
     }
 
