@@ -8,7 +8,7 @@ use super::settings::{parse_ips, parse_mac, parse_ports, split_list, HookSetting
 use super::stage::Stage;
 
 pub const USAGE: &str = "\
-usage: tether hook [attach|detach] [--network NET]... [-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/PROTO]]...
+Usage: tether hook [attach|detach] [--network NET]... [-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/PROTO]]...
                    [--ip IP]... [--mac MAC] [--alias NAME]... [--name NAME]
 
 An OCI runtime hook: reads the container's OCI state on stdin. Without attach|detach the stage comes from
