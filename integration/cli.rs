@@ -190,6 +190,18 @@ fn create_picks_a_pool_free_of_routes_and_networks_and_bad_input_writes_nothing(
             vec![
                 "network",
                 "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=eth9",
+                "d",
+            ],
+            "no such link",
+        ),
+        (
+            vec![
+                "network",
+                "create",
                 "--subnet",
                 "10.1.0.0/24",
                 "--gateway",
@@ -405,7 +417,18 @@ fn random_and_ranged_host_ports_and_detach_without_network() {
         "c2",
     ]);
     assert!(stderr.contains("differ in length"), "{stderr}");
+    // The ips and mac capabilities reach tether-bridge and tether-ipam.
+    let c2 = host.container("c2");
+    let b = attach_json(
+        &t,
+        "ports",
+        &c2,
+        &["--ip", "10.63.0.50", "--mac", "02:11:22:33:44:55"],
+    );
+    assert_eq!(b["ips"][0], "10.63.0.50/24");
+    assert_eq!(c2.mac("eth0"), "02:11:22:33:44:55");
     t.ok(&["detach", "c1"]);
+    t.ok(&["detach", "c2"]);
     assert!(t.cache_entries().is_empty());
     assert!(store::is_empty(&t.ipam_dir(), "ports"));
 }

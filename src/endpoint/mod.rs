@@ -28,6 +28,11 @@ use crate::netns::{NetNs, NetnsError};
 /// The interface name a container gets when none is asked for and none is taken.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
+/// tether-portmap's code for "host port already published by another container" (README, Errors).
+const PORT_TAKEN_CODE: u32 = 103;
+/// How often a chosen (random or first-free) host port is chosen again after losing a race.
+const PORT_RETRIES: u32 = 3;
+
 /// One container joining one network.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AttachRequest {
@@ -103,9 +108,29 @@ impl Endpoints {
             .flat_map(|e| Attachment::from_cache(e).ports)
             .map(|p| (p.protocol, p.host_port))
             .collect();
-        let ports = host_port::resolve(&req.ports, &mut taken)?;
-        let rt = runtime_conf(req, &net, ifname, &ports);
-        self.runtime.add(&net, &rt)?;
+        let chooses = req
+            .ports
+            .iter()
+            .any(|p| !matches!(p.host_ports, HostPorts::Exact(_)));
+        let mut attempt = 0;
+        let rt = loop {
+            let ports = host_port::resolve(&req.ports, &mut taken)?;
+            let rt = runtime_conf(req, &net, ifname.clone(), &ports);
+            match self.runtime.add(&net, &rt) {
+                Ok(_) => break rt,
+                // Another attach published the port we chose between our check and our ADD: the
+                // port stays in `taken`, so the next round picks another one.
+                Err(err)
+                    if chooses
+                        && attempt < PORT_RETRIES
+                        && err.plugin_error().map(|e| e.code) == Some(PORT_TAKEN_CODE) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %err, attempt, "chosen host port taken meanwhile; choosing again");
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         let entry = self
             .runtime
             .cache

@@ -71,6 +71,13 @@ pub enum NetworkError {
         source: Box<LinkError>,
     },
 
+    #[error("looking up the macvlan parent {parent}: {source}")]
+    Parent {
+        parent: String,
+        #[source]
+        source: Box<LinkError>,
+    },
+
     #[error("removing bridge {bridge}: {source}")]
     Bridge {
         bridge: String,

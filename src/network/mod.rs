@@ -213,6 +213,9 @@ impl Networks {
             });
         }
         let plan = plan(req, &self.surroundings()?)?;
+        if let Some(parent) = plan.parent() {
+            check_parent(parent)?;
+        }
         // The IPAM plugin's own parser is the judge of the ranges we made.
         crate::ipam::IpamConfig::parse(&plan.ipam(), &crate::paths::ipam_dir())
             .map_err(|source| NetworkError::Ipam { source })?;
@@ -333,6 +336,25 @@ impl Networks {
         }
         remove_dir(&crate::paths::state_dir().join("attachments").join(name))?;
         Ok(())
+    }
+}
+
+/// A macvlan parent must exist here, or every attach would fail later with a less clear message.
+fn check_parent(parent: &str) -> Result<(), NetworkError> {
+    let found = Netlink::new()
+        .and_then(|netlink| netlink.link_by_name(parent))
+        .map_err(|source| NetworkError::Parent {
+            parent: parent.to_string(),
+            source: Box::new(source),
+        })?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(NetworkError::BadOption {
+            key: "parent".into(),
+            value: parent.into(),
+            reason: "no such link in this namespace; set -o parent= to an existing interface"
+                .into(),
+        }),
     }
 }
 

@@ -38,6 +38,14 @@ impl NetworkPlan {
         }
     }
 
+    /// The macvlan parent link, for drivers that have one.
+    pub fn parent(&self) -> Option<&str> {
+        match &self.options {
+            DriverOptions::Macvlan(o) => Some(&o.parent),
+            _ => None,
+        }
+    }
+
     /// The `ipam` object: one range set per subnet (so a dual-stack container gets one address of
     /// each family); a default route per family unless the network is internal.
     pub fn ipam(&self) -> Value {
