@@ -161,20 +161,30 @@ hooks_dir = ["{hooks}"]
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.output(&["rm", "-af", "-t", "0"]);
-        remove_cgroup_tree(&self.cgroup_parent);
+        // conmon leaves its cgroup a moment after the container is gone.
+        for _ in 0..50 {
+            if remove_cgroup_tree(&self.cgroup_parent) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 
 /// rmdir of the parent and everything below it in every v1 hierarchy and the unified one, deepest
 /// first (cgroup directories go with rmdir only, when empty).
-fn remove_cgroup_tree(parent: &str) {
+/// True when no hierarchy holds the parent any more.
+fn remove_cgroup_tree(parent: &str) -> bool {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
+        return true;
     };
+    let mut gone = true;
     for hierarchy in hierarchies.filter_map(Result::ok) {
         let root = hierarchy.path().join(parent.trim_start_matches('/'));
         remove_dirs_below(&root);
+        gone &= !root.exists();
     }
+    gone
 }
 
 fn remove_dirs_below(dir: &Path) {
