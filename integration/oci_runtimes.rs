@@ -235,7 +235,8 @@ fn a_failing_hook_makes_crun_run_fail_and_leaves_nothing() {
 #[test]
 fn two_networks_become_eth0_and_eth1_and_both_go_on_delete() {
     let setup = HookHost::new("r2");
-    setup.write_bridge_network("back", "tt1", "10.78.0.0/24", false);
+    // Both networks offer a default route; the container keeps the first one.
+    setup.write_network("back", "tt1", "10.78.0.0/24");
     let runtime = setup.runtime(RuntimeKind::Runc);
     let bundle = setup.bundle("multi", "", &["sleep", "600"], &["--network", "front,back"]);
     let c = start(&runtime, "multi", &bundle);

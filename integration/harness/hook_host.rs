@@ -38,18 +38,6 @@ impl HookHost {
 
     /// A bridge network as `tether network create` writes it: tether-bridge + tether-ipam + tether-portmap.
     pub fn write_network(&self, name: &str, bridge: &str, subnet: &str) {
-        self.write_bridge_network(name, bridge, subnet, true);
-    }
-
-    /// Like [`HookHost::write_network`]; `default_route: false` for a second network of a container
-    /// (two default routes in one namespace collide).
-    pub fn write_bridge_network(
-        &self,
-        name: &str,
-        bridge: &str,
-        subnet: &str,
-        default_route: bool,
-    ) {
         let conflist = json!({
             "cniVersion": "1.0.0",
             "name": name,
@@ -58,7 +46,7 @@ impl HookHost {
                     "type": "tether-bridge",
                     "bridge": bridge,
                     "isGateway": true,
-                    "isDefaultGateway": default_route,
+                    "isDefaultGateway": true,
                     "ipMasq": true,
                     "hairpinMode": true,
                     "ipam": {
