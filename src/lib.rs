@@ -8,6 +8,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod firewall;
+pub mod hook;
 pub mod ifname;
 pub mod ipam;
 pub mod link;

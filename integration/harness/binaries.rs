@@ -37,3 +37,8 @@ pub fn cni_path() -> String {
         .to_string();
     format!("{ours}:{REFERENCE_PLUGIN_DIR}")
 }
+
+/// The `tether` CLI (also the OCI hook, `tether hook`).
+pub fn tether() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether"))
+}

@@ -8,12 +8,17 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod binaries;
+pub mod busybox_rootfs;
 pub mod cni_result;
+pub mod hook_host;
 pub mod host;
 pub mod netns;
 pub mod network_conf;
 pub mod nft;
+pub mod oci_bundle;
+pub mod oci_runtime;
 pub mod plugin;
+pub mod podman;
 pub mod scratch_dir;
 pub mod store;
 pub mod tcp;

@@ -40,6 +40,8 @@ pub enum Command {
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
+    // `--help` goes to the hook, which knows its own flags.
+    #[command(disable_help_flag = true)]
     Hook(HookArgs),
 }
 

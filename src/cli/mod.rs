@@ -34,8 +34,11 @@ pub enum CliError {
         #[source]
         source: Box<demo::DemoError>,
     },
-    #[error("hook: not built yet")]
-    HookMissing,
+    #[error("hook: {source}")]
+    Hook {
+        #[source]
+        source: Box<crate::hook::HookError>,
+    },
 }
 
 fn network_err(context: impl Into<String>) -> impl FnOnce(NetworkError) -> CliError {
@@ -143,8 +146,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
-        // The OCI hook lives in `crate::hook` (built on its own branch); this arm dispatches to it.
-        Command::Hook(_) => Err(CliError::HookMissing),
+        Command::Hook(a) => match crate::hook::run(&a.args, std::io::stdin().lock()) {
+            Err(crate::hook::HookError::HelpRequested) => {
+                output::line(crate::hook::USAGE);
+                Ok(())
+            }
+            other => other.map_err(|source| CliError::Hook {
+                source: Box::new(source),
+            }),
+        },
     }
 }
 

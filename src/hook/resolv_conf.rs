@@ -1,0 +1,153 @@
+//! The container's /etc/resolv.conf: the nameservers the networks' CNI results name (tether's DNS
+//! answers on 127.0.0.11 inside the container when the network has DNS on), else the host's own
+//! nameservers minus loopback ones, which mean nothing inside another network namespace.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::cni::Dns;
+
+/// tetherd's resolver address inside every container namespace (as Docker's embedded DNS).
+pub const EMBEDDED_RESOLVER: &str = "127.0.0.11";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvConf {
+    pub nameservers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    /// Why the file looks the way it does, written as a comment.
+    pub origin: &'static str,
+}
+
+impl ResolvConf {
+    /// From the DNS sections of the container's CNI results, else from the host's resolv.conf text.
+    pub fn for_container(results: &[&Dns], host_resolv_conf: Option<&str>) -> ResolvConf {
+        let mut conf = ResolvConf::default();
+        for dns in results {
+            push_unique(&mut conf.nameservers, dns.nameservers.iter().cloned());
+            push_unique(&mut conf.search, dns.search.iter().cloned());
+            push_unique(&mut conf.options, dns.options.iter().cloned());
+        }
+        if !conf.nameservers.is_empty() {
+            conf.origin = "from the networks' DNS settings";
+            if conf.nameservers.iter().any(|ns| ns == EMBEDDED_RESOLVER)
+                && !conf.options.iter().any(|o| o.starts_with("ndots:"))
+            {
+                // Container names are single labels: ask for them as they are, before any search domain.
+                conf.options.push("ndots:0".into());
+            }
+            return conf;
+        }
+        let host = ResolvConf::parse(host_resolv_conf.unwrap_or(""));
+        ResolvConf {
+            nameservers: host
+                .nameservers
+                .into_iter()
+                .filter(|ns| !is_loopback(ns))
+                .collect(),
+            search: host.search,
+            options: host.options,
+            origin: "copied from the host without its loopback nameservers",
+        }
+    }
+
+    /// Reads `nameserver`, `search`/`domain` and `options` lines; others are ignored.
+    pub fn parse(text: &str) -> ResolvConf {
+        let mut conf = ResolvConf::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => {
+                    push_unique(&mut conf.nameservers, words.next().map(str::to_string))
+                }
+                Some("search") | Some("domain") => {
+                    conf.search = words.map(str::to_string).collect();
+                }
+                Some("options") => push_unique(&mut conf.options, words.map(str::to_string)),
+                _ => {}
+            }
+        }
+        conf
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = format!("# written by tether hook: {}\n", self.origin);
+        if self.nameservers.is_empty() {
+            text.push_str("# no usable nameserver\n");
+        }
+        for ns in &self.nameservers {
+            let _ = writeln!(text, "nameserver {ns}");
+        }
+        if !self.search.is_empty() {
+            let _ = writeln!(text, "search {}", self.search.join(" "));
+        }
+        if !self.options.is_empty() {
+            let _ = writeln!(text, "options {}", self.options.join(" "));
+        }
+        text
+    }
+}
+
+fn is_loopback(nameserver: &str) -> bool {
+    // A zone index (fe80::1%eth0) is not an IpAddr; such a server is not loopback anyway.
+    nameserver
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn push_unique(into: &mut Vec<String>, items: impl IntoIterator<Item = String>) {
+    for item in items {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "# host\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\n\
+                        search corp.example\noptions edns0 trust-ad\n";
+
+    #[test]
+    fn a_network_with_embedded_dns_gets_127_0_0_11_and_ndots_0() {
+        let dns = Dns {
+            nameservers: vec![EMBEDDED_RESOLVER.into()],
+            ..Dns::default()
+        };
+        let conf = ResolvConf::for_container(&[&dns], Some(HOST));
+        assert_eq!(conf.nameservers, vec!["127.0.0.11"]);
+        assert_eq!(conf.options, vec!["ndots:0"]);
+        let text = conf.render();
+        assert!(text.contains("nameserver 127.0.0.11\n"), "{text}");
+        assert!(text.contains("options ndots:0\n"), "{text}");
+    }
+
+    #[test]
+    fn two_networks_with_dns_name_the_server_once() {
+        let dns = Dns {
+            nameservers: vec![EMBEDDED_RESOLVER.into()],
+            search: vec!["dns.tether".into()],
+            ..Dns::default()
+        };
+        let conf = ResolvConf::for_container(&[&dns, &dns], None);
+        assert_eq!(conf.nameservers, vec!["127.0.0.11"]);
+        assert_eq!(conf.search, vec!["dns.tether"]);
+    }
+
+    #[test]
+    fn without_network_dns_the_hosts_servers_are_copied_minus_loopback() {
+        let conf = ResolvConf::for_container(&[&Dns::default()], Some(HOST));
+        assert_eq!(conf.nameservers, vec!["192.0.2.53"]);
+        assert_eq!(conf.search, vec!["corp.example"]);
+        assert_eq!(conf.options, vec!["edns0", "trust-ad"]);
+    }
+
+    #[test]
+    fn a_host_with_only_loopback_servers_leaves_a_file_that_says_so() {
+        let conf = ResolvConf::for_container(&[], Some("nameserver 127.0.0.53\n"));
+        assert!(conf.nameservers.is_empty());
+        assert!(conf.render().contains("no usable nameserver"));
+    }
+}
