@@ -3,6 +3,7 @@
 
 use crate::cni::error::{CniError, ErrorCode};
 use crate::driver::link_reaper::ReaperError;
+use crate::driver::macvlan::VlanRegistryError;
 use crate::driver::network_lock::LockError;
 use crate::firewall::FirewallError;
 use crate::ipam::IpamError;
@@ -33,6 +34,8 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error(transparent)]
     Reaper(#[from] ReaperError),
+    #[error(transparent)]
+    Vlan(#[from] VlanRegistryError),
 }
 
 impl From<Error> for CniError {
@@ -44,6 +47,8 @@ impl From<Error> for CniError {
             Error::Link(_) | Error::Reaper(_) => CODE_NETLINK,
             Error::Firewall(_) => CODE_FIREWALL,
             Error::State(_) | Error::Lock(_) => ErrorCode::Io as u32,
+            Error::Vlan(VlanRegistryError::Link { .. }) => CODE_NETLINK,
+            Error::Vlan(_) => ErrorCode::Io as u32,
         };
         CniError {
             code,

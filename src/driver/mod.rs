@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod ipam_backend;
 pub mod link_reaper;
+pub mod macvlan;
 pub mod network_lock;
 pub mod portmap;
 pub mod record;

@@ -79,6 +79,14 @@ pub enum LinkError {
         object: String,
         missing: &'static str,
     },
+
+    /// The kernel lacks a feature the request needs (EOPNOTSUPP for a link kind it does not know).
+    #[error("{op} {object} failed: {feature} is not available on this host; load the module (modprobe) or use a kernel built with it")]
+    KernelFeatureMissing {
+        feature: &'static str,
+        op: &'static str,
+        object: String,
+    },
 }
 
 impl LinkError {

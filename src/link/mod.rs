@@ -10,9 +10,11 @@ mod bridge;
 mod error;
 mod info;
 mod mac;
+mod macvlan;
 mod route;
 mod sysctl;
 mod veth;
+mod vlan;
 
 #[cfg(test)]
 mod tests;
@@ -28,9 +30,11 @@ use crate::netns::NetNs;
 pub use error::LinkError;
 pub use info::LinkInfo;
 pub use mac::{MacAddr, MacAddrError};
+pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
+pub use vlan::{VLAN_FEATURE, VLAN_ID_RANGE};
 
 pub use crate::ifname::MAX_IFNAME_LEN;
 

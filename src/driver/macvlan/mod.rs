@@ -1,0 +1,518 @@
+//! tether-macvlan: each container gets a macvlan child of a parent link (a NIC, a bond, an 802.1Q
+//! sub-interface), so it has its own MAC and an address on the parent's network. The child is created
+//! directly in the container's namespace under a temporary name and renamed there; each step of an ADD
+//! registers its undo (see `Rollback`).
+//!
+//! No host-side interface, no firewall: the child's traffic never passes the host's IP stack. That is also
+//! macvlan's one known limit: the host cannot reach its own macvlan children through the parent.
+
+mod config;
+mod parent;
+mod temp_name;
+mod vlan_registry;
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+pub use config::{split_vlan_name, vlan_link_name, MacvlanConfig, MasterSpec};
+pub use parent::{resolve, Parent};
+pub use temp_name::temporary_name;
+pub use vlan_registry::{VlanPlan, VlanRecord, VlanRegistry, VlanRegistryError, VlanUser};
+
+use crate::cni::config::Attachment;
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::driver::ipam_backend::IpamBackend;
+use crate::driver::record::{AttachmentRecord, RecordDir};
+use crate::driver::rollback::Rollback;
+use crate::error::Error;
+use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, MacvlanMode, MacvlanSpec, Netlink};
+use crate::netns::NetNs;
+
+/// Plugin-specific error code (same meaning as tether-bridge's): kernel state differs from prevResult on CHECK.
+pub const CODE_CHECK_MISMATCH: u32 = 100;
+
+/// Written to the attachment record's `driver`.
+pub const DRIVER_NAME: &str = "macvlan";
+
+pub struct MacvlanPlugin;
+
+fn cni_err(e: impl Into<Error>) -> CniError {
+    CniError::from(e.into())
+}
+
+fn open_netns(call: &Call) -> Result<NetNs, CniError> {
+    let path = call.env.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            "CNI_NETNS is required for this command",
+        )
+    })?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            format!(
+                "cannot open container network namespace {}: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=` (as the reference macvlan).
+fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
+    let text = call
+        .conf
+        .runtime_config
+        .mac
+        .clone()
+        .or_else(|| call.env.arg("MAC").map(str::to_string));
+    text.map(|t| {
+        t.parse::<MacAddr>().map_err(|_| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn default_route(ip: &IpNetwork) -> IpNetwork {
+    match ip {
+        IpNetwork::V4(_) => "0.0.0.0/0".parse().expect("literal"),
+        IpNetwork::V6(_) => "::/0".parse().expect("literal"),
+    }
+}
+
+fn family_of(dst: &IpNetwork) -> IpFamily {
+    if dst.is_ipv4() {
+        IpFamily::V4
+    } else {
+        IpFamily::V6
+    }
+}
+
+/// The kernel's refusals of a macvlan, told in terms of the config.
+fn creation_error(e: LinkError, mode: MacvlanMode, parent: &str, mtu: Option<u32>) -> CniError {
+    let msg = match e.errno() {
+        Some(libc::EINVAL) if mode == MacvlanMode::Passthru => format!(
+            "parent {parent} refused a passthru macvlan: passthru needs a parent with no other macvlan \
+             on it; remove the other macvlans (containers of any network) from {parent} or use another mode"
+        ),
+        Some(libc::EINVAL) => format!(
+            "parent {parent} refused a {mode} macvlan: it already carries a passthru macvlan (which \
+             takes the parent for itself){}",
+            mtu.map(|m| format!(", or mtu {m} is beyond what {parent} allows"))
+                .unwrap_or_default()
+        ),
+        Some(libc::EADDRINUSE) => format!(
+            "the requested MAC address is already used by another macvlan on parent {parent}; \
+             request another MAC"
+        ),
+        Some(libc::EBUSY) => format!(
+            "parent {parent} cannot carry macvlans (it is a bridge port, a bond slave or a loopback); \
+             pick another `master`"
+        ),
+        _ => return cni_err(e),
+    };
+    CniError {
+        code: crate::error::CODE_NETLINK,
+        msg,
+        details: e.to_string(),
+    }
+}
+
+/// Where the child's parent lives, and the socket for it.
+struct ParentSide<'a> {
+    nl: &'a Netlink,
+    /// `None` with `linkInContainer`: the child is created where the socket is, no move needed.
+    target: Option<&'a NetNs>,
+    what: &'static str,
+}
+
+impl Plugin for MacvlanPlugin {
+    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        let cfg = MacvlanConfig::from_call(call)?;
+        let (cid, ifname) = (call.container_id(), call.ifname());
+        let net = call.conf.name.as_str();
+        let mac = requested_mac(call)?;
+        let ipam = IpamBackend::for_call(call)?;
+        let ns = open_netns(call)?;
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let host = if cfg.link_in_container {
+            None
+        } else {
+            Some(Netlink::new().map_err(cni_err)?)
+        };
+        let side = match &host {
+            Some(h) => ParentSide {
+                nl: h,
+                target: Some(&ns),
+                what: "the host namespace",
+            },
+            None => ParentSide {
+                nl: &inner,
+                target: None,
+                what: "the container namespace (linkInContainer)",
+            },
+        };
+
+        // Read-only checks first: a missing parent or a too-large MTU leaves nothing behind.
+        let parent = resolve(side.nl, &cfg.master, side.what, !cfg.link_in_container)?;
+        let parent_mtu = parent.mtu();
+        if let Some(mtu) = cfg.mtu.filter(|m| *m > parent_mtu) {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "mtu {mtu} is larger than the MTU {parent_mtu} of parent {}; a macvlan child \
+                     cannot exceed its parent, lower `mtu` or leave it out",
+                    parent.name()
+                ),
+            ));
+        }
+
+        let user = VlanUser {
+            network: net,
+            container_id: cid,
+            ifname,
+        };
+        let registry = VlanRegistry::new();
+        let mut rollback = Rollback::new();
+        let leased = ipam.add(call)?;
+        rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
+        if leased.ips.is_empty() {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("IPAM plugin of network {net} returned no address; check its ranges"),
+            ));
+        }
+
+        let parent_link = match &parent {
+            Parent::Link(l) => l.clone(),
+            Parent::Vlan {
+                name, lower, id, ..
+            } => {
+                let plan = VlanPlan {
+                    name,
+                    lower_index: lower.index,
+                    id: *id,
+                };
+                let link = registry
+                    .acquire(side.nl, &plan, &lower.name, &user)
+                    .map_err(cni_err)?;
+                let (reg, nl, u) = (&registry, side.nl, user.clone());
+                rollback.push("VLAN sub-interface use", move || {
+                    reg.release(nl, &u).map_err(|e| e.to_string())
+                });
+                link
+            }
+        };
+
+        // Born in the container under a unique temporary name, renamed there: never visible on the host,
+        // and concurrent ADDs cannot collide on the name.
+        let temp = temporary_name(cid, ifname);
+        side.nl
+            .add_macvlan(&MacvlanSpec {
+                name: &temp,
+                parent_index: parent_link.index,
+                mode: cfg.mode,
+                netns: side.target,
+                mtu: cfg.mtu,
+                mac,
+                source_macs: &cfg.source_macs,
+            })
+            .map_err(|e| creation_error(e, cfg.mode, &parent_link.name, cfg.mtu))?;
+        let child = inner.link_by_name(&temp).map_err(cni_err)?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::Io,
+                format!("macvlan {temp} vanished from the container namespace after creation"),
+            )
+        })?;
+        let inner_ref = &inner;
+        let index = child.index;
+        rollback.push("macvlan child", move || {
+            inner_ref
+                .delete_link(index)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        inner
+            .rename_link(child.index, ifname)
+            .map_err(|e| match e {
+                LinkError::Exists { .. } => CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
+                    ),
+                ),
+                other => cni_err(other),
+            })?;
+
+        for ip in &leased.ips {
+            inner
+                .add_address(child.index, ip.address, false)
+                .map_err(cni_err)?;
+        }
+        if leased.ips.iter().any(|i| i.address.is_ipv4()) {
+            // Announce the address when the link comes up (a gratuitous ARP), so the segment's neighbours
+            // drop a stale entry for an address that a previous container held with another MAC.
+            let key = format!("net/ipv4/conf/{ifname}/arp_notify");
+            if let Err(e) = ns
+                .run(|| set_sysctl(&key, "1"))
+                .map_err(cni_err)
+                .and_then(|r| r.map_err(cni_err))
+            {
+                tracing::debug!(error = %e, "arp_notify not set");
+            }
+        }
+        inner.set_up(child.index).map_err(cni_err)?;
+
+        let routes = add_routes(&inner, child.index, &leased)?;
+
+        let records = RecordDir::for_network(net);
+        records
+            .write(&AttachmentRecord {
+                network: net.to_string(),
+                container_id: cid.to_string(),
+                ifname: ifname.to_string(),
+                driver: DRIVER_NAME.into(),
+                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                // The parent: the record's "host-side interface" for a driver without one of its own.
+                host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
+                bridge: None,
+                mac: child.mac.map(|m| m.to_string()),
+                macspoofchk: false,
+                ips: leased.ips.iter().map(|i| i.address).collect(),
+            })
+            .map_err(cni_err)?;
+        rollback.commit();
+
+        let mtu = cfg.mtu.unwrap_or(parent_link.mtu);
+        Ok(CniResult {
+            interfaces: vec![Interface {
+                name: ifname.to_string(),
+                mac: child.mac.map(|m| m.to_string()),
+                mtu: Some(mtu),
+                sandbox: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                ..Interface::default()
+            }],
+            ips: leased
+                .ips
+                .iter()
+                .map(|i| IpConfig {
+                    address: i.address,
+                    gateway: i.gateway,
+                    interface: Some(0),
+                })
+                .collect(),
+            routes,
+            dns: call.conf.dns.clone().unwrap_or(leased.dns),
+        })
+    }
+
+    fn del(&self, call: &Call) -> Result<(), CniError> {
+        // Parsed only to refuse a config that is not ours to act on.
+        MacvlanConfig::from_call(call)?;
+        let (cid, ifname) = (call.container_id(), call.ifname());
+        let net = call.conf.name.as_str();
+        delete_child(call.env.netns.as_deref(), ifname)?;
+        IpamBackend::for_call(call)?.del(call)?;
+        RecordDir::for_network(net)
+            .remove(cid, ifname)
+            .map_err(cni_err)?;
+        release_vlan(&VlanUser {
+            network: net,
+            container_id: cid,
+            ifname,
+        })
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CniError> {
+        let cfg = MacvlanConfig::from_call(call)?;
+        let ifname = call.ifname();
+        let prev = call.prev_result()?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs prevResult in the network config",
+            )
+        })?;
+        let mismatch = |msg: String| CniError {
+            code: CODE_CHECK_MISMATCH,
+            msg,
+            details: String::new(),
+        };
+        let ns = open_netns(call)?;
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let link = inner
+            .link_by_name(ifname)
+            .map_err(cni_err)?
+            .ok_or_else(|| mismatch(format!("interface {ifname} is missing in the container")))?;
+        let info = inner
+            .macvlan_info(link.index)
+            .map_err(cni_err)?
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "interface {ifname} in the container is a {}, not a macvlan",
+                    link.kind.as_deref().unwrap_or("device without a kind")
+                ))
+            })?;
+        if info.mode != Some(cfg.mode) {
+            return Err(mismatch(format!(
+                "macvlan {ifname} is in mode {}, the network asks for {}",
+                info.mode.map_or("unknown".to_string(), |m| m.to_string()),
+                cfg.mode
+            )));
+        }
+        let have = inner.addresses(link.index).map_err(cni_err)?;
+        for ip in &prev.ips {
+            if !have.contains(&ip.address) {
+                return Err(mismatch(format!(
+                    "address {} is missing on {ifname} in the container",
+                    ip.address
+                )));
+            }
+        }
+        for r in &prev.routes {
+            let routes = inner.routes(family_of(&r.dst)).map_err(cni_err)?;
+            if !routes
+                .iter()
+                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw))
+            {
+                return Err(mismatch(format!(
+                    "route to {} is missing in the container",
+                    r.dst
+                )));
+            }
+        }
+        IpamBackend::for_call(call)?.check(call)
+    }
+
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        let net = call.conf.name.as_str();
+        IpamBackend::for_call(call)?.gc(call, valid)?;
+        let records = RecordDir::for_network(net);
+        for rec in records.list().map_err(cni_err)? {
+            let keep = valid
+                .iter()
+                .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname);
+            if keep {
+                continue;
+            }
+            tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale attachment");
+            delete_child(rec.netns.as_deref().map(std::path::Path::new), &rec.ifname)?;
+            records
+                .remove(&rec.container_id, &rec.ifname)
+                .map_err(cni_err)?;
+        }
+        if let Some(host) = vlan_host_socket()? {
+            VlanRegistry::new()
+                .release_stale(&host, net, valid)
+                .map_err(cni_err)?;
+        }
+        Ok(())
+    }
+
+    /// Code 50 when the parent (or the lower link of a VLAN parent) is missing: no ADD could succeed.
+    fn status(&self, call: &Call) -> Result<(), CniError> {
+        let cfg = MacvlanConfig::from_call(call)?;
+        // With linkInContainer the parent lives in namespaces STATUS is not told about.
+        if !cfg.link_in_container {
+            let host = Netlink::new().map_err(cni_err)?;
+            resolve(&host, &cfg.master, "the host namespace", true).map_err(|e| CniError {
+                code: ErrorCode::PluginNotAvailable.as_u32(),
+                msg: e.msg,
+                details: e.details,
+            })?;
+        }
+        IpamBackend::for_call(call)?.status(call)
+    }
+}
+
+/// Default route through each family's IPAM gateway, then IPAM's routes (through the gateway when they
+/// name none). A default route already in the container (another network's) is left alone.
+fn add_routes(inner: &Netlink, index: u32, leased: &CniResult) -> Result<Vec<Route>, CniError> {
+    let mut routes: Vec<Route> = Vec::new();
+    let gateway_for = |dst: &IpNetwork| -> Option<IpAddr> {
+        leased
+            .ips
+            .iter()
+            .find(|i| i.address.is_ipv4() == dst.is_ipv4())
+            .and_then(|i| i.gateway)
+    };
+    for ip in &leased.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let dst = default_route(&ip.address);
+        if routes.iter().any(|r| r.dst == dst) {
+            continue;
+        }
+        match inner.add_route(dst, Some(gw), Some(index), None) {
+            Ok(()) => routes.push(Route::new(dst, Some(gw))),
+            Err(LinkError::Exists { .. }) => {
+                tracing::info!(%dst, "container already has a default route; keeping it")
+            }
+            Err(e) => return Err(cni_err(e)),
+        }
+    }
+    for r in &leased.routes {
+        if r.dst.prefix() == 0 && routes.iter().any(|have| have.dst == r.dst) {
+            continue; // the default route through the gateway is in place
+        }
+        let gw = r.gw.or_else(|| gateway_for(&r.dst));
+        inner
+            .add_route(r.dst, gw, Some(index), r.mtu)
+            .map_err(cni_err)?;
+        routes.push(Route { gw, ..r.clone() });
+    }
+    Ok(routes)
+}
+
+/// Deletes the macvlan `ifname` in the container namespace; nothing to do when the namespace or the link
+/// is gone (a namespace takes its macvlans with it when it dies).
+fn delete_child(netns: Option<&std::path::Path>, ifname: &str) -> Result<(), CniError> {
+    let Some(path) = netns else { return Ok(()) };
+    let ns = match NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) => {
+            tracing::debug!(netns = %path.display(), error = %e, "container namespace gone; so is its macvlan");
+            return Ok(());
+        }
+    };
+    let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+    match inner.link_by_name(ifname).map_err(cni_err)? {
+        Some(link) if link.kind.as_deref() == Some("macvlan") => {
+            inner.delete_link(link.index).map_err(cni_err)?;
+        }
+        Some(link) => tracing::warn!(
+            ifname,
+            kind = ?link.kind,
+            "interface in the container is not a macvlan; not deleting it"
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// A host socket for VLAN registry work, or `None` when tether made no sub-interface (the common case
+/// costs no socket).
+fn vlan_host_socket() -> Result<Option<Netlink>, CniError> {
+    let dir = crate::paths::state_dir().join("vlan");
+    let any = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !any {
+        return Ok(None);
+    }
+    Netlink::new().map(Some).map_err(cni_err)
+}
+
+fn release_vlan(user: &VlanUser<'_>) -> Result<(), CniError> {
+    match vlan_host_socket()? {
+        Some(host) => VlanRegistry::new().release(&host, user).map_err(cni_err),
+        None => Ok(()),
+    }
+}
