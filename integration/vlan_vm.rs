@@ -17,30 +17,51 @@ const VM_TIMEOUT: Duration = Duration::from_secs(180);
 
 const MODULES: &[&str] = &["8021q", "macvlan", "veth", "bridge"];
 
+/// Every RESULT vm/vlan_scenario.sh prints, in order; a missing one fails the test.
 const EXPECTED: &[&str] = &[
     "add_v10_c1",
+    "subif_v10_created_as_8021q_id_10",
     "add_v10_c2",
+    "add_v10b_c1",
     "add_v20_c1",
-    "subif_v10_is_8021q_id_10",
+    "subif_v20_created_as_8021q_id_20",
     "v10_reaches_own_gateway",
+    "v10b_reaches_own_gateway",
     "v20_reaches_own_gateway",
+    "v10_containers_reach_each_other",
     "v10_cannot_reach_v20_gateway",
     "v10_cannot_reach_v20_gateway_onlink",
     "v20_cannot_reach_v10_container",
     "del_v10_c1",
-    "subif_kept_while_v10_has_containers",
+    "subif_v10_kept_while_v10_has_containers",
     "del_v10_c2",
-    "subif_gone_after_last_v10_container",
-    "v20_unaffected",
+    "subif_v10_kept_while_v10b_uses_it",
+    "v10b_still_reaches_gateway",
+    "del_v10b_c1",
+    "subif_v10_gone_after_last_network_left",
+    "v20_unaffected_by_v10_removal",
+    "gc_v20_without_valid_attachments",
+    "subif_v20_gone_after_gc",
+    "add_v30_on_user_subif",
+    "v30_reaches_own_gateway",
+    "del_v30_c1",
+    "user_subif_v30_kept_after_last_del",
 ];
 
-/// A per-run directory for the staged tree and the initramfs, removed at the end (the console log is
-/// kept apart so a failure can be read afterwards).
+/// A per-run directory for the staged tree and the initramfs, removed at the end unless
+/// `TETHER_VM_KEEP` is set (to look inside the tree after a failure); the console log is kept apart.
 struct RunDir(PathBuf);
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("TETHER_VM_KEEP").is_some() {
+            eprintln!(
+                "TETHER_VM_KEEP: the initramfs tree is in {}",
+                self.0.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -55,6 +76,11 @@ fn vlan_parents_separate_containers_and_come_and_go_with_their_networks() {
     let fs = Initramfs::new(&run.0.join("root"));
     fs.add_modules(&kernel, MODULES);
     fs.add_binary(&which("ip"), "/sbin/ip");
+    fs.add_binary(
+        Path::new(env!("CARGO_BIN_EXE_tether-macvlan")),
+        "/opt/cni/bin/tether-macvlan",
+    );
+    // tether-macvlan runs tether-ipam in-process; the binary is there as a runtime's CNI_PATH has it.
     fs.add_binary(
         Path::new(env!("CARGO_BIN_EXE_tether-ipam")),
         "/opt/cni/bin/tether-ipam",

@@ -71,7 +71,48 @@ pub fn assert_all_passed(console: &Console, expected: &[&str]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, Verdict};
+    use super::{assert_all_passed, parse, Verdict};
+    use crate::vm::boot::Console;
+
+    fn console(lines: &[&str], finished: bool) -> Console {
+        Console {
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+            finished,
+            log: "console.log".into(),
+        }
+    }
+
+    #[test]
+    fn every_expected_result_passing_is_a_pass() {
+        assert_all_passed(
+            &console(&["RESULT a PASS", "RESULT b PASS x"], true),
+            &["a", "b"],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "no RESULT for b")]
+    fn a_missing_result_fails() {
+        assert_all_passed(&console(&["RESULT a PASS"], true), &["a", "b"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "FAIL b: reply from 10.20.0.1")]
+    fn a_failed_result_fails() {
+        assert_all_passed(
+            &console(
+                &["RESULT a PASS", "RESULT b FAIL reply from 10.20.0.1"],
+                true,
+            ),
+            &["a", "b"],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "did not power off")]
+    fn a_vm_killed_at_the_timeout_fails_even_when_all_passed() {
+        assert_all_passed(&console(&["RESULT a PASS"], false), &["a"]);
+    }
 
     #[test]
     fn result_lines_are_read_even_after_kernel_noise() {
