@@ -59,9 +59,12 @@ gc_all() {
     sed 's/^{/{"cni.dev\/valid-attachments": [], /' "$STATE/conf/$1.json" | CNI_COMMAND=GC /opt/cni/bin/tether-macvlan
 }
 addr_of() { ip -n "$1" -4 -o addr show dev eth0 | awk '{ split($4, a, "/"); print a[1] }'; }
-reaches() { ip netns exec "$1" ping -c 1 -W 2 "$2"; }
-# Failing pings wait out -W; one second is plenty for a reply across a veth, even under TCG.
-fails_to_reach() { ip netns exec "$1" ping -c 1 -W 1 "$2"; }
+# Three tries: under TCG on a loaded machine the first echo (behind ARP) can be slow.
+reaches() {
+    for _ in 1 2 3; do ip netns exec "$1" ping -c 1 -W 2 "$2" && return 0; done
+    return 1
+}
+fails_to_reach() { ip netns exec "$1" ping -c 1 -W 2 "$2"; }
 link_exists() { test -e "/sys/class/net/$1"; }
 vlan_id_is() { ip -d link show "$1" | grep "vlan protocol 802.1Q id $2 "; }
 
