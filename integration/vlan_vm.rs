@@ -19,6 +19,9 @@ const MODULES: &[&str] = &["8021q", "macvlan", "veth", "bridge"];
 
 /// Every RESULT vm/vlan_scenario.sh prints, in order; a missing one fails the test.
 const EXPECTED: &[&str] = &[
+    "add_without_8021q_names_the_missing_feature",
+    "no_subif_left_by_the_refused_add",
+    "no_lease_left_by_the_refused_add",
     "add_v10_c1",
     "subif_v10_created_as_8021q_id_10",
     "add_v10_c2",

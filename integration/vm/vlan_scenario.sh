@@ -24,7 +24,6 @@ netns sw
 ip link add up0 type veth peer name sw0 netns sw
 ip link set up0 up
 ip -n sw link set sw0 up
-for v in 10 20 30; do switch_vlan $v; done
 
 # network NAME 'MASTER FIELDS' SUBNET_PREFIX RANGE_FIRST RANGE_LAST: a tether-macvlan network config.
 network() {
@@ -67,6 +66,25 @@ reaches() {
 fails_to_reach() { ip netns exec "$1" ping -c 1 -W 2 "$2"; }
 link_exists() { test -e "/sys/class/net/$1"; }
 vlan_id_is() { ip -d link show "$1" | grep "vlan protocol 802.1Q id $2 "; }
+
+# add_refused NET CONTAINER WORDS: the ADD fails and its CNI error message contains WORDS.
+add_refused() {
+    netns "$2" || return 1
+    if out=$(plugin ADD "$1" "$2"); then echo "ADD succeeded: $out"; return 1; fi
+    echo "$out" | grep -o '"msg": *"[^"]*"' | grep -F "$3" || { echo "$out"; return 1; }
+}
+# no_lease_in NET: NET's IPAM store exists (the ADD got that far) and holds no address file.
+no_lease_in() { ls "$STATE/ipam/$1" && ! ls "$STATE/ipam/$1" | grep -E '^[0-9]+[.]'; }
+
+# First without 8021q, before any VLAN link exists (unloading the module deletes every VLAN link). The
+# initramfs has no modules.alias, so the kernel cannot autoload it back.
+rmmod 8021q
+check add_without_8021q_names_the_missing_feature add_refused v10 c10x "802.1Q"
+check_fails no_subif_left_by_the_refused_add link_exists up0.10
+check no_lease_left_by_the_refused_add no_lease_in v10
+insmod "/lib/modules/$(uname -r)/kernel/net/8021q/8021q.ko"
+
+for v in 10 20 30; do switch_vlan $v; done
 
 check add_v10_c1 add v10 c10a
 check subif_v10_created_as_8021q_id_10 vlan_id_is up0.10 10
