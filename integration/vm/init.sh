@@ -17,8 +17,11 @@ ip() { /sbin/ip "$@"; }
 
 # Loaded up front, dependencies first, rather than left to autoloading: a missing module then shows up
 # here by name instead of as a vague "operation not supported" later.
+# busybox's insmod can return 0 when the kernel refused the module, so /proc/modules has the last word.
 for m in $(cat /etc/tether-vm/modules); do
-    insmod "/lib/modules/$(uname -r)/$m" || echo "RESULT modules FAIL insmod $m"
+    insmod "/lib/modules/$(uname -r)/$m"
+    name=$(basename "$m" .ko | tr - _)
+    grep -q "^$name " /proc/modules || echo "RESULT modules FAIL $m is not loaded (see the kernel's message above)"
 done
 ip link set lo up
 

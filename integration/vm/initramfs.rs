@@ -118,15 +118,17 @@ impl Initramfs {
         let order = deps.load_order(modules);
         let dst_dir = self.root.join("lib/modules").join(&kernel.release);
         for rel in &order {
-            let dst = dst_dir.join(rel);
+            let dst = dst_dir.join(uncompressed_name(rel));
             mkdir(dst.parent().expect("module path names a file"));
-            copy(&src_dir.join(rel), &dst);
+            stage_module(&src_dir.join(rel), &dst);
         }
+        let staged: Vec<&str> = order.iter().map(|rel| uncompressed_name(rel)).collect();
+        let dep_text = deps.subset_text(&order).replace(".ko.xz", ".ko");
         self.add_file(
-            "lib/modules/".to_owned() + &kernel.release + "/modules.dep",
-            &deps.subset_text(&order),
+            format!("lib/modules/{}/modules.dep", kernel.release),
+            &dep_text,
         );
-        self.add_file(MODULE_LIST, &(order.join("\n") + "\n"));
+        self.add_file(MODULE_LIST, &(staged.join("\n") + "\n"));
     }
 
     /// Writes `contents` at `dest` inside the tree.
@@ -184,6 +186,34 @@ impl Initramfs {
     }
 }
 
+/// Newer Debian kernels (6.12 in bookworm-backports) ship `.ko.xz` modules; busybox's insmod hands the file to
+/// the kernel as it is, which rejects it ("Invalid ELF header magic"), so they are staged uncompressed.
+fn uncompressed_name(rel: &str) -> &str {
+    rel.strip_suffix(".xz").unwrap_or(rel)
+}
+
+fn stage_module(src: &Path, dst: &Path) {
+    let name = src.display().to_string();
+    if name.ends_with(".ko") {
+        copy(src, dst);
+        return;
+    }
+    assert!(
+        name.ends_with(".ko.xz"),
+        "kernel module {name}: only .ko and .ko.xz are handled; add this compression to vm/initramfs.rs"
+    );
+    let busybox = find_tool(&["/bin/busybox", "/usr/bin/busybox"], "busybox-static");
+    let out =
+        std::fs::File::create(dst).unwrap_or_else(|e| panic!("creating {}: {e}", dst.display()));
+    let status = Command::new(busybox)
+        .args(["unxz", "-c"])
+        .arg(src)
+        .stdout(out)
+        .status()
+        .unwrap_or_else(|e| panic!("running busybox unxz on {name}: {e}"));
+    assert!(status.success(), "busybox unxz {name} failed ({status})");
+}
+
 /// The absolute library paths `ldd` prints for `binary` (`name => /path (addr)` and the loader's own line).
 fn shared_libraries(binary: &Path) -> Vec<PathBuf> {
     let out = run(
@@ -216,8 +246,20 @@ fn copy(src: &Path, dst: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_ldd;
+    use super::{parse_ldd, uncompressed_name};
     use std::path::PathBuf;
+
+    #[test]
+    fn compressed_modules_are_staged_under_their_plain_name() {
+        assert_eq!(
+            uncompressed_name("kernel/net/8021q/8021q.ko.xz"),
+            "kernel/net/8021q/8021q.ko"
+        );
+        assert_eq!(
+            uncompressed_name("kernel/drivers/net/veth.ko"),
+            "kernel/drivers/net/veth.ko"
+        );
+    }
 
     #[test]
     fn ldd_lines_give_the_resolved_paths() {

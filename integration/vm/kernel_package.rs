@@ -20,13 +20,19 @@ pub struct KernelPackage {
 }
 
 impl KernelPackage {
-    /// The candidate kernel of apt's lists, from the cache when this version was unpacked before.
+    /// The candidate kernel of apt's lists (or the `linux-image-*` package named by `TETHER_VM_KERNEL`,
+    /// e.g. one from bookworm-backports), from the cache when this version was unpacked before.
     pub fn fetch(cache_dir: &Path) -> KernelPackage {
-        let package = current_kernel_package();
+        let package =
+            std::env::var("TETHER_VM_KERNEL").unwrap_or_else(|_| current_kernel_package());
+        assert!(
+            package.starts_with("linux-image-"),
+            "TETHER_VM_KERNEL={package}: name a linux-image-<release> package"
+        );
         let version = candidate_version(&package);
         let release = package
             .strip_prefix("linux-image-")
-            .expect("current_kernel_package returns linux-image-*")
+            .expect("checked above")
             .to_owned();
         let root = cache_dir.join(format!("{package}_{version}"));
         if !root.join(READY_MARKER).exists() {

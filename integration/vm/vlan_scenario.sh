@@ -78,11 +78,12 @@ no_lease_in() { ls "$STATE/ipam/$1" && ! ls "$STATE/ipam/$1" | grep -E '^[0-9]+[
 
 # First without 8021q, before any VLAN link exists (unloading the module deletes every VLAN link). The
 # initramfs has no modules.alias, so the kernel cannot autoload it back.
-rmmod 8021q
+rmmod 8021q || echo "RESULT modules FAIL cannot unload 8021q for the refused-ADD checks"
 check add_without_8021q_names_the_missing_feature add_refused v10 c10x "802.1Q"
 check_fails no_subif_left_by_the_refused_add link_exists up0.10
 check no_lease_left_by_the_refused_add no_lease_in v10
 insmod "/lib/modules/$(uname -r)/kernel/net/8021q/8021q.ko"
+grep -q '^8021q ' /proc/modules || echo "RESULT modules FAIL cannot load 8021q again"
 
 for v in 10 20 30; do switch_vlan $v; done
 
