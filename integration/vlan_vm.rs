@@ -1,23 +1,22 @@
 //! 802.1Q VLAN parents of tether-macvlan, proven in a qemu VM booting Debian's kernel (this machine's
 //! kernel has no 8021q): containers on VLAN 10 and VLAN 20 reach their own VLAN's gateway and not the
-//! other's, and the sub-interface tether made goes away with the last network using it. The scenario is
+//! other's, the sub-interface tether made goes away with the last network using it (DEL or GC) while one
+//! the user made stays, and without 8021q an ADD is refused by name. The scenario is
 //! `vm/vlan_scenario.sh`; see `vm/mod.rs` for how the VM is built.
 
 #[path = "vm/mod.rs"]
 mod vm;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use vm::boot::Boot;
-use vm::initramfs::Initramfs;
-use vm::kernel_package::KernelPackage;
+use vm::scenario_vm::ScenarioVm;
 
-/// Booting takes about 10 s under TCG and the scenario a few more; this leaves room for a loaded machine.
+/// Booting takes 4-10 s under TCG and the scenario 15-20 s; this leaves room for a loaded machine.
 const VM_TIMEOUT: Duration = Duration::from_secs(180);
 
 const MODULES: &[&str] = &["8021q", "macvlan", "veth", "bridge"];
 
-/// Every RESULT vm/vlan_scenario.sh prints, in order; a missing one fails the test.
+/// Every RESULT vm/vlan_scenario.sh prints; a missing one fails the test, and so does one not listed.
 const EXPECTED: &[&str] = &[
     "add_without_8021q_names_the_missing_feature",
     "no_subif_left_by_the_refused_add",
@@ -51,69 +50,25 @@ const EXPECTED: &[&str] = &[
     "user_subif_v30_kept_after_last_del",
 ];
 
-/// A per-run directory for the staged tree and the initramfs, removed at the end unless
-/// `TETHER_VM_KEEP` is set (to look inside the tree after a failure); the console log is kept apart.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if std::env::var_os("TETHER_VM_KEEP").is_some() {
-            eprintln!(
-                "TETHER_VM_KEEP: the initramfs tree is in {}",
-                self.0.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn vm_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
-}
-
 #[test]
 fn vlan_parents_separate_containers_and_come_and_go_with_their_networks() {
-    let kernel = KernelPackage::fetch(&vm_dir("vm-kernel"));
-    let run = RunDir(std::env::temp_dir().join(format!("tether-vlan-vm-{}", std::process::id())));
-    let fs = Initramfs::new(&run.0.join("root"));
-    fs.add_modules(&kernel, MODULES);
-    fs.add_binary(&which("ip"), "/sbin/ip");
-    fs.add_binary(
-        Path::new(env!("CARGO_BIN_EXE_tether-macvlan")),
-        "/opt/cni/bin/tether-macvlan",
-    );
-    // tether-macvlan runs tether-ipam in-process; the binary is there as a runtime's CNI_PATH has it.
-    fs.add_binary(
-        Path::new(env!("CARGO_BIN_EXE_tether-ipam")),
-        "/opt/cni/bin/tether-ipam",
-    );
-    // Debian's module options (bonding, dummy); without them those autoload with a device each.
-    fs.add_host_file_if_present(
-        Path::new("/lib/modprobe.d/systemd.conf"),
-        "etc/modprobe.d/systemd.conf",
-    );
-    fs.set_init(include_str!("vm/init.sh"));
-    fs.add_file("scenario.sh", include_str!("vm/vlan_scenario.sh"));
-    let initrd = run.0.join("initrd.gz");
-    fs.pack(&initrd);
-
-    let log = vm_dir("vlan_vm-console.log");
-    let console = Boot {
-        kernel: &kernel.vmlinuz(),
-        initrd: &initrd,
-        memory_mb: 512,
+    let console = ScenarioVm {
+        name: "vlan_vm",
+        modules: MODULES,
+        binaries: &[
+            (
+                Path::new(env!("CARGO_BIN_EXE_tether-macvlan")),
+                "/opt/cni/bin/tether-macvlan",
+            ),
+            // Run in-process by tether-macvlan; there as a runtime's CNI_PATH has it.
+            (
+                Path::new(env!("CARGO_BIN_EXE_tether-ipam")),
+                "/opt/cni/bin/tether-ipam",
+            ),
+        ],
+        scenario: include_str!("vm/vlan_scenario.sh"),
         timeout: VM_TIMEOUT,
-        log: &log,
     }
     .run();
     vm::results::assert_all_passed(&console, EXPECTED);
-}
-
-fn which(tool: &str) -> PathBuf {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{tool} not found; install iproute2"))
 }
