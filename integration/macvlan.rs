@@ -168,6 +168,8 @@ fn bridge_mode_containers_reach_the_gateway_the_machine_and_each_other() {
         r1["interfaces"][0]["mac"].as_str(),
         Some(c1.mac("eth0").as_str())
     );
+    // The address is announced when the link comes up (gratuitous ARP), for neighbours with stale entries.
+    assert_eq!(c1.sysctl("net.ipv4.conf.eth0.arp_notify"), "1");
     // Never visible on the host: no temporary or final name left there.
     assert_eq!(seg.host.link_names(), vec!["lo", PARENT]);
 
@@ -236,6 +238,13 @@ fn private_mode_containers_cannot_reach_each_other_but_reach_the_network() {
     assert!(
         !c2.ping_retry(&ip1, 2),
         "private mode: siblings must not meet"
+    );
+    // Unlike vepa, not even a switch that reflects frames (hairpin) brings them together.
+    seg.switch
+        .exec_ok(&["bridge", "link", "set", "dev", "sw0", "hairpin", "on"]);
+    assert!(
+        !c2.ping_retry(&ip1, 2),
+        "private mode with a hairpin switch port"
     );
     del(&seg, &c1, &conf);
     del(&seg, &c2, &conf);
@@ -696,5 +705,23 @@ fn a_parent_that_is_a_bridge_port_is_refused_with_a_reason() {
         "{err}"
     );
     assert!(links_besides_lo(&c1).is_empty());
+    assert!(leases(&seg).is_empty());
+}
+
+/// CNI_NETNS is optional for DEL: the child is found through the namespace the attachment record names.
+#[test]
+fn del_without_cni_netns_removes_the_child_through_the_record() {
+    let seg = segment("mvn");
+    let conf = conf(&seg, "bridge");
+    let c1 = seg.host.container("c1");
+    add(&seg, &c1, &conf);
+    macvlan(&seg.host)
+        .cmd("DEL")
+        .container(&c1)
+        .env("CNI_NETNS", None)
+        .conf(&conf)
+        .run()
+        .ok();
+    assert!(links_besides_lo(&c1).is_empty(), "{:?}", c1.link_names());
     assert!(leases(&seg).is_empty());
 }

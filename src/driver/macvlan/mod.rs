@@ -6,12 +6,12 @@
 //! No host-side interface, no firewall: the child's traffic never passes the host's IP stack. That is also
 //! macvlan's one known limit: the host cannot reach its own macvlan children through the parent.
 
+mod child;
 mod config;
+mod container_routes;
 mod parent;
 mod temp_name;
 mod vlan_registry;
-
-use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
@@ -23,13 +23,15 @@ pub use vlan_registry::{VlanPlan, VlanRecord, VlanRegistry, VlanRegistryError, V
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
-use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
-use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, MacvlanMode, MacvlanSpec, Netlink};
+use crate::link::{IpFamily, LinkError, MacAddr, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
+use child::{announce_on_up, creation_error, delete_child};
+use container_routes::add_routes;
 
 /// Plugin-specific error code (same meaning as tether-bridge's): kernel state differs from prevResult on CHECK.
 pub const CODE_CHECK_MISMATCH: u32 = 100;
@@ -82,48 +84,11 @@ fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
     .transpose()
 }
 
-fn default_route(ip: &IpNetwork) -> IpNetwork {
-    match ip {
-        IpNetwork::V4(_) => "0.0.0.0/0".parse().expect("literal"),
-        IpNetwork::V6(_) => "::/0".parse().expect("literal"),
-    }
-}
-
 fn family_of(dst: &IpNetwork) -> IpFamily {
     if dst.is_ipv4() {
         IpFamily::V4
     } else {
         IpFamily::V6
-    }
-}
-
-/// The kernel's refusals of a macvlan, told in terms of the config.
-fn creation_error(e: LinkError, mode: MacvlanMode, parent: &str, mtu: Option<u32>) -> CniError {
-    let msg = match e.errno() {
-        Some(libc::EINVAL) if mode == MacvlanMode::Passthru => format!(
-            "parent {parent} refused a passthru macvlan: passthru needs a parent with no other macvlan \
-             on it; remove the other macvlans (containers of any network) from {parent} or use another mode"
-        ),
-        Some(libc::EINVAL) => format!(
-            "parent {parent} refused a {mode} macvlan: it already carries a passthru macvlan (which \
-             takes the parent for itself){}",
-            mtu.map(|m| format!(", or mtu {m} is beyond what {parent} allows"))
-                .unwrap_or_default()
-        ),
-        Some(libc::EADDRINUSE) => format!(
-            "the requested MAC address is already used by another macvlan on parent {parent}; \
-             request another MAC"
-        ),
-        Some(libc::EBUSY) => format!(
-            "parent {parent} cannot carry macvlans (it is a bridge port, a bond slave or a loopback); \
-             pick another `master`"
-        ),
-        _ => return cni_err(e),
-    };
-    CniError {
-        code: crate::error::CODE_NETLINK,
-        msg,
-        details: e.to_string(),
     }
 }
 
@@ -258,18 +223,7 @@ impl Plugin for MacvlanPlugin {
                 .add_address(child.index, ip.address, false)
                 .map_err(cni_err)?;
         }
-        if leased.ips.iter().any(|i| i.address.is_ipv4()) {
-            // Announce the address when the link comes up (a gratuitous ARP), so the segment's neighbours
-            // drop a stale entry for an address that a previous container held with another MAC.
-            let key = format!("net/ipv4/conf/{ifname}/arp_notify");
-            if let Err(e) = ns
-                .run(|| set_sysctl(&key, "1"))
-                .map_err(cni_err)
-                .and_then(|r| r.map_err(cni_err))
-            {
-                tracing::debug!(error = %e, "arp_notify not set");
-            }
-        }
+        announce_on_up(&ns, ifname, &leased.ips);
         inner.set_up(child.index).map_err(cni_err)?;
 
         let routes = add_routes(&inner, child.index, &leased)?;
@@ -320,11 +274,22 @@ impl Plugin for MacvlanPlugin {
         MacvlanConfig::from_call(call)?;
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
-        delete_child(call.env.netns.as_deref(), ifname)?;
+        let records = RecordDir::for_network(net);
+        // CNI_NETNS is optional for DEL; the record remembers where the child was made.
+        let recorded_netns = match call.env.netns {
+            Some(_) => None,
+            None => records
+                .read(cid, ifname)
+                .map_err(cni_err)?
+                .and_then(|r| r.netns)
+                .map(std::path::PathBuf::from),
+        };
+        delete_child(
+            call.env.netns.as_deref().or(recorded_netns.as_deref()),
+            ifname,
+        )?;
         IpamBackend::for_call(call)?.del(call)?;
-        RecordDir::for_network(net)
-            .remove(cid, ifname)
-            .map_err(cni_err)?;
+        records.remove(cid, ifname).map_err(cni_err)?;
         release_vlan(&VlanUser {
             network: net,
             container_id: cid,
@@ -431,70 +396,6 @@ impl Plugin for MacvlanPlugin {
         }
         IpamBackend::for_call(call)?.status(call)
     }
-}
-
-/// Default route through each family's IPAM gateway, then IPAM's routes (through the gateway when they
-/// name none). A default route already in the container (another network's) is left alone.
-fn add_routes(inner: &Netlink, index: u32, leased: &CniResult) -> Result<Vec<Route>, CniError> {
-    let mut routes: Vec<Route> = Vec::new();
-    let gateway_for = |dst: &IpNetwork| -> Option<IpAddr> {
-        leased
-            .ips
-            .iter()
-            .find(|i| i.address.is_ipv4() == dst.is_ipv4())
-            .and_then(|i| i.gateway)
-    };
-    for ip in &leased.ips {
-        let Some(gw) = ip.gateway else { continue };
-        let dst = default_route(&ip.address);
-        if routes.iter().any(|r| r.dst == dst) {
-            continue;
-        }
-        match inner.add_route(dst, Some(gw), Some(index), None) {
-            Ok(()) => routes.push(Route::new(dst, Some(gw))),
-            Err(LinkError::Exists { .. }) => {
-                tracing::info!(%dst, "container already has a default route; keeping it")
-            }
-            Err(e) => return Err(cni_err(e)),
-        }
-    }
-    for r in &leased.routes {
-        if r.dst.prefix() == 0 && routes.iter().any(|have| have.dst == r.dst) {
-            continue; // the default route through the gateway is in place
-        }
-        let gw = r.gw.or_else(|| gateway_for(&r.dst));
-        inner
-            .add_route(r.dst, gw, Some(index), r.mtu)
-            .map_err(cni_err)?;
-        routes.push(Route { gw, ..r.clone() });
-    }
-    Ok(routes)
-}
-
-/// Deletes the macvlan `ifname` in the container namespace; nothing to do when the namespace or the link
-/// is gone (a namespace takes its macvlans with it when it dies).
-fn delete_child(netns: Option<&std::path::Path>, ifname: &str) -> Result<(), CniError> {
-    let Some(path) = netns else { return Ok(()) };
-    let ns = match NetNs::open(path) {
-        Ok(ns) => ns,
-        Err(e) => {
-            tracing::debug!(netns = %path.display(), error = %e, "container namespace gone; so is its macvlan");
-            return Ok(());
-        }
-    };
-    let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
-    match inner.link_by_name(ifname).map_err(cni_err)? {
-        Some(link) if link.kind.as_deref() == Some("macvlan") => {
-            inner.delete_link(link.index).map_err(cni_err)?;
-        }
-        Some(link) => tracing::warn!(
-            ifname,
-            kind = ?link.kind,
-            "interface in the container is not a macvlan; not deleting it"
-        ),
-        None => {}
-    }
-    Ok(())
 }
 
 /// A host socket for VLAN registry work, or `None` when tether made no sub-interface (the common case
