@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_MACHINE, SEGMENT_SUBNET};
 use harness::{binaries, nft, store, tcp, HostNs, NetNs};
 use serde_json::Value;
 
@@ -597,4 +598,67 @@ fn demo_exits_0_and_leaves_nothing() {
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn macvlan_network_from_the_cli_puts_containers_on_the_physical_segment() {
+    let seg = SwitchSegment::new("clim", "mvp0");
+    let t = Tether::new(&seg.host);
+    let (c1, c2) = (seg.host.container("c1"), seg.host.container("c2"));
+    for (mode, neighbours_meet) in [("bridge", true), ("private", false)] {
+        t.ok(&[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=mvp0",
+            "-o",
+            &format!("macvlan_mode={mode}"),
+            "--subnet",
+            SEGMENT_SUBNET,
+            "--gateway",
+            SEGMENT_GATEWAY,
+            "--ip-range",
+            "192.0.2.64/26",
+            "lan",
+        ]);
+        let inspect = t.json(&["network", "inspect", "lan"]);
+        assert_eq!(
+            inspect[0]["config"]["plugins"][0]["mode"], mode,
+            "{inspect}"
+        );
+        let a1 = attach_json(&t, "lan", &c1, &[]);
+        let a2 = attach_json(&t, "lan", &c2, &[]);
+        let (ip1, ip2) = (first_ip(&a1), first_ip(&a2));
+        assert!(ip1.starts_with("192.0.2.") && ip1 != ip2, "{a1} {a2}");
+        assert!(
+            c1.ping_retry(SEGMENT_GATEWAY, 3),
+            "{mode}: reaches the gateway"
+        );
+        assert!(
+            c2.ping_retry(SEGMENT_MACHINE, 3),
+            "{mode}: reaches the machine"
+        );
+        assert!(
+            seg.machine.ping_retry(&ip1, 3),
+            "{mode}: the machine reaches a container"
+        );
+        assert_eq!(
+            c2.ping_retry(&ip1, 2),
+            neighbours_meet,
+            "{mode}: container to container"
+        );
+        assert_eq!(
+            seg.host.link_names(),
+            vec!["lo", "mvp0"],
+            "macvlan children never appear on the host"
+        );
+        t.fails(&["network", "rm", "lan"]);
+        t.ok(&["network", "rm", "--force", "lan"]);
+        for c in [&c1, &c2] {
+            assert_eq!(c.link_names(), vec!["lo"], "{mode}: detached by rm --force");
+        }
+        assert!(t.cache_entries().is_empty(), "{:?}", t.cache_entries());
+    }
 }

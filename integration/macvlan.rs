@@ -1,77 +1,23 @@
-//! tether-macvlan end to end on a simulated physical network: the parent is a veth end in the test's host
-//! namespace; its peer is a port of a bridge in a "switch" namespace that also holds the network's gateway
-//! address and a second port to a "machine" namespace on the same segment.
-//!
-//! ```text
-//!  containers (macvlan children of mvp0)
-//!        host ns: mvp0 ──veth── sw0 ┐
-//!                          switch ns: br0 (192.0.2.1, the gateway)
-//!          machine ns: eth0 ──veth── swm0 ┘   (192.0.2.200)
-//! ```
+//! tether-macvlan end to end on a simulated physical network (`harness::switch_segment`): the parent is a
+//! veth end in the test's host namespace cabled to a switch holding the gateway and one machine.
 
 #[path = "harness/mod.rs"]
 mod harness;
 
+use harness::switch_segment::{SwitchSegment as Segment, SEGMENT_GATEWAY, SEGMENT_MACHINE};
 use harness::{cni_result, store, HostNs, NetNs, PluginCall, PluginOutput};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 const PARENT: &str = "mvp0";
-const GATEWAY: &str = "192.0.2.1";
-const MACHINE: &str = "192.0.2.200";
+const GATEWAY: &str = SEGMENT_GATEWAY;
+const MACHINE: &str = SEGMENT_MACHINE;
 const NET: &str = "mvnet";
 const VLAN_ERROR: &str = "802.1Q VLAN support (kernel module 8021q) is not available on this host";
 
-struct Segment {
-    host: HostNs,
-    switch: NetNs,
-    machine: NetNs,
-}
-
 /// The host namespace with parent `mvp0`, cabled to a switch with the gateway and one machine.
 fn segment(label: &str) -> Segment {
-    let host = HostNs::new(label);
-    let switch = host.container("sw");
-    let machine = host.container("m1");
-    host.ip(&[
-        "link",
-        "add",
-        PARENT,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "sw0",
-        "netns",
-        &switch.name,
-    ]);
-    host.ip(&["link", "set", PARENT, "up"]);
-    switch.ip(&["link", "add", "br0", "type", "bridge"]);
-    switch.ip(&[
-        "link",
-        "add",
-        "swm0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &machine.name,
-    ]);
-    for port in ["sw0", "swm0"] {
-        switch.ip(&["link", "set", port, "master", "br0"]);
-        switch.ip(&["link", "set", port, "up"]);
-    }
-    switch.ip(&["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"]);
-    switch.ip(&["link", "set", "br0", "up"]);
-    machine.ip(&["addr", "add", &format!("{MACHINE}/24"), "dev", "eth0"]);
-    machine.ip(&["link", "set", "eth0", "up"]);
-    Segment {
-        host,
-        switch,
-        machine,
-    }
+    Segment::new(label, PARENT)
 }
 
 /// The network: mode `mode` on `mvp0`, tether-ipam on 192.0.2.0/24 with the switch's gateway.

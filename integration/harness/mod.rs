@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod podman;
 pub mod scratch_dir;
 pub mod store;
+pub mod switch_segment;
 pub mod tcp;
 
 pub use host::{HostNs, Outside};
