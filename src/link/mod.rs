@@ -10,9 +10,11 @@ mod bridge;
 mod error;
 mod info;
 mod mac;
+mod neighbour;
 mod route;
 mod sysctl;
 mod veth;
+mod vxlan;
 
 #[cfg(test)]
 mod tests;
@@ -28,9 +30,11 @@ use crate::netns::NetNs;
 pub use error::LinkError;
 pub use info::LinkInfo;
 pub use mac::{MacAddr, MacAddrError};
+pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
+pub use vxlan::{vxlan_name, VxlanSpec, MAX_VNI, VXLAN_PORT};
 
 pub use crate::ifname::MAX_IFNAME_LEN;
 
