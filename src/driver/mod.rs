@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod ipam_backend;
 pub mod link_reaper;
 pub mod network_lock;
+pub mod overlay;
 pub mod portmap;
 pub mod record;
 pub mod rollback;
