@@ -10,5 +10,6 @@ pub mod ifname;
 pub mod ipam;
 pub mod link;
 pub mod netns;
+pub mod overlay;
 pub mod paths;
 pub mod state_file;
