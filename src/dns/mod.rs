@@ -1,0 +1,7 @@
+//! The embedded DNS resolver (DESIGN.md §1, §6): 127.0.0.11:53 inside every attached container's
+//! namespace, answering the names of the networks that container is attached to and forwarding the rest
+//! to the host's resolvers.
+
+pub mod service;
+
+pub use service::DnsService;
