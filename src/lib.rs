@@ -3,6 +3,8 @@
 //! `firewall` (DESIGN.md §2).
 
 pub mod cni;
+pub mod daemon;
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod firewall;

@@ -28,3 +28,13 @@ pub fn conf_dir() -> PathBuf {
 pub fn ipam_dir() -> PathBuf {
     state_dir().join("ipam")
 }
+
+/// tetherd's config file (`TETHER_DAEMON_CONFIG`, default `/etc/tether/tetherd.json`); absent means defaults.
+pub fn daemon_config() -> PathBuf {
+    from_env("TETHER_DAEMON_CONFIG", "/etc/tether/tetherd.json")
+}
+
+/// The host resolver configuration tetherd forwards to (`TETHER_RESOLV_CONF`, default `/etc/resolv.conf`).
+pub fn resolv_conf() -> PathBuf {
+    from_env("TETHER_RESOLV_CONF", "/etc/resolv.conf")
+}

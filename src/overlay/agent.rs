@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct ControlPlane {
     thread: Option<JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
     notify_path: PathBuf,
+    /// Numbers the refresh requests; the agent reports the last one whose rescan finished.
+    next_request: AtomicU64,
+    scanned: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl ControlPlane {
@@ -82,6 +85,7 @@ impl ControlPlane {
             host: cfg.bind.ip().to_string(),
             ..Status::default()
         }));
+        let scanned = Arc::new((Mutex::new(0), Condvar::new()));
         let mut agent = Agent::new(
             cfg,
             state_dir.to_path_buf(),
@@ -89,6 +93,7 @@ impl ControlPlane {
             notify,
             nl,
             status.clone(),
+            scanned.clone(),
         );
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -100,14 +105,21 @@ impl ControlPlane {
             thread: Some(thread),
             status,
             notify_path,
+            next_request: AtomicU64::new(0),
+            scanned,
         })
     }
 
-    /// The state directory changed: rescan it now instead of at the next period.
-    pub fn notify(&self) {
+    /// The state directory changed: rescan it now, and wait (at most `timeout`) until the change has been
+    /// read and pushed to the peers.
+    pub fn refresh(&self, timeout: Duration) {
+        let request = self.next_request.fetch_add(1, Ordering::SeqCst) + 1;
         if let Ok(s) = UnixDatagram::unbound() {
-            let _ = s.send_to(b"changed", &self.notify_path);
+            let _ = s.send_to(&request.to_be_bytes(), &self.notify_path);
         }
+        let (done, cv) = &*self.scanned;
+        let guard = done.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, timeout, |d| *d < request);
     }
 
     pub fn status(&self) -> Status {
@@ -168,9 +180,13 @@ struct Agent {
     bytes_received: u64,
     rejected: u64,
     kernel_changes: u64,
+    /// The highest refresh request received, and where finished rescans are reported.
+    requested: u64,
+    scanned: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Agent {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: PeerConfig,
         state_dir: PathBuf,
@@ -178,6 +194,7 @@ impl Agent {
         notify: UnixDatagram,
         nl: Netlink,
         status: Arc<Mutex<Status>>,
+        scanned: Arc<(Mutex<u64>, Condvar)>,
     ) -> Agent {
         let me = PeerId {
             addr: cfg.bind,
@@ -207,6 +224,8 @@ impl Agent {
             bytes_received: 0,
             rejected: 0,
             kernel_changes: 0,
+            requested: 0,
+            scanned,
         }
     }
 
@@ -271,8 +290,11 @@ impl Agent {
 
     fn drain_notify(&mut self) {
         let mut buf = [0u8; 64];
-        while self.notify.recv(&mut buf).is_ok() {
+        while let Ok(n) = self.notify.recv(&mut buf) {
             self.local_dirty = true;
+            if let Ok(seq) = <[u8; 8]>::try_from(&buf[..n]) {
+                self.requested = self.requested.max(u64::from_be_bytes(seq));
+            }
         }
     }
 
@@ -511,6 +533,7 @@ impl Agent {
 
     fn rescan(&mut self) {
         self.local_dirty = false;
+        let answering = self.requested;
         let local = read_local(&self.state_dir, self.me);
         let changed = self.table.set_own(self.me, &local.wanted, now_ms());
         let names = |n: &[NetworkFacts]| n.iter().map(|f| f.network.clone()).collect::<Vec<_>>();
@@ -523,6 +546,9 @@ impl Agent {
             self.push_to_all(changed);
             self.after_claims_changed();
         }
+        let (done, cv) = &*self.scanned;
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = answering;
+        cv.notify_all();
     }
 
     fn reconcile(&mut self) {

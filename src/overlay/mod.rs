@@ -13,6 +13,7 @@ mod membership;
 mod reconcile;
 mod records;
 mod seal;
+mod service;
 mod wire;
 
 pub use agent::{ControlPlane, Status};
@@ -22,3 +23,4 @@ pub use membership::PeerId;
 pub use reconcile::{desired, plan, Desired, Plan};
 pub use records::{Record, RecordKey, RecordTable, RecordValue};
 pub use seal::{SealError, Sealer, KEY_LEN};
+pub use service::OverlayService;

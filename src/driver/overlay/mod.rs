@@ -7,7 +7,6 @@
 mod blocks;
 mod config;
 mod gateway_bridge;
-mod notify;
 mod state;
 
 use std::collections::BTreeSet;
@@ -18,7 +17,6 @@ use ipnetwork::IpNetwork;
 pub use blocks::{blocks, ipam_config, next_free_block, wins};
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
-pub use notify::{notify_control_plane, notify_socket_path};
 pub use state::{
     local_networks, now_ms, Claim, HostClaims, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
 };
@@ -27,6 +25,7 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::daemon::notify::{endpoint_changed, endpoint_removed};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -344,12 +343,16 @@ impl Plugin for OverlayPlugin {
                 bridge: Some(cfg.bridge.clone()),
                 mac: Some(mac.to_string()),
                 macspoofchk: false,
-                // The overlay address first: the control plane publishes the first address.
+                // The overlay address only: it is what the control plane publishes and DNS answers.
                 ips: vec![address],
+                name: call.env.arg("K8S_POD_NAME").map(str::to_string),
+                aliases: Vec::new(),
+                dns: false,
+                internal: false,
             })
             .map_err(cni_err)?;
         rollback.commit();
-        notify_control_plane();
+        endpoint_changed(net);
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let mut interfaces = vec![
@@ -410,7 +413,7 @@ impl Plugin for OverlayPlugin {
         }
         records.remove(container_id, ifname).map_err(cni_err)?;
         teardown_if_unused(&host, net, &cfg, &dir, &records)?;
-        notify_control_plane();
+        endpoint_removed(net);
         Ok(())
     }
 
@@ -487,7 +490,7 @@ impl Plugin for OverlayPlugin {
                 .map_err(cni_err)?;
         }
         teardown_if_unused(&host, net, &cfg, &dir, &records)?;
-        notify_control_plane();
+        endpoint_removed(net);
         Ok(())
     }
 }

@@ -1,0 +1,2 @@
+//! The embedded resolver beside aardvark-dns (filled in below).
+fn main() {}
