@@ -24,3 +24,4 @@ pub use reconcile::{desired, plan, Desired, Plan};
 pub use records::{Record, RecordKey, RecordTable, RecordValue};
 pub use seal::{SealError, Sealer, KEY_LEN};
 pub use service::OverlayService;
+pub use wire::{encode, Packet};
