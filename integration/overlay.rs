@@ -512,3 +512,40 @@ fn a_message_sealed_with_the_wrong_key_is_dropped() {
         "the forged endpoint reached the kernel"
     );
 }
+
+#[test]
+fn egress_leaves_masqueraded_through_the_gateway_bridge_where_containers_cannot_meet() {
+    let cluster = Cluster::new("ove", 1);
+    let h1 = &cluster.hosts[0];
+    let conf = overlay_conf("ovl", 500, "10.215.0.0/16");
+    let outside = h1.ns.outside();
+    h1.ns.ip(&["route", "add", "default", "via", outside.addr]);
+    let c1 = h1.ns.container("c1");
+    let c2 = h1.ns.container("c2");
+    let r1 = h1.add(&conf, &c1);
+    let r2 = h1.add(&conf, &c2);
+    assert!(
+        c1.ping_retry(outside.addr, 5),
+        "no egress from the overlay container"
+    );
+    assert!(
+        c1.ping_retry(&overlay_ip(&r2), 5),
+        "containers of one host cannot talk over their overlay"
+    );
+    let gw2 = r2["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        !c1.ping_retry(&gw2, 2),
+        "containers met through the gateway bridge"
+    );
+    assert_eq!(
+        c1.default_gateway("-4").as_deref(),
+        r1["ips"][1]["gateway"].as_str(),
+        "the default route goes through the gateway bridge"
+    );
+}

@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::overlay::{
-    local_networks, wins, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    local_networks, wins, Claim, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
 };
 use crate::driver::record::RecordDir;
 use crate::ipam::Store;
@@ -151,20 +151,7 @@ pub fn settle_conflicts(
                 .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)))
         };
         let before = mine.claims.len();
-        mine.claims.retain(|c| {
-            let Some(winner) = theirs.iter().find(|p| p.block == c.block && !wins(c, me, p)) else {
-                return true;
-            };
-            if in_use(c.block) {
-                tracing::error!(block = %c.block, network = %facts.network, other = %winner.host,
-                    "address block claimed by two hosts and addresses of it are in use here; \
-                     remove the containers of this host that use it");
-                return true;
-            }
-            tracing::warn!(block = %c.block, network = %facts.network, other = %winner.host,
-                "block claimed by two hosts; the other claim wins, this host moves to another block");
-            false
-        });
+        settle(&mut mine.claims, me, theirs, in_use, &facts.network);
         if mine.claims.len() != before {
             gave_up = true;
             if let Err(e) = dir.write_claims(&mine) {
@@ -173,4 +160,76 @@ pub fn settle_conflicts(
         }
     }
     gave_up
+}
+
+/// Drops from `mine` every claim a peer's claim of the same block beats, unless `in_use` says addresses of
+/// the block are handed out here (that conflict is logged and kept: moving would renumber containers).
+fn settle(
+    mine: &mut Vec<Claim>,
+    me: IpAddr,
+    theirs: &[PeerClaim],
+    in_use: impl Fn(Ipv4Network) -> bool,
+    network: &str,
+) {
+    mine.retain(|c| {
+        let Some(winner) = theirs
+            .iter()
+            .find(|p| p.block == c.block && !wins(c, me, p))
+        else {
+            return true;
+        };
+        if in_use(c.block) {
+            tracing::error!(block = %c.block, network, other = %winner.host,
+                "address block claimed by two hosts and addresses of it are in use here; \
+                 remove the containers of this host that use it");
+            return true;
+        }
+        tracing::warn!(block = %c.block, network, other = %winner.host,
+            "block claimed by two hosts; the other claim wins, this host moves to another block");
+        false
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_losing_claim_moves_unless_its_addresses_are_in_use() {
+        let me: IpAddr = "192.0.2.2".parse().unwrap();
+        let block: Ipv4Network = "10.0.0.0/26".parse().unwrap();
+        let other: Ipv4Network = "10.0.0.64/26".parse().unwrap();
+        let theirs = vec![PeerClaim {
+            block,
+            host: "192.0.2.1".parse().unwrap(),
+            claimed_at_ms: 5,
+        }];
+        let mut mine = vec![
+            Claim {
+                block,
+                claimed_at_ms: 9,
+            },
+            Claim {
+                block: other,
+                claimed_at_ms: 9,
+            },
+        ];
+        settle(&mut mine, me, &theirs, |_| true, "n");
+        assert_eq!(mine.len(), 2, "a block with addresses in use stays");
+        settle(&mut mine, me, &theirs, |_| false, "n");
+        assert_eq!(
+            mine,
+            vec![Claim {
+                block: other,
+                claimed_at_ms: 9
+            }],
+            "the later claim moves"
+        );
+        let mut earlier = vec![Claim {
+            block,
+            claimed_at_ms: 1,
+        }];
+        settle(&mut earlier, me, &theirs, |_| false, "n");
+        assert_eq!(earlier.len(), 1, "the earlier claim keeps its block");
+    }
 }
