@@ -13,6 +13,7 @@ pub mod host;
 pub mod netns;
 pub mod network_conf;
 pub mod nft;
+pub mod overlay_cluster;
 pub mod plugin;
 pub mod scratch_dir;
 pub mod store;
