@@ -40,7 +40,12 @@ impl Timings {
     };
 
     pub fn section(&self, bind: &str, peers: &[String]) -> Value {
+        self.section_for(bind, peers, 16)
+    }
+
+    pub fn section_for(&self, bind: &str, peers: &[String], expected_hosts: u32) -> Value {
         json!({
+            "expectedHosts": expected_hosts,
             "bind": bind,
             "peers": peers,
             "key": KEY,

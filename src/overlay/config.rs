@@ -26,6 +26,7 @@ struct RawPeerConfig {
     sync_interval_ms: Option<u64>,
     reconcile_interval_ms: Option<u64>,
     claim_grace_ms: Option<u64>,
+    expected_hosts: Option<u32>,
 }
 
 /// Validated control-plane settings.
@@ -46,6 +47,9 @@ pub struct PeerConfig {
     pub reconcile_interval: Duration,
     /// A host down for this long loses its records, and so its address blocks.
     pub claim_grace: Duration,
+    /// Roughly how many hosts the cluster has: SWIM repeats each membership update about
+    /// 4·log10(n) times, so a too-small guess leaves late joiners unknown to some hosts for long.
+    pub expected_hosts: u32,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -116,6 +120,7 @@ impl PeerConfig {
         if bind.ip().is_unspecified() {
             return Err(config_error("`bind` must be a concrete address of this host, not 0.0.0.0: it names the host to its peers"));
         }
+        let peers_len = u32::try_from(raw.peers.len()).unwrap_or(u32::MAX);
         let peers = raw
             .peers
             .iter()
@@ -150,6 +155,7 @@ impl PeerConfig {
             sync_interval: ms(raw.sync_interval_ms, 5000),
             reconcile_interval: ms(raw.reconcile_interval_ms, 1000),
             claim_grace: ms(raw.claim_grace_ms, 10 * 60 * 1000),
+            expected_hosts: raw.expected_hosts.unwrap_or(16).max(peers_len + 1).max(3),
         }))
     }
 }

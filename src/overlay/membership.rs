@@ -54,13 +54,20 @@ pub type Swim = foca::Foca<PeerId, PostcardCodec, StdRng, foca::NoCustomBroadcas
 /// SWIM tuned from the config: probe every `probe_period`, go indirect after a third of it, declare a
 /// suspect down after `failure_timeout`.
 pub fn swim_config(cfg: &PeerConfig) -> foca::Config {
-    let size = NonZeroU32::new((cfg.peers.len() as u32 + 1).max(3)).expect("at least 3");
+    let size = NonZeroU32::new(cfg.expected_hosts.max(3)).expect("at least 3");
     let mut c = foca::Config::new_lan(size);
     c.probe_period = cfg.probe_period;
     c.probe_rtt = cfg.probe_period / 3;
     c.suspect_to_down_after = cfg.failure_timeout;
     c.max_packet_size = NonZeroUsize::new(MAX_SWIM_PACKET).expect("non-zero");
     c.notify_down_members = true;
+    // foca's LAN default asks one member for its member list every 30 s; at 50 hosts that left hosts
+    // unaware of each other for about a minute. Every 5 probe periods converges in seconds, for a
+    // feed of one datagram.
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: cfg.probe_period * 5,
+        num_members: NonZeroUsize::new(1).expect("non-zero"),
+    });
     c
 }
 
