@@ -191,6 +191,22 @@ mod tests {
     }
 
     #[test]
+    fn the_example_tetherd_config_parses_up_to_its_key_file() {
+        let config: serde_json::Value =
+            serde_json::from_str(include_str!("../../conf/tetherd-overlay.json")).unwrap();
+        let mut section = config["overlay"].clone();
+        section["keyFile"] = serde_json::Value::Null;
+        section["key"] = json!(KEY);
+        let c = PeerConfig::from_section(&section).unwrap().unwrap();
+        assert_eq!(
+            c.peers.len(),
+            2,
+            "the host itself is dropped from its seeds"
+        );
+        assert_eq!(c.expected_hosts, 16);
+    }
+
+    #[test]
     fn bad_sections_say_what_to_fix() {
         for bad in [
             json!({"peers": [], "key": KEY}),

@@ -194,6 +194,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_conflist_parses() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../../../conf/tether-overlay.conflist")).unwrap();
+        let c = OverlayConfig::from_json(&list["plugins"][0]).unwrap();
+        assert_eq!((c.vni, c.block_prefix), (4097, 26));
+    }
+
+    #[test]
     fn bad_values_are_config_errors() {
         for bad in [
             json!({"subnet": "10.0.0.0/16"}),
