@@ -233,6 +233,9 @@ impl Plugin for OverlayPlugin {
             None => MacAddr::random().map_err(|e| CniError::new(ErrorCode::Io, e.to_string()))?,
         };
 
+        // Held for the whole ADD: the last DEL's teardown (exclusive) must not remove the devices or the
+        // lease store between this ADD's allocation and its record.
+        let net_lock = NetworkLock::shared(net).map_err(cni_err)?;
         let mut rollback = Rollback::new();
         let address = {
             let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
@@ -245,8 +248,6 @@ impl Plugin for OverlayPlugin {
                 .map_err(|e| e.msg)
         });
 
-        // Devices are created under the shared lock; the last DEL removes them under the exclusive one.
-        let _net_lock = NetworkLock::shared(net).map_err(cni_err)?;
         let br = host
             .ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))
             .map_err(cni_err)?;
@@ -352,6 +353,7 @@ impl Plugin for OverlayPlugin {
             })
             .map_err(cni_err)?;
         rollback.commit();
+        drop(net_lock);
         endpoint_changed(net);
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
