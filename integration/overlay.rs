@@ -274,3 +274,39 @@ fn egress_leaves_masqueraded_through_the_gateway_bridge_where_containers_cannot_
         "the default route goes through the gateway bridge"
     );
 }
+
+#[test]
+fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_returns() {
+    let mut cluster = Cluster::new("ovf", 2, Timings::FAST);
+    let conf = overlay_conf("ovl", 700, "10.216.0.0/16");
+    let c1 = cluster.hosts[0].ns.container("c1");
+    let r1 = cluster.hosts[0].add(&conf, &c1);
+    cluster.hosts[1].kill_tetherd();
+    let c2 = cluster.hosts[1].ns.container("c2");
+    let gone = cluster.hosts[1].ns.container("gone");
+    let r2 = cluster.hosts[1].add(&conf, &c2);
+    cluster.hosts[1].add(&conf, &gone);
+    cluster.hosts[1].del(&conf, &gone);
+
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    let h1 = &cluster.hosts[0];
+    wait_until(
+        "host 1 learns the container added while tetherd was down",
+        Duration::from_secs(10),
+        || {
+            h1.fdb("tvx700")
+                .iter()
+                .any(|(mac, _)| *mac == overlay_mac(&r2))
+        },
+    );
+    assert_eq!(
+        h1.fdb("tvx700").len(),
+        1,
+        "the container deleted while tetherd was down is programmed"
+    );
+    assert!(
+        c2.ping_retry(&overlay_ip(&r1), 10),
+        "c2 cannot reach c1 after tetherd came back"
+    );
+}
