@@ -145,7 +145,8 @@ fn two_overlay_networks_with_different_vnis_cannot_reach_each_other() {
 }
 
 #[test]
-fn a_killed_host_leaves_the_tables_after_the_failure_timeout_and_recovers_on_restart() {
+fn a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_after_the_grace_and_recovers_on_restart(
+) {
     let mut cluster = Cluster::new("ovc", 3, Timings::FAST);
     let conf = overlay_conf("ovl", 300, "10.213.0.0/16");
     let c1 = cluster.hosts[0].ns.container("c1");
@@ -164,6 +165,18 @@ fn a_killed_host_leaves_the_tables_after_the_failure_timeout_and_recovers_on_res
         "host 1 drops the dead host's endpoints",
         Duration::from_millis(FAILURE_TIMEOUT_MS_FAST * 6),
         || !h1.fdb("tvx300").iter().any(|(mac, _)| *mac == mac3),
+    );
+
+    // Its block is free again after the grace period (3 s here).
+    let dead = cluster.hosts[2].addr.clone();
+    assert!(
+        h1.peer_claim_hosts("ovl").contains(&dead),
+        "host 1 never knew the dead host's block"
+    );
+    wait_until(
+        "host 1 releases the dead host's block after the grace",
+        Duration::from_secs(10),
+        || !h1.peer_claim_hosts("ovl").contains(&dead),
     );
 
     cluster.hosts[2].start_tetherd();

@@ -21,6 +21,7 @@ pub struct Timings {
     pub failure_timeout_ms: u64,
     pub sync_interval_ms: u64,
     pub reconcile_interval_ms: u64,
+    pub claim_grace_ms: u64,
 }
 
 impl Timings {
@@ -30,6 +31,7 @@ impl Timings {
         failure_timeout_ms: FAILURE_TIMEOUT_MS_FAST,
         sync_interval_ms: 1000,
         reconcile_interval_ms: 300,
+        claim_grace_ms: 3000,
     };
     /// tetherd's defaults.
     pub const DEFAULT: Timings = Timings {
@@ -37,6 +39,7 @@ impl Timings {
         failure_timeout_ms: 5000,
         sync_interval_ms: 5000,
         reconcile_interval_ms: 1000,
+        claim_grace_ms: 600_000,
     };
 
     pub fn section(&self, bind: &str, peers: &[String]) -> Value {
@@ -53,7 +56,7 @@ impl Timings {
             "failureTimeoutMs": self.failure_timeout_ms,
             "syncIntervalMs": self.sync_interval_ms,
             "reconcileIntervalMs": self.reconcile_interval_ms,
-            "claimGraceMs": 60000
+            "claimGraceMs": self.claim_grace_ms
         })
     }
 }
@@ -171,6 +174,24 @@ impl Host {
 
     pub fn del(&self, conf: &Value, c: &NetNs) {
         self.plugin("DEL", conf, c).ok();
+    }
+
+    /// The hosts whose block claims of `network` this host's control plane knows.
+    pub fn peer_claim_hosts(&self, network: &str) -> Vec<String> {
+        let path = self
+            .ns
+            .state_dir()
+            .join("overlay")
+            .join(network)
+            .join("peer_claims.json");
+        let v: Value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        super::netns::as_vec(v)
+            .iter()
+            .filter_map(|c| c["host"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// The static FDB entries of `dev`: (mac, dst).
