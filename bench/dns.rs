@@ -424,6 +424,8 @@ impl Drop for Fillers {
 struct Aardvark {
     pid: i32,
     config: PathBuf,
+    /// The `run` process (it forks the server and exits, or is the server); reaped on drop.
+    launcher: std::process::Child,
 }
 
 impl Aardvark {
@@ -461,9 +463,12 @@ impl Aardvark {
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok())
             {
-                let _ = child.try_wait();
                 std::thread::sleep(Duration::from_millis(300));
-                return Aardvark { pid, config };
+                return Aardvark {
+                    pid,
+                    config,
+                    launcher: child,
+                };
             }
             assert!(Instant::now() < deadline, "aardvark-dns did not start");
             std::thread::sleep(Duration::from_millis(50));
@@ -477,6 +482,8 @@ impl Drop for Aardvark {
             nix::unistd::Pid::from_raw(self.pid),
             nix::sys::signal::Signal::SIGTERM,
         );
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
         let _ = std::fs::remove_dir_all(&self.config);
     }
 }
