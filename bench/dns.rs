@@ -470,7 +470,11 @@ impl Aardvark {
                     launcher: child,
                 };
             }
-            assert!(Instant::now() < deadline, "aardvark-dns did not start");
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("aardvark-dns did not start within 10 s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
