@@ -463,3 +463,36 @@ fn garbage_packets_over_udp_and_tcp_leave_it_serving() {
     dns.del(&c1, &net, "one");
     dns.del(&c2, &net, "two");
 }
+
+#[test]
+fn without_tetherd_add_succeeds_and_keeps_the_runtime_resolvers() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let mut net = dns.network("net1", "tt0", "10.70.0.0/24");
+    net["dns"] = json!({"nameservers": ["192.0.2.53"]});
+    let c1 = host.container("c1");
+    let out = host
+        .tether_bridge()
+        .cmd("ADD")
+        .container(&c1)
+        .conf(&net)
+        .env("TETHER_DAEMON_BIN", Some("/nonexistent/tetherd"))
+        .env(
+            "TETHER_RESOLV_CONF",
+            Some(&dns.resolv_conf.display().to_string()),
+        )
+        .run();
+    assert_eq!(
+        out.result()["dns"]["nameservers"],
+        json!(["192.0.2.53"]),
+        "a resolver that cannot start is not handed to the container"
+    );
+    assert_eq!(dns.pid(), None);
+    host.tether_bridge()
+        .cmd("DEL")
+        .container(&c1)
+        .conf(&net)
+        .env("TETHER_DAEMON_BIN", Some("/nonexistent/tetherd"))
+        .run()
+        .ok();
+}
