@@ -119,6 +119,7 @@ fn main() {
         &run_dir,
         &Request::Changed {
             network: Some(NETWORK.into()),
+            attachment: None,
         },
         Duration::from_secs(120),
     )
