@@ -154,6 +154,7 @@ fn main() {
         None
     };
 
+    let rss_at_rest: Vec<String> = servers.iter().map(|s| rss(s.pid)).collect();
     let mut rows = Vec::new();
     for kind in [
         Kind::Local,
@@ -199,10 +200,10 @@ fn main() {
         );
     }
     println!();
-    println!("| server | RSS with {records} records |");
-    println!("|---|---|");
-    for s in &servers {
-        println!("| {} | {} |", s.label, rss(s.pid));
+    println!("| server | RSS with {records} records, before the queries | after them (tetherd: cache full) |");
+    println!("|---|---|---|");
+    for (s, at_rest) in servers.iter().zip(&rss_at_rest) {
+        println!("| {} | {} | {} |", s.label, at_rest, rss(s.pid));
     }
     println!(
         "\nupstream queries seen: {} (repeated names are cached by tetherd only)",

@@ -31,6 +31,9 @@ pub enum NotifyError {
     },
     #[error("tetherd refused the request: {0}")]
     Refused(String),
+    /// It accepted the connection and closed it unanswered: it is exiting.
+    #[error("tetherd closed the control connection without answering; it is shutting down")]
+    Closed,
 }
 
 /// Sends one request and waits up to `timeout` for its reply.
@@ -47,7 +50,9 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Reply
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    if BufReader::new(stream).read_line(&mut answer).map_err(io)? == 0 {
+        return Err(NotifyError::Closed);
+    }
     let reply: Reply =
         serde_json::from_str(&answer).map_err(|source| NotifyError::BadReply { source })?;
     if !reply.ok {
@@ -123,6 +128,8 @@ fn notify_or_start_with(
     match request(run_dir, &changed, NOTIFY_TIMEOUT) {
         Ok(_) => return true,
         Err(NotifyError::Io { source, .. }) if is_absent(&source) => {}
+        // Caught it exiting (idle): a new one waits for the old one's pid lock, then reads the records.
+        Err(NotifyError::Closed) => {}
         Err(e) => {
             // Running but slow or confused: it re-reads the records on its own poll.
             tracing::warn!(network, error = %e, "notifying tetherd failed; it will catch up from the state directory");
@@ -140,6 +147,7 @@ fn notify_or_start_with(
     while Instant::now() < deadline {
         match request(run_dir, &changed, NOTIFY_TIMEOUT) {
             Ok(_) => return true,
+            Err(NotifyError::Closed) => std::thread::sleep(Duration::from_millis(5)),
             Err(NotifyError::Io { source, .. }) if is_absent(&source) => {
                 std::thread::sleep(Duration::from_millis(5));
             }
