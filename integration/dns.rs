@@ -537,3 +537,68 @@ fn records_changed_without_a_notify_are_picked_up_by_the_poll() {
     dns.del(&c1, &net, "one");
     dns.del(&c2, &net, "two");
 }
+
+#[test]
+fn queries_keep_being_answered_while_containers_come_and_go() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.72.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "steady", &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let c1_handle = c1.clone();
+    let asker = std::thread::spawn(move || {
+        in_netns(&c1_handle, move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.connect("127.0.0.11:53").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let (mut asked, mut unanswered) = (0u32, 0u32);
+            let mut buf = [0u8; 512];
+            while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = asked as u16;
+                let q = tether::dns::wire::build_query(id, "steady", 1, false);
+                sock.send(&q).unwrap();
+                asked += 1;
+                // Every query gets its own answer, with an address, within the timeout.
+                loop {
+                    match sock.recv(&mut buf) {
+                        Ok(n) if tether::dns::wire::id(&buf[..n]) == Some(id) => {
+                            if tether::dns::wire::answers(&buf[..n]).map_or(true, |a| a.is_empty())
+                            {
+                                unanswered += 1;
+                            }
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => {
+                            unanswered += 1;
+                            break;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (asked, unanswered)
+        })
+    });
+    for round in 0..3 {
+        let others: Vec<NetNs> = (0..3)
+            .map(|i| host.container(&format!("r{round}x{i}")))
+            .collect();
+        for (i, c) in others.iter().enumerate() {
+            dns.add(c, &net, &format!("temp{i}"), &[]);
+        }
+        for (i, c) in others.iter().enumerate() {
+            dns.del(c, &net, &format!("temp{i}"));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, unanswered) = asker.join().unwrap();
+    assert!(asked > 10, "only {asked} queries were asked");
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {asked} queries went unanswered during reloads"
+    );
+    dns.del(&c1, &net, "steady");
+}
