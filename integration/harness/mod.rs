@@ -9,6 +9,7 @@
 
 pub mod binaries;
 pub mod cni_result;
+pub mod dns_upstream;
 pub mod host;
 pub mod netns;
 pub mod network_conf;

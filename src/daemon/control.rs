@@ -6,13 +6,24 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Request {
-    /// Records of `network` (or of any network) changed: re-read them.
+    /// Records changed: with `attachment`, only that record of `network` (re-read, or dropped when its
+    /// file is gone); otherwise re-read every record.
     Changed {
         #[serde(default)]
         network: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<AttachmentKey>,
     },
     Status,
     Stop,
+}
+
+/// One attachment: the record file `<network>/<containerId>.<ifname>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentKey {
+    pub container_id: String,
+    pub ifname: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,11 +62,15 @@ mod tests {
         assert_eq!(
             r,
             Request::Changed {
-                network: Some("n1".into())
+                network: Some("n1".into()),
+                attachment: None,
             }
         );
-        let r: Request = serde_json::from_str(r#"{"op":"changed"}"#).unwrap();
-        assert_eq!(r, Request::Changed { network: None });
+        let r: Request = serde_json::from_str(
+            r#"{"op":"changed","network":"n","attachment":{"containerId":"c","ifname":"eth0"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::Changed { attachment: Some(a), .. } if a.container_id == "c"));
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"op":"status"}"#

@@ -11,7 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::DaemonConfig;
-use super::control::{Reply, Request};
+use super::control::{AttachmentKey, Reply, Request};
 use super::error::DaemonError;
 use super::ns_worker::NsWorker;
 use super::pid_lock::PidLock;
@@ -134,6 +134,21 @@ impl Daemon {
         for service in &mut self.services {
             service.on_records_changed(&self.records, &self.ctx).await;
         }
+        trim_heap();
+    }
+
+    /// Only the named records changed (every plugin notify names its record).
+    async fn refresh(&mut self, targets: &[(String, AttachmentKey)]) {
+        // Taken first: a change nobody notified that lands after this is still seen by the next poll.
+        self.fingerprint = RecordsFingerprint::read(&self.ctx.state_dir);
+        for (net, a) in targets {
+            self.records
+                .refresh_one(&self.ctx.state_dir, net, &a.container_id, &a.ifname);
+        }
+        for service in &mut self.services {
+            service.on_records_changed(&self.records, &self.ctx).await;
+        }
+        trim_heap();
     }
 
     fn needed(&self) -> bool {
@@ -168,10 +183,16 @@ impl Daemon {
                         batch.push(more);
                     }
                     let mut changed = Vec::new();
+                    let mut targets = Vec::new();
+                    let mut full_reload = false;
                     for (request, reply) in batch {
                         match request {
-                            Request::Changed { network } => {
-                                tracing::debug!(?network, "records changed");
+                            Request::Changed { network, attachment } => {
+                                tracing::debug!(?network, ?attachment, "records changed");
+                                match (network, attachment) {
+                                    (Some(net), Some(a)) => targets.push((net, a)),
+                                    _ => full_reload = true,
+                                }
                                 changed.push(reply);
                             }
                             Request::Status => {
@@ -183,8 +204,12 @@ impl Daemon {
                             }
                         }
                     }
-                    if !changed.is_empty() {
+                    if full_reload {
                         self.reload().await;
+                    } else if !targets.is_empty() {
+                        self.refresh(&targets).await;
+                    }
+                    if !changed.is_empty() {
                         for reply in changed {
                             let _ = reply.send(Reply::ok());
                         }
@@ -284,5 +309,15 @@ async fn serve_connection(stream: UnixStream, requests: mpsc::Sender<Pending>) {
         if write.write_all(&out).await.is_err() {
             return;
         }
+    }
+}
+
+/// Hands the heap freed by a reload (parsed JSON, the old index) back to the kernel: glibc keeps it
+/// otherwise, and a long-lived daemon's RSS would be its worst moment.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top and in the middle of the heap.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

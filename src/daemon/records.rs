@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::driver::record::AttachmentRecord;
+use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::state_file;
 
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,26 @@ impl RecordSnapshot {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Re-reads one record: replaced when its file is there, dropped when it is gone. Costs one file read
+    /// however many containers there are, which keeps a notified ADD flat.
+    pub fn refresh_one(
+        &mut self,
+        state_dir: &Path,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) {
+        let same = |r: &AttachmentRecord| {
+            r.network == network && r.container_id == container_id && r.ifname == ifname
+        };
+        self.records.retain(|r| !same(r));
+        match RecordDir::new(state_dir, network).read(container_id, ifname) {
+            Ok(Some(rec)) => self.records.push(rec),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "skipping attachment record"),
+        }
     }
 }
 
@@ -82,7 +102,6 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::record::RecordDir;
 
     #[test]
     fn loads_every_network_and_skips_corrupt_files() {
@@ -98,8 +117,11 @@ mod tests {
             RecordDir::new(&tmp, net).write(&rec).unwrap();
         }
         fs::write(tmp.join("attachments/a/bad.json"), b"{").unwrap();
-        let snap = RecordSnapshot::load(&tmp);
+        let mut snap = RecordSnapshot::load(&tmp);
         assert_eq!(snap.records.len(), 2);
+        RecordDir::new(&tmp, "a").remove("c", "eth0").unwrap();
+        snap.refresh_one(&tmp, "a", "c", "eth0");
+        assert_eq!(snap.records.len(), 1);
         assert_ne!(before, RecordsFingerprint::read(&tmp));
         fs::remove_dir_all(tmp).unwrap();
     }

@@ -8,6 +8,7 @@ use super::wire;
 
 /// Longest time any answer is kept, whatever its TTL says.
 const MAX_TTL: u32 = 3600;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -26,6 +27,7 @@ struct Entry {
 pub struct ReplyCache {
     entries: HashMap<CacheKey, Entry>,
     capacity: usize,
+    swept: Option<Instant>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -35,6 +37,7 @@ impl ReplyCache {
         ReplyCache {
             entries: HashMap::new(),
             capacity,
+            swept: None,
             hits: 0,
             misses: 0,
         }
@@ -58,7 +61,12 @@ impl ReplyCache {
             return;
         };
         if self.entries.len() >= self.capacity {
-            self.evict_expired();
+            // A sweep walks every entry: at most once a second, or a full cache of unique names would
+            // pay for it on every insert.
+            if self.swept.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
+                self.swept = Some(Instant::now());
+                self.evict_expired();
+            }
             if self.entries.len() >= self.capacity {
                 // Still full of live entries: drop an arbitrary one rather than keep a second structure
                 // for LRU order; the cache is a speed-up, never the source of truth.

@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 use super::upstreams::Upstreams;
 use super::wire;
 
+/// Upstream queries in flight at most; well below the 65536 IDs, so a free one is always found quickly.
+const MAX_PENDING: usize = 8192;
+
 struct Pending {
     server: SocketAddr,
     reply: oneshot::Sender<Vec<u8>>,
@@ -123,6 +126,11 @@ impl Forwarder {
         query: &[u8],
         question_end: usize,
     ) -> Option<Vec<u8>> {
+        if self.pending.borrow().len() >= MAX_PENDING {
+            // Upstreams this far behind are not helped by more queries; the client gets SERVFAIL now.
+            tracing::debug!(%server, "too many upstream queries in flight");
+            return None;
+        }
         let socket = self.socket(server.is_ipv6())?;
         let id = self.next_id();
         let mut msg = query.to_vec();

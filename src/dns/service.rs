@@ -31,6 +31,9 @@ pub struct DnsService {
     settings: DnsSettings,
     resolver: Option<Rc<Resolver>>,
     served: HashMap<NsId, Served>,
+    /// The identity behind each record's netns path, so a change stats only new paths (a thousand
+    /// `stat`s per ADD would make ADD grow with the number of containers).
+    ns_ids: HashMap<String, NsId>,
 }
 
 impl DnsService {
@@ -50,18 +53,32 @@ impl DnsService {
             let (Some(path), Some(net)) = (rec.netns.as_deref(), network_key(&rec.network)) else {
                 continue;
             };
-            // A namespace that is gone (container died without DEL) is not served; its record stays
-            // until DEL or GC.
-            let Ok(meta) = std::fs::metadata(path) else {
-                continue;
+            let id = match self.ns_ids.get(path) {
+                Some(id) => *id,
+                None => {
+                    // A namespace that is already gone (container died before we saw it) is not
+                    // served; its record stays until DEL or GC.
+                    let Ok(meta) = std::fs::metadata(path) else {
+                        continue;
+                    };
+                    let id = (meta.dev(), meta.ino());
+                    self.ns_ids.insert(path.to_string(), id);
+                    id
+                }
             };
             let entry = wanted
-                .entry((meta.dev(), meta.ino()))
+                .entry(id)
                 .or_insert_with(|| (PathBuf::from(path), BTreeSet::new(), false));
             entry.1.insert(net);
             entry.2 |= !rec.internal;
         }
 
+        let live: BTreeSet<&str> = records
+            .records
+            .iter()
+            .filter_map(|r| r.netns.as_deref())
+            .collect();
+        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
         self.served.retain(|id, s| {
             let keep = wanted.contains_key(id);
             if !keep {

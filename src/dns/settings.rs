@@ -24,7 +24,7 @@ impl Default for DnsSettings {
         DnsSettings {
             local_ttl: 10,
             upstream_timeout_ms: 1500,
-            cache_entries: 10_000,
+            cache_entries: 4096,
             max_tcp_connections: 64,
         }
     }

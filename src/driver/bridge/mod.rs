@@ -13,7 +13,7 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::daemon::notify::{endpoint_changed, endpoint_removed};
+use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::link_reaper::LinkReaper;
@@ -375,10 +375,9 @@ impl Plugin for BridgePlugin {
                 .map_err(cni_err)?;
         }
         rollback.commit();
-        if dns.enabled {
-            // After the record is on disk and the network lock is released (tetherd reads the records).
-            endpoint_changed(net);
-        }
+        // After the record is on disk and the network lock is released (tetherd reads the records). Without
+        // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
+        let resolver_up = dns.enabled && attachment_added(net, t.container_id, t.ifname);
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let result = CniResult {
@@ -405,7 +404,14 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(call.conf.dns.clone().unwrap_or(leased.dns)),
+            dns: {
+                let base = call.conf.dns.clone().unwrap_or(leased.dns);
+                if resolver_up {
+                    dns.result_dns(base)
+                } else {
+                    base
+                }
+            },
         };
         Ok(result)
     }
@@ -453,7 +459,7 @@ impl Plugin for BridgePlugin {
             records.remove(t.container_id, t.ifname).map_err(cni_err)?;
         }
         if record.as_ref().is_some_and(|r| r.dns) {
-            endpoint_removed(net);
+            attachment_removed(net, t.container_id, t.ifname);
         }
         let host = Netlink::new().map_err(cni_err)?;
         reaper.wait_unlisted(&host).map_err(cni_err)?;
