@@ -25,7 +25,7 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::daemon::notify::{endpoint_changed, endpoint_removed};
+use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -354,7 +354,7 @@ impl Plugin for OverlayPlugin {
             .map_err(cni_err)?;
         rollback.commit();
         drop(net_lock);
-        endpoint_changed(net);
+        attachment_added(net, container_id, ifname);
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let mut interfaces = vec![
@@ -415,7 +415,7 @@ impl Plugin for OverlayPlugin {
         }
         records.remove(container_id, ifname).map_err(cni_err)?;
         teardown_if_unused(&host, net, &cfg, &dir, &records)?;
-        endpoint_removed(net);
+        attachment_removed(net, container_id, ifname);
         Ok(())
     }
 
