@@ -23,9 +23,9 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
     let c1 = h1.ns.container("c1");
     let c2 = h2.ns.container("c2");
     let c3 = h3.ns.container("c3");
-    let r1 = h1.add(&conf, &c1);
-    let r2 = h2.add(&conf, &c2);
-    let r3 = h3.add(&conf, &c3);
+    let r1 = h1.add_named(&conf, &c1, "web");
+    let r2 = h2.add_named(&conf, &c2, "db");
+    let r3 = h3.add_named(&conf, &c3, "cache");
     let (ip1, ip2, ip3) = (overlay_ip(&r1), overlay_ip(&r2), overlay_ip(&r3));
     assert!(
         ip1 != ip2 && ip2 != ip3 && ip1 != ip3,
@@ -51,6 +51,20 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
         "c2 on host 2 cannot ping c3 ({ip3}) on host 3"
     );
     harness::tcp::exchange(&c1, &ip1, 8080, &c2).expect("TCP from c2 to c1 over the overlay");
+
+    // Names resolve across hosts through each host's embedded resolver.
+    assert_eq!(
+        r1["dns"]["nameservers"][0], "127.0.0.11",
+        "the container was not given the resolver"
+    );
+    wait_until("c1 resolves db on host 2", Duration::from_secs(5), || {
+        resolve(&c1, "db") == vec![ip2.clone()]
+    });
+    wait_until(
+        "c3 resolves web.ovl on host 1",
+        Duration::from_secs(5),
+        || resolve(&c3, "web.ovl") == vec![ip1.clone()],
+    );
     assert!(
         cluster.vxlan_packets() > before,
         "no VXLAN (UDP 4789) packet crossed the fabric"
@@ -110,6 +124,9 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
         "host 2's last container left but its bridge stayed"
     );
     assert!(c1.ping_retry(&ip3, 5), "c1 lost c3 after c2 left");
+    wait_until("c1 stops resolving db", Duration::from_secs(5), || {
+        resolve(&c1, "db").is_empty()
+    });
 }
 
 #[test]
@@ -216,6 +233,7 @@ fn a_message_sealed_with_the_wrong_key_is_dropped() {
                 vni: 400,
                 mac: forged_mac,
                 vtep: "192.168.77.2".parse().unwrap(),
+                names: vec!["forged".into()],
             }),
         }],
         reply: false,
@@ -322,4 +340,23 @@ fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_retu
         c2.ping_retry(&overlay_ip(&r1), 10),
         "c2 cannot reach c1 after tetherd came back"
     );
+}
+
+/// The A records `dig @127.0.0.11` returns inside `c` for `name`.
+fn resolve(c: &harness::NetNs, name: &str) -> Vec<String> {
+    let out = c.exec(&[
+        "dig",
+        "+short",
+        "+time=1",
+        "+tries=1",
+        "@127.0.0.11",
+        name,
+        "A",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .map(str::to_string)
+        .collect()
 }

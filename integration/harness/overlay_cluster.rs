@@ -97,7 +97,15 @@ impl Tetherd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Tetherd { child }
+        let mut t = Tetherd { child };
+        // Answered, but by ours? A tetherd that finds another serving its run dir exits at once.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            matches!(t.child.try_wait(), Ok(None)),
+            "the tetherd started for {} exited: another one serves that run dir",
+            dir.display()
+        );
+        t
     }
 
     /// Resident memory in kB (nsenter execs tetherd in place, so the child's pid is tetherd's).
@@ -156,20 +164,44 @@ impl Host {
     }
 
     fn plugin(&self, command: &str, conf: &Value, c: &NetNs) -> super::PluginOutput {
-        self.ns
+        self.plugin_with_args(command, conf, c, "")
+    }
+
+    fn plugin_with_args(
+        &self,
+        command: &str,
+        conf: &Value,
+        c: &NetNs,
+        args: &str,
+    ) -> super::PluginOutput {
+        let config = self.config_path().display().to_string();
+        let call = self
+            .ns
             .plugin(env!("CARGO_BIN_EXE_tether-overlay"))
             .cmd(command)
             .container(c)
-            .env(
-                "TETHER_DAEMON_CONFIG",
-                Some(&self.config_path().display().to_string()),
-            )
-            .conf(conf)
-            .run()
+            .args(args)
+            .env("TETHER_DAEMON_CONFIG", Some(&config))
+            .conf(conf);
+        // A plugin that finds no tetherd starts one; a test that stopped this host's tetherd wants it to
+        // stay stopped (and a tetherd this harness did not start would outlive the test).
+        let call = if self.tetherd.is_none() {
+            call.env("TETHER_DAEMON_BIN", Some("/bin/true"))
+        } else {
+            call
+        };
+        call.run()
     }
 
     pub fn add(&self, conf: &Value, c: &NetNs) -> Value {
         self.plugin("ADD", conf, c).ok().clone()
+    }
+
+    /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
+    pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
+        self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
+            .ok()
+            .clone()
     }
 
     pub fn del(&self, conf: &Value, c: &NetNs) {

@@ -35,6 +35,8 @@ impl RecordSnapshot {
                 }
             }
         }
+        // Other hosts' overlay containers, for the resolver (see overlay::remote_names).
+        records.extend(crate::overlay::remote_names::load(state_dir));
         RecordSnapshot { records }
     }
 

@@ -23,8 +23,11 @@ use super::local::{peer_claims, publish_peer_claims, read_local, settle_conflict
 use super::membership::{new_swim, PeerId, Swim};
 use super::reconcile;
 use super::records::{Record, RecordKey, RecordTable};
+use super::remote_names;
 use super::seal::Sealer;
 use super::wire::{self, Packet};
+use crate::daemon::control::Request;
+use crate::daemon::notify;
 use crate::driver::overlay::{now_ms, NetworkFacts};
 use crate::link::Netlink;
 
@@ -88,7 +91,7 @@ impl ControlPlane {
         let scanned = Arc::new((Mutex::new(0), Condvar::new()));
         let mut agent = Agent::new(
             cfg,
-            state_dir.to_path_buf(),
+            (state_dir.to_path_buf(), run_dir.to_path_buf()),
             udp,
             notify,
             nl,
@@ -159,6 +162,7 @@ struct Agent {
     cfg: PeerConfig,
     me: IpAddr,
     state_dir: PathBuf,
+    run_dir: PathBuf,
     udp: UdpSocket,
     notify: UnixDatagram,
     nl: Netlink,
@@ -189,7 +193,7 @@ impl Agent {
     #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: PeerConfig,
-        state_dir: PathBuf,
+        (state_dir, run_dir): (PathBuf, PathBuf),
         udp: UdpSocket,
         notify: UnixDatagram,
         nl: Netlink,
@@ -206,6 +210,7 @@ impl Agent {
             swim: new_swim(me, &cfg),
             cfg,
             state_dir,
+            run_dir,
             udp,
             notify,
             nl,
@@ -563,6 +568,25 @@ impl Agent {
                     self.kernel_dirty = true;
                 }
             }
+        }
+        let changed =
+            remote_names::sync(&self.state_dir, &self.networks, &self.table, self.me, |h| {
+                up.contains_key(&h)
+            });
+        if !changed.is_empty() {
+            // From another thread: the daemon may be waiting on this one (a plugin's notify) right now.
+            let run_dir = self.run_dir.clone();
+            std::thread::spawn(move || {
+                for network in changed {
+                    let request = Request::Changed {
+                        network: Some(network),
+                        attachment: None,
+                    };
+                    if let Err(e) = notify::request(&run_dir, &request, Duration::from_secs(2)) {
+                        tracing::debug!(error = %e, "telling tetherd about remote names failed");
+                    }
+                }
+            });
         }
     }
 

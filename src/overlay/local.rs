@@ -56,6 +56,11 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
             }
         };
         for rec in records.iter().filter(|r| r.driver == "overlay") {
+            let names: Vec<String> = if rec.dns {
+                rec.name.iter().chain(rec.aliases.iter()).cloned().collect()
+            } else {
+                Vec::new()
+            };
             let Some(mac) = rec.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) else {
                 continue;
             };
@@ -68,7 +73,7 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
                                 network: facts.network.clone(),
                                 ip: v4,
                             },
-                            RecordValue::endpoint(facts.vni, mac, facts.vtep),
+                            RecordValue::endpoint(facts.vni, mac, facts.vtep, names.clone()),
                         );
                     }
                 }

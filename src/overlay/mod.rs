@@ -12,6 +12,7 @@ mod local;
 mod membership;
 mod reconcile;
 mod records;
+pub mod remote_names;
 mod seal;
 mod service;
 mod wire;

@@ -25,8 +25,10 @@ pub fn desired(
 ) -> Desired {
     let mut out = Desired::default();
     for (key, value) in table.live() {
-        let (RecordKey::Endpoint { host, network, ip }, RecordValue::Endpoint { vni, mac, vtep }) =
-            (key, value)
+        let (
+            RecordKey::Endpoint { host, network, ip },
+            RecordValue::Endpoint { vni, mac, vtep, .. },
+        ) = (key, value)
         else {
             continue;
         };
@@ -149,6 +151,7 @@ mod tests {
                 vni,
                 MacAddr::new([2, 0, 0, 0, host, last]),
                 IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)),
+                Vec::new(),
             )),
         }
     }

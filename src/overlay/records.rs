@@ -48,6 +48,8 @@ pub enum RecordValue {
         vni: u32,
         mac: [u8; 6],
         vtep: IpAddr,
+        /// The container's DNS names on the network (name first, then aliases); empty without DNS.
+        names: Vec<String>,
     },
     Claim {
         claimed_at_ms: u64,
@@ -55,11 +57,12 @@ pub enum RecordValue {
 }
 
 impl RecordValue {
-    pub fn endpoint(vni: u32, mac: MacAddr, vtep: IpAddr) -> RecordValue {
+    pub fn endpoint(vni: u32, mac: MacAddr, vtep: IpAddr, names: Vec<String>) -> RecordValue {
         RecordValue::Endpoint {
             vni,
             mac: mac.octets(),
             vtep,
+            names,
         }
     }
 }
@@ -269,7 +272,7 @@ mod tests {
     }
 
     fn value(m: u8) -> RecordValue {
-        RecordValue::endpoint(1, MacAddr::new([2, 0, 0, 0, 0, m]), host(1))
+        RecordValue::endpoint(1, MacAddr::new([2, 0, 0, 0, 0, m]), host(1), Vec::new())
     }
 
     #[test]

@@ -68,6 +68,7 @@ mod tests {
                     vni: 7,
                     mac: [2, 0, 0, 0, 0, i as u8],
                     vtep: "192.0.2.1".parse().unwrap(),
+                    names: vec!["web".into()],
                 }),
             })
             .collect();

@@ -26,6 +26,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
+use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -219,6 +220,8 @@ fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
 impl Plugin for OverlayPlugin {
     fn add(&self, call: &Call) -> Result<CniResult, CniError> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
+        let names = EndpointNames::from_call(call);
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let ns = open_netns(call)?;
@@ -346,15 +349,17 @@ impl Plugin for OverlayPlugin {
                 macspoofchk: false,
                 // The overlay address only: it is what the control plane publishes and DNS answers.
                 ips: vec![address],
-                name: call.env.arg("K8S_POD_NAME").map(str::to_string),
-                aliases: Vec::new(),
-                dns: false,
-                internal: false,
+                name: names.name,
+                aliases: names.aliases,
+                dns: dns.enabled,
+                internal: dns.internal,
             })
             .map_err(cni_err)?;
         rollback.commit();
         drop(net_lock);
-        attachment_added(net, container_id, ifname);
+        // Without a tetherd the container keeps the runtime's resolvers (and the overlay converges when
+        // tetherd starts); with one, it asks the embedded resolver, which knows every host's containers.
+        let resolver_up = attachment_added(net, container_id, ifname) && dns.enabled;
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let mut interfaces = vec![
@@ -393,7 +398,14 @@ impl Plugin for OverlayPlugin {
             interfaces,
             ips: ip_configs,
             routes,
-            dns: call.conf.dns.clone().unwrap_or_default(),
+            dns: {
+                let base = call.conf.dns.clone().unwrap_or_default();
+                if resolver_up {
+                    dns.result_dns(base)
+                } else {
+                    base
+                }
+            },
         })
     }
 
