@@ -249,6 +249,7 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
         claims: vec![Claim {
             block,
             claimed_at_ms: 1,
+            lost: false,
         }],
     })
     .unwrap();

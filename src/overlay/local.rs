@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::overlay::{
-    local_networks, wins, Claim, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    claims_lock_name, local_networks, wins, Claim, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
 };
 use crate::driver::record::RecordDir;
 use crate::ipam::Store;
@@ -31,7 +31,7 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
         let dir = OverlayDir::new(state_dir, &facts.network);
         match dir.claims() {
             Ok(claims) => {
-                for c in claims.claims {
+                for c in claims.claims.into_iter().filter(|c| !c.lost) {
                     wanted.insert(
                         RecordKey::Claim {
                             host: me,
@@ -116,6 +116,11 @@ pub fn publish_peer_claims(state_dir: &Path, claims: &BTreeMap<String, Vec<PeerC
     for network in networks {
         let dir = OverlayDir::new(state_dir, &network);
         let wanted = claims.get(&network).cloned().unwrap_or_default();
+        // The plugin's last DEL removes the directory under this lock; a write racing it would leave
+        // the removal a non-empty directory.
+        let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&network)) else {
+            continue;
+        };
         if dir.peer_claims().ok().as_ref() == Some(&wanted) {
             continue;
         }
@@ -139,7 +144,7 @@ pub fn settle_conflicts(
             continue;
         };
         let dir = OverlayDir::new(state_dir, &facts.network);
-        let Ok(_lock) = NetworkLock::exclusive(&format!("overlay.{}", facts.network)) else {
+        let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&facts.network)) else {
             continue;
         };
         let Ok(mut mine) = dir.claims() else {
@@ -155,9 +160,9 @@ pub fn settle_conflicts(
                 .iter()
                 .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)))
         };
-        let before = mine.claims.len();
+        let before = mine.claims.clone();
         settle(&mut mine.claims, me, theirs, in_use, &facts.network);
-        if mine.claims.len() != before {
+        if mine.claims != before {
             gave_up = true;
             if let Err(e) = dir.write_claims(&mine) {
                 tracing::warn!(network = %facts.network, error = %e, "could not rewrite claims");
@@ -167,8 +172,9 @@ pub fn settle_conflicts(
     gave_up
 }
 
-/// Drops from `mine` every claim a peer's claim of the same block beats, unless `in_use` says addresses of
-/// the block are handed out here (that conflict is logged and kept: moving would renumber containers).
+/// Settles `mine` against the peers' claims: a claim a peer's claim of the same block beats is dropped,
+/// or, while `in_use` says addresses of the block are handed out here, marked lost (no new address from
+/// it; the clash with the winner's containers is logged, since moving would renumber running containers).
 fn settle(
     mine: &mut Vec<Claim>,
     me: IpAddr,
@@ -176,7 +182,7 @@ fn settle(
     in_use: impl Fn(Ipv4Network) -> bool,
     network: &str,
 ) {
-    mine.retain(|c| {
+    mine.retain_mut(|c| {
         let Some(winner) = theirs
             .iter()
             .find(|p| p.block == c.block && !wins(c, me, p))
@@ -184,9 +190,13 @@ fn settle(
             return true;
         };
         if in_use(c.block) {
-            tracing::error!(block = %c.block, network, other = %winner.host,
-                "address block claimed by two hosts and addresses of it are in use here; \
-                 remove the containers of this host that use it");
+            if !c.lost {
+                tracing::error!(block = %c.block, network, other = %winner.host,
+                    "address block claimed by two hosts and addresses of it are in use here; no new \
+                     address comes from it, but containers of both hosts may share addresses: remove \
+                     this host's containers in the block");
+                c.lost = true;
+            }
             return true;
         }
         tracing::warn!(block = %c.block, network, other = %winner.host,
@@ -213,26 +223,31 @@ mod tests {
             Claim {
                 block,
                 claimed_at_ms: 9,
+                lost: false,
             },
             Claim {
                 block: other,
                 claimed_at_ms: 9,
+                lost: false,
             },
         ];
         settle(&mut mine, me, &theirs, |_| true, "n");
         assert_eq!(mine.len(), 2, "a block with addresses in use stays");
+        assert!(mine[0].lost && !mine[1].lost, "but gives no new address");
         settle(&mut mine, me, &theirs, |_| false, "n");
         assert_eq!(
             mine,
             vec![Claim {
                 block: other,
-                claimed_at_ms: 9
+                claimed_at_ms: 9,
+                lost: false
             }],
             "the later claim moves"
         );
         let mut earlier = vec![Claim {
             block,
             claimed_at_ms: 1,
+            lost: false,
         }];
         settle(&mut earlier, me, &theirs, |_| false, "n");
         assert_eq!(earlier.len(), 1, "the earlier claim keeps its block");

@@ -63,7 +63,7 @@ pub fn ipam_config(
     let first_usable = u32::from(subnet.network()) + 1;
     let last_usable = u32::from(subnet.broadcast()) - 1;
     let mut ranges = Vec::new();
-    for claim in claims {
+    for claim in claims.iter().filter(|c| !c.lost) {
         let start = u32::from(claim.block.network()).max(first_usable);
         let end = u32::from(claim.block.broadcast()).min(last_usable);
         // A block holding only the reserved first address has nothing to hand out.
@@ -137,6 +137,7 @@ mod tests {
         let claim = |t| Claim {
             block,
             claimed_at_ms: t,
+            lost: false,
         };
         let peer = |host, t| PeerClaim {
             block,
@@ -156,6 +157,7 @@ mod tests {
         let claims = [Claim {
             block: net("10.0.0.0/26"),
             claimed_at_ms: 1,
+            lost: false,
         }];
         let conf = ipam_config(subnet, &claims, std::path::Path::new("/tmp"))
             .unwrap()
@@ -164,6 +166,16 @@ mod tests {
         assert_eq!(range.subnet().prefix(), 24);
         assert_eq!(range.start().to_string(), "10.0.0.1");
         assert_eq!(range.end().to_string(), "10.0.0.63");
+        let lost = [Claim {
+            lost: true,
+            ..claims[0]
+        }];
+        assert!(
+            ipam_config(subnet, &lost, std::path::Path::new("/tmp"))
+                .unwrap()
+                .is_none(),
+            "no address comes from a lost block"
+        );
         assert!(ipam_config(subnet, &[], std::path::Path::new("/tmp"))
             .unwrap()
             .is_none());

@@ -63,8 +63,9 @@ fn open_netns(call: &Call) -> Result<NetNs, CniError> {
     })
 }
 
-/// The per-network lock that guards block claims and leases (the network's own lock guards devices).
-fn claims_lock_name(network: &str) -> String {
+/// The per-network lock that guards block claims, leases and the overlay state directory (the network's
+/// own lock guards devices); the control plane takes it too.
+pub fn claims_lock_name(network: &str) -> String {
     format!("overlay.{network}")
 }
 
@@ -173,6 +174,7 @@ fn allocate_address(
         claims.claims.push(Claim {
             block,
             claimed_at_ms: now_ms(),
+            lost: false,
         });
         dir.write_claims(&claims).map_err(cni_err)?;
     }

@@ -35,6 +35,10 @@ pub struct Claim {
     pub block: Ipv4Network,
     /// Wall-clock milliseconds of the claim: the earlier claim of a block wins a conflict.
     pub claimed_at_ms: u64,
+    /// Lost to another host's claim while addresses of it were in use here: no new address comes from
+    /// it, it is not published, and it goes once its last address is released.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
