@@ -319,7 +319,11 @@ impl Agent {
                 Ok(p) => p,
                 Err(e) => {
                     self.rejected += 1;
-                    tracing::warn!(%from, error = %e, "dropped an overlay control-plane datagram");
+                    // Every drop is counted; the log thins out so a flood cannot fill the disk.
+                    if self.rejected <= 10 || self.rejected.is_power_of_two() {
+                        tracing::warn!(%from, error = %e, rejected = self.rejected,
+                            "dropped an overlay control-plane datagram");
+                    }
                     continue;
                 }
             };
