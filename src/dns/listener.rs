@@ -9,10 +9,11 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::datagram_batch::{self, DatagramBatch};
 use super::error::DnsError;
 use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
@@ -112,63 +113,50 @@ pub fn serve(
     })
 }
 
-/// Datagrams handled per wake-up before other namespaces get a turn.
-const UDP_BATCH: usize = 64;
-
 thread_local! {
-    // One receive and one reply buffer for every namespace: the runtime has one thread and a datagram is
-    // answered without an await in between, so a thousand containers cost no thousand 64 KiB buffers.
-    static UDP_BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> =
-        RefCell::new((vec![0u8; 65535], Vec::with_capacity(1500)));
-}
-
-enum UdpStep {
-    Idle,
-    Next,
-    Forward(Vec<u8>, Question, SocketAddr),
+    // One set of batch buffers for every namespace: the runtime has one thread and a batch is answered
+    // without an await in between, so a thousand containers cost no thousand buffers.
+    static UDP_BATCH: RefCell<DatagramBatch> = RefCell::new(DatagramBatch::default());
 }
 
 async fn serve_udp(resolver: Rc<Resolver>, socket: Rc<UdpSocket>, scope: Rc<RefCell<Scope>>) {
+    let fd = socket.as_raw_fd();
     loop {
         if socket.readable().await.is_err() {
             continue;
         }
-        let mut drained = false;
-        for _ in 0..UDP_BATCH {
-            let step = UDP_BUFFERS.with_borrow_mut(|(buf, out)| {
-                // Anything longer than the buffer is cut by the kernel; the parser sees the prefix.
-                let (n, peer) = match socket.try_recv_from(buf) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return UdpStep::Idle,
-                    Err(_) => return UdpStep::Next,
-                };
-                match resolver.answer(&buf[..n], &scope.borrow(), Transport::Udp, out) {
-                    Outcome::Reply => {
-                        // A full socket buffer drops the reply like a lost datagram; the client retries.
-                        let _ = socket.try_send_to(out, peer);
-                        UdpStep::Next
+        let mut forwards: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
+        let received = UDP_BATCH.with_borrow_mut(|batch| {
+            // try_io: a WouldBlock clears tokio's readiness, so the next readable() waits for new data.
+            let n = socket.try_io(Interest::READABLE, || batch.receive(fd))?;
+            let scope = scope.borrow();
+            for i in 0..n {
+                let mut reply = std::mem::take(&mut batch.replies[i]);
+                match resolver.answer(batch.datagram(i), &scope, Transport::Udp, &mut reply) {
+                    Outcome::Reply => batch.answered[i] = true,
+                    Outcome::Forward(q) => {
+                        forwards.push((batch.datagram(i).to_vec(), q, batch.peer(i)))
                     }
-                    Outcome::Forward(q) => UdpStep::Forward(buf[..n].to_vec(), q, peer),
-                    Outcome::Drop => UdpStep::Next,
+                    Outcome::Drop => {}
                 }
-            });
-            match step {
-                UdpStep::Idle => {
-                    drained = true;
-                    break;
-                }
-                UdpStep::Next => {}
-                UdpStep::Forward(query, q, peer) => {
-                    let (resolver, socket) = (resolver.clone(), socket.clone());
-                    tokio::task::spawn_local(async move {
-                        let reply = resolver.forward(&query, q, Transport::Udp).await;
-                        let _ = socket.send_to(&reply, peer).await;
-                    });
-                }
+                batch.replies[i] = reply;
             }
+            batch.send_replies(fd);
+            Ok::<usize, std::io::Error>(n)
+        });
+        for (query, q, peer) in forwards {
+            let (resolver, socket) = (resolver.clone(), socket.clone());
+            tokio::task::spawn_local(async move {
+                let reply = resolver.forward(&query, q, Transport::Udp).await;
+                let _ = socket.send_to(&reply, peer).await;
+            });
         }
-        if !drained {
-            tokio::task::yield_now().await;
+        match received {
+            // A full batch: more may be waiting; let other namespaces have a turn first.
+            Ok(n) if n == datagram_batch::BATCH => tokio::task::yield_now().await,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::debug!(error = %e, "resolver receive failed"),
         }
     }
 }

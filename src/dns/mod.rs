@@ -3,6 +3,7 @@
 //! to the host's resolvers.
 
 pub mod cache;
+pub mod datagram_batch;
 pub mod error;
 pub mod forwarder;
 pub mod index;
