@@ -360,3 +360,33 @@ fn resolve(c: &harness::NetNs, name: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+#[test]
+fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice() {
+    let cluster = Cluster::new("ovg", 3, Timings::FAST);
+    // /29 blocks hold 8 addresses (all usable: the prefix is the subnet's), so 10 containers per host
+    // need a second block on every host.
+    let mut conf = overlay_conf("ovl", 800, "10.217.0.0/24");
+    conf["blockSize"] = serde_json::json!(29);
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..10 {
+        for (i, h) in cluster.hosts.iter().enumerate() {
+            let c = h.ns.container(&format!("h{i}n{round}"));
+            let ip = overlay_ip(&h.add(&conf, &c));
+            if let Some(other) = seen.insert(ip.clone(), i) {
+                panic!("{ip} handed out by host {other} and host {i}");
+            }
+        }
+    }
+    for h in &cluster.hosts {
+        let claims: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(h.ns.state_dir().join("overlay/ovl/claims.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            claims["claims"].as_array().unwrap().len() >= 2,
+            "{} filled a block but claimed no second one: {claims}",
+            h.addr
+        );
+    }
+}
