@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod cni;
+pub mod daemon;
+pub mod dns;
 pub mod driver;
 pub mod endpoint;
 pub mod error;
@@ -14,5 +16,6 @@ pub mod ipam;
 pub mod link;
 pub mod netns;
 pub mod network;
+pub mod overlay;
 pub mod paths;
 pub mod state_file;

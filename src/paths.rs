@@ -54,3 +54,13 @@ pub fn split_path_list(raw: &str) -> Vec<PathBuf> {
         .map(PathBuf::from)
         .collect()
 }
+
+/// tetherd's config file (`TETHER_DAEMON_CONFIG`, default `/etc/tether/tetherd.json`); absent means defaults.
+pub fn daemon_config() -> PathBuf {
+    from_env("TETHER_DAEMON_CONFIG", "/etc/tether/tetherd.json")
+}
+
+/// The host resolver configuration tetherd forwards to (`TETHER_RESOLV_CONF`, default `/etc/resolv.conf`).
+pub fn resolv_conf() -> PathBuf {
+    from_env("TETHER_RESOLV_CONF", "/etc/resolv.conf")
+}

@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod busybox_rootfs;
 pub mod cni_result;
+pub mod dns_upstream;
 pub mod hook_host;
 pub mod host;
 pub mod netns;
@@ -17,6 +18,7 @@ pub mod network_conf;
 pub mod nft;
 pub mod oci_bundle;
 pub mod oci_runtime;
+pub mod overlay_cluster;
 pub mod plugin;
 pub mod podman;
 pub mod scratch_dir;

@@ -2,10 +2,12 @@
 //! attachment record, the per-network lock, and the rollback list every ADD uses.
 
 pub mod bridge;
+pub mod dns_endpoint;
 pub mod ipam_backend;
 pub mod link_reaper;
 pub mod macvlan;
 pub mod network_lock;
+pub mod overlay;
 pub mod portmap;
 pub mod record;
 pub mod rollback;

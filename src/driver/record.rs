@@ -30,6 +30,18 @@ pub struct AttachmentRecord {
     #[serde(default)]
     pub macspoofchk: bool,
     pub ips: Vec<IpNetwork>,
+    /// The container's name (CNI_ARGS `K8S_POD_NAME`: podman and tether's CLI pass the container name there).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Further names on this network (the `aliases` capability).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Whether tetherd serves DNS to this container and resolves its names on the network.
+    #[serde(default)]
+    pub dns: bool,
+    /// An internal network: tetherd answers its names but forwards nothing to the host's resolvers.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 pub use crate::state_file::StateFileError as RecordError;
@@ -103,6 +115,10 @@ mod tests {
             mac: None,
             macspoofchk: false,
             ips: vec!["10.0.0.2/24".parse().unwrap()],
+            name: Some("web".into()),
+            aliases: vec!["www".into()],
+            dns: true,
+            internal: false,
         }
     }
 
@@ -121,5 +137,13 @@ mod tests {
         assert!(dir.remove("b", "eth0").unwrap());
         assert!(dir.is_empty());
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn records_written_before_dns_fields_still_read() {
+        let old = r#"{"network":"n1","containerId":"a","ifname":"eth0","driver":"bridge","ips":["10.0.0.2/24"]}"#;
+        let rec: AttachmentRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.name, None);
+        assert!(rec.aliases.is_empty() && !rec.dns && !rec.internal);
     }
 }

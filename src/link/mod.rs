@@ -11,10 +11,12 @@ mod error;
 mod info;
 mod mac;
 mod macvlan;
+mod neighbour;
 mod route;
 mod sysctl;
 mod veth;
 mod vlan;
+mod vxlan;
 
 #[cfg(test)]
 mod tests;
@@ -31,10 +33,12 @@ pub use error::LinkError;
 pub use info::LinkInfo;
 pub use mac::{MacAddr, MacAddrError};
 pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
+pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
 pub use vlan::{VLAN_FEATURE, VLAN_ID_RANGE};
+pub use vxlan::{vxlan_name, VxlanSpec, MAX_VNI, VXLAN_PORT};
 
 pub use crate::ifname::MAX_IFNAME_LEN;
 

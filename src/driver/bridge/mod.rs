@@ -13,6 +13,8 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::link_reaper::LinkReaper;
 use crate::driver::network_lock::NetworkLock;
@@ -177,6 +179,9 @@ impl Plugin for BridgePlugin {
         let ns = open_netns(call)?;
         let net = call.conf.name.as_str();
         let host = Netlink::new().map_err(cni_err)?;
+
+        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
+        let names = EndpointNames::from_call(call);
 
         // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
         let mut rollback = Rollback::new();
@@ -362,10 +367,17 @@ impl Plugin for BridgePlugin {
                     mac: link.mac.map(|m| m.to_string()),
                     macspoofchk: cfg.macspoofchk,
                     ips: leased.ips.iter().map(|i| i.address).collect(),
+                    name: names.name,
+                    aliases: names.aliases,
+                    dns: dns.enabled,
+                    internal: dns.internal,
                 })
                 .map_err(cni_err)?;
         }
         rollback.commit();
+        // After the record is on disk and the network lock is released (tetherd reads the records). Without
+        // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
+        let resolver_up = dns.enabled && attachment_added(net, t.container_id, t.ifname);
 
         let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
         let result = CniResult {
@@ -392,7 +404,14 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: call.conf.dns.clone().unwrap_or(leased.dns),
+            dns: {
+                let base = call.conf.dns.clone().unwrap_or(leased.dns);
+                if resolver_up {
+                    dns.result_dns(base)
+                } else {
+                    base
+                }
+            },
         };
         Ok(result)
     }
@@ -438,6 +457,9 @@ impl Plugin for BridgePlugin {
                 remove_spoofchk_of(&fw, rec)?;
             }
             records.remove(t.container_id, t.ifname).map_err(cni_err)?;
+        }
+        if record.as_ref().is_some_and(|r| r.dns) {
+            attachment_removed(net, t.container_id, t.ifname);
         }
         let host = Netlink::new().map_err(cni_err)?;
         reaper.wait_unlisted(&host).map_err(cni_err)?;
@@ -568,6 +590,9 @@ impl Plugin for BridgePlugin {
             records
                 .remove(&rec.container_id, &rec.ifname)
                 .map_err(cni_err)?;
+            if rec.dns {
+                attachment_removed(net, &rec.container_id, &rec.ifname);
+            }
         }
         teardown_if_unused(net, &records)
     }

@@ -24,6 +24,8 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
+use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -228,6 +230,8 @@ impl Plugin for MacvlanPlugin {
 
         let routes = add_routes(&inner, child.index, &leased)?;
 
+        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
+        let names = EndpointNames::from_call(call);
         let records = RecordDir::for_network(net);
         records
             .write(&AttachmentRecord {
@@ -242,9 +246,16 @@ impl Plugin for MacvlanPlugin {
                 mac: child.mac.map(|m| m.to_string()),
                 macspoofchk: false,
                 ips: leased.ips.iter().map(|i| i.address).collect(),
+                name: names.name,
+                aliases: names.aliases,
+                dns: dns.enabled,
+                internal: dns.internal,
             })
             .map_err(cni_err)?;
         rollback.commit();
+        // After the record is on disk (tetherd reads the records). Without a tetherd, the container keeps
+        // the runtime's resolvers rather than a resolver that never answers.
+        let resolver_up = dns.enabled && attachment_added(net, cid, ifname);
 
         let mtu = cfg.mtu.unwrap_or(parent_link.mtu);
         Ok(CniResult {
@@ -265,7 +276,14 @@ impl Plugin for MacvlanPlugin {
                 })
                 .collect(),
             routes,
-            dns: call.conf.dns.clone().unwrap_or(leased.dns),
+            dns: {
+                let base = call.conf.dns.clone().unwrap_or(leased.dns);
+                if resolver_up {
+                    dns.result_dns(base)
+                } else {
+                    base
+                }
+            },
         })
     }
 
@@ -275,13 +293,13 @@ impl Plugin for MacvlanPlugin {
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
+        let record = records.read(cid, ifname).map_err(cni_err)?;
         // CNI_NETNS is optional for DEL; the record remembers where the child was made.
         let recorded_netns = match call.env.netns {
             Some(_) => None,
-            None => records
-                .read(cid, ifname)
-                .map_err(cni_err)?
-                .and_then(|r| r.netns)
+            None => record
+                .as_ref()
+                .and_then(|r| r.netns.clone())
                 .map(std::path::PathBuf::from),
         };
         delete_child(
@@ -290,6 +308,9 @@ impl Plugin for MacvlanPlugin {
         )?;
         IpamBackend::for_call(call)?.del(call)?;
         records.remove(cid, ifname).map_err(cni_err)?;
+        if record.as_ref().is_some_and(|r| r.dns) {
+            attachment_removed(net, cid, ifname);
+        }
         release_vlan(&VlanUser {
             network: net,
             container_id: cid,
@@ -373,6 +394,9 @@ impl Plugin for MacvlanPlugin {
             records
                 .remove(&rec.container_id, &rec.ifname)
                 .map_err(cni_err)?;
+            if rec.dns {
+                attachment_removed(net, &rec.container_id, &rec.ifname);
+            }
         }
         if let Some(host) = vlan_host_socket()? {
             VlanRegistry::new()

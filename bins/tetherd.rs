@@ -1,0 +1,73 @@
+//! tetherd: tether's resident helper (embedded DNS; the overlay control plane later). Started on demand by
+//! the plugins, or in the foreground under systemd (`conf/tetherd.service`).
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tether::daemon::{self, DaemonOptions, Service};
+
+const USAGE: &str = "usage: tetherd [--config PATH] [--stay]
+  Serves DNS at 127.0.0.11 inside attached containers; exits when nothing needs it (unless --stay).
+  Paths: TETHER_STATE_DIR, TETHER_RUN_DIR, TETHER_RESOLV_CONF; config: TETHER_DAEMON_CONFIG or --config.";
+
+fn main() -> ExitCode {
+    let mut config_path = tether::paths::daemon_config();
+    let mut stay = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => match args.next() {
+                Some(p) => config_path = PathBuf::from(p),
+                None => return usage_error("--config needs a path"),
+            },
+            "--stay" => stay = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage_error(&format!("unknown argument {other:?}")),
+        }
+    }
+    init_logging();
+    let mut opts = match DaemonOptions::from_env(&config_path) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tetherd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    opts.config.stay |= stay;
+    let services: Vec<Box<dyn Service>> = vec![
+        Box::new(tether::dns::DnsService::new()),
+        Box::new(tether::overlay::OverlayService::new()),
+    ];
+    match daemon::run(opts, services) {
+        Ok(exit) => {
+            tracing::info!(?exit, "tetherd exiting");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "tetherd failed");
+            eprintln!("tetherd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("tetherd: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// Logs to stderr (the log file when started on demand); `TETHER_LOG` sets the filter, `info` otherwise.
+fn init_logging() {
+    let directive = std::env::var("TETHER_LOG")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

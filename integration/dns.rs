@@ -1,0 +1,604 @@
+//! tetherd and the embedded resolver, end to end: containers made by tether-bridge in a test's own host
+//! namespace ask 127.0.0.11 with `dig` (dnsutils) and busybox `nslookup` through nsenter; the tetherd each
+//! test starts serves only that test's state and run directories, and forwards only to a fake upstream
+//! in a test namespace (TETHER_RESOLV_CONF), never to this machine's resolver.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::dns_upstream::{in_netns, FakeUpstream, UPSTREAM_ANSWER};
+use harness::{cni_result, network_conf, HostNs, NetNs};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const V: &str = "1.1.0";
+
+/// One test's DNS setup: the resolv.conf and tetherd config every plugin call (and so tetherd) gets.
+struct Dns<'h> {
+    host: &'h HostNs,
+    resolv_conf: PathBuf,
+    daemon_conf: PathBuf,
+}
+
+impl<'h> Dns<'h> {
+    fn new(host: &'h HostNs, upstreams: &[&str]) -> Dns<'h> {
+        require_tool("dig", "dnsutils");
+        let resolv_conf = host.dir().join("resolv.conf");
+        let body: String = upstreams
+            .iter()
+            .map(|u| format!("nameserver {u}\n"))
+            .collect();
+        std::fs::write(&resolv_conf, body).unwrap();
+        let daemon_conf = host.dir().join("tetherd.json");
+        // Short upstream timeout so failover is quick; short idle grace so exit is quick.
+        std::fs::write(
+            &daemon_conf,
+            r#"{"idleGraceMs": 500, "dns": {"upstreamTimeoutMs": 400}}"#,
+        )
+        .unwrap();
+        Dns {
+            host,
+            resolv_conf,
+            daemon_conf,
+        }
+    }
+
+    /// A tether-bridge network `name` on its own bridge and subnet.
+    fn network(&self, name: &str, bridge: &str, subnet: &str) -> Value {
+        let mut conf = network_conf::tether_bridge(self.host, V, subnet);
+        conf["name"] = json!(name);
+        conf["bridge"] = json!(bridge);
+        conf
+    }
+
+    fn call(&self, cmd: &str, c: &NetNs, conf: &Value, name: &str) -> harness::PluginOutput {
+        self.host
+            .tether_bridge()
+            .cmd(cmd)
+            .container(c)
+            .args(&format!("K8S_POD_NAME={name}"))
+            .conf(conf)
+            .env(
+                "TETHER_RESOLV_CONF",
+                Some(&self.resolv_conf.display().to_string()),
+            )
+            .env(
+                "TETHER_DAEMON_CONFIG",
+                Some(&self.daemon_conf.display().to_string()),
+            )
+            .run()
+    }
+
+    /// ADD with a name and podman-style aliases; returns the container's IPv4 address.
+    fn add(&self, c: &NetNs, conf: &Value, name: &str, aliases: &[&str]) -> String {
+        let mut conf = conf.clone();
+        let net = conf["name"].as_str().unwrap().to_owned();
+        conf["runtimeConfig"] = json!({ "aliases": { net: aliases } });
+        let out = self.call("ADD", c, &conf, name);
+        let result = out.result();
+        assert_eq!(
+            result["dns"]["nameservers"],
+            json!(["127.0.0.11"]),
+            "{result}"
+        );
+        cni_result::ip(result, "4")
+    }
+
+    fn del(&self, c: &NetNs, conf: &Value, name: &str) {
+        self.call("DEL", c, conf, name).ok();
+    }
+
+    fn pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.host.run_dir().join("tetherd.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Not our child (tetherd double-forks), so it never lingers as our zombie.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+fn require_tool(tool: &str, package: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is missing: install Debian's {package} (.ci/run does) to run the DNS tests"
+    );
+}
+
+/// `dig @127.0.0.11` from inside `c`: (status, answer lines).
+fn dig(c: &NetNs, args: &[&str]) -> (String, Vec<String>) {
+    let mut all = vec!["dig", "+time=3", "+tries=1", "@127.0.0.11"];
+    all.extend_from_slice(args);
+    let out = c.exec(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO ANSWER")
+        .to_owned();
+    let answers = text
+        .split(";; ANSWER SECTION:")
+        .nth(1)
+        .map(|s| {
+            s.lines()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, answers)
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn containers_resolve_each_other_by_name_alias_and_name_dot_network() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.61.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let ip1 = dns.add(&c1, &net, "web1", &["www"]);
+    let ip2 = dns.add(&c2, &net, "web2", &["www", "api"]);
+
+    assert_eq!(dig(&c1, &["web2"]), ("NOERROR".into(), vec![ip2.clone()]));
+    assert_eq!(dig(&c2, &["WEB1.net1"]).1, vec![ip1.clone()]);
+    assert_eq!(dig(&c1, &["api.net1"]).1, vec![ip2.clone()]);
+    assert_eq!(dig(&c1, &["+tcp", "web2"]).1, vec![ip2.clone()], "over TCP");
+    let (status, www) = dig(&c1, &["www"]);
+    assert_eq!(status, "NOERROR");
+    assert_eq!(sorted(www.clone()), sorted(vec![ip1.clone(), ip2.clone()]));
+    let again = dig(&c1, &["www"]).1;
+    assert_ne!(www[0], again[0], "a shared alias answers in rotating order");
+    assert_eq!(
+        dig(&c1, &["AAAA", "web2"]),
+        ("NOERROR".into(), vec![]),
+        "AAAA of an IPv4-only name is an empty NOERROR"
+    );
+    assert_eq!(dig(&c1, &["nobody.net1"]).0, "NXDOMAIN");
+    let ptr = dig(&c1, &["-x", &ip2]).1;
+    assert_eq!(ptr, vec!["web2.net1.".to_owned()]);
+
+    // busybox's nslookup, as a minimal container image would have it.
+    let out = c1.exec_ok(&["busybox", "nslookup", "web2.net1", "127.0.0.11"]);
+    assert!(out.contains(&ip2), "{out}");
+
+    dns.del(&c1, &net, "web1");
+    dns.del(&c2, &net, "web2");
+}
+
+#[test]
+fn a_container_on_another_network_cannot_resolve_or_be_resolved() {
+    let host = HostNs::new("dns");
+    let upstream_ns = host.outside();
+    let upstream = FakeUpstream::start(&upstream_ns.ns, upstream_ns.addr);
+    let dns = Dns::new(&host, &[upstream_ns.addr]);
+    let net1 = dns.network("net1", "tt0", "10.62.0.0/24");
+    let net2 = dns.network("net2", "tt1", "10.63.0.0/24");
+    let (c1, c3) = (host.container("c1"), host.container("c3"));
+    let ip1 = dns.add(&c1, &net1, "web1", &[]);
+    let ip3 = dns.add(&c3, &net2, "other", &["shared"]);
+
+    // Not answered locally: forwarded like any outside name, so only the upstream's address comes back.
+    let (_, answers) = dig(&c1, &["other"]);
+    assert!(!answers.contains(&ip3), "{answers:?}");
+    assert_eq!(
+        dig(&c1, &["other.net2"]).1,
+        vec![UPSTREAM_ANSWER.to_string()]
+    );
+    assert!(!dig(&c3, &["web1"]).1.contains(&ip1));
+    assert_eq!(
+        dig(&c3, &["web1.net1"]).1,
+        vec![UPSTREAM_ANSWER.to_string()]
+    );
+    assert!(dig(&c1, &["-x", &ip3]).1.is_empty());
+    assert!(upstream.queries() > 0);
+    assert_eq!(dig(&c3, &["shared"]).1, vec![ip3]);
+
+    dns.del(&c1, &net1, "web1");
+    dns.del(&c3, &net2, "other");
+}
+
+#[test]
+fn other_names_are_forwarded_with_failover_and_cached() {
+    let host = HostNs::new("dns");
+    let upstream_ns = host.outside();
+    let upstream = FakeUpstream::start(&upstream_ns.ns, upstream_ns.addr);
+    // The first server answers nothing (no host has that address): tetherd must move on to the second.
+    let dns = Dns::new(&host, &["198.51.100.9", upstream_ns.addr]);
+    let net = dns.network("net1", "tt0", "10.64.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "web1", &[]);
+
+    assert_eq!(
+        dig(&c1, &["example.test"]),
+        ("NOERROR".into(), vec![UPSTREAM_ANSWER.to_string()])
+    );
+    assert_eq!(upstream.queries(), 1);
+    for _ in 0..5 {
+        assert_eq!(
+            dig(&c1, &["Example.Test"]).1,
+            vec![UPSTREAM_ANSWER.to_string()]
+        );
+    }
+    assert_eq!(
+        upstream.queries(),
+        1,
+        "repeated names are answered from the cache within their TTL"
+    );
+    assert_eq!(
+        dig(&c1, &["+tcp", "tcp.example.test"]).1,
+        vec![UPSTREAM_ANSWER.to_string()]
+    );
+
+    // resolv.conf changes are followed: with no server left, forwarding fails (SERVFAIL), locals still work.
+    std::fs::write(&dns.resolv_conf, "# no servers\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(dig(&c1, &["fresh.example.test"]).0, "SERVFAIL");
+    assert_eq!(dig(&c1, &["web1"]).0, "NOERROR");
+    dns.del(&c1, &net, "web1");
+}
+
+#[test]
+fn internal_networks_resolve_their_names_but_forward_nothing() {
+    let host = HostNs::new("dns");
+    let upstream_ns = host.outside();
+    let upstream = FakeUpstream::start(&upstream_ns.ns, upstream_ns.addr);
+    let dns = Dns::new(&host, &[upstream_ns.addr]);
+    let mut net = dns.network("inner", "tt0", "10.65.0.0/24");
+    net["internal"] = json!(true);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    dns.add(&c1, &net, "a", &[]);
+    let ip2 = dns.add(&c2, &net, "b", &[]);
+    assert_eq!(dig(&c1, &["b"]).1, vec![ip2]);
+    assert_eq!(dig(&c1, &["example.test"]).0, "REFUSED");
+    assert_eq!(upstream.queries(), 0);
+    dns.del(&c1, &net, "a");
+    dns.del(&c2, &net, "b");
+}
+
+#[test]
+fn dns_can_be_turned_off_for_a_network() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let mut net = dns.network("quiet", "tt0", "10.66.0.0/24");
+    net["embeddedDns"] = json!(false);
+    let c1 = host.container("c1");
+    let out = dns.call("ADD", &c1, &net, "a");
+    assert!(
+        out.result()["dns"]["nameservers"].is_null(),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        dns.pid(),
+        None,
+        "no tetherd is started for a network without DNS"
+    );
+    assert!(!host.run_dir().join("tetherd.sock").exists());
+    dns.del(&c1, &net, "a");
+}
+
+#[test]
+fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.67.0.0/24");
+    let (c1, c2, c3) = (
+        host.container("c1"),
+        host.container("c2"),
+        host.container("c3"),
+    );
+    dns.add(&c1, &net, "one", &[]);
+    let ip2 = dns.add(&c2, &net, "two", &[]);
+    let first = dns.pid().expect("ADD started tetherd");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(first) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(first), "tetherd survived SIGKILL");
+
+    // The next ADD starts a new tetherd, which rebuilds everything from the records.
+    let ip3 = dns.add(&c3, &net, "three", &[]);
+    let second = dns.pid().expect("the next ADD restarted tetherd");
+    assert_ne!(first, second);
+    assert_eq!(dig(&c1, &["two"]).1, vec![ip2]);
+    assert_eq!(dig(&c1, &["three"]).1, vec![ip3]);
+
+    for (c, n) in [(&c1, "one"), (&c2, "two"), (&c3, "three")] {
+        dns.del(c, &net, n);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(second) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(second), "tetherd still runs after the last DEL");
+}
+
+#[test]
+fn the_resolver_listens_inside_containers_only() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.68.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "one", &[]);
+    let pid = dns.pid().expect("tetherd runs");
+
+    let listening = |ns: &NetNs| ns.exec_ok(&["ss", "-H", "-lnut"]);
+    let inside = listening(&c1);
+    assert!(inside.contains("127.0.0.11:53"), "{inside}");
+    let on_host = listening(&host.ns);
+    assert!(
+        !on_host.contains(":53 "),
+        "the host namespace has a DNS socket: {on_host}"
+    );
+    // tetherd's own namespace (the one it was started in) holds no listening socket but its control socket.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap();
+    assert!(
+        !own.lines().skip(1).any(|l| l.contains(":0035 ")),
+        "tetherd has a UDP socket on port 53 in its own namespace: {own}"
+    );
+    dns.del(&c1, &net, "one");
+}
+
+#[test]
+fn garbage_packets_over_udp_and_tcp_leave_it_serving() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.69.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    dns.add(&c1, &net, "one", &[]);
+    let ip2 = dns.add(&c2, &net, "two", &[]);
+    let pid = dns.pid().expect("tetherd runs");
+
+    in_netns(&c1, || {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        let server = "127.0.0.11:53";
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let valid = tether::dns::wire::build_query(7, "two", 1, true);
+        let mut packets: Vec<Vec<u8>> =
+            vec![vec![], vec![0], vec![0; 11], vec![0; 12], vec![0xff; 12]];
+        for len in [13, 40, 100, 511, 512, 513, 1500, 4096, 65_000] {
+            for _ in 0..20 {
+                packets.push(random(len));
+            }
+        }
+        for cut in 0..valid.len() {
+            packets.push(valid[..cut].to_vec()); // truncated
+        }
+        let mut looped = valid.clone();
+        looped.truncate(12);
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]); // a name pointing at itself
+        packets.push(looped);
+        let mut many_counts = valid.clone();
+        many_counts[4..12].fill(0xff);
+        packets.push(many_counts);
+        for p in &packets {
+            let _ = udp.send_to(p, server);
+        }
+        // TCP: garbage frames, a length promising more than is sent, a frame then a hang-up, a huge frame.
+        for body in [
+            random(300),
+            random(2),
+            vec![0xff, 0xff, 1, 2, 3],
+            random(70_000),
+        ] {
+            if let Ok(mut s) = std::net::TcpStream::connect(server) {
+                let _ = s.write_all(&body);
+            }
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(server) {
+            let mut frame = (valid.len() as u16).to_be_bytes().to_vec();
+            frame.extend_from_slice(&valid);
+            let _ = s.write_all(&frame[..frame.len() / 2]);
+        }
+        // Many idle TCP clients at once (more than it accepts).
+        let idle: Vec<_> = (0..100)
+            .filter_map(|_| std::net::TcpStream::connect(server).ok())
+            .collect();
+        // It still answers over UDP meanwhile.
+        udp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut q = valid.clone();
+        q[..2].copy_from_slice(&[0, 99]);
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answered = loop {
+            assert!(
+                Instant::now() < deadline,
+                "no answer to a valid query after the garbage"
+            );
+            let _ = udp.send_to(&q, server);
+            // Drain the replies to the garbage until ours comes.
+            match udp.recv_from(&mut buf) {
+                Ok((n, _)) if buf[..2] == [0, 99] => break n,
+                _ => continue,
+            }
+        };
+        assert!(answered > q.len(), "the valid query got an empty reply");
+        // Once the idle clients hang up, TCP is served again (a full server drops new clients meanwhile).
+        drop(idle);
+        let mut frame = (valid.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&valid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let exchange = || -> std::io::Result<()> {
+                let mut s = std::net::TcpStream::connect(server)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(&frame)?;
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len)
+            };
+            match exchange() {
+                Ok(()) => break,
+                Err(e) => assert!(Instant::now() < deadline, "TCP not served again: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+
+    assert_eq!(dns.pid(), Some(pid), "tetherd died from garbage");
+    assert_eq!(dig(&c1, &["two"]).1, vec![ip2.clone()]);
+    assert_eq!(dig(&c1, &["+tcp", "two"]).1, vec![ip2]);
+    dns.del(&c1, &net, "one");
+    dns.del(&c2, &net, "two");
+}
+
+#[test]
+fn without_tetherd_add_succeeds_and_keeps_the_runtime_resolvers() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let mut net = dns.network("net1", "tt0", "10.70.0.0/24");
+    net["dns"] = json!({"nameservers": ["192.0.2.53"]});
+    let c1 = host.container("c1");
+    let out = host
+        .tether_bridge()
+        .cmd("ADD")
+        .container(&c1)
+        .conf(&net)
+        .env("TETHER_DAEMON_BIN", Some("/nonexistent/tetherd"))
+        .env(
+            "TETHER_RESOLV_CONF",
+            Some(&dns.resolv_conf.display().to_string()),
+        )
+        .run();
+    assert_eq!(
+        out.result()["dns"]["nameservers"],
+        json!(["192.0.2.53"]),
+        "a resolver that cannot start is not handed to the container"
+    );
+    assert_eq!(dns.pid(), None);
+    host.tether_bridge()
+        .cmd("DEL")
+        .container(&c1)
+        .conf(&net)
+        .env("TETHER_DAEMON_BIN", Some("/nonexistent/tetherd"))
+        .run()
+        .ok();
+}
+
+#[test]
+fn records_changed_without_a_notify_are_picked_up_by_the_poll() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.71.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    dns.add(&c1, &net, "one", &[]);
+    let ip2 = dns.add(&c2, &net, "two", &[]);
+    assert_eq!(dig(&c1, &["two.net1"]).1, vec![ip2]);
+
+    // As if a GC or a crashed plugin removed the record and never told tetherd.
+    let record = host.state_dir().join("attachments/net1/c2.eth0.json");
+    std::fs::remove_file(&record).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dig(&c1, &["two.net1"]).0 != "NXDOMAIN" {
+        assert!(
+            Instant::now() < deadline,
+            "tetherd still answers for a removed record"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listening = c2.exec_ok(&["ss", "-H", "-lnu"]);
+    assert!(
+        !listening.contains("127.0.0.11:53"),
+        "the departed container still has a resolver: {listening}"
+    );
+    dns.del(&c1, &net, "one");
+    dns.del(&c2, &net, "two");
+}
+
+#[test]
+fn queries_keep_being_answered_while_containers_come_and_go() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.72.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "steady", &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let c1_handle = c1.clone();
+    let asker = std::thread::spawn(move || {
+        in_netns(&c1_handle, move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.connect("127.0.0.11:53").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let (mut asked, mut unanswered) = (0u32, 0u32);
+            let mut buf = [0u8; 512];
+            while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = asked as u16;
+                let q = tether::dns::wire::build_query(id, "steady", 1, false);
+                sock.send(&q).unwrap();
+                asked += 1;
+                // Every query gets its own answer, with an address, within the timeout.
+                loop {
+                    match sock.recv(&mut buf) {
+                        Ok(n) if tether::dns::wire::id(&buf[..n]) == Some(id) => {
+                            if tether::dns::wire::answers(&buf[..n]).map_or(true, |a| a.is_empty())
+                            {
+                                unanswered += 1;
+                            }
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => {
+                            unanswered += 1;
+                            break;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (asked, unanswered)
+        })
+    });
+    for round in 0..3 {
+        let others: Vec<NetNs> = (0..3)
+            .map(|i| host.container(&format!("r{round}x{i}")))
+            .collect();
+        for (i, c) in others.iter().enumerate() {
+            dns.add(c, &net, &format!("temp{i}"), &[]);
+        }
+        for (i, c) in others.iter().enumerate() {
+            dns.del(c, &net, &format!("temp{i}"));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (asked, unanswered) = asker.join().unwrap();
+    assert!(asked > 10, "only {asked} queries were asked");
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {asked} queries went unanswered during reloads"
+    );
+    dns.del(&c1, &net, "steady");
+}

@@ -1,0 +1,393 @@
+//! Simulated overlay hosts: a "fabric" namespace with one bridge (the underlay, 192.168.77.0/24) and host
+//! namespaces whose `ul0` veth hangs on it, each running its own tetherd (own state, run and config dirs,
+//! killed on drop) and the overlay plugin as a runtime on that host would.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tether::daemon::control::Request;
+
+use super::{HostNs, NetNs};
+
+pub const KEY: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+pub const FAILURE_TIMEOUT_MS_FAST: u64 = 1500;
+
+/// The control plane's timings for a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub probe_period_ms: u64,
+    pub failure_timeout_ms: u64,
+    pub sync_interval_ms: u64,
+    pub reconcile_interval_ms: u64,
+    pub claim_grace_ms: u64,
+}
+
+impl Timings {
+    /// Tests: a silent host is down after about two seconds.
+    pub const FAST: Timings = Timings {
+        probe_period_ms: 300,
+        failure_timeout_ms: FAILURE_TIMEOUT_MS_FAST,
+        sync_interval_ms: 1000,
+        reconcile_interval_ms: 300,
+        claim_grace_ms: 3000,
+    };
+    /// tetherd's defaults.
+    pub const DEFAULT: Timings = Timings {
+        probe_period_ms: 1000,
+        failure_timeout_ms: 5000,
+        sync_interval_ms: 5000,
+        reconcile_interval_ms: 1000,
+        claim_grace_ms: 600_000,
+    };
+
+    pub fn section(&self, bind: &str, peers: &[String]) -> Value {
+        self.section_for(bind, peers, 16)
+    }
+
+    pub fn section_for(&self, bind: &str, peers: &[String], expected_hosts: u32) -> Value {
+        json!({
+            "expectedHosts": expected_hosts,
+            "bind": bind,
+            "peers": peers,
+            "key": KEY,
+            "probePeriodMs": self.probe_period_ms,
+            "failureTimeoutMs": self.failure_timeout_ms,
+            "syncIntervalMs": self.sync_interval_ms,
+            "reconcileIntervalMs": self.reconcile_interval_ms,
+            "claimGraceMs": self.claim_grace_ms
+        })
+    }
+}
+
+/// A tetherd process in a namespace with its own directories; SIGKILLed on drop.
+pub struct Tetherd {
+    pub child: Child,
+}
+
+impl Tetherd {
+    pub fn start(netns: &NetNs, dir: &std::path::Path, config: &std::path::Path) -> Tetherd {
+        let log = std::fs::File::create(dir.join("tetherd.log")).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.path_str()))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_tetherd"))
+            .args(["--stay", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("TETHER_STATE_DIR", dir.join("state"))
+            .env("TETHER_RUN_DIR", dir.join("run"))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tetherd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tether::daemon::notify::answers(&dir.join("run")) {
+            assert!(
+                Instant::now() < deadline,
+                "tetherd in {} did not answer",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut t = Tetherd { child };
+        // Answered, but by ours? A tetherd that finds another serving its run dir exits at once.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            matches!(t.child.try_wait(), Ok(None)),
+            "the tetherd started for {} exited: another one serves that run dir",
+            dir.display()
+        );
+        t
+    }
+
+    /// Resident memory in kB (nsenter execs tetherd in place, so the child's pid is tetherd's).
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Tetherd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The overlay service's part of `tetherd status` for the tetherd serving `run_dir`.
+pub fn overlay_status(run_dir: &std::path::Path) -> Value {
+    let reply = tether::daemon::notify::request(run_dir, &Request::Status, Duration::from_secs(2))
+        .expect("tetherd status");
+    reply.status.unwrap_or_default()["services"]["overlay"].clone()
+}
+
+/// One simulated host: its namespace, state dirs and (while running) its tetherd.
+pub struct Host {
+    pub ns: HostNs,
+    pub addr: String,
+    pub tetherd: Option<Tetherd>,
+}
+
+impl Host {
+    pub fn config_path(&self) -> PathBuf {
+        self.ns.dir().join("tetherd.json")
+    }
+
+    pub fn start_tetherd(&mut self) {
+        self.tetherd = Some(Tetherd::start(&self.ns, self.ns.dir(), &self.config_path()));
+    }
+
+    /// SIGKILL: the host vanishes without leaving the cluster.
+    pub fn kill_tetherd(&mut self) {
+        self.tetherd = None;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.ns.dir().join("tetherd.log")).unwrap_or_default()
+    }
+
+    pub fn overlay_status(&self) -> Value {
+        overlay_status(&self.ns.run_dir())
+    }
+
+    fn plugin(&self, command: &str, conf: &Value, c: &NetNs) -> super::PluginOutput {
+        self.plugin_with_args(command, conf, c, "")
+    }
+
+    fn plugin_with_args(
+        &self,
+        command: &str,
+        conf: &Value,
+        c: &NetNs,
+        args: &str,
+    ) -> super::PluginOutput {
+        let config = self.config_path().display().to_string();
+        let call = self
+            .ns
+            .plugin(env!("CARGO_BIN_EXE_tether-overlay"))
+            .cmd(command)
+            .container(c)
+            .args(args)
+            .env("TETHER_DAEMON_CONFIG", Some(&config))
+            .conf(conf);
+        // A plugin that finds no tetherd starts one; a test that stopped this host's tetherd wants it to
+        // stay stopped (and a tetherd this harness did not start would outlive the test).
+        let call = if self.tetherd.is_none() {
+            call.env("TETHER_DAEMON_BIN", Some("/bin/true"))
+        } else {
+            call
+        };
+        call.run()
+    }
+
+    pub fn add(&self, conf: &Value, c: &NetNs) -> Value {
+        self.plugin("ADD", conf, c).ok().clone()
+    }
+
+    /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
+    pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
+        self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
+            .ok()
+            .clone()
+    }
+
+    pub fn del(&self, conf: &Value, c: &NetNs) {
+        self.plugin("DEL", conf, c).ok();
+    }
+
+    /// The hosts whose block claims of `network` this host's control plane knows.
+    pub fn peer_claim_hosts(&self, network: &str) -> Vec<String> {
+        let path = self
+            .ns
+            .state_dir()
+            .join("overlay")
+            .join(network)
+            .join("peer_claims.json");
+        let v: Value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        super::netns::as_vec(v)
+            .iter()
+            .filter_map(|c| c["host"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The static FDB entries of `dev`: (mac, dst).
+    pub fn fdb(&self, dev: &str) -> Vec<(String, String)> {
+        let out = self.ns.exec(&["bridge", "-j", "fdb", "show", "dev", dev]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        super::netns::as_vec(v)
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["mac"].as_str()?.to_string(),
+                    e["dst"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill_tetherd();
+    }
+}
+
+/// The fabric and its hosts; hosts go first on drop, then the fabric.
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub fabric: HostNs,
+}
+
+impl Cluster {
+    pub fn new(label: &str, n: usize, timings: Timings) -> Cluster {
+        let fabric = HostNs::new(&format!("{label}f"));
+        fabric.ip(&["link", "add", "fab0", "type", "bridge"]);
+        fabric.ip(&["link", "set", "fab0", "up"]);
+        // Counts VXLAN packets crossing the underlay ("fwd" is an nft keyword, hence the chain name).
+        let rules = "table bridge ovtest {\n chain vxlan_count {\n  type filter hook forward priority 0;\n  udp dport 4789 counter\n }\n}\n";
+        let status = Command::new("nsenter")
+            .arg(format!("--net={}", fabric.path_str()))
+            .args(["--", "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                c.wait()
+            })
+            .expect("nft in fabric");
+        assert!(status.success(), "installing the fabric counter failed");
+        let addrs: Vec<String> = (1..=n).map(|i| format!("192.168.77.{i}")).collect();
+        let peers: Vec<String> = addrs.iter().map(|a| format!("{a}:7946")).collect();
+        let mut hosts = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let ns = HostNs::new(&format!("{label}{i}"));
+            let port = format!("fp{i}");
+            ns.ip(&[
+                "link",
+                "add",
+                "ul0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &fabric.name,
+            ]);
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "ul0"]);
+            ns.ip(&["link", "set", "ul0", "up"]);
+            ns.ip(&["link", "set", "lo", "up"]);
+            fabric.ip(&["link", "set", &port, "master", "fab0", "up"]);
+            let config = json!({
+                "stay": true,
+                "overlay": timings.section(&format!("{addr}:7946"), &peers),
+            });
+            std::fs::write(ns.dir().join("tetherd.json"), config.to_string()).unwrap();
+            let mut host = Host {
+                ns,
+                addr: addr.clone(),
+                tetherd: None,
+            };
+            host.start_tetherd();
+            hosts.push(host);
+        }
+        let cluster = Cluster { hosts, fabric };
+        cluster.wait_for_members(n - 1);
+        cluster
+    }
+
+    /// Waits until every running host sees `n` others up.
+    pub fn wait_for_members(&self, n: usize) {
+        for h in &self.hosts {
+            if h.tetherd.is_none() {
+                continue;
+            }
+            wait_until(
+                &format!("{} sees {n} peers", h.addr),
+                Duration::from_secs(15),
+                || {
+                    h.overlay_status()["membersUp"]
+                        .as_array()
+                        .map_or(0, Vec::len)
+                        == n
+                },
+            );
+        }
+    }
+
+    /// VXLAN packets the fabric bridge forwarded so far.
+    pub fn vxlan_packets(&self) -> u64 {
+        let out = self
+            .fabric
+            .exec_ok(&["nft", "-j", "list", "table", "bridge", "ovtest"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["rule"]["expr"].as_array())
+            .flatten()
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.hosts.clear();
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An overlay network config on the `ul0` underlay.
+pub fn overlay_conf(name: &str, vni: u32, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "name": name,
+        "type": "tether-overlay",
+        "vni": vni,
+        "subnet": subnet,
+        "underlay": "ul0",
+        "blockSize": 26
+    })
+}
+
+/// The container's overlay address (without prefix) from an ADD result.
+pub fn overlay_ip(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The container's MAC from an ADD result.
+pub fn overlay_mac(result: &Value) -> String {
+    result["interfaces"][2]["mac"].as_str().unwrap().to_string()
+}

@@ -1,0 +1,392 @@
+//! tether-overlay across three simulated hosts: three host namespaces whose `ul0` links hang on one bridge
+//! in a "fabric" namespace (the underlay, 192.168.77.0/24), each running its own tetherd (own state, run and
+//! config) and the plugin, as a runtime on that host would.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use harness::overlay_cluster::{
+    overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Timings, FAILURE_TIMEOUT_MS_FAST,
+};
+
+const WRONG_KEY: [u8; 32] = [0x42; 32];
+
+#[test]
+fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_entries_everywhere()
+{
+    let cluster = Cluster::new("ova", 3, Timings::FAST);
+    let conf = overlay_conf("ovl", 100, "10.210.0.0/16");
+    let (h1, h2, h3) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+    let c1 = h1.ns.container("c1");
+    let c2 = h2.ns.container("c2");
+    let c3 = h3.ns.container("c3");
+    let r1 = h1.add_named(&conf, &c1, "web");
+    let r2 = h2.add_named(&conf, &c2, "db");
+    let r3 = h3.add_named(&conf, &c3, "cache");
+    let (ip1, ip2, ip3) = (overlay_ip(&r1), overlay_ip(&r2), overlay_ip(&r3));
+    assert!(
+        ip1 != ip2 && ip2 != ip3 && ip1 != ip3,
+        "hosts handed out one address twice: {ip1} {ip2} {ip3}"
+    );
+    assert_eq!(
+        c1.mtu("eth0"),
+        1450,
+        "underlay MTU 1500 minus the VXLAN overhead"
+    );
+
+    let before = cluster.vxlan_packets();
+    assert!(
+        c1.ping_retry(&ip2, 10),
+        "c1 on host 1 cannot ping c2 ({ip2}) on host 2"
+    );
+    assert!(
+        c3.ping_retry(&ip1, 10),
+        "c3 on host 3 cannot ping c1 ({ip1}) on host 1"
+    );
+    assert!(
+        c2.ping_retry(&ip3, 10),
+        "c2 on host 2 cannot ping c3 ({ip3}) on host 3"
+    );
+    harness::tcp::exchange(&c1, &ip1, 8080, &c2).expect("TCP from c2 to c1 over the overlay");
+
+    // Names resolve across hosts through each host's embedded resolver.
+    assert_eq!(
+        r1["dns"]["nameservers"][0], "127.0.0.11",
+        "the container was not given the resolver"
+    );
+    wait_until("c1 resolves db on host 2", Duration::from_secs(5), || {
+        resolve(&c1, "db") == vec![ip2.clone()]
+    });
+    wait_until(
+        "c3 resolves web.ovl on host 1",
+        Duration::from_secs(5),
+        || resolve(&c3, "web.ovl") == vec![ip1.clone()],
+    );
+    assert!(
+        cluster.vxlan_packets() > before,
+        "no VXLAN (UDP 4789) packet crossed the fabric"
+    );
+
+    // Each remote container: one static FDB entry MAC -> its host's VTEP, and no flood entry.
+    let fdb1 = h1.fdb("tvx100");
+    assert!(
+        fdb1.contains(&(overlay_mac(&r2), h2.addr.clone())),
+        "host 1 fdb lacks c2: {fdb1:?}"
+    );
+    assert!(
+        fdb1.contains(&(overlay_mac(&r3), h3.addr.clone())),
+        "host 1 fdb lacks c3: {fdb1:?}"
+    );
+    assert!(
+        !fdb1.iter().any(|(mac, _)| mac == "00:00:00:00:00:00"),
+        "flood entry installed: {fdb1:?}"
+    );
+
+    // A deleted kernel entry is restored by the reconcile loop.
+    h1.ns.exec_ok(&[
+        "bridge",
+        "fdb",
+        "del",
+        &overlay_mac(&r2),
+        "dev",
+        "tvx100",
+        "dst",
+        &h2.addr,
+        "self",
+    ]);
+    wait_until(
+        "host 1 restores c2's fdb entry",
+        Duration::from_secs(5),
+        || {
+            h1.fdb("tvx100")
+                .contains(&(overlay_mac(&r2), h2.addr.clone()))
+        },
+    );
+
+    h2.del(&conf, &c2);
+    let mac2 = overlay_mac(&r2);
+    for h in [h1, h3] {
+        wait_until(
+            &format!("{} forgets c2", h.addr),
+            Duration::from_secs(5),
+            || !h.fdb("tvx100").iter().any(|(mac, _)| *mac == mac2),
+        );
+    }
+    assert!(
+        !h2.ns.has_link("tvx100"),
+        "host 2's last container left but its vxlan device stayed"
+    );
+    assert!(
+        !h2.ns.has_link("tob100"),
+        "host 2's last container left but its bridge stayed"
+    );
+    assert!(c1.ping_retry(&ip3, 5), "c1 lost c3 after c2 left");
+    wait_until("c1 stops resolving db", Duration::from_secs(5), || {
+        resolve(&c1, "db").is_empty()
+    });
+}
+
+#[test]
+fn two_overlay_networks_with_different_vnis_cannot_reach_each_other() {
+    let cluster = Cluster::new("ovb", 2, Timings::FAST);
+    let (h1, h2) = (&cluster.hosts[0], &cluster.hosts[1]);
+    let blue = overlay_conf("blue", 201, "10.211.0.0/16");
+    let red = overlay_conf("red", 202, "10.212.0.0/16");
+    let blue1 = h1.ns.container("b1");
+    let blue2 = h2.ns.container("b2");
+    let red2 = h2.ns.container("r2");
+    let rb1 = h1.add(&blue, &blue1);
+    let rb2 = h2.add(&blue, &blue2);
+    let rr2 = h2.add(&red, &red2);
+    assert!(
+        blue1.ping_retry(&overlay_ip(&rb2), 10),
+        "blue containers cannot reach each other"
+    );
+    assert!(
+        !blue1.ping_retry(&overlay_ip(&rr2), 2),
+        "blue reached red across VNIs"
+    );
+    assert!(
+        !red2.ping(&overlay_ip(&rb1)),
+        "red reached blue across VNIs"
+    );
+    assert!(
+        !h1.fdb("tvx201")
+            .iter()
+            .any(|(mac, _)| *mac == overlay_mac(&rr2)),
+        "red's endpoint was programmed into blue's vxlan device"
+    );
+}
+
+#[test]
+fn a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_after_the_grace_and_recovers_on_restart(
+) {
+    let mut cluster = Cluster::new("ovc", 3, Timings::FAST);
+    let conf = overlay_conf("ovl", 300, "10.213.0.0/16");
+    let c1 = cluster.hosts[0].ns.container("c1");
+    let c3 = cluster.hosts[2].ns.container("c3");
+    let r1 = cluster.hosts[0].add(&conf, &c1);
+    let r3 = cluster.hosts[2].add(&conf, &c3);
+    let mac3 = overlay_mac(&r3);
+    assert!(
+        c1.ping_retry(&overlay_ip(&r3), 10),
+        "c1 cannot reach c3 before the failure"
+    );
+
+    cluster.hosts[2].kill_tetherd();
+    let h1 = &cluster.hosts[0];
+    wait_until(
+        "host 1 drops the dead host's endpoints",
+        Duration::from_millis(FAILURE_TIMEOUT_MS_FAST * 6),
+        || !h1.fdb("tvx300").iter().any(|(mac, _)| *mac == mac3),
+    );
+
+    // Its block is free again after the grace period (3 s here).
+    let dead = cluster.hosts[2].addr.clone();
+    assert!(
+        h1.peer_claim_hosts("ovl").contains(&dead),
+        "host 1 never knew the dead host's block"
+    );
+    wait_until(
+        "host 1 releases the dead host's block after the grace",
+        Duration::from_secs(10),
+        || !h1.peer_claim_hosts("ovl").contains(&dead),
+    );
+
+    cluster.hosts[2].start_tetherd();
+    cluster.wait_for_members(2);
+    let h1 = &cluster.hosts[0];
+    wait_until(
+        "host 1 relearns the restarted host's endpoints",
+        Duration::from_secs(10),
+        || h1.fdb("tvx300").iter().any(|(mac, _)| *mac == mac3),
+    );
+    assert!(
+        c3.ping_retry(&overlay_ip(&r1), 10),
+        "the restarted host's container cannot reach c1"
+    );
+}
+
+#[test]
+fn a_message_sealed_with_the_wrong_key_is_dropped() {
+    let cluster = Cluster::new("ovd", 2, Timings::FAST);
+    let conf = overlay_conf("ovl", 400, "10.214.0.0/16");
+    let h1 = &cluster.hosts[0];
+    let c1 = h1.ns.container("c1");
+    h1.add(&conf, &c1);
+    let rejected_before = h1.overlay_status()["datagramsRejected"].as_u64().unwrap();
+
+    // A well-formed record batch that would plant a fake endpoint, sealed with a key the cluster lacks.
+    let forged_mac = [2, 0xde, 0xad, 0xbe, 0xef, 1];
+    let packet = tether::overlay::Packet::Records {
+        records: vec![tether::overlay::Record {
+            key: tether::overlay::RecordKey::Endpoint {
+                host: "192.168.77.2".parse().unwrap(),
+                network: "ovl".into(),
+                ip: Ipv4Addr::new(10, 214, 0, 200),
+            },
+            version: u64::MAX / 2,
+            value: Some(tether::overlay::RecordValue::Endpoint {
+                vni: 400,
+                mac: forged_mac,
+                vtep: "192.168.77.2".parse().unwrap(),
+                names: vec!["forged".into()],
+            }),
+        }],
+        reply: false,
+    };
+    let sealed = tether::overlay::Sealer::new(&WRONG_KEY).seal(&tether::overlay::encode(&packet));
+    let target: SocketAddr = format!("{}:7946", h1.addr).parse().unwrap();
+    let from = cluster.hosts[1].ns.path();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(from).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.send_to(&sealed, target).unwrap();
+    })
+    .join()
+    .unwrap();
+
+    wait_until(
+        "host 1 counts the rejected datagram",
+        Duration::from_secs(5),
+        || h1.overlay_status()["datagramsRejected"].as_u64().unwrap() > rejected_before,
+    );
+    assert!(
+        h1.log()
+            .contains("dropped an overlay control-plane datagram"),
+        "the drop was not logged"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !h1.fdb("tvx400")
+            .iter()
+            .any(|(mac, _)| mac == "02:de:ad:be:ef:01"),
+        "the forged endpoint reached the kernel"
+    );
+}
+
+#[test]
+fn egress_leaves_masqueraded_through_the_gateway_bridge_where_containers_cannot_meet() {
+    let cluster = Cluster::new("ove", 1, Timings::FAST);
+    let h1 = &cluster.hosts[0];
+    let conf = overlay_conf("ovl", 500, "10.215.0.0/16");
+    let outside = h1.ns.outside();
+    h1.ns.ip(&["route", "add", "default", "via", outside.addr]);
+    let c1 = h1.ns.container("c1");
+    let c2 = h1.ns.container("c2");
+    let r1 = h1.add(&conf, &c1);
+    let r2 = h1.add(&conf, &c2);
+    assert!(
+        c1.ping_retry(outside.addr, 5),
+        "no egress from the overlay container"
+    );
+    assert!(
+        c1.ping_retry(&overlay_ip(&r2), 5),
+        "containers of one host cannot talk over their overlay"
+    );
+    let gw2 = r2["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        !c1.ping_retry(&gw2, 2),
+        "containers met through the gateway bridge"
+    );
+    assert_eq!(
+        c1.default_gateway("-4").as_deref(),
+        r1["ips"][1]["gateway"].as_str(),
+        "the default route goes through the gateway bridge"
+    );
+}
+
+#[test]
+fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_returns() {
+    let mut cluster = Cluster::new("ovf", 2, Timings::FAST);
+    let conf = overlay_conf("ovl", 700, "10.216.0.0/16");
+    let c1 = cluster.hosts[0].ns.container("c1");
+    let r1 = cluster.hosts[0].add(&conf, &c1);
+    cluster.hosts[1].kill_tetherd();
+    let c2 = cluster.hosts[1].ns.container("c2");
+    let gone = cluster.hosts[1].ns.container("gone");
+    let r2 = cluster.hosts[1].add(&conf, &c2);
+    cluster.hosts[1].add(&conf, &gone);
+    cluster.hosts[1].del(&conf, &gone);
+
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    let h1 = &cluster.hosts[0];
+    wait_until(
+        "host 1 learns the container added while tetherd was down",
+        Duration::from_secs(10),
+        || {
+            h1.fdb("tvx700")
+                .iter()
+                .any(|(mac, _)| *mac == overlay_mac(&r2))
+        },
+    );
+    assert_eq!(
+        h1.fdb("tvx700").len(),
+        1,
+        "the container deleted while tetherd was down is programmed"
+    );
+    assert!(
+        c2.ping_retry(&overlay_ip(&r1), 10),
+        "c2 cannot reach c1 after tetherd came back"
+    );
+}
+
+/// The A records `dig @127.0.0.11` returns inside `c` for `name`.
+fn resolve(c: &harness::NetNs, name: &str) -> Vec<String> {
+    let out = c.exec(&[
+        "dig",
+        "+short",
+        "+time=1",
+        "+tries=1",
+        "@127.0.0.11",
+        name,
+        "A",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice() {
+    let cluster = Cluster::new("ovg", 3, Timings::FAST);
+    // /29 blocks hold 8 addresses (all usable: the prefix is the subnet's), so 10 containers per host
+    // need a second block on every host.
+    let mut conf = overlay_conf("ovl", 800, "10.217.0.0/24");
+    conf["blockSize"] = serde_json::json!(29);
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..10 {
+        for (i, h) in cluster.hosts.iter().enumerate() {
+            let c = h.ns.container(&format!("h{i}n{round}"));
+            let ip = overlay_ip(&h.add(&conf, &c));
+            if let Some(other) = seen.insert(ip.clone(), i) {
+                panic!("{ip} handed out by host {other} and host {i}");
+            }
+        }
+    }
+    for h in &cluster.hosts {
+        let claims: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(h.ns.state_dir().join("overlay/ovl/claims.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            claims["claims"].as_array().unwrap().len() >= 2,
+            "{} filled a block but claimed no second one: {claims}",
+            h.addr
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! tetherd's life: take the pid lock, open the control socket, start the services, feed them the records
+//! (at start, on every notify, and when a poll sees the records directory change), and exit once nothing
+//! needs serving for the idle grace.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::DaemonConfig;
+use super::control::{AttachmentKey, Reply, Request};
+use super::error::DaemonError;
+use super::ns_worker::NsWorker;
+use super::pid_lock::PidLock;
+use super::records::{RecordSnapshot, RecordsFingerprint};
+use super::service::{Service, ServiceContext};
+
+/// How often the records directory is polled for changes nobody notified (and the idle clock checked).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a second tetherd waits for an exiting one to release the pid lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// A control connection that sends nothing for this long is dropped.
+const CONTROL_IDLE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub config: DaemonConfig,
+}
+
+impl DaemonOptions {
+    /// Paths from the environment (`paths::*`), config from `config_path`.
+    pub fn from_env(config_path: &Path) -> Result<DaemonOptions, DaemonError> {
+        Ok(DaemonOptions {
+            state_dir: crate::paths::state_dir(),
+            run_dir: crate::paths::run_dir(),
+            config: DaemonConfig::load(config_path)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing needed serving for the idle grace.
+    Idle,
+    /// Asked to stop over the control socket.
+    Stopped,
+    /// Another tetherd serves this run directory.
+    AlreadyRunning,
+}
+
+type Pending = (Request, oneshot::Sender<Reply>);
+
+/// Runs tetherd in the calling thread until it exits.
+pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit, DaemonError> {
+    std::fs::create_dir_all(&opts.run_dir).map_err(|source| DaemonError::RunDir {
+        path: opts.run_dir.clone(),
+        source,
+    })?;
+    let Some(lock) = wait_for_lock(&opts.run_dir)? else {
+        return Ok(Exit::AlreadyRunning);
+    };
+    let socket_path = super::socket_path(&opts.run_dir);
+    let std_listener = bind_control_socket(&socket_path)?;
+    let ns_worker = NsWorker::start().map_err(|source| DaemonError::Worker { source })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Runtime { source })?;
+    let ctx = ServiceContext {
+        state_dir: opts.state_dir.clone(),
+        run_dir: opts.run_dir.clone(),
+        config: opts.config.clone(),
+        ns_worker,
+    };
+    let local = tokio::task::LocalSet::new();
+    let exit = local.block_on(&runtime, async move {
+        let listener =
+            UnixListener::from_std(std_listener).map_err(|source| DaemonError::Socket {
+                path: socket_path.clone(),
+                source,
+            })?;
+        let (tx, rx) = mpsc::channel::<Pending>(256);
+        tokio::task::spawn_local(accept_loop(listener, tx));
+        let mut daemon = Daemon {
+            ctx,
+            services,
+            records: RecordSnapshot::default(),
+            fingerprint: RecordsFingerprint::default(),
+        };
+        daemon.start().await?;
+        let exit = daemon.serve(rx).await;
+        // Unlink first: a plugin arriving now finds no socket and starts a fresh tetherd, which waits for
+        // our pid lock (see wait_for_lock) instead of talking to a daemon that is going away.
+        let _ = std::fs::remove_file(&socket_path);
+        daemon.stop().await;
+        Ok::<Exit, DaemonError>(exit)
+    })?;
+    drop(lock);
+    Ok(exit)
+}
+
+struct Daemon {
+    ctx: ServiceContext,
+    services: Vec<Box<dyn Service>>,
+    records: RecordSnapshot,
+    fingerprint: RecordsFingerprint,
+}
+
+impl Daemon {
+    async fn start(&mut self) -> Result<(), DaemonError> {
+        for service in &mut self.services {
+            service
+                .start(&self.ctx)
+                .await
+                .map_err(|message| DaemonError::Service {
+                    service: service.name().to_string(),
+                    message,
+                })?;
+            tracing::info!(service = service.name(), "service started");
+        }
+        self.reload().await;
+        Ok(())
+    }
+
+    async fn reload(&mut self) {
+        self.fingerprint = RecordsFingerprint::read(&self.ctx.state_dir);
+        self.records = RecordSnapshot::load(&self.ctx.state_dir);
+        tracing::debug!(records = self.records.records.len(), "records loaded");
+        for service in &mut self.services {
+            service.on_records_changed(&self.records, &self.ctx).await;
+        }
+        trim_heap();
+    }
+
+    /// Only the named records changed (every plugin notify names its record).
+    async fn refresh(&mut self, targets: &[(String, AttachmentKey)]) {
+        // Taken first: a change nobody notified that lands after this is still seen by the next poll.
+        self.fingerprint = RecordsFingerprint::read(&self.ctx.state_dir);
+        for (net, a) in targets {
+            self.records
+                .refresh_one(&self.ctx.state_dir, net, &a.container_id, &a.ifname);
+        }
+        for service in &mut self.services {
+            service.on_records_changed(&self.records, &self.ctx).await;
+        }
+        trim_heap();
+    }
+
+    fn needed(&self) -> bool {
+        self.services.iter().any(|s| s.needed(&self.records))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let services: serde_json::Map<String, serde_json::Value> = self
+            .services
+            .iter()
+            .map(|s| (s.name().to_string(), s.status()))
+            .collect();
+        serde_json::json!({
+            "pid": std::process::id(),
+            "records": self.records.records.len(),
+            "services": services,
+        })
+    }
+
+    async fn serve(&mut self, mut requests: mpsc::Receiver<Pending>) -> Exit {
+        let grace = self.ctx.config.idle_grace();
+        let mut idle_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                pending = requests.recv() => {
+                    let Some((request, reply)) = pending else { return Exit::Stopped };
+                    // Many plugins notify at once under load: one reload answers every change queued so far.
+                    let mut batch = vec![(request, reply)];
+                    while let Ok(more) = requests.try_recv() {
+                        batch.push(more);
+                    }
+                    let mut changed = Vec::new();
+                    let mut targets = Vec::new();
+                    let mut full_reload = false;
+                    for (request, reply) in batch {
+                        match request {
+                            Request::Changed { network, attachment } => {
+                                tracing::debug!(?network, ?attachment, "records changed");
+                                match (network, attachment) {
+                                    (Some(net), Some(a)) => targets.push((net, a)),
+                                    _ => full_reload = true,
+                                }
+                                changed.push(reply);
+                            }
+                            Request::Status => {
+                                let _ = reply.send(Reply { status: Some(self.status()), ..Reply::ok() });
+                            }
+                            Request::Stop => {
+                                let _ = reply.send(Reply::ok());
+                                return Exit::Stopped;
+                            }
+                        }
+                    }
+                    if full_reload {
+                        self.reload().await;
+                    } else if !targets.is_empty() {
+                        self.refresh(&targets).await;
+                    }
+                    if !changed.is_empty() {
+                        for reply in changed {
+                            let _ = reply.send(Reply::ok());
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if RecordsFingerprint::read(&self.ctx.state_dir) != self.fingerprint {
+                        self.reload().await;
+                    }
+                }
+            }
+            if self.needed() || self.ctx.config.stay {
+                idle_since = None;
+            } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= grace {
+                tracing::info!("nothing to serve; exiting");
+                return Exit::Idle;
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        for service in &mut self.services {
+            service.stop().await;
+        }
+    }
+}
+
+/// The pid lock, waiting a little for a tetherd that is exiting; `None` when a live one answers.
+fn wait_for_lock(run_dir: &Path) -> Result<Option<PidLock>, DaemonError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        if let Some(lock) = PidLock::acquire(&super::pid_path(run_dir))? {
+            return Ok(Some(lock));
+        }
+        if super::notify::answers(run_dir) || Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Binds the socket root-only: the umask is narrowed around bind so the file never exists with wider
+/// permissions, then the mode is set explicitly in case the umask was ignored.
+fn bind_control_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    // We hold the pid lock: a socket file left here belongs to a dead tetherd.
+    let _ = std::fs::remove_file(path);
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::task::spawn_local(serve_connection(stream, requests.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a control connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, requests: mpsc::Sender<Pending>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        let line = match tokio::time::timeout(CONTROL_IDLE, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            _ => return,
+        };
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if requests.send((request, tx)).await.is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(reply) => reply,
+                    Err(_) => return,
+                }
+            }
+            Err(e) => Reply::error(format!("bad control request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&reply).expect("a reply serializes");
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands the heap freed by a reload (parsed JSON, the old index) back to the kernel: glibc keeps it
+/// otherwise, and a long-lived daemon's RSS would be its worst moment.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top and in the middle of the heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

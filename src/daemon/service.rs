@@ -1,0 +1,56 @@
+//! The seam between the daemon and what it serves. The daemon owns the lifecycle (start, record changes,
+//! idle exit, stop); a service owns one protocol (DNS today, the overlay control plane next) and is
+//! driven only through this trait, on the daemon's single-threaded runtime.
+
+use std::path::PathBuf;
+
+use futures::future::LocalBoxFuture;
+
+use super::config::DaemonConfig;
+use super::ns_worker::NsWorker;
+use super::records::RecordSnapshot;
+
+/// What every service gets from the daemon.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub config: DaemonConfig,
+    /// The thread that may enter namespaces; never call `setns` anywhere else.
+    pub ns_worker: NsWorker,
+}
+
+impl ServiceContext {
+    /// The service's own section of the config file, unparsed (`Null` when absent).
+    pub fn section(&self, service: &str) -> serde_json::Value {
+        self.config.section(service)
+    }
+}
+
+pub trait Service {
+    /// Short and stable: names the config section and appears in logs and status.
+    fn name(&self) -> &'static str;
+
+    /// Called once before the first records arrive. An error stops the daemon from starting.
+    fn start<'a>(&'a mut self, ctx: &'a ServiceContext) -> LocalBoxFuture<'a, Result<(), String>>;
+
+    /// The records changed (or were read at start). Returns once the service has caught up, so the plugin
+    /// that notified knows the new endpoint is served when its notify is answered.
+    fn on_records_changed<'a>(
+        &'a mut self,
+        records: &'a RecordSnapshot,
+        ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()>;
+
+    /// Whether these records still need this service; when no service does, the daemon exits after its
+    /// idle grace.
+    fn needed(&self, records: &RecordSnapshot) -> bool;
+
+    /// The daemon is exiting.
+    fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()>;
+
+    /// A JSON summary for `tetherd status`.
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}

@@ -1,0 +1,253 @@
+//! The names tetherd answers, built from the attachment records: per network, the container's name, its
+//! aliases, and both as `NAME.NETWORK`, each mapped to the container's addresses; and per network the
+//! reverse map for PTR. Rebuilt whole on every record change (cheap: 1000 records take about a
+//! millisecond) and swapped in, so queries never see a half-built index.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::driver::record::AttachmentRecord;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+impl Addresses {
+    fn add(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(a) if !self.v4.contains(&a) => self.v4.push(a),
+            IpAddr::V6(a) if !self.v6.contains(&a) => self.v6.push(a),
+            _ => {}
+        }
+    }
+
+    fn extend(&mut self, other: &Addresses) {
+        for a in &other.v4 {
+            self.add(IpAddr::V4(*a));
+        }
+        for a in &other.v6 {
+            self.add(IpAddr::V6(*a));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct NetworkNames {
+    by_name: HashMap<String, Addresses>,
+    /// An address's name for PTR: the container's name (else its first alias), as `NAME.NETWORK`.
+    by_addr: HashMap<IpAddr, String>,
+}
+
+#[derive(Debug, Default)]
+pub struct NameIndex {
+    networks: HashMap<String, NetworkNames>,
+}
+
+/// What a lookup in the networks of one container found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Addresses),
+    /// Not a local name; `owned_suffix` when it ends in `.NETWORK` of a network in scope (so it cannot
+    /// exist anywhere else: answer NXDOMAIN instead of forwarding).
+    Missing {
+        owned_suffix: bool,
+    },
+}
+
+/// A name as the index keeps it: lower case, no trailing dot; `None` when it can never be queried.
+fn normalize(name: &str) -> Option<String> {
+    let n = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let valid = !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+        && n.bytes().all(|b| b.is_ascii_graphic());
+    valid.then_some(n)
+}
+
+impl NameIndex {
+    pub fn build<'a>(records: impl IntoIterator<Item = &'a AttachmentRecord>) -> NameIndex {
+        let mut index = NameIndex::default();
+        for rec in records.into_iter().filter(|r| r.dns) {
+            let Some(network) = normalize(&rec.network) else {
+                continue;
+            };
+            let names: Vec<String> = rec
+                .name
+                .iter()
+                .chain(rec.aliases.iter())
+                .filter_map(|n| normalize(n))
+                .collect();
+            let net = index.networks.entry(network.clone()).or_default();
+            let mut addrs = Addresses::default();
+            for ip in &rec.ips {
+                addrs.add(ip.ip());
+            }
+            for name in &names {
+                for key in [name.clone(), format!("{name}.{network}")] {
+                    net.by_name.entry(key).or_default().extend(&addrs);
+                }
+            }
+            if let Some(primary) = names.first() {
+                for ip in &rec.ips {
+                    net.by_addr
+                        .entry(ip.ip())
+                        .or_insert_with(|| format!("{primary}.{network}"));
+                }
+            }
+        }
+        index
+    }
+
+    /// Looks `name` (normalized) up in the given networks only; addresses of every match, merged.
+    pub fn lookup(&self, name: &str, networks: &[String]) -> Lookup {
+        let mut found: Option<Addresses> = None;
+        for net in networks {
+            if let Some(addrs) = self.networks.get(net).and_then(|n| n.by_name.get(name)) {
+                match &mut found {
+                    None => found = Some(addrs.clone()),
+                    Some(all) => all.extend(addrs),
+                }
+            }
+        }
+        match found {
+            Some(addrs) => Lookup::Found(addrs),
+            None => Lookup::Missing {
+                owned_suffix: networks.iter().any(|net| {
+                    name.len() > net.len() + 1
+                        && name.ends_with(net.as_str())
+                        && name.as_bytes()[name.len() - net.len() - 1] == b'.'
+                }),
+            },
+        }
+    }
+
+    /// The name of `ip` in the given networks.
+    pub fn reverse(&self, ip: IpAddr, networks: &[String]) -> Option<&str> {
+        networks
+            .iter()
+            .filter_map(|net| self.networks.get(net))
+            .find_map(|n| n.by_addr.get(&ip))
+            .map(String::as_str)
+    }
+
+    pub fn network_count(&self) -> usize {
+        self.networks.len()
+    }
+
+    pub fn name_count(&self) -> usize {
+        self.networks.values().map(|n| n.by_name.len()).sum()
+    }
+}
+
+/// The network names as the index keys them, for building a scope.
+pub fn network_key(network: &str) -> Option<String> {
+    normalize(network)
+}
+
+/// The address a reverse name (`4.3.2.1.in-addr.arpa`, 32 nibbles `.ip6.arpa`) stands for.
+pub fn reverse_address(name: &str) -> Option<IpAddr> {
+    if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
+        let mut octets = [0u8; 4];
+        let parts: Vec<&str> = rest.split('.').collect();
+        if parts.len() != 4 {
+            return None;
+        }
+        for (i, p) in parts.iter().rev().enumerate() {
+            octets[i] = p.parse().ok()?;
+        }
+        return Some(IpAddr::V4(Ipv4Addr::from(octets)));
+    }
+    if let Some(rest) = name.strip_suffix(".ip6.arpa") {
+        let nibbles: Vec<&str> = rest.split('.').collect();
+        if nibbles.len() != 32 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for n in nibbles.iter().rev() {
+            if n.len() != 1 {
+                return None;
+            }
+            value = (value << 4) | u128::from_str_radix(n, 16).ok()?;
+        }
+        return Some(IpAddr::V6(Ipv6Addr::from(value)));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(net: &str, cid: &str, name: &str, aliases: &[&str], ips: &[&str]) -> AttachmentRecord {
+        serde_json::from_value(serde_json::json!({
+            "network": net, "containerId": cid, "ifname": "eth0", "driver": "bridge",
+            "ips": ips, "name": name, "aliases": aliases, "dns": true,
+        }))
+        .unwrap()
+    }
+
+    fn nets(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_aliases_and_network_forms_resolve_in_scope_only() {
+        let records = [
+            rec("net1", "a", "Web", &["www"], &["10.0.0.2/24", "fd00::2/64"]),
+            rec("net1", "b", "db", &["www"], &["10.0.0.3/24"]),
+            rec("net2", "c", "other", &[], &["10.1.0.2/24"]),
+        ];
+        let idx = NameIndex::build(&records);
+        let n1 = nets(&["net1"]);
+        let Lookup::Found(web) = idx.lookup("web", &n1) else {
+            panic!()
+        };
+        assert_eq!(web.v4, vec![Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(web.v6.len(), 1);
+        assert!(matches!(idx.lookup("web.net1", &n1), Lookup::Found(_)));
+        let Lookup::Found(www) = idx.lookup("www", &n1) else {
+            panic!()
+        };
+        assert_eq!(www.v4.len(), 2, "a shared alias answers every holder");
+        assert_eq!(
+            idx.lookup("other", &n1),
+            Lookup::Missing {
+                owned_suffix: false
+            }
+        );
+        assert_eq!(
+            idx.lookup("nope.net1", &n1),
+            Lookup::Missing { owned_suffix: true }
+        );
+        assert!(matches!(
+            idx.lookup("other", &nets(&["net1", "net2"])),
+            Lookup::Found(_)
+        ));
+        assert_eq!(
+            idx.reverse("10.0.0.2".parse().unwrap(), &n1),
+            Some("web.net1")
+        );
+        assert_eq!(idx.reverse("10.1.0.2".parse().unwrap(), &n1), None);
+    }
+
+    #[test]
+    fn records_without_dns_are_not_indexed() {
+        let mut r = rec("net1", "a", "web", &[], &["10.0.0.2/24"]);
+        r.dns = false;
+        assert_eq!(NameIndex::build([&r]).name_count(), 0);
+    }
+
+    #[test]
+    fn reverse_names_parse() {
+        assert_eq!(
+            reverse_address("2.0.0.10.in-addr.arpa"),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        let v6 = "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(reverse_address(v6), Some("fd00::2".parse().unwrap()));
+        assert_eq!(reverse_address("1.2.in-addr.arpa"), None);
+        assert_eq!(reverse_address("x.0.0.10.in-addr.arpa"), None);
+    }
+}

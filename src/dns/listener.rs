@@ -1,0 +1,213 @@
+//! The resolver's sockets in one container namespace: UDP and TCP on 127.0.0.11:53. They are opened by
+//! the daemon's namespace thread (a socket stays in the namespace it was created in) and then served on
+//! the async runtime like any other socket. Dropping the `Listener` closes both.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::datagram_batch::{self, DatagramBatch};
+use super::error::DnsError;
+use super::resolver::{Outcome, Resolver, Scope, Transport};
+use super::wire::Question;
+use crate::daemon::NsWorker;
+
+pub const RESOLVER_SOCKET: &str = "127.0.0.11:53";
+/// A TCP client that sends nothing for this long is dropped (RFC 7766 §6.2.3 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Room for bursts of queries while the runtime is busy.
+const UDP_RECEIVE_BUFFER: usize = 1 << 20;
+
+pub struct Listener {
+    pub scope: Rc<RefCell<Scope>>,
+    udp: JoinHandle<()>,
+    tcp: JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.udp.abort();
+        self.tcp.abort();
+    }
+}
+
+/// Opens the sockets inside `netns` (bringing `lo` up first: 127.0.0.11 lives there).
+pub async fn open_sockets(
+    worker: &NsWorker,
+    netns: &Path,
+) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+    let bind = || -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+        ensure_loopback_up()?;
+        let udp = std::net::UdpSocket::bind(RESOLVER_SOCKET)?;
+        udp.set_nonblocking(true)?;
+        let _ = nix::sys::socket::setsockopt(
+            &udp,
+            nix::sys::socket::sockopt::RcvBuf,
+            &UDP_RECEIVE_BUFFER,
+        );
+        let tcp = std::net::TcpListener::bind(RESOLVER_SOCKET)?;
+        tcp.set_nonblocking(true)?;
+        Ok((udp, tcp))
+    };
+    worker
+        .run_in(netns, bind)
+        .await
+        .map_err(|source| DnsError::Enter {
+            netns: netns.to_path_buf(),
+            source,
+        })?
+        .map_err(|source| DnsError::Bind {
+            netns: netns.to_path_buf(),
+            source,
+        })
+}
+
+/// `lo` is up in every namespace a runtime makes, but a bare `ip netns add` leaves it down.
+fn ensure_loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on an owned descriptor and a zeroed ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = req.ifr_ifru.ifru_flags;
+        if flags & libc::IFF_UP as libc::c_short == 0 {
+            req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves the sockets until the returned listener is dropped.
+pub fn serve(
+    resolver: Rc<Resolver>,
+    sockets: (std::net::UdpSocket, std::net::TcpListener),
+    scope: Scope,
+    max_tcp: usize,
+) -> std::io::Result<Listener> {
+    let udp = Rc::new(UdpSocket::from_std(sockets.0)?);
+    let tcp = TcpListener::from_std(sockets.1)?;
+    let scope = Rc::new(RefCell::new(scope));
+    Ok(Listener {
+        udp: tokio::task::spawn_local(serve_udp(resolver.clone(), udp, scope.clone())),
+        tcp: tokio::task::spawn_local(serve_tcp(resolver, tcp, scope.clone(), max_tcp)),
+        scope,
+    })
+}
+
+thread_local! {
+    // One set of batch buffers for every namespace: the runtime has one thread and a batch is answered
+    // without an await in between, so a thousand containers cost no thousand buffers.
+    static UDP_BATCH: RefCell<DatagramBatch> = RefCell::new(DatagramBatch::default());
+}
+
+async fn serve_udp(resolver: Rc<Resolver>, socket: Rc<UdpSocket>, scope: Rc<RefCell<Scope>>) {
+    let fd = socket.as_raw_fd();
+    loop {
+        if socket.readable().await.is_err() {
+            continue;
+        }
+        let mut forwards: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
+        let received = UDP_BATCH.with_borrow_mut(|batch| {
+            // try_io: a WouldBlock clears tokio's readiness, so the next readable() waits for new data.
+            let n = socket.try_io(Interest::READABLE, || batch.receive(fd))?;
+            let scope = scope.borrow();
+            for i in 0..n {
+                let mut reply = std::mem::take(&mut batch.replies[i]);
+                match resolver.answer(batch.datagram(i), &scope, Transport::Udp, &mut reply) {
+                    Outcome::Reply => batch.answered[i] = true,
+                    Outcome::Forward(q) => {
+                        forwards.push((batch.datagram(i).to_vec(), q, batch.peer(i)))
+                    }
+                    Outcome::Drop => {}
+                }
+                batch.replies[i] = reply;
+            }
+            batch.send_replies(fd);
+            Ok::<usize, std::io::Error>(n)
+        });
+        for (query, q, peer) in forwards {
+            let (resolver, socket) = (resolver.clone(), socket.clone());
+            tokio::task::spawn_local(async move {
+                let reply = resolver.forward(&query, q, Transport::Udp).await;
+                let _ = socket.send_to(&reply, peer).await;
+            });
+        }
+        match received {
+            // A full batch: more may be waiting; let other namespaces have a turn first.
+            Ok(n) if n == datagram_batch::BATCH => tokio::task::yield_now().await,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::debug!(error = %e, "resolver receive failed"),
+        }
+    }
+}
+
+async fn serve_tcp(
+    resolver: Rc<Resolver>,
+    listener: TcpListener,
+    scope: Rc<RefCell<Scope>>,
+    max_tcp: usize,
+) {
+    // Owned here: when this task is aborted, every connection task goes with it.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= max_tcp {
+            continue; // dropped: the client retries or gives up, the daemon's memory stays bounded
+        }
+        connections.spawn_local(serve_tcp_client(resolver.clone(), stream, scope.clone()));
+    }
+}
+
+/// RFC 1035 §4.2.2: each message prefixed by its length; several queries per connection.
+async fn serve_tcp_client(
+    resolver: Rc<Resolver>,
+    mut stream: TcpStream,
+    scope: Rc<RefCell<Scope>>,
+) {
+    let mut out = Vec::with_capacity(1500);
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
+            return;
+        };
+        let mut query = vec![0u8; len as usize];
+        let Ok(Ok(_)) = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query)).await else {
+            return;
+        };
+        let outcome = resolver.answer(&query, &scope.borrow(), Transport::Tcp, &mut out);
+        let reply = match outcome {
+            Outcome::Reply => std::mem::take(&mut out),
+            Outcome::Forward(q) => resolver.forward(&query, q, Transport::Tcp).await,
+            Outcome::Drop => continue,
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&reply);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}

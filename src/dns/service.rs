@@ -1,0 +1,180 @@
+//! The resolver as a tetherd service: on every record change, rebuild the name index and make the set of
+//! listening namespaces match the records (open for new containers, close for departed ones, update the
+//! networks each one may see).
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use super::forwarder::Forwarder;
+use super::index::{network_key, NameIndex};
+use super::listener::{self, Listener};
+use super::resolver::{Resolver, Scope};
+use super::settings::DnsSettings;
+use super::upstreams::Upstreams;
+use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+
+/// A namespace, by the identity of its nsfs inode: two paths to one namespace are one container.
+type NsId = (u64, u64);
+
+struct Served {
+    path: PathBuf,
+    listener: Listener,
+}
+
+#[derive(Default)]
+pub struct DnsService {
+    settings: DnsSettings,
+    resolver: Option<Rc<Resolver>>,
+    served: HashMap<NsId, Served>,
+    /// The identity behind each record's netns path, so a change stats only new paths (a thousand
+    /// `stat`s per ADD would make ADD grow with the number of containers).
+    ns_ids: HashMap<String, NsId>,
+}
+
+impl DnsService {
+    pub fn new() -> DnsService {
+        DnsService::default()
+    }
+
+    async fn reconcile(&mut self, records: &RecordSnapshot, ctx: &ServiceContext) {
+        let Some(resolver) = self.resolver.clone() else {
+            return;
+        };
+        resolver.set_index(NameIndex::build(&records.records));
+
+        // What each attached namespace may see.
+        let mut wanted: HashMap<NsId, (PathBuf, BTreeSet<String>, bool)> = HashMap::new();
+        for rec in records.records.iter().filter(|r| r.dns) {
+            let (Some(path), Some(net)) = (rec.netns.as_deref(), network_key(&rec.network)) else {
+                continue;
+            };
+            let id = match self.ns_ids.get(path) {
+                Some(id) => *id,
+                None => {
+                    // A namespace that is already gone (container died before we saw it) is not
+                    // served; its record stays until DEL or GC.
+                    let Ok(meta) = std::fs::metadata(path) else {
+                        continue;
+                    };
+                    let id = (meta.dev(), meta.ino());
+                    self.ns_ids.insert(path.to_string(), id);
+                    id
+                }
+            };
+            let entry = wanted
+                .entry(id)
+                .or_insert_with(|| (PathBuf::from(path), BTreeSet::new(), false));
+            entry.1.insert(net);
+            entry.2 |= !rec.internal;
+        }
+
+        let live: BTreeSet<&str> = records
+            .records
+            .iter()
+            .filter_map(|r| r.netns.as_deref())
+            .collect();
+        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
+        self.served.retain(|id, s| {
+            let keep = wanted.contains_key(id);
+            if !keep {
+                tracing::debug!(netns = %s.path.display(), "resolver closed");
+            }
+            keep
+        });
+        for (id, (path, networks, forward)) in wanted {
+            let scope = Scope {
+                networks: networks.into_iter().collect(),
+                forward,
+            };
+            if let Some(served) = self.served.get(&id) {
+                *served.listener.scope.borrow_mut() = scope;
+                continue;
+            }
+            let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "container gets no resolver");
+                    continue;
+                }
+            };
+            match listener::serve(
+                resolver.clone(),
+                sockets,
+                scope,
+                self.settings.max_tcp_connections,
+            ) {
+                Ok(listener) => {
+                    tracing::debug!(netns = %path.display(), "resolver listening");
+                    self.served.insert(id, Served { path, listener });
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %path.display(), error = %e, "registering resolver sockets failed")
+                }
+            }
+        }
+    }
+}
+
+impl Service for DnsService {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a ServiceContext) -> LocalBoxFuture<'a, Result<(), String>> {
+        async move {
+            self.settings =
+                DnsSettings::from_section(&ctx.section("dns")).map_err(|e| e.to_string())?;
+            let forwarder = Forwarder::new(
+                Upstreams::new(crate::paths::resolv_conf()),
+                self.settings.upstream_timeout(),
+            );
+            self.resolver = Some(Rc::new(Resolver::new(
+                forwarder,
+                self.settings.cache_entries,
+                self.settings.local_ttl,
+            )));
+            Ok(())
+        }
+        .boxed_local()
+    }
+
+    fn on_records_changed<'a>(
+        &'a mut self,
+        records: &'a RecordSnapshot,
+        ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()> {
+        self.reconcile(records, ctx).boxed_local()
+    }
+
+    fn needed(&self, records: &RecordSnapshot) -> bool {
+        records.records.iter().any(|r| r.dns)
+    }
+
+    fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {
+        async move {
+            self.served.clear();
+        }
+        .boxed_local()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let Some(r) = &self.resolver else {
+            return serde_json::Value::Null;
+        };
+        let (hits, misses, cached) = r.cache_stats();
+        let index = r.index();
+        serde_json::json!({
+            "namespaces": self.served.len(),
+            "networks": index.network_count(),
+            "names": index.name_count(),
+            "localAnswers": r.local_answers.get(),
+            "forwarded": r.forwarded.get(),
+            "cache": {"hits": hits, "misses": misses, "entries": cached},
+        })
+    }
+}

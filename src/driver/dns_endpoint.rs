@@ -1,0 +1,145 @@
+//! What an interface plugin (tether-bridge, tether-macvlan, tether-overlay) records for tetherd's DNS, and
+//! the `dns` it puts in its result: one place, so every driver resolves names the same way.
+//!
+//! Names come from the runtime: the container's name from CNI_ARGS `K8S_POD_NAME` (podman and tether's CLI
+//! pass the container name there, containerd the pod name), aliases from the `aliases` capability, which
+//! podman sends as a map keyed by network name; a plain list is accepted too.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::plugin::Call;
+use crate::cni::result::Dns;
+
+/// The address of the resolver inside every container (Docker's choice; on `lo`, so no route is needed).
+pub const RESOLVER_ADDRESS: &str = "127.0.0.11";
+
+/// The network-level DNS switches, read from the plugin's config. `dns` itself is the CNI spec's
+/// resolv.conf object, so tether's switch has its own name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedDns {
+    /// `embeddedDns` (default true): serve the resolver to this network's containers.
+    pub enabled: bool,
+    /// `internal` (default false): answer the network's names but forward nothing to the host's resolvers.
+    pub internal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEmbeddedDns {
+    embedded_dns: Option<bool>,
+    #[serde(default)]
+    internal: bool,
+}
+
+impl EmbeddedDns {
+    pub fn from_conf(raw: &Value) -> Result<EmbeddedDns, CniError> {
+        let r: RawEmbeddedDns = serde_json::from_value(raw.clone()).map_err(|e| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("invalid `embeddedDns`/`internal`: {e}; both are true or false"),
+            )
+        })?;
+        Ok(EmbeddedDns {
+            enabled: r.embedded_dns.unwrap_or(true),
+            internal: r.internal,
+        })
+    }
+
+    /// The result's `dns`: with the resolver on, containers ask 127.0.0.11 only (it forwards the rest);
+    /// search domains and options the runtime or IPAM gave are kept.
+    pub fn result_dns(&self, base: Dns) -> Dns {
+        if !self.enabled {
+            return base;
+        }
+        Dns {
+            nameservers: vec![RESOLVER_ADDRESS.to_string()],
+            ..base
+        }
+    }
+}
+
+/// The names a container answers to on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointNames {
+    pub name: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+impl EndpointNames {
+    pub fn from_call(call: &Call) -> EndpointNames {
+        let name = call
+            .env
+            .arg("K8S_POD_NAME")
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let aliases = call
+            .conf
+            .runtime_config
+            .aliases
+            .as_ref()
+            .map(|v| aliases_for(v, &call.conf.name))
+            .unwrap_or_default();
+        EndpointNames { name, aliases }
+    }
+}
+
+/// The aliases for `network` in the capability's value: `{"net": ["a","b"]}` or `["a","b"]`.
+fn aliases_for(value: &Value, network: &str) -> Vec<String> {
+    let list = match value {
+        Value::Array(items) => items.as_slice(),
+        // The capability's keys were lower-cased with the rest of runtimeConfig; network names are matched
+        // the same way.
+        Value::Object(map) => match map.get(&network.to_ascii_lowercase()) {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => &[],
+        },
+        _ => &[],
+    };
+    list.iter()
+        .filter_map(Value::as_str)
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn aliases_come_from_the_map_entry_of_this_network_or_a_plain_list() {
+        let by_net = json!({"net1": ["web", "www"], "other": ["x"]});
+        assert_eq!(aliases_for(&by_net, "net1"), vec!["web", "www"]);
+        assert_eq!(aliases_for(&by_net, "NET1"), vec!["web", "www"]);
+        assert!(aliases_for(&by_net, "net2").is_empty());
+        assert_eq!(aliases_for(&json!(["a", "", 3]), "n"), vec!["a"]);
+    }
+
+    #[test]
+    fn resolver_is_on_by_default_and_replaces_nameservers_only() {
+        let d = EmbeddedDns::from_conf(&json!({"type": "tether-bridge"})).unwrap();
+        assert!(d.enabled && !d.internal);
+        let base = Dns {
+            nameservers: vec!["8.8.8.8".into()],
+            search: vec!["example.com".into()],
+            ..Dns::default()
+        };
+        let out = d.result_dns(base.clone());
+        assert_eq!(out.nameservers, vec!["127.0.0.11"]);
+        assert_eq!(out.search, base.search);
+        let off = EmbeddedDns::from_conf(&json!({"embeddedDns": false, "internal": true})).unwrap();
+        assert!(!off.enabled && off.internal);
+        assert_eq!(off.result_dns(base.clone()), base);
+        assert_eq!(
+            EmbeddedDns::from_conf(&json!({"embeddedDns": "no"}))
+                .unwrap_err()
+                .code,
+            7
+        );
+    }
+}

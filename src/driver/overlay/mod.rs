@@ -1,0 +1,549 @@
+//! tether-overlay: one L2 network across hosts. On each host the network has a bridge (`tob<vni>`) and a
+//! VXLAN device (`tvx<vni>`, learning off, UDP 4789) on it; each container gets a veth on that bridge with
+//! an address from one of this host's blocks of the subnet, and a second veth on the gateway bridge for
+//! egress. Remote containers' MACs and addresses are programmed into the VXLAN device by tetherd's control
+//! plane (`crate::overlay`) from the attachment records this plugin writes; ADD and DEL never wait for it.
+
+mod blocks;
+mod config;
+mod gateway_bridge;
+mod state;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+pub use blocks::{blocks, ipam_config, next_free_block, wins};
+pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
+pub use gateway_bridge::{egress_host_veth, egress_ifname};
+pub use state::{
+    local_networks, now_ms, Claim, HostClaims, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+};
+
+use crate::cni::config::Attachment;
+use crate::cni::error::{CniError, ErrorCode};
+use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
+use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::network_lock::NetworkLock;
+use crate::driver::record::{AttachmentRecord, RecordDir};
+use crate::driver::rollback::Rollback;
+use crate::driver::veth_name::host_veth_name;
+use crate::error::Error;
+use crate::ipam::{allocate, release, IpamError, Store};
+use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VethSpec, VxlanSpec, VXLAN_PORT};
+use crate::netns::NetNs;
+
+pub struct OverlayPlugin;
+
+/// Plugin-specific error code: the overlay subnet has no block left for this host.
+pub const CODE_NO_FREE_BLOCK: u32 = 110;
+
+fn cni_err(e: impl Into<Error>) -> CniError {
+    CniError::from(e.into())
+}
+
+fn open_netns(call: &Call) -> Result<NetNs, CniError> {
+    let path = call.env.netns.as_deref().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            "CNI_NETNS is required for this command",
+        )
+    })?;
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            format!(
+                "cannot open container network namespace {}: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// The per-network lock that guards block claims, leases and the overlay state directory (the network's
+/// own lock guards devices); the control plane takes it too.
+pub fn claims_lock_name(network: &str) -> String {
+    format!("overlay.{network}")
+}
+
+/// The underlay link and this host's VTEP address on it.
+fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, IpAddr), CniError> {
+    let first_v4 = |link: &LinkInfo| -> Result<Option<IpAddr>, CniError> {
+        Ok(host
+            .addresses(link.index)
+            .map_err(cni_err)?
+            .into_iter()
+            .map(|a| a.ip())
+            .find(IpAddr::is_ipv4))
+    };
+    match underlay {
+        Underlay::Interface(name) => {
+            let link = host.link_by_name(name).map_err(cni_err)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("underlay interface {name} not found; set `underlay` to an existing interface or address"),
+                )
+            })?;
+            let vtep = first_v4(&link)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("underlay interface {name} has no IPv4 address to use as VTEP; add one or set `underlay` to an address"),
+                )
+            })?;
+            Ok((link, vtep))
+        }
+        Underlay::Address(ip) => {
+            for link in host.links().map_err(cni_err)? {
+                if host
+                    .addresses(link.index)
+                    .map_err(cni_err)?
+                    .iter()
+                    .any(|a| a.ip() == *ip)
+                {
+                    return Ok((link, *ip));
+                }
+            }
+            Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("no interface holds underlay address {ip}; set `underlay` to an address of this host"),
+            ))
+        }
+        Underlay::DefaultRoute => {
+            let link = host.default_route_interface().map_err(cni_err)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    "this host has no default route to pick the overlay underlay from; set `underlay`",
+                )
+            })?;
+            let vtep = first_v4(&link)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "default-route interface {} has no IPv4 address; set `underlay`",
+                        link.name
+                    ),
+                )
+            })?;
+            Ok((link, vtep))
+        }
+    }
+}
+
+/// An address for `container_id`/`ifname` from this host's blocks, claiming a new block when they are
+/// full (or there is none yet). Runs under the network's claims lock.
+fn allocate_address(
+    dir: &OverlayDir,
+    cfg: &OverlayConfig,
+    vtep: IpAddr,
+    container_id: &str,
+    ifname: &str,
+) -> Result<IpNetwork, CniError> {
+    let store = Store::open(dir.lease_data_dir(), LEASE_STORE).map_err(CniError::from)?;
+    let mut claims = dir.claims().map_err(cni_err)?;
+    loop {
+        if let Some(conf) =
+            ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir()).map_err(CniError::from)?
+        {
+            match allocate(&conf, &store, container_id, ifname, &[]) {
+                Ok(mut got) if !got.is_empty() => return Ok(got.remove(0).address),
+                Ok(_) => {}
+                Err(IpamError::RangeExhausted { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Every block we hold is full: claim one that neither we nor any peer we heard of holds.
+        let mut taken: BTreeSet<_> = claims.claims.iter().map(|c| c.block).collect();
+        taken.extend(
+            dir.peer_claims()
+                .map_err(cni_err)?
+                .into_iter()
+                .map(|c| c.block),
+        );
+        let block = next_free_block(cfg.subnet, cfg.block_prefix, &vtep.to_string(), &taken).ok_or_else(|| CniError {
+            code: CODE_NO_FREE_BLOCK,
+            msg: format!(
+                "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
+                cfg.subnet, cfg.block_prefix
+            ),
+            details: String::new(),
+        })?;
+        tracing::info!(%block, host = %vtep, "claiming overlay address block");
+        claims.claims.push(Claim {
+            block,
+            claimed_at_ms: now_ms(),
+            lost: false,
+        });
+        dir.write_claims(&claims).map_err(cni_err)?;
+    }
+}
+
+fn release_address(
+    dir: &OverlayDir,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Vec<IpAddr>, CniError> {
+    match Store::existing(dir.lease_data_dir(), LEASE_STORE).map_err(CniError::from)? {
+        Some(store) => release(&store, container_id, ifname).map_err(CniError::from),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
+    let text = call
+        .conf
+        .runtime_config
+        .mac
+        .clone()
+        .or_else(|| call.env.arg("MAC").map(str::to_string));
+    text.map(|t| {
+        t.parse::<MacAddr>().map_err(|_| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
+    Interface {
+        name: name.to_string(),
+        mac: mac.map(|m| m.to_string()),
+        ..Interface::default()
+    }
+}
+
+impl Plugin for OverlayPlugin {
+    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
+        let names = EndpointNames::from_call(call);
+        let (container_id, ifname) = (call.container_id(), call.ifname());
+        let net = call.conf.name.as_str();
+        let ns = open_netns(call)?;
+        let host = Netlink::new().map_err(cni_err)?;
+        let (underlay, vtep) = resolve_underlay(&host, &cfg.underlay)?;
+        let mtu = cfg
+            .mtu
+            .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD).max(68));
+        let dir = OverlayDir::for_network(net);
+        let mac = match requested_mac(call)? {
+            Some(mac) => mac,
+            None => MacAddr::random().map_err(|e| CniError::new(ErrorCode::Io, e.to_string()))?,
+        };
+
+        // Held for the whole ADD: the last DEL's teardown (exclusive) must not remove the devices or the
+        // lease store between this ADD's allocation and its record.
+        let net_lock = NetworkLock::shared(net).map_err(cni_err)?;
+        let mut rollback = Rollback::new();
+        let address = {
+            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+            allocate_address(&dir, &cfg, vtep, container_id, ifname)?
+        };
+        let dir_ref = &dir;
+        rollback.push("overlay lease", move || {
+            release_address(dir_ref, container_id, ifname)
+                .map(drop)
+                .map_err(|e| e.msg)
+        });
+
+        let br = host
+            .ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))
+            .map_err(cni_err)?;
+        let vxlan = host
+            .ensure_vxlan(&VxlanSpec {
+                name: vxlan_name(cfg.vni),
+                vni: cfg.vni,
+                local: vtep,
+                underlay: underlay.index,
+                port: VXLAN_PORT,
+                mtu: Some(mtu),
+                master: Some(br.index),
+            })
+            .map_err(cni_err)?;
+        dir.write_facts(&NetworkFacts {
+            network: net.to_string(),
+            vni: cfg.vni,
+            subnet: cfg.subnet,
+            block_prefix: cfg.block_prefix,
+            vtep,
+            bridge: cfg.bridge.clone(),
+            vxlan: vxlan.name.clone(),
+        })
+        .map_err(cni_err)?;
+
+        let host_if = host_veth_name(container_id, ifname);
+        host.delete_link_by_name(&host_if).map_err(cni_err)?;
+        let host_mac = MacAddr::from_name(&host_if);
+        host.add_veth(&VethSpec {
+            host_name: &host_if,
+            peer_name: ifname,
+            peer_ns: &ns,
+            mtu: Some(mtu),
+            peer_mac: Some(mac),
+            host_mac: Some(host_mac),
+            host_master: Some(br.index),
+        })
+        .map_err(|e| match Error::from(e) {
+            Error::Link(crate::link::LinkError::Exists { .. }) => CniError::new(
+                ErrorCode::InvalidConfig,
+                format!("interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"),
+            ),
+            other => CniError::from(other),
+        })?;
+        let (host_ref, doomed) = (&host, host_if.clone());
+        rollback.push("veth pair", move || {
+            host_ref
+                .delete_link_by_name(&doomed)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let link = inner
+            .link_by_name(ifname)
+            .map_err(cni_err)?
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::Io,
+                    format!("veth peer {ifname} vanished from the container"),
+                )
+            })?;
+        inner
+            .add_address(link.index, address, true)
+            .map_err(cni_err)?;
+        inner.set_up(link.index).map_err(cni_err)?;
+
+        let egress = if cfg.egress {
+            let cfg_ref = &cfg;
+            rollback.push("egress attachment", move || {
+                gateway_bridge::detach(host_ref, cfg_ref, container_id, ifname).map_err(|e| e.msg)
+            });
+            Some(gateway_bridge::attach(
+                &host,
+                &ns,
+                &cfg,
+                container_id,
+                ifname,
+            )?)
+        } else {
+            None
+        };
+
+        let mut ips = vec![address];
+        ips.extend(egress.as_ref().map(|e| e.address));
+        RecordDir::for_network(net)
+            .write(&AttachmentRecord {
+                network: net.to_string(),
+                container_id: container_id.to_string(),
+                ifname: ifname.to_string(),
+                driver: "overlay".into(),
+                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                host_ifname: Some(host_if.clone()),
+                bridge: Some(cfg.bridge.clone()),
+                mac: Some(mac.to_string()),
+                macspoofchk: false,
+                // The overlay address only: it is what the control plane publishes and DNS answers.
+                ips: vec![address],
+                name: names.name,
+                aliases: names.aliases,
+                dns: dns.enabled,
+                internal: dns.internal,
+            })
+            .map_err(cni_err)?;
+        rollback.commit();
+        drop(net_lock);
+        // Without a tetherd the container keeps the runtime's resolvers (and the overlay converges when
+        // tetherd starts); with one, it asks the embedded resolver, which knows every host's containers.
+        let resolver_up = attachment_added(net, container_id, ifname) && dns.enabled;
+
+        let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
+        let mut interfaces = vec![
+            iface(&cfg.bridge, br.mac),
+            iface(&host_if, Some(host_mac)),
+            Interface {
+                sandbox: sandbox.clone(),
+                mtu: Some(mtu),
+                ..iface(ifname, Some(mac))
+            },
+        ];
+        let mut ip_configs = vec![IpConfig {
+            address,
+            gateway: None,
+            interface: Some(2),
+        }];
+        let mut routes = Vec::new();
+        if let Some(e) = &egress {
+            interfaces.push(iface(&cfg.gateway_bridge, None));
+            interfaces.push(iface(&e.host_ifname, None));
+            interfaces.push(Interface {
+                sandbox,
+                ..iface(&e.ifname, e.mac)
+            });
+            ip_configs.push(IpConfig {
+                address: e.address,
+                gateway: Some(e.gateway),
+                interface: Some(5),
+            });
+            routes.push(Route::new(
+                "0.0.0.0/0".parse().expect("literal"),
+                Some(e.gateway),
+            ));
+        }
+        Ok(CniResult {
+            interfaces,
+            ips: ip_configs,
+            routes,
+            dns: {
+                let base = call.conf.dns.clone().unwrap_or_default();
+                if resolver_up {
+                    dns.result_dns(base)
+                } else {
+                    base
+                }
+            },
+        })
+    }
+
+    fn del(&self, call: &Call) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+        let (container_id, ifname) = (call.container_id(), call.ifname());
+        let net = call.conf.name.as_str();
+        let dir = OverlayDir::for_network(net);
+        let records = RecordDir::for_network(net);
+        let host = Netlink::new().map_err(cni_err)?;
+
+        // Deleting the host end removes the pair; the container namespace may be gone already.
+        host.delete_link_by_name(&host_veth_name(container_id, ifname))
+            .map_err(cni_err)?;
+        gateway_bridge::detach(&host, &cfg, container_id, ifname)?;
+        {
+            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+            release_address(&dir, container_id, ifname)?;
+        }
+        records.remove(container_id, ifname).map_err(cni_err)?;
+        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        attachment_removed(net, container_id, ifname);
+        Ok(())
+    }
+
+    fn check(&self, call: &Call) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+        let host = Netlink::new().map_err(cni_err)?;
+        let mismatch = |msg: String| CniError {
+            code: crate::driver::bridge::CODE_CHECK_MISMATCH,
+            msg,
+            details: String::new(),
+        };
+        for name in [
+            cfg.bridge.clone(),
+            vxlan_name(cfg.vni),
+            host_veth_name(call.container_id(), call.ifname()),
+        ] {
+            if host.link_by_name(&name).map_err(cni_err)?.is_none() {
+                return Err(mismatch(format!("{name} is missing on the host")));
+            }
+        }
+        let ns = open_netns(call)?;
+        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let link = inner
+            .link_by_name(call.ifname())
+            .map_err(cni_err)?
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "interface {} is missing in the container",
+                    call.ifname()
+                ))
+            })?;
+        let have = inner.addresses(link.index).map_err(cni_err)?;
+        if let Some(prev) = call.prev_result()? {
+            for ip in prev
+                .ips
+                .iter()
+                .filter(|i| matches!(i.address.ip(), IpAddr::V4(a) if cfg.subnet.contains(a)))
+            {
+                if !have.contains(&ip.address) {
+                    return Err(mismatch(format!(
+                        "address {} is missing on {}",
+                        ip.address,
+                        call.ifname()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+        let net = call.conf.name.as_str();
+        let dir = OverlayDir::for_network(net);
+        let records = RecordDir::for_network(net);
+        let host = Netlink::new().map_err(cni_err)?;
+        for rec in records.list().map_err(cni_err)? {
+            if valid
+                .iter()
+                .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname)
+            {
+                continue;
+            }
+            tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale overlay attachment");
+            host.delete_link_by_name(&host_veth_name(&rec.container_id, &rec.ifname))
+                .map_err(cni_err)?;
+            gateway_bridge::detach(&host, &cfg, &rec.container_id, &rec.ifname)?;
+            {
+                let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+                release_address(&dir, &rec.container_id, &rec.ifname)?;
+            }
+            records
+                .remove(&rec.container_id, &rec.ifname)
+                .map_err(cni_err)?;
+        }
+        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        endpoint_removed(net);
+        Ok(())
+    }
+}
+
+/// After the host's last container of the network left: the VXLAN device, the bridge and the network's
+/// overlay state go (its blocks are then released by the control plane). Re-checked under the exclusive
+/// lock, since an ADD may have joined meanwhile.
+fn teardown_if_unused(
+    host: &Netlink,
+    net: &str,
+    cfg: &OverlayConfig,
+    dir: &OverlayDir,
+    records: &RecordDir,
+) -> Result<(), CniError> {
+    if !records.is_empty() {
+        return Ok(());
+    }
+    let _lock = NetworkLock::exclusive(net).map_err(cni_err)?;
+    let _claims = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+    if !records.is_empty() {
+        return Ok(());
+    }
+    host.delete_link_by_name(&vxlan_name(cfg.vni))
+        .map_err(cni_err)?;
+    host.delete_link_by_name(&cfg.bridge).map_err(cni_err)?;
+    dir.remove().map_err(|e| {
+        CniError::new(
+            ErrorCode::Io,
+            format!(
+                "removing overlay state {} failed: {e}",
+                dir.path().display()
+            ),
+        )
+    })?;
+    tracing::info!(
+        network = net,
+        "last overlay container left; removed its devices"
+    );
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! What tether-overlay keeps on each host, under `<state>/overlay/<network>/`, for itself and for tetherd's
+//! control plane (which reads it at start and on every notify, and writes `peer_claims.json`):
+//!
+//! - `network.json`: the network's VNI, subnet, VTEP and devices ([`NetworkFacts`]), written on first use;
+//! - `claims.json`: the address blocks this host claimed ([`HostClaims`]);
+//! - `peer_claims.json`: the blocks other hosts claimed, as the control plane last heard ([`PeerClaim`]);
+//! - `leases/`: an `ipam` store handing out addresses of this host's blocks.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::state_file::{self, StateFileError};
+
+/// The network's facts on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkFacts {
+    pub network: String,
+    pub vni: u32,
+    pub subnet: Ipv4Network,
+    pub block_prefix: u8,
+    /// This host's VTEP address; also its name in the control plane.
+    pub vtep: IpAddr,
+    pub bridge: String,
+    pub vxlan: String,
+}
+
+/// One block this host hands addresses out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    pub block: Ipv4Network,
+    /// Wall-clock milliseconds of the claim: the earlier claim of a block wins a conflict.
+    pub claimed_at_ms: u64,
+    /// Lost to another host's claim while addresses of it were in use here: no new address comes from
+    /// it, it is not published, and it goes once its last address is released.
+    #[serde(default)]
+    pub lost: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostClaims {
+    pub claims: Vec<Claim>,
+}
+
+/// A block another host claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerClaim {
+    pub block: Ipv4Network,
+    pub host: IpAddr,
+    pub claimed_at_ms: u64,
+}
+
+/// The overlay state directory of one network.
+#[derive(Debug, Clone)]
+pub struct OverlayDir {
+    dir: PathBuf,
+}
+
+impl OverlayDir {
+    pub fn new(state_dir: &Path, network: &str) -> Self {
+        OverlayDir {
+            dir: Self::root(state_dir).join(network),
+        }
+    }
+
+    pub fn for_network(network: &str) -> Self {
+        Self::new(&crate::paths::state_dir(), network)
+    }
+
+    /// `<state>/overlay`: one directory per overlay network used on this host.
+    pub fn root(state_dir: &Path) -> PathBuf {
+        state_dir.join("overlay")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn facts(&self) -> Result<Option<NetworkFacts>, StateFileError> {
+        state_file::read_json(&self.dir.join("network.json"))
+    }
+
+    pub fn write_facts(&self, facts: &NetworkFacts) -> Result<(), StateFileError> {
+        state_file::write_json(&self.dir.join("network.json"), facts)
+    }
+
+    pub fn claims(&self) -> Result<HostClaims, StateFileError> {
+        Ok(state_file::read_json(&self.dir.join("claims.json"))?.unwrap_or_default())
+    }
+
+    pub fn write_claims(&self, claims: &HostClaims) -> Result<(), StateFileError> {
+        state_file::write_json(&self.dir.join("claims.json"), claims)
+    }
+
+    pub fn peer_claims(&self) -> Result<Vec<PeerClaim>, StateFileError> {
+        Ok(state_file::read_json(&self.dir.join("peer_claims.json"))?.unwrap_or_default())
+    }
+
+    pub fn write_peer_claims(&self, claims: &[PeerClaim]) -> Result<(), StateFileError> {
+        state_file::write_json(&self.dir.join("peer_claims.json"), &claims)
+    }
+
+    /// Parent of the lease store (`ipam::Store::open(this, LEASE_STORE)`).
+    pub fn lease_data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Forgets the network on this host (its last container left).
+    pub fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Name of the lease store inside the network's overlay directory.
+pub const LEASE_STORE: &str = "leases";
+
+/// Every overlay network this host has facts for.
+pub fn local_networks(state_dir: &Path) -> Vec<NetworkFacts> {
+    let Ok(entries) = std::fs::read_dir(OverlayDir::root(state_dir)) else {
+        return Vec::new();
+    };
+    let mut facts: Vec<NetworkFacts> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            match OverlayDir::new(state_dir, &name).facts() {
+                Ok(f) => f,
+                Err(err) => {
+                    tracing::warn!(network = %name, error = %err, "skipping unreadable overlay network facts");
+                    None
+                }
+            }
+        })
+        .collect();
+    facts.sort_by(|a, b| a.network.cmp(&b.network));
+    facts
+}
+
+/// Milliseconds since the epoch, for claim times and record versions.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

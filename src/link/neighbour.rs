@@ -1,0 +1,376 @@
+//! Static forwarding (FDB) entries of a VXLAN device and neighbour (ARP/NDP) entries, as the overlay's
+//! control plane programs them: remote MAC -> remote VTEP, remote IP -> remote MAC.
+//!
+//! rtnetlink has no `bridge fdb append` (NLM_F_APPEND, several destinations for one MAC, the way
+//! all-zero flood entries are built), so every request here is sent through `Handle::request` with the
+//! flags spelled out.
+
+use std::net::IpAddr;
+
+use futures::StreamExt;
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::RouteType;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{index_object, LinkError, MacAddr, Netlink};
+
+/// A static FDB entry of a VXLAN device: frames for `mac` go to the VTEP `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdbEntry {
+    pub mac: MacAddr,
+    pub dst: IpAddr,
+}
+
+/// A permanent neighbour entry: `ip` is at `mac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeighbourEntry {
+    pub ip: IpAddr,
+    pub mac: MacAddr,
+}
+
+/// How an FDB add treats an entry already there for the same MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdbWrite {
+    /// Replace its destination (one VTEP per MAC: container MACs).
+    Replace,
+    /// Add one more destination (several VTEPs per MAC: head-end replication of flood entries).
+    Append,
+}
+
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
+}
+
+fn ip_of(address: &NeighbourAddress) -> Option<IpAddr> {
+    match address {
+        NeighbourAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        NeighbourAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        // netlink-packet-route parses the NDA_DST of AF_BRIDGE answers as raw bytes.
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn fdb_message(dev: u32, entry: &FdbEntry) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Bridge;
+    message.header.ifindex = dev;
+    message.header.state = NeighbourState::Permanent;
+    // NTF_SELF: the entry belongs to the VXLAN device's own table, not to a bridge it hangs on.
+    message.header.flags = NeighbourFlags::Own;
+    message.header.kind = RouteType::Unspec;
+    message.attributes = vec![
+        NeighbourAttribute::LinkLayerAddress(entry.mac.octets().to_vec()),
+        NeighbourAttribute::Destination(neighbour_address(entry.dst)),
+    ];
+    message
+}
+
+fn neighbour_message(dev: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
+    let mut message = NeighbourMessage::default();
+    message.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.ifindex = dev;
+    message.header.state = NeighbourState::Permanent;
+    message.header.kind = RouteType::Unspec;
+    message
+        .attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(ip)));
+    if let Some(mac) = mac {
+        message
+            .attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.octets().to_vec()));
+    }
+    message
+}
+
+impl Netlink {
+    /// Sends one neighbour-table request and waits for its acknowledgement (or, for a dump, collects
+    /// the answers).
+    fn neighbour_request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        op: &'static str,
+        object: String,
+    ) -> Result<Vec<NeighbourMessage>, LinkError> {
+        let mut request = NetlinkMessage::from(message);
+        request.header.flags = flags;
+        let mut handle = self.handle().clone();
+        self.block_on(async move {
+            let mut answers = Vec::new();
+            let mut response = handle
+                .request(request)
+                .map_err(LinkError::from_rtnetlink(op, &object))?;
+            while let Some(reply) = response.next().await {
+                match reply.payload {
+                    NetlinkPayload::Error(e) => {
+                        return Err(LinkError::from_rtnetlink(op, &object)(
+                            rtnetlink::Error::NetlinkError(e),
+                        ))
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+                        answers.push(m)
+                    }
+                    _ => {}
+                }
+            }
+            Ok(answers)
+        })
+    }
+
+    /// Adds a static FDB entry to VXLAN device `dev` (`bridge fdb replace|append MAC dev DEV dst VTEP
+    /// self permanent`).
+    pub fn fdb_add(&self, dev: u32, entry: &FdbEntry, write: FdbWrite) -> Result<(), LinkError> {
+        let mode = match write {
+            FdbWrite::Replace => NLM_F_REPLACE,
+            FdbWrite::Append => NLM_F_APPEND,
+        };
+        self.neighbour_request(
+            RouteNetlinkMessage::NewNeighbour(fdb_message(dev, entry)),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode,
+            "adding fdb entry",
+            format!("{} dst {} on {}", entry.mac, entry.dst, index_object(dev)),
+        )
+        .map(drop)
+    }
+
+    /// Removes one FDB entry (one destination of a MAC); `Ok(false)` when it was not there.
+    pub fn fdb_del(&self, dev: u32, entry: &FdbEntry) -> Result<bool, LinkError> {
+        let result = self.neighbour_request(
+            RouteNetlinkMessage::DelNeighbour(fdb_message(dev, entry)),
+            NLM_F_REQUEST | NLM_F_ACK,
+            "deleting fdb entry",
+            format!("{} dst {} on {}", entry.mac, entry.dst, index_object(dev)),
+        );
+        match result {
+            Ok(_) => Ok(true),
+            Err(LinkError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The FDB entries of device `dev` that have a remote destination (the VXLAN device's own table;
+    /// the entries a bridge learned are left out).
+    pub fn fdb_entries(&self, dev: u32) -> Result<Vec<FdbEntry>, LinkError> {
+        let mut filter = NeighbourMessage::default();
+        filter.header.family = AddressFamily::Bridge;
+        let answers = self.neighbour_request(
+            RouteNetlinkMessage::GetNeighbour(filter),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            "listing fdb entries of",
+            index_object(dev),
+        )?;
+        Ok(answers
+            .iter()
+            .filter(|m| m.header.ifindex == dev && m.header.flags.contains(NeighbourFlags::Own))
+            .filter_map(|m| {
+                let mut mac = None;
+                let mut dst = None;
+                for attribute in &m.attributes {
+                    match attribute {
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = MacAddr::from_slice(bytes).ok()
+                        }
+                        NeighbourAttribute::Destination(address) => dst = ip_of(address),
+                        _ => {}
+                    }
+                }
+                Some(FdbEntry {
+                    mac: mac?,
+                    dst: dst?,
+                })
+            })
+            .collect())
+    }
+
+    /// Sets a permanent neighbour entry `ip lladdr mac` on `dev`, replacing what was there.
+    pub fn neighbour_replace(&self, dev: u32, entry: &NeighbourEntry) -> Result<(), LinkError> {
+        self.neighbour_request(
+            RouteNetlinkMessage::NewNeighbour(neighbour_message(dev, entry.ip, Some(entry.mac))),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            "setting neighbour",
+            format!("{} lladdr {} on {}", entry.ip, entry.mac, index_object(dev)),
+        )
+        .map(drop)
+    }
+
+    /// Removes the neighbour entry of `ip` on `dev`; `Ok(false)` when there was none.
+    pub fn neighbour_del(&self, dev: u32, ip: IpAddr) -> Result<bool, LinkError> {
+        let result = self.neighbour_request(
+            RouteNetlinkMessage::DelNeighbour(neighbour_message(dev, ip, None)),
+            NLM_F_REQUEST | NLM_F_ACK,
+            "deleting neighbour",
+            format!("{ip} on {}", index_object(dev)),
+        );
+        match result {
+            Ok(_) => Ok(true),
+            Err(LinkError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The permanent neighbour entries of `dev` (IPv4 and IPv6); learned ones are the kernel's business.
+    pub fn permanent_neighbours(&self, dev: u32) -> Result<Vec<NeighbourEntry>, LinkError> {
+        let mut entries = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut filter = NeighbourMessage::default();
+            filter.header.family = family;
+            let answers = self.neighbour_request(
+                RouteNetlinkMessage::GetNeighbour(filter),
+                NLM_F_REQUEST | NLM_F_DUMP,
+                "listing neighbours of",
+                index_object(dev),
+            )?;
+            for m in answers
+                .iter()
+                .filter(|m| m.header.ifindex == dev && m.header.state == NeighbourState::Permanent)
+            {
+                let mut ip = None;
+                let mut mac = None;
+                for attribute in &m.attributes {
+                    match attribute {
+                        NeighbourAttribute::Destination(address) => ip = ip_of(address),
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            mac = MacAddr::from_slice(bytes).ok()
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(ip), Some(mac)) = (ip, mac) {
+                    entries.push(NeighbourEntry { ip, mac });
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Root test in a namespace of its own (`tt-vxlan-<pid>`), removed on drop.
+    use std::process::Command;
+
+    use super::*;
+    use crate::link::{vxlan_name, VxlanSpec, VXLAN_PORT};
+    use crate::netns::NetNs;
+
+    struct Scratch(String);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn vxlan_fdb_and_neighbour_entries_round_trip() {
+        let name = format!("tt-vxlan-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let _scratch = Scratch(name.clone());
+        ip(&[
+            "-n", &name, "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+        ]);
+        ip(&["-n", &name, "addr", "add", "192.0.2.1/24", "dev", "under0"]);
+        ip(&["-n", &name, "link", "set", "under0", "up"]);
+        let ns = NetNs::open(format!("/run/netns/{name}")).unwrap();
+        let nl = Netlink::in_netns(&ns).unwrap();
+        let under = nl.link_by_name("under0").unwrap().unwrap();
+        let br = nl
+            .ensure_bridge("tbr7", Some(1450), MacAddr::from_name("tbr7"))
+            .unwrap();
+        let spec = VxlanSpec {
+            name: vxlan_name(7),
+            vni: 7,
+            local: "192.0.2.1".parse().unwrap(),
+            underlay: under.index,
+            port: VXLAN_PORT,
+            mtu: Some(1450),
+            master: Some(br.index),
+        };
+        let dev = nl.ensure_vxlan(&spec).unwrap();
+        assert_eq!(dev.name, "tvx7");
+        assert_eq!(dev.master, Some(br.index));
+        assert_eq!(
+            nl.ensure_vxlan(&spec).unwrap().index,
+            dev.index,
+            "idempotent"
+        );
+
+        let a = FdbEntry {
+            mac: "02:00:00:00:00:0a".parse().unwrap(),
+            dst: "192.0.2.2".parse().unwrap(),
+        };
+        let moved = FdbEntry {
+            mac: a.mac,
+            dst: "192.0.2.3".parse().unwrap(),
+        };
+        nl.fdb_add(dev.index, &a, FdbWrite::Replace).unwrap();
+        nl.fdb_add(dev.index, &a, FdbWrite::Replace).unwrap();
+        assert_eq!(nl.fdb_entries(dev.index).unwrap(), vec![a]);
+        nl.fdb_add(dev.index, &moved, FdbWrite::Replace).unwrap();
+        assert_eq!(
+            nl.fdb_entries(dev.index).unwrap(),
+            vec![moved],
+            "replace moves a MAC"
+        );
+        assert!(nl.fdb_del(dev.index, &moved).unwrap());
+        assert!(!nl.fdb_del(dev.index, &moved).unwrap());
+        assert!(nl.fdb_entries(dev.index).unwrap().is_empty());
+
+        // The kernel appends destinations only to the all-zero (flood) and multicast entries.
+        let zero = MacAddr::new([0; 6]);
+        let f1 = FdbEntry {
+            mac: zero,
+            dst: "192.0.2.2".parse().unwrap(),
+        };
+        let f2 = FdbEntry {
+            mac: zero,
+            dst: "192.0.2.3".parse().unwrap(),
+        };
+        nl.fdb_add(dev.index, &f1, FdbWrite::Append).unwrap();
+        nl.fdb_add(dev.index, &f2, FdbWrite::Append).unwrap();
+        let mut both = nl.fdb_entries(dev.index).unwrap();
+        both.sort();
+        assert_eq!(both, vec![f1, f2], "append keeps the first destination");
+        assert!(nl.fdb_del(dev.index, &f1).unwrap());
+        assert_eq!(nl.fdb_entries(dev.index).unwrap(), vec![f2]);
+
+        let n = NeighbourEntry {
+            ip: "10.200.0.5".parse().unwrap(),
+            mac: a.mac,
+        };
+        nl.neighbour_replace(dev.index, &n).unwrap();
+        nl.neighbour_replace(dev.index, &n).unwrap();
+        assert_eq!(nl.permanent_neighbours(dev.index).unwrap(), vec![n]);
+        assert!(nl.neighbour_del(dev.index, n.ip).unwrap());
+        assert!(!nl.neighbour_del(dev.index, n.ip).unwrap());
+        assert!(nl.permanent_neighbours(dev.index).unwrap().is_empty());
+    }
+}

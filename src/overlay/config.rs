@@ -1,0 +1,222 @@
+//! The `"overlay"` section of tetherd's config: where this host listens, whom it asks first, the shared key
+//! and the protocol's timings. Parsed once; the rest of the control plane never sees JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::OverlayError;
+use super::seal::KEY_LEN;
+
+/// The control-plane port when `bind` gives none (memberlist's, as Docker uses it).
+pub const DEFAULT_PORT: u16 = 7946;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPeerConfig {
+    bind: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    probe_period_ms: Option<u64>,
+    failure_timeout_ms: Option<u64>,
+    sync_interval_ms: Option<u64>,
+    reconcile_interval_ms: Option<u64>,
+    claim_grace_ms: Option<u64>,
+    expected_hosts: Option<u32>,
+}
+
+/// Validated control-plane settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// This host's control-plane address; its IP is also the host's name in every record.
+    pub bind: SocketAddr,
+    /// Static seeds: asked to let us in at start and whenever we know nobody.
+    pub peers: Vec<SocketAddr>,
+    pub key: [u8; KEY_LEN],
+    /// SWIM probe period; a probe unanswered for half of it goes indirect.
+    pub probe_period: Duration,
+    /// A suspected host is declared down after this long.
+    pub failure_timeout: Duration,
+    /// Push-pull of the whole record table with one random peer, which heals partitions.
+    pub sync_interval: Duration,
+    /// The kernel tables are compared with the records at least this often (restores deleted entries).
+    pub reconcile_interval: Duration,
+    /// A host down for this long loses its records, and so its address blocks.
+    pub claim_grace: Duration,
+    /// Roughly how many hosts the cluster has: SWIM repeats each membership update about
+    /// 4·log10(n) times, so a too-small guess leaves late joiners unknown to some hosts for long.
+    pub expected_hosts: u32,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    // The key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("bind", &self.bind)
+            .field("peers", &self.peers)
+            .field("probe_period", &self.probe_period)
+            .field("failure_timeout", &self.failure_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(reason: impl Into<String>) -> OverlayError {
+    OverlayError::Config {
+        reason: reason.into(),
+    }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, OverlayError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| {
+            config_error(format!(
+                "{field} {text:?} is not an address like \"192.0.2.1:7946\""
+            ))
+        })
+}
+
+fn parse_key(text: &str) -> Result<[u8; KEY_LEN], OverlayError> {
+    let text = text.trim();
+    let bad = || {
+        config_error(format!(
+            "the key must be {} hex digits (32 random bytes, e.g. `openssl rand -hex 32`)",
+            KEY_LEN * 2
+        ))
+    };
+    if text.len() != KEY_LEN * 2 {
+        return Err(bad());
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(key)
+}
+
+impl PeerConfig {
+    /// Parses the section; `Ok(None)` when there is none (the host runs no overlay control plane).
+    pub fn from_section(section: &serde_json::Value) -> Result<Option<PeerConfig>, OverlayError> {
+        if section.is_null() {
+            return Ok(None);
+        }
+        let raw: RawPeerConfig =
+            serde_json::from_value(section.clone()).map_err(|e| config_error(e.to_string()))?;
+        let bind = parse_addr(
+            "bind",
+            raw.bind.as_deref().ok_or_else(|| {
+                config_error(
+                    "`bind` is required: this host's underlay address, e.g. \"192.0.2.1:7946\"",
+                )
+            })?,
+        )?;
+        if bind.ip().is_unspecified() {
+            return Err(config_error("`bind` must be a concrete address of this host, not 0.0.0.0: it names the host to its peers"));
+        }
+        let peers_len = u32::try_from(raw.peers.len()).unwrap_or(u32::MAX);
+        let peers = raw
+            .peers
+            .iter()
+            .map(|p| parse_addr("peer", p))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|p| *p != bind)
+            .collect();
+        let key =
+            match (raw.key, raw.key_file) {
+                (Some(k), None) => parse_key(&k)?,
+                (None, Some(path)) => {
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|source| OverlayError::KeyFile {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                    parse_key(&text)?
+                }
+                _ => return Err(config_error(
+                    "give exactly one of `key` (hex) or `keyFile`: every message is sealed with it",
+                )),
+            };
+        let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default).max(1));
+        let probe_period = ms(raw.probe_period_ms, 1000);
+        Ok(Some(PeerConfig {
+            bind,
+            peers,
+            key,
+            probe_period,
+            failure_timeout: ms(raw.failure_timeout_ms, 5000),
+            sync_interval: ms(raw.sync_interval_ms, 5000),
+            reconcile_interval: ms(raw.reconcile_interval_ms, 1000),
+            claim_grace: ms(raw.claim_grace_ms, 10 * 60 * 1000),
+            expected_hosts: raw.expected_hosts.unwrap_or(16).max(peers_len + 1).max(3),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn a_section_parses_with_defaults() {
+        let c = PeerConfig::from_section(
+            &json!({"bind": "192.0.2.1", "peers": ["192.0.2.2:7000", "192.0.2.1"], "key": KEY}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.bind.to_string(), "192.0.2.1:7946");
+        assert_eq!(
+            c.peers,
+            vec!["192.0.2.2:7000".parse().unwrap()],
+            "self is dropped from the seeds"
+        );
+        assert_eq!(c.key[31], 0x1f);
+        assert!(
+            !format!("{c:?}").contains("1f"),
+            "the key stays out of Debug"
+        );
+        assert!(PeerConfig::from_section(&serde_json::Value::Null)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn the_example_tetherd_config_parses_up_to_its_key_file() {
+        let config: serde_json::Value =
+            serde_json::from_str(include_str!("../../conf/tetherd-overlay.json")).unwrap();
+        let mut section = config["overlay"].clone();
+        section["keyFile"] = serde_json::Value::Null;
+        section["key"] = json!(KEY);
+        let c = PeerConfig::from_section(&section).unwrap().unwrap();
+        assert_eq!(
+            c.peers.len(),
+            2,
+            "the host itself is dropped from its seeds"
+        );
+        assert_eq!(c.expected_hosts, 16);
+    }
+
+    #[test]
+    fn bad_sections_say_what_to_fix() {
+        for bad in [
+            json!({"peers": [], "key": KEY}),
+            json!({"bind": "0.0.0.0:7946", "key": KEY}),
+            json!({"bind": "192.0.2.1"}),
+            json!({"bind": "192.0.2.1", "key": "abcd"}),
+            json!({"bind": "192.0.2.1", "key": KEY, "peers": ["nohost"]}),
+            json!({"bind": "192.0.2.1", "key": KEY, "bogus": 1}),
+        ] {
+            assert!(PeerConfig::from_section(&bad).is_err(), "{bad} accepted");
+        }
+    }
+}

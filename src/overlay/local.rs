@@ -1,0 +1,255 @@
+//! This host's side of the records: what the plugins wrote to the state directory (network facts, block
+//! claims, attachment records) turned into the host's own records, and the peers' claims written back for
+//! the plugin's block choice, with claim conflicts settled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnetwork::Ipv4Network;
+
+use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::driver::network_lock::NetworkLock;
+use crate::driver::overlay::{
+    claims_lock_name, local_networks, wins, Claim, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+};
+use crate::driver::record::RecordDir;
+use crate::ipam::Store;
+use crate::link::MacAddr;
+
+/// What the state directory says this host has.
+#[derive(Debug, Default)]
+pub struct LocalState {
+    pub networks: Vec<NetworkFacts>,
+    pub wanted: BTreeMap<RecordKey, RecordValue>,
+}
+
+pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
+    let networks = local_networks(state_dir);
+    let mut wanted = BTreeMap::new();
+    for facts in &networks {
+        let dir = OverlayDir::new(state_dir, &facts.network);
+        match dir.claims() {
+            Ok(claims) => {
+                for c in claims.claims.into_iter().filter(|c| !c.lost) {
+                    wanted.insert(
+                        RecordKey::Claim {
+                            host: me,
+                            network: facts.network.clone(),
+                            block: c.block,
+                        },
+                        RecordValue::Claim {
+                            claimed_at_ms: c.claimed_at_ms,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(network = %facts.network, error = %e, "unreadable overlay claims")
+            }
+        }
+        let records = match RecordDir::new(state_dir, &facts.network).list() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(network = %facts.network, error = %e, "unreadable attachment records");
+                continue;
+            }
+        };
+        for rec in records.iter().filter(|r| r.driver == "overlay") {
+            let names: Vec<String> = if rec.dns {
+                rec.name.iter().chain(rec.aliases.iter()).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let Some(mac) = rec.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) else {
+                continue;
+            };
+            for ip in &rec.ips {
+                if let IpAddr::V4(v4) = ip.ip() {
+                    if facts.subnet.contains(v4) {
+                        wanted.insert(
+                            RecordKey::Endpoint {
+                                host: me,
+                                network: facts.network.clone(),
+                                ip: v4,
+                            },
+                            RecordValue::endpoint(facts.vni, mac, facts.vtep, names.clone()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    LocalState { networks, wanted }
+}
+
+/// The live claims of other hosts, per network.
+pub fn peer_claims(table: &RecordTable, me: IpAddr) -> BTreeMap<String, Vec<PeerClaim>> {
+    let mut out: BTreeMap<String, Vec<PeerClaim>> = BTreeMap::new();
+    for (key, value) in table.live() {
+        if let (
+            RecordKey::Claim {
+                host,
+                network,
+                block,
+            },
+            RecordValue::Claim { claimed_at_ms },
+        ) = (key, value)
+        {
+            if *host != me {
+                out.entry(network.clone()).or_default().push(PeerClaim {
+                    block: *block,
+                    host: *host,
+                    claimed_at_ms: *claimed_at_ms,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Writes `peer_claims.json` for every network peers claim blocks in (also ones this host does not use
+/// yet: its first ADD must avoid their blocks), and clears it for networks nobody else claims in.
+pub fn publish_peer_claims(state_dir: &Path, claims: &BTreeMap<String, Vec<PeerClaim>>) {
+    let mut networks: BTreeSet<String> = claims.keys().cloned().collect();
+    networks.extend(local_networks(state_dir).into_iter().map(|f| f.network));
+    for network in networks {
+        let dir = OverlayDir::new(state_dir, &network);
+        let wanted = claims.get(&network).cloned().unwrap_or_default();
+        // The plugin's last DEL removes the directory under this lock; a write racing it would leave
+        // the removal a non-empty directory.
+        let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&network)) else {
+            continue;
+        };
+        if dir.peer_claims().ok().as_ref() == Some(&wanted) {
+            continue;
+        }
+        if let Err(e) = dir.write_peer_claims(&wanted) {
+            tracing::warn!(network = %network, error = %e, "could not write peer claims");
+        }
+    }
+}
+
+/// Gives up this host's claims that lose against a peer's claim of the same block, as long as no address
+/// of the block is in use here (then the conflict is logged: it needs a person). Returns whether any
+/// claim was given up.
+pub fn settle_conflicts(
+    state_dir: &Path,
+    me: IpAddr,
+    claims: &BTreeMap<String, Vec<PeerClaim>>,
+) -> bool {
+    let mut gave_up = false;
+    for facts in local_networks(state_dir) {
+        let Some(theirs) = claims.get(&facts.network) else {
+            continue;
+        };
+        let dir = OverlayDir::new(state_dir, &facts.network);
+        let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&facts.network)) else {
+            continue;
+        };
+        let Ok(mut mine) = dir.claims() else {
+            continue;
+        };
+        let leases: Vec<IpAddr> = Store::existing(dir.lease_data_dir(), LEASE_STORE)
+            .ok()
+            .flatten()
+            .and_then(|s| s.lock().and_then(|l| l.leases()).ok())
+            .unwrap_or_default();
+        let in_use = |block: Ipv4Network| {
+            leases
+                .iter()
+                .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)))
+        };
+        let before = mine.claims.clone();
+        settle(&mut mine.claims, me, theirs, in_use, &facts.network);
+        if mine.claims != before {
+            gave_up = true;
+            if let Err(e) = dir.write_claims(&mine) {
+                tracing::warn!(network = %facts.network, error = %e, "could not rewrite claims");
+            }
+        }
+    }
+    gave_up
+}
+
+/// Settles `mine` against the peers' claims: a claim a peer's claim of the same block beats is dropped,
+/// or, while `in_use` says addresses of the block are handed out here, marked lost (no new address from
+/// it; the clash with the winner's containers is logged, since moving would renumber running containers).
+fn settle(
+    mine: &mut Vec<Claim>,
+    me: IpAddr,
+    theirs: &[PeerClaim],
+    in_use: impl Fn(Ipv4Network) -> bool,
+    network: &str,
+) {
+    mine.retain_mut(|c| {
+        let Some(winner) = theirs
+            .iter()
+            .find(|p| p.block == c.block && !wins(c, me, p))
+        else {
+            return true;
+        };
+        if in_use(c.block) {
+            if !c.lost {
+                tracing::error!(block = %c.block, network, other = %winner.host,
+                    "address block claimed by two hosts and addresses of it are in use here; no new \
+                     address comes from it, but containers of both hosts may share addresses: remove \
+                     this host's containers in the block");
+                c.lost = true;
+            }
+            return true;
+        }
+        tracing::warn!(block = %c.block, network, other = %winner.host,
+            "block claimed by two hosts; the other claim wins, this host moves to another block");
+        false
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_losing_claim_moves_unless_its_addresses_are_in_use() {
+        let me: IpAddr = "192.0.2.2".parse().unwrap();
+        let block: Ipv4Network = "10.0.0.0/26".parse().unwrap();
+        let other: Ipv4Network = "10.0.0.64/26".parse().unwrap();
+        let theirs = vec![PeerClaim {
+            block,
+            host: "192.0.2.1".parse().unwrap(),
+            claimed_at_ms: 5,
+        }];
+        let mut mine = vec![
+            Claim {
+                block,
+                claimed_at_ms: 9,
+                lost: false,
+            },
+            Claim {
+                block: other,
+                claimed_at_ms: 9,
+                lost: false,
+            },
+        ];
+        settle(&mut mine, me, &theirs, |_| true, "n");
+        assert_eq!(mine.len(), 2, "a block with addresses in use stays");
+        assert!(mine[0].lost && !mine[1].lost, "but gives no new address");
+        settle(&mut mine, me, &theirs, |_| false, "n");
+        assert_eq!(
+            mine,
+            vec![Claim {
+                block: other,
+                claimed_at_ms: 9,
+                lost: false
+            }],
+            "the later claim moves"
+        );
+        let mut earlier = vec![Claim {
+            block,
+            claimed_at_ms: 1,
+            lost: false,
+        }];
+        settle(&mut earlier, me, &theirs, |_| false, "n");
+        assert_eq!(earlier.len(), 1, "the earlier claim keeps its block");
+    }
+}

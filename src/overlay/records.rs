@@ -1,0 +1,359 @@
+//! The replicated state: endpoint records (a container address on a network: its MAC and VTEP) and block
+//! claims, each owned by the host that wrote it. A record carries a version; a higher version replaces a
+//! lower one, and a deletion is a tombstone (no value) with a higher version, so a delete that meets an
+//! older copy of the record wins wherever the two meet. Only the owner writes its records; versions are
+//! wall-clock milliseconds bumped past anything seen, so a restarted host still writes newer versions.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+use crate::link::MacAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RecordKey {
+    /// One container address of `network` on `host`.
+    Endpoint {
+        host: IpAddr,
+        network: String,
+        ip: Ipv4Addr,
+    },
+    /// `host` hands out the addresses of `block` of `network`.
+    Claim {
+        host: IpAddr,
+        network: String,
+        block: Ipv4Network,
+    },
+}
+
+impl RecordKey {
+    pub fn host(&self) -> IpAddr {
+        match self {
+            RecordKey::Endpoint { host, .. } | RecordKey::Claim { host, .. } => *host,
+        }
+    }
+
+    pub fn network(&self) -> &str {
+        match self {
+            RecordKey::Endpoint { network, .. } | RecordKey::Claim { network, .. } => network,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordValue {
+    Endpoint {
+        vni: u32,
+        mac: [u8; 6],
+        vtep: IpAddr,
+        /// The container's DNS names on the network (name first, then aliases); empty without DNS.
+        names: Vec<String>,
+    },
+    Claim {
+        claimed_at_ms: u64,
+    },
+}
+
+impl RecordValue {
+    pub fn endpoint(vni: u32, mac: MacAddr, vtep: IpAddr, names: Vec<String>) -> RecordValue {
+        RecordValue::Endpoint {
+            vni,
+            mac: mac.octets(),
+            vtep,
+            names,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub key: RecordKey,
+    pub version: u64,
+    /// `None`: deleted (a tombstone).
+    pub value: Option<RecordValue>,
+}
+
+/// A stored record and when it was last changed here (for dropping old tombstones).
+#[derive(Debug, Clone)]
+struct Entry {
+    version: u64,
+    value: Option<RecordValue>,
+    changed_ms: u64,
+}
+
+/// Every record this host knows, its own included.
+#[derive(Debug, Default)]
+pub struct RecordTable {
+    entries: BTreeMap<RecordKey, Entry>,
+    /// The highest version this host has written or seen for its own records.
+    clock: u64,
+}
+
+/// What applying remote records did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Records that replaced what we had.
+    pub changed: usize,
+    /// Records of our own that a peer holds but we no longer have: answered with tombstones.
+    pub disowned: Vec<Record>,
+}
+
+impl RecordTable {
+    pub fn new() -> RecordTable {
+        RecordTable::default()
+    }
+
+    fn next_version(&mut self, now_ms: u64) -> u64 {
+        self.clock = (self.clock + 1).max(now_ms);
+        self.clock
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Live records (tombstones left out).
+    pub fn live(&self) -> impl Iterator<Item = (&RecordKey, &RecordValue)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| e.value.as_ref().map(|v| (k, v)))
+    }
+
+    /// Every record, tombstones included, as sent in a full sync.
+    pub fn all(&self) -> Vec<Record> {
+        self.entries
+            .iter()
+            .map(|(key, e)| Record {
+                key: key.clone(),
+                version: e.version,
+                value: e.value.clone(),
+            })
+            .collect()
+    }
+
+    pub fn get(&self, key: &RecordKey) -> Option<&RecordValue> {
+        self.entries.get(key).and_then(|e| e.value.as_ref())
+    }
+
+    /// Makes this host's own records equal to `wanted`: new or changed ones get a new version, missing
+    /// ones become tombstones. Returns the records that changed, to push to peers.
+    pub fn set_own(
+        &mut self,
+        me: IpAddr,
+        wanted: &BTreeMap<RecordKey, RecordValue>,
+        now_ms: u64,
+    ) -> Vec<Record> {
+        let mut changed = Vec::new();
+        for (key, value) in wanted {
+            if self.get(key) == Some(value) {
+                continue;
+            }
+            let version = self.next_version(now_ms);
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    version,
+                    value: Some(value.clone()),
+                    changed_ms: now_ms,
+                },
+            );
+            changed.push(Record {
+                key: key.clone(),
+                version,
+                value: Some(value.clone()),
+            });
+        }
+        let gone: Vec<RecordKey> = self
+            .entries
+            .iter()
+            .filter(|(k, e)| k.host() == me && e.value.is_some() && !wanted.contains_key(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let version = self.next_version(now_ms);
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    version,
+                    value: None,
+                    changed_ms: now_ms,
+                },
+            );
+            changed.push(Record {
+                key,
+                version,
+                value: None,
+            });
+        }
+        changed
+    }
+
+    /// Applies records from a peer. Our own records are never taken from others: a live copy of one we
+    /// do not have (left from before a restart) is answered with a newer tombstone.
+    pub fn merge(&mut self, me: IpAddr, records: Vec<Record>, now_ms: u64) -> MergeOutcome {
+        let mut outcome = MergeOutcome::default();
+        for record in records {
+            if record.key.host() == me {
+                self.clock = self.clock.max(record.version);
+                let ours = self.entries.get(&record.key);
+                let stale_live_copy = record.value.is_some()
+                    && ours.is_none_or(|e| e.value.is_none() || e.version < record.version);
+                if stale_live_copy {
+                    let version = self.next_version(now_ms);
+                    self.entries.insert(
+                        record.key.clone(),
+                        Entry {
+                            version,
+                            value: None,
+                            changed_ms: now_ms,
+                        },
+                    );
+                    outcome.disowned.push(Record {
+                        key: record.key,
+                        version,
+                        value: None,
+                    });
+                }
+                continue;
+            }
+            let newer = self
+                .entries
+                .get(&record.key)
+                .is_none_or(|e| record.version > e.version);
+            if newer {
+                self.entries.insert(
+                    record.key,
+                    Entry {
+                        version: record.version,
+                        value: record.value,
+                        changed_ms: now_ms,
+                    },
+                );
+                outcome.changed += 1;
+            }
+        }
+        outcome
+    }
+
+    /// Forgets every record of `host` (it has been gone longer than the grace period).
+    pub fn drop_host(&mut self, host: IpAddr) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|k, _| k.host() != host);
+        before - self.entries.len()
+    }
+
+    /// Drops tombstones older than `ttl_ms`: by then every peer has had many syncs to learn them.
+    pub fn expire_tombstones(&mut self, now_ms: u64, ttl_ms: u64) {
+        self.entries
+            .retain(|_, e| e.value.is_some() || now_ms.saturating_sub(e.changed_ms) < ttl_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, n))
+    }
+
+    fn endpoint(h: u8, last: u8) -> RecordKey {
+        RecordKey::Endpoint {
+            host: host(h),
+            network: "ovl".into(),
+            ip: Ipv4Addr::new(10, 0, 0, last),
+        }
+    }
+
+    fn value(m: u8) -> RecordValue {
+        RecordValue::endpoint(1, MacAddr::new([2, 0, 0, 0, 0, m]), host(1), Vec::new())
+    }
+
+    #[test]
+    fn own_changes_get_versions_and_deletions_become_tombstones() {
+        let mut t = RecordTable::new();
+        let mut wanted = BTreeMap::from([(endpoint(1, 2), value(2))]);
+        let first = t.set_own(host(1), &wanted, 100);
+        assert_eq!(first.len(), 1);
+        assert!(
+            t.set_own(host(1), &wanted, 101).is_empty(),
+            "nothing changed"
+        );
+        wanted.clear();
+        let gone = t.set_own(host(1), &wanted, 100);
+        assert_eq!(gone[0].value, None);
+        assert!(
+            gone[0].version > first[0].version,
+            "versions never go back, even if the clock does"
+        );
+        assert_eq!(t.live().count(), 0);
+    }
+
+    #[test]
+    fn newer_versions_win_in_any_order_and_tombstones_beat_older_copies() {
+        let live = Record {
+            key: endpoint(2, 3),
+            version: 5,
+            value: Some(value(3)),
+        };
+        let dead = Record {
+            key: endpoint(2, 3),
+            version: 6,
+            value: None,
+        };
+        let mut a = RecordTable::new();
+        a.merge(host(1), vec![live.clone(), dead.clone()], 0);
+        let mut b = RecordTable::new();
+        b.merge(host(1), vec![dead, live], 0);
+        assert_eq!(a.live().count(), 0);
+        assert_eq!(b.live().count(), 0);
+        assert_eq!(a.all(), b.all());
+    }
+
+    #[test]
+    fn a_restarted_host_disowns_live_copies_of_records_it_no_longer_has() {
+        let mut t = RecordTable::new();
+        let old = Record {
+            key: endpoint(1, 9),
+            version: 50,
+            value: Some(value(9)),
+        };
+        let outcome = t.merge(host(1), vec![old], 10);
+        assert_eq!(outcome.disowned.len(), 1);
+        assert!(outcome.disowned[0].version > 50);
+        assert_eq!(outcome.disowned[0].value, None);
+        assert_eq!(t.live().count(), 0);
+    }
+
+    #[test]
+    fn departed_hosts_and_old_tombstones_are_forgotten() {
+        let mut t = RecordTable::new();
+        t.merge(
+            host(1),
+            vec![
+                Record {
+                    key: endpoint(2, 3),
+                    version: 5,
+                    value: Some(value(3)),
+                },
+                Record {
+                    key: endpoint(3, 4),
+                    version: 5,
+                    value: None,
+                },
+            ],
+            1000,
+        );
+        assert_eq!(t.drop_host(host(2)), 1);
+        t.expire_tombstones(1500, 1000);
+        assert_eq!(t.len(), 1);
+        t.expire_tombstones(2500, 1000);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,131 @@
+//! Names of other hosts' containers for tetherd's resolver: for every overlay network this host has, the
+//! endpoints of up hosts that carry DNS names are written as attachment records (driver `overlay-remote`,
+//! no namespace, so the resolver answers for them but serves nobody new) under
+//! `<state>/overlay-remote/<network>/`, which the daemon reads with its own records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+
+use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::driver::overlay::NetworkFacts;
+use crate::driver::record::AttachmentRecord;
+use crate::link::MacAddr;
+use crate::state_file;
+
+pub const REMOTE_DRIVER: &str = "overlay-remote";
+
+fn root(state_dir: &Path) -> PathBuf {
+    state_dir.join("overlay-remote")
+}
+
+/// The records the resolver should know, by file path.
+fn wanted(
+    state_dir: &Path,
+    networks: &[NetworkFacts],
+    table: &RecordTable,
+    me: IpAddr,
+    is_up: impl Fn(IpAddr) -> bool,
+) -> BTreeMap<PathBuf, AttachmentRecord> {
+    let local: BTreeMap<&str, &NetworkFacts> =
+        networks.iter().map(|f| (f.network.as_str(), f)).collect();
+    let mut out = BTreeMap::new();
+    for (key, value) in table.live() {
+        let (
+            RecordKey::Endpoint { host, network, ip },
+            RecordValue::Endpoint {
+                vni, mac, names, ..
+            },
+        ) = (key, value)
+        else {
+            continue;
+        };
+        let Some(facts) = local.get(network.as_str()) else {
+            continue;
+        };
+        if *host == me || names.is_empty() || *vni != facts.vni || !is_up(*host) {
+            continue;
+        }
+        let id = format!("{host}_{ip}");
+        let address =
+            Ipv4Network::new(*ip, facts.subnet.prefix()).expect("prefix of a valid subnet");
+        let record = AttachmentRecord {
+            network: network.clone(),
+            container_id: id.clone(),
+            ifname: "remote".into(),
+            driver: REMOTE_DRIVER.into(),
+            netns: None,
+            host_ifname: None,
+            bridge: None,
+            mac: Some(MacAddr::new(*mac).to_string()),
+            macspoofchk: false,
+            ips: vec![IpNetwork::V4(address)],
+            name: names.first().cloned(),
+            aliases: names.iter().skip(1).cloned().collect(),
+            dns: true,
+            internal: false,
+        };
+        out.insert(
+            root(state_dir).join(network).join(format!("{id}.json")),
+            record,
+        );
+    }
+    out
+}
+
+/// Makes `<state>/overlay-remote` hold exactly the wanted records; returns the networks whose records
+/// changed (the daemon must reload them).
+pub fn sync(
+    state_dir: &Path,
+    networks: &[NetworkFacts],
+    table: &RecordTable,
+    me: IpAddr,
+    is_up: impl Fn(IpAddr) -> bool,
+) -> BTreeSet<String> {
+    let want = wanted(state_dir, networks, table, me, is_up);
+    let mut changed = BTreeSet::new();
+    let mut have: BTreeSet<PathBuf> = BTreeSet::new();
+    if let Ok(dirs) = std::fs::read_dir(root(state_dir)) {
+        for dir in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(dir.path()) {
+                have.extend(files.flatten().map(|f| f.path()));
+            }
+        }
+    }
+    for (path, record) in &want {
+        let current: Option<AttachmentRecord> = state_file::read_json(path).ok().flatten();
+        if current.as_ref() != Some(record) {
+            match state_file::write_json(path, record) {
+                Ok(()) => {
+                    changed.insert(record.network.clone());
+                }
+                Err(e) => tracing::warn!(error = %e, "could not write a remote name record"),
+            }
+        }
+    }
+    for stale in have.difference(&want.keys().cloned().collect()) {
+        if std::fs::remove_file(stale).is_ok() {
+            if let Some(net) = stale.parent().and_then(|p| p.file_name()) {
+                changed.insert(net.to_string_lossy().to_string());
+            }
+        }
+    }
+    changed
+}
+
+/// The remote records, for the daemon's snapshot.
+pub fn load(state_dir: &Path) -> Vec<AttachmentRecord> {
+    let mut out = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(root(state_dir)) else {
+        return out;
+    };
+    for dir in dirs.flatten() {
+        match state_file::list_json::<AttachmentRecord>(&dir.path()) {
+            Ok(records) => out.extend(records),
+            Err(e) => tracing::warn!(error = %e, "skipping remote name records"),
+        }
+    }
+    out
+}

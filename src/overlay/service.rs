@@ -1,0 +1,79 @@
+//! The control plane as a tetherd service: started with the daemon when its config has an `"overlay"`
+//! section, told on every record change (and answering once the change is published), needed while this
+//! host has overlay attachments.
+
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+
+use super::agent::ControlPlane;
+use super::config::PeerConfig;
+use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+
+/// How long a notify waits for the rescan that publishes it.
+const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+pub struct OverlayService {
+    plane: Option<ControlPlane>,
+}
+
+impl OverlayService {
+    pub fn new() -> OverlayService {
+        OverlayService::default()
+    }
+}
+
+impl Service for OverlayService {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a ServiceContext) -> LocalBoxFuture<'a, Result<(), String>> {
+        async move {
+            let Some(cfg) = PeerConfig::from_section(&ctx.section("overlay")).map_err(|e| e.to_string())? else {
+                tracing::info!("no \"overlay\" section in the tetherd config; overlay networks stay host-local");
+                return Ok(());
+            };
+            self.plane = Some(ControlPlane::start(cfg, &ctx.state_dir, &ctx.run_dir).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        .boxed_local()
+    }
+
+    fn on_records_changed<'a>(
+        &'a mut self,
+        _records: &'a RecordSnapshot,
+        _ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()> {
+        async move {
+            // The control plane reads the overlay state directory itself (it needs the claims and network
+            // facts too); the wait is a few milliseconds of file reads and one push.
+            if let Some(plane) = &self.plane {
+                plane.refresh(REFRESH_TIMEOUT);
+            }
+        }
+        .boxed_local()
+    }
+
+    fn needed(&self, records: &RecordSnapshot) -> bool {
+        self.plane.is_some() && records.records.iter().any(|r| r.driver == "overlay")
+    }
+
+    fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {
+        async move {
+            if let Some(plane) = self.plane.take() {
+                plane.stop();
+            }
+        }
+        .boxed_local()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        match &self.plane {
+            Some(p) => serde_json::to_value(p.status()).unwrap_or_default(),
+            None => serde_json::Value::Null,
+        }
+    }
+}
