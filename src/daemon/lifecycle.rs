@@ -148,7 +148,6 @@ impl Daemon {
         for service in &mut self.services {
             service.on_records_changed(&self.records, &self.ctx).await;
         }
-        trim_heap();
     }
 
     fn needed(&self) -> bool {

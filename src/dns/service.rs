@@ -2,7 +2,7 @@
 //! listening namespaces match the records (open for new containers, close for departed ones, update the
 //! networks each one may see).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -47,10 +47,18 @@ impl DnsService {
         };
         resolver.set_index(NameIndex::build(&records.records));
 
-        // What each attached namespace may see.
-        let mut wanted: HashMap<NsId, (PathBuf, BTreeSet<String>, bool)> = HashMap::new();
+        // What each attached namespace may see. Borrowed from the records: this runs on every notify, and
+        // allocating per record would make an ADD cost grow with the number of containers.
+        let mut keys: HashMap<&str, Option<String>> = HashMap::new();
+        let mut wanted: HashMap<NsId, (&str, Vec<String>, bool)> = HashMap::new();
         for rec in records.records.iter().filter(|r| r.dns) {
-            let (Some(path), Some(net)) = (rec.netns.as_deref(), network_key(&rec.network)) else {
+            let Some(path) = rec.netns.as_deref() else {
+                continue;
+            };
+            let Some(net) = keys
+                .entry(rec.network.as_str())
+                .or_insert_with(|| network_key(&rec.network))
+            else {
                 continue;
             };
             let id = match self.ns_ids.get(path) {
@@ -68,12 +76,14 @@ impl DnsService {
             };
             let entry = wanted
                 .entry(id)
-                .or_insert_with(|| (PathBuf::from(path), BTreeSet::new(), false));
-            entry.1.insert(net);
+                .or_insert_with(|| (path, Vec::new(), false));
+            if !entry.1.contains(net) {
+                entry.1.push(net.clone());
+            }
             entry.2 |= !rec.internal;
         }
 
-        let live: BTreeSet<&str> = records
+        let live: HashSet<&str> = records
             .records
             .iter()
             .filter_map(|r| r.netns.as_deref())
@@ -86,15 +96,17 @@ impl DnsService {
             }
             keep
         });
-        for (id, (path, networks, forward)) in wanted {
-            let scope = Scope {
-                networks: networks.into_iter().collect(),
-                forward,
-            };
+        for (id, (path, mut networks, forward)) in wanted {
+            networks.sort();
             if let Some(served) = self.served.get(&id) {
-                *served.listener.scope.borrow_mut() = scope;
+                let mut current = served.listener.scope.borrow_mut();
+                if current.networks != networks || current.forward != forward {
+                    *current = Scope { networks, forward };
+                }
                 continue;
             }
+            let scope = Scope { networks, forward };
+            let path = PathBuf::from(path);
             let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
                 Ok(s) => s,
                 Err(e) => {
