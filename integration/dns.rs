@@ -54,10 +54,22 @@ impl<'h> Dns<'h> {
     }
 
     fn call(&self, cmd: &str, c: &NetNs, conf: &Value, name: &str) -> harness::PluginOutput {
+        self.call_on(cmd, c, "eth0", conf, name)
+    }
+
+    fn call_on(
+        &self,
+        cmd: &str,
+        c: &NetNs,
+        ifname: &str,
+        conf: &Value,
+        name: &str,
+    ) -> harness::PluginOutput {
         self.host
             .tether_bridge()
             .cmd(cmd)
             .container(c)
+            .ifname(ifname)
             .args(&format!("K8S_POD_NAME={name}"))
             .conf(conf)
             .env(
@@ -601,4 +613,43 @@ fn queries_keep_being_answered_while_containers_come_and_go() {
         "{unanswered} of {asked} queries went unanswered during reloads"
     );
     dns.del(&c1, &net, "steady");
+}
+
+#[test]
+fn a_container_on_two_networks_sees_both_until_it_leaves_one() {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net1 = dns.network("net1", "tt0", "10.73.0.0/24");
+    let mut net2 = dns.network("net2", "tt1", "10.74.0.0/24");
+    net2["isDefaultGateway"] = json!(false); // one default route per container
+    let (c1, a, b) = (
+        host.container("c1"),
+        host.container("a"),
+        host.container("b"),
+    );
+    let ip_a = dns.add(&a, &net1, "alpha", &[]);
+    let ip_b = dns.add(&b, &net2, "beta", &[]);
+    dns.add(&c1, &net1, "multi", &[]);
+    dns.call_on("ADD", &c1, "eth1", &net2, "multi").result();
+
+    assert_eq!(dig(&c1, &["alpha"]).1, vec![ip_a.clone()]);
+    assert_eq!(dig(&c1, &["beta.net2"]).1, vec![ip_b]);
+    // Both networks can resolve the two-network container; each sees its own address of it.
+    assert_eq!(dig(&a, &["multi"]).1.len(), 1);
+    assert_eq!(dig(&b, &["multi"]).1.len(), 1);
+    assert_ne!(dig(&a, &["multi"]).1, dig(&b, &["multi"]).1);
+
+    // Leaving net2: its names are out of scope, the resolver stays for net1.
+    dns.call_on("DEL", &c1, "eth1", &net2, "multi").ok();
+    assert_eq!(
+        dig(&c1, &["beta.net2"]).0,
+        "SERVFAIL",
+        "forwarded, and no upstream"
+    );
+    assert_eq!(dig(&c1, &["alpha"]).1, vec![ip_a]);
+    assert!(dig(&b, &["multi"]).1.is_empty());
+
+    dns.del(&c1, &net1, "multi");
+    dns.del(&a, &net1, "alpha");
+    dns.del(&b, &net2, "beta");
 }

@@ -146,9 +146,10 @@ impl Daemon {
                 .refresh_one(&self.ctx.state_dir, net, &a.container_id, &a.ifname);
         }
         for service in &mut self.services {
-            service.on_records_changed(&self.records, &self.ctx).await;
+            service
+                .on_records_refreshed(&self.records, targets, &self.ctx)
+                .await;
         }
-        trim_heap();
     }
 
     fn needed(&self) -> bool {

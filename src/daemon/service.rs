@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use futures::future::LocalBoxFuture;
 
 use super::config::DaemonConfig;
+use super::control::AttachmentKey;
 use super::ns_worker::NsWorker;
 use super::records::RecordSnapshot;
 
@@ -41,6 +42,19 @@ pub trait Service {
         records: &'a RecordSnapshot,
         ctx: &'a ServiceContext,
     ) -> LocalBoxFuture<'a, ()>;
+
+    /// Only the records named in `changed` (network and attachment) changed since the last call: each one
+    /// is in `records` again, or gone. A service that can update in place avoids work that grows with
+    /// the number of containers; the default treats it as any change.
+    fn on_records_refreshed<'a>(
+        &'a mut self,
+        records: &'a RecordSnapshot,
+        changed: &'a [(String, AttachmentKey)],
+        ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()> {
+        let _ = changed;
+        self.on_records_changed(records, ctx)
+    }
 
     /// Whether these records still need this service; when no service does, the daemon exits after its
     /// idle grace.

@@ -100,6 +100,65 @@ impl NameIndex {
         index
     }
 
+    /// Recomputes, from `records`, the entries of `keys` (normalized names, `NAME.NETWORK` forms included)
+    /// and the reverse entries of `ips` in `network` (normalized): what one record's change can touch.
+    /// Scans the records without allocating, so a change costs the same whatever their number.
+    pub fn refresh(
+        &mut self,
+        records: &[AttachmentRecord],
+        network: &str,
+        keys: &[String],
+        ips: &[IpAddr],
+    ) {
+        let in_network = |r: &&AttachmentRecord| {
+            r.dns
+                && r.network
+                    .trim()
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(network)
+        };
+        let net = self.networks.entry(network.to_string()).or_default();
+        for key in keys {
+            let mut addrs = Addresses::default();
+            for r in records.iter().filter(in_network) {
+                let names = r.name.iter().chain(r.aliases.iter());
+                if names.into_iter().any(|n| answers_to(n, key, network)) {
+                    for ip in &r.ips {
+                        addrs.add(ip.ip());
+                    }
+                }
+            }
+            if addrs == Addresses::default() {
+                net.by_name.remove(key);
+            } else {
+                net.by_name.insert(key.clone(), addrs);
+            }
+        }
+        for ip in ips {
+            let owner = records
+                .iter()
+                .filter(in_network)
+                .filter(|r| r.ips.iter().any(|n| n.ip() == *ip))
+                .find_map(|r| {
+                    r.name
+                        .iter()
+                        .chain(r.aliases.iter())
+                        .find_map(|n| normalize(n))
+                });
+            match owner {
+                Some(primary) => {
+                    net.by_addr.insert(*ip, format!("{primary}.{network}"));
+                }
+                None => {
+                    net.by_addr.remove(ip);
+                }
+            }
+        }
+        if net.by_name.is_empty() && net.by_addr.is_empty() {
+            self.networks.remove(network);
+        }
+    }
+
     /// Looks `name` (normalized) up in the given networks only; addresses of every match, merged.
     pub fn lookup(&self, name: &str, networks: &[String]) -> Lookup {
         let mut found: Option<Addresses> = None;
@@ -139,6 +198,35 @@ impl NameIndex {
     pub fn name_count(&self) -> usize {
         self.networks.values().map(|n| n.by_name.len()).sum()
     }
+}
+
+/// The index keys a record adds to its (normalized) network: each valid name as is and as `NAME.NETWORK`.
+pub fn keys_of(rec: &AttachmentRecord, network: &str) -> Vec<String> {
+    rec.name
+        .iter()
+        .chain(rec.aliases.iter())
+        .filter_map(|n| normalize(n))
+        .flat_map(|n| {
+            let long = format!("{n}.{network}");
+            [n, long]
+        })
+        .collect()
+}
+
+/// Whether a record name `name` answers to index `key` in `network`, without allocating.
+fn answers_to(name: &str, key: &str, network: &str) -> bool {
+    let n = name.trim().trim_end_matches('.');
+    if n.is_empty() {
+        return false;
+    }
+    if n.eq_ignore_ascii_case(key) {
+        return true;
+    }
+    // `key` is normalized ASCII, so any byte offset is a character boundary.
+    key.len() == n.len() + 1 + network.len()
+        && key.as_bytes()[..n.len()].eq_ignore_ascii_case(n.as_bytes())
+        && key.as_bytes()[n.len()] == b'.'
+        && &key[n.len() + 1..] == network
 }
 
 /// The network names as the index keys them, for building a scope.
@@ -230,6 +318,44 @@ mod tests {
             Some("web.net1")
         );
         assert_eq!(idx.reverse("10.1.0.2".parse().unwrap(), &n1), None);
+    }
+
+    #[test]
+    fn a_refresh_after_one_change_equals_a_full_build() {
+        let mut records = vec![
+            rec("net1", "a", "web", &["www"], &["10.0.0.2/24"]),
+            rec("net1", "b", "db", &["www"], &["10.0.0.3/24"]),
+        ];
+        let mut idx = NameIndex::build(&records);
+        // b leaves: its keys and address are recomputed from what remains.
+        let gone = records.remove(1);
+        idx.refresh(
+            &records,
+            "net1",
+            &keys_of(&gone, "net1"),
+            &[gone.ips[0].ip()],
+        );
+        let n1 = nets(&["net1"]);
+        assert!(matches!(idx.lookup("db", &n1), Lookup::Missing { .. }));
+        let Lookup::Found(www) = idx.lookup("www.net1", &n1) else {
+            panic!()
+        };
+        assert_eq!(www.v4, vec![Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(idx.reverse("10.0.0.3".parse().unwrap(), &n1), None);
+        // c joins with a shared alias.
+        let c = rec("net1", "c", "Cache", &["www"], &["10.0.0.4/24"]);
+        records.push(c.clone());
+        idx.refresh(&records, "net1", &keys_of(&c, "net1"), &[c.ips[0].ip()]);
+        let Lookup::Found(www) = idx.lookup("www", &n1) else {
+            panic!()
+        };
+        assert_eq!(www.v4.len(), 2);
+        assert!(matches!(idx.lookup("cache.net1", &n1), Lookup::Found(_)));
+        assert_eq!(
+            idx.reverse("10.0.0.4".parse().unwrap(), &n1),
+            Some("cache.net1")
+        );
+        assert_eq!(idx.name_count(), NameIndex::build(&records).name_count());
     }
 
     #[test]

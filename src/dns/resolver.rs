@@ -3,7 +3,6 @@
 //! waits on anything.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 
 use super::cache::{CacheKey, ReplyCache};
 use super::forwarder::Forwarder;
@@ -36,7 +35,7 @@ pub enum Outcome {
 }
 
 pub struct Resolver {
-    index: RefCell<Rc<NameIndex>>,
+    index: RefCell<NameIndex>,
     cache: RefCell<ReplyCache>,
     forwarder: Forwarder,
     local_ttl: u32,
@@ -49,7 +48,7 @@ pub struct Resolver {
 impl Resolver {
     pub fn new(forwarder: Forwarder, cache_entries: usize, local_ttl: u32) -> Resolver {
         Resolver {
-            index: RefCell::new(Rc::new(NameIndex::default())),
+            index: RefCell::new(NameIndex::default()),
             cache: RefCell::new(ReplyCache::new(cache_entries)),
             forwarder,
             local_ttl,
@@ -60,11 +59,19 @@ impl Resolver {
     }
 
     pub fn set_index(&self, index: NameIndex) {
-        *self.index.borrow_mut() = Rc::new(index);
+        *self.index.borrow_mut() = index;
     }
 
-    pub fn index(&self) -> Rc<NameIndex> {
-        self.index.borrow().clone()
+    /// Changes the index in place (never while a query is being answered: both run on one thread and an
+    /// answer holds no borrow across an await).
+    pub fn update_index(&self, change: impl FnOnce(&mut NameIndex)) {
+        change(&mut self.index.borrow_mut());
+    }
+
+    /// (networks, names) in the index.
+    pub fn index_counts(&self) -> (usize, usize) {
+        let index = self.index.borrow();
+        (index.network_count(), index.name_count())
     }
 
     pub fn cache_stats(&self) -> (u64, u64, usize) {

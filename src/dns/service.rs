@@ -2,7 +2,8 @@
 //! listening namespaces match the records (open for new containers, close for departed ones, update the
 //! networks each one may see).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -11,12 +12,14 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::forwarder::Forwarder;
-use super::index::{network_key, NameIndex};
+use super::index::{keys_of, network_key, NameIndex};
 use super::listener::{self, Listener};
 use super::resolver::{Resolver, Scope};
 use super::settings::DnsSettings;
 use super::upstreams::Upstreams;
+use crate::daemon::control::AttachmentKey;
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+use crate::driver::record::AttachmentRecord;
 
 /// A namespace, by the identity of its nsfs inode: two paths to one namespace are one container.
 type NsId = (u64, u64);
@@ -34,6 +37,8 @@ pub struct DnsService {
     /// The identity behind each record's netns path, so a change stats only new paths (a thousand
     /// `stat`s per ADD would make ADD grow with the number of containers).
     ns_ids: HashMap<String, NsId>,
+    /// Per record (network, container, interface): what it contributed to the index.
+    indexed: HashMap<(String, String, String), Indexed>,
 }
 
 impl DnsService {
@@ -46,11 +51,28 @@ impl DnsService {
             return;
         };
         resolver.set_index(NameIndex::build(&records.records));
+        self.indexed = records
+            .records
+            .iter()
+            .filter(|r| r.dns)
+            .filter_map(|r| {
+                let key = (r.network.clone(), r.container_id.clone(), r.ifname.clone());
+                Indexed::of(r).map(|ix| (key, ix))
+            })
+            .collect();
 
-        // What each attached namespace may see.
-        let mut wanted: HashMap<NsId, (PathBuf, BTreeSet<String>, bool)> = HashMap::new();
+        // What each attached namespace may see. Borrowed from the records: this runs on every notify, and
+        // allocating per record would make an ADD cost grow with the number of containers.
+        let mut keys: HashMap<&str, Option<String>> = HashMap::new();
+        let mut wanted: HashMap<NsId, (&str, Vec<String>, bool)> = HashMap::new();
         for rec in records.records.iter().filter(|r| r.dns) {
-            let (Some(path), Some(net)) = (rec.netns.as_deref(), network_key(&rec.network)) else {
+            let Some(path) = rec.netns.as_deref() else {
+                continue;
+            };
+            let Some(net) = keys
+                .entry(rec.network.as_str())
+                .or_insert_with(|| network_key(&rec.network))
+            else {
                 continue;
             };
             let id = match self.ns_ids.get(path) {
@@ -68,12 +90,14 @@ impl DnsService {
             };
             let entry = wanted
                 .entry(id)
-                .or_insert_with(|| (PathBuf::from(path), BTreeSet::new(), false));
-            entry.1.insert(net);
+                .or_insert_with(|| (path, Vec::new(), false));
+            if !entry.1.contains(net) {
+                entry.1.push(net.clone());
+            }
             entry.2 |= !rec.internal;
         }
 
-        let live: BTreeSet<&str> = records
+        let live: HashSet<&str> = records
             .records
             .iter()
             .filter_map(|r| r.netns.as_deref())
@@ -86,37 +110,185 @@ impl DnsService {
             }
             keep
         });
-        for (id, (path, networks, forward)) in wanted {
-            let scope = Scope {
-                networks: networks.into_iter().collect(),
-                forward,
-            };
+        for (id, (path, mut networks, forward)) in wanted {
+            networks.sort();
             if let Some(served) = self.served.get(&id) {
-                *served.listener.scope.borrow_mut() = scope;
+                let mut current = served.listener.scope.borrow_mut();
+                if current.networks != networks || current.forward != forward {
+                    *current = Scope { networks, forward };
+                }
                 continue;
             }
-            let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "container gets no resolver");
-                    continue;
-                }
-            };
-            match listener::serve(
-                resolver.clone(),
-                sockets,
-                scope,
-                self.settings.max_tcp_connections,
-            ) {
-                Ok(listener) => {
-                    tracing::debug!(netns = %path.display(), "resolver listening");
-                    self.served.insert(id, Served { path, listener });
-                }
-                Err(e) => {
-                    tracing::warn!(netns = %path.display(), error = %e, "registering resolver sockets failed")
-                }
+            let scope = Scope { networks, forward };
+            self.open(PathBuf::from(path), id, scope, &resolver, ctx)
+                .await;
+        }
+    }
+
+    /// Opens the resolver in the namespace at `path` (identity `id`) and starts serving it.
+    async fn open(
+        &mut self,
+        path: PathBuf,
+        id: NsId,
+        scope: Scope,
+        resolver: &Rc<Resolver>,
+        ctx: &ServiceContext,
+    ) {
+        let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "container gets no resolver");
+                return;
+            }
+        };
+        match listener::serve(
+            resolver.clone(),
+            sockets,
+            scope,
+            self.settings.max_tcp_connections,
+        ) {
+            Ok(listener) => {
+                tracing::debug!(netns = %path.display(), "resolver listening");
+                self.served.insert(id, Served { path, listener });
+            }
+            Err(e) => {
+                tracing::warn!(netns = %path.display(), error = %e, "registering resolver sockets failed")
             }
         }
+    }
+
+    /// Only the named records changed: recompute the index entries they touched and the namespaces they
+    /// are in, scanning the records without allocating per record (a notify must not cost more with a
+    /// thousand containers than with ten).
+    async fn refresh(
+        &mut self,
+        records: &RecordSnapshot,
+        changed: &[(String, AttachmentKey)],
+        ctx: &ServiceContext,
+    ) {
+        let Some(resolver) = self.resolver.clone() else {
+            return;
+        };
+        let mut paths: Vec<String> = Vec::new();
+        for (network, a) in changed {
+            let key = (network.clone(), a.container_id.clone(), a.ifname.clone());
+            let old = self.indexed.remove(&key);
+            let new = records
+                .records
+                .iter()
+                .find(|r| {
+                    r.dns
+                        && r.network == *network
+                        && r.container_id == a.container_id
+                        && r.ifname == a.ifname
+                })
+                .and_then(Indexed::of);
+            for ix in [&old, &new].into_iter().flatten() {
+                resolver.update_index(|index| {
+                    index.refresh(&records.records, &ix.network, &ix.keys, &ix.ips)
+                });
+                if let Some(p) = &ix.netns {
+                    if !paths.contains(p) {
+                        paths.push(p.clone());
+                    }
+                }
+            }
+            if let Some(new) = new {
+                self.indexed.insert(key, new);
+            }
+        }
+        for path in paths {
+            self.refresh_namespace(&path, records, &resolver, ctx).await;
+        }
+    }
+
+    /// Re-derives what the namespace at `path` may see, and opens or closes its resolver accordingly.
+    async fn refresh_namespace(
+        &mut self,
+        path: &str,
+        records: &RecordSnapshot,
+        resolver: &Rc<Resolver>,
+        ctx: &ServiceContext,
+    ) {
+        let id = match self.ns_ids.get(path) {
+            Some(id) => *id,
+            None => match std::fs::metadata(path) {
+                Ok(meta) => {
+                    let id = (meta.dev(), meta.ino());
+                    self.ns_ids.insert(path.to_string(), id);
+                    id
+                }
+                Err(_) => return, // gone before we could serve it
+            },
+        };
+        // Every record in that namespace, whatever path it was given by (one container, two runtimes).
+        let mut networks: Vec<String> = Vec::new();
+        let mut forward = false;
+        let mut path_used = false;
+        for r in &records.records {
+            let Some(p) = r.netns.as_deref() else {
+                continue;
+            };
+            let same = p == path || self.ns_ids.get(p) == Some(&id);
+            if !same {
+                continue;
+            }
+            path_used |= p == path;
+            if !r.dns {
+                continue;
+            }
+            if let Some(k) = network_key(&r.network) {
+                if !networks.contains(&k) {
+                    networks.push(k);
+                }
+            }
+            forward |= !r.internal;
+        }
+        if !path_used {
+            self.ns_ids.remove(path);
+        }
+        if networks.is_empty() {
+            if self.served.remove(&id).is_some() {
+                tracing::debug!(netns = path, "resolver closed");
+            }
+            return;
+        }
+        networks.sort();
+        if let Some(served) = self.served.get(&id) {
+            let mut current = served.listener.scope.borrow_mut();
+            if current.networks != networks || current.forward != forward {
+                *current = Scope { networks, forward };
+            }
+            return;
+        }
+        self.open(
+            PathBuf::from(path),
+            id,
+            Scope { networks, forward },
+            resolver,
+            ctx,
+        )
+        .await;
+    }
+}
+
+/// What one record put in the index, kept so its change or removal knows which entries to recompute.
+struct Indexed {
+    network: String,
+    keys: Vec<String>,
+    ips: Vec<IpAddr>,
+    netns: Option<String>,
+}
+
+impl Indexed {
+    fn of(rec: &AttachmentRecord) -> Option<Indexed> {
+        let network = network_key(&rec.network)?;
+        Some(Indexed {
+            keys: keys_of(rec, &network),
+            ips: rec.ips.iter().map(|i| i.ip()).collect(),
+            netns: rec.netns.clone(),
+            network,
+        })
     }
 }
 
@@ -151,6 +323,15 @@ impl Service for DnsService {
         self.reconcile(records, ctx).boxed_local()
     }
 
+    fn on_records_refreshed<'a>(
+        &'a mut self,
+        records: &'a RecordSnapshot,
+        changed: &'a [(String, AttachmentKey)],
+        ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()> {
+        self.refresh(records, changed, ctx).boxed_local()
+    }
+
     fn needed(&self, records: &RecordSnapshot) -> bool {
         records.records.iter().any(|r| r.dns)
     }
@@ -167,11 +348,11 @@ impl Service for DnsService {
             return serde_json::Value::Null;
         };
         let (hits, misses, cached) = r.cache_stats();
-        let index = r.index();
+        let (networks, names) = r.index_counts();
         serde_json::json!({
             "namespaces": self.served.len(),
-            "networks": index.network_count(),
-            "names": index.name_count(),
+            "networks": networks,
+            "names": names,
             "localAnswers": r.local_answers.get(),
             "forwarded": r.forwarded.get(),
             "cache": {"hits": hits, "misses": misses, "entries": cached},

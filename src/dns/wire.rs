@@ -159,7 +159,8 @@ pub struct Question {
     pub name: String,
     pub qtype: u16,
     pub qclass: u16,
-    /// The question section as sent (echoed back byte for byte: some clients check the case).
+    /// Where the question section ends: replies copy `query[12..raw_end]` byte for byte, since some
+    /// clients check that the question comes back in the case they sent.
     pub raw_end: usize,
     /// The client's EDNS UDP payload size, when it sent an OPT record.
     pub edns_size: Option<u16>,
@@ -184,7 +185,7 @@ pub enum QueryProblem {
     Reject(u8),
 }
 
-/// Parses one query. `name` is a reusable buffer (the name ends up in the returned question).
+/// Parses one query: header checks, the single question, and the EDNS size if any.
 pub fn parse_query(msg: &[u8]) -> Result<Question, QueryProblem> {
     if msg.len() < HEADER_LEN || is_response(msg) {
         return Err(QueryProblem::Ignore);
