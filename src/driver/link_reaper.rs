@@ -17,8 +17,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::fcntl::OFlag;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::link::{LinkError, Netlink};
@@ -93,7 +93,9 @@ impl LinkReaper {
         let index = self.index_pipe.take().and_then(|mut pipe| {
             let mut bytes = [0u8; 4];
             // EOF before four bytes: the child failed before its lookup answered; its exit status says more.
-            pipe.read_exact(&mut bytes).ok().map(|_| u32::from_ne_bytes(bytes))
+            pipe.read_exact(&mut bytes)
+                .ok()
+                .map(|_| u32::from_ne_bytes(bytes))
         });
         if index == Some(0) {
             return Ok(()); // there was no such link

@@ -112,7 +112,8 @@ fn has_entry(dir: &Path, wanted: impl Fn(&[u8]) -> bool) -> std::io::Result<bool
             return Ok(false);
         }
         // SAFETY: the first `read` bytes were written by the kernel.
-        let bytes = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read as usize) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read as usize) };
         // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, then the NUL-terminated name.
         let mut offset = 0;
         while offset + 19 <= bytes.len() {

@@ -13,8 +13,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::FileExt;
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::attachment::AttachmentId;
@@ -440,8 +440,12 @@ mod tests {
             );
         }
         let a = AttachmentId::new("c1", "eth0").unwrap();
-        assert!(locked.create_lease("10.0.0.9".parse().unwrap(), &a).unwrap());
-        assert!(!locked.create_lease("10.0.0.9".parse().unwrap(), &a).unwrap());
+        assert!(locked
+            .create_lease("10.0.0.9".parse().unwrap(), &a)
+            .unwrap());
+        assert!(!locked
+            .create_lease("10.0.0.9".parse().unwrap(), &a)
+            .unwrap());
         assert_eq!(locked.remove_stale_temp_files().unwrap(), 0);
     }
 

@@ -162,7 +162,8 @@ fn ensure_gateway(
 /// earlier ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
 /// looked for only after EEXIST, so the common case pays no lookup.
 fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result<(), CniError> {
-    let explain = |e: LinkError| match e {
+    let explain = |e: LinkError| {
+        match e {
         LinkError::Exists { .. } => CniError::new(
             ErrorCode::InvalidConfig,
             format!(
@@ -170,6 +171,7 @@ fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result
             ),
         ),
         other => cni_err(other),
+    }
     };
     match host.add_veth_down(spec) {
         Err(LinkError::Exists { op, object }) => {
