@@ -514,3 +514,63 @@ fn icc_false_keeps_neighbours_apart_but_not_from_the_gateway() {
     assert!(c1.ping_retry("10.67.0.1", 3), "the gateway stays reachable");
     assert!(!c1.ping_retry(&ip2, 2), "icc=false let c1 reach {ip2}");
 }
+
+#[test]
+fn host_ports_carry_no_ipv6_of_their_own_and_bridged_ipv6_still_flows() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge_ranges(&host, V, &["10.45.0.0/24", "fd00:45::/64"]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    add(&host, &c1, &conf);
+    let r2 = add(&host, &c2, &conf);
+    for port in host_veths(&host) {
+        assert_eq!(
+            host.sysctl(&format!("net.ipv6.conf.{port}.disable_ipv6")),
+            "1",
+            "{port}"
+        );
+        assert!(host.addresses(&port).is_empty(), "{port} has addresses");
+        assert_eq!(host.master(&port).as_deref(), Some("tt0"));
+        assert!(
+            host.link(&port).unwrap()["flags"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("UP")),
+            "{port} is up"
+        );
+    }
+    // The host's IPv6 routes do not grow with its ports (only the bridge's own).
+    let per_port_routes: Vec<String> = host
+        .ip(&["-6", "route", "show", "table", "all"])
+        .lines()
+        .filter(|l| l.contains(" dev tv"))
+        .map(str::to_owned)
+        .collect();
+    assert!(per_port_routes.is_empty(), "{per_port_routes:?}");
+    assert!(
+        c1.ping(&cni_result::ip(&r2, "6")),
+        "ping6 across the bridge"
+    );
+}
+
+#[test]
+fn add_replaces_a_host_veth_left_by_a_crashed_add_of_the_same_container() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.46.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let r1 = add(&host, &c1, &conf);
+    let port = host_veths(&host).pop().expect("host veth of c1");
+    // What a crash after the veth create leaves: the pair exists, but its peer sits in another namespace
+    // (so only the host name collides), with nothing recorded.
+    host.ip(&["link", "del", &port]);
+    host.ip(&[
+        "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &c2.name,
+    ]);
+    let again = add(&host, &c1, &conf);
+    assert_eq!(
+        cni_result::ip(&again, "4"),
+        cni_result::ip(&r1, "4"),
+        "same lease"
+    );
+    assert_eq!(host.master(&port).as_deref(), Some("tt0"));
+    assert!(!c2.has_link("eth0"), "the leftover pair went away");
+}

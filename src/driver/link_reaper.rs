@@ -7,20 +7,33 @@
 //! child failed). The child is forked before any lock is taken or thread started (it must not inherit a
 //! flock or run on a copy of another thread's state), drops stdout/stderr (a runtime reading our output waits
 //! for every holder of the pipe to close it), and exits when the kernel answers.
+//!
+//! Gone from view means unlisted: the kernel unlists the device early in its delete, right after closing it,
+//! then still runs under RTNL every protocol's unregister work and two RCU grace periods. The child reports
+//! the link's index through a pipe and DEL watches that index with an ioctl that needs no RTNL.
 
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::link::{LinkError, Netlink};
 
 /// Longest time to wait for the kernel to drop the link from view before giving up.
 const UNLIST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pause between two looks at whether the link is still listed; a look is one cheap ioctl.
+const POLL_INTERVAL: Duration = Duration::from_micros(100);
+
 pub struct LinkReaper {
     name: String,
     child: Option<Pid>,
+    /// Read end of the pipe on which the child reports the link's index (0: there was no such link).
+    index_pipe: Option<File>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +48,26 @@ pub enum ReaperError {
 
 impl LinkReaper {
     /// Sends the delete of `name` (in the current namespace) from a child process. Call before taking locks
-    /// or starting threads. Falls back to deleting in-process when fork fails.
+    /// or starting threads. Falls back to deleting in-process when fork (or the pipe) fails.
     pub fn start(name: &str) -> Result<Self, ReaperError> {
+        let in_process = || -> Result<Self, ReaperError> {
+            Netlink::new()?.delete_link_by_name(name)?;
+            Ok(Self {
+                name: name.to_string(),
+                child: None,
+                index_pipe: None,
+            })
+        };
+        let Ok((read_end, write_end)) = pipe2(OFlag::O_CLOEXEC) else {
+            return in_process();
+        };
         // SAFETY: the caller is single-threaded here (see module doc), so the child may run ordinary code.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
+                drop(read_end);
                 silence_stdio();
-                let code = match Netlink::new().and_then(|nl| nl.delete_link_by_name(name)) {
-                    Ok(_) => 0,
+                let code = match delete_reporting_index(name, write_end) {
+                    Ok(()) => 0,
                     Err(_) => 1,
                 };
                 // _exit: no atexit handlers or buffered output of the parent's copy of the process.
@@ -51,23 +76,31 @@ impl LinkReaper {
             Ok(ForkResult::Parent { child }) => Ok(Self {
                 name: name.to_string(),
                 child: Some(child),
+                index_pipe: Some(File::from(read_end)),
             }),
-            Err(_) => {
-                Netlink::new()?.delete_link_by_name(name)?;
-                Ok(Self {
-                    name: name.to_string(),
-                    child: None,
-                })
-            }
+            Err(_) => in_process(),
         }
     }
 
     /// Returns once the link is gone from view: the child finished, or the kernel unlisted the link while it
-    /// still waits for the RCU barrier.
-    pub fn wait_unlisted(mut self, host: &Netlink) -> Result<(), ReaperError> {
+    /// still works on the delete. Watched by index with SIOCGIFNAME, which the kernel answers from its RCU
+    /// index table: RTM_GETLINK would wait for the RTNL lock that the delete holds until it has also run every
+    /// protocol's unregister work (the bridge's grows with its port count) and two RCU grace periods.
+    pub fn wait_unlisted(mut self) -> Result<(), ReaperError> {
         let Some(child) = self.child.take() else {
             return Ok(());
         };
+        let index = self.index_pipe.take().and_then(|mut pipe| {
+            let mut bytes = [0u8; 4];
+            // EOF before four bytes: the child failed before its lookup answered; its exit status says more.
+            pipe.read_exact(&mut bytes)
+                .ok()
+                .map(|_| u32::from_ne_bytes(bytes))
+        });
+        if index == Some(0) {
+            return Ok(()); // there was no such link
+        }
+        let probe = IndexProbe::open();
         let deadline = Instant::now() + UNLIST_TIMEOUT;
         loop {
             match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
@@ -86,9 +119,11 @@ impl LinkReaper {
                 }
                 _ => {}
             }
-            if host.link_by_name(&self.name)?.is_none() {
-                // The child finishes on its own; being our child until we exit, it is then reaped by init.
-                return Ok(());
+            if let (Some(index), Some(probe)) = (index, probe.as_ref()) {
+                if !probe.names(index, &self.name) {
+                    // The child finishes on its own; being our child until we exit, it is then reaped by init.
+                    return Ok(());
+                }
             }
             if Instant::now() > deadline {
                 return Err(ReaperError::Timeout {
@@ -96,8 +131,54 @@ impl LinkReaper {
                     secs: UNLIST_TIMEOUT.as_secs(),
                 });
             }
-            std::thread::sleep(Duration::from_micros(200));
+            std::thread::sleep(POLL_INTERVAL);
         }
+    }
+}
+
+/// The child's work: look the link up, tell the parent its index, delete it.
+fn delete_reporting_index(name: &str, report: OwnedFd) -> Result<(), LinkError> {
+    let netlink = Netlink::new()?;
+    let link = netlink.link_by_name(name)?;
+    let index = link.as_ref().map_or(0, |l| l.index);
+    let mut report = File::from(report);
+    // A parent that is gone or stopped listening does not change what the child has to do.
+    let _ = report.write_all(&index.to_ne_bytes());
+    drop(report);
+    if let Some(link) = link {
+        netlink.delete_link(link.index)?;
+    }
+    Ok(())
+}
+
+/// A socket to ask the kernel which name an interface index has (SIOCGIFNAME), in this namespace.
+struct IndexProbe {
+    socket: OwnedFd,
+}
+
+impl IndexProbe {
+    /// None when no socket can be made; the caller then waits for the child instead.
+    fn open() -> Option<Self> {
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: a fresh descriptor that nothing else owns.
+        (fd >= 0).then(|| Self {
+            socket: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        })
+    }
+
+    /// Whether `index` is still listed under `name`. An error other than ENODEV counts as listed, so the
+    /// caller keeps waiting (for the child's exit, at worst).
+    fn names(&self, index: u32, name: &str) -> bool {
+        // SAFETY: ifreq is plain data; the kernel fills ifr_name for ifr_ifindex.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        request.ifr_ifru.ifru_ifindex = index as libc::c_int;
+        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFNAME, &mut request) };
+        if rc != 0 {
+            return std::io::Error::last_os_error().raw_os_error() != Some(libc::ENODEV);
+        }
+        let listed = unsafe { std::ffi::CStr::from_ptr(request.ifr_name.as_ptr()) };
+        // Another name under this index: ours is gone and the index was given to a new link.
+        listed.to_bytes() == name.as_bytes()
     }
 }
 

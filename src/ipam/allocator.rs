@@ -61,11 +61,18 @@ impl Drop for LeaseTransaction<'_, '_> {
 
 /// Addresses the index lists for `id` whose lease files still name `id`.
 fn held_addresses(store: &LockedStore<'_>, id: &AttachmentId) -> Result<Vec<IpAddr>, IpamError> {
-    let Some(listed) = store.attachment_ips(id)? else {
-        return Ok(Vec::new());
-    };
+    let listed = store.attachment_ips(id)?;
+    held_among(store, id, listed.as_deref().unwrap_or_default())
+}
+
+/// The addresses of `listed` (what the index says) whose lease files still name `id`.
+fn held_among(
+    store: &LockedStore<'_>,
+    id: &AttachmentId,
+    listed: &[IpAddr],
+) -> Result<Vec<IpAddr>, IpamError> {
     let mut held = Vec::with_capacity(listed.len());
-    for ip in listed {
+    for &ip in listed {
         match store.lease_owner(ip)? {
             Some(holder) if holder.is(id) => held.push(ip),
             _ => tracing::warn!(%ip, %id, "attachment index lists an address it does not hold"),
@@ -151,7 +158,9 @@ pub fn allocate(
     let owner = AttachmentId::new(container_id, ifname)?;
     let wanted = requested_per_set(conf, requested)?;
     let locked = store.lock()?;
-    let held = held_addresses(&locked, &owner)?;
+    // Read once: compared again below to skip rewriting an index that already says the same.
+    let listed = locked.attachment_ips(&owner)?;
+    let held = held_among(&locked, &owner, listed.as_deref().unwrap_or_default())?;
 
     let mut txn = LeaseTransaction::new(&locked);
     let mut chosen = Vec::with_capacity(conf.range_sets.len());
@@ -206,7 +215,7 @@ pub fn allocate(
             index.push(a.address.ip());
         }
     }
-    if locked.attachment_ips(&owner)?.as_deref() != Some(&index[..]) {
+    if listed.as_deref() != Some(&index[..]) {
         locked.write_attachment(&owner, &index)?;
     }
     txn.commit();

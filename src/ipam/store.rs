@@ -2,14 +2,19 @@
 //!
 //! Layout: `lock` (flock'd for every critical section), one file per lease named by the address holding
 //! `<container_id>\n<ifname>\n`, `attachments/<container_id>.<ifname>` listing that attachment's addresses
-//! (so DEL never scans), and `last_reserved_ip.<set>` for round-robin. Files are written to a temporary
-//! name and moved into place, so a crash never leaves a half-written file under a real name.
+//! (so DEL never scans), and `last_reserved_ip.<set>` for round-robin. Leases and indexes are written to a
+//! temporary name and moved into place, so a crash never leaves a half-written one under a real name; a lease
+//! moves in with `renameat2(RENAME_NOREPLACE)`, which refuses an existing target like `link(2)` but needs no
+//! unlink of the temporary name afterwards. `last_reserved_ip.<set>` is only a hint for where to search next,
+//! so it is overwritten in place: a rename over it would make ext4 (auto_da_alloc) start writeback of the
+//! file on every ADD, and a torn hint cannot hand out an address twice.
 //!
 //! No fsync: a lease that a power cut loses belonged to a container that the power cut killed too.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::attachment::AttachmentId;
@@ -46,13 +51,24 @@ impl Store {
         Ok(data_dir.join(network))
     }
 
-    /// Open (creating if needed) the store of `network` under `data_dir`.
+    /// Open (creating if needed) the store of `network` under `data_dir`. One stat when it exists (no mkdir
+    /// answered EEXIST, then a stat, as `create_dir_all` does).
     pub fn open(data_dir: &Path, network: &str) -> Result<Self, IpamError> {
-        let dir = Self::dir_of(data_dir, network)?;
-        let attachments = dir.join(ATTACHMENTS_DIR);
+        let store = Store {
+            dir: Self::dir_of(data_dir, network)?,
+        };
+        match fs::metadata(store.dir.join(ATTACHMENTS_DIR)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => store.create_dirs()?,
+            Err(e) => return Err(IpamError::io("stat", &store.dir, e)),
+        }
+        Ok(store)
+    }
+
+    fn create_dirs(&self) -> Result<(), IpamError> {
+        let attachments = self.dir.join(ATTACHMENTS_DIR);
         fs::create_dir_all(&attachments)
-            .map_err(|e| IpamError::io("create directory", &attachments, e))?;
-        Ok(Store { dir })
+            .map_err(|e| IpamError::io("create directory", &attachments, e))
     }
 
     /// The store of `network` if it was ever created; DEL, GC and STATUS use this so they never create one.
@@ -72,18 +88,52 @@ impl Store {
     /// Take the network's exclusive lock; blocks while another process or thread holds it.
     pub fn lock(&self) -> Result<LockedStore<'_>, IpamError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| IpamError::io("open lock file", &path, e))?;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.create_dirs()?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| IpamError::io("open lock file", &path, e))?;
         // flock: held per open file description, so threads of one process exclude each other too.
         file.lock().map_err(|e| IpamError::io("lock", &path, e))?;
         Ok(LockedStore {
             store: self,
             _lock: file,
         })
+    }
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`: AlreadyExists when `to` exists, EINVAL where unsupported.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: two valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -132,7 +182,14 @@ impl LockedStore<'_> {
     }
 
     fn write_replacing(&self, target: &Path, content: &str) -> Result<(), IpamError> {
-        let temp = self.write_temp(target, content)?;
+        let temp = match self.write_temp(target, content) {
+            // attachments/ removed by hand under a live store: make it again.
+            Err(IpamError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                self.store.create_dirs()?;
+                self.write_temp(target, content)?
+            }
+            other => other?,
+        };
         fs::rename(&temp, target).map_err(|e| {
             let _ = fs::remove_file(&temp);
             IpamError::io("rename into place", target, e)
@@ -159,14 +216,25 @@ impl LockedStore<'_> {
         }))
     }
 
-    /// Create the lease file for `ip`. Returns `Ok(false)` if one already exists: `link(2)` refuses to
-    /// replace, which gives O_EXCL semantics on top of the complete content.
+    /// Create the lease file for `ip`. Returns `Ok(false)` if one already exists: the complete file moves in
+    /// under a name that must not exist yet (O_EXCL semantics on top of the complete content).
     pub fn create_lease(&self, ip: IpAddr, owner: &AttachmentId) -> Result<bool, IpamError> {
         let target = self.lease_path(ip);
         let temp = self.write_temp(&target, &owner.lease_content())?;
-        let linked = fs::hard_link(&temp, &target);
-        let _ = fs::remove_file(&temp);
-        match linked {
+        let moved = match rename_no_replace(&temp, &target) {
+            Ok(()) => Ok(()),
+            // A file system without RENAME_NOREPLACE: link(2) refuses to replace too.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let linked = fs::hard_link(&temp, &target);
+                let _ = fs::remove_file(&temp);
+                linked
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
+        };
+        match moved {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(IpamError::io("create lease", &target, e)),
@@ -252,12 +320,33 @@ impl LockedStore<'_> {
     /// Where round-robin stopped in range set `set`.
     pub fn last_reserved(&self, set: usize) -> Result<Option<IpAddr>, IpamError> {
         let path = self.path(&format!("{LAST_RESERVED_PREFIX}{set}"));
-        Ok(read_optional(&path)?.and_then(|t| t.trim().parse().ok()))
+        // One read into a small buffer: an address is at most 45 bytes of text.
+        let mut text = [0u8; 64];
+        let read = match File::open(&path).and_then(|mut f| f.read(&mut text)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IpamError::io("read", &path, e)),
+        };
+        Ok(std::str::from_utf8(&text[..read])
+            .ok()
+            .and_then(|t| t.trim().parse().ok()))
     }
 
+    /// Overwrites the hint in place (see the module doc for why no temporary file).
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> Result<(), IpamError> {
         let path = self.path(&format!("{LAST_RESERVED_PREFIX}{set}"));
-        self.write_replacing(&path, &format!("{ip}\n"))
+        let content = format!("{ip}\n");
+        let write = || -> std::io::Result<()> {
+            // No O_TRUNC: ext4 treats truncate-to-zero-then-write like a rename over the file.
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.write_all_at(content.as_bytes(), 0)?;
+            file.set_len(content.len() as u64)
+        };
+        write().map_err(|e| IpamError::io("write", &path, e))
     }
 }
 
@@ -335,6 +424,29 @@ mod tests {
             locked.last_reserved(0).unwrap(),
             Some("10.0.0.9".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn a_shorter_last_reserved_overwrites_a_longer_one_and_leases_leave_no_temp_file() {
+        let dir = TestDir::new("inplace");
+        let store = Store::open(&dir, "net1").unwrap();
+        let locked = store.lock().unwrap();
+        for ip in ["10.0.0.100", "10.0.0.9", "fd00::1234:5678", "10.0.0.10"] {
+            locked.set_last_reserved(1, ip.parse().unwrap()).unwrap();
+            assert_eq!(locked.last_reserved(1).unwrap(), Some(ip.parse().unwrap()));
+            assert_eq!(
+                fs::read_to_string(store.dir().join("last_reserved_ip.1")).unwrap(),
+                format!("{ip}\n")
+            );
+        }
+        let a = AttachmentId::new("c1", "eth0").unwrap();
+        assert!(locked
+            .create_lease("10.0.0.9".parse().unwrap(), &a)
+            .unwrap());
+        assert!(!locked
+            .create_lease("10.0.0.9".parse().unwrap(), &a)
+            .unwrap());
+        assert_eq!(locked.remove_stale_temp_files().unwrap(), 0);
     }
 
     #[test]

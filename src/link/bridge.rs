@@ -19,11 +19,23 @@ impl Netlink {
         mtu: Option<u32>,
         mac: MacAddr,
     ) -> Result<LinkInfo, LinkError> {
+        self.ensure_bridge_noting_creation(name, mtu, mac)
+            .map(|(link, _)| link)
+    }
+
+    /// [`Netlink::ensure_bridge`], also telling whether this call created the bridge (true) or found it,
+    /// so a caller that undoes its work removes only a bridge it made, without looking the bridge up twice.
+    pub fn ensure_bridge_noting_creation(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: MacAddr,
+    ) -> Result<(LinkInfo, bool), LinkError> {
         check_ifname(name)?;
         let existing = match self.link_by_name(name)? {
             Some(link) => link,
             None => match self.create_bridge(name, mtu, mac) {
-                Ok(created) => return Ok(created),
+                Ok(created) => return Ok((created, true)),
                 Err(LinkError::Exists { .. }) => {
                     tracing::debug!(bridge = name, "bridge created concurrently; using it");
                     self.link_by_name(name)?
@@ -44,7 +56,7 @@ impl Netlink {
                     .unwrap_or_else(|| "device without a kind (physical or loopback)".into()),
             });
         }
-        self.converge_bridge(existing, mtu, mac)
+        Ok((self.converge_bridge(existing, mtu, mac)?, false))
     }
 
     fn create_bridge(

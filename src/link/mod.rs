@@ -157,6 +157,16 @@ impl Netlink {
         )
     }
 
+    /// Sets the link called `name` up, found by the kernel from the name in the request: no lookup first.
+    pub fn set_up_by_name(&self, name: &str) -> Result<(), LinkError> {
+        check_ifname(name)?;
+        self.change_link(
+            "setting up",
+            name.to_string(),
+            LinkUnspec::new_with_name(name).up().build(),
+        )
+    }
+
     /// Sets the link administratively down.
     pub fn set_down(&self, index: u32) -> Result<(), LinkError> {
         self.change_link(

@@ -64,6 +64,17 @@ impl Netlink {
     /// number of namespaces (the kernel looks up the peer's namespace id in a list of every namespace it
     /// has an id for), so a caller that knows the host end's MAC (`host_mac`) and needs no index skips it.
     pub fn add_veth(&self, spec: &VethSpec<'_>) -> Result<(), LinkError> {
+        self.send_veth(spec, true)
+    }
+
+    /// [`Netlink::add_veth`] with the host end left down, so the caller can change settings that must be in
+    /// place before the link comes up (IPv6 off on a bridge port, for one), then bring it up
+    /// with [`Netlink::set_up_by_name`].
+    pub fn add_veth_down(&self, spec: &VethSpec<'_>) -> Result<(), LinkError> {
+        self.send_veth(spec, false)
+    }
+
+    fn send_veth(&self, spec: &VethSpec<'_>, host_up: bool) -> Result<(), LinkError> {
         check_ifname(spec.host_name)?;
         check_ifname(spec.peer_name)?;
 
@@ -80,8 +91,10 @@ impl Netlink {
 
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name)
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+        if host_up {
+            host = host.up();
+        }
         if let Some(mtu) = spec.mtu {
             host = host.mtu(mtu);
         }
