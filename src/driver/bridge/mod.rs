@@ -14,6 +14,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::link_reaper::LinkReaper;
@@ -24,7 +25,6 @@ use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
-use crate::netns::NetNs;
 
 /// Plugin-specific error code (spec: codes from 100 up are the plugin's own): kernel state differs from
 /// prevResult on CHECK.
@@ -43,45 +43,6 @@ fn target(call: &Call) -> Target<'_> {
         container_id: call.container_id(),
         ifname: call.ifname(),
     }
-}
-
-fn open_netns(call: &Call) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            "CNI_NETNS is required for this command",
-        )
-    })?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            format!(
-                "cannot open container network namespace {}: {e}",
-                path.display()
-            ),
-        )
-    })
-}
-
-/// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=`.
-fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
-    let text = call
-        .conf
-        .runtime_config
-        .mac
-        .clone()
-        .or_else(|| call.env.arg("MAC").map(str::to_string));
-    text.map(|t| {
-        t.parse::<MacAddr>().map_err(|_| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
-                ),
-            )
-        })
-    })
-    .transpose()
 }
 
 /// The gateway of an IP config: IPAM's, else the subnet's first address (as the reference plugin computes it).

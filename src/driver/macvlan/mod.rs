@@ -25,12 +25,13 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
-use crate::link::{IpFamily, LinkError, MacAddr, MacvlanSpec, Netlink};
+use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
 use child::{announce_on_up, creation_error, delete_child};
 use container_routes::add_routes;
@@ -45,45 +46,6 @@ pub struct MacvlanPlugin;
 
 fn cni_err(e: impl Into<Error>) -> CniError {
     CniError::from(e.into())
-}
-
-fn open_netns(call: &Call) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            "CNI_NETNS is required for this command",
-        )
-    })?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            format!(
-                "cannot open container network namespace {}: {e}",
-                path.display()
-            ),
-        )
-    })
-}
-
-/// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=` (as the reference macvlan).
-fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
-    let text = call
-        .conf
-        .runtime_config
-        .mac
-        .clone()
-        .or_else(|| call.env.arg("MAC").map(str::to_string));
-    text.map(|t| {
-        t.parse::<MacAddr>().map_err(|_| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
-                ),
-            )
-        })
-    })
-    .transpose()
 }
 
 fn family_of(dst: &IpNetwork) -> IpFamily {

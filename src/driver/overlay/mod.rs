@@ -26,6 +26,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
+use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
@@ -34,7 +35,6 @@ use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::ipam::{allocate, release, IpamError, Store};
 use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VethSpec, VxlanSpec, VXLAN_PORT};
-use crate::netns::NetNs;
 
 pub struct OverlayPlugin;
 
@@ -43,24 +43,6 @@ pub const CODE_NO_FREE_BLOCK: u32 = 110;
 
 fn cni_err(e: impl Into<Error>) -> CniError {
     CniError::from(e.into())
-}
-
-fn open_netns(call: &Call) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            "CNI_NETNS is required for this command",
-        )
-    })?;
-    NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            format!(
-                "cannot open container network namespace {}: {e}",
-                path.display()
-            ),
-        )
-    })
 }
 
 /// The per-network lock that guards block claims, leases and the overlay state directory (the network's
@@ -189,26 +171,6 @@ fn release_address(
         Some(store) => release(&store, container_id, ifname).map_err(CniError::from),
         None => Ok(Vec::new()),
     }
-}
-
-fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
-    let text = call
-        .conf
-        .runtime_config
-        .mac
-        .clone()
-        .or_else(|| call.env.arg("MAC").map(str::to_string));
-    text.map(|t| {
-        t.parse::<MacAddr>().map_err(|_| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
-                ),
-            )
-        })
-    })
-    .transpose()
 }
 
 fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
