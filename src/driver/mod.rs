@@ -2,6 +2,7 @@
 //! attachment record, the per-network lock, and the rollback list every ADD uses.
 
 pub mod bridge;
+pub mod check;
 pub mod container_inputs;
 pub mod dns_endpoint;
 pub mod ipam_backend;

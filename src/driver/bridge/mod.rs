@@ -14,6 +14,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
@@ -26,9 +27,7 @@ use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
 
-/// Plugin-specific error code (spec: codes from 100 up are the plugin's own): kernel state differs from
-/// prevResult on CHECK.
-pub const CODE_CHECK_MISMATCH: u32 = 100;
+pub use crate::driver::check::CODE_CHECK_MISMATCH;
 
 pub struct BridgePlugin;
 
@@ -457,17 +456,7 @@ impl Plugin for BridgePlugin {
     fn check(&self, call: &Call) -> Result<(), CniError> {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call);
-        let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                "CHECK needs prevResult in the network config",
-            )
-        })?;
-        let mismatch = |msg: String| CniError {
-            code: CODE_CHECK_MISMATCH,
-            msg,
-            details: String::new(),
-        };
+        let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
         let host = Netlink::new().map_err(cni_err)?;
         let br = host

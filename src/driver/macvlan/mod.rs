@@ -25,6 +25,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::daemon::notify::{attachment_added, attachment_removed};
+use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::ipam_backend::IpamBackend;
@@ -36,8 +37,7 @@ use crate::netns::NetNs;
 use child::{announce_on_up, creation_error, delete_child};
 use container_routes::add_routes;
 
-/// Plugin-specific error code (same meaning as tether-bridge's): kernel state differs from prevResult on CHECK.
-pub const CODE_CHECK_MISMATCH: u32 = 100;
+pub use crate::driver::check::CODE_CHECK_MISMATCH;
 
 /// Written to the attachment record's `driver`.
 pub const DRIVER_NAME: &str = "macvlan";
@@ -283,17 +283,7 @@ impl Plugin for MacvlanPlugin {
     fn check(&self, call: &Call) -> Result<(), CniError> {
         let cfg = MacvlanConfig::from_call(call)?;
         let ifname = call.ifname();
-        let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                "CHECK needs prevResult in the network config",
-            )
-        })?;
-        let mismatch = |msg: String| CniError {
-            code: CODE_CHECK_MISMATCH,
-            msg,
-            details: String::new(),
-        };
+        let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
         let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
         let link = inner

@@ -26,6 +26,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
+use crate::driver::check::mismatch;
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::network_lock::NetworkLock;
@@ -398,11 +399,6 @@ impl Plugin for OverlayPlugin {
     fn check(&self, call: &Call) -> Result<(), CniError> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
         let host = Netlink::new().map_err(cni_err)?;
-        let mismatch = |msg: String| CniError {
-            code: crate::driver::bridge::CODE_CHECK_MISMATCH,
-            msg,
-            details: String::new(),
-        };
         for name in [
             cfg.bridge.clone(),
             vxlan_name(cfg.vni),

@@ -13,6 +13,7 @@ use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
+use crate::driver::check::{self, mismatch};
 use crate::error::Error;
 use crate::firewall::{Firewall, FirewallError, PortMapping, Protocol};
 use crate::link::set_sysctl;
@@ -198,12 +199,7 @@ impl Plugin for PortmapPlugin {
 
     fn check(&self, call: &Call) -> Result<(), CniError> {
         config::options(&call.conf.raw)?;
-        let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                "CHECK needs prevResult in the network config",
-            )
-        })?;
+        let prev = check::prev_result(call)?;
         let maps = wanted_mappings(call, &prev)?;
         if maps.is_empty() {
             return Ok(());
@@ -212,14 +208,10 @@ impl Plugin for PortmapPlugin {
             .and_then(|fw| fw.ports_present(&maps))
             .map_err(cni_err)?;
         if !present {
-            return Err(CniError {
-                code: crate::driver::bridge::CODE_CHECK_MISMATCH,
-                msg: format!(
-                    "published ports of container {} are missing from table inet tether",
-                    call.env.container_id.as_deref().unwrap_or("?")
-                ),
-                details: String::new(),
-            });
+            return Err(mismatch(format!(
+                "published ports of container {} are missing from table inet tether",
+                call.env.container_id.as_deref().unwrap_or("?")
+            )));
         }
         Ok(())
     }
