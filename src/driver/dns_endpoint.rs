@@ -49,8 +49,10 @@ impl EmbeddedDns {
 
     /// The result's `dns`: with the resolver on, containers ask 127.0.0.11 only (it forwards the rest);
     /// search domains and options the runtime or IPAM gave are kept.
-    pub fn result_dns(&self, base: Dns) -> Dns {
-        if !self.enabled {
+    /// `resolver_up`: whether tetherd answered the notify (without it, the runtime's resolvers are kept
+    /// rather than a resolver that never answers).
+    pub fn result_dns(&self, resolver_up: bool, base: Dns) -> Dns {
+        if !self.enabled || !resolver_up {
             return base;
         }
         Dns {
@@ -129,12 +131,12 @@ mod tests {
             search: vec!["example.com".into()],
             ..Dns::default()
         };
-        let out = d.result_dns(base.clone());
+        let out = d.result_dns(true, base.clone());
         assert_eq!(out.nameservers, vec!["127.0.0.11"]);
         assert_eq!(out.search, base.search);
         let off = EmbeddedDns::from_conf(&json!({"embeddedDns": false, "internal": true})).unwrap();
         assert!(!off.enabled && off.internal);
-        assert_eq!(off.result_dns(base.clone()), base);
+        assert_eq!(off.result_dns(true, base.clone()), base);
         assert_eq!(
             EmbeddedDns::from_conf(&json!({"embeddedDns": "no"}))
                 .unwrap_err()

@@ -238,14 +238,7 @@ impl Plugin for MacvlanPlugin {
                 })
                 .collect(),
             routes,
-            dns: {
-                let base = call.conf.dns.clone().unwrap_or(leased.dns);
-                if resolver_up {
-                    dns.result_dns(base)
-                } else {
-                    base
-                }
-            },
+            dns: dns.result_dns(resolver_up, call.conf.dns.clone().unwrap_or(leased.dns)),
         })
     }
 

@@ -363,14 +363,7 @@ impl Plugin for OverlayPlugin {
             interfaces,
             ips: ip_configs,
             routes,
-            dns: {
-                let base = call.conf.dns.clone().unwrap_or_default();
-                if resolver_up {
-                    dns.result_dns(base)
-                } else {
-                    base
-                }
-            },
+            dns: dns.result_dns(resolver_up, call.conf.dns.clone().unwrap_or_default()),
         })
     }
 
