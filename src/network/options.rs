@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use super::error::NetworkError;
+use crate::link::MacvlanMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverKind {
@@ -59,27 +60,6 @@ pub struct BridgeOptions {
     pub mtu: Option<u32>,
     pub icc: Option<bool>,
     pub ip_masquerade: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacvlanMode {
-    Bridge,
-    Private,
-    Vepa,
-    Passthru,
-    Source,
-}
-
-impl MacvlanMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            MacvlanMode::Bridge => "bridge",
-            MacvlanMode::Private => "private",
-            MacvlanMode::Vepa => "vepa",
-            MacvlanMode::Passthru => "passthru",
-            MacvlanMode::Source => "source",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,20 +163,13 @@ pub fn parse(
                 match key.as_str() {
                     "parent" => parent = Some(parse_ifname(key, value)?),
                     "macvlan_mode" | "mode" => {
-                        mode = match value.as_str() {
-                            "bridge" => MacvlanMode::Bridge,
-                            "private" => MacvlanMode::Private,
-                            "vepa" => MacvlanMode::Vepa,
-                            "passthru" => MacvlanMode::Passthru,
-                            "source" => MacvlanMode::Source,
-                            _ => {
-                                return Err(bad(
-                                    key,
-                                    value,
-                                    "expected bridge, private, vepa, passthru or source",
-                                ))
-                            }
-                        }
+                        mode = value.parse().map_err(|_| {
+                            bad(
+                                key,
+                                value,
+                                "expected bridge, private, vepa, passthru or source",
+                            )
+                        })?;
                     }
                     "mtu" => mtu = Some(parse_mtu(key, value)?),
                     other => return Err(unknown(other, MACVLAN_KEYS)),

@@ -103,7 +103,7 @@ impl NetworkPlan {
             }
             DriverOptions::Macvlan(o) => {
                 main.insert("master".into(), json!(o.parent));
-                main.insert("mode".into(), json!(o.mode.name()));
+                main.insert("mode".into(), json!(o.mode.as_str()));
                 if let Some(mtu) = o.mtu {
                     main.insert("mtu".into(), json!(mtu));
                 }
@@ -145,7 +145,8 @@ impl NetworkPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::options::{BridgeOptions, MacvlanMode, MacvlanOptions, OverlayOptions};
+    use crate::link::MacvlanMode;
+    use crate::network::options::{BridgeOptions, MacvlanOptions, OverlayOptions};
 
     fn addressing(subnet: &str, gateway: &str) -> Addressing {
         Addressing {
