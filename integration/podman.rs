@@ -184,7 +184,14 @@ fn podman_containers_resolve_each_other_by_name_and_network_alias() {
     let web_root = rootfs(&host, "web", "");
     let client_root = rootfs(&host, "client", "");
     podman.run(
-        &["--name", "web", "--network", "front", "--network-alias", "www"],
+        &[
+            "--name",
+            "web",
+            "--network",
+            "front",
+            "--network-alias",
+            "www",
+        ],
         &web_root,
         &["sleep", "600"],
     );
