@@ -7,6 +7,7 @@
 mod harness;
 
 use harness::dns_upstream::{in_netns, FakeUpstream, UPSTREAM_ANSWER};
+use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_SUBNET};
 use harness::{cni_result, network_conf, HostNs, NetNs};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -53,6 +54,55 @@ impl<'h> Dns<'h> {
         conf
     }
 
+    /// A tether-macvlan network `name` (bridge mode) on the switch segment behind `parent`.
+    fn macvlan_network(&self, name: &str, parent: &str) -> Value {
+        json!({
+            "cniVersion": V,
+            "name": name,
+            "type": "tether-macvlan",
+            "master": parent,
+            "mode": "bridge",
+            "ipam": {
+                "type": "tether-ipam",
+                "subnet": SEGMENT_SUBNET,
+                "rangeStart": "192.0.2.10",
+                "rangeEnd": "192.0.2.99",
+                "gateway": SEGMENT_GATEWAY,
+                "dataDir": self.host.data_dir_str(),
+            }
+        })
+    }
+
+    /// The `tether` CLI in the host namespace with this test's dirs, resolv.conf and tetherd config.
+    fn tether(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.host.path_str()))
+            .arg("--")
+            .arg(harness::binaries::tether())
+            .args(args)
+            .env("TETHER_CONF_DIR", self.host.dir().join("conf"))
+            .env("TETHER_STATE_DIR", self.host.state_dir())
+            .env("TETHER_RUN_DIR", self.host.run_dir())
+            .env("TETHER_CNI_CACHE_DIR", self.host.dir().join("cache"))
+            .env("CNI_PATH", harness::binaries::cni_path())
+            .env("TETHER_RESOLV_CONF", &self.resolv_conf)
+            .env("TETHER_DAEMON_CONFIG", &self.daemon_conf)
+            .output()
+            .expect("spawning nsenter tether")
+    }
+
+    fn tether_ok(&self, args: &[&str]) -> String {
+        let out = self.tether(args);
+        assert!(
+            out.status.success(),
+            "tether {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn call(&self, cmd: &str, c: &NetNs, conf: &Value, name: &str) -> harness::PluginOutput {
         self.call_on(cmd, c, "eth0", conf, name)
     }
@@ -65,8 +115,13 @@ impl<'h> Dns<'h> {
         conf: &Value,
         name: &str,
     ) -> harness::PluginOutput {
+        // The conf's type picks the plugin, as a runtime's CNI_PATH lookup would.
+        let plugin = match conf["type"].as_str() {
+            Some("tether-macvlan") => PathBuf::from(env!("CARGO_BIN_EXE_tether-macvlan")),
+            _ => harness::binaries::tether_bridge(),
+        };
         self.host
-            .tether_bridge()
+            .plugin(plugin)
             .cmd(cmd)
             .container(c)
             .ifname(ifname)
@@ -652,4 +707,88 @@ fn a_container_on_two_networks_sees_both_until_it_leaves_one() {
     dns.del(&c1, &net1, "multi");
     dns.del(&a, &net1, "alpha");
     dns.del(&b, &net2, "beta");
+}
+
+#[test]
+fn macvlan_containers_resolve_each_other_but_not_a_bridge_networks_names() {
+    let seg = SwitchSegment::new("dnsm", "mvp0");
+    let dns = Dns::new(&seg.host, &[]);
+    let mv = dns.macvlan_network("mvnet", "mvp0");
+    let br = dns.network("brnet", "tt0", "10.68.0.0/24");
+    let (m1, m2, b1) = (
+        seg.host.container("m1c"),
+        seg.host.container("m2c"),
+        seg.host.container("b1"),
+    );
+    let ip1 = dns.add(&m1, &mv, "alpha", &["db"]);
+    let ip2 = dns.add(&m2, &mv, "beta", &[]);
+    let ipb = dns.add(&b1, &br, "gamma", &[]);
+
+    assert_eq!(dig(&m2, &["alpha"]), ("NOERROR".into(), vec![ip1.clone()]));
+    assert_eq!(dig(&m2, &["db"]).1, vec![ip1.clone()], "alias");
+    assert_eq!(dig(&m2, &["db.mvnet"]).1, vec![ip1.clone()]);
+    assert_eq!(dig(&m1, &["beta.mvnet"]).1, vec![ip2.clone()]);
+    let out = m1.exec_ok(&["busybox", "nslookup", "beta", "127.0.0.11"]);
+    assert!(out.contains(&ip2), "{out}");
+
+    // No upstream is configured, so a name that is not the macvlan network's is not answered with
+    // the bridge container's address.
+    for name in ["gamma", "gamma.brnet"] {
+        let (status, answers) = dig(&m1, &[name]);
+        assert!(!answers.contains(&ipb), "{name}: {status} {answers:?}");
+        assert_ne!(status, "NOERROR", "{name}: {answers:?}");
+    }
+    assert!(dig(&m1, &["-x", &ipb]).1.is_empty());
+    assert!(!dig(&b1, &["alpha"]).1.contains(&ip1));
+    assert_eq!(dig(&b1, &["gamma"]).1, vec![ipb]);
+
+    dns.del(&m1, &mv, "alpha");
+    dns.del(&m2, &mv, "beta");
+    dns.del(&b1, &br, "gamma");
+}
+
+#[test]
+fn cli_attach_name_and_alias_resolve_until_detach() {
+    let host = HostNs::new("dnsc");
+    let dns = Dns::new(&host, &[]);
+    dns.tether_ok(&["network", "create", "--subnet", "10.69.0.0/24", "front"]);
+    let (web, client) = (host.container("web"), host.container("cl"));
+    let attach = |c: &NetNs, extra: &[&str]| -> Value {
+        let path = c.path_str();
+        let mut args = vec!["attach", "--json", "--network", "front", "--netns", &path];
+        args.extend_from_slice(extra);
+        args.push(&c.label);
+        let text = dns.tether_ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
+    };
+    let a = attach(&web, &["--name", "web", "--alias", "www"]);
+    attach(&client, &["--name", "client"]);
+    let ip = a["ips"][0]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    for name in ["web", "www", "web.front", "WWW.front"] {
+        assert_eq!(
+            dig(&client, &[name]),
+            ("NOERROR".into(), vec![ip.clone()]),
+            "{name}"
+        );
+    }
+    let out = client.exec_ok(&["busybox", "nslookup", "web", "127.0.0.11"]);
+    assert!(out.contains(&ip), "{out}");
+
+    dns.tether_ok(&["detach", "web"]);
+    // Under the network's own zone the resolver is authoritative: NXDOMAIN at once.
+    for name in ["web.front", "www.front"] {
+        assert_eq!(dig(&client, &[name]), ("NXDOMAIN".into(), vec![]), "{name}");
+    }
+    // A bare name it no longer knows is forwarded like any other name; this test gives tetherd no
+    // upstream, so the client gets SERVFAIL (a real upstream would say NXDOMAIN) and never the old address.
+    assert_eq!(dig(&client, &["web"]), ("SERVFAIL".into(), vec![]));
+    dns.tether_ok(&["detach", "cl"]);
+    dns.tether_ok(&["network", "rm", "front"]);
 }

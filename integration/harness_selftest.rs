@@ -131,3 +131,53 @@ fn harness_deletes_its_namespaces_on_panic() {
         );
     }
 }
+
+/// Children forked while an exchange runs hold copies of its sockets until they exec (a plugin call's
+/// pre_exec makes std fork): back-to-back exchanges on one address must still bind and see EOF.
+#[test]
+fn back_to_back_exchanges_on_one_address_survive_children_forked_meanwhile() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let host = HostNs::new("fdsel");
+    let (a, b) = (host.container("a"), host.container("b"));
+    a.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name,
+    ]);
+    a.ip(&["addr", "add", "10.201.0.1/24", "dev", "eth0"]);
+    b.ip(&["addr", "add", "10.201.0.2/24", "dev", "eth0"]);
+    a.ip(&["link", "set", "eth0", "up"]);
+    b.ip(&["link", "set", "eth0", "up"]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut cmd = std::process::Command::new("true");
+                    // SAFETY: usleep is async-signal-safe; it widens the fork-to-exec window a loaded
+                    // machine opens by chance.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            libc::usleep(20_000);
+                            Ok(())
+                        });
+                    }
+                    let _ = cmd.status();
+                }
+            })
+        })
+        .collect();
+    let outcomes: Vec<Result<(), String>> = (0..20)
+        .map(|_| tcp::exchange(&a, "10.201.0.1", 80, &b))
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for spawner in spawners {
+        spawner.join().unwrap();
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.is_ok(), "exchange {i}: {outcome:?}");
+    }
+}

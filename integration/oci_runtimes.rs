@@ -434,3 +434,62 @@ fn a_container_id_whose_poststop_never_ran_can_be_attached_again() {
     );
     setup.assert_nothing_left(&[]);
 }
+
+/// Two runc containers named by annotation find each other through the resolver the hook points their
+/// /etc/resolv.conf at, and the tetherd serving them exits once both are deleted.
+#[test]
+fn runc_containers_named_by_annotation_resolve_each_other() {
+    let setup = HookHost::new("rd");
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    let mut alpha = setup.bundle("alpha", "", &["sleep", "600"], &[]);
+    alpha
+        .annotation("tether.network", "front")
+        .annotation("tether.name", "alpha");
+    let mut beta = setup.bundle("beta", "", &["sleep", "600"], &[]);
+    beta.annotation("tether.network", "front")
+        .annotation("tether.name", "beta")
+        .annotation("tether.aliases", "db");
+    let alpha_c = start(&runtime, "alpha", &alpha);
+    let beta_c = start(&runtime, "beta", &beta);
+    let (alpha_ip, beta_ip) = (container_ipv4(&alpha_c), container_ipv4(&beta_c));
+
+    let resolv = alpha
+        .rootfs_file("etc/resolv.conf")
+        .expect("no /etc/resolv.conf in alpha's rootfs");
+    let nameservers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert_eq!(nameservers, ["127.0.0.11"], "{resolv}");
+    assert!(setup.tetherd_pid().is_some(), "no tetherd after two ADDs");
+
+    // busybox nslookup with no server argument: it asks what /etc/resolv.conf names.
+    for (from, name, ip) in [
+        (&alpha_c, "beta", &beta_ip),
+        (&alpha_c, "db", &beta_ip),
+        (&beta_c, "alpha", &alpha_ip),
+        (&beta_c, "alpha.front", &alpha_ip),
+    ] {
+        let (ok, out) = from.exec(&["nslookup", name]);
+        assert!(
+            ok && out.contains(ip.as_str()),
+            "{} nslookup {name}: {out}",
+            from.id
+        );
+    }
+    let (ok, out) = alpha_c.exec(&["nslookup", "nobody.front"]);
+    assert!(!ok && !out.contains("10.77.0."), "nobody.front: {out}");
+
+    alpha_c.delete().expect("deleting alpha");
+    beta_c.delete().expect("deleting beta");
+    setup.assert_nothing_left(&[alpha_ip, beta_ip]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while setup.tetherd_pid().is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        setup.tetherd_pid(),
+        None,
+        "tetherd still runs after both containers were deleted"
+    );
+}

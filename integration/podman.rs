@@ -174,3 +174,68 @@ fn podman_hooks_d_runs_tether_hook_for_an_annotated_container() {
     podman.remove("hooked");
     host.assert_nothing_left(&[ip]);
 }
+
+/// podman 4.3's CNI backend sends the container's `--name` as K8S_POD_NAME in CNI_ARGS and its
+/// `--network-alias`es as the `aliases` capability: tether-bridge records both and tetherd answers them.
+#[test]
+fn podman_containers_resolve_each_other_by_name_and_network_alias() {
+    let host = HookHost::new("pd");
+    let podman = podman(&host);
+    let web_root = rootfs(&host, "web", "");
+    let client_root = rootfs(&host, "client", "");
+    podman.run(
+        &[
+            "--name",
+            "web",
+            "--network",
+            "front",
+            "--network-alias",
+            "www",
+        ],
+        &web_root,
+        &["sleep", "600"],
+    );
+    podman.run(
+        &["--name", "client", "--network", "front"],
+        &client_root,
+        &["sleep", "600"],
+    );
+    let web_ip = podman.inspect("web", "{{.NetworkSettings.Networks.front.IPAddress}}");
+    let client_ip = podman.inspect("client", "{{.NetworkSettings.Networks.front.IPAddress}}");
+
+    let resolv = podman.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
+    let nameservers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    // podman puts the network's resolver first and appends the machine's own after it.
+    assert_eq!(
+        nameservers.first(),
+        Some(&"127.0.0.11"),
+        "podman's resolv.conf: {resolv}"
+    );
+    for (from, name, ip) in [
+        ("client", "web", &web_ip),
+        ("client", "www", &web_ip),
+        ("client", "web.front", &web_ip),
+        ("web", "client", &client_ip),
+    ] {
+        let out = podman.output(&["exec", from, "nslookup", name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(ip.as_str()),
+            "{from}: nslookup {name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    podman.remove("web");
+    let out = podman.output(&["exec", "client", "nslookup", "web.front"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("NXDOMAIN"),
+        "web.front after podman rm web: {text}"
+    );
+    podman.remove("client");
+    host.assert_nothing_left(&[web_ip, client_ip]);
+}

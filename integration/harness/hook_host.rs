@@ -33,7 +33,28 @@ impl HookHost {
             cache_dir,
         };
         setup.write_network("front", "tt0", SUBNET);
+        // tetherd, which the bridge plugin starts for the network's DNS, forwards to this empty resolver
+        // list (never the machine's) and exits soon after its last container.
+        std::fs::write(setup.resolv_conf(), "").unwrap();
+        std::fs::write(setup.daemon_conf(), r#"{"idleGraceMs": 500}"#).unwrap();
         setup
+    }
+
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.host.dir().join("resolv.conf")
+    }
+
+    pub fn daemon_conf(&self) -> PathBuf {
+        self.host.dir().join("tetherd.json")
+    }
+
+    /// The pid of the tetherd serving this host, if one runs.
+    pub fn tetherd_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.host.run_dir().join("tetherd.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        // Not our child (tetherd double-forks): a zombie entry would be its parent's to reap.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        (!stat.contains(") Z ")).then_some(pid)
     }
 
     /// A bridge network as `tether network create` writes it: tether-bridge + tether-ipam + tether-portmap.
@@ -45,6 +66,7 @@ impl HookHost {
                 {
                     "type": "tether-bridge",
                     "bridge": bridge,
+                    "capabilities": {"ips": true, "mac": true, "aliases": true},
                     "isGateway": true,
                     "isDefaultGateway": true,
                     "ipMasq": true,
@@ -70,6 +92,8 @@ impl HookHost {
             format!("TETHER_CONF_DIR={}", self.conf_dir.display()),
             format!("TETHER_CNI_CACHE_DIR={}", self.cache_dir.display()),
             format!("CNI_PATH={}", binaries::cni_path()),
+            format!("TETHER_RESOLV_CONF={}", self.resolv_conf().display()),
+            format!("TETHER_DAEMON_CONFIG={}", self.daemon_conf().display()),
         ]
     }
 

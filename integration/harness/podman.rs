@@ -40,6 +40,20 @@ impl Podman {
         );
         std::fs::create_dir_all(dir).unwrap();
         let plugin_dir = binaries::tether_bridge().parent().unwrap().to_path_buf();
+        let conf_path = dir.join("containers.conf");
+        let mut env = env;
+        env.push(("CONTAINERS_CONF".into(), conf_path.display().to_string()));
+        // conmon gets only conmon_env_vars, and hands them to the `podman container cleanup` it runs when the
+        // container exits. That cleanup races `podman rm` to tear the network down; without this config and
+        // the plugins' TETHER_* dirs it ran DEL against the machine's default dirs, leaving the test's
+        // attachment record (and tetherd's names) behind whenever it won.
+        let conmon_env: Vec<String> = std::iter::once(format!(
+            "PATH={}",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        ))
+        .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
+        .map(|pair| format!("{pair:?}"))
+        .collect();
         // default_ulimits: podman's default nofile limit needs CAP_SYS_RESOURCE, which we lack.
         let conf = format!(
             r#"[containers]
@@ -55,16 +69,15 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "runc"
 hooks_dir = ["{hooks}"]
+conmon_env_vars = [{conmon_env}]
 "#,
             plugins = plugin_dir.display(),
             reference = binaries::REFERENCE_PLUGIN_DIR,
             conf = conf_dir.display(),
             hooks = hooks_dir.display(),
+            conmon_env = conmon_env.join(", "),
         );
-        let conf_path = dir.join("containers.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let mut env = env;
-        env.push(("CONTAINERS_CONF".into(), conf_path.display().to_string()));
         std::fs::create_dir_all(cni_cache).unwrap();
         // The bind target must exist; on a machine with containernetworking-plugins it does.
         std::fs::create_dir_all(LIBCNI_CACHE).unwrap();

@@ -1,11 +1,18 @@
 //! A TCP exchange between two namespaces without helper processes: a listener and a client, each on
 //! a fresh OS thread that setns()es into its namespace. setns changes only the calling thread, and
 //! such a thread must never run anything else afterwards, so each one ends with its task.
+//!
+//! Sockets are shut down, not just closed: other test threads fork children all the time (a plugin call's
+//! `pre_exec` setns makes std fork instead of vfork), and each child holds a copy of every open fd until it
+//! execs. A listener merely closed then can stay LISTENing in such a child, and the next bind of the same
+//! address fails with EADDRINUSE; a connection merely closed sends its FIN only when the child execs.
+//! shutdown() acts on the socket itself, whoever else holds the fd.
 
 use super::netns::NetNs;
 use nix::sched::CloneFlags;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,31 +43,9 @@ pub fn exchange_via(
         let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let _ = ready_tx.send(());
-        let deadline = Instant::now() + TIMEOUT;
-        let (mut conn, _) = loop {
-            match listener.accept() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() > deadline {
-                        return Err(format!("no connection to {addr} within {TIMEOUT:?}"));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(format!("accept on {addr}: {e}")),
-            }
-        };
-        let peer = conn.peer_addr().map_err(|e| e.to_string())?;
-        conn.set_nonblocking(false).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 64];
-        let n = conn
-            .read(&mut buf)
-            .map_err(|e| format!("server read: {e}"))?;
-        conn.write_all(b"echo:")
-            .and_then(|_| conn.write_all(&buf[..n]))
-            .map_err(|e| format!("server write: {e}"))?;
-        Ok(peer)
+        let served = serve_one(&listener, addr);
+        stop_listening(&listener);
+        served
     });
     if ready_rx.recv_timeout(TIMEOUT).is_err() {
         return Err(join(server_thread)
@@ -68,8 +53,7 @@ pub fn exchange_via(
             .unwrap_or("server never got ready".into()));
     }
     let client_thread = in_netns(client, move || -> Result<String, String> {
-        let mut s = TcpStream::connect_timeout(&connect, TIMEOUT)
-            .map_err(|e| format!("connect to {connect}: {e}"))?;
+        let mut s = connect_within(connect, TIMEOUT)?;
         s.set_read_timeout(Some(TIMEOUT))
             .map_err(|e| e.to_string())?;
         s.write_all(b"hello")
@@ -87,6 +71,71 @@ pub fn exchange_via(
         return Err(format!("unexpected reply {reply:?}"));
     }
     Ok(peer)
+}
+
+/// Accepts one connection on `listener` (non-blocking), reads a line and echoes it back with a prefix;
+/// returns the peer's address.
+fn serve_one(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, String> {
+    // The client may spend all of TIMEOUT retrying its connect: wait a little longer than that.
+    let deadline = Instant::now() + TIMEOUT + Duration::from_secs(1);
+    let (mut conn, _) = loop {
+        match listener.accept() {
+            Ok(c) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() > deadline {
+                    return Err(format!("no connection to {addr} within {TIMEOUT:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("accept on {addr}: {e}")),
+        }
+    };
+    let peer = conn.peer_addr().map_err(|e| e.to_string())?;
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = conn
+        .read(&mut buf)
+        .map_err(|e| format!("server read: {e}"))?;
+    conn.write_all(b"echo:")
+        .and_then(|_| conn.write_all(&buf[..n]))
+        .map_err(|e| format!("server write: {e}"))?;
+    // The FIN goes now, even if a forked child still holds a copy of this fd.
+    let _ = conn.shutdown(Shutdown::Both);
+    Ok(peer)
+}
+
+/// Takes the listener out of LISTEN at once (see the module comment); its address can be bound again
+/// even while a forked child still holds the fd.
+fn stop_listening(listener: &TcpListener) {
+    // SAFETY: shutdown on an fd we own; no memory is involved.
+    unsafe {
+        libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+/// Connects to `to`, retrying for up to `within` while the kernel reports the host unreachable. On a
+/// loaded machine the first neighbour resolution of a fresh address can fail (the kernel gives up after
+/// its three ARP probes and answers the queued SYN with ICMP host unreachable, which ends a connect in
+/// SYN_SENT at once); ping_retry and fetch_from retry for the same reason. Any other error is returned.
+fn connect_within(to: SocketAddr, within: Duration) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match TcpStream::connect_timeout(&to, left.max(Duration::from_millis(100))) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH)
+                ) && Instant::now() + Duration::from_millis(200) < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("connect to {to}: {e}")),
+        }
+    }
 }
 
 /// One UDP datagram from `client` to `connect`, received by a socket bound to `listen` in `server`, answered,
