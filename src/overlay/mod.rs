@@ -6,6 +6,7 @@
 //! and every period.
 
 mod agent;
+mod agreement;
 mod config;
 mod error;
 mod local;
