@@ -390,3 +390,79 @@ fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twi
         );
     }
 }
+
+/// Every host's first ADD at the same moment, all wanting the same block first (the start-block test
+/// hook): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
+/// and on a different block, and every container reaches every other.
+fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
+    let cluster = Cluster::new(label, hosts, Timings::FAST);
+    for round in 0..3u32 {
+        let network = format!("race{round}");
+        // Four /26 blocks: every host wants the first one it finds free from the same start.
+        let conf = overlay_conf(&network, 910 + round, &format!("10.218.{round}.0/24"));
+        let containers: Vec<_> = (0..hosts)
+            .map(|i| cluster.hosts[i].ns.container(&format!("r{round}h{i}")))
+            .collect();
+        let barrier = std::sync::Barrier::new(hosts);
+        let results: Vec<serde_json::Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = cluster
+                .hosts
+                .iter()
+                .zip(&containers)
+                .map(|(h, c)| {
+                    let (conf, barrier) = (&conf, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        h.add_with_env(conf, c, &[("TETHER_OVERLAY_TEST_START_KEY", "race")])
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let ips: Vec<String> = results.iter().map(overlay_ip).collect();
+        let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+        if distinct.len() != hosts || std::env::var("RACE_DEBUG").is_ok() {
+            for h in &cluster.hosts {
+                eprintln!("DEBUG {} claims {:?}\n{}", h.addr, h.own_claims(&network), h.log());
+            }
+        }
+        assert_eq!(
+            distinct.len(),
+            hosts,
+            "round {round}: one address handed out twice: {ips:?}"
+        );
+        let mut blocks = std::collections::BTreeMap::new();
+        for h in &cluster.hosts {
+            for (block, state) in h.own_claims(&network) {
+                assert_eq!(
+                    state, "confirmed",
+                    "round {round}: {} uses {block} without the members' agreement",
+                    h.addr
+                );
+                if let Some(other) = blocks.insert(block.clone(), h.addr.clone()) {
+                    panic!("round {round}: {block} claimed by {other} and {}", h.addr);
+                }
+            }
+        }
+        for (i, c) in containers.iter().enumerate() {
+            for (j, ip) in ips.iter().enumerate() {
+                if i != j {
+                    assert!(
+                        c.ping_retry(ip, 10),
+                        "round {round}: container on host {i} cannot ping {ip} on host {j}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
+    first_adds_racing_for_one_block("ovh", 2);
+}
+
+#[test]
+fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
+    first_adds_racing_for_one_block("ovi", 3);
+}

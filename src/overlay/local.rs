@@ -30,25 +30,10 @@ pub struct LocalState {
 pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
     let networks = local_networks(state_dir);
     let mut wanted = BTreeMap::new();
-    let mut proposing = Vec::new();
     for facts in &networks {
         let dir = OverlayDir::new(state_dir, &facts.network);
         match dir.claims() {
             Ok(claims) => {
-                proposing.extend(
-                    claims
-                        .claims
-                        .iter()
-                        .filter(|c| !c.lost && c.state != ClaimState::Confirmed)
-                        .map(|c| {
-                            let claim = ClaimRef {
-                                network: facts.network.clone(),
-                                block: c.block,
-                                claimed_at_ms: c.claimed_at_ms,
-                            };
-                            (claim, c.state)
-                        }),
-                );
                 // Pending claims travel as proposals, not records: they hand out nothing yet.
                 for c in claims
                     .claims
@@ -107,8 +92,38 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
     LocalState {
         networks,
         wanted,
-        proposing,
+        proposing: proposing_claims(state_dir),
     }
+}
+
+/// This host's claims that want the members' agreement, in every overlay network directory: also in one
+/// whose first ADD is still waiting for its block (its network facts are written after the address).
+fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {
+    let Ok(entries) = std::fs::read_dir(OverlayDir::root(state_dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let network = entry.file_name().to_string_lossy().to_string();
+        let Ok(claims) = OverlayDir::new(state_dir, &network).claims() else {
+            continue;
+        };
+        out.extend(
+            claims
+                .claims
+                .iter()
+                .filter(|c| !c.lost && c.state != ClaimState::Confirmed)
+                .map(|c| {
+                    let claim = ClaimRef {
+                        network: network.clone(),
+                        block: c.block,
+                        claimed_at_ms: c.claimed_at_ms,
+                    };
+                    (claim, c.state)
+                }),
+        );
+    }
+    out
 }
 
 /// The live claims of other hosts, per network.
