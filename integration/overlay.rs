@@ -318,9 +318,29 @@ fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_retu
     let r2 = cluster.hosts[1].add(&conf, &c2);
     cluster.hosts[1].add(&conf, &gone);
     cluster.hosts[1].del(&conf, &gone);
+    assert_eq!(
+        cluster.hosts[0].own_claims("ovl")[0].1,
+        "confirmed",
+        "host 1's block was taken with both hosts up"
+    );
+    let taken_alone = cluster.hosts[1].own_claims("ovl");
+    assert!(
+        !taken_alone.is_empty() && taken_alone.iter().all(|(_, s)| s == "unconfirmed"),
+        "a block taken without tetherd must be marked unconfirmed: {taken_alone:?}"
+    );
 
     cluster.hosts[1].start_tetherd();
     cluster.wait_for_members(1);
+    wait_until(
+        "the block taken without tetherd is confirmed once it returns",
+        Duration::from_secs(10),
+        || {
+            cluster.hosts[1]
+                .own_claims("ovl")
+                .iter()
+                .all(|(_, s)| s == "confirmed")
+        },
+    );
     let h1 = &cluster.hosts[0];
     wait_until(
         "host 1 learns the container added while tetherd was down",
@@ -423,7 +443,12 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
         let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
         if distinct.len() != hosts || std::env::var("RACE_DEBUG").is_ok() {
             for h in &cluster.hosts {
-                eprintln!("DEBUG {} claims {:?}\n{}", h.addr, h.own_claims(&network), h.log());
+                eprintln!(
+                    "DEBUG {} claims {:?}\n{}",
+                    h.addr,
+                    h.own_claims(&network),
+                    h.log()
+                );
             }
         }
         assert_eq!(

@@ -44,6 +44,9 @@ pub struct Status {
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
     pub kernel_changes: u64,
+    /// This host's block claims waiting for the members' agreement (pending, or unconfirmed ones taken
+    /// while tetherd could not ask).
+    pub claims_awaiting_agreement: usize,
 }
 
 /// A running control plane; stopped (leaving the cluster politely) on [`ControlPlane::stop`] or drop.
@@ -655,5 +658,6 @@ impl Agent {
         s.bytes_received = self.bytes_received;
         s.datagrams_rejected = self.rejected;
         s.kernel_changes = self.kernel_changes;
+        s.claims_awaiting_agreement = self.proposals.len();
     }
 }

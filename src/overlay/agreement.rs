@@ -74,6 +74,10 @@ impl Proposals {
         self.inflight.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// The proposals due now, to the members (`up`: address and control-plane socket) that have not
     /// accepted yet.
     pub fn due(&mut self, up: &[(IpAddr, SocketAddr)], now: Instant) -> Vec<Outgoing> {
@@ -99,7 +103,12 @@ impl Proposals {
     }
 
     /// A member's answer. Returns the claim when it was a rejected pending one (to be given up).
-    pub fn on_answer(&mut self, from: IpAddr, claim: &ClaimRef, accepted: bool) -> Option<ClaimRef> {
+    pub fn on_answer(
+        &mut self,
+        from: IpAddr,
+        claim: &ClaimRef,
+        accepted: bool,
+    ) -> Option<ClaimRef> {
         let p = self.inflight.get_mut(claim)?;
         if accepted {
             p.accepted_by.insert(from);
@@ -145,7 +154,13 @@ pub fn has_quorum(me: IpAddr, configured: &[SocketAddr], up: &BTreeSet<IpAddr>) 
 
 /// Settles a peer's proposal against this host's claim of the block, under the claims lock, giving a
 /// losing pending claim up first. Returns whether the proposal is accepted.
-pub fn judge(state_dir: &Path, me: IpAddr, from: IpAddr, claim: &ClaimRef, unconfirmed: bool) -> bool {
+pub fn judge(
+    state_dir: &Path,
+    me: IpAddr,
+    from: IpAddr,
+    claim: &ClaimRef,
+    unconfirmed: bool,
+) -> bool {
     let dir = OverlayDir::new(state_dir, &claim.network);
     let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&claim.network)) else {
         return false;
@@ -279,7 +294,10 @@ mod tests {
         assert_eq!(again.len(), 1, "only the silent member is asked again");
         assert_eq!(again[0].to, sock(3));
         p.on_answer(ip(3), &claim(), true);
-        assert!(p.agreed(&live, false).is_empty(), "no majority, no agreement");
+        assert!(
+            p.agreed(&live, false).is_empty(),
+            "no majority, no agreement"
+        );
         assert_eq!(p.agreed(&live, true), vec![claim()]);
         assert!(p.is_empty());
     }
@@ -303,7 +321,10 @@ mod tests {
             "an unconfirmed claim in use is left to the gossip settle"
         );
         p.sync(Vec::new());
-        assert!(p.is_empty(), "a claim gone from the files ends its proposal");
+        assert!(
+            p.is_empty(),
+            "a claim gone from the files ends its proposal"
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::overlay::{
-    claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim,
+    LEASE_STORE,
 };
 use crate::driver::record::RecordDir;
 use crate::ipam::Store;

@@ -57,7 +57,8 @@ fn rank(state: ClaimState, claimed_at_ms: u64, host: IpAddr) -> (ClaimState, u64
 
 /// Whether this host's claim keeps a block a peer claimed too.
 pub fn wins(mine: &Claim, my_host: IpAddr, theirs: &PeerClaim) -> bool {
-    rank(mine.state, mine.claimed_at_ms, my_host) < rank(theirs.state, theirs.claimed_at_ms, theirs.host)
+    rank(mine.state, mine.claimed_at_ms, my_host)
+        < rank(theirs.state, theirs.claimed_at_ms, theirs.host)
 }
 
 /// The answer to a peer's proposal of a block this host may claim too.
@@ -74,7 +75,11 @@ pub enum ProposalVerdict {
 /// The settle rule for a proposal (a pending or unconfirmed claim asking to be confirmed) against this
 /// host's own claim of the same block, if any. Both proposers of one block apply it to the other's
 /// proposal, so at most one of them accepts: the one whose claim ranks lower.
-pub fn judge_proposal(mine: Option<&Claim>, my_host: IpAddr, proposal: &PeerClaim) -> ProposalVerdict {
+pub fn judge_proposal(
+    mine: Option<&Claim>,
+    my_host: IpAddr,
+    proposal: &PeerClaim,
+) -> ProposalVerdict {
     match mine {
         None => ProposalVerdict::Accept,
         // A lost claim no longer hands out addresses and is not published.

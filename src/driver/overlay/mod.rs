@@ -20,7 +20,8 @@ pub use blocks::{blocks, ipam_config, judge_proposal, next_free_block, wins, Pro
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 pub use state::{
-    local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim,
+    LEASE_STORE,
 };
 
 use block_agreement::{start_key, wait_for_agreement, Agreement};
@@ -155,7 +156,15 @@ fn allocate_address(
     loop {
         let step = {
             let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
-            allocate_or_claim(dir, cfg, vtep, container_id, ifname, &given_up, without_agreement)?
+            allocate_or_claim(
+                dir,
+                cfg,
+                vtep,
+                container_id,
+                ifname,
+                &given_up,
+                without_agreement,
+            )?
         };
         let block = match step {
             Step::Allocated(address) => return Ok(address),
@@ -194,7 +203,9 @@ fn allocate_or_claim(
             ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir()).map_err(CniError::from)?
         {
             match allocate(&conf, &store, container_id, ifname, &[]) {
-                Ok(mut got) if !got.is_empty() => return Ok(Step::Allocated(got.remove(0).address)),
+                Ok(mut got) if !got.is_empty() => {
+                    return Ok(Step::Allocated(got.remove(0).address))
+                }
                 Ok(_) => {}
                 Err(IpamError::RangeExhausted { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -548,6 +559,8 @@ impl Plugin for OverlayPlugin {
                         call.ifname()
                     )));
                 }
+                check_block_of(&OverlayDir::for_network(&call.conf.name), ip.address.ip())
+                    .map_err(mismatch)?;
             }
         }
         Ok(())
@@ -582,6 +595,31 @@ impl Plugin for OverlayPlugin {
         endpoint_removed(net);
         Ok(())
     }
+}
+
+/// Whether the block `address` came from is sound: a block lost to another host's claim fails CHECK (a
+/// container of that host may have the same address); one still unconfirmed is logged.
+fn check_block_of(dir: &OverlayDir, address: IpAddr) -> Result<(), String> {
+    let IpAddr::V4(v4) = address else {
+        return Ok(());
+    };
+    let claims = dir.claims().unwrap_or_default();
+    let Some(claim) = claims.claims.iter().find(|c| c.block.contains(v4)) else {
+        return Ok(());
+    };
+    if claim.lost {
+        return Err(format!(
+            "address {address} comes from block {} that another host's claim won; a container there may \
+             have the same address: remove this container and add it again",
+            claim.block
+        ));
+    }
+    if claim.state == ClaimState::Unconfirmed {
+        tracing::warn!(%address, block = %claim.block,
+            "address comes from a block not yet agreed by the other hosts (taken while tetherd could not \
+             ask them); tetherd confirms it when it can");
+    }
+    Ok(())
 }
 
 /// After the host's last container of the network left: the VXLAN device, the bridge and the network's

@@ -29,7 +29,9 @@ pub struct NetworkFacts {
 }
 
 /// Where a claim stands in tetherd's agreement (see `blocks::outranks` for who wins a conflict).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ClaimState {
     /// Every live member acknowledged it, with a majority of the configured hosts up: no other host can
