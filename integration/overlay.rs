@@ -456,7 +456,7 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
         if distinct.len() != hosts {
             for h in &cluster.hosts {
                 eprintln!(
-                    "DEBUG {} claims {:?}\n{}",
+                    "host {} claims {:?}\n{}",
                     h.addr,
                     h.own_claims(&network),
                     h.log()
