@@ -503,3 +503,63 @@ fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice
 fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
     first_adds_racing_for_one_block("ovi", 3);
 }
+
+#[test]
+fn one_block_taken_unconfirmed_by_two_hosts_goes_to_the_earlier_claim_and_check_flags_the_other() {
+    let mut cluster = Cluster::new("ovj", 2, Timings::FAST);
+    cluster.hosts[0].kill_tetherd();
+    cluster.hosts[1].kill_tetherd();
+    // Both tetherds down and the same start block: the weak case the guarantee leaves open.
+    let conf = overlay_conf("split", 720, "10.220.0.0/24");
+    let start = [("TETHER_OVERLAY_TEST_START_KEY", "split")];
+    let c0 = cluster.hosts[0].ns.container("s0");
+    let c1 = cluster.hosts[1].ns.container("s1");
+    let r0 = cluster.hosts[0].add_with_env(&conf, &c0, &start);
+    let r1 = cluster.hosts[1].add_with_env(&conf, &c1, &start);
+    let (h0, h1) = (
+        cluster.hosts[0].own_claims("split"),
+        cluster.hosts[1].own_claims("split"),
+    );
+    assert_eq!(h0.len(), 1, "{h0:?}");
+    assert_eq!(h0, h1, "both hosts took the same block unconfirmed");
+    assert_eq!(h0[0].1, "unconfirmed");
+
+    cluster.hosts[0].start_tetherd();
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    wait_until(
+        "the earlier claim is confirmed and the later one lost",
+        Duration::from_secs(10),
+        || {
+            cluster.hosts[0].own_claims("split")[0].1 == "confirmed"
+                && cluster.hosts[1].own_claims("split")[0].1 == "lost"
+        },
+    );
+    assert!(
+        cluster.hosts[0].check(&conf, &c0, &r0).status.success(),
+        "CHECK fails for the container of the winning block"
+    );
+    let flagged = cluster.hosts[1].check(&conf, &c1, &r1);
+    assert!(
+        !flagged.status.success() && flagged.stdout.contains("another host's claim won"),
+        "CHECK passes for a container whose block was lost: {} {}",
+        flagged.stdout,
+        flagged.stderr
+    );
+    // The losing host moves: its next container gets an address of another, agreed block.
+    let c2 = cluster.hosts[1].ns.container("s2");
+    let r2 = cluster.hosts[1].add_with_env(&conf, &c2, &start);
+    let moved: Vec<_> = cluster.hosts[1]
+        .own_claims("split")
+        .into_iter()
+        .filter(|(_, s)| s == "confirmed")
+        .collect();
+    assert_eq!(moved.len(), 1, "the loser took one new agreed block");
+    assert_ne!(moved[0].0, h0[0].0);
+    let block: ipnetwork::Ipv4Network = moved[0].0.parse().unwrap();
+    let ip2: std::net::Ipv4Addr = overlay_ip(&r2).parse().unwrap();
+    assert!(
+        block.contains(ip2),
+        "{ip2} is not from the new block {block}"
+    );
+}

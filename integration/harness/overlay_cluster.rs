@@ -223,7 +223,15 @@ impl Host {
         call.run().ok().clone()
     }
 
-    /// This host's own block claims of `network`: (block, state).
+    /// CHECK of `c`'s attachment, with the ADD result as `prevResult`.
+    pub fn check(&self, conf: &Value, c: &NetNs, prev: &Value) -> super::PluginOutput {
+        let mut conf = conf.clone();
+        conf["prevResult"] = prev.clone();
+        self.plugin("CHECK", &conf, c)
+    }
+
+    /// This host's own block claims of `network`: (block, state), the state "lost" for a claim that
+    /// lost a conflict.
     pub fn own_claims(&self, network: &str) -> Vec<(String, String)> {
         let path = self
             .ns
@@ -238,10 +246,12 @@ impl Host {
         super::netns::as_vec(v["claims"].clone())
             .iter()
             .filter_map(|c| {
-                Some((
-                    c["block"].as_str()?.to_string(),
-                    c["state"].as_str().unwrap_or("unconfirmed").to_string(),
-                ))
+                let state = if c["lost"].as_bool() == Some(true) {
+                    "lost"
+                } else {
+                    c["state"].as_str().unwrap_or("unconfirmed")
+                };
+                Some((c["block"].as_str()?.to_string(), state.to_string()))
             })
             .collect()
     }
