@@ -2,7 +2,9 @@
 //! VXLAN device (`tvx<vni>`, learning off, UDP 4789) on it; each container gets a veth on that bridge with
 //! an address from one of this host's blocks of the subnet, and a second veth on the gateway bridge for
 //! egress. Remote containers' MACs and addresses are programmed into the VXLAN device by tetherd's control
-//! plane (`crate::overlay`) from the attachment records this plugin writes; ADD and DEL never wait for it.
+//! plane (`crate::overlay`) from the attachment records this plugin writes. ADD waits for it only when it
+//! takes a new address block (the members agree on it first, `block_agreement`), and at most
+//! [`AGREEMENT_WAIT`]; DEL never waits.
 
 mod block_agreement;
 mod blocks;
