@@ -230,7 +230,7 @@ fn control_plane_50() {
 }
 
 fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
-    use tether::driver::overlay::{Claim, HostClaims, NetworkFacts, OverlayDir};
+    use tether::driver::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
     use tether::driver::record::{AttachmentRecord, RecordDir};
     let subnet: ipnetwork::Ipv4Network = "10.230.0.0/16".parse().unwrap();
     let block: ipnetwork::Ipv4Network = format!("10.230.{i}.0/26").parse().unwrap();
@@ -250,6 +250,8 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
             block,
             claimed_at_ms: 1,
             lost: false,
+            // Written as agreed: the bench measures the steady control plane, not block agreement.
+            state: ClaimState::Confirmed,
         }],
     })
     .unwrap();

@@ -318,9 +318,41 @@ fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_retu
     let r2 = cluster.hosts[1].add(&conf, &c2);
     cluster.hosts[1].add(&conf, &gone);
     cluster.hosts[1].del(&conf, &gone);
+    assert_eq!(
+        cluster.hosts[0].own_claims("ovl")[0].1,
+        "confirmed",
+        "host 1's block was taken with both hosts up"
+    );
+    // Host 1 alone is no majority of two: its block of a new network is used unconfirmed, after the
+    // bounded wait.
+    let lonely = overlay_conf("ovl2", 701, "10.219.0.0/16");
+    let c3 = cluster.hosts[0].ns.container("c3");
+    cluster.hosts[0].add(&lonely, &c3);
+    assert_eq!(
+        cluster.hosts[0].own_claims("ovl2")[0].1,
+        "unconfirmed",
+        "a block taken without a majority up must be marked unconfirmed"
+    );
+    let taken_alone = cluster.hosts[1].own_claims("ovl");
+    assert!(
+        !taken_alone.is_empty() && taken_alone.iter().all(|(_, s)| s == "unconfirmed"),
+        "a block taken without tetherd must be marked unconfirmed: {taken_alone:?}"
+    );
 
     cluster.hosts[1].start_tetherd();
     cluster.wait_for_members(1);
+    wait_until(
+        "the blocks taken without agreement are confirmed once tetherd returns",
+        Duration::from_secs(10),
+        || {
+            [(1, "ovl"), (0, "ovl2")].iter().all(|(h, net)| {
+                cluster.hosts[*h]
+                    .own_claims(net)
+                    .iter()
+                    .all(|(_, s)| s == "confirmed")
+            })
+        },
+    );
     let h1 = &cluster.hosts[0];
     wait_until(
         "host 1 learns the container added while tetherd was down",
@@ -389,4 +421,145 @@ fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twi
             h.addr
         );
     }
+}
+
+/// Every host's first ADD at the same moment, all wanting the same block first (the start-block test
+/// hook): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
+/// and on a different block, and every container reaches every other.
+fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
+    let cluster = Cluster::new(label, hosts, Timings::FAST);
+    for round in 0..3u32 {
+        let network = format!("race{round}");
+        // Four /26 blocks: every host wants the first one it finds free from the same start.
+        let conf = overlay_conf(&network, 910 + round, &format!("10.218.{round}.0/24"));
+        let containers: Vec<_> = (0..hosts)
+            .map(|i| cluster.hosts[i].ns.container(&format!("r{round}h{i}")))
+            .collect();
+        let barrier = std::sync::Barrier::new(hosts);
+        let results: Vec<serde_json::Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = cluster
+                .hosts
+                .iter()
+                .zip(&containers)
+                .map(|(h, c)| {
+                    let (conf, barrier) = (&conf, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        h.add_with_env(conf, c, &[("TETHER_OVERLAY_TEST_START_KEY", "race")])
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let ips: Vec<String> = results.iter().map(overlay_ip).collect();
+        let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+        if distinct.len() != hosts {
+            for h in &cluster.hosts {
+                eprintln!(
+                    "host {} claims {:?}\n{}",
+                    h.addr,
+                    h.own_claims(&network),
+                    h.log()
+                );
+            }
+        }
+        assert_eq!(
+            distinct.len(),
+            hosts,
+            "round {round}: one address handed out twice: {ips:?}"
+        );
+        let mut blocks = std::collections::BTreeMap::new();
+        for h in &cluster.hosts {
+            for (block, state) in h.own_claims(&network) {
+                assert_eq!(
+                    state, "confirmed",
+                    "round {round}: {} uses {block} without the members' agreement",
+                    h.addr
+                );
+                if let Some(other) = blocks.insert(block.clone(), h.addr.clone()) {
+                    panic!("round {round}: {block} claimed by {other} and {}", h.addr);
+                }
+            }
+        }
+        for (i, c) in containers.iter().enumerate() {
+            for (j, ip) in ips.iter().enumerate() {
+                if i != j {
+                    assert!(
+                        c.ping_retry(ip, 10),
+                        "round {round}: container on host {i} cannot ping {ip} on host {j}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
+    first_adds_racing_for_one_block("ovh", 2);
+}
+
+#[test]
+fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
+    first_adds_racing_for_one_block("ovi", 3);
+}
+
+#[test]
+fn one_block_taken_unconfirmed_by_two_hosts_goes_to_the_earlier_claim_and_check_flags_the_other() {
+    let mut cluster = Cluster::new("ovj", 2, Timings::FAST);
+    cluster.hosts[0].kill_tetherd();
+    cluster.hosts[1].kill_tetherd();
+    // Both tetherds down and the same start block: the weak case the guarantee leaves open.
+    let conf = overlay_conf("split", 720, "10.220.0.0/24");
+    let start = [("TETHER_OVERLAY_TEST_START_KEY", "split")];
+    let c0 = cluster.hosts[0].ns.container("s0");
+    let c1 = cluster.hosts[1].ns.container("s1");
+    let r0 = cluster.hosts[0].add_with_env(&conf, &c0, &start);
+    let r1 = cluster.hosts[1].add_with_env(&conf, &c1, &start);
+    let (h0, h1) = (
+        cluster.hosts[0].own_claims("split"),
+        cluster.hosts[1].own_claims("split"),
+    );
+    assert_eq!(h0.len(), 1, "{h0:?}");
+    assert_eq!(h0, h1, "both hosts took the same block unconfirmed");
+    assert_eq!(h0[0].1, "unconfirmed");
+
+    cluster.hosts[0].start_tetherd();
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    wait_until(
+        "the earlier claim is confirmed and the later one lost",
+        Duration::from_secs(10),
+        || {
+            cluster.hosts[0].own_claims("split")[0].1 == "confirmed"
+                && cluster.hosts[1].own_claims("split")[0].1 == "lost"
+        },
+    );
+    assert!(
+        cluster.hosts[0].check(&conf, &c0, &r0).status.success(),
+        "CHECK fails for the container of the winning block"
+    );
+    let flagged = cluster.hosts[1].check(&conf, &c1, &r1);
+    assert!(
+        !flagged.status.success() && flagged.stdout.contains("another host's claim won"),
+        "CHECK passes for a container whose block was lost: {} {}",
+        flagged.stdout,
+        flagged.stderr
+    );
+    // The losing host moves: its next container gets an address of another, agreed block.
+    let c2 = cluster.hosts[1].ns.container("s2");
+    let r2 = cluster.hosts[1].add_with_env(&conf, &c2, &start);
+    let moved: Vec<_> = cluster.hosts[1]
+        .own_claims("split")
+        .into_iter()
+        .filter(|(_, s)| s == "confirmed")
+        .collect();
+    assert_eq!(moved.len(), 1, "the loser took one new agreed block");
+    assert_ne!(moved[0].0, h0[0].0);
+    let block: ipnetwork::Ipv4Network = moved[0].0.parse().unwrap();
+    let ip2: std::net::Ipv4Addr = overlay_ip(&r2).parse().unwrap();
+    assert!(
+        block.contains(ip2),
+        "{ip2} is not from the new block {block}"
+    );
 }

@@ -204,6 +204,58 @@ impl Host {
             .clone()
     }
 
+    /// ADD with extra environment for the plugin (test hooks such as `TETHER_OVERLAY_TEST_START_KEY`).
+    pub fn add_with_env(&self, conf: &Value, c: &NetNs, env: &[(&str, &str)]) -> Value {
+        let config = self.config_path().display().to_string();
+        let mut call = self
+            .ns
+            .plugin(env!("CARGO_BIN_EXE_tether-overlay"))
+            .cmd("ADD")
+            .container(c)
+            .env("TETHER_DAEMON_CONFIG", Some(&config))
+            .conf(conf);
+        if self.tetherd.is_none() {
+            call = call.env("TETHER_DAEMON_BIN", Some("/bin/true"));
+        }
+        for (k, v) in env {
+            call = call.env(k, Some(v));
+        }
+        call.run().ok().clone()
+    }
+
+    /// CHECK of `c`'s attachment, with the ADD result as `prevResult`.
+    pub fn check(&self, conf: &Value, c: &NetNs, prev: &Value) -> super::PluginOutput {
+        let mut conf = conf.clone();
+        conf["prevResult"] = prev.clone();
+        self.plugin("CHECK", &conf, c)
+    }
+
+    /// This host's own block claims of `network`: (block, state), the state "lost" for a claim that
+    /// lost a conflict.
+    pub fn own_claims(&self, network: &str) -> Vec<(String, String)> {
+        let path = self
+            .ns
+            .state_dir()
+            .join("overlay")
+            .join(network)
+            .join("claims.json");
+        let v: Value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        super::netns::as_vec(v["claims"].clone())
+            .iter()
+            .filter_map(|c| {
+                let state = if c["lost"].as_bool() == Some(true) {
+                    "lost"
+                } else {
+                    c["state"].as_str().unwrap_or("unconfirmed")
+                };
+                Some((c["block"].as_str()?.to_string(), state.to_string()))
+            })
+            .collect()
+    }
+
     pub fn del(&self, conf: &Value, c: &NetNs) {
         self.plugin("DEL", conf, c).ok();
     }

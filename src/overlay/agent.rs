@@ -17,6 +17,7 @@ use foca::{AccumulatingRuntime, OwnedNotification, Timer};
 use rand::seq::IndexedRandom;
 use serde::Serialize;
 
+use super::agreement::{self, Proposals};
 use super::config::PeerConfig;
 use super::error::OverlayError;
 use super::local::{peer_claims, publish_peer_claims, read_local, settle_conflicts};
@@ -43,6 +44,9 @@ pub struct Status {
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
     pub kernel_changes: u64,
+    /// This host's block claims waiting for the members' agreement (pending, or unconfirmed ones taken
+    /// while tetherd could not ask).
+    pub claims_awaiting_agreement: usize,
 }
 
 /// A running control plane; stopped (leaving the cluster politely) on [`ControlPlane::stop`] or drop.
@@ -184,6 +188,8 @@ struct Agent {
     bytes_received: u64,
     rejected: u64,
     kernel_changes: u64,
+    /// This host's block claims waiting for the members' agreement.
+    proposals: Proposals,
     /// The highest refresh request received, and where finished rescans are reported.
     requested: u64,
     scanned: Arc<(Mutex<u64>, Condvar)>,
@@ -229,6 +235,7 @@ impl Agent {
             bytes_received: 0,
             rejected: 0,
             kernel_changes: 0,
+            proposals: Proposals::default(),
             requested: 0,
             scanned,
         }
@@ -253,6 +260,9 @@ impl Agent {
             self.fire_timers();
             if self.local_dirty {
                 self.rescan();
+            }
+            if !self.proposals.is_empty() {
+                self.drive_proposals();
             }
             if self.kernel_dirty {
                 self.reconcile();
@@ -335,6 +345,27 @@ impl Agent {
                     self.flush_swim();
                 }
                 Ok(Packet::Records { records, reply }) => self.on_records(from, records, reply),
+                Ok(Packet::Propose { claim, unconfirmed }) => {
+                    let accepted =
+                        agreement::judge(&self.state_dir, self.me, from.ip(), &claim, unconfirmed);
+                    if !accepted {
+                        tracing::info!(network = %claim.network, block = %claim.block, %from,
+                            "rejected a peer's block proposal: this host's claim of it outranks it");
+                    }
+                    let reply = wire::encode(&Packet::Answer { claim, accepted });
+                    let sealed = self.sealer.seal(&reply);
+                    self.send_raw(from, &sealed);
+                    // A pending claim given up here: the waiting plugin picks another block.
+                    self.local_dirty = true;
+                }
+                Ok(Packet::Answer { claim, accepted }) => {
+                    if let Some(rejected) = self.proposals.on_answer(from.ip(), &claim, accepted) {
+                        tracing::info!(network = %rejected.network, block = %rejected.block, %from,
+                            "a peer holds a better claim of the proposed block; giving ours up");
+                        agreement::give_up(&self.state_dir, &rejected);
+                        self.local_dirty = true;
+                    }
+                }
                 Err(e) => {
                     self.rejected += 1;
                     tracing::warn!(%from, error = %e, "dropped an undecodable overlay message from a key holder");
@@ -550,6 +581,7 @@ impl Agent {
             self.kernel_dirty = true;
         }
         self.networks = local.networks;
+        self.proposals.sync(local.proposing);
         if !changed.is_empty() {
             tracing::debug!(records = changed.len(), "publishing local overlay changes");
             self.push_to_all(changed);
@@ -558,6 +590,28 @@ impl Agent {
         let (done, cv) = &*self.scanned;
         *done.lock().unwrap_or_else(|e| e.into_inner()) = answering;
         cv.notify_all();
+    }
+
+    /// Confirms the proposals every live member accepted, and (re)sends the ones still waiting.
+    fn drive_proposals(&mut self) {
+        let up: BTreeSet<IpAddr> = self.up.keys().copied().collect();
+        let quorum = agreement::has_quorum(self.me, &self.cfg.peers, &up);
+        for claim in self.proposals.agreed(&up, quorum) {
+            if agreement::confirm(&self.state_dir, &claim) {
+                // The rescan publishes the confirmed claim.
+                self.local_dirty = true;
+            }
+        }
+        let members: Vec<(IpAddr, SocketAddr)> =
+            self.up.iter().map(|(ip, id)| (*ip, id.addr)).collect();
+        for out in self.proposals.due(&members, Instant::now()) {
+            let packet = wire::encode(&Packet::Propose {
+                claim: out.claim,
+                unconfirmed: out.unconfirmed,
+            });
+            let sealed = self.sealer.seal(&packet);
+            self.send_raw(out.to, &sealed);
+        }
     }
 
     fn reconcile(&mut self) {
@@ -604,5 +658,6 @@ impl Agent {
         s.bytes_received = self.bytes_received;
         s.datagrams_rejected = self.rejected;
         s.kernel_changes = self.kernel_changes;
+        s.claims_awaiting_agreement = self.proposals.len();
     }
 }

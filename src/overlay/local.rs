@@ -8,10 +8,12 @@ use std::path::Path;
 
 use ipnetwork::Ipv4Network;
 
+use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::overlay::{
-    claims_lock_name, local_networks, wins, Claim, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim,
+    LEASE_STORE,
 };
 use crate::driver::record::RecordDir;
 use crate::ipam::Store;
@@ -22,6 +24,8 @@ use crate::link::MacAddr;
 pub struct LocalState {
     pub networks: Vec<NetworkFacts>,
     pub wanted: BTreeMap<RecordKey, RecordValue>,
+    /// This host's claims that want the members' agreement (pending or unconfirmed).
+    pub proposing: Vec<(ClaimRef, ClaimState)>,
 }
 
 pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
@@ -31,7 +35,12 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
         let dir = OverlayDir::new(state_dir, &facts.network);
         match dir.claims() {
             Ok(claims) => {
-                for c in claims.claims.into_iter().filter(|c| !c.lost) {
+                // Pending claims travel as proposals, not records: they hand out nothing yet.
+                for c in claims
+                    .claims
+                    .into_iter()
+                    .filter(|c| !c.lost && c.state != ClaimState::Pending)
+                {
                     wanted.insert(
                         RecordKey::Claim {
                             host: me,
@@ -40,6 +49,7 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
                         },
                         RecordValue::Claim {
                             claimed_at_ms: c.claimed_at_ms,
+                            confirmed: c.state == ClaimState::Confirmed,
                         },
                     );
                 }
@@ -80,7 +90,41 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
             }
         }
     }
-    LocalState { networks, wanted }
+    LocalState {
+        networks,
+        wanted,
+        proposing: proposing_claims(state_dir),
+    }
+}
+
+/// This host's claims that want the members' agreement, in every overlay network directory: also in one
+/// whose first ADD is still waiting for its block (its network facts are written after the address).
+fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {
+    let Ok(entries) = std::fs::read_dir(OverlayDir::root(state_dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let network = entry.file_name().to_string_lossy().to_string();
+        let Ok(claims) = OverlayDir::new(state_dir, &network).claims() else {
+            continue;
+        };
+        out.extend(
+            claims
+                .claims
+                .iter()
+                .filter(|c| !c.lost && c.state != ClaimState::Confirmed)
+                .map(|c| {
+                    let claim = ClaimRef {
+                        network: network.clone(),
+                        block: c.block,
+                        claimed_at_ms: c.claimed_at_ms,
+                    };
+                    (claim, c.state)
+                }),
+        );
+    }
+    out
 }
 
 /// The live claims of other hosts, per network.
@@ -93,7 +137,10 @@ pub fn peer_claims(table: &RecordTable, me: IpAddr) -> BTreeMap<String, Vec<Peer
                 network,
                 block,
             },
-            RecordValue::Claim { claimed_at_ms },
+            RecordValue::Claim {
+                claimed_at_ms,
+                confirmed,
+            },
         ) = (key, value)
         {
             if *host != me {
@@ -101,6 +148,11 @@ pub fn peer_claims(table: &RecordTable, me: IpAddr) -> BTreeMap<String, Vec<Peer
                     block: *block,
                     host: *host,
                     claimed_at_ms: *claimed_at_ms,
+                    state: if *confirmed {
+                        ClaimState::Confirmed
+                    } else {
+                        ClaimState::Unconfirmed
+                    },
                 });
             }
         }
@@ -218,17 +270,20 @@ mod tests {
             block,
             host: "192.0.2.1".parse().unwrap(),
             claimed_at_ms: 5,
+            state: ClaimState::Unconfirmed,
         }];
         let mut mine = vec![
             Claim {
                 block,
                 claimed_at_ms: 9,
                 lost: false,
+                state: ClaimState::Unconfirmed,
             },
             Claim {
                 block: other,
                 claimed_at_ms: 9,
                 lost: false,
+                state: ClaimState::Unconfirmed,
             },
         ];
         settle(&mut mine, me, &theirs, |_| true, "n");
@@ -240,7 +295,8 @@ mod tests {
             vec![Claim {
                 block: other,
                 claimed_at_ms: 9,
-                lost: false
+                lost: false,
+                state: ClaimState::Unconfirmed,
             }],
             "the later claim moves"
         );
@@ -248,6 +304,7 @@ mod tests {
             block,
             claimed_at_ms: 1,
             lost: false,
+            state: ClaimState::Unconfirmed,
         }];
         settle(&mut earlier, me, &theirs, |_| false, "n");
         assert_eq!(earlier.len(), 1, "the earlier claim keeps its block");

@@ -1,11 +1,13 @@
 //! The overlay control plane that tetherd runs (DESIGN.md §1): SWIM membership among the hosts (seeded by
 //! static peers), endpoint records and address-block claims spread with versions and tombstones, periodic
 //! push-pull full syncs, every datagram sealed with the cluster's pre-shared key, and a reconcile loop that
-//! keeps each VXLAN device's FDB and neighbour entries equal to the records. The plugins never wait for it:
-//! they write the state directory and poke `<run>/overlay.sock`; the control plane rescans on every poke
-//! and every period.
+//! keeps each VXLAN device's FDB and neighbour entries equal to the records; new address blocks are agreed
+//! by the live members before use (`agreement`). The plugins write the state directory and poke
+//! `<run>/overlay.sock`; the control plane rescans on every poke and every period. Only an ADD taking a new
+//! block waits for it, bounded, and goes on unconfirmed without an answer.
 
 mod agent;
+mod agreement;
 mod config;
 mod error;
 mod local;

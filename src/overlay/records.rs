@@ -53,6 +53,9 @@ pub enum RecordValue {
     },
     Claim {
         claimed_at_ms: u64,
+        /// Agreed by every live member (a majority of the configured hosts up); otherwise taken while
+        /// tetherd could not ask. A confirmed claim outranks an unconfirmed one in a conflict.
+        confirmed: bool,
     },
 }
 

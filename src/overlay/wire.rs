@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::agreement::ClaimRef;
 use super::records::Record;
 
 /// Plaintext budget of one record batch, so a sealed batch fits one unfragmented datagram.
@@ -11,7 +12,20 @@ pub const MAX_BATCH_BYTES: usize = 1300;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Packet {
     Swim(Vec<u8>),
-    Records { records: Vec<Record>, reply: bool },
+    Records {
+        records: Vec<Record>,
+        reply: bool,
+    },
+    /// "I claim this block; do you hold a better claim of it?" (`unconfirmed`: its addresses are in use).
+    Propose {
+        claim: ClaimRef,
+        unconfirmed: bool,
+    },
+    /// The answer to a [`Packet::Propose`].
+    Answer {
+        claim: ClaimRef,
+        accepted: bool,
+    },
 }
 
 pub fn encode(packet: &Packet) -> Vec<u8> {

@@ -1,14 +1,16 @@
 //! Address blocks: the overlay subnet cut into blocks of `blockSize`; each host hands out addresses only
 //! from blocks it claimed, so two hosts never give out the same address as long as their claims differ.
-//! Claims are spread by the control plane; a conflict (two hosts claimed one block while they could not
-//! hear each other) goes to the earlier claim, ties to the lower VTEP address, on every host alike.
+//! A new block is proposed to every live member through tetherd and used once all agreed (its claim is
+//! then confirmed); without tetherd or a majority it is used unconfirmed. A conflict goes to the confirmed
+//! claim, then the unconfirmed one (its addresses may be in use), then the pending proposal; within a kind
+//! to the earlier claim, ties to the lower host address, on every host alike.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
-use super::state::{Claim, PeerClaim};
+use super::state::{Claim, ClaimState, PeerClaim};
 use crate::ipam::{AddressRange, IpamConfig, IpamError, RangeSet};
 
 /// Every block of `subnet` of prefix `block_prefix`, in address order.
@@ -47,10 +49,47 @@ pub fn next_free_block(
         .find(|b| !taken.contains(b))
 }
 
-/// Who keeps a block two hosts claimed: the earlier claim, then the lower host address. The same answer
-/// on every host, whatever order the claims arrived in.
+/// The order of claims of one block: lower keeps it. The same on every host, whatever order the claims
+/// arrived in.
+fn rank(state: ClaimState, claimed_at_ms: u64, host: IpAddr) -> (ClaimState, u64, IpAddr) {
+    (state, claimed_at_ms, host)
+}
+
+/// Whether this host's claim keeps a block a peer claimed too.
 pub fn wins(mine: &Claim, my_host: IpAddr, theirs: &PeerClaim) -> bool {
-    (mine.claimed_at_ms, my_host) < (theirs.claimed_at_ms, theirs.host)
+    rank(mine.state, mine.claimed_at_ms, my_host)
+        < rank(theirs.state, theirs.claimed_at_ms, theirs.host)
+}
+
+/// The answer to a peer's proposal of a block this host may claim too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalVerdict {
+    /// No claim here stands in the way.
+    Accept,
+    /// This host's pending claim loses: it is given up, then the proposal is accepted.
+    AcceptDroppingMine,
+    /// This host's claim of the block outranks the proposal; the proposer must pick another block.
+    Reject,
+}
+
+/// The settle rule for a proposal (a pending or unconfirmed claim asking to be confirmed) against this
+/// host's own claim of the same block, if any. Both proposers of one block apply it to the other's
+/// proposal, so at most one of them accepts: the one whose claim ranks lower.
+pub fn judge_proposal(
+    mine: Option<&Claim>,
+    my_host: IpAddr,
+    proposal: &PeerClaim,
+) -> ProposalVerdict {
+    match mine {
+        None => ProposalVerdict::Accept,
+        // A lost claim no longer hands out addresses and is not published.
+        Some(c) if c.lost => ProposalVerdict::Accept,
+        Some(c) if wins(c, my_host, proposal) => ProposalVerdict::Reject,
+        Some(c) if c.state == ClaimState::Pending => ProposalVerdict::AcceptDroppingMine,
+        // An unconfirmed block in use here that loses: the gossip settle marks it lost once the
+        // proposer's confirmed claim arrives.
+        Some(_) => ProposalVerdict::Accept,
+    }
 }
 
 /// An IPAM config handing out the addresses of `claims` with the prefix of the whole `subnet` (every
@@ -63,7 +102,7 @@ pub fn ipam_config(
     let first_usable = u32::from(subnet.network()) + 1;
     let last_usable = u32::from(subnet.broadcast()) - 1;
     let mut ranges = Vec::new();
-    for claim in claims.iter().filter(|c| !c.lost) {
+    for claim in claims.iter().filter(|c| c.usable()) {
         let start = u32::from(claim.block.network()).max(first_usable);
         let end = u32::from(claim.block.broadcast()).min(last_usable);
         // A block holding only the reserved first address has nothing to hand out.
@@ -138,11 +177,13 @@ mod tests {
             block,
             claimed_at_ms: t,
             lost: false,
+            state: ClaimState::Unconfirmed,
         };
         let peer = |host, t| PeerClaim {
             block,
             host,
             claimed_at_ms: t,
+            state: ClaimState::Unconfirmed,
         };
         assert!(wins(&claim(10), b, &peer(a, 20)));
         assert!(!wins(&claim(20), a, &peer(b, 10)));
@@ -152,12 +193,124 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmed_claim_outranks_an_unconfirmed_one_which_outranks_a_pending_one() {
+        let block = net("10.0.0.0/26");
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mine = |state, t| Claim {
+            block,
+            claimed_at_ms: t,
+            lost: false,
+            state,
+        };
+        let theirs = |state, t| PeerClaim {
+            block,
+            host: a,
+            claimed_at_ms: t,
+            state,
+        };
+        // A later confirmed claim beats an earlier unconfirmed one, from either side.
+        assert!(wins(
+            &mine(ClaimState::Confirmed, 20),
+            b,
+            &theirs(ClaimState::Unconfirmed, 10)
+        ));
+        assert!(!wins(
+            &mine(ClaimState::Unconfirmed, 10),
+            b,
+            &theirs(ClaimState::Confirmed, 20)
+        ));
+        assert!(!wins(
+            &mine(ClaimState::Pending, 1),
+            b,
+            &theirs(ClaimState::Unconfirmed, 20)
+        ));
+    }
+
+    #[test]
+    fn two_hosts_proposing_one_block_settle_it_the_same_way_on_both_sides() {
+        let block = net("10.0.0.0/26");
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let pending = |t| Claim {
+            block,
+            claimed_at_ms: t,
+            lost: false,
+            state: ClaimState::Pending,
+        };
+        let proposal = |host, t| PeerClaim {
+            block,
+            host,
+            claimed_at_ms: t,
+            state: ClaimState::Pending,
+        };
+        // Every order of claim times, ties included: exactly one side accepts the other's proposal.
+        for (ta, tb) in [(10, 20), (20, 10), (10, 10)] {
+            let at_a = judge_proposal(Some(&pending(ta)), a, &proposal(b, tb));
+            let at_b = judge_proposal(Some(&pending(tb)), b, &proposal(a, ta));
+            let accepts = |v| v != ProposalVerdict::Reject;
+            assert!(
+                accepts(at_a) != accepts(at_b),
+                "times {ta}/{tb}: a says {at_a:?}, b says {at_b:?}"
+            );
+            // The side that accepts gives its own pending claim up first.
+            for v in [at_a, at_b] {
+                assert_ne!(v, ProposalVerdict::Accept);
+            }
+        }
+        // The winner: earlier claim, then the lower address.
+        assert_eq!(
+            judge_proposal(Some(&pending(10)), a, &proposal(b, 10)),
+            ProposalVerdict::Reject
+        );
+        assert_eq!(
+            judge_proposal(Some(&pending(20)), a, &proposal(b, 10)),
+            ProposalVerdict::AcceptDroppingMine
+        );
+        // A confirmed claim or an unconfirmed one in use is never given up to a proposal.
+        for state in [ClaimState::Confirmed, ClaimState::Unconfirmed] {
+            let held = Claim {
+                state,
+                ..pending(99)
+            };
+            assert_eq!(
+                judge_proposal(Some(&held), b, &proposal(a, 1)),
+                ProposalVerdict::Reject
+            );
+        }
+        // No claim here, or a lost one: nothing stands in the way.
+        assert_eq!(
+            judge_proposal(None, b, &proposal(a, 1)),
+            ProposalVerdict::Accept
+        );
+        let lost = Claim {
+            lost: true,
+            state: ClaimState::Unconfirmed,
+            ..pending(1)
+        };
+        assert_eq!(
+            judge_proposal(Some(&lost), b, &proposal(a, 5)),
+            ProposalVerdict::Accept
+        );
+        // An unconfirmed proposal beats a pending claim here even when the pending one is older.
+        let unconfirmed = PeerClaim {
+            state: ClaimState::Unconfirmed,
+            ..proposal(a, 50)
+        };
+        assert_eq!(
+            judge_proposal(Some(&pending(1)), b, &unconfirmed),
+            ProposalVerdict::AcceptDroppingMine
+        );
+    }
+
+    #[test]
     fn the_ipam_config_hands_out_block_addresses_with_the_subnet_prefix() {
         let subnet = net("10.0.0.0/24");
         let claims = [Claim {
             block: net("10.0.0.0/26"),
             claimed_at_ms: 1,
             lost: false,
+            state: ClaimState::Confirmed,
         }];
         let conf = ipam_config(subnet, &claims, std::path::Path::new("/tmp"))
             .unwrap()
@@ -175,6 +328,16 @@ mod tests {
                 .unwrap()
                 .is_none(),
             "no address comes from a lost block"
+        );
+        let pending = [Claim {
+            state: ClaimState::Pending,
+            ..claims[0]
+        }];
+        assert!(
+            ipam_config(subnet, &pending, std::path::Path::new("/tmp"))
+                .unwrap()
+                .is_none(),
+            "no address comes from a block still being agreed"
         );
         assert!(ipam_config(subnet, &[], std::path::Path::new("/tmp"))
             .unwrap()

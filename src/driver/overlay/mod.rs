@@ -2,8 +2,11 @@
 //! VXLAN device (`tvx<vni>`, learning off, UDP 4789) on it; each container gets a veth on that bridge with
 //! an address from one of this host's blocks of the subnet, and a second veth on the gateway bridge for
 //! egress. Remote containers' MACs and addresses are programmed into the VXLAN device by tetherd's control
-//! plane (`crate::overlay`) from the attachment records this plugin writes; ADD and DEL never wait for it.
+//! plane (`crate::overlay`) from the attachment records this plugin writes. ADD waits for it only when it
+//! takes a new address block (the members agree on it first, `block_agreement`), and at most
+//! [`AGREEMENT_WAIT`]; DEL never waits.
 
+mod block_agreement;
 mod blocks;
 mod config;
 mod gateway_bridge;
@@ -14,12 +17,16 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-pub use blocks::{blocks, ipam_config, next_free_block, wins};
+pub use block_agreement::{poke_control_plane, AGREEMENT_WAIT};
+pub use blocks::{blocks, ipam_config, judge_proposal, next_free_block, wins, ProposalVerdict};
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 pub use state::{
-    local_networks, now_ms, Claim, HostClaims, NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim,
+    LEASE_STORE,
 };
+
+use block_agreement::{start_key, wait_for_agreement, Agreement};
 
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
@@ -115,15 +122,65 @@ fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, Ip
     }
 }
 
-/// An address for `container_id`/`ifname` from this host's blocks, claiming a new block when they are
-/// full (or there is none yet). Runs under the network's claims lock.
+/// An address for `container_id`/`ifname` from this host's usable blocks, taking a new block when they
+/// are full (or there is none yet): agreed through tetherd when it answers within [`AGREEMENT_WAIT`],
+/// unconfirmed otherwise (see `block_agreement`). Takes the network's claims lock for each step, never
+/// while waiting for the members.
 fn allocate_address(
+    dir: &OverlayDir,
+    cfg: &OverlayConfig,
+    net: &str,
+    vtep: IpAddr,
+    container_id: &str,
+    ifname: &str,
+) -> Result<IpNetwork, CniError> {
+    let deadline = std::time::Instant::now() + AGREEMENT_WAIT;
+    // Blocks a peer's better claim took from us during this ADD: its claim may not have reached us yet.
+    let mut given_up = BTreeSet::new();
+    let mut without_agreement = false;
+    loop {
+        let step = {
+            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+            allocate_or_claim(
+                dir,
+                cfg,
+                vtep,
+                container_id,
+                ifname,
+                &given_up,
+                without_agreement,
+            )?
+        };
+        let block = match step {
+            Step::Allocated(address) => return Ok(address),
+            Step::Pending(block) => block,
+        };
+        match wait_for_agreement(dir, block, deadline) {
+            Agreement::Usable => {}
+            Agreement::GivenUp => {
+                given_up.insert(block);
+            }
+            Agreement::NoAnswer => without_agreement = true,
+        }
+    }
+}
+
+enum Step {
+    Allocated(IpNetwork),
+    /// This host's claim of the block waits for the members.
+    Pending(ipnetwork::Ipv4Network),
+}
+
+/// One step of [`allocate_address`], under the claims lock.
+fn allocate_or_claim(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
     vtep: IpAddr,
     container_id: &str,
     ifname: &str,
-) -> Result<IpNetwork, CniError> {
+    given_up: &BTreeSet<ipnetwork::Ipv4Network>,
+    without_agreement: bool,
+) -> Result<Step, CniError> {
     let store = Store::open(dir.lease_data_dir(), LEASE_STORE).map_err(CniError::from)?;
     let mut claims = dir.claims().map_err(cni_err)?;
     loop {
@@ -131,21 +188,42 @@ fn allocate_address(
             ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir()).map_err(CniError::from)?
         {
             match allocate(&conf, &store, container_id, ifname, &[]) {
-                Ok(mut got) if !got.is_empty() => return Ok(got.remove(0).address),
+                Ok(mut got) if !got.is_empty() => {
+                    return Ok(Step::Allocated(got.remove(0).address))
+                }
                 Ok(_) => {}
                 Err(IpamError::RangeExhausted { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        let pending = claims
+            .claims
+            .iter_mut()
+            .find(|c| c.state == ClaimState::Pending && !c.lost);
+        match (pending, without_agreement) {
+            // Another ADD (or this one) already proposed a block: wait for that one.
+            (Some(c), false) => return Ok(Step::Pending(c.block)),
+            (Some(c), true) => {
+                tracing::error!(block = %c.block, host = %vtep,
+                    "no agreement on this overlay address block from tetherd in time (tetherd down or \
+                     slow, or no majority of the configured hosts up); using it UNCONFIRMED: another \
+                     host may hand out the same addresses until tetherd settles the claims");
+                c.state = ClaimState::Unconfirmed;
+                dir.write_claims(&claims).map_err(cni_err)?;
+                continue;
+            }
+            (None, _) => {}
+        }
         // Every block we hold is full: claim one that neither we nor any peer we heard of holds.
         let mut taken: BTreeSet<_> = claims.claims.iter().map(|c| c.block).collect();
+        taken.extend(given_up.iter().copied());
         taken.extend(
             dir.peer_claims()
                 .map_err(cni_err)?
                 .into_iter()
                 .map(|c| c.block),
         );
-        let block = next_free_block(cfg.subnet, cfg.block_prefix, &vtep.to_string(), &taken).ok_or_else(|| CniError {
+        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(vtep), &taken).ok_or_else(|| CniError {
             code: CODE_NO_FREE_BLOCK,
             msg: format!(
                 "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
@@ -153,13 +231,24 @@ fn allocate_address(
             ),
             details: String::new(),
         })?;
-        tracing::info!(%block, host = %vtep, "claiming overlay address block");
+        let state = if without_agreement {
+            tracing::error!(%block, host = %vtep,
+                "claiming overlay address block UNCONFIRMED (no agreement from tetherd in time)");
+            ClaimState::Unconfirmed
+        } else {
+            tracing::info!(%block, host = %vtep, "proposing overlay address block");
+            ClaimState::Pending
+        };
         claims.claims.push(Claim {
             block,
             claimed_at_ms: now_ms(),
             lost: false,
+            state,
         });
         dir.write_claims(&claims).map_err(cni_err)?;
+        if state == ClaimState::Pending {
+            return Ok(Step::Pending(block));
+        }
     }
 }
 
@@ -205,10 +294,7 @@ impl Plugin for OverlayPlugin {
         // lease store between this ADD's allocation and its record.
         let net_lock = NetworkLock::shared(net).map_err(cni_err)?;
         let mut rollback = Rollback::new();
-        let address = {
-            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
-            allocate_address(&dir, &cfg, vtep, container_id, ifname)?
-        };
+        let address = allocate_address(&dir, &cfg, net, vtep, container_id, ifname)?;
         let dir_ref = &dir;
         rollback.push("overlay lease", move || {
             release_address(dir_ref, container_id, ifname)
@@ -426,6 +512,8 @@ impl Plugin for OverlayPlugin {
                         call.ifname()
                     )));
                 }
+                check_block_of(&OverlayDir::for_network(&call.conf.name), ip.address.ip())
+                    .map_err(mismatch)?;
             }
         }
         Ok(())
@@ -460,6 +548,31 @@ impl Plugin for OverlayPlugin {
         endpoint_removed(net);
         Ok(())
     }
+}
+
+/// Whether the block `address` came from is sound: a block lost to another host's claim fails CHECK (a
+/// container of that host may have the same address); one still unconfirmed is logged.
+fn check_block_of(dir: &OverlayDir, address: IpAddr) -> Result<(), String> {
+    let IpAddr::V4(v4) = address else {
+        return Ok(());
+    };
+    let claims = dir.claims().unwrap_or_default();
+    let Some(claim) = claims.claims.iter().find(|c| c.block.contains(v4)) else {
+        return Ok(());
+    };
+    if claim.lost {
+        return Err(format!(
+            "address {address} comes from block {} that another host's claim won; a container there may \
+             have the same address: remove this container and add it again",
+            claim.block
+        ));
+    }
+    if claim.state == ClaimState::Unconfirmed {
+        tracing::warn!(%address, block = %claim.block,
+            "address comes from a block not yet agreed by the other hosts (taken while tetherd could not \
+             ask them); tetherd confirms it when it can");
+    }
+    Ok(())
 }
 
 /// After the host's last container of the network left: the VXLAN device, the bridge and the network's

@@ -28,6 +28,24 @@ pub struct NetworkFacts {
     pub vxlan: String,
 }
 
+/// Where a claim stands in tetherd's agreement (see `blocks::outranks` for who wins a conflict).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ClaimState {
+    /// Every live member acknowledged it, with a majority of the configured hosts up: no other host can
+    /// hold it. Addresses come from it.
+    Confirmed,
+    /// Taken without agreement (tetherd down, no majority, or no answer within the plugin's bound).
+    /// Addresses come from it; tetherd keeps proposing it and a conflict is settled when it is seen.
+    /// Claims written before agreement existed read as this.
+    #[default]
+    Unconfirmed,
+    /// Proposed and waiting for the members' answers: no address comes from it yet.
+    Pending,
+}
+
 /// One block this host hands addresses out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +57,15 @@ pub struct Claim {
     /// it, it is not published, and it goes once its last address is released.
     #[serde(default)]
     pub lost: bool,
+    #[serde(default)]
+    pub state: ClaimState,
+}
+
+impl Claim {
+    /// Whether addresses may be handed out of this block now.
+    pub fn usable(&self) -> bool {
+        !self.lost && self.state != ClaimState::Pending
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +81,9 @@ pub struct PeerClaim {
     pub block: Ipv4Network,
     pub host: IpAddr,
     pub claimed_at_ms: u64,
+    /// Confirmed or unconfirmed (peers publish no pending claims).
+    #[serde(default)]
+    pub state: ClaimState,
 }
 
 /// The overlay state directory of one network.

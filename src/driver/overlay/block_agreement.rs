@@ -1,0 +1,77 @@
+//! The plugin's side of taking a new address block: the claim is written `pending`, tetherd's control
+//! plane proposes it to every live member and marks it `confirmed` once they all agreed (or gives it up
+//! when a better claim of the block exists), and the plugin waits for that, bounded. Without an answer in
+//! time (tetherd down or slow, no majority of the configured hosts up) the block is used `unconfirmed`,
+//! so ADD never depends on tetherd; tetherd keeps proposing it and settles a conflict when one appears.
+
+use std::net::IpAddr;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+
+use super::state::{ClaimState, OverlayDir};
+
+/// How long an ADD waits for the members to agree on a new block before using it unconfirmed.
+pub const AGREEMENT_WAIT: Duration = Duration::from_millis(2000);
+
+/// How often the claims file is re-read while waiting.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A poke is repeated this often, in case the control plane was busy settling another network.
+const REPOKE: Duration = Duration::from_millis(250);
+
+/// What became of a pending claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// Addresses may come from it (confirmed, or made unconfirmed by a concurrent ADD).
+    Usable,
+    /// Given up to a better claim of the block: pick another one.
+    GivenUp,
+    /// No control plane to ask, or no answer before the deadline.
+    NoAnswer,
+}
+
+/// Asks the control plane to look at the claims now. False when none listens (tetherd down or without
+/// an `"overlay"` section).
+pub fn poke_control_plane() -> bool {
+    let path = crate::paths::run_dir().join("overlay.sock");
+    match UnixDatagram::unbound() {
+        Ok(s) => s.send_to(&0u64.to_be_bytes(), &path).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Waits (without the claims lock, which the control plane needs) until the pending claim of `block`
+/// is settled, or `deadline`.
+pub fn wait_for_agreement(dir: &OverlayDir, block: Ipv4Network, deadline: Instant) -> Agreement {
+    if !poke_control_plane() {
+        return Agreement::NoAnswer;
+    }
+    let mut last_poke = Instant::now();
+    while Instant::now() < deadline {
+        // The claims file is replaced by rename, so an unlocked read sees one whole version.
+        let claim = dir
+            .claims()
+            .ok()
+            .and_then(|c| c.claims.into_iter().find(|c| c.block == block));
+        match claim {
+            None => return Agreement::GivenUp,
+            Some(c) if c.lost => return Agreement::GivenUp,
+            Some(c) if c.state != ClaimState::Pending => return Agreement::Usable,
+            Some(_) => {}
+        }
+        if last_poke.elapsed() >= REPOKE {
+            poke_control_plane();
+            last_poke = Instant::now();
+        }
+        std::thread::sleep(POLL);
+    }
+    Agreement::NoAnswer
+}
+
+/// The key the start block is derived from: the host's address, or, for tests that want every host to
+/// want the same block first, `TETHER_OVERLAY_TEST_START_KEY`.
+pub fn start_key(vtep: IpAddr) -> String {
+    std::env::var("TETHER_OVERLAY_TEST_START_KEY").unwrap_or_else(|_| vtep.to_string())
+}
