@@ -18,4 +18,5 @@ pub mod netns;
 pub mod network;
 pub mod overlay;
 pub mod paths;
+pub mod resolv_conf;
 pub mod state_file;

@@ -29,33 +29,23 @@ impl Default for ResolvConf {
 
 impl ResolvConf {
     pub fn parse(text: &str) -> ResolvConf {
+        let file = crate::resolv_conf::parse(text);
         let mut conf = ResolvConf::default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("nameserver") => {
-                    // A scoped IPv6 address (fe80::1%eth0) is skipped: the scope names a host interface.
-                    let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
-                        continue;
-                    };
-                    // Our own address would forward to ourselves forever.
-                    if ip == IpAddr::from([127, 0, 0, 11]) {
-                        continue;
-                    }
-                    conf.servers.push(SocketAddr::new(ip, 53));
-                }
-                Some("options") => {
-                    for opt in words {
-                        if let Some(v) = opt.strip_prefix("timeout:").and_then(|v| v.parse().ok()) {
-                            conf.timeout = Duration::from_secs(u64::clamp(v, 1, 30));
-                        } else if let Some(v) =
-                            opt.strip_prefix("attempts:").and_then(|v| v.parse().ok())
-                        {
-                            conf.attempts = u32::clamp(v, 1, 5);
-                        }
-                    }
+        for ns in &file.nameservers {
+            // A scoped IPv6 address (fe80::1%eth0) does not parse and is skipped: the scope names a host
+            // interface. Our own address would forward to ourselves forever.
+            match ns.parse::<IpAddr>() {
+                Ok(ip) if ip != IpAddr::from([127, 0, 0, 11]) => {
+                    conf.servers.push(SocketAddr::new(ip, 53))
                 }
                 _ => {}
+            }
+        }
+        for opt in &file.options {
+            if let Some(v) = opt.strip_prefix("timeout:").and_then(|v| v.parse().ok()) {
+                conf.timeout = Duration::from_secs(u64::clamp(v, 1, 30));
+            } else if let Some(v) = opt.strip_prefix("attempts:").and_then(|v| v.parse().ok()) {
+                conf.attempts = u32::clamp(v, 1, 5);
             }
         }
         conf

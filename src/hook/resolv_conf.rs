@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::cni::Dns;
 
 /// tetherd's resolver address inside every container namespace (as Docker's embedded DNS).
-pub const EMBEDDED_RESOLVER: &str = "127.0.0.11";
+pub use crate::driver::dns_endpoint::RESOLVER_ADDRESS as EMBEDDED_RESOLVER;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvConf {
@@ -38,36 +38,22 @@ impl ResolvConf {
             }
             return conf;
         }
-        let host = ResolvConf::parse(host_resolv_conf.unwrap_or(""));
+        let host = crate::resolv_conf::parse(host_resolv_conf.unwrap_or(""));
         ResolvConf {
             nameservers: host
                 .nameservers
                 .into_iter()
                 .filter(|ns| !is_loopback(ns))
                 .collect(),
-            search: host.search,
+            // `domain` stands for a one-entry search list (resolv.conf(5)).
+            search: if host.search.is_empty() {
+                host.domain.into_iter().collect()
+            } else {
+                host.search
+            },
             options: host.options,
             origin: "copied from the host without its loopback nameservers",
         }
-    }
-
-    /// Reads `nameserver`, `search`/`domain` and `options` lines; others are ignored.
-    pub fn parse(text: &str) -> ResolvConf {
-        let mut conf = ResolvConf::default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace();
-            match words.next() {
-                Some("nameserver") => {
-                    push_unique(&mut conf.nameservers, words.next().map(str::to_string))
-                }
-                Some("search") | Some("domain") => {
-                    conf.search = words.map(str::to_string).collect();
-                }
-                Some("options") => push_unique(&mut conf.options, words.map(str::to_string)),
-                _ => {}
-            }
-        }
-        conf
     }
 
     pub fn render(&self) -> String {
