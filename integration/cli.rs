@@ -9,25 +9,30 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_MACHINE, SEGMENT_SUBNET};
+use harness::tether_cli::TetherCli;
 use harness::{binaries, nft, store, tcp, HostNs, NetNs};
 use serde_json::Value;
 
 /// `tether` with this host's dirs, run in its namespace.
 struct Tether<'a> {
     host: &'a HostNs,
+    cli: TetherCli<'a>,
 }
 
 impl<'a> Tether<'a> {
     fn new(host: &'a HostNs) -> Tether<'a> {
-        Tether { host }
+        Tether {
+            host,
+            cli: TetherCli::new(host),
+        }
     }
 
     fn conf_dir(&self) -> PathBuf {
-        self.host.dir().join("conf")
+        self.cli.conf_dir()
     }
 
     fn cache_dir(&self) -> PathBuf {
-        self.host.dir().join("cache")
+        self.cli.cache_dir()
     }
 
     fn ipam_dir(&self) -> PathBuf {
@@ -35,31 +40,12 @@ impl<'a> Tether<'a> {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.host.path_str()))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_tether"))
-            .args(args)
-            .env("TETHER_CONF_DIR", self.conf_dir())
-            .env("TETHER_STATE_DIR", self.host.state_dir())
-            .env("TETHER_RUN_DIR", self.host.run_dir())
-            .env("TETHER_CNI_CACHE_DIR", self.cache_dir())
-            .env("CNI_PATH", binaries::cni_path())
-            .output()
-            .expect("spawning nsenter tether")
+        self.cli.run(args)
     }
 
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "tether {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.cli.ok(args)
     }
 
     fn json(&self, args: &[&str]) -> Value {

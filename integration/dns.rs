@@ -8,6 +8,7 @@ mod harness;
 
 use harness::dns_upstream::{in_netns, FakeUpstream, UPSTREAM_ANSWER};
 use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_SUBNET};
+use harness::tether_cli::TetherCli;
 use harness::{cni_result, network_conf, HostNs, NetNs};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -73,34 +74,13 @@ impl<'h> Dns<'h> {
         })
     }
 
-    /// The `tether` CLI in the host namespace with this test's dirs, resolv.conf and tetherd config.
-    fn tether(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new("nsenter")
-            .arg(format!("--net={}", self.host.path_str()))
-            .arg("--")
-            .arg(harness::binaries::tether())
-            .args(args)
-            .env("TETHER_CONF_DIR", self.host.dir().join("conf"))
-            .env("TETHER_STATE_DIR", self.host.state_dir())
-            .env("TETHER_RUN_DIR", self.host.run_dir())
-            .env("TETHER_CNI_CACHE_DIR", self.host.dir().join("cache"))
-            .env("CNI_PATH", harness::binaries::cni_path())
-            .env("TETHER_RESOLV_CONF", &self.resolv_conf)
-            .env("TETHER_DAEMON_CONFIG", &self.daemon_conf)
-            .output()
-            .expect("spawning nsenter tether")
-    }
-
+    /// The `tether` CLI in the host namespace with this test's dirs, resolv.conf and tetherd config;
+    /// expects success and returns stdout.
     fn tether_ok(&self, args: &[&str]) -> String {
-        let out = self.tether(args);
-        assert!(
-            out.status.success(),
-            "tether {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        TetherCli::new(self.host)
+            .with_env("TETHER_RESOLV_CONF", &self.resolv_conf)
+            .with_env("TETHER_DAEMON_CONFIG", &self.daemon_conf)
+            .ok(args)
     }
 
     fn call(&self, cmd: &str, c: &NetNs, conf: &Value, name: &str) -> harness::PluginOutput {

@@ -25,6 +25,7 @@ pub mod scratch_dir;
 pub mod store;
 pub mod switch_segment;
 pub mod tcp;
+pub mod tether_cli;
 
 pub use host::{HostNs, Outside};
 pub use netns::NetNs;
