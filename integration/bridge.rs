@@ -552,6 +552,78 @@ fn host_ports_carry_no_ipv6_of_their_own_and_bridged_ipv6_still_flows() {
     );
 }
 
+/// Packets `ifname` in `c` has sent, from the kernel's counters.
+fn tx_packets(c: &NetNs, ifname: &str) -> u64 {
+    let link = c.ip_json(&["-s", "link", "show", "dev", ifname]);
+    link[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tx counter for {ifname}: {link}"))
+}
+
+#[test]
+fn an_ipv4_only_container_interface_has_no_ipv6_and_sends_nothing_by_itself() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.47.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    add(&host, &c1, &conf);
+    let ip2 = cni_result::ip(&add(&host, &c2, &conf), "4");
+    // Long enough for what a fresh IPv6 interface sends on its own (MLD reports, the link-local address's
+    // DAD probe, a router solicitation: each within 1 s of coming up), which the bridge would flood to every
+    // other container of the network.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        c2.addresses("eth0"),
+        vec![format!("{ip2}/24")],
+        "no link-local"
+    );
+    assert_eq!(
+        tx_packets(&c2, "eth0"),
+        0,
+        "c2 sent frames nobody asked for"
+    );
+    assert!(c2.ping_retry("10.47.0.1", 2), "IPv4 still flows");
+}
+
+#[test]
+fn a_dual_stack_container_interface_keeps_its_link_local_address() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge_ranges(&host, V, &["10.48.0.0/24", "fd00:48::/64"]);
+    let c1 = host.container("c1");
+    add(&host, &c1, &conf);
+    let addrs = c1.addresses("eth0");
+    assert!(addrs.iter().any(|a| a.starts_with("fe80:")), "{addrs:?}");
+}
+
+fn mcast_snooping(host: &HostNs, bridge: &str) -> u64 {
+    let link = host.ip_json(&["-d", "link", "show", "dev", bridge]);
+    link[0]["linkinfo"]["info_data"]["mcast_snooping"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no mcast_snooping on {bridge}: {link}"))
+}
+
+#[test]
+fn a_bridge_tether_creates_has_multicast_snooping_off_and_a_found_one_keeps_its_setting() {
+    let host = HostNs::new("br");
+    let conf = network_conf::tether_bridge(&host, V, "10.49.0.0/24");
+    add(&host, &host.container("c1"), &conf);
+    assert_eq!(mcast_snooping(&host, "tt0"), 0);
+
+    // An operator who runs a querier turns it back on; later ADDs leave it so.
+    host.ip(&[
+        "link",
+        "set",
+        "tt0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "1",
+    ]);
+    let c2 = host.container("c2");
+    let ip2 = cni_result::ip(&add(&host, &c2, &conf), "4");
+    assert_eq!(mcast_snooping(&host, "tt0"), 1);
+    assert!(c2.ping_retry("10.49.0.1", 2), "{ip2} reaches its gateway");
+}
+
 #[test]
 fn add_replaces_a_host_veth_left_by_a_crashed_add_of_the_same_container() {
     let host = HostNs::new("br");

@@ -116,6 +116,10 @@ fn bridge_mode_containers_reach_the_gateway_the_machine_and_each_other() {
     );
     // The address is announced when the link comes up (gratuitous ARP), for neighbours with stale entries.
     assert_eq!(c1.sysctl("net.ipv4.conf.eth0.arp_notify"), "1");
+    // An IPv4-only network gives the child no IPv6 at all, as Docker does: no link-local address, and no
+    // SLAAC address from the LAN's routers.
+    assert_eq!(c1.sysctl("net.ipv6.conf.eth0.disable_ipv6"), "1");
+    assert_eq!(c1.addresses("eth0"), vec![format!("{ip1}/24")]);
     // Never visible on the host: no temporary or final name left there.
     assert_eq!(seg.host.link_names(), vec!["lo", PARENT]);
 
@@ -162,6 +166,8 @@ fn dual_stack_containers_get_both_families_and_default_routes_through_both_gatew
     let r = add(&seg, &c1, &conf);
     let ip6 = cni_result::ip(&r, "6");
     assert!(c1.global_addresses("eth0").contains(&format!("{ip6}/64")));
+    assert_eq!(c1.sysctl("net.ipv6.conf.eth0.disable_ipv6"), "0");
+    assert_eq!(c1.sysctl("net.ipv6.conf.eth0.ndisc_notify"), "1");
     assert_eq!(c1.default_gateway("-4").as_deref(), Some(GATEWAY));
     assert_eq!(c1.default_gateway("-6").as_deref(), Some("2001:db8::1"));
     // Duplicate address detection stays on (a real segment): the address is usable within seconds.

@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod check;
 pub mod container_inputs;
 pub mod dns_endpoint;
+pub mod interface_sysctls;
 pub mod ipam_backend;
 pub mod link_reaper;
 pub mod macvlan;

@@ -167,6 +167,25 @@ impl Netlink {
         )
     }
 
+    /// Has the kernel give the link no IPv6 link-local address when it comes up (`addr_gen_mode none`), so
+    /// an interface meant for IPv4 only sends no DAD probes, MLD reports or router solicitations. Over
+    /// netlink, not the `disable_ipv6` sysctl: every namespace's `/proc/sys/net/ipv6/conf/eth0` hangs off one
+    /// dentry hash chain, so writing it costs a walk over all containers' `eth0` entries. Must come before
+    /// the link is up; do_setlink applies IFLA_AF_SPEC after the flags, so it cannot share that request.
+    pub fn skip_ipv6_link_local(&self, index: u32) -> Result<(), LinkError> {
+        use rtnetlink::packet_route::link::{
+            AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute,
+        };
+        let inet6 = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        self.change_link(
+            "turning off IPv6 link-local addressing of",
+            index_object(index),
+            LinkUnspec::new_with_index(index)
+                .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![inet6]))
+                .build(),
+        )
+    }
+
     /// Sets the link administratively down.
     pub fn set_down(&self, index: u32) -> Result<(), LinkError> {
         self.change_link(

@@ -17,6 +17,7 @@ use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::link_reaper::LinkReaper;
 use crate::driver::network_lock::NetworkLock;
@@ -280,6 +281,8 @@ impl Plugin for BridgePlugin {
                 .add_address(link.index, ip.address, !cfg.enable_dad)
                 .map_err(cni_err)?;
         }
+        let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
+        quiet_ipv6_on_bridge_port_peer(&inner, link.index, &addresses);
         inner.set_up(link.index).map_err(cni_err)?;
 
         let mut routes: Vec<Route> = Vec::new();

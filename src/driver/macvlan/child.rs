@@ -1,11 +1,9 @@
-//! The macvlan child inside the container: why the kernel refused to make one, how its addresses are
-//! announced, and how it goes away.
+//! The macvlan child inside the container: why the kernel refused to make one, and how it goes away.
 
 use std::path::Path;
 
 use crate::cni::error::CniError;
-use crate::cni::result::IpConfig;
-use crate::link::{set_sysctl, LinkError, MacvlanMode, Netlink};
+use crate::link::{LinkError, MacvlanMode, Netlink};
 use crate::netns::NetNs;
 
 use super::cni_err;
@@ -42,32 +40,6 @@ pub(super) fn creation_error(
         code: crate::error::CODE_NETLINK,
         msg,
         details: e.to_string(),
-    }
-}
-
-/// Has the kernel announce the child's addresses when it comes up (a gratuitous ARP, an unsolicited
-/// neighbour advertisement), so the segment's neighbours drop a stale entry for an address that a previous
-/// container held with another MAC. Best effort: a missing sysctl costs only a slower first contact.
-pub(super) fn announce_on_up(ns: &NetNs, ifname: &str, ips: &[IpConfig]) {
-    let mut keys = Vec::new();
-    if ips.iter().any(|i| i.address.is_ipv4()) {
-        keys.push(format!("net/ipv4/conf/{ifname}/arp_notify"));
-    }
-    if ips.iter().any(|i| i.address.is_ipv6()) {
-        keys.push(format!("net/ipv6/conf/{ifname}/ndisc_notify"));
-    }
-    if keys.is_empty() {
-        return;
-    }
-    let set = ns.run(|| {
-        keys.iter()
-            .try_for_each(|k| set_sysctl(k, "1"))
-            .map_err(|e| e.to_string())
-    });
-    match set {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "neighbour announcement not enabled"),
-        Err(e) => tracing::debug!(error = %e, "neighbour announcement not enabled"),
     }
 }
 

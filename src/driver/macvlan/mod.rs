@@ -28,13 +28,14 @@ use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::interface_sysctls::apply_lan_interface_sysctls;
 use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
-use child::{announce_on_up, creation_error, delete_child};
+use child::{creation_error, delete_child};
 use container_routes::add_routes;
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
@@ -187,7 +188,8 @@ impl Plugin for MacvlanPlugin {
                 .add_address(child.index, ip.address, false)
                 .map_err(cni_err)?;
         }
-        announce_on_up(&ns, ifname, &leased.ips);
+        let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
+        apply_lan_interface_sysctls(&ns, ifname, &addresses);
         inner.set_up(child.index).map_err(cni_err)?;
 
         let routes = add_routes(&inner, child.index, &leased)?;

@@ -9,6 +9,7 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::config::OverlayConfig;
 use crate::cni::error::{CniError, ErrorCode};
+use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
@@ -136,6 +137,7 @@ pub fn attach(
     inner
         .add_address(link.index, address, true)
         .map_err(cni_err)?;
+    quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
     inner.set_up(link.index).map_err(cni_err)?;
     inner
         .add_route(

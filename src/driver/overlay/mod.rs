@@ -36,6 +36,7 @@ use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_remov
 use crate::driver::check::mismatch;
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -367,6 +368,7 @@ impl Plugin for OverlayPlugin {
         inner
             .add_address(link.index, address, true)
             .map_err(cni_err)?;
+        quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
         inner.set_up(link.index).map_err(cni_err)?;
 
         let egress = if cfg.egress {
