@@ -503,6 +503,77 @@ fn the_outside_cannot_reach_a_container_address_directly() {
     );
 }
 
+/// What Docker leaves on a host: `ip filter FORWARD` at policy DROP, jumping to DOCKER-USER first.
+fn docker_forward_drop(host: &HostNs) {
+    host.exec_ok(&["iptables", "-N", "DOCKER-USER"]);
+    host.exec_ok(&["iptables", "-I", "FORWARD", "-j", "DOCKER-USER"]);
+    host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+}
+
+/// The two rules the README and tether's warning give for such a host.
+fn accept_tether_device_group(host: &HostNs) {
+    for dir in ["--src-group", "--dst-group"] {
+        host.exec_ok(&[
+            "iptables",
+            "-I",
+            "DOCKER-USER",
+            "-m",
+            "devgroup",
+            dir,
+            "7447",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+}
+
+#[test]
+fn under_a_forward_drop_policy_one_rule_on_tethers_device_group_lets_every_network_through() {
+    let host = HostNs::new("br");
+    let outside = host.outside();
+    docker_forward_drop(&host);
+    let mut a = network_conf::tether_bridge(&host, V, "10.61.0.0/24");
+    a["ipMasq"] = json!(true);
+    let mut b = network_conf::tether_bridge(&host, V, "10.62.0.0/24");
+    b["name"] = json!("net2");
+    b["bridge"] = json!("tt1");
+    b["ipMasq"] = json!(true);
+    let (a1, a2, b1) = (
+        host.container("a1"),
+        host.container("a2"),
+        host.container("b1"),
+    );
+    add(&host, &a1, &a);
+    let ip_a2 = cni_result::ip(&add(&host, &a2, &a), "4");
+    let ip_b1 = cni_result::ip(&add(&host, &b1, &b), "4");
+    for bridge in ["tt0", "tt1"] {
+        assert_eq!(
+            host.link(bridge).unwrap()["group"],
+            json!("7447"),
+            "{bridge} is in tether's device group"
+        );
+    }
+    assert!(
+        !a1.ping_retry(outside.addr, 2),
+        "the DROP policy should stop egress until the host lets tether through"
+    );
+
+    accept_tether_device_group(&host);
+    assert!(a1.ping_retry(outside.addr, 3), "egress with the rule");
+    tcp::exchange(&outside.ns, outside.addr, 8080, &a1).expect("tcp to the outside");
+    assert!(b1.ping_retry(outside.addr, 3), "the second network too");
+    assert!(a1.ping_retry(&ip_a2, 3), "neighbours on one network");
+    // tether's own drops are final whatever the other table accepts.
+    assert!(!a1.ping_retry(&ip_b1, 2), "net1 reached net2 ({ip_b1})");
+    outside
+        .ns
+        .ip(&["route", "add", "10.61.0.0/24", "via", outside.host_addr]);
+    assert!(
+        !outside.ns.ping_retry(&ip_a2, 2),
+        "unpublished ingress to {ip_a2} was let in"
+    );
+}
+
 #[test]
 fn icc_false_keeps_neighbours_apart_but_not_from_the_gateway() {
     let host = HostNs::new("br");

@@ -648,3 +648,29 @@ fn macvlan_network_from_the_cli_puts_containers_on_the_physical_segment() {
         assert!(t.cache_entries().is_empty(), "{:?}", t.cache_entries());
     }
 }
+
+#[test]
+fn create_on_a_host_whose_forward_policy_is_drop_warns_with_the_rules_that_let_tether_through() {
+    let host = HostNs::new("cli");
+    let t = Tether::new(&host);
+    let quiet = t.run(&["network", "create", "calm"]);
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("warning"),
+        "no warning on a host without a drop policy: {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+
+    host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+    let out = t.run(&["network", "create", "web"]);
+    assert!(out.status.success(), "the network is still created");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: chain FORWARD of table ip filter has policy drop")
+            && stderr.contains("iptables -I DOCKER-USER -m devgroup --src-group 7447 -j ACCEPT"),
+        "{stderr}"
+    );
+    // Only read: the other table is as the test left it.
+    let filter = host.exec_ok(&["nft", "list", "table", "ip", "filter"]);
+    assert!(!filter.contains("7447"), "{filter}");
+}

@@ -140,6 +140,54 @@ fn published_tcp_and_udp_ports_are_reached_from_an_outside_client() {
 }
 
 #[test]
+fn a_published_port_is_reached_under_a_forward_drop_policy_once_tethers_device_group_is_accepted() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    // Docker's leftovers: ip filter FORWARD at policy DROP, DOCKER-USER first.
+    host.exec_ok(&["iptables", "-N", "DOCKER-USER"]);
+    host.exec_ok(&["iptables", "-I", "FORWARD", "-j", "DOCKER-USER"]);
+    host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+    let conf = tether_net(&host, "10.71.0.0/24");
+    let c = host.container("c1");
+    let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let res = chain_add(
+        &host,
+        &binaries::tether_bridge(),
+        &binaries::tether_portmap(),
+        &c,
+        &conf,
+        &ports,
+    );
+    let ip = cni_result::ip(&res, "4");
+    let through = || {
+        tcp::exchange_via(
+            &c,
+            sock(&ip, 80),
+            &outside.ns,
+            sock(outside.host_addr, 8080),
+        )
+    };
+    assert!(
+        through().is_err(),
+        "the DROP policy let a published port through"
+    );
+    for dir in ["--src-group", "--dst-group"] {
+        host.exec_ok(&[
+            "iptables",
+            "-I",
+            "DOCKER-USER",
+            "-m",
+            "devgroup",
+            dir,
+            "7447",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+    through().expect("tcp through the published port with the rule");
+}
+
+#[test]
 fn published_port_is_reached_from_the_host_and_from_localhost() {
     let host = HostNs::new("pm");
     let outside = host.outside();

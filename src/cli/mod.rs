@@ -180,7 +180,18 @@ fn create(a: CreateArgs) -> Result<(), CliError> {
         .create(&req)
         .map_err(network_err(&context))?;
     output::network_created(&net, a.json);
+    warn_about_foreign_forward_drops();
     Ok(())
+}
+
+/// A person creating a network on a host whose other firewall drops forwarded traffic learns it now,
+/// with the rules to add, rather than from containers that cannot reach anything. Best effort: a host
+/// without nf_tables has no such chain either.
+fn warn_about_foreign_forward_drops() {
+    let drops = crate::firewall::Firewall::open().and_then(|fw| fw.foreign_forward_drops());
+    for drop in drops.unwrap_or_default() {
+        eprintln!("warning: {drop}");
+    }
 }
 
 fn attach(a: AttachArgs) -> Result<(), CliError> {

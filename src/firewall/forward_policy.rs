@@ -1,7 +1,11 @@
 //! Other tables whose forward hook drops by default (Docker and iptables leave
 //! `ip filter FORWARD` at policy DROP). An accept in `inet tether` only ends tether's own
 //! chain: every other base chain at the hook still runs, and a drop anywhere is final. tether
-//! may never edit another table, so the most it can do is find such chains and say so.
+//! may never edit another table, so it makes its traffic easy to let through there: every bridge
+//! it creates is in device group [`TETHER_BRIDGE_GROUP`], and one pair of rules on that group in the
+//! other table admits all tether networks, present and future. tether's own drops (isolation, ingress
+//! that was not published) still hold, since a drop in `inet tether` is final too. This module finds
+//! such chains and says exactly which rules to add.
 
 use super::error::FirewallError;
 use super::netlink::requests;
@@ -9,6 +13,7 @@ use super::netlink::uapi::{NFPROTO_UNSPEC, NF_DROP, NF_INET_FORWARD};
 use super::netlink::{replies, uapi};
 use super::table;
 use super::Firewall;
+use crate::link::TETHER_BRIDGE_GROUP;
 
 /// A base chain of someone else's table that drops forwarded traffic by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,14 +24,44 @@ pub struct ForeignForwardDrop {
     pub chain: String,
 }
 
+impl ForeignForwardDrop {
+    /// The rules that let tether's bridges through this chain, as a person would type them.
+    pub fn remedy(&self) -> String {
+        let g = TETHER_BRIDGE_GROUP;
+        let nft = format!(
+            "nft insert rule {f} {t} {c} meta iifgroup {g} accept; \
+             nft insert rule {f} {t} {c} meta oifgroup {g} accept",
+            f = self.family,
+            t = self.table,
+            c = self.chain
+        );
+        if self.family == "inet" {
+            return nft;
+        }
+        let iptables = if self.family == "ip6" {
+            "ip6tables"
+        } else {
+            "iptables"
+        };
+        format!(
+            "{nft} (or, where iptables manages it, as with Docker: \
+             {iptables} -I DOCKER-USER -m devgroup --src-group {g} -j ACCEPT; \
+             {iptables} -I DOCKER-USER -m devgroup --dst-group {g} -j ACCEPT)"
+        )
+    }
+}
+
 impl std::fmt::Display for ForeignForwardDrop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "chain {} of table {} {} has policy drop at the forward hook; container traffic \
-             is dropped there unless that table accepts it (with Docker: add accept rules \
-             for the tether bridges to its DOCKER-USER chain)",
-            self.chain, self.family, self.table
+            "chain {} of table {} {} has policy drop at the forward hook, so traffic of tether's \
+             containers is dropped there; let tether's bridges (device group {}) through it: {}",
+            self.chain,
+            self.family,
+            self.table,
+            TETHER_BRIDGE_GROUP,
+            self.remedy()
         )
     }
 }

@@ -1,8 +1,14 @@
 //! Linux bridges and their ports.
 
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec};
 
 use super::{check_ifname, index_object, LinkError, LinkInfo, MacAddr, Netlink};
+
+/// The network device group (`ip link set DEV group N`) of every bridge tether creates. A host whose
+/// other firewall drops forwarded traffic by default lets all tether networks through with one rule on it
+/// (`meta iifgroup`/`oifgroup`, iptables `-m devgroup`), present and future, whatever the bridges' names.
+pub const TETHER_BRIDGE_GROUP: u32 = 7447;
 
 impl Netlink {
     /// Makes sure bridge `name` exists, carries `mac`, has `mtu` (when given) and is up; returns it.
@@ -73,9 +79,13 @@ impl Netlink {
         // nothing on a container bridge: without a querier on the segment (the bridge's own is off, as in
         // Docker) the kernel floods multicast to every port anyway. Set only at creation, so an operator who
         // runs a querier can turn it back on with `ip link set BRIDGE type bridge mcast_snooping 1`.
+        //
+        // Device group TETHER_BRIDGE_GROUP: one rule in another table's forward chain recognises every
+        // bridge tether makes, whatever its name (see firewall::forward_policy).
         let mut builder = LinkBridge::new(name)
             .address(mac.octets().to_vec())
-            .mcast_snooping(false);
+            .mcast_snooping(false)
+            .append_extra_attribute(LinkAttribute::Group(TETHER_BRIDGE_GROUP));
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }

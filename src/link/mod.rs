@@ -29,6 +29,7 @@ use rtnetlink::{Handle, LinkUnspec};
 
 use crate::netns::NetNs;
 
+pub use bridge::TETHER_BRIDGE_GROUP;
 pub use error::LinkError;
 pub use info::LinkInfo;
 pub use mac::{MacAddr, MacAddrError};

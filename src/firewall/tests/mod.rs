@@ -435,6 +435,13 @@ fn a_forward_drop_policy_in_another_table_is_found_and_left_alone() {
             ),
             ("ip", "filter", "FORWARD")
         );
+        let advice = drops[0].to_string();
+        assert!(
+            advice.contains("nft insert rule ip filter FORWARD meta iifgroup 7447 accept")
+                && advice
+                    .contains("iptables -I DOCKER-USER -m devgroup --dst-group 7447 -j ACCEPT"),
+            "{advice}"
+        );
     });
     assert!(ns
         .nft_ok(&["list", "table", "ip", "filter"])
