@@ -3,7 +3,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use harness::{cni_result, network_conf, nft, store, tcp, HostNs, NetNs};
+use harness::{cni_result, docker_forward_drop, network_conf, nft, store, tcp, HostNs, NetNs};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -503,35 +503,11 @@ fn the_outside_cannot_reach_a_container_address_directly() {
     );
 }
 
-/// What Docker leaves on a host: `ip filter FORWARD` at policy DROP, jumping to DOCKER-USER first.
-fn docker_forward_drop(host: &HostNs) {
-    host.exec_ok(&["iptables", "-N", "DOCKER-USER"]);
-    host.exec_ok(&["iptables", "-I", "FORWARD", "-j", "DOCKER-USER"]);
-    host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
-}
-
-/// The two rules the README and tether's warning give for such a host.
-fn accept_tether_device_group(host: &HostNs) {
-    for dir in ["--src-group", "--dst-group"] {
-        host.exec_ok(&[
-            "iptables",
-            "-I",
-            "DOCKER-USER",
-            "-m",
-            "devgroup",
-            dir,
-            "7447",
-            "-j",
-            "ACCEPT",
-        ]);
-    }
-}
-
 #[test]
 fn under_a_forward_drop_policy_one_rule_on_tethers_device_group_lets_every_network_through() {
     let host = HostNs::new("br");
     let outside = host.outside();
-    docker_forward_drop(&host);
+    docker_forward_drop::leave_forward_drop(&host);
     let mut a = network_conf::tether_bridge(&host, V, "10.61.0.0/24");
     a["ipMasq"] = json!(true);
     let mut b = network_conf::tether_bridge(&host, V, "10.62.0.0/24");
@@ -558,7 +534,7 @@ fn under_a_forward_drop_policy_one_rule_on_tethers_device_group_lets_every_netwo
         "the DROP policy should stop egress until the host lets tether through"
     );
 
-    accept_tether_device_group(&host);
+    docker_forward_drop::accept_tether_device_group(&host);
     assert!(a1.ping_retry(outside.addr, 3), "egress with the rule");
     tcp::exchange(&outside.ns, outside.addr, 8080, &a1).expect("tcp to the outside");
     assert!(b1.ping_retry(outside.addr, 3), "the second network too");

@@ -8,7 +8,7 @@ mod harness;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use harness::{binaries, cni_result, network_conf, tcp, HostNs, NetNs};
+use harness::{binaries, cni_result, docker_forward_drop, network_conf, tcp, HostNs, NetNs};
 use serde_json::{json, Value};
 
 const V: &str = "1.0.0";
@@ -143,10 +143,7 @@ fn published_tcp_and_udp_ports_are_reached_from_an_outside_client() {
 fn a_published_port_is_reached_under_a_forward_drop_policy_once_tethers_device_group_is_accepted() {
     let host = HostNs::new("pm");
     let outside = host.outside();
-    // Docker's leftovers: ip filter FORWARD at policy DROP, DOCKER-USER first.
-    host.exec_ok(&["iptables", "-N", "DOCKER-USER"]);
-    host.exec_ok(&["iptables", "-I", "FORWARD", "-j", "DOCKER-USER"]);
-    host.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+    docker_forward_drop::leave_forward_drop(&host);
     let conf = tether_net(&host, "10.71.0.0/24");
     let c = host.container("c1");
     let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
@@ -171,19 +168,7 @@ fn a_published_port_is_reached_under_a_forward_drop_policy_once_tethers_device_g
         through().is_err(),
         "the DROP policy let a published port through"
     );
-    for dir in ["--src-group", "--dst-group"] {
-        host.exec_ok(&[
-            "iptables",
-            "-I",
-            "DOCKER-USER",
-            "-m",
-            "devgroup",
-            dir,
-            "7447",
-            "-j",
-            "ACCEPT",
-        ]);
-    }
+    docker_forward_drop::accept_tether_device_group(&host);
     through().expect("tcp through the published port with the rule");
 }
 

@@ -11,6 +11,7 @@ pub mod binaries;
 pub mod busybox_rootfs;
 pub mod cni_result;
 pub mod dns_upstream;
+pub mod docker_forward_drop;
 pub mod hook_host;
 pub mod host;
 pub mod netns;
