@@ -1,5 +1,5 @@
 //! The one top-level error: every module's error rolls up here, and here alone it is mapped to a CNI error
-//! code (DESIGN.md §3 lists the codes; 100 and up are tether's own, documented in the README).
+//! code (docs/design.md §3 lists the codes; 100 and up are tether's own, documented in docs/errors.md).
 
 use crate::cni::error::{CniError, ErrorCode};
 use crate::driver::link_reaper::ReaperError;

@@ -1,6 +1,6 @@
 //! tether: container networking for Linux. The library holds everything real; `bins/` are thin mains.
 //! Dependencies point downward: `cni` and `netns` know nothing of drivers; drivers use `link`, `ipam`,
-//! `firewall` (DESIGN.md §2).
+//! `firewall` (docs/design.md §2).
 
 pub mod cli;
 pub mod cni;

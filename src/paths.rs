@@ -1,4 +1,4 @@
-//! Where tether keeps its files (DESIGN.md §3 "Paths"); every one is overridable so tests stay hermetic.
+//! Where tether keeps its files (docs/design.md §3 "Paths"); every one is overridable so tests stay hermetic.
 
 use std::path::PathBuf;
 
@@ -35,7 +35,7 @@ pub fn cni_cache_dir() -> PathBuf {
     from_env("TETHER_CNI_CACHE_DIR", "/var/lib/cni")
 }
 
-/// Where plugins are looked up when `CNI_PATH` is unset (DESIGN.md §3).
+/// Where plugins are looked up when `CNI_PATH` is unset (docs/design.md §3).
 pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin:/usr/lib/cni";
 
 /// The plugin directories: `CNI_PATH`, else [`DEFAULT_CNI_PATH`].

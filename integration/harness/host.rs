@@ -39,6 +39,11 @@ impl std::ops::Deref for HostNs {
 impl HostNs {
     /// Keep `label` short: it is part of every namespace name this host makes.
     pub fn new(label: &str) -> HostNs {
+        // A test that cannot run here fails and says why; it never passes without having run.
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates network namespaces and needs root: run the suite as root"
+        );
         let name = unique_name(label);
         let scratch = ScratchDir::new(&name);
         let host = HostNs {

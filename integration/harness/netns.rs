@@ -84,6 +84,32 @@ impl NetNs {
             .unwrap_or_else(|| panic!("ip -j -n {} {args:?} failed", self.name))
     }
 
+    /// Runs `work` on the calling thread inside this namespace, through tether's own enter-and-restore
+    /// guard; a socket `work` opens (a firewall or netlink handle, a listener) stays in this namespace.
+    pub fn run_inside<T>(&self, work: impl FnOnce() -> T) -> T {
+        tether::netns::NetNs::open(self.path())
+            .and_then(|ns| ns.run(work))
+            .unwrap_or_else(|e| panic!("entering netns {}: {e}", self.name))
+    }
+
+    /// `nft ARGS` in this namespace: (succeeded, stdout as text).
+    pub fn nft(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        let out = self.exec(&full);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `nft ARGS` in this namespace, panicking with its stderr when it fails; returns stdout.
+    pub fn nft_ok(&self, args: &[&str]) -> String {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        self.exec_ok(&full)
+    }
+
     /// `nft -j list table inet tether` in this namespace; None when the table does not exist.
     pub fn nft_json(&self) -> Option<Value> {
         super::nft::table(self)

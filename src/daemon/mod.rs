@@ -1,4 +1,4 @@
-//! tetherd, the resident helper (DESIGN.md §1): started on demand by the first ADD that needs it, it serves
+//! tetherd, the resident helper (docs/design.md §1): started on demand by the first ADD that needs it, it serves
 //! what cannot live in a short plugin call (the embedded DNS resolver; the overlay control plane later).
 //!
 //! Its only state is the attachment records in the state directory: it reads them at start and again on

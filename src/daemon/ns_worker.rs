@@ -1,4 +1,4 @@
-//! The one OS thread that enters namespaces (DESIGN.md §5): `setns` moves only the calling thread, so doing
+//! The one OS thread that enters namespaces (docs/design.md §5): `setns` moves only the calling thread, so doing
 //! it on the async runtime's thread would move every task with it. Jobs run one at a time, each inside a
 //! `NetNs` guard that restores the thread's namespace even when the job panics.
 

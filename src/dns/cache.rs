@@ -1,4 +1,4 @@
-//! Upstream answers kept for their TTL (DESIGN.md §6: aardvark-dns keeps none). Keyed by name, type and
+//! Upstream answers kept for their TTL (docs/design.md §6: aardvark-dns keeps none). Keyed by name, type and
 //! class; a hit is the stored reply with the TTLs aged, the client's ID and its question bytes.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The embedded DNS resolver (DESIGN.md §1, §6): 127.0.0.11:53 inside every attached container's
+//! The embedded DNS resolver (docs/design.md §1, §6): 127.0.0.11:53 inside every attached container's
 //! namespace, answering the names of the networks that container is attached to and forwarding the rest
 //! to the host's resolvers.
 

@@ -1,6 +1,6 @@
 //! The attachment record: what an ADD made, written to the state directory before the plugin answers, so
 //! DEL works without prevResult, the last container of a network can be detected, and `tetherd`/the CLI can
-//! rebuild everything after a restart (DESIGN.md §1: plugins write their facts first).
+//! rebuild everything after a restart (docs/design.md §1: plugins write their facts first).
 
 use std::fs;
 use std::path::{Path, PathBuf};

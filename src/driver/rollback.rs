@@ -1,5 +1,5 @@
 //! An ADD is a list of steps; each step that changed the kernel or a store pushes its undo here, and a failed
-//! ADD runs the undos in reverse order (DESIGN.md §4: "any failure undoes the steps before it in reverse").
+//! ADD runs the undos in reverse order (docs/design.md §4: "any failure undoes the steps before it in reverse").
 
 type Undo<'a> = Box<dyn FnOnce() -> Result<(), String> + 'a>;
 

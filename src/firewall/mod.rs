@@ -1,4 +1,4 @@
-//! nftables for tether: table `inet tether` (DESIGN.md §3), plus `bridge tether` for
+//! nftables for tether: table `inet tether` (docs/design.md §3), plus `bridge tether` for
 //! macspoofchk (only the bridge family sees frames crossing a bridge).
 //!
 //! Layout of `inet tether`:
@@ -516,6 +516,15 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
     changes
 }
 
+/// Runs a network's whole install script as if nothing were installed, as a first ADD that lost the
+/// race to another first ADD does. Not part of the API: the integration tests use it to prove that a
+/// second full install duplicates nothing.
+#[doc(hidden)]
+pub fn install_network_from_scratch(net: &NetworkRules) -> Result<(), FirewallError> {
+    let spec = NetworkSpec::parse(net)?;
+    nft_command::apply_script(&render::install_script(&spec, None), &spec.name, "test")
+}
+
 pub(super) fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
     let hint = match code {
         libc::EEXIST | libc::EBUSY => {
@@ -531,6 +540,3 @@ pub(super) fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
         hint,
     }
 }
-
-#[cfg(test)]
-mod tests;

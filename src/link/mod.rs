@@ -18,9 +18,6 @@ mod veth;
 mod vlan;
 mod vxlan;
 
-#[cfg(test)]
-mod tests;
-
 use std::path::PathBuf;
 
 use futures::TryStreamExt;

@@ -1,4 +1,4 @@
-//! VXLAN devices for the overlay: one per network (VNI), named `tvx<vni>` (DESIGN.md §3).
+//! VXLAN devices for the overlay: one per network (VNI), named `tvx<vni>` (docs/design.md §3).
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! The overlay control plane that tetherd runs (DESIGN.md §1): SWIM membership among the hosts (seeded by
+//! The overlay control plane that tetherd runs (docs/design.md §1): SWIM membership among the hosts (seeded by
 //! static peers), endpoint records and address-block claims spread with versions and tombstones, periodic
 //! push-pull full syncs, every datagram sealed with the cluster's pre-shared key, and a reconcile loop that
 //! keeps each VXLAN device's FDB and neighbour entries equal to the records; new address blocks are agreed

@@ -1,5 +1,5 @@
 //! tether-bridge's own fields, named as the reference `bridge` plugin names them so a conflist can switch
-//! `"type": "bridge"` to `"tether-bridge"` and keep the rest (DESIGN.md §3).
+//! `"type": "bridge"` to `"tether-bridge"` and keep the rest (docs/design.md §3).
 
 use serde::Deserialize;
 

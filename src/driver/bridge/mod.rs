@@ -265,7 +265,7 @@ impl Plugin for BridgePlugin {
             }
         }
 
-        // Container side: a netlink socket opened inside the namespace (DESIGN.md §5).
+        // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
         let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
         let link = inner
             .link_by_name(t.ifname)

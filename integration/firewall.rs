@@ -1,92 +1,33 @@
-//! Root tests: each runs the firewall inside its own network namespace and never touches
-//! the host's ruleset.
+//! The firewall (`tether::firewall::Firewall`) against the real kernel: each test runs it inside
+//! namespaces the harness made, passes real packets where it says so, and never touches the host's
+//! ruleset.
 
-use std::fs::File;
+#[path = "harness/mod.rs"]
+mod harness;
+
+#[path = "firewall/isolation.rs"]
+mod isolation;
+#[path = "firewall/ports.rs"]
+mod ports;
+#[path = "firewall/spoofchk.rs"]
+mod spoofchk;
+#[path = "firewall/traffic.rs"]
+mod traffic;
+
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
+use harness::HostNs;
+use tether::firewall::{
+    install_network_from_scratch, Firewall, FirewallError, NetworkId, NetworkRules, PortMapping,
+    PortmapOptions, Protocol,
+};
 
-use super::*;
-
-static NEXT_NAMESPACE: AtomicUsize = AtomicUsize::new(0);
-
-/// A private network namespace, deleted on drop even when the test fails.
-pub(super) struct TestNamespace {
-    pub(super) name: String,
+/// The elements of one set of table `inet tether`, as `nft -j` prints them.
+fn set_json(ns: &harness::NetNs, set: &str) -> String {
+    ns.nft_ok(&["-j", "list", "set", "inet", "tether", set])
 }
-
-impl TestNamespace {
-    /// None (and a message) when not root: these tests need CAP_SYS_ADMIN and CAP_NET_ADMIN.
-    pub(super) fn create() -> Option<TestNamespace> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: firewall namespace tests need root");
-            return None;
-        }
-        let n = NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed);
-        let name = format!("tt-fw-{}-{n}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(status.success(), "ip netns add {name} failed");
-        Some(TestNamespace { name })
-    }
-
-    /// Enters the namespace on the calling thread only; call on threads made for it.
-    pub(super) fn enter(&self) {
-        let ns = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        setns(ns, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
-    }
-
-    /// Runs `work` on a fresh thread inside the namespace.
-    pub(super) fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    self.enter();
-                    work()
-                })
-                .join()
-                .expect("namespace thread panicked")
-        })
-    }
-
-    /// `nft ARGS` inside the namespace: (success, stdout).
-    pub(super) fn nft(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft"])
-            .args(args)
-            .output()
-            .expect("run nft");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-
-    pub(super) fn nft_ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.nft(args);
-        assert!(ok, "nft {args:?} failed");
-        out
-    }
-
-    fn set_json(&self, set: &str) -> String {
-        self.nft_ok(&["-j", "list", "set", "inet", "tether", set])
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-pub(super) fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
+fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules {
     NetworkRules {
         name: name.into(),
         bridge: bridge.into(),
@@ -95,22 +36,15 @@ pub(super) fn rules(name: &str, bridge: &str, masquerade: bool) -> NetworkRules 
     }
 }
 
-pub(super) fn addrs(list: &[&str]) -> Vec<IpAddr> {
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 #[test]
 fn installing_a_network_twice_leaves_one_copy_of_everything() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let net = rules("web.prod-1", "tbr0", true);
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         assert!(!fw.network_installed("web.prod-1").unwrap());
         fw.ensure_network(&net).unwrap();
@@ -119,10 +53,8 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     let first = ns.nft_ok(&["list", "table", "inet", "tether"]);
     // Force the slow path again too: a second full install must not duplicate anything.
     let id = NetworkId::of("web.prod-1");
-    let spec = network_spec::NetworkSpec::parse(&net).unwrap();
-    ns.run(|| {
-        nft_command::apply_script(&render::install_script(&spec, None), "web.prod-1", "test")
-            .unwrap();
+    ns.run_inside(|| {
+        install_network_from_scratch(&net).unwrap();
         Firewall::open().unwrap().ensure_network(&net).unwrap();
     });
     let second = ns.nft_ok(&["list", "table", "inet", "tether"]);
@@ -135,27 +67,25 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
 
 #[test]
 fn container_elements_are_added_checked_and_removed() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let id = NetworkId::of("n1");
     let container = addrs(&["10.88.0.2", "fd00:88::2"]);
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("n1", "tbr1", true)).unwrap();
         assert!(!fw.container_present("n1", &container).unwrap());
         fw.add_container("n1", &container).unwrap();
         assert!(fw.container_present("n1", &container).unwrap());
     });
-    assert!(ns.set_json(&id.ipv4_set()).contains("\"10.88.0.2\""));
-    assert!(ns.set_json(&id.ipv6_set()).contains("\"fd00:88::2\""));
+    assert!(set_json(&ns, &id.ipv4_set()).contains("\"10.88.0.2\""));
+    assert!(set_json(&ns, &id.ipv6_set()).contains("\"fd00:88::2\""));
     let nat4 = ns.nft_ok(&["list", "map", "inet", "tether", "nat4"]);
     assert!(
         nat4.contains(&format!("10.88.0.2 : jump {}_nat", id)),
         "{nat4}"
     );
 
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.remove_container("n1", &container).unwrap();
         assert!(!fw.container_present("n1", &container).unwrap());
@@ -163,7 +93,7 @@ fn container_elements_are_added_checked_and_removed() {
         fw.remove_container("n1", &container).unwrap();
         fw.remove_container("n1", &addrs(&["10.88.0.99"])).unwrap();
     });
-    assert!(!ns.set_json(&id.ipv4_set()).contains("10.88.0.2"));
+    assert!(!set_json(&ns, &id.ipv4_set()).contains("10.88.0.2"));
     assert!(!ns
         .nft_ok(&["list", "map", "inet", "tether", "nat4"])
         .contains("10.88.0.2"));
@@ -171,10 +101,8 @@ fn container_elements_are_added_checked_and_removed() {
 
 #[test]
 fn adding_a_container_to_a_network_not_installed_says_so() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
+    let ns = HostNs::new("fw");
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         let err = fw
             .add_container("ghost", &addrs(&["10.0.0.2"]))
@@ -191,10 +119,8 @@ fn adding_a_container_to_a_network_not_installed_says_so() {
 
 #[test]
 fn removing_the_last_network_leaves_no_chain_set_or_table() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
+    let ns = HostNs::new("fw");
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("keep", "tbr2", true)).unwrap();
         fw.ensure_network(&rules("drop", "tbr3", true)).unwrap();
@@ -214,7 +140,7 @@ fn removing_the_last_network_leaves_no_chain_set_or_table() {
     assert!(!table.contains("10.2.0.2"), "{table}");
     assert!(table.contains("10.1.0.2"), "{table}");
 
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.remove_network("keep").unwrap();
     });
@@ -227,11 +153,9 @@ fn removing_the_last_network_leaves_no_chain_set_or_table() {
 
 #[test]
 fn toggling_masquerade_reinstalls_and_keeps_containers() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let container = addrs(&["10.3.0.2"]);
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("toggle", "tbr4", false)).unwrap();
         fw.add_container("toggle", &container).unwrap();
@@ -239,7 +163,7 @@ fn toggling_masquerade_reinstalls_and_keeps_containers() {
     assert!(!ns
         .nft_ok(&["list", "table", "inet", "tether"])
         .contains("masquerade"));
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("toggle", "tbr5", true)).unwrap();
         assert!(fw.container_present("toggle", &container).unwrap());
@@ -252,24 +176,23 @@ fn toggling_masquerade_reinstalls_and_keeps_containers() {
 
 #[test]
 fn twenty_threads_adding_at_once_lose_no_element() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let id = NetworkId::of("busy");
     std::thread::scope(|scope| {
         for i in 0..20u8 {
             let ns = &ns;
             scope.spawn(move || {
-                ns.enter();
-                let fw = Firewall::open().unwrap();
-                // Racing first installs must all succeed too.
-                fw.ensure_network(&rules("busy", "tbr6", true)).unwrap();
-                let addr: IpAddr = format!("10.6.0.{}", i + 2).parse().unwrap();
-                fw.add_container("busy", &[addr]).unwrap();
+                ns.run_inside(|| {
+                    let fw = Firewall::open().unwrap();
+                    // Racing first installs must all succeed too.
+                    fw.ensure_network(&rules("busy", "tbr6", true)).unwrap();
+                    let addr: IpAddr = format!("10.6.0.{}", i + 2).parse().unwrap();
+                    fw.add_container("busy", &[addr]).unwrap();
+                })
             });
         }
     });
-    let set = ns.set_json(&id.ipv4_set());
+    let set = set_json(&ns, &id.ipv4_set());
     for i in 0..20 {
         assert!(
             set.contains(&format!("\"10.6.0.{}\"", i + 2)),
@@ -283,9 +206,7 @@ fn twenty_threads_adding_at_once_lose_no_element() {
 
 #[test]
 fn a_foreign_table_is_left_alone() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let (ok, _) = ns.nft(&["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c tcp dport 22 counter accept; \
          add table bridge other; add chain bridge other p { type filter hook prerouting priority 0; policy accept; }; add rule bridge other p ether saddr 02:00:00:00:00:01 counter accept"]);
     assert!(ok);
@@ -293,7 +214,7 @@ fn a_foreign_table_is_left_alone() {
         ns.nft_ok(&["list", "table", "ip", "other"]),
         ns.nft_ok(&["list", "table", "bridge", "other"]),
     );
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("mine", "tbr7", true)).unwrap();
         fw.add_container("mine", &addrs(&["10.7.0.2"])).unwrap();
@@ -319,50 +240,8 @@ fn a_foreign_table_is_left_alone() {
     assert_eq!(after, before);
 }
 
-#[test]
-fn measure_hot_path_timings() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
-        let fw = Firewall::open().unwrap();
-        let net = rules("timed", "tbr8", true);
-        let start = Instant::now();
-        fw.ensure_network(&net).unwrap();
-        let install = start.elapsed();
-        let mut ensure = Vec::new();
-        let mut add = Vec::new();
-        let mut remove = Vec::new();
-        for i in 0..500u32 {
-            let addr = [IpAddr::from([10, 8, (i / 250) as u8, (i % 250 + 2) as u8])];
-            let t = Instant::now();
-            fw.ensure_network(&net).unwrap();
-            ensure.push(t.elapsed());
-            let t = Instant::now();
-            fw.add_container("timed", &addr).unwrap();
-            add.push(t.elapsed());
-        }
-        for i in 0..500u32 {
-            let addr = [IpAddr::from([10, 8, (i / 250) as u8, (i % 250 + 2) as u8])];
-            let t = Instant::now();
-            fw.remove_container("timed", &addr).unwrap();
-            remove.push(t.elapsed());
-        }
-        let start = Instant::now();
-        fw.remove_network("timed").unwrap();
-        let teardown = start.elapsed();
-        println!(
-            "firewall timings: first install {install:?}, ensure_network when installed median {:?}, \
-             add_container median {:?}, remove_container median {:?}, remove_network {teardown:?}",
-            median(ensure),
-            median(add),
-            median(remove)
-        );
-    });
-}
-
 /// Runs `sh -c script` and reports whether it succeeded.
-pub(super) fn shell(script: &str) -> bool {
+fn shell(script: &str) -> bool {
     Command::new("sh")
         .args(["-c", script])
         .status()
@@ -374,13 +253,9 @@ pub(super) fn shell(script: &str) -> bool {
 fn container_traffic_leaving_the_network_is_masqueraded() {
     // Three namespaces: `host` (bridge + firewall), `ctr` (the container) and `out` (a peer
     // that has no route back to the container subnet, so only masqueraded pings come back).
-    let (Some(host), Some(ctr), Some(out)) = (
-        TestNamespace::create(),
-        TestNamespace::create(),
-        TestNamespace::create(),
-    ) else {
-        return;
-    };
+    let host = HostNs::new("fw");
+    let ctr = host.container("ctr");
+    let out = host.container("out");
     let (h, c, o) = (&host.name, &ctr.name, &out.name);
     assert!(shell(&format!(
         "set -e
@@ -403,7 +278,7 @@ fn container_traffic_leaving_the_network_is_masqueraded() {
     let ping = format!("ip netns exec {c} ping -c1 -W1 192.0.2.2 >/dev/null 2>&1");
     assert!(!shell(&ping), "ping must fail without masquerade");
 
-    host.run(|| {
+    host.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("traffic", "tbr9", true)).unwrap();
         fw.add_container("traffic", &addrs(&["10.9.0.2"])).unwrap();
@@ -411,18 +286,11 @@ fn container_traffic_leaving_the_network_is_masqueraded() {
     assert!(shell(&ping), "ping through masquerade failed");
 }
 
-mod isolation;
-mod ports;
-mod spoofchk;
-mod traffic;
-
 #[test]
 fn a_forward_drop_policy_in_another_table_is_found_and_left_alone() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     assert!(ns.nft(&["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"]).0);
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("dropped", "tbr10", true)).unwrap();
         let drops = fw.foreign_forward_drops().unwrap();

@@ -1,7 +1,7 @@
 //! Published-port elements: uniqueness in the kernel, overlap, removal of only our own.
 
-use super::TestNamespace;
-use crate::firewall::{Firewall, FirewallError, PortMapping, PortmapOptions, Protocol};
+use crate::harness::HostNs;
+use tether::firewall::{Firewall, FirewallError, PortMapping, PortmapOptions, Protocol};
 
 fn mapping(host_ip: Option<&str>, host_port: u16, container: &str) -> PortMapping {
     PortMapping {
@@ -15,9 +15,7 @@ fn mapping(host_ip: Option<&str>, host_port: u16, container: &str) -> PortMappin
 
 #[test]
 fn second_container_publishing_the_same_host_port_is_refused_whole() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
+    let ns = HostNs::new("fw");
     let first = [
         mapping(None, 8080, "10.0.0.2"),
         mapping(None, 8080, "fd00::2"),
@@ -26,7 +24,7 @@ fn second_container_publishing_the_same_host_port_is_refused_whole() {
         mapping(None, 9090, "10.0.0.3"),
         mapping(None, 8080, "10.0.0.3"),
     ];
-    ns.run(|| {
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         let err = fw.add_ports(&first).unwrap_err();
         assert!(matches!(err, FirewallError::PortmapNotInstalled), "{err}");
@@ -70,10 +68,8 @@ fn second_container_publishing_the_same_host_port_is_refused_whole() {
 
 #[test]
 fn a_port_on_all_addresses_and_on_one_address_cannot_coexist() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
+    let ns = HostNs::new("fw");
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_portmap(&PortmapOptions::default()).unwrap();
         fw.add_ports(&[mapping(None, 8080, "10.0.0.2")]).unwrap();
@@ -103,10 +99,8 @@ fn a_port_on_all_addresses_and_on_one_address_cannot_coexist() {
 
 #[test]
 fn changing_portmap_options_rewrites_only_the_masquerade_rules() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
+    let ns = HostNs::new("fw");
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_portmap(&PortmapOptions::default()).unwrap();
         fw.add_ports(&[mapping(None, 8080, "10.0.0.2")]).unwrap();

@@ -1,74 +1,23 @@
-//! Root tests: each makes its own network namespaces (`tt-<tag>-<pid>`), works only inside them
-//! and deletes them on drop, also when the test fails.
+//! The link layer (`tether::link::Netlink`) against the real kernel: each test makes its namespaces on the
+//! harness, works only inside them, and they go on drop, also when the test fails.
+
+#[path = "harness/mod.rs"]
+mod harness;
 
 use std::net::IpAddr;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
+use harness::HostNs;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
+use tether::link::{
+    get_sysctl, set_sysctl, vxlan_name, FdbEntry, FdbWrite, IpFamily, LinkError, MacAddr,
+    NeighbourEntry, Netlink, VethSpec, VxlanSpec, VXLAN_PORT,
+};
+use tether::netns::NetNs;
 
-use super::*;
-use crate::netns::NetNs;
-
-/// A named namespace made with `ip netns add` and removed on drop.
-struct TestNetns {
-    name: String,
-    ns: NetNs,
-}
-
-impl TestNetns {
-    fn new(tag: &str) -> TestNetns {
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "link tests create network namespaces and need root"
-        );
-        let name = format!("tt-{tag}-{}", std::process::id());
-        // A leftover from a killed earlier run with a recycled pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run_ip(&["netns", "add", &name]);
-        let ns = NetNs::open(format!("/run/netns/{name}")).expect("open test netns");
-        TestNetns { name, ns }
-    }
-
-    /// `ip -j -n NAME args...` parsed as JSON.
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["-j", "-n", &self.name];
-        full.extend_from_slice(args);
-        let out = run_ip(&full);
-        if out.trim().is_empty() {
-            return Value::Array(vec![]);
-        }
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("ip {full:?} gave bad JSON: {e}: {out}"))
-    }
-
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .expect("run ip netns exec")
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn run_ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+/// The library's handle on a harness namespace: what `Netlink::in_netns` and `NetNs::run` take.
+fn kernel(ns: &harness::NetNs) -> NetNs {
+    NetNs::open(ns.path()).expect("open test netns")
 }
 
 fn net(text: &str) -> IpNetwork {
@@ -80,7 +29,7 @@ fn ip(text: &str) -> IpAddr {
 }
 
 /// The "local/prefixlen" strings of `ip -j addr show dev DEV`, with their flags.
-fn addr_info(ns: &TestNetns, dev: &str) -> Vec<(String, Value)> {
+fn addr_info(ns: &harness::NetNs, dev: &str) -> Vec<(String, Value)> {
     let links = ns.ip_json(&["addr", "show", "dev", dev]);
     links[0]["addr_info"]
         .as_array()
@@ -97,9 +46,10 @@ fn addr_info(ns: &TestNetns, dev: &str) -> Vec<(String, Value)> {
 
 #[test]
 fn bridge_veth_addresses_and_routes_end_to_end() {
-    let host = TestNetns::new("e2eh");
-    let ctr = TestNetns::new("e2ec");
-    let nl = Netlink::in_netns(&host.ns).unwrap();
+    let host = HostNs::new("e2e");
+    let ctr = host.container("c");
+    let (host_ns, ctr_ns) = (kernel(&host), kernel(&ctr));
+    let nl = Netlink::in_netns(&host_ns).unwrap();
 
     let bridge_mac = MacAddr::from_name("ttbr0");
     let bridge = nl.ensure_bridge("ttbr0", Some(1400), bridge_mac).unwrap();
@@ -111,7 +61,7 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
 
     let peer_mac: MacAddr = "02:00:00:aa:bb:01".parse().unwrap();
     let veth = nl
-        .create_veth("tvtest1", "eth0", &ctr.ns, Some(1400), Some(peer_mac))
+        .create_veth("tvtest1", "eth0", &ctr_ns, Some(1400), Some(peer_mac))
         .unwrap();
     assert_eq!(veth.kind.as_deref(), Some("veth"));
     assert!(veth.up);
@@ -162,7 +112,7 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
         .unwrap();
 
     // Container side, through a socket opened inside the container namespace.
-    let cn = Netlink::in_netns(&ctr.ns).unwrap();
+    let cn = Netlink::in_netns(&ctr_ns).unwrap();
     let eth0 = cn.link_by_name("eth0").unwrap().expect("peer in container");
     assert_eq!(eth0.mac, Some(peer_mac));
     assert_eq!(eth0.mtu, 1400);
@@ -254,7 +204,7 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
     assert!(v4_routes.iter().any(|r| r.is_default()
         && r.gw == Some(ip("10.88.0.1"))
         && r.oif == Some(eth0.index)
-        && r.table == route::MAIN_TABLE));
+        && r.table == u32::from(libc::RT_TABLE_MAIN)));
     let v6_routes = cn.routes(IpFamily::V6).unwrap();
     assert!(v6_routes
         .iter()
@@ -302,9 +252,10 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
 
 #[test]
 fn veth_host_end_can_join_the_bridge_in_the_creating_request() {
-    let host = TestNetns::new("vmh");
-    let ctr = TestNetns::new("vmc");
-    let nl = Netlink::in_netns(&host.ns).unwrap();
+    let host = HostNs::new("vm");
+    let ctr = host.container("c");
+    let (host_ns, ctr_ns) = (kernel(&host), kernel(&ctr));
+    let nl = Netlink::in_netns(&host_ns).unwrap();
     let bridge = nl
         .ensure_bridge("ttbr1", None, MacAddr::from_name("ttbr1"))
         .unwrap();
@@ -312,7 +263,7 @@ fn veth_host_end_can_join_the_bridge_in_the_creating_request() {
         .create_veth_with(&VethSpec {
             host_name: "tvmaster",
             peer_name: "eth1",
-            peer_ns: &ctr.ns,
+            peer_ns: &ctr_ns,
             mtu: None,
             peer_mac: None,
             host_mac: None,
@@ -321,7 +272,7 @@ fn veth_host_end_can_join_the_bridge_in_the_creating_request() {
         .unwrap();
     assert_eq!(veth.master, Some(bridge.index));
     assert!(veth.up);
-    let peer = Netlink::in_netns(&ctr.ns)
+    let peer = Netlink::in_netns(&ctr_ns)
         .unwrap()
         .link_by_name("eth1")
         .unwrap()
@@ -332,27 +283,29 @@ fn veth_host_end_can_join_the_bridge_in_the_creating_request() {
 
 #[test]
 fn taken_veth_names_are_reported_as_exists() {
-    let host = TestNetns::new("exh");
-    let ctr = TestNetns::new("exc");
-    let nl = Netlink::in_netns(&host.ns).unwrap();
-    nl.create_veth("tvdup", "eth0", &ctr.ns, None, None)
+    let host = HostNs::new("ex");
+    let ctr = host.container("c");
+    let (host_ns, ctr_ns) = (kernel(&host), kernel(&ctr));
+    let nl = Netlink::in_netns(&host_ns).unwrap();
+    nl.create_veth("tvdup", "eth0", &ctr_ns, None, None)
         .unwrap();
 
     let same_host_name = nl
-        .create_veth("tvdup", "eth9", &ctr.ns, None, None)
+        .create_veth("tvdup", "eth9", &ctr_ns, None, None)
         .unwrap_err();
     assert!(
         matches!(same_host_name, LinkError::Exists { .. }),
         "{same_host_name}"
     );
     assert!(
-        same_host_name
-            .to_string()
-            .starts_with("creating veth tvdup (peer eth9 in /run/netns/tt-exc-"),
+        same_host_name.to_string().starts_with(&format!(
+            "creating veth tvdup (peer eth9 in {}",
+            ctr.path_str()
+        )),
         "{same_host_name}"
     );
     let same_peer_name = nl
-        .create_veth("tvother", "eth0", &ctr.ns, None, None)
+        .create_veth("tvother", "eth0", &ctr_ns, None, None)
         .unwrap_err();
     assert!(
         matches!(same_peer_name, LinkError::Exists { .. }),
@@ -366,10 +319,8 @@ fn taken_veth_names_are_reported_as_exists() {
 
 #[test]
 fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
-    let host = TestNetns::new("nbr");
-    run_ip(&[
-        "-n",
-        &host.name,
+    let host = HostNs::new("nbr");
+    host.ip(&[
         "link",
         "add",
         "ttnotbr",
@@ -379,7 +330,7 @@ fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
         "name",
         "ttnotbr-p",
     ]);
-    let nl = Netlink::in_netns(&host.ns).unwrap();
+    let nl = Netlink::in_netns(&kernel(&host)).unwrap();
     let err = nl
         .ensure_bridge("ttnotbr", None, MacAddr::from_name("ttnotbr"))
         .unwrap_err();
@@ -389,11 +340,9 @@ fn ensure_bridge_refuses_a_link_that_is_not_a_bridge() {
 
 #[test]
 fn ensure_bridge_repairs_address_mtu_and_state_of_an_existing_bridge() {
-    let host = TestNetns::new("rep");
-    run_ip(&[
-        "-n", &host.name, "link", "add", "ttbr2", "mtu", "1500", "type", "bridge",
-    ]);
-    let nl = Netlink::in_netns(&host.ns).unwrap();
+    let host = HostNs::new("rep");
+    host.ip(&["link", "add", "ttbr2", "mtu", "1500", "type", "bridge"]);
+    let nl = Netlink::in_netns(&kernel(&host)).unwrap();
     let mac = MacAddr::from_name("ttbr2");
     let bridge = nl.ensure_bridge("ttbr2", Some(1450), mac).unwrap();
     assert_eq!((bridge.mac, bridge.mtu, bridge.up), (Some(mac), 1450, true));
@@ -403,13 +352,14 @@ fn ensure_bridge_repairs_address_mtu_and_state_of_an_existing_bridge() {
 
 #[test]
 fn racing_ensure_bridge_callers_all_get_the_same_bridge() {
-    let host = TestNetns::new("race");
+    let host = HostNs::new("race");
+    let host_ns = kernel(&host);
     let mac = MacAddr::from_name("ttrace");
     let indexes: Vec<u32> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..6)
             .map(|_| {
                 scope.spawn(|| {
-                    let nl = Netlink::in_netns(&host.ns).unwrap();
+                    let nl = Netlink::in_netns(&host_ns).unwrap();
                     nl.ensure_bridge("ttrace", None, mac).unwrap().index
                 })
             })
@@ -421,8 +371,9 @@ fn racing_ensure_bridge_callers_all_get_the_same_bridge() {
 
 #[test]
 fn missing_links_read_as_none_and_delete_as_false() {
-    let host = TestNetns::new("miss");
-    let nl = Netlink::in_netns(&host.ns).unwrap();
+    let host = HostNs::new("miss");
+    let host_ns = kernel(&host);
+    let nl = Netlink::in_netns(&host_ns).unwrap();
     assert!(nl.link_by_name("ttnothing").unwrap().is_none());
     assert!(nl.link_by_index(999_999).unwrap().is_none());
     assert!(!nl.delete_link(999_999).unwrap());
@@ -435,14 +386,18 @@ fn missing_links_read_as_none_and_delete_as_false() {
     );
     let lo = nl.link_by_name("lo").unwrap().unwrap();
     assert_eq!(lo.index, 1);
-    assert!(!lo.up, "a new namespace starts with lo down");
+    assert!(
+        lo.up,
+        "the harness brings lo up in every namespace it makes"
+    );
 }
 
 #[test]
 fn a_socket_opened_inside_a_namespace_stays_there_on_any_thread() {
-    let target = TestNetns::new("bound");
+    let host = HostNs::new("bound");
+    let target = kernel(&host);
     // Netlink::new() while the thread is inside: the socket belongs to `target` from then on.
-    let nl = target.ns.run(Netlink::new).unwrap().unwrap();
+    let nl = target.run(Netlink::new).unwrap().unwrap();
     let names: Vec<String> =
         std::thread::spawn(move || nl.links().unwrap().into_iter().map(|l| l.name).collect())
             .join()
@@ -456,17 +411,16 @@ fn a_socket_opened_inside_a_namespace_stays_there_on_any_thread() {
 
 #[test]
 fn run_restores_the_thread_namespace_even_when_the_closure_panics() {
-    let target = TestNetns::new("panic");
+    let host = HostNs::new("panic");
+    let target = kernel(&host);
     let before = NetNs::current().unwrap();
 
-    let inside = target.ns.run(|| NetNs::current().unwrap()).unwrap();
-    assert!(inside.same_as(&target.ns).unwrap());
+    let inside = target.run(|| NetNs::current().unwrap()).unwrap();
+    assert!(inside.same_as(&target).unwrap());
     assert!(NetNs::current().unwrap().same_as(&before).unwrap());
 
     let result = std::panic::catch_unwind(|| {
-        target
-            .ns
-            .run(|| -> () { panic!("closure fails inside the namespace") })
+        target.run(|| -> () { panic!("closure fails inside the namespace") })
     });
     assert!(result.is_err());
     let after = NetNs::current().unwrap();
@@ -474,26 +428,24 @@ fn run_restores_the_thread_namespace_even_when_the_closure_panics() {
         after.same_as(&before).unwrap(),
         "thread left in the target namespace"
     );
-    assert!(!after.same_as(&target.ns).unwrap());
+    assert!(!after.same_as(&target).unwrap());
 }
 
 #[test]
 fn sysctls_written_inside_a_namespace_stay_there() {
-    let target = TestNetns::new("sysctl");
+    let host = HostNs::new("sysctl");
+    let target = kernel(&host);
     let outside = get_sysctl("net/ipv4/ip_forward").unwrap();
     let inside_before = target
-        .ns
         .run(|| get_sysctl("net/ipv4/ip_forward"))
         .unwrap()
         .unwrap();
     let flipped = if inside_before == "1" { "0" } else { "1" };
     target
-        .ns
         .run(|| set_sysctl("net/ipv4/ip_forward", flipped))
         .unwrap()
         .unwrap();
     let inside_after = target
-        .ns
         .run(|| get_sysctl("net/ipv4/ip_forward"))
         .unwrap()
         .unwrap();
@@ -501,80 +453,85 @@ fn sysctls_written_inside_a_namespace_stay_there() {
     assert_eq!(get_sysctl("net/ipv4/ip_forward").unwrap(), outside);
 }
 
-/// Not an assertion: prints what one container's link setup costs. Run with --nocapture.
 #[test]
-fn timing_of_veth_address_and_route_setup() {
-    let host = TestNetns::new("timeh");
-    let ctr = TestNetns::new("timec");
-    let nl = Netlink::in_netns(&host.ns).unwrap();
-    let bridge = nl
-        .ensure_bridge("ttbrt", None, MacAddr::from_name("ttbrt"))
+fn vxlan_fdb_and_neighbour_entries_round_trip() {
+    let host = HostNs::new("vxlan");
+    host.ip(&[
+        "link", "add", "under0", "type", "veth", "peer", "name", "under1",
+    ]);
+    host.ip(&["addr", "add", "192.0.2.1/24", "dev", "under0"]);
+    host.ip(&["link", "set", "under0", "up"]);
+    let ns = kernel(&host);
+    let nl = Netlink::in_netns(&ns).unwrap();
+    let under = nl.link_by_name("under0").unwrap().unwrap();
+    let br = nl
+        .ensure_bridge("tbr7", Some(1450), MacAddr::from_name("tbr7"))
         .unwrap();
-    const ROUNDS: usize = 20;
-    let steps = [
-        "open socket in netns",
-        "create veth (host up, in bridge)",
-        "look up peer",
-        "peer up",
-        "add IPv4 address",
-        "add IPv6 address (nodad)",
-        "add IPv4 default route",
-        "add IPv6 default route",
-        "delete veth",
-    ];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
-    for round in 0..ROUNDS {
-        let host_name = format!("tvt{round}");
-        let mut marks = vec![Instant::now()];
-        let cn = Netlink::in_netns(&ctr.ns).unwrap();
-        marks.push(Instant::now());
-        nl.create_veth_with(&VethSpec {
-            host_name: &host_name,
-            peer_name: "eth0",
-            peer_ns: &ctr.ns,
-            mtu: None,
-            peer_mac: None,
-            host_mac: None,
-            host_master: Some(bridge.index),
-        })
-        .unwrap();
-        marks.push(Instant::now());
-        let eth0 = cn.link_by_name("eth0").unwrap().unwrap();
-        marks.push(Instant::now());
-        cn.set_up(eth0.index).unwrap();
-        marks.push(Instant::now());
-        cn.add_address(eth0.index, net("10.99.0.2/24"), false)
-            .unwrap();
-        marks.push(Instant::now());
-        cn.add_address(eth0.index, net("fd00:99::2/64"), true)
-            .unwrap();
-        marks.push(Instant::now());
-        cn.add_route(
-            net("0.0.0.0/0"),
-            Some(ip("10.99.0.1")),
-            Some(eth0.index),
-            None,
-        )
-        .unwrap();
-        marks.push(Instant::now());
-        cn.add_route(net("::/0"), Some(ip("fd00:99::1")), Some(eth0.index), None)
-            .unwrap();
-        marks.push(Instant::now());
-        assert!(nl.delete_link_by_name(&host_name).unwrap());
-        marks.push(Instant::now());
-        for (i, pair) in marks.windows(2).enumerate() {
-            samples[i].push(pair[1] - pair[0]);
-        }
-    }
-    let mut setup_total = Duration::ZERO;
-    println!("link timing, medians over {ROUNDS} rounds:");
-    for (step, mut v) in steps.iter().zip(samples) {
-        v.sort();
-        let median = v[v.len() / 2];
-        if *step != "delete veth" {
-            setup_total += median;
-        }
-        println!("  {step:<36} {median:?}");
-    }
-    println!("  {:<36} {setup_total:?}", "sum of setup medians");
+    let spec = VxlanSpec {
+        name: vxlan_name(7),
+        vni: 7,
+        local: "192.0.2.1".parse().unwrap(),
+        underlay: under.index,
+        port: VXLAN_PORT,
+        mtu: Some(1450),
+        master: Some(br.index),
+    };
+    let dev = nl.ensure_vxlan(&spec).unwrap();
+    assert_eq!(dev.name, "tvx7");
+    assert_eq!(dev.master, Some(br.index));
+    assert_eq!(
+        nl.ensure_vxlan(&spec).unwrap().index,
+        dev.index,
+        "idempotent"
+    );
+
+    let a = FdbEntry {
+        mac: "02:00:00:00:00:0a".parse().unwrap(),
+        dst: "192.0.2.2".parse().unwrap(),
+    };
+    let moved = FdbEntry {
+        mac: a.mac,
+        dst: "192.0.2.3".parse().unwrap(),
+    };
+    nl.fdb_add(dev.index, &a, FdbWrite::Replace).unwrap();
+    nl.fdb_add(dev.index, &a, FdbWrite::Replace).unwrap();
+    assert_eq!(nl.fdb_entries(dev.index).unwrap(), vec![a]);
+    nl.fdb_add(dev.index, &moved, FdbWrite::Replace).unwrap();
+    assert_eq!(
+        nl.fdb_entries(dev.index).unwrap(),
+        vec![moved],
+        "replace moves a MAC"
+    );
+    assert!(nl.fdb_del(dev.index, &moved).unwrap());
+    assert!(!nl.fdb_del(dev.index, &moved).unwrap());
+    assert!(nl.fdb_entries(dev.index).unwrap().is_empty());
+
+    // The kernel appends destinations only to the all-zero (flood) and multicast entries.
+    let zero = MacAddr::new([0; 6]);
+    let f1 = FdbEntry {
+        mac: zero,
+        dst: "192.0.2.2".parse().unwrap(),
+    };
+    let f2 = FdbEntry {
+        mac: zero,
+        dst: "192.0.2.3".parse().unwrap(),
+    };
+    nl.fdb_add(dev.index, &f1, FdbWrite::Append).unwrap();
+    nl.fdb_add(dev.index, &f2, FdbWrite::Append).unwrap();
+    let mut both = nl.fdb_entries(dev.index).unwrap();
+    both.sort();
+    assert_eq!(both, vec![f1, f2], "append keeps the first destination");
+    assert!(nl.fdb_del(dev.index, &f1).unwrap());
+    assert_eq!(nl.fdb_entries(dev.index).unwrap(), vec![f2]);
+
+    let n = NeighbourEntry {
+        ip: "10.200.0.5".parse().unwrap(),
+        mac: a.mac,
+    };
+    nl.neighbour_replace(dev.index, &n).unwrap();
+    nl.neighbour_replace(dev.index, &n).unwrap();
+    assert_eq!(nl.permanent_neighbours(dev.index).unwrap(), vec![n]);
+    assert!(nl.neighbour_del(dev.index, n.ip).unwrap());
+    assert!(!nl.neighbour_del(dev.index, n.ip).unwrap());
+    assert!(nl.permanent_neighbours(dev.index).unwrap().is_empty());
 }

@@ -5,20 +5,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use super::{addrs, rules, shell, TestNamespace};
-use crate::firewall::{route_localnet_sysctl, Firewall, PortMapping, PortmapOptions, Protocol};
+use super::{addrs, rules, shell};
+use crate::harness::{HostNs, NetNs};
+use tether::firewall::{route_localnet_sysctl, Firewall, PortMapping, PortmapOptions, Protocol};
 
 /// Serves in the namespace until `connections` clients came: answers each with the
 /// address it saw them come from.
-fn serve(ns: &TestNamespace, port: u16, connections: usize) -> std::thread::JoinHandle<()> {
-    let path = format!("/run/netns/{}", ns.name);
-    let listener = std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        TcpListener::bind(("0.0.0.0", port)).unwrap()
-    })
-    .join()
-    .unwrap();
+fn serve(ns: &NetNs, port: u16, connections: usize) -> std::thread::JoinHandle<()> {
+    let listener = ns.run_inside(|| TcpListener::bind(("0.0.0.0", port)).unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming().take(connections) {
             let mut stream = stream.unwrap();
@@ -29,9 +23,9 @@ fn serve(ns: &TestNamespace, port: u16, connections: usize) -> std::thread::Join
 }
 
 /// Connects from inside `ns`; returns the address the server saw, or None.
-fn fetch(ns: &TestNamespace, to: &str) -> Option<String> {
+fn fetch(ns: &NetNs, to: &str) -> Option<String> {
     let to: SocketAddr = to.parse().unwrap();
-    ns.run(|| {
+    ns.run_inside(|| {
         let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()?;
         stream
             .set_read_timeout(Some(Duration::from_secs(2)))
@@ -44,14 +38,10 @@ fn fetch(ns: &TestNamespace, to: &str) -> Option<String> {
 
 #[test]
 fn published_port_is_reachable_from_outside_localhost_and_hairpin() {
-    let (Some(host), Some(ctr), Some(nbr), Some(client)) = (
-        TestNamespace::create(),
-        TestNamespace::create(),
-        TestNamespace::create(),
-        TestNamespace::create(),
-    ) else {
-        return;
-    };
+    let host = HostNs::new("fw");
+    let ctr = host.container("ctr");
+    let nbr = host.container("nbr");
+    let client = host.container("client");
     let (h, c, n, o) = (&host.name, &ctr.name, &nbr.name, &client.name);
     assert!(shell(&format!(
         "set -e
@@ -81,7 +71,7 @@ fn published_port_is_reachable_from_outside_localhost_and_hairpin() {
         "ip netns exec {h} sysctl -qw {}=1",
         route_localnet_sysctl("tbp0")
     )));
-    host.run(|| {
+    host.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.ensure_network(&rules("pub", "tbp0", true)).unwrap();
         fw.add_container("pub", &addrs(&["10.30.0.2"])).unwrap();

@@ -1,15 +1,15 @@
 //! macspoofchk with real frames: a container that changes its MAC is cut off.
 
-use super::{shell, TestNamespace};
-use crate::firewall::Firewall;
+use super::shell;
+use crate::harness::HostNs;
+use tether::firewall::Firewall;
 
 const MAC: [u8; 6] = [0x02, 0x42, 0x0a, 0x14, 0x00, 0x02];
 
 #[test]
 fn a_container_sending_from_another_mac_is_dropped() {
-    let (Some(host), Some(ctr)) = (TestNamespace::create(), TestNamespace::create()) else {
-        return;
-    };
+    let host = HostNs::new("fw");
+    let ctr = host.container("ctr");
     let (h, c) = (&host.name, &ctr.name);
     assert!(shell(&format!(
         "set -e
@@ -30,7 +30,7 @@ fn a_container_sending_from_another_mac_is_dropped() {
     };
     assert!(shell(&ping), "ping must work before macspoofchk");
 
-    host.run(|| {
+    host.run_inside(|| {
         let fw = Firewall::open().unwrap();
         assert!(!fw.spoofchk_present("tvs0", MAC).unwrap());
         fw.add_spoofchk("tvs0", MAC).unwrap();
@@ -46,7 +46,7 @@ fn a_container_sending_from_another_mac_is_dropped() {
     set_mac("02:42:0a:14:00:02");
     assert!(shell(&ping), "ping must work again with the real MAC");
 
-    host.run(|| {
+    host.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.remove_spoofchk("tvs0", MAC).unwrap();
         fw.remove_spoofchk("tvs0", MAC).unwrap();
@@ -58,10 +58,8 @@ fn a_container_sending_from_another_mac_is_dropped() {
 
 #[test]
 fn removing_spoofchk_without_the_table_is_fine() {
-    let Some(ns) = TestNamespace::create() else {
-        return;
-    };
-    ns.run(|| {
+    let ns = HostNs::new("fw");
+    ns.run_inside(|| {
         let fw = Firewall::open().unwrap();
         fw.remove_spoofchk("tvnone", MAC).unwrap();
         assert!(!fw.spoofchk_present("tvnone", MAC).unwrap());

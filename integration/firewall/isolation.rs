@@ -1,17 +1,14 @@
 //! Isolation between tether networks, with real pings.
 
-use super::{addrs, rules, shell, TestNamespace};
-use crate::firewall::{Firewall, NetworkRules};
+use super::{addrs, rules, shell};
+use crate::harness::HostNs;
+use tether::firewall::{Firewall, NetworkRules};
 
 #[test]
 fn containers_on_different_networks_cannot_reach_each_other() {
-    let (Some(host), Some(a), Some(b)) = (
-        TestNamespace::create(),
-        TestNamespace::create(),
-        TestNamespace::create(),
-    ) else {
-        return;
-    };
+    let host = HostNs::new("fw");
+    let a = host.container("a");
+    let b = host.container("b");
     let (h, ca, cb) = (&host.name, &a.name, &b.name);
     assert!(shell(&format!(
         "set -e
@@ -38,7 +35,7 @@ fn containers_on_different_networks_cannot_reach_each_other() {
     );
 
     let install = |a_iso: bool, b_iso: bool| {
-        host.run(|| {
+        host.run_inside(|| {
             let fw = Firewall::open().unwrap();
             for (name, bridge, iso, addr) in [
                 ("neta", "tbia", a_iso, "10.40.0.2"),
