@@ -3,42 +3,23 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use harness::{cni_result, docker_forward_drop, network_conf, nft, store, tcp, HostNs, NetNs};
+use harness::{
+    cni_result, docker_forward_drop, network_conf, nft, spec_versions, store, tcp, HostNs, NetNs,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 const V: &str = "1.1.0";
-const ALL_VERSIONS: &[&str] = &[
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn add(host: &HostNs, c: &NetNs, conf: &Value) -> Value {
-    host.tether_bridge()
-        .cmd("ADD")
-        .container(c)
-        .conf(conf)
-        .run()
-        .result()
-        .clone()
+    host.tether_bridge().add(c, conf)
 }
 
 fn del(host: &HostNs, c: &NetNs, conf: &Value) {
-    host.tether_bridge()
-        .cmd("DEL")
-        .container(c)
-        .conf(conf)
-        .run()
-        .ok();
+    host.tether_bridge().del(c, conf)
 }
 
 fn check(host: &HostNs, c: &NetNs, conf: &Value, prev: &Value) -> harness::PluginOutput {
-    let mut conf = conf.clone();
-    conf["prevResult"] = prev.clone();
-    host.tether_bridge()
-        .cmd("CHECK")
-        .container(c)
-        .conf(&conf)
-        .run()
+    host.tether_bridge().check(c, conf, prev)
 }
 
 /// Host-side veths of containers: `tv` + hex, on the bridge.
@@ -59,8 +40,11 @@ fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
         .run();
     let v = v.result();
     // The reference answers VERSION in its newest version, not the one asked: both are accepted.
-    assert!(ALL_VERSIONS.iter().any(|x| v["cniVersion"] == *x), "{v}");
-    for version in ALL_VERSIONS {
+    assert!(
+        spec_versions::ALL.iter().any(|x| v["cniVersion"] == *x),
+        "{v}"
+    );
+    for version in spec_versions::ALL {
         assert!(
             v["supportedVersions"]
                 .as_array()
@@ -76,7 +60,7 @@ fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
 fn add_answers_in_the_shape_of_every_cni_version() {
     let host = HostNs::new("br");
     let subnets = ["10.40.0.0/24", "fd00:40::/64"];
-    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+    for (i, version) in spec_versions::ALL.iter().enumerate() {
         let conf = network_conf::tether_bridge_ranges(&host, version, &subnets);
         let c = host.container(&format!("v{i}"));
         let r = add(&host, &c, &conf);
@@ -135,7 +119,7 @@ fn add_answers_in_the_shape_of_every_cni_version() {
             );
         }
     }
-    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+    for (i, version) in spec_versions::ALL.iter().enumerate() {
         let conf = network_conf::tether_bridge_ranges(&host, version, &subnets);
         del(
             &host,
@@ -307,7 +291,7 @@ fn check_fails_after_the_container_address_is_deleted() {
     let conf = network_conf::tether_bridge(&host, V, "10.48.0.0/24");
     let c = host.container("c1");
     let r = add(&host, &c, &conf);
-    check(&host, &c, &conf, &r).ok();
+    check(&host, &c, &conf, &r).assert_ok();
     let addr = cni_result::addresses(&r)[0].clone();
     c.ip(&["addr", "del", &addr, "dev", "eth0"]);
     let out = check(&host, &c, &conf, &r);
@@ -325,7 +309,7 @@ fn check_fails_after_the_default_route_is_deleted() {
     let conf = network_conf::tether_bridge(&host, V, "10.49.0.0/24");
     let c = host.container("c1");
     let r = add(&host, &c, &conf);
-    check(&host, &c, &conf, &r).ok();
+    check(&host, &c, &conf, &r).assert_ok();
     c.ip(&["route", "del", "default"]);
     let out = check(&host, &c, &conf, &r);
     assert!(!out.success(), "CHECK passed without the default route");
@@ -401,12 +385,16 @@ fn without_ip_masq_the_outside_cannot_answer() {
 fn status_succeeds_and_gc_frees_leases_of_vanished_containers() {
     let host = HostNs::new("br");
     let conf = network_conf::tether_bridge(&host, V, "10.54.0.0/24");
-    host.tether_bridge().cmd("STATUS").conf(&conf).run().ok();
+    host.tether_bridge()
+        .cmd("STATUS")
+        .conf(&conf)
+        .run()
+        .assert_ok();
     let keep = cni_result::ip(&add(&host, &host.container("c1"), &conf), "4");
     add(&host, &host.container("c2"), &conf);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
-    host.tether_bridge().cmd("GC").conf(&gc).run().ok();
+    host.tether_bridge().cmd("GC").conf(&gc).run().assert_ok();
     let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
         .into_iter()
         .map(|l| l.0)
@@ -451,7 +439,7 @@ fn macspoofchk_drops_frames_from_a_changed_mac_and_del_removes_its_entry() {
     );
 
     // CHECK sees the entry; DEL removes exactly it.
-    check(&host, &c1, &conf, &r1).ok();
+    check(&host, &c1, &conf, &r1).assert_ok();
     del(&host, &c1, &conf);
     assert!(
         !spoofchk_elements(&host).contains(&mac1),

@@ -3,31 +3,16 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use harness::{cni_result, network_conf, store, HostNs, NetNs};
+use harness::{cni_result, network_conf, spec_versions, store, HostNs, NetNs};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-const ALL_VERSIONS: &[&str] = &[
-    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
-];
-
 fn add(host: &HostNs, c: &NetNs, conf: &Value) -> Value {
-    host.tether_ipam()
-        .cmd("ADD")
-        .container(c)
-        .conf(conf)
-        .run()
-        .result()
-        .clone()
+    host.tether_ipam().add(c, conf)
 }
 
 fn del(host: &HostNs, c: &NetNs, conf: &Value) {
-    host.tether_ipam()
-        .cmd("DEL")
-        .container(c)
-        .conf(conf)
-        .run()
-        .ok();
+    host.tether_ipam().del(c, conf)
 }
 
 #[test]
@@ -49,7 +34,7 @@ fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        for version in ALL_VERSIONS {
+        for version in spec_versions::ALL {
             assert!(supported.contains(version), "{version} missing from {v}");
         }
     }
@@ -59,7 +44,7 @@ fn version_lists_every_spec_version_from_0_1_0_to_1_1_0() {
 fn add_answers_in_the_shape_of_every_cni_version() {
     let host = HostNs::new("ipam");
     let conf_for = |v: &str| network_conf::tether_ipam(&host, v, &["10.30.0.0/24", "fd00:30::/64"]);
-    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+    for (i, version) in spec_versions::ALL.iter().enumerate() {
         let c = host.container(&format!("v{i}"));
         let r = add(&host, &c, &conf_for(version));
         assert_eq!(
@@ -92,7 +77,7 @@ fn add_answers_in_the_shape_of_every_cni_version() {
             }
         }
     }
-    for (i, version) in ALL_VERSIONS.iter().enumerate() {
+    for (i, version) in spec_versions::ALL.iter().enumerate() {
         del(
             &host,
             &NetNs {
@@ -194,7 +179,7 @@ fn check_passes_for_a_live_lease() {
         .container(&c)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 #[test]
@@ -202,7 +187,11 @@ fn status_fails_with_code_50_once_a_range_set_is_exhausted() {
     let host = HostNs::new("ipam");
     // A /30 has two hosts; .1 is the gateway, so exactly one lease is free.
     let conf = network_conf::tether_ipam(&host, "1.1.0", &["10.34.0.0/30"]);
-    host.tether_ipam().cmd("STATUS").conf(&conf).run().ok();
+    host.tether_ipam()
+        .cmd("STATUS")
+        .conf(&conf)
+        .run()
+        .assert_ok();
     let r = add(&host, &host.container("c1"), &conf);
     assert_eq!(cni_result::ip(&r, "4"), "10.34.0.2");
     host.tether_ipam()
@@ -237,7 +226,7 @@ fn gc_frees_leases_of_containers_not_in_valid_attachments() {
     add(&host, &host.container("c3"), &conf);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
-    host.tether_ipam().cmd("GC").conf(&gc).run().ok();
+    host.tether_ipam().cmd("GC").conf(&gc).run().assert_ok();
     let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
         .into_iter()
         .map(|l| l.0)

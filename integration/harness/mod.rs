@@ -23,6 +23,7 @@ pub mod overlay_cluster;
 pub mod plugin;
 pub mod podman;
 pub mod scratch_dir;
+pub mod spec_versions;
 pub mod store;
 pub mod switch_segment;
 pub mod tcp;

@@ -194,13 +194,13 @@ impl Host {
     }
 
     pub fn add(&self, conf: &Value, c: &NetNs) -> Value {
-        self.plugin("ADD", conf, c).ok().clone()
+        self.plugin("ADD", conf, c).assert_ok().clone()
     }
 
     /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
     pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
         self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
-            .ok()
+            .assert_ok()
             .clone()
     }
 
@@ -220,7 +220,7 @@ impl Host {
         for (k, v) in env {
             call = call.env(k, Some(v));
         }
-        call.run().ok().clone()
+        call.run().assert_ok().clone()
     }
 
     /// CHECK of `c`'s attachment, with the ADD result as `prevResult`.
@@ -257,7 +257,7 @@ impl Host {
     }
 
     pub fn del(&self, conf: &Value, c: &NetNs) {
-        self.plugin("DEL", conf, c).ok();
+        self.plugin("DEL", conf, c).assert_ok();
     }
 
     /// The hosts whose block claims of `network` this host's control plane knows.

@@ -99,6 +99,28 @@ impl<'h> PluginCall<'h> {
         self
     }
 
+    /// ADD of container `c` with `conf`; panics unless it answered a result, and returns it.
+    pub fn add(self, c: &NetNs, conf: &Value) -> Value {
+        self.cmd("ADD")
+            .container(c)
+            .conf(conf)
+            .run()
+            .result()
+            .clone()
+    }
+
+    /// DEL of container `c` with `conf`; panics unless it succeeded.
+    pub fn del(self, c: &NetNs, conf: &Value) {
+        self.cmd("DEL").container(c).conf(conf).run().assert_ok();
+    }
+
+    /// CHECK of container `c` against `prev` (set as `prevResult` of `conf`); the caller judges the output.
+    pub fn check(self, c: &NetNs, conf: &Value, prev: &Value) -> PluginOutput {
+        let mut conf = conf.clone();
+        conf["prevResult"] = prev.clone();
+        self.cmd("CHECK").container(c).conf(&conf).run()
+    }
+
     /// The environment the plugin will see, in the order it is applied.
     fn environment(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, Option<String>)> = vec![
@@ -197,7 +219,7 @@ impl PluginOutput {
 
     /// The result JSON; panics with everything the plugin said unless it exited 0 with JSON
     /// (or with nothing, which DEL and CHECK may do).
-    pub fn ok(&self) -> &Value {
+    pub fn assert_ok(&self) -> &Value {
         assert!(
             self.status.success(),
             "plugin failed ({}): stdout: {} stderr: {}",
@@ -216,7 +238,7 @@ impl PluginOutput {
     /// The result of an ADD, VERSION or GC-less call: panics unless the plugin exited 0 and printed a
     /// JSON object with a cniVersion.
     pub fn result(&self) -> &Value {
-        let v = self.ok();
+        let v = self.assert_ok();
         assert!(
             v["cniVersion"].is_string(),
             "plugin succeeded without a result object: stdout: {:?} stderr: {}",
