@@ -1,5 +1,5 @@
 //! tetherd, the resident helper (docs/design.md §1): started on demand by the first ADD that needs it, it serves
-//! what cannot live in a short plugin call (the embedded DNS resolver; the overlay control plane later).
+//! what cannot live in a short plugin call (the embedded DNS resolver and the overlay control plane).
 //!
 //! Its only state is the attachment records in the state directory: it reads them at start and again on
 //! every notify message, so a crash or restart loses nothing. The daemon itself knows no protocol: it runs

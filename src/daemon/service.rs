@@ -1,5 +1,5 @@
 //! The seam between the daemon and what it serves. The daemon owns the lifecycle (start, record changes,
-//! idle exit, stop); a service owns one protocol (DNS today, the overlay control plane next) and is
+//! idle exit, stop); a service owns one protocol (DNS, the overlay control plane) and is
 //! driven only through this trait, on the daemon's single-threaded runtime.
 
 use std::path::PathBuf;
