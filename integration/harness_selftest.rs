@@ -33,12 +33,7 @@ fn reference_bridge_two_containers_ping_and_talk_tcp() {
     assert_eq!(store::leases(&host.data_dir(), "net1").len(), 2);
 
     for c in [&c1, &c2] {
-        host.reference("bridge")
-            .cmd("DEL")
-            .container(c)
-            .conf(&conf)
-            .run()
-            .assert_ok();
+        host.reference("bridge").del(c, &conf);
     }
     assert!(store::leases(&host.data_dir(), "net1").is_empty());
 }
@@ -79,18 +74,8 @@ fn reference_bridge_check_fails_after_address_removed_and_del_after_netns_gone()
     );
 
     host.delete_container(&c1);
-    host.reference("bridge")
-        .cmd("DEL")
-        .container(&c1)
-        .conf(&conf)
-        .run()
-        .assert_ok();
-    host.reference("bridge")
-        .cmd("DEL")
-        .container(&c1)
-        .conf(&conf)
-        .run()
-        .assert_ok();
+    host.reference("bridge").del(&c1, &conf);
+    host.reference("bridge").del(&c1, &conf);
 }
 
 #[test]

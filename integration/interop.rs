@@ -9,15 +9,7 @@ use serde_json::{json, Value};
 
 fn two_containers_talk(host: &HostNs, plugin: &str, conf: &Value) -> (NetNs, NetNs) {
     let (c1, c2) = (host.container("c1"), host.container("c2"));
-    let run = |c: &NetNs| {
-        host.plugin(plugin)
-            .cmd("ADD")
-            .container(c)
-            .conf(conf)
-            .run()
-            .result()
-            .clone()
-    };
+    let run = |c: &NetNs| host.plugin(plugin).add(c, conf);
     let ip1 = cni_result::ip(&run(&c1), "4");
     let ip2 = cni_result::ip(&run(&c2), "4");
     assert!(c1.ping_retry(&ip2, 3), "c1 -> {ip2}");
@@ -44,12 +36,7 @@ fn reference_bridge_with_tether_ipam_passes_traffic() {
         "tether-ipam holds the leases"
     );
     for c in [&c1, &c2] {
-        host.plugin(bridge)
-            .cmd("DEL")
-            .container(c)
-            .conf(&conf)
-            .run()
-            .assert_ok();
+        host.plugin(bridge).del(c, &conf);
     }
     assert!(store::is_empty(&host.data_dir(), "net1"));
 }
@@ -72,12 +59,7 @@ fn tether_bridge_with_reference_host_local_passes_traffic() {
         "host-local holds the leases"
     );
     for c in [&c1, &c2] {
-        host.plugin(bridge)
-            .cmd("DEL")
-            .container(c)
-            .conf(&conf)
-            .run()
-            .assert_ok();
+        host.plugin(bridge).del(c, &conf);
     }
     assert!(store::leases(&host.data_dir(), "net1").is_empty());
     let veths: Vec<String> = host

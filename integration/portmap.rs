@@ -34,25 +34,12 @@ fn chain_add(
     conf: &Value,
     ports: &Value,
 ) -> Value {
-    let first = host
-        .plugin(iface)
-        .cmd("ADD")
-        .container(c)
-        .conf(conf)
-        .run()
-        .result()
-        .clone();
+    let first = host.plugin(iface).add(c, conf);
     let mut pconf = portmap_conf(conf["name"].as_str().unwrap(), &first, ports);
     if pm.ends_with("portmap") {
         pconf["type"] = json!("portmap");
     }
-    host.plugin(pm)
-        .cmd("ADD")
-        .container(c)
-        .conf(&pconf)
-        .run()
-        .result()
-        .clone()
+    host.plugin(pm).add(c, &pconf)
 }
 
 fn portmap_del(host: &HostNs, c: &NetNs, prev: &Value, ports: Option<&Value>) {
@@ -63,12 +50,7 @@ fn portmap_del(host: &HostNs, c: &NetNs, prev: &Value, ports: Option<&Value>) {
             conf.as_object_mut().unwrap().remove("runtimeConfig");
         }
     }
-    host.plugin(binaries::tether_portmap())
-        .cmd("DEL")
-        .container(c)
-        .conf(&conf)
-        .run()
-        .assert_ok();
+    host.plugin(binaries::tether_portmap()).del(c, &conf);
 }
 
 fn tether_net(host: &HostNs, subnet: &str) -> Value {
@@ -238,14 +220,7 @@ fn a_second_container_cannot_publish_the_same_port_and_nothing_of_it_is_installe
         &conf,
         &json!([{"hostPort": 8080, "containerPort": 80}]),
     );
-    let r2 = host
-        .tether_bridge()
-        .cmd("ADD")
-        .container(&c2)
-        .conf(&conf)
-        .run()
-        .result()
-        .clone();
+    let r2 = host.tether_bridge().add(&c2, &conf);
     let ports2 =
         json!([{"hostPort": 9090, "containerPort": 90}, {"hostPort": 8080, "containerPort": 80}]);
     let out = host
