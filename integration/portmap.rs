@@ -24,22 +24,31 @@ fn portmap_conf(name: &str, prev: &Value, ports: &Value) -> Value {
     })
 }
 
-/// ADD through `iface` then `portmap`, each given the previous result, as libcni does. Returns the final
-/// result.
-fn chain_add(
-    host: &HostNs,
-    iface: &PathBuf,
-    pm: &PathBuf,
-    c: &NetNs,
-    conf: &Value,
-    ports: &Value,
-) -> Value {
-    let first = host.plugin(iface).add(c, conf);
-    let mut pconf = portmap_conf(conf["name"].as_str().unwrap(), &first, ports);
-    if pm.ends_with("portmap") {
-        pconf["type"] = json!("portmap");
+/// An interface plugin with a portmap plugin chained after it, run as libcni runs a conflist of the two.
+struct Chain {
+    iface: PathBuf,
+    portmap: PathBuf,
+    /// The portmap plugin's `type` in its conf (the reference plugin checks it).
+    portmap_type: &'static str,
+}
+
+impl Chain {
+    fn tether() -> Chain {
+        Chain {
+            iface: binaries::tether_bridge(),
+            portmap: binaries::tether_portmap(),
+            portmap_type: "tether-portmap",
+        }
     }
-    host.plugin(pm).add(c, &pconf)
+
+    /// ADD through the interface plugin, then the portmap plugin with the first result as `prevResult` and
+    /// `ports` as its `portMappings`. Returns the final result.
+    fn add(&self, host: &HostNs, c: &NetNs, conf: &Value, ports: &Value) -> Value {
+        let first = host.plugin(&self.iface).add(c, conf);
+        let mut pconf = portmap_conf(conf["name"].as_str().unwrap(), &first, ports);
+        pconf["type"] = json!(self.portmap_type);
+        host.plugin(&self.portmap).add(c, &pconf)
+    }
 }
 
 fn portmap_del(host: &HostNs, c: &NetNs, prev: &Value, ports: Option<&Value>) {
@@ -83,14 +92,7 @@ fn published_tcp_and_udp_ports_are_reached_from_an_outside_client() {
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
         {"HostPort": 8053, "ContainerPort": 53, "Protocol": "UDP"},
     ]);
-    let res = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c,
-        &conf,
-        &ports,
-    );
+    let res = Chain::tether().add(&host, &c, &conf, &ports);
     let ip = cni_result::ip(&res, "4");
     let seen = tcp::exchange_via(
         &c,
@@ -129,14 +131,7 @@ fn a_published_port_is_reached_under_a_forward_drop_policy_once_tethers_device_g
     let conf = tether_net(&host, "10.71.0.0/24");
     let c = host.container("c1");
     let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let res = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c,
-        &conf,
-        &ports,
-    );
+    let res = Chain::tether().add(&host, &c, &conf, &ports);
     let ip = cni_result::ip(&res, "4");
     let through = || {
         tcp::exchange_via(
@@ -161,14 +156,7 @@ fn published_port_is_reached_from_the_host_and_from_localhost() {
     let conf = tether_net(&host, "10.61.0.0/24");
     let c = host.container("c1");
     let ports = json!([{"hostPort": 8080, "containerPort": 80}]);
-    let res = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c,
-        &conf,
-        &ports,
-    );
+    let res = Chain::tether().add(&host, &c, &conf, &ports);
     let ip = cni_result::ip(&res, "4");
     tcp::exchange_via(&c, sock(&ip, 80), &host, sock(outside.host_addr, 8080))
         .expect("host -> host address");
@@ -183,22 +171,13 @@ fn hairpin_a_container_reaches_its_own_and_a_neighbours_published_port() {
     let outside = host.outside();
     let conf = tether_net(&host, "10.62.0.0/24");
     let (c1, c2) = (host.container("c1"), host.container("c2"));
-    let res = chain_add(
+    let res = Chain::tether().add(
         &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
         &c1,
         &conf,
         &json!([{"hostPort": 8080, "containerPort": 80}]),
     );
-    chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c2,
-        &conf,
-        &json!([]),
-    );
+    Chain::tether().add(&host, &c2, &conf, &json!([]));
     let ip1 = cni_result::ip(&res, "4");
     tcp::exchange_via(&c1, sock(&ip1, 80), &c2, sock(outside.host_addr, 8080))
         .expect("neighbour hairpin");
@@ -212,10 +191,8 @@ fn a_second_container_cannot_publish_the_same_port_and_nothing_of_it_is_installe
     let outside = host.outside();
     let conf = tether_net(&host, "10.63.0.0/24");
     let (c1, c2) = (host.container("c1"), host.container("c2"));
-    let r1 = chain_add(
+    let r1 = Chain::tether().add(
         &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
         &c1,
         &conf,
         &json!([{"hostPort": 8080, "containerPort": 80}]),
@@ -260,22 +237,8 @@ fn del_with_and_without_runtime_config_leaves_no_element() {
     let (c1, c2) = (host.container("c1"), host.container("c2"));
     let p1 = json!([{"hostPort": 8081, "containerPort": 80}]);
     let p2 = json!([{"hostPort": 8082, "containerPort": 80, "protocol": "udp"}]);
-    let r1 = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c1,
-        &conf,
-        &p1,
-    );
-    let r2 = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c2,
-        &conf,
-        &p2,
-    );
+    let r1 = Chain::tether().add(&host, &c1, &conf, &p1);
+    let r2 = Chain::tether().add(&host, &c2, &conf, &p2);
     let (ip1, ip2) = (cni_result::ip(&r1, "4"), cni_result::ip(&r2, "4"));
     let rules = ruleset(&host);
     for (ip, port) in [(&ip1, "8081"), (&ip2, "8082")] {
@@ -320,11 +283,11 @@ fn del_with_and_without_runtime_config_leaves_no_element() {
 }
 
 /// A mixed chain publishes 8080 -> 80 and an outside client reaches it through the host address.
-fn mixed_chain_publishes_a_port(host: &HostNs, iface: &PathBuf, pm: &PathBuf, conf: &Value) {
+fn mixed_chain_publishes_a_port(host: &HostNs, chain: &Chain, conf: &Value) {
     let outside = host.outside();
     let c = host.container("c1");
     let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let ip = cni_result::ip(&chain_add(host, iface, pm, &c, conf, &ports), "4");
+    let ip = cni_result::ip(&chain.add(host, &c, conf, &ports), "4");
     tcp::exchange_via(
         &c,
         sock(&ip, 80),
@@ -339,24 +302,23 @@ fn reference_bridge_with_tether_portmap_publishes_a_port() {
     let host = HostNs::new("pm");
     let mut conf = network_conf::reference_bridge(&host, V, "10.65.0.0/24");
     conf["ipMasq"] = json!(true);
-    mixed_chain_publishes_a_port(
-        &host,
-        &binaries::reference("bridge"),
-        &binaries::tether_portmap(),
-        &conf,
-    );
+    let chain = Chain {
+        iface: binaries::reference("bridge"),
+        ..Chain::tether()
+    };
+    mixed_chain_publishes_a_port(&host, &chain, &conf);
 }
 
 #[test]
 fn tether_bridge_with_reference_portmap_publishes_a_port() {
     let host = HostNs::new("pm");
     let conf = tether_net(&host, "10.66.0.0/24");
-    mixed_chain_publishes_a_port(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::reference("portmap"),
-        &conf,
-    );
+    let chain = Chain {
+        portmap: binaries::reference("portmap"),
+        portmap_type: "portmap",
+        ..Chain::tether()
+    };
+    mixed_chain_publishes_a_port(&host, &chain, &conf);
 }
 
 #[test]
@@ -371,14 +333,7 @@ fn a_published_port_works_over_ipv6_too() {
     conf["hairpinMode"] = json!(true);
     let c = host.container("c1");
     let ports = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
-    let res = chain_add(
-        &host,
-        &binaries::tether_bridge(),
-        &binaries::tether_portmap(),
-        &c,
-        &conf,
-        &ports,
-    );
+    let res = Chain::tether().add(&host, &c, &conf, &ports);
     let ip6 = cni_result::ip(&res, "6");
     let ip4 = cni_result::ip(&res, "4");
     tcp::exchange_via(&c, sock(&ip6, 80), &outside.ns, sock("fd99::1", 8080))
