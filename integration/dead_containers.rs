@@ -1,0 +1,261 @@
+//! Containers that die without a DEL: tetherd notices their namespace is gone and releases what tether held
+//! for them as a DEL would (veth, address, published port, names), but never while a process is still in
+//! the namespace. Containers are attached with the `tether` CLI in the test's own host namespace; the
+//! tetherd the first attach starts serves only this test's dirs and runs with its default check period.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use harness::overlay_cluster::wait_until;
+use harness::tether_cli::TetherCli;
+use harness::{store, tcp, HostNs, NetNs};
+use serde_json::Value;
+use tether::daemon::control::Request;
+
+/// Long enough for tetherd's default 5 s check period and the DEL it runs, well within 30 s.
+const RELEASE_WITHIN: Duration = Duration::from_secs(30);
+
+struct Setup<'h> {
+    host: &'h HostNs,
+    cli: TetherCli<'h>,
+}
+
+impl<'h> Setup<'h> {
+    /// A `tether` CLI with no upstream resolver (names of this test only) and a short idle grace.
+    fn new(host: &'h HostNs) -> Setup<'h> {
+        let resolv_conf = host.dir().join("resolv.conf");
+        std::fs::write(&resolv_conf, "# no servers\n").unwrap();
+        let daemon_conf = host.dir().join("tetherd.json");
+        std::fs::write(&daemon_conf, r#"{"idleGraceMs": 500}"#).unwrap();
+        let cli = TetherCli::new(host)
+            .with_env("TETHER_RESOLV_CONF", resolv_conf)
+            .with_env("TETHER_DAEMON_CONFIG", daemon_conf);
+        Setup { host, cli }
+    }
+
+    fn attach(&self, network: &str, c: &NetNs, extra: &[&str]) -> Value {
+        let path = c.path_str();
+        let mut args = vec!["attach", "--json", "--network", network, "--netns", &path];
+        args.extend_from_slice(extra);
+        args.push(&c.label);
+        let text = self.cli.ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
+    }
+
+    fn host_veth_exists(&self, name: &str) -> bool {
+        self.host.has_link(name)
+    }
+
+    fn tetherd_log(&self) -> String {
+        std::fs::read_to_string(self.host.run_dir().join("tetherd.log")).unwrap_or_default()
+    }
+
+    /// How many namespace checks tetherd has finished.
+    fn checks_done(&self) -> u64 {
+        let reply = tether::daemon::notify::request(
+            &self.host.run_dir(),
+            &Request::Status,
+            Duration::from_secs(2),
+        )
+        .expect("tetherd answers status");
+        reply.status.unwrap_or_default()["namespaceChecks"]
+            .as_u64()
+            .expect("status has namespaceChecks")
+    }
+
+    /// Waits until tetherd has finished two more checks: at least one ran wholly after this call.
+    fn wait_for_a_full_check(&self) {
+        let before = self.checks_done();
+        wait_until("tetherd checked the namespaces", RELEASE_WITHIN, || {
+            self.checks_done() >= before + 2
+        });
+    }
+}
+
+fn first_ip(a: &Value) -> String {
+    a["ips"][0]
+        .as_str()
+        .expect("an address")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The host end of the container's veth, from the attach result.
+fn host_veth(a: &Value) -> String {
+    a["result"]["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .find(|i| {
+            i.get("sandbox").is_none() && i["name"].as_str().is_some_and(|n| n.starts_with("tv"))
+        })
+        .and_then(|i| i["name"].as_str())
+        .unwrap_or_else(|| panic!("no host veth in {a}"))
+        .to_owned()
+}
+
+/// `dig +short NAME @127.0.0.11` from inside `c`: the addresses it answered.
+fn resolve(c: &NetNs, name: &str) -> Vec<String> {
+    let out = c.exec(&["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.starts_with(';'))
+        .collect()
+}
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+#[test]
+fn tetherd_releases_a_container_whose_namespace_was_deleted_without_del() {
+    let host = HostNs::new("gone");
+    let t = Setup::new(&host);
+    let outside = host.outside();
+    t.cli
+        .ok(&["network", "create", "--subnet", "10.71.0.0/24", "gonenet"]);
+    let (dead, client) = (host.container("dead"), host.container("cl"));
+    let a = t.attach("gonenet", &dead, &["--name", "dead", "-p", "8091:80"]);
+    t.attach("gonenet", &client, &["--name", "client"]);
+    let (ip, veth) = (first_ip(&a), host_veth(&a));
+    assert_eq!(resolve(&client, "dead"), vec![ip.clone()]);
+    assert_eq!(
+        store::leases(&host.state_dir().join("ipam"), "gonenet").len(),
+        2
+    );
+
+    // The namespace goes without a DEL; nothing but tetherd's resolver sockets was in it.
+    host.delete_container(&dead);
+    wait_until("the dead container's veth is gone", RELEASE_WITHIN, || {
+        !t.host_veth_exists(&veth)
+    });
+
+    assert!(
+        resolve(&client, "dead.gonenet").is_empty(),
+        "its name no longer resolves"
+    );
+    assert!(resolve(&client, "dead").is_empty());
+    let leases = store::leases(&host.state_dir().join("ipam"), "gonenet");
+    assert_eq!(
+        leases.len(),
+        1,
+        "only the live container keeps an address: {leases:?}"
+    );
+    let ps = t.cli.ok(&["ps"]);
+    assert!(!ps.contains("dead") && ps.contains("cl"), "{ps}");
+    let log = t.tetherd_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("releasing its attachment"))
+        .unwrap_or_else(|| panic!("no release line in the log:\n{log}"));
+    assert!(
+        line.contains("network=gonenet")
+            && line.contains("container=dead")
+            && line.contains("ifname=eth0")
+            && line.contains(&format!("netns={}", dead.path_str())),
+        "{line}"
+    );
+
+    // Its host port is free again: a new container publishes it and is reached through it.
+    let next = host.container("next");
+    let b = t.attach("gonenet", &next, &["--name", "next", "-p", "8091:80"]);
+    let next_ip = first_ip(&b);
+    tcp::exchange_via(
+        &next,
+        sock(&next_ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8091),
+    )
+    .expect("an outside client reaches the new container through the port the dead one held");
+    assert_eq!(resolve(&client, "next"), vec![next_ip]);
+
+    t.cli.ok(&["detach", "next"]);
+    t.cli.ok(&["detach", "cl"]);
+    t.cli.ok(&["network", "rm", "gonenet"]);
+}
+
+/// A process left in the namespace (here a `sleep` entered with nsenter) until dropped.
+struct Holder(Child);
+
+impl Holder {
+    fn start(c: &NetNs) -> Holder {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", c.path_str()))
+            .args(["--", "sleep", "600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning nsenter sleep");
+        // Inside once nsenter has exec'd sleep: its namespace differs from ours.
+        let pid = child.id();
+        wait_until(
+            "the holder is in the container's namespace",
+            Duration::from_secs(5),
+            || {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.ends_with("sleep"))
+            },
+        );
+        Holder(child)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_namespace_whose_path_is_removed_is_kept_while_a_process_is_in_it() {
+    let host = HostNs::new("held");
+    let t = Setup::new(&host);
+    t.cli
+        .ok(&["network", "create", "--subnet", "10.72.0.0/24", "heldnet"]);
+    let (kept, client) = (host.container("kept"), host.container("cl"));
+    let a = t.attach("heldnet", &kept, &["--name", "kept"]);
+    t.attach("heldnet", &client, &["--name", "client"]);
+    let (ip, veth) = (first_ip(&a), host_veth(&a));
+
+    let mut holder = Holder::start(&kept);
+    host.delete_container(&kept);
+    assert!(
+        !PathBuf::from(kept.path_str()).exists(),
+        "the /run/netns path is gone"
+    );
+    t.wait_for_a_full_check();
+    assert!(
+        t.host_veth_exists(&veth),
+        "a namespace with a process in it is not released"
+    );
+    assert_eq!(resolve(&client, "kept"), vec![ip.clone()]);
+    assert!(!t.tetherd_log().contains("releasing its attachment"));
+
+    // The last process leaves: now the namespace is gone, and released.
+    holder.stop();
+    wait_until("the container's veth is gone", RELEASE_WITHIN, || {
+        !t.host_veth_exists(&veth)
+    });
+    assert!(resolve(&client, "kept.heldnet").is_empty());
+    assert_eq!(
+        store::leases(&host.state_dir().join("ipam"), "heldnet").len(),
+        1
+    );
+
+    t.cli.ok(&["detach", "cl"]);
+    t.cli.ok(&["network", "rm", "heldnet"]);
+}
