@@ -257,19 +257,17 @@ impl Endpoints {
     /// record), then runs CNI GC on each network with the attachments still valid. Returns what it
     /// detached.
     pub fn gc(&self) -> Result<Vec<Attachment>, EndpointError> {
-        let (freed, valid) = self.release_gone()?;
+        let collected = self.release_gone()?;
         for net in list_networks(&self.conf_dir)? {
-            let keep: Vec<ValidAttachment> = valid
+            let keep: Vec<ValidAttachment> = collected
+                .valid
                 .iter()
-                .filter(|(network, _, _)| network == net.name())
-                .map(|(_, container_id, ifname)| ValidAttachment {
-                    container_id: container_id.clone(),
-                    ifname: ifname.clone(),
-                })
+                .filter(|(network, _)| network == net.name())
+                .map(|(_, a)| a.clone())
                 .collect();
             self.runtime.gc(&net, &keep)?;
         }
-        Ok(freed)
+        Ok(collected.freed)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::{Attachment, EndpointError, Endpoints};
+use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{load_network, CachedAttachment, RuntimeConf, RuntimeError};
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::netns::NsId;
@@ -63,6 +64,14 @@ pub fn all_records(state_dir: &Path) -> Vec<AttachmentRecord> {
     out
 }
 
+/// What [`Endpoints::release_gone`] did.
+pub(super) struct Collected {
+    /// The attachments it released.
+    pub freed: Vec<Attachment>,
+    /// The attachments still valid, by network (what CNI GC is told to keep).
+    pub valid: Vec<(String, ValidAttachment)>,
+}
+
 impl Endpoints {
     /// Releases one attachment as a DEL would: with what the libcni cache kept of its ADD (config, CNI_ARGS,
     /// capability args) when there is an entry, else with the network's conflist as defined now. A DEL
@@ -94,11 +103,8 @@ impl Endpoints {
         Ok(())
     }
 
-    /// What [`Endpoints::gc`] detaches: cache entries and records whose namespace is gone. Returns the
-    /// released attachments and the cache entries still valid.
-    pub(super) fn release_gone(
-        &self,
-    ) -> Result<(Vec<Attachment>, Vec<(String, String, String)>), EndpointError> {
+    /// What [`Endpoints::gc`] detaches: cache entries and records whose namespace is gone.
+    pub(super) fn release_gone(&self) -> Result<Collected, EndpointError> {
         let occupied = Occupied::scan();
         let records = all_records(&self.state_dir);
         let record_of = |network: &str, container_id: &str, ifname: &str| {
@@ -148,15 +154,17 @@ impl Endpoints {
                 Err(e) => return Err(e),
             }
         }
-        Ok((freed, valid))
+        Ok(Collected { freed, valid })
     }
 }
 
-fn key(network: &str, container_id: &str, ifname: &str) -> (String, String, String) {
+fn key(network: &str, container_id: &str, ifname: &str) -> (String, ValidAttachment) {
     (
         network.to_string(),
-        container_id.to_string(),
-        ifname.to_string(),
+        ValidAttachment {
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+        },
     )
 }
 
