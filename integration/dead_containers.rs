@@ -55,17 +55,28 @@ impl<'h> Setup<'h> {
         std::fs::read_to_string(self.host.run_dir().join("tetherd.log")).unwrap_or_default()
     }
 
-    /// How many namespace checks tetherd has finished.
-    fn checks_done(&self) -> u64 {
+    fn status(&self) -> Value {
         let reply = tether::daemon::notify::request(
             &self.host.run_dir(),
             &Request::Status,
             Duration::from_secs(2),
         )
         .expect("tetherd answers status");
-        reply.status.unwrap_or_default()["namespaceChecks"]
+        reply.status.unwrap_or_default()
+    }
+
+    /// How many namespace checks tetherd has finished.
+    fn checks_done(&self) -> u64 {
+        self.status()["namespaceChecks"]
             .as_u64()
             .expect("status has namespaceChecks")
+    }
+
+    /// How many namespaces tetherd's resolver holds sockets in.
+    fn served_namespaces(&self) -> u64 {
+        self.status()["services"]["dns"]["namespaces"]
+            .as_u64()
+            .expect("status has dns.namespaces")
     }
 
     /// Waits until tetherd has finished two more checks: at least one ran wholly after this call.
@@ -127,6 +138,7 @@ fn tetherd_releases_a_container_whose_namespace_was_deleted_without_del() {
     t.attach("gonenet", &client, &["--name", "client"]);
     let (ip, veth) = (first_ip(&a), host_veth(&a));
     assert_eq!(resolve(&client, "dead"), vec![ip.clone()]);
+    assert_eq!(t.served_namespaces(), 2);
     assert_eq!(
         store::leases(&host.state_dir().join("ipam"), "gonenet").len(),
         2
@@ -143,6 +155,11 @@ fn tetherd_releases_a_container_whose_namespace_was_deleted_without_del() {
         "its name no longer resolves"
     );
     assert!(resolve(&client, "dead").is_empty());
+    wait_until(
+        "the resolver's sockets no longer hold the dead namespace",
+        Duration::from_secs(5),
+        || t.served_namespaces() == 1,
+    );
     let leases = store::leases(&host.state_dir().join("ipam"), "gonenet");
     assert_eq!(
         leases.len(),
@@ -163,6 +180,9 @@ fn tetherd_releases_a_container_whose_namespace_was_deleted_without_del() {
             && line.contains(&format!("netns={}", dead.path_str())),
         "{line}"
     );
+
+    // The runtime's DEL, arriving late, finds nothing left and succeeds.
+    t.cli.ok(&["detach", "dead"]);
 
     // Its host port is free again: a new container publishes it and is reached through it.
     let next = host.container("next");
