@@ -279,3 +279,44 @@ fn a_namespace_whose_path_is_removed_is_kept_while_a_process_is_in_it() {
     t.cli.ok(&["detach", "cl"]);
     t.cli.ok(&["network", "rm", "heldnet"]);
 }
+
+#[test]
+fn tether_gc_without_tetherd_keeps_a_held_namespace_and_collects_a_reused_name() {
+    let host = HostNs::new("gcns");
+    let t = Setup::new(&host);
+    t.cli
+        .ok(&["network", "create", "--subnet", "10.74.0.0/24", "quiet"]);
+    // DNS off: nothing needs tetherd, so only `tether gc` lets dead containers go.
+    let conf_path = t.cli.conf_dir().join("quiet.conflist");
+    let mut conf: Value = serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
+    conf["plugins"][0]["embeddedDns"] = Value::Bool(false);
+    std::fs::write(&conf_path, serde_json::to_vec(&conf).unwrap()).unwrap();
+    let (held, reused) = (host.container("held"), host.container("reused"));
+    let a = t.attach("quiet", &held, &[]);
+    t.attach("quiet", &reused, &[]);
+    assert!(
+        !tether::daemon::notify::answers(&host.run_dir()),
+        "no tetherd runs for a network without DNS"
+    );
+    let ipam = host.state_dir().join("ipam");
+    assert_eq!(store::leases(&ipam, "quiet").len(), 2);
+
+    let mut holder = Holder::start(&held);
+    host.delete_container(&held);
+    // The name is reused for a new namespace: the path opens, but not as the namespace ADD was given.
+    host.delete_container(&reused);
+    let _new = host.container("reused");
+
+    let out = t.cli.ok(&["gc"]);
+    assert!(out.contains("detached reused from quiet"), "{out}");
+    assert!(!out.contains("held"), "a process is still in it: {out}");
+    assert!(t.host_veth_exists(&host_veth(&a)));
+    assert_eq!(store::leases(&ipam, "quiet").len(), 1);
+
+    holder.stop();
+    let out = t.cli.ok(&["gc"]);
+    assert!(out.contains("detached held from quiet"), "{out}");
+    assert!(store::leases(&ipam, "quiet").is_empty());
+    assert_eq!(t.cli.ok(&["gc"]).trim(), "nothing to collect");
+    t.cli.ok(&["network", "rm", "quiet"]);
+}
