@@ -106,5 +106,15 @@ mod tests {
         let c = DaemonConfig::load(Path::new("/nonexistent/tetherd.json")).unwrap();
         assert_eq!(c.idle_grace_ms, DEFAULT_IDLE_GRACE_MS);
         assert!(!c.stay);
+        assert_eq!(c.gone_check(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_gone_check_period_is_read_and_kept_from_spinning() {
+        let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 2000}"#).unwrap();
+        assert_eq!(c.gone_check(), Duration::from_secs(2));
+        assert!(c.section("goneCheckMs").is_null(), "a daemon setting, not a section");
+        let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 0}"#).unwrap();
+        assert_eq!(c.gone_check(), Duration::from_millis(100));
     }
 }
