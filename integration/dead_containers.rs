@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use harness::overlay_cluster::wait_until;
+use harness::switch_segment::{SwitchSegment, SEGMENT_SUBNET};
 use harness::tether_cli::TetherCli;
 use harness::{store, tcp, HostNs, NetNs};
 use serde_json::Value;
@@ -319,4 +320,38 @@ fn tether_gc_without_tetherd_keeps_a_held_namespace_and_collects_a_reused_name()
     assert!(store::leases(&ipam, "quiet").is_empty());
     assert_eq!(t.cli.ok(&["gc"]).trim(), "nothing to collect");
     t.cli.ok(&["network", "rm", "quiet"]);
+}
+
+#[test]
+fn tetherd_releases_a_dead_macvlan_container_too() {
+    let seg = SwitchSegment::new("gonem", "mvg0");
+    let t = Setup::new(&seg.host);
+    // No traffic here: the segment's default addresses will do.
+    let create = ["network", "create", "-d", "macvlan", "-o", "parent=mvg0"];
+    t.cli
+        .ok(&[&create[..], &["--subnet", SEGMENT_SUBNET, "lan"]].concat());
+    let (dead, client) = (seg.host.container("dead"), seg.host.container("cl"));
+    let a = t.attach("lan", &dead, &["--name", "dead"]);
+    t.attach("lan", &client, &["--name", "client"]);
+    assert_eq!(resolve(&client, "dead"), vec![first_ip(&a)]);
+    let ipam = seg.host.state_dir().join("ipam");
+    assert_eq!(store::leases(&ipam, "lan").len(), 2);
+
+    seg.host.delete_container(&dead);
+    wait_until(
+        "the dead container's address is free",
+        RELEASE_WITHIN,
+        || store::leases(&ipam, "lan").len() == 1,
+    );
+    wait_until(
+        "the resolver's sockets no longer hold the dead namespace",
+        Duration::from_secs(5),
+        || t.served_namespaces() == 1,
+    );
+    assert!(resolve(&client, "dead.lan").is_empty());
+    let ps = t.cli.ok(&["ps"]);
+    assert!(!ps.contains("dead"), "{ps}");
+
+    t.cli.ok(&["detach", "cl"]);
+    t.cli.ok(&["network", "rm", "lan"]);
 }

@@ -113,7 +113,10 @@ mod tests {
     fn the_gone_check_period_is_read_and_kept_from_spinning() {
         let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 2000}"#).unwrap();
         assert_eq!(c.gone_check(), Duration::from_secs(2));
-        assert!(c.section("goneCheckMs").is_null(), "a daemon setting, not a section");
+        assert!(
+            c.section("goneCheckMs").is_null(),
+            "a daemon setting, not a section"
+        );
         let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 0}"#).unwrap();
         assert_eq!(c.gone_check(), Duration::from_millis(100));
     }
