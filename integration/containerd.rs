@@ -5,6 +5,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use harness::containerd::Containerd;
@@ -30,11 +31,15 @@ fn cache_entries(cli: &TetherCli) -> Vec<(String, Value)> {
         .collect()
 }
 
-#[test]
-fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
-    let host = HostNs::new("ctrd");
-    let cli = TetherCli::new(&host);
-    // No embedded DNS: no tetherd runs, so only `tether gc` can let the dead container go.
+/// A containerd running busybox `sleep` as container c1, attached by `ctr run --cni` to a tether-bridge
+/// network with embedded DNS on or off, with the test's dirs; `tether` (the returned CLI) sees the same
+/// conf and cache dirs.
+fn start_c1(host: &HostNs, dns: bool) -> (TetherCli<'_>, Containerd) {
+    let resolv_conf = host.dir().join("resolv.conf");
+    std::fs::write(&resolv_conf, "# no servers\n").unwrap();
+    let daemon_conf = host.dir().join("tetherd.json");
+    std::fs::write(&daemon_conf, r#"{"idleGraceMs": 500}"#).unwrap();
+    let cli = TetherCli::new(host);
     let conflist = json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,
@@ -42,7 +47,7 @@ fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
             "type": "tether-bridge",
             "bridge": "tct0",
             "isGateway": true,
-            "embeddedDns": false,
+            "embeddedDns": dns,
             "ipam": {"type": "tether-ipam", "subnet": "10.73.0.0/24", "dataDir": host.data_dir_str()}
         }]
     });
@@ -52,18 +57,15 @@ fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
         serde_json::to_vec_pretty(&conflist).unwrap(),
     )
     .unwrap();
+    let path = |p: PathBuf| p.display().to_string();
     let env = vec![
-        (
-            "TETHER_STATE_DIR".into(),
-            host.state_dir().display().to_string(),
-        ),
-        (
-            "TETHER_RUN_DIR".into(),
-            host.run_dir().display().to_string(),
-        ),
+        ("TETHER_STATE_DIR".into(), path(host.state_dir())),
+        ("TETHER_RUN_DIR".into(), path(host.run_dir())),
+        ("TETHER_RESOLV_CONF".into(), path(resolv_conf)),
+        ("TETHER_DAEMON_CONFIG".into(), path(daemon_conf)),
     ];
     let ctrd = Containerd::start(
-        &host,
+        host,
         &host.dir().join("containerd"),
         &cli.conf_dir(),
         &cli.cache_dir(),
@@ -72,6 +74,14 @@ fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
     );
     let rootfs = busybox_rootfs::make(&host.dir().join("rootfs"), "");
     ctrd.run_cni("c1", &rootfs, &["/bin/sleep", "600"]);
+    (cli, ctrd)
+}
+
+#[test]
+fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
+    let host = HostNs::new("ctrd");
+    // No embedded DNS: no tetherd runs, so only `tether gc` can let the dead container go.
+    let (cli, ctrd) = start_c1(&host, false);
 
     let entries = cache_entries(&cli);
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -122,6 +132,40 @@ fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
         .join(NETWORK)
         .join(format!("{container_id}.eth0.json"))
         .exists());
+    assert_eq!(cli.ok(&["gc"]).trim(), "nothing to collect");
+    let _ = ctrd.ctr(&["container", "delete", "c1"]);
+}
+
+#[test]
+fn tetherd_releases_a_ctr_run_cni_task_deleted_without_del() {
+    let host = HostNs::new("ctrt");
+    let (cli, ctrd) = start_c1(&host, true);
+    assert!(
+        tether::daemon::notify::answers(&host.run_dir()),
+        "the ADD started tetherd for the container's resolver"
+    );
+    assert_eq!(store::leases(&host.data_dir(), NETWORK).len(), 1);
+    assert_eq!(cache_entries(&cli).len(), 1);
+
+    // tetherd's resolver sockets would keep the namespace alive; its check sees no process left and
+    // the /proc/PID/ns/net path gone, and runs the DEL ctr never ran.
+    ctrd.kill_task("c1");
+    wait_until(
+        "tetherd released the dead task",
+        Duration::from_secs(30),
+        // The cache entry goes last, once the chain's DEL is done.
+        || store::leases(&host.data_dir(), NETWORK).is_empty() && cache_entries(&cli).is_empty(),
+    );
+    assert!(
+        !host.link_names().iter().any(|n| n.starts_with("tv")),
+        "{:?}",
+        host.link_names()
+    );
+    wait_until(
+        "tetherd exits with nothing to serve",
+        Duration::from_secs(10),
+        || !tether::daemon::notify::answers(&host.run_dir()),
+    );
     assert_eq!(cli.ok(&["gc"]).trim(), "nothing to collect");
     let _ = ctrd.ctr(&["container", "delete", "c1"]);
 }
