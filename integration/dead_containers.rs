@@ -355,3 +355,57 @@ fn tetherd_releases_a_dead_macvlan_container_too() {
     t.cli.ok(&["detach", "cl"]);
     t.cli.ok(&["network", "rm", "lan"]);
 }
+
+#[test]
+fn a_release_that_cannot_run_still_closes_the_resolver_in_the_gone_namespace() {
+    let host = HostNs::new("gonef");
+    let t = Setup::new(&host);
+    // Plugins run by a script with a conflist this host does not define: no cache entry and no conflist,
+    // so tetherd can run no DEL for the dead container.
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "adhoc",
+        "type": "tether-bridge",
+        "bridge": "tgf0",
+        "isGateway": true,
+        "ipam": {"type": "tether-ipam", "subnet": "10.75.0.0/24", "dataDir": host.data_dir_str()}
+    });
+    let dirs = [
+        ("TETHER_RESOLV_CONF", host.dir().join("resolv.conf")),
+        ("TETHER_DAEMON_CONFIG", host.dir().join("tetherd.json")),
+        ("TETHER_CONF_DIR", t.cli.conf_dir()),
+        ("TETHER_CNI_CACHE_DIR", t.cli.cache_dir()),
+    ];
+    let call = |cmd: &str, c: &NetNs| {
+        let mut call = host
+            .tether_bridge()
+            .cmd(cmd)
+            .container(c)
+            .args(&format!("K8S_POD_NAME={}", c.label))
+            .conf(&conf);
+        for (key, dir) in &dirs {
+            call = call.env(key, Some(&dir.display().to_string()));
+        }
+        call.run().ok().clone()
+    };
+    let (dead, client) = (host.container("dead"), host.container("cl"));
+    call("ADD", &dead);
+    call("ADD", &client);
+    assert_eq!(t.served_namespaces(), 2);
+
+    host.delete_container(&dead);
+    wait_until(
+        "the resolver's sockets no longer hold the dead namespace",
+        RELEASE_WITHIN,
+        || t.served_namespaces() == 1,
+    );
+    let log = t.tetherd_log();
+    assert!(
+        log.contains("releasing the attachment of a gone namespace failed"),
+        "{log}"
+    );
+    // The runtime's DEL, when it comes, finds the namespace gone and releases the rest.
+    call("DEL", &dead);
+    assert_eq!(store::leases(&host.data_dir(), "adhoc").len(), 1);
+    call("DEL", &client);
+}

@@ -232,6 +232,12 @@ impl Daemon {
                     }
                 }
                 _ = gone_tick.tick() => {
+                    let gone = self.watch.take_unreleased();
+                    if !gone.is_empty() {
+                        for service in &mut self.services {
+                            service.on_namespaces_gone(&gone);
+                        }
+                    }
                     let held = self.records.records.iter().filter_map(Held::of_record).collect();
                     self.watch.check(held);
                 }

@@ -25,6 +25,8 @@ pub struct NamespaceWatch {
     busy: Arc<AtomicBool>,
     /// Checks finished so far (`tetherd status`: a test waits for one to pass).
     done: Arc<AtomicU64>,
+    /// Gone namespaces whose attachments could not be released, for the services to let go of.
+    unreleased: mpsc::Receiver<NsId>,
 }
 
 impl NamespaceWatch {
@@ -39,17 +41,23 @@ impl NamespaceWatch {
             ..Endpoints::from_env()
         };
         let state_dir = state_dir.to_path_buf();
+        let (unreleased_tx, unreleased) = mpsc::channel();
         std::thread::Builder::new()
             .name("tetherd-gone".into())
             .spawn(move || {
                 let mut seen = Seen::default();
                 for held in queue {
-                    release_gone(&endpoints, &state_dir, held, &mut seen);
+                    release_gone(&endpoints, &state_dir, held, &mut seen, &unreleased_tx);
                     counted.fetch_add(1, Ordering::AcqRel);
                     running.store(false, Ordering::Release);
                 }
             })?;
-        Ok(NamespaceWatch { checks, busy, done })
+        Ok(NamespaceWatch {
+            checks,
+            busy,
+            done,
+            unreleased,
+        })
     }
 
     /// Hands the attachments to the check thread; a check still running makes this one a no-op.
@@ -64,6 +72,11 @@ impl NamespaceWatch {
 
     pub fn checks_done(&self) -> u64 {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Gone namespaces whose release failed since the last call.
+    pub fn take_unreleased(&self) -> Vec<NsId> {
+        self.unreleased.try_iter().collect()
     }
 
     /// A check (and the DELs it runs) is under way.
@@ -81,7 +94,13 @@ struct Seen {
     failed: HashMap<Key, Option<NsId>>,
 }
 
-fn release_gone(endpoints: &Endpoints, state_dir: &Path, held: Vec<Held>, seen: &mut Seen) {
+fn release_gone(
+    endpoints: &Endpoints,
+    state_dir: &Path,
+    held: Vec<Held>,
+    seen: &mut Seen,
+    unreleased: &mpsc::Sender<NsId>,
+) {
     let live = |k: &Key| held.iter().any(|h| key(h) == *k);
     seen.first.retain(|k, _| live(k));
     seen.failed.retain(|k, _| live(k));
@@ -130,6 +149,9 @@ fn release_gone(endpoints: &Endpoints, state_dir: &Path, held: Vec<Held>, seen: 
                 "releasing the attachment of a gone namespace failed; `tether gc` or the runtime's DEL can retry"
             );
             seen.failed.insert(key(h), h.netns_id);
+            if let Some(id) = h.netns_id {
+                let _ = unreleased.send(id);
+            }
         }
         seen.first.remove(&key(h));
     }
