@@ -264,6 +264,7 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
                 ifname: "eth0".into(),
                 driver: "overlay".into(),
                 netns: None,
+                netns_id: None,
                 host_ifname: None,
                 bridge: Some("tob603".into()),
                 mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i, j)),

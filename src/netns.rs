@@ -41,6 +41,25 @@ pub enum NetnsError {
     },
 }
 
+/// A namespace's identity: the device and inode of its nsfs file. Stable while the namespace lives and
+/// never shared by two live namespaces, so a reused pid or `/run/netns` name is told apart from the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    /// What `path` refers to now (`stat` follows `/proc/PID/ns/net` and bind mounts); `None` when it
+    /// refers to nothing.
+    pub fn of_path(path: &Path) -> Option<NsId> {
+        std::fs::metadata(path).ok().map(|m| NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
 /// An open handle on a network namespace. Holding the file keeps the namespace alive even if its
 /// bind mount is removed meanwhile.
 #[derive(Debug)]
@@ -90,17 +109,19 @@ impl NetNs {
 
     /// True when both handles name the same namespace (same nsfs inode).
     pub fn same_as(&self, other: &NetNs) -> Result<bool, NetnsError> {
-        let a = self.identity()?;
-        let b = other.identity()?;
-        Ok(a == b)
+        Ok(self.id()? == other.id()?)
     }
 
-    fn identity(&self) -> Result<(u64, u64), NetnsError> {
+    /// The namespace's identity (its nsfs inode).
+    pub fn id(&self) -> Result<NsId, NetnsError> {
         let meta = self.file.metadata().map_err(|source| NetnsError::Open {
             path: self.path.clone(),
             source,
         })?;
-        Ok((meta.dev(), meta.ino()))
+        Ok(NsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 
     /// Moves the calling thread into this namespace until the returned guard is dropped.

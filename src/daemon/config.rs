@@ -12,6 +12,9 @@ use super::error::DaemonError;
 /// Idle grace when the config names none: long enough that a DEL followed by an ADD (a container restart)
 /// does not stop and start the daemon.
 const DEFAULT_IDLE_GRACE_MS: u64 = 2000;
+/// How often tetherd looks for containers whose namespace is gone (one `/proc` scan for all of them): well
+/// within the 30 s a dead container may hold its address, ports and names.
+const DEFAULT_GONE_CHECK_MS: u64 = 5000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +22,9 @@ pub struct DaemonConfig {
     /// How long tetherd waits, with nothing to serve, before it exits.
     #[serde(default = "default_idle_grace_ms")]
     pub idle_grace_ms: u64,
+    /// How often the namespaces of attached containers are checked for being gone.
+    #[serde(default = "default_gone_check_ms")]
+    pub gone_check_ms: u64,
     /// Stay up when idle (under systemd).
     #[serde(default)]
     pub stay: bool,
@@ -31,10 +37,15 @@ fn default_idle_grace_ms() -> u64 {
     DEFAULT_IDLE_GRACE_MS
 }
 
+fn default_gone_check_ms() -> u64 {
+    DEFAULT_GONE_CHECK_MS
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             idle_grace_ms: DEFAULT_IDLE_GRACE_MS,
+            gone_check_ms: DEFAULT_GONE_CHECK_MS,
             stay: false,
             sections: BTreeMap::new(),
         }
@@ -61,6 +72,11 @@ impl DaemonConfig {
 
     pub fn idle_grace(&self) -> Duration {
         Duration::from_millis(self.idle_grace_ms)
+    }
+
+    /// At least 100 ms: a smaller value would spend the daemon on scanning `/proc`.
+    pub fn gone_check(&self) -> Duration {
+        Duration::from_millis(self.gone_check_ms.max(100))
     }
 
     /// A service's section; `Null` when the file has none.
@@ -90,5 +106,18 @@ mod tests {
         let c = DaemonConfig::load(Path::new("/nonexistent/tetherd.json")).unwrap();
         assert_eq!(c.idle_grace_ms, DEFAULT_IDLE_GRACE_MS);
         assert!(!c.stay);
+        assert_eq!(c.gone_check(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_gone_check_period_is_read_and_kept_from_spinning() {
+        let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 2000}"#).unwrap();
+        assert_eq!(c.gone_check(), Duration::from_secs(2));
+        assert!(
+            c.section("goneCheckMs").is_null(),
+            "a daemon setting, not a section"
+        );
+        let c: DaemonConfig = serde_json::from_str(r#"{"goneCheckMs": 0}"#).unwrap();
+        assert_eq!(c.gone_check(), Duration::from_millis(100));
     }
 }

@@ -35,7 +35,7 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
-    #[error("starting the namespace worker thread: {source}")]
+    #[error("starting a tetherd thread (namespace worker or namespace watch): {source}")]
     Worker {
         #[source]
         source: io::Error,

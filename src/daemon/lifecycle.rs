@@ -13,10 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::DaemonConfig;
 use super::control::{AttachmentKey, Reply, Request};
 use super::error::DaemonError;
+use super::namespace_watch::NamespaceWatch;
 use super::ns_worker::NsWorker;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
 use super::service::{Service, ServiceContext};
+use crate::endpoint::Held;
 
 /// How often the records directory is polled for changes nobody notified (and the idle clock checked).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -67,6 +69,8 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
     let socket_path = super::socket_path(&opts.run_dir);
     let std_listener = bind_control_socket(&socket_path)?;
     let ns_worker = NsWorker::start().map_err(|source| DaemonError::Worker { source })?;
+    let watch =
+        NamespaceWatch::start(&opts.state_dir).map_err(|source| DaemonError::Worker { source })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,6 +95,7 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
             services,
             records: RecordSnapshot::default(),
             fingerprint: RecordsFingerprint::default(),
+            watch,
         };
         daemon.start().await?;
         let exit = daemon.serve(rx).await;
@@ -109,6 +114,8 @@ struct Daemon {
     services: Vec<Box<dyn Service>>,
     records: RecordSnapshot,
     fingerprint: RecordsFingerprint,
+    /// Releases attachments whose container's namespace is gone.
+    watch: NamespaceWatch,
 }
 
 impl Daemon {
@@ -165,6 +172,7 @@ impl Daemon {
         serde_json::json!({
             "pid": std::process::id(),
             "records": self.records.records.len(),
+            "namespaceChecks": self.watch.checks_done(),
             "services": services,
         })
     }
@@ -174,6 +182,8 @@ impl Daemon {
         let mut idle_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gone_tick = tokio::time::interval(self.ctx.config.gone_check());
+        gone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 pending = requests.recv() => {
@@ -221,8 +231,19 @@ impl Daemon {
                         self.reload().await;
                     }
                 }
+                _ = gone_tick.tick() => {
+                    let gone = self.watch.take_unreleased();
+                    if !gone.is_empty() {
+                        for service in &mut self.services {
+                            service.on_namespaces_gone(&gone);
+                        }
+                    }
+                    let held = self.records.records.iter().filter_map(Held::of_record).collect();
+                    self.watch.check(held);
+                }
             }
-            if self.needed() || self.ctx.config.stay {
+            // A release under way ends in DELs that notify us: stay to answer them.
+            if self.needed() || self.ctx.config.stay || self.watch.busy() {
                 idle_since = None;
             } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= grace {
                 tracing::info!("nothing to serve; exiting");

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod lifecycle;
+pub mod namespace_watch;
 pub mod notify;
 pub mod ns_worker;
 pub mod pid_lock;

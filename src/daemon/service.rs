@@ -10,6 +10,7 @@ use super::config::DaemonConfig;
 use super::control::AttachmentKey;
 use super::ns_worker::NsWorker;
 use super::records::RecordSnapshot;
+use crate::netns::NsId;
 
 /// What every service gets from the daemon.
 #[derive(Clone)]
@@ -59,6 +60,13 @@ pub trait Service {
     /// Whether these records still need this service; when no service does, the daemon exits after its
     /// idle grace.
     fn needed(&self, records: &RecordSnapshot) -> bool;
+
+    /// These namespaces are gone, but what tether holds for their containers could not be released (see
+    /// `namespace_watch`): let go of anything the service keeps inside them, as a socket there keeps the
+    /// namespace alive.
+    fn on_namespaces_gone(&mut self, gone: &[NsId]) {
+        let _ = gone;
+    }
 
     /// The daemon is exiting.
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()>;

@@ -336,6 +336,14 @@ impl Service for DnsService {
         records.records.iter().any(|r| r.dns)
     }
 
+    fn on_namespaces_gone(&mut self, gone: &[crate::netns::NsId]) {
+        for id in gone {
+            if let Some(served) = self.served.remove(&(id.dev, id.ino)) {
+                tracing::info!(netns = %served.path.display(), "resolver closed: the namespace is gone");
+            }
+        }
+    }
+
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {
         async move {
             self.served.clear();

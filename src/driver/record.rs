@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
+use crate::netns::NsId;
 use crate::state_file;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,10 @@ pub struct AttachmentRecord {
     pub driver: String,
     #[serde(default)]
     pub netns: Option<String>,
+    /// The identity of the namespace `netns` referred to at ADD, so tetherd and `tether gc` can tell when it
+    /// is gone even if the path now names another one (a reused pid or name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<NsId>,
     /// Host-side interface (veth) and the bridge it hangs on, when the driver made one.
     #[serde(default)]
     pub host_ifname: Option<String>,
@@ -154,6 +159,10 @@ mod tests {
             ifname: "eth0".into(),
             driver: "bridge".into(),
             netns: Some("/run/netns/x".into()),
+            netns_id: Some(NsId {
+                dev: 4,
+                ino: 4026532000,
+            }),
             host_ifname: Some("tv0123".into()),
             bridge: Some("tether0".into()),
             mac: None,

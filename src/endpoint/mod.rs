@@ -7,9 +7,10 @@ mod default_route;
 mod error;
 mod host_port;
 mod port_spec;
+mod release;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
@@ -17,13 +18,14 @@ pub use attachment::{Attachment, NAME_ARG};
 pub use error::EndpointError;
 pub use host_port::PublishedPort;
 pub use port_spec::{HostPorts, PortRange, PortSpec, PortSpecError};
+pub use release::{all_records, Held};
 
 use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{
     list_networks, load_network, CniRuntime, NetworkConfigList, RuntimeConf, RuntimeError,
 };
 use crate::link::{IpFamily, MacAddr, Netlink};
-use crate::netns::{NetNs, NetnsError};
+use crate::netns::NetNs;
 
 /// The interface name a container gets when none is asked for and none is taken.
 pub const DEFAULT_IFNAME: &str = "eth0";
@@ -56,6 +58,8 @@ pub struct AttachRequest {
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub conf_dir: PathBuf,
+    /// tether's state dir, whose attachment records tell where each container's namespace was.
+    pub state_dir: PathBuf,
     pub runtime: CniRuntime,
 }
 
@@ -63,6 +67,7 @@ impl Endpoints {
     pub fn from_env() -> Endpoints {
         Endpoints {
             conf_dir: crate::paths::conf_dir(),
+            state_dir: crate::paths::state_dir(),
             runtime: CniRuntime::from_env(),
         }
     }
@@ -247,33 +252,22 @@ impl Endpoints {
             .collect())
     }
 
-    /// Detaches every attachment whose namespace is gone, then runs CNI GC on each network with the
-    /// attachments still valid. Returns what it detached.
+    /// Detaches every attachment whose namespace is gone (no process in it and its path no longer
+    /// refers to it; the path and identity come from the cache entry, else from tether's attachment
+    /// record), then runs CNI GC on each network with the attachments still valid. Returns what it
+    /// detached.
     pub fn gc(&self) -> Result<Vec<Attachment>, EndpointError> {
-        let mut freed = Vec::new();
-        let mut valid = Vec::new();
-        for entry in self.runtime.cache.list()? {
-            if netns_alive(entry.netns.as_deref()) {
-                valid.push(entry);
-                continue;
-            }
-            tracing::info!(network = %entry.network_name, container = %entry.container_id, ifname = %entry.ifname, "namespace gone; detaching");
-            self.runtime
-                .del_cached(&entry.network_name, &entry.container_id, &entry.ifname)?;
-            freed.push(Attachment::from_cache(&entry));
-        }
+        let collected = self.release_gone()?;
         for net in list_networks(&self.conf_dir)? {
-            let keep: Vec<ValidAttachment> = valid
+            let keep: Vec<ValidAttachment> = collected
+                .valid
                 .iter()
-                .filter(|e| e.network_name == net.name())
-                .map(|e| ValidAttachment {
-                    container_id: e.container_id.clone(),
-                    ifname: e.ifname.clone(),
-                })
+                .filter(|(network, _)| network == net.name())
+                .map(|(_, a)| a.clone())
                 .collect();
             self.runtime.gc(&net, &keep)?;
         }
-        Ok(freed)
+        Ok(collected.freed)
     }
 }
 
@@ -289,18 +283,6 @@ fn default_routes(netlink: &Netlink) -> Result<(bool, bool), crate::link::LinkEr
             .any(|r| r.is_default() && r.table == RT_TABLE_MAIN))
     };
     Ok((has(IpFamily::V4)?, has(IpFamily::V6)?))
-}
-
-/// A namespace is alive when its path still opens as a network namespace. An entry without a path
-/// (written by a runtime that does not record it) counts as alive: we cannot tell.
-fn netns_alive(path: Option<&str>) -> bool {
-    match path {
-        None => true,
-        Some(path) => !matches!(
-            NetNs::open(Path::new(path)),
-            Err(NetnsError::NotFound { .. } | NetnsError::NotNetns { .. })
-        ),
-    }
 }
 
 /// Capability args the plugins declare get the data; what no plugin declares goes into CNI_ARGS

@@ -57,6 +57,7 @@ fn wanted(
             ifname: "remote".into(),
             driver: REMOTE_DRIVER.into(),
             netns: None,
+            netns_id: None,
             host_ifname: None,
             bridge: None,
             mac: Some(MacAddr::new(*mac).to_string()),

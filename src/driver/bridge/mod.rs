@@ -353,6 +353,7 @@ impl Plugin for BridgePlugin {
                     ifname: t.ifname.to_string(),
                     driver: "bridge".into(),
                     netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                    netns_id: ns.id().ok(),
                     host_ifname: Some(host_if.clone()),
                     bridge: Some(cfg.bridge.clone()),
                     mac: link.mac.map(|m| m.to_string()),

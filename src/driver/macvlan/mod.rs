@@ -204,6 +204,7 @@ impl Plugin for MacvlanPlugin {
                 ifname: ifname.to_string(),
                 driver: DRIVER_NAME.into(),
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                netns_id: ns.id().ok(),
                 // The parent: the record's "host-side interface" for a driver without one of its own.
                 host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
                 bridge: None,

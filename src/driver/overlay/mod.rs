@@ -396,6 +396,7 @@ impl Plugin for OverlayPlugin {
                 ifname: ifname.to_string(),
                 driver: "overlay".into(),
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                netns_id: ns.id().ok(),
                 host_ifname: Some(host_if.clone()),
                 bridge: Some(cfg.bridge.clone()),
                 mac: Some(mac.to_string()),

@@ -1,0 +1,162 @@
+//! tetherd lets go of containers that died without a DEL. Every check period the daemon hands this thread
+//! the attachments it knows; one scan of `/proc` tells which namespaces are gone, and each gone
+//! attachment is released as a DEL would (`Endpoints::release`: the chain's DEL with the cached config).
+//! The DEL's plugins notify tetherd like any DEL, which closes the resolver's sockets in that namespace,
+//! the last thing of tether that held it.
+//!
+//! Its own OS thread: a DEL runs plugins and waits for them, and those plugins talk to the daemon's
+//! runtime, which must stay free to answer them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use crate::driver::record::RecordDir;
+use crate::endpoint::{Endpoints, Held};
+use crate::netns::{NetNs, NsId};
+use crate::netns_liveness::Occupied;
+
+type Key = (String, String, String);
+
+/// A handle on the check thread; the thread ends with the daemon.
+pub struct NamespaceWatch {
+    checks: mpsc::SyncSender<Vec<Held>>,
+    busy: Arc<AtomicBool>,
+    /// Checks finished so far (`tetherd status`: a test waits for one to pass).
+    done: Arc<AtomicU64>,
+    /// Gone namespaces whose attachments could not be released, for the services to let go of.
+    unreleased: mpsc::Receiver<NsId>,
+}
+
+impl NamespaceWatch {
+    pub fn start(state_dir: &Path) -> std::io::Result<NamespaceWatch> {
+        let (checks, queue) = mpsc::sync_channel::<Vec<Held>>(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let running = busy.clone();
+        let done = Arc::new(AtomicU64::new(0));
+        let counted = done.clone();
+        let endpoints = Endpoints {
+            state_dir: state_dir.to_path_buf(),
+            ..Endpoints::from_env()
+        };
+        let state_dir = state_dir.to_path_buf();
+        let (unreleased_tx, unreleased) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tetherd-gone".into())
+            .spawn(move || {
+                let mut seen = Seen::default();
+                for held in queue {
+                    release_gone(&endpoints, &state_dir, held, &mut seen, &unreleased_tx);
+                    counted.fetch_add(1, Ordering::AcqRel);
+                    running.store(false, Ordering::Release);
+                }
+            })?;
+        Ok(NamespaceWatch {
+            checks,
+            busy,
+            done,
+            unreleased,
+        })
+    }
+
+    /// Hands the attachments to the check thread; a check still running makes this one a no-op.
+    pub fn check(&self, held: Vec<Held>) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.checks.try_send(held).is_err() {
+            self.busy.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn checks_done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Gone namespaces whose release failed since the last call.
+    pub fn take_unreleased(&self) -> Vec<NsId> {
+        self.unreleased.try_iter().collect()
+    }
+
+    /// A check (and the DELs it runs) is under way.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// What the check thread remembers between checks.
+#[derive(Default)]
+struct Seen {
+    /// For records written before identities were kept: the namespace the path named when first seen.
+    first: HashMap<Key, NsId>,
+    /// Releases that failed (logged once); retried by `tether gc` or the runtime's DEL, not every period.
+    failed: HashMap<Key, Option<NsId>>,
+}
+
+fn release_gone(
+    endpoints: &Endpoints,
+    state_dir: &Path,
+    held: Vec<Held>,
+    seen: &mut Seen,
+    unreleased: &mpsc::Sender<NsId>,
+) {
+    let live = |k: &Key| held.iter().any(|h| key(h) == *k);
+    seen.first.retain(|k, _| live(k));
+    seen.failed.retain(|k, _| live(k));
+    let first_seen = &mut seen.first;
+    let held: Vec<Held> = held
+        .into_iter()
+        .map(|mut h| {
+            if h.netns_id.is_none() {
+                h.netns_id = match first_seen.get(&key(&h)) {
+                    Some(id) => Some(*id),
+                    None => NetNs::open(&h.netns).and_then(|ns| ns.id()).ok(),
+                };
+                if let Some(id) = h.netns_id {
+                    first_seen.insert(key(&h), id);
+                }
+            }
+            h
+        })
+        .collect();
+    if held.is_empty() {
+        return;
+    }
+    let occupied = Occupied::scan();
+    for h in held.iter().filter(|h| h.is_gone(&occupied)) {
+        if seen.failed.get(&key(h)) == Some(&h.netns_id) {
+            continue;
+        }
+        // The record may have changed since the daemon's snapshot (a DEL, or an ADD of the same id into
+        // a new namespace): release only what still names the namespace found gone.
+        let now = RecordDir::new(state_dir, &h.network)
+            .read(&h.container_id, &h.ifname)
+            .ok()
+            .flatten()
+            .and_then(|r| Held::of_record(&r));
+        let Some(now) = now else { continue };
+        if now.netns != h.netns || now.netns_id.is_some_and(|id| Some(id) != h.netns_id) {
+            continue;
+        }
+        h.log_release("tetherd");
+        if let Err(e) = endpoints.release(&h.network, &h.container_id, &h.ifname) {
+            tracing::warn!(
+                network = %h.network,
+                container = %h.container_id,
+                ifname = %h.ifname,
+                error = %e,
+                "releasing the attachment of a gone namespace failed; `tether gc` or the runtime's DEL can retry"
+            );
+            seen.failed.insert(key(h), h.netns_id);
+            if let Some(id) = h.netns_id {
+                let _ = unreleased.send(id);
+            }
+        }
+        seen.first.remove(&key(h));
+    }
+}
+
+fn key(h: &Held) -> Key {
+    (h.network.clone(), h.container_id.clone(), h.ifname.clone())
+}
