@@ -230,8 +230,8 @@ fn control_plane_50() {
 }
 
 fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
-    use tether::driver::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
-    use tether::driver::record::{AttachmentRecord, RecordDir};
+    use tether::state::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
+    use tether::state::{AttachmentRecord, RecordDir};
     let subnet: ipnetwork::Ipv4Network = "10.230.0.0/16".parse().unwrap();
     let block: ipnetwork::Ipv4Network = format!("10.230.{i}.0/26").parse().unwrap();
     let dir = OverlayDir::new(state, "ovl");

@@ -1,12 +1,13 @@
-//! tetherd: tether's resident helper (embedded DNS; the overlay control plane later). Started on demand by
-//! the plugins, or in the foreground under systemd (`conf/tetherd.service`).
+//! tetherd: tether's resident helper (embedded DNS, the overlay control plane). Started on demand by the
+//! plugins, or in the foreground under systemd (`conf/tetherd.service`).
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tether::daemon::{self, DaemonOptions, Service};
 
 const USAGE: &str = "usage: tetherd [--config PATH] [--stay]
-  Serves DNS at 127.0.0.11 inside attached containers; exits when nothing needs it (unless --stay).
+  Serves DNS at 127.0.0.11 inside attached containers and, with an \"overlay\" config section, the
+  overlay control plane; exits when nothing needs it (unless --stay).
   Paths: TETHER_STATE_DIR, TETHER_RUN_DIR, TETHER_RESOLV_CONF; config: TETHER_DAEMON_CONFIG or --config.";
 
 fn main() -> ExitCode {

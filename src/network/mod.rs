@@ -62,7 +62,7 @@ impl NetworkInfo {
                     .unwrap_or(if plugin == "bridge" {
                         "cni0"
                     } else {
-                        crate::driver::bridge::DEFAULT_BRIDGE
+                        crate::ifname::DEFAULT_BRIDGE
                     })
                     .to_string(),
             ),
@@ -290,7 +290,7 @@ impl Networks {
     ) -> Result<(), NetworkError> {
         let name = net.name();
         // Exclusive: a racing ADD must not put a container into chains being removed.
-        let _lock = crate::driver::network_lock::NetworkLock::exclusive(name).ok();
+        let _lock = crate::state::NetworkLock::exclusive(name).ok();
         if let Some(bridge) = &info.bridge {
             let shared = self
                 .list()?

@@ -27,10 +27,10 @@ use super::records::{Record, RecordKey, RecordTable};
 use super::remote_names;
 use super::seal::Sealer;
 use super::wire::{self, Packet};
-use crate::daemon::control::Request;
-use crate::daemon::notify;
-use crate::driver::overlay::{now_ms, NetworkFacts};
+use crate::client::notify;
+use crate::client::protocol::Request;
 use crate::link::Netlink;
+use crate::state::overlay::{now_ms, NetworkFacts};
 
 /// What `tetherd status` and the benchmarks read.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,7 +76,7 @@ impl ControlPlane {
                 addr: cfg.bind,
                 source,
             })?;
-        let notify_path = run_dir.join("overlay.sock");
+        let notify_path = crate::client::poke::overlay_socket_path(run_dir);
         let notify_err = |source| OverlayError::NotifySocket {
             path: notify_path.display().to_string(),
             source,

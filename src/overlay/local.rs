@@ -10,14 +10,14 @@ use ipnetwork::Ipv4Network;
 
 use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::overlay::{
+use crate::ipam::Store;
+use crate::link::MacAddr;
+use crate::state::overlay::{
     claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim,
     LEASE_STORE,
 };
-use crate::driver::record::RecordDir;
-use crate::ipam::Store;
-use crate::link::MacAddr;
+use crate::state::NetworkLock;
+use crate::state::RecordDir;
 
 /// What the state directory says this host has.
 #[derive(Debug, Default)]

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::records::{RecordKey, RecordTable, RecordValue};
-use crate::driver::overlay::NetworkFacts;
-use crate::driver::record::AttachmentRecord;
 use crate::link::MacAddr;
+use crate::state::overlay::NetworkFacts;
+use crate::state::AttachmentRecord;
 use crate::state_file;
 
 pub const REMOTE_DRIVER: &str = "overlay-remote";

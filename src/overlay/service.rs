@@ -9,7 +9,9 @@ use futures::FutureExt;
 
 use super::agent::ControlPlane;
 use super::config::PeerConfig;
+use super::remote_names;
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+use crate::state::AttachmentRecord;
 
 /// How long a notify waits for the rescan that publishes it.
 const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -55,6 +57,11 @@ impl Service for OverlayService {
             }
         }
         .boxed_local()
+    }
+
+    /// Other hosts' overlay containers, for the resolver (see `remote_names`).
+    fn extra_records(&self, ctx: &ServiceContext) -> Vec<AttachmentRecord> {
+        remote_names::load(&ctx.state_dir)
     }
 
     fn needed(&self, records: &RecordSnapshot) -> bool {

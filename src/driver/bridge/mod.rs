@@ -9,24 +9,24 @@ use ipnetwork::IpNetwork;
 
 pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
+use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::ipam_backend::IpamBackend;
-use crate::driver::link_reaper::LinkReaper;
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
+use crate::link::LinkReaper;
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
+use crate::state::NetworkLock;
+use crate::state::{AttachmentRecord, RecordDir};
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
 

@@ -5,12 +5,12 @@
 //! so ADD never depends on tetherd; tetherd keeps proposing it and settles a conflict when one appears.
 
 use std::net::IpAddr;
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 
-use super::state::{ClaimState, OverlayDir};
+use crate::client::poke::poke_control_plane;
+use crate::state::overlay::{ClaimState, OverlayDir};
 
 /// How long an ADD waits for the members to agree on a new block before using it unconfirmed.
 pub const AGREEMENT_WAIT: Duration = Duration::from_millis(2000);
@@ -30,16 +30,6 @@ pub enum Agreement {
     GivenUp,
     /// No control plane to ask, or no answer before the deadline.
     NoAnswer,
-}
-
-/// Asks the control plane to look at the claims now. False when none listens (tetherd down or without
-/// an `"overlay"` section).
-pub fn poke_control_plane() -> bool {
-    let path = crate::paths::run_dir().join("overlay.sock");
-    match UnixDatagram::unbound() {
-        Ok(s) => s.send_to(&0u64.to_be_bytes(), &path).is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// Waits (without the claims lock, which the control plane needs) until the pending claim of `block`

@@ -3,7 +3,14 @@
 //! `setns(2)` changes the namespace of the calling *thread* only. Everything here therefore works on
 //! the current OS thread and the guard that restores the original namespace cannot leave that thread
 //! (it is `!Send`). Never enter a namespace on a tokio worker or blocking-pool thread: every task
-//! scheduled there later would run in the wrong namespace.
+//! scheduled there later would run in the wrong namespace; a program with such threads (tetherd) does its
+//! namespace work on one [`NsWorker`] thread.
+
+mod loopback;
+mod worker;
+
+pub use loopback::{loopback_up, loopback_up_here};
+pub use worker::{NsWorker, NsWorkerError};
 
 use std::fs::File;
 use std::io;
@@ -38,6 +45,13 @@ pub enum NetnsError {
         path: PathBuf,
         #[source]
         source: nix::Error,
+    },
+
+    #[error("bringing lo up in network namespace {} failed: {source}", path.display())]
+    Loopback {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
 }
 

@@ -21,7 +21,7 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
-use crate::link::{LinkError, Netlink};
+use super::{LinkError, Netlink};
 
 /// Longest time to wait for the kernel to drop the link from view before giving up.
 const UNLIST_TIMEOUT: Duration = Duration::from_secs(10);
