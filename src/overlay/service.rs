@@ -11,7 +11,7 @@ use super::agent::ControlPlane;
 use super::config::PeerConfig;
 use super::remote_names;
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
-use crate::state::AttachmentRecord;
+use crate::state::{AttachmentRecord, DriverKind};
 
 /// How long a notify waits for the rescan that publishes it.
 const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -65,7 +65,11 @@ impl Service for OverlayService {
     }
 
     fn needed(&self, records: &RecordSnapshot) -> bool {
-        self.plane.is_some() && records.records.iter().any(|r| r.driver == "overlay")
+        self.plane.is_some()
+            && records
+                .records
+                .iter()
+                .any(|r| r.driver == DriverKind::Overlay)
     }
 
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {

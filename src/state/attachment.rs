@@ -8,6 +8,8 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::dir_scan;
+use super::DriverKind;
+use crate::link::MacAddr;
 use crate::state_file;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +18,7 @@ pub struct AttachmentRecord {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    pub driver: String,
+    pub driver: DriverKind,
     #[serde(default)]
     pub netns: Option<String>,
     /// Host-side interface (veth) and the bridge it hangs on, when the driver made one.
@@ -25,7 +27,7 @@ pub struct AttachmentRecord {
     #[serde(default)]
     pub bridge: Option<String>,
     #[serde(default)]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// Whether ADD put the container's MAC into the macspoofchk sets (so DEL knows to remove it).
     #[serde(default)]
     pub macspoofchk: bool,
@@ -110,7 +112,7 @@ mod tests {
             network: "n1".into(),
             container_id: cid.into(),
             ifname: "eth0".into(),
-            driver: "bridge".into(),
+            driver: DriverKind::Bridge,
             netns: Some("/run/netns/x".into()),
             host_ifname: Some("tv0123".into()),
             bridge: Some("tether0".into()),

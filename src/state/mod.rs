@@ -4,9 +4,11 @@
 
 pub mod attachment;
 pub mod dir_scan;
+pub mod driver_kind;
 pub mod lock;
 pub mod overlay;
 pub mod vlan_registry;
 
 pub use attachment::{AttachmentRecord, RecordDir};
+pub use driver_kind::DriverKind;
 pub use lock::{LockError, NetworkLock};

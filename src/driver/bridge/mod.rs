@@ -26,7 +26,7 @@ use crate::firewall::{Firewall, NetworkRules};
 use crate::link::LinkReaper;
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
 use crate::state::NetworkLock;
-use crate::state::{AttachmentRecord, RecordDir};
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
 
@@ -351,11 +351,11 @@ impl Plugin for BridgePlugin {
                     network: net.to_string(),
                     container_id: t.container_id.to_string(),
                     ifname: t.ifname.to_string(),
-                    driver: "bridge".into(),
+                    driver: DriverKind::Bridge,
                     netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                     host_ifname: Some(host_if.clone()),
                     bridge: Some(cfg.bridge.clone()),
-                    mac: link.mac.map(|m| m.to_string()),
+                    mac: link.mac,
                     macspoofchk: cfg.macspoofchk,
                     ips: leased.ips.iter().map(|i| i.address).collect(),
                     name: names.name,
@@ -576,18 +576,9 @@ impl Plugin for BridgePlugin {
 }
 
 fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), CniError> {
-    let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac.as_deref()) else {
+    let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac) else {
         return Ok(());
     };
-    let mac: MacAddr = mac.parse().map_err(|_| {
-        CniError::new(
-            ErrorCode::Io,
-            format!(
-                "attachment record of {} holds a bad MAC {mac:?}",
-                rec.container_id
-            ),
-        )
-    })?;
     fw.remove_spoofchk(port, mac.octets()).map_err(cni_err)
 }
 

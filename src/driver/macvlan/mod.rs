@@ -35,14 +35,11 @@ use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
-use crate::state::{AttachmentRecord, RecordDir};
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 use child::{creation_error, delete_child};
 use container_routes::add_routes;
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
-
-/// Written to the attachment record's `driver`.
-pub const DRIVER_NAME: &str = "macvlan";
 
 pub struct MacvlanPlugin;
 
@@ -203,12 +200,12 @@ impl Plugin for MacvlanPlugin {
                 network: net.to_string(),
                 container_id: cid.to_string(),
                 ifname: ifname.to_string(),
-                driver: DRIVER_NAME.into(),
+                driver: DriverKind::Macvlan,
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                 // The parent: the record's "host-side interface" for a driver without one of its own.
                 host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
                 bridge: None,
-                mac: child.mac.map(|m| m.to_string()),
+                mac: child.mac,
                 macspoofchk: false,
                 ips: leased.ips.iter().map(|i| i.address).collect(),
                 name: names.name,

@@ -39,7 +39,7 @@ use crate::state::overlay::{
     claims_lock_name, ipam_config, next_free_block, now_ms, Claim, ClaimState, NetworkFacts,
     OverlayDir, LEASE_STORE,
 };
-use crate::state::{AttachmentRecord, NetworkLock, RecordDir};
+use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
 
 pub struct OverlayPlugin;
 
@@ -384,11 +384,11 @@ impl Plugin for OverlayPlugin {
                 network: net.to_string(),
                 container_id: container_id.to_string(),
                 ifname: ifname.to_string(),
-                driver: "overlay".into(),
+                driver: DriverKind::Overlay,
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                 host_ifname: Some(host_if.clone()),
                 bridge: Some(cfg.bridge.clone()),
-                mac: Some(mac.to_string()),
+                mac: Some(mac),
                 macspoofchk: false,
                 // The overlay address only: it is what the control plane publishes and DNS answers.
                 ips: vec![address],
