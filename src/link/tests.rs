@@ -20,6 +20,7 @@ struct TestNetns {
 impl TestNetns {
     fn new(tag: &str) -> TestNetns {
         assert_eq!(
+            // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() },
             0,
             "link tests create network namespaces and need root"

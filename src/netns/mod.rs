@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
-/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`. Answers which kind of namespace an nsfs
-/// file refers to (kernel 4.11+).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`. Answers which kind of namespace an nsfs file
+// refers to (kernel 4.11+).
+nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -74,9 +74,9 @@ impl NetNs {
             }
             Err(source) => return Err(NetnsError::Open { path, source }),
         };
-        // SAFETY: ioctl on a valid, owned fd with an argument-less request.
-        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-        if kind != libc::CLONE_NEWNET {
+        // SAFETY: an argument-less ioctl on a valid descriptor we own; no memory is passed.
+        let kind = unsafe { ns_get_nstype(file.as_raw_fd()) };
+        if kind != Ok(libc::CLONE_NEWNET) {
             // Also covers regular files (ioctl fails with ENOTTY): they are not namespaces either.
             return Err(NetnsError::NotNetns { path });
         }

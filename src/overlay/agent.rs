@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, OwnedNotification, Timer};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::seq::IndexedRandom;
 use serde::Serialize;
 
@@ -282,25 +283,14 @@ impl Agent {
             .unwrap_or(Duration::from_millis(100))
             .min(Duration::from_millis(100));
         let mut fds = [
-            libc::pollfd {
-                fd: self.udp.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.notify.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(self.udp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.notify.as_fd(), PollFlags::POLLIN),
         ];
-        // SAFETY: two valid pollfds owned by this frame; poll only writes their revents.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as libc::c_int,
-            );
-        }
+        // An error (EINTR) only ends this wait early; the loop looks at everything again.
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        );
     }
 
     fn drain_notify(&mut self) {
