@@ -28,7 +28,7 @@ fn del(host: &HostNs, c: &NetNs, conf: &Value) {
         .container(c)
         .conf(conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 fn check(host: &HostNs, c: &NetNs, conf: &Value, prev: &Value) -> harness::PluginOutput {
@@ -307,7 +307,7 @@ fn check_fails_after_the_container_address_is_deleted() {
     let conf = network_conf::tether_bridge(&host, V, "10.48.0.0/24");
     let c = host.container("c1");
     let r = add(&host, &c, &conf);
-    check(&host, &c, &conf, &r).ok();
+    check(&host, &c, &conf, &r).assert_ok();
     let addr = cni_result::addresses(&r)[0].clone();
     c.ip(&["addr", "del", &addr, "dev", "eth0"]);
     let out = check(&host, &c, &conf, &r);
@@ -325,7 +325,7 @@ fn check_fails_after_the_default_route_is_deleted() {
     let conf = network_conf::tether_bridge(&host, V, "10.49.0.0/24");
     let c = host.container("c1");
     let r = add(&host, &c, &conf);
-    check(&host, &c, &conf, &r).ok();
+    check(&host, &c, &conf, &r).assert_ok();
     c.ip(&["route", "del", "default"]);
     let out = check(&host, &c, &conf, &r);
     assert!(!out.success(), "CHECK passed without the default route");
@@ -401,12 +401,16 @@ fn without_ip_masq_the_outside_cannot_answer() {
 fn status_succeeds_and_gc_frees_leases_of_vanished_containers() {
     let host = HostNs::new("br");
     let conf = network_conf::tether_bridge(&host, V, "10.54.0.0/24");
-    host.tether_bridge().cmd("STATUS").conf(&conf).run().ok();
+    host.tether_bridge()
+        .cmd("STATUS")
+        .conf(&conf)
+        .run()
+        .assert_ok();
     let keep = cni_result::ip(&add(&host, &host.container("c1"), &conf), "4");
     add(&host, &host.container("c2"), &conf);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
-    host.tether_bridge().cmd("GC").conf(&gc).run().ok();
+    host.tether_bridge().cmd("GC").conf(&gc).run().assert_ok();
     let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
         .into_iter()
         .map(|l| l.0)
@@ -451,7 +455,7 @@ fn macspoofchk_drops_frames_from_a_changed_mac_and_del_removes_its_entry() {
     );
 
     // CHECK sees the entry; DEL removes exactly it.
-    check(&host, &c1, &conf, &r1).ok();
+    check(&host, &c1, &conf, &r1).assert_ok();
     del(&host, &c1, &conf);
     assert!(
         !spoofchk_elements(&host).contains(&mac1),

@@ -134,7 +134,7 @@ impl<'h> Dns<'h> {
     }
 
     fn del(&self, c: &NetNs, conf: &Value, name: &str) {
-        self.call("DEL", c, conf, name).ok();
+        self.call("DEL", c, conf, name).assert_ok();
     }
 
     fn pid(&self) -> Option<i32> {
@@ -552,7 +552,7 @@ fn without_tetherd_add_succeeds_and_keeps_the_runtime_resolvers() {
         .conf(&net)
         .env("TETHER_DAEMON_BIN", Some("/nonexistent/tetherd"))
         .run()
-        .ok();
+        .assert_ok();
 }
 
 #[test]
@@ -675,7 +675,7 @@ fn a_container_on_two_networks_sees_both_until_it_leaves_one() {
     assert_ne!(dig(&a, &["multi"]).1, dig(&b, &["multi"]).1);
 
     // Leaving net2: its names are out of scope, the resolver stays for net1.
-    dns.call_on("DEL", &c1, "eth1", &net2, "multi").ok();
+    dns.call_on("DEL", &c1, "eth1", &net2, "multi").assert_ok();
     assert_eq!(
         dig(&c1, &["beta.net2"]).0,
         "SERVFAIL",

@@ -24,8 +24,8 @@ fn reference_bridge_two_containers_ping_and_talk_tcp() {
         .container(&c2)
         .conf(&conf)
         .run();
-    let ip1 = cni_result::ip(r1.ok(), "4");
-    let ip2 = cni_result::ip(r2.ok(), "4");
+    let ip1 = cni_result::ip(r1.assert_ok(), "4");
+    let ip2 = cni_result::ip(r2.assert_ok(), "4");
     assert_eq!(c1.global_addresses("eth0"), vec![format!("{ip1}/24")]);
     assert_eq!(c1.default_gateway("-4").as_deref(), Some("10.200.0.1"));
     assert!(c1.ping_retry(&ip2, 3), "c1 cannot ping {ip2}");
@@ -38,7 +38,7 @@ fn reference_bridge_two_containers_ping_and_talk_tcp() {
             .container(c)
             .conf(&conf)
             .run()
-            .ok();
+            .assert_ok();
     }
     assert!(store::leases(&host.data_dir(), "net1").is_empty());
 }
@@ -54,7 +54,7 @@ fn reference_bridge_check_fails_after_address_removed_and_del_after_netns_gone()
         .container(&c1)
         .conf(&conf)
         .run();
-    let result = r.ok().clone();
+    let result = r.assert_ok().clone();
     let mut check_conf = conf.clone();
     check_conf["prevResult"] = result.clone();
     host.reference("bridge")
@@ -62,7 +62,7 @@ fn reference_bridge_check_fails_after_address_removed_and_del_after_netns_gone()
         .container(&c1)
         .conf(&check_conf)
         .run()
-        .ok();
+        .assert_ok();
     let addr = cni_result::addresses(&result)[0].clone();
     c1.ip(&["addr", "del", &addr, "dev", "eth0"]);
     let out = host
@@ -84,13 +84,13 @@ fn reference_bridge_check_fails_after_address_removed_and_del_after_netns_gone()
         .container(&c1)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
     host.reference("bridge")
         .cmd("DEL")
         .container(&c1)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn reference_bridge_masquerade_reaches_outside_only_with_ip_masq() {
             .container(&c)
             .conf(&conf)
             .run()
-            .ok();
+            .assert_ok();
         assert_eq!(host.sysctl("net.ipv4.ip_forward"), "1");
         assert_eq!(c.ping_retry(outside.addr, 2), masq, "ipMasq={masq}");
     }

@@ -49,7 +49,7 @@ fn reference_bridge_with_tether_ipam_passes_traffic() {
             .container(c)
             .conf(&conf)
             .run()
-            .ok();
+            .assert_ok();
     }
     assert!(store::is_empty(&host.data_dir(), "net1"));
 }
@@ -77,7 +77,7 @@ fn tether_bridge_with_reference_host_local_passes_traffic() {
             .container(c)
             .conf(&conf)
             .run()
-            .ok();
+            .assert_ok();
     }
     assert!(store::leases(&host.data_dir(), "net1").is_empty());
     let veths: Vec<String> = host

@@ -27,7 +27,7 @@ fn del(host: &HostNs, c: &NetNs, conf: &Value) {
         .container(c)
         .conf(conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn check_passes_for_a_live_lease() {
         .container(&c)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 #[test]
@@ -202,7 +202,11 @@ fn status_fails_with_code_50_once_a_range_set_is_exhausted() {
     let host = HostNs::new("ipam");
     // A /30 has two hosts; .1 is the gateway, so exactly one lease is free.
     let conf = network_conf::tether_ipam(&host, "1.1.0", &["10.34.0.0/30"]);
-    host.tether_ipam().cmd("STATUS").conf(&conf).run().ok();
+    host.tether_ipam()
+        .cmd("STATUS")
+        .conf(&conf)
+        .run()
+        .assert_ok();
     let r = add(&host, &host.container("c1"), &conf);
     assert_eq!(cni_result::ip(&r, "4"), "10.34.0.2");
     host.tether_ipam()
@@ -237,7 +241,7 @@ fn gc_frees_leases_of_containers_not_in_valid_attachments() {
     add(&host, &host.container("c3"), &conf);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
-    host.tether_ipam().cmd("GC").conf(&gc).run().ok();
+    host.tether_ipam().cmd("GC").conf(&gc).run().assert_ok();
     let leases: Vec<String> = store::leases(&host.data_dir(), "net1")
         .into_iter()
         .map(|l| l.0)

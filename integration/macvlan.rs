@@ -52,7 +52,7 @@ fn add(seg: &Segment, c: &NetNs, conf: &Value) -> Value {
 }
 
 fn del(seg: &Segment, c: &NetNs, conf: &Value) {
-    run(seg, "DEL", c, conf).ok();
+    run(seg, "DEL", c, conf).assert_ok();
 }
 
 /// `ip -d link show` of the container's eth0: kind and mode of the macvlan.
@@ -357,7 +357,7 @@ fn status_fails_with_code_50_when_the_parent_is_gone() {
     let seg = segment("mvst");
     let conf = conf(&seg, "bridge");
     let status = || macvlan(&seg.host).cmd("STATUS").conf(&conf).run();
-    status().ok();
+    status().assert_ok();
     seg.host.ip(&["link", "del", PARENT]);
     let out = status();
     let err = out.expect_error(50);
@@ -376,7 +376,7 @@ fn check_passes_on_a_healthy_attachment_and_names_what_drifted() {
     let result = add(&seg, &c1, &conf);
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = result.clone();
-    run(&seg, "CHECK", &c1, &with_prev).ok();
+    run(&seg, "CHECK", &c1, &with_prev).assert_ok();
 
     let mut other_mode = with_prev.clone();
     other_mode["mode"] = json!("private");
@@ -406,7 +406,7 @@ fn gc_removes_attachments_the_runtime_no_longer_lists() {
     add(&seg, &c2, &conf);
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
-    macvlan(&seg.host).cmd("GC").conf(&gc).run().ok();
+    macvlan(&seg.host).cmd("GC").conf(&gc).run().assert_ok();
     assert_eq!(macvlan_mode(&c1, "eth0").as_deref(), Some("bridge"));
     assert!(links_besides_lo(&c2).is_empty(), "{:?}", c2.link_names());
     assert_eq!(leases(&seg).len(), 1);
@@ -631,7 +631,7 @@ fn a_recorded_vlan_parent_tracks_its_users_across_networks() {
     // GC of the first network with nothing valid releases its user (DEL would do the same).
     let mut gc = net_a.clone();
     gc["cni.dev/valid-attachments"] = json!([]);
-    macvlan(&seg.host).cmd("GC").conf(&gc).run().ok();
+    macvlan(&seg.host).cmd("GC").conf(&gc).run().assert_ok();
     assert!(links_besides_lo(&c1).is_empty(), "{:?}", c1.link_names());
     let r = record().expect("network other still uses it");
     assert!(r["networks"].get(NET).is_none(), "{r}");
@@ -673,7 +673,7 @@ fn del_without_cni_netns_removes_the_child_through_the_record() {
         .env("CNI_NETNS", None)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
     assert!(links_besides_lo(&c1).is_empty(), "{:?}", c1.link_names());
     assert!(leases(&seg).is_empty());
 }

@@ -68,7 +68,7 @@ fn portmap_del(host: &HostNs, c: &NetNs, prev: &Value, ports: Option<&Value>) {
         .container(c)
         .conf(&conf)
         .run()
-        .ok();
+        .assert_ok();
 }
 
 fn tether_net(host: &HostNs, subnet: &str) -> Value {
@@ -318,7 +318,7 @@ fn del_with_and_without_runtime_config_leaves_no_element() {
         .container(&c1)
         .conf(&check)
         .run()
-        .ok();
+        .assert_ok();
 
     portmap_del(&host, &c1, &r1, Some(&p1));
     portmap_del(&host, &c2, &r2, None);

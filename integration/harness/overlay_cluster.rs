@@ -194,33 +194,14 @@ impl Host {
     }
 
     pub fn add(&self, conf: &Value, c: &NetNs) -> Value {
-        self.plugin("ADD", conf, c).ok().clone()
+        self.plugin("ADD", conf, c).assert_ok().clone()
     }
 
     /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
     pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
         self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
-            .ok()
+            .assert_ok()
             .clone()
-    }
-
-    /// ADD with extra environment for the plugin (test hooks such as `TETHER_OVERLAY_TEST_START_KEY`).
-    pub fn add_with_env(&self, conf: &Value, c: &NetNs, env: &[(&str, &str)]) -> Value {
-        let config = self.config_path().display().to_string();
-        let mut call = self
-            .ns
-            .plugin(env!("CARGO_BIN_EXE_tether-overlay"))
-            .cmd("ADD")
-            .container(c)
-            .env("TETHER_DAEMON_CONFIG", Some(&config))
-            .conf(conf);
-        if self.tetherd.is_none() {
-            call = call.env("TETHER_DAEMON_BIN", Some("/bin/true"));
-        }
-        for (k, v) in env {
-            call = call.env(k, Some(v));
-        }
-        call.run().ok().clone()
     }
 
     /// CHECK of `c`'s attachment, with the ADD result as `prevResult`.
@@ -257,7 +238,7 @@ impl Host {
     }
 
     pub fn del(&self, conf: &Value, c: &NetNs) {
-        self.plugin("DEL", conf, c).ok();
+        self.plugin("DEL", conf, c).assert_ok();
     }
 
     /// The hosts whose block claims of `network` this host's control plane knows.

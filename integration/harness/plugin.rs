@@ -197,7 +197,7 @@ impl PluginOutput {
 
     /// The result JSON; panics with everything the plugin said unless it exited 0 with JSON
     /// (or with nothing, which DEL and CHECK may do).
-    pub fn ok(&self) -> &Value {
+    pub fn assert_ok(&self) -> &Value {
         assert!(
             self.status.success(),
             "plugin failed ({}): stdout: {} stderr: {}",
@@ -216,7 +216,7 @@ impl PluginOutput {
     /// The result of an ADD, VERSION or GC-less call: panics unless the plugin exited 0 and printed a
     /// JSON object with a cniVersion.
     pub fn result(&self) -> &Value {
-        let v = self.ok();
+        let v = self.assert_ok();
         assert!(
             v["cniVersion"].is_string(),
             "plugin succeeded without a result object: stdout: {:?} stderr: {}",

@@ -289,8 +289,9 @@ impl Networks {
         info: &NetworkInfo,
     ) -> Result<(), NetworkError> {
         let name = net.name();
-        // Exclusive: a racing ADD must not put a container into chains being removed.
-        let _lock = crate::state::NetworkLock::exclusive(name).ok();
+        // Exclusive: a racing ADD must not put a container into chains being removed. Without the lock
+        // nothing is removed: going on unlocked could strand that ADD's container in deleted chains.
+        let _lock = crate::state::NetworkLock::exclusive(name)?;
         if let Some(bridge) = &info.bridge {
             let shared = self
                 .list()?

@@ -60,8 +60,7 @@ pub fn wait_for_agreement(dir: &OverlayDir, block: Ipv4Network, deadline: Instan
     Agreement::NoAnswer
 }
 
-/// The key the start block is derived from: the host's address, or, for tests that want every host to
-/// want the same block first, `TETHER_OVERLAY_TEST_START_KEY`.
-pub fn start_key(vtep: IpAddr) -> String {
-    std::env::var("TETHER_OVERLAY_TEST_START_KEY").unwrap_or_else(|_| vtep.to_string())
+/// The key the start block is derived from: the config's `startBlockKey`, else the host's address.
+pub fn start_key(configured: Option<&str>, vtep: IpAddr) -> String {
+    configured.map_or_else(|| vtep.to_string(), str::to_string)
 }

@@ -214,7 +214,7 @@ fn allocate_or_claim(
                 .into_iter()
                 .map(|c| c.block),
         );
-        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(vtep), &taken).ok_or_else(|| CniError {
+        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| CniError {
             code: CODE_NO_FREE_BLOCK,
             msg: format!(
                 "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
