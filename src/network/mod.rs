@@ -28,6 +28,7 @@ pub use render::{Addressing, NetworkPlan};
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
 use crate::endpoint::{Attachment, Endpoints};
 use crate::link::{IpFamily, Netlink};
+use crate::state::attachment::attachments_root;
 
 /// A network as `ls` and `inspect` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -335,7 +336,7 @@ impl Networks {
                 .unwrap_or_else(crate::paths::ipam_dir);
             remove_dir(&data_dir.join(name))?;
         }
-        remove_dir(&crate::paths::state_dir().join("attachments").join(name))?;
+        remove_dir(&attachments_root(&crate::paths::state_dir()).join(name))?;
         Ok(())
     }
 }

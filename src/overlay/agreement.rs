@@ -1,4 +1,4 @@
-//! Agreement on new address blocks (issue 7): this host's pending and unconfirmed claims are proposed to
+//! Agreement on new address blocks: this host's pending and unconfirmed claims are proposed to
 //! every live member; a member answers after settling the proposal against its own claim of the block
 //! under the claims lock (`judge_proposal`: a losing pending claim is given up first, so two proposers of
 //! one block never both accept each other); a claim becomes confirmed once every member SWIM says is up
