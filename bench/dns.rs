@@ -21,9 +21,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tether::daemon::control::Request;
+use tether::client::protocol::Request;
 use tether::dns::wire;
-use tether::driver::record::{AttachmentRecord, RecordDir};
+use tether::state::{AttachmentRecord, RecordDir};
 
 const AARDVARK: &str = "/usr/lib/podman/aardvark-dns";
 const NETWORK: &str = "bench";
@@ -115,7 +115,7 @@ fn main() {
     }
     let run_dir = host.run_dir();
     let started = Instant::now();
-    tether::daemon::notify::request(
+    tether::client::notify::request(
         &run_dir,
         &Request::Changed {
             network: Some(NETWORK.into()),
@@ -210,7 +210,7 @@ fn main() {
         upstream.queries()
     );
     drop(aardvark);
-    let _ = tether::daemon::notify::request(&run_dir, &Request::Stop, Duration::from_secs(5));
+    let _ = tether::client::notify::request(&run_dir, &Request::Stop, Duration::from_secs(5));
 }
 
 fn filler_ip(i: usize) -> String {

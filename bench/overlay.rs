@@ -230,8 +230,8 @@ fn control_plane_50() {
 }
 
 fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
-    use tether::driver::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
-    use tether::driver::record::{AttachmentRecord, RecordDir};
+    use tether::state::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
+    use tether::state::{AttachmentRecord, RecordDir};
     let subnet: ipnetwork::Ipv4Network = "10.230.0.0/16".parse().unwrap();
     let block: ipnetwork::Ipv4Network = format!("10.230.{i}.0/26").parse().unwrap();
     let dir = OverlayDir::new(state, "ovl");
@@ -262,12 +262,12 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
                 network: "ovl".into(),
                 container_id: format!("h{i}c{j}"),
                 ifname: "eth0".into(),
-                driver: "overlay".into(),
+                driver: tether::state::DriverKind::Overlay,
                 netns: None,
                 netns_id: None,
                 host_ifname: None,
                 bridge: Some("tob603".into()),
-                mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i, j)),
+                mac: Some(tether::link::MacAddr::new([2, 0, 0, 0, i as u8, j])),
                 macspoofchk: false,
                 ips: vec![format!("10.230.{i}.{}/16", j + 1).parse().unwrap()],
                 name: None,

@@ -141,7 +141,7 @@ fn tetherd_releases_a_ctr_run_cni_task_deleted_without_del() {
     let host = HostNs::new("ctrt");
     let (cli, ctrd) = start_c1(&host, true);
     assert!(
-        tether::daemon::notify::answers(&host.run_dir()),
+        tether::client::notify::answers(&host.run_dir()),
         "the ADD started tetherd for the container's resolver"
     );
     assert_eq!(store::leases(&host.data_dir(), NETWORK).len(), 1);
@@ -164,7 +164,7 @@ fn tetherd_releases_a_ctr_run_cni_task_deleted_without_del() {
     wait_until(
         "tetherd exits with nothing to serve",
         Duration::from_secs(10),
-        || !tether::daemon::notify::answers(&host.run_dir()),
+        || !tether::client::notify::answers(&host.run_dir()),
     );
     assert_eq!(cli.ok(&["gc"]).trim(), "nothing to collect");
     let _ = ctrd.ctr(&["container", "delete", "c1"]);

@@ -16,7 +16,7 @@ use harness::switch_segment::{SwitchSegment, SEGMENT_SUBNET};
 use harness::tether_cli::TetherCli;
 use harness::{store, tcp, HostNs, NetNs};
 use serde_json::Value;
-use tether::daemon::control::Request;
+use tether::client::protocol::Request;
 
 /// Long enough for tetherd's default 5 s check period and the DEL it runs, well within 30 s.
 const RELEASE_WITHIN: Duration = Duration::from_secs(30);
@@ -57,7 +57,7 @@ impl<'h> Setup<'h> {
     }
 
     fn status(&self) -> Value {
-        let reply = tether::daemon::notify::request(
+        let reply = tether::client::notify::request(
             &self.host.run_dir(),
             &Request::Status,
             Duration::from_secs(2),
@@ -296,7 +296,7 @@ fn tether_gc_without_tetherd_keeps_a_held_namespace_and_collects_a_reused_name()
     let a = t.attach("quiet", &held, &[]);
     t.attach("quiet", &reused, &[]);
     assert!(
-        !tether::daemon::notify::answers(&host.run_dir()),
+        !tether::client::notify::answers(&host.run_dir()),
         "no tetherd runs for a network without DNS"
     );
     let ipam = host.state_dir().join("ipam");

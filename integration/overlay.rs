@@ -423,15 +423,16 @@ fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twi
     }
 }
 
-/// Every host's first ADD at the same moment, all wanting the same block first (the start-block test
-/// hook): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
+/// Every host's first ADD at the same moment, all wanting the same block first (one
+/// `startBlockKey` for all): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
 /// and on a different block, and every container reaches every other.
 fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
     let cluster = Cluster::new(label, hosts, Timings::FAST);
     for round in 0..3u32 {
         let network = format!("race{round}");
         // Four /26 blocks: every host wants the first one it finds free from the same start.
-        let conf = overlay_conf(&network, 910 + round, &format!("10.218.{round}.0/24"));
+        let mut conf = overlay_conf(&network, 910 + round, &format!("10.218.{round}.0/24"));
+        conf["startBlockKey"] = "race".into();
         let containers: Vec<_> = (0..hosts)
             .map(|i| cluster.hosts[i].ns.container(&format!("r{round}h{i}")))
             .collect();
@@ -445,7 +446,7 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
                     let (conf, barrier) = (&conf, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        h.add_with_env(conf, c, &[("TETHER_OVERLAY_TEST_START_KEY", "race")])
+                        h.add(conf, c)
                     })
                 })
                 .collect();
@@ -510,12 +511,12 @@ fn one_block_taken_unconfirmed_by_two_hosts_goes_to_the_earlier_claim_and_check_
     cluster.hosts[0].kill_tetherd();
     cluster.hosts[1].kill_tetherd();
     // Both tetherds down and the same start block: the weak case the guarantee leaves open.
-    let conf = overlay_conf("split", 720, "10.220.0.0/24");
-    let start = [("TETHER_OVERLAY_TEST_START_KEY", "split")];
+    let mut conf = overlay_conf("split", 720, "10.220.0.0/24");
+    conf["startBlockKey"] = "split".into();
     let c0 = cluster.hosts[0].ns.container("s0");
     let c1 = cluster.hosts[1].ns.container("s1");
-    let r0 = cluster.hosts[0].add_with_env(&conf, &c0, &start);
-    let r1 = cluster.hosts[1].add_with_env(&conf, &c1, &start);
+    let r0 = cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
     let (h0, h1) = (
         cluster.hosts[0].own_claims("split"),
         cluster.hosts[1].own_claims("split"),
@@ -548,7 +549,7 @@ fn one_block_taken_unconfirmed_by_two_hosts_goes_to_the_earlier_claim_and_check_
     );
     // The losing host moves: its next container gets an address of another, agreed block.
     let c2 = cluster.hosts[1].ns.container("s2");
-    let r2 = cluster.hosts[1].add_with_env(&conf, &c2, &start);
+    let r2 = cluster.hosts[1].add(&conf, &c2);
     let moved: Vec<_> = cluster.hosts[1]
         .own_claims("split")
         .into_iter()

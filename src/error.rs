@@ -2,13 +2,12 @@
 //! code (docs/design.md §3 lists the codes; 100 and up are tether's own, documented in docs/errors.md).
 
 use crate::cni::error::{CniError, ErrorCode};
-use crate::driver::link_reaper::ReaperError;
-use crate::driver::macvlan::VlanRegistryError;
-use crate::driver::network_lock::LockError;
 use crate::firewall::FirewallError;
 use crate::ipam::IpamError;
-use crate::link::LinkError;
+use crate::link::{LinkError, ReaperError};
 use crate::netns::NetnsError;
+use crate::state::vlan_registry::VlanRegistryError;
+use crate::state::LockError;
 use crate::state_file::StateFileError;
 
 /// A netlink operation on a link, address or route failed.

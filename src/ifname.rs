@@ -4,6 +4,9 @@
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
+/// The bridge tether-bridge uses when its config names none; `network ls` reports it for such networks.
+pub const DEFAULT_BRIDGE: &str = "tether0";
+
 /// Why `name` is not a valid interface name, or None when it is.
 pub fn ifname_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {

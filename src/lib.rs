@@ -1,8 +1,11 @@
 //! tether: container networking for Linux. The library holds everything real; `bins/` are thin mains.
 //! Dependencies point downward: `cni` and `netns` know nothing of drivers; drivers use `link`, `ipam`,
-//! `firewall` (docs/design.md §2).
+//! `firewall`, `state` and `client`; tetherd's services use `state` and `client`, never a driver. No two
+//! top-level modules import each other, directly or around a circle: `import_graph`'s test fails if they do
+//! (docs/design.md §2).
 
 pub mod cli;
+pub mod client;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
@@ -20,4 +23,8 @@ pub mod network;
 pub mod overlay;
 pub mod paths;
 pub mod resolv_conf;
+pub mod state;
 pub mod state_file;
+
+#[cfg(test)]
+mod import_graph;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tether::daemon::control::Request;
+use tether::client::protocol::Request;
 
 use super::{HostNs, NetNs};
 
@@ -89,7 +89,7 @@ impl Tetherd {
             .spawn()
             .expect("start tetherd");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !tether::daemon::notify::answers(&dir.join("run")) {
+        while !tether::client::notify::answers(&dir.join("run")) {
             assert!(
                 Instant::now() < deadline,
                 "tetherd in {} did not answer",
@@ -129,7 +129,7 @@ impl Drop for Tetherd {
 
 /// The overlay service's part of `tetherd status` for the tetherd serving `run_dir`.
 pub fn overlay_status(run_dir: &std::path::Path) -> Value {
-    let reply = tether::daemon::notify::request(run_dir, &Request::Status, Duration::from_secs(2))
+    let reply = tether::client::notify::request(run_dir, &Request::Status, Duration::from_secs(2))
         .expect("tetherd status");
     reply.status.unwrap_or_default()["services"]["overlay"].clone()
 }
@@ -202,25 +202,6 @@ impl Host {
         self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
             .assert_ok()
             .clone()
-    }
-
-    /// ADD with extra environment for the plugin (test hooks such as `TETHER_OVERLAY_TEST_START_KEY`).
-    pub fn add_with_env(&self, conf: &Value, c: &NetNs, env: &[(&str, &str)]) -> Value {
-        let config = self.config_path().display().to_string();
-        let mut call = self
-            .ns
-            .plugin(env!("CARGO_BIN_EXE_tether-overlay"))
-            .cmd("ADD")
-            .container(c)
-            .env("TETHER_DAEMON_CONFIG", Some(&config))
-            .conf(conf);
-        if self.tetherd.is_none() {
-            call = call.env("TETHER_DAEMON_BIN", Some("/bin/true"));
-        }
-        for (k, v) in env {
-            call = call.env(k, Some(v));
-        }
-        call.run().assert_ok().clone()
     }
 
     /// CHECK of `c`'s attachment, with the ADD result as `prevResult`.

@@ -11,14 +11,14 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::DaemonConfig;
-use super::control::{AttachmentKey, Reply, Request};
 use super::error::DaemonError;
 use super::namespace_watch::NamespaceWatch;
-use super::ns_worker::NsWorker;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
 use super::service::{Service, ServiceContext};
 use crate::endpoint::Held;
+use crate::client::protocol::{AttachmentKey, Reply, Request};
+use crate::netns::NsWorker;
 
 /// How often the records directory is polled for changes nobody notified (and the idle clock checked).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -66,7 +66,7 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
     let Some(lock) = wait_for_lock(&opts.run_dir)? else {
         return Ok(Exit::AlreadyRunning);
     };
-    let socket_path = super::socket_path(&opts.run_dir);
+    let socket_path = crate::client::socket_path(&opts.run_dir);
     let std_listener = bind_control_socket(&socket_path)?;
     let ns_worker = NsWorker::start().map_err(|source| DaemonError::Worker { source })?;
     let watch =
@@ -137,6 +137,10 @@ impl Daemon {
     async fn reload(&mut self) {
         self.fingerprint = RecordsFingerprint::read(&self.ctx.state_dir);
         self.records = RecordSnapshot::load(&self.ctx.state_dir);
+        for service in &self.services {
+            let extra = service.extra_records(&self.ctx);
+            self.records.records.extend(extra);
+        }
         tracing::debug!(records = self.records.records.len(), "records loaded");
         for service in &mut self.services {
             service.on_records_changed(&self.records, &self.ctx).await;
@@ -266,7 +270,7 @@ fn wait_for_lock(run_dir: &Path) -> Result<Option<PidLock>, DaemonError> {
         if let Some(lock) = PidLock::acquire(&super::pid_path(run_dir))? {
             return Ok(Some(lock));
         }
-        if super::notify::answers(run_dir) || Instant::now() >= deadline {
+        if crate::client::notify::answers(run_dir) || Instant::now() >= deadline {
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));

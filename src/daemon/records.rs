@@ -1,11 +1,13 @@
 //! The daemon's view of the world: every attachment record of every network, read from the state directory
-//! (`<state>/attachments/<network>/*.json`, written by the plugins before they notify).
+//! (`<state>/attachments/<network>/*.json`, written by the plugins before they notify), plus the records
+//! its services contribute ([`Service::extra_records`](super::Service::extra_records)).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::driver::record::{AttachmentRecord, RecordDir};
+use crate::state::attachment::attachments_root;
+use crate::state::{AttachmentRecord, RecordDir};
 use crate::state_file;
 
 #[derive(Debug, Clone, Default)]
@@ -17,7 +19,7 @@ impl RecordSnapshot {
     /// Reads every record. A corrupt or half-readable file is skipped with a warning: one bad record must
     /// not take DNS away from every other container.
     pub fn load(state_dir: &Path) -> RecordSnapshot {
-        let root = state_dir.join("attachments");
+        let root = attachments_root(state_dir);
         let mut records = Vec::new();
         for net_dir in sub_dirs(&root) {
             let Ok(entries) = fs::read_dir(&net_dir) else {
@@ -35,8 +37,6 @@ impl RecordSnapshot {
                 }
             }
         }
-        // Other hosts' overlay containers, for the resolver (see overlay::remote_names).
-        records.extend(crate::overlay::remote_names::load(state_dir));
         RecordSnapshot { records }
     }
 
@@ -85,7 +85,7 @@ pub struct RecordsFingerprint(Vec<(PathBuf, Option<SystemTime>)>);
 
 impl RecordsFingerprint {
     pub fn read(state_dir: &Path) -> RecordsFingerprint {
-        let root = state_dir.join("attachments");
+        let root = attachments_root(state_dir);
         let mut stamps = vec![(root.clone(), mtime(&root))];
         let mut dirs = sub_dirs(&root);
         dirs.sort();

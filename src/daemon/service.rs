@@ -1,16 +1,18 @@
 //! The seam between the daemon and what it serves. The daemon owns the lifecycle (start, record changes,
-//! idle exit, stop); a service owns one protocol (DNS, the overlay control plane) and is
-//! driven only through this trait, on the daemon's single-threaded runtime.
+//! idle exit, stop); a service owns one protocol (the DNS resolver, the overlay control plane) and is
+//! driven only through this trait, on the daemon's single-threaded runtime. The daemon knows no service by
+//! name: `bins/tetherd.rs` hands it the list.
 
 use std::path::PathBuf;
 
 use futures::future::LocalBoxFuture;
 
 use super::config::DaemonConfig;
-use super::control::AttachmentKey;
-use super::ns_worker::NsWorker;
 use super::records::RecordSnapshot;
 use crate::netns::NsId;
+use crate::client::protocol::AttachmentKey;
+use crate::netns::NsWorker;
+use crate::state::AttachmentRecord;
 
 /// What every service gets from the daemon.
 #[derive(Clone)]
@@ -55,6 +57,13 @@ pub trait Service {
     ) -> LocalBoxFuture<'a, ()> {
         let _ = changed;
         self.on_records_changed(records, ctx)
+    }
+
+    /// Records this service adds to the snapshot every service sees, read again on every full reload (the
+    /// overlay adds other hosts' containers, so the resolver answers their names). None by default.
+    fn extra_records(&self, ctx: &ServiceContext) -> Vec<AttachmentRecord> {
+        let _ = ctx;
+        Vec::new()
     }
 
     /// Whether these records still need this service; when no service does, the daemon exits after its

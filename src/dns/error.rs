@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::daemon::ns_worker::NsWorkerError;
+use crate::netns::NsWorkerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::driver::record::AttachmentRecord;
+use crate::state::AttachmentRecord;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Addresses {

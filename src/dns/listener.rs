@@ -17,7 +17,7 @@ use super::datagram_batch::{self, DatagramBatch};
 use super::error::DnsError;
 use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
-use crate::daemon::NsWorker;
+use crate::netns::NsWorker;
 
 pub const RESOLVER_SOCKET: &str = "127.0.0.11:53";
 /// A TCP client that sends nothing for this long is dropped (RFC 7766 §6.2.3 suggests seconds).

@@ -238,7 +238,7 @@ mod tests {
     use std::time::Duration;
 
     fn resolver() -> Resolver {
-        let records: Vec<crate::driver::record::AttachmentRecord> = [
+        let records: Vec<crate::state::AttachmentRecord> = [
             ("net1", "a", "web", vec!["www"], vec!["10.0.0.2/24"]),
             ("net1", "b", "db", vec!["www"], vec!["10.0.0.3/24"]),
             ("net2", "c", "hidden", vec![], vec!["10.1.0.2/24"]),

@@ -17,9 +17,9 @@ use super::listener::{self, Listener};
 use super::resolver::{Resolver, Scope};
 use super::settings::DnsSettings;
 use super::upstreams::Upstreams;
-use crate::daemon::control::AttachmentKey;
+use crate::client::protocol::AttachmentKey;
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
-use crate::driver::record::AttachmentRecord;
+use crate::state::AttachmentRecord;
 
 /// A namespace, by the identity of its nsfs inode: two paths to one namespace are one container.
 type NsId = (u64, u64);

@@ -12,8 +12,7 @@ use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
 use crate::cni::result::Dns;
 
-/// The address of the resolver inside every container (Docker's choice; on `lo`, so no route is needed).
-pub const RESOLVER_ADDRESS: &str = "127.0.0.11";
+pub use crate::resolv_conf::RESOLVER_ADDRESS;
 
 /// The network-level DNS switches, read from the plugin's config. `dns` itself is the CNI spec's
 /// resolv.conf object, so tether's switch has its own name.

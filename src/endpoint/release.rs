@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Attachment, EndpointError, Endpoints};
 use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{load_network, CachedAttachment, RuntimeConf, RuntimeError};
-use crate::driver::record::{AttachmentRecord, RecordDir};
+use crate::state::{AttachmentRecord, RecordDir};
 use crate::netns::NsId;
 use crate::netns_liveness::{is_gone, Occupied};
 
@@ -195,7 +195,7 @@ impl Attachment {
             name: rec.name.clone(),
             netns: rec.netns.clone(),
             ips: rec.ips.clone(),
-            mac: rec.mac.clone(),
+            mac: rec.mac.map(|m| m.to_string()),
             ports: Vec::new(),
             aliases: rec.aliases.clone(),
             result: serde_json::Value::Null,

@@ -88,33 +88,34 @@ impl Firewall {
     /// until this process exits, so that last release, and its wait, happen in the child. Call it only while
     /// holding no lock file (the child would hold it too) and with no other thread running.
     pub fn release_in_background(self) {
-        let mut pipe_fds = [0; 2];
-        // SAFETY: plain syscalls; the child only waits on the pipe and exits.
-        unsafe {
-            if libc::pipe2(pipe_fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                return; // the ordinary close below then waits; correct, only slower
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, read, ForkResult};
+        use std::os::fd::IntoRawFd;
+
+        let Ok((read_end, write_end)) = pipe2(OFlag::O_CLOEXEC) else {
+            return; // the ordinary close below then waits; correct, only slower
+        };
+        // SAFETY: the caller runs no other thread (see above), so the child may run ordinary code; it only
+        // silences its output, waits on the pipe and exits.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                if let Ok(null) = open(c"/dev/null", OFlag::O_RDWR, Mode::empty()) {
+                    let _ = (dup2_stdin(&null), dup2_stdout(&null), dup2_stderr(&null));
+                }
+                drop(write_end);
+                let mut byte = [0u8; 1];
+                // Returns 0 (EOF) when the parent, the only holder of the write end, has exited.
+                while matches!(read(&read_end, &mut byte), Ok(1..)) {}
+                // _exit: no atexit handlers or buffered output of the parent's copy of the process.
+                // SAFETY: ends this process at once; nothing of it is used afterwards.
+                unsafe { libc::_exit(0) }
             }
-            match libc::fork() {
-                0 => {
-                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                    for fd in 0..=2 {
-                        libc::dup2(null, fd);
-                    }
-                    libc::close(pipe_fds[1]);
-                    let mut byte = 0u8;
-                    // Returns 0 (EOF) when the parent, the only holder of the write end, has exited.
-                    while libc::read(pipe_fds[0], (&mut byte as *mut u8).cast(), 1) > 0 {}
-                    libc::_exit(0);
-                }
-                -1 => {
-                    libc::close(pipe_fds[0]);
-                    libc::close(pipe_fds[1]);
-                }
-                _ => {
-                    // The write end stays open for the rest of this process's life on purpose.
-                    libc::close(pipe_fds[0]);
-                }
+            Ok(ForkResult::Parent { .. }) => {
+                // The write end stays open for the rest of this process's life on purpose.
+                let _ = write_end.into_raw_fd();
             }
+            Err(_) => {}
         }
     }
 

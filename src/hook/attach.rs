@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 
 use crate::endpoint::{AttachRequest, Attachment, EndpointError};
-use crate::link::Netlink;
-use crate::netns::NetNs;
+use crate::netns::{loopback_up, NetNs};
 
 use super::endpoint_ops::EndpointOps;
 use super::error::HookError;
@@ -53,7 +52,10 @@ pub fn attach_container(
             id: container.id.clone(),
         });
     }
-    loopback_up(&netns, &container.id)?;
+    loopback_up(&netns).map_err(|source| HookError::Loopback {
+        id: container.id.clone(),
+        source: Box::new(source),
+    })?;
     let NetworkMode::Networks(networks) = mode else {
         return Ok(Vec::new());
     };
@@ -110,18 +112,6 @@ pub fn attach_networks(
         }
     }
     Ok(made)
-}
-
-fn loopback_up(netns: &NetNs, id: &str) -> Result<(), HookError> {
-    let fail = |source| HookError::Loopback {
-        id: id.to_string(),
-        source: Box::new(source),
-    };
-    let netlink = Netlink::in_netns(netns).map_err(fail)?;
-    if let Some(lo) = netlink.link_by_name("lo").map_err(fail)? {
-        netlink.set_up(lo.index).map_err(fail)?;
-    }
-    Ok(())
 }
 
 /// Detaches in reverse order; returns a sentence about what could not be undone, empty when all was.

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    /// `--help`: the caller prints [`super::USAGE`] and exits 0.
-    #[error("{}", super::args::USAGE)]
+    /// `--help`: the caller prints [`USAGE`](super::usage::USAGE) and exits 0.
+    #[error("{}", super::usage::USAGE)]
     HelpRequested,
 
-    #[error("tether hook: {reason}\n{}", super::args::USAGE)]
+    #[error("tether hook: {reason}\n{}", super::usage::USAGE)]
     Usage { reason: String },
 
     #[error("reading the OCI state from stdin failed: {source}")]
@@ -70,11 +70,11 @@ pub enum HookError {
     #[error("container {id} shares the runtime's network namespace, so attaching would change the host's; give it its own (`{{\"type\": \"network\"}}` in linux.namespaces) or use the `host` network")]
     SharedNetns { id: String },
 
-    #[error("container {id}: bringing up lo failed: {source}")]
+    #[error("container {id}: {source}")]
     Loopback {
         id: String,
         #[source]
-        source: Box<crate::link::LinkError>,
+        source: Box<crate::netns::NetnsError>,
     },
 
     #[error("writing {} failed: {reason}", path.display())]

@@ -19,6 +19,7 @@ mod rootfs_file;
 mod settings;
 mod stage;
 mod state;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use std::io::Read;
 
 use crate::endpoint::Endpoints;
 
-pub use args::{HookArgs, USAGE};
+pub use args::HookArgs;
 pub use bundle_config::BundleConfig;
 pub use endpoint_ops::EndpointOps;
 pub use error::HookError;
@@ -35,6 +36,7 @@ pub use network_mode::NetworkMode;
 pub use settings::HookSettings;
 pub use stage::Stage;
 pub use state::OciState;
+pub use usage::USAGE;
 
 /// Where plugins and `nft` are looked for when the runtime gives the hook no PATH: runc and crun pass a
 /// hook exactly the `env` of its config.json entry, often without PATH.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::cni::Dns;
 
 /// tetherd's resolver address inside every container namespace (as Docker's embedded DNS).
-pub use crate::driver::dns_endpoint::RESOLVER_ADDRESS as EMBEDDED_RESOLVER;
+pub use crate::resolv_conf::RESOLVER_ADDRESS as EMBEDDED_RESOLVER;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvConf {

@@ -114,27 +114,8 @@ impl Store {
 
 /// `renameat2(from, to, RENAME_NOREPLACE)`: AlreadyExists when `to` exists, EINVAL where unsupported.
 fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))
-    };
-    let (from, to) = (c_path(from)?, c_path(to)?);
-    // SAFETY: two valid NUL-terminated paths.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, IpamError> {

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rand::TryRng;
+
 /// Bit 1 of the first octet: the address was assigned locally, not by a vendor (IEEE 802 §8.2.2).
 const LOCALLY_ADMINISTERED: u8 = 0x02;
 /// Bit 0 of the first octet: group (multicast) address.
@@ -46,20 +48,9 @@ impl MacAddr {
     /// so it can be reported before the link exists).
     pub fn random() -> Result<MacAddr, MacAddrError> {
         let mut octets = [0u8; 6];
-        let mut filled = 0;
-        while filled < octets.len() {
-            let rest = &mut octets[filled..];
-            // SAFETY: the pointer and length describe the writable tail of a local array.
-            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            if n < 0 {
-                let source = std::io::Error::last_os_error();
-                if source.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(MacAddrError::Random { source });
-            }
-            filled += n as usize;
-        }
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut octets)
+            .map_err(|e| MacAddrError::Random { source: e.into() })?;
         Ok(MacAddr(octets).local_unicast())
     }
 

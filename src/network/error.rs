@@ -85,6 +85,9 @@ pub enum NetworkError {
         source: Box<LinkError>,
     },
 
+    #[error("{0}; the network was not removed, run `network rm` again")]
+    Lock(#[from] crate::state::LockError),
+
     #[error("removing the firewall rules of network {name}: {source}")]
     Firewall {
         name: String,

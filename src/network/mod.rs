@@ -28,6 +28,7 @@ pub use render::{Addressing, NetworkPlan};
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
 use crate::endpoint::{Attachment, Endpoints};
 use crate::link::{IpFamily, Netlink};
+use crate::state::attachment::attachments_root;
 
 /// A network as `ls` and `inspect` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,7 +63,7 @@ impl NetworkInfo {
                     .unwrap_or(if plugin == "bridge" {
                         "cni0"
                     } else {
-                        crate::driver::bridge::DEFAULT_BRIDGE
+                        crate::ifname::DEFAULT_BRIDGE
                     })
                     .to_string(),
             ),
@@ -289,8 +290,9 @@ impl Networks {
         info: &NetworkInfo,
     ) -> Result<(), NetworkError> {
         let name = net.name();
-        // Exclusive: a racing ADD must not put a container into chains being removed.
-        let _lock = crate::driver::network_lock::NetworkLock::exclusive(name).ok();
+        // Exclusive: a racing ADD must not put a container into chains being removed. Without the lock
+        // nothing is removed: going on unlocked could strand that ADD's container in deleted chains.
+        let _lock = crate::state::NetworkLock::exclusive(name)?;
         if let Some(bridge) = &info.bridge {
             let shared = self
                 .list()?
@@ -334,7 +336,7 @@ impl Networks {
                 .unwrap_or_else(crate::paths::ipam_dir);
             remove_dir(&data_dir.join(name))?;
         }
-        remove_dir(&crate::paths::state_dir().join("attachments").join(name))?;
+        remove_dir(&attachments_root(&crate::paths::state_dir()).join(name))?;
         Ok(())
     }
 }

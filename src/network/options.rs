@@ -5,39 +5,7 @@ use std::str::FromStr;
 
 use super::error::NetworkError;
 use crate::link::MacvlanMode;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverKind {
-    Bridge,
-    Macvlan,
-    Overlay,
-}
-
-impl DriverKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            DriverKind::Bridge => "bridge",
-            DriverKind::Macvlan => "macvlan",
-            DriverKind::Overlay => "overlay",
-        }
-    }
-
-    /// The plugin that does the driver's work (the conflist's first plugin).
-    pub fn plugin(self) -> &'static str {
-        match self {
-            DriverKind::Bridge => "tether-bridge",
-            DriverKind::Macvlan => "tether-macvlan",
-            DriverKind::Overlay => "tether-overlay",
-        }
-    }
-
-    /// The driver behind a plugin type, for `network ls`.
-    pub fn of_plugin(plugin: &str) -> Option<DriverKind> {
-        [DriverKind::Bridge, DriverKind::Macvlan, DriverKind::Overlay]
-            .into_iter()
-            .find(|d| d.plugin() == plugin)
-    }
-}
+pub use crate::state::DriverKind;
 
 impl FromStr for DriverKind {
     type Err = NetworkError;
@@ -134,6 +102,10 @@ pub fn parse(
         known,
     };
     match driver {
+        // Only tetherd writes it (another host's container); `FromStr` never yields it.
+        DriverKind::RemoteOverlay => Err(NetworkError::UnknownDriver {
+            driver: driver.name().to_string(),
+        }),
         DriverKind::Bridge => {
             let mut out = BridgeOptions::default();
             for (key, value) in options {

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, OwnedNotification, Timer};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::seq::IndexedRandom;
 use serde::Serialize;
 
@@ -27,10 +28,10 @@ use super::records::{Record, RecordKey, RecordTable};
 use super::remote_names;
 use super::seal::Sealer;
 use super::wire::{self, Packet};
-use crate::daemon::control::Request;
-use crate::daemon::notify;
-use crate::driver::overlay::{now_ms, NetworkFacts};
+use crate::client::notify;
+use crate::client::protocol::Request;
 use crate::link::Netlink;
+use crate::state::overlay::{now_ms, NetworkFacts};
 
 /// What `tetherd status` and the benchmarks read.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -76,7 +77,7 @@ impl ControlPlane {
                 addr: cfg.bind,
                 source,
             })?;
-        let notify_path = run_dir.join("overlay.sock");
+        let notify_path = crate::client::poke::overlay_socket_path(run_dir);
         let notify_err = |source| OverlayError::NotifySocket {
             path: notify_path.display().to_string(),
             source,
@@ -282,25 +283,14 @@ impl Agent {
             .unwrap_or(Duration::from_millis(100))
             .min(Duration::from_millis(100));
         let mut fds = [
-            libc::pollfd {
-                fd: self.udp.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.notify.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(self.udp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.notify.as_fd(), PollFlags::POLLIN),
         ];
-        // SAFETY: two valid pollfds owned by this frame; poll only writes their revents.
-        unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as libc::c_int,
-            );
-        }
+        // An error (EINTR) only ends this wait early; the loop looks at everything again.
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX),
+        );
     }
 
     fn drain_notify(&mut self) {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::overlay::{
+use crate::state::overlay::{
     claims_lock_name, judge_proposal, ClaimState, OverlayDir, PeerClaim, ProposalVerdict,
 };
+use crate::state::NetworkLock;
 
 /// A pending proposal is sent again to members that did not answer after this long (UDP may drop it).
 const RESEND_PENDING: Duration = Duration::from_millis(150);
@@ -235,7 +235,7 @@ pub fn give_up(state_dir: &Path, claim: &ClaimRef) -> bool {
 fn rewrite(
     state_dir: &Path,
     claim: &ClaimRef,
-    change: impl FnOnce(&mut Vec<crate::driver::overlay::Claim>) -> bool,
+    change: impl FnOnce(&mut Vec<crate::state::overlay::Claim>) -> bool,
 ) -> bool {
     let dir = OverlayDir::new(state_dir, &claim.network);
     let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&claim.network)) else {

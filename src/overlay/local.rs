@@ -10,14 +10,13 @@ use ipnetwork::Ipv4Network;
 
 use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::overlay::{
+use crate::ipam::Store;
+use crate::state::overlay::{
     claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim,
     LEASE_STORE,
 };
-use crate::driver::record::RecordDir;
-use crate::ipam::Store;
-use crate::link::MacAddr;
+use crate::state::NetworkLock;
+use crate::state::{DriverKind, RecordDir};
 
 /// What the state directory says this host has.
 #[derive(Debug, Default)]
@@ -65,13 +64,13 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
                 continue;
             }
         };
-        for rec in records.iter().filter(|r| r.driver == "overlay") {
+        for rec in records.iter().filter(|r| r.driver == DriverKind::Overlay) {
             let names: Vec<String> = if rec.dns {
                 rec.name.iter().chain(rec.aliases.iter()).cloned().collect()
             } else {
                 Vec::new()
             };
-            let Some(mac) = rec.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) else {
+            let Some(mac) = rec.mac else {
                 continue;
             };
             for ip in &rec.ips {

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::records::{RecordKey, RecordTable, RecordValue};
-use crate::driver::overlay::NetworkFacts;
 use crate::link::{FdbEntry, FdbWrite, LinkError, MacAddr, NeighbourEntry, Netlink};
+use crate::state::overlay::NetworkFacts;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Desired {

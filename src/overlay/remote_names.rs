@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::records::{RecordKey, RecordTable, RecordValue};
-use crate::driver::overlay::NetworkFacts;
-use crate::driver::record::AttachmentRecord;
 use crate::link::MacAddr;
+use crate::state::overlay::NetworkFacts;
+use crate::state::{AttachmentRecord, DriverKind};
 use crate::state_file;
-
-pub const REMOTE_DRIVER: &str = "overlay-remote";
 
 fn root(state_dir: &Path) -> PathBuf {
     state_dir.join("overlay-remote")
@@ -55,12 +53,12 @@ fn wanted(
             network: network.clone(),
             container_id: id.clone(),
             ifname: "remote".into(),
-            driver: REMOTE_DRIVER.into(),
+            driver: DriverKind::RemoteOverlay,
             netns: None,
             netns_id: None,
             host_ifname: None,
             bridge: None,
-            mac: Some(MacAddr::new(*mac).to_string()),
+            mac: Some(MacAddr::new(*mac)),
             macspoofchk: false,
             ips: vec![IpNetwork::V4(address)],
             name: names.first().cloned(),

@@ -9,7 +9,9 @@ use futures::FutureExt;
 
 use super::agent::ControlPlane;
 use super::config::PeerConfig;
+use super::remote_names;
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+use crate::state::{AttachmentRecord, DriverKind};
 
 /// How long a notify waits for the rescan that publishes it.
 const REFRESH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -57,8 +59,17 @@ impl Service for OverlayService {
         .boxed_local()
     }
 
+    /// Other hosts' overlay containers, for the resolver (see `remote_names`).
+    fn extra_records(&self, ctx: &ServiceContext) -> Vec<AttachmentRecord> {
+        remote_names::load(&ctx.state_dir)
+    }
+
     fn needed(&self, records: &RecordSnapshot) -> bool {
-        self.plane.is_some() && records.records.iter().any(|r| r.driver == "overlay")
+        self.plane.is_some()
+            && records
+                .records
+                .iter()
+                .any(|r| r.driver == DriverKind::Overlay)
     }
 
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {

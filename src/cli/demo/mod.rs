@@ -167,20 +167,7 @@ fn make_netns(pending: &interrupt::Pending<Scratch>, name: String) -> Result<Pat
         Some(scratch) => scratch.namespaces.push(ns),
         None => return Err(step("making namespaces", "interrupted")),
     }
-    let netns = NetNs::open(&path)?;
-    let netlink = Netlink::in_netns(&netns).map_err(|source| DemoError::Link {
-        source: Box::new(source),
-    })?;
-    if let Some(lo) = netlink
-        .link_by_name("lo")
-        .map_err(|source| DemoError::Link {
-            source: Box::new(source),
-        })?
-    {
-        netlink.set_up(lo.index).map_err(|source| DemoError::Link {
-            source: Box::new(source),
-        })?;
-    }
+    crate::netns::loopback_up(&NetNs::open(&path)?)?;
     Ok(path)
 }
 

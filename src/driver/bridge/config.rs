@@ -5,8 +5,7 @@ use serde::Deserialize;
 
 use crate::cni::error::{CniError, ErrorCode};
 use crate::ifname::ifname_problem;
-
-pub const DEFAULT_BRIDGE: &str = "tether0";
+pub use crate::ifname::DEFAULT_BRIDGE;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -9,24 +9,24 @@ use ipnetwork::IpNetwork;
 
 pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
+use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::ipam_backend::IpamBackend;
-use crate::driver::link_reaper::LinkReaper;
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
+use crate::link::LinkReaper;
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
+use crate::state::NetworkLock;
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
 
@@ -351,12 +351,12 @@ impl Plugin for BridgePlugin {
                     network: net.to_string(),
                     container_id: t.container_id.to_string(),
                     ifname: t.ifname.to_string(),
-                    driver: "bridge".into(),
+                    driver: DriverKind::Bridge,
                     netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                     netns_id: ns.id().ok(),
                     host_ifname: Some(host_if.clone()),
                     bridge: Some(cfg.bridge.clone()),
-                    mac: link.mac.map(|m| m.to_string()),
+                    mac: link.mac,
                     macspoofchk: cfg.macspoofchk,
                     ips: leased.ips.iter().map(|i| i.address).collect(),
                     name: names.name,
@@ -577,18 +577,9 @@ impl Plugin for BridgePlugin {
 }
 
 fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), CniError> {
-    let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac.as_deref()) else {
+    let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac) else {
         return Ok(());
     };
-    let mac: MacAddr = mac.parse().map_err(|_| {
-        CniError::new(
-            ErrorCode::Io,
-            format!(
-                "attachment record of {} holds a bad MAC {mac:?}",
-                rec.container_id
-            ),
-        )
-    })?;
     fw.remove_spoofchk(port, mac.octets()).map_err(cni_err)
 }
 

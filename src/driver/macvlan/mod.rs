@@ -11,37 +11,35 @@ mod config;
 mod container_routes;
 mod parent;
 mod temp_name;
-mod vlan_registry;
 
 use ipnetwork::IpNetwork;
 
+pub use crate::state::vlan_registry::{
+    VlanPlan, VlanRecord, VlanRegistry, VlanRegistryError, VlanUser,
+};
 pub use config::{split_vlan_name, vlan_link_name, MacvlanConfig, MasterSpec};
 pub use parent::{resolve, Parent};
 pub use temp_name::temporary_name;
-pub use vlan_registry::{VlanPlan, VlanRecord, VlanRegistry, VlanRegistryError, VlanUser};
 
+use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
-use crate::daemon::notify::{attachment_added, attachment_removed};
 use crate::driver::check::{self, mismatch};
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::interface_sysctls::apply_lan_interface_sysctls;
 use crate::driver::ipam_backend::IpamBackend;
-use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 use child::{creation_error, delete_child};
 use container_routes::add_routes;
 
 pub use crate::driver::check::CODE_CHECK_MISMATCH;
-
-/// Written to the attachment record's `driver`.
-pub const DRIVER_NAME: &str = "macvlan";
 
 pub struct MacvlanPlugin;
 
@@ -202,13 +200,13 @@ impl Plugin for MacvlanPlugin {
                 network: net.to_string(),
                 container_id: cid.to_string(),
                 ifname: ifname.to_string(),
-                driver: DRIVER_NAME.into(),
+                driver: DriverKind::Macvlan,
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                 netns_id: ns.id().ok(),
                 // The parent: the record's "host-side interface" for a driver without one of its own.
                 host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
                 bridge: None,
-                mac: child.mac.map(|m| m.to_string()),
+                mac: child.mac,
                 macspoofchk: false,
                 ips: leased.ips.iter().map(|i| i.address).collect(),
                 name: names.name,

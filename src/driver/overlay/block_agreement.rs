@@ -5,12 +5,12 @@
 //! so ADD never depends on tetherd; tetherd keeps proposing it and settles a conflict when one appears.
 
 use std::net::IpAddr;
-use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 
-use super::state::{ClaimState, OverlayDir};
+use crate::client::poke::poke_control_plane;
+use crate::state::overlay::{ClaimState, OverlayDir};
 
 /// How long an ADD waits for the members to agree on a new block before using it unconfirmed.
 pub const AGREEMENT_WAIT: Duration = Duration::from_millis(2000);
@@ -30,16 +30,6 @@ pub enum Agreement {
     GivenUp,
     /// No control plane to ask, or no answer before the deadline.
     NoAnswer,
-}
-
-/// Asks the control plane to look at the claims now. False when none listens (tetherd down or without
-/// an `"overlay"` section).
-pub fn poke_control_plane() -> bool {
-    let path = crate::paths::run_dir().join("overlay.sock");
-    match UnixDatagram::unbound() {
-        Ok(s) => s.send_to(&0u64.to_be_bytes(), &path).is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// Waits (without the claims lock, which the control plane needs) until the pending claim of `block`
@@ -70,8 +60,7 @@ pub fn wait_for_agreement(dir: &OverlayDir, block: Ipv4Network, deadline: Instan
     Agreement::NoAnswer
 }
 
-/// The key the start block is derived from: the host's address, or, for tests that want every host to
-/// want the same block first, `TETHER_OVERLAY_TEST_START_KEY`.
-pub fn start_key(vtep: IpAddr) -> String {
-    std::env::var("TETHER_OVERLAY_TEST_START_KEY").unwrap_or_else(|_| vtep.to_string())
+/// The key the start block is derived from: the config's `startBlockKey`, else the host's address.
+pub fn start_key(configured: Option<&str>, vtep: IpAddr) -> String {
+    configured.map_or_else(|| vtep.to_string(), str::to_string)
 }

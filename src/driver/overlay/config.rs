@@ -39,6 +39,7 @@ struct RawOverlayConfig {
     gateway_subnet: Option<String>,
     /// Egress through the gateway bridge (masqueraded); `false` leaves the network isolated from the host.
     egress: Option<bool>,
+    start_block_key: Option<String>,
 }
 
 /// Validated overlay settings.
@@ -56,6 +57,9 @@ pub struct OverlayConfig {
     pub egress: bool,
     pub gateway_bridge: String,
     pub gateway_subnet: Ipv4Network,
+    /// `startBlockKey`: what the first block a host tries is derived from (default: its VTEP address).
+    /// Hosts given one key all want the same block first; the tests use it to make them race for it.
+    pub start_block_key: Option<String>,
 }
 
 fn invalid(msg: String) -> CniError {
@@ -157,6 +161,7 @@ impl OverlayConfig {
             egress: r.egress.unwrap_or(true),
             gateway_bridge,
             gateway_subnet,
+            start_block_key: r.start_block_key,
         })
     }
 }

@@ -10,13 +10,13 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use super::config::OverlayConfig;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
-use crate::driver::network_lock::NetworkLock;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::ipam::{allocate, release, AddressRange, IpamConfig, RangeSet, Store};
 use crate::link::{set_sysctl, MacAddr, Netlink, VethSpec};
 use crate::netns::NetNs;
+use crate::state::NetworkLock;
 
 fn cni_err(e: impl Into<Error>) -> CniError {
     CniError::from(e.into())

@@ -7,43 +7,39 @@
 //! [`AGREEMENT_WAIT`]; DEL never waits.
 
 mod block_agreement;
-mod blocks;
 mod config;
 mod gateway_bridge;
-mod state;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-pub use block_agreement::{poke_control_plane, AGREEMENT_WAIT};
-pub use blocks::{blocks, ipam_config, judge_proposal, next_free_block, wins, ProposalVerdict};
+pub use block_agreement::AGREEMENT_WAIT;
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
-pub use state::{
-    local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim,
-    LEASE_STORE,
-};
 
 use block_agreement::{start_key, wait_for_agreement, Agreement};
 
+use crate::client::notify::{attachment_added, attachment_removed, endpoint_removed};
 use crate::cni::config::Attachment;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
-use crate::daemon::notify::{attachment_added, attachment_removed, endpoint_removed};
 use crate::driver::check::mismatch;
 use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
-use crate::driver::network_lock::NetworkLock;
-use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::ipam::{allocate, release, IpamError, Store};
 use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VethSpec, VxlanSpec, VXLAN_PORT};
+use crate::state::overlay::{
+    claims_lock_name, ipam_config, next_free_block, now_ms, Claim, ClaimState, NetworkFacts,
+    OverlayDir, LEASE_STORE,
+};
+use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
 
 pub struct OverlayPlugin;
 
@@ -52,12 +48,6 @@ pub const CODE_NO_FREE_BLOCK: u32 = 110;
 
 fn cni_err(e: impl Into<Error>) -> CniError {
     CniError::from(e.into())
-}
-
-/// The per-network lock that guards block claims, leases and the overlay state directory (the network's
-/// own lock guards devices); the control plane takes it too.
-pub fn claims_lock_name(network: &str) -> String {
-    format!("overlay.{network}")
 }
 
 /// The underlay link and this host's VTEP address on it.
@@ -224,7 +214,7 @@ fn allocate_or_claim(
                 .into_iter()
                 .map(|c| c.block),
         );
-        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(vtep), &taken).ok_or_else(|| CniError {
+        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| CniError {
             code: CODE_NO_FREE_BLOCK,
             msg: format!(
                 "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
@@ -394,12 +384,12 @@ impl Plugin for OverlayPlugin {
                 network: net.to_string(),
                 container_id: container_id.to_string(),
                 ifname: ifname.to_string(),
-                driver: "overlay".into(),
+                driver: DriverKind::Overlay,
                 netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
                 netns_id: ns.id().ok(),
                 host_ifname: Some(host_if.clone()),
                 bridge: Some(cfg.bridge.clone()),
-                mac: Some(mac.to_string()),
+                mac: Some(mac),
                 macspoofchk: false,
                 // The overlay address only: it is what the control plane publishes and DNS answers.
                 ips: vec![address],

@@ -18,10 +18,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, ForkResult, Pid};
 
-use crate::link::{LinkError, Netlink};
+use super::{LinkError, Netlink};
 
 /// Longest time to wait for the kernel to drop the link from view before giving up.
 const UNLIST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +72,7 @@ impl LinkReaper {
                     Err(_) => 1,
                 };
                 // _exit: no atexit handlers or buffered output of the parent's copy of the process.
+                // SAFETY: ends this process at once; nothing of it is used afterwards.
                 unsafe { libc::_exit(code) }
             }
             Ok(ForkResult::Parent { child }) => Ok(Self {
@@ -151,6 +153,8 @@ fn delete_reporting_index(name: &str, report: OwnedFd) -> Result<(), LinkError> 
     Ok(())
 }
 
+nix::ioctl_readwrite_bad!(interface_name, libc::SIOCGIFNAME, libc::ifreq);
+
 /// A socket to ask the kernel which name an interface index has (SIOCGIFNAME), in this namespace.
 struct IndexProbe {
     socket: OwnedFd,
@@ -159,24 +163,31 @@ struct IndexProbe {
 impl IndexProbe {
     /// None when no socket can be made; the caller then waits for the child instead.
     fn open() -> Option<Self> {
-        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        // SAFETY: a fresh descriptor that nothing else owns.
-        (fd >= 0).then(|| Self {
-            socket: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        })
+        socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .ok()
+        .map(|socket| Self { socket })
     }
 
     /// Whether `index` is still listed under `name`. An error other than ENODEV counts as listed, so the
     /// caller keeps waiting (for the child's exit, at worst).
     fn names(&self, index: u32, name: &str) -> bool {
-        // SAFETY: ifreq is plain data; the kernel fills ifr_name for ifr_ifindex.
+        // SAFETY: `ifreq` is a plain C struct (a name array and a union of integers); all zeroes is valid.
         let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
         request.ifr_ifru.ifru_ifindex = index as libc::c_int;
-        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFNAME, &mut request) };
-        if rc != 0 {
-            return std::io::Error::last_os_error().raw_os_error() != Some(libc::ENODEV);
+        // SAFETY: a valid socket and a live, writable `ifreq`; the kernel fills `ifr_name` for the index.
+        if let Err(errno) = unsafe { interface_name(self.socket.as_raw_fd(), &mut request) } {
+            return errno != nix::errno::Errno::ENODEV;
         }
-        let listed = unsafe { std::ffi::CStr::from_ptr(request.ifr_name.as_ptr()) };
+        // The kernel NUL-terminates the name within the array (IFNAMSIZ includes the NUL).
+        let bytes = request.ifr_name.map(|c| c as u8);
+        let Ok(listed) = std::ffi::CStr::from_bytes_until_nul(&bytes) else {
+            return true;
+        };
         // Another name under this index: ours is gone and the index was given to a new link.
         listed.to_bytes() == name.as_bytes()
     }
@@ -188,9 +199,8 @@ fn silence_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..=2 {
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        let _ = dup2_stdin(&null);
+        let _ = dup2_stdout(&null);
+        let _ = dup2_stderr(&null);
     }
 }

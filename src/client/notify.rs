@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::control::{AttachmentKey, Reply, Request};
+use super::protocol::{AttachmentKey, Reply, Request};
 
 /// How long a plugin waits for tetherd to apply a change (it answers once the endpoint is served).
 const NOTIFY_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -85,7 +85,7 @@ pub fn attachment_added(network: &str, container_id: &str, ifname: &str) -> bool
 /// [`endpoint_removed`] for one attachment: what interface plugins call after removing their record.
 pub fn attachment_removed(network: &str, container_id: &str, ifname: &str) {
     let run_dir = crate::paths::run_dir();
-    let others_remain = !crate::driver::record::RecordDir::for_network(network).is_empty();
+    let others_remain = !crate::state::RecordDir::for_network(network).is_empty();
     notify_or_start_with(
         &run_dir,
         network,
@@ -106,7 +106,7 @@ fn key(container_id: &str, ifname: &str) -> AttachmentKey {
 /// it would do.
 pub fn endpoint_removed(network: &str) {
     let run_dir = crate::paths::run_dir();
-    let others_remain = !crate::driver::record::RecordDir::for_network(network).is_empty();
+    let others_remain = !crate::state::RecordDir::for_network(network).is_empty();
     notify_or_start(&run_dir, network, others_remain);
 }
 

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::netns::{NetNs, NetnsError};
+use super::{NetNs, NetnsError};
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 
-use super::state::{Claim, ClaimState, PeerClaim};
+use super::claims::{Claim, ClaimState, PeerClaim};
 use crate::ipam::{AddressRange, IpamConfig, IpamError, RangeSet};
 
 /// Every block of `subnet` of prefix `block_prefix`, in address order.

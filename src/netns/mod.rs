@@ -3,7 +3,14 @@
 //! `setns(2)` changes the namespace of the calling *thread* only. Everything here therefore works on
 //! the current OS thread and the guard that restores the original namespace cannot leave that thread
 //! (it is `!Send`). Never enter a namespace on a tokio worker or blocking-pool thread: every task
-//! scheduled there later would run in the wrong namespace.
+//! scheduled there later would run in the wrong namespace; a program with such threads (tetherd) does its
+//! namespace work on one [`NsWorker`] thread.
+
+mod loopback;
+mod worker;
+
+pub use loopback::{loopback_up, loopback_up_here};
+pub use worker::{NsWorker, NsWorkerError};
 
 use std::fs::File;
 use std::io;
@@ -14,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 
-/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`. Answers which kind of namespace an nsfs
-/// file refers to (kernel 4.11+).
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`. Answers which kind of namespace an nsfs file
+// refers to (kernel 4.11+).
+nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -38,6 +45,13 @@ pub enum NetnsError {
         path: PathBuf,
         #[source]
         source: nix::Error,
+    },
+
+    #[error("bringing lo up in network namespace {} failed: {source}", path.display())]
+    Loopback {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
 }
 
@@ -79,9 +93,9 @@ impl NetNs {
             }
             Err(source) => return Err(NetnsError::Open { path, source }),
         };
-        // SAFETY: ioctl on a valid, owned fd with an argument-less request.
-        let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-        if kind != libc::CLONE_NEWNET {
+        // SAFETY: an argument-less ioctl on a valid descriptor we own; no memory is passed.
+        let kind = unsafe { ns_get_nstype(file.as_raw_fd()) };
+        if kind != Ok(libc::CLONE_NEWNET) {
             // Also covers regular files (ioctl fails with ENOTTY): they are not namespaces either.
             return Err(NetnsError::NotNetns { path });
         }

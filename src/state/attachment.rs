@@ -2,13 +2,15 @@
 //! DEL works without prevResult, the last container of a network can be detected, and `tetherd`/the CLI can
 //! rebuild everything after a restart (docs/design.md §1: plugins write their facts first).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::netns::NsId;
+use super::dir_scan;
+use super::DriverKind;
+use crate::link::MacAddr;
 use crate::state_file;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +19,7 @@ pub struct AttachmentRecord {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    pub driver: String,
+    pub driver: DriverKind,
     #[serde(default)]
     pub netns: Option<String>,
     /// The identity of the namespace `netns` referred to at ADD, so tetherd and `tether gc` can tell when it
@@ -30,7 +32,7 @@ pub struct AttachmentRecord {
     #[serde(default)]
     pub bridge: Option<String>,
     #[serde(default)]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// Whether ADD put the container's MAC into the macspoofchk sets (so DEL knows to remove it).
     #[serde(default)]
     pub macspoofchk: bool,
@@ -51,6 +53,12 @@ pub struct AttachmentRecord {
 
 pub use crate::state_file::StateFileError as RecordError;
 
+/// `<state>/attachments`: one directory per network, holding that network's records. The one place that
+/// names the layout.
+pub fn attachments_root(state_dir: &Path) -> PathBuf {
+    state_dir.join("attachments")
+}
+
 /// The records of one network: `<state>/attachments/<network>/<container>.<ifname>.json`.
 pub struct RecordDir {
     dir: PathBuf,
@@ -59,7 +67,7 @@ pub struct RecordDir {
 impl RecordDir {
     pub fn new(state_dir: &Path, network: &str) -> Self {
         Self {
-            dir: state_dir.join("attachments").join(network),
+            dir: attachments_root(state_dir).join(network),
         }
     }
 
@@ -91,7 +99,7 @@ impl RecordDir {
     /// True when no container is attached. Stops at the first record, reading the directory 1 KiB at a time:
     /// `read_dir` fills 32 KiB per call, about 800 entries, which every DEL paid with 1000 containers.
     pub fn is_empty(&self) -> bool {
-        !has_entry(&self.dir, |name| name.ends_with(b".json")).unwrap_or(false)
+        !dir_scan::has_entry(&self.dir, |name| name.ends_with(b".json")).unwrap_or(false)
     }
 
     pub fn list(&self) -> Result<Vec<AttachmentRecord>, RecordError> {
@@ -99,65 +107,17 @@ impl RecordDir {
     }
 }
 
-/// Whether `dir` has an entry whose name satisfies `wanted`; reads `getdents64` records in small batches and
-/// stops at the first match.
-fn has_entry(dir: &Path, wanted: impl Fn(&[u8]) -> bool) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let dir = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)?;
-    // u64s: the kernel writes 8-byte aligned linux_dirent64 records.
-    let mut buffer = [0u64; 128];
-    let size = std::mem::size_of_val(&buffer);
-    loop {
-        // SAFETY: the kernel writes at most `size` bytes into `buffer`.
-        let read = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                dir.as_raw_fd(),
-                buffer.as_mut_ptr(),
-                size,
-            )
-        };
-        if read < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if read == 0 {
-            return Ok(false);
-        }
-        // SAFETY: the first `read` bytes were written by the kernel.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), read as usize) };
-        // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, then the NUL-terminated name.
-        let mut offset = 0;
-        while offset + 19 <= bytes.len() {
-            let record_len = u16::from_ne_bytes([bytes[offset + 16], bytes[offset + 17]]) as usize;
-            if record_len == 0 || offset + record_len > bytes.len() {
-                break;
-            }
-            let name = &bytes[offset + 19..offset + record_len];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if wanted(name) {
-                return Ok(true);
-            }
-            offset += record_len;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn sample(cid: &str) -> AttachmentRecord {
         AttachmentRecord {
             network: "n1".into(),
             container_id: cid.into(),
             ifname: "eth0".into(),
-            driver: "bridge".into(),
+            driver: DriverKind::Bridge,
             netns: Some("/run/netns/x".into()),
             netns_id: Some(NsId {
                 dev: 4,
