@@ -18,7 +18,6 @@ pub mod ifname;
 pub mod ipam;
 pub mod link;
 pub mod netns;
-pub mod netns_liveness;
 pub mod network;
 pub mod overlay;
 pub mod paths;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
-use crate::netns::NsId;
+use super::NsId;
 
 /// The namespaces some thread of some process is in, as seen in one scan.
 #[derive(Debug, Clone, Default)]
@@ -66,11 +66,10 @@ impl Occupied {
 pub fn is_gone(path: &Path, id: Option<NsId>, occupied: &Occupied) -> bool {
     match id {
         Some(id) => NsId::of_path(path) != Some(id) && !occupied.contains(&id),
-        None => crate::netns::NetNs::open(path).is_err_and(|e| {
+        None => super::NetNs::open(path).is_err_and(|e| {
             matches!(
                 e,
-                crate::netns::NetnsError::NotFound { .. }
-                    | crate::netns::NetnsError::NotNetns { .. }
+                super::NetnsError::NotFound { .. } | super::NetnsError::NotNetns { .. }
             )
         }),
     }
