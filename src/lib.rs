@@ -2,6 +2,7 @@
 //! Dependencies point downward: `cni` and `netns` know nothing of drivers; drivers use `link`, `ipam`,
 //! `firewall` (DESIGN.md §2).
 
+pub mod bound_sockets;
 pub mod cli;
 pub mod cni;
 pub mod daemon;
