@@ -85,7 +85,11 @@ mod tests {
             &exact,
             false
         ));
-        assert!(!table_holds(&table(&[("00000000:0035", "07")]), &exact, false));
+        assert!(!table_holds(
+            &table(&[("00000000:0035", "07")]),
+            &exact,
+            false
+        ));
     }
 
     #[test]

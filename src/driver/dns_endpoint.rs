@@ -10,9 +10,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::bound_sockets;
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
-use crate::bound_sockets;
 use crate::cni::result::Dns;
 use crate::netns::NetNs;
 

@@ -397,7 +397,10 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(resolver_up && !own_resolver, call.conf.dns.clone().unwrap_or(leased.dns)),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or(leased.dns),
+            ),
         };
         Ok(result)
     }

@@ -242,7 +242,10 @@ impl Plugin for MacvlanPlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(resolver_up && !own_resolver, call.conf.dns.clone().unwrap_or(leased.dns)),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or(leased.dns),
+            ),
         })
     }
 

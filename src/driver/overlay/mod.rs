@@ -453,7 +453,10 @@ impl Plugin for OverlayPlugin {
             interfaces,
             ips: ip_configs,
             routes,
-            dns: dns.result_dns(resolver_up && !own_resolver, call.conf.dns.clone().unwrap_or_default()),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or_default(),
+            ),
         })
     }
 
