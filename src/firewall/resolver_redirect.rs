@@ -114,9 +114,10 @@ fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
     .encode(socket.reserve_seqs(changes.len() as u32 + 2));
     let io_error = |source| FirewallError::ResolverRedirect { op, source };
     socket.send(&batch.bytes).map_err(io_error)?;
-    let answers = socket
-        .collect_acks(&batch.change_seqs, batch.begin_seq)
-        .map_err(io_error)?;
+    let answers = socket.collect_acks(&batch.change_seqs, batch.begin_seq);
+    // This socket is in the container's namespace and keeps it alive until closed, which is soon.
+    socket.close_in_background();
+    let answers = answers.map_err(io_error)?;
     match batch
         .change_seqs
         .iter()
