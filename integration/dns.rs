@@ -234,6 +234,11 @@ fn resolver_redirect(c: &NetNs) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+fn sorted_ports(mut v: Vec<u16>) -> Vec<u16> {
+    v.sort();
+    v
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -416,6 +421,15 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
     assert_ne!(first, second);
     assert_eq!(dig(&c1, &["two"]).1, vec![ip2]);
     assert_eq!(dig(&c1, &["three"]).1, vec![ip3]);
+    // The new tetherd's sockets have new ports; its redirect replaced the old one, which is not kept beside.
+    let listening = local_ports(&c1.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
+    let redirect = resolver_redirect(&c1).expect("the redirect in c1");
+    let targets: Vec<u16> = redirect
+        .split("dnat to 127.0.0.11:")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(sorted_ports(targets), sorted_ports(listening), "{redirect}");
 
     for (c, n) in [(&c1, "one"), (&c2, "two"), (&c3, "three")] {
         dns.del(c, &net, n);
