@@ -925,7 +925,8 @@ fn a_container_serves_its_own_port_53_to_neighbours_and_a_published_port_while_1
 }
 
 #[test]
-fn a_container_holding_127_0_0_11_53_before_add_keeps_it_and_the_result_leaves_the_resolver_out() {
+fn a_container_holding_127_0_0_11_53_before_add_keeps_it_and_the_result_leaves_the_resolver_out_but_a_wildcard_bind_does_not(
+) {
     let host = HostNs::new("dnsown");
     let dns = Dns::new(&host, &[]);
     let net = dns.network("net1", "tt0", "10.72.0.0/24");
@@ -949,7 +950,16 @@ fn a_container_holding_127_0_0_11_53_before_add_keeps_it_and_the_result_leaves_t
     )
     .unwrap();
     assert_eq!(record["ownResolver"], json!(true), "{record}");
-    dns.add(&nb, &net, "nb", &[]);
+    // A wildcard bind of port 53 before ADD is not holding 127.0.0.11:53: that container gets the resolver
+    // (`add` checks the result) and keeps its server.
+    let wildcard = ContainerDnsServer::start(&nb, "0.0.0.0:53", "[::]:53").unwrap();
+    let ip_nb = dns.add(&nb, &net, "nb", &[]);
+    assert_eq!(dig(&nb, &["own"]).1, vec![ip_own.clone()]);
+    assert_eq!(
+        dig_at(&nb, &ip_nb, 53, &["x"]).1,
+        vec![OWN_ANSWER.to_string()]
+    );
+    assert_eq!(wildcard.queries(), 1);
 
     // Inside, 127.0.0.11:53 stays the container's own server (UDP and TCP); no redirect is installed.
     let own_answer = vec![OWN_ANSWER.to_string()];
@@ -961,6 +971,7 @@ fn a_container_holding_127_0_0_11_53_before_add_keeps_it_and_the_result_leaves_t
     assert_eq!(local_ports(&inside, "127.0.0.11"), vec![53, 53], "{inside}");
     // Its name still resolves for its neighbours, which keep tether's resolver.
     assert_eq!(dig(&nb, &["own"]), ("NOERROR".into(), vec![ip_own]));
+    drop(wildcard);
 
     dns.del(&own, &net, "own");
     dns.del(&nb, &net, "nb");

@@ -1,101 +1,139 @@
-//! Which local addresses the sockets of a network namespace hold, as the kernel lists them in
-//! `/proc/thread-self/net/{udp,tcp,udp6,tcp6}`: the calling *thread's* namespace, so a thread that entered
-//! a container's namespace (`NetNs::run`) reads the container's sockets.
+//! Which socket of a network namespace holds a local address, asked of the kernel through sock_diag
+//! (NETLINK_SOCK_DIAG, linux/inet_diag.h). The netlink socket answers for the namespace it was opened in:
+//! the calling thread's, so a thread that entered a container's namespace (`NetNs::run`) asks about the
+//! container's sockets.
+//!
+//! One exact lookup per protocol, the one the kernel does for an arriving packet, rather than a dump:
+//! reading `/proc/net/tcp` walks the whole host's TCP hash tables (5 ms here), a lookup costs microseconds.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
 
-/// TCP_LISTEN in the `st` column.
-const TCP_LISTEN: &str = "0A";
+use netlink_sys::{constants::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-/// Whether a socket of the calling thread's namespace is bound to exactly `addr`: a UDP socket in any
-/// state, a listening TCP socket, on IPv4 or as an IPv4-mapped IPv6 address. Wildcard binds
-/// (0.0.0.0, ::) do not count.
+/// SOCK_DIAG_BY_FAMILY in linux/sock_diag.h.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_HDRLEN: usize = 16;
+/// inet_diag_req_v2: family, protocol, ext, pad, states, then the 48-byte inet_diag_sockid.
+const REQUEST_LEN: usize = 8 + 48;
+/// INET_DIAG_NOCOOKIE: match any socket, not one remembered by its cookie.
+const NO_COOKIE: u32 = !0;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a socket of the calling thread's namespace is bound to exactly `addr` (IPv4, or IPv4-mapped on
+/// an IPv6 socket): a UDP socket, or a listening TCP socket. A wildcard bind (0.0.0.0, ::) of the same port
+/// does not count.
 pub fn held_exactly(addr: SocketAddrV4) -> io::Result<bool> {
-    let v4 = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(addr.ip().octets()),
-        addr.port()
-    );
-    let mapped = addr.ip().to_ipv6_mapped().octets();
-    let v6 = format!(
-        "{}:{:04X}",
-        mapped
-            .chunks(4)
-            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-            .collect::<String>(),
-        addr.port()
-    );
-    for (file, local, listening_only) in [
-        ("udp", &v4, false),
-        ("tcp", &v4, true),
-        ("udp6", &v6, false),
-        ("tcp6", &v6, true),
-    ] {
-        let text = match std::fs::read_to_string(format!("/proc/thread-self/net/{file}")) {
-            Ok(text) => text,
-            // No IPv6 in this kernel: no udp6/tcp6 tables.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
-            Err(e) => return Err(e),
-        };
-        if table_holds(&text, local, listening_only) {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let timeout = nix::sys::time::TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+        .map_err(io::Error::from)?;
+    for protocol in [libc::IPPROTO_UDP as u8, libc::IPPROTO_TCP as u8] {
+        socket.send(&lookup(protocol, addr), 0)?;
+        let mut reply = Vec::with_capacity(8192);
+        socket.recv(&mut reply, 0)?;
+        if matches!(found_local(&reply), Some(local) if local == *addr.ip()) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// One table's text: a header line, then `sl local_address rem_address st ...` per socket.
-fn table_holds(text: &str, local: &str, listening_only: bool) -> bool {
-    text.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace();
-        let (Some(_), Some(l), Some(_), Some(st)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return false;
-        };
-        l == local && (!listening_only || st == TCP_LISTEN)
-    })
+/// A request for the one socket a packet to `addr` would reach, exact binds before wildcard ones.
+fn lookup(protocol: u8, addr: SocketAddrV4) -> Vec<u8> {
+    let mut ip = [0u8; 16];
+    ip[..4].copy_from_slice(&addr.ip().octets());
+    let (local, any) = ((addr.port().to_be_bytes(), ip), ([0u8; 2], [0u8; 16]));
+    // The sockid's `src` side is the local one for TCP; udp_diag swaps the sides (kernel comment: "for
+    // historical reasons").
+    let (src, dst) = if protocol == libc::IPPROTO_UDP as u8 {
+        (any, local)
+    } else {
+        (local, any)
+    };
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + REQUEST_LEN);
+    msg.extend_from_slice(&((NLMSG_HDRLEN + REQUEST_LEN) as u32).to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq: one request in flight per socket
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&[libc::AF_INET as u8, protocol, 0, 0]);
+    msg.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    msg.extend_from_slice(&src.0);
+    msg.extend_from_slice(&dst.0);
+    msg.extend_from_slice(&src.1);
+    msg.extend_from_slice(&dst.1);
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    msg.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    msg.extend_from_slice(&NO_COOKIE.to_ne_bytes());
+    msg
+}
+
+/// The local IPv4 address of the socket in a reply (inet_diag_msg), also when an IPv6 socket holds it
+/// IPv4-mapped; None for "no such socket" (an NLMSG_ERROR) or an IPv6 address.
+fn found_local(reply: &[u8]) -> Option<Ipv4Addr> {
+    let kind = u16::from_ne_bytes(reply.get(4..6)?.try_into().ok()?);
+    if kind == NLMSG_ERROR {
+        return None;
+    }
+    let msg = reply.get(NLMSG_HDRLEN..)?;
+    // family, state, timer, retrans, then the sockid: sport, dport, src.
+    let src = msg.get(8..24)?;
+    match msg[0] as i32 {
+        libc::AF_INET => Some(Ipv4Addr::new(src[0], src[1], src[2], src[3])),
+        libc::AF_INET6 => {
+            let v6: [u8; 16] = src.try_into().ok()?;
+            std::net::Ipv6Addr::from(v6).to_ipv4_mapped()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A table as the kernel prints it, one socket per (local address, state).
-    fn table(sockets: &[(&str, &str)]) -> String {
-        let mut text = String::from("  sl  local_address rem_address   st tx_queue rx_queue ...\n");
-        for (i, (local, st)) in sockets.iter().enumerate() {
-            text.push_str(&format!(
-                "  {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000 0 0 1\n"
-            ));
-        }
-        text
-    }
-
-    fn resolver() -> String {
-        format!("{:08X}:0035", u32::from_ne_bytes([127, 0, 0, 11]))
+    fn reply(family: u8, src: &[u8]) -> Vec<u8> {
+        let mut r = vec![0u8; NLMSG_HDRLEN];
+        r[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        r.extend_from_slice(&[family, 10, 0, 0, 0, 53, 0, 0]);
+        let mut addr = src.to_vec();
+        addr.resize(16, 0);
+        r.extend_from_slice(&addr);
+        r.extend_from_slice(&[0u8; 40]);
+        r
     }
 
     #[test]
-    fn an_exact_bind_is_found_and_a_wildcard_one_is_not() {
-        let exact = resolver();
-        assert!(table_holds(
-            &table(&[("00000000:0035", "07"), (&exact, "07")]),
-            &exact,
-            false
-        ));
-        assert!(!table_holds(
-            &table(&[("00000000:0035", "07")]),
-            &exact,
-            false
-        ));
+    fn the_local_address_is_read_from_ipv4_and_mapped_ipv6_replies() {
+        let resolver = Ipv4Addr::new(127, 0, 0, 11);
+        assert_eq!(found_local(&reply(2, &[127, 0, 0, 11])), Some(resolver));
+        assert_eq!(
+            found_local(&reply(2, &[0, 0, 0, 0])),
+            Some(Ipv4Addr::UNSPECIFIED)
+        );
+        let mapped = resolver.to_ipv6_mapped().octets();
+        assert_eq!(found_local(&reply(10, &mapped)), Some(resolver));
+        assert_eq!(found_local(&reply(10, &[0; 16])), None, "[::] is not exact");
+        let mut error = vec![0u8; 20];
+        error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        assert_eq!(found_local(&error), None);
     }
 
     #[test]
-    fn a_tcp_socket_counts_only_while_listening() {
-        let exact = resolver();
-        assert!(!table_holds(&table(&[(&exact, "01")]), &exact, true));
-        assert!(table_holds(&table(&[(&exact, "0A")]), &exact, true));
+    fn udp_lookups_name_the_local_side_as_destination_and_tcp_ones_as_source() {
+        let addr = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 11), 53);
+        let id = |m: &[u8]| m[NLMSG_HDRLEN + 8..NLMSG_HDRLEN + 8 + 36].to_vec();
+        let (udp, tcp) = (id(&lookup(17, addr)), id(&lookup(6, addr)));
+        assert_eq!(&udp[0..4], &[0, 0, 0, 53]);
+        assert_eq!(&udp[20..24], &[127, 0, 0, 11]);
+        assert_eq!(&tcp[0..4], &[0, 53, 0, 0]);
+        assert_eq!(&tcp[4..8], &[127, 0, 0, 11]);
+        assert_eq!(lookup(6, addr).len(), NLMSG_HDRLEN + REQUEST_LEN);
     }
 }

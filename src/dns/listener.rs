@@ -5,7 +5,7 @@
 //! socket. Dropping the `Listener` closes both; [`remove_redirect`] takes the redirect away.
 
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -22,14 +22,12 @@ use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
 use crate::daemon::ns_worker::NsWorkerError;
 use crate::daemon::NsWorker;
+use crate::driver::dns_endpoint::RESOLVER_IP;
 use crate::firewall::ResolverRedirect;
 use crate::netns::NetnsError;
 
-/// What the container's processes ask; the redirect sends it to [`PRIVATE_SOCKET`]'s ports.
-pub const RESOLVER_SOCKET: &str = "127.0.0.11:53";
-const RESOLVER_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// Port 0: the kernel picks a free port for each socket, so none the container chose is taken.
-const PRIVATE_SOCKET: &str = "127.0.0.11:0";
+const PRIVATE_SOCKET: SocketAddrV4 = SocketAddrV4::new(RESOLVER_IP, 0);
 /// A TCP client that sends nothing for this long is dropped (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Room for bursts of queries while the runtime is busy.
@@ -71,7 +69,7 @@ pub async fn open_sockets(
         let tcp = std::net::TcpListener::bind(PRIVATE_SOCKET).map_err(bind_error)?;
         tcp.set_nonblocking(true).map_err(bind_error)?;
         let redirect = ResolverRedirect {
-            address: RESOLVER_ADDRESS,
+            address: RESOLVER_IP,
             udp_port: udp.local_addr().map_err(bind_error)?.port(),
             tcp_port: tcp.local_addr().map_err(bind_error)?.port(),
         };

@@ -18,7 +18,7 @@ use crate::netns::NetNs;
 
 /// The address of the resolver inside every container (Docker's choice; on `lo`, so no route is needed).
 pub const RESOLVER_ADDRESS: &str = "127.0.0.11";
-const RESOLVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+pub const RESOLVER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
 /// The network-level DNS switches, read from the plugin's config. `dns` itself is the CNI spec's
 /// resolv.conf object, so tether's switch has its own name.
