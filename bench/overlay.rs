@@ -274,6 +274,7 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
                 aliases: Vec::new(),
                 dns: false,
                 internal: false,
+                own_resolver: false,
             })
             .unwrap();
     }

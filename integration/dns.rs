@@ -6,6 +6,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
+use harness::container_dns_server::{ContainerDnsServer, OWN_ANSWER};
 use harness::dns_upstream::{in_netns, FakeUpstream, UPSTREAM_ANSWER};
 use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_SUBNET};
 use harness::tether_cli::TetherCli;
@@ -133,6 +134,25 @@ impl<'h> Dns<'h> {
         cni_result::ip(result, "4")
     }
 
+    /// Chains tether-portmap after an ADD whose result is `prev`, publishing `ports` (ADD or DEL).
+    fn portmap(&self, cmd: &str, c: &NetNs, network: &str, prev: &Value, ports: &Value) {
+        let conf = json!({
+            "cniVersion": V,
+            "name": network,
+            "type": "tether-portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": ports},
+            "prevResult": prev,
+        });
+        self.host
+            .plugin(harness::binaries::tether_portmap())
+            .cmd(cmd)
+            .container(c)
+            .conf(&conf)
+            .run()
+            .assert_ok();
+    }
+
     fn del(&self, c: &NetNs, conf: &Value, name: &str) {
         self.call("DEL", c, conf, name).assert_ok();
     }
@@ -166,7 +186,13 @@ fn require_tool(tool: &str, package: &str) {
 
 /// `dig @127.0.0.11` from inside `c`: (status, answer lines).
 fn dig(c: &NetNs, args: &[&str]) -> (String, Vec<String>) {
-    let mut all = vec!["dig", "+time=3", "+tries=1", "@127.0.0.11"];
+    dig_at(c, "127.0.0.11", 53, args)
+}
+
+/// `dig @server -p port` from inside `c`: (status, answer lines).
+fn dig_at(c: &NetNs, server: &str, port: u16, args: &[&str]) -> (String, Vec<String>) {
+    let (at, port) = (format!("@{server}"), port.to_string());
+    let mut all = vec!["dig", "+time=3", "+tries=1", &at, "-p", &port];
     all.extend_from_slice(args);
     let out = c.exec(&all);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -188,6 +214,29 @@ fn dig(c: &NetNs, args: &[&str]) -> (String, Vec<String>) {
         })
         .unwrap_or_default();
     (status, answers)
+}
+
+/// The ports `ss -H -lnut` lists as bound on `address`.
+fn local_ports(ss: &str, address: &str) -> Vec<u16> {
+    ss.lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter_map(|local| local.rsplit_once(':'))
+        .filter(|(a, _)| *a == address)
+        .filter_map(|(_, p)| p.parse().ok())
+        .collect()
+}
+
+/// `nft list table ip tether` inside `c`: the resolver redirect; None when the table is absent.
+fn resolver_redirect(c: &NetNs) -> Option<String> {
+    let out = c.exec(&["nft", "list", "table", "ip", "tether"]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn sorted_ports(mut v: Vec<u16>) -> Vec<u16> {
+    v.sort();
+    v
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -372,6 +421,15 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
     assert_ne!(first, second);
     assert_eq!(dig(&c1, &["two"]).1, vec![ip2]);
     assert_eq!(dig(&c1, &["three"]).1, vec![ip3]);
+    // The new tetherd's sockets have new ports; its redirect replaced the old one, which is not kept beside.
+    let listening = local_ports(&c1.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
+    let redirect = resolver_redirect(&c1).expect("the redirect in c1");
+    let targets: Vec<u16> = redirect
+        .split("dnat to 127.0.0.11:")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(sorted_ports(targets), sorted_ports(listening), "{redirect}");
 
     for (c, n) in [(&c1, "one"), (&c2, "two"), (&c3, "three")] {
         dns.del(c, &net, n);
@@ -394,7 +452,10 @@ fn the_resolver_listens_inside_containers_only() {
 
     let listening = |ns: &NetNs| ns.exec_ok(&["ss", "-H", "-lnut"]);
     let inside = listening(&c1);
-    assert!(inside.contains("127.0.0.11:53"), "{inside}");
+    // On 127.0.0.11 at private ports (one UDP, one TCP), never on port 53 itself: that is the container's.
+    let resolver_ports = local_ports(&inside, "127.0.0.11");
+    assert_eq!(resolver_ports.len(), 2, "{inside}");
+    assert!(!resolver_ports.contains(&53), "{inside}");
     let on_host = listening(&host.ns);
     assert!(
         !on_host.contains(":53 "),
@@ -771,4 +832,180 @@ fn cli_attach_name_and_alias_resolve_until_detach() {
     assert_eq!(dig(&client, &["web"]), ("SERVFAIL".into(), vec![]));
     dns.tether_ok(&["detach", "cl"]);
     dns.tether_ok(&["network", "rm", "front"]);
+}
+
+#[test]
+fn a_container_serves_its_own_port_53_to_neighbours_and_a_published_port_while_127_0_0_11_answers_tether_names(
+) {
+    let host = HostNs::new("dns53");
+    let outside = host.outside();
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.71.0.0/24");
+    let (srv, nb) = (host.container("srv"), host.container("nb"));
+    let mut conf = net.clone();
+    conf["runtimeConfig"] = json!({ "aliases": { "net1": [] } });
+    let added = dns.call("ADD", &srv, &conf, "srv");
+    let first = added.result().clone();
+    assert_eq!(
+        first["dns"]["nameservers"],
+        json!(["127.0.0.11"]),
+        "{first}"
+    );
+    let ip_srv = cni_result::ip(&first, "4");
+    let ports = json!([{"hostPort": 8053, "containerPort": 53, "protocol": "udp"}]);
+    dns.portmap("ADD", &srv, "net1", &first, &ports);
+    let ip_nb = dns.add(&nb, &net, "nb", &[]);
+
+    // The container's own server takes port 53 on every address, IPv4 and dual-stack IPv6, and another
+    // port of 127.0.0.11 is free too.
+    let server = ContainerDnsServer::start(&srv, "0.0.0.0:53", "[::]:53")
+        .expect("the container binds port 53 itself");
+    let other_port = in_netns(&srv, || {
+        std::net::UdpSocket::bind("127.0.0.11:5353").map(drop)
+    });
+    assert!(other_port.is_ok(), "127.0.0.11:5353: {other_port:?}");
+
+    // 127.0.0.11:53 still answers tether's names inside it, over UDP and TCP, and its server sees none
+    // of those queries.
+    let tether_answer = ("NOERROR".to_string(), vec![ip_nb.clone()]);
+    assert_eq!(dig(&srv, &["nb"]), tether_answer);
+    assert_eq!(dig(&srv, &["+tcp", "nb.net1"]), tether_answer);
+    assert_eq!(
+        server.queries(),
+        0,
+        "a query to 127.0.0.11 reached the container's server"
+    );
+
+    // Its address on port 53 is its own server: from a neighbour, from itself, and from outside the host
+    // through the published port.
+    let own = (String::from("NOERROR"), vec![OWN_ANSWER.to_string()]);
+    assert_eq!(
+        dig_at(&nb, &ip_srv, 53, &["app.example"]),
+        own,
+        "neighbour, udp"
+    );
+    assert_eq!(
+        dig_at(&nb, &ip_srv, 53, &["+tcp", "app.example"]),
+        own,
+        "neighbour, tcp"
+    );
+    assert_eq!(
+        dig_at(&srv, &ip_srv, 53, &["nb"]),
+        own,
+        "itself by its address"
+    );
+    assert_eq!(
+        dig_at(&outside.ns, outside.host_addr, 8053, &["app.example"]),
+        own,
+        "outside client through the published udp port"
+    );
+    assert_eq!(server.queries(), 4);
+
+    let redirect = resolver_redirect(&srv).expect("table ip tether in the container");
+    for proto in ["udp", "tcp"] {
+        assert!(
+            redirect.contains(&format!(
+                "ip daddr 127.0.0.11 {proto} dport 53 dnat to 127.0.0.11:"
+            )),
+            "{redirect}"
+        );
+    }
+
+    // DEL on a namespace that lives on leaves nothing of the resolver in it: 127.0.0.11:53 is the
+    // container's to take.
+    drop(server);
+    dns.portmap("DEL", &srv, "net1", &first, &ports);
+    dns.del(&srv, &net, "srv");
+    assert_eq!(resolver_redirect(&srv), None, "the redirect outlived DEL");
+    let later = ContainerDnsServer::start(&srv, "127.0.0.11:53", "127.0.0.11:53")
+        .expect("127.0.0.11:53 is free after DEL");
+    assert_eq!(dig(&srv, &["nb"]).1, vec![OWN_ANSWER.to_string()]);
+    assert_eq!(later.queries(), 1);
+    dns.del(&nb, &net, "nb");
+}
+
+#[test]
+fn a_container_holding_127_0_0_11_53_before_add_keeps_it_and_the_result_leaves_the_resolver_out_but_a_wildcard_bind_does_not(
+) {
+    let host = HostNs::new("dnsown");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.72.0.0/24");
+    let (own, nb) = (host.container("own"), host.container("nb"));
+    let server = ContainerDnsServer::start(&own, "127.0.0.11:53", "127.0.0.11:53")
+        .expect("the container's server binds 127.0.0.11:53 before ADD");
+
+    let out = dns.call("ADD", &own, &net, "own");
+    let result = out.result();
+    let nameservers = result["dns"]["nameservers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !nameservers.contains(&json!("127.0.0.11")),
+        "the result points the container at tether's resolver: {result}"
+    );
+    let ip_own = cni_result::ip(result, "4");
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(host.state_dir().join("attachments/net1/own.eth0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["ownResolver"], json!(true), "{record}");
+    // A wildcard bind of port 53 before ADD is not holding 127.0.0.11:53: that container gets the resolver
+    // (`add` checks the result) and keeps its server.
+    let wildcard = ContainerDnsServer::start(&nb, "0.0.0.0:53", "[::]:53").unwrap();
+    let ip_nb = dns.add(&nb, &net, "nb", &[]);
+    assert_eq!(dig(&nb, &["own"]).1, vec![ip_own.clone()]);
+    assert_eq!(
+        dig_at(&nb, &ip_nb, 53, &["x"]).1,
+        vec![OWN_ANSWER.to_string()]
+    );
+    assert_eq!(wildcard.queries(), 1);
+
+    // Inside, 127.0.0.11:53 stays the container's own server (UDP and TCP); no redirect is installed.
+    let own_answer = vec![OWN_ANSWER.to_string()];
+    assert_eq!(dig(&own, &["nb"]).1, own_answer);
+    assert_eq!(dig(&own, &["+tcp", "nb"]).1, own_answer);
+    assert_eq!(server.queries(), 2);
+    assert_eq!(resolver_redirect(&own), None);
+    let inside = own.exec_ok(&["ss", "-H", "-lnut"]);
+    assert_eq!(local_ports(&inside, "127.0.0.11"), vec![53, 53], "{inside}");
+    // Its name still resolves for its neighbours, which keep tether's resolver.
+    assert_eq!(dig(&nb, &["own"]), ("NOERROR".into(), vec![ip_own]));
+    drop(wildcard);
+
+    dns.del(&own, &net, "own");
+    dns.del(&nb, &net, "nb");
+}
+
+#[test]
+fn a_macvlan_container_serves_its_own_port_53_to_a_neighbour_and_the_segment() {
+    let seg = SwitchSegment::new("dnsm53", "mvp0");
+    let dns = Dns::new(&seg.host, &[]);
+    let mv = dns.macvlan_network("mvnet", "mvp0");
+    let (m1, m2) = (seg.host.container("m1c"), seg.host.container("m2c"));
+    let ip1 = dns.add(&m1, &mv, "alpha", &[]);
+    let ip2 = dns.add(&m2, &mv, "beta", &[]);
+    let server = ContainerDnsServer::start(&m1, "0.0.0.0:53", "[::]:53")
+        .expect("the macvlan container binds port 53 itself");
+
+    assert_eq!(dig(&m1, &["beta"]), ("NOERROR".into(), vec![ip2.clone()]));
+    assert_eq!(dig(&m1, &["+tcp", "beta.mvnet"]).1, vec![ip2]);
+    let own = vec![OWN_ANSWER.to_string()];
+    assert_eq!(dig_at(&m2, &ip1, 53, &["app.example"]).1, own, "neighbour");
+    assert_eq!(
+        dig_at(&m2, &ip1, 53, &["+tcp", "app.example"]).1,
+        own,
+        "neighbour, tcp"
+    );
+    assert_eq!(
+        dig_at(&seg.machine, &ip1, 53, &["app.example"]).1,
+        own,
+        "a machine on the segment"
+    );
+    assert_eq!(server.queries(), 3);
+
+    drop(server);
+    dns.del(&m1, &mv, "alpha");
+    assert_eq!(resolver_redirect(&m1), None, "the redirect outlived DEL");
+    dns.del(&m2, &mv, "beta");
 }

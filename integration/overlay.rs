@@ -8,6 +8,7 @@ mod harness;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use harness::container_dns_server::{ContainerDnsServer, OWN_ANSWER};
 use harness::overlay_cluster::{
     overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Timings, FAILURE_TIMEOUT_MS_FAST,
 };
@@ -376,15 +377,16 @@ fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_retu
 
 /// The A records `dig @127.0.0.11` returns inside `c` for `name`.
 fn resolve(c: &harness::NetNs, name: &str) -> Vec<String> {
-    let out = c.exec(&[
-        "dig",
-        "+short",
-        "+time=1",
-        "+tries=1",
-        "@127.0.0.11",
-        name,
-        "A",
-    ]);
+    resolve_at(c, "127.0.0.11", &[name])
+}
+
+/// The A records `dig @server` returns inside `c` for the query in `args`.
+fn resolve_at(c: &harness::NetNs, server: &str, args: &[&str]) -> Vec<String> {
+    let at = format!("@{server}");
+    let mut all = vec!["dig", "+short", "+time=1", "+tries=1", &at];
+    all.extend_from_slice(args);
+    all.push("A");
+    let out = c.exec(&all);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
@@ -563,4 +565,51 @@ fn one_block_taken_unconfirmed_by_two_hosts_goes_to_the_earlier_claim_and_check_
         block.contains(ip2),
         "{ip2} is not from the new block {block}"
     );
+}
+
+#[test]
+fn an_overlay_container_serves_its_own_port_53_across_hosts_while_127_0_0_11_answers_tether_names()
+{
+    let cluster = Cluster::new("ov53", 2, Timings::FAST);
+    let conf = overlay_conf("ovl", 900, "10.218.0.0/16");
+    let (h1, h2) = (&cluster.hosts[0], &cluster.hosts[1]);
+    let (c1, near, far) = (
+        h1.ns.container("c1"),
+        h1.ns.container("near"),
+        h2.ns.container("far"),
+    );
+    let ip1 = overlay_ip(&h1.add_named(&conf, &c1, "web"));
+    h1.add_named(&conf, &near, "near");
+    let ip_far = overlay_ip(&h2.add_named(&conf, &far, "db"));
+    let server = ContainerDnsServer::start(&c1, "0.0.0.0:53", "[::]:53")
+        .expect("the overlay container binds port 53 itself");
+
+    // 127.0.0.11 inside it still answers tether's names, those of the other host's containers too.
+    wait_until("c1 resolves db on host 2", Duration::from_secs(5), || {
+        resolve(&c1, "db") == vec![ip_far.clone()]
+    });
+    assert_eq!(
+        resolve_at(&c1, "127.0.0.11", &["+tcp", "db.ovl"]),
+        vec![ip_far]
+    );
+    assert_eq!(
+        server.queries(),
+        0,
+        "a query to 127.0.0.11 reached the container's server"
+    );
+
+    // Its overlay address on port 53 is its own server, from this host and across the overlay.
+    let own = vec![OWN_ANSWER.to_string()];
+    assert_eq!(resolve_at(&near, &ip1, &["app.example"]), own, "same host");
+    wait_until(
+        "the far container reaches c1's server",
+        Duration::from_secs(5),
+        || resolve_at(&far, &ip1, &["app.example"]) == own,
+    );
+    assert_eq!(
+        resolve_at(&far, &ip1, &["+tcp", "app.example"]),
+        own,
+        "across hosts, tcp"
+    );
+    assert!(server.queries() >= 3);
 }

@@ -6,6 +6,8 @@ use crate::cni::result::Dns;
 /// The address of tetherd's resolver inside every container (Docker's choice; on `lo`, so no route is
 /// needed). Plugins put it in their result's `dns`, the hook in the container's resolv.conf.
 pub const RESOLVER_ADDRESS: &str = "127.0.0.11";
+/// The same address as a type, for sockets and rules.
+pub const RESOLVER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 11);
 
 /// Reads `nameserver`, `domain`, `search` and `options` lines; comments (`#`, `;`) and other lines are
 /// ignored. Nameservers stay text: a scoped IPv6 address (`fe80::1%eth0`) is not an `IpAddr`.

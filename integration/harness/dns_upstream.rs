@@ -45,15 +45,10 @@ impl FakeUpstream {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
-                let Ok(query) = wire::parse_query(&buf[..n]) else {
+                if !answer_a(&buf[..n], UPSTREAM_ANSWER, &mut out) {
                     continue;
-                };
-                q.fetch_add(1, Ordering::Relaxed);
-                let mut w = wire::ReplyWriter::start(&mut out, &buf[..n], &query, 0, false, 512);
-                if query.qtype == wire::TYPE_A {
-                    w.answer(wire::TYPE_A, 60, wire::Rdata::A(UPSTREAM_ANSWER));
                 }
-                w.finish(&query);
+                q.fetch_add(1, Ordering::Relaxed);
                 let _ = socket.send_to(&out, peer);
             }
         });
@@ -81,6 +76,20 @@ impl Drop for FakeUpstream {
             let _ = t.join();
         }
     }
+}
+
+/// Writes to `out` the reply to `query` that answers an A question with `addr` (TTL 60) and any other
+/// question with no record; false when `query` is not a DNS query.
+pub fn answer_a(query: &[u8], addr: Ipv4Addr, out: &mut Vec<u8>) -> bool {
+    let Ok(question) = wire::parse_query(query) else {
+        return false;
+    };
+    let mut w = wire::ReplyWriter::start(out, query, &question, 0, false, 512);
+    if question.qtype == wire::TYPE_A {
+        w.answer(wire::TYPE_A, 60, wire::Rdata::A(addr));
+    }
+    w.finish(&question);
+    true
 }
 
 /// Runs `f` on a fresh thread inside `ns` and returns its result (the thread ends with `f`).

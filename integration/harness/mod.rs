@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod busybox_rootfs;
 pub mod cni_result;
+pub mod container_dns_server;
 pub mod containerd;
 pub mod dns_upstream;
 pub mod docker_forward_drop;

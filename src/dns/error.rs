@@ -11,11 +11,17 @@ pub enum DnsError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("opening the resolver sockets (127.0.0.11:53) in namespace {}: {source}; is another DNS server listening there?", netns.display())]
+    #[error("opening the resolver sockets (127.0.0.11, private ports) in namespace {}: {source}", netns.display())]
     Bind {
         netns: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("redirecting 127.0.0.11:53 to the resolver in namespace {}: {source}", netns.display())]
+    Redirect {
+        netns: PathBuf,
+        #[source]
+        source: crate::firewall::FirewallError,
     },
     #[error("entering namespace {} for the resolver: {source}", netns.display())]
     Enter {

@@ -1,10 +1,13 @@
-//! The resolver's sockets in one container namespace: UDP and TCP on 127.0.0.11:53. They are opened by
-//! the daemon's namespace thread (a socket stays in the namespace it was created in) and then served on
-//! the async runtime like any other socket. Dropping the `Listener` closes both.
+//! The resolver's sockets in one container namespace: UDP and TCP on 127.0.0.11 at private, kernel-chosen
+//! ports, with the namespace's redirect of 127.0.0.11:53 to them (`firewall::ResolverRedirect`), so port
+//! 53 stays free for the container's own servers. They are opened by the daemon's namespace thread (a
+//! socket stays in the namespace it was created in) and then served on the async runtime like any other
+//! socket. Dropping the `Listener` closes both; [`remove_redirect`] takes the redirect away.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,9 +20,12 @@ use super::datagram_batch::{self, DatagramBatch};
 use super::error::DnsError;
 use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
-use crate::netns::NsWorker;
+use crate::firewall::ResolverRedirect;
+use crate::netns::{NetnsError, NsWorker, NsWorkerError};
+use crate::resolv_conf::RESOLVER_IP;
 
-pub const RESOLVER_SOCKET: &str = "127.0.0.11:53";
+/// Port 0: the kernel picks a free port for each socket, so none the container chose is taken.
+const PRIVATE_SOCKET: SocketAddrV4 = SocketAddrV4::new(RESOLVER_IP, 0);
 /// A TCP client that sends nothing for this long is dropped (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Room for bursts of queries while the runtime is busy.
@@ -38,22 +44,37 @@ impl Drop for Listener {
     }
 }
 
-/// Opens the sockets inside `netns` (bringing `lo` up first: 127.0.0.11 lives there).
+/// Opens the sockets inside `netns` (bringing `lo` up first: 127.0.0.11 lives there) and points
+/// 127.0.0.11:53 at them, replacing the redirect an earlier tetherd left.
 pub async fn open_sockets(
     worker: &NsWorker,
     netns: &Path,
 ) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
-    let bind = || -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-        ensure_loopback_up()?;
-        let udp = std::net::UdpSocket::bind(RESOLVER_SOCKET)?;
-        udp.set_nonblocking(true)?;
+    let path = netns.to_path_buf();
+    let bind = move || -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+        let bind_error = |source| DnsError::Bind {
+            netns: path.clone(),
+            source,
+        };
+        ensure_loopback_up().map_err(bind_error)?;
+        let udp = std::net::UdpSocket::bind(PRIVATE_SOCKET).map_err(bind_error)?;
+        udp.set_nonblocking(true).map_err(bind_error)?;
         let _ = nix::sys::socket::setsockopt(
             &udp,
             nix::sys::socket::sockopt::RcvBuf,
             &UDP_RECEIVE_BUFFER,
         );
-        let tcp = std::net::TcpListener::bind(RESOLVER_SOCKET)?;
-        tcp.set_nonblocking(true)?;
+        let tcp = std::net::TcpListener::bind(PRIVATE_SOCKET).map_err(bind_error)?;
+        tcp.set_nonblocking(true).map_err(bind_error)?;
+        let redirect = ResolverRedirect {
+            address: RESOLVER_IP,
+            udp_port: udp.local_addr().map_err(bind_error)?.port(),
+            tcp_port: tcp.local_addr().map_err(bind_error)?.port(),
+        };
+        redirect.install().map_err(|source| DnsError::Redirect {
+            netns: path.clone(),
+            source,
+        })?;
         Ok((udp, tcp))
     };
     worker
@@ -63,10 +84,35 @@ pub async fn open_sockets(
             netns: netns.to_path_buf(),
             source,
         })?
-        .map_err(|source| DnsError::Bind {
-            netns: netns.to_path_buf(),
+}
+
+/// Takes the redirect out of the namespace at `netns` when it is still the one with identity `id` (a path
+/// reused for a new namespace is left alone). A namespace already gone is fine: the table went with it.
+pub async fn remove_redirect(
+    worker: &NsWorker,
+    netns: &Path,
+    id: (u64, u64),
+) -> Result<(), DnsError> {
+    let path = netns.to_path_buf();
+    let remove = move || -> Result<(), DnsError> {
+        let same = std::fs::metadata("/proc/thread-self/ns/net")
+            .is_ok_and(|here| (here.dev(), here.ino()) == id);
+        if !same {
+            return Ok(());
+        }
+        ResolverRedirect::remove().map_err(|source| DnsError::Redirect {
+            netns: path,
             source,
         })
+    };
+    match worker.run_in(netns, remove).await {
+        Ok(done) => done,
+        Err(NsWorkerError::Netns(NetnsError::NotFound { .. })) => Ok(()),
+        Err(source) => Err(DnsError::Enter {
+            netns: netns.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// `lo` is up in every namespace a runtime makes, but a bare `ip netns add` leaves it down.

@@ -65,6 +65,8 @@ impl DnsService {
         // allocating per record would make an ADD cost grow with the number of containers.
         let mut keys: HashMap<&str, Option<String>> = HashMap::new();
         let mut wanted: HashMap<NsId, (&str, Vec<String>, bool)> = HashMap::new();
+        // Namespaces whose container holds 127.0.0.11:53 itself: the resolver stays out.
+        let mut own_resolver: HashSet<NsId> = HashSet::new();
         for rec in records.records.iter().filter(|r| r.dns) {
             let Some(path) = rec.netns.as_deref() else {
                 continue;
@@ -95,7 +97,11 @@ impl DnsService {
                 entry.1.push(net.clone());
             }
             entry.2 |= !rec.internal;
+            if rec.own_resolver {
+                own_resolver.insert(id);
+            }
         }
+        wanted.retain(|id, _| !own_resolver.contains(id));
 
         let live: HashSet<&str> = records
             .records
@@ -103,13 +109,15 @@ impl DnsService {
             .filter_map(|r| r.netns.as_deref())
             .collect();
         self.ns_ids.retain(|path, _| live.contains(path.as_str()));
-        self.served.retain(|id, s| {
-            let keep = wanted.contains_key(id);
-            if !keep {
-                tracing::debug!(netns = %s.path.display(), "resolver closed");
-            }
-            keep
-        });
+        let departed: Vec<NsId> = self
+            .served
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in departed {
+            self.close(id, ctx).await;
+        }
         for (id, (path, mut networks, forward)) in wanted {
             networks.sort();
             if let Some(served) = self.served.get(&id) {
@@ -154,6 +162,19 @@ impl DnsService {
             Err(e) => {
                 tracing::warn!(netns = %path.display(), error = %e, "registering resolver sockets failed")
             }
+        }
+    }
+
+    /// Stops serving the namespace with identity `id` and takes its redirect away, so a container that
+    /// lives on after its last DEL keeps nothing of tether (its own server may take 127.0.0.11:53 then).
+    async fn close(&mut self, id: NsId, ctx: &ServiceContext) {
+        let Some(served) = self.served.remove(&id) else {
+            return;
+        };
+        drop(served.listener);
+        match listener::remove_redirect(&ctx.ns_worker, &served.path, id).await {
+            Ok(()) => tracing::debug!(netns = %served.path.display(), "resolver closed"),
+            Err(e) => tracing::warn!(error = %e, "resolver closed, but its redirect stays"),
         }
     }
 
@@ -225,6 +246,7 @@ impl DnsService {
         let mut networks: Vec<String> = Vec::new();
         let mut forward = false;
         let mut path_used = false;
+        let mut own_resolver = false;
         for r in &records.records {
             let Some(p) = r.netns.as_deref() else {
                 continue;
@@ -243,14 +265,13 @@ impl DnsService {
                 }
             }
             forward |= !r.internal;
+            own_resolver |= r.own_resolver;
         }
         if !path_used {
             self.ns_ids.remove(path);
         }
-        if networks.is_empty() {
-            if self.served.remove(&id).is_some() {
-                tracing::debug!(netns = path, "resolver closed");
-            }
+        if networks.is_empty() || own_resolver {
+            self.close(id, ctx).await;
             return;
         }
         networks.sort();

@@ -35,7 +35,7 @@ impl ResolvConf {
             // A scoped IPv6 address (fe80::1%eth0) does not parse and is skipped: the scope names a host
             // interface. Our own address would forward to ourselves forever.
             match ns.parse::<IpAddr>() {
-                Ok(ip) if ip != IpAddr::from([127, 0, 0, 11]) => {
+                Ok(ip) if ip != IpAddr::from(crate::resolv_conf::RESOLVER_IP) => {
                     conf.servers.push(SocketAddr::new(ip, 53))
                 }
                 _ => {}

@@ -5,14 +5,18 @@
 //! pass the container name there, containerd the pod name), aliases from the `aliases` capability, which
 //! podman sends as a map keyed by network name; a plain list is accepted too.
 
+use std::net::SocketAddrV4;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
 use crate::cni::result::Dns;
+use crate::netns::bound_sockets;
+use crate::netns::NetNs;
 
-pub use crate::resolv_conf::RESOLVER_ADDRESS;
+pub use crate::resolv_conf::{RESOLVER_ADDRESS, RESOLVER_IP};
 
 /// The network-level DNS switches, read from the plugin's config. `dns` itself is the CNI spec's
 /// resolv.conf object, so tether's switch has its own name.
@@ -50,6 +54,36 @@ impl EmbeddedDns {
     /// search domains and options the runtime or IPAM gave are kept.
     /// `resolver_up`: whether tetherd answered the notify (without it, the runtime's resolvers are kept
     /// rather than a resolver that never answers).
+    /// Whether the container already holds 127.0.0.11:53 itself (a socket bound to exactly that address,
+    /// not a wildcard one): then tether's resolver stays out of its namespace and the result keeps the
+    /// runtime's resolvers. Read from the kernel's socket tables inside the namespace; a namespace whose
+    /// tables cannot be read is taken as not holding it.
+    pub fn container_holds_resolver(&self, ns: &NetNs) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let resolver = SocketAddrV4::new(RESOLVER_IP, 53);
+        match ns.run(|| bound_sockets::held_exactly(resolver)) {
+            Ok(Ok(held)) => {
+                if held {
+                    tracing::info!(
+                        netns = %ns.path().display(),
+                        "the container holds 127.0.0.11:53 itself; tether's resolver stays out of it"
+                    );
+                }
+                held
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "reading the container's socket tables failed");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "entering the container namespace to probe port 53 failed");
+                false
+            }
+        }
+    }
+
     pub fn result_dns(&self, resolver_up: bool, base: Dns) -> Dns {
         if !self.enabled || !resolver_up {
             return base;

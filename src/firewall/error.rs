@@ -91,6 +91,13 @@ pub enum FirewallError {
         existing: String,
     },
 
+    #[error("{op} (table ip tether of the container's namespace) failed: {source}")]
+    ResolverRedirect {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("published ports are not set up in table inet tether; call ensure_portmap first")]
     PortmapNotInstalled,
 }

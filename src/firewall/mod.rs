@@ -14,6 +14,9 @@
 //! - published ports (`published_ports`): maps `ports{4,6}_{any,bound}`, chains
 //!   `ports_dnat`, `ports_prerouting`, `ports_output`, `ports_postrouting`, `ports_masq`.
 //!
+//! Inside each container namespace tetherd serves, table `ip tether` redirects 127.0.0.11:53 to the
+//! resolver's private ports (`resolver_redirect`).
+//!
 //! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
 //! per-container path (addresses, published ports, macspoofchk) only adds or removes set
 //! and map elements in one netlink batch.
@@ -27,6 +30,7 @@ mod nft_command;
 mod port_mapping;
 mod published_ports;
 mod render;
+mod resolver_redirect;
 mod spoofchk;
 mod table;
 
@@ -40,6 +44,7 @@ pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
 pub use port_mapping::{PortMapping, PortmapOptions, Protocol};
 pub use published_ports::route_localnet_sysctl;
+pub use resolver_redirect::ResolverRedirect;
 
 use netlink::replies;
 use netlink::requests::{self, ElementChange, ElementData, ElementOp, SetElement};

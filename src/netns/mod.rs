@@ -6,6 +6,7 @@
 //! scheduled there later would run in the wrong namespace; a program with such threads (tetherd) does its
 //! namespace work on one [`NsWorker`] thread.
 
+pub mod bound_sockets;
 pub mod liveness;
 mod loopback;
 mod worker;

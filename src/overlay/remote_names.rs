@@ -65,6 +65,7 @@ fn wanted(
             aliases: names.iter().skip(1).cloned().collect(),
             dns: true,
             internal: false,
+            own_resolver: false,
         };
         out.insert(
             root(state_dir).join(network).join(format!("{id}.json")),

@@ -49,6 +49,10 @@ pub struct AttachmentRecord {
     /// An internal network: tetherd answers its names but forwards nothing to the host's resolvers.
     #[serde(default)]
     pub internal: bool,
+    /// The container held 127.0.0.11:53 itself at ADD: tetherd's resolver stays out of its namespace
+    /// (its names still resolve for others).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_resolver: bool,
 }
 
 pub use crate::state_file::StateFileError as RecordError;
@@ -132,6 +136,7 @@ mod tests {
             aliases: vec!["www".into()],
             dns: true,
             internal: false,
+            own_resolver: false,
         }
     }
 

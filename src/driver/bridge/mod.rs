@@ -318,6 +318,7 @@ impl Plugin for BridgePlugin {
         }
 
         let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
+        let own_resolver = dns.container_holds_resolver(&ns);
         {
             let _lock = NetworkLock::shared(net).map_err(cni_err)?;
             let fw = Firewall::open().map_err(cni_err)?;
@@ -363,6 +364,7 @@ impl Plugin for BridgePlugin {
                     aliases: names.aliases,
                     dns: dns.enabled,
                     internal: dns.internal,
+                    own_resolver,
                 })
                 .map_err(cni_err)?;
         }
@@ -396,7 +398,10 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(resolver_up, call.conf.dns.clone().unwrap_or(leased.dns)),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or(leased.dns),
+            ),
         };
         Ok(result)
     }

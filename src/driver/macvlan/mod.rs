@@ -195,6 +195,7 @@ impl Plugin for MacvlanPlugin {
         let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
         let names = EndpointNames::from_call(call);
         let records = RecordDir::for_network(net);
+        let own_resolver = dns.container_holds_resolver(&ns);
         records
             .write(&AttachmentRecord {
                 network: net.to_string(),
@@ -213,6 +214,7 @@ impl Plugin for MacvlanPlugin {
                 aliases: names.aliases,
                 dns: dns.enabled,
                 internal: dns.internal,
+                own_resolver,
             })
             .map_err(cni_err)?;
         rollback.commit();
@@ -239,7 +241,10 @@ impl Plugin for MacvlanPlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(resolver_up, call.conf.dns.clone().unwrap_or(leased.dns)),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or(leased.dns),
+            ),
         })
     }
 

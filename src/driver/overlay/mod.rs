@@ -377,6 +377,7 @@ impl Plugin for OverlayPlugin {
             None
         };
 
+        let own_resolver = dns.container_holds_resolver(&ns);
         let mut ips = vec![address];
         ips.extend(egress.as_ref().map(|e| e.address));
         RecordDir::for_network(net)
@@ -397,6 +398,7 @@ impl Plugin for OverlayPlugin {
                 aliases: names.aliases,
                 dns: dns.enabled,
                 internal: dns.internal,
+                own_resolver,
             })
             .map_err(cni_err)?;
         rollback.commit();
@@ -442,7 +444,10 @@ impl Plugin for OverlayPlugin {
             interfaces,
             ips: ip_configs,
             routes,
-            dns: dns.result_dns(resolver_up, call.conf.dns.clone().unwrap_or_default()),
+            dns: dns.result_dns(
+                resolver_up && !own_resolver,
+                call.conf.dns.clone().unwrap_or_default(),
+            ),
         })
     }
 

@@ -3,6 +3,7 @@
 pub mod reader;
 pub mod replies;
 pub mod requests;
+pub mod ruleset;
 pub mod socket;
 pub mod uapi;
 pub mod writer;

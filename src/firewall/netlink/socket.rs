@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -44,6 +45,34 @@ impl NfSocket {
             socket,
             next_seq: AtomicU32::new(start),
         })
+    }
+
+    /// Closes the socket on a thread of its own, for a long-lived process (tetherd): the last release of an
+    /// nf_tables socket after a commit waits for the kernel's deferred transaction cleanup, an RCU grace
+    /// period (~10 ms here; nft_rcv_nl_event on NETLINK_URELEASE), and the caller should not. A short-lived
+    /// plugin forks instead (`Firewall::release_in_background`).
+    pub fn close_in_background(self) {
+        static CLOSER: OnceLock<Option<Mutex<mpsc::Sender<NfSocket>>>> = OnceLock::new();
+        let closer = CLOSER.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<NfSocket>();
+            std::thread::Builder::new()
+                .name("nft-close".into())
+                .spawn(move || {
+                    // A new thread starts in its creator's namespace, and the first caller is tetherd's
+                    // namespace thread inside a container: staying there would pin that namespace for
+                    // good (and count as a process in it). Move to the process's own namespace first.
+                    if let Ok(own) = std::fs::File::open("/proc/self/ns/net") {
+                        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
+                    }
+                    rx.into_iter().for_each(drop)
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        });
+        if let Some(tx) = closer {
+            // On failure the socket comes back in the error and is closed here: correct, only slower.
+            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(self);
+        }
     }
 
     /// Reserves `count` consecutive sequence numbers and returns the first.

@@ -90,3 +90,48 @@ pub const NFTA_GEN_ID: u16 = 1;
 /// enum nfnl_batch_attributes: the batch is refused (ERESTART) if the ruleset generation
 /// moved past this one.
 pub const NFNL_BATCH_GENID: u16 = 1;
+
+// The rule messages (see `ruleset`).
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFT_MSG_NEWTABLE: u8 = 0;
+pub const NFT_MSG_NEWCHAIN: u8 = 3;
+pub const NFT_MSG_NEWRULE: u8 = 6;
+/// With NEWRULE: append at the end of the chain.
+pub const NLM_F_APPEND: u16 = 0x800;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
+/// NF_INET_LOCAL_OUT in enum nf_inet_hooks.
+pub const NF_INET_LOCAL_OUT: u32 = 3;
+pub const NF_ACCEPT: u32 = 1;
+// enum nft_rule_attributes
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+// enum nft_expr_attributes
+pub const NFTA_EXPR_NAME: u16 = 1;
+pub const NFTA_EXPR_DATA: u16 = 2;
+// enum nft_meta_attributes, enum nft_meta_keys
+pub const NFTA_META_DREG: u16 = 1;
+pub const NFTA_META_KEY: u16 = 2;
+pub const NFT_META_L4PROTO: u32 = 16;
+// enum nft_payload_attributes, enum nft_payload_bases
+pub const NFTA_PAYLOAD_DREG: u16 = 1;
+pub const NFTA_PAYLOAD_BASE: u16 = 2;
+pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
+pub const NFTA_PAYLOAD_LEN: u16 = 4;
+pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+// enum nft_cmp_attributes, enum nft_cmp_ops
+pub const NFTA_CMP_SREG: u16 = 1;
+pub const NFTA_CMP_OP: u16 = 2;
+pub const NFTA_CMP_DATA: u16 = 3;
+pub const NFT_CMP_EQ: u32 = 0;
+// enum nft_immediate_attributes
+pub const NFTA_IMMEDIATE_DREG: u16 = 1;
+pub const NFTA_IMMEDIATE_DATA: u16 = 2;
+// enum nft_nat_attributes, enum nft_nat_types
+pub const NFTA_NAT_TYPE: u16 = 1;
+pub const NFTA_NAT_FAMILY: u16 = 2;
+pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+pub const NFT_NAT_DNAT: u32 = 1;
