@@ -26,9 +26,9 @@ const MAX_PENDING: usize = 8192;
 /// its own share, and the rest of [`MAX_PENDING`] stays for everybody else.
 pub const FORWARDS_PER_CONTAINER: usize = 128;
 /// After a server refused, it is skipped for this long: the kernel rate-limits the ICMP errors that
-/// tell us (about one a second per peer past a small burst), so asking again at once could mean
+/// tell us (one a second per peer past a burst of six), so asking again sooner could mean
 /// waiting out a timeout after all.
-const REFUSED_BACKOFF: Duration = Duration::from_millis(500);
+const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why an upstream gave no reply.
 enum NoReply {
