@@ -104,11 +104,19 @@ pub struct RecordTable {
 /// ceiling keeps writing at it: changes then lose ties, but nothing wraps to make an old copy win.
 pub const MAX_VERSION: u64 = u64::MAX / 2;
 
-/// Whether `incoming` replaces what we hold: a higher version, or a tombstone against a live copy of
-/// the same version (so deletions win ties, the same on every host).
+/// Whether `incoming` replaces what we hold: a higher version; at the same version a tombstone beats a
+/// live copy (deletions win ties), and of two live copies the one whose encoding sorts higher wins. An
+/// owner never writes two values at one version, but a forged or corrupt record can: without a rule
+/// that is the same on every host, hosts would keep whichever copy reached them first.
 fn replaces(incoming: &Record, held: &Entry) -> bool {
-    incoming.version > held.version
-        || (incoming.version == held.version && incoming.value.is_none() && held.value.is_some())
+    if incoming.version != held.version {
+        return incoming.version > held.version;
+    }
+    match (&incoming.value, &held.value) {
+        (None, Some(_)) => true,
+        (Some(new), Some(old)) => postcard::to_allocvec(new).ok() > postcard::to_allocvec(old).ok(),
+        _ => false,
+    }
 }
 
 /// What applying remote records did.
@@ -336,6 +344,20 @@ mod tests {
         // The owner keeps writing, at the ceiling and never past it.
         let changed = owner.set_own(me, &BTreeMap::from([(endpoint(1, 3), value(3))]), 300);
         assert!(changed.iter().all(|r| r.version == MAX_VERSION));
+    }
+
+    #[test]
+    fn two_live_copies_at_one_version_end_the_same_in_any_order() {
+        let copy = |m| Record {
+            key: endpoint(2, 5),
+            version: 7,
+            value: Some(value(m)),
+        };
+        let mut one = RecordTable::new();
+        one.merge(host(1), vec![copy(1), copy(2)], 0);
+        let mut other = RecordTable::new();
+        other.merge(host(1), vec![copy(2), copy(1)], 0);
+        assert_eq!(one.all(), other.all());
     }
 
     #[test]
