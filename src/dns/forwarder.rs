@@ -44,12 +44,14 @@ struct Pending {
 }
 
 type PendingTable = Rc<RefCell<HashMap<u16, Pending>>>;
+/// When a server last refused (shared by its receiving task and the senders).
+type RefusedAt = Rc<Cell<Option<Instant>>>;
 
 /// The socket connected to one server and the task reading it.
 struct Upstream {
     socket: Rc<UdpSocket>,
     receiver: JoinHandle<()>,
-    refused_at: Rc<Cell<Option<Instant>>>,
+    refused_at: RefusedAt,
 }
 
 impl Drop for Upstream {
@@ -150,7 +152,7 @@ impl Forwarder {
     }
 
     /// The socket connected to `server` and when it last refused, opened on first use.
-    fn upstream(&self, server: SocketAddr) -> Option<(Rc<UdpSocket>, Rc<Cell<Option<Instant>>>)> {
+    fn upstream(&self, server: SocketAddr) -> Option<(Rc<UdpSocket>, RefusedAt)> {
         if let Some(u) = self.sockets.borrow().get(&server) {
             return Some((u.socket.clone(), u.refused_at.clone()));
         }
@@ -256,7 +258,7 @@ async fn receive_replies(
     socket: Rc<UdpSocket>,
     server: SocketAddr,
     pending: PendingTable,
-    refused_at: Rc<Cell<Option<Instant>>>,
+    refused_at: RefusedAt,
 ) {
     let mut buf = vec![0u8; 65536];
     loop {
