@@ -2,7 +2,6 @@
 //! aliases, `NAME.NETWORK`, PTR), the cache, or the decision to forward.
 #![no_main]
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
@@ -13,34 +12,22 @@ use tether::dns::upstreams::Upstreams;
 use tether::dns::wire;
 use tether::driver::record::AttachmentRecord;
 
-fn records() -> &'static Vec<AttachmentRecord> {
-    static RECORDS: OnceLock<Vec<AttachmentRecord>> = OnceLock::new();
-    RECORDS.get_or_init(|| {
-        [
-            (
-                "net1",
-                "a",
-                "web",
-                vec!["www"],
-                vec!["10.0.0.2/24", "fd00::2/64"],
-            ),
-            ("net1", "b", "db", vec!["www"], vec!["10.0.0.3/24"]),
-            ("net1", "c", "bare", vec![], vec![]),
-            ("net2", "d", "hidden", vec![], vec!["10.1.0.2/24"]),
-        ]
-        .into_iter()
-        .map(|(net, cid, name, aliases, ips)| {
-            serde_json::from_value(serde_json::json!({
-                "network": net, "containerId": cid, "ifname": "eth0", "driver": "bridge",
-                "ips": ips, "name": name, "aliases": aliases, "dns": true,
-            }))
-            .unwrap()
-        })
-        .collect()
+fn resolver() -> Resolver {
+    let records: Vec<AttachmentRecord> = [
+        ("net1", "a", "web", vec!["www"], vec!["10.0.0.2/24", "fd00::2/64"]),
+        ("net1", "b", "db", vec!["www"], vec!["10.0.0.3/24"]),
+        ("net1", "c", "bare", vec![], vec![]),
+        ("net2", "d", "hidden", vec![], vec!["10.1.0.2/24"]),
+    ]
+    .into_iter()
+    .map(|(net, cid, name, aliases, ips)| {
+        serde_json::from_value(serde_json::json!({
+            "network": net, "containerId": cid, "ifname": "eth0", "driver": "bridge",
+            "ips": ips, "name": name, "aliases": aliases, "dns": true,
+        }))
+        .unwrap()
     })
-}
-
-fuzz_target!(|data: &[u8]| {
+    .collect();
     let resolver = Resolver::new(
         Forwarder::new(
             Upstreams::new("/nonexistent/resolv.conf".into()),
@@ -49,7 +36,20 @@ fuzz_target!(|data: &[u8]| {
         16,
         10,
     );
-    resolver.set_index(NameIndex::build(records()));
+    resolver.set_index(NameIndex::build(&records));
+    resolver
+}
+
+thread_local! {
+    // One resolver for every input (its cache stays empty: nothing is forwarded here).
+    static RESOLVER: Resolver = resolver();
+}
+
+fuzz_target!(|data: &[u8]| {
+    RESOLVER.with(|resolver| answer(resolver, data));
+});
+
+fn answer(resolver: &Resolver, data: &[u8]) {
     let scope = Scope {
         networks: vec!["net1".into()],
         forward: data.first().is_some_and(|b| b & 1 == 1),
@@ -75,4 +75,4 @@ fuzz_target!(|data: &[u8]| {
             Outcome::Drop => assert!(data.len() < wire::HEADER_LEN || wire::is_response(data)),
         }
     }
-});
+}
