@@ -14,7 +14,13 @@ use tether::driver::record::AttachmentRecord;
 
 fn resolver() -> Resolver {
     let records: Vec<AttachmentRecord> = [
-        ("net1", "a", "web", vec!["www"], vec!["10.0.0.2/24", "fd00::2/64"]),
+        (
+            "net1",
+            "a",
+            "web",
+            vec!["www"],
+            vec!["10.0.0.2/24", "fd00::2/64"],
+        ),
         ("net1", "b", "db", vec!["www"], vec!["10.0.0.3/24"]),
         ("net1", "c", "bare", vec![], vec![]),
         ("net2", "d", "hidden", vec![], vec!["10.1.0.2/24"]),
