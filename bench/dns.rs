@@ -14,12 +14,14 @@ mod bench_settings;
 mod harness;
 
 use bench_settings::env_list;
-use harness::dns_upstream::{in_netns, FakeUpstream};
+use harness::dns_upstream::{answer_fixed, in_netns, spawn_in_netns, FakeUpstream};
 use harness::{cni_result, network_conf, HostNs, NetNs};
 use serde_json::json;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tether::client::protocol::Request;
 use tether::dns::wire;
@@ -70,7 +72,12 @@ fn main() {
 
     let host = HostNs::new("dnsb");
     let outside = host.outside();
-    let upstream = FakeUpstream::start(&outside.ns, outside.addr);
+    // Answers every name but the flood's (`*.blackhole.test`), which it never answers.
+    let upstream = FakeUpstream::start_with(
+        &outside.ns,
+        outside.addr,
+        Box::new(|q, raw, out| !q.name.ends_with(".blackhole.test") && answer_fixed(q, raw, out)),
+    );
     let resolv_conf = host.dir().join("resolv.conf");
     std::fs::write(&resolv_conf, format!("nameserver {}\n", outside.addr)).unwrap();
     let daemon_conf = host.dir().join("tetherd.json");
@@ -81,22 +88,25 @@ fn main() {
     let mut conf = network_conf::tether_bridge(&host, "1.1.0", "10.70.0.0/16");
     conf["name"] = json!(NETWORK);
     conf["bridge"] = json!("tb0");
-    let out = host
-        .tether_bridge()
-        .cmd("ADD")
-        .container(&client)
-        .args("K8S_POD_NAME=client")
-        .conf(&conf)
-        .env(
-            "TETHER_RESOLV_CONF",
-            Some(&resolv_conf.display().to_string()),
-        )
-        .env(
-            "TETHER_DAEMON_CONFIG",
-            Some(&daemon_conf.display().to_string()),
-        )
-        .run();
-    let client_ip = cni_result::ip(out.result(), "4");
+    let add = |c: &NetNs, name: &str| -> String {
+        let out = host
+            .tether_bridge()
+            .cmd("ADD")
+            .container(c)
+            .args(&format!("K8S_POD_NAME={name}"))
+            .conf(&conf)
+            .env(
+                "TETHER_RESOLV_CONF",
+                Some(&resolv_conf.display().to_string()),
+            )
+            .env(
+                "TETHER_DAEMON_CONFIG",
+                Some(&daemon_conf.display().to_string()),
+            )
+            .run();
+        cni_result::ip(out.result(), "4")
+    };
+    let client_ip = add(&client, "client");
 
     // The other containers: namespaces made in one `ip -batch`, records written as a plugin would.
     eprintln!("making {} container namespaces...", records - 1);
@@ -199,6 +209,45 @@ fn main() {
                 .unwrap_or_else(|| "n/a".into())
         );
     }
+    // tetherd again, while another container on the network floods unique names nobody answers.
+    let hostile = host.container("hostile");
+    add(&hostile, "hostile");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        spawn_in_netns(&hostile, move || flood_unanswerable(stop))
+    };
+    let flooded: Vec<(Kind, Measured)> = [Kind::Local, Kind::ForwardedUnique]
+        .into_iter()
+        .map(|kind| {
+            let m = saturate(
+                &client,
+                &servers[0],
+                kind,
+                records,
+                window,
+                Duration::from_secs(seconds),
+            );
+            (kind, m)
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    let flood_rate = flood.join().expect("flood thread");
+    println!();
+    println!(
+        "| query (tetherd, another container flooding {flood_rate:.0} unanswerable names/s) | queries/s | p50 | p99 | lost |"
+    );
+    println!("|---|---|---|---|---|");
+    for (kind, m) in &flooded {
+        println!(
+            "| {} | {:.0} | {} | {} | {} |",
+            kind.label(),
+            m.qps,
+            us(m.p50),
+            us(m.p99),
+            m.lost
+        );
+    }
     println!();
     println!("| server | RSS with {records} records, before the queries | after them (tetherd: cache full) |");
     println!("|---|---|---|");
@@ -211,6 +260,26 @@ fn main() {
     );
     drop(aardvark);
     let _ = tether::client::notify::request(&run_dir, &Request::Stop, Duration::from_secs(5));
+}
+
+/// Unique names the upstream never answers, about 10000 a second, from one socket that never reads its
+/// replies; returns the rate reached.
+fn flood_unanswerable(stop: Arc<AtomicBool>) -> f64 {
+    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.connect("127.0.0.11:53").unwrap();
+    let (start, mut sent) = (Instant::now(), 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let tick = Instant::now();
+        for _ in 0..10 {
+            sent += 1;
+            let name = format!("f{sent}.blackhole.test");
+            let _ = sock.send(&wire::build_query(sent as u16, &name, wire::TYPE_A, false));
+        }
+        if let Some(rest) = Duration::from_millis(1).checked_sub(tick.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    sent as f64 / start.elapsed().as_secs_f64()
 }
 
 fn filler_ip(i: usize) -> String {

@@ -351,6 +351,56 @@ fn other_names_are_forwarded_with_failover_and_cached() {
     dns.del(&c1, &net, "web1");
 }
 
+/// Issue 12: an upstream with nothing on its port took the whole upstream timeout (3 s here, as a
+/// default-like setting) to come back SERVFAIL, so a client waiting 1 s timed out first. Connected
+/// sockets see the ICMP port-unreachable: SERVFAIL, or the next server's answer, well within a second.
+#[test]
+fn a_refusing_upstream_is_noticed_at_once() {
+    let host = HostNs::new("dns");
+    let upstream_ns = host.outside();
+    // A second address in the outside namespace where nothing listens: the kernel there refuses.
+    upstream_ns
+        .ns
+        .ip(&["addr", "add", "198.51.100.3/24", "dev", "up0"]);
+    let upstream = FakeUpstream::start(&upstream_ns.ns, upstream_ns.addr);
+    let dns = Dns::new(&host, &["198.51.100.3"]);
+    std::fs::write(
+        &dns.daemon_conf,
+        r#"{"idleGraceMs": 500, "dns": {"upstreamTimeoutMs": 3000}}"#,
+    )
+    .unwrap();
+    let net = dns.network("net1", "tt0", "10.65.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "web1", &[]);
+
+    // Only the refusing server: SERVFAIL before a client that waits one second gives up.
+    for name in ["one.example.test", "two.example.test", "three.example.test"] {
+        let (status, _) = dig(&c1, &["+time=1", "+tries=1", name]);
+        assert_eq!(status, "SERVFAIL", "{name}: the client timed out");
+    }
+    assert_eq!(upstream.queries(), 0);
+
+    // Refusing server first, a live one second: the live one answers in time.
+    std::fs::write(
+        &dns.resolv_conf,
+        format!("nameserver 198.51.100.3\nnameserver {}\n", upstream_ns.addr),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    for i in 0..4 {
+        let name = format!("failover{i}.example.test");
+        assert_eq!(
+            dig(&c1, &["+time=1", "+tries=1", &name]),
+            ("NOERROR".into(), vec![UPSTREAM_ANSWER.to_string()]),
+            "{name}"
+        );
+        // Past the back-off, so the refusing server is asked (and refuses) again.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert_eq!(upstream.queries(), 4);
+    dns.del(&c1, &net, "web1");
+}
+
 #[test]
 fn internal_networks_resolve_their_names_but_forward_nothing() {
     let host = HostNs::new("dns");

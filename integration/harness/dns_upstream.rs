@@ -21,9 +21,28 @@ pub struct FakeUpstream {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How a [`FakeUpstream`] answers one query: writes the reply into the buffer, or returns false to
+/// stay silent (a blackhole).
+pub type Respond = dyn Fn(&wire::Question, &[u8], &mut Vec<u8>) -> bool + Send;
+
+/// The default answer: every A query gets [`UPSTREAM_ANSWER`] with TTL 60, other types an empty NOERROR.
+pub fn answer_fixed(query: &wire::Question, raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut w = wire::ReplyWriter::start(out, raw, query, 0, false, 512);
+    if query.qtype == wire::TYPE_A {
+        w.answer(wire::TYPE_A, 60, wire::Rdata::A(UPSTREAM_ANSWER));
+    }
+    w.finish(query);
+    true
+}
+
 impl FakeUpstream {
-    /// Serves on `ip:53` inside `ns` until dropped.
+    /// Serves on `ip:53` inside `ns` until dropped, answering with [`answer_fixed`].
     pub fn start(ns: &NetNs, ip: &str) -> FakeUpstream {
+        FakeUpstream::start_with(ns, ip, Box::new(answer_fixed))
+    }
+
+    /// Serves on `ip:53` inside `ns` until dropped, answering as `respond` says.
+    pub fn start_with(ns: &NetNs, ip: &str, respond: Box<Respond>) -> FakeUpstream {
         let addr: SocketAddr = format!("{ip}:53").parse().expect("an IPv4 address");
         let queries = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -45,11 +64,13 @@ impl FakeUpstream {
                 let Ok((n, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
-                if !answer_a(&buf[..n], UPSTREAM_ANSWER, &mut out) {
+                let Ok(query) = wire::parse_query(&buf[..n]) else {
                     continue;
-                }
+                };
                 q.fetch_add(1, Ordering::Relaxed);
-                let _ = socket.send_to(&out, peer);
+                if respond(&query, &buf[..n], &mut out) {
+                    let _ = socket.send_to(&out, peer);
+                }
             }
         });
         ready_rx
@@ -94,12 +115,20 @@ pub fn answer_a(query: &[u8], addr: Ipv4Addr, out: &mut Vec<u8>) -> bool {
 
 /// Runs `f` on a fresh thread inside `ns` and returns its result (the thread ends with `f`).
 pub fn in_netns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f)
+        .join()
+        .expect("thread in netns panicked")
+}
+
+/// Starts `f` on a fresh thread inside `ns` (the thread ends with `f`).
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &NetNs,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     let path = ns.path();
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("open netns");
         nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
         f()
     })
-    .join()
-    .expect("thread in netns panicked")
 }

@@ -72,17 +72,59 @@ impl Route {
 /// strings: the spec says "IPv4 or IPv6 address" but runtimes pass them on
 /// to resolv.conf untouched, and refusing e.g. a zone index would break ADDs
 /// the reference plugins accept.
+///
+/// Every entry becomes a word of a line in the container's resolv.conf, so a control character (a
+/// newline above all) is refused here: it would add lines of the sender's choosing to that file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Dns {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "resolv_conf_words"
+    )]
     pub nameservers: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "resolv_conf_word"
+    )]
     pub domain: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "resolv_conf_words"
+    )]
     pub search: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "resolv_conf_words"
+    )]
     pub options: Vec<String>,
+}
+
+/// The first control character of `text`, if any (what may never reach a line-based file).
+pub fn control_char(text: &str) -> Option<char> {
+    text.chars().find(|c| c.is_control())
+}
+
+fn checked_word<E: serde::de::Error>(word: String) -> Result<String, E> {
+    match control_char(&word) {
+        Some(c) => Err(E::custom(format!(
+            "{word:?} holds the control character {c:?}; resolv.conf entries are single words"
+        ))),
+        None => Ok(word),
+    }
+}
+
+fn resolv_conf_words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(checked_word)
+        .collect()
+}
+
+fn resolv_conf_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(checked_word)
+        .transpose()
 }
 
 impl Dns {
@@ -646,6 +688,23 @@ mod tests {
         let value = json!({"ip4": {"ip": "10.1.0.2/24", "gateway": "10.1.0.1"}});
         let parsed = CniResult::from_json(&value).unwrap();
         assert_eq!(parsed.ips[0].address.to_string(), "10.1.0.2/24");
+    }
+
+    /// Issue 21: a search entry holding a newline wrote extra lines into the container's resolv.conf.
+    #[test]
+    fn refuses_control_characters_in_dns_entries() {
+        for dns in [
+            json!({"search": ["ok.example", "evil\nnameserver 6.6.6.6"]}),
+            json!({"nameservers": ["10.0.0.1\r"]}),
+            json!({"domain": "a\u{0}b"}),
+            json!({"options": ["ndots:1\n"]}),
+        ] {
+            let err =
+                CniResult::from_json(&json!({"cniVersion": "1.0.0", "dns": dns})).unwrap_err();
+            assert!(err.msg.contains("control character"), "{}", err.msg);
+        }
+        let fine = json!({"cniVersion": "1.0.0", "dns": {"search": ["a.example"], "domain": "d"}});
+        assert!(CniResult::from_json(&fine).is_ok());
     }
 
     #[test]

@@ -246,11 +246,18 @@ fn parse_dns(value: &Value) -> Result<RuntimeDns, CniError> {
         list(obj, key)?
             .iter()
             .map(|item| {
-                item.as_str().map(str::to_string).ok_or_else(|| {
+                let text = item.as_str().ok_or_else(|| {
                     invalid(format!(
                         "runtimeConfig dns \"{key}\" entry {item} must be a string"
                     ))
-                })
+                })?;
+                // Each entry becomes a word in the container's resolv.conf: a newline would add lines.
+                match super::result::control_char(text) {
+                    Some(c) => Err(invalid(format!(
+                        "runtimeConfig dns \"{key}\" entry {item} holds the control character {c:?}"
+                    ))),
+                    None => Ok(text.to_string()),
+                }
             })
             .collect()
     };
@@ -318,6 +325,14 @@ mod tests {
             config.get("io.kubernetes.CUSTOM"),
             Some(&json!({"nested": {"deepkey": 1}}))
         );
+    }
+
+    #[test]
+    fn dns_entries_with_newlines_are_refused() {
+        let value = json!({"dns": {"searches": ["a.example", "b\nnameserver 6.6.6.6"]}});
+        let err = RuntimeConfig::parse(Some(&value)).unwrap_err();
+        assert_eq!(err.code, 7);
+        assert!(err.msg.contains("control character"), "{}", err.msg);
     }
 
     #[test]

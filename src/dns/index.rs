@@ -33,14 +33,16 @@ impl Addresses {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct NetworkNames {
     by_name: HashMap<String, Addresses>,
     /// An address's name for PTR: the container's name (else its first alias), as `NAME.NETWORK`.
     by_addr: HashMap<IpAddr, String>,
 }
 
-#[derive(Debug, Default)]
+/// Equality is what a lookup can tell apart: an index refreshed change by change equals a full build of
+/// the same records.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct NameIndex {
     networks: HashMap<String, NetworkNames>,
 }
@@ -97,6 +99,10 @@ impl NameIndex {
                 }
             }
         }
+        // As `refresh` leaves it: a network with nothing to answer is not kept.
+        index
+            .networks
+            .retain(|_, n| !n.by_name.is_empty() || !n.by_addr.is_empty());
         index
     }
 
@@ -119,19 +125,23 @@ impl NameIndex {
         };
         let net = self.networks.entry(network.to_string()).or_default();
         for key in keys {
+            // A name held by a record with no address still exists (a full build keeps it, answering
+            // NODATA): whether any record holds it decides, not whether it has addresses.
+            let mut held = false;
             let mut addrs = Addresses::default();
             for r in records.iter().filter(in_network) {
                 let names = r.name.iter().chain(r.aliases.iter());
                 if names.into_iter().any(|n| answers_to(n, key, network)) {
+                    held = true;
                     for ip in &r.ips {
                         addrs.add(ip.ip());
                     }
                 }
             }
-            if addrs == Addresses::default() {
-                net.by_name.remove(key);
-            } else {
+            if held {
                 net.by_name.insert(key.clone(), addrs);
+            } else {
+                net.by_name.remove(key);
             }
         }
         for ip in ips {
@@ -356,6 +366,81 @@ mod tests {
             Some("cache.net1")
         );
         assert_eq!(idx.name_count(), NameIndex::build(&records).name_count());
+    }
+
+    /// Issue 21: a name whose record has no address was NODATA after a full build and forwarded after
+    /// a refresh.
+    #[test]
+    fn a_name_without_an_address_is_the_same_refreshed_or_rebuilt() {
+        let mut records = vec![rec("net1", "a", "web", &[], &["10.0.0.2/24"])];
+        let mut idx = NameIndex::build(&records);
+        let bare = rec("net1", "b", "noaddr", &["alias"], &[]);
+        records.push(bare.clone());
+        idx.refresh(&records, "net1", &keys_of(&bare, "net1"), &[]);
+        let rebuilt = NameIndex::build(&records);
+        assert_eq!(idx, rebuilt);
+        assert_eq!(
+            idx.lookup("noaddr", &nets(&["net1"])),
+            Lookup::Found(Addresses::default())
+        );
+    }
+
+    /// Random sequences of joins, leaves and changes (names, aliases, addresses, networks, dns on/off,
+    /// names that normalize alike), each applied as the service does (refresh the keys and addresses
+    /// of the old and the new record), compared with a full build after every step.
+    #[test]
+    fn random_changes_refreshed_one_by_one_equal_a_full_build() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = [
+            "web", "WEB", "db", "web.net1", "a b", "", "x.", "net1", "cache",
+        ];
+        let networks = ["net1", "net2", "NET1"];
+        for _round in 0..200 {
+            let mut records: Vec<AttachmentRecord> = Vec::new();
+            let mut idx = NameIndex::default();
+            for _step in 0..30 {
+                let old = if !records.is_empty() && next(3) == 0 {
+                    Some(records.remove(next(records.len() as u64) as usize))
+                } else {
+                    None
+                };
+                let new = if old.is_none() || next(2) == 0 {
+                    let ips: Vec<String> = (0..next(3))
+                        .map(|_| format!("10.0.0.{}/24", next(4)))
+                        .collect();
+                    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                    let aliases: Vec<&str> =
+                        (0..next(3)).map(|_| names[next(9) as usize]).collect();
+                    let mut r = rec(
+                        networks[next(3) as usize],
+                        &format!("c{}", next(1000)),
+                        names[next(9) as usize],
+                        &aliases,
+                        &ips,
+                    );
+                    r.dns = next(5) != 0;
+                    let at = next(records.len() as u64 + 1) as usize;
+                    records.insert(at, r.clone());
+                    Some(r)
+                } else {
+                    None
+                };
+                for r in [&old, &new].into_iter().flatten().filter(|r| r.dns) {
+                    let Some(network) = network_key(&r.network) else {
+                        continue;
+                    };
+                    let ips: Vec<IpAddr> = r.ips.iter().map(|i| i.ip()).collect();
+                    idx.refresh(&records, &network, &keys_of(r, &network), &ips);
+                }
+                assert_eq!(idx, NameIndex::build(&records), "records: {records:#?}");
+            }
+        }
     }
 
     #[test]

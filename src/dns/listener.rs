@@ -18,6 +18,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::datagram_batch::{self, DatagramBatch};
 use super::error::DnsError;
+use super::forwarder::FORWARDS_PER_CONTAINER;
+use super::quota::Quota;
 use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
 use crate::firewall::ResolverRedirect;
@@ -152,9 +154,16 @@ pub fn serve(
     let udp = Rc::new(UdpSocket::from_std(sockets.0)?);
     let tcp = TcpListener::from_std(sockets.1)?;
     let scope = Rc::new(RefCell::new(scope));
+    // This container's share of the upstream queries in flight, over UDP and TCP alike.
+    let forwards = Quota::new(FORWARDS_PER_CONTAINER);
     Ok(Listener {
-        udp: tokio::task::spawn_local(serve_udp(resolver.clone(), udp, scope.clone())),
-        tcp: tokio::task::spawn_local(serve_tcp(resolver, tcp, scope.clone(), max_tcp)),
+        udp: tokio::task::spawn_local(serve_udp(
+            resolver.clone(),
+            udp,
+            scope.clone(),
+            forwards.clone(),
+        )),
+        tcp: tokio::task::spawn_local(serve_tcp(resolver, tcp, scope.clone(), max_tcp, forwards)),
         scope,
     })
 }
@@ -165,13 +174,18 @@ thread_local! {
     static UDP_BATCH: RefCell<DatagramBatch> = RefCell::new(DatagramBatch::default());
 }
 
-async fn serve_udp(resolver: Rc<Resolver>, socket: Rc<UdpSocket>, scope: Rc<RefCell<Scope>>) {
+async fn serve_udp(
+    resolver: Rc<Resolver>,
+    socket: Rc<UdpSocket>,
+    scope: Rc<RefCell<Scope>>,
+    forwards: Rc<Quota>,
+) {
     let fd = socket.as_raw_fd();
     loop {
         if socket.readable().await.is_err() {
             continue;
         }
-        let mut forwards: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
+        let mut pending: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
         let received = UDP_BATCH.with_borrow_mut(|batch| {
             // try_io: a WouldBlock clears tokio's readiness, so the next readable() waits for new data.
             let n = socket.try_io(Interest::READABLE, || batch.receive(fd))?;
@@ -181,7 +195,7 @@ async fn serve_udp(resolver: Rc<Resolver>, socket: Rc<UdpSocket>, scope: Rc<RefC
                 match resolver.answer(batch.datagram(i), &scope, Transport::Udp, &mut reply) {
                     Outcome::Reply => batch.answered[i] = true,
                     Outcome::Forward(q) => {
-                        forwards.push((batch.datagram(i).to_vec(), q, batch.peer(i)))
+                        pending.push((batch.datagram(i).to_vec(), q, batch.peer(i)))
                     }
                     Outcome::Drop => {}
                 }
@@ -190,10 +204,13 @@ async fn serve_udp(resolver: Rc<Resolver>, socket: Rc<UdpSocket>, scope: Rc<RefC
             batch.send_replies(fd);
             Ok::<usize, std::io::Error>(n)
         });
-        for (query, q, peer) in forwards {
-            let (resolver, socket) = (resolver.clone(), socket.clone());
+        for (query, q, peer) in pending {
+            let (resolver, socket, forwards) = (resolver.clone(), socket.clone(), forwards.clone());
+            let network = cache_owner(&scope.borrow());
             tokio::task::spawn_local(async move {
-                let reply = resolver.forward(&query, q, Transport::Udp).await;
+                let reply = resolver
+                    .forward(&query, q, Transport::Udp, &forwards, &network)
+                    .await;
                 let _ = socket.send_to(&reply, peer).await;
             });
         }
@@ -212,6 +229,7 @@ async fn serve_tcp(
     listener: TcpListener,
     scope: Rc<RefCell<Scope>>,
     max_tcp: usize,
+    forwards: Rc<Quota>,
 ) {
     // Owned here: when this task is aborted, every connection task goes with it.
     let mut connections = JoinSet::new();
@@ -224,7 +242,12 @@ async fn serve_tcp(
         if connections.len() >= max_tcp {
             continue; // dropped: the client retries or gives up, the daemon's memory stays bounded
         }
-        connections.spawn_local(serve_tcp_client(resolver.clone(), stream, scope.clone()));
+        connections.spawn_local(serve_tcp_client(
+            resolver.clone(),
+            stream,
+            scope.clone(),
+            forwards.clone(),
+        ));
     }
 }
 
@@ -233,6 +256,7 @@ async fn serve_tcp_client(
     resolver: Rc<Resolver>,
     mut stream: TcpStream,
     scope: Rc<RefCell<Scope>>,
+    forwards: Rc<Quota>,
 ) {
     let mut out = Vec::with_capacity(1500);
     loop {
@@ -246,7 +270,12 @@ async fn serve_tcp_client(
         let outcome = resolver.answer(&query, &scope.borrow(), Transport::Tcp, &mut out);
         let reply = match outcome {
             Outcome::Reply => std::mem::take(&mut out),
-            Outcome::Forward(q) => resolver.forward(&query, q, Transport::Tcp).await,
+            Outcome::Forward(q) => {
+                let network = cache_owner(&scope.borrow());
+                resolver
+                    .forward(&query, q, Transport::Tcp, &forwards, &network)
+                    .await
+            }
             Outcome::Drop => continue,
         };
         let mut framed = Vec::with_capacity(reply.len() + 2);
@@ -256,4 +285,10 @@ async fn serve_tcp_client(
             return;
         }
     }
+}
+
+/// The network a container's cached answers are charged to: the first it is on (the cache's share is
+/// per network).
+fn cache_owner(scope: &Scope) -> String {
+    scope.networks.first().cloned().unwrap_or_default()
 }

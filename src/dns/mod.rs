@@ -8,6 +8,7 @@ pub mod error;
 pub mod forwarder;
 pub mod index;
 pub mod listener;
+pub mod quota;
 pub mod resolver;
 pub mod service;
 pub mod settings;

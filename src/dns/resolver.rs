@@ -3,10 +3,12 @@
 //! waits on anything.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use super::cache::{CacheKey, ReplyCache};
 use super::forwarder::Forwarder;
 use super::index::{reverse_address, Lookup, NameIndex};
+use super::quota::Quota;
 use super::wire::{self, QueryProblem, Question, Rdata, ReplyWriter};
 
 /// What the asking container may see: the networks it is attached to, and whether any of them lets
@@ -194,12 +196,27 @@ impl Resolver {
     }
 
     /// Forwards a query `answer` handed back, and returns the reply for the client (SERVFAIL when no
-    /// upstream answered).
-    pub async fn forward(&self, query: &[u8], q: Question, transport: Transport) -> Vec<u8> {
+    /// upstream answered, or at once when the asking container has `forwards` all in use). A reply kept
+    /// in the cache is charged to `network`.
+    pub async fn forward(
+        &self,
+        query: &[u8],
+        q: Question,
+        transport: Transport,
+        forwards: &Rc<Quota>,
+        network: &str,
+    ) -> Vec<u8> {
         self.forwarded.set(self.forwarded.get() + 1);
         let limit = limit_for(&q, transport);
         let mut out = Vec::new();
-        match self.forwarder.forward(query, q.raw_end).await {
+        let reply = match forwards.take() {
+            Some(_held) => self.forwarder.forward(query, q.raw_end).await,
+            None => {
+                tracing::debug!("container has too many queries upstream");
+                None
+            }
+        };
+        match reply {
             Some(mut reply) => {
                 wire::set_id(&mut reply, q.id);
                 self.cache.borrow_mut().insert(
@@ -209,6 +226,7 @@ impl Resolver {
                         qclass: q.qclass,
                     },
                     &reply,
+                    network,
                 );
                 if reply.len() > limit {
                     wire::truncate_to_question(&mut reply);
@@ -326,6 +344,25 @@ mod tests {
             wire::answers(&out).unwrap()[0].1,
             b"\x02db\x04net1\x00".to_vec()
         );
+    }
+
+    #[test]
+    fn a_container_out_of_forwards_gets_servfail_at_once_and_others_do_not() {
+        let r = resolver();
+        let query = wire::build_query(7, "example.com", wire::TYPE_A, false);
+        let mut out = Vec::new();
+        let Outcome::Forward(q) =
+            r.answer(&query, &scope(&["net1"], true), Transport::Udp, &mut out)
+        else {
+            panic!("not forwarded")
+        };
+        let flooder = Quota::new(1);
+        let _busy = flooder.take().unwrap();
+        let reply =
+            futures::executor::block_on(r.forward(&query, q, Transport::Udp, &flooder, "net1"));
+        assert_eq!(wire::rcode(&reply), wire::RCODE_SERVFAIL);
+        assert_eq!(wire::id(&reply), Some(7));
+        assert_eq!(flooder.used(), 1, "nothing more was taken");
     }
 
     #[test]

@@ -397,11 +397,25 @@ pub fn reply_ttls(msg: &[u8]) -> Result<ReplyTtls, WireError> {
 /// Lowers every TTL by `age` seconds (not below zero), for a reply served from the cache.
 pub fn age_ttls(msg: &mut [u8], offsets: &[usize], age: u32) {
     for &at in offsets {
-        if let Some(field) = msg.get_mut(at..at + 4) {
-            let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
-            field.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
-        }
+        age_ttl(msg, at, age);
     }
+}
+
+/// Lowers the TTL field at `at` by `age` seconds (not below zero).
+pub fn age_ttl(msg: &mut [u8], at: usize, age: u32) {
+    if let Some(field) = msg.get_mut(at..at + 4) {
+        let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+    }
+}
+
+/// Where the question section of a message with one question ends.
+pub fn question_end(msg: &[u8]) -> Result<usize, WireError> {
+    let end = skip_name(msg, HEADER_LEN)? + 4;
+    if end > msg.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(end)
 }
 
 /// Sets TC and cuts a reply down to header + question, for a UDP client it does not fit.

@@ -4,7 +4,9 @@
 
 use super::error::HookError;
 use super::network_mode::NetworkMode;
-use super::settings::{parse_ips, parse_mac, parse_ports, split_list, HookSettings};
+use super::settings::{
+    parse_ips, parse_mac, parse_name, parse_names, parse_ports, split_list, HookSettings,
+};
 use super::stage::Stage;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,8 +43,8 @@ impl HookArgs {
                 "-p" | "--publish" => ports.push(value(flag)?),
                 "--ip" => ips.push(value(flag)?),
                 "--mac" => parsed.settings.mac = Some(parse_mac(&value(flag)?, "--mac")?),
-                "--alias" => aliases.extend(split_list(&value(flag)?)),
-                "--name" => parsed.settings.name = Some(value(flag)?),
+                "--alias" => aliases.extend(parse_names(split_list(&value(flag)?), "--alias")?),
+                "--name" => parsed.settings.name = Some(parse_name(value(flag)?, "--name")?),
                 stage if parsed.stage.is_none() && Stage::parse(stage).is_some() => {
                     parsed.stage = Stage::parse(stage);
                 }

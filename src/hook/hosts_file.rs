@@ -21,7 +21,10 @@ impl HostsFile {
         );
         let mut names: Vec<&str> = Vec::new();
         for name in &self.names {
-            if !name.is_empty() && !names.contains(&name.as_str()) {
+            // Names are refused with whitespace or control characters where they come in; a record
+            // written before that check could still hold one, and it must not add a line here.
+            let one_word = !name.chars().any(|c| c.is_control() || c.is_whitespace());
+            if !name.is_empty() && one_word && !names.contains(&name.as_str()) {
                 names.push(name);
             }
         }
@@ -39,6 +42,16 @@ impl HostsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_with_a_newline_never_adds_a_line() {
+        let hosts = HostsFile {
+            addresses: vec!["10.0.0.2".parse().unwrap()],
+            names: vec!["web".into(), "evil\n6.6.6.6 bank.example".into()],
+        };
+        let text = hosts.render();
+        assert!(text.ends_with("10.0.0.2\tweb\n"), "{text}");
+    }
 
     #[test]
     fn own_addresses_carry_hostname_name_and_aliases_once() {

@@ -57,18 +57,31 @@ impl ResolvConf {
     }
 
     pub fn render(&self) -> String {
+        // Entries with control characters are refused where they are parsed; one that got past (an old
+        // cached result) is left out rather than allowed to add a line.
+        let words = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|w| !w.chars().any(char::is_control))
+                .cloned()
+                .collect()
+        };
+        let (nameservers, search, options) = (
+            words(&self.nameservers),
+            words(&self.search),
+            words(&self.options),
+        );
         let mut text = format!("# written by tether hook: {}\n", self.origin);
-        if self.nameservers.is_empty() {
+        if nameservers.is_empty() {
             text.push_str("# no usable nameserver\n");
         }
-        for ns in &self.nameservers {
+        for ns in &nameservers {
             let _ = writeln!(text, "nameserver {ns}");
         }
-        if !self.search.is_empty() {
-            let _ = writeln!(text, "search {}", self.search.join(" "));
+        if !search.is_empty() {
+            let _ = writeln!(text, "search {}", search.join(" "));
         }
-        if !self.options.is_empty() {
-            let _ = writeln!(text, "options {}", self.options.join(" "));
+        if !options.is_empty() {
+            let _ = writeln!(text, "options {}", options.join(" "));
         }
         text
     }
@@ -92,6 +105,19 @@ fn push_unique(into: &mut Vec<String>, items: impl IntoIterator<Item = String>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_with_a_newline_never_adds_a_line() {
+        let conf = ResolvConf {
+            nameservers: vec!["127.0.0.11".into(), "6.6.6.6\nsearch evil".into()],
+            search: vec!["ok.example".into(), "evil\nnameserver 6.6.6.6".into()],
+            options: vec!["ndots:0".into()],
+            origin: "test",
+        };
+        let text = conf.render();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(!text.contains("6.6.6.6"), "{text}");
+    }
 
     const HOST: &str = "# host\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\n\
                         search corp.example\noptions edns0 trust-ad\n";

@@ -58,13 +58,15 @@ impl HookSettings {
             .filter(|text| !text.is_empty())
             .map(|text| parse_mac(text, MAC_ANNOTATION))
             .transpose()?;
-        let aliases = get(ALIASES_ANNOTATION).map(split_list);
+        let aliases = get(ALIASES_ANNOTATION)
+            .map(|list| parse_names(split_list(list), ALIASES_ANNOTATION))
+            .transpose()?;
         let name = std::iter::once(NAME_ANNOTATION)
             .chain(NAME_HINTS.iter().copied())
-            .filter_map(get)
-            .map(str::trim)
-            .find(|name| !name.is_empty())
-            .map(str::to_string);
+            .filter_map(|key| get(key).map(|v| (key, v.trim())))
+            .find(|(_, name)| !name.is_empty())
+            .map(|(key, name)| parse_name(name.to_string(), key))
+            .transpose()?;
         Ok(HookSettings {
             networks,
             ports,
@@ -95,6 +97,23 @@ pub(crate) fn split_list(list: &str) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A container name or alias: it goes into the container's /etc/hosts as one word of a line, so
+/// whitespace and control characters (a newline would add lines of the sender's choosing) are refused.
+pub(crate) fn parse_name(text: String, source: &str) -> Result<String, HookError> {
+    match text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        Some(c) => Err(HookError::InvalidSetting {
+            source_name: source.to_string(),
+            value: text,
+            reason: format!("a name holds no whitespace or control characters (found {c:?})"),
+        }),
+        None => Ok(text),
+    }
+}
+
+pub(crate) fn parse_names(texts: Vec<String>, source: &str) -> Result<Vec<String>, HookError> {
+    texts.into_iter().map(|t| parse_name(t, source)).collect()
 }
 
 pub(crate) fn parse_ips(texts: Vec<String>, source: &str) -> Result<Vec<IpAddr>, HookError> {
@@ -160,6 +179,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Issue 21: an alias holding a newline wrote extra lines into the container's /etc/hosts.
+    #[test]
+    fn names_with_newlines_or_spaces_are_refused() {
+        for (key, value) in [
+            ("tether.aliases", "web,evil\n6.6.6.6 bank.example"),
+            ("tether.aliases", "a\rb"),
+            ("tether.name", "web\n10.0.0.1 x"),
+            ("tether.name", "two words"),
+            ("io.kubernetes.cri.container-name", "c\u{0}"),
+        ] {
+            let err = HookSettings::from_annotations(&annotations(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

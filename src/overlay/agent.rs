@@ -369,6 +369,10 @@ impl Agent {
             .iter()
             .any(|r| matches!(r.key, RecordKey::Claim { .. }));
         let outcome = self.table.merge(self.me, records, now_ms());
+        if outcome.rejected > 0 {
+            self.rejected += outcome.rejected as u64;
+            tracing::warn!(%from, count = outcome.rejected, "refused overlay records with a version past the ceiling");
+        }
         if outcome.changed > 0 {
             self.kernel_dirty = true;
             self.after_claims_changed();

@@ -94,6 +94,31 @@ pub struct RecordTable {
     clock: u64,
 }
 
+/// The highest version any host accepts or writes. Versions are wall-clock milliseconds bumped by one
+/// per write, so an honest one stays near 2^41 for millennia; one above this comes from a corrupt record
+/// or a forger holding the key. Every host refuses such a record the same way, whatever its own state,
+/// so the cluster stays consistent (a record refused by one is refused by all). The ceiling is half the
+/// range so the owner of a record at the ceiling still has a version to answer with: it answers with a
+/// tombstone at the ceiling, and at equal versions a tombstone beats a live copy (see [`replaces`]), so
+/// the forged live copy dies everywhere instead of living forever. A host whose clock reached the
+/// ceiling keeps writing at it: changes then lose ties, but nothing wraps to make an old copy win.
+pub const MAX_VERSION: u64 = u64::MAX / 2;
+
+/// Whether `incoming` replaces what we hold: a higher version; at the same version a tombstone beats a
+/// live copy (deletions win ties), and of two live copies the one whose encoding sorts higher wins. An
+/// owner never writes two values at one version, but a forged or corrupt record can: without a rule
+/// that is the same on every host, hosts would keep whichever copy reached them first.
+fn replaces(incoming: &Record, held: &Entry) -> bool {
+    if incoming.version != held.version {
+        return incoming.version > held.version;
+    }
+    match (&incoming.value, &held.value) {
+        (None, Some(_)) => true,
+        (Some(new), Some(old)) => postcard::to_allocvec(new).ok() > postcard::to_allocvec(old).ok(),
+        _ => false,
+    }
+}
+
 /// What applying remote records did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MergeOutcome {
@@ -101,6 +126,8 @@ pub struct MergeOutcome {
     pub changed: usize,
     /// Records of our own that a peer holds but we no longer have: answered with tombstones.
     pub disowned: Vec<Record>,
+    /// Records refused for a version above [`MAX_VERSION`].
+    pub rejected: usize,
 }
 
 impl RecordTable {
@@ -109,7 +136,8 @@ impl RecordTable {
     }
 
     fn next_version(&mut self, now_ms: u64) -> u64 {
-        self.clock = (self.clock + 1).max(now_ms);
+        // Saturates at the ceiling: a version never wraps back below the copies it must replace.
+        self.clock = self.clock.saturating_add(1).max(now_ms).min(MAX_VERSION);
         self.clock
     }
 
@@ -202,6 +230,10 @@ impl RecordTable {
     pub fn merge(&mut self, me: IpAddr, records: Vec<Record>, now_ms: u64) -> MergeOutcome {
         let mut outcome = MergeOutcome::default();
         for record in records {
+            if record.version > MAX_VERSION {
+                outcome.rejected += 1;
+                continue;
+            }
             if record.key.host() == me {
                 self.clock = self.clock.max(record.version);
                 let ours = self.entries.get(&record.key);
@@ -228,7 +260,7 @@ impl RecordTable {
             let newer = self
                 .entries
                 .get(&record.key)
-                .is_none_or(|e| record.version > e.version);
+                .is_none_or(|e| replaces(&record, e));
             if newer {
                 self.entries.insert(
                     record.key,
@@ -276,6 +308,56 @@ mod tests {
 
     fn value(m: u8) -> RecordValue {
         RecordValue::endpoint(1, MacAddr::new([2, 0, 0, 0, 0, m]), host(1), Vec::new())
+    }
+
+    /// Issue 21: a record for our own name at `u64::MAX` overflowed `next_version` (a panic in debug,
+    /// a wrap in release).
+    #[test]
+    fn versions_at_the_top_of_the_range_never_wrap_and_stay_consistent() {
+        let me = host(1);
+        let mut owner = RecordTable::new();
+        owner.set_own(me, &BTreeMap::from([(endpoint(1, 2), value(2))]), 100);
+        let forged = |version| Record {
+            key: endpoint(1, 9),
+            version,
+            value: Some(value(9)),
+        };
+        // Above the ceiling: refused, the clock untouched.
+        let out = owner.merge(me, vec![forged(u64::MAX)], 200);
+        assert_eq!((out.rejected, out.disowned.len()), (1, 0));
+        let mut peer = RecordTable::new();
+        assert_eq!(peer.merge(me, vec![forged(u64::MAX)], 200).rejected, 1);
+        assert!(peer.is_empty(), "every host refuses it alike");
+        // At the ceiling: the owner answers with a tombstone at the ceiling, which beats the live copy.
+        let out = owner.merge(me, vec![forged(MAX_VERSION)], 200);
+        assert_eq!(out.disowned.len(), 1);
+        let tombstone = out.disowned[0].clone();
+        assert_eq!((tombstone.version, &tombstone.value), (MAX_VERSION, &None));
+        let mut early = RecordTable::new();
+        early.merge(host(3), vec![forged(MAX_VERSION)], 200);
+        early.merge(host(3), vec![tombstone.clone()], 200);
+        let mut late = RecordTable::new();
+        late.merge(host(3), vec![tombstone.clone()], 200);
+        late.merge(host(3), vec![forged(MAX_VERSION)], 200);
+        assert_eq!(early.all(), late.all(), "order does not matter");
+        assert_eq!(early.live().count(), 0);
+        // The owner keeps writing, at the ceiling and never past it.
+        let changed = owner.set_own(me, &BTreeMap::from([(endpoint(1, 3), value(3))]), 300);
+        assert!(changed.iter().all(|r| r.version == MAX_VERSION));
+    }
+
+    #[test]
+    fn two_live_copies_at_one_version_end_the_same_in_any_order() {
+        let copy = |m| Record {
+            key: endpoint(2, 5),
+            version: 7,
+            value: Some(value(m)),
+        };
+        let mut one = RecordTable::new();
+        one.merge(host(1), vec![copy(1), copy(2)], 0);
+        let mut other = RecordTable::new();
+        other.merge(host(1), vec![copy(2), copy(1)], 0);
+        assert_eq!(one.all(), other.all());
     }
 
     #[test]

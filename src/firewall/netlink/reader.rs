@@ -37,10 +37,11 @@ pub fn messages(mut buf: &[u8]) -> Result<Vec<Message<'_>>, String> {
     Ok(out)
 }
 
-/// The errno of an NLMSG_ERROR payload: 0 for an ack, positive otherwise.
+/// The errno of an NLMSG_ERROR payload: 0 for an ack, positive otherwise. `None` for a payload too
+/// short or a value no kernel sends (`i32::MIN` has no negation).
 pub fn error_code(payload: &[u8]) -> Option<i32> {
     let raw = i32::from_ne_bytes(payload.get(0..4)?.try_into().ok()?);
-    Some(-raw)
+    raw.checked_neg()
 }
 
 /// The attributes in `buf` as (type without flag bits, value).
@@ -86,6 +87,15 @@ mod tests {
         let attrs = attributes(&msgs[0].payload[4..]);
         assert_eq!(attrs[0], (1, &b"tether\0"[..]));
         assert_eq!(attribute(attrs[1].1, 1), Some(&[1u8, 2, 3, 4][..]));
+    }
+
+    /// Issue 21: negating `i32::MIN` overflowed (a panic in debug builds).
+    #[test]
+    fn error_codes_negate_without_overflow() {
+        assert_eq!(error_code(&(-17i32).to_ne_bytes()), Some(17));
+        assert_eq!(error_code(&0i32.to_ne_bytes()), Some(0));
+        assert_eq!(error_code(&i32::MIN.to_ne_bytes()), None);
+        assert_eq!(error_code(&[1, 2]), None);
     }
 
     #[test]
