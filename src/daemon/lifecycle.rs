@@ -16,8 +16,8 @@ use super::namespace_watch::NamespaceWatch;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
 use super::service::{Service, ServiceContext};
-use crate::endpoint::Held;
 use crate::client::protocol::{AttachmentKey, Reply, Request};
+use crate::endpoint::Held;
 use crate::netns::NsWorker;
 
 /// How often the records directory is polled for changes nobody notified (and the idle clock checked).

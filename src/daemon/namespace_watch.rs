@@ -12,10 +12,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use crate::state::RecordDir;
 use crate::endpoint::{Endpoints, Held};
 use crate::netns::{NetNs, NsId};
 use crate::netns_liveness::Occupied;
+use crate::state::RecordDir;
 
 type Key = (String, String, String);
 

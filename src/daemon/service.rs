@@ -9,8 +9,8 @@ use futures::future::LocalBoxFuture;
 
 use super::config::DaemonConfig;
 use super::records::RecordSnapshot;
-use crate::netns::NsId;
 use crate::client::protocol::AttachmentKey;
+use crate::netns::NsId;
 use crate::netns::NsWorker;
 use crate::state::AttachmentRecord;
 

@@ -8,9 +8,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
 use crate::cni::result::Dns;
+use crate::error::Error;
 
 pub use crate::resolv_conf::RESOLVER_ADDRESS;
 
@@ -33,12 +33,11 @@ struct RawEmbeddedDns {
 }
 
 impl EmbeddedDns {
-    pub fn from_conf(raw: &Value) -> Result<EmbeddedDns, CniError> {
+    pub fn from_conf(raw: &Value) -> Result<EmbeddedDns, Error> {
         let r: RawEmbeddedDns = serde_json::from_value(raw.clone()).map_err(|e| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("invalid `embeddedDns`/`internal`: {e}; both are true or false"),
-            )
+            Error::config(format!(
+                "invalid `embeddedDns`/`internal`: {e}; both are true or false"
+            ))
         })?;
         Ok(EmbeddedDns {
             enabled: r.embedded_dns.unwrap_or(true),
@@ -139,7 +138,7 @@ mod tests {
         assert_eq!(
             EmbeddedDns::from_conf(&json!({"embeddedDns": "no"}))
                 .unwrap_err()
-                .code,
+                .code(),
             7
         );
     }

@@ -7,9 +7,9 @@ use std::path::Path;
 use super::{Attachment, EndpointError, Endpoints};
 use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{load_network, CachedAttachment, RuntimeConf, RuntimeError};
-use crate::state::{AttachmentRecord, RecordDir};
 use crate::netns::NsId;
 use crate::netns_liveness::{is_gone, Occupied};
+use crate::state::{AttachmentRecord, RecordDir};
 
 /// Which attachment tether holds something for, and where its container's namespace was.
 #[derive(Debug, Clone, PartialEq, Eq)]

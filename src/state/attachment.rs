@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
-use crate::netns::NsId;
 use super::dir_scan;
 use super::DriverKind;
 use crate::link::MacAddr;
+use crate::netns::NsId;
 use crate::state_file;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
