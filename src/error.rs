@@ -285,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn cni_errors_pass_through_unchanged() {
+    fn errors_already_in_cni_form_pass_through_unchanged() {
         let own = CniError::new(ErrorCode::TryLater, "locked").with_details("retry");
         assert_eq!(cni(own.clone()), own);
         assert_eq!(cni(IpamError::Cni(own.clone())), own);
