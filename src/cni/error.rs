@@ -30,6 +30,29 @@ impl ErrorCode {
     }
 }
 
+/// tether's own codes (the spec leaves 100 and up to plugins), the same in every tether plugin and
+/// documented in docs/errors.md.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TetherCode {
+    /// CHECK: kernel state differs from prevResult.
+    CheckMismatch = 100,
+    /// A netlink operation on a link, address or route failed.
+    Netlink = 101,
+    /// Installing or updating nftables state failed.
+    Firewall = 102,
+    /// A host port is already published by another container.
+    PortInUse = 103,
+    /// Overlay: every address block of the network is claimed.
+    NoFreeBlock = 110,
+}
+
+impl TetherCode {
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
+
 /// An error as the CNI protocol carries it. Every failure that leaves a plugin
 /// ends up here, so `msg` says what failed and `details` may say what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,17 +47,19 @@ impl Call {
 /// and the configuration, and checked that the configuration's cniVersion
 /// allows the command.
 pub trait Plugin {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError>;
+    /// The plugin's own error; it becomes the CNI error object in one place (`From`).
+    type Error: Into<CniError>;
+    fn add(&self, call: &Call) -> Result<CniResult, Self::Error>;
     /// Must succeed when the things to remove are already gone.
-    fn del(&self, call: &Call) -> Result<(), CniError>;
-    fn check(&self, call: &Call) -> Result<(), CniError>;
+    fn del(&self, call: &Call) -> Result<(), Self::Error>;
+    fn check(&self, call: &Call) -> Result<(), Self::Error>;
     /// Release whatever belongs to an attachment not in `valid`. The default
     /// suits plugins that keep no state.
-    fn gc(&self, _call: &Call, _valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, _call: &Call, _valid: &[Attachment]) -> Result<(), Self::Error> {
         Ok(())
     }
     /// Ready for ADDs? Codes 50/51 say why not. The default is "ready".
-    fn status(&self, _call: &Call) -> Result<(), CniError> {
+    fn status(&self, _call: &Call) -> Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -133,12 +135,18 @@ fn run_command<P: Plugin>(plugin: &P, call: &Call) -> Result<String, CniError> {
     }
     match command {
         Command::Add => {
-            let result = plugin.add(call)?;
+            let result = plugin.add(call).map_err(Into::into)?;
             Ok(result.to_json(&call.conf.cni_version)?.to_string())
         }
-        Command::Del => plugin.del(call).map(|()| String::new()),
-        Command::Check => plugin.check(call).map(|()| String::new()),
-        Command::Status => plugin.status(call).map(|()| String::new()),
+        Command::Del => plugin.del(call).map_err(Into::into).map(|()| String::new()),
+        Command::Check => plugin
+            .check(call)
+            .map_err(Into::into)
+            .map(|()| String::new()),
+        Command::Status => plugin
+            .status(call)
+            .map_err(Into::into)
+            .map(|()| String::new()),
         Command::Gc => {
             // Without the list every attachment would look stale; refuse
             // rather than release everything.
@@ -149,7 +157,10 @@ fn run_command<P: Plugin>(plugin: &P, call: &Call) -> Result<String, CniError> {
                 )
                 .with_details("the runtime must list the attachments still in use (an empty list releases all)")
             })?;
-            plugin.gc(call, valid).map(|()| String::new())
+            plugin
+                .gc(call, valid)
+                .map_err(Into::into)
+                .map(|()| String::new())
         }
         Command::Version => Ok(version::version_info_json().to_string()),
     }
@@ -236,6 +247,7 @@ mod tests {
     }
 
     impl Plugin for FakePlugin {
+        type Error = CniError;
         fn add(&self, call: &Call) -> Result<CniResult, CniError> {
             self.note(format!("add {} {}", call.container_id(), call.ifname()))?;
             Ok(CniResult {

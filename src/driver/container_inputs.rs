@@ -1,32 +1,28 @@
 //! What the runtime tells an interface plugin about the container, read the same way by every driver:
 //! its network namespace (`CNI_NETNS`) and the MAC it asked for.
 
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
+use crate::error::Error;
 use crate::link::MacAddr;
 use crate::netns::NetNs;
 
 /// The container's namespace; CNI_NETNS is required for ADD and CHECK (CNI spec §"Parameters").
-pub fn open_netns(call: &Call) -> Result<NetNs, CniError> {
-    let path = call.env.netns.as_deref().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            "CNI_NETNS is required for this command",
-        )
-    })?;
+pub fn open_netns(call: &Call) -> Result<NetNs, Error> {
+    let path = call
+        .env
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::env("CNI_NETNS is required for this command"))?;
     NetNs::open(path).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidEnv,
-            format!(
-                "cannot open container network namespace {}: {e}",
-                path.display()
-            ),
-        )
+        Error::env(format!(
+            "cannot open container network namespace {}: {e}",
+            path.display()
+        ))
     })
 }
 
 /// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=` (as the reference plugins).
-pub fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
+pub fn requested_mac(call: &Call) -> Result<Option<MacAddr>, Error> {
     let text = call
         .conf
         .runtime_config
@@ -35,12 +31,9 @@ pub fn requested_mac(call: &Call) -> Result<Option<MacAddr>, CniError> {
         .or_else(|| call.env.arg("MAC").map(str::to_string));
     text.map(|t| {
         t.parse::<MacAddr>().map_err(|_| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
-                ),
-            )
+            Error::config(format!(
+                "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
+            ))
         })
     })
     .transpose()

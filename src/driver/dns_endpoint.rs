@@ -10,9 +10,9 @@ use std::net::SocketAddrV4;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
 use crate::cni::result::Dns;
+use crate::error::Error;
 use crate::netns::bound_sockets;
 use crate::netns::NetNs;
 
@@ -37,12 +37,11 @@ struct RawEmbeddedDns {
 }
 
 impl EmbeddedDns {
-    pub fn from_conf(raw: &Value) -> Result<EmbeddedDns, CniError> {
+    pub fn from_conf(raw: &Value) -> Result<EmbeddedDns, Error> {
         let r: RawEmbeddedDns = serde_json::from_value(raw.clone()).map_err(|e| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("invalid `embeddedDns`/`internal`: {e}; both are true or false"),
-            )
+            Error::config(format!(
+                "invalid `embeddedDns`/`internal`: {e}; both are true or false"
+            ))
         })?;
         Ok(EmbeddedDns {
             enabled: r.embedded_dns.unwrap_or(true),
@@ -173,7 +172,7 @@ mod tests {
         assert_eq!(
             EmbeddedDns::from_conf(&json!({"embeddedDns": "no"}))
                 .unwrap_err()
-                .code,
+                .code(),
             7
         );
     }

@@ -4,10 +4,10 @@
 
 use crate::cni::config::Attachment;
 use crate::cni::env::Command;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::exec::delegate_ipam;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
+use crate::error::Error;
 use crate::ipam::plugin::TetherIpam;
 
 pub const IN_PROCESS_TYPE: &str = "tether-ipam";
@@ -18,7 +18,7 @@ pub enum IpamBackend {
 }
 
 impl IpamBackend {
-    pub fn for_call(call: &Call) -> Result<Self, CniError> {
+    pub fn for_call(call: &Call) -> Result<Self, Error> {
         let ipam_type = call
             .conf
             .ipam
@@ -26,9 +26,7 @@ impl IpamBackend {
             .and_then(|i| i.get("type"))
             .and_then(|t| t.as_str())
             .ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    "network config has no `ipam.type`; add e.g. \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": \"10.88.0.0/16\"}",
+                Error::config("network config has no `ipam.type`; add e.g. \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": \"10.88.0.0/16\"}",
                 )
             })?;
         Ok(if ipam_type == IN_PROCESS_TYPE {
@@ -38,43 +36,47 @@ impl IpamBackend {
         })
     }
 
-    pub fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    pub fn add(&self, call: &Call) -> Result<CniResult, Error> {
         match self {
-            Self::InProcess => TetherIpam.add(call),
-            Self::Exec(t) => delegate_ipam(t, call, Command::Add)?.ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::Io,
-                    format!("IPAM plugin {t} returned no result for ADD"),
-                )
-            }),
+            Self::InProcess => Ok(TetherIpam.add(call)?),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Add)?
+                .ok_or_else(|| Error::io(format!("IPAM plugin {t} returned no result for ADD"))),
         }
     }
 
-    pub fn del(&self, call: &Call) -> Result<(), CniError> {
+    pub fn del(&self, call: &Call) -> Result<(), Error> {
         match self {
-            Self::InProcess => TetherIpam.del(call),
-            Self::Exec(t) => delegate_ipam(t, call, Command::Del).map(drop),
+            Self::InProcess => Ok(TetherIpam.del(call)?),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Del)
+                .map(drop)
+                .map_err(Error::from),
         }
     }
 
-    pub fn check(&self, call: &Call) -> Result<(), CniError> {
+    pub fn check(&self, call: &Call) -> Result<(), Error> {
         match self {
-            Self::InProcess => TetherIpam.check(call),
-            Self::Exec(t) => delegate_ipam(t, call, Command::Check).map(drop),
+            Self::InProcess => Ok(TetherIpam.check(call)?),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Check)
+                .map(drop)
+                .map_err(Error::from),
         }
     }
 
-    pub fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    pub fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
         match self {
-            Self::InProcess => TetherIpam.gc(call, valid),
-            Self::Exec(t) => delegate_ipam(t, call, Command::Gc).map(drop),
+            Self::InProcess => Ok(TetherIpam.gc(call, valid)?),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Gc)
+                .map(drop)
+                .map_err(Error::from),
         }
     }
 
-    pub fn status(&self, call: &Call) -> Result<(), CniError> {
+    pub fn status(&self, call: &Call) -> Result<(), Error> {
         match self {
-            Self::InProcess => TetherIpam.status(call),
-            Self::Exec(t) => delegate_ipam(t, call, Command::Status).map(drop),
+            Self::InProcess => Ok(TetherIpam.status(call)?),
+            Self::Exec(t) => delegate_ipam(t, call, Command::Status)
+                .map(drop)
+                .map_err(Error::from),
         }
     }
 }

@@ -21,6 +21,7 @@ pub use port_spec::{HostPorts, PortRange, PortSpec, PortSpecError};
 pub use release::{all_records, Held};
 
 use crate::cni::config::Attachment as ValidAttachment;
+use crate::cni::error::TetherCode;
 use crate::cni::runtime::{
     list_networks, load_network, CniRuntime, NetworkConfigList, RuntimeConf, RuntimeError,
 };
@@ -30,8 +31,6 @@ use crate::netns::NetNs;
 /// The interface name a container gets when none is asked for and none is taken.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
-/// tether-portmap's code for "host port already published by another container" (README, Errors).
-const PORT_TAKEN_CODE: u32 = 103;
 /// How often a chosen (random or first-free) host port is chosen again after losing a race.
 const PORT_RETRIES: u32 = 3;
 
@@ -128,7 +127,8 @@ impl Endpoints {
                 Err(err)
                     if chooses
                         && attempt < PORT_RETRIES
-                        && err.plugin_error().map(|e| e.code) == Some(PORT_TAKEN_CODE) =>
+                        && err.plugin_error().map(|e| e.code)
+                            == Some(TetherCode::PortInUse.as_u32()) =>
                 {
                     attempt += 1;
                     tracing::debug!(error = %err, attempt, "chosen host port taken meanwhile; choosing again");

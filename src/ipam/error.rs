@@ -5,6 +5,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
+    /// Already a CNI error from the spec layer (prevResult).
+    #[error(transparent)]
+    Cni(#[from] crate::cni::error::CniError),
+
+    /// A problem with the call's inputs, said as the person should read it, with what to do.
+    #[error("{msg}")]
+    Config { msg: String, details: String },
+
+    #[error("network \"{network}\": no free address left in range set {range}")]
+    NoFreeAddress { network: String, range: String },
+
     #[error("invalid IPAM config: `{field}`: {reason}")]
     InvalidConfig { field: String, reason: String },
 

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use crate::cni::config::Attachment;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 
@@ -22,45 +21,16 @@ use crate::paths::ipam_dir;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TetherIpam;
 
-/// The one place where IPAM failures become CNI error codes.
-impl From<IpamError> for CniError {
-    fn from(err: IpamError) -> Self {
-        let code = match &err {
-            IpamError::Io { .. } => ErrorCode::Io,
-            // The container id and interface name come from CNI_CONTAINERID / CNI_IFNAME.
-            IpamError::InvalidName { what, .. } if *what != "network name" => ErrorCode::InvalidEnv,
-            IpamError::NotAllocated { .. } => ErrorCode::UnknownContainer,
-            // Exhaustion is not 11 ("try again later"): a retry only helps after someone else's DEL, and a
-            // runtime that retries on 11 would spin. Like a bad config it needs a person (a wider range or
-            // fewer containers), so it shares code 7 and the message says which range is full.
-            IpamError::RangeExhausted { .. }
-            | IpamError::InvalidConfig { .. }
-            | IpamError::InvalidName { .. }
-            | IpamError::AddressInUse { .. }
-            | IpamError::NotInRange { .. }
-            | IpamError::RequestConflict { .. }
-            | IpamError::AlreadyAllocated { .. } => ErrorCode::InvalidConfig,
-        };
-        let details = std::error::Error::source(&err)
-            .map(|source| source.to_string())
-            .unwrap_or_default();
-        CniError::new(code, err.to_string()).with_details(details)
-    }
-}
-
-fn ipam_config(call: &Call) -> Result<IpamConfig, CniError> {
-    let ipam = call.conf.ipam.as_ref().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidConfig,
-            format!("network \"{}\" has no \"ipam\" section", call.conf.name),
-        )
-        .with_details("add \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": ...}")
+fn ipam_config(call: &Call) -> Result<IpamConfig, IpamError> {
+    let ipam = call.conf.ipam.as_ref().ok_or_else(|| IpamError::Config {
+        msg: format!("network \"{}\" has no \"ipam\" section", call.conf.name),
+        details: "add \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": ...}".into(),
     })?;
-    Ok(IpamConfig::parse(ipam, &ipam_dir())?)
+    IpamConfig::parse(ipam, &ipam_dir())
 }
 
 /// Static requests from `runtimeConfig.ips`, `CNI_ARGS` `IP=a,b` and `args.cni.ips`, in that order.
-fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, CniError> {
+fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
     let mut requests: Vec<(&str, &str)> = call
         .conf
         .runtime_config
@@ -80,27 +50,25 @@ fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, CniError> {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
             for ip in list {
-                let text = ip.as_str().ok_or_else(|| {
-                    CniError::new(
-                        ErrorCode::InvalidConfig,
-                        format!("args.cni.ips entry {ip} must be a string like \"10.1.2.3\""),
-                    )
+                let text = ip.as_str().ok_or_else(|| IpamError::Config {
+                    msg: format!("args.cni.ips entry {ip} must be a string like \"10.1.2.3\""),
+                    details: String::new(),
                 })?;
                 requests.push((text, "args.cni.ips"));
             }
         }
         Some(other) => {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("args.cni.ips must be a list of addresses, got {other}"),
-            ))
+            return Err(IpamError::Config {
+                msg: format!("args.cni.ips must be a list of addresses, got {other}"),
+                details: String::new(),
+            })
         }
     }
-    Ok(requested::parse_all(requests)?)
+    requested::parse_all(requests)
 }
 
 /// ADD without exec: allocate and build the IPAM result (no interfaces, per the spec for IPAM plugins).
-pub fn add_in_process(call: &Call) -> Result<CniResult, CniError> {
+pub fn add_in_process(call: &Call) -> Result<CniResult, IpamError> {
     let conf = ipam_config(call)?;
     let requested = requested_ips(call)?;
     // Read before allocating, so a missing file fails the ADD with nothing to undo.
@@ -136,7 +104,7 @@ pub fn add_in_process(call: &Call) -> Result<CniResult, CniError> {
 }
 
 /// DEL without exec: free what the attachment holds; nothing held is success.
-pub fn del_in_process(call: &Call) -> Result<(), CniError> {
+pub fn del_in_process(call: &Call) -> Result<(), IpamError> {
     let conf = ipam_config(call)?;
     if let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? {
         release(&store, call.container_id(), call.ifname())?;
@@ -146,7 +114,7 @@ pub fn del_in_process(call: &Call) -> Result<(), CniError> {
 
 /// CHECK without exec: the attachment holds addresses, and every address of `prevResult` inside our
 /// ranges is among them.
-pub fn check_in_process(call: &Call) -> Result<(), CniError> {
+pub fn check_in_process(call: &Call) -> Result<(), IpamError> {
     let conf = ipam_config(call)?;
     let not_held = || IpamError::NotAllocated {
         container_id: call.container_id().to_string(),
@@ -157,16 +125,15 @@ pub fn check_in_process(call: &Call) -> Result<(), CniError> {
     if let Some(prev) = call.prev_result()? {
         for ip in prev.ips.iter().map(|c| c.address.ip()) {
             if conf.set_index_of(ip).is_some() && !held.contains(&ip) {
-                return Err(CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!(
+                return Err(IpamError::Config {
+                    msg: format!(
                         "prevResult lists {ip} but container {} interface {} does not hold it in network \"{}\"",
                         call.container_id(),
                         call.ifname(),
                         call.conf.name
                     ),
-                )
-                .with_details("delete and re-add the container to repair its addresses"));
+                    details: "delete and re-add the container to repair its addresses".into(),
+                });
             }
         }
     }
@@ -174,19 +141,21 @@ pub fn check_in_process(call: &Call) -> Result<(), CniError> {
 }
 
 impl Plugin for TetherIpam {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    type Error = IpamError;
+
+    fn add(&self, call: &Call) -> Result<CniResult, IpamError> {
         add_in_process(call)
     }
 
-    fn del(&self, call: &Call) -> Result<(), CniError> {
+    fn del(&self, call: &Call) -> Result<(), IpamError> {
         del_in_process(call)
     }
 
-    fn check(&self, call: &Call) -> Result<(), CniError> {
+    fn check(&self, call: &Call) -> Result<(), IpamError> {
         check_in_process(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), IpamError> {
         let conf = ipam_config(call)?;
         let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? else {
             return Ok(());
@@ -200,21 +169,17 @@ impl Plugin for TetherIpam {
         Ok(())
     }
 
-    fn status(&self, call: &Call) -> Result<(), CniError> {
+    fn status(&self, call: &Call) -> Result<(), IpamError> {
         let conf = ipam_config(call)?;
         let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? else {
             return Ok(());
         };
         let free = free_counts(&conf, &store)?;
         if let Some(set) = free.iter().position(|&n| n == 0) {
-            return Err(CniError::new(
-                ErrorCode::PluginNotAvailable,
-                format!(
-                    "network \"{}\": no free address left in range set {}",
-                    call.conf.name, conf.range_sets[set]
-                ),
-            )
-            .with_details("widen the range or delete containers that no longer run"));
+            return Err(IpamError::NoFreeAddress {
+                network: call.conf.name.clone(),
+                range: conf.range_sets[set].to_string(),
+            });
         }
         Ok(())
     }

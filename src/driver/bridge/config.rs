@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::cni::error::{CniError, ErrorCode};
+use crate::error::Error;
 use crate::ifname::ifname_problem;
 pub use crate::ifname::DEFAULT_BRIDGE;
 
@@ -55,32 +55,24 @@ pub struct BridgeConfig {
 }
 
 impl BridgeConfig {
-    pub fn from_json(raw: &serde_json::Value) -> Result<Self, CniError> {
-        let r: RawBridgeConfig = serde_json::from_value(raw.clone()).map_err(|e| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("invalid tether-bridge config: {e}"),
-            )
-        })?;
+    pub fn from_json(raw: &serde_json::Value) -> Result<Self, Error> {
+        let r: RawBridgeConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| Error::config(format!("invalid tether-bridge config: {e}")))?;
         let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         if let Some(why) = ifname_problem(&bridge) {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("bridge name {bridge:?} is not a valid interface name: {why}"),
-            ));
+            return Err(Error::config(format!(
+                "bridge name {bridge:?} is not a valid interface name: {why}"
+            )));
         }
         if r.vlan != 0 || r.vlan_trunk.is_some() {
-            return Err(CniError::new(
-                ErrorCode::UnsupportedField,
-                "tether-bridge does not support `vlan`/`vlanTrunk`; remove them or use tether-macvlan with a VLAN parent",
+            return Err(Error::unsupported("tether-bridge does not support `vlan`/`vlanTrunk`; remove them or use tether-macvlan with a VLAN parent",
             ));
         }
         if let Some(mtu) = r.mtu {
             if !(68..=65535).contains(&mtu) {
-                return Err(CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("mtu {mtu} is out of range; use a value from 68 to 65535"),
-                ));
+                return Err(Error::config(format!(
+                    "mtu {mtu} is out of range; use a value from 68 to 65535"
+                )));
             }
         }
         Ok(Self {
@@ -128,12 +120,12 @@ mod tests {
     #[test]
     fn bad_values_are_config_errors() {
         let e = BridgeConfig::from_json(&json!({"bridge": "a-very-long-bridge-name"})).unwrap_err();
-        assert_eq!(e.code, 7);
+        assert_eq!(e.code(), 7);
         let e = BridgeConfig::from_json(&json!({"mtu": 20})).unwrap_err();
-        assert_eq!(e.code, 7);
+        assert_eq!(e.code(), 7);
         let e = BridgeConfig::from_json(&json!({"ipMasq": "yes"})).unwrap_err();
-        assert_eq!(e.code, 7);
+        assert_eq!(e.code(), 7);
         let e = BridgeConfig::from_json(&json!({"vlan": 10})).unwrap_err();
-        assert_eq!(e.code, 2);
+        assert_eq!(e.code(), 2);
     }
 }

@@ -11,7 +11,6 @@ pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
 use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::driver::check::{self, mismatch};
@@ -27,8 +26,6 @@ use crate::link::LinkReaper;
 use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
 use crate::state::NetworkLock;
 use crate::state::{AttachmentRecord, DriverKind, RecordDir};
-
-pub use crate::driver::check::CODE_CHECK_MISMATCH;
 
 pub struct BridgePlugin;
 
@@ -76,10 +73,6 @@ fn default_route(ip: &IpNetwork) -> IpNetwork {
     }
 }
 
-fn cni_err(e: impl Into<Error>) -> CniError {
-    CniError::from(e.into())
-}
-
 /// Put the gateway address on the bridge. Another address of the same subnet already there is an error
 /// unless `forceAddress`, which replaces it (reference bridge semantics). The common case, gateway already in
 /// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
@@ -90,11 +83,11 @@ fn ensure_gateway(
     gw: IpNetwork,
     force: bool,
     name: &str,
-) -> Result<(), CniError> {
-    if !host.try_add_address(bridge, gw, true).map_err(cni_err)? {
+) -> Result<(), Error> {
+    if !host.try_add_address(bridge, gw, true)? {
         return Ok(());
     }
-    let existing = host.addresses(bridge).map_err(cni_err)?;
+    let existing = host.addresses(bridge)?;
     let others: Vec<IpNetwork> = existing
         .into_iter()
         .filter(|a| {
@@ -105,17 +98,14 @@ fn ensure_gateway(
         .collect();
     if let Some(old) = others.first() {
         if !force {
-            host.del_address(bridge, gw).map_err(cni_err)?;
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "bridge {name} already has address {old} in the network of gateway {gw}; \
+            host.del_address(bridge, gw)?;
+            return Err(Error::config(format!(
+                "bridge {name} already has address {old} in the network of gateway {gw}; \
                      set \"forceAddress\": true to replace it, or use another bridge"
-                ),
-            ));
+            )));
         }
         for old in &others {
-            host.del_address(bridge, *old).map_err(cni_err)?;
+            host.del_address(bridge, *old)?;
         }
     }
     Ok(())
@@ -124,21 +114,16 @@ fn ensure_gateway(
 /// Creates the container's veth pair, host end down. A host veth of that name already there is a leftover of an
 /// earlier ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
 /// looked for only after EEXIST, so the common case pays no lookup.
-fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result<(), CniError> {
-    let explain = |e: LinkError| {
-        match e {
-        LinkError::Exists { .. } => CniError::new(
-            ErrorCode::InvalidConfig,
-            format!(
-                "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
-            ),
-        ),
-        other => cni_err(other),
-    }
+fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result<(), Error> {
+    let explain = |e: LinkError| match e {
+        LinkError::Exists { .. } => Error::config(format!(
+            "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
+        )),
+        other => Error::from(other),
     };
     match host.add_veth_down(spec) {
         Err(LinkError::Exists { op, object }) => {
-            if host.delete_link_by_name(spec.host_name).map_err(cni_err)? {
+            if host.delete_link_by_name(spec.host_name)? {
                 host.add_veth_down(spec).map_err(explain)
             } else {
                 Err(explain(LinkError::Exists { op, object }))
@@ -158,25 +143,27 @@ fn disable_ipv6_on_port(port: &str) {
     }
 }
 
-fn enable_forwarding(ips: &[IpConfig]) -> Result<(), CniError> {
+fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
     if ips.iter().any(|i| i.address.is_ipv4()) {
-        set_sysctl("net/ipv4/ip_forward", "1").map_err(cni_err)?;
+        set_sysctl("net/ipv4/ip_forward", "1")?;
     }
     if ips.iter().any(|i| i.address.is_ipv6()) {
-        set_sysctl("net/ipv6/conf/all/forwarding", "1").map_err(cni_err)?;
+        set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
     Ok(())
 }
 
 impl Plugin for BridgePlugin {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    type Error = Error;
+
+    fn add(&self, call: &Call) -> Result<CniResult, Error> {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call);
         let mac = requested_mac(call)?;
         let ipam = IpamBackend::for_call(call)?;
         let ns = open_netns(call)?;
         let net = call.conf.name.as_str();
-        let host = Netlink::new().map_err(cni_err)?;
+        let host = Netlink::new()?;
 
         let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
         let names = EndpointNames::from_call(call);
@@ -186,15 +173,16 @@ impl Plugin for BridgePlugin {
         let leased = ipam.add(call)?;
         rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
         if leased.ips.is_empty() {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("IPAM plugin of network {net} returned no address; check its ranges"),
-            ));
+            return Err(Error::config(format!(
+                "IPAM plugin of network {net} returned no address; check its ranges"
+            )));
         }
 
-        let (br, bridge_created) = host
-            .ensure_bridge_noting_creation(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
-            .map_err(cni_err)?;
+        let (br, bridge_created) = host.ensure_bridge_noting_creation(
+            &cfg.bridge,
+            cfg.mtu,
+            MacAddr::from_name(&cfg.bridge),
+        )?;
         if bridge_created {
             let (host_ref, name, index) = (&host, cfg.bridge.as_str(), br.index);
             rollback.push("bridge", move || {
@@ -202,7 +190,7 @@ impl Plugin for BridgePlugin {
             });
         }
         if cfg.promisc_mode {
-            host.set_promisc(br.index, true).map_err(cni_err)?;
+            host.set_promisc(br.index, true)?;
         }
 
         if cfg.is_gateway {
@@ -246,44 +234,36 @@ impl Plugin for BridgePlugin {
                 .map_err(|e| e.to_string())
         });
         disable_ipv6_on_port(&host_if);
-        host.set_up_by_name(&host_if).map_err(cni_err)?;
+        host.set_up_by_name(&host_if)?;
         if cfg.hairpin_mode || !cfg.icc {
             // Port options need the index; only these configs pay for reading the link back.
             let port = host
-                .link_by_name(&host_if)
-                .map_err(cni_err)?
-                .ok_or_else(|| {
-                    CniError::new(ErrorCode::Io, format!("host veth {host_if} vanished"))
-                })?;
+                .link_by_name(&host_if)?
+                .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
             if cfg.hairpin_mode {
-                host.set_hairpin(port.index, true).map_err(cni_err)?;
+                host.set_hairpin(port.index, true)?;
             }
             if !cfg.icc {
                 // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the
                 // gateway), so neighbours cannot talk while egress and published ports keep working.
-                host.set_isolated(port.index, true).map_err(cni_err)?;
+                host.set_isolated(port.index, true)?;
             }
         }
 
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
-        let link = inner
-            .link_by_name(t.ifname)
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::Io,
-                    format!("veth peer {} vanished from the container", t.ifname),
-                )
-            })?;
+        let inner = Netlink::in_netns(&ns)?;
+        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
+            Error::io(format!(
+                "veth peer {} vanished from the container",
+                t.ifname
+            ))
+        })?;
         for ip in &leased.ips {
-            inner
-                .add_address(link.index, ip.address, !cfg.enable_dad)
-                .map_err(cni_err)?;
+            inner.add_address(link.index, ip.address, !cfg.enable_dad)?;
         }
         let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
         quiet_ipv6_on_bridge_port_peer(&inner, link.index, &addresses);
-        inner.set_up(link.index).map_err(cni_err)?;
+        inner.set_up(link.index)?;
 
         let mut routes: Vec<Route> = Vec::new();
         if cfg.is_default_gateway {
@@ -293,9 +273,7 @@ impl Plugin for BridgePlugin {
                     if routes.iter().any(|r| r.dst == dst) {
                         continue;
                     }
-                    inner
-                        .add_route(dst, Some(gw), Some(link.index), None)
-                        .map_err(cni_err)?;
+                    inner.add_route(dst, Some(gw), Some(link.index), None)?;
                     routes.push(Route::new(dst, Some(gw)));
                 }
             }
@@ -311,25 +289,22 @@ impl Plugin for BridgePlugin {
                     .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
                     .and_then(gateway_of)
             });
-            inner
-                .add_route(r.dst, gw, Some(link.index), r.mtu)
-                .map_err(cni_err)?;
+            inner.add_route(r.dst, gw, Some(link.index), r.mtu)?;
             routes.push(r.clone());
         }
 
         let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
         let own_resolver = dns.container_holds_resolver(&ns);
         {
-            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-            let fw = Firewall::open().map_err(cni_err)?;
+            let _lock = NetworkLock::shared(net)?;
+            let fw = Firewall::open()?;
             fw.ensure_network(&NetworkRules {
                 name: net.to_string(),
                 bridge: cfg.bridge.clone(),
                 masquerade: cfg.ip_masq,
                 isolation: true,
-            })
-            .map_err(cni_err)?;
-            fw.add_container(net, &addrs).map_err(cni_err)?;
+            })?;
+            fw.add_container(net, &addrs)?;
             let added = addrs.clone();
             rollback.push("firewall elements", move || {
                 Firewall::open()
@@ -337,7 +312,7 @@ impl Plugin for BridgePlugin {
                     .map_err(|e| e.to_string())
             });
             if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
-                fw.add_spoofchk(&host_if, mac.octets()).map_err(cni_err)?;
+                fw.add_spoofchk(&host_if, mac.octets())?;
                 let port = host_if.clone();
                 rollback.push("macspoofchk elements", move || {
                     Firewall::open()
@@ -347,26 +322,24 @@ impl Plugin for BridgePlugin {
             }
 
             let records = RecordDir::for_network(net);
-            records
-                .write(&AttachmentRecord {
-                    network: net.to_string(),
-                    container_id: t.container_id.to_string(),
-                    ifname: t.ifname.to_string(),
-                    driver: DriverKind::Bridge,
-                    netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                    netns_id: ns.id().ok(),
-                    host_ifname: Some(host_if.clone()),
-                    bridge: Some(cfg.bridge.clone()),
-                    mac: link.mac,
-                    macspoofchk: cfg.macspoofchk,
-                    ips: leased.ips.iter().map(|i| i.address).collect(),
-                    name: names.name,
-                    aliases: names.aliases,
-                    dns: dns.enabled,
-                    internal: dns.internal,
-                    own_resolver,
-                })
-                .map_err(cni_err)?;
+            records.write(&AttachmentRecord {
+                network: net.to_string(),
+                container_id: t.container_id.to_string(),
+                ifname: t.ifname.to_string(),
+                driver: DriverKind::Bridge,
+                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+                netns_id: ns.id().ok(),
+                host_ifname: Some(host_if.clone()),
+                bridge: Some(cfg.bridge.clone()),
+                mac: link.mac,
+                macspoofchk: cfg.macspoofchk,
+                ips: leased.ips.iter().map(|i| i.address).collect(),
+                name: names.name,
+                aliases: names.aliases,
+                dns: dns.enabled,
+                internal: dns.internal,
+                own_resolver,
+            })?;
         }
         rollback.commit();
         // After the record is on disk and the network lock is released (tetherd reads the records). Without
@@ -406,13 +379,13 @@ impl Plugin for BridgePlugin {
         Ok(result)
     }
 
-    fn del(&self, call: &Call) -> Result<(), CniError> {
+    fn del(&self, call: &Call) -> Result<(), Error> {
         // Parsed only to refuse a config that is not ours to act on.
         BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call);
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
-        let record = records.read(t.container_id, t.ifname).map_err(cni_err)?;
+        let record = records.read(t.container_id, t.ifname)?;
 
         // Deleting the host end removes the pair; no need to enter the (maybe gone) container namespace.
         let host_if = record
@@ -435,40 +408,38 @@ impl Plugin for BridgePlugin {
         // IPAM and firewall work then run while the kernel deletes it.
         // The firewall socket is opened before the fork so the child holds a copy: our close is then not the
         // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
-        let fw = Firewall::open().map_err(cni_err)?;
-        let reaper = LinkReaper::start(&host_if).map_err(cni_err)?;
+        let fw = Firewall::open()?;
+        let reaper = LinkReaper::start(&host_if)?;
         IpamBackend::for_call(call)?.del(call)?;
         {
-            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
+            let _lock = NetworkLock::shared(net)?;
             if !addrs.is_empty() {
-                fw.remove_container(net, &addrs).map_err(cni_err)?;
+                fw.remove_container(net, &addrs)?;
             }
             if let Some(rec) = record.as_ref().filter(|r| r.macspoofchk) {
                 remove_spoofchk_of(&fw, rec)?;
             }
-            records.remove(t.container_id, t.ifname).map_err(cni_err)?;
+            records.remove(t.container_id, t.ifname)?;
         }
         if record.as_ref().is_some_and(|r| r.dns) {
             attachment_removed(net, t.container_id, t.ifname);
         }
-        reaper.wait_unlisted().map_err(cni_err)?;
+        reaper.wait_unlisted()?;
         teardown_if_unused(net, &records)
     }
 
-    fn check(&self, call: &Call) -> Result<(), CniError> {
+    fn check(&self, call: &Call) -> Result<(), Error> {
         let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call);
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
-        let host = Netlink::new().map_err(cni_err)?;
+        let host = Netlink::new()?;
         let br = host
-            .link_by_name(&cfg.bridge)
-            .map_err(cni_err)?
+            .link_by_name(&cfg.bridge)?
             .ok_or_else(|| mismatch(format!("bridge {} is missing", cfg.bridge)))?;
         let host_if = host_veth_name(t.container_id, t.ifname);
         let veth = host
-            .link_by_name(&host_if)
-            .map_err(cni_err)?
+            .link_by_name(&host_if)?
             .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
         if veth.master != Some(br.index) {
             return Err(mismatch(format!(
@@ -477,17 +448,14 @@ impl Plugin for BridgePlugin {
             )));
         }
 
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
-        let link = inner
-            .link_by_name(t.ifname)
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "interface {} is missing in the container",
-                    t.ifname
-                ))
-            })?;
-        let have = inner.addresses(link.index).map_err(cni_err)?;
+        let inner = Netlink::in_netns(&ns)?;
+        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
+            mismatch(format!(
+                "interface {} is missing in the container",
+                t.ifname
+            ))
+        })?;
+        let have = inner.addresses(link.index)?;
         for ip in &prev.ips {
             if !have
                 .iter()
@@ -500,13 +468,11 @@ impl Plugin for BridgePlugin {
             }
         }
         for r in &prev.routes {
-            let family_routes = inner
-                .routes(if r.dst.is_ipv4() {
-                    IpFamily::V4
-                } else {
-                    IpFamily::V6
-                })
-                .map_err(cni_err)?;
+            let family_routes = inner.routes(if r.dst.is_ipv4() {
+                IpFamily::V4
+            } else {
+                IpFamily::V6
+            })?;
             let found = family_routes
                 .iter()
                 .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
@@ -518,21 +484,15 @@ impl Plugin for BridgePlugin {
             }
         }
         let addrs: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.ip()).collect();
-        let fw = Firewall::open().map_err(cni_err)?;
-        if !fw
-            .container_present(&call.conf.name, &addrs)
-            .map_err(cni_err)?
-        {
+        let fw = Firewall::open()?;
+        if !fw.container_present(&call.conf.name, &addrs)? {
             return Err(mismatch(format!(
                 "firewall state for the container's addresses is missing from table inet tether (network {})",
                 call.conf.name
             )));
         }
         if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
-            if !fw
-                .spoofchk_present(&host_if, mac.octets())
-                .map_err(cni_err)?
-            {
+            if !fw.spoofchk_present(&host_if, mac.octets())? {
                 return Err(mismatch(format!(
                     "macspoofchk entry for {host_if} ({mac}) is missing from table bridge tether"
                 )));
@@ -541,12 +501,12 @@ impl Plugin for BridgePlugin {
         IpamBackend::for_call(call)?.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
         let net = call.conf.name.as_str();
         IpamBackend::for_call(call)?.gc(call, valid)?;
         let records = RecordDir::for_network(net);
-        let host = Netlink::new().map_err(cni_err)?;
-        for rec in records.list().map_err(cni_err)? {
+        let host = Netlink::new()?;
+        for rec in records.list()? {
             let keep = valid
                 .iter()
                 .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname);
@@ -558,17 +518,15 @@ impl Plugin for BridgePlugin {
                 .host_ifname
                 .clone()
                 .unwrap_or_else(|| host_veth_name(&rec.container_id, &rec.ifname));
-            host.delete_link_by_name(&host_if).map_err(cni_err)?;
+            host.delete_link_by_name(&host_if)?;
             let addrs: Vec<IpAddr> = rec.ips.iter().map(|i| i.ip()).collect();
-            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
-            let fw = Firewall::open().map_err(cni_err)?;
-            fw.remove_container(net, &addrs).map_err(cni_err)?;
+            let _lock = NetworkLock::shared(net)?;
+            let fw = Firewall::open()?;
+            fw.remove_container(net, &addrs)?;
             if rec.macspoofchk {
                 remove_spoofchk_of(&fw, &rec)?;
             }
-            records
-                .remove(&rec.container_id, &rec.ifname)
-                .map_err(cni_err)?;
+            records.remove(&rec.container_id, &rec.ifname)?;
             if rec.dns {
                 attachment_removed(net, &rec.container_id, &rec.ifname);
             }
@@ -576,16 +534,16 @@ impl Plugin for BridgePlugin {
         teardown_if_unused(net, &records)
     }
 
-    fn status(&self, call: &Call) -> Result<(), CniError> {
+    fn status(&self, call: &Call) -> Result<(), Error> {
         IpamBackend::for_call(call)?.status(call)
     }
 }
 
-fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), CniError> {
+fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), Error> {
     let (Some(port), Some(mac)) = (rec.host_ifname.as_deref(), rec.mac) else {
         return Ok(());
     };
-    fw.remove_spoofchk(port, mac.octets()).map_err(cni_err)
+    fw.remove_spoofchk(port, mac.octets()).map_err(Error::from)
 }
 
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
@@ -603,15 +561,13 @@ fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(),
 /// After the last container of a network leaves, its chains and sets go too (the bridge stays, as with the
 /// reference plugin: other networks' configs may name it). Re-checked under the exclusive lock, because an
 /// ADD may have joined between our DEL and here.
-fn teardown_if_unused(net: &str, records: &RecordDir) -> Result<(), CniError> {
+fn teardown_if_unused(net: &str, records: &RecordDir) -> Result<(), Error> {
     if !records.is_empty() {
         return Ok(());
     }
-    let _lock = NetworkLock::exclusive(net).map_err(cni_err)?;
+    let _lock = NetworkLock::exclusive(net)?;
     if records.is_empty() {
-        Firewall::open()
-            .and_then(|fw| fw.remove_network(net))
-            .map_err(cni_err)?;
+        Firewall::open().and_then(|fw| fw.remove_network(net))?;
     }
     Ok(())
 }

@@ -2,11 +2,9 @@
 
 use std::path::Path;
 
-use crate::cni::error::CniError;
+use crate::error::Error;
 use crate::link::{LinkError, MacvlanMode, Netlink};
 use crate::netns::NetNs;
-
-use super::cni_err;
 
 /// The kernel's refusals of a macvlan, told in terms of the config.
 pub(super) fn creation_error(
@@ -14,7 +12,7 @@ pub(super) fn creation_error(
     mode: MacvlanMode,
     parent: &str,
     mtu: Option<u32>,
-) -> CniError {
+) -> Error {
     let msg = match e.errno() {
         Some(libc::EINVAL) if mode == MacvlanMode::Passthru => format!(
             "parent {parent} refused a passthru macvlan: passthru needs a parent with no other macvlan \
@@ -34,18 +32,17 @@ pub(super) fn creation_error(
             "parent {parent} cannot carry macvlans (it is a bridge port, a bond slave or a loopback); \
              pick another `master`"
         ),
-        _ => return cni_err(e),
+        _ => return Error::from(e),
     };
-    CniError {
-        code: crate::error::CODE_NETLINK,
+    Error::Netlink {
         msg,
-        details: e.to_string(),
+        source: Box::new(e),
     }
 }
 
 /// Deletes the macvlan `ifname` in the container namespace; nothing to do when the namespace or the link
 /// is gone (a namespace takes its macvlans with it when it dies).
-pub(super) fn delete_child(netns: Option<&Path>, ifname: &str) -> Result<(), CniError> {
+pub(super) fn delete_child(netns: Option<&Path>, ifname: &str) -> Result<(), Error> {
     let Some(path) = netns else { return Ok(()) };
     let ns = match NetNs::open(path) {
         Ok(ns) => ns,
@@ -54,10 +51,10 @@ pub(super) fn delete_child(netns: Option<&Path>, ifname: &str) -> Result<(), Cni
             return Ok(());
         }
     };
-    let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
-    match inner.link_by_name(ifname).map_err(cni_err)? {
+    let inner = Netlink::in_netns(&ns)?;
+    match inner.link_by_name(ifname)? {
         Some(link) if link.kind.as_deref() == Some("macvlan") => {
-            inner.delete_link(link.index).map_err(cni_err)?;
+            inner.delete_link(link.index)?;
         }
         Some(link) => tracing::warn!(
             ifname,

@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::Call;
+use crate::error::Error;
 use crate::ifname::ifname_problem;
 use crate::link::{MacAddr, MacvlanMode, VLAN_ID_RANGE};
 
@@ -43,23 +43,23 @@ pub struct MacvlanConfig {
     pub source_macs: Vec<MacAddr>,
 }
 
-fn invalid(msg: String) -> CniError {
-    CniError::new(ErrorCode::InvalidConfig, msg)
+fn invalid(msg: String) -> Error {
+    Error::config(msg)
 }
 
 impl MacvlanConfig {
-    pub fn from_call(call: &Call) -> Result<Self, CniError> {
+    pub fn from_call(call: &Call) -> Result<Self, Error> {
         Self::from_raw(call.conf.plugin_fields()?)
     }
 
     #[cfg(test)]
-    fn from_json(value: serde_json::Value) -> Result<Self, CniError> {
+    fn from_json(value: serde_json::Value) -> Result<Self, Error> {
         let raw = serde_json::from_value(value)
             .map_err(|e| invalid(format!("invalid tether-macvlan config: {e}")))?;
         Self::from_raw(raw)
     }
 
-    fn from_raw(r: RawMacvlanConfig) -> Result<Self, CniError> {
+    fn from_raw(r: RawMacvlanConfig) -> Result<Self, Error> {
         let mode = match r.mode.as_deref() {
             None | Some("") => MacvlanMode::default(),
             Some(text) => text.parse().map_err(|e| invalid(format!("{e}")))?,
@@ -85,8 +85,7 @@ impl MacvlanConfig {
                 )));
             }
             if r.link_in_container {
-                return Err(CniError::new(
-                    ErrorCode::UnsupportedField,
+                return Err(Error::unsupported(
                     "`vlan` together with `linkInContainer` is not supported; create the VLAN \
                      sub-interface in the container yourself and name it in `master`",
                 ));
@@ -132,7 +131,7 @@ pub fn split_vlan_name(name: &str) -> Option<(&str, u16)> {
 }
 
 /// The name tether gives the VLAN `id` sub-interface of `lower`, or why it cannot.
-pub fn vlan_link_name(lower: &str, id: u16) -> Result<String, CniError> {
+pub fn vlan_link_name(lower: &str, id: u16) -> Result<String, Error> {
     let name = format!("{lower}.{id}");
     match ifname_problem(&name) {
         None => Ok(name),
@@ -187,10 +186,10 @@ mod tests {
             json!({"linkInContainer": "yes"}),
         ] {
             let e = MacvlanConfig::from_json(bad.clone()).unwrap_err();
-            assert_eq!(e.code, 7, "{bad}: {e:?}");
+            assert_eq!(e.code(), 7, "{bad}: {e:?}");
         }
         let e = MacvlanConfig::from_json(json!({"vlan": 10, "linkInContainer": true})).unwrap_err();
-        assert_eq!(e.code, 2);
+        assert_eq!(e.code(), 2);
     }
 
     #[test]
@@ -234,6 +233,6 @@ mod tests {
     #[test]
     fn sub_interface_names_must_fit_the_kernel_limit() {
         assert_eq!(vlan_link_name("eth0", 10).unwrap(), "eth0.10");
-        assert_eq!(vlan_link_name("enp0s31f6abc", 4094).unwrap_err().code, 7);
+        assert_eq!(vlan_link_name("enp0s31f6abc", 4094).unwrap_err().code(), 7);
     }
 }

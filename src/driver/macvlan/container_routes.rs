@@ -4,11 +4,9 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Route};
+use crate::error::Error;
 use crate::link::{LinkError, Netlink};
-
-use super::cni_err;
 
 fn default_route(ip: &IpNetwork) -> IpNetwork {
     match ip {
@@ -23,7 +21,7 @@ pub(super) fn add_routes(
     inner: &Netlink,
     index: u32,
     leased: &CniResult,
-) -> Result<Vec<Route>, CniError> {
+) -> Result<Vec<Route>, Error> {
     let mut routes: Vec<Route> = Vec::new();
     let gateway_for = |dst: &IpNetwork| -> Option<IpAddr> {
         leased
@@ -43,7 +41,7 @@ pub(super) fn add_routes(
             Err(LinkError::Exists { .. }) => {
                 tracing::info!(%dst, "container already has a default route; keeping it")
             }
-            Err(e) => return Err(cni_err(e)),
+            Err(e) => return Err(Error::from(e)),
         }
     }
     for r in &leased.routes {
@@ -51,9 +49,7 @@ pub(super) fn add_routes(
             continue; // the default route through the gateway is in place
         }
         let gw = r.gw.or_else(|| gateway_for(&r.dst));
-        inner
-            .add_route(r.dst, gw, Some(index), r.mtu)
-            .map_err(cni_err)?;
+        inner.add_route(r.dst, gw, Some(index), r.mtu)?;
         routes.push(Route { gw, ..r.clone() });
     }
     Ok(routes)

@@ -23,7 +23,6 @@ pub use temp_name::temporary_name;
 
 use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::driver::check::{self, mismatch};
@@ -39,13 +38,7 @@ use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 use child::{creation_error, delete_child};
 use container_routes::add_routes;
 
-pub use crate::driver::check::CODE_CHECK_MISMATCH;
-
 pub struct MacvlanPlugin;
-
-fn cni_err(e: impl Into<Error>) -> CniError {
-    CniError::from(e.into())
-}
 
 fn family_of(dst: &IpNetwork) -> IpFamily {
     if dst.is_ipv4() {
@@ -64,18 +57,20 @@ struct ParentSide<'a> {
 }
 
 impl Plugin for MacvlanPlugin {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    type Error = Error;
+
+    fn add(&self, call: &Call) -> Result<CniResult, Error> {
         let cfg = MacvlanConfig::from_call(call)?;
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let mac = requested_mac(call)?;
         let ipam = IpamBackend::for_call(call)?;
         let ns = open_netns(call)?;
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let inner = Netlink::in_netns(&ns)?;
         let host = if cfg.link_in_container {
             None
         } else {
-            Some(Netlink::new().map_err(cni_err)?)
+            Some(Netlink::new()?)
         };
         let side = match &host {
             Some(h) => ParentSide {
@@ -94,14 +89,11 @@ impl Plugin for MacvlanPlugin {
         let parent = resolve(side.nl, &cfg.master, side.what, !cfg.link_in_container)?;
         let parent_mtu = parent.mtu();
         if let Some(mtu) = cfg.mtu.filter(|m| *m > parent_mtu) {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "mtu {mtu} is larger than the MTU {parent_mtu} of parent {}; a macvlan child \
+            return Err(Error::config(format!(
+                "mtu {mtu} is larger than the MTU {parent_mtu} of parent {}; a macvlan child \
                      cannot exceed its parent, lower `mtu` or leave it out",
-                    parent.name()
-                ),
-            ));
+                parent.name()
+            )));
         }
 
         let user = VlanUser {
@@ -114,10 +106,9 @@ impl Plugin for MacvlanPlugin {
         let leased = ipam.add(call)?;
         rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
         if leased.ips.is_empty() {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("IPAM plugin of network {net} returned no address; check its ranges"),
-            ));
+            return Err(Error::config(format!(
+                "IPAM plugin of network {net} returned no address; check its ranges"
+            )));
         }
 
         let parent_link = match &parent {
@@ -130,9 +121,7 @@ impl Plugin for MacvlanPlugin {
                     lower_index: lower.index,
                     id: *id,
                 };
-                let link = registry
-                    .acquire(side.nl, &plan, &lower.name, &user)
-                    .map_err(cni_err)?;
+                let link = registry.acquire(side.nl, &plan, &lower.name, &user)?;
                 let (reg, nl, u) = (&registry, side.nl, user.clone());
                 rollback.push("VLAN sub-interface use", move || {
                     reg.release(nl, &u).map_err(|e| e.to_string())
@@ -155,11 +144,10 @@ impl Plugin for MacvlanPlugin {
                 source_macs: &cfg.source_macs,
             })
             .map_err(|e| creation_error(e, cfg.mode, &parent_link.name, cfg.mtu))?;
-        let child = inner.link_by_name(&temp).map_err(cni_err)?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::Io,
-                format!("macvlan {temp} vanished from the container namespace after creation"),
-            )
+        let child = inner.link_by_name(&temp)?.ok_or_else(|| {
+            Error::io(format!(
+                "macvlan {temp} vanished from the container namespace after creation"
+            ))
         })?;
         let inner_ref = &inner;
         let index = child.index;
@@ -172,23 +160,19 @@ impl Plugin for MacvlanPlugin {
         inner
             .rename_link(child.index, ifname)
             .map_err(|e| match e {
-                LinkError::Exists { .. } => CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!(
+                LinkError::Exists { .. } => Error::config(format!(
                         "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
                     ),
                 ),
-                other => cni_err(other),
+                other => Error::from(other),
             })?;
 
         for ip in &leased.ips {
-            inner
-                .add_address(child.index, ip.address, false)
-                .map_err(cni_err)?;
+            inner.add_address(child.index, ip.address, false)?;
         }
         let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
         apply_lan_interface_sysctls(&ns, ifname, &addresses);
-        inner.set_up(child.index).map_err(cni_err)?;
+        inner.set_up(child.index)?;
 
         let routes = add_routes(&inner, child.index, &leased)?;
 
@@ -196,27 +180,25 @@ impl Plugin for MacvlanPlugin {
         let names = EndpointNames::from_call(call);
         let records = RecordDir::for_network(net);
         let own_resolver = dns.container_holds_resolver(&ns);
-        records
-            .write(&AttachmentRecord {
-                network: net.to_string(),
-                container_id: cid.to_string(),
-                ifname: ifname.to_string(),
-                driver: DriverKind::Macvlan,
-                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                netns_id: ns.id().ok(),
-                // The parent: the record's "host-side interface" for a driver without one of its own.
-                host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
-                bridge: None,
-                mac: child.mac,
-                macspoofchk: false,
-                ips: leased.ips.iter().map(|i| i.address).collect(),
-                name: names.name,
-                aliases: names.aliases,
-                dns: dns.enabled,
-                internal: dns.internal,
-                own_resolver,
-            })
-            .map_err(cni_err)?;
+        records.write(&AttachmentRecord {
+            network: net.to_string(),
+            container_id: cid.to_string(),
+            ifname: ifname.to_string(),
+            driver: DriverKind::Macvlan,
+            netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+            netns_id: ns.id().ok(),
+            // The parent: the record's "host-side interface" for a driver without one of its own.
+            host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
+            bridge: None,
+            mac: child.mac,
+            macspoofchk: false,
+            ips: leased.ips.iter().map(|i| i.address).collect(),
+            name: names.name,
+            aliases: names.aliases,
+            dns: dns.enabled,
+            internal: dns.internal,
+            own_resolver,
+        })?;
         rollback.commit();
         // After the record is on disk (tetherd reads the records). Without a tetherd, the container keeps
         // the runtime's resolvers rather than a resolver that never answers.
@@ -248,13 +230,13 @@ impl Plugin for MacvlanPlugin {
         })
     }
 
-    fn del(&self, call: &Call) -> Result<(), CniError> {
+    fn del(&self, call: &Call) -> Result<(), Error> {
         // Parsed only to refuse a config that is not ours to act on.
         MacvlanConfig::from_call(call)?;
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
-        let record = records.read(cid, ifname).map_err(cni_err)?;
+        let record = records.read(cid, ifname)?;
         // CNI_NETNS is optional for DEL; the record remembers where the child was made.
         let recorded_netns = match call.env.netns {
             Some(_) => None,
@@ -268,7 +250,7 @@ impl Plugin for MacvlanPlugin {
             ifname,
         )?;
         IpamBackend::for_call(call)?.del(call)?;
-        records.remove(cid, ifname).map_err(cni_err)?;
+        records.remove(cid, ifname)?;
         if record.as_ref().is_some_and(|r| r.dns) {
             attachment_removed(net, cid, ifname);
         }
@@ -279,25 +261,21 @@ impl Plugin for MacvlanPlugin {
         })
     }
 
-    fn check(&self, call: &Call) -> Result<(), CniError> {
+    fn check(&self, call: &Call) -> Result<(), Error> {
         let cfg = MacvlanConfig::from_call(call)?;
         let ifname = call.ifname();
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let inner = Netlink::in_netns(&ns)?;
         let link = inner
-            .link_by_name(ifname)
-            .map_err(cni_err)?
+            .link_by_name(ifname)?
             .ok_or_else(|| mismatch(format!("interface {ifname} is missing in the container")))?;
-        let info = inner
-            .macvlan_info(link.index)
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "interface {ifname} in the container is a {}, not a macvlan",
-                    link.kind.as_deref().unwrap_or("device without a kind")
-                ))
-            })?;
+        let info = inner.macvlan_info(link.index)?.ok_or_else(|| {
+            mismatch(format!(
+                "interface {ifname} in the container is a {}, not a macvlan",
+                link.kind.as_deref().unwrap_or("device without a kind")
+            ))
+        })?;
         if info.mode != Some(cfg.mode) {
             return Err(mismatch(format!(
                 "macvlan {ifname} is in mode {}, the network asks for {}",
@@ -305,7 +283,7 @@ impl Plugin for MacvlanPlugin {
                 cfg.mode
             )));
         }
-        let have = inner.addresses(link.index).map_err(cni_err)?;
+        let have = inner.addresses(link.index)?;
         for ip in &prev.ips {
             if !have.contains(&ip.address) {
                 return Err(mismatch(format!(
@@ -315,7 +293,7 @@ impl Plugin for MacvlanPlugin {
             }
         }
         for r in &prev.routes {
-            let routes = inner.routes(family_of(&r.dst)).map_err(cni_err)?;
+            let routes = inner.routes(family_of(&r.dst))?;
             if !routes
                 .iter()
                 .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw))
@@ -329,11 +307,11 @@ impl Plugin for MacvlanPlugin {
         IpamBackend::for_call(call)?.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
         let net = call.conf.name.as_str();
         IpamBackend::for_call(call)?.gc(call, valid)?;
         let records = RecordDir::for_network(net);
-        for rec in records.list().map_err(cni_err)? {
+        for rec in records.list()? {
             let keep = valid
                 .iter()
                 .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname);
@@ -342,32 +320,25 @@ impl Plugin for MacvlanPlugin {
             }
             tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale attachment");
             delete_child(rec.netns.as_deref().map(std::path::Path::new), &rec.ifname)?;
-            records
-                .remove(&rec.container_id, &rec.ifname)
-                .map_err(cni_err)?;
+            records.remove(&rec.container_id, &rec.ifname)?;
             if rec.dns {
                 attachment_removed(net, &rec.container_id, &rec.ifname);
             }
         }
         if let Some(host) = vlan_host_socket()? {
-            VlanRegistry::new()
-                .release_stale(&host, net, valid)
-                .map_err(cni_err)?;
+            VlanRegistry::new().release_stale(&host, net, valid)?;
         }
         Ok(())
     }
 
     /// Code 50 when the parent (or the lower link of a VLAN parent) is missing: no ADD could succeed.
-    fn status(&self, call: &Call) -> Result<(), CniError> {
+    fn status(&self, call: &Call) -> Result<(), Error> {
         let cfg = MacvlanConfig::from_call(call)?;
         // With linkInContainer the parent lives in namespaces STATUS is not told about.
         if !cfg.link_in_container {
-            let host = Netlink::new().map_err(cni_err)?;
-            resolve(&host, &cfg.master, "the host namespace", true).map_err(|e| CniError {
-                code: ErrorCode::PluginNotAvailable.as_u32(),
-                msg: e.msg,
-                details: e.details,
-            })?;
+            let host = Netlink::new()?;
+            resolve(&host, &cfg.master, "the host namespace", true)
+                .map_err(|e| Error::not_available(e.to_string()))?;
         }
         IpamBackend::for_call(call)?.status(call)
     }
@@ -375,7 +346,7 @@ impl Plugin for MacvlanPlugin {
 
 /// A host socket for VLAN registry work, or `None` when tether made no sub-interface (the common case
 /// costs no socket).
-fn vlan_host_socket() -> Result<Option<Netlink>, CniError> {
+fn vlan_host_socket() -> Result<Option<Netlink>, Error> {
     let dir = crate::paths::state_dir().join("vlan");
     let any = std::fs::read_dir(dir)
         .map(|mut d| d.next().is_some())
@@ -383,12 +354,14 @@ fn vlan_host_socket() -> Result<Option<Netlink>, CniError> {
     if !any {
         return Ok(None);
     }
-    Netlink::new().map(Some).map_err(cni_err)
+    Netlink::new().map(Some).map_err(Error::from)
 }
 
-fn release_vlan(user: &VlanUser<'_>) -> Result<(), CniError> {
+fn release_vlan(user: &VlanUser<'_>) -> Result<(), Error> {
     match vlan_host_socket()? {
-        Some(host) => VlanRegistry::new().release(&host, user).map_err(cni_err),
+        Some(host) => VlanRegistry::new()
+            .release(&host, user)
+            .map_err(Error::from),
         None => Ok(()),
     }
 }

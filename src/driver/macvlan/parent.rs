@@ -1,7 +1,7 @@
 //! Which link a macvlan child hangs on: `master` (or the default-route interface) met with the links of the
 //! namespace, and, for `vlan` or a `master` like `eth0.10`, the 802.1Q sub-interface to use or create.
 
-use crate::cni::error::{CniError, ErrorCode};
+use crate::error::Error;
 use crate::link::{LinkInfo, Netlink};
 
 use super::config::{split_vlan_name, vlan_link_name, MasterSpec};
@@ -40,12 +40,8 @@ impl Parent {
     }
 }
 
-fn cni_err(e: crate::link::LinkError) -> CniError {
-    CniError::from(crate::error::Error::from(e))
-}
-
-fn missing(msg: String) -> CniError {
-    CniError::new(ErrorCode::InvalidConfig, msg)
+fn missing(msg: String) -> Error {
+    Error::config(msg)
 }
 
 /// Looks the parent up through `nl` (the host's socket, or the container's with `linkInContainer`).
@@ -56,12 +52,11 @@ pub fn resolve(
     spec: &MasterSpec,
     where_: &str,
     vlan_parents: bool,
-) -> Result<Parent, CniError> {
+) -> Result<Parent, Error> {
     let base = match &spec.name {
         Some(name) => name.clone(),
         None => nl
-            .default_route_interface()
-            .map_err(cni_err)?
+            .default_route_interface()?
             .map(|l| l.name)
             .ok_or_else(|| {
                 missing(format!(
@@ -71,13 +66,13 @@ pub fn resolve(
             })?,
     };
     if let Some(id) = spec.vlan {
-        let lower = nl.link_by_name(&base).map_err(cni_err)?.ok_or_else(|| {
+        let lower = nl.link_by_name(&base)?.ok_or_else(|| {
             missing(format!(
                 "parent interface {base} of VLAN {id} not found in {where_}; set `master` to an existing link"
             ))
         })?;
         let name = vlan_link_name(&base, id)?;
-        let existing = nl.link_by_name(&name).map_err(cni_err)?;
+        let existing = nl.link_by_name(&name)?;
         return Ok(Parent::Vlan {
             name,
             lower,
@@ -85,9 +80,9 @@ pub fn resolve(
             existing,
         });
     }
-    let found = nl.link_by_name(&base).map_err(cni_err)?;
+    let found = nl.link_by_name(&base)?;
     if let Some((lower_name, id)) = split_vlan_name(&base).filter(|_| vlan_parents) {
-        if let Some(lower) = nl.link_by_name(lower_name).map_err(cni_err)? {
+        if let Some(lower) = nl.link_by_name(lower_name)? {
             return Ok(Parent::Vlan {
                 name: base.clone(),
                 lower,

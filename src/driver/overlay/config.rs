@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
-use crate::cni::error::{CniError, ErrorCode};
+use crate::error::Error;
 use crate::ifname::ifname_problem;
 use crate::link::MAX_VNI;
 
@@ -62,11 +62,11 @@ pub struct OverlayConfig {
     pub start_block_key: Option<String>,
 }
 
-fn invalid(msg: String) -> CniError {
-    CniError::new(ErrorCode::InvalidConfig, msg)
+fn invalid(msg: String) -> Error {
+    Error::config(msg)
 }
 
-fn check_ifname(field: &str, name: &str) -> Result<(), CniError> {
+fn check_ifname(field: &str, name: &str) -> Result<(), Error> {
     match ifname_problem(name) {
         Some(why) => Err(invalid(format!(
             "{field} {name:?} is not a valid interface name: {why}"
@@ -75,7 +75,7 @@ fn check_ifname(field: &str, name: &str) -> Result<(), CniError> {
     }
 }
 
-fn parse_v4_subnet(field: &str, text: &str) -> Result<Ipv4Network, CniError> {
+fn parse_v4_subnet(field: &str, text: &str) -> Result<Ipv4Network, Error> {
     let net: Ipv4Network = text.parse().map_err(|_| {
         invalid(format!(
             "{field} {text:?} is not an IPv4 CIDR; write it like \"10.200.0.0/16\" (the overlay is IPv4 only)"
@@ -91,7 +91,7 @@ fn parse_v4_subnet(field: &str, text: &str) -> Result<Ipv4Network, CniError> {
 }
 
 impl OverlayConfig {
-    pub fn from_json(raw: &serde_json::Value) -> Result<Self, CniError> {
+    pub fn from_json(raw: &serde_json::Value) -> Result<Self, Error> {
         let r: RawOverlayConfig = serde_json::from_value(raw.clone())
             .map_err(|e| invalid(format!("invalid tether-overlay config: {e}")))?;
         let vni = r.vni.ok_or_else(|| {
@@ -220,7 +220,7 @@ mod tests {
             json!({"vni": 1, "subnet": "10.0.0.0/16", "underlay": "a/b"}),
         ] {
             let e = OverlayConfig::from_json(&bad).unwrap_err();
-            assert_eq!(e.code, 7, "{bad}: {}", e.msg);
+            assert_eq!(e.code(), 7, "{bad}: {}", e);
         }
     }
 }

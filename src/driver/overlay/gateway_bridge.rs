@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::config::OverlayConfig;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
@@ -17,10 +16,6 @@ use crate::ipam::{allocate, release, AddressRange, IpamConfig, RangeSet, Store};
 use crate::link::{set_sysctl, MacAddr, Netlink, VethSpec};
 use crate::netns::NetNs;
 use crate::state::NetworkLock;
-
-fn cni_err(e: impl Into<Error>) -> CniError {
-    CniError::from(e.into())
-}
 
 /// The container-side name of the egress interface for overlay interface `ifname`.
 pub fn egress_ifname(ifname: &str) -> String {
@@ -65,7 +60,7 @@ pub fn attach(
     cfg: &OverlayConfig,
     container_id: &str,
     ifname: &str,
-) -> Result<Egress, CniError> {
+) -> Result<Egress, Error> {
     let subnet = cfg.gateway_subnet;
     let gateway = gateway_of(subnet);
     let range = AddressRange::new(
@@ -74,39 +69,34 @@ pub fn attach(
         None,
         Some(IpAddr::V4(gateway)),
         "gatewaySubnet",
-    )
-    .map_err(CniError::from)?;
+    )?;
     let conf = IpamConfig {
-        range_sets: vec![RangeSet::new(vec![range], "gatewaySubnet").map_err(CniError::from)?],
+        range_sets: vec![RangeSet::new(vec![range], "gatewaySubnet")?],
         routes: Vec::new(),
         data_dir: store_dir(),
         resolv_conf: None,
     };
-    let store = Store::open(&store_dir(), &cfg.gateway_bridge).map_err(CniError::from)?;
+    let store = Store::open(&store_dir(), &cfg.gateway_bridge)?;
     let egress_if = egress_ifname(ifname);
-    let address = allocate(&conf, &store, container_id, &egress_if, &[])
-        .map_err(CniError::from)?
+    let address = allocate(&conf, &store, container_id, &egress_if, &[])?
         .first()
         .map(|a| a.address)
-        .ok_or_else(|| CniError::new(ErrorCode::Io, "gateway bridge IPAM returned no address"))?;
+        .ok_or_else(|| Error::io("gateway bridge IPAM returned no address"))?;
 
-    let br = host
-        .ensure_bridge(
-            &cfg.gateway_bridge,
-            None,
-            MacAddr::from_name(&cfg.gateway_bridge),
-        )
-        .map_err(cni_err)?;
+    let br = host.ensure_bridge(
+        &cfg.gateway_bridge,
+        None,
+        MacAddr::from_name(&cfg.gateway_bridge),
+    )?;
     host.try_add_address(
         br.index,
         IpNetwork::new(IpAddr::V4(gateway), subnet.prefix()).expect("valid prefix"),
         true,
-    )
-    .map_err(cni_err)?;
-    set_sysctl("net/ipv4/ip_forward", "1").map_err(cni_err)?;
+    )?;
+    set_sysctl("net/ipv4/ip_forward", "1")?;
 
     let host_if = egress_host_veth(container_id, ifname);
-    host.delete_link_by_name(&host_if).map_err(cni_err)?;
+    host.delete_link_by_name(&host_if)?;
     host.add_veth(&VethSpec {
         host_name: &host_if,
         peer_name: &egress_if,
@@ -115,50 +105,37 @@ pub fn attach(
         peer_mac: None,
         host_mac: Some(MacAddr::from_name(&host_if)),
         host_master: Some(br.index),
-    })
-    .map_err(cni_err)?;
+    })?;
     let port = host
-        .link_by_name(&host_if)
-        .map_err(cni_err)?
-        .ok_or_else(|| CniError::new(ErrorCode::Io, format!("host veth {host_if} vanished")))?;
+        .link_by_name(&host_if)?
+        .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
     // Isolated ports reach only the bridge (the gateway): no container-to-container path through egress.
-    host.set_isolated(port.index, true).map_err(cni_err)?;
+    host.set_isolated(port.index, true)?;
 
-    let inner = Netlink::in_netns(ns).map_err(cni_err)?;
+    let inner = Netlink::in_netns(ns)?;
     let link = inner
-        .link_by_name(&egress_if)
-        .map_err(cni_err)?
-        .ok_or_else(|| {
-            CniError::new(
-                ErrorCode::Io,
-                format!("veth peer {egress_if} vanished from the container"),
-            )
-        })?;
-    inner
-        .add_address(link.index, address, true)
-        .map_err(cni_err)?;
+        .link_by_name(&egress_if)?
+        .ok_or_else(|| Error::io(format!("veth peer {egress_if} vanished from the container")))?;
+    inner.add_address(link.index, address, true)?;
     quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
-    inner.set_up(link.index).map_err(cni_err)?;
-    inner
-        .add_route(
-            "0.0.0.0/0".parse().expect("literal"),
-            Some(IpAddr::V4(gateway)),
-            Some(link.index),
-            None,
-        )
-        .map_err(cni_err)?;
+    inner.set_up(link.index)?;
+    inner.add_route(
+        "0.0.0.0/0".parse().expect("literal"),
+        Some(IpAddr::V4(gateway)),
+        Some(link.index),
+        None,
+    )?;
 
     let net = firewall_network(cfg);
-    let _lock = NetworkLock::shared(&net).map_err(cni_err)?;
-    let fw = Firewall::open().map_err(cni_err)?;
+    let _lock = NetworkLock::shared(&net)?;
+    let fw = Firewall::open()?;
     fw.ensure_network(&NetworkRules {
         name: net.clone(),
         bridge: cfg.gateway_bridge.clone(),
         masquerade: true,
         isolation: true,
-    })
-    .map_err(cni_err)?;
-    fw.add_container(&net, &[address.ip()]).map_err(cni_err)?;
+    })?;
+    fw.add_container(&net, &[address.ip()])?;
     Ok(Egress {
         ifname: egress_if,
         host_ifname: host_if,
@@ -175,20 +152,16 @@ pub fn detach(
     cfg: &OverlayConfig,
     container_id: &str,
     ifname: &str,
-) -> Result<(), CniError> {
-    host.delete_link_by_name(&egress_host_veth(container_id, ifname))
-        .map_err(cni_err)?;
-    let Some(store) = Store::existing(&store_dir(), &cfg.gateway_bridge).map_err(CniError::from)?
-    else {
+) -> Result<(), Error> {
+    host.delete_link_by_name(&egress_host_veth(container_id, ifname))?;
+    let Some(store) = Store::existing(&store_dir(), &cfg.gateway_bridge)? else {
         return Ok(());
     };
-    let freed = release(&store, container_id, &egress_ifname(ifname)).map_err(CniError::from)?;
+    let freed = release(&store, container_id, &egress_ifname(ifname))?;
     if !freed.is_empty() {
         let net = firewall_network(cfg);
-        let _lock = NetworkLock::shared(&net).map_err(cni_err)?;
-        Firewall::open()
-            .and_then(|fw| fw.remove_container(&net, &freed))
-            .map_err(cni_err)?;
+        let _lock = NetworkLock::shared(&net)?;
+        Firewall::open().and_then(|fw| fw.remove_container(&net, &freed))?;
     }
     Ok(())
 }

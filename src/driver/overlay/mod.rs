@@ -23,7 +23,6 @@ use block_agreement::{start_key, wait_for_agreement, Agreement};
 
 use crate::client::notify::{attachment_added, attachment_removed, endpoint_removed};
 use crate::cni::config::Attachment;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
 use crate::driver::check::mismatch;
@@ -43,70 +42,46 @@ use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
 
 pub struct OverlayPlugin;
 
-/// Plugin-specific error code: the overlay subnet has no block left for this host.
-pub const CODE_NO_FREE_BLOCK: u32 = 110;
-
-fn cni_err(e: impl Into<Error>) -> CniError {
-    CniError::from(e.into())
-}
-
 /// The underlay link and this host's VTEP address on it.
-fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, IpAddr), CniError> {
-    let first_v4 = |link: &LinkInfo| -> Result<Option<IpAddr>, CniError> {
+fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, IpAddr), Error> {
+    let first_v4 = |link: &LinkInfo| -> Result<Option<IpAddr>, Error> {
         Ok(host
-            .addresses(link.index)
-            .map_err(cni_err)?
+            .addresses(link.index)?
             .into_iter()
             .map(|a| a.ip())
             .find(IpAddr::is_ipv4))
     };
     match underlay {
         Underlay::Interface(name) => {
-            let link = host.link_by_name(name).map_err(cni_err)?.ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("underlay interface {name} not found; set `underlay` to an existing interface or address"),
+            let link = host.link_by_name(name)?.ok_or_else(|| {
+                Error::config(format!("underlay interface {name} not found; set `underlay` to an existing interface or address"),
                 )
             })?;
             let vtep = first_v4(&link)?.ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("underlay interface {name} has no IPv4 address to use as VTEP; add one or set `underlay` to an address"),
+                Error::config(format!("underlay interface {name} has no IPv4 address to use as VTEP; add one or set `underlay` to an address"),
                 )
             })?;
             Ok((link, vtep))
         }
         Underlay::Address(ip) => {
-            for link in host.links().map_err(cni_err)? {
-                if host
-                    .addresses(link.index)
-                    .map_err(cni_err)?
-                    .iter()
-                    .any(|a| a.ip() == *ip)
-                {
+            for link in host.links()? {
+                if host.addresses(link.index)?.iter().any(|a| a.ip() == *ip) {
                     return Ok((link, *ip));
                 }
             }
-            Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("no interface holds underlay address {ip}; set `underlay` to an address of this host"),
+            Err(Error::config(format!("no interface holds underlay address {ip}; set `underlay` to an address of this host"),
             ))
         }
         Underlay::DefaultRoute => {
-            let link = host.default_route_interface().map_err(cni_err)?.ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    "this host has no default route to pick the overlay underlay from; set `underlay`",
+            let link = host.default_route_interface()?.ok_or_else(|| {
+                Error::config("this host has no default route to pick the overlay underlay from; set `underlay`",
                 )
             })?;
             let vtep = first_v4(&link)?.ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!(
-                        "default-route interface {} has no IPv4 address; set `underlay`",
-                        link.name
-                    ),
-                )
+                Error::config(format!(
+                    "default-route interface {} has no IPv4 address; set `underlay`",
+                    link.name
+                ))
             })?;
             Ok((link, vtep))
         }
@@ -124,14 +99,14 @@ fn allocate_address(
     vtep: IpAddr,
     container_id: &str,
     ifname: &str,
-) -> Result<IpNetwork, CniError> {
+) -> Result<IpNetwork, Error> {
     let deadline = std::time::Instant::now() + AGREEMENT_WAIT;
     // Blocks a peer's better claim took from us during this ADD: its claim may not have reached us yet.
     let mut given_up = BTreeSet::new();
     let mut without_agreement = false;
     loop {
         let step = {
-            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+            let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
             allocate_or_claim(
                 dir,
                 cfg,
@@ -171,13 +146,11 @@ fn allocate_or_claim(
     ifname: &str,
     given_up: &BTreeSet<ipnetwork::Ipv4Network>,
     without_agreement: bool,
-) -> Result<Step, CniError> {
-    let store = Store::open(dir.lease_data_dir(), LEASE_STORE).map_err(CniError::from)?;
-    let mut claims = dir.claims().map_err(cni_err)?;
+) -> Result<Step, Error> {
+    let store = Store::open(dir.lease_data_dir(), LEASE_STORE)?;
+    let mut claims = dir.claims()?;
     loop {
-        if let Some(conf) =
-            ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir()).map_err(CniError::from)?
-        {
+        if let Some(conf) = ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir())? {
             match allocate(&conf, &store, container_id, ifname, &[]) {
                 Ok(mut got) if !got.is_empty() => {
                     return Ok(Step::Allocated(got.remove(0).address))
@@ -200,7 +173,7 @@ fn allocate_or_claim(
                      slow, or no majority of the configured hosts up); using it UNCONFIRMED: another \
                      host may hand out the same addresses until tetherd settles the claims");
                 c.state = ClaimState::Unconfirmed;
-                dir.write_claims(&claims).map_err(cni_err)?;
+                dir.write_claims(&claims)?;
                 continue;
             }
             (None, _) => {}
@@ -208,19 +181,12 @@ fn allocate_or_claim(
         // Every block we hold is full: claim one that neither we nor any peer we heard of holds.
         let mut taken: BTreeSet<_> = claims.claims.iter().map(|c| c.block).collect();
         taken.extend(given_up.iter().copied());
-        taken.extend(
-            dir.peer_claims()
-                .map_err(cni_err)?
-                .into_iter()
-                .map(|c| c.block),
-        );
-        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| CniError {
-            code: CODE_NO_FREE_BLOCK,
-            msg: format!(
+        taken.extend(dir.peer_claims()?.into_iter().map(|c| c.block));
+        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| {
+            Error::no_free_block(format!(
                 "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
                 cfg.subnet, cfg.block_prefix
-            ),
-            details: String::new(),
+            ))
         })?;
         let state = if without_agreement {
             tracing::error!(%block, host = %vtep,
@@ -236,7 +202,7 @@ fn allocate_or_claim(
             lost: false,
             state,
         });
-        dir.write_claims(&claims).map_err(cni_err)?;
+        dir.write_claims(&claims)?;
         if state == ClaimState::Pending {
             return Ok(Step::Pending(block));
         }
@@ -247,9 +213,9 @@ fn release_address(
     dir: &OverlayDir,
     container_id: &str,
     ifname: &str,
-) -> Result<Vec<IpAddr>, CniError> {
-    match Store::existing(dir.lease_data_dir(), LEASE_STORE).map_err(CniError::from)? {
-        Some(store) => release(&store, container_id, ifname).map_err(CniError::from),
+) -> Result<Vec<IpAddr>, Error> {
+    match Store::existing(dir.lease_data_dir(), LEASE_STORE)? {
+        Some(store) => release(&store, container_id, ifname).map_err(Error::from),
         None => Ok(Vec::new()),
     }
 }
@@ -263,14 +229,16 @@ fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
 }
 
 impl Plugin for OverlayPlugin {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    type Error = Error;
+
+    fn add(&self, call: &Call) -> Result<CniResult, Error> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
         let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
         let names = EndpointNames::from_call(call);
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let ns = open_netns(call)?;
-        let host = Netlink::new().map_err(cni_err)?;
+        let host = Netlink::new()?;
         let (underlay, vtep) = resolve_underlay(&host, &cfg.underlay)?;
         let mtu = cfg
             .mtu
@@ -278,35 +246,31 @@ impl Plugin for OverlayPlugin {
         let dir = OverlayDir::for_network(net);
         let mac = match requested_mac(call)? {
             Some(mac) => mac,
-            None => MacAddr::random().map_err(|e| CniError::new(ErrorCode::Io, e.to_string()))?,
+            None => MacAddr::random().map_err(|e| Error::io(e.to_string()))?,
         };
 
         // Held for the whole ADD: the last DEL's teardown (exclusive) must not remove the devices or the
         // lease store between this ADD's allocation and its record.
-        let net_lock = NetworkLock::shared(net).map_err(cni_err)?;
+        let net_lock = NetworkLock::shared(net)?;
         let mut rollback = Rollback::new();
         let address = allocate_address(&dir, &cfg, net, vtep, container_id, ifname)?;
         let dir_ref = &dir;
         rollback.push("overlay lease", move || {
             release_address(dir_ref, container_id, ifname)
                 .map(drop)
-                .map_err(|e| e.msg)
+                .map_err(|e| e.to_string())
         });
 
-        let br = host
-            .ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))
-            .map_err(cni_err)?;
-        let vxlan = host
-            .ensure_vxlan(&VxlanSpec {
-                name: vxlan_name(cfg.vni),
-                vni: cfg.vni,
-                local: vtep,
-                underlay: underlay.index,
-                port: VXLAN_PORT,
-                mtu: Some(mtu),
-                master: Some(br.index),
-            })
-            .map_err(cni_err)?;
+        let br = host.ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))?;
+        let vxlan = host.ensure_vxlan(&VxlanSpec {
+            name: vxlan_name(cfg.vni),
+            vni: cfg.vni,
+            local: vtep,
+            underlay: underlay.index,
+            port: VXLAN_PORT,
+            mtu: Some(mtu),
+            master: Some(br.index),
+        })?;
         dir.write_facts(&NetworkFacts {
             network: net.to_string(),
             vni: cfg.vni,
@@ -315,11 +279,10 @@ impl Plugin for OverlayPlugin {
             vtep,
             bridge: cfg.bridge.clone(),
             vxlan: vxlan.name.clone(),
-        })
-        .map_err(cni_err)?;
+        })?;
 
         let host_if = host_veth_name(container_id, ifname);
-        host.delete_link_by_name(&host_if).map_err(cni_err)?;
+        host.delete_link_by_name(&host_if)?;
         let host_mac = MacAddr::from_name(&host_if);
         host.add_veth(&VethSpec {
             host_name: &host_if,
@@ -331,11 +294,9 @@ impl Plugin for OverlayPlugin {
             host_master: Some(br.index),
         })
         .map_err(|e| match Error::from(e) {
-            Error::Link(crate::link::LinkError::Exists { .. }) => CniError::new(
-                ErrorCode::InvalidConfig,
-                format!("interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"),
+            Error::Link(crate::link::LinkError::Exists { .. }) => Error::config(format!("interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"),
             ),
-            other => CniError::from(other),
+            other => other,
         })?;
         let (host_ref, doomed) = (&host, host_if.clone());
         rollback.push("veth pair", move || {
@@ -345,26 +306,19 @@ impl Plugin for OverlayPlugin {
                 .map_err(|e| e.to_string())
         });
 
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
+        let inner = Netlink::in_netns(&ns)?;
         let link = inner
-            .link_by_name(ifname)
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::Io,
-                    format!("veth peer {ifname} vanished from the container"),
-                )
-            })?;
-        inner
-            .add_address(link.index, address, true)
-            .map_err(cni_err)?;
+            .link_by_name(ifname)?
+            .ok_or_else(|| Error::io(format!("veth peer {ifname} vanished from the container")))?;
+        inner.add_address(link.index, address, true)?;
         quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
-        inner.set_up(link.index).map_err(cni_err)?;
+        inner.set_up(link.index)?;
 
         let egress = if cfg.egress {
             let cfg_ref = &cfg;
             rollback.push("egress attachment", move || {
-                gateway_bridge::detach(host_ref, cfg_ref, container_id, ifname).map_err(|e| e.msg)
+                gateway_bridge::detach(host_ref, cfg_ref, container_id, ifname)
+                    .map_err(|e| e.to_string())
             });
             Some(gateway_bridge::attach(
                 &host,
@@ -380,27 +334,25 @@ impl Plugin for OverlayPlugin {
         let own_resolver = dns.container_holds_resolver(&ns);
         let mut ips = vec![address];
         ips.extend(egress.as_ref().map(|e| e.address));
-        RecordDir::for_network(net)
-            .write(&AttachmentRecord {
-                network: net.to_string(),
-                container_id: container_id.to_string(),
-                ifname: ifname.to_string(),
-                driver: DriverKind::Overlay,
-                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                netns_id: ns.id().ok(),
-                host_ifname: Some(host_if.clone()),
-                bridge: Some(cfg.bridge.clone()),
-                mac: Some(mac),
-                macspoofchk: false,
-                // The overlay address only: it is what the control plane publishes and DNS answers.
-                ips: vec![address],
-                name: names.name,
-                aliases: names.aliases,
-                dns: dns.enabled,
-                internal: dns.internal,
-                own_resolver,
-            })
-            .map_err(cni_err)?;
+        RecordDir::for_network(net).write(&AttachmentRecord {
+            network: net.to_string(),
+            container_id: container_id.to_string(),
+            ifname: ifname.to_string(),
+            driver: DriverKind::Overlay,
+            netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
+            netns_id: ns.id().ok(),
+            host_ifname: Some(host_if.clone()),
+            bridge: Some(cfg.bridge.clone()),
+            mac: Some(mac),
+            macspoofchk: false,
+            // The overlay address only: it is what the control plane publishes and DNS answers.
+            ips: vec![address],
+            name: names.name,
+            aliases: names.aliases,
+            dns: dns.enabled,
+            internal: dns.internal,
+            own_resolver,
+        })?;
         rollback.commit();
         drop(net_lock);
         // Without a tetherd the container keeps the runtime's resolvers (and the overlay converges when
@@ -451,52 +403,48 @@ impl Plugin for OverlayPlugin {
         })
     }
 
-    fn del(&self, call: &Call) -> Result<(), CniError> {
+    fn del(&self, call: &Call) -> Result<(), Error> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
         let records = RecordDir::for_network(net);
-        let host = Netlink::new().map_err(cni_err)?;
+        let host = Netlink::new()?;
 
         // Deleting the host end removes the pair; the container namespace may be gone already.
-        host.delete_link_by_name(&host_veth_name(container_id, ifname))
-            .map_err(cni_err)?;
+        host.delete_link_by_name(&host_veth_name(container_id, ifname))?;
         gateway_bridge::detach(&host, &cfg, container_id, ifname)?;
         {
-            let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+            let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
             release_address(&dir, container_id, ifname)?;
         }
-        records.remove(container_id, ifname).map_err(cni_err)?;
+        records.remove(container_id, ifname)?;
         teardown_if_unused(&host, net, &cfg, &dir, &records)?;
         attachment_removed(net, container_id, ifname);
         Ok(())
     }
 
-    fn check(&self, call: &Call) -> Result<(), CniError> {
+    fn check(&self, call: &Call) -> Result<(), Error> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
-        let host = Netlink::new().map_err(cni_err)?;
+        let host = Netlink::new()?;
         for name in [
             cfg.bridge.clone(),
             vxlan_name(cfg.vni),
             host_veth_name(call.container_id(), call.ifname()),
         ] {
-            if host.link_by_name(&name).map_err(cni_err)?.is_none() {
+            if host.link_by_name(&name)?.is_none() {
                 return Err(mismatch(format!("{name} is missing on the host")));
             }
         }
         let ns = open_netns(call)?;
-        let inner = Netlink::in_netns(&ns).map_err(cni_err)?;
-        let link = inner
-            .link_by_name(call.ifname())
-            .map_err(cni_err)?
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "interface {} is missing in the container",
-                    call.ifname()
-                ))
-            })?;
-        let have = inner.addresses(link.index).map_err(cni_err)?;
+        let inner = Netlink::in_netns(&ns)?;
+        let link = inner.link_by_name(call.ifname())?.ok_or_else(|| {
+            mismatch(format!(
+                "interface {} is missing in the container",
+                call.ifname()
+            ))
+        })?;
+        let have = inner.addresses(link.index)?;
         if let Some(prev) = call.prev_result()? {
             for ip in prev
                 .ips
@@ -517,13 +465,13 @@ impl Plugin for OverlayPlugin {
         Ok(())
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
         let cfg = OverlayConfig::from_json(&call.conf.raw)?;
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
         let records = RecordDir::for_network(net);
-        let host = Netlink::new().map_err(cni_err)?;
-        for rec in records.list().map_err(cni_err)? {
+        let host = Netlink::new()?;
+        for rec in records.list()? {
             if valid
                 .iter()
                 .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname)
@@ -531,16 +479,13 @@ impl Plugin for OverlayPlugin {
                 continue;
             }
             tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale overlay attachment");
-            host.delete_link_by_name(&host_veth_name(&rec.container_id, &rec.ifname))
-                .map_err(cni_err)?;
+            host.delete_link_by_name(&host_veth_name(&rec.container_id, &rec.ifname))?;
             gateway_bridge::detach(&host, &cfg, &rec.container_id, &rec.ifname)?;
             {
-                let _lock = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+                let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
                 release_address(&dir, &rec.container_id, &rec.ifname)?;
             }
-            records
-                .remove(&rec.container_id, &rec.ifname)
-                .map_err(cni_err)?;
+            records.remove(&rec.container_id, &rec.ifname)?;
         }
         teardown_if_unused(&host, net, &cfg, &dir, &records)?;
         endpoint_removed(net);
@@ -582,26 +527,22 @@ fn teardown_if_unused(
     cfg: &OverlayConfig,
     dir: &OverlayDir,
     records: &RecordDir,
-) -> Result<(), CniError> {
+) -> Result<(), Error> {
     if !records.is_empty() {
         return Ok(());
     }
-    let _lock = NetworkLock::exclusive(net).map_err(cni_err)?;
-    let _claims = NetworkLock::exclusive(&claims_lock_name(net)).map_err(cni_err)?;
+    let _lock = NetworkLock::exclusive(net)?;
+    let _claims = NetworkLock::exclusive(&claims_lock_name(net))?;
     if !records.is_empty() {
         return Ok(());
     }
-    host.delete_link_by_name(&vxlan_name(cfg.vni))
-        .map_err(cni_err)?;
-    host.delete_link_by_name(&cfg.bridge).map_err(cni_err)?;
+    host.delete_link_by_name(&vxlan_name(cfg.vni))?;
+    host.delete_link_by_name(&cfg.bridge)?;
     dir.remove().map_err(|e| {
-        CniError::new(
-            ErrorCode::Io,
-            format!(
-                "removing overlay state {} failed: {e}",
-                dir.path().display()
-            ),
-        )
+        Error::io(format!(
+            "removing overlay state {} failed: {e}",
+            dir.path().display()
+        ))
     })?;
     tracing::info!(
         network = net,

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::runtime_config::PortMappingSpec;
+use crate::error::Error;
 use crate::firewall::{PortMapping, PortmapOptions, Protocol};
 
 #[derive(Debug, Deserialize)]
@@ -20,17 +20,11 @@ struct RawPortmapConfig {
     conditions_v6: Option<serde_json::Value>,
 }
 
-pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, CniError> {
-    let r: RawPortmapConfig = serde_json::from_value(raw.clone()).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidConfig,
-            format!("invalid tether-portmap config: {e}"),
-        )
-    })?;
+pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, Error> {
+    let r: RawPortmapConfig = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::config(format!("invalid tether-portmap config: {e}")))?;
     if r.conditions_v4.is_some() || r.conditions_v6.is_some() {
-        return Err(CniError::new(
-            ErrorCode::UnsupportedField,
-            "tether-portmap does not support `conditionsV4`/`conditionsV6` (iptables match expressions); remove them",
+        return Err(Error::unsupported("tether-portmap does not support `conditionsV4`/`conditionsV6` (iptables match expressions); remove them",
         ));
     }
     Ok(PortmapOptions {
@@ -44,20 +38,17 @@ pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, CniError> {
 pub fn expand(
     specs: &[PortMappingSpec],
     container_ips: &[IpAddr],
-) -> Result<Vec<PortMapping>, CniError> {
+) -> Result<Vec<PortMapping>, Error> {
     let mut out = Vec::new();
     for spec in specs {
         let protocol: Protocol = spec
             .protocol
             .parse()
-            .map_err(|e: String| CniError::new(ErrorCode::InvalidConfig, e))?;
+            .map_err(|e: String| Error::config(e))?;
         let host_ip: Option<IpAddr> = match spec.host_ip.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(text.parse().map_err(|_| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("portMappings hostIP {text:?} is not an IP address"),
-                )
+                Error::config(format!("portMappings hostIP {text:?} is not an IP address"))
             })?),
         };
         let targets: Vec<IpAddr> = container_ips
@@ -66,20 +57,17 @@ pub fn expand(
             .filter(|c| host_ip.is_none_or(|h| h.is_ipv4() == c.is_ipv4()))
             .collect();
         if targets.is_empty() {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "cannot publish {}:{}/{}: the container has no {} address",
-                    host_ip.map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
-                    spec.host_port,
-                    protocol.name(),
-                    if host_ip.is_some_and(|h| h.is_ipv6()) {
-                        "IPv6"
-                    } else {
-                        "IPv4"
-                    }
-                ),
-            ));
+            return Err(Error::config(format!(
+                "cannot publish {}:{}/{}: the container has no {} address",
+                host_ip.map(|h| h.to_string()).unwrap_or_else(|| "*".into()),
+                spec.host_port,
+                protocol.name(),
+                if host_ip.is_some_and(|h| h.is_ipv6()) {
+                    "IPv6"
+                } else {
+                    "IPv4"
+                }
+            )));
         }
         // One address per family: the first, as the reference plugin does.
         let mut seen_v4 = false;
@@ -128,10 +116,10 @@ mod tests {
         assert_eq!(
             options(&json!({"conditionsV4": ["-s", "1.2.3.4"]}))
                 .unwrap_err()
-                .code,
+                .code(),
             2
         );
-        assert_eq!(options(&json!({"snat": "yes"})).unwrap_err().code, 7);
+        assert_eq!(options(&json!({"snat": "yes"})).unwrap_err().code(), 7);
     }
 
     #[test]
@@ -154,16 +142,18 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].protocol, Protocol::Udp);
         assert_eq!(
-            expand(&[spec(Some("::1"), "tcp")], &ips).unwrap_err().code,
+            expand(&[spec(Some("::1"), "tcp")], &ips)
+                .unwrap_err()
+                .code(),
             7
         );
         assert_eq!(
             expand(&[spec(Some("localhost"), "tcp")], &ips)
                 .unwrap_err()
-                .code,
+                .code(),
             7
         );
-        assert_eq!(expand(&[spec(None, "icmp")], &ips).unwrap_err().code, 7);
+        assert_eq!(expand(&[spec(None, "icmp")], &ips).unwrap_err().code(), 7);
         // containerd sends "" for "every address".
         assert_eq!(
             expand(&[spec(Some(""), "tcp")], &ips).unwrap()[0].host_ip,

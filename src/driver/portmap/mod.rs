@@ -10,17 +10,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cni::config::Attachment;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
 use crate::driver::check::{self, mismatch};
 use crate::error::Error;
-use crate::firewall::{Firewall, FirewallError, PortMapping, Protocol};
+use crate::firewall::{Firewall, PortMapping, Protocol};
 use crate::link::set_sysctl;
 use crate::state_file;
-
-/// Plugin-specific code: a host port is already published by another container.
-pub const CODE_PORT_IN_USE: u32 = 103;
 
 pub struct PortmapPlugin;
 
@@ -75,22 +71,6 @@ fn record_dir(network: &str) -> PathBuf {
     crate::paths::state_dir().join("portmap").join(network)
 }
 
-fn cni_err(e: impl Into<Error>) -> CniError {
-    CniError::from(e.into())
-}
-
-fn firewall_err(e: FirewallError) -> CniError {
-    match e {
-        FirewallError::PortInUse { .. } => CniError {
-            code: CODE_PORT_IN_USE,
-            msg: e.to_string(),
-            details: "unpublish it from the other container first, or choose another host port"
-                .into(),
-        },
-        other => cni_err(other),
-    }
-}
-
 /// The attachment; `Env` has already checked both are present for ADD, CHECK and DEL.
 fn ids(call: &Call) -> (&str, &str) {
     (call.container_id(), call.ifname())
@@ -117,16 +97,16 @@ fn from_prev(prev: &CniResult) -> (Vec<IpAddr>, Option<String>) {
     (ips, host_if)
 }
 
-fn wanted_mappings(call: &Call, prev: &CniResult) -> Result<Vec<PortMapping>, CniError> {
+fn wanted_mappings(call: &Call, prev: &CniResult) -> Result<Vec<PortMapping>, Error> {
     let (ips, _) = from_prev(prev);
     config::expand(&call.conf.runtime_config.port_mappings, &ips)
 }
 
 /// The mappings DEL/CHECK act on: what ADD recorded, else what the runtime sends now.
-fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
+fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, Error> {
     let (cid, ifname) = ids(call);
     let rec: Option<PortmapRecord> =
-        state_file::read_json(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
+        state_file::read_json(&record_path(&call.conf.name, cid, ifname))?;
     if let Some(rec) = rec {
         return Ok(rec
             .mappings
@@ -141,13 +121,13 @@ fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, CniError> {
 }
 
 impl Plugin for PortmapPlugin {
-    fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+    type Error = Error;
+
+    fn add(&self, call: &Call) -> Result<CniResult, Error> {
         let opts = config::options(&call.conf.raw)?;
         let (cid, ifname) = ids(call);
         let prev = call.prev_result()?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidConfig,
-                "tether-portmap is a chained plugin: put it after an interface plugin (e.g. tether-bridge) in a conflist",
+            Error::config("tether-portmap is a chained plugin: put it after an interface plugin (e.g. tether-bridge) in a conflist",
             )
         })?;
         let maps = wanted_mappings(call, &prev)?;
@@ -155,21 +135,20 @@ impl Plugin for PortmapPlugin {
             return Ok(prev);
         }
         let (_, host_if) = from_prev(&prev);
-        let fw = Firewall::open().map_err(cni_err)?;
-        fw.ensure_portmap(&opts).map_err(cni_err)?;
+        let fw = Firewall::open()?;
+        fw.ensure_portmap(&opts)?;
         if let Some(bridge) = host_if.as_deref() {
             // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
             // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
             if maps.iter().any(|m| m.container_ip.is_ipv4()) {
-                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")
-                    .map_err(cni_err)?;
+                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")?;
             }
             // Hairpin masquerade for bridges that are not tether networks (tether's own get it from
             // their network chains); adding it again is harmless.
-            fw.add_hairpin_interface(bridge).map_err(firewall_err)?;
+            fw.add_hairpin_interface(bridge)?;
         }
         // One batch: a conflict refuses every mapping of this container, so nothing is half-published.
-        fw.add_ports(&maps).map_err(firewall_err)?;
+        fw.add_ports(&maps)?;
         let rec = PortmapRecord {
             container_id: cid.to_string(),
             ifname: ifname.to_string(),
@@ -177,36 +156,34 @@ impl Plugin for PortmapPlugin {
         };
         if let Err(e) = state_file::write_json(&record_path(&call.conf.name, cid, ifname), &rec) {
             let _ = fw.remove_ports(&maps);
-            return Err(cni_err(e));
+            return Err(Error::from(e));
         }
         Ok(prev)
     }
 
-    fn del(&self, call: &Call) -> Result<(), CniError> {
+    fn del(&self, call: &Call) -> Result<(), Error> {
         config::options(&call.conf.raw)?;
         let (cid, ifname) = ids(call);
         let maps = recorded_or_wanted(call)?;
         if !maps.is_empty() {
             // remove_ports deletes only entries still pointing at this container, so a DEL of a container
             // whose ADD was refused never unpublishes the holder's port.
-            let fw = Firewall::open().map_err(cni_err)?;
-            fw.remove_ports(&maps).map_err(cni_err)?;
+            let fw = Firewall::open()?;
+            fw.remove_ports(&maps)?;
             fw.release_in_background();
         }
-        state_file::remove(&record_path(&call.conf.name, cid, ifname)).map_err(cni_err)?;
+        state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
         Ok(())
     }
 
-    fn check(&self, call: &Call) -> Result<(), CniError> {
+    fn check(&self, call: &Call) -> Result<(), Error> {
         config::options(&call.conf.raw)?;
         let prev = check::prev_result(call)?;
         let maps = wanted_mappings(call, &prev)?;
         if maps.is_empty() {
             return Ok(());
         }
-        let present = Firewall::open()
-            .and_then(|fw| fw.ports_present(&maps))
-            .map_err(cni_err)?;
+        let present = Firewall::open().and_then(|fw| fw.ports_present(&maps))?;
         if !present {
             return Err(mismatch(format!(
                 "published ports of container {} are missing from table inet tether",
@@ -216,10 +193,10 @@ impl Plugin for PortmapPlugin {
         Ok(())
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
         let dir = record_dir(&call.conf.name);
-        let records: Vec<PortmapRecord> = state_file::list_json(&dir).map_err(cni_err)?;
-        let fw = Firewall::open().map_err(cni_err)?;
+        let records: Vec<PortmapRecord> = state_file::list_json(&dir)?;
+        let fw = Firewall::open()?;
         for rec in records {
             if valid
                 .iter()
@@ -232,18 +209,17 @@ impl Plugin for PortmapPlugin {
                 .iter()
                 .filter_map(SavedMapping::to_mapping)
                 .collect();
-            fw.remove_ports(&maps).map_err(cni_err)?;
+            fw.remove_ports(&maps)?;
             state_file::remove(&record_path(
                 &call.conf.name,
                 &rec.container_id,
                 &rec.ifname,
-            ))
-            .map_err(cni_err)?;
+            ))?;
         }
         Ok(())
     }
 
-    fn status(&self, _call: &Call) -> Result<(), CniError> {
+    fn status(&self, _call: &Call) -> Result<(), Error> {
         Ok(())
     }
 }
