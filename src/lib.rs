@@ -21,3 +21,4 @@ pub mod overlay;
 pub mod paths;
 pub mod resolv_conf;
 pub mod state_file;
+pub mod troubleshoot;

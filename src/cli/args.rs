@@ -37,6 +37,8 @@ pub enum Command {
     Ps(PsArgs),
     /// Detach containers whose namespace is gone, then run CNI GC on every network
     Gc(GcArgs),
+    /// Check this host (the network namespace it runs in): kernel features, forwarding, other firewalls, plugins, config files, leftovers of dead containers, tetherd; exit status 1 when something is wrong
+    Doctor(DoctorArgs),
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
@@ -183,4 +185,10 @@ pub struct HookArgs {
     /// Passed to the hook as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
 }

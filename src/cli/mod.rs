@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::Cli;
-use args::{AttachArgs, Command, CreateArgs, DetachArgs, NetworkCommand};
+use args::{AttachArgs, Command, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand};
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
@@ -34,6 +34,9 @@ pub enum CliError {
         #[source]
         source: Box<demo::DemoError>,
     },
+    /// A diagnosis found something wrong; the report on stdout says what and what to do.
+    #[error("{0}")]
+    Diagnosis(String),
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Doctor(a) => doctor(a),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -238,5 +242,18 @@ fn detach(a: DetachArgs) -> Result<(), CliError> {
                 "detaching container {}",
                 a.container_id
             ))),
+    }
+}
+
+fn doctor(a: DoctorArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Doctor::from_env().run();
+    output::doctor(&report, a.json);
+    if report.healthy {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "doctor: {} problem(s) found; each says what to do",
+            report.problems
+        )))
     }
 }

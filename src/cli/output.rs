@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::endpoint::{Attachment, PublishedPort};
 use crate::network::NetworkInfo;
+use crate::troubleshoot::{DoctorReport, Finding};
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -152,6 +153,33 @@ pub fn attached(a: &Attachment, as_json: bool) {
         return json(a);
     }
     attachments(std::slice::from_ref(a), false);
+}
+
+/// One finding per line, problems and warnings with what to do under them.
+pub fn findings(list: &[Finding]) {
+    for f in list {
+        println!("{:<7}  {:<9}  {}", f.severity.label(), f.check, f.what);
+        if let Some(fix) = &f.fix {
+            println!("{:<7}  {:<9}  -> {fix}", "", "");
+        }
+    }
+}
+
+pub fn doctor(report: &DoctorReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    findings(&report.findings);
+    println!(
+        "{}: {} problem(s), {} warning(s)",
+        if report.healthy {
+            "healthy"
+        } else {
+            "NOT healthy"
+        },
+        report.problems,
+        report.warnings
+    );
 }
 
 pub fn line(text: &str) {

@@ -1,0 +1,13 @@
+//! Troubleshooting built in: `tether doctor` (is this host ready and healthy?), `tether inspect` (what tether
+//! made for a container against what the kernel has now) and `tether trace` (where a flow between two
+//! endpoints is decided). Everything here only reads: it changes no link, route, rule or file of the
+//! namespace it runs in (kernel features are tried in a scratch namespace of its own).
+
+pub mod doctor;
+mod finding;
+mod host_firewall;
+mod kernel_features;
+mod resolver_socket;
+
+pub use doctor::{Doctor, DoctorReport};
+pub use finding::{Finding, Severity};
