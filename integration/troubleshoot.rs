@@ -1,0 +1,224 @@
+//! `tether doctor`, `tether inspect` and `tether trace`, run as a person would run them: the `tether` CLI in
+//! the test's own host namespace with its own dirs, against containers attached there, after the kernel
+//! state was broken by hand the way an operator or another tool breaks it.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::docker_forward_drop::{accept_tether_device_group, leave_forward_drop};
+use harness::tether_cli::TetherCli;
+use harness::{HostNs, NetNs};
+use serde_json::Value;
+
+struct Setup<'h> {
+    host: &'h HostNs,
+    cli: TetherCli<'h>,
+}
+
+impl<'h> Setup<'h> {
+    /// No upstream resolver; tetherd leaves dead containers alone for the test's length (`goneCheckMs`), so
+    /// what doctor sees of them is not raced by tetherd's own cleanup.
+    fn new(host: &'h HostNs) -> Setup<'h> {
+        let resolv_conf = host.dir().join("resolv.conf");
+        std::fs::write(&resolv_conf, "# no servers\n").unwrap();
+        let daemon_conf = host.dir().join("tetherd.json");
+        std::fs::write(
+            &daemon_conf,
+            r#"{"idleGraceMs": 500, "goneCheckMs": 600000}"#,
+        )
+        .unwrap();
+        let cli = TetherCli::new(host)
+            .with_env("TETHER_RESOLV_CONF", resolv_conf)
+            .with_env("TETHER_DAEMON_CONFIG", daemon_conf);
+        Setup { host, cli }
+    }
+
+    fn attach(&self, network: &str, c: &NetNs, extra: &[&str]) -> Value {
+        let path = c.path_str();
+        let mut args = vec!["attach", "--json", "--network", network, "--netns", &path];
+        args.extend_from_slice(extra);
+        args.push(&c.label);
+        let text = self.cli.ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
+    }
+
+    /// Runs `tether ARGS --json`; returns the exit code and the parsed report.
+    fn report(&self, args: &[&str]) -> (i32, Value) {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.cli.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "tether {args:?}: {e}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), value)
+    }
+
+    fn doctor(&self) -> (i32, Value) {
+        self.report(&["doctor"])
+    }
+}
+
+/// The doctor findings with this severity and check.
+fn findings<'v>(report: &'v Value, severity: &str, check: &str) -> Vec<&'v Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["severity"] == severity && f["check"] == check)
+        .collect()
+}
+
+fn problems(report: &Value) -> Vec<&Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["severity"] == "problem")
+        .collect()
+}
+
+#[test]
+fn doctor_passes_on_a_healthy_host_with_a_container() {
+    let host = HostNs::new("dchl");
+    let s = Setup::new(&host);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.91.0.0/24", "web"]);
+    let c = host.container("c1");
+    s.attach("web", &c, &["--name", "web1"]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["healthy"], true, "{report:#}");
+    assert!(problems(&report).is_empty(), "{report:#}");
+    // It looked: tetherd answered and served the container, the bridge and forwarding were seen.
+    let tetherd = findings(&report, "ok", "tetherd");
+    assert!(
+        tetherd
+            .iter()
+            .any(|f| f["what"].as_str().unwrap().contains("running (pid")),
+        "{report:#}"
+    );
+    let sysctl = findings(&report, "ok", "sysctl");
+    assert!(
+        sysctl
+            .iter()
+            .any(|f| f["what"] == "net.ipv4.ip_forward = 1"),
+        "{report:#}"
+    );
+    let bridges = findings(&report, "ok", "bridge");
+    assert!(
+        bridges
+            .iter()
+            .any(|f| f["what"] == "bridge tb-web: 1 port(s)"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn doctor_reports_a_forward_drop_policy_with_the_rules_to_add() {
+    let host = HostNs::new("dcfd");
+    let s = Setup::new(&host);
+    leave_forward_drop(&host);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let drops = findings(&report, "problem", "firewall");
+    assert_eq!(drops.len(), 1, "{report:#}");
+    let what = drops[0]["what"].as_str().unwrap();
+    let fix = drops[0]["fix"].as_str().unwrap();
+    assert!(what.contains("chain FORWARD of table ip filter"), "{what}");
+    assert!(
+        fix.contains("nft insert rule ip filter FORWARD meta iifgroup 7447 accept")
+            && fix.contains("iptables -I DOCKER-USER -m devgroup --src-group 7447 -j ACCEPT"),
+        "{fix}"
+    );
+
+    // With the documented pair in place, the same policy is no longer a problem.
+    accept_tether_device_group(&host);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 0, "{report:#}");
+    assert!(findings(&report, "ok", "firewall").iter().any(|f| f["what"]
+        .as_str()
+        .unwrap()
+        .contains("accepts tether's device group 7447")));
+}
+
+/// Whether this kernel makes VLAN sub-interfaces, asked independently of doctor (in the test's own host).
+fn kernel_has_8021q(host: &HostNs) -> bool {
+    host.ip(&["link", "add", "vp0", "type", "veth", "peer", "name", "vp1"]);
+    let made = host
+        .exec(&[
+            "ip", "link", "add", "link", "vp0", "name", "vp0.10", "type", "vlan", "id", "10",
+        ])
+        .status
+        .success();
+    host.ip(&["link", "del", "vp0"]);
+    made
+}
+
+#[test]
+fn doctor_reports_missing_8021q_for_a_vlan_network() {
+    let host = HostNs::new("dcvl");
+    let s = Setup::new(&host);
+    std::fs::create_dir_all(s.cli.conf_dir()).unwrap();
+    std::fs::write(
+        s.cli.conf_dir().join("lan10.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"lan10","plugins":[{"type":"tether-macvlan","master":"eth0","vlan":10,
+            "ipam":{"type":"tether-ipam","ranges":[[{"subnet":"192.168.10.0/24"}]]}}]}"#,
+    )
+    .unwrap();
+    let (code, report) = s.doctor();
+    let vlan: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "kernel" && f["what"].as_str().unwrap().contains("8021q"))
+        .collect();
+    assert_eq!(vlan.len(), 1, "{report:#}");
+    if kernel_has_8021q(&host) {
+        assert_eq!(vlan[0]["severity"], "ok", "{report:#}");
+        assert_eq!(code, 0, "{report:#}");
+    } else {
+        // This machine's kernel: the network cannot work here, and doctor says so and why.
+        assert_eq!(vlan[0]["severity"], "problem", "{report:#}");
+        assert!(
+            vlan[0]["what"].as_str().unwrap().contains("lan10"),
+            "{report:#}"
+        );
+        assert!(vlan[0]["fix"].as_str().unwrap().contains("modprobe 8021q"));
+        assert_eq!(code, 1, "{report:#}");
+    }
+}
+
+#[test]
+fn doctor_reports_a_dead_containers_leftovers_until_gc() {
+    let host = HostNs::new("dcdd");
+    let s = Setup::new(&host);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.92.0.0/24", "web"]);
+    let live = host.container("alive");
+    let dead = host.container("dead");
+    s.attach("web", &live, &[]);
+    let attached = s.attach("web", &dead, &[]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 0, "{report:#}");
+
+    host.delete_container(&dead);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let leftovers = findings(&report, "problem", "leftovers");
+    assert_eq!(leftovers.len(), 1, "only the dead one: {report:#}");
+    let what = leftovers[0]["what"].as_str().unwrap();
+    let ip = attached["ips"][0].as_str().unwrap();
+    assert!(
+        what.contains("container dead on network web") && what.contains(ip),
+        "{what}"
+    );
+    assert!(leftovers[0]["fix"].as_str().unwrap().contains("tether gc"));
+
+    s.cli.ok(&["gc"]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 0, "after tether gc: {report:#}");
+}
