@@ -11,7 +11,6 @@ use harness::{HostNs, NetNs};
 use serde_json::Value;
 
 struct Setup<'h> {
-    host: &'h HostNs,
     cli: TetherCli<'h>,
 }
 
@@ -30,7 +29,7 @@ impl<'h> Setup<'h> {
         let cli = TetherCli::new(host)
             .with_env("TETHER_RESOLV_CONF", resolv_conf)
             .with_env("TETHER_DAEMON_CONFIG", daemon_conf);
-        Setup { host, cli }
+        Setup { cli }
     }
 
     fn attach(&self, network: &str, c: &NetNs, extra: &[&str]) -> Value {
@@ -221,4 +220,99 @@ fn doctor_reports_a_dead_containers_leftovers_until_gc() {
     s.cli.ok(&["gc"]);
     let (code, report) = s.doctor();
     assert_eq!(code, 0, "after tether gc: {report:#}");
+}
+
+/// The rows of `inspect --json` that differ, as "what: kernel".
+fn differences(report: &Value) -> Vec<String> {
+    report["attachments"]
+        .as_array()
+        .expect("attachments")
+        .iter()
+        .flat_map(|a| a["comparisons"].as_array().unwrap().iter())
+        .filter(|c| c["verdict"] == "differs")
+        .map(|c| {
+            format!(
+                "{}: {} / {}",
+                c["what"].as_str().unwrap(),
+                c["tether"].as_str().unwrap(),
+                c["kernel"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_shows_a_deleted_route_and_a_removed_nft_element_as_differences() {
+    let host = HostNs::new("insp");
+    let s = Setup::new(&host);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.93.0.0/24", "web"]);
+    let c = host.container("c1");
+    let attached = s.attach("web", &c, &["--name", "web1", "-p", "8080:80"]);
+    let ip = attached["ips"][0]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // As made: nothing differs, by id and by name.
+    let (code, report) = s.report(&["inspect", "c1"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["differences"], 0, "{report:#}");
+    let rows = report["attachments"][0]["comparisons"].as_array().unwrap();
+    let same = |what: &str| {
+        rows.iter()
+            .any(|r| r["what"] == what && r["verdict"] == "same")
+    };
+    for what in [
+        "route",
+        "address",
+        "MAC",
+        "host veth",
+        "bridge",
+        "bridge port state",
+        "firewall elements (inet tether)",
+        "published port (inet tether port maps)",
+        "resolver",
+    ] {
+        assert!(same(what), "{what} compared and equal: {report:#}");
+    }
+
+    // An operator deletes the default route; another tool deletes the container's address from its set.
+    c.ip(&["route", "del", "default"]);
+    let set = tether::firewall::NetworkId::of("web").ipv4_set();
+    let element = format!("{{ {ip} }}");
+    host.nft_ok(&["delete", "element", "inet", "tether", &set, &element]);
+
+    let (code, report) = s.report(&["inspect", "web1"]);
+    assert_eq!(code, 1, "{report:#}");
+    let diff = differences(&report);
+    assert_eq!(diff.len(), 2, "{diff:#?}");
+    assert!(
+        diff.iter()
+            .any(|d| d.starts_with("route: 0.0.0.0/0 via 10.93.0.1 / missing")),
+        "{diff:#?}"
+    );
+    assert!(
+        diff.iter()
+            .any(|d| d.starts_with("firewall elements (inet tether): ")
+                && d.contains(&ip)
+                && d.ends_with("/ missing")),
+        "{diff:#?}"
+    );
+}
+
+#[test]
+fn inspect_of_an_unknown_container_fails_and_says_where_it_looked() {
+    let host = HostNs::new("insu");
+    let s = Setup::new(&host);
+    let out = s.cli.run(&["inspect", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("tether: inspecting container: no container with id or name nobody"),
+        "{stderr}"
+    );
 }

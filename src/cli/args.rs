@@ -39,6 +39,8 @@ pub enum Command {
     Gc(GcArgs),
     /// Check this host (the network namespace it runs in): kernel features, forwarding, other firewalls, plugins, config files, leftovers of dead containers, tetherd; exit status 1 when something is wrong
     Doctor(DoctorArgs),
+    /// What tether made for a container (by id or name) beside what the kernel has now, every difference flagged; exit status 1 when there is one
+    Inspect(ContainerInspectArgs),
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
@@ -191,4 +193,12 @@ pub struct HookArgs {
 pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerInspectArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Container id or name
+    pub container: String,
 }

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::Cli;
-use args::{AttachArgs, Command, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand};
+use args::{
+    AttachArgs, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand,
+};
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
@@ -37,6 +39,8 @@ pub enum CliError {
     /// A diagnosis found something wrong; the report on stdout says what and what to do.
     #[error("{0}")]
     Diagnosis(String),
+    #[error("inspecting container: {0}")]
+    Inspect(#[from] crate::troubleshoot::InspectError),
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -147,6 +151,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Doctor(a) => doctor(a),
+        Command::Inspect(a) => inspect(a),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -254,6 +259,19 @@ fn doctor(a: DoctorArgs) -> Result<(), CliError> {
         Err(CliError::Diagnosis(format!(
             "doctor: {} problem(s) found; each says what to do",
             report.problems
+        )))
+    }
+}
+
+fn inspect(a: ContainerInspectArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Inspector::from_env().inspect(&a.container)?;
+    output::inspection(&report, a.json);
+    if report.differences == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "inspect: {} difference(s) between what tether made and what the kernel has",
+            report.differences
         )))
     }
 }

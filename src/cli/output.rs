@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::endpoint::{Attachment, PublishedPort};
 use crate::network::NetworkInfo;
-use crate::troubleshoot::{DoctorReport, Finding};
+use crate::troubleshoot::inspect::Verdict;
+use crate::troubleshoot::{DoctorReport, Finding, InspectReport};
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -180,6 +181,48 @@ pub fn doctor(report: &DoctorReport, as_json: bool) {
         report.problems,
         report.warnings
     );
+}
+
+pub fn inspection(report: &InspectReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    for a in &report.attachments {
+        println!(
+            "container {}{} on network {} ({}), driver {}: {} difference(s)",
+            a.container_id,
+            a.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            a.network,
+            a.ifname,
+            a.driver,
+            a.differences
+        );
+        let rows: Vec<Vec<String>> = a
+            .comparisons
+            .iter()
+            .map(|c| {
+                let state = match c.verdict {
+                    Verdict::Same => "ok",
+                    Verdict::Differs => "DIFFERS",
+                    Verdict::Info => "",
+                };
+                vec![
+                    state.into(),
+                    c.what.clone(),
+                    c.tether.clone(),
+                    c.kernel.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["", "WHAT", "TETHER MADE", "KERNEL HAS"], &rows)
+        );
+        println!();
+    }
 }
 
 pub fn line(text: &str) {

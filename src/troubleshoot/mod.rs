@@ -3,11 +3,14 @@
 //! endpoints is decided). Everything here only reads: it changes no link, route, rule or file of the
 //! namespace it runs in (kernel features are tried in a scratch namespace of its own).
 
+mod container;
 pub mod doctor;
 mod finding;
 mod host_firewall;
+pub mod inspect;
 mod kernel_features;
 mod resolver_socket;
 
 pub use doctor::{Doctor, DoctorReport};
 pub use finding::{Finding, Severity};
+pub use inspect::{InspectError, InspectReport, Inspector};
