@@ -316,3 +316,129 @@ fn inspect_of_an_unknown_container_fails_and_says_where_it_looked() {
         "{stderr}"
     );
 }
+
+fn address(attached: &Value) -> String {
+    attached["ips"][0]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn drop_step(report: &Value) -> &Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["verdict"] == "drop")
+        .unwrap_or_else(|| panic!("a dropping step: {report:#}"))
+}
+
+#[test]
+fn trace_names_the_isolation_rule_between_two_networks_and_passes_within_one() {
+    let host = HostNs::new("trni");
+    let s = Setup::new(&host);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.94.0.0/24", "front"]);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.95.0.0/24", "back"]);
+    let (c1, c2, c3) = (
+        host.container("c1"),
+        host.container("c2"),
+        host.container("c3"),
+    );
+    s.attach("front", &c1, &["--name", "one"]);
+    let two = s.attach("back", &c2, &["--name", "two"]);
+    let three = s.attach("front", &c3, &["--name", "three"]);
+
+    // By address across networks: isolation, with the rule as the kernel lists it.
+    let (code, report) = s.report(&["trace", "one", &address(&two)]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "isolation", "{report:#}");
+    let step = drop_step(&report);
+    let chain = tether::firewall::NetworkId::of("back").forward_chain();
+    let kernel = step["kernel"].as_str().unwrap();
+    assert!(
+        kernel.starts_with(&format!("inet tether {chain}: oifname \"tb-back\" drop"))
+            && kernel.contains("# handle"),
+        "{kernel}"
+    );
+    assert!(report["fix"].as_str().unwrap().contains("--network back"));
+    // And the kernel agrees: nothing gets through.
+    assert!(!c1.ping(&address(&two)), "isolation must drop the ping");
+
+    // By name across networks: the name is not served there, so DNS is the first thing that fails.
+    let (code, report) = s.report(&["trace", "one", "two"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "dns", "{report:#}");
+
+    // Within one network, by name: resolved, routed, bridged, delivered; and a ping goes through.
+    let (code, report) = s.report(&["trace", "one", "three"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["delivered"], true, "{report:#}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["DNS", "container routing", "bridge", "delivery"],
+        "{report:#}"
+    );
+    assert!(c1.ping_retry(&address(&three), 3));
+}
+
+#[test]
+fn trace_finds_a_missing_publish_and_follows_a_published_port() {
+    let host = HostNs::new("trnp");
+    let s = Setup::new(&host);
+    let outside = host.outside();
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.96.0.0/24", "web"]);
+    let c = host.container("c1");
+    let attached = s.attach("web", &c, &["--name", "www", "-p", "8080:80"]);
+
+    let (code, report) = s.report(&["trace", outside.addr, "www:81"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "missing-publish", "{report:#}");
+    assert!(drop_step(&report)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("port 81/tcp of www is not published"));
+    assert!(
+        report["fix"]
+            .as_str()
+            .unwrap()
+            .contains("-p HOSTPORT:81/tcp"),
+        "{report:#}"
+    );
+
+    for dst in ["www:80".to_string(), format!("{}:8080", outside.host_addr)] {
+        let (code, report) = s.report(&["trace", outside.addr, &dst]);
+        assert_eq!(code, 0, "{dst}: {report:#}");
+        let steps: Vec<&str> = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "publish",
+                "host routing",
+                "firewall (inet tether)",
+                "delivery"
+            ],
+            "{report:#}"
+        );
+    }
+    // The kernel agrees: the published port answers from outside.
+    let listen = format!("{}:80", address(&attached)).parse().unwrap();
+    let connect = format!("{}:8080", outside.host_addr).parse().unwrap();
+    harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
+}

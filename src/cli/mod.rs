@@ -12,6 +12,7 @@ use clap::Parser;
 pub use args::Cli;
 use args::{
     AttachArgs, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand,
+    TraceArgs,
 };
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
@@ -41,6 +42,8 @@ pub enum CliError {
     Diagnosis(String),
     #[error("inspecting container: {0}")]
     Inspect(#[from] crate::troubleshoot::InspectError),
+    #[error("tracing: {0}")]
+    Trace(#[from] crate::troubleshoot::TraceError),
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -152,6 +155,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Doctor(a) => doctor(a),
         Command::Inspect(a) => inspect(a),
+        Command::Trace(a) => trace(a),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -272,6 +276,19 @@ fn inspect(a: ContainerInspectArgs) -> Result<(), CliError> {
         Err(CliError::Diagnosis(format!(
             "inspect: {} difference(s) between what tether made and what the kernel has",
             report.differences
+        )))
+    }
+}
+
+fn trace(a: TraceArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Tracer::from_env().trace(&a.source, &a.destination)?;
+    output::trace(&report, a.json);
+    if report.delivered {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "trace: {} -> {} does not get through; the step marked DROP says why and what to do",
+            report.source, report.destination
         )))
     }
 }

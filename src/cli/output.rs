@@ -6,7 +6,8 @@ use serde::Serialize;
 use crate::endpoint::{Attachment, PublishedPort};
 use crate::network::NetworkInfo;
 use crate::troubleshoot::inspect::Verdict;
-use crate::troubleshoot::{DoctorReport, Finding, InspectReport};
+use crate::troubleshoot::trace::StepVerdict;
+use crate::troubleshoot::{DoctorReport, Finding, InspectReport, TraceReport};
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -222,6 +223,32 @@ pub fn inspection(report: &InspectReport, as_json: bool) {
             table(&["", "WHAT", "TETHER MADE", "KERNEL HAS"], &rows)
         );
         println!();
+    }
+}
+
+pub fn trace(report: &TraceReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    println!("{} -> {}", report.source, report.destination);
+    for s in &report.steps {
+        let verdict = match s.verdict {
+            StepVerdict::Pass => "pass",
+            StepVerdict::Drop => "DROP",
+            StepVerdict::Warn => "warn",
+        };
+        println!("{verdict:<5} {}: {}", s.step, s.detail);
+        println!("{:<5}   kernel: {}", "", s.kernel);
+    }
+    match (&report.cause, &report.fix) {
+        (Some(cause), Some(fix)) => println!(
+            "verdict: dropped ({})\nfix: {fix}",
+            serde_json::to_value(cause)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        _ => println!("verdict: delivered"),
     }
 }
 

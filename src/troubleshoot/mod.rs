@@ -10,7 +10,9 @@ mod host_firewall;
 pub mod inspect;
 mod kernel_features;
 mod resolver_socket;
+pub mod trace;
 
 pub use doctor::{Doctor, DoctorReport};
 pub use finding::{Finding, Severity};
 pub use inspect::{InspectError, InspectReport, Inspector};
+pub use trace::{Target, TraceError, TraceReport, Tracer};
