@@ -442,3 +442,58 @@ fn trace_finds_a_missing_publish_and_follows_a_published_port() {
     let connect = format!("{}:8080", outside.host_addr).parse().unwrap();
     harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
 }
+
+#[test]
+fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
+    use harness::overlay_cluster::{
+        overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Timings,
+    };
+    use std::time::Duration;
+
+    let mut cluster = Cluster::new("tso", 2, Timings::FAST);
+    let conf = overlay_conf("ovl", 100, "10.211.0.0/16");
+    let c1 = cluster.hosts[0].ns.container("c1");
+    let c2 = cluster.hosts[1].ns.container("c2");
+    cluster.hosts[0].add_named(&conf, &c1, "web");
+    let r2 = cluster.hosts[1].add_named(&conf, &c2, "db");
+    let (mac2, vtep2) = (overlay_mac(&r2), cluster.hosts[1].addr.clone());
+    let h1 = &cluster.hosts[0];
+    wait_until("host 1 has c2's FDB entry", Duration::from_secs(10), || {
+        h1.fdb("tvx100").contains(&(mac2.clone(), vtep2.clone()))
+    });
+    let cli = TetherCli::new(&h1.ns);
+    let s = Setup { cli };
+    let fdb_row = |report: &Value| -> Value {
+        report["attachments"][0]["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["what"] == "FDB on tvx100")
+            .cloned()
+            .unwrap_or_else(|| panic!("an FDB row: {report:#}"))
+    };
+    let (code, report) = s.report(&["inspect", "web"]);
+    assert_eq!(code, 0, "{report:#}");
+    let row = fdb_row(&report);
+    assert_eq!(row["tether"], format!("{mac2} -> {vtep2}"), "{report:#}");
+    assert_eq!(row["verdict"], "same", "{report:#}");
+    assert!(c1.ping_retry(&overlay_ip(&r2), 10));
+
+    // Host 1's tetherd stops (or it would put the entry back within reconcileIntervalMs); the entry goes.
+    cluster.hosts[0].kill_tetherd();
+    let h1 = &cluster.hosts[0];
+    h1.ns.exec_ok(&[
+        "bridge", "fdb", "del", &mac2, "dev", "tvx100", "dst", &vtep2,
+    ]);
+    let s = Setup {
+        cli: TetherCli::new(&h1.ns),
+    };
+    let (code, report) = s.report(&["inspect", "web"]);
+    assert_eq!(code, 1, "{report:#}");
+    let row = fdb_row(&report);
+    assert_eq!(
+        (row["kernel"].as_str(), row["verdict"].as_str()),
+        (Some("missing"), Some("differs")),
+        "{report:#}"
+    );
+}

@@ -218,17 +218,21 @@ impl Inspector {
             .map(|r| r.driver.clone())
             .unwrap_or_else(|| "(not a tether driver)".into());
         let mut rows = Vec::new();
-        rows.push(row(
+        // Either may be absent for good reasons: a plugin that is not tether's writes no record, a
+        // runtime that calls plugins itself keeps no libcni cache.
+        rows.push(info(
             "tether's attachment record",
-            if a.record.is_some() { "written" } else { NONE },
+            if a.record.is_some() {
+                "written"
+            } else {
+                "none"
+            },
             NONE,
-            a.record.is_some(),
         ));
-        rows.push(row(
+        rows.push(info(
             "CNI result cache entry",
-            if a.cached.is_some() { "cached" } else { NONE },
+            if a.cached.is_some() { "cached" } else { "none" },
             NONE,
-            a.cached.is_some(),
         ));
         let expected_ips: Vec<IpNetwork> = match (&a.record, &a.view()) {
             (Some(r), _) => r.ips.clone(),
@@ -264,7 +268,7 @@ impl Inspector {
             host_rows(rec, host, container_mtu, &mut rows);
         }
         if let (Some(rec), Some(fw)) = (&a.record, fw) {
-            if matches!(rec.driver.as_str(), "bridge" | "overlay") {
+            if rec.driver == "bridge" {
                 firewall_rows(rec, fw, &mut rows);
             }
         }
@@ -603,19 +607,24 @@ fn resolv_conf_in_use(ns: &NetNs) -> Option<(u32, Vec<String>)> {
     Some((pid, servers))
 }
 
-/// On an overlay: this host's VXLAN FDB and neighbour entries for the network's remote endpoints that
-/// tetherd wrote down (those with DNS names), and the entries the device holds.
+/// On an overlay: this host's VXLAN FDB (`remote MAC -> VTEP`) and neighbour (`IP -> MAC`) entries for the
+/// network's remote endpoints that tetherd wrote down (those with DNS names, `<state>/overlay-remote/`),
+/// against the entries the device holds.
 fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mut Vec<Comparison>) {
-    let vni = a
-        .cached
-        .as_ref()
-        .and_then(|c| serde_json::from_slice::<Value>(&c.config).ok())
-        .and_then(|v| v.pointer("/plugins/0/vni").and_then(Value::as_u64));
-    let Some(vni) = vni else {
-        rows.push(info("overlay", "VNI unknown (no cached config)", NONE));
+    let facts = crate::driver::overlay::OverlayDir::new(state_dir, &a.network)
+        .facts()
+        .ok()
+        .flatten();
+    let Some(facts) = facts else {
+        rows.push(row(
+            "overlay network facts",
+            "written at first ADD",
+            "missing",
+            false,
+        ));
         return;
     };
-    let device = crate::link::vxlan_name(vni as u32);
+    let device = facts.vxlan.clone();
     let Some(link) = host.link_by_name(&device).ok().flatten() else {
         rows.push(row("VXLAN device", device, "missing", false));
         return;
@@ -624,7 +633,7 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
     let neighbours = host.permanent_neighbours(link.index).unwrap_or_default();
     rows.push(info(
         "VXLAN device",
-        device.clone(),
+        format!("{device} (VNI {}, VTEP {})", facts.vni, facts.vtep),
         format!("{} FDB, {} neighbour entries", fdb.len(), neighbours.len()),
     ));
     let remote = crate::overlay::remote_names::load(state_dir);
@@ -632,16 +641,18 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
         let Some(mac) = rec.mac.as_deref() else {
             continue;
         };
-        let in_fdb = fdb
+        // Remote records are named `<VTEP>_<address>`.
+        let vtep = rec.container_id.split('_').next().unwrap_or_default();
+        let entry = fdb
             .iter()
             .find(|e| e.mac.to_string().eq_ignore_ascii_case(mac));
         rows.push(row(
             format!("FDB on {device}"),
-            format!("{mac} of {}", rec.container_id),
-            in_fdb
+            format!("{mac} -> {vtep}"),
+            entry
                 .map(|e| format!("{mac} -> {}", e.dst))
                 .unwrap_or_else(|| "missing".into()),
-            in_fdb.is_some(),
+            entry.is_some_and(|e| e.dst.to_string() == vtep),
         ));
         for ip in &rec.ips {
             let known = neighbours
