@@ -497,3 +497,30 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
         "{report:#}"
     );
 }
+
+#[test]
+fn trace_names_icc_false_between_containers_of_one_network() {
+    let host = HostNs::new("tric");
+    let s = Setup::new(&host);
+    s.cli.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.97.0.0/24",
+        "-o",
+        "icc=false",
+        "iso",
+    ]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    s.attach("iso", &c1, &["--name", "one"]);
+    let two = s.attach("iso", &c2, &["--name", "two"]);
+    let (code, report) = s.report(&["trace", "one", "two"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "isolation", "{report:#}");
+    assert_eq!(drop_step(&report)["step"], "bridge", "{report:#}");
+    assert!(report["fix"].as_str().unwrap().contains("icc=false"));
+    assert!(
+        !c1.ping(&address(&two)),
+        "isolated bridge ports must not pass the ping"
+    );
+}

@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::resolver_socket;
 use crate::cni::result::CniResult;
@@ -487,7 +487,7 @@ fn host_rows(
             actual,
             master.as_deref() == Some(bridge.as_str()),
         ));
-        let state = bridge_port_state(veth);
+        let state = BridgePort::of(veth).and_then(|p| p.state());
         rows.push(row(
             "bridge port state",
             "forwarding",
@@ -495,19 +495,6 @@ fn host_rows(
             state.as_deref() == Some("forwarding"),
         ));
     }
-}
-
-/// The STP state of a bridge port (`ip -d link`'s `info_slave_data.state`): only `forwarding` passes frames.
-fn bridge_port_state(port: &str) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", port])
-        .output()
-        .ok()?;
-    let value: Value = serde_json::from_slice(&out.stdout).ok()?;
-    value
-        .pointer("/0/linkinfo/info_slave_data/state")
-        .and_then(Value::as_str)
-        .map(str::to_string)
 }
 
 /// The container's addresses in its network's sets and NAT maps (isolation and masquerade key on them).

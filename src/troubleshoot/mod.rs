@@ -3,6 +3,7 @@
 //! endpoints is decided). Everything here only reads: it changes no link, route, rule or file of the
 //! namespace it runs in (kernel features are tried in a scratch namespace of its own).
 
+mod bridge_port;
 mod container;
 pub mod doctor;
 mod finding;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::host_firewall;
 use super::inspect::{describe_port, recorded_ports};
@@ -665,7 +666,11 @@ fn same_network(src: &Leg<'_>, dst: &Leg<'_>, t: &mut Trace) {
     let bridge = src.bridge.clone().unwrap_or_default();
     let src_port = src.a.record.as_ref().and_then(|r| r.host_ifname.clone());
     let dst_port = dst.a.record.as_ref().and_then(|r| r.host_ifname.clone());
-    let isolated = |p: &Option<String>| p.as_deref().and_then(port_flag_isolated).unwrap_or(false);
+    let isolated = |p: &Option<String>| {
+        p.as_deref()
+            .and_then(BridgePort::of)
+            .is_some_and(|p| p.isolated())
+    };
     if isolated(&src_port) && isolated(&dst_port) {
         t.drop(
             "bridge",
@@ -758,18 +763,6 @@ fn chain_rule(network: &str, wanted: &str) -> Option<String> {
         .map(str::trim)
         .find(|l| l.starts_with(wanted))
         .map(|l| format!("inet tether {chain}: {l}"))
-}
-
-/// Whether a bridge port has the `isolated` flag (icc=false).
-fn port_flag_isolated(port: &str) -> Option<bool> {
-    let out = Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", port])
-        .output()
-        .ok()?;
-    let value: Value = serde_json::from_slice(&out.stdout).ok()?;
-    value
-        .pointer("/0/linkinfo/info_slave_data/isolated")
-        .and_then(Value::as_bool)
 }
 
 /// The destination's interface, as the kernel has it.
