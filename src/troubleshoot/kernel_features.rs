@@ -75,7 +75,7 @@ pub enum Probe {
     Untested(String),
 }
 
-/// Tries every feature; about 20 ms here.
+/// Tries every feature.
 pub fn probe_all() -> Vec<(Feature, Probe)> {
     let mut out = link_probes();
     out.extend(nft_probes());
