@@ -478,6 +478,19 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     assert_eq!(row["tether"], format!("{mac2} -> {vtep2}"), "{report:#}");
     assert_eq!(row["verdict"], "same", "{report:#}");
     assert!(c1.ping_retry(&overlay_ip(&r2), 10));
+    // doctor on that host: healthy, and it sees the other member.
+    let (code, report) = s.doctor();
+    assert_eq!(code, 0, "{report:#}");
+    let host = format!(
+        "overlay control plane: host {}, 1 other member(s) up",
+        h1.addr
+    );
+    assert!(
+        findings(&report, "info", "tetherd")
+            .iter()
+            .any(|f| f["what"] == host.as_str()),
+        "{host}: {report:#}"
+    );
 
     // Host 1's tetherd stops (or it would put the entry back within reconcileIntervalMs); the entry goes.
     cluster.hosts[0].kill_tetherd();
@@ -523,4 +536,58 @@ fn trace_names_icc_false_between_containers_of_one_network() {
         !c1.ping(&address(&two)),
         "isolated bridge ports must not pass the ping"
     );
+}
+
+#[test]
+fn trace_to_the_outside_is_masqueraded_and_an_internal_network_has_no_route() {
+    let host = HostNs::new("trno");
+    let s = Setup::new(&host);
+    let outside = host.outside();
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.98.0.0/24", "web"]);
+    s.cli.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/24",
+        "--internal",
+        "quiet",
+    ]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    s.attach("web", &c1, &["--name", "one"]);
+    s.attach("quiet", &c2, &["--name", "two"]);
+
+    let (code, report) = s.report(&["trace", "one", outside.addr]);
+    assert_eq!(code, 0, "{report:#}");
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "container routing",
+            "host routing",
+            "masquerade",
+            "delivery"
+        ],
+        "{report:#}"
+    );
+    assert!(
+        c1.ping_retry(outside.addr, 3),
+        "the kernel agrees: the outside answers"
+    );
+
+    let (code, report) = s.report(&["trace", "two", outside.addr]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "routing", "{report:#}");
+    let step = drop_step(&report);
+    assert_eq!(step["step"], "container routing", "{report:#}");
+    assert!(
+        step["kernel"].as_str().unwrap().contains("unreachable"),
+        "{report:#}"
+    );
+    assert!(!c2.ping(outside.addr));
 }

@@ -298,12 +298,12 @@ impl Doctor {
             ),
         ));
         if let Some(overlay) = status["services"].get("overlay").filter(|o| !o.is_null()) {
-            let members = overlay["members_up"].as_array().map(Vec::len).unwrap_or(0);
+            let members = overlay["membersUp"].as_array().map(Vec::len).unwrap_or(0);
             out.push(Finding::info(
                 "tetherd",
                 format!(
                     "overlay control plane: host {}, {members} other member(s) up",
-                    overlay["host"]
+                    overlay["host"].as_str().unwrap_or("?")
                 ),
             ));
         }

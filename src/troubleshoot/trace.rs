@@ -256,7 +256,9 @@ impl Tracer {
                 // An outside client to a host address and port: whatever is published there.
                 self.outside_to_host_port(*ip, *addr, dst, &everything, fw.as_ref(), &mut t)
             }
-            (End::Container(s), End::Outside(ip)) => self.container_to_outside(s, *ip, &mut t),
+            (End::Container(s), End::Outside(ip)) => {
+                self.container_to_outside(s, *ip, fw.as_ref(), &mut t)
+            }
             (End::Outside(_), End::Outside(_)) => return Err(TraceError::NoContainer),
         }
         Ok(TraceReport {
@@ -495,7 +497,13 @@ impl Tracer {
         }
     }
 
-    fn container_to_outside(&self, srcs: &[KnownAttachment], to: IpAddr, t: &mut Trace) {
+    fn container_to_outside(
+        &self,
+        srcs: &[KnownAttachment],
+        to: IpAddr,
+        fw: Option<&Firewall>,
+        t: &mut Trace,
+    ) {
         let Some(src) = srcs.iter().find_map(|a| Leg::of(a, to.is_ipv4())) else {
             t.drop(
                 "addresses",
@@ -521,24 +529,41 @@ impl Tracer {
             .and_then(|c| serde_json::from_slice::<Value>(&c.config).ok())
             .and_then(|v| v.pointer("/plugins/0/ipMasq").and_then(Value::as_bool))
             .unwrap_or(false);
-        if masq {
-            t.pass(
+        // The container's address in its network's NAT map is what sends it to the masquerade rule.
+        let mapped = fw.map(|fw| {
+            fw.container_present(&src.a.network, &[src.ip])
+                .unwrap_or(false)
+        });
+        match (masq, mapped) {
+            (true, Some(true)) => t.pass(
                 "masquerade",
                 format!(
                     "{} leaves with the host's address (network {} has ipMasq)",
                     src.ip, src.a.network
                 ),
-                format!("NAT map element for {}: see tether inspect", src.ip),
-            );
-        } else {
-            t.warn(
+                format!(
+                    "{} is in network {}'s set and NAT map",
+                    src.ip, src.a.network
+                ),
+            ),
+            (true, _) => {
+                t.drop(
+                    "masquerade",
+                    format!("network {} masquerades, but {} is not in its NAT map: replies cannot come back", src.a.network, src.ip),
+                    "element missing from inet tether".into(),
+                    Cause::Broken,
+                    "tether inspect shows it; detach and attach the container again".into(),
+                );
+                return;
+            }
+            (false, _) => t.warn(
                 "masquerade",
                 format!(
                     "network {} does not masquerade: replies must find their way back to {}",
                     src.a.network, src.ip
                 ),
                 "-".into(),
-            );
+            ),
         }
         foreign_drops(t);
         if !t.dropped() {
