@@ -591,3 +591,40 @@ fn trace_to_the_outside_is_masqueraded_and_an_internal_network_has_no_route() {
     );
     assert!(!c2.ping(outside.addr));
 }
+
+#[test]
+fn doctor_reports_a_conflist_that_no_longer_parses_and_a_plugin_missing_from_cni_path() {
+    let host = HostNs::new("dccf");
+    let s = Setup::new(&host);
+    std::fs::create_dir_all(s.cli.conf_dir()).unwrap();
+    std::fs::write(
+        s.cli.conf_dir().join("half.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"half","plugins":["#,
+    )
+    .unwrap();
+    std::fs::write(
+        s.cli.conf_dir().join("other.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"no-such-plugin"}]}"#,
+    )
+    .unwrap();
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let broken = findings(&report, "problem", "conflist");
+    assert_eq!(broken.len(), 1, "{report:#}");
+    assert!(
+        broken[0]["what"]
+            .as_str()
+            .unwrap()
+            .contains("half.conflist does not parse"),
+        "{report:#}"
+    );
+    let missing = findings(&report, "problem", "plugins");
+    assert_eq!(missing.len(), 1, "{report:#}");
+    assert!(
+        missing[0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("network other needs plugin no-such-plugin, which is not on CNI_PATH"),
+        "{report:#}"
+    );
+}
