@@ -1,18 +1,19 @@
 //! `tether doctor`: is this host (the network namespace it runs in) ready for tether, and is what tether
 //! made still healthy? Every finding says what to do. Read-only.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use super::container;
 use super::finding::{Finding, Severity};
 use super::host_firewall;
 use super::kernel_features::{self, Feature, Probe};
 use super::resolver_socket;
-use crate::cni::runtime::{list_networks, NetworkConfigList, ResultCache};
+use crate::cni::runtime::{list_networks, NetworkConfigList};
 use crate::driver::record::AttachmentRecord;
 use crate::endpoint::{all_records, Held};
 use crate::link::Netlink;
@@ -88,7 +89,7 @@ impl Doctor {
         findings.extend(sysctls(&records));
         findings.extend(firewall());
         let occupied = Occupied::scan();
-        findings.extend(self.leftovers(&records, &occupied));
+        findings.extend(self.leftovers(&occupied));
         findings.extend(self.tetherd(&records, &occupied));
         findings.extend(bridge_ports());
         DoctorReport::new(findings)
@@ -186,69 +187,43 @@ impl Doctor {
         out
     }
 
-    /// State held for containers whose namespace is gone: tether's records and libcni's cache entries.
-    fn leftovers(&self, records: &[AttachmentRecord], occupied: &Occupied) -> Vec<Finding> {
-        let mut seen = HashSet::new();
+    /// State held for containers whose namespace is gone: tether's records and libcni's cache entries, with
+    /// the rule tetherd and `tether gc` use.
+    fn leftovers(&self, occupied: &Occupied) -> Vec<Finding> {
+        let attachments = container::all(&self.state_dir, &self.cni_cache_dir);
         let mut out = Vec::new();
-        let fix = "run `tether gc` (tetherd does it by itself within goneCheckMs when it runs)";
-        for rec in records {
-            let Some(held) = Held::of_record(rec) else {
-                continue;
-            };
-            if !held.is_gone(occupied) {
+        for a in &attachments {
+            let Some(netns) = a.netns() else { continue };
+            let id = a.record.as_ref().and_then(|r| r.netns_id);
+            if !is_gone(Path::new(&netns), id, occupied) {
                 continue;
             }
-            seen.insert((
-                rec.network.clone(),
-                rec.container_id.clone(),
-                rec.ifname.clone(),
-            ));
-            let host_side = rec
-                .host_ifname
-                .as_ref()
-                .map(|h| format!(", host veth {h}"))
-                .unwrap_or_default();
+            let held = match &a.record {
+                Some(rec) => format!(
+                    "tether still holds its addresses {}{}, firewall elements and DNS names",
+                    join(&rec.ips),
+                    rec.host_ifname
+                        .as_ref()
+                        .map(|h| format!(", host veth {h}"))
+                        .unwrap_or_default()
+                ),
+                None => "the CNI result cache still holds its attachment".to_string(),
+            };
             out.push(Finding::problem(
                 "leftovers",
                 format!(
-                    "container {} on network {} ({}): its namespace {} is gone, but tether still holds its addresses {}{host_side}, firewall elements and DNS names",
-                    rec.container_id, rec.network, rec.ifname, held.netns, join(&rec.ips)
+                    "container {} on network {} ({}): its namespace {netns} is gone, but {held}",
+                    a.container_id, a.network, a.ifname
                 ),
-                fix,
+                "run `tether gc` (tetherd does it by itself within goneCheckMs when it runs)",
             ));
-        }
-        let cache = ResultCache::new(&self.cni_cache_dir);
-        for entry in cache.list().unwrap_or_default() {
-            let key = (
-                entry.network_name.clone(),
-                entry.container_id.clone(),
-                entry.ifname.clone(),
-            );
-            if seen.contains(&key) {
-                continue;
-            }
-            let Some(netns) = &entry.netns else { continue };
-            let id = records
-                .iter()
-                .find(|r| (r.network.clone(), r.container_id.clone(), r.ifname.clone()) == key)
-                .and_then(|r| r.netns_id);
-            if is_gone(Path::new(netns), id, occupied) {
-                out.push(Finding::problem(
-                    "leftovers",
-                    format!(
-                        "container {} on network {} ({}): its namespace {netns} is gone, but the CNI result cache still holds its attachment",
-                        entry.container_id, entry.network_name, entry.ifname
-                    ),
-                    fix,
-                ));
-            }
         }
         if out.is_empty() {
             out.push(Finding::ok(
                 "leftovers",
                 format!(
-                    "every one of {} attachment(s) still has its namespace",
-                    records.len()
+                    "all {} attachment(s) still have their namespace",
+                    attachments.len()
                 ),
             ));
         }
