@@ -628,3 +628,83 @@ fn doctor_reports_a_conflist_that_no_longer_parses_and_a_plugin_missing_from_cni
         "{report:#}"
     );
 }
+
+/// firewalld's shape: an accept policy, but the forward chain ends in a catch-all reject.
+fn leave_catch_all_reject(host: &HostNs) {
+    host.nft_ok(&["add", "table", "inet", "fw"]);
+    host.nft_ok(&[
+        "add",
+        "chain",
+        "inet",
+        "fw",
+        "filter_FORWARD",
+        "{ type filter hook forward priority 10; policy accept; }",
+    ]);
+    host.nft_ok(&[
+        "add",
+        "rule",
+        "inet",
+        "fw",
+        "filter_FORWARD",
+        "ct",
+        "state",
+        "established,related",
+        "accept",
+    ]);
+    host.nft_ok(&[
+        "add",
+        "rule",
+        "inet",
+        "fw",
+        "filter_FORWARD",
+        "counter",
+        "reject",
+    ]);
+}
+
+#[test]
+fn doctor_and_trace_find_a_catch_all_reject_in_another_forward_chain() {
+    let host = HostNs::new("dccr");
+    let s = Setup::new(&host);
+    let outside = host.outside();
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.88.0.0/24", "web"]);
+    let c = host.container("c1");
+    s.attach("web", &c, &["--name", "one"]);
+    leave_catch_all_reject(&host);
+
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let drops = findings(&report, "problem", "firewall");
+    assert_eq!(drops.len(), 1, "{report:#}");
+    assert!(
+        drops[0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("chain filter_FORWARD of table inet fw ends in `reject # handle"),
+        "{report:#}"
+    );
+    assert!(drops[0]["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("nft insert rule inet fw filter_FORWARD meta iifgroup 7447 accept"));
+
+    let (code, report) = s.report(&["trace", "one", outside.addr]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "firewall", "{report:#}");
+    assert!(!c.ping(outside.addr), "the reject must stop the ping");
+
+    // The fix doctor gives, applied as given: the ping passes and both commands are satisfied.
+    let fix = drops[0]["fix"].as_str().unwrap().to_string();
+    for command in fix.split("; ") {
+        let args: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(args[0], "nft");
+        host.exec_ok(&args);
+    }
+    assert!(
+        c.ping_retry(outside.addr, 3),
+        "after the fix the outside answers"
+    );
+    assert_eq!(s.doctor().0, 0);
+    assert_eq!(s.report(&["trace", "one", outside.addr]).0, 0);
+}

@@ -484,16 +484,17 @@ fn firewall() -> Vec<Finding> {
             out.push(Finding::ok(
                 "firewall",
                 format!(
-                    "chain {} of table {} {} drops forwarded traffic by default, and that table accepts tether's device group {} both ways",
-                    c.chain, c.family, c.table, crate::link::TETHER_BRIDGE_GROUP
+                    "{}, and that table accepts tether's device group {} both ways",
+                    drop.describe(),
+                    crate::link::TETHER_BRIDGE_GROUP
                 ),
             ));
         } else {
             out.push(Finding::problem(
                 "firewall",
                 format!(
-                    "chain {} of table {} {} has policy drop at the forward hook: containers' traffic to and from other networks and the outside is dropped there (tether never edits another table)",
-                    c.chain, c.family, c.table
+                    "{}: containers' traffic to and from other networks and the outside is dropped there (tether never edits another table)",
+                    drop.describe()
                 ),
                 c.remedy(),
             ));

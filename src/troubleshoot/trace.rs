@@ -749,16 +749,15 @@ fn forward_between_networks(src: &Leg<'_>, dst: &Leg<'_>, fw: Option<&Firewall>,
 fn foreign_drops(t: &mut Trace) {
     for d in host_firewall::forward_drops().unwrap_or_default() {
         if !d.admits_tether {
-            let c = &d.chain;
             t.drop(
                 "firewall (other tables)",
-                format!(
-                    "chain {} of table {} {} drops forwarded traffic by default",
-                    c.chain, c.family, c.table
-                ),
-                "policy drop at the forward hook".into(),
+                d.describe(),
+                match &d.catch_all {
+                    Some(rule) => rule.clone(),
+                    None => "policy drop at the forward hook".into(),
+                },
                 Cause::Firewall,
-                c.remedy(),
+                d.chain.remedy(),
             );
             return;
         }
