@@ -708,3 +708,51 @@ fn doctor_and_trace_find_a_catch_all_reject_in_another_forward_chain() {
     assert_eq!(s.doctor().0, 0);
     assert_eq!(s.report(&["trace", "one", outside.addr]).0, 0);
 }
+
+#[test]
+fn when_tetherd_is_gone_doctor_and_trace_say_names_do_not_resolve() {
+    let host = HostNs::new("trdn");
+    let s = Setup::new(&host);
+    s.cli
+        .ok(&["network", "create", "--subnet", "10.87.0.0/24", "web"]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    s.attach("web", &c1, &["--name", "one"]);
+    s.attach("web", &c2, &["--name", "two"]);
+    assert_eq!(s.report(&["trace", "one", "two"]).0, 0);
+
+    // The tetherd this test's attach started (it serves only this test's run dir) dies.
+    let status = tether::daemon::notify::request(
+        &host.run_dir(),
+        &tether::daemon::control::Request::Status,
+        std::time::Duration::from_secs(2),
+    )
+    .expect("tetherd answers");
+    let pid = status.status.unwrap()["pid"].as_i64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    harness::overlay_cluster::wait_until("tetherd gone", std::time::Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    let (code, report) = s.report(&["trace", "one", "two"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["cause"], "dns", "{report:#}");
+    assert!(drop_step(&report)["kernel"]
+        .as_str()
+        .unwrap()
+        .starts_with("no UDP socket on 127.0.0.11:53"));
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let tetherd = findings(&report, "problem", "tetherd");
+    assert_eq!(tetherd.len(), 1, "{report:#}");
+    assert!(
+        tetherd[0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("tetherd does not answer"),
+        "{report:#}"
+    );
+}

@@ -15,6 +15,7 @@ use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::host_firewall;
 use super::inspect::{describe_port, recorded_ports};
+use super::resolver_socket;
 use crate::firewall::{Firewall, NetworkId, PortMapping, Protocol};
 use crate::netns::NetNs;
 
@@ -279,7 +280,9 @@ impl Tracer {
         fw: Option<&Firewall>,
         t: &mut Trace,
     ) {
-        let by_name = dst.host.parse::<IpAddr>().is_err();
+        // Only a name is looked up; an address or a container id is traced as given.
+        let by_name =
+            dst.host.parse::<IpAddr>().is_err() && dsts.iter().all(|d| d.container_id != dst.host);
         let shared = srcs
             .iter()
             .find_map(|s| dsts.iter().find(|d| d.network == s.network).map(|d| (s, d)));
@@ -595,16 +598,34 @@ fn dns_step(
         .any(|s| s.record.as_ref().is_some_and(|r| r.dns));
     let answers = |d: &KnownAttachment| {
         d.record.as_ref().is_some_and(|r| {
-            r.dns
-                && (r.container_id == name
-                    || r.name.as_deref() == Some(name)
-                    || r.aliases.iter().any(|a| a == name))
+            r.dns && (r.name.as_deref() == Some(name) || r.aliases.iter().any(|a| a == name))
         })
     };
     match shared {
         Some(d) if src_dns && answers(d) => {
             let ips: Vec<String> = d.record.as_ref().map(|r| r.ips.iter().map(|n| n.ip().to_string()).collect()).unwrap_or_default();
-            t.pass("DNS", format!("{name} resolves on network {} to {}", d.network, ips.join(", ")), "tetherd answers it at 127.0.0.11 (see tether doctor for its resolvers)".into());
+            // The name is in scope; the source must also have tetherd's resolver listening in its namespace.
+            let src_ns = srcs
+                .iter()
+                .find_map(|s| s.record.as_ref().filter(|r| r.dns)?.netns.clone());
+            let listens = src_ns
+                .as_deref()
+                .and_then(|p| NetNs::open(p).ok())
+                .map(|ns| resolver_socket::listens(&ns).unwrap_or(false));
+            match listens {
+                Some(false) => t.drop(
+                    "DNS",
+                    format!("{name} is in scope on network {}, but the source has no resolver listening", d.network),
+                    format!("no UDP socket on 127.0.0.11:53 in {}", src_ns.unwrap_or_default()),
+                    Cause::Dns,
+                    "tether doctor says why tetherd does not serve it; restarting tetherd reopens every recorded container's resolver".into(),
+                ),
+                _ => t.pass(
+                    "DNS",
+                    format!("{name} resolves on network {} to {}", d.network, ips.join(", ")),
+                    "tetherd's resolver listens at 127.0.0.11:53 in the source's namespace".into(),
+                ),
+            }
         }
         Some(d) if !src_dns => t.warn("DNS", format!("the source has no embedded DNS; {name} resolves only if the runtime's resolver knows it"), format!("network {} has DNS off", d.network)),
         Some(d) => t.drop(
