@@ -24,6 +24,7 @@ pub mod paths;
 pub mod resolv_conf;
 pub mod state;
 pub mod state_file;
+pub mod troubleshoot;
 
 #[cfg(test)]
 mod import_graph;

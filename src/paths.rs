@@ -1,6 +1,6 @@
 //! Where tether keeps its files (docs/design.md §3 "Paths"); every one is overridable so tests stay hermetic.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn from_env(var: &str, default: &str) -> PathBuf {
     match std::env::var_os(var) {
@@ -48,6 +48,21 @@ pub fn cni_path() -> Vec<PathBuf> {
 }
 
 /// A `:`-separated directory list, empty entries dropped.
+/// A regular file someone may execute.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `program` on `PATH`, as a shell would find it.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    split_path_list(&path)
+        .into_iter()
+        .map(|d| d.join(program))
+        .find(|p| is_executable(p))
+}
+
 pub fn split_path_list(raw: &str) -> Vec<PathBuf> {
     raw.split(':')
         .filter(|d| !d.is_empty())

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
 use tether::dns::index::{keys_of, network_key, NameIndex};
-use tether::driver::record::AttachmentRecord;
+use tether::state::AttachmentRecord;
 
 const NAMES: &[&str] = &[
     "web", "WEB", "db", "web.net1", "a b", "", "x.", "net1", "cache", " web ", "é", "a..b",

@@ -10,7 +10,7 @@ use tether::dns::index::NameIndex;
 use tether::dns::resolver::{Outcome, Resolver, Scope, Transport};
 use tether::dns::upstreams::Upstreams;
 use tether::dns::wire;
-use tether::driver::record::AttachmentRecord;
+use tether::state::AttachmentRecord;
 
 fn resolver() -> Resolver {
     let records: Vec<AttachmentRecord> = [

@@ -37,6 +37,12 @@ pub enum Command {
     Ps(PsArgs),
     /// Detach containers whose namespace is gone, then run CNI GC on every network
     Gc(GcArgs),
+    /// Check this host (the network namespace it runs in): kernel features, forwarding, other firewalls, plugins, config files, leftovers of dead containers, tetherd; exit status 1 when something is wrong
+    Doctor(DoctorArgs),
+    /// What tether made for a container (by id or name) beside what the kernel has now, every difference flagged; exit status 1 when there is one
+    Inspect(ContainerInspectArgs),
+    /// The path of a new connection from SRC to DST and the verdict at each step (isolation, a missing publish, DNS or routing?); exit status 1 when it does not get through
+    Trace(TraceArgs),
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
@@ -183,4 +189,28 @@ pub struct HookArgs {
     /// Passed to the hook as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainerInspectArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// Container id or name
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[arg(long)]
+    pub json: bool,
+    /// A container (id or name) or an outside address
+    pub source: crate::troubleshoot::Target,
+    /// A container (id or name) or an address, optionally :PORT[/tcp|udp|sctp] ([V6ADDR]:PORT)
+    pub destination: crate::troubleshoot::Target,
 }

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use args::Cli;
-use args::{AttachArgs, Command, CreateArgs, DetachArgs, NetworkCommand};
+use args::{
+    AttachArgs, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand,
+    TraceArgs,
+};
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
@@ -34,6 +37,13 @@ pub enum CliError {
         #[source]
         source: Box<demo::DemoError>,
     },
+    /// A diagnosis found something wrong; the report on stdout says what and what to do.
+    #[error("{0}")]
+    Diagnosis(String),
+    #[error("inspecting container: {0}")]
+    Inspect(#[from] crate::troubleshoot::InspectError),
+    #[error("tracing: {0}")]
+    Trace(#[from] crate::troubleshoot::TraceError),
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -143,6 +153,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Doctor(a) => doctor(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Trace(a) => trace(a),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -238,5 +251,44 @@ fn detach(a: DetachArgs) -> Result<(), CliError> {
                 "detaching container {}",
                 a.container_id
             ))),
+    }
+}
+
+fn doctor(a: DoctorArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Doctor::from_env().run();
+    output::doctor(&report, a.json);
+    if report.healthy {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "doctor: {} problem(s) found; each says what to do",
+            report.problems
+        )))
+    }
+}
+
+fn inspect(a: ContainerInspectArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Inspector::from_env().inspect(&a.container)?;
+    output::inspection(&report, a.json);
+    if report.differences == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "inspect: {} difference(s) between what tether made and what the kernel has",
+            report.differences
+        )))
+    }
+}
+
+fn trace(a: TraceArgs) -> Result<(), CliError> {
+    let report = crate::troubleshoot::Tracer::from_env().trace(&a.source, &a.destination)?;
+    output::trace(&report, a.json);
+    if report.delivered {
+        Ok(())
+    } else {
+        Err(CliError::Diagnosis(format!(
+            "trace: {} -> {} does not get through; the step marked DROP says why and what to do",
+            report.source, report.destination
+        )))
     }
 }

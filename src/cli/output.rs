@@ -5,6 +5,9 @@ use serde::Serialize;
 
 use crate::endpoint::{Attachment, PublishedPort};
 use crate::network::NetworkInfo;
+use crate::troubleshoot::inspect::Verdict;
+use crate::troubleshoot::trace::StepVerdict;
+use crate::troubleshoot::{DoctorReport, Finding, InspectReport, TraceReport};
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -152,6 +155,101 @@ pub fn attached(a: &Attachment, as_json: bool) {
         return json(a);
     }
     attachments(std::slice::from_ref(a), false);
+}
+
+/// One finding per line, problems and warnings with what to do under them.
+pub fn findings(list: &[Finding]) {
+    for f in list {
+        println!("{:<7}  {:<9}  {}", f.severity.label(), f.check, f.what);
+        if let Some(fix) = &f.fix {
+            println!("{:<7}  {:<9}  -> {fix}", "", "");
+        }
+    }
+}
+
+pub fn doctor(report: &DoctorReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    findings(&report.findings);
+    println!(
+        "{}: {} problem(s), {} warning(s)",
+        if report.healthy {
+            "healthy"
+        } else {
+            "NOT healthy"
+        },
+        report.problems,
+        report.warnings
+    );
+}
+
+pub fn inspection(report: &InspectReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    for a in &report.attachments {
+        println!(
+            "container {}{} on network {} ({}), driver {}: {} difference(s)",
+            a.container_id,
+            a.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            a.network,
+            a.ifname,
+            a.driver,
+            a.differences
+        );
+        let rows: Vec<Vec<String>> = a
+            .comparisons
+            .iter()
+            .map(|c| {
+                let state = match c.verdict {
+                    Verdict::Same => "ok",
+                    Verdict::Differs => "DIFFERS",
+                    Verdict::Info => "",
+                };
+                vec![
+                    state.into(),
+                    c.what.clone(),
+                    c.tether.clone(),
+                    c.kernel.clone(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["", "WHAT", "TETHER MADE", "KERNEL HAS"], &rows)
+        );
+        println!();
+    }
+}
+
+pub fn trace(report: &TraceReport, as_json: bool) {
+    if as_json {
+        return json(report);
+    }
+    println!("{} -> {}", report.source, report.destination);
+    for s in &report.steps {
+        let verdict = match s.verdict {
+            StepVerdict::Pass => "pass",
+            StepVerdict::Drop => "DROP",
+            StepVerdict::Warn => "warn",
+        };
+        println!("{verdict:<5} {}: {}", s.step, s.detail);
+        println!("{:<5}   kernel: {}", "", s.kernel);
+    }
+    match (&report.cause, &report.fix) {
+        (Some(cause), Some(fix)) => println!(
+            "verdict: dropped ({})\nfix: {fix}",
+            serde_json::to_value(cause)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+        _ => println!("verdict: delivered"),
+    }
 }
 
 pub fn line(text: &str) {
