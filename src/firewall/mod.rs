@@ -17,16 +17,15 @@
 //! Inside each container namespace tetherd serves, table `ip tether` redirects 127.0.0.11:53 to the
 //! resolver's private ports (`resolver_redirect`).
 //!
-//! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
-//! per-container path (addresses, published ports, macspoofchk) only adds or removes set
-//! and map elements in one netlink batch.
+//! Everything goes over netlink, in one transaction per call: per-network setup and teardown
+//! (the statements `render` describes), and the per-container path (addresses, published
+//! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
 
 mod error;
 mod forward_policy;
 pub mod netlink;
 mod network_id;
 mod network_spec;
-mod nft_command;
 mod port_mapping;
 mod published_ports;
 mod render;
@@ -129,8 +128,37 @@ impl Firewall {
         self.socket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Applies `statements` to table `family tether` as one transaction: all of them or none.
+    fn apply(
+        &self,
+        statements: &[render::Statement],
+        family: Family,
+        subject: &str,
+        action: &'static str,
+    ) -> Result<(), FirewallError> {
+        tracing::debug!(
+            subject,
+            action,
+            ruleset = %render::render(statements, family),
+            "applying ruleset"
+        );
+        let batch = render::batch(statements, family);
+        let answer = batch
+            .apply(&self.socket())
+            .map_err(|source| FirewallError::SocketIo {
+                op: "applying a ruleset",
+                source,
+            })?;
+        answer.map_err(|refusal| FirewallError::RulesetRefused {
+            subject: subject.to_string(),
+            action,
+            statement: statements[refusal.index].render(family),
+            source: io::Error::from_raw_os_error(refusal.errno),
+        })
+    }
+
     /// Makes sure the network's chains, sets and map elements exist with these settings.
-    /// One netlink round trip when they do; otherwise one nft transaction, safe against
+    /// One netlink round trip when they do; otherwise one more transaction, safe against
     /// racing callers.
     pub fn ensure_network(&self, net: &NetworkRules) -> Result<(), FirewallError> {
         let spec = NetworkSpec::parse(net)?;
@@ -155,8 +183,8 @@ impl Firewall {
             reinstall = replacing.is_some(),
             "installing network firewall rules"
         );
-        let script = render::install_script(&spec, replacing.as_ref());
-        nft_command::apply_script(&script, &spec.name, "install")?;
+        let statements = render::install(&spec, replacing.as_ref());
+        self.apply(&statements, Family::Inet, &spec.name, "installing")?;
         // Rare path: worth one more dump to tell the user why traffic may still not flow.
         for drop in self.foreign_forward_drops().unwrap_or_default() {
             tracing::warn!(network = %spec.name, "{drop}");
@@ -182,8 +210,8 @@ impl Firewall {
         let mut leftovers = self.set_addresses(&id.ipv4_set())?;
         leftovers.extend(self.set_addresses(&id.ipv6_set())?);
         tracing::info!(network = name, %id, leftovers = leftovers.len(), "removing network firewall rules");
-        let script = render::teardown_script(id, &installed, &leftovers);
-        nft_command::apply_script(&script, name, "teardown")?;
+        let statements = render::teardown(id, &installed, &leftovers);
+        self.apply(&statements, Family::Inet, name, "removing")?;
         self.delete_table_if_unused()
     }
 

@@ -121,8 +121,8 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     let id = NetworkId::of("web.prod-1");
     let spec = network_spec::NetworkSpec::parse(&net).unwrap();
     ns.run(|| {
-        nft_command::apply_script(&render::install_script(&spec, None), "web.prod-1", "test")
-            .unwrap();
+        let script = render::render(&render::install(&spec, None), Family::Inet);
+        assert!(nft_script(&script), "nft -f refused:\n{script}");
         Firewall::open().unwrap().ensure_network(&net).unwrap();
     });
     let second = ns.nft_ok(&["list", "table", "inet", "tether"]);
@@ -131,6 +131,60 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     assert_eq!(second.matches("masquerade").count(), 2);
     assert!(second.contains(&format!("chain {}_fwd", id)));
     assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 net=web.prod-1\""));
+}
+
+/// The netlink batches make what nft makes of the text they render, to the byte of `nft list ruleset`; and
+/// re-applying them over a ruleset nft made (an upgrade from a tether that spawned nft) is accepted.
+#[test]
+fn netlink_ruleset_lists_exactly_like_the_nft_script_it_renders() {
+    let (Some(ours), Some(by_nft)) = (TestNamespace::create(), TestNamespace::create()) else {
+        return;
+    };
+    let net = rules("web.prod-1", "tbr0", true);
+    let spec = network_spec::NetworkSpec::parse(&net).unwrap();
+    let opts = PortmapOptions::default();
+    let mac = [2, 0, 0, 0, 0, 2];
+    ours.run(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&net).unwrap();
+        fw.ensure_portmap(&opts).unwrap();
+        fw.add_spoofchk("tv1", mac).unwrap();
+        fw.add_container("web.prod-1", &addrs(&["10.9.0.2", "fd09::2"]))
+            .unwrap();
+    });
+    let inet = [
+        render::install(&spec, None),
+        published_ports::install(&opts),
+    ];
+    by_nft.run(|| {
+        for statements in &inet {
+            let script = render::render(statements, Family::Inet);
+            assert!(nft_script(&script), "nft -f refused:\n{script}");
+        }
+        let script = render::render(&crate::firewall::spoofchk::install(), Family::Bridge);
+        assert!(nft_script(&script), "nft -f refused:\n{script}");
+        let fw = Firewall::open().unwrap();
+        fw.add_spoofchk("tv1", mac).unwrap();
+        fw.add_container("web.prod-1", &addrs(&["10.9.0.2", "fd09::2"]))
+            .unwrap();
+    });
+    let listing = ours.nft_ok(&["list", "ruleset"]);
+    assert_eq!(listing, by_nft.nft_ok(&["list", "ruleset"]));
+    by_nft.run(|| {
+        let fw = Firewall::open().unwrap();
+        for statements in &inet {
+            fw.apply(statements, Family::Inet, "web.prod-1", "re-applying")
+                .unwrap();
+        }
+        fw.apply(
+            &crate::firewall::spoofchk::install(),
+            Family::Bridge,
+            "macspoofchk",
+            "re-applying",
+        )
+        .unwrap();
+    });
+    assert_eq!(listing, by_nft.nft_ok(&["list", "ruleset"]));
 }
 
 #[test]
@@ -362,6 +416,24 @@ fn measure_hot_path_timings() {
 }
 
 /// Runs `sh -c script` and reports whether it succeeded.
+/// Applies an nft script with nft itself, in the calling thread's namespace: what tether's netlink
+/// batches must be equivalent to.
+pub(super) fn nft_script(script: &str) -> bool {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
 pub(super) fn shell(script: &str) -> bool {
     Command::new("sh")
         .args(["-c", script])
