@@ -562,8 +562,12 @@ fn hook_slot_and_help_for_every_subcommand() {
     assert!(stderr.contains("network \"nope\" not found"), "{stderr}");
 }
 
+/// One demo at a time: each looks for the namespaces any demo leaves behind.
+static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn demo_exits_0_and_leaves_nothing() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
         .arg("demo")
         .env_remove("CNI_PATH")
@@ -591,6 +595,7 @@ fn demo_exits_0_and_leaves_nothing() {
 /// replaced by a trap that fails and records its call.
 #[test]
 fn demo_runs_without_nft() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let trap = NftTrap::new("demo");
     trap.assert_armed();
     let out = Command::new(trap.wrap(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))))

@@ -19,7 +19,7 @@ use crate::driver::container_inputs::{open_netns, requested_mac};
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::ipam_backend::IpamBackend;
-use crate::driver::link_reaper::LinkReaper;
+use crate::driver::link_reaper::{delete_bridge_in_background, LinkReaper};
 use crate::driver::network_lock::NetworkLock;
 use crate::driver::record::{AttachmentRecord, RecordDir};
 use crate::driver::rollback::Rollback;
@@ -192,6 +192,9 @@ impl Plugin for BridgePlugin {
             ));
         }
 
+        // Shared from before the bridge is ensured until the record is written: a last DEL's teardown (exclusive)
+        // never removes the bridge or chains this ADD is joining, and waits for it.
+        let lock = NetworkLock::shared(net).map_err(cni_err)?;
         let (br, bridge_created) = host
             .ensure_bridge_noting_creation(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
             .map_err(cni_err)?;
@@ -320,7 +323,6 @@ impl Plugin for BridgePlugin {
         let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
         let own_resolver = dns.container_holds_resolver(&ns);
         {
-            let _lock = NetworkLock::shared(net).map_err(cni_err)?;
             let fw = Firewall::open().map_err(cni_err)?;
             fw.ensure_network(&NetworkRules {
                 name: net.to_string(),
@@ -367,6 +369,7 @@ impl Plugin for BridgePlugin {
                 })
                 .map_err(cni_err)?;
         }
+        drop(lock);
         rollback.commit();
         // After the record is on disk and the network lock is released (tetherd reads the records). Without
         // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
@@ -406,8 +409,7 @@ impl Plugin for BridgePlugin {
     }
 
     fn del(&self, call: &Call) -> Result<(), CniError> {
-        // Parsed only to refuse a config that is not ours to act on.
-        BridgeConfig::from_json(&call.conf.raw)?;
+        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let t = target(call);
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
@@ -451,7 +453,7 @@ impl Plugin for BridgePlugin {
             attachment_removed(net, t.container_id, t.ifname);
         }
         reaper.wait_unlisted().map_err(cni_err)?;
-        teardown_if_unused(net, &records)
+        teardown_if_unused(net, &cfg.bridge, &records)
     }
 
     fn check(&self, call: &Call) -> Result<(), CniError> {
@@ -541,6 +543,7 @@ impl Plugin for BridgePlugin {
     }
 
     fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
         let net = call.conf.name.as_str();
         IpamBackend::for_call(call)?.gc(call, valid)?;
         let records = RecordDir::for_network(net);
@@ -572,7 +575,7 @@ impl Plugin for BridgePlugin {
                 attachment_removed(net, &rec.container_id, &rec.ifname);
             }
         }
-        teardown_if_unused(net, &records)
+        teardown_if_unused(net, &cfg.bridge, &records)
     }
 
     fn status(&self, call: &Call) -> Result<(), CniError> {
@@ -608,18 +611,21 @@ fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
-/// After the last container of a network leaves, its chains and sets go too (the bridge stays, as with the
-/// reference plugin: other networks' configs may name it). Re-checked under the exclusive lock, because an
-/// ADD may have joined between our DEL and here.
-fn teardown_if_unused(net: &str, records: &RecordDir) -> Result<(), CniError> {
+/// After the last container of a network leaves, its chains and sets go, then its bridge when tether made it.
+/// Re-checked under the exclusive lock, which an ADD holds shared from before it ensures the bridge until its
+/// record is written. The chains go at once (one netlink transaction); the bridge delete (~20 ms of kernel
+/// time, mostly RCU grace periods) goes on in a child that inherits the lock and the firewall socket, so DEL
+/// returns while the next first ADD of the network still waits for it.
+fn teardown_if_unused(net: &str, bridge: &str, records: &RecordDir) -> Result<(), CniError> {
     if !records.is_empty() {
         return Ok(());
     }
-    let _lock = NetworkLock::exclusive(net).map_err(cni_err)?;
-    if records.is_empty() {
-        Firewall::open()
-            .and_then(|fw| fw.remove_network(net))
-            .map_err(cni_err)?;
+    let lock = NetworkLock::exclusive(net).map_err(cni_err)?;
+    if !records.is_empty() {
+        return Ok(());
     }
+    let fw = Firewall::open().map_err(cni_err)?;
+    fw.remove_network(net).map_err(cni_err)?;
+    delete_bridge_in_background(bridge, (lock, fw));
     Ok(())
 }
