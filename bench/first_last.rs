@@ -10,9 +10,13 @@
 //!   `teardown` of one container with the same port mapping; podman does its IPAM, so it gets a static
 //!   address.
 //!
-//! Every run gets a fresh host namespace, so each ADD really is the first on the host and each DEL the last.
-//! A plugin chain's time is the sum of its plugins' wall times, spawn to exit (one exec per plugin). Prints
-//! a table and writes `bench/results/first_last.csv`. Run with `cargo bench --bench first_last`.
+//! Each contender has its own host namespace for the whole bench, where one untimed first ADD and last DEL go
+//! first (tetherd, started by tether's first ADD on a host, then keeps running, as on a real host; the
+//! reference plugins keep their bridge and iptables chains, netavark its chains). Every timed ADD is the network's
+//! first container and every DEL its last; `SETTLE` passes between runs, so a timing never includes the
+//! previous run's background work. A plugin chain's time is the sum of its plugins' wall times, spawn to exit
+//! (one exec per plugin). Prints a table and writes `bench/results/first_last.csv`. Run with
+//! `cargo bench --bench first_last`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -33,6 +37,8 @@ use std::time::Duration;
 
 const HOST_PORT: u16 = 8080;
 const NETAVARK: &str = "/usr/lib/podman/netavark";
+/// Pause between two runs: longer than any teardown left to the background (tether's bridge delete).
+const SETTLE: Duration = Duration::from_millis(200);
 
 enum Contender {
     Chain(PluginSet),
@@ -47,13 +53,12 @@ impl Contender {
         }
     }
 
-    /// One first ADD and one last DEL on a fresh host: (ADD, DEL) wall times.
-    fn first_and_last(&self) -> Result<(Duration, Duration), String> {
-        let host = HostNs::new("fl");
-        let c = host.container("c");
+    /// One first ADD and one last DEL of the network on `host`: (ADD, DEL) wall times.
+    fn first_and_last(&self, host: &HostNs, run: usize) -> Result<(Duration, Duration), String> {
+        let c = host.container(&format!("c{run}"));
         match self {
             Contender::Chain(set) => {
-                let chain = Chain::new(&host, set);
+                let chain = Chain::new(host, set);
                 let (result, add) = chain.add(&c, HOST_PORT)?;
                 let del = chain.del(&c, HOST_PORT, &result)?;
                 Ok((add.iter().sum(), del.iter().sum()))
@@ -61,8 +66,8 @@ impl Contender {
             Contender::Netavark(binary) => {
                 let options = netavark_options(&c);
                 let config = host.dir().join("netavark");
-                let add = netavark(&host, binary, &config, "setup", &c, &options)?;
-                let del = netavark(&host, binary, &config, "teardown", &c, &options)?;
+                let add = netavark(host, binary, &config, "setup", &c, &options)?;
+                let del = netavark(host, binary, &config, "teardown", &c, &options)?;
                 Ok((add, del))
             }
         }
@@ -94,15 +99,22 @@ fn main() {
     }));
     contenders.push(Contender::Netavark(PathBuf::from(NETAVARK)));
 
+    let hosts: Vec<HostNs> = contenders.iter().map(|_| HostNs::new("fl")).collect();
     let mut samples: Vec<Result<(Vec<Duration>, Vec<Duration>), String>> = contenders
         .iter()
-        .map(|_| Ok((Vec::new(), Vec::new())))
+        .zip(&hosts)
+        .map(|(contender, host)| {
+            // The untimed warm-up: what the host keeps from a network's first container.
+            contender.first_and_last(host, runs)?;
+            Ok((Vec::new(), Vec::new()))
+        })
         .collect();
     for run in 0..runs {
         eprintln!("bench: run {} of {runs}", run + 1);
-        for (contender, sample) in contenders.iter().zip(samples.iter_mut()) {
+        std::thread::sleep(SETTLE);
+        for ((contender, sample), host) in contenders.iter().zip(samples.iter_mut()).zip(&hosts) {
             let Ok((adds, dels)) = sample else { continue };
-            match contender.first_and_last() {
+            match contender.first_and_last(host, run) {
                 Ok((add, del)) => {
                     adds.push(add);
                     dels.push(del);

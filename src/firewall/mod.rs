@@ -36,6 +36,7 @@ mod table;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use error::FirewallError;
@@ -73,6 +74,8 @@ pub struct NetworkRules {
 pub struct Firewall {
     /// One request at a time: replies are read from the same socket.
     socket: Mutex<NfSocket>,
+    /// Whether a ruleset transaction went through this handle (see `close`).
+    rewrote: AtomicBool,
 }
 
 /// ERESTART: the ruleset changed since the generation a batch was made for.
@@ -83,6 +86,7 @@ impl Firewall {
         let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
         Ok(Firewall {
             socket: Mutex::new(socket),
+            rewrote: AtomicBool::new(false),
         })
     }
 
@@ -122,6 +126,14 @@ impl Firewall {
         }
     }
 
+    /// Ends this handle; when it installed or removed rules (a transaction that flushes or deletes), through
+    /// `release_in_background`, whose conditions apply: the last release would wait ~10 ms otherwise.
+    pub fn close(self) {
+        if self.rewrote.load(Ordering::Relaxed) {
+            self.release_in_background();
+        }
+    }
+
     fn socket(&self) -> MutexGuard<'_, NfSocket> {
         // A panic elsewhere cannot leave the socket half-used: every call reads its own
         // replies by sequence number.
@@ -143,6 +155,7 @@ impl Firewall {
             "applying ruleset"
         );
         let batch = render::batch(statements, family);
+        self.rewrote.store(true, Ordering::Relaxed);
         let answer = batch
             .apply(&self.socket())
             .map_err(|source| FirewallError::SocketIo {

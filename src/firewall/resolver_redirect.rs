@@ -114,7 +114,11 @@ fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
         table: TABLE.into(),
         changes: changes.to_vec(),
     };
-    let source = match batch.apply(&socket) {
+    let answer = batch.apply(&socket);
+    // The last release of a socket whose transaction deleted something waits for an RCU grace period
+    // (~10 ms, see Firewall::release_in_background); the caller (tetherd, answering an ADD) need not.
+    std::thread::spawn(move || drop(socket));
+    let source = match answer {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(refusal)) => io::Error::from_raw_os_error(refusal.errno),
         Err(source) => source,

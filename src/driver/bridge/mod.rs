@@ -194,6 +194,7 @@ impl Plugin for BridgePlugin {
 
         // Shared from before the bridge is ensured until the record is written: a last DEL's teardown (exclusive)
         // never removes the bridge or chains this ADD is joining, and waits for it.
+        let fw = Firewall::open().map_err(cni_err)?;
         let lock = NetworkLock::shared(net).map_err(cni_err)?;
         let (br, bridge_created) = host
             .ensure_bridge_noting_creation(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))
@@ -323,7 +324,6 @@ impl Plugin for BridgePlugin {
         let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
         let own_resolver = dns.container_holds_resolver(&ns);
         {
-            let fw = Firewall::open().map_err(cni_err)?;
             fw.ensure_network(&NetworkRules {
                 name: net.to_string(),
                 bridge: cfg.bridge.clone(),
@@ -371,6 +371,7 @@ impl Plugin for BridgePlugin {
         }
         drop(lock);
         rollback.commit();
+        fw.close();
         // After the record is on disk and the network lock is released (tetherd reads the records). Without
         // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
         let resolver_up = dns.enabled && attachment_added(net, t.container_id, t.ifname);

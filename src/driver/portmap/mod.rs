@@ -179,6 +179,7 @@ impl Plugin for PortmapPlugin {
             let _ = fw.remove_ports(&maps);
             return Err(cni_err(e));
         }
+        fw.close();
         Ok(prev)
     }
 
