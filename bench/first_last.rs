@@ -40,6 +40,9 @@ const NETAVARK: &str = "/usr/lib/podman/netavark";
 /// Pause between two runs: longer than any teardown left to the background (tether's bridge delete).
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// ADD and DEL wall times of one contender, run by run.
+type Samples = (Vec<Duration>, Vec<Duration>);
+
 enum Contender {
     Chain(PluginSet),
     Netavark(PathBuf),
@@ -100,7 +103,7 @@ fn main() {
     contenders.push(Contender::Netavark(PathBuf::from(NETAVARK)));
 
     let hosts: Vec<HostNs> = contenders.iter().map(|_| HostNs::new("fl")).collect();
-    let mut samples: Vec<Result<(Vec<Duration>, Vec<Duration>), String>> = contenders
+    let mut samples: Vec<Result<Samples, String>> = contenders
         .iter()
         .zip(&hosts)
         .map(|(contender, host)| {
