@@ -18,7 +18,7 @@ use super::network_id::NetworkId;
 use super::network_spec::{InstalledNetwork, NetworkSpec};
 use super::table::{self, Family};
 
-/// One line of an nft script.
+/// One change to a table, as one nf_tables message (and one line of the equivalent nft script).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Statement {
     AddTable,
