@@ -24,6 +24,8 @@
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
+#[path = "cni_chain.rs"]
+mod cni_chain;
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 #[path = "latency_stats.rs"]
@@ -32,34 +34,25 @@ mod latency_stats;
 mod line_plot;
 
 use bench_settings::env_list;
-use harness::{binaries, network_conf, HostNs, NetNs};
+use cni_chain::{Chain, PluginSet, CONTAINER_PORT};
+use harness::{binaries, HostNs, NetNs};
 use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
 use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const CNI_VERSION: &str = "1.0.0";
-/// Container port every container publishes; the host port differs per container.
-const CONTAINER_PORT: u16 = 80;
 const FILLER_HOST_PORT_BASE: u16 = 10000;
 const TIMED_HOST_PORT_BASE: u16 = 30000;
 const PROBE_HOST_PORT: u16 = 9000;
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct PluginSet {
-    label: &'static str,
-    bridge: PathBuf,
-    ipam_type: &'static str,
-    portmap: PathBuf,
-}
 
 struct Row {
     plugins: &'static str,
@@ -74,9 +67,6 @@ struct Measured {
     /// Each plugin's own share, in chain order: bridge ADD, portmap ADD, portmap DEL, bridge DEL.
     parts: [Stats; 4],
 }
-
-/// Wall time of each plugin of one chain call, in the order they ran.
-type PluginTimes = [Duration; 2];
 
 fn main() {
     let sizes = env_list("BENCH_SIZES", &[0, 250, 1000]);
@@ -204,97 +194,6 @@ fn measure(
         connect: stats(samples),
         parts: parts.map(stats),
     })
-}
-
-/// The conflist of one plugin set: bridge (with its IPAM) then portmap, run as libcni runs a chain.
-struct Chain<'h> {
-    host: &'h HostNs,
-    set: &'h PluginSet,
-    bridge_conf: Value,
-}
-
-impl<'h> Chain<'h> {
-    fn new(host: &'h HostNs, set: &'h PluginSet) -> Self {
-        // One /16, gateway, default route and masquerade: the same network for both sets.
-        let mut bridge_conf = network_conf::tether_bridge(host, CNI_VERSION, "10.90.0.0/16");
-        bridge_conf["type"] = json!(file_name(&set.bridge));
-        bridge_conf["ipMasq"] = json!(true);
-        bridge_conf["ipam"]["type"] = json!(set.ipam_type);
-        Chain {
-            host,
-            set,
-            bridge_conf,
-        }
-    }
-
-    /// The portmap entry of the conflist with the runtime's port mapping and the previous result injected.
-    fn portmap_conf(&self, host_port: u16, prev: &Value) -> Value {
-        json!({
-            "cniVersion": CNI_VERSION,
-            "name": self.bridge_conf["name"],
-            "type": file_name(&self.set.portmap),
-            "capabilities": {"portMappings": true},
-            "runtimeConfig": {"portMappings": [
-                {"hostPort": host_port, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
-            ]},
-            "prevResult": prev,
-        })
-    }
-
-    /// Bridge ADD then portmap ADD; the chain's final result.
-    fn add(&self, c: &NetNs, host_port: u16) -> Result<(Value, PluginTimes), String> {
-        let (first, bridge) = self.call(&self.set.bridge, "ADD", c, &self.bridge_conf)?;
-        let (result, portmap) = self.call(
-            &self.set.portmap,
-            "ADD",
-            c,
-            &self.portmap_conf(host_port, &first),
-        )?;
-        Ok((result, [bridge, portmap]))
-    }
-
-    /// Portmap DEL then bridge DEL, both given the chain's cached result as prevResult (libcni, CNI >= 0.4).
-    fn del(&self, c: &NetNs, host_port: u16, cached: &Value) -> Result<PluginTimes, String> {
-        let (_, portmap) = self.call(
-            &self.set.portmap,
-            "DEL",
-            c,
-            &self.portmap_conf(host_port, cached),
-        )?;
-        let mut conf = self.bridge_conf.clone();
-        conf["prevResult"] = cached.clone();
-        let (_, bridge) = self.call(&self.set.bridge, "DEL", c, &conf)?;
-        Ok([portmap, bridge])
-    }
-
-    /// One plugin exec; its output and its wall time (spawn to exit).
-    fn call(
-        &self,
-        binary: &Path,
-        cmd: &str,
-        c: &NetNs,
-        conf: &Value,
-    ) -> Result<(Value, Duration), String> {
-        let out = self
-            .host
-            .plugin(binary)
-            .cmd(cmd)
-            .container(c)
-            .conf(conf)
-            .run();
-        let valid = out.success() && (cmd != "ADD" || out.stdout_json["cniVersion"].is_string());
-        if valid {
-            Ok((out.stdout_json, out.elapsed))
-        } else {
-            Err(format!(
-                "{} {cmd} for container {}: {} {}",
-                file_name(binary),
-                c.label,
-                out.stdout.trim(),
-                out.stderr.trim()
-            ))
-        }
-    }
 }
 
 /// `count` TCP connections from `client` to `connect`, answered by a server on `listen` in `server`: each
@@ -484,10 +383,4 @@ fn plot(rows: &[Row]) -> LinePlot {
             line("reference", "#d62728", "DEL", |m| m.del),
         ],
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use harness::nft_trap::NftTrap;
 use harness::switch_segment::{SwitchSegment, SEGMENT_GATEWAY, SEGMENT_MACHINE, SEGMENT_SUBNET};
 use harness::tether_cli::TetherCli;
 use harness::{binaries, nft, store, tcp, HostNs, NetNs};
@@ -561,8 +562,12 @@ fn hook_slot_and_help_for_every_subcommand() {
     assert!(stderr.contains("network \"nope\" not found"), "{stderr}");
 }
 
+/// One demo at a time: each looks for the namespaces any demo leaves behind.
+static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn demo_exits_0_and_leaves_nothing() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
         .arg("demo")
         .env_remove("CNI_PATH")
@@ -584,6 +589,28 @@ fn demo_exits_0_and_leaves_nothing() {
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// What a new user meets first needs nothing but the kernel: the demo, with every nft on the machine
+/// replaced by a trap that fails and records its call.
+#[test]
+fn demo_runs_without_nft() {
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let trap = NftTrap::new("demo");
+    trap.assert_armed();
+    let out = Command::new(trap.wrap(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))))
+        .arg("demo")
+        .env_remove("CNI_PATH")
+        .output()
+        .expect("running tether demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tether demo failed without nft: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("published port"), "{stdout}");
+    assert_eq!(trap.calls(), "", "the demo ran nft");
 }
 
 #[test]

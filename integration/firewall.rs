@@ -19,8 +19,8 @@ use std::process::Command;
 
 use harness::HostNs;
 use tether::firewall::{
-    install_network_from_scratch, Firewall, FirewallError, NetworkId, NetworkRules, PortMapping,
-    PortmapOptions, Protocol,
+    as_nft_text, Firewall, FirewallError, NetworkId, NetworkRules, PortMapping, PortmapOptions,
+    Protocol,
 };
 
 /// The elements of one set of table `inet tether`, as `nft -j` prints them.
@@ -54,7 +54,8 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     // Force the slow path again too: a second full install must not duplicate anything.
     let id = NetworkId::of("web.prod-1");
     ns.run_inside(|| {
-        install_network_from_scratch(&net).unwrap();
+        let script = as_nft_text::network(&net).unwrap();
+        assert!(nft_script(&script), "nft -f refused:\n{script}");
         Firewall::open().unwrap().ensure_network(&net).unwrap();
     });
     let second = ns.nft_ok(&["list", "table", "inet", "tether"]);
@@ -63,6 +64,46 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     assert_eq!(second.matches("masquerade").count(), 2);
     assert!(second.contains(&format!("chain {}_fwd", id)));
     assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 net=web.prod-1\""));
+}
+
+/// The netlink batches make what nft makes of the text they render, to the byte of `nft list ruleset`; and
+/// re-applying them over a ruleset nft made (an upgrade from a tether that spawned nft) is accepted.
+#[test]
+fn netlink_ruleset_lists_exactly_like_the_nft_script_it_renders() {
+    let (ours, by_nft) = (HostNs::new("fwn"), HostNs::new("fwt"));
+    let net = rules("web.prod-1", "tbr0", true);
+    let opts = PortmapOptions::default();
+    let mac = [2, 0, 0, 0, 0, 2];
+    ours.run_inside(|| {
+        let fw = Firewall::open().unwrap();
+        fw.ensure_network(&net).unwrap();
+        fw.ensure_portmap(&opts).unwrap();
+        fw.add_spoofchk("tv1", mac).unwrap();
+        fw.add_container("web.prod-1", &addrs(&["10.9.0.2", "fd09::2"]))
+            .unwrap();
+    });
+    by_nft.run_inside(|| {
+        for script in [
+            as_nft_text::network(&net).unwrap(),
+            as_nft_text::published_ports(&opts),
+            as_nft_text::spoofchk(),
+        ] {
+            assert!(nft_script(&script), "nft -f refused:\n{script}");
+        }
+        let fw = Firewall::open().unwrap();
+        fw.add_spoofchk("tv1", mac).unwrap();
+        fw.add_container("web.prod-1", &addrs(&["10.9.0.2", "fd09::2"]))
+            .unwrap();
+    });
+    let listing = ours.nft_ok(&["list", "ruleset"]);
+    assert_eq!(listing, by_nft.nft_ok(&["list", "ruleset"]));
+    by_nft.run_inside(|| {
+        Firewall::open()
+            .unwrap()
+            .reapply_installs(&net, &opts)
+            .unwrap();
+    });
+    assert_eq!(listing, by_nft.nft_ok(&["list", "ruleset"]));
 }
 
 #[test]
@@ -241,6 +282,24 @@ fn a_foreign_table_is_left_alone() {
 }
 
 /// Runs `sh -c script` and reports whether it succeeded.
+/// Applies an nft script with nft itself, in the calling thread's namespace: what tether's netlink
+/// batches must be equivalent to.
+fn nft_script(script: &str) -> bool {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
 fn shell(script: &str) -> bool {
     Command::new("sh")
         .args(["-c", script])

@@ -8,7 +8,8 @@ mod harness;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use harness::{binaries, cni_result, docker_forward_drop, network_conf, tcp, HostNs, NetNs};
+use harness::nft_trap::NftTrap;
+use harness::{binaries, cni_result, docker_forward_drop, network_conf, nft, tcp, HostNs, NetNs};
 use serde_json::{json, Value};
 
 const V: &str = "1.0.0";
@@ -228,6 +229,55 @@ fn a_second_container_cannot_publish_the_same_port_and_nothing_of_it_is_installe
         sock(outside.host_addr, 8080),
     )
     .expect("the first container still owns 8080");
+}
+
+/// The network's first ADD installs its chains, the published-port chains and macspoofchk's table; its last
+/// DEL removes the network's chains: all of it over netlink, with every nft on the machine replaced by a
+/// trap that fails and records its call.
+#[test]
+fn the_first_add_and_the_last_del_of_a_network_never_run_nft() {
+    let trap = NftTrap::new("pm");
+    trap.assert_armed();
+    let bridge = trap.wrap(&binaries::tether_bridge());
+    let portmap = trap.wrap(&binaries::tether_portmap());
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let mut conf = tether_net(&host, "10.67.0.0/24");
+    conf["macspoofchk"] = json!(true);
+    let c = host.container("c1");
+    let ports = json!([{"hostPort": 8087, "containerPort": 80, "protocol": "tcp"}]);
+    assert!(
+        nft::table(&host).is_none(),
+        "a fresh host has no tether table"
+    );
+
+    let chain = Chain {
+        iface: bridge.clone(),
+        portmap: portmap.clone(),
+        portmap_type: "tether-portmap",
+    };
+    let res = chain.add(&host, &c, &conf, &ports);
+    let ip = cni_result::ip(&res, "4");
+    let network_chains = || nft::objects_named_for(&host, "_fwd");
+    assert_eq!(network_chains().len(), 1, "{:?}", nft::objects(&host));
+    tcp::exchange_via(
+        &c,
+        sock(&ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8087),
+    )
+    .expect("tcp through the published port");
+    let mac = c.mac("eth0");
+    let spoofchk = host.exec_ok(&["nft", "list", "table", "bridge", "tether"]);
+    assert!(spoofchk.contains(&mac), "{spoofchk}");
+
+    let mut pconf = portmap_conf("net1", &res, &ports);
+    pconf["cniVersion"] = json!(V);
+    host.plugin(&portmap).del(&c, &pconf);
+    host.plugin(&bridge).del(&c, &conf);
+    assert!(network_chains().is_empty(), "{:?}", nft::objects(&host));
+    assert!(!nft::has_element(&host, &ip));
+    assert_eq!(trap.calls(), "", "a plugin ran nft");
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod host;
 pub mod netns;
 pub mod network_conf;
 pub mod nft;
+pub mod nft_trap;
 pub mod oci_bundle;
 pub mod oci_runtime;
 pub mod overlay_cluster;

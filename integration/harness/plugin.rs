@@ -25,6 +25,8 @@ pub struct PluginCall<'h> {
     ifname: Option<String>,
     args: Option<String>,
     stdin: Vec<u8>,
+    /// Command-line arguments: none for a CNI plugin; netavark takes its command and namespace there.
+    argv: Vec<String>,
     /// Overrides applied last: Some(v) sets, None removes (bad-input cases).
     env_overrides: Vec<(String, Option<String>)>,
 }
@@ -51,6 +53,7 @@ impl<'h> PluginCall<'h> {
             ifname: Some("eth0".to_owned()),
             args: None,
             stdin: Vec::new(),
+            argv: Vec::new(),
             env_overrides: Vec::new(),
         }
     }
@@ -90,6 +93,11 @@ impl<'h> PluginCall<'h> {
     /// Raw stdin, for malformed-input cases.
     pub fn stdin(mut self, bytes: &[u8]) -> Self {
         self.stdin = bytes.to_vec();
+        self
+    }
+
+    pub fn argv(mut self, args: &[&str]) -> Self {
+        self.argv = args.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -170,6 +178,7 @@ impl<'h> PluginCall<'h> {
         }
         let started = Instant::now();
         let mut child = command
+            .args(&self.argv)
             .env_clear()
             .envs(self.environment())
             .stdin(Stdio::piped())

@@ -24,21 +24,18 @@ pub enum FirewallError {
         id: String,
     },
 
-    #[error("nft binary not found in PATH nor at /usr/sbin/nft; install nftables")]
-    NftMissing,
-
-    #[error("could not run {program}: {source}")]
-    NftSpawn {
-        program: String,
+    #[error(
+        "nf_tables refused `{statement}` while {action} the rules of {subject}: {source}; \
+         nothing of that change was applied"
+    )]
+    RulesetRefused {
+        /// The network, or what else the rules are for ("published ports").
+        subject: String,
+        action: &'static str,
+        /// The refused statement, as nft would print it.
+        statement: String,
         #[source]
         source: io::Error,
-    },
-
-    #[error("nft refused the ruleset for network {network:?} ({action}): {stderr}")]
-    NftFailed {
-        network: String,
-        action: &'static str,
-        stderr: String,
     },
 
     #[error("could not open a NETLINK_NETFILTER socket: {source}; is nf_tables available in this kernel?")]

@@ -17,16 +17,15 @@
 //! Inside each container namespace tetherd serves, table `ip tether` redirects 127.0.0.11:53 to the
 //! resolver's private ports (`resolver_redirect`).
 //!
-//! Per-network setup and teardown are rare and go through `nft -f -` (see `render`); the
-//! per-container path (addresses, published ports, macspoofchk) only adds or removes set
-//! and map elements in one netlink batch.
+//! Everything goes over netlink, in one transaction per call: per-network setup and teardown
+//! (the statements `render` describes), and the per-container path (addresses, published
+//! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
 
 mod error;
 mod forward_policy;
 pub mod netlink;
 mod network_id;
 mod network_spec;
-mod nft_command;
 mod port_mapping;
 mod published_ports;
 mod render;
@@ -37,6 +36,7 @@ mod table;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use error::FirewallError;
@@ -74,6 +74,8 @@ pub struct NetworkRules {
 pub struct Firewall {
     /// One request at a time: replies are read from the same socket.
     socket: Mutex<NfSocket>,
+    /// Whether a ruleset transaction went through this handle (see `close`).
+    rewrote: AtomicBool,
 }
 
 /// ERESTART: the ruleset changed since the generation a batch was made for.
@@ -84,6 +86,7 @@ impl Firewall {
         let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
         Ok(Firewall {
             socket: Mutex::new(socket),
+            rewrote: AtomicBool::new(false),
         })
     }
 
@@ -124,14 +127,52 @@ impl Firewall {
         }
     }
 
+    /// Ends this handle; when it installed or removed rules (a transaction that flushes or deletes), through
+    /// `release_in_background`, whose conditions apply: the last release would wait ~10 ms otherwise.
+    pub fn close(self) {
+        if self.rewrote.load(Ordering::Relaxed) {
+            self.release_in_background();
+        }
+    }
+
     fn socket(&self) -> MutexGuard<'_, NfSocket> {
         // A panic elsewhere cannot leave the socket half-used: every call reads its own
         // replies by sequence number.
         self.socket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Applies `statements` to table `family tether` as one transaction: all of them or none.
+    fn apply(
+        &self,
+        statements: &[render::Statement],
+        family: Family,
+        subject: &str,
+        action: &'static str,
+    ) -> Result<(), FirewallError> {
+        tracing::debug!(
+            subject,
+            action,
+            ruleset = %render::render(statements, family),
+            "applying ruleset"
+        );
+        let batch = render::batch(statements, family);
+        self.rewrote.store(true, Ordering::Relaxed);
+        let answer = batch
+            .apply(&self.socket())
+            .map_err(|source| FirewallError::SocketIo {
+                op: "applying a ruleset",
+                source,
+            })?;
+        answer.map_err(|refusal| FirewallError::RulesetRefused {
+            subject: subject.to_string(),
+            action,
+            statement: statements[refusal.index].render(family),
+            source: io::Error::from_raw_os_error(refusal.errno),
+        })
+    }
+
     /// Makes sure the network's chains, sets and map elements exist with these settings.
-    /// One netlink round trip when they do; otherwise one nft transaction, safe against
+    /// One netlink round trip when they do; otherwise one more transaction, safe against
     /// racing callers.
     pub fn ensure_network(&self, net: &NetworkRules) -> Result<(), FirewallError> {
         let spec = NetworkSpec::parse(net)?;
@@ -156,8 +197,8 @@ impl Firewall {
             reinstall = replacing.is_some(),
             "installing network firewall rules"
         );
-        let script = render::install_script(&spec, replacing.as_ref());
-        nft_command::apply_script(&script, &spec.name, "install")?;
+        let statements = render::install(&spec, replacing.as_ref());
+        self.apply(&statements, Family::Inet, &spec.name, "installing")?;
         // Rare path: worth one more dump to tell the user why traffic may still not flow.
         for drop in self.foreign_forward_drops().unwrap_or_default() {
             tracing::warn!(network = %spec.name, "{drop}");
@@ -183,8 +224,8 @@ impl Firewall {
         let mut leftovers = self.set_addresses(&id.ipv4_set())?;
         leftovers.extend(self.set_addresses(&id.ipv6_set())?);
         tracing::info!(network = name, %id, leftovers = leftovers.len(), "removing network firewall rules");
-        let script = render::teardown_script(id, &installed, &leftovers);
-        nft_command::apply_script(&script, name, "teardown")?;
+        let statements = render::teardown(id, &installed, &leftovers);
+        self.apply(&statements, Family::Inet, name, "removing")?;
         self.delete_table_if_unused()
     }
 
@@ -522,13 +563,55 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
     changes
 }
 
-/// Runs a network's whole install script as if nothing were installed, as a first ADD that lost the
-/// race to another first ADD does. Not part of the API: the integration tests use it to prove that a
-/// second full install duplicates nothing.
+/// The nft text of what tether installs, for the integration tests: they make the same ruleset with
+/// `nft -f` (as a tether that spawned nft did) and compare the kernel's listings. Not part of the API.
 #[doc(hidden)]
-pub fn install_network_from_scratch(net: &NetworkRules) -> Result<(), FirewallError> {
-    let spec = NetworkSpec::parse(net)?;
-    nft_command::apply_script(&render::install_script(&spec, None), &spec.name, "test")
+pub mod as_nft_text {
+    use super::{render, Family, FirewallError, NetworkRules, NetworkSpec, PortmapOptions};
+
+    pub fn network(net: &NetworkRules) -> Result<String, FirewallError> {
+        let spec = NetworkSpec::parse(net)?;
+        Ok(render::render(&render::install(&spec, None), Family::Inet))
+    }
+
+    pub fn published_ports(opts: &PortmapOptions) -> String {
+        render::render(&super::published_ports::install(opts), Family::Inet)
+    }
+
+    pub fn spoofchk() -> String {
+        render::render(&super::spoofchk::install(), Family::Bridge)
+    }
+}
+
+impl Firewall {
+    /// Applies a network's, the port maps' and macspoofchk's whole installs again over what is there (an
+    /// upgrade over a ruleset nft made). For the integration tests; not part of the API.
+    #[doc(hidden)]
+    pub fn reapply_installs(
+        &self,
+        net: &NetworkRules,
+        opts: &PortmapOptions,
+    ) -> Result<(), FirewallError> {
+        let spec = NetworkSpec::parse(net)?;
+        self.apply(
+            &render::install(&spec, None),
+            Family::Inet,
+            &spec.name,
+            "re-applying",
+        )?;
+        self.apply(
+            &published_ports::install(opts),
+            Family::Inet,
+            "port maps",
+            "re-applying",
+        )?;
+        self.apply(
+            &spoofchk::install(),
+            Family::Bridge,
+            "macspoofchk",
+            "re-applying",
+        )
+    }
 }
 
 pub(super) fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {

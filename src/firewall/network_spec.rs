@@ -7,7 +7,7 @@ const COMMENT_MAX: usize = 128;
 /// Linux interface names hold at most IFNAMSIZ - 1 bytes.
 const IFNAME_MAX: usize = 15;
 
-/// A network's firewall settings, checked once so that names can be pasted into nft scripts.
+/// A network's firewall settings, checked once so that names are valid in chains, sets and comments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {
     pub name: String,

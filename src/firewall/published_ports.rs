@@ -24,7 +24,6 @@ use super::netlink::replies;
 use super::netlink::requests::{
     self, concat_bytes, ifname_bytes, ElementChange, ElementData, ElementOp, SetElement,
 };
-use super::nft_command;
 use super::port_mapping::{describe_target, PortEntry, PortMapping, PortmapOptions};
 use super::render::{self, BaseChain, IpFamily, KeyType, MapValue, Rule, Statement};
 use super::table::{self, Family};
@@ -32,7 +31,7 @@ use super::{kernel_error, Firewall};
 
 impl Firewall {
     /// Makes sure the port maps and chains exist with these options: one netlink lookup
-    /// when they do, one nft transaction otherwise.
+    /// when they do, one transaction otherwise.
     pub fn ensure_portmap(&self, opts: &PortmapOptions) -> Result<(), FirewallError> {
         let wanted = opts.fingerprint();
         let installed = self.inet_chain_comment(table::PORTS_MASQUERADE_CHAIN)?;
@@ -45,7 +44,12 @@ impl Firewall {
             reinstall = installed.is_some(),
             "installing published-port rules"
         );
-        nft_command::apply_script(&install_script(opts), "(published ports)", "install")
+        self.apply(
+            &install(opts),
+            Family::Inet,
+            "published ports",
+            "installing",
+        )
     }
 
     /// Publishes all `maps` in one transaction, or none of them.
@@ -276,7 +280,7 @@ pub fn route_localnet_sysctl(bridge: &str) -> String {
 /// Maps, chains and rules for published ports, with the table's shared parts (so it works
 /// on an empty table). Safe to apply again and from racing callers: every chain is flushed
 /// and refilled, and the masquerade chain is made again so its comment (the options) is new.
-pub(super) fn install_script(opts: &PortmapOptions) -> String {
+pub(super) fn install(opts: &PortmapOptions) -> Vec<Statement> {
     let mut s = render::table_statements();
     let data_map = |name: &str, key, value| Statement::AddMap {
         name: name.into(),
@@ -381,16 +385,20 @@ pub(super) fn install_script(opts: &PortmapOptions) -> String {
         s.push(rule(&masq, Rule::MasqueradeHairpin));
     }
     s.push(rule(post, Rule::Jump(masq)));
-    render::render(&s, Family::Inet)
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rendered(opts: &PortmapOptions) -> String {
+        render::render(&install(opts), Family::Inet)
+    }
+
     #[test]
     fn install_script_has_dnat_for_both_families_and_snat_rules() {
-        let script = install_script(&PortmapOptions::default());
+        let script = rendered(&PortmapOptions::default());
         let tail = "\
 add map inet tether ports4_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
 add map inet tether ports6_any { type inet_proto . inet_service : ipv6_addr . inet_service; }
@@ -424,13 +432,13 @@ add rule inet tether ports_postrouting jump ports_masq
 
     #[test]
     fn masq_all_masquerades_every_published_flow() {
-        let script = install_script(&PortmapOptions {
+        let script = rendered(&PortmapOptions {
             snat: true,
             masq_all: true,
         });
         assert!(script.contains("add rule inet tether ports_masq ct status dnat masquerade\n"));
         assert!(!script.contains("127.0.0.0/8"));
-        let none = install_script(&PortmapOptions {
+        let none = rendered(&PortmapOptions {
             snat: false,
             masq_all: false,
         });

@@ -1,15 +1,24 @@
-//! The one place where nft script text is written: a small typed model of the statements
-//! tether needs and their rendering. Used only on the rare per-network path (first container
-//! in, last container out); per-container work goes over netlink instead.
+//! The one place where tether's tables, chains, sets and rules are described: a small typed model of
+//! the statements tether needs, encoded as nf_tables messages (`Statement::change`, `Rule::exprs`) for
+//! one netlink transaction, and rendered as the equivalent nft text for logs, errors and tests.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::netlink::requests::{self, concat_bytes, ifname_bytes, ElementChange, ElementData};
+use super::netlink::requests::{ElementOp, SetElement};
+use super::netlink::ruleset::{
+    self, Change, CtKey, DataType, Expr, MapData, MetaKey, PayloadBase, Register, SetSpec, Verdict,
+};
+use super::netlink::uapi::{
+    NFPROTO_IPV4, NFPROTO_IPV6, NF_INET_FORWARD, NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING,
+    NF_INET_PRE_ROUTING, RTN_LOCAL,
+};
 use super::network_id::NetworkId;
 use super::network_spec::{InstalledNetwork, NetworkSpec};
 use super::table::{self, Family};
 
-/// One line of an nft script.
+/// One change to a table, as one nf_tables message (and one line of the equivalent nft script).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Statement {
     AddTable,
@@ -310,7 +319,7 @@ impl BaseChain {
 }
 
 impl Statement {
-    fn render(&self, family: Family) -> String {
+    pub(super) fn render(&self, family: Family) -> String {
         let t = format!("{} {}", family.nft_name(), table::NAME);
         match self {
             Statement::AddTable => format!("add table {t}"),
@@ -355,6 +364,432 @@ pub(super) fn render(statements: &[Statement], family: Family) -> String {
         let _ = writeln!(script, "{}", statement.render(family));
     }
     script
+}
+
+/// nft's datatype numbers (enum datatypes in nftables' datatype.h) of the fields tether's keys are made of.
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+const TYPE_ETHERADDR: u32 = 9;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
+const TYPE_IFNAME: u32 = 41;
+/// How many bits of a concatenation's datatype number each field takes (nft's TYPE_BITS).
+const TYPE_BITS: u32 = 6;
+/// `ct state established,related` and `ct status dnat` (IPS_DST_NAT) bits.
+const CT_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
+const CT_STATUS_DNAT: u32 = 0x20;
+/// nft's `priority filter` in the bridge family (NF_BR_PRI_FILTER_BRIDGED).
+const BRIDGE_FILTER_PRIORITY: i32 = -200;
+/// `priority dstnat` and `priority srcnat`.
+const DSTNAT: i32 = -100;
+const SRCNAT: i32 = 100;
+
+/// nft's byte orders (enum byteorder in nftables' expression.h), which `nft list` needs to print a
+/// single-field key; a concatenation's fields carry their own.
+const BYTEORDER_HOST: u32 = 1;
+const BYTEORDER_BIG: u32 = 2;
+
+/// The datatype of fields laid out one after the other, each on a 4-byte register boundary.
+fn concatenation(fields: &[(u32, u32)]) -> DataType {
+    let byteorder = match fields {
+        [(TYPE_IFNAME, _)] => Some(BYTEORDER_HOST),
+        [_] => Some(BYTEORDER_BIG),
+        _ => None,
+    };
+    DataType {
+        id: fields
+            .iter()
+            .fold(0, |id, (field, _)| id << TYPE_BITS | field),
+        len: fields.iter().map(|(_, len)| len.next_multiple_of(4)).sum(),
+        byteorder,
+    }
+}
+
+impl KeyType {
+    fn data_type(self) -> DataType {
+        const IP: (u32, u32) = (TYPE_IPADDR, 4);
+        const IP6: (u32, u32) = (TYPE_IP6ADDR, 16);
+        const IFNAME: (u32, u32) = (TYPE_IFNAME, 16);
+        const PROTO: (u32, u32) = (TYPE_INET_PROTOCOL, 1);
+        const PORT: (u32, u32) = (TYPE_INET_SERVICE, 2);
+        concatenation(match self {
+            KeyType::Ipv4 => &[IP],
+            KeyType::Ipv6 => &[IP6],
+            KeyType::Interface => &[IFNAME],
+            KeyType::InterfacePair => &[IFNAME, IFNAME],
+            KeyType::InterfaceMac => &[IFNAME, (TYPE_ETHERADDR, 6)],
+            KeyType::ProtoPort => &[PROTO, PORT],
+            KeyType::Ipv4ProtoPort => &[IP, PROTO, PORT],
+            KeyType::Ipv6ProtoPort => &[IP6, PROTO, PORT],
+            KeyType::Ipv4Port => &[IP, PORT],
+            KeyType::Ipv6Port => &[IP6, PORT],
+        })
+    }
+}
+
+impl ElementKey {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            ElementKey::Interface(name) => ifname_bytes(name).to_vec(),
+            ElementKey::SameInterface(name) => {
+                let name = ifname_bytes(name);
+                concat_bytes(&[&name, &name])
+            }
+            ElementKey::Address(addr) => requests::address_bytes(addr),
+        }
+    }
+}
+
+impl IpFamily {
+    fn nfproto(self) -> u8 {
+        match self {
+            IpFamily::V4 => NFPROTO_IPV4,
+            IpFamily::V6 => NFPROTO_IPV6,
+        }
+    }
+
+    /// Offset and length of the source address in the network header (the destination follows it).
+    fn source_address(self) -> (u32, u32) {
+        match self {
+            IpFamily::V4 => (12, 4),
+            IpFamily::V6 => (8, 16),
+        }
+    }
+
+    /// The first register word after an address in R1.
+    fn word_after_address(self) -> u32 {
+        match self {
+            IpFamily::V4 => 1,
+            IpFamily::V6 => 4,
+        }
+    }
+}
+
+/// Building blocks of the rules, as nft itself encodes them.
+mod exprs {
+    use super::*;
+
+    pub fn interface_is(key: MetaKey, name: &str) -> [Expr; 2] {
+        [
+            Expr::Meta(key, Register::R1),
+            Expr::Equals(Register::R1, ifname_bytes(name).to_vec()),
+        ]
+    }
+
+    /// A ct key with any of `bits` set.
+    pub fn ct_any(key: CtKey, bits: u32) -> [Expr; 3] {
+        [
+            Expr::Ct(key, Register::R1),
+            Expr::Bitwise {
+                reg: Register::R1,
+                mask: bits.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            },
+            Expr::NotEquals(Register::R1, vec![0; 4]),
+        ]
+    }
+
+    /// In an inet table, matches on IP headers first check which IP version the packet is.
+    pub fn ip_version(family: IpFamily) -> [Expr; 2] {
+        [
+            Expr::Meta(MetaKey::NfProto, Register::R1),
+            Expr::Equals(Register::R1, vec![family.nfproto()]),
+        ]
+    }
+
+    /// `ip saddr` / `ip daddr` (with its version check) into R1.
+    pub fn address(family: IpFamily, destination: bool) -> Vec<Expr> {
+        let (offset, len) = family.source_address();
+        let mut out = ip_version(family).to_vec();
+        out.push(Expr::Payload {
+            base: PayloadBase::Network,
+            offset: if destination { offset + len } else { offset },
+            len,
+            into: Register::R1,
+        });
+        out
+    }
+
+    pub fn lookup(set: &str, into: Option<Register>) -> Expr {
+        Expr::Lookup {
+            set: set.to_string(),
+            from: Register::R1,
+            into,
+            inverted: false,
+        }
+    }
+
+    /// `th dport` into a register.
+    pub fn destination_port(into: Register) -> Expr {
+        Expr::Payload {
+            base: PayloadBase::Transport,
+            offset: 2,
+            len: 2,
+            into,
+        }
+    }
+
+    /// DNAT to the address (R1) and port (the word after it) a map lookup put in R1.
+    pub fn dnat_from_map(family: IpFamily, map: &str) -> [Expr; 2] {
+        [
+            lookup(map, Some(Register::R1)),
+            Expr::Dnat {
+                family: family.nfproto(),
+                addr: Register::R1,
+                port: Register::word(family.word_after_address()),
+            },
+        ]
+    }
+
+    /// `meta mark & MARK == MARK`.
+    pub fn mark_has(bits: u32) -> [Expr; 3] {
+        [
+            Expr::Meta(MetaKey::Mark, Register::R1),
+            Expr::Bitwise {
+                reg: Register::R1,
+                mask: bits.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            },
+            Expr::Equals(Register::R1, bits.to_ne_bytes().to_vec()),
+        ]
+    }
+}
+
+impl Rule {
+    /// The rule's expressions, in the order nft writes them for the text `render` gives.
+    pub(super) fn exprs(&self) -> Vec<Expr> {
+        use exprs::*;
+        use MetaKey::{InputName, OutputName};
+        let accept = Expr::Verdict(Verdict::Accept);
+        let drop = Expr::Verdict(Verdict::Drop);
+        let mut out: Vec<Expr> = Vec::new();
+        match self {
+            Rule::DispatchInputInterface(map) | Rule::DispatchOutputInterface(map) => {
+                let key = match self {
+                    Rule::DispatchInputInterface(_) => InputName,
+                    _ => OutputName,
+                };
+                out.push(Expr::Meta(key, Register::R1));
+                out.push(lookup(map, Some(Register::VERDICT)));
+            }
+            Rule::DispatchSourceV4(map) | Rule::DispatchSourceV6(map) => {
+                let family = match self {
+                    Rule::DispatchSourceV4(_) => IpFamily::V4,
+                    _ => IpFamily::V6,
+                };
+                out.extend(address(family, false));
+                out.push(lookup(map, Some(Register::VERDICT)));
+            }
+            Rule::Jump(chain) => out.push(Expr::Verdict(Verdict::Jump(chain.clone()))),
+            Rule::AcceptWithinBridge { bridge } => {
+                out.extend(interface_is(OutputName, bridge));
+                out.extend(interface_is(InputName, bridge));
+                out.push(accept);
+            }
+            Rule::AcceptFromBridge { bridge } => {
+                out.extend(interface_is(InputName, bridge));
+                out.push(accept);
+            }
+            Rule::AcceptRepliesToBridge { bridge } => {
+                out.extend(interface_is(OutputName, bridge));
+                out.extend(ct_any(CtKey::State, CT_ESTABLISHED_RELATED));
+                out.push(accept);
+            }
+            Rule::AcceptPublishedToBridge { bridge } => {
+                out.extend(interface_is(OutputName, bridge));
+                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
+                out.push(accept);
+            }
+            Rule::DropIngressToBridge { bridge } => {
+                out.extend(interface_is(OutputName, bridge));
+                out.push(drop);
+            }
+            Rule::DropToOtherBridges { bridge, bridges } => {
+                out.extend(interface_is(InputName, bridge));
+                out.push(Expr::Meta(OutputName, Register::R1));
+                out.push(lookup(bridges, None));
+                out.push(drop);
+            }
+            Rule::MasqueradeV4 { set, bridge } | Rule::MasqueradeV6 { set, bridge } => {
+                let family = match self {
+                    Rule::MasqueradeV4 { .. } => IpFamily::V4,
+                    _ => IpFamily::V6,
+                };
+                out.extend(address(family, false));
+                out.push(lookup(set, None));
+                out.push(Expr::Meta(OutputName, Register::R1));
+                out.push(Expr::NotEquals(Register::R1, ifname_bytes(bridge).to_vec()));
+                out.push(Expr::Masquerade);
+            }
+            Rule::DnatBoundAddress { family, map } => {
+                let after = family.word_after_address();
+                out.extend(address(*family, true));
+                out.push(Expr::Meta(MetaKey::L4Proto, Register::word(after)));
+                out.push(destination_port(Register::word(after + 1)));
+                out.extend(dnat_from_map(*family, map));
+            }
+            Rule::DnatAnyLocalAddress { family, map } => {
+                out.push(Expr::FibDestinationType(Register::R1));
+                // No IP version check: the NAT statement of the other family does nothing.
+                out.push(Expr::Equals(Register::R1, RTN_LOCAL.to_ne_bytes().to_vec()));
+                out.push(Expr::Meta(MetaKey::L4Proto, Register::R1));
+                out.push(destination_port(Register::word(1)));
+                out.extend(dnat_from_map(*family, map));
+            }
+            Rule::MasqueradePublishedFromLoopback => {
+                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
+                out.extend(address(IpFamily::V4, false));
+                out.push(Expr::Bitwise {
+                    reg: Register::R1,
+                    mask: vec![255, 0, 0, 0],
+                    xor: vec![0; 4],
+                });
+                out.push(Expr::Equals(Register::R1, vec![127, 0, 0, 0]));
+                out.push(Expr::Masquerade);
+            }
+            Rule::MarkHairpin { interfaces } => {
+                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
+                out.push(Expr::Meta(InputName, Register::R1));
+                out.push(Expr::Meta(OutputName, Register::R2));
+                out.push(lookup(interfaces, None));
+                out.push(Expr::Meta(MetaKey::Mark, Register::R1));
+                out.push(Expr::Bitwise {
+                    reg: Register::R1,
+                    mask: (!table::HAIRPIN_MARK).to_ne_bytes().to_vec(),
+                    xor: table::HAIRPIN_MARK.to_ne_bytes().to_vec(),
+                });
+                out.push(Expr::SetMeta(MetaKey::Mark, Register::R1));
+            }
+            Rule::MasqueradeHairpin => {
+                out.extend(mark_has(table::HAIRPIN_MARK));
+                out.push(Expr::Masquerade);
+            }
+            Rule::MasqueradePublished => {
+                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
+                out.push(Expr::Masquerade);
+            }
+            Rule::DropSpoofedSource { ports, allowed } => {
+                out.push(Expr::Meta(InputName, Register::R1));
+                out.push(lookup(ports, None));
+                out.push(Expr::Meta(InputName, Register::R1));
+                out.push(Expr::Payload {
+                    base: PayloadBase::Link,
+                    offset: 6,
+                    len: 6,
+                    into: Register::R2,
+                });
+                out.push(Expr::Lookup {
+                    set: allowed.to_string(),
+                    from: Register::R1,
+                    into: None,
+                    inverted: true,
+                });
+                out.push(drop);
+            }
+        }
+        out
+    }
+}
+
+impl BaseChain {
+    fn netlink(self) -> ruleset::BaseChain {
+        let (name, kind, hook, priority) = match self {
+            BaseChain::Forward => (table::FORWARD_CHAIN, "filter", NF_INET_FORWARD, 0),
+            BaseChain::Postrouting => (
+                table::POSTROUTING_CHAIN,
+                "nat",
+                NF_INET_POST_ROUTING,
+                SRCNAT,
+            ),
+            BaseChain::PortsPrerouting => (
+                table::PORTS_PREROUTING_CHAIN,
+                "nat",
+                NF_INET_PRE_ROUTING,
+                DSTNAT,
+            ),
+            BaseChain::PortsOutput => (table::PORTS_OUTPUT_CHAIN, "nat", NF_INET_LOCAL_OUT, DSTNAT),
+            BaseChain::PortsPostrouting => (
+                table::PORTS_POSTROUTING_CHAIN,
+                "nat",
+                NF_INET_POST_ROUTING,
+                SRCNAT,
+            ),
+            BaseChain::BridgePrerouting => (
+                table::SPOOFCHK_CHAIN,
+                "filter",
+                NF_INET_PRE_ROUTING,
+                BRIDGE_FILTER_PRIORITY,
+            ),
+        };
+        ruleset::BaseChain {
+            name: name.into(),
+            kind,
+            hook,
+            priority,
+        }
+    }
+}
+
+impl Statement {
+    /// The statement as one nf_tables message of a batch on table `family tether`.
+    pub(super) fn change(&self, family: Family) -> Change {
+        let elements = |set: &str, op, element| {
+            Change::Elements(ElementChange {
+                family,
+                op,
+                set: set.into(),
+                elements: vec![element],
+            })
+        };
+        match self {
+            Statement::AddTable => Change::AddTable,
+            Statement::AddBaseChain(chain) => Change::AddBaseChain(chain.netlink()),
+            Statement::AddChain { name, comment } => Change::AddChain {
+                name: name.clone(),
+                comment: comment.clone(),
+            },
+            Statement::FlushChain(name) => Change::FlushChain(name.clone()),
+            Statement::DeleteChain(name) => Change::DeleteChain(name.clone()),
+            Statement::AddRule { chain, rule } => Change::AddRule {
+                chain: chain.clone(),
+                exprs: rule.exprs(),
+            },
+            Statement::AddSet { name, key } => Change::AddSet(SetSpec {
+                name: name.clone(),
+                key: key.data_type(),
+                data: None,
+            }),
+            Statement::DeleteSet(name) => Change::DeleteSet(name.clone()),
+            Statement::AddMap { name, key, value } => Change::AddSet(SetSpec {
+                name: name.clone(),
+                key: key.data_type(),
+                data: Some(match value {
+                    MapValue::Verdict => MapData::Verdict,
+                    MapValue::Data(data) => MapData::Value(data.data_type()),
+                }),
+            }),
+            Statement::AddElement { set, key, jump } => elements(
+                set,
+                ElementOp::Add,
+                SetElement {
+                    key: key.bytes(),
+                    data: jump.clone().map(ElementData::Jump),
+                },
+            ),
+            Statement::DeleteElement { set, key } => {
+                elements(set, ElementOp::Delete, SetElement::key_only(key.bytes()))
+            }
+        }
+    }
+}
+
+/// The statements as one transaction on table `family tether`.
+pub(super) fn batch(statements: &[Statement], family: Family) -> ruleset::RulesetBatch {
+    ruleset::RulesetBatch {
+        family: family.nfproto(),
+        table: table::NAME.into(),
+        changes: statements.iter().map(|s| s.change(family)).collect(),
+    }
 }
 
 /// Table, base chains, dispatch maps and the dispatch rules. `add` is a no-op on what
@@ -480,7 +915,7 @@ fn forward_removal(id: NetworkId, bridge: &str) -> Vec<Statement> {
 /// chain is deleted and made again, because the kernel keeps a chain's comment (our
 /// fingerprint) when `add chain` names an existing chain. The NAT chain is only flushed and
 /// refilled: container elements in the NAT maps jump to it, so it cannot be deleted.
-pub fn install_script(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) -> String {
+pub fn install(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) -> Vec<Statement> {
     let id = spec.id;
     let forward = id.forward_chain();
     let nat = id.nat_chain();
@@ -541,7 +976,7 @@ pub fn install_script(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) 
             jump,
         });
     }
-    render(&s, Family::Inet)
+    s
 }
 
 /// The network's forward chain. It is jumped to twice per packet at most: first for
@@ -568,11 +1003,11 @@ fn forward_rules(spec: &NetworkSpec) -> Vec<Rule> {
 /// Deletes exactly one network's chains, sets and map elements, including NAT map elements
 /// of containers that were never removed (`leftovers`), in a single transaction that
 /// succeeds whether or not each object still exists.
-pub fn teardown_script(
+pub fn teardown(
     id: NetworkId,
     installed: &InstalledNetwork,
     leftovers: &[IpAddr],
-) -> String {
+) -> Vec<Statement> {
     let nat = id.nat_chain();
     let mut s = vec![Statement::AddTable];
     s.extend(map_statements());
@@ -610,7 +1045,7 @@ pub fn teardown_script(
         Statement::DeleteSet(id.ipv4_set()),
         Statement::DeleteSet(id.ipv6_set()),
     ]);
-    render(&s, Family::Inet)
+    s
 }
 
 fn nat_map_for(addr: &IpAddr) -> &'static str {
@@ -677,12 +1112,12 @@ add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
 add element inet tether tether_bridges { \"br0\" }
 add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 ";
-        assert_eq!(install_script(&spec(true), None), expected);
+        assert_eq!(render(&install(&spec(true), None), Family::Inet), expected);
     }
 
     #[test]
     fn install_without_masquerade_leaves_nat_chain_empty() {
-        let script = install_script(&spec(false), None);
+        let script = render(&install(&spec(false), None), Family::Inet);
         assert!(script.contains("flush chain inet tether ne40c292c_nat\nadd element"));
         assert!(!script.contains("masquerade"));
     }
@@ -690,7 +1125,7 @@ add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
     #[test]
     fn reinstall_recreates_forward_chain_of_old_bridge() {
         let old = InstalledNetwork::from_comment("tether bridge=old0 masq=0 net=a").unwrap();
-        let script = install_script(&spec(true), Some(&old));
+        let script = render(&install(&spec(true), Some(&old)), Family::Inet);
         let replaced = "\
 add chain inet tether ne40c292c_fwd
 add element inet tether fwd_in { \"old0\" : jump ne40c292c_fwd }
@@ -744,7 +1179,10 @@ delete set inet tether ne40c292c_c4
 delete set inet tether ne40c292c_c6
 ";
         assert_eq!(
-            teardown_script(NetworkId::of("a"), &installed, &leftovers),
+            render(
+                &teardown(NetworkId::of("a"), &installed, &leftovers),
+                Family::Inet
+            ),
             expected
         );
     }

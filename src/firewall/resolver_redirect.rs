@@ -19,7 +19,9 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use super::netlink::ruleset::{BaseChain, Change, Expr, PayloadBase, Register, RulesetBatch};
+use super::netlink::ruleset::{
+    BaseChain, Change, Expr, MetaKey, PayloadBase, Register, RulesetBatch,
+};
 use super::netlink::socket::NfSocket;
 use super::netlink::uapi::{NFPROTO_IPV4, NF_INET_LOCAL_OUT};
 use super::FirewallError;
@@ -49,7 +51,7 @@ impl ResolverRedirect {
             Change::AddTable,
             Change::DeleteTable,
             Change::AddTable,
-            Change::AddChain(BaseChain {
+            Change::AddBaseChain(BaseChain {
                 name: CHAIN.into(),
                 kind: "nat",
                 hook: NF_INET_LOCAL_OUT,
@@ -84,7 +86,7 @@ impl ResolverRedirect {
                 into: Register::R1,
             },
             Expr::Equals(Register::R1, addr.clone()),
-            Expr::L4Proto(Register::R1),
+            Expr::Meta(MetaKey::L4Proto, Register::R1),
             Expr::Equals(Register::R1, vec![proto]),
             // The destination port sits at offset 2 of both the UDP and the TCP header.
             Expr::Payload {
@@ -96,7 +98,8 @@ impl ResolverRedirect {
             Expr::Equals(Register::R1, 53u16.to_be_bytes().to_vec()),
             Expr::Immediate(Register::R1, addr),
             Expr::Immediate(Register::R2, port.to_be_bytes().to_vec()),
-            Expr::Dnat4 {
+            Expr::Dnat {
+                family: NFPROTO_IPV4,
                 addr: Register::R1,
                 port: Register::R2,
             },
@@ -110,26 +113,18 @@ fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
         family: NFPROTO_IPV4,
         table: TABLE.into(),
         changes: changes.to_vec(),
-    }
-    .encode(socket.reserve_seqs(changes.len() as u32 + 2));
-    let io_error = |source| FirewallError::ResolverRedirect { op, source };
-    socket.send(&batch.bytes).map_err(io_error)?;
-    let answers = socket.collect_acks(&batch.change_seqs, batch.begin_seq);
-    // This socket is in the container's namespace and keeps it alive until closed, which is soon.
+    };
+    let answer = batch.apply(&socket);
+    // The last release of a socket whose transaction deleted something waits for an RCU grace period
+    // (~10 ms); the caller (tetherd, answering an ADD) need not. Not a fresh thread per call: it would be
+    // born in the container's namespace (this runs on tetherd's namespace thread) and count as in it.
     socket.close_in_background();
-    let answers = answers.map_err(io_error)?;
-    match batch
-        .change_seqs
-        .iter()
-        .filter_map(|seq| answers.get(seq))
-        .find(|code| **code != 0)
-    {
-        None => Ok(()),
-        Some(code) => Err(FirewallError::ResolverRedirect {
-            op,
-            source: io::Error::from_raw_os_error(*code),
-        }),
-    }
+    let source = match answer {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(refusal)) => io::Error::from_raw_os_error(refusal.errno),
+        Err(source) => source,
+    };
+    Err(FirewallError::ResolverRedirect { op, source })
 }
 
 #[cfg(test)]
@@ -156,6 +151,6 @@ mod tests {
             rule[rule.len() - 2],
             Expr::Immediate(Register::R2, 40001u16.to_be_bytes().to_vec())
         );
-        assert!(matches!(rule.last(), Some(Expr::Dnat4 { .. })));
+        assert!(matches!(rule.last(), Some(Expr::Dnat { .. })));
     }
 }

@@ -9,8 +9,7 @@
 
 use super::error::FirewallError;
 use super::netlink::requests::{concat_bytes, ifname_bytes, ElementChange, ElementOp, SetElement};
-use super::nft_command;
-use super::render::{self, BaseChain, KeyType, Rule, Statement};
+use super::render::{BaseChain, KeyType, Rule, Statement};
 use super::table::{self, Family};
 use super::Firewall;
 
@@ -26,7 +25,7 @@ impl Firewall {
             Some((change, code)) => return Err(super::kernel_error(change, code)),
         }
         tracing::info!("installing table bridge tether for macspoofchk");
-        nft_command::apply_script(&install_script(), "(macspoofchk)", "install")?;
+        self.apply(&install(), Family::Bridge, "macspoofchk", "installing")?;
         match self.send_batch(&changes)? {
             None => Ok(()),
             Some((change, code)) => Err(super::kernel_error(change, code)),
@@ -72,9 +71,9 @@ fn spoofchk_changes(port: &str, mac: [u8; 6], op: ElementOp) -> Vec<ElementChang
 
 /// Table `bridge tether`, its two sets and its one rule; safe to apply again and from
 /// racing callers (the chain is flushed and refilled in the same transaction).
-pub(super) fn install_script() -> String {
+pub(super) fn install() -> Vec<Statement> {
     let chain = table::SPOOFCHK_CHAIN.to_string();
-    let statements = [
+    vec![
         Statement::AddTable,
         Statement::AddSet {
             name: table::SPOOFCHK_PORTS_SET.into(),
@@ -93,8 +92,7 @@ pub(super) fn install_script() -> String {
                 allowed: table::SPOOFCHK_ALLOWED_SET,
             },
         },
-    ];
-    render::render(&statements, Family::Bridge)
+    ]
 }
 
 fn validate_port_name(name: &str) -> Result<(), FirewallError> {
@@ -113,7 +111,7 @@ mod tests {
     #[test]
     fn install_script_is_one_rule_over_two_sets() {
         assert_eq!(
-            install_script(),
+            crate::firewall::render::render(&install(), Family::Bridge),
             "\
 add table bridge tether
 add set bridge tether spoofchk_ports { type ifname; }

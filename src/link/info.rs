@@ -18,6 +18,8 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// IFLA_INFO_KIND: "bridge", "veth", "macvlan", ...; `None` for physical devices and loopback.
     pub kind: Option<String>,
+    /// Device group (IFLA_GROUP); tether's bridges are in TETHER_BRIDGE_GROUP.
+    pub group: u32,
 }
 
 impl LinkInfo {
@@ -30,12 +32,14 @@ impl LinkInfo {
             up: message.header.flags.contains(LinkFlags::Up),
             master: None,
             kind: None,
+            group: 0,
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => info.name = name.clone(),
                 LinkAttribute::Address(bytes) => info.mac = MacAddr::from_slice(bytes).ok(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::Group(group) => info.group = *group,
                 LinkAttribute::Controller(master) if *master != 0 => info.master = Some(*master),
                 LinkAttribute::LinkInfo(infos) => {
                     for item in infos {

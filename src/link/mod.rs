@@ -33,7 +33,7 @@ pub use info::LinkInfo;
 pub use mac::{MacAddr, MacAddrError};
 pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
-pub use reaper::{LinkReaper, ReaperError};
+pub use reaper::{delete_bridge_in_background, LinkReaper, ReaperError};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;

@@ -22,7 +22,7 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, ForkResult, Pid};
 
-use super::{LinkError, Netlink};
+use super::{LinkError, Netlink, TETHER_BRIDGE_GROUP};
 
 /// Longest time to wait for the kernel to drop the link from view before giving up.
 const UNLIST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,6 +136,52 @@ impl LinkReaper {
             std::thread::sleep(POLL_INTERVAL);
         }
     }
+}
+
+/// Deletes bridge `name` from a forked child, if tether made it (device group TETHER_BRIDGE_GROUP: a bridge
+/// the user made stays) and no port is left on it, and returns at once. Every descriptor the caller holds is
+/// inherited by the child and kept until the bridge is gone: pass the lock that keeps ADDs off the bridge as
+/// `held` (the caller's own copy is closed here), and a socket whose last release would wait stays open
+/// in the child. Call with no other thread running. Without fork, deletes in-process.
+pub fn delete_bridge_in_background<T>(name: &str, held: T) {
+    // SAFETY: the caller is single-threaded here, so the child may run ordinary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            silence_stdio();
+            let code = match delete_unused_bridge(name) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // _exit: no atexit handlers or buffered output of the parent's copy of the process.
+            // SAFETY: _exit ends this forked child at once and has no preconditions.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { .. }) => drop(held),
+        Err(_) => {
+            if let Err(error) = delete_unused_bridge(name) {
+                tracing::warn!(bridge = name, %error, "could not delete the unused bridge");
+            }
+            drop(held);
+        }
+    }
+}
+
+fn delete_unused_bridge(name: &str) -> Result<(), LinkError> {
+    let netlink = Netlink::new()?;
+    let Some(bridge) = netlink.link_by_name(name)? else {
+        return Ok(());
+    };
+    if !bridge.is_bridge() || bridge.group != TETHER_BRIDGE_GROUP {
+        return Ok(());
+    }
+    if netlink
+        .links()?
+        .iter()
+        .any(|link| link.master == Some(bridge.index))
+    {
+        return Ok(());
+    }
+    netlink.delete_link(bridge.index).map(drop)
 }
 
 /// The child's work: look the link up, tell the parent its index, delete it.

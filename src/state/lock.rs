@@ -1,6 +1,7 @@
-//! A per-network lock in the run directory. ADDs take it shared (they may run together: installing the
-//! network's firewall chains is idempotent); tearing a network down after its last DEL takes it exclusive, so
-//! a teardown never races an ADD that is adding its container to the chains being removed.
+//! A per-network lock in the run directory. ADDs take it shared (they may run together: making the bridge and
+//! installing the network's firewall chains are idempotent), from before the bridge is ensured until the
+//! attachment record is written; tearing a network down after its last DEL takes it exclusive (and a
+//! background bridge delete keeps it), so a teardown never races an ADD joining the bridge or chains.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

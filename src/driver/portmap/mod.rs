@@ -158,6 +158,7 @@ impl Plugin for PortmapPlugin {
             let _ = fw.remove_ports(&maps);
             return Err(Error::from(e));
         }
+        fw.close();
         Ok(prev)
     }
 

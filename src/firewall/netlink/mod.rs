@@ -1,4 +1,4 @@
-//! Netlink (NETLINK_NETFILTER) access to nf_tables for the per-container hot path.
+//! Netlink (NETLINK_NETFILTER) access to nf_tables: every table, chain, set, rule and element tether writes.
 
 pub mod reader;
 pub mod replies;
@@ -6,4 +6,5 @@ pub mod requests;
 pub mod ruleset;
 pub mod socket;
 pub mod uapi;
+pub mod verdict;
 pub mod writer;

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::uapi::*;
+use super::verdict::{put_verdict, Verdict};
 use super::writer::MessageWriter;
 use crate::firewall::table::{self, Family};
 
@@ -21,7 +22,7 @@ pub enum ElementOp {
 }
 
 impl ElementOp {
-    fn message_type(self) -> u8 {
+    pub(super) fn message_type(self) -> u8 {
         match self {
             ElementOp::Add | ElementOp::Create => NFT_MSG_NEWSETELEM,
             ElementOp::Delete => NFT_MSG_DELSETELEM,
@@ -29,7 +30,7 @@ impl ElementOp {
         }
     }
 
-    fn flags(self) -> u16 {
+    pub(super) fn flags(self) -> u16 {
         let base = NLM_F_REQUEST | NLM_F_ACK;
         match self {
             ElementOp::Add => base | NLM_F_CREATE,
@@ -118,8 +119,13 @@ pub fn ifname_bytes(name: &str) -> [u8; 16] {
     out
 }
 
-fn put_elements(w: &mut MessageWriter, set: &str, elements: &[SetElement]) {
-    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table::NAME);
+/// The attributes of a set-element message changing `change`'s elements in `table`.
+pub(super) fn put_elements(w: &mut MessageWriter, table: &str, change: &ElementChange) {
+    put_element_list(w, table, &change.set, &change.elements);
+}
+
+fn put_element_list(w: &mut MessageWriter, table: &str, set: &str, elements: &[SetElement]) {
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
     w.put_str(NFTA_SET_ELEM_LIST_SET, set);
     w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
     for element in elements {
@@ -129,12 +135,7 @@ fn put_elements(w: &mut MessageWriter, set: &str, elements: &[SetElement]) {
         w.end_nested();
         match &element.data {
             Some(ElementData::Jump(chain)) => {
-                w.begin_nested(NFTA_SET_ELEM_DATA);
-                w.begin_nested(NFTA_DATA_VERDICT);
-                w.put_be32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
-                w.put_str(NFTA_VERDICT_CHAIN, chain);
-                w.end_nested();
-                w.end_nested();
+                put_verdict(w, NFTA_SET_ELEM_DATA, &Verdict::Jump(chain.clone()));
             }
             Some(ElementData::Value(value)) => {
                 w.begin_nested(NFTA_SET_ELEM_DATA);
@@ -171,7 +172,7 @@ pub fn element_batch(changes: &[ElementChange], first_seq: u32) -> EncodedBatch 
             change.family.nfproto(),
             0,
         );
-        put_elements(&mut w, &change.set, &change.elements);
+        put_elements(&mut w, table::NAME, change);
         w.end_message();
         change_seqs.push(seq);
     }
@@ -222,7 +223,7 @@ pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Ve
         .iter()
         .map(|key| SetElement::key_only(key.clone()))
         .collect();
-    put_elements(&mut w, set, &elements);
+    put_element_list(&mut w, table::NAME, set, &elements);
     w.end_message();
     w.into_bytes()
 }

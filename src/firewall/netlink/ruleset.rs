@@ -1,30 +1,70 @@
-//! Tables, base chains and rules as nf_tables messages: a small typed model of the few expressions tether
-//! writes over netlink (the per-network ruleset goes through `nft -f`; see `firewall::render`). One
-//! [`RulesetBatch`] is one transaction: the kernel applies all of it or none.
+//! Tables, chains, sets and rules as nf_tables messages: a small typed model of the expressions tether
+//! writes (what they mean is `firewall::render`'s business). One [`RulesetBatch`] is one transaction: the
+//! kernel applies all of it or none.
 
-use super::requests::EncodedBatch;
+use std::io;
+
+use super::requests::{put_elements, ElementChange, EncodedBatch};
+use super::socket::NfSocket;
 use super::uapi::*;
+use super::verdict::put_verdict;
+pub use super::verdict::Verdict;
 use super::writer::MessageWriter;
 
-/// A 16-byte data register (NFT_REG_1 .. NFT_REG_4), where loads put their result and matches read it.
+/// A data register: NFT_REG_VERDICT, a 16-byte NFT_REG_n, or a 32-bit word (NFT_REG32_nn). Loads put their
+/// result there, matches and statements read it; a concatenation occupies consecutive words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Register {
-    R1 = 1,
-    R2 = 2,
+pub struct Register(u32);
+
+impl Register {
+    pub const VERDICT: Register = Register(NFT_REG_VERDICT);
+    pub const R1: Register = Register(1);
+    pub const R2: Register = Register(2);
+
+    /// The 32-bit word `n` words from the start of R1 (R1 is words 0-3, R2 words 4-7).
+    pub const fn word(n: u32) -> Register {
+        Register(NFT_REG32_00 + n)
+    }
 }
 
 /// Where a payload load reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadBase {
+    Link,
     Network,
     Transport,
 }
 
-/// One expression of a rule. Values are laid out as the kernel compares them (network byte order).
+/// Packet metadata a rule reads or sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    /// `meta l4proto`: one byte.
+    L4Proto,
+    /// `meta nfproto`: one byte, NFPROTO_IPV4 or NFPROTO_IPV6 (in an inet table).
+    NfProto,
+    /// `iifname` / `oifname`: IFNAMSIZ bytes.
+    InputName,
+    OutputName,
+    /// `meta mark`: a host-order u32.
+    Mark,
+}
+
+/// Conntrack state a rule reads: host-order u32 bit fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    /// `ct state` (NEW, ESTABLISHED, ...).
+    State,
+    /// `ct status` (IPS_* bits: DNAT, ...).
+    Status,
+}
+
+/// One expression of a rule. Values are laid out as the kernel compares them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    /// `meta l4proto` into a register.
-    L4Proto(Register),
+    Meta(MetaKey, Register),
+    /// Sets the meta key from a register.
+    SetMeta(MetaKey, Register),
+    Ct(CtKey, Register),
     /// `len` bytes at `offset` of a header into a register.
     Payload {
         base: PayloadBase,
@@ -32,24 +72,96 @@ pub enum Expr {
         len: u32,
         into: Register,
     },
+    /// `reg = (reg & mask) ^ xor`, over `mask.len()` bytes.
+    Bitwise {
+        reg: Register,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
     /// The register equals `value`, else the rule ends here.
     Equals(Register, Vec<u8>),
+    /// The register differs from `value`, else the rule ends here.
+    NotEquals(Register, Vec<u8>),
+    /// The register (and the words after it) is a key of `set` (is not, when `inverted`); a map's data
+    /// goes to `into`.
+    Lookup {
+        set: String,
+        from: Register,
+        into: Option<Register>,
+        inverted: bool,
+    },
+    /// `fib daddr type` into a register (a host-order u32 RTN_* type).
+    FibDestinationType(Register),
     /// Puts `value` into a register.
     Immediate(Register, Vec<u8>),
-    /// IPv4 destination NAT to the address in `addr` and the port in `port`.
-    Dnat4 { addr: Register, port: Register },
+    Verdict(Verdict),
+    /// Destination NAT (NFPROTO_IPV4 or NFPROTO_IPV6) to the address in `addr` and the port in `port`.
+    Dnat {
+        family: u8,
+        addr: Register,
+        port: Register,
+    },
+    Masquerade,
+}
+
+/// The data of an NFTA_*_DATA attribute: a value, or a verdict.
+fn put_data(w: &mut MessageWriter, kind: u16, value: &[u8]) {
+    w.begin_nested(kind);
+    w.put_bytes(NFTA_DATA_VALUE, value);
+    w.end_nested();
+}
+
+impl MetaKey {
+    fn number(self) -> u32 {
+        match self {
+            MetaKey::L4Proto => NFT_META_L4PROTO,
+            MetaKey::NfProto => NFT_META_NFPROTO,
+            MetaKey::InputName => NFT_META_IIFNAME,
+            MetaKey::OutputName => NFT_META_OIFNAME,
+            MetaKey::Mark => NFT_META_MARK,
+        }
+    }
 }
 
 impl Expr {
-    fn encode(&self, w: &mut MessageWriter) {
-        let reg = |r: &Register| *r as u32;
-        w.begin_nested(NFTA_LIST_ELEM);
+    fn name(&self) -> &'static str {
         match self {
-            Expr::L4Proto(into) => {
-                w.put_str(NFTA_EXPR_NAME, "meta");
-                w.begin_nested(NFTA_EXPR_DATA);
+            Expr::Meta(..) | Expr::SetMeta(..) => "meta",
+            Expr::Ct(..) => "ct",
+            Expr::Payload { .. } => "payload",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::Equals(..) | Expr::NotEquals(..) => "cmp",
+            Expr::Lookup { .. } => "lookup",
+            Expr::FibDestinationType(_) => "fib",
+            Expr::Immediate(..) | Expr::Verdict(_) => "immediate",
+            Expr::Dnat { .. } => "nat",
+            Expr::Masquerade => "masq",
+        }
+    }
+
+    fn encode(&self, w: &mut MessageWriter) {
+        let reg = |r: &Register| r.0;
+        w.begin_nested(NFTA_LIST_ELEM);
+        w.put_str(NFTA_EXPR_NAME, self.name());
+        w.begin_nested(NFTA_EXPR_DATA);
+        match self {
+            Expr::Meta(key, into) => {
                 w.put_be32(NFTA_META_DREG, reg(into));
-                w.put_be32(NFTA_META_KEY, NFT_META_L4PROTO);
+                w.put_be32(NFTA_META_KEY, key.number());
+            }
+            Expr::SetMeta(key, from) => {
+                w.put_be32(NFTA_META_KEY, key.number());
+                w.put_be32(NFTA_META_SREG, reg(from));
+            }
+            Expr::Ct(key, into) => {
+                w.put_be32(NFTA_CT_DREG, reg(into));
+                w.put_be32(
+                    NFTA_CT_KEY,
+                    match key {
+                        CtKey::State => NFT_CT_STATE,
+                        CtKey::Status => NFT_CT_STATUS,
+                    },
+                );
             }
             Expr::Payload {
                 base,
@@ -57,12 +169,11 @@ impl Expr {
                 len,
                 into,
             } => {
-                w.put_str(NFTA_EXPR_NAME, "payload");
-                w.begin_nested(NFTA_EXPR_DATA);
                 w.put_be32(NFTA_PAYLOAD_DREG, reg(into));
                 w.put_be32(
                     NFTA_PAYLOAD_BASE,
                     match base {
+                        PayloadBase::Link => NFT_PAYLOAD_LL_HEADER,
                         PayloadBase::Network => NFT_PAYLOAD_NETWORK_HEADER,
                         PayloadBase::Transport => NFT_PAYLOAD_TRANSPORT_HEADER,
                     },
@@ -70,31 +181,57 @@ impl Expr {
                 w.put_be32(NFTA_PAYLOAD_OFFSET, *offset);
                 w.put_be32(NFTA_PAYLOAD_LEN, *len);
             }
-            Expr::Equals(sreg, value) => {
-                w.put_str(NFTA_EXPR_NAME, "cmp");
-                w.begin_nested(NFTA_EXPR_DATA);
+            Expr::Bitwise { reg: r, mask, xor } => {
+                w.put_be32(NFTA_BITWISE_SREG, reg(r));
+                w.put_be32(NFTA_BITWISE_DREG, reg(r));
+                w.put_be32(NFTA_BITWISE_LEN, mask.len() as u32);
+                put_data(w, NFTA_BITWISE_MASK, mask);
+                put_data(w, NFTA_BITWISE_XOR, xor);
+            }
+            Expr::Equals(sreg, value) | Expr::NotEquals(sreg, value) => {
                 w.put_be32(NFTA_CMP_SREG, reg(sreg));
-                w.put_be32(NFTA_CMP_OP, NFT_CMP_EQ);
-                w.begin_nested(NFTA_CMP_DATA);
-                w.put_bytes(NFTA_DATA_VALUE, value);
-                w.end_nested();
+                let op = match self {
+                    Expr::Equals(..) => NFT_CMP_EQ,
+                    _ => NFT_CMP_NEQ,
+                };
+                w.put_be32(NFTA_CMP_OP, op);
+                put_data(w, NFTA_CMP_DATA, value);
+            }
+            Expr::Lookup {
+                set,
+                from,
+                into,
+                inverted,
+            } => {
+                w.put_str(NFTA_LOOKUP_SET, set);
+                w.put_be32(NFTA_LOOKUP_SREG, reg(from));
+                if let Some(into) = into {
+                    w.put_be32(NFTA_LOOKUP_DREG, reg(into));
+                }
+                if *inverted {
+                    w.put_be32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+                }
+            }
+            Expr::FibDestinationType(into) => {
+                w.put_be32(NFTA_FIB_DREG, reg(into));
+                w.put_be32(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+                w.put_be32(NFTA_FIB_FLAGS, NFTA_FIB_F_DADDR);
             }
             Expr::Immediate(dreg, value) => {
-                w.put_str(NFTA_EXPR_NAME, "immediate");
-                w.begin_nested(NFTA_EXPR_DATA);
                 w.put_be32(NFTA_IMMEDIATE_DREG, reg(dreg));
-                w.begin_nested(NFTA_IMMEDIATE_DATA);
-                w.put_bytes(NFTA_DATA_VALUE, value);
-                w.end_nested();
+                put_data(w, NFTA_IMMEDIATE_DATA, value);
             }
-            Expr::Dnat4 { addr, port } => {
-                w.put_str(NFTA_EXPR_NAME, "nat");
-                w.begin_nested(NFTA_EXPR_DATA);
+            Expr::Verdict(verdict) => {
+                w.put_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+                put_verdict(w, NFTA_IMMEDIATE_DATA, verdict);
+            }
+            Expr::Dnat { family, addr, port } => {
                 w.put_be32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
-                w.put_be32(NFTA_NAT_FAMILY, NFPROTO_IPV4 as u32);
+                w.put_be32(NFTA_NAT_FAMILY, *family as u32);
                 w.put_be32(NFTA_NAT_REG_ADDR_MIN, reg(addr));
                 w.put_be32(NFTA_NAT_REG_PROTO_MIN, reg(port));
             }
+            Expr::Masquerade => {}
         }
         w.end_nested(); // NFTA_EXPR_DATA
         w.end_nested(); // NFTA_LIST_ELEM
@@ -107,9 +244,33 @@ pub struct BaseChain {
     pub name: String,
     /// "filter", "nat" or "route".
     pub kind: &'static str,
-    /// NF_INET_* hook number.
+    /// NF_INET_* (or NF_BR_*) hook number.
     pub hook: u32,
     pub priority: i32,
+}
+
+/// The type of a set's keys or a map's data: nft's datatype number (what `nft list` prints it as; a
+/// concatenation packs its fields' numbers 6 bits each) and the length in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataType {
+    pub id: u32,
+    pub len: u32,
+    /// How nft should read a key of one field, kept in the set's userdata (the kernel ignores it).
+    pub byteorder: Option<u32>,
+}
+
+/// A set, or a map when it has data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    pub name: String,
+    pub key: DataType,
+    pub data: Option<MapData>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapData {
+    Verdict,
+    Value(DataType),
 }
 
 /// One change to one table.
@@ -119,10 +280,26 @@ pub enum Change {
     AddTable,
     /// Deletes the table with everything in it (fails with ENOENT when absent).
     DeleteTable,
-    /// Creates a base chain with policy accept.
-    AddChain(BaseChain),
+    /// Creates a base chain with policy accept; one already there with the same hook is kept.
+    AddBaseChain(BaseChain),
+    /// Creates a regular chain; one already there is kept with its old comment.
+    AddChain {
+        name: String,
+        comment: Option<String>,
+    },
+    /// Deletes every rule of a chain.
+    FlushChain(String),
+    DeleteChain(String),
     /// Appends a rule to a chain.
-    AddRule { chain: String, exprs: Vec<Expr> },
+    AddRule {
+        chain: String,
+        exprs: Vec<Expr>,
+    },
+    /// Creates a set; one already there with the same types is kept.
+    AddSet(SetSpec),
+    DeleteSet(String),
+    /// Adds or deletes elements (the change's family must be the batch's).
+    Elements(ElementChange),
 }
 
 /// Changes to one table of one family, sent as one transaction.
@@ -134,7 +311,33 @@ pub struct RulesetBatch {
     pub changes: Vec<Change>,
 }
 
+/// A refused batch: which change the kernel refused first, and why. Nothing of the batch was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub index: usize,
+    pub errno: i32,
+}
+
 impl RulesetBatch {
+    /// Sends the batch on `socket` as one transaction and waits for every answer.
+    pub fn apply(&self, socket: &NfSocket) -> io::Result<Result<(), Refusal>> {
+        let batch = self.encode(socket.reserve_seqs(self.changes.len() as u32 + 2));
+        socket.send(&batch.bytes)?;
+        let answers = socket.collect_acks(&batch.change_seqs, batch.begin_seq)?;
+        let refused = batch
+            .change_seqs
+            .iter()
+            .enumerate()
+            .find_map(|(index, seq)| match answers.get(seq) {
+                Some(0) | None => None,
+                Some(errno) => Some(Refusal {
+                    index,
+                    errno: *errno,
+                }),
+            });
+        Ok(refused.map_or(Ok(()), Err))
+    }
+
     /// BATCH_BEGIN, one acked message per change, BATCH_END; uses sequence numbers
     /// `first_seq ..= first_seq + changes.len() + 1`.
     pub fn encode(&self, first_seq: u32) -> EncodedBatch {
@@ -152,9 +355,9 @@ impl RulesetBatch {
         envelope(&mut w, NFNL_MSG_BATCH_BEGIN, first_seq);
         let mut seq = first_seq;
         let mut change_seqs = Vec::with_capacity(self.changes.len());
-        for change in &self.changes {
+        for (index, change) in self.changes.iter().enumerate() {
             seq = seq.wrapping_add(1);
-            self.encode_change(&mut w, change, seq);
+            self.encode_change(&mut w, change, seq, index as u32 + 1);
             change_seqs.push(seq);
         }
         envelope(&mut w, NFNL_MSG_BATCH_END, seq.wrapping_add(1));
@@ -165,18 +368,26 @@ impl RulesetBatch {
         }
     }
 
-    fn encode_change(&self, w: &mut MessageWriter, change: &Change, seq: u32) {
+    /// `set_id` names a new set within the transaction (the kernel wants one; lookups here go by name).
+    fn encode_change(&self, w: &mut MessageWriter, change: &Change, seq: u32, set_id: u32) {
         let acked = NLM_F_REQUEST | NLM_F_ACK;
         let (kind, flags) = match change {
             Change::AddTable => (NFT_MSG_NEWTABLE, acked | NLM_F_CREATE),
             Change::DeleteTable => (NFT_MSG_DELTABLE, acked),
-            Change::AddChain(_) => (NFT_MSG_NEWCHAIN, acked | NLM_F_CREATE),
+            Change::AddBaseChain(_) | Change::AddChain { .. } => {
+                (NFT_MSG_NEWCHAIN, acked | NLM_F_CREATE)
+            }
+            Change::FlushChain(_) => (NFT_MSG_DELRULE, acked),
+            Change::DeleteChain(_) => (NFT_MSG_DELCHAIN, acked),
             Change::AddRule { .. } => (NFT_MSG_NEWRULE, acked | NLM_F_CREATE | NLM_F_APPEND),
+            Change::AddSet(_) => (NFT_MSG_NEWSET, acked | NLM_F_CREATE),
+            Change::DeleteSet(_) => (NFT_MSG_DELSET, acked),
+            Change::Elements(elements) => (elements.op.message_type(), elements.op.flags()),
         };
         w.begin_message(nft_type(kind), flags, seq, self.family, 0);
         match change {
             Change::AddTable | Change::DeleteTable => w.put_str(NFTA_TABLE_NAME, &self.table),
-            Change::AddChain(chain) => {
+            Change::AddBaseChain(chain) => {
                 w.put_str(NFTA_CHAIN_TABLE, &self.table);
                 w.put_str(NFTA_CHAIN_NAME, &chain.name);
                 w.begin_nested(NFTA_CHAIN_HOOK);
@@ -185,6 +396,21 @@ impl RulesetBatch {
                 w.end_nested();
                 w.put_be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
                 w.put_str(NFTA_CHAIN_TYPE, chain.kind);
+            }
+            Change::AddChain { name, comment } => {
+                w.put_str(NFTA_CHAIN_TABLE, &self.table);
+                w.put_str(NFTA_CHAIN_NAME, name);
+                if let Some(comment) = comment {
+                    w.put_bytes(NFTA_CHAIN_USERDATA, &comment_udata(comment));
+                }
+            }
+            Change::FlushChain(chain) => {
+                w.put_str(NFTA_RULE_TABLE, &self.table);
+                w.put_str(NFTA_RULE_CHAIN, chain);
+            }
+            Change::DeleteChain(name) => {
+                w.put_str(NFTA_CHAIN_TABLE, &self.table);
+                w.put_str(NFTA_CHAIN_NAME, name);
             }
             Change::AddRule { chain, exprs } => {
                 w.put_str(NFTA_RULE_TABLE, &self.table);
@@ -195,9 +421,46 @@ impl RulesetBatch {
                 }
                 w.end_nested();
             }
+            Change::AddSet(set) => {
+                w.put_str(NFTA_SET_TABLE, &self.table);
+                w.put_str(NFTA_SET_NAME, &set.name);
+                let flags = if set.data.is_some() { NFT_SET_MAP } else { 0 };
+                w.put_be32(NFTA_SET_FLAGS, flags);
+                w.put_be32(NFTA_SET_KEY_TYPE, set.key.id);
+                w.put_be32(NFTA_SET_KEY_LEN, set.key.len);
+                match set.data {
+                    Some(MapData::Verdict) => w.put_be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT),
+                    Some(MapData::Value(data)) => {
+                        w.put_be32(NFTA_SET_DATA_TYPE, data.id);
+                        w.put_be32(NFTA_SET_DATA_LEN, data.len);
+                    }
+                    None => {}
+                }
+                w.put_be32(NFTA_SET_ID, set_id);
+                if let Some(order) = set.key.byteorder {
+                    // NFTNL_UDATA_SET_KEYBYTEORDER: a host-order u32.
+                    let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+                    udata.extend_from_slice(&order.to_ne_bytes());
+                    w.put_bytes(NFTA_SET_USERDATA, &udata);
+                }
+            }
+            Change::DeleteSet(name) => {
+                w.put_str(NFTA_SET_TABLE, &self.table);
+                w.put_str(NFTA_SET_NAME, name);
+            }
+            Change::Elements(elements) => put_elements(w, &self.table, elements),
         }
         w.end_message();
     }
+}
+
+/// A comment as nft keeps it in a chain's userdata: TLV type 0, length, NUL-terminated text.
+fn comment_udata(comment: &str) -> Vec<u8> {
+    let text = &comment.as_bytes()[..comment.len().min(u8::MAX as usize - 1)];
+    let mut udata = vec![NFTNL_UDATA_CHAIN_COMMENT, text.len() as u8 + 1];
+    udata.extend_from_slice(text);
+    udata.push(0);
+    udata
 }
 
 #[cfg(test)]
@@ -213,7 +476,7 @@ mod tests {
             changes: vec![
                 Change::AddTable,
                 Change::DeleteTable,
-                Change::AddChain(BaseChain {
+                Change::AddBaseChain(BaseChain {
                     name: "out".into(),
                     kind: "nat",
                     hook: NF_INET_LOCAL_OUT,
@@ -254,10 +517,11 @@ mod tests {
             changes: vec![Change::AddRule {
                 chain: "out".into(),
                 exprs: vec![
-                    Expr::L4Proto(Register::R1),
+                    Expr::Meta(MetaKey::L4Proto, Register::R1),
                     Expr::Equals(Register::R1, vec![17]),
                     Expr::Immediate(Register::R2, 5353u16.to_be_bytes().to_vec()),
-                    Expr::Dnat4 {
+                    Expr::Dnat {
+                        family: NFPROTO_IPV4,
                         addr: Register::R1,
                         port: Register::R2,
                     },

@@ -135,3 +135,64 @@ pub const NFTA_NAT_FAMILY: u16 = 2;
 pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 pub const NFT_NAT_DNAT: u32 = 1;
+
+// The per-network ruleset (see `ruleset`): chains, sets and the expressions of its rules.
+pub const NFPROTO_IPV6: u8 = 10;
+pub const NFT_MSG_DELCHAIN: u8 = 5;
+pub const NFT_MSG_DELRULE: u8 = 8;
+pub const NFT_MSG_NEWSET: u8 = 9;
+pub const NFT_MSG_DELSET: u8 = 11;
+/// NF_INET_PRE_ROUTING (also NF_BR_PRE_ROUTING) and NF_INET_POST_ROUTING.
+pub const NF_INET_PRE_ROUTING: u32 = 0;
+pub const NF_INET_POST_ROUTING: u32 = 4;
+// enum nft_set_attributes, enum nft_set_flags
+pub const NFTA_SET_TABLE: u16 = 1;
+pub const NFTA_SET_NAME: u16 = 2;
+pub const NFTA_SET_FLAGS: u16 = 3;
+pub const NFTA_SET_KEY_TYPE: u16 = 4;
+pub const NFTA_SET_KEY_LEN: u16 = 5;
+pub const NFTA_SET_DATA_TYPE: u16 = 6;
+pub const NFTA_SET_DATA_LEN: u16 = 7;
+pub const NFTA_SET_ID: u16 = 10;
+pub const NFTA_SET_USERDATA: u16 = 13;
+/// libnftnl's udata TLV type for a set's key byte order.
+pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+pub const NFT_SET_MAP: u32 = 0x8;
+/// enum nft_data_types: a verdict map's data.
+pub const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+/// NFT_REG_VERDICT and the first 32-bit register (NFT_REG32_00, the first word of NFT_REG_1).
+pub const NFT_REG_VERDICT: u32 = 0;
+pub const NFT_REG32_00: u32 = 8;
+// enum nft_meta_attributes, enum nft_meta_keys
+pub const NFTA_META_SREG: u16 = 3;
+pub const NFT_META_MARK: u32 = 3;
+pub const NFT_META_IIFNAME: u32 = 6;
+pub const NFT_META_OIFNAME: u32 = 7;
+pub const NFT_META_NFPROTO: u32 = 15;
+// enum nft_ct_attributes, enum nft_ct_keys
+pub const NFTA_CT_DREG: u16 = 1;
+pub const NFTA_CT_KEY: u16 = 2;
+pub const NFT_CT_STATE: u32 = 0;
+pub const NFT_CT_STATUS: u32 = 2;
+// enum nft_bitwise_attributes
+pub const NFTA_BITWISE_SREG: u16 = 1;
+pub const NFTA_BITWISE_DREG: u16 = 2;
+pub const NFTA_BITWISE_LEN: u16 = 3;
+pub const NFTA_BITWISE_MASK: u16 = 4;
+pub const NFTA_BITWISE_XOR: u16 = 5;
+pub const NFT_CMP_NEQ: u32 = 1;
+// enum nft_lookup_attributes, enum nft_lookup_flags
+pub const NFTA_LOOKUP_SET: u16 = 1;
+pub const NFTA_LOOKUP_SREG: u16 = 2;
+pub const NFTA_LOOKUP_DREG: u16 = 3;
+pub const NFTA_LOOKUP_FLAGS: u16 = 5;
+pub const NFT_LOOKUP_F_INV: u32 = 1;
+// enum nft_fib_attributes, enum nft_fib_result, enum nft_fib_flags
+pub const NFTA_FIB_DREG: u16 = 1;
+pub const NFTA_FIB_RESULT: u16 = 2;
+pub const NFTA_FIB_FLAGS: u16 = 3;
+pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+/// RTN_LOCAL in linux/rtnetlink.h: what `fib daddr type local` compares with.
+pub const RTN_LOCAL: u32 = 2;
+pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;

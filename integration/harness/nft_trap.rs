@@ -1,0 +1,88 @@
+//! Proof that a program never runs `nft`: it runs in a private mount namespace where every real `nft` binary
+//! is covered by a trap that writes its arguments to a log and fails, with the trap's directory first in
+//! PATH too. A program that spawned nft by any name or path would fail and leave a line in the log.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::scratch_dir::ScratchDir;
+
+/// Where nft can be found on Debian (merged /usr: /sbin is /usr/sbin).
+const REAL_NFT: &[&str] = &["/usr/sbin/nft", "/usr/bin/nft"];
+
+pub struct NftTrap {
+    dir: ScratchDir,
+}
+
+impl NftTrap {
+    pub fn new(label: &str) -> NftTrap {
+        let dir = ScratchDir::new(&format!("tt-nfttrap-{label}-{}", std::process::id()));
+        let trap = dir.sub("bin").join("nft");
+        let log = dir.path().join("calls.log");
+        write_script(
+            &trap,
+            &format!(
+                "#!/bin/sh\necho \"nft $*\" >> '{}'\nexit 1\n",
+                log.display()
+            ),
+        );
+        NftTrap { dir }
+    }
+
+    /// PATH for programs under the trap: the trap first.
+    pub fn path_env(&self) -> String {
+        format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.bin().display())
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// A script that runs `program` with its arguments under the trap (stdin, stdout and the environment
+    /// pass through, PATH excepted).
+    pub fn wrap(&self, program: &Path) -> PathBuf {
+        let trap = self.bin().join("nft");
+        let binds: String = REAL_NFT
+            .iter()
+            .filter(|p| Path::new(p).exists())
+            .map(|p| format!("mount --bind '{}' {p} && ", trap.display()))
+            .collect();
+        let name = program.file_name().unwrap().to_string_lossy();
+        let wrapper = self.dir.sub("wrapped").join(name.as_ref());
+        write_script(
+            &wrapper,
+            &format!(
+                "#!/bin/sh\nexport PATH='{}'\nexec unshare -m sh -c \"{binds}exec '{}' \\\"\\$@\\\"\" sh \"$@\"\n",
+                self.path_env(),
+                program.display()
+            ),
+        );
+        wrapper
+    }
+
+    /// Every nft invocation seen, one per line; empty when nft never ran.
+    pub fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls.log")).unwrap_or_default()
+    }
+
+    /// Fails the test unless the trap works: nft run through a wrapper must be caught.
+    pub fn assert_armed(&self) {
+        let probe = self.wrap(Path::new("/usr/sbin/nft"));
+        let out = std::process::Command::new(&probe)
+            .args(["list", "ruleset"])
+            .output()
+            .expect("running the trap probe");
+        assert!(!out.status.success(), "the nft trap let nft run");
+        assert!(
+            self.calls().contains("nft list ruleset"),
+            "the nft trap did not record a call: {:?}",
+            self.calls()
+        );
+        std::fs::remove_file(self.dir.path().join("calls.log")).unwrap();
+    }
+}
+
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
