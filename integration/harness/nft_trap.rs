@@ -1,14 +1,18 @@
-//! Proof that a program never runs `nft`: it runs in a private mount namespace where every real `nft` binary
-//! is covered by a trap that writes its arguments to a log and fails, with the trap's directory first in
-//! PATH too. A program that spawned nft by any name or path would fail and leave a line in the log.
+//! Proof that a program never runs `nft` (nor `ping`, which the demo once needed): it runs in a private mount
+//! namespace where every real copy of them is covered by a trap that writes its arguments to a log and
+//! fails, with the trap's directory first in PATH too. A program that spawned one by any name or path would
+//! fail and leave a line in the log.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::scratch_dir::ScratchDir;
 
-/// Where nft can be found on Debian (merged /usr: /sbin is /usr/sbin).
-const REAL_NFT: &[&str] = &["/usr/sbin/nft", "/usr/bin/nft"];
+/// The trapped programs and where Debian has them (merged /usr: /sbin is /usr/sbin, /bin is /usr/bin).
+const TRAPPED: &[(&str, &[&str])] = &[
+    ("nft", &["/usr/sbin/nft", "/usr/bin/nft"]),
+    ("ping", &["/usr/bin/ping", "/usr/sbin/ping"]),
+];
 
 pub struct NftTrap {
     dir: ScratchDir,
@@ -17,15 +21,16 @@ pub struct NftTrap {
 impl NftTrap {
     pub fn new(label: &str) -> NftTrap {
         let dir = ScratchDir::new(&format!("tt-nfttrap-{label}-{}", std::process::id()));
-        let trap = dir.sub("bin").join("nft");
         let log = dir.path().join("calls.log");
-        write_script(
-            &trap,
-            &format!(
-                "#!/bin/sh\necho \"nft $*\" >> '{}'\nexit 1\n",
-                log.display()
-            ),
-        );
+        for (name, _) in TRAPPED {
+            write_script(
+                &dir.sub("bin").join(name),
+                &format!(
+                    "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexit 1\n",
+                    log.display()
+                ),
+            );
+        }
         NftTrap { dir }
     }
 
@@ -41,11 +46,11 @@ impl NftTrap {
     /// A script that runs `program` with its arguments under the trap (stdin, stdout and the environment
     /// pass through, PATH excepted).
     pub fn wrap(&self, program: &Path) -> PathBuf {
-        let trap = self.bin().join("nft");
-        let binds: String = REAL_NFT
+        let binds: String = TRAPPED
             .iter()
-            .filter(|p| Path::new(p).exists())
-            .map(|p| format!("mount --bind '{}' {p} && ", trap.display()))
+            .flat_map(|(name, real)| real.iter().map(move |p| (self.bin().join(name), p)))
+            .filter(|(_, p)| Path::new(p).exists())
+            .map(|(trap, p)| format!("mount --bind '{}' {p} && ", trap.display()))
             .collect();
         let name = program.file_name().unwrap().to_string_lossy();
         let wrapper = self.dir.sub("wrapped").join(name.as_ref());

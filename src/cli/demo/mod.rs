@@ -4,6 +4,7 @@
 //! publishing 8080:80), one pings the other, and an "outside" machine reaches the second container's
 //! server through the published port. Then everything is detached and removed, also on failure or Ctrl-C.
 
+mod echo;
 mod interrupt;
 mod namespace;
 mod responder;
@@ -342,24 +343,25 @@ fn attach(
     Ok(ip)
 }
 
-/// One echo, up to three tries (the first may wait for ARP); `ping` runs inside `netns`.
+/// One echo, up to three tries (the first may wait for ARP), sent from inside `netns`.
 fn ping_from(netns: &Path, target: IpAddr) -> Result<String, DemoError> {
+    let IpAddr::V4(v4) = target else {
+        return Err(step(
+            &format!("pinging {target}"),
+            "the demo echoes IPv4 only",
+        ));
+    };
     let ns = NetNs::open(netns)?;
     let mut last = String::new();
-    for _ in 0..3 {
-        let out = ns.run(|| {
-            std::process::Command::new("ping")
-                .args(["-c1", "-W2", &target.to_string()])
-                .output()
-        })?;
-        let out = out.map_err(|e| step("running ping (install iputils-ping)", e))?;
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            return Ok(last
-                .lines()
-                .find(|l| l.contains("bytes from"))
-                .unwrap_or("reply received")
-                .to_string());
+    for seq in 1..=3 {
+        match ns.run(|| echo::echo(v4, seq, Duration::from_secs(2)))? {
+            Ok(rtt) => {
+                return Ok(format!(
+                    "echo reply from {target}: seq={seq} time={:.2} ms",
+                    rtt.as_secs_f64() * 1000.0
+                ))
+            }
+            Err(e) => last = e.to_string(),
         }
     }
     Err(step(
