@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 target="${1:-all}"
 seconds="${2:-30}"
-all_targets=(dns_query dns_cache dns_index cni_config oci_state overlay_records nfnetlink_replies)
+all_targets=(dns_query dns_cache dns_forward dns_index cni_config oci_state overlay_records nfnetlink_replies)
 
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
@@ -40,6 +40,10 @@ seed() {
             if [ "$t" = oci_state ]; then
                 printf '%s' '{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"tether.network":"net1","tether.aliases":"web,www","tether.name":"c1","tether.ports":"8080:80/tcp","tether.ip":"10.88.0.9","tether.mac":"02:42:ac:11:00:09"}}' >"$dir/state.json"
             fi
+            ;;
+        dns_forward)
+            # web.example's reply: one A record (the target copies the query's ID in).
+            printf '\x00\x00\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00\x03web\x07example\x00\x00\x01\x00\x01\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01' >"$dir/a-reply"
             ;;
         dns_query | dns_cache)
             # A query for web (A), with EDNS; and web's reply behind it for the cache target.
