@@ -29,13 +29,7 @@ struct Setup<'h> {
 impl<'h> Setup<'h> {
     /// A `tether` CLI with no upstream resolver (names of this test only) and a short idle grace.
     fn new(host: &'h HostNs) -> Setup<'h> {
-        let resolv_conf = host.dir().join("resolv.conf");
-        std::fs::write(&resolv_conf, "# no servers\n").unwrap();
-        let daemon_conf = host.dir().join("tetherd.json");
-        std::fs::write(&daemon_conf, r#"{"idleGraceMs": 500}"#).unwrap();
-        let cli = TetherCli::new(host)
-            .with_env("TETHER_RESOLV_CONF", resolv_conf)
-            .with_env("TETHER_DAEMON_CONFIG", daemon_conf);
+        let cli = TetherCli::without_upstreams(host, r#"{"idleGraceMs": 500}"#);
         Setup { host, cli }
     }
 

@@ -18,17 +18,8 @@ impl<'h> Setup<'h> {
     /// No upstream resolver; tetherd leaves dead containers alone for the test's length (`goneCheckMs`), so
     /// what doctor sees of them is not raced by tetherd's own cleanup.
     fn new(host: &'h HostNs) -> Setup<'h> {
-        let resolv_conf = host.dir().join("resolv.conf");
-        std::fs::write(&resolv_conf, "# no servers\n").unwrap();
-        let daemon_conf = host.dir().join("tetherd.json");
-        std::fs::write(
-            &daemon_conf,
-            r#"{"idleGraceMs": 500, "goneCheckMs": 600000}"#,
-        )
-        .unwrap();
-        let cli = TetherCli::new(host)
-            .with_env("TETHER_RESOLV_CONF", resolv_conf)
-            .with_env("TETHER_DAEMON_CONFIG", daemon_conf);
+        let cli =
+            TetherCli::without_upstreams(host, r#"{"idleGraceMs": 500, "goneCheckMs": 600000}"#);
         Setup { cli }
     }
 

@@ -21,6 +21,18 @@ impl<'h> TetherCli<'h> {
         }
     }
 
+    /// A CLI whose tetherd forwards nowhere (it answers the test's own names only) and reads
+    /// `daemon_config` (tetherd.json) from the host's dir.
+    pub fn without_upstreams(host: &'h HostNs, daemon_config: &str) -> TetherCli<'h> {
+        let resolv_conf = host.dir().join("resolv.conf");
+        std::fs::write(&resolv_conf, "# no servers\n").unwrap();
+        let daemon_conf = host.dir().join("tetherd.json");
+        std::fs::write(&daemon_conf, daemon_config).unwrap();
+        TetherCli::new(host)
+            .with_env("TETHER_RESOLV_CONF", resolv_conf)
+            .with_env("TETHER_DAEMON_CONFIG", daemon_conf)
+    }
+
     pub fn with_env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.extra_env.push((key.to_owned(), value.into()));
         self
