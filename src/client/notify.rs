@@ -164,10 +164,17 @@ fn notify_or_start_with(
     true
 }
 
-/// No socket file, or a file nobody listens on (a dead tetherd's).
+/// No socket file, a file nobody listens on (a dead tetherd's), or a tetherd that died under us. A killed
+/// tetherd's listening socket outlives its main thread while its other threads finish exiting (one may be
+/// closing an nf_tables socket, which waits for an RCU grace period): a connect then lands in the backlog
+/// and is reset when the socket finally closes. That tetherd is gone, not slow.
 fn is_absent(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
     )
 }
