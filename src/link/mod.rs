@@ -37,6 +37,9 @@ pub use reaper::{delete_bridge_in_background, LinkReaper, ReaperError};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
+
+/// The MTUs tether accepts for a link: IPv4's minimum datagram (RFC 791) up to what `ip link` takes.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 pub use vlan::{VLAN_FEATURE, VLAN_ID_RANGE};
 pub use vxlan::{vxlan_name, VxlanSpec, MAX_VNI, VXLAN_PORT};
 

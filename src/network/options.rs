@@ -72,8 +72,16 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, NetworkError> {
 
 fn parse_mtu(key: &str, value: &str) -> Result<u32, NetworkError> {
     match value.parse::<u32>() {
-        Ok(mtu) if (68..=65535).contains(&mtu) => Ok(mtu),
-        _ => Err(bad(key, value, "expected an MTU from 68 to 65535")),
+        Ok(mtu) if crate::link::MTU_RANGE.contains(&mtu) => Ok(mtu),
+        _ => Err(bad(
+            key,
+            value,
+            format!(
+                "expected an MTU from {} to {}",
+                crate::link::MTU_RANGE.start(),
+                crate::link::MTU_RANGE.end()
+            ),
+        )),
     }
 }
 

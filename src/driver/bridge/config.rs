@@ -69,9 +69,11 @@ impl BridgeConfig {
             ));
         }
         if let Some(mtu) = r.mtu {
-            if !(68..=65535).contains(&mtu) {
+            if !crate::link::MTU_RANGE.contains(&mtu) {
                 return Err(Error::config(format!(
-                    "mtu {mtu} is out of range; use a value from 68 to 65535"
+                    "mtu {mtu} is out of range; use a value from {} to {}",
+                    crate::link::MTU_RANGE.start(),
+                    crate::link::MTU_RANGE.end()
                 )));
             }
         }

@@ -72,9 +72,11 @@ impl MacvlanConfig {
             }
         }
         if let Some(mtu) = r.mtu {
-            if !(68..=65535).contains(&mtu) {
+            if !crate::link::MTU_RANGE.contains(&mtu) {
                 return Err(invalid(format!(
-                    "mtu {mtu} is out of range; use a value from 68 to 65535 (at most the parent's)"
+                    "mtu {mtu} is out of range; use a value from {} to {} (at most the parent's)",
+                    crate::link::MTU_RANGE.start(),
+                    crate::link::MTU_RANGE.end()
                 )));
             }
         }
