@@ -34,12 +34,7 @@ impl<'h> Setup<'h> {
     }
 
     fn attach(&self, network: &str, c: &NetNs, extra: &[&str]) -> Value {
-        let path = c.path_str();
-        let mut args = vec!["attach", "--json", "--network", network, "--netns", &path];
-        args.extend_from_slice(extra);
-        args.push(&c.label);
-        let text = self.cli.ok(&args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
+        self.cli.attach_json(network, c, extra)
     }
 
     fn host_veth_exists(&self, name: &str) -> bool {
@@ -126,8 +121,7 @@ fn tetherd_releases_a_container_whose_namespace_was_deleted_without_del() {
     let host = HostNs::new("gone");
     let t = Setup::new(&host);
     let outside = host.outside();
-    t.cli
-        .ok(&["network", "create", "--subnet", "10.71.0.0/24", "gonenet"]);
+    t.cli.create_network("gonenet", "10.71.0.0/24");
     let (dead, client) = (host.container("dead"), host.container("cl"));
     let a = t.attach("gonenet", &dead, &["--name", "dead", "-p", "8091:80"]);
     t.attach("gonenet", &client, &["--name", "client"]);
@@ -239,8 +233,7 @@ impl Drop for Holder {
 fn a_namespace_whose_path_is_removed_is_kept_while_a_process_is_in_it() {
     let host = HostNs::new("held");
     let t = Setup::new(&host);
-    t.cli
-        .ok(&["network", "create", "--subnet", "10.72.0.0/24", "heldnet"]);
+    t.cli.create_network("heldnet", "10.72.0.0/24");
     let (kept, client) = (host.container("kept"), host.container("cl"));
     let a = t.attach("heldnet", &kept, &["--name", "kept"]);
     t.attach("heldnet", &client, &["--name", "client"]);
@@ -279,8 +272,7 @@ fn a_namespace_whose_path_is_removed_is_kept_while_a_process_is_in_it() {
 fn tether_gc_without_tetherd_keeps_a_held_namespace_and_collects_a_reused_name() {
     let host = HostNs::new("gcns");
     let t = Setup::new(&host);
-    t.cli
-        .ok(&["network", "create", "--subnet", "10.74.0.0/24", "quiet"]);
+    t.cli.create_network("quiet", "10.74.0.0/24");
     // DNS off: nothing needs tetherd, so only `tether gc` lets dead containers go.
     let conf_path = t.cli.conf_dir().join("quiet.conflist");
     let mut conf: Value = serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();

@@ -24,12 +24,7 @@ impl<'h> Setup<'h> {
     }
 
     fn attach(&self, network: &str, c: &NetNs, extra: &[&str]) -> Value {
-        let path = c.path_str();
-        let mut args = vec!["attach", "--json", "--network", network, "--netns", &path];
-        args.extend_from_slice(extra);
-        args.push(&c.label);
-        let text = self.cli.ok(&args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
+        self.cli.attach_json(network, c, extra)
     }
 
     /// Runs `tether ARGS --json`; returns the exit code and the parsed report.
@@ -75,8 +70,7 @@ fn problems(report: &Value) -> Vec<&Value> {
 fn doctor_passes_on_a_healthy_host_with_a_container() {
     let host = HostNs::new("dchl");
     let s = Setup::new(&host);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.91.0.0/24", "web"]);
+    s.cli.create_network("web", "10.91.0.0/24");
     let c = host.container("c1");
     s.attach("web", &c, &["--name", "web1"]);
     let (code, report) = s.doctor();
@@ -186,8 +180,7 @@ fn doctor_reports_missing_8021q_for_a_vlan_network() {
 fn doctor_reports_a_dead_containers_leftovers_until_gc() {
     let host = HostNs::new("dcdd");
     let s = Setup::new(&host);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.92.0.0/24", "web"]);
+    s.cli.create_network("web", "10.92.0.0/24");
     let live = host.container("alive");
     let dead = host.container("dead");
     s.attach("web", &live, &[]);
@@ -236,8 +229,7 @@ fn differences(report: &Value) -> Vec<String> {
 fn inspect_shows_a_deleted_route_and_a_removed_nft_element_as_differences() {
     let host = HostNs::new("insp");
     let s = Setup::new(&host);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.93.0.0/24", "web"]);
+    s.cli.create_network("web", "10.93.0.0/24");
     let c = host.container("c1");
     let attached = s.attach("web", &c, &["--name", "web1", "-p", "8080:80"]);
     let ip = attached["ips"][0]
@@ -331,10 +323,8 @@ fn drop_step(report: &Value) -> &Value {
 fn trace_names_the_isolation_rule_between_two_networks_and_passes_within_one() {
     let host = HostNs::new("trni");
     let s = Setup::new(&host);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.94.0.0/24", "front"]);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.95.0.0/24", "back"]);
+    s.cli.create_network("front", "10.94.0.0/24");
+    s.cli.create_network("back", "10.95.0.0/24");
     let (c1, c2, c3) = (
         host.container("c1"),
         host.container("c2"),
@@ -388,8 +378,7 @@ fn trace_finds_a_missing_publish_and_follows_a_published_port() {
     let host = HostNs::new("trnp");
     let s = Setup::new(&host);
     let outside = host.outside();
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.96.0.0/24", "web"]);
+    s.cli.create_network("web", "10.96.0.0/24");
     let c = host.container("c1");
     let attached = s.attach("web", &c, &["--name", "www", "-p", "8080:80"]);
 
@@ -534,8 +523,7 @@ fn trace_to_the_outside_is_masqueraded_and_an_internal_network_has_no_route() {
     let host = HostNs::new("trno");
     let s = Setup::new(&host);
     let outside = host.outside();
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.98.0.0/24", "web"]);
+    s.cli.create_network("web", "10.98.0.0/24");
     s.cli.ok(&[
         "network",
         "create",
@@ -658,8 +646,7 @@ fn doctor_and_trace_find_a_catch_all_reject_in_another_forward_chain() {
     let host = HostNs::new("dccr");
     let s = Setup::new(&host);
     let outside = host.outside();
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.88.0.0/24", "web"]);
+    s.cli.create_network("web", "10.88.0.0/24");
     let c = host.container("c1");
     s.attach("web", &c, &["--name", "one"]);
     leave_catch_all_reject(&host);
@@ -704,8 +691,7 @@ fn doctor_and_trace_find_a_catch_all_reject_in_another_forward_chain() {
 fn when_tetherd_is_gone_doctor_and_trace_say_names_do_not_resolve() {
     let host = HostNs::new("trdn");
     let s = Setup::new(&host);
-    s.cli
-        .ok(&["network", "create", "--subnet", "10.87.0.0/24", "web"]);
+    s.cli.create_network("web", "10.87.0.0/24");
     let (c1, c2) = (host.container("c1"), host.container("c2"));
     s.attach("web", &c1, &["--name", "one"]);
     s.attach("web", &c2, &["--name", "two"]);

@@ -3,6 +3,7 @@
 
 use super::binaries;
 use super::host::HostNs;
+use super::netns::NetNs;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -73,5 +74,20 @@ impl<'h> TetherCli<'h> {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tether network create --subnet SUBNET NAME`.
+    pub fn create_network(&self, name: &str, subnet: &str) {
+        self.ok(&["network", "create", "--subnet", subnet, name]);
+    }
+
+    /// `tether attach --json --network NETWORK --netns PATH EXTRA... LABEL`: the attachment it prints.
+    pub fn attach_json(&self, network: &str, c: &NetNs, extra: &[&str]) -> serde_json::Value {
+        let path = c.path_str();
+        let mut args = vec!["attach", "--json", "--network", network, "--netns", &path];
+        args.extend_from_slice(extra);
+        args.push(&c.label);
+        let text = self.ok(&args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("attach: {e}: {text}"))
     }
 }
