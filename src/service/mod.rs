@@ -4,6 +4,9 @@
 //! The definitions live in `state::service`.
 
 pub mod backends;
+pub mod balancer;
+pub mod health;
 pub mod registry;
 
+pub use balancer::BalancerService;
 pub use registry::{CreateService, ServiceError, ServiceView, Services};

@@ -272,7 +272,7 @@ fn tetherd_view(name: &str) -> Option<Value> {
     .ok()?;
     reply
         .status?
-        .pointer(&format!("/services/services/{name}"))
+        .pointer(&format!("/services/balancer/services/{name}"))
         .cloned()
 }
 
