@@ -7,6 +7,7 @@
 mod harness;
 
 use harness::replica::{ask, ask_udp, HeldConnection, Replica};
+use harness::switch_segment::{SwitchSegment, SEGMENT_SUBNET};
 use harness::tether_cli::TetherCli;
 use harness::{HostNs, NetNs};
 use serde_json::Value;
@@ -121,17 +122,47 @@ fn create_service(cli: &TetherCli, network: &str, name: &str, extra: &[&str]) ->
     serde_json::from_str(&cli.ok(&args)).unwrap()
 }
 
-/// Three replicas answer through the VIP (both families), each sees the client's own address, and DNS
-/// answers NAME with the VIP and tasks.NAME with the replicas.
-fn three_replicas_behind_a_vip(internal: bool) {
-    let host = HostNs::new(if internal { "svcint" } else { "svc3" });
-    let cli = cli(&host);
-    let mut create = vec!["network", "create", "--subnet", "10.77.0.0/24", "--ipv6"];
-    if internal {
-        create.push("--internal");
-    }
-    create.push("web-net");
-    cli.ok(&create);
+#[derive(Clone, Copy, PartialEq)]
+enum Driver {
+    Bridge,
+    InternalBridge,
+    Macvlan,
+}
+
+/// Three replicas answer through the VIP (each family the network has), each sees the client's own
+/// address, and DNS answers NAME with the VIP and tasks.NAME with the replicas.
+fn three_replicas_behind_a_vip(driver: Driver) {
+    let segment;
+    let own_host;
+    let host = match driver {
+        Driver::Macvlan => {
+            segment = SwitchSegment::new("svcmv", "svp0");
+            &segment.host
+        }
+        _ => {
+            own_host = HostNs::new("svc3");
+            &own_host
+        }
+    };
+    let cli = cli(host);
+    let create: Vec<&str> = match driver {
+        Driver::Bridge => vec!["--subnet", "10.77.0.0/24", "--ipv6"],
+        Driver::InternalBridge => vec!["--subnet", "10.77.0.0/24", "--ipv6", "--internal"],
+        Driver::Macvlan => vec![
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=svp0",
+            "--subnet",
+            SEGMENT_SUBNET,
+            "--ip-range",
+            "192.0.2.64/26",
+        ],
+    };
+    let mut args = vec!["network", "create"];
+    args.extend(create);
+    args.push("web-net");
+    cli.ok(&args);
     let client = host.container("client");
     let client_ips = attach(&cli, "web-net", &client, "client", &[]);
     let mut replicas = Vec::new();
@@ -151,7 +182,17 @@ fn three_replicas_behind_a_vip(internal: bool) {
         .collect();
     wait_healthy(&cli, "web", 3);
 
-    for v4 in [true, false] {
+    let families: Vec<bool> = if driver == Driver::Macvlan {
+        vec![true]
+    } else {
+        vec![true, false]
+    };
+    assert_eq!(
+        spec["vips"].as_array().unwrap().len(),
+        families.len(),
+        "{spec}"
+    );
+    for v4 in families {
         let vip = vip_of(&spec, v4);
         let client_ip = client_ips.iter().find(|ip| ip.is_ipv4() == v4).unwrap();
         let mut seen = HashSet::new();
@@ -171,10 +212,12 @@ fn three_replicas_behind_a_vip(internal: bool) {
         dig(&client, "web", "A"),
         vec![vip_of(&spec, true).to_string()]
     );
-    assert_eq!(
-        dig(&client, "web.web-net", "AAAA"),
-        vec![vip_of(&spec, false).to_string()]
-    );
+    if driver != Driver::Macvlan {
+        assert_eq!(
+            dig(&client, "web.web-net", "AAAA"),
+            vec![vip_of(&spec, false).to_string()]
+        );
+    }
     let mut tasks: Vec<String> = replica_ips
         .iter()
         .filter(|ip| ip.is_ipv4())
@@ -187,12 +230,47 @@ fn three_replicas_behind_a_vip(internal: bool) {
 
 #[test]
 fn three_replicas_behind_a_vip_on_a_bridge_network() {
-    three_replicas_behind_a_vip(false);
+    three_replicas_behind_a_vip(Driver::Bridge);
 }
 
 #[test]
 fn three_replicas_behind_a_vip_on_an_internal_network() {
-    three_replicas_behind_a_vip(true);
+    three_replicas_behind_a_vip(Driver::InternalBridge);
+}
+
+#[test]
+fn three_replicas_behind_a_vip_on_a_macvlan_network() {
+    three_replicas_behind_a_vip(Driver::Macvlan);
+}
+
+/// With `--affinity client`, one client keeps its replica connection after connection.
+#[test]
+fn client_affinity_keeps_a_client_on_one_replica() {
+    let host = HostNs::new("svcaff");
+    let cli = cli(&host);
+    cli.create_network("n", "10.83.0.0/24");
+    let clients: Vec<NetNs> = (1..=2).map(|i| host.container(&format!("c{i}"))).collect();
+    for (i, c) in clients.iter().enumerate() {
+        attach(&cli, "n", c, &format!("client-{i}"), &[]);
+    }
+    let mut servers = Vec::new();
+    for i in 1..=3 {
+        let c = host.container(&format!("r{i}"));
+        attach(&cli, "n", &c, &format!("s-{i}"), &["sticky"]);
+        servers.push(Replica::start(&c, &format!("s-{i}"), 80));
+    }
+    let spec = create_service(
+        &cli,
+        "n",
+        "sticky",
+        &["--port", "80", "--health", "none", "--affinity", "client"],
+    );
+    let vip = SocketAddr::new(vip_of(&spec, true), 80);
+    for c in &clients {
+        let names: HashSet<String> = (0..20).map(|_| ask(c, vip).unwrap().0).collect();
+        assert_eq!(names.len(), 1, "one client, one replica: {names:?}");
+    }
+    cli.ok(&["service", "rm", "sticky"]);
 }
 
 /// A replica that stops listening fails its probes and leaves (its established connection goes on:
