@@ -69,6 +69,8 @@ struct Balancer {
     active: HashMap<String, Vec<IpAddr>>,
     counters: HashMap<String, Counters>,
     clients: HashMap<NsId, ClientNs>,
+    /// The identity behind each record's netns path, so a change stats only new paths.
+    ns_ids: HashMap<String, NsId>,
     names: SharedServiceNames,
 }
 
@@ -94,6 +96,7 @@ impl BalancerService {
                 active: HashMap::new(),
                 counters: HashMap::new(),
                 clients: HashMap::new(),
+                ns_ids: HashMap::new(),
                 names,
             })),
             prober: None,
@@ -194,8 +197,15 @@ impl Balancer {
             let Some(path) = rec.netns.as_deref() else {
                 continue;
             };
-            let Some(id) = NsId::of_path(Path::new(path)) else {
-                continue; // gone already
+            let id = match self.ns_ids.get(path) {
+                Some(id) => *id,
+                None => {
+                    let Some(id) = NsId::of_path(Path::new(path)) else {
+                        continue; // gone already
+                    };
+                    self.ns_ids.insert(path.to_string(), id);
+                    id
+                }
             };
             let entry = wanted
                 .entry(id)
@@ -205,6 +215,12 @@ impl Balancer {
                 .2
                 .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
         }
+        let live: HashSet<&str> = self
+            .records
+            .iter()
+            .filter_map(|r| r.netns.as_deref())
+            .collect();
+        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
         let departed: Vec<NsId> = self
             .clients
             .keys()
@@ -469,7 +485,20 @@ async fn probe_loop(inner: Rc<tokio::sync::Mutex<Balancer>>, worker: NsWorker) {
 impl BalancerService {
     async fn update(&mut self, records: &RecordSnapshot) {
         let mut b = self.inner.lock().await;
-        b.records = records.records.clone();
+        b.reload_specs();
+        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() {
+            // No services: a notify costs nothing here, however many containers there are.
+            *self.summary.borrow_mut() = (false, b.status());
+            return;
+        }
+        let networks: HashSet<&str> = b.specs.iter().map(|s| s.network.as_str()).collect();
+        let kept: Vec<AttachmentRecord> = records
+            .records
+            .iter()
+            .filter(|r| networks.contains(r.network.as_str()))
+            .cloned()
+            .collect();
+        b.records = kept;
         b.reconcile().await;
         *self.summary.borrow_mut() = (b.needed(), b.status());
     }
