@@ -491,26 +491,37 @@ impl BalanceTable {
     }
 }
 
-/// Applies `changes` to table `inet tether_svc` of the calling thread's namespace, as one transaction.
+/// How many changes go in one transaction. The kernel acks every message, and each ack takes about a
+/// kilobyte of the socket's receive buffer (~208 KiB) until it is read after the send: a few thousand
+/// changes at once (a new client on a network with hundreds of services) fail with ENOBUFS.
+const CHANGES_PER_TRANSACTION: usize = 128;
+
+/// Applies `changes` to table `inet tether_svc` of the calling thread's namespace: as one transaction
+/// when they are few (every backend change is), else in order, in transactions of
+/// [`CHANGES_PER_TRANSACTION`].
 pub fn apply(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
     if changes.is_empty() {
         return Ok(());
     }
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
-    let batch = RulesetBatch {
-        family: NFPROTO_INET,
-        table: TABLE.into(),
-        changes: changes.to_vec(),
-    };
-    let answer = batch.apply(&socket);
+    let mut outcome = Ok(());
+    for chunk in changes.chunks(CHANGES_PER_TRANSACTION) {
+        let batch = RulesetBatch {
+            family: NFPROTO_INET,
+            table: TABLE.into(),
+            changes: chunk.to_vec(),
+        };
+        let source = match batch.apply(&socket) {
+            Ok(Ok(())) => continue,
+            Ok(Err(refusal)) => io::Error::from_raw_os_error(refusal.errno),
+            Err(source) => source,
+        };
+        outcome = Err(FirewallError::ServiceTable { op, source });
+        break;
+    }
     // See ResolverRedirect: the last release may wait for an RCU grace period; tetherd need not.
     socket.close_in_background();
-    let source = match answer {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(refusal)) => io::Error::from_raw_os_error(refusal.errno),
-        Err(source) => source,
-    };
-    Err(FirewallError::ServiceTable { op, source })
+    outcome
 }
 
 /// Removes the table from the calling thread's namespace; one that is not there is fine.
