@@ -424,3 +424,36 @@ fn dnsrr_names_answer_the_replicas() {
     assert_eq!(dig(&client, "tasks.cache.n", "A"), ips);
     cli.ok(&["service", "rm", "cache"]);
 }
+
+/// 500 services fit on a /24 network: their VIPs take none of its addresses, every client holds all
+/// of them, and the last one still balances to its replica.
+#[test]
+fn five_hundred_services_fit_on_a_slash_24() {
+    let host = HostNs::new("svc500");
+    let cli = cli(&host);
+    cli.create_network("n", "10.84.0.0/24");
+    let client = host.container("client");
+    attach(&cli, "n", &client, "client", &[]);
+    let mut vips = HashSet::new();
+    for i in 1..=500 {
+        let spec = create_service(
+            &cli,
+            "n",
+            &format!("s{i}"),
+            &["--port", "80", "--health", "none"],
+        );
+        assert!(vips.insert(vip_of(&spec, true)), "VIP taken twice: {spec}");
+    }
+    let r = host.container("r");
+    let r_ips = attach(&cli, "n", &r, "r", &["s500"]);
+    assert!(r_ips.iter().all(|ip| !vips.contains(ip)));
+    let _server = Replica::start(&r, "r", 80);
+    let last = vip_of(
+        &serde_json::from_str(&cli.ok(&["service", "inspect", "s500"])).unwrap_or(Value::Null)[0],
+        true,
+    );
+    assert_eq!(ask(&client, SocketAddr::new(last, 80)).unwrap().0, "r");
+    let listed = client.nft_ok(&["list", "map", "inet", "tether_svc", "svc4"]);
+    assert_eq!(listed.matches("jump").count(), 500, "{listed}");
+    assert_eq!(cli.ok(&["service", "ls", "-q"]).lines().count(), 500);
+}
