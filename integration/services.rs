@@ -338,6 +338,29 @@ fn a_service_without_replicas_refuses_at_once() {
     // A port the service does not balance is refused too.
     let err = ask(&client, SocketAddr::new(vip, 81)).unwrap_err();
     assert!(err.contains("Connection refused"), "{err}");
+    // Refused: a VIP outside the service range, one inside the network, a name taken.
+    for (vip, name, why) in [
+        ("192.168.77.1", "x", "outside the service range"),
+        ("10.79.0.9", "x", "outside the service range"),
+        (&vip.to_string(), "y", "taken by another service"),
+    ] {
+        let out = cli.run(&[
+            "service",
+            "create",
+            "--network",
+            "n",
+            "--port",
+            "80",
+            "--vip",
+            vip,
+            name,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "--vip {vip}: {err}"
+        );
+    }
     cli.ok(&["service", "rm", "nobody"]);
 }
 
@@ -456,4 +479,33 @@ fn five_hundred_services_fit_on_a_slash_24() {
     let listed = client.nft_ok(&["list", "map", "inet", "tether_svc", "svc4"]);
     assert_eq!(listed.matches("jump").count(), 500, "{listed}");
     assert_eq!(cli.ok(&["service", "ls", "-q"]).lines().count(), 500);
+}
+
+/// A replica whose container dies without DEL (its namespace deleted) leaves once tetherd releases it.
+#[test]
+fn a_replica_that_dies_leaves() {
+    let host = HostNs::new("svcdead");
+    let cli = TetherCli::without_upstreams(&host, r#"{"idleGraceMs": 500, "goneCheckMs": 200}"#);
+    cli.create_network("n", "10.85.0.0/24");
+    let client = host.container("client");
+    attach(&cli, "n", &client, "client", &[]);
+    let (r1, r2) = (host.container("r1"), host.container("r2"));
+    attach(&cli, "n", &r1, "w-1", &["w"]);
+    attach(&cli, "n", &r2, "w-2", &["w"]);
+    let spec = create_service(&cli, "n", "w", &["--port", "80", "--health", "none"]);
+    let vip = SocketAddr::new(vip_of(&spec, true), 80);
+    let _s1 = Replica::start(&r1, "w-1", 80);
+    {
+        let _s2 = Replica::start(&r2, "w-2", 80);
+    }
+    host.delete_container(&r2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inspect(&cli, "w")["backends"].as_array().unwrap().len() != 1 {
+        assert!(Instant::now() < deadline, "the dead replica never left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..30 {
+        assert_eq!(ask(&client, vip).unwrap().0, "w-1");
+    }
+    cli.ok(&["service", "rm", "w"]);
 }

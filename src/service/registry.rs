@@ -148,6 +148,14 @@ impl Services {
         let mut vips = Vec::new();
         if req.mode == Mode::Vip {
             if let Some(vip) = req.vip {
+                // Clients route only the service range to their network (an internal network has no
+                // default route to carry anything else).
+                if !range.contains(vip) {
+                    return Err(ServiceError::Bad(format!(
+                        "VIP {vip} is outside the service range ({}, {}); pick one inside it or set TETHER_SERVICE_RANGE",
+                        range.v4, range.v6
+                    )));
+                }
                 if taken.contains(&vip) {
                     return Err(ServiceError::Bad(format!(
                         "VIP {vip} is taken by another service"
