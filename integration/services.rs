@@ -226,6 +226,12 @@ fn three_replicas_behind_a_vip(driver: Driver) {
     tasks.sort();
     assert_eq!(dig(&client, "tasks.web", "A"), tasks);
     cli.ok(&["service", "rm", "web"]);
+    // The network's last service gone, its clients keep nothing of it.
+    let (listed, _) = client.nft(&["list", "table", "inet", "tether_svc"]);
+    assert!(
+        !listed,
+        "table inet tether_svc left in the client after service rm"
+    );
 }
 
 #[test]
@@ -445,6 +451,23 @@ fn dnsrr_names_answer_the_replicas() {
     ips.sort();
     assert_eq!(dig(&client, "cache", "A"), ips);
     assert_eq!(dig(&client, "tasks.cache.n", "A"), ips);
+    // Backend answers are short-lived: TTL at most 5 s.
+    let out = client.exec(&[
+        "dig",
+        "+time=3",
+        "+tries=1",
+        "+noall",
+        "+answer",
+        "@127.0.0.11",
+        "cache",
+        "A",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ttls: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert!(!ttls.is_empty() && ttls.iter().all(|t| *t <= 5), "{text}");
     cli.ok(&["service", "rm", "cache"]);
 }
 
