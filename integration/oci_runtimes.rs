@@ -493,3 +493,37 @@ fn runc_containers_named_by_annotation_resolve_each_other() {
         "tetherd still runs after both containers were deleted"
     );
 }
+
+/// Containers named by the hook's `tether.aliases` annotation are the backends of service `api`: a
+/// third container's requests to the VIP reach both.
+#[test]
+fn runc_containers_aliased_by_annotation_become_service_backends() {
+    let setup = HookHost::new("rsv");
+    let runtime = setup.runtime(RuntimeKind::Runc);
+    let mut running = Vec::new();
+    for name in ["api1", "api2"] {
+        let mut bundle = setup.bundle(
+            name,
+            &format!("{name}\n"),
+            &["httpd", "-f", "-p", "80", "-h", "/www"],
+            &[],
+        );
+        bundle
+            .annotation("tether.network", "front")
+            .annotation("tether.aliases", "api");
+        running.push(start(&runtime, name, &bundle));
+    }
+    let mut client = setup.bundle("client", "", &["sleep", "600"], &[]);
+    client.annotation("tether.network", "front");
+    let client_c = start(&runtime, "client", &client);
+    let vip = setup.create_http_service("api", 2);
+    let pages: std::collections::HashSet<String> = (0..30)
+        .map(|_| container_fetch(&client_c, &format!("http://{vip}/")).unwrap())
+        .collect();
+    assert_eq!(pages.len(), 2, "30 requests to the VIP reached {pages:?}");
+    setup.tether_ok(&["service", "rm", "api"]);
+    client_c.delete().expect("deleting client");
+    for c in running {
+        c.delete().expect("deleting a replica");
+    }
+}

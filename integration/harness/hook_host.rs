@@ -97,6 +97,71 @@ impl HookHost {
         ]
     }
 
+    /// `tether ARGS` in the host namespace with the hook's environment; expects success, returns stdout.
+    pub fn tether_ok(&self, args: &[&str]) -> String {
+        let env = self
+            .hook_env()
+            .into_iter()
+            .filter_map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect::<Vec<_>>();
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.host.ns.path_str()))
+            .arg("--")
+            .arg(binaries::tether())
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tether {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tether service create` on network `front`, port 80, HTTP health checked every 200 ms; waits (up
+    /// to 20 s) until `backends` backends are healthy and returns the IPv4 VIP.
+    pub fn create_http_service(&self, name: &str, backends: usize) -> String {
+        let args = [
+            "service",
+            "create",
+            "--json",
+            "--network",
+            "front",
+            "--port",
+            "80",
+            "--health",
+            "http:/",
+            "--health-interval",
+            "200",
+            "--health-rise",
+            "1",
+            name,
+        ];
+        let spec: serde_json::Value = serde_json::from_str(&self.tether_ok(&args)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.tether_ok(&["service", "inspect", name])).unwrap();
+            let healthy = v[0]["backends"]
+                .as_array()
+                .map(|b| b.iter().filter(|b| b["health"] == "healthy").count())
+                .unwrap_or(0);
+            if healthy == backends {
+                return spec["vips"][0].as_str().unwrap().to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "backends never healthy: {v:#}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn bundle(&self, id: &str, page: &str, args: &[&str], hook_args: &[&str]) -> OciBundle {
         let mut bundle = OciBundle::new(&self.host.dir().join(id), id, page, args);
         bundle.tether_hook(&binaries::tether(), hook_args, &self.hook_env());
