@@ -532,3 +532,64 @@ fn a_replica_that_dies_leaves() {
     }
     cli.ok(&["service", "rm", "w"]);
 }
+
+/// A tetherd killed and started again keeps the backends its predecessor had in (they do not wait for
+/// `rise` new probes), so the VIP answers right away.
+#[test]
+fn a_restarted_tetherd_keeps_healthy_backends_in() {
+    let host = HostNs::new("svcrestart");
+    let cli = cli(&host);
+    cli.create_network("n", "10.86.0.0/24");
+    let client = host.container("client");
+    attach(&cli, "n", &client, "client", &[]);
+    let (r1, r2) = (host.container("r1"), host.container("r2"));
+    attach(&cli, "n", &r1, "k-1", &["k"]);
+    attach(&cli, "n", &r2, "k-2", &["k"]);
+    let spec = create_service(
+        &cli,
+        "n",
+        "k",
+        &[
+            "--port",
+            "80",
+            "--health-interval",
+            "500",
+            "--health-rise",
+            "3",
+        ],
+    );
+    let vip = SocketAddr::new(vip_of(&spec, true), 80);
+    let _s1 = Replica::start(&r1, "k-1", 80);
+    let _s2 = Replica::start(&r2, "k-2", 80);
+    wait_healthy(&cli, "k", 2);
+
+    let pid_file = host.run_dir().join("tetherd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(Instant::now() < deadline, "tetherd survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next attach starts a new tetherd and returns once it serves the records.
+    let late = host.container("late");
+    attach(&cli, "n", &late, "late", &[]);
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, new_pid);
+    for _ in 0..5 {
+        ask(&client, vip).unwrap();
+    }
+    cli.ok(&["service", "rm", "k"]);
+}

@@ -71,6 +71,13 @@ struct Balancer {
     clients: HashMap<NsId, ClientNs>,
     /// The identity behind each record's netns path, so a change stats only new paths.
     ns_ids: HashMap<String, NsId>,
+    /// `<run>/balancer-health.json`: the healthy backends, kept so a restarted tetherd leaves in what the
+    /// one before it had in (see `HealthState::assumed_healthy`).
+    health_file: PathBuf,
+    /// Read from that file at start, taken as each backend is seen again.
+    assumed: HashSet<(String, BackendId)>,
+    /// What the file holds now.
+    saved: Vec<(String, BackendId)>,
     names: SharedServiceNames,
 }
 
@@ -97,6 +104,9 @@ impl BalancerService {
                 counters: HashMap::new(),
                 clients: HashMap::new(),
                 ns_ids: HashMap::new(),
+                health_file: PathBuf::new(),
+                assumed: HashSet::new(),
+                saved: Vec::new(),
                 names,
             })),
             prober: None,
@@ -160,12 +170,23 @@ impl Balancer {
             active.insert(spec.name.clone(), addrs);
         }
         for key in &known {
-            self.health.entry(key.clone()).or_insert(BackendHealth {
-                state: HealthState::default(),
-                next_due: now,
-            });
+            if !self.health.contains_key(key) {
+                let state = if self.assumed.remove(key) {
+                    HealthState::assumed_healthy()
+                } else {
+                    HealthState::default()
+                };
+                self.health.insert(
+                    key.clone(),
+                    BackendHealth {
+                        state,
+                        next_due: now,
+                    },
+                );
+            }
         }
         self.health.retain(|key, _| known.contains(key));
+        self.save_health();
         for (name, addrs) in &active {
             let before = self.active.get(name).cloned().unwrap_or_default();
             let c = self.counters.entry(name.clone()).or_default();
@@ -322,6 +343,48 @@ impl Balancer {
                 }
             }
         }
+    }
+
+    /// Writes the healthy backends when they changed.
+    fn save_health(&mut self) {
+        let mut healthy: Vec<(String, BackendId)> = self
+            .health
+            .iter()
+            .filter(|(_, h)| h.state.health == Health::Healthy)
+            .map(|(k, _)| k.clone())
+            .collect();
+        healthy.sort();
+        if healthy == self.saved || self.health_file.as_os_str().is_empty() {
+            return;
+        }
+        let doc: Vec<Value> = healthy
+            .iter()
+            .map(|(service, id)| json!({"service": service, "containerId": id.container_id, "ifname": id.ifname}))
+            .collect();
+        match crate::state_file::write_json(&self.health_file, &doc) {
+            Ok(()) => self.saved = healthy,
+            Err(e) => tracing::warn!(error = %e, "saving backend health"),
+        }
+    }
+
+    /// The healthy backends the tetherd before this one saved.
+    fn load_health(&mut self) {
+        let doc: Vec<Value> = crate::state_file::read_json(&self.health_file)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.assumed = doc
+            .iter()
+            .filter_map(|v| {
+                Some((
+                    v.get("service")?.as_str()?.to_string(),
+                    BackendId {
+                        container_id: v.get("containerId")?.as_str()?.to_string(),
+                        ifname: v.get("ifname")?.as_str()?.to_string(),
+                    },
+                ))
+            })
+            .collect();
     }
 
     /// The probes due now, each marked as run.
@@ -517,6 +580,8 @@ impl Service for BalancerService {
                 b.state_dir = ctx.state_dir.clone();
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
+                b.health_file = ctx.run_dir.join("balancer-health.json");
+                b.load_health();
             }
             let inner = self.inner.clone();
             let summary = self.summary.clone();

@@ -50,6 +50,17 @@ impl Default for HealthState {
 }
 
 impl HealthState {
+    /// A backend a restarted tetherd finds attached to an existing service: the tetherd before it had it
+    /// in the maps (most likely), so it stays in until its probes say otherwise, instead of every such
+    /// service refusing connections for `rise` intervals after each restart.
+    pub fn assumed_healthy() -> HealthState {
+        HealthState {
+            health: Health::Healthy,
+            passes: 0,
+            failures: 0,
+        }
+    }
+
     /// Counts one probe; true when the verdict changed.
     pub fn record(&mut self, passed: bool, timing: &HealthTiming) -> bool {
         let before = self.health;
@@ -153,6 +164,19 @@ mod tests {
         s.record(true, &timing);
         assert!(s.record(true, &timing));
         assert_eq!(s.health, Health::Healthy);
+    }
+
+    #[test]
+    fn an_assumed_healthy_backend_leaves_after_fall_failures() {
+        let timing = HealthTiming {
+            interval_ms: 100,
+            rise: 2,
+            fall: 2,
+        };
+        let mut s = HealthState::assumed_healthy();
+        assert!(!s.record(false, &timing));
+        assert!(s.record(false, &timing));
+        assert_eq!(s.health, Health::Unhealthy);
     }
 
     #[test]
