@@ -59,6 +59,8 @@ pub fn backends_of<'a>(
         })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    // A record that carries the name twice (as name and alias) is one backend.
+    out.dedup_by(|a, b| a.id == b.id);
     out
 }
 

@@ -17,7 +17,7 @@ use futures::FutureExt;
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
-use super::backends::{backends_of, BackendId};
+use super::backends::{backends_of, Backend, BackendId};
 use super::health::{self, Health, HealthState, Probe};
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
 use crate::dns::service_names::{ServiceEntry, SharedServiceNames};
@@ -54,6 +54,8 @@ type WantedClient = (String, Vec<String>, Vec<(String, bool)>);
 /// What tetherd keeps of one client namespace.
 struct ClientNs {
     path: String,
+    /// Its networks that have services, as last synced.
+    nets: Vec<String>,
     table: BalanceTable,
 }
 
@@ -63,8 +65,12 @@ struct Balancer {
     range: ServiceRange,
     specs: Vec<ServiceSpec>,
     specs_stamp: Option<SystemTime>,
+    /// The services changed since the last reconcile.
+    specs_dirty: bool,
     records: Vec<AttachmentRecord>,
     health: HashMap<(String, BackendId), BackendHealth>,
+    /// Per service, its backends (healthy or not) as the records say.
+    backends: HashMap<String, Vec<Backend>>,
     /// Per service, the backend addresses in its maps now.
     active: HashMap<String, Vec<IpAddr>>,
     counters: HashMap<String, Counters>,
@@ -98,8 +104,10 @@ impl BalancerService {
                 range: ServiceRange::default(),
                 specs: Vec::new(),
                 specs_stamp: None,
+                specs_dirty: false,
                 records: Vec::new(),
                 health: HashMap::new(),
+                backends: HashMap::new(),
                 active: HashMap::new(),
                 counters: HashMap::new(),
                 clients: HashMap::new(),
@@ -116,6 +124,7 @@ impl BalancerService {
 }
 
 impl Balancer {
+    /// Re-reads the service files when their directory changed; marks `specs_dirty` when they differ.
     fn reload_specs(&mut self) {
         let dir = ServiceDir::new(&self.state_dir);
         let stamp = dir.stamp();
@@ -124,51 +133,51 @@ impl Balancer {
         }
         self.specs_stamp = stamp;
         match dir.list() {
-            Ok(specs) => self.specs = specs,
+            Ok(specs) if specs != self.specs => {
+                self.specs = specs;
+                self.specs_dirty = true;
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reading service files"),
         }
     }
 
-    fn backends_in(&self, spec: &ServiceSpec, ids: &[(BackendId, Vec<IpAddr>)]) -> Vec<IpAddr> {
-        ids.iter()
-            .filter(|(id, _)| {
-                spec.health == HealthCheck::None
-                    || self
-                        .health
-                        .get(&(spec.name.clone(), id.clone()))
-                        .is_some_and(|h| h.state.health == Health::Healthy)
-            })
-            .flat_map(|(_, addrs)| addrs.iter().copied())
-            .collect()
+    fn is_healthy(&self, spec: &ServiceSpec, id: &BackendId) -> bool {
+        spec.health == HealthCheck::None
+            || self
+                .health
+                .get(&(spec.name.clone(), id.clone()))
+                .is_some_and(|h| h.state.health == Health::Healthy)
     }
 
     /// Brings names, maps and health bookkeeping in line with the specs, records and verdicts.
     async fn reconcile(&mut self) {
         self.reload_specs();
+        let specs_changed = std::mem::take(&mut self.specs_dirty);
         let now = Instant::now();
-        let mut entries = Vec::new();
-        let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        let mut known: HashSet<(String, BackendId)> = HashSet::new();
-        for spec in &self.specs {
-            let found: Vec<(BackendId, Vec<IpAddr>)> = backends_of(spec, &self.records)
-                .into_iter()
-                .map(|b| (b.id, b.addresses))
-                .collect();
-            for (id, _) in &found {
-                known.insert((spec.name.clone(), id.clone()));
+        // The records by network and name, once: a service's backends are then one lookup, not a scan
+        // of every record per service.
+        let mut by_name: HashMap<(&str, String), Vec<&AttachmentRecord>> = HashMap::new();
+        for r in &self.records {
+            for n in r.name.iter().chain(r.aliases.iter()) {
+                let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+                by_name.entry((r.network.as_str(), n)).or_default().push(r);
             }
-            let addrs = self.backends_in(spec, &found);
-            entries.push(ServiceEntry {
-                network: spec.network.clone(),
-                name: spec.name.clone(),
-                vips: match spec.mode {
-                    Mode::Vip => spec.vips.clone(),
-                    Mode::Dnsrr => Vec::new(),
-                },
-                backends: addrs.clone(),
-            });
-            active.insert(spec.name.clone(), addrs);
         }
+        let backends: HashMap<String, Vec<Backend>> = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let key = (spec.network.as_str(), spec.name.to_ascii_lowercase());
+                let candidates = by_name.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+                (spec.name.clone(), backends_of(spec, candidates.iter().copied()))
+            })
+            .collect();
+        drop(by_name);
+        let known: HashSet<(String, BackendId)> = backends
+            .iter()
+            .flat_map(|(name, list)| list.iter().map(|b| (name.clone(), b.id.clone())))
+            .collect();
         for key in &known {
             if !self.health.contains_key(key) {
                 let state = if self.assumed.remove(key) {
@@ -187,20 +196,46 @@ impl Balancer {
         }
         self.health.retain(|key, _| known.contains(key));
         self.save_health();
+        let mut entries = Vec::new();
+        let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for spec in &self.specs {
+            let addrs: Vec<IpAddr> = backends[&spec.name]
+                .iter()
+                .filter(|b| self.is_healthy(spec, &b.id))
+                .flat_map(|b| b.addresses.iter().copied())
+                .collect();
+            entries.push(ServiceEntry {
+                network: spec.network.clone(),
+                name: spec.name.clone(),
+                vips: match spec.mode {
+                    Mode::Vip => spec.vips.clone(),
+                    Mode::Dnsrr => Vec::new(),
+                },
+                backends: addrs.clone(),
+            });
+            active.insert(spec.name.clone(), addrs);
+        }
+        let mut dirty = HashSet::new();
         for (name, addrs) in &active {
             let before = self.active.get(name).cloned().unwrap_or_default();
+            if &before != addrs {
+                dirty.insert(name.clone());
+            }
             let c = self.counters.entry(name.clone()).or_default();
             c.joins += addrs.iter().filter(|a| !before.contains(a)).count() as u64;
             c.leaves += before.iter().filter(|a| !addrs.contains(a)).count() as u64;
         }
         self.counters.retain(|name, _| active.contains_key(name));
         self.active = active;
+        self.backends = backends;
         self.names.borrow_mut().set(&entries);
-        self.sync_clients().await;
+        self.sync_clients(&dirty, specs_changed).await;
     }
 
     /// Each client namespace of a network with VIP services gets the maps of those services.
-    async fn sync_clients(&mut self) {
+    /// A client already in step is only touched when a service of its networks is in `dirty` (its
+    /// backends changed), when the services themselves changed, or when its own networks did.
+    async fn sync_clients(&mut self, dirty: &HashSet<String>, specs_changed: bool) {
         let Some(worker) = self.worker.clone() else {
             return;
         };
@@ -262,8 +297,19 @@ impl Balancer {
             let fresh = !self.clients.contains_key(&id);
             let client = self.clients.entry(id).or_insert_with(|| ClientNs {
                 path: path.clone(),
+                nets: Vec::new(),
                 table: BalanceTable::default(),
             });
+            let mut nets = nets;
+            nets.sort();
+            nets.dedup();
+            let touched = vip_specs
+                .iter()
+                .any(|s| dirty.contains(&s.name) && nets.contains(&s.network));
+            if !fresh && !specs_changed && !touched && client.nets == nets {
+                continue;
+            }
+            client.nets = nets.clone();
             let mut changes = if fresh {
                 client.table.install()
             } else {
@@ -399,7 +445,7 @@ impl Balancer {
                 continue;
             }
             let interval = spec.health_timing.interval();
-            for b in backends_of(spec, &self.records) {
+            for b in self.backends.get(&spec.name).into_iter().flatten() {
                 let key = (spec.name.clone(), b.id.clone());
                 let Some(h) = self.health.get_mut(&key) else {
                     continue;
@@ -453,8 +499,11 @@ impl Balancer {
             .specs
             .iter()
             .map(|spec| {
-                let backends: serde_json::Map<String, Value> = backends_of(spec, &self.records)
+                let backends: serde_json::Map<String, Value> = self
+                    .backends
+                    .get(&spec.name)
                     .into_iter()
+                    .flatten()
                     .map(|b| {
                         let health = if spec.health == HealthCheck::None {
                             "healthy"
