@@ -503,6 +503,7 @@ pub fn apply(changes: &[Change], op: &'static str) -> Result<(), FirewallError> 
     if changes.is_empty() {
         return Ok(());
     }
+    let changes = coalesce(changes);
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
     let mut outcome = Ok(());
     for chunk in changes.chunks(CHANGES_PER_TRANSACTION) {
@@ -522,6 +523,22 @@ pub fn apply(changes: &[Change], op: &'static str) -> Result<(), FirewallError> 
     // See ResolverRedirect: the last release may wait for an RCU grace period; tetherd need not.
     socket.close_in_background();
     outcome
+}
+
+/// Runs of element changes with the same operation on the same set become one message: a new client
+/// on a network with hundreds of services gets its maps in a few messages instead of thousands.
+fn coalesce(changes: &[Change]) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    for change in changes {
+        if let (Some(Change::Elements(last)), Change::Elements(next)) = (out.last_mut(), change) {
+            if last.op == next.op && last.set == next.set && last.family == next.family {
+                last.elements.extend(next.elements.iter().cloned());
+                continue;
+            }
+        }
+        out.push(change.clone());
+    }
+    out
 }
 
 /// Removes the table from the calling thread's namespace; one that is not there is fine.
@@ -602,6 +619,46 @@ mod tests {
         t.set_backends(key(), true, &[ip("10.0.0.2")]);
         let (changes, gone) = t.set_backends(key(), true, &[ip("10.0.0.2")]);
         assert!(changes.is_empty() && gone.is_empty());
+    }
+
+    #[test]
+    fn runs_of_one_operation_on_one_set_become_one_message() {
+        let mut t = BalanceTable::default();
+        let mut changes = Vec::new();
+        for i in 0..50u8 {
+            let k = ServiceKey {
+                vip: IpAddr::from([10, 96, 0, i + 1]),
+                ..key()
+            };
+            changes.extend(t.set_backends(k, false, &[]).0);
+        }
+        let vips = changes.len();
+        let merged = coalesce(&changes);
+        assert_eq!(merged.len(), 1, "{merged:?}");
+        match &merged[0] {
+            Change::Elements(e) => assert_eq!(e.elements.len(), vips),
+            other => panic!("{other:?}"),
+        }
+        // Merging keeps every element change in its order (a delete and a re-add of one key stay apart).
+        let (grow, _) = t.set_backends(key(), false, &[ip("10.0.0.2"), ip("10.0.0.3")]);
+        let (shrink, _) = t.set_backends(key(), false, &[ip("10.0.0.3")]);
+        let both: Vec<Change> = grow.into_iter().chain(shrink).collect();
+        let flat = |changes: &[Change]| -> Vec<(ElementOp, String, Vec<u8>)> {
+            changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Elements(e) => Some(e),
+                    _ => None,
+                })
+                .flat_map(|e| {
+                    e.elements
+                        .iter()
+                        .map(|el| (e.op, e.set.clone(), el.key.clone()))
+                })
+                .collect()
+        };
+        assert_eq!(flat(&coalesce(&both)), flat(&both));
+        assert!(coalesce(&both).len() < both.len());
     }
 
     #[test]

@@ -170,7 +170,10 @@ impl Balancer {
             .map(|spec| {
                 let key = (spec.network.as_str(), spec.name.to_ascii_lowercase());
                 let candidates = by_name.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-                (spec.name.clone(), backends_of(spec, candidates.iter().copied()))
+                (
+                    spec.name.clone(),
+                    backends_of(spec, candidates.iter().copied()),
+                )
             })
             .collect();
         drop(by_name);
