@@ -84,7 +84,7 @@ impl std::fmt::Debug for PeerConfig {
     }
 }
 
-pub(super) fn config_error(reason: impl Into<String>) -> OverlayError {
+fn config_error(reason: impl Into<String>) -> OverlayError {
     OverlayError::Config {
         reason: reason.into(),
     }

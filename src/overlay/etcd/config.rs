@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::overlay::config::config_error;
 use crate::overlay::OverlayError;
+
+fn config_error(reason: impl Into<String>) -> OverlayError {
+    OverlayError::Config {
+        reason: format!("store.etcd: {}", reason.into()),
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
