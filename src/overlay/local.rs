@@ -96,6 +96,40 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
     }
 }
 
+/// This host's usable claims as records, in every overlay network directory: also in one whose first ADD
+/// has its block but has not written the network's facts yet (the etcd store must not take such a block
+/// for released).
+pub fn claim_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordValue> {
+    let Ok(entries) = std::fs::read_dir(OverlayDir::root(state_dir)) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for entry in entries.flatten() {
+        let network = entry.file_name().to_string_lossy().to_string();
+        let Ok(claims) = OverlayDir::new(state_dir, &network).claims() else {
+            continue;
+        };
+        for c in claims
+            .claims
+            .into_iter()
+            .filter(|c| !c.lost && c.state != ClaimState::Pending)
+        {
+            out.insert(
+                RecordKey::Claim {
+                    host: me,
+                    network: network.clone(),
+                    block: c.block,
+                },
+                RecordValue::Claim {
+                    claimed_at_ms: c.claimed_at_ms,
+                    confirmed: c.state == ClaimState::Confirmed,
+                },
+            );
+        }
+    }
+    out
+}
+
 /// This host's claims that want the members' agreement, in every overlay network directory: also in one
 /// whose first ADD is still waiting for its block (its network facts are written after the address).
 fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {

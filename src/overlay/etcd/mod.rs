@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::agreement::{self, ClaimRef};
 use super::error::OverlayError;
-use super::local::yield_block;
+use super::local::{claim_records, yield_block};
 use super::records::{Record, RecordKey, RecordTable, RecordValue};
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::state::overlay::{now_ms, ClaimState};
@@ -271,7 +271,9 @@ impl ClusterStore for EtcdStore {
     }
 
     fn publish(&mut self, own: &BTreeMap<RecordKey, RecordValue>) -> Changes {
-        let changed = self.table.set_own(self.me, own, now_ms());
+        let mut own = own.clone();
+        own.extend(claim_records(&self.state_dir, self.me));
+        let changed = self.table.set_own(self.me, &own, now_ms());
         let wanted: BTreeMap<String, Vec<u8>> = own
             .iter()
             .filter_map(|(k, v)| self.layout.encode(k, v))

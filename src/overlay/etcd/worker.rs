@@ -209,7 +209,11 @@ impl Worker {
     /// is gone (`Ok`).
     async fn session(&mut self) -> Fallible<()> {
         let mut client = self.connect().await?;
-        self.relist(&mut client).await?;
+        // The first session lists everything; a later one resumes the watch after the last revision it
+        // saw (a compaction since then cancels it, and the loop below lists again).
+        if self.revision == 0 {
+            self.relist(&mut client).await?;
+        }
         let (mut keeper, mut alive) = self.liveness(&mut client).await?;
         self.set_reachable(true);
         let mut watch = self.watch(&mut client).await?;
@@ -445,8 +449,9 @@ impl Worker {
                     stored.mod_revision,
                 )])
                 .and_then([TxnOp::delete(key.clone(), None)]);
-            client.txn(txn).await?;
-            tracing::debug!(%key, "removed this host's record from etcd");
+            if client.txn(txn).await?.succeeded() {
+                tracing::info!(%key, "removed this host's record from etcd (gone from its state)");
+            }
         }
         for claim in self.proposals.clone() {
             self.create_claim(client, &claim).await?;
