@@ -1,0 +1,174 @@
+//! tether as Docker's remote network driver and IPAM driver, both named `tether`, on one unix socket
+//! (`tetherd --docker-plugin`): Docker's legacy plugin API, JSON over HTTP/1.1. An entry point like `hook`
+//! and `cli`: it drives tether's own libraries (link, firewall, IPAM store, the bridge driver's steps) and
+//! keeps its state in the state directory (`records`), so a restart of either side loses nothing.
+//! Docs: docs/docker.md.
+
+mod bridge_driver;
+mod docker_user;
+mod http;
+mod ipam_driver;
+mod options;
+mod protocol;
+mod records;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use protocol::{
+    Api, CreateEndpointRequest, CreateNetworkRequest, EndpointRequest, ExternalConnectivityRequest,
+    NetworkRequest, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
+    RequestPoolRequest,
+};
+pub use records::DockerState;
+
+/// Where Docker looks for a plugin named `tether`.
+pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/tether.sock";
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::config(format!("request body is not what this call takes: {e}")))
+}
+
+/// Answers one plugin API call; `Ok` bodies are the API's success replies.
+fn answer(state: &DockerState, path: &str, body: &[u8]) -> Result<Value, Error> {
+    match path {
+        "/Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
+        "/NetworkDriver.GetCapabilities" => Ok(bridge_driver::capabilities()),
+        "/NetworkDriver.CreateNetwork" => {
+            bridge_driver::create_network(state, &parse::<CreateNetworkRequest>(body)?)
+        }
+        "/NetworkDriver.DeleteNetwork" => {
+            bridge_driver::delete_network(state, &parse::<NetworkRequest>(body)?.network_id)
+        }
+        "/NetworkDriver.CreateEndpoint" => {
+            bridge_driver::create_endpoint(state, &parse::<CreateEndpointRequest>(body)?)
+        }
+        "/NetworkDriver.DeleteEndpoint" => {
+            let r: EndpointRequest = parse(body)?;
+            bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
+        }
+        "/NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
+        "/NetworkDriver.Join" => {
+            let r: EndpointRequest = parse(body)?;
+            bridge_driver::join(state, &r.network_id, &r.endpoint_id)
+        }
+        // Docker moves the interface back out of the container itself; DeleteEndpoint removes it.
+        "/NetworkDriver.Leave" => Ok(json!({})),
+        "/NetworkDriver.ProgramExternalConnectivity" => {
+            bridge_driver::program_external_connectivity(
+                state,
+                &parse::<ExternalConnectivityRequest>(body)?,
+            )
+        }
+        "/NetworkDriver.RevokeExternalConnectivity" => {
+            let r: EndpointRequest = parse(body)?;
+            bridge_driver::revoke_external_connectivity(state, &r.endpoint_id)
+        }
+        // A local-scope driver: no discovery, no cluster-wide allocation.
+        "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
+        "/NetworkDriver.AllocateNetwork" => Ok(json!({ "Options": {} })),
+        "/NetworkDriver.FreeNetwork" => Ok(json!({})),
+        "/IpamDriver.GetCapabilities" => Ok(ipam_driver::capabilities()),
+        "/IpamDriver.GetDefaultAddressSpaces" => Ok(ipam_driver::default_address_spaces()),
+        "/IpamDriver.RequestPool" => {
+            ipam_driver::request_pool(state, &parse::<RequestPoolRequest>(body)?)
+        }
+        "/IpamDriver.ReleasePool" => {
+            ipam_driver::release_pool(state, &parse::<ReleasePoolRequest>(body)?.pool_id)
+        }
+        "/IpamDriver.RequestAddress" => {
+            ipam_driver::request_address(state, &parse::<RequestAddressRequest>(body)?)
+        }
+        "/IpamDriver.ReleaseAddress" => {
+            let r: ReleaseAddressRequest = parse(body)?;
+            ipam_driver::release_address(state, &r.pool_id, &r.address)
+        }
+        other => Err(Error::unsupported(format!(
+            "{other} is not a call of the plugin API tether implements"
+        ))),
+    }
+}
+
+/// One call, start to end: read, answer (one at a time: Docker's calls are few, and each reads and
+/// writes the records of the network it touches), reply.
+fn serve_connection(stream: UnixStream, state: &DockerState, one_at_a_time: &Mutex<()>) {
+    let request = match http::read_request(&stream) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "docker: unreadable request");
+            return;
+        }
+    };
+    let api = Api::of_path(&request.path);
+    let reply = {
+        let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+        answer(state, &request.path, &request.body)
+    };
+    let body = match reply {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(call = %request.path, error = %e, "docker: call refused");
+            api.error_body(&e.to_string())
+        }
+    };
+    tracing::debug!(call = %request.path, reply = %body, "docker: call");
+    if let Err(e) = http::write_json(&stream, &body) {
+        tracing::debug!(error = %e, "docker: reply not delivered");
+    }
+}
+
+/// Binds `socket`: a stale socket file (nobody answers on it) is replaced; a live one means another
+/// tetherd serves Docker already.
+fn bind(socket: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if UnixStream::connect(socket).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is served by another process already (a second tetherd --docker-plugin?)",
+                socket.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves Docker on `socket` until the process is killed.
+pub fn serve(socket: &Path, state: DockerState) -> io::Result<()> {
+    let listener = bind(socket)?;
+    if let Err(e) = bridge_driver::restore(&state) {
+        tracing::warn!(error = %e, "docker: could not restore after a restart");
+    }
+    tracing::info!(socket = %socket.display(), "docker: serving the tether network and IPAM drivers");
+    let shared = Arc::new((state, Mutex::new(())));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "docker: accept failed");
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || serve_connection(stream, &shared.0, &shared.1));
+    }
+    Ok(())
+}
+
+/// The socket path of `--docker-socket`, else Docker's default place.
+pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
