@@ -149,12 +149,18 @@ fn docker_runs_containers_on_tether_networks() {
     let host = HostNs::new("dk");
     let d = Dockerd::start(&host);
 
-    // A subnet given, and one chosen: the automatic pool overlaps neither the first nor a host route.
-    create_network(&d, "front", &["--subnet", "10.123.0.0/24"]);
+    // A subnet given, and one chosen: the automatic pool overlaps neither a pool in use nor a host route
+    // (dockerd would ask again forever).
+    host.ip(&["route", "add", "172.17.0.0/16", "dev", "lo"]);
+    create_network(&d, "front", &["--subnet", "172.18.0.0/16"]);
     create_network(&d, "back", &[]);
-    assert_eq!(subnet_of(&d, "front"), "10.123.0.0/24");
+    assert_eq!(subnet_of(&d, "front"), "172.18.0.0/16");
     let back = subnet_of(&d, "back");
-    assert_eq!(back, "172.17.0.0/16", "the first free automatic pool");
+    assert_eq!(
+        back, "172.19.0.0/16",
+        "the first automatic pool clear of the route and of front"
+    );
+    host.ip(&["route", "del", "172.17.0.0/16", "dev", "lo"]);
     let refused = d.docker(&[
         "network",
         "create",
@@ -163,7 +169,7 @@ fn docker_runs_containers_on_tether_networks() {
         "--ipam-driver",
         "tether",
         "--subnet",
-        "10.123.0.0/16",
+        "172.18.5.0/24",
         "clash",
     ]);
     assert!(
@@ -181,7 +187,7 @@ fn docker_runs_containers_on_tether_networks() {
     assert!(resolv.contains("127.0.0.11"), "{resolv}");
 
     // -p from the test's host namespace (where dockerd runs), on loopback and on the gateway address.
-    for url in ["http://127.0.0.1:8080/", "http://10.123.0.1:8080/"] {
+    for url in ["http://127.0.0.1:8080/", "http://172.18.0.1:8080/"] {
         assert_eq!(
             fetch_from(&host.path_str(), url).unwrap_or_else(|e| panic!("{url}: {e}")),
             PAGE
