@@ -9,7 +9,8 @@ const USAGE: &str = "usage: tetherd [--config PATH] [--stay]
        tetherd --docker-plugin [--docker-socket PATH]
   Serves DNS at 127.0.0.11 inside attached containers and, with an \"overlay\" config section, the overlay
   control plane; exits when nothing needs it (unless --stay). With --docker-plugin, serves Docker's network
-  and IPAM driver `tether` instead, on PATH (default /run/docker/plugins/tether.sock), until killed.
+  and IPAM driver `tether` instead, on PATH (default /run/docker/plugins/tether.sock), and the network
+  driver `tether-macvlan` on tether-macvlan.sock beside it, until killed.
   Paths: TETHER_STATE_DIR, TETHER_RUN_DIR, TETHER_RESOLV_CONF; config: TETHER_DAEMON_CONFIG or --config.";
 
 fn main() -> ExitCode {
@@ -39,12 +40,11 @@ fn main() -> ExitCode {
     }
     init_logging();
     if docker_plugin {
-        let socket = tether::docker::socket_path(docker_socket);
-        let state = tether::docker::DockerState::from_env();
-        return match tether::docker::serve(&socket, state) {
+        let sockets = tether::docker::sockets(docker_socket);
+        return match tether::docker::serve(&sockets, tether::docker::DockerState::from_env()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("tetherd: serving Docker on {}: {e}", socket.display());
+                eprintln!("tetherd: serving Docker: {e}");
                 ExitCode::FAILURE
             }
         };

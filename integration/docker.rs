@@ -358,3 +358,76 @@ fn restarts_of_tetherd_and_dockerd_lose_nothing() {
     remove_all(&d, &["web", "c3"], &["net2"]);
     assert_nothing_left(&host);
 }
+
+#[test]
+fn macvlan_networks_on_a_parent_link() {
+    let host = HostNs::new("dkm");
+    let d = Dockerd::start(&host);
+    // The parent: a veth end in the test's host namespace (this kernel has no dummy links).
+    host.ip(&[
+        "link", "add", "mvp0", "type", "veth", "peer", "name", "mvp1",
+    ]);
+    host.ip(&["link", "set", "mvp0", "up"]);
+    host.ip(&["link", "set", "mvp1", "up"]);
+    let macvlan = |name: &str, subnet: &str, extra: &[&str]| {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            "tether-macvlan",
+            "--ipam-driver",
+            "tether",
+            "--subnet",
+            subnet,
+            "-o",
+            "parent=mvp0",
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        d.docker_ok(&args);
+    };
+    macvlan(
+        "mvb",
+        "10.126.0.0/24",
+        &["-o", "com.docker.network.driver.mtu=1400"],
+    );
+    macvlan("mvp", "10.127.0.0/24", &["-o", "macvlan_mode=private"]);
+    run_sleeper(&d, "b1", "mvb");
+    run_sleeper(&d, "b2", "mvb");
+    run_sleeper(&d, "p1", "mvp");
+    run_sleeper(&d, "p2", "mvp");
+    // bridge mode: siblings meet inside the kernel, by name through Docker's resolver.
+    assert_pings(&d, "b1", "b2");
+    let pid = d.docker_ok(&["inspect", "-f", "{{.State.Pid}}", "b1"]);
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["ip", "-d", "link", "show", "eth0"])
+        .output()
+        .expect("nsenter ip");
+    let link = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        link.contains("macvlan mode bridge") && link.contains("mtu 1400"),
+        "{link}"
+    );
+    // private mode: siblings never meet.
+    assert!(!pings(&d, "p1", "p2"), "private macvlan siblings talk");
+    let bad = d.docker(&[
+        "network",
+        "create",
+        "-d",
+        "tether-macvlan",
+        "--ipam-driver",
+        "tether",
+        "--subnet",
+        "10.128.0.0/24",
+        "-o",
+        "parent=nonexistent0",
+        "bad",
+    ]);
+    assert!(!bad.status.success(), "a missing parent must be refused");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nonexistent0"));
+
+    remove_all(&d, &["b1", "b2", "p1", "p2"], &["mvb", "mvp"]);
+    host.ip(&["link", "del", "mvp0"]);
+    assert_nothing_left(&host);
+}

@@ -13,9 +13,8 @@ use super::docker_user;
 use super::options::BridgeOptions;
 use super::protocol::{
     CreateEndpointRequest, CreateNetworkRequest, DockerPortBinding, ExternalConnectivityRequest,
-    InterfaceName, JoinResponse,
 };
-use super::records::{DockerState, EndpointRecord, NetworkRecord};
+use super::records::{short, DockerDriver, DockerState, EndpointRecord, NetworkRecord};
 use crate::cni::result::IpConfig;
 use crate::driver::bridge::{
     create_port_veth, disable_ipv6_on_port, enable_forwarding, ensure_gateway,
@@ -38,33 +37,6 @@ pub fn capabilities() -> Value {
     json!({ "Scope": "local", "ConnectivityScope": "local" })
 }
 
-/// Docker ids are 64 hex digits; 12 of them name things, as `docker network ls` shows them.
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-fn unknown_network(id: &str) -> Error {
-    Error::config(format!(
-        "network {} is not a tether network known to this tetherd (its record is gone); remove it with `docker network rm`",
-        short(id)
-    ))
-}
-
-fn unknown_endpoint(id: &str) -> Error {
-    Error::config(format!(
-        "endpoint {} is not known to tetherd (its record is gone); disconnect and connect the container again",
-        short(id)
-    ))
-}
-
-fn parse_cidr(what: &str, text: &str) -> Result<IpNetwork, Error> {
-    text.parse().map_err(|e| {
-        Error::config(format!(
-            "{what} {text:?} is not an address with a prefix: {e}"
-        ))
-    })
-}
-
 pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result<Value, Error> {
     if state.network(&req.network_id)?.is_some() {
         return Ok(json!({}));
@@ -75,18 +47,7 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         .bridge
         .clone()
         .unwrap_or_else(|| format!("tb-{}", short(&req.network_id)));
-    let mut gateways = Vec::new();
-    for data in req.ipv4_data.iter().chain(&req.ipv6_data).flatten() {
-        if data.gateway.is_empty() {
-            continue;
-        }
-        gateways.push(parse_cidr("gateway", &data.gateway)?);
-    }
-    if gateways.is_empty() {
-        return Err(Error::config(
-            "the network has no gateway address; give --subnet (and --gateway) or use an IPAM driver that hands one out",
-        ));
-    }
+    let gateways = req.gateways()?;
     let masquerade = opts.masquerade && !opts.internal;
     let host = Netlink::new()?;
     let fw = Firewall::open()?;
@@ -130,6 +91,7 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
     docker_user::ensure();
     state.write_network(&NetworkRecord {
         id: req.network_id.clone(),
+        driver: DockerDriver::Bridge,
         name,
         bridge: bridge.clone(),
         bridge_created: created,
@@ -138,6 +100,8 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         icc: opts.icc,
         mtu: opts.mtu,
         internal: opts.internal,
+        parent: None,
+        macvlan_mode: None,
     })?;
     rollback.commit();
     tracing::info!(network = short(&req.network_id), "docker: network created");
@@ -183,31 +147,10 @@ fn veth_names(endpoint_id: &str) -> (String, String) {
 }
 
 pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Result<Value, Error> {
-    let net = state
-        .network(&req.network_id)?
-        .ok_or_else(|| unknown_network(&req.network_id))?;
+    let net = state.known_network(&req.network_id)?;
     let iface = req.interface.clone().unwrap_or_default();
-    let mut addresses = Vec::new();
-    for text in [&iface.address, &iface.address_ipv6] {
-        if !text.is_empty() {
-            addresses.push(parse_cidr("endpoint address", text)?);
-        }
-    }
-    if addresses.is_empty() {
-        return Err(Error::config(
-            "Docker sent the endpoint no address; the network needs an IPAM driver (the default, or --ipam-driver tether)",
-        ));
-    }
-    let mac = if iface.mac_address.is_empty() {
-        None
-    } else {
-        Some(
-            iface
-                .mac_address
-                .parse::<MacAddr>()
-                .map_err(|e| Error::config(format!("MAC address {:?}: {e}", iface.mac_address)))?,
-        )
-    };
+    let addresses = iface.addresses()?;
+    let mac = iface.mac()?;
     let (host_if, peer_if) = veth_names(&req.endpoint_id);
     let peer_mac = mac.unwrap_or_else(|| MacAddr::from_name(&peer_if));
 
@@ -266,11 +209,14 @@ pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Resu
         ports: Vec::new(),
     })?;
     rollback.commit();
-    // Docker takes a MAC from the driver only when it gave none.
-    if mac.is_some() {
-        Ok(json!({ "Interface": {} }))
-    } else {
-        Ok(json!({ "Interface": { "MacAddress": peer_mac.to_string() } }))
+    Ok(mac_reply(mac, peer_mac))
+}
+
+/// CreateEndpoint's answer: Docker takes a MAC from the driver only when it gave none.
+pub fn mac_reply(asked: Option<MacAddr>, made: MacAddr) -> Value {
+    match asked {
+        Some(_) => json!({ "Interface": {} }),
+        None => json!({ "Interface": { "MacAddress": made.to_string() } }),
     }
 }
 
@@ -311,35 +257,6 @@ pub fn delete_endpoint(
         }
     }
     Ok(json!({}))
-}
-
-pub fn join(state: &DockerState, network_id: &str, endpoint_id: &str) -> Result<Value, Error> {
-    let net = state
-        .network(network_id)?
-        .ok_or_else(|| unknown_network(network_id))?;
-    let ep = state
-        .endpoint(endpoint_id)?
-        .ok_or_else(|| unknown_endpoint(endpoint_id))?;
-    let gateway = |v4: bool| -> String {
-        if net.internal {
-            return String::new();
-        }
-        net.gateways
-            .iter()
-            .find(|g| g.is_ipv4() == v4)
-            .map(|g| g.ip().to_string())
-            .unwrap_or_default()
-    };
-    let reply = JoinResponse {
-        interface_name: InterfaceName {
-            src_name: ep.peer_if.clone(),
-            dst_prefix: "eth".into(),
-        },
-        gateway: gateway(true),
-        gateway_ipv6: gateway(false),
-        disable_gateway_service: false,
-    };
-    Ok(serde_json::to_value(reply).expect("join reply serializes"))
 }
 
 fn protocol_of(number: u8) -> Result<Protocol, Error> {
@@ -391,12 +308,8 @@ pub fn program_external_connectivity(
     state: &DockerState,
     req: &ExternalConnectivityRequest,
 ) -> Result<Value, Error> {
-    let net = state
-        .network(&req.network_id)?
-        .ok_or_else(|| unknown_network(&req.network_id))?;
-    let mut ep = state
-        .endpoint(&req.endpoint_id)?
-        .ok_or_else(|| unknown_endpoint(&req.endpoint_id))?;
+    let net = state.known_network(&req.network_id)?;
+    let mut ep = state.known_endpoint(&req.endpoint_id)?;
     let bindings: Vec<DockerPortBinding> =
         match req.options.as_ref().and_then(|o| o.get(PORTMAP_OPTION)) {
             Some(Value::Null) | None => Vec::new(),

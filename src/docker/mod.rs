@@ -8,6 +8,7 @@ mod bridge_driver;
 mod docker_user;
 mod http;
 mod ipam_driver;
+mod macvlan_driver;
 mod options;
 mod protocol;
 mod records;
@@ -24,44 +25,79 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use protocol::{
     Api, CreateEndpointRequest, CreateNetworkRequest, EndpointRequest, ExternalConnectivityRequest,
-    NetworkRequest, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
-    RequestPoolRequest,
+    InterfaceName, JoinResponse, NetworkRequest, ReleaseAddressRequest, ReleasePoolRequest,
+    RequestAddressRequest, RequestPoolRequest,
 };
-pub use records::DockerState;
+pub use records::{DockerDriver, DockerState};
 
 /// Where Docker looks for a plugin named `tether`.
 pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/tether.sock";
+/// The `tether-macvlan` driver's socket, beside the other one (Docker finds a plugin by its socket's name).
+pub const MACVLAN_SOCKET_NAME: &str = "tether-macvlan.sock";
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body)
         .map_err(|e| Error::config(format!("request body is not what this call takes: {e}")))
 }
 
-/// Answers one plugin API call; `Ok` bodies are the API's success replies.
-fn answer(state: &DockerState, path: &str, body: &[u8]) -> Result<Value, Error> {
+/// Answers one plugin API call to `driver`'s socket; `Ok` bodies are the API's success replies.
+fn answer(
+    state: &DockerState,
+    driver: DockerDriver,
+    path: &str,
+    body: &[u8],
+) -> Result<Value, Error> {
+    let macvlan = driver == DockerDriver::Macvlan;
     match path {
+        "/Plugin.Activate" if macvlan => Ok(json!({ "Implements": ["NetworkDriver"] })),
         "/Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
         "/NetworkDriver.GetCapabilities" => Ok(bridge_driver::capabilities()),
         "/NetworkDriver.CreateNetwork" => {
-            bridge_driver::create_network(state, &parse::<CreateNetworkRequest>(body)?)
+            let r: CreateNetworkRequest = parse(body)?;
+            if macvlan {
+                macvlan_driver::create_network(state, &r)
+            } else {
+                bridge_driver::create_network(state, &r)
+            }
         }
         "/NetworkDriver.DeleteNetwork" => {
-            bridge_driver::delete_network(state, &parse::<NetworkRequest>(body)?.network_id)
+            let id = parse::<NetworkRequest>(body)?.network_id;
+            if macvlan {
+                macvlan_driver::delete_network(state, &id)
+            } else {
+                bridge_driver::delete_network(state, &id)
+            }
         }
         "/NetworkDriver.CreateEndpoint" => {
-            bridge_driver::create_endpoint(state, &parse::<CreateEndpointRequest>(body)?)
+            let r: CreateEndpointRequest = parse(body)?;
+            if macvlan {
+                macvlan_driver::create_endpoint(state, &r)
+            } else {
+                bridge_driver::create_endpoint(state, &r)
+            }
         }
         "/NetworkDriver.DeleteEndpoint" => {
             let r: EndpointRequest = parse(body)?;
-            bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
+            if macvlan {
+                macvlan_driver::delete_endpoint(state, &r.endpoint_id)
+            } else {
+                bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
+            }
         }
         "/NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
         "/NetworkDriver.Join" => {
             let r: EndpointRequest = parse(body)?;
-            bridge_driver::join(state, &r.network_id, &r.endpoint_id)
+            join(state, &r.network_id, &r.endpoint_id)
         }
         // Docker moves the interface back out of the container itself; DeleteEndpoint removes it.
         "/NetworkDriver.Leave" => Ok(json!({})),
+        // macvlan containers sit on the parent's network: nothing to publish.
+        "/NetworkDriver.ProgramExternalConnectivity"
+        | "/NetworkDriver.RevokeExternalConnectivity"
+            if macvlan =>
+        {
+            Ok(json!({}))
+        }
         "/NetworkDriver.ProgramExternalConnectivity" => {
             bridge_driver::program_external_connectivity(
                 state,
@@ -76,6 +112,9 @@ fn answer(state: &DockerState, path: &str, body: &[u8]) -> Result<Value, Error> 
         "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
         "/NetworkDriver.AllocateNetwork" => Ok(json!({ "Options": {} })),
         "/NetworkDriver.FreeNetwork" => Ok(json!({})),
+        ipam if macvlan && ipam.starts_with("/IpamDriver.") => Err(Error::unsupported(
+            "the IPAM driver is `tether` (on tether.sock), not tether-macvlan",
+        )),
         "/IpamDriver.GetCapabilities" => Ok(ipam_driver::capabilities()),
         "/IpamDriver.GetDefaultAddressSpaces" => Ok(ipam_driver::default_address_spaces()),
         "/IpamDriver.RequestPool" => {
@@ -97,9 +136,41 @@ fn answer(state: &DockerState, path: &str, body: &[u8]) -> Result<Value, Error> 
     }
 }
 
+/// Join is the same for every driver: Docker moves the endpoint's interface into the container, names it
+/// `ethN`, and routes through the network's gateway unless the network is internal.
+fn join(state: &DockerState, network_id: &str, endpoint_id: &str) -> Result<Value, Error> {
+    let net = state.known_network(network_id)?;
+    let ep = state.known_endpoint(endpoint_id)?;
+    let gateway = |v4: bool| -> String {
+        if net.internal {
+            return String::new();
+        }
+        net.gateways
+            .iter()
+            .find(|g| g.is_ipv4() == v4)
+            .map(|g| g.ip().to_string())
+            .unwrap_or_default()
+    };
+    let reply = JoinResponse {
+        interface_name: InterfaceName {
+            src_name: ep.peer_if.clone(),
+            dst_prefix: "eth".into(),
+        },
+        gateway: gateway(true),
+        gateway_ipv6: gateway(false),
+        disable_gateway_service: false,
+    };
+    Ok(serde_json::to_value(reply).expect("join reply serializes"))
+}
+
 /// One call, start to end: read, answer (one at a time: Docker's calls are few, and each reads and
 /// writes the records of the network it touches), reply.
-fn serve_connection(stream: UnixStream, state: &DockerState, one_at_a_time: &Mutex<()>) {
+fn serve_connection(
+    stream: UnixStream,
+    driver: DockerDriver,
+    state: &DockerState,
+    one_at_a_time: &Mutex<()>,
+) {
     let request = match http::read_request(&stream) {
         Ok(r) => r,
         Err(e) => {
@@ -110,7 +181,7 @@ fn serve_connection(stream: UnixStream, state: &DockerState, one_at_a_time: &Mut
     let api = Api::of_path(&request.path);
     let reply = {
         let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-        answer(state, &request.path, &request.body)
+        answer(state, driver, &request.path, &request.body)
     };
     let body = match reply {
         Ok(body) => body,
@@ -146,29 +217,46 @@ fn bind(socket: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves Docker on `socket` until the process is killed.
-pub fn serve(socket: &Path, state: DockerState) -> io::Result<()> {
-    let listener = bind(socket)?;
+/// Serves Docker on each socket (one per driver) until the process is killed.
+pub fn serve(sockets: &[(PathBuf, DockerDriver)], state: DockerState) -> io::Result<()> {
+    let mut listeners = Vec::new();
+    for (path, driver) in sockets {
+        listeners.push((bind(path)?, *driver));
+        tracing::info!(socket = %path.display(), ?driver, "docker: serving");
+    }
     if let Err(e) = bridge_driver::restore(&state) {
         tracing::warn!(error = %e, "docker: could not restore after a restart");
     }
-    tracing::info!(socket = %socket.display(), "docker: serving the tether network and IPAM drivers");
     let shared = Arc::new((state, Mutex::new(())));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "docker: accept failed");
-                continue;
-            }
-        };
+    let mut accepting = Vec::new();
+    for (listener, driver) in listeners {
         let shared = Arc::clone(&shared);
-        std::thread::spawn(move || serve_connection(stream, &shared.0, &shared.1));
+        accepting.push(std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "docker: accept failed");
+                        continue;
+                    }
+                };
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || serve_connection(stream, driver, &shared.0, &shared.1));
+            }
+        }));
+    }
+    for thread in accepting {
+        let _ = thread.join();
     }
     Ok(())
 }
 
-/// The socket path of `--docker-socket`, else Docker's default place.
-pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+/// The sockets: `tether` at `given` (else Docker's default place) and `tether-macvlan` beside it.
+pub fn sockets(given: Option<PathBuf>) -> Vec<(PathBuf, DockerDriver)> {
+    let bridge = given.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let macvlan = bridge.with_file_name(MACVLAN_SOCKET_NAME);
+    vec![
+        (bridge, DockerDriver::Bridge),
+        (macvlan, DockerDriver::Macvlan),
+    ]
 }

@@ -7,6 +7,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use ipnetwork::IpNetwork;
+
+use crate::error::Error;
+use crate::link::MacAddr;
+
 /// `Options` of a request: Docker sends `null` for an empty map.
 pub type Options = Option<HashMap<String, Value>>;
 
@@ -30,6 +35,61 @@ pub struct CreateNetworkRequest {
     pub ipv4_data: Option<Vec<IpamData>>,
     #[serde(default, rename = "IPv6Data")]
     pub ipv6_data: Option<Vec<IpamData>>,
+}
+
+fn parse_cidr(what: &str, text: &str) -> Result<IpNetwork, Error> {
+    text.parse().map_err(|e| {
+        Error::config(format!(
+            "{what} {text:?} is not an address with a prefix: {e}"
+        ))
+    })
+}
+
+impl CreateNetworkRequest {
+    /// The gateways of the network's pools, with their prefix; refused when there is none.
+    pub fn gateways(&self) -> Result<Vec<IpNetwork>, Error> {
+        let mut out = Vec::new();
+        for data in self.ipv4_data.iter().chain(&self.ipv6_data).flatten() {
+            if !data.gateway.is_empty() {
+                out.push(parse_cidr("gateway", &data.gateway)?);
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::config(
+                "the network has no gateway address; give --subnet (and --gateway) or use an IPAM driver that hands one out",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl EndpointInterface {
+    /// The endpoint's addresses; refused when Docker sent none.
+    pub fn addresses(&self) -> Result<Vec<IpNetwork>, Error> {
+        let mut out = Vec::new();
+        for text in [&self.address, &self.address_ipv6] {
+            if !text.is_empty() {
+                out.push(parse_cidr("endpoint address", text)?);
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::config(
+                "Docker sent the endpoint no address; the network needs an IPAM driver (the default, or --ipam-driver tether)",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The MAC Docker asked for, if any.
+    pub fn mac(&self) -> Result<Option<MacAddr>, Error> {
+        if self.mac_address.is_empty() {
+            return Ok(None);
+        }
+        self.mac_address
+            .parse::<MacAddr>()
+            .map(Some)
+            .map_err(|e| Error::config(format!("MAC address {:?}: {e}", self.mac_address)))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

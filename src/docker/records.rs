@@ -15,12 +15,25 @@ use crate::firewall::PortMapping;
 use crate::link::MacAddr;
 use crate::state_file;
 
-/// A `tether` network as CreateNetwork made it.
+/// The Docker driver a network belongs to (each has its own socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerDriver {
+    /// `tether`: a bridge per network.
+    #[default]
+    Bridge,
+    /// `tether-macvlan`: macvlan children of a parent link.
+    Macvlan,
+}
+
+/// A network as CreateNetwork made it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkRecord {
     /// Docker's network id.
     pub id: String,
+    #[serde(default)]
+    pub driver: DockerDriver,
     /// The name tether's firewall and locks know it by (`docker-` + 12 digits of the id).
     pub name: String,
     pub bridge: String,
@@ -32,6 +45,11 @@ pub struct NetworkRecord {
     pub icc: bool,
     pub mtu: Option<u32>,
     pub internal: bool,
+    /// tether-macvlan: the parent link and the mode of its children.
+    #[serde(default)]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub macvlan_mode: Option<String>,
 }
 
 /// A container's end of a network: the veth pair and what the firewall holds for it.
@@ -80,6 +98,11 @@ pub struct DockerState {
     root: PathBuf,
 }
 
+/// Docker ids are 64 hex digits; 12 of them name things, as `docker network ls` shows them.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// Docker's ids are hex; anything else could name a path outside the state directory.
 fn checked(id: &str) -> Result<&str, Error> {
     if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -109,6 +132,26 @@ impl DockerState {
     /// The IPAM store directory of the pools (one store per pool id).
     pub fn ipam_dir(&self) -> PathBuf {
         self.root.join("ipam")
+    }
+
+    /// The network Docker names in a call; an error Docker shows when the record is gone.
+    pub fn known_network(&self, id: &str) -> Result<NetworkRecord, Error> {
+        self.network(id)?.ok_or_else(|| {
+            Error::config(format!(
+                "network {} is not known to tetherd (its record is gone); remove it with `docker network rm`",
+                short(id)
+            ))
+        })
+    }
+
+    /// The endpoint Docker names in a call; an error Docker shows when the record is gone.
+    pub fn known_endpoint(&self, id: &str) -> Result<EndpointRecord, Error> {
+        self.endpoint(id)?.ok_or_else(|| {
+            Error::config(format!(
+                "endpoint {} is not known to tetherd (its record is gone); disconnect and connect the container again",
+                short(id)
+            ))
+        })
     }
 
     pub fn network(&self, id: &str) -> Result<Option<NetworkRecord>, Error> {
