@@ -152,7 +152,21 @@ fn docker_runs_containers_on_tether_networks() {
     // A subnet given, and one chosen: the automatic pool overlaps neither a pool in use nor a host route
     // (dockerd would ask again forever).
     host.ip(&["route", "add", "172.17.0.0/16", "dev", "lo"]);
-    create_network(&d, "front", &["--subnet", "172.18.0.0/16"]);
+    create_network(
+        &d,
+        "front",
+        &[
+            "--ipv6",
+            "--subnet",
+            "172.18.0.0/16",
+            "--ip-range",
+            "172.18.5.0/24",
+            "--gateway",
+            "172.18.0.254",
+            "--subnet",
+            "fd00:7e7e::/64",
+        ],
+    );
     create_network(&d, "back", &[]);
     assert_eq!(subnet_of(&d, "front"), "172.18.0.0/16");
     let back = subnet_of(&d, "back");
@@ -177,17 +191,56 @@ fn docker_runs_containers_on_tether_networks() {
         "a subnet overlapping a pool in use must be refused"
     );
 
-    run_web(&d, "web", "front", "8080:80");
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "-p",
+        "8080:80",
+        "-p",
+        "127.0.0.1:8090:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
     run_sleeper(&d, "c1", "front");
     run_sleeper(&d, "c2", "back");
     // By name, through Docker's own resolver at 127.0.0.11.
     assert_pings(&d, "c1", "web");
     assert_pings(&d, "web", "c1");
+    // --ip-range, --gateway and the IPv6 subnet, through tether's IPAM driver.
+    let web_ip = address_of(&d, "web", "front");
+    assert!(
+        web_ip.starts_with("172.18.5."),
+        "{web_ip} is outside --ip-range"
+    );
+    assert_eq!(subnet_gateway(&d, "front"), "172.18.0.254");
+    let routes = d.docker_ok(&["exec", "c1", "ip", "route"]);
+    assert!(routes.contains("default via 172.18.0.254"), "{routes}");
+    let web_ip6 = d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"front\").GlobalIPv6Address}}",
+        "web",
+    ]);
+    assert!(web_ip6.starts_with("fd00:7e7e::"), "{web_ip6}");
+    assert_pings(&d, "c1", &format!("-6 {web_ip6}"));
     let resolv = d.docker_ok(&["exec", "c1", "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("127.0.0.11"), "{resolv}");
 
     // -p from the test's host namespace (where dockerd runs), on loopback and on the gateway address.
-    for url in ["http://127.0.0.1:8080/", "http://172.18.0.1:8080/"] {
+    for url in [
+        "http://127.0.0.1:8080/",
+        "http://172.18.0.254:8080/",
+        "http://127.0.0.1:8090/",
+    ] {
         assert_eq!(
             fetch_from(&host.path_str(), url).unwrap_or_else(|e| panic!("{url}: {e}")),
             PAGE
@@ -222,7 +275,6 @@ fn docker_runs_containers_on_tether_networks() {
     );
 
     // Isolation between networks, as on the CNI path.
-    let web_ip = address_of(&d, "web", "front");
     assert!(!pings(&d, "c2", &web_ip), "back reaches front");
     assert!(
         !pings(&d, "c1", &address_of(&d, "c2", "back")),
