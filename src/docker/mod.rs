@@ -18,6 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -171,6 +172,8 @@ fn serve_connection(
     state: &DockerState,
     one_at_a_time: &Mutex<()>,
 ) {
+    // A client that connects and says nothing must not hold a thread for ever.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let request = match http::read_request(&stream) {
         Ok(r) => r,
         Err(e) => {
@@ -259,4 +262,57 @@ pub fn sockets(given: Option<PathBuf>) -> Vec<(PathBuf, DockerDriver)> {
         (bridge, DockerDriver::Bridge),
         (macvlan, DockerDriver::Macvlan),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> DockerState {
+        DockerState::new(
+            &std::env::temp_dir().join(format!("tether-docker-answer-{}", std::process::id())),
+        )
+    }
+
+    #[test]
+    fn each_socket_offers_its_own_drivers() {
+        let s = state();
+        let bridge = answer(&s, DockerDriver::Bridge, "/Plugin.Activate", b"{}").unwrap();
+        assert_eq!(bridge["Implements"], json!(["NetworkDriver", "IpamDriver"]));
+        let macvlan = answer(&s, DockerDriver::Macvlan, "/Plugin.Activate", b"{}").unwrap();
+        assert_eq!(macvlan["Implements"], json!(["NetworkDriver"]));
+        assert!(answer(&s, DockerDriver::Macvlan, "/IpamDriver.RequestPool", b"{}").is_err());
+        let caps = answer(
+            &s,
+            DockerDriver::Bridge,
+            "/NetworkDriver.GetCapabilities",
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(caps["Scope"], "local");
+    }
+
+    #[test]
+    fn unknown_calls_and_bad_bodies_are_errors_not_panics() {
+        let s = state();
+        assert!(answer(&s, DockerDriver::Bridge, "/NetworkDriver.Nope", b"{}").is_err());
+        assert!(answer(&s, DockerDriver::Bridge, "/NetworkDriver.Join", b"not json").is_err());
+        // Deleting what was never made succeeds, as Docker retries deletes.
+        let gone = br#"{"NetworkID":"abc","EndpointID":"def"}"#;
+        assert!(answer(
+            &s,
+            DockerDriver::Bridge,
+            "/NetworkDriver.DeleteEndpoint",
+            gone
+        )
+        .is_ok());
+        assert!(answer(
+            &s,
+            DockerDriver::Bridge,
+            "/NetworkDriver.DeleteNetwork",
+            gone
+        )
+        .is_ok());
+        assert!(answer(&s, DockerDriver::Bridge, "/NetworkDriver.Join", gone).is_err());
+    }
 }
