@@ -60,8 +60,11 @@ fn main() -> ExitCode {
         }
     };
     opts.config.stay |= stay;
+    // The balancer writes the service names the resolver answers.
+    let service_names = tether::dns::service_names::SharedServiceNames::default();
     let services: Vec<Box<dyn Service>> = vec![
-        Box::new(tether::dns::DnsService::new()),
+        Box::new(tether::dns::DnsService::new().with_service_names(service_names.clone())),
+        Box::new(tether::service::BalancerService::new(service_names)),
         Box::new(tether::overlay::OverlayService::new()),
     ];
     match daemon::run(opts, services) {

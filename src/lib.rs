@@ -23,6 +23,7 @@ pub mod network;
 pub mod overlay;
 pub mod paths;
 pub mod resolv_conf;
+pub mod service;
 pub mod state;
 pub mod state_file;
 pub mod troubleshoot;

@@ -27,6 +27,7 @@ pub mod oci_runtime;
 pub mod overlay_cluster;
 pub mod plugin;
 pub mod podman;
+pub mod replica;
 pub mod scratch_dir;
 pub mod spec_versions;
 pub mod store;

@@ -12,11 +12,12 @@ use clap::Parser;
 pub use args::Cli;
 use args::{
     AttachArgs, ClusterCommand, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs,
-    NetworkCommand, TraceArgs,
+    NetworkCommand, ServiceCommand, TraceArgs,
 };
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
+use crate::service::{CreateService, ServiceError, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -46,6 +47,12 @@ pub enum CliError {
     Trace(#[from] crate::troubleshoot::TraceError),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("{context}: {source}")]
+    Service {
+        context: String,
+        #[source]
+        source: Box<crate::service::ServiceError>,
+    },
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -56,6 +63,14 @@ pub enum CliError {
 fn network_err(context: impl Into<String>) -> impl FnOnce(NetworkError) -> CliError {
     let context = context.into();
     move |source| CliError::Network {
+        context,
+        source: Box::new(source),
+    }
+}
+
+fn service_err(context: impl Into<String>) -> impl FnOnce(ServiceError) -> CliError {
+    let context = context.into();
+    move |source| CliError::Service {
         context,
         source: Box::new(source),
     }
@@ -125,6 +140,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Service(c) => service(c),
         Command::Attach(a) => attach(a),
         Command::Detach(a) => detach(a),
         Command::Ps(a) => {
@@ -204,6 +220,67 @@ fn cluster(c: ClusterCommand) -> Result<(), CliError> {
             "forgot {host}: {} blocks and records removed",
             answer["removed"]
         )),
+fn service(command: ServiceCommand) -> Result<(), CliError> {
+    let services = Services::from_env();
+    match command {
+        ServiceCommand::Create(a) => {
+            let affinity = match a.affinity.as_str() {
+                "none" => crate::state::service::Affinity::None,
+                "client" => crate::state::service::Affinity::Client,
+                other => {
+                    return Err(service_err(format!("creating service {}", a.name))(
+                        ServiceError::Bad(format!(
+                            "unknown affinity {other:?}; use none or client"
+                        )),
+                    ))
+                }
+            };
+            let req = CreateService {
+                name: a.name.clone(),
+                network: a.network,
+                ports: a.ports,
+                vip: a.vip,
+                mode: a.mode,
+                health: a.health,
+                timing: crate::state::service::HealthTiming {
+                    interval_ms: a.health_interval,
+                    rise: a.health_rise.max(1),
+                    fall: a.health_fall.max(1),
+                },
+                affinity,
+            };
+            let spec = services
+                .create(&req)
+                .map_err(service_err(format!("creating service {}", a.name)))?;
+            if a.json {
+                output::json(&spec);
+            } else {
+                output::line(&spec.name);
+            }
+        }
+        ServiceCommand::Ls(a) => {
+            let list = services.list().map_err(service_err("listing services"))?;
+            output::services(&list, a.json, a.quiet);
+        }
+        ServiceCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for name in &a.names {
+                out.push(
+                    services
+                        .inspect(name)
+                        .map_err(service_err(format!("inspecting service {name}")))?,
+                );
+            }
+            output::json(&out);
+        }
+        ServiceCommand::Rm(a) => {
+            for name in &a.names {
+                services
+                    .remove(name)
+                    .map_err(service_err(format!("removing service {name}")))?;
+                output::line(name);
+            }
+        }
     }
     Ok(())
 }

@@ -96,6 +96,45 @@ pub fn networks(list: &[NetworkInfo], as_json: bool, quiet: bool) {
     );
 }
 
+pub fn services(list: &[crate::state::service::ServiceSpec], as_json: bool, quiet: bool) {
+    if as_json {
+        return json(&list);
+    }
+    if quiet {
+        for s in list {
+            println!("{}", s.name);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.network.clone(),
+                serde_json::to_value(s.mode)
+                    .ok()
+                    .and_then(|m| m.as_str().map(String::from))
+                    .unwrap_or_default(),
+                if s.vips.is_empty() {
+                    "-".into()
+                } else {
+                    join(&s.vips)
+                },
+                if s.ports.is_empty() {
+                    "-".into()
+                } else {
+                    join(&s.ports)
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "NETWORK", "MODE", "VIPS", "PORTS"], &rows)
+    );
+}
+
 pub fn network_created(net: &NetworkInfo, as_json: bool) {
     if as_json {
         return json(net);
