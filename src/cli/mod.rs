@@ -220,6 +220,10 @@ fn cluster(c: ClusterCommand) -> Result<(), CliError> {
             "forgot {host}: {} blocks and records removed",
             answer["removed"]
         )),
+    }
+    Ok(())
+}
+
 fn service(command: ServiceCommand) -> Result<(), CliError> {
     let services = Services::from_env();
     match command {
