@@ -98,7 +98,7 @@ fn assert_pings(d: &Dockerd, from: &str, target: &str) {
     );
 }
 
-/// After every tether network is gone: no link but lo, no nft element, no chain of a network, no
+/// After every tether network is gone: no link but lo (and the link to the outside, when made), no nft element, no chain of a network, no
 /// DOCKER-USER rule of tether, no record.
 fn assert_nothing_left(host: &HostNs) {
     let links = host.ip_json(&["link", "show"]);
@@ -107,6 +107,7 @@ fn assert_nothing_left(host: &HostNs) {
         .expect("ip -j link is a list")
         .iter()
         .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| *n != "out0")
         .collect();
     assert_eq!(names, ["lo"], "links left after network rm");
     assert_eq!(
@@ -147,6 +148,7 @@ fn remove_all(d: &Dockerd, containers: &[&str], networks: &[&str]) {
 #[test]
 fn docker_runs_containers_on_tether_networks() {
     let host = HostNs::new("dk");
+    let outside = host.outside();
     let d = Dockerd::start(&host);
 
     // A subnet given, and one chosen: the automatic pool overlaps neither a pool in use nor a host route
@@ -274,6 +276,9 @@ fn docker_runs_containers_on_tether_networks() {
         "the refused container took the port from its holder"
     );
 
+    // Egress through Docker's FORWARD DROP, masqueraded (the outside has no route back to containers).
+    assert_pings(&d, "c1", outside.addr);
+
     // Isolation between networks, as on the CNI path.
     assert!(!pings(&d, "c2", &web_ip), "back reaches front");
     assert!(
@@ -322,6 +327,21 @@ fn docker_runs_containers_on_tether_networks() {
         !routes.contains("default"),
         "an internal network gives no default route: {routes}"
     );
+    assert!(
+        !pings(&d, "i1", outside.addr),
+        "an internal network reaches the outside"
+    );
+    create_network(
+        &d,
+        "nomasq",
+        &["-o", "com.docker.network.bridge.enable_ip_masquerade=false"],
+    );
+    run_sleeper(&d, "n1", "nomasq");
+    assert!(
+        !pings(&d, "n1", outside.addr),
+        "without masquerade the outside cannot answer"
+    );
+    assert_pings(&d, "n1", &subnet_gateway(&d, "nomasq"));
     let bad = d.docker(&[
         "network",
         "create",
@@ -337,8 +357,8 @@ fn docker_runs_containers_on_tether_networks() {
 
     remove_all(
         &d,
-        &["web", "c1", "c2", "q1", "q2", "i1"],
-        &["front", "back", "quiet", "inner"],
+        &["web", "c1", "c2", "q1", "q2", "i1", "n1"],
+        &["front", "back", "quiet", "inner", "nomasq"],
     );
     assert_nothing_left(&host);
 }

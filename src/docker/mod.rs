@@ -182,10 +182,12 @@ fn serve_connection(
         }
     };
     let api = Api::of_path(&request.path);
+    let started = std::time::Instant::now();
     let reply = {
         let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
         answer(state, driver, &request.path, &request.body)
     };
+    let took_us = started.elapsed().as_micros();
     let body = match reply {
         Ok(body) => body,
         Err(e) => {
@@ -193,7 +195,7 @@ fn serve_connection(
             api.error_body(&e.to_string())
         }
     };
-    tracing::debug!(call = %request.path, reply = %body, "docker: call");
+    tracing::debug!(call = %request.path, took_us, reply = %body, "docker: call");
     if let Err(e) = http::write_json(&stream, &body) {
         tracing::debug!(error = %e, "docker: reply not delivered");
     }
