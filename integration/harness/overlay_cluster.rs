@@ -22,6 +22,36 @@ pub enum Store {
     Etcd3,
 }
 
+impl Store {
+    /// Namespace labels unique per store, so both runs of a test can go at once.
+    pub fn label(self, base: &str) -> String {
+        match self {
+            Store::Gossip => base.to_string(),
+            Store::Etcd => format!("{base}e"),
+            Store::Etcd3 => format!("{base}t"),
+        }
+    }
+}
+
+/// Runs the test body `NAME(store)` once per cluster store, as `NAME::gossip` and `NAME::etcd`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn gossip() {
+                super::$name(crate::harness::overlay_cluster::Store::Gossip)
+            }
+            #[test]
+            fn etcd() {
+                super::$name(crate::harness::overlay_cluster::Store::Etcd)
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_stores;
+
 /// etcd members listen on these fabric addresses.
 const ETCD_ADDRS: [&str; 3] = ["192.168.77.250", "192.168.77.251", "192.168.77.252"];
 
@@ -212,6 +242,11 @@ impl Host {
 
     pub fn add(&self, conf: &Value, c: &NetNs) -> Value {
         self.plugin("ADD", conf, c).assert_ok().clone()
+    }
+
+    /// ADD that may fail: the plugin's whole answer.
+    pub fn try_add(&self, conf: &Value, c: &NetNs) -> super::PluginOutput {
+        self.plugin("ADD", conf, c)
     }
 
     /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
