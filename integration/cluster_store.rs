@@ -404,3 +404,170 @@ fn a_three_member_etcd_cluster_losing_one_member_disturbs_nothing() {
     assert_no_address_or_block_twice(&cluster, "three", &ips);
     cluster.wait_for_members(2);
 }
+
+/// `tether` run on host 2.
+fn cli(cluster: &Cluster) -> harness::tether_cli::TetherCli<'_> {
+    harness::tether_cli::TetherCli::new(&cluster.hosts[1].ns)
+}
+
+/// The hosts' blocks of `network` as etcd has them: block key tail -> holder.
+fn etcd_blocks(cluster: &Cluster, network: &str) -> BTreeMap<String, String> {
+    let out = cluster.etcd.as_ref().unwrap().ctl(&[
+        "get",
+        "--prefix",
+        &format!("/tether/blocks/{network}/"),
+        "-w",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut blocks = BTreeMap::new();
+    for kv in v["kvs"].as_array().into_iter().flatten() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = String::from_utf8(b64.decode(kv["key"].as_str().unwrap()).unwrap()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&b64.decode(kv["value"].as_str().unwrap()).unwrap()).unwrap();
+        let tail = key.rsplit('/').next().unwrap().to_string();
+        blocks.insert(tail, value["host"].as_str().unwrap().to_string());
+    }
+    blocks
+}
+
+#[test]
+fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_dead_hosts_empty_ones_are_reclaimed(
+) {
+    let mut cluster = Cluster::on("csahead", 2, Timings::FAST, Store::Etcd);
+    // /28 blocks: 16 addresses; below 8 free, tetherd claims the next block in the background.
+    let mut conf = overlay_conf("ahead", 1700, "10.238.0.0/24");
+    conf["blockSize"] = serde_json::json!(28);
+    let h1 = &cluster.hosts[1];
+    let mut containers = Vec::new();
+    for n in 0..9 {
+        let c = h1.ns.container(&format!("a{n}"));
+        h1.add(&conf, &c);
+        containers.push(c);
+    }
+    let me = h1.addr.clone();
+    wait_until(
+        "host 2 holds a spare confirmed block it has not needed yet",
+        Duration::from_secs(10),
+        || {
+            let claims = h1.own_claims("ahead");
+            claims.len() == 2 && claims.iter().all(|(_, s)| s == "confirmed")
+        },
+    );
+    assert_eq!(
+        etcd_blocks(&cluster, "ahead")
+            .values()
+            .filter(|h| **h == me)
+            .count(),
+        2,
+        "etcd lacks the spare block"
+    );
+
+    // etcd gone: ADDs past the first block come from the spare, with no store on their path.
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    let h1 = &cluster.hosts[1];
+    for n in 9..20 {
+        let c = h1.ns.container(&format!("a{n}"));
+        let out = h1.try_add(&conf, &c);
+        assert!(
+            out.success(),
+            "ADD {n} failed while the spare block had room: {}",
+            out.stdout
+        );
+        containers.push(c);
+    }
+    cluster.etcd.as_mut().unwrap().start_member(0);
+    cluster.etcd.as_ref().unwrap().wait_healthy();
+
+    // Host 1 claims ahead too, then dies: past the grace its empty spare block is released, the one with
+    // containers stays its own (no renumbering) until `tether cluster forget`.
+    let h0 = &cluster.hosts[0];
+    let dead = h0.addr.clone();
+    let mut held = Vec::new();
+    for n in 0..9 {
+        let c = h0.ns.container(&format!("b{n}"));
+        h0.add(&conf, &c);
+        held.push(c);
+    }
+    wait_until(
+        "host 1 holds a spare block",
+        Duration::from_secs(10),
+        || {
+            h0.own_claims("ahead")
+                .iter()
+                .filter(|(_, s)| s == "confirmed")
+                .count()
+                == 2
+        },
+    );
+    let used_block = h0.own_claims("ahead")[0].0.replace('/', "_");
+
+    // `tether cluster status` shows the store, both hosts and the blocks.
+    wait_until(
+        "status shows etcd reachable and host 1's blocks",
+        Duration::from_secs(15),
+        || {
+            let out = cli(&cluster).run(&["cluster", "status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["store"] == "etcd"
+                && v["sync"]["reachable"] == true
+                && v["blocks"][&dead].as_array().is_some_and(|b| b.len() == 2)
+        },
+    );
+    let text = String::from_utf8(cli(&cluster).run(&["cluster", "status"]).stdout).unwrap();
+    assert!(
+        text.contains("store: etcd") && text.contains(&dead),
+        "{text}"
+    );
+    let refused = cli(&cluster).run(&["cluster", "forget", &dead]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("is up"),
+        "forget of a live host: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    cluster.hosts[0].kill_tetherd();
+    wait_until(
+        "the dead host's empty spare block is released after the grace",
+        Duration::from_millis(
+            Timings::FAST.claim_grace_ms + harness::overlay_cluster::LEASE_TTL_S_FAST * 1000 + 8000,
+        ),
+        || {
+            etcd_blocks(&cluster, "ahead")
+                .values()
+                .filter(|h| **h == dead)
+                .count()
+                == 1
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let left = etcd_blocks(&cluster, "ahead");
+    assert_eq!(
+        left.get(&used_block),
+        Some(&dead),
+        "the dead host's block with containers was released: {left:?}"
+    );
+
+    let out = cli(&cluster).run(&["cluster", "forget", &dead]);
+    assert!(
+        out.status.success(),
+        "forget: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !etcd_blocks(&cluster, "ahead").values().any(|h| *h == dead),
+        "forget left the host's blocks"
+    );
+    assert!(
+        cluster
+            .etcd
+            .as_ref()
+            .unwrap()
+            .keys(&format!("/tether/records/{dead}/"))
+            .is_empty(),
+        "forget left the host's records"
+    );
+    drop(held);
+}
