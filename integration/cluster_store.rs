@@ -571,3 +571,22 @@ fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_d
     );
     drop(held);
 }
+
+#[test]
+fn etcd_over_tls_with_client_certificates_carries_the_cluster() {
+    let cluster = Cluster::on("cstls", 2, Timings::FAST, Store::EtcdTls);
+    let conf = overlay_conf("tls", 1800, "10.239.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("s0");
+    let c1 = cluster.hosts[1].ns.container("s1");
+    cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
+    assert!(
+        c0.ping_retry(&overlay_ip(&r1), 10),
+        "no traffic over a cluster kept in etcd over TLS"
+    );
+    let keys = cluster.etcd.as_ref().unwrap().keys("/tether/");
+    assert!(
+        keys.iter().any(|k| k.starts_with("/tether/blocks/tls/")),
+        "no block in etcd: {keys:?}"
+    );
+}

@@ -20,6 +20,8 @@ pub enum Store {
     Etcd,
     /// Three etcd members on the fabric.
     Etcd3,
+    /// One etcd member serving TLS and requiring client certificates.
+    EtcdTls,
 }
 
 impl Store {
@@ -29,6 +31,7 @@ impl Store {
             Store::Gossip => base.to_string(),
             Store::Etcd => format!("{base}e"),
             Store::Etcd3 => format!("{base}t"),
+            Store::EtcdTls => format!("{base}s"),
         }
     }
 }
@@ -353,13 +356,15 @@ impl Cluster {
         fabric.ip(&["link", "set", "fab0", "up"]);
         let etcd_addrs: &[&str] = match store {
             Store::Gossip => &[],
-            Store::Etcd => &ETCD_ADDRS[..1],
+            Store::Etcd | Store::EtcdTls => &ETCD_ADDRS[..1],
             Store::Etcd3 => &ETCD_ADDRS[..],
         };
         for addr in etcd_addrs {
             fabric.ip(&["addr", "add", &format!("{addr}/24"), "dev", "fab0"]);
         }
-        let etcd = (!etcd_addrs.is_empty()).then(|| Etcd::start(&fabric, etcd_addrs));
+        let tls = (store == Store::EtcdTls)
+            .then(|| super::etcd::EtcdTls::make(&fabric.dir().join("pki"), etcd_addrs));
+        let etcd = (!etcd_addrs.is_empty()).then(|| Etcd::start_with(&fabric, etcd_addrs, tls));
         // Counts VXLAN packets crossing the underlay ("fwd" is an nft keyword, hence the chain name).
         let rules = "table bridge ovtest {\n chain vxlan_count {\n  type filter hook forward priority 0;\n  udp dport 4789 counter\n }\n}\n";
         let status = Command::new("nsenter")
@@ -403,6 +408,11 @@ impl Cluster {
                     "prefix": "/tether",
                     "leaseTtlSeconds": LEASE_TTL_S_FAST,
                 }});
+                if let Some(t) = &etcd.tls {
+                    section["store"]["etcd"]["caFile"] = json!(t.ca);
+                    section["store"]["etcd"]["certFile"] = json!(t.client_cert);
+                    section["store"]["etcd"]["keyFile"] = json!(t.client_key);
+                }
             }
             let config = json!({
                 "stay": true,
