@@ -86,7 +86,14 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
         netns_id: None,
         host_ifname: None,
         bridge: None,
-        mac: Some(MacAddr::new([2, ip.octets()[2], ip.octets()[3], 0, 0, n as u8])),
+        mac: Some(MacAddr::new([
+            2,
+            ip.octets()[2],
+            ip.octets()[3],
+            0,
+            0,
+            n as u8,
+        ])),
         macspoofchk: false,
         ips: vec![IpNetwork::V4(Ipv4Network::new(addr, 12).unwrap())],
         dns: name.is_some(),
@@ -210,7 +217,11 @@ fn run(n: usize, samples: usize) {
                 if let Some(at) = mtime(&path) {
                     break at;
                 }
-                assert!(Instant::now() < deadline, "sample {s} never reached {}", h.ip);
+                assert!(
+                    Instant::now() < deadline,
+                    "sample {s} never reached {}",
+                    h.ip
+                );
                 std::thread::sleep(Duration::from_millis(2));
             };
             propagation.push(arrived.duration_since(t0).unwrap_or_default());
