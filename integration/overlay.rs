@@ -10,34 +10,9 @@ use std::time::Duration;
 
 use harness::container_dns_server::{ContainerDnsServer, OWN_ANSWER};
 use harness::overlay_cluster::{
-    overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
+    on_both_stores, overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
     FAILURE_TIMEOUT_MS_FAST,
 };
-
-/// Runs the test body `NAME(store)` once per cluster store, as `NAME::gossip` and `NAME::etcd`.
-macro_rules! on_both_stores {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn gossip() {
-                super::$name(super::Store::Gossip)
-            }
-            #[test]
-            fn etcd() {
-                super::$name(super::Store::Etcd)
-            }
-        }
-    };
-}
-
-/// Namespace labels unique per store, so both runs of a test can go at once.
-fn label(base: &str, store: Store) -> String {
-    match store {
-        Store::Gossip => base.to_string(),
-        Store::Etcd => format!("{base}e"),
-        Store::Etcd3 => format!("{base}t"),
-    }
-}
 
 const WRONG_KEY: [u8; 32] = [0x42; 32];
 
@@ -47,7 +22,7 @@ on_both_stores!(
 fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_entries_everywhere(
     store: Store,
 ) {
-    let cluster = Cluster::on(&label("ova", store), 3, Timings::FAST, store);
+    let cluster = Cluster::on(&store.label("ova"), 3, Timings::FAST, store);
     let conf = overlay_conf("ovl", 100, "10.210.0.0/16");
     let (h1, h2, h3) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
     let c1 = h1.ns.container("c1");
@@ -161,7 +136,7 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
 
 on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);
 fn two_overlay_networks_with_different_vnis_cannot_reach_each_other(store: Store) {
-    let cluster = Cluster::on(&label("ovb", store), 2, Timings::FAST, store);
+    let cluster = Cluster::on(&store.label("ovb"), 2, Timings::FAST, store);
     let (h1, h2) = (&cluster.hosts[0], &cluster.hosts[1]);
     let blue = overlay_conf("blue", 201, "10.211.0.0/16");
     let red = overlay_conf("red", 202, "10.212.0.0/16");
@@ -199,7 +174,7 @@ on_both_stores!(
 fn a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_after_the_grace_and_recovers_on_restart(
     store: Store,
 ) {
-    let mut cluster = Cluster::on(&label("ovc", store), 3, Timings::FAST, store);
+    let mut cluster = Cluster::on(&store.label("ovc"), 3, Timings::FAST, store);
     let conf = overlay_conf("ovl", 300, "10.213.0.0/16");
     let c1 = cluster.hosts[0].ns.container("c1");
     let c3 = cluster.hosts[2].ns.container("c3");
@@ -448,7 +423,7 @@ fn resolve_at(c: &harness::NetNs, server: &str, args: &[&str]) -> Vec<String> {
 
 on_both_stores!(hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice);
 fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice(store: Store) {
-    let cluster = Cluster::on(&label("ovg", store), 3, Timings::FAST, store);
+    let cluster = Cluster::on(&store.label("ovg"), 3, Timings::FAST, store);
     // /29 blocks hold 8 addresses (all usable: the prefix is the subnet's), so 10 containers per host
     // need a second block on every host.
     let mut conf = overlay_conf("ovl", 800, "10.217.0.0/24");
@@ -555,7 +530,7 @@ fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice
 
 on_both_stores!(three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice);
 fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice(store: Store) {
-    first_adds_racing_for_one_block(&label("ovi", store), 3, store);
+    first_adds_racing_for_one_block(&store.label("ovi"), 3, store);
 }
 
 #[test]

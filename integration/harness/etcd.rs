@@ -26,18 +26,124 @@ struct Member {
     child: Option<Child>,
 }
 
+/// Certificates for an etcd that serves TLS and wants client certificates: a CA, the members' certificate
+/// (for every member address) and one client certificate, all made with openssl for the test.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (Debian's openssl package) runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl EtcdTls {
+    pub fn make(dir: &std::path::Path, addrs: &[&str]) -> EtcdTls {
+        std::fs::create_dir_all(dir).unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tether-test-ca",
+        ]);
+        openssl(dir, &ca);
+        let sans: Vec<String> = addrs.iter().map(|a| format!("IP:{a}")).collect();
+        for (name, ext) in [
+            (
+                "server",
+                format!(
+                    "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+                    sans.join(",")
+                ),
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n".to_string()),
+        ] {
+            let ext_file = dir.join(format!("{name}.ext"));
+            std::fs::write(&ext_file, ext).unwrap();
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=tether-test"]);
+            openssl(dir, &req);
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    ext_file.to_str().unwrap(),
+                ],
+            );
+        }
+        EtcdTls {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
 /// One or more etcd members in `ns`.
 pub struct Etcd {
     /// `--net=` path of the namespace the members run in.
     ns: String,
     members: Vec<Member>,
     initial_cluster: String,
+    pub tls: Option<EtcdTls>,
 }
 
 impl Etcd {
     /// Starts one member per address (each must be an address of `ns`) and waits until the cluster is
     /// healthy.
     pub fn start(ns: &HostNs, addrs: &[&str]) -> Etcd {
+        Etcd::start_with(ns, addrs, None)
+    }
+
+    /// With `tls`, the members serve https and require a client certificate signed by its CA.
+    pub fn start_with(ns: &HostNs, addrs: &[&str], tls: Option<EtcdTls>) -> Etcd {
         let members: Vec<Member> = addrs
             .iter()
             .enumerate()
@@ -58,6 +164,7 @@ impl Etcd {
             ns: ns.path_str(),
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..etcd.members.len() {
             etcd.start_member(i);
@@ -70,8 +177,33 @@ impl Etcd {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}:2379", m.addr))
+            .map(|m| format!("{}://{}:2379", self.scheme(), m.addr))
             .collect()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The endpoints of running members and the TLS flags, for etcdctl.
+    fn ctl_args(&self) -> Vec<String> {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("{}://{}:2379", self.scheme(), m.addr))
+            .collect();
+        let mut args = vec![format!("--endpoints={}", endpoints.join(","))];
+        if let Some(t) = &self.tls {
+            args.push(format!("--cacert={}", t.ca.display()));
+            args.push(format!("--cert={}", t.client_cert.display()));
+            args.push(format!("--key={}", t.client_key.display()));
+        }
+        args
     }
 
     pub fn start_member(&mut self, i: usize) {
@@ -81,8 +213,21 @@ impl Etcd {
             .append(true)
             .open(&m.log)
             .unwrap();
-        let client = format!("http://{}:2379", m.addr);
+        let client = format!(
+            "{}://{}:2379",
+            if self.tls.is_some() { "https" } else { "http" },
+            m.addr
+        );
         let peer = format!("http://{}:2380", m.addr);
+        let tls_args: Vec<String> = match &self.tls {
+            Some(t) => vec![
+                format!("--cert-file={}", t.server_cert.display()),
+                format!("--key-file={}", t.server_key.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".to_string(),
+            ],
+            None => Vec::new(),
+        };
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.ns))
             .arg("--")
@@ -107,6 +252,7 @@ impl Etcd {
                 "--election-timeout",
                 "500",
             ])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -125,16 +271,10 @@ impl Etcd {
 
     /// `etcdctl ARGS` against the members still running; panics with its output on failure.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let endpoints: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| format!("http://{}:2379", m.addr))
-            .collect();
         let out = Command::new("nsenter")
             .arg(format!("--net={}", self.ns))
             .args(["--", "etcdctl", "--dial-timeout=2s", "--command-timeout=5s"])
-            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .args(self.ctl_args())
             .args(args)
             .env("ETCDCTL_API", "3")
             .output()
@@ -166,16 +306,10 @@ impl Etcd {
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let endpoints: Vec<String> = self
-                .members
-                .iter()
-                .filter(|m| m.child.is_some())
-                .map(|m| format!("http://{}:2379", m.addr))
-                .collect();
             let ok = Command::new("nsenter")
                 .arg(format!("--net={}", self.ns))
                 .args(["--", "etcdctl", "--dial-timeout=1s", "--command-timeout=2s"])
-                .arg(format!("--endpoints={}", endpoints.join(",")))
+                .args(self.ctl_args())
                 .args(["put", "/health-probe", "1"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -20,7 +20,40 @@ pub enum Store {
     Etcd,
     /// Three etcd members on the fabric.
     Etcd3,
+    /// One etcd member serving TLS and requiring client certificates.
+    EtcdTls,
 }
+
+impl Store {
+    /// Namespace labels unique per store, so both runs of a test can go at once.
+    pub fn label(self, base: &str) -> String {
+        match self {
+            Store::Gossip => base.to_string(),
+            Store::Etcd => format!("{base}e"),
+            Store::Etcd3 => format!("{base}t"),
+            Store::EtcdTls => format!("{base}s"),
+        }
+    }
+}
+
+/// Runs the test body `NAME(store)` once per cluster store, as `NAME::gossip` and `NAME::etcd`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn gossip() {
+                super::$name(crate::harness::overlay_cluster::Store::Gossip)
+            }
+            #[test]
+            fn etcd() {
+                super::$name(crate::harness::overlay_cluster::Store::Etcd)
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_stores;
 
 /// etcd members listen on these fabric addresses.
 const ETCD_ADDRS: [&str; 3] = ["192.168.77.250", "192.168.77.251", "192.168.77.252"];
@@ -214,6 +247,11 @@ impl Host {
         self.plugin("ADD", conf, c).assert_ok().clone()
     }
 
+    /// ADD that may fail: the plugin's whole answer.
+    pub fn try_add(&self, conf: &Value, c: &NetNs) -> super::PluginOutput {
+        self.plugin("ADD", conf, c)
+    }
+
     /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
     pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
         self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
@@ -318,13 +356,15 @@ impl Cluster {
         fabric.ip(&["link", "set", "fab0", "up"]);
         let etcd_addrs: &[&str] = match store {
             Store::Gossip => &[],
-            Store::Etcd => &ETCD_ADDRS[..1],
+            Store::Etcd | Store::EtcdTls => &ETCD_ADDRS[..1],
             Store::Etcd3 => &ETCD_ADDRS[..],
         };
         for addr in etcd_addrs {
             fabric.ip(&["addr", "add", &format!("{addr}/24"), "dev", "fab0"]);
         }
-        let etcd = (!etcd_addrs.is_empty()).then(|| Etcd::start(&fabric, etcd_addrs));
+        let tls = (store == Store::EtcdTls)
+            .then(|| super::etcd::EtcdTls::make(&fabric.dir().join("pki"), etcd_addrs));
+        let etcd = (!etcd_addrs.is_empty()).then(|| Etcd::start_with(&fabric, etcd_addrs, tls));
         // Counts VXLAN packets crossing the underlay ("fwd" is an nft keyword, hence the chain name).
         let rules = "table bridge ovtest {\n chain vxlan_count {\n  type filter hook forward priority 0;\n  udp dport 4789 counter\n }\n}\n";
         let status = Command::new("nsenter")
@@ -368,6 +408,11 @@ impl Cluster {
                     "prefix": "/tether",
                     "leaseTtlSeconds": LEASE_TTL_S_FAST,
                 }});
+                if let Some(t) = &etcd.tls {
+                    section["store"]["etcd"]["caFile"] = json!(t.ca);
+                    section["store"]["etcd"]["certFile"] = json!(t.client_cert);
+                    section["store"]["etcd"]["keyFile"] = json!(t.client_key);
+                }
             }
             let config = json!({
                 "stay": true,

@@ -243,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_etcd_config_parses_without_peers_or_key() {
+        let config: serde_json::Value =
+            serde_json::from_str(include_str!("../../conf/tetherd-overlay-etcd.json")).unwrap();
+        let c = PeerConfig::from_section(&config["overlay"])
+            .unwrap()
+            .unwrap();
+        let StoreConfig::Etcd(etcd) = c.store else {
+            panic!("not etcd: {c:?}");
+        };
+        assert_eq!(etcd.endpoints.len(), 3);
+        assert!(etcd.tls.is_some_and(|t| t.client.is_some()));
+    }
+
+    #[test]
     fn bad_sections_say_what_to_fix() {
         for bad in [
             json!({"peers": [], "key": KEY}),

@@ -21,6 +21,19 @@ use crate::state::overlay::{requires_agreement, ClaimState, OverlayDir};
 /// How long an ADD waits for the members to agree on a new block before using it unconfirmed.
 pub const AGREEMENT_WAIT: Duration = Duration::from_millis(2000);
 
+/// With etcd the alternative to waiting is failing the ADD: long enough to ride out a member's failover
+/// (a new session on the next member and, when the leader died, an election).
+pub const STORE_AGREEMENT_WAIT: Duration = Duration::from_millis(5000);
+
+/// How long this ADD waits for a new block's agreement.
+pub fn agreement_wait() -> Duration {
+    if requires_agreement(&crate::paths::state_dir()) {
+        STORE_AGREEMENT_WAIT
+    } else {
+        AGREEMENT_WAIT
+    }
+}
+
 /// How often the claims file is re-read while waiting.
 const POLL: Duration = Duration::from_millis(10);
 

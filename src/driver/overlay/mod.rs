@@ -19,7 +19,7 @@ pub use block_agreement::AGREEMENT_WAIT;
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 
-use block_agreement::{no_agreement, start_key, wait_for_agreement, Agreement};
+use block_agreement::{agreement_wait, no_agreement, start_key, wait_for_agreement, Agreement};
 
 use crate::client::notify::{attachment_added, attachment_removed, endpoint_removed};
 use crate::cni::config::Attachment;
@@ -100,7 +100,7 @@ fn allocate_address(
     container_id: &str,
     ifname: &str,
 ) -> Result<IpNetwork, Error> {
-    let deadline = std::time::Instant::now() + AGREEMENT_WAIT;
+    let deadline = std::time::Instant::now() + agreement_wait();
     // Blocks a peer's better claim took from us during this ADD: its claim may not have reached us yet.
     let mut given_up = BTreeSet::new();
     let mut without_agreement = false;

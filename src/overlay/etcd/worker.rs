@@ -86,6 +86,17 @@ pub struct Worker {
     absent_since: HashMap<IpAddr, Instant>,
     reachable: Option<bool>,
     started_at_ms: u64,
+    /// Which of the configured members this session talks to.
+    endpoint: usize,
+}
+
+/// A stable index below `n` derived from the host's address.
+fn host_spread(me: IpAddr, n: usize) -> usize {
+    let sum: usize = match me {
+        IpAddr::V4(v4) => v4.octets().iter().map(|b| usize::from(*b)).sum(),
+        IpAddr::V6(v6) => v6.octets().iter().map(|b| usize::from(*b)).sum(),
+    };
+    sum % n.max(1)
 }
 
 type Fallible<T> = Result<T, etcd_client::Error>;
@@ -102,6 +113,7 @@ impl Worker {
         wake: UnixDatagram,
         commands: UnboundedReceiver<Command>,
     ) -> Worker {
+        let cfg_len = cfg.endpoints.len();
         Worker {
             layout: Layout::new(&cfg.prefix),
             cfg,
@@ -117,6 +129,8 @@ impl Worker {
             absent_since: HashMap::new(),
             reachable: None,
             started_at_ms: now_ms(),
+            // Hosts spread over the members from the start, so losing one moves only some of them.
+            endpoint: host_spread(me, cfg_len),
         }
     }
 
@@ -158,8 +172,15 @@ impl Worker {
                         self.set_reachable(false);
                     }
                 }
-                // Wait a little, still taking the plane's commands (an outage must not block it).
-                let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                // The next member at once; a second round of all of them after a pause. Meanwhile the
+                // plane's commands are still taken (an outage must not block it).
+                self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+                let pause = if self.endpoint == host_spread(self.me, self.cfg.endpoints.len()) {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(50)
+                };
+                let until = tokio::time::Instant::now() + pause;
                 loop {
                     tokio::select! {
                         cmd = self.commands.recv() => match cmd {
@@ -202,7 +223,10 @@ impl Worker {
             }
             options = options.with_tls(t);
         }
-        Client::connect(&self.cfg.endpoints, Some(options)).await
+        // One member per session, the next on failure: a dead member is left at once instead of
+        // being retried by the channel while calls time out.
+        let endpoint = &self.cfg.endpoints[self.endpoint];
+        Client::connect([endpoint], Some(options)).await
     }
 
     /// One connection: list, liveness, watch, and the loop until something fails (`Err`) or the plane
