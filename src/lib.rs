@@ -9,6 +9,7 @@ pub mod client;
 pub mod cni;
 pub mod daemon;
 pub mod dns;
+pub mod docker;
 pub mod driver;
 pub mod endpoint;
 pub mod error;

@@ -14,6 +14,8 @@ pub mod container_dns_server;
 pub mod containerd;
 pub mod dns_upstream;
 pub mod docker_forward_drop;
+pub mod dockerd;
+pub mod etcd;
 pub mod hook_host;
 pub mod host;
 pub mod netns;

@@ -47,12 +47,29 @@ pub enum Command {
     Inspect(ContainerInspectArgs),
     /// The path of a new connection from SRC to DST and the verdict at each step (isolation, a missing publish, DNS or routing?); exit status 1 when it does not get through
     Trace(TraceArgs),
+    /// The overlay's cluster store as this host's tetherd sees it, and forgetting a dead host
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
     // `--help` goes to the hook, which knows its own flags.
     #[command(disable_help_flag = true)]
     Hook(HookArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The store in use, members and their liveness, blocks per host, records per network, last sync
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a dead host's address blocks and records from the store (refused while it is up)
+    Forget {
+        /// The host's control-plane address (its `overlay.bind` IP)
+        host: std::net::IpAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,8 +11,8 @@ use clap::Parser;
 
 pub use args::Cli;
 use args::{
-    AttachArgs, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand,
-    ServiceCommand, TraceArgs,
+    AttachArgs, ClusterCommand, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs,
+    NetworkCommand, ServiceCommand, TraceArgs,
 };
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
@@ -45,6 +45,8 @@ pub enum CliError {
     Inspect(#[from] crate::troubleshoot::InspectError),
     #[error("tracing: {0}")]
     Trace(#[from] crate::troubleshoot::TraceError),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("{context}: {source}")]
     Service {
         context: String,
@@ -172,6 +174,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Doctor(a) => doctor(a),
         Command::Inspect(a) => inspect(a),
         Command::Trace(a) => trace(a),
+        Command::Cluster(c) => cluster(c),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -185,6 +188,40 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }),
         },
     }
+}
+
+/// `tether cluster ...`: asks this host's tetherd (its overlay service) over the control socket.
+fn cluster(c: ClusterCommand) -> Result<(), CliError> {
+    let (command, json) = match &c {
+        ClusterCommand::Status { json } => (serde_json::json!({"cluster": "status"}), *json),
+        ClusterCommand::Forget { host } => (
+            serde_json::json!({"cluster": "forget", "host": host.to_string()}),
+            false,
+        ),
+    };
+    let request = crate::client::protocol::Request::Service {
+        service: "overlay".into(),
+        command,
+    };
+    let reply = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &request,
+        std::time::Duration::from_secs(15),
+    )
+    .map_err(|e| CliError::Cluster(format!("tetherd does not answer ({e}); is it running?")))?;
+    if !reply.ok {
+        return Err(CliError::Cluster(reply.error.unwrap_or_default()));
+    }
+    let answer = reply.status.unwrap_or_default();
+    match c {
+        ClusterCommand::Status { .. } if json => output::json(&answer),
+        ClusterCommand::Status { .. } => output::cluster_status(&answer),
+        ClusterCommand::Forget { host } => output::line(&format!(
+            "forgot {host}: {} blocks and records removed",
+            answer["removed"]
+        )),
+    }
+    Ok(())
 }
 
 fn service(command: ServiceCommand) -> Result<(), CliError> {

@@ -295,6 +295,41 @@ pub fn line(text: &str) {
     println!("{text}");
 }
 
+/// `tether cluster status` for people: the store, the members, blocks per host, records per network.
+pub fn cluster_status(s: &serde_json::Value) {
+    let sync = &s["sync"];
+    println!(
+        "store: {}  (reachable: {}, last sync: {} ms since epoch{})",
+        s["store"].as_str().unwrap_or("?"),
+        sync["reachable"],
+        sync["lastSyncMs"],
+        sync["revision"]
+            .as_i64()
+            .map(|r| format!(", revision {r}"))
+            .unwrap_or_default()
+    );
+    println!("this host: {}", s["host"].as_str().unwrap_or("?"));
+    println!("members:");
+    for m in s["members"].as_array().into_iter().flatten() {
+        let state = if m["up"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "down"
+        };
+        println!("  {:<40} {state}", m["host"].as_str().unwrap_or("?"));
+    }
+    println!("blocks:");
+    for (host, blocks) in s["blocks"].as_object().into_iter().flatten() {
+        for b in blocks.as_array().into_iter().flatten() {
+            println!("  {host:<40} {}", b.as_str().unwrap_or("?"));
+        }
+    }
+    println!("records:");
+    for (network, n) in s["records"].as_object().into_iter().flatten() {
+        println!("  {network:<40} {n}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ fn default_route(ip: &IpNetwork) -> IpNetwork {
 /// unless `forceAddress`, which replaces it (reference bridge semantics). The common case, gateway already in
 /// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
 /// only when the gateway was just added, i.e. once per network.
-fn ensure_gateway(
+pub(crate) fn ensure_gateway(
     host: &Netlink,
     bridge: u32,
     gw: IpNetwork,
@@ -115,7 +115,11 @@ fn ensure_gateway(
 /// Creates the container's veth pair, host end down. A host veth of that name already there is a leftover of an
 /// earlier ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
 /// looked for only after EEXIST, so the common case pays no lookup.
-fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result<(), Error> {
+pub(crate) fn create_port_veth(
+    host: &Netlink,
+    spec: &VethSpec<'_>,
+    ifname: &str,
+) -> Result<(), Error> {
     let explain = |e: LinkError| match e {
         LinkError::Exists { .. } => Error::config(format!(
             "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
@@ -138,13 +142,13 @@ fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result
 /// is untouched), but with IPv6 on, each port adds a link-local address and three routes to the host's IPv6
 /// table, and the kernel walks that whole table whenever a port goes down: with 1000 containers, every DEL paid
 /// ~2 ms for it. Best effort: on a host without IPv6 there is nothing to turn off.
-fn disable_ipv6_on_port(port: &str) {
+pub(crate) fn disable_ipv6_on_port(port: &str) {
     if let Err(e) = set_sysctl(&format!("net/ipv6/conf/{port}/disable_ipv6"), "1") {
         tracing::debug!(port, error = %e, "could not turn IPv6 off on the bridge port");
     }
 }
 
-fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
+pub(crate) fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
     if ips.iter().any(|i| i.address.is_ipv4()) {
         set_sysctl("net/ipv4/ip_forward", "1")?;
     }
@@ -553,7 +557,11 @@ fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), Error
 
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
 /// the same network may have joined it in the meantime.
-fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(), String> {
+pub(crate) fn remove_bridge_if_unused(
+    host: &Netlink,
+    name: &str,
+    index: u32,
+) -> Result<(), String> {
     let links = host.links().map_err(|e| e.to_string())?;
     if links.iter().any(|l| l.master == Some(index)) {
         return Ok(());

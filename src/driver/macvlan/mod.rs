@@ -35,7 +35,8 @@ use crate::error::Error;
 use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
 use crate::state::{AttachmentRecord, DriverKind, RecordDir};
-use child::{creation_error, delete_child};
+pub(crate) use child::creation_error;
+use child::delete_child;
 use container_routes::add_routes;
 
 pub struct MacvlanPlugin;
