@@ -47,6 +47,8 @@ pub struct Status {
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
     pub kernel_changes: u64,
+    /// Kernel reconciles that failed (and were retried); a network without its devices yet is no failure.
+    pub kernel_failures: u64,
     /// This host's block claims waiting for agreement (pending, or unconfirmed ones taken while tetherd
     /// could not ask).
     pub claims_awaiting_agreement: usize,
@@ -146,6 +148,7 @@ impl ControlPlane {
             claims_dirty: false,
             status: status.clone(),
             kernel_changes: 0,
+            kernel_failures: 0,
             proposing: 0,
             requested: 0,
             scanned: scanned.clone(),
@@ -248,6 +251,7 @@ struct Agent {
     claims_dirty: bool,
     status: Arc<Mutex<Status>>,
     kernel_changes: u64,
+    kernel_failures: u64,
     proposing: usize,
     /// The highest refresh request received, and where finished rescans are reported.
     requested: u64,
@@ -407,6 +411,7 @@ impl Agent {
             match reconcile::apply(&self.nl, &facts, &want) {
                 Ok(n) => self.kernel_changes += n as u64,
                 Err(e) => {
+                    self.kernel_failures += 1;
                     tracing::warn!(network = %facts.network, error = %e, "overlay reconcile failed; retrying");
                     self.kernel_dirty = true;
                 }
@@ -454,6 +459,7 @@ impl Agent {
         s.bytes_received = sync.bytes_received;
         s.datagrams_rejected = sync.datagrams_rejected;
         s.kernel_changes = self.kernel_changes;
+        s.kernel_failures = self.kernel_failures;
         s.claims_awaiting_agreement = self.proposing;
         s.store_reachable = sync.reachable;
     }
