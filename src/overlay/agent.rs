@@ -47,6 +47,8 @@ pub struct Status {
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
     pub kernel_changes: u64,
+    /// Kernel reconciles that failed (and were retried); a network without its devices yet is no failure.
+    pub kernel_failures: u64,
     /// This host's block claims waiting for agreement (pending, or unconfirmed ones taken while tetherd
     /// could not ask).
     pub claims_awaiting_agreement: usize,
@@ -144,8 +146,10 @@ impl ControlPlane {
             local_dirty: true,
             kernel_dirty: true,
             claims_dirty: false,
+            members_stale: true,
             status: status.clone(),
             kernel_changes: 0,
+            kernel_failures: 0,
             proposing: 0,
             requested: 0,
             scanned: scanned.clone(),
@@ -246,8 +250,12 @@ struct Agent {
     local_dirty: bool,
     kernel_dirty: bool,
     claims_dirty: bool,
+    /// Liveness may have changed since `membersUp` was last listed (every liveness change marks the
+    /// kernel dirty too): listing and naming every member on each wake-up cost O(hosts) ten times a second.
+    members_stale: bool,
     status: Arc<Mutex<Status>>,
     kernel_changes: u64,
+    kernel_failures: u64,
     proposing: usize,
     /// The highest refresh request received, and where finished rescans are reported.
     requested: u64,
@@ -267,6 +275,7 @@ impl Agent {
             if Instant::now() >= self.next_periodic {
                 self.local_dirty = true;
                 self.kernel_dirty = true;
+                self.members_stale = true;
                 self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
             }
             if self.local_dirty {
@@ -286,6 +295,7 @@ impl Agent {
 
     fn apply(&mut self, changes: Changes) {
         self.kernel_dirty |= changes.kernel;
+        self.members_stale |= changes.kernel;
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
     }
@@ -407,6 +417,7 @@ impl Agent {
             match reconcile::apply(&self.nl, &facts, &want) {
                 Ok(n) => self.kernel_changes += n as u64,
                 Err(e) => {
+                    self.kernel_failures += 1;
                     tracing::warn!(network = %facts.network, error = %e, "overlay reconcile failed; retrying");
                     self.kernel_dirty = true;
                 }
@@ -436,24 +447,31 @@ impl Agent {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let sync = self.store.status();
+        let members_up = std::mem::take(&mut self.members_stale).then(|| {
+            let mut up: Vec<String> = self
+                .store
+                .members()
+                .into_iter()
+                .filter(|m| m.up)
+                .map(|m| self.member_name(m.host))
+                .collect();
+            up.sort();
+            up
+        });
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         s.store = Some(self.store.kind());
-        s.members_up = self
-            .store
-            .members()
-            .into_iter()
-            .filter(|m| m.up)
-            .map(|m| self.member_name(m.host))
-            .collect();
-        s.members_up.sort();
+        if let Some(up) = members_up {
+            s.members_up = up;
+        }
         s.records = self.store.table().len();
         s.networks = self.networks.iter().map(|f| f.network.clone()).collect();
         s.bytes_sent = sync.bytes_sent;
         s.bytes_received = sync.bytes_received;
         s.datagrams_rejected = sync.datagrams_rejected;
         s.kernel_changes = self.kernel_changes;
+        s.kernel_failures = self.kernel_failures;
         s.claims_awaiting_agreement = self.proposing;
         s.store_reachable = sync.reachable;
     }

@@ -32,6 +32,22 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// What a change of one other host's record makes due: an endpoint only the kernel entries and
+    /// remote names, a claim only the peer claims (with a thousand hosts, doing both for every record
+    /// rewrote every peer-claims file once per endpoint).
+    pub fn touched_by(key: &RecordKey) -> Changes {
+        match key {
+            RecordKey::Endpoint { .. } => Changes {
+                kernel: true,
+                ..Changes::default()
+            },
+            RecordKey::Claim { .. } => Changes {
+                claims: true,
+                ..Changes::default()
+            },
+        }
+    }
+
     pub fn merge(&mut self, other: Changes) {
         self.kernel |= other.kernel;
         self.claims |= other.claims;

@@ -70,6 +70,11 @@ impl Layout {
         format!("{}/", self.prefix)
     }
 
+    /// Every block claim.
+    pub fn blocks_root(&self) -> String {
+        format!("{}/blocks/", self.prefix)
+    }
+
     pub fn host(&self, host: IpAddr) -> String {
         format!("{}/hosts/{host}", self.prefix)
     }

@@ -122,6 +122,7 @@ impl EtcdStore {
                         changes.merge(self.tombstone(old, stored.mod_revision));
                     }
                 }
+                let touches = Changes::touched_by(&rk);
                 let merged = self.table.merge(
                     self.me,
                     vec![Record {
@@ -132,8 +133,7 @@ impl EtcdStore {
                     now_ms(),
                 );
                 if merged.changed > 0 {
-                    changes.kernel = true;
-                    changes.claims = true;
+                    changes.merge(touches);
                 }
                 changes
             }
@@ -142,6 +142,7 @@ impl EtcdStore {
     }
 
     fn tombstone(&mut self, key: RecordKey, revision: i64) -> Changes {
+        let touches = Changes::touched_by(&key);
         let merged = self.table.merge(
             self.me,
             vec![Record {
@@ -151,10 +152,10 @@ impl EtcdStore {
             }],
             now_ms(),
         );
-        Changes {
-            kernel: merged.changed > 0,
-            claims: merged.changed > 0,
-            local: false,
+        if merged.changed > 0 {
+            touches
+        } else {
+            Changes::default()
         }
     }
 

@@ -16,6 +16,7 @@ use etcd_client::{
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions, WatchStream,
 };
+use ipnetwork::Ipv4Network;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::config::EtcdConfig;
@@ -28,6 +29,26 @@ use crate::state::overlay::now_ms;
 pub struct Stored {
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    /// A block key's holder, decoded once when the key arrives: the tick's scans compare it instead of
+    /// parsing every block's JSON again (with a thousand hosts that was most of each tick).
+    pub holder: Option<IpAddr>,
+}
+
+impl Stored {
+    fn new(layout: &Layout, key: &str, value: &[u8], mod_revision: i64) -> Stored {
+        let holder = if key.starts_with(&layout.blocks_root()) {
+            serde_json::from_slice::<BlockValue>(value)
+                .ok()
+                .map(|v| v.host)
+        } else {
+            None
+        };
+        Stored {
+            value: value.to_vec(),
+            mod_revision,
+            holder,
+        }
+    }
 }
 
 /// What the worker tells the plane.
@@ -101,8 +122,15 @@ fn host_spread(me: IpAddr, n: usize) -> usize {
 
 type Fallible<T> = Result<T, etcd_client::Error>;
 
-/// A tick: keep-alives, retries and reclaims run at least this often.
+/// A tick: keep-alives and retries run at least this often.
 const TICK: Duration = Duration::from_millis(500);
+
+/// Compare-and-swaps per transaction: etcd refuses more than 128 operations in one (`--max-txn-ops`).
+const TXN_OPS: usize = 64;
+
+/// Reclaims of dead hosts' blocks run at most this often (and at least four times per grace): each pass
+/// looks at every block holder, which on every tick of a thousand hosts adds up.
+const RECLAIM_EVERY: Duration = Duration::from_secs(5);
 
 impl Worker {
     pub fn new(
@@ -245,6 +273,8 @@ impl Worker {
         let mut tick = tokio::time::interval(TICK);
         let keep_every = self.cfg.lease_ttl / 3;
         let mut last_keep = Instant::now();
+        let mut last_reclaim = Instant::now();
+        let reclaim_every = (self.grace / 4).clamp(TICK, RECLAIM_EVERY);
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => {
@@ -291,7 +321,10 @@ impl Worker {
                         (keeper, alive) = self.liveness(&mut client).await?;
                     }
                     self.sync_own(&mut client).await?;
-                    self.reclaim(&mut client).await?;
+                    if last_reclaim.elapsed() >= reclaim_every {
+                        self.reclaim(&mut client).await?;
+                        last_reclaim = Instant::now();
+                    }
                 }
             }
         }
@@ -331,13 +364,9 @@ impl Worker {
             .kvs()
             .iter()
             .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Stored {
-                        value: kv.value().to_vec(),
-                        mod_revision: kv.mod_revision(),
-                    },
-                )
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
+                (key, stored)
             })
             .collect();
         self.mirror = keys.clone();
@@ -367,10 +396,7 @@ impl Worker {
             self.revision = self.revision.max(kv.mod_revision());
             match event.event_type() {
                 EventType::Put => {
-                    let stored = Stored {
-                        value: kv.value().to_vec(),
-                        mod_revision: kv.mod_revision(),
-                    };
+                    let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
                     self.mirror.insert(key.clone(), stored.clone());
                     self.send(Event::Put { key, stored });
                 }
@@ -413,6 +439,7 @@ impl Worker {
     async fn sync_own(&mut self, client: &mut Client) -> Fallible<()> {
         let mine = self.layout.records_of(self.me);
         let wanted = self.wanted.clone();
+        let mut endpoints: Vec<(String, Vec<u8>, i64)> = Vec::new();
         for (key, value) in &wanted {
             let held = self.mirror.get(key);
             if held.is_some_and(|s| &s.value == value) {
@@ -432,20 +459,32 @@ impl Worker {
                 }
                 Some(Key::Endpoint { .. }) => {
                     let expected = held.map_or(0, |s| s.mod_revision);
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            key.clone(),
-                            CompareOp::Equal,
-                            expected,
-                        )])
-                        .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-                    let resp = client.txn(txn).await?;
-                    if !resp.succeeded() {
-                        // The mirror was behind; the watch brings the key and the next tick retries.
-                        tracing::debug!(%key, "record changed under us; retrying after the watch");
-                    }
+                    endpoints.push((key.clone(), value.clone(), expected));
                 }
                 _ => {}
+            }
+        }
+        // One transaction (one round trip, one commit) per batch of records instead of one per record.
+        for batch in endpoints.chunks(TXN_OPS) {
+            let txn = Txn::new()
+                .when(
+                    batch
+                        .iter()
+                        .map(|(k, _, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    batch
+                        .iter()
+                        .map(|(k, v, _)| TxnOp::put(k.clone(), v.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
+            if !client.txn(txn).await?.succeeded() {
+                // The mirror was behind; the watch brings the keys and the next tick retries.
+                tracing::debug!(
+                    records = batch.len(),
+                    "records changed under us; retrying after the watch"
+                );
             }
         }
         // A proposal's block is ours before the claims file says so: not stale.
@@ -454,14 +493,14 @@ impl Worker {
             .iter()
             .map(|c| self.layout.block(&c.network, c.block))
             .collect();
+        // Only this host's records and the blocks it holds are looked at, not every host's keys.
         let stale: Vec<(String, Stored)> = self
-            .mirror
-            .iter()
+            .under(&mine)
+            .chain(
+                self.under(&self.layout.blocks_root())
+                    .filter(|(_, s)| self.holds(s)),
+            )
             .filter(|(k, _)| !wanted.contains_key(*k) && !proposed.contains(*k))
-            .filter(|(k, s)| {
-                k.starts_with(&mine)
-                    || (matches!(self.layout.parse(k), Some(Key::Block { .. })) && self.holds(s))
-            })
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         for (key, stored) in stale {
@@ -485,7 +524,15 @@ impl Worker {
 
     /// Whether a block key's value names this host.
     fn holds(&self, stored: &Stored) -> bool {
-        serde_json::from_slice::<BlockValue>(&stored.value).is_ok_and(|v| v.host == self.me)
+        stored.holder == Some(self.me)
+    }
+
+    /// The mirrored keys under `prefix`, by a range of the sorted mirror.
+    fn under<'a>(&'a self, prefix: &str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+        let prefix = prefix.to_string();
+        self.mirror
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     /// `version == 0`: the block is this host's only if no one holds it; otherwise the holder is told.
@@ -528,42 +575,57 @@ impl Worker {
     /// Blocks of hosts whose liveness key has been gone for the grace, and which hold no record of that
     /// host, are deleted (compare-and-delete: every host may try, one succeeds).
     async fn reclaim(&mut self, client: &mut Client) -> Fallible<()> {
-        let live: BTreeSet<IpAddr> = self
-            .mirror
-            .keys()
-            .filter_map(|k| match self.layout.parse(k) {
-                Some(Key::Host(h)) => Some(h),
-                _ => None,
-            })
+        // Holders from the cached block values, liveness by one lookup per holder: no key is parsed.
+        let holders: BTreeSet<IpAddr> = self
+            .under(&self.layout.blocks_root())
+            .filter_map(|(_, s)| s.holder)
             .collect();
-        let mut blocks = Vec::new();
-        let mut endpoints: Vec<(IpAddr, std::net::Ipv4Addr)> = Vec::new();
-        for (k, s) in &self.mirror {
-            match self.layout.parse(k) {
-                Some(Key::Block { block, .. }) => {
-                    if let Ok(v) = serde_json::from_slice::<BlockValue>(&s.value) {
-                        blocks.push((k.clone(), s.mod_revision, v.host, block));
-                    }
-                }
-                Some(Key::Endpoint { host, ip, .. }) => endpoints.push((host, ip)),
-                _ => {}
-            }
-        }
-        let holders: BTreeSet<IpAddr> = blocks.iter().map(|b| b.2).collect();
-        self.absent_since
-            .retain(|h, _| holders.contains(h) && !live.contains(h));
-        for h in holders.iter().filter(|h| !live.contains(h)) {
+        let absent: BTreeSet<IpAddr> = holders
+            .into_iter()
+            .filter(|h| !self.mirror.contains_key(&self.layout.host(*h)))
+            .collect();
+        self.absent_since.retain(|h, _| absent.contains(h));
+        for h in &absent {
             self.absent_since.entry(*h).or_insert_with(Instant::now);
         }
+        let gone_long: BTreeSet<IpAddr> = self
+            .absent_since
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= self.grace)
+            .map(|(h, _)| *h)
+            .collect();
+        if gone_long.is_empty() {
+            return Ok(());
+        }
+        // Only the records of hosts gone long are read, not every endpoint against every block.
+        let mut endpoints: HashMap<IpAddr, Vec<std::net::Ipv4Addr>> = HashMap::new();
+        for h in &gone_long {
+            let ips = self
+                .under(&self.layout.records_of(*h))
+                .filter_map(|(k, _)| match self.layout.parse(k) {
+                    Some(Key::Endpoint { ip, .. }) => Some(ip),
+                    _ => None,
+                })
+                .collect();
+            endpoints.insert(*h, ips);
+        }
+        let blocks: Vec<(String, i64, IpAddr, Ipv4Network)> = self
+            .under(&self.layout.blocks_root())
+            .filter_map(|(k, s)| {
+                let holder = s.holder.filter(|h| gone_long.contains(h))?;
+                match self.layout.parse(k) {
+                    Some(Key::Block { block, .. }) => {
+                        Some((k.clone(), s.mod_revision, holder, block))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         for (key, rev, holder, block) in blocks {
-            let gone_long = self
-                .absent_since
-                .get(&holder)
-                .is_some_and(|since| since.elapsed() >= self.grace);
             let empty = !endpoints
-                .iter()
-                .any(|(h, ip)| *h == holder && block.contains(*ip));
-            if !gone_long || !empty {
+                .get(&holder)
+                .is_some_and(|ips| ips.iter().any(|ip| block.contains(*ip)));
+            if !empty {
                 continue;
             }
             let txn = Txn::new()
@@ -592,8 +654,7 @@ impl Worker {
             .mirror
             .iter()
             .filter(|(k, s)| {
-                matches!(self.layout.parse(k), Some(Key::Block { .. }))
-                    && serde_json::from_slice::<BlockValue>(&s.value).is_ok_and(|v| v.host == host)
+                matches!(self.layout.parse(k), Some(Key::Block { .. })) && s.holder == Some(host)
             })
             .map(|(k, s)| (k.clone(), s.mod_revision))
             .collect();
