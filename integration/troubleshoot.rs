@@ -423,6 +423,70 @@ fn trace_finds_a_missing_publish_and_follows_a_published_port() {
     harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
 }
 
+/// The packets counted on the inspect rows whose `what` and `tether` columns contain these words.
+fn counted_packets(report: &Value, what: &str, tether: &str) -> Vec<u64> {
+    report["attachments"][0]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["what"].as_str().unwrap().contains(what)
+                && r["tether"].as_str().unwrap().contains(tether)
+        })
+        .map(|r| {
+            r["counter"]["packets"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no counter on {r:#}"))
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_counts_real_traffic_on_the_containers_firewall_elements() {
+    let host = HostNs::new("incn");
+    let s = Setup::new(&host);
+    let outside = host.outside();
+    s.cli.create_network("web", "10.95.0.0/24");
+    let c = host.container("c1");
+    let attached = s.attach("web", &c, &["--name", "web1", "-p", "8080:80"]);
+    let ip = address(&attached);
+
+    let (_, before) = s.report(&["inspect", "web1"]);
+    assert_eq!(
+        counted_packets(&before, "published port", "8080"),
+        [0],
+        "{before:#}"
+    );
+    assert_eq!(
+        counted_packets(&before, "firewall elements", "nat4"),
+        [0],
+        "{before:#}"
+    );
+
+    // In through the published port, and out of the network to the outside namespace.
+    let listen = format!("{ip}:80").parse().unwrap();
+    let connect = format!("{}:8080", outside.host_addr).parse().unwrap();
+    harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
+    harness::tcp::exchange(&outside.ns, outside.addr, 9000, &c).expect("the outside answers");
+
+    let (code, after) = s.report(&["inspect", "web1"]);
+    assert_eq!(code, 0, "{after:#}");
+    // Only a connection's first packet meets a nat chain: each counter counts connections. The published
+    // port's reply and the inbound connection are not new connections leaving the network.
+    assert_eq!(
+        counted_packets(&after, "published port", "8080"),
+        [1],
+        "{after:#}"
+    );
+    assert_eq!(
+        counted_packets(&after, "firewall elements", "nat4"),
+        [1],
+        "{after:#}"
+    );
+    let text = String::from_utf8_lossy(&s.cli.run(&["inspect", "web1"]).stdout).into_owned();
+    assert!(text.contains("present, 1 packets"), "{text}");
+}
+
 #[test]
 fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     use harness::overlay_cluster::{

@@ -22,6 +22,7 @@
 //! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
 
 pub mod conntrack;
+mod element_counters;
 mod error;
 mod forward_policy;
 pub mod netlink;
@@ -41,6 +42,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+pub use element_counters::{Counter, ElementState};
 pub use error::FirewallError;
 pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
@@ -453,6 +455,7 @@ impl Firewall {
         for change in changes {
             for element in &change.elements {
                 let single = [ElementChange {
+                    counted: false,
                     family: change.family,
                     op: ElementOp::Delete,
                     set: change.set.clone(),
@@ -550,12 +553,14 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
             data: (op == ElementOp::Add).then(|| ElementData::Jump(nat.clone())),
         };
         changes.push(ElementChange {
+            counted: true,
             family: Family::Inet,
             op,
             set,
             elements: family_addrs.iter().map(plain).collect(),
         });
         changes.push(ElementChange {
+            counted: true,
             family: Family::Inet,
             op,
             set: map.to_string(),

@@ -289,6 +289,7 @@ fn key_prefix(key: &ServiceKey) -> Vec<u8> {
 
 fn element(op: ElementOp, set: String, element: SetElement) -> Change {
     Change::Elements(ElementChange {
+        counted: false,
         family: Family::Inet,
         op,
         set,

@@ -12,7 +12,7 @@ use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::resolver_socket;
 use crate::cni::result::CniResult;
-use crate::firewall::{Firewall, PortMapping, Protocol};
+use crate::firewall::{Counter, ElementState, Firewall, PortMapping, Protocol};
 use crate::link::{IpFamily, LinkInfo, Netlink};
 use crate::netns::{NetNs, NsId};
 use crate::state::driver_kind::DriverKind;
@@ -35,6 +35,9 @@ pub struct Comparison {
     pub tether: String,
     pub kernel: String,
     pub verdict: Verdict,
+    /// A firewall element's packets and bytes since it was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
 }
 
 fn row(
@@ -52,6 +55,7 @@ fn row(
         } else {
             Verdict::Differs
         },
+        counter: None,
     }
 }
 
@@ -275,17 +279,11 @@ impl Inspector {
         }
         if let Some(fw) = fw {
             for m in recorded_ports(&self.state_dir, &a.network, &a.container_id, &a.ifname) {
-                let present = fw.ports_present(&[m]).unwrap_or(false);
-                rows.push(row(
-                    "published port (inet tether port maps)",
-                    describe_port(&m),
-                    if present {
-                        "in the map"
-                    } else {
-                        "missing from the map"
-                    },
-                    present,
-                ));
+                const WHAT: &str = "published port (inet tether port maps)";
+                rows.push(match fw.port_element(&m) {
+                    Ok(e) => element_row(WHAT, describe_port(&m), &e),
+                    Err(e) => row(WHAT, describe_port(&m), format!("cannot read: {e}"), false),
+                });
             }
         }
         if let Some(rec) = &a.record {
@@ -498,28 +496,37 @@ fn host_rows(
     }
 }
 
-/// The container's addresses in its network's sets and NAT maps (isolation and masquerade key on them).
+/// The container's addresses in its network's sets and NAT maps (isolation and masquerade key on them),
+/// each with its counter.
 fn firewall_rows(rec: &AttachmentRecord, fw: &Firewall, rows: &mut Vec<Comparison>) {
-    let id = crate::firewall::NetworkId::of(&rec.network);
-    for ip in &rec.ips {
-        let (set, map) = if ip.is_ipv4() {
-            (id.ipv4_set(), "nat4")
-        } else {
-            (id.ipv6_set(), "nat6")
-        };
-        let present = fw
-            .container_present(&rec.network, &[ip.ip()])
-            .unwrap_or(false);
-        rows.push(row(
+    let addrs: Vec<IpAddr> = rec.ips.iter().map(|ip| ip.ip()).collect();
+    match fw.container_elements(&rec.network, &addrs) {
+        Ok(elements) => rows.extend(elements.iter().map(|e| {
+            element_row(
+                "firewall elements (inet tether)",
+                format!("{} in {}", e.key, e.set),
+                e,
+            )
+        })),
+        Err(e) => rows.push(row(
             "firewall elements (inet tether)",
-            format!("{} in set {set} and map {map}", ip.ip()),
-            if present {
-                "present".to_string()
-            } else {
-                "missing".to_string()
-            },
-            present,
-        ));
+            "the container's addresses",
+            format!("cannot read: {e}"),
+            false,
+        )),
+    }
+}
+
+/// One element: present or not, and what its counter says.
+fn element_row(what: &str, tether: String, e: &ElementState) -> Comparison {
+    let kernel = match (e.present, e.counter) {
+        (false, _) => "missing".to_string(),
+        (true, Some(c)) => format!("present, {} packets / {} bytes", c.packets, c.bytes),
+        (true, None) => "present (no counter: added before elements had one)".to_string(),
+    };
+    Comparison {
+        counter: e.counter,
+        ..row(what, tether, kernel, e.present)
     }
 }
 
