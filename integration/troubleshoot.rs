@@ -487,6 +487,119 @@ fn inspect_counts_real_traffic_on_the_containers_firewall_elements() {
     assert!(text.contains("present, 1 packets"), "{text}");
 }
 
+/// The first inspect row (of the first attachment) whose `what` is `what`, polled until `done` holds (20 s).
+fn wait_for_row(s: &Setup, container: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, report) = s.report(&["inspect", container]);
+        let found = report["attachments"][0]["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["what"] == what)
+            .cloned();
+        if let Some(row) = found.filter(|r| done(r)) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} row as wanted: {report:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn inspect_shows_a_service_backend_with_its_health_and_doctor_warns_when_it_fails() {
+    use harness::replica::Replica;
+    let host = HostNs::new("insv");
+    let s = Setup::new(&host);
+    s.cli.create_network("app", "10.79.0.0/24");
+    let client = host.container("client");
+    s.attach("app", &client, &["--name", "client"]);
+    let r1 = host.container("r1");
+    s.attach("app", &r1, &["--name", "api-1", "--alias", "api"]);
+    let spec: Value = serde_json::from_str(&s.cli.ok(&[
+        "service",
+        "create",
+        "--json",
+        "--network",
+        "app",
+        "--port",
+        "8080",
+        "--health-interval",
+        "200",
+        "--health-rise",
+        "1",
+        "--health-fall",
+        "1",
+        "api",
+    ]))
+    .unwrap();
+    let vip = spec["vips"][0].as_str().unwrap().to_string();
+    let replica = Replica::start(&r1, "api-1", 8080);
+
+    let backend = wait_for_row(&s, "api-1", "service backend", |r| r["kernel"] == "healthy");
+    assert_eq!(backend["verdict"], "same", "{backend:#}");
+    assert!(
+        backend["tether"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("backs api (VIP {vip})")),
+        "{backend:#}"
+    );
+    // The client's namespace dispatches the VIP.
+    let dispatch = wait_for_row(&s, "client", "service VIP (inet tether_svc)", |r| {
+        r["verdict"] == "same"
+    });
+    assert_eq!(dispatch["kernel"], "dispatched", "{dispatch:#}");
+    let (code, report) = s.doctor();
+    assert!(
+        findings(&report, "warning", "services").is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(code, 0, "{report:#}");
+
+    // The replica stops answering: its health probes fail.
+    replica.stop_listening();
+    let backend = wait_for_row(&s, "api-1", "service backend", |r| {
+        r["kernel"].as_str().unwrap().starts_with("unhealthy")
+    });
+    assert_eq!(backend["verdict"], "differs", "{backend:#}");
+    let (_, report) = s.doctor();
+    let warned = findings(&report, "warning", "services");
+    assert!(
+        warned.iter().any(|f| f["what"]
+            .as_str()
+            .unwrap()
+            .contains("service api: backend r1/")),
+        "{report:#}"
+    );
+
+    // A slot in the client's maps pointing to an address no container holds (as a container gone behind
+    // tetherd's back leaves it) is a problem.
+    let element = format!("{{ {vip} . tcp . 8080 . 0x00000007 : 10.79.0.99 . 8080 }}");
+    client.exec_ok(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "tether_svc",
+        "be4",
+        &element,
+    ]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        problems(&report).iter().any(|f| f["check"] == "services"
+            && f["what"]
+                .as_str()
+                .unwrap()
+                .contains("10.79.0.99, which no container holds")),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     use harness::overlay_cluster::{

@@ -13,6 +13,7 @@ use super::finding::{Finding, Severity};
 use super::host_firewall;
 use super::kernel_features::{self, Feature, Probe};
 use super::resolver_socket;
+use super::services;
 use crate::cni::runtime::{list_networks, NetworkConfigList};
 use crate::endpoint::{all_records, Held};
 use crate::link::Netlink;
@@ -283,6 +284,11 @@ impl Doctor {
                 ),
             ));
         }
+        let live: Vec<&AttachmentRecord> = records
+            .iter()
+            .filter(|r| Held::of_record(r).is_some_and(|h| !h.is_gone(occupied)))
+            .collect();
+        out.extend(services::findings(&self.state_dir, &live, records, &status));
         for rec in served.iter().filter(|r| r.dns && !r.own_resolver) {
             let Some(path) = &rec.netns else { continue };
             let Ok(ns) = NetNs::open(path) else { continue };

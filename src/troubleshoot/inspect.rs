@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::resolver_socket;
+use super::services::{self, ServiceCheck};
 use crate::cni::result::CniResult;
 use crate::firewall::{Counter, ElementState, Firewall, PortMapping, Protocol};
 use crate::link::{IpFamily, LinkInfo, Netlink};
@@ -288,6 +289,7 @@ impl Inspector {
         }
         if let Some(rec) = &a.record {
             dns_rows(rec, container_side.as_ref(), result.as_ref(), &mut rows);
+            service_rows(rec, container_side.as_ref(), &self.state_dir, &mut rows);
             if rec.driver == DriverKind::Overlay {
                 if let Some(host) = host {
                     overlay_rows(a, host, &self.state_dir, &mut rows);
@@ -528,6 +530,76 @@ fn element_row(what: &str, tether: String, e: &ElementState) -> Comparison {
         counter: e.counter,
         ..row(what, tether, kernel, e.present)
     }
+}
+
+/// The services the container backs, with their health as tetherd sees it, and, as a client of its
+/// network's services, whether each VIP is dispatched in its namespace.
+fn service_rows(
+    rec: &AttachmentRecord,
+    ns: Option<&NetNs>,
+    state_dir: &Path,
+    rows: &mut Vec<Comparison>,
+) {
+    let specs = services::on_network(state_dir, &rec.network);
+    if specs.is_empty() {
+        return;
+    }
+    let status = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &crate::client::protocol::Request::Status,
+        std::time::Duration::from_secs(2),
+    )
+    .ok()
+    .and_then(|reply| reply.status);
+    for check in services::checks(rec, &specs, status.as_ref(), ns) {
+        rows.push(match check {
+            ServiceCheck::Backend {
+                service,
+                vips,
+                health,
+            } => {
+                let what = "service backend";
+                let tether = format!("backs {service} (VIP {})", join_addresses(&vips));
+                match health.as_deref() {
+                    Some("healthy") => row(what, tether, "healthy", true),
+                    Some("unhealthy") => {
+                        row(what, tether, "unhealthy: fails its health probes", false)
+                    }
+                    Some(other) => info(what, tether, other),
+                    None => info(what, tether, "unknown: tetherd does not answer"),
+                }
+            }
+            ServiceCheck::Vip {
+                service,
+                key,
+                dispatched,
+            } => {
+                let what = "service VIP (inet tether_svc)";
+                let tether = format!(
+                    "{service}: {} port {}/{}",
+                    key.vip,
+                    key.port,
+                    key.protocol.name()
+                );
+                match dispatched {
+                    Ok(true) => row(what, tether, "dispatched", true),
+                    Ok(false) => row(what, tether, "missing", false),
+                    Err(e) => row(what, tether, format!("cannot read: {e}"), false),
+                }
+            }
+        });
+    }
+}
+
+fn join_addresses(addrs: &[IpAddr]) -> String {
+    if addrs.is_empty() {
+        return NONE.to_string();
+    }
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Names it answers to, its resolver, the resolv.conf a process in it reads.

@@ -11,6 +11,7 @@ mod host_firewall;
 pub mod inspect;
 mod kernel_features;
 mod resolver_socket;
+mod services;
 pub mod trace;
 
 pub use doctor::{Doctor, DoctorReport};

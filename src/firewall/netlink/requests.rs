@@ -227,6 +227,17 @@ pub fn get_chain(chain: &str, seq: u32) -> Vec<u8> {
 /// Looks up given elements of a set; the kernel answers ENOENT if any one is absent, and
 /// otherwise returns each element with its data.
 pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Vec<u8> {
+    get_elements_in(table::NAME, family, set, keys, seq)
+}
+
+/// [`get_elements`] in another table of tether's (`inet tether_svc` in a client's namespace).
+pub fn get_elements_in(
+    table: &str,
+    family: Family,
+    set: &str,
+    keys: &[Vec<u8>],
+    seq: u32,
+) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
@@ -239,13 +250,18 @@ pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Ve
         .iter()
         .map(|key| SetElement::key_only(key.clone()))
         .collect();
-    put_element_list(&mut w, table::NAME, set, &elements, false);
+    put_element_list(&mut w, table, set, &elements, false);
     w.end_message();
     w.into_bytes()
 }
 
 /// Lists every element of a set.
 pub fn dump_elements(family: Family, set: &str, seq: u32) -> Vec<u8> {
+    dump_elements_in(table::NAME, family, set, seq)
+}
+
+/// [`dump_elements`] in another table of tether's.
+pub fn dump_elements_in(table: &str, family: Family, set: &str, seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
@@ -254,7 +270,7 @@ pub fn dump_elements(family: Family, set: &str, seq: u32) -> Vec<u8> {
         family.nfproto(),
         0,
     );
-    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table::NAME);
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
     w.put_str(NFTA_SET_ELEM_LIST_SET, set);
     w.end_message();
     w.into_bytes()
