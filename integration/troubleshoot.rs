@@ -910,3 +910,57 @@ fn when_tetherd_is_gone_doctor_and_trace_say_names_do_not_resolve() {
         "{report:#}"
     );
 }
+
+#[test]
+fn doctor_reports_an_unreachable_etcd_store_and_passes_when_it_is_back() {
+    use harness::overlay_cluster::{wait_until, Cluster, Store, Timings};
+    let mut cluster = Cluster::on("tdet", 1, Timings::FAST, Store::Etcd);
+    let s = Setup {
+        cli: TetherCli::new(&cluster.hosts[0].ns),
+    };
+    let store_findings = |s: &Setup| {
+        let (code, report) = s.doctor();
+        let severities: Vec<String> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == "cluster store")
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f["severity"].as_str().unwrap(),
+                    f["what"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (code, severities, report)
+    };
+    let healthy =
+        |found: &[String]| found.len() == 1 && found[0].starts_with("ok: etcd store reachable");
+    let (code, found, report) = store_findings(&s);
+    assert!(healthy(&found), "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    wait_until(
+        "doctor sees etcd unreachable",
+        std::time::Duration::from_secs(30),
+        || {
+            let (code, found, _) = store_findings(&s);
+            code == 1
+                && found
+                    .iter()
+                    .any(|f| f.starts_with("problem: the etcd store is unreachable"))
+        },
+    );
+
+    cluster.etcd.as_mut().unwrap().start_member(0);
+    wait_until(
+        "doctor passes with etcd back",
+        std::time::Duration::from_secs(30),
+        || {
+            let (code, found, _) = store_findings(&s);
+            code == 0 && healthy(&found)
+        },
+    );
+}

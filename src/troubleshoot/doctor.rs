@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::cluster;
 use super::container;
 use super::finding::{Finding, Severity};
 use super::host_firewall;
@@ -27,6 +28,8 @@ const BRIDGE_PORT_LIMIT: usize = 1024;
 const BRIDGE_PORT_WARNING: usize = 896;
 /// How long tetherd gets to answer a status request.
 const TETHERD_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The control plane answers `cluster status` from its own thread, between store calls.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where doctor looks; [`Doctor::from_env`] reads the usual `TETHER_*` variables and `CNI_PATH`.
 #[derive(Debug, Clone)]
@@ -274,15 +277,11 @@ impl Doctor {
                 status["pid"], status["records"], status["services"]["dns"]["namespaces"]
             ),
         ));
-        if let Some(overlay) = status["services"].get("overlay").filter(|o| !o.is_null()) {
-            let members = overlay["membersUp"].as_array().map(Vec::len).unwrap_or(0);
-            out.push(Finding::info(
-                "tetherd",
-                format!(
-                    "overlay control plane: host {}, {members} other member(s) up",
-                    overlay["host"].as_str().unwrap_or("?")
-                ),
-            ));
+        if status["services"]
+            .get("overlay")
+            .is_some_and(|o| !o.is_null())
+        {
+            out.extend(cluster::findings(&self.run_dir, CLUSTER_TIMEOUT));
         }
         let live: Vec<&AttachmentRecord> = records
             .iter()

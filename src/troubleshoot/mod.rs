@@ -4,6 +4,7 @@
 //! namespace it runs in (kernel features are tried in a scratch namespace of its own).
 
 mod bridge_port;
+mod cluster;
 mod container;
 pub mod doctor;
 mod finding;
