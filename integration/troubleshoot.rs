@@ -639,11 +639,11 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     let (code, report) = s.doctor();
     assert_eq!(code, 0, "{report:#}");
     let host = format!(
-        "overlay control plane: host {}, 1 other member(s) up",
+        "gossip store reachable from host {}; 1 of 1 other member(s) up",
         h1.addr
     );
     assert!(
-        findings(&report, "info", "tetherd")
+        findings(&report, "ok", "cluster store")
             .iter()
             .any(|f| f["what"] == host.as_str()),
         "{host}: {report:#}"
