@@ -20,6 +20,10 @@
 //! Everything goes over netlink, in one transaction per call: per-network setup and teardown
 //! (the statements `render` describes), and the per-container path (addresses, published
 //! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
+//! A container's address and published-port elements each carry their own `counter` expression, added
+//! with the element (the sets need no declaration for it, so tables made by an older tether keep
+//! working); `element_counters` reads them back for `tether inspect`. nft lists such elements but cannot
+//! load that listing back (`nft -f` wants the set declared with `counter`).
 
 pub mod conntrack;
 mod element_counters;
