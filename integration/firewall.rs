@@ -122,7 +122,11 @@ fn container_elements_are_added_checked_and_removed() {
     assert!(set_json(&ns, &id.ipv6_set()).contains("\"fd00:88::2\""));
     let nat4 = ns.nft_ok(&["list", "map", "inet", "tether", "nat4"]);
     assert!(
-        nat4.contains(&format!("10.88.0.2 : jump {}_nat", id)),
+        // Each container element carries its own counter (read back by `tether inspect`).
+        nat4.contains(&format!(
+            "10.88.0.2 counter packets 0 bytes 0 : jump {}_nat",
+            id
+        )),
         "{nat4}"
     );
 

@@ -74,13 +74,32 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
 
+/// The table as nft lists it, without the per-element counters (` counter packets N bytes M`), so a
+/// mapping reads `PORT : ADDR`.
 fn ruleset(host: &HostNs) -> String {
-    String::from_utf8_lossy(
+    let listed = String::from_utf8_lossy(
         &host
             .exec(&["nft", "list", "table", "inet", "tether"])
             .stdout,
     )
-    .into_owned()
+    .into_owned();
+    without_counters(&listed)
+}
+
+fn without_counters(listed: &str) -> String {
+    let mut words: Vec<&str> = Vec::new();
+    let mut rest = listed.split(' ');
+    while let Some(word) = rest.next() {
+        if word == "counter" {
+            let counted: Vec<&str> = rest.clone().take(4).collect();
+            if counted.len() == 4 && counted[0] == "packets" && counted[2] == "bytes" {
+                rest.nth(3);
+                continue;
+            }
+        }
+        words.push(word);
+    }
+    words.join(" ")
 }
 
 #[test]

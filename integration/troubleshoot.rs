@@ -423,6 +423,183 @@ fn trace_finds_a_missing_publish_and_follows_a_published_port() {
     harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
 }
 
+/// The packets counted on the inspect rows whose `what` and `tether` columns contain these words.
+fn counted_packets(report: &Value, what: &str, tether: &str) -> Vec<u64> {
+    report["attachments"][0]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["what"].as_str().unwrap().contains(what)
+                && r["tether"].as_str().unwrap().contains(tether)
+        })
+        .map(|r| {
+            r["counter"]["packets"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no counter on {r:#}"))
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_counts_real_traffic_on_the_containers_firewall_elements() {
+    let host = HostNs::new("incn");
+    let s = Setup::new(&host);
+    let outside = host.outside();
+    s.cli.create_network("web", "10.95.0.0/24");
+    let c = host.container("c1");
+    let attached = s.attach("web", &c, &["--name", "web1", "-p", "8080:80"]);
+    let ip = address(&attached);
+
+    let (_, before) = s.report(&["inspect", "web1"]);
+    assert_eq!(
+        counted_packets(&before, "published port", "8080"),
+        [0],
+        "{before:#}"
+    );
+    assert_eq!(
+        counted_packets(&before, "firewall elements", "nat4"),
+        [0],
+        "{before:#}"
+    );
+
+    // In through the published port, and out of the network to the outside namespace.
+    let listen = format!("{ip}:80").parse().unwrap();
+    let connect = format!("{}:8080", outside.host_addr).parse().unwrap();
+    harness::tcp::exchange_via(&c, listen, &outside.ns, connect).expect("published port answers");
+    harness::tcp::exchange(&outside.ns, outside.addr, 9000, &c).expect("the outside answers");
+
+    let (code, after) = s.report(&["inspect", "web1"]);
+    assert_eq!(code, 0, "{after:#}");
+    // Only a connection's first packet meets a nat chain: each counter counts connections. The published
+    // port's reply and the inbound connection are not new connections leaving the network.
+    assert_eq!(
+        counted_packets(&after, "published port", "8080"),
+        [1],
+        "{after:#}"
+    );
+    assert_eq!(
+        counted_packets(&after, "firewall elements", "nat4"),
+        [1],
+        "{after:#}"
+    );
+    let text = String::from_utf8_lossy(&s.cli.run(&["inspect", "web1"]).stdout).into_owned();
+    assert!(text.contains("present, 1 packets"), "{text}");
+}
+
+/// The first inspect row (of the first attachment) whose `what` is `what`, polled until `done` holds (20 s).
+fn wait_for_row(s: &Setup, container: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, report) = s.report(&["inspect", container]);
+        let found = report["attachments"][0]["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["what"] == what)
+            .cloned();
+        if let Some(row) = found.filter(|r| done(r)) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} row as wanted: {report:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn inspect_shows_a_service_backend_with_its_health_and_doctor_warns_when_it_fails() {
+    use harness::replica::Replica;
+    let host = HostNs::new("insv");
+    let s = Setup::new(&host);
+    s.cli.create_network("app", "10.79.0.0/24");
+    let client = host.container("client");
+    s.attach("app", &client, &["--name", "client"]);
+    let r1 = host.container("r1");
+    s.attach("app", &r1, &["--name", "api-1", "--alias", "api"]);
+    let spec: Value = serde_json::from_str(&s.cli.ok(&[
+        "service",
+        "create",
+        "--json",
+        "--network",
+        "app",
+        "--port",
+        "8080",
+        "--health-interval",
+        "200",
+        "--health-rise",
+        "1",
+        "--health-fall",
+        "1",
+        "api",
+    ]))
+    .unwrap();
+    let vip = spec["vips"][0].as_str().unwrap().to_string();
+    let replica = Replica::start(&r1, "api-1", 8080);
+
+    let backend = wait_for_row(&s, "api-1", "service backend", |r| r["kernel"] == "healthy");
+    assert_eq!(backend["verdict"], "same", "{backend:#}");
+    assert!(
+        backend["tether"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("backs api (VIP {vip})")),
+        "{backend:#}"
+    );
+    // The client's namespace dispatches the VIP.
+    let dispatch = wait_for_row(&s, "client", "service VIP (inet tether_svc)", |r| {
+        r["verdict"] == "same"
+    });
+    assert_eq!(dispatch["kernel"], "dispatched", "{dispatch:#}");
+    let (code, report) = s.doctor();
+    assert!(
+        findings(&report, "warning", "services").is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(code, 0, "{report:#}");
+
+    // The replica stops answering: its health probes fail.
+    replica.stop_listening();
+    let backend = wait_for_row(&s, "api-1", "service backend", |r| {
+        r["kernel"].as_str().unwrap().starts_with("unhealthy")
+    });
+    assert_eq!(backend["verdict"], "differs", "{backend:#}");
+    let (_, report) = s.doctor();
+    let warned = findings(&report, "warning", "services");
+    assert!(
+        warned.iter().any(|f| f["what"]
+            .as_str()
+            .unwrap()
+            .contains("service api: backend r1/")),
+        "{report:#}"
+    );
+
+    // A slot in the client's maps pointing to an address no container holds (as a container gone behind
+    // tetherd's back leaves it) is a problem.
+    let element = format!("{{ {vip} . tcp . 8080 . 0x00000007 : 10.79.0.99 . 8080 }}");
+    client.exec_ok(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "tether_svc",
+        "be4",
+        &element,
+    ]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    assert!(
+        problems(&report).iter().any(|f| f["check"] == "services"
+            && f["what"]
+                .as_str()
+                .unwrap()
+                .contains("10.79.0.99, which no container holds")),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     use harness::overlay_cluster::{
@@ -462,11 +639,11 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     let (code, report) = s.doctor();
     assert_eq!(code, 0, "{report:#}");
     let host = format!(
-        "overlay control plane: host {}, 1 other member(s) up",
+        "gossip store reachable from host {}; 1 of 1 other member(s) up",
         h1.addr
     );
     assert!(
-        findings(&report, "info", "tetherd")
+        findings(&report, "ok", "cluster store")
             .iter()
             .any(|f| f["what"] == host.as_str()),
         "{host}: {report:#}"
@@ -731,5 +908,59 @@ fn when_tetherd_is_gone_doctor_and_trace_say_names_do_not_resolve() {
             .unwrap()
             .starts_with("tetherd does not answer"),
         "{report:#}"
+    );
+}
+
+#[test]
+fn doctor_reports_an_unreachable_etcd_store_and_passes_when_it_is_back() {
+    use harness::overlay_cluster::{wait_until, Cluster, Store, Timings};
+    let mut cluster = Cluster::on("tdet", 1, Timings::FAST, Store::Etcd);
+    let s = Setup {
+        cli: TetherCli::new(&cluster.hosts[0].ns),
+    };
+    let store_findings = |s: &Setup| {
+        let (code, report) = s.doctor();
+        let severities: Vec<String> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == "cluster store")
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f["severity"].as_str().unwrap(),
+                    f["what"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (code, severities, report)
+    };
+    let healthy =
+        |found: &[String]| found.len() == 1 && found[0].starts_with("ok: etcd store reachable");
+    let (code, found, report) = store_findings(&s);
+    assert!(healthy(&found), "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    wait_until(
+        "doctor sees etcd unreachable",
+        std::time::Duration::from_secs(30),
+        || {
+            let (code, found, _) = store_findings(&s);
+            code == 1
+                && found
+                    .iter()
+                    .any(|f| f.starts_with("problem: the etcd store is unreachable"))
+        },
+    );
+
+    cluster.etcd.as_mut().unwrap().start_member(0);
+    wait_until(
+        "doctor passes with etcd back",
+        std::time::Duration::from_secs(30),
+        || {
+            let (code, found, _) = store_findings(&s);
+            code == 0 && healthy(&found)
+        },
     );
 }

@@ -61,8 +61,14 @@ fn second_container_publishing_the_same_host_port_is_refused_whole() {
         fw.add_ports(&second).unwrap();
     });
     let table = ns.nft_ok(&["list", "map", "inet", "tether", "ports4_any"]);
-    assert!(table.contains("tcp . 8080 : 10.0.0.3 . 80"), "{table}");
-    assert!(table.contains("udp . 8080 : 10.0.0.3 . 80"), "{table}");
+    assert!(
+        table.contains("tcp . 8080 counter packets 0 bytes 0 : 10.0.0.3 . 80"),
+        "{table}"
+    );
+    assert!(
+        table.contains("udp . 8080 counter packets 0 bytes 0 : 10.0.0.3 . 80"),
+        "{table}"
+    );
     assert!(!table.contains("10.0.0.2"), "{table}");
 }
 

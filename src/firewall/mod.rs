@@ -20,8 +20,13 @@
 //! Everything goes over netlink, in one transaction per call: per-network setup and teardown
 //! (the statements `render` describes), and the per-container path (addresses, published
 //! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
+//! A container's address and published-port elements each carry their own `counter` expression, added
+//! with the element (the sets need no declaration for it, so tables made by an older tether keep
+//! working); `element_counters` reads them back for `tether inspect`. nft lists such elements but cannot
+//! load that listing back (`nft -f` wants the set declared with `counter`).
 
 pub mod conntrack;
+mod element_counters;
 mod error;
 mod forward_policy;
 pub mod netlink;
@@ -41,6 +46,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+pub use element_counters::{Counter, ElementState};
 pub use error::FirewallError;
 pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
@@ -453,6 +459,7 @@ impl Firewall {
         for change in changes {
             for element in &change.elements {
                 let single = [ElementChange {
+                    counted: false,
                     family: change.family,
                     op: ElementOp::Delete,
                     set: change.set.clone(),
@@ -550,12 +557,14 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
             data: (op == ElementOp::Add).then(|| ElementData::Jump(nat.clone())),
         };
         changes.push(ElementChange {
+            counted: true,
             family: Family::Inet,
             op,
             set,
             elements: family_addrs.iter().map(plain).collect(),
         });
         changes.push(ElementChange {
+            counted: true,
             family: Family::Inet,
             op,
             set: map.to_string(),

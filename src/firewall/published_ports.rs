@@ -244,6 +244,7 @@ fn entries_of(maps: &[PortMapping]) -> Result<Vec<PortEntry>, FirewallError> {
 /// One message per mapping, so that a refusal names the mapping it is about.
 fn entry_change(entry: &PortEntry, op: ElementOp) -> ElementChange {
     ElementChange {
+        counted: true,
         family: Family::Inet,
         op,
         set: entry.map.into(),
@@ -263,6 +264,7 @@ fn hairpin_change(bridge: &str, op: ElementOp) -> Result<ElementChange, Firewall
     }
     let name = ifname_bytes(bridge);
     Ok(ElementChange {
+        counted: false,
         family: Family::Inet,
         op,
         set: table::HAIRPIN_SET.into(),

@@ -738,6 +738,7 @@ impl Statement {
     pub(super) fn change(&self, family: Family) -> Change {
         let elements = |set: &str, op, element| {
             Change::Elements(ElementChange {
+                counted: false,
                 family,
                 op,
                 set: set.into(),

@@ -27,8 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
+use super::netlink::replies;
 use super::netlink::requests::{
-    address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
+    self, address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
 };
 use super::netlink::ruleset::{
     BaseChain, Change, Expr, MapData, MetaKey, PayloadBase, Register, RulesetBatch, SetSpec,
@@ -289,6 +290,7 @@ fn key_prefix(key: &ServiceKey) -> Vec<u8> {
 
 fn element(op: ElementOp, set: String, element: SetElement) -> Change {
     Change::Elements(ElementChange {
+        counted: false,
         family: Family::Inet,
         op,
         set,
@@ -539,6 +541,78 @@ fn coalesce(changes: &[Change]) -> Vec<Change> {
         out.push(change.clone());
     }
     out
+}
+
+/// Whether table `inet tether_svc` of the calling thread's namespace dispatches `key` (its `svc` map
+/// holds VIP . protocol . port): what `tether inspect` checks in a client.
+pub fn dispatches(key: &ServiceKey) -> Result<bool, FirewallError> {
+    let fam = Fam::of(&key.vip);
+    let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+    let seq = socket.reserve_seqs(1);
+    let request = requests::get_elements_in(
+        TABLE,
+        Family::Inet,
+        &fam.dispatch_map(),
+        &[key_prefix(key)],
+        seq,
+    );
+    let answer = socket.request(&request, seq);
+    socket.close_in_background();
+    match answer {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(libc::ENOENT)) => Ok(false),
+        Ok(Err(errno)) => Err(FirewallError::ServiceTable {
+            op: "looking up a VIP",
+            source: io::Error::from_raw_os_error(errno),
+        }),
+        Err(source) => Err(FirewallError::ServiceTable {
+            op: "looking up a VIP",
+            source,
+        }),
+    }
+}
+
+/// The backend addresses the slots of table `inet tether_svc` in the calling thread's namespace point to
+/// (empty without the table): `tether doctor` looks for ones no container holds any more.
+pub fn slot_backends() -> Result<Vec<IpAddr>, FirewallError> {
+    let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+    let mut out = Vec::new();
+    for fam in [Fam::V4, Fam::V6] {
+        let seq = socket.reserve_seqs(1);
+        let request = requests::dump_elements_in(TABLE, Family::Inet, &fam.backend_map(), seq);
+        let payloads = match socket.dump(&request, seq) {
+            Ok(Ok(payloads)) => payloads,
+            Ok(Err(libc::ENOENT)) => continue,
+            Ok(Err(errno)) => {
+                socket.close_in_background();
+                return Err(FirewallError::ServiceTable {
+                    op: "listing backend slots",
+                    source: io::Error::from_raw_os_error(errno),
+                });
+            }
+            Err(source) => {
+                socket.close_in_background();
+                return Err(FirewallError::ServiceTable {
+                    op: "listing backend slots",
+                    source,
+                });
+            }
+        };
+        let (_, len) = fam.addr();
+        for entry in payloads.iter().flat_map(|p| replies::element_entries(p)) {
+            let Some(value) = entry.value else { continue };
+            let addr = match (fam, value.get(..len as usize)) {
+                (Fam::V4, Some(b)) => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+                (Fam::V6, Some(b)) => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+                _ => None,
+            };
+            out.extend(addr);
+        }
+    }
+    socket.close_in_background();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Removes the table from the calling thread's namespace; one that is not there is fine.

@@ -55,12 +55,14 @@ fn spoofchk_changes(port: &str, mac: [u8; 6], op: ElementOp) -> Vec<ElementChang
     let name = ifname_bytes(port);
     vec![
         ElementChange {
+            counted: false,
             family: Family::Bridge,
             op,
             set: table::SPOOFCHK_ALLOWED_SET.into(),
             elements: vec![SetElement::key_only(concat_bytes(&[&name, &mac]))],
         },
         ElementChange {
+            counted: false,
             family: Family::Bridge,
             op,
             set: table::SPOOFCHK_PORTS_SET.into(),

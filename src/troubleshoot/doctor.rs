@@ -8,11 +8,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::cluster;
 use super::container;
 use super::finding::{Finding, Severity};
 use super::host_firewall;
 use super::kernel_features::{self, Feature, Probe};
 use super::resolver_socket;
+use super::services;
 use crate::cni::runtime::{list_networks, NetworkConfigList};
 use crate::endpoint::{all_records, Held};
 use crate::link::Netlink;
@@ -26,6 +28,8 @@ const BRIDGE_PORT_LIMIT: usize = 1024;
 const BRIDGE_PORT_WARNING: usize = 896;
 /// How long tetherd gets to answer a status request.
 const TETHERD_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The control plane answers `cluster status` from its own thread, between store calls.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where doctor looks; [`Doctor::from_env`] reads the usual `TETHER_*` variables and `CNI_PATH`.
 #[derive(Debug, Clone)]
@@ -273,16 +277,17 @@ impl Doctor {
                 status["pid"], status["records"], status["services"]["dns"]["namespaces"]
             ),
         ));
-        if let Some(overlay) = status["services"].get("overlay").filter(|o| !o.is_null()) {
-            let members = overlay["membersUp"].as_array().map(Vec::len).unwrap_or(0);
-            out.push(Finding::info(
-                "tetherd",
-                format!(
-                    "overlay control plane: host {}, {members} other member(s) up",
-                    overlay["host"].as_str().unwrap_or("?")
-                ),
-            ));
+        if status["services"]
+            .get("overlay")
+            .is_some_and(|o| !o.is_null())
+        {
+            out.extend(cluster::findings(&self.run_dir, CLUSTER_TIMEOUT));
         }
+        let live: Vec<&AttachmentRecord> = records
+            .iter()
+            .filter(|r| Held::of_record(r).is_some_and(|h| !h.is_gone(occupied)))
+            .collect();
+        out.extend(services::findings(&self.state_dir, &live, records, &status));
         for rec in served.iter().filter(|r| r.dns && !r.own_resolver) {
             let Some(path) = &rec.netns else { continue };
             let Ok(ns) = NetNs::open(path) else { continue };

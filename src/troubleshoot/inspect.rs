@@ -11,8 +11,9 @@ use serde_json::Value;
 use super::bridge_port::BridgePort;
 use super::container::{self, KnownAttachment};
 use super::resolver_socket;
+use super::services::{self, ServiceCheck};
 use crate::cni::result::CniResult;
-use crate::firewall::{Firewall, PortMapping, Protocol};
+use crate::firewall::{Counter, ElementState, Firewall, PortMapping, Protocol};
 use crate::link::{IpFamily, LinkInfo, Netlink};
 use crate::netns::{NetNs, NsId};
 use crate::state::driver_kind::DriverKind;
@@ -35,6 +36,9 @@ pub struct Comparison {
     pub tether: String,
     pub kernel: String,
     pub verdict: Verdict,
+    /// A firewall element's packets and bytes since it was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
 }
 
 fn row(
@@ -52,6 +56,7 @@ fn row(
         } else {
             Verdict::Differs
         },
+        counter: None,
     }
 }
 
@@ -275,21 +280,16 @@ impl Inspector {
         }
         if let Some(fw) = fw {
             for m in recorded_ports(&self.state_dir, &a.network, &a.container_id, &a.ifname) {
-                let present = fw.ports_present(&[m]).unwrap_or(false);
-                rows.push(row(
-                    "published port (inet tether port maps)",
-                    describe_port(&m),
-                    if present {
-                        "in the map"
-                    } else {
-                        "missing from the map"
-                    },
-                    present,
-                ));
+                const WHAT: &str = "published port (inet tether port maps)";
+                rows.push(match fw.port_element(&m) {
+                    Ok(e) => element_row(WHAT, describe_port(&m), &e),
+                    Err(e) => row(WHAT, describe_port(&m), format!("cannot read: {e}"), false),
+                });
             }
         }
         if let Some(rec) = &a.record {
             dns_rows(rec, container_side.as_ref(), result.as_ref(), &mut rows);
+            service_rows(rec, container_side.as_ref(), &self.state_dir, &mut rows);
             if rec.driver == DriverKind::Overlay {
                 if let Some(host) = host {
                     overlay_rows(a, host, &self.state_dir, &mut rows);
@@ -498,29 +498,108 @@ fn host_rows(
     }
 }
 
-/// The container's addresses in its network's sets and NAT maps (isolation and masquerade key on them).
+/// The container's addresses in its network's sets and NAT maps (isolation and masquerade key on them),
+/// each with its counter.
 fn firewall_rows(rec: &AttachmentRecord, fw: &Firewall, rows: &mut Vec<Comparison>) {
-    let id = crate::firewall::NetworkId::of(&rec.network);
-    for ip in &rec.ips {
-        let (set, map) = if ip.is_ipv4() {
-            (id.ipv4_set(), "nat4")
-        } else {
-            (id.ipv6_set(), "nat6")
-        };
-        let present = fw
-            .container_present(&rec.network, &[ip.ip()])
-            .unwrap_or(false);
-        rows.push(row(
+    let addrs: Vec<IpAddr> = rec.ips.iter().map(|ip| ip.ip()).collect();
+    match fw.container_elements(&rec.network, &addrs) {
+        Ok(elements) => rows.extend(elements.iter().map(|e| {
+            element_row(
+                "firewall elements (inet tether)",
+                format!("{} in {}", e.key, e.set),
+                e,
+            )
+        })),
+        Err(e) => rows.push(row(
             "firewall elements (inet tether)",
-            format!("{} in set {set} and map {map}", ip.ip()),
-            if present {
-                "present".to_string()
-            } else {
-                "missing".to_string()
-            },
-            present,
-        ));
+            "the container's addresses",
+            format!("cannot read: {e}"),
+            false,
+        )),
     }
+}
+
+/// One element: present or not, and what its counter says.
+fn element_row(what: &str, tether: String, e: &ElementState) -> Comparison {
+    let kernel = match (e.present, e.counter) {
+        (false, _) => "missing".to_string(),
+        (true, Some(c)) => format!("present, {} packets / {} bytes", c.packets, c.bytes),
+        (true, None) => "present (no counter: added before elements had one)".to_string(),
+    };
+    Comparison {
+        counter: e.counter,
+        ..row(what, tether, kernel, e.present)
+    }
+}
+
+/// The services the container backs, with their health as tetherd sees it, and, as a client of its
+/// network's services, whether each VIP is dispatched in its namespace.
+fn service_rows(
+    rec: &AttachmentRecord,
+    ns: Option<&NetNs>,
+    state_dir: &Path,
+    rows: &mut Vec<Comparison>,
+) {
+    let specs = services::on_network(state_dir, &rec.network);
+    if specs.is_empty() {
+        return;
+    }
+    let status = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &crate::client::protocol::Request::Status,
+        std::time::Duration::from_secs(2),
+    )
+    .ok()
+    .and_then(|reply| reply.status);
+    for check in services::checks(rec, &specs, status.as_ref(), ns) {
+        rows.push(match check {
+            ServiceCheck::Backend {
+                service,
+                vips,
+                health,
+            } => {
+                let what = "service backend";
+                let tether = format!("backs {service} (VIP {})", join_addresses(&vips));
+                match health.as_deref() {
+                    Some("healthy") => row(what, tether, "healthy", true),
+                    Some("unhealthy") => {
+                        row(what, tether, "unhealthy: fails its health probes", false)
+                    }
+                    Some(other) => info(what, tether, other),
+                    None => info(what, tether, "unknown: tetherd does not answer"),
+                }
+            }
+            ServiceCheck::Vip {
+                service,
+                key,
+                dispatched,
+            } => {
+                let what = "service VIP (inet tether_svc)";
+                let tether = format!(
+                    "{service}: {} port {}/{}",
+                    key.vip,
+                    key.port,
+                    key.protocol.name()
+                );
+                match dispatched {
+                    Ok(true) => row(what, tether, "dispatched", true),
+                    Ok(false) => row(what, tether, "missing", false),
+                    Err(e) => row(what, tether, format!("cannot read: {e}"), false),
+                }
+            }
+        });
+    }
+}
+
+fn join_addresses(addrs: &[IpAddr]) -> String {
+    if addrs.is_empty() {
+        return NONE.to_string();
+    }
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Names it answers to, its resolver, the resolv.conf a process in it reads.

@@ -4,6 +4,7 @@
 //! namespace it runs in (kernel features are tried in a scratch namespace of its own).
 
 mod bridge_port;
+mod cluster;
 mod container;
 pub mod doctor;
 mod finding;
@@ -11,6 +12,7 @@ mod host_firewall;
 pub mod inspect;
 mod kernel_features;
 mod resolver_socket;
+mod services;
 pub mod trace;
 
 pub use doctor::{Doctor, DoctorReport};

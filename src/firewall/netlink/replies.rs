@@ -59,11 +59,46 @@ fn udata_comment(mut udata: &[u8]) -> Option<String> {
     None
 }
 
-/// One element of a NEWSETELEM reply: its key and, in a data map, its value.
+/// One element of a NEWSETELEM reply: its key, in a data map its value, and its counter if it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementEntry {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    pub counter: Option<Counter>,
+}
+
+/// An element's `counter` expression: what matched it since it was added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The `counter` among an element's expressions: one (NFTA_SET_ELEM_EXPR) or a list of them
+/// (NFTA_SET_ELEM_EXPRESSIONS, when the set declares more than one).
+fn element_counter(elem: &[u8]) -> Option<Counter> {
+    let single = attribute(elem, NFTA_SET_ELEM_EXPR).into_iter();
+    let listed = attribute(elem, NFTA_SET_ELEM_EXPRESSIONS)
+        .map(attributes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(kind, _)| *kind == NFTA_LIST_ELEM)
+        .map(|(_, expr)| expr);
+    single.chain(listed).find_map(|expr| {
+        if attribute(expr, NFTA_EXPR_NAME).map(nul_terminated)? != "counter" {
+            return None;
+        }
+        let data = attribute(expr, NFTA_EXPR_DATA)?;
+        let be64 = |kind| {
+            attribute(data, kind)
+                .and_then(|v| v.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        Some(Counter {
+            packets: be64(NFTA_COUNTER_PACKETS)?,
+            bytes: be64(NFTA_COUNTER_BYTES)?,
+        })
+    })
 }
 
 /// The elements in a NEWSETELEM reply (one message of a dump or a lookup).
@@ -83,6 +118,7 @@ pub fn element_entries(payload: &[u8]) -> Vec<ElementEntry> {
             Some(ElementEntry {
                 key: key.to_vec(),
                 value,
+                counter: element_counter(elem),
             })
         })
         .collect()
@@ -180,5 +216,35 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].key, vec![6, 0, 0, 0, 0, 80, 0, 0]);
         assert_eq!(entries[0].value, Some(vec![10, 0, 0, 2, 0, 80, 0, 0]));
+        assert_eq!(entries[0].counter, None);
+    }
+
+    #[test]
+    fn an_element_counter_is_decoded() {
+        let mut w = MessageWriter::new();
+        w.begin_message(nft_type(NFT_MSG_NEWSETELEM), 0, 1, NFPROTO_INET, 0);
+        w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+        w.begin_nested(NFTA_LIST_ELEM);
+        w.begin_nested(NFTA_SET_ELEM_KEY);
+        w.put_bytes(NFTA_DATA_VALUE, &[10, 0, 0, 2]);
+        w.end_nested();
+        w.begin_nested(NFTA_SET_ELEM_EXPR);
+        w.put_str(NFTA_EXPR_NAME, "counter");
+        w.begin_nested(NFTA_EXPR_DATA);
+        w.put_bytes(NFTA_COUNTER_BYTES, &1500u64.to_be_bytes());
+        w.put_bytes(NFTA_COUNTER_PACKETS, &3u64.to_be_bytes());
+        w.end_nested();
+        w.end_nested();
+        w.end_nested();
+        w.end_nested();
+        w.end_message();
+        let entries = element_entries(&payload_of(w));
+        assert_eq!(
+            entries[0].counter,
+            Some(Counter {
+                packets: 3,
+                bytes: 1500
+            })
+        );
     }
 }

@@ -81,6 +81,8 @@ pub struct ElementChange {
     pub op: ElementOp,
     pub set: String,
     pub elements: Vec<SetElement>,
+    /// Adds give each element its own packet/byte counter (`tether inspect` reads them back).
+    pub counted: bool,
 }
 
 /// A batch ready to send, and which sequence number stands for which change so that
@@ -121,10 +123,18 @@ pub fn ifname_bytes(name: &str) -> [u8; 16] {
 
 /// The attributes of a set-element message changing `change`'s elements in `table`.
 pub(super) fn put_elements(w: &mut MessageWriter, table: &str, change: &ElementChange) {
-    put_element_list(w, table, &change.set, &change.elements);
+    let counted =
+        change.counted && change.op != ElementOp::Delete && change.op != ElementOp::Destroy;
+    put_element_list(w, table, &change.set, &change.elements, counted);
 }
 
-fn put_element_list(w: &mut MessageWriter, table: &str, set: &str, elements: &[SetElement]) {
+fn put_element_list(
+    w: &mut MessageWriter,
+    table: &str,
+    set: &str,
+    elements: &[SetElement],
+    counted: bool,
+) {
     w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
     w.put_str(NFTA_SET_ELEM_LIST_SET, set);
     w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -143,6 +153,12 @@ fn put_element_list(w: &mut MessageWriter, table: &str, set: &str, elements: &[S
                 w.end_nested();
             }
             None => {}
+        }
+        if counted {
+            // A stateful `counter` expression of this element alone, starting at zero.
+            w.begin_nested(NFTA_SET_ELEM_EXPR);
+            w.put_str(NFTA_EXPR_NAME, "counter");
+            w.end_nested();
         }
         w.end_nested();
     }
@@ -211,6 +227,17 @@ pub fn get_chain(chain: &str, seq: u32) -> Vec<u8> {
 /// Looks up given elements of a set; the kernel answers ENOENT if any one is absent, and
 /// otherwise returns each element with its data.
 pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Vec<u8> {
+    get_elements_in(table::NAME, family, set, keys, seq)
+}
+
+/// [`get_elements`] in another table of tether's (`inet tether_svc` in a client's namespace).
+pub fn get_elements_in(
+    table: &str,
+    family: Family,
+    set: &str,
+    keys: &[Vec<u8>],
+    seq: u32,
+) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
@@ -223,13 +250,18 @@ pub fn get_elements(family: Family, set: &str, keys: &[Vec<u8>], seq: u32) -> Ve
         .iter()
         .map(|key| SetElement::key_only(key.clone()))
         .collect();
-    put_element_list(&mut w, table::NAME, set, &elements);
+    put_element_list(&mut w, table, set, &elements, false);
     w.end_message();
     w.into_bytes()
 }
 
 /// Lists every element of a set.
 pub fn dump_elements(family: Family, set: &str, seq: u32) -> Vec<u8> {
+    dump_elements_in(table::NAME, family, set, seq)
+}
+
+/// [`dump_elements`] in another table of tether's.
+pub fn dump_elements_in(table: &str, family: Family, set: &str, seq: u32) -> Vec<u8> {
     let mut w = MessageWriter::new();
     w.begin_message(
         nft_type(NFT_MSG_GETSETELEM),
@@ -238,7 +270,7 @@ pub fn dump_elements(family: Family, set: &str, seq: u32) -> Vec<u8> {
         family.nfproto(),
         0,
     );
-    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table::NAME);
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
     w.put_str(NFTA_SET_ELEM_LIST_SET, set);
     w.end_message();
     w.into_bytes()
@@ -326,6 +358,7 @@ mod tests {
             op: ElementOp::Add,
             set: "n1_c4".into(),
             elements: vec![SetElement::address(&"10.1.2.3".parse().unwrap())],
+            counted: false,
         }];
         let batch = element_batch(&changes, 100);
         assert_eq!(batch.begin_seq, 100);
@@ -374,6 +407,7 @@ mod tests {
     #[test]
     fn map_element_carries_a_jump_verdict() {
         let changes = [ElementChange {
+            counted: false,
             family: Family::Inet,
             op: ElementOp::Add,
             set: "nat4".into(),
@@ -401,6 +435,7 @@ mod tests {
     #[test]
     fn delete_has_no_create_flag_and_destroy_uses_its_type() {
         let change = |op| ElementChange {
+            counted: false,
             family: Family::Inet,
             op,
             set: "s".into(),
@@ -416,6 +451,7 @@ mod tests {
     #[test]
     fn create_asks_for_exclusive_insert() {
         let change = ElementChange {
+            counted: false,
             family: Family::Inet,
             op: ElementOp::Create,
             set: "pm4_any".into(),
@@ -430,6 +466,7 @@ mod tests {
     #[test]
     fn bridge_family_is_sent_in_nfgenmsg() {
         let change = ElementChange {
+            counted: false,
             family: Family::Bridge,
             op: ElementOp::Add,
             set: "spoofchk_ports".into(),
@@ -457,6 +494,7 @@ mod tests {
     #[test]
     fn data_map_element_carries_a_value() {
         let change = ElementChange {
+            counted: false,
             family: Family::Inet,
             op: ElementOp::Create,
             set: "m".into(),

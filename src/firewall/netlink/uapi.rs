@@ -230,3 +230,9 @@ pub const CTA_IP_V4_DST: u16 = 2;
 pub const CTA_IP_V6_SRC: u16 = 3;
 pub const CTA_IP_V6_DST: u16 = 4;
 pub const CTA_PROTO_NUM: u16 = 1;
+
+// Per-element counters: enum nft_set_elem_attributes, enum nft_counter_attributes.
+pub const NFTA_SET_ELEM_EXPR: u16 = 7;
+pub const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
