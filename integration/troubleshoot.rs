@@ -634,6 +634,32 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
     let row = fdb_row(&report);
     assert_eq!(row["tether"], format!("{mac2} -> {vtep2}"), "{report:#}");
     assert_eq!(row["verdict"], "same", "{report:#}");
+    // From the cluster store: c1's own record, and host 2 keeping an entry for it.
+    let named = |report: &Value, what: &str| -> Value {
+        report["attachments"][0]["comparisons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["what"] == what)
+            .cloned()
+            .unwrap_or_else(|| panic!("a row {what:?}: {report:#}"))
+    };
+    let record = named(&report, "record in the cluster store");
+    assert_eq!(record["verdict"], "same", "{report:#}");
+    assert!(
+        record["tether"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-> {}", h1.addr)),
+        "{report:#}"
+    );
+    let on_host2 = format!("FDB on host {}", cluster.hosts[1].addr);
+    let row = named(&report, &on_host2);
+    assert_eq!(row["verdict"], "info", "{report:#}");
+    assert!(
+        row["kernel"].as_str().unwrap().contains("host up"),
+        "{report:#}"
+    );
     assert!(c1.ping_retry(&overlay_ip(&r2), 10));
     // doctor on that host: healthy, and it sees the other member.
     let (code, report) = s.doctor();
@@ -666,6 +692,38 @@ fn inspect_on_an_overlay_shows_a_removed_fdb_entry() {
         (Some("missing"), Some("differs")),
         "{report:#}"
     );
+
+    // Host 1's tetherd back, host 2's gone: the store says host 2 keeps nothing for c1, and inspect says so.
+    cluster.hosts[0].start_tetherd();
+    let (first, others) = cluster.hosts.split_at_mut(1);
+    let s = Setup {
+        cli: TetherCli::new(&first[0].ns),
+    };
+    let host2_row = |verdict: &str| {
+        let (_, report) = s.report(&["inspect", "web"]);
+        let found = report["attachments"][0]["comparisons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["what"] == on_host2.as_str() && r["verdict"] == verdict);
+        (found, report)
+    };
+    wait_until(
+        "the restarted tetherd knows host 2 again",
+        Duration::from_secs(15),
+        || host2_row("info").0,
+    );
+    others[0].kill_tetherd();
+    let mut last = Value::Null;
+    let flagged = (0..60).any(|_| {
+        let (found, report) = host2_row("differs");
+        last = report;
+        if !found {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        found
+    });
+    assert!(flagged, "host 2 down never flagged: {last:#}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! directory, claiming blocks ahead of need where the store wants it, and the reconcile of kernel entries,
 //! peer claims and remote names from the store's view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{PeerConfig, StoreConfig};
 use super::error::OverlayError;
@@ -24,12 +24,12 @@ use super::etcd::EtcdStore;
 use super::gossip::GossipStore;
 use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
-use super::records::RecordKey;
+use super::records::{RecordKey, RecordValue};
 use super::remote_names;
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
-use crate::link::Netlink;
+use crate::link::{MacAddr, Netlink};
 use crate::state::overlay::{write_store_kind, NetworkFacts};
 
 /// What `tetherd status` and the benchmarks read.
@@ -68,8 +68,33 @@ pub struct ClusterStatus {
     pub sync: StoreStatus,
 }
 
+/// One overlay network as the store has it, for `tether inspect`: every host's endpoints, and the hosts that
+/// take part in it (those holding a block of it), each with its liveness. A host keeps FDB and neighbour
+/// entries for the endpoints of the other live hosts of the networks it takes part in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    pub network: String,
+    pub host: IpAddr,
+    pub endpoints: Vec<EndpointView>,
+    pub hosts: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView {
+    pub host: IpAddr,
+    pub ip: std::net::Ipv4Addr,
+    pub mac: MacAddr,
+    pub vtep: IpAddr,
+}
+
 /// Requests from the daemon's thread, answered by the plane's.
 enum Command {
+    Network {
+        network: String,
+        reply: Sender<NetworkView>,
+    },
     Forget {
         host: IpAddr,
         reply: Sender<Result<usize, String>>,
@@ -191,6 +216,12 @@ impl ControlPlane {
     pub fn forget(&self, host: IpAddr) -> Result<usize, String> {
         self.ask(|reply| Command::Forget { host, reply })
             .unwrap_or_else(|| Err("the overlay control plane did not answer".into()))
+    }
+
+    /// The store's view of one network (`tether inspect`).
+    pub fn network_view(&self, network: &str) -> Option<NetworkView> {
+        let network = network.to_string();
+        self.ask(|reply| Command::Network { network, reply })
     }
 
     /// `tether cluster status`.
@@ -345,7 +376,45 @@ impl Agent {
                 Command::Status { reply } => {
                     let _ = reply.send(self.cluster_status());
                 }
+                Command::Network { network, reply } => {
+                    let _ = reply.send(self.network_view(network));
+                }
             }
+        }
+    }
+
+    fn network_view(&self, network: String) -> NetworkView {
+        let store = &*self.store;
+        let mut endpoints = Vec::new();
+        let mut hosts = BTreeSet::new();
+        for (key, value) in store.table().live().filter(|(k, _)| k.network() == network) {
+            match (key, value) {
+                (RecordKey::Endpoint { host, ip, .. }, RecordValue::Endpoint { mac, vtep, .. }) => {
+                    endpoints.push(EndpointView {
+                        host: *host,
+                        ip: *ip,
+                        mac: MacAddr::new(*mac),
+                        vtep: *vtep,
+                    })
+                }
+                (RecordKey::Claim { host, .. }, _) => {
+                    hosts.insert(*host);
+                }
+                _ => {}
+            }
+        }
+        let hosts = hosts
+            .into_iter()
+            .map(|host| Member {
+                host,
+                up: host == self.me || store.is_up(host),
+            })
+            .collect();
+        NetworkView {
+            network,
+            host: self.me,
+            endpoints,
+            hosts,
         }
     }
 

@@ -32,7 +32,7 @@ pub mod fuzzing {
     pub use super::wire::{decode, encode, Packet};
 }
 
-pub use agent::{ClusterStatus, ControlPlane, Status};
+pub use agent::{ClusterStatus, ControlPlane, EndpointView, NetworkView, Status};
 pub use config::{PeerConfig, StoreConfig, DEFAULT_PORT};
 pub use error::OverlayError;
 pub use membership::PeerId;

@@ -81,7 +81,8 @@ impl Service for OverlayService {
         .boxed_local()
     }
 
-    /// `{"cluster": "status"}` and `{"cluster": "forget", "host": "192.0.2.3"}` (`tether cluster`).
+    /// `{"cluster": "status"}` and `{"cluster": "forget", "host": "192.0.2.3"}` (`tether cluster`);
+    /// `{"cluster": "network", "network": "NET"}` (`tether inspect` on an overlay).
     fn command(&mut self, command: &serde_json::Value) -> Result<serde_json::Value, String> {
         let Some(plane) = &self.plane else {
             return Err(
@@ -94,6 +95,15 @@ impl Service for OverlayService {
                 .cluster_status()
                 .ok_or_else(|| "the overlay control plane did not answer".to_string())
                 .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string())),
+            Some("network") => {
+                let network = command["network"]
+                    .as_str()
+                    .ok_or_else(|| "network needs a network name".to_string())?;
+                plane
+                    .network_view(network)
+                    .ok_or_else(|| "the overlay control plane did not answer".to_string())
+                    .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+            }
             Some("forget") => {
                 let host: std::net::IpAddr = command["host"]
                     .as_str()

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
@@ -64,7 +64,7 @@ pub enum StoreKind {
 }
 
 /// One host the store knows, for `tether cluster status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub host: IpAddr,

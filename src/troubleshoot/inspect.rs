@@ -674,9 +674,11 @@ fn resolv_conf_in_use(ns: &NetNs) -> Option<(u32, Vec<String>)> {
     Some((pid, servers))
 }
 
-/// On an overlay: this host's VXLAN FDB (`remote MAC -> VTEP`) and neighbour (`IP -> MAC`) entries for the
-/// network's remote endpoints that tetherd wrote down (those with DNS names, `<state>/overlay-remote/`),
-/// against the entries the device holds.
+/// On an overlay: the container's own record in the cluster store and the hosts that should keep entries for
+/// it (each live host of the network; their kernels are theirs to show, a down host keeps none), then this
+/// host's VXLAN FDB (`remote MAC -> VTEP`) and neighbour (`IP -> MAC`) entries for the other hosts'
+/// endpoints, against what the device holds. The store's view comes from tetherd; without it, the remote
+/// endpoints tetherd wrote down (those with DNS names, `<state>/overlay-remote/`) stand in.
 fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mut Vec<Comparison>) {
     let facts = crate::state::overlay::OverlayDir::new(state_dir, &a.network)
         .facts()
@@ -691,6 +693,10 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
         ));
         return;
     };
+    let view = overlay_view(&a.network);
+    if let (Some(view), Some(rec)) = (&view, &a.record) {
+        store_rows(rec, &facts, view, rows);
+    }
     let device = facts.vxlan.clone();
     let Some(link) = host.link_by_name(&device).ok().flatten() else {
         rows.push(row("VXLAN device", device, "missing", false));
@@ -703,17 +709,34 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
         format!("{device} (VNI {}, VTEP {})", facts.vni, facts.vtep),
         format!("{} FDB, {} neighbour entries", fdb.len(), neighbours.len()),
     ));
-    let remote = crate::overlay::remote_names::load(state_dir);
-    for rec in remote.iter().filter(|r| r.network == a.network) {
-        let Some(mac) = rec.mac.map(|m| m.to_string()) else {
-            continue;
-        };
-        let mac = mac.as_str();
-        // Remote records are named `<VTEP>_<address>`.
-        let vtep = rec.container_id.split('_').next().unwrap_or_default();
+    let remote: Vec<(String, String, Vec<IpAddr>)> = match &view {
+        Some(view) => view
+            .endpoints
+            .iter()
+            .filter(|e| e.host != view.host && view.hosts.iter().any(|h| h.host == e.host && h.up))
+            .map(|e| {
+                (
+                    e.mac.to_string(),
+                    e.vtep.to_string(),
+                    vec![IpAddr::V4(e.ip)],
+                )
+            })
+            .collect(),
+        None => crate::overlay::remote_names::load(state_dir)
+            .iter()
+            .filter(|r| r.network == a.network)
+            .filter_map(|r| {
+                // Remote records are named `<VTEP>_<address>`.
+                let vtep = r.container_id.split('_').next().unwrap_or_default();
+                let ips = r.ips.iter().map(|n| n.ip()).collect();
+                r.mac.map(|m| (m.to_string(), vtep.to_string(), ips))
+            })
+            .collect(),
+    };
+    for (mac, vtep, ips) in remote {
         let entry = fdb
             .iter()
-            .find(|e| e.mac.to_string().eq_ignore_ascii_case(mac));
+            .find(|e| e.mac.to_string().eq_ignore_ascii_case(&mac));
         rows.push(row(
             format!("FDB on {device}"),
             format!("{mac} -> {vtep}"),
@@ -722,16 +745,70 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
                 .unwrap_or_else(|| "missing".into()),
             entry.is_some_and(|e| e.dst.to_string() == vtep),
         ));
-        for ip in &rec.ips {
+        for ip in ips {
             let known = neighbours
                 .iter()
-                .any(|n| n.ip == ip.ip() && n.mac.to_string().eq_ignore_ascii_case(mac));
+                .any(|n| n.ip == ip && n.mac.to_string().eq_ignore_ascii_case(&mac));
             rows.push(row(
                 format!("neighbour on {device}"),
-                format!("{} -> {mac}", ip.ip()),
+                format!("{ip} -> {mac}"),
                 if known { "present" } else { "missing" },
                 known,
             ));
         }
+    }
+}
+
+/// The store's view of `network` from this host's tetherd, if it runs an overlay control plane.
+fn overlay_view(network: &str) -> Option<crate::overlay::NetworkView> {
+    let request = crate::client::protocol::Request::Service {
+        service: "overlay".into(),
+        command: serde_json::json!({"cluster": "network", "network": network}),
+    };
+    let reply = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &request,
+        std::time::Duration::from_secs(2),
+    )
+    .ok()?;
+    serde_json::from_value(reply.status?).ok()
+}
+
+/// The container's endpoint records in the store, and which hosts keep entries for them.
+fn store_rows(
+    rec: &AttachmentRecord,
+    facts: &crate::state::overlay::NetworkFacts,
+    view: &crate::overlay::NetworkView,
+    rows: &mut Vec<Comparison>,
+) {
+    let Some(mac) = rec.mac else {
+        return;
+    };
+    let want = |ip: &IpAddr| format!("{ip} {mac} -> {}", facts.vtep);
+    for ip in rec.ips.iter().map(|n| n.ip()) {
+        let found = view
+            .endpoints
+            .iter()
+            .find(|e| e.host == view.host && IpAddr::V4(e.ip) == ip);
+        let have = found.map(|e| format!("{} {} -> {}", e.ip, e.mac, e.vtep));
+        rows.push(row(
+            "record in the cluster store",
+            want(&ip),
+            have.clone().unwrap_or_else(|| "missing".into()),
+            have.as_deref() == Some(want(&ip).as_str()),
+        ));
+    }
+    for other in view.hosts.iter().filter(|h| h.host != view.host) {
+        let what = format!("FDB on host {}", other.host);
+        let tether = format!("{mac} -> {}", facts.vtep);
+        rows.push(if other.up {
+            info(
+                what,
+                tether,
+                "kept by that host's tetherd from the store (host up)",
+            )
+        } else {
+            row(what, tether, "host down: nothing keeps it there", false)
+        });
     }
 }
