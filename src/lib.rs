@@ -17,6 +17,7 @@ pub mod hook;
 pub mod ifname;
 pub mod ipam;
 pub mod link;
+pub mod mac;
 pub mod netns;
 pub mod network;
 pub mod overlay;
@@ -24,6 +25,7 @@ pub mod paths;
 pub mod resolv_conf;
 pub mod state;
 pub mod state_file;
+pub mod transport;
 pub mod troubleshoot;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! What drivers share with tetherd (records, locks, the overlay claims) lives below, in `state`.
 
 pub mod bridge;
+pub mod call_config;
 pub mod check;
 pub mod container_inputs;
 pub mod dns_endpoint;

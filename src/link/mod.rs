@@ -9,7 +9,6 @@ mod address;
 mod bridge;
 mod error;
 mod info;
-mod mac;
 mod macvlan;
 mod neighbour;
 mod reaper;
@@ -27,10 +26,10 @@ use rtnetlink::{Handle, LinkUnspec};
 
 use crate::netns::NetNs;
 
+pub use crate::mac::{MacAddr, MacAddrError};
 pub use bridge::TETHER_BRIDGE_GROUP;
 pub use error::LinkError;
 pub use info::LinkInfo;
-pub use mac::{MacAddr, MacAddrError};
 pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
 pub use reaper::{delete_bridge_in_background, LinkReaper, ReaperError};

@@ -13,11 +13,10 @@ use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::{self, mismatch};
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
-use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
@@ -156,18 +155,20 @@ fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
 
 impl Plugin for BridgePlugin {
     type Error = Error;
+    type Config = CallConfig<BridgeConfig>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with_ipam(call, BridgeConfig::from_json(&call.conf.raw)?)
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let (cfg, dns, ipam) = (&c.net, &c.dns, &c.ipam);
+        let names = c.names.clone();
         let t = target(call);
-        let mac = requested_mac(call)?;
-        let ipam = IpamBackend::for_call(call)?;
+        let mac = call.mac;
         let ns = open_netns(call)?;
         let net = call.conf.name.as_str();
         let host = Netlink::new()?;
-
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
 
         // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
         let mut rollback = Rollback::new();
@@ -384,8 +385,8 @@ impl Plugin for BridgePlugin {
         Ok(result)
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let t = target(call);
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
@@ -414,7 +415,7 @@ impl Plugin for BridgePlugin {
         // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
         let fw = Firewall::open()?;
         let reaper = LinkReaper::start(&host_if)?;
-        IpamBackend::for_call(call)?.del(call)?;
+        c.ipam.del(call)?;
         {
             let _lock = NetworkLock::shared(net)?;
             if !addrs.is_empty() {
@@ -432,8 +433,8 @@ impl Plugin for BridgePlugin {
         teardown_if_unused(net, &cfg.bridge, &records)
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let t = target(call);
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
@@ -502,13 +503,13 @@ impl Plugin for BridgePlugin {
                 )));
             }
         }
-        IpamBackend::for_call(call)?.check(call)
+        c.ipam.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
+        let cfg = &c.net;
         let net = call.conf.name.as_str();
-        IpamBackend::for_call(call)?.gc(call, valid)?;
+        c.ipam.gc(call, valid)?;
         let records = RecordDir::for_network(net);
         let host = Netlink::new()?;
         for rec in records.list()? {
@@ -539,8 +540,8 @@ impl Plugin for BridgePlugin {
         teardown_if_unused(net, &cfg.bridge, &records)
     }
 
-    fn status(&self, call: &Call) -> Result<(), Error> {
-        IpamBackend::for_call(call)?.status(call)
+    fn status(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        c.ipam.status(call)
     }
 }
 

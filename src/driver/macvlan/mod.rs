@@ -25,11 +25,10 @@ use crate::client::notify::{attachment_added, attachment_removed};
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::{self, mismatch};
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::interface_sysctls::apply_lan_interface_sysctls;
-use crate::driver::ipam_backend::IpamBackend;
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
@@ -58,13 +57,18 @@ struct ParentSide<'a> {
 
 impl Plugin for MacvlanPlugin {
     type Error = Error;
+    type Config = CallConfig<MacvlanConfig>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with_ipam(call, MacvlanConfig::from_call(call)?)
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let (cfg, dns, ipam) = (&c.net, &c.dns, &c.ipam);
+        let names = c.names.clone();
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
-        let mac = requested_mac(call)?;
-        let ipam = IpamBackend::for_call(call)?;
+        let mac = call.mac;
         let ns = open_netns(call)?;
         let inner = Netlink::in_netns(&ns)?;
         let host = if cfg.link_in_container {
@@ -176,8 +180,6 @@ impl Plugin for MacvlanPlugin {
 
         let routes = add_routes(&inner, child.index, &leased)?;
 
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
         let records = RecordDir::for_network(net);
         let own_resolver = dns.container_holds_resolver(&ns);
         records.write(&AttachmentRecord {
@@ -230,9 +232,7 @@ impl Plugin for MacvlanPlugin {
         })
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        // Parsed only to refuse a config that is not ours to act on.
-        MacvlanConfig::from_call(call)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
@@ -249,7 +249,7 @@ impl Plugin for MacvlanPlugin {
             call.env.netns.as_deref().or(recorded_netns.as_deref()),
             ifname,
         )?;
-        IpamBackend::for_call(call)?.del(call)?;
+        c.ipam.del(call)?;
         records.remove(cid, ifname)?;
         if record.as_ref().is_some_and(|r| r.dns) {
             attachment_removed(net, cid, ifname);
@@ -261,8 +261,8 @@ impl Plugin for MacvlanPlugin {
         })
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let ifname = call.ifname();
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
@@ -304,12 +304,12 @@ impl Plugin for MacvlanPlugin {
                 )));
             }
         }
-        IpamBackend::for_call(call)?.check(call)
+        c.ipam.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
         let net = call.conf.name.as_str();
-        IpamBackend::for_call(call)?.gc(call, valid)?;
+        c.ipam.gc(call, valid)?;
         let records = RecordDir::for_network(net);
         for rec in records.list()? {
             let keep = valid
@@ -332,15 +332,15 @@ impl Plugin for MacvlanPlugin {
     }
 
     /// Code 50 when the parent (or the lower link of a VLAN parent) is missing: no ADD could succeed.
-    fn status(&self, call: &Call) -> Result<(), Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
+    fn status(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         // With linkInContainer the parent lives in namespaces STATUS is not told about.
         if !cfg.link_in_container {
             let host = Netlink::new()?;
             resolve(&host, &cfg.master, "the host namespace", true)
                 .map_err(|e| Error::not_available(e.to_string()))?;
         }
-        IpamBackend::for_call(call)?.status(call)
+        c.ipam.status(call)
     }
 }
 

@@ -25,9 +25,9 @@ use crate::client::notify::{attachment_added, attachment_removed, endpoint_remov
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::mismatch;
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
@@ -230,11 +230,16 @@ fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
 
 impl Plugin for OverlayPlugin {
     type Error = Error;
+    /// No IPAM section: the overlay leases from its own blocks.
+    type Config = CallConfig<OverlayConfig, ()>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with(call, OverlayConfig::from_json(&call.conf.raw)?, ())
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let (cfg, dns) = (&c.net, &c.dns);
+        let names = c.names.clone();
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let ns = open_netns(call)?;
@@ -244,7 +249,7 @@ impl Plugin for OverlayPlugin {
             .mtu
             .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD).max(68));
         let dir = OverlayDir::for_network(net);
-        let mac = match requested_mac(call)? {
+        let mac = match call.mac {
             Some(mac) => mac,
             None => MacAddr::random().map_err(|e| Error::io(e.to_string()))?,
         };
@@ -253,7 +258,7 @@ impl Plugin for OverlayPlugin {
         // lease store between this ADD's allocation and its record.
         let net_lock = NetworkLock::shared(net)?;
         let mut rollback = Rollback::new();
-        let address = allocate_address(&dir, &cfg, net, vtep, container_id, ifname)?;
+        let address = allocate_address(&dir, cfg, net, vtep, container_id, ifname)?;
         let dir_ref = &dir;
         rollback.push("overlay lease", move || {
             release_address(dir_ref, container_id, ifname)
@@ -323,7 +328,7 @@ impl Plugin for OverlayPlugin {
             Some(gateway_bridge::attach(
                 &host,
                 &ns,
-                &cfg,
+                cfg,
                 container_id,
                 ifname,
             )?)
@@ -403,8 +408,8 @@ impl Plugin for OverlayPlugin {
         })
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
@@ -413,19 +418,19 @@ impl Plugin for OverlayPlugin {
 
         // Deleting the host end removes the pair; the container namespace may be gone already.
         host.delete_link_by_name(&host_veth_name(container_id, ifname))?;
-        gateway_bridge::detach(&host, &cfg, container_id, ifname)?;
+        gateway_bridge::detach(&host, cfg, container_id, ifname)?;
         {
             let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
             release_address(&dir, container_id, ifname)?;
         }
         records.remove(container_id, ifname)?;
-        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        teardown_if_unused(&host, net, cfg, &dir, &records)?;
         attachment_removed(net, container_id, ifname);
         Ok(())
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let host = Netlink::new()?;
         for name in [
             cfg.bridge.clone(),
@@ -465,8 +470,8 @@ impl Plugin for OverlayPlugin {
         Ok(())
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
+        let cfg = &c.net;
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
         let records = RecordDir::for_network(net);
@@ -480,14 +485,14 @@ impl Plugin for OverlayPlugin {
             }
             tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale overlay attachment");
             host.delete_link_by_name(&host_veth_name(&rec.container_id, &rec.ifname))?;
-            gateway_bridge::detach(&host, &cfg, &rec.container_id, &rec.ifname)?;
+            gateway_bridge::detach(&host, cfg, &rec.container_id, &rec.ifname)?;
             {
                 let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
                 release_address(&dir, &rec.container_id, &rec.ifname)?;
             }
             records.remove(&rec.container_id, &rec.ifname)?;
         }
-        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        teardown_if_unused(&host, net, cfg, &dir, &records)?;
         endpoint_removed(net);
         Ok(())
     }
