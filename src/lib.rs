@@ -29,4 +29,8 @@ pub mod transport;
 pub mod troubleshoot;
 
 #[cfg(test)]
+mod function_length;
+#[cfg(test)]
 mod import_graph;
+#[cfg(test)]
+mod source_text;

@@ -7,6 +7,7 @@ use crate::cni::env::Command;
 use crate::cni::exec::delegate_ipam;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
+use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::ipam::plugin::{ipam_config, TetherIpam};
 use crate::ipam::IpamConfig;
@@ -44,6 +45,26 @@ impl IpamBackend {
             Self::Exec(t) => delegate_ipam(t, call, Command::Add)?
                 .ok_or_else(|| Error::io(format!("IPAM plugin {t} returned no result for ADD"))),
         }
+    }
+
+    /// ADD's first step: IPAM's addresses, with their release registered on `rollback`. No address at all is
+    /// a config error (an IPAM plugin with nothing to hand out says so itself).
+    pub fn lease<'a>(
+        &'a self,
+        call: &'a Call,
+        rollback: &mut Rollback<'a>,
+    ) -> Result<CniResult, Error> {
+        let leased = self.add(call)?;
+        rollback.push("ipam lease", move || {
+            self.del(call).map_err(|e| e.to_string())
+        });
+        if leased.ips.is_empty() {
+            return Err(Error::config(format!(
+                "IPAM plugin of network {} returned no address; check its ranges",
+                call.conf.name
+            )));
+        }
+        Ok(leased)
     }
 
     pub fn del(&self, call: &Call) -> Result<(), Error> {

@@ -9,21 +9,26 @@ use ipnetwork::IpNetwork;
 
 pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
-use crate::client::notify::{attachment_added, attachment_removed};
+use crate::client::notify::attachment_removed;
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
-use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::cni::result::{CniResult, IpConfig, Route};
+use crate::driver::attachment::{self, result_interface, sandbox_interface, Finish, Made};
+use crate::driver::bridge_port::{self, BridgePort};
 use crate::driver::call_config::CallConfig;
 use crate::driver::check::{self, mismatch};
+use crate::driver::container_iface::{
+    self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
+};
 use crate::driver::container_inputs::open_netns;
-use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::link::delete_bridge_in_background;
 use crate::link::LinkReaper;
-use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
+use crate::link::{set_sysctl, LinkInfo, MacAddr, Netlink};
+use crate::netns::NetNs;
 use crate::state::NetworkLock;
 use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
@@ -55,21 +60,6 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
             Some(IpAddr::V6((u128::from(n.network()) + 1).into()))
         }
         _ => None,
-    }
-}
-
-fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
-    Interface {
-        name: name.to_string(),
-        mac: mac.map(|m| m.to_string()),
-        ..Interface::default()
-    }
-}
-
-fn default_route(ip: &IpNetwork) -> IpNetwork {
-    match ip {
-        IpNetwork::V4(_) => "0.0.0.0/0".parse().unwrap(),
-        IpNetwork::V6(_) => "::/0".parse().unwrap(),
     }
 }
 
@@ -111,44 +101,139 @@ fn ensure_gateway(
     Ok(())
 }
 
-/// Creates the container's veth pair, host end down. A host veth of that name already there is a leftover of an
-/// earlier ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
-/// looked for only after EEXIST, so the common case pays no lookup.
-fn create_port_veth(host: &Netlink, spec: &VethSpec<'_>, ifname: &str) -> Result<(), Error> {
-    let explain = |e: LinkError| match e {
-        LinkError::Exists { .. } => Error::config(format!(
-            "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
-        )),
-        other => Error::from(other),
-    };
-    match host.add_veth_down(spec) {
-        Err(LinkError::Exists { op, object }) => {
-            if host.delete_link_by_name(spec.host_name)? {
-                host.add_veth_down(spec).map_err(explain)
-            } else {
-                Err(explain(LinkError::Exists { op, object }))
-            }
-        }
-        other => other.map_err(explain),
-    }
-}
-
-/// Turns IPv6 off on a bridge port before it comes up. The port only carries frames for the bridge (bridged IPv6
-/// is untouched), but with IPv6 on, each port adds a link-local address and three routes to the host's IPv6
-/// table, and the kernel walks that whole table whenever a port goes down: with 1000 containers, every DEL paid
-/// ~2 ms for it. Best effort: on a host without IPv6 there is nothing to turn off.
-fn disable_ipv6_on_port(port: &str) {
-    if let Err(e) = set_sysctl(&format!("net/ipv6/conf/{port}/disable_ipv6"), "1") {
-        tracing::debug!(port, error = %e, "could not turn IPv6 off on the bridge port");
-    }
-}
-
 fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
     if ips.iter().any(|i| i.address.is_ipv4()) {
         set_sysctl("net/ipv4/ip_forward", "1")?;
     }
     if ips.iter().any(|i| i.address.is_ipv6()) {
         set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
+
+/// The network's bridge, made on its first ADD (undone only while no port hangs on it), with the gateway
+/// addresses and forwarding the config asks for.
+fn ensure_network_bridge<'a>(
+    host: &'a Netlink,
+    cfg: &'a BridgeConfig,
+    ips: &[IpConfig],
+    rollback: &mut Rollback<'a>,
+) -> Result<LinkInfo, Error> {
+    let (br, created) =
+        host.ensure_bridge_noting_creation(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))?;
+    if created {
+        let (name, index) = (cfg.bridge.as_str(), br.index);
+        rollback.push("bridge", move || remove_bridge_if_unused(host, name, index));
+    }
+    if cfg.promisc_mode {
+        host.set_promisc(br.index, true)?;
+    }
+    if cfg.is_gateway {
+        for ip in ips {
+            if let Some(gw) = gateway_of(ip) {
+                let gw_net =
+                    IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network");
+                if gw.is_ipv6() {
+                    // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
+                    let _ = set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
+                }
+                ensure_gateway(host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
+            }
+        }
+        enable_forwarding(ips)?;
+    } else if cfg.ip_masq {
+        enable_forwarding(ips)?;
+    }
+    Ok(br)
+}
+
+/// CHECK of the host side: the bridge and the container's veth on it.
+fn verify_port(host: &Netlink, bridge: &str, host_if: &str) -> Result<(), Error> {
+    let br = host
+        .link_by_name(bridge)?
+        .ok_or_else(|| mismatch(format!("bridge {bridge} is missing")))?;
+    let veth = host
+        .link_by_name(host_if)?
+        .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
+    if veth.master != Some(br.index) {
+        return Err(mismatch(format!(
+            "host veth {host_if} is not attached to bridge {bridge}"
+        )));
+    }
+    Ok(())
+}
+
+/// The container's port on the network's bridge.
+fn port<'a>(
+    call: &'a Call,
+    cfg: &BridgeConfig,
+    ns: &'a NetNs,
+    bridge: u32,
+    host_ifname: &'a str,
+) -> BridgePort<'a> {
+    BridgePort {
+        bridge,
+        host_ifname,
+        ifname: call.ifname(),
+        netns: ns,
+        mtu: cfg.mtu,
+        mac: call.mac,
+        hairpin: cfg.hairpin_mode,
+        // An isolated port cannot reach its neighbours, while egress and published ports keep working.
+        isolated: !cfg.icc,
+    }
+}
+
+fn iface_config<'a>(
+    cfg: &BridgeConfig,
+    addresses: &'a [(IpNetwork, Option<IpAddr>)],
+    routes: &'a [Route],
+) -> IfaceConfig<'a> {
+    IfaceConfig {
+        addresses,
+        skip_dad: !cfg.enable_dad,
+        ipv6: Ipv6Quieting::BridgePortPeer,
+        default_route: if cfg.is_default_gateway {
+            DefaultRoute::ViaGateway
+        } else {
+            DefaultRoute::None
+        },
+        routes,
+        report_gateway: false,
+    }
+}
+
+/// The network's chains (once per network) and this container's elements, in the network's sets and, with
+/// macspoofchk, the bridge table's.
+fn add_firewall_elements<'a>(
+    fw: &Firewall,
+    net: &'a str,
+    cfg: &BridgeConfig,
+    ips: &[IpConfig],
+    (host_if, spoofchk_mac): (&str, Option<MacAddr>),
+    rollback: &mut Rollback<'a>,
+) -> Result<(), Error> {
+    let addrs: Vec<IpAddr> = ips.iter().map(|i| i.address.ip()).collect();
+    fw.ensure_network(&NetworkRules {
+        name: net.to_string(),
+        bridge: cfg.bridge.clone(),
+        masquerade: cfg.ip_masq,
+        isolation: true,
+    })?;
+    fw.add_container(net, &addrs)?;
+    rollback.push("firewall elements", move || {
+        Firewall::open()
+            .and_then(|fw| fw.remove_container(net, &addrs))
+            .map_err(|e| e.to_string())
+    });
+    if let Some(mac) = spoofchk_mac {
+        fw.add_spoofchk(host_if, mac.octets())?;
+        let port = host_if.to_string();
+        rollback.push("macspoofchk elements", move || {
+            Firewall::open()
+                .and_then(|fw| fw.remove_spoofchk(&port, mac.octets()))
+                .map_err(|e| e.to_string())
+        });
     }
     Ok(())
 }
@@ -162,206 +247,64 @@ impl Plugin for BridgePlugin {
     }
 
     fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
-        let (cfg, dns, ipam) = (&c.net, &c.dns, &c.ipam);
-        let names = c.names.clone();
-        let t = target(call);
-        let mac = call.mac;
+        let cfg = &c.net;
+        let (net, ifname) = (call.conf.name.as_str(), call.ifname());
         let ns = open_netns(call)?;
-        let net = call.conf.name.as_str();
         let host = Netlink::new()?;
-
-        // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
         let mut rollback = Rollback::new();
-        let leased = ipam.add(call)?;
-        rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
-        if leased.ips.is_empty() {
-            return Err(Error::config(format!(
-                "IPAM plugin of network {net} returned no address; check its ranges"
-            )));
-        }
-
+        // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
+        let leased = c.ipam.lease(call, &mut rollback)?;
         // Shared from before the bridge is ensured until the record is written: a last DEL's teardown (exclusive)
         // never removes the bridge or chains this ADD is joining, and waits for it.
         let fw = Firewall::open()?;
         let lock = NetworkLock::shared(net)?;
-        let (br, bridge_created) = host.ensure_bridge_noting_creation(
-            &cfg.bridge,
-            cfg.mtu,
-            MacAddr::from_name(&cfg.bridge),
+        let br = ensure_network_bridge(&host, cfg, &leased.ips, &mut rollback)?;
+        let host_if = host_veth_name(call.container_id(), ifname);
+        let host_mac = bridge_port::attach(
+            &host,
+            &port(call, cfg, &ns, br.index, &host_if),
+            &mut rollback,
         )?;
-        if bridge_created {
-            let (host_ref, name, index) = (&host, cfg.bridge.as_str(), br.index);
-            rollback.push("bridge", move || {
-                remove_bridge_if_unused(host_ref, name, index)
-            });
-        }
-        if cfg.promisc_mode {
-            host.set_promisc(br.index, true)?;
-        }
-
-        if cfg.is_gateway {
-            for ip in &leased.ips {
-                if let Some(gw) = gateway_of(ip) {
-                    let gw_net = IpNetwork::new(gw, ip.address.prefix())
-                        .expect("prefix from a valid network");
-                    if gw.is_ipv6() {
-                        // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                        let _ =
-                            set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
-                    }
-                    ensure_gateway(&host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
-                }
-            }
-            enable_forwarding(&leased.ips)?;
-        } else if cfg.ip_masq {
-            enable_forwarding(&leased.ips)?;
-        }
-
-        let host_if = host_veth_name(t.container_id, t.ifname);
-        // Derived from the (unique) veth name: known without reading the link back, stable across a re-ADD.
-        let host_mac = MacAddr::from_name(&host_if);
-        let spec = VethSpec {
-            host_name: &host_if,
-            peer_name: t.ifname,
-            peer_ns: &ns,
-            mtu: cfg.mtu,
-            peer_mac: mac,
-            host_mac: Some(host_mac),
-            host_master: Some(br.index),
-        };
-        // The host end is created down: IPv6 goes off before it comes up (see disable_ipv6_on_port).
-        create_port_veth(&host, &spec, t.ifname)?;
-        let host_ref = &host;
-        let doomed = host_if.clone();
-        rollback.push("veth pair", move || {
-            host_ref
-                .delete_link_by_name(&doomed)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        disable_ipv6_on_port(&host_if);
-        host.set_up_by_name(&host_if)?;
-        if cfg.hairpin_mode || !cfg.icc {
-            // Port options need the index; only these configs pay for reading the link back.
-            let port = host
-                .link_by_name(&host_if)?
-                .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
-            if cfg.hairpin_mode {
-                host.set_hairpin(port.index, true)?;
-            }
-            if !cfg.icc {
-                // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the
-                // gateway), so neighbours cannot talk while egress and published ports keep working.
-                host.set_isolated(port.index, true)?;
-            }
-        }
-
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
         let inner = Netlink::in_netns(&ns)?;
-        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
-            Error::io(format!(
-                "veth peer {} vanished from the container",
-                t.ifname
-            ))
-        })?;
-        for ip in &leased.ips {
-            inner.add_address(link.index, ip.address, !cfg.enable_dad)?;
-        }
-        let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
-        quiet_ipv6_on_bridge_port_peer(&inner, link.index, &addresses);
-        inner.set_up(link.index)?;
-
-        let mut routes: Vec<Route> = Vec::new();
-        if cfg.is_default_gateway {
-            for ip in &leased.ips {
-                if let Some(gw) = gateway_of(ip) {
-                    let dst = default_route(&ip.address);
-                    if routes.iter().any(|r| r.dst == dst) {
-                        continue;
-                    }
-                    inner.add_route(dst, Some(gw), Some(link.index), None)?;
-                    routes.push(Route::new(dst, Some(gw)));
-                }
-            }
-        }
-        for r in &leased.routes {
-            if cfg.is_default_gateway && r.dst.prefix() == 0 {
-                continue; // already routed through the bridge gateway above
-            }
-            let gw = r.gw.or_else(|| {
-                leased
-                    .ips
-                    .iter()
-                    .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                    .and_then(gateway_of)
-            });
-            inner.add_route(r.dst, gw, Some(link.index), r.mtu)?;
-            routes.push(r.clone());
-        }
-
-        let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
-        let own_resolver = dns.container_holds_resolver(&ns);
-        {
-            fw.ensure_network(&NetworkRules {
-                name: net.to_string(),
-                bridge: cfg.bridge.clone(),
-                masquerade: cfg.ip_masq,
-                isolation: true,
-            })?;
-            fw.add_container(net, &addrs)?;
-            let added = addrs.clone();
-            rollback.push("firewall elements", move || {
-                Firewall::open()
-                    .and_then(|fw| fw.remove_container(net, &added))
-                    .map_err(|e| e.to_string())
-            });
-            if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
-                fw.add_spoofchk(&host_if, mac.octets())?;
-                let port = host_if.clone();
-                rollback.push("macspoofchk elements", move || {
-                    Firewall::open()
-                        .and_then(|fw| fw.remove_spoofchk(&port, mac.octets()))
-                        .map_err(|e| e.to_string())
-                });
-            }
-
-            let records = RecordDir::for_network(net);
-            records.write(&AttachmentRecord {
-                network: net.to_string(),
-                container_id: t.container_id.to_string(),
-                ifname: t.ifname.to_string(),
+        let link = container_link(&inner, ifname)?;
+        let addresses: Vec<_> = leased
+            .ips
+            .iter()
+            .map(|i| (i.address, gateway_of(i)))
+            .collect();
+        let routes = container_iface::configure(
+            &inner,
+            link.index,
+            &iface_config(cfg, &addresses, &leased.routes),
+        )?;
+        let spoofchk_mac = link.mac.filter(|_| cfg.macspoofchk);
+        add_firewall_elements(
+            &fw,
+            net,
+            cfg,
+            &leased.ips,
+            (&host_if, spoofchk_mac),
+            &mut rollback,
+        )?;
+        let kept = attachment::keep(
+            Finish::new(call, &ns, c, rollback).holding(lock),
+            Made {
                 driver: DriverKind::Bridge,
-                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                netns_id: ns.id().ok(),
                 host_ifname: Some(host_if.clone()),
                 bridge: Some(cfg.bridge.clone()),
                 mac: link.mac,
                 macspoofchk: cfg.macspoofchk,
                 ips: leased.ips.iter().map(|i| i.address).collect(),
-                name: names.name,
-                aliases: names.aliases,
-                dns: dns.enabled,
-                internal: dns.internal,
-                own_resolver,
-            })?;
-        }
-        drop(lock);
-        rollback.commit();
+            },
+        )?;
         fw.close();
-        // After the record is on disk and the network lock is released (tetherd reads the records). Without
-        // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
-        let resolver_up = dns.enabled && attachment_added(net, t.container_id, t.ifname);
-
-        let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
-        let result = CniResult {
+        let dns = kept.announce(call.conf.dns.clone().unwrap_or(leased.dns));
+        Ok(CniResult {
             interfaces: vec![
-                iface(&cfg.bridge, br.mac),
-                iface(&host_if, Some(host_mac)),
-                Interface {
-                    sandbox,
-                    mtu: Some(link.mtu),
-                    ..iface(t.ifname, link.mac)
-                },
+                result_interface(&cfg.bridge, br.mac),
+                result_interface(&host_if, Some(host_mac)),
+                sandbox_interface(call, ifname, link.mac, link.mtu),
             ],
             ips: leased
                 .ips
@@ -377,12 +320,8 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(
-                resolver_up && !own_resolver,
-                call.conf.dns.clone().unwrap_or(leased.dns),
-            ),
-        };
-        Ok(result)
+            dns,
+        })
     }
 
     fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
@@ -435,61 +374,15 @@ impl Plugin for BridgePlugin {
 
     fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
         let cfg = &c.net;
-        let t = target(call);
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
-        let host = Netlink::new()?;
-        let br = host
-            .link_by_name(&cfg.bridge)?
-            .ok_or_else(|| mismatch(format!("bridge {} is missing", cfg.bridge)))?;
-        let host_if = host_veth_name(t.container_id, t.ifname);
-        let veth = host
-            .link_by_name(&host_if)?
-            .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
-        if veth.master != Some(br.index) {
-            return Err(mismatch(format!(
-                "host veth {host_if} is not attached to bridge {}",
-                cfg.bridge
-            )));
-        }
-
+        let host_if = host_veth_name(call.container_id(), call.ifname());
+        verify_port(&Netlink::new()?, &cfg.bridge, &host_if)?;
         let inner = Netlink::in_netns(&ns)?;
-        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
-            mismatch(format!(
-                "interface {} is missing in the container",
-                t.ifname
-            ))
-        })?;
-        let have = inner.addresses(link.index)?;
-        for ip in &prev.ips {
-            if !have
-                .iter()
-                .any(|a| a.ip() == ip.address.ip() && a.prefix() == ip.address.prefix())
-            {
-                return Err(mismatch(format!(
-                    "address {} is missing on {} in the container",
-                    ip.address, t.ifname
-                )));
-            }
-        }
-        for r in &prev.routes {
-            let family_routes = inner.routes(if r.dst.is_ipv4() {
-                IpFamily::V4
-            } else {
-                IpFamily::V6
-            })?;
-            let found = family_routes
-                .iter()
-                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
-            if !found {
-                return Err(mismatch(format!(
-                    "route to {} is missing in the container",
-                    r.dst
-                )));
-            }
-        }
-        let addrs: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.ip()).collect();
+        let addresses: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
+        let link = container_iface::verify(&inner, call.ifname(), &addresses, &prev.routes)?;
         let fw = Firewall::open()?;
+        let addrs: Vec<IpAddr> = addresses.iter().map(IpNetwork::ip).collect();
         if !fw.container_present(&call.conf.name, &addrs)? {
             return Err(mismatch(format!(
                 "firewall state for the container's addresses is missing from table inet tether (network {})",
