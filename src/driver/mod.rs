@@ -17,4 +17,5 @@ pub mod macvlan;
 pub mod overlay;
 pub mod portmap;
 pub mod rollback;
+pub mod teardown;
 pub mod veth_name;

@@ -32,7 +32,7 @@ pub use error::LinkError;
 pub use info::LinkInfo;
 pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
-pub use reaper::{delete_bridge_in_background, LinkReaper, ReaperError};
+pub use reaper::{delete_bridge_in_background, delete_unused_bridge, LinkReaper, ReaperError};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;

@@ -22,11 +22,12 @@ use crate::driver::container_iface::{
 };
 use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
+use crate::driver::teardown::{teardown_if_unused, Teardown};
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
-use crate::link::delete_bridge_in_background;
 use crate::link::LinkReaper;
+use crate::link::{delete_bridge_in_background, delete_unused_bridge};
 use crate::link::{set_sysctl, LinkInfo, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::state::NetworkLock;
@@ -369,7 +370,9 @@ impl Plugin for BridgePlugin {
             attachment_removed(net, t.container_id, t.ifname);
         }
         reaper.wait_unlisted()?;
-        teardown_if_unused(net, &cfg.bridge, &records)
+        teardown_if_unused(net, &records, |lock| {
+            teardown(net, cfg, lock, Teardown::LastDel)
+        })
     }
 
     fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
@@ -430,7 +433,9 @@ impl Plugin for BridgePlugin {
                 attachment_removed(net, &rec.container_id, &rec.ifname);
             }
         }
-        teardown_if_unused(net, &cfg.bridge, &records)
+        teardown_if_unused(net, &records, |lock| {
+            teardown(net, cfg, lock, Teardown::LastDel)
+        })
     }
 
     fn status(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
@@ -457,21 +462,26 @@ fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(),
         .map_err(|e| e.to_string())
 }
 
-/// After the last container of a network leaves, its chains and sets go, then its bridge when tether made it.
-/// Re-checked under the exclusive lock, which an ADD holds shared from before it ensures the bridge until its
-/// record is written. The chains go at once (one netlink transaction); the bridge delete (~20 ms of kernel
-/// time, mostly RCU grace periods) goes on in a child that inherits the lock and the firewall socket, so DEL
-/// returns while the next first ADD of the network still waits for it.
-fn teardown_if_unused(net: &str, bridge: &str, records: &RecordDir) -> Result<(), Error> {
-    if !records.is_empty() {
-        return Ok(());
-    }
-    let lock = NetworkLock::exclusive(net)?;
-    if !records.is_empty() {
-        return Ok(());
-    }
+/// The network's teardown (see `driver::teardown`): its chains and sets go at once (one netlink transaction),
+/// then its bridge when tether made it. After the last DEL the bridge delete (~20 ms of kernel time, mostly RCU
+/// grace periods) goes on in a child that inherits the lock and the firewall socket, so DEL returns while the
+/// next first ADD of the network still waits for it.
+pub fn teardown(
+    net: &str,
+    cfg: &BridgeConfig,
+    lock: NetworkLock,
+    how: Teardown,
+) -> Result<(), Error> {
     let fw = Firewall::open()?;
     fw.remove_network(net)?;
-    delete_bridge_in_background(bridge, (lock, fw));
+    match how {
+        Teardown::LastDel => delete_bridge_in_background(&cfg.bridge, (lock, fw)),
+        Teardown::NetworkRm {
+            bridge_in_use: false,
+        } => delete_unused_bridge(&cfg.bridge)?,
+        Teardown::NetworkRm {
+            bridge_in_use: true,
+        } => {}
+    }
     Ok(())
 }

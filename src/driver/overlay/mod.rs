@@ -34,6 +34,7 @@ use crate::driver::container_iface::{
 };
 use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
+use crate::driver::teardown::teardown_if_unused;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::ipam::{allocate, release, IpamError, Store};
@@ -419,7 +420,7 @@ impl Plugin for OverlayPlugin {
             release_address(&dir, container_id, ifname)?;
         }
         records.remove(container_id, ifname)?;
-        teardown_if_unused(&host, net, cfg, &dir, &records)?;
+        teardown_if_unused(net, &records, |lock| teardown(net, cfg, lock))?;
         attachment_removed(net, container_id, ifname);
         Ok(())
     }
@@ -476,7 +477,7 @@ impl Plugin for OverlayPlugin {
             }
             records.remove(&rec.container_id, &rec.ifname)?;
         }
-        teardown_if_unused(&host, net, cfg, &dir, &records)?;
+        teardown_if_unused(net, &records, |lock| teardown(net, cfg, lock))?;
         endpoint_removed(net);
         Ok(())
     }
@@ -507,26 +508,14 @@ fn check_block_of(dir: &OverlayDir, address: IpAddr) -> Result<(), String> {
     Ok(())
 }
 
-/// After the host's last container of the network left: the VXLAN device, the bridge and the network's
-/// overlay state go (its blocks are then released by the control plane). Re-checked under the exclusive
-/// lock, since an ADD may have joined meanwhile.
-fn teardown_if_unused(
-    host: &Netlink,
-    net: &str,
-    cfg: &OverlayConfig,
-    dir: &OverlayDir,
-    records: &RecordDir,
-) -> Result<(), Error> {
-    if !records.is_empty() {
-        return Ok(());
-    }
-    let _lock = NetworkLock::exclusive(net)?;
+/// The network's teardown (see `driver::teardown`): the VXLAN device, the bridge and the network's overlay
+/// state go (its blocks are then released by the control plane), under the claims lock too.
+pub fn teardown(net: &str, cfg: &OverlayConfig, _lock: NetworkLock) -> Result<(), Error> {
     let _claims = NetworkLock::exclusive(&claims_lock_name(net))?;
-    if !records.is_empty() {
-        return Ok(());
-    }
+    let host = Netlink::new()?;
     host.delete_link_by_name(&vxlan_name(cfg.vni))?;
     host.delete_link_by_name(&cfg.bridge)?;
+    let dir = OverlayDir::for_network(net);
     dir.remove().map_err(|e| {
         Error::io(format!(
             "removing overlay state {} failed: {e}",
