@@ -4,7 +4,7 @@
 
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
-use crate::link::{set_sysctl, LinkError, MacAddr, Netlink, VethSpec};
+use crate::link::{LinkError, LinkOps, MacAddr, VethSpec};
 use crate::netns::NetNs;
 
 /// One port to make.
@@ -25,8 +25,8 @@ pub struct BridgePort<'a> {
 
 /// Makes the port and registers its undo; returns the host end's MAC, derived from its (unique) name: known
 /// without reading the link back, stable across a re-ADD, and pinned so the bridge's MAC never follows it.
-pub fn attach<'a>(
-    host: &'a Netlink,
+pub fn attach<'a, L: LinkOps>(
+    host: &'a L,
     port: &BridgePort<'_>,
     rollback: &mut Rollback<'a>,
 ) -> Result<MacAddr, Error> {
@@ -49,7 +49,7 @@ pub fn attach<'a>(
             .map(drop)
             .map_err(|e| e.to_string())
     });
-    disable_ipv6_on_port(port.host_ifname);
+    disable_ipv6_on_port(host, port.host_ifname);
     host.set_up_by_name(port.host_ifname)?;
     if port.hairpin || port.isolated {
         // Port options need the index; only these ports pay for reading the link back.
@@ -69,7 +69,7 @@ pub fn attach<'a>(
 /// Creates the veth pair, host end down. A host veth of that name already there is a leftover of an earlier
 /// ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
 /// looked for only after EEXIST, so the common case pays no lookup.
-fn create_veth(host: &Netlink, spec: &VethSpec<'_>) -> Result<(), Error> {
+fn create_veth(host: &impl LinkOps, spec: &VethSpec<'_>) -> Result<(), Error> {
     let explain = |e: LinkError| match e {
         LinkError::Exists { .. } => Error::config(format!(
             "interface {} already exists in the container namespace; pick another CNI_IFNAME",
@@ -93,8 +93,8 @@ fn create_veth(host: &Netlink, spec: &VethSpec<'_>) -> Result<(), Error> {
 /// is untouched), but with IPv6 on, each port adds a link-local address and three routes to the host's IPv6
 /// table, and the kernel walks that whole table whenever a port goes down: with 1000 containers, every DEL paid
 /// ~2 ms for it. Best effort: on a host without IPv6 there is nothing to turn off.
-fn disable_ipv6_on_port(port: &str) {
-    if let Err(e) = set_sysctl(&format!("net/ipv6/conf/{port}/disable_ipv6"), "1") {
+fn disable_ipv6_on_port(host: &impl LinkOps, port: &str) {
+    if let Err(e) = host.set_sysctl(&format!("net/ipv6/conf/{port}/disable_ipv6"), "1") {
         tracing::debug!(port, error = %e, "could not turn IPv6 off on the bridge port");
     }
 }

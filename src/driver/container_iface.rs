@@ -12,7 +12,7 @@ use crate::driver::interface_sysctls::{
     apply_lan_interface_sysctls, quiet_ipv6_on_bridge_port_peer,
 };
 use crate::error::Error;
-use crate::link::{IpFamily, LinkError, LinkInfo, Netlink};
+use crate::link::{IpFamily, LinkError, LinkInfo, LinkOps};
 use crate::netns::NetNs;
 
 /// Whether the interface gets a default route through each family's gateway.
@@ -47,7 +47,7 @@ pub struct IfaceConfig<'a> {
 }
 
 /// The interface inside the container, which the step before just made.
-pub fn container_link(inner: &Netlink, ifname: &str) -> Result<LinkInfo, Error> {
+pub fn container_link(inner: &impl LinkOps, ifname: &str) -> Result<LinkInfo, Error> {
     inner
         .link_by_name(ifname)?
         .ok_or_else(|| Error::io(format!("interface {ifname} vanished from the container")))
@@ -55,7 +55,11 @@ pub fn container_link(inner: &Netlink, ifname: &str) -> Result<LinkInfo, Error> 
 
 /// Addresses, IPv6 quieting (before up: the kernel sends its first IPv6 frames the moment the link is up),
 /// up, then routes. Returns the routes for the result.
-pub fn configure(inner: &Netlink, index: u32, cfg: &IfaceConfig<'_>) -> Result<Vec<Route>, Error> {
+pub fn configure(
+    inner: &impl LinkOps,
+    index: u32,
+    cfg: &IfaceConfig<'_>,
+) -> Result<Vec<Route>, Error> {
     for (address, _) in cfg.addresses {
         inner.add_address(index, *address, cfg.skip_dad)?;
     }
@@ -78,7 +82,11 @@ fn default_route_of(address: &IpNetwork) -> IpNetwork {
     IpNetwork::new(any, 0).expect("prefix 0 fits every family")
 }
 
-fn add_routes(inner: &Netlink, index: u32, cfg: &IfaceConfig<'_>) -> Result<Vec<Route>, Error> {
+fn add_routes(
+    inner: &impl LinkOps,
+    index: u32,
+    cfg: &IfaceConfig<'_>,
+) -> Result<Vec<Route>, Error> {
     let mut routes: Vec<Route> = Vec::new();
     if cfg.default_route != DefaultRoute::None {
         for (address, gateway) in cfg.addresses {
@@ -122,7 +130,7 @@ fn add_routes(inner: &Netlink, index: u32, cfg: &IfaceConfig<'_>) -> Result<Vec<
 /// CHECK: the interface is there with every address and route of prevResult. Returns it for the driver's
 /// own checks.
 pub fn verify(
-    inner: &Netlink,
+    inner: &impl LinkOps,
     ifname: &str,
     addresses: &[IpNetwork],
     routes: &[Route],

@@ -2,6 +2,8 @@
 //! and masquerade in nftables. Each step of an ADD registers its undo (see `Rollback`).
 
 mod config;
+#[cfg(test)]
+mod rollback_tests;
 
 use std::net::IpAddr;
 
@@ -12,6 +14,7 @@ pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 use crate::client::notify::attachment_removed;
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
+use crate::cni::result::CniResult as Leased;
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::driver::attachment::{self, result_interface, sandbox_interface, Finish, Made};
 use crate::driver::bridge_port::{self, BridgePort};
@@ -28,7 +31,7 @@ use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::link::LinkReaper;
 use crate::link::{delete_bridge_in_background, delete_unused_bridge};
-use crate::link::{set_sysctl, LinkInfo, MacAddr, Netlink};
+use crate::link::{LinkInfo, LinkOps, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::state::NetworkLock;
 use crate::state::{AttachmentRecord, DriverKind, RecordDir};
@@ -69,7 +72,7 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
 /// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
 /// only when the gateway was just added, i.e. once per network.
 fn ensure_gateway(
-    host: &Netlink,
+    host: &impl LinkOps,
     bridge: u32,
     gw: IpNetwork,
     force: bool,
@@ -102,20 +105,61 @@ fn ensure_gateway(
     Ok(())
 }
 
-fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
+fn enable_forwarding(host: &impl LinkOps, ips: &[IpConfig]) -> Result<(), Error> {
     if ips.iter().any(|i| i.address.is_ipv4()) {
-        set_sysctl("net/ipv4/ip_forward", "1")?;
+        host.set_sysctl("net/ipv4/ip_forward", "1")?;
     }
     if ips.iter().any(|i| i.address.is_ipv6()) {
-        set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        host.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
     Ok(())
 }
 
+/// What the link steps of an ADD made.
+struct Connected {
+    bridge: LinkInfo,
+    host_mac: MacAddr,
+    /// The container's interface.
+    link: LinkInfo,
+    routes: Vec<Route>,
+}
+
+/// The link steps of an ADD: the network's bridge, the container's port on it, its interface inside (through
+/// `inner`, a socket in the container's namespace). Each registers its undo on `rollback`.
+fn connect<'a, L: LinkOps>(
+    (host, inner): (&'a L, &L),
+    call: &'a Call,
+    cfg: &'a BridgeConfig,
+    (ns, host_if): (&'a NetNs, &'a str),
+    leased: &Leased,
+    rollback: &mut Rollback<'a>,
+) -> Result<Connected, Error> {
+    let bridge = ensure_network_bridge(host, cfg, &leased.ips, rollback)?;
+    let host_mac =
+        bridge_port::attach(host, &port(call, cfg, ns, bridge.index, host_if), rollback)?;
+    let link = container_link(inner, call.ifname())?;
+    let addresses: Vec<_> = leased
+        .ips
+        .iter()
+        .map(|i| (i.address, gateway_of(i)))
+        .collect();
+    let routes = container_iface::configure(
+        inner,
+        link.index,
+        &iface_config(cfg, &addresses, &leased.routes),
+    )?;
+    Ok(Connected {
+        bridge,
+        host_mac,
+        link,
+        routes,
+    })
+}
+
 /// The network's bridge, made on its first ADD (undone only while no port hangs on it), with the gateway
 /// addresses and forwarding the config asks for.
-fn ensure_network_bridge<'a>(
-    host: &'a Netlink,
+fn ensure_network_bridge<'a, L: LinkOps>(
+    host: &'a L,
     cfg: &'a BridgeConfig,
     ips: &[IpConfig],
     rollback: &mut Rollback<'a>,
@@ -136,14 +180,15 @@ fn ensure_network_bridge<'a>(
                     IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network");
                 if gw.is_ipv6() {
                     // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                    let _ = set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
+                    let _ =
+                        host.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
                 }
                 ensure_gateway(host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
             }
         }
-        enable_forwarding(ips)?;
+        enable_forwarding(host, ips)?;
     } else if cfg.ip_masq {
-        enable_forwarding(ips)?;
+        enable_forwarding(host, ips)?;
     }
     Ok(br)
 }
@@ -252,6 +297,7 @@ impl Plugin for BridgePlugin {
         let (net, ifname) = (call.conf.name.as_str(), call.ifname());
         let ns = open_netns(call)?;
         let host = Netlink::new()?;
+        let host_if = host_veth_name(call.container_id(), ifname);
         let mut rollback = Rollback::new();
         // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
         let leased = c.ipam.lease(call, &mut rollback)?;
@@ -259,25 +305,20 @@ impl Plugin for BridgePlugin {
         // never removes the bridge or chains this ADD is joining, and waits for it.
         let fw = Firewall::open()?;
         let lock = NetworkLock::shared(net)?;
-        let br = ensure_network_bridge(&host, cfg, &leased.ips, &mut rollback)?;
-        let host_if = host_veth_name(call.container_id(), ifname);
-        let host_mac = bridge_port::attach(
-            &host,
-            &port(call, cfg, &ns, br.index, &host_if),
-            &mut rollback,
-        )?;
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
         let inner = Netlink::in_netns(&ns)?;
-        let link = container_link(&inner, ifname)?;
-        let addresses: Vec<_> = leased
-            .ips
-            .iter()
-            .map(|i| (i.address, gateway_of(i)))
-            .collect();
-        let routes = container_iface::configure(
-            &inner,
-            link.index,
-            &iface_config(cfg, &addresses, &leased.routes),
+        let Connected {
+            bridge: br,
+            host_mac,
+            link,
+            routes,
+        } = connect(
+            (&host, &inner),
+            call,
+            cfg,
+            (&ns, &host_if),
+            &leased,
+            &mut rollback,
         )?;
         let spoofchk_mac = link.mac.filter(|_| cfg.macspoofchk);
         add_firewall_elements(
@@ -452,7 +493,7 @@ fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), Error
 
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
 /// the same network may have joined it in the meantime.
-fn remove_bridge_if_unused(host: &Netlink, name: &str, index: u32) -> Result<(), String> {
+fn remove_bridge_if_unused(host: &impl LinkOps, name: &str, index: u32) -> Result<(), String> {
     let links = host.links().map_err(|e| e.to_string())?;
     if links.iter().any(|l| l.master == Some(index)) {
         return Ok(());

@@ -257,6 +257,25 @@ fn ensure_network_devices(
     Ok(br)
 }
 
+/// The container's overlay interface: its one address, no default route (egress, when on, brings that).
+fn configure_container_side(ns: &NetNs, ifname: &str, address: IpNetwork) -> Result<(), Error> {
+    let inner = Netlink::in_netns(ns)?;
+    let link = container_link(&inner, ifname)?;
+    container_iface::configure(
+        &inner,
+        link.index,
+        &IfaceConfig {
+            addresses: &[(address, None)],
+            skip_dad: true,
+            ipv6: Ipv6Quieting::BridgePortPeer,
+            default_route: DefaultRoute::None,
+            routes: &[],
+            report_gateway: false,
+        },
+    )
+    .map(drop)
+}
+
 /// With `egress`, the container's second veth on the gateway bridge; its whole undo is registered first, so a
 /// failure half-way through is undone too.
 fn attach_egress<'a>(
@@ -352,20 +371,7 @@ impl Plugin for OverlayPlugin {
             isolated: false,
         };
         let host_mac = bridge_port::attach(&host, &port, &mut rollback)?;
-        let inner = Netlink::in_netns(&ns)?;
-        let link = container_link(&inner, ifname)?;
-        container_iface::configure(
-            &inner,
-            link.index,
-            &IfaceConfig {
-                addresses: &[(address, None)],
-                skip_dad: true,
-                ipv6: Ipv6Quieting::BridgePortPeer,
-                default_route: DefaultRoute::None,
-                routes: &[],
-                report_gateway: false,
-            },
-        )?;
+        configure_container_side(&ns, ifname, address)?;
         let egress = attach_egress(&host, &ns, cfg, call, &mut rollback)?;
         let kept = attachment::keep(
             Finish::new(call, &ns, c, rollback)
