@@ -14,6 +14,7 @@ pub mod dns_endpoint;
 pub mod interface_sysctls;
 pub mod ipam_backend;
 pub mod macvlan;
+pub mod network_devices;
 pub mod overlay;
 pub mod portmap;
 pub mod rollback;

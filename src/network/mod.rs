@@ -27,7 +27,8 @@ pub use render::{Addressing, NetworkPlan};
 
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
 use crate::driver::ipam_backend::IN_PROCESS_TYPE;
-use crate::driver::teardown::{NetworkDevices, Teardown};
+use crate::driver::network_devices::NetworkDevices;
+use crate::driver::teardown::Teardown;
 use crate::endpoint::{Attachment, Endpoints};
 use crate::ipam::IpamConfig;
 use crate::link::{IpFamily, Netlink};
