@@ -14,7 +14,6 @@ pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 use crate::client::notify::attachment_removed;
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
-use crate::cni::result::CniResult as Leased;
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::driver::attachment::{self, result_interface, sandbox_interface, Finish, Made};
 use crate::driver::bridge_port::{self, BridgePort};
@@ -131,7 +130,7 @@ fn connect<'a, L: LinkOps>(
     call: &'a Call,
     cfg: &'a BridgeConfig,
     (ns, host_if): (&'a NetNs, &'a str),
-    leased: &Leased,
+    leased: &CniResult,
     rollback: &mut Rollback<'a>,
 ) -> Result<Connected, Error> {
     let bridge = ensure_network_bridge(host, cfg, &leased.ips, rollback)?;

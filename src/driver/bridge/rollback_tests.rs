@@ -179,14 +179,14 @@ fn call() -> Call {
     Call::new(Env::from_vars(vars).expect("valid env"), conf, Vec::new()).expect("typed call")
 }
 
-fn leased() -> Leased {
-    Leased {
+fn leased() -> CniResult {
+    CniResult {
         ips: vec![IpConfig {
             address: "10.88.0.2/16".parse().unwrap(),
             gateway: Some("10.88.0.1".parse().unwrap()),
             interface: None,
         }],
-        ..Leased::default()
+        ..CniResult::default()
     }
 }
 
