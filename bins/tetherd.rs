@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use tether::daemon::{self, DaemonOptions, Service};
 
 const USAGE: &str = "usage: tetherd [--config PATH] [--stay]
+       tetherd --docker-plugin [--docker-socket PATH]
   Serves DNS at 127.0.0.11 inside attached containers and, with an \"overlay\" config section, the overlay
-  control plane; exits when nothing needs it (unless --stay).
+  control plane; exits when nothing needs it (unless --stay). With --docker-plugin, serves Docker's network
+  and IPAM driver `tether` instead, on PATH (default /run/docker/plugins/tether.sock), and the network
+  driver `tether-macvlan` on tether-macvlan.sock beside it, until killed.
   Paths: TETHER_STATE_DIR, TETHER_RUN_DIR, TETHER_RESOLV_CONF; config: TETHER_DAEMON_CONFIG or --config.";
 
 fn main() -> ExitCode {
     let mut config_path = tether::paths::daemon_config();
     let mut stay = false;
+    let mut docker_plugin = false;
+    let mut docker_socket = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -21,6 +26,11 @@ fn main() -> ExitCode {
                 None => return usage_error("--config needs a path"),
             },
             "--stay" => stay = true,
+            "--docker-plugin" => docker_plugin = true,
+            "--docker-socket" => match args.next() {
+                Some(p) => docker_socket = Some(PathBuf::from(p)),
+                None => return usage_error("--docker-socket needs a path"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -29,6 +39,19 @@ fn main() -> ExitCode {
         }
     }
     init_logging();
+    if docker_plugin {
+        let sockets = tether::docker::sockets(docker_socket);
+        return match tether::docker::serve(&sockets, tether::docker::DockerState::from_env()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tetherd: serving Docker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if docker_socket.is_some() {
+        return usage_error("--docker-socket goes with --docker-plugin");
+    }
     let mut opts = match DaemonOptions::from_env(&config_path) {
         Ok(o) => o,
         Err(e) => {
@@ -37,8 +60,11 @@ fn main() -> ExitCode {
         }
     };
     opts.config.stay |= stay;
+    // The balancer writes the service names the resolver answers.
+    let service_names = tether::dns::service_names::SharedServiceNames::default();
     let services: Vec<Box<dyn Service>> = vec![
-        Box::new(tether::dns::DnsService::new()),
+        Box::new(tether::dns::DnsService::new().with_service_names(service_names.clone())),
+        Box::new(tether::service::BalancerService::new(service_names)),
         Box::new(tether::overlay::OverlayService::new()),
     ];
     match daemon::run(opts, services) {

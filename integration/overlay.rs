@@ -10,15 +10,19 @@ use std::time::Duration;
 
 use harness::container_dns_server::{ContainerDnsServer, OWN_ANSWER};
 use harness::overlay_cluster::{
-    overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Timings, FAILURE_TIMEOUT_MS_FAST,
+    on_both_stores, overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
+    FAILURE_TIMEOUT_MS_FAST,
 };
 
 const WRONG_KEY: [u8; 32] = [0x42; 32];
 
-#[test]
-fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_entries_everywhere()
-{
-    let cluster = Cluster::new("ova", 3, Timings::FAST);
+on_both_stores!(
+    containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_entries_everywhere
+);
+fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_entries_everywhere(
+    store: Store,
+) {
+    let cluster = Cluster::on(&store.label("ova"), 3, Timings::FAST, store);
     let conf = overlay_conf("ovl", 100, "10.210.0.0/16");
     let (h1, h2, h3) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
     let c1 = h1.ns.container("c1");
@@ -130,9 +134,9 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
     });
 }
 
-#[test]
-fn two_overlay_networks_with_different_vnis_cannot_reach_each_other() {
-    let cluster = Cluster::new("ovb", 2, Timings::FAST);
+on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);
+fn two_overlay_networks_with_different_vnis_cannot_reach_each_other(store: Store) {
+    let cluster = Cluster::on(&store.label("ovb"), 2, Timings::FAST, store);
     let (h1, h2) = (&cluster.hosts[0], &cluster.hosts[1]);
     let blue = overlay_conf("blue", 201, "10.211.0.0/16");
     let red = overlay_conf("red", 202, "10.212.0.0/16");
@@ -162,10 +166,15 @@ fn two_overlay_networks_with_different_vnis_cannot_reach_each_other() {
     );
 }
 
-#[test]
+on_both_stores!(
+    a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_after_the_grace_and_recovers_on_restart
+);
+/// On etcd the dead host's block still holds its container's record, so it is never freed (no host is
+/// renumbered by an outage); on gossip it goes after the grace.
 fn a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_after_the_grace_and_recovers_on_restart(
+    store: Store,
 ) {
-    let mut cluster = Cluster::new("ovc", 3, Timings::FAST);
+    let mut cluster = Cluster::on(&store.label("ovc"), 3, Timings::FAST, store);
     let conf = overlay_conf("ovl", 300, "10.213.0.0/16");
     let c1 = cluster.hosts[0].ns.container("c1");
     let c3 = cluster.hosts[2].ns.container("c3");
@@ -185,17 +194,34 @@ fn a_killed_host_leaves_the_tables_after_the_failure_timeout_frees_its_block_aft
         || !h1.fdb("tvx300").iter().any(|(mac, _)| *mac == mac3),
     );
 
-    // Its block is free again after the grace period (3 s here).
     let dead = cluster.hosts[2].addr.clone();
     assert!(
         h1.peer_claim_hosts("ovl").contains(&dead),
         "host 1 never knew the dead host's block"
     );
-    wait_until(
-        "host 1 releases the dead host's block after the grace",
-        Duration::from_secs(10),
-        || !h1.peer_claim_hosts("ovl").contains(&dead),
-    );
+    if store == Store::Gossip {
+        // Its block is free again after the grace period (3 s here).
+        wait_until(
+            "host 1 releases the dead host's block after the grace",
+            Duration::from_secs(10),
+            || !h1.peer_claim_hosts("ovl").contains(&dead),
+        );
+    } else {
+        // Past the grace, the block with a container's record in it stays the dead host's.
+        std::thread::sleep(Duration::from_millis(Timings::FAST.claim_grace_ms + 2000));
+        assert!(
+            h1.peer_claim_hosts("ovl").contains(&dead),
+            "etcd released a dead host's block that still has a container in it"
+        );
+        let etcd = cluster.etcd.as_ref().unwrap();
+        assert!(
+            !etcd
+                .keys(&format!("/tether/hosts/{dead}"))
+                .iter()
+                .any(|k| k.ends_with(&dead)),
+            "the dead host's liveness key outlived its lease"
+        );
+    }
 
     cluster.hosts[2].start_tetherd();
     cluster.wait_for_members(2);
@@ -395,9 +421,9 @@ fn resolve_at(c: &harness::NetNs, server: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice() {
-    let cluster = Cluster::new("ovg", 3, Timings::FAST);
+on_both_stores!(hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice);
+fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twice(store: Store) {
+    let cluster = Cluster::on(&store.label("ovg"), 3, Timings::FAST, store);
     // /29 blocks hold 8 addresses (all usable: the prefix is the subnet's), so 10 containers per host
     // need a second block on every host.
     let mut conf = overlay_conf("ovl", 800, "10.217.0.0/24");
@@ -428,8 +454,8 @@ fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twi
 /// Every host's first ADD at the same moment, all wanting the same block first (one
 /// `startBlockKey` for all): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
 /// and on a different block, and every container reaches every other.
-fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
-    let cluster = Cluster::new(label, hosts, Timings::FAST);
+fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
+    let cluster = Cluster::on(label, hosts, Timings::FAST, store);
     for round in 0..3u32 {
         let network = format!("race{round}");
         // Four /26 blocks: every host wants the first one it finds free from the same start.
@@ -499,12 +525,12 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize) {
 
 #[test]
 fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
-    first_adds_racing_for_one_block("ovh", 2);
+    first_adds_racing_for_one_block("ovh", 2, Store::Gossip);
 }
 
-#[test]
-fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
-    first_adds_racing_for_one_block("ovi", 3);
+on_both_stores!(three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice);
+fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice(store: Store) {
+    first_adds_racing_for_one_block(&store.label("ovi"), 3, store);
 }
 
 #[test]

@@ -239,3 +239,116 @@ fn podman_containers_resolve_each_other_by_name_and_network_alias() {
     podman.remove("client");
     host.assert_nothing_left(&[web_ip, client_ip]);
 }
+
+/// `tether` on the hook host's namespace and dirs; expects success and returns stdout.
+fn tether_ok(host: &HookHost, args: &[&str]) -> String {
+    let env = host
+        .hook_env()
+        .into_iter()
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect::<Vec<_>>();
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", host.host.ns.path_str()))
+        .arg("--")
+        .arg(harness::binaries::tether())
+        .args(args)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tether {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// podman containers with `--network-alias api` are the backends of service `api`: they join once their
+/// HTTP health check passes, and a client container's requests to the VIP reach both.
+#[test]
+fn podman_containers_with_a_network_alias_become_service_backends() {
+    let host = HookHost::new("psv");
+    let podman = podman(&host);
+    for name in ["api1", "api2"] {
+        let root = rootfs(&host, name, &format!("{name}\n"));
+        podman.run(
+            &[
+                "--name",
+                name,
+                "--network",
+                "front",
+                "--network-alias",
+                "api",
+            ],
+            &root,
+            &["httpd", "-f", "-p", "80", "-h", "/www"],
+        );
+    }
+    let client_root = rootfs(&host, "client", "");
+    podman.run(
+        &["--name", "client", "--network", "front"],
+        &client_root,
+        &["sleep", "600"],
+    );
+    let spec: serde_json::Value = serde_json::from_str(&tether_ok(
+        &host,
+        &[
+            "service",
+            "create",
+            "--json",
+            "--network",
+            "front",
+            "--port",
+            "80",
+            "--health",
+            "http:/",
+            "--health-interval",
+            "200",
+            "--health-rise",
+            "1",
+            "api",
+        ],
+    ))
+    .unwrap();
+    let vip = spec["vips"][0].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&tether_ok(&host, &["service", "inspect", "api"])).unwrap();
+        let healthy: Vec<&str> = v[0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["health"] == "healthy")
+            .filter_map(|b| b["name"].as_str())
+            .collect();
+        if healthy.len() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backends never healthy: {v:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut pages = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let page = container_fetch(&podman, "client", &format!("http://{vip}/"))
+            .unwrap_or_else(|e| panic!("client cannot fetch the VIP {vip}: {e}"));
+        pages.insert(page);
+    }
+    assert_eq!(pages.len(), 2, "30 requests to the VIP reached {pages:?}");
+    let out = podman.output(&["exec", "client", "nslookup", "api"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&vip),
+        "nslookup api: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    tether_ok(&host, &["service", "rm", "api"]);
+    for name in ["api1", "api2", "client"] {
+        podman.remove(name);
+    }
+}

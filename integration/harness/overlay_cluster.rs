@@ -9,7 +9,57 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tether::client::protocol::Request;
 
+use super::etcd::Etcd;
 use super::{HostNs, NetNs};
+
+/// Which cluster store the hosts' tetherds use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Gossip,
+    /// One etcd member on the fabric.
+    Etcd,
+    /// Three etcd members on the fabric.
+    Etcd3,
+    /// One etcd member serving TLS and requiring client certificates.
+    EtcdTls,
+}
+
+impl Store {
+    /// Namespace labels unique per store, so both runs of a test can go at once.
+    pub fn label(self, base: &str) -> String {
+        match self {
+            Store::Gossip => base.to_string(),
+            Store::Etcd => format!("{base}e"),
+            Store::Etcd3 => format!("{base}t"),
+            Store::EtcdTls => format!("{base}s"),
+        }
+    }
+}
+
+/// Runs the test body `NAME(store)` once per cluster store, as `NAME::gossip` and `NAME::etcd`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn gossip() {
+                super::$name(crate::harness::overlay_cluster::Store::Gossip)
+            }
+            #[test]
+            fn etcd() {
+                super::$name(crate::harness::overlay_cluster::Store::Etcd)
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_stores;
+
+/// etcd members listen on these fabric addresses.
+const ETCD_ADDRS: [&str; 3] = ["192.168.77.250", "192.168.77.251", "192.168.77.252"];
+
+/// The liveness lease in tests: a killed host leaves the tables within a few seconds.
+pub const LEASE_TTL_S_FAST: u64 = 2;
 
 pub const KEY: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
 pub const FAILURE_TIMEOUT_MS_FAST: u64 = 1500;
@@ -197,6 +247,11 @@ impl Host {
         self.plugin("ADD", conf, c).assert_ok().clone()
     }
 
+    /// ADD that may fail: the plugin's whole answer.
+    pub fn try_add(&self, conf: &Value, c: &NetNs) -> super::PluginOutput {
+        self.plugin("ADD", conf, c)
+    }
+
     /// ADD with the container name the runtime passes (CNI_ARGS `K8S_POD_NAME`), for DNS.
     pub fn add_named(&self, conf: &Value, c: &NetNs, name: &str) -> Value {
         self.plugin_with_args("ADD", conf, c, &format!("K8S_POD_NAME={name}"))
@@ -281,17 +336,35 @@ impl Drop for Host {
     }
 }
 
-/// The fabric and its hosts; hosts go first on drop, then the fabric.
+/// The fabric and its hosts; hosts go first on drop, then etcd, then the fabric.
 pub struct Cluster {
     pub hosts: Vec<Host>,
+    pub etcd: Option<Etcd>,
     pub fabric: HostNs,
+    pub store: Store,
 }
 
 impl Cluster {
+    /// Hosts on the gossip store.
     pub fn new(label: &str, n: usize, timings: Timings) -> Cluster {
+        Cluster::on(label, n, timings, Store::Gossip)
+    }
+
+    pub fn on(label: &str, n: usize, timings: Timings, store: Store) -> Cluster {
         let fabric = HostNs::new(&format!("{label}f"));
         fabric.ip(&["link", "add", "fab0", "type", "bridge"]);
         fabric.ip(&["link", "set", "fab0", "up"]);
+        let etcd_addrs: &[&str] = match store {
+            Store::Gossip => &[],
+            Store::Etcd | Store::EtcdTls => &ETCD_ADDRS[..1],
+            Store::Etcd3 => &ETCD_ADDRS[..],
+        };
+        for addr in etcd_addrs {
+            fabric.ip(&["addr", "add", &format!("{addr}/24"), "dev", "fab0"]);
+        }
+        let tls = (store == Store::EtcdTls)
+            .then(|| super::etcd::EtcdTls::make(&fabric.dir().join("pki"), etcd_addrs));
+        let etcd = (!etcd_addrs.is_empty()).then(|| Etcd::start_with(&fabric, etcd_addrs, tls));
         // Counts VXLAN packets crossing the underlay ("fwd" is an nft keyword, hence the chain name).
         let rules = "table bridge ovtest {\n chain vxlan_count {\n  type filter hook forward priority 0;\n  udp dport 4789 counter\n }\n}\n";
         let status = Command::new("nsenter")
@@ -328,9 +401,22 @@ impl Cluster {
             ns.ip(&["link", "set", "ul0", "up"]);
             ns.ip(&["link", "set", "lo", "up"]);
             fabric.ip(&["link", "set", &port, "master", "fab0", "up"]);
+            let mut section = timings.section(&format!("{addr}:7946"), &peers);
+            if let Some(etcd) = &etcd {
+                section["store"] = json!({"etcd": {
+                    "endpoints": etcd.endpoints(),
+                    "prefix": "/tether",
+                    "leaseTtlSeconds": LEASE_TTL_S_FAST,
+                }});
+                if let Some(t) = &etcd.tls {
+                    section["store"]["etcd"]["caFile"] = json!(t.ca);
+                    section["store"]["etcd"]["certFile"] = json!(t.client_cert);
+                    section["store"]["etcd"]["keyFile"] = json!(t.client_key);
+                }
+            }
             let config = json!({
                 "stay": true,
-                "overlay": timings.section(&format!("{addr}:7946"), &peers),
+                "overlay": section,
             });
             std::fs::write(ns.dir().join("tetherd.json"), config.to_string()).unwrap();
             let mut host = Host {
@@ -341,7 +427,12 @@ impl Cluster {
             host.start_tetherd();
             hosts.push(host);
         }
-        let cluster = Cluster { hosts, fabric };
+        let cluster = Cluster {
+            hosts,
+            etcd,
+            fabric,
+            store,
+        };
         cluster.wait_for_members(n - 1);
         cluster
     }
@@ -385,6 +476,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.hosts.clear();
+        self.etcd = None;
     }
 }
 

@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 
 use crate::endpoint::PortSpec;
 use crate::link::MacAddr;
+use crate::state::service::{HealthCheck, Mode, ServicePort};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +30,9 @@ pub enum Command {
     /// Create, list, inspect and remove networks
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Services: a VIP on a network balanced over the containers named (or aliased) like the service
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Attach a container (a network namespace) to a network
     Attach(AttachArgs),
     /// Detach a container from a network (or from all of them)
@@ -43,12 +47,29 @@ pub enum Command {
     Inspect(ContainerInspectArgs),
     /// The path of a new connection from SRC to DST and the verdict at each step (isolation, a missing publish, DNS or routing?); exit status 1 when it does not get through
     Trace(TraceArgs),
+    /// The overlay's cluster store as this host's tetherd sees it, and forgetting a dead host
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Two throwaway containers on a new network, traffic between them and through a published port, then cleanup
     Demo,
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
     // `--help` goes to the hook, which knows its own flags.
     #[command(disable_help_flag = true)]
     Hook(HookArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The store in use, members and their liveness, blocks per host, records per network, last sync
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a dead host's address blocks and records from the store (refused while it is up)
+    Forget {
+        /// The host's control-plane address (its `overlay.bind` IP)
+        host: std::net::IpAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +84,68 @@ pub enum NetworkCommand {
     /// Remove networks, their bridge, firewall rules and address store
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service on a network; its backends are the network's containers whose name or alias is NAME
+    Create(ServiceCreateArgs),
+    /// List services
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Show a service as JSON: network, VIPs, ports, mode, backends with their health, counters
+    Inspect(ServiceInspectArgs),
+    /// Remove services
+    #[command(visible_alias = "remove")]
+    Rm(ServiceRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceCreateArgs {
+    #[arg(long)]
+    pub network: String,
+    /// A balanced port, PORT[/tcp|udp|sctp] (tcp by default); repeat for more
+    #[arg(long = "port", value_name = "PORT[/PROTO]")]
+    pub ports: Vec<ServicePort>,
+    /// The VIP (default: the next free one of TETHER_SERVICE_RANGE, 10.96.0.0/16 and fd7e:7e7e:5e5e::/112)
+    #[arg(long, value_name = "IP")]
+    pub vip: Option<IpAddr>,
+    /// vip: NAME answers the VIP, balanced in the kernel; dnsrr: NAME answers the backends in rotation
+    #[arg(long, default_value = "vip")]
+    pub mode: Mode,
+    /// tcp, http:/PATH (2xx) or none (default: tcp when a TCP port is given, else none)
+    #[arg(long)]
+    pub health: Option<HealthCheck>,
+    /// Milliseconds between probes of one backend
+    #[arg(long, default_value_t = 2000)]
+    pub health_interval: u64,
+    /// Passes in a row that bring a backend in
+    #[arg(long, default_value_t = 2)]
+    pub health_rise: u32,
+    /// Failures in a row that take a backend out
+    #[arg(long, default_value_t = 2)]
+    pub health_fall: u32,
+    /// client: one client address keeps its backend (jhash); none: any backend (numgen)
+    #[arg(long, default_value = "none")]
+    pub affinity: String,
+    #[arg(long)]
+    pub json: bool,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInspectArgs {
+    /// Accepted for symmetry: inspect always prints JSON
+    #[arg(long)]
+    pub json: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

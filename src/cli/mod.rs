@@ -11,12 +11,13 @@ use clap::Parser;
 
 pub use args::Cli;
 use args::{
-    AttachArgs, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs, NetworkCommand,
-    TraceArgs,
+    AttachArgs, ClusterCommand, Command, ContainerInspectArgs, CreateArgs, DetachArgs, DoctorArgs,
+    NetworkCommand, ServiceCommand, TraceArgs,
 };
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
+use crate::service::{CreateService, ServiceError, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -44,6 +45,14 @@ pub enum CliError {
     Inspect(#[from] crate::troubleshoot::InspectError),
     #[error("tracing: {0}")]
     Trace(#[from] crate::troubleshoot::TraceError),
+    #[error("cluster: {0}")]
+    Cluster(String),
+    #[error("{context}: {source}")]
+    Service {
+        context: String,
+        #[source]
+        source: Box<crate::service::ServiceError>,
+    },
     #[error("hook: {source}")]
     Hook {
         #[source]
@@ -54,6 +63,14 @@ pub enum CliError {
 fn network_err(context: impl Into<String>) -> impl FnOnce(NetworkError) -> CliError {
     let context = context.into();
     move |source| CliError::Network {
+        context,
+        source: Box::new(source),
+    }
+}
+
+fn service_err(context: impl Into<String>) -> impl FnOnce(ServiceError) -> CliError {
+    let context = context.into();
+    move |source| CliError::Service {
         context,
         source: Box::new(source),
     }
@@ -123,6 +140,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Service(c) => service(c),
         Command::Attach(a) => attach(a),
         Command::Detach(a) => detach(a),
         Command::Ps(a) => {
@@ -156,6 +174,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Doctor(a) => doctor(a),
         Command::Inspect(a) => inspect(a),
         Command::Trace(a) => trace(a),
+        Command::Cluster(c) => cluster(c),
         Command::Demo => demo::run().map_err(|source| CliError::Demo {
             source: Box::new(source),
         }),
@@ -169,6 +188,105 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }),
         },
     }
+}
+
+/// `tether cluster ...`: asks this host's tetherd (its overlay service) over the control socket.
+fn cluster(c: ClusterCommand) -> Result<(), CliError> {
+    let (command, json) = match &c {
+        ClusterCommand::Status { json } => (serde_json::json!({"cluster": "status"}), *json),
+        ClusterCommand::Forget { host } => (
+            serde_json::json!({"cluster": "forget", "host": host.to_string()}),
+            false,
+        ),
+    };
+    let request = crate::client::protocol::Request::Service {
+        service: "overlay".into(),
+        command,
+    };
+    let reply = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &request,
+        std::time::Duration::from_secs(15),
+    )
+    .map_err(|e| CliError::Cluster(format!("tetherd does not answer ({e}); is it running?")))?;
+    if !reply.ok {
+        return Err(CliError::Cluster(reply.error.unwrap_or_default()));
+    }
+    let answer = reply.status.unwrap_or_default();
+    match c {
+        ClusterCommand::Status { .. } if json => output::json(&answer),
+        ClusterCommand::Status { .. } => output::cluster_status(&answer),
+        ClusterCommand::Forget { host } => output::line(&format!(
+            "forgot {host}: {} blocks and records removed",
+            answer["removed"]
+        )),
+    }
+    Ok(())
+}
+
+fn service(command: ServiceCommand) -> Result<(), CliError> {
+    let services = Services::from_env();
+    match command {
+        ServiceCommand::Create(a) => {
+            let affinity = match a.affinity.as_str() {
+                "none" => crate::state::service::Affinity::None,
+                "client" => crate::state::service::Affinity::Client,
+                other => {
+                    return Err(service_err(format!("creating service {}", a.name))(
+                        ServiceError::Bad(format!(
+                            "unknown affinity {other:?}; use none or client"
+                        )),
+                    ))
+                }
+            };
+            let req = CreateService {
+                name: a.name.clone(),
+                network: a.network,
+                ports: a.ports,
+                vip: a.vip,
+                mode: a.mode,
+                health: a.health,
+                timing: crate::state::service::HealthTiming {
+                    interval_ms: a.health_interval,
+                    rise: a.health_rise.max(1),
+                    fall: a.health_fall.max(1),
+                },
+                affinity,
+            };
+            let spec = services
+                .create(&req)
+                .map_err(service_err(format!("creating service {}", a.name)))?;
+            if a.json {
+                output::json(&spec);
+            } else {
+                output::line(&spec.name);
+            }
+        }
+        ServiceCommand::Ls(a) => {
+            let list = services.list().map_err(service_err("listing services"))?;
+            output::services(&list, a.json, a.quiet);
+        }
+        ServiceCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for name in &a.names {
+                out.push(
+                    services
+                        .inspect(name)
+                        .map_err(service_err(format!("inspecting service {name}")))?,
+                );
+            }
+            output::json(&out);
+        }
+        ServiceCommand::Rm(a) => {
+            for name in &a.names {
+                services
+                    .remove(name)
+                    .map_err(service_err(format!("removing service {name}")))?;
+                output::line(name);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create(a: CreateArgs) -> Result<(), CliError> {

@@ -96,6 +96,45 @@ pub fn networks(list: &[NetworkInfo], as_json: bool, quiet: bool) {
     );
 }
 
+pub fn services(list: &[crate::state::service::ServiceSpec], as_json: bool, quiet: bool) {
+    if as_json {
+        return json(&list);
+    }
+    if quiet {
+        for s in list {
+            println!("{}", s.name);
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.network.clone(),
+                serde_json::to_value(s.mode)
+                    .ok()
+                    .and_then(|m| m.as_str().map(String::from))
+                    .unwrap_or_default(),
+                if s.vips.is_empty() {
+                    "-".into()
+                } else {
+                    join(&s.vips)
+                },
+                if s.ports.is_empty() {
+                    "-".into()
+                } else {
+                    join(&s.ports)
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "NETWORK", "MODE", "VIPS", "PORTS"], &rows)
+    );
+}
+
 pub fn network_created(net: &NetworkInfo, as_json: bool) {
     if as_json {
         return json(net);
@@ -254,6 +293,41 @@ pub fn trace(report: &TraceReport, as_json: bool) {
 
 pub fn line(text: &str) {
     println!("{text}");
+}
+
+/// `tether cluster status` for people: the store, the members, blocks per host, records per network.
+pub fn cluster_status(s: &serde_json::Value) {
+    let sync = &s["sync"];
+    println!(
+        "store: {}  (reachable: {}, last sync: {} ms since epoch{})",
+        s["store"].as_str().unwrap_or("?"),
+        sync["reachable"],
+        sync["lastSyncMs"],
+        sync["revision"]
+            .as_i64()
+            .map(|r| format!(", revision {r}"))
+            .unwrap_or_default()
+    );
+    println!("this host: {}", s["host"].as_str().unwrap_or("?"));
+    println!("members:");
+    for m in s["members"].as_array().into_iter().flatten() {
+        let state = if m["up"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "down"
+        };
+        println!("  {:<40} {state}", m["host"].as_str().unwrap_or("?"));
+    }
+    println!("blocks:");
+    for (host, blocks) in s["blocks"].as_object().into_iter().flatten() {
+        for b in blocks.as_array().into_iter().flatten() {
+            println!("  {host:<40} {}", b.as_str().unwrap_or("?"));
+        }
+    }
+    println!("records:");
+    for (network, n) in s["records"].as_object().into_iter().flatten() {
+        println!("  {network:<40} {n}");
+    }
 }
 
 #[cfg(test)]

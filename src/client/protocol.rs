@@ -16,6 +16,12 @@ pub enum Request {
     },
     Status,
     Stop,
+    /// A command for one service, e.g. the overlay's `{"cluster": "status"}` (`tether cluster`); the answer
+    /// comes back in `status`.
+    Service {
+        service: String,
+        command: serde_json::Value,
+    },
 }
 
 /// One attachment: the record file `<network>/<containerId>.<ifname>.json`.

@@ -213,6 +213,16 @@ impl Daemon {
                             Request::Status => {
                                 let _ = reply.send(Reply { status: Some(self.status()), ..Reply::ok() });
                             }
+                            Request::Service { service, command } => {
+                                let answer = match self.services.iter_mut().find(|s| s.name() == service) {
+                                    Some(s) => s.command(&command),
+                                    None => Err(format!("tetherd runs no service {service:?}")),
+                                };
+                                let _ = reply.send(match answer {
+                                    Ok(v) => Reply { status: Some(v), ..Reply::ok() },
+                                    Err(e) => Reply::error(e),
+                                });
+                            }
                             Request::Stop => {
                                 let _ = reply.send(Reply::ok());
                                 return Exit::Stopped;

@@ -80,6 +80,11 @@ pub trait Service {
     /// The daemon is exiting.
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()>;
 
+    /// A command sent to this service by name (`Request::Service`); none by default.
+    fn command(&mut self, command: &serde_json::Value) -> Result<serde_json::Value, String> {
+        Err(format!("{} takes no commands (got {command})", self.name()))
+    }
+
     /// A JSON summary for `tetherd status`.
     fn status(&self) -> serde_json::Value {
         serde_json::Value::Null

@@ -11,6 +11,7 @@ pub mod listener;
 pub mod quota;
 pub mod resolver;
 pub mod service;
+pub mod service_names;
 pub mod settings;
 pub mod upstreams;
 pub mod wire;

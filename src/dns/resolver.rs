@@ -9,6 +9,7 @@ use super::cache::{CacheKey, ReplyCache};
 use super::forwarder::Forwarder;
 use super::index::{reverse_address, Lookup, NameIndex};
 use super::quota::Quota;
+use super::service_names::{SharedServiceNames, BACKEND_TTL};
 use super::wire::{self, QueryProblem, Question, Rdata, ReplyWriter};
 
 /// What the asking container may see: the networks it is attached to, and whether any of them lets
@@ -38,6 +39,8 @@ pub enum Outcome {
 
 pub struct Resolver {
     index: RefCell<NameIndex>,
+    /// Service names (set by tetherd's balancer); they win over container names.
+    services: Option<SharedServiceNames>,
     cache: RefCell<ReplyCache>,
     forwarder: Forwarder,
     local_ttl: u32,
@@ -51,6 +54,7 @@ impl Resolver {
     pub fn new(forwarder: Forwarder, cache_entries: usize, local_ttl: u32) -> Resolver {
         Resolver {
             index: RefCell::new(NameIndex::default()),
+            services: None,
             cache: RefCell::new(ReplyCache::new(cache_entries)),
             forwarder,
             local_ttl,
@@ -58,6 +62,12 @@ impl Resolver {
             local_answers: Cell::new(0),
             forwarded: Cell::new(0),
         }
+    }
+
+    /// Answers service names from `names` too.
+    pub fn with_service_names(mut self, names: SharedServiceNames) -> Resolver {
+        self.services = Some(names);
+        self
     }
 
     pub fn set_index(&self, index: NameIndex) {
@@ -145,7 +155,18 @@ impl Resolver {
             w.finish(q);
             return true;
         }
-        match index.lookup(&q.name, &scope.networks) {
+        let service = self
+            .services
+            .as_ref()
+            .and_then(|s| s.borrow().lookup(&q.name, &scope.networks));
+        let (found, ttl) = match service {
+            Some(answer) if answer.backends => {
+                (Lookup::Found(answer.addrs), self.local_ttl.min(BACKEND_TTL))
+            }
+            Some(answer) => (Lookup::Found(answer.addrs), self.local_ttl),
+            None => (index.lookup(&q.name, &scope.networks), self.local_ttl),
+        };
+        match found {
             Lookup::Found(addrs) => {
                 let turn = self.rotation.get();
                 self.rotation.set(turn.wrapping_add(1));
@@ -161,11 +182,7 @@ impl Resolver {
                 if want_v4 {
                     let n = addrs.v4.len();
                     for i in 0..n {
-                        if !w.answer(
-                            wire::TYPE_A,
-                            self.local_ttl,
-                            Rdata::A(addrs.v4[(turn + i) % n]),
-                        ) {
+                        if !w.answer(wire::TYPE_A, ttl, Rdata::A(addrs.v4[(turn + i) % n])) {
                             break;
                         }
                     }
@@ -173,11 +190,7 @@ impl Resolver {
                 if want_v6 {
                     let n = addrs.v6.len();
                     for i in 0..n {
-                        if !w.answer(
-                            wire::TYPE_AAAA,
-                            self.local_ttl,
-                            Rdata::Aaaa(addrs.v6[(turn + i) % n]),
-                        ) {
+                        if !w.answer(wire::TYPE_AAAA, ttl, Rdata::Aaaa(addrs.v6[(turn + i) % n])) {
                             break;
                         }
                     }

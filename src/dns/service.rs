@@ -15,6 +15,7 @@ use super::forwarder::Forwarder;
 use super::index::{keys_of, network_key, NameIndex};
 use super::listener::{self, Listener};
 use super::resolver::{Resolver, Scope};
+use super::service_names::SharedServiceNames;
 use super::settings::DnsSettings;
 use super::upstreams::Upstreams;
 use crate::client::protocol::AttachmentKey;
@@ -39,11 +40,19 @@ pub struct DnsService {
     ns_ids: HashMap<String, NsId>,
     /// Per record (network, container, interface): what it contributed to the index.
     indexed: HashMap<(String, String, String), Indexed>,
+    /// Service names, shared with the balancer that writes them.
+    service_names: Option<SharedServiceNames>,
 }
 
 impl DnsService {
     pub fn new() -> DnsService {
         DnsService::default()
+    }
+
+    /// Also answers the service names the balancer keeps in `names`.
+    pub fn with_service_names(mut self, names: SharedServiceNames) -> DnsService {
+        self.service_names = Some(names);
+        self
     }
 
     async fn reconcile(&mut self, records: &RecordSnapshot, ctx: &ServiceContext) {
@@ -326,11 +335,15 @@ impl Service for DnsService {
                 Upstreams::new(crate::paths::resolv_conf()),
                 self.settings.upstream_timeout(),
             );
-            self.resolver = Some(Rc::new(Resolver::new(
+            let mut resolver = Resolver::new(
                 forwarder,
                 self.settings.cache_entries,
                 self.settings.local_ttl,
-            )));
+            );
+            if let Some(names) = &self.service_names {
+                resolver = resolver.with_service_names(names.clone());
+            }
+            self.resolver = Some(Rc::new(resolver));
             Ok(())
         }
         .boxed_local()

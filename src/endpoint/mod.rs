@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 pub use attachment::{Attachment, NAME_ARG};
 pub use error::EndpointError;
-pub use host_port::PublishedPort;
+pub use host_port::{resolve as choose_host_ports, PublishedPort, TakenPorts};
 pub use port_spec::{HostPorts, PortRange, PortSpec, PortSpecError};
 pub use release::{all_records, Held};
 

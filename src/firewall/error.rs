@@ -95,6 +95,13 @@ pub enum FirewallError {
         source: io::Error,
     },
 
+    #[error("{op} (table inet tether_svc of a container's namespace) failed: {source}")]
+    ServiceTable {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("published ports are not set up in table inet tether; call ensure_portmap first")]
     PortmapNotInstalled,
 }

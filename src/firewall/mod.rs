@@ -21,6 +21,7 @@
 //! (the statements `render` describes), and the per-container path (addresses, published
 //! ports, macspoofchk), which only adds or removes set and map elements. No `nft` process.
 
+pub mod conntrack;
 mod error;
 mod forward_policy;
 pub mod netlink;
@@ -30,6 +31,7 @@ mod port_mapping;
 mod published_ports;
 mod render;
 mod resolver_redirect;
+pub mod service_balance;
 mod spoofchk;
 mod table;
 

@@ -367,12 +367,15 @@ pub(super) fn render(statements: &[Statement], family: Family) -> String {
 }
 
 /// nft's datatype numbers (enum datatypes in nftables' datatype.h) of the fields tether's keys are made of.
-const TYPE_IPADDR: u32 = 7;
-const TYPE_IP6ADDR: u32 = 8;
+pub(super) const TYPE_IPADDR: u32 = 7;
+pub(super) const TYPE_IP6ADDR: u32 = 8;
 const TYPE_ETHERADDR: u32 = 9;
-const TYPE_INET_PROTOCOL: u32 = 12;
-const TYPE_INET_SERVICE: u32 = 13;
+pub(super) const TYPE_INET_PROTOCOL: u32 = 12;
+pub(super) const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_IFNAME: u32 = 41;
+/// A host-order u32 (`meta mark`): how a `numgen`/`jhash` slot is typed, since nft cannot print a
+/// concatenation with a field of plain `integer` (no fixed length).
+pub(super) const TYPE_MARK: u32 = 19;
 /// How many bits of a concatenation's datatype number each field takes (nft's TYPE_BITS).
 const TYPE_BITS: u32 = 6;
 /// `ct state established,related` and `ct status dnat` (IPS_DST_NAT) bits.
@@ -390,7 +393,7 @@ const BYTEORDER_HOST: u32 = 1;
 const BYTEORDER_BIG: u32 = 2;
 
 /// The datatype of fields laid out one after the other, each on a 4-byte register boundary.
-fn concatenation(fields: &[(u32, u32)]) -> DataType {
+pub(super) fn concatenation(fields: &[(u32, u32)]) -> DataType {
     let byteorder = match fields {
         [(TYPE_IFNAME, _)] => Some(BYTEORDER_HOST),
         [_] => Some(BYTEORDER_BIG),

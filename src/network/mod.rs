@@ -22,7 +22,7 @@ pub use error::NetworkError;
 pub use name::{bridge_name, validate as validate_name};
 pub use options::{split_option, DriverKind};
 pub use plan::{plan, CreateRequest, Surroundings, FIRST_AUTO_VNI};
-pub use pool::Occupied;
+pub use pool::{first_overlap, pick_v4, pick_v6, Occupied};
 pub use render::{Addressing, NetworkPlan};
 
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};

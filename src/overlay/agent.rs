@@ -1,43 +1,45 @@
 //! The control plane's event loop, on one dedicated OS thread (it never enters another namespace, and the
-//! netlink facade blocks, so it stays off any async runtime): the sealed UDP socket, SWIM's timers, the
-//! notify socket the plugins poke, periodic full syncs, and the reconcile of kernel entries.
+//! netlink facade blocks, so it stays off any async runtime): the notify socket the plugins poke, the
+//! cluster store's input and timers (`store`), and what is the same for every store: reading the state
+//! directory, claiming blocks ahead of need where the store wants it, and the reconcile of kernel entries,
+//! peer claims and remote names from the store's view.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use foca::{AccumulatingRuntime, OwnedNotification, Timer};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use rand::seq::IndexedRandom;
 use serde::Serialize;
 
-use super::agreement::{self, Proposals};
-use super::config::PeerConfig;
+use super::config::{PeerConfig, StoreConfig};
 use super::error::OverlayError;
-use super::local::{peer_claims, publish_peer_claims, read_local, settle_conflicts};
-use super::membership::{new_swim, PeerId, Swim};
+use super::etcd::EtcdStore;
+use super::gossip::GossipStore;
+use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
-use super::records::{Record, RecordKey, RecordTable};
+use super::records::RecordKey;
 use super::remote_names;
-use super::seal::Sealer;
-use super::wire::{self, Packet};
+use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
 use crate::link::Netlink;
-use crate::state::overlay::{now_ms, NetworkFacts};
+use crate::state::overlay::{write_store_kind, NetworkFacts};
 
 /// What `tetherd status` and the benchmarks read.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub host: String,
+    pub store: Option<StoreKind>,
+    /// Whether the store took the last write (gossip: always).
+    pub store_reachable: bool,
     pub members_up: Vec<String>,
     pub records: usize,
     pub networks: Vec<String>,
@@ -45,9 +47,34 @@ pub struct Status {
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
     pub kernel_changes: u64,
-    /// This host's block claims waiting for the members' agreement (pending, or unconfirmed ones taken
-    /// while tetherd could not ask).
+    /// This host's block claims waiting for agreement (pending, or unconfirmed ones taken while tetherd
+    /// could not ask).
     pub claims_awaiting_agreement: usize,
+}
+
+/// `tether cluster status`: the store, its members, every host's blocks and the records per network.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub store: StoreKind,
+    pub host: IpAddr,
+    pub members: Vec<Member>,
+    /// Host -> "network block" of every live claim.
+    pub blocks: BTreeMap<String, Vec<String>>,
+    /// Network -> endpoint records of all hosts.
+    pub records: BTreeMap<String, usize>,
+    pub sync: StoreStatus,
+}
+
+/// Requests from the daemon's thread, answered by the plane's.
+enum Command {
+    Forget {
+        host: IpAddr,
+        reply: Sender<Result<usize, String>>,
+    },
+    Status {
+        reply: Sender<ClusterStatus>,
+    },
 }
 
 /// A running control plane; stopped (leaving the cluster politely) on [`ControlPlane::stop`] or drop.
@@ -59,30 +86,39 @@ pub struct ControlPlane {
     /// Numbers the refresh requests; the agent reports the last one whose rescan finished.
     next_request: AtomicU64,
     scanned: Arc<(Mutex<u64>, Condvar)>,
+    commands: Mutex<Sender<Command>>,
 }
 
 impl ControlPlane {
-    /// Binds the sockets (so configuration errors surface here) and starts the loop.
+    /// Opens the store and the notify socket (so configuration errors surface here) and starts the loop.
     pub fn start(
         cfg: PeerConfig,
         state_dir: &Path,
         run_dir: &Path,
     ) -> Result<ControlPlane, OverlayError> {
-        let udp = UdpSocket::bind(cfg.bind).map_err(|source| OverlayError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
-        udp.set_nonblocking(true)
-            .map_err(|source| OverlayError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
         let notify_path = crate::client::poke::overlay_socket_path(run_dir);
         let notify_err = |source| OverlayError::NotifySocket {
             path: notify_path.display().to_string(),
             source,
         };
         std::fs::create_dir_all(run_dir).map_err(notify_err)?;
+        let store: Box<dyn ClusterStore> = match &cfg.store {
+            StoreConfig::Gossip { key } => Box::new(GossipStore::start(
+                cfg.clone(),
+                key,
+                state_dir.to_path_buf(),
+            )?),
+            StoreConfig::Etcd(etcd) => Box::new(EtcdStore::start(
+                etcd.clone(),
+                cfg.bind.ip(),
+                cfg.claim_grace,
+                state_dir.to_path_buf(),
+            )?),
+        };
+        // The plugins read it: with a store that agrees on every block, none is used unconfirmed.
+        write_store_kind(state_dir, store.claims_ahead()).map_err(|e| OverlayError::Config {
+            reason: format!("writing the store marker in {}: {e}", state_dir.display()),
+        })?;
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).map_err(notify_err)?;
         notify.set_nonblocking(true).map_err(notify_err)?;
@@ -94,15 +130,27 @@ impl ControlPlane {
             ..Status::default()
         }));
         let scanned = Arc::new((Mutex::new(0), Condvar::new()));
-        let mut agent = Agent::new(
+        let (commands, command_rx) = channel();
+        let mut agent = Agent {
+            me: cfg.bind.ip(),
+            next_periodic: Instant::now(),
             cfg,
-            (state_dir.to_path_buf(), run_dir.to_path_buf()),
-            udp,
+            state_dir: state_dir.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
             notify,
             nl,
-            status.clone(),
-            scanned.clone(),
-        );
+            store,
+            networks: Vec::new(),
+            local_dirty: true,
+            kernel_dirty: true,
+            claims_dirty: false,
+            status: status.clone(),
+            kernel_changes: 0,
+            proposing: 0,
+            requested: 0,
+            scanned: scanned.clone(),
+            commands: command_rx,
+        };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("overlay-peers".into())
@@ -115,7 +163,35 @@ impl ControlPlane {
             notify_path,
             next_request: AtomicU64::new(0),
             scanned,
+            commands: Mutex::new(commands),
         })
+    }
+
+    /// Sends `command` to the plane's thread and waits (bounded) for its answer.
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = channel();
+        let sent = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(make(tx));
+        sent.ok()?;
+        // Wake the loop at once instead of at its next tick.
+        if let Ok(s) = UnixDatagram::unbound() {
+            let _ = s.send_to(&0u64.to_be_bytes(), &self.notify_path);
+        }
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    /// `tether cluster forget HOST`.
+    pub fn forget(&self, host: IpAddr) -> Result<usize, String> {
+        self.ask(|reply| Command::Forget { host, reply })
+            .unwrap_or_else(|| Err("the overlay control plane did not answer".into()))
+    }
+
+    /// `tether cluster status`.
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.ask(|reply| Command::Status { reply })
     }
 
     /// The state directory changed: rescan it now, and wait (at most `timeout`) until the change has been
@@ -156,136 +232,77 @@ impl Drop for ControlPlane {
     }
 }
 
-#[derive(Debug)]
-enum Due {
-    Swim(Timer<PeerId>),
-    Sync,
-    Periodic,
-}
-
+/// The plane's own state around the store.
 struct Agent {
     cfg: PeerConfig,
     me: IpAddr,
     state_dir: PathBuf,
     run_dir: PathBuf,
-    udp: UdpSocket,
     notify: UnixDatagram,
     nl: Netlink,
-    sealer: Sealer,
-    swim: Swim,
-    runtime: AccumulatingRuntime<PeerId>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    due: HashMap<u64, Due>,
-    next_timer: u64,
-    table: RecordTable,
-    /// Hosts SWIM says are up, by address.
-    up: HashMap<IpAddr, PeerId>,
-    down_since: HashMap<IpAddr, Instant>,
+    store: Box<dyn ClusterStore>,
+    next_periodic: Instant,
     networks: Vec<NetworkFacts>,
     local_dirty: bool,
     kernel_dirty: bool,
+    claims_dirty: bool,
     status: Arc<Mutex<Status>>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    rejected: u64,
     kernel_changes: u64,
-    /// This host's block claims waiting for the members' agreement.
-    proposals: Proposals,
+    proposing: usize,
     /// The highest refresh request received, and where finished rescans are reported.
     requested: u64,
     scanned: Arc<(Mutex<u64>, Condvar)>,
+    commands: std::sync::mpsc::Receiver<Command>,
 }
 
 impl Agent {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        cfg: PeerConfig,
-        (state_dir, run_dir): (PathBuf, PathBuf),
-        udp: UdpSocket,
-        notify: UnixDatagram,
-        nl: Netlink,
-        status: Arc<Mutex<Status>>,
-        scanned: Arc<(Mutex<u64>, Condvar)>,
-    ) -> Agent {
-        let me = PeerId {
-            addr: cfg.bind,
-            incarnation: now_ms(),
-        };
-        Agent {
-            me: cfg.bind.ip(),
-            sealer: Sealer::new(&cfg.key),
-            swim: new_swim(me, &cfg),
-            cfg,
-            state_dir,
-            run_dir,
-            udp,
-            notify,
-            nl,
-            runtime: AccumulatingRuntime::new(),
-            timers: BinaryHeap::new(),
-            due: HashMap::new(),
-            next_timer: 0,
-            table: RecordTable::new(),
-            up: HashMap::new(),
-            down_since: HashMap::new(),
-            networks: Vec::new(),
-            local_dirty: true,
-            kernel_dirty: true,
-            status,
-            bytes_sent: 0,
-            bytes_received: 0,
-            rejected: 0,
-            kernel_changes: 0,
-            proposals: Proposals::default(),
-            requested: 0,
-            scanned,
-        }
-    }
-
-    fn schedule(&mut self, after: Duration, due: Due) {
-        let id = self.next_timer;
-        self.next_timer += 1;
-        self.due.insert(id, due);
-        self.timers.push(Reverse((Instant::now() + after, id)));
-    }
-
     fn run(&mut self, stop: &AtomicBool) {
-        tracing::info!(bind = %self.cfg.bind, peers = ?self.cfg.peers, "overlay control plane starting");
-        self.announce_to_seeds();
-        self.schedule(self.cfg.sync_interval, Due::Sync);
-        self.schedule(self.cfg.reconcile_interval, Due::Periodic);
+        tracing::info!(store = ?self.store.kind(), host = %self.me, "overlay control plane starting");
         while !stop.load(Ordering::SeqCst) {
             self.wait_for_input();
             self.drain_notify();
-            self.drain_udp();
-            self.fire_timers();
+            self.drain_commands();
+            let changes = self.store.step();
+            self.apply(changes);
+            if Instant::now() >= self.next_periodic {
+                self.local_dirty = true;
+                self.kernel_dirty = true;
+                self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
+            }
             if self.local_dirty {
                 self.rescan();
             }
-            if !self.proposals.is_empty() {
-                self.drive_proposals();
+            if self.claims_dirty {
+                self.after_claims_changed();
             }
             if self.kernel_dirty {
                 self.reconcile();
             }
             self.publish_status();
         }
-        let _ = self.swim.leave_cluster(&mut self.runtime);
-        self.flush_swim();
+        self.store.leave();
         tracing::info!("overlay control plane stopped");
+    }
+
+    fn apply(&mut self, changes: Changes) {
+        self.kernel_dirty |= changes.kernel;
+        self.claims_dirty |= changes.claims;
+        self.local_dirty |= changes.local;
     }
 
     /// Sleeps until a socket is readable or the next timer is due (at most 100 ms, to see `stop`).
     fn wait_for_input(&mut self) {
-        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        let next = self
+            .store
+            .next_due()
+            .map_or(self.next_periodic, |at| at.min(self.next_periodic));
         let wait = next
-            .map(|at| at.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_millis(100))
+            .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        let mut fds = [
-            PollFd::new(self.udp.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.notify.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(self.notify.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = self.store.wait_fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         // An error (EINTR) only ends this wait early; the loop looks at everything again.
         let _ = poll(
             &mut fds,
@@ -303,265 +320,60 @@ impl Agent {
         }
     }
 
-    fn drain_udp(&mut self) {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let (len, from) = match self.udp.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "overlay socket receive failed");
-                    return;
-                }
-            };
-            self.bytes_received += len as u64;
-            let plain = match self.sealer.open(&buf[..len]) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.rejected += 1;
-                    // Every drop is counted; the log thins out so a flood cannot fill the disk.
-                    if self.rejected <= 10 || self.rejected.is_power_of_two() {
-                        tracing::warn!(%from, error = %e, rejected = self.rejected,
-                            "dropped an overlay control-plane datagram");
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Forget { host, reply } => {
+                    let result = self.store.forget(host);
+                    if let Ok(n) = &result {
+                        tracing::warn!(%host, records = n, "host forgotten on request: its blocks are free");
+                        self.claims_dirty = true;
+                        self.kernel_dirty = true;
                     }
-                    continue;
+                    let _ = reply.send(result);
                 }
-            };
-            match wire::decode(&plain) {
-                Ok(Packet::Swim(data)) => {
-                    if let Err(e) = self.swim.handle_data(&data, &mut self.runtime) {
-                        tracing::debug!(%from, error = %e, "SWIM message not accepted");
-                    }
-                    self.flush_swim();
-                }
-                Ok(Packet::Records { records, reply }) => self.on_records(from, records, reply),
-                Ok(Packet::Propose { claim, unconfirmed }) => {
-                    let accepted =
-                        agreement::judge(&self.state_dir, self.me, from.ip(), &claim, unconfirmed);
-                    if !accepted {
-                        tracing::info!(network = %claim.network, block = %claim.block, %from,
-                            "rejected a peer's block proposal: this host's claim of it outranks it");
-                    }
-                    let reply = wire::encode(&Packet::Answer { claim, accepted });
-                    let sealed = self.sealer.seal(&reply);
-                    self.send_raw(from, &sealed);
-                    // A pending claim given up here: the waiting plugin picks another block.
-                    self.local_dirty = true;
-                }
-                Ok(Packet::Answer { claim, accepted }) => {
-                    if let Some(rejected) = self.proposals.on_answer(from.ip(), &claim, accepted) {
-                        tracing::info!(network = %rejected.network, block = %rejected.block, %from,
-                            "a peer holds a better claim of the proposed block; giving ours up");
-                        agreement::give_up(&self.state_dir, &rejected);
-                        self.local_dirty = true;
-                    }
-                }
-                Err(e) => {
-                    self.rejected += 1;
-                    tracing::warn!(%from, error = %e, "dropped an undecodable overlay message from a key holder");
+                Command::Status { reply } => {
+                    let _ = reply.send(self.cluster_status());
                 }
             }
         }
     }
 
-    fn on_records(&mut self, from: SocketAddr, records: Vec<Record>, reply: bool) {
-        let new_claims = records
-            .iter()
-            .any(|r| matches!(r.key, RecordKey::Claim { .. }));
-        let outcome = self.table.merge(self.me, records, now_ms());
-        if outcome.rejected > 0 {
-            self.rejected += outcome.rejected as u64;
-            tracing::warn!(%from, count = outcome.rejected, "refused overlay records with a version past the ceiling");
+    /// The whole cluster as this host sees it, for `tether cluster status`.
+    fn cluster_status(&self) -> ClusterStatus {
+        let mut blocks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut records: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, _) in self.store.table().live() {
+            match key {
+                RecordKey::Claim {
+                    host,
+                    network,
+                    block,
+                } => blocks
+                    .entry(host.to_string())
+                    .or_default()
+                    .push(format!("{network} {block}")),
+                RecordKey::Endpoint { network, .. } => {
+                    *records.entry(network.clone()).or_default() += 1
+                }
+            }
         }
-        if outcome.changed > 0 {
-            self.kernel_dirty = true;
-            self.after_claims_changed();
-        }
-        if !outcome.disowned.is_empty() {
-            self.push_to_all(outcome.disowned);
-        }
-        // A peer that asks, or that just claimed a block (it may have joined a network), gets our state.
-        if reply || (new_claims && outcome.changed > 0) {
-            self.send_state(from, false);
+        ClusterStatus {
+            store: self.store.kind(),
+            host: self.me,
+            members: self.store.members(),
+            blocks,
+            records,
+            sync: self.store.status(),
         }
     }
 
     fn after_claims_changed(&mut self) {
-        let claims = peer_claims(&self.table, self.me);
+        self.claims_dirty = false;
+        let claims = peer_claims(self.store.table(), self.me);
         publish_peer_claims(&self.state_dir, &claims);
         if settle_conflicts(&self.state_dir, self.me, &claims) {
             self.local_dirty = true;
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match self.due.remove(&id) {
-                Some(Due::Swim(timer)) => {
-                    if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
-                        tracing::debug!(error = %e, "SWIM timer failed");
-                    }
-                    self.flush_swim();
-                }
-                Some(Due::Sync) => {
-                    let peers: Vec<SocketAddr> = self.up.values().map(|p| p.addr).collect();
-                    if let Some(peer) = peers.choose(&mut rand::rng()).copied() {
-                        self.send_state(peer, true);
-                    }
-                    self.schedule(self.cfg.sync_interval, Due::Sync);
-                }
-                Some(Due::Periodic) => {
-                    self.local_dirty = true;
-                    self.kernel_dirty = true;
-                    self.housekeeping();
-                    self.announce_to_seeds();
-                    self.schedule(self.cfg.reconcile_interval, Due::Periodic);
-                }
-                None => {}
-            }
-        }
-    }
-
-    /// Static seeds we do not hear from are asked again, so start order does not matter.
-    fn announce_to_seeds(&mut self) {
-        let missing: Vec<SocketAddr> = self
-            .cfg
-            .peers
-            .iter()
-            .copied()
-            .filter(|p| !self.up.values().any(|id| id.addr == *p))
-            .collect();
-        for seed in missing {
-            if let Err(e) = self.swim.announce(PeerId::seed(seed), &mut self.runtime) {
-                tracing::debug!(%seed, error = %e, "announce failed");
-            }
-        }
-        self.flush_swim();
-    }
-
-    /// Hosts down longer than the grace lose their records (and so their blocks); old tombstones go.
-    fn housekeeping(&mut self) {
-        let grace = self.cfg.claim_grace;
-        let expired: Vec<IpAddr> = self
-            .down_since
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= grace)
-            .map(|(ip, _)| *ip)
-            .collect();
-        for host in expired {
-            self.down_since.remove(&host);
-            let n = self.table.drop_host(host);
-            tracing::info!(%host, records = n, "host gone longer than the grace period; its records and blocks are released");
-            self.after_claims_changed();
-        }
-        let ttl = (self.cfg.sync_interval * 20).max(Duration::from_secs(60));
-        self.table
-            .expire_tombstones(now_ms(), ttl.as_millis() as u64);
-    }
-
-    /// Sends what SWIM produced and applies its membership news.
-    fn flush_swim(&mut self) {
-        while let Some((to, data)) = self.runtime.to_send() {
-            let sealed = self
-                .sealer
-                .seal(&wire::encode(&Packet::Swim(data.to_vec())));
-            self.send_raw(to.addr, &sealed);
-        }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.schedule(after, Due::Swim(timer));
-        }
-        while let Some(note) = self.runtime.to_notify() {
-            match note {
-                OwnedNotification::MemberUp(id) => {
-                    tracing::info!(peer = %id.addr, "overlay peer up");
-                    let ip = id.addr.ip();
-                    self.down_since.remove(&ip);
-                    let addr = id.addr;
-                    self.up.insert(ip, id);
-                    self.kernel_dirty = true;
-                    self.send_state(addr, true);
-                }
-                OwnedNotification::MemberDown(id) => {
-                    let ip = id.addr.ip();
-                    if self.up.get(&ip) == Some(&id) {
-                        tracing::warn!(peer = %id.addr, "overlay peer down; its endpoints leave the kernel tables");
-                        self.up.remove(&ip);
-                        self.down_since.insert(ip, Instant::now());
-                        self.kernel_dirty = true;
-                    }
-                }
-                OwnedNotification::Rename(old, new) => {
-                    let ip = new.addr.ip();
-                    if self.up.get(&ip) == Some(&old) {
-                        self.up.insert(ip, new);
-                    }
-                }
-                OwnedNotification::Defunct => {
-                    tracing::warn!("this host was declared down by its peers; rejoining");
-                    let _ = self.swim.reuse_down_identity();
-                    self.announce_to_seeds();
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn send_raw(&mut self, to: SocketAddr, bytes: &[u8]) {
-        match self.udp.send_to(bytes, to) {
-            Ok(n) => self.bytes_sent += n as u64,
-            Err(e) => tracing::debug!(%to, error = %e, "overlay send failed"),
-        }
-    }
-
-    /// The networks `host` takes part in: those it claims blocks of.
-    fn networks_of(&self, host: IpAddr) -> BTreeSet<String> {
-        self.table
-            .live()
-            .filter_map(|(k, _)| match k {
-                RecordKey::Claim {
-                    host: h, network, ..
-                } if *h == host => Some(network.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Endpoint records go only to hosts that have their network; claims go everywhere (a host's first
-    /// ADD on a network must avoid blocks others hold).
-    fn for_peer(&self, host: IpAddr, records: Vec<Record>) -> Vec<Record> {
-        let nets = self.networks_of(host);
-        records
-            .into_iter()
-            .filter(|r| match &r.key {
-                RecordKey::Claim { .. } => true,
-                RecordKey::Endpoint {
-                    network, host: h, ..
-                } => *h == host || nets.contains(network),
-            })
-            .collect()
-    }
-
-    fn send_records(&mut self, to: SocketAddr, records: Vec<Record>, reply: bool) {
-        for batch in wire::batches(self.for_peer(to.ip(), records), reply) {
-            let sealed = self.sealer.seal(&batch);
-            self.send_raw(to, &sealed);
-        }
-    }
-
-    fn send_state(&mut self, to: SocketAddr, reply: bool) {
-        let all = self.table.all();
-        self.send_records(to, all, reply);
-    }
-
-    fn push_to_all(&mut self, records: Vec<Record>) {
-        let peers: Vec<SocketAddr> = self.up.values().map(|p| p.addr).collect();
-        for peer in peers {
-            self.send_records(peer, records.clone(), false);
         }
     }
 
@@ -569,50 +381,29 @@ impl Agent {
         self.local_dirty = false;
         let answering = self.requested;
         let local = read_local(&self.state_dir, self.me);
-        let changed = self.table.set_own(self.me, &local.wanted, now_ms());
         let names = |n: &[NetworkFacts]| n.iter().map(|f| f.network.clone()).collect::<Vec<_>>();
         if names(&local.networks) != names(&self.networks) {
             self.kernel_dirty = true;
         }
         self.networks = local.networks;
-        self.proposals.sync(local.proposing);
-        if !changed.is_empty() {
-            tracing::debug!(records = changed.len(), "publishing local overlay changes");
-            self.push_to_all(changed);
-            self.after_claims_changed();
+        let changes = self.store.publish(&local.wanted);
+        self.apply(changes);
+        let mut proposing = local.proposing;
+        if self.store.claims_ahead() {
+            proposing.extend(claim_ahead(&self.state_dir, self.me, &self.networks));
         }
+        self.proposing = proposing.len();
+        self.store.propose(proposing);
         let (done, cv) = &*self.scanned;
         *done.lock().unwrap_or_else(|e| e.into_inner()) = answering;
         cv.notify_all();
     }
 
-    /// Confirms the proposals every live member accepted, and (re)sends the ones still waiting.
-    fn drive_proposals(&mut self) {
-        let up: BTreeSet<IpAddr> = self.up.keys().copied().collect();
-        let quorum = agreement::has_quorum(self.me, &self.cfg.peers, &up);
-        for claim in self.proposals.agreed(&up, quorum) {
-            if agreement::confirm(&self.state_dir, &claim) {
-                // The rescan publishes the confirmed claim.
-                self.local_dirty = true;
-            }
-        }
-        let members: Vec<(IpAddr, SocketAddr)> =
-            self.up.iter().map(|(ip, id)| (*ip, id.addr)).collect();
-        for out in self.proposals.due(&members, Instant::now()) {
-            let packet = wire::encode(&Packet::Propose {
-                claim: out.claim,
-                unconfirmed: out.unconfirmed,
-            });
-            let sealed = self.sealer.seal(&packet);
-            self.send_raw(out.to, &sealed);
-        }
-    }
-
     fn reconcile(&mut self) {
         self.kernel_dirty = false;
-        let up: BTreeMap<IpAddr, ()> = self.up.keys().map(|k| (*k, ())).collect();
+        let store = &*self.store;
         for facts in self.networks.clone() {
-            let want = reconcile::desired(&facts, &self.table, self.me, |h| up.contains_key(&h));
+            let want = reconcile::desired(&facts, store.table(), self.me, |h| store.is_up(h));
             match reconcile::apply(&self.nl, &facts, &want) {
                 Ok(n) => self.kernel_changes += n as u64,
                 Err(e) => {
@@ -621,10 +412,13 @@ impl Agent {
                 }
             }
         }
-        let changed =
-            remote_names::sync(&self.state_dir, &self.networks, &self.table, self.me, |h| {
-                up.contains_key(&h)
-            });
+        let changed = remote_names::sync(
+            &self.state_dir,
+            &self.networks,
+            store.table(),
+            self.me,
+            |h| store.is_up(h),
+        );
         if !changed.is_empty() {
             // From another thread: the daemon may be waiting on this one (a plugin's notify) right now.
             let run_dir = self.run_dir.clone();
@@ -643,15 +437,29 @@ impl Agent {
     }
 
     fn publish_status(&self) {
+        let sync = self.store.status();
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        s.members_up = self.up.values().map(|p| p.addr.to_string()).collect();
+        s.store = Some(self.store.kind());
+        s.members_up = self
+            .store
+            .members()
+            .into_iter()
+            .filter(|m| m.up)
+            .map(|m| self.member_name(m.host))
+            .collect();
         s.members_up.sort();
-        s.records = self.table.len();
+        s.records = self.store.table().len();
         s.networks = self.networks.iter().map(|f| f.network.clone()).collect();
-        s.bytes_sent = self.bytes_sent;
-        s.bytes_received = self.bytes_received;
-        s.datagrams_rejected = self.rejected;
+        s.bytes_sent = sync.bytes_sent;
+        s.bytes_received = sync.bytes_received;
+        s.datagrams_rejected = sync.datagrams_rejected;
         s.kernel_changes = self.kernel_changes;
-        s.claims_awaiting_agreement = self.proposals.len();
+        s.claims_awaiting_agreement = self.proposing;
+        s.store_reachable = sync.reachable;
+    }
+
+    /// How `membersUp` names a host: its control-plane address (the port is the same on every host).
+    fn member_name(&self, host: IpAddr) -> String {
+        SocketAddr::new(host, self.cfg.bind.port()).to_string()
     }
 }

@@ -74,10 +74,6 @@ impl Proposals {
         self.inflight.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.inflight.len()
-    }
-
     /// The proposals due now, to the members (`up`: address and control-plane socket) that have not
     /// accepted yet.
     pub fn due(&mut self, up: &[(IpAddr, SocketAddr)], now: Instant) -> Vec<Outgoing> {

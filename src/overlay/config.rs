@@ -1,5 +1,6 @@
-//! The `"overlay"` section of tetherd's config: where this host listens, whom it asks first, the shared key
-//! and the protocol's timings. Parsed once; the rest of the control plane never sees JSON.
+//! The `"overlay"` section of tetherd's config: where this host listens, which cluster store it uses
+//! (`store`: absent for the embedded gossip, `{"etcd": {...}}` for etcd), whom gossip asks first, the shared
+//! key and the protocol's timings. Parsed once; the rest of the control plane never sees JSON.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::OverlayError;
+use super::etcd::EtcdConfig;
 use super::seal::KEY_LEN;
 
 /// The control-plane port when `bind` gives none (memberlist's, as Docker uses it).
@@ -27,6 +29,17 @@ struct RawPeerConfig {
     reconcile_interval_ms: Option<u64>,
     claim_grace_ms: Option<u64>,
     expected_hosts: Option<u32>,
+    store: Option<serde_json::Value>,
+}
+
+/// Which cluster store keeps membership, claims and records.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SWIM gossip, every datagram sealed with this pre-shared key.
+    Gossip {
+        key: [u8; KEY_LEN],
+    },
+    Etcd(EtcdConfig),
 }
 
 /// Validated control-plane settings.
@@ -36,7 +49,7 @@ pub struct PeerConfig {
     pub bind: SocketAddr,
     /// Static seeds: asked to let us in at start and whenever we know nobody.
     pub peers: Vec<SocketAddr>,
-    pub key: [u8; KEY_LEN],
+    pub store: StoreConfig,
     /// SWIM probe period; a probe unanswered for half of it goes indirect.
     pub probe_period: Duration,
     /// A suspected host is declared down after this long.
@@ -60,6 +73,13 @@ impl std::fmt::Debug for PeerConfig {
             .field("peers", &self.peers)
             .field("probe_period", &self.probe_period)
             .field("failure_timeout", &self.failure_timeout)
+            .field(
+                "store",
+                &match &self.store {
+                    StoreConfig::Gossip { .. } => "gossip".to_string(),
+                    StoreConfig::Etcd(e) => format!("etcd {:?}", e.endpoints),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +121,25 @@ fn parse_key(text: &str) -> Result<[u8; KEY_LEN], OverlayError> {
     Ok(key)
 }
 
+fn gossip_key(
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+) -> Result<[u8; KEY_LEN], OverlayError> {
+    match (key, key_file) {
+        (Some(k), None) => parse_key(&k),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| OverlayError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            parse_key(&text)
+        }
+        _ => Err(config_error(
+            "give exactly one of `key` (hex) or `keyFile`: every message is sealed with it",
+        )),
+    }
+}
+
 impl PeerConfig {
     /// Parses the section; `Ok(None)` when there is none (the host runs no overlay control plane).
     pub fn from_section(section: &serde_json::Value) -> Result<Option<PeerConfig>, OverlayError> {
@@ -129,27 +168,24 @@ impl PeerConfig {
             .into_iter()
             .filter(|p| *p != bind)
             .collect();
-        let key =
-            match (raw.key, raw.key_file) {
-                (Some(k), None) => parse_key(&k)?,
-                (None, Some(path)) => {
-                    let text =
-                        std::fs::read_to_string(&path).map_err(|source| OverlayError::KeyFile {
-                            path: path.display().to_string(),
-                            source,
-                        })?;
-                    parse_key(&text)?
-                }
-                _ => return Err(config_error(
-                    "give exactly one of `key` (hex) or `keyFile`: every message is sealed with it",
-                )),
-            };
+        let etcd = match raw.store {
+            None | Some(serde_json::Value::Null) => None,
+            Some(section) => Some(EtcdConfig::from_store_section(&section)?),
+        };
+        // With etcd the store itself is the authority; `key` and `peers` stay unused (a config moving from
+        // gossip to etcd may keep them).
+        let store = match etcd {
+            Some(etcd) => StoreConfig::Etcd(etcd),
+            None => StoreConfig::Gossip {
+                key: gossip_key(raw.key, raw.key_file)?,
+            },
+        };
         let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default).max(1));
         let probe_period = ms(raw.probe_period_ms, 1000);
         Ok(Some(PeerConfig {
             bind,
             peers,
-            key,
+            store,
             probe_period,
             failure_timeout: ms(raw.failure_timeout_ms, 5000),
             sync_interval: ms(raw.sync_interval_ms, 5000),
@@ -180,7 +216,7 @@ mod tests {
             vec!["192.0.2.2:7000".parse().unwrap()],
             "self is dropped from the seeds"
         );
-        assert_eq!(c.key[31], 0x1f);
+        assert!(matches!(c.store, StoreConfig::Gossip { key } if key[31] == 0x1f));
         assert!(
             !format!("{c:?}").contains("1f"),
             "the key stays out of Debug"
@@ -204,6 +240,20 @@ mod tests {
             "the host itself is dropped from its seeds"
         );
         assert_eq!(c.expected_hosts, 16);
+    }
+
+    #[test]
+    fn the_example_etcd_config_parses_without_peers_or_key() {
+        let config: serde_json::Value =
+            serde_json::from_str(include_str!("../../conf/tetherd-overlay-etcd.json")).unwrap();
+        let c = PeerConfig::from_section(&config["overlay"])
+            .unwrap()
+            .unwrap();
+        let StoreConfig::Etcd(etcd) = c.store else {
+            panic!("not etcd: {c:?}");
+        };
+        assert_eq!(etcd.endpoints.len(), 3);
+        assert!(etcd.tls.is_some_and(|t| t.client.is_some()));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::ipam::Store;
 use crate::state::overlay::{
-    claims_lock_name, local_networks, wins, Claim, ClaimState, NetworkFacts, OverlayDir, PeerClaim,
-    LEASE_STORE,
+    claims_lock_name, local_networks, next_free_block, now_ms, wins, Claim, ClaimState,
+    NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
 };
 use crate::state::NetworkLock;
 use crate::state::{DriverKind, RecordDir};
@@ -96,6 +96,40 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
     }
 }
 
+/// This host's usable claims as records, in every overlay network directory: also in one whose first ADD
+/// has its block but has not written the network's facts yet (the etcd store must not take such a block
+/// for released).
+pub fn claim_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordValue> {
+    let Ok(entries) = std::fs::read_dir(OverlayDir::root(state_dir)) else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for entry in entries.flatten() {
+        let network = entry.file_name().to_string_lossy().to_string();
+        let Ok(claims) = OverlayDir::new(state_dir, &network).claims() else {
+            continue;
+        };
+        for c in claims
+            .claims
+            .into_iter()
+            .filter(|c| !c.lost && c.state != ClaimState::Pending)
+        {
+            out.insert(
+                RecordKey::Claim {
+                    host: me,
+                    network: network.clone(),
+                    block: c.block,
+                },
+                RecordValue::Claim {
+                    claimed_at_ms: c.claimed_at_ms,
+                    confirmed: c.state == ClaimState::Confirmed,
+                },
+            );
+        }
+    }
+    out
+}
+
 /// This host's claims that want the members' agreement, in every overlay network directory: also in one
 /// whose first ADD is still waiting for its block (its network facts are written after the address).
 fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {
@@ -124,6 +158,144 @@ fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {
         );
     }
     out
+}
+
+/// Fewer free addresses than this fraction of a block in this host's confirmed blocks of a network, and
+/// the control plane claims another block (with a store that claims ahead of need).
+const LOW_WATER_DIVISOR: u64 = 2;
+
+/// With a store that confirms every block (etcd), ADD never waits for it: for every network this host has,
+/// once the free addresses of its usable blocks fall below half a block, a pending claim of one more block
+/// is written here (one at a time) and proposed like a plugin's. Returns the claims written.
+pub fn claim_ahead(
+    state_dir: &Path,
+    me: IpAddr,
+    networks: &[NetworkFacts],
+) -> Vec<(ClaimRef, ClaimState)> {
+    let mut out = Vec::new();
+    for facts in networks {
+        let dir = OverlayDir::new(state_dir, &facts.network);
+        let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&facts.network)) else {
+            continue;
+        };
+        // The plugin's last DEL removed the network here meanwhile.
+        if !dir.path().exists() {
+            continue;
+        }
+        let Ok(mut claims) = dir.claims() else {
+            continue;
+        };
+        if claims
+            .claims
+            .iter()
+            .any(|c| c.state != ClaimState::Confirmed && !c.lost)
+        {
+            // One claim at a time: the one in flight is proposed already.
+            continue;
+        }
+        let leases: Vec<IpAddr> = leases(&dir);
+        let block_size = 1u64 << (32 - u32::from(facts.block_prefix));
+        let usable: Vec<Ipv4Network> = claims
+            .claims
+            .iter()
+            .filter(|c| c.usable())
+            .map(|c| c.block)
+            .collect();
+        let capacity: u64 = usable
+            .iter()
+            .map(|b| 1u64 << (32 - u32::from(b.prefix())))
+            .sum();
+        let used = leases
+            .iter()
+            .filter(|ip| matches!(ip, IpAddr::V4(v4) if usable.iter().any(|b| b.contains(*v4))))
+            .count() as u64;
+        if capacity.saturating_sub(used) >= (block_size / LOW_WATER_DIVISOR).max(1) {
+            continue;
+        }
+        let mut taken: BTreeSet<Ipv4Network> = claims.claims.iter().map(|c| c.block).collect();
+        taken.extend(
+            dir.peer_claims()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.block),
+        );
+        let Some(block) =
+            next_free_block(facts.subnet, facts.block_prefix, &me.to_string(), &taken)
+        else {
+            continue;
+        };
+        let claim = Claim {
+            block,
+            claimed_at_ms: now_ms(),
+            lost: false,
+            state: ClaimState::Pending,
+        };
+        claims.claims.push(claim);
+        if let Err(e) = dir.write_claims(&claims) {
+            tracing::warn!(network = %facts.network, error = %e, "could not write a claim ahead of need");
+            continue;
+        }
+        tracing::info!(network = %facts.network, %block, used, capacity, "claiming an address block ahead of need");
+        out.push((
+            ClaimRef {
+                network: facts.network.clone(),
+                block,
+                claimed_at_ms: claim.claimed_at_ms,
+            },
+            ClaimState::Pending,
+        ));
+    }
+    out
+}
+
+/// Gives `block` of `network` up to another host that holds it in the store: dropped when none of its
+/// addresses is in use here, else marked lost (no new address from it). Returns whether the file changed.
+pub fn yield_block(state_dir: &Path, network: &str, block: Ipv4Network, holder: IpAddr) -> bool {
+    let dir = OverlayDir::new(state_dir, network);
+    let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(network)) else {
+        return false;
+    };
+    let Ok(mut mine) = dir.claims() else {
+        return false;
+    };
+    let leases: Vec<IpAddr> = leases(&dir);
+    let in_use = leases
+        .iter()
+        .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)));
+    let before = mine.claims.clone();
+    mine.claims.retain_mut(|c| {
+        if c.block != block {
+            return true;
+        }
+        if in_use {
+            if !c.lost {
+                tracing::error!(%block, network, other = %holder,
+                    "the store gives this host's address block to another host while addresses of it \
+                     are in use here; no new address comes from it: remove this host's containers in it");
+                c.lost = true;
+            }
+            return true;
+        }
+        tracing::warn!(%block, network, other = %holder, "the store gives this block to another host; moving");
+        false
+    });
+    if mine.claims == before {
+        return false;
+    }
+    if let Err(e) = dir.write_claims(&mine) {
+        tracing::warn!(network, error = %e, "could not rewrite claims");
+        return false;
+    }
+    true
+}
+
+/// The addresses this host hands out on the network now.
+fn leases(dir: &OverlayDir) -> Vec<IpAddr> {
+    Store::existing(dir.lease_data_dir(), LEASE_STORE)
+        .ok()
+        .flatten()
+        .and_then(|s| s.lock().and_then(|l| l.leases()).ok())
+        .unwrap_or_default()
 }
 
 /// The live claims of other hosts, per network.
@@ -201,11 +373,7 @@ pub fn settle_conflicts(
         let Ok(mut mine) = dir.claims() else {
             continue;
         };
-        let leases: Vec<IpAddr> = Store::existing(dir.lease_data_dir(), LEASE_STORE)
-            .ok()
-            .flatten()
-            .and_then(|s| s.lock().and_then(|l| l.leases()).ok())
-            .unwrap_or_default();
+        let leases: Vec<IpAddr> = leases(&dir);
         let in_use = |block: Ipv4Network| {
             leases
                 .iter()

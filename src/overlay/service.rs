@@ -81,6 +81,31 @@ impl Service for OverlayService {
         .boxed_local()
     }
 
+    /// `{"cluster": "status"}` and `{"cluster": "forget", "host": "192.0.2.3"}` (`tether cluster`).
+    fn command(&mut self, command: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let Some(plane) = &self.plane else {
+            return Err(
+                "this tetherd runs no overlay control plane (no \"overlay\" section in its config)"
+                    .into(),
+            );
+        };
+        match command["cluster"].as_str() {
+            Some("status") => plane
+                .cluster_status()
+                .ok_or_else(|| "the overlay control plane did not answer".to_string())
+                .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string())),
+            Some("forget") => {
+                let host: std::net::IpAddr = command["host"]
+                    .as_str()
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| "forget needs a host address, e.g. 192.0.2.3".to_string())?;
+                let removed = plane.forget(host)?;
+                Ok(serde_json::json!({"host": host, "removed": removed}))
+            }
+            _ => Err(format!("unknown overlay command {command}")),
+        }
+    }
+
     fn status(&self) -> serde_json::Value {
         match &self.plane {
             Some(p) => serde_json::to_value(p.status()).unwrap_or_default(),

@@ -7,6 +7,7 @@ pub mod dir_scan;
 pub mod driver_kind;
 pub mod lock;
 pub mod overlay;
+pub mod service;
 pub mod vlan_registry;
 
 pub use attachment::{AttachmentRecord, RecordDir};

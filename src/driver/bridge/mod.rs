@@ -70,7 +70,7 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
 /// unless `forceAddress`, which replaces it (reference bridge semantics). The common case, gateway already in
 /// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
 /// only when the gateway was just added, i.e. once per network.
-fn ensure_gateway(
+pub(crate) fn ensure_gateway(
     host: &impl LinkOps,
     bridge: u32,
     gw: IpNetwork,
@@ -104,11 +104,12 @@ fn ensure_gateway(
     Ok(())
 }
 
-fn enable_forwarding(host: &impl LinkOps, ips: &[IpConfig]) -> Result<(), Error> {
-    if ips.iter().any(|i| i.address.is_ipv4()) {
+/// IP forwarding on for the families of `addresses`.
+fn enable_forwarding(host: &impl LinkOps, addresses: &[IpNetwork]) -> Result<(), Error> {
+    if addresses.iter().any(IpNetwork::is_ipv4) {
         host.set_sysctl("net/ipv4/ip_forward", "1")?;
     }
-    if ips.iter().any(|i| i.address.is_ipv6()) {
+    if addresses.iter().any(IpNetwork::is_ipv6) {
         host.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
     }
     Ok(())
@@ -133,7 +134,7 @@ fn connect<'a, L: LinkOps>(
     leased: &CniResult,
     rollback: &mut Rollback<'a>,
 ) -> Result<Connected, Error> {
-    let bridge = ensure_network_bridge(host, cfg, &leased.ips, rollback)?;
+    let bridge = bridge_of_config(host, cfg, &leased.ips, rollback)?;
     let host_mac =
         bridge_port::attach(host, &port(call, cfg, ns, bridge.index, host_if), rollback)?;
     let link = container_link(inner, call.ifname())?;
@@ -155,41 +156,76 @@ fn connect<'a, L: LinkOps>(
     })
 }
 
-/// The network's bridge, made on its first ADD (undone only while no port hangs on it), with the gateway
-/// addresses and forwarding the config asks for.
-fn ensure_network_bridge<'a, L: LinkOps>(
+/// A network's bridge as tether-bridge's ADD and Docker's CreateNetwork want it.
+/// `'a`: the name, which the bridge's undo keeps; `'s`: the rest, read during the call only.
+pub(crate) struct NetworkBridge<'a, 's> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    pub promisc: bool,
+    /// The gateway addresses (with the subnet's prefix) the bridge holds.
+    pub gateways: &'s [IpNetwork],
+    pub force_address: bool,
+    /// Addresses whose families need IP forwarding.
+    pub forward: &'s [IpNetwork],
+}
+
+/// The network's bridge, made on first use (undone only while no port hangs on it), with its gateway
+/// addresses and forwarding; returns it and whether this call made it.
+pub(crate) fn ensure_network_bridge<'a, L: LinkOps>(
+    host: &'a L,
+    spec: &NetworkBridge<'a, '_>,
+    rollback: &mut Rollback<'a>,
+) -> Result<(LinkInfo, bool), Error> {
+    let name = spec.name;
+    let (br, created) =
+        host.ensure_bridge_noting_creation(name, spec.mtu, MacAddr::from_name(name))?;
+    if created {
+        let index = br.index;
+        rollback.push("bridge", move || remove_bridge_if_unused(host, name, index));
+    }
+    if spec.promisc {
+        host.set_promisc(br.index, true)?;
+    }
+    for gw in spec.gateways {
+        if gw.is_ipv6() {
+            // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
+            let _ = host.set_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "0");
+        }
+        ensure_gateway(host, br.index, *gw, spec.force_address, name)?;
+    }
+    enable_forwarding(host, spec.forward)?;
+    Ok((br, created))
+}
+
+/// tether-bridge's bridge: the gateways with `isGateway`, forwarding with `isGateway` or `ipMasq`.
+fn bridge_of_config<'a, L: LinkOps>(
     host: &'a L,
     cfg: &'a BridgeConfig,
     ips: &[IpConfig],
     rollback: &mut Rollback<'a>,
 ) -> Result<LinkInfo, Error> {
-    let (br, created) =
-        host.ensure_bridge_noting_creation(&cfg.bridge, cfg.mtu, MacAddr::from_name(&cfg.bridge))?;
-    if created {
-        let (name, index) = (cfg.bridge.as_str(), br.index);
-        rollback.push("bridge", move || remove_bridge_if_unused(host, name, index));
-    }
-    if cfg.promisc_mode {
-        host.set_promisc(br.index, true)?;
-    }
-    if cfg.is_gateway {
-        for ip in ips {
-            if let Some(gw) = gateway_of(ip) {
-                let gw_net =
-                    IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network");
-                if gw.is_ipv6() {
-                    // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                    let _ =
-                        host.set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
-                }
-                ensure_gateway(host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
-            }
-        }
-        enable_forwarding(host, ips)?;
-    } else if cfg.ip_masq {
-        enable_forwarding(host, ips)?;
-    }
-    Ok(br)
+    let gateways: Vec<IpNetwork> = ips
+        .iter()
+        .filter(|_| cfg.is_gateway)
+        .filter_map(|ip| {
+            let gw = gateway_of(ip)?;
+            Some(IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network"))
+        })
+        .collect();
+    let forward: Vec<IpNetwork> = if cfg.is_gateway || cfg.ip_masq {
+        ips.iter().map(|i| i.address).collect()
+    } else {
+        Vec::new()
+    };
+    let spec = NetworkBridge {
+        name: &cfg.bridge,
+        mtu: cfg.mtu,
+        promisc: cfg.promisc_mode,
+        gateways: &gateways,
+        force_address: cfg.force_address,
+        forward: &forward,
+    };
+    Ok(ensure_network_bridge(host, &spec, rollback)?.0)
 }
 
 /// CHECK of the host side: the bridge and the container's veth on it.
@@ -492,7 +528,11 @@ fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), Error
 
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
 /// the same network may have joined it in the meantime.
-fn remove_bridge_if_unused(host: &impl LinkOps, name: &str, index: u32) -> Result<(), String> {
+pub(crate) fn remove_bridge_if_unused(
+    host: &impl LinkOps,
+    name: &str,
+    index: u32,
+) -> Result<(), String> {
     let links = host.links().map_err(|e| e.to_string())?;
     if links.iter().any(|l| l.master == Some(index)) {
         return Ok(());

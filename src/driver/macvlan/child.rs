@@ -7,7 +7,7 @@ use crate::link::{LinkError, MacvlanMode, Netlink};
 use crate::netns::NetNs;
 
 /// The kernel's refusals of a macvlan, told in terms of the config.
-pub(super) fn creation_error(
+pub(crate) fn creation_error(
     e: LinkError,
     mode: MacvlanMode,
     parent: &str,

@@ -34,7 +34,8 @@ use crate::error::Error;
 use crate::link::{LinkError, LinkInfo, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
 use crate::state::{DriverKind, RecordDir};
-use child::{creation_error, delete_child};
+pub(crate) use child::creation_error;
+use child::delete_child;
 
 pub struct MacvlanPlugin;
 

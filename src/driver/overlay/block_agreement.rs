@@ -3,17 +3,36 @@
 //! when a better claim of the block exists), and the plugin waits for that, bounded. Without an answer in
 //! time (tetherd down or slow, no majority of the configured hosts up) the block is used `unconfirmed`,
 //! so ADD never depends on tetherd; tetherd keeps proposing it and settles a conflict when one appears.
+//! With a store that decides every block (etcd, see `state::overlay::requires_agreement`), no answer in
+//! time fails the ADD with "try again later" (code 11) instead; tetherd claims blocks ahead of need there,
+//! so only an ADD that outran it (or a network's first ADD on the host) waits at all.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnetwork::Ipv4Network;
 
+use crate::client::notify::endpoint_changed;
 use crate::client::poke::poke_control_plane;
-use crate::state::overlay::{ClaimState, OverlayDir};
+use crate::cni::error::{CniError, ErrorCode};
+use crate::error::Error;
+use crate::state::overlay::{requires_agreement, ClaimState, OverlayDir};
 
 /// How long an ADD waits for the members to agree on a new block before using it unconfirmed.
 pub const AGREEMENT_WAIT: Duration = Duration::from_millis(2000);
+
+/// With etcd the alternative to waiting is failing the ADD: long enough to ride out a member's failover
+/// (a new session on the next member and, when the leader died, an election).
+pub const STORE_AGREEMENT_WAIT: Duration = Duration::from_millis(5000);
+
+/// How long this ADD waits for a new block's agreement.
+pub fn agreement_wait() -> Duration {
+    if requires_agreement(&crate::paths::state_dir()) {
+        STORE_AGREEMENT_WAIT
+    } else {
+        AGREEMENT_WAIT
+    }
+}
 
 /// How often the claims file is re-read while waiting.
 const POLL: Duration = Duration::from_millis(10);
@@ -34,8 +53,18 @@ pub enum Agreement {
 
 /// Waits (without the claims lock, which the control plane needs) until the pending claim of `block`
 /// is settled, or `deadline`.
-pub fn wait_for_agreement(dir: &OverlayDir, block: Ipv4Network, deadline: Instant) -> Agreement {
-    if !poke_control_plane() {
+pub fn wait_for_agreement(
+    dir: &OverlayDir,
+    network: &str,
+    block: Ipv4Network,
+    deadline: Instant,
+) -> Agreement {
+    // With a store that decides every block, a tetherd that exited idle is started to ask it.
+    let reached = poke_control_plane()
+        || (requires_agreement(&crate::paths::state_dir())
+            && endpoint_changed(network)
+            && poke_control_plane());
+    if !reached {
         return Agreement::NoAnswer;
     }
     let mut last_poke = Instant::now();
@@ -58,6 +87,23 @@ pub fn wait_for_agreement(dir: &OverlayDir, block: Ipv4Network, deadline: Instan
         std::thread::sleep(POLL);
     }
     Agreement::NoAnswer
+}
+
+/// The ADD's answer when the store could not confirm a new block in time.
+pub fn no_agreement(network: &str, block: Ipv4Network) -> Error {
+    Error::Cni(
+        CniError::new(
+            ErrorCode::TryLater,
+            format!(
+                "overlay network {network} needs a new address block ({block}) on this host and the \
+                 cluster store did not confirm it in time"
+            ),
+        )
+        .with_details(
+            "the store (etcd) is unreachable or tetherd is not running; containers in blocks this host \
+             owns are unaffected. Retry the ADD once `tether cluster status` shows the store reachable",
+        ),
+    )
 }
 
 /// The key the start block is derived from: the config's `startBlockKey`, else the host's address.

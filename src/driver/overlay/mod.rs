@@ -19,7 +19,7 @@ pub use block_agreement::AGREEMENT_WAIT;
 pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 
-use block_agreement::{start_key, wait_for_agreement, Agreement};
+use block_agreement::{agreement_wait, no_agreement, start_key, wait_for_agreement, Agreement};
 
 use crate::client::notify::{attachment_removed, endpoint_removed};
 use crate::cni::config::Attachment;
@@ -41,8 +41,8 @@ use crate::ipam::{allocate, release, IpamError, Store};
 use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VxlanSpec, VXLAN_PORT};
 use crate::netns::NetNs;
 use crate::state::overlay::{
-    claims_lock_name, ipam_config, next_free_block, now_ms, Claim, ClaimState, NetworkFacts,
-    OverlayDir, LEASE_STORE,
+    claims_lock_name, ipam_config, next_free_block, now_ms, requires_agreement, Claim, ClaimState,
+    NetworkFacts, OverlayDir, LEASE_STORE,
 };
 use crate::state::{DriverKind, NetworkLock, RecordDir};
 
@@ -106,7 +106,7 @@ fn allocate_address(
     container_id: &str,
     ifname: &str,
 ) -> Result<IpNetwork, Error> {
-    let deadline = std::time::Instant::now() + AGREEMENT_WAIT;
+    let deadline = std::time::Instant::now() + agreement_wait();
     // Blocks a peer's better claim took from us during this ADD: its claim may not have reached us yet.
     let mut given_up = BTreeSet::new();
     let mut without_agreement = false;
@@ -127,10 +127,15 @@ fn allocate_address(
             Step::Allocated(address) => return Ok(address),
             Step::Pending(block) => block,
         };
-        match wait_for_agreement(dir, block, deadline) {
+        match wait_for_agreement(dir, net, block, deadline) {
             Agreement::Usable => {}
             Agreement::GivenUp => {
                 given_up.insert(block);
+            }
+            // The store (etcd) decides every block: no guess, the runtime retries later. The pending
+            // claim stays, so tetherd confirms it once the store answers and the retry finds it usable.
+            Agreement::NoAnswer if requires_agreement(&crate::paths::state_dir()) => {
+                return Err(no_agreement(net, block))
             }
             Agreement::NoAnswer => without_agreement = true,
         }

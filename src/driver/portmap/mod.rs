@@ -23,7 +23,7 @@ pub struct PortmapPlugin;
 /// A published port as kept on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SavedMapping {
+pub struct SavedMapping {
     host_ip: Option<IpAddr>,
     host_port: u16,
     container_ip: IpAddr,
@@ -52,7 +52,7 @@ impl From<&PortMapping> for SavedMapping {
 }
 
 impl SavedMapping {
-    fn to_mapping(&self) -> Option<PortMapping> {
+    pub fn to_mapping(&self) -> Option<PortMapping> {
         Some(PortMapping {
             host_ip: self.host_ip,
             host_port: self.host_port,

@@ -102,6 +102,23 @@ pub enum Expr {
         port: Register,
     },
     Masquerade,
+    /// `numgen random mod MODULUS` into a register: a host-order u32 in 0..MODULUS.
+    RandomNumber {
+        modulus: u32,
+        into: Register,
+    },
+    /// `jhash` of `len` bytes from `from`, `mod MODULUS seed SEED`, into a register.
+    JenkinsHash {
+        from: Register,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        into: Register,
+    },
+    /// `reject with tcp reset` (for TCP only) or `reject with icmpx port-unreachable`.
+    Reject {
+        tcp_reset: bool,
+    },
 }
 
 /// The data of an NFTA_*_DATA attribute: a value, or a verdict.
@@ -136,6 +153,9 @@ impl Expr {
             Expr::Immediate(..) | Expr::Verdict(_) => "immediate",
             Expr::Dnat { .. } => "nat",
             Expr::Masquerade => "masq",
+            Expr::RandomNumber { .. } => "numgen",
+            Expr::JenkinsHash { .. } => "hash",
+            Expr::Reject { .. } => "reject",
         }
     }
 
@@ -232,6 +252,32 @@ impl Expr {
                 w.put_be32(NFTA_NAT_REG_PROTO_MIN, reg(port));
             }
             Expr::Masquerade => {}
+            Expr::RandomNumber { modulus, into } => {
+                w.put_be32(NFTA_NG_DREG, reg(into));
+                w.put_be32(NFTA_NG_MODULUS, *modulus);
+                w.put_be32(NFTA_NG_TYPE, NFT_NG_RANDOM);
+            }
+            Expr::JenkinsHash {
+                from,
+                len,
+                modulus,
+                seed,
+                into,
+            } => {
+                w.put_be32(NFTA_HASH_SREG, reg(from));
+                w.put_be32(NFTA_HASH_DREG, reg(into));
+                w.put_be32(NFTA_HASH_LEN, *len);
+                w.put_be32(NFTA_HASH_MODULUS, *modulus);
+                w.put_be32(NFTA_HASH_SEED, *seed);
+                w.put_be32(NFTA_HASH_TYPE, NFT_HASH_JENKINS);
+            }
+            Expr::Reject { tcp_reset: true } => {
+                w.put_be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST);
+            }
+            Expr::Reject { tcp_reset: false } => {
+                w.put_be32(NFTA_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
+                w.put_bytes(NFTA_REJECT_ICMP_CODE, &[NFT_REJECT_ICMPX_PORT_UNREACH]);
+            }
         }
         w.end_nested(); // NFTA_EXPR_DATA
         w.end_nested(); // NFTA_LIST_ELEM

@@ -196,3 +196,37 @@ pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 /// RTN_LOCAL in linux/rtnetlink.h: what `fib daddr type local` compares with.
 pub const RTN_LOCAL: u32 = 2;
 pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
+
+// enum nft_ng_attributes, enum nft_ng_types
+pub const NFTA_NG_DREG: u16 = 1;
+pub const NFTA_NG_MODULUS: u16 = 2;
+pub const NFTA_NG_TYPE: u16 = 3;
+pub const NFT_NG_RANDOM: u32 = 1;
+// enum nft_hash_attributes, enum nft_hash_types
+pub const NFTA_HASH_SREG: u16 = 1;
+pub const NFTA_HASH_DREG: u16 = 2;
+pub const NFTA_HASH_LEN: u16 = 3;
+pub const NFTA_HASH_MODULUS: u16 = 4;
+pub const NFTA_HASH_SEED: u16 = 5;
+pub const NFTA_HASH_TYPE: u16 = 7;
+pub const NFT_HASH_JENKINS: u32 = 0;
+// enum nft_reject_attributes, enum nft_reject_types, enum nft_reject_inet_code
+pub const NFTA_REJECT_TYPE: u16 = 1;
+pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
+pub const NFT_REJECT_TCP_RST: u32 = 1;
+pub const NFT_REJECT_ICMPX_UNREACH: u32 = 2;
+pub const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
+
+// linux/netfilter/nfnetlink_conntrack.h
+pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub const IPCTNL_MSG_CT_GET: u16 = 1;
+pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
+pub const CTA_TUPLE_ORIG: u16 = 1;
+pub const CTA_TUPLE_REPLY: u16 = 2;
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
+pub const CTA_PROTO_NUM: u16 = 1;

@@ -3,12 +3,14 @@
 
 mod blocks;
 mod claims;
+mod store_marker;
 
 pub use blocks::{blocks, ipam_config, judge_proposal, next_free_block, wins, ProposalVerdict};
 pub use claims::{
     local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim,
     LEASE_STORE,
 };
+pub use store_marker::{requires_agreement, write_store_kind};
 
 /// The per-network lock that guards block claims, leases and the overlay state directory (the network's
 /// own lock guards devices); the plugin and the control plane both take it.

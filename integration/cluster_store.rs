@@ -1,0 +1,592 @@
+//! The cluster-store conformance suite: the same cases on the gossip store and on real etcd 3.4 (Debian's
+//! etcd-server, started by the harness on the fabric namespace), and etcd's own cases: a watch resumed
+//! after a compaction, the store down for 30 s and back, a three-member cluster losing a member.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use harness::overlay_cluster::{
+    on_both_stores, overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
+};
+
+/// Every address handed out by the hosts' ADDs, distinct; and every confirmed block held by one host.
+fn assert_no_address_or_block_twice(cluster: &Cluster, network: &str, ips: &[String]) {
+    let distinct: BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ips.len(),
+        "one address handed out twice: {ips:?}"
+    );
+    let mut blocks = BTreeMap::new();
+    for h in &cluster.hosts {
+        for (block, state) in h.own_claims(network) {
+            if state == "confirmed" {
+                if let Some(other) = blocks.insert(block.clone(), h.addr.clone()) {
+                    panic!("{block} confirmed by {other} and {}", h.addr);
+                }
+            }
+        }
+    }
+}
+
+on_both_stores!(a_host_killed_mid_claim_never_makes_an_address_or_block_twice);
+/// Three hosts race for one block while one host's tetherd is killed in the middle of it; after it
+/// returns, no address and no confirmed block is held twice, and every host ends with agreed blocks.
+fn a_host_killed_mid_claim_never_makes_an_address_or_block_twice(store: Store) {
+    let mut cluster = Cluster::on(&store.label("csk"), 3, Timings::FAST, store);
+    let mut conf = overlay_conf("mid", 1100, "10.230.0.0/24");
+    conf["startBlockKey"] = "mid".into();
+    let containers: Vec<_> = (0..3)
+        .map(|i| cluster.hosts[i].ns.container(&format!("m{i}")))
+        .collect();
+    // Taken out of the host before the race, so its plugin starts no tetherd of its own when this one
+    // is gone; killed (SIGKILL, as a crash) while the plugins propose.
+    let victim = cluster.hosts[2].tetherd.take();
+    let barrier = std::sync::Barrier::new(4);
+    let outputs = std::thread::scope(|s| {
+        let handles: Vec<_> = cluster
+            .hosts
+            .iter()
+            .zip(&containers)
+            .map(|(h, c)| {
+                let (conf, barrier) = (&conf, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    h.try_add(conf, c)
+                })
+            })
+            .collect();
+        barrier.wait();
+        std::thread::sleep(Duration::from_millis(5));
+        drop(victim);
+        handles
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut ips = Vec::new();
+    for (i, out) in outputs.iter().enumerate() {
+        if out.success() && i == 2 && store == Store::Gossip {
+            // Gossip's admitted window: without its tetherd the host used its block unconfirmed, and
+            // may share it with another host until the claims are settled below (etcd has no window).
+            continue;
+        }
+        if out.success() {
+            ips.push(overlay_ip(out.result()));
+        } else {
+            // Only the host whose tetherd died may fail, and only with "try again later" (etcd never
+            // guesses a block).
+            assert_eq!(i, 2, "host {i}'s ADD failed: {} {}", out.stdout, out.stderr);
+            assert_eq!(
+                store,
+                Store::Etcd,
+                "gossip goes on unconfirmed: {}",
+                out.stdout
+            );
+            assert_eq!(out.error_code(), Some(11), "{}", out.stdout);
+        }
+    }
+    assert_no_address_or_block_twice(&cluster, "mid", &ips);
+
+    cluster.hosts[2].start_tetherd();
+    cluster.wait_for_members(2);
+    // A retry of a failed ADD (what a runtime does on code 11) now succeeds.
+    if !outputs[2].success() {
+        ips.push(overlay_ip(&cluster.hosts[2].add(&conf, &containers[2])));
+    }
+    // Settled: every claim agreed, or (gossip only) marked lost to the earlier claim of its block.
+    wait_until(
+        "every host's blocks are settled once host 3 is back",
+        Duration::from_secs(15),
+        || {
+            cluster.hosts.iter().all(|h| {
+                let claims = h.own_claims("mid");
+                claims
+                    .iter()
+                    .all(|(_, s)| s == "confirmed" || (s == "lost" && store == Store::Gossip))
+            })
+        },
+    );
+    assert_no_address_or_block_twice(&cluster, "mid", &ips);
+    if ips.len() == containers.len() {
+        for (i, c) in containers.iter().enumerate() {
+            for (j, ip) in ips.iter().enumerate() {
+                if i != j {
+                    assert!(c.ping_retry(ip, 10), "container {i} cannot reach {ip}");
+                }
+            }
+        }
+    }
+}
+
+on_both_stores!(a_restarted_host_keeps_its_blocks_and_its_peers_relearn_its_containers);
+fn a_restarted_host_keeps_its_blocks_and_its_peers_relearn_its_containers(store: Store) {
+    let mut cluster = Cluster::on(&store.label("csr"), 2, Timings::FAST, store);
+    let conf = overlay_conf("keep", 1200, "10.231.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("k0");
+    let c1 = cluster.hosts[1].ns.container("k1");
+    cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
+    let before = cluster.hosts[1].own_claims("keep");
+    assert!(before.iter().all(|(_, s)| s == "confirmed"), "{before:?}");
+
+    cluster.hosts[1].kill_tetherd();
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        cluster.hosts[1].own_claims("keep"),
+        before,
+        "the restarted host's blocks changed"
+    );
+    if let Some(etcd) = &cluster.etcd {
+        let out = etcd.ctl(&["get", "--prefix", "/tether/blocks/keep/"]);
+        assert!(
+            out.contains(&format!("\"host\":\"{}\"", cluster.hosts[1].addr)),
+            "the block left etcd: {out}"
+        );
+    }
+    let h0 = &cluster.hosts[0];
+    wait_until(
+        "host 1 relearns the restarted host's container",
+        Duration::from_secs(10),
+        || {
+            h0.fdb("tvx1200")
+                .iter()
+                .any(|(mac, _)| *mac == overlay_mac(&r1))
+        },
+    );
+    // The next container of the restarted host comes from the same block.
+    let c2 = cluster.hosts[1].ns.container("k2");
+    cluster.hosts[1].add(&conf, &c2);
+    let blocks = |claims: Vec<(String, String)>| -> Vec<String> {
+        claims.into_iter().map(|(b, _)| b).collect()
+    };
+    assert_eq!(
+        blocks(cluster.hosts[1].own_claims("keep"))[0],
+        blocks(before)[0],
+        "the first block moved"
+    );
+}
+
+on_both_stores!(records_and_their_deletions_spread_to_every_host);
+fn records_and_their_deletions_spread_to_every_host(store: Store) {
+    let cluster = Cluster::on(&store.label("css"), 3, Timings::FAST, store);
+    let conf = overlay_conf("spread", 1300, "10.232.0.0/16");
+    let anchors: Vec<_> = (1..3)
+        .map(|i| {
+            let c = cluster.hosts[i].ns.container(&format!("a{i}"));
+            cluster.hosts[i].add(&conf, &c);
+            c
+        })
+        .collect();
+    let mut added = Vec::new();
+    for n in 0..5 {
+        let c = cluster.hosts[0].ns.container(&format!("s{n}"));
+        let r = cluster.hosts[0].add(&conf, &c);
+        added.push((c, overlay_mac(&r)));
+    }
+    for h in &cluster.hosts[1..] {
+        wait_until(
+            &format!("{} learns host 1's five containers", h.addr),
+            Duration::from_secs(10),
+            || {
+                let fdb = h.fdb("tvx1300");
+                added
+                    .iter()
+                    .all(|(_, mac)| fdb.iter().any(|(m, _)| m == mac))
+            },
+        );
+    }
+    for (c, _) in &added[..3] {
+        cluster.hosts[0].del(&conf, c);
+    }
+    for h in &cluster.hosts[1..] {
+        wait_until(
+            &format!(
+                "{} forgets the three deleted ones and keeps the rest",
+                h.addr
+            ),
+            Duration::from_secs(10),
+            || {
+                let fdb = h.fdb("tvx1300");
+                let has = |mac: &String| fdb.iter().any(|(m, _)| m == mac);
+                added[..3].iter().all(|(_, mac)| !has(mac))
+                    && added[3..].iter().all(|(_, mac)| has(mac))
+            },
+        );
+    }
+    drop(anchors);
+}
+
+/// Loads nft `rules` in host `i`'s namespace (to cut it off etcd and back).
+fn nft(cluster: &Cluster, i: usize, rules: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", cluster.hosts[i].ns.path_str()))
+        .args(["--", "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft {rules}");
+}
+
+#[test]
+fn a_host_cut_off_etcd_while_it_compacts_lists_again_and_catches_up() {
+    let cluster = Cluster::on("cscmp", 2, Timings::FAST, Store::Etcd);
+    let conf = overlay_conf("cmp", 1400, "10.233.0.0/16");
+    let c1 = cluster.hosts[1].ns.container("w1");
+    cluster.hosts[1].add(&conf, &c1);
+    let early = cluster.hosts[0].ns.container("early");
+    let r_early = cluster.hosts[0].add(&conf, &early);
+    let h1 = &cluster.hosts[1];
+    wait_until("host 2 learns early", Duration::from_secs(10), || {
+        h1.fdb("tvx1400")
+            .iter()
+            .any(|(m, _)| *m == overlay_mac(&r_early))
+    });
+
+    // Host 2 loses etcd; meanwhile host 1 deletes one container and adds another, and etcd compacts
+    // its history past what host 2 saw.
+    nft(
+        &cluster,
+        1,
+        "table inet cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.hosts[0].del(&conf, &early);
+    let late = cluster.hosts[0].ns.container("late");
+    let r_late = cluster.hosts[0].add(&conf, &late);
+    let etcd = cluster.etcd.as_ref().unwrap();
+    let rev = etcd.revision();
+    etcd.ctl(&["compact", &rev.to_string()]);
+    nft(&cluster, 1, "delete table inet cut\n");
+
+    wait_until(
+        "host 2 forgets early and learns late after the re-list",
+        Duration::from_secs(20),
+        || {
+            let fdb = h1.fdb("tvx1400");
+            fdb.iter().any(|(m, _)| *m == overlay_mac(&r_late))
+                && !fdb.iter().any(|(m, _)| *m == overlay_mac(&r_early))
+        },
+    );
+    assert!(
+        h1.log().contains("history compacted"),
+        "host 2 caught up without its watch being cancelled by the compaction: {}",
+        h1.log()
+    );
+    assert!(
+        c1.ping_retry(&overlay_ip(&r_late), 10),
+        "host 2's container cannot reach the late one"
+    );
+}
+
+#[test]
+fn etcd_down_for_30_seconds_keeps_owned_blocks_working_refuses_new_blocks_with_11_and_converges() {
+    let mut cluster = Cluster::on("csdown", 2, Timings::FAST, Store::Etcd);
+    let conf = overlay_conf("down", 1500, "10.234.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("d0");
+    let c1 = cluster.hosts[1].ns.container("d1");
+    let r0 = cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
+    assert!(
+        c0.ping_retry(&overlay_ip(&r1), 10),
+        "no traffic before the outage"
+    );
+
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    let started = std::time::Instant::now();
+    // Inside the host's own block: ADD and DEL work.
+    let during = cluster.hosts[0].ns.container("during");
+    let r_during = cluster.hosts[0].add(&conf, &during);
+    let gone = cluster.hosts[0].ns.container("gone");
+    cluster.hosts[0].add(&conf, &gone);
+    cluster.hosts[0].del(&conf, &gone);
+    // A new block (another network's first ADD on this host) needs the store: code 11, no guess.
+    let other = overlay_conf("down2", 1501, "10.235.0.0/16");
+    let fresh = cluster.hosts[0].ns.container("fresh");
+    let refused = cluster.hosts[0].try_add(&other, &fresh);
+    assert_eq!(
+        refused.error_code(),
+        Some(11),
+        "a new block without etcd: {} {}",
+        refused.stdout,
+        refused.stderr
+    );
+    assert!(
+        refused.stdout.contains("did not confirm"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        cluster.hosts[0]
+            .own_claims("down2")
+            .iter()
+            .all(|(_, s)| s == "pending"),
+        "a block was used without etcd"
+    );
+    // The FDB keeps what it had.
+    let h1 = &cluster.hosts[1];
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    assert!(
+        h1.fdb("tvx1500")
+            .iter()
+            .any(|(m, _)| *m == overlay_mac(&r0)),
+        "host 2 dropped host 1's container while etcd was down"
+    );
+    assert!(
+        c1.ping(&overlay_ip(&r0)),
+        "traffic stopped while etcd was down"
+    );
+
+    cluster.etcd.as_mut().unwrap().start_member(0);
+    cluster.etcd.as_ref().unwrap().wait_healthy();
+    wait_until(
+        "host 2 learns the container added during the outage",
+        Duration::from_secs(20),
+        || {
+            h1.fdb("tvx1500")
+                .iter()
+                .any(|(m, _)| *m == overlay_mac(&r_during))
+        },
+    );
+    let again = cluster.hosts[0].add(&other, &fresh);
+    let block: ipnetwork::Ipv4Network = cluster.hosts[0].own_claims("down2")[0].0.parse().unwrap();
+    assert!(block.contains(overlay_ip(&again).parse().unwrap()));
+    assert!(
+        c1.ping_retry(&overlay_ip(&r_during), 10),
+        "the container added during the outage is unreachable after it"
+    );
+}
+
+#[test]
+fn a_three_member_etcd_cluster_losing_one_member_disturbs_nothing() {
+    let mut cluster = Cluster::on("cs3m", 3, Timings::FAST, Store::Etcd3);
+    let conf = overlay_conf("three", 1600, "10.236.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("t0");
+    let r0 = cluster.hosts[0].add(&conf, &c0);
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    // Every host keeps working: new containers, a new network's first block, records spreading.
+    let mut ips = vec![overlay_ip(&r0)];
+    let mut containers = vec![c0];
+    for (i, h) in cluster.hosts.iter().enumerate().skip(1) {
+        let c = h.ns.container(&format!("t{i}"));
+        ips.push(overlay_ip(&h.add(&conf, &c)));
+        containers.push(c);
+    }
+    let other = overlay_conf("three2", 1601, "10.237.0.0/16");
+    let n = cluster.hosts[2].ns.container("n2");
+    cluster.hosts[2].add(&other, &n);
+    assert!(
+        cluster.hosts[2]
+            .own_claims("three2")
+            .iter()
+            .all(|(_, s)| s == "confirmed"),
+        "the new block was not confirmed by the remaining members"
+    );
+    for (i, c) in containers.iter().enumerate() {
+        for (j, ip) in ips.iter().enumerate() {
+            if i != j {
+                assert!(c.ping_retry(ip, 10), "container {i} cannot reach {ip}");
+            }
+        }
+    }
+    assert_no_address_or_block_twice(&cluster, "three", &ips);
+    cluster.wait_for_members(2);
+}
+
+/// `tether` run on host 2.
+fn cli(cluster: &Cluster) -> harness::tether_cli::TetherCli<'_> {
+    harness::tether_cli::TetherCli::new(&cluster.hosts[1].ns)
+}
+
+/// The hosts' blocks of `network` as etcd has them: block key tail -> holder.
+fn etcd_blocks(cluster: &Cluster, network: &str) -> BTreeMap<String, String> {
+    let out = cluster.etcd.as_ref().unwrap().ctl(&[
+        "get",
+        "--prefix",
+        &format!("/tether/blocks/{network}/"),
+        "-w",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut blocks = BTreeMap::new();
+    for kv in v["kvs"].as_array().into_iter().flatten() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = String::from_utf8(b64.decode(kv["key"].as_str().unwrap()).unwrap()).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&b64.decode(kv["value"].as_str().unwrap()).unwrap()).unwrap();
+        let tail = key.rsplit('/').next().unwrap().to_string();
+        blocks.insert(tail, value["host"].as_str().unwrap().to_string());
+    }
+    blocks
+}
+
+#[test]
+fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_dead_hosts_empty_ones_are_reclaimed(
+) {
+    let mut cluster = Cluster::on("csahead", 2, Timings::FAST, Store::Etcd);
+    // /28 blocks: 16 addresses; below 8 free, tetherd claims the next block in the background.
+    let mut conf = overlay_conf("ahead", 1700, "10.238.0.0/24");
+    conf["blockSize"] = serde_json::json!(28);
+    let h1 = &cluster.hosts[1];
+    let mut containers = Vec::new();
+    for n in 0..9 {
+        let c = h1.ns.container(&format!("a{n}"));
+        h1.add(&conf, &c);
+        containers.push(c);
+    }
+    let me = h1.addr.clone();
+    wait_until(
+        "host 2 holds a spare confirmed block it has not needed yet",
+        Duration::from_secs(10),
+        || {
+            let claims = h1.own_claims("ahead");
+            claims.len() == 2 && claims.iter().all(|(_, s)| s == "confirmed")
+        },
+    );
+    assert_eq!(
+        etcd_blocks(&cluster, "ahead")
+            .values()
+            .filter(|h| **h == me)
+            .count(),
+        2,
+        "etcd lacks the spare block"
+    );
+
+    // etcd gone: ADDs past the first block come from the spare, with no store on their path.
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    let h1 = &cluster.hosts[1];
+    for n in 9..20 {
+        let c = h1.ns.container(&format!("a{n}"));
+        let out = h1.try_add(&conf, &c);
+        assert!(
+            out.success(),
+            "ADD {n} failed while the spare block had room: {}",
+            out.stdout
+        );
+        containers.push(c);
+    }
+    cluster.etcd.as_mut().unwrap().start_member(0);
+    cluster.etcd.as_ref().unwrap().wait_healthy();
+
+    // Host 1 claims ahead too, then dies: past the grace its empty spare block is released, the one with
+    // containers stays its own (no renumbering) until `tether cluster forget`.
+    let h0 = &cluster.hosts[0];
+    let dead = h0.addr.clone();
+    let mut held = Vec::new();
+    for n in 0..9 {
+        let c = h0.ns.container(&format!("b{n}"));
+        h0.add(&conf, &c);
+        held.push(c);
+    }
+    wait_until(
+        "host 1 holds a spare block",
+        Duration::from_secs(10),
+        || {
+            h0.own_claims("ahead")
+                .iter()
+                .filter(|(_, s)| s == "confirmed")
+                .count()
+                == 2
+        },
+    );
+    let used_block = h0.own_claims("ahead")[0].0.replace('/', "_");
+
+    // `tether cluster status` shows the store, both hosts and the blocks.
+    wait_until(
+        "status shows etcd reachable and host 1's blocks",
+        Duration::from_secs(15),
+        || {
+            let out = cli(&cluster).run(&["cluster", "status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["store"] == "etcd"
+                && v["sync"]["reachable"] == true
+                && v["blocks"][&dead].as_array().is_some_and(|b| b.len() == 2)
+        },
+    );
+    let text = String::from_utf8(cli(&cluster).run(&["cluster", "status"]).stdout).unwrap();
+    assert!(
+        text.contains("store: etcd") && text.contains(&dead),
+        "{text}"
+    );
+    let refused = cli(&cluster).run(&["cluster", "forget", &dead]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("is up"),
+        "forget of a live host: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    cluster.hosts[0].kill_tetherd();
+    wait_until(
+        "the dead host's empty spare block is released after the grace",
+        Duration::from_millis(
+            Timings::FAST.claim_grace_ms + harness::overlay_cluster::LEASE_TTL_S_FAST * 1000 + 8000,
+        ),
+        || {
+            etcd_blocks(&cluster, "ahead")
+                .values()
+                .filter(|h| **h == dead)
+                .count()
+                == 1
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let left = etcd_blocks(&cluster, "ahead");
+    assert_eq!(
+        left.get(&used_block),
+        Some(&dead),
+        "the dead host's block with containers was released: {left:?}"
+    );
+
+    let out = cli(&cluster).run(&["cluster", "forget", &dead]);
+    assert!(
+        out.status.success(),
+        "forget: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !etcd_blocks(&cluster, "ahead").values().any(|h| *h == dead),
+        "forget left the host's blocks"
+    );
+    assert!(
+        cluster
+            .etcd
+            .as_ref()
+            .unwrap()
+            .keys(&format!("/tether/records/{dead}/"))
+            .is_empty(),
+        "forget left the host's records"
+    );
+    drop(held);
+}
+
+#[test]
+fn etcd_over_tls_with_client_certificates_carries_the_cluster() {
+    let cluster = Cluster::on("cstls", 2, Timings::FAST, Store::EtcdTls);
+    let conf = overlay_conf("tls", 1800, "10.239.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("s0");
+    let c1 = cluster.hosts[1].ns.container("s1");
+    cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
+    assert!(
+        c0.ping_retry(&overlay_ip(&r1), 10),
+        "no traffic over a cluster kept in etcd over TLS"
+    );
+    let keys = cluster.etcd.as_ref().unwrap().keys("/tether/");
+    assert!(
+        keys.iter().any(|k| k.starts_with("/tether/blocks/tls/")),
+        "no block in etcd: {keys:?}"
+    );
+}

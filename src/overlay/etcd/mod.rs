@@ -1,0 +1,349 @@
+//! The etcd store: the cluster's state in an existing etcd (v3 API as etcd 3.4 serves it: KV, Txn,
+//! Watch, Lease), under one prefix (`layout`). Membership is one liveness key per host on a short lease;
+//! a block belongs to the host whose `version == 0` transaction created its key, and stays its own
+//! through etcd outages and lease expiries (no lease on it); endpoint records are per host. The etcd
+//! client runs on its own thread (`worker`); this side, on the control plane's thread, turns the
+//! worker's mirror into the record table and liveness the plane reads.
+
+mod config;
+mod layout;
+mod worker;
+
+pub use config::{EtcdConfig, EtcdTls};
+pub use layout::Layout;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::agreement::{self, ClaimRef};
+use super::error::OverlayError;
+use super::local::{claim_records, yield_block};
+use super::records::{Record, RecordKey, RecordTable, RecordValue};
+use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
+use crate::state::overlay::{now_ms, ClaimState};
+use layout::Key;
+use worker::{Command, Event, Stored, Worker};
+
+pub struct EtcdStore {
+    me: IpAddr,
+    layout: Layout,
+    state_dir: PathBuf,
+    commands: UnboundedSender<Command>,
+    events: Receiver<Event>,
+    wake: UnixDatagram,
+    table: RecordTable,
+    /// The record each stored key of another host stands for (a delete event carries only the key).
+    known: BTreeMap<String, RecordKey>,
+    up: BTreeSet<IpAddr>,
+    /// Hosts seen in the store (liveness, blocks or records), for `members`.
+    seen: BTreeSet<IpAddr>,
+    published: Option<BTreeMap<String, Vec<u8>>>,
+    proposed: Vec<ClaimRef>,
+    reachable: bool,
+    revision: i64,
+    last_sync_ms: u64,
+    next_expiry: Instant,
+}
+
+impl EtcdStore {
+    /// Starts the worker thread; it connects in the background (etcd down at start only delays).
+    pub fn start(
+        cfg: EtcdConfig,
+        me: IpAddr,
+        grace: Duration,
+        state_dir: PathBuf,
+    ) -> Result<EtcdStore, OverlayError> {
+        let (wake, worker_wake) =
+            UnixDatagram::pair().map_err(|source| OverlayError::Thread { source })?;
+        wake.set_nonblocking(true)
+            .map_err(|source| OverlayError::Thread { source })?;
+        worker_wake
+            .set_nonblocking(true)
+            .map_err(|source| OverlayError::Thread { source })?;
+        let (event_tx, events) = channel();
+        let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
+        let layout = Layout::new(&cfg.prefix);
+        tracing::info!(endpoints = ?cfg.endpoints, prefix = %cfg.prefix, "etcd store starting");
+        let worker = Worker::new(cfg, me, grace, event_tx, worker_wake, command_rx);
+        std::thread::Builder::new()
+            .name("overlay-etcd".into())
+            .spawn(move || worker.run())
+            .map_err(|source| OverlayError::Thread { source })?;
+        Ok(EtcdStore {
+            me,
+            layout,
+            state_dir,
+            commands,
+            events,
+            wake,
+            table: RecordTable::new(),
+            known: BTreeMap::new(),
+            up: BTreeSet::new(),
+            seen: BTreeSet::new(),
+            published: None,
+            proposed: Vec::new(),
+            reachable: false,
+            revision: 0,
+            last_sync_ms: 0,
+            next_expiry: Instant::now(),
+        })
+    }
+
+    /// Applies one stored key; returns what changed.
+    fn put(&mut self, key: String, stored: Stored) -> Changes {
+        self.revision = self.revision.max(stored.mod_revision);
+        match self.layout.parse(&key) {
+            Some(Key::Host(host)) => {
+                self.seen.insert(host);
+                Changes {
+                    kernel: self.up.insert(host),
+                    ..Changes::default()
+                }
+            }
+            Some(_) => {
+                let Some((rk, value)) = self.layout.decode(&key, &stored.value) else {
+                    return Changes::default();
+                };
+                self.seen.insert(rk.host());
+                // This host's own records come from its state directory, never back from the store.
+                if rk.host() == self.me {
+                    return Changes::default();
+                }
+                let mut changes = Changes::default();
+                if let Some(old) = self.known.insert(key, rk.clone()) {
+                    if old != rk {
+                        changes.merge(self.tombstone(old, stored.mod_revision));
+                    }
+                }
+                let merged = self.table.merge(
+                    self.me,
+                    vec![Record {
+                        key: rk,
+                        version: stored.mod_revision as u64,
+                        value: Some(value),
+                    }],
+                    now_ms(),
+                );
+                if merged.changed > 0 {
+                    changes.kernel = true;
+                    changes.claims = true;
+                }
+                changes
+            }
+            None => Changes::default(),
+        }
+    }
+
+    fn tombstone(&mut self, key: RecordKey, revision: i64) -> Changes {
+        let merged = self.table.merge(
+            self.me,
+            vec![Record {
+                key,
+                version: revision as u64,
+                value: None,
+            }],
+            now_ms(),
+        );
+        Changes {
+            kernel: merged.changed > 0,
+            claims: merged.changed > 0,
+            local: false,
+        }
+    }
+
+    fn delete(&mut self, key: &str, revision: i64) -> Changes {
+        self.revision = self.revision.max(revision);
+        if let Some(Key::Host(host)) = self.layout.parse(key) {
+            return Changes {
+                kernel: self.up.remove(&host),
+                ..Changes::default()
+            };
+        }
+        match self.known.remove(key) {
+            Some(rk) => self.tombstone(rk, revision),
+            None => Changes::default(),
+        }
+    }
+
+    /// A full list: keys the plane had and the list lacks are deleted, the rest applied.
+    fn snapshot(&mut self, revision: i64, keys: BTreeMap<String, Stored>) -> Changes {
+        let mut changes = Changes::default();
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|k| !keys.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            changes.merge(self.delete(&key, revision));
+        }
+        let live: BTreeSet<IpAddr> = keys
+            .keys()
+            .filter_map(|k| match self.layout.parse(k) {
+                Some(Key::Host(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        if live != self.up {
+            self.up = live;
+            changes.kernel = true;
+        }
+        for (key, stored) in keys {
+            changes.merge(self.put(key, stored));
+        }
+        self.revision = self.revision.max(revision);
+        changes
+    }
+
+    fn apply(&mut self, event: Event) -> Changes {
+        match event {
+            Event::Snapshot { revision, keys } => {
+                self.last_sync_ms = now_ms();
+                self.snapshot(revision, keys)
+            }
+            Event::Put { key, stored } => {
+                self.last_sync_ms = now_ms();
+                self.put(key, stored)
+            }
+            Event::Delete { key, revision } => {
+                self.last_sync_ms = now_ms();
+                self.delete(&key, revision)
+            }
+            Event::Confirmed(claim) => Changes {
+                local: agreement::confirm(&self.state_dir, &claim),
+                ..Changes::default()
+            },
+            Event::Taken { claim, holder } => {
+                tracing::info!(network = %claim.network, block = %claim.block, %holder,
+                    "the block is another host's in etcd; picking another");
+                // A pending claim simply goes (its ADD picks another block); one in use is settled.
+                let changed = agreement::give_up(&self.state_dir, &claim)
+                    || yield_block(&self.state_dir, &claim.network, claim.block, holder);
+                Changes {
+                    local: changed,
+                    ..Changes::default()
+                }
+            }
+            Event::Reachable(up) => {
+                self.reachable = up;
+                if up {
+                    self.last_sync_ms = now_ms();
+                }
+                Changes::default()
+            }
+        }
+    }
+}
+
+impl ClusterStore for EtcdStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Etcd
+    }
+
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.wake.as_fd())
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        Some(self.next_expiry)
+    }
+
+    fn step(&mut self) -> Changes {
+        let mut buf = [0u8; 64];
+        while self.wake.recv(&mut buf).is_ok() {}
+        let mut changes = Changes::default();
+        while let Ok(event) = self.events.try_recv() {
+            changes.merge(self.apply(event));
+        }
+        if Instant::now() >= self.next_expiry {
+            // Tombstones only bridge a delete and a re-put in the table; an hour is plenty.
+            self.table.expire_tombstones(now_ms(), 3_600_000);
+            self.next_expiry = Instant::now() + Duration::from_secs(60);
+        }
+        changes
+    }
+
+    fn publish(&mut self, own: &BTreeMap<RecordKey, RecordValue>) -> Changes {
+        let mut own = own.clone();
+        own.extend(claim_records(&self.state_dir, self.me));
+        let changed = self.table.set_own(self.me, &own, now_ms());
+        let wanted: BTreeMap<String, Vec<u8>> = own
+            .iter()
+            .filter_map(|(k, v)| self.layout.encode(k, v))
+            .collect();
+        if self.published.as_ref() != Some(&wanted) {
+            self.published = Some(wanted.clone());
+            let _ = self.commands.send(Command::Publish(wanted));
+        }
+        Changes {
+            claims: !changed.is_empty(),
+            ..Changes::default()
+        }
+    }
+
+    fn propose(&mut self, claims: Vec<(ClaimRef, ClaimState)>) {
+        let claims: Vec<ClaimRef> = claims.into_iter().map(|(c, _)| c).collect();
+        if claims != self.proposed {
+            self.proposed = claims.clone();
+            let _ = self.commands.send(Command::Propose(claims));
+        }
+    }
+
+    fn table(&self) -> &RecordTable {
+        &self.table
+    }
+
+    fn is_up(&self, host: IpAddr) -> bool {
+        self.up.contains(&host)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.seen
+            .iter()
+            .chain(self.up.iter())
+            .filter(|h| **h != self.me)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|h| Member {
+                host: *h,
+                up: self.up.contains(h),
+            })
+            .collect()
+    }
+
+    fn forget(&mut self, host: IpAddr) -> Result<usize, String> {
+        let (reply, answer) = channel();
+        self.commands
+            .send(Command::Forget { host, reply })
+            .map_err(|_| "the etcd store stopped".to_string())?;
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "etcd did not answer in time".to_string())?
+    }
+
+    fn claims_ahead(&self) -> bool {
+        true
+    }
+
+    fn status(&self) -> StoreStatus {
+        StoreStatus {
+            reachable: self.reachable,
+            last_sync_ms: self.last_sync_ms,
+            revision: Some(self.revision),
+            ..StoreStatus::default()
+        }
+    }
+
+    fn leave(&mut self) {
+        // Dropping the sender ends the worker, which revokes this host's lease.
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        self.commands = closed;
+    }
+}

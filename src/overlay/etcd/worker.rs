@@ -1,0 +1,617 @@
+//! The etcd side of the store, on its own thread with a current-thread tokio runtime (the client is
+//! async; the control plane's thread stays synchronous). It keeps a mirror of every key under the
+//! prefix (a full list, then a watch resumed from the last seen revision; a re-list after a compaction),
+//! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
+//! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
+//! Whatever fails is retried on the next tick; an outage only delays.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::os::unix::net::UnixDatagram;
+use std::sync::mpsc::Sender as StdSender;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::config::EtcdConfig;
+use super::layout::{BlockValue, HostValue, Key, Layout};
+use crate::overlay::agreement::ClaimRef;
+use crate::state::overlay::now_ms;
+
+/// One key as the mirror holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// What the worker tells the plane.
+#[derive(Debug)]
+pub enum Event {
+    /// The whole prefix at `revision` (at start and after a compaction): replaces what the plane had.
+    Snapshot {
+        revision: i64,
+        keys: BTreeMap<String, Stored>,
+    },
+    Put {
+        key: String,
+        stored: Stored,
+    },
+    Delete {
+        key: String,
+        revision: i64,
+    },
+    /// The store confirmed this host's claim of the block.
+    Confirmed(ClaimRef),
+    /// Another host holds the block this host claims.
+    Taken {
+        claim: ClaimRef,
+        holder: IpAddr,
+    },
+    /// Whether etcd answered the last call.
+    Reachable(bool),
+}
+
+/// What the plane asks of the worker.
+#[derive(Debug)]
+pub enum Command {
+    /// This host's records (endpoints and usable claims), by key: the store is made equal to them.
+    Publish(BTreeMap<String, Vec<u8>>),
+    /// Claims to create (pending, or taken unconfirmed).
+    Propose(Vec<ClaimRef>),
+    Forget {
+        host: IpAddr,
+        reply: StdSender<Result<usize, String>>,
+    },
+}
+
+pub struct Worker {
+    cfg: EtcdConfig,
+    layout: Layout,
+    me: IpAddr,
+    grace: Duration,
+    events: StdSender<Event>,
+    wake: UnixDatagram,
+    commands: UnboundedReceiver<Command>,
+    mirror: BTreeMap<String, Stored>,
+    revision: i64,
+    wanted: BTreeMap<String, Vec<u8>>,
+    proposals: Vec<ClaimRef>,
+    /// Hosts with blocks but no liveness key, since when this worker saw them so.
+    absent_since: HashMap<IpAddr, Instant>,
+    reachable: Option<bool>,
+    started_at_ms: u64,
+    /// Which of the configured members this session talks to.
+    endpoint: usize,
+}
+
+/// A stable index below `n` derived from the host's address.
+fn host_spread(me: IpAddr, n: usize) -> usize {
+    let sum: usize = match me {
+        IpAddr::V4(v4) => v4.octets().iter().map(|b| usize::from(*b)).sum(),
+        IpAddr::V6(v6) => v6.octets().iter().map(|b| usize::from(*b)).sum(),
+    };
+    sum % n.max(1)
+}
+
+type Fallible<T> = Result<T, etcd_client::Error>;
+
+/// A tick: keep-alives, retries and reclaims run at least this often.
+const TICK: Duration = Duration::from_millis(500);
+
+impl Worker {
+    pub fn new(
+        cfg: EtcdConfig,
+        me: IpAddr,
+        grace: Duration,
+        events: StdSender<Event>,
+        wake: UnixDatagram,
+        commands: UnboundedReceiver<Command>,
+    ) -> Worker {
+        let cfg_len = cfg.endpoints.len();
+        Worker {
+            layout: Layout::new(&cfg.prefix),
+            cfg,
+            me,
+            grace,
+            events,
+            wake,
+            commands,
+            mirror: BTreeMap::new(),
+            revision: 0,
+            wanted: BTreeMap::new(),
+            proposals: Vec::new(),
+            absent_since: HashMap::new(),
+            reachable: None,
+            started_at_ms: now_ms(),
+            // Hosts spread over the members from the start, so losing one moves only some of them.
+            endpoint: host_spread(me, cfg_len),
+        }
+    }
+
+    fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+        let _ = self.wake.send(&[1]);
+    }
+
+    fn set_reachable(&mut self, up: bool) {
+        if self.reachable != Some(up) {
+            if up {
+                tracing::info!(endpoints = ?self.cfg.endpoints, "etcd reachable");
+            } else {
+                tracing::warn!(endpoints = ?self.cfg.endpoints, "etcd unreachable; ADD and DEL go on inside owned blocks, new blocks wait");
+            }
+            self.reachable = Some(up);
+            self.send(Event::Reachable(up));
+        }
+    }
+
+    /// Runs until the plane drops its command sender.
+    pub fn run(mut self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the etcd store's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            loop {
+                match self.session().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "etcd session ended");
+                        self.set_reachable(false);
+                    }
+                }
+                // The next member at once; a second round of all of them after a pause. Meanwhile the
+                // plane's commands are still taken (an outage must not block it).
+                self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+                let pause = if self.endpoint == host_spread(self.me, self.cfg.endpoints.len()) {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_millis(50)
+                };
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        cmd = self.commands.recv() => match cmd {
+                            Some(cmd) => self.take_offline(cmd),
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+        });
+    }
+
+    /// A command while etcd is out of reach: kept for the next session.
+    fn take_offline(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(w) => self.wanted = w,
+            Command::Propose(p) => self.proposals = p,
+            Command::Forget { reply, .. } => {
+                let _ = reply.send(Err("etcd is unreachable; try again when it answers".into()));
+            }
+        }
+    }
+
+    async fn connect(&self) -> Fallible<Client> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some(tls) = &self.cfg.tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| {
+                    etcd_client::Error::InvalidArgs(format!("reading {}: {e}", p.display()))
+                })
+            };
+            let mut t =
+                TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca_file)?));
+            if let Some((cert, key)) = &tls.client {
+                t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(t);
+        }
+        // One member per session, the next on failure: a dead member is left at once instead of
+        // being retried by the channel while calls time out.
+        let endpoint = &self.cfg.endpoints[self.endpoint];
+        Client::connect([endpoint], Some(options)).await
+    }
+
+    /// One connection: list, liveness, watch, and the loop until something fails (`Err`) or the plane
+    /// is gone (`Ok`).
+    async fn session(&mut self) -> Fallible<()> {
+        let mut client = self.connect().await?;
+        // The first session lists everything; a later one resumes the watch after the last revision it
+        // saw (a compaction since then cancels it, and the loop below lists again).
+        if self.revision == 0 {
+            self.relist(&mut client).await?;
+        }
+        let (mut keeper, mut alive) = self.liveness(&mut client).await?;
+        self.set_reachable(true);
+        let mut watch = self.watch(&mut client).await?;
+        self.sync_own(&mut client).await?;
+        let mut tick = tokio::time::interval(TICK);
+        let keep_every = self.cfg.lease_ttl / 3;
+        let mut last_keep = Instant::now();
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => {
+                    let Some(cmd) = cmd else {
+                        // The plane stops: give the liveness key up at once.
+                        let _ = client.lease_revoke(keeper.id()).await;
+                        return Ok(());
+                    };
+                    self.handle(&mut client, cmd).await?;
+                }
+                msg = watch.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(etcd_client::Error::WatchError("watch stream ended".into()));
+                    };
+                    if resp.compact_revision() > 0 || resp.canceled() {
+                        tracing::warn!(compacted = resp.compact_revision(), seen = self.revision,
+                            "etcd watch cancelled (history compacted); listing everything again");
+                        self.relist(&mut client).await?;
+                        watch = self.watch(&mut client).await?;
+                        self.sync_own(&mut client).await?;
+                        continue;
+                    }
+                    self.apply_watch(&resp);
+                    if let Some(h) = resp.header() {
+                        self.revision = self.revision.max(h.revision());
+                    }
+                }
+                ka = alive.message() => {
+                    match ka? {
+                        Some(r) if r.ttl() > 0 => {}
+                        _ => {
+                            tracing::warn!("this host's etcd lease expired; taking a new one");
+                            (keeper, alive) = self.liveness(&mut client).await?;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_keep.elapsed() >= keep_every {
+                        keeper.keep_alive().await?;
+                        last_keep = Instant::now();
+                    }
+                    if !self.mirror.contains_key(&self.layout.host(self.me)) {
+                        // Deleted by someone (or expired during an outage): put it back.
+                        (keeper, alive) = self.liveness(&mut client).await?;
+                    }
+                    self.sync_own(&mut client).await?;
+                    self.reclaim(&mut client).await?;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, client: &mut Client, cmd: Command) -> Fallible<()> {
+        match cmd {
+            Command::Publish(w) => {
+                self.wanted = w;
+                self.sync_own(client).await
+            }
+            Command::Propose(p) => {
+                self.proposals = p;
+                self.sync_own(client).await
+            }
+            Command::Forget { host, reply } => {
+                let result = self.forget(client, host).await;
+                let (answer, failed) = match result {
+                    Ok(r) => (r, None),
+                    Err(e) => (Err(format!("etcd: {e}")), Some(e)),
+                };
+                let _ = reply.send(answer);
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
+        let resp = client
+            .get(self.layout.root(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let keys: BTreeMap<String, Stored> = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Stored {
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                )
+            })
+            .collect();
+        self.mirror = keys.clone();
+        self.revision = revision;
+        self.send(Event::Snapshot { revision, keys });
+        Ok(())
+    }
+
+    async fn watch(&mut self, client: &mut Client) -> Fallible<WatchStream> {
+        client
+            .watch(
+                self.layout.root(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(self.revision + 1)
+                        .with_progress_notify(),
+                ),
+            )
+            .await
+    }
+
+    fn apply_watch(&mut self, resp: &etcd_client::WatchResponse) {
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            self.revision = self.revision.max(kv.mod_revision());
+            match event.event_type() {
+                EventType::Put => {
+                    let stored = Stored {
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                    };
+                    self.mirror.insert(key.clone(), stored.clone());
+                    self.send(Event::Put { key, stored });
+                }
+                EventType::Delete => {
+                    self.mirror.remove(&key);
+                    self.send(Event::Delete {
+                        key,
+                        revision: kv.mod_revision(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Grants a lease and puts this host's liveness key on it.
+    async fn liveness(
+        &mut self,
+        client: &mut Client,
+    ) -> Fallible<(LeaseKeeper, LeaseKeepAliveStream)> {
+        let ttl = self.cfg.lease_ttl.as_secs() as i64;
+        let lease = client.lease_grant(ttl, None).await?;
+        let value = serde_json::to_vec(&HostValue {
+            host: self.me,
+            started_at_ms: self.started_at_ms,
+        })
+        .expect("serializes");
+        client
+            .put(
+                self.layout.host(self.me),
+                value,
+                Some(PutOptions::new().with_lease(lease.id())),
+            )
+            .await?;
+        client.lease_keep_alive(lease.id()).await
+    }
+
+    /// Makes this host's records and claims in the store equal to what the plane asked: endpoint records
+    /// put with compare-and-swap on the mirrored mod revision, claims created with `version == 0`,
+    /// records and claims no longer wanted deleted (a block only while it is still ours).
+    async fn sync_own(&mut self, client: &mut Client) -> Fallible<()> {
+        let mine = self.layout.records_of(self.me);
+        let wanted = self.wanted.clone();
+        for (key, value) in &wanted {
+            let held = self.mirror.get(key);
+            if held.is_some_and(|s| &s.value == value) {
+                continue;
+            }
+            match self.layout.parse(key) {
+                Some(Key::Block { .. }) if held.is_some_and(|s| self.holds(s)) => {}
+                Some(Key::Block { network, block }) => {
+                    let claimed_at_ms =
+                        serde_json::from_slice::<BlockValue>(value).map_or(0, |v| v.claimed_at_ms);
+                    let claim = ClaimRef {
+                        network,
+                        block,
+                        claimed_at_ms,
+                    };
+                    self.create_claim(client, &claim).await?;
+                }
+                Some(Key::Endpoint { .. }) => {
+                    let expected = held.map_or(0, |s| s.mod_revision);
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            expected,
+                        )])
+                        .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                    let resp = client.txn(txn).await?;
+                    if !resp.succeeded() {
+                        // The mirror was behind; the watch brings the key and the next tick retries.
+                        tracing::debug!(%key, "record changed under us; retrying after the watch");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A proposal's block is ours before the claims file says so: not stale.
+        let proposed: BTreeSet<String> = self
+            .proposals
+            .iter()
+            .map(|c| self.layout.block(&c.network, c.block))
+            .collect();
+        let stale: Vec<(String, Stored)> = self
+            .mirror
+            .iter()
+            .filter(|(k, _)| !wanted.contains_key(*k) && !proposed.contains(*k))
+            .filter(|(k, s)| {
+                k.starts_with(&mine)
+                    || (matches!(self.layout.parse(k), Some(Key::Block { .. })) && self.holds(s))
+            })
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, stored) in stale {
+            // Only our own copy goes: compare the mod revision we saw.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    stored.mod_revision,
+                )])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if client.txn(txn).await?.succeeded() {
+                tracing::info!(%key, "removed this host's record from etcd (gone from its state)");
+            }
+        }
+        for claim in self.proposals.clone() {
+            self.create_claim(client, &claim).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a block key's value names this host.
+    fn holds(&self, stored: &Stored) -> bool {
+        serde_json::from_slice::<BlockValue>(&stored.value).is_ok_and(|v| v.host == self.me)
+    }
+
+    /// `version == 0`: the block is this host's only if no one holds it; otherwise the holder is told.
+    async fn create_claim(&mut self, client: &mut Client, claim: &ClaimRef) -> Fallible<()> {
+        let key = self.layout.block(&claim.network, claim.block);
+        let value = serde_json::to_vec(&BlockValue {
+            host: self.me,
+            claimed_at_ms: claim.claimed_at_ms,
+        })
+        .expect("serializes");
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = client.txn(txn).await?;
+        if resp.succeeded() {
+            tracing::info!(network = %claim.network, block = %claim.block, "address block claimed in etcd");
+            self.send(Event::Confirmed(claim.clone()));
+            return Ok(());
+        }
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice::<BlockValue>(kv.value()).ok())
+                .map(|v| v.host),
+            _ => None,
+        });
+        match holder {
+            Some(h) if h == self.me => self.send(Event::Confirmed(claim.clone())),
+            Some(holder) => self.send(Event::Taken {
+                claim: claim.clone(),
+                holder,
+            }),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Blocks of hosts whose liveness key has been gone for the grace, and which hold no record of that
+    /// host, are deleted (compare-and-delete: every host may try, one succeeds).
+    async fn reclaim(&mut self, client: &mut Client) -> Fallible<()> {
+        let live: BTreeSet<IpAddr> = self
+            .mirror
+            .keys()
+            .filter_map(|k| match self.layout.parse(k) {
+                Some(Key::Host(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        let mut blocks = Vec::new();
+        let mut endpoints: Vec<(IpAddr, std::net::Ipv4Addr)> = Vec::new();
+        for (k, s) in &self.mirror {
+            match self.layout.parse(k) {
+                Some(Key::Block { block, .. }) => {
+                    if let Ok(v) = serde_json::from_slice::<BlockValue>(&s.value) {
+                        blocks.push((k.clone(), s.mod_revision, v.host, block));
+                    }
+                }
+                Some(Key::Endpoint { host, ip, .. }) => endpoints.push((host, ip)),
+                _ => {}
+            }
+        }
+        let holders: BTreeSet<IpAddr> = blocks.iter().map(|b| b.2).collect();
+        self.absent_since
+            .retain(|h, _| holders.contains(h) && !live.contains(h));
+        for h in holders.iter().filter(|h| !live.contains(h)) {
+            self.absent_since.entry(*h).or_insert_with(Instant::now);
+        }
+        for (key, rev, holder, block) in blocks {
+            let gone_long = self
+                .absent_since
+                .get(&holder)
+                .is_some_and(|since| since.elapsed() >= self.grace);
+            let empty = !endpoints
+                .iter()
+                .any(|(h, ip)| *h == holder && block.contains(*ip));
+            if !gone_long || !empty {
+                continue;
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if client.txn(txn).await?.succeeded() {
+                tracing::info!(%holder, %block, "host gone longer than the grace and its block is empty; block released");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every block and record of `host`; refused while its liveness key exists.
+    async fn forget(
+        &mut self,
+        client: &mut Client,
+        host: IpAddr,
+    ) -> Fallible<Result<usize, String>> {
+        if self.mirror.contains_key(&self.layout.host(host)) {
+            return Ok(Err(format!(
+                "{host} is up (its liveness key exists); stop its tetherd first"
+            )));
+        }
+        let mut n = 0;
+        let blocks: Vec<(String, i64)> = self
+            .mirror
+            .iter()
+            .filter(|(k, s)| {
+                matches!(self.layout.parse(k), Some(Key::Block { .. }))
+                    && serde_json::from_slice::<BlockValue>(&s.value).is_ok_and(|v| v.host == host)
+            })
+            .map(|(k, s)| (k.clone(), s.mod_revision))
+            .collect();
+        for (key, rev) in blocks {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(key, None)]);
+            if client.txn(txn).await?.succeeded() {
+                n += 1;
+            }
+        }
+        let resp = client
+            .delete(
+                self.layout.records_of(host),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await?;
+        n += resp.deleted() as usize;
+        Ok(Ok(n))
+    }
+}

@@ -1,0 +1,573 @@
+//! The balancer as a tetherd service: from the service files and the attachment records it keeps, in
+//! every client namespace of a network with services, table `inet tether_svc` (firewall::service_balance)
+//! in step with the healthy backends; probes backends; and hands the resolver the service names.
+//!
+//! Every change (a record, a service file, a probe verdict) ends in [`Balancer::reconcile`], which works
+//! out per namespace the few element changes and sends them as one transaction. A backend that leaves has
+//! its UDP flows' conntrack entries deleted in each client's namespace at the same time.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use ipnetwork::IpNetwork;
+use serde_json::{json, Value};
+
+use super::backends::{backends_of, BackendId};
+use super::health::{self, Health, HealthState, Probe};
+use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+use crate::dns::service_names::{ServiceEntry, SharedServiceNames};
+use crate::firewall::service_balance::{self, BalanceTable, ServiceKey};
+use crate::netns::{NsId, NsWorker};
+use crate::state::service::{
+    HealthCheck, Mode, ProtocolName, ServiceDir, ServiceRange, ServiceSpec,
+};
+use crate::state::AttachmentRecord;
+
+/// How often the probe loop wakes to see which backends are due.
+const PROBE_TICK: Duration = Duration::from_millis(50);
+/// A probe's budget (less when the service's interval is shorter).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    joins: u64,
+    leaves: u64,
+    probes: u64,
+    probe_failures: u64,
+    udp_flows_cleared: u64,
+}
+
+struct BackendHealth {
+    state: HealthState,
+    next_due: Instant,
+}
+
+/// A client namespace that needs service maps: its path, its networks with services, and (ifname, has
+/// IPv6) of its interfaces on them.
+type WantedClient = (String, Vec<String>, Vec<(String, bool)>);
+
+/// What tetherd keeps of one client namespace.
+struct ClientNs {
+    path: String,
+    table: BalanceTable,
+}
+
+struct Balancer {
+    state_dir: PathBuf,
+    worker: Option<NsWorker>,
+    range: ServiceRange,
+    specs: Vec<ServiceSpec>,
+    specs_stamp: Option<SystemTime>,
+    records: Vec<AttachmentRecord>,
+    health: HashMap<(String, BackendId), BackendHealth>,
+    /// Per service, the backend addresses in its maps now.
+    active: HashMap<String, Vec<IpAddr>>,
+    counters: HashMap<String, Counters>,
+    clients: HashMap<NsId, ClientNs>,
+    /// The identity behind each record's netns path, so a change stats only new paths.
+    ns_ids: HashMap<String, NsId>,
+    names: SharedServiceNames,
+}
+
+pub struct BalancerService {
+    inner: Rc<tokio::sync::Mutex<Balancer>>,
+    prober: Option<tokio::task::JoinHandle<()>>,
+    /// For `needed` and `status`, which cannot wait for the lock.
+    summary: Rc<std::cell::RefCell<(bool, Value)>>,
+}
+
+impl BalancerService {
+    /// `names` is shared with the resolver (`DnsService::with_service_names`).
+    pub fn new(names: SharedServiceNames) -> BalancerService {
+        BalancerService {
+            inner: Rc::new(tokio::sync::Mutex::new(Balancer {
+                state_dir: PathBuf::new(),
+                worker: None,
+                range: ServiceRange::default(),
+                specs: Vec::new(),
+                specs_stamp: None,
+                records: Vec::new(),
+                health: HashMap::new(),
+                active: HashMap::new(),
+                counters: HashMap::new(),
+                clients: HashMap::new(),
+                ns_ids: HashMap::new(),
+                names,
+            })),
+            prober: None,
+            summary: Rc::default(),
+        }
+    }
+}
+
+impl Balancer {
+    fn reload_specs(&mut self) {
+        let dir = ServiceDir::new(&self.state_dir);
+        let stamp = dir.stamp();
+        if stamp.is_some() && stamp == self.specs_stamp {
+            return;
+        }
+        self.specs_stamp = stamp;
+        match dir.list() {
+            Ok(specs) => self.specs = specs,
+            Err(e) => tracing::warn!(error = %e, "reading service files"),
+        }
+    }
+
+    fn backends_in(&self, spec: &ServiceSpec, ids: &[(BackendId, Vec<IpAddr>)]) -> Vec<IpAddr> {
+        ids.iter()
+            .filter(|(id, _)| {
+                spec.health == HealthCheck::None
+                    || self
+                        .health
+                        .get(&(spec.name.clone(), id.clone()))
+                        .is_some_and(|h| h.state.health == Health::Healthy)
+            })
+            .flat_map(|(_, addrs)| addrs.iter().copied())
+            .collect()
+    }
+
+    /// Brings names, maps and health bookkeeping in line with the specs, records and verdicts.
+    async fn reconcile(&mut self) {
+        self.reload_specs();
+        let now = Instant::now();
+        let mut entries = Vec::new();
+        let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        let mut known: HashSet<(String, BackendId)> = HashSet::new();
+        for spec in &self.specs {
+            let found: Vec<(BackendId, Vec<IpAddr>)> = backends_of(spec, &self.records)
+                .into_iter()
+                .map(|b| (b.id, b.addresses))
+                .collect();
+            for (id, _) in &found {
+                known.insert((spec.name.clone(), id.clone()));
+            }
+            let addrs = self.backends_in(spec, &found);
+            entries.push(ServiceEntry {
+                network: spec.network.clone(),
+                name: spec.name.clone(),
+                vips: match spec.mode {
+                    Mode::Vip => spec.vips.clone(),
+                    Mode::Dnsrr => Vec::new(),
+                },
+                backends: addrs.clone(),
+            });
+            active.insert(spec.name.clone(), addrs);
+        }
+        for key in &known {
+            self.health.entry(key.clone()).or_insert(BackendHealth {
+                state: HealthState::default(),
+                next_due: now,
+            });
+        }
+        self.health.retain(|key, _| known.contains(key));
+        for (name, addrs) in &active {
+            let before = self.active.get(name).cloned().unwrap_or_default();
+            let c = self.counters.entry(name.clone()).or_default();
+            c.joins += addrs.iter().filter(|a| !before.contains(a)).count() as u64;
+            c.leaves += before.iter().filter(|a| !addrs.contains(a)).count() as u64;
+        }
+        self.counters.retain(|name, _| active.contains_key(name));
+        self.active = active;
+        self.names.borrow_mut().set(&entries);
+        self.sync_clients().await;
+    }
+
+    /// Each client namespace of a network with VIP services gets the maps of those services.
+    async fn sync_clients(&mut self) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let vip_specs: Vec<&ServiceSpec> = self
+            .specs
+            .iter()
+            .filter(|s| s.mode == Mode::Vip && !s.vips.is_empty())
+            .collect();
+        let networks: HashSet<&str> = vip_specs.iter().map(|s| s.network.as_str()).collect();
+        let mut wanted: HashMap<NsId, WantedClient> = HashMap::new();
+        for rec in &self.records {
+            if !networks.contains(rec.network.as_str()) {
+                continue;
+            }
+            let Some(path) = rec.netns.as_deref() else {
+                continue;
+            };
+            let id = match self.ns_ids.get(path) {
+                Some(id) => *id,
+                None => {
+                    let Some(id) = NsId::of_path(Path::new(path)) else {
+                        continue; // gone already
+                    };
+                    self.ns_ids.insert(path.to_string(), id);
+                    id
+                }
+            };
+            let entry = wanted
+                .entry(id)
+                .or_insert_with(|| (path.to_string(), Vec::new(), Vec::new()));
+            entry.1.push(rec.network.clone());
+            entry
+                .2
+                .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
+        }
+        let live: HashSet<&str> = self
+            .records
+            .iter()
+            .filter_map(|r| r.netns.as_deref())
+            .collect();
+        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
+        let departed: Vec<NsId> = self
+            .clients
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in departed {
+            if let Some(client) = self.clients.remove(&id) {
+                // A namespace that is gone took its table with it.
+                if NsId::of_path(Path::new(&client.path)) == Some(id) {
+                    let _ = worker
+                        .run_in(Path::new(&client.path), service_balance::remove)
+                        .await;
+                }
+            }
+        }
+        for (id, (path, nets, ifaces)) in wanted {
+            let fresh = !self.clients.contains_key(&id);
+            let client = self.clients.entry(id).or_insert_with(|| ClientNs {
+                path: path.clone(),
+                table: BalanceTable::default(),
+            });
+            let mut changes = if fresh {
+                client.table.install()
+            } else {
+                Vec::new()
+            };
+            let mut wanted_keys = HashSet::new();
+            let mut vips = HashSet::new();
+            let mut forget: Vec<(Vec<IpAddr>, IpAddr)> = Vec::new();
+            for spec in vip_specs.iter().filter(|s| nets.contains(&s.network)) {
+                let backends = self.active.get(&spec.name).cloned().unwrap_or_default();
+                for vip in &spec.vips {
+                    vips.insert(*vip);
+                    for port in &spec.ports {
+                        let key = ServiceKey {
+                            vip: *vip,
+                            protocol: port.protocol.protocol(),
+                            port: port.port,
+                        };
+                        wanted_keys.insert(key);
+                        let affinity = spec.affinity == crate::state::service::Affinity::Client;
+                        let (c, gone) = client.table.set_backends(key, affinity, &backends);
+                        changes.extend(c);
+                        if port.protocol == ProtocolName::Udp {
+                            forget.extend(gone.into_iter().map(|b| (spec.vips.clone(), b)));
+                        }
+                    }
+                }
+            }
+            let stale: Vec<ServiceKey> = client
+                .table
+                .keys()
+                .filter(|k| !wanted_keys.contains(k))
+                .copied()
+                .collect();
+            for key in stale {
+                changes.extend(client.table.remove_service(&key));
+            }
+            changes.extend(client.table.set_vips(&vips));
+            if changes.is_empty() && forget.is_empty() {
+                continue;
+            }
+            let range = self.range;
+            let job = move || -> Result<u64, String> {
+                if fresh {
+                    add_routes(&range, &ifaces);
+                }
+                service_balance::apply(&changes, "updating service maps")
+                    .map_err(|e| e.to_string())?;
+                let mut cleared = 0;
+                for (vips, backend) in forget {
+                    match crate::firewall::conntrack::forget_udp_flows(&vips, backend) {
+                        Ok(n) => cleared += n as u64,
+                        Err(e) => tracing::warn!(error = %e, %backend, "clearing UDP flows"),
+                    }
+                }
+                Ok(cleared)
+            };
+            match worker.run_in(Path::new(&path), job).await {
+                Ok(Ok(cleared)) => {
+                    if cleared > 0 {
+                        tracing::debug!(netns = %path, cleared, "UDP flows of departed backends cleared");
+                    }
+                    for spec in vip_specs.iter().filter(|s| nets.contains(&s.network)) {
+                        if let Some(c) = self.counters.get_mut(&spec.name) {
+                            c.udp_flows_cleared += cleared;
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(netns = %path, error = %e, "service maps not updated");
+                    // Start over in that namespace next time.
+                    self.clients.remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %path, error = %e, "service maps not updated");
+                    self.clients.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The probes due now, each marked as run.
+    fn due_probes(&mut self) -> Vec<((String, BackendId), Probe)> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for spec in &self.specs {
+            let Some(port) = spec.probe_port() else {
+                continue;
+            };
+            if spec.health == HealthCheck::None {
+                continue;
+            }
+            let interval = spec.health_timing.interval();
+            for b in backends_of(spec, &self.records) {
+                let key = (spec.name.clone(), b.id.clone());
+                let Some(h) = self.health.get_mut(&key) else {
+                    continue;
+                };
+                let (Some(netns), Some(addr)) = (b.netns.clone(), b.addresses.first().copied())
+                else {
+                    continue;
+                };
+                if h.next_due > now {
+                    continue;
+                }
+                h.next_due = now + interval;
+                due.push((
+                    key,
+                    Probe {
+                        netns: PathBuf::from(netns),
+                        addr,
+                        port,
+                        check: spec.health.clone(),
+                        timeout: interval.min(PROBE_TIMEOUT),
+                    },
+                ));
+            }
+        }
+        due
+    }
+
+    /// Counts probe results; true when some backend's verdict changed.
+    fn record_results(&mut self, results: Vec<((String, BackendId), bool)>) -> bool {
+        let mut changed = false;
+        for ((service, id), passed) in results {
+            let Some(spec) = self.specs.iter().find(|s| s.name == service) else {
+                continue;
+            };
+            let timing = spec.health_timing;
+            let c = self.counters.entry(service.clone()).or_default();
+            c.probes += 1;
+            c.probe_failures += u64::from(!passed);
+            if let Some(h) = self.health.get_mut(&(service.clone(), id.clone())) {
+                if h.state.record(passed, &timing) {
+                    tracing::info!(service, backend = %id.container_id, health = h.state.health.name(), "backend health changed");
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn status(&self) -> Value {
+        let services: serde_json::Map<String, Value> = self
+            .specs
+            .iter()
+            .map(|spec| {
+                let backends: serde_json::Map<String, Value> = backends_of(spec, &self.records)
+                    .into_iter()
+                    .map(|b| {
+                        let health = if spec.health == HealthCheck::None {
+                            "healthy"
+                        } else {
+                            self.health
+                                .get(&(spec.name.clone(), b.id.clone()))
+                                .map(|h| h.state.health.name())
+                                .unwrap_or("starting")
+                        };
+                        (
+                            format!("{}/{}", b.id.container_id, b.id.ifname),
+                            json!({"health": health}),
+                        )
+                    })
+                    .collect();
+                let c = self.counters.get(&spec.name).copied().unwrap_or_default();
+                (
+                    spec.name.clone(),
+                    json!({
+                        "backends": backends,
+                        "counters": {
+                            "activeBackends": self.active.get(&spec.name).map_or(0, Vec::len),
+                            "joins": c.joins,
+                            "leaves": c.leaves,
+                            "probes": c.probes,
+                            "probeFailures": c.probe_failures,
+                            "udpFlowsCleared": c.udp_flows_cleared,
+                        },
+                    }),
+                )
+            })
+            .collect();
+        json!({"clientNamespaces": self.clients.len(), "services": services})
+    }
+
+    /// Whether any service has a network with containers (its names and probes need serving).
+    fn needed(&self) -> bool {
+        self.specs
+            .iter()
+            .any(|s| self.records.iter().any(|r| r.network == s.network))
+    }
+}
+
+/// Routes the service ranges out of the client's interface on a service network, so a connect to a VIP
+/// finds a route (an `--internal` network or a macvlan without gateway has no default route); the
+/// output hook then DNATs it to a backend before it leaves. Runs inside the client's namespace.
+fn add_routes(range: &ServiceRange, ifaces: &[(String, bool)]) {
+    let Ok(netlink) = crate::link::Netlink::new() else {
+        return;
+    };
+    let Some((ifname, has_v6)) = ifaces.first() else {
+        return;
+    };
+    let Ok(Some(link)) = netlink.link_by_name(ifname) else {
+        return;
+    };
+    let mut dsts = vec![IpNetwork::V4(range.v4)];
+    if *has_v6 || ifaces.iter().any(|(_, v6)| *v6) {
+        dsts.push(IpNetwork::V6(range.v6));
+    }
+    for dst in dsts {
+        match netlink.add_route(dst, None, Some(link.index), None) {
+            Ok(()) | Err(crate::link::LinkError::Exists { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, %dst, "adding the service route"),
+        }
+    }
+}
+
+/// Probes what is due, forever; a changed verdict reconciles at once.
+async fn probe_loop(inner: Rc<tokio::sync::Mutex<Balancer>>, worker: NsWorker) {
+    let mut tick = tokio::time::interval(PROBE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let due = inner.lock().await.due_probes();
+        if due.is_empty() {
+            continue;
+        }
+        let results = futures::future::join_all(due.into_iter().map(|(key, probe)| {
+            let worker = worker.clone();
+            async move { (key, health::run(&worker, probe).await) }
+        }))
+        .await;
+        let mut b = inner.lock().await;
+        if b.record_results(results) {
+            b.reconcile().await;
+        }
+    }
+}
+
+impl BalancerService {
+    async fn update(&mut self, records: &RecordSnapshot) {
+        let mut b = self.inner.lock().await;
+        b.reload_specs();
+        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() {
+            // No services: a notify costs nothing here, however many containers there are.
+            *self.summary.borrow_mut() = (false, b.status());
+            return;
+        }
+        let networks: HashSet<&str> = b.specs.iter().map(|s| s.network.as_str()).collect();
+        let kept: Vec<AttachmentRecord> = records
+            .records
+            .iter()
+            .filter(|r| networks.contains(r.network.as_str()))
+            .cloned()
+            .collect();
+        b.records = kept;
+        b.reconcile().await;
+        *self.summary.borrow_mut() = (b.needed(), b.status());
+    }
+}
+
+impl Service for BalancerService {
+    fn name(&self) -> &'static str {
+        "balancer"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a ServiceContext) -> LocalBoxFuture<'a, Result<(), String>> {
+        async move {
+            let range = ServiceRange::from_env()?;
+            {
+                let mut b = self.inner.lock().await;
+                b.state_dir = ctx.state_dir.clone();
+                b.worker = Some(ctx.ns_worker.clone());
+                b.range = range;
+            }
+            let inner = self.inner.clone();
+            let summary = self.summary.clone();
+            let worker = ctx.ns_worker.clone();
+            self.prober = Some(tokio::task::spawn_local(async move {
+                let refresh = async {
+                    // Keeps `status` current while probes change verdicts between record changes.
+                    let mut tick = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        tick.tick().await;
+                        let b = inner.lock().await;
+                        *summary.borrow_mut() = (b.needed(), b.status());
+                    }
+                };
+                futures::future::join(probe_loop(inner.clone(), worker), refresh).await;
+            }));
+            Ok(())
+        }
+        .boxed_local()
+    }
+
+    fn on_records_changed<'a>(
+        &'a mut self,
+        records: &'a RecordSnapshot,
+        _ctx: &'a ServiceContext,
+    ) -> LocalBoxFuture<'a, ()> {
+        self.update(records).boxed_local()
+    }
+
+    fn needed(&self, _records: &RecordSnapshot) -> bool {
+        self.summary.borrow().0
+    }
+
+    fn on_namespaces_gone(&mut self, gone: &[NsId]) {
+        if let Ok(mut b) = self.inner.try_lock() {
+            for id in gone {
+                b.clients.remove(id);
+            }
+        }
+    }
+
+    fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {
+        async move {
+            if let Some(task) = self.prober.take() {
+                task.abort();
+            }
+        }
+        .boxed_local()
+    }
+
+    fn status(&self) -> Value {
+        self.summary.borrow().1.clone()
+    }
+}

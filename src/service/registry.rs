@@ -1,0 +1,311 @@
+//! `tether service create/ls/inspect/rm`: the service files under the state directory, checked against
+//! the networks, and tetherd told (it balances, probes and answers the names).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::backends::{backends_of, BackendId};
+use crate::network::{NetworkError, Networks};
+use crate::state::service::{
+    Affinity, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError, ServicePort,
+    ServiceRange, ServiceSpec,
+};
+use crate::state::RecordDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid service name {name:?}: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-' (it is a DNS name)")]
+    BadName { name: String },
+    #[error("service {name:?} already exists; remove it first")]
+    Exists { name: String },
+    #[error("no service {name:?}; `tether service ls` lists them")]
+    NotFound { name: String },
+    #[error("network {network:?}: {source}")]
+    Network {
+        network: String,
+        #[source]
+        source: Box<NetworkError>,
+    },
+    #[error("{0}")]
+    Bad(String),
+    #[error("service range: {0}")]
+    Range(String),
+    #[error("service file: {0}")]
+    File(#[from] ServiceFileError),
+    #[error("locking the services directory: {0}")]
+    Lock(#[source] std::io::Error),
+}
+
+/// What `tether service create` asks for.
+#[derive(Debug, Clone)]
+pub struct CreateService {
+    pub name: String,
+    pub network: String,
+    pub ports: Vec<ServicePort>,
+    pub vip: Option<IpAddr>,
+    pub mode: Mode,
+    /// None: tcp when a TCP port is given, else none.
+    pub health: Option<HealthCheck>,
+    pub timing: HealthTiming,
+    pub affinity: Affinity,
+}
+
+fn validate_name(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::BadName {
+            name: name.to_string(),
+        })
+    }
+}
+
+pub struct Services {
+    state_dir: PathBuf,
+    networks: Networks,
+}
+
+impl Services {
+    pub fn from_env() -> Services {
+        Services {
+            state_dir: crate::paths::state_dir(),
+            networks: Networks::from_env(),
+        }
+    }
+
+    fn dir(&self) -> ServiceDir {
+        ServiceDir::new(&self.state_dir)
+    }
+
+    pub fn create(&self, req: &CreateService) -> Result<ServiceSpec, ServiceError> {
+        validate_name(&req.name)?;
+        let net_err = |source| ServiceError::Network {
+            network: req.network.clone(),
+            source: Box::new(source),
+        };
+        let network = self.networks.inspect(&req.network).map_err(net_err)?;
+        let range = ServiceRange::from_env().map_err(ServiceError::Range)?;
+        let all_subnets: Vec<(String, IpNetwork)> = self
+            .networks
+            .list()
+            .map_err(net_err)?
+            .into_iter()
+            .flat_map(|n| {
+                let name = n.name.clone();
+                n.subnets.into_iter().map(move |s| (name.clone(), s))
+            })
+            .collect();
+        // VIPs exist only inside container namespaces, but one inside a network's subnet would shadow a
+        // container there.
+        for (net, subnet) in &all_subnets {
+            for r in range.networks() {
+                if r.contains(subnet.network()) || subnet.contains(r.network()) {
+                    return Err(ServiceError::Range(format!(
+                        "{r} overlaps network {net} ({subnet}); set TETHER_SERVICE_RANGE to a free range"
+                    )));
+                }
+            }
+        }
+        let tcp_port = req
+            .ports
+            .iter()
+            .any(|p| p.protocol == crate::state::service::ProtocolName::Tcp);
+        let health = match &req.health {
+            Some(h) => h.clone(),
+            None if tcp_port => HealthCheck::Tcp,
+            None => HealthCheck::None,
+        };
+        if health != HealthCheck::None && !tcp_port {
+            return Err(ServiceError::Bad(
+                "a tcp or http health check needs a TCP --port to probe; add one or use --health none"
+                    .into(),
+            ));
+        }
+        if req.mode == Mode::Vip && req.ports.is_empty() {
+            return Err(ServiceError::Bad(
+                "a VIP balances ports: give at least one --port, or use --mode dnsrr".into(),
+            ));
+        }
+        let dir = self.dir();
+        let _lock = dir.lock().map_err(ServiceError::Lock)?;
+        if dir.read(&req.name)?.is_some() {
+            return Err(ServiceError::Exists {
+                name: req.name.clone(),
+            });
+        }
+        let taken: Vec<IpAddr> = dir.list()?.into_iter().flat_map(|s| s.vips).collect();
+        let mut vips = Vec::new();
+        if req.mode == Mode::Vip {
+            if let Some(vip) = req.vip {
+                if taken.contains(&vip) {
+                    return Err(ServiceError::Bad(format!(
+                        "VIP {vip} is taken by another service"
+                    )));
+                }
+                if let Some((net, subnet)) = all_subnets.iter().find(|(_, s)| s.contains(vip)) {
+                    return Err(ServiceError::Bad(format!(
+                        "VIP {vip} is inside network {net} ({subnet}); pick an address outside every network"
+                    )));
+                }
+            }
+            let (v4, v6) = range.first_free(&taken).ok_or_else(|| {
+                ServiceError::Range("no free VIP left; widen TETHER_SERVICE_RANGE".into())
+            })?;
+            for family_v4 in [true, false] {
+                if !network.subnets.iter().any(|s| s.is_ipv4() == family_v4) {
+                    continue;
+                }
+                let vip = match req.vip {
+                    Some(v) if v.is_ipv4() == family_v4 => v,
+                    _ if family_v4 => IpAddr::V4(v4),
+                    _ => IpAddr::V6(v6),
+                };
+                vips.push(vip);
+            }
+            if let Some(v) = req.vip {
+                if !vips.contains(&v) {
+                    return Err(ServiceError::Bad(format!(
+                        "VIP {v} is of a family network {} has no subnet of",
+                        req.network
+                    )));
+                }
+            }
+        }
+        let spec = ServiceSpec {
+            name: req.name.clone(),
+            network: req.network.clone(),
+            vips,
+            ports: req.ports.clone(),
+            mode: req.mode,
+            health,
+            health_timing: req.timing,
+            affinity: req.affinity,
+        };
+        dir.write(&spec)?;
+        drop(_lock);
+        // tetherd balances and answers for it; start one if none runs.
+        crate::client::notify::endpoint_changed(&spec.network);
+        Ok(spec)
+    }
+
+    pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceError> {
+        Ok(self.dir().list()?)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<ServiceSpec, ServiceError> {
+        let dir = self.dir();
+        let _lock = dir.lock().map_err(ServiceError::Lock)?;
+        let spec = dir.read(name)?.ok_or_else(|| ServiceError::NotFound {
+            name: name.to_string(),
+        })?;
+        dir.remove(name)?;
+        drop(_lock);
+        crate::client::notify::endpoint_removed(&spec.network);
+        Ok(spec)
+    }
+
+    /// The service with its backends (from the attachment records) and, when tetherd runs, their health
+    /// and the service's counters.
+    pub fn inspect(&self, name: &str) -> Result<ServiceView, ServiceError> {
+        let spec = self
+            .dir()
+            .read(name)?
+            .ok_or_else(|| ServiceError::NotFound {
+                name: name.to_string(),
+            })?;
+        let records = RecordDir::new(&self.state_dir, &spec.network)
+            .list()
+            .unwrap_or_default();
+        let live = tetherd_view(&spec.name);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let backends = backends_of(&spec, &records)
+            .into_iter()
+            .map(|b| {
+                let key = format!("{}/{}", b.id.container_id, b.id.ifname);
+                let health = live
+                    .as_ref()
+                    .and_then(|v| v.pointer(&format!("/backends/{}", key.replace('/', "~1"))))
+                    .and_then(|v| v.get("health"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string();
+                BackendView {
+                    id: b.id,
+                    name: b.name,
+                    addresses: b.addresses,
+                    host: host.clone(),
+                    health,
+                }
+            })
+            .collect();
+        Ok(ServiceView {
+            counters: live
+                .as_ref()
+                .and_then(|v| v.get("counters").cloned())
+                .unwrap_or(Value::Null),
+            spec,
+            backends,
+        })
+    }
+}
+
+/// What tetherd's status says of one service; None when tetherd does not run.
+fn tetherd_view(name: &str) -> Option<Value> {
+    let reply = crate::client::notify::request(
+        &crate::paths::run_dir(),
+        &crate::client::protocol::Request::Status,
+        std::time::Duration::from_secs(2),
+    )
+    .ok()?;
+    reply
+        .status?
+        .pointer(&format!("/services/balancer/services/{name}"))
+        .cloned()
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendView {
+    #[serde(flatten)]
+    pub id: BackendId,
+    pub name: Option<String>,
+    pub addresses: Vec<IpAddr>,
+    pub host: String,
+    /// healthy, unhealthy, starting (not yet `rise` passes), or unknown (tetherd does not run).
+    pub health: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub spec: ServiceSpec,
+    pub backends: Vec<BackendView>,
+    pub counters: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(validate_name("web-1").is_ok());
+        assert!(validate_name("Web").is_err());
+        assert!(validate_name("-web").is_err());
+        assert!(validate_name("a.b").is_err());
+    }
+}
