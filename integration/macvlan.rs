@@ -660,6 +660,25 @@ fn a_parent_that_is_a_bridge_port_is_refused_with_a_reason() {
     assert!(leases(&seg).is_empty());
 }
 
+/// The whole config is read before any kernel work: a bad `embeddedDns` is what the ADD answers, even with a
+/// parent that does not exist (which the first kernel step would trip on).
+#[test]
+fn a_bad_embedded_dns_is_refused_before_the_parent_is_looked_up() {
+    let seg = segment("mvd");
+    let mut conf = conf(&seg, "bridge");
+    conf["master"] = json!("nosuch0");
+    conf["embeddedDns"] = json!("no");
+    let c1 = seg.host.container("c1");
+    let out = run(&seg, "ADD", &c1, &conf);
+    let err = out.expect_error(7);
+    assert!(
+        err["msg"].as_str().unwrap().contains("embeddedDns"),
+        "{err}"
+    );
+    assert!(links_besides_lo(&c1).is_empty());
+    assert!(leases(&seg).is_empty());
+}
+
 /// CNI_NETNS is optional for DEL: the child is found through the namespace the attachment record names.
 #[test]
 fn del_without_cni_netns_removes_the_child_through_the_record() {

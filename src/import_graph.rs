@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::source_text::code_only;
+
 /// One import edge between two top-level modules, with the first place that makes it.
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -28,83 +30,22 @@ enum Token {
 
 /// Identifiers, `::`, braces and commas, with line numbers; comments and literals dropped.
 fn tokens(text: &str) -> Vec<(Token, usize)> {
-    let chars: Vec<char> = text.chars().collect();
+    let chars = code_only(text);
     let mut out = Vec::new();
     let mut line = 1;
     let mut i = 0;
-    let at = |i: usize| chars.get(i).copied().unwrap_or('\0');
     while i < chars.len() {
         let c = chars[i];
         if c == '\n' {
             line += 1;
             i += 1;
-        } else if c == '/' && at(i + 1) == '/' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && at(i + 1) == '*' {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && at(i + 1) == '*' {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && at(i + 1) == '/' {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    line += usize::from(chars[i] == '\n');
-                    i += 1;
-                }
-            }
-        } else if c == 'r'
-            && (at(i + 1) == '"' || (at(i + 1) == '#' && matches!(at(i + 2), '#' | '"')))
-        {
-            // Raw string: r"..." or r#"..."#.
-            let mut hashes = 0;
-            i += 1;
-            while at(i) == '#' {
-                hashes += 1;
-                i += 1;
-            }
-            i += 1;
-            while i < chars.len() {
-                if chars[i] == '"' && (0..hashes).all(|h| at(i + 1 + h) == '#') {
-                    i += 1 + hashes;
-                    break;
-                }
-                line += usize::from(chars[i] == '\n');
-                i += 1;
-            }
-        } else if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                line += usize::from(chars[i] == '\n');
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-        } else if c == '\'' {
-            // A char literal ('x', '\n', '\u{..}') or a lifetime ('a): only the literal has a closing quote.
-            if at(i + 1) == '\\' {
-                i += 3;
-                while i < chars.len() && chars[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-            } else if at(i + 2) == '\'' {
-                i += 3;
-            } else {
-                i += 1;
-            }
         } else if c.is_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
             out.push((Token::Ident(chars[start..i].iter().collect()), line));
-        } else if c == ':' && at(i + 1) == ':' {
+        } else if c == ':' && chars.get(i + 1) == Some(&':') {
             out.push((Token::PathSep, line));
             i += 2;
         } else {

@@ -18,6 +18,7 @@ pub mod hook;
 pub mod ifname;
 pub mod ipam;
 pub mod link;
+pub mod mac;
 pub mod netns;
 pub mod network;
 pub mod overlay;
@@ -26,7 +27,12 @@ pub mod resolv_conf;
 pub mod service;
 pub mod state;
 pub mod state_file;
+pub mod transport;
 pub mod troubleshoot;
 
 #[cfg(test)]
+mod function_length;
+#[cfg(test)]
 mod import_graph;
+#[cfg(test)]
+mod source_text;

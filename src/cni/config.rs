@@ -317,7 +317,7 @@ mod tests {
         .unwrap();
         let mapping = &conf.runtime_config.port_mappings[0];
         assert_eq!((mapping.host_port, mapping.container_port), (80, 8080));
-        assert_eq!(mapping.protocol, "udp");
+        assert_eq!(mapping.protocol, crate::transport::Protocol::Udp);
     }
 
     #[derive(Debug, Deserialize)]

@@ -328,11 +328,12 @@ mod tests {
             ("CNI_PATH", dir.clone()),
         ]
         .into();
-        let call = Call {
-            env: Env::from_vars(|k| vars.get(k).cloned()).unwrap(),
-            conf: NetConf::parse(stdin).unwrap(),
-            stdin: stdin.to_vec(),
-        };
+        let call = Call::new(
+            Env::from_vars(|k| vars.get(k).cloned()).unwrap(),
+            NetConf::parse(stdin).unwrap(),
+            stdin.to_vec(),
+        )
+        .unwrap();
         let result = delegate_ipam(call.conf.ipam_type().unwrap(), &call, Command::Add)
             .unwrap()
             .unwrap();

@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::mac::MacAddr;
+
 use super::config::{Attachment, NetConf};
 use super::env::{Command, Env};
 use super::error::{CniError, ErrorCode};
 use super::logging;
 use super::result::CniResult;
+use super::runtime_config::parse_mac;
 use super::version::{self, Version, CURRENT_VERSION, SUPPORTED_VERSIONS};
 
 /// One invocation: the validated environment, the parsed configuration and
@@ -20,9 +23,31 @@ pub struct Call {
     pub env: Env,
     pub conf: NetConf,
     pub stdin: Vec<u8>,
+    /// ADD only: the MAC the runtime asked for, the `mac` capability else `CNI_ARGS MAC=` (as the
+    /// reference plugins read it).
+    pub mac: Option<MacAddr>,
 }
 
 impl Call {
+    /// Types what `Env` leaves as text: the MAC in CNI_ARGS, read for ADD only, since every plugin of a
+    /// chain gets the same free-form CNI_ARGS and a DEL after a refused ADD must still succeed.
+    pub fn new(env: Env, conf: NetConf, stdin: Vec<u8>) -> Result<Call, CniError> {
+        let mac = match (env.command, conf.runtime_config.mac) {
+            (Command::Add, Some(mac)) => Some(mac),
+            (Command::Add, None) => env
+                .arg("MAC")
+                .map(|text| parse_mac(text, "CNI_ARGS MAC"))
+                .transpose()?,
+            _ => None,
+        };
+        Ok(Call {
+            env,
+            conf,
+            stdin,
+            mac,
+        })
+    }
+
     /// The `prevResult` of a chain, read whatever its version.
     pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
         self.conf
@@ -44,22 +69,31 @@ impl Call {
 }
 
 /// What a plugin does. The dispatcher has already validated the environment
-/// and the configuration, and checked that the configuration's cniVersion
-/// allows the command.
+/// and the configuration, checked that the configuration's cniVersion allows
+/// the command, and parsed the plugin's own configuration once (`config`),
+/// before any command runs: a bad field is refused before any kernel work.
 pub trait Plugin {
     /// The plugin's own error; it becomes the CNI error object in one place (`From`).
     type Error: Into<CniError>;
-    fn add(&self, call: &Call) -> Result<CniResult, Self::Error>;
+    /// The plugin's typed configuration, made from the call once.
+    type Config;
+    fn config(&self, call: &Call) -> Result<Self::Config, Self::Error>;
+    fn add(&self, call: &Call, cfg: &Self::Config) -> Result<CniResult, Self::Error>;
     /// Must succeed when the things to remove are already gone.
-    fn del(&self, call: &Call) -> Result<(), Self::Error>;
-    fn check(&self, call: &Call) -> Result<(), Self::Error>;
+    fn del(&self, call: &Call, cfg: &Self::Config) -> Result<(), Self::Error>;
+    fn check(&self, call: &Call, cfg: &Self::Config) -> Result<(), Self::Error>;
     /// Release whatever belongs to an attachment not in `valid`. The default
     /// suits plugins that keep no state.
-    fn gc(&self, _call: &Call, _valid: &[Attachment]) -> Result<(), Self::Error> {
+    fn gc(
+        &self,
+        _call: &Call,
+        _cfg: &Self::Config,
+        _valid: &[Attachment],
+    ) -> Result<(), Self::Error> {
         Ok(())
     }
     /// Ready for ADDs? Codes 50/51 say why not. The default is "ready".
-    fn status(&self, _call: &Call) -> Result<(), Self::Error> {
+    fn status(&self, _call: &Call, _cfg: &Self::Config) -> Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -93,10 +127,9 @@ pub fn dispatch<P: Plugin>(
     );
     let _entered = span.enter();
     let reply_version = conf.cni_version.clone();
-    let call = Call {
-        env,
-        conf,
-        stdin: stdin.to_vec(),
+    let call = match Call::new(env, conf, stdin.to_vec()) {
+        Ok(call) => call,
+        Err(err) => return failure(&err, &reply_version),
     };
     match run_command(plugin, &call) {
         Ok(stdout) => {
@@ -133,37 +166,38 @@ fn run_command<P: Plugin>(plugin: &P, call: &Call) -> Result<String, CniError> {
         )
         .with_details(format!("{command} needs cniVersion {needs} or newer")));
     }
-    match command {
-        Command::Add => {
-            let result = plugin.add(call).map_err(Into::into)?;
-            Ok(result.to_json(&call.conf.cni_version)?.to_string())
-        }
-        Command::Del => plugin.del(call).map_err(Into::into).map(|()| String::new()),
-        Command::Check => plugin
-            .check(call)
-            .map_err(Into::into)
-            .map(|()| String::new()),
-        Command::Status => plugin
-            .status(call)
-            .map_err(Into::into)
-            .map(|()| String::new()),
-        Command::Gc => {
-            // Without the list every attachment would look stale; refuse
-            // rather than release everything.
-            let valid = call.conf.gc_attachments.as_deref().ok_or_else(|| {
-                CniError::new(
-                    ErrorCode::InvalidConfig,
-                    format!("GC of network \"{}\" without \"cni.dev/valid-attachments\"", call.conf.name),
-                )
-                .with_details("the runtime must list the attachments still in use (an empty list releases all)")
-            })?;
-            plugin
-                .gc(call, valid)
-                .map_err(Into::into)
-                .map(|()| String::new())
-        }
-        Command::Version => Ok(version::version_info_json().to_string()),
+    if command == Command::Version {
+        return Ok(version::version_info_json().to_string());
     }
+    // Without the list every attachment would look stale; refuse rather than release everything.
+    let valid = match command {
+        Command::Gc => Some(call.conf.gc_attachments.as_deref().ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "GC of network \"{}\" without \"cni.dev/valid-attachments\"",
+                    call.conf.name
+                ),
+            )
+            .with_details(
+                "the runtime must list the attachments still in use (an empty list releases all)",
+            )
+        })?),
+        _ => None,
+    };
+    let cfg = plugin.config(call).map_err(Into::into)?;
+    let done = match command {
+        Command::Add => {
+            let result = plugin.add(call, &cfg).map_err(Into::into)?;
+            return Ok(result.to_json(&call.conf.cni_version)?.to_string());
+        }
+        Command::Del => plugin.del(call, &cfg),
+        Command::Check => plugin.check(call, &cfg),
+        Command::Status => plugin.status(call, &cfg),
+        Command::Gc => plugin.gc(call, &cfg, valid.unwrap_or_default()),
+        Command::Version => Ok(()),
+    };
+    done.map_err(Into::into).map(|()| String::new())
 }
 
 fn failure(err: &CniError, cni_version: &str) -> (String, u8) {
@@ -248,7 +282,14 @@ mod tests {
 
     impl Plugin for FakePlugin {
         type Error = CniError;
-        fn add(&self, call: &Call) -> Result<CniResult, CniError> {
+        type Config = ();
+        fn config(&self, call: &Call) -> Result<(), CniError> {
+            match call.conf.raw.get("refuse") {
+                Some(why) => Err(CniError::new(ErrorCode::InvalidConfig, why.to_string())),
+                None => Ok(()),
+            }
+        }
+        fn add(&self, call: &Call, _: &()) -> Result<CniResult, CniError> {
             self.note(format!("add {} {}", call.container_id(), call.ifname()))?;
             Ok(CniResult {
                 interfaces: vec![Interface {
@@ -264,25 +305,25 @@ mod tests {
                 ..CniResult::default()
             })
         }
-        fn del(&self, call: &Call) -> Result<(), CniError> {
+        fn del(&self, call: &Call, _: &()) -> Result<(), CniError> {
             self.note(format!(
                 "del {} netns={:?}",
                 call.container_id(),
                 call.env.netns
             ))
         }
-        fn check(&self, call: &Call) -> Result<(), CniError> {
+        fn check(&self, call: &Call, _: &()) -> Result<(), CniError> {
             let prev = call.prev_result()?.map(|r| r.ips.len()).unwrap_or(0);
             self.note(format!("check prev_ips={prev}"))
         }
-        fn gc(&self, _call: &Call, valid: &[Attachment]) -> Result<(), CniError> {
+        fn gc(&self, _call: &Call, _: &(), valid: &[Attachment]) -> Result<(), CniError> {
             let names: Vec<String> = valid
                 .iter()
                 .map(|a| format!("{}/{}", a.container_id, a.ifname))
                 .collect();
             self.note(format!("gc {}", names.join(",")))
         }
-        fn status(&self, _call: &Call) -> Result<(), CniError> {
+        fn status(&self, _call: &Call, _: &()) -> Result<(), CniError> {
             self.note("status".into())
         }
     }
@@ -334,6 +375,47 @@ mod tests {
         assert_eq!(
             out,
             json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.88.0.2/16", "gateway": "10.88.0.1"}, "dns": {}})
+        );
+    }
+
+    #[test]
+    fn a_config_the_plugin_refuses_stops_every_command_before_it_runs() {
+        let plugin = FakePlugin::default();
+        let stdin = json!({"cniVersion": "1.1.0", "name": "net1", "type": "fake", "refuse": "bad field",
+                           "cni.dev/valid-attachments": []});
+        for command in ["ADD", "DEL", "CHECK", "GC", "STATUS"] {
+            let (out, code) = call(&plugin, &vars(command), stdin.to_string().as_bytes());
+            assert_eq!((code, &out["code"]), (1, &json!(7)), "{command}: {out}");
+        }
+        assert!(plugin.seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_requested_mac_is_typed_at_the_edge_and_read_for_add_only() {
+        let plugin = FakePlugin::default();
+        let mut env = vars("ADD");
+        env.insert(
+            "CNI_ARGS".into(),
+            "IgnoreUnknown=1;MAC=02:42:ac:11:00:zz".into(),
+        );
+        let (out, code) = call(&plugin, &env, &conf("1.0.0"));
+        assert_eq!((code, &out["code"]), (1, &json!(7)), "{out}");
+        assert!(
+            out["msg"].as_str().unwrap().contains("CNI_ARGS MAC"),
+            "{out}"
+        );
+        env.insert("CNI_COMMAND".into(), "DEL".into());
+        assert_eq!(call(&plugin, &env, &conf("1.0.0")).1, 0);
+
+        let stdin = json!({"cniVersion": "1.0.0", "name": "net1", "type": "fake",
+                           "runtimeConfig": {"mac": "02:42:AC:11:00:0F"}});
+        let env = vars("ADD");
+        let conf = NetConf::parse(stdin.to_string().as_bytes()).unwrap();
+        let env = Env::from_vars(|k| env.get(k).cloned()).unwrap();
+        let typed = Call::new(env, conf, Vec::new()).unwrap();
+        assert_eq!(
+            typed.mac.map(|m| m.to_string()).as_deref(),
+            Some("02:42:ac:11:00:0f")
         );
     }
 

@@ -5,19 +5,22 @@
 
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
 use super::error::{CniError, ErrorCode};
+use crate::mac::MacAddr;
+use crate::transport::Protocol;
 
 /// One published port (`portMappings` capability).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMappingSpec {
     pub host_port: u16,
     pub container_port: u16,
-    /// Lower-cased: "tcp" (the default), "udp" or "sctp".
-    pub protocol: String,
+    /// tcp when the runtime names none.
+    pub protocol: Protocol,
     /// `None` means every host address; containerd sends "" for that.
-    pub host_ip: Option<String>,
+    pub host_ip: Option<IpAddr>,
 }
 
 /// `bandwidth` capability: rates in bits per second, bursts in bits.
@@ -40,9 +43,10 @@ pub struct RuntimeDns {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConfig {
     pub port_mappings: Vec<PortMappingSpec>,
-    /// `ips` capability: requested addresses, CIDR or bare.
-    pub ips: Vec<String>,
-    pub mac: Option<String>,
+    /// `ips` capability: requested addresses, sent CIDR or bare (only the address counts).
+    pub ips: Vec<IpAddr>,
+    /// `mac` capability.
+    pub mac: Option<MacAddr>,
     pub aliases: Option<Value>,
     pub bandwidth: Option<BandwidthSpec>,
     pub dns: Option<RuntimeDns>,
@@ -73,15 +77,20 @@ impl RuntimeConfig {
         let ips = list(&obj, "ips")?
             .iter()
             .map(|ip| {
-                ip.as_str().map(str::to_string).ok_or_else(|| {
+                let text = ip.as_str().ok_or_else(|| {
                     invalid(format!("runtimeConfig \"ips\" entry {ip} must be a string"))
+                })?;
+                requested_ip(text).ok_or_else(|| {
+                    invalid(format!(
+                        "runtimeConfig \"ips\" entry {text:?} is not an IP address; write \"10.1.2.3\" or \"10.1.2.3/24\""
+                    ))
                 })
             })
             .collect::<Result<_, _>>()?;
         let mac = match obj.get("mac") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) if text.is_empty() => None,
-            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::String(text)) => Some(parse_mac(text, "runtimeConfig \"mac\"")?),
             Some(other) => {
                 return Err(invalid(format!(
                     "runtimeConfig \"mac\" must be a string, got {other}"
@@ -118,6 +127,28 @@ impl RuntimeConfig {
     pub fn get(&self, capability: &str) -> Option<&Value> {
         self.raw.get(capability.to_ascii_lowercase())
     }
+}
+
+/// A requested address as runtimes write it, "10.1.2.3/24" or bare "10.1.2.3": only the address counts (the
+/// prefix comes from the IPAM range). The one reading of `runtimeConfig.ips`, `CNI_ARGS IP=` and
+/// `args.cni.ips`.
+pub fn requested_ip(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if text.contains('/') {
+        text.parse::<IpNetwork>().map(|n| n.ip()).ok()
+    } else {
+        text.parse::<IpAddr>().ok()
+    }
+}
+
+/// A MAC the runtime asks for (`mac` capability or `CNI_ARGS MAC=`).
+pub fn parse_mac(text: &str, source: &str) -> Result<MacAddr, CniError> {
+    text.parse::<MacAddr>().map_err(|_| {
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            format!("{source} {text:?} is not a MAC address; write it as aa:bb:cc:dd:ee:ff"),
+        )
+    })
 }
 
 /// Returns a copy of `value` with every object key lower-cased, recursively.
@@ -173,31 +204,28 @@ fn parse_port_mapping(entry: &Value, index: usize) -> Result<PortMappingSpec, Cn
         ))
     })?;
     let protocol = match entry.get("protocol") {
-        None | Some(Value::Null) => "tcp".to_string(),
-        Some(Value::String(text)) if text.is_empty() => "tcp".to_string(),
-        Some(Value::String(text)) => text.to_ascii_lowercase(),
+        None | Some(Value::Null) => Protocol::Tcp,
+        Some(Value::String(text)) if text.is_empty() => Protocol::Tcp,
+        Some(Value::String(text)) => text.parse::<Protocol>().map_err(|_| {
+            invalid(format!(
+                "runtimeConfig portMappings[{index}] protocol \"{}\" is not tcp, udp or sctp",
+                text.to_ascii_lowercase()
+            ))
+        })?,
         Some(other) => {
             return Err(invalid(format!(
                 "runtimeConfig portMappings[{index}] \"protocol\" must be a string, got {other}"
             )))
         }
     };
-    if !matches!(protocol.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(invalid(format!(
-            "runtimeConfig portMappings[{index}] protocol \"{protocol}\" is not tcp, udp or sctp"
-        )));
-    }
     let host_ip = match entry.get("hostip") {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.is_empty() => None,
-        Some(Value::String(text)) => {
-            text.parse::<IpAddr>().map_err(|_| {
-                invalid(format!(
-                    "runtimeConfig portMappings[{index}] hostIP \"{text}\" is not an IP address"
-                ))
-            })?;
-            Some(text.clone())
-        }
+        Some(Value::String(text)) if text.trim().is_empty() => None,
+        Some(Value::String(text)) => Some(text.trim().parse::<IpAddr>().map_err(|_| {
+            invalid(format!(
+                "runtimeConfig portMappings[{index}] hostIP \"{text}\" is not an IP address"
+            ))
+        })?),
         Some(other) => {
             return Err(invalid(format!(
                 "runtimeConfig portMappings[{index}] \"hostIP\" must be a string, got {other}"
@@ -295,19 +323,19 @@ mod tests {
                 PortMappingSpec {
                     host_port: 8080,
                     container_port: 80,
-                    protocol: "tcp".into(),
+                    protocol: Protocol::Tcp,
                     host_ip: None
                 },
                 PortMappingSpec {
                     host_port: 5353,
                     container_port: 53,
-                    protocol: "udp".into(),
-                    host_ip: Some("127.0.0.1".into())
+                    protocol: Protocol::Udp,
+                    host_ip: Some("127.0.0.1".parse().unwrap())
                 },
             ]
         );
-        assert_eq!(config.ips, vec!["10.0.0.9/24".to_string()]);
-        assert_eq!(config.mac.as_deref(), Some("0a:00:00:00:00:09"));
+        assert_eq!(config.ips, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(config.mac, Some("0a:00:00:00:00:09".parse().unwrap()));
         assert_eq!(
             config.bandwidth,
             Some(BandwidthSpec {
@@ -339,7 +367,7 @@ mod tests {
     fn protocol_defaults_to_tcp() {
         let value = json!({"portMappings": [{"hostPort": 1, "containerPort": 2}]});
         let config = RuntimeConfig::parse(Some(&value)).unwrap();
-        assert_eq!(config.port_mappings[0].protocol, "tcp");
+        assert_eq!(config.port_mappings[0].protocol, Protocol::Tcp);
     }
 
     #[test]
@@ -372,6 +400,8 @@ mod tests {
                 "nope",
             ),
             (json!({"ips": [1]}), "ips"),
+            (json!({"ips": ["10.1.2.300"]}), "10.1.2.300"),
+            (json!({"mac": "02:42:ac:11:00"}), "02:42:ac:11:00"),
             (json!({"bandwidth": {"ingressRate": -1}}), "ingressrate"),
         ] {
             let err = RuntimeConfig::parse(Some(&value)).unwrap_err();

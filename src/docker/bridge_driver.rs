@@ -15,18 +15,15 @@ use super::protocol::{
     CreateEndpointRequest, CreateNetworkRequest, DockerPortBinding, ExternalConnectivityRequest,
 };
 use super::records::{short, DockerDriver, DockerState, EndpointRecord, NetworkRecord};
-use crate::cni::result::IpConfig;
-use crate::driver::bridge::{
-    create_port_veth, disable_ipv6_on_port, enable_forwarding, ensure_gateway,
-    remove_bridge_if_unused,
-};
+use crate::driver::bridge::{ensure_network_bridge, remove_bridge_if_unused, NetworkBridge};
+use crate::driver::bridge_port::{self, BridgePort};
 use crate::driver::portmap::SavedMapping;
 use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::endpoint::{choose_host_ports, HostPorts, PortRange, PortSpec, TakenPorts};
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules, PortMapping, PortmapOptions, Protocol};
-use crate::link::{set_sysctl, MacAddr, Netlink, VethSpec, TETHER_BRIDGE_GROUP};
+use crate::link::{set_sysctl, MacAddr, Netlink, TETHER_BRIDGE_GROUP};
 use crate::netns::NetNs;
 use crate::state::NetworkLock;
 
@@ -53,29 +50,18 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
     let fw = Firewall::open()?;
     let _lock = NetworkLock::exclusive(&name)?;
     let mut rollback = Rollback::new();
-    let (br, created) =
-        host.ensure_bridge_noting_creation(&bridge, opts.mtu, MacAddr::from_name(&bridge))?;
-    if created {
-        let (host_ref, bridge_ref, index) = (&host, bridge.as_str(), br.index);
-        rollback.push("bridge", move || {
-            remove_bridge_if_unused(host_ref, bridge_ref, index)
-        });
-    }
-    for gw in &gateways {
-        if gw.is_ipv6() {
-            let _ = set_sysctl(&format!("net/ipv6/conf/{bridge}/disable_ipv6"), "0");
-        }
-        ensure_gateway(&host, br.index, *gw, false, &bridge)?;
-    }
-    let ips: Vec<IpConfig> = gateways
-        .iter()
-        .map(|gw| IpConfig {
-            address: *gw,
-            gateway: None,
-            interface: None,
-        })
-        .collect();
-    enable_forwarding(&ips)?;
+    let (_, created) = ensure_network_bridge(
+        &host,
+        &NetworkBridge {
+            name: &bridge,
+            mtu: opts.mtu,
+            promisc: false,
+            gateways: &gateways,
+            force_address: false,
+            forward: &gateways,
+        },
+        &mut rollback,
+    )?;
     fw.ensure_network(&NetworkRules {
         name: name.clone(),
         bridge: bridge.clone(),
@@ -165,32 +151,22 @@ pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Resu
         ))
     })?;
     let here = NetNs::current()?;
-    let spec = VethSpec {
-        host_name: &host_if,
-        peer_name: &peer_if,
-        peer_ns: &here,
-        mtu: net.mtu,
-        peer_mac: Some(peer_mac),
-        host_mac: Some(MacAddr::from_name(&host_if)),
-        host_master: Some(bridge.index),
-    };
     let mut rollback = Rollback::new();
-    create_port_veth(&host, &spec, &peer_if)?;
-    let (host_ref, doomed) = (&host, host_if.clone());
-    rollback.push("veth pair", move || {
-        host_ref
-            .delete_link_by_name(&doomed)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    disable_ipv6_on_port(&host_if);
-    host.set_up_by_name(&host_if)?;
-    if !net.icc {
-        let port = host
-            .link_by_name(&host_if)?
-            .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
-        host.set_isolated(port.index, true)?;
-    }
+    // Docker moves the peer into the container itself: it is made here, in tetherd's namespace.
+    bridge_port::attach(
+        &host,
+        &BridgePort {
+            bridge: bridge.index,
+            host_ifname: &host_if,
+            ifname: &peer_if,
+            netns: &here,
+            mtu: net.mtu,
+            mac: Some(peer_mac),
+            hairpin: false,
+            isolated: !net.icc,
+        },
+        &mut rollback,
+    )?;
     let ips: Vec<IpAddr> = addresses.iter().map(IpNetwork::ip).collect();
     fw.add_container(&net.name, &ips)?;
     let (fw_net, added) = (net.name.clone(), ips.clone());

@@ -1,9 +1,8 @@
 //! What the runtime tells an interface plugin about the container, read the same way by every driver:
-//! its network namespace (`CNI_NETNS`) and the MAC it asked for.
+//! its network namespace (`CNI_NETNS`). The MAC it asked for is typed at the CNI edge (`Call::mac`).
 
 use crate::cni::plugin::Call;
 use crate::error::Error;
-use crate::link::MacAddr;
 use crate::netns::NetNs;
 
 /// The container's namespace; CNI_NETNS is required for ADD and CHECK (CNI spec §"Parameters").
@@ -19,22 +18,4 @@ pub fn open_netns(call: &Call) -> Result<NetNs, Error> {
             path.display()
         ))
     })
-}
-
-/// The MAC the runtime asked for: the `mac` capability, else `CNI_ARGS MAC=` (as the reference plugins).
-pub fn requested_mac(call: &Call) -> Result<Option<MacAddr>, Error> {
-    let text = call
-        .conf
-        .runtime_config
-        .mac
-        .clone()
-        .or_else(|| call.env.arg("MAC").map(str::to_string));
-    text.map(|t| {
-        t.parse::<MacAddr>().map_err(|_| {
-            Error::config(format!(
-                "requested MAC address {t:?} is not a valid unicast MAC (aa:bb:cc:dd:ee:ff)"
-            ))
-        })
-    })
-    .transpose()
 }

@@ -9,7 +9,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::link::{set_sysctl, Netlink};
+use crate::link::{set_sysctl, LinkOps};
 use crate::netns::NetNs;
 
 fn has_ipv6(addresses: &[IpNetwork]) -> bool {
@@ -18,7 +18,7 @@ fn has_ipv6(addresses: &[IpNetwork]) -> bool {
 
 /// A bridge port's peer (veth) without IPv6 addresses gets no link-local address. Best effort: a host
 /// without IPv6 has nothing to turn off.
-pub fn quiet_ipv6_on_bridge_port_peer(inner: &Netlink, index: u32, addresses: &[IpNetwork]) {
+pub fn quiet_ipv6_on_bridge_port_peer(inner: &impl LinkOps, index: u32, addresses: &[IpNetwork]) {
     if has_ipv6(addresses) {
         return;
     }

@@ -46,11 +46,12 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+pub use crate::transport::Protocol;
 pub use element_counters::{Counter, ElementState};
 pub use error::FirewallError;
 pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
-pub use port_mapping::{PortMapping, PortmapOptions, Protocol};
+pub use port_mapping::{PortMapping, PortmapOptions};
 pub use published_ports::route_localnet_sysctl;
 pub use resolver_redirect::ResolverRedirect;
 

@@ -284,6 +284,22 @@ pub fn route_localnet_sysctl(bridge: &str) -> String {
 /// and refilled, and the masquerade chain is made again so its comment (the options) is new.
 pub(super) fn install(opts: &PortmapOptions) -> Vec<Statement> {
     let mut s = render::table_statements();
+    s.extend(port_maps());
+    s.extend(dnat_chains());
+    s.extend(masquerade_chains(opts));
+    s
+}
+
+fn rule(chain: &str, rule: Rule) -> Statement {
+    Statement::AddRule {
+        chain: chain.to_string(),
+        rule,
+    }
+}
+
+/// The four maps from a published (protocol, port) or (address, protocol, port) to its container.
+fn port_maps() -> Vec<Statement> {
+    let mut s = Vec::new();
     let data_map = |name: &str, key, value| Statement::AddMap {
         name: name.into(),
         key,
@@ -311,11 +327,13 @@ pub(super) fn install(opts: &PortmapOptions) -> Vec<Statement> {
             KeyType::Ipv6Port,
         ),
     ]);
+    s
+}
+
+/// The DNAT chain and the two base chains (prerouting, output) that jump to it.
+fn dnat_chains() -> Vec<Statement> {
+    let mut s = Vec::new();
     let dnat = table::PORTS_DNAT_CHAIN.to_string();
-    let rule = |chain: &str, rule| Statement::AddRule {
-        chain: chain.to_string(),
-        rule,
-    };
     s.extend([
         Statement::AddChain {
             name: dnat.clone(),
@@ -363,6 +381,12 @@ pub(super) fn install(opts: &PortmapOptions) -> Vec<Statement> {
             rule(name, Rule::Jump(dnat.clone())),
         ]);
     }
+    s
+}
+
+/// The masquerade chain, made again so its comment carries the options, and postrouting's jump to it.
+fn masquerade_chains(opts: &PortmapOptions) -> Vec<Statement> {
+    let mut s = Vec::new();
     let post = table::PORTS_POSTROUTING_CHAIN;
     let masq = table::PORTS_MASQUERADE_CHAIN.to_string();
     s.extend([

@@ -639,30 +639,8 @@ impl Rule {
                 out.push(destination_port(Register::word(1)));
                 out.extend(dnat_from_map(*family, map));
             }
-            Rule::MasqueradePublishedFromLoopback => {
-                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
-                out.extend(address(IpFamily::V4, false));
-                out.push(Expr::Bitwise {
-                    reg: Register::R1,
-                    mask: vec![255, 0, 0, 0],
-                    xor: vec![0; 4],
-                });
-                out.push(Expr::Equals(Register::R1, vec![127, 0, 0, 0]));
-                out.push(Expr::Masquerade);
-            }
-            Rule::MarkHairpin { interfaces } => {
-                out.extend(ct_any(CtKey::Status, CT_STATUS_DNAT));
-                out.push(Expr::Meta(InputName, Register::R1));
-                out.push(Expr::Meta(OutputName, Register::R2));
-                out.push(lookup(interfaces, None));
-                out.push(Expr::Meta(MetaKey::Mark, Register::R1));
-                out.push(Expr::Bitwise {
-                    reg: Register::R1,
-                    mask: (!table::HAIRPIN_MARK).to_ne_bytes().to_vec(),
-                    xor: table::HAIRPIN_MARK.to_ne_bytes().to_vec(),
-                });
-                out.push(Expr::SetMeta(MetaKey::Mark, Register::R1));
-            }
+            Rule::MasqueradePublishedFromLoopback => out.extend(masquerade_from_loopback()),
+            Rule::MarkHairpin { interfaces } => out.extend(mark_hairpin(interfaces)),
             Rule::MasqueradeHairpin => {
                 out.extend(mark_has(table::HAIRPIN_MARK));
                 out.push(Expr::Masquerade);
@@ -672,26 +650,66 @@ impl Rule {
                 out.push(Expr::Masquerade);
             }
             Rule::DropSpoofedSource { ports, allowed } => {
-                out.push(Expr::Meta(InputName, Register::R1));
-                out.push(lookup(ports, None));
-                out.push(Expr::Meta(InputName, Register::R1));
-                out.push(Expr::Payload {
-                    base: PayloadBase::Link,
-                    offset: 6,
-                    len: 6,
-                    into: Register::R2,
-                });
-                out.push(Expr::Lookup {
-                    set: allowed.to_string(),
-                    from: Register::R1,
-                    into: None,
-                    inverted: true,
-                });
-                out.push(drop);
+                out.extend(drop_spoofed_source(ports, allowed))
             }
         }
         out
     }
+}
+
+/// Published-port traffic from 127.0.0.0/8, masqueraded (the reply must not go to the container's own lo).
+fn masquerade_from_loopback() -> Vec<Expr> {
+    use exprs::*;
+    let mut out = ct_any(CtKey::Status, CT_STATUS_DNAT).to_vec();
+    out.extend(address(IpFamily::V4, false));
+    out.push(Expr::Bitwise {
+        reg: Register::R1,
+        mask: vec![255, 0, 0, 0],
+        xor: vec![0; 4],
+    });
+    out.push(Expr::Equals(Register::R1, vec![127, 0, 0, 0]));
+    out.push(Expr::Masquerade);
+    out
+}
+
+/// Marks published-port traffic that leaves through the interface it came in on (hairpin).
+fn mark_hairpin(interfaces: &str) -> Vec<Expr> {
+    use exprs::*;
+    let mut out = ct_any(CtKey::Status, CT_STATUS_DNAT).to_vec();
+    out.push(Expr::Meta(MetaKey::InputName, Register::R1));
+    out.push(Expr::Meta(MetaKey::OutputName, Register::R2));
+    out.push(lookup(interfaces, None));
+    out.push(Expr::Meta(MetaKey::Mark, Register::R1));
+    out.push(Expr::Bitwise {
+        reg: Register::R1,
+        mask: (!table::HAIRPIN_MARK).to_ne_bytes().to_vec(),
+        xor: table::HAIRPIN_MARK.to_ne_bytes().to_vec(),
+    });
+    out.push(Expr::SetMeta(MetaKey::Mark, Register::R1));
+    out
+}
+
+/// Drops frames from a checked port whose source MAC is not that port's container's.
+fn drop_spoofed_source(ports: &str, allowed: &str) -> Vec<Expr> {
+    use exprs::*;
+    vec![
+        Expr::Meta(MetaKey::InputName, Register::R1),
+        lookup(ports, None),
+        Expr::Meta(MetaKey::InputName, Register::R1),
+        Expr::Payload {
+            base: PayloadBase::Link,
+            offset: 6,
+            len: 6,
+            into: Register::R2,
+        },
+        Expr::Lookup {
+            set: allowed.to_string(),
+            from: Register::R1,
+            into: None,
+            inverted: true,
+        },
+        Expr::Verdict(Verdict::Drop),
+    ]
 }
 
 impl BaseChain {

@@ -21,7 +21,8 @@ use crate::paths::ipam_dir;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TetherIpam;
 
-fn ipam_config(call: &Call) -> Result<IpamConfig, IpamError> {
+/// The `ipam` section of the call, parsed (once per call: the plugin's `config`, or a driver's IPAM backend).
+pub fn ipam_config(call: &Call) -> Result<IpamConfig, IpamError> {
     let ipam = call.conf.ipam.as_ref().ok_or_else(|| IpamError::Config {
         msg: format!("network \"{}\" has no \"ipam\" section", call.conf.name),
         details: "add \"ipam\": {\"type\": \"tether-ipam\", \"subnet\": ...}".into(),
@@ -31,13 +32,7 @@ fn ipam_config(call: &Call) -> Result<IpamConfig, IpamError> {
 
 /// Static requests from `runtimeConfig.ips`, `CNI_ARGS` `IP=a,b` and `args.cni.ips`, in that order.
 fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
-    let mut requests: Vec<(&str, &str)> = call
-        .conf
-        .runtime_config
-        .ips
-        .iter()
-        .map(|ip| (ip.as_str(), "runtimeConfig.ips"))
-        .collect();
+    let mut requests: Vec<(&str, &str)> = Vec::new();
     if let Some(ips) = call.env.arg("IP") {
         requests.extend(
             ips.split(',')
@@ -64,12 +59,11 @@ fn requested_ips(call: &Call) -> Result<Vec<IpAddr>, IpamError> {
             })
         }
     }
-    requested::parse_all(requests)
+    requested::parse_all(&call.conf.runtime_config.ips, requests)
 }
 
 /// ADD without exec: allocate and build the IPAM result (no interfaces, per the spec for IPAM plugins).
-pub fn add_in_process(call: &Call) -> Result<CniResult, IpamError> {
-    let conf = ipam_config(call)?;
+pub fn add_in_process(call: &Call, conf: &IpamConfig) -> Result<CniResult, IpamError> {
     let requested = requested_ips(call)?;
     // Read before allocating, so a missing file fails the ADD with nothing to undo.
     let dns = match &conf.resolv_conf {
@@ -77,13 +71,7 @@ pub fn add_in_process(call: &Call) -> Result<CniResult, IpamError> {
         None => Default::default(),
     };
     let store = Store::open(&conf.data_dir, &call.conf.name)?;
-    let allocations = allocate(
-        &conf,
-        &store,
-        call.container_id(),
-        call.ifname(),
-        &requested,
-    )?;
+    let allocations = allocate(conf, &store, call.container_id(), call.ifname(), &requested)?;
     Ok(CniResult {
         interfaces: Vec::new(),
         ips: allocations
@@ -104,8 +92,7 @@ pub fn add_in_process(call: &Call) -> Result<CniResult, IpamError> {
 }
 
 /// DEL without exec: free what the attachment holds; nothing held is success.
-pub fn del_in_process(call: &Call) -> Result<(), IpamError> {
-    let conf = ipam_config(call)?;
+pub fn del_in_process(call: &Call, conf: &IpamConfig) -> Result<(), IpamError> {
     if let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? {
         release(&store, call.container_id(), call.ifname())?;
     }
@@ -114,14 +101,13 @@ pub fn del_in_process(call: &Call) -> Result<(), IpamError> {
 
 /// CHECK without exec: the attachment holds addresses, and every address of `prevResult` inside our
 /// ranges is among them.
-pub fn check_in_process(call: &Call) -> Result<(), IpamError> {
-    let conf = ipam_config(call)?;
+pub fn check_in_process(call: &Call, conf: &IpamConfig) -> Result<(), IpamError> {
     let not_held = || IpamError::NotAllocated {
         container_id: call.container_id().to_string(),
         ifname: call.ifname().to_string(),
     };
     let store = Store::existing(&conf.data_dir, &call.conf.name)?.ok_or_else(not_held)?;
-    let held = check(&conf, &store, call.container_id(), call.ifname())?;
+    let held = check(conf, &store, call.container_id(), call.ifname())?;
     if let Some(prev) = call.prev_result()? {
         for ip in prev.ips.iter().map(|c| c.address.ip()) {
             if conf.set_index_of(ip).is_some() && !held.contains(&ip) {
@@ -142,21 +128,25 @@ pub fn check_in_process(call: &Call) -> Result<(), IpamError> {
 
 impl Plugin for TetherIpam {
     type Error = IpamError;
+    type Config = IpamConfig;
 
-    fn add(&self, call: &Call) -> Result<CniResult, IpamError> {
-        add_in_process(call)
+    fn config(&self, call: &Call) -> Result<IpamConfig, IpamError> {
+        ipam_config(call)
     }
 
-    fn del(&self, call: &Call) -> Result<(), IpamError> {
-        del_in_process(call)
+    fn add(&self, call: &Call, conf: &IpamConfig) -> Result<CniResult, IpamError> {
+        add_in_process(call, conf)
     }
 
-    fn check(&self, call: &Call) -> Result<(), IpamError> {
-        check_in_process(call)
+    fn del(&self, call: &Call, conf: &IpamConfig) -> Result<(), IpamError> {
+        del_in_process(call, conf)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), IpamError> {
-        let conf = ipam_config(call)?;
+    fn check(&self, call: &Call, conf: &IpamConfig) -> Result<(), IpamError> {
+        check_in_process(call, conf)
+    }
+
+    fn gc(&self, call: &Call, conf: &IpamConfig, valid: &[Attachment]) -> Result<(), IpamError> {
         let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? else {
             return Ok(());
         };
@@ -169,12 +159,11 @@ impl Plugin for TetherIpam {
         Ok(())
     }
 
-    fn status(&self, call: &Call) -> Result<(), IpamError> {
-        let conf = ipam_config(call)?;
+    fn status(&self, call: &Call, conf: &IpamConfig) -> Result<(), IpamError> {
         let Some(store) = Store::existing(&conf.data_dir, &call.conf.name)? else {
             return Ok(());
         };
-        let free = free_counts(&conf, &store)?;
+        let free = free_counts(conf, &store)?;
         if let Some(set) = free.iter().position(|&n| n == 0) {
             return Err(IpamError::NoFreeAddress {
                 network: call.conf.name.clone(),

@@ -2,7 +2,7 @@
 
 use rtnetlink::packet_route::link::{self as rt, LinkAttribute, LinkFlags, LinkMessage};
 
-use super::mac::MacAddr;
+use crate::mac::MacAddr;
 
 /// One network interface as the kernel reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@ mod address;
 mod bridge;
 mod error;
 mod info;
-mod mac;
 mod macvlan;
 mod neighbour;
+mod ops;
 mod reaper;
 mod route;
 mod sysctl;
@@ -27,13 +27,14 @@ use rtnetlink::{Handle, LinkUnspec};
 
 use crate::netns::NetNs;
 
+pub use crate::mac::{MacAddr, MacAddrError};
 pub use bridge::TETHER_BRIDGE_GROUP;
 pub use error::LinkError;
 pub use info::LinkInfo;
-pub use mac::{MacAddr, MacAddrError};
 pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
-pub use reaper::{delete_bridge_in_background, LinkReaper, ReaperError};
+pub use ops::LinkOps;
+pub use reaper::{delete_bridge_in_background, delete_unused_bridge, LinkReaper, ReaperError};
 pub use route::{IpFamily, RouteInfo};
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;

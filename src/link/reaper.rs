@@ -166,7 +166,9 @@ pub fn delete_bridge_in_background<T>(name: &str, held: T) {
     }
 }
 
-fn delete_unused_bridge(name: &str) -> Result<(), LinkError> {
+/// Deletes bridge `name` now, if tether made it and no port is left on it (see
+/// [`delete_bridge_in_background`]).
+pub fn delete_unused_bridge(name: &str) -> Result<(), LinkError> {
     let netlink = Netlink::new()?;
     let Some(bridge) = netlink.link_by_name(name)? else {
         return Ok(());

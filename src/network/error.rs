@@ -8,7 +8,6 @@ use ipnetwork::IpNetwork;
 
 use crate::cni::runtime::RuntimeError;
 use crate::endpoint::EndpointError;
-use crate::firewall::FirewallError;
 use crate::ipam::IpamError;
 use crate::link::LinkError;
 
@@ -78,21 +77,14 @@ pub enum NetworkError {
         source: Box<LinkError>,
     },
 
-    #[error("removing bridge {bridge}: {source}")]
-    Bridge {
-        bridge: String,
-        #[source]
-        source: Box<LinkError>,
-    },
-
     #[error("{0}; the network was not removed, run `network rm` again")]
     Lock(#[from] crate::state::LockError),
 
-    #[error("removing the firewall rules of network {name}: {source}")]
-    Firewall {
+    #[error("removing what network {name} has on this host: {source}")]
+    Teardown {
         name: String,
         #[source]
-        source: FirewallError,
+        source: Box<crate::error::Error>,
     },
 
     #[error("writing {}: {source}", path.display())]

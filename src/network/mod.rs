@@ -26,7 +26,11 @@ pub use pool::{first_overlap, pick_v4, pick_v6, Occupied};
 pub use render::{Addressing, NetworkPlan};
 
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
+use crate::driver::ipam_backend::IN_PROCESS_TYPE;
+use crate::driver::network_devices::NetworkDevices;
+use crate::driver::teardown::Teardown;
 use crate::endpoint::{Attachment, Endpoints};
+use crate::ipam::IpamConfig;
 use crate::link::{IpFamily, Netlink};
 use crate::state::attachment::attachments_root;
 
@@ -269,6 +273,19 @@ impl Networks {
                     .detach(name, &a.container_id, Some(&a.ifname))?;
             }
         }
+        // Read before the file goes; a config its driver no longer accepts still lets the file and the
+        // stores go (what it made stays, as `tether doctor` then shows).
+        let devices = net
+            .list
+            .plugins
+            .first()
+            .map(NetworkDevices::of_plugin)
+            .transpose()
+            .unwrap_or_else(|error| {
+                tracing::warn!(network = name, %error, "cannot read the network's driver config; its devices stay");
+                None
+            })
+            .flatten();
         // The file first: from here on no new attachment can start.
         if let Some(path) = &net.path {
             fs::remove_file(path).map_err(|source| NetworkError::Remove {
@@ -276,68 +293,47 @@ impl Networks {
                 source,
             })?;
         }
-        let main_type = net.list.plugin_type(0).to_string();
-        if main_type.starts_with("tether-") {
-            self.remove_host_state(&net, &info)?;
+        if let Some(devices) = devices {
+            self.remove_host_state(&net, &devices)?;
         }
         tracing::info!(network = name, "network removed");
         Ok(info)
     }
 
+    /// The stores of the network, then its driver's teardown (the same as its last DEL's, done before this
+    /// returns), under the exclusive lock: a racing ADD must not put a container into chains being removed.
+    /// Without the lock nothing is removed: going on unlocked could strand that ADD's container.
     fn remove_host_state(
         &self,
         net: &NetworkConfigList,
-        info: &NetworkInfo,
+        devices: &NetworkDevices,
     ) -> Result<(), NetworkError> {
         let name = net.name();
-        // Exclusive: a racing ADD must not put a container into chains being removed. Without the lock
-        // nothing is removed: going on unlocked could strand that ADD's container in deleted chains.
-        let _lock = crate::state::NetworkLock::exclusive(name)?;
-        if let Some(bridge) = &info.bridge {
-            let shared = self
-                .list()?
-                .iter()
-                .any(|other| other.name != name && other.bridge.as_ref() == Some(bridge));
-            if !shared {
-                let netlink = Netlink::new().map_err(|source| NetworkError::Bridge {
-                    bridge: bridge.clone(),
-                    source: Box::new(source),
-                })?;
-                netlink
-                    .delete_link_by_name(bridge)
-                    .map_err(|source| NetworkError::Bridge {
-                        bridge: bridge.clone(),
-                        source: Box::new(source),
-                    })?;
-            }
-        }
-        let firewall =
-            crate::firewall::Firewall::open().map_err(|source| NetworkError::Firewall {
-                name: name.to_string(),
-                source,
-            })?;
-        firewall
-            .remove_network(name)
-            .map_err(|source| NetworkError::Firewall {
-                name: name.to_string(),
-                source,
-            })?;
+        let others = self.list()?;
+        let lock = crate::state::NetworkLock::exclusive(name)?;
         for plugin in &net.list.plugins {
-            let Some(ipam) = plugin.get("ipam") else {
+            let Some(ipam) = plugin.get("ipam").filter(|i| i["type"] == IN_PROCESS_TYPE) else {
                 continue;
             };
-            if ipam.get("type").and_then(Value::as_str) != Some("tether-ipam") {
-                continue;
+            match IpamConfig::parse(ipam, &crate::paths::ipam_dir()) {
+                Ok(conf) => remove_dir(&conf.data_dir.join(name))?,
+                Err(error) => {
+                    tracing::warn!(network = name, %error, "cannot read the IPAM config; its store stays")
+                }
             }
-            let data_dir = ipam
-                .get("dataDir")
-                .and_then(Value::as_str)
-                .map(PathBuf::from)
-                .unwrap_or_else(crate::paths::ipam_dir);
-            remove_dir(&data_dir.join(name))?;
         }
         remove_dir(&attachments_root(&crate::paths::state_dir()).join(name))?;
-        Ok(())
+        let bridge_in_use = devices.bridge().is_some_and(|bridge| {
+            others
+                .iter()
+                .any(|other| other.name != name && other.bridge.as_deref() == Some(bridge))
+        });
+        devices
+            .teardown(name, lock, Teardown::NetworkRm { bridge_in_use })
+            .map_err(|source| NetworkError::Teardown {
+                name: name.to_string(),
+                source: Box::new(source),
+            })
     }
 }
 

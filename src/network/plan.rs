@@ -46,35 +46,7 @@ pub fn plan(req: &CreateRequest, around: &Surroundings) -> Result<NetworkPlan, N
     };
     let options = options::parse(driver, &req.options)?;
 
-    let mut subnets: Vec<IpNetwork> = Vec::new();
-    for subnet in &req.subnets {
-        // 10.1.2.3/24 means 10.1.2.0/24.
-        let subnet = IpNetwork::new(subnet.network(), subnet.prefix()).expect("same prefix");
-        if subnets.iter().any(|s| s.is_ipv4() == subnet.is_ipv4()) {
-            return Err(NetworkError::BadAddressing {
-                what: format!("more than one --subnet of the IPv{} family; give at most one IPv4 and one IPv6 subnet", if subnet.is_ipv4() { 4 } else { 6 }),
-            });
-        }
-        let too_small = if subnet.is_ipv4() {
-            subnet.prefix() > 30
-        } else {
-            subnet.prefix() > 126
-        };
-        if too_small {
-            return Err(NetworkError::BadAddressing {
-                what: format!("subnet {subnet} is too small for a gateway and a container; use /30 or larger (/126 for IPv6)"),
-            });
-        }
-        // Explicit subnets are checked against other networks only, as Docker does: a host route
-        // that covers them may be exactly what the user wants to shadow.
-        if let Some(other) = pool::first_overlap(subnet, &around.networks) {
-            return Err(NetworkError::Overlap {
-                subnet,
-                other: other.what.clone(),
-            });
-        }
-        subnets.push(subnet);
-    }
+    let mut subnets = requested_subnets(req, around)?;
     let occupied: Vec<Occupied> = around
         .routes
         .iter()
@@ -90,29 +62,7 @@ pub fn plan(req: &CreateRequest, around: &Surroundings) -> Result<NetworkPlan, N
         subnets.push(IpNetwork::V6(picked));
     }
 
-    if let Some(gateway) = req.gateway {
-        if !subnets.iter().any(|s| s.contains(gateway)) {
-            return Err(NetworkError::BadAddressing {
-                what: format!(
-                    "gateway {gateway} is in none of the subnets ({}); pick an address inside one",
-                    list(&subnets)
-                ),
-            });
-        }
-    }
-    if let Some(range) = req.ip_range {
-        if !subnets
-            .iter()
-            .any(|s| s.contains(range.network()) && s.prefix() <= range.prefix())
-        {
-            return Err(NetworkError::BadAddressing {
-                what: format!(
-                    "--ip-range {range} is not inside a subnet ({}); give a range inside one",
-                    list(&subnets)
-                ),
-            });
-        }
-    }
+    check_gateway_and_range(req, &subnets)?;
 
     let addressing = subnets
         .iter()
@@ -151,6 +101,72 @@ pub fn plan(req: &CreateRequest, around: &Surroundings) -> Result<NetworkPlan, N
         internal: req.internal,
         vni,
     })
+}
+
+/// The `--subnet`s asked for, each normalised (10.1.2.3/24 means 10.1.2.0/24), at most one per family, big
+/// enough, and clear of other networks.
+fn requested_subnets(
+    req: &CreateRequest,
+    around: &Surroundings,
+) -> Result<Vec<IpNetwork>, NetworkError> {
+    let mut subnets: Vec<IpNetwork> = Vec::new();
+    for subnet in &req.subnets {
+        let subnet = IpNetwork::new(subnet.network(), subnet.prefix()).expect("same prefix");
+        if subnets.iter().any(|s| s.is_ipv4() == subnet.is_ipv4()) {
+            return Err(NetworkError::BadAddressing {
+                what: format!("more than one --subnet of the IPv{} family; give at most one IPv4 and one IPv6 subnet", if subnet.is_ipv4() { 4 } else { 6 }),
+            });
+        }
+        let too_small = if subnet.is_ipv4() {
+            subnet.prefix() > 30
+        } else {
+            subnet.prefix() > 126
+        };
+        if too_small {
+            return Err(NetworkError::BadAddressing {
+                what: format!("subnet {subnet} is too small for a gateway and a container; use /30 or larger (/126 for IPv6)"),
+            });
+        }
+        // Explicit subnets are checked against other networks only, as Docker does: a host route
+        // that covers them may be exactly what the user wants to shadow.
+        if let Some(other) = pool::first_overlap(subnet, &around.networks) {
+            return Err(NetworkError::Overlap {
+                subnet,
+                other: other.what.clone(),
+            });
+        }
+        subnets.push(subnet);
+    }
+    Ok(subnets)
+}
+
+/// `--gateway` and `--ip-range` must fall inside one of the subnets.
+fn check_gateway_and_range(req: &CreateRequest, subnets: &[IpNetwork]) -> Result<(), NetworkError> {
+    if let Some(gateway) = req.gateway {
+        if !subnets.iter().any(|s| s.contains(gateway)) {
+            return Err(NetworkError::BadAddressing {
+                what: format!(
+                    "gateway {gateway} is in none of the subnets ({}); pick an address inside one",
+                    list(subnets)
+                ),
+            });
+        }
+    }
+    if let Some(range) = req.ip_range {
+        if !subnets
+            .iter()
+            .any(|s| s.contains(range.network()) && s.prefix() <= range.prefix())
+        {
+            return Err(NetworkError::BadAddressing {
+                what: format!(
+                    "--ip-range {range} is not inside a subnet ({}); give a range inside one",
+                    list(subnets)
+                ),
+            });
+        }
+    }
+
+    Ok(())
 }
 
 fn list(subnets: &[IpNetwork]) -> String {

@@ -21,6 +21,7 @@ use super::backends::{backends_of, Backend, BackendId};
 use super::health::{self, Health, HealthState, Probe};
 use crate::daemon::{RecordSnapshot, Service, ServiceContext};
 use crate::dns::service_names::{ServiceEntry, SharedServiceNames};
+use crate::firewall::netlink::ruleset::Change;
 use crate::firewall::service_balance::{self, BalanceTable, ServiceKey};
 use crate::netns::{NsId, NsWorker};
 use crate::state::service::{
@@ -248,54 +249,8 @@ impl Balancer {
             .filter(|s| s.mode == Mode::Vip && !s.vips.is_empty())
             .collect();
         let networks: HashSet<&str> = vip_specs.iter().map(|s| s.network.as_str()).collect();
-        let mut wanted: HashMap<NsId, WantedClient> = HashMap::new();
-        for rec in &self.records {
-            if !networks.contains(rec.network.as_str()) {
-                continue;
-            }
-            let Some(path) = rec.netns.as_deref() else {
-                continue;
-            };
-            let id = match self.ns_ids.get(path) {
-                Some(id) => *id,
-                None => {
-                    let Some(id) = NsId::of_path(Path::new(path)) else {
-                        continue; // gone already
-                    };
-                    self.ns_ids.insert(path.to_string(), id);
-                    id
-                }
-            };
-            let entry = wanted
-                .entry(id)
-                .or_insert_with(|| (path.to_string(), Vec::new(), Vec::new()));
-            entry.1.push(rec.network.clone());
-            entry
-                .2
-                .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
-        }
-        let live: HashSet<&str> = self
-            .records
-            .iter()
-            .filter_map(|r| r.netns.as_deref())
-            .collect();
-        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
-        let departed: Vec<NsId> = self
-            .clients
-            .keys()
-            .filter(|id| !wanted.contains_key(id))
-            .copied()
-            .collect();
-        for id in departed {
-            if let Some(client) = self.clients.remove(&id) {
-                // A namespace that is gone took its table with it.
-                if NsId::of_path(Path::new(&client.path)) == Some(id) {
-                    let _ = worker
-                        .run_in(Path::new(&client.path), service_balance::remove)
-                        .await;
-                }
-            }
-        }
+        let wanted = wanted_clients(&self.records, &networks, &mut self.ns_ids);
+        drop_departed(&mut self.clients, &wanted, &worker).await;
         for (id, (path, nets, ifaces)) in wanted {
             let fresh = !self.clients.contains_key(&id);
             let client = self.clients.entry(id).or_insert_with(|| ClientNs {
@@ -313,44 +268,12 @@ impl Balancer {
                 continue;
             }
             client.nets = nets.clone();
-            let mut changes = if fresh {
-                client.table.install()
-            } else {
-                Vec::new()
-            };
-            let mut wanted_keys = HashSet::new();
-            let mut vips = HashSet::new();
-            let mut forget: Vec<(Vec<IpAddr>, IpAddr)> = Vec::new();
-            for spec in vip_specs.iter().filter(|s| nets.contains(&s.network)) {
-                let backends = self.active.get(&spec.name).cloned().unwrap_or_default();
-                for vip in &spec.vips {
-                    vips.insert(*vip);
-                    for port in &spec.ports {
-                        let key = ServiceKey {
-                            vip: *vip,
-                            protocol: port.protocol.protocol(),
-                            port: port.port,
-                        };
-                        wanted_keys.insert(key);
-                        let affinity = spec.affinity == crate::state::service::Affinity::Client;
-                        let (c, gone) = client.table.set_backends(key, affinity, &backends);
-                        changes.extend(c);
-                        if port.protocol == ProtocolName::Udp {
-                            forget.extend(gone.into_iter().map(|b| (spec.vips.clone(), b)));
-                        }
-                    }
-                }
-            }
-            let stale: Vec<ServiceKey> = client
-                .table
-                .keys()
-                .filter(|k| !wanted_keys.contains(k))
+            let specs: Vec<&ServiceSpec> = vip_specs
+                .iter()
+                .filter(|s| nets.contains(&s.network))
                 .copied()
                 .collect();
-            for key in stale {
-                changes.extend(client.table.remove_service(&key));
-            }
-            changes.extend(client.table.set_vips(&vips));
+            let (changes, forget) = client_changes(client, fresh, &specs, &self.active);
             if changes.is_empty() && forget.is_empty() {
                 continue;
             }
@@ -361,21 +284,14 @@ impl Balancer {
                 }
                 service_balance::apply(&changes, "updating service maps")
                     .map_err(|e| e.to_string())?;
-                let mut cleared = 0;
-                for (vips, backend) in forget {
-                    match crate::firewall::conntrack::forget_udp_flows(&vips, backend) {
-                        Ok(n) => cleared += n as u64,
-                        Err(e) => tracing::warn!(error = %e, %backend, "clearing UDP flows"),
-                    }
-                }
-                Ok(cleared)
+                Ok(forget_departed_flows(forget))
             };
             match worker.run_in(Path::new(&path), job).await {
                 Ok(Ok(cleared)) => {
                     if cleared > 0 {
                         tracing::debug!(netns = %path, cleared, "UDP flows of departed backends cleared");
                     }
-                    for spec in vip_specs.iter().filter(|s| nets.contains(&s.network)) {
+                    for spec in &specs {
                         if let Some(c) = self.counters.get_mut(&spec.name) {
                             c.udp_flows_cleared += cleared;
                         }
@@ -548,6 +464,129 @@ impl Balancer {
             .iter()
             .any(|s| self.records.iter().any(|r| r.network == s.network))
     }
+}
+
+/// The client namespaces the records name on `networks`, by identity (a path is stat'ed once, and forgotten
+/// when no record names it any more).
+fn wanted_clients(
+    records: &[AttachmentRecord],
+    networks: &HashSet<&str>,
+    ns_ids: &mut HashMap<String, NsId>,
+) -> HashMap<NsId, WantedClient> {
+    let mut wanted: HashMap<NsId, WantedClient> = HashMap::new();
+    for rec in records {
+        if !networks.contains(rec.network.as_str()) {
+            continue;
+        }
+        let Some(path) = rec.netns.as_deref() else {
+            continue;
+        };
+        let id = match ns_ids.get(path) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = NsId::of_path(Path::new(path)) else {
+                    continue; // gone already
+                };
+                ns_ids.insert(path.to_string(), id);
+                id
+            }
+        };
+        let entry = wanted
+            .entry(id)
+            .or_insert_with(|| (path.to_string(), Vec::new(), Vec::new()));
+        entry.1.push(rec.network.clone());
+        entry
+            .2
+            .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
+    }
+    let live: HashSet<&str> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    ns_ids.retain(|path, _| live.contains(path.as_str()));
+    wanted
+}
+
+/// Clients no longer wanted lose their table (a namespace that is gone took its table with it).
+async fn drop_departed(
+    clients: &mut HashMap<NsId, ClientNs>,
+    wanted: &HashMap<NsId, WantedClient>,
+    worker: &NsWorker,
+) {
+    let departed: Vec<NsId> = clients
+        .keys()
+        .filter(|id| !wanted.contains_key(id))
+        .copied()
+        .collect();
+    for id in departed {
+        if let Some(client) = clients.remove(&id) {
+            if NsId::of_path(Path::new(&client.path)) == Some(id) {
+                let _ = worker
+                    .run_in(Path::new(&client.path), service_balance::remove)
+                    .await;
+            }
+        }
+    }
+}
+
+/// UDP backends that left, with the VIPs whose flows to them go.
+type DepartedUdp = Vec<(Vec<IpAddr>, IpAddr)>;
+
+/// One client's element changes for `specs` (the services of its networks), and its departed UDP backends.
+fn client_changes(
+    client: &mut ClientNs,
+    fresh: bool,
+    specs: &[&ServiceSpec],
+    active: &HashMap<String, Vec<IpAddr>>,
+) -> (Vec<Change>, DepartedUdp) {
+    let mut changes = if fresh {
+        client.table.install()
+    } else {
+        Vec::new()
+    };
+    let mut wanted_keys = HashSet::new();
+    let mut vips = HashSet::new();
+    let mut forget = DepartedUdp::new();
+    for spec in specs {
+        let backends = active.get(&spec.name).cloned().unwrap_or_default();
+        let affinity = spec.affinity == crate::state::service::Affinity::Client;
+        for vip in &spec.vips {
+            vips.insert(*vip);
+            for port in &spec.ports {
+                let key = ServiceKey {
+                    vip: *vip,
+                    protocol: port.protocol.protocol(),
+                    port: port.port,
+                };
+                wanted_keys.insert(key);
+                let (c, gone) = client.table.set_backends(key, affinity, &backends);
+                changes.extend(c);
+                if port.protocol == ProtocolName::Udp {
+                    forget.extend(gone.into_iter().map(|b| (spec.vips.clone(), b)));
+                }
+            }
+        }
+    }
+    let stale: Vec<ServiceKey> = client
+        .table
+        .keys()
+        .filter(|k| !wanted_keys.contains(k))
+        .copied()
+        .collect();
+    for key in stale {
+        changes.extend(client.table.remove_service(&key));
+    }
+    changes.extend(client.table.set_vips(&vips));
+    (changes, forget)
+}
+
+/// Run in the client's namespace: deletes the UDP flows to departed backends; returns how many went.
+fn forget_departed_flows(forget: DepartedUdp) -> u64 {
+    let mut cleared = 0;
+    for (vips, backend) in forget {
+        match crate::firewall::conntrack::forget_udp_flows(&vips, backend) {
+            Ok(n) => cleared += n as u64,
+            Err(e) => tracing::warn!(error = %e, %backend, "clearing UDP flows"),
+        }
+    }
+    cleared
 }
 
 /// Routes the service ranges out of the client's interface on a service network, so a connect to a VIP

@@ -54,6 +54,103 @@ pub struct CreateService {
     pub affinity: Affinity,
 }
 
+/// VIPs exist only inside container namespaces, but one inside a network's subnet would shadow a container
+/// there: the range may overlap no network.
+fn range_is_free(
+    range: &ServiceRange,
+    all_subnets: &[(String, IpNetwork)],
+) -> Result<(), ServiceError> {
+    for (net, subnet) in all_subnets {
+        for r in range.networks() {
+            if r.contains(subnet.network()) || subnet.contains(r.network()) {
+                return Err(ServiceError::Range(format!(
+                    "{r} overlaps network {net} ({subnet}); set TETHER_SERVICE_RANGE to a free range"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The health check asked for, or the default for the ports; refused when it has nothing to probe.
+fn health_of(req: &CreateService) -> Result<HealthCheck, ServiceError> {
+    let tcp_port = req
+        .ports
+        .iter()
+        .any(|p| p.protocol == crate::state::service::ProtocolName::Tcp);
+    let health = match &req.health {
+        Some(h) => h.clone(),
+        None if tcp_port => HealthCheck::Tcp,
+        None => HealthCheck::None,
+    };
+    if health != HealthCheck::None && !tcp_port {
+        return Err(ServiceError::Bad(
+            "a tcp or http health check needs a TCP --port to probe; add one or use --health none"
+                .into(),
+        ));
+    }
+    if req.mode == Mode::Vip && req.ports.is_empty() {
+        return Err(ServiceError::Bad(
+            "a VIP balances ports: give at least one --port, or use --mode dnsrr".into(),
+        ));
+    }
+    Ok(health)
+}
+
+/// The service's VIPs: one per family of the network's subnets, the one asked for or the range's first free.
+fn choose_vips(
+    req: &CreateService,
+    range: &ServiceRange,
+    taken: &[IpAddr],
+    all_subnets: &[(String, IpNetwork)],
+    network_subnets: &[IpNetwork],
+) -> Result<Vec<IpAddr>, ServiceError> {
+    let mut vips = Vec::new();
+    if let Some(vip) = req.vip {
+        // Clients route only the service range to their network (an internal network has no default route
+        // to carry anything else).
+        if !range.contains(vip) {
+            return Err(ServiceError::Bad(format!(
+                "VIP {vip} is outside the service range ({}, {}); pick one inside it or set TETHER_SERVICE_RANGE",
+                range.v4, range.v6
+            )));
+        }
+        if taken.contains(&vip) {
+            return Err(ServiceError::Bad(format!(
+                "VIP {vip} is taken by another service"
+            )));
+        }
+        if let Some((net, subnet)) = all_subnets.iter().find(|(_, s)| s.contains(vip)) {
+            return Err(ServiceError::Bad(format!(
+                "VIP {vip} is inside network {net} ({subnet}); pick an address outside every network"
+            )));
+        }
+    }
+    let (v4, v6) = range.first_free(taken).ok_or_else(|| {
+        ServiceError::Range("no free VIP left; widen TETHER_SERVICE_RANGE".into())
+    })?;
+    for family_v4 in [true, false] {
+        if !network_subnets.iter().any(|s| s.is_ipv4() == family_v4) {
+            continue;
+        }
+        let vip = match req.vip {
+            Some(v) if v.is_ipv4() == family_v4 => v,
+            _ if family_v4 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        vips.push(vip);
+    }
+    if let Some(v) = req.vip {
+        if !vips.contains(&v) {
+            return Err(ServiceError::Bad(format!(
+                "VIP {v} is of a family network {} has no subnet of",
+                req.network
+            )));
+        }
+    }
+    Ok(vips)
+}
+
 fn validate_name(name: &str) -> Result<(), ServiceError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -106,37 +203,8 @@ impl Services {
                 n.subnets.into_iter().map(move |s| (name.clone(), s))
             })
             .collect();
-        // VIPs exist only inside container namespaces, but one inside a network's subnet would shadow a
-        // container there.
-        for (net, subnet) in &all_subnets {
-            for r in range.networks() {
-                if r.contains(subnet.network()) || subnet.contains(r.network()) {
-                    return Err(ServiceError::Range(format!(
-                        "{r} overlaps network {net} ({subnet}); set TETHER_SERVICE_RANGE to a free range"
-                    )));
-                }
-            }
-        }
-        let tcp_port = req
-            .ports
-            .iter()
-            .any(|p| p.protocol == crate::state::service::ProtocolName::Tcp);
-        let health = match &req.health {
-            Some(h) => h.clone(),
-            None if tcp_port => HealthCheck::Tcp,
-            None => HealthCheck::None,
-        };
-        if health != HealthCheck::None && !tcp_port {
-            return Err(ServiceError::Bad(
-                "a tcp or http health check needs a TCP --port to probe; add one or use --health none"
-                    .into(),
-            ));
-        }
-        if req.mode == Mode::Vip && req.ports.is_empty() {
-            return Err(ServiceError::Bad(
-                "a VIP balances ports: give at least one --port, or use --mode dnsrr".into(),
-            ));
-        }
+        range_is_free(&range, &all_subnets)?;
+        let health = health_of(req)?;
         let dir = self.dir();
         let _lock = dir.lock().map_err(ServiceError::Lock)?;
         if dir.read(&req.name)?.is_some() {
@@ -145,51 +213,11 @@ impl Services {
             });
         }
         let taken: Vec<IpAddr> = dir.list()?.into_iter().flat_map(|s| s.vips).collect();
-        let mut vips = Vec::new();
-        if req.mode == Mode::Vip {
-            if let Some(vip) = req.vip {
-                // Clients route only the service range to their network (an internal network has no
-                // default route to carry anything else).
-                if !range.contains(vip) {
-                    return Err(ServiceError::Bad(format!(
-                        "VIP {vip} is outside the service range ({}, {}); pick one inside it or set TETHER_SERVICE_RANGE",
-                        range.v4, range.v6
-                    )));
-                }
-                if taken.contains(&vip) {
-                    return Err(ServiceError::Bad(format!(
-                        "VIP {vip} is taken by another service"
-                    )));
-                }
-                if let Some((net, subnet)) = all_subnets.iter().find(|(_, s)| s.contains(vip)) {
-                    return Err(ServiceError::Bad(format!(
-                        "VIP {vip} is inside network {net} ({subnet}); pick an address outside every network"
-                    )));
-                }
-            }
-            let (v4, v6) = range.first_free(&taken).ok_or_else(|| {
-                ServiceError::Range("no free VIP left; widen TETHER_SERVICE_RANGE".into())
-            })?;
-            for family_v4 in [true, false] {
-                if !network.subnets.iter().any(|s| s.is_ipv4() == family_v4) {
-                    continue;
-                }
-                let vip = match req.vip {
-                    Some(v) if v.is_ipv4() == family_v4 => v,
-                    _ if family_v4 => IpAddr::V4(v4),
-                    _ => IpAddr::V6(v6),
-                };
-                vips.push(vip);
-            }
-            if let Some(v) = req.vip {
-                if !vips.contains(&v) {
-                    return Err(ServiceError::Bad(format!(
-                        "VIP {v} is of a family network {} has no subnet of",
-                        req.network
-                    )));
-                }
-            }
-        }
+        let vips = if req.mode == Mode::Vip {
+            choose_vips(req, &range, &taken, &all_subnets, &network.subnets)?
+        } else {
+            Vec::new()
+        };
         let spec = ServiceSpec {
             name: req.name.clone(),
             network: req.network.clone(),

@@ -246,26 +246,7 @@ impl Inspector {
             _ => Vec::new(),
         };
         let netns_path = a.netns();
-        let ns = netns_path.as_deref().map(NetNs::open);
-        let container_side = match (&netns_path, ns) {
-            (Some(path), Some(Ok(ns))) => {
-                rows.push(row("namespace", path.as_str(), "present", true));
-                Some(ns)
-            }
-            (Some(path), Some(Err(e))) => {
-                rows.push(row(
-                    "namespace",
-                    path.as_str(),
-                    format!("gone ({e})"),
-                    false,
-                ));
-                None
-            }
-            _ => {
-                rows.push(row("namespace", NONE, NONE, false));
-                None
-            }
-        };
+        let container_side = namespace_row(netns_path.as_deref(), &mut rows);
         let mut container_mtu = None;
         if let Some(ns) = &container_side {
             container_mtu = self.container_rows(a, ns, result.as_ref(), &expected_ips, &mut rows);
@@ -279,13 +260,7 @@ impl Inspector {
             }
         }
         if let Some(fw) = fw {
-            for m in recorded_ports(&self.state_dir, &a.network, &a.container_id, &a.ifname) {
-                const WHAT: &str = "published port (inet tether port maps)";
-                rows.push(match fw.port_element(&m) {
-                    Ok(e) => element_row(WHAT, describe_port(&m), &e),
-                    Err(e) => row(WHAT, describe_port(&m), format!("cannot read: {e}"), false),
-                });
-            }
+            self.port_rows(a, fw, &mut rows);
         }
         if let Some(rec) = &a.record {
             dns_rows(rec, container_side.as_ref(), result.as_ref(), &mut rows);
@@ -311,6 +286,17 @@ impl Inspector {
             comparisons: rows,
             record: a.record.clone(),
             cached_result: a.cached.as_ref().and_then(|c| c.result.clone()),
+        }
+    }
+
+    /// Each port the attachment published, in the port maps or not.
+    fn port_rows(&self, a: &KnownAttachment, fw: &Firewall, rows: &mut Vec<Comparison>) {
+        const WHAT: &str = "published port (inet tether port maps)";
+        for m in recorded_ports(&self.state_dir, &a.network, &a.container_id, &a.ifname) {
+            rows.push(match fw.port_element(&m) {
+                Ok(e) => element_row(WHAT, describe_port(&m), &e),
+                Err(e) => row(WHAT, describe_port(&m), format!("cannot read: {e}"), false),
+            });
         }
     }
 
@@ -451,6 +437,24 @@ fn route_rows(nl: &Netlink, link: &LinkInfo, result: &CniResult, rows: &mut Vec<
 }
 
 /// The host end: the veth, its bridge, its port state; its MTU beside the container's.
+/// The container's namespace: open (its rows follow) or gone.
+fn namespace_row(path: Option<&str>, rows: &mut Vec<Comparison>) -> Option<NetNs> {
+    match path.map(|p| (p, NetNs::open(p))) {
+        Some((path, Ok(ns))) => {
+            rows.push(row("namespace", path, "present", true));
+            Some(ns)
+        }
+        Some((path, Err(e))) => {
+            rows.push(row("namespace", path, format!("gone ({e})"), false));
+            None
+        }
+        None => {
+            rows.push(row("namespace", NONE, NONE, false));
+            None
+        }
+    }
+}
+
 fn host_rows(
     rec: &AttachmentRecord,
     host: &Netlink,

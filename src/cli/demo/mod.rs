@@ -21,7 +21,7 @@ use super::output;
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::link::{LinkError, Netlink};
 use crate::netns::{NetNs, NetnsError};
-use crate::network::{CreateRequest, NetworkError, Networks};
+use crate::network::{CreateRequest, NetworkError, NetworkInfo, Networks};
 use namespace::ScratchNetns;
 
 #[derive(Debug, thiserror::Error)]
@@ -192,28 +192,7 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
 
     let networks = Networks::from_env();
     let endpoints = &networks.endpoints;
-    let t = Instant::now();
-    let net = networks.create(&CreateRequest {
-        name: NETWORK.into(),
-        ..CreateRequest::default()
-    })?;
-    output::line(&format!(
-        "\n$ tether network create {NETWORK}      ({} ms)",
-        t.elapsed().as_millis()
-    ));
-    output::line(&format!(
-        "network {NETWORK}: bridge {}, subnet {} (the first free pool), conflist {}",
-        net.bridge.clone().unwrap_or_default(),
-        net.subnets
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        net.file
-            .as_ref()
-            .map(|f| f.display().to_string())
-            .unwrap_or_default()
-    ));
+    let net = create_network(&networks)?;
 
     let client_ip = attach(endpoints, "client", &client, &[])?;
     let server_ip = attach(
@@ -272,6 +251,33 @@ fn demo(tag: u32, pending: &interrupt::Pending<Scratch>) -> Result<(), DemoError
     ));
     output::line(&format!("  - `detach` and `network rm` left {leftovers}"));
     Ok(())
+}
+
+/// `tether network create`, timed, and what it made.
+fn create_network(networks: &Networks) -> Result<NetworkInfo, DemoError> {
+    let t = Instant::now();
+    let net = networks.create(&CreateRequest {
+        name: NETWORK.into(),
+        ..CreateRequest::default()
+    })?;
+    output::line(&format!(
+        "\n$ tether network create {NETWORK}      ({} ms)",
+        t.elapsed().as_millis()
+    ));
+    output::line(&format!(
+        "network {NETWORK}: bridge {}, subnet {} (the first free pool), conflist {}",
+        net.bridge.clone().unwrap_or_default(),
+        net.subnets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        net.file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_default()
+    ));
+    Ok(net)
 }
 
 fn name_of(path: &Path) -> String {

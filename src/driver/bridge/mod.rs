@@ -2,6 +2,8 @@
 //! and masquerade in nftables. Each step of an ADD registers its undo (see `Rollback`).
 
 mod config;
+#[cfg(test)]
+mod rollback_tests;
 
 use std::net::IpAddr;
 
@@ -9,22 +11,27 @@ use ipnetwork::IpNetwork;
 
 pub use config::{BridgeConfig, DEFAULT_BRIDGE};
 
-use crate::client::notify::{attachment_added, attachment_removed};
+use crate::client::notify::attachment_removed;
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
-use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::cni::result::{CniResult, IpConfig, Route};
+use crate::driver::attachment::{self, result_interface, sandbox_interface, Finish, Made};
+use crate::driver::bridge_port::{self, BridgePort};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::{self, mismatch};
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
-use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
-use crate::driver::ipam_backend::IpamBackend;
+use crate::driver::container_iface::{
+    self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
+};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
+use crate::driver::teardown::{teardown_if_unused, Teardown};
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
-use crate::link::delete_bridge_in_background;
 use crate::link::LinkReaper;
-use crate::link::{set_sysctl, IpFamily, LinkError, MacAddr, Netlink, VethSpec};
+use crate::link::{delete_bridge_in_background, delete_unused_bridge};
+use crate::link::{LinkInfo, LinkOps, MacAddr, Netlink};
+use crate::netns::NetNs;
 use crate::state::NetworkLock;
 use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
@@ -59,27 +66,12 @@ fn gateway_of(ip: &IpConfig) -> Option<IpAddr> {
     }
 }
 
-fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
-    Interface {
-        name: name.to_string(),
-        mac: mac.map(|m| m.to_string()),
-        ..Interface::default()
-    }
-}
-
-fn default_route(ip: &IpNetwork) -> IpNetwork {
-    match ip {
-        IpNetwork::V4(_) => "0.0.0.0/0".parse().unwrap(),
-        IpNetwork::V6(_) => "::/0".parse().unwrap(),
-    }
-}
-
 /// Put the gateway address on the bridge. Another address of the same subnet already there is an error
 /// unless `forceAddress`, which replaces it (reference bridge semantics). The common case, gateway already in
 /// place, costs one request answered EEXIST; the address listing (a dump of the whole namespace) happens
 /// only when the gateway was just added, i.e. once per network.
 pub(crate) fn ensure_gateway(
-    host: &Netlink,
+    host: &impl LinkOps,
     bridge: u32,
     gw: IpNetwork,
     force: bool,
@@ -112,259 +104,284 @@ pub(crate) fn ensure_gateway(
     Ok(())
 }
 
-/// Creates the container's veth pair, host end down. A host veth of that name already there is a leftover of an
-/// earlier ADD of the same container that crashed half-way: it is removed and the create tried once more. It is
-/// looked for only after EEXIST, so the common case pays no lookup.
-pub(crate) fn create_port_veth(
-    host: &Netlink,
-    spec: &VethSpec<'_>,
-    ifname: &str,
-) -> Result<(), Error> {
-    let explain = |e: LinkError| match e {
-        LinkError::Exists { .. } => Error::config(format!(
-            "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
-        )),
-        other => Error::from(other),
-    };
-    match host.add_veth_down(spec) {
-        Err(LinkError::Exists { op, object }) => {
-            if host.delete_link_by_name(spec.host_name)? {
-                host.add_veth_down(spec).map_err(explain)
-            } else {
-                Err(explain(LinkError::Exists { op, object }))
-            }
+/// IP forwarding on for the families of `addresses`.
+fn enable_forwarding(host: &impl LinkOps, addresses: &[IpNetwork]) -> Result<(), Error> {
+    if addresses.iter().any(IpNetwork::is_ipv4) {
+        host.set_sysctl("net/ipv4/ip_forward", "1")?;
+    }
+    if addresses.iter().any(IpNetwork::is_ipv6) {
+        host.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
+
+/// What the link steps of an ADD made.
+struct Connected {
+    bridge: LinkInfo,
+    host_mac: MacAddr,
+    /// The container's interface.
+    link: LinkInfo,
+    routes: Vec<Route>,
+}
+
+/// The link steps of an ADD: the network's bridge, the container's port on it, its interface inside (through
+/// `inner`, a socket in the container's namespace). Each registers its undo on `rollback`.
+fn connect<'a, L: LinkOps>(
+    (host, inner): (&'a L, &L),
+    call: &'a Call,
+    cfg: &'a BridgeConfig,
+    (ns, host_if): (&'a NetNs, &'a str),
+    leased: &CniResult,
+    rollback: &mut Rollback<'a>,
+) -> Result<Connected, Error> {
+    let bridge = bridge_of_config(host, cfg, &leased.ips, rollback)?;
+    let host_mac =
+        bridge_port::attach(host, &port(call, cfg, ns, bridge.index, host_if), rollback)?;
+    let link = container_link(inner, call.ifname())?;
+    let addresses: Vec<_> = leased
+        .ips
+        .iter()
+        .map(|i| (i.address, gateway_of(i)))
+        .collect();
+    let routes = container_iface::configure(
+        inner,
+        link.index,
+        &iface_config(cfg, &addresses, &leased.routes),
+    )?;
+    Ok(Connected {
+        bridge,
+        host_mac,
+        link,
+        routes,
+    })
+}
+
+/// A network's bridge as tether-bridge's ADD and Docker's CreateNetwork want it.
+/// `'a`: the name, which the bridge's undo keeps; `'s`: the rest, read during the call only.
+pub(crate) struct NetworkBridge<'a, 's> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    pub promisc: bool,
+    /// The gateway addresses (with the subnet's prefix) the bridge holds.
+    pub gateways: &'s [IpNetwork],
+    pub force_address: bool,
+    /// Addresses whose families need IP forwarding.
+    pub forward: &'s [IpNetwork],
+}
+
+/// The network's bridge, made on first use (undone only while no port hangs on it), with its gateway
+/// addresses and forwarding; returns it and whether this call made it.
+pub(crate) fn ensure_network_bridge<'a, L: LinkOps>(
+    host: &'a L,
+    spec: &NetworkBridge<'a, '_>,
+    rollback: &mut Rollback<'a>,
+) -> Result<(LinkInfo, bool), Error> {
+    let name = spec.name;
+    let (br, created) =
+        host.ensure_bridge_noting_creation(name, spec.mtu, MacAddr::from_name(name))?;
+    if created {
+        let index = br.index;
+        rollback.push("bridge", move || remove_bridge_if_unused(host, name, index));
+    }
+    if spec.promisc {
+        host.set_promisc(br.index, true)?;
+    }
+    for gw in spec.gateways {
+        if gw.is_ipv6() {
+            // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
+            let _ = host.set_sysctl(&format!("net/ipv6/conf/{name}/disable_ipv6"), "0");
         }
-        other => other.map_err(explain),
+        ensure_gateway(host, br.index, *gw, spec.force_address, name)?;
+    }
+    enable_forwarding(host, spec.forward)?;
+    Ok((br, created))
+}
+
+/// tether-bridge's bridge: the gateways with `isGateway`, forwarding with `isGateway` or `ipMasq`.
+fn bridge_of_config<'a, L: LinkOps>(
+    host: &'a L,
+    cfg: &'a BridgeConfig,
+    ips: &[IpConfig],
+    rollback: &mut Rollback<'a>,
+) -> Result<LinkInfo, Error> {
+    let gateways: Vec<IpNetwork> = ips
+        .iter()
+        .filter(|_| cfg.is_gateway)
+        .filter_map(|ip| {
+            let gw = gateway_of(ip)?;
+            Some(IpNetwork::new(gw, ip.address.prefix()).expect("prefix from a valid network"))
+        })
+        .collect();
+    let forward: Vec<IpNetwork> = if cfg.is_gateway || cfg.ip_masq {
+        ips.iter().map(|i| i.address).collect()
+    } else {
+        Vec::new()
+    };
+    let spec = NetworkBridge {
+        name: &cfg.bridge,
+        mtu: cfg.mtu,
+        promisc: cfg.promisc_mode,
+        gateways: &gateways,
+        force_address: cfg.force_address,
+        forward: &forward,
+    };
+    Ok(ensure_network_bridge(host, &spec, rollback)?.0)
+}
+
+/// CHECK of the host side: the bridge and the container's veth on it.
+fn verify_port(host: &Netlink, bridge: &str, host_if: &str) -> Result<(), Error> {
+    let br = host
+        .link_by_name(bridge)?
+        .ok_or_else(|| mismatch(format!("bridge {bridge} is missing")))?;
+    let veth = host
+        .link_by_name(host_if)?
+        .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
+    if veth.master != Some(br.index) {
+        return Err(mismatch(format!(
+            "host veth {host_if} is not attached to bridge {bridge}"
+        )));
+    }
+    Ok(())
+}
+
+/// The container's port on the network's bridge.
+fn port<'a>(
+    call: &'a Call,
+    cfg: &BridgeConfig,
+    ns: &'a NetNs,
+    bridge: u32,
+    host_ifname: &'a str,
+) -> BridgePort<'a> {
+    BridgePort {
+        bridge,
+        host_ifname,
+        ifname: call.ifname(),
+        netns: ns,
+        mtu: cfg.mtu,
+        mac: call.mac,
+        hairpin: cfg.hairpin_mode,
+        // An isolated port cannot reach its neighbours, while egress and published ports keep working.
+        isolated: !cfg.icc,
     }
 }
 
-/// Turns IPv6 off on a bridge port before it comes up. The port only carries frames for the bridge (bridged IPv6
-/// is untouched), but with IPv6 on, each port adds a link-local address and three routes to the host's IPv6
-/// table, and the kernel walks that whole table whenever a port goes down: with 1000 containers, every DEL paid
-/// ~2 ms for it. Best effort: on a host without IPv6 there is nothing to turn off.
-pub(crate) fn disable_ipv6_on_port(port: &str) {
-    if let Err(e) = set_sysctl(&format!("net/ipv6/conf/{port}/disable_ipv6"), "1") {
-        tracing::debug!(port, error = %e, "could not turn IPv6 off on the bridge port");
+fn iface_config<'a>(
+    cfg: &BridgeConfig,
+    addresses: &'a [(IpNetwork, Option<IpAddr>)],
+    routes: &'a [Route],
+) -> IfaceConfig<'a> {
+    IfaceConfig {
+        addresses,
+        skip_dad: !cfg.enable_dad,
+        ipv6: Ipv6Quieting::BridgePortPeer,
+        default_route: if cfg.is_default_gateway {
+            DefaultRoute::ViaGateway
+        } else {
+            DefaultRoute::None
+        },
+        routes,
+        report_gateway: false,
     }
 }
 
-pub(crate) fn enable_forwarding(ips: &[IpConfig]) -> Result<(), Error> {
-    if ips.iter().any(|i| i.address.is_ipv4()) {
-        set_sysctl("net/ipv4/ip_forward", "1")?;
-    }
-    if ips.iter().any(|i| i.address.is_ipv6()) {
-        set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+/// The network's chains (once per network) and this container's elements, in the network's sets and, with
+/// macspoofchk, the bridge table's.
+fn add_firewall_elements<'a>(
+    fw: &Firewall,
+    net: &'a str,
+    cfg: &BridgeConfig,
+    ips: &[IpConfig],
+    (host_if, spoofchk_mac): (&str, Option<MacAddr>),
+    rollback: &mut Rollback<'a>,
+) -> Result<(), Error> {
+    let addrs: Vec<IpAddr> = ips.iter().map(|i| i.address.ip()).collect();
+    fw.ensure_network(&NetworkRules {
+        name: net.to_string(),
+        bridge: cfg.bridge.clone(),
+        masquerade: cfg.ip_masq,
+        isolation: true,
+    })?;
+    fw.add_container(net, &addrs)?;
+    rollback.push("firewall elements", move || {
+        Firewall::open()
+            .and_then(|fw| fw.remove_container(net, &addrs))
+            .map_err(|e| e.to_string())
+    });
+    if let Some(mac) = spoofchk_mac {
+        fw.add_spoofchk(host_if, mac.octets())?;
+        let port = host_if.to_string();
+        rollback.push("macspoofchk elements", move || {
+            Firewall::open()
+                .and_then(|fw| fw.remove_spoofchk(&port, mac.octets()))
+                .map_err(|e| e.to_string())
+        });
     }
     Ok(())
 }
 
 impl Plugin for BridgePlugin {
     type Error = Error;
+    type Config = CallConfig<BridgeConfig>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
-        let t = target(call);
-        let mac = requested_mac(call)?;
-        let ipam = IpamBackend::for_call(call)?;
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with_ipam(call, BridgeConfig::from_json(&call.conf.raw)?)
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let cfg = &c.net;
+        let (net, ifname) = (call.conf.name.as_str(), call.ifname());
         let ns = open_netns(call)?;
-        let net = call.conf.name.as_str();
         let host = Netlink::new()?;
-
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
-
-        // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
+        let host_if = host_veth_name(call.container_id(), ifname);
         let mut rollback = Rollback::new();
-        let leased = ipam.add(call)?;
-        rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
-        if leased.ips.is_empty() {
-            return Err(Error::config(format!(
-                "IPAM plugin of network {net} returned no address; check its ranges"
-            )));
-        }
-
+        // IPAM first: a config it refuses must leave nothing behind, not even a bridge.
+        let leased = c.ipam.lease(call, &mut rollback)?;
         // Shared from before the bridge is ensured until the record is written: a last DEL's teardown (exclusive)
         // never removes the bridge or chains this ADD is joining, and waits for it.
         let fw = Firewall::open()?;
         let lock = NetworkLock::shared(net)?;
-        let (br, bridge_created) = host.ensure_bridge_noting_creation(
-            &cfg.bridge,
-            cfg.mtu,
-            MacAddr::from_name(&cfg.bridge),
-        )?;
-        if bridge_created {
-            let (host_ref, name, index) = (&host, cfg.bridge.as_str(), br.index);
-            rollback.push("bridge", move || {
-                remove_bridge_if_unused(host_ref, name, index)
-            });
-        }
-        if cfg.promisc_mode {
-            host.set_promisc(br.index, true)?;
-        }
-
-        if cfg.is_gateway {
-            for ip in &leased.ips {
-                if let Some(gw) = gateway_of(ip) {
-                    let gw_net = IpNetwork::new(gw, ip.address.prefix())
-                        .expect("prefix from a valid network");
-                    if gw.is_ipv6() {
-                        // A bridge created while IPv6 was off on the host has no IPv6 config until enabled.
-                        let _ =
-                            set_sysctl(&format!("net/ipv6/conf/{}/disable_ipv6", cfg.bridge), "0");
-                    }
-                    ensure_gateway(&host, br.index, gw_net, cfg.force_address, &cfg.bridge)?;
-                }
-            }
-            enable_forwarding(&leased.ips)?;
-        } else if cfg.ip_masq {
-            enable_forwarding(&leased.ips)?;
-        }
-
-        let host_if = host_veth_name(t.container_id, t.ifname);
-        // Derived from the (unique) veth name: known without reading the link back, stable across a re-ADD.
-        let host_mac = MacAddr::from_name(&host_if);
-        let spec = VethSpec {
-            host_name: &host_if,
-            peer_name: t.ifname,
-            peer_ns: &ns,
-            mtu: cfg.mtu,
-            peer_mac: mac,
-            host_mac: Some(host_mac),
-            host_master: Some(br.index),
-        };
-        // The host end is created down: IPv6 goes off before it comes up (see disable_ipv6_on_port).
-        create_port_veth(&host, &spec, t.ifname)?;
-        let host_ref = &host;
-        let doomed = host_if.clone();
-        rollback.push("veth pair", move || {
-            host_ref
-                .delete_link_by_name(&doomed)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        disable_ipv6_on_port(&host_if);
-        host.set_up_by_name(&host_if)?;
-        if cfg.hairpin_mode || !cfg.icc {
-            // Port options need the index; only these configs pay for reading the link back.
-            let port = host
-                .link_by_name(&host_if)?
-                .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
-            if cfg.hairpin_mode {
-                host.set_hairpin(port.index, true)?;
-            }
-            if !cfg.icc {
-                // An isolated bridge port forwards only to non-isolated ports (the bridge itself, i.e. the
-                // gateway), so neighbours cannot talk while egress and published ports keep working.
-                host.set_isolated(port.index, true)?;
-            }
-        }
-
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
         let inner = Netlink::in_netns(&ns)?;
-        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
-            Error::io(format!(
-                "veth peer {} vanished from the container",
-                t.ifname
-            ))
-        })?;
-        for ip in &leased.ips {
-            inner.add_address(link.index, ip.address, !cfg.enable_dad)?;
-        }
-        let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
-        quiet_ipv6_on_bridge_port_peer(&inner, link.index, &addresses);
-        inner.set_up(link.index)?;
-
-        let mut routes: Vec<Route> = Vec::new();
-        if cfg.is_default_gateway {
-            for ip in &leased.ips {
-                if let Some(gw) = gateway_of(ip) {
-                    let dst = default_route(&ip.address);
-                    if routes.iter().any(|r| r.dst == dst) {
-                        continue;
-                    }
-                    inner.add_route(dst, Some(gw), Some(link.index), None)?;
-                    routes.push(Route::new(dst, Some(gw)));
-                }
-            }
-        }
-        for r in &leased.routes {
-            if cfg.is_default_gateway && r.dst.prefix() == 0 {
-                continue; // already routed through the bridge gateway above
-            }
-            let gw = r.gw.or_else(|| {
-                leased
-                    .ips
-                    .iter()
-                    .find(|i| i.address.is_ipv4() == r.dst.is_ipv4())
-                    .and_then(gateway_of)
-            });
-            inner.add_route(r.dst, gw, Some(link.index), r.mtu)?;
-            routes.push(r.clone());
-        }
-
-        let addrs: Vec<IpAddr> = leased.ips.iter().map(|i| i.address.ip()).collect();
-        let own_resolver = dns.container_holds_resolver(&ns);
-        {
-            fw.ensure_network(&NetworkRules {
-                name: net.to_string(),
-                bridge: cfg.bridge.clone(),
-                masquerade: cfg.ip_masq,
-                isolation: true,
-            })?;
-            fw.add_container(net, &addrs)?;
-            let added = addrs.clone();
-            rollback.push("firewall elements", move || {
-                Firewall::open()
-                    .and_then(|fw| fw.remove_container(net, &added))
-                    .map_err(|e| e.to_string())
-            });
-            if let (true, Some(mac)) = (cfg.macspoofchk, link.mac) {
-                fw.add_spoofchk(&host_if, mac.octets())?;
-                let port = host_if.clone();
-                rollback.push("macspoofchk elements", move || {
-                    Firewall::open()
-                        .and_then(|fw| fw.remove_spoofchk(&port, mac.octets()))
-                        .map_err(|e| e.to_string())
-                });
-            }
-
-            let records = RecordDir::for_network(net);
-            records.write(&AttachmentRecord {
-                network: net.to_string(),
-                container_id: t.container_id.to_string(),
-                ifname: t.ifname.to_string(),
+        let Connected {
+            bridge: br,
+            host_mac,
+            link,
+            routes,
+        } = connect(
+            (&host, &inner),
+            call,
+            cfg,
+            (&ns, &host_if),
+            &leased,
+            &mut rollback,
+        )?;
+        let spoofchk_mac = link.mac.filter(|_| cfg.macspoofchk);
+        add_firewall_elements(
+            &fw,
+            net,
+            cfg,
+            &leased.ips,
+            (&host_if, spoofchk_mac),
+            &mut rollback,
+        )?;
+        let kept = attachment::keep(
+            Finish::new(call, &ns, c, rollback).holding(lock),
+            Made {
                 driver: DriverKind::Bridge,
-                netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                netns_id: ns.id().ok(),
                 host_ifname: Some(host_if.clone()),
                 bridge: Some(cfg.bridge.clone()),
                 mac: link.mac,
                 macspoofchk: cfg.macspoofchk,
                 ips: leased.ips.iter().map(|i| i.address).collect(),
-                name: names.name,
-                aliases: names.aliases,
-                dns: dns.enabled,
-                internal: dns.internal,
-                own_resolver,
-            })?;
-        }
-        drop(lock);
-        rollback.commit();
+            },
+        )?;
         fw.close();
-        // After the record is on disk and the network lock is released (tetherd reads the records). Without
-        // a tetherd, the container keeps the runtime's resolvers rather than a resolver that never answers.
-        let resolver_up = dns.enabled && attachment_added(net, t.container_id, t.ifname);
-
-        let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
-        let result = CniResult {
+        let dns = kept.announce(call.conf.dns.clone().unwrap_or(leased.dns));
+        Ok(CniResult {
             interfaces: vec![
-                iface(&cfg.bridge, br.mac),
-                iface(&host_if, Some(host_mac)),
-                Interface {
-                    sandbox,
-                    mtu: Some(link.mtu),
-                    ..iface(t.ifname, link.mac)
-                },
+                result_interface(&cfg.bridge, br.mac),
+                result_interface(&host_if, Some(host_mac)),
+                sandbox_interface(call, ifname, link.mac, link.mtu),
             ],
             ips: leased
                 .ips
@@ -380,16 +397,12 @@ impl Plugin for BridgePlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(
-                resolver_up && !own_resolver,
-                call.conf.dns.clone().unwrap_or(leased.dns),
-            ),
-        };
-        Ok(result)
+            dns,
+        })
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let t = target(call);
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
@@ -418,7 +431,7 @@ impl Plugin for BridgePlugin {
         // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
         let fw = Firewall::open()?;
         let reaper = LinkReaper::start(&host_if)?;
-        IpamBackend::for_call(call)?.del(call)?;
+        c.ipam.del(call)?;
         {
             let _lock = NetworkLock::shared(net)?;
             if !addrs.is_empty() {
@@ -433,66 +446,22 @@ impl Plugin for BridgePlugin {
             attachment_removed(net, t.container_id, t.ifname);
         }
         reaper.wait_unlisted()?;
-        teardown_if_unused(net, &cfg.bridge, &records)
+        teardown_if_unused(net, &records, |lock| {
+            teardown(net, cfg, lock, Teardown::LastDel)
+        })
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
-        let t = target(call);
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
-        let host = Netlink::new()?;
-        let br = host
-            .link_by_name(&cfg.bridge)?
-            .ok_or_else(|| mismatch(format!("bridge {} is missing", cfg.bridge)))?;
-        let host_if = host_veth_name(t.container_id, t.ifname);
-        let veth = host
-            .link_by_name(&host_if)?
-            .ok_or_else(|| mismatch(format!("host veth {host_if} is missing")))?;
-        if veth.master != Some(br.index) {
-            return Err(mismatch(format!(
-                "host veth {host_if} is not attached to bridge {}",
-                cfg.bridge
-            )));
-        }
-
+        let host_if = host_veth_name(call.container_id(), call.ifname());
+        verify_port(&Netlink::new()?, &cfg.bridge, &host_if)?;
         let inner = Netlink::in_netns(&ns)?;
-        let link = inner.link_by_name(t.ifname)?.ok_or_else(|| {
-            mismatch(format!(
-                "interface {} is missing in the container",
-                t.ifname
-            ))
-        })?;
-        let have = inner.addresses(link.index)?;
-        for ip in &prev.ips {
-            if !have
-                .iter()
-                .any(|a| a.ip() == ip.address.ip() && a.prefix() == ip.address.prefix())
-            {
-                return Err(mismatch(format!(
-                    "address {} is missing on {} in the container",
-                    ip.address, t.ifname
-                )));
-            }
-        }
-        for r in &prev.routes {
-            let family_routes = inner.routes(if r.dst.is_ipv4() {
-                IpFamily::V4
-            } else {
-                IpFamily::V6
-            })?;
-            let found = family_routes
-                .iter()
-                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw));
-            if !found {
-                return Err(mismatch(format!(
-                    "route to {} is missing in the container",
-                    r.dst
-                )));
-            }
-        }
-        let addrs: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.ip()).collect();
+        let addresses: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
+        let link = container_iface::verify(&inner, call.ifname(), &addresses, &prev.routes)?;
         let fw = Firewall::open()?;
+        let addrs: Vec<IpAddr> = addresses.iter().map(IpNetwork::ip).collect();
         if !fw.container_present(&call.conf.name, &addrs)? {
             return Err(mismatch(format!(
                 "firewall state for the container's addresses is missing from table inet tether (network {})",
@@ -506,13 +475,13 @@ impl Plugin for BridgePlugin {
                 )));
             }
         }
-        IpamBackend::for_call(call)?.check(call)
+        c.ipam.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
-        let cfg = BridgeConfig::from_json(&call.conf.raw)?;
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
+        let cfg = &c.net;
         let net = call.conf.name.as_str();
-        IpamBackend::for_call(call)?.gc(call, valid)?;
+        c.ipam.gc(call, valid)?;
         let records = RecordDir::for_network(net);
         let host = Netlink::new()?;
         for rec in records.list()? {
@@ -540,11 +509,13 @@ impl Plugin for BridgePlugin {
                 attachment_removed(net, &rec.container_id, &rec.ifname);
             }
         }
-        teardown_if_unused(net, &cfg.bridge, &records)
+        teardown_if_unused(net, &records, |lock| {
+            teardown(net, cfg, lock, Teardown::LastDel)
+        })
     }
 
-    fn status(&self, call: &Call) -> Result<(), Error> {
-        IpamBackend::for_call(call)?.status(call)
+    fn status(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        c.ipam.status(call)
     }
 }
 
@@ -558,7 +529,7 @@ fn remove_spoofchk_of(fw: &Firewall, rec: &AttachmentRecord) -> Result<(), Error
 /// Undo of a bridge this ADD created: removed only while no port hangs on it, since a concurrent ADD of
 /// the same network may have joined it in the meantime.
 pub(crate) fn remove_bridge_if_unused(
-    host: &Netlink,
+    host: &impl LinkOps,
     name: &str,
     index: u32,
 ) -> Result<(), String> {
@@ -571,21 +542,26 @@ pub(crate) fn remove_bridge_if_unused(
         .map_err(|e| e.to_string())
 }
 
-/// After the last container of a network leaves, its chains and sets go, then its bridge when tether made it.
-/// Re-checked under the exclusive lock, which an ADD holds shared from before it ensures the bridge until its
-/// record is written. The chains go at once (one netlink transaction); the bridge delete (~20 ms of kernel
-/// time, mostly RCU grace periods) goes on in a child that inherits the lock and the firewall socket, so DEL
-/// returns while the next first ADD of the network still waits for it.
-fn teardown_if_unused(net: &str, bridge: &str, records: &RecordDir) -> Result<(), Error> {
-    if !records.is_empty() {
-        return Ok(());
-    }
-    let lock = NetworkLock::exclusive(net)?;
-    if !records.is_empty() {
-        return Ok(());
-    }
+/// The network's teardown (see `driver::teardown`): its chains and sets go at once (one netlink transaction),
+/// then its bridge when tether made it. After the last DEL the bridge delete (~20 ms of kernel time, mostly RCU
+/// grace periods) goes on in a child that inherits the lock and the firewall socket, so DEL returns while the
+/// next first ADD of the network still waits for it.
+pub fn teardown(
+    net: &str,
+    cfg: &BridgeConfig,
+    lock: NetworkLock,
+    how: Teardown,
+) -> Result<(), Error> {
     let fw = Firewall::open()?;
     fw.remove_network(net)?;
-    delete_bridge_in_background(bridge, (lock, fw));
+    match how {
+        Teardown::LastDel => delete_bridge_in_background(&cfg.bridge, (lock, fw)),
+        Teardown::NetworkRm {
+            bridge_in_use: false,
+        } => delete_unused_bridge(&cfg.bridge)?,
+        Teardown::NetworkRm {
+            bridge_in_use: true,
+        } => {}
+    }
     Ok(())
 }

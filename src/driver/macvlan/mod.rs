@@ -8,7 +8,6 @@
 
 mod child;
 mod config;
-mod container_routes;
 mod parent;
 mod temp_name;
 
@@ -21,33 +20,24 @@ pub use config::{split_vlan_name, vlan_link_name, MacvlanConfig, MasterSpec};
 pub use parent::{resolve, Parent};
 pub use temp_name::temporary_name;
 
-use crate::client::notify::{attachment_added, attachment_removed};
+use crate::client::notify::attachment_removed;
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
-use crate::cni::result::{CniResult, Interface, IpConfig};
+use crate::cni::result::{CniResult, IpConfig};
+use crate::driver::attachment::{self, sandbox_interface, Finish, Made};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::{self, mismatch};
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
-use crate::driver::interface_sysctls::apply_lan_interface_sysctls;
-use crate::driver::ipam_backend::IpamBackend;
+use crate::driver::container_iface::{self, DefaultRoute, IfaceConfig, Ipv6Quieting};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
-use crate::link::{IpFamily, LinkError, MacvlanSpec, Netlink};
+use crate::link::{LinkError, LinkInfo, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
-use crate::state::{AttachmentRecord, DriverKind, RecordDir};
+use crate::state::{DriverKind, RecordDir};
 pub(crate) use child::creation_error;
 use child::delete_child;
-use container_routes::add_routes;
 
 pub struct MacvlanPlugin;
-
-fn family_of(dst: &IpNetwork) -> IpFamily {
-    if dst.is_ipv4() {
-        IpFamily::V4
-    } else {
-        IpFamily::V6
-    }
-}
 
 /// Where the child's parent lives, and the socket for it.
 struct ParentSide<'a> {
@@ -57,163 +47,168 @@ struct ParentSide<'a> {
     what: &'static str,
 }
 
+/// The socket on the parent's side: the host's, or with `linkInContainer` the container's (no move needed).
+fn parent_side<'a>(host: Option<&'a Netlink>, inner: &'a Netlink, ns: &'a NetNs) -> ParentSide<'a> {
+    match host {
+        Some(h) => ParentSide {
+            nl: h,
+            target: Some(ns),
+            what: "the host namespace",
+        },
+        None => ParentSide {
+            nl: inner,
+            target: None,
+            what: "the container namespace (linkInContainer)",
+        },
+    }
+}
+
+/// The parent named by `master`, refused when missing or when `mtu` is above its MTU.
+fn resolve_parent(side: &ParentSide<'_>, cfg: &MacvlanConfig) -> Result<Parent, Error> {
+    let parent = resolve(side.nl, &cfg.master, side.what, !cfg.link_in_container)?;
+    let parent_mtu = parent.mtu();
+    if let Some(mtu) = cfg.mtu.filter(|m| *m > parent_mtu) {
+        return Err(Error::config(format!(
+            "mtu {mtu} is larger than the MTU {parent_mtu} of parent {}; a macvlan child \
+                 cannot exceed its parent, lower `mtu` or leave it out",
+            parent.name()
+        )));
+    }
+    Ok(parent)
+}
+
+/// The link the child hangs on: the parent itself, or its 802.1Q sub-interface, made on first use and
+/// counted per user (its release registered on `rollback`).
+fn parent_link<'a>(
+    side: &ParentSide<'a>,
+    parent: &Parent,
+    (registry, user): (&'a VlanRegistry, &'a VlanUser<'a>),
+    rollback: &mut Rollback<'a>,
+) -> Result<LinkInfo, Error> {
+    match parent {
+        Parent::Link(l) => Ok(l.clone()),
+        Parent::Vlan {
+            name, lower, id, ..
+        } => {
+            let plan = VlanPlan {
+                name,
+                lower_index: lower.index,
+                id: *id,
+            };
+            let link = registry.acquire(side.nl, &plan, &lower.name, user)?;
+            let nl = side.nl;
+            rollback.push("VLAN sub-interface use", move || {
+                registry.release(nl, user).map_err(|e| e.to_string())
+            });
+            Ok(link)
+        }
+    }
+}
+
+/// The macvlan child: born in the container under a unique temporary name and renamed there, so it is never
+/// visible on the host and concurrent ADDs cannot collide on the name.
+fn make_child<'a>(
+    side: &ParentSide<'_>,
+    inner: &'a Netlink,
+    cfg: &MacvlanConfig,
+    call: &Call,
+    parent: &LinkInfo,
+    rollback: &mut Rollback<'a>,
+) -> Result<LinkInfo, Error> {
+    let ifname = call.ifname();
+    let temp = temporary_name(call.container_id(), ifname);
+    side.nl
+        .add_macvlan(&MacvlanSpec {
+            name: &temp,
+            parent_index: parent.index,
+            mode: cfg.mode,
+            netns: side.target,
+            mtu: cfg.mtu,
+            mac: call.mac,
+            source_macs: &cfg.source_macs,
+        })
+        .map_err(|e| creation_error(e, cfg.mode, &parent.name, cfg.mtu))?;
+    let child = inner.link_by_name(&temp)?.ok_or_else(|| {
+        Error::io(format!(
+            "macvlan {temp} vanished from the container namespace after creation"
+        ))
+    })?;
+    let index = child.index;
+    rollback.push("macvlan child", move || {
+        inner
+            .delete_link(index)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    inner
+        .rename_link(child.index, ifname)
+        .map_err(|e| match e {
+            LinkError::Exists { .. } => Error::config(format!(
+            "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
+        )),
+            other => Error::from(other),
+        })?;
+    Ok(child)
+}
+
 impl Plugin for MacvlanPlugin {
     type Error = Error;
+    type Config = CallConfig<MacvlanConfig>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
-        let (cid, ifname) = (call.container_id(), call.ifname());
-        let net = call.conf.name.as_str();
-        let mac = requested_mac(call)?;
-        let ipam = IpamBackend::for_call(call)?;
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with_ipam(call, MacvlanConfig::from_call(call)?)
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let cfg = &c.net;
+        let (cid, ifname, net) = (call.container_id(), call.ifname(), call.conf.name.as_str());
         let ns = open_netns(call)?;
         let inner = Netlink::in_netns(&ns)?;
-        let host = if cfg.link_in_container {
-            None
-        } else {
-            Some(Netlink::new()?)
-        };
-        let side = match &host {
-            Some(h) => ParentSide {
-                nl: h,
-                target: Some(&ns),
-                what: "the host namespace",
-            },
-            None => ParentSide {
-                nl: &inner,
-                target: None,
-                what: "the container namespace (linkInContainer)",
-            },
-        };
-
+        let host = (!cfg.link_in_container).then(Netlink::new).transpose()?;
+        let side = parent_side(host.as_ref(), &inner, &ns);
         // Read-only checks first: a missing parent or a too-large MTU leaves nothing behind.
-        let parent = resolve(side.nl, &cfg.master, side.what, !cfg.link_in_container)?;
-        let parent_mtu = parent.mtu();
-        if let Some(mtu) = cfg.mtu.filter(|m| *m > parent_mtu) {
-            return Err(Error::config(format!(
-                "mtu {mtu} is larger than the MTU {parent_mtu} of parent {}; a macvlan child \
-                     cannot exceed its parent, lower `mtu` or leave it out",
-                parent.name()
-            )));
-        }
-
-        let user = VlanUser {
-            network: net,
-            container_id: cid,
-            ifname,
-        };
-        let registry = VlanRegistry::new();
+        let parent = resolve_parent(&side, cfg)?;
+        let (registry, user) = (
+            VlanRegistry::new(),
+            VlanUser {
+                network: net,
+                container_id: cid,
+                ifname,
+            },
+        );
         let mut rollback = Rollback::new();
-        let leased = ipam.add(call)?;
-        rollback.push("ipam lease", || ipam.del(call).map_err(|e| e.to_string()));
-        if leased.ips.is_empty() {
-            return Err(Error::config(format!(
-                "IPAM plugin of network {net} returned no address; check its ranges"
-            )));
-        }
-
-        let parent_link = match &parent {
-            Parent::Link(l) => l.clone(),
-            Parent::Vlan {
-                name, lower, id, ..
-            } => {
-                let plan = VlanPlan {
-                    name,
-                    lower_index: lower.index,
-                    id: *id,
-                };
-                let link = registry.acquire(side.nl, &plan, &lower.name, &user)?;
-                let (reg, nl, u) = (&registry, side.nl, user.clone());
-                rollback.push("VLAN sub-interface use", move || {
-                    reg.release(nl, &u).map_err(|e| e.to_string())
-                });
-                link
-            }
-        };
-
-        // Born in the container under a unique temporary name, renamed there: never visible on the host,
-        // and concurrent ADDs cannot collide on the name.
-        let temp = temporary_name(cid, ifname);
-        side.nl
-            .add_macvlan(&MacvlanSpec {
-                name: &temp,
-                parent_index: parent_link.index,
-                mode: cfg.mode,
-                netns: side.target,
-                mtu: cfg.mtu,
-                mac,
-                source_macs: &cfg.source_macs,
-            })
-            .map_err(|e| creation_error(e, cfg.mode, &parent_link.name, cfg.mtu))?;
-        let child = inner.link_by_name(&temp)?.ok_or_else(|| {
-            Error::io(format!(
-                "macvlan {temp} vanished from the container namespace after creation"
-            ))
-        })?;
-        let inner_ref = &inner;
-        let index = child.index;
-        rollback.push("macvlan child", move || {
-            inner_ref
-                .delete_link(index)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        inner
-            .rename_link(child.index, ifname)
-            .map_err(|e| match e {
-                LinkError::Exists { .. } => Error::config(format!(
-                        "interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"
-                    ),
-                ),
-                other => Error::from(other),
-            })?;
-
-        for ip in &leased.ips {
-            inner.add_address(child.index, ip.address, false)?;
-        }
-        let addresses: Vec<IpNetwork> = leased.ips.iter().map(|i| i.address).collect();
-        apply_lan_interface_sysctls(&ns, ifname, &addresses);
-        inner.set_up(child.index)?;
-
-        let routes = add_routes(&inner, child.index, &leased)?;
-
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
-        let records = RecordDir::for_network(net);
-        let own_resolver = dns.container_holds_resolver(&ns);
-        records.write(&AttachmentRecord {
-            network: net.to_string(),
-            container_id: cid.to_string(),
-            ifname: ifname.to_string(),
-            driver: DriverKind::Macvlan,
-            netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-            netns_id: ns.id().ok(),
-            // The parent: the record's "host-side interface" for a driver without one of its own.
-            host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
-            bridge: None,
-            mac: child.mac,
-            macspoofchk: false,
-            ips: leased.ips.iter().map(|i| i.address).collect(),
-            name: names.name,
-            aliases: names.aliases,
-            dns: dns.enabled,
-            internal: dns.internal,
-            own_resolver,
-        })?;
-        rollback.commit();
-        // After the record is on disk (tetherd reads the records). Without a tetherd, the container keeps
-        // the runtime's resolvers rather than a resolver that never answers.
-        let resolver_up = dns.enabled && attachment_added(net, cid, ifname);
-
+        let leased = c.ipam.lease(call, &mut rollback)?;
+        let parent_link = parent_link(&side, &parent, (&registry, &user), &mut rollback)?;
+        let child = make_child(&side, &inner, cfg, call, &parent_link, &mut rollback)?;
+        let addresses: Vec<_> = leased.ips.iter().map(|i| (i.address, i.gateway)).collect();
+        let routes = container_iface::configure(
+            &inner,
+            child.index,
+            &IfaceConfig {
+                addresses: &addresses,
+                skip_dad: false,
+                ipv6: Ipv6Quieting::Lan { netns: &ns, ifname },
+                default_route: DefaultRoute::ViaGatewayUnlessPresent,
+                routes: &leased.routes,
+                report_gateway: true,
+            },
+        )?;
+        let kept = attachment::keep(
+            Finish::new(call, &ns, c, rollback),
+            Made {
+                driver: DriverKind::Macvlan,
+                // The parent: the record's "host-side interface" for a driver without one of its own.
+                host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
+                bridge: None,
+                mac: child.mac,
+                macspoofchk: false,
+                ips: leased.ips.iter().map(|i| i.address).collect(),
+            },
+        )?;
+        let dns = kept.announce(call.conf.dns.clone().unwrap_or(leased.dns));
         let mtu = cfg.mtu.unwrap_or(parent_link.mtu);
         Ok(CniResult {
-            interfaces: vec![Interface {
-                name: ifname.to_string(),
-                mac: child.mac.map(|m| m.to_string()),
-                mtu: Some(mtu),
-                sandbox: call.env.netns.as_ref().map(|p| p.display().to_string()),
-                ..Interface::default()
-            }],
+            interfaces: vec![sandbox_interface(call, ifname, child.mac, mtu)],
             ips: leased
                 .ips
                 .iter()
@@ -224,16 +219,11 @@ impl Plugin for MacvlanPlugin {
                 })
                 .collect(),
             routes,
-            dns: dns.result_dns(
-                resolver_up && !own_resolver,
-                call.conf.dns.clone().unwrap_or(leased.dns),
-            ),
+            dns,
         })
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        // Parsed only to refuse a config that is not ours to act on.
-        MacvlanConfig::from_call(call)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
         let (cid, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let records = RecordDir::for_network(net);
@@ -250,7 +240,7 @@ impl Plugin for MacvlanPlugin {
             call.env.netns.as_deref().or(recorded_netns.as_deref()),
             ifname,
         )?;
-        IpamBackend::for_call(call)?.del(call)?;
+        c.ipam.del(call)?;
         records.remove(cid, ifname)?;
         if record.as_ref().is_some_and(|r| r.dns) {
             attachment_removed(net, cid, ifname);
@@ -262,15 +252,13 @@ impl Plugin for MacvlanPlugin {
         })
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let ifname = call.ifname();
         let prev = check::prev_result(call)?;
-        let ns = open_netns(call)?;
-        let inner = Netlink::in_netns(&ns)?;
-        let link = inner
-            .link_by_name(ifname)?
-            .ok_or_else(|| mismatch(format!("interface {ifname} is missing in the container")))?;
+        let inner = Netlink::in_netns(&open_netns(call)?)?;
+        let addresses: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
+        let link = container_iface::verify(&inner, ifname, &addresses, &prev.routes)?;
         let info = inner.macvlan_info(link.index)?.ok_or_else(|| {
             mismatch(format!(
                 "interface {ifname} in the container is a {}, not a macvlan",
@@ -284,33 +272,12 @@ impl Plugin for MacvlanPlugin {
                 cfg.mode
             )));
         }
-        let have = inner.addresses(link.index)?;
-        for ip in &prev.ips {
-            if !have.contains(&ip.address) {
-                return Err(mismatch(format!(
-                    "address {} is missing on {ifname} in the container",
-                    ip.address
-                )));
-            }
-        }
-        for r in &prev.routes {
-            let routes = inner.routes(family_of(&r.dst))?;
-            if !routes
-                .iter()
-                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gw == r.gw))
-            {
-                return Err(mismatch(format!(
-                    "route to {} is missing in the container",
-                    r.dst
-                )));
-            }
-        }
-        IpamBackend::for_call(call)?.check(call)
+        c.ipam.check(call)
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
         let net = call.conf.name.as_str();
-        IpamBackend::for_call(call)?.gc(call, valid)?;
+        c.ipam.gc(call, valid)?;
         let records = RecordDir::for_network(net);
         for rec in records.list()? {
             let keep = valid
@@ -333,15 +300,15 @@ impl Plugin for MacvlanPlugin {
     }
 
     /// Code 50 when the parent (or the lower link of a VLAN parent) is missing: no ADD could succeed.
-    fn status(&self, call: &Call) -> Result<(), Error> {
-        let cfg = MacvlanConfig::from_call(call)?;
+    fn status(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         // With linkInContainer the parent lives in namespaces STATUS is not told about.
         if !cfg.link_in_container {
             let host = Netlink::new()?;
             resolve(&host, &cfg.master, "the host namespace", true)
                 .map_err(|e| Error::not_available(e.to_string()))?;
         }
-        IpamBackend::for_call(call)?.status(call)
+        c.ipam.status(call)
     }
 }
 

@@ -8,12 +8,16 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::config::OverlayConfig;
-use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
+use crate::driver::bridge_port::{self, BridgePort};
+use crate::driver::container_iface::{
+    self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
+};
+use crate::driver::rollback::Rollback;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::firewall::{Firewall, NetworkRules};
 use crate::ipam::{allocate, release, AddressRange, IpamConfig, RangeSet, Store};
-use crate::link::{set_sysctl, MacAddr, Netlink, VethSpec};
+use crate::link::{set_sysctl, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::state::NetworkLock;
 
@@ -54,35 +58,16 @@ pub struct Egress {
 
 /// Attaches the container in `ns` to the gateway bridge: address, veth, default route, firewall elements.
 /// Undone by [`detach`] (which the caller registers in its rollback before calling this).
-pub fn attach(
-    host: &Netlink,
+pub fn attach<'a>(
+    host: &'a Netlink,
     ns: &NetNs,
     cfg: &OverlayConfig,
-    container_id: &str,
-    ifname: &str,
+    (container_id, ifname): (&str, &str),
+    rollback: &mut Rollback<'a>,
 ) -> Result<Egress, Error> {
-    let subnet = cfg.gateway_subnet;
-    let gateway = gateway_of(subnet);
-    let range = AddressRange::new(
-        IpNetwork::V4(subnet),
-        None,
-        None,
-        Some(IpAddr::V4(gateway)),
-        "gatewaySubnet",
-    )?;
-    let conf = IpamConfig {
-        range_sets: vec![RangeSet::new(vec![range], "gatewaySubnet")?],
-        routes: Vec::new(),
-        data_dir: store_dir(),
-        resolv_conf: None,
-    };
-    let store = Store::open(&store_dir(), &cfg.gateway_bridge)?;
+    let gateway = gateway_of(cfg.gateway_subnet);
     let egress_if = egress_ifname(ifname);
-    let address = allocate(&conf, &store, container_id, &egress_if, &[])?
-        .first()
-        .map(|a| a.address)
-        .ok_or_else(|| Error::io("gateway bridge IPAM returned no address"))?;
-
+    let address = lease(cfg, container_id, &egress_if)?;
     let br = host.ensure_bridge(
         &cfg.gateway_bridge,
         None,
@@ -90,40 +75,37 @@ pub fn attach(
     )?;
     host.try_add_address(
         br.index,
-        IpNetwork::new(IpAddr::V4(gateway), subnet.prefix()).expect("valid prefix"),
+        IpNetwork::new(IpAddr::V4(gateway), cfg.gateway_subnet.prefix()).expect("valid prefix"),
         true,
     )?;
     set_sysctl("net/ipv4/ip_forward", "1")?;
 
     let host_if = egress_host_veth(container_id, ifname);
-    host.delete_link_by_name(&host_if)?;
-    host.add_veth(&VethSpec {
-        host_name: &host_if,
-        peer_name: &egress_if,
-        peer_ns: ns,
+    let port = BridgePort {
+        bridge: br.index,
+        host_ifname: &host_if,
+        ifname: &egress_if,
+        netns: ns,
         mtu: None,
-        peer_mac: None,
-        host_mac: Some(MacAddr::from_name(&host_if)),
-        host_master: Some(br.index),
-    })?;
-    let port = host
-        .link_by_name(&host_if)?
-        .ok_or_else(|| Error::io(format!("host veth {host_if} vanished")))?;
-    // Isolated ports reach only the bridge (the gateway): no container-to-container path through egress.
-    host.set_isolated(port.index, true)?;
-
+        mac: None,
+        hairpin: false,
+        // Isolated ports reach only the bridge (the gateway): no container-to-container path through egress.
+        isolated: true,
+    };
+    bridge_port::attach(host, &port, rollback)?;
     let inner = Netlink::in_netns(ns)?;
-    let link = inner
-        .link_by_name(&egress_if)?
-        .ok_or_else(|| Error::io(format!("veth peer {egress_if} vanished from the container")))?;
-    inner.add_address(link.index, address, true)?;
-    quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
-    inner.set_up(link.index)?;
-    inner.add_route(
-        "0.0.0.0/0".parse().expect("literal"),
-        Some(IpAddr::V4(gateway)),
-        Some(link.index),
-        None,
+    let link = container_link(&inner, &egress_if)?;
+    container_iface::configure(
+        &inner,
+        link.index,
+        &IfaceConfig {
+            addresses: &[(address, Some(IpAddr::V4(gateway)))],
+            skip_dad: true,
+            ipv6: Ipv6Quieting::BridgePortPeer,
+            default_route: DefaultRoute::ViaGateway,
+            routes: &[],
+            report_gateway: false,
+        },
     )?;
 
     let net = firewall_network(cfg);
@@ -143,6 +125,29 @@ pub fn attach(
         gateway: IpAddr::V4(gateway),
         mac: link.mac,
     })
+}
+
+/// The egress address, from the gateway bridge's own store.
+fn lease(cfg: &OverlayConfig, container_id: &str, egress_if: &str) -> Result<IpNetwork, Error> {
+    let subnet = cfg.gateway_subnet;
+    let range = AddressRange::new(
+        IpNetwork::V4(subnet),
+        None,
+        None,
+        Some(IpAddr::V4(gateway_of(subnet))),
+        "gatewaySubnet",
+    )?;
+    let conf = IpamConfig {
+        range_sets: vec![RangeSet::new(vec![range], "gatewaySubnet")?],
+        routes: Vec::new(),
+        data_dir: store_dir(),
+        resolv_conf: None,
+    };
+    let store = Store::open(&store_dir(), &cfg.gateway_bridge)?;
+    allocate(&conf, &store, container_id, egress_if, &[])?
+        .first()
+        .map(|a| a.address)
+        .ok_or_else(|| Error::io("gateway bridge IPAM returned no address"))
 }
 
 /// Removes what [`attach`] made; everything already gone is fine. The bridge itself stays, as other overlay

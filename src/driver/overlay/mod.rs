@@ -21,24 +21,30 @@ pub use gateway_bridge::{egress_host_veth, egress_ifname};
 
 use block_agreement::{agreement_wait, no_agreement, start_key, wait_for_agreement, Agreement};
 
-use crate::client::notify::{attachment_added, attachment_removed, endpoint_removed};
+use crate::client::notify::{attachment_removed, endpoint_removed};
 use crate::cni::config::Attachment;
 use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::{CniResult, Interface, IpConfig, Route};
+use crate::driver::attachment::{self, result_interface, sandbox_interface, Finish, Made, Notify};
+use crate::driver::bridge_port::{self, BridgePort};
+use crate::driver::call_config::CallConfig;
 use crate::driver::check::mismatch;
-use crate::driver::container_inputs::{open_netns, requested_mac};
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
-use crate::driver::interface_sysctls::quiet_ipv6_on_bridge_port_peer;
+use crate::driver::container_iface::{
+    self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
+};
+use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
+use crate::driver::teardown::teardown_if_unused;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::ipam::{allocate, release, IpamError, Store};
-use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VethSpec, VxlanSpec, VXLAN_PORT};
+use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VxlanSpec, VXLAN_PORT};
+use crate::netns::NetNs;
 use crate::state::overlay::{
     claims_lock_name, ipam_config, next_free_block, now_ms, requires_agreement, Claim, ClaimState,
     NetworkFacts, OverlayDir, LEASE_STORE,
 };
-use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
+use crate::state::{DriverKind, NetworkLock, RecordDir};
 
 pub struct OverlayPlugin;
 
@@ -225,23 +231,116 @@ fn release_address(
     }
 }
 
-fn iface(name: &str, mac: Option<MacAddr>) -> Interface {
-    Interface {
-        name: name.to_string(),
-        mac: mac.map(|m| m.to_string()),
-        ..Interface::default()
+/// The network's bridge and VXLAN device on this host (made by its first ADD, shared by the next), and the
+/// facts tetherd's control plane reads about them.
+fn ensure_network_devices(
+    host: &Netlink,
+    cfg: &OverlayConfig,
+    (net, dir): (&str, &OverlayDir),
+    (underlay, vtep): (&LinkInfo, IpAddr),
+    mtu: u32,
+) -> Result<LinkInfo, Error> {
+    let br = host.ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))?;
+    let vxlan = host.ensure_vxlan(&VxlanSpec {
+        name: vxlan_name(cfg.vni),
+        vni: cfg.vni,
+        local: vtep,
+        underlay: underlay.index,
+        port: VXLAN_PORT,
+        mtu: Some(mtu),
+        master: Some(br.index),
+    })?;
+    dir.write_facts(&NetworkFacts {
+        network: net.to_string(),
+        vni: cfg.vni,
+        subnet: cfg.subnet,
+        block_prefix: cfg.block_prefix,
+        vtep,
+        bridge: cfg.bridge.clone(),
+        vxlan: vxlan.name.clone(),
+    })?;
+    Ok(br)
+}
+
+/// The container's overlay interface: its one address, no default route (egress, when on, brings that).
+fn configure_container_side(ns: &NetNs, ifname: &str, address: IpNetwork) -> Result<(), Error> {
+    let inner = Netlink::in_netns(ns)?;
+    let link = container_link(&inner, ifname)?;
+    container_iface::configure(
+        &inner,
+        link.index,
+        &IfaceConfig {
+            addresses: &[(address, None)],
+            skip_dad: true,
+            ipv6: Ipv6Quieting::BridgePortPeer,
+            default_route: DefaultRoute::None,
+            routes: &[],
+            report_gateway: false,
+        },
+    )
+    .map(drop)
+}
+
+/// With `egress`, the container's second veth on the gateway bridge; its whole undo is registered first, so a
+/// failure half-way through is undone too.
+fn attach_egress<'a>(
+    host: &'a Netlink,
+    ns: &NetNs,
+    cfg: &'a OverlayConfig,
+    call: &'a Call,
+    rollback: &mut Rollback<'a>,
+) -> Result<Option<gateway_bridge::Egress>, Error> {
+    if !cfg.egress {
+        return Ok(None);
     }
+    let (container_id, ifname) = (call.container_id(), call.ifname());
+    rollback.push("egress attachment", move || {
+        gateway_bridge::detach(host, cfg, container_id, ifname).map_err(|e| e.to_string())
+    });
+    gateway_bridge::attach(host, ns, cfg, (container_id, ifname), rollback).map(Some)
+}
+
+/// The egress interfaces, address and default route in the ADD's result.
+fn add_egress_to_result(
+    result: &mut CniResult,
+    call: &Call,
+    cfg: &OverlayConfig,
+    e: &gateway_bridge::Egress,
+) {
+    result
+        .interfaces
+        .push(result_interface(&cfg.gateway_bridge, None));
+    result
+        .interfaces
+        .push(result_interface(&e.host_ifname, None));
+    result.interfaces.push(Interface {
+        mtu: None,
+        ..sandbox_interface(call, &e.ifname, e.mac, 0)
+    });
+    result.ips.push(IpConfig {
+        address: e.address,
+        gateway: Some(e.gateway),
+        interface: Some(5),
+    });
+    result.routes.push(Route::new(
+        "0.0.0.0/0".parse().expect("literal"),
+        Some(e.gateway),
+    ));
 }
 
 impl Plugin for OverlayPlugin {
     type Error = Error;
+    /// No IPAM section: the overlay leases from its own blocks.
+    type Config = CallConfig<OverlayConfig, ()>;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
-        let dns = EmbeddedDns::from_conf(&call.conf.raw)?;
-        let names = EndpointNames::from_call(call);
-        let (container_id, ifname) = (call.container_id(), call.ifname());
-        let net = call.conf.name.as_str();
+    fn config(&self, call: &Call) -> Result<Self::Config, Error> {
+        CallConfig::with(call, OverlayConfig::from_json(&call.conf.raw)?, ())
+    }
+
+    fn add(&self, call: &Call, c: &Self::Config) -> Result<CniResult, Error> {
+        let cfg = &c.net;
+        let (container_id, ifname, net) =
+            (call.container_id(), call.ifname(), call.conf.name.as_str());
         let ns = open_netns(call)?;
         let host = Netlink::new()?;
         let (underlay, vtep) = resolve_underlay(&host, &cfg.underlay)?;
@@ -249,167 +348,75 @@ impl Plugin for OverlayPlugin {
             .mtu
             .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD).max(68));
         let dir = OverlayDir::for_network(net);
-        let mac = match requested_mac(call)? {
+        let mac = match call.mac {
             Some(mac) => mac,
             None => MacAddr::random().map_err(|e| Error::io(e.to_string()))?,
         };
-
         // Held for the whole ADD: the last DEL's teardown (exclusive) must not remove the devices or the
         // lease store between this ADD's allocation and its record.
         let net_lock = NetworkLock::shared(net)?;
         let mut rollback = Rollback::new();
-        let address = allocate_address(&dir, &cfg, net, vtep, container_id, ifname)?;
+        let address = allocate_address(&dir, cfg, net, vtep, container_id, ifname)?;
         let dir_ref = &dir;
         rollback.push("overlay lease", move || {
             release_address(dir_ref, container_id, ifname)
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
-
-        let br = host.ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))?;
-        let vxlan = host.ensure_vxlan(&VxlanSpec {
-            name: vxlan_name(cfg.vni),
-            vni: cfg.vni,
-            local: vtep,
-            underlay: underlay.index,
-            port: VXLAN_PORT,
-            mtu: Some(mtu),
-            master: Some(br.index),
-        })?;
-        dir.write_facts(&NetworkFacts {
-            network: net.to_string(),
-            vni: cfg.vni,
-            subnet: cfg.subnet,
-            block_prefix: cfg.block_prefix,
-            vtep,
-            bridge: cfg.bridge.clone(),
-            vxlan: vxlan.name.clone(),
-        })?;
-
+        let br = ensure_network_devices(&host, cfg, (net, &dir), (&underlay, vtep), mtu)?;
         let host_if = host_veth_name(container_id, ifname);
-        host.delete_link_by_name(&host_if)?;
-        let host_mac = MacAddr::from_name(&host_if);
-        host.add_veth(&VethSpec {
-            host_name: &host_if,
-            peer_name: ifname,
-            peer_ns: &ns,
+        let port = BridgePort {
+            bridge: br.index,
+            host_ifname: &host_if,
+            ifname,
+            netns: &ns,
             mtu: Some(mtu),
-            peer_mac: Some(mac),
-            host_mac: Some(host_mac),
-            host_master: Some(br.index),
-        })
-        .map_err(|e| match Error::from(e) {
-            Error::Link(crate::link::LinkError::Exists { .. }) => Error::config(format!("interface {ifname} already exists in the container namespace; pick another CNI_IFNAME"),
-            ),
-            other => other,
-        })?;
-        let (host_ref, doomed) = (&host, host_if.clone());
-        rollback.push("veth pair", move || {
-            host_ref
-                .delete_link_by_name(&doomed)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-
-        let inner = Netlink::in_netns(&ns)?;
-        let link = inner
-            .link_by_name(ifname)?
-            .ok_or_else(|| Error::io(format!("veth peer {ifname} vanished from the container")))?;
-        inner.add_address(link.index, address, true)?;
-        quiet_ipv6_on_bridge_port_peer(&inner, link.index, &[address]);
-        inner.set_up(link.index)?;
-
-        let egress = if cfg.egress {
-            let cfg_ref = &cfg;
-            rollback.push("egress attachment", move || {
-                gateway_bridge::detach(host_ref, cfg_ref, container_id, ifname)
-                    .map_err(|e| e.to_string())
-            });
-            Some(gateway_bridge::attach(
-                &host,
-                &ns,
-                &cfg,
-                container_id,
-                ifname,
-            )?)
-        } else {
-            None
-        };
-
-        let own_resolver = dns.container_holds_resolver(&ns);
-        let mut ips = vec![address];
-        ips.extend(egress.as_ref().map(|e| e.address));
-        RecordDir::for_network(net).write(&AttachmentRecord {
-            network: net.to_string(),
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
-            driver: DriverKind::Overlay,
-            netns: call.env.netns.as_ref().map(|p| p.display().to_string()),
-            netns_id: ns.id().ok(),
-            host_ifname: Some(host_if.clone()),
-            bridge: Some(cfg.bridge.clone()),
             mac: Some(mac),
-            macspoofchk: false,
-            // The overlay address only: it is what the control plane publishes and DNS answers.
-            ips: vec![address],
-            name: names.name,
-            aliases: names.aliases,
-            dns: dns.enabled,
-            internal: dns.internal,
-            own_resolver,
-        })?;
-        rollback.commit();
-        drop(net_lock);
+            hairpin: false,
+            isolated: false,
+        };
+        let host_mac = bridge_port::attach(&host, &port, &mut rollback)?;
+        configure_container_side(&ns, ifname, address)?;
+        let egress = attach_egress(&host, &ns, cfg, call, &mut rollback)?;
+        let kept = attachment::keep(
+            Finish::new(call, &ns, c, rollback)
+                .holding(net_lock)
+                .notifying(Notify::Always),
+            Made {
+                driver: DriverKind::Overlay,
+                host_ifname: Some(host_if.clone()),
+                bridge: Some(cfg.bridge.clone()),
+                mac: Some(mac),
+                macspoofchk: false,
+                // The overlay address only: it is what the control plane publishes and DNS answers.
+                ips: vec![address],
+            },
+        )?;
         // Without a tetherd the container keeps the runtime's resolvers (and the overlay converges when
         // tetherd starts); with one, it asks the embedded resolver, which knows every host's containers.
-        let resolver_up = attachment_added(net, container_id, ifname) && dns.enabled;
-
-        let sandbox = call.env.netns.as_ref().map(|p| p.display().to_string());
-        let mut interfaces = vec![
-            iface(&cfg.bridge, br.mac),
-            iface(&host_if, Some(host_mac)),
-            Interface {
-                sandbox: sandbox.clone(),
-                mtu: Some(mtu),
-                ..iface(ifname, Some(mac))
-            },
-        ];
-        let mut ip_configs = vec![IpConfig {
-            address,
-            gateway: None,
-            interface: Some(2),
-        }];
-        let mut routes = Vec::new();
+        let dns = kept.announce(call.conf.dns.clone().unwrap_or_default());
+        let mut result = CniResult {
+            interfaces: vec![
+                result_interface(&cfg.bridge, br.mac),
+                result_interface(&host_if, Some(host_mac)),
+                sandbox_interface(call, ifname, Some(mac), mtu),
+            ],
+            ips: vec![IpConfig {
+                address,
+                gateway: None,
+                interface: Some(2),
+            }],
+            routes: Vec::new(),
+            dns,
+        };
         if let Some(e) = &egress {
-            interfaces.push(iface(&cfg.gateway_bridge, None));
-            interfaces.push(iface(&e.host_ifname, None));
-            interfaces.push(Interface {
-                sandbox,
-                ..iface(&e.ifname, e.mac)
-            });
-            ip_configs.push(IpConfig {
-                address: e.address,
-                gateway: Some(e.gateway),
-                interface: Some(5),
-            });
-            routes.push(Route::new(
-                "0.0.0.0/0".parse().expect("literal"),
-                Some(e.gateway),
-            ));
+            add_egress_to_result(&mut result, call, cfg, e);
         }
-        Ok(CniResult {
-            interfaces,
-            ips: ip_configs,
-            routes,
-            dns: dns.result_dns(
-                resolver_up && !own_resolver,
-                call.conf.dns.clone().unwrap_or_default(),
-            ),
-        })
+        Ok(result)
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn del(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let (container_id, ifname) = (call.container_id(), call.ifname());
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
@@ -418,19 +425,19 @@ impl Plugin for OverlayPlugin {
 
         // Deleting the host end removes the pair; the container namespace may be gone already.
         host.delete_link_by_name(&host_veth_name(container_id, ifname))?;
-        gateway_bridge::detach(&host, &cfg, container_id, ifname)?;
+        gateway_bridge::detach(&host, cfg, container_id, ifname)?;
         {
             let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
             release_address(&dir, container_id, ifname)?;
         }
         records.remove(container_id, ifname)?;
-        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        teardown_if_unused(net, &records, |lock| teardown(net, cfg, lock))?;
         attachment_removed(net, container_id, ifname);
         Ok(())
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn check(&self, call: &Call, c: &Self::Config) -> Result<(), Error> {
+        let cfg = &c.net;
         let host = Netlink::new()?;
         for name in [
             cfg.bridge.clone(),
@@ -441,37 +448,26 @@ impl Plugin for OverlayPlugin {
                 return Err(mismatch(format!("{name} is missing on the host")));
             }
         }
-        let ns = open_netns(call)?;
-        let inner = Netlink::in_netns(&ns)?;
-        let link = inner.link_by_name(call.ifname())?.ok_or_else(|| {
-            mismatch(format!(
-                "interface {} is missing in the container",
-                call.ifname()
-            ))
-        })?;
-        let have = inner.addresses(link.index)?;
-        if let Some(prev) = call.prev_result()? {
-            for ip in prev
-                .ips
-                .iter()
-                .filter(|i| matches!(i.address.ip(), IpAddr::V4(a) if cfg.subnet.contains(a)))
-            {
-                if !have.contains(&ip.address) {
-                    return Err(mismatch(format!(
-                        "address {} is missing on {}",
-                        ip.address,
-                        call.ifname()
-                    )));
-                }
-                check_block_of(&OverlayDir::for_network(&call.conf.name), ip.address.ip())
-                    .map_err(mismatch)?;
-            }
+        let inner = Netlink::in_netns(&open_netns(call)?)?;
+        // The overlay address of prevResult (the egress one is the gateway bridge's).
+        let addresses: Vec<IpNetwork> = call
+            .prev_result()?
+            .map(|prev| prev.ips.iter().map(|i| i.address).collect())
+            .unwrap_or_default();
+        let addresses: Vec<IpNetwork> = addresses
+            .into_iter()
+            .filter(|a| matches!(a.ip(), IpAddr::V4(v4) if cfg.subnet.contains(v4)))
+            .collect();
+        container_iface::verify(&inner, call.ifname(), &addresses, &[])?;
+        let dir = OverlayDir::for_network(&call.conf.name);
+        for address in &addresses {
+            check_block_of(&dir, address.ip()).map_err(mismatch)?;
         }
         Ok(())
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
-        let cfg = OverlayConfig::from_json(&call.conf.raw)?;
+    fn gc(&self, call: &Call, c: &Self::Config, valid: &[Attachment]) -> Result<(), Error> {
+        let cfg = &c.net;
         let net = call.conf.name.as_str();
         let dir = OverlayDir::for_network(net);
         let records = RecordDir::for_network(net);
@@ -485,14 +481,14 @@ impl Plugin for OverlayPlugin {
             }
             tracing::info!(container = %rec.container_id, ifname = %rec.ifname, "gc: removing stale overlay attachment");
             host.delete_link_by_name(&host_veth_name(&rec.container_id, &rec.ifname))?;
-            gateway_bridge::detach(&host, &cfg, &rec.container_id, &rec.ifname)?;
+            gateway_bridge::detach(&host, cfg, &rec.container_id, &rec.ifname)?;
             {
                 let _lock = NetworkLock::exclusive(&claims_lock_name(net))?;
                 release_address(&dir, &rec.container_id, &rec.ifname)?;
             }
             records.remove(&rec.container_id, &rec.ifname)?;
         }
-        teardown_if_unused(&host, net, &cfg, &dir, &records)?;
+        teardown_if_unused(net, &records, |lock| teardown(net, cfg, lock))?;
         endpoint_removed(net);
         Ok(())
     }
@@ -523,26 +519,14 @@ fn check_block_of(dir: &OverlayDir, address: IpAddr) -> Result<(), String> {
     Ok(())
 }
 
-/// After the host's last container of the network left: the VXLAN device, the bridge and the network's
-/// overlay state go (its blocks are then released by the control plane). Re-checked under the exclusive
-/// lock, since an ADD may have joined meanwhile.
-fn teardown_if_unused(
-    host: &Netlink,
-    net: &str,
-    cfg: &OverlayConfig,
-    dir: &OverlayDir,
-    records: &RecordDir,
-) -> Result<(), Error> {
-    if !records.is_empty() {
-        return Ok(());
-    }
-    let _lock = NetworkLock::exclusive(net)?;
+/// The network's teardown (see `driver::teardown`): the VXLAN device, the bridge and the network's overlay
+/// state go (its blocks are then released by the control plane), under the claims lock too.
+pub fn teardown(net: &str, cfg: &OverlayConfig, _lock: NetworkLock) -> Result<(), Error> {
     let _claims = NetworkLock::exclusive(&claims_lock_name(net))?;
-    if !records.is_empty() {
-        return Ok(());
-    }
+    let host = Netlink::new()?;
     host.delete_link_by_name(&vxlan_name(cfg.vni))?;
     host.delete_link_by_name(&cfg.bridge)?;
+    let dir = OverlayDir::for_network(net);
     dir.remove().map_err(|e| {
         Error::io(format!(
             "removing overlay state {} failed: {e}",

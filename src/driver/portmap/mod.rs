@@ -14,7 +14,7 @@ use crate::cni::plugin::{Call, Plugin};
 use crate::cni::result::CniResult;
 use crate::driver::check::{self, mismatch};
 use crate::error::Error;
-use crate::firewall::{Firewall, PortMapping, Protocol};
+use crate::firewall::{Firewall, PortMapping, PortmapOptions, Protocol};
 use crate::link::set_sysctl;
 use crate::state_file;
 
@@ -122,9 +122,13 @@ fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, Error> {
 
 impl Plugin for PortmapPlugin {
     type Error = Error;
+    type Config = PortmapOptions;
 
-    fn add(&self, call: &Call) -> Result<CniResult, Error> {
-        let opts = config::options(&call.conf.raw)?;
+    fn config(&self, call: &Call) -> Result<PortmapOptions, Error> {
+        config::options(&call.conf.raw)
+    }
+
+    fn add(&self, call: &Call, opts: &PortmapOptions) -> Result<CniResult, Error> {
         let (cid, ifname) = ids(call);
         let prev = call.prev_result()?.ok_or_else(|| {
             Error::config("tether-portmap is a chained plugin: put it after an interface plugin (e.g. tether-bridge) in a conflist",
@@ -136,7 +140,7 @@ impl Plugin for PortmapPlugin {
         }
         let (_, host_if) = from_prev(&prev);
         let fw = Firewall::open()?;
-        fw.ensure_portmap(&opts)?;
+        fw.ensure_portmap(opts)?;
         if let Some(bridge) = host_if.as_deref() {
             // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
             // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
@@ -162,8 +166,7 @@ impl Plugin for PortmapPlugin {
         Ok(prev)
     }
 
-    fn del(&self, call: &Call) -> Result<(), Error> {
-        config::options(&call.conf.raw)?;
+    fn del(&self, call: &Call, _: &PortmapOptions) -> Result<(), Error> {
         let (cid, ifname) = ids(call);
         let maps = recorded_or_wanted(call)?;
         if !maps.is_empty() {
@@ -177,8 +180,7 @@ impl Plugin for PortmapPlugin {
         Ok(())
     }
 
-    fn check(&self, call: &Call) -> Result<(), Error> {
-        config::options(&call.conf.raw)?;
+    fn check(&self, call: &Call, _: &PortmapOptions) -> Result<(), Error> {
         let prev = check::prev_result(call)?;
         let maps = wanted_mappings(call, &prev)?;
         if maps.is_empty() {
@@ -194,7 +196,7 @@ impl Plugin for PortmapPlugin {
         Ok(())
     }
 
-    fn gc(&self, call: &Call, valid: &[Attachment]) -> Result<(), Error> {
+    fn gc(&self, call: &Call, _: &PortmapOptions, valid: &[Attachment]) -> Result<(), Error> {
         let dir = record_dir(&call.conf.name);
         let records: Vec<PortmapRecord> = state_file::list_json(&dir)?;
         let fw = Firewall::open()?;
@@ -217,10 +219,6 @@ impl Plugin for PortmapPlugin {
                 &rec.ifname,
             ))?;
         }
-        Ok(())
-    }
-
-    fn status(&self, _call: &Call) -> Result<(), Error> {
         Ok(())
     }
 }

@@ -160,10 +160,17 @@ impl Expr {
     }
 
     fn encode(&self, w: &mut MessageWriter) {
-        let reg = |r: &Register| r.0;
         w.begin_nested(NFTA_LIST_ELEM);
         w.put_str(NFTA_EXPR_NAME, self.name());
         w.begin_nested(NFTA_EXPR_DATA);
+        self.encode_data(w);
+        w.end_nested(); // NFTA_EXPR_DATA
+        w.end_nested(); // NFTA_LIST_ELEM
+    }
+
+    /// The expression's attributes: meta, ct, payload and bitwise here, the rest in `encode_compare_and_act`.
+    fn encode_data(&self, w: &mut MessageWriter) {
+        let reg = |r: &Register| r.0;
         match self {
             Expr::Meta(key, into) => {
                 w.put_be32(NFTA_META_DREG, reg(into));
@@ -208,6 +215,13 @@ impl Expr {
                 put_data(w, NFTA_BITWISE_MASK, mask);
                 put_data(w, NFTA_BITWISE_XOR, xor);
             }
+            _ => self.encode_compare_and_act(w),
+        }
+    }
+
+    fn encode_compare_and_act(&self, w: &mut MessageWriter) {
+        let reg = |r: &Register| r.0;
+        match self {
             Expr::Equals(sreg, value) | Expr::NotEquals(sreg, value) => {
                 w.put_be32(NFTA_CMP_SREG, reg(sreg));
                 let op = match self {
@@ -278,9 +292,12 @@ impl Expr {
                 w.put_be32(NFTA_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
                 w.put_bytes(NFTA_REJECT_ICMP_CODE, &[NFT_REJECT_ICMPX_PORT_UNREACH]);
             }
+            Expr::Meta(..)
+            | Expr::SetMeta(..)
+            | Expr::Ct(..)
+            | Expr::Payload { .. }
+            | Expr::Bitwise { .. } => unreachable!("register loads are encoded by encode_data"),
         }
-        w.end_nested(); // NFTA_EXPR_DATA
-        w.end_nested(); // NFTA_LIST_ELEM
     }
 }
 

@@ -1,4 +1,5 @@
-//! Ethernet MAC addresses.
+//! Ethernet MAC addresses: a leaf, so the CNI edge parses the runtime's `mac` into one and the link layer
+//! sets it.
 
 use std::fmt;
 use std::str::FromStr;
