@@ -923,6 +923,72 @@ fn doctor_and_trace_find_a_catch_all_reject_in_another_forward_chain() {
 }
 
 #[test]
+fn doctor_finds_a_narrower_rule_in_another_forward_chain_that_drops_a_containers_traffic() {
+    let host = HostNs::new("dcsh");
+    let s = Setup::new(&host);
+    s.cli.create_network("web", "10.86.0.0/24");
+    let c = host.container("c1");
+    s.attach("web", &c, &["--name", "one"]);
+    assert_eq!(s.doctor().0, 0, "healthy before the rule");
+    host.nft_ok(&["add", "table", "inet", "fw"]);
+    host.nft_ok(&[
+        "add",
+        "chain",
+        "inet",
+        "fw",
+        "screen",
+        "{ type filter hook forward priority 10; policy accept; }",
+    ]);
+    // One rule for another subnet (not tether's business) and one that takes this container's address.
+    host.nft_ok(&[
+        "add",
+        "rule",
+        "inet",
+        "fw",
+        "screen",
+        "ip",
+        "daddr",
+        "192.0.2.0/24",
+        "drop",
+    ]);
+    host.nft_ok(&[
+        "add",
+        "rule",
+        "inet",
+        "fw",
+        "screen",
+        "ip",
+        "saddr",
+        "{",
+        "10.86.0.0/25,",
+        "198.51.100.7",
+        "}",
+        "tcp",
+        "dport",
+        "443",
+        "reject",
+    ]);
+    let (code, report) = s.doctor();
+    assert_eq!(code, 1, "{report:#}");
+    let problems = findings(&report, "problem", "firewall");
+    assert_eq!(
+        problems.len(),
+        1,
+        "only the rule that takes the container: {report:#}"
+    );
+    let what = problems[0]["what"].as_str().unwrap();
+    assert!(
+        what.starts_with("`reject # handle") && what.contains("chain screen of table inet fw"),
+        "{what}"
+    );
+    assert!(what.contains("one (10.86.0."), "{what}");
+    assert!(problems[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("nft insert rule inet fw screen meta iifgroup 7447 accept"));
+}
+
+#[test]
 fn when_tetherd_is_gone_doctor_and_trace_say_names_do_not_resolve() {
     let host = HostNs::new("trdn");
     let s = Setup::new(&host);

@@ -93,6 +93,7 @@ impl Doctor {
         let records = all_records(&self.state_dir);
         findings.extend(sysctls(&records));
         findings.extend(firewall());
+        findings.extend(shadowing_rules(&records));
         let occupied = Occupied::scan();
         findings.extend(self.leftovers(&occupied));
         findings.extend(self.tetherd(&records, &occupied));
@@ -499,6 +500,49 @@ fn firewall() -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// Narrower drop or reject rules in other tables' forward chains that match a container's address: they
+/// shadow tether's own accept for that traffic.
+fn shadowing_rules(records: &[AttachmentRecord]) -> Vec<Finding> {
+    let containers: Vec<(String, std::net::IpAddr)> = records
+        .iter()
+        .flat_map(|r| {
+            let who = r.name.clone().unwrap_or_else(|| r.container_id.clone());
+            r.ips.iter().map(move |n| (who.clone(), n.ip()))
+        })
+        .collect();
+    if containers.is_empty() {
+        return Vec::new();
+    }
+    host_firewall::shadowing_rules(&containers)
+        .into_iter()
+        .map(|shadow| {
+            let c = &shadow.chain;
+            let who: Vec<String> = shadow
+                .containers
+                .iter()
+                .map(|(name, ip)| format!("{name} ({ip})"))
+                .collect();
+            let what = format!(
+                "`{}` in chain {} of table {} {} matches the address of {}: it drops their forwarded traffic (tether never edits another table)",
+                shadow.rule, c.chain, c.family, c.table, join(&who)
+            );
+            if shadow.admits_tether {
+                Finding::warning(
+                    "firewall",
+                    what,
+                    "that table accepts tether's device group; check that those accept rules come before this one (`nft -a list table ...`)",
+                )
+            } else {
+                Finding::problem(
+                    "firewall",
+                    what,
+                    format!("narrow or remove that rule, or accept tether's traffic before it: {}", c.remedy()),
+                )
+            }
+        })
+        .collect()
 }
 
 /// Bridges near the kernel's port limit: the next veth cannot join.

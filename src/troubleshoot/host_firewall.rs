@@ -3,6 +3,7 @@
 //! whether the rules that let tether's bridges through (device group 7447, docs/plugins/bridge.md) are
 //! already there. Read-only: `nft list` and `iptables-save` print, they change nothing.
 
+use std::net::IpAddr;
 use std::process::Command;
 
 use serde_json::Value;
@@ -63,9 +64,8 @@ fn static_family(name: &str) -> Option<&'static str> {
     ["ip", "ip6", "inet"].into_iter().find(|f| *f == name)
 }
 
-/// Rules of other tables' forward base chains that drop or reject with no match at all (a counter or a log
-/// at most), as `nft -j list ruleset` shows them.
-fn catch_all_drops() -> Vec<(ForeignForwardDrop, String)> {
+/// Every rule of other tables' forward base chains, as `nft -j list ruleset` shows them.
+fn foreign_forward_rules() -> Vec<(ForeignForwardDrop, Value)> {
     let text = output("nft", &["-j", "list", "ruleset"]);
     let Ok(ruleset) = serde_json::from_str::<Value>(&text) else {
         return Vec::new();
@@ -99,30 +99,125 @@ fn catch_all_drops() -> Vec<(ForeignForwardDrop, String)> {
         if !forward_chains.contains(&(family.into(), table.into(), chain.into())) {
             continue;
         }
-        let exprs = rule["expr"].as_array().cloned().unwrap_or_default();
-        let keys: Vec<&str> = exprs
-            .iter()
-            .filter_map(|e| e.as_object()?.keys().next().map(String::as_str))
-            .collect();
-        let verdict = keys
-            .iter()
-            .copied()
-            .find(|k| matches!(*k, "drop" | "reject"));
-        let only_bookkeeping = keys
-            .iter()
-            .all(|k| matches!(*k, "drop" | "reject" | "counter" | "log"));
-        if let (Some(verdict), true) = (verdict, only_bookkeeping) {
-            out.push((
-                ForeignForwardDrop {
-                    family,
-                    table: table.into(),
-                    chain: chain.into(),
-                },
-                format!("{verdict} # handle {}", rule["handle"]),
-            ));
-        }
+        let chain = ForeignForwardDrop {
+            family,
+            table: table.into(),
+            chain: chain.into(),
+        };
+        out.push((chain, rule.clone()));
     }
     out
+}
+
+/// The statement keys of a rule (`match`, `counter`, `drop`, ...) and its drop or reject verdict, if any.
+fn verdict_of(rule: &Value) -> (Vec<String>, Option<&'static str>) {
+    let keys: Vec<String> = rule["expr"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_object()?.keys().next().cloned())
+        .collect();
+    let verdict = keys.iter().find_map(|k| match k.as_str() {
+        "drop" => Some("drop"),
+        "reject" => Some("reject"),
+        _ => None,
+    });
+    (keys, verdict)
+}
+
+/// Rules of other tables' forward base chains that drop or reject with no match at all (a counter or a log
+/// at most).
+fn catch_all_drops() -> Vec<(ForeignForwardDrop, String)> {
+    foreign_forward_rules()
+        .into_iter()
+        .filter_map(|(chain, rule)| {
+            let (keys, verdict) = verdict_of(&rule);
+            let only_bookkeeping = keys
+                .iter()
+                .all(|k| matches!(k.as_str(), "drop" | "reject" | "counter" | "log"));
+            let verdict = verdict.filter(|_| only_bookkeeping)?;
+            Some((chain, format!("{verdict} # handle {}", rule["handle"])))
+        })
+        .collect()
+}
+
+/// A narrower rule of another table's forward chain that drops or rejects traffic of tether's containers:
+/// it matches their addresses as source or destination.
+pub struct ShadowingRule {
+    pub chain: ForeignForwardDrop,
+    /// `drop # handle 4`.
+    pub rule: String,
+    /// The containers (name or id, address) it matches.
+    pub containers: Vec<(String, IpAddr)>,
+    pub admits_tether: bool,
+}
+
+/// Drop or reject rules in other tables' forward chains that match the address of one of `containers`.
+pub fn shadowing_rules(containers: &[(String, IpAddr)]) -> Vec<ShadowingRule> {
+    let mut out = Vec::new();
+    for (chain, rule) in foreign_forward_rules() {
+        let (_, Some(verdict)) = verdict_of(&rule) else {
+            continue;
+        };
+        let hit: Vec<(String, IpAddr)> = containers
+            .iter()
+            .filter(|(_, ip)| rule_matches_address(&rule, *ip))
+            .cloned()
+            .collect();
+        if hit.is_empty() {
+            continue;
+        }
+        out.push(ShadowingRule {
+            admits_tether: admits_tether(&chain),
+            rule: format!("{verdict} # handle {}", rule["handle"]),
+            chain,
+            containers: hit,
+        });
+    }
+    out
+}
+
+/// Whether one of the rule's `ip/ip6 saddr/daddr ==` matches takes `ip` (a plain address, a prefix, a range
+/// or an anonymous set of those).
+fn rule_matches_address(rule: &Value, ip: IpAddr) -> bool {
+    rule["expr"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("match"))
+        .filter(|m| matches!(m["op"].as_str(), None | Some("==") | Some("in")))
+        .filter(|m| {
+            let payload = &m["left"]["payload"];
+            matches!(payload["field"].as_str(), Some("saddr" | "daddr"))
+                && matches!(payload["protocol"].as_str(), Some("ip" | "ip6"))
+        })
+        .any(|m| address_in(&m["right"], ip))
+}
+
+fn address_in(right: &Value, ip: IpAddr) -> bool {
+    if let Some(text) = right.as_str() {
+        return text.parse::<IpAddr>().is_ok_and(|a| a == ip);
+    }
+    if let Some(prefix) = right.get("prefix") {
+        let net = prefix["addr"]
+            .as_str()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .zip(prefix["len"].as_u64())
+            .and_then(|(a, len)| ipnetwork::IpNetwork::new(a, len as u8).ok());
+        return net.is_some_and(|n| n.contains(ip));
+    }
+    if let Some([low, high]) = right
+        .get("range")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        let parse = |v: &Value| v.as_str().and_then(|a| a.parse::<IpAddr>().ok());
+        return matches!((parse(low), parse(high)), (Some(l), Some(h)) if l <= ip && ip <= h);
+    }
+    if let Some(set) = right.get("set").and_then(Value::as_array) {
+        return set.iter().any(|v| address_in(v, ip));
+    }
+    false
 }
 
 fn output(program: &str, args: &[&str]) -> String {
