@@ -256,3 +256,37 @@ fn admits_tether(chain: &ForeignForwardDrop) -> bool {
     };
     has("--src-group") && has("--dst-group")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(right: Value, op: &str) -> Value {
+        json!({"expr": [
+            {"match": {"op": op, "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": right}},
+            {"drop": null}
+        ]})
+    }
+
+    #[test]
+    fn an_address_match_takes_addresses_prefixes_ranges_and_sets() {
+        let ip: IpAddr = "10.86.0.5".parse().unwrap();
+        let prefix = json!({"prefix": {"addr": "10.86.0.0", "len": 24}});
+        assert!(rule_matches_address(&rule(json!("10.86.0.5"), "=="), ip));
+        assert!(rule_matches_address(&rule(prefix.clone(), "=="), ip));
+        assert!(rule_matches_address(
+            &rule(json!({"range": ["10.86.0.1", "10.86.0.9"]}), "=="),
+            ip
+        ));
+        assert!(rule_matches_address(
+            &rule(json!({"set": ["192.0.2.1", prefix]}), "=="),
+            ip
+        ));
+        assert!(!rule_matches_address(&rule(json!("10.86.0.6"), "=="), ip));
+        assert!(!rule_matches_address(
+            &rule(json!({"prefix": {"addr": "10.86.0.0", "len": 24}}), "!="),
+            ip
+        ));
+    }
+}
