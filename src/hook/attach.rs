@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::endpoint::{AttachRequest, Attachment, EndpointError};
 use crate::netns::{loopback_up, NetNs};
 
-use super::endpoint_ops::EndpointOps;
+use super::endpoint_ops::{attach_replacing_stale, EndpointOps};
 use super::error::HookError;
 use super::network_mode::NetworkMode;
 use super::settings::HookSettings;
@@ -91,7 +91,7 @@ pub fn attach_networks(
             name: settings.name.clone(),
             aliases: settings.aliases.clone().unwrap_or_default(),
         };
-        match ops.attach(&request) {
+        match attach_replacing_stale(ops, &request) {
             Ok(attachment) => {
                 tracing::info!(container = %id, network = %network, ifname = %attachment.ifname, "attached");
                 made.push(attachment);

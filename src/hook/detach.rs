@@ -2,7 +2,7 @@
 //! (runc runs it on delete, podman on cleanup) or after a create that failed, so a network the container
 //! is not attached to is a success; every network is tried even when one fails.
 
-use super::endpoint_ops::EndpointOps;
+use super::endpoint_ops::{detach_stopped, EndpointOps};
 use super::error::HookError;
 use super::network_mode::NetworkMode;
 use super::settings::HookSettings;
@@ -18,7 +18,7 @@ pub fn detach_container(
     };
     let mut failures = Vec::new();
     for network in networks.iter().rev() {
-        match ops.detach_stopped(network, id) {
+        match detach_stopped(ops, network, id) {
             Ok(()) => tracing::info!(container = %id, network = %network, "detached"),
             Err(e) => failures.push((network.clone(), e)),
         }

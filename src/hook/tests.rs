@@ -17,6 +17,8 @@ struct FakeEndpoints {
     failing: Vec<String>,
     calls: RefCell<Vec<String>>,
     requests: RefCell<Vec<AttachRequest>>,
+    /// The result cache: (network, container id, namespace path) per attachment.
+    cache: Vec<(String, String, Option<String>)>,
 }
 
 impl EndpointOps for FakeEndpoints {
@@ -57,10 +59,25 @@ impl EndpointOps for FakeEndpoints {
         Ok(())
     }
 
-    fn detach_stopped(&self, network: &str, _container_id: &str) -> Result<(), EndpointError> {
-        self.calls
-            .borrow_mut()
-            .push(format!("detach-stopped {network}"));
+    fn cached_netns(
+        &self,
+        network: &str,
+        container_id: &str,
+    ) -> Result<Vec<Option<String>>, EndpointError> {
+        Ok(self
+            .cache
+            .iter()
+            .filter(|(n, id, _)| n == network && id == container_id)
+            .map(|(_, _, path)| path.clone())
+            .collect())
+    }
+
+    fn forget_process_netns(
+        &self,
+        network: &str,
+        _container_id: &str,
+    ) -> Result<(), EndpointError> {
+        self.calls.borrow_mut().push(format!("forget {network}"));
         Ok(())
     }
 }
@@ -148,7 +165,12 @@ fn poststop_detaches_every_network_of_the_arguments() {
     run_with(&fake, args(&["--network", "front,back"]), &state("stopped")).unwrap();
     assert_eq!(
         *fake.calls.borrow(),
-        ["detach-stopped back", "detach-stopped front"]
+        [
+            "forget back",
+            "detach back *",
+            "forget front",
+            "detach front *"
+        ]
     );
 }
 
@@ -186,5 +208,50 @@ fn annotations_in_the_bundle_config_are_used_when_the_state_has_none() {
     let fake = FakeEndpoints::default();
     run_with(&fake, args(&[]), &state).unwrap();
     std::fs::remove_dir_all(&bundle).unwrap();
-    assert_eq!(*fake.calls.borrow(), ["detach-stopped from-config"]);
+    assert_eq!(
+        *fake.calls.borrow(),
+        ["forget from-config", "detach from-config *"]
+    );
+}
+
+/// A cache entry of this container id left by an earlier life, in a namespace of a process that is gone.
+fn stale_entry(network: &str, path: &str) -> FakeEndpoints {
+    FakeEndpoints {
+        cache: vec![(network.into(), "c1".into(), Some(path.into()))],
+        ..FakeEndpoints::default()
+    }
+}
+
+fn request(network: &str, netns: &str) -> AttachRequest {
+    AttachRequest {
+        network: network.into(),
+        container_id: "c1".into(),
+        netns: netns.into(),
+        ..AttachRequest::default()
+    }
+}
+
+#[test]
+fn a_stale_entry_of_a_dead_process_is_detached_before_the_attach() {
+    // pid 4194304 is past the kernel's pid_max: that process cannot exist.
+    let fake = stale_entry("front", "/proc/4194304/ns/net");
+    endpoint_ops::attach_replacing_stale(&fake, &request("front", "/proc/7/ns/net")).unwrap();
+    assert_eq!(
+        *fake.calls.borrow(),
+        ["forget front", "detach front *", "attach front"]
+    );
+}
+
+#[test]
+fn an_entry_in_our_own_namespace_or_a_named_one_is_not_stale() {
+    let ours = "/proc/4194304/ns/net";
+    for (cached, netns) in [(ours, ours), ("/run/netns/cni-1", "/proc/7/ns/net")] {
+        let fake = stale_entry("front", cached);
+        endpoint_ops::attach_replacing_stale(&fake, &request("front", netns)).unwrap();
+        assert_eq!(*fake.calls.borrow(), ["attach front"], "{cached}");
+    }
+    // Another network's entry is not this attach's business.
+    let fake = stale_entry("back", "/proc/4194304/ns/net");
+    endpoint_ops::attach_replacing_stale(&fake, &request("front", "/proc/7/ns/net")).unwrap();
+    assert_eq!(*fake.calls.borrow(), ["attach front"]);
 }
