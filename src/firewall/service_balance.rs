@@ -138,21 +138,7 @@ impl LbChain {
         let fam = self.fam;
         let w = fam.words();
         let (saddr, len) = fam.saddr();
-        let mut out = vec![
-            Expr::Payload {
-                base: PayloadBase::Network,
-                offset: saddr + len,
-                len,
-                into: Register::R1,
-            },
-            Expr::Meta(MetaKey::L4Proto, Register::word(w)),
-            Expr::Payload {
-                base: PayloadBase::Transport,
-                offset: 2,
-                len: 2,
-                into: Register::word(w + 1),
-            },
-        ];
+        let mut out = service_key(fam).to_vec();
         let slot = Register::word(w + 2);
         if self.affinity {
             // The source address goes to R3 (words 8-11), past the key's words.
@@ -190,27 +176,17 @@ impl LbChain {
     }
 }
 
-fn verdict_jump(chain: &str) -> Expr {
-    Expr::Verdict(Verdict::Jump(chain.to_string()))
-}
-
-/// `daddr . l4proto . dport vmap @svcF` and `daddr @vipF jump no_backend`, behind a version check.
-fn dispatch_rules(fam: Fam) -> [Vec<Expr>; 2] {
+/// Loads a packet's service key, `daddr . l4proto . dport`, into R1 and the words after the address.
+fn service_key(fam: Fam) -> [Expr; 3] {
     let (saddr, len) = fam.saddr();
     let w = fam.words();
-    let version = [
-        Expr::Meta(MetaKey::NfProto, Register::R1),
-        Expr::Equals(Register::R1, vec![fam.nfproto()]),
-    ];
-    let daddr = Expr::Payload {
-        base: PayloadBase::Network,
-        offset: saddr + len,
-        len,
-        into: Register::R1,
-    };
-    let mut by_port = version.to_vec();
-    by_port.extend([
-        daddr.clone(),
+    [
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: saddr + len,
+            len,
+            into: Register::R1,
+        },
         Expr::Meta(MetaKey::L4Proto, Register::word(w)),
         Expr::Payload {
             base: PayloadBase::Transport,
@@ -218,6 +194,25 @@ fn dispatch_rules(fam: Fam) -> [Vec<Expr>; 2] {
             len: 2,
             into: Register::word(w + 1),
         },
+    ]
+}
+
+fn verdict_jump(chain: &str) -> Expr {
+    Expr::Verdict(Verdict::Jump(chain.to_string()))
+}
+
+/// `daddr . l4proto . dport vmap @svcF` and `daddr @vipF jump no_backend`, behind a version check.
+fn dispatch_rules(fam: Fam) -> [Vec<Expr>; 2] {
+    let version = [
+        Expr::Meta(MetaKey::NfProto, Register::R1),
+        Expr::Equals(Register::R1, vec![fam.nfproto()]),
+    ];
+    let [daddr, l4proto, dport] = service_key(fam);
+    let mut by_port = version.to_vec();
+    by_port.extend([
+        daddr.clone(),
+        l4proto,
+        dport,
         Expr::Lookup {
             set: fam.dispatch_map(),
             from: Register::R1,
