@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::ifname::ifname_problem;
+use crate::ifname::IfName;
 pub use crate::ifname::DEFAULT_BRIDGE;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -41,7 +41,7 @@ struct RawBridgeConfig {
 /// Validated bridge settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BridgeConfig {
-    pub bridge: String,
+    pub bridge: IfName,
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub force_address: bool,
@@ -58,12 +58,13 @@ impl BridgeConfig {
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, Error> {
         let r: RawBridgeConfig = serde_json::from_value(raw.clone())
             .map_err(|e| Error::config(format!("invalid tether-bridge config: {e}")))?;
-        let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
-        if let Some(why) = ifname_problem(&bridge) {
-            return Err(Error::config(format!(
-                "bridge name {bridge:?} is not a valid interface name: {why}"
-            )));
-        }
+        let bridge =
+            IfName::new(r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string())).map_err(|e| {
+                Error::config(format!(
+                    "bridge name {:?} is not a valid interface name: {}",
+                    e.text, e.why
+                ))
+            })?;
         if r.vlan != 0 || r.vlan_trunk.is_some() {
             return Err(Error::unsupported("tether-bridge does not support `vlan`/`vlanTrunk`; remove them or use tether-macvlan with a VLAN parent",
             ));

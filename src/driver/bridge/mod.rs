@@ -297,7 +297,7 @@ fn add_firewall_elements<'a>(
     let addrs: Vec<IpAddr> = ips.iter().map(|i| i.address.ip()).collect();
     fw.ensure_network(&NetworkRules {
         name: net.to_string(),
-        bridge: cfg.bridge.clone(),
+        bridge: cfg.bridge.to_string(),
         masquerade: cfg.ip_masq,
         isolation: true,
     })?;
