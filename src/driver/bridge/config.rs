@@ -70,13 +70,7 @@ impl BridgeConfig {
             ));
         }
         if let Some(mtu) = r.mtu {
-            if !crate::link::MTU_RANGE.contains(&mtu) {
-                return Err(Error::config(format!(
-                    "mtu {mtu} is out of range; use a value from {} to {}",
-                    crate::link::MTU_RANGE.start(),
-                    crate::link::MTU_RANGE.end()
-                )));
-            }
+            crate::link::check_mtu(mtu).map_err(|e| Error::config(e.to_string()))?;
         }
         Ok(Self {
             bridge,

@@ -113,13 +113,7 @@ impl OverlayConfig {
             })?,
         )?;
         if let Some(mtu) = r.mtu {
-            if !crate::link::MTU_RANGE.contains(&mtu) {
-                return Err(invalid(format!(
-                    "mtu {mtu} is out of range; use a value from {} to {}",
-                    crate::link::MTU_RANGE.start(),
-                    crate::link::MTU_RANGE.end()
-                )));
-            }
+            crate::link::check_mtu(mtu).map_err(|e| invalid(e.to_string()))?;
         }
         let underlay = match r.underlay.as_deref().map(str::trim) {
             None | Some("") => Underlay::DefaultRoute,
