@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::firewall::PortmapOptions;
 use crate::ifname::IfName;
 pub use crate::ifname::DEFAULT_BRIDGE;
 
@@ -36,6 +37,16 @@ struct RawBridgeConfig {
     vlan: u16,
     #[serde(default)]
     vlan_trunk: Option<serde_json::Value>,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+/// The capabilities the conflist declares for this plugin; the runtime then sends their runtimeConfig.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Capabilities {
+    #[serde(default)]
+    port_mappings: bool,
 }
 
 /// Validated bridge settings.
@@ -52,6 +63,10 @@ pub struct BridgeConfig {
     pub macspoofchk: bool,
     pub enable_dad: bool,
     pub icc: bool,
+    /// With the `portMappings` capability declared on tether-bridge itself (what `tether network create`
+    /// writes), it publishes the runtime's ports in the same process, with tether-portmap's options
+    /// (`snat`, `masqAll`) read from its own config: one plugin process for the whole chain.
+    pub ports: Option<PortmapOptions>,
 }
 
 impl BridgeConfig {
@@ -85,6 +100,10 @@ impl BridgeConfig {
             macspoofchk: r.macspoofchk,
             enable_dad: r.enable_dad,
             icc: r.icc.unwrap_or(true),
+            ports: match r.capabilities.port_mappings {
+                true => Some(crate::driver::portmap::options(raw)?),
+                false => None,
+            },
         })
     }
 }
