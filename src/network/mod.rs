@@ -10,7 +10,6 @@ mod pool;
 mod render;
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -327,20 +326,14 @@ fn remove_dir(path: &Path) -> Result<(), NetworkError> {
 
 /// Temp file + rename in the same directory, so a runtime never reads half a conflist.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NetworkError> {
-    let err = |source| NetworkError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().expect("conflists live in a directory");
-    fs::create_dir_all(dir).map_err(err)?;
-    // A name libcni skips (no .conflist/.conf/.json ending) while it is incomplete.
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = fs::File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(err)
+    crate::state_file::write_bytes(path, bytes).map_err(|e| match e {
+        crate::state_file::StateFileError::Write { path, source }
+        | crate::state_file::StateFileError::Read { path, source } => {
+            NetworkError::Write { path, source }
+        }
+        crate::state_file::StateFileError::Corrupt { path, source } => NetworkError::Write {
+            path,
+            source: std::io::Error::other(source),
+        },
+    })
 }
