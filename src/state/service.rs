@@ -3,7 +3,7 @@
 //! no host in it, so a cluster store can carry the same document to other hosts later.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::Protocol;
-use crate::state_file;
+use crate::state_file::{DirLock, JsonDir};
 
 pub use crate::state_file::StateFileError as ServiceFileError;
 
@@ -295,58 +295,49 @@ pub fn services_root(state_dir: &Path) -> PathBuf {
 
 /// The service files, with a lock so two `service create`s never take one VIP or one name.
 pub struct ServiceDir {
-    dir: PathBuf,
+    files: JsonDir,
 }
 
 /// Held while a service is created or removed.
-pub struct ServiceLock {
-    _file: File,
-}
+pub type ServiceLock = DirLock;
 
 impl ServiceDir {
     pub fn new(state_dir: &Path) -> ServiceDir {
         ServiceDir {
-            dir: services_root(state_dir),
+            files: JsonDir::new(services_root(state_dir)),
         }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
+        self.files.path(name)
     }
 
     pub fn lock(&self) -> std::io::Result<ServiceLock> {
-        fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        file.lock()?;
-        Ok(ServiceLock { _file: file })
+        self.files.lock()
     }
 
     pub fn read(&self, name: &str) -> Result<Option<ServiceSpec>, ServiceFileError> {
-        state_file::read_json(&self.path(name))
+        self.files.read(name)
     }
 
     pub fn write(&self, spec: &ServiceSpec) -> Result<(), ServiceFileError> {
-        state_file::write_json(&self.path(&spec.name), spec)
+        self.files.write(&spec.name, spec)
     }
 
     pub fn remove(&self, name: &str) -> Result<bool, ServiceFileError> {
-        state_file::remove(&self.path(name))
+        self.files.remove(name)
     }
 
     /// Every service, by name; a missing directory is no services.
     pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceFileError> {
-        let mut all: Vec<ServiceSpec> = state_file::list_json(&self.dir)?;
+        let mut all: Vec<ServiceSpec> = self.files.list()?;
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
 
     /// The directory's modification time: tetherd re-reads the services only when it moved.
     pub fn stamp(&self) -> Option<std::time::SystemTime> {
-        fs::metadata(&self.dir).and_then(|m| m.modified()).ok()
+        self.files.stamp()
     }
 }
 
