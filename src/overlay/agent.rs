@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
+use super::cluster_services;
 use super::config::{PeerConfig, StoreConfig};
 use super::error::OverlayError;
 use super::etcd::EtcdStore;
@@ -435,6 +436,7 @@ impl Agent {
                 RecordKey::Endpoint { network, .. } => {
                     *records.entry(network.clone()).or_default() += 1
                 }
+                RecordKey::Service { .. } => {}
             }
         }
         ClusterStatus {
@@ -459,7 +461,7 @@ impl Agent {
     fn rescan(&mut self) {
         self.local_dirty = false;
         let answering = self.requested;
-        let local = read_local(&self.state_dir, self.me);
+        let local = read_local(&self.state_dir, &self.run_dir, self.me);
         let names = |n: &[NetworkFacts]| n.iter().map(|f| f.network.clone()).collect::<Vec<_>>();
         if names(&local.networks) != names(&self.networks) {
             self.kernel_dirty = true;
@@ -492,13 +494,16 @@ impl Agent {
                 }
             }
         }
-        let changed = remote_names::sync(
+        let mut changed = remote_names::sync(
             &self.state_dir,
             &self.networks,
             store.table(),
             self.me,
             |h| store.is_up(h),
         );
+        let services = cluster_services::sync(&self.state_dir, store.table(), self.me);
+        changed.extend(services.networks);
+        self.local_dirty |= services.own_moved;
         if !changed.is_empty() {
             // From another thread: the daemon may be waiting on this one (a plugin's notify) right now.
             let run_dir = self.run_dir.clone();

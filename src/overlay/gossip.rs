@@ -323,13 +323,14 @@ impl GossipStore {
     }
 
     /// Endpoint records go only to hosts that have their network; claims go everywhere (a host's first
-    /// ADD on a network must avoid blocks others hold).
+    /// ADD on a network must avoid blocks others hold), and services too (every host lists them, and a
+    /// host's first container on the network must find its services).
     fn for_peer(&self, host: IpAddr, records: Vec<Record>) -> Vec<Record> {
         let nets = self.networks_of(host);
         records
             .into_iter()
             .filter(|r| match &r.key {
-                RecordKey::Claim { .. } => true,
+                RecordKey::Claim { .. } | RecordKey::Service { .. } => true,
                 RecordKey::Endpoint {
                     network, host: h, ..
                 } => *h == host || nets.contains(network),

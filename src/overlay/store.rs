@@ -45,6 +45,11 @@ impl Changes {
                 claims: true,
                 ..Changes::default()
             },
+            // Written to the service files in the same pass as the remote names.
+            RecordKey::Service { .. } => Changes {
+                kernel: true,
+                ..Changes::default()
+            },
         }
     }
 

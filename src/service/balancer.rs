@@ -25,7 +25,8 @@ use crate::firewall::netlink::ruleset::Change;
 use crate::firewall::service_balance::{self, BalanceTable, ServiceKey};
 use crate::netns::{NsId, NsWorker};
 use crate::state::service::{
-    HealthCheck, Mode, ProtocolName, ServiceDir, ServiceRange, ServiceSpec,
+    backend_health_path, read_healthy_backends, HealthCheck, HealthyBackend, Mode, ProtocolName,
+    ServiceDir, ServiceRange, ServiceSpec,
 };
 use crate::state::AttachmentRecord;
 
@@ -143,12 +144,19 @@ impl Balancer {
         }
     }
 
-    fn is_healthy(&self, spec: &ServiceSpec, id: &BackendId) -> bool {
-        spec.health == HealthCheck::None
-            || self
+    /// Whether the backend takes new connections: every one without checks; one of this host by its
+    /// probes here; another host's by that host's probes, as its record in the cluster store says.
+    fn is_healthy(&self, spec: &ServiceSpec, backend: &Backend) -> bool {
+        if spec.health == HealthCheck::None {
+            return true;
+        }
+        match &backend.remote {
+            Some(remote) => remote.healthy_for.iter().any(|s| s == &spec.name),
+            None => self
                 .health
-                .get(&(spec.name.clone(), id.clone()))
-                .is_some_and(|h| h.state.health == Health::Healthy)
+                .get(&(spec.name.clone(), backend.id.clone()))
+                .is_some_and(|h| h.state.health == Health::Healthy),
+        }
     }
 
     /// Brings names, maps and health bookkeeping in line with the specs, records and verdicts.
@@ -205,7 +213,7 @@ impl Balancer {
         for spec in &self.specs {
             let addrs: Vec<IpAddr> = backends[&spec.name]
                 .iter()
-                .filter(|b| self.is_healthy(spec, &b.id))
+                .filter(|b| self.is_healthy(spec, b))
                 .flat_map(|b| b.addresses.iter().copied())
                 .collect();
             entries.push(ServiceEntry {
@@ -310,7 +318,8 @@ impl Balancer {
         }
     }
 
-    /// Writes the healthy backends when they changed.
+    /// Writes the healthy backends when they changed, and tells the overlay control plane (it publishes
+    /// them with this host's endpoints).
     fn save_health(&mut self) {
         let mut healthy: Vec<(String, BackendId)> = self
             .health
@@ -322,32 +331,33 @@ impl Balancer {
         if healthy == self.saved || self.health_file.as_os_str().is_empty() {
             return;
         }
-        let doc: Vec<Value> = healthy
+        let doc: Vec<HealthyBackend> = healthy
             .iter()
-            .map(|(service, id)| json!({"service": service, "containerId": id.container_id, "ifname": id.ifname}))
+            .map(|(service, id)| HealthyBackend {
+                service: service.clone(),
+                container_id: id.container_id.clone(),
+                ifname: id.ifname.clone(),
+            })
             .collect();
         match crate::state_file::write_json(&self.health_file, &doc) {
-            Ok(()) => self.saved = healthy,
+            Ok(()) => {
+                self.saved = healthy;
+                crate::client::poke::poke_control_plane();
+            }
             Err(e) => tracing::warn!(error = %e, "saving backend health"),
         }
     }
 
     /// The healthy backends the tetherd before this one saved.
-    fn load_health(&mut self) {
-        let doc: Vec<Value> = crate::state_file::read_json(&self.health_file)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.assumed = doc
-            .iter()
-            .filter_map(|v| {
-                Some((
-                    v.get("service")?.as_str()?.to_string(),
-                    BackendId {
-                        container_id: v.get("containerId")?.as_str()?.to_string(),
-                        ifname: v.get("ifname")?.as_str()?.to_string(),
-                    },
-                ))
+    fn load_health(&mut self, run_dir: &Path) {
+        self.assumed = read_healthy_backends(run_dir)
+            .into_iter()
+            .map(|h| {
+                let id = BackendId {
+                    container_id: h.container_id,
+                    ifname: h.ifname,
+                };
+                (h.service, id)
             })
             .collect();
     }
@@ -424,8 +434,10 @@ impl Balancer {
                     .into_iter()
                     .flatten()
                     .map(|b| {
-                        let health = if spec.health == HealthCheck::None {
+                        let health = if self.is_healthy(spec, b) {
                             "healthy"
+                        } else if b.remote.is_some() {
+                            "unhealthy"
                         } else {
                             self.health
                                 .get(&(spec.name.clone(), b.id.clone()))
@@ -671,8 +683,8 @@ impl Service for BalancerService {
                 b.state_dir = ctx.state_dir.clone();
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
-                b.health_file = ctx.run_dir.join("balancer-health.json");
-                b.load_health();
+                b.health_file = backend_health_path(&ctx.run_dir);
+                b.load_health(&ctx.run_dir);
             }
             let inner = self.inner.clone();
             let summary = self.summary.clone();
