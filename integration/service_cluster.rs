@@ -1,0 +1,213 @@
+//! Services across hosts: a service created with `tether service create` on one simulated host of an
+//! overlay network exists on every host through the cluster store (gossip and etcd), with the same VIP;
+//! a client on another host reaches replicas on two hosts through the VIP, the replicas see the client's
+//! own address, DNS answers NAME and tasks.NAME there, and a replica that goes leaves every host's maps.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use harness::overlay_cluster::{
+    on_both_stores, overlay_conf, overlay_ip, wait_until, Cluster, Host, Store, Timings,
+};
+use harness::replica::{ask, Replica};
+use harness::tether_cli::TetherCli;
+use harness::NetNs;
+use serde_json::{json, Value};
+
+const PORT: u16 = 8080;
+
+fn cli(host: &Host) -> TetherCli<'_> {
+    TetherCli::new(&host.ns)
+}
+
+/// The network's conflist in the host's config dir, so `tether service create --network` finds it.
+fn write_conflist(host: &Host, conf: &Value) {
+    let dir = cli(host).conf_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = json!({"cniVersion": "1.1.0", "name": conf["name"], "plugins": [conf]});
+    std::fs::write(dir.join("ovl.conflist"), list.to_string()).unwrap();
+}
+
+fn inspect(host: &Host, name: &str) -> Value {
+    let text = cli(host).ok(&["service", "inspect", name]);
+    serde_json::from_str::<Value>(&text).unwrap()[0].clone()
+}
+
+/// (address, host, health) of every backend `tether service inspect` shows on `host`.
+fn backends(host: &Host, name: &str) -> BTreeSet<(String, String, String)> {
+    let v = inspect(host, name);
+    v["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["addresses"][0].as_str().unwrap_or_default().to_string(),
+                b["host"].as_str().unwrap_or_default().to_string(),
+                b["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The service table of a client namespace as nft lists it.
+fn service_table(client: &NetNs) -> String {
+    String::from_utf8_lossy(
+        &client
+            .exec(&["nft", "list", "table", "inet", "tether_svc"])
+            .stdout,
+    )
+    .into_owned()
+}
+
+fn dig(c: &NetNs, name: &str) -> Vec<String> {
+    let out = c.exec(&["dig", "+time=2", "+tries=1", "+short", "@127.0.0.11", name]);
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+on_both_stores!(a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_hosts);
+/// Host 1 creates the service and runs replica web-1, host 2 runs web-2, host 0 runs the client (and
+/// host 1 a second client): the service and its VIP reach every host through the store, the client
+/// reaches both replicas through the VIP with its own address, `service ls/inspect` on every host shows
+/// the backends with their hosts, and a replica detached on host 2 leaves both clients' maps.
+fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_hosts(
+    store: Store,
+) {
+    let cluster = Cluster::on(&store.label("svx"), 3, Timings::FAST, store);
+    let conf = overlay_conf("ovl", 1500, "10.234.0.0/16");
+    let mut replica_conf = conf.clone();
+    replica_conf["runtimeConfig"] = json!({"aliases": ["web"]});
+    let (h0, h1, h2) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+    for h in &cluster.hosts {
+        write_conflist(h, &conf);
+    }
+    let created: Value = serde_json::from_str(&cli(h1).ok(&[
+        "service",
+        "create",
+        "--json",
+        "--network",
+        "ovl",
+        "--port",
+        &PORT.to_string(),
+        "--health-interval",
+        "200",
+        "--health-rise",
+        "1",
+        "--health-fall",
+        "2",
+        "web",
+    ]))
+    .unwrap();
+    let vip: IpAddr = created["vips"][0].as_str().unwrap().parse().unwrap();
+
+    let (r1c, r2c) = (h1.ns.container("r1"), h2.ns.container("r2"));
+    let ip1 = overlay_ip(&h1.add_named(&replica_conf, &r1c, "web-1"));
+    let ip2 = overlay_ip(&h2.add_named(&replica_conf, &r2c, "web-2"));
+    let _replicas = [
+        Replica::start(&r1c, "web-1", PORT),
+        Replica::start(&r2c, "web-2", PORT),
+    ];
+    let client = h0.ns.container("client");
+    let client_ip = overlay_ip(&h0.add_named(&conf, &client, "client"));
+    let near_client = h1.ns.container("near");
+    h1.add_named(&conf, &near_client, "near");
+
+    // The service, with its VIP, on every host; both replicas healthy with their hosts everywhere.
+    let want: BTreeSet<(String, String, String)> = [
+        (ip1.clone(), h1.addr.clone(), "healthy".to_string()),
+        (ip2.clone(), h2.addr.clone(), "healthy".to_string()),
+    ]
+    .into();
+    for h in &cluster.hosts {
+        wait_until(
+            &format!("{} shows both replicas healthy with their hosts", h.addr),
+            Duration::from_secs(20),
+            || backends(h, "web") == want,
+        );
+        let v = inspect(h, "web");
+        assert_eq!(v["vips"][0], vip.to_string(), "one VIP on every host");
+        let ls = cli(h).ok(&["service", "ls", "--json"]);
+        assert!(ls.contains("\"web\""), "service ls on {}: {ls}", h.addr);
+    }
+    let origin = inspect(h0, "web")["cluster"]["origin"].clone();
+    assert_eq!(origin, json!(h1.addr), "the copy names the host that made it");
+    let rm = cli(h0).run(&["service", "rm", "web"]);
+    assert!(!rm.status.success(), "a copy is removed where it was made");
+
+    // Both replicas through the VIP from host 0, each seeing the client's own address.
+    let to = SocketAddr::new(vip, PORT);
+    wait_until(
+        "the client's map has both replicas",
+        Duration::from_secs(10),
+        || {
+            let t = service_table(&client);
+            t.contains(&ip1) && t.contains(&ip2)
+        },
+    );
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        let (name, peer) = ask(&client, to).expect("through the VIP");
+        assert_eq!(
+            peer.split(':').next().unwrap(),
+            client_ip,
+            "the replica sees the client's own address"
+        );
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen,
+        ["web-1".to_string(), "web-2".to_string()].into(),
+        "both hosts' replicas answer"
+    );
+
+    // DNS on the client's host: the VIP, and the replicas of both hosts.
+    assert_eq!(dig(&client, "web"), vec![vip.to_string()]);
+    let mut tasks = vec![ip1.clone(), ip2.clone()];
+    tasks.sort();
+    assert_eq!(dig(&client, "tasks.web"), tasks);
+
+    // Replica 2 goes on host 2: it leaves the maps of the clients on host 0 and host 1.
+    let detached = Instant::now();
+    h2.del(&replica_conf, &r2c);
+    for (label, c) in [("host 0", &client), ("host 1", &near_client)] {
+        wait_until(
+            &format!("web-2 leaves the map of the client on {label}"),
+            Duration::from_secs(10),
+            || !service_table(c).contains(&ip2),
+        );
+        eprintln!(
+            "{store:?}: web-2 left the map on {label} {} ms after its DEL returned",
+            detached.elapsed().as_millis()
+        );
+    }
+    for _ in 0..10 {
+        let (name, _) = ask(&client, to).expect("through the VIP");
+        assert_eq!(name, "web-1");
+    }
+    assert_eq!(dig(&client, "tasks.web"), vec![ip1.clone()]);
+    wait_until(
+        "host 0 shows only web-1",
+        Duration::from_secs(10),
+        || backends(h0, "web").len() == 1,
+    );
+
+    // Removed on the host that made it: gone from every host.
+    cli(h1).ok(&["service", "rm", "web"]);
+    for h in [h0, h2] {
+        wait_until(
+            &format!("{} forgets the service", h.addr),
+            Duration::from_secs(10),
+            || !cli(h).ok(&["service", "ls", "--json"]).contains("\"web\""),
+        );
+    }
+}
