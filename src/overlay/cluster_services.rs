@@ -153,7 +153,10 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr) -> SyncOutcome {
         let mut taken: Vec<IpAddr> = local.iter().flat_map(|s| s.vips.clone()).collect();
         taken.extend(remote.iter().flat_map(|s| s.vips.clone()));
         let Some(moved) = move_vips(own, &taken) else {
-            tracing::error!(name = own.name, "the service's VIP is held by an earlier service and no VIP is free");
+            tracing::error!(
+                name = own.name,
+                "the service's VIP is held by an earlier service and no VIP is free"
+            );
             continue;
         };
         tracing::warn!(name = own.name, from = ?own.vips, to = ?moved.vips,
@@ -225,6 +228,8 @@ mod tests {
         let moved = move_vips(&own, &taken).unwrap();
         assert_eq!(moved.vips, vec!["10.96.0.3".parse::<IpAddr>().unwrap()]);
         let earlier = spec("db", "10.96.0.1", 1, Some("192.0.2.5"));
-        assert!(rank(&earlier, "192.0.2.1".parse().unwrap()) < rank(&own, "192.0.2.1".parse().unwrap()));
+        assert!(
+            rank(&earlier, "192.0.2.1".parse().unwrap()) < rank(&own, "192.0.2.1".parse().unwrap())
+        );
     }
 }

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::backends::{backends_of, BackendId};
 use crate::network::{NetworkError, Networks};
 use crate::state::service::{
-    Affinity, ClusterScope, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError, ServicePort,
-    ServiceRange, ServiceSpec,
+    Affinity, ClusterScope, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError,
+    ServicePort, ServiceRange, ServiceSpec,
 };
 use crate::state::{DriverKind, RecordDir};
 

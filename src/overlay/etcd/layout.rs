@@ -183,7 +183,10 @@ impl Layout {
                     name,
                 },
                 RecordValue::Service { spec },
-            ) => Some((self.service(*host, network, name), spec.clone().into_bytes())),
+            ) => Some((
+                self.service(*host, network, name),
+                spec.clone().into_bytes(),
+            )),
             _ => None,
         }
     }
