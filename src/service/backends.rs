@@ -10,7 +10,7 @@ use crate::state::service::ServiceSpec;
 use crate::state::{AttachmentRecord, RemoteEndpoint};
 
 /// One attachment serving a service.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendId {
     pub container_id: String,

@@ -86,6 +86,9 @@ struct Balancer {
     assumed: HashSet<(String, BackendId)>,
     /// What the file holds now.
     saved: Vec<(String, BackendId)>,
+    /// Backends being drained before their detach (`tether detach --drain`): out of every map and of the
+    /// healthy list, whatever their probes say, until their record goes.
+    draining: HashSet<BackendId>,
     names: SharedServiceNames,
 }
 
@@ -94,6 +97,12 @@ pub struct BalancerService {
     prober: Option<tokio::task::JoinHandle<()>>,
     /// For `needed` and `status`, which cannot wait for the lock.
     summary: Rc<std::cell::RefCell<(bool, Value)>>,
+}
+
+/// `{"drain": [{"containerId", "ifname"}]}`: the backends `tether detach --drain` is about to detach.
+#[derive(Debug, serde::Deserialize)]
+struct DrainCommand {
+    drain: Vec<BackendId>,
 }
 
 impl BalancerService {
@@ -117,6 +126,7 @@ impl BalancerService {
                 health_file: PathBuf::new(),
                 assumed: HashSet::new(),
                 saved: Vec::new(),
+                draining: HashSet::new(),
                 names,
             })),
             prober: None,
@@ -147,6 +157,9 @@ impl Balancer {
     /// Whether the backend takes new connections: every one without checks; one of this host by its
     /// probes here; another host's by that host's probes, as its record in the cluster store says.
     fn is_healthy(&self, spec: &ServiceSpec, backend: &Backend) -> bool {
+        if self.draining.contains(&backend.id) {
+            return false;
+        }
         if spec.health == HealthCheck::None {
             return true;
         }
@@ -207,6 +220,8 @@ impl Balancer {
             }
         }
         self.health.retain(|key, _| known.contains(key));
+        self.draining
+            .retain(|id| known.iter().any(|(_, known_id)| known_id == id));
         self.save_health();
         let mut entries = Vec::new();
         let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
@@ -324,7 +339,7 @@ impl Balancer {
         let mut healthy: Vec<(String, BackendId)> = self
             .health
             .iter()
-            .filter(|(_, h)| h.state.health == Health::Healthy)
+            .filter(|((_, id), h)| h.state.health == Health::Healthy && !self.draining.contains(id))
             .map(|(k, _)| k.clone())
             .collect();
         healthy.sort();
@@ -434,7 +449,9 @@ impl Balancer {
                     .into_iter()
                     .flatten()
                     .map(|b| {
-                        let health = if self.is_healthy(spec, b) {
+                        let health = if self.draining.contains(&b.id) {
+                            "draining"
+                        } else if self.is_healthy(spec, b) {
                             "healthy"
                         } else if b.remote.is_some() {
                             "unhealthy"
@@ -737,5 +754,22 @@ impl Service for BalancerService {
 
     fn status(&self) -> Value {
         self.summary.borrow().1.clone()
+    }
+
+    /// `{"drain": [...]}`: the backends leave every map now (their existing flows stay: conntrack keeps
+    /// them); `tether detach --drain` waits for `draining` in the status before it waits for the flows.
+    fn command(&mut self, command: &Value) -> Result<Value, String> {
+        let DrainCommand { drain } = serde_json::from_value(command.clone()).map_err(|e| {
+            format!("balancer: {e}; expected {{\"drain\": [{{\"containerId\", \"ifname\"}}]}}")
+        })?;
+        let (inner, summary) = (self.inner.clone(), self.summary.clone());
+        let count = drain.len();
+        tokio::task::spawn_local(async move {
+            let mut b = inner.lock().await;
+            b.draining.extend(drain);
+            b.reconcile().await;
+            *summary.borrow_mut() = (b.needed(), b.status());
+        });
+        Ok(json!({"draining": count}))
     }
 }
