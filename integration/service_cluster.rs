@@ -183,6 +183,22 @@ fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_
         ["web-1", "web-2", "web-3"].map(String::from).into(),
         "both hosts' replicas answer"
     );
+    // Each slot counted the connections it sent: on host 0 (its client made them all) they add up.
+    let counts: Vec<u64> = inspect(h0, "web")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().expect("a count per backend"))
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 60, "{counts:?}");
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+    let near: u64 = inspect(h1, "web")["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["connections"].as_u64())
+        .sum();
+    assert_eq!(near, 0, "host 1's client made none");
 
     // DNS on the client's host: the VIP, and the replicas of both hosts.
     assert_eq!(dig(&client, "web"), vec![vip.to_string()]);

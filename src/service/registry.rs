@@ -1,6 +1,7 @@
 //! `tether service create/ls/inspect/rm`: the service files under the state directory, checked against
 //! the networks, and tetherd told (it balances, probes and answers the names).
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -9,12 +10,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::backends::{backends_of, BackendId};
+use crate::firewall::service_balance::{self, ServiceKey};
+use crate::netns::NetNs;
 use crate::network::{NetworkError, Networks};
 use crate::state::service::{
     Affinity, ClusterScope, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError,
     ServicePort, ServiceRange, ServiceSpec,
 };
-use crate::state::{DriverKind, RecordDir};
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -284,6 +287,7 @@ impl Services {
             .as_ref()
             .and_then(|s| s.pointer(&format!("/services/balancer/services/{name}")));
         let this_host = this_host_name(status.as_ref(), &spec);
+        let connections = slot_counters(&spec, &records);
         let backends = backends_of(&spec, &records)
             .into_iter()
             .map(|b| {
@@ -294,7 +298,11 @@ impl Services {
                     .and_then(Value::as_str)
                     .unwrap_or("unknown")
                     .to_string();
+                let connections = connections
+                    .as_ref()
+                    .map(|c| b.addresses.iter().filter_map(|a| c.get(a)).sum());
                 BackendView {
+                    connections,
                     id: b.id,
                     name: b.name,
                     addresses: b.addresses,
@@ -313,6 +321,42 @@ impl Services {
             backends,
         })
     }
+}
+
+/// Per backend address, the connections the slots of `spec` sent to it in this host's clients (every
+/// record of the network with a namespace). None when a client's namespace cannot be entered (not root).
+fn slot_counters(spec: &ServiceSpec, records: &[AttachmentRecord]) -> Option<HashMap<IpAddr, u64>> {
+    let keys: Vec<ServiceKey> = spec
+        .vips
+        .iter()
+        .flat_map(|vip| {
+            spec.ports.iter().map(|p| ServiceKey {
+                vip: *vip,
+                protocol: p.protocol.protocol(),
+                port: p.port,
+            })
+        })
+        .collect();
+    let clients: BTreeSet<&str> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    let mut out: HashMap<IpAddr, u64> = HashMap::new();
+    for path in clients {
+        // A client gone since its record was read has nothing left to count.
+        let Ok(ns) = NetNs::open(path) else {
+            continue;
+        };
+        let counted = ns
+            .run(|| {
+                keys.iter()
+                    .filter_map(|k| service_balance::slot_counters(k).ok())
+                    .flatten()
+                    .collect::<Vec<_>>()
+            })
+            .ok()?;
+        for (addr, packets) in counted {
+            *out.entry(addr).or_default() += packets;
+        }
+    }
+    Some(out)
 }
 
 /// tetherd's status; None when tetherd does not run.
@@ -349,8 +393,12 @@ pub struct BackendView {
     pub name: Option<String>,
     pub addresses: Vec<IpAddr>,
     pub host: String,
-    /// healthy, unhealthy, starting (not yet `rise` passes), or unknown (tetherd does not run).
+    /// healthy, unhealthy, starting (not yet `rise` passes), draining, or unknown (tetherd does not run).
     pub health: String,
+    /// New connections this host's clients were balanced to it, from its slots' counters (a slot counts
+    /// from when the backend took it). None when the client namespaces could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
