@@ -221,6 +221,64 @@ mod tests {
         }
     }
 
+    /// Host B's earlier service arrives with the VIP this host's own took meanwhile: B's is copied here
+    /// with its origin, this host's own moves off the VIP; B's record deleted, the copy goes.
+    #[test]
+    fn remote_services_become_copies_and_a_later_own_service_yields_their_vip() {
+        let dir = std::env::temp_dir().join(format!("tether-cluster-svc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let services = ServiceDir::new(&dir);
+        services.write(&spec("own", "10.96.0.1", 20, None)).unwrap();
+        let theirs = spec("web", "10.96.0.1", 10, None);
+        let key = RecordKey::Service {
+            host: b,
+            network: "ovl".into(),
+            name: "web".into(),
+        };
+        let mut table = RecordTable::new();
+        let record = |version, value| super::super::records::Record {
+            key: key.clone(),
+            version,
+            value,
+        };
+        let value = RecordValue::Service {
+            spec: serde_json::to_string(&theirs).unwrap(),
+        };
+        table.merge(me, vec![record(1, Some(value))], 0);
+
+        let outcome = sync(&dir, &table, me);
+        assert!(outcome.own_moved);
+        assert_eq!(outcome.networks, BTreeSet::from(["ovl".to_string()]));
+        let copy = services.read("web").unwrap().unwrap();
+        assert_eq!(copy.origin(), Some(b));
+        assert_eq!(copy.vips, theirs.vips, "the earlier service keeps its VIP");
+        let own = services.read("own").unwrap().unwrap();
+        assert_eq!(own.vips, vec!["10.96.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            own_records(&dir, me).len(),
+            1,
+            "only the own service is published"
+        );
+
+        let again = sync(&dir, &table, me);
+        assert!(
+            !again.own_moved && again.networks.is_empty(),
+            "nothing to do twice"
+        );
+
+        table.merge(me, vec![record(2, None)], 0);
+        sync(&dir, &table, me);
+        assert_eq!(
+            services.read("web").unwrap(),
+            None,
+            "the copy follows the record"
+        );
+        assert!(services.read("own").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_moved_service_keeps_its_family_and_takes_a_free_vip() {
         let own = spec("web", "10.96.0.1", 9, None);

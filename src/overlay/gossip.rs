@@ -169,6 +169,9 @@ impl GossipStore {
         let new_claims = records
             .iter()
             .any(|r| matches!(r.key, RecordKey::Claim { .. }));
+        let services = records
+            .iter()
+            .any(|r| matches!(r.key, RecordKey::Service { .. }));
         let outcome = self.table.merge(self.me, records, now_ms());
         if outcome.rejected > 0 {
             self.rejected += outcome.rejected as u64;
@@ -177,6 +180,7 @@ impl GossipStore {
         if outcome.changed > 0 {
             self.changes.kernel = true;
             self.changes.claims = true;
+            self.changes.services |= services;
         }
         if !outcome.disowned.is_empty() {
             self.push_to_all(outcome.disowned);

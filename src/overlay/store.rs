@@ -29,6 +29,8 @@ pub struct Changes {
     pub claims: bool,
     /// The claims files changed under the plane (a claim confirmed or given up): read them again.
     pub local: bool,
+    /// Service records changed: the service files' copies are due.
+    pub services: bool,
 }
 
 impl Changes {
@@ -45,9 +47,8 @@ impl Changes {
                 claims: true,
                 ..Changes::default()
             },
-            // Written to the service files in the same pass as the remote names.
             RecordKey::Service { .. } => Changes {
-                kernel: true,
+                services: true,
                 ..Changes::default()
             },
         }
@@ -57,6 +58,7 @@ impl Changes {
         self.kernel |= other.kernel;
         self.claims |= other.claims;
         self.local |= other.local;
+        self.services |= other.services;
     }
 }
 
