@@ -268,3 +268,60 @@ fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_
         || !cli(h0).ok(&["service", "ls", "--json"]).contains("\"web\""),
     );
 }
+
+/// The VIP of `name` as `service ls --json` on `host` has it; None when the host lacks the service.
+fn vip_on(host: &Host, name: &str) -> Option<String> {
+    let list: Value = serde_json::from_str(&cli(host).ok(&["service", "ls", "--json"])).unwrap();
+    list.as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["vips"][0].as_str().map(str::to_string))
+}
+
+on_both_stores!(two_hosts_that_took_one_vip_end_with_the_earlier_service_keeping_it);
+/// Host 1 creates `late` on the VIP host 0's `early` took while host 1's tetherd was down; once it is back
+/// the two hosts agree: `early` keeps the VIP, `late` moves, and both hosts list both the same way.
+fn two_hosts_that_took_one_vip_end_with_the_earlier_service_keeping_it(store: Store) {
+    let mut cluster = Cluster::on(&store.label("svv"), 2, Timings::FAST, store);
+    let conf = overlay_conf("ovl", 1501, "10.235.0.0/16");
+    for h in &cluster.hosts {
+        write_conflist(h, &conf);
+    }
+    cluster.hosts[1].kill_tetherd();
+    let create = |h: &Host, name: &str| {
+        cli(h).with_env("TETHER_DAEMON_BIN", "/bin/true").ok(&[
+            "service",
+            "create",
+            "--network",
+            "ovl",
+            "--port",
+            "80",
+            "--health",
+            "none",
+            "--vip",
+            "10.96.0.50",
+            name,
+        ]);
+    };
+    create(&cluster.hosts[0], "early");
+    std::thread::sleep(Duration::from_millis(20));
+    create(&cluster.hosts[1], "late");
+    cluster.hosts[1].start_tetherd();
+    cluster.wait_for_members(1);
+    let vip = "10.96.0.50".to_string();
+    for h in &cluster.hosts {
+        wait_until(
+            &format!("{} lists early on the VIP and late moved", h.addr),
+            Duration::from_secs(15),
+            || {
+                vip_on(h, "early") == Some(vip.clone())
+                    && vip_on(h, "late").is_some_and(|v| v != vip)
+            },
+        );
+    }
+    assert_eq!(
+        vip_on(&cluster.hosts[0], "late"),
+        vip_on(&cluster.hosts[1], "late"),
+        "one VIP for late on both hosts"
+    );
+}
