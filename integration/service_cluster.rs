@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use harness::overlay_cluster::{
     on_both_stores, overlay_conf, overlay_ip, wait_until, Cluster, Host, Store, Timings,
 };
-use harness::replica::{ask, Replica};
+use harness::replica::{ask, HeldConnection, Replica};
 use harness::tether_cli::TetherCli;
 use harness::NetNs;
 use serde_json::{json, Value};
@@ -28,7 +28,10 @@ fn cli(host: &Host) -> TetherCli<'_> {
 fn write_conflist(host: &Host, conf: &Value) {
     let dir = cli(host).conf_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    let list = json!({"cniVersion": "1.1.0", "name": conf["name"], "plugins": [conf]});
+    let mut plugin = conf.clone();
+    // `tether attach --alias` reaches the plugin through the aliases capability.
+    plugin["capabilities"] = json!({"aliases": true});
+    let list = json!({"cniVersion": "1.1.0", "name": conf["name"], "plugins": [plugin]});
     std::fs::write(dir.join("ovl.conflist"), list.to_string()).unwrap();
 }
 
@@ -75,6 +78,20 @@ fn dig(c: &NetNs, name: &str) -> Vec<String> {
     lines
 }
 
+/// `tether attach` of `c` to ovl on `host` as `name` with `alias`: its overlay address.
+fn attach_with_cli(host: &Host, c: &NetNs, name: &str, alias: &str) -> String {
+    let out = cli(host)
+        .with_env("TETHER_DAEMON_CONFIG", host.config_path())
+        .attach_json("ovl", c, &["--name", name, "--alias", alias]);
+    let text = out.to_string();
+    text.split('"')
+        .filter_map(|t| t.split_once('/'))
+        .map(|(addr, _)| addr)
+        .find(|a| a.starts_with("10.234."))
+        .unwrap_or_else(|| panic!("no overlay address in {text}"))
+        .to_string()
+}
+
 on_both_stores!(a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_hosts);
 /// Host 1 creates the service and runs replica web-1, host 2 runs web-2, host 0 runs the client (and
 /// host 1 a second client): the service and its VIP reach every host through the store, the client
@@ -119,7 +136,8 @@ fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_
         h2.ns.container("r3"),
     );
     let ip1 = overlay_ip(&h1.add_named(&replica_conf, &r1c, "web-1"));
-    let ip2 = overlay_ip(&h2.add_named(&replica_conf, &r2c, "web-2"));
+    // Attached with the CLI (so `tether detach --drain` can take it down later).
+    let ip2 = attach_with_cli(h2, &r2c, "web-2", "web");
     let ip3 = overlay_ip(&h2.add_named(&replica_conf, &r3c, "web-3"));
     let _replicas = [
         Replica::start(&r1c, "web-1", PORT),
@@ -206,20 +224,53 @@ fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_
     tasks.sort();
     assert_eq!(dig(&client, "tasks.web"), tasks);
 
-    // Replica 2 goes on host 2: it leaves the maps of the clients on host 0 and host 1.
-    let detached = Instant::now();
-    h2.del(&replica_conf, &r2c);
-    for (label, c) in [("host 0", &client), ("host 1", &near_client)] {
-        wait_until(
-            &format!("web-2 leaves the map of the client on {label}"),
-            Duration::from_secs(10),
-            || !service_table(c).contains(&ip2),
+    // Replica 2 is detached with --drain on host 2: it leaves the maps of the clients on host 0 and
+    // host 1 at once, while a connection the client on host 0 holds to it goes on until it closes.
+    let held = (0..50)
+        .map(|_| HeldConnection::open(&client, to).unwrap())
+        .find(|h| h.greeting.starts_with("web-2 "))
+        .expect("some connection reaches web-2");
+    std::thread::scope(|s| {
+        let detach = s.spawn(|| {
+            cli(h2)
+                .with_env("TETHER_DAEMON_CONFIG", h2.config_path())
+                .run(&["detach", "--drain", "30", "--network", "ovl", &r2c.label])
+        });
+        let started = Instant::now();
+        for (label, c) in [("host 0", &client), ("host 1", &near_client)] {
+            wait_until(
+                &format!("draining web-2 leaves the map of the client on {label}"),
+                Duration::from_secs(10),
+                || !service_table(c).contains(&ip2),
+            );
+            eprintln!(
+                "{store:?}: draining web-2 left the map on {label} {} ms after the drain began",
+                started.elapsed().as_millis()
+            );
+        }
+        for _ in 0..20 {
+            let (name, _) = ask(&client, to).expect("through the VIP");
+            assert_ne!(name, "web-2", "no new flow to a draining replica");
+        }
+        assert_eq!(held.say("still there?").unwrap(), "web-2:still there?");
+        assert!(
+            !detach.is_finished(),
+            "the detach waits for the open connection"
         );
-        eprintln!(
-            "{store:?}: web-2 left the map on {label} {} ms after its DEL returned",
-            detached.elapsed().as_millis()
+        drop(held);
+        let out = detach.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-    }
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("1 open connection(s) when it left the maps, 0 left"),
+            "{text}"
+        );
+    });
+    assert!(!r2c.has_link("eth0"), "detached after the drain");
     let mut tasks = vec![ip1.clone(), ip3.clone()];
     tasks.sort();
     assert_eq!(dig(&client, "tasks.web"), tasks);

@@ -60,7 +60,8 @@ pub enum RecordValue {
         vtep: IpAddr,
         /// The container's DNS names on the network (name first, then aliases); empty without DNS.
         names: Vec<String>,
-        /// The services this host's probes find the container healthy for (as a backend).
+        /// The services this host balances the container in as a backend (healthy, or without checks;
+        /// not draining).
         healthy_for: Vec<String>,
     },
     Claim {

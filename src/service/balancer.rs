@@ -154,22 +154,21 @@ impl Balancer {
         }
     }
 
-    /// Whether the backend takes new connections: every one without checks; one of this host by its
-    /// probes here; another host's by that host's probes, as its record in the cluster store says.
+    /// Whether the backend takes new connections. Another host's: while its host lists it in its record
+    /// in the cluster store (that host probes it, and drains it). This host's: not while draining; then
+    /// every one of a service without checks, else by its probes here.
     fn is_healthy(&self, spec: &ServiceSpec, backend: &Backend) -> bool {
+        if let Some(remote) = &backend.remote {
+            return remote.healthy_for.iter().any(|s| s == &spec.name);
+        }
         if self.draining.contains(&backend.id) {
             return false;
         }
-        if spec.health == HealthCheck::None {
-            return true;
-        }
-        match &backend.remote {
-            Some(remote) => remote.healthy_for.iter().any(|s| s == &spec.name),
-            None => self
+        spec.health == HealthCheck::None
+            || self
                 .health
                 .get(&(spec.name.clone(), backend.id.clone()))
-                .is_some_and(|h| h.state.health == Health::Healthy),
-        }
+                .is_some_and(|h| h.state.health == Health::Healthy)
     }
 
     /// Brings names, maps and health bookkeeping in line with the specs, records and verdicts.
@@ -222,7 +221,6 @@ impl Balancer {
         self.health.retain(|key, _| known.contains(key));
         self.draining
             .retain(|id| known.iter().any(|(_, known_id)| known_id == id));
-        self.save_health();
         let mut entries = Vec::new();
         let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for spec in &self.specs {
@@ -255,6 +253,7 @@ impl Balancer {
         self.counters.retain(|name, _| active.contains_key(name));
         self.active = active;
         self.backends = backends;
+        self.save_health();
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
     }
@@ -333,14 +332,22 @@ impl Balancer {
         }
     }
 
-    /// Writes the healthy backends when they changed, and tells the overlay control plane (it publishes
-    /// them with this host's endpoints).
+    /// Writes this host's backends that are in their services' maps (healthy, or of a service without
+    /// checks; not draining) when they changed, and tells the overlay control plane: it publishes them
+    /// with this host's endpoints, and other hosts balance over a backend of this one only while it is
+    /// listed.
     fn save_health(&mut self) {
         let mut healthy: Vec<(String, BackendId)> = self
-            .health
+            .specs
             .iter()
-            .filter(|((_, id), h)| h.state.health == Health::Healthy && !self.draining.contains(id))
-            .map(|(k, _)| k.clone())
+            .flat_map(|spec| {
+                self.backends
+                    .get(&spec.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b.remote.is_none() && self.is_healthy(spec, b))
+                    .map(|b| (spec.name.clone(), b.id.clone()))
+            })
             .collect();
         healthy.sort();
         if healthy == self.saved || self.health_file.as_os_str().is_empty() {

@@ -65,7 +65,8 @@ pub struct AttachmentRecord {
 pub struct RemoteEndpoint {
     /// The host's control-plane address.
     pub host: std::net::IpAddr,
-    /// The services its host's probes find it healthy for (a service without checks takes it anyway).
+    /// The services its host balances it in (healthy by that host's probes or without checks, and not
+    /// draining): only those put it in their maps here.
     #[serde(default)]
     pub healthy_for: Vec<String>,
 }

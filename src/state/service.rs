@@ -316,9 +316,10 @@ impl ServiceRange {
     }
 }
 
-/// `<run>/balancer-health.json`: the backends tetherd's probes find healthy, as (service, container id,
-/// ifname). tetherd's balancer writes it; the overlay control plane publishes it with this host's
-/// endpoints, so the other hosts balance only over healthy backends of this one.
+/// `<run>/balancer-health.json`: this host's backends in their services' maps (healthy by tetherd's
+/// probes, or of a service without checks; not draining), as (service, container id, ifname). tetherd's
+/// balancer writes it; the overlay control plane publishes it with this host's endpoints, so other hosts
+/// balance over a backend of this one only while it is listed.
 pub fn backend_health_path(run_dir: &Path) -> PathBuf {
     run_dir.join("balancer-health.json")
 }
