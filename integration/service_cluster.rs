@@ -218,6 +218,14 @@ fn a_service_made_on_one_host_balances_a_client_on_another_over_replicas_on_two_
         .sum();
     assert_eq!(near, 0, "host 1's client made none");
 
+    // Doctor on the client's host takes the other hosts' replicas in the slots for containers.
+    let doctor = cli(h0).run(&["doctor", "--json"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        !report.contains("which no container holds"),
+        "doctor flags remote replicas: {report}"
+    );
+
     // DNS on the client's host: the VIP, and the replicas of both hosts.
     assert_eq!(dig(&client, "web"), vec![vip.to_string()]);
     let mut tasks = vec![ip1.clone(), ip2.clone(), ip3.clone()];
