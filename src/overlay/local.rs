@@ -83,7 +83,7 @@ pub fn read_local(state_dir: &Path, run_dir: &Path, me: IpAddr) -> LocalState {
                 continue;
             };
             let healthy_for = healthy
-                .get(&(rec.container_id.clone(), rec.ifname.clone()))
+                .get(&(rec.container_id.to_string(), rec.ifname.to_string()))
                 .cloned()
                 .unwrap_or_default();
             for ip in &rec.ips {

@@ -7,7 +7,7 @@
 //! so a client moves with its next datagram.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,7 +27,7 @@ const LEAVE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 struct Draining {
     id: BackendId,
-    netns: Option<String>,
+    netns: Option<PathBuf>,
     services: Vec<String>,
     ports: BTreeSet<u16>,
 }
@@ -65,8 +65,8 @@ fn draining(
                 && serves(r, &spec)
         }) {
             let id = BackendId {
-                container_id: rec.container_id.clone(),
-                ifname: rec.ifname.clone(),
+                container_id: rec.container_id.to_string(),
+                ifname: rec.ifname.to_string(),
             };
             let ports = spec
                 .ports

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
@@ -337,7 +337,7 @@ fn slot_counters(spec: &ServiceSpec, records: &[AttachmentRecord]) -> Option<Has
             })
         })
         .collect();
-    let clients: BTreeSet<&str> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    let clients: BTreeSet<&Path> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
     let mut out: HashMap<IpAddr, u64> = HashMap::new();
     for path in clients {
         // A client gone since its record was read has nothing left to count.
