@@ -396,7 +396,15 @@ impl Balancer {
                 continue;
             }
             let interval = spec.health_timing.interval();
-            for b in self.backends.get(&spec.name).into_iter().flatten() {
+            // A draining backend is on its way out: its probes would only hold connections the drain
+            // waits for.
+            for b in self
+                .backends
+                .get(&spec.name)
+                .into_iter()
+                .flatten()
+                .filter(|b| !self.draining.contains(&b.id))
+            {
                 let key = (spec.name.clone(), b.id.clone());
                 let Some(h) = self.health.get_mut(&key) else {
                     continue;
