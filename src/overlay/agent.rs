@@ -379,7 +379,7 @@ impl Agent {
                         tracing::warn!(%host, records = n, "host forgotten on request: its blocks are free");
                         self.claims_dirty = true;
                         self.kernel_dirty = true;
-                        self.services_dirty = true;
+                        self.tell_daemon(cluster_services::forget_host(&self.state_dir, host));
                     }
                     let _ = reply.send(result);
                 }
@@ -516,7 +516,11 @@ impl Agent {
     /// Other hosts' services into this host's service files, and own services off VIPs they lost.
     fn sync_services(&mut self) {
         self.services_dirty = false;
-        let outcome = cluster_services::sync(&self.state_dir, self.store.table(), self.me);
+        // Gossip never knows its view complete (a missing record there is only one not heard of yet);
+        // etcd does once it listed the prefix.
+        let complete = self.store.status().last_sync_ms > 0;
+        let outcome =
+            cluster_services::sync(&self.state_dir, self.store.table(), self.me, complete);
         self.local_dirty |= outcome.own_moved;
         self.tell_daemon(outcome.networks);
     }

@@ -101,8 +101,11 @@ fn winners(remote: &[ServiceSpec], me: IpAddr) -> BTreeMap<String, ServiceSpec> 
 }
 
 /// Makes this host's service files hold every other host's cluster services, removes copies whose
-/// record is gone, and moves an own service off a VIP a better-ranked service holds.
-pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr) -> SyncOutcome {
+/// record is gone, and moves an own service off a VIP a better-ranked service holds. A copy goes when its
+/// record is known deleted (a tombstone), or, once `view_complete` (the store listed everything since this
+/// tetherd started), when its record is missing: a restarted tetherd whose table is still empty keeps the
+/// copies (and so the clients' maps) it had.
+pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bool) -> SyncOutcome {
     let mut outcome = SyncOutcome::default();
     let remote = remote_services(table, me);
     let dir = ServiceDir::new(state_dir);
@@ -133,10 +136,18 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr) -> SyncOutcome {
             Err(e) => tracing::warn!(name, error = %e, "writing a cluster service's copy"),
         }
     }
-    for stale in local
-        .iter()
-        .filter(|s| s.origin().is_some() && !wanted.contains_key(&s.name))
-    {
+    let gone = |s: &ServiceSpec| {
+        let Some(origin) = s.origin() else {
+            return false;
+        };
+        let key = RecordKey::Service {
+            host: origin,
+            network: s.network.clone(),
+            name: s.name.clone(),
+        };
+        !wanted.contains_key(&s.name) && (view_complete || table.is_deleted(&key))
+    };
+    for stale in local.iter().filter(|s| gone(s)) {
         if dir.remove(&stale.name).is_ok() {
             outcome.networks.insert(stale.network.clone());
         }
@@ -167,6 +178,21 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr) -> SyncOutcome {
         }
     }
     outcome
+}
+
+/// `host` is forgotten for good (`tether cluster forget`): the copies of its services go.
+pub fn forget_host(state_dir: &Path, host: IpAddr) -> BTreeSet<String> {
+    let dir = ServiceDir::new(state_dir);
+    let mut networks = BTreeSet::new();
+    let Ok(_lock) = dir.lock() else {
+        return networks;
+    };
+    for copy in dir.list().unwrap_or_default() {
+        if copy.origin() == Some(host) && dir.remove(&copy.name).is_ok() {
+            networks.insert(copy.network);
+        }
+    }
+    networks
 }
 
 /// `spec` on the first VIPs (per family it has) that nobody holds.
@@ -248,7 +274,7 @@ mod tests {
         };
         table.merge(me, vec![record(1, Some(value))], 0);
 
-        let outcome = sync(&dir, &table, me);
+        let outcome = sync(&dir, &table, me, false);
         assert!(outcome.own_moved);
         assert_eq!(outcome.networks, BTreeSet::from(["ovl".to_string()]));
         let copy = services.read("web").unwrap().unwrap();
@@ -262,14 +288,21 @@ mod tests {
             "only the own service is published"
         );
 
-        let again = sync(&dir, &table, me);
+        let again = sync(&dir, &table, me, false);
         assert!(
             !again.own_moved && again.networks.is_empty(),
             "nothing to do twice"
         );
 
+        // A table that lost the record without a tombstone (a restarted tetherd, not synced yet) keeps
+        // the copy; a tombstone (or a complete view) removes it.
+        sync(&dir, &RecordTable::new(), me, false);
+        assert!(
+            services.read("web").unwrap().is_some(),
+            "kept while the view is partial"
+        );
         table.merge(me, vec![record(2, None)], 0);
-        sync(&dir, &table, me);
+        sync(&dir, &table, me, false);
         assert_eq!(
             services.read("web").unwrap(),
             None,

@@ -185,6 +185,11 @@ impl RecordTable {
             .collect()
     }
 
+    /// Whether `key` is known as deleted (a tombstone), as opposed to live or never seen.
+    pub fn is_deleted(&self, key: &RecordKey) -> bool {
+        self.entries.get(key).is_some_and(|e| e.value.is_none())
+    }
+
     pub fn get(&self, key: &RecordKey) -> Option<&RecordValue> {
         self.entries.get(key).and_then(|e| e.value.as_ref())
     }
