@@ -101,6 +101,7 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
         aliases: Vec::new(),
         internal: false,
         own_resolver: false,
+        remote: None,
     }
 }
 

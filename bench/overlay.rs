@@ -275,6 +275,7 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
                 dns: false,
                 internal: false,
                 own_resolver: false,
+                remote: None,
             })
             .unwrap();
     }

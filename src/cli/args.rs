@@ -249,6 +249,10 @@ pub struct DetachArgs {
     /// Only this interface
     #[arg(long, requires = "network")]
     pub ifname: Option<String>,
+    /// A service backend first leaves every map, then its open TCP connections get up to SECONDS to
+    /// finish before its interface goes
+    #[arg(long, value_name = "SECONDS")]
+    pub drain: Option<u64>,
     pub container_id: String,
 }
 

@@ -108,6 +108,7 @@ pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
         dns: f.dns.enabled,
         internal: f.dns.internal,
         own_resolver,
+        remote: None,
     })?;
     drop(f.lock);
     f.rollback.commit();

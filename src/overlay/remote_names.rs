@@ -14,7 +14,7 @@ use crate::container_id::ContainerId;
 use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::state::overlay::NetworkFacts;
-use crate::state::{AttachmentRecord, DriverKind};
+use crate::state::{AttachmentRecord, DriverKind, RemoteEndpoint};
 use crate::state_file;
 
 fn root(state_dir: &Path) -> PathBuf {
@@ -36,7 +36,11 @@ fn wanted(
         let (
             RecordKey::Endpoint { host, network, ip },
             RecordValue::Endpoint {
-                vni, mac, names, ..
+                vni,
+                mac,
+                names,
+                healthy_for,
+                ..
             },
         ) = (key, value)
         else {
@@ -80,6 +84,10 @@ fn wanted(
             dns: true,
             internal: false,
             own_resolver: false,
+            remote: Some(RemoteEndpoint {
+                host: *host,
+                healthy_for: healthy_for.clone(),
+            }),
         };
         out.insert(
             root(state_dir).join(network).join(format!("{id}.json")),

@@ -25,7 +25,8 @@ use crate::firewall::netlink::ruleset::Change;
 use crate::firewall::service_balance::{self, BalanceTable, ServiceKey};
 use crate::netns::{NsId, NsWorker};
 use crate::state::service::{
-    HealthCheck, Mode, ProtocolName, ServiceDir, ServiceRange, ServiceSpec,
+    backend_health_path, read_healthy_backends, HealthCheck, HealthyBackend, Mode, ProtocolName,
+    ServiceDir, ServiceRange, ServiceSpec,
 };
 use crate::state::AttachmentRecord;
 
@@ -85,6 +86,9 @@ struct Balancer {
     assumed: HashSet<(String, BackendId)>,
     /// What the file holds now.
     saved: Vec<(String, BackendId)>,
+    /// Backends being drained before their detach (`tether detach --drain`): out of every map and of the
+    /// healthy list, whatever their probes say, until their record goes.
+    draining: HashSet<BackendId>,
     names: SharedServiceNames,
 }
 
@@ -93,6 +97,12 @@ pub struct BalancerService {
     prober: Option<tokio::task::JoinHandle<()>>,
     /// For `needed` and `status`, which cannot wait for the lock.
     summary: Rc<std::cell::RefCell<(bool, Value)>>,
+}
+
+/// `{"drain": [{"containerId", "ifname"}]}`: the backends `tether detach --drain` is about to detach.
+#[derive(Debug, serde::Deserialize)]
+struct DrainCommand {
+    drain: Vec<BackendId>,
 }
 
 impl BalancerService {
@@ -116,6 +126,7 @@ impl BalancerService {
                 health_file: PathBuf::new(),
                 assumed: HashSet::new(),
                 saved: Vec::new(),
+                draining: HashSet::new(),
                 names,
             })),
             prober: None,
@@ -143,11 +154,20 @@ impl Balancer {
         }
     }
 
-    fn is_healthy(&self, spec: &ServiceSpec, id: &BackendId) -> bool {
+    /// Whether the backend takes new connections. Another host's: while its host lists it in its record
+    /// in the cluster store (that host probes it, and drains it). This host's: not while draining; then
+    /// every one of a service without checks, else by its probes here.
+    fn is_healthy(&self, spec: &ServiceSpec, backend: &Backend) -> bool {
+        if let Some(remote) = &backend.remote {
+            return remote.healthy_for.iter().any(|s| s == &spec.name);
+        }
+        if self.draining.contains(&backend.id) {
+            return false;
+        }
         spec.health == HealthCheck::None
             || self
                 .health
-                .get(&(spec.name.clone(), id.clone()))
+                .get(&(spec.name.clone(), backend.id.clone()))
                 .is_some_and(|h| h.state.health == Health::Healthy)
     }
 
@@ -199,13 +219,14 @@ impl Balancer {
             }
         }
         self.health.retain(|key, _| known.contains(key));
-        self.save_health();
+        self.draining
+            .retain(|id| known.iter().any(|(_, known_id)| known_id == id));
         let mut entries = Vec::new();
         let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for spec in &self.specs {
             let addrs: Vec<IpAddr> = backends[&spec.name]
                 .iter()
-                .filter(|b| self.is_healthy(spec, &b.id))
+                .filter(|b| self.is_healthy(spec, b))
                 .flat_map(|b| b.addresses.iter().copied())
                 .collect();
             entries.push(ServiceEntry {
@@ -232,6 +253,7 @@ impl Balancer {
         self.counters.retain(|name, _| active.contains_key(name));
         self.active = active;
         self.backends = backends;
+        self.save_health();
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
     }
@@ -310,44 +332,54 @@ impl Balancer {
         }
     }
 
-    /// Writes the healthy backends when they changed.
+    /// Writes this host's backends that are in their services' maps (healthy, or of a service without
+    /// checks; not draining) when they changed, and tells the overlay control plane: it publishes them
+    /// with this host's endpoints, and other hosts balance over a backend of this one only while it is
+    /// listed.
     fn save_health(&mut self) {
         let mut healthy: Vec<(String, BackendId)> = self
-            .health
+            .specs
             .iter()
-            .filter(|(_, h)| h.state.health == Health::Healthy)
-            .map(|(k, _)| k.clone())
+            .flat_map(|spec| {
+                self.backends
+                    .get(&spec.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b.remote.is_none() && self.is_healthy(spec, b))
+                    .map(|b| (spec.name.clone(), b.id.clone()))
+            })
             .collect();
         healthy.sort();
         if healthy == self.saved || self.health_file.as_os_str().is_empty() {
             return;
         }
-        let doc: Vec<Value> = healthy
+        let doc: Vec<HealthyBackend> = healthy
             .iter()
-            .map(|(service, id)| json!({"service": service, "containerId": id.container_id, "ifname": id.ifname}))
+            .map(|(service, id)| HealthyBackend {
+                service: service.clone(),
+                container_id: id.container_id.clone(),
+                ifname: id.ifname.clone(),
+            })
             .collect();
         match crate::state_file::write_json(&self.health_file, &doc) {
-            Ok(()) => self.saved = healthy,
+            Ok(()) => {
+                self.saved = healthy;
+                crate::client::poke::poke_control_plane();
+            }
             Err(e) => tracing::warn!(error = %e, "saving backend health"),
         }
     }
 
     /// The healthy backends the tetherd before this one saved.
-    fn load_health(&mut self) {
-        let doc: Vec<Value> = crate::state_file::read_json(&self.health_file)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.assumed = doc
-            .iter()
-            .filter_map(|v| {
-                Some((
-                    v.get("service")?.as_str()?.to_string(),
-                    BackendId {
-                        container_id: v.get("containerId")?.as_str()?.to_string(),
-                        ifname: v.get("ifname")?.as_str()?.to_string(),
-                    },
-                ))
+    fn load_health(&mut self, run_dir: &Path) {
+        self.assumed = read_healthy_backends(run_dir)
+            .into_iter()
+            .map(|h| {
+                let id = BackendId {
+                    container_id: h.container_id,
+                    ifname: h.ifname,
+                };
+                (h.service, id)
             })
             .collect();
     }
@@ -364,7 +396,15 @@ impl Balancer {
                 continue;
             }
             let interval = spec.health_timing.interval();
-            for b in self.backends.get(&spec.name).into_iter().flatten() {
+            // A draining backend is on its way out: its probes would only hold connections the drain
+            // waits for.
+            for b in self
+                .backends
+                .get(&spec.name)
+                .into_iter()
+                .flatten()
+                .filter(|b| !self.draining.contains(&b.id))
+            {
                 let key = (spec.name.clone(), b.id.clone());
                 let Some(h) = self.health.get_mut(&key) else {
                     continue;
@@ -424,8 +464,12 @@ impl Balancer {
                     .into_iter()
                     .flatten()
                     .map(|b| {
-                        let health = if spec.health == HealthCheck::None {
+                        let health = if self.draining.contains(&b.id) {
+                            "draining"
+                        } else if self.is_healthy(spec, b) {
                             "healthy"
+                        } else if b.remote.is_some() {
+                            "unhealthy"
                         } else {
                             self.health
                                 .get(&(spec.name.clone(), b.id.clone()))
@@ -671,8 +715,8 @@ impl Service for BalancerService {
                 b.state_dir = ctx.state_dir.clone();
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
-                b.health_file = ctx.run_dir.join("balancer-health.json");
-                b.load_health();
+                b.health_file = backend_health_path(&ctx.run_dir);
+                b.load_health(&ctx.run_dir);
             }
             let inner = self.inner.clone();
             let summary = self.summary.clone();
@@ -725,5 +769,22 @@ impl Service for BalancerService {
 
     fn status(&self) -> Value {
         self.summary.borrow().1.clone()
+    }
+
+    /// `{"drain": [...]}`: the backends leave every map now (their existing flows stay: conntrack keeps
+    /// them); `tether detach --drain` waits for `draining` in the status before it waits for the flows.
+    fn command(&mut self, command: &Value) -> Result<Value, String> {
+        let DrainCommand { drain } = serde_json::from_value(command.clone()).map_err(|e| {
+            format!("balancer: {e}; expected {{\"drain\": [{{\"containerId\", \"ifname\"}}]}}")
+        })?;
+        let (inner, summary) = (self.inner.clone(), self.summary.clone());
+        let count = drain.len();
+        tokio::task::spawn_local(async move {
+            let mut b = inner.lock().await;
+            b.draining.extend(drain);
+            b.reconcile().await;
+            *summary.borrow_mut() = (b.needed(), b.status());
+        });
+        Ok(json!({"draining": count}))
     }
 }

@@ -55,6 +55,22 @@ pub struct AttachmentRecord {
     /// (its names still resolve for others).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_resolver: bool,
+    /// Another host's overlay container (driver `overlay-remote`): where it lives and what its host
+    /// says of it as a service backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteEndpoint>,
+}
+
+/// What the cluster store says of another host's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteEndpoint {
+    /// The host's control-plane address.
+    pub host: std::net::IpAddr,
+    /// The services its host balances it in (healthy by that host's probes or without checks, and not
+    /// draining): only those put it in their maps here.
+    #[serde(default)]
+    pub healthy_for: Vec<String>,
 }
 
 pub use crate::state_file::StateFileError as RecordError;
@@ -139,6 +155,7 @@ mod tests {
             dns: true,
             internal: false,
             own_resolver: false,
+            remote: None,
         }
     }
 

@@ -196,6 +196,34 @@ pub struct ServiceSpec {
     pub health_timing: HealthTiming,
     #[serde(default)]
     pub affinity: Affinity,
+    /// Set on a network that spans hosts (overlay): the service lives in the cluster store and exists
+    /// on every host of the network with the same VIP. None: this host's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterScope>,
+}
+
+/// Where a cluster service comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterScope {
+    /// Wall-clock milliseconds at creation: of two services holding one VIP, the earlier keeps it.
+    pub created_at_ms: u64,
+    /// The host that created it, when that is another host: this file is then a copy of its record in
+    /// the cluster store, written and removed by the control plane. None: created here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<IpAddr>,
+}
+
+impl ServiceSpec {
+    /// A service this host created on a network spanning hosts: its record goes to the cluster store.
+    pub fn is_own_cluster_service(&self) -> bool {
+        self.cluster.is_some_and(|c| c.origin.is_none())
+    }
+
+    /// The host whose cluster record this file copies.
+    pub fn origin(&self) -> Option<IpAddr> {
+        self.cluster.and_then(|c| c.origin)
+    }
 }
 
 impl ServiceSpec {
@@ -286,6 +314,31 @@ impl ServiceRange {
             .map_while(|i| self.nth(i))
             .find(|(v4, v6)| !taken.contains(&IpAddr::V4(*v4)) && !taken.contains(&IpAddr::V6(*v6)))
     }
+}
+
+/// `<run>/balancer-health.json`: this host's backends in their services' maps (healthy by tetherd's
+/// probes, or of a service without checks; not draining), as (service, container id, ifname). tetherd's
+/// balancer writes it; the overlay control plane publishes it with this host's endpoints, so other hosts
+/// balance over a backend of this one only while it is listed.
+pub fn backend_health_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("balancer-health.json")
+}
+
+/// One healthy backend in that file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthyBackend {
+    pub service: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The healthy backends the file lists; none when it is missing or unreadable.
+pub fn read_healthy_backends(run_dir: &Path) -> Vec<HealthyBackend> {
+    state_file::read_json(&backend_health_path(run_dir))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// `<state>/services`: the one place that names the layout.
@@ -395,6 +448,7 @@ mod tests {
             health: HealthCheck::Http("/".into()),
             health_timing: HealthTiming::default(),
             affinity: Affinity::Client,
+            cluster: None,
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert!(text.contains(r#""ports":["80/tcp","53/udp"]"#), "{text}");
