@@ -13,7 +13,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::Protocol;
-use crate::state_file::{DirLock, JsonDir};
+use crate::state_file::{self, DirLock, JsonDir};
 
 pub use crate::state_file::StateFileError as ServiceFileError;
 
