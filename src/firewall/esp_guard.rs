@@ -6,7 +6,7 @@
 //! table inet tether {
 //!     chain esp_in_4789 {
 //!         type filter hook input priority -160; policy accept;
-//!         meta l4proto udp th dport 4789 meta secpath missing drop
+//!         meta l4proto udp th dport 4789 meta secpath missing drop   (nft 1.0.6 prints `meta ipsec missing`)
 //!     }
 //! }
 //! ```

@@ -169,7 +169,7 @@ pub const NFT_META_MARK: u32 = 3;
 pub const NFT_META_IIFNAME: u32 = 6;
 pub const NFT_META_OIFNAME: u32 = 7;
 pub const NFT_META_NFPROTO: u32 = 15;
-pub const NFT_META_SECPATH: u32 = 27;
+pub const NFT_META_SECPATH: u32 = 25;
 /// NF_INET_LOCAL_IN in enum nf_inet_hooks.
 pub const NF_INET_LOCAL_IN: u32 = 1;
 // enum nft_ct_attributes, enum nft_ct_keys

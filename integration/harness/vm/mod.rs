@@ -3,7 +3,7 @@
 //! kernel modules a scenario needs, the tether binaries cargo built, and a shell scenario as PID 1 that
 //! prints `RESULT <name> PASS|FAIL <detail>` lines and powers the VM off.
 //!
-//! Included by a test file with `#[path = "vm/mod.rs"] mod vm;`: [`scenario_vm::ScenarioVm`] runs one
+//! Included by a test file with `#[path = "harness/vm/mod.rs"] mod vm;`: [`scenario_vm::ScenarioVm`] runs one
 //! scenario end to end and [`results::assert_all_passed`] checks its verdicts. Failures panic with what
 //! to install or where the console log is: a test that cannot boot its VM fails, it never passes silently.
 #![allow(dead_code)]
