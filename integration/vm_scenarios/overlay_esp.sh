@@ -36,9 +36,9 @@ start_tetherd() {
  "key": "$KEY", "probePeriodMs": 500, "failureTimeoutMs": 4000, "syncIntervalMs": 1000,
  "reconcileIntervalMs": 300, "encryption": {"keyFile": "/etc/tether/data.key", "rotationIntervalS": $ROTATION}}}
 JSON
-    ip netns exec h$1 env $(host_env $1) RUST_LOG=info /usr/bin/tetherd --stay --config /tmp/h$1/tetherd.json \
-        > /tmp/h$1/tetherd.log 2>&1 &
-    echo $! > /tmp/h$1/tetherd.pid
+    # The shell writes its own pid and becomes tetherd: the pid file names tetherd itself.
+    ip netns exec h$1 sh -c "echo \$\$ > /tmp/h$1/tetherd.pid; exec env $(host_env $1) RUST_LOG=info \
+        /usr/bin/tetherd --stay --config /tmp/h$1/tetherd.json" > /tmp/h$1/tetherd.log 2>&1 &
 }
 start_tetherd 1
 start_tetherd 2
@@ -81,23 +81,28 @@ C2MAC=$(ip netns exec c2 cat /sys/class/net/eth0/address)
 C3MAC=$(ip netns exec c3 cat /sys/class/net/eth0/address)
 echo "c1=$C1 c2=$C2 c3=$C3"
 
-# What crosses h2's underlay link, before any decryption.
-ip netns exec h2 nft -f - <<NFT
+# What crosses h2's underlay link, before any decryption (anonymous counters: named ones need nft_objref).
+# reset_wire: the counting table made afresh; wire esp|vxlan: its packet count.
+reset_wire() {
+    ip netns exec h2 nft delete table netdev wire 2>/dev/null
+    ip netns exec h2 nft -f - <<NFT
 table netdev wire {
     chain in {
         type filter hook ingress device up0 priority -500; policy accept;
-        ip protocol esp counter name "esp_in"
-        udp dport 4789 counter name "vxlan_in"
+        ip protocol esp counter comment "esp"
+        udp dport 4789 counter comment "vxlan"
     }
-    counter esp_in {}
-    counter vxlan_in {}
 }
 NFT
-wire() { ip netns exec h2 nft list counter netdev wire ${1}_in | awk '/packets/ { print $2 }'; }
-reset_wire() { ip netns exec h2 nft reset counters table netdev wire >/dev/null; }
+}
+wire() {
+    ip netns exec h2 nft list chain netdev wire in |
+        awk -v what="\"$1\"" '$0 ~ what { for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+reset_wire
 
 check encrypted_c1_reaches_c2 wait_for 60 ip netns exec c1 ping -c 1 -W 1 $C2
-check peer_states_are_esp_gcm_with_esn sh -c "/sbin/ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | grep -q 'rfc4106(gcm(aes))' && ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | grep -q 'flag esn'"
+check peer_states_are_esp_gcm_with_esn sh -c "/sbin/ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | grep -q 'rfc4106(gcm(aes))' && /sbin/ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | grep -q 'flag esn'"
 check plain_c4_reaches_c3 wait_for 60 ip netns exec c4 ping -c 1 -W 1 $C3
 reset_wire
 check ten_pings_across ip netns exec c1 ping -c 10 -i 0.2 -W 2 $C2
@@ -123,8 +128,11 @@ check cleartext_injection_into_the_encrypted_network_is_dropped sh -c "echo rx $
 
 # A missing state drops, never sends in clear: h1's tetherd is paused so it cannot restore the state.
 kill -STOP $(cat /tmp/h1/tetherd.pid)
-SPI=$(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | awk '/spi/ { print $4; exit }')
-ip -n h1 xfrm state delete src 192.168.50.1 dst 192.168.50.2 proto esp spi $SPI
+grep -E '^(Name|State)' /proc/$(cat /tmp/h1/tetherd.pid)/status | tr '\n' ' '; echo
+for SPI in $(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | awk '/spi/ { print $4 }'); do
+    ip -n h1 xfrm state delete src 192.168.50.1 dst 192.168.50.2 proto esp spi $SPI
+done
+echo "h1 -> h2 states left: $(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | grep -c spi)"
 reset_wire
 check_fails without_its_state_the_pair_is_cut ip netns exec c1 ping -c 3 -i 0.3 -W 1 $C2
 VX=$(wire vxlan)

@@ -608,7 +608,7 @@ impl Agent {
             }
         }
         self.kernel_changes += done.changes as u64;
-        for ((port, peer), _) in &wanted.needs {
+        for (port, peer) in wanted.needs.keys() {
             if done.ready(&wanted, *port, *peer) {
                 ready.insert((*port, *peer));
             }

@@ -566,3 +566,16 @@ pub fn teardown(net: &str, cfg: &OverlayConfig, _lock: NetworkLock) -> Result<()
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod mtu_tests {
+    use super::default_mtu;
+
+    #[test]
+    fn an_encrypted_network_leaves_room_for_esp_below_vxlan() {
+        assert_eq!(default_mtu(1500, false), 1450);
+        assert_eq!(default_mtu(1500, true), 1410);
+        assert_eq!(default_mtu(1450, true), 1360);
+        assert_eq!(default_mtu(100, true), 68, "never below IPv4's minimum");
+    }
+}
