@@ -2,7 +2,9 @@
 //! algorithms): two simulated hosts, each with its own tetherd, pass traffic in ESP with no cleartext
 //! VXLAN on the wire; cleartext VXLAN injected into the encrypted network is dropped (and the same
 //! injection into a plain network arrives: the control); a deleted state cuts its pair instead of leaking;
-//! three key rotations lose no ping. The scenario is `vm_scenarios/overlay_esp.sh`; see
+//! three key rotations lose no ping and
+//! break no TCP transfer. The scenario is `vm_scenarios/overlay_esp.sh` after
+//! `overlay_esp_hosts.sh`; see
 //! `harness/vm/mod.rs` for how the VM is built.
 
 #[path = "harness/vm/mod.rs"]
@@ -57,6 +59,7 @@ const EXPECTED: &[&str] = &[
     "the_kernel_counted_the_drops",
     "tetherd_restores_the_state",
     "rotation_changed_the_sending_spi",
+    "tcp_transfer_across_three_rotations_delivers_every_byte",
     "no_ping_lost_across_three_rotations",
     "receive_states_for_three_epochs_per_peer",
     "no_sequence_errors",
@@ -76,7 +79,10 @@ fn encrypted_overlay_carries_only_esp_drops_cleartext_and_rotates_without_loss()
             // The scenario reads the rules and counts the wire with it; tether itself never runs nft.
             (Path::new("/usr/sbin/nft"), "/usr/sbin/nft"),
         ],
-        scenario: include_str!("vm_scenarios/overlay_esp.sh"),
+        scenario: concat!(
+            include_str!("vm_scenarios/overlay_esp_hosts.sh"),
+            include_str!("vm_scenarios/overlay_esp.sh")
+        ),
         timeout: VM_TIMEOUT,
         memory_mb: 1024,
     }

@@ -553,8 +553,9 @@ impl Agent {
     ) -> BTreeSet<(u16, IpAddr)> {
         let mut ready = BTreeSet::new();
         let encrypted: Vec<_> = wants.iter().filter(|(f, _)| f.encrypted).collect();
-        if encrypted.is_empty() && self.esp.policies.is_empty() {
-            // Nothing encrypted here, and the last pass left nothing of ours to remove.
+        if encrypted.is_empty() && self.esp.policies.is_empty() && self.esp.epoch.is_some() {
+            // Nothing encrypted here, and an earlier pass (the first one also clears what a previous
+            // tetherd left) removed everything of ours.
             return ready;
         }
         let Some(enc) = &self.cfg.encryption else {
