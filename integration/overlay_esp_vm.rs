@@ -2,41 +2,16 @@
 //! algorithms): two simulated hosts, each with its own tetherd, pass traffic in ESP with no cleartext
 //! VXLAN on the wire; cleartext VXLAN injected into the encrypted network is dropped (and the same
 //! injection into a plain network arrives: the control); a deleted state cuts its pair instead of leaking;
-//! three key rotations lose no ping and
-//! break no TCP transfer. The scenario is `vm_scenarios/overlay_esp.sh` after
-//! `overlay_esp_hosts.sh`; see
-//! `harness/vm/mod.rs` for how the VM is built.
+//! three key rotations lose no ping and break no TCP transfer. The scenario is `vm_scenarios/overlay_esp.sh`
+//! after `overlay_esp_hosts.sh`; `harness/vm/overlay_esp.rs` builds the VM.
 
 #[path = "harness/vm/mod.rs"]
 mod vm;
 
-use std::path::Path;
 use std::time::Duration;
-use vm::scenario_vm::ScenarioVm;
 
 /// Boot 4-10 s, gossip convergence and three 8-second epochs of pings; room for a loaded machine.
 const VM_TIMEOUT: Duration = Duration::from_secs(400);
-
-/// ESP with rfc4106(gcm(aes)) needs gcm, ghash, ctr and an IV generator (seqiv/echainiv), which need the
-/// default RNG (drbg seeded by jitterentropy_rng); modules.dep does not list that dependency.
-const MODULES: &[&str] = &[
-    "veth",
-    "bridge",
-    "vxlan",
-    // libcrc32c (under nf_tables) and jitterentropy_rng need these; their softdeps are not in modules.dep.
-    "crc32c_generic",
-    "sha3_generic",
-    "nf_tables",
-    "xfrm_user",
-    "esp4",
-    "gcm",
-    "ghash-generic",
-    "ctr",
-    "seqiv",
-    "echainiv",
-    "drbg",
-    "jitterentropy_rng",
-];
 
 /// Every RESULT vm_scenarios/overlay_esp.sh prints; a missing one fails the test, and so does one not listed.
 const EXPECTED: &[&str] = &[
@@ -67,25 +42,13 @@ const EXPECTED: &[&str] = &[
 
 #[test]
 fn encrypted_overlay_carries_only_esp_drops_cleartext_and_rotates_without_loss() {
-    let console = ScenarioVm {
-        name: "overlay_esp_vm",
-        modules: MODULES,
-        binaries: &[
-            (
-                Path::new(env!("CARGO_BIN_EXE_tether-overlay")),
-                "/opt/cni/bin/tether-overlay",
-            ),
-            (Path::new(env!("CARGO_BIN_EXE_tetherd")), "/usr/bin/tetherd"),
-            // The scenario reads the rules and counts the wire with it; tether itself never runs nft.
-            (Path::new("/usr/sbin/nft"), "/usr/sbin/nft"),
-        ],
-        scenario: concat!(
+    let console = vm::overlay_esp::run(
+        "overlay_esp_vm",
+        concat!(
             include_str!("vm_scenarios/overlay_esp_hosts.sh"),
             include_str!("vm_scenarios/overlay_esp.sh")
         ),
-        timeout: VM_TIMEOUT,
-        memory_mb: 1024,
-    }
-    .run();
+        VM_TIMEOUT,
+    );
     vm::results::assert_all_passed(&console, EXPECTED);
 }

@@ -60,7 +60,6 @@ add() {
         CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin /opt/cni/bin/tether-overlay < /tmp/$2.json
 }
 ip_of() { ip -n $1 -4 -o addr show dev eth0 | awk '{ split($4, a, "/"); print a[1] }'; }
-rx_of() { ip netns exec $1 cat /sys/class/net/eth0/statistics/rx_packets; }
 # wait_for SECONDS CMD...: retries CMD once a second.
 wait_for() {
     n=$1; shift
@@ -70,7 +69,7 @@ wait_for() {
     done
 }
 
-# What crosses h2's underlay link, before any decryption (anonymous counters: named ones need nft_objref).
+# What h1 puts on h2's underlay link, before any decryption (anonymous counters: named ones need nft_objref).
 # reset_wire: the counting table made afresh; wire esp|vxlan: its packet count.
 reset_wire() {
     ip netns exec h2 nft delete table netdev wire 2>/dev/null
@@ -78,8 +77,8 @@ reset_wire() {
 table netdev wire {
     chain in {
         type filter hook ingress device up0 priority -500; policy accept;
-        ip protocol esp counter comment "esp"
-        udp dport 4789 counter comment "vxlan"
+        ip saddr 192.168.50.1 ip protocol esp counter comment "esp"
+        ip saddr 192.168.50.1 udp dport 4789 counter comment "vxlan"
     }
 }
 NFT

@@ -13,5 +13,6 @@ pub mod host_command;
 pub mod initramfs;
 pub mod kernel_package;
 pub mod module_deps;
+pub mod overlay_esp;
 pub mod results;
 pub mod scenario_vm;
