@@ -11,6 +11,8 @@ use crate::link::MAX_VNI;
 
 /// VXLAN adds 50 bytes over IPv4 (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// ... and 70 over IPv6 (its header is 40 bytes).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 /// Each host hands out addresses from blocks of this prefix length unless told otherwise.
 pub const DEFAULT_BLOCK_PREFIX: u8 = 26;
 /// Docker calls it docker_gwbridge; ours follows the `tether` prefix and fits IFNAMSIZ.

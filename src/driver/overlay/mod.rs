@@ -17,7 +17,9 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 pub use block_agreement::AGREEMENT_WAIT;
-pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
+pub use config::{
+    OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD, VXLAN_OVERHEAD_V6,
+};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 
 use block_agreement::{agreement_wait, no_agreement, start_key, wait_for_agreement, Agreement};
@@ -232,14 +234,20 @@ fn release_address(
     }
 }
 
-/// The container MTU from the underlay's: VXLAN's 50 bytes, and ESP's worst case when encrypted.
-fn default_mtu(underlay_mtu: u32, encrypted: bool) -> u32 {
+/// The container MTU from the underlay device's: VXLAN's 50 bytes (70 over an IPv6 underlay), and ESP's
+/// worst case when encrypted.
+fn default_mtu(underlay_mtu: u32, vtep: IpAddr, encrypted: bool) -> u32 {
+    let vxlan = if vtep.is_ipv6() {
+        VXLAN_OVERHEAD_V6
+    } else {
+        VXLAN_OVERHEAD
+    };
     let esp = if encrypted {
         encryption::ESP_OVERHEAD
     } else {
         0
     };
-    underlay_mtu.saturating_sub(VXLAN_OVERHEAD + esp).max(68)
+    underlay_mtu.saturating_sub(vxlan + esp).max(68)
 }
 
 /// The network's bridge and VXLAN device on this host (made by its first ADD, shared by the next), and the
@@ -363,7 +371,7 @@ impl Plugin for OverlayPlugin {
         let (underlay, vtep) = resolve_underlay(&host, &cfg.underlay)?;
         let mtu = cfg
             .mtu
-            .unwrap_or_else(|| default_mtu(underlay.mtu, cfg.encrypted));
+            .unwrap_or_else(|| default_mtu(underlay.mtu, vtep, cfg.encrypted));
         let dir = OverlayDir::for_network(net);
         let mac = match call.mac {
             Some(mac) => mac,
@@ -573,9 +581,12 @@ mod mtu_tests {
 
     #[test]
     fn an_encrypted_network_leaves_room_for_esp_below_vxlan() {
-        assert_eq!(default_mtu(1500, false), 1450);
-        assert_eq!(default_mtu(1500, true), 1410);
-        assert_eq!(default_mtu(1450, true), 1360);
-        assert_eq!(default_mtu(100, true), 68, "never below IPv4's minimum");
+        let (v4, v6) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        assert_eq!(default_mtu(1500, v4, false), 1450);
+        assert_eq!(default_mtu(1500, v4, true), 1410);
+        assert_eq!(default_mtu(1450, v4, true), 1360);
+        assert_eq!(default_mtu(1500, v6, false), 1430);
+        assert_eq!(default_mtu(1500, v6, true), 1390);
+        assert_eq!(default_mtu(100, v4, true), 68, "never below IPv4's minimum");
     }
 }
