@@ -23,8 +23,8 @@ pub struct Wanted {
     pub needs: BTreeMap<(u16, IpAddr), Vec<StateId>>,
 }
 
-/// Everything for `me` with `peers` per VXLAN port, in `epoch`. `hosts` per port (peers and `me`) is the
-/// list both ends assign SPIs over.
+/// Everything for `me` with `peers` per VXLAN port, in `epoch`. The peers of a port with `me` are the hosts
+/// both ends of a direction assign SPIs over.
 pub fn wanted(
     key: &DataKey,
     me: IpAddr,
