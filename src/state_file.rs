@@ -32,6 +32,15 @@ pub enum StateFileError {
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError> {
+    let body = serde_json::to_vec_pretty(value).expect("state serializes");
+    write_bytes(path, &body)
+}
+
+/// `bytes` as the whole of `path`: a temp file beside it, then a rename, so a reader (a runtime reading a
+/// conflist, tetherd reading a record) never sees half of it. The temp name starts with a dot, ends in
+/// neither `.json` nor `.conflist` (libcni and the record scans skip it) and carries the pid, so two writers
+/// never share one.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateFileError> {
     let err = |source| StateFileError::Write {
         path: path.to_path_buf(),
         source,
@@ -42,10 +51,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileE
         .file_name()
         .expect("state file has a name")
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let body = serde_json::to_vec_pretty(value).expect("state serializes");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&body).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    drop(f);
     fs::rename(&tmp, path).map_err(err)
 }
 

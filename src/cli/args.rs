@@ -55,7 +55,7 @@ pub enum Command {
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
     // `--help` goes to the hook, which knows its own flags.
     #[command(disable_help_flag = true)]
-    Hook(HookArgs),
+    Hook(HookWords),
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,7 +268,7 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HookArgs {
+pub struct HookWords {
     /// Passed to the hook as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,

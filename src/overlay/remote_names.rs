@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::container_id::ContainerId;
+use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::state::overlay::NetworkFacts;
 use crate::state::{AttachmentRecord, DriverKind};
@@ -46,13 +48,25 @@ fn wanted(
         if *host == me || names.is_empty() || *vni != facts.vni || !is_up(*host) {
             continue;
         }
-        let id = format!("{host}_{ip}");
+        // The record's id must be a CNI identifier: a host named by an IPv6 address has ':' in it.
+        let id: String = format!("{host}_{ip}")
+            .chars()
+            .map(
+                |c| match c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    true => c,
+                    false => '-',
+                },
+            )
+            .collect();
+        let Ok(container_id) = ContainerId::new(id.clone()) else {
+            continue;
+        };
         let address =
             Ipv4Network::new(*ip, facts.subnet.prefix()).expect("prefix of a valid subnet");
         let record = AttachmentRecord {
             network: network.clone(),
-            container_id: id.clone(),
-            ifname: "remote".into(),
+            container_id,
+            ifname: IfName::new("remote").expect("a valid interface name"),
             driver: DriverKind::RemoteOverlay,
             netns: None,
             netns_id: None,

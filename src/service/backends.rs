@@ -50,12 +50,12 @@ pub fn backends_of<'a>(
         .filter(|r| serves(r, spec))
         .map(|r| Backend {
             id: BackendId {
-                container_id: r.container_id.clone(),
-                ifname: r.ifname.clone(),
+                container_id: r.container_id.to_string(),
+                ifname: r.ifname.to_string(),
             },
             name: r.name.clone(),
             addresses: r.ips.iter().map(|n| n.ip()).collect(),
-            netns: r.netns.clone(),
+            netns: r.netns.as_ref().map(|p| p.display().to_string()),
         })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));

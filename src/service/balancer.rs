@@ -77,7 +77,7 @@ struct Balancer {
     counters: HashMap<String, Counters>,
     clients: HashMap<NsId, ClientNs>,
     /// The identity behind each record's netns path, so a change stats only new paths.
-    ns_ids: HashMap<String, NsId>,
+    ns_ids: HashMap<PathBuf, NsId>,
     /// `<run>/balancer-health.json`: the healthy backends, kept so a restarted tetherd leaves in what the
     /// one before it had in (see `HealthState::assumed_healthy`).
     health_file: PathBuf,
@@ -471,7 +471,7 @@ impl Balancer {
 fn wanted_clients(
     records: &[AttachmentRecord],
     networks: &HashSet<&str>,
-    ns_ids: &mut HashMap<String, NsId>,
+    ns_ids: &mut HashMap<PathBuf, NsId>,
 ) -> HashMap<NsId, WantedClient> {
     let mut wanted: HashMap<NsId, WantedClient> = HashMap::new();
     for rec in records {
@@ -484,23 +484,23 @@ fn wanted_clients(
         let id = match ns_ids.get(path) {
             Some(id) => *id,
             None => {
-                let Some(id) = NsId::of_path(Path::new(path)) else {
+                let Some(id) = NsId::of_path(path) else {
                     continue; // gone already
                 };
-                ns_ids.insert(path.to_string(), id);
+                ns_ids.insert(path.to_path_buf(), id);
                 id
             }
         };
         let entry = wanted
             .entry(id)
-            .or_insert_with(|| (path.to_string(), Vec::new(), Vec::new()));
+            .or_insert_with(|| (path.display().to_string(), Vec::new(), Vec::new()));
         entry.1.push(rec.network.clone());
         entry
             .2
-            .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
+            .push((rec.ifname.to_string(), rec.ips.iter().any(|n| n.is_ipv6())));
     }
-    let live: HashSet<&str> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
-    ns_ids.retain(|path, _| live.contains(path.as_str()));
+    let live: HashSet<&Path> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    ns_ids.retain(|path, _| live.contains(path.as_path()));
     wanted
 }
 
