@@ -64,6 +64,15 @@ check the_kernel_counted_the_drops ip netns exec h1 sh -c "grep -E 'XfrmOutNoSta
 kill -CONT $(cat /tmp/h1/tetherd.pid)
 check tetherd_restores_the_state wait_for 20 ip netns exec c1 ping -c 1 -W 1 $C2
 
+# A peer's policy deleted by hand: the catch-all block holds the port shut until tetherd sets it again.
+# proto 17: the VM has no /etc/protocols to name it.
+ip -n h1 xfrm policy delete src 192.168.50.1/32 dst 192.168.50.2/32 proto 17 dport 4789 dir out
+reset_wire
+check_fails without_its_policy_the_pair_is_blocked ip netns exec c1 ping -c 2 -i 0.3 -W 1 $C2
+VX=$(wire vxlan)
+check nothing_leaked_in_clear_without_the_policy sh -c "echo vxlan=$VX; [ $VX -eq 0 ]"
+check tetherd_restores_the_policy wait_for 25 ip netns exec c1 ping -c 1 -W 1 $C2
+
 # Rotation: pings every 0.2 s and a TCP transfer paced over the same time, across three epoch changes;
 # no ping may be lost and the connection must deliver every byte.
 OUT0=$(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | awk '/spi/ { print $4 }' | tr '\n' ' ')

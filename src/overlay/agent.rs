@@ -298,13 +298,18 @@ struct Agent {
     esp: EspProgrammer,
 }
 
+/// How often every IPsec policy is set again, whatever the last pass left.
+const POLICY_REFRESH: Duration = Duration::from_secs(10);
+
 /// The encrypted networks' IPsec side of the reconcile: the NETLINK_XFRM socket (opened on first need),
-/// the policies the last pass set, and the epoch they were set in (a new epoch sets them all again, which
-/// also restores any deleted by hand).
+/// the policies the last pass set, when they were all last set, and the epoch. Policies are not read back
+/// from the kernel: all are set again every [`POLICY_REFRESH`] and in every new epoch, which restores any
+/// deleted by hand (states are read back on every pass).
 #[derive(Default)]
 struct EspProgrammer {
     socket: Option<XfrmSocket>,
     policies: std::collections::BTreeSet<Policy>,
+    policies_set_at: Option<Instant>,
     epoch: Option<u64>,
     /// Whether "no encryption section" was already logged.
     warned: bool,
@@ -565,9 +570,14 @@ impl Agent {
             return ready;
         };
         let epoch = enc.rotation.epoch_at(std::time::SystemTime::now());
-        if self.esp.epoch != Some(epoch) {
+        let stale = self
+            .esp
+            .policies_set_at
+            .is_none_or(|at| at.elapsed() >= POLICY_REFRESH);
+        if self.esp.epoch != Some(epoch) || stale {
             self.esp.epoch = Some(epoch);
             self.esp.policies.clear();
+            self.esp.policies_set_at = Some(Instant::now());
         }
         // Per VTEP, per port: the peers' VTEPs (an empty set still wants the port's block policy).
         let mut peers: BTreeMap<IpAddr, BTreeMap<u16, BTreeSet<IpAddr>>> = BTreeMap::new();
