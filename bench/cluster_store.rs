@@ -73,6 +73,8 @@ fn facts(ip: Ipv4Addr) -> NetworkFacts {
         vtep: IpAddr::V4(ip),
         bridge: "tob4242".into(),
         vxlan: "tvx4242".into(),
+        port: tether::link::VXLAN_PORT,
+        encrypted: false,
     }
 }
 

@@ -243,6 +243,8 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
         vtep: addr.parse().unwrap(),
         bridge: "tob603".into(),
         vxlan: "tvx603".into(),
+        port: tether::link::VXLAN_PORT,
+        encrypted: false,
     })
     .unwrap();
     dir.write_claims(&HostClaims {

@@ -2,9 +2,9 @@
 //! kernel has no 8021q): containers on VLAN 10 and VLAN 20 reach their own VLAN's gateway and not the
 //! other's, the sub-interface tether made goes away with the last network using it (DEL or GC) while one
 //! the user made stays, and without 8021q an ADD is refused by name. The scenario is
-//! `vm/vlan_scenario.sh`; see `vm/mod.rs` for how the VM is built.
+//! `vm_scenarios/vlan.sh`; see `harness/vm/mod.rs` for how the VM is built.
 
-#[path = "vm/mod.rs"]
+#[path = "harness/vm/mod.rs"]
 mod vm;
 
 use std::path::Path;
@@ -16,7 +16,7 @@ const VM_TIMEOUT: Duration = Duration::from_secs(180);
 
 const MODULES: &[&str] = &["8021q", "macvlan", "veth", "bridge"];
 
-/// Every RESULT vm/vlan_scenario.sh prints; a missing one fails the test, and so does one not listed.
+/// Every RESULT vm_scenarios/vlan.sh prints; a missing one fails the test, and so does one not listed.
 const EXPECTED: &[&str] = &[
     "add_without_8021q_names_the_missing_feature",
     "no_subif_left_by_the_refused_add",
@@ -66,8 +66,9 @@ fn vlan_parents_separate_containers_and_come_and_go_with_their_networks() {
                 "/opt/cni/bin/tether-ipam",
             ),
         ],
-        scenario: include_str!("vm/vlan_scenario.sh"),
+        scenario: include_str!("vm_scenarios/vlan.sh"),
         timeout: VM_TIMEOUT,
+        memory_mb: 512,
     }
     .run();
     vm::results::assert_all_passed(&console, EXPECTED);

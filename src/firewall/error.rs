@@ -95,6 +95,14 @@ pub enum FirewallError {
         source: io::Error,
     },
 
+    #[error("{op} (chain {chain} of table inet tether) failed: {source}")]
+    EspGuard {
+        op: &'static str,
+        chain: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("{op} (table inet tether_svc of a container's namespace) failed: {source}")]
     ServiceTable {
         op: &'static str,

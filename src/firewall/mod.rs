@@ -28,6 +28,7 @@
 pub mod conntrack;
 mod element_counters;
 mod error;
+mod esp_guard;
 mod forward_policy;
 pub mod netlink;
 mod network_id;
@@ -49,6 +50,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use crate::transport::Protocol;
 pub use element_counters::{Counter, ElementState};
 pub use error::FirewallError;
+pub use esp_guard::{EspGuard, ESP_GUARD_PRIORITY};
 pub use forward_policy::ForeignForwardDrop;
 pub use network_id::NetworkId;
 pub use port_mapping::{PortMapping, PortmapOptions};

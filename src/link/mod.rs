@@ -18,6 +18,7 @@ mod sysctl;
 mod veth;
 mod vlan;
 mod vxlan;
+pub mod xfrm;
 
 use std::path::PathBuf;
 

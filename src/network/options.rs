@@ -41,6 +41,9 @@ pub struct MacvlanOptions {
 pub struct OverlayOptions {
     pub vni: Option<u32>,
     pub mtu: Option<u32>,
+    /// `encrypted` (Docker's `--opt encrypted`): VXLAN between hosts in IPsec ESP.
+    pub encrypted: bool,
+    pub vxlan_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +55,7 @@ pub enum DriverOptions {
 
 const BRIDGE_KEYS: &str = "bridge (com.docker.network.bridge.name), mtu (com.docker.network.driver.mtu), icc (com.docker.network.bridge.enable_icc), com.docker.network.bridge.enable_ip_masquerade";
 const MACVLAN_KEYS: &str = "parent, macvlan_mode, mtu";
-const OVERLAY_KEYS: &str = "vni, mtu";
+const OVERLAY_KEYS: &str = "vni, mtu, encrypted, vxlan_port";
 
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> NetworkError {
     NetworkError::BadOption {
@@ -170,6 +173,14 @@ pub fn parse(
                         _ => return Err(bad(key, value, "expected a VXLAN id from 1 to 16777215")),
                     },
                     "mtu" => out.mtu = Some(parse_mtu(key, value)?),
+                    // Docker takes `--opt encrypted` with no value, and `encrypted=` as true.
+                    "encrypted" => {
+                        out.encrypted = value.is_empty() || parse_bool(key, value)?;
+                    }
+                    "vxlan_port" => match value.parse::<u16>() {
+                        Ok(port) if port > 0 => out.vxlan_port = Some(port),
+                        _ => return Err(bad(key, value, "expected a UDP port from 1 to 65535")),
+                    },
                     other => return Err(unknown(other, OVERLAY_KEYS)),
                 }
             }
@@ -238,6 +249,17 @@ mod tests {
         assert!(parse(DriverKind::Bridge, &opts(&["icc=maybe"])).is_err());
         assert!(parse(DriverKind::Bridge, &opts(&["bridge=much-too-long-name"])).is_err());
         assert!(parse(DriverKind::Overlay, &opts(&["vni=16777216"])).is_err());
+        let DriverOptions::Overlay(o) = parse(
+            DriverKind::Overlay,
+            &opts(&["encrypted=true", "vxlan_port=4790"]),
+        )
+        .unwrap() else {
+            panic!("not overlay options")
+        };
+        assert!(o.encrypted);
+        assert_eq!(o.vxlan_port, Some(4790));
+        assert!(parse(DriverKind::Overlay, &opts(&["encrypted=maybe"])).is_err());
+        assert!(parse(DriverKind::Overlay, &opts(&["vxlan_port=0"])).is_err());
         assert!(split_option("novalue").is_err());
         assert!("ipvlan".parse::<DriverKind>().is_err());
     }

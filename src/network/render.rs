@@ -120,6 +120,12 @@ impl NetworkPlan {
                 if let Some(mtu) = o.mtu {
                     main.insert("mtu".into(), json!(mtu));
                 }
+                if o.encrypted {
+                    main.insert("encrypted".into(), json!(true));
+                }
+                if let Some(port) = o.vxlan_port {
+                    main.insert("vxlanPort".into(), json!(port));
+                }
             }
         }
         if self.internal {
@@ -252,5 +258,22 @@ mod tests {
         assert_eq!(main["type"], "tether-overlay");
         assert_eq!(main["vni"], 4096);
         assert_eq!(main["subnet"], "10.200.0.0/24");
+        assert!(main.get("encrypted").is_none());
+
+        let plan = NetworkPlan {
+            options: DriverOptions::Overlay(OverlayOptions {
+                encrypted: true,
+                vxlan_port: Some(4790),
+                ..OverlayOptions::default()
+            }),
+            ..plan
+        };
+        let main = &plan.render()["plugins"][0];
+        assert_eq!(main["encrypted"], true);
+        assert_eq!(main["vxlanPort"], 4790);
+        // What tether-overlay reads back from it.
+        let cfg = crate::driver::overlay::OverlayConfig::from_json(main).unwrap();
+        assert!(cfg.encrypted);
+        assert_eq!(cfg.vxlan_port, 4790);
     }
 }

@@ -23,6 +23,7 @@ use super::config::{PeerConfig, StoreConfig};
 use super::error::OverlayError;
 use super::etcd::EtcdStore;
 use super::gossip::GossipStore;
+use super::ipsec::{plan as esp_plan, program as esp_program};
 use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
 use super::records::{RecordKey, RecordValue};
@@ -30,6 +31,7 @@ use super::remote_names;
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
+use crate::link::xfrm::{Policy, XfrmSocket};
 use crate::link::{MacAddr, Netlink};
 use crate::state::overlay::{write_store_kind, NetworkFacts};
 
@@ -181,6 +183,7 @@ impl ControlPlane {
             requested: 0,
             scanned: scanned.clone(),
             commands: command_rx,
+            esp: EspProgrammer::default(),
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -296,6 +299,24 @@ struct Agent {
     requested: u64,
     scanned: Arc<(Mutex<u64>, Condvar)>,
     commands: std::sync::mpsc::Receiver<Command>,
+    esp: EspProgrammer,
+}
+
+/// How often every IPsec policy is set again, whatever the last pass left.
+const POLICY_REFRESH: Duration = Duration::from_secs(10);
+
+/// The encrypted networks' IPsec side of the reconcile: the NETLINK_XFRM socket (opened on first need),
+/// the policies the last pass set, when they were all last set, and the epoch. Policies are not read back
+/// from the kernel: all are set again every [`POLICY_REFRESH`] and in every new epoch, which restores any
+/// deleted by hand (states are read back on every pass).
+#[derive(Default)]
+struct EspProgrammer {
+    socket: Option<XfrmSocket>,
+    policies: std::collections::BTreeSet<Policy>,
+    policies_set_at: Option<Instant>,
+    epoch: Option<u64>,
+    /// Whether "no encryption section" was already logged.
+    warned: bool,
 }
 
 impl Agent {
@@ -492,8 +513,20 @@ impl Agent {
     fn reconcile(&mut self) {
         self.kernel_dirty = false;
         let store = &*self.store;
-        for facts in self.networks.clone() {
-            let want = reconcile::desired(&facts, store.table(), self.me, |h| store.is_up(h));
+        let wants: Vec<(NetworkFacts, reconcile::Desired)> = self
+            .networks
+            .iter()
+            .map(|facts| {
+                let want = reconcile::desired(facts, store.table(), self.me, |h| store.is_up(h));
+                (facts.clone(), want)
+            })
+            .collect();
+        let ready = self.program_esp(&wants);
+        for (facts, mut want) in wants {
+            if facts.encrypted {
+                // Fail closed: a peer's FDB entries exist only once its states and policies do.
+                reconcile::keep_only_peers(&mut want, |vtep| ready.contains(&(facts.port, vtep)));
+            }
             match reconcile::apply(&self.nl, &facts, &want) {
                 Ok(n) => self.kernel_changes += n as u64,
                 Err(e) => {
@@ -503,6 +536,7 @@ impl Agent {
                 }
             }
         }
+        let store = &*self.store;
         let changed = remote_names::sync(
             &self.state_dir,
             &self.networks,
@@ -542,6 +576,84 @@ impl Agent {
                 }
             });
         }
+    }
+
+    /// States and policies for every encrypted network's peers in this epoch; returns the (port, peer VTEP)
+    /// pairs that are ready for traffic.
+    fn program_esp(
+        &mut self,
+        wants: &[(NetworkFacts, reconcile::Desired)],
+    ) -> BTreeSet<(u16, IpAddr)> {
+        let mut ready = BTreeSet::new();
+        let encrypted: Vec<_> = wants.iter().filter(|(f, _)| f.encrypted).collect();
+        if encrypted.is_empty() && self.esp.policies.is_empty() && self.esp.epoch.is_some() {
+            // Nothing encrypted here, and an earlier pass (the first one also clears what a previous
+            // tetherd left) removed everything of ours.
+            return ready;
+        }
+        let Some(enc) = &self.cfg.encryption else {
+            if !encrypted.is_empty() && !std::mem::replace(&mut self.esp.warned, true) {
+                tracing::error!("encrypted overlay networks here but tetherd's config has no `overlay.encryption` section: their peers stay unreachable (never in clear)");
+            }
+            return ready;
+        };
+        let epoch = enc.rotation.epoch_at(std::time::SystemTime::now());
+        let stale = self
+            .esp
+            .policies_set_at
+            .is_none_or(|at| at.elapsed() >= POLICY_REFRESH);
+        if self.esp.epoch != Some(epoch) || stale {
+            self.esp.epoch = Some(epoch);
+            self.esp.policies.clear();
+            self.esp.policies_set_at = Some(Instant::now());
+        }
+        // Per VTEP, per port: the peers' VTEPs (an empty set still wants the port's block policy).
+        let mut peers: BTreeMap<IpAddr, BTreeMap<u16, BTreeSet<IpAddr>>> = BTreeMap::new();
+        for (facts, want) in &encrypted {
+            peers
+                .entry(facts.vtep)
+                .or_default()
+                .entry(facts.port)
+                .or_default()
+                .extend(want.fdb.iter().map(|e| e.dst));
+        }
+        let mut wanted = esp_plan::Wanted::default();
+        for (vtep, ports) in &peers {
+            let w = esp_plan::wanted(&enc.key, *vtep, ports, epoch);
+            wanted.states.extend(w.states);
+            wanted.policies.extend(w.policies);
+            wanted.needs.extend(w.needs);
+        }
+        if self.esp.socket.is_none() {
+            match XfrmSocket::open() {
+                Ok(s) => self.esp.socket = Some(s),
+                Err(e) => {
+                    self.kernel_failures += 1;
+                    self.kernel_dirty = true;
+                    tracing::warn!(error = %e, "encrypted overlay: no NETLINK_XFRM socket; retrying");
+                    return ready;
+                }
+            }
+        }
+        let Some(sock) = &self.esp.socket else {
+            return ready;
+        };
+        let done = esp_program::apply(sock, &wanted, &self.esp.policies);
+        if !done.errors.is_empty() {
+            self.kernel_failures += 1;
+            self.kernel_dirty = true;
+            for e in &done.errors {
+                tracing::warn!(error = %e, "encrypted overlay: IPsec programming failed; retrying");
+            }
+        }
+        self.kernel_changes += done.changes as u64;
+        for (port, peer) in wanted.needs.keys() {
+            if done.ready(&wanted, *port, *peer) {
+                ready.insert((*port, *peer));
+            }
+        }
+        self.esp.policies = done.policies;
+        ready
     }
 
     fn publish_status(&mut self) {

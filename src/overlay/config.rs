@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::error::OverlayError;
 use super::etcd::EtcdConfig;
+use super::ipsec::{DataKey, Rotation, SECRET_LEN};
 use super::seal::KEY_LEN;
 
 /// The control-plane port when `bind` gives none (memberlist's, as Docker uses it).
@@ -30,7 +31,26 @@ struct RawPeerConfig {
     claim_grace_ms: Option<u64>,
     expected_hosts: Option<u32>,
     store: Option<serde_json::Value>,
+    encryption: Option<RawEncryption>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEncryption {
+    key_file: Option<PathBuf>,
+    rotation_interval_s: Option<u64>,
+}
+
+/// Keys of encrypted networks' data plane (docs/encryption.md).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// The data-plane secret, from its own key file: never the control plane's key, never in the store.
+    pub key: DataKey,
+    pub rotation: Rotation,
+}
+
+/// Docker's data-plane keys rotate every 12 hours.
+pub const DEFAULT_ROTATION: Duration = Duration::from_secs(12 * 3600);
 
 /// Which cluster store keeps membership, claims and records.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,6 +83,8 @@ pub struct PeerConfig {
     /// Roughly how many hosts the cluster has: SWIM repeats each membership update about
     /// 4·log10(n) times, so a too-small guess leaves late joiners unknown to some hosts for long.
     pub expected_hosts: u32,
+    /// `encryption`: absent, and encrypted networks on this host never reach their peers.
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -121,19 +143,53 @@ fn parse_key(text: &str) -> Result<[u8; KEY_LEN], OverlayError> {
     Ok(key)
 }
 
+fn read_key_file(path: &PathBuf) -> Result<[u8; KEY_LEN], OverlayError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OverlayError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_key(&text)
+}
+
+fn encryption(
+    raw: Option<RawEncryption>,
+    store: &StoreConfig,
+) -> Result<Option<EncryptionConfig>, OverlayError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let path = raw.key_file.ok_or_else(|| {
+        config_error("`encryption.keyFile` is required: a file with the data-plane secret (64 hex digits, e.g. `openssl rand -hex 32`), the same on every host")
+    })?;
+    let secret: [u8; SECRET_LEN] = read_key_file(&path)?;
+    if matches!(store, StoreConfig::Gossip { key } if *key == secret) {
+        return Err(config_error(
+            "`encryption.keyFile` holds the control plane's key: give the data plane a secret of its own",
+        ));
+    }
+    let interval = raw
+        .rotation_interval_s
+        .unwrap_or(DEFAULT_ROTATION.as_secs());
+    if interval < 2 {
+        return Err(config_error(
+            "`encryption.rotationIntervalS` must be at least 2 seconds (43200, 12 hours, by default)",
+        ));
+    }
+    Ok(Some(EncryptionConfig {
+        key: DataKey::new(secret),
+        rotation: Rotation {
+            interval: Duration::from_secs(interval),
+        },
+    }))
+}
+
 fn gossip_key(
     key: Option<String>,
     key_file: Option<PathBuf>,
 ) -> Result<[u8; KEY_LEN], OverlayError> {
     match (key, key_file) {
         (Some(k), None) => parse_key(&k),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|source| OverlayError::KeyFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-            parse_key(&text)
-        }
+        (None, Some(path)) => read_key_file(&path),
         _ => Err(config_error(
             "give exactly one of `key` (hex) or `keyFile`: every message is sealed with it",
         )),
@@ -180,6 +236,7 @@ impl PeerConfig {
                 key: gossip_key(raw.key, raw.key_file)?,
             },
         };
+        let encryption = encryption(raw.encryption, &store)?;
         let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default).max(1));
         let probe_period = ms(raw.probe_period_ms, 1000);
         Ok(Some(PeerConfig {
@@ -192,6 +249,7 @@ impl PeerConfig {
             reconcile_interval: ms(raw.reconcile_interval_ms, 1000),
             claim_grace: ms(raw.claim_grace_ms, 10 * 60 * 1000),
             expected_hosts: raw.expected_hosts.unwrap_or(16).max(peers_len + 1).max(3),
+            encryption,
         }))
     }
 }
@@ -254,6 +312,33 @@ mod tests {
         };
         assert_eq!(etcd.endpoints.len(), 3);
         assert!(etcd.tls.is_some_and(|t| t.client.is_some()));
+    }
+
+    #[test]
+    fn the_data_plane_key_comes_from_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("tether-enc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data.key");
+        std::fs::write(&data, format!("{}\n", "ab".repeat(32))).unwrap();
+        let c = PeerConfig::from_section(&json!({"bind": "192.0.2.1", "key": KEY,
+            "encryption": {"keyFile": data, "rotationIntervalS": 30}}))
+        .unwrap()
+        .unwrap();
+        let e = c.encryption.unwrap();
+        assert_eq!(e.key, DataKey::new([0xab; 32]));
+        assert_eq!(e.rotation.interval, Duration::from_secs(30));
+        let same = dir.join("same.key");
+        std::fs::write(&same, KEY).unwrap();
+        for bad in [
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {}}),
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": same}}),
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": dir.join("none")}}),
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": data, "rotationIntervalS": 1}}),
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": data, "key": KEY}}),
+        ] {
+            assert!(PeerConfig::from_section(&bad).is_err(), "{bad} accepted");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod config;
 mod error;
 pub mod etcd;
 mod gossip;
+pub mod ipsec;
 mod local;
 mod membership;
 mod reconcile;
@@ -34,7 +35,7 @@ pub mod fuzzing {
 }
 
 pub use agent::{ClusterStatus, ControlPlane, EndpointView, NetworkView, Status};
-pub use config::{PeerConfig, StoreConfig, DEFAULT_PORT};
+pub use config::{EncryptionConfig, PeerConfig, StoreConfig, DEFAULT_PORT};
 pub use error::OverlayError;
 pub use membership::PeerId;
 pub use reconcile::{desired, plan, Desired, Plan};

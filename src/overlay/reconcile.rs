@@ -45,6 +45,13 @@ pub fn desired(
     out
 }
 
+/// Drops the entries of every peer VTEP `keep` refuses, with the neighbour entries of their MACs.
+pub fn keep_only_peers(want: &mut Desired, keep: impl Fn(IpAddr) -> bool) {
+    want.fdb.retain(|e| keep(e.dst));
+    let macs: BTreeSet<MacAddr> = want.fdb.iter().map(|e| e.mac).collect();
+    want.neighbours.retain(|n| macs.contains(&n.mac));
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub fdb_add: Vec<FdbEntry>,
@@ -136,6 +143,8 @@ mod tests {
             vtep: "192.0.2.1".parse().unwrap(),
             bridge: "tob7".into(),
             vxlan: "tvx7".into(),
+            port: 4789,
+            encrypted: false,
         }
     }
 
@@ -167,6 +176,23 @@ mod tests {
         assert_eq!(
             want.neighbours.iter().next().unwrap().ip.to_string(),
             "10.0.0.10"
+        );
+    }
+
+    #[test]
+    fn peers_without_their_ipsec_states_get_no_entries() {
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut t = RecordTable::new();
+        t.merge(me, vec![ep(2, 10, 7), ep(3, 11, 7)], 0);
+        let mut want = desired(&facts(), &t, me, |_| true);
+        let ready: IpAddr = "192.0.2.3".parse().unwrap();
+        keep_only_peers(&mut want, |vtep| vtep == ready);
+        assert_eq!(want.fdb.len(), 1);
+        assert_eq!(want.fdb.iter().next().unwrap().dst, ready);
+        assert_eq!(want.neighbours.len(), 1);
+        assert_eq!(
+            want.neighbours.iter().next().unwrap().ip.to_string(),
+            "10.0.0.11"
         );
     }
 

@@ -11,6 +11,8 @@ use crate::link::MAX_VNI;
 
 /// VXLAN adds 50 bytes over IPv4 (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// ... and 70 over IPv6 (its header is 40 bytes).
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
 /// Each host hands out addresses from blocks of this prefix length unless told otherwise.
 pub const DEFAULT_BLOCK_PREFIX: u8 = 26;
 /// Docker calls it docker_gwbridge; ours follows the `tether` prefix and fits IFNAMSIZ.
@@ -40,6 +42,9 @@ struct RawOverlayConfig {
     /// Egress through the gateway bridge (masqueraded); `false` leaves the network isolated from the host.
     egress: Option<bool>,
     start_block_key: Option<String>,
+    /// VXLAN between hosts in IPsec ESP (docs/encryption.md).
+    encrypted: Option<bool>,
+    vxlan_port: Option<u16>,
 }
 
 /// Validated overlay settings.
@@ -60,6 +65,10 @@ pub struct OverlayConfig {
     /// `startBlockKey`: what the first block a host tries is derived from (default: its VTEP address).
     /// Hosts given one key all want the same block first; the tests use it to make them race for it.
     pub start_block_key: Option<String>,
+    /// `encrypted`: VXLAN between hosts only in ESP, never in clear.
+    pub encrypted: bool,
+    /// `vxlanPort`: the UDP port of the network's VXLAN (4789 unless set).
+    pub vxlan_port: u16,
 }
 
 fn invalid(msg: String) -> Error {
@@ -161,6 +170,16 @@ impl OverlayConfig {
             gateway_bridge,
             gateway_subnet,
             start_block_key: r.start_block_key,
+            encrypted: r.encrypted.unwrap_or(false),
+            vxlan_port: match r.vxlan_port {
+                Some(0) => {
+                    return Err(invalid(
+                        "vxlanPort 0 is not a port; use 1..65535 (4789 is VXLAN's)".into(),
+                    ))
+                }
+                Some(port) => port,
+                None => crate::link::VXLAN_PORT,
+            },
         })
     }
 }
@@ -179,6 +198,18 @@ mod tests {
         assert_eq!(c.underlay, Underlay::DefaultRoute);
         assert_eq!(c.gateway_bridge, "tether_gwbridge");
         assert!(c.egress && c.mtu.is_none());
+        assert!(!c.encrypted);
+        assert_eq!(c.vxlan_port, 4789);
+    }
+
+    #[test]
+    fn encryption_and_the_vxlan_port_are_read() {
+        let c = OverlayConfig::from_json(
+            &json!({"vni": 9, "subnet": "10.9.0.0/24", "encrypted": true, "vxlanPort": 4790}),
+        )
+        .unwrap();
+        assert!(c.encrypted);
+        assert_eq!(c.vxlan_port, 4790);
     }
 
     #[test]
@@ -217,6 +248,9 @@ mod tests {
             json!({"vni": 1, "subnet": "10.0.0.0/16", "mtu": 20}),
             json!({"vni": 1, "subnet": "172.30.0.0/24"}),
             json!({"vni": 1, "subnet": "10.0.0.0/16", "underlay": "a/b"}),
+            json!({"vni": 1, "subnet": "10.0.0.0/16", "encrypted": "yes"}),
+            json!({"vni": 1, "subnet": "10.0.0.0/16", "vxlanPort": 0}),
+            json!({"vni": 1, "subnet": "10.0.0.0/16", "vxlanPort": 70000}),
         ] {
             let e = OverlayConfig::from_json(&bad).unwrap_err();
             assert_eq!(e.code(), 7, "{bad}: {}", e);

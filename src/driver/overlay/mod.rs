@@ -8,6 +8,7 @@
 
 mod block_agreement;
 mod config;
+pub mod encryption;
 mod gateway_bridge;
 
 use std::collections::BTreeSet;
@@ -16,7 +17,9 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 pub use block_agreement::AGREEMENT_WAIT;
-pub use config::{OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD};
+pub use config::{
+    OverlayConfig, Underlay, DEFAULT_GATEWAY_BRIDGE, VXLAN_OVERHEAD, VXLAN_OVERHEAD_V6,
+};
 pub use gateway_bridge::{egress_host_veth, egress_ifname};
 
 use block_agreement::{agreement_wait, no_agreement, start_key, wait_for_agreement, Agreement};
@@ -38,11 +41,11 @@ use crate::driver::teardown::teardown_if_unused;
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::ipam::{allocate, release, IpamError, Store};
-use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VxlanSpec, VXLAN_PORT};
+use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VxlanSpec};
 use crate::netns::NetNs;
 use crate::state::overlay::{
-    claims_lock_name, ipam_config, next_free_block, now_ms, requires_agreement, Claim, ClaimState,
-    NetworkFacts, OverlayDir, LEASE_STORE,
+    claims_lock_name, ipam_config, local_networks, next_free_block, now_ms, requires_agreement,
+    Claim, ClaimState, NetworkFacts, OverlayDir, LEASE_STORE,
 };
 use crate::state::{DriverKind, NetworkLock, RecordDir};
 
@@ -231,6 +234,22 @@ fn release_address(
     }
 }
 
+/// The container MTU from the underlay device's: VXLAN's 50 bytes (70 over an IPv6 underlay), and ESP's
+/// worst case when encrypted.
+fn default_mtu(underlay_mtu: u32, vtep: IpAddr, encrypted: bool) -> u32 {
+    let vxlan = if vtep.is_ipv6() {
+        VXLAN_OVERHEAD_V6
+    } else {
+        VXLAN_OVERHEAD
+    };
+    let esp = if encrypted {
+        encryption::ESP_OVERHEAD
+    } else {
+        0
+    };
+    underlay_mtu.saturating_sub(vxlan + esp).max(68)
+}
+
 /// The network's bridge and VXLAN device on this host (made by its first ADD, shared by the next), and the
 /// facts tetherd's control plane reads about them.
 fn ensure_network_devices(
@@ -240,13 +259,17 @@ fn ensure_network_devices(
     (underlay, vtep): (&LinkInfo, IpAddr),
     mtu: u32,
 ) -> Result<LinkInfo, Error> {
+    if cfg.encrypted {
+        // Closed before the VXLAN device can send or receive anything, so even the first ADD is protected.
+        encryption::close_port(vtep, cfg.vxlan_port)?;
+    }
     let br = host.ensure_bridge(&cfg.bridge, Some(mtu), MacAddr::from_name(&cfg.bridge))?;
     let vxlan = host.ensure_vxlan(&VxlanSpec {
         name: vxlan_name(cfg.vni),
         vni: cfg.vni,
         local: vtep,
         underlay: underlay.index,
-        port: VXLAN_PORT,
+        port: cfg.vxlan_port,
         mtu: Some(mtu),
         master: Some(br.index),
     })?;
@@ -258,6 +281,8 @@ fn ensure_network_devices(
         vtep,
         bridge: cfg.bridge.to_string(),
         vxlan: vxlan.name.clone(),
+        port: cfg.vxlan_port,
+        encrypted: cfg.encrypted,
     })?;
     Ok(br)
 }
@@ -346,7 +371,7 @@ impl Plugin for OverlayPlugin {
         let (underlay, vtep) = resolve_underlay(&host, &cfg.underlay)?;
         let mtu = cfg
             .mtu
-            .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD).max(68));
+            .unwrap_or_else(|| default_mtu(underlay.mtu, vtep, cfg.encrypted));
         let dir = OverlayDir::for_network(net);
         let mac = match call.mac {
             Some(mac) => mac,
@@ -527,15 +552,41 @@ pub fn teardown(net: &str, cfg: &OverlayConfig, _lock: NetworkLock) -> Result<()
     host.delete_link_by_name(&vxlan_name(cfg.vni))?;
     host.delete_link_by_name(&cfg.bridge)?;
     let dir = OverlayDir::for_network(net);
+    let facts = dir.facts().ok().flatten();
     dir.remove().map_err(|e| {
         Error::io(format!(
             "removing overlay state {} failed: {e}",
             dir.path().display()
         ))
     })?;
+    if let Some(facts) = facts.filter(|f| f.encrypted) {
+        let state_dir = crate::paths::state_dir();
+        let port_still_encrypted = local_networks(&state_dir)
+            .iter()
+            .any(|other| other.encrypted && other.port == facts.port);
+        if !port_still_encrypted {
+            encryption::reopen_port(facts.vtep, facts.port)?;
+        }
+    }
     tracing::info!(
         network = net,
         "last overlay container left; removed its devices"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod mtu_tests {
+    use super::default_mtu;
+
+    #[test]
+    fn an_encrypted_network_leaves_room_for_esp_below_vxlan() {
+        let (v4, v6) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        assert_eq!(default_mtu(1500, v4, false), 1450);
+        assert_eq!(default_mtu(1500, v4, true), 1410);
+        assert_eq!(default_mtu(1450, v4, true), 1360);
+        assert_eq!(default_mtu(1500, v6, false), 1430);
+        assert_eq!(default_mtu(1500, v6, true), 1390);
+        assert_eq!(default_mtu(100, v4, true), 68, "never below IPv4's minimum");
+    }
 }

@@ -47,6 +47,8 @@ pub enum MetaKey {
     OutputName,
     /// `meta mark`: a host-order u32.
     Mark,
+    /// `meta secpath`: one byte, 1 when the packet came out of an IPsec state (`meta secpath missing` is 0).
+    SecPath,
 }
 
 /// Conntrack state a rule reads: host-order u32 bit fields.
@@ -136,6 +138,7 @@ impl MetaKey {
             MetaKey::InputName => NFT_META_IIFNAME,
             MetaKey::OutputName => NFT_META_OIFNAME,
             MetaKey::Mark => NFT_META_MARK,
+            MetaKey::SecPath => NFT_META_SECPATH,
         }
     }
 }

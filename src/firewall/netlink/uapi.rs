@@ -169,6 +169,9 @@ pub const NFT_META_MARK: u32 = 3;
 pub const NFT_META_IIFNAME: u32 = 6;
 pub const NFT_META_OIFNAME: u32 = 7;
 pub const NFT_META_NFPROTO: u32 = 15;
+pub const NFT_META_SECPATH: u32 = 25;
+/// NF_INET_LOCAL_IN in enum nf_inet_hooks.
+pub const NF_INET_LOCAL_IN: u32 = 1;
 // enum nft_ct_attributes, enum nft_ct_keys
 pub const NFTA_CT_DREG: u16 = 1;
 pub const NFTA_CT_KEY: u16 = 2;

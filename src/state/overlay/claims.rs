@@ -26,6 +26,16 @@ pub struct NetworkFacts {
     pub vtep: IpAddr,
     pub bridge: String,
     pub vxlan: String,
+    /// The VXLAN device's UDP port (facts written before it was configurable read as 4789).
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// VXLAN between hosts travels in ESP (`"encrypted": true`); tetherd programs the IPsec states.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+fn default_vxlan_port() -> u16 {
+    crate::link::VXLAN_PORT
 }
 
 /// Where a claim stands in tetherd's agreement (see `blocks::outranks` for who wins a conflict).

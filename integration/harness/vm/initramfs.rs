@@ -200,7 +200,7 @@ fn stage_module(src: &Path, dst: &Path) {
     }
     assert!(
         name.ends_with(".ko.xz"),
-        "kernel module {name}: only .ko and .ko.xz are handled; add this compression to vm/initramfs.rs"
+        "kernel module {name}: only .ko and .ko.xz are handled; add this compression to harness/vm/initramfs.rs"
     );
     let busybox = find_tool(&["/bin/busybox", "/usr/bin/busybox"], "busybox-static");
     let out =

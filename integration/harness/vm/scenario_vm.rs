@@ -18,6 +18,8 @@ pub struct ScenarioVm<'a> {
     /// Shell sourced by the generic `/init` (vm/init.sh), which provides `ip`, `check` and `check_fails`.
     pub scenario: &'a str,
     pub timeout: Duration,
+    /// Guest memory; the initramfs is unpacked into it.
+    pub memory_mb: u32,
 }
 
 /// A per-run directory for the staged tree and the initramfs, removed at the end unless
@@ -66,7 +68,7 @@ impl ScenarioVm<'_> {
         Boot {
             kernel: &kernel.vmlinuz(),
             initrd: &initrd,
-            memory_mb: 512,
+            memory_mb: self.memory_mb,
             timeout: self.timeout,
             log: &target_tmp(&format!("{}-console.log", self.name)),
         }
