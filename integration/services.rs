@@ -648,21 +648,7 @@ fn a_replica_detached_with_drain_takes_no_new_flows_and_keeps_its_open_one_until
         let closed = Instant::now();
         drop(held);
         let out = detach.join().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        // The held one at least (a health probe in flight may be counted too); none at the end.
-        let at_start: u32 = text
-            .split(" open connection(s)")
-            .next()
-            .and_then(|t| t.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count in {text:?}"));
-        assert!(at_start >= 1, "{text}");
-        assert!(text.contains("when it left the maps, 0 left"), "{text}");
+        harness::drain::assert_drained(&out);
         eprintln!(
             "the detach finished {} ms after the held connection closed",
             closed.elapsed().as_millis()

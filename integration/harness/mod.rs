@@ -15,6 +15,7 @@ pub mod containerd;
 pub mod dns_upstream;
 pub mod docker_forward_drop;
 pub mod dockerd;
+pub mod drain;
 pub mod etcd;
 pub mod hook_host;
 pub mod host;
