@@ -29,6 +29,7 @@ pub mod conntrack;
 mod element_counters;
 mod error;
 mod forward_policy;
+pub mod mesh_ports;
 pub mod netlink;
 mod network_id;
 mod network_spec;
