@@ -86,6 +86,8 @@ struct Balancer {
     /// What the file holds now.
     saved: Vec<(String, BackendId)>,
     names: SharedServiceNames,
+    /// The routing mesh: published ports on this host, fed the healthy backends after each reconcile.
+    mesh: super::mesh::MeshPorts,
 }
 
 pub struct BalancerService {
@@ -117,6 +119,7 @@ impl BalancerService {
                 assumed: HashSet::new(),
                 saved: Vec::new(),
                 names,
+                mesh: Default::default(),
             })),
             prober: None,
             summary: Rc::default(),
@@ -234,6 +237,8 @@ impl Balancer {
         self.backends = backends;
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
+        let mesh_backends = super::mesh::local_backends(&self.active);
+        self.mesh.sync(&mesh_backends, &self.records);
     }
 
     /// Each client namespace of a network with VIP services gets the maps of those services.
@@ -459,10 +464,12 @@ impl Balancer {
     }
 
     /// Whether any service has a network with containers (its names and probes need serving).
-    fn needed(&self) -> bool {
-        self.specs
-            .iter()
-            .any(|s| self.records.iter().any(|r| r.network == s.network))
+    fn needed(&mut self) -> bool {
+        self.mesh.publishes()
+            || self
+                .specs
+                .iter()
+                .any(|s| self.records.iter().any(|r| r.network == s.network))
     }
 }
 
@@ -640,7 +647,7 @@ impl BalancerService {
     async fn update(&mut self, records: &RecordSnapshot) {
         let mut b = self.inner.lock().await;
         b.reload_specs();
-        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() {
+        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() && b.mesh.idle() {
             // No services: a notify costs nothing here, however many containers there are.
             *self.summary.borrow_mut() = (false, b.status());
             return;
@@ -672,6 +679,7 @@ impl Service for BalancerService {
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
                 b.health_file = ctx.run_dir.join("balancer-health.json");
+                b.mesh = super::mesh::MeshPorts::new(&ctx.state_dir);
                 b.load_health();
             }
             let inner = self.inner.clone();
@@ -683,7 +691,7 @@ impl Service for BalancerService {
                     let mut tick = tokio::time::interval(Duration::from_millis(500));
                     loop {
                         tick.tick().await;
-                        let b = inner.lock().await;
+                        let mut b = inner.lock().await;
                         *summary.borrow_mut() = (b.needed(), b.status());
                     }
                 };

@@ -6,6 +6,8 @@
 pub mod backends;
 pub mod balancer;
 pub mod health;
+pub mod mesh;
+pub mod publish;
 pub mod registry;
 
 pub use balancer::BalancerService;

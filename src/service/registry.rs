@@ -235,6 +235,21 @@ impl Services {
         Ok(spec)
     }
 
+    /// Changes the service's routing-mesh publications (`service::publish`).
+    pub fn publish(
+        &self,
+        name: &str,
+        req: &super::publish::PublishRequest,
+    ) -> Result<crate::state::mesh::MeshSpec, ServiceError> {
+        let spec = self
+            .dir()
+            .read(name)?
+            .ok_or_else(|| ServiceError::NotFound {
+                name: name.to_string(),
+            })?;
+        super::publish::update(&self.state_dir, &spec, req)
+    }
+
     pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceError> {
         Ok(self.dir().list()?)
     }
@@ -247,6 +262,7 @@ impl Services {
         })?;
         dir.remove(name)?;
         drop(_lock);
+        super::publish::forget(&self.state_dir, name)?;
         crate::client::notify::endpoint_removed(&spec.network);
         Ok(spec)
     }
@@ -288,6 +304,7 @@ impl Services {
             })
             .collect();
         Ok(ServiceView {
+            mesh: super::publish::view(&self.state_dir, &spec.name, &host),
             counters: live
                 .as_ref()
                 .and_then(|v| v.get("counters").cloned())
@@ -331,6 +348,9 @@ pub struct ServiceView {
     pub spec: ServiceSpec,
     pub backends: Vec<BackendView>,
     pub counters: Value,
+    /// Published ports (the routing mesh) with this host's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<super::publish::MeshView>,
 }
 
 #[cfg(test)]

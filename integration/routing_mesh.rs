@@ -1,0 +1,296 @@
+//! The routing mesh on one host: `tether service create --publish HOSTPORT:PORT` makes the host answer on
+//! HOSTPORT of every local address (from an outside namespace on the host's underlay, from the host itself
+//! over 127.0.0.1 and ::1, from containers through hairpin) and forward to a healthy replica, which sees
+//! the client's own address. Real traffic from threads inside the test's namespaces (harness/replica.rs).
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::replica::{ask, ask_udp, in_netns, Replica};
+use harness::tether_cli::TetherCli;
+use harness::{HostNs, NetNs};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const HEALTH: [&str; 8] = [
+    "--port",
+    "80",
+    "--health-interval",
+    "200",
+    "--health-rise",
+    "1",
+    "--health-fall",
+    "2",
+];
+
+fn cli(host: &HostNs) -> TetherCli<'_> {
+    TetherCli::without_upstreams(host, r#"{"idleGraceMs": 500, "goneCheckMs": 200}"#)
+}
+
+/// `tether attach` of `c` as `name`, aliased `service`.
+fn replica_of(cli: &TetherCli, net: &str, c: &NetNs, name: &str, service: &str) {
+    cli.attach_json(net, c, &["--name", name, "--alias", service]);
+}
+
+fn service(cli: &TetherCli, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&cli.ok(&["service", "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn healthy(cli: &TetherCli, name: &str) -> usize {
+    service(cli, name)["backends"]
+        .as_array()
+        .map_or(0, |b| b.iter().filter(|b| b["health"] == "healthy").count())
+}
+
+fn at(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+/// The elements of table inet tether_mesh that mention `needle`; None without the table.
+fn mesh_elements(host: &HostNs, needle: &str) -> Option<Vec<String>> {
+    let (ok, text) = host.nft(&["list", "table", "inet", "tether_mesh"]);
+    ok.then(|| {
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Binds TCP `port` on every address of `ns` (the way a server would, SO_REUSEADDR on); the error
+/// when it cannot.
+fn bind_in(ns: &NetNs, port: u16) -> Result<(), String> {
+    in_netns(ns, move || {
+        std::net::TcpListener::bind(SocketAddr::from(([0u16; 8], port)))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_published_port_answers_on_every_address_with_the_clients_own_address() {
+    let host = HostNs::new("mesh1");
+    let out = host.outside();
+    let cli = cli(&host);
+    cli.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.78.0.0/24",
+        "--ipv6",
+        "mnet",
+    ]);
+    let client = host.container("client");
+    cli.attach_json("mnet", &client, &["--name", "client"]);
+    let (r1, r2) = (host.container("r1"), host.container("r2"));
+    replica_of(&cli, "mnet", &r1, "web-1", "web");
+    replica_of(&cli, "mnet", &r2, "web-2", "web");
+    let _s1 = Replica::start(&r1, "web-1", 80);
+    let _s2 = Replica::start(&r2, "web-2", 80);
+    let mut args = vec!["service", "create", "--network", "mnet"];
+    args.extend(HEALTH);
+    args.extend(["--publish", "8080:80", "--publish", "8053:80/udp", "web"]);
+    cli.ok(&args);
+    until("two healthy replicas", || healthy(&cli, "web") == 2);
+
+    // From outside, on the host's underlay address: both replicas, each seeing the outside client.
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        let (name, peer) = ask(&out.ns, at(out.host_addr, 8080)).unwrap();
+        assert_eq!(peer, out.addr, "the replica sees the outside client itself");
+        seen.insert(name);
+    }
+    assert_eq!(seen.len(), 2, "30 connections reached {seen:?}");
+    // From the host itself, over both loopbacks and its own addresses.
+    for to in ["127.0.0.1", "::1", out.host_addr] {
+        let (name, _) = ask(&host.ns, at(to, 8080)).unwrap_or_else(|e| panic!("{to}: {e}"));
+        assert!(name.starts_with("web-"), "{to}: {name}");
+    }
+    // From a container (hairpin): through the host's underlay address and its gateway.
+    for to in [out.host_addr, "10.78.0.1"] {
+        let (name, _) = ask(&client, at(to, 8080)).unwrap_or_else(|e| panic!("hairpin {to}: {e}"));
+        assert!(name.starts_with("web-"), "hairpin {to}: {name}");
+    }
+    // UDP too.
+    let answer = ask_udp(
+        &out.ns,
+        40053,
+        at(out.host_addr, 8053),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert!(answer.starts_with("web-"), "{answer}");
+
+    let v = service(&cli, "web");
+    let ports = v["mesh"]["ports"]
+        .as_array()
+        .expect("inspect shows the mesh");
+    let tcp = ports
+        .iter()
+        .find(|p| p["publish"] == "8080:80/tcp")
+        .unwrap();
+    assert!(
+        tcp["forwardedLocal"].as_u64().unwrap() >= 35,
+        "35 connections counted: {tcp}"
+    );
+    assert_eq!(tcp["forwardedRemote"], 0, "{tcp}");
+    let udp = ports
+        .iter()
+        .find(|p| p["publish"] == "8053:80/udp")
+        .unwrap();
+    assert!(udp["forwardedLocal"].as_u64().unwrap() >= 1, "{udp}");
+    cli.ok(&["service", "rm", "web"]);
+    until("the mesh table gone", || mesh_elements(&host, "").is_none());
+}
+
+#[test]
+fn the_local_policy_refuses_without_a_replica_and_a_killed_replica_leaves() {
+    let host = HostNs::new("mesh2");
+    let out = host.outside();
+    let cli = cli(&host);
+    cli.create_network("mnet", "10.79.0.0/24");
+    let mut args = vec!["service", "create", "--network", "mnet"];
+    args.extend(HEALTH);
+    args.extend(["--publish", "8080:80", "--mesh-policy", "local", "web"]);
+    cli.ok(&args);
+    // No replica on this host: a reset at once, not a timeout, and not tetherd's held socket.
+    until("the mesh table", || mesh_elements(&host, "8080").is_some());
+    let err = ask(&out.ns, at(out.host_addr, 8080)).unwrap_err();
+    assert!(err.contains("Connection refused"), "{err}");
+    let v = service(&cli, "web");
+    assert!(
+        v["mesh"]["ports"][0]["refused"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+
+    let (r1, r2) = (host.container("r1"), host.container("r2"));
+    replica_of(&cli, "mnet", &r1, "web-1", "web");
+    replica_of(&cli, "mnet", &r2, "web-2", "web");
+    let _s1 = Replica::start(&r1, "web-1", 80);
+    let s2 = Replica::start(&r2, "web-2", 80);
+    until("two healthy replicas", || healthy(&cli, "web") == 2);
+    let first = ask_udp(
+        &out.ns,
+        40054,
+        at(out.host_addr, 8080),
+        Duration::from_secs(2),
+    );
+    assert!(first.is_err(), "only TCP is published: {first:?}");
+
+    // web-2 dies (its server stops): a second later, no connection reaches it.
+    drop(s2);
+    let died = Instant::now();
+    until("web-2 out", || healthy(&cli, "web") == 1);
+    eprintln!("web-2 left the mesh {:?} after it died", died.elapsed());
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(died.elapsed()));
+    for _ in 0..20 {
+        let (name, _) = ask(&out.ns, at(out.host_addr, 8080)).unwrap();
+        assert_eq!(name, "web-1");
+    }
+    cli.ok(&["service", "rm", "web"]);
+}
+
+#[test]
+fn publish_rm_and_add_three_times_leave_nothing_behind() {
+    let host = HostNs::new("mesh3");
+    let out = host.outside();
+    let cli = cli(&host);
+    cli.create_network("mnet", "10.82.0.0/24");
+    let r1 = host.container("r1");
+    replica_of(&cli, "mnet", &r1, "web-1", "web");
+    let _s1 = Replica::start(&r1, "web-1", 80);
+    let mut args = vec!["service", "create", "--network", "mnet"];
+    args.extend(HEALTH);
+    args.push("web");
+    cli.ok(&args);
+    until("a healthy replica", || healthy(&cli, "web") == 1);
+    for round in 0..3 {
+        cli.ok(&["service", "update", "--publish-add", "8081:80", "web"]);
+        until("the port published", || {
+            ask(&out.ns, at(out.host_addr, 8081)).is_ok()
+        });
+        // tetherd holds the port: nothing else on the host can bind it.
+        let err = bind_in(&host.ns, 8081).unwrap_err();
+        assert!(err.contains("in use"), "round {round}: {err}");
+        cli.ok(&["service", "update", "--publish-rm", "8081", "web"]);
+        until("the mesh table gone", || mesh_elements(&host, "").is_none());
+        until("the port free", || bind_in(&host.ns, 8081).is_ok());
+        let err = ask(&out.ns, at(out.host_addr, 8081)).unwrap_err();
+        assert!(err.contains("Connection refused"), "round {round}: {err}");
+    }
+    cli.ok(&["service", "rm", "web"]);
+}
+
+#[test]
+fn a_port_held_elsewhere_is_refused_naming_its_holder() {
+    let host = HostNs::new("mesh4");
+    let cli = cli(&host);
+    cli.create_network("mnet", "10.83.0.0/24");
+    let c = host.container("c1");
+    cli.attach_json("mnet", &c, &["--name", "app", "--publish", "8092:80"]);
+    let mut args = vec!["service", "create", "--network", "mnet"];
+    args.extend(HEALTH);
+    args.extend(["--publish", "8091:80", "web"]);
+    cli.ok(&args);
+
+    // A listener of a process on the host.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let listener = in_netns(&host.ns, move || {
+        let l = std::net::TcpListener::bind("0.0.0.0:8093").unwrap();
+        ready_tx.send(()).unwrap();
+        let _ = stop_rx.recv();
+        drop(l);
+    });
+    ready_rx.recv().unwrap();
+    let pid = std::process::id().to_string();
+    for (publish, holder) in [
+        ("8091:80", "service web"),
+        ("8092:80", "container app"),
+        ("8093:80", pid.as_str()),
+    ] {
+        let out = cli.run(&[
+            "service",
+            "create",
+            "--network",
+            "mnet",
+            "--port",
+            "80",
+            "--publish",
+            publish,
+            "api",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(holder),
+            "--publish {publish}: {err}"
+        );
+        // Refused as a whole: no service left behind.
+        assert!(!cli.ok(&["service", "ls"]).contains("api"));
+    }
+    stop_tx.send(()).unwrap();
+    listener.join().unwrap();
+    // The same port twice in one service, and a port it does not publish.
+    let out = cli.run(&["service", "update", "--publish-add", "8091:81", "web"]);
+    assert!(!out.status.success());
+    let out = cli.run(&["service", "update", "--publish-rm", "9999", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not publish"),
+        "{err}"
+    );
+    cli.ok(&["service", "rm", "web"]);
+}

@@ -1,0 +1,345 @@
+//! The routing mesh in tetherd: every published port of every service answers on this host's local
+//! addresses (table `inet tether_mesh`, `firewall::mesh_ports`) and goes to a healthy replica: one on this
+//! host when there is one (DNAT only, the replica sees the client), else one on another host over the
+//! overlay (SNATed to this host, or not with `--preserve-client-ip`), else a reset. The balancer calls
+//! [`MeshPorts::sync`] after each reconcile with the healthy replicas it knows; a replica record that names
+//! another host (the cluster store's) is a remote one.
+//!
+//! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
+//! (the mesh's DNAT comes first, so those sockets never see a connection).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
+use crate::firewall::netlink::ruleset::Change;
+use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
+use crate::state::service::ProtocolName;
+use crate::state::AttachmentRecord;
+
+/// A healthy replica as the mesh sees it: its address, and the host it runs on (None: this host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshBackend {
+    pub addr: IpAddr,
+    pub host: Option<String>,
+}
+
+/// Where this host sends a publication's new connections: local replicas first; else, under the cluster
+/// policy in mesh mode, the other hosts' replicas; else nowhere (a reset).
+pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr>) {
+    let local: Vec<IpAddr> = backends
+        .iter()
+        .filter(|b| b.host.is_none())
+        .map(|b| b.addr)
+        .collect();
+    if !local.is_empty() {
+        return (Forward::Local, local);
+    }
+    if spec.policy == MeshPolicy::Local || spec.mode == PublishMode::Host {
+        return (Forward::Refuse, Vec::new());
+    }
+    let remote: Vec<IpAddr> = backends
+        .iter()
+        .filter(|b| b.host.is_some())
+        .map(|b| b.addr)
+        .collect();
+    match (remote.is_empty(), spec.preserve_client_ip) {
+        (true, _) => (Forward::Refuse, Vec::new()),
+        (false, false) => (Forward::RemoteSnat, remote),
+        (false, true) => (Forward::RemotePreserve, remote),
+    }
+}
+
+/// The balancer's healthy backends (per service, their addresses) as this host's replicas. A store that
+/// carries other hosts' replicas adds them with their host.
+pub fn local_backends(active: &HashMap<String, Vec<IpAddr>>) -> HashMap<String, Vec<MeshBackend>> {
+    active
+        .iter()
+        .map(|(name, addrs)| {
+            let list = addrs
+                .iter()
+                .map(|&addr| MeshBackend { addr, host: None })
+                .collect();
+            (name.clone(), list)
+        })
+        .collect()
+}
+
+/// tetherd's mesh: the publications read from the state directory, the table, the held sockets.
+#[derive(Default)]
+pub struct MeshPorts {
+    state_dir: PathBuf,
+    specs: Vec<MeshSpec>,
+    stamp: Option<SystemTime>,
+    table: MeshTable,
+    installed: bool,
+    held: HashMap<(ProtocolName, u16), Vec<OwnedFd>>,
+    /// Bridges with route_localnet set (127.0.0.1 to a replica behind them).
+    localnet: HashSet<String>,
+}
+
+impl MeshPorts {
+    pub fn new(state_dir: &Path) -> MeshPorts {
+        MeshPorts {
+            state_dir: state_dir.to_path_buf(),
+            ..MeshPorts::default()
+        }
+    }
+
+    /// Re-reads the mesh files when their directory changed.
+    fn reload(&mut self) {
+        let dir = MeshDir::new(&self.state_dir);
+        let stamp = dir.stamp();
+        if stamp.is_some() && stamp == self.stamp {
+            return;
+        }
+        self.stamp = stamp;
+        match dir.list() {
+            Ok(specs) => self.specs = specs,
+            Err(e) => tracing::warn!(error = %e, "reading mesh files"),
+        }
+    }
+
+    /// Whether some service publishes a port (tetherd stays up for it).
+    pub fn publishes(&mut self) -> bool {
+        self.reload();
+        !self.specs.is_empty()
+    }
+
+    /// Nothing published and nothing of the mesh left in the kernel.
+    pub fn idle(&mut self) -> bool {
+        !self.publishes() && !self.installed
+    }
+
+    /// Brings the table and the held sockets in line with the publications and `backends` (per
+    /// service, its healthy replicas). Runs on tetherd's own thread, in the host's namespace.
+    pub fn sync(
+        &mut self,
+        backends: &HashMap<String, Vec<MeshBackend>>,
+        records: &[AttachmentRecord],
+    ) {
+        self.reload();
+        let mut changes = Vec::new();
+        if !self.installed && !self.specs.is_empty() {
+            changes = self.table.install();
+        }
+        let mut wanted = HashSet::new();
+        let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
+        for spec in &self.specs {
+            let none = Vec::new();
+            let (forward, addrs) = choose(spec, backends.get(&spec.service).unwrap_or(&none));
+            for p in &spec.publish {
+                for v6 in [false, true] {
+                    let key = MeshKey {
+                        protocol: p.protocol.protocol(),
+                        host_port: p.host_port,
+                        v6,
+                    };
+                    wanted.insert(key);
+                    let (c, gone) = self.table.set_port(key, p.port, forward, &addrs);
+                    changes.extend(c);
+                    if p.protocol == ProtocolName::Udp {
+                        departed_udp.extend(gone.into_iter().map(|b| (p.host_port, b)));
+                    }
+                }
+            }
+        }
+        let stale: Vec<MeshKey> = self
+            .table
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in stale {
+            changes.extend(self.table.remove_port(&key));
+        }
+        self.apply(changes);
+        for (port, backend) in departed_udp {
+            if let Err(e) = crate::firewall::conntrack::forget_udp_flows_to_port(port, backend) {
+                tracing::warn!(error = %e, %backend, port, "clearing mesh UDP flows");
+            }
+        }
+        self.hold_ports();
+        self.allow_localhost(backends, records);
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) {
+        if self.table.is_empty() {
+            if self.installed || !changes.is_empty() {
+                if let Err(e) = mesh_ports::remove() {
+                    tracing::warn!(error = %e, "removing the mesh table");
+                }
+            }
+            self.installed = false;
+            self.table = MeshTable::default();
+            return;
+        }
+        match mesh_ports::apply(&changes, "updating the mesh table") {
+            Ok(()) => self.installed = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "mesh table not updated; rebuilding it next time");
+                self.installed = false;
+                self.table = MeshTable::default();
+            }
+        }
+    }
+
+    /// Binds (without listening) each published port on every address, and lets go of the others.
+    fn hold_ports(&mut self) {
+        let wanted: HashSet<(ProtocolName, u16)> = self
+            .specs
+            .iter()
+            .flat_map(|s| s.publish.iter().map(|p| (p.protocol, p.host_port)))
+            .collect();
+        self.held.retain(|k, _| wanted.contains(k));
+        for key in wanted {
+            if self.held.contains_key(&key) {
+                continue;
+            }
+            match port_hold::hold(key.0, key.1) {
+                Ok(fds) => {
+                    self.held.insert(key, fds);
+                }
+                Err(e) => {
+                    tracing::warn!(port = key.1, error = %e, "holding a published port");
+                }
+            }
+        }
+    }
+
+    /// 127.0.0.1 DNATed to a replica leaves through the replica's bridge, which the kernel allows only
+    /// with route_localnet on that bridge (IPv6 has no such switch).
+    fn allow_localhost(
+        &mut self,
+        backends: &HashMap<String, Vec<MeshBackend>>,
+        records: &[AttachmentRecord],
+    ) {
+        let local: HashSet<IpAddr> = backends
+            .values()
+            .flatten()
+            .filter(|b| b.host.is_none())
+            .map(|b| b.addr)
+            .collect();
+        for rec in records {
+            let Some(bridge) = rec.bridge.as_deref() else {
+                continue;
+            };
+            if self.localnet.contains(bridge) || !rec.ips.iter().any(|n| local.contains(&n.ip())) {
+                continue;
+            }
+            let key = format!("net/ipv4/conf/{bridge}/route_localnet");
+            match crate::link::set_sysctl(&key, "1") {
+                Ok(()) => {
+                    self.localnet.insert(bridge.to_string());
+                }
+                Err(e) => tracing::warn!(error = %e, bridge, "route_localnet for the mesh"),
+            }
+        }
+    }
+}
+
+/// Sockets that keep a port from other binds: a dual-stack one when IPv6 is on, else an IPv4 one.
+mod port_hold {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::OwnedFd;
+
+    use nix::sys::socket::{
+        setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
+        SockaddrIn6,
+    };
+
+    use crate::state::service::ProtocolName;
+
+    pub fn hold(protocol: ProtocolName, port: u16) -> nix::Result<Vec<OwnedFd>> {
+        let (kind, proto) = match protocol {
+            ProtocolName::Tcp => (SockType::Stream, SockProtocol::Tcp),
+            ProtocolName::Udp => (SockType::Datagram, SockProtocol::Udp),
+            ProtocolName::Sctp => (SockType::SeqPacket, SockProtocol::Sctp),
+        };
+        let v6 = socket(AddressFamily::Inet6, kind, SockFlag::SOCK_CLOEXEC, proto).and_then(|fd| {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+            Ok(fd)
+        });
+        match v6 {
+            Ok(fd) => Ok(vec![fd]),
+            Err(nix::errno::Errno::EAFNOSUPPORT) => {
+                let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, proto)?;
+                let addr = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+                nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+                Ok(vec![fd])
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(policy: MeshPolicy, preserve: bool) -> MeshSpec {
+        MeshSpec {
+            service: "web".into(),
+            publish: vec!["8080:80".parse().unwrap()],
+            mode: PublishMode::Mesh,
+            policy,
+            preserve_client_ip: preserve,
+        }
+    }
+
+    fn b(addr: &str, host: Option<&str>) -> MeshBackend {
+        MeshBackend {
+            addr: addr.parse().unwrap(),
+            host: host.map(str::to_string),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn local_replicas_come_first() {
+        let all = [b("10.0.0.2", None), b("10.0.1.2", Some("b"))];
+        assert_eq!(
+            choose(&spec(MeshPolicy::Cluster, false), &all),
+            (Forward::Local, vec![ip("10.0.0.2")])
+        );
+    }
+
+    #[test]
+    fn without_a_local_replica_the_cluster_policy_goes_remote() {
+        let remote = [b("10.0.1.2", Some("b")), b("10.0.2.2", Some("c"))];
+        assert_eq!(
+            choose(&spec(MeshPolicy::Cluster, false), &remote),
+            (Forward::RemoteSnat, vec![ip("10.0.1.2"), ip("10.0.2.2")])
+        );
+        assert_eq!(
+            choose(&spec(MeshPolicy::Cluster, true), &remote).0,
+            Forward::RemotePreserve
+        );
+    }
+
+    #[test]
+    fn the_local_policy_and_host_mode_refuse_without_a_local_replica() {
+        let remote = [b("10.0.1.2", Some("b"))];
+        assert_eq!(
+            choose(&spec(MeshPolicy::Local, false), &remote),
+            (Forward::Refuse, vec![])
+        );
+        let host_mode = MeshSpec {
+            mode: PublishMode::Host,
+            ..spec(MeshPolicy::Cluster, false)
+        };
+        assert_eq!(choose(&host_mode, &remote).0, Forward::Refuse);
+        assert_eq!(
+            choose(&spec(MeshPolicy::Cluster, false), &[]).0,
+            Forward::Refuse
+        );
+    }
+}
