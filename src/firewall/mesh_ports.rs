@@ -231,9 +231,18 @@ fn sets() -> Vec<SetSpec> {
     out
 }
 
-/// `fib daddr type local`, the family, then `l4proto . dport vmap @portsF`.
+/// `fib daddr type local`, the family, then `l4proto . dport vmap @portsF`. IPv6 skips ::1: the kernel
+/// drops replies NATed back to ::1 (IPv6 has no route_localnet), so tetherd's own socket on the port
+/// takes those connections and relays them to 127.0.0.1 (`service::mesh`).
 fn dispatch_rule(v6: bool) -> Vec<Expr> {
     let mut out = exprs::ip_version(ip_family(v6)).to_vec();
+    if v6 {
+        out.extend(exprs::address(IpFamily::V6, true).into_iter().skip(2));
+        out.push(Expr::NotEquals(
+            Register::R1,
+            std::net::Ipv6Addr::LOCALHOST.octets().to_vec(),
+        ));
+    }
     out.push(Expr::FibDestinationType(Register::R1));
     out.push(Expr::Equals(Register::R1, RTN_LOCAL.to_ne_bytes().to_vec()));
     out.extend(proto_port());

@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -76,7 +75,7 @@ pub struct MeshPorts {
     stamp: Option<SystemTime>,
     table: MeshTable,
     installed: bool,
-    held: HashMap<(ProtocolName, u16), Vec<OwnedFd>>,
+    held: HashMap<(ProtocolName, u16), port_hold::Held>,
     /// Bridges with route_localnet set (127.0.0.1 to a replica behind them).
     localnet: HashSet<String>,
 }
@@ -200,8 +199,8 @@ impl MeshPorts {
                 continue;
             }
             match port_hold::hold(key.0, key.1) {
-                Ok(fds) => {
-                    self.held.insert(key, fds);
+                Ok(held) => {
+                    self.held.insert(key, held);
                 }
                 Err(e) => {
                     tracing::warn!(port = key.1, error = %e, "holding a published port");
@@ -241,19 +240,67 @@ impl MeshPorts {
     }
 }
 
-/// Sockets that keep a port from other binds: a dual-stack one when IPv6 is on, else an IPv4 one.
+/// Sockets that keep a port from other binds: a dual-stack one when IPv6 is on, else an IPv4 one. The
+/// dual-stack TCP one listens: the only connections that reach it are those to [::1] (the mesh DNATs
+/// every other local address), relayed to 127.0.0.1 and so through the mesh.
 mod port_hold {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-    use std::os::fd::OwnedFd;
+    use std::os::fd::{AsRawFd, OwnedFd};
 
     use nix::sys::socket::{
-        setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
-        SockaddrIn6,
+        getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
+        SockProtocol, SockType, SockaddrIn, SockaddrIn6,
     };
 
     use crate::state::service::ProtocolName;
 
-    pub fn hold(protocol: ProtocolName, port: u16) -> nix::Result<Vec<OwnedFd>> {
+    /// A held port: its socket, or the relay task that owns it.
+    pub enum Held {
+        Bound(#[allow(dead_code)] OwnedFd),
+        Relaying(tokio::task::JoinHandle<()>),
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            if let Held::Relaying(task) = self {
+                task.abort();
+            }
+        }
+    }
+
+    pub fn hold(protocol: ProtocolName, port: u16) -> Result<Held, String> {
+        let fd = bind(protocol, port).map_err(|e| e.to_string())?;
+        let dual_stack = getsockname::<SockaddrIn6>(fd.as_raw_fd()).is_ok();
+        if protocol != ProtocolName::Tcp || !dual_stack {
+            return Ok(Held::Bound(fd));
+        }
+        let backlog = Backlog::new(64).map_err(|e| e.to_string())?;
+        listen(&fd, backlog).map_err(|e| e.to_string())?;
+        let listener = std::net::TcpListener::from(fd);
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        Ok(Held::Relaying(tokio::task::spawn_local(relay(
+            listener, port,
+        ))))
+    }
+
+    /// Each connection to [::1]:port, spliced to 127.0.0.1:port.
+    async fn relay(listener: tokio::net::TcpListener, port: u16) {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            tokio::task::spawn_local(async move {
+                let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    }
+
+    fn bind(protocol: ProtocolName, port: u16) -> nix::Result<OwnedFd> {
         let (kind, proto) = match protocol {
             ProtocolName::Tcp => (SockType::Stream, SockProtocol::Tcp),
             ProtocolName::Udp => (SockType::Datagram, SockProtocol::Udp),
@@ -262,18 +309,17 @@ mod port_hold {
         let v6 = socket(AddressFamily::Inet6, kind, SockFlag::SOCK_CLOEXEC, proto).and_then(|fd| {
             setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
             let addr = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-            nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+            nix::sys::socket::bind(fd.as_raw_fd(), &addr)?;
             Ok(fd)
         });
         match v6 {
-            Ok(fd) => Ok(vec![fd]),
             Err(nix::errno::Errno::EAFNOSUPPORT) => {
                 let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, proto)?;
                 let addr = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-                nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
-                Ok(vec![fd])
+                nix::sys::socket::bind(fd.as_raw_fd(), &addr)?;
+                Ok(fd)
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 }
