@@ -274,6 +274,7 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
             "api",
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{err}");
         assert!(
             !out.status.success() && err.contains(holder),
             "--publish {publish}: {err}"
@@ -283,6 +284,25 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
     }
     stop_tx.send(()).unwrap();
     listener.join().unwrap();
+    // The other way round: a container cannot publish a port the mesh has.
+    let c2 = host.container("c2");
+    let path = c2.path_str();
+    let out = cli.run(&[
+        "attach",
+        "--network",
+        "mnet",
+        "--netns",
+        &path,
+        "--publish",
+        "8091:80",
+        "c2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(
+        !out.status.success() && err.contains("service web's routing mesh"),
+        "{err}"
+    );
     // The same port twice in one service, and a port it does not publish.
     let out = cli.run(&["service", "update", "--publish-add", "8091:81", "web"]);
     assert!(!out.status.success());

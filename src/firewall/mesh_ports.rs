@@ -307,6 +307,39 @@ pub struct MeshTable {
     counted: HashSet<(Protocol, u16)>,
 }
 
+/// Makes the slots hold `wanted`: a replica that leaves is replaced by the last slot's, a new one takes
+/// the next slot.
+fn fill_slots(
+    key: &MeshKey,
+    slots: &mut PortSlots,
+    wanted: &[IpAddr],
+    changes: &mut Vec<Change>,
+    gone: &mut Vec<IpAddr>,
+) {
+    let port = slots.target_port;
+    let mut i = 0;
+    while i < slots.backends.len() {
+        if wanted.contains(&slots.backends[i]) {
+            i += 1;
+            continue;
+        }
+        let last = slots.backends.len() - 1;
+        gone.push(slots.backends[i]);
+        if i != last {
+            changes.push(slot_change(key, i, None));
+            changes.push(slot_change(key, i, Some((slots.backends[last], port))));
+        }
+        changes.push(slot_change(key, last, None));
+        slots.backends.swap_remove(i);
+    }
+    for &b in wanted {
+        if !slots.backends.contains(&b) {
+            changes.push(slot_change(key, slots.backends.len(), Some((b, port))));
+            slots.backends.push(b);
+        }
+    }
+}
+
 fn slot_change(key: &MeshKey, slot: usize, target: Option<(IpAddr, u16)>) -> Change {
     let mut k = port_key(key.protocol, key.host_port);
     k.extend_from_slice(&(slot as u32).to_ne_bytes());
@@ -436,35 +469,7 @@ impl MeshTable {
             backends: Vec::new(),
         });
         let before = (slots.backends.len(), slots.forward);
-        let mut i = 0;
-        while i < slots.backends.len() {
-            if wanted.contains(&slots.backends[i]) {
-                i += 1;
-                continue;
-            }
-            let last = slots.backends.len() - 1;
-            gone.push(slots.backends[i]);
-            if i != last {
-                changes.push(slot_change(&key, i, None));
-                changes.push(slot_change(
-                    &key,
-                    i,
-                    Some((slots.backends[last], target_port)),
-                ));
-            }
-            changes.push(slot_change(&key, last, None));
-            slots.backends.swap_remove(i);
-        }
-        for b in wanted {
-            if !slots.backends.contains(&b) {
-                changes.push(slot_change(
-                    &key,
-                    slots.backends.len(),
-                    Some((b, target_port)),
-                ));
-                slots.backends.push(b);
-            }
-        }
+        fill_slots(&key, slots, &wanted, &mut changes, &mut gone);
         slots.forward = forward;
         let count = slots.backends.len() as u32;
         if known && before == (count as usize, forward) {

@@ -9,11 +9,21 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::registry::ServiceError;
 use crate::firewall::mesh_ports::{self, PortCounters};
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, Publish, PublishMode};
 use crate::state::service::{ProtocolName, ServiceSpec};
 use crate::state::RecordDir;
+
+/// Why a publication was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("locking the mesh directory: {0}")]
+    Lock(#[source] std::io::Error),
+    #[error("mesh file: {0}")]
+    File(#[from] crate::state::mesh::MeshFileError),
+}
 
 /// What a create or an update asks of a service's publications.
 #[derive(Debug, Clone, Default)]
@@ -42,26 +52,23 @@ pub fn update(
     state_dir: &Path,
     service: &ServiceSpec,
     req: &PublishRequest,
-) -> Result<MeshSpec, ServiceError> {
+) -> Result<MeshSpec, PublishError> {
     let dir = MeshDir::new(state_dir);
-    let _lock = dir.lock().map_err(ServiceError::Lock)?;
-    let mut spec = dir
-        .read(&service.name)
-        .map_err(file_err)?
-        .unwrap_or(MeshSpec {
-            service: service.name.clone(),
-            publish: Vec::new(),
-            mode: PublishMode::default(),
-            policy: MeshPolicy::default(),
-            preserve_client_ip: false,
-        });
+    let _lock = dir.lock().map_err(PublishError::Lock)?;
+    let mut spec = dir.read(&service.name)?.unwrap_or(MeshSpec {
+        service: service.name.clone(),
+        publish: Vec::new(),
+        mode: PublishMode::default(),
+        policy: MeshPolicy::default(),
+        preserve_client_ip: false,
+    });
     for (protocol, host_port) in &req.remove {
         let before = spec.publish.len();
         spec.publish
             .retain(|p| !(p.protocol == *protocol && p.host_port == *host_port));
         if spec.publish.len() == before {
             let proto = protocol.protocol().name();
-            return Err(ServiceError::Bad(format!(
+            return Err(PublishError::Refused(format!(
                 "service {} does not publish host port {host_port}/{proto}; `tether service inspect {}` lists its ports",
                 service.name, service.name
             )));
@@ -69,13 +76,13 @@ pub fn update(
     }
     for (i, p) in req.add.iter().enumerate() {
         if req.add[..i].iter().any(|q| q.clashes(p)) || spec.publish.iter().any(|q| q.clashes(p)) {
-            return Err(ServiceError::Bad(format!(
+            return Err(PublishError::Refused(format!(
                 "host port {p} is published twice by service {}",
                 service.name
             )));
         }
         if let Some(holder) = holder_of(state_dir, &service.name, p) {
-            return Err(ServiceError::Bad(format!(
+            return Err(PublishError::Refused(format!(
                 "host port {}/{} is taken by {holder}; pick another host port or free it first",
                 p.host_port,
                 p.protocol.protocol().name()
@@ -86,21 +93,17 @@ pub fn update(
     spec.mode = req.mode.unwrap_or(spec.mode);
     spec.policy = req.policy.unwrap_or(spec.policy);
     spec.preserve_client_ip = req.preserve_client_ip.unwrap_or(spec.preserve_client_ip);
-    dir.write(&spec).map_err(file_err)?;
+    dir.write(&spec)?;
     drop(_lock);
     crate::client::notify::endpoint_changed(&service.network);
     Ok(spec)
 }
 
 /// Forgets a removed service's publications.
-pub fn forget(state_dir: &Path, service: &str) -> Result<(), ServiceError> {
+pub fn forget(state_dir: &Path, service: &str) -> Result<(), PublishError> {
     let dir = MeshDir::new(state_dir);
-    let _lock = dir.lock().map_err(ServiceError::Lock)?;
-    dir.remove(service).map(drop).map_err(file_err)
-}
-
-fn file_err(e: crate::state::mesh::MeshFileError) -> ServiceError {
-    ServiceError::Bad(format!("mesh file: {e}"))
+    let _lock = dir.lock().map_err(PublishError::Lock)?;
+    dir.remove(service).map(drop).map_err(PublishError::from)
 }
 
 /// Who holds `p`'s host port now, besides `service`: another service, a container's published port, or

@@ -38,6 +38,8 @@ pub enum ServiceError {
     File(#[from] ServiceFileError),
     #[error("locking the services directory: {0}")]
     Lock(#[source] std::io::Error),
+    #[error("{0}")]
+    Publish(#[from] super::publish::PublishError),
 }
 
 /// What `tether service create` asks for.
@@ -247,7 +249,7 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound {
                 name: name.to_string(),
             })?;
-        super::publish::update(&self.state_dir, &spec, req)
+        Ok(super::publish::update(&self.state_dir, &spec, req)?)
     }
 
     pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceError> {

@@ -138,6 +138,7 @@ impl Plugin for PortmapPlugin {
         if maps.is_empty() {
             return Ok(prev);
         }
+        refuse_mesh_ports(&maps)?;
         let (_, host_if) = from_prev(&prev);
         let fw = Firewall::open()?;
         fw.ensure_portmap(opts)?;
@@ -221,4 +222,25 @@ impl Plugin for PortmapPlugin {
         }
         Ok(())
     }
+}
+
+/// A host port a service publishes through the routing mesh is the mesh's on every host address.
+fn refuse_mesh_ports(maps: &[crate::firewall::PortMapping]) -> Result<(), Error> {
+    use crate::state::service::ProtocolName;
+    let mesh = crate::state::mesh::MeshDir::new(&crate::paths::state_dir());
+    for m in maps {
+        let protocol = match m.protocol {
+            crate::firewall::Protocol::Tcp => ProtocolName::Tcp,
+            crate::firewall::Protocol::Udp => ProtocolName::Udp,
+            crate::firewall::Protocol::Sctp => ProtocolName::Sctp,
+        };
+        if let Some((service, publication)) = mesh.holder(protocol, m.host_port) {
+            return Err(crate::firewall::FirewallError::PortInUse {
+                host: m.host_side(),
+                existing: format!(" by service {service}'s routing mesh (--publish {publication})"),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
