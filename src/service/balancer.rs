@@ -237,7 +237,7 @@ impl Balancer {
         self.backends = backends;
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
-        let mesh_backends = super::mesh::local_backends(&self.active);
+        let mesh_backends = super::mesh::backends_by_host(&self.active, &self.records);
         self.mesh.sync(&mesh_backends, &self.records);
     }
 

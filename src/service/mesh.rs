@@ -17,7 +17,7 @@ use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
 use crate::firewall::netlink::ruleset::Change;
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
 use crate::state::service::ProtocolName;
-use crate::state::AttachmentRecord;
+use crate::state::{AttachmentRecord, DriverKind};
 
 /// A healthy replica as the mesh sees it: its address, and the host it runs on (None: this host).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,20 +52,41 @@ pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr
     }
 }
 
-/// The balancer's healthy backends (per service, their addresses) as this host's replicas. A store that
-/// carries other hosts' replicas adds them with their host.
-pub fn local_backends(active: &HashMap<String, Vec<IpAddr>>) -> HashMap<String, Vec<MeshBackend>> {
+/// The balancer's healthy backends (per service, their addresses) with the host each runs on: a record
+/// of another host's container (the overlay's `overlay-remote` records, id `HOST_IP`) names its host,
+/// any other record is this host's.
+pub fn backends_by_host(
+    active: &HashMap<String, Vec<IpAddr>>,
+    records: &[AttachmentRecord],
+) -> HashMap<String, Vec<MeshBackend>> {
+    let mut host_of: HashMap<IpAddr, Option<String>> = HashMap::new();
+    for rec in records {
+        let host = (rec.driver == DriverKind::RemoteOverlay).then(|| {
+            let id = rec.container_id.as_str();
+            id.split_once('_').map_or(id, |(h, _)| h).to_string()
+        });
+        for net in &rec.ips {
+            host_of.insert(net.ip(), host.clone());
+        }
+    }
     active
         .iter()
         .map(|(name, addrs)| {
             let list = addrs
                 .iter()
-                .map(|&addr| MeshBackend { addr, host: None })
+                .map(|&addr| MeshBackend {
+                    addr,
+                    host: host_of.get(&addr).cloned().flatten(),
+                })
                 .collect();
             (name.clone(), list)
         })
         .collect()
 }
+
+/// Whether other hosts' replicas are forwarded to: off until a host gets an address on each overlay
+/// network to forward (and SNAT) from.
+const REMOTE_FORWARDING: bool = false;
 
 /// tetherd's mesh: the publications read from the state directory, the table, the held sockets.
 #[derive(Default)]
@@ -128,8 +149,11 @@ impl MeshPorts {
         let mut wanted = HashSet::new();
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
         for spec in &self.specs {
-            let none = Vec::new();
-            let (forward, addrs) = choose(spec, backends.get(&spec.service).unwrap_or(&none));
+            let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
+            // This host has no address of its own on an overlay network yet, so it cannot reach another
+            // host's replica: those would be a black hole rather than a reset (see docs/routing-mesh.md).
+            usable.retain(|b| b.host.is_none() || REMOTE_FORWARDING);
+            let (forward, addrs) = choose(spec, &usable);
             for p in &spec.publish {
                 for v6 in [false, true] {
                     let key = MeshKey {
@@ -347,6 +371,27 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn overlay_remote_records_name_their_host() {
+        let rec = |id: &str, driver: &str, ip: &str| -> AttachmentRecord {
+            serde_json::from_value(serde_json::json!({
+                "network": "ov", "containerId": id, "ifname": "eth0", "driver": driver,
+                "ips": [format!("{ip}/24")], "name": "web",
+            }))
+            .unwrap()
+        };
+        let records = [
+            rec("c1", "overlay", "10.0.0.2"),
+            rec("192.168.77.2_10.0.0.66", "overlay-remote", "10.0.0.66"),
+        ];
+        let active = HashMap::from([("web".to_string(), vec![ip("10.0.0.2"), ip("10.0.0.66")])]);
+        let by_host = backends_by_host(&active, &records);
+        assert_eq!(
+            by_host["web"],
+            vec![b("10.0.0.2", None), b("10.0.0.66", Some("192.168.77.2"))]
+        );
     }
 
     #[test]
