@@ -238,7 +238,7 @@ impl Balancer {
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
         let mesh_backends = super::mesh::backends_by_host(&self.active, &self.records);
-        self.mesh.sync(&mesh_backends, &self.records);
+        self.mesh.sync(&mesh_backends);
     }
 
     /// Each client namespace of a network with VIP services gets the maps of those services.

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use ipnetwork::IpNetwork;
+
 use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
 use crate::firewall::netlink::ruleset::Change;
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
@@ -136,24 +138,30 @@ impl MeshPorts {
 
     /// Brings the table and the held sockets in line with the publications and `backends` (per
     /// service, its healthy replicas). Runs on tetherd's own thread, in the host's namespace.
-    pub fn sync(
-        &mut self,
-        backends: &HashMap<String, Vec<MeshBackend>>,
-        records: &[AttachmentRecord],
-    ) {
+    pub fn sync(&mut self, backends: &HashMap<String, Vec<MeshBackend>>) {
         self.reload();
         let mut changes = Vec::new();
         if !self.installed && !self.specs.is_empty() {
             changes = self.table.install();
         }
+        let direct = host_routes::connected();
+        let mut local = Vec::new();
         let mut wanted = HashSet::new();
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
         for spec in &self.specs {
             let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
             // This host has no address of its own on an overlay network yet, so it cannot reach another
             // host's replica: those would be a black hole rather than a reset (see docs/routing-mesh.md).
-            usable.retain(|b| b.host.is_none() || REMOTE_FORWARDING);
+            // A local replica is reached at its addresses on a link of this host (on an overlay: its
+            // gateway-bridge address, not its overlay one).
+            usable.retain(|b| match b.host {
+                None => direct.iter().any(|(net, _)| net.contains(b.addr)),
+                Some(_) => REMOTE_FORWARDING,
+            });
             let (forward, addrs) = choose(spec, &usable);
+            if forward == Forward::Local {
+                local.extend(addrs.iter().copied());
+            }
             for p in &spec.publish {
                 for v6 in [false, true] {
                     let key = MeshKey {
@@ -186,7 +194,7 @@ impl MeshPorts {
             }
         }
         self.hold_ports();
-        self.allow_localhost(backends, records);
+        self.allow_localhost(&local, &direct);
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
@@ -233,34 +241,77 @@ impl MeshPorts {
         }
     }
 
-    /// 127.0.0.1 DNATed to a replica leaves through the replica's bridge, which the kernel allows only
-    /// with route_localnet on that bridge (IPv6 has no such switch).
-    fn allow_localhost(
-        &mut self,
-        backends: &HashMap<String, Vec<MeshBackend>>,
-        records: &[AttachmentRecord],
-    ) {
-        let local: HashSet<IpAddr> = backends
-            .values()
-            .flatten()
-            .filter(|b| b.host.is_none())
-            .map(|b| b.addr)
-            .collect();
-        for rec in records {
-            let Some(bridge) = rec.bridge.as_deref() else {
+    /// 127.0.0.1 DNATed to a replica leaves through the interface of the replica's connected route, which
+    /// the kernel allows only with route_localnet on it (IPv6 has no such switch).
+    fn allow_localhost(&mut self, forwarded: &[IpAddr], direct: &[(IpNetwork, String)]) {
+        for addr in forwarded.iter().filter(|a| a.is_ipv4()) {
+            let Some((_, iface)) = direct.iter().find(|(net, _)| net.contains(*addr)) else {
                 continue;
             };
-            if self.localnet.contains(bridge) || !rec.ips.iter().any(|n| local.contains(&n.ip())) {
+            if self.localnet.contains(iface) {
                 continue;
             }
-            let key = format!("net/ipv4/conf/{bridge}/route_localnet");
+            let key = format!("net/ipv4/conf/{iface}/route_localnet");
             match crate::link::set_sysctl(&key, "1") {
                 Ok(()) => {
-                    self.localnet.insert(bridge.to_string());
+                    self.localnet.insert(iface.clone());
                 }
-                Err(e) => tracing::warn!(error = %e, bridge, "route_localnet for the mesh"),
+                Err(e) => tracing::warn!(error = %e, iface, "route_localnet for the mesh"),
             }
         }
+    }
+}
+
+/// The prefixes this host reaches on a link of its own (connected routes, no gateway), from /proc/net:
+/// read on tetherd's runtime thread, where rtnetlink's blocking calls must not run.
+mod host_routes {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use ipnetwork::IpNetwork;
+
+    /// Each connected prefix with its interface.
+    pub fn connected() -> Vec<(IpNetwork, String)> {
+        let mut out = ipv4(&std::fs::read_to_string("/proc/net/route").unwrap_or_default());
+        out.extend(ipv6(
+            &std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default(),
+        ));
+        out
+    }
+
+    /// `Iface Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses in host order hex.
+    pub(super) fn ipv4(text: &str) -> Vec<(IpNetwork, String)> {
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let word = |i: usize| u32::from_str_radix(f.get(i)?, 16).ok();
+                let (dst, gw, mask) = (word(1)?, word(2)?, word(7)?);
+                if gw != 0 || mask == 0 {
+                    return None;
+                }
+                let dst = Ipv4Addr::from(u32::from_be(dst));
+                let prefix = u32::from_be(mask).leading_ones() as u8;
+                let net = IpNetwork::new(IpAddr::V4(dst), prefix).ok()?;
+                Some((net, f.first()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// `dst prefixlen src srcprefixlen nexthop metric refcnt use flags iface`.
+    pub(super) fn ipv6(text: &str) -> Vec<(IpNetwork, String)> {
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (dst, prefix, next_hop, iface) = (f.first()?, f.get(1)?, f.get(4)?, f.get(9)?);
+                let prefix = u8::from_str_radix(prefix, 16).ok()?;
+                if prefix == 0 || *iface == "lo" || next_hop.chars().any(|c| c != '0') {
+                    return None;
+                }
+                let dst = Ipv6Addr::from(u128::from_str_radix(dst, 16).ok()?);
+                let net = IpNetwork::new(IpAddr::V6(dst), prefix).ok()?;
+                Some((net, iface.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -391,6 +442,27 @@ mod tests {
         assert_eq!(
             by_host["web"],
             vec![b("10.0.0.2", None), b("10.0.0.66", Some("192.168.77.2"))]
+        );
+    }
+
+    #[test]
+    fn connected_routes_are_read_from_proc_net() {
+        let v4 =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+";
+        assert_eq!(
+            host_routes::ipv4(v4),
+            vec![("192.0.2.0/24".parse().unwrap(), "eth0".to_string())]
+        );
+        let v6 = "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     eth0
+00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo
+";
+        assert_eq!(
+            host_routes::ipv6(v6),
+            vec![("fd00::/64".parse().unwrap(), "eth0".to_string())]
         );
     }
 
