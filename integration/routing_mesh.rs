@@ -6,6 +6,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
+use harness::overlay_cluster::{on_both_stores, overlay_conf, Cluster, Store, Timings};
 use harness::replica::{ask, ask_udp, in_netns, Replica};
 use harness::tether_cli::TetherCli;
 use harness::{HostNs, NetNs};
@@ -313,4 +314,92 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
         "{err}"
     );
     cli.ok(&["service", "rm", "web"]);
+}
+
+on_both_stores!(on_an_overlay_the_host_with_the_replica_forwards_and_the_other_refuses);
+/// Two hosts on an overlay network, the replica on the second; the service and its publication made on
+/// both. The second host forwards to its replica (at its gateway-bridge address) and the replica sees the
+/// outside client; the first knows the replica only as another host's, which it does not forward to yet,
+/// so it refuses at once rather than black-holing the connection.
+fn on_an_overlay_the_host_with_the_replica_forwards_and_the_other_refuses(store: Store) {
+    let cluster = Cluster::on(&store.label("mshov"), 2, Timings::FAST, store);
+    let conf = overlay_conf("ovm", 610, "10.217.0.0/16");
+    let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovm", "plugins": [conf]});
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    let r = b.ns.container("r1");
+    b.add_named(&conf, &r, "web");
+    // Host a has the network too (a container that is no replica), so it learns b's containers.
+    let other = a.ns.container("c1");
+    a.add_named(&conf, &other, "client");
+    let _server = Replica::start(&r, "web-b", 80);
+    let client = &cluster.fabric;
+    client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
+    for host in [a, b] {
+        let conf_dir = host.ns.dir().join("conf");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(conf_dir.join("ovm.conflist"), conflist.to_string()).unwrap();
+        let cli = TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path());
+        cli.ok(&[
+            "service",
+            "create",
+            "--network",
+            "ovm",
+            "--port",
+            "80",
+            "--health",
+            "none",
+            "--publish",
+            "8080:80",
+            "web",
+        ]);
+    }
+    let b_addr = b.addr.clone();
+    let on_b = at(&b.addr, 8080);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = ask(client, on_b) {
+        if Instant::now() > deadline {
+            panic!(
+                "host b never answers: {e}\n{}\n{}\n{}\n{}",
+                b.ns.nft(&["list", "table", "inet", "tether_mesh"]).1,
+                b.ns.ip(&["route"]),
+                b.ns.ip(&["addr"]),
+                b.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (name, peer) = ask(client, on_b).unwrap();
+    assert_eq!(name, "web-b");
+    // The fabric's own address (192.168.77.250 serves etcd there and is picked first when present).
+    assert!(
+        ["192.168.77.200", "192.168.77.250"].contains(&peer.as_str()),
+        "the replica sees the outside client itself, not {peer}"
+    );
+    // Host a learns b's replica through the cluster store (an overlay-remote record named "web").
+    let remote = a.ns.state_dir().join("overlay-remote").join("ovm");
+    until("host a knows b's replica", || {
+        std::fs::read_dir(&remote).is_ok_and(|mut d| d.next().is_some())
+    });
+    // ... and its balancer has it as a healthy backend of web (no probes: --health none).
+    until("b's replica a backend of web on host a", || {
+        let reply = tether::client::notify::request(
+            &a.ns.run_dir(),
+            &tether::client::protocol::Request::Status,
+            Duration::from_secs(2),
+        );
+        let status = reply.ok().and_then(|r| r.status).unwrap_or_default();
+        let backends = &status["services"]["balancer"]["services"]["web"]["backends"];
+        backends.as_object().is_some_and(|b| {
+            b.iter()
+                .any(|(id, v)| id.starts_with(&format!("{}_", b_addr)) && v["health"] == "healthy")
+        })
+    });
+    let err = ask(client, at(&a.addr, 8080)).unwrap_err();
+    assert!(err.contains("Connection refused"), "{err}");
+    let cli_a = TetherCli::new(&a.ns).with_env("TETHER_DAEMON_CONFIG", a.config_path());
+    let v = service(&cli_a, "web");
+    assert!(
+        v["mesh"]["ports"][0]["refused"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
 }

@@ -237,7 +237,8 @@ impl Balancer {
         self.backends = backends;
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
-        let mesh_backends = super::mesh::backends_by_host(&self.active, &self.records);
+        let mesh_backends =
+            super::mesh::backends_by_host(&self.active, &self.records, super::mesh::overlay_egress);
         self.mesh.sync(&mesh_backends);
     }
 

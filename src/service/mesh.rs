@@ -56,19 +56,27 @@ pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr
 
 /// The balancer's healthy backends (per service, their addresses) with the host each runs on: a record
 /// of another host's container (the overlay's `overlay-remote` records, id `HOST_IP`) names its host,
-/// any other record is this host's.
+/// any other record is this host's. A local overlay container is reached at its gateway-bridge address
+/// (`egress`): this host has no address on the overlay itself.
 pub fn backends_by_host(
     active: &HashMap<String, Vec<IpAddr>>,
     records: &[AttachmentRecord],
+    egress: impl Fn(&AttachmentRecord) -> Option<IpAddr>,
 ) -> HashMap<String, Vec<MeshBackend>> {
-    let mut host_of: HashMap<IpAddr, Option<String>> = HashMap::new();
+    let mut by_addr: HashMap<IpAddr, MeshBackend> = HashMap::new();
     for rec in records {
         let host = (rec.driver == DriverKind::RemoteOverlay).then(|| {
             let id = rec.container_id.as_str();
             id.split_once('_').map_or(id, |(h, _)| h).to_string()
         });
+        let reach = match rec.driver {
+            DriverKind::Overlay => egress(rec),
+            _ => None,
+        };
         for net in &rec.ips {
-            host_of.insert(net.ip(), host.clone());
+            let addr = reach.unwrap_or(net.ip());
+            let host = host.clone();
+            by_addr.insert(net.ip(), MeshBackend { addr, host });
         }
     }
     active
@@ -76,14 +84,19 @@ pub fn backends_by_host(
         .map(|(name, addrs)| {
             let list = addrs
                 .iter()
-                .map(|&addr| MeshBackend {
-                    addr,
-                    host: host_of.get(&addr).cloned().flatten(),
+                .map(|&addr| {
+                    let local = MeshBackend { addr, host: None };
+                    by_addr.get(&addr).cloned().unwrap_or(local)
                 })
                 .collect();
             (name.clone(), list)
         })
         .collect()
+}
+
+/// [`backends_by_host`]'s `egress`: the overlay driver's lease on this host's gateway bridge.
+pub fn overlay_egress(rec: &AttachmentRecord) -> Option<IpAddr> {
+    crate::driver::overlay::egress_address(&rec.container_id, &rec.ifname)
 }
 
 /// Whether other hosts' replicas are forwarded to: off until a host gets an address on each overlay
@@ -436,12 +449,21 @@ mod tests {
         let records = [
             rec("c1", "overlay", "10.0.0.2"),
             rec("192.168.77.2_10.0.0.66", "overlay-remote", "10.0.0.66"),
+            rec("c3", "bridge", "10.1.0.3"),
         ];
-        let active = HashMap::from([("web".to_string(), vec![ip("10.0.0.2"), ip("10.0.0.66")])]);
-        let by_host = backends_by_host(&active, &records);
+        let active = HashMap::from([(
+            "web".to_string(),
+            vec![ip("10.0.0.2"), ip("10.0.0.66"), ip("10.1.0.3")],
+        )]);
+        let gateway = |r: &AttachmentRecord| (r.container_id == "c1").then(|| ip("172.30.0.2"));
+        let by_host = backends_by_host(&active, &records, gateway);
         assert_eq!(
             by_host["web"],
-            vec![b("10.0.0.2", None), b("10.0.0.66", Some("192.168.77.2"))]
+            vec![
+                b("172.30.0.2", None),
+                b("10.0.0.66", Some("192.168.77.2")),
+                b("10.1.0.3", None)
+            ]
         );
     }
 

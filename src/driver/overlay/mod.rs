@@ -9,6 +9,7 @@
 mod block_agreement;
 mod config;
 mod gateway_bridge;
+pub use gateway_bridge::egress_address;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
