@@ -316,12 +316,12 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
     cli.ok(&["service", "rm", "web"]);
 }
 
-on_both_stores!(on_an_overlay_the_host_with_the_replica_forwards_and_the_other_refuses);
+on_both_stores!(on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica);
 /// Two hosts on an overlay network, the replica on the second; the service and its publication made on
 /// both. The second host forwards to its replica (at its gateway-bridge address) and the replica sees the
-/// outside client; the first knows the replica only as another host's, which it does not forward to yet,
-/// so it refuses at once rather than black-holing the connection.
-fn on_an_overlay_the_host_with_the_replica_forwards_and_the_other_refuses(store: Store) {
+/// outside client; the first has no replica and forwards to the second host's mesh port, SNATed (the
+/// replica sees the first host), until its policy becomes `local`: then it refuses.
+fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica(store: Store) {
     let cluster = Cluster::on(&store.label("mshov"), 2, Timings::FAST, store);
     let conf = overlay_conf("ovm", 610, "10.217.0.0/16");
     let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovm", "plugins": [conf]});
@@ -394,12 +394,25 @@ fn on_an_overlay_the_host_with_the_replica_forwards_and_the_other_refuses(store:
                 .any(|(id, v)| id.starts_with(&format!("{}_", b_addr)) && v["health"] == "healthy")
         })
     });
-    let err = ask(client, at(&a.addr, 8080)).unwrap_err();
-    assert!(err.contains("Connection refused"), "{err}");
+    for _ in 0..10 {
+        let (name, peer) = ask(client, at(&a.addr, 8080)).unwrap();
+        assert_eq!((name.as_str(), peer.as_str()), ("web-b", a.addr.as_str()));
+    }
     let cli_a = TetherCli::new(&a.ns).with_env("TETHER_DAEMON_CONFIG", a.config_path());
+    let v = service(&cli_a, "web");
+    assert!(
+        v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 10,
+        "{v}"
+    );
+    cli_a.ok(&["service", "update", "--mesh-policy", "local", "web"]);
+    until("host a refuses", || {
+        ask(client, at(&a.addr, 8080)).is_err_and(|e| e.contains("Connection refused"))
+    });
     let v = service(&cli_a, "web");
     assert!(
         v["mesh"]["ports"][0]["refused"].as_u64().unwrap() >= 1,
         "{v}"
     );
+    // Host b, which has the replica, still answers.
+    assert_eq!(ask(client, on_b).unwrap().0, "web-b");
 }

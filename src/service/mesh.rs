@@ -28,8 +28,9 @@ pub struct MeshBackend {
     pub host: Option<String>,
 }
 
-/// Where this host sends a publication's new connections: local replicas first; else, under the cluster
-/// policy in mesh mode, the other hosts' replicas; else nowhere (a reset).
+/// Where this host sends a publication's new connections: local replicas first (their addresses); else,
+/// under the cluster policy in mesh mode, the hosts that run one (their addresses: the connection goes to
+/// that host's own mesh port, which forwards it to its local replica); else nowhere (a reset).
 pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr>) {
     let local: Vec<IpAddr> = backends
         .iter()
@@ -42,11 +43,12 @@ pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr
     if spec.policy == MeshPolicy::Local || spec.mode == PublishMode::Host {
         return (Forward::Refuse, Vec::new());
     }
-    let remote: Vec<IpAddr> = backends
+    let mut remote: Vec<IpAddr> = backends
         .iter()
-        .filter(|b| b.host.is_some())
-        .map(|b| b.addr)
+        .filter_map(|b| b.host.as_deref()?.parse().ok())
         .collect();
+    remote.sort();
+    remote.dedup();
     match (remote.is_empty(), spec.preserve_client_ip) {
         (true, _) => (Forward::Refuse, Vec::new()),
         (false, false) => (Forward::RemoteSnat, remote),
@@ -98,10 +100,6 @@ pub fn backends_by_host(
 pub fn overlay_egress(rec: &AttachmentRecord) -> Option<IpAddr> {
     crate::driver::overlay::egress_address(&rec.container_id, &rec.ifname)
 }
-
-/// Whether other hosts' replicas are forwarded to: off until a host gets an address on each overlay
-/// network to forward (and SNAT) from.
-const REMOTE_FORWARDING: bool = false;
 
 /// tetherd's mesh: the publications read from the state directory, the table, the held sockets.
 #[derive(Default)]
@@ -163,15 +161,16 @@ impl MeshPorts {
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
         for spec in &self.specs {
             let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
-            // This host has no address of its own on an overlay network yet, so it cannot reach another
-            // host's replica: those would be a black hole rather than a reset (see docs/routing-mesh.md).
             // A local replica is reached at its addresses on a link of this host (on an overlay: its
             // gateway-bridge address, not its overlay one).
-            usable.retain(|b| match b.host {
-                None => direct.iter().any(|(net, _)| net.contains(b.addr)),
-                Some(_) => REMOTE_FORWARDING,
-            });
-            let (forward, addrs) = choose(spec, &usable);
+            usable
+                .retain(|b| b.host.is_some() || direct.iter().any(|(net, _)| net.contains(b.addr)));
+            let (forward, addrs) = match choose(spec, &usable) {
+                // Not yet: the replica's host would answer the client itself (it needs a route back
+                // through this host), so remote flows are SNATed either way (docs/routing-mesh.md).
+                (Forward::RemotePreserve, hosts) => (Forward::RemoteSnat, hosts),
+                other => other,
+            };
             if forward == Forward::Local {
                 local.extend(addrs.iter().copied());
             }
@@ -183,7 +182,12 @@ impl MeshPorts {
                         v6,
                     };
                     wanted.insert(key);
-                    let (c, gone) = self.table.set_port(key, p.port, forward, &addrs);
+                    // Another host is asked on its own published port.
+                    let port = match forward {
+                        Forward::Local | Forward::Refuse => p.port,
+                        Forward::RemoteSnat | Forward::RemotePreserve => p.host_port,
+                    };
+                    let (c, gone) = self.table.set_port(key, port, forward, &addrs);
                     changes.extend(c);
                     if p.protocol == ProtocolName::Udp {
                         departed_udp.extend(gone.into_iter().map(|b| (p.host_port, b)));
@@ -490,7 +494,7 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 
     #[test]
     fn local_replicas_come_first() {
-        let all = [b("10.0.0.2", None), b("10.0.1.2", Some("b"))];
+        let all = [b("10.0.0.2", None), b("10.0.1.2", Some("192.168.77.2"))];
         assert_eq!(
             choose(&spec(MeshPolicy::Cluster, false), &all),
             (Forward::Local, vec![ip("10.0.0.2")])
@@ -499,10 +503,18 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 
     #[test]
     fn without_a_local_replica_the_cluster_policy_goes_remote() {
-        let remote = [b("10.0.1.2", Some("b")), b("10.0.2.2", Some("c"))];
+        let remote = [
+            b("10.0.1.2", Some("192.168.77.3")),
+            b("10.0.2.2", Some("192.168.77.2")),
+            b("10.0.2.3", Some("192.168.77.2")),
+        ];
+        // Each host that runs a replica, once.
         assert_eq!(
             choose(&spec(MeshPolicy::Cluster, false), &remote),
-            (Forward::RemoteSnat, vec![ip("10.0.1.2"), ip("10.0.2.2")])
+            (
+                Forward::RemoteSnat,
+                vec![ip("192.168.77.2"), ip("192.168.77.3")]
+            )
         );
         assert_eq!(
             choose(&spec(MeshPolicy::Cluster, true), &remote).0,
@@ -512,7 +524,7 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 
     #[test]
     fn the_local_policy_and_host_mode_refuse_without_a_local_replica() {
-        let remote = [b("10.0.1.2", Some("b"))];
+        let remote = [b("10.0.1.2", Some("192.168.77.2"))];
         assert_eq!(
             choose(&spec(MeshPolicy::Local, false), &remote),
             (Forward::Refuse, vec![])
