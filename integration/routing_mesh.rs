@@ -317,102 +317,98 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
 }
 
 on_both_stores!(on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica);
-/// Two hosts on an overlay network, the replica on the second; the service and its publication made on
-/// both. The second host forwards to its replica (at its gateway-bridge address) and the replica sees the
-/// outside client; the first has no replica and forwards to the second host's mesh port, SNATed (the
-/// replica sees the first host), until its policy becomes `local`: then it refuses.
+/// Three hosts on an overlay network, replicas on the second and third; the service and its publication
+/// made on all three. A host with a replica forwards to it (at its gateway-bridge address) and the replica
+/// sees the outside client; the first host has none and forwards to the other two hosts' mesh ports,
+/// SNATed (the replica sees the first host), until its policy becomes `local`: then it refuses.
 fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica(store: Store) {
-    let cluster = Cluster::on(&store.label("mshov"), 2, Timings::FAST, store);
+    let cluster = Cluster::on(&store.label("mshov"), 3, Timings::FAST, store);
     let conf = overlay_conf("ovm", 610, "10.217.0.0/16");
     let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovm", "plugins": [conf]});
-    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
-    let r = b.ns.container("r1");
-    b.add_named(&conf, &r, "web");
-    // Host a has the network too (a container that is no replica), so it learns b's containers.
+    let (a, b, c) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+    // Host a has the network too (a container that is no replica), so it learns the others' containers.
     let other = a.ns.container("c1");
     a.add_named(&conf, &other, "client");
-    let _server = Replica::start(&r, "web-b", 80);
+    let mut servers = Vec::new();
+    for (host, name) in [(b, "web-b"), (c, "web-c")] {
+        let r = host.ns.container("r1");
+        host.add_named(&conf, &r, "web");
+        servers.push(Replica::start(&r, name, 80));
+    }
     let client = &cluster.fabric;
     client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
-    for host in [a, b] {
-        let conf_dir = host.ns.dir().join("conf");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(conf_dir.join("ovm.conflist"), conflist.to_string()).unwrap();
-        let cli = TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path());
-        cli.ok(&[
-            "service",
-            "create",
-            "--network",
-            "ovm",
-            "--port",
-            "80",
-            "--health",
-            "none",
-            "--publish",
-            "8080:80",
-            "web",
-        ]);
-    }
-    let b_addr = b.addr.clone();
-    let on_b = at(&b.addr, 8080);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(e) = ask(client, on_b) {
-        if Instant::now() > deadline {
-            panic!(
-                "host b never answers: {e}\n{}\n{}\n{}\n{}",
-                b.ns.nft(&["list", "table", "inet", "tether_mesh"]).1,
-                b.ns.ip(&["route"]),
-                b.ns.ip(&["addr"]),
-                b.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (name, peer) = ask(client, on_b).unwrap();
-    assert_eq!(name, "web-b");
-    // The fabric's own address (192.168.77.250 serves etcd there and is picked first when present).
-    assert!(
-        ["192.168.77.200", "192.168.77.250"].contains(&peer.as_str()),
-        "the replica sees the outside client itself, not {peer}"
-    );
-    // Host a learns b's replica through the cluster store (an overlay-remote record named "web").
-    let remote = a.ns.state_dir().join("overlay-remote").join("ovm");
-    until("host a knows b's replica", || {
-        std::fs::read_dir(&remote).is_ok_and(|mut d| d.next().is_some())
-    });
-    // ... and its balancer has it as a healthy backend of web (no probes: --health none).
-    until("b's replica a backend of web on host a", || {
-        let reply = tether::client::notify::request(
-            &a.ns.run_dir(),
-            &tether::client::protocol::Request::Status,
-            Duration::from_secs(2),
-        );
-        let status = reply.ok().and_then(|r| r.status).unwrap_or_default();
-        let backends = &status["services"]["balancer"]["services"]["web"]["backends"];
-        backends.as_object().is_some_and(|b| {
-            b.iter()
-                .any(|(id, v)| id.starts_with(&format!("{}_", b_addr)) && v["health"] == "healthy")
+    // The fabric's own addresses (192.168.77.250 serves etcd there and is picked first when present).
+    let outside = ["192.168.77.200", "192.168.77.250"];
+    let clis: Vec<TetherCli> = [a, b, c]
+        .into_iter()
+        .map(|host| {
+            let conf_dir = host.ns.dir().join("conf");
+            std::fs::create_dir_all(&conf_dir).unwrap();
+            std::fs::write(conf_dir.join("ovm.conflist"), conflist.to_string()).unwrap();
+            let cli = TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path());
+            let mut args = vec!["service", "create", "--network", "ovm", "--port", "80"];
+            args.extend(["--health", "none", "--publish", "8080:80", "web"]);
+            cli.ok(&args);
+            cli
         })
-    });
-    for _ in 0..10 {
-        let (name, peer) = ask(client, at(&a.addr, 8080)).unwrap();
-        assert_eq!((name.as_str(), peer.as_str()), ("web-b", a.addr.as_str()));
+        .collect();
+    for (host, name) in [(b, "web-b"), (c, "web-c")] {
+        let to = at(&host.addr, 8080);
+        until("a host with a replica answers", || ask(client, to).is_ok());
+        let (answer, peer) = ask(client, to).unwrap();
+        assert_eq!(answer, name, "a host's own replica first");
+        assert!(outside.contains(&peer.as_str()), "the replica saw {peer}");
     }
-    let cli_a = TetherCli::new(&a.ns).with_env("TETHER_DAEMON_CONFIG", a.config_path());
-    let v = service(&cli_a, "web");
+    // Host a learns both replicas through the cluster store (overlay-remote records named "web"), and
+    // its balancer has them as healthy backends (no probes: --health none).
+    until("both remote replicas backends of web on host a", || {
+        remote_backends(a, "web", &[&b.addr, &c.addr]) == 2
+    });
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        let (name, peer) = ask(client, at(&a.addr, 8080)).unwrap();
+        assert_eq!(
+            peer, a.addr,
+            "across hosts the replica sees the balancing host"
+        );
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "30 connections through host a reached {seen:?}"
+    );
+    let v = service(&clis[0], "web");
     assert!(
-        v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 10,
+        v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 30,
         "{v}"
     );
-    cli_a.ok(&["service", "update", "--mesh-policy", "local", "web"]);
+    clis[0].ok(&["service", "update", "--mesh-policy", "local", "web"]);
     until("host a refuses", || {
         ask(client, at(&a.addr, 8080)).is_err_and(|e| e.contains("Connection refused"))
     });
-    let v = service(&cli_a, "web");
+    let v = service(&clis[0], "web");
     assert!(
         v["mesh"]["ports"][0]["refused"].as_u64().unwrap() >= 1,
         "{v}"
     );
-    // Host b, which has the replica, still answers.
-    assert_eq!(ask(client, on_b).unwrap().0, "web-b");
+    assert_eq!(ask(client, at(&b.addr, 8080)).unwrap().0, "web-b");
+}
+
+/// How many healthy backends of `service` the tetherd of `host` has from the hosts `from`.
+fn remote_backends(host: &harness::overlay_cluster::Host, service: &str, from: &[&str]) -> usize {
+    let reply = tether::client::notify::request(
+        &host.ns.run_dir(),
+        &tether::client::protocol::Request::Status,
+        Duration::from_secs(2),
+    );
+    let status = reply.ok().and_then(|r| r.status).unwrap_or_default();
+    let backends = &status["services"]["balancer"]["services"][service]["backends"];
+    backends.as_object().map_or(0, |all| {
+        all.iter()
+            .filter(|(id, v)| {
+                from.iter().any(|h| id.starts_with(&format!("{h}_"))) && v["health"] == "healthy"
+            })
+            .count()
+    })
 }
