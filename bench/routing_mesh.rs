@@ -4,8 +4,9 @@
 //! one replica change costs in the table with 10, 100 and 1000 published ports of 10 replicas each.
 //! Prints medians and p90; asserts nothing. `cargo bench --bench routing_mesh`.
 //!
-//! The path through a host without a replica (to another host's) is not measured: the mesh does not
-//! forward across hosts yet (docs/routing-mesh.md).
+//! Then across two simulated overlay hosts (tetherd on each, gossip store), the replica on the second:
+//! the same connections from the underlay to the host with the replica and to the host without one
+//! (which forwards to the other host's mesh port).
 
 #[path = "../integration/harness/mod.rs"]
 mod harness;
@@ -30,6 +31,7 @@ const CONNECTIONS: usize = 2000;
 fn main() {
     replica_change_cost();
     mesh_against_direct();
+    across_hosts();
 }
 
 fn key(port: u16) -> MeshKey {
@@ -167,12 +169,19 @@ fn mesh_against_direct() {
             "198.51.100.1:8080".parse().unwrap(),
         ),
     ];
+    compare(&out, &targets);
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+}
+
+/// 3 rounds of CONNECTIONS connections from `client` to each target, alternating; prints each.
+fn compare(client: &NetNs, targets: &[(&str, SocketAddr); 2]) {
     let mut all: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut rates = [Vec::new(), Vec::new()];
     for _round in 0..3 {
         for (which, (_, to)) in targets.iter().enumerate() {
             let to = *to;
-            let (samples, elapsed) = in_netns(&out, move || {
+            let (samples, elapsed) = in_netns(client, move || {
                 let mut samples = Vec::with_capacity(CONNECTIONS);
                 let started = Instant::now();
                 for _ in 0..CONNECTIONS {
@@ -201,6 +210,80 @@ fn mesh_against_direct() {
             r.iter().cloned().fold(0.0, f64::max)
         );
     }
+}
+
+fn across_hosts() {
+    use harness::overlay_cluster::{overlay_conf, Cluster, Timings};
+    use harness::tether_cli::TetherCli;
+    let cluster = Cluster::new("bmsx", 2, Timings::FAST);
+    let (a, b) = (&cluster.hosts[0], &cluster.hosts[1]);
+    let conf = overlay_conf("ovb", 620, "10.218.0.0/16");
+    let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovb", "plugins": [conf]});
+    a.add_named(&conf, &a.ns.container("c1"), "client");
+    let replica = b.ns.container("r1");
+    let result = b.add_named(&conf, &replica, "web");
+    // The replica's gateway-bridge address: where its host's mesh forwards to.
+    let egress: IpAddr = result["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = one_byte_server(&replica, SocketAddr::new(egress, 80), stop.clone());
+    for host in [a, b] {
+        let conf_dir = host.ns.dir().join("conf");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(conf_dir.join("ovb.conflist"), conflist.to_string()).unwrap();
+        TetherCli::new(&host.ns)
+            .with_env("TETHER_DAEMON_CONFIG", host.config_path())
+            .ok(&[
+                "service",
+                "create",
+                "--network",
+                "ovb",
+                "--port",
+                "80",
+                "--health",
+                "none",
+                "--publish",
+                "8080:80",
+                "web",
+            ]);
+    }
+    let client = &cluster.fabric;
+    client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
+    let targets = [
+        (
+            "host with the replica",
+            SocketAddr::new(b.addr.parse().unwrap(), 8080),
+        ),
+        (
+            "host without (remote)",
+            SocketAddr::new(a.addr.parse().unwrap(), 8080),
+        ),
+    ];
+    // Until both hosts forward (host a learns the replica through the store).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while targets.iter().any(|(_, to)| {
+        let to = *to;
+        in_netns(client, move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err()
+        })
+        .join()
+        .unwrap()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the mesh never answered on both hosts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!();
+    println!("two overlay hosts, replica on the second: 3 x {CONNECTIONS} connections from the underlay to each host");
+    compare(client, &targets);
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
 }

@@ -1,12 +1,12 @@
 //! The routing mesh in tetherd: every published port of every service answers on this host's local
 //! addresses (table `inet tether_mesh`, `firewall::mesh_ports`) and goes to a healthy replica: one on this
-//! host when there is one (DNAT only, the replica sees the client), else one on another host over the
-//! overlay (SNATed to this host, or not with `--preserve-client-ip`), else a reset. The balancer calls
+//! host when there is one (DNAT only, the replica sees the client), else another host that runs one (DNAT
+//! to that host's own mesh port, SNATed to this host), else a reset. The balancer calls
 //! [`MeshPorts::sync`] after each reconcile with the healthy replicas it knows; a replica record that names
 //! another host (the cluster store's) is a remote one.
 //!
 //! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
-//! (the mesh's DNAT comes first, so those sockets never see a connection).
+//! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
