@@ -347,7 +347,15 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
             std::fs::write(conf_dir.join("ovm.conflist"), conflist.to_string()).unwrap();
             let cli = TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path());
             let mut args = vec!["service", "create", "--network", "ovm", "--port", "80"];
-            args.extend(["--health", "none", "--publish", "8080:80", "web"]);
+            args.extend([
+                "--health",
+                "none",
+                "--publish",
+                "8080:80",
+                "--publish",
+                "8053:80/udp",
+            ]);
+            args.push("web");
             cli.ok(&args);
             cli
         })
@@ -377,6 +385,17 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         seen.len(),
         2,
         "30 connections through host a reached {seen:?}"
+    );
+    // UDP too, each datagram from a new source port (a fixed one stays on its first replica).
+    let mut seen = HashSet::new();
+    for port in 41000..41020 {
+        let to = at(&a.addr, 8053);
+        seen.insert(ask_udp(client, port, to, Duration::from_secs(2)).unwrap());
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "20 datagrams through host a reached {seen:?}"
     );
     let v = service(&clis[0], "web");
     assert!(
