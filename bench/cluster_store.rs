@@ -79,8 +79,8 @@ fn facts(ip: Ipv4Addr) -> NetworkFacts {
 fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> AttachmentRecord {
     AttachmentRecord {
         network: NETWORK.into(),
-        container_id: format!("c{n}"),
-        ifname: "eth0".into(),
+        container_id: format!("c{n}").parse().unwrap(),
+        ifname: "eth0".parse().unwrap(),
         driver: DriverKind::Overlay,
         netns: None,
         netns_id: None,
@@ -101,6 +101,7 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
         aliases: Vec::new(),
         internal: false,
         own_resolver: false,
+        remote: None,
     }
 }
 

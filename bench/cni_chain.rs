@@ -1,6 +1,7 @@
 //! A CNI conflist of a bridge plugin (with its IPAM) then a portmap plugin, run as libcni runs a chain: each
 //! plugin exec'd straight into the host namespace with CNI_* env and the conf on stdin, each given the previous
-//! result. Shared by the benches that time chains.
+//! result; or, for tether-bridge declaring the `portMappings` capability itself (what `tether network create`
+//! writes), the bridge plugin alone. Shared by the benches that time chains.
 
 use crate::harness::{network_conf, HostNs, NetNs};
 use serde_json::{json, Value};
@@ -16,10 +17,11 @@ pub struct PluginSet {
     pub label: &'static str,
     pub bridge: PathBuf,
     pub ipam_type: &'static str,
-    pub portmap: PathBuf,
+    /// `None`: the bridge plugin declares `portMappings` and publishes the ports itself.
+    pub portmap: Option<PathBuf>,
 }
 
-/// Wall time of each plugin of one chain call, in the order they ran.
+/// Wall time of each plugin of one chain call, in the order they ran (zero for a plugin the set has not).
 pub type PluginTimes = [Duration; 2];
 
 /// The conflist of one plugin set: bridge (with its IPAM) then portmap, run as libcni runs a chain.
@@ -36,6 +38,10 @@ impl<'h> Chain<'h> {
         bridge_conf["type"] = json!(file_name(&set.bridge));
         bridge_conf["ipMasq"] = json!(true);
         bridge_conf["ipam"]["type"] = json!(set.ipam_type);
+        if set.portmap.is_none() {
+            bridge_conf["capabilities"] = json!({"portMappings": true});
+            bridge_conf["snat"] = json!(true);
+        }
         Chain {
             host,
             set,
@@ -44,11 +50,11 @@ impl<'h> Chain<'h> {
     }
 
     /// The portmap entry of the conflist with the runtime's port mapping and the previous result injected.
-    pub fn portmap_conf(&self, host_port: u16, prev: &Value) -> Value {
+    pub fn portmap_conf(&self, portmap: &Path, host_port: u16, prev: &Value) -> Value {
         json!({
             "cniVersion": CNI_VERSION,
             "name": self.bridge_conf["name"],
-            "type": file_name(&self.set.portmap),
+            "type": file_name(portmap),
             "capabilities": {"portMappings": true},
             "runtimeConfig": {"portMappings": [
                 {"hostPort": host_port, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
@@ -57,27 +63,48 @@ impl<'h> Chain<'h> {
         })
     }
 
+    /// The bridge plugin's conf; with the runtime's port mapping when it publishes ports itself.
+    fn bridge_conf(&self, host_port: u16) -> Value {
+        let mut conf = self.bridge_conf.clone();
+        if self.set.portmap.is_none() {
+            conf["runtimeConfig"] = json!({"portMappings": [
+                {"hostPort": host_port, "containerPort": CONTAINER_PORT, "protocol": "tcp"}
+            ]});
+        }
+        conf
+    }
+
     /// Bridge ADD then portmap ADD; the chain's final result.
     pub fn add(&self, c: &NetNs, host_port: u16) -> Result<(Value, PluginTimes), String> {
-        let (first, bridge) = self.call(&self.set.bridge, "ADD", c, &self.bridge_conf)?;
+        let (first, bridge) =
+            self.call(&self.set.bridge, "ADD", c, &self.bridge_conf(host_port))?;
+        let Some(portmap_bin) = &self.set.portmap else {
+            return Ok((first, [bridge, Duration::ZERO]));
+        };
         let (result, portmap) = self.call(
-            &self.set.portmap,
+            portmap_bin,
             "ADD",
             c,
-            &self.portmap_conf(host_port, &first),
+            &self.portmap_conf(portmap_bin, host_port, &first),
         )?;
         Ok((result, [bridge, portmap]))
     }
 
     /// Portmap DEL then bridge DEL, both given the chain's cached result as prevResult (libcni, CNI >= 0.4).
     pub fn del(&self, c: &NetNs, host_port: u16, cached: &Value) -> Result<PluginTimes, String> {
-        let (_, portmap) = self.call(
-            &self.set.portmap,
-            "DEL",
-            c,
-            &self.portmap_conf(host_port, cached),
-        )?;
-        let mut conf = self.bridge_conf.clone();
+        let portmap = match &self.set.portmap {
+            Some(portmap_bin) => {
+                self.call(
+                    portmap_bin,
+                    "DEL",
+                    c,
+                    &self.portmap_conf(portmap_bin, host_port, cached),
+                )?
+                .1
+            }
+            None => Duration::ZERO,
+        };
+        let mut conf = self.bridge_conf(host_port);
         conf["prevResult"] = cached.clone();
         let (_, bridge) = self.call(&self.set.bridge, "DEL", c, &conf)?;
         Ok([portmap, bridge])

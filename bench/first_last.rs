@@ -83,22 +83,29 @@ fn main() {
         label: "tether",
         bridge: binaries::tether_bridge(),
         ipam_type: "tether-ipam",
-        portmap: binaries::tether_portmap(),
+        portmap: Some(binaries::tether_portmap()),
     })];
+    // What `tether network create` writes: tether-bridge publishes the ports itself.
+    contenders.push(Contender::Chain(PluginSet {
+        label: "tether-one-plugin",
+        bridge: binaries::tether_bridge(),
+        ipam_type: "tether-ipam",
+        portmap: None,
+    }));
     if let Some(dir) = std::env::var_os("BENCH_TETHER_BEFORE") {
         let dir = PathBuf::from(dir);
         contenders.push(Contender::Chain(PluginSet {
             label: "tether before",
             bridge: dir.join("tether-bridge"),
             ipam_type: "tether-ipam",
-            portmap: dir.join("tether-portmap"),
+            portmap: Some(dir.join("tether-portmap")),
         }));
     }
     contenders.push(Contender::Chain(PluginSet {
         label: "reference",
         bridge: binaries::reference("bridge"),
         ipam_type: "host-local",
-        portmap: binaries::reference("portmap"),
+        portmap: Some(binaries::reference("portmap")),
     }));
     contenders.push(Contender::Netavark(PathBuf::from(NETAVARK)));
 

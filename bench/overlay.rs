@@ -260,13 +260,13 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
         records
             .write(&AttachmentRecord {
                 network: "ovl".into(),
-                container_id: format!("h{i}c{j}"),
-                ifname: "eth0".into(),
+                container_id: format!("h{i}c{j}").parse().unwrap(),
+                ifname: "eth0".parse().unwrap(),
                 driver: tether::state::DriverKind::Overlay,
                 netns: None,
                 netns_id: None,
                 host_ifname: None,
-                bridge: Some("tob603".into()),
+                bridge: Some("tob603".parse().unwrap()),
                 mac: Some(tether::link::MacAddr::new([2, 0, 0, 0, i as u8, j])),
                 macspoofchk: false,
                 ips: vec![format!("10.230.{i}.{}/16", j + 1).parse().unwrap()],
@@ -275,6 +275,7 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
                 dns: false,
                 internal: false,
                 own_resolver: false,
+                remote: None,
             })
             .unwrap();
     }

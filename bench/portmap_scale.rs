@@ -77,16 +77,24 @@ fn main() {
             label: "tether",
             bridge: binaries::tether_bridge(),
             ipam_type: "tether-ipam",
-            portmap: binaries::tether_portmap(),
+            portmap: Some(binaries::tether_portmap()),
+        },
+        // What `tether network create` writes: tether-bridge publishes the ports itself.
+        PluginSet {
+            label: "tether-one-plugin",
+            bridge: binaries::tether_bridge(),
+            ipam_type: "tether-ipam",
+            portmap: None,
         },
         PluginSet {
             label: "reference",
             bridge: binaries::reference("bridge"),
             ipam_type: "host-local",
-            portmap: binaries::reference("portmap"),
+            portmap: Some(binaries::reference("portmap")),
         },
     ];
-    let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| "tether,reference".into());
+    let wanted = std::env::var("BENCH_PLUGINS")
+        .unwrap_or_else(|_| "tether,tether-one-plugin,reference".into());
     let sets: Vec<&PluginSet> = sets
         .iter()
         .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))
@@ -379,6 +387,8 @@ fn plot(rows: &[Row]) -> LinePlot {
         series: vec![
             line("tether", "#1f77b4", "ADD", |m| m.add),
             line("tether", "#1f77b4", "DEL", |m| m.del),
+            line("tether-one-plugin", "#2ca02c", "ADD", |m| m.add),
+            line("tether-one-plugin", "#2ca02c", "DEL", |m| m.del),
             line("reference", "#d62728", "ADD", |m| m.add),
             line("reference", "#d62728", "DEL", |m| m.del),
         ],

@@ -233,26 +233,38 @@ fn across_hosts() {
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let server = one_byte_server(&replica, SocketAddr::new(egress, 80), stop.clone());
-    for host in [a, b] {
-        let conf_dir = host.ns.dir().join("conf");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(conf_dir.join("ovb.conflist"), conflist.to_string()).unwrap();
-        TetherCli::new(&host.ns)
-            .with_env("TETHER_DAEMON_CONFIG", host.config_path())
-            .ok(&[
-                "service",
-                "create",
-                "--network",
-                "ovb",
-                "--port",
-                "80",
-                "--health",
-                "none",
-                "--publish",
-                "8080:80",
-                "web",
-            ]);
+    let clis: Vec<TetherCli> = [a, b]
+        .into_iter()
+        .map(|host| {
+            let conf_dir = host.ns.dir().join("conf");
+            std::fs::create_dir_all(&conf_dir).unwrap();
+            std::fs::write(conf_dir.join("ovb.conflist"), conflist.to_string()).unwrap();
+            TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path())
+        })
+        .collect();
+    // Made once, copied to the other host by the cluster store; each host publishes for itself.
+    clis[0].ok(&[
+        "service",
+        "create",
+        "--network",
+        "ovb",
+        "--port",
+        "80",
+        "--health",
+        "none",
+        "--publish",
+        "8080:80",
+        "web",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !clis[1].ok(&["service", "ls", "-q"]).contains("web") {
+        assert!(
+            Instant::now() < deadline,
+            "the service never reached the other host"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+    clis[1].ok(&["service", "update", "--publish-add", "8080:80", "web"]);
     let client = &cluster.fabric;
     client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
     let targets = [

@@ -261,6 +261,7 @@ fn a_message_sealed_with_the_wrong_key_is_dropped() {
                 mac: forged_mac,
                 vtep: "192.168.77.2".parse().unwrap(),
                 names: vec!["forged".into()],
+                healthy_for: Vec::new(),
             }),
         }],
         reply: false,

@@ -1,6 +1,7 @@
 //! tether-portmap chained after an interface plugin, as a runtime runs a conflist: published TCP and UDP ports
 //! reached from an outside client, from the host, from 127.0.0.1 and from containers (hairpin); conflicts
-//! refused whole; DEL with and without runtimeConfig; mixed chains with the reference plugins.
+//! refused whole; DEL with and without runtimeConfig; mixed chains with the reference plugins; tether-bridge
+//! publishing ports itself when it declares the capability.
 
 #[path = "harness/mod.rs"]
 mod harness;
@@ -414,4 +415,59 @@ fn a_published_port_works_over_ipv6_too() {
         sock(outside.host_addr, 8080),
     )
     .expect("IPv4 too");
+}
+
+/// tether-bridge declaring `portMappings` itself, as `tether network create` writes it: one plugin process
+/// publishes the ports (from outside and from 127.0.0.1), CHECK verifies them, a second container whose port
+/// conflicts fails whole (no interface, no address, no element of it left), and DEL unpublishes.
+#[test]
+fn tether_bridge_with_the_port_mappings_capability_publishes_ports_in_one_process() {
+    let host = HostNs::new("pm");
+    let outside = host.outside();
+    let mut conf = tether_net(&host, "10.68.0.0/24");
+    conf["capabilities"] = json!({"portMappings": true});
+    conf["snat"] = json!(true);
+    let with_ports = |ports: Value| {
+        let mut conf = conf.clone();
+        conf["runtimeConfig"] = json!({ "portMappings": ports });
+        conf
+    };
+    let ports = json!([{"hostPort": 8088, "containerPort": 80, "protocol": "tcp"}]);
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    let res = host.tether_bridge().add(&c1, &with_ports(ports.clone()));
+    let ip = cni_result::ip(&res, "4");
+    tcp::exchange_via(
+        &c1,
+        sock(&ip, 80),
+        &outside.ns,
+        sock(outside.host_addr, 8088),
+    )
+    .expect("tcp through the port tether-bridge published");
+    tcp::exchange_via(&c1, sock(&ip, 80), &host, sock("127.0.0.1", 8088))
+        .expect("host -> 127.0.0.1");
+    host.tether_bridge()
+        .check(&c1, &with_ports(ports.clone()), &res)
+        .assert_ok();
+
+    let clash =
+        json!([{"hostPort": 9098, "containerPort": 90}, {"hostPort": 8088, "containerPort": 80}]);
+    let out = host
+        .tether_bridge()
+        .cmd("ADD")
+        .container(&c2)
+        .conf(&with_ports(clash))
+        .run();
+    assert_eq!(out.error_code(), Some(103), "{}", out.stdout);
+    let listed = ruleset(&host);
+    assert!(!listed.contains("9098"), "half-published: {listed}");
+    assert!(!c2.has_link("eth0"), "the failed ADD left its interface");
+    assert!(
+        !listed.contains("10.68.0.3"),
+        "the failed ADD left its address in the network's set: {listed}"
+    );
+
+    host.tether_bridge().del(&c1, &with_ports(ports));
+    let listed = ruleset(&host);
+    assert!(!listed.contains("8088"), "DEL left the port: {listed}");
+    assert!(!listed.contains(&ip), "DEL left the container: {listed}");
 }

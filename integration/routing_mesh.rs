@@ -345,21 +345,36 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
             let conf_dir = host.ns.dir().join("conf");
             std::fs::create_dir_all(&conf_dir).unwrap();
             std::fs::write(conf_dir.join("ovm.conflist"), conflist.to_string()).unwrap();
-            let cli = TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path());
-            let mut args = vec!["service", "create", "--network", "ovm", "--port", "80"];
-            args.extend([
-                "--health",
-                "none",
-                "--publish",
-                "8080:80",
-                "--publish",
-                "8053:80/udp",
-            ]);
-            args.push("web");
-            cli.ok(&args);
-            cli
+            TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path())
         })
         .collect();
+    // The service is made once and the cluster store copies it to the other hosts; its publications are
+    // each host's own (the mesh files do not travel yet), so each host publishes.
+    let mut args = vec!["service", "create", "--network", "ovm", "--port", "80"];
+    args.extend([
+        "--health",
+        "none",
+        "--publish",
+        "8080:80",
+        "--publish",
+        "8053:80/udp",
+    ]);
+    args.push("web");
+    clis[0].ok(&args);
+    for cli in &clis[1..] {
+        until("the service copied to every host", || {
+            cli.ok(&["service", "ls", "-q"]).contains("web")
+        });
+        cli.ok(&[
+            "service",
+            "update",
+            "--publish-add",
+            "8080:80",
+            "--publish-add",
+            "8053:80/udp",
+            "web",
+        ]);
+    }
     for (host, name) in [(b, "web-b"), (c, "web-c")] {
         let to = at(&host.addr, 8080);
         until("a host with a replica answers", || ask(client, to).is_ok());

@@ -599,3 +599,75 @@ fn a_restarted_tetherd_keeps_healthy_backends_in() {
     }
     cli.ok(&["service", "rm", "k"]);
 }
+
+/// `tether detach --drain`: the replica leaves the maps at once (new connections go to the other one)
+/// while the detach waits for its open connection; when that one closes, the detach goes on and the
+/// interface goes.
+#[test]
+fn a_replica_detached_with_drain_takes_no_new_flows_and_keeps_its_open_one_until_it_ends() {
+    let host = HostNs::new("svcdrain");
+    let cli = cli(&host);
+    cli.create_network("n", "10.84.0.0/24");
+    let client = host.container("client");
+    attach(&cli, "n", &client, "client", &[]);
+    let (r1, r2) = (host.container("r1"), host.container("r2"));
+    attach(&cli, "n", &r1, "api-1", &["api"]);
+    attach(&cli, "n", &r2, "api-2", &["api"]);
+    let spec = create_service(&cli, "n", "api", &["--port", "8080", "--health", "none"]);
+    let vip = SocketAddr::new(vip_of(&spec, true), 8080);
+    let _s1 = Replica::start(&r1, "api-1", 8080);
+    let _s2 = Replica::start(&r2, "api-2", 8080);
+    wait_healthy(&cli, "api", 2);
+    let held = (0..50)
+        .map(|_| HeldConnection::open(&client, vip).unwrap())
+        .find(|h| h.greeting.starts_with("api-2 "))
+        .expect("some connection reaches api-2");
+
+    std::thread::scope(|s| {
+        let detach = s.spawn(|| cli.run(&["detach", "--drain", "30", "--network", "n", &r2.label]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health_of(&inspect(&cli, "api"), &r2.label) != "draining" {
+            assert!(Instant::now() < deadline, "api-2 never draining");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for _ in 0..30 {
+            assert_eq!(
+                ask(&client, vip).unwrap().0,
+                "api-1",
+                "no new flow to a draining replica"
+            );
+        }
+        assert_eq!(dig(&client, "tasks.api", "A").len(), 1);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(held.say("still there?").unwrap(), "api-2:still there?");
+        assert!(
+            !detach.is_finished(),
+            "the detach waits for the open connection"
+        );
+        assert!(r2.has_link("eth0"), "the interface stays while draining");
+        let closed = Instant::now();
+        drop(held);
+        let out = detach.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        // The held one at least (a health probe in flight may be counted too); none at the end.
+        let at_start: u32 = text
+            .split(" open connection(s)")
+            .next()
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {text:?}"));
+        assert!(at_start >= 1, "{text}");
+        assert!(text.contains("when it left the maps, 0 left"), "{text}");
+        eprintln!(
+            "the detach finished {} ms after the held connection closed",
+            closed.elapsed().as_millis()
+        );
+    });
+    assert!(!r2.has_link("eth0"), "detached after the drain");
+    cli.ok(&["service", "rm", "api"]);
+}

@@ -77,6 +77,10 @@ pub enum Error {
     /// Overlay: every address block of the network is claimed (code 110).
     #[error("{0}")]
     NoFreeBlock(Problem),
+    /// Something this host waits on (the cluster store) did not answer in time; a retry can succeed
+    /// (code 11).
+    #[error("{0}")]
+    TryLater(Problem),
 }
 
 fn problem(msg: impl Into<String>) -> Problem {
@@ -111,6 +115,9 @@ impl Error {
     pub fn no_free_block(msg: impl Into<String>) -> Self {
         Error::NoFreeBlock(problem(msg))
     }
+    pub fn try_later(msg: impl Into<String>) -> Self {
+        Error::TryLater(problem(msg))
+    }
 
     /// What to do about it; kept only by the variants that carry a [`Problem`].
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -135,7 +142,8 @@ impl Error {
             | Error::UnknownContainer(p)
             | Error::NotAvailable(p)
             | Error::CheckMismatch(p)
-            | Error::NoFreeBlock(p) => Some(p),
+            | Error::NoFreeBlock(p)
+            | Error::TryLater(p) => Some(p),
             _ => None,
         }
     }
@@ -158,6 +166,7 @@ fn code(e: &Error) -> u32 {
         Error::NotAvailable(_) => ErrorCode::PluginNotAvailable.as_u32(),
         Error::CheckMismatch(_) => TetherCode::CheckMismatch.as_u32(),
         Error::NoFreeBlock(_) => TetherCode::NoFreeBlock.as_u32(),
+        Error::TryLater(_) => ErrorCode::TryLater.as_u32(),
     }
 }
 
@@ -204,7 +213,8 @@ fn details(e: &Error) -> String {
         | Error::UnknownContainer(p)
         | Error::NotAvailable(p)
         | Error::CheckMismatch(p)
-        | Error::NoFreeBlock(p) => p.details.clone(),
+        | Error::NoFreeBlock(p)
+        | Error::TryLater(p) => p.details.clone(),
         Error::Netlink { source, .. } => source.to_string(),
         _ => String::new(),
     }

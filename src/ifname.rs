@@ -7,6 +7,19 @@ pub const MAX_IFNAME_LEN: usize = 15;
 /// The bridge tether-bridge uses when its config names none; `network ls` reports it for such networks.
 pub const DEFAULT_BRIDGE: &str = "tether0";
 
+/// The kernel's interface-name rule as a type: a CNI_IFNAME, a host-side veth, a bridge.
+pub type IfName = crate::checked_name::Checked<KernelIfname>;
+
+/// The rule of [`IfName`].
+pub struct KernelIfname;
+
+impl crate::checked_name::NameRule for KernelIfname {
+    const WHAT: &'static str = "interface name";
+    fn problem(text: &str) -> Option<&'static str> {
+        ifname_problem(text)
+    }
+}
+
 /// Why `name` is not a valid interface name, or None when it is.
 pub fn ifname_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {

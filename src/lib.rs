@@ -4,9 +4,11 @@
 //! top-level modules import each other, directly or around a circle: `import_graph`'s test fails if they do
 //! (docs/design.md §2).
 
+pub mod checked_name;
 pub mod cli;
 pub mod client;
 pub mod cni;
+pub mod container_id;
 pub mod daemon;
 pub mod dns;
 pub mod docker;

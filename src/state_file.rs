@@ -2,7 +2,7 @@
 //! of one. No fsync: they must survive a crash of tether, not of the machine (netns and veths do not survive
 //! a reboot either).
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,15 @@ pub enum StateFileError {
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileError> {
+    let body = serde_json::to_vec_pretty(value).expect("state serializes");
+    write_bytes(path, &body)
+}
+
+/// `bytes` as the whole of `path`: a temp file beside it, then a rename, so a reader (a runtime reading a
+/// conflist, tetherd reading a record) never sees half of it. The temp name starts with a dot, ends in
+/// neither `.json` nor `.conflist` (libcni and the record scans skip it) and carries the pid, so two writers
+/// never share one.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateFileError> {
     let err = |source| StateFileError::Write {
         path: path.to_path_buf(),
         source,
@@ -42,10 +51,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateFileE
         .file_name()
         .expect("state file has a name")
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let body = serde_json::to_vec_pretty(value).expect("state serializes");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&body).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    drop(f);
     fs::rename(&tmp, path).map_err(err)
 }
 
@@ -103,4 +112,64 @@ pub fn list_json<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StateFileErr
         }
     }
     Ok(out)
+}
+/// A directory of JSON files, one per name (`<dir>/<name>.json`), with a lock file (`<dir>/.lock`) for the
+/// changes that must not interleave (two creates taking one name or one address). What the service and
+/// mesh files are kept in.
+#[derive(Debug, Clone)]
+pub struct JsonDir {
+    dir: PathBuf,
+}
+
+/// The directory's lock, held until dropped.
+pub struct DirLock {
+    _file: File,
+}
+
+impl JsonDir {
+    pub fn new(dir: PathBuf) -> JsonDir {
+        JsonDir { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// An exclusive flock on `<dir>/.lock` (made with the directory when missing).
+    pub fn lock(&self) -> io::Result<DirLock> {
+        fs::create_dir_all(&self.dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        file.lock()?;
+        Ok(DirLock { _file: file })
+    }
+
+    pub fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateFileError> {
+        read_json(&self.path(name))
+    }
+
+    pub fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateFileError> {
+        write_json(&self.path(name), value)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<bool, StateFileError> {
+        remove(&self.path(name))
+    }
+
+    /// Every file's value; a missing directory is none.
+    pub fn list<T: DeserializeOwned>(&self) -> Result<Vec<T>, StateFileError> {
+        list_json(&self.dir)
+    }
+
+    /// The directory's modification time: a reader re-reads the files only when it moved.
+    pub fn stamp(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(&self.dir).and_then(|m| m.modified()).ok()
+    }
 }

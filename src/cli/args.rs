@@ -56,7 +56,7 @@ pub enum Command {
     /// OCI runtime hook: reads the container state on stdin (createRuntime attaches, poststop detaches)
     // `--help` goes to the hook, which knows its own flags.
     #[command(disable_help_flag = true)]
-    Hook(HookArgs),
+    Hook(HookWords),
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +254,10 @@ pub struct DetachArgs {
     /// Only this interface
     #[arg(long, requires = "network")]
     pub ifname: Option<String>,
+    /// A service backend first leaves every map, then its open TCP connections get up to SECONDS to
+    /// finish before its interface goes
+    #[arg(long, value_name = "SECONDS")]
+    pub drain: Option<u64>,
     pub container_id: String,
 }
 
@@ -273,7 +277,7 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HookArgs {
+pub struct HookWords {
     /// Passed to the hook as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,

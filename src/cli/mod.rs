@@ -391,6 +391,28 @@ fn attach(a: AttachArgs) -> Result<(), CliError> {
 }
 
 fn detach(a: DetachArgs) -> Result<(), CliError> {
+    if let Some(seconds) = a.drain {
+        let report = crate::service::drain::drain(
+            &a.container_id,
+            a.network.as_deref(),
+            a.ifname.as_deref(),
+            std::time::Duration::from_secs(seconds),
+        )
+        .map_err(service_err(format!(
+            "draining container {}",
+            a.container_id
+        )))?;
+        if !report.services.is_empty() {
+            output::line(&format!(
+                "drained {} ({}): {} open connection(s) when it left the maps, {} left after {} ms",
+                a.container_id,
+                report.services.join(", "),
+                report.connections_at_start,
+                report.connections_left,
+                report.waited_ms
+            ));
+        }
+    }
     let endpoints = Endpoints::from_env();
     match &a.network {
         Some(network) => endpoints

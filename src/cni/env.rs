@@ -1,6 +1,8 @@
 //! The CNI_* environment a runtime hands a plugin (spec section 2,
 //! "Parameters"), parsed and validated once.
 
+use crate::container_id::ContainerId;
+use crate::ifname::IfName;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -58,9 +60,9 @@ impl fmt::Display for Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Env {
     pub command: Command,
-    pub container_id: Option<String>,
+    pub container_id: Option<ContainerId>,
     pub netns: Option<PathBuf>,
-    pub ifname: Option<String>,
+    pub ifname: Option<IfName>,
     /// CNI_ARGS split into pairs, in the order given.
     pub args: Vec<(String, String)>,
     /// CNI_PATH split on ':'.
@@ -106,14 +108,10 @@ impl Env {
             .with_details("the CNI runtime must set them; see the CNI spec, section 2"));
         }
 
-        let container_id = get("CNI_CONTAINERID");
-        if let Some(id) = &container_id {
-            validate_container_id(id)?;
-        }
-        let ifname = get("CNI_IFNAME");
-        if let Some(name) = &ifname {
-            validate_ifname(name)?;
-        }
+        let container_id = get("CNI_CONTAINERID")
+            .map(validate_container_id)
+            .transpose()?;
+        let ifname = get("CNI_IFNAME").map(validate_ifname).transpose()?;
         let args = match get("CNI_ARGS") {
             Some(raw) => parse_args(&raw)?,
             None => Vec::new(),
@@ -161,40 +159,27 @@ impl Env {
     }
 }
 
-/// Spec: "Must start with an alphanumeric character, optionally followed by
-/// any combination of one or more alphanumeric characters, underscore (_),
-/// dot (.) or hyphen (-)." Network names follow the same rule.
-pub(crate) fn is_valid_identifier(text: &str) -> bool {
-    let mut bytes = text.bytes();
-    match bytes.next() {
-        Some(first) if first.is_ascii_alphanumeric() => {}
-        _ => return false,
-    }
-    bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
+pub(crate) use crate::container_id::is_valid_identifier;
 
-fn validate_container_id(id: &str) -> Result<(), CniError> {
-    if is_valid_identifier(id) {
-        return Ok(());
-    }
-    Err(CniError::new(
-        ErrorCode::InvalidEnv,
-        format!("invalid characters in CNI_CONTAINERID \"{id}\""),
-    )
-    .with_details("a container ID starts with a letter or digit and holds only letters, digits, '_', '.' and '-'"))
+fn validate_container_id(id: String) -> Result<ContainerId, CniError> {
+    ContainerId::new(id).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidEnv,
+            format!("invalid characters in CNI_CONTAINERID {:?}", e.text),
+        )
+        .with_details("a container ID starts with a letter or digit and holds only letters, digits, '_', '.' and '-'")
+    })
 }
 
 /// Linux interface names, checked by the kernel's rule (see `crate::ifname`).
-fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let problem = crate::ifname::ifname_problem(name);
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(CniError::new(
+fn validate_ifname(name: String) -> Result<IfName, CniError> {
+    IfName::new(name).map_err(|e| {
+        CniError::new(
             ErrorCode::InvalidEnv,
-            format!("invalid CNI_IFNAME \"{name}\": {problem}"),
+            format!("invalid CNI_IFNAME {:?}: {}", e.text, e.why),
         )
-        .with_details("Linux interface names are 1 to 15 bytes without '/', ':' or whitespace")),
-    }
+        .with_details("Linux interface names are 1 to 15 bytes without '/', ':' or whitespace")
+    })
 }
 
 /// CNI_ARGS is `K=V;K2=V2` (spec section 2). An empty segment (a trailing

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use futures::future::LocalBoxFuture;
@@ -37,7 +37,7 @@ pub struct DnsService {
     served: HashMap<NsId, Served>,
     /// The identity behind each record's netns path, so a change stats only new paths (a thousand
     /// `stat`s per ADD would make ADD grow with the number of containers).
-    ns_ids: HashMap<String, NsId>,
+    ns_ids: HashMap<PathBuf, NsId>,
     /// Per record (network, container, interface): what it contributed to the index.
     indexed: HashMap<(String, String, String), Indexed>,
     /// Service names, shared with the balancer that writes them.
@@ -65,7 +65,11 @@ impl DnsService {
             .iter()
             .filter(|r| r.dns)
             .filter_map(|r| {
-                let key = (r.network.clone(), r.container_id.clone(), r.ifname.clone());
+                let key = (
+                    r.network.clone(),
+                    r.container_id.to_string(),
+                    r.ifname.to_string(),
+                );
                 Indexed::of(r).map(|ix| (key, ix))
             })
             .collect();
@@ -73,7 +77,7 @@ impl DnsService {
         // What each attached namespace may see. Borrowed from the records: this runs on every notify, and
         // allocating per record would make an ADD cost grow with the number of containers.
         let mut keys: HashMap<&str, Option<String>> = HashMap::new();
-        let mut wanted: HashMap<NsId, (&str, Vec<String>, bool)> = HashMap::new();
+        let mut wanted: HashMap<NsId, (&Path, Vec<String>, bool)> = HashMap::new();
         // Namespaces whose container holds 127.0.0.11:53 itself: the resolver stays out.
         let mut own_resolver: HashSet<NsId> = HashSet::new();
         for rec in records.records.iter().filter(|r| r.dns) {
@@ -95,7 +99,7 @@ impl DnsService {
                         continue;
                     };
                     let id = (meta.dev(), meta.ino());
-                    self.ns_ids.insert(path.to_string(), id);
+                    self.ns_ids.insert(path.to_path_buf(), id);
                     id
                 }
             };
@@ -112,12 +116,12 @@ impl DnsService {
         }
         wanted.retain(|id, _| !own_resolver.contains(id));
 
-        let live: HashSet<&str> = records
+        let live: HashSet<&Path> = records
             .records
             .iter()
             .filter_map(|r| r.netns.as_deref())
             .collect();
-        self.ns_ids.retain(|path, _| live.contains(path.as_str()));
+        self.ns_ids.retain(|path, _| live.contains(path.as_path()));
         let departed: Vec<NsId> = self
             .served
             .keys()
@@ -137,7 +141,7 @@ impl DnsService {
                 continue;
             }
             let scope = Scope { networks, forward };
-            self.open(PathBuf::from(path), id, scope, &resolver, ctx)
+            self.open(path.to_path_buf(), id, scope, &resolver, ctx)
                 .await;
         }
     }
@@ -199,7 +203,7 @@ impl DnsService {
         let Some(resolver) = self.resolver.clone() else {
             return;
         };
-        let mut paths: Vec<String> = Vec::new();
+        let mut paths: Vec<PathBuf> = Vec::new();
         for (network, a) in changed {
             let key = (network.clone(), a.container_id.clone(), a.ifname.clone());
             let old = self.indexed.remove(&key);
@@ -235,7 +239,7 @@ impl DnsService {
     /// Re-derives what the namespace at `path` may see, and opens or closes its resolver accordingly.
     async fn refresh_namespace(
         &mut self,
-        path: &str,
+        path: &Path,
         records: &RecordSnapshot,
         resolver: &Rc<Resolver>,
         ctx: &ServiceContext,
@@ -245,7 +249,7 @@ impl DnsService {
             None => match std::fs::metadata(path) {
                 Ok(meta) => {
                     let id = (meta.dev(), meta.ino());
-                    self.ns_ids.insert(path.to_string(), id);
+                    self.ns_ids.insert(path.to_path_buf(), id);
                     id
                 }
                 Err(_) => return, // gone before we could serve it
@@ -307,7 +311,7 @@ struct Indexed {
     network: String,
     keys: Vec<String>,
     ips: Vec<IpAddr>,
-    netns: Option<String>,
+    netns: Option<PathBuf>,
 }
 
 impl Indexed {

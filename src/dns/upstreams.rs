@@ -9,17 +9,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// What resolv.conf says: servers in order, and glibc's `timeout`/`attempts` options.
+/// The host's resolvers as its resolv.conf names them: servers in order, and glibc's `timeout`/`attempts` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvConf {
+pub struct HostResolvers {
     pub servers: Vec<SocketAddr>,
     pub timeout: Duration,
     pub attempts: u32,
 }
 
-impl Default for ResolvConf {
+impl Default for HostResolvers {
     fn default() -> Self {
-        ResolvConf {
+        HostResolvers {
             servers: Vec::new(),
             timeout: Duration::from_secs(2),
             attempts: 2,
@@ -27,10 +27,10 @@ impl Default for ResolvConf {
     }
 }
 
-impl ResolvConf {
-    pub fn parse(text: &str) -> ResolvConf {
+impl HostResolvers {
+    pub fn parse(text: &str) -> HostResolvers {
         let file = crate::resolv_conf::parse(text);
-        let mut conf = ResolvConf::default();
+        let mut conf = HostResolvers::default();
         for ns in &file.nameservers {
             // A scoped IPv6 address (fe80::1%eth0) does not parse and is skipped: the scope names a host
             // interface. Our own address would forward to ourselves forever.
@@ -57,7 +57,7 @@ pub struct Upstreams {
     path: PathBuf,
     stamp: Option<(SystemTime, u64, u64)>,
     checked: Option<Instant>,
-    conf: ResolvConf,
+    conf: HostResolvers,
 }
 
 impl Upstreams {
@@ -66,14 +66,14 @@ impl Upstreams {
             path,
             stamp: None,
             checked: None,
-            conf: ResolvConf::default(),
+            conf: HostResolvers::default(),
         };
         u.refresh();
         u
     }
 
     /// The servers to use now.
-    pub fn current(&mut self) -> &ResolvConf {
+    pub fn current(&mut self) -> &HostResolvers {
         if self.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
             self.refresh();
         }
@@ -90,10 +90,10 @@ impl Upstreams {
         }
         self.stamp = stamp;
         self.conf = match std::fs::read_to_string(&self.path) {
-            Ok(text) => ResolvConf::parse(&text),
+            Ok(text) => HostResolvers::parse(&text),
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot read resolv.conf; forwarding is off until it is readable");
-                ResolvConf::default()
+                HostResolvers::default()
             }
         };
         tracing::info!(path = %self.path.display(), servers = ?self.conf.servers, "upstream resolvers loaded");
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn servers_and_options_are_read_and_our_own_address_skipped() {
-        let c = ResolvConf::parse(
+        let c = HostResolvers::parse(
             "# comment\nnameserver 10.0.0.53\nnameserver 127.0.0.11\nnameserver fe80::1%eth0\n\
              nameserver fd00::53\nsearch example.com\noptions ndots:2 timeout:3 attempts:4\n",
         );

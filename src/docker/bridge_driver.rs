@@ -129,7 +129,7 @@ pub fn delete_network(state: &DockerState, network_id: &str) -> Result<Value, Er
 fn veth_names(endpoint_id: &str) -> (String, String) {
     let host_if = host_veth_name(endpoint_id, "docker");
     let peer_if = format!("tc{}", &host_if[2..]);
-    (host_if, peer_if)
+    (host_if.into_string(), peer_if)
 }
 
 pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Result<Value, Error> {

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::protocol::Options;
 use crate::error::Error;
 use crate::ifname::ifname_problem;
-use crate::link::{MacvlanMode, MTU_RANGE};
+use crate::link::{check_mtu, MacvlanMode};
 
 /// Where Docker puts the `-o key=value` pairs of `docker network create`.
 const GENERIC: &str = "com.docker.network.generic";
@@ -67,16 +67,12 @@ const MTU_KEYS: [&str; 3] = [
 ];
 
 fn parse_mtu(key: &str, text: &str) -> Result<u32, Error> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|m| MTU_RANGE.contains(m))
-        .ok_or_else(|| {
-            Error::config(format!(
-                "option {key}={text:?}: use an MTU from {} to {}",
-                MTU_RANGE.start(),
-                MTU_RANGE.end()
-            ))
-        })
+    let mtu = text.parse::<u32>().map_err(|_| {
+        Error::config(format!(
+            "option {key}={text:?}: expected a number, the MTU in bytes"
+        ))
+    })?;
+    check_mtu(mtu).map_err(|e| Error::config(format!("option {key}={text:?}: {e}")))
 }
 
 fn unknown(key: &str, driver: &str, known: &str) -> Error {

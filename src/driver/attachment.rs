@@ -12,6 +12,7 @@ use crate::driver::call_config::CallConfig;
 use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
+use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::netns::NetNs;
 use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
@@ -20,8 +21,8 @@ use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
 pub struct Made {
     pub driver: DriverKind,
     /// The host-side interface (or, for macvlan, the parent) and the bridge it hangs on.
-    pub host_ifname: Option<String>,
-    pub bridge: Option<String>,
+    pub host_ifname: Option<IfName>,
+    pub bridge: Option<IfName>,
     pub mac: Option<MacAddr>,
     pub macspoofchk: bool,
     /// The addresses tetherd publishes and DNS answers.
@@ -81,16 +82,21 @@ impl<'a, 'r> Finish<'a, 'r> {
     }
 }
 
+/// ADD and CHECK always have CNI_CONTAINERID and CNI_IFNAME (`Env` refuses them without).
+fn no_container() -> Error {
+    Error::env("CNI_CONTAINERID and CNI_IFNAME are required to keep an attachment")
+}
+
 /// Writes the record and keeps the ADD (drops the lock, then the undos).
 pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
     let net = f.call.conf.name.as_str();
     let own_resolver = f.dns.container_holds_resolver(f.netns);
     RecordDir::for_network(net).write(&AttachmentRecord {
         network: net.to_string(),
-        container_id: f.call.container_id().to_string(),
-        ifname: f.call.ifname().to_string(),
+        container_id: f.call.env.container_id.clone().ok_or_else(no_container)?,
+        ifname: f.call.env.ifname.clone().ok_or_else(no_container)?,
         driver: made.driver,
-        netns: f.call.env.netns.as_ref().map(|p| p.display().to_string()),
+        netns: f.call.env.netns.clone(),
         netns_id: f.netns.id().ok(),
         host_ifname: made.host_ifname,
         bridge: made.bridge,
@@ -102,6 +108,7 @@ pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
         dns: f.dns.enabled,
         internal: f.dns.internal,
         own_resolver,
+        remote: None,
     })?;
     drop(f.lock);
     f.rollback.commit();

@@ -15,6 +15,7 @@ pub mod interface_sysctls;
 pub mod ipam_backend;
 pub mod macvlan;
 pub mod network_devices;
+pub mod network_summary;
 pub mod overlay;
 pub mod portmap;
 pub mod rollback;

@@ -339,32 +339,3 @@ fn runtime_conf(
         capability_args: caps,
     }
 }
-
-/// [`Endpoints::attach`] with the environment's directories.
-pub fn attach(req: &AttachRequest) -> Result<Attachment, EndpointError> {
-    Endpoints::from_env().attach(req)
-}
-
-/// [`Endpoints::detach`] with the environment's directories.
-pub fn detach(
-    network: &str,
-    container_id: &str,
-    ifname: Option<&str>,
-) -> Result<(), EndpointError> {
-    Endpoints::from_env().detach(network, container_id, ifname)
-}
-
-/// [`Endpoints::detach_all`] with the environment's directories.
-pub fn detach_all(container_id: &str) -> Result<Vec<Attachment>, EndpointError> {
-    Endpoints::from_env().detach_all(container_id)
-}
-
-/// [`Endpoints::list`] with the environment's directories.
-pub fn list() -> Result<Vec<Attachment>, EndpointError> {
-    Endpoints::from_env().list()
-}
-
-/// [`Endpoints::gc`] with the environment's directories.
-pub fn gc() -> Result<Vec<Attachment>, EndpointError> {
-    Endpoints::from_env().gc()
-}

@@ -2,7 +2,7 @@
 //! (the libcni cache entry's path, else tether's own attachment record, which also holds the namespace's
 //! identity) and running a DEL for them. `tether gc` and tetherd's periodic check both come here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Attachment, EndpointError, Endpoints};
 use crate::cni::config::Attachment as ValidAttachment;
@@ -17,7 +17,7 @@ pub struct Held {
     pub network: String,
     pub container_id: String,
     pub ifname: String,
-    pub netns: String,
+    pub netns: PathBuf,
     pub netns_id: Option<NsId>,
 }
 
@@ -25,15 +25,15 @@ impl Held {
     pub fn of_record(rec: &AttachmentRecord) -> Option<Held> {
         Some(Held {
             network: rec.network.clone(),
-            container_id: rec.container_id.clone(),
-            ifname: rec.ifname.clone(),
+            container_id: rec.container_id.to_string(),
+            ifname: rec.ifname.to_string(),
             netns: rec.netns.clone()?,
             netns_id: rec.netns_id,
         })
     }
 
     pub fn is_gone(&self, occupied: &Occupied) -> bool {
-        is_gone(Path::new(&self.netns), self.netns_id, occupied)
+        is_gone(&self.netns, self.netns_id, occupied)
     }
 
     /// The one line an operator sees for each release (README: "A container that dies without DEL").
@@ -42,7 +42,7 @@ impl Held {
             network = %self.network,
             container = %self.container_id,
             ifname = %self.ifname,
-            netns = %self.netns,
+            netns = %self.netns.display(),
             "container's network namespace is gone; releasing its attachment ({by})"
         );
     }
@@ -173,12 +173,12 @@ fn key(network: &str, container_id: &str, ifname: &str) -> (String, ValidAttachm
 fn held_of(entry: &CachedAttachment, rec: Option<&AttachmentRecord>) -> Option<Held> {
     let from_record = rec.and_then(Held::of_record);
     match (&entry.netns, from_record) {
-        (Some(path), Some(h)) if *path == h.netns => Some(h),
+        (Some(path), Some(h)) if Path::new(path) == h.netns => Some(h),
         (Some(path), _) => Some(Held {
             network: entry.network_name.clone(),
             container_id: entry.container_id.clone(),
             ifname: entry.ifname.clone(),
-            netns: path.clone(),
+            netns: PathBuf::from(path),
             netns_id: None,
         }),
         (None, from_record) => from_record,
@@ -190,10 +190,10 @@ impl Attachment {
     pub fn from_record(rec: &AttachmentRecord) -> Attachment {
         Attachment {
             network: rec.network.clone(),
-            container_id: rec.container_id.clone(),
-            ifname: rec.ifname.clone(),
+            container_id: rec.container_id.to_string(),
+            ifname: rec.ifname.to_string(),
             name: rec.name.clone(),
-            netns: rec.netns.clone(),
+            netns: rec.netns.as_ref().map(|p| p.display().to_string()),
             ips: rec.ips.clone(),
             mac: rec.mac.map(|m| m.to_string()),
             ports: Vec::new(),
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn an_entry_without_a_path_takes_the_records_path_and_identity() {
         let held = held_of(&entry(None), Some(&record("/proc/7/ns/net"))).unwrap();
-        assert_eq!(held.netns, "/proc/7/ns/net");
+        assert_eq!(held.netns, Path::new("/proc/7/ns/net"));
         assert_eq!(held.netns_id, Some(NsId { dev: 4, ino: 99 }));
         assert_eq!(held_of(&entry(None), None), None);
     }
@@ -244,8 +244,8 @@ mod tests {
         assert_eq!(same.netns_id, Some(NsId { dev: 4, ino: 99 }));
         let other = held_of(&entry(Some("/run/netns/b")), Some(&record("/run/netns/a"))).unwrap();
         assert_eq!(
-            (other.netns.as_str(), other.netns_id),
-            ("/run/netns/b", None)
+            (other.netns.as_path(), other.netns_id),
+            (Path::new("/run/netns/b"), None)
         );
     }
 }

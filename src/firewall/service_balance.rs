@@ -298,17 +298,24 @@ fn slot_change(key: &ServiceKey, slot: usize, backend: Option<IpAddr>) -> Change
     k.extend_from_slice(&(slot as u32).to_ne_bytes());
     let set = Fam::of(&key.vip).backend_map();
     match backend {
-        Some(b) => element(
-            ElementOp::Add,
-            set,
-            SetElement {
-                key: k,
-                data: Some(ElementData::Value(concat_bytes(&[
-                    &address_bytes(&b),
-                    &key.port.to_be_bytes(),
-                ]))),
-            },
-        ),
+        Some(b) => {
+            let mut add = element(
+                ElementOp::Add,
+                set,
+                SetElement {
+                    key: k,
+                    data: Some(ElementData::Value(concat_bytes(&[
+                        &address_bytes(&b),
+                        &key.port.to_be_bytes(),
+                    ]))),
+                },
+            );
+            // Each slot counts the connections it sends to its backend (`tether service inspect`).
+            if let Change::Elements(e) = &mut add {
+                e.counted = true;
+            }
+            add
+        }
         None => element(ElementOp::Delete, set, SetElement::key_only(k)),
     }
 }
@@ -533,7 +540,11 @@ fn coalesce(changes: &[Change]) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::with_capacity(changes.len());
     for change in changes {
         if let (Some(Change::Elements(last)), Change::Elements(next)) = (out.last_mut(), change) {
-            if last.op == next.op && last.set == next.set && last.family == next.family {
+            if last.op == next.op
+                && last.set == next.set
+                && last.family == next.family
+                && last.counted == next.counted
+            {
                 last.elements.extend(next.elements.iter().cloned());
                 continue;
             }
@@ -572,9 +583,9 @@ pub fn dispatches(key: &ServiceKey) -> Result<bool, FirewallError> {
     }
 }
 
-/// The backend addresses the slots of table `inet tether_svc` in the calling thread's namespace point to
-/// (empty without the table): `tether doctor` looks for ones no container holds any more.
-pub fn slot_backends() -> Result<Vec<IpAddr>, FirewallError> {
+/// Every slot element of table `inet tether_svc` in the calling thread's namespace, with its family
+/// (none without the table).
+fn slot_entries() -> Result<Vec<(Fam, replies::ElementEntry)>, FirewallError> {
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
     let mut out = Vec::new();
     for fam in [Fam::V4, Fam::V6] {
@@ -598,21 +609,48 @@ pub fn slot_backends() -> Result<Vec<IpAddr>, FirewallError> {
                 });
             }
         };
-        let (_, len) = fam.addr();
-        for entry in payloads.iter().flat_map(|p| replies::element_entries(p)) {
-            let Some(value) = entry.value else { continue };
-            let addr = match (fam, value.get(..len as usize)) {
-                (Fam::V4, Some(b)) => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
-                (Fam::V6, Some(b)) => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
-                _ => None,
-            };
-            out.extend(addr);
-        }
+        out.extend(
+            payloads
+                .iter()
+                .flat_map(|p| replies::element_entries(p))
+                .map(|e| (fam, e)),
+        );
     }
     socket.close_in_background();
+    Ok(out)
+}
+
+/// The backend address a slot element's value names.
+fn slot_backend(fam: Fam, entry: &replies::ElementEntry) -> Option<IpAddr> {
+    let (_, len) = fam.addr();
+    match (fam, entry.value.as_ref()?.get(..len as usize)) {
+        (Fam::V4, Some(b)) => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        (Fam::V6, Some(b)) => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The backend addresses the slots of table `inet tether_svc` in the calling thread's namespace point to
+/// (empty without the table): `tether doctor` looks for ones no container holds any more.
+pub fn slot_backends() -> Result<Vec<IpAddr>, FirewallError> {
+    let mut out: Vec<IpAddr> = slot_entries()?
+        .iter()
+        .filter_map(|(fam, e)| slot_backend(*fam, e))
+        .collect();
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Per backend of `key`, the packets its slots in the calling thread's namespace matched: the new
+/// connections sent to it (only a flow's first packet meets the nat chain) since it took its slot.
+pub fn slot_counters(key: &ServiceKey) -> Result<Vec<(IpAddr, u64)>, FirewallError> {
+    let prefix = key_prefix(key);
+    Ok(slot_entries()?
+        .iter()
+        .filter(|(_, e)| e.key.starts_with(&prefix))
+        .filter_map(|(fam, e)| Some((slot_backend(*fam, e)?, e.counter?.packets)))
+        .collect())
 }
 
 /// Removes the table from the calling thread's namespace; one that is not there is fine.

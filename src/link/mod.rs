@@ -41,6 +41,21 @@ pub use veth::VethSpec;
 
 /// The MTUs tether accepts for a link: IPv4's minimum datagram (RFC 791) up to what `ip link` takes.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// An MTU outside [`MTU_RANGE`]; its message says which values are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("mtu {mtu} is out of range; use a value from {lo} to {hi}", lo = MTU_RANGE.start(), hi = MTU_RANGE.end())]
+pub struct MtuOutOfRange {
+    pub mtu: u32,
+}
+
+/// The one check of an MTU from a config, a `-o mtu=` option or Docker's options.
+pub fn check_mtu(mtu: u32) -> Result<u32, MtuOutOfRange> {
+    match MTU_RANGE.contains(&mtu) {
+        true => Ok(mtu),
+        false => Err(MtuOutOfRange { mtu }),
+    }
+}
 pub use vlan::{VLAN_FEATURE, VLAN_ID_RANGE};
 pub use vxlan::{vxlan_name, VxlanSpec, MAX_VNI, VXLAN_PORT};
 

@@ -10,7 +10,6 @@ mod pool;
 mod render;
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +27,7 @@ pub use render::{Addressing, NetworkPlan};
 use crate::cni::runtime::{list_networks, load_network, NetworkConfigList, RuntimeError};
 use crate::driver::ipam_backend::IN_PROCESS_TYPE;
 use crate::driver::network_devices::NetworkDevices;
+use crate::driver::network_summary::NetworkSummary;
 use crate::driver::teardown::Teardown;
 use crate::endpoint::{Attachment, Endpoints};
 use crate::ipam::IpamConfig;
@@ -54,87 +54,26 @@ pub struct NetworkInfo {
 
 impl NetworkInfo {
     fn new(net: &NetworkConfigList, attachments: &[Attachment]) -> NetworkInfo {
-        let config: Value = serde_json::from_slice(&net.bytes).unwrap_or(Value::Null);
-        let main = net.list.plugins.first().cloned().unwrap_or(Value::Null);
-        let plugin = net.list.plugin_type(0);
-        let driver = DriverKind::of_plugin(plugin)
-            .map(|d| d.name().to_string())
-            .unwrap_or_else(|| plugin.to_string());
-        let bridge = match plugin {
-            "tether-bridge" | "bridge" => Some(
-                main.get("bridge")
-                    .and_then(Value::as_str)
-                    .unwrap_or(if plugin == "bridge" {
-                        "cni0"
-                    } else {
-                        crate::ifname::DEFAULT_BRIDGE
-                    })
-                    .to_string(),
-            ),
-            _ => None,
-        };
-        let (subnets, gateways) = addressing_of(&net.list.plugins);
+        let summary = NetworkSummary::of_plugins(&net.list.plugins);
+        for problem in &summary.problems {
+            tracing::warn!(network = net.name(), %problem, "part of the network's config cannot be read");
+        }
         NetworkInfo {
             name: net.name().to_string(),
-            driver,
-            subnets,
-            gateways,
-            bridge,
-            internal: main.get("internal").and_then(Value::as_bool) == Some(true),
+            driver: summary.driver,
+            subnets: summary.subnets,
+            gateways: summary.gateways,
+            bridge: summary.bridge,
+            internal: summary.internal,
             file: net.path.clone(),
             containers: attachments
                 .iter()
                 .filter(|a| a.network == net.name())
                 .cloned()
                 .collect(),
-            config,
+            config: serde_json::from_slice(&net.bytes).unwrap_or(Value::Null),
         }
     }
-}
-
-/// Subnets and gateways named anywhere in the plugins: `ipam.ranges`, `ipam.subnet`, a top-level
-/// `subnet` (overlay).
-fn addressing_of(plugins: &[Value]) -> (Vec<IpNetwork>, Vec<IpAddr>) {
-    let mut subnets = Vec::new();
-    let mut gateways = Vec::new();
-    let mut take = |obj: &Value| {
-        if let Some(s) = obj
-            .get("subnet")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<IpNetwork>().ok())
-        {
-            let s = IpNetwork::new(s.network(), s.prefix()).expect("same prefix");
-            if !subnets.contains(&s) {
-                subnets.push(s);
-            }
-        }
-        if let Some(g) = obj
-            .get("gateway")
-            .and_then(Value::as_str)
-            .and_then(|g| g.parse::<IpAddr>().ok())
-        {
-            if !gateways.contains(&g) {
-                gateways.push(g);
-            }
-        }
-    };
-    for plugin in plugins {
-        take(plugin);
-        if let Some(ipam) = plugin.get("ipam") {
-            take(ipam);
-            for set in ipam
-                .get("ranges")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for range in set.as_array().into_iter().flatten() {
-                    take(range);
-                }
-            }
-        }
-    }
-    (subnets, gateways)
 }
 
 /// Networks in one config dir, attached through one CNI runtime.
@@ -176,16 +115,15 @@ impl Networks {
         let mut networks = Vec::new();
         let mut vnis = Vec::new();
         for net in list_networks(self.conf_dir())? {
-            for subnet in addressing_of(&net.list.plugins).0 {
+            let summary = NetworkSummary::of_plugins(&net.list.plugins);
+            for subnet in summary.subnets {
                 networks.push(Occupied {
                     net: subnet,
                     what: format!("network {} ({subnet})", net.name()),
                 });
             }
-            for plugin in &net.list.plugins {
-                if let Some(vni) = plugin.get("vni").and_then(Value::as_u64) {
-                    vnis.push((vni as u32, net.name().to_string()));
-                }
+            if let Some(vni) = summary.vni {
+                vnis.push((vni, net.name().to_string()));
             }
         }
         Ok(Surroundings {
@@ -388,20 +326,14 @@ fn remove_dir(path: &Path) -> Result<(), NetworkError> {
 
 /// Temp file + rename in the same directory, so a runtime never reads half a conflist.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NetworkError> {
-    let err = |source| NetworkError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().expect("conflists live in a directory");
-    fs::create_dir_all(dir).map_err(err)?;
-    // A name libcni skips (no .conflist/.conf/.json ending) while it is incomplete.
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = fs::File::create(&tmp).map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(err)
+    crate::state_file::write_bytes(path, bytes).map_err(|e| match e {
+        crate::state_file::StateFileError::Write { path, source }
+        | crate::state_file::StateFileError::Read { path, source } => {
+            NetworkError::Write { path, source }
+        }
+        crate::state_file::StateFileError::Corrupt { path, source } => NetworkError::Write {
+            path,
+            source: std::io::Error::other(source),
+        },
+    })
 }

@@ -71,18 +71,14 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, NetworkError> {
 }
 
 fn parse_mtu(key: &str, value: &str) -> Result<u32, NetworkError> {
-    match value.parse::<u32>() {
-        Ok(mtu) if crate::link::MTU_RANGE.contains(&mtu) => Ok(mtu),
-        _ => Err(bad(
+    let mtu = value.parse::<u32>().map_err(|_| {
+        bad(
             key,
             value,
-            format!(
-                "expected an MTU from {} to {}",
-                crate::link::MTU_RANGE.start(),
-                crate::link::MTU_RANGE.end()
-            ),
-        )),
-    }
+            "expected a number, the MTU in bytes".to_string(),
+        )
+    })?;
+    crate::link::check_mtu(mtu).map_err(|e| bad(key, value, e.to_string()))
 }
 
 fn parse_ifname(key: &str, value: &str) -> Result<String, NetworkError> {

@@ -79,7 +79,7 @@ impl NetworkPlan {
     pub fn render(&self) -> Value {
         let mut main = Map::new();
         main.insert("type".into(), json!(self.driver().plugin()));
-        let capabilities = json!({"ips": true, "mac": true, "aliases": true});
+        let mut capabilities = json!({"ips": true, "mac": true, "aliases": true});
         match &self.options {
             DriverOptions::Bridge(o) => {
                 let bridge = o
@@ -100,6 +100,10 @@ impl NetworkPlan {
                 if let Some(icc) = o.icc {
                     main.insert("icc".into(), json!(icc));
                 }
+                // tether-bridge publishes the runtime's ports itself (tether-portmap's options on its own
+                // config): the whole chain is one plugin process.
+                capabilities["portMappings"] = json!(true);
+                main.insert("snat".into(), json!(true));
             }
             DriverOptions::Macvlan(o) => {
                 main.insert("master".into(), json!(o.parent));
@@ -125,14 +129,7 @@ impl NetworkPlan {
         main.insert("capabilities".into(), capabilities);
         main.insert("ipam".into(), self.ipam());
 
-        let mut plugins = vec![Value::Object(main)];
-        if self.driver() == DriverKind::Bridge {
-            plugins.push(json!({
-                "type": "tether-portmap",
-                "capabilities": {"portMappings": true},
-                "snat": true
-            }));
-        }
+        let plugins = vec![Value::Object(main)];
         json!({
             "cniVersion": "1.0.0",
             "cniVersions": ["1.0.0", "1.1.0"],
@@ -185,7 +182,8 @@ mod tests {
                         "isDefaultGateway": true,
                         "ipMasq": true,
                         "hairpinMode": true,
-                        "capabilities": {"ips": true, "mac": true, "aliases": true},
+                        "snat": true,
+                        "capabilities": {"ips": true, "mac": true, "aliases": true, "portMappings": true},
                         "ipam": {
                             "type": "tether-ipam",
                             "ranges": [
@@ -194,8 +192,7 @@ mod tests {
                                   "rangeStart": "fd00::10", "rangeEnd": "fd00::20"}]
                             ]
                         }
-                    },
-                    {"type": "tether-portmap", "capabilities": {"portMappings": true}, "snat": true}
+                    }
                 ]
             })
         );

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
+use super::cluster_services;
 use super::config::{PeerConfig, StoreConfig};
 use super::error::OverlayError;
 use super::etcd::EtcdStore;
@@ -171,6 +172,7 @@ impl ControlPlane {
             local_dirty: true,
             kernel_dirty: true,
             claims_dirty: false,
+            services_dirty: true,
             members_stale: true,
             status: status.clone(),
             kernel_changes: 0,
@@ -281,6 +283,8 @@ struct Agent {
     local_dirty: bool,
     kernel_dirty: bool,
     claims_dirty: bool,
+    /// Service records changed (or the periodic pass): the service files' copies are due.
+    services_dirty: bool,
     /// Liveness may have changed since `membersUp` was last listed (every liveness change marks the
     /// kernel dirty too): listing and naming every member on each wake-up cost O(hosts) ten times a second.
     members_stale: bool,
@@ -306,6 +310,7 @@ impl Agent {
             if Instant::now() >= self.next_periodic {
                 self.local_dirty = true;
                 self.kernel_dirty = true;
+                self.services_dirty = true;
                 self.members_stale = true;
                 self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
             }
@@ -318,6 +323,9 @@ impl Agent {
             if self.kernel_dirty {
                 self.reconcile();
             }
+            if self.services_dirty {
+                self.sync_services();
+            }
             self.publish_status();
         }
         self.store.leave();
@@ -329,6 +337,7 @@ impl Agent {
         self.members_stale |= changes.kernel;
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
+        self.services_dirty |= changes.services;
     }
 
     /// Sleeps until a socket is readable or the next timer is due (at most 100 ms, to see `stop`).
@@ -370,6 +379,7 @@ impl Agent {
                         tracing::warn!(%host, records = n, "host forgotten on request: its blocks are free");
                         self.claims_dirty = true;
                         self.kernel_dirty = true;
+                        self.tell_daemon(cluster_services::forget_host(&self.state_dir, host));
                     }
                     let _ = reply.send(result);
                 }
@@ -435,6 +445,7 @@ impl Agent {
                 RecordKey::Endpoint { network, .. } => {
                     *records.entry(network.clone()).or_default() += 1
                 }
+                RecordKey::Service { .. } => {}
             }
         }
         ClusterStatus {
@@ -459,7 +470,7 @@ impl Agent {
     fn rescan(&mut self) {
         self.local_dirty = false;
         let answering = self.requested;
-        let local = read_local(&self.state_dir, self.me);
+        let local = read_local(&self.state_dir, &self.run_dir, self.me);
         let names = |n: &[NetworkFacts]| n.iter().map(|f| f.network.clone()).collect::<Vec<_>>();
         if names(&local.networks) != names(&self.networks) {
             self.kernel_dirty = true;
@@ -499,6 +510,23 @@ impl Agent {
             self.me,
             |h| store.is_up(h),
         );
+        self.tell_daemon(changed);
+    }
+
+    /// Other hosts' services into this host's service files, and own services off VIPs they lost.
+    fn sync_services(&mut self) {
+        self.services_dirty = false;
+        // Gossip never knows its view complete (a missing record there is only one not heard of yet);
+        // etcd does once it listed the prefix.
+        let complete = self.store.status().last_sync_ms > 0;
+        let outcome =
+            cluster_services::sync(&self.state_dir, self.store.table(), self.me, complete);
+        self.local_dirty |= outcome.own_moved;
+        self.tell_daemon(outcome.networks);
+    }
+
+    /// Tells tetherd that what it reads of `changed` networks (remote names, service files) changed.
+    fn tell_daemon(&self, changed: BTreeSet<String>) {
         if !changed.is_empty() {
             // From another thread: the daemon may be waiting on this one (a plugin's notify) right now.
             let run_dir = self.run_dir.clone();

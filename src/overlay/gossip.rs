@@ -169,6 +169,9 @@ impl GossipStore {
         let new_claims = records
             .iter()
             .any(|r| matches!(r.key, RecordKey::Claim { .. }));
+        let services = records
+            .iter()
+            .any(|r| matches!(r.key, RecordKey::Service { .. }));
         let outcome = self.table.merge(self.me, records, now_ms());
         if outcome.rejected > 0 {
             self.rejected += outcome.rejected as u64;
@@ -177,6 +180,7 @@ impl GossipStore {
         if outcome.changed > 0 {
             self.changes.kernel = true;
             self.changes.claims = true;
+            self.changes.services |= services;
         }
         if !outcome.disowned.is_empty() {
             self.push_to_all(outcome.disowned);
@@ -323,13 +327,14 @@ impl GossipStore {
     }
 
     /// Endpoint records go only to hosts that have their network; claims go everywhere (a host's first
-    /// ADD on a network must avoid blocks others hold).
+    /// ADD on a network must avoid blocks others hold), and services too (every host lists them, and a
+    /// host's first container on the network must find its services).
     fn for_peer(&self, host: IpAddr, records: Vec<Record>) -> Vec<Record> {
         let nets = self.networks_of(host);
         records
             .into_iter()
             .filter(|r| match &r.key {
-                RecordKey::Claim { .. } => true,
+                RecordKey::Claim { .. } | RecordKey::Service { .. } => true,
                 RecordKey::Endpoint {
                     network, host: h, ..
                 } => *h == host || nets.contains(network),

@@ -15,6 +15,7 @@ use crate::state::overlay::{
     claims_lock_name, local_networks, next_free_block, now_ms, wins, Claim, ClaimState,
     NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
 };
+use crate::state::service::read_healthy_backends;
 use crate::state::NetworkLock;
 use crate::state::{DriverKind, RecordDir};
 
@@ -27,9 +28,17 @@ pub struct LocalState {
     pub proposing: Vec<(ClaimRef, ClaimState)>,
 }
 
-pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
+/// `run_dir` holds the balancer's verdicts on this host's backends (`state::service::backend_health_path`).
+pub fn read_local(state_dir: &Path, run_dir: &Path, me: IpAddr) -> LocalState {
     let networks = local_networks(state_dir);
-    let mut wanted = BTreeMap::new();
+    let mut wanted = super::cluster_services::own_records(state_dir, me);
+    let mut healthy: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for h in read_healthy_backends(run_dir) {
+        healthy
+            .entry((h.container_id, h.ifname))
+            .or_default()
+            .push(h.service);
+    }
     for facts in &networks {
         let dir = OverlayDir::new(state_dir, &facts.network);
         match dir.claims() {
@@ -73,6 +82,10 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
             let Some(mac) = rec.mac else {
                 continue;
             };
+            let healthy_for = healthy
+                .get(&(rec.container_id.to_string(), rec.ifname.to_string()))
+                .cloned()
+                .unwrap_or_default();
             for ip in &rec.ips {
                 if let IpAddr::V4(v4) = ip.ip() {
                     if facts.subnet.contains(v4) {
@@ -82,7 +95,13 @@ pub fn read_local(state_dir: &Path, me: IpAddr) -> LocalState {
                                 network: facts.network.clone(),
                                 ip: v4,
                             },
-                            RecordValue::endpoint(facts.vni, mac, facts.vtep, names.clone()),
+                            RecordValue::Endpoint {
+                                vni: facts.vni,
+                                mac: mac.octets(),
+                                vtep: facts.vtep,
+                                names: names.clone(),
+                                healthy_for: healthy_for.clone(),
+                            },
                         );
                     }
                 }

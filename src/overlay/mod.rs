@@ -10,6 +10,7 @@
 
 mod agent;
 mod agreement;
+mod cluster_services;
 mod config;
 mod error;
 pub mod etcd;

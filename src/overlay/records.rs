@@ -26,18 +26,28 @@ pub enum RecordKey {
         network: String,
         block: Ipv4Network,
     },
+    /// A service `host` created on `network` (it exists on every host; `host` owns its record).
+    Service {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
 }
 
 impl RecordKey {
     pub fn host(&self) -> IpAddr {
         match self {
-            RecordKey::Endpoint { host, .. } | RecordKey::Claim { host, .. } => *host,
+            RecordKey::Endpoint { host, .. }
+            | RecordKey::Claim { host, .. }
+            | RecordKey::Service { host, .. } => *host,
         }
     }
 
     pub fn network(&self) -> &str {
         match self {
-            RecordKey::Endpoint { network, .. } | RecordKey::Claim { network, .. } => network,
+            RecordKey::Endpoint { network, .. }
+            | RecordKey::Claim { network, .. }
+            | RecordKey::Service { network, .. } => network,
         }
     }
 }
@@ -50,6 +60,9 @@ pub enum RecordValue {
         vtep: IpAddr,
         /// The container's DNS names on the network (name first, then aliases); empty without DNS.
         names: Vec<String>,
+        /// The services this host balances the container in as a backend (healthy, or without checks;
+        /// not draining).
+        healthy_for: Vec<String>,
     },
     Claim {
         claimed_at_ms: u64,
@@ -57,6 +70,9 @@ pub enum RecordValue {
         /// tetherd could not ask. A confirmed claim outranks an unconfirmed one in a conflict.
         confirmed: bool,
     },
+    /// The service's definition, the service file's JSON (`state::service::ServiceSpec`, without the
+    /// origin, which is the record's host).
+    Service { spec: String },
 }
 
 impl RecordValue {
@@ -66,6 +82,7 @@ impl RecordValue {
             mac: mac.octets(),
             vtep,
             names,
+            healthy_for: Vec::new(),
         }
     }
 }
@@ -166,6 +183,11 @@ impl RecordTable {
                 value: e.value.clone(),
             })
             .collect()
+    }
+
+    /// Whether `key` is known as deleted (a tombstone), as opposed to live or never seen.
+    pub fn is_deleted(&self, key: &RecordKey) -> bool {
+        self.entries.get(key).is_some_and(|e| e.value.is_none())
     }
 
     pub fn get(&self, key: &RecordKey) -> Option<&RecordValue> {

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::container_id::ContainerId;
+use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::state::overlay::NetworkFacts;
-use crate::state::{AttachmentRecord, DriverKind};
+use crate::state::{AttachmentRecord, DriverKind, RemoteEndpoint};
 use crate::state_file;
 
 fn root(state_dir: &Path) -> PathBuf {
@@ -34,7 +36,11 @@ fn wanted(
         let (
             RecordKey::Endpoint { host, network, ip },
             RecordValue::Endpoint {
-                vni, mac, names, ..
+                vni,
+                mac,
+                names,
+                healthy_for,
+                ..
             },
         ) = (key, value)
         else {
@@ -46,13 +52,25 @@ fn wanted(
         if *host == me || names.is_empty() || *vni != facts.vni || !is_up(*host) {
             continue;
         }
-        let id = format!("{host}_{ip}");
+        // The record's id must be a CNI identifier: a host named by an IPv6 address has ':' in it.
+        let id: String = format!("{host}_{ip}")
+            .chars()
+            .map(
+                |c| match c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    true => c,
+                    false => '-',
+                },
+            )
+            .collect();
+        let Ok(container_id) = ContainerId::new(id.clone()) else {
+            continue;
+        };
         let address =
             Ipv4Network::new(*ip, facts.subnet.prefix()).expect("prefix of a valid subnet");
         let record = AttachmentRecord {
             network: network.clone(),
-            container_id: id.clone(),
-            ifname: "remote".into(),
+            container_id,
+            ifname: IfName::new("remote").expect("a valid interface name"),
             driver: DriverKind::RemoteOverlay,
             netns: None,
             netns_id: None,
@@ -66,6 +84,10 @@ fn wanted(
             dns: true,
             internal: false,
             own_resolver: false,
+            remote: Some(RemoteEndpoint {
+                host: *host,
+                healthy_for: healthy_for.clone(),
+            }),
         };
         out.insert(
             root(state_dir).join(network).join(format!("{id}.json")),

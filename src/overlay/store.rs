@@ -29,6 +29,8 @@ pub struct Changes {
     pub claims: bool,
     /// The claims files changed under the plane (a claim confirmed or given up): read them again.
     pub local: bool,
+    /// Service records changed: the service files' copies are due.
+    pub services: bool,
 }
 
 impl Changes {
@@ -45,6 +47,10 @@ impl Changes {
                 claims: true,
                 ..Changes::default()
             },
+            RecordKey::Service { .. } => Changes {
+                services: true,
+                ..Changes::default()
+            },
         }
     }
 
@@ -52,6 +58,7 @@ impl Changes {
         self.kernel |= other.kernel;
         self.claims |= other.claims;
         self.local |= other.local;
+        self.services |= other.services;
     }
 }
 

@@ -83,6 +83,7 @@ mod tests {
                     mac: [2, 0, 0, 0, 0, i as u8],
                     vtep: "192.0.2.1".parse().unwrap(),
                     names: vec!["web".into()],
+                    healthy_for: Vec::new(),
                 }),
             })
             .collect();

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::state::service::ServiceSpec;
-use crate::state::AttachmentRecord;
+use crate::state::{AttachmentRecord, RemoteEndpoint};
 
 /// One attachment serving a service.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendId {
     pub container_id: String,
@@ -24,6 +24,8 @@ pub struct Backend {
     pub addresses: Vec<IpAddr>,
     /// The backend's namespace (health probes run there).
     pub netns: Option<String>,
+    /// Another host's container: that host probes it, and says so in the cluster store.
+    pub remote: Option<RemoteEndpoint>,
 }
 
 fn same_name(a: &str, b: &str) -> bool {
@@ -50,12 +52,13 @@ pub fn backends_of<'a>(
         .filter(|r| serves(r, spec))
         .map(|r| Backend {
             id: BackendId {
-                container_id: r.container_id.clone(),
-                ifname: r.ifname.clone(),
+                container_id: r.container_id.to_string(),
+                ifname: r.ifname.to_string(),
             },
             name: r.name.clone(),
             addresses: r.ips.iter().map(|n| n.ip()).collect(),
-            netns: r.netns.clone(),
+            netns: r.netns.as_ref().map(|p| p.display().to_string()),
+            remote: r.remote.clone(),
         })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -88,6 +91,7 @@ mod tests {
             health: HealthCheck::None,
             health_timing: Default::default(),
             affinity: Default::default(),
+            cluster: None,
         };
         let records = [
             rec("a", "n1", Some("web"), &[]),

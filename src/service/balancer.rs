@@ -25,7 +25,8 @@ use crate::firewall::netlink::ruleset::Change;
 use crate::firewall::service_balance::{self, BalanceTable, ServiceKey};
 use crate::netns::{NsId, NsWorker};
 use crate::state::service::{
-    HealthCheck, Mode, ProtocolName, ServiceDir, ServiceRange, ServiceSpec,
+    backend_health_path, read_healthy_backends, HealthCheck, HealthyBackend, Mode, ProtocolName,
+    ServiceDir, ServiceRange, ServiceSpec,
 };
 use crate::state::AttachmentRecord;
 
@@ -77,7 +78,7 @@ struct Balancer {
     counters: HashMap<String, Counters>,
     clients: HashMap<NsId, ClientNs>,
     /// The identity behind each record's netns path, so a change stats only new paths.
-    ns_ids: HashMap<String, NsId>,
+    ns_ids: HashMap<PathBuf, NsId>,
     /// `<run>/balancer-health.json`: the healthy backends, kept so a restarted tetherd leaves in what the
     /// one before it had in (see `HealthState::assumed_healthy`).
     health_file: PathBuf,
@@ -85,6 +86,9 @@ struct Balancer {
     assumed: HashSet<(String, BackendId)>,
     /// What the file holds now.
     saved: Vec<(String, BackendId)>,
+    /// Backends being drained before their detach (`tether detach --drain`): out of every map and of the
+    /// healthy list, whatever their probes say, until their record goes.
+    draining: HashSet<BackendId>,
     names: SharedServiceNames,
     /// The routing mesh: published ports on this host, fed the healthy backends after each reconcile.
     mesh: super::mesh::MeshPorts,
@@ -95,6 +99,12 @@ pub struct BalancerService {
     prober: Option<tokio::task::JoinHandle<()>>,
     /// For `needed` and `status`, which cannot wait for the lock.
     summary: Rc<std::cell::RefCell<(bool, Value)>>,
+}
+
+/// `{"drain": [{"containerId", "ifname"}]}`: the backends `tether detach --drain` is about to detach.
+#[derive(Debug, serde::Deserialize)]
+struct DrainCommand {
+    drain: Vec<BackendId>,
 }
 
 impl BalancerService {
@@ -118,6 +128,7 @@ impl BalancerService {
                 health_file: PathBuf::new(),
                 assumed: HashSet::new(),
                 saved: Vec::new(),
+                draining: HashSet::new(),
                 names,
                 mesh: Default::default(),
             })),
@@ -146,11 +157,20 @@ impl Balancer {
         }
     }
 
-    fn is_healthy(&self, spec: &ServiceSpec, id: &BackendId) -> bool {
+    /// Whether the backend takes new connections. Another host's: while its host lists it in its record
+    /// in the cluster store (that host probes it, and drains it). This host's: not while draining; then
+    /// every one of a service without checks, else by its probes here.
+    fn is_healthy(&self, spec: &ServiceSpec, backend: &Backend) -> bool {
+        if let Some(remote) = &backend.remote {
+            return remote.healthy_for.iter().any(|s| s == &spec.name);
+        }
+        if self.draining.contains(&backend.id) {
+            return false;
+        }
         spec.health == HealthCheck::None
             || self
                 .health
-                .get(&(spec.name.clone(), id.clone()))
+                .get(&(spec.name.clone(), backend.id.clone()))
                 .is_some_and(|h| h.state.health == Health::Healthy)
     }
 
@@ -202,13 +222,14 @@ impl Balancer {
             }
         }
         self.health.retain(|key, _| known.contains(key));
-        self.save_health();
+        self.draining
+            .retain(|id| known.iter().any(|(_, known_id)| known_id == id));
         let mut entries = Vec::new();
         let mut active: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for spec in &self.specs {
             let addrs: Vec<IpAddr> = backends[&spec.name]
                 .iter()
-                .filter(|b| self.is_healthy(spec, &b.id))
+                .filter(|b| self.is_healthy(spec, b))
                 .flat_map(|b| b.addresses.iter().copied())
                 .collect();
             entries.push(ServiceEntry {
@@ -235,6 +256,7 @@ impl Balancer {
         self.counters.retain(|name, _| active.contains_key(name));
         self.active = active;
         self.backends = backends;
+        self.save_health();
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
         let mesh_backends =
@@ -316,44 +338,54 @@ impl Balancer {
         }
     }
 
-    /// Writes the healthy backends when they changed.
+    /// Writes this host's backends that are in their services' maps (healthy, or of a service without
+    /// checks; not draining) when they changed, and tells the overlay control plane: it publishes them
+    /// with this host's endpoints, and other hosts balance over a backend of this one only while it is
+    /// listed.
     fn save_health(&mut self) {
         let mut healthy: Vec<(String, BackendId)> = self
-            .health
+            .specs
             .iter()
-            .filter(|(_, h)| h.state.health == Health::Healthy)
-            .map(|(k, _)| k.clone())
+            .flat_map(|spec| {
+                self.backends
+                    .get(&spec.name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b.remote.is_none() && self.is_healthy(spec, b))
+                    .map(|b| (spec.name.clone(), b.id.clone()))
+            })
             .collect();
         healthy.sort();
         if healthy == self.saved || self.health_file.as_os_str().is_empty() {
             return;
         }
-        let doc: Vec<Value> = healthy
+        let doc: Vec<HealthyBackend> = healthy
             .iter()
-            .map(|(service, id)| json!({"service": service, "containerId": id.container_id, "ifname": id.ifname}))
+            .map(|(service, id)| HealthyBackend {
+                service: service.clone(),
+                container_id: id.container_id.clone(),
+                ifname: id.ifname.clone(),
+            })
             .collect();
         match crate::state_file::write_json(&self.health_file, &doc) {
-            Ok(()) => self.saved = healthy,
+            Ok(()) => {
+                self.saved = healthy;
+                crate::client::poke::poke_control_plane();
+            }
             Err(e) => tracing::warn!(error = %e, "saving backend health"),
         }
     }
 
     /// The healthy backends the tetherd before this one saved.
-    fn load_health(&mut self) {
-        let doc: Vec<Value> = crate::state_file::read_json(&self.health_file)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.assumed = doc
-            .iter()
-            .filter_map(|v| {
-                Some((
-                    v.get("service")?.as_str()?.to_string(),
-                    BackendId {
-                        container_id: v.get("containerId")?.as_str()?.to_string(),
-                        ifname: v.get("ifname")?.as_str()?.to_string(),
-                    },
-                ))
+    fn load_health(&mut self, run_dir: &Path) {
+        self.assumed = read_healthy_backends(run_dir)
+            .into_iter()
+            .map(|h| {
+                let id = BackendId {
+                    container_id: h.container_id,
+                    ifname: h.ifname,
+                };
+                (h.service, id)
             })
             .collect();
     }
@@ -370,7 +402,15 @@ impl Balancer {
                 continue;
             }
             let interval = spec.health_timing.interval();
-            for b in self.backends.get(&spec.name).into_iter().flatten() {
+            // A draining backend is on its way out: its probes would only hold connections the drain
+            // waits for.
+            for b in self
+                .backends
+                .get(&spec.name)
+                .into_iter()
+                .flatten()
+                .filter(|b| !self.draining.contains(&b.id))
+            {
                 let key = (spec.name.clone(), b.id.clone());
                 let Some(h) = self.health.get_mut(&key) else {
                     continue;
@@ -430,8 +470,12 @@ impl Balancer {
                     .into_iter()
                     .flatten()
                     .map(|b| {
-                        let health = if spec.health == HealthCheck::None {
+                        let health = if self.draining.contains(&b.id) {
+                            "draining"
+                        } else if self.is_healthy(spec, b) {
                             "healthy"
+                        } else if b.remote.is_some() {
+                            "unhealthy"
                         } else {
                             self.health
                                 .get(&(spec.name.clone(), b.id.clone()))
@@ -479,7 +523,7 @@ impl Balancer {
 fn wanted_clients(
     records: &[AttachmentRecord],
     networks: &HashSet<&str>,
-    ns_ids: &mut HashMap<String, NsId>,
+    ns_ids: &mut HashMap<PathBuf, NsId>,
 ) -> HashMap<NsId, WantedClient> {
     let mut wanted: HashMap<NsId, WantedClient> = HashMap::new();
     for rec in records {
@@ -492,23 +536,23 @@ fn wanted_clients(
         let id = match ns_ids.get(path) {
             Some(id) => *id,
             None => {
-                let Some(id) = NsId::of_path(Path::new(path)) else {
+                let Some(id) = NsId::of_path(path) else {
                     continue; // gone already
                 };
-                ns_ids.insert(path.to_string(), id);
+                ns_ids.insert(path.to_path_buf(), id);
                 id
             }
         };
         let entry = wanted
             .entry(id)
-            .or_insert_with(|| (path.to_string(), Vec::new(), Vec::new()));
+            .or_insert_with(|| (path.display().to_string(), Vec::new(), Vec::new()));
         entry.1.push(rec.network.clone());
         entry
             .2
-            .push((rec.ifname.clone(), rec.ips.iter().any(|n| n.is_ipv6())));
+            .push((rec.ifname.to_string(), rec.ips.iter().any(|n| n.is_ipv6())));
     }
-    let live: HashSet<&str> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
-    ns_ids.retain(|path, _| live.contains(path.as_str()));
+    let live: HashSet<&Path> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    ns_ids.retain(|path, _| live.contains(path.as_path()));
     wanted
 }
 
@@ -679,9 +723,9 @@ impl Service for BalancerService {
                 b.state_dir = ctx.state_dir.clone();
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
-                b.health_file = ctx.run_dir.join("balancer-health.json");
+                b.health_file = backend_health_path(&ctx.run_dir);
                 b.mesh = super::mesh::MeshPorts::new(&ctx.state_dir);
-                b.load_health();
+                b.load_health(&ctx.run_dir);
             }
             let inner = self.inner.clone();
             let summary = self.summary.clone();
@@ -734,5 +778,22 @@ impl Service for BalancerService {
 
     fn status(&self) -> Value {
         self.summary.borrow().1.clone()
+    }
+
+    /// `{"drain": [...]}`: the backends leave every map now (their existing flows stay: conntrack keeps
+    /// them); `tether detach --drain` waits for `draining` in the status before it waits for the flows.
+    fn command(&mut self, command: &Value) -> Result<Value, String> {
+        let DrainCommand { drain } = serde_json::from_value(command.clone()).map_err(|e| {
+            format!("balancer: {e}; expected {{\"drain\": [{{\"containerId\", \"ifname\"}}]}}")
+        })?;
+        let (inner, summary) = (self.inner.clone(), self.summary.clone());
+        let count = drain.len();
+        tokio::task::spawn_local(async move {
+            let mut b = inner.lock().await;
+            b.draining.extend(drain);
+            b.reconcile().await;
+            *summary.borrow_mut() = (b.needed(), b.status());
+        });
+        Ok(json!({"draining": count}))
     }
 }

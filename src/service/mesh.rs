@@ -57,7 +57,7 @@ pub fn choose(spec: &MeshSpec, backends: &[MeshBackend]) -> (Forward, Vec<IpAddr
 }
 
 /// The balancer's healthy backends (per service, their addresses) with the host each runs on: a record
-/// of another host's container (the overlay's `overlay-remote` records, id `HOST_IP`) names its host,
+/// of another host's container (the overlay's `overlay-remote` records) names its host,
 /// any other record is this host's. A local overlay container is reached at its gateway-bridge address
 /// (`egress`): this host has no address on the overlay itself.
 pub fn backends_by_host(
@@ -67,10 +67,7 @@ pub fn backends_by_host(
 ) -> HashMap<String, Vec<MeshBackend>> {
     let mut by_addr: HashMap<IpAddr, MeshBackend> = HashMap::new();
     for rec in records {
-        let host = (rec.driver == DriverKind::RemoteOverlay).then(|| {
-            let id = rec.container_id.as_str();
-            id.split_once('_').map_or(id, |(h, _)| h).to_string()
-        });
+        let host = rec.remote.as_ref().map(|r| r.host.to_string());
         let reach = match rec.driver {
             DriverKind::Overlay => egress(rec),
             _ => None,
@@ -452,7 +449,13 @@ mod tests {
         };
         let records = [
             rec("c1", "overlay", "10.0.0.2"),
-            rec("192.168.77.2_10.0.0.66", "overlay-remote", "10.0.0.66"),
+            AttachmentRecord {
+                remote: Some(crate::state::attachment::RemoteEndpoint {
+                    host: ip("192.168.77.2"),
+                    healthy_for: vec!["web".into()],
+                }),
+                ..rec("192.168.77.2_10.0.0.66", "overlay-remote", "10.0.0.66")
+            },
             rec("c3", "bridge", "10.1.0.3"),
         ];
         let active = HashMap::from([(

@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod balancer;
+pub mod drain;
 pub mod health;
 pub mod mesh;
 pub mod publish;

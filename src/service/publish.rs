@@ -134,7 +134,7 @@ fn container_with(state_dir: &Path, addr: IpAddr) -> Option<String> {
         .filter_map(|e| e.file_name().into_string().ok())
         .flat_map(|net| RecordDir::new(state_dir, &net).list().unwrap_or_default())
         .find(|r| r.ips.iter().any(|n| n.ip() == addr))
-        .map(|r| r.name.unwrap_or(r.container_id))
+        .map(|r| r.name.unwrap_or_else(|| r.container_id.to_string()))
 }
 
 /// Sockets bound on the host (this namespace), from /proc/net: a TCP listener or any bound UDP/SCTP

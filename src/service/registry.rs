@@ -1,20 +1,23 @@
 //! `tether service create/ls/inspect/rm`: the service files under the state directory, checked against
 //! the networks, and tetherd told (it balances, probes and answers the names).
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::backends::{backends_of, BackendId};
+use crate::firewall::service_balance::{self, ServiceKey};
+use crate::netns::NetNs;
 use crate::network::{NetworkError, Networks};
 use crate::state::service::{
-    Affinity, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError, ServicePort,
-    ServiceRange, ServiceSpec,
+    Affinity, ClusterScope, HealthCheck, HealthTiming, Mode, ServiceDir, ServiceFileError,
+    ServicePort, ServiceRange, ServiceSpec,
 };
-use crate::state::RecordDir;
+use crate::state::{AttachmentRecord, DriverKind, RecordDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -229,6 +232,11 @@ impl Services {
             health,
             health_timing: req.timing,
             affinity: req.affinity,
+            // An overlay spans hosts: the service goes to the cluster store and exists on every host.
+            cluster: (network.driver == DriverKind::Overlay.name()).then(|| ClusterScope {
+                created_at_ms: crate::state::overlay::now_ms(),
+                origin: None,
+            }),
         };
         dir.write(&spec)?;
         drop(_lock);
@@ -262,6 +270,11 @@ impl Services {
         let spec = dir.read(name)?.ok_or_else(|| ServiceError::NotFound {
             name: name.to_string(),
         })?;
+        if let Some(origin) = spec.origin() {
+            return Err(ServiceError::Bad(format!(
+                "service {name:?} was created on host {origin} and comes from the cluster store; remove it there"
+            )));
+        }
         dir.remove(name)?;
         drop(_lock);
         super::publish::forget(&self.state_dir, name)?;
@@ -278,37 +291,49 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound {
                 name: name.to_string(),
             })?;
-        let records = RecordDir::new(&self.state_dir, &spec.network)
+        let mut records = RecordDir::new(&self.state_dir, &spec.network)
             .list()
             .unwrap_or_default();
-        let live = tetherd_view(&spec.name);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
+        // Other hosts' containers on an overlay, as the cluster store has them.
+        records.extend(
+            crate::overlay::remote_names::load(&self.state_dir)
+                .into_iter()
+                .filter(|r| r.network == spec.network),
+        );
+        let status = tetherd_status();
+        let live = status
+            .as_ref()
+            .and_then(|s| s.pointer(&format!("/services/balancer/services/{name}")));
+        let this_host = this_host_name(status.as_ref(), &spec);
+        let connections = slot_counters(&spec, &records);
         let backends = backends_of(&spec, &records)
             .into_iter()
             .map(|b| {
                 let key = format!("{}/{}", b.id.container_id, b.id.ifname);
                 let health = live
-                    .as_ref()
                     .and_then(|v| v.pointer(&format!("/backends/{}", key.replace('/', "~1"))))
                     .and_then(|v| v.get("health"))
                     .and_then(Value::as_str)
                     .unwrap_or("unknown")
                     .to_string();
+                let connections = connections
+                    .as_ref()
+                    .map(|c| b.addresses.iter().filter_map(|a| c.get(a)).sum());
                 BackendView {
+                    connections,
                     id: b.id,
                     name: b.name,
                     addresses: b.addresses,
-                    host: host.clone(),
+                    host: b
+                        .remote
+                        .map_or_else(|| this_host.clone(), |r| r.host.to_string()),
                     health,
                 }
             })
             .collect();
         Ok(ServiceView {
-            mesh: super::publish::view(&self.state_dir, &spec.name, &host),
+            mesh: super::publish::view(&self.state_dir, &spec.name, &this_host),
             counters: live
-                .as_ref()
                 .and_then(|v| v.get("counters").cloned())
                 .unwrap_or(Value::Null),
             spec,
@@ -317,18 +342,66 @@ impl Services {
     }
 }
 
-/// What tetherd's status says of one service; None when tetherd does not run.
-fn tetherd_view(name: &str) -> Option<Value> {
+/// Per backend address, the connections the slots of `spec` sent to it in this host's clients (every
+/// record of the network with a namespace). None when a client's namespace cannot be entered (not root).
+fn slot_counters(spec: &ServiceSpec, records: &[AttachmentRecord]) -> Option<HashMap<IpAddr, u64>> {
+    let keys: Vec<ServiceKey> = spec
+        .vips
+        .iter()
+        .flat_map(|vip| {
+            spec.ports.iter().map(|p| ServiceKey {
+                vip: *vip,
+                protocol: p.protocol.protocol(),
+                port: p.port,
+            })
+        })
+        .collect();
+    let clients: BTreeSet<&Path> = records.iter().filter_map(|r| r.netns.as_deref()).collect();
+    let mut out: HashMap<IpAddr, u64> = HashMap::new();
+    for path in clients {
+        // A client gone since its record was read has nothing left to count.
+        let Ok(ns) = NetNs::open(path) else {
+            continue;
+        };
+        let counted = ns
+            .run(|| {
+                keys.iter()
+                    .filter_map(|k| service_balance::slot_counters(k).ok())
+                    .flatten()
+                    .collect::<Vec<_>>()
+            })
+            .ok()?;
+        for (addr, packets) in counted {
+            *out.entry(addr).or_default() += packets;
+        }
+    }
+    Some(out)
+}
+
+/// tetherd's status; None when tetherd does not run.
+fn tetherd_status() -> Option<Value> {
     let reply = crate::client::notify::request(
         &crate::paths::run_dir(),
         &crate::client::protocol::Request::Status,
         std::time::Duration::from_secs(2),
     )
     .ok()?;
-    reply
-        .status?
-        .pointer(&format!("/services/balancer/services/{name}"))
-        .cloned()
+    reply.status
+}
+
+/// How a backend of this host is named: on a cluster service, this host's control-plane address (the
+/// name other hosts' backends carry); else the host name.
+fn this_host_name(status: Option<&Value>, spec: &ServiceSpec) -> String {
+    let overlay_host = status
+        .and_then(|s| s.pointer("/services/overlay/host"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty());
+    match overlay_host {
+        Some(h) if spec.cluster.is_some() => h.to_string(),
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -339,8 +412,12 @@ pub struct BackendView {
     pub name: Option<String>,
     pub addresses: Vec<IpAddr>,
     pub host: String,
-    /// healthy, unhealthy, starting (not yet `rise` passes), or unknown (tetherd does not run).
+    /// healthy, unhealthy, starting (not yet `rise` passes), draining, or unknown (tetherd does not run).
     pub health: String,
+    /// New connections this host's clients were balanced to it, from its slots' counters (a slot counts
+    /// from when the backend took it). None when the client namespaces could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dir_scan;
 use super::DriverKind;
+use crate::container_id::ContainerId;
+use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::netns::NsId;
 use crate::state_file;
@@ -17,20 +19,20 @@ use crate::state_file;
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRecord {
     pub network: String,
-    pub container_id: String,
-    pub ifname: String,
+    pub container_id: ContainerId,
+    pub ifname: IfName,
     pub driver: DriverKind,
     #[serde(default)]
-    pub netns: Option<String>,
+    pub netns: Option<PathBuf>,
     /// The identity of the namespace `netns` referred to at ADD, so tetherd and `tether gc` can tell when it
     /// is gone even if the path now names another one (a reused pid or name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_id: Option<NsId>,
     /// Host-side interface (veth) and the bridge it hangs on, when the driver made one.
     #[serde(default)]
-    pub host_ifname: Option<String>,
+    pub host_ifname: Option<IfName>,
     #[serde(default)]
-    pub bridge: Option<String>,
+    pub bridge: Option<IfName>,
     #[serde(default)]
     pub mac: Option<MacAddr>,
     /// Whether ADD put the container's MAC into the macspoofchk sets (so DEL knows to remove it).
@@ -53,6 +55,22 @@ pub struct AttachmentRecord {
     /// (its names still resolve for others).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_resolver: bool,
+    /// Another host's overlay container (driver `overlay-remote`): where it lives and what its host
+    /// says of it as a service backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteEndpoint>,
+}
+
+/// What the cluster store says of another host's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteEndpoint {
+    /// The host's control-plane address.
+    pub host: std::net::IpAddr,
+    /// The services its host balances it in (healthy by that host's probes or without checks, and not
+    /// draining): only those put it in their maps here.
+    #[serde(default)]
+    pub healthy_for: Vec<String>,
 }
 
 pub use crate::state_file::StateFileError as RecordError;
@@ -119,16 +137,16 @@ mod tests {
     fn sample(cid: &str) -> AttachmentRecord {
         AttachmentRecord {
             network: "n1".into(),
-            container_id: cid.into(),
-            ifname: "eth0".into(),
+            container_id: cid.parse().unwrap(),
+            ifname: "eth0".parse().unwrap(),
             driver: DriverKind::Bridge,
             netns: Some("/run/netns/x".into()),
             netns_id: Some(NsId {
                 dev: 4,
                 ino: 4026532000,
             }),
-            host_ifname: Some("tv0123".into()),
-            bridge: Some("tether0".into()),
+            host_ifname: Some("tv0123".parse().unwrap()),
+            bridge: Some("tether0".parse().unwrap()),
             mac: None,
             macspoofchk: false,
             ips: vec!["10.0.0.2/24".parse().unwrap()],
@@ -137,6 +155,7 @@ mod tests {
             dns: true,
             internal: false,
             own_resolver: false,
+            remote: None,
         }
     }
 

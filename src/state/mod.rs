@@ -11,6 +11,6 @@ pub mod overlay;
 pub mod service;
 pub mod vlan_registry;
 
-pub use attachment::{AttachmentRecord, RecordDir};
+pub use attachment::{AttachmentRecord, RecordDir, RemoteEndpoint};
 pub use driver_kind::DriverKind;
 pub use lock::{LockError, NetworkLock};

@@ -3,7 +3,7 @@
 //! no host in it, so a cluster store can carry the same document to other hosts later.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::Protocol;
-use crate::state_file;
+use crate::state_file::{self, DirLock, JsonDir};
 
 pub use crate::state_file::StateFileError as ServiceFileError;
 
@@ -196,6 +196,34 @@ pub struct ServiceSpec {
     pub health_timing: HealthTiming,
     #[serde(default)]
     pub affinity: Affinity,
+    /// Set on a network that spans hosts (overlay): the service lives in the cluster store and exists
+    /// on every host of the network with the same VIP. None: this host's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterScope>,
+}
+
+/// Where a cluster service comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterScope {
+    /// Wall-clock milliseconds at creation: of two services holding one VIP, the earlier keeps it.
+    pub created_at_ms: u64,
+    /// The host that created it, when that is another host: this file is then a copy of its record in
+    /// the cluster store, written and removed by the control plane. None: created here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<IpAddr>,
+}
+
+impl ServiceSpec {
+    /// A service this host created on a network spanning hosts: its record goes to the cluster store.
+    pub fn is_own_cluster_service(&self) -> bool {
+        self.cluster.is_some_and(|c| c.origin.is_none())
+    }
+
+    /// The host whose cluster record this file copies.
+    pub fn origin(&self) -> Option<IpAddr> {
+        self.cluster.and_then(|c| c.origin)
+    }
 }
 
 impl ServiceSpec {
@@ -288,6 +316,31 @@ impl ServiceRange {
     }
 }
 
+/// `<run>/balancer-health.json`: this host's backends in their services' maps (healthy by tetherd's
+/// probes, or of a service without checks; not draining), as (service, container id, ifname). tetherd's
+/// balancer writes it; the overlay control plane publishes it with this host's endpoints, so other hosts
+/// balance over a backend of this one only while it is listed.
+pub fn backend_health_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("balancer-health.json")
+}
+
+/// One healthy backend in that file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthyBackend {
+    pub service: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The healthy backends the file lists; none when it is missing or unreadable.
+pub fn read_healthy_backends(run_dir: &Path) -> Vec<HealthyBackend> {
+    state_file::read_json(&backend_health_path(run_dir))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// `<state>/services`: the one place that names the layout.
 pub fn services_root(state_dir: &Path) -> PathBuf {
     state_dir.join("services")
@@ -295,58 +348,49 @@ pub fn services_root(state_dir: &Path) -> PathBuf {
 
 /// The service files, with a lock so two `service create`s never take one VIP or one name.
 pub struct ServiceDir {
-    dir: PathBuf,
+    files: JsonDir,
 }
 
 /// Held while a service is created or removed.
-pub struct ServiceLock {
-    _file: File,
-}
+pub type ServiceLock = DirLock;
 
 impl ServiceDir {
     pub fn new(state_dir: &Path) -> ServiceDir {
         ServiceDir {
-            dir: services_root(state_dir),
+            files: JsonDir::new(services_root(state_dir)),
         }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
+        self.files.path(name)
     }
 
     pub fn lock(&self) -> std::io::Result<ServiceLock> {
-        fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        file.lock()?;
-        Ok(ServiceLock { _file: file })
+        self.files.lock()
     }
 
     pub fn read(&self, name: &str) -> Result<Option<ServiceSpec>, ServiceFileError> {
-        state_file::read_json(&self.path(name))
+        self.files.read(name)
     }
 
     pub fn write(&self, spec: &ServiceSpec) -> Result<(), ServiceFileError> {
-        state_file::write_json(&self.path(&spec.name), spec)
+        self.files.write(&spec.name, spec)
     }
 
     pub fn remove(&self, name: &str) -> Result<bool, ServiceFileError> {
-        state_file::remove(&self.path(name))
+        self.files.remove(name)
     }
 
     /// Every service, by name; a missing directory is no services.
     pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceFileError> {
-        let mut all: Vec<ServiceSpec> = state_file::list_json(&self.dir)?;
+        let mut all: Vec<ServiceSpec> = self.files.list()?;
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
 
     /// The directory's modification time: tetherd re-reads the services only when it moved.
     pub fn stamp(&self) -> Option<std::time::SystemTime> {
-        fs::metadata(&self.dir).and_then(|m| m.modified()).ok()
+        self.files.stamp()
     }
 }
 
@@ -404,6 +448,7 @@ mod tests {
             health: HealthCheck::Http("/".into()),
             health_timing: HealthTiming::default(),
             affinity: Affinity::Client,
+            cluster: None,
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert!(text.contains(r#""ports":["80/tcp","53/udp"]"#), "{text}");

@@ -33,7 +33,7 @@ impl KnownAttachment {
     pub fn netns(&self) -> Option<String> {
         self.record
             .as_ref()
-            .and_then(|r| r.netns.clone())
+            .and_then(|r| r.netns.as_ref().map(|p| p.display().to_string()))
             .or_else(|| self.cached.as_ref().and_then(|c| c.netns.clone()))
     }
 

@@ -296,8 +296,8 @@ impl Doctor {
                 out.push(Finding::problem(
                     "tetherd",
                     format!(
-                        "container {} on network {} has no resolver at 127.0.0.11:53 in {path}: its names do not resolve",
-                        rec.container_id, rec.network
+                        "container {} on network {} has no resolver at 127.0.0.11:53 in {}: its names do not resolve",
+                        rec.container_id, rec.network, path.display()
                     ),
                     "look in tetherd.log for why; restarting tetherd reopens the resolver of every recorded container",
                 ));
@@ -508,7 +508,7 @@ fn shadowing_rules(records: &[AttachmentRecord]) -> Vec<Finding> {
     let containers: Vec<(String, std::net::IpAddr)> = records
         .iter()
         .flat_map(|r| {
-            let who = r.name.clone().unwrap_or_else(|| r.container_id.clone());
+            let who = r.name.clone().unwrap_or_else(|| r.container_id.to_string());
             r.ips.iter().map(move |n| (who.clone(), n.ip()))
         })
         .collect();

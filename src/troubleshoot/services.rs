@@ -106,7 +106,8 @@ pub fn checks(
 }
 
 /// Doctor: backends tetherd finds unhealthy, and backend slots in a live client's maps pointing to an
-/// address no attachment of the network holds (a container gone without tetherd noticing).
+/// address no attachment of the network holds, here or (overlay) on another host (a container gone
+/// without tetherd noticing).
 pub fn findings(
     state_dir: &Path,
     clients: &[&AttachmentRecord],
@@ -130,6 +131,8 @@ pub fn findings(
             }
         }
     }
+    // Other hosts' containers on an overlay are backends too (their addresses are in the slots).
+    let remote = crate::overlay::remote_names::load(state_dir);
     for client in clients {
         if on_network(state_dir, &client.network).is_empty() {
             continue;
@@ -141,6 +144,7 @@ pub fn findings(
         };
         let held: HashSet<IpAddr> = all
             .iter()
+            .chain(remote.iter())
             .filter(|r| r.network == client.network)
             .flat_map(|r| r.ips.iter().map(|ip| ip.ip()))
             .collect();

@@ -17,6 +17,7 @@ use super::host_firewall;
 use super::inspect::{describe_port, recorded_ports};
 use super::resolver_socket;
 use crate::firewall::{Firewall, NetworkId, PortMapping, Protocol};
+use crate::ifname::IfName;
 use crate::netns::NetNs;
 
 /// One end of the flow as given on the command line.
@@ -153,8 +154,8 @@ impl<'a> Leg<'a> {
         Some(Leg {
             a,
             ip,
-            bridge: rec.bridge.clone(),
-            netns: rec.netns.clone(),
+            bridge: rec.bridge.as_ref().map(|b| b.to_string()),
+            netns: rec.netns.as_ref().map(|p| p.display().to_string()),
         })
     }
 
@@ -352,7 +353,7 @@ impl Tracer {
             let bridge = d
                 .record
                 .as_ref()
-                .and_then(|r| r.bridge.clone())
+                .and_then(|r| r.bridge.as_ref().map(|b| b.to_string()))
                 .unwrap_or_default();
             let rule = isolation_rule(&d.network, &bridge);
             t.drop(
@@ -616,7 +617,7 @@ fn dns_step(
                 Some(false) => t.drop(
                     "DNS",
                     format!("{name} is in scope on network {}, but the source has no resolver listening", d.network),
-                    format!("no answer from 127.0.0.11:53 in {}", src_ns.unwrap_or_default()),
+                    format!("no answer from 127.0.0.11:53 in {}", src_ns.unwrap_or_default().display()),
                     Cause::Dns,
                     "tether doctor says why tetherd does not serve it; restarting tetherd reopens every recorded container's resolver".into(),
                 ),
@@ -712,7 +713,7 @@ fn same_network(src: &Leg<'_>, dst: &Leg<'_>, t: &mut Trace) {
     let bridge = src.bridge.clone().unwrap_or_default();
     let src_port = src.a.record.as_ref().and_then(|r| r.host_ifname.clone());
     let dst_port = dst.a.record.as_ref().and_then(|r| r.host_ifname.clone());
-    let isolated = |p: &Option<String>| {
+    let isolated = |p: &Option<IfName>| {
         p.as_deref()
             .and_then(BridgePort::of)
             .is_some_and(|p| p.isolated())

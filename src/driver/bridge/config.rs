@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::ifname::ifname_problem;
+use crate::firewall::PortmapOptions;
+use crate::ifname::IfName;
 pub use crate::ifname::DEFAULT_BRIDGE;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -36,12 +37,22 @@ struct RawBridgeConfig {
     vlan: u16,
     #[serde(default)]
     vlan_trunk: Option<serde_json::Value>,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+/// The capabilities the conflist declares for this plugin; the runtime then sends their runtimeConfig.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Capabilities {
+    #[serde(default)]
+    port_mappings: bool,
 }
 
 /// Validated bridge settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BridgeConfig {
-    pub bridge: String,
+    pub bridge: IfName,
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub force_address: bool,
@@ -52,30 +63,29 @@ pub struct BridgeConfig {
     pub macspoofchk: bool,
     pub enable_dad: bool,
     pub icc: bool,
+    /// With the `portMappings` capability declared on tether-bridge itself (what `tether network create`
+    /// writes), it publishes the runtime's ports in the same process, with tether-portmap's options
+    /// (`snat`, `masqAll`) read from its own config: one plugin process for the whole chain.
+    pub ports: Option<PortmapOptions>,
 }
 
 impl BridgeConfig {
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, Error> {
         let r: RawBridgeConfig = serde_json::from_value(raw.clone())
             .map_err(|e| Error::config(format!("invalid tether-bridge config: {e}")))?;
-        let bridge = r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
-        if let Some(why) = ifname_problem(&bridge) {
-            return Err(Error::config(format!(
-                "bridge name {bridge:?} is not a valid interface name: {why}"
-            )));
-        }
+        let bridge =
+            IfName::new(r.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string())).map_err(|e| {
+                Error::config(format!(
+                    "bridge name {:?} is not a valid interface name: {}",
+                    e.text, e.why
+                ))
+            })?;
         if r.vlan != 0 || r.vlan_trunk.is_some() {
             return Err(Error::unsupported("tether-bridge does not support `vlan`/`vlanTrunk`; remove them or use tether-macvlan with a VLAN parent",
             ));
         }
         if let Some(mtu) = r.mtu {
-            if !crate::link::MTU_RANGE.contains(&mtu) {
-                return Err(Error::config(format!(
-                    "mtu {mtu} is out of range; use a value from {} to {}",
-                    crate::link::MTU_RANGE.start(),
-                    crate::link::MTU_RANGE.end()
-                )));
-            }
+            crate::link::check_mtu(mtu).map_err(|e| Error::config(e.to_string()))?;
         }
         Ok(Self {
             bridge,
@@ -90,6 +100,10 @@ impl BridgeConfig {
             macspoofchk: r.macspoofchk,
             enable_dad: r.enable_dad,
             icc: r.icc.unwrap_or(true),
+            ports: match r.capabilities.port_mappings {
+                true => Some(crate::driver::portmap::options(raw)?),
+                false => None,
+            },
         })
     }
 }

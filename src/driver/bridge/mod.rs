@@ -23,6 +23,7 @@ use crate::driver::container_iface::{
     self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
 };
 use crate::driver::container_inputs::open_netns;
+use crate::driver::portmap;
 use crate::driver::rollback::Rollback;
 use crate::driver::teardown::{teardown_if_unused, Teardown};
 use crate::driver::veth_name::host_veth_name;
@@ -297,7 +298,7 @@ fn add_firewall_elements<'a>(
     let addrs: Vec<IpAddr> = ips.iter().map(|i| i.address.ip()).collect();
     fw.ensure_network(&NetworkRules {
         name: net.to_string(),
-        bridge: cfg.bridge.clone(),
+        bridge: cfg.bridge.to_string(),
         masquerade: cfg.ip_masq,
         isolation: true,
     })?;
@@ -316,6 +317,30 @@ fn add_firewall_elements<'a>(
                 .map_err(|e| e.to_string())
         });
     }
+    Ok(())
+}
+
+/// The runtime's `portMappings`, when tether-bridge declares the capability itself: published on the same
+/// firewall socket as the container's elements, undone with the rest of a failed ADD.
+fn publish_ports<'a>(
+    fw: &Firewall,
+    call: &'a Call,
+    cfg: &BridgeConfig,
+    ips: &[IpConfig],
+    rollback: &mut Rollback<'a>,
+) -> Result<(), Error> {
+    let Some(opts) = &cfg.ports else {
+        return Ok(());
+    };
+    if call.conf.runtime_config.port_mappings.is_empty() {
+        return Ok(());
+    }
+    let addrs: Vec<IpAddr> = ips.iter().map(|i| i.address.ip()).collect();
+    // The network's own chains already masquerade hairpin traffic on this bridge.
+    let published = portmap::publish(fw, call, opts, &addrs, Some(&cfg.bridge), false)?;
+    rollback.push("published ports", move || {
+        portmap::withdraw(call, &published).map_err(|e| e.to_string())
+    });
     Ok(())
 }
 
@@ -364,6 +389,7 @@ impl Plugin for BridgePlugin {
             (&host_if, spoofchk_mac),
             &mut rollback,
         )?;
+        publish_ports(&fw, call, cfg, &leased.ips, &mut rollback)?;
         let kept = attachment::keep(
             Finish::new(call, &ns, c, rollback).holding(lock),
             Made {
@@ -431,6 +457,9 @@ impl Plugin for BridgePlugin {
         // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
         let fw = Firewall::open()?;
         let reaper = LinkReaper::start(&host_if)?;
+        if cfg.ports.is_some() {
+            portmap::unpublish(&fw, call)?;
+        }
         c.ipam.del(call)?;
         {
             let _lock = NetworkLock::shared(net)?;
@@ -475,6 +504,9 @@ impl Plugin for BridgePlugin {
                 )));
             }
         }
+        if cfg.ports.is_some() {
+            portmap::verify(call, &prev)?;
+        }
         c.ipam.check(call)
     }
 
@@ -482,6 +514,9 @@ impl Plugin for BridgePlugin {
         let cfg = &c.net;
         let net = call.conf.name.as_str();
         c.ipam.gc(call, valid)?;
+        if cfg.ports.is_some() {
+            portmap::collect(call, valid)?;
+        }
         let records = RecordDir::for_network(net);
         let host = Netlink::new()?;
         for rec in records.list()? {

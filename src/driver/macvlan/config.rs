@@ -72,13 +72,8 @@ impl MacvlanConfig {
             }
         }
         if let Some(mtu) = r.mtu {
-            if !crate::link::MTU_RANGE.contains(&mtu) {
-                return Err(invalid(format!(
-                    "mtu {mtu} is out of range; use a value from {} to {} (at most the parent's)",
-                    crate::link::MTU_RANGE.start(),
-                    crate::link::MTU_RANGE.end()
-                )));
-            }
+            crate::link::check_mtu(mtu)
+                .map_err(|e| invalid(format!("{e} (at most the parent's)")))?;
         }
         if let Some(id) = r.vlan {
             if !VLAN_ID_RANGE.contains(&id) {

@@ -31,6 +31,7 @@ use crate::driver::container_iface::{self, DefaultRoute, IfaceConfig, Ipv6Quieti
 use crate::driver::container_inputs::open_netns;
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
+use crate::ifname::IfName;
 use crate::link::{LinkError, LinkInfo, MacvlanSpec, Netlink};
 use crate::netns::NetNs;
 use crate::state::{DriverKind, RecordDir};
@@ -198,7 +199,9 @@ impl Plugin for MacvlanPlugin {
             Made {
                 driver: DriverKind::Macvlan,
                 // The parent: the record's "host-side interface" for a driver without one of its own.
-                host_ifname: (!cfg.link_in_container).then(|| parent_link.name.clone()),
+                host_ifname: (!cfg.link_in_container)
+                    .then(|| IfName::new(parent_link.name.clone()).ok())
+                    .flatten(),
                 bridge: None,
                 mac: child.mac,
                 macspoofchk: false,
@@ -231,10 +234,7 @@ impl Plugin for MacvlanPlugin {
         // CNI_NETNS is optional for DEL; the record remembers where the child was made.
         let recorded_netns = match call.env.netns {
             Some(_) => None,
-            None => record
-                .as_ref()
-                .and_then(|r| r.netns.clone())
-                .map(std::path::PathBuf::from),
+            None => record.as_ref().and_then(|r| r.netns.clone()),
         };
         delete_child(
             call.env.netns.as_deref().or(recorded_netns.as_deref()),

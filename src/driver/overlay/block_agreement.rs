@@ -14,7 +14,6 @@ use ipnetwork::Ipv4Network;
 
 use crate::client::notify::endpoint_changed;
 use crate::client::poke::poke_control_plane;
-use crate::cni::error::{CniError, ErrorCode};
 use crate::error::Error;
 use crate::state::overlay::{requires_agreement, ClaimState, OverlayDir};
 
@@ -91,18 +90,13 @@ pub fn wait_for_agreement(
 
 /// The ADD's answer when the store could not confirm a new block in time.
 pub fn no_agreement(network: &str, block: Ipv4Network) -> Error {
-    Error::Cni(
-        CniError::new(
-            ErrorCode::TryLater,
-            format!(
-                "overlay network {network} needs a new address block ({block}) on this host and the \
-                 cluster store did not confirm it in time"
-            ),
-        )
-        .with_details(
-            "the store (etcd) is unreachable or tetherd is not running; containers in blocks this host \
-             owns are unaffected. Retry the ADD once `tether cluster status` shows the store reachable",
-        ),
+    Error::try_later(format!(
+        "overlay network {network} needs a new address block ({block}) on this host and the \
+         cluster store did not confirm it in time"
+    ))
+    .with_details(
+        "the store (etcd) is unreachable or tetherd is not running; containers in blocks this host \
+         owns are unaffected. Retry the ADD once `tether cluster status` shows the store reachable",
     )
 }
 

@@ -6,7 +6,7 @@ use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::ifname::ifname_problem;
+use crate::ifname::IfName;
 use crate::link::MAX_VNI;
 
 /// VXLAN adds 50 bytes over IPv4 (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8).
@@ -53,7 +53,7 @@ pub struct OverlayConfig {
     /// Prefix length of the blocks hosts claim (`blockSize`).
     pub block_prefix: u8,
     /// The network's bridge on each host (`tob<vni>` unless set).
-    pub bridge: String,
+    pub bridge: IfName,
     pub egress: bool,
     pub gateway_bridge: String,
     pub gateway_subnet: Ipv4Network,
@@ -67,12 +67,16 @@ fn invalid(msg: String) -> Error {
 }
 
 fn check_ifname(field: &str, name: &str) -> Result<(), Error> {
-    match ifname_problem(name) {
-        Some(why) => Err(invalid(format!(
-            "{field} {name:?} is not a valid interface name: {why}"
-        ))),
-        None => Ok(()),
-    }
+    typed_ifname(field, name.to_string()).map(drop)
+}
+
+fn typed_ifname(field: &str, name: String) -> Result<IfName, Error> {
+    IfName::new(name).map_err(|e| {
+        invalid(format!(
+            "{field} {:?} is not a valid interface name: {}",
+            e.text, e.why
+        ))
+    })
 }
 
 fn parse_v4_subnet(field: &str, text: &str) -> Result<Ipv4Network, Error> {
@@ -109,13 +113,7 @@ impl OverlayConfig {
             })?,
         )?;
         if let Some(mtu) = r.mtu {
-            if !crate::link::MTU_RANGE.contains(&mtu) {
-                return Err(invalid(format!(
-                    "mtu {mtu} is out of range; use a value from {} to {}",
-                    crate::link::MTU_RANGE.start(),
-                    crate::link::MTU_RANGE.end()
-                )));
-            }
+            crate::link::check_mtu(mtu).map_err(|e| invalid(e.to_string()))?;
         }
         let underlay = match r.underlay.as_deref().map(str::trim) {
             None | Some("") => Underlay::DefaultRoute,
@@ -136,8 +134,7 @@ impl OverlayConfig {
                 subnet.prefix()
             )));
         }
-        let bridge = r.bridge.unwrap_or_else(|| format!("tob{vni}"));
-        check_ifname("bridge", &bridge)?;
+        let bridge = typed_ifname("bridge", r.bridge.unwrap_or_else(|| format!("tob{vni}")))?;
         let gateway_bridge = r
             .gateway_bridge
             .unwrap_or_else(|| DEFAULT_GATEWAY_BRIDGE.to_string());

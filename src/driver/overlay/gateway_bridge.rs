@@ -30,7 +30,7 @@ pub fn egress_ifname(ifname: &str) -> String {
 
 /// The host-side veth of the egress interface; distinct from the overlay veth of the same container.
 pub fn egress_host_veth(container_id: &str, ifname: &str) -> String {
-    host_veth_name(container_id, &egress_ifname(ifname))
+    host_veth_name(container_id, &egress_ifname(ifname)).into_string()
 }
 
 /// The firewall network of the gateway bridge: its name doubles as the network name.

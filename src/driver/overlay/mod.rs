@@ -257,7 +257,7 @@ fn ensure_network_devices(
         subnet: cfg.subnet,
         block_prefix: cfg.block_prefix,
         vtep,
-        bridge: cfg.bridge.clone(),
+        bridge: cfg.bridge.to_string(),
         vxlan: vxlan.name.clone(),
     })?;
     Ok(br)
@@ -441,9 +441,9 @@ impl Plugin for OverlayPlugin {
         let cfg = &c.net;
         let host = Netlink::new()?;
         for name in [
-            cfg.bridge.clone(),
+            cfg.bridge.to_string(),
             vxlan_name(cfg.vni),
-            host_veth_name(call.container_id(), call.ifname()),
+            host_veth_name(call.container_id(), call.ifname()).into_string(),
         ] {
             if host.link_by_name(&name)?.is_none() {
                 return Err(mismatch(format!("{name} is missing on the host")));

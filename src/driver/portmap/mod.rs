@@ -120,6 +120,124 @@ fn recorded_or_wanted(call: &Call) -> Result<Vec<PortMapping>, Error> {
     }
 }
 
+/// The ports the runtime asks for (`portMappings`) published to the container's addresses `ips`, behind
+/// `host_if` (the bridge), in one batch on `fw`, and recorded for DEL. Returns what was published, so a
+/// caller that fails later can [`withdraw`] it. Shared by tether-portmap and by tether-bridge when it
+/// declares the `portMappings` capability itself (one process for the whole chain).
+pub fn publish(
+    fw: &Firewall,
+    call: &Call,
+    opts: &PortmapOptions,
+    ips: &[IpAddr],
+    host_if: Option<&str>,
+    hairpin: bool,
+) -> Result<Vec<PortMapping>, Error> {
+    let (cid, ifname) = ids(call);
+    let maps = config::expand(&call.conf.runtime_config.port_mappings, ips)?;
+    if maps.is_empty() {
+        return Ok(maps);
+    }
+    refuse_mesh_ports(&maps)?;
+    fw.ensure_portmap(opts)?;
+    if let Some(bridge) = host_if {
+        // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
+        // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
+        if maps.iter().any(|m| m.container_ip.is_ipv4()) {
+            set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")?;
+        }
+        if hairpin {
+            fw.add_hairpin_interface(bridge)?;
+        }
+    }
+    // One batch: a conflict refuses every mapping of this container, so nothing is half-published.
+    fw.add_ports(&maps)?;
+    let rec = PortmapRecord {
+        container_id: cid.to_string(),
+        ifname: ifname.to_string(),
+        mappings: maps.iter().map(SavedMapping::from).collect(),
+    };
+    if let Err(e) = state_file::write_json(&record_path(&call.conf.name, cid, ifname), &rec) {
+        let _ = fw.remove_ports(&maps);
+        return Err(Error::from(e));
+    }
+    Ok(maps)
+}
+
+/// Undoes a [`publish`] of this call's container whose ADD failed later.
+pub fn withdraw(call: &Call, maps: &[PortMapping]) -> Result<(), Error> {
+    let (cid, ifname) = ids(call);
+    if !maps.is_empty() {
+        Firewall::open()?.remove_ports(maps)?;
+    }
+    state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
+    Ok(())
+}
+
+/// DEL: removes what ADD published for this container (its record, else what the runtime sends now).
+pub fn unpublish(fw: &Firewall, call: &Call) -> Result<(), Error> {
+    let (cid, ifname) = ids(call);
+    let maps = recorded_or_wanted(call)?;
+    if !maps.is_empty() {
+        // remove_ports deletes only entries still pointing at this container, so a DEL of a container
+        // whose ADD was refused never unpublishes the holder's port.
+        fw.remove_ports(&maps)?;
+    }
+    state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
+    Ok(())
+}
+
+/// CHECK: every port the runtime asks for is published to the addresses of `prev`.
+pub fn verify(call: &Call, prev: &CniResult) -> Result<(), Error> {
+    let maps = wanted_mappings(call, prev)?;
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let present = Firewall::open().and_then(|fw| fw.ports_present(&maps))?;
+    if !present {
+        return Err(mismatch(format!(
+            "published ports of container {} are missing from table inet tether",
+            call.env.container_id.as_deref().unwrap_or("?")
+        )));
+    }
+    Ok(())
+}
+
+/// GC: removes the published ports of every container of the network not in `valid`.
+pub fn collect(call: &Call, valid: &[Attachment]) -> Result<(), Error> {
+    let dir = record_dir(&call.conf.name);
+    let records: Vec<PortmapRecord> = state_file::list_json(&dir)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let fw = Firewall::open()?;
+    for rec in records {
+        if valid
+            .iter()
+            .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname)
+        {
+            continue;
+        }
+        let maps: Vec<PortMapping> = rec
+            .mappings
+            .iter()
+            .filter_map(SavedMapping::to_mapping)
+            .collect();
+        fw.remove_ports(&maps)?;
+        state_file::remove(&record_path(
+            &call.conf.name,
+            &rec.container_id,
+            &rec.ifname,
+        ))?;
+    }
+    Ok(())
+}
+
+/// The options of a plugin's own config (`snat`, `masqAll`): tether-portmap's, or tether-bridge's when it
+/// publishes ports itself.
+pub fn options(raw: &serde_json::Value) -> Result<PortmapOptions, Error> {
+    config::options(raw)
+}
+
 impl Plugin for PortmapPlugin {
     type Error = Error;
     type Config = PortmapOptions;
@@ -129,98 +247,35 @@ impl Plugin for PortmapPlugin {
     }
 
     fn add(&self, call: &Call, opts: &PortmapOptions) -> Result<CniResult, Error> {
-        let (cid, ifname) = ids(call);
         let prev = call.prev_result()?.ok_or_else(|| {
             Error::config("tether-portmap is a chained plugin: put it after an interface plugin (e.g. tether-bridge) in a conflist",
             )
         })?;
-        let maps = wanted_mappings(call, &prev)?;
-        if maps.is_empty() {
+        if call.conf.runtime_config.port_mappings.is_empty() {
             return Ok(prev);
         }
-        refuse_mesh_ports(&maps)?;
-        let (_, host_if) = from_prev(&prev);
+        let (ips, host_if) = from_prev(&prev);
         let fw = Firewall::open()?;
-        fw.ensure_portmap(opts)?;
-        if let Some(bridge) = host_if.as_deref() {
-            // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
-            // interface unless route_localnet is on for it (IPv4 only; IPv6 has no such switch).
-            if maps.iter().any(|m| m.container_ip.is_ipv4()) {
-                set_sysctl(&format!("net/ipv4/conf/{bridge}/route_localnet"), "1")?;
-            }
-            // Hairpin masquerade for bridges that are not tether networks (tether's own get it from
-            // their network chains); adding it again is harmless.
-            fw.add_hairpin_interface(bridge)?;
-        }
-        // One batch: a conflict refuses every mapping of this container, so nothing is half-published.
-        fw.add_ports(&maps)?;
-        let rec = PortmapRecord {
-            container_id: cid.to_string(),
-            ifname: ifname.to_string(),
-            mappings: maps.iter().map(SavedMapping::from).collect(),
-        };
-        if let Err(e) = state_file::write_json(&record_path(&call.conf.name, cid, ifname), &rec) {
-            let _ = fw.remove_ports(&maps);
-            return Err(Error::from(e));
-        }
+        // Hairpin masquerade for bridges that are not tether networks (tether's own get it from their
+        // network chains); adding it again is harmless.
+        publish(&fw, call, opts, &ips, host_if.as_deref(), true)?;
         fw.close();
         Ok(prev)
     }
 
     fn del(&self, call: &Call, _: &PortmapOptions) -> Result<(), Error> {
-        let (cid, ifname) = ids(call);
-        let maps = recorded_or_wanted(call)?;
-        if !maps.is_empty() {
-            // remove_ports deletes only entries still pointing at this container, so a DEL of a container
-            // whose ADD was refused never unpublishes the holder's port.
-            let fw = Firewall::open()?;
-            fw.remove_ports(&maps)?;
-            fw.release_in_background();
-        }
-        state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
+        let fw = Firewall::open()?;
+        unpublish(&fw, call)?;
+        fw.release_in_background();
         Ok(())
     }
 
     fn check(&self, call: &Call, _: &PortmapOptions) -> Result<(), Error> {
-        let prev = check::prev_result(call)?;
-        let maps = wanted_mappings(call, &prev)?;
-        if maps.is_empty() {
-            return Ok(());
-        }
-        let present = Firewall::open().and_then(|fw| fw.ports_present(&maps))?;
-        if !present {
-            return Err(mismatch(format!(
-                "published ports of container {} are missing from table inet tether",
-                call.env.container_id.as_deref().unwrap_or("?")
-            )));
-        }
-        Ok(())
+        verify(call, &check::prev_result(call)?)
     }
 
     fn gc(&self, call: &Call, _: &PortmapOptions, valid: &[Attachment]) -> Result<(), Error> {
-        let dir = record_dir(&call.conf.name);
-        let records: Vec<PortmapRecord> = state_file::list_json(&dir)?;
-        let fw = Firewall::open()?;
-        for rec in records {
-            if valid
-                .iter()
-                .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname)
-            {
-                continue;
-            }
-            let maps: Vec<PortMapping> = rec
-                .mappings
-                .iter()
-                .filter_map(SavedMapping::to_mapping)
-                .collect();
-            fw.remove_ports(&maps)?;
-            state_file::remove(&record_path(
-                &call.conf.name,
-                &rec.container_id,
-                &rec.ifname,
-            ))?;
-        }
-        Ok(())
+        collect(call, valid)
     }
 }
 

@@ -5,7 +5,8 @@
 //!   hands out the block's addresses. Created only by a `version == 0` transaction.
 //! - `<prefix>/records/<host>/<network>/<kind>/<id>`: one record of `host`, persistent, written by that
 //!   host alone (compare-and-swap on its mod revision). Kinds: `endpoint` (id: the container address,
-//!   value `{"vni", "mac", "vtep", "names"}`); later kinds (service VIPs, keys) sit beside it.
+//!   value `{"vni", "mac", "vtep", "names", "healthyFor"}`) and `service` (id: the service name, value
+//!   the service file's JSON: name, network, vips, ports, mode, health, affinity, `cluster.createdAtMs`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -27,6 +28,11 @@ pub enum Key {
         host: IpAddr,
         network: String,
         ip: Ipv4Addr,
+    },
+    Service {
+        host: IpAddr,
+        network: String,
+        name: String,
     },
 }
 
@@ -51,6 +57,8 @@ struct EndpointValue {
     mac: String,
     vtep: IpAddr,
     names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    healthy_for: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +105,10 @@ impl Layout {
         format!("{}/records/{host}/{network}/endpoint/{ip}", self.prefix)
     }
 
+    pub fn service(&self, host: IpAddr, network: &str, name: &str) -> String {
+        format!("{}/records/{host}/{network}/service/{name}", self.prefix)
+    }
+
     /// Reads a key back; `None` for one this version does not know (left alone).
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -116,6 +128,11 @@ impl Layout {
                 network: network.to_string(),
                 ip: ip.parse().ok()?,
             }),
+            ["records", host, network, "service", name] => Some(Key::Service {
+                host: host.parse().ok()?,
+                network: network.to_string(),
+                name: name.to_string(),
+            }),
             _ => None,
         }
     }
@@ -130,6 +147,7 @@ impl Layout {
                     mac,
                     vtep,
                     names,
+                    healthy_for,
                 },
             ) => {
                 let v = EndpointValue {
@@ -137,6 +155,7 @@ impl Layout {
                     mac: MacAddr::new(*mac).to_string(),
                     vtep: *vtep,
                     names: names.clone(),
+                    healthy_for: healthy_for.clone(),
                 };
                 Some((
                     self.endpoint(*host, network, *ip),
@@ -157,6 +176,17 @@ impl Layout {
                 };
                 Some((self.block(network, *block), serde_json::to_vec(&v).ok()?))
             }
+            (
+                RecordKey::Service {
+                    host,
+                    network,
+                    name,
+                },
+                RecordValue::Service { spec },
+            ) => Some((
+                self.service(*host, network, name),
+                spec.clone().into_bytes(),
+            )),
             _ => None,
         }
     }
@@ -188,7 +218,23 @@ impl Layout {
                         mac: v.mac.parse::<MacAddr>().ok()?.octets(),
                         vtep: v.vtep,
                         names: v.names,
+                        healthy_for: v.healthy_for,
                     },
+                ))
+            }
+            Key::Service {
+                host,
+                network,
+                name,
+            } => {
+                let spec = String::from_utf8(value.to_vec()).ok()?;
+                Some((
+                    RecordKey::Service {
+                        host,
+                        network,
+                        name,
+                    },
+                    RecordValue::Service { spec },
                 ))
             }
         }
@@ -233,6 +279,19 @@ mod tests {
         let (k, v) = l.encode(&claim.0, &claim.1).unwrap();
         assert_eq!(k, "/tether/blocks/ovl/10.0.0.64_26");
         assert_eq!(l.decode(&k, &v), Some(claim));
+        let service = (
+            RecordKey::Service {
+                host,
+                network: "ovl".into(),
+                name: "web".into(),
+            },
+            RecordValue::Service {
+                spec: r#"{"name":"web"}"#.into(),
+            },
+        );
+        let (k, v) = l.encode(&service.0, &service.1).unwrap();
+        assert_eq!(k, "/tether/records/192.0.2.1/ovl/service/web");
+        assert_eq!(l.decode(&k, &v), Some(service));
         assert_eq!(l.parse("/tether/hosts/192.0.2.1"), Some(Key::Host(host)));
         assert_eq!(l.parse("/tether/later/kind"), None);
         assert_eq!(l.parse("/tetherx/hosts/192.0.2.1"), None);

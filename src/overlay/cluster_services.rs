@@ -1,0 +1,326 @@
+//! Services on networks that span hosts, carried by the cluster store. A service created here on an
+//! overlay network (`ServiceSpec::is_own_cluster_service`) is one of this host's records (`Service`, the
+//! service file's JSON); every other host's service records become copies among this host's service
+//! files (`cluster.origin` names the creating host), so the balancer, the resolver and `tether service
+//! ls/inspect` serve them like local ones, with the same VIP on every host.
+//!
+//! VIPs are agreed the way unconfirmed blocks are: the CLI picks one no known service holds, and when two
+//! hosts picked one VIP at the same time every host ranks the two the same way (earlier creation, then
+//! lower host address): the winner keeps it and the loser's host moves its own service to a free VIP.
+//! Two hosts creating one name: every host copies the same winner; the loser's host keeps its own file
+//! (and logs the clash).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::state::service::{ClusterScope, ServiceDir, ServiceRange, ServiceSpec};
+
+/// This host's own cluster services as its records.
+pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordValue> {
+    let specs = match ServiceDir::new(state_dir).list() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading service files for the cluster store");
+            return BTreeMap::new();
+        }
+    };
+    specs
+        .into_iter()
+        .filter(ServiceSpec::is_own_cluster_service)
+        .filter_map(|spec| {
+            let value = serde_json::to_string(&spec).ok()?;
+            let key = RecordKey::Service {
+                host: me,
+                network: spec.network.clone(),
+                name: spec.name.clone(),
+            };
+            Some((key, RecordValue::Service { spec: value }))
+        })
+        .collect()
+}
+
+/// A service as another host's record has it, with its origin set.
+fn remote_services(table: &RecordTable, me: IpAddr) -> Vec<ServiceSpec> {
+    let mut out = Vec::new();
+    for (key, value) in table.live() {
+        let (RecordKey::Service { host, name, .. }, RecordValue::Service { spec }) = (key, value)
+        else {
+            continue;
+        };
+        if *host == me {
+            continue;
+        }
+        match serde_json::from_str::<ServiceSpec>(spec) {
+            Ok(mut spec) if &spec.name == name => {
+                let created_at_ms = spec.cluster.map_or(0, |c| c.created_at_ms);
+                spec.cluster = Some(ClusterScope {
+                    created_at_ms,
+                    origin: Some(*host),
+                });
+                out.push(spec);
+            }
+            Ok(_) => tracing::warn!(%host, name, "service record names another service; ignored"),
+            Err(e) => tracing::warn!(%host, name, error = %e, "unreadable service record; ignored"),
+        }
+    }
+    out
+}
+
+/// How every host ranks two services: the earlier creation first, then the lower host address.
+fn rank(spec: &ServiceSpec, me: IpAddr) -> (u64, IpAddr) {
+    let c = spec.cluster.unwrap_or(ClusterScope {
+        created_at_ms: u64::MAX,
+        origin: None,
+    });
+    (c.created_at_ms, c.origin.unwrap_or(me))
+}
+
+/// What one pass changed.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    /// Networks whose service files changed (tetherd must re-read them).
+    pub networks: BTreeSet<String>,
+    /// An own service moved to another VIP: its record is due again.
+    pub own_moved: bool,
+}
+
+/// The copies wanted here: per name the best-ranked remote service.
+fn winners(remote: &[ServiceSpec], me: IpAddr) -> BTreeMap<String, ServiceSpec> {
+    let mut out: BTreeMap<String, ServiceSpec> = BTreeMap::new();
+    for spec in remote {
+        let better = out
+            .get(&spec.name)
+            .is_none_or(|held| rank(spec, me) < rank(held, me));
+        if better {
+            out.insert(spec.name.clone(), spec.clone());
+        }
+    }
+    out
+}
+
+/// Makes this host's service files hold every other host's cluster services, removes copies whose
+/// record is gone, and moves an own service off a VIP a better-ranked service holds. A copy goes when its
+/// record is known deleted (a tombstone), or, once `view_complete` (the store listed everything since this
+/// tetherd started), when its record is missing: a restarted tetherd whose table is still empty keeps the
+/// copies (and so the clients' maps) it had.
+pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bool) -> SyncOutcome {
+    let mut outcome = SyncOutcome::default();
+    let remote = remote_services(table, me);
+    let dir = ServiceDir::new(state_dir);
+    let Ok(_lock) = dir.lock() else {
+        return outcome;
+    };
+    let local = match dir.list() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading service files");
+            return outcome;
+        }
+    };
+    let wanted = winners(&remote, me);
+    for (name, spec) in &wanted {
+        match local.iter().find(|s| &s.name == name) {
+            Some(held) if held.origin().is_none() => {
+                tracing::debug!(name, other = ?spec.origin(), "a service of this name exists here; not copied");
+                continue;
+            }
+            Some(held) if held == spec => continue,
+            _ => {}
+        }
+        match dir.write(spec) {
+            Ok(()) => {
+                outcome.networks.insert(spec.network.clone());
+            }
+            Err(e) => tracing::warn!(name, error = %e, "writing a cluster service's copy"),
+        }
+    }
+    let gone = |s: &ServiceSpec| {
+        let Some(origin) = s.origin() else {
+            return false;
+        };
+        let key = RecordKey::Service {
+            host: origin,
+            network: s.network.clone(),
+            name: s.name.clone(),
+        };
+        !wanted.contains_key(&s.name) && (view_complete || table.is_deleted(&key))
+    };
+    for stale in local.iter().filter(|s| gone(s)) {
+        if dir.remove(&stale.name).is_ok() {
+            outcome.networks.insert(stale.network.clone());
+        }
+    }
+    for own in local.iter().filter(|s| s.is_own_cluster_service()) {
+        let beaten = own.vips.iter().any(|vip| {
+            remote
+                .iter()
+                .any(|r| r.vips.contains(vip) && rank(r, me) < rank(own, me))
+        });
+        if !beaten {
+            continue;
+        }
+        let mut taken: Vec<IpAddr> = local.iter().flat_map(|s| s.vips.clone()).collect();
+        taken.extend(remote.iter().flat_map(|s| s.vips.clone()));
+        let Some(moved) = move_vips(own, &taken) else {
+            tracing::error!(
+                name = own.name,
+                "the service's VIP is held by an earlier service and no VIP is free"
+            );
+            continue;
+        };
+        tracing::warn!(name = own.name, from = ?own.vips, to = ?moved.vips,
+            "an earlier service on another host holds this service's VIP; moving");
+        if dir.write(&moved).is_ok() {
+            outcome.networks.insert(moved.network.clone());
+            outcome.own_moved = true;
+        }
+    }
+    outcome
+}
+
+/// `host` is forgotten for good (`tether cluster forget`): the copies of its services go.
+pub fn forget_host(state_dir: &Path, host: IpAddr) -> BTreeSet<String> {
+    let dir = ServiceDir::new(state_dir);
+    let mut networks = BTreeSet::new();
+    let Ok(_lock) = dir.lock() else {
+        return networks;
+    };
+    for copy in dir.list().unwrap_or_default() {
+        if copy.origin() == Some(host) && dir.remove(&copy.name).is_ok() {
+            networks.insert(copy.network);
+        }
+    }
+    networks
+}
+
+/// `spec` on the first VIPs (per family it has) that nobody holds.
+fn move_vips(spec: &ServiceSpec, taken: &[IpAddr]) -> Option<ServiceSpec> {
+    let range = ServiceRange::from_env().ok()?;
+    let (v4, v6) = range.first_free(taken)?;
+    let mut moved = spec.clone();
+    moved.vips = spec
+        .vips
+        .iter()
+        .map(|vip| match vip {
+            IpAddr::V4(_) => IpAddr::V4(v4),
+            IpAddr::V6(_) => IpAddr::V6(v6),
+        })
+        .collect();
+    Some(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::service::{HealthCheck, HealthTiming};
+
+    fn spec(name: &str, vip: &str, created: u64, origin: Option<&str>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            network: "ovl".into(),
+            vips: vec![vip.parse().unwrap()],
+            ports: vec!["80".parse().unwrap()],
+            mode: Default::default(),
+            health: HealthCheck::None,
+            health_timing: HealthTiming::default(),
+            affinity: Default::default(),
+            cluster: Some(ClusterScope {
+                created_at_ms: created,
+                origin: origin.map(|o| o.parse().unwrap()),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_host_copies_the_same_winner_of_one_name() {
+        let me: IpAddr = "192.0.2.9".parse().unwrap();
+        let a = spec("web", "10.96.0.1", 5, Some("192.0.2.2"));
+        let b = spec("web", "10.96.0.2", 3, Some("192.0.2.3"));
+        let c = spec("web", "10.96.0.3", 3, Some("192.0.2.1"));
+        for order in [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![c.clone(), b.clone(), a.clone()],
+        ] {
+            assert_eq!(winners(&order, me)["web"], c, "earliest, then lowest host");
+        }
+    }
+
+    /// Host B's earlier service arrives with the VIP this host's own took meanwhile: B's is copied here
+    /// with its origin, this host's own moves off the VIP; B's record deleted, the copy goes.
+    #[test]
+    fn remote_services_become_copies_and_a_later_own_service_yields_their_vip() {
+        let dir = std::env::temp_dir().join(format!("tether-cluster-svc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let services = ServiceDir::new(&dir);
+        services.write(&spec("own", "10.96.0.1", 20, None)).unwrap();
+        let theirs = spec("web", "10.96.0.1", 10, None);
+        let key = RecordKey::Service {
+            host: b,
+            network: "ovl".into(),
+            name: "web".into(),
+        };
+        let mut table = RecordTable::new();
+        let record = |version, value| super::super::records::Record {
+            key: key.clone(),
+            version,
+            value,
+        };
+        let value = RecordValue::Service {
+            spec: serde_json::to_string(&theirs).unwrap(),
+        };
+        table.merge(me, vec![record(1, Some(value))], 0);
+
+        let outcome = sync(&dir, &table, me, false);
+        assert!(outcome.own_moved);
+        assert_eq!(outcome.networks, BTreeSet::from(["ovl".to_string()]));
+        let copy = services.read("web").unwrap().unwrap();
+        assert_eq!(copy.origin(), Some(b));
+        assert_eq!(copy.vips, theirs.vips, "the earlier service keeps its VIP");
+        let own = services.read("own").unwrap().unwrap();
+        assert_eq!(own.vips, vec!["10.96.0.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            own_records(&dir, me).len(),
+            1,
+            "only the own service is published"
+        );
+
+        let again = sync(&dir, &table, me, false);
+        assert!(
+            !again.own_moved && again.networks.is_empty(),
+            "nothing to do twice"
+        );
+
+        // A table that lost the record without a tombstone (a restarted tetherd, not synced yet) keeps
+        // the copy; a tombstone (or a complete view) removes it.
+        sync(&dir, &RecordTable::new(), me, false);
+        assert!(
+            services.read("web").unwrap().is_some(),
+            "kept while the view is partial"
+        );
+        table.merge(me, vec![record(2, None)], 0);
+        sync(&dir, &table, me, false);
+        assert_eq!(
+            services.read("web").unwrap(),
+            None,
+            "the copy follows the record"
+        );
+        assert!(services.read("own").unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_moved_service_keeps_its_family_and_takes_a_free_vip() {
+        let own = spec("web", "10.96.0.1", 9, None);
+        let taken: Vec<IpAddr> = vec!["10.96.0.1".parse().unwrap(), "10.96.0.2".parse().unwrap()];
+        let moved = move_vips(&own, &taken).unwrap();
+        assert_eq!(moved.vips, vec!["10.96.0.3".parse::<IpAddr>().unwrap()]);
+        let earlier = spec("db", "10.96.0.1", 1, Some("192.0.2.5"));
+        assert!(
+            rank(&earlier, "192.0.2.1".parse().unwrap()) < rank(&own, "192.0.2.1".parse().unwrap())
+        );
+    }
+}
