@@ -156,7 +156,14 @@ impl MeshPorts {
         let mut local = Vec::new();
         let mut wanted = HashSet::new();
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
-        for spec in &self.specs {
+        // A publication whose service is gone (a copy the cluster store took away) publishes nothing.
+        let live: Vec<MeshSpec> = self
+            .specs
+            .iter()
+            .filter(|s| backends.contains_key(&s.service))
+            .cloned()
+            .collect();
+        for spec in &live {
             let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
             // A local replica is reached at its addresses on a link of this host (on an overlay: its
             // gateway-bridge address, not its overlay one).
@@ -207,7 +214,11 @@ impl MeshPorts {
                 tracing::warn!(error = %e, %backend, port, "clearing mesh UDP flows");
             }
         }
-        self.hold_ports();
+        let held = live
+            .iter()
+            .flat_map(|s| s.publish.iter().map(|p| (p.protocol, p.host_port)))
+            .collect();
+        self.hold_ports(held);
         self.allow_localhost(&local, &direct);
     }
 
@@ -233,12 +244,7 @@ impl MeshPorts {
     }
 
     /// Binds (without listening) each published port on every address, and lets go of the others.
-    fn hold_ports(&mut self) {
-        let wanted: HashSet<(ProtocolName, u16)> = self
-            .specs
-            .iter()
-            .flat_map(|s| s.publish.iter().map(|p| (p.protocol, p.host_port)))
-            .collect();
+    fn hold_ports(&mut self, wanted: HashSet<(ProtocolName, u16)>) {
         self.held.retain(|k, _| wanted.contains(k));
         for key in wanted {
             if self.held.contains_key(&key) {
