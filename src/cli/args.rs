@@ -8,7 +8,8 @@ use ipnetwork::IpNetwork;
 
 use crate::endpoint::PortSpec;
 use crate::link::MacAddr;
-use crate::state::service::{HealthCheck, Mode, ServicePort};
+use crate::state::mesh::{MeshPolicy, Publish, PublishMode};
+use crate::state::service::{HealthCheck, Mode, ProtocolName, ServicePort};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +99,8 @@ pub enum ServiceCommand {
     /// Remove services
     #[command(visible_alias = "remove")]
     Rm(ServiceRmArgs),
+    /// Change a service's published ports (the routing mesh)
+    Update(ServiceUpdateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +131,8 @@ pub struct ServiceCreateArgs {
     /// client: one client address keeps its backend (jhash); none: any backend (numgen)
     #[arg(long, default_value = "none")]
     pub affinity: String,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
     #[arg(long)]
     pub json: bool,
     pub name: String,
@@ -300,4 +305,50 @@ pub struct TraceArgs {
     pub source: crate::troubleshoot::Target,
     /// A container (id or name) or an address, optionally :PORT[/tcp|udp|sctp] ([V6ADDR]:PORT)
     pub destination: crate::troubleshoot::Target,
+}
+
+/// The routing mesh's options of `service create` and `service update`.
+#[derive(Debug, Args)]
+pub struct MeshArgs {
+    /// Answer on HOSTPORT of every host address and forward to PORT of a healthy replica; repeat for more
+    #[arg(long = "publish", value_name = "HOSTPORT:PORT[/PROTO]")]
+    pub publish: Vec<Publish>,
+    /// mesh: every host answers; host: only hosts with a replica, to their own replicas
+    #[arg(long)]
+    pub publish_mode: Option<PublishMode>,
+    /// cluster: local replicas first, else other hosts'; local: only this host's, else a reset
+    #[arg(long)]
+    pub mesh_policy: Option<MeshPolicy>,
+    /// Replicas on other hosts see the client's address rather than this host's
+    #[arg(long)]
+    pub preserve_client_ip: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceUpdateArgs {
+    /// Publish one more port, HOSTPORT:PORT[/tcp|udp|sctp]
+    #[arg(long = "publish-add", value_name = "HOSTPORT:PORT[/PROTO]")]
+    pub publish_add: Vec<Publish>,
+    /// Stop publishing a host port: HOSTPORT[/PROTO] (or the HOSTPORT:PORT[/PROTO] it was published as)
+    #[arg(long = "publish-rm", value_name = "HOSTPORT[/PROTO]", value_parser = published_host_port)]
+    pub publish_rm: Vec<(ProtocolName, u16)>,
+    #[arg(long)]
+    pub publish_mode: Option<PublishMode>,
+    #[arg(long)]
+    pub mesh_policy: Option<MeshPolicy>,
+    /// true or false
+    #[arg(long)]
+    pub preserve_client_ip: Option<bool>,
+    #[arg(long)]
+    pub json: bool,
+    pub name: String,
+}
+
+fn published_host_port(text: &str) -> Result<(ProtocolName, u16), String> {
+    if text.contains(':') {
+        let p: Publish = text.parse()?;
+        return Ok((p.protocol, p.host_port));
+    }
+    let p: ServicePort = text.parse()?;
+    Ok((p.protocol, p.port))
 }

@@ -17,6 +17,7 @@ use args::{
 
 use crate::endpoint::{AttachRequest, EndpointError, Endpoints};
 use crate::network::{split_option, CreateRequest, NetworkError, Networks};
+use crate::service::publish::PublishRequest;
 use crate::service::{CreateService, ServiceError, Services};
 
 #[derive(Debug, thiserror::Error)]
@@ -253,13 +254,49 @@ fn service(command: ServiceCommand) -> Result<(), CliError> {
                 },
                 affinity,
             };
-            let spec = services
-                .create(&req)
-                .map_err(service_err(format!("creating service {}", a.name)))?;
+            let context = format!("creating service {}", a.name);
+            let spec = services.create(&req).map_err(service_err(&context))?;
+            let publish = PublishRequest {
+                add: a.mesh.publish,
+                remove: Vec::new(),
+                mode: a.mesh.publish_mode,
+                policy: a.mesh.mesh_policy,
+                preserve_client_ip: Some(a.mesh.preserve_client_ip),
+            };
+            if !publish.add.is_empty() {
+                if let Err(e) = services.publish(&spec.name, &publish) {
+                    // Nothing half-made: the service goes with its refused publication.
+                    let _ = services.remove(&spec.name);
+                    return Err(service_err(context)(e));
+                }
+            }
             if a.json {
                 output::json(&spec);
             } else {
                 output::line(&spec.name);
+            }
+        }
+        ServiceCommand::Update(a) => {
+            let req = PublishRequest {
+                add: a.publish_add,
+                remove: a.publish_rm,
+                mode: a.publish_mode,
+                policy: a.mesh_policy,
+                preserve_client_ip: a.preserve_client_ip,
+            };
+            let context = format!("updating service {}", a.name);
+            if req.is_empty() {
+                return Err(service_err(context)(ServiceError::Bad(
+                    "nothing to change; give --publish-add, --publish-rm or a mesh option".into(),
+                )));
+            }
+            let mesh = services
+                .publish(&a.name, &req)
+                .map_err(service_err(context))?;
+            if a.json {
+                output::json(&mesh);
+            } else {
+                output::line(&a.name);
             }
         }
         ServiceCommand::Ls(a) => {

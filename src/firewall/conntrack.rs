@@ -36,17 +36,37 @@ fn tuple_field(entry: &[u8], tuple: u16, nest: u16, field: u16) -> Option<&[u8]>
 /// Deletes, in the calling thread's namespace, the UDP entries whose original destination is one of
 /// `vips` and whose replies come from `backend`. Returns how many went.
 pub fn forget_udp_flows(vips: &[IpAddr], backend: IpAddr) -> Result<usize, FirewallError> {
-    let io_err = |source| FirewallError::ServiceTable {
-        op: "deleting conntrack entries",
-        source,
-    };
-    let family = if backend.is_ipv4() { AF_INET } else { AF_INET6 };
-    let (src_attr, dst_attr, backend_bytes) = addr_attrs(&backend);
+    let (_, dst_attr, _) = addr_attrs(&backend);
     let vip_bytes: Vec<Vec<u8>> = vips
         .iter()
         .filter(|v| v.is_ipv4() == backend.is_ipv4())
         .map(|v| addr_attrs(v).2)
         .collect();
+    forget_udp_flows_where(backend, |entry| {
+        tuple_field(entry, CTA_TUPLE_ORIG, CTA_TUPLE_IP, dst_attr)
+            .is_some_and(|d| vip_bytes.iter().any(|v| v.as_slice() == d))
+    })
+}
+
+/// Deletes, in the calling thread's namespace, the UDP entries whose original destination port is
+/// `port` (any address: a published port of the routing mesh) and whose replies come from `backend`.
+pub fn forget_udp_flows_to_port(port: u16, backend: IpAddr) -> Result<usize, FirewallError> {
+    let port = port.to_be_bytes();
+    forget_udp_flows_where(backend, |entry| {
+        tuple_field(entry, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_PROTO_DST_PORT) == Some(&port[..])
+    })
+}
+
+fn forget_udp_flows_where(
+    backend: IpAddr,
+    original_matches: impl Fn(&[u8]) -> bool,
+) -> Result<usize, FirewallError> {
+    let io_err = |source| FirewallError::ServiceTable {
+        op: "deleting conntrack entries",
+        source,
+    };
+    let family = if backend.is_ipv4() { AF_INET } else { AF_INET6 };
+    let (src_attr, _, backend_bytes) = addr_attrs(&backend);
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
     let seq = socket.reserve_seqs(1);
     let mut w = MessageWriter::new();
@@ -69,8 +89,7 @@ pub fn forget_udp_flows(vips: &[IpAddr], backend: IpAddr) -> Result<usize, Firew
         };
         let udp = tuple_field(entry, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_PROTO_NUM)
             == Some(&[IPPROTO_UDP][..]);
-        let to_vip = tuple_field(entry, CTA_TUPLE_ORIG, CTA_TUPLE_IP, dst_attr)
-            .is_some_and(|d| vip_bytes.iter().any(|v| v.as_slice() == d));
+        let to_vip = original_matches(entry);
         let from_backend = tuple_field(entry, CTA_TUPLE_REPLY, CTA_TUPLE_IP, src_attr)
             == Some(backend_bytes.as_slice());
         if udp && to_vip && from_backend {

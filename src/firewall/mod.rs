@@ -30,6 +30,7 @@ mod element_counters;
 mod error;
 mod esp_guard;
 mod forward_policy;
+pub mod mesh_ports;
 pub mod netlink;
 mod network_id;
 mod network_spec;

@@ -124,6 +124,32 @@ impl Firewall {
         self.remove_elements(&[hairpin_change(bridge, ElementOp::Destroy)?])
     }
 
+    /// The container a published port (on any host address or bound to one) goes to, as `(address,
+    /// port)`: the routing mesh must not take a port a container publishes.
+    pub fn published_port_target(
+        &self,
+        protocol: super::Protocol,
+        host_port: u16,
+    ) -> Result<Option<(std::net::IpAddr, u16)>, FirewallError> {
+        let tail = concat_bytes(&[&[protocol.number()], &host_port.to_be_bytes()]);
+        for map in [
+            table::PORTS_ANY_V4_MAP,
+            table::PORTS_ANY_V6_MAP,
+            table::PORTS_BOUND_V4_MAP,
+            table::PORTS_BOUND_V6_MAP,
+        ] {
+            // Keys are `proto . port` or `addr . proto . port`.
+            let found = self
+                .dump_set(Family::Inet, map)?
+                .into_iter()
+                .find(|e| e.key.ends_with(&tail));
+            if let Some(value) = found.and_then(|e| e.value) {
+                return Ok(decode_target(&value));
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes the entries whose current target is ours, in one batch.
     fn remove_entries(&self, entries: &[PortEntry]) -> Result<(), FirewallError> {
         let mut ours = Vec::new();
@@ -254,6 +280,22 @@ fn entry_change(entry: &PortEntry, op: ElementOp) -> ElementChange {
                 .then(|| ElementData::Value(entry.value.clone())),
         }],
     }
+}
+
+/// `addr . port` as the port maps hold it.
+fn decode_target(value: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let (addr, rest) = match value.len() {
+        8 => (
+            std::net::IpAddr::from(<[u8; 4]>::try_from(&value[..4]).ok()?),
+            &value[4..],
+        ),
+        20 => (
+            std::net::IpAddr::from(<[u8; 16]>::try_from(&value[..16]).ok()?),
+            &value[16..],
+        ),
+        _ => return None,
+    };
+    Some((addr, u16::from_be_bytes([rest[0], rest[1]])))
 }
 
 fn hairpin_change(bridge: &str, op: ElementOp) -> Result<ElementChange, FirewallError> {

@@ -469,7 +469,7 @@ impl IpFamily {
 }
 
 /// Building blocks of the rules, as nft itself encodes them.
-mod exprs {
+pub(super) mod exprs {
     use super::*;
 
     pub fn interface_is(key: MetaKey, name: &str) -> [Expr; 2] {

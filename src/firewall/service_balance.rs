@@ -504,6 +504,11 @@ const CHANGES_PER_TRANSACTION: usize = 128;
 /// when they are few (every backend change is), else in order, in transactions of
 /// [`CHANGES_PER_TRANSACTION`].
 pub fn apply(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
+    apply_to(TABLE, changes, op)
+}
+
+/// [`apply`] for another of tetherd's tables of this kind (the routing mesh's).
+pub fn apply_to(table: &str, changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -513,7 +518,7 @@ pub fn apply(changes: &[Change], op: &'static str) -> Result<(), FirewallError> 
     for chunk in changes.chunks(CHANGES_PER_TRANSACTION) {
         let batch = RulesetBatch {
             family: NFPROTO_INET,
-            table: TABLE.into(),
+            table: table.into(),
             changes: chunk.to_vec(),
         };
         let source = match batch.apply(&socket) {

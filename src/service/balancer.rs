@@ -90,6 +90,8 @@ struct Balancer {
     /// healthy list, whatever their probes say, until their record goes.
     draining: HashSet<BackendId>,
     names: SharedServiceNames,
+    /// The routing mesh: published ports on this host, fed the healthy backends after each reconcile.
+    mesh: super::mesh::MeshPorts,
 }
 
 pub struct BalancerService {
@@ -128,6 +130,7 @@ impl BalancerService {
                 saved: Vec::new(),
                 draining: HashSet::new(),
                 names,
+                mesh: Default::default(),
             })),
             prober: None,
             summary: Rc::default(),
@@ -256,6 +259,9 @@ impl Balancer {
         self.save_health();
         self.names.borrow_mut().set(&entries);
         self.sync_clients(&dirty, specs_changed).await;
+        let mesh_backends =
+            super::mesh::backends_by_host(&self.active, &self.records, super::mesh::overlay_egress);
+        self.mesh.sync(&mesh_backends);
     }
 
     /// Each client namespace of a network with VIP services gets the maps of those services.
@@ -503,10 +509,12 @@ impl Balancer {
     }
 
     /// Whether any service has a network with containers (its names and probes need serving).
-    fn needed(&self) -> bool {
-        self.specs
-            .iter()
-            .any(|s| self.records.iter().any(|r| r.network == s.network))
+    fn needed(&mut self) -> bool {
+        self.mesh.publishes()
+            || self
+                .specs
+                .iter()
+                .any(|s| self.records.iter().any(|r| r.network == s.network))
     }
 }
 
@@ -684,7 +692,7 @@ impl BalancerService {
     async fn update(&mut self, records: &RecordSnapshot) {
         let mut b = self.inner.lock().await;
         b.reload_specs();
-        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() {
+        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() && b.mesh.idle() {
             // No services: a notify costs nothing here, however many containers there are.
             *self.summary.borrow_mut() = (false, b.status());
             return;
@@ -716,6 +724,7 @@ impl Service for BalancerService {
                 b.worker = Some(ctx.ns_worker.clone());
                 b.range = range;
                 b.health_file = backend_health_path(&ctx.run_dir);
+                b.mesh = super::mesh::MeshPorts::new(&ctx.state_dir);
                 b.load_health(&ctx.run_dir);
             }
             let inner = self.inner.clone();
@@ -727,7 +736,7 @@ impl Service for BalancerService {
                     let mut tick = tokio::time::interval(Duration::from_millis(500));
                     loop {
                         tick.tick().await;
-                        let b = inner.lock().await;
+                        let mut b = inner.lock().await;
                         *summary.borrow_mut() = (b.needed(), b.status());
                     }
                 };

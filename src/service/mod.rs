@@ -7,6 +7,8 @@ pub mod backends;
 pub mod balancer;
 pub mod drain;
 pub mod health;
+pub mod mesh;
+pub mod publish;
 pub mod registry;
 
 pub use balancer::BalancerService;

@@ -41,6 +41,8 @@ pub enum ServiceError {
     File(#[from] ServiceFileError),
     #[error("locking the services directory: {0}")]
     Lock(#[source] std::io::Error),
+    #[error("{0}")]
+    Publish(#[from] super::publish::PublishError),
 }
 
 /// What `tether service create` asks for.
@@ -243,6 +245,21 @@ impl Services {
         Ok(spec)
     }
 
+    /// Changes the service's routing-mesh publications (`service::publish`).
+    pub fn publish(
+        &self,
+        name: &str,
+        req: &super::publish::PublishRequest,
+    ) -> Result<crate::state::mesh::MeshSpec, ServiceError> {
+        let spec = self
+            .dir()
+            .read(name)?
+            .ok_or_else(|| ServiceError::NotFound {
+                name: name.to_string(),
+            })?;
+        Ok(super::publish::update(&self.state_dir, &spec, req)?)
+    }
+
     pub fn list(&self) -> Result<Vec<ServiceSpec>, ServiceError> {
         Ok(self.dir().list()?)
     }
@@ -260,6 +277,7 @@ impl Services {
         }
         dir.remove(name)?;
         drop(_lock);
+        super::publish::forget(&self.state_dir, name)?;
         crate::client::notify::endpoint_removed(&spec.network);
         Ok(spec)
     }
@@ -314,6 +332,7 @@ impl Services {
             })
             .collect();
         Ok(ServiceView {
+            mesh: super::publish::view(&self.state_dir, &spec.name, &this_host),
             counters: live
                 .and_then(|v| v.get("counters").cloned())
                 .unwrap_or(Value::Null),
@@ -408,6 +427,9 @@ pub struct ServiceView {
     pub spec: ServiceSpec,
     pub backends: Vec<BackendView>,
     pub counters: Value,
+    /// Published ports (the routing mesh) with this host's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<super::publish::MeshView>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod attachment;
 pub mod dir_scan;
 pub mod driver_kind;
 pub mod lock;
+pub mod mesh;
 pub mod overlay;
 pub mod service;
 pub mod vlan_registry;

@@ -150,6 +150,21 @@ fn lease(cfg: &OverlayConfig, container_id: &str, egress_if: &str) -> Result<IpN
         .ok_or_else(|| Error::io("gateway bridge IPAM returned no address"))
 }
 
+/// The address a container's overlay interface `ifname` has on this host's gateway bridge (any of them):
+/// how the host itself reaches a local overlay container (the routing mesh forwards there).
+pub fn egress_address(container_id: &str, ifname: &str) -> Option<IpAddr> {
+    let id = crate::ipam::AttachmentId::new(container_id, &egress_ifname(ifname)).ok()?;
+    std::fs::read_dir(store_dir())
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|bridge| Store::existing(&store_dir(), &bridge).ok().flatten())
+        .find_map(|store| {
+            let ips = store.lock().ok()?.attachment_ips(&id).ok().flatten()?;
+            ips.into_iter().next()
+        })
+}
+
 /// Removes what [`attach`] made; everything already gone is fine. The bridge itself stays, as other overlay
 /// networks of the host use it.
 pub fn detach(

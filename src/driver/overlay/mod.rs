@@ -10,6 +10,7 @@ mod block_agreement;
 mod config;
 pub mod encryption;
 mod gateway_bridge;
+pub use gateway_bridge::egress_address;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -137,6 +137,7 @@ pub fn publish(
     if maps.is_empty() {
         return Ok(maps);
     }
+    refuse_mesh_ports(&maps)?;
     fw.ensure_portmap(opts)?;
     if let Some(bridge) = host_if {
         // 127.0.0.1:hostPort: the kernel drops loopback-sourced packets routed out of a non-loopback
@@ -276,4 +277,25 @@ impl Plugin for PortmapPlugin {
     fn gc(&self, call: &Call, _: &PortmapOptions, valid: &[Attachment]) -> Result<(), Error> {
         collect(call, valid)
     }
+}
+
+/// A host port a service publishes through the routing mesh is the mesh's on every host address.
+fn refuse_mesh_ports(maps: &[crate::firewall::PortMapping]) -> Result<(), Error> {
+    use crate::state::service::ProtocolName;
+    let mesh = crate::state::mesh::MeshDir::new(&crate::paths::state_dir());
+    for m in maps {
+        let protocol = match m.protocol {
+            crate::firewall::Protocol::Tcp => ProtocolName::Tcp,
+            crate::firewall::Protocol::Udp => ProtocolName::Udp,
+            crate::firewall::Protocol::Sctp => ProtocolName::Sctp,
+        };
+        if let Some((service, publication)) = mesh.holder(protocol, m.host_port) {
+            return Err(crate::firewall::FirewallError::PortInUse {
+                host: m.host_side(),
+                existing: format!(" by service {service}'s routing mesh (--publish {publication})"),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }

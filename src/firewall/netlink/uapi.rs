@@ -233,6 +233,8 @@ pub const CTA_IP_V4_DST: u16 = 2;
 pub const CTA_IP_V6_SRC: u16 = 3;
 pub const CTA_IP_V6_DST: u16 = 4;
 pub const CTA_PROTO_NUM: u16 = 1;
+/// CTA_PROTO_DST_PORT in enum ctattr_l4proto (network byte order).
+pub const CTA_PROTO_DST_PORT: u16 = 3;
 
 // Per-element counters: enum nft_set_elem_attributes, enum nft_counter_attributes.
 pub const NFTA_SET_ELEM_EXPR: u16 = 7;
