@@ -29,6 +29,7 @@ pub mod resolv_conf;
 pub mod service;
 pub mod state;
 pub mod state_file;
+mod text_form;
 pub mod transport;
 pub mod troubleshoot;
 

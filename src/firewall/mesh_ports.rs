@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
+use super::balancing::{jump_target, set_dispatch, BalancingChain};
 use super::netlink::replies::{self, Counter};
 use super::netlink::requests::{
     self, address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
@@ -157,7 +158,7 @@ fn counted_lookup(set: &str) -> Vec<Expr> {
     out
 }
 
-impl LbChain {
+impl BalancingChain for LbChain {
     fn name(self) -> String {
         format!(
             "lb{}_{}{}",
@@ -475,45 +476,19 @@ impl MeshTable {
         if known && before == (count as usize, forward) {
             return (changes, gone);
         }
-        let target = if count == 0 {
-            REFUSE_CHAIN.to_string()
-        } else {
-            let chain = LbChain {
-                v6: key.v6,
-                forward,
-                count,
-            };
-            if self.chains.insert(chain) {
-                changes.push(Change::AddChain {
-                    name: chain.name(),
-                    comment: None,
-                });
-                changes.push(Change::AddRule {
-                    chain: chain.name(),
-                    exprs: chain.rule(),
-                });
-            }
-            chain.name()
-        };
-        let dispatch = SetElement::key_only(port_key(key.protocol, key.host_port));
-        if known {
-            // A map element's data cannot be changed in place: delete and add in one transaction.
-            changes.push(element(
-                ElementOp::Delete,
-                &dispatch_map(key.v6),
-                dispatch.clone(),
-                false,
-            ));
-        }
-        changes.push(element(
-            ElementOp::Add,
-            &dispatch_map(key.v6),
-            SetElement {
-                data: Some(ElementData::Jump(target)),
-                ..dispatch
-            },
-            false,
-        ));
+        let chain = (count > 0).then_some(LbChain {
+            v6: key.v6,
+            forward,
+            count,
+        });
+        let target = jump_target(chain, REFUSE_CHAIN, &mut self.chains, &mut changes);
+        set_dispatch(
+            SetElement::key_only(port_key(key.protocol, key.host_port)),
+            target,
+            known,
+            |op, e| element(op, &dispatch_map(key.v6), e, false),
+            &mut changes,
+        );
         (changes, gone)
     }
 

@@ -25,6 +25,7 @@
 //! working); `element_counters` reads them back for `tether inspect`. nft lists such elements but cannot
 //! load that listing back (`nft -f` wants the set declared with `counter`).
 
+mod balancing;
 pub mod conntrack;
 mod element_counters;
 mod error;

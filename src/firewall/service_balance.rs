@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
+use super::balancing::{jump_target, set_dispatch, BalancingChain};
 use super::netlink::replies;
 use super::netlink::requests::{
     self, address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
@@ -127,7 +128,7 @@ struct LbChain {
     affinity: bool,
 }
 
-impl LbChain {
+impl BalancingChain for LbChain {
     fn name(self) -> String {
         let how = if self.affinity { "h" } else { "r" };
         format!("lb{}_{how}{}", self.fam.suffix(), self.count)
@@ -417,43 +418,19 @@ impl BalanceTable {
         if known && before == (count as usize, affinity) {
             return (changes, gone);
         }
-        let target = if count == 0 {
-            REJECT_CHAIN.to_string()
-        } else {
-            let chain = LbChain {
-                fam,
-                count,
-                affinity,
-            };
-            if self.chains.insert(chain) {
-                changes.push(Change::AddChain {
-                    name: chain.name(),
-                    comment: None,
-                });
-                changes.push(Change::AddRule {
-                    chain: chain.name(),
-                    exprs: chain.rule(),
-                });
-            }
-            chain.name()
-        };
-        let dispatch = SetElement::key_only(key_prefix(&key));
-        if known {
-            // A map element's data cannot be changed in place: delete and add in one transaction.
-            changes.push(element(
-                ElementOp::Delete,
-                fam.dispatch_map(),
-                dispatch.clone(),
-            ));
-        }
-        changes.push(element(
-            ElementOp::Add,
-            fam.dispatch_map(),
-            SetElement {
-                data: Some(ElementData::Jump(target)),
-                ..dispatch
-            },
-        ));
+        let chain = (count > 0).then_some(LbChain {
+            fam,
+            count,
+            affinity,
+        });
+        let target = jump_target(chain, REJECT_CHAIN, &mut self.chains, &mut changes);
+        set_dispatch(
+            SetElement::key_only(key_prefix(&key)),
+            target,
+            known,
+            |op, e| element(op, fam.dispatch_map(), e),
+            &mut changes,
+        );
         (changes, gone)
     }
 

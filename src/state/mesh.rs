@@ -4,14 +4,13 @@
 //! Kept beside the service file rather than in it, so a cluster store can carry it as its own record.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use super::service::ProtocolName;
-use crate::state_file;
+use crate::state_file::{DirLock, JsonDir};
 
 pub use crate::state_file::StateFileError as MeshFileError;
 
@@ -70,19 +69,7 @@ impl fmt::Display for Publish {
     }
 }
 
-impl Serialize for Publish {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Publish {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Publish, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+crate::text_form::serde_as_text!(Publish);
 
 /// Which hosts answer on a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -152,38 +139,25 @@ pub fn mesh_root(state_dir: &Path) -> PathBuf {
 
 /// The mesh files, with a lock so two publishers never both take one port.
 pub struct MeshDir {
-    dir: PathBuf,
+    files: JsonDir,
 }
 
 /// Held while publications change.
-pub struct MeshLock {
-    _file: File,
-}
+pub type MeshLock = DirLock;
 
 impl MeshDir {
     pub fn new(state_dir: &Path) -> MeshDir {
         MeshDir {
-            dir: mesh_root(state_dir),
+            files: JsonDir::new(mesh_root(state_dir)),
         }
     }
 
-    fn path(&self, service: &str) -> PathBuf {
-        self.dir.join(format!("{service}.json"))
-    }
-
     pub fn lock(&self) -> std::io::Result<MeshLock> {
-        fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        file.lock()?;
-        Ok(MeshLock { _file: file })
+        self.files.lock()
     }
 
     pub fn read(&self, service: &str) -> Result<Option<MeshSpec>, MeshFileError> {
-        state_file::read_json(&self.path(service))
+        self.files.read(service)
     }
 
     /// Writes the spec, or removes the file when nothing is published any more.
@@ -191,23 +165,23 @@ impl MeshDir {
         if spec.publish.is_empty() {
             return self.remove(&spec.service).map(drop);
         }
-        state_file::write_json(&self.path(&spec.service), spec)
+        self.files.write(&spec.service, spec)
     }
 
     pub fn remove(&self, service: &str) -> Result<bool, MeshFileError> {
-        state_file::remove(&self.path(service))
+        self.files.remove(service)
     }
 
     /// Every service that publishes, by name; a missing directory is none.
     pub fn list(&self) -> Result<Vec<MeshSpec>, MeshFileError> {
-        let mut all: Vec<MeshSpec> = state_file::list_json(&self.dir)?;
+        let mut all: Vec<MeshSpec> = self.files.list()?;
         all.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(all)
     }
 
     /// The directory's modification time: tetherd re-reads the files only when it moved.
     pub fn stamp(&self) -> Option<std::time::SystemTime> {
-        fs::metadata(&self.dir).and_then(|m| m.modified()).ok()
+        self.files.stamp()
     }
 
     /// The service publishing `protocol` host port `host_port`, if any.
@@ -262,6 +236,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(mesh.read("web").unwrap(), None);
-        let _ = fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -79,19 +79,7 @@ impl fmt::Display for ServicePort {
     }
 }
 
-impl Serialize for ServicePort {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ServicePort {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ServicePort, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+crate::text_form::serde_as_text!(ServicePort);
 
 /// What NAME answers: the VIP, or the backends themselves in rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
