@@ -1,7 +1,8 @@
 //! A service's published ports (the routing mesh) on disk: one JSON file per service that publishes,
 //! `<state>/mesh/<name>.json`, written by `tether service create --publish` and `service update`, read by
 //! tetherd (which answers on the ports) and by `tether-portmap` (which must not publish the same port).
-//! Kept beside the service file rather than in it, so a cluster store can carry it as its own record.
+//! Kept beside the service file rather than in it; on an overlay the service's cluster record carries
+//! it too, and other hosts hold copies (`overlay::cluster_services`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
