@@ -317,8 +317,8 @@ fn a_port_held_elsewhere_is_refused_naming_its_holder() {
 }
 
 on_both_stores!(on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica);
-/// Three hosts on an overlay network, replicas on the second and third; the service and its publication
-/// made on all three. A host with a replica forwards to it (at its gateway-bridge address) and the replica
+/// Three hosts on an overlay network, replicas on the second and third; the service and its publications
+/// made once, on the first, and copied to the others by the cluster store. A host with a replica forwards to it (at its gateway-bridge address) and the replica
 /// sees the outside client; the first host has none and forwards to the other two hosts' mesh ports,
 /// SNATed (the replica sees the first host), until its policy becomes `local`: then it refuses.
 fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_replica(store: Store) {
@@ -348,8 +348,8 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
             TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path())
         })
         .collect();
-    // The service is made once and the cluster store copies it to the other hosts; its publications are
-    // each host's own (the mesh files do not travel yet), so each host publishes.
+    // The service and its publications are made once, on host a; the cluster store copies both to the
+    // other hosts, where they cannot be changed.
     let mut args = vec!["service", "create", "--network", "ovm", "--port", "80"];
     args.extend([
         "--health",
@@ -362,18 +362,18 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
     args.push("web");
     clis[0].ok(&args);
     for cli in &clis[1..] {
-        until("the service copied to every host", || {
-            cli.ok(&["service", "ls", "-q"]).contains("web")
+        until("the publications copied to every host", || {
+            cli.run(&["service", "inspect", "web"]).status.success()
+                && service(cli, "web")["mesh"]["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 2)
         });
-        cli.ok(&[
-            "service",
-            "update",
-            "--publish-add",
-            "8080:80",
-            "--publish-add",
-            "8053:80/udp",
-            "web",
-        ]);
+        let out = cli.run(&["service", "update", "--publish-add", "8081:80", "web"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("created on host {}", a.addr)),
+            "an update on a copy: {err}"
+        );
     }
     for (host, name) in [(b, "web-b"), (c, "web-c")] {
         let to = at(&host.addr, 8080);
@@ -427,6 +427,51 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         "{v}"
     );
     assert_eq!(ask(client, at(&b.addr, 8080)).unwrap().0, "web-b");
+
+    // A port a process on host b holds: b leaves it out of its copy and says so; c takes it.
+    let _squatter = Replica::start(&b.ns, "squatter", 8090);
+    clis[0].ok(&["service", "update", "--publish-add", "8090:80", "web"]);
+    until("host b refuses its copy of 8090", || {
+        service(&clis[1], "web")["mesh"]["refusedHere"][0]["publish"] == "8090:80/tcp"
+    });
+    let v = service(&clis[1], "web");
+    let held_by = v["mesh"]["refusedHere"][0]["heldBy"].as_str().unwrap_or("");
+    assert!(held_by.contains("socket on port 8090/tcp"), "{v}");
+    until("host c publishes 8090", || {
+        ask(client, at(&c.addr, 8090)).is_ok_and(|(name, _)| name == "web-c")
+    });
+    assert_eq!(ask(client, at(&b.addr, 8090)).unwrap().0, "squatter");
+
+    // Removed once, on host a: gone from every host, no element and no held socket left.
+    clis[0].ok(&[
+        "service",
+        "update",
+        "--publish-rm",
+        "8080",
+        "--publish-rm",
+        "8053/udp",
+        "--publish-rm",
+        "8090",
+        "web",
+    ]);
+    for host in [a, b, c] {
+        until("the publication gone from every host", || {
+            ["8080", "8053", "8090"]
+                .iter()
+                .all(|port| mesh_elements(&host.ns, port).is_none_or(|e| e.is_empty()))
+        });
+        let refused = ask(client, at(&host.addr, 8080));
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("Connection refused")),
+            "{}: {refused:?}",
+            host.addr
+        );
+    }
+    for cli in &clis {
+        assert!(service(cli, "web")["mesh"].is_null());
+    }
 }
 
 /// How many healthy backends of `service` the tetherd of `host` has from the hosts `from`.

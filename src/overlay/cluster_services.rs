@@ -9,13 +9,32 @@
 //! lower host address): the winner keeps it and the loser's host moves its own service to a free VIP.
 //! Two hosts creating one name: every host copies the same winner; the loser's host keeps its own file
 //! (and logs the clash).
+//!
+//! A service's routing-mesh publications (its mesh file, `state::mesh`) ride inside its record (`mesh`
+//! beside the service's own fields) and become a copy of the mesh file beside the service's copy. A port
+//! something on this host already holds is left out of the copy and listed as refused, so the other
+//! ports and the other hosts go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use super::records::{RecordKey, RecordTable, RecordValue};
+use crate::state::mesh::{MeshDir, MeshSpec, Publish, RefusedPublish};
+use crate::state::port_holder;
 use crate::state::service::{ClusterScope, ServiceDir, ServiceRange, ServiceSpec};
+
+/// A service record's value: the service file's JSON with its publications beside (a reader that
+/// knows only services ignores `mesh`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ServiceRecord {
+    #[serde(flatten)]
+    spec: ServiceSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mesh: Option<MeshSpec>,
+}
 
 /// This host's own cluster services as its records.
 pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordValue> {
@@ -26,11 +45,17 @@ pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordVa
             return BTreeMap::new();
         }
     };
+    let mesh = MeshDir::new(state_dir);
     specs
         .into_iter()
         .filter(ServiceSpec::is_own_cluster_service)
         .filter_map(|spec| {
-            let value = serde_json::to_string(&spec).ok()?;
+            let record = ServiceRecord {
+                mesh: mesh.read(&spec.name).ok().flatten(),
+                spec,
+            };
+            let value = serde_json::to_string(&record).ok()?;
+            let spec = record.spec;
             let key = RecordKey::Service {
                 host: me,
                 network: spec.network.clone(),
@@ -41,8 +66,14 @@ pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordVa
         .collect()
 }
 
-/// A service as another host's record has it, with its origin set.
-fn remote_services(table: &RecordTable, me: IpAddr) -> Vec<ServiceSpec> {
+/// A service as another host's record has it, with its origin set, and its publications.
+#[derive(Debug, Clone)]
+struct Remote {
+    spec: ServiceSpec,
+    mesh: Option<MeshSpec>,
+}
+
+fn remote_services(table: &RecordTable, me: IpAddr) -> Vec<Remote> {
     let mut out = Vec::new();
     for (key, value) in table.live() {
         let (RecordKey::Service { host, name, .. }, RecordValue::Service { spec }) = (key, value)
@@ -52,14 +83,15 @@ fn remote_services(table: &RecordTable, me: IpAddr) -> Vec<ServiceSpec> {
         if *host == me {
             continue;
         }
-        match serde_json::from_str::<ServiceSpec>(spec) {
-            Ok(mut spec) if &spec.name == name => {
+        match serde_json::from_str::<ServiceRecord>(spec) {
+            Ok(ServiceRecord { mut spec, mesh }) if &spec.name == name => {
                 let created_at_ms = spec.cluster.map_or(0, |c| c.created_at_ms);
                 spec.cluster = Some(ClusterScope {
                     created_at_ms,
                     origin: Some(*host),
                 });
-                out.push(spec);
+                let mesh = mesh.filter(|m| &m.service == name);
+                out.push(Remote { spec, mesh });
             }
             Ok(_) => tracing::warn!(%host, name, "service record names another service; ignored"),
             Err(e) => tracing::warn!(%host, name, error = %e, "unreadable service record; ignored"),
@@ -87,14 +119,14 @@ pub struct SyncOutcome {
 }
 
 /// The copies wanted here: per name the best-ranked remote service.
-fn winners(remote: &[ServiceSpec], me: IpAddr) -> BTreeMap<String, ServiceSpec> {
-    let mut out: BTreeMap<String, ServiceSpec> = BTreeMap::new();
-    for spec in remote {
+fn winners(remote: &[Remote], me: IpAddr) -> BTreeMap<String, Remote> {
+    let mut out: BTreeMap<String, Remote> = BTreeMap::new();
+    for r in remote {
         let better = out
-            .get(&spec.name)
-            .is_none_or(|held| rank(spec, me) < rank(held, me));
+            .get(&r.spec.name)
+            .is_none_or(|held| rank(&r.spec, me) < rank(&held.spec, me));
         if better {
-            out.insert(spec.name.clone(), spec.clone());
+            out.insert(r.spec.name.clone(), r.clone());
         }
     }
     out
@@ -120,18 +152,25 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bo
         }
     };
     let wanted = winners(&remote, me);
-    for (name, spec) in &wanted {
+    // The copies this host holds after the pass, with the publications their records carry.
+    let mut copies: Vec<&Remote> = Vec::new();
+    for (name, r) in &wanted {
+        let spec = &r.spec;
         match local.iter().find(|s| &s.name == name) {
             Some(held) if held.origin().is_none() => {
                 tracing::debug!(name, other = ?spec.origin(), "a service of this name exists here; not copied");
                 continue;
             }
-            Some(held) if held == spec => continue,
+            Some(held) if held == spec => {
+                copies.push(r);
+                continue;
+            }
             _ => {}
         }
         match dir.write(spec) {
             Ok(()) => {
                 outcome.networks.insert(spec.network.clone());
+                copies.push(r);
             }
             Err(e) => tracing::warn!(name, error = %e, "writing a cluster service's copy"),
         }
@@ -147,22 +186,26 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bo
         };
         !wanted.contains_key(&s.name) && (view_complete || table.is_deleted(&key))
     };
-    for stale in local.iter().filter(|s| gone(s)) {
-        if dir.remove(&stale.name).is_ok() {
-            outcome.networks.insert(stale.network.clone());
+    let stale: Vec<&ServiceSpec> = local.iter().filter(|s| gone(s)).collect();
+    for s in &stale {
+        if dir.remove(&s.name).is_ok() {
+            outcome.networks.insert(s.network.clone());
         }
     }
+    outcome
+        .networks
+        .extend(sync_mesh(state_dir, &copies, &stale));
     for own in local.iter().filter(|s| s.is_own_cluster_service()) {
         let beaten = own.vips.iter().any(|vip| {
             remote
                 .iter()
-                .any(|r| r.vips.contains(vip) && rank(r, me) < rank(own, me))
+                .any(|r| r.spec.vips.contains(vip) && rank(&r.spec, me) < rank(own, me))
         });
         if !beaten {
             continue;
         }
         let mut taken: Vec<IpAddr> = local.iter().flat_map(|s| s.vips.clone()).collect();
-        taken.extend(remote.iter().flat_map(|s| s.vips.clone()));
+        taken.extend(remote.iter().flat_map(|r| r.spec.vips.clone()));
         let Some(moved) = move_vips(own, &taken) else {
             tracing::error!(
                 name = own.name,
@@ -180,18 +223,96 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bo
     outcome
 }
 
-/// `host` is forgotten for good (`tether cluster forget`): the copies of its services go.
+/// Makes the mesh files of `copies` the copies of their records' publications (less the ports held
+/// here), and removes those of `stale` copies. Returns the networks whose mesh files changed.
+fn sync_mesh(state_dir: &Path, copies: &[&Remote], stale: &[&ServiceSpec]) -> BTreeSet<String> {
+    let mut networks = BTreeSet::new();
+    let dir = MeshDir::new(state_dir);
+    let Ok(_lock) = dir.lock() else {
+        return networks;
+    };
+    for r in copies {
+        let name = &r.spec.name;
+        let held = dir.read(name).ok().flatten();
+        let wanted = r.mesh.as_ref().map(|m| {
+            copy_of(m, held.as_ref(), |p| {
+                port_holder::holder_of(state_dir, name, p)
+            })
+        });
+        if wanted == held {
+            continue;
+        }
+        if let Some(w) = &wanted {
+            for refused in w
+                .refused
+                .iter()
+                .filter(|f| held.as_ref().is_none_or(|h| !h.refused.contains(f)))
+            {
+                tracing::warn!(service = name, publish = %refused.publish, held_by = refused.held_by,
+                    "another host's publication not taken here: its host port is held");
+            }
+        }
+        let written = match &wanted {
+            Some(w) => dir.write(w),
+            None => dir.remove(name).map(drop),
+        };
+        match written {
+            Ok(()) => {
+                networks.insert(r.spec.network.clone());
+            }
+            Err(e) => tracing::warn!(service = name, error = %e, "writing a publication's copy"),
+        }
+    }
+    for s in stale {
+        if dir.remove(&s.name).unwrap_or(false) {
+            networks.insert(s.network.clone());
+        }
+    }
+    networks
+}
+
+/// The copy of `record`'s publications for this host: a port the copy `held` already has stays;
+/// another one goes to `refused` when `taken` names its holder here.
+fn copy_of(
+    record: &MeshSpec,
+    held: Option<&MeshSpec>,
+    taken: impl Fn(&Publish) -> Option<String>,
+) -> MeshSpec {
+    let mut copy = MeshSpec {
+        publish: Vec::new(),
+        refused: Vec::new(),
+        ..record.clone()
+    };
+    for p in &record.publish {
+        let ours = held.is_some_and(|h| h.publish.contains(p));
+        match (!ours).then(|| taken(p)).flatten() {
+            Some(held_by) => copy.refused.push(RefusedPublish {
+                publish: *p,
+                held_by,
+            }),
+            None => copy.publish.push(*p),
+        }
+    }
+    copy
+}
+
+/// `host` is forgotten for good (`tether cluster forget`): the copies of its services (and their
+/// publications) go.
 pub fn forget_host(state_dir: &Path, host: IpAddr) -> BTreeSet<String> {
     let dir = ServiceDir::new(state_dir);
     let mut networks = BTreeSet::new();
     let Ok(_lock) = dir.lock() else {
         return networks;
     };
+    let mut gone = Vec::new();
     for copy in dir.list().unwrap_or_default() {
         if copy.origin() == Some(host) && dir.remove(&copy.name).is_ok() {
-            networks.insert(copy.network);
+            networks.insert(copy.network.clone());
+            gone.push(copy);
         }
     }
+    let gone: Vec<&ServiceSpec> = gone.iter().collect();
+    networks.extend(sync_mesh(state_dir, &[], &gone));
     networks
 }
 
@@ -243,7 +364,15 @@ mod tests {
             vec![a.clone(), b.clone(), c.clone()],
             vec![c.clone(), b.clone(), a.clone()],
         ] {
-            assert_eq!(winners(&order, me)["web"], c, "earliest, then lowest host");
+            let order: Vec<Remote> = order
+                .into_iter()
+                .map(|spec| Remote { spec, mesh: None })
+                .collect();
+            assert_eq!(
+                winners(&order, me)["web"].spec,
+                c,
+                "earliest, then lowest host"
+            );
         }
     }
 
@@ -310,6 +439,66 @@ mod tests {
         );
         assert!(services.read("own").unwrap().is_some());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn publishes(ports: &[&str]) -> MeshSpec {
+        MeshSpec {
+            service: "web".into(),
+            publish: ports.iter().map(|p| p.parse().unwrap()).collect(),
+            mode: Default::default(),
+            policy: Default::default(),
+            preserve_client_ip: false,
+            refused: Vec::new(),
+        }
+    }
+
+    /// The publications ride in the service record; a reader of the service alone still reads it.
+    #[test]
+    fn a_service_record_carries_its_publications() {
+        let record = ServiceRecord {
+            spec: spec("web", "10.96.0.1", 5, None),
+            mesh: Some(publishes(&["8080:80", "8053:53/udp"])),
+        };
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServiceRecord>(&text).unwrap(),
+            record
+        );
+        assert_eq!(
+            serde_json::from_str::<ServiceSpec>(&text).unwrap(),
+            record.spec
+        );
+        let bare = serde_json::to_string(&record.spec).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServiceRecord>(&bare).unwrap().mesh,
+            None
+        );
+    }
+
+    /// A port held here is refused (and asked again next time); a port the copy has stays without asking.
+    #[test]
+    fn a_copy_leaves_out_a_port_held_here() {
+        let record = publishes(&["8080:80", "9090:90"]);
+        let holder = |p: &Publish| (p.host_port == 9090).then(|| "service api".to_string());
+        let copy = copy_of(&record, None, holder);
+        assert_eq!(copy.publish, vec!["8080:80".parse().unwrap()]);
+        assert_eq!(
+            copy.refused,
+            vec![RefusedPublish {
+                publish: "9090:90".parse().unwrap(),
+                held_by: "service api".into()
+            }]
+        );
+        let asked = std::cell::Cell::new(0);
+        let again = copy_of(&record, Some(&copy), |p| {
+            asked.set(asked.get() + 1);
+            holder(p)
+        });
+        assert_eq!(again, copy);
+        assert_eq!(asked.get(), 1, "only the refused port is asked about again");
+        let freed = copy_of(&record, Some(&copy), |_| None);
+        assert_eq!(freed.publish, record.publish);
+        assert!(freed.refused.is_empty());
     }
 
     #[test]

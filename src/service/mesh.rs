@@ -136,7 +136,7 @@ impl MeshPorts {
     /// Whether some service publishes a port (tetherd stays up for it).
     pub fn publishes(&mut self) -> bool {
         self.reload();
-        !self.specs.is_empty()
+        self.specs.iter().any(|s| !s.publish.is_empty())
     }
 
     /// Nothing published and nothing of the mesh left in the kernel.
@@ -430,6 +430,7 @@ mod tests {
             mode: PublishMode::Mesh,
             policy,
             preserve_client_ip: preserve,
+            refused: Vec::new(),
         }
     }
 

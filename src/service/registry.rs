@@ -257,6 +257,11 @@ impl Services {
             .ok_or_else(|| ServiceError::NotFound {
                 name: name.to_string(),
             })?;
+        if let Some(origin) = spec.origin() {
+            return Err(ServiceError::Bad(format!(
+                "service {name:?} was created on host {origin} and comes from the cluster store; change its publications there"
+            )));
+        }
         Ok(super::publish::update(&self.state_dir, &spec, req)?)
     }
 

@@ -1,7 +1,8 @@
 //! A service's published ports (the routing mesh) on disk: one JSON file per service that publishes,
 //! `<state>/mesh/<name>.json`, written by `tether service create --publish` and `service update`, read by
 //! tetherd (which answers on the ports) and by `tether-portmap` (which must not publish the same port).
-//! Kept beside the service file rather than in it, so a cluster store can carry it as its own record.
+//! Kept beside the service file rather than in it; on an overlay the service's cluster record carries
+//! it too, and other hosts hold copies (`overlay::cluster_services`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,18 @@ pub struct MeshSpec {
     /// Remote replicas see the client's address instead of this host's overlay address.
     #[serde(default)]
     pub preserve_client_ip: bool,
+    /// On a copy of another host's publications (its service is a copy): the ports this host could not
+    /// take because something here holds them. Never published; `service inspect` shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedPublish>,
+}
+
+/// A copied publication this host refused, and who holds its port here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedPublish {
+    pub publish: Publish,
+    pub held_by: String,
 }
 
 /// `<state>/mesh`: the one place that names the layout.
@@ -160,9 +173,9 @@ impl MeshDir {
         self.files.read(service)
     }
 
-    /// Writes the spec, or removes the file when nothing is published any more.
+    /// Writes the spec, or removes the file when nothing is published (or refused) any more.
     pub fn write(&self, spec: &MeshSpec) -> Result<(), MeshFileError> {
-        if spec.publish.is_empty() {
+        if spec.publish.is_empty() && spec.refused.is_empty() {
             return self.remove(&spec.service).map(drop);
         }
         self.files.write(&spec.service, spec)
@@ -222,6 +235,7 @@ mod tests {
             mode: PublishMode::Mesh,
             policy: MeshPolicy::Local,
             preserve_client_ip: false,
+            refused: Vec::new(),
         };
         mesh.write(&spec).unwrap();
         assert_eq!(mesh.read("web").unwrap(), Some(spec.clone()));

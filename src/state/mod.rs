@@ -8,6 +8,7 @@ pub mod driver_kind;
 pub mod lock;
 pub mod mesh;
 pub mod overlay;
+pub mod port_holder;
 pub mod service;
 pub mod vlan_registry;
 
