@@ -251,17 +251,8 @@ impl Services {
         name: &str,
         req: &super::publish::PublishRequest,
     ) -> Result<crate::state::mesh::MeshSpec, ServiceError> {
-        let spec = self
-            .dir()
-            .read(name)?
-            .ok_or_else(|| ServiceError::NotFound {
-                name: name.to_string(),
-            })?;
-        if let Some(origin) = spec.origin() {
-            return Err(ServiceError::Bad(format!(
-                "service {name:?} was created on host {origin} and comes from the cluster store; change its publications there"
-            )));
-        }
+        let spec = existing(&self.dir(), name)?;
+        own_copy_only(&spec, "change its publications there")?;
         Ok(super::publish::update(&self.state_dir, &spec, req)?)
     }
 
@@ -272,14 +263,8 @@ impl Services {
     pub fn remove(&self, name: &str) -> Result<ServiceSpec, ServiceError> {
         let dir = self.dir();
         let _lock = dir.lock().map_err(ServiceError::Lock)?;
-        let spec = dir.read(name)?.ok_or_else(|| ServiceError::NotFound {
-            name: name.to_string(),
-        })?;
-        if let Some(origin) = spec.origin() {
-            return Err(ServiceError::Bad(format!(
-                "service {name:?} was created on host {origin} and comes from the cluster store; remove it there"
-            )));
-        }
+        let spec = existing(&dir, name)?;
+        own_copy_only(&spec, "remove it there")?;
         dir.remove(name)?;
         drop(_lock);
         super::publish::forget(&self.state_dir, name)?;
@@ -290,12 +275,7 @@ impl Services {
     /// The service with its backends (from the attachment records) and, when tetherd runs, their health
     /// and the service's counters.
     pub fn inspect(&self, name: &str) -> Result<ServiceView, ServiceError> {
-        let spec = self
-            .dir()
-            .read(name)?
-            .ok_or_else(|| ServiceError::NotFound {
-                name: name.to_string(),
-            })?;
+        let spec = existing(&self.dir(), name)?;
         let mut records = RecordDir::new(&self.state_dir, &spec.network)
             .list()
             .unwrap_or_default();
@@ -435,6 +415,25 @@ pub struct ServiceView {
     /// Published ports (the routing mesh) with this host's counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<super::publish::MeshView>,
+}
+
+/// The service named `name`, or `NotFound`.
+fn existing(dir: &ServiceDir, name: &str) -> Result<ServiceSpec, ServiceError> {
+    dir.read(name)?.ok_or_else(|| ServiceError::NotFound {
+        name: name.to_string(),
+    })
+}
+
+/// Refuses to change a copy of another host's service: it is changed on the host that created it (`there`
+/// says how).
+fn own_copy_only(spec: &ServiceSpec, there: &str) -> Result<(), ServiceError> {
+    match spec.origin() {
+        Some(origin) => Err(ServiceError::Bad(format!(
+            "service {:?} was created on host {origin} and comes from the cluster store; {there}",
+            spec.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
