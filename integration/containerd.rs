@@ -116,11 +116,19 @@ fn gc_collects_a_ctr_run_cni_container_whose_task_was_deleted_without_del() {
         "no DEL ran: the address is still leased"
     );
 
-    let out = cli.ok(&["gc"]);
-    assert!(
-        out.contains(&format!("detached {container_id} from {NETWORK}")),
-        "{out}"
+    // The veth can vanish a moment before every trace of the namespace does (containerd unmounts its
+    // netns file on its own schedule): gc is asked until it sees the namespace gone.
+    let detached = format!("detached {container_id} from {NETWORK}");
+    let mut out = String::new();
+    wait_until(
+        "gc collects the dead container",
+        Duration::from_secs(10),
+        || {
+            out = cli.ok(&["gc"]);
+            out.contains(&detached)
+        },
     );
+    assert!(out.contains(&detached), "{out}");
     assert!(store::leases(&host.data_dir(), NETWORK).is_empty());
     assert!(
         cache_entries(&cli).is_empty(),

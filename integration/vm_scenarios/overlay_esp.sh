@@ -65,12 +65,15 @@ kill -CONT $(cat /tmp/h1/tetherd.pid)
 check tetherd_restores_the_state wait_for 20 ip netns exec c1 ping -c 1 -W 1 $C2
 
 # A peer's policy deleted by hand: the catch-all block holds the port shut until tetherd sets it again.
+# h1's tetherd is paused meanwhile: it sets every policy again every 10 s, which could fall inside the pings.
 # proto 17: the VM has no /etc/protocols to name it.
+kill -STOP $(cat /tmp/h1/tetherd.pid)
 ip -n h1 xfrm policy delete src 192.168.50.1/32 dst 192.168.50.2/32 proto 17 dport 4789 dir out
 reset_wire
 check_fails without_its_policy_the_pair_is_blocked ip netns exec c1 ping -c 2 -i 0.3 -W 1 $C2
 VX=$(wire vxlan)
 check nothing_leaked_in_clear_without_the_policy sh -c "echo vxlan=$VX; [ $VX -eq 0 ]"
+kill -CONT $(cat /tmp/h1/tetherd.pid)
 check tetherd_restores_the_policy wait_for 25 ip netns exec c1 ping -c 1 -W 1 $C2
 
 # Rotation: pings every 0.2 s and a TCP transfer paced over the same time, across three epoch changes;
