@@ -290,15 +290,25 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
+/// VmRSS, split into anonymous memory (heap, stacks) and file-backed pages (mostly the binary's text).
 fn rss(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l["VmRSS:".len()..].trim().to_owned())
-        })
-        .unwrap_or_else(|| "gone".into())
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return "gone".into();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{} kB (anon {}, file {}; {} threads)",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("Threads:")
+    )
 }
 
 /// Time every thread of a process has spent on a CPU, in nanoseconds (schedstat: finer than the 10 ms

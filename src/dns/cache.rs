@@ -7,8 +7,12 @@
 //! caused an insert is charged for it: one network holds at most [`NETWORK_SHARE`] of the budget, so a
 //! container flooding the cache evicts its own network's entries, never everybody's.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
 
 use super::wire;
 
@@ -21,9 +25,9 @@ pub const MAX_CACHED_REPLY: usize = 4096;
 pub const CACHE_BYTES: usize = 8 << 20;
 /// The part of the budget one network may hold (a fraction: budget / this).
 pub const NETWORK_SHARE: usize = 2;
-/// What an entry costs beyond its bytes: the map slot, the entry, the key's `String` and its place in its
-/// network's eviction queue (measured roughly from the struct sizes, rounded up).
-const ENTRY_OVERHEAD: usize = 160;
+/// What an entry costs beyond its bytes: its slot, the allocator's header of its one buffer, its part of
+/// the index (4-byte buckets, at most half full after deletions) and its places in its network's queue.
+const ENTRY_OVERHEAD: usize = 112;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -32,22 +36,51 @@ pub struct CacheKey {
     pub qclass: u16,
 }
 
+/// One kept reply. Every entry is one allocation: a map keyed by `CacheKey` with the reply, its TTL
+/// offsets and a queue of cloned keys beside it cost four, and a hash table of whole entries that
+/// deletions have left half full costs ten times its live entries (measured: 1.85 MB of table for 4096).
 struct Entry {
-    reply: Box<[u8]>,
-    /// Where the TTL fields are (replies are at most 4 KiB, so `u16` holds every offset).
-    ttl_offsets: Box<[u16]>,
+    /// The key's name, then the reply, then each TTL field's offset in the reply (`u16`, native order).
+    data: Box<[u8]>,
+    name_len: u16,
+    reply_len: u16,
+    qtype: u16,
+    qclass: u16,
     /// Where the stored reply's question ends.
     question_end: u16,
     stored: Instant,
-    lifetime: Duration,
+    lifetime_s: u32,
     owner: u32,
     /// Matches the entry to its place in the owner's queue (a key inserted again gets a new one).
     seq: u32,
 }
 
 impl Entry {
-    fn cost(&self, key: &CacheKey) -> usize {
-        cost_of(self.reply.len(), self.ttl_offsets.len(), key.name.len())
+    fn name(&self) -> &[u8] {
+        &self.data[..self.name_len as usize]
+    }
+
+    fn reply(&self) -> &[u8] {
+        let start = self.name_len as usize;
+        &self.data[start..start + self.reply_len as usize]
+    }
+
+    fn ttl_offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.data[self.name_len as usize + self.reply_len as usize..]
+            .chunks_exact(2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
+    }
+
+    fn matches(&self, key: &CacheKey) -> bool {
+        self.qtype == key.qtype && self.qclass == key.qclass && self.name() == key.name.as_bytes()
+    }
+
+    fn cost(&self) -> usize {
+        self.data.len() + self.name_len as usize + ENTRY_OVERHEAD
+    }
+
+    fn expired(&self) -> bool {
+        self.stored.elapsed() >= Duration::from_secs(self.lifetime_s as u64)
     }
 }
 
@@ -55,16 +88,22 @@ fn cost_of(reply: usize, ttls: usize, name: usize) -> usize {
     reply + 2 * ttls + 2 * name + ENTRY_OVERHEAD
 }
 
-/// One network's part of the cache: its bytes and its entries, oldest first.
+/// One network's part of the cache: its bytes and its entries, oldest first (as slot and sequence).
 #[derive(Default)]
 struct Owner {
     bytes: usize,
     entries: usize,
-    order: VecDeque<(CacheKey, u32)>,
+    order: VecDeque<(u32, u32)>,
 }
 
 pub struct ReplyCache {
-    entries: HashMap<CacheKey, Entry>,
+    /// Entries by slot; a freed slot is reused before the vector grows.
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    /// Slots by the hash of their key.
+    index: HashTable<u32>,
+    hasher: RandomState,
+    live: usize,
     /// Most entries kept, whatever their size (0 turns the cache off).
     capacity: usize,
     budget: usize,
@@ -84,7 +123,11 @@ impl ReplyCache {
 
     pub fn with_budget(capacity: usize, budget: usize) -> ReplyCache {
         ReplyCache {
-            entries: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+            live: 0,
             capacity,
             budget,
             owners: Vec::new(),
@@ -95,6 +138,20 @@ impl ReplyCache {
             hits: 0,
             misses: 0,
         }
+    }
+
+    fn hash(&self, name: &[u8], qtype: u16, qclass: u16) -> u64 {
+        self.hasher.hash_one((name, qtype, qclass))
+    }
+
+    fn find(&self, key: &CacheKey) -> Option<u32> {
+        let hash = self.hash(key.name.as_bytes(), key.qtype, key.qclass);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&s| {
+                slots[s as usize].as_ref().is_some_and(|e| e.matches(key))
+            })
+            .copied()
     }
 
     /// Keeps `reply`, charged to `network`, if it is a cacheable answer (NOERROR or NXDOMAIN, not
@@ -118,9 +175,11 @@ impl ReplyCache {
         let Ok(question_end) = wire::question_end(reply) else {
             return;
         };
-        // Every offset is below the reply's length, which is at most 4 KiB.
-        let ttl_offsets: Box<[u16]> = ttls.offsets.iter().map(|&o| o as u16).collect();
-        let cost = cost_of(reply.len(), ttl_offsets.len(), key.name.len());
+        // A DNS name is at most 255 bytes; anything longer is not a question we answered.
+        let Ok(name_len) = u16::try_from(key.name.len()) else {
+            return;
+        };
+        let cost = cost_of(reply.len(), ttls.offsets.len(), key.name.len());
         let share = self.budget / NETWORK_SHARE;
         if cost > share {
             return;
@@ -131,7 +190,7 @@ impl ReplyCache {
         while self.owners[owner as usize].bytes + cost > share {
             self.evict_oldest(owner);
         }
-        while self.bytes + cost > self.budget || self.entries.len() >= self.capacity {
+        while self.bytes + cost > self.budget || self.live >= self.capacity {
             // Over the whole budget: the biggest holder gives up its oldest entry.
             let Some(biggest) = (0..self.owners.len()).max_by_key(|&i| self.owners[i].bytes) else {
                 break;
@@ -141,24 +200,50 @@ impl ReplyCache {
             }
             self.evict_oldest(biggest as u32);
         }
+        let mut data = Vec::with_capacity(key.name.len() + reply.len() + 2 * ttls.offsets.len());
+        data.extend_from_slice(key.name.as_bytes());
+        data.extend_from_slice(reply);
+        // Every offset is below the reply's length, which is at most 4 KiB.
+        for &at in &ttls.offsets {
+            data.extend_from_slice(&(at as u16).to_ne_bytes());
+        }
         self.seq = self.seq.wrapping_add(1);
+        let entry = Entry {
+            data: data.into_boxed_slice(),
+            name_len,
+            reply_len: reply.len() as u16,
+            qtype: key.qtype,
+            qclass: key.qclass,
+            question_end: question_end as u16,
+            stored: Instant::now(),
+            lifetime_s: ttl.min(MAX_TTL),
+            owner,
+            seq: self.seq,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(entry);
+                s
+            }
+            None => {
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let hash = self.hash(key.name.as_bytes(), key.qtype, key.qclass);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, slot, |&s| {
+            let e = slots[s as usize]
+                .as_ref()
+                .expect("indexed slots hold entries");
+            hasher.hash_one((e.name(), e.qtype, e.qclass))
+        });
+        self.live += 1;
         let o = &mut self.owners[owner as usize];
         o.bytes += cost;
         o.entries += 1;
-        o.order.push_back((key.clone(), self.seq));
+        o.order.push_back((slot, self.seq));
         self.bytes += cost;
-        self.entries.insert(
-            key,
-            Entry {
-                reply: reply.into(),
-                ttl_offsets,
-                question_end: question_end as u16,
-                stored: Instant::now(),
-                lifetime: Duration::from_secs(ttl.min(MAX_TTL) as u64),
-                owner,
-                seq: self.seq,
-            },
-        );
     }
 
     /// A fresh copy of the stored reply for `query` (whose question is `question_end` long) into `out`.
@@ -169,20 +254,23 @@ impl ReplyCache {
         question_end: usize,
         out: &mut Vec<u8>,
     ) -> bool {
-        let Some(e) = self.entries.get(key) else {
+        let Some(slot) = self.find(key) else {
             self.misses += 1;
             return false;
         };
+        let e = self.slots[slot as usize]
+            .as_ref()
+            .expect("indexed slots hold entries");
         let age = e.stored.elapsed();
-        if age >= e.lifetime {
-            self.remove(key);
+        if e.expired() {
+            self.remove_slot(slot);
             self.misses += 1;
             return false;
         }
         out.clear();
-        out.extend_from_slice(&e.reply);
-        for &at in e.ttl_offsets.iter() {
-            wire::age_ttl(out, at as usize, age.as_secs() as u32);
+        out.extend_from_slice(e.reply());
+        for at in e.ttl_offsets() {
+            wire::age_ttl(out, at, age.as_secs() as u32);
         }
         // Give the client back its own spelling when it is the same name in another case: same bytes
         // but for letters. A question spelled differently (a compression pointer, say) has another
@@ -215,26 +303,42 @@ impl ReplyCache {
     }
 
     fn remove(&mut self, key: &CacheKey) {
-        if let Some(e) = self.entries.remove(key) {
-            let cost = e.cost(key);
-            let o = &mut self.owners[e.owner as usize];
-            o.bytes -= cost;
-            o.entries -= 1;
-            self.bytes -= cost;
-            // Its place in the queue goes stale; drop stale places once they outnumber live ones.
-            if o.order.len() > 2 * o.entries + 16 {
-                let entries = &self.entries;
-                o.order
-                    .retain(|(k, seq)| entries.get(k).is_some_and(|e| e.seq == *seq));
-            }
+        if let Some(slot) = self.find(key) {
+            self.remove_slot(slot);
+        }
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        let Some(e) = self.slots[slot as usize].take() else {
+            return;
+        };
+        let hash = self.hash(e.name(), e.qtype, e.qclass);
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        self.free.push(slot);
+        self.live -= 1;
+        let cost = e.cost();
+        let o = &mut self.owners[e.owner as usize];
+        o.bytes -= cost;
+        o.entries -= 1;
+        self.bytes -= cost;
+        // Its place in the queue goes stale; drop stale places once they outnumber live ones.
+        if o.order.len() > 2 * o.entries + 16 {
+            let slots = &self.slots;
+            o.order
+                .retain(|&(s, seq)| slots[s as usize].as_ref().is_some_and(|e| e.seq == seq));
         }
     }
 
     /// Drops `owner`'s oldest entry (stale queue places are skipped).
     fn evict_oldest(&mut self, owner: u32) {
-        while let Some((key, seq)) = self.owners[owner as usize].order.pop_front() {
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.remove(&key);
+        while let Some((slot, seq)) = self.owners[owner as usize].order.pop_front() {
+            if self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|e| e.seq == seq)
+            {
+                self.remove_slot(slot);
                 return;
             }
         }
@@ -247,23 +351,20 @@ impl ReplyCache {
             return;
         }
         self.swept = Some(Instant::now());
-        let expired: Vec<CacheKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.stored.elapsed() >= e.lifetime)
-            .map(|(k, _)| k.clone())
+        let expired: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&s| self.slots[s as usize].as_ref().is_some_and(Entry::expired))
             .collect();
-        for key in expired {
-            self.remove(&key);
+        for slot in expired {
+            self.remove_slot(slot);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live == 0
     }
 
     /// Bytes charged in all, as counted against the budget.
@@ -425,5 +526,27 @@ mod tests {
         assert!(cache.bytes() <= 20 * each);
         let stale = cache.owners.iter().map(|o| o.order.len()).sum::<usize>();
         assert!(stale <= 2 * cache.len() + 16 * cache.owners.len());
+    }
+
+    /// Unique names through a full cache: slots are reused and the index stays sized for the capacity,
+    /// however many deletions it has seen; every kept name is found again.
+    #[test]
+    fn churn_keeps_slots_and_index_at_the_capacity() {
+        let mut cache = ReplyCache::new(100);
+        for i in 0..10_000 {
+            let n = format!("n{i}.example");
+            cache.insert(key(&n), &upstream_reply(&n, 60), "n");
+        }
+        assert_eq!(cache.len(), 100);
+        assert_eq!(cache.slots.len(), 100);
+        assert!(cache.index.capacity() <= 256, "{}", cache.index.capacity());
+        let mut out = Vec::new();
+        for i in 9_900..10_000 {
+            let n = format!("n{i}.example");
+            let q = wire::build_query(7, &n, wire::TYPE_A, false);
+            assert!(cache.get(&key(&n), &q, q.len(), &mut out), "{n}");
+        }
+        let q = wire::build_query(7, "n9899.example", wire::TYPE_A, false);
+        assert!(!cache.get(&key("n9899.example"), &q, q.len(), &mut out));
     }
 }
