@@ -35,14 +35,13 @@ const UDP_RECEIVE_BUFFER: usize = 1 << 20;
 
 pub struct Listener {
     pub scope: Rc<RefCell<Scope>>,
-    udp: JoinHandle<()>,
-    tcp: JoinHandle<()>,
+    /// One task serves both sockets: a thousand containers are a thousand tasks, not two thousand.
+    task: JoinHandle<()>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.udp.abort();
-        self.tcp.abort();
+        self.task.abort();
     }
 }
 
@@ -154,16 +153,8 @@ pub fn serve(
     let udp = Rc::new(UdpSocket::from_std(sockets.0)?);
     let tcp = TcpListener::from_std(sockets.1)?;
     let scope = Rc::new(RefCell::new(scope));
-    // This container's share of the upstream queries in flight, over UDP and TCP alike.
-    let forwards = Quota::new(FORWARDS_PER_CONTAINER);
     Ok(Listener {
-        udp: tokio::task::spawn_local(serve_udp(
-            resolver.clone(),
-            udp,
-            scope.clone(),
-            forwards.clone(),
-        )),
-        tcp: tokio::task::spawn_local(serve_tcp(resolver, tcp, scope.clone(), max_tcp, forwards)),
+        task: tokio::task::spawn_local(serve_sockets(resolver, udp, tcp, scope.clone(), max_tcp)),
         scope,
     })
 }
@@ -174,80 +165,88 @@ thread_local! {
     static UDP_BATCH: RefCell<DatagramBatch> = RefCell::new(DatagramBatch::default());
 }
 
-async fn serve_udp(
+async fn serve_sockets(
     resolver: Rc<Resolver>,
-    socket: Rc<UdpSocket>,
+    udp: Rc<UdpSocket>,
+    tcp: TcpListener,
     scope: Rc<RefCell<Scope>>,
-    forwards: Rc<Quota>,
+    max_tcp: usize,
 ) {
-    let fd = socket.as_raw_fd();
+    // This container's share of the upstream queries in flight, over UDP and TCP alike.
+    let forwards = Quota::new(FORWARDS_PER_CONTAINER);
+    // Owned here: when this task is aborted, every connection task goes with it. Made on the first
+    // TCP client, as most containers never ask over TCP.
+    let mut connections: Option<JoinSet<()>> = None;
     loop {
-        if socket.readable().await.is_err() {
-            continue;
-        }
-        let mut pending: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
-        let received = UDP_BATCH.with_borrow_mut(|batch| {
-            // try_io: a WouldBlock clears tokio's readiness, so the next readable() waits for new data.
-            let n = socket.try_io(Interest::READABLE, || batch.receive(fd))?;
-            let scope = scope.borrow();
-            for i in 0..n {
-                let mut reply = std::mem::take(&mut batch.replies[i]);
-                match resolver.answer(batch.datagram(i), &scope, Transport::Udp, &mut reply) {
-                    Outcome::Reply => batch.answered[i] = true,
-                    Outcome::Forward(q) => {
-                        pending.push((batch.datagram(i).to_vec(), q, batch.peer(i)))
-                    }
-                    Outcome::Drop => {}
+        // Both arms are cancel-safe: a readiness or an accept not taken stays with the socket.
+        tokio::select! {
+            ready = udp.readable() => {
+                if ready.is_ok() {
+                    answer_datagrams(&resolver, &udp, &scope, &forwards).await;
                 }
-                batch.replies[i] = reply;
             }
-            batch.send_replies(fd);
-            Ok::<usize, std::io::Error>(n)
-        });
-        for (query, q, peer) in pending {
-            let (resolver, socket, forwards) = (resolver.clone(), socket.clone(), forwards.clone());
-            let network = cache_owner(&scope.borrow());
-            tokio::task::spawn_local(async move {
-                let reply = resolver
-                    .forward(&query, q, Transport::Udp, &forwards, &network)
-                    .await;
-                let _ = socket.send_to(&reply, peer).await;
-            });
-        }
-        match received {
-            // A full batch: more may be waiting; let other namespaces have a turn first.
-            Ok(n) if n == datagram_batch::BATCH => tokio::task::yield_now().await,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => tracing::debug!(error = %e, "resolver receive failed"),
+            accepted = tcp.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let connections = connections.get_or_insert_with(JoinSet::new);
+                while connections.try_join_next().is_some() {}
+                if connections.len() >= max_tcp {
+                    continue; // dropped: the client retries or gives up, the daemon's memory stays bounded
+                }
+                connections.spawn_local(serve_tcp_client(
+                    resolver.clone(),
+                    stream,
+                    scope.clone(),
+                    forwards.clone(),
+                ));
+            }
         }
     }
 }
 
-async fn serve_tcp(
-    resolver: Rc<Resolver>,
-    listener: TcpListener,
-    scope: Rc<RefCell<Scope>>,
-    max_tcp: usize,
-    forwards: Rc<Quota>,
+/// Answers one batch of datagrams; the ones to forward go on in tasks of their own.
+async fn answer_datagrams(
+    resolver: &Rc<Resolver>,
+    socket: &Rc<UdpSocket>,
+    scope: &Rc<RefCell<Scope>>,
+    forwards: &Rc<Quota>,
 ) {
-    // Owned here: when this task is aborted, every connection task goes with it.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= max_tcp {
-            continue; // dropped: the client retries or gives up, the daemon's memory stays bounded
+    let fd = socket.as_raw_fd();
+    let mut pending: Vec<(Vec<u8>, Question, SocketAddr)> = Vec::new();
+    let received = UDP_BATCH.with_borrow_mut(|batch| {
+        // try_io: a WouldBlock clears tokio's readiness, so the next readable() waits for new data.
+        let n = socket.try_io(Interest::READABLE, || batch.receive(fd))?;
+        let scope = scope.borrow();
+        for i in 0..n {
+            let mut reply = std::mem::take(&mut batch.replies[i]);
+            match resolver.answer(batch.datagram(i), &scope, Transport::Udp, &mut reply) {
+                Outcome::Reply => batch.answered[i] = true,
+                Outcome::Forward(q) => pending.push((batch.datagram(i).to_vec(), q, batch.peer(i))),
+                Outcome::Drop => {}
+            }
+            batch.replies[i] = reply;
         }
-        connections.spawn_local(serve_tcp_client(
-            resolver.clone(),
-            stream,
-            scope.clone(),
-            forwards.clone(),
-        ));
+        batch.send_replies(fd);
+        Ok::<usize, std::io::Error>(n)
+    });
+    for (query, q, peer) in pending {
+        let (resolver, socket, forwards) = (resolver.clone(), socket.clone(), forwards.clone());
+        let network = cache_owner(&scope.borrow());
+        tokio::task::spawn_local(async move {
+            let reply = resolver
+                .forward(&query, q, Transport::Udp, &forwards, &network)
+                .await;
+            let _ = socket.send_to(&reply, peer).await;
+        });
+    }
+    match received {
+        // A full batch: more may be waiting; let other namespaces have a turn first.
+        Ok(n) if n == datagram_batch::BATCH => tokio::task::yield_now().await,
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => tracing::debug!(error = %e, "resolver receive failed"),
     }
 }
 
