@@ -233,13 +233,15 @@ fn write_fake_host_state(state: &std::path::Path, addr: &str, i: usize) {
     use tether::state::overlay::{Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir};
     use tether::state::{AttachmentRecord, RecordDir};
     let subnet: ipnetwork::Ipv4Network = "10.230.0.0/16".parse().unwrap();
-    let block: ipnetwork::Ipv4Network = format!("10.230.{i}.0/26").parse().unwrap();
+    let block: ipnetwork::IpNetwork = format!("10.230.{i}.0/26").parse().unwrap();
     let dir = OverlayDir::new(state, "ovl");
     dir.write_facts(&NetworkFacts {
         network: "ovl".into(),
         vni: 603,
-        subnet,
+        subnet: Some(subnet),
         block_prefix: 26,
+        subnet6: None,
+        block_prefix6: None,
         vtep: addr.parse().unwrap(),
         bridge: "tob603".into(),
         vxlan: "tvx603".into(),

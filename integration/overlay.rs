@@ -253,7 +253,7 @@ fn a_message_sealed_with_the_wrong_key_is_dropped() {
             key: tether::overlay::RecordKey::Endpoint {
                 host: "192.168.77.2".parse().unwrap(),
                 network: "ovl".into(),
-                ip: Ipv4Addr::new(10, 214, 0, 200),
+                ip: std::net::IpAddr::V4(Ipv4Addr::new(10, 214, 0, 200)),
             },
             version: u64::MAX / 2,
             value: Some(tether::overlay::RecordValue::Endpoint {
