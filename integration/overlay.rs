@@ -253,6 +253,44 @@ fn ipv6_only_and_dual_stack_networks_ping_across_hosts_resolve_aaaa_and_program_
     assert!(c1.ping_retry(&a3[0], 5), "c1 lost c3 after c2 left");
 }
 
+#[test]
+fn a_dual_stack_add_that_gets_no_ipv6_address_fails_and_gives_its_ipv4_address_back() {
+    let cluster = Cluster::new("ovn", 1, Timings::FAST);
+    let h = &cluster.hosts[0];
+    // One IPv6 block of four addresses, the subnet's address and the gateway's (::1) kept out, as in
+    // IPv4: room for two containers.
+    let mut conf = overlay_conf("ovf", 108, "10.220.0.0/24");
+    conf["subnet"] = serde_json::json!(["10.220.0.0/24", "fd00:220::/126"]);
+    conf["blockSizeV6"] = serde_json::json!(126);
+    let leases = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(h.ns.state_dir().join("overlay/ovf/leases"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let c = h.ns.container(&format!("f{i}"));
+        held.extend(overlay_ips(&h.add(&conf, &c)));
+    }
+    held.sort();
+    assert_eq!(leases(), held, "two containers, an address of each family");
+    let third = h.ns.container("f2");
+    let out = h.try_add(&conf, &third);
+    out.expect_error(110);
+    assert!(out.stdout.contains("fd00:220::/126"), "{}", out.stdout);
+    assert_eq!(
+        leases(),
+        held,
+        "the failed ADD kept the IPv4 address it took before the IPv6 one failed"
+    );
+    assert!(!third.has_link("eth0"), "the failed ADD left an interface");
+}
+
 on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);
 fn two_overlay_networks_with_different_vnis_cannot_reach_each_other(store: Store) {
     let cluster = Cluster::on(&store.label("ovb"), 2, Timings::FAST, store);

@@ -108,8 +108,8 @@ pub fn judge_proposal(
 }
 
 /// An IPAM config handing out the addresses of `claims` of `pool`'s family with the prefix of the whole
-/// subnet (every container of the network is on-link). The subnet's first address stays out, as a gateway
-/// would (IPv6: the subnet-router anycast address), and IPv4's broadcast address.
+/// subnet (every container of the network is on-link). The subnet's own address and the first one after it
+/// stay out (as a gateway's would, in both families), and IPv4's broadcast address.
 pub fn ipam_config(
     pool: Pool,
     claims: &[Claim],
