@@ -201,6 +201,24 @@ fn ipv6_only_and_dual_stack_networks_ping_across_hosts_resolve_aaaa_and_program_
         "a dual-stack container got {b1:?}"
     );
     assert!(b2.len() == 2 && b1 != b2, "{b1:?} {b2:?}");
+    let check = h1.check(&dual, &d1, &q1);
+    assert!(
+        check.success(),
+        "CHECK of a dual-stack container: {}",
+        check.stdout
+    );
+    d1.exec_ok(&["ip", "addr", "del", &format!("{}/64", b1[1]), "dev", "eth0"]);
+    let check = h1.check(&dual, &d1, &q1);
+    assert!(!check.success(), "CHECK missed the lost IPv6 address");
+    d1.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/64", b1[1]),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     for ip in &b2 {
         assert!(d1.ping_retry(ip, 10), "d1 cannot ping d2 at {ip}");
     }
