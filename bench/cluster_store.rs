@@ -68,8 +68,10 @@ fn facts(ip: Ipv4Addr) -> NetworkFacts {
     NetworkFacts {
         network: NETWORK.into(),
         vni: 4242,
-        subnet: SUBNET.parse().unwrap(),
+        subnet: Some(SUBNET.parse().unwrap()),
         block_prefix: BLOCK_PREFIX,
+        subnet6: None,
+        block_prefix6: None,
         vtep: IpAddr::V4(ip),
         bridge: "tob4242".into(),
         vxlan: "tvx4242".into(),
@@ -118,8 +120,15 @@ fn run(n: usize, samples: usize) {
     // The claims lock lives under the run dir: one for the process, as on one host.
     std::env::set_var("TETHER_RUN_DIR", root.join("run"));
 
-    let blocks: Vec<Ipv4Network> =
-        tether::state::overlay::blocks(SUBNET.parse().unwrap(), BLOCK_PREFIX).collect();
+    let blocks: Vec<Ipv4Network> = tether::state::overlay::blocks(tether::state::overlay::Pool {
+        subnet: SUBNET.parse().unwrap(),
+        block_prefix: BLOCK_PREFIX,
+    })
+    .filter_map(|b| match b {
+        IpNetwork::V4(b) => Some(b),
+        IpNetwork::V6(_) => None,
+    })
+    .collect();
     let mut hosts = Vec::new();
     for i in 0..n {
         let ip = host_ip(i);
@@ -141,7 +150,7 @@ fn run(n: usize, samples: usize) {
         let t0 = SystemTime::now();
         dir.write_claims(&HostClaims {
             claims: vec![Claim {
-                block: blocks[i],
+                block: IpNetwork::V4(blocks[i]),
                 claimed_at_ms: tether::state::overlay::now_ms(),
                 lost: false,
                 state: ClaimState::Pending,

@@ -215,6 +215,31 @@ fn create_picks_a_pool_free_of_routes_and_networks_and_bad_input_writes_nothing(
 
     let overlay = t.json(&["network", "create", "--json", "-d", "overlay", "ov"]);
     assert_eq!(overlay["config"]["plugins"][0]["vni"], 4096);
+    // Dual stack: both subnets in the conflist (a list), both in inspect.
+    let dual = t.json(&[
+        "network",
+        "create",
+        "--json",
+        "-d",
+        "overlay",
+        "--subnet",
+        "fd00:63::/64",
+        "--subnet",
+        "10.63.0.0/24",
+        "ov2",
+    ]);
+    let subnets = &dual["config"]["plugins"][0]["subnet"];
+    assert!(
+        subnets.as_array().is_some_and(|s| s.len() == 2
+            && s.contains(&"10.63.0.0/24".into())
+            && s.contains(&"fd00:63::/64".into())),
+        "{dual}"
+    );
+    let inspect = t.ok(&["network", "inspect", "ov2"]);
+    assert!(
+        inspect.contains("10.63.0.0/24") && inspect.contains("fd00:63::/64"),
+        "{inspect}"
+    );
     let mac = t.json(&[
         "network",
         "create",
@@ -227,7 +252,7 @@ fn create_picks_a_pool_free_of_routes_and_networks_and_bad_input_writes_nothing(
     ]);
     assert_eq!(mac["config"]["plugins"][0]["master"], "rt1");
 
-    for name in ["a", "b", "c", "ov", "lan"] {
+    for name in ["a", "b", "c", "ov", "ov2", "lan"] {
         t.ok(&["network", "rm", name]);
     }
     assert!(t.conf_files().is_empty());

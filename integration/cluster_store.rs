@@ -434,6 +434,67 @@ fn etcd_blocks(cluster: &Cluster, network: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
+fn with_etcd_a_dual_stack_host_claims_a_spare_block_of_each_family_ahead_and_adds_past_them_need_no_store(
+) {
+    let mut cluster = Cluster::on("cssix", 2, Timings::FAST, Store::Etcd);
+    // /28 and /124 blocks: 16 addresses each; below 8 free in a family, its next block is claimed.
+    let mut conf = overlay_conf("six", 1701, "10.239.0.0/24");
+    conf["subnet"] = serde_json::json!(["10.239.0.0/24", "fd00:239::/64"]);
+    conf["blockSize"] = serde_json::json!(28);
+    conf["blockSizeV6"] = serde_json::json!(124);
+    let h1 = &cluster.hosts[1];
+    let mut containers = Vec::new();
+    for n in 0..9 {
+        let c = h1.ns.container(&format!("s{n}"));
+        h1.add(&conf, &c);
+        containers.push(c);
+    }
+    let me = h1.addr.clone();
+    let confirmed = |v6: bool| {
+        h1.own_claims("six")
+            .iter()
+            .filter(|(b, s)| s == "confirmed" && b.contains(':') == v6)
+            .count()
+    };
+    wait_until(
+        "host 2 holds a spare confirmed block of each family",
+        Duration::from_secs(10),
+        || confirmed(false) == 2 && confirmed(true) == 2,
+    );
+    let in_etcd = etcd_blocks(&cluster, "six");
+    let v6_keys: Vec<&String> = in_etcd
+        .iter()
+        .filter(|(k, h)| k.contains(':') && **h == me)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(v6_keys.len(), 2, "etcd lacks the IPv6 blocks: {in_etcd:?}");
+    assert!(
+        v6_keys
+            .iter()
+            .all(|k| k.starts_with("fd00:239:") && k.ends_with("_124")),
+        "{v6_keys:?}"
+    );
+
+    // etcd gone: ADDs past the first blocks take both addresses from the spares, no store on their path.
+    cluster.etcd.as_mut().unwrap().kill_member(0);
+    let h1 = &cluster.hosts[1];
+    let mut ips = Vec::new();
+    for n in 9..20 {
+        let c = h1.ns.container(&format!("s{n}"));
+        let out = h1.try_add(&conf, &c);
+        assert!(
+            out.success(),
+            "ADD {n} failed while the spare blocks had room: {}",
+            out.stdout
+        );
+        ips.extend(harness::overlay_cluster::overlay_ips(&out.stdout_json));
+        containers.push(c);
+    }
+    assert_eq!(ips.len(), 22, "an address of each family per ADD: {ips:?}");
+    assert_no_address_or_block_twice(&cluster, "six", &ips);
+}
+
+#[test]
 fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_dead_hosts_empty_ones_are_reclaimed(
 ) {
     let mut cluster = Cluster::on("csahead", 2, Timings::FAST, Store::Etcd);

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use harness::container_dns_server::{ContainerDnsServer, OWN_ANSWER};
 use harness::overlay_cluster::{
-    on_both_stores, overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
-    FAILURE_TIMEOUT_MS_FAST,
+    on_both_stores, overlay_conf, overlay_ip, overlay_ips, overlay_mac, wait_until, Cluster, Store,
+    Timings, FAILURE_TIMEOUT_MS_FAST,
 };
 
 const WRONG_KEY: [u8; 32] = [0x42; 32];
@@ -134,6 +134,181 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
     });
 }
 
+on_both_stores!(
+    ipv6_only_and_dual_stack_networks_ping_across_hosts_resolve_aaaa_and_program_ipv6_neighbours
+);
+fn ipv6_only_and_dual_stack_networks_ping_across_hosts_resolve_aaaa_and_program_ipv6_neighbours(
+    store: Store,
+) {
+    let cluster = Cluster::on(&store.label("ovm"), 3, Timings::FAST, store);
+    let (h1, h2, h3) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+
+    // IPv6 only: one address per container, from /122 blocks of the /64, over the IPv4 underlay.
+    let six = overlay_conf("ov6", 106, "fd00:106::/64");
+    let c1 = h1.ns.container("c1");
+    let c2 = h2.ns.container("c2");
+    let c3 = h3.ns.container("c3");
+    let r1 = h1.add_named(&six, &c1, "web6");
+    let r2 = h2.add_named(&six, &c2, "db6");
+    let r3 = h3.add_named(&six, &c3, "cache6");
+    let (a1, a2, a3) = (overlay_ips(&r1), overlay_ips(&r2), overlay_ips(&r3));
+    for a in [&a1, &a2, &a3] {
+        assert!(
+            a.len() == 1 && a[0].starts_with("fd00:106::"),
+            "an IPv6-only network gave {a:?}"
+        );
+    }
+    assert!(
+        a1 != a2 && a2 != a3 && a1 != a3,
+        "one address twice: {a1:?} {a2:?} {a3:?}"
+    );
+    assert!(c1.ping_retry(&a2[0], 10), "c1 cannot ping6 c2 ({})", a2[0]);
+    assert!(c3.ping_retry(&a1[0], 10), "c3 cannot ping6 c1 ({})", a1[0]);
+    assert!(c2.ping_retry(&a3[0], 10), "c2 cannot ping6 c3 ({})", a3[0]);
+    harness::tcp::exchange(&c1, &a1[0], 8080, &c2).expect("TCP over IPv6 from c2 to c1");
+    wait_until(
+        "c1 resolves db6 AAAA on host 2",
+        Duration::from_secs(5),
+        || resolve6(&c1, "db6") == a2,
+    );
+    assert!(
+        resolve(&c1, "db6").is_empty(),
+        "an A record for an IPv6-only container"
+    );
+    // The remote container's IPv6 address is a static neighbour of the VXLAN device (its proxy answers
+    // neighbour solicitations with it), next to the MAC -> VTEP FDB entry.
+    let neigh = h1.neighbours("tvx106");
+    assert!(
+        neigh.contains(&(a2[0].clone(), overlay_mac(&r2))),
+        "host 1 has no IPv6 neighbour for c2: {neigh:?}"
+    );
+    assert!(
+        h1.fdb("tvx106")
+            .contains(&(overlay_mac(&r2), h2.addr.clone())),
+        "host 1 fdb lacks c2"
+    );
+
+    // Dual stack: an address of each family, both reachable, A and AAAA both answered across hosts.
+    let mut dual = overlay_conf("ovd", 107, "10.219.0.0/16");
+    dual["subnet"] = serde_json::json!(["fd00:107::/64", "10.219.0.0/16"]);
+    let d1 = h1.ns.container("d1");
+    let d2 = h2.ns.container("d2");
+    let q1 = h1.add_named(&dual, &d1, "front");
+    let q2 = h2.add_named(&dual, &d2, "back");
+    let (b1, b2) = (overlay_ips(&q1), overlay_ips(&q2));
+    assert!(
+        b1.len() == 2 && b1[0].starts_with("10.219.") && b1[1].starts_with("fd00:107::"),
+        "a dual-stack container got {b1:?}"
+    );
+    assert!(b2.len() == 2 && b1 != b2, "{b1:?} {b2:?}");
+    let check = h1.check(&dual, &d1, &q1);
+    assert!(
+        check.success(),
+        "CHECK of a dual-stack container: {}",
+        check.stdout
+    );
+    d1.exec_ok(&["ip", "addr", "del", &format!("{}/64", b1[1]), "dev", "eth0"]);
+    let check = h1.check(&dual, &d1, &q1);
+    assert!(!check.success(), "CHECK missed the lost IPv6 address");
+    d1.exec_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/64", b1[1]),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    for ip in &b2 {
+        assert!(d1.ping_retry(ip, 10), "d1 cannot ping d2 at {ip}");
+    }
+    assert!(d2.ping_retry(&b1[1], 10), "d2 cannot ping6 d1");
+    wait_until(
+        "d1 resolves back, A and AAAA",
+        Duration::from_secs(5),
+        || {
+            resolve(&d1, "back") == vec![b2[0].clone()]
+                && resolve6(&d1, "back") == vec![b2[1].clone()]
+        },
+    );
+
+    // tether cluster status lists the IPv6 blocks with the IPv4 ones.
+    let status = harness::tether_cli::TetherCli::new(&h1.ns).run(&["cluster", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    let of_h2: Vec<String> = v["blocks"][&h2.addr]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.as_str().map(str::to_string))
+        .collect();
+    for wanted in ["ov6 fd00:106:", "ovd fd00:107:", "ovd 10.219."] {
+        assert!(
+            of_h2
+                .iter()
+                .any(|b| b.starts_with(wanted) && b.contains('/')),
+            "cluster status shows no `{wanted}...` block of host 2: {of_h2:?}\n{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    let text = harness::tether_cli::TetherCli::new(&h1.ns).run(&["cluster", "status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("fd00:106::"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    // DEL: the IPv6 neighbour and the names go everywhere.
+    h2.del(&dual, &d2);
+    wait_until(
+        "host 1 forgets d2's IPv6 neighbour",
+        Duration::from_secs(5),
+        || !h1.neighbours("tvx107").iter().any(|(ip, _)| *ip == b2[1]),
+    );
+    wait_until("d1 stops resolving back", Duration::from_secs(5), || {
+        resolve6(&d1, "back").is_empty()
+    });
+    h2.del(&six, &c2);
+    assert!(c1.ping_retry(&a3[0], 5), "c1 lost c3 after c2 left");
+}
+
+#[test]
+fn a_dual_stack_add_that_gets_no_ipv6_address_fails_and_gives_its_ipv4_address_back() {
+    let cluster = Cluster::new("ovn", 1, Timings::FAST);
+    let h = &cluster.hosts[0];
+    // One IPv6 block of four addresses, the subnet's address and the gateway's (::1) kept out, as in
+    // IPv4: room for two containers.
+    let mut conf = overlay_conf("ovf", 108, "10.220.0.0/24");
+    conf["subnet"] = serde_json::json!(["10.220.0.0/24", "fd00:220::/126"]);
+    conf["blockSizeV6"] = serde_json::json!(126);
+    let leases = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(h.ns.state_dir().join("overlay/ovf/leases"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let c = h.ns.container(&format!("f{i}"));
+        held.extend(overlay_ips(&h.add(&conf, &c)));
+    }
+    held.sort();
+    assert_eq!(leases(), held, "two containers, an address of each family");
+    let third = h.ns.container("f2");
+    let out = h.try_add(&conf, &third);
+    out.expect_error(110);
+    assert!(out.stdout.contains("fd00:220::/126"), "{}", out.stdout);
+    assert_eq!(
+        leases(),
+        held,
+        "the failed ADD kept the IPv4 address it took before the IPv6 one failed"
+    );
+    assert!(!third.has_link("eth0"), "the failed ADD left an interface");
+}
+
 on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);
 fn two_overlay_networks_with_different_vnis_cannot_reach_each_other(store: Store) {
     let cluster = Cluster::on(&store.label("ovb"), 2, Timings::FAST, store);
@@ -253,7 +428,7 @@ fn a_message_sealed_with_the_wrong_key_is_dropped() {
             key: tether::overlay::RecordKey::Endpoint {
                 host: "192.168.77.2".parse().unwrap(),
                 network: "ovl".into(),
-                ip: Ipv4Addr::new(10, 214, 0, 200),
+                ip: std::net::IpAddr::V4(Ipv4Addr::new(10, 214, 0, 200)),
             },
             version: u64::MAX / 2,
             value: Some(tether::overlay::RecordValue::Endpoint {
@@ -409,10 +584,19 @@ fn resolve(c: &harness::NetNs, name: &str) -> Vec<String> {
 
 /// The A records `dig @server` returns inside `c` for the query in `args`.
 fn resolve_at(c: &harness::NetNs, server: &str, args: &[&str]) -> Vec<String> {
+    resolve_type(c, server, args, "A")
+}
+
+/// The AAAA records `dig @127.0.0.11` returns inside `c` for `name`.
+fn resolve6(c: &harness::NetNs, name: &str) -> Vec<String> {
+    resolve_type(c, "127.0.0.11", &[name], "AAAA")
+}
+
+fn resolve_type(c: &harness::NetNs, server: &str, args: &[&str], kind: &str) -> Vec<String> {
     let at = format!("@{server}");
     let mut all = vec!["dig", "+short", "+time=1", "+tries=1", &at];
     all.extend_from_slice(args);
-    all.push("A");
+    all.push(kind);
     let out = c.exec(&all);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -454,13 +638,20 @@ fn hosts_that_fill_their_blocks_claim_new_ones_and_never_hand_out_an_address_twi
 
 /// Every host's first ADD at the same moment, all wanting the same block first (one
 /// `startBlockKey` for all): the block is agreed before use, so no address is handed out twice, every claim ends confirmed
-/// and on a different block, and every container reaches every other.
-fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
+/// and on a different block, and every container reaches every other. `dual`: the network is dual-stack,
+/// and the hosts race for a block of each family (four /26 and four /122 blocks).
+fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store, dual: bool) {
     let cluster = Cluster::on(label, hosts, Timings::FAST, store);
     for round in 0..3u32 {
         let network = format!("race{round}");
         // Four /26 blocks: every host wants the first one it finds free from the same start.
         let mut conf = overlay_conf(&network, 910 + round, &format!("10.218.{round}.0/24"));
+        if dual {
+            conf["subnet"] = serde_json::json!([
+                format!("10.218.{round}.0/24"),
+                format!("fd00:218:{round}::/120")
+            ]);
+        }
         conf["startBlockKey"] = "race".into();
         let containers: Vec<_> = (0..hosts)
             .map(|i| cluster.hosts[i].ns.container(&format!("r{round}h{i}")))
@@ -481,9 +672,11 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
                 .collect();
             handles.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        let ips: Vec<String> = results.iter().map(overlay_ip).collect();
+        let ips: Vec<String> = results.iter().flat_map(overlay_ips).collect();
+        let families = if dual { 2 } else { 1 };
+        assert_eq!(ips.len(), hosts * families, "round {round}: {ips:?}");
         let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
-        if distinct.len() != hosts {
+        if distinct.len() != ips.len() {
             for h in &cluster.hosts {
                 eprintln!(
                     "host {} claims {:?}\n{}",
@@ -495,7 +688,7 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
         }
         assert_eq!(
             distinct.len(),
-            hosts,
+            ips.len(),
             "round {round}: one address handed out twice: {ips:?}"
         );
         let mut blocks = std::collections::BTreeMap::new();
@@ -511,9 +704,14 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
                 }
             }
         }
+        let v6_blocks = blocks.keys().filter(|b| b.contains(':')).count();
+        assert!(
+            !dual || v6_blocks >= hosts,
+            "round {round}: {hosts} hosts but {v6_blocks} IPv6 blocks: {blocks:?}"
+        );
         for (i, c) in containers.iter().enumerate() {
             for (j, ip) in ips.iter().enumerate() {
-                if i != j {
+                if i != j / families {
                     assert!(
                         c.ping_retry(ip, 10),
                         "round {round}: container on host {i} cannot ping {ip} on host {j}"
@@ -526,12 +724,21 @@ fn first_adds_racing_for_one_block(label: &str, hosts: usize, store: Store) {
 
 #[test]
 fn two_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice() {
-    first_adds_racing_for_one_block("ovh", 2, Store::Gossip);
+    first_adds_racing_for_one_block("ovh", 2, Store::Gossip, false);
 }
 
 on_both_stores!(three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice);
 fn three_hosts_whose_first_adds_race_for_one_block_never_hand_out_an_address_twice(store: Store) {
-    first_adds_racing_for_one_block(&store.label("ovi"), 3, store);
+    first_adds_racing_for_one_block(&store.label("ovi"), 3, store, false);
+}
+
+on_both_stores!(
+    three_hosts_whose_first_dual_stack_adds_race_for_a_block_of_each_family_never_hand_out_an_address_twice
+);
+fn three_hosts_whose_first_dual_stack_adds_race_for_a_block_of_each_family_never_hand_out_an_address_twice(
+    store: Store,
+) {
+    first_adds_racing_for_one_block(&store.label("ovk"), 3, store, true);
 }
 
 #[test]

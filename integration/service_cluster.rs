@@ -375,3 +375,67 @@ fn two_hosts_that_took_one_vip_end_with_the_earlier_service_keeping_it(store: St
         "one VIP for late on both hosts"
     );
 }
+
+on_both_stores!(
+    a_service_on_a_dual_stack_overlay_reaches_a_replica_on_another_host_through_each_vip
+);
+/// A dual-stack overlay: the service gets a VIP of each family on every host, and a client on host 0
+/// reaches the replica on host 1 through both, seen with its own address of that family.
+fn a_service_on_a_dual_stack_overlay_reaches_a_replica_on_another_host_through_each_vip(
+    store: Store,
+) {
+    let cluster = Cluster::on(&store.label("svd"), 2, Timings::FAST, store);
+    let mut conf = overlay_conf("ovl", 1502, "10.236.0.0/16");
+    conf["subnet"] = json!(["10.236.0.0/16", "fd00:236::/64"]);
+    let mut replica_conf = conf.clone();
+    replica_conf["runtimeConfig"] = json!({"aliases": ["web"]});
+    let (h0, h1) = (&cluster.hosts[0], &cluster.hosts[1]);
+    for h in &cluster.hosts {
+        write_conflist(h, &conf);
+    }
+    let created: Value = serde_json::from_str(&cli(h1).ok(&[
+        "service",
+        "create",
+        "--json",
+        "--network",
+        "ovl",
+        "--port",
+        &PORT.to_string(),
+        "web",
+    ]))
+    .unwrap();
+    let vips: Vec<IpAddr> = created["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        vips.len() == 2 && vips[0].is_ipv4() && vips[1].is_ipv6(),
+        "a VIP of each family: {created}"
+    );
+    let r = h1.ns.container("r1");
+    h1.add_named(&replica_conf, &r, "web-1");
+    let _replica = Replica::start(&r, "web-1", PORT);
+    let client = h0.ns.container("client");
+    let client_ips = harness::overlay_cluster::overlay_ips(&h0.add_named(&conf, &client, "client"));
+    for (vip, own) in vips.iter().zip(&client_ips) {
+        let to = SocketAddr::new(*vip, PORT);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let answer = loop {
+            match ask(&client, to) {
+                Ok(a) => break a,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("{e}; client table:\n{}", service_table(&client)),
+            }
+        };
+        assert_eq!(answer.0, "web-1");
+        assert!(
+            answer.1.contains(own.as_str()),
+            "through {vip} the replica saw {} instead of the client's {own}",
+            answer.1
+        );
+    }
+}

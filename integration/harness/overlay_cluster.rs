@@ -314,6 +314,21 @@ impl Host {
             .collect()
     }
 
+    /// The neighbour entries of `dev`, both families: (address, mac).
+    pub fn neighbours(&self, dev: &str) -> Vec<(String, String)> {
+        let out = self.ns.exec(&["ip", "-j", "neigh", "show", "dev", dev]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        super::netns::as_vec(v)
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["dst"].as_str()?.to_string(),
+                    e["lladdr"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// The static FDB entries of `dev`: (mac, dst).
     pub fn fdb(&self, dev: &str) -> Vec<(String, String)> {
         let out = self.ns.exec(&["bridge", "-j", "fdb", "show", "dev", dev]);
@@ -510,6 +525,26 @@ pub fn overlay_ip(result: &Value) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// Every overlay address (without prefix) of an ADD result, IPv4 first: the ones on the container's
+/// overlay interface (index 2; the egress address is on another).
+pub fn overlay_ips(result: &Value) -> Vec<String> {
+    result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ip| ip["interface"] == 2)
+        .map(|ip| {
+            ip["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 /// The container's MAC from an ADD result.

@@ -72,7 +72,9 @@ impl NetworkSummary {
                 Ok(cfg) => {
                     self.bridge = Some(cfg.bridge.into_string());
                     self.vni = Some(cfg.vni);
-                    self.add_subnet(IpNetwork::V4(cfg.subnet));
+                    for pool in &cfg.pools {
+                        self.add_subnet(pool.subnet);
+                    }
                 }
                 Err(error) => self.problems.push(error.to_string()),
             },

@@ -114,8 +114,20 @@ impl NetworkPlan {
             }
             DriverOptions::Overlay(o) => {
                 main.insert("vni".into(), json!(self.vni));
-                if let Some(first) = self.addressing.first() {
-                    main.insert("subnet".into(), json!(first.subnet.to_string()));
+                // One subnet as text, as before dual stack; two (an IPv4 and an IPv6) as a list.
+                let subnets: Vec<String> = self
+                    .addressing
+                    .iter()
+                    .map(|a| a.subnet.to_string())
+                    .collect();
+                match subnets.as_slice() {
+                    [] => {}
+                    [one] => {
+                        main.insert("subnet".into(), json!(one));
+                    }
+                    _ => {
+                        main.insert("subnet".into(), json!(subnets));
+                    }
                 }
                 if let Some(mtu) = o.mtu {
                     main.insert("mtu".into(), json!(mtu));
@@ -275,5 +287,19 @@ mod tests {
         let cfg = crate::driver::overlay::OverlayConfig::from_json(main).unwrap();
         assert!(cfg.encrypted);
         assert_eq!(cfg.vxlan_port, 4790);
+
+        // `--subnet A --subnet B`: dual stack, one block pool per family.
+        let plan = NetworkPlan {
+            addressing: vec![
+                addressing("10.200.0.0/24", "10.200.0.1"),
+                addressing("fd00:200::/64", "fd00:200::1"),
+            ],
+            ..plan
+        };
+        let main = &plan.render()["plugins"][0];
+        assert_eq!(main["subnet"], json!(["10.200.0.0/24", "fd00:200::/64"]));
+        let cfg = crate::driver::overlay::OverlayConfig::from_json(main).unwrap();
+        assert_eq!(cfg.pools.len(), 2);
+        assert_eq!(cfg.pools[1].block_prefix, 122);
     }
 }

@@ -87,7 +87,7 @@ pub struct NetworkView {
 #[serde(rename_all = "camelCase")]
 pub struct EndpointView {
     pub host: IpAddr,
-    pub ip: std::net::Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: MacAddr,
     pub vtep: IpAddr,
 }

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use crate::state::overlay::{
     claims_lock_name, judge_proposal, ClaimState, OverlayDir, PeerClaim, ProposalVerdict,
@@ -29,7 +29,7 @@ const RESEND_UNCONFIRMED: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ClaimRef {
     pub network: String,
-    pub block: Ipv4Network,
+    pub block: IpNetwork,
     pub claimed_at_ms: u64,
 }
 

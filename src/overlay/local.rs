@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use super::agreement::ClaimRef;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::ipam::Store;
 use crate::state::overlay::{
-    claims_lock_name, local_networks, next_free_block, now_ms, wins, Claim, ClaimState,
-    NetworkFacts, OverlayDir, PeerClaim, LEASE_STORE,
+    block_addresses, claims_lock_name, local_networks, next_free_block, now_ms, wins, Claim,
+    ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim, Pool, LEASE_STORE,
 };
 use crate::state::service::read_healthy_backends;
 use crate::state::NetworkLock;
@@ -86,24 +86,23 @@ pub fn read_local(state_dir: &Path, run_dir: &Path, me: IpAddr) -> LocalState {
                 .get(&(rec.container_id.to_string(), rec.ifname.to_string()))
                 .cloned()
                 .unwrap_or_default();
-            for ip in &rec.ips {
-                if let IpAddr::V4(v4) = ip.ip() {
-                    if facts.subnet.contains(v4) {
-                        wanted.insert(
-                            RecordKey::Endpoint {
-                                host: me,
-                                network: facts.network.clone(),
-                                ip: v4,
-                            },
-                            RecordValue::Endpoint {
-                                vni: facts.vni,
-                                mac: mac.octets(),
-                                vtep: facts.vtep,
-                                names: names.clone(),
-                                healthy_for: healthy_for.clone(),
-                            },
-                        );
-                    }
+            // One record per address of the network's subnets (a dual-stack container has two).
+            for ip in rec.ips.iter().map(|a| a.ip()) {
+                if facts.pool_of(ip).is_some() {
+                    wanted.insert(
+                        RecordKey::Endpoint {
+                            host: me,
+                            network: facts.network.clone(),
+                            ip,
+                        },
+                        RecordValue::Endpoint {
+                            vni: facts.vni,
+                            mac: mac.octets(),
+                            vtep: facts.vtep,
+                            names: names.clone(),
+                            healthy_for: healthy_for.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -181,11 +180,12 @@ fn proposing_claims(state_dir: &Path) -> Vec<(ClaimRef, ClaimState)> {
 
 /// Fewer free addresses than this fraction of a block in this host's confirmed blocks of a network, and
 /// the control plane claims another block (with a store that claims ahead of need).
-const LOW_WATER_DIVISOR: u64 = 2;
+const LOW_WATER_DIVISOR: u128 = 2;
 
-/// With a store that confirms every block (etcd), ADD never waits for it: for every network this host has,
-/// once the free addresses of its usable blocks fall below half a block, a pending claim of one more block
-/// is written here (one at a time) and proposed like a plugin's. Returns the claims written.
+/// With a store that confirms every block (etcd), ADD never waits for it: for every network (and address
+/// family) this host has, once the free addresses of its usable blocks fall below half a block, a pending
+/// claim of one more block is written here (one at a time per family) and proposed like a plugin's.
+/// Returns the claims written.
 pub fn claim_ahead(
     state_dir: &Path,
     me: IpAddr,
@@ -204,72 +204,85 @@ pub fn claim_ahead(
         let Ok(mut claims) = dir.claims() else {
             continue;
         };
-        if claims
-            .claims
-            .iter()
-            .any(|c| c.state != ClaimState::Confirmed && !c.lost)
-        {
-            // One claim at a time: the one in flight is proposed already.
-            continue;
-        }
         let leases: Vec<IpAddr> = leases(&dir);
-        let block_size = 1u64 << (32 - u32::from(facts.block_prefix));
-        let usable: Vec<Ipv4Network> = claims
-            .claims
-            .iter()
-            .filter(|c| c.usable())
-            .map(|c| c.block)
-            .collect();
-        let capacity: u64 = usable
-            .iter()
-            .map(|b| 1u64 << (32 - u32::from(b.prefix())))
-            .sum();
-        let used = leases
-            .iter()
-            .filter(|ip| matches!(ip, IpAddr::V4(v4) if usable.iter().any(|b| b.contains(*v4))))
-            .count() as u64;
-        if capacity.saturating_sub(used) >= (block_size / LOW_WATER_DIVISOR).max(1) {
-            continue;
+        for pool in facts.pools() {
+            let Some(claim) = claim_ahead_in(&dir, &mut claims, pool, me, &leases) else {
+                continue;
+            };
+            tracing::info!(network = %facts.network, block = %claim.block, "claiming an address block ahead of need");
+            out.push((
+                ClaimRef {
+                    network: facts.network.clone(),
+                    block: claim.block,
+                    claimed_at_ms: claim.claimed_at_ms,
+                },
+                ClaimState::Pending,
+            ));
         }
-        let mut taken: BTreeSet<Ipv4Network> = claims.claims.iter().map(|c| c.block).collect();
-        taken.extend(
-            dir.peer_claims()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| c.block),
-        );
-        let Some(block) =
-            next_free_block(facts.subnet, facts.block_prefix, &me.to_string(), &taken)
-        else {
-            continue;
-        };
-        let claim = Claim {
-            block,
-            claimed_at_ms: now_ms(),
-            lost: false,
-            state: ClaimState::Pending,
-        };
-        claims.claims.push(claim);
-        if let Err(e) = dir.write_claims(&claims) {
-            tracing::warn!(network = %facts.network, error = %e, "could not write a claim ahead of need");
-            continue;
-        }
-        tracing::info!(network = %facts.network, %block, used, capacity, "claiming an address block ahead of need");
-        out.push((
-            ClaimRef {
-                network: facts.network.clone(),
-                block,
-                claimed_at_ms: claim.claimed_at_ms,
-            },
-            ClaimState::Pending,
-        ));
     }
     out
 }
 
+/// [`claim_ahead`] for one family of one network, under its claims lock: the claim written, if one was
+/// due.
+fn claim_ahead_in(
+    dir: &OverlayDir,
+    claims: &mut HostClaims,
+    pool: Pool,
+    me: IpAddr,
+    leases: &[IpAddr],
+) -> Option<Claim> {
+    let ours = |c: &&Claim| pool.holds_block(&c.block);
+    if claims
+        .claims
+        .iter()
+        .filter(ours)
+        .any(|c| c.state != ClaimState::Confirmed && !c.lost)
+    {
+        // One claim at a time: the one in flight is proposed already.
+        return None;
+    }
+    let usable: Vec<IpNetwork> = claims
+        .claims
+        .iter()
+        .filter(ours)
+        .filter(|c| c.usable())
+        .map(|c| c.block)
+        .collect();
+    let capacity: u128 = usable.iter().map(|b| block_addresses(*b, b.prefix())).sum();
+    let used = leases
+        .iter()
+        .filter(|ip| usable.iter().any(|b| b.contains(**ip)))
+        .count() as u128;
+    if capacity.saturating_sub(used) >= (pool.block_addresses() / LOW_WATER_DIVISOR).max(1) {
+        return None;
+    }
+    let mut taken: BTreeSet<IpNetwork> = claims.claims.iter().map(|c| c.block).collect();
+    taken.extend(
+        dir.peer_claims()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.block),
+    );
+    let block = next_free_block(pool, &me.to_string(), &taken)?;
+    let claim = Claim {
+        block,
+        claimed_at_ms: now_ms(),
+        lost: false,
+        state: ClaimState::Pending,
+    };
+    claims.claims.push(claim);
+    if let Err(e) = dir.write_claims(claims) {
+        tracing::warn!(%block, error = %e, "could not write a claim ahead of need");
+        claims.claims.pop();
+        return None;
+    }
+    Some(claim)
+}
+
 /// Gives `block` of `network` up to another host that holds it in the store: dropped when none of its
 /// addresses is in use here, else marked lost (no new address from it). Returns whether the file changed.
-pub fn yield_block(state_dir: &Path, network: &str, block: Ipv4Network, holder: IpAddr) -> bool {
+pub fn yield_block(state_dir: &Path, network: &str, block: IpNetwork, holder: IpAddr) -> bool {
     let dir = OverlayDir::new(state_dir, network);
     let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(network)) else {
         return false;
@@ -278,9 +291,7 @@ pub fn yield_block(state_dir: &Path, network: &str, block: Ipv4Network, holder: 
         return false;
     };
     let leases: Vec<IpAddr> = leases(&dir);
-    let in_use = leases
-        .iter()
-        .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)));
+    let in_use = leases.iter().any(|ip| block.contains(*ip));
     let before = mine.claims.clone();
     mine.claims.retain_mut(|c| {
         if c.block != block {
@@ -393,11 +404,7 @@ pub fn settle_conflicts(
             continue;
         };
         let leases: Vec<IpAddr> = leases(&dir);
-        let in_use = |block: Ipv4Network| {
-            leases
-                .iter()
-                .any(|ip| matches!(ip, IpAddr::V4(v4) if block.contains(*v4)))
-        };
+        let in_use = |block: IpNetwork| leases.iter().any(|ip| block.contains(*ip));
         let before = mine.claims.clone();
         settle(&mut mine.claims, me, theirs, in_use, &facts.network);
         if mine.claims != before {
@@ -417,7 +424,7 @@ fn settle(
     mine: &mut Vec<Claim>,
     me: IpAddr,
     theirs: &[PeerClaim],
-    in_use: impl Fn(Ipv4Network) -> bool,
+    in_use: impl Fn(IpNetwork) -> bool,
     network: &str,
 ) {
     mine.retain_mut(|c| {
@@ -450,8 +457,8 @@ mod tests {
     #[test]
     fn the_losing_claim_moves_unless_its_addresses_are_in_use() {
         let me: IpAddr = "192.0.2.2".parse().unwrap();
-        let block: Ipv4Network = "10.0.0.0/26".parse().unwrap();
-        let other: Ipv4Network = "10.0.0.64/26".parse().unwrap();
+        let block: IpNetwork = "10.0.0.0/26".parse().unwrap();
+        let other: IpNetwork = "10.0.0.64/26".parse().unwrap();
         let theirs = vec![PeerClaim {
             block,
             host: "192.0.2.1".parse().unwrap(),

@@ -37,10 +37,8 @@ pub fn desired(
         }
         let mac = MacAddr::new(*mac);
         out.fdb.insert(FdbEntry { mac, dst: *vtep });
-        out.neighbours.insert(NeighbourEntry {
-            ip: IpAddr::V4(*ip),
-            mac,
-        });
+        // IPv4 and IPv6 alike: the device's proxy answers ARP and neighbour solicitations from these.
+        out.neighbours.insert(NeighbourEntry { ip: *ip, mac });
     }
     out
 }
@@ -138,8 +136,10 @@ mod tests {
         NetworkFacts {
             network: "ovl".into(),
             vni: 7,
-            subnet: "10.0.0.0/24".parse().unwrap(),
+            subnet: Some("10.0.0.0/24".parse().unwrap()),
             block_prefix: 26,
+            subnet6: None,
+            block_prefix6: None,
             vtep: "192.0.2.1".parse().unwrap(),
             bridge: "tob7".into(),
             vxlan: "tvx7".into(),
@@ -153,7 +153,7 @@ mod tests {
             key: RecordKey::Endpoint {
                 host: IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)),
                 network: "ovl".into(),
-                ip: Ipv4Addr::new(10, 0, 0, last),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
             },
             version: 1,
             value: Some(RecordValue::endpoint(

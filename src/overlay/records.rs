@@ -5,26 +5,27 @@
 //! wall-clock milliseconds bumped past anything seen, so a restarted host still writes newer versions.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::link::MacAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "WireKey", into = "WireKey")]
 pub enum RecordKey {
-    /// One container address of `network` on `host`.
+    /// One container address (IPv4 or IPv6) of `network` on `host`.
     Endpoint {
         host: IpAddr,
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
-    /// `host` hands out the addresses of `block` of `network`.
+    /// `host` hands out the addresses of `block` (IPv4 or IPv6) of `network`.
     Claim {
         host: IpAddr,
         network: String,
-        block: Ipv4Network,
+        block: IpNetwork,
     },
     /// A service `host` created on `network` (it exists on every host; `host` owns its record).
     Service {
@@ -48,6 +49,103 @@ impl RecordKey {
             RecordKey::Endpoint { network, .. }
             | RecordKey::Claim { network, .. }
             | RecordKey::Service { network, .. } => network,
+        }
+    }
+}
+
+/// A [`RecordKey`] as it travels in gossip (postcard, where a variant is its index and an `Ipv4Addr` four
+/// bytes): the variants and fields of the IPv4-only releases unchanged, so IPv4 records read the same
+/// in both directions; an IPv6 endpoint is a variant of its own, after them. A block is text either way.
+#[derive(Serialize, Deserialize)]
+enum WireKey {
+    Endpoint {
+        host: IpAddr,
+        network: String,
+        ip: Ipv4Addr,
+    },
+    Claim {
+        host: IpAddr,
+        network: String,
+        block: IpNetwork,
+    },
+    Service {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
+    Endpoint6 {
+        host: IpAddr,
+        network: String,
+        ip: Ipv6Addr,
+    },
+}
+
+impl From<WireKey> for RecordKey {
+    fn from(key: WireKey) -> RecordKey {
+        match key {
+            WireKey::Endpoint { host, network, ip } => RecordKey::Endpoint {
+                host,
+                network,
+                ip: IpAddr::V4(ip),
+            },
+            WireKey::Endpoint6 { host, network, ip } => RecordKey::Endpoint {
+                host,
+                network,
+                ip: IpAddr::V6(ip),
+            },
+            WireKey::Claim {
+                host,
+                network,
+                block,
+            } => RecordKey::Claim {
+                host,
+                network,
+                block,
+            },
+            WireKey::Service {
+                host,
+                network,
+                name,
+            } => RecordKey::Service {
+                host,
+                network,
+                name,
+            },
+        }
+    }
+}
+
+impl From<RecordKey> for WireKey {
+    fn from(key: RecordKey) -> WireKey {
+        match key {
+            RecordKey::Endpoint {
+                host,
+                network,
+                ip: IpAddr::V4(ip),
+            } => WireKey::Endpoint { host, network, ip },
+            RecordKey::Endpoint {
+                host,
+                network,
+                ip: IpAddr::V6(ip),
+            } => WireKey::Endpoint6 { host, network, ip },
+            RecordKey::Claim {
+                host,
+                network,
+                block,
+            } => WireKey::Claim {
+                host,
+                network,
+                block,
+            },
+            RecordKey::Service {
+                host,
+                network,
+                name,
+            } => WireKey::Service {
+                host,
+                network,
+                name,
+            },
         }
     }
 }
@@ -324,7 +422,7 @@ mod tests {
         RecordKey::Endpoint {
             host: host(h),
             network: "ovl".into(),
-            ip: Ipv4Addr::new(10, 0, 0, last),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
         }
     }
 
@@ -462,5 +560,69 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.expire_tombstones(2500, 1000);
         assert!(t.is_empty());
+    }
+
+    /// The key as the IPv4-only releases declared it.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum KeyBeforeIpv6 {
+        Endpoint {
+            host: IpAddr,
+            network: String,
+            ip: Ipv4Addr,
+        },
+        Claim {
+            host: IpAddr,
+            network: String,
+            block: ipnetwork::Ipv4Network,
+        },
+        Service {
+            host: IpAddr,
+            network: String,
+            name: String,
+        },
+    }
+
+    #[test]
+    fn ipv4_keys_travel_as_before_ipv6_and_ipv6_ones_round_trip() {
+        let old = KeyBeforeIpv6::Endpoint {
+            host: host(1),
+            network: "ovl".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+        };
+        let old_bytes = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(postcard::to_allocvec(&endpoint(1, 5)).unwrap(), old_bytes);
+        assert_eq!(
+            postcard::from_bytes::<RecordKey>(&old_bytes).unwrap(),
+            endpoint(1, 5)
+        );
+        let old_claim = KeyBeforeIpv6::Claim {
+            host: host(1),
+            network: "ovl".into(),
+            block: "10.0.0.64/26".parse().unwrap(),
+        };
+        let claim = RecordKey::Claim {
+            host: host(1),
+            network: "ovl".into(),
+            block: "10.0.0.64/26".parse().unwrap(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&claim).unwrap(),
+            postcard::to_allocvec(&old_claim).unwrap()
+        );
+        for key in [
+            RecordKey::Endpoint {
+                host: host(1),
+                network: "ovl".into(),
+                ip: "fd00::5".parse().unwrap(),
+            },
+            RecordKey::Claim {
+                host: host(1),
+                network: "ovl".into(),
+                block: "fd00::40/122".parse().unwrap(),
+            },
+        ] {
+            let bytes = postcard::to_allocvec(&key).unwrap();
+            assert_eq!(postcard::from_bytes::<RecordKey>(&bytes).unwrap(), key);
+        }
     }
 }

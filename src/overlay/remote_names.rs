@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::IpNetwork;
 
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::container_id::ContainerId;
@@ -65,8 +65,10 @@ fn wanted(
         let Ok(container_id) = ContainerId::new(id.clone()) else {
             continue;
         };
-        let address =
-            Ipv4Network::new(*ip, facts.subnet.prefix()).expect("prefix of a valid subnet");
+        let Some(pool) = facts.pool_of(*ip) else {
+            continue;
+        };
+        let address = IpNetwork::new(*ip, pool.subnet.prefix()).expect("prefix of a valid subnet");
         let record = AttachmentRecord {
             network: network.clone(),
             container_id,
@@ -78,7 +80,7 @@ fn wanted(
             bridge: None,
             mac: Some(MacAddr::new(*mac)),
             macspoofchk: false,
-            ips: vec![IpNetwork::V4(address)],
+            ips: vec![address],
             name: names.first().cloned(),
             aliases: names.iter().skip(1).cloned().collect(),
             dns: true,

@@ -75,7 +75,7 @@ mod tests {
                 key: RecordKey::Endpoint {
                     host: "192.0.2.1".parse().unwrap(),
                     network: "ovl".into(),
-                    ip: std::net::Ipv4Addr::from(0x0a00_0000 + i),
+                    ip: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
                 },
                 version: 1_700_000_000_000 + u64::from(i),
                 value: Some(RecordValue::Endpoint {

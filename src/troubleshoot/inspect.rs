@@ -718,13 +718,7 @@ fn overlay_rows(a: &KnownAttachment, host: &Netlink, state_dir: &Path, rows: &mu
             .endpoints
             .iter()
             .filter(|e| e.host != view.host && view.hosts.iter().any(|h| h.host == e.host && h.up))
-            .map(|e| {
-                (
-                    e.mac.to_string(),
-                    e.vtep.to_string(),
-                    vec![IpAddr::V4(e.ip)],
-                )
-            })
+            .map(|e| (e.mac.to_string(), e.vtep.to_string(), vec![e.ip]))
             .collect(),
         None => crate::overlay::remote_names::load(state_dir)
             .iter()
@@ -793,7 +787,7 @@ fn store_rows(
         let found = view
             .endpoints
             .iter()
-            .find(|e| e.host == view.host && IpAddr::V4(e.ip) == ip);
+            .find(|e| e.host == view.host && e.ip == ip);
         let have = found.map(|e| format!("{} {} -> {}", e.ip, e.mac, e.vtep));
         rows.push(row(
             "record in the cluster store",

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 use crate::client::notify::endpoint_changed;
 use crate::client::poke::poke_control_plane;
@@ -55,7 +55,7 @@ pub enum Agreement {
 pub fn wait_for_agreement(
     dir: &OverlayDir,
     network: &str,
-    block: Ipv4Network,
+    block: IpNetwork,
     deadline: Instant,
 ) -> Agreement {
     // With a store that decides every block, a tetherd that exited idle is started to ask it.
@@ -89,7 +89,7 @@ pub fn wait_for_agreement(
 }
 
 /// The ADD's answer when the store could not confirm a new block in time.
-pub fn no_agreement(network: &str, block: Ipv4Network) -> Error {
+pub fn no_agreement(network: &str, block: IpNetwork) -> Error {
     Error::try_later(format!(
         "overlay network {network} needs a new address block ({block}) on this host and the \
          cluster store did not confirm it in time"

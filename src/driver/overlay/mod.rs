@@ -46,7 +46,7 @@ use crate::link::{vxlan_name, LinkInfo, MacAddr, Netlink, VxlanSpec};
 use crate::netns::NetNs;
 use crate::state::overlay::{
     claims_lock_name, ipam_config, local_networks, next_free_block, now_ms, requires_agreement,
-    Claim, ClaimState, NetworkFacts, OverlayDir, LEASE_STORE,
+    Claim, ClaimState, NetworkFacts, OverlayDir, Pool, LEASE_STORE,
 };
 use crate::state::{DriverKind, NetworkLock, RecordDir};
 
@@ -98,17 +98,30 @@ fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, Ip
     }
 }
 
-/// An address for `container_id`/`ifname` from this host's usable blocks, taking a new block when they
-/// are full (or there is none yet): agreed through tetherd when it answers within [`AGREEMENT_WAIT`],
-/// unconfirmed otherwise (see `block_agreement`). Takes the network's claims lock for each step, never
-/// while waiting for the members.
-fn allocate_address(
+/// One address of each of the network's families (IPv4 first), each from its own blocks.
+fn allocate_addresses(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
     net: &str,
     vtep: IpAddr,
-    container_id: &str,
-    ifname: &str,
+    (container_id, ifname): (&str, &str),
+) -> Result<Vec<IpNetwork>, Error> {
+    cfg.pools
+        .iter()
+        .map(|&pool| allocate_address(dir, cfg, pool, (net, vtep), (container_id, ifname)))
+        .collect()
+}
+
+/// An address of `pool` for `container_id`/`ifname` from this host's usable blocks of it, taking a new
+/// block when they are full (or there is none yet): agreed through tetherd when it answers within
+/// [`AGREEMENT_WAIT`], unconfirmed otherwise (see `block_agreement`). Takes the network's claims lock for
+/// each step, never while waiting for the members.
+fn allocate_address(
+    dir: &OverlayDir,
+    cfg: &OverlayConfig,
+    pool: Pool,
+    (net, vtep): (&str, IpAddr),
+    (container_id, ifname): (&str, &str),
 ) -> Result<IpNetwork, Error> {
     let deadline = std::time::Instant::now() + agreement_wait();
     // Blocks a peer's better claim took from us during this ADD: its claim may not have reached us yet.
@@ -120,9 +133,8 @@ fn allocate_address(
             allocate_or_claim(
                 dir,
                 cfg,
-                vtep,
-                container_id,
-                ifname,
+                (pool, vtep),
+                (container_id, ifname),
                 &given_up,
                 without_agreement,
             )?
@@ -149,23 +161,22 @@ fn allocate_address(
 enum Step {
     Allocated(IpNetwork),
     /// This host's claim of the block waits for the members.
-    Pending(ipnetwork::Ipv4Network),
+    Pending(IpNetwork),
 }
 
 /// One step of [`allocate_address`], under the claims lock.
 fn allocate_or_claim(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
-    vtep: IpAddr,
-    container_id: &str,
-    ifname: &str,
-    given_up: &BTreeSet<ipnetwork::Ipv4Network>,
+    (pool, vtep): (Pool, IpAddr),
+    (container_id, ifname): (&str, &str),
+    given_up: &BTreeSet<IpNetwork>,
     without_agreement: bool,
 ) -> Result<Step, Error> {
     let store = Store::open(dir.lease_data_dir(), LEASE_STORE)?;
     let mut claims = dir.claims()?;
     loop {
-        if let Some(conf) = ipam_config(cfg.subnet, &claims.claims, dir.lease_data_dir())? {
+        if let Some(conf) = ipam_config(pool, &claims.claims, dir.lease_data_dir())? {
             match allocate(&conf, &store, container_id, ifname, &[]) {
                 Ok(mut got) if !got.is_empty() => {
                     return Ok(Step::Allocated(got.remove(0).address))
@@ -178,7 +189,7 @@ fn allocate_or_claim(
         let pending = claims
             .claims
             .iter_mut()
-            .find(|c| c.state == ClaimState::Pending && !c.lost);
+            .find(|c| c.state == ClaimState::Pending && !c.lost && pool.holds_block(&c.block));
         match (pending, without_agreement) {
             // Another ADD (or this one) already proposed a block: wait for that one.
             (Some(c), false) => return Ok(Step::Pending(c.block)),
@@ -197,10 +208,10 @@ fn allocate_or_claim(
         let mut taken: BTreeSet<_> = claims.claims.iter().map(|c| c.block).collect();
         taken.extend(given_up.iter().copied());
         taken.extend(dir.peer_claims()?.into_iter().map(|c| c.block));
-        let block = next_free_block(cfg.subnet, cfg.block_prefix, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| {
+        let block = next_free_block(pool, &start_key(cfg.start_block_key.as_deref(), vtep), &taken).ok_or_else(|| {
             Error::no_free_block(format!(
-                "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `blockSize`",
-                cfg.subnet, cfg.block_prefix
+                "overlay subnet {} has no free /{} block left for this host; widen `subnet` or shrink `{}`",
+                pool.subnet, pool.block_prefix, if pool.subnet.is_ipv4() { "blockSize" } else { "blockSizeV6" }
             ))
         })?;
         let state = if without_agreement {
@@ -274,29 +285,40 @@ fn ensure_network_devices(
         mtu: Some(mtu),
         master: Some(br.index),
     })?;
-    dir.write_facts(&NetworkFacts {
+    let mut facts = NetworkFacts {
         network: net.to_string(),
         vni: cfg.vni,
-        subnet: cfg.subnet,
-        block_prefix: cfg.block_prefix,
+        subnet: None,
+        block_prefix: 0,
+        subnet6: None,
+        block_prefix6: None,
         vtep,
         bridge: cfg.bridge.to_string(),
         vxlan: vxlan.name.clone(),
         port: cfg.vxlan_port,
         encrypted: cfg.encrypted,
-    })?;
+    };
+    facts.set_pools(&cfg.pools);
+    dir.write_facts(&facts)?;
     Ok(br)
 }
 
-/// The container's overlay interface: its one address, no default route (egress, when on, brings that).
-fn configure_container_side(ns: &NetNs, ifname: &str, address: IpNetwork) -> Result<(), Error> {
+/// The container's overlay interface: its address of each family, no default route (egress, when on,
+/// brings that).
+fn configure_container_side(
+    ns: &NetNs,
+    ifname: &str,
+    addresses: &[IpNetwork],
+) -> Result<(), Error> {
     let inner = Netlink::in_netns(ns)?;
     let link = container_link(&inner, ifname)?;
+    let addresses: Vec<(IpNetwork, Option<IpAddr>)> =
+        addresses.iter().map(|a| (*a, None)).collect();
     container_iface::configure(
         &inner,
         link.index,
         &IfaceConfig {
-            addresses: &[(address, None)],
+            addresses: &addresses,
             skip_dad: true,
             ipv6: Ipv6Quieting::BridgePortPeer,
             default_route: DefaultRoute::None,
@@ -382,13 +404,16 @@ impl Plugin for OverlayPlugin {
         // lease store between this ADD's allocation and its record.
         let net_lock = NetworkLock::shared(net)?;
         let mut rollback = Rollback::new();
-        let address = allocate_address(&dir, cfg, net, vtep, container_id, ifname)?;
         let dir_ref = &dir;
+        // Pushed first: a dual-stack ADD whose second family fails gives the first family's address back.
         rollback.push("overlay lease", move || {
+            let _claims =
+                NetworkLock::exclusive(&claims_lock_name(net)).map_err(|e| e.to_string())?;
             release_address(dir_ref, container_id, ifname)
                 .map(drop)
                 .map_err(|e| e.to_string())
         });
+        let addresses = allocate_addresses(&dir, cfg, net, vtep, (container_id, ifname))?;
         let br = ensure_network_devices(&host, cfg, (net, &dir), (&underlay, vtep), mtu)?;
         let host_if = host_veth_name(container_id, ifname);
         let port = BridgePort {
@@ -402,7 +427,7 @@ impl Plugin for OverlayPlugin {
             isolated: false,
         };
         let host_mac = bridge_port::attach(&host, &port, &mut rollback)?;
-        configure_container_side(&ns, ifname, address)?;
+        configure_container_side(&ns, ifname, &addresses)?;
         let egress = attach_egress(&host, &ns, cfg, call, &mut rollback)?;
         let kept = attachment::keep(
             Finish::new(call, &ns, c, rollback)
@@ -414,8 +439,8 @@ impl Plugin for OverlayPlugin {
                 bridge: Some(cfg.bridge.clone()),
                 mac: Some(mac),
                 macspoofchk: false,
-                // The overlay address only: it is what the control plane publishes and DNS answers.
-                ips: vec![address],
+                // The overlay addresses only: what the control plane publishes and DNS answers.
+                ips: addresses.clone(),
             },
         )?;
         // Without a tetherd the container keeps the runtime's resolvers (and the overlay converges when
@@ -427,11 +452,14 @@ impl Plugin for OverlayPlugin {
                 result_interface(&host_if, Some(host_mac)),
                 sandbox_interface(call, ifname, Some(mac), mtu),
             ],
-            ips: vec![IpConfig {
-                address,
-                gateway: None,
-                interface: Some(2),
-            }],
+            ips: addresses
+                .iter()
+                .map(|&address| IpConfig {
+                    address,
+                    gateway: None,
+                    interface: Some(2),
+                })
+                .collect(),
             routes: Vec::new(),
             dns,
         };
@@ -482,7 +510,7 @@ impl Plugin for OverlayPlugin {
             .unwrap_or_default();
         let addresses: Vec<IpNetwork> = addresses
             .into_iter()
-            .filter(|a| matches!(a.ip(), IpAddr::V4(v4) if cfg.subnet.contains(v4)))
+            .filter(|a| cfg.holds(a.ip()))
             .collect();
         container_iface::verify(&inner, call.ifname(), &addresses, &[])?;
         let dir = OverlayDir::for_network(&call.conf.name);
@@ -523,11 +551,8 @@ impl Plugin for OverlayPlugin {
 /// Whether the block `address` came from is sound: a block lost to another host's claim fails CHECK (a
 /// container of that host may have the same address); one still unconfirmed is logged.
 fn check_block_of(dir: &OverlayDir, address: IpAddr) -> Result<(), String> {
-    let IpAddr::V4(v4) = address else {
-        return Ok(());
-    };
     let claims = dir.claims().unwrap_or_default();
-    let Some(claim) = claims.claims.iter().find(|c| c.block.contains(v4)) else {
+    let Some(claim) = claims.claims.iter().find(|c| c.block.contains(address)) else {
         return Ok(());
     };
     if claim.lost {

@@ -1,16 +1,17 @@
 //! The key layout under the prefix (`/tether` by default), readable with `etcdctl get --prefix /tether`:
 //!
 //! - `<prefix>/hosts/<host>`: `{"host", "startedAtMs"}` on the host's lease: the host is up while it exists.
-//! - `<prefix>/blocks/<network>/<a.b.c.d>_<len>`: `{"host", "claimedAtMs"}`, persistent (no lease): who
-//!   hands out the block's addresses. Created only by a `version == 0` transaction.
+//! - `<prefix>/blocks/<network>/<a.b.c.d>_<len>` (IPv6: `<fd00::40>_<len>`): `{"host", "claimedAtMs"}`,
+//!   persistent (no lease): who hands out the block's addresses. Created only by a `version == 0`
+//!   transaction.
 //! - `<prefix>/records/<host>/<network>/<kind>/<id>`: one record of `host`, persistent, written by that
 //!   host alone (compare-and-swap on its mod revision). Kinds: `endpoint` (id: the container address,
 //!   value `{"vni", "mac", "vtep", "names", "healthyFor"}`) and `service` (id: the service name, value
 //!   the service file's JSON: name, network, vips, ports, mode, health, affinity, `cluster.createdAtMs`).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::link::MacAddr;
@@ -22,12 +23,12 @@ pub enum Key {
     Host(IpAddr),
     Block {
         network: String,
-        block: Ipv4Network,
+        block: IpNetwork,
     },
     Endpoint {
         host: IpAddr,
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     Service {
         host: IpAddr,
@@ -87,7 +88,7 @@ impl Layout {
         format!("{}/hosts/{host}", self.prefix)
     }
 
-    pub fn block(&self, network: &str, block: Ipv4Network) -> String {
+    pub fn block(&self, network: &str, block: IpNetwork) -> String {
         format!(
             "{}/blocks/{network}/{}_{}",
             self.prefix,
@@ -101,7 +102,7 @@ impl Layout {
         format!("{}/records/{host}/", self.prefix)
     }
 
-    pub fn endpoint(&self, host: IpAddr, network: &str, ip: Ipv4Addr) -> String {
+    pub fn endpoint(&self, host: IpAddr, network: &str, ip: IpAddr) -> String {
         format!("{}/records/{host}/{network}/endpoint/{ip}", self.prefix)
     }
 
@@ -117,7 +118,11 @@ impl Layout {
             ["hosts", host] => host.parse().ok().map(Key::Host),
             ["blocks", network, block] => {
                 let (addr, len) = block.split_once('_')?;
-                let block = Ipv4Network::new(addr.parse().ok()?, len.parse().ok()?).ok()?;
+                let block = IpNetwork::new(addr.parse().ok()?, len.parse().ok()?).ok()?;
+                // One spelling per block: a key not in it (`10.0.0.1_26`) is not one of ours.
+                if block.network() != block.ip() {
+                    return None;
+                }
                 Some(Key::Block {
                     network: network.to_string(),
                     block,
@@ -264,7 +269,7 @@ mod tests {
         );
         let (k, v) = l.encode(&endpoint.0, &endpoint.1).unwrap();
         assert_eq!(k, "/tether/records/192.0.2.1/ovl/endpoint/10.0.0.5");
-        assert_eq!(l.decode(&k, &v), Some(endpoint));
+        assert_eq!(l.decode(&k, &v), Some(endpoint.clone()));
         let claim = (
             RecordKey::Claim {
                 host,
@@ -278,7 +283,31 @@ mod tests {
         );
         let (k, v) = l.encode(&claim.0, &claim.1).unwrap();
         assert_eq!(k, "/tether/blocks/ovl/10.0.0.64_26");
-        assert_eq!(l.decode(&k, &v), Some(claim));
+        assert_eq!(l.decode(&k, &v), Some(claim.clone()));
+        // IPv6 endpoints and blocks: the address's own text in the key.
+        let v6 = (
+            RecordKey::Endpoint {
+                host,
+                network: "ovl".into(),
+                ip: "fd00::5".parse().unwrap(),
+            },
+            endpoint.1.clone(),
+        );
+        let (k, v) = l.encode(&v6.0, &v6.1).unwrap();
+        assert_eq!(k, "/tether/records/192.0.2.1/ovl/endpoint/fd00::5");
+        assert_eq!(l.decode(&k, &v), Some(v6));
+        let block6 = (
+            RecordKey::Claim {
+                host,
+                network: "ovl".into(),
+                block: "fd00::40/122".parse().unwrap(),
+            },
+            claim.1.clone(),
+        );
+        let (k, v) = l.encode(&block6.0, &block6.1).unwrap();
+        assert_eq!(k, "/tether/blocks/ovl/fd00::40_122");
+        assert_eq!(l.decode(&k, &v), Some(block6));
+        assert_eq!(l.parse("/tether/blocks/ovl/fd00::41_122"), None);
         let service = (
             RecordKey::Service {
                 host,

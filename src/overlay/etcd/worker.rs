@@ -16,7 +16,7 @@ use etcd_client::{
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions, WatchStream,
 };
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::config::EtcdConfig;
@@ -598,7 +598,7 @@ impl Worker {
             return Ok(());
         }
         // Only the records of hosts gone long are read, not every endpoint against every block.
-        let mut endpoints: HashMap<IpAddr, Vec<std::net::Ipv4Addr>> = HashMap::new();
+        let mut endpoints: HashMap<IpAddr, Vec<IpAddr>> = HashMap::new();
         for h in &gone_long {
             let ips = self
                 .under(&self.layout.records_of(*h))
@@ -609,7 +609,7 @@ impl Worker {
                 .collect();
             endpoints.insert(*h, ips);
         }
-        let blocks: Vec<(String, i64, IpAddr, Ipv4Network)> = self
+        let blocks: Vec<(String, i64, IpAddr, IpNetwork)> = self
             .under(&self.layout.blocks_root())
             .filter_map(|(k, s)| {
                 let holder = s.holder.filter(|h| gone_long.contains(h))?;

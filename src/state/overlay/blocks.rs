@@ -6,22 +6,40 @@
 //! to the earlier claim, ties to the lower host address, on every host alike.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::claims::{Claim, ClaimState, PeerClaim};
+use super::pool::{block_addresses, to_number, Pool};
 use crate::ipam::{AddressRange, IpamConfig, IpamError, RangeSet};
 
-/// Every block of `subnet` of prefix `block_prefix`, in address order.
-pub fn blocks(subnet: Ipv4Network, block_prefix: u8) -> impl Iterator<Item = Ipv4Network> {
-    let size = 1u64 << (32 - block_prefix);
-    let count = 1u64 << (block_prefix - subnet.prefix());
-    let base = u64::from(u32::from(subnet.network()));
-    (0..count).map(move |i| {
-        Ipv4Network::new(Ipv4Addr::from((base + i * size) as u32), block_prefix)
-            .expect("prefix checked by the config")
-    })
+/// The `index`th block of `pool` (in address order).
+fn nth_block(pool: Pool, index: u128) -> IpNetwork {
+    let base = to_number(pool.subnet.network());
+    let at = base + index * pool.block_addresses();
+    match pool.subnet {
+        IpNetwork::V4(_) => IpNetwork::V4(
+            Ipv4Network::new(Ipv4Addr::from(at as u32), pool.block_prefix)
+                .expect("prefix checked by the config"),
+        ),
+        IpNetwork::V6(_) => IpNetwork::V6(
+            Ipv6Network::new(Ipv6Addr::from(at), pool.block_prefix)
+                .expect("prefix checked by the config"),
+        ),
+    }
+}
+
+/// How many blocks `pool` has (an IPv6 /64 has 2^58 of /122: never listed, only counted).
+fn block_count(pool: Pool) -> u128 {
+    1u128
+        .checked_shl(u32::from(pool.block_prefix - pool.subnet.prefix()))
+        .unwrap_or(u128::MAX)
+}
+
+/// Every block of `pool`, in address order.
+pub fn blocks(pool: Pool) -> impl Iterator<Item = IpNetwork> {
+    (0..block_count(pool)).map(move |i| nth_block(pool, i))
 }
 
 /// FNV-1a, written out so every host and every release computes the same start block.
@@ -35,17 +53,14 @@ fn stable_hash(text: &str) -> u64 {
 }
 
 /// The block a host claims next: the first one not `taken`, searching from a start derived from the host's
-/// name so that hosts joining at once rarely pick the same block. `None` when every block is taken.
-pub fn next_free_block(
-    subnet: Ipv4Network,
-    block_prefix: u8,
-    host: &str,
-    taken: &BTreeSet<Ipv4Network>,
-) -> Option<Ipv4Network> {
-    let all: Vec<Ipv4Network> = blocks(subnet, block_prefix).collect();
-    let start = (stable_hash(host) % all.len() as u64) as usize;
-    (0..all.len())
-        .map(|i| all[(start + i) % all.len()])
+/// name so that hosts joining at once rarely pick the same block. `None` when every block is taken. Walks
+/// at most `taken.len() + 1` blocks, so a huge IPv6 subnet costs no more than a small one.
+pub fn next_free_block(pool: Pool, host: &str, taken: &BTreeSet<IpNetwork>) -> Option<IpNetwork> {
+    let count = block_count(pool);
+    let start = u128::from(stable_hash(host)) % count;
+    let tries = (taken.len() as u128 + 1).min(count);
+    (0..tries)
+        .map(|i| nth_block(pool, (start + i) % count))
         .find(|b| !taken.contains(b))
 }
 
@@ -92,28 +107,43 @@ pub fn judge_proposal(
     }
 }
 
-/// An IPAM config handing out the addresses of `claims` with the prefix of the whole `subnet` (every
-/// container of the network is on-link). The subnet's first address stays out, as a gateway would.
+/// An IPAM config handing out the addresses of `claims` of `pool`'s family with the prefix of the whole
+/// subnet (every container of the network is on-link). The subnet's own address and the first one after it
+/// stay out (as a gateway's would, in both families), and IPv4's broadcast address.
 pub fn ipam_config(
-    subnet: Ipv4Network,
+    pool: Pool,
     claims: &[Claim],
     data_dir: &std::path::Path,
 ) -> Result<Option<IpamConfig>, IpamError> {
-    let first_usable = u32::from(subnet.network()) + 1;
-    let last_usable = u32::from(subnet.broadcast()) - 1;
+    let first = to_number(pool.subnet.network());
+    let first_usable = first + 1;
+    let last = first + (block_addresses(pool.subnet, pool.subnet.prefix()) - 1);
+    let last_usable = if pool.subnet.is_ipv4() {
+        last - 1
+    } else {
+        last
+    };
+    let address = |n: u128| match pool.subnet {
+        IpNetwork::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
+        IpNetwork::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
+    };
     let mut ranges = Vec::new();
-    for claim in claims.iter().filter(|c| c.usable()) {
-        let start = u32::from(claim.block.network()).max(first_usable);
-        let end = u32::from(claim.block.broadcast()).min(last_usable);
+    for claim in claims
+        .iter()
+        .filter(|c| c.usable() && pool.holds_block(&c.block))
+    {
+        let block_start = to_number(claim.block.network());
+        let start = block_start.max(first_usable);
+        let end = (block_start + (pool.block_addresses() - 1)).min(last_usable);
         // A block holding only the reserved first address has nothing to hand out.
         if end <= first_usable {
             continue;
         }
         ranges.push(AddressRange::new(
-            IpNetwork::V4(subnet),
-            Some(IpAddr::V4(start.into())),
-            Some(IpAddr::V4(end.into())),
-            Some(IpAddr::V4(first_usable.into())),
+            pool.subnet,
+            Some(address(start)),
+            Some(address(end)),
+            Some(address(first_usable)),
             "overlay block",
         )?);
     }
@@ -132,13 +162,20 @@ pub fn ipam_config(
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> Ipv4Network {
+    fn net(s: &str) -> IpNetwork {
         s.parse().unwrap()
+    }
+
+    fn pool(s: &str, block_prefix: u8) -> Pool {
+        Pool {
+            subnet: net(s),
+            block_prefix,
+        }
     }
 
     #[test]
     fn a_subnet_is_cut_into_blocks_in_order() {
-        let all: Vec<_> = blocks(net("10.0.0.0/24"), 26).collect();
+        let all: Vec<_> = blocks(pool("10.0.0.0/24", 26)).collect();
         assert_eq!(
             all,
             vec![
@@ -148,23 +185,23 @@ mod tests {
                 net("10.0.0.192/26")
             ]
         );
-        assert_eq!(blocks(net("10.0.0.0/24"), 24).count(), 1);
+        assert_eq!(blocks(pool("10.0.0.0/24", 24)).count(), 1);
     }
 
     #[test]
     fn a_host_skips_taken_blocks_and_stops_when_all_are_taken() {
-        let subnet = net("10.0.0.0/24");
+        let subnet = pool("10.0.0.0/24", 26);
         let mut taken = BTreeSet::new();
         for _ in 0..4 {
-            let b = next_free_block(subnet, 26, "192.0.2.1", &taken).unwrap();
+            let b = next_free_block(subnet, "192.0.2.1", &taken).unwrap();
             assert!(taken.insert(b), "{b} handed out twice");
         }
-        assert_eq!(next_free_block(subnet, 26, "192.0.2.1", &taken), None);
+        assert_eq!(next_free_block(subnet, "192.0.2.1", &taken), None);
         // The same host starts at the same block every time.
         let empty = BTreeSet::new();
         assert_eq!(
-            next_free_block(subnet, 26, "192.0.2.1", &empty),
-            next_free_block(subnet, 26, "192.0.2.1", &empty)
+            next_free_block(subnet, "192.0.2.1", &empty),
+            next_free_block(subnet, "192.0.2.1", &empty)
         );
     }
 
@@ -305,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_ipam_config_hands_out_block_addresses_with_the_subnet_prefix() {
-        let subnet = net("10.0.0.0/24");
+        let subnet = pool("10.0.0.0/24", 26);
         let claims = [Claim {
             block: net("10.0.0.0/26"),
             claimed_at_ms: 1,
@@ -342,5 +379,54 @@ mod tests {
         assert!(ipam_config(subnet, &[], std::path::Path::new("/tmp"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn ipv6_blocks_are_found_without_listing_a_huge_subnet_and_hand_out_only_their_family() {
+        let v6 = pool("fd00:10::/64", 122);
+        assert_eq!(v6.block_addresses(), 64);
+        let mut taken = BTreeSet::new();
+        for _ in 0..3 {
+            let b = next_free_block(v6, "192.0.2.1", &taken).unwrap();
+            assert_eq!(b.prefix(), 122);
+            assert!(v6.contains(b.network()), "{b} outside the subnet");
+            assert!(taken.insert(b), "{b} handed out twice");
+        }
+        let small = pool("fd00:10::/120", 122);
+        assert_eq!(blocks(small).count(), 4);
+        let claims = [
+            Claim {
+                block: net("fd00:10::/122"),
+                claimed_at_ms: 1,
+                lost: false,
+                state: ClaimState::Confirmed,
+            },
+            Claim {
+                block: net("10.0.0.0/26"),
+                claimed_at_ms: 1,
+                lost: false,
+                state: ClaimState::Confirmed,
+            },
+        ];
+        let conf = ipam_config(small, &claims, std::path::Path::new("/tmp"))
+            .unwrap()
+            .unwrap();
+        let ranges = conf.range_sets[0].ranges();
+        assert_eq!(
+            ranges.len(),
+            1,
+            "the IPv4 block stays out of the IPv6 config"
+        );
+        assert_eq!(ranges[0].subnet().prefix(), 120);
+        assert_eq!(ranges[0].start().to_string(), "fd00:10::1");
+        assert_eq!(ranges[0].end().to_string(), "fd00:10::3f");
+        let v4 = ipam_config(
+            pool("10.0.0.0/24", 26),
+            &claims,
+            std::path::Path::new("/tmp"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(v4.range_sets[0].ranges()[0].end().to_string(), "10.0.0.63");
     }
 }

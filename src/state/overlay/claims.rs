@@ -1,7 +1,7 @@
 //! What tether-overlay keeps on each host, under `<state>/overlay/<network>/`, for itself and for tetherd's
 //! control plane (which reads it at start and on every notify, and writes `peer_claims.json`):
 //!
-//! - `network.json`: the network's VNI, subnet, VTEP and devices ([`NetworkFacts`]), written on first use;
+//! - `network.json`: the network's VNI, subnets, VTEP and devices ([`NetworkFacts`]), written on first use;
 //! - `claims.json`: the address blocks this host claimed ([`HostClaims`]);
 //! - `peer_claims.json`: the blocks other hosts claimed, as the control plane last heard ([`PeerClaim`]);
 //! - `leases/`: an `ipam` store handing out addresses of this host's blocks.
@@ -9,19 +9,28 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
+use super::pool::Pool;
 use crate::state_file::{self, StateFileError};
 
-/// The network's facts on this host.
+/// The network's facts on this host. An IPv4 network's file is written exactly as before IPv6 existed
+/// (`subnet`, `blockPrefix`); IPv6 adds `subnet6`/`blockPrefix6`, and an IPv6-only network has no `subnet`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkFacts {
     pub network: String,
     pub vni: u32,
-    pub subnet: Ipv4Network,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Network>,
+    /// The IPv4 blocks' prefix (meaningless without `subnet`).
+    #[serde(default)]
     pub block_prefix: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix6: Option<u8>,
     /// This host's VTEP address; also its name in the control plane.
     pub vtep: IpAddr,
     pub bridge: String,
@@ -32,6 +41,43 @@ pub struct NetworkFacts {
     /// VXLAN between hosts travels in ESP (`"encrypted": true`); tetherd programs the IPsec states.
     #[serde(default)]
     pub encrypted: bool,
+}
+
+impl NetworkFacts {
+    /// The network's address families, IPv4 first.
+    pub fn pools(&self) -> Vec<Pool> {
+        let v4 = self.subnet.map(|s| Pool {
+            subnet: IpNetwork::V4(s),
+            block_prefix: self.block_prefix,
+        });
+        let v6 = self.subnet6.zip(self.block_prefix6).map(|(s, p)| Pool {
+            subnet: IpNetwork::V6(s),
+            block_prefix: p,
+        });
+        v4.into_iter().chain(v6).collect()
+    }
+
+    /// The fields for `pools` (at most one per family).
+    pub fn set_pools(&mut self, pools: &[Pool]) {
+        (self.subnet, self.subnet6, self.block_prefix6) = (None, None, None);
+        for pool in pools {
+            match pool.subnet {
+                IpNetwork::V4(s) => {
+                    self.subnet = Some(s);
+                    self.block_prefix = pool.block_prefix;
+                }
+                IpNetwork::V6(s) => {
+                    self.subnet6 = Some(s);
+                    self.block_prefix6 = Some(pool.block_prefix);
+                }
+            }
+        }
+    }
+
+    /// The pool `ip` belongs to.
+    pub fn pool_of(&self, ip: IpAddr) -> Option<Pool> {
+        self.pools().into_iter().find(|p| p.contains(ip))
+    }
 }
 
 fn default_vxlan_port() -> u16 {
@@ -60,7 +106,8 @@ pub enum ClaimState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claim {
-    pub block: Ipv4Network,
+    /// IPv4 or IPv6; written as text (`"10.0.0.0/26"`), as before IPv6 blocks existed.
+    pub block: IpNetwork,
     /// Wall-clock milliseconds of the claim: the earlier claim of a block wins a conflict.
     pub claimed_at_ms: u64,
     /// Lost to another host's claim while addresses of it were in use here: no new address comes from
@@ -88,7 +135,7 @@ pub struct HostClaims {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerClaim {
-    pub block: Ipv4Network,
+    pub block: IpNetwork,
     pub host: IpAddr,
     pub claimed_at_ms: u64,
     /// Confirmed or unconfirmed (peers publish no pending claims).
@@ -191,4 +238,43 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_written_before_ipv6_read_the_same_and_an_ipv4_network_is_written_as_before() {
+        let old_facts = r#"{"network":"ovl","vni":100,"subnet":"10.210.0.0/16","blockPrefix":26,"vtep":"192.168.77.1","bridge":"tob100","vxlan":"tvx100","port":4789,"encrypted":false}"#;
+        let facts: NetworkFacts = serde_json::from_str(old_facts).unwrap();
+        assert_eq!(
+            facts.pools(),
+            vec![Pool {
+                subnet: "10.210.0.0/16".parse().unwrap(),
+                block_prefix: 26
+            }]
+        );
+        assert_eq!(serde_json::to_string(&facts).unwrap(), old_facts);
+        let old_claims = r#"{"claims":[{"block":"10.210.0.0/26","claimedAtMs":5,"lost":false,"state":"confirmed"}]}"#;
+        let claims: HostClaims = serde_json::from_str(old_claims).unwrap();
+        assert_eq!(claims.claims[0].block.to_string(), "10.210.0.0/26");
+        assert_eq!(serde_json::to_string(&claims).unwrap(), old_claims);
+
+        let mut dual = facts.clone();
+        let v6 = Pool {
+            subnet: "fd00:210::/64".parse().unwrap(),
+            block_prefix: 122,
+        };
+        dual.set_pools(&[facts.pools()[0], v6]);
+        let text = serde_json::to_string(&dual).unwrap();
+        let back: NetworkFacts = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.pools(), vec![facts.pools()[0], v6]);
+        assert_eq!(back.pool_of("fd00:210::5".parse().unwrap()), Some(v6));
+        let mut only6 = facts;
+        only6.set_pools(&[v6]);
+        assert!(!serde_json::to_string(&only6)
+            .unwrap()
+            .contains("\"subnet\""));
+    }
 }

@@ -3,6 +3,7 @@
 
 mod blocks;
 mod claims;
+mod pool;
 mod store_marker;
 
 pub use blocks::{blocks, ipam_config, judge_proposal, next_free_block, wins, ProposalVerdict};
@@ -10,6 +11,7 @@ pub use claims::{
     local_networks, now_ms, Claim, ClaimState, HostClaims, NetworkFacts, OverlayDir, PeerClaim,
     LEASE_STORE,
 };
+pub use pool::{block_addresses, Pool};
 pub use store_marker::{requires_agreement, write_store_kind};
 
 /// The per-network lock that guards block claims, leases and the overlay state directory (the network's
