@@ -13,7 +13,7 @@ use futures::FutureExt;
 
 use super::forwarder::Forwarder;
 use super::index::{keys_of, network_key, NameIndex};
-use super::listener::{self, Listener};
+use super::listener::{self, Listener, Sockets};
 use super::resolver::{Resolver, Scope};
 use super::service_names::SharedServiceNames;
 use super::settings::DnsSettings;
@@ -34,6 +34,8 @@ struct Served {
 pub struct DnsService {
     settings: DnsSettings,
     resolver: Option<Rc<Resolver>>,
+    /// Serves every namespace's sockets (started with the resolver).
+    sockets: Option<Sockets>,
     served: HashMap<NsId, Served>,
     /// The identity behind each record's netns path, so a change stats only new paths (a thousand
     /// `stat`s per ADD would make ADD grow with the number of containers).
@@ -141,7 +143,7 @@ impl DnsService {
                 continue;
             }
             let scope = Scope { networks, forward };
-            self.open(path.to_path_buf(), id, scope, &resolver, ctx)
+            self.open(path.to_path_buf(), id, scope, ctx)
                 .await;
         }
     }
@@ -152,7 +154,6 @@ impl DnsService {
         path: PathBuf,
         id: NsId,
         scope: Scope,
-        resolver: &Rc<Resolver>,
         ctx: &ServiceContext,
     ) {
         let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
@@ -162,12 +163,10 @@ impl DnsService {
                 return;
             }
         };
-        match listener::serve(
-            resolver.clone(),
-            sockets,
-            scope,
-            self.settings.max_tcp_connections,
-        ) {
+        let Some(set) = &self.sockets else {
+            return;
+        };
+        match set.serve(sockets, scope) {
             Ok(listener) => {
                 tracing::debug!(netns = %path.display(), "resolver listening");
                 self.served.insert(id, Served { path, listener });
@@ -232,7 +231,7 @@ impl DnsService {
             }
         }
         for path in paths {
-            self.refresh_namespace(&path, records, &resolver, ctx).await;
+            self.refresh_namespace(&path, records, ctx).await;
         }
     }
 
@@ -241,7 +240,6 @@ impl DnsService {
         &mut self,
         path: &Path,
         records: &RecordSnapshot,
-        resolver: &Rc<Resolver>,
         ctx: &ServiceContext,
     ) {
         let id = match self.ns_ids.get(path) {
@@ -299,7 +297,6 @@ impl DnsService {
             PathBuf::from(path),
             id,
             Scope { networks, forward },
-            resolver,
             ctx,
         )
         .await;
@@ -347,7 +344,12 @@ impl Service for DnsService {
             if let Some(names) = &self.service_names {
                 resolver = resolver.with_service_names(names.clone());
             }
-            self.resolver = Some(Rc::new(resolver));
+            let resolver = Rc::new(resolver);
+            self.sockets = Some(
+                Sockets::start(resolver.clone(), self.settings.max_tcp_connections)
+                    .map_err(|e| format!("starting the resolver's socket set: {e}"))?,
+            );
+            self.resolver = Some(resolver);
             Ok(())
         }
         .boxed_local()
