@@ -62,6 +62,7 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         internal: opts.internal,
         parent: Some(parent.clone()),
         macvlan_mode: Some(opts.mode.as_str().to_string()),
+        overlay: None,
     });
     if let Err(e) = written {
         let _ = VlanRegistry::new().release(&host, &user);
