@@ -10,7 +10,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::dockerd::Dockerd;
+use harness::dockerd::{Dockerd, IMAGE};
 use harness::overlay_cluster::{on_both_stores, wait_until, Cluster, Host, Store, Timings};
 
 const SUBNET: &str = "10.47.0.0/16";
@@ -105,6 +105,58 @@ fn assert_nothing_left(host: &Host) {
     }
 }
 
+/// `docker` that must fail, saying `words`.
+fn assert_refused(d: &Dockerd, args: &[&str], words: &str) {
+    let out = d.docker(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(words),
+        "docker {args:?} was not refused with {words:?}: {stderr}"
+    );
+}
+
+/// What the driver refuses, with a message that says what to do, leaving nothing behind.
+fn refusals(d: &Dockerd) {
+    let create = ["network", "create", "-d", "tether-overlay"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        create.iter().chain(extra).copied().collect()
+    };
+    let tether_ipam = ["--ipam-driver", "tether", "--subnet", "10.48.0.0/16"];
+    // The same VNI twice on one host.
+    let mut args = with(&tether_ipam);
+    args.extend(["-o", "vni=4700", "-o", "underlay=ul0", "ov2"]);
+    assert_refused(d, &args, "vni 4700 is taken");
+    let mut args = with(&tether_ipam);
+    args.extend(["-o", "underlay=ul0", "ov2"]);
+    assert_refused(d, &args, "needs -o vni=N");
+    let mut args = with(&tether_ipam);
+    args.extend(["--ipv6", "-o", "vni=4800", "-o", "underlay=ul0", "ov2"]);
+    assert_refused(d, &args, "IPv4 only");
+    // Docker's default IPAM: the network is made, but no container gets an address other hosts may hold.
+    let mut args = with(&["--subnet", "10.48.0.0/16"]);
+    args.extend(["-o", "vni=4800", "-o", "underlay=ul0", "ov2"]);
+    d.docker_ok(&args);
+    assert_refused(
+        d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "x1",
+            "--network",
+            "ov2",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+        "--ipam-driver tether",
+    );
+    let _ = d.docker(&["rm", "-f", "x1"]);
+    d.docker_ok(&["network", "rm", "ov2"]);
+    let links = d.docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!links.lines().any(|n| n == "ov2"), "{links}");
+}
+
 on_both_stores!(docker_overlay_connects_containers_of_two_docker_hosts);
 fn docker_overlay_connects_containers_of_two_docker_hosts(store: Store) {
     let cluster = Cluster::on(&store.label("dko"), 2, Timings::FAST, store);
@@ -113,6 +165,7 @@ fn docker_overlay_connects_containers_of_two_docker_hosts(store: Store) {
     let d1 = Dockerd::start(&h1.ns);
     create_overlay(&d0);
     create_overlay(&d1);
+    refusals(&d0);
 
     let a1 = run_sleeper(&d0, "a1");
     let b1 = run_sleeper(&d1, "b1");

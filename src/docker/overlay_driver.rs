@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::ipam::store::{LeaseHolder, Store};
 use crate::link::{MacAddr, Netlink};
 use crate::state::attachment::AttachmentRecord;
-use crate::state::overlay::{claims_lock_name, OverlayDir, LEASE_STORE};
+use crate::state::overlay::{claims_lock_name, local_networks, OverlayDir, LEASE_STORE};
 use crate::state::{DriverKind, NetworkLock, RecordDir};
 
 /// The endpoint's interface name in tether's records (Docker names it `ethN` in the container itself).
@@ -66,18 +66,23 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
                  --ipam-driver tether --subnet 10.40.0.0/16 -o vni=N NAME",
             )
         })?;
+    if req.ipv6_data.iter().flatten().any(|d| !d.pool.is_empty()) {
+        return Err(Error::config(
+            "tether-overlay is IPv4 only; create the network without --ipv6",
+        ));
+    }
     let (conf, internal) = overlay_config(&req.options, pool)?;
     let cfg = OverlayConfig::from_json(&conf)?;
     let name = network_name(&cfg);
-    if let Some(other) = state
-        .networks()?
+    // One VNI, one bridge and VXLAN device per host: a second network on them (Docker's or a CNI
+    // network's) would lose them with the first one's teardown.
+    if let Some(other) = local_networks(&crate::paths::state_dir())
         .into_iter()
-        .find(|n| n.driver == DockerDriver::Overlay && n.name == name)
+        .find(|f| f.vni == cfg.vni)
     {
         return Err(Error::config(format!(
-            "vni {} is taken by network {} on this host; pick another -o vni",
-            cfg.vni,
-            short(&other.id)
+            "vni {} is taken on this host by overlay network {}; pick another -o vni",
+            cfg.vni, other.network
         )));
     }
     let host = Netlink::new()?;
