@@ -203,6 +203,8 @@ fn docker_overlay_connects_containers_of_two_docker_hosts(store: Store) {
         "Docker made no gateway network"
     );
     assert_reaches(&d0, "a1", &gateway);
+    // ... and leaves the host masqueraded: host 1 would send a reply to 172.x to its own docker_gwbridge.
+    assert_reaches(&d0, "a1", &h1.addr);
 
     // The driver killed mid-test: running containers keep their networking, and a restarted driver
     // serves new containers on the network it never saw created.
