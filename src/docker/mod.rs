@@ -297,6 +297,25 @@ mod tests {
         let macvlan = answer(&s, DockerDriver::Macvlan, "/Plugin.Activate", b"{}").unwrap();
         assert_eq!(macvlan["Implements"], json!(["NetworkDriver"]));
         assert!(answer(&s, DockerDriver::Macvlan, "/IpamDriver.RequestPool", b"{}").is_err());
+        let overlay = answer(&s, DockerDriver::Overlay, "/Plugin.Activate", b"{}").unwrap();
+        assert_eq!(overlay["Implements"], json!(["NetworkDriver"]));
+        assert!(answer(
+            &s,
+            DockerDriver::Overlay,
+            "/IpamDriver.RequestAddress",
+            b"{}"
+        )
+        .is_err());
+        // Ports of an overlay container are Docker's gateway network's to publish.
+        let program = br#"{"NetworkID":"abc","EndpointID":"def","Options":{}}"#;
+        let none = answer(
+            &s,
+            DockerDriver::Overlay,
+            "/NetworkDriver.ProgramExternalConnectivity",
+            program,
+        )
+        .unwrap();
+        assert_eq!(none, json!({}));
         let caps = answer(
             &s,
             DockerDriver::Bridge,
