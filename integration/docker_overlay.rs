@@ -2,8 +2,9 @@
 //! fabric bridge (harness/overlay_cluster.rs), each with its tetherd control plane on one cluster store
 //! (gossip, then etcd) and its own dockerd with `tetherd --docker-plugin` (harness/dockerd.rs). Containers on
 //! different hosts ping each other by address over VXLAN, egress goes through Docker's own gateway network,
-//! the driver killed and restarted keeps running containers' networking and serves new ones, and
-//! `network rm` on both hosts leaves no link, record or overlay state of tether.
+//! the driver killed and restarted keeps running containers' networking and serves new ones, a restarted
+//! dockerd runs new containers on the network, and `network rm` on both hosts leaves no link, record or
+//! overlay state of tether.
 
 #[path = "harness/mod.rs"]
 mod harness;
@@ -227,7 +228,14 @@ fn docker_overlay_connects_containers_of_two_docker_hosts(store: Store) {
         },
     );
 
+    // dockerd restarted (its containers stop with it): it finds the network at the driver as it left it.
+    d0.restart_daemon();
     d0.docker_ok(&["rm", "-f", "a1", "a2"]);
+    let a4 = run_sleeper(&d0, "a4");
+    assert_reaches(&d0, "a4", &b1);
+    assert_reaches(&d1, "b1", &a4);
+
+    d0.docker_ok(&["rm", "-f", "a4"]);
     d1.docker_ok(&["rm", "-f", "b1"]);
     d0.docker_ok(&["network", "rm", "ov"]);
     d1.docker_ok(&["network", "rm", "ov"]);
