@@ -80,20 +80,7 @@ fn answer(
                 DockerDriver::Overlay => overlay_driver::create_endpoint(state, &r),
             }
         }
-        "/NetworkDriver.DeleteEndpoint" => {
-            let r: EndpointRequest = parse(body)?;
-            match driver {
-                DockerDriver::Bridge => {
-                    bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
-                }
-                DockerDriver::Macvlan => macvlan_driver::delete_endpoint(state, &r.endpoint_id),
-                DockerDriver::Overlay => bridge_driver::delete_endpoint_by(
-                    state,
-                    (&r.network_id, &r.endpoint_id),
-                    overlay_driver::remove_endpoint,
-                ),
-            }
-        }
+        "/NetworkDriver.DeleteEndpoint" => delete_endpoint(state, driver, &parse(body)?),
         "/NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
         "/NetworkDriver.Join" => {
             let r: EndpointRequest = parse(body)?;
@@ -144,6 +131,25 @@ fn answer(
         other => Err(Error::unsupported(format!(
             "{other} is not a call of the plugin API tether implements"
         ))),
+    }
+}
+
+/// DeleteEndpoint through `driver`'s own removal.
+fn delete_endpoint(
+    state: &DockerState,
+    driver: DockerDriver,
+    r: &EndpointRequest,
+) -> Result<Value, Error> {
+    match driver {
+        DockerDriver::Bridge => {
+            bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
+        }
+        DockerDriver::Macvlan => macvlan_driver::delete_endpoint(state, &r.endpoint_id),
+        DockerDriver::Overlay => bridge_driver::delete_endpoint_by(
+            state,
+            (&r.network_id, &r.endpoint_id),
+            overlay_driver::remove_endpoint,
+        ),
     }
 }
 
