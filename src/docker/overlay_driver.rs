@@ -90,32 +90,38 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
     let mtu = cfg
         .mtu
         .unwrap_or_else(|| default_mtu(underlay.mtu, vtep, cfg.encrypted));
-    {
-        let _lock = NetworkLock::shared(&name)?;
-        let dir = OverlayDir::for_network(&name);
-        ensure_network_devices(&host, &cfg, (&name, &dir), (&underlay, vtep), mtu)?;
-    }
-    docker_user::ensure();
-    let written = state.write_network(&NetworkRecord {
-        id: req.network_id.clone(),
-        driver: DockerDriver::Overlay,
-        name: name.clone(),
-        bridge: cfg.bridge.to_string(),
-        bridge_created: true,
-        // No gateway in Join: Docker's gateway network carries egress.
-        gateways: Vec::new(),
-        masquerade: false,
-        icc: true,
-        mtu: Some(mtu),
-        internal,
-        parent: None,
-        macvlan_mode: None,
-        overlay: Some(conf),
+    let made = NetworkLock::shared(&name)
+        .map_err(Error::from)
+        .and_then(|_lock| {
+            let dir = OverlayDir::for_network(&name);
+            ensure_network_devices(&host, &cfg, (&name, &dir), (&underlay, vtep), mtu)
+        });
+    let written = made.and_then(|_| {
+        state.write_network(&NetworkRecord {
+            id: req.network_id.clone(),
+            driver: DockerDriver::Overlay,
+            name: name.clone(),
+            bridge: cfg.bridge.to_string(),
+            bridge_created: true,
+            // No gateway in Join: Docker's gateway network carries egress.
+            gateways: Vec::new(),
+            masquerade: false,
+            icc: true,
+            mtu: Some(mtu),
+            internal,
+            parent: None,
+            macvlan_mode: None,
+            overlay: Some(conf),
+        })
     });
     if let Err(e) = written {
-        let _ = teardown(&name, &cfg, NetworkLock::exclusive(&name)?);
+        // Whatever of the devices and facts was made goes (the teardown takes what is there).
+        if let Ok(lock) = NetworkLock::exclusive(&name) {
+            let _ = teardown(&name, &cfg, lock);
+        }
         return Err(e);
     }
+    docker_user::ensure();
     tracing::info!(network = short(&req.network_id), name, vni = cfg.vni, %vtep, "docker: overlay network created");
     Ok(json!({}))
 }
