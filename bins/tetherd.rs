@@ -10,7 +10,8 @@ const USAGE: &str = "usage: tetherd [--config PATH] [--stay]
   Serves DNS at 127.0.0.11 inside attached containers and, with an \"overlay\" config section, the overlay
   control plane; exits when nothing needs it (unless --stay). With --docker-plugin, serves Docker's network
   and IPAM driver `tether` instead, on PATH (default /run/docker/plugins/tether.sock), and the network
-  driver `tether-macvlan` on tether-macvlan.sock beside it, until killed.
+  drivers `tether-macvlan` and `tether-overlay` on tether-macvlan.sock and tether-overlay.sock beside it,
+  until killed.
   Paths: TETHER_STATE_DIR, TETHER_RUN_DIR, TETHER_RESOLV_CONF; config: TETHER_DAEMON_CONFIG or --config.";
 
 fn main() -> ExitCode {

@@ -37,47 +37,12 @@ fn subnet_of(d: &Dockerd, network: &str) -> String {
     ])
 }
 
-fn address_of(d: &Dockerd, container: &str, network: &str) -> String {
-    d.docker_ok(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
-        container,
-    ])
-}
-
-fn run_sleeper(d: &Dockerd, name: &str, network: &str) {
-    d.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
-}
-
 fn run_web(d: &Dockerd, name: &str, network: &str, publish: &str) {
-    d.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        "-p",
-        publish,
-        IMAGE,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    d.run_on(
+        (name, network),
+        &["-p", publish],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
 }
 
 /// Whether `from` gets an answer to a ping of `target` (a name or an address).
@@ -212,13 +177,13 @@ fn docker_runs_containers_on_tether_networks() {
         "-h",
         "/www",
     ]);
-    run_sleeper(&d, "c1", "front");
-    run_sleeper(&d, "c2", "back");
+    d.run_sleeper("c1", "front");
+    d.run_sleeper("c2", "back");
     // By name, through Docker's own resolver at 127.0.0.11.
     assert_pings(&d, "c1", "web");
     assert_pings(&d, "web", "c1");
     // --ip-range, --gateway and the IPv6 subnet, through tether's IPAM driver.
-    let web_ip = address_of(&d, "web", "front");
+    let web_ip = d.address_of("web", "front");
     assert!(
         web_ip.starts_with("172.18.5."),
         "{web_ip} is outside --ip-range"
@@ -282,7 +247,7 @@ fn docker_runs_containers_on_tether_networks() {
     // Isolation between networks, as on the CNI path.
     assert!(!pings(&d, "c2", &web_ip), "back reaches front");
     assert!(
-        !pings(&d, "c1", &address_of(&d, "c2", "back")),
+        !pings(&d, "c1", &d.address_of("c2", "back")),
         "front reaches back"
     );
 
@@ -311,9 +276,9 @@ fn docker_runs_containers_on_tether_networks() {
         ],
     );
     create_network(&d, "inner", &["--internal"]);
-    run_sleeper(&d, "q1", "quiet");
-    run_sleeper(&d, "q2", "quiet");
-    run_sleeper(&d, "i1", "inner");
+    d.run_sleeper("q1", "quiet");
+    d.run_sleeper("q2", "quiet");
+    d.run_sleeper("i1", "inner");
     assert!(host.ip(&["link", "show", "tq-quiet"]).contains("mtu 1400"));
     let mtu = d.docker_ok(&["exec", "q1", "cat", "/sys/class/net/eth0/mtu"]);
     assert_eq!(mtu, "1400");
@@ -336,7 +301,7 @@ fn docker_runs_containers_on_tether_networks() {
         "nomasq",
         &["-o", "com.docker.network.bridge.enable_ip_masquerade=false"],
     );
-    run_sleeper(&d, "n1", "nomasq");
+    d.run_sleeper("n1", "nomasq");
     assert!(
         !pings(&d, "n1", outside.addr),
         "without masquerade the outside cannot answer"
@@ -379,7 +344,7 @@ fn restarts_of_tetherd_and_dockerd_lose_nothing() {
     let mut d = Dockerd::start(&host);
     create_network(&d, "net", &[]);
     run_web(&d, "web", "net", "8081:80");
-    run_sleeper(&d, "c1", "net");
+    d.run_sleeper("c1", "net");
     assert_pings(&d, "c1", "web");
 
     // tetherd dies: what the kernel holds keeps working.
@@ -391,7 +356,7 @@ fn restarts_of_tetherd_and_dockerd_lose_nothing() {
     );
     // A new tetherd knows every network, endpoint and pool Docker made through the old one.
     d.start_tetherd();
-    run_sleeper(&d, "c2", "net");
+    d.run_sleeper("c2", "net");
     assert_pings(&d, "c2", "web");
     assert_pings(&d, "web", "c2");
     assert_eq!(
@@ -401,7 +366,7 @@ fn restarts_of_tetherd_and_dockerd_lose_nothing() {
     // The new container's address is a fresh one: the pool remembered the others.
     let addrs: Vec<String> = ["web", "c1", "c2"]
         .iter()
-        .map(|c| address_of(&d, c, "net"))
+        .map(|c| d.address_of(c, "net"))
         .collect();
     assert!(addrs[2] != addrs[0] && addrs[2] != addrs[1], "{addrs:?}");
     remove_all(&d, &["web", "c1", "c2"], &["net"]);
@@ -413,7 +378,7 @@ fn restarts_of_tetherd_and_dockerd_lose_nothing() {
     run_web(&d, "web", "net2", "8082:80");
     d.restart_daemon();
     d.docker_ok(&["start", "web"]);
-    run_sleeper(&d, "c3", "net2");
+    d.run_sleeper("c3", "net2");
     assert_pings(&d, "c3", "web");
     assert_eq!(
         fetch_from(&host.path_str(), "http://127.0.0.1:8082/").as_deref(),
@@ -464,10 +429,10 @@ fn macvlan_networks_on_a_parent_link() {
         &["-o", "com.docker.network.driver.mtu=1400"],
     );
     macvlan("mvp", "10.127.0.0/24", &["-o", "macvlan_mode=private"]);
-    run_sleeper(&d, "b1", "mvb");
-    run_sleeper(&d, "b2", "mvb");
-    run_sleeper(&d, "p1", "mvp");
-    run_sleeper(&d, "p2", "mvp");
+    d.run_sleeper("b1", "mvb");
+    d.run_sleeper("b2", "mvb");
+    d.run_sleeper("p1", "mvp");
+    d.run_sleeper("p2", "mvp");
     // bridge mode: siblings meet inside the kernel, by name through Docker's resolver.
     assert_pings(&d, "b1", "b2");
     let pid = d.docker_ok(&["inspect", "-f", "{{.State.Pid}}", "b1"]);

@@ -227,6 +227,30 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `docker run -d --name NAME --network NETWORK FLAGS... IMAGE COMMAND...`.
+    pub fn run_on(&self, (name, network): (&str, &str), flags: &[&str], command: &[&str]) {
+        let mut args = vec!["run", "-d", "--name", name, "--network", network];
+        args.extend_from_slice(flags);
+        args.push(IMAGE);
+        args.extend_from_slice(command);
+        self.docker_ok(&args);
+    }
+
+    /// A container of the image on `network`, sleeping.
+    pub fn run_sleeper(&self, name: &str, network: &str) {
+        self.run_on((name, network), &[], &["sleep", "600"]);
+    }
+
+    /// The address `container` has on `network`.
+    pub fn address_of(&self, container: &str, network: &str) -> String {
+        self.docker_ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            container,
+        ])
+    }
+
     /// Runs `sh -c script` in a running container; whether it succeeded.
     pub fn exec_in(&self, container: &str, script: &str) -> Output {
         self.docker(&["exec", container, "sh", "-c", script])

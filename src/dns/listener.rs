@@ -154,14 +154,8 @@ impl SocketSet {
             u64: token,
         };
         // SAFETY: both descriptors are open; the kernel copies the event.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                fd,
-                &mut event,
-            )
-        };
+        let r =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -208,12 +202,7 @@ async fn serve_set(set: Rc<SocketSet>) {
         };
         // SAFETY: events has room for EVENTS entries; a zero timeout never blocks the runtime.
         let n = unsafe {
-            libc::epoll_wait(
-                set.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as i32,
-                0,
-            )
+            libc::epoll_wait(set.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0)
         };
         if n <= 0 {
             // Nothing ready (or EINTR): wait for the next wakeup. tokio keeps a wakeup that came after

@@ -143,19 +143,12 @@ impl DnsService {
                 continue;
             }
             let scope = Scope { networks, forward };
-            self.open(path.to_path_buf(), id, scope, ctx)
-                .await;
+            self.open(path.to_path_buf(), id, scope, ctx).await;
         }
     }
 
     /// Opens the resolver in the namespace at `path` (identity `id`) and starts serving it.
-    async fn open(
-        &mut self,
-        path: PathBuf,
-        id: NsId,
-        scope: Scope,
-        ctx: &ServiceContext,
-    ) {
+    async fn open(&mut self, path: PathBuf, id: NsId, scope: Scope, ctx: &ServiceContext) {
         let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
             Ok(s) => s,
             Err(e) => {
@@ -293,13 +286,8 @@ impl DnsService {
             }
             return;
         }
-        self.open(
-            PathBuf::from(path),
-            id,
-            Scope { networks, forward },
-            ctx,
-        )
-        .await;
+        self.open(PathBuf::from(path), id, Scope { networks, forward }, ctx)
+            .await;
     }
 }
 

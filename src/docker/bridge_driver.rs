@@ -88,6 +88,7 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         internal: opts.internal,
         parent: None,
         macvlan_mode: None,
+        overlay: None,
     })?;
     rollback.commit();
     tracing::info!(network = short(&req.network_id), "docker: network created");
@@ -126,10 +127,45 @@ pub fn delete_network(state: &DockerState, network_id: &str) -> Result<Value, Er
 
 /// The veth names of an endpoint: the bridge port `tv…` (tether's usual host-side name) and `tc…`, the end
 /// Docker moves into the container.
-fn veth_names(endpoint_id: &str) -> (String, String) {
+pub fn veth_names(endpoint_id: &str) -> (String, String) {
     let host_if = host_veth_name(endpoint_id, "docker");
     let peer_if = format!("tc{}", &host_if[2..]);
     (host_if.into_string(), peer_if)
+}
+
+/// An endpoint's veth pair `(host_if, peer_if)` on the network's bridge, both ends made in tetherd's
+/// namespace: Docker moves the peer into the container itself. Its undo goes on `rollback`.
+pub fn attach_endpoint_veth<'a>(
+    host: &'a Netlink,
+    net: &NetworkRecord,
+    (host_if, peer_if): (&str, &str),
+    mac: MacAddr,
+    isolated: bool,
+    rollback: &mut Rollback<'a>,
+) -> Result<(), Error> {
+    let bridge = host.link_by_name(&net.bridge)?.ok_or_else(|| {
+        Error::io(format!(
+            "bridge {} of network {} is gone; remove the network and create it again",
+            net.bridge,
+            short(&net.id)
+        ))
+    })?;
+    let here = NetNs::current()?;
+    bridge_port::attach(
+        host,
+        &BridgePort {
+            bridge: bridge.index,
+            host_ifname: host_if,
+            ifname: peer_if,
+            netns: &here,
+            mtu: net.mtu,
+            mac: Some(mac),
+            hairpin: false,
+            isolated,
+        },
+        rollback,
+    )?;
+    Ok(())
 }
 
 pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Result<Value, Error> {
@@ -143,28 +179,13 @@ pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Resu
     let host = Netlink::new()?;
     let fw = Firewall::open()?;
     let _lock = NetworkLock::shared(&net.name)?;
-    let bridge = host.link_by_name(&net.bridge)?.ok_or_else(|| {
-        Error::io(format!(
-            "bridge {} of network {} is gone; remove the network and create it again",
-            net.bridge,
-            short(&net.id)
-        ))
-    })?;
-    let here = NetNs::current()?;
     let mut rollback = Rollback::new();
-    // Docker moves the peer into the container itself: it is made here, in tetherd's namespace.
-    bridge_port::attach(
+    attach_endpoint_veth(
         &host,
-        &BridgePort {
-            bridge: bridge.index,
-            host_ifname: &host_if,
-            ifname: &peer_if,
-            netns: &here,
-            mtu: net.mtu,
-            mac: Some(peer_mac),
-            hairpin: false,
-            isolated: !net.icc,
-        },
+        &net,
+        (&host_if, &peer_if),
+        peer_mac,
+        !net.icc,
         &mut rollback,
     )?;
     let ips: Vec<IpAddr> = addresses.iter().map(IpNetwork::ip).collect();
@@ -222,11 +243,20 @@ pub fn delete_endpoint(
     network_id: &str,
     endpoint_id: &str,
 ) -> Result<Value, Error> {
+    delete_endpoint_by(state, (network_id, endpoint_id), remove_endpoint)
+}
+
+/// DeleteEndpoint with the driver's `remove`; when the network's record is gone, the veth and the record.
+pub fn delete_endpoint_by(
+    state: &DockerState,
+    (network_id, endpoint_id): (&str, &str),
+    remove: fn(&DockerState, &NetworkRecord, &EndpointRecord) -> Result<(), Error>,
+) -> Result<Value, Error> {
     let Some(ep) = state.endpoint(endpoint_id)? else {
         return Ok(json!({}));
     };
     match state.network(network_id)? {
-        Some(net) => remove_endpoint(state, &net, &ep)?,
+        Some(net) => remove(state, &net, &ep)?,
         None => {
             Netlink::new()?.delete_link_by_name(&ep.host_if)?;
             state.remove_endpoint(&ep.id)?;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
+use super::overlay_driver;
 use super::protocol::{RequestAddressRequest, RequestPoolRequest};
 use super::records::{DockerState, PoolRecord};
 use crate::error::Error;
@@ -184,6 +185,18 @@ pub fn request_address(state: &DockerState, req: &RequestAddressRequest) -> Resu
         .as_ref()
         .and_then(|o| o.get("RequestAddressType"))
         .is_some_and(|t| t == GATEWAY_REQUEST);
+    if !gateway_request {
+        if let Some(net) = overlay_driver::network_on_pool(state, pool.pool)? {
+            if !req.address.is_empty() {
+                return Err(Error::unsupported(
+                    "tether-overlay hands out addresses from this host's blocks of the subnet; \
+                     leave out --ip",
+                ));
+            }
+            let address = overlay_driver::lease_address(&net)?;
+            return Ok(json!({ "Address": address.to_string(), "Data": {} }));
+        }
+    }
     let store = Store::open(&state.ipam_dir(), &pool.id)?;
     let locked = store.lock()?;
     let lease = |ip: IpAddr| -> Result<bool, Error> {
@@ -233,6 +246,13 @@ pub fn request_address(state: &DockerState, req: &RequestAddressRequest) -> Resu
 
 pub fn release_address(state: &DockerState, pool_id: &str, address: &str) -> Result<Value, Error> {
     let ip = parse_ip(address)?;
+    if let Some(pool) = state.pool(pool_id)? {
+        if let Some(net) = overlay_driver::network_on_pool(state, pool.pool)? {
+            if overlay_driver::release_lease(&net, ip)? {
+                return Ok(json!({}));
+            }
+        }
+    }
     if let Some(store) = Store::existing(&state.ipam_dir(), pool_id)? {
         store.lock()?.remove_lease(ip)?;
     }

@@ -9,7 +9,9 @@ use super::bridge_driver::mac_reply;
 use super::options::MacvlanOptions;
 use super::protocol::{CreateEndpointRequest, CreateNetworkRequest};
 use super::records::{short, DockerDriver, DockerState, EndpointRecord, NetworkRecord};
-use crate::driver::macvlan::{creation_error, resolve, MasterSpec, Parent};
+use crate::driver::macvlan::{
+    creation_error, resolve, MasterSpec, Parent, VlanPlan, VlanRegistry, VlanUser,
+};
 use crate::driver::veth_name::host_veth_name;
 use crate::error::Error;
 use crate::link::{MacAddr, MacvlanMode, MacvlanSpec, Netlink};
@@ -25,25 +27,32 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         name: opts.parent.clone(),
         vlan: None,
     };
+    let name = format!("docker-{}", short(&req.network_id));
+    let user = vlan_user(&name, &req.network_id);
     let parent = match resolve(&host, &spec, "the host", true)? {
         Parent::Link(link) => link.name,
+        // As Docker's macvlan driver: `eth0.10` is made when missing and goes with the network. The
+        // registry counts this network as one user beside tether's CNI networks, and never records (so
+        // never deletes) a sub-interface someone else made.
         Parent::Vlan {
-            name,
-            existing: Some(_),
+            name: vlan,
+            lower,
+            id,
             ..
-        } => name,
-        Parent::Vlan { name, lower, id, .. } => {
-            return Err(Error::config(format!(
-                "parent {name} does not exist; make the 802.1Q link first \
-                 (ip link add link {} name {name} type vlan id {id}): the Docker driver does not make VLAN links",
-                lower.name
-            )))
+        } => {
+            let plan = VlanPlan {
+                name: &vlan,
+                lower_index: lower.index,
+                id,
+            };
+            VlanRegistry::new().acquire(&host, &plan, &lower.name, &user)?;
+            vlan
         }
     };
-    state.write_network(&NetworkRecord {
+    let written = state.write_network(&NetworkRecord {
         id: req.network_id.clone(),
         driver: DockerDriver::Macvlan,
-        name: format!("docker-{}", short(&req.network_id)),
+        name: name.clone(),
         bridge: String::new(),
         bridge_created: false,
         gateways,
@@ -53,9 +62,23 @@ pub fn create_network(state: &DockerState, req: &CreateNetworkRequest) -> Result
         internal: opts.internal,
         parent: Some(parent.clone()),
         macvlan_mode: Some(opts.mode.as_str().to_string()),
-    })?;
+        overlay: None,
+    });
+    if let Err(e) = written {
+        let _ = VlanRegistry::new().release(&host, &user);
+        return Err(e);
+    }
     tracing::info!(network = short(&req.network_id), parent, mode = %opts.mode, "docker: macvlan network created");
     Ok(json!({}))
+}
+
+/// The network itself as the user of its 802.1Q parent in tether's VLAN registry.
+fn vlan_user<'a>(name: &'a str, network_id: &'a str) -> VlanUser<'a> {
+    VlanUser {
+        network: name,
+        container_id: network_id,
+        ifname: "docker-network",
+    }
 }
 
 fn parent_of(net: &NetworkRecord) -> Result<(&str, MacvlanMode), Error> {
@@ -130,6 +153,10 @@ pub fn delete_network(state: &DockerState, network_id: &str) -> Result<Value, Er
         if ep.network_id == network_id {
             delete_endpoint(state, &ep.id)?;
         }
+    }
+    if let Some(net) = state.network(network_id)? {
+        let host = Netlink::new()?;
+        VlanRegistry::new().release(&host, &vlan_user(&net.name, &net.id))?;
     }
     state.remove_network(network_id)?;
     Ok(json!({}))

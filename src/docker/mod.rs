@@ -10,6 +10,7 @@ mod http;
 mod ipam_driver;
 mod macvlan_driver;
 mod options;
+mod overlay_driver;
 mod protocol;
 mod records;
 
@@ -35,6 +36,8 @@ pub use records::{DockerDriver, DockerState};
 pub const DEFAULT_SOCKET: &str = "/run/docker/plugins/tether.sock";
 /// The `tether-macvlan` driver's socket, beside the other one (Docker finds a plugin by its socket's name).
 pub const MACVLAN_SOCKET_NAME: &str = "tether-macvlan.sock";
+/// The `tether-overlay` driver's socket, beside them.
+pub const OVERLAY_SOCKET_NAME: &str = "tether-overlay.sock";
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body)
@@ -48,43 +51,36 @@ fn answer(
     path: &str,
     body: &[u8],
 ) -> Result<Value, Error> {
-    let macvlan = driver == DockerDriver::Macvlan;
+    let bridge = driver == DockerDriver::Bridge;
     match path {
-        "/Plugin.Activate" if macvlan => Ok(json!({ "Implements": ["NetworkDriver"] })),
+        "/Plugin.Activate" if !bridge => Ok(json!({ "Implements": ["NetworkDriver"] })),
         "/Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
         "/NetworkDriver.GetCapabilities" => Ok(bridge_driver::capabilities()),
         "/NetworkDriver.CreateNetwork" => {
             let r: CreateNetworkRequest = parse(body)?;
-            if macvlan {
-                macvlan_driver::create_network(state, &r)
-            } else {
-                bridge_driver::create_network(state, &r)
+            match driver {
+                DockerDriver::Bridge => bridge_driver::create_network(state, &r),
+                DockerDriver::Macvlan => macvlan_driver::create_network(state, &r),
+                DockerDriver::Overlay => overlay_driver::create_network(state, &r),
             }
         }
         "/NetworkDriver.DeleteNetwork" => {
             let id = parse::<NetworkRequest>(body)?.network_id;
-            if macvlan {
-                macvlan_driver::delete_network(state, &id)
-            } else {
-                bridge_driver::delete_network(state, &id)
+            match driver {
+                DockerDriver::Bridge => bridge_driver::delete_network(state, &id),
+                DockerDriver::Macvlan => macvlan_driver::delete_network(state, &id),
+                DockerDriver::Overlay => overlay_driver::delete_network(state, &id),
             }
         }
         "/NetworkDriver.CreateEndpoint" => {
             let r: CreateEndpointRequest = parse(body)?;
-            if macvlan {
-                macvlan_driver::create_endpoint(state, &r)
-            } else {
-                bridge_driver::create_endpoint(state, &r)
+            match driver {
+                DockerDriver::Bridge => bridge_driver::create_endpoint(state, &r),
+                DockerDriver::Macvlan => macvlan_driver::create_endpoint(state, &r),
+                DockerDriver::Overlay => overlay_driver::create_endpoint(state, &r),
             }
         }
-        "/NetworkDriver.DeleteEndpoint" => {
-            let r: EndpointRequest = parse(body)?;
-            if macvlan {
-                macvlan_driver::delete_endpoint(state, &r.endpoint_id)
-            } else {
-                bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
-            }
-        }
+        "/NetworkDriver.DeleteEndpoint" => delete_endpoint(state, driver, &parse(body)?),
         "/NetworkDriver.EndpointOperInfo" => Ok(json!({ "Value": {} })),
         "/NetworkDriver.Join" => {
             let r: EndpointRequest = parse(body)?;
@@ -92,10 +88,11 @@ fn answer(
         }
         // Docker moves the interface back out of the container itself; DeleteEndpoint removes it.
         "/NetworkDriver.Leave" => Ok(json!({})),
-        // macvlan containers sit on the parent's network: nothing to publish.
+        // macvlan containers sit on the parent's network: nothing to publish; an overlay container's ports
+        // are published on Docker's gateway network (its bridge driver gets the calls).
         "/NetworkDriver.ProgramExternalConnectivity"
         | "/NetworkDriver.RevokeExternalConnectivity"
-            if macvlan =>
+            if !bridge =>
         {
             Ok(json!({}))
         }
@@ -113,8 +110,8 @@ fn answer(
         "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
         "/NetworkDriver.AllocateNetwork" => Ok(json!({ "Options": {} })),
         "/NetworkDriver.FreeNetwork" => Ok(json!({})),
-        ipam if macvlan && ipam.starts_with("/IpamDriver.") => Err(Error::unsupported(
-            "the IPAM driver is `tether` (on tether.sock), not tether-macvlan",
+        ipam if !bridge && ipam.starts_with("/IpamDriver.") => Err(Error::unsupported(
+            "the IPAM driver is `tether` (on tether.sock), not tether-macvlan or tether-overlay",
         )),
         "/IpamDriver.GetCapabilities" => Ok(ipam_driver::capabilities()),
         "/IpamDriver.GetDefaultAddressSpaces" => Ok(ipam_driver::default_address_spaces()),
@@ -134,6 +131,25 @@ fn answer(
         other => Err(Error::unsupported(format!(
             "{other} is not a call of the plugin API tether implements"
         ))),
+    }
+}
+
+/// DeleteEndpoint through `driver`'s own removal.
+fn delete_endpoint(
+    state: &DockerState,
+    driver: DockerDriver,
+    r: &EndpointRequest,
+) -> Result<Value, Error> {
+    match driver {
+        DockerDriver::Bridge => {
+            bridge_driver::delete_endpoint(state, &r.network_id, &r.endpoint_id)
+        }
+        DockerDriver::Macvlan => macvlan_driver::delete_endpoint(state, &r.endpoint_id),
+        DockerDriver::Overlay => bridge_driver::delete_endpoint_by(
+            state,
+            (&r.network_id, &r.endpoint_id),
+            overlay_driver::remove_endpoint,
+        ),
     }
 }
 
@@ -256,13 +272,16 @@ pub fn serve(sockets: &[(PathBuf, DockerDriver)], state: DockerState) -> io::Res
     Ok(())
 }
 
-/// The sockets: `tether` at `given` (else Docker's default place) and `tether-macvlan` beside it.
+/// The sockets: `tether` at `given` (else Docker's default place), `tether-macvlan` and `tether-overlay`
+/// beside it.
 pub fn sockets(given: Option<PathBuf>) -> Vec<(PathBuf, DockerDriver)> {
     let bridge = given.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let macvlan = bridge.with_file_name(MACVLAN_SOCKET_NAME);
+    let overlay = bridge.with_file_name(OVERLAY_SOCKET_NAME);
     vec![
         (bridge, DockerDriver::Bridge),
         (macvlan, DockerDriver::Macvlan),
+        (overlay, DockerDriver::Overlay),
     ]
 }
 
@@ -284,6 +303,25 @@ mod tests {
         let macvlan = answer(&s, DockerDriver::Macvlan, "/Plugin.Activate", b"{}").unwrap();
         assert_eq!(macvlan["Implements"], json!(["NetworkDriver"]));
         assert!(answer(&s, DockerDriver::Macvlan, "/IpamDriver.RequestPool", b"{}").is_err());
+        let overlay = answer(&s, DockerDriver::Overlay, "/Plugin.Activate", b"{}").unwrap();
+        assert_eq!(overlay["Implements"], json!(["NetworkDriver"]));
+        assert!(answer(
+            &s,
+            DockerDriver::Overlay,
+            "/IpamDriver.RequestAddress",
+            b"{}"
+        )
+        .is_err());
+        // Ports of an overlay container are Docker's gateway network's to publish.
+        let program = br#"{"NetworkID":"abc","EndpointID":"def","Options":{}}"#;
+        let none = answer(
+            &s,
+            DockerDriver::Overlay,
+            "/NetworkDriver.ProgramExternalConnectivity",
+            program,
+        )
+        .unwrap();
+        assert_eq!(none, json!({}));
         let caps = answer(
             &s,
             DockerDriver::Bridge,

@@ -172,6 +172,50 @@ impl MacvlanOptions {
     }
 }
 
+/// The options a `tether-overlay` network takes, as tether-overlay's own config (the subnet is the pool
+/// Docker's IPAM gave): parsed by `OverlayConfig::from_json`, so both entry points check them alike.
+pub fn overlay_config(options: &Options, subnet: &str) -> Result<(Value, bool), Error> {
+    let (internal, pairs) = split(options);
+    // Docker's gateway network (docker_gwbridge) is the egress, not tether's gateway bridge.
+    let mut conf = serde_json::json!({ "subnet": subnet, "egress": false });
+    for (key, text) in pairs {
+        let field = match key.as_str() {
+            "vni" => "vni",
+            "underlay" => "underlay",
+            "block_size" => "blockSize",
+            "encrypted" => "encrypted",
+            "vxlan_port" => "vxlanPort",
+            k if MTU_KEYS.contains(&k) => {
+                conf["mtu"] = parse_mtu(k, &text)?.into();
+                continue;
+            }
+            _ => {
+                return Err(unknown(
+                    &key,
+                    "tether-overlay",
+                    "vni, underlay, block_size, encrypted, vxlan_port, com.docker.network.driver.mtu (or mtu)",
+                ))
+            }
+        };
+        conf[field] = match field {
+            "underlay" => Value::String(text),
+            // `-o encrypted` alone arrives as "" (Docker's overlay takes it so).
+            "encrypted" => Value::Bool(text.is_empty() || parse_bool(&key, &text)?),
+            _ => text
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| Error::config(format!("option {key}={text:?}: expected a number")))?,
+        };
+    }
+    if conf.get("vni").is_none() {
+        return Err(Error::config(
+            "tether-overlay needs -o vni=N (1..16777215): the same N on every host names the network \
+             across them",
+        ));
+    }
+    Ok((conf, internal))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +224,30 @@ mod tests {
     fn parse(v: Value) -> Result<BridgeOptions, Error> {
         let map = serde_json::from_value(v).unwrap();
         BridgeOptions::from_docker(&Some(map))
+    }
+
+    #[test]
+    fn overlay_options_become_tether_overlays_config() {
+        let opts = serde_json::from_value(json!({"com.docker.network.generic": {
+            "vni": "42", "underlay": "ul0", "block_size": "28", "encrypted": "", "mtu": "1400"
+        }}))
+        .unwrap();
+        let (conf, internal) = overlay_config(&Some(opts), "10.40.0.0/16").unwrap();
+        assert_eq!(
+            conf,
+            json!({"subnet": "10.40.0.0/16", "egress": false, "vni": 42, "underlay": "ul0",
+                   "blockSize": 28, "encrypted": true, "mtu": 1400})
+        );
+        assert!(!internal);
+        for bad in [
+            json!({"com.docker.network.generic": {}}),
+            json!({"com.docker.network.generic": {"vni": "x"}}),
+            json!({"com.docker.network.generic": {"vni": "1", "parent": "eth0"}}),
+            json!({"com.docker.network.generic": {"vni": "1", "encrypted": "maybe"}}),
+        ] {
+            let map = serde_json::from_value(bad.clone()).unwrap();
+            assert!(overlay_config(&Some(map), "10.40.0.0/16").is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub type Options = Option<HashMap<String, Value>>;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct IpamData {
+    /// The pool, `172.18.0.0/16`.
+    #[serde(default)]
+    pub pool: String,
     /// CIDR form: `172.18.0.1/16`.
     #[serde(default)]
     pub gateway: String,

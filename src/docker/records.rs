@@ -24,6 +24,8 @@ pub enum DockerDriver {
     Bridge,
     /// `tether-macvlan`: macvlan children of a parent link.
     Macvlan,
+    /// `tether-overlay`: tether-overlay's bridge and VXLAN device, across hosts.
+    Overlay,
 }
 
 /// A network as CreateNetwork made it.
@@ -50,6 +52,9 @@ pub struct NetworkRecord {
     pub parent: Option<String>,
     #[serde(default)]
     pub macvlan_mode: Option<String>,
+    /// tether-overlay: its config, in tether-overlay's own fields (read with `OverlayConfig::from_json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<serde_json::Value>,
 }
 
 /// A container's end of a network: the veth pair and what the firewall holds for it.

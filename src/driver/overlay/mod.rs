@@ -4,7 +4,9 @@
 //! egress. Remote containers' MACs and addresses are programmed into the VXLAN device by tetherd's control
 //! plane (`crate::overlay`) from the attachment records this plugin writes. ADD waits for it only when it
 //! takes a new address block (the members agree on it first, `block_agreement`), and at most
-//! [`AGREEMENT_WAIT`]; DEL never waits.
+//! [`AGREEMENT_WAIT`]; DEL never waits. The host-side steps (`resolve_underlay`, `default_mtu`,
+//! `ensure_network_devices`, `allocate_addresses`, `release_address`, `teardown`) are public: the Docker
+//! driver `tether-overlay` (`crate::docker`) calls them one by one, in the order Docker asks.
 
 mod block_agreement;
 mod config;
@@ -53,7 +55,7 @@ use crate::state::{DriverKind, NetworkLock, RecordDir};
 pub struct OverlayPlugin;
 
 /// The underlay link and this host's VTEP address on it.
-fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, IpAddr), Error> {
+pub fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, IpAddr), Error> {
     let first_v4 = |link: &LinkInfo| -> Result<Option<IpAddr>, Error> {
         Ok(host
             .addresses(link.index)?
@@ -99,7 +101,7 @@ fn resolve_underlay(host: &Netlink, underlay: &Underlay) -> Result<(LinkInfo, Ip
 }
 
 /// One address of each of the network's families (IPv4 first), each from its own blocks.
-fn allocate_addresses(
+pub fn allocate_addresses(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
     net: &str,
@@ -235,7 +237,7 @@ fn allocate_or_claim(
     }
 }
 
-fn release_address(
+pub fn release_address(
     dir: &OverlayDir,
     container_id: &str,
     ifname: &str,
@@ -248,7 +250,7 @@ fn release_address(
 
 /// The container MTU from the underlay device's: VXLAN's 50 bytes (70 over an IPv6 underlay), and ESP's
 /// worst case when encrypted.
-fn default_mtu(underlay_mtu: u32, vtep: IpAddr, encrypted: bool) -> u32 {
+pub fn default_mtu(underlay_mtu: u32, vtep: IpAddr, encrypted: bool) -> u32 {
     let vxlan = if vtep.is_ipv6() {
         VXLAN_OVERHEAD_V6
     } else {
@@ -264,7 +266,7 @@ fn default_mtu(underlay_mtu: u32, vtep: IpAddr, encrypted: bool) -> u32 {
 
 /// The network's bridge and VXLAN device on this host (made by its first ADD, shared by the next), and the
 /// facts tetherd's control plane reads about them.
-fn ensure_network_devices(
+pub fn ensure_network_devices(
     host: &Netlink,
     cfg: &OverlayConfig,
     (net, dir): (&str, &OverlayDir),
