@@ -1,14 +1,13 @@
-# Two hosts for the encrypted overlay, sourced by /init (which provides ip, check, check_fails) before
-# overlay_esp.sh (the test) or overlay_esp_bench.sh (the bench).
+# Hosts for the encrypted overlay, sourced by /init (which provides ip, check, check_fails) before
+# overlay_esp.sh or overlay_esp_rekey.sh (the tests) or overlay_esp_bench.sh (the bench).
 #
-# Two simulated hosts h1 (192.168.50.1) and h2 (.2) and an attacker (.9) hang on the bridge fab in the VM's
-# own namespace. Each host runs its own tetherd (gossip, data-plane key file, a rotation of $ROTATION
-# seconds, 8 unless set before, and whatever $ESP_EXTRA adds to the encryption section) and the plugin
-# is called inside the host's namespace as a runtime calls it. Network "enc" (VNI 4200, port 4789) is
-# encrypted; "plain" (VNI 4300, port 4790) is not and is the control that shows the injection check can
-# fail. h2's underlay link carries a netdev ingress table counting ESP, port-4789 UDP and fragments off the wire.
-# The underlay's MTU is $UNDERLAY_MTU (1500 unless set before).
-
+# $HOSTS simulated hosts (2 unless set before) h1 (192.168.50.1), h2 (.2), ... and an attacker (.9) hang on
+# the bridge fab in the VM's own namespace, over an underlay of $UNDERLAY_MTU bytes (1500 unless set
+# before). Each host runs its own tetherd (gossip, data-plane key file, a rotation of $ROTATION seconds, 8
+# unless set before, and whatever $ESP_EXTRA adds to the encryption section) and the plugin is called
+# inside the host's namespace as a runtime calls it. Network "enc" (VNI 4200, port 4789) is encrypted;
+# "plain" (VNI 4300, port 4790) is not and is the control that shows the injection check can fail. h2's
+# underlay link carries a netdev ingress table counting ESP, port-4789 UDP and fragments off the wire.
 KEY=5f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
 DATA_KEY=00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef
 ROTATION=${ROTATION:-8}
@@ -27,16 +26,17 @@ underlay() {
     ip -n $1 addr add $2/24 dev up0
     ip -n $1 link set up0 up
 }
-underlay h1 192.168.50.1
-underlay h2 192.168.50.2
+HOSTS=${HOSTS:-2}
+for N in $(seq 1 $HOSTS); do underlay h$N 192.168.50.$N; done
 underlay att 192.168.50.9
+SEEDS=$(for N in $(seq 1 $HOSTS); do printf '"192.168.50.%s:7946",' $N; done)
 
 # host_env N: the state and run dirs of host hN.
 host_env() { echo "TETHER_STATE_DIR=/tmp/h$1/state TETHER_RUN_DIR=/tmp/h$1/run"; }
 start_tetherd() {
     mkdir -p /tmp/h$1
     cat > /tmp/h$1/tetherd.json <<JSON
-{"stay": true, "overlay": {"bind": "192.168.50.$1:7946", "peers": ["192.168.50.1:7946", "192.168.50.2:7946"],
+{"stay": true, "overlay": {"bind": "192.168.50.$1:7946", "peers": [${SEEDS%,}],
  "key": "$KEY", "probePeriodMs": 500, "failureTimeoutMs": 4000, "syncIntervalMs": 1000,
  "reconcileIntervalMs": 300, "encryption": {"keyFile": "/etc/tether/data.key", "rotationIntervalS": $ROTATION $ESP_EXTRA}}}
 JSON
@@ -44,8 +44,7 @@ JSON
     ip netns exec h$1 sh -c "echo \$\$ > /tmp/h$1/tetherd.pid; exec env $(host_env $1) RUST_LOG=info \
         /usr/bin/tetherd --stay --config /tmp/h$1/tetherd.json" > /tmp/h$1/tetherd.log 2>&1 &
 }
-start_tetherd 1
-start_tetherd 2
+for N in $(seq 1 $HOSTS); do start_tetherd $N; done
 
 conf() {
     cat <<JSON
