@@ -396,6 +396,7 @@ impl ExpiryListener {
         loop {
             buf.clear();
             match self.socket.recv(&mut buf, 0) {
+                Ok(0) => return n,
                 Ok(_) => {
                     n += messages(&buf)
                         .iter()
