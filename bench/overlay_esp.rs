@@ -6,7 +6,6 @@
 #[path = "../integration/harness/vm/mod.rs"]
 mod vm;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn main() {
@@ -22,23 +21,7 @@ fn main() {
         &console,
         &["bench_encrypted_path_up", "bench_plain_path_up"],
     );
-    // "BENCH <metric> <encrypted|plain> <value>"
-    let mut samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
-    for line in &console.lines {
-        let Some(rest) = line.split("BENCH ").nth(1) else {
-            continue;
-        };
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        if let [metric, path, value] = words[..] {
-            let value: f64 = value.parse().unwrap_or_else(|_| {
-                panic!("not a number in {line:?}; see {}", console.log.display())
-            });
-            samples
-                .entry((metric.to_string(), path.to_string()))
-                .or_default()
-                .push(value);
-        }
-    }
+    let samples = vm::results::bench_samples(&console);
     assert!(
         samples.values().all(|v| v.len() == 3) && samples.len() == 4,
         "expected 3 samples of 4 series, got {samples:?}; see {}",

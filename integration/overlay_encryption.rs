@@ -1,15 +1,19 @@
 //! Encrypted overlay networks on this machine, for everything that does not need ESP to pass traffic
 //! (that is `overlay_esp_vm`): tether's NETLINK_XFRM encoder read back by `ip xfrm`, the input guard read
 //! back by `nft`, and an encrypted ADD that fails by name on a kernel without ESP (or, on one with it,
-//! closes the port before the VXLAN device exists). Each test makes its own namespaces.
+//! closes the port before the VXLAN device exists), and the key rotation schedule the hosts agree on
+//! through the cluster store. Each test makes its own namespaces.
 
 #[path = "harness/mod.rs"]
 mod harness;
 
 use std::net::IpAddr;
 
+use harness::overlay_cluster::{on_both_stores, wait_until, Cluster, Store, Timings};
+use harness::tether_cli::TetherCli;
 use harness::HostNs;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tether::driver::overlay::encryption::{block_policy, reqid, PEER_PRIORITY};
 use tether::firewall::EspGuard;
 use tether::link::xfrm::{
@@ -234,3 +238,96 @@ fn an_encrypted_add_fails_by_name_without_esp_and_otherwise_closes_the_port_firs
     // And the container has no overlay interface.
     assert!(!c.has_link("eth0"));
 }
+
+/// `tether cluster status --json`'s rotation on host `i`.
+fn rotation(cluster: &Cluster, i: usize) -> Value {
+    let out = TetherCli::new(&cluster.hosts[i].ns).run(&["cluster", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["rotation"].clone()
+}
+
+/// Host `i`'s tetherd again with an `encryption` section rotating every `interval_s`.
+fn restart_with_encryption(cluster: &mut Cluster, i: usize, interval_s: u64) {
+    let host = &mut cluster.hosts[i];
+    let key = host.ns.dir().join("data.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let path = host.config_path();
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["overlay"]["encryption"] = json!({"keyFile": key, "rotationIntervalS": interval_s});
+    std::fs::write(&path, config.to_string()).unwrap();
+    host.kill_tetherd();
+    host.start_tetherd();
+}
+
+fn both_agree(cluster: &Cluster, check: impl Fn(&Value) -> bool) -> bool {
+    let (a, b) = (rotation(cluster, 0), rotation(cluster, 1));
+    a["schedule"] == b["schedule"] && check(&a["schedule"])
+}
+
+/// Hosts configured with different intervals agree on one schedule through the store (a configured one:
+/// the first in the store, or the longest of those entering it at once); `tether cluster rotation` sets a new one for every host,
+/// in force from a boundary at least one old interval ahead; a restarted host keeps the cluster's
+/// schedule, not its config's; an interval under 2 s is refused.
+fn hosts_take_the_rotation_from_the_store(store: Store) {
+    let mut cluster = Cluster::on(&store.label("rot"), 2, Timings::FAST, store);
+    restart_with_encryption(&mut cluster, 0, 30);
+    restart_with_encryption(&mut cluster, 1, 60);
+    cluster.wait_for_members(1);
+    wait_until(
+        "both hosts count the same schedule",
+        Duration::from_secs(20),
+        || {
+            both_agree(&cluster, |s| {
+                [30_000, 60_000].contains(&s["current"]["intervalMs"].as_u64().unwrap_or(0))
+            })
+        },
+    );
+    let old_ms = rotation(&cluster, 0)["schedule"]["current"]["intervalMs"]
+        .as_u64()
+        .unwrap();
+
+    let before_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = TetherCli::new(&cluster.hosts[0].ns).run(&["cluster", "rotation", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("every 5 s"),
+        "{stdout}"
+    );
+    wait_until(
+        "both hosts count the new interval",
+        Duration::from_secs(20),
+        || both_agree(&cluster, |s| s["current"]["intervalMs"] == 5_000),
+    );
+    let schedule = rotation(&cluster, 1)["schedule"].clone();
+    assert_eq!(schedule["previous"]["intervalMs"], old_ms);
+    let anchor = schedule["current"]["anchorMs"].as_u64().unwrap();
+    assert!(
+        anchor >= before_ms + old_ms,
+        "in force {anchor} ms, set at {before_ms}"
+    );
+    assert_eq!(anchor % old_ms, 0, "on an old epoch boundary");
+
+    restart_with_encryption(&mut cluster, 1, 30);
+    cluster.wait_for_members(1);
+    wait_until(
+        "the restarted host keeps the cluster's schedule",
+        Duration::from_secs(20),
+        || rotation(&cluster, 1)["schedule"] == schedule,
+    );
+    assert_eq!(rotation(&cluster, 0)["schedule"], schedule);
+
+    let out = TetherCli::new(&cluster.hosts[0].ns).run(&["cluster", "rotation", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("at least 2 seconds"),
+        "{stderr}"
+    );
+}
+on_both_stores!(hosts_take_the_rotation_from_the_store);

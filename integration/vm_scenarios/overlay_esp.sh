@@ -80,22 +80,15 @@ check tetherd_restores_the_policy wait_for 25 ip netns exec c1 ping -c 1 -W 1 $C
 # no ping may be lost and the connection must deliver every byte.
 OUT0=$(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | awk '/spi/ { print $4 }' | tr '\n' ' ')
 ROUNDS=$((ROTATION * 3 * 5 + 10))
-# The listener's stdin is a FIFO nobody writes (opened read-write, so it never ends): a background job's
-# stdin is /dev/null, and nc half-closes on its EOF, which makes the sending nc quit.
-mkfifo /tmp/hold
-ip netns exec c2 sh -c "nc -l -p 5001 0<>/tmp/hold | wc -c > /tmp/received" &
-SERVER=$!
-sleep 1
-ip netns exec c1 sh -c "i=0; while [ \$i -lt $ROUNDS ]; do dd if=/dev/zero bs=1024 count=16 2>/dev/null; sleep 0.2; i=\$((i + 1)); done | nc $C2 5001" &
-CLIENT=$!
+start_transfer $ROUNDS
 LOSS=$(ip netns exec c1 ping -c $ROUNDS -i 0.2 -W 2 $C2 | grep -o '[0-9]*% packet loss')
-wait $CLIENT
-wait $SERVER
-check tcp_transfer_across_three_rotations_delivers_every_byte sh -c "echo received \$(cat /tmp/received) of $((ROUNDS * 16 * 1024)); [ \$(cat /tmp/received) -eq $((ROUNDS * 16 * 1024)) ]"
+transfer_done
+check tcp_transfer_across_three_rotations_delivers_every_byte sh -c "echo received $GOT of $((ROUNDS * 16 * 1024)); [ $GOT -eq $((ROUNDS * 16 * 1024)) ]"
 OUT1=$(ip -n h1 xfrm state list src 192.168.50.1 dst 192.168.50.2 | awk '/spi/ { print $4 }' | tr '\n' ' ')
 check rotation_changed_the_sending_spi sh -c "echo before $OUT0 after $OUT1; [ '$OUT0' != '$OUT1' ]"
 check no_ping_lost_across_three_rotations sh -c "echo $LOSS; [ '$LOSS' = '0% packet loss' ]"
-check receive_states_for_three_epochs_per_peer sh -c "n=\$(/sbin/ip -n h1 xfrm state list src 192.168.50.2 dst 192.168.50.1 | grep -c '^src'); echo \$n; [ \$n -eq 3 ]"
+# Three epochs times the peer's generations 0 and 1 (no soft lifetime ran out here).
+check receive_states_for_three_epochs_and_two_generations_per_peer sh -c "n=\$(/sbin/ip -n h1 xfrm state list src 192.168.50.2 dst 192.168.50.1 | grep -c '^src'); echo \$n; [ \$n -eq 6 ]"
 check no_sequence_errors ip netns exec h1 sh -c "awk '/XfrmOutStateSeqError|XfrmInStateSeqError/ { n += \$2 } END { print n; exit n != 0 }' /proc/net/xfrm_stat"
 
 kill $(cat /tmp/h1/tetherd.pid) $(cat /tmp/h2/tetherd.pid)

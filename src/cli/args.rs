@@ -66,6 +66,11 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set the encrypted overlay's key rotation interval for the whole cluster (in force from the epoch after next)
+    Rotation {
+        /// Seconds per epoch, at least 2
+        seconds: u64,
+    },
     /// Drop a dead host's address blocks and records from the store (refused while it is up)
     Forget {
         /// The host's control-plane address (its `overlay.bind` IP)

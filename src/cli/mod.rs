@@ -199,6 +199,10 @@ fn cluster(c: ClusterCommand) -> Result<(), CliError> {
             serde_json::json!({"cluster": "forget", "host": host.to_string()}),
             false,
         ),
+        ClusterCommand::Rotation { seconds } => (
+            serde_json::json!({"cluster": "rotation", "intervalS": seconds}),
+            false,
+        ),
     };
     let request = crate::client::protocol::Request::Service {
         service: "overlay".into(),
@@ -220,6 +224,10 @@ fn cluster(c: ClusterCommand) -> Result<(), CliError> {
         ClusterCommand::Forget { host } => output::line(&format!(
             "forgot {host}: {} blocks and records removed",
             answer["removed"]
+        )),
+        ClusterCommand::Rotation { seconds } => output::line(&format!(
+            "keys rotate every {seconds} s from epoch {} (unix ms {}), on every host",
+            answer["current"]["anchorEpoch"], answer["current"]["anchorMs"]
         )),
     }
     Ok(())

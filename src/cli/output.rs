@@ -328,6 +328,16 @@ pub fn cluster_status(s: &serde_json::Value) {
     for (network, n) in s["records"].as_object().into_iter().flatten() {
         println!("  {network:<40} {n}");
     }
+    let rotation = &s["rotation"];
+    if !rotation.is_null() {
+        println!(
+            "key rotation: every {} s, epoch {} (the cluster's schedule: every {} ms from epoch {})",
+            rotation["intervalS"],
+            rotation["epoch"],
+            rotation["schedule"]["current"]["intervalMs"],
+            rotation["schedule"]["current"]["anchorEpoch"]
+        );
+    }
 }
 
 #[cfg(test)]

@@ -19,19 +19,20 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
 use super::cluster_services;
-use super::config::{PeerConfig, StoreConfig};
+use super::config::{EncryptionConfig, PeerConfig, StoreConfig};
 use super::error::OverlayError;
 use super::etcd::EtcdStore;
 use super::gossip::GossipStore;
-use super::ipsec::{plan as esp_plan, program as esp_program};
+use super::ipsec::epoch::{self as esp_epoch, Schedule};
+use super::ipsec::{generation, plan as esp_plan, program as esp_program};
 use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
-use super::records::{RecordKey, RecordValue};
+use super::records::{RecordKey, RecordTable, RecordValue};
 use super::remote_names;
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
-use crate::link::xfrm::{Policy, XfrmSocket};
+use crate::link::xfrm::{ExpiryListener, Policy, StateId, XfrmSocket};
 use crate::link::{MacAddr, Netlink};
 use crate::state::overlay::{write_store_kind, NetworkFacts};
 
@@ -69,6 +70,19 @@ pub struct ClusterStatus {
     /// Network -> endpoint records of all hosts.
     pub records: BTreeMap<String, usize>,
     pub sync: StoreStatus,
+    /// The encrypted overlay's key rotation as this host counts it (absent without `encryption`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// The interval in force now.
+    pub interval_s: f64,
+    pub epoch: u64,
+    /// The cluster's schedule (a change waits in `current` until its `anchorMs`).
+    pub schedule: Schedule,
 }
 
 /// One overlay network as the store has it, for `tether inspect`: every host's endpoints, and the hosts that
@@ -104,6 +118,10 @@ enum Command {
     },
     Status {
         reply: Sender<ClusterStatus>,
+    },
+    Rotation {
+        interval: Duration,
+        reply: Sender<Result<Schedule, String>>,
     },
 }
 
@@ -223,6 +241,12 @@ impl ControlPlane {
             .unwrap_or_else(|| Err("the overlay control plane did not answer".into()))
     }
 
+    /// `tether cluster rotation SECONDS`: the cluster's new schedule.
+    pub fn set_rotation(&self, interval: Duration) -> Result<Schedule, String> {
+        self.ask(|reply| Command::Rotation { interval, reply })
+            .unwrap_or_else(|| Err("the overlay control plane did not answer".into()))
+    }
+
     /// The store's view of one network (`tether inspect`).
     pub fn network_view(&self, network: &str) -> Option<NetworkView> {
         let network = network.to_string();
@@ -302,6 +326,78 @@ struct Agent {
     esp: EspProgrammer,
 }
 
+/// Every encrypted pair's generations by (port, this host's VTEP, the peer's).
+type EspPairs = BTreeMap<(u16, IpAddr, IpAddr), generation::Pair>;
+
+/// Every peer's generation record by (from, to, port).
+fn heard_generations(table: &RecordTable) -> BTreeMap<(IpAddr, IpAddr, u16), generation::Heard> {
+    table
+        .live()
+        .filter_map(|(key, value)| match (key, value) {
+            (
+                RecordKey::Generation { from, to, port, .. },
+                RecordValue::Generation { send, ack },
+            ) => {
+                let heard = generation::Heard {
+                    send: *send,
+                    ack: *ack,
+                };
+                Some(((*from, *to, *port), heard))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The states and policies of every encrypted port of this host in `epoch`. A sending state past its
+/// soft lifetime moves its pair one generation on first, if the peer already receives the next one
+/// (otherwise the state keeps sending until the peer's record says so: a soft limit never stops traffic).
+fn esp_wanted(
+    enc: &EncryptionConfig,
+    epoch: u64,
+    ports: &BTreeSet<(IpAddr, u16)>,
+    pairs: &mut EspPairs,
+    heard: &BTreeMap<(IpAddr, IpAddr, u16), generation::Heard>,
+    expired: &BTreeSet<StateId>,
+) -> esp_plan::Wanted {
+    type Peers = BTreeMap<u16, BTreeMap<IpAddr, esp_plan::Generations>>;
+    let mut by_vtep: BTreeMap<IpAddr, Peers> = BTreeMap::new();
+    for &(vtep, port) in ports {
+        by_vtep.entry(vtep).or_default().entry(port).or_default();
+    }
+    for (&(port, vtep, peer), pair) in pairs.iter() {
+        let members = by_vtep.entry(vtep).or_default().entry(port).or_default();
+        members.insert(peer, pair.generations());
+    }
+    let mut wanted = esp_plan::Wanted::default();
+    for (vtep, peers) in &mut by_vtep {
+        let mut w = esp_plan::wanted(&enc.key, *vtep, peers, epoch, enc.soft);
+        let mut moved = false;
+        for (&(port, peer), id) in &w.sending {
+            let Some(pair) = pairs.get_mut(&(port, *vtep, peer)) else {
+                continue;
+            };
+            let peer_ack = heard.get(&(peer, *vtep, port)).and_then(|h| h.ack);
+            if expired.contains(id) && pair.rekey(peer_ack) {
+                tracing::info!(%peer, port, generation = pair.send, "encrypted overlay: early rekey of the pair (soft lifetime reached)");
+                if let Some(gens) = peers.get_mut(&port).and_then(|m| m.get_mut(&peer)) {
+                    *gens = pair.generations();
+                }
+                moved = true;
+            }
+        }
+        if moved {
+            w = esp_plan::wanted(&enc.key, *vtep, peers, epoch, enc.soft);
+        }
+        wanted.states.extend(w.states);
+        wanted.policies.extend(w.policies);
+        wanted.needs.extend(w.needs);
+        wanted.sending.extend(w.sending);
+        wanted.receiving.extend(w.receiving);
+    }
+    wanted
+}
+
 /// How often every IPsec policy is set again, whatever the last pass left.
 const POLICY_REFRESH: Duration = Duration::from_secs(10);
 
@@ -317,6 +413,13 @@ struct EspProgrammer {
     epoch: Option<u64>,
     /// Whether "no encryption section" was already logged.
     warned: bool,
+    /// The kernel's expiry reports, which wake the loop for an early rekey.
+    expiry: Option<ExpiryListener>,
+    /// Every pair's generations by (port, this host's VTEP, the peer's), and their records for the store.
+    pairs: EspPairs,
+    records: BTreeMap<RecordKey, RecordValue>,
+    /// This host's copy of the cluster's rotation schedule (`None`: not read from the state dir yet).
+    schedule: Option<Schedule>,
 }
 
 impl Agent {
@@ -325,6 +428,9 @@ impl Agent {
         while !stop.load(Ordering::SeqCst) {
             self.wait_for_input();
             self.drain_notify();
+            if self.esp.expiry.as_ref().is_some_and(|l| l.drain() > 0) {
+                self.kernel_dirty = true;
+            }
             self.drain_commands();
             let changes = self.store.step();
             self.apply(changes);
@@ -367,12 +473,19 @@ impl Agent {
             .store
             .next_due()
             .map_or(self.next_periodic, |at| at.min(self.next_periodic));
-        let wait = next
+        let mut wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
+        if self.local_dirty {
+            // Own records changed in the last pass (an ESP generation): publish them without a nap.
+            wait = Duration::ZERO;
+        }
         let mut fds = vec![PollFd::new(self.notify.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = self.store.wait_fd() {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if let Some(l) = &self.esp.expiry {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
         // An error (EINTR) only ends this wait early; the loop looks at everything again.
         let _ = poll(
@@ -409,6 +522,9 @@ impl Agent {
                 }
                 Command::Network { network, reply } => {
                     let _ = reply.send(self.network_view(network));
+                }
+                Command::Rotation { interval, reply } => {
+                    let _ = reply.send(self.set_rotation(interval));
                 }
             }
         }
@@ -466,9 +582,22 @@ impl Agent {
                 RecordKey::Endpoint { network, .. } => {
                     *records.entry(network.clone()).or_default() += 1
                 }
-                RecordKey::Service { .. } => {}
+                RecordKey::Service { .. }
+                | RecordKey::Generation { .. }
+                | RecordKey::Rotation { .. } => {}
             }
         }
+        let rotation = self.schedule().map(|schedule| {
+            let now = std::time::SystemTime::now();
+            let ms = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            RotationStatus {
+                interval_s: schedule.in_force(ms).interval().as_secs_f64(),
+                epoch: schedule.epoch_at(now),
+                schedule,
+            }
+        });
         ClusterStatus {
             store: self.store.kind(),
             host: self.me,
@@ -476,7 +605,75 @@ impl Agent {
             blocks,
             records,
             sync: self.store.status(),
+            rotation,
         }
+    }
+
+    /// The cluster's rotation schedule as this host counts it: its copy, or its config's before any.
+    fn schedule(&self) -> Option<Schedule> {
+        let enc = self.cfg.encryption.as_ref()?;
+        Some(
+            self.esp
+                .schedule
+                .unwrap_or_else(|| Schedule::configured(enc.rotation)),
+        )
+    }
+
+    /// Keeps this host's copy of the rotation schedule equal to the greatest (latest set) copy any host
+    /// holds; with none anywhere, this host's config enters the store (its first start).
+    fn sync_rotation(&mut self) {
+        let Some(enc) = &self.cfg.encryption else {
+            return;
+        };
+        let mine = match self.esp.schedule {
+            Some(s) => Some(s),
+            None => esp_epoch::read_copy(&self.state_dir),
+        };
+        let best = self
+            .store
+            .table()
+            .live()
+            .filter_map(|(_, v)| match v {
+                RecordValue::Rotation(s) => Some(*s),
+                _ => None,
+            })
+            .chain(mine)
+            .max()
+            .unwrap_or_else(|| Schedule::configured(enc.rotation));
+        if self.esp.schedule == Some(best) {
+            return;
+        }
+        if best.current.interval_ms != enc.rotation.interval_ms {
+            tracing::info!(cluster_ms = best.current.interval_ms, configured_ms = enc.rotation.interval_ms,
+                "encrypted overlay: the cluster's rotation interval counts (the config's only enters an empty store)");
+        }
+        self.keep_schedule(best);
+    }
+
+    fn keep_schedule(&mut self, schedule: Schedule) {
+        if let Err(e) = esp_epoch::write_copy(&self.state_dir, &schedule) {
+            tracing::warn!(error = %e, "encrypted overlay: could not keep the rotation schedule's copy");
+        }
+        self.esp.schedule = Some(schedule);
+        self.local_dirty = true;
+        self.kernel_dirty = true;
+    }
+
+    /// `tether cluster rotation`: a new interval for the whole cluster, from the epoch after next.
+    fn set_rotation(&mut self, interval: Duration) -> Result<Schedule, String> {
+        let current = self.schedule().ok_or_else(|| {
+            "this tetherd's config has no `overlay.encryption` section: it keeps no rotation"
+                .to_string()
+        })?;
+        let schedule = current.with_interval(interval, std::time::SystemTime::now());
+        tracing::info!(
+            interval_ms = schedule.current.interval_ms,
+            from_ms = schedule.current.anchor_ms,
+            epoch = schedule.current.anchor_epoch,
+            "encrypted overlay: rotation interval set for the cluster"
+        );
+        self.keep_schedule(schedule);
+        Ok(schedule)
     }
 
     fn after_claims_changed(&mut self) {
@@ -497,7 +694,15 @@ impl Agent {
             self.kernel_dirty = true;
         }
         self.networks = local.networks;
-        let changes = self.store.publish(&local.wanted);
+        let mut own = local.wanted;
+        own.extend(self.esp.records.clone());
+        if let Some(schedule) = self.esp.schedule {
+            own.insert(
+                RecordKey::Rotation { host: self.me },
+                RecordValue::Rotation(schedule),
+            );
+        }
+        let changes = self.store.publish(&own);
         self.apply(changes);
         let mut proposing = local.proposing;
         if self.store.claims_ahead() {
@@ -521,6 +726,7 @@ impl Agent {
                 (facts.clone(), want)
             })
             .collect();
+        self.sync_rotation();
         let ready = self.program_esp(&wants);
         for (facts, mut want) in wants {
             if facts.encrypted {
@@ -591,13 +797,17 @@ impl Agent {
             // tetherd left) removed everything of ours.
             return ready;
         }
-        let Some(enc) = &self.cfg.encryption else {
+        let Some(enc) = self.cfg.encryption.clone() else {
             if !encrypted.is_empty() && !std::mem::replace(&mut self.esp.warned, true) {
                 tracing::error!("encrypted overlay networks here but tetherd's config has no `overlay.encryption` section: their peers stay unreachable (never in clear)");
             }
             return ready;
         };
-        let epoch = enc.rotation.epoch_at(std::time::SystemTime::now());
+        let epoch = self
+            .esp
+            .schedule
+            .unwrap_or_else(|| Schedule::configured(enc.rotation))
+            .epoch_at(std::time::SystemTime::now());
         let stale = self
             .esp
             .policies_set_at
@@ -607,38 +817,26 @@ impl Agent {
             self.esp.policies.clear();
             self.esp.policies_set_at = Some(Instant::now());
         }
-        // Per VTEP, per port: the peers' VTEPs (an empty set still wants the port's block policy).
-        let mut peers: BTreeMap<IpAddr, BTreeMap<u16, BTreeSet<IpAddr>>> = BTreeMap::new();
-        for (facts, want) in &encrypted {
-            peers
-                .entry(facts.vtep)
-                .or_default()
-                .entry(facts.port)
-                .or_default()
-                .extend(want.fdb.iter().map(|e| e.dst));
-        }
-        let mut wanted = esp_plan::Wanted::default();
-        for (vtep, ports) in &peers {
-            let w = esp_plan::wanted(&enc.key, *vtep, ports, epoch);
-            wanted.states.extend(w.states);
-            wanted.policies.extend(w.policies);
-            wanted.needs.extend(w.needs);
-        }
-        if self.esp.socket.is_none() {
-            match XfrmSocket::open() {
-                Ok(s) => self.esp.socket = Some(s),
-                Err(e) => {
-                    self.kernel_failures += 1;
-                    self.kernel_dirty = true;
-                    tracing::warn!(error = %e, "encrypted overlay: no NETLINK_XFRM socket; retrying");
-                    return ready;
-                }
-            }
+        let heard = heard_generations(self.store.table());
+        let (ports, mut pairs) = self.esp_pairs(&encrypted, &heard);
+        if !self.open_xfrm() {
+            return ready;
         }
         let Some(sock) = &self.esp.socket else {
             return ready;
         };
-        let done = esp_program::apply(sock, &wanted, &self.esp.policies);
+        let listed = match sock.states() {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.kernel_failures += 1;
+                self.kernel_dirty = true;
+                tracing::warn!(error = %e, "encrypted overlay: listing IPsec states failed; retrying");
+                return ready;
+            }
+        };
+        let expired = esp_program::soft_expired(&listed);
+        let wanted = esp_wanted(&enc, epoch, &ports, &mut pairs, &heard, &expired);
+        let done = esp_program::apply(sock, &listed, &wanted, &self.esp.policies);
         if !done.errors.is_empty() {
             self.kernel_failures += 1;
             self.kernel_dirty = true;
@@ -647,13 +845,90 @@ impl Agent {
             }
         }
         self.kernel_changes += done.changes as u64;
-        for (port, peer) in wanted.needs.keys() {
-            if done.ready(&wanted, *port, *peer) {
-                ready.insert((*port, *peer));
+        // A pair acknowledges the peer's generation once every state receiving around it is in.
+        for (&(port, _, peer), pair) in &mut pairs {
+            let received = wanted
+                .receiving
+                .get(&(port, peer))
+                .is_some_and(|ids| ids.iter().all(|id| done.states.contains(id)));
+            if received {
+                pair.received();
+            }
+            if pair.ready() && done.ready(&wanted, port, peer) {
+                ready.insert((port, peer));
             }
         }
         self.esp.policies = done.policies;
+        self.keep_pairs(pairs);
         ready
+    }
+
+    /// Every encrypted network's (VTEP, port), and its peers by (port, this host's VTEP, the peer's) with
+    /// what the peer's record says of the pair taken in.
+    fn esp_pairs(
+        &self,
+        encrypted: &[&(NetworkFacts, reconcile::Desired)],
+        heard: &BTreeMap<(IpAddr, IpAddr, u16), generation::Heard>,
+    ) -> (BTreeSet<(IpAddr, u16)>, EspPairs) {
+        let mut ports = BTreeSet::new();
+        let mut pairs = EspPairs::new();
+        for (facts, want) in encrypted {
+            ports.insert((facts.vtep, facts.port));
+            for peer in want.fdb.iter().map(|e| e.dst) {
+                let at = (facts.port, facts.vtep, peer);
+                let mut pair = self.esp.pairs.get(&at).copied().unwrap_or_default();
+                pair.hear(heard.get(&(peer, facts.vtep, facts.port)).copied());
+                pairs.insert(at, pair);
+            }
+        }
+        (ports, pairs)
+    }
+
+    /// Opens the NETLINK_XFRM socket (and the expiry listener) on first need; false when it cannot.
+    fn open_xfrm(&mut self) -> bool {
+        if self.esp.socket.is_some() {
+            return true;
+        }
+        match XfrmSocket::open() {
+            Ok(s) => self.esp.socket = Some(s),
+            Err(e) => {
+                self.kernel_failures += 1;
+                self.kernel_dirty = true;
+                tracing::warn!(error = %e, "encrypted overlay: no NETLINK_XFRM socket; retrying");
+                return false;
+            }
+        }
+        // Without it a rekey waits for the next reconcile: the state dump still shows the expiry.
+        self.esp.expiry = ExpiryListener::open()
+            .inspect_err(|e| tracing::warn!(error = %e, "encrypted overlay: no expiry reports"))
+            .ok();
+        true
+    }
+
+    /// Keeps the pairs for the next pass and publishes their generations if they changed.
+    fn keep_pairs(&mut self, pairs: EspPairs) {
+        let records: BTreeMap<RecordKey, RecordValue> = pairs
+            .iter()
+            .map(|(&(port, from, to), pair)| {
+                let key = RecordKey::Generation {
+                    host: self.me,
+                    from,
+                    to,
+                    port,
+                };
+                let published = pair.published();
+                let value = RecordValue::Generation {
+                    send: published.send,
+                    ack: published.ack,
+                };
+                (key, value)
+            })
+            .collect();
+        self.esp.pairs = pairs;
+        if records != self.esp.records {
+            self.esp.records = records;
+            self.local_dirty = true;
+        }
     }
 
     fn publish_status(&mut self) {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::error::OverlayError;
 use super::etcd::EtcdConfig;
+use super::ipsec::plan::SoftLimits;
 use super::ipsec::{DataKey, Rotation, SECRET_LEN};
 use super::seal::KEY_LEN;
 
@@ -39,6 +40,8 @@ struct RawPeerConfig {
 struct RawEncryption {
     key_file: Option<PathBuf>,
     rotation_interval_s: Option<u64>,
+    soft_limit_packets: Option<u64>,
+    soft_limit_bytes: Option<u64>,
 }
 
 /// Keys of encrypted networks' data plane (docs/encryption.md).
@@ -47,10 +50,15 @@ pub struct EncryptionConfig {
     /// The data-plane secret, from its own key file: never the control plane's key, never in the store.
     pub key: DataKey,
     pub rotation: Rotation,
+    /// Past either, the sender of a pair rekeys it early.
+    pub soft: SoftLimits,
 }
 
 /// Docker's data-plane keys rotate every 12 hours.
 pub const DEFAULT_ROTATION: Duration = Duration::from_secs(12 * 3600);
+/// A pair rekeys early after 2^32 packets or 2^42 bytes (4 TiB) under one key, whichever comes first.
+pub const DEFAULT_SOFT_PACKETS: u64 = 1 << 32;
+pub const DEFAULT_SOFT_BYTES: u64 = 1 << 42;
 
 /// Which cluster store keeps membership, claims and records.
 #[derive(Clone, PartialEq, Eq)]
@@ -175,10 +183,17 @@ fn encryption(
             "`encryption.rotationIntervalS` must be at least 2 seconds (43200, 12 hours, by default)",
         ));
     }
+    if raw.soft_limit_packets == Some(0) || raw.soft_limit_bytes == Some(0) {
+        return Err(config_error(
+            "`encryption.softLimitPackets` and `softLimitBytes` must be above 0",
+        ));
+    }
     Ok(Some(EncryptionConfig {
         key: DataKey::new(secret),
-        rotation: Rotation {
-            interval: Duration::from_secs(interval),
+        rotation: Rotation::every(Duration::from_secs(interval)),
+        soft: SoftLimits {
+            packets: Some(raw.soft_limit_packets.unwrap_or(DEFAULT_SOFT_PACKETS)),
+            bytes: Some(raw.soft_limit_bytes.unwrap_or(DEFAULT_SOFT_BYTES)),
         },
     }))
 }
@@ -326,7 +341,15 @@ mod tests {
         .unwrap();
         let e = c.encryption.unwrap();
         assert_eq!(e.key, DataKey::new([0xab; 32]));
-        assert_eq!(e.rotation.interval, Duration::from_secs(30));
+        assert_eq!(e.rotation.interval(), Duration::from_secs(30));
+        assert_eq!(e.soft.packets, Some(DEFAULT_SOFT_PACKETS));
+        let tiny = PeerConfig::from_section(&json!({"bind": "192.0.2.1", "key": KEY,
+            "encryption": {"keyFile": data, "softLimitPackets": 64, "softLimitBytes": 4096}}))
+        .unwrap()
+        .unwrap()
+        .encryption
+        .unwrap();
+        assert_eq!((tiny.soft.packets, tiny.soft.bytes), (Some(64), Some(4096)));
         let same = dir.join("same.key");
         std::fs::write(&same, KEY).unwrap();
         for bad in [
@@ -334,6 +357,7 @@ mod tests {
             json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": same}}),
             json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": dir.join("none")}}),
             json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": data, "rotationIntervalS": 1}}),
+            json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": data, "softLimitPackets": 0}}),
             json!({"bind": "192.0.2.1", "key": KEY, "encryption": {"keyFile": data, "key": KEY}}),
         ] {
             assert!(PeerConfig::from_section(&bad).is_err(), "{bad} accepted");

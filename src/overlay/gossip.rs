@@ -328,13 +328,17 @@ impl GossipStore {
 
     /// Endpoint records go only to hosts that have their network; claims go everywhere (a host's first
     /// ADD on a network must avoid blocks others hold), and services too (every host lists them, and a
-    /// host's first container on the network must find its services).
+    /// host's first container on the network must find its services), and ESP generations and schedules.
     fn for_peer(&self, host: IpAddr, records: Vec<Record>) -> Vec<Record> {
         let nets = self.networks_of(host);
         records
             .into_iter()
             .filter(|r| match &r.key {
-                RecordKey::Claim { .. } | RecordKey::Service { .. } => true,
+                // A generation names VTEPs, not hosts: every host gets it.
+                RecordKey::Claim { .. }
+                | RecordKey::Service { .. }
+                | RecordKey::Generation { .. }
+                | RecordKey::Rotation { .. } => true,
                 RecordKey::Endpoint {
                     network, host: h, ..
                 } => *h == host || nets.contains(network),

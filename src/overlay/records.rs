@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
+use super::ipsec::epoch::Schedule;
 use crate::link::MacAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,6 +34,16 @@ pub enum RecordKey {
         network: String,
         name: String,
     },
+    /// The ESP generations of the host pair from VTEP `from` (on `host`) to VTEP `to` on VXLAN `port`
+    /// (docs/encryption.md, "Early rekey"). Belongs to no network.
+    Generation {
+        host: IpAddr,
+        from: IpAddr,
+        to: IpAddr,
+        port: u16,
+    },
+    /// `host`'s copy of the cluster's key rotation schedule (docs/encryption.md). Belongs to no network.
+    Rotation { host: IpAddr },
 }
 
 impl RecordKey {
@@ -40,7 +51,9 @@ impl RecordKey {
         match self {
             RecordKey::Endpoint { host, .. }
             | RecordKey::Claim { host, .. }
-            | RecordKey::Service { host, .. } => *host,
+            | RecordKey::Service { host, .. }
+            | RecordKey::Generation { host, .. }
+            | RecordKey::Rotation { host } => *host,
         }
     }
 
@@ -49,6 +62,7 @@ impl RecordKey {
             RecordKey::Endpoint { network, .. }
             | RecordKey::Claim { network, .. }
             | RecordKey::Service { network, .. } => network,
+            RecordKey::Generation { .. } | RecordKey::Rotation { .. } => "",
         }
     }
 }
@@ -170,7 +184,16 @@ pub enum RecordValue {
     },
     /// The service's definition, the service file's JSON (`state::service::ServiceSpec`, without the
     /// origin, which is the record's host).
-    Service { spec: String },
+    Service {
+        spec: String,
+    },
+    /// `send`: the generation `from` sends to `to` with; `ack`: the generation of `to`'s sending that
+    /// `from` holds receive states around (so `to` may move one on). `None`: not known yet.
+    Generation {
+        send: Option<u64>,
+        ack: Option<u64>,
+    },
+    Rotation(Schedule),
 }
 
 impl RecordValue {

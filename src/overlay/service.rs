@@ -81,7 +81,8 @@ impl Service for OverlayService {
         .boxed_local()
     }
 
-    /// `{"cluster": "status"}` and `{"cluster": "forget", "host": "192.0.2.3"}` (`tether cluster`);
+    /// `{"cluster": "status"}`, `{"cluster": "forget", "host": "192.0.2.3"}` and
+    /// `{"cluster": "rotation", "intervalS": 3600}` (`tether cluster`);
     /// `{"cluster": "network", "network": "NET"}` (`tether inspect` on an overlay).
     fn command(&mut self, command: &serde_json::Value) -> Result<serde_json::Value, String> {
         let Some(plane) = &self.plane else {
@@ -103,6 +104,16 @@ impl Service for OverlayService {
                     .network_view(network)
                     .ok_or_else(|| "the overlay control plane did not answer".to_string())
                     .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+            }
+            Some("rotation") => {
+                let seconds = command["intervalS"]
+                    .as_u64()
+                    .filter(|s| *s >= 2)
+                    .ok_or_else(|| {
+                        "rotation needs an interval of at least 2 seconds".to_string()
+                    })?;
+                let schedule = plane.set_rotation(std::time::Duration::from_secs(seconds))?;
+                serde_json::to_value(schedule).map_err(|e| e.to_string())
             }
             Some("forget") => {
                 let host: std::net::IpAddr = command["host"]

@@ -39,7 +39,9 @@ impl Changes {
     /// rewrote every peer-claims file once per endpoint).
     pub fn touched_by(key: &RecordKey) -> Changes {
         match key {
-            RecordKey::Endpoint { .. } => Changes {
+            RecordKey::Endpoint { .. }
+            | RecordKey::Generation { .. }
+            | RecordKey::Rotation { .. } => Changes {
                 kernel: true,
                 ..Changes::default()
             },

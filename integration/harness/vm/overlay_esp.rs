@@ -34,6 +34,8 @@ const BINARIES: &[(&str, &str)] = &[
     (env!("CARGO_BIN_EXE_tetherd"), "/usr/bin/tetherd"),
     // The scenarios read the rules and count the wire with it; tether itself never runs nft.
     ("/usr/sbin/nft", "/usr/sbin/nft"),
+    // iputils' ping sets DF (`-M do`), which busybox's cannot: the MTU check.
+    ("/usr/bin/ping", "/usr/sbin/iputils-ping"),
 ];
 
 /// Runs `scenario` (the hosts' part is prepended by the caller with `concat!`) and returns the console.

@@ -1,4 +1,5 @@
-//! The scenario's verdicts: `RESULT <name> PASS|FAIL <detail>` lines on the console.
+//! The scenario's verdicts: `RESULT <name> PASS|FAIL <detail>` lines on the console, and a bench
+//! scenario's samples: `BENCH <metric> <series> <value>` lines.
 
 use super::boot::Console;
 
@@ -30,6 +31,28 @@ pub fn parse(lines: &[String]) -> Vec<Verdict> {
             })
         })
         .collect()
+}
+
+/// Every `BENCH <metric> <series> <value>` line's value by (metric, series), in console order.
+#[allow(dead_code)] // Only the benches read samples.
+pub fn bench_samples(console: &Console) -> std::collections::BTreeMap<(String, String), Vec<f64>> {
+    let mut samples: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for line in &console.lines {
+        let Some(rest) = line.split("BENCH ").nth(1) else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if let [metric, series, value] = words[..] {
+            let value: f64 = value.parse().unwrap_or_else(|_| {
+                panic!("not a number in {line:?}; see {}", console.log.display())
+            });
+            samples
+                .entry((metric.to_string(), series.to_string()))
+                .or_default()
+                .push(value);
+        }
+    }
+    samples
 }
 
 /// Panics unless the VM finished and every name in `expected` passed and nothing failed. The message

@@ -107,12 +107,29 @@ pub struct Policy {
     pub action: PolicyAction,
 }
 
-/// A state as the kernel lists it: enough to tell tether's own (by reqid) and delete it.
+impl EspState {
+    /// A digest of the key, to tell whether a listed state with this SPI holds this key.
+    pub fn key_digest(&self) -> u64 {
+        key_digest(&self.key)
+    }
+}
+
+fn key_digest(key: &[u8]) -> u64 {
+    let d = ring::digest::digest(&ring::digest::SHA256, key);
+    u64::from_be_bytes(d.as_ref()[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
+/// A state as the kernel lists it: enough to tell tether's own (by reqid), whether it holds the key tether
+/// wants there, whether it passed a soft lifetime, and to delete it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ListedState {
     pub id: StateId,
     pub src: IpAddr,
     pub reqid: u32,
+    /// [`EspState::key_digest`] of its AEAD key (`None`: no AEAD).
+    pub key_digest: Option<u64>,
+    /// Its bytes or packets reached a soft limit (the kernel has reported the expiry).
+    pub soft_expired: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -330,7 +347,7 @@ fn error_code(payload: &[u8]) -> i32 {
         .map_or(libc::EBADMSG, |b| -i32::from_ne_bytes(b))
 }
 
-/// An ESP state from a dumped `xfrm_usersa_info`.
+/// An ESP state from a dumped `xfrm_usersa_info` and its attributes.
 fn parse_state(info: &[u8]) -> Option<ListedState> {
     if info.len() < wire::USERSA_INFO_LEN || info[wire::SA_PROTO] != IPPROTO_ESP {
         return None;
@@ -340,11 +357,63 @@ fn parse_state(info: &[u8]) -> Option<ListedState> {
     let src = wire::read_address(&info[wire::SA_SADDR..], family)?;
     let spi = u32::from_be_bytes(info[wire::SA_SPI..wire::SA_SPI + 4].try_into().ok()?);
     let reqid = u32::from_ne_bytes(info[wire::SA_REQID..wire::SA_REQID + 4].try_into().ok()?);
+    let u64_at = |at: usize| u64::from_ne_bytes(info[at..at + 8].try_into().expect("8 bytes"));
+    let (soft_bytes, soft_packets) = (u64_at(wire::SA_LFT), u64_at(wire::SA_LFT + 16));
+    let (bytes, packets) = (u64_at(wire::SA_CURLFT), u64_at(wire::SA_CURLFT + 8));
     Some(ListedState {
         id: StateId { dst, spi },
         src,
         reqid,
+        key_digest: wire::aead_key(&info[wire::USERSA_INFO_LEN..]).map(key_digest),
+        soft_expired: bytes >= soft_bytes || packets >= soft_packets,
     })
+}
+
+/// Wakes the control plane when the kernel reports a state's soft or hard expiry (the multicast group
+/// XFRMNLGRP_EXPIRE of the namespace that opened it). What to do is read from the state dump: a lost
+/// report only delays the rekey to the next reconcile.
+pub struct ExpiryListener {
+    socket: Socket,
+}
+
+impl ExpiryListener {
+    pub fn open() -> Result<ExpiryListener, XfrmError> {
+        let open = || -> io::Result<Socket> {
+            let mut socket = Socket::new(NETLINK_XFRM)?;
+            socket.bind(&SocketAddr::new(0, 1 << (wire::XFRMNLGRP_EXPIRE - 1)))?;
+            socket.set_non_blocking(true)?;
+            Ok(socket)
+        };
+        let socket = open().map_err(|source| XfrmError::Socket { source })?;
+        Ok(ExpiryListener { socket })
+    }
+
+    /// Reads every pending report; returns how many expiries they held.
+    pub fn drain(&self) -> usize {
+        let mut n = 0;
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // ENOBUFS (reports dropped) also counts as news: the next dump sees what they said.
+        loop {
+            buf.clear();
+            match self.socket.recv(&mut buf, 0) {
+                Ok(0) => return n,
+                Ok(_) => {
+                    n += messages(&buf)
+                        .iter()
+                        .filter(|(kind, _, _)| *kind == wire::XFRM_MSG_EXPIRE)
+                        .count()
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => n += 1,
+                Err(_) => return n,
+            }
+        }
+    }
+}
+
+impl std::os::fd::AsFd for ExpiryListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 #[cfg(test)]

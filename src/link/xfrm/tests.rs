@@ -201,3 +201,22 @@ fn netlink_errors_and_message_boundaries_are_read() {
     assert_eq!(super::error_code(msgs[0].2), libc::EEXIST);
     assert_eq!(msgs[1].0, 3);
 }
+
+#[test]
+fn a_listed_state_tells_its_key_and_whether_it_passed_a_soft_limit() {
+    let s = state();
+    let m = new_state(&s, 1);
+    // A dump answers with the same `xfrm_usersa_info` and attributes as NEWSA carries.
+    let mut payload = m[16..].to_vec();
+    let listed = parse_state(&payload).unwrap();
+    assert_eq!(listed.id, s.id);
+    assert_eq!(listed.reqid, 0x7e7e);
+    assert_eq!(listed.key_digest, Some(s.key_digest()));
+    assert!(!listed.soft_expired);
+    let mut other = state();
+    other.key[0] = 0;
+    assert_ne!(listed.key_digest, Some(other.key_digest()));
+    // curlft.packets at the soft limit of 1000.
+    payload[SA_CURLFT + 8..SA_CURLFT + 16].copy_from_slice(&1000u64.to_ne_bytes());
+    assert!(parse_state(&payload).unwrap().soft_expired);
+}

@@ -11,6 +11,9 @@ pub const XFRM_MSG_DELSA: u16 = 0x11;
 pub const XFRM_MSG_GETSA: u16 = 0x12;
 pub const XFRM_MSG_DELPOLICY: u16 = 0x14;
 pub const XFRM_MSG_UPDPOLICY: u16 = 0x19;
+pub const XFRM_MSG_EXPIRE: u16 = 0x18;
+/// The multicast group of soft and hard expiry reports.
+pub const XFRMNLGRP_EXPIRE: u32 = 2;
 
 const XFRMA_TMPL: u16 = 5;
 const XFRMA_ALG_AEAD: u16 = 18;
@@ -42,6 +45,9 @@ const ALGO_NAME_LEN: usize = 64;
 pub const SA_SPI: usize = SELECTOR_LEN + 16;
 pub const SA_PROTO: usize = SELECTOR_LEN + 20;
 pub const SA_SADDR: usize = SELECTOR_LEN + 24;
+/// `lft` (soft bytes, hard bytes, soft packets, ...) and `curlft` (bytes, packets, ...).
+pub const SA_LFT: usize = 96;
+pub const SA_CURLFT: usize = 160;
 pub const SA_REQID: usize = 208;
 pub const SA_FAMILY: usize = 212;
 
@@ -194,6 +200,30 @@ pub fn new_state(s: &EspState, seq: u32) -> Vec<u8> {
     esn.resize(24 + words as usize * 4, 0);
     attribute(&mut buf, XFRMA_REPLAY_ESN_VAL, &esn);
     finish(buf)
+}
+
+/// The key (with its salt) of the XFRMA_ALG_AEAD attribute among a dumped state's `attributes`.
+pub fn aead_key(attributes: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    while at + 4 <= attributes.len() {
+        let len = u16::from_ne_bytes(attributes[at..at + 2].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(attributes[at + 2..at + 4].try_into().ok()?);
+        if len < 4 || at + len > attributes.len() {
+            return None;
+        }
+        if kind == XFRMA_ALG_AEAD {
+            let value = &attributes[at + 4..at + len];
+            let bits = u32::from_ne_bytes(
+                value
+                    .get(ALGO_NAME_LEN..ALGO_NAME_LEN + 4)?
+                    .try_into()
+                    .ok()?,
+            );
+            return value.get(ALGO_NAME_LEN + 8..ALGO_NAME_LEN + 8 + bits as usize / 8);
+        }
+        at += align4(len);
+    }
+    None
 }
 
 /// XFRM_MSG_DELSA (`xfrm_usersa_id`): the state is named by destination, SPI and protocol.

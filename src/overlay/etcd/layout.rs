@@ -8,6 +8,10 @@
 //!   host alone (compare-and-swap on its mod revision). Kinds: `endpoint` (id: the container address,
 //!   value `{"vni", "mac", "vtep", "names", "healthyFor"}`) and `service` (id: the service name, value
 //!   the service file's JSON: name, network, vips, ports, mode, health, affinity, `cluster.createdAtMs`).
+//! - `<prefix>/records/<host>/ipsec/generation/<from>_<to>_<port>`: the ESP generations of one VTEP pair
+//!   (`{"send", "ack"}`, each a number or null), written by `host` alone like the records above.
+//! - `<prefix>/records/<host>/ipsec/rotation/schedule`: `host`'s copy of the key rotation schedule
+//!   (`{"setAtMs", "current", "previous"}`, each numbering `{"intervalMs", "anchorMs", "anchorEpoch"}`).
 
 use std::net::IpAddr;
 
@@ -35,6 +39,19 @@ pub enum Key {
         network: String,
         name: String,
     },
+    Generation {
+        host: IpAddr,
+        from: IpAddr,
+        to: IpAddr,
+        port: u16,
+    },
+    Rotation(IpAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct GenerationValue {
+    send: Option<u64>,
+    ack: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +127,17 @@ impl Layout {
         format!("{}/records/{host}/{network}/service/{name}", self.prefix)
     }
 
+    pub fn generation(&self, host: IpAddr, from: IpAddr, to: IpAddr, port: u16) -> String {
+        format!(
+            "{}/records/{host}/ipsec/generation/{from}_{to}_{port}",
+            self.prefix
+        )
+    }
+
+    pub fn rotation(&self, host: IpAddr) -> String {
+        format!("{}/records/{host}/ipsec/rotation/schedule", self.prefix)
+    }
+
     /// Reads a key back; `None` for one this version does not know (left alone).
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -138,6 +166,19 @@ impl Layout {
                 network: network.to_string(),
                 name: name.to_string(),
             }),
+            ["records", host, "ipsec", "generation", id] => {
+                let mut parts = id.split('_');
+                let key = Key::Generation {
+                    host: host.parse().ok()?,
+                    from: parts.next()?.parse().ok()?,
+                    to: parts.next()?.parse().ok()?,
+                    port: parts.next()?.parse().ok()?,
+                };
+                parts.next().is_none().then_some(key)
+            }
+            ["records", host, "ipsec", "rotation", "schedule"] => {
+                host.parse().ok().map(Key::Rotation)
+            }
             _ => None,
         }
     }
@@ -192,6 +233,27 @@ impl Layout {
                 self.service(*host, network, name),
                 spec.clone().into_bytes(),
             )),
+            (
+                RecordKey::Generation {
+                    host,
+                    from,
+                    to,
+                    port,
+                },
+                RecordValue::Generation { send, ack },
+            ) => {
+                let v = GenerationValue {
+                    send: *send,
+                    ack: *ack,
+                };
+                Some((
+                    self.generation(*host, *from, *to, *port),
+                    serde_json::to_vec(&v).ok()?,
+                ))
+            }
+            (RecordKey::Rotation { host }, RecordValue::Rotation(schedule)) => {
+                Some((self.rotation(*host), serde_json::to_vec(schedule).ok()?))
+            }
             _ => None,
         }
     }
@@ -242,6 +304,30 @@ impl Layout {
                     RecordValue::Service { spec },
                 ))
             }
+            Key::Generation {
+                host,
+                from,
+                to,
+                port,
+            } => {
+                let v: GenerationValue = serde_json::from_slice(value).ok()?;
+                Some((
+                    RecordKey::Generation {
+                        host,
+                        from,
+                        to,
+                        port,
+                    },
+                    RecordValue::Generation {
+                        send: v.send,
+                        ack: v.ack,
+                    },
+                ))
+            }
+            Key::Rotation(host) => Some((
+                RecordKey::Rotation { host },
+                RecordValue::Rotation(serde_json::from_slice(value).ok()?),
+            )),
         }
     }
 }
@@ -321,6 +407,35 @@ mod tests {
         let (k, v) = l.encode(&service.0, &service.1).unwrap();
         assert_eq!(k, "/tether/records/192.0.2.1/ovl/service/web");
         assert_eq!(l.decode(&k, &v), Some(service));
+        let generation = (
+            RecordKey::Generation {
+                host,
+                from: host,
+                to: "2001:db8::2".parse().unwrap(),
+                port: 4789,
+            },
+            RecordValue::Generation {
+                send: Some(3),
+                ack: None,
+            },
+        );
+        let (k, v) = l.encode(&generation.0, &generation.1).unwrap();
+        assert_eq!(
+            k,
+            "/tether/records/192.0.2.1/ipsec/generation/192.0.2.1_2001:db8::2_4789"
+        );
+        assert_eq!(v, br#"{"send":3,"ack":null}"#);
+        assert_eq!(l.decode(&k, &v), Some(generation));
+        let schedule = crate::overlay::ipsec::epoch::Schedule::configured(
+            crate::overlay::ipsec::Rotation::every(std::time::Duration::from_secs(30)),
+        );
+        let rotation = (
+            RecordKey::Rotation { host },
+            RecordValue::Rotation(schedule),
+        );
+        let (k, v) = l.encode(&rotation.0, &rotation.1).unwrap();
+        assert_eq!(k, "/tether/records/192.0.2.1/ipsec/rotation/schedule");
+        assert_eq!(l.decode(&k, &v), Some(rotation));
         assert_eq!(l.parse("/tether/hosts/192.0.2.1"), Some(Key::Host(host)));
         assert_eq!(l.parse("/tether/later/kind"), None);
         assert_eq!(l.parse("/tetherx/hosts/192.0.2.1"), None);

@@ -26,13 +26,30 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
-/// One direction of one host pair on one VXLAN port in one epoch.
+/// A receiver holds three consecutive generations of each sender (see `plan`), so `generation % 3` names
+/// each of them apart: SPIs are assigned over these slots, which sender and receiver list alike without
+/// knowing every other host's generation.
+pub const GENERATION_SLOTS: u64 = 3;
+
+/// One direction of one host pair on one VXLAN port in one epoch and generation (the sender's count of
+/// early rekeys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Direction {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub port: u16,
     pub epoch: u64,
+    pub generation: u64,
+}
+
+impl Direction {
+    /// The direction with its generation reduced to its slot: what SPIs are assigned over.
+    pub fn slot(&self) -> Direction {
+        Direction {
+            generation: self.generation % GENERATION_SLOTS,
+            ..*self
+        }
+    }
 }
 
 struct Len(usize);
@@ -61,7 +78,8 @@ impl DataKey {
         let prk = Salt::new(HKDF_SHA256, SALT).extract(&self.0);
         let (src, dst) = (address_bytes(d.src), address_bytes(d.dst));
         let (port, epoch) = (d.port.to_be_bytes(), d.epoch.to_be_bytes());
-        let info: [&[u8]; 6] = [label, &src, &dst, &port, &epoch, extra];
+        let generation = d.generation.to_be_bytes();
+        let info: [&[u8]; 7] = [label, &src, &dst, &port, &epoch, &generation, extra];
         prk.expand(&info, Len(out.len()))
             .and_then(|okm| okm.fill(out))
             .expect("HKDF-SHA256 gives up to 8160 bytes; tether asks for at most 36");
@@ -74,16 +92,18 @@ impl DataKey {
         out
     }
 
-    /// The `attempt`-th SPI candidate of a direction, never a reserved one.
+    /// The `attempt`-th SPI candidate of a direction's slot, never a reserved one.
     pub fn spi_candidate(&self, d: &Direction, attempt: u8) -> u32 {
         let mut out = [0u8; 4];
-        self.expand(b"esp spi", d, &[attempt], &mut out);
+        self.expand(b"esp spi", &d.slot(), &[attempt], &mut out);
         FIRST_SPI + u32::from_be_bytes(out) % (u32::MAX - FIRST_SPI)
     }
 
-    /// SPIs for every direction arriving at one host (see [`assign_spis`]).
+    /// SPIs for every slot of the directions arriving at one host (see [`assign_spis`]); look a
+    /// direction up by [`Direction::slot`].
     pub fn assign_spis(&self, directions: &[Direction]) -> BTreeMap<Direction, u32> {
-        assign_spis(directions, |d, attempt| self.spi_candidate(d, attempt))
+        let slots: Vec<Direction> = directions.iter().map(Direction::slot).collect();
+        assign_spis(&slots, |d, attempt| self.spi_candidate(d, attempt))
     }
 }
 
@@ -121,6 +141,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             port: 4789,
             epoch,
+            generation: 0,
         }
     }
 
@@ -140,6 +161,15 @@ mod tests {
         assert_ne!(ab, k.esp_key(&d("192.0.2.2", "192.0.2.1", 5)), "direction");
         assert_ne!(ab, k.esp_key(&d("192.0.2.1", "192.0.2.2", 6)), "epoch");
         assert_ne!(ab, k.esp_key(&d("192.0.2.1", "192.0.2.3", 5)), "pair");
+        let mut rekeyed = d("192.0.2.1", "192.0.2.2", 5);
+        rekeyed.generation = 1;
+        assert_ne!(ab, k.esp_key(&rekeyed), "generation");
+        rekeyed.generation = 3;
+        assert_ne!(
+            ab,
+            k.esp_key(&rekeyed),
+            "a generation three on, in the same SPI slot"
+        );
         let mut other_port = d("192.0.2.1", "192.0.2.2", 5);
         other_port.port = 4790;
         assert_ne!(ab, k.esp_key(&other_port), "port");
@@ -206,6 +236,24 @@ mod tests {
         let real = key().assign_spis(&many);
         let unique: std::collections::BTreeSet<u32> = real.values().copied().collect();
         assert_eq!(unique.len(), many.len(), "every direction has its own SPI");
+    }
+
+    #[test]
+    fn generations_three_apart_share_an_spi_and_neighbours_do_not() {
+        let k = key();
+        let g = |generation| Direction {
+            generation,
+            ..d("10.0.0.1", "10.0.0.9", 1)
+        };
+        assert_eq!(k.spi_candidate(&g(1), 0), k.spi_candidate(&g(4), 0));
+        let spis = k.assign_spis(&[g(4), g(5), g(6)]);
+        let unique: std::collections::BTreeSet<u32> = spis.values().copied().collect();
+        assert_eq!(unique.len(), 3);
+        assert_eq!(
+            spis,
+            k.assign_spis(&[g(0), g(1), g(2)]),
+            "only the slots count"
+        );
     }
 
     #[test]

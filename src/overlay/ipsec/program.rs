@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::plan::Wanted;
 use crate::driver::overlay::encryption::is_ours;
-use crate::link::xfrm::{Policy, PolicyDir, StateId, XfrmError, XfrmSocket};
+use crate::link::xfrm::{ListedState, Policy, PolicyDir, StateId, XfrmError, XfrmSocket};
 
 /// What the kernel holds of tether's after a pass, and what failed.
 #[derive(Debug, Default)]
@@ -16,6 +16,15 @@ pub struct Programmed {
     pub policies: BTreeSet<Policy>,
     pub changes: usize,
     pub errors: Vec<XfrmError>,
+}
+
+/// tether's states in `listed` that passed a soft lifetime.
+pub fn soft_expired(listed: &[ListedState]) -> BTreeSet<StateId> {
+    listed
+        .iter()
+        .filter(|s| is_ours(s.reqid) && s.soft_expired)
+        .map(|s| s.id)
+        .collect()
 }
 
 impl Programmed {
@@ -40,22 +49,38 @@ impl Programmed {
     }
 }
 
-/// One pass: `installed` is what the previous pass left (policies are not read back from the kernel; a
-/// policy deleted by hand comes back at the next full pass, when the agent clears `installed`).
-pub fn apply(sock: &XfrmSocket, wanted: &Wanted, installed: &BTreeSet<Policy>) -> Programmed {
+/// One pass over the states the kernel `listed` just now: `installed` is what the previous pass left
+/// (policies are not read back from the kernel; a policy deleted by hand comes back at the next full
+/// pass, when the agent clears `installed`).
+pub fn apply(
+    sock: &XfrmSocket,
+    listed: &[ListedState],
+    wanted: &Wanted,
+    installed: &BTreeSet<Policy>,
+) -> Programmed {
     let mut out = Programmed::default();
-    let listed = match sock.states() {
-        Ok(listed) => listed,
-        Err(e) => {
-            out.errors.push(e);
-            return out;
-        }
-    };
-    let present: BTreeMap<StateId, u32> = listed.iter().map(|s| (s.id, s.reqid)).collect();
+    let mut present: BTreeMap<StateId, u32> = listed.iter().map(|s| (s.id, s.reqid)).collect();
+    let digests: BTreeMap<StateId, Option<u64>> =
+        listed.iter().map(|s| (s.id, s.key_digest)).collect();
     for (id, state) in &wanted.states {
-        if present.contains_key(id) {
-            out.states.insert(*id);
-            continue;
+        if let Some(&digest) = digests.get(id) {
+            if digest == Some(state.key_digest()) {
+                out.states.insert(*id);
+                continue;
+            }
+            // A generation three on takes its slot's SPI: the state there now holds an older key.
+            if present.get(id).is_some_and(|r| is_ours(*r)) {
+                match sock.delete_state(id) {
+                    Ok(_) => {
+                        present.remove(id);
+                        out.changes += 1;
+                    }
+                    Err(e) => {
+                        out.errors.push(e);
+                        continue;
+                    }
+                }
+            }
         }
         match sock.add_state(state) {
             Ok(_) => {
