@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::overlay_cluster::{on_both_stores, overlay_conf, Cluster, Store, Timings};
-use harness::replica::{ask, ask_udp, in_netns, Replica};
+use harness::replica::{ask, ask_udp, ask_udp_peer, in_netns, Replica};
 use harness::tether_cli::TetherCli;
 use harness::{HostNs, NetNs};
 use serde_json::Value;
@@ -417,6 +417,7 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 30,
         "{v}"
     );
+    preserving_the_client_across_hosts(&cluster, &clis[0]);
     clis[0].ok(&["service", "update", "--mesh-policy", "local", "web"]);
     until("host a refuses", || {
         ask(client, at(&a.addr, 8080)).is_err_and(|e| e.contains("Connection refused"))
@@ -472,6 +473,75 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
     for cli in &clis {
         assert!(service(cli, "web")["mesh"].is_null());
     }
+}
+
+/// `--preserve-client-ip` (service web of the overlay test, replicas on hosts b and c, none on a): an
+/// outside client routed through the fabric namespace (198.51.100.2) connects to host a. Without the
+/// flag the replica sees a; with it, the client itself, over TCP and UDP. b and c route 198.51.100.0/24
+/// straight to the fabric, under strict rp_filter: only their return path (the connection's mark, the
+/// policy route back through a) brings the reply to the client, and it comes from a (UDP checks whence).
+fn preserving_the_client_across_hosts(cluster: &Cluster, creator: &TetherCli) {
+    let fabric = &cluster.fabric;
+    let out = fabric.outside();
+    out.ns
+        .ip(&["route", "add", "default", "via", out.host_addr]);
+    fabric.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for host in &cluster.hosts {
+        host.ns
+            .ip(&["route", "add", "198.51.100.0/24", "via", "192.168.77.200"]);
+        host.ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=1",
+            "net.ipv4.conf.ul0.rp_filter=1",
+        ]);
+    }
+    let a = &cluster.hosts[0].addr;
+    let (_, peer) = ask(&out.ns, at(a, 8080)).unwrap();
+    assert_eq!(
+        peer, *a,
+        "without --preserve-client-ip the replica sees host a"
+    );
+    let (_, peer, from) =
+        ask_udp_peer(&out.ns, 42000, at(a, 8053), Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        (peer.as_str(), from),
+        (a.as_str(), at(a, 8053)),
+        "UDP without the flag"
+    );
+
+    creator.ok(&["service", "update", "--preserve-client-ip", "true", "web"]);
+    until("the replicas see the outside client through host a", || {
+        ask(&out.ns, at(a, 8080)).is_ok_and(|(_, peer)| peer == out.addr)
+    });
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        let (name, peer) = ask(&out.ns, at(a, 8080)).unwrap();
+        assert_eq!(peer, out.addr, "{name} saw {peer}, not the outside client");
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "30 connections through host a reached {seen:?}"
+    );
+    let mut seen = HashSet::new();
+    for port in 42001..42021 {
+        let to = at(a, 8053);
+        let (name, peer, from) = ask_udp_peer(&out.ns, port, to, Duration::from_secs(2)).unwrap();
+        assert_eq!(peer, out.addr, "{name} saw {peer} over UDP");
+        assert_eq!(from, to, "the answer came back through host a");
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "20 datagrams through host a reached {seen:?}"
+    );
+    creator.ok(&["service", "update", "--preserve-client-ip", "false", "web"]);
+    until("host a SNATs again", || {
+        ask(&out.ns, at(a, 8080)).is_ok_and(|(_, peer)| peer == *a)
+    });
 }
 
 /// How many healthy backends of `service` the tetherd of `host` has from the hosts `from`.

@@ -3,13 +3,14 @@
 //! host when there is one (DNAT only, the replica sees the client), else another host that runs one (DNAT
 //! to that host's own mesh port, SNATed to this host), else a reset. The balancer calls
 //! [`MeshPorts::sync`] after each reconcile with the healthy replicas it knows; a replica record that names
-//! another host (the cluster store's) is a remote one.
+//! another host (the cluster store's) is a remote one. With `--preserve-client-ip` the remote case is
+//! not SNATed, and every host keeps the return path of such connections (`service::mesh_return`).
 //!
 //! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
 //! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1]).
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use ipnetwork::IpNetwork;
 
 use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
 use crate::firewall::netlink::ruleset::Change;
+use crate::service::mesh_return::MeshReturn;
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
 use crate::state::service::ProtocolName;
 use crate::state::{AttachmentRecord, DriverKind};
@@ -93,6 +95,21 @@ pub fn backends_by_host(
         .collect()
 }
 
+/// The other hosts of the mesh: every host a record of another host's container names (IPv4: the
+/// underlay's family).
+pub fn mesh_hosts(records: &[AttachmentRecord]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = records
+        .iter()
+        .filter_map(|r| match r.remote.as_ref()?.host {
+            IpAddr::V4(h) => Some(h),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// [`backends_by_host`]'s `egress`: the overlay driver's lease on this host's gateway bridge.
 pub fn overlay_egress(rec: &AttachmentRecord) -> Option<IpAddr> {
     crate::driver::overlay::egress_address(&rec.container_id, &rec.ifname)
@@ -109,6 +126,10 @@ pub struct MeshPorts {
     held: HashMap<(ProtocolName, u16), port_hold::Held>,
     /// Bridges with route_localnet set (127.0.0.1 to a replica behind them).
     localnet: HashSet<String>,
+    /// The return path of connections other hosts forward here with the client's address.
+    ret: MeshReturn,
+    /// The hosts that may forward here with the client's address (some publication preserves it).
+    peers: Vec<Ipv4Addr>,
 }
 
 impl MeshPorts {
@@ -145,8 +166,9 @@ impl MeshPorts {
     }
 
     /// Brings the table and the held sockets in line with the publications and `backends` (per
-    /// service, its healthy replicas). Runs on tetherd's own thread, in the host's namespace.
-    pub fn sync(&mut self, backends: &HashMap<String, Vec<MeshBackend>>) {
+    /// service, its healthy replicas; `hosts`, the other hosts of the mesh). Runs on tetherd's own
+    /// thread, in the host's namespace.
+    pub fn sync(&mut self, backends: &HashMap<String, Vec<MeshBackend>>, hosts: &[Ipv4Addr]) {
         self.reload();
         let mut changes = Vec::new();
         if !self.installed && !self.specs.is_empty() {
@@ -169,12 +191,7 @@ impl MeshPorts {
             // gateway-bridge address, not its overlay one).
             usable
                 .retain(|b| b.host.is_some() || direct.iter().any(|(net, _)| net.contains(b.addr)));
-            let (forward, addrs) = match choose(spec, &usable) {
-                // Not yet: the replica's host would answer the client itself (it needs a route back
-                // through this host), so remote flows are SNATed either way (docs/routing-mesh.md).
-                (Forward::RemotePreserve, hosts) => (Forward::RemoteSnat, hosts),
-                other => other,
-            };
+            let (forward, addrs) = choose(spec, &usable);
             if forward == Forward::Local {
                 local.extend(addrs.iter().copied());
             }
@@ -208,6 +225,11 @@ impl MeshPorts {
         for key in stale {
             changes.extend(self.table.remove_port(&key));
         }
+        // Any host's copy of a publication that preserves the client may forward here.
+        let preserve = live.iter().any(|s| s.preserve_client_ip);
+        self.peers = if preserve { hosts.to_vec() } else { Vec::new() };
+        let peers = self.ret.sync(&self.peers);
+        changes.extend(self.table.set_peers(&peers));
         self.apply(changes);
         for (port, backend) in departed_udp {
             if let Err(e) = crate::firewall::conntrack::forget_udp_flows_to_port(port, backend) {
@@ -220,6 +242,18 @@ impl MeshPorts {
             .collect();
         self.hold_ports(held);
         self.allow_localhost(&local, &direct);
+    }
+
+    /// Between syncs: the MAC of a mesh host that was not resolved yet, once it is.
+    pub fn refresh_peers(&mut self) {
+        if !self.installed || !self.ret.has_hosts() {
+            return;
+        }
+        let peers = self.ret.sync(&self.peers);
+        let changes = self.table.set_peers(&peers);
+        if !changes.is_empty() {
+            self.apply(changes);
+        }
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
