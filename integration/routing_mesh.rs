@@ -417,6 +417,45 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 30,
         "{v}"
     );
+    // Every host shows the others' counters, from the cluster store, with their age: b sees that a
+    // forwarded its 30 connections to other hosts, a sees b and c serve them with their own replicas.
+    let port_of = |h: &Value, publish: &str| -> Value {
+        h["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["publish"] == publish).cloned())
+            .unwrap_or_default()
+    };
+    let host_view = |cli: &TetherCli, host: &str| -> Value {
+        service(cli, "web")["mesh"]["hosts"]
+            .as_array()
+            .and_then(|all| all.iter().find(|h| h["host"] == host).cloned())
+            .unwrap_or_default()
+    };
+    until("host b shows host a's remote forwards", || {
+        port_of(&host_view(&clis[1], &a.addr), "8080:80/tcp")["forwardedRemote"]
+            .as_u64()
+            .is_some_and(|n| n >= 30)
+    });
+    let seen_at_b = host_view(&clis[1], &a.addr);
+    eprintln!("host b shows host a: {seen_at_b}");
+    assert!(seen_at_b["ageMs"].as_u64().unwrap() < 60_000, "{seen_at_b}");
+    assert!(
+        port_of(&seen_at_b, "8053:80/udp")["forwardedRemote"].as_u64() >= Some(20),
+        "{seen_at_b}"
+    );
+    let served = || -> u64 {
+        [b, c]
+            .iter()
+            .map(|h| {
+                port_of(&host_view(&clis[0], &h.addr), "8080:80/tcp")["forwardedLocal"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    until("host a shows b and c served its 30 connections", || {
+        served() >= 30
+    });
     preserving_the_client_across_hosts(&cluster, &clis[0]);
     clis[0].ok(&["service", "update", "--mesh-policy", "local", "web"]);
     until("host a refuses", || {

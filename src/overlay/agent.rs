@@ -466,7 +466,7 @@ impl Agent {
                 RecordKey::Endpoint { network, .. } => {
                     *records.entry(network.clone()).or_default() += 1
                 }
-                RecordKey::Service { .. } => {}
+                RecordKey::Service { .. } | RecordKey::MeshCounts { .. } => {}
             }
         }
         ClusterStatus {

@@ -169,9 +169,12 @@ impl GossipStore {
         let new_claims = records
             .iter()
             .any(|r| matches!(r.key, RecordKey::Claim { .. }));
-        let services = records
-            .iter()
-            .any(|r| matches!(r.key, RecordKey::Service { .. }));
+        let services = records.iter().any(|r| {
+            matches!(
+                r.key,
+                RecordKey::Service { .. } | RecordKey::MeshCounts { .. }
+            )
+        });
         let outcome = self.table.merge(self.me, records, now_ms());
         if outcome.rejected > 0 {
             self.rejected += outcome.rejected as u64;
@@ -334,7 +337,9 @@ impl GossipStore {
         records
             .into_iter()
             .filter(|r| match &r.key {
-                RecordKey::Claim { .. } | RecordKey::Service { .. } => true,
+                RecordKey::Claim { .. }
+                | RecordKey::Service { .. }
+                | RecordKey::MeshCounts { .. } => true,
                 RecordKey::Endpoint {
                     network, host: h, ..
                 } => *h == host || nets.contains(network),

@@ -32,6 +32,12 @@ pub enum RecordKey {
         network: String,
         name: String,
     },
+    /// `host`'s routing-mesh counters of service `name` on `network` (every host writes its own).
+    MeshCounts {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
 }
 
 impl RecordKey {
@@ -39,7 +45,8 @@ impl RecordKey {
         match self {
             RecordKey::Endpoint { host, .. }
             | RecordKey::Claim { host, .. }
-            | RecordKey::Service { host, .. } => *host,
+            | RecordKey::Service { host, .. }
+            | RecordKey::MeshCounts { host, .. } => *host,
         }
     }
 
@@ -47,7 +54,8 @@ impl RecordKey {
         match self {
             RecordKey::Endpoint { network, .. }
             | RecordKey::Claim { network, .. }
-            | RecordKey::Service { network, .. } => network,
+            | RecordKey::Service { network, .. }
+            | RecordKey::MeshCounts { network, .. } => network,
         }
     }
 }
@@ -73,6 +81,8 @@ pub enum RecordValue {
     /// The service's definition, the service file's JSON (`state::service::ServiceSpec`, without the
     /// origin, which is the record's host).
     Service { spec: String },
+    /// `state::mesh::ServiceCounts` as JSON.
+    MeshCounts { counts: String },
 }
 
 impl RecordValue {

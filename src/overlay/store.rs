@@ -47,7 +47,7 @@ impl Changes {
                 claims: true,
                 ..Changes::default()
             },
-            RecordKey::Service { .. } => Changes {
+            RecordKey::Service { .. } | RecordKey::MeshCounts { .. } => Changes {
                 services: true,
                 ..Changes::default()
             },

@@ -738,7 +738,7 @@ impl Service for BalancerService {
                     loop {
                         tick.tick().await;
                         let mut b = inner.lock().await;
-                        b.mesh.refresh_peers();
+                        b.mesh.tick();
                         *summary.borrow_mut() = (b.needed(), b.status());
                     }
                 };

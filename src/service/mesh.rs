@@ -9,10 +9,10 @@
 //! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
 //! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnetwork::IpNetwork;
 
@@ -20,6 +20,7 @@ use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
 use crate::firewall::netlink::ruleset::Change;
 use crate::service::mesh_return::MeshReturn;
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
+use crate::state::mesh_counts::{CountsDir, HostCounts, PortCount, ServiceCounts};
 use crate::state::service::ProtocolName;
 use crate::state::{AttachmentRecord, DriverKind};
 
@@ -130,7 +131,14 @@ pub struct MeshPorts {
     ret: MeshReturn,
     /// The hosts that may forward here with the client's address (some publication preserves it).
     peers: Vec<Ipv4Addr>,
+    /// The counters last written for the cluster store, and when.
+    counts: (BTreeMap<String, Vec<PortCount>>, Option<Instant>),
 }
+
+/// How often the counters are sampled for the cluster store, and how long unchanged ones go unwritten
+/// (their age in `inspect` says the host is still there).
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
+const COUNTS_UNCHANGED_EVERY: Duration = Duration::from_secs(30);
 
 impl MeshPorts {
     pub fn new(state_dir: &Path) -> MeshPorts {
@@ -244,8 +252,10 @@ impl MeshPorts {
         self.allow_localhost(&local, &direct);
     }
 
-    /// Between syncs: the MAC of a mesh host that was not resolved yet, once it is.
-    pub fn refresh_peers(&mut self) {
+    /// Between syncs: samples the counters for the cluster store, and takes the MAC of a mesh host
+    /// that was not resolved yet once it is.
+    pub fn tick(&mut self) {
+        self.sample_counts();
         if !self.installed || !self.ret.has_hosts() {
             return;
         }
@@ -253,6 +263,70 @@ impl MeshPorts {
         let changes = self.table.set_peers(&peers);
         if !changes.is_empty() {
             self.apply(changes);
+        }
+    }
+
+    /// This host's counters per service into `state::mesh_counts`, when they changed (at most every
+    /// [`COUNTS_EVERY`]) or have not been written for [`COUNTS_UNCHANGED_EVERY`].
+    fn sample_counts(&mut self) {
+        let since = self.counts.1.map(|t| t.elapsed());
+        if since.is_some_and(|s| s < COUNTS_EVERY) || (!self.installed && self.counts.0.is_empty())
+        {
+            return;
+        }
+        let kernel = if self.installed {
+            mesh_ports::counters().unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        let now: BTreeMap<String, Vec<PortCount>> = self
+            .specs
+            .iter()
+            .map(|s| {
+                let ports = s
+                    .publish
+                    .iter()
+                    .map(|p| {
+                        let c = kernel
+                            .get(&(p.protocol.protocol(), p.host_port))
+                            .copied()
+                            .unwrap_or_default();
+                        PortCount {
+                            publish: *p,
+                            forwarded_local: c.forwarded_local,
+                            forwarded_remote: c.forwarded_remote,
+                            refused: c.refused,
+                        }
+                    })
+                    .collect();
+                (s.service.clone(), ports)
+            })
+            .collect();
+        if now == self.counts.0 && since.is_some_and(|s| s < COUNTS_UNCHANGED_EVERY) {
+            return;
+        }
+        let sampled_at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let file = HostCounts {
+            host: None,
+            services: now
+                .iter()
+                .map(|(name, ports)| {
+                    let ports = ports.clone();
+                    (
+                        name.clone(),
+                        ServiceCounts {
+                            sampled_at_ms,
+                            ports,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        match CountsDir::new(&self.state_dir).write_own(&file) {
+            Ok(()) => self.counts = (now, Some(Instant::now())),
+            Err(e) => tracing::warn!(error = %e, "writing the mesh counters"),
         }
     }
 

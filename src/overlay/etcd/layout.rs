@@ -34,6 +34,11 @@ pub enum Key {
         network: String,
         name: String,
     },
+    MeshCounts {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +114,10 @@ impl Layout {
         format!("{}/records/{host}/{network}/service/{name}", self.prefix)
     }
 
+    pub fn mesh_counts(&self, host: IpAddr, network: &str, name: &str) -> String {
+        format!("{}/records/{host}/{network}/meshcounts/{name}", self.prefix)
+    }
+
     /// Reads a key back; `None` for one this version does not know (left alone).
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -129,6 +138,11 @@ impl Layout {
                 ip: ip.parse().ok()?,
             }),
             ["records", host, network, "service", name] => Some(Key::Service {
+                host: host.parse().ok()?,
+                network: network.to_string(),
+                name: name.to_string(),
+            }),
+            ["records", host, network, "meshcounts", name] => Some(Key::MeshCounts {
                 host: host.parse().ok()?,
                 network: network.to_string(),
                 name: name.to_string(),
@@ -187,6 +201,17 @@ impl Layout {
                 self.service(*host, network, name),
                 spec.clone().into_bytes(),
             )),
+            (
+                RecordKey::MeshCounts {
+                    host,
+                    network,
+                    name,
+                },
+                RecordValue::MeshCounts { counts },
+            ) => Some((
+                self.mesh_counts(*host, network, name),
+                counts.clone().into_bytes(),
+            )),
             _ => None,
         }
     }
@@ -235,6 +260,21 @@ impl Layout {
                         name,
                     },
                     RecordValue::Service { spec },
+                ))
+            }
+            Key::MeshCounts {
+                host,
+                network,
+                name,
+            } => {
+                let counts = String::from_utf8(value.to_vec()).ok()?;
+                Some((
+                    RecordKey::MeshCounts {
+                        host,
+                        network,
+                        name,
+                    },
+                    RecordValue::MeshCounts { counts },
                 ))
             }
         }
@@ -292,6 +332,19 @@ mod tests {
         let (k, v) = l.encode(&service.0, &service.1).unwrap();
         assert_eq!(k, "/tether/records/192.0.2.1/ovl/service/web");
         assert_eq!(l.decode(&k, &v), Some(service));
+        let counts = (
+            RecordKey::MeshCounts {
+                host,
+                network: "ovl".into(),
+                name: "web".into(),
+            },
+            RecordValue::MeshCounts {
+                counts: r#"{"sampledAtMs":1,"ports":[]}"#.into(),
+            },
+        );
+        let (k, v) = l.encode(&counts.0, &counts.1).unwrap();
+        assert_eq!(k, "/tether/records/192.0.2.1/ovl/meshcounts/web");
+        assert_eq!(l.decode(&k, &v), Some(counts));
         assert_eq!(l.parse("/tether/hosts/192.0.2.1"), Some(Key::Host(host)));
         assert_eq!(l.parse("/tether/later/kind"), None);
         assert_eq!(l.parse("/tetherx/hosts/192.0.2.1"), None);

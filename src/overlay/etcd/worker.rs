@@ -457,7 +457,7 @@ impl Worker {
                     };
                     self.create_claim(client, &claim).await?;
                 }
-                Some(Key::Endpoint { .. } | Key::Service { .. }) => {
+                Some(Key::Endpoint { .. } | Key::Service { .. } | Key::MeshCounts { .. }) => {
                     let expected = held.map_or(0, |s| s.mod_revision);
                     endpoints.push((key.clone(), value.clone(), expected));
                 }
