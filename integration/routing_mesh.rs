@@ -457,6 +457,21 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         served() >= 30
     });
     preserving_the_client_across_hosts(&cluster, &clis[0]);
+
+    // --publish-mode host: host a (no replica) does not publish at all: no element, nothing holds the
+    // port (a process may bind it), a connection meets no listener; b still answers with its own.
+    clis[0].ok(&["service", "update", "--publish-mode", "host", "web"]);
+    until("host a stops publishing", || {
+        mesh_elements(&a.ns, "8080").is_none_or(|e| e.is_empty()) && bind_in(&a.ns, 8080).is_ok()
+    });
+    let err = ask(client, at(&a.addr, 8080)).unwrap_err();
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(ask(client, at(&b.addr, 8080)).unwrap().0, "web-b");
+    clis[0].ok(&["service", "update", "--publish-mode", "mesh", "web"]);
+    until("host a publishes again", || {
+        ask(client, at(&a.addr, 8080)).is_ok()
+    });
+
     clis[0].ok(&["service", "update", "--mesh-policy", "local", "web"]);
     until("host a refuses", || {
         ask(client, at(&a.addr, 8080)).is_err_and(|e| e.contains("Connection refused"))

@@ -187,12 +187,21 @@ impl MeshPorts {
         let mut wanted = HashSet::new();
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
         // A publication whose service is gone (a copy the cluster store took away) publishes nothing.
-        let live: Vec<MeshSpec> = self
+        let mut live: Vec<MeshSpec> = self
             .specs
             .iter()
             .filter(|s| backends.contains_key(&s.service))
             .cloned()
             .collect();
+        // Host mode without a replica here: the host does not publish at all (no element, no held
+        // socket), as Docker's `mode=host` does not listen on hosts without a task.
+        let direct_ref = &direct;
+        live.retain(|spec| {
+            spec.mode == PublishMode::Mesh
+                || backends[&spec.service]
+                    .iter()
+                    .any(|b| b.host.is_none() && direct_ref.iter().any(|(n, _)| n.contains(b.addr)))
+        });
         for spec in &live {
             let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
             // A local replica is reached at its addresses on a link of this host (on an overlay: its
