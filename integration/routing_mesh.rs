@@ -134,6 +134,13 @@ fn a_published_port_answers_on_every_address_with_the_clients_own_address() {
     )
     .unwrap();
     assert!(answer.starts_with("web-"), "{answer}");
+    // UDP from the host itself over both loopbacks (::1 through tetherd's relay, answered from ::1).
+    for (to, port) in [("127.0.0.1", 40056), ("::1", 40057), ("::1", 40058)] {
+        let (name, _, from) = ask_udp_peer(&host.ns, port, at(to, 8053), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("udp {to}: {e}"));
+        assert!(name.starts_with("web-"), "udp {to}: {name}");
+        assert_eq!(from, at(to, 8053), "udp {to}: the answer's source");
+    }
 
     let v = service(&cli, "web");
     let ports = v["mesh"]["ports"]

@@ -483,6 +483,14 @@ mod port_hold {
     pub fn hold(protocol: ProtocolName, port: u16) -> Result<Held, String> {
         let fd = bind(protocol, port).map_err(|e| e.to_string())?;
         let dual_stack = getsockname::<SockaddrIn6>(fd.as_raw_fd()).is_ok();
+        if protocol == ProtocolName::Udp && dual_stack {
+            let sock = std::net::UdpSocket::from(fd);
+            sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+            return Ok(Held::Relaying(tokio::task::spawn_local(udp_relay::run(
+                sock, port,
+            ))));
+        }
         if protocol != ProtocolName::Tcp || !dual_stack {
             return Ok(Held::Bound(fd));
         }
@@ -494,6 +502,65 @@ mod port_hold {
         Ok(Held::Relaying(tokio::task::spawn_local(relay(
             listener, port,
         ))))
+    }
+
+    /// Datagrams to [::1]:port (the only ones that reach the held socket: the mesh DNATs every other
+    /// local address), relayed to 127.0.0.1:port from one socket per client, whose answers go back to
+    /// the client from [::1]:port; a client quiet for [`udp_relay::IDLE`] is forgotten.
+    mod udp_relay {
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+        use std::net::{Ipv4Addr, SocketAddr};
+        use std::rc::Rc;
+        use std::time::Duration;
+
+        use tokio::net::UdpSocket;
+
+        pub const IDLE: Duration = Duration::from_secs(30);
+
+        type Sessions = Rc<RefCell<HashMap<SocketAddr, Rc<UdpSocket>>>>;
+
+        pub async fn run(held: UdpSocket, port: u16) {
+            let held = Rc::new(held);
+            let sessions: Sessions = Rc::default();
+            // Owned here, so the answers end with the relay (the port is let go at once).
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                while tasks.try_join_next().is_some() {}
+                let Ok((n, client)) = held.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let known = sessions.borrow().get(&client).cloned();
+                let upstream = match known {
+                    Some(u) => u,
+                    None => {
+                        let Ok(u) = open(port).await else { continue };
+                        let u = Rc::new(u);
+                        sessions.borrow_mut().insert(client, u.clone());
+                        let back = answers(u.clone(), held.clone(), client, sessions.clone());
+                        tasks.spawn_local(back);
+                        u
+                    }
+                };
+                let _ = upstream.send(&buf[..n]).await;
+            }
+        }
+
+        async fn open(port: u16) -> std::io::Result<UdpSocket> {
+            let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+            u.connect((Ipv4Addr::LOCALHOST, port)).await?;
+            Ok(u)
+        }
+
+        async fn answers(up: Rc<UdpSocket>, held: Rc<UdpSocket>, client: SocketAddr, s: Sessions) {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(Ok(n)) = tokio::time::timeout(IDLE, up.recv(&mut buf)).await {
+                let _ = held.send_to(&buf[..n], client).await;
+            }
+            s.borrow_mut().remove(&client);
+        }
     }
 
     /// Each connection to [::1]:port, spliced to 127.0.0.1:port.
