@@ -622,3 +622,72 @@ fn remote_backends(host: &harness::overlay_cluster::Host, service: &str, from: &
             .count()
     })
 }
+
+on_both_stores!(a_replica_killed_on_one_host_leaves_every_hosts_mesh_within_a_second);
+/// Three hosts, replicas on b and c, the service (health probes every 200 ms, down after two misses)
+/// made on a. b's replica dies: its own health probes take it out of b's mesh (b then forwards to c),
+/// and b's record in the cluster store takes it out of a's. From one second after the death, every
+/// connection through a and through b is answered by c's replica.
+fn a_replica_killed_on_one_host_leaves_every_hosts_mesh_within_a_second(store: Store) {
+    let cluster = Cluster::on(&store.label("mshkl"), 3, Timings::FAST, store);
+    let conf = overlay_conf("ovk", 611, "10.218.0.0/16");
+    let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovk", "plugins": [conf]});
+    let (a, b, c) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+    let other = a.ns.container("c1");
+    a.add_named(&conf, &other, "client");
+    let mut servers = Vec::new();
+    for (host, name) in [(b, "web-b"), (c, "web-c")] {
+        let r = host.ns.container("r1");
+        host.add_named(&conf, &r, "web");
+        servers.push(Replica::start(&r, name, 80));
+    }
+    let client = &cluster.fabric;
+    client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
+    let conf_dir = a.ns.dir().join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("ovk.conflist"), conflist.to_string()).unwrap();
+    let cli = TetherCli::new(&a.ns).with_env("TETHER_DAEMON_CONFIG", a.config_path());
+    let mut args = vec!["service", "create", "--network", "ovk"];
+    args.extend(HEALTH);
+    args.extend(["--publish", "8080:80", "web"]);
+    cli.ok(&args);
+    until("host a balances over both hosts' replicas", || {
+        let names: HashSet<String> = (0..20)
+            .filter_map(|_| ask(client, at(&a.addr, 8080)).ok().map(|(n, _)| n))
+            .collect();
+        names.len() == 2
+    });
+    until("host b answers with its replica", || {
+        ask(client, at(&b.addr, 8080)).is_ok_and(|(n, _)| n == "web-b")
+    });
+
+    // web-b dies. Ask through a and b until both answer web-c every time; time the last miss.
+    drop(servers.remove(0));
+    let died = Instant::now();
+    let mut last_miss = None;
+    let mut streak = 0;
+    while streak < 40 {
+        assert!(died.elapsed() < Duration::from_secs(20), "never settled");
+        let through = if streak % 2 == 0 { &a.addr } else { &b.addr };
+        match ask(client, at(through, 8080)) {
+            Ok((name, _)) if name == "web-c" => streak += 1,
+            other => {
+                last_miss = Some((died.elapsed(), through.clone(), other));
+                streak = 0;
+            }
+        }
+    }
+    eprintln!(
+        "after web-b died: last miss {last_miss:?}; settled {:?}",
+        died.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(died.elapsed()));
+    for i in 0..40 {
+        let through = if i % 2 == 0 { &a.addr } else { &b.addr };
+        let (name, _) = ask(client, at(through, 8080)).unwrap();
+        assert_eq!(
+            name, "web-c",
+            "a second after web-b died, through {through}"
+        );
+    }
+}
