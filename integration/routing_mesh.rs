@@ -419,6 +419,28 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         2,
         "20 datagrams through host a reached {seen:?}"
     );
+    // An IPv6 client of host a (the underlay is IPv4): tetherd relays it into the mesh, TCP and UDP.
+    a.ns.ip(&["addr", "add", "fd77::1/64", "dev", "ul0", "nodad"]);
+    client.ip(&["addr", "add", "fd77::200/64", "dev", "fab0", "nodad"]);
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        let (name, _) = ask(client, at("fd77::1", 8080)).unwrap();
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "10 IPv6 connections through host a reached {seen:?}"
+    );
+    let (name, _, from) =
+        ask_udp_peer(client, 41050, at("fd77::1", 8053), Duration::from_secs(2)).unwrap();
+    assert!(name.starts_with("web-"), "{name}");
+    assert_eq!(from, at("fd77::1", 8053));
+    // From host a itself, over both loopbacks, without a replica there.
+    for to in ["::1", "127.0.0.1"] {
+        let (name, _) = ask(&a.ns, at(to, 8080)).unwrap_or_else(|e| panic!("{to} on host a: {e}"));
+        assert!(name.starts_with("web-"), "{to}: {name}");
+    }
     let v = service(&clis[0], "web");
     assert!(
         v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 30,

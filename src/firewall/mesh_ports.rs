@@ -195,6 +195,19 @@ impl BalancingChain for LbChain {
 
     fn rule(self) -> Vec<Expr> {
         let mut out = Vec::new();
+        let remote = matches!(self.forward, Forward::RemoteSnat | Forward::RemotePreserve);
+        if remote && !self.v6 {
+            // 127.0.0.0/8 DNATed to another host would leave with a loopback source, which the kernel
+            // drops: left alone, it reaches tetherd's held socket, whose relay asks again from this
+            // host's own address (`service::mesh`).
+            out.extend(exprs::address(IpFamily::V4, true));
+            out.push(Expr::Bitwise {
+                reg: Register::R1,
+                mask: vec![255, 0, 0, 0],
+                xor: vec![0; 4],
+            });
+            out.push(Expr::NotEquals(Register::R1, vec![127, 0, 0, 0]));
+        }
         if self.forward == Forward::RemoteSnat {
             out.push(Expr::Meta(MetaKey::Mark, Register::R1));
             out.push(Expr::Bitwise {
@@ -856,7 +869,8 @@ mod tests {
             count: 2,
         }
         .rule();
-        assert!(matches!(rule[2], Expr::SetMeta(MetaKey::Mark, _)));
+        assert!(matches!(rule[7], Expr::SetMeta(MetaKey::Mark, _)));
+        assert!(matches!(rule[4], Expr::NotEquals(_, ref v) if v == &[127, 0, 0, 0]));
         assert!(matches!(rule.last(), Some(Expr::Dnat { port, .. }) if *port == Register::word(1)));
         assert_eq!(
             parse_port_key(&port_key(Protocol::Udp, 5353)),

@@ -7,7 +7,8 @@
 //! not SNATed, and every host keeps the return path of such connections (`service::mesh_return`).
 //!
 //! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
-//! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1]).
+//! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1], and IPv6
+//! ones to a port only other hosts serve over an IPv4 underlay: both relayed to 127.0.0.1).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -131,6 +132,8 @@ pub struct MeshPorts {
     ret: MeshReturn,
     /// The hosts that may forward here with the client's address (some publication preserves it).
     peers: Vec<Ipv4Addr>,
+    /// Where the ::1 and IPv6 relays send connections (`port_hold::Target`).
+    relay_to: port_hold::Target,
     /// The counters last written for the cluster store, and when.
     counts: (BTreeMap<String, Vec<PortCount>>, Option<Instant>),
 }
@@ -219,6 +222,13 @@ impl MeshPorts {
                         host_port: p.host_port,
                         v6,
                     };
+                    let remote = matches!(forward, Forward::RemoteSnat | Forward::RemotePreserve);
+                    if v6 && remote && !addrs.iter().any(IpAddr::is_ipv6) {
+                        // IPv6 clients of a port other hosts serve over an IPv4 underlay: no element
+                        // (NAT cannot change the family), so tetherd's held socket takes them and
+                        // relays them to 127.0.0.1:HOSTPORT, through the mesh.
+                        continue;
+                    }
                     wanted.insert(key);
                     // Another host is asked on its own published port.
                     let port = match forward {
@@ -243,6 +253,7 @@ impl MeshPorts {
             changes.extend(self.table.remove_port(&key));
         }
         // Any host's copy of a publication that preserves the client may forward here.
+        self.relay_to.set(hosts.first().map(|h| source_towards(*h)));
         let preserve = live.iter().any(|s| s.preserve_client_ip);
         self.peers = if preserve { hosts.to_vec() } else { Vec::new() };
         let peers = self.ret.sync(&self.peers);
@@ -367,7 +378,7 @@ impl MeshPorts {
             if self.held.contains_key(&key) {
                 continue;
             }
-            match port_hold::hold(key.0, key.1) {
+            match port_hold::hold(key.0, key.1, &self.relay_to) {
                 Ok(held) => {
                     self.held.insert(key, held);
                 }
@@ -396,6 +407,16 @@ impl MeshPorts {
                 Err(e) => tracing::warn!(error = %e, iface, "route_localnet for the mesh"),
             }
         }
+    }
+}
+
+/// The address this host sends from to `host` (no packet is sent); 127.0.0.1 when there is no route.
+fn source_towards(host: Ipv4Addr) -> Ipv4Addr {
+    let local = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((host, 9)).and_then(|()| s.local_addr()));
+    match local {
+        Ok(std::net::SocketAddr::V4(a)) => *a.ip(),
+        _ => Ipv4Addr::LOCALHOST,
     }
 }
 
@@ -453,11 +474,13 @@ mod host_routes {
 }
 
 /// Sockets that keep a port from other binds: a dual-stack one when IPv6 is on, else an IPv4 one. The
-/// dual-stack TCP one listens: the only connections that reach it are those to [::1] (the mesh DNATs
-/// every other local address), relayed to 127.0.0.1 and so through the mesh.
+/// dual-stack TCP one listens: the only connections that reach it are those to [::1] and IPv6 ones the
+/// mesh leaves alone (it DNATs every other local address), relayed to 127.0.0.1 and so through the mesh.
 mod port_hold {
+    use std::cell::Cell;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::{AsRawFd, OwnedFd};
+    use std::rc::Rc;
 
     use nix::sys::socket::{
         getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
@@ -480,7 +503,16 @@ mod port_hold {
         }
     }
 
-    pub fn hold(protocol: ProtocolName, port: u16) -> Result<Held, String> {
+    /// Where the relays send what they take: this host's address towards the other mesh hosts (the
+    /// none: 127.0.0.1). Not 127.0.0.1 when there are other hosts: a connection from it
+    /// DNATed to another host would leave with a loopback source, which the kernel drops.
+    pub type Target = Rc<Cell<Option<Ipv4Addr>>>;
+
+    fn target_addr(target: &Target) -> Ipv4Addr {
+        target.get().unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+
+    pub fn hold(protocol: ProtocolName, port: u16, target: &Target) -> Result<Held, String> {
         let fd = bind(protocol, port).map_err(|e| e.to_string())?;
         let dual_stack = getsockname::<SockaddrIn6>(fd.as_raw_fd()).is_ok();
         if protocol == ProtocolName::Udp && dual_stack {
@@ -488,7 +520,9 @@ mod port_hold {
             sock.set_nonblocking(true).map_err(|e| e.to_string())?;
             let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
             return Ok(Held::Relaying(tokio::task::spawn_local(udp_relay::run(
-                sock, port,
+                sock,
+                port,
+                target.clone(),
             ))));
         }
         if protocol != ProtocolName::Tcp || !dual_stack {
@@ -500,13 +534,15 @@ mod port_hold {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
         Ok(Held::Relaying(tokio::task::spawn_local(relay(
-            listener, port,
+            listener,
+            port,
+            target.clone(),
         ))))
     }
 
-    /// Datagrams to [::1]:port (the only ones that reach the held socket: the mesh DNATs every other
-    /// local address), relayed to 127.0.0.1:port from one socket per client, whose answers go back to
-    /// the client from [::1]:port; a client quiet for [`udp_relay::IDLE`] is forgotten.
+    /// Datagrams to [::1]:port (and IPv6 ones the mesh leaves alone: it DNATs every other local
+    /// address), relayed to the [`Target`]'s port from one socket per client, whose answers go back to
+    /// the client from the address it asked; a client quiet for [`udp_relay::IDLE`] is forgotten.
     mod udp_relay {
         use std::cell::RefCell;
         use std::collections::HashMap;
@@ -516,11 +552,13 @@ mod port_hold {
 
         use tokio::net::UdpSocket;
 
+        use super::{target_addr, Target};
+
         pub const IDLE: Duration = Duration::from_secs(30);
 
         type Sessions = Rc<RefCell<HashMap<SocketAddr, Rc<UdpSocket>>>>;
 
-        pub async fn run(held: UdpSocket, port: u16) {
+        pub async fn run(held: UdpSocket, port: u16, target: Target) {
             let held = Rc::new(held);
             let sessions: Sessions = Rc::default();
             // Owned here, so the answers end with the relay (the port is let go at once).
@@ -536,7 +574,9 @@ mod port_hold {
                 let upstream = match known {
                     Some(u) => u,
                     None => {
-                        let Ok(u) = open(port).await else { continue };
+                        let Ok(u) = open(target_addr(&target), port).await else {
+                            continue;
+                        };
                         let u = Rc::new(u);
                         sessions.borrow_mut().insert(client, u.clone());
                         let back = answers(u.clone(), held.clone(), client, sessions.clone());
@@ -548,9 +588,9 @@ mod port_hold {
             }
         }
 
-        async fn open(port: u16) -> std::io::Result<UdpSocket> {
-            let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-            u.connect((Ipv4Addr::LOCALHOST, port)).await?;
+        async fn open(to: Ipv4Addr, port: u16) -> std::io::Result<UdpSocket> {
+            let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+            u.connect((to, port)).await?;
             Ok(u)
         }
 
@@ -563,15 +603,15 @@ mod port_hold {
         }
     }
 
-    /// Each connection to [::1]:port, spliced to 127.0.0.1:port.
-    async fn relay(listener: tokio::net::TcpListener, port: u16) {
+    /// Each connection to [::1]:port (or IPv6 one the mesh left alone), spliced to the target's port.
+    async fn relay(listener: tokio::net::TcpListener, port: u16, target: Target) {
         loop {
             let Ok((mut client, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
+            let to = SocketAddrV4::new(target_addr(&target), port);
             tokio::task::spawn_local(async move {
-                let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
                 if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }
