@@ -17,8 +17,8 @@
 //!   chain dispatch { fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @ports4 (ip6 alike) }
 //!   chain lb4_lN { meta l4proto . th dport @fwd_local
 //!                  dnat ip to meta l4proto . th dport . numgen random mod N map @be4 }
-//!   chain lb4_sN { meta mark set meta mark | 0x2000; ... @fwd_remote ... }   # remote, SNATed
-//!   chain lb4_pN { ... @fwd_remote ... }                                      # remote, client address kept
+//!   chain lb4_sN { ip daddr != 127.0.0.0/8 meta mark set meta mark | 0x2000; ... @fwd_remote ... }  # remote, SNATed
+//!   chain lb4_pN { ip daddr != 127.0.0.0/8 ... @fwd_remote ... }              # remote, client address kept
 //!   chain refuse { meta l4proto . th dport @refused; tcp reset; icmpx port-unreachable }
 //!   chain post { type nat hook postrouting priority srcnat - 1;
 //!                ct status dnat meta mark & 0x2000 masquerade      # hairpin (marked by inet tether) and remote
