@@ -6,7 +6,8 @@
 //!
 //! Then across two simulated overlay hosts (tetherd on each, gossip store), the replica on the second:
 //! the same connections from the underlay to the host with the replica and to the host without one
-//! (which forwards to the other host's mesh port).
+//! (which forwards to the other host's mesh port), SNATed and then with `--preserve-client-ip` (the
+//! reply returning through the forwarding host by its mark's policy route).
 
 #[path = "../integration/harness/mod.rs"]
 mod harness;
@@ -212,6 +213,27 @@ fn compare(client: &NetNs, targets: &[(&str, SocketAddr); 2]) {
     }
 }
 
+/// Waits until every target accepts a connection from `client`.
+fn answered(client: &NetNs, targets: &[(&str, SocketAddr); 2]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while targets.iter().any(|(_, to)| {
+        let to = *to;
+        in_netns(client, move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                .and_then(|mut s| s.read(&mut [0u8; 1]))
+                .map_or(true, |n| n == 0)
+        })
+        .join()
+        .unwrap()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the mesh never answered on both hosts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn across_hosts() {
     use harness::overlay_cluster::{overlay_conf, Cluster, Timings};
     use harness::tether_cli::TetherCli;
@@ -242,7 +264,7 @@ fn across_hosts() {
             TetherCli::new(&host.ns).with_env("TETHER_DAEMON_CONFIG", host.config_path())
         })
         .collect();
-    // Made once, copied to the other host by the cluster store; each host publishes for itself.
+    // Made and published once; the cluster store copies both to the other host.
     clis[0].ok(&[
         "service",
         "create",
@@ -264,7 +286,6 @@ fn across_hosts() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    clis[1].ok(&["service", "update", "--publish-add", "8080:80", "web"]);
     let client = &cluster.fabric;
     client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
     let targets = [
@@ -278,23 +299,15 @@ fn across_hosts() {
         ),
     ];
     // Until both hosts forward (host a learns the replica through the store).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while targets.iter().any(|(_, to)| {
-        let to = *to;
-        in_netns(client, move || {
-            TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_err()
-        })
-        .join()
-        .unwrap()
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the mesh never answered on both hosts"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    answered(client, &targets);
     println!();
     println!("two overlay hosts, replica on the second: 3 x {CONNECTIONS} connections from the underlay to each host");
+    compare(client, &targets);
+    clis[0].ok(&["service", "update", "--preserve-client-ip", "true", "web"]);
+    // Until host b knows host a's MAC and its return route (a connection through a then completes).
+    std::thread::sleep(Duration::from_secs(2));
+    answered(client, &targets);
+    println!("the same with --preserve-client-ip (no SNAT; the reply returns through host a)");
     compare(client, &targets);
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();

@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::overlay_cluster::{on_both_stores, overlay_conf, Cluster, Store, Timings};
-use harness::replica::{ask, ask_udp, in_netns, Replica};
+use harness::replica::{ask, ask_udp, ask_udp_peer, in_netns, Replica};
 use harness::tether_cli::TetherCli;
 use harness::{HostNs, NetNs};
 use serde_json::Value;
@@ -134,6 +134,13 @@ fn a_published_port_answers_on_every_address_with_the_clients_own_address() {
     )
     .unwrap();
     assert!(answer.starts_with("web-"), "{answer}");
+    // UDP from the host itself over both loopbacks (::1 through tetherd's relay, answered from ::1).
+    for (to, port) in [("127.0.0.1", 40056), ("::1", 40057), ("::1", 40058)] {
+        let (name, _, from) = ask_udp_peer(&host.ns, port, at(to, 8053), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("udp {to}: {e}"));
+        assert!(name.starts_with("web-"), "udp {to}: {name}");
+        assert_eq!(from, at(to, 8053), "udp {to}: the answer's source");
+    }
 
     let v = service(&cli, "web");
     let ports = v["mesh"]["ports"]
@@ -412,11 +419,88 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
         2,
         "20 datagrams through host a reached {seen:?}"
     );
+    // An IPv6 client of host a (the underlay is IPv4): tetherd relays it into the mesh, TCP and UDP.
+    a.ns.ip(&["addr", "add", "fd77::1/64", "dev", "ul0", "nodad"]);
+    client.ip(&["addr", "add", "fd77::200/64", "dev", "fab0", "nodad"]);
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        let (name, _) = ask(client, at("fd77::1", 8080)).unwrap();
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "10 IPv6 connections through host a reached {seen:?}"
+    );
+    let (name, _, from) =
+        ask_udp_peer(client, 41050, at("fd77::1", 8053), Duration::from_secs(2)).unwrap();
+    assert!(name.starts_with("web-"), "{name}");
+    assert_eq!(from, at("fd77::1", 8053));
+    // From host a itself, over both loopbacks, without a replica there.
+    for to in ["::1", "127.0.0.1"] {
+        let (name, _) = ask(&a.ns, at(to, 8080)).unwrap_or_else(|e| panic!("{to} on host a: {e}"));
+        assert!(name.starts_with("web-"), "{to}: {name}");
+    }
     let v = service(&clis[0], "web");
     assert!(
         v["mesh"]["ports"][0]["forwardedRemote"].as_u64().unwrap() >= 30,
         "{v}"
     );
+    // Every host shows the others' counters, from the cluster store, with their age: b sees that a
+    // forwarded its 30 connections to other hosts, a sees b and c serve them with their own replicas.
+    let port_of = |h: &Value, publish: &str| -> Value {
+        h["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["publish"] == publish).cloned())
+            .unwrap_or_default()
+    };
+    let host_view = |cli: &TetherCli, host: &str| -> Value {
+        service(cli, "web")["mesh"]["hosts"]
+            .as_array()
+            .and_then(|all| all.iter().find(|h| h["host"] == host).cloned())
+            .unwrap_or_default()
+    };
+    until("host b shows host a's remote forwards", || {
+        port_of(&host_view(&clis[1], &a.addr), "8080:80/tcp")["forwardedRemote"]
+            .as_u64()
+            .is_some_and(|n| n >= 30)
+    });
+    let seen_at_b = host_view(&clis[1], &a.addr);
+    eprintln!("host b shows host a: {seen_at_b}");
+    assert!(seen_at_b["ageMs"].as_u64().unwrap() < 60_000, "{seen_at_b}");
+    assert!(
+        port_of(&seen_at_b, "8053:80/udp")["forwardedRemote"].as_u64() >= Some(20),
+        "{seen_at_b}"
+    );
+    let served = || -> u64 {
+        [b, c]
+            .iter()
+            .map(|h| {
+                port_of(&host_view(&clis[0], &h.addr), "8080:80/tcp")["forwardedLocal"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    until("host a shows b and c served its 30 connections", || {
+        served() >= 30
+    });
+    preserving_the_client_across_hosts(&cluster, &clis[0]);
+
+    // --publish-mode host: host a (no replica) does not publish at all: no element, nothing holds the
+    // port (a process may bind it), a connection meets no listener; b still answers with its own.
+    clis[0].ok(&["service", "update", "--publish-mode", "host", "web"]);
+    until("host a stops publishing", || {
+        mesh_elements(&a.ns, "8080").is_none_or(|e| e.is_empty()) && bind_in(&a.ns, 8080).is_ok()
+    });
+    let err = ask(client, at(&a.addr, 8080)).unwrap_err();
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(ask(client, at(&b.addr, 8080)).unwrap().0, "web-b");
+    clis[0].ok(&["service", "update", "--publish-mode", "mesh", "web"]);
+    until("host a publishes again", || {
+        ask(client, at(&a.addr, 8080)).is_ok()
+    });
+
     clis[0].ok(&["service", "update", "--mesh-policy", "local", "web"]);
     until("host a refuses", || {
         ask(client, at(&a.addr, 8080)).is_err_and(|e| e.contains("Connection refused"))
@@ -474,6 +558,75 @@ fn on_an_overlay_every_host_answers_and_the_local_policy_refuses_without_a_repli
     }
 }
 
+/// `--preserve-client-ip` (service web of the overlay test, replicas on hosts b and c, none on a): an
+/// outside client routed through the fabric namespace (198.51.100.2) connects to host a. Without the
+/// flag the replica sees a; with it, the client itself, over TCP and UDP. b and c route 198.51.100.0/24
+/// straight to the fabric, under strict rp_filter: only their return path (the connection's mark, the
+/// policy route back through a) brings the reply to the client, and it comes from a (UDP checks whence).
+fn preserving_the_client_across_hosts(cluster: &Cluster, creator: &TetherCli) {
+    let fabric = &cluster.fabric;
+    let out = fabric.outside();
+    out.ns
+        .ip(&["route", "add", "default", "via", out.host_addr]);
+    fabric.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for host in &cluster.hosts {
+        host.ns
+            .ip(&["route", "add", "198.51.100.0/24", "via", "192.168.77.200"]);
+        host.ns.exec_ok(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=1",
+            "net.ipv4.conf.ul0.rp_filter=1",
+        ]);
+    }
+    let a = &cluster.hosts[0].addr;
+    let (_, peer) = ask(&out.ns, at(a, 8080)).unwrap();
+    assert_eq!(
+        peer, *a,
+        "without --preserve-client-ip the replica sees host a"
+    );
+    let (_, peer, from) =
+        ask_udp_peer(&out.ns, 42000, at(a, 8053), Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        (peer.as_str(), from),
+        (a.as_str(), at(a, 8053)),
+        "UDP without the flag"
+    );
+
+    creator.ok(&["service", "update", "--preserve-client-ip", "true", "web"]);
+    until("the replicas see the outside client through host a", || {
+        ask(&out.ns, at(a, 8080)).is_ok_and(|(_, peer)| peer == out.addr)
+    });
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        let (name, peer) = ask(&out.ns, at(a, 8080)).unwrap();
+        assert_eq!(peer, out.addr, "{name} saw {peer}, not the outside client");
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "30 connections through host a reached {seen:?}"
+    );
+    let mut seen = HashSet::new();
+    for port in 42001..42021 {
+        let to = at(a, 8053);
+        let (name, peer, from) = ask_udp_peer(&out.ns, port, to, Duration::from_secs(2)).unwrap();
+        assert_eq!(peer, out.addr, "{name} saw {peer} over UDP");
+        assert_eq!(from, to, "the answer came back through host a");
+        seen.insert(name);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "20 datagrams through host a reached {seen:?}"
+    );
+    creator.ok(&["service", "update", "--preserve-client-ip", "false", "web"]);
+    until("host a SNATs again", || {
+        ask(&out.ns, at(a, 8080)).is_ok_and(|(_, peer)| peer == *a)
+    });
+}
+
 /// How many healthy backends of `service` the tetherd of `host` has from the hosts `from`.
 fn remote_backends(host: &harness::overlay_cluster::Host, service: &str, from: &[&str]) -> usize {
     let reply = tether::client::notify::request(
@@ -490,4 +643,73 @@ fn remote_backends(host: &harness::overlay_cluster::Host, service: &str, from: &
             })
             .count()
     })
+}
+
+on_both_stores!(a_replica_killed_on_one_host_leaves_every_hosts_mesh_within_a_second);
+/// Three hosts, replicas on b and c, the service (health probes every 200 ms, down after two misses)
+/// made on a. b's replica dies: its own health probes take it out of b's mesh (b then forwards to c),
+/// and b's record in the cluster store takes it out of a's. From one second after the death, every
+/// connection through a and through b is answered by c's replica.
+fn a_replica_killed_on_one_host_leaves_every_hosts_mesh_within_a_second(store: Store) {
+    let cluster = Cluster::on(&store.label("mshkl"), 3, Timings::FAST, store);
+    let conf = overlay_conf("ovk", 611, "10.218.0.0/16");
+    let conflist = serde_json::json!({"cniVersion": "1.1.0", "name": "ovk", "plugins": [conf]});
+    let (a, b, c) = (&cluster.hosts[0], &cluster.hosts[1], &cluster.hosts[2]);
+    let other = a.ns.container("c1");
+    a.add_named(&conf, &other, "client");
+    let mut servers = Vec::new();
+    for (host, name) in [(b, "web-b"), (c, "web-c")] {
+        let r = host.ns.container("r1");
+        host.add_named(&conf, &r, "web");
+        servers.push(Replica::start(&r, name, 80));
+    }
+    let client = &cluster.fabric;
+    client.ip(&["addr", "add", "192.168.77.200/24", "dev", "fab0"]);
+    let conf_dir = a.ns.dir().join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("ovk.conflist"), conflist.to_string()).unwrap();
+    let cli = TetherCli::new(&a.ns).with_env("TETHER_DAEMON_CONFIG", a.config_path());
+    let mut args = vec!["service", "create", "--network", "ovk"];
+    args.extend(HEALTH);
+    args.extend(["--publish", "8080:80", "web"]);
+    cli.ok(&args);
+    until("host a balances over both hosts' replicas", || {
+        let names: HashSet<String> = (0..20)
+            .filter_map(|_| ask(client, at(&a.addr, 8080)).ok().map(|(n, _)| n))
+            .collect();
+        names.len() == 2
+    });
+    until("host b answers with its replica", || {
+        ask(client, at(&b.addr, 8080)).is_ok_and(|(n, _)| n == "web-b")
+    });
+
+    // web-b dies. Ask through a and b until both answer web-c every time; time the last miss.
+    drop(servers.remove(0));
+    let died = Instant::now();
+    let mut last_miss = None;
+    let mut streak = 0;
+    while streak < 40 {
+        assert!(died.elapsed() < Duration::from_secs(20), "never settled");
+        let through = if streak % 2 == 0 { &a.addr } else { &b.addr };
+        match ask(client, at(through, 8080)) {
+            Ok((name, _)) if name == "web-c" => streak += 1,
+            other => {
+                last_miss = Some((died.elapsed(), through.clone(), other));
+                streak = 0;
+            }
+        }
+    }
+    eprintln!(
+        "after web-b died: last miss {last_miss:?}; settled {:?}",
+        died.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(died.elapsed()));
+    for i in 0..40 {
+        let through = if i % 2 == 0 { &a.addr } else { &b.addr };
+        let (name, _) = ask(client, at(through, 8080)).unwrap();
+        assert_eq!(
+            name, "web-c",
+            "a second after web-b died, through {through}"
+        );
+    }
 }

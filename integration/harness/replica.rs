@@ -56,8 +56,13 @@ impl Replica {
             let _ = tx.send(());
             let mut buf = [0u8; 256];
             while !stop.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(name.as_bytes(), peer);
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    // "peer?" asks who sent it, too (`ask_udp_peer`).
+                    let answer = match &buf[..n] {
+                        b"peer?" => format!("{name} {}", peer.ip().to_canonical()),
+                        _ => name.clone(),
+                    };
+                    let _ = sock.send_to(answer.as_bytes(), peer);
                 }
             }
         }));
@@ -241,6 +246,31 @@ pub fn ask_udp(
     to: SocketAddr,
     wait: Duration,
 ) -> Result<String, String> {
+    udp_exchange(client, source_port, to, wait, b"?").map(|(answer, _)| answer)
+}
+
+/// As [`ask_udp`], asking the replica who sent the datagram: (its name, the address it saw, the
+/// address the answer came from).
+pub fn ask_udp_peer(
+    client: &NetNs,
+    source_port: u16,
+    to: SocketAddr,
+    wait: Duration,
+) -> Result<(String, String, SocketAddr), String> {
+    let (answer, from) = udp_exchange(client, source_port, to, wait, b"peer?")?;
+    let (name, peer) = answer
+        .split_once(' ')
+        .ok_or(format!("bad answer {answer:?}"))?;
+    Ok((name.to_string(), peer.to_string(), from))
+}
+
+fn udp_exchange(
+    client: &NetNs,
+    source_port: u16,
+    to: SocketAddr,
+    wait: Duration,
+    ask: &'static [u8],
+) -> Result<(String, SocketAddr), String> {
     in_netns(client, move || {
         let any = SocketAddr::from(([0u16; 8], source_port));
         let sock = UdpSocket::bind(any).map_err(|e| format!("bind udp {any}: {e}"))?;
@@ -249,13 +279,14 @@ pub fn ask_udp(
             SocketAddr::V4(v4) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
             v6 => v6,
         };
-        sock.send_to(b"?", to)
+        sock.send_to(ask, to)
             .map_err(|e| format!("send to {to}: {e}"))?;
         let mut buf = [0u8; 256];
-        let (n, _) = sock
+        let (n, from) = sock
             .recv_from(&mut buf)
             .map_err(|e| format!("no answer from {to}: {e}"))?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
     })
     .join()
     .unwrap_or_else(|_| Err("client thread panicked".into()))

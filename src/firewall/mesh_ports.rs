@@ -8,13 +8,17 @@
 //!   map be4 { type inet_proto . inet_service . mark : ipv4_addr . inet_service }   # slot -> replica
 //!   (ports6, be6)
 //!   set fwd_local, fwd_remote, refused { type inet_proto . inet_service }   # one counted element per port
-//!   chain pre  { type nat hook prerouting priority dstnat - 1; jump dispatch }
+//!   map peers { type ether_addr : mark }       # the mesh hosts that forward here, each its mark
+//!   chain pre  { type nat hook prerouting priority dstnat - 1;
+//!                meta l4proto . th dport @ports4 ct mark set ether saddr map @peers; jump dispatch }
+//!   chain reply { type filter hook prerouting priority mangle;
+//!                 ct direction reply ct mark & 0xffff == 0x0e7e meta mark set ct mark }
 //!   chain out  { type nat hook output priority dstnat - 1; jump dispatch }
 //!   chain dispatch { fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @ports4 (ip6 alike) }
 //!   chain lb4_lN { meta l4proto . th dport @fwd_local
 //!                  dnat ip to meta l4proto . th dport . numgen random mod N map @be4 }
-//!   chain lb4_sN { meta mark set meta mark | 0x2000; ... @fwd_remote ... }   # remote, SNATed
-//!   chain lb4_pN { ... @fwd_remote ... }                                      # remote, client address kept
+//!   chain lb4_sN { ip daddr != 127.0.0.0/8 meta mark set meta mark | 0x2000; ... @fwd_remote ... }  # remote, SNATed
+//!   chain lb4_pN { ip daddr != 127.0.0.0/8 ... @fwd_remote ... }              # remote, client address kept
 //!   chain refuse { meta l4proto . th dport @refused; tcp reset; icmpx port-unreachable }
 //!   chain post { type nat hook postrouting priority srcnat - 1;
 //!                ct status dnat meta mark & 0x2000 masquerade      # hairpin (marked by inet tether) and remote
@@ -26,10 +30,16 @@
 //! is `service::mesh`'s choice); a replica that comes or goes is at most five element changes, as in
 //! `service_balance`. The counted elements are added once per published port, so their counters live as
 //! long as the publication: connections forwarded locally, remotely, and refused.
+//!
+//! `peers` serves `--preserve-client-ip` across hosts: a connection another mesh host forwarded here keeps
+//! the client's address, so its replies must go back through that host (whose conntrack un-NATs them),
+//! not straight to the client. It is recognised by the forwarding host's MAC, marked in conntrack with
+//! that host's [`peer_mark`], and its replies carry the mark into the routing decision, where a policy
+//! route per mark (`service::mesh_return`) sends them to that host.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::balancing::{jump_target, set_dispatch, BalancingChain};
 use super::netlink::replies::{self, Counter};
@@ -37,7 +47,8 @@ use super::netlink::requests::{
     self, address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
 };
 use super::netlink::ruleset::{
-    BaseChain, Change, CtKey, Expr, MapData, MetaKey, PayloadBase, Register, SetSpec, Verdict,
+    BaseChain, Change, CtKey, DataType, Expr, MapData, MetaKey, PayloadBase, Register, SetSpec,
+    Verdict,
 };
 use super::netlink::socket::NfSocket;
 use super::netlink::uapi::{
@@ -45,8 +56,8 @@ use super::netlink::uapi::{
     RTN_LOCAL,
 };
 use super::render::{
-    concatenation, exprs, IpFamily, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE, TYPE_IP6ADDR,
-    TYPE_IPADDR, TYPE_MARK,
+    concatenation, exprs, IpFamily, TYPE_ETHERADDR, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE,
+    TYPE_IP6ADDR, TYPE_IPADDR, TYPE_MARK,
 };
 use super::table::{self, Family};
 use super::{FirewallError, Protocol};
@@ -58,6 +69,13 @@ const REFUSE_CHAIN: &str = "refuse";
 const LOCAL_COUNTS: &str = "fwd_local";
 const REMOTE_COUNTS: &str = "fwd_remote";
 const REFUSED_COUNTS: &str = "refused";
+const PEERS_MAP: &str = "peers";
+/// `priority mangle`: before the routing decision, as a reply's mark must be.
+const MANGLE: i32 = -150;
+/// The low half of every peer mark (bit 13, the hairpin bit, is clear); the high half is the peer's.
+const PEER_MARK_TAG: u32 = 0x0e7e;
+const PEER_MARK_MASK: u32 = 0xffff;
+const CT_DIR_REPLY: u8 = 1;
 /// Before `inet tether`'s published ports (dstnat): a mesh port wins over a container's `-p` of the same
 /// port, which `tether-portmap` refuses anyway.
 const DSTNAT_FIRST: i32 = -101;
@@ -67,6 +85,13 @@ const CT_STATUS_DNAT: u32 = 0x20;
 /// "Masquerade this DNATed flow": the bit `inet tether` sets on hairpin traffic, set here on flows to
 /// remote replicas that are SNATed to this host.
 pub const MASQUERADE_MARK: u32 = table::HAIRPIN_MARK;
+
+/// The conntrack (and routing) mark of connections mesh host `host` forwarded here: the low 16 bits of
+/// its address over [`PEER_MARK_TAG`], so it is the same on every host and after a restart; two hosts
+/// whose addresses share their low 16 bits cannot both be peers (the caller keeps the first).
+pub fn peer_mark(host: Ipv4Addr) -> u32 {
+    (u32::from(host) & 0xffff) << 16 | PEER_MARK_TAG
+}
 
 /// One published port in one address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,6 +195,19 @@ impl BalancingChain for LbChain {
 
     fn rule(self) -> Vec<Expr> {
         let mut out = Vec::new();
+        let remote = matches!(self.forward, Forward::RemoteSnat | Forward::RemotePreserve);
+        if remote && !self.v6 {
+            // 127.0.0.0/8 DNATed to another host would leave with a loopback source, which the kernel
+            // drops: left alone, it reaches tetherd's held socket, whose relay asks again from this
+            // host's own address (`service::mesh`).
+            out.extend(exprs::address(IpFamily::V4, true));
+            out.push(Expr::Bitwise {
+                reg: Register::R1,
+                mask: vec![255, 0, 0, 0],
+                xor: vec![0; 4],
+            });
+            out.push(Expr::NotEquals(Register::R1, vec![127, 0, 0, 0]));
+        }
         if self.forward == Forward::RemoteSnat {
             out.push(Expr::Meta(MetaKey::Mark, Register::R1));
             out.push(Expr::Bitwise {
@@ -229,7 +267,49 @@ fn sets() -> Vec<SetSpec> {
             data: None,
         });
     }
+    out.push(SetSpec {
+        name: PEERS_MAP.into(),
+        // Six bytes, not a register's eight: nft lists the elements as MACs.
+        key: DataType {
+            len: 6,
+            ..concatenation(&[(TYPE_ETHERADDR, 6)])
+        },
+        data: Some(MapData::Value(concatenation(&[SLOT]))),
+    });
     out
+}
+
+/// A new IPv4 connection to a published port from a peer's MAC: its conntrack mark is the peer's.
+fn mark_peer_rule() -> Vec<Expr> {
+    let mut out = exprs::ip_version(IpFamily::V4).to_vec();
+    out.extend(proto_port());
+    out.push(exprs::lookup(&dispatch_map(false), None));
+    out.push(Expr::Payload {
+        base: PayloadBase::Link,
+        offset: 6,
+        len: 6,
+        into: Register::R1,
+    });
+    out.push(exprs::lookup(PEERS_MAP, Some(Register::R1)));
+    out.push(Expr::SetCt(CtKey::Mark, Register::R1));
+    out
+}
+
+/// A reply of a peer-marked connection carries the mark into the routing decision.
+fn restore_peer_mark_rule() -> Vec<Expr> {
+    vec![
+        Expr::Ct(CtKey::Direction, Register::R1),
+        Expr::Equals(Register::R1, vec![CT_DIR_REPLY]),
+        Expr::Ct(CtKey::Mark, Register::R1),
+        Expr::Bitwise {
+            reg: Register::R1,
+            mask: PEER_MARK_MASK.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Equals(Register::R1, PEER_MARK_TAG.to_ne_bytes().to_vec()),
+        Expr::Ct(CtKey::Mark, Register::R1),
+        Expr::SetMeta(MetaKey::Mark, Register::R1),
+    ]
 }
 
 /// `fib daddr type local`, the family, then `l4proto . dport vmap @portsF`. IPv6 skips ::1: the kernel
@@ -306,6 +386,8 @@ pub struct MeshTable {
     chains: HashSet<LbChain>,
     /// The (protocol, port)s with counted elements.
     counted: HashSet<(Protocol, u16)>,
+    /// The peers map: a forwarding host's MAC and its mark.
+    peers: HashMap<[u8; 6], u32>,
 }
 
 /// Makes the slots hold `wanted`: a replica that leaves is replaced by the last slot's, a new one takes
@@ -401,11 +483,21 @@ impl MeshTable {
                 hook,
                 priority,
             }));
+            if hook == NF_INET_PRE_ROUTING {
+                out.push(rule(name, mark_peer_rule()));
+            }
             out.push(rule(
                 name,
                 vec![Expr::Verdict(Verdict::Jump(DISPATCH_CHAIN.into()))],
             ));
         }
+        out.push(Change::AddBaseChain(BaseChain {
+            name: "reply".into(),
+            kind: "filter",
+            hook: NF_INET_PRE_ROUTING,
+            priority: MANGLE,
+        }));
+        out.push(rule("reply", restore_peer_mark_rule()));
         out.push(Change::AddBaseChain(BaseChain {
             name: "post".into(),
             kind: "nat",
@@ -522,6 +614,32 @@ impl MeshTable {
 
     pub fn is_empty(&self) -> bool {
         self.ports.is_empty()
+    }
+
+    /// Makes the peers map hold `wanted` (MAC to mark): an element whose mark changed is deleted and
+    /// added again.
+    pub fn set_peers(&mut self, wanted: &HashMap<[u8; 6], u32>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let peer = |op, mac: &[u8; 6], mark: Option<u32>| {
+            let e = SetElement {
+                key: mac.to_vec(),
+                data: mark.map(|m| ElementData::Value(m.to_ne_bytes().to_vec())),
+            };
+            element(op, PEERS_MAP, e, false)
+        };
+        self.peers.retain(|mac, mark| {
+            let keep = wanted.get(mac) == Some(mark);
+            if !keep {
+                changes.push(peer(ElementOp::Delete, mac, None));
+            }
+            keep
+        });
+        for (mac, &mark) in wanted {
+            if self.peers.insert(*mac, mark).is_none() {
+                changes.push(peer(ElementOp::Add, mac, Some(mark)));
+            }
+        }
+        changes
     }
 }
 
@@ -711,6 +829,39 @@ mod tests {
     }
 
     #[test]
+    fn peers_change_by_element_and_a_new_mark_replaces_the_old() {
+        let mut t = MeshTable::default();
+        let mac = [2, 0, 0, 0, 0, 1];
+        let a = peer_mark(Ipv4Addr::new(192, 168, 77, 1));
+        assert_eq!(a, 0x4d01_0e7e);
+        assert_eq!(
+            a & table::HAIRPIN_MARK,
+            0,
+            "a peer mark never looks like hairpin"
+        );
+        let add = t.set_peers(&HashMap::from([(mac, a)]));
+        assert_eq!(
+            elements(&add),
+            vec![(ElementOp::Add, PEERS_MAP.to_string())]
+        );
+        assert!(t.set_peers(&HashMap::from([(mac, a)])).is_empty());
+        let b = peer_mark(Ipv4Addr::new(192, 168, 77, 9));
+        let moved = t.set_peers(&HashMap::from([(mac, b)]));
+        assert_eq!(
+            elements(&moved),
+            vec![
+                (ElementOp::Delete, PEERS_MAP.to_string()),
+                (ElementOp::Add, PEERS_MAP.to_string())
+            ]
+        );
+        let gone = t.set_peers(&HashMap::new());
+        assert_eq!(
+            elements(&gone),
+            vec![(ElementOp::Delete, PEERS_MAP.to_string())]
+        );
+    }
+
+    #[test]
     fn remote_snat_marks_before_it_loads_the_key() {
         let rule = LbChain {
             v6: false,
@@ -718,7 +869,8 @@ mod tests {
             count: 2,
         }
         .rule();
-        assert!(matches!(rule[2], Expr::SetMeta(MetaKey::Mark, _)));
+        assert!(matches!(rule[7], Expr::SetMeta(MetaKey::Mark, _)));
+        assert!(matches!(rule[4], Expr::NotEquals(_, ref v) if v == &[127, 0, 0, 0]));
         assert!(matches!(rule.last(), Some(Expr::Dnat { port, .. }) if *port == Register::word(1)));
         assert_eq!(
             parse_port_key(&port_key(Protocol::Udp, 5353)),

@@ -369,7 +369,7 @@ pub(super) fn render(statements: &[Statement], family: Family) -> String {
 /// nft's datatype numbers (enum datatypes in nftables' datatype.h) of the fields tether's keys are made of.
 pub(super) const TYPE_IPADDR: u32 = 7;
 pub(super) const TYPE_IP6ADDR: u32 = 8;
-const TYPE_ETHERADDR: u32 = 9;
+pub(super) const TYPE_ETHERADDR: u32 = 9;
 pub(super) const TYPE_INET_PROTOCOL: u32 = 12;
 pub(super) const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_IFNAME: u32 = 41;

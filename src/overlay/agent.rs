@@ -584,7 +584,8 @@ impl Agent {
                 }
                 RecordKey::Service { .. }
                 | RecordKey::Generation { .. }
-                | RecordKey::Rotation { .. } => {}
+                | RecordKey::Rotation { .. }
+                | RecordKey::MeshCounts { .. } => {}
             }
         }
         let rotation = self.schedule().map(|schedule| {

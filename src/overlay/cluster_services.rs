@@ -14,6 +14,9 @@
 //! beside the service's own fields) and become a copy of the mesh file beside the service's copy. A port
 //! something on this host already holds is left out of the copy and listed as refused, so the other
 //! ports and the other hosts go on.
+//!
+//! Every host also writes its mesh counters of each cluster service it publishes (`MeshCounts`, sampled
+//! by tetherd into `state::mesh_counts`), and keeps the other hosts' as files for `service inspect`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{RecordKey, RecordTable, RecordValue};
 use crate::state::mesh::{MeshDir, MeshSpec, Publish, RefusedPublish};
+use crate::state::mesh_counts::{CountsDir, HostCounts};
 use crate::state::port_holder;
 use crate::state::service::{ClusterScope, ServiceDir, ServiceRange, ServiceSpec};
 
@@ -46,7 +50,22 @@ pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordVa
         }
     };
     let mesh = MeshDir::new(state_dir);
-    specs
+    let mut counts = CountsDir::new(state_dir).own().services;
+    let mut out: BTreeMap<RecordKey, RecordValue> = specs
+        .iter()
+        .filter(|s| s.is_own_cluster_service() || s.origin().is_some())
+        .filter_map(|spec| {
+            let c = counts.remove(&spec.name)?;
+            let key = RecordKey::MeshCounts {
+                host: me,
+                network: spec.network.clone(),
+                name: spec.name.clone(),
+            };
+            let counts = serde_json::to_string(&c).ok()?;
+            Some((key, RecordValue::MeshCounts { counts }))
+        })
+        .collect();
+    let services = specs
         .into_iter()
         .filter(ServiceSpec::is_own_cluster_service)
         .filter_map(|spec| {
@@ -62,8 +81,34 @@ pub fn own_records(state_dir: &Path, me: IpAddr) -> BTreeMap<RecordKey, RecordVa
                 name: spec.name.clone(),
             };
             Some((key, RecordValue::Service { spec: value }))
-        })
-        .collect()
+        });
+    out.extend(services);
+    out
+}
+
+/// The other hosts' mesh counters from their records, as files; whether any changed.
+fn sync_counts(state_dir: &Path, table: &RecordTable, me: IpAddr) -> bool {
+    let mut hosts: BTreeMap<IpAddr, HostCounts> = BTreeMap::new();
+    for (key, value) in table.live() {
+        let (RecordKey::MeshCounts { host, name, .. }, RecordValue::MeshCounts { counts }) =
+            (key, value)
+        else {
+            continue;
+        };
+        if *host == me {
+            continue;
+        }
+        let Ok(c) = serde_json::from_str(counts) else {
+            continue;
+        };
+        let entry = hosts.entry(*host).or_insert_with(|| HostCounts {
+            host: Some(*host),
+            ..HostCounts::default()
+        });
+        entry.services.insert(name.clone(), c);
+    }
+    let hosts: Vec<HostCounts> = hosts.into_values().collect();
+    CountsDir::new(state_dir).set_others(&hosts)
 }
 
 /// A service as another host's record has it, with its origin set, and its publications.
@@ -139,6 +184,7 @@ fn winners(remote: &[Remote], me: IpAddr) -> BTreeMap<String, Remote> {
 /// copies (and so the clients' maps) it had.
 pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bool) -> SyncOutcome {
     let mut outcome = SyncOutcome::default();
+    sync_counts(state_dir, table, me);
     let remote = remote_services(table, me);
     let dir = ServiceDir::new(state_dir);
     let Ok(_lock) = dir.lock() else {

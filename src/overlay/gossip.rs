@@ -169,9 +169,12 @@ impl GossipStore {
         let new_claims = records
             .iter()
             .any(|r| matches!(r.key, RecordKey::Claim { .. }));
-        let services = records
-            .iter()
-            .any(|r| matches!(r.key, RecordKey::Service { .. }));
+        let services = records.iter().any(|r| {
+            matches!(
+                r.key,
+                RecordKey::Service { .. } | RecordKey::MeshCounts { .. }
+            )
+        });
         let outcome = self.table.merge(self.me, records, now_ms());
         if outcome.rejected > 0 {
             self.rejected += outcome.rejected as u64;
@@ -338,7 +341,8 @@ impl GossipStore {
                 RecordKey::Claim { .. }
                 | RecordKey::Service { .. }
                 | RecordKey::Generation { .. }
-                | RecordKey::Rotation { .. } => true,
+                | RecordKey::Rotation { .. }
+                | RecordKey::MeshCounts { .. } => true,
                 RecordKey::Endpoint {
                     network, host: h, ..
                 } => *h == host || nets.contains(network),

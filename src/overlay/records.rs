@@ -44,6 +44,12 @@ pub enum RecordKey {
     },
     /// `host`'s copy of the cluster's key rotation schedule (docs/encryption.md). Belongs to no network.
     Rotation { host: IpAddr },
+    /// `host`'s routing-mesh counters of service `name` on `network` (every host writes its own).
+    MeshCounts {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
 }
 
 impl RecordKey {
@@ -53,7 +59,8 @@ impl RecordKey {
             | RecordKey::Claim { host, .. }
             | RecordKey::Service { host, .. }
             | RecordKey::Generation { host, .. }
-            | RecordKey::Rotation { host } => *host,
+            | RecordKey::Rotation { host }
+            | RecordKey::MeshCounts { host, .. } => *host,
         }
     }
 
@@ -61,7 +68,8 @@ impl RecordKey {
         match self {
             RecordKey::Endpoint { network, .. }
             | RecordKey::Claim { network, .. }
-            | RecordKey::Service { network, .. } => network,
+            | RecordKey::Service { network, .. }
+            | RecordKey::MeshCounts { network, .. } => network,
             RecordKey::Generation { .. } | RecordKey::Rotation { .. } => "",
         }
     }
@@ -69,7 +77,8 @@ impl RecordKey {
 
 /// A [`RecordKey`] as it travels in gossip (postcard, where a variant is its index and an `Ipv4Addr` four
 /// bytes): the variants and fields of the IPv4-only releases unchanged, so IPv4 records read the same
-/// in both directions; an IPv6 endpoint is a variant of its own, after them. A block is text either way.
+/// in both directions; an IPv6 endpoint is a variant of its own, after them, and so are the kinds newer than
+/// those releases. A block is text either way.
 #[derive(Serialize, Deserialize)]
 enum WireKey {
     Endpoint {
@@ -91,6 +100,20 @@ enum WireKey {
         host: IpAddr,
         network: String,
         ip: Ipv6Addr,
+    },
+    Generation {
+        host: IpAddr,
+        from: IpAddr,
+        to: IpAddr,
+        port: u16,
+    },
+    Rotation {
+        host: IpAddr,
+    },
+    MeshCounts {
+        host: IpAddr,
+        network: String,
+        name: String,
     },
 }
 
@@ -121,6 +144,27 @@ impl From<WireKey> for RecordKey {
                 network,
                 name,
             } => RecordKey::Service {
+                host,
+                network,
+                name,
+            },
+            WireKey::Generation {
+                host,
+                from,
+                to,
+                port,
+            } => RecordKey::Generation {
+                host,
+                from,
+                to,
+                port,
+            },
+            WireKey::Rotation { host } => RecordKey::Rotation { host },
+            WireKey::MeshCounts {
+                host,
+                network,
+                name,
+            } => RecordKey::MeshCounts {
                 host,
                 network,
                 name,
@@ -160,6 +204,27 @@ impl From<RecordKey> for WireKey {
                 network,
                 name,
             },
+            RecordKey::Generation {
+                host,
+                from,
+                to,
+                port,
+            } => WireKey::Generation {
+                host,
+                from,
+                to,
+                port,
+            },
+            RecordKey::Rotation { host } => WireKey::Rotation { host },
+            RecordKey::MeshCounts {
+                host,
+                network,
+                name,
+            } => WireKey::MeshCounts {
+                host,
+                network,
+                name,
+            },
         }
     }
 }
@@ -194,6 +259,8 @@ pub enum RecordValue {
         ack: Option<u64>,
     },
     Rotation(Schedule),
+    /// `state::mesh::ServiceCounts` as JSON.
+    MeshCounts { counts: String },
 }
 
 impl RecordValue {

@@ -49,7 +49,7 @@ impl Changes {
                 claims: true,
                 ..Changes::default()
             },
-            RecordKey::Service { .. } => Changes {
+            RecordKey::Service { .. } | RecordKey::MeshCounts { .. } => Changes {
                 services: true,
                 ..Changes::default()
             },

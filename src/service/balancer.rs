@@ -261,7 +261,8 @@ impl Balancer {
         self.sync_clients(&dirty, specs_changed).await;
         let mesh_backends =
             super::mesh::backends_by_host(&self.active, &self.records, super::mesh::overlay_egress);
-        self.mesh.sync(&mesh_backends);
+        let hosts = super::mesh::mesh_hosts(&self.records);
+        self.mesh.sync(&mesh_backends, &hosts);
     }
 
     /// Each client namespace of a network with VIP services gets the maps of those services.
@@ -737,6 +738,7 @@ impl Service for BalancerService {
                     loop {
                         tick.tick().await;
                         let mut b = inner.lock().await;
+                        b.mesh.tick();
                         *summary.borrow_mut() = (b.needed(), b.status());
                     }
                 };

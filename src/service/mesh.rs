@@ -3,21 +3,25 @@
 //! host when there is one (DNAT only, the replica sees the client), else another host that runs one (DNAT
 //! to that host's own mesh port, SNATed to this host), else a reset. The balancer calls
 //! [`MeshPorts::sync`] after each reconcile with the healthy replicas it knows; a replica record that names
-//! another host (the cluster store's) is a remote one.
+//! another host (the cluster store's) is a remote one. With `--preserve-client-ip` the remote case is
+//! not SNATed, and every host keeps the return path of such connections (`service::mesh_return`).
 //!
 //! tetherd also holds a socket bound to each published port, so no process on the host can bind it later
-//! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1]).
+//! (the mesh's DNAT comes first, so those sockets never see a connection, except to [::1], and IPv6
+//! ones to a port only other hosts serve over an IPv4 underlay: both relayed to 127.0.0.1).
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnetwork::IpNetwork;
 
 use crate::firewall::mesh_ports::{self, Forward, MeshKey, MeshTable};
 use crate::firewall::netlink::ruleset::Change;
+use crate::service::mesh_return::MeshReturn;
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, PublishMode};
+use crate::state::mesh_counts::{CountsDir, HostCounts, PortCount, ServiceCounts};
 use crate::state::service::ProtocolName;
 use crate::state::{AttachmentRecord, DriverKind};
 
@@ -93,6 +97,21 @@ pub fn backends_by_host(
         .collect()
 }
 
+/// The other hosts of the mesh: every host a record of another host's container names (IPv4: the
+/// underlay's family).
+pub fn mesh_hosts(records: &[AttachmentRecord]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = records
+        .iter()
+        .filter_map(|r| match r.remote.as_ref()?.host {
+            IpAddr::V4(h) => Some(h),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// [`backends_by_host`]'s `egress`: the overlay driver's lease on this host's gateway bridge.
 pub fn overlay_egress(rec: &AttachmentRecord) -> Option<IpAddr> {
     crate::driver::overlay::egress_address(&rec.container_id, &rec.ifname)
@@ -109,7 +128,20 @@ pub struct MeshPorts {
     held: HashMap<(ProtocolName, u16), port_hold::Held>,
     /// Bridges with route_localnet set (127.0.0.1 to a replica behind them).
     localnet: HashSet<String>,
+    /// The return path of connections other hosts forward here with the client's address.
+    ret: MeshReturn,
+    /// The hosts that may forward here with the client's address (some publication preserves it).
+    peers: Vec<Ipv4Addr>,
+    /// Where the ::1 and IPv6 relays send connections (`port_hold::Target`).
+    relay_to: port_hold::Target,
+    /// The counters last written for the cluster store, and when.
+    counts: (BTreeMap<String, Vec<PortCount>>, Option<Instant>),
 }
+
+/// How often the counters are sampled for the cluster store, and how long unchanged ones go unwritten
+/// (their age in `inspect` says the host is still there).
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
+const COUNTS_UNCHANGED_EVERY: Duration = Duration::from_secs(30);
 
 impl MeshPorts {
     pub fn new(state_dir: &Path) -> MeshPorts {
@@ -145,8 +177,9 @@ impl MeshPorts {
     }
 
     /// Brings the table and the held sockets in line with the publications and `backends` (per
-    /// service, its healthy replicas). Runs on tetherd's own thread, in the host's namespace.
-    pub fn sync(&mut self, backends: &HashMap<String, Vec<MeshBackend>>) {
+    /// service, its healthy replicas; `hosts`, the other hosts of the mesh). Runs on tetherd's own
+    /// thread, in the host's namespace.
+    pub fn sync(&mut self, backends: &HashMap<String, Vec<MeshBackend>>, hosts: &[Ipv4Addr]) {
         self.reload();
         let mut changes = Vec::new();
         if !self.installed && !self.specs.is_empty() {
@@ -157,24 +190,28 @@ impl MeshPorts {
         let mut wanted = HashSet::new();
         let mut departed_udp: Vec<(u16, IpAddr)> = Vec::new();
         // A publication whose service is gone (a copy the cluster store took away) publishes nothing.
-        let live: Vec<MeshSpec> = self
+        let mut live: Vec<MeshSpec> = self
             .specs
             .iter()
             .filter(|s| backends.contains_key(&s.service))
             .cloned()
             .collect();
+        // Host mode without a replica here: the host does not publish at all (no element, no held
+        // socket), as Docker's `mode=host` does not listen on hosts without a task.
+        let direct_ref = &direct;
+        live.retain(|spec| {
+            spec.mode == PublishMode::Mesh
+                || backends[&spec.service]
+                    .iter()
+                    .any(|b| b.host.is_none() && direct_ref.iter().any(|(n, _)| n.contains(b.addr)))
+        });
         for spec in &live {
             let mut usable = backends.get(&spec.service).cloned().unwrap_or_default();
             // A local replica is reached at its addresses on a link of this host (on an overlay: its
             // gateway-bridge address, not its overlay one).
             usable
                 .retain(|b| b.host.is_some() || direct.iter().any(|(net, _)| net.contains(b.addr)));
-            let (forward, addrs) = match choose(spec, &usable) {
-                // Not yet: the replica's host would answer the client itself (it needs a route back
-                // through this host), so remote flows are SNATed either way (docs/routing-mesh.md).
-                (Forward::RemotePreserve, hosts) => (Forward::RemoteSnat, hosts),
-                other => other,
-            };
+            let (forward, addrs) = choose(spec, &usable);
             if forward == Forward::Local {
                 local.extend(addrs.iter().copied());
             }
@@ -185,6 +222,13 @@ impl MeshPorts {
                         host_port: p.host_port,
                         v6,
                     };
+                    let remote = matches!(forward, Forward::RemoteSnat | Forward::RemotePreserve);
+                    if v6 && remote && !addrs.iter().any(IpAddr::is_ipv6) {
+                        // IPv6 clients of a port other hosts serve over an IPv4 underlay: no element
+                        // (NAT cannot change the family), so tetherd's held socket takes them and
+                        // relays them to 127.0.0.1:HOSTPORT, through the mesh.
+                        continue;
+                    }
                     wanted.insert(key);
                     // Another host is asked on its own published port.
                     let port = match forward {
@@ -208,6 +252,12 @@ impl MeshPorts {
         for key in stale {
             changes.extend(self.table.remove_port(&key));
         }
+        // Any host's copy of a publication that preserves the client may forward here.
+        self.relay_to.set(hosts.first().map(|h| source_towards(*h)));
+        let preserve = live.iter().any(|s| s.preserve_client_ip);
+        self.peers = if preserve { hosts.to_vec() } else { Vec::new() };
+        let peers = self.ret.sync(&self.peers);
+        changes.extend(self.table.set_peers(&peers));
         self.apply(changes);
         for (port, backend) in departed_udp {
             if let Err(e) = crate::firewall::conntrack::forget_udp_flows_to_port(port, backend) {
@@ -220,6 +270,84 @@ impl MeshPorts {
             .collect();
         self.hold_ports(held);
         self.allow_localhost(&local, &direct);
+    }
+
+    /// Between syncs: samples the counters for the cluster store, and takes the MAC of a mesh host
+    /// that was not resolved yet once it is.
+    pub fn tick(&mut self) {
+        self.sample_counts();
+        if !self.installed || !self.ret.has_hosts() {
+            return;
+        }
+        let peers = self.ret.sync(&self.peers);
+        let changes = self.table.set_peers(&peers);
+        if !changes.is_empty() {
+            self.apply(changes);
+        }
+    }
+
+    /// This host's counters per service into `state::mesh_counts`, when they changed (at most every
+    /// [`COUNTS_EVERY`]) or have not been written for [`COUNTS_UNCHANGED_EVERY`].
+    fn sample_counts(&mut self) {
+        let since = self.counts.1.map(|t| t.elapsed());
+        if since.is_some_and(|s| s < COUNTS_EVERY) || (!self.installed && self.counts.0.is_empty())
+        {
+            return;
+        }
+        let kernel = if self.installed {
+            mesh_ports::counters().unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        let now: BTreeMap<String, Vec<PortCount>> = self
+            .specs
+            .iter()
+            .map(|s| {
+                let ports = s
+                    .publish
+                    .iter()
+                    .map(|p| {
+                        let c = kernel
+                            .get(&(p.protocol.protocol(), p.host_port))
+                            .copied()
+                            .unwrap_or_default();
+                        PortCount {
+                            publish: *p,
+                            forwarded_local: c.forwarded_local,
+                            forwarded_remote: c.forwarded_remote,
+                            refused: c.refused,
+                        }
+                    })
+                    .collect();
+                (s.service.clone(), ports)
+            })
+            .collect();
+        if now == self.counts.0 && since.is_some_and(|s| s < COUNTS_UNCHANGED_EVERY) {
+            return;
+        }
+        let sampled_at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let file = HostCounts {
+            host: None,
+            services: now
+                .iter()
+                .map(|(name, ports)| {
+                    let ports = ports.clone();
+                    (
+                        name.clone(),
+                        ServiceCounts {
+                            sampled_at_ms,
+                            ports,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        match CountsDir::new(&self.state_dir).write_own(&file) {
+            Ok(()) => self.counts = (now, Some(Instant::now())),
+            Err(e) => tracing::warn!(error = %e, "writing the mesh counters"),
+        }
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
@@ -250,7 +378,7 @@ impl MeshPorts {
             if self.held.contains_key(&key) {
                 continue;
             }
-            match port_hold::hold(key.0, key.1) {
+            match port_hold::hold(key.0, key.1, &self.relay_to) {
                 Ok(held) => {
                     self.held.insert(key, held);
                 }
@@ -279,6 +407,16 @@ impl MeshPorts {
                 Err(e) => tracing::warn!(error = %e, iface, "route_localnet for the mesh"),
             }
         }
+    }
+}
+
+/// The address this host sends from to `host` (no packet is sent); 127.0.0.1 when there is no route.
+fn source_towards(host: Ipv4Addr) -> Ipv4Addr {
+    let local = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect((host, 9)).and_then(|()| s.local_addr()));
+    match local {
+        Ok(std::net::SocketAddr::V4(a)) => *a.ip(),
+        _ => Ipv4Addr::LOCALHOST,
     }
 }
 
@@ -336,11 +474,13 @@ mod host_routes {
 }
 
 /// Sockets that keep a port from other binds: a dual-stack one when IPv6 is on, else an IPv4 one. The
-/// dual-stack TCP one listens: the only connections that reach it are those to [::1] (the mesh DNATs
-/// every other local address), relayed to 127.0.0.1 and so through the mesh.
+/// dual-stack TCP one listens: the only connections that reach it are those to [::1] and IPv6 ones the
+/// mesh leaves alone (it DNATs every other local address), relayed to 127.0.0.1 and so through the mesh.
 mod port_hold {
+    use std::cell::Cell;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::{AsRawFd, OwnedFd};
+    use std::rc::Rc;
 
     use nix::sys::socket::{
         getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag,
@@ -363,9 +503,28 @@ mod port_hold {
         }
     }
 
-    pub fn hold(protocol: ProtocolName, port: u16) -> Result<Held, String> {
+    /// Where the relays send what they take: this host's address towards the other mesh hosts (the
+    /// none: 127.0.0.1). Not 127.0.0.1 when there are other hosts: a connection from it
+    /// DNATed to another host would leave with a loopback source, which the kernel drops.
+    pub type Target = Rc<Cell<Option<Ipv4Addr>>>;
+
+    fn target_addr(target: &Target) -> Ipv4Addr {
+        target.get().unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+
+    pub fn hold(protocol: ProtocolName, port: u16, target: &Target) -> Result<Held, String> {
         let fd = bind(protocol, port).map_err(|e| e.to_string())?;
         let dual_stack = getsockname::<SockaddrIn6>(fd.as_raw_fd()).is_ok();
+        if protocol == ProtocolName::Udp && dual_stack {
+            let sock = std::net::UdpSocket::from(fd);
+            sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+            return Ok(Held::Relaying(tokio::task::spawn_local(udp_relay::run(
+                sock,
+                port,
+                target.clone(),
+            ))));
+        }
         if protocol != ProtocolName::Tcp || !dual_stack {
             return Ok(Held::Bound(fd));
         }
@@ -375,19 +534,84 @@ mod port_hold {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
         Ok(Held::Relaying(tokio::task::spawn_local(relay(
-            listener, port,
+            listener,
+            port,
+            target.clone(),
         ))))
     }
 
-    /// Each connection to [::1]:port, spliced to 127.0.0.1:port.
-    async fn relay(listener: tokio::net::TcpListener, port: u16) {
+    /// Datagrams to [::1]:port (and IPv6 ones the mesh leaves alone: it DNATs every other local
+    /// address), relayed to the [`Target`]'s port from one socket per client, whose answers go back to
+    /// the client from the address it asked; a client quiet for [`udp_relay::IDLE`] is forgotten.
+    mod udp_relay {
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+        use std::net::{Ipv4Addr, SocketAddr};
+        use std::rc::Rc;
+        use std::time::Duration;
+
+        use tokio::net::UdpSocket;
+
+        use super::{target_addr, Target};
+
+        pub const IDLE: Duration = Duration::from_secs(30);
+
+        type Sessions = Rc<RefCell<HashMap<SocketAddr, Rc<UdpSocket>>>>;
+
+        pub async fn run(held: UdpSocket, port: u16, target: Target) {
+            let held = Rc::new(held);
+            let sessions: Sessions = Rc::default();
+            // Owned here, so the answers end with the relay (the port is let go at once).
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                while tasks.try_join_next().is_some() {}
+                let Ok((n, client)) = held.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let known = sessions.borrow().get(&client).cloned();
+                let upstream = match known {
+                    Some(u) => u,
+                    None => {
+                        let Ok(u) = open(target_addr(&target), port).await else {
+                            continue;
+                        };
+                        let u = Rc::new(u);
+                        sessions.borrow_mut().insert(client, u.clone());
+                        let back = answers(u.clone(), held.clone(), client, sessions.clone());
+                        tasks.spawn_local(back);
+                        u
+                    }
+                };
+                let _ = upstream.send(&buf[..n]).await;
+            }
+        }
+
+        async fn open(to: Ipv4Addr, port: u16) -> std::io::Result<UdpSocket> {
+            let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await?;
+            u.connect((to, port)).await?;
+            Ok(u)
+        }
+
+        async fn answers(up: Rc<UdpSocket>, held: Rc<UdpSocket>, client: SocketAddr, s: Sessions) {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(Ok(n)) = tokio::time::timeout(IDLE, up.recv(&mut buf)).await {
+                let _ = held.send_to(&buf[..n], client).await;
+            }
+            s.borrow_mut().remove(&client);
+        }
+    }
+
+    /// Each connection to [::1]:port (or IPv6 one the mesh left alone), spliced to the target's port.
+    async fn relay(listener: tokio::net::TcpListener, port: u16, target: Target) {
         loop {
             let Ok((mut client, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
+            let to = SocketAddrV4::new(target_addr(&target), port);
             tokio::task::spawn_local(async move {
-                let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
                 if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }

@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod drain;
 pub mod health;
 pub mod mesh;
+pub mod mesh_return;
 pub mod publish;
 pub mod registry;
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::firewall::mesh_ports::{self, PortCounters};
 use crate::state::mesh::{MeshDir, MeshPolicy, MeshSpec, Publish, PublishMode, RefusedPublish};
+use crate::state::mesh_counts::{CountsDir, PortCount};
 use crate::state::port_holder;
 use crate::state::service::{ProtocolName, ServiceSpec};
 
@@ -126,6 +127,39 @@ pub struct MeshView {
     /// Another host's publications this host did not take: their host port is held here.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refused_here: Vec<RefusedPublish>,
+    /// The other hosts' counters of this service (cluster services), from the cluster store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostPortsView>,
+}
+
+/// Another host's published ports and counters, and how old they are.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPortsView {
+    pub host: std::net::IpAddr,
+    pub age_ms: u64,
+    pub ports: Vec<PortCount>,
+}
+
+/// What the other hosts last reported of `service`, by host address.
+fn other_hosts(state_dir: &Path, service: &str) -> Vec<HostPortsView> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut out: Vec<HostPortsView> = CountsDir::new(state_dir)
+        .others()
+        .into_iter()
+        .filter_map(|h| {
+            let c = h.services.get(service)?;
+            Some(HostPortsView {
+                host: h.host?,
+                age_ms: now_ms.saturating_sub(c.sampled_at_ms),
+                ports: c.ports.clone(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|h| h.host);
+    out
 }
 
 /// The service's publications with the counters of this host's mesh table; None when it publishes
@@ -151,5 +185,6 @@ pub fn view(state_dir: &Path, service: &str, host: &str) -> Option<MeshView> {
         preserve_client_ip: spec.preserve_client_ip,
         ports,
         refused_here: spec.refused,
+        hosts: other_hosts(state_dir, service),
     })
 }

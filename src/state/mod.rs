@@ -7,6 +7,7 @@ pub mod dir_scan;
 pub mod driver_kind;
 pub mod lock;
 pub mod mesh;
+pub mod mesh_counts;
 pub mod overlay;
 pub mod port_holder;
 pub mod service;

@@ -58,6 +58,21 @@ pub enum CtKey {
     State,
     /// `ct status` (IPS_* bits: DNAT, ...).
     Status,
+    /// `ct direction`: one byte, 0 original, 1 reply.
+    Direction,
+    /// `ct mark`: a host-order u32, kept with the connection.
+    Mark,
+}
+
+impl CtKey {
+    fn number(self) -> u32 {
+        match self {
+            CtKey::State => NFT_CT_STATE,
+            CtKey::Status => NFT_CT_STATUS,
+            CtKey::Direction => NFT_CT_DIRECTION,
+            CtKey::Mark => NFT_CT_MARK,
+        }
+    }
 }
 
 /// One expression of a rule. Values are laid out as the kernel compares them.
@@ -67,6 +82,8 @@ pub enum Expr {
     /// Sets the meta key from a register.
     SetMeta(MetaKey, Register),
     Ct(CtKey, Register),
+    /// Sets the conntrack key (`ct mark set`) from a register.
+    SetCt(CtKey, Register),
     /// `len` bytes at `offset` of a header into a register.
     Payload {
         base: PayloadBase,
@@ -147,7 +164,7 @@ impl Expr {
     fn name(&self) -> &'static str {
         match self {
             Expr::Meta(..) | Expr::SetMeta(..) => "meta",
-            Expr::Ct(..) => "ct",
+            Expr::Ct(..) | Expr::SetCt(..) => "ct",
             Expr::Payload { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Equals(..) | Expr::NotEquals(..) => "cmp",
@@ -185,13 +202,11 @@ impl Expr {
             }
             Expr::Ct(key, into) => {
                 w.put_be32(NFTA_CT_DREG, reg(into));
-                w.put_be32(
-                    NFTA_CT_KEY,
-                    match key {
-                        CtKey::State => NFT_CT_STATE,
-                        CtKey::Status => NFT_CT_STATUS,
-                    },
-                );
+                w.put_be32(NFTA_CT_KEY, key.number());
+            }
+            Expr::SetCt(key, from) => {
+                w.put_be32(NFTA_CT_KEY, key.number());
+                w.put_be32(NFTA_CT_SREG, reg(from));
             }
             Expr::Payload {
                 base,
@@ -298,6 +313,7 @@ impl Expr {
             Expr::Meta(..)
             | Expr::SetMeta(..)
             | Expr::Ct(..)
+            | Expr::SetCt(..)
             | Expr::Payload { .. }
             | Expr::Bitwise { .. } => unreachable!("register loads are encoded by encode_data"),
         }

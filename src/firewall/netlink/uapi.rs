@@ -177,6 +177,9 @@ pub const NFTA_CT_DREG: u16 = 1;
 pub const NFTA_CT_KEY: u16 = 2;
 pub const NFT_CT_STATE: u32 = 0;
 pub const NFT_CT_STATUS: u32 = 2;
+pub const NFTA_CT_SREG: u16 = 4;
+pub const NFT_CT_DIRECTION: u32 = 1;
+pub const NFT_CT_MARK: u32 = 3;
 // enum nft_bitwise_attributes
 pub const NFTA_BITWISE_SREG: u16 = 1;
 pub const NFTA_BITWISE_DREG: u16 = 2;

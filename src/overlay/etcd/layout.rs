@@ -46,6 +46,11 @@ pub enum Key {
         port: u16,
     },
     Rotation(IpAddr),
+    MeshCounts {
+        host: IpAddr,
+        network: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +143,10 @@ impl Layout {
         format!("{}/records/{host}/ipsec/rotation/schedule", self.prefix)
     }
 
+    pub fn mesh_counts(&self, host: IpAddr, network: &str, name: &str) -> String {
+        format!("{}/records/{host}/{network}/meshcounts/{name}", self.prefix)
+    }
+
     /// Reads a key back; `None` for one this version does not know (left alone).
     pub fn parse(&self, key: &str) -> Option<Key> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -179,6 +188,11 @@ impl Layout {
             ["records", host, "ipsec", "rotation", "schedule"] => {
                 host.parse().ok().map(Key::Rotation)
             }
+            ["records", host, network, "meshcounts", name] => Some(Key::MeshCounts {
+                host: host.parse().ok()?,
+                network: network.to_string(),
+                name: name.to_string(),
+            }),
             _ => None,
         }
     }
@@ -254,6 +268,17 @@ impl Layout {
             (RecordKey::Rotation { host }, RecordValue::Rotation(schedule)) => {
                 Some((self.rotation(*host), serde_json::to_vec(schedule).ok()?))
             }
+            (
+                RecordKey::MeshCounts {
+                    host,
+                    network,
+                    name,
+                },
+                RecordValue::MeshCounts { counts },
+            ) => Some((
+                self.mesh_counts(*host, network, name),
+                counts.clone().into_bytes(),
+            )),
             _ => None,
         }
     }
@@ -328,6 +353,21 @@ impl Layout {
                 RecordKey::Rotation { host },
                 RecordValue::Rotation(serde_json::from_slice(value).ok()?),
             )),
+            Key::MeshCounts {
+                host,
+                network,
+                name,
+            } => {
+                let counts = String::from_utf8(value.to_vec()).ok()?;
+                Some((
+                    RecordKey::MeshCounts {
+                        host,
+                        network,
+                        name,
+                    },
+                    RecordValue::MeshCounts { counts },
+                ))
+            }
         }
     }
 }
@@ -436,6 +476,19 @@ mod tests {
         let (k, v) = l.encode(&rotation.0, &rotation.1).unwrap();
         assert_eq!(k, "/tether/records/192.0.2.1/ipsec/rotation/schedule");
         assert_eq!(l.decode(&k, &v), Some(rotation));
+        let counts = (
+            RecordKey::MeshCounts {
+                host,
+                network: "ovl".into(),
+                name: "web".into(),
+            },
+            RecordValue::MeshCounts {
+                counts: r#"{"sampledAtMs":1,"ports":[]}"#.into(),
+            },
+        );
+        let (k, v) = l.encode(&counts.0, &counts.1).unwrap();
+        assert_eq!(k, "/tether/records/192.0.2.1/ovl/meshcounts/web");
+        assert_eq!(l.decode(&k, &v), Some(counts));
         assert_eq!(l.parse("/tether/hosts/192.0.2.1"), Some(Key::Host(host)));
         assert_eq!(l.parse("/tether/later/kind"), None);
         assert_eq!(l.parse("/tetherx/hosts/192.0.2.1"), None);

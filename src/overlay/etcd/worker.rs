@@ -461,7 +461,8 @@ impl Worker {
                     Key::Endpoint { .. }
                     | Key::Service { .. }
                     | Key::Generation { .. }
-                    | Key::Rotation(_),
+                    | Key::Rotation(_)
+                    | Key::MeshCounts { .. },
                 ) => {
                     let expected = held.map_or(0, |s| s.mod_revision);
                     endpoints.push((key.clone(), value.clone(), expected));
