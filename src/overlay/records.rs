@@ -260,7 +260,9 @@ pub enum RecordValue {
     },
     Rotation(Schedule),
     /// `state::mesh::ServiceCounts` as JSON.
-    MeshCounts { counts: String },
+    MeshCounts {
+        counts: String,
+    },
 }
 
 impl RecordValue {
