@@ -316,31 +316,24 @@ impl Host {
 
     /// The neighbour entries of `dev`, both families: (address, mac).
     pub fn neighbours(&self, dev: &str) -> Vec<(String, String)> {
-        let out = self.ns.exec(&["ip", "-j", "neigh", "show", "dev", dev]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        super::netns::as_vec(v)
-            .iter()
-            .filter_map(|e| {
-                Some((
-                    e["dst"].as_str()?.to_string(),
-                    e["lladdr"].as_str()?.to_string(),
-                ))
-            })
-            .collect()
+        self.json_pairs(
+            &["ip", "-j", "neigh", "show", "dev", dev],
+            ("dst", "lladdr"),
+        )
     }
 
     /// The static FDB entries of `dev`: (mac, dst).
     pub fn fdb(&self, dev: &str) -> Vec<(String, String)> {
-        let out = self.ns.exec(&["bridge", "-j", "fdb", "show", "dev", dev]);
+        self.json_pairs(&["bridge", "-j", "fdb", "show", "dev", dev], ("mac", "dst"))
+    }
+
+    /// Two string fields of every object a `-j` listing prints (objects lacking either are left out).
+    fn json_pairs(&self, cmd: &[&str], (a, b): (&str, &str)) -> Vec<(String, String)> {
+        let out = self.ns.exec(cmd);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         super::netns::as_vec(v)
             .iter()
-            .filter_map(|e| {
-                Some((
-                    e["mac"].as_str()?.to_string(),
-                    e["dst"].as_str()?.to_string(),
-                ))
-            })
+            .filter_map(|e| Some((e[a].as_str()?.to_string(), e[b].as_str()?.to_string())))
             .collect()
     }
 }
