@@ -28,7 +28,7 @@ use super::ipsec::{generation, plan as esp_plan, program as esp_program};
 use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
 use super::records::{RecordKey, RecordTable, RecordValue};
-use super::remote_names;
+use super::remote_names::RemoteNames;
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
@@ -202,6 +202,7 @@ impl ControlPlane {
             scanned: scanned.clone(),
             commands: command_rx,
             esp: EspProgrammer::default(),
+            remote_names: RemoteNames::default(),
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -324,6 +325,7 @@ struct Agent {
     scanned: Arc<(Mutex<u64>, Condvar)>,
     commands: std::sync::mpsc::Receiver<Command>,
     esp: EspProgrammer,
+    remote_names: RemoteNames,
 }
 
 /// Every encrypted pair's generations by (port, this host's VTEP, the peer's).
@@ -439,6 +441,8 @@ impl Agent {
                 self.kernel_dirty = true;
                 self.services_dirty = true;
                 self.members_stale = true;
+                // The remote-name files are read back once a period (repairing any changed by hand).
+                self.remote_names = RemoteNames::default();
                 self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
             }
             if self.local_dirty {
@@ -744,7 +748,7 @@ impl Agent {
             }
         }
         let store = &*self.store;
-        let changed = remote_names::sync(
+        let changed = self.remote_names.sync(
             &self.state_dir,
             &self.networks,
             store.table(),

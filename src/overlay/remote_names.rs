@@ -99,44 +99,75 @@ fn wanted(
     out
 }
 
-/// Makes `<state>/overlay-remote` hold exactly the wanted records; returns the networks whose records
-/// changed (the daemon must reload them).
-pub fn sync(
-    state_dir: &Path,
-    networks: &[NetworkFacts],
-    table: &RecordTable,
-    me: IpAddr,
-    is_up: impl Fn(IpAddr) -> bool,
-) -> BTreeSet<String> {
-    let want = wanted(state_dir, networks, table, me, is_up);
-    let mut changed = BTreeSet::new();
-    let mut have: BTreeSet<PathBuf> = BTreeSet::new();
-    if let Ok(dirs) = std::fs::read_dir(root(state_dir)) {
-        for dir in dirs.flatten() {
-            if let Ok(files) = std::fs::read_dir(dir.path()) {
-                have.extend(files.flatten().map(|f| f.path()));
-            }
-        }
-    }
-    for (path, record) in &want {
-        let current: Option<AttachmentRecord> = state_file::read_json(path).ok().flatten();
-        if current.as_ref() != Some(record) {
-            match state_file::write_json(path, record) {
-                Ok(()) => {
-                    changed.insert(record.network.clone());
+/// The remote-name files this plane wrote, so a batch of changes touches only the files that differ
+/// instead of reading every file back (with a thousand hosts that was every host's names per batch).
+#[derive(Debug, Default)]
+pub struct RemoteNames {
+    /// What the directory holds since the last sync; `None` until the first, which reads the disk (files
+    /// a previous tetherd left).
+    written: Option<BTreeMap<PathBuf, AttachmentRecord>>,
+}
+
+impl RemoteNames {
+    /// Makes `<state>/overlay-remote` hold exactly the wanted records; returns the networks whose records
+    /// changed (the daemon must reload them).
+    pub fn sync(
+        &mut self,
+        state_dir: &Path,
+        networks: &[NetworkFacts],
+        table: &RecordTable,
+        me: IpAddr,
+        is_up: impl Fn(IpAddr) -> bool,
+    ) -> BTreeSet<String> {
+        let want = wanted(state_dir, networks, table, me, is_up);
+        let have = self.written.take().unwrap_or_else(|| on_disk(state_dir));
+        let mut changed = BTreeSet::new();
+        let mut written = BTreeMap::new();
+        for (path, record) in want {
+            if have.get(&path) != Some(&record) {
+                if let Err(e) = state_file::write_json(&path, &record) {
+                    // Not kept as written: the next sync tries again.
+                    tracing::warn!(error = %e, "could not write a remote name record");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "could not write a remote name record"),
+                changed.insert(record.network.clone());
+            }
+            written.insert(path, record);
+        }
+        for stale in have.keys().filter(|p| !written.contains_key(*p)) {
+            if std::fs::remove_file(stale).is_ok() {
+                if let Some(net) = stale.parent().and_then(|p| p.file_name()) {
+                    changed.insert(net.to_string_lossy().to_string());
+                }
+            }
+        }
+        self.written = Some(written);
+        changed
+    }
+}
+
+/// Every remote-name file as the disk has it (an unreadable one is removed, and written again if wanted).
+fn on_disk(state_dir: &Path) -> BTreeMap<PathBuf, AttachmentRecord> {
+    let mut have = BTreeMap::new();
+    let Ok(dirs) = std::fs::read_dir(root(state_dir)) else {
+        return have;
+    };
+    for dir in dirs.flatten() {
+        let Ok(files) = std::fs::read_dir(dir.path()) else {
+            continue;
+        };
+        for path in files.flatten().map(|f| f.path()) {
+            match state_file::read_json::<AttachmentRecord>(&path) {
+                Ok(Some(record)) => {
+                    have.insert(path, record);
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
     }
-    for stale in have.difference(&want.keys().cloned().collect()) {
-        if std::fs::remove_file(stale).is_ok() {
-            if let Some(net) = stale.parent().and_then(|p| p.file_name()) {
-                changed.insert(net.to_string_lossy().to_string());
-            }
-        }
-    }
-    changed
+    have
 }
 
 /// The remote records, for the daemon's snapshot.

@@ -39,8 +39,9 @@ pub struct EtcdStore {
     events: Receiver<Event>,
     wake: UnixDatagram,
     table: RecordTable,
-    /// The record each stored key of another host stands for (a delete event carries only the key).
-    known: BTreeMap<String, RecordKey>,
+    /// The claim each block key stands for (its holder is in the value, and a delete event carries only
+    /// the key). Other records are named by their key alone, so no second copy of them is kept.
+    blocks: BTreeMap<String, RecordKey>,
     up: BTreeSet<IpAddr>,
     /// Hosts seen in the store (liveness, blocks or records), for `members`.
     seen: BTreeSet<IpAddr>,
@@ -84,7 +85,7 @@ impl EtcdStore {
             events,
             wake,
             table: RecordTable::new(),
-            known: BTreeMap::new(),
+            blocks: BTreeMap::new(),
             up: BTreeSet::new(),
             seen: BTreeSet::new(),
             published: None,
@@ -117,9 +118,11 @@ impl EtcdStore {
                     return Changes::default();
                 }
                 let mut changes = Changes::default();
-                if let Some(old) = self.known.insert(key, rk.clone()) {
-                    if old != rk {
-                        changes.merge(self.tombstone(old, stored.mod_revision));
+                if matches!(rk, RecordKey::Claim { .. }) {
+                    if let Some(old) = self.blocks.insert(key, rk.clone()) {
+                        if old != rk {
+                            changes.merge(self.tombstone(old, stored.mod_revision));
+                        }
                     }
                 }
                 let touches = Changes::touched_by(&rk);
@@ -167,7 +170,12 @@ impl EtcdStore {
                 ..Changes::default()
             };
         }
-        match self.known.remove(key) {
+        let rk = match self.layout.parse(key) {
+            Some(Key::Block { .. }) => self.blocks.remove(key),
+            Some(k) => k.record_key().filter(|rk| rk.host() != self.me),
+            None => None,
+        };
+        match rk {
             Some(rk) => self.tombstone(rk, revision),
             None => Changes::default(),
         }
@@ -176,8 +184,25 @@ impl EtcdStore {
     /// A full list: keys the plane had and the list lacks are deleted, the rest applied.
     fn snapshot(&mut self, revision: i64, keys: BTreeMap<String, Stored>) -> Changes {
         let mut changes = Changes::default();
+        // Keys the table has and the list lacks: blocks by their key, other records by their own key.
+        let listed: BTreeSet<RecordKey> = keys
+            .keys()
+            .filter_map(|k| self.layout.parse(k)?.record_key())
+            .collect();
+        let gone_records: Vec<RecordKey> = self
+            .table
+            .live()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.host() != self.me && !matches!(k, RecordKey::Claim { .. }) && !listed.contains(*k)
+            })
+            .cloned()
+            .collect();
+        for rk in gone_records {
+            changes.merge(self.tombstone(rk, revision));
+        }
         let gone: Vec<String> = self
-            .known
+            .blocks
             .keys()
             .filter(|k| !keys.contains_key(*k))
             .cloned()
