@@ -103,9 +103,9 @@ impl EtcdStore {
         match self.layout.parse(&key) {
             Some(Key::Host(host)) => {
                 self.seen.insert(host);
-                Changes {
-                    kernel: self.up.insert(host),
-                    ..Changes::default()
+                match self.up.insert(host) {
+                    true => Changes::liveness(),
+                    false => Changes::default(),
                 }
             }
             Some(_) => {
@@ -165,9 +165,9 @@ impl EtcdStore {
     fn delete(&mut self, key: &str, revision: i64) -> Changes {
         self.revision = self.revision.max(revision);
         if let Some(Key::Host(host)) = self.layout.parse(key) {
-            return Changes {
-                kernel: self.up.remove(&host),
-                ..Changes::default()
+            return match self.up.remove(&host) {
+                true => Changes::liveness(),
+                false => Changes::default(),
             };
         }
         let rk = match self.layout.parse(key) {
@@ -219,7 +219,7 @@ impl EtcdStore {
             .collect();
         if live != self.up {
             self.up = live;
-            changes.kernel = true;
+            changes.merge(Changes::liveness());
         }
         for (key, stored) in keys {
             changes.merge(self.put(key, stored));
@@ -324,6 +324,10 @@ impl ClusterStore for EtcdStore {
 
     fn table(&self) -> &RecordTable {
         &self.table
+    }
+
+    fn take_touched(&mut self) -> BTreeSet<RecordKey> {
+        self.table.take_touched()
     }
 
     fn is_up(&self, host: IpAddr) -> bool {
