@@ -7,7 +7,8 @@
 //! (the file's mtime); then every host publishes 10 endpoint records; then sampled records with a DNS name
 //! are written one at a time and their arrival at every other host is the mtime of that host's
 //! remote-name file (propagation). Also: etcd's DB size, this process's RSS and the probe's.
-//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`. Run with `cargo bench --bench cluster_store`.
+//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_RECONCILE_MS` (the planes' periodic full
+//! pass; tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -105,8 +106,12 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
 
 /// The JSON of a host's overlay section on the bench's etcd.
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
-    let section = json!({"bind": ip.to_string(), "store": {"etcd": {
+    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
         "endpoints": endpoints, "leaseTtlSeconds": 10}}});
+    // BENCH_RECONCILE_MS: the planes' periodic full pass (tetherd's default 1 s when unset).
+    if let Ok(ms) = std::env::var("BENCH_RECONCILE_MS") {
+        section["reconcileIntervalMs"] = json!(ms.parse::<u64>().unwrap());
+    }
     let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
     ControlPlane::start(cfg, state, run_dir).unwrap()
 }
@@ -216,6 +221,8 @@ fn run(n: usize, samples: usize) {
         .env("BENCH_PROBE_BLOCK", blocks[n].to_string())
         .env("BENCH_PROBE_ENDPOINTS", etcd.endpoints().join(","))
         .env("BENCH_PROBE_DIR", &probe_dir)
+        // The probe is one tetherd: the allocator as a real one has it, whatever this process was given.
+        .env_remove("MALLOC_ARENA_MAX")
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
