@@ -1,10 +1,14 @@
 //! The etcd cluster store at scale: N simulated hosts (tetherd's real overlay control plane, `ControlPlane`,
-//! one per host, each with its own state directory, all threads of this process) on one etcd 3.4 in a
-//! namespace of the bench's own. Each host claims one block (claim latency: from writing the pending claim
-//! to the confirming rewrite of its claims file, by the file's mtime), then publishes 10 endpoint records;
-//! then sampled records with a DNS name are written one at a time and their arrival at every other host is
-//! the mtime of that host's remote-name file (propagation). Also: etcd's DB size and this process's RSS per
-//! host. `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`. Run with `cargo bench --bench cluster_store`.
+//! one per host, each with its own state directory, threads of this process) on one etcd 3.4 in a
+//! namespace of the bench's own, plus one more host in a process of its own (the *probe*): its RSS is one
+//! tetherd's control plane holding the whole cluster's view. Each host claims one block as real hosts
+//! start, spread evenly over `BENCH_CLAIM_SPREAD_MS` (default 10 ms per host: a fleet started at 100 hosts
+//! a second), claim latency from writing the pending claim to the confirming rewrite of its claims file
+//! (the file's mtime); then every host publishes 10 endpoint records; then sampled records with a DNS name
+//! are written one at a time and their arrival at every other host is the mtime of that host's
+//! remote-name file (propagation). Also: etcd's DB size, this process's RSS and the probe's.
+//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_RECONCILE_MS` (the planes' periodic full
+//! pass; tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -55,15 +59,6 @@ struct SimHost {
     plane: ControlPlane,
 }
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn facts(ip: Ipv4Addr) -> NetworkFacts {
     NetworkFacts {
         network: NETWORK.into(),
@@ -109,7 +104,85 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
     }
 }
 
+/// The JSON of a host's overlay section on the bench's etcd.
+fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
+    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
+        "endpoints": endpoints, "leaseTtlSeconds": 10}}});
+    // BENCH_RECONCILE_MS: the planes' periodic full pass (tetherd's default 1 s when unset).
+    if let Ok(ms) = std::env::var("BENCH_RECONCILE_MS") {
+        section["reconcileIntervalMs"] = json!(ms.parse::<u64>().unwrap());
+    }
+    let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
+    ControlPlane::start(cfg, state, run_dir).unwrap()
+}
+
+/// Writes a pending claim of `block` (as the plugin does) and returns when it was written.
+fn claim(state: &Path, block: Ipv4Network) -> SystemTime {
+    let dir = OverlayDir::new(state, NETWORK);
+    let _lock = NetworkLock::exclusive(&claims_lock_name(NETWORK)).unwrap();
+    let t0 = SystemTime::now();
+    dir.write_claims(&HostClaims {
+        claims: vec![Claim {
+            block: IpNetwork::V4(block),
+            claimed_at_ms: tether::state::overlay::now_ms(),
+            lost: false,
+            state: ClaimState::Pending,
+        }],
+    })
+    .unwrap();
+    t0
+}
+
+/// The network's facts and 10 endpoint records (no DNS names) in `block`.
+fn publish_ten(state: &Path, ip: Ipv4Addr, block: Ipv4Network) {
+    OverlayDir::new(state, NETWORK)
+        .write_facts(&facts(ip))
+        .unwrap();
+    let dir = RecordDir::new(state, NETWORK);
+    let base = u32::from(block.network());
+    for r in 0..10 {
+        dir.write(&record(ip, Ipv4Addr::from(base + 1 + r as u32), r, None))
+            .unwrap();
+    }
+}
+
+fn kb_of(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The probe: one more host, alone in this process as in a real tetherd. It claims its block, publishes
+/// its 10 records, and stays until the bench kills it (the bench reads its RSS from /proc).
+fn probe() {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let ip: Ipv4Addr = var("BENCH_PROBE_IP").parse().unwrap();
+    let block: Ipv4Network = var("BENCH_PROBE_BLOCK").parse().unwrap();
+    let endpoints: Vec<String> = var("BENCH_PROBE_ENDPOINTS")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let root = PathBuf::from(var("BENCH_PROBE_DIR"));
+    let state = root.join("state");
+    let parent = std::os::unix::process::parent_id();
+    let plane = start_plane(ip, &endpoints, &state, &root.join("run"));
+    std::thread::sleep(Duration::from_secs(1));
+    claim(&state, block);
+    plane.refresh(Duration::ZERO);
+    publish_ten(&state, ip, block);
+    plane.refresh(Duration::ZERO);
+    // Ends with the bench, also when the bench fails.
+    while std::os::unix::process::parent_id() == parent {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::write(root.join("records"), plane.status().records.to_string());
+    }
+    plane.stop();
+}
+
 fn run(n: usize, samples: usize) {
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let ns = HostNs::new(&format!("bcs{n}"));
     ns.ip(&["link", "set", "lo", "up"]);
     let etcd = Etcd::start(&ns, &["127.0.0.1"]);
@@ -133,33 +206,36 @@ fn run(n: usize, samples: usize) {
     for i in 0..n {
         let ip = host_ip(i);
         let state = root.join(format!("h{i}/state"));
-        let run_dir = root.join(format!("h{i}/run"));
-        let section = json!({"bind": ip.to_string(), "store": {"etcd": {
-            "endpoints": etcd.endpoints(), "leaseTtlSeconds": 10}}});
-        let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
-        let plane = ControlPlane::start(cfg, &state, &run_dir).unwrap();
+        let plane = start_plane(
+            ip,
+            &etcd.endpoints(),
+            &state,
+            &root.join(format!("h{i}/run")),
+        );
         hosts.push(SimHost { ip, state, plane });
     }
+    // The probe: host n, a process of its own (in this thread's namespace, the bench's).
+    let probe_dir = root.join("probe");
+    let mut probe = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_PROBE_IP", host_ip(n).to_string())
+        .env("BENCH_PROBE_BLOCK", blocks[n].to_string())
+        .env("BENCH_PROBE_ENDPOINTS", etcd.endpoints().join(","))
+        .env("BENCH_PROBE_DIR", &probe_dir)
+        // The probe is one tetherd: the allocator as a real one has it, whatever this process was given.
+        .env_remove("MALLOC_ARENA_MAX")
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(1));
 
-    // Claims: every host writes a pending claim of its own block at once and pokes its plane.
+    // Claims: host i writes its pending claim at i * spread / n, as hosts of a fleet start one after
+    // another, and pokes its plane.
+    let spread = Duration::from_millis(env_list("BENCH_CLAIM_SPREAD_MS", &[10 * n])[0] as u64);
+    let claims_start = Instant::now();
     let mut started = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
-        let dir = OverlayDir::new(&h.state, NETWORK);
-        let _lock = NetworkLock::exclusive(&claims_lock_name(NETWORK)).unwrap();
-        let t0 = SystemTime::now();
-        dir.write_claims(&HostClaims {
-            claims: vec![Claim {
-                block: IpNetwork::V4(blocks[i]),
-                claimed_at_ms: tether::state::overlay::now_ms(),
-                lost: false,
-                state: ClaimState::Pending,
-            }],
-        })
-        .unwrap();
-        started.push(t0);
-    }
-    for h in &hosts {
+        let at = claims_start + spread.mul_f64(i as f64 / n as f64);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        started.push(claim(&h.state, blocks[i]));
         h.plane.refresh(Duration::ZERO);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -181,22 +257,26 @@ fn run(n: usize, samples: usize) {
         }
     }
 
+    // Printed now: at the largest sizes the phases after this may not finish on a small machine.
+    println!(
+        "{n} hosts: claim p50 {} p99 {} (max {}), claims spread over {:.1} s; load average now: {}",
+        ms(pct(&mut claim_latency, 0.5)),
+        ms(pct(&mut claim_latency, 0.99)),
+        ms(pct(&mut claim_latency, 1.0)),
+        spread.as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+    );
+
     // Records: 10 per host (no DNS names, so no remote-name files), then wait until every table holds all.
     let publish_start = Instant::now();
     for (i, h) in hosts.iter().enumerate() {
-        OverlayDir::new(&h.state, NETWORK)
-            .write_facts(&facts(h.ip))
-            .unwrap();
-        let dir = RecordDir::new(&h.state, NETWORK);
-        let base = u32::from(blocks[i].network());
-        for r in 0..10 {
-            dir.write(&record(h.ip, Ipv4Addr::from(base + 1 + r as u32), r, None))
-                .unwrap();
-        }
+        publish_ten(&h.state, h.ip, blocks[i]);
         h.plane.refresh(Duration::ZERO);
     }
-    // Own records plus every host's block and endpoint records.
-    let want = n * 11;
+    // Own records plus every host's block and endpoint records (the probe's included).
+    let want = (n + 1) * 11;
     let deadline = Instant::now() + Duration::from_secs(600);
     while hosts.iter().any(|h| h.plane.status().records < want) {
         assert!(
@@ -206,7 +286,6 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_everywhere = publish_start.elapsed();
-
     // Propagation: sampled records with a DNS name, one at a time, to every other host.
     let mut propagation = Vec::new();
     for s in 0..samples {
@@ -240,10 +319,37 @@ fn run(n: usize, samples: usize) {
         }
     }
 
+    // The probe's RSS once it holds the whole cluster's records, as one tetherd would.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let probe_records = || {
+        std::fs::read_to_string(probe_dir.join("records"))
+            .ok()
+            .and_then(|r| r.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    while probe_records() < want {
+        assert!(
+            Instant::now() < deadline,
+            "the probe never had every record"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let probe_status =
+        std::fs::read_to_string(format!("/proc/{}/status", probe.id())).unwrap_or_default();
+    let (probe_rss, probe_peak) = (
+        kb_of(&probe_status, "VmRSS:"),
+        kb_of(&probe_status, "VmHWM:"),
+    );
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+
     let status = etcd.ctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     let db_size = v[0]["Status"]["dbSize"].as_u64().unwrap_or(0);
-    let rss = rss_kb();
+    let rss = kb_of(
+        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+        "VmRSS:",
+    );
     let statuses: Vec<_> = hosts.iter().map(|h| h.plane.status()).collect();
     println!(
         "{n} hosts: kernel reconciles failed {} times in all (changed {} entries): the simulated hosts have no VXLAN device, which the reconcile takes as nothing to do",
@@ -264,6 +370,14 @@ fn run(n: usize, samples: usize) {
         rss as f64 / 1024.0,
         rss as f64 / n as f64,
     );
+    println!(
+        "{n} hosts: one host's control plane alone in a process (the probe, host {}) RSS {:.1} MB, peak {:.1} MB; claims spread over {:.1} s; load average before the run: {}",
+        n + 1,
+        probe_rss as f64 / 1024.0,
+        probe_peak as f64 / 1024.0,
+        spread.as_secs_f64(),
+        load_before.trim(),
+    );
     for h in hosts {
         h.plane.stop();
     }
@@ -271,6 +385,9 @@ fn run(n: usize, samples: usize) {
 }
 
 fn main() {
+    if std::env::var("BENCH_PROBE_IP").is_ok() {
+        return probe();
+    }
     let samples = env_list("BENCH_SAMPLES", &[20])[0].max(1);
     for n in env_list("BENCH_HOSTS", &[10, 50, 100]) {
         // Each size in a process of its own: a fresh namespace, RSS and thread count.

@@ -187,11 +187,12 @@ fn control_plane_3() {
     );
 }
 
-/// 50 control planes in one namespace, each bound to its own loopback address, each with one overlay
-/// network of 5 endpoints in its state dir (no kernel devices: reconcile finds none and does nothing).
+/// `BENCH_GOSSIP_HOSTS` (default 50, at most 250) tetherds in one namespace, each bound to its own loopback
+/// address, each with one overlay network of 5 endpoints in its state dir (no kernel devices: reconcile
+/// finds none and does nothing).
 fn control_plane_50() {
-    let n = 50;
-    let ns = HostNs::new("bo50");
+    let n = env_list("BENCH_GOSSIP_HOSTS", &[50])[0].clamp(4, 250);
+    let ns = HostNs::new(&format!("bo{n}"));
     ns.ip(&["link", "set", "lo", "up"]);
     let addrs: Vec<String> = (1..=n).map(|i| format!("10.98.0.{i}")).collect();
     for a in &addrs {
@@ -218,12 +219,12 @@ fn control_plane_50() {
     while run_dirs.iter().any(|d| seen(d) < n - 1) {
         if started.elapsed() > Duration::from_secs(180) {
             let counts: Vec<usize> = run_dirs.iter().map(seen).collect();
-            panic!("50 hosts did not converge in 180 s; peers seen per host: {counts:?}");
+            panic!("{n} hosts did not converge in 180 s; peers seen per host: {counts:?}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     println!(
-        "50 hosts: full membership everywhere {:.1} s after the last start",
+        "{n} hosts: full membership everywhere {:.1} s after the last start",
         started.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(5));
@@ -233,7 +234,7 @@ fn control_plane_50() {
         .as_u64()
         .unwrap_or(0);
     println!(
-        "50 hosts, 5 endpoints each (control plane only): {:.0} bytes/s per host sent; {} records per host; tetherd RSS median {} kB, max {} kB",
+        "{n} hosts, 5 endpoints each (control plane only): {:.0} bytes/s per host sent; {} records per host; tetherd RSS median {} kB, max {} kB",
         total / n as f64,
         records,
         {

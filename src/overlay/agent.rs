@@ -28,7 +28,7 @@ use super::ipsec::{generation, plan as esp_plan, program as esp_program};
 use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
 use super::reconcile;
 use super::records::{RecordKey, RecordTable, RecordValue};
-use super::remote_names;
+use super::remote_names::RemoteNames;
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::client::notify;
 use crate::client::protocol::Request;
@@ -202,6 +202,9 @@ impl ControlPlane {
             scanned: scanned.clone(),
             commands: command_rx,
             esp: EspProgrammer::default(),
+            remote_names: RemoteNames::default(),
+            wanted: BTreeMap::new(),
+            full_due: true,
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -324,6 +327,12 @@ struct Agent {
     scanned: Arc<(Mutex<u64>, Condvar)>,
     commands: std::sync::mpsc::Receiver<Command>,
     esp: EspProgrammer,
+    remote_names: RemoteNames,
+    /// Each network's wanted kernel entries, kept per record between full passes.
+    wanted: BTreeMap<String, reconcile::Wanted>,
+    /// The next reconcile goes over the whole table (liveness or the networks changed, a write failed,
+    /// the periodic pass); otherwise it takes in only the records changed since the last one.
+    full_due: bool,
 }
 
 /// Every encrypted pair's generations by (port, this host's VTEP, the peer's).
@@ -439,6 +448,10 @@ impl Agent {
                 self.kernel_dirty = true;
                 self.services_dirty = true;
                 self.members_stale = true;
+                // The remote-name files are read back once a period (repairing any changed by hand), and
+                // the kernel's entries compared with the whole table.
+                self.remote_names = RemoteNames::default();
+                self.full_due = true;
                 self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
             }
             if self.local_dirty {
@@ -465,6 +478,7 @@ impl Agent {
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
         self.services_dirty |= changes.services;
+        self.full_due |= changes.members;
     }
 
     /// Sleeps until a socket is readable or the next timer is due (at most 100 ms, to see `stop`).
@@ -693,6 +707,7 @@ impl Agent {
         let names = |n: &[NetworkFacts]| n.iter().map(|f| f.network.clone()).collect::<Vec<_>>();
         if names(&local.networks) != names(&self.networks) {
             self.kernel_dirty = true;
+            self.full_due = true;
         }
         self.networks = local.networks;
         let mut own = local.wanted;
@@ -718,14 +733,76 @@ impl Agent {
 
     fn reconcile(&mut self) {
         self.kernel_dirty = false;
+        let touched = self.store.take_touched();
+        // Encryption keeps the whole pass: its states, policies and rotation are derived from all peers.
+        let full = std::mem::take(&mut self.full_due)
+            || self.cfg.encryption.is_some()
+            || self.networks.iter().any(|f| f.encrypted)
+            || self.networks.len() != self.wanted.len()
+            || self
+                .networks
+                .iter()
+                .any(|f| !self.wanted.contains_key(&f.network));
+        if full {
+            self.reconcile_all();
+        } else {
+            self.reconcile_changed(&touched);
+        }
+    }
+
+    /// Takes in the records changed since the last pass: their kernel entries and remote names only.
+    fn reconcile_changed(&mut self, touched: &BTreeSet<RecordKey>) {
         let store = &*self.store;
-        let wants: Vec<(NetworkFacts, reconcile::Desired)> = self
+        for facts in &self.networks {
+            let Some(wanted) = self.wanted.get_mut(&facts.network) else {
+                continue;
+            };
+            let mut plan = reconcile::Plan::default();
+            for key in touched
+                .iter()
+                .filter(|k| matches!(k, RecordKey::Endpoint { .. }) && k.network() == facts.network)
+            {
+                let value = store.table().get(key);
+                wanted.update(facts, key, value, self.me, |h| store.is_up(h), &mut plan);
+            }
+            wanted.finish(&mut plan);
+            match reconcile::apply_plan(&self.nl, facts, &plan) {
+                Ok(n) => self.kernel_changes += n as u64,
+                Err(e) => {
+                    self.kernel_failures += 1;
+                    tracing::warn!(network = %facts.network, error = %e, "overlay reconcile failed; retrying over every record");
+                    self.kernel_dirty = true;
+                    self.full_due = true;
+                }
+            }
+        }
+        let changed = self.remote_names.update(
+            &self.state_dir,
+            &self.networks,
+            store.table(),
+            self.me,
+            |h| store.is_up(h),
+            touched,
+        );
+        self.tell_daemon(changed);
+    }
+
+    fn reconcile_all(&mut self) {
+        let store = &*self.store;
+        self.wanted = self
             .networks
             .iter()
             .map(|facts| {
-                let want = reconcile::desired(facts, store.table(), self.me, |h| store.is_up(h));
-                (facts.clone(), want)
+                let wanted = reconcile::Wanted::from_table(facts, store.table(), self.me, |h| {
+                    store.is_up(h)
+                });
+                (facts.network.clone(), wanted)
             })
+            .collect();
+        let wants: Vec<(NetworkFacts, reconcile::Desired)> = self
+            .networks
+            .iter()
+            .map(|facts| (facts.clone(), self.wanted[&facts.network].desired()))
             .collect();
         self.sync_rotation();
         let ready = self.program_esp(&wants);
@@ -740,11 +817,12 @@ impl Agent {
                     self.kernel_failures += 1;
                     tracing::warn!(network = %facts.network, error = %e, "overlay reconcile failed; retrying");
                     self.kernel_dirty = true;
+                    self.full_due = true;
                 }
             }
         }
         let store = &*self.store;
-        let changed = remote_names::sync(
+        let changed = self.remote_names.sync(
             &self.state_dir,
             &self.networks,
             store.table(),

@@ -281,7 +281,7 @@ impl GossipStore {
                     self.down_since.remove(&ip);
                     let addr = id.addr;
                     self.up.insert(ip, id);
-                    self.changes.kernel = true;
+                    self.changes.merge(Changes::liveness());
                     self.send_state(addr, true);
                 }
                 OwnedNotification::MemberDown(id) => {
@@ -290,7 +290,7 @@ impl GossipStore {
                         tracing::warn!(peer = %id.addr, "overlay peer down; its endpoints leave the kernel tables");
                         self.up.remove(&ip);
                         self.down_since.insert(ip, Instant::now());
-                        self.changes.kernel = true;
+                        self.changes.merge(Changes::liveness());
                     }
                 }
                 OwnedNotification::Rename(old, new) => {
@@ -435,6 +435,10 @@ impl ClusterStore for GossipStore {
         &self.table
     }
 
+    fn take_touched(&mut self) -> BTreeSet<RecordKey> {
+        self.table.take_touched()
+    }
+
     fn is_up(&self, host: IpAddr) -> bool {
         self.up.contains_key(&host)
     }
@@ -458,7 +462,7 @@ impl ClusterStore for GossipStore {
         self.down_since.remove(&host);
         let n = self.table.drop_host(host);
         self.changes.claims = true;
-        self.changes.kernel = true;
+        self.changes.merge(Changes::liveness());
         Ok(n)
     }
 

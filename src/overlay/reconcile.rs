@@ -3,7 +3,7 @@
 //! table (answered by the device's ARP proxy). Entries nobody wants are removed, deleted ones restored.
 //! No all-zero flood entry is ever installed: nothing unknown crosses the underlay.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::records::{RecordKey, RecordTable, RecordValue};
@@ -16,6 +16,31 @@ pub struct Desired {
     pub neighbours: BTreeSet<NeighbourEntry>,
 }
 
+/// The entries one record wants on `facts`'s device: an endpoint of another host that is up, on the same
+/// VNI.
+fn entries_of(
+    facts: &NetworkFacts,
+    key: &RecordKey,
+    value: &RecordValue,
+    me: IpAddr,
+    is_up: impl Fn(IpAddr) -> bool,
+) -> Option<(FdbEntry, NeighbourEntry)> {
+    let (RecordKey::Endpoint { host, network, ip }, RecordValue::Endpoint { vni, mac, vtep, .. }) =
+        (key, value)
+    else {
+        return None;
+    };
+    if *host == me || network != &facts.network || *vni != facts.vni || !is_up(*host) {
+        return None;
+    }
+    let mac = MacAddr::new(*mac);
+    // IPv4 and IPv6 alike: the device's proxy answers ARP and neighbour solicitations from these.
+    Some((
+        FdbEntry { mac, dst: *vtep },
+        NeighbourEntry { ip: *ip, mac },
+    ))
+}
+
 /// What the records want on `facts`'s device, counting only hosts `is_up` says are up.
 pub fn desired(
     facts: &NetworkFacts,
@@ -23,24 +48,107 @@ pub fn desired(
     me: IpAddr,
     is_up: impl Fn(IpAddr) -> bool,
 ) -> Desired {
-    let mut out = Desired::default();
-    for (key, value) in table.live() {
-        let (
-            RecordKey::Endpoint { host, network, ip },
-            RecordValue::Endpoint { vni, mac, vtep, .. },
-        ) = (key, value)
-        else {
-            continue;
-        };
-        if *host == me || network != &facts.network || *vni != facts.vni || !is_up(*host) {
-            continue;
-        }
-        let mac = MacAddr::new(*mac);
-        out.fdb.insert(FdbEntry { mac, dst: *vtep });
-        // IPv4 and IPv6 alike: the device's proxy answers ARP and neighbour solicitations from these.
-        out.neighbours.insert(NeighbourEntry { ip: *ip, mac });
+    Wanted::from_table(facts, table, me, is_up).desired()
+}
+
+/// What the records want on one device, kept per record, so a batch of changed records costs work for
+/// those records only (recomputing [`desired`] from the whole table per batch was O(records) per host).
+#[derive(Debug, Default)]
+pub struct Wanted {
+    by_key: BTreeMap<RecordKey, (FdbEntry, NeighbourEntry)>,
+    /// How many records want each FDB entry (a dual-stack container's two records want one) and each MAC.
+    fdb: BTreeMap<FdbEntry, usize>,
+    macs: BTreeMap<MacAddr, usize>,
+}
+
+fn count_up<K: Ord>(map: &mut BTreeMap<K, usize>, k: K) -> bool {
+    let n = map.entry(k).or_default();
+    *n += 1;
+    *n == 1
+}
+
+fn count_down<K: Ord>(map: &mut BTreeMap<K, usize>, k: K) -> bool {
+    let std::collections::btree_map::Entry::Occupied(mut n) = map.entry(k) else {
+        return false;
+    };
+    *n.get_mut() -= 1;
+    if *n.get() == 0 {
+        n.remove();
+        return true;
     }
-    out
+    false
+}
+
+impl Wanted {
+    pub fn from_table(
+        facts: &NetworkFacts,
+        table: &RecordTable,
+        me: IpAddr,
+        is_up: impl Fn(IpAddr) -> bool,
+    ) -> Wanted {
+        let mut w = Wanted::default();
+        for (key, value) in table.live() {
+            if let Some(entries) = entries_of(facts, key, value, me, &is_up) {
+                w.insert(key.clone(), entries);
+            }
+        }
+        w
+    }
+
+    fn insert(&mut self, key: RecordKey, (fdb, neighbour): (FdbEntry, NeighbourEntry)) -> bool {
+        count_up(&mut self.macs, fdb.mac);
+        let new = count_up(&mut self.fdb, fdb);
+        self.by_key.insert(key, (fdb, neighbour));
+        new
+    }
+
+    /// Takes in `key`'s current value (`None`: gone) and adds what the device must change to `plan`.
+    /// Finish a batch with [`Wanted::finish`].
+    pub fn update(
+        &mut self,
+        facts: &NetworkFacts,
+        key: &RecordKey,
+        value: Option<&RecordValue>,
+        me: IpAddr,
+        is_up: impl Fn(IpAddr) -> bool,
+        plan: &mut Plan,
+    ) {
+        let new = value.and_then(|v| entries_of(facts, key, v, me, is_up));
+        let old = self.by_key.remove(key);
+        if old == new {
+            if let Some(entries) = old {
+                self.by_key.insert(key.clone(), entries);
+            }
+            return;
+        }
+        if let Some((fdb, neighbour)) = old {
+            count_down(&mut self.macs, fdb.mac);
+            if count_down(&mut self.fdb, fdb) {
+                plan.fdb_del.push(fdb);
+            }
+            if new.is_none() {
+                plan.neighbour_del.push(neighbour);
+            }
+        }
+        if let Some(entries) = new {
+            if self.insert(key.clone(), entries) {
+                plan.fdb_add.push(entries.0);
+            }
+            plan.neighbour_add.push(entries.1);
+        }
+    }
+
+    /// Ends a batch: a MAC still wanted at another VTEP is replaced in place by its add, not deleted.
+    pub fn finish(&self, plan: &mut Plan) {
+        plan.fdb_del.retain(|e| !self.macs.contains_key(&e.mac));
+    }
+
+    pub fn desired(&self) -> Desired {
+        Desired {
+            fdb: self.fdb.keys().copied().collect(),
+            neighbours: self.by_key.values().map(|(_, n)| *n).collect(),
+        }
+    }
 }
 
 /// Drops the entries of every peer VTEP `keep` refuses, with the neighbour entries of their MACs.
@@ -104,21 +212,41 @@ pub fn apply(nl: &Netlink, facts: &NetworkFacts, want: &Desired) -> Result<usize
         &nl.fdb_entries(dev.index)?,
         &nl.permanent_neighbours(dev.index)?,
     );
+    write_plan(nl, dev.index, facts, &plan)
+}
+
+/// Makes the changes of `plan` on the device of `facts` (a device that does not exist: nothing to do).
+pub fn apply_plan(nl: &Netlink, facts: &NetworkFacts, plan: &Plan) -> Result<usize, LinkError> {
+    if plan.is_empty() {
+        return Ok(0);
+    }
+    let Some(dev) = nl.link_by_name(&facts.vxlan)? else {
+        return Ok(0);
+    };
+    write_plan(nl, dev.index, facts, plan)
+}
+
+fn write_plan(
+    nl: &Netlink,
+    dev: u32,
+    facts: &NetworkFacts,
+    plan: &Plan,
+) -> Result<usize, LinkError> {
     if plan.is_empty() {
         return Ok(0);
     }
     tracing::debug!(network = %facts.network, ?plan, "reconciling overlay entries");
     for e in &plan.fdb_del {
-        nl.fdb_del(dev.index, e)?;
+        nl.fdb_del(dev, e)?;
     }
     for e in &plan.neighbour_del {
-        nl.neighbour_del(dev.index, e.ip)?;
+        nl.neighbour_del(dev, e.ip)?;
     }
     for e in &plan.fdb_add {
-        nl.fdb_add(dev.index, e, FdbWrite::Replace)?;
+        nl.fdb_add(dev, e, FdbWrite::Replace)?;
     }
     for e in &plan.neighbour_add {
-        nl.neighbour_replace(dev.index, e)?;
+        nl.neighbour_replace(dev, e)?;
     }
     Ok(plan.fdb_add.len()
         + plan.fdb_del.len()
@@ -222,5 +350,65 @@ mod tests {
         let w: Vec<_> = want.fdb.iter().copied().collect();
         let n: Vec<_> = want.neighbours.iter().copied().collect();
         assert!(plan(&want, &w, &n).is_empty(), "nothing to do when equal");
+    }
+
+    /// Applies `plan` to a simulated device, as `write_plan` does to the kernel.
+    fn play(plan: &Plan, fdb: &mut BTreeSet<FdbEntry>, neigh: &mut BTreeSet<NeighbourEntry>) {
+        for e in &plan.fdb_del {
+            fdb.remove(e);
+        }
+        for e in &plan.neighbour_del {
+            neigh.retain(|n| n.ip != e.ip);
+        }
+        for e in &plan.fdb_add {
+            fdb.retain(|f| f.mac != e.mac);
+            fdb.insert(*e);
+        }
+        for e in &plan.neighbour_add {
+            neigh.retain(|n| n.ip != e.ip);
+            neigh.insert(*e);
+        }
+    }
+
+    #[test]
+    fn per_record_updates_reach_what_a_full_pass_wants() {
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut t = RecordTable::new();
+        // Host 2 has a dual-stack-like pair: two addresses, one MAC and VTEP.
+        let mut twin = ep(2, 10, 7);
+        twin.key = RecordKey::Endpoint {
+            host: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            network: "ovl".into(),
+            ip: "fd00::a".parse().unwrap(),
+        };
+        t.merge(me, vec![ep(2, 10, 7), twin.clone(), ep(3, 11, 7)], 0);
+        let mut w = Wanted::from_table(&facts(), &t, me, |_| true);
+        let start = w.desired();
+        let (mut fdb, mut neigh) = (start.fdb.clone(), start.neighbours.clone());
+        t.take_touched();
+
+        // One of the pair goes (the shared FDB entry stays), host 3's container moves to host 4's VTEP
+        // (same MAC: replaced, not deleted), and a new one arrives on another VNI (not wanted).
+        let mut moved = ep(3, 11, 7);
+        moved.version = 2;
+        if let Some(RecordValue::Endpoint { vtep, .. }) = &mut moved.value {
+            *vtep = "192.0.2.4".parse().unwrap();
+        }
+        let gone = Record {
+            key: twin.key.clone(),
+            version: 2,
+            value: None,
+        };
+        t.merge(me, vec![gone, moved, ep(5, 12, 8)], 0);
+        let mut plan = Plan::default();
+        for key in t.take_touched() {
+            w.update(&facts(), &key, t.get(&key), me, |_| true, &mut plan);
+        }
+        w.finish(&mut plan);
+        play(&plan, &mut fdb, &mut neigh);
+        let full = desired(&facts(), &t, me, |_| true);
+        assert_eq!(w.desired(), full);
+        assert_eq!((fdb, neigh), (full.fdb, full.neighbours));
+        assert!(plan.fdb_del.is_empty(), "nothing deleted: {plan:?}");
     }
 }

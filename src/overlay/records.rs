@@ -4,7 +4,7 @@
 //! older copy of the record wins wherever the two meet. Only the owner writes its records; versions are
 //! wall-clock milliseconds bumped past anything seen, so a restarted host still writes newer versions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::IpNetwork;
@@ -299,6 +299,9 @@ pub struct RecordTable {
     entries: BTreeMap<RecordKey, Entry>,
     /// The highest version this host has written or seen for its own records.
     clock: u64,
+    /// Keys changed since the plane last took them: it updates what it derives from the table (kernel
+    /// entries, remote names) per changed key instead of from the whole table.
+    touched: BTreeSet<RecordKey>,
 }
 
 /// The highest version any host accepts or writes. Versions are wall-clock milliseconds bumped by one
@@ -350,6 +353,11 @@ impl RecordTable {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The keys changed since the last call.
+    pub fn take_touched(&mut self) -> BTreeSet<RecordKey> {
+        std::mem::take(&mut self.touched)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -406,6 +414,7 @@ impl RecordTable {
                     changed_ms: now_ms,
                 },
             );
+            self.touched.insert(key.clone());
             changed.push(Record {
                 key: key.clone(),
                 version,
@@ -419,6 +428,7 @@ impl RecordTable {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
+            self.touched.insert(key.clone());
             let version = self.next_version(now_ms);
             self.entries.insert(
                 key.clone(),
@@ -452,6 +462,7 @@ impl RecordTable {
                 let stale_live_copy = record.value.is_some()
                     && ours.is_none_or(|e| e.value.is_none() || e.version < record.version);
                 if stale_live_copy {
+                    self.touched.insert(record.key.clone());
                     let version = self.next_version(now_ms);
                     self.entries.insert(
                         record.key.clone(),
@@ -474,6 +485,7 @@ impl RecordTable {
                 .get(&record.key)
                 .is_none_or(|e| replaces(&record, e));
             if newer {
+                self.touched.insert(record.key.clone());
                 self.entries.insert(
                     record.key,
                     Entry {
@@ -491,7 +503,14 @@ impl RecordTable {
     /// Forgets every record of `host` (it has been gone longer than the grace period).
     pub fn drop_host(&mut self, host: IpAddr) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|k, _| k.host() != host);
+        let touched = &mut self.touched;
+        self.entries.retain(|k, _| {
+            let keep = k.host() != host;
+            if !keep {
+                touched.insert(k.clone());
+            }
+            keep
+        });
         before - self.entries.len()
     }
 

@@ -8,7 +8,7 @@
 //! Records are typed keys and values (`records`), so a later kind (service VIPs, encryption keys) is one
 //! more variant that both stores carry without a change to the seam.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
@@ -31,6 +31,8 @@ pub struct Changes {
     pub local: bool,
     /// Service records changed: the service files' copies are due.
     pub services: bool,
+    /// A host's liveness changed: every record counts again (a full pass, not one per changed key).
+    pub members: bool,
 }
 
 impl Changes {
@@ -61,6 +63,16 @@ impl Changes {
         self.claims |= other.claims;
         self.local |= other.local;
         self.services |= other.services;
+        self.members |= other.members;
+    }
+
+    /// A host came up or went down: its records enter or leave the kernel.
+    pub fn liveness() -> Changes {
+        Changes {
+            kernel: true,
+            members: true,
+            ..Changes::default()
+        }
     }
 }
 
@@ -117,6 +129,9 @@ pub trait ClusterStore: Send {
 
     /// Every host's records, this host's own included.
     fn table(&self) -> &RecordTable;
+
+    /// The table's keys changed since the last call (`RecordTable::take_touched`).
+    fn take_touched(&mut self) -> BTreeSet<RecordKey>;
 
     /// Whether `host` is alive now; records of a host that is not are left out of the kernel.
     fn is_up(&self, host: IpAddr) -> bool;

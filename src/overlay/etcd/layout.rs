@@ -53,6 +53,47 @@ pub enum Key {
     },
 }
 
+impl Key {
+    /// The record a key stands for when the key alone names it: every record kind but a block claim
+    /// (whose holder is in the value). A delete event carries only the key.
+    pub fn record_key(self) -> Option<RecordKey> {
+        match self {
+            Key::Host(_) | Key::Block { .. } => None,
+            Key::Endpoint { host, network, ip } => Some(RecordKey::Endpoint { host, network, ip }),
+            Key::Service {
+                host,
+                network,
+                name,
+            } => Some(RecordKey::Service {
+                host,
+                network,
+                name,
+            }),
+            Key::Generation {
+                host,
+                from,
+                to,
+                port,
+            } => Some(RecordKey::Generation {
+                host,
+                from,
+                to,
+                port,
+            }),
+            Key::Rotation(host) => Some(RecordKey::Rotation { host }),
+            Key::MeshCounts {
+                host,
+                network,
+                name,
+            } => Some(RecordKey::MeshCounts {
+                host,
+                network,
+                name,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct GenerationValue {
     send: Option<u64>,

@@ -39,8 +39,9 @@ pub struct EtcdStore {
     events: Receiver<Event>,
     wake: UnixDatagram,
     table: RecordTable,
-    /// The record each stored key of another host stands for (a delete event carries only the key).
-    known: BTreeMap<String, RecordKey>,
+    /// The claim each block key stands for (its holder is in the value, and a delete event carries only
+    /// the key). Other records are named by their key alone, so no second copy of them is kept.
+    blocks: BTreeMap<String, RecordKey>,
     up: BTreeSet<IpAddr>,
     /// Hosts seen in the store (liveness, blocks or records), for `members`.
     seen: BTreeSet<IpAddr>,
@@ -84,7 +85,7 @@ impl EtcdStore {
             events,
             wake,
             table: RecordTable::new(),
-            known: BTreeMap::new(),
+            blocks: BTreeMap::new(),
             up: BTreeSet::new(),
             seen: BTreeSet::new(),
             published: None,
@@ -102,9 +103,9 @@ impl EtcdStore {
         match self.layout.parse(&key) {
             Some(Key::Host(host)) => {
                 self.seen.insert(host);
-                Changes {
-                    kernel: self.up.insert(host),
-                    ..Changes::default()
+                match self.up.insert(host) {
+                    true => Changes::liveness(),
+                    false => Changes::default(),
                 }
             }
             Some(_) => {
@@ -117,9 +118,11 @@ impl EtcdStore {
                     return Changes::default();
                 }
                 let mut changes = Changes::default();
-                if let Some(old) = self.known.insert(key, rk.clone()) {
-                    if old != rk {
-                        changes.merge(self.tombstone(old, stored.mod_revision));
+                if matches!(rk, RecordKey::Claim { .. }) {
+                    if let Some(old) = self.blocks.insert(key, rk.clone()) {
+                        if old != rk {
+                            changes.merge(self.tombstone(old, stored.mod_revision));
+                        }
                     }
                 }
                 let touches = Changes::touched_by(&rk);
@@ -162,12 +165,17 @@ impl EtcdStore {
     fn delete(&mut self, key: &str, revision: i64) -> Changes {
         self.revision = self.revision.max(revision);
         if let Some(Key::Host(host)) = self.layout.parse(key) {
-            return Changes {
-                kernel: self.up.remove(&host),
-                ..Changes::default()
+            return match self.up.remove(&host) {
+                true => Changes::liveness(),
+                false => Changes::default(),
             };
         }
-        match self.known.remove(key) {
+        let rk = match self.layout.parse(key) {
+            Some(Key::Block { .. }) => self.blocks.remove(key),
+            Some(k) => k.record_key().filter(|rk| rk.host() != self.me),
+            None => None,
+        };
+        match rk {
             Some(rk) => self.tombstone(rk, revision),
             None => Changes::default(),
         }
@@ -176,8 +184,25 @@ impl EtcdStore {
     /// A full list: keys the plane had and the list lacks are deleted, the rest applied.
     fn snapshot(&mut self, revision: i64, keys: BTreeMap<String, Stored>) -> Changes {
         let mut changes = Changes::default();
+        // Keys the table has and the list lacks: blocks by their key, other records by their own key.
+        let listed: BTreeSet<RecordKey> = keys
+            .keys()
+            .filter_map(|k| self.layout.parse(k)?.record_key())
+            .collect();
+        let gone_records: Vec<RecordKey> = self
+            .table
+            .live()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.host() != self.me && !matches!(k, RecordKey::Claim { .. }) && !listed.contains(*k)
+            })
+            .cloned()
+            .collect();
+        for rk in gone_records {
+            changes.merge(self.tombstone(rk, revision));
+        }
         let gone: Vec<String> = self
-            .known
+            .blocks
             .keys()
             .filter(|k| !keys.contains_key(*k))
             .cloned()
@@ -194,7 +219,7 @@ impl EtcdStore {
             .collect();
         if live != self.up {
             self.up = live;
-            changes.kernel = true;
+            changes.merge(Changes::liveness());
         }
         for (key, stored) in keys {
             changes.merge(self.put(key, stored));
@@ -299,6 +324,10 @@ impl ClusterStore for EtcdStore {
 
     fn table(&self) -> &RecordTable {
         &self.table
+    }
+
+    fn take_touched(&mut self) -> BTreeSet<RecordKey> {
+        self.table.take_touched()
     }
 
     fn is_up(&self, host: IpAddr) -> bool {

@@ -24,9 +24,12 @@ use super::layout::{BlockValue, HostValue, Key, Layout};
 use crate::overlay::agreement::ClaimRef;
 use crate::state::overlay::now_ms;
 
-/// One key as the mirror holds it.
+/// One key as the mirror holds it (and as an event carries it to the plane).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// In the mirror, only this host's records and the blocks keep their value (`sync_own` compares
+    /// them); another host's record keeps just its key and revision: the plane's table has it parsed,
+    /// and a second raw copy of every host's records per host was O(hosts²) over a cluster.
     pub value: Vec<u8>,
     pub mod_revision: i64,
     /// A block key's holder, decoded once when the key arrives: the tick's scans compare it instead of
@@ -47,6 +50,21 @@ impl Stored {
             value: value.to_vec(),
             mod_revision,
             holder,
+        }
+    }
+
+    /// What the mirror keeps of this key: the value only where this worker reads it.
+    fn mirrored(&self, layout: &Layout, me: IpAddr, key: &str) -> Stored {
+        let keep_value =
+            key.starts_with(&layout.blocks_root()) || key.starts_with(&layout.records_of(me));
+        Stored {
+            value: if keep_value {
+                self.value.clone()
+            } else {
+                Vec::new()
+            },
+            mod_revision: self.mod_revision,
+            holder: self.holder,
         }
     }
 }
@@ -369,7 +387,10 @@ impl Worker {
                 (key, stored)
             })
             .collect();
-        self.mirror = keys.clone();
+        self.mirror = keys
+            .iter()
+            .map(|(k, s)| (k.clone(), s.mirrored(&self.layout, self.me, k)))
+            .collect();
         self.revision = revision;
         self.send(Event::Snapshot { revision, keys });
         Ok(())
@@ -397,7 +418,8 @@ impl Worker {
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
-                    self.mirror.insert(key.clone(), stored.clone());
+                    let kept = stored.mirrored(&self.layout, self.me, &key);
+                    self.mirror.insert(key.clone(), kept);
                     self.send(Event::Put { key, stored });
                 }
                 EventType::Delete => {
