@@ -35,6 +35,10 @@ impl KernelPackage {
             .expect("checked above")
             .to_owned();
         let root = cache_dir.join(format!("{package}_{version}"));
+        // Tests of one binary run on threads of one process, and the private directory below is named
+        // by process: one fetch at a time here, and the next finds the first one's tree ready.
+        static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = FETCHING.lock().unwrap_or_else(|e| e.into_inner());
         if !root.join(READY_MARKER).exists() {
             unpack(&package, &version, &root, &release);
         }
