@@ -309,6 +309,31 @@ fn a_dual_stack_add_that_gets_no_ipv6_address_fails_and_gives_its_ipv4_address_b
     assert!(!third.has_link("eth0"), "the failed ADD left an interface");
 }
 
+#[test]
+fn each_family_of_a_dual_stack_network_hands_out_addresses_round_robin_on_its_own() {
+    let cluster = Cluster::new("ovr", 1, Timings::FAST);
+    let h = &cluster.hosts[0];
+    let mut conf = overlay_conf("ovrr", 109, "10.221.0.0/24");
+    conf["subnet"] = serde_json::json!(["10.221.0.0/24", "fd00:221::/64"]);
+    // One container stays, so the network (and its lease store) outlives the one that leaves.
+    let keep = h.ns.container("keep");
+    let kept = overlay_ips(&h.add(&conf, &keep));
+    let gone = h.ns.container("gone");
+    let freed = overlay_ips(&h.add(&conf, &gone));
+    h.del(&conf, &gone);
+    let next = h.ns.container("next");
+    let got = overlay_ips(&h.add(&conf, &next));
+    assert_eq!(got.len(), 2, "{got:?}");
+    for family in 0..2 {
+        assert!(
+            got[family] != freed[family] && got[family] != kept[family],
+            "the next container got {} again, just freed (kept {kept:?}, freed {freed:?}, got {got:?}): \
+             this family's round-robin position was lost to the other family's",
+            got[family]
+        );
+    }
+}
+
 on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);
 fn two_overlay_networks_with_different_vnis_cannot_reach_each_other(store: Store) {
     let cluster = Cluster::on(&store.label("ovb"), 2, Timings::FAST, store);

@@ -99,7 +99,7 @@ fn reserve_next(
     set_index: usize,
     owner: &AttachmentId,
 ) -> Result<IpAddr, IpamError> {
-    let last = store.last_reserved(set_index)?;
+    let last = store.last_reserved(set.round_robin_slot(set_index))?;
     for ip in set.walk_after(last) {
         if set.is_gateway(ip) || store.lease_exists(ip)? {
             continue;
@@ -201,7 +201,7 @@ pub fn allocate(
             }
             (None, None) => {
                 let ip = reserve_next(&locked, &mut txn, set, index, &owner)?;
-                round_robin_marks.push((index, ip));
+                round_robin_marks.push((set.round_robin_slot(index), ip));
                 ip
             }
         };

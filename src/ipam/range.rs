@@ -182,6 +182,9 @@ impl fmt::Display for AddressRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeSet {
     ranges: Vec<AddressRange>,
+    /// Which `last_reserved_ip.<slot>` of the store keeps this set's round-robin position; `None`: its index
+    /// in the config (host-local's layout).
+    round_robin_slot: Option<usize>,
 }
 
 impl RangeSet {
@@ -209,7 +212,22 @@ impl RangeSet {
                 ));
             }
         }
-        Ok(RangeSet { ranges })
+        Ok(RangeSet {
+            ranges,
+            round_robin_slot: None,
+        })
+    }
+
+    /// This set keeps its round-robin position in `slot`: for a caller that hands out each family of one
+    /// store through a config of its own (each would be set 0 there and overwrite the other's position).
+    pub fn in_round_robin_slot(mut self, slot: usize) -> Self {
+        self.round_robin_slot = Some(slot);
+        self
+    }
+
+    /// Where this set, at `index` in its config, keeps its round-robin position.
+    pub fn round_robin_slot(&self, index: usize) -> usize {
+        self.round_robin_slot.unwrap_or(index)
     }
 
     pub fn ranges(&self) -> &[AddressRange] {

@@ -110,18 +110,21 @@ pub fn allocate_addresses(
 ) -> Result<Vec<IpNetwork>, Error> {
     cfg.pools
         .iter()
-        .map(|&pool| allocate_address(dir, cfg, pool, (net, vtep), (container_id, ifname)))
+        .enumerate()
+        .map(|(slot, &pool)| {
+            allocate_address(dir, cfg, (pool, slot), (net, vtep), (container_id, ifname))
+        })
         .collect()
 }
 
 /// An address of `pool` for `container_id`/`ifname` from this host's usable blocks of it, taking a new
 /// block when they are full (or there is none yet): agreed through tetherd when it answers within
 /// [`AGREEMENT_WAIT`], unconfirmed otherwise (see `block_agreement`). Takes the network's claims lock for
-/// each step, never while waiting for the members.
+/// each step, never while waiting for the members. `slot`: the pool's index (its round-robin position).
 fn allocate_address(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
-    pool: Pool,
+    (pool, slot): (Pool, usize),
     (net, vtep): (&str, IpAddr),
     (container_id, ifname): (&str, &str),
 ) -> Result<IpNetwork, Error> {
@@ -135,7 +138,7 @@ fn allocate_address(
             allocate_or_claim(
                 dir,
                 cfg,
-                (pool, vtep),
+                (pool, slot, vtep),
                 (container_id, ifname),
                 &given_up,
                 without_agreement,
@@ -170,7 +173,7 @@ enum Step {
 fn allocate_or_claim(
     dir: &OverlayDir,
     cfg: &OverlayConfig,
-    (pool, vtep): (Pool, IpAddr),
+    (pool, slot, vtep): (Pool, usize, IpAddr),
     (container_id, ifname): (&str, &str),
     given_up: &BTreeSet<IpNetwork>,
     without_agreement: bool,
@@ -178,7 +181,7 @@ fn allocate_or_claim(
     let store = Store::open(dir.lease_data_dir(), LEASE_STORE)?;
     let mut claims = dir.claims()?;
     loop {
-        if let Some(conf) = ipam_config(pool, &claims.claims, dir.lease_data_dir())? {
+        if let Some(conf) = ipam_config((pool, slot), &claims.claims, dir.lease_data_dir())? {
             match allocate(&conf, &store, container_id, ifname, &[]) {
                 Ok(mut got) if !got.is_empty() => {
                     return Ok(Step::Allocated(got.remove(0).address))

@@ -109,9 +109,11 @@ pub fn judge_proposal(
 
 /// An IPAM config handing out the addresses of `claims` of `pool`'s family with the prefix of the whole
 /// subnet (every container of the network is on-link). The subnet's own address and the first one after it
-/// stay out (as a gateway's would, in both families), and IPv4's broadcast address.
+/// stay out (as a gateway's would, in both families), and IPv4's broadcast address. `slot`: the pool's
+/// index in the network's pools, where its round-robin position is kept in the network's one lease store
+/// (each family keeps its own, as host-local's range sets do).
 pub fn ipam_config(
-    pool: Pool,
+    (pool, slot): (Pool, usize),
     claims: &[Claim],
     data_dir: &std::path::Path,
 ) -> Result<Option<IpamConfig>, IpamError> {
@@ -151,7 +153,7 @@ pub fn ipam_config(
         return Ok(None);
     }
     Ok(Some(IpamConfig {
-        range_sets: vec![RangeSet::new(ranges, "overlay blocks")?],
+        range_sets: vec![RangeSet::new(ranges, "overlay blocks")?.in_round_robin_slot(slot)],
         routes: Vec::new(),
         data_dir: data_dir.to_path_buf(),
         resolv_conf: None,
@@ -349,7 +351,7 @@ mod tests {
             lost: false,
             state: ClaimState::Confirmed,
         }];
-        let conf = ipam_config(subnet, &claims, std::path::Path::new("/tmp"))
+        let conf = ipam_config((subnet, 0), &claims, std::path::Path::new("/tmp"))
             .unwrap()
             .unwrap();
         let range = &conf.range_sets[0].ranges()[0];
@@ -361,7 +363,7 @@ mod tests {
             ..claims[0]
         }];
         assert!(
-            ipam_config(subnet, &lost, std::path::Path::new("/tmp"))
+            ipam_config((subnet, 0), &lost, std::path::Path::new("/tmp"))
                 .unwrap()
                 .is_none(),
             "no address comes from a lost block"
@@ -371,12 +373,12 @@ mod tests {
             ..claims[0]
         }];
         assert!(
-            ipam_config(subnet, &pending, std::path::Path::new("/tmp"))
+            ipam_config((subnet, 0), &pending, std::path::Path::new("/tmp"))
                 .unwrap()
                 .is_none(),
             "no address comes from a block still being agreed"
         );
-        assert!(ipam_config(subnet, &[], std::path::Path::new("/tmp"))
+        assert!(ipam_config((subnet, 0), &[], std::path::Path::new("/tmp"))
             .unwrap()
             .is_none());
     }
@@ -408,7 +410,7 @@ mod tests {
                 state: ClaimState::Confirmed,
             },
         ];
-        let conf = ipam_config(small, &claims, std::path::Path::new("/tmp"))
+        let conf = ipam_config((small, 0), &claims, std::path::Path::new("/tmp"))
             .unwrap()
             .unwrap();
         let ranges = conf.range_sets[0].ranges();
@@ -421,12 +423,51 @@ mod tests {
         assert_eq!(ranges[0].start().to_string(), "fd00:10::1");
         assert_eq!(ranges[0].end().to_string(), "fd00:10::3f");
         let v4 = ipam_config(
-            pool("10.0.0.0/24", 26),
+            (pool("10.0.0.0/24", 26), 0),
             &claims,
             std::path::Path::new("/tmp"),
         )
         .unwrap()
         .unwrap();
         assert_eq!(v4.range_sets[0].ranges()[0].end().to_string(), "10.0.0.63");
+    }
+
+    #[test]
+    fn each_family_of_a_dual_stack_network_goes_round_robin_on_its_own() {
+        use crate::ipam::{allocate, release, Store};
+        let dir = crate::ipam::test_dir::TestDir::new("overlay-round-robin");
+        let store = Store::open(&dir, "leases").unwrap();
+        let claim = |block: &str| Claim {
+            block: net(block),
+            claimed_at_ms: 1,
+            lost: false,
+            state: ClaimState::Confirmed,
+        };
+        let claims = [claim("10.0.0.0/26"), claim("fd00:10::/122")];
+        let pools = [pool("10.0.0.0/24", 26), pool("fd00:10::/64", 122)];
+        // Each family through its own one-set config against the one store, as the plugin's ADD does.
+        let add = |id: &str| -> Vec<String> {
+            pools
+                .iter()
+                .enumerate()
+                .map(|(slot, &p)| {
+                    let conf = ipam_config((p, slot), &claims, dir.as_ref())
+                        .unwrap()
+                        .unwrap();
+                    allocate(&conf, &store, id, "eth0", &[]).unwrap()[0]
+                        .address
+                        .ip()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(add("keep"), ["10.0.0.2", "fd00:10::2"]);
+        assert_eq!(add("gone"), ["10.0.0.3", "fd00:10::3"]);
+        release(&store, "gone", "eth0").unwrap();
+        assert_eq!(
+            add("next"),
+            ["10.0.0.4", "fd00:10::4"],
+            "a family started again from its lowest free address: the other family's position overwrote its own"
+        );
     }
 }
