@@ -495,6 +495,62 @@ fn with_etcd_a_dual_stack_host_claims_a_spare_block_of_each_family_ahead_and_add
 }
 
 #[test]
+fn with_etcd_a_dead_hosts_empty_ipv6_block_is_reclaimed_after_the_grace_and_its_used_one_is_not() {
+    let mut cluster = Cluster::on("csgr6", 2, Timings::FAST, Store::Etcd);
+    // /124 blocks: 16 addresses; below 8 free, tetherd claims the next block in the background.
+    let mut conf = overlay_conf("grace6", 1702, "fd00:240::/64");
+    conf["blockSizeV6"] = serde_json::json!(124);
+    let h0 = &cluster.hosts[0];
+    let dead = h0.addr.clone();
+    let mut held = Vec::new();
+    for n in 0..9 {
+        let c = h0.ns.container(&format!("g{n}"));
+        h0.add(&conf, &c);
+        held.push(c);
+    }
+    wait_until(
+        "host 1 holds a spare IPv6 block it has not needed yet",
+        Duration::from_secs(10),
+        || {
+            let claims = h0.own_claims("grace6");
+            claims.len() == 2
+                && claims
+                    .iter()
+                    .all(|(b, s)| s == "confirmed" && b.starts_with("fd00:240:"))
+        },
+    );
+    let used_block = h0.own_claims("grace6")[0].0.replace('/', "_");
+    let of_dead = |blocks: &BTreeMap<String, String>| -> Vec<String> {
+        blocks
+            .iter()
+            .filter(|(_, h)| **h == dead)
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let before = of_dead(&etcd_blocks(&cluster, "grace6"));
+    assert!(
+        before.len() == 2 && before.contains(&used_block),
+        "etcd lacks host 1's IPv6 blocks ({used_block} used): {before:?}"
+    );
+
+    cluster.hosts[0].kill_tetherd();
+    wait_until(
+        "the dead host's empty IPv6 block is released after the grace",
+        Duration::from_millis(
+            Timings::FAST.claim_grace_ms + harness::overlay_cluster::LEASE_TTL_S_FAST * 1000 + 8000,
+        ),
+        || of_dead(&etcd_blocks(&cluster, "grace6")).len() < 2,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        of_dead(&etcd_blocks(&cluster, "grace6")),
+        vec![used_block.clone()],
+        "the dead host's IPv6 block with containers in it was released, or the empty one came back"
+    );
+    drop(held);
+}
+
+#[test]
 fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_dead_hosts_empty_ones_are_reclaimed(
 ) {
     let mut cluster = Cluster::on("csahead", 2, Timings::FAST, Store::Etcd);
