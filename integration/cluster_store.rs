@@ -405,6 +405,21 @@ fn a_three_member_etcd_cluster_losing_one_member_disturbs_nothing() {
     cluster.wait_for_members(2);
 }
 
+/// Nine containers `<prefix>0..8` on `host`: past half of a 16-address block, so tetherd claims a spare.
+fn past_half_a_block(
+    host: &harness::overlay_cluster::Host,
+    conf: &serde_json::Value,
+    prefix: &str,
+) -> Vec<harness::NetNs> {
+    (0..9)
+        .map(|n| {
+            let c = host.ns.container(&format!("{prefix}{n}"));
+            host.add(conf, &c);
+            c
+        })
+        .collect()
+}
+
 /// `tether` run on host 2.
 fn cli(cluster: &Cluster) -> harness::tether_cli::TetherCli<'_> {
     harness::tether_cli::TetherCli::new(&cluster.hosts[1].ns)
@@ -502,12 +517,7 @@ fn with_etcd_a_dead_hosts_empty_ipv6_block_is_reclaimed_after_the_grace_and_its_
     conf["blockSizeV6"] = serde_json::json!(124);
     let h0 = &cluster.hosts[0];
     let dead = h0.addr.clone();
-    let mut held = Vec::new();
-    for n in 0..9 {
-        let c = h0.ns.container(&format!("g{n}"));
-        h0.add(&conf, &c);
-        held.push(c);
-    }
+    let held = past_half_a_block(h0, &conf, "g");
     wait_until(
         "host 1 holds a spare IPv6 block it has not needed yet",
         Duration::from_secs(10),
@@ -602,12 +612,7 @@ fn with_etcd_blocks_are_claimed_ahead_so_adds_past_a_block_need_no_store_and_a_d
     // containers stays its own (no renumbering) until `tether cluster forget`.
     let h0 = &cluster.hosts[0];
     let dead = h0.addr.clone();
-    let mut held = Vec::new();
-    for n in 0..9 {
-        let c = h0.ns.container(&format!("b{n}"));
-        h0.add(&conf, &c);
-        held.push(c);
-    }
+    let held = past_half_a_block(h0, &conf, "b");
     wait_until(
         "host 1 holds a spare block",
         Duration::from_secs(10),
