@@ -535,6 +535,101 @@ fn egress_leaves_masqueraded_through_the_gateway_bridge_where_containers_cannot_
 }
 
 #[test]
+fn ipv6_egress_leaves_masqueraded_through_the_gateway_bridge_and_its_last_del_leaves_nothing_behind(
+) {
+    let cluster = Cluster::new("ov6e", 1, Timings::FAST);
+    let h1 = &cluster.hosts[0];
+    let outside = h1.ns.outside();
+    let (host6, out6) = ("2001:db8:501::1", "2001:db8:501::2");
+    h1.ns.ip(&["route", "add", "default", "via", outside.addr]);
+    h1.ns.ip(&[
+        "addr",
+        "add",
+        &format!("{host6}/64"),
+        "dev",
+        "out0",
+        "nodad",
+    ]);
+    outside
+        .ns
+        .ip(&["addr", "add", &format!("{out6}/64"), "dev", "up0", "nodad"]);
+    h1.ns.ip(&["-6", "route", "add", "default", "via", out6]);
+    // The outside knows no route to the containers' addresses: only a masqueraded reply finds its way.
+    let mut dual = overlay_conf("ov6e", 501, "10.222.0.0/16");
+    dual["subnet"] = serde_json::json!(["10.222.0.0/16", "fd00:501::/64"]);
+    let six = overlay_conf("ov6f", 502, "fd00:502::/64");
+    let (d1, s1) = (h1.ns.container("d1"), h1.ns.container("s1"));
+    let rd = h1.add(&dual, &d1);
+    let rs = h1.add(&six, &s1);
+
+    for (c, r) in [(&d1, &rd), (&s1, &rs)] {
+        let gw6 = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| {
+                i["address"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("fd74:6574:6877:")
+            })
+            .unwrap_or_else(|| panic!("no IPv6 egress address in the result: {r}"));
+        assert_eq!(
+            c.default_gateway("-6").as_deref(),
+            gw6["gateway"].as_str(),
+            "the IPv6 default route goes through the gateway bridge"
+        );
+        assert_eq!(gw6["gateway"], "fd74:6574:6877::1");
+        assert!(
+            r["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["dst"] == "::/0"),
+            "no IPv6 default route in the result: {r}"
+        );
+        assert!(
+            c.ping_retry(out6, 5),
+            "no IPv6 egress from the overlay container"
+        );
+        assert!(c.ping_retry(outside.addr, 5), "IPv4 egress went missing");
+        let at: SocketAddr = format!("[{out6}]:8080").parse().unwrap();
+        let seen = harness::tcp::exchange_via(&outside.ns, at, c, at)
+            .expect("TCP over IPv6 from the overlay container to the outside");
+        assert_eq!(
+            seen.ip().to_string(),
+            host6,
+            "the outside saw the container's own address: not masqueraded"
+        );
+    }
+
+    // The host's last egress attachment takes the bridge, its firewall network and its store along.
+    h1.del(&dual, &d1);
+    assert!(
+        h1.ns.has_link("tether_gwbridge"),
+        "the bridge went while s1 used it"
+    );
+    assert!(s1.ping_retry(out6, 5), "s1 lost IPv6 egress when d1 left");
+    h1.del(&six, &s1);
+    assert!(
+        !h1.ns.has_link("tether_gwbridge"),
+        "the gateway bridge stayed"
+    );
+    let ruleset = h1.ns.exec_ok(&["nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("tether_gwbridge") && !ruleset.contains("fd74:6574:6877"),
+        "the gateway bridge's rules or elements stayed:\n{ruleset}"
+    );
+    assert!(
+        !h1.ns
+            .state_dir()
+            .join("overlay-gateway/tether_gwbridge")
+            .exists(),
+        "the gateway bridge's lease store stayed"
+    );
+}
+
+#[test]
 fn add_and_del_work_while_tetherd_is_down_and_the_cluster_converges_when_it_returns() {
     let mut cluster = Cluster::new("ovf", 2, Timings::FAST);
     let conf = overlay_conf("ovl", 700, "10.216.0.0/16");

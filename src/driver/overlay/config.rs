@@ -21,6 +21,9 @@ pub const DEFAULT_BLOCK_PREFIX_V6: u8 = 122;
 /// Docker calls it docker_gwbridge; ours follows the `tether` prefix and fits IFNAMSIZ.
 pub const DEFAULT_GATEWAY_BRIDGE: &str = "tether_gwbridge";
 pub const DEFAULT_GATEWAY_SUBNET: &str = "172.30.0.0/16";
+/// The gateway bridge's IPv6 subnet (egress of IPv6 and dual-stack overlays): a unique local one, so the
+/// containers' egress addresses never leave the host unmasqueraded.
+pub const DEFAULT_GATEWAY_SUBNET_V6: &str = "fd74:6574:6877::/64";
 
 /// Where this host's VTEP address comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,7 @@ struct RawOverlayConfig {
     bridge: Option<String>,
     gateway_bridge: Option<String>,
     gateway_subnet: Option<String>,
+    gateway_subnet_v6: Option<String>,
     /// Egress through the gateway bridge (masqueraded); `false` leaves the network isolated from the host.
     egress: Option<bool>,
     start_block_key: Option<String>,
@@ -75,6 +79,8 @@ pub struct OverlayConfig {
     pub egress: bool,
     pub gateway_bridge: String,
     pub gateway_subnet: Ipv4Network,
+    /// `gatewaySubnetV6`: the gateway bridge's IPv6 subnet, used when the overlay has an IPv6 one.
+    pub gateway_subnet_v6: Ipv6Network,
     /// `startBlockKey`: what the first block a host tries is derived from (default: its VTEP address).
     /// Hosts given one key all want the same block first; the tests use it to make them race for it.
     pub start_block_key: Option<String>,
@@ -116,18 +122,18 @@ fn parse_v4_subnet(field: &str, text: &str) -> Result<Ipv4Network, Error> {
     Ipv4Network::new(net.network(), net.prefix()).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
-fn parse_v6_subnet(text: &str) -> Result<Ipv6Network, Error> {
+fn parse_v6_subnet(field: &str, text: &str) -> Result<Ipv6Network, Error> {
     let net: Ipv6Network = text.parse().map_err(|_| {
         invalid(format!(
-            "subnet {text:?} is not a CIDR; write it like \"10.200.0.0/16\" or \"fd00:200::/64\""
+            "{field} {text:?} is not an IPv6 CIDR; write it like \"fd00:200::/64\""
         ))
     })?;
     if net.prefix() > 126 {
         return Err(invalid(format!(
-            "subnet {net} is too small for containers; use /126 or shorter"
+            "{field} {net} is too small for containers; use /126 or shorter"
         )));
     }
-    Ipv6Network::new(net.network(), net.prefix()).map_err(|e| invalid(format!("subnet: {e}")))
+    Ipv6Network::new(net.network(), net.prefix()).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
 /// The `subnet` field: one or two CIDRs, never two of one family.
@@ -145,7 +151,7 @@ fn parse_subnets(raw: Option<RawSubnets>) -> Result<Vec<IpNetwork>, Error> {
     let mut out: Vec<IpNetwork> = Vec::new();
     for text in &texts {
         let net = if text.contains(':') {
-            IpNetwork::V6(parse_v6_subnet(text)?)
+            IpNetwork::V6(parse_v6_subnet("subnet", text)?)
         } else {
             IpNetwork::V4(parse_v4_subnet("subnet", text)?)
         };
@@ -187,6 +193,11 @@ impl OverlayConfig {
             IpNetwork::V4(s) => Some(s),
             IpNetwork::V6(_) => None,
         })
+    }
+
+    /// Whether the network has an IPv6 subnet (and so IPv6 egress, when `egress` is on).
+    pub fn has_ipv6(&self) -> bool {
+        self.pools.iter().any(|p| p.subnet.is_ipv6())
     }
 
     /// Whether `ip` is one of the network's overlay addresses (not an egress one).
@@ -236,13 +247,22 @@ impl OverlayConfig {
                 .as_deref()
                 .unwrap_or(DEFAULT_GATEWAY_SUBNET),
         )?;
+        let gateway_subnet_v6 = parse_v6_subnet(
+            "gatewaySubnetV6",
+            r.gateway_subnet_v6
+                .as_deref()
+                .unwrap_or(DEFAULT_GATEWAY_SUBNET_V6),
+        )?;
         for pool in &pools {
-            if let IpNetwork::V4(subnet) = pool.subnet {
-                if gateway_subnet.overlaps(subnet) {
-                    return Err(invalid(format!(
-                        "gatewaySubnet {gateway_subnet} overlaps the overlay subnet {subnet}; pick disjoint ones"
-                    )));
-                }
+            let (field, gateway) = match pool.subnet {
+                IpNetwork::V4(_) => ("gatewaySubnet", IpNetwork::V4(gateway_subnet)),
+                IpNetwork::V6(_) => ("gatewaySubnetV6", IpNetwork::V6(gateway_subnet_v6)),
+            };
+            if gateway.contains(pool.subnet.network()) || pool.subnet.contains(gateway.network()) {
+                return Err(invalid(format!(
+                    "{field} {gateway} overlaps the overlay subnet {}; pick disjoint ones",
+                    pool.subnet
+                )));
             }
         }
         Ok(OverlayConfig {
@@ -254,6 +274,7 @@ impl OverlayConfig {
             egress: r.egress.unwrap_or(true),
             gateway_bridge,
             gateway_subnet,
+            gateway_subnet_v6,
             start_block_key: r.start_block_key,
             encrypted: r.encrypted.unwrap_or(false),
             vxlan_port: match r.vxlan_port {
@@ -313,6 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn the_ipv6_gateway_subnet_is_a_unique_local_one_unless_set() {
+        let c = OverlayConfig::from_json(&json!({"vni": 6, "subnet": "fd00:6::/64"})).unwrap();
+        assert!(c.has_ipv6());
+        assert_eq!(c.gateway_subnet_v6.to_string(), "fd74:6574:6877::/64");
+        assert_eq!(c.gateway_subnet_v6.network().segments()[0] & 0xfe00, 0xfc00);
+        let c = OverlayConfig::from_json(
+            &json!({"vni": 6, "subnet": "10.6.0.0/16", "gatewaySubnetV6": "fd00:99::7/112"}),
+        )
+        .unwrap();
+        assert!(!c.has_ipv6());
+        assert_eq!(c.gateway_subnet_v6.to_string(), "fd00:99::/112");
+    }
+
+    #[test]
     fn encryption_and_the_vxlan_port_are_read() {
         let c = OverlayConfig::from_json(
             &json!({"vni": 9, "subnet": "10.9.0.0/24", "encrypted": true, "vxlanPort": 4790}),
@@ -363,6 +398,10 @@ mod tests {
             json!({"vni": 1, "subnet": "10.0.0.0/16", "blockSize": 8}),
             json!({"vni": 1, "subnet": "10.0.0.0/16", "mtu": 20}),
             json!({"vni": 1, "subnet": "172.30.0.0/24"}),
+            json!({"vni": 1, "subnet": "fd74:6574:6877::/80"}),
+            json!({"vni": 1, "subnet": "fd00::/64", "gatewaySubnetV6": "fd00::/48"}),
+            json!({"vni": 1, "subnet": "fd00::/64", "gatewaySubnetV6": "10.9.0.0/16"}),
+            json!({"vni": 1, "subnet": "fd00::/64", "gatewaySubnetV6": "fd01::/127"}),
             json!({"vni": 1, "subnet": "10.0.0.0/16", "underlay": "a/b"}),
             json!({"vni": 1, "subnet": "10.0.0.0/16", "encrypted": "yes"}),
             json!({"vni": 1, "subnet": "10.0.0.0/16", "vxlanPort": 0}),

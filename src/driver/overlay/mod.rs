@@ -353,7 +353,7 @@ fn attach_egress<'a>(
     gateway_bridge::attach(host, ns, cfg, (container_id, ifname), rollback).map(Some)
 }
 
-/// The egress interfaces, address and default route in the ADD's result.
+/// The egress interfaces, addresses and default routes (one per family) in the ADD's result.
 fn add_egress_to_result(
     result: &mut CniResult,
     call: &Call,
@@ -370,15 +370,19 @@ fn add_egress_to_result(
         mtu: None,
         ..sandbox_interface(call, &e.ifname, e.mac, 0)
     });
-    result.ips.push(IpConfig {
-        address: e.address,
-        gateway: Some(e.gateway),
-        interface: Some(5),
-    });
-    result.routes.push(Route::new(
-        "0.0.0.0/0".parse().expect("literal"),
-        Some(e.gateway),
-    ));
+    for &(address, gateway) in &e.addresses {
+        result.ips.push(IpConfig {
+            address,
+            gateway: Some(gateway),
+            interface: Some(5),
+        });
+        let default: IpNetwork = if gateway.is_ipv4() {
+            "0.0.0.0/0".parse().expect("literal")
+        } else {
+            "::/0".parse().expect("literal")
+        };
+        result.routes.push(Route::new(default, Some(gateway)));
+    }
 }
 
 impl Plugin for OverlayPlugin {
