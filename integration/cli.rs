@@ -260,6 +260,52 @@ fn create_picks_a_pool_free_of_routes_and_networks_and_bad_input_writes_nothing(
 }
 
 #[test]
+fn network_rm_force_of_a_dual_stack_overlay_leaves_no_gateway_bridge_rules_or_store_behind() {
+    let host = HostNs::new("clio");
+    let outside = host.outside();
+    host.ip(&["route", "add", "default", "via", outside.addr]);
+    let t = Tether::new(&host);
+    t.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.64.0.0/24",
+        "--subnet",
+        "fd00:64::/64",
+        "ovx",
+    ]);
+    let c1 = host.container("c1");
+    attach_json(&t, "ovx", &c1, &[]);
+    assert_eq!(
+        c1.default_gateway("-6").as_deref(),
+        Some("fd74:6574:6877::1"),
+        "no IPv6 egress route through the gateway bridge"
+    );
+    assert!(host.has_link("tether_gwbridge"));
+
+    t.ok(&["network", "rm", "--force", "ovx"]);
+    assert!(!c1.has_link("gw-eth0"), "the egress interface stayed");
+    assert!(
+        !host.has_link("tether_gwbridge"),
+        "the gateway bridge stayed"
+    );
+    let ruleset = host.exec_ok(&["nft", "list", "ruleset"]);
+    assert!(
+        !ruleset.contains("tether_gwbridge") && !ruleset.contains("fd74:6574:6877"),
+        "the gateway bridge's rules or elements stayed:\n{ruleset}"
+    );
+    assert!(
+        !host
+            .state_dir()
+            .join("overlay-gateway/tether_gwbridge")
+            .exists(),
+        "the gateway bridge's lease store stayed"
+    );
+}
+
+#[test]
 fn attach_publishes_a_port_ps_shows_it_rm_waits_for_detach_or_force() {
     let host = HostNs::new("clia");
     let outside = host.outside();
