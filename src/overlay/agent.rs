@@ -182,6 +182,8 @@ impl ControlPlane {
         let mut agent = Agent {
             me: cfg.bind.ip(),
             next_periodic: Instant::now(),
+            next_repair: Instant::now(),
+            next_claims_pass: Instant::now(),
             cfg,
             state_dir: state_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
@@ -193,6 +195,7 @@ impl ControlPlane {
             kernel_dirty: true,
             claims_dirty: false,
             services_dirty: true,
+            services_retry: None,
             members_stale: true,
             status: status.clone(),
             kernel_changes: 0,
@@ -286,6 +289,10 @@ impl ControlPlane {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // The loop sleeps until something is due; this wakes it to see `stop`.
+        if let Ok(s) = UnixDatagram::unbound() {
+            let _ = s.send_to(&0u64.to_be_bytes(), &self.notify_path);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -308,13 +315,20 @@ struct Agent {
     notify: UnixDatagram,
     nl: Netlink,
     store: Box<dyn ClusterStore>,
+    /// Encrypted networks' next time-driven kernel pass (`reconcile_interval`).
     next_periodic: Instant,
+    /// The next safety pass (`repair_interval`).
+    next_repair: Instant,
+    /// The peers' claims are written out at most once per [`CLAIMS_PASS_EVERY`]: not before this.
+    next_claims_pass: Instant,
     networks: Vec<NetworkFacts>,
     local_dirty: bool,
     kernel_dirty: bool,
     claims_dirty: bool,
-    /// Service records changed (or the periodic pass): the service files' copies are due.
+    /// Service records changed (or the repair pass): the service files' copies are due.
     services_dirty: bool,
+    /// When the service copies are due again without a change (a copy left out a port held here).
+    services_retry: Option<Instant>,
     /// Liveness may have changed since `membersUp` was last listed (every liveness change marks the
     /// kernel dirty too): listing and naming every member on each wake-up cost O(hosts) ten times a second.
     members_stale: bool,
@@ -407,6 +421,11 @@ fn esp_wanted(
     wanted
 }
 
+/// The peers' claims file is rewritten (and conflicts settled) at most this often: a fleet starting claims
+/// many blocks a second, and each pass writes every peer's claims, so one per claim cost O(hosts²) for
+/// the cluster. The file only guides the plugin's choice of a block (the store decides who gets it).
+const CLAIMS_PASS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often every IPsec policy is set again, whatever the last pass left.
 const POLICY_REFRESH: Duration = Duration::from_secs(10);
 
@@ -443,22 +462,35 @@ impl Agent {
             self.drain_commands();
             let changes = self.store.step();
             self.apply(changes);
-            if Instant::now() >= self.next_periodic {
+            let now = Instant::now();
+            if now >= self.next_repair {
+                // The safety pass: everything is read and compared again, which repairs what was changed
+                // by hand (kernel entries, remote-name files, service copies, the state directory without
+                // a poke). Between passes, work follows the changes only.
                 self.local_dirty = true;
                 self.kernel_dirty = true;
+                self.claims_dirty = true;
                 self.services_dirty = true;
                 self.members_stale = true;
-                // The remote-name files are read back once a period (repairing any changed by hand), and
-                // the kernel's entries compared with the whole table.
                 self.remote_names = RemoteNames::default();
                 self.full_due = true;
-                self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
+                self.next_repair = now + self.cfg.repair_interval;
+            }
+            if self.services_retry.is_some_and(|at| now >= at) {
+                self.services_dirty = true;
+            }
+            if self.encrypting() && now >= self.next_periodic {
+                // Key epochs and rekeys are due by the clock, not by a change.
+                self.local_dirty = true;
+                self.kernel_dirty = true;
+                self.next_periodic = now + self.cfg.reconcile_interval;
             }
             if self.local_dirty {
                 self.rescan();
             }
-            if self.claims_dirty {
+            if self.claims_dirty && Instant::now() >= self.next_claims_pass {
                 self.after_claims_changed();
+                self.next_claims_pass = Instant::now() + CLAIMS_PASS_EVERY;
             }
             if self.kernel_dirty {
                 self.reconcile();
@@ -474,22 +506,36 @@ impl Agent {
 
     fn apply(&mut self, changes: Changes) {
         self.kernel_dirty |= changes.kernel;
-        self.members_stale |= changes.kernel;
+        self.members_stale |= changes.members;
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
-        self.services_dirty |= changes.services;
+        // A host coming or going moves service VIPs and the routing mesh's replicas too.
+        self.services_dirty |= changes.services || changes.members;
         self.full_due |= changes.members;
     }
 
-    /// Sleeps until a socket is readable or the next timer is due (at most 100 ms, to see `stop`).
+    /// Whether a time-driven kernel pass runs every `reconcile_interval` (encrypted networks' epochs).
+    fn encrypting(&self) -> bool {
+        self.cfg.encryption.is_some() || self.networks.iter().any(|f| f.encrypted)
+    }
+
+    /// Sleeps until a socket is readable (the notify socket also carries `stop`'s wake-up) or the next
+    /// timer is due: an idle plane does not wake at all between its timers.
     fn wait_for_input(&mut self) {
-        let next = self
-            .store
-            .next_due()
-            .map_or(self.next_periodic, |at| at.min(self.next_periodic));
-        let mut wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        let mut next = self.next_repair;
+        if let Some(at) = self.store.next_due() {
+            next = next.min(at);
+        }
+        if self.encrypting() {
+            next = next.min(self.next_periodic);
+        }
+        if self.claims_dirty {
+            next = next.min(self.next_claims_pass);
+        }
+        if let Some(at) = self.services_retry {
+            next = next.min(at);
+        }
+        let mut wait = next.saturating_duration_since(Instant::now());
         if self.local_dirty {
             // Own records changed in the last pass (an ESP generation): publish them without a nap.
             wait = Duration::ZERO;
@@ -841,6 +887,10 @@ impl Agent {
         let outcome =
             cluster_services::sync(&self.state_dir, self.store.table(), self.me, complete);
         self.local_dirty |= outcome.own_moved;
+        // A port held here is taken once freed: asked again every reconcile interval meanwhile.
+        self.services_retry = outcome
+            .ports_held_here
+            .then(|| Instant::now() + self.cfg.reconcile_interval);
         self.tell_daemon(outcome.networks);
     }
 
