@@ -6,9 +6,11 @@
 //! a second), claim latency from writing the pending claim to the confirming rewrite of its claims file
 //! (the file's mtime); then every host publishes 10 endpoint records; then sampled records with a DNS name
 //! are written one at a time and their arrival at every other host is the mtime of that host's
-//! remote-name file (propagation). Also: etcd's DB size, this process's RSS and the probe's.
-//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_RECONCILE_MS` (the planes' periodic full
-//! pass; tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
+//! remote-name file (propagation). Also: etcd's DB size, this process's RSS and the probe's, and what the
+//! cluster costs at rest (`BENCH_IDLE_S`, default 10 s, after every record is everywhere): CPU time of
+//! this process, of etcd and of the probe, and the probe's wake-ups (context switches).
+//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' safety pass;
+//! tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -108,9 +110,9 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
     let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
         "endpoints": endpoints, "leaseTtlSeconds": 10}}});
-    // BENCH_RECONCILE_MS: the planes' periodic full pass (tetherd's default 1 s when unset).
-    if let Ok(ms) = std::env::var("BENCH_RECONCILE_MS") {
-        section["reconcileIntervalMs"] = json!(ms.parse::<u64>().unwrap());
+    // BENCH_REPAIR_MS: the planes' safety pass over everything (tetherd's default when unset).
+    if let Ok(ms) = std::env::var("BENCH_REPAIR_MS") {
+        section["repairIntervalMs"] = json!(ms.parse::<u64>().unwrap());
     }
     let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
     ControlPlane::start(cfg, state, run_dir).unwrap()
@@ -146,6 +148,39 @@ fn publish_ten(state: &Path, ip: Ipv4Addr, block: Ipv4Network) {
     }
 }
 
+/// CPU time (user + system) of process `pid` (`self` for this one), all its threads.
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) from its closing parenthesis on.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Context switches (voluntary + involuntary) of every thread of process `pid`: its wake-ups.
+fn switches_of(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            kb_of(&status, "voluntary_ctxt_switches:")
+                + kb_of(&status, "nonvoluntary_ctxt_switches:")
+        })
+        .sum()
+}
+
 fn kb_of(status: &str, field: &str) -> u64 {
     status
         .lines()
@@ -176,7 +211,7 @@ fn probe() {
     // Ends with the bench, also when the bench fails.
     while std::os::unix::process::parent_id() == parent {
         std::thread::sleep(Duration::from_millis(200));
-        let _ = std::fs::write(root.join("records"), plane.status().records.to_string());
+        let _ = std::fs::write(root.join("records"), plane.records().to_string());
     }
     plane.stop();
 }
@@ -278,7 +313,13 @@ fn run(n: usize, samples: usize) {
     // Own records plus every host's block and endpoint records (the probe's included).
     let want = (n + 1) * 11;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while hosts.iter().any(|h| h.plane.status().records < want) {
+    // Hosts that have everything are not asked again (records only grow in this phase).
+    let mut waiting: Vec<&SimHost> = hosts.iter().collect();
+    loop {
+        waiting.retain(|h| h.plane.records() < want);
+        if waiting.is_empty() {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "records did not reach every host in 600 s"
@@ -286,6 +327,30 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_everywhere = publish_start.elapsed();
+    // The cluster at rest: nothing is written; what the planes, their etcd clients and etcd still spend.
+    let idle = Duration::from_secs(env_list("BENCH_IDLE_S", &[10])[0] as u64);
+    let probe_pid = probe.id().to_string();
+    let etcd_pid = etcd.pid().to_string();
+    let before = (
+        cpu_of("self"),
+        cpu_of(&etcd_pid),
+        cpu_of(&probe_pid),
+        switches_of(&probe_pid),
+    );
+    std::thread::sleep(idle);
+    let idle_line = format!(
+        "{n} hosts at rest for {:.0} s: CPU of the {n} planes {:.1} ms/s ({:.3} ms/s per host), etcd {:.1} ms/s, the probe (one tetherd's plane) {:.2} ms/s and {:.1} wake-ups/s; load average {}",
+        idle.as_secs_f64(),
+        (cpu_of("self") - before.0).as_secs_f64() * 1000.0 / idle.as_secs_f64(),
+        (cpu_of("self") - before.0).as_secs_f64() * 1000.0 / idle.as_secs_f64() / n as f64,
+        (cpu_of(&etcd_pid) - before.1).as_secs_f64() * 1000.0 / idle.as_secs_f64(),
+        (cpu_of(&probe_pid) - before.2).as_secs_f64() * 1000.0 / idle.as_secs_f64(),
+        (switches_of(&probe_pid) - before.3) as f64 / idle.as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+    );
+    println!("{idle_line}");
     // Propagation: sampled records with a DNS name, one at a time, to every other host.
     let mut propagation = Vec::new();
     for s in 0..samples {
@@ -351,6 +416,7 @@ fn run(n: usize, samples: usize) {
         "VmRSS:",
     );
     let statuses: Vec<_> = hosts.iter().map(|h| h.plane.status()).collect();
+    println!("{idle_line}");
     println!(
         "{n} hosts: kernel reconciles failed {} times in all (changed {} entries): the simulated hosts have no VXLAN device, which the reconcile takes as nothing to do",
         statuses.iter().map(|s| s.kernel_failures).sum::<u64>(),

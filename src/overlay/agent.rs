@@ -276,6 +276,15 @@ impl ControlPlane {
         let _ = cv.wait_timeout_while(guard, timeout, |d| *d < request);
     }
 
+    /// How many records the plane's table holds: [`ControlPlane::status`] without copying the rest
+    /// (its member list is one name per host).
+    pub fn records(&self) -> usize {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .lock()
