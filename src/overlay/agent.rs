@@ -25,7 +25,9 @@ use super::etcd::EtcdStore;
 use super::gossip::GossipStore;
 use super::ipsec::epoch::{self as esp_epoch, Schedule};
 use super::ipsec::{generation, plan as esp_plan, program as esp_program};
-use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
+use super::local::{
+    claim_ahead, clashes, peer_claims, publish_peer_claims, read_local, settle_conflicts,
+};
 use super::reconcile;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use super::remote_names::RemoteNames;
@@ -184,6 +186,11 @@ impl ControlPlane {
             next_periodic: Instant::now(),
             next_repair: Instant::now(),
             next_claims_pass: Instant::now(),
+            liveness_due: false,
+            next_liveness_pass: Instant::now(),
+            own_blocks: BTreeMap::new(),
+            peer_claims_written: BTreeMap::new(),
+            settle_all: true,
             cfg,
             state_dir: state_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
@@ -330,6 +337,16 @@ struct Agent {
     next_repair: Instant,
     /// The peers' claims are written out at most once per [`CLAIMS_PASS_EVERY`]: not before this.
     next_claims_pass: Instant,
+    /// A host's liveness changed and the pass over everything it makes due has not run yet; it runs
+    /// at most once per [`LIVENESS_PASS_EVERY`], not before `next_liveness_pass`.
+    liveness_due: bool,
+    next_liveness_pass: Instant,
+    /// This host's claimed and proposed blocks per network (as of the last rescan).
+    own_blocks: BTreeMap<String, BTreeSet<ipnetwork::IpNetwork>>,
+    /// What the peer-claims files were last written with, per network.
+    peer_claims_written: BTreeMap<String, Vec<crate::state::overlay::PeerClaim>>,
+    /// The next claims pass settles every own claim, clash or not (the repair pass).
+    settle_all: bool,
     networks: Vec<NetworkFacts>,
     local_dirty: bool,
     kernel_dirty: bool,
@@ -338,8 +355,8 @@ struct Agent {
     services_dirty: bool,
     /// When the service copies are due again without a change (a copy left out a port held here).
     services_retry: Option<Instant>,
-    /// Liveness may have changed since `membersUp` was last listed (every liveness change marks the
-    /// kernel dirty too): listing and naming every member on each wake-up cost O(hosts) ten times a second.
+    /// Liveness may have changed since `membersUp` was last listed: listing and naming every member on
+    /// each wake-up cost O(hosts) ten times a second.
     members_stale: bool,
     status: Arc<Mutex<Status>>,
     kernel_changes: u64,
@@ -435,6 +452,9 @@ fn esp_wanted(
 /// the cluster. The file only guides the plugin's choice of a block (the store decides who gets it).
 const CLAIMS_PASS_EVERY: Duration = Duration::from_secs(1);
 
+/// Liveness changes are taken in (a pass over the whole table) at most this often.
+const LIVENESS_PASS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often every IPsec policy is set again, whatever the last pass left.
 const POLICY_REFRESH: Duration = Duration::from_secs(10);
 
@@ -482,8 +502,13 @@ impl Agent {
                 self.services_dirty = true;
                 self.members_stale = true;
                 self.remote_names = RemoteNames::default();
+                self.peer_claims_written.clear();
+                self.settle_all = true;
                 self.full_due = true;
                 self.next_repair = now + self.cfg.repair_interval;
+            }
+            if self.liveness_due && now >= self.next_liveness_pass {
+                self.after_liveness_changed(now);
             }
             if self.services_retry.is_some_and(|at| now >= at) {
                 self.services_dirty = true;
@@ -515,12 +540,22 @@ impl Agent {
 
     fn apply(&mut self, changes: Changes) {
         self.kernel_dirty |= changes.kernel;
-        self.members_stale |= changes.members;
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
-        // A host coming or going moves service VIPs and the routing mesh's replicas too.
-        self.services_dirty |= changes.services || changes.members;
-        self.full_due |= changes.members;
+        self.services_dirty |= changes.services;
+        self.liveness_due |= changes.members;
+    }
+
+    /// A host came or went: every record counts again (its records enter or leave the kernel, service
+    /// VIPs and mesh replicas move). At most once per [`LIVENESS_PASS_EVERY`]: a fleet starting or
+    /// stopping changes liveness hundreds of times a second, and each pass goes over the whole table.
+    fn after_liveness_changed(&mut self, now: Instant) {
+        self.liveness_due = false;
+        self.next_liveness_pass = now + LIVENESS_PASS_EVERY;
+        self.full_due = true;
+        self.kernel_dirty = true;
+        self.services_dirty = true;
+        self.members_stale = true;
     }
 
     /// Whether a time-driven kernel pass runs every `reconcile_interval` (encrypted networks' epochs).
@@ -544,7 +579,14 @@ impl Agent {
         if let Some(at) = self.services_retry {
             next = next.min(at);
         }
+        if self.liveness_due {
+            next = next.min(self.next_liveness_pass);
+        }
         let mut wait = next.saturating_duration_since(Instant::now());
+        if self.kernel_dirty {
+            // Still dirty after a pass: a kernel write failed; retried after the reconcile interval.
+            wait = wait.min(self.cfg.reconcile_interval);
+        }
         if self.local_dirty {
             // Own records changed in the last pass (an ESP generation): publish them without a nap.
             wait = Duration::ZERO;
@@ -749,8 +791,11 @@ impl Agent {
     fn after_claims_changed(&mut self) {
         self.claims_dirty = false;
         let claims = peer_claims(self.store.table(), self.me);
-        publish_peer_claims(&self.state_dir, &claims);
-        if settle_conflicts(&self.state_dir, self.me, &claims) {
+        publish_peer_claims(&self.state_dir, &claims, &mut self.peer_claims_written);
+        // Only a peer's claim of a block this host claims can clash (the repair pass looks anyway, for
+        // lost claims whose block was emptied since): a fleet's claims are no work for the others.
+        let look = std::mem::take(&mut self.settle_all) || clashes(&self.own_blocks, &claims);
+        if look && settle_conflicts(&self.state_dir, self.me, &claims) {
             self.local_dirty = true;
         }
     }
@@ -778,6 +823,18 @@ impl Agent {
         let mut proposing = local.proposing;
         if self.store.claims_ahead() {
             proposing.extend(claim_ahead(&self.state_dir, self.me, &self.networks));
+        }
+        self.own_blocks.clear();
+        let claimed = own.keys().filter_map(|k| match k {
+            RecordKey::Claim { network, block, .. } => Some((network, *block)),
+            _ => None,
+        });
+        let proposed = proposing.iter().map(|(c, _)| (&c.network, c.block));
+        for (network, block) in claimed.chain(proposed) {
+            self.own_blocks
+                .entry(network.clone())
+                .or_default()
+                .insert(block);
         }
         self.proposing = proposing.len();
         self.store.propose(proposing);
