@@ -122,6 +122,8 @@ pub struct Worker {
     /// come and go, so a tick's work is this host's own keys, not a scan of every host's.
     held: BTreeSet<String>,
     alive: HashSet<IpAddr>,
+    /// Events wait in the channel for a wake-up at the next tick (see `apply_watch`).
+    wake_due: bool,
     revision: i64,
     wanted: BTreeMap<String, Vec<u8>>,
     proposals: Vec<ClaimRef>,
@@ -175,6 +177,7 @@ impl Worker {
             mirror: BTreeMap::new(),
             held: BTreeSet::new(),
             alive: HashSet::new(),
+            wake_due: false,
             revision: 0,
             wanted: BTreeMap::new(),
             proposals: Vec::new(),
@@ -186,7 +189,7 @@ impl Worker {
         }
     }
 
-    fn send(&self, event: Event) {
+    fn send(&mut self, event: Event) {
         self.queue(event);
         self.wake_plane();
     }
@@ -196,7 +199,8 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
-    fn wake_plane(&self) {
+    fn wake_plane(&mut self) {
+        self.wake_due = false;
         let _ = self.wake.send(&[1]);
     }
 
@@ -372,6 +376,9 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
+                    if self.wake_due {
+                        self.wake_plane();
+                    }
                     if last_keep.elapsed() >= keep_every {
                         keeper.keep_alive().await?;
                         last_keep = Instant::now();
@@ -455,19 +462,27 @@ impl Worker {
             .await
     }
 
+    /// Takes in a watch response's events. The plane is woken at once unless all of them are other
+    /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
+    /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
     fn apply_watch(&mut self, resp: &etcd_client::WatchResponse) {
+        let blocks_root = self.layout.blocks_root();
+        let mut urgent = false;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             self.revision = self.revision.max(kv.mod_revision());
+            let block = key.starts_with(&blocks_root);
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
+                    urgent |= !block || self.holds(&stored);
                     let kept = stored.mirrored(&self.layout, self.me, &key);
                     self.mirror_put(key.clone(), kept);
                     self.queue(Event::Put { key, stored });
                 }
                 EventType::Delete => {
+                    urgent |= !block || self.held.contains(&key);
                     self.mirror_remove(&key);
                     self.queue(Event::Delete {
                         key,
@@ -476,8 +491,11 @@ impl Worker {
                 }
             }
         }
-        if !resp.events().is_empty() {
+        if urgent {
             self.wake_plane();
+            self.wake_due = false;
+        } else if !resp.events().is_empty() {
+            self.wake_due = true;
         }
     }
 
