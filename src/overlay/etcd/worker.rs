@@ -362,8 +362,14 @@ impl Worker {
                         continue;
                     }
                     self.apply_watch(&resp);
-                    if let Some(h) = resp.header() {
-                        self.revision = self.revision.max(h.revision());
+                    // Only a response without events (a progress notification) says everything up to its
+                    // header's revision was sent: while etcd catches a slow watcher up, a response's
+                    // header is the store's current revision and its events older ones, so resuming
+                    // after that header (when the session fails) skipped the events between.
+                    if resp.events().is_empty() {
+                        if let Some(h) = resp.header() {
+                            self.revision = self.revision.max(h.revision());
+                        }
                     }
                 }
                 ka = alive.message() => {
