@@ -1,14 +1,18 @@
 //! The etcd cluster store at scale: N simulated hosts (tetherd's real overlay control plane, `ControlPlane`,
-//! one per host, each with its own state directory, threads of this process) on one etcd 3.4 in a
-//! namespace of the bench's own, plus one more host in a process of its own (the *probe*): its RSS is one
-//! tetherd's control plane holding the whole cluster's view. Each host claims one block as real hosts
-//! start, spread evenly over `BENCH_CLAIM_SPREAD_MS` (default 10 ms per host: a fleet started at 100 hosts
-//! a second), claim latency from writing the pending claim to the confirming rewrite of its claims file
-//! (the file's mtime); then every host publishes 10 endpoint records; then sampled records with a DNS name
-//! are written one at a time and their arrival at every other host is the mtime of that host's
-//! remote-name file (propagation). Also: etcd's DB size, this process's RSS and the probe's.
-//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_RECONCILE_MS` (the planes' periodic full
-//! pass; tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
+//! one per host, each with its own state directory) in processes of `BENCH_GROUP_SIZE` (50) hosts, each
+//! process with its own run directory (so a group's hosts share one claims lock, not the whole fleet), on
+//! one etcd 3.4 in a namespace of the bench's own, plus one more host in a process of its own (the
+//! *probe*): its RSS is one tetherd's control plane holding the whole cluster's view. The bench process
+//! drives the hosts as their plugins would: it writes their state directories and pokes their notify
+//! sockets. Each host claims one block as real hosts start, spread evenly over `BENCH_CLAIM_SPREAD_MS`
+//! (default 10 ms per host: a fleet started at 100 hosts a second), claim latency from writing the pending
+//! claim to the confirming rewrite of its claims file (the file's mtime); then every host publishes 10
+//! endpoint records; then the cluster at rest (`BENCH_IDLE_S`, default 10 s): CPU time of the host
+//! processes, of etcd and of the probe, and the probe's wake-ups (context switches); then sampled records
+//! with a DNS name are written one at a time and their arrival at every other host is the mtime of that
+//! host's remote-name file (propagation). Also: etcd's DB size, the host processes' RSS and the probe's.
+//! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
+//! tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -51,12 +55,6 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 fn host_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 250, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
-struct SimHost {
-    ip: Ipv4Addr,
-    state: PathBuf,
-    plane: ControlPlane,
 }
 
 fn facts(ip: Ipv4Addr) -> NetworkFacts {
@@ -108,9 +106,9 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
     let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
         "endpoints": endpoints, "leaseTtlSeconds": 10}}});
-    // BENCH_RECONCILE_MS: the planes' periodic full pass (tetherd's default 1 s when unset).
-    if let Ok(ms) = std::env::var("BENCH_RECONCILE_MS") {
-        section["reconcileIntervalMs"] = json!(ms.parse::<u64>().unwrap());
+    // BENCH_REPAIR_MS: the planes' safety pass over everything (tetherd's default when unset).
+    if let Ok(ms) = std::env::var("BENCH_REPAIR_MS") {
+        section["repairIntervalMs"] = json!(ms.parse::<u64>().unwrap());
     }
     let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
     ControlPlane::start(cfg, state, run_dir).unwrap()
@@ -146,6 +144,39 @@ fn publish_ten(state: &Path, ip: Ipv4Addr, block: Ipv4Network) {
     }
 }
 
+/// CPU time (user + system) of process `pid` (`self` for this one), all its threads.
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) from its closing parenthesis on.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Context switches (voluntary + involuntary) of every thread of process `pid`: its wake-ups.
+fn switches_of(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            kb_of(&status, "voluntary_ctxt_switches:")
+                + kb_of(&status, "nonvoluntary_ctxt_switches:")
+        })
+        .sum()
+}
+
 fn kb_of(status: &str, field: &str) -> u64 {
     status
         .lines()
@@ -176,21 +207,144 @@ fn probe() {
     // Ends with the bench, also when the bench fails.
     while std::os::unix::process::parent_id() == parent {
         std::thread::sleep(Duration::from_millis(200));
-        let _ = std::fs::write(root.join("records"), plane.status().records.to_string());
+        let _ = std::fs::write(root.join("records"), plane.records().to_string());
     }
     plane.stop();
 }
 
+/// Where group `g`'s processes keep their run directory (its per-network claims locks, as one host's).
+fn group_run_dir(root: &Path, g: usize) -> PathBuf {
+    root.join(format!("run-g{g}"))
+}
+
+fn host_state(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("h{i}/state"))
+}
+
+fn host_run(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("h{i}/run"))
+}
+
+/// Asks host `i`'s plane to read its state directory now (what a plugin's notify does).
+fn poke(root: &Path, i: usize) {
+    let path = tether::client::poke::overlay_socket_path(&host_run(root, i));
+    if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = s.send_to(&0u64.to_be_bytes(), path);
+    }
+}
+
+/// A group of simulated hosts, one process (its own run directory, so its own claims locks): starts
+/// their planes, then writes `group<g>` every 100 ms ("started records-of-the-emptiest kernel-failures
+/// kernel-changes") until the bench is gone.
+fn group() {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let g: usize = var("BENCH_GROUP").parse().unwrap();
+    let first: usize = var("BENCH_GROUP_FIRST").parse().unwrap();
+    let count: usize = var("BENCH_GROUP_COUNT").parse().unwrap();
+    let endpoints: Vec<String> = var("BENCH_GROUP_ENDPOINTS")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let root = PathBuf::from(var("BENCH_GROUP_ROOT"));
+    let parent = std::os::unix::process::parent_id();
+    let planes: Vec<ControlPlane> = (first..first + count)
+        .map(|i| {
+            start_plane(
+                host_ip(i),
+                &endpoints,
+                &host_state(&root, i),
+                &host_run(&root, i),
+            )
+        })
+        .collect();
+    let out = root.join(format!("group{g}"));
+    while std::os::unix::process::parent_id() == parent {
+        let fewest = planes.iter().map(|p| p.records()).min().unwrap_or(0);
+        let (mut failures, mut changes) = (0, 0);
+        // Copying every plane's status (its member list) ten times a second would load the bench.
+        if root.join("report-kernel").exists() {
+            for p in &planes {
+                let s = p.status();
+                failures += s.kernel_failures;
+                changes += s.kernel_changes;
+            }
+        }
+        let _ = std::fs::write(
+            root.join(format!(".group{g}")),
+            format!("1 {fewest} {failures} {changes}"),
+        );
+        let _ = std::fs::rename(root.join(format!(".group{g}")), &out);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in planes {
+        p.stop();
+    }
+}
+
+/// The numbers of every group's last report: (records of the emptiest host, kernel failures, kernel
+/// changes); `None` while a group has not started all its planes.
+fn groups_report(root: &Path, groups: usize) -> Option<(usize, u64, u64)> {
+    let mut fewest = usize::MAX;
+    let (mut failures, mut changes) = (0, 0);
+    for g in 0..groups {
+        let text = std::fs::read_to_string(root.join(format!("group{g}"))).ok()?;
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        if v.len() < 4 || v[0] != 1 {
+            return None;
+        }
+        fewest = fewest.min(v[1] as usize);
+        failures += v[2];
+        changes += v[3];
+    }
+    Some((fewest, failures, changes))
+}
+
+/// Writes host `i`'s pending claim of `block` under its group's claims lock (as its plugin does).
+fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) -> SystemTime {
+    let locks = group_run_dir(root, i / group_size).join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(locks.join(format!("net-{NETWORK}.lock")))
+        .unwrap();
+    lock.lock().unwrap();
+    let dir = OverlayDir::new(&host_state(root, i), NETWORK);
+    let t0 = SystemTime::now();
+    dir.write_claims(&HostClaims {
+        claims: vec![Claim {
+            block: IpNetwork::V4(block),
+            claimed_at_ms: tether::state::overlay::now_ms(),
+            lost: false,
+            state: ClaimState::Pending,
+        }],
+    })
+    .unwrap();
+    t0
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 fn run(n: usize, samples: usize) {
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_before = load();
     let ns = HostNs::new(&format!("bcs{n}"));
     ns.ip(&["link", "set", "lo", "up"]);
     let etcd = Etcd::start(&ns, &["127.0.0.1"]);
-    // Every thread started from here on (the planes and their etcd workers) is in the bench's namespace.
+    // Every process started from here on (the host groups and the probe) is in the bench's namespace.
     let file = std::fs::File::open(ns.path_str()).unwrap();
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     let root = ns.dir().join("hosts");
-    // The claims lock lives under the run dir: one for the process, as on one host.
+    std::fs::create_dir_all(&root).unwrap();
+    // The probe's claims lock lives under this run dir (each group has its own).
     std::env::set_var("TETHER_RUN_DIR", root.join("run"));
 
     let blocks: Vec<Ipv4Network> = tether::state::overlay::blocks(tether::state::overlay::Pool {
@@ -202,17 +356,28 @@ fn run(n: usize, samples: usize) {
         IpNetwork::V6(_) => None,
     })
     .collect();
-    let mut hosts = Vec::new();
-    for i in 0..n {
-        let ip = host_ip(i);
-        let state = root.join(format!("h{i}/state"));
-        let plane = start_plane(
-            ip,
-            &etcd.endpoints(),
-            &state,
-            &root.join(format!("h{i}/run")),
-        );
-        hosts.push(SimHost { ip, state, plane });
+    // The simulated hosts: BENCH_GROUP_SIZE (50) per process, each group with its own run directory.
+    // (500 hosts in groups of 50 hung in their records phase, unexplained; see bench/README.md.)
+    let group_size = env_list("BENCH_GROUP_SIZE", &[50])[0].max(1);
+    let groups = n.div_ceil(group_size);
+    let mut fleet = Vec::new();
+    for g in 0..groups {
+        let first = g * group_size;
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_GROUP", g.to_string())
+            .env("BENCH_GROUP_FIRST", first.to_string())
+            .env("BENCH_GROUP_COUNT", group_size.min(n - first).to_string())
+            .env("BENCH_GROUP_ENDPOINTS", etcd.endpoints().join(","))
+            .env("BENCH_GROUP_ROOT", &root)
+            .env("TETHER_RUN_DIR", group_run_dir(&root, g))
+            .spawn()
+            .unwrap();
+        fleet.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while groups_report(&root, groups).is_none() {
+        assert!(Instant::now() < deadline, "the host groups never started");
+        std::thread::sleep(Duration::from_millis(50));
     }
     // The probe: host n, a process of its own (in this thread's namespace, the bench's).
     let probe_dir = root.join("probe");
@@ -225,23 +390,27 @@ fn run(n: usize, samples: usize) {
         .env_remove("MALLOC_ARENA_MAX")
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
 
     // Claims: host i writes its pending claim at i * spread / n, as hosts of a fleet start one after
     // another, and pokes its plane.
     let spread = Duration::from_millis(env_list("BENCH_CLAIM_SPREAD_MS", &[10 * n])[0] as u64);
+    // CPU time is what the other engineers' load on this VM does not change: planes' and etcd's.
+    let etcd_pid = etcd.pid().to_string();
+    let fleet_cpu = || -> Duration { fleet.iter().map(|c| cpu_of(&c.id().to_string())).sum() };
+    let cpu_before_claims = (fleet_cpu(), cpu_of(&etcd_pid));
     let claims_start = Instant::now();
     let mut started = Vec::new();
-    for (i, h) in hosts.iter().enumerate() {
+    for (i, block) in blocks.iter().enumerate().take(n) {
         let at = claims_start + spread.mul_f64(i as f64 / n as f64);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        started.push(claim(&h.state, blocks[i]));
-        h.plane.refresh(Duration::ZERO);
+        started.push(claim_as_group(&root, group_size, i, *block));
+        poke(&root, i);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut claim_latency = Vec::new();
-    for (h, t0) in hosts.iter().zip(&started) {
-        let dir = OverlayDir::new(&h.state, NETWORK);
+    for (i, t0) in started.iter().enumerate() {
+        let dir = OverlayDir::new(&host_state(&root, i), NETWORK);
         loop {
             let confirmed = dir
                 .claims()
@@ -252,33 +421,42 @@ fn run(n: usize, samples: usize) {
                 claim_latency.push(at.duration_since(*t0).unwrap_or_default());
                 break;
             }
-            assert!(Instant::now() < deadline, "{} never got its block", h.ip);
+            assert!(
+                Instant::now() < deadline,
+                "{} never got its block",
+                host_ip(i)
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
+    let claims_cpu = (
+        fleet_cpu() - cpu_before_claims.0,
+        cpu_of(&etcd_pid) - cpu_before_claims.1,
+    );
     // Printed now: at the largest sizes the phases after this may not finish on a small machine.
     println!(
-        "{n} hosts: claim p50 {} p99 {} (max {}), claims spread over {:.1} s; load average now: {}",
+        "{n} hosts: claim p50 {} p99 {} (max {}), claims spread over {:.1} s; CPU from the first claim to the last confirmed: planes {:.0} ms, etcd {:.0} ms; load average now: {}",
         ms(pct(&mut claim_latency, 0.5)),
         ms(pct(&mut claim_latency, 0.99)),
         ms(pct(&mut claim_latency, 1.0)),
         spread.as_secs_f64(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim(),
+        claims_cpu.0.as_secs_f64() * 1000.0,
+        claims_cpu.1.as_secs_f64() * 1000.0,
+        load(),
     );
 
     // Records: 10 per host (no DNS names, so no remote-name files), then wait until every table holds all.
+    let cpu_before_records = (fleet_cpu(), cpu_of(&etcd_pid));
     let publish_start = Instant::now();
-    for (i, h) in hosts.iter().enumerate() {
-        publish_ten(&h.state, h.ip, blocks[i]);
-        h.plane.refresh(Duration::ZERO);
+    for (i, block) in blocks.iter().enumerate().take(n) {
+        publish_ten(&host_state(&root, i), host_ip(i), *block);
+        poke(&root, i);
     }
     // Own records plus every host's block and endpoint records (the probe's included).
     let want = (n + 1) * 11;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while hosts.iter().any(|h| h.plane.status().records < want) {
+    while groups_report(&root, groups).is_none_or(|(fewest, _, _)| fewest < want) {
         assert!(
             Instant::now() < deadline,
             "records did not reach every host in 600 s"
@@ -286,24 +464,51 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_everywhere = publish_start.elapsed();
+    println!(
+        "{n} hosts: 10 records per host at every host {:.1} s after the first write, CPU meanwhile: planes {:.0} ms, etcd {:.0} ms; load average now: {}",
+        all_everywhere.as_secs_f64(),
+        (fleet_cpu() - cpu_before_records.0).as_secs_f64() * 1000.0,
+        (cpu_of(&etcd_pid) - cpu_before_records.1).as_secs_f64() * 1000.0,
+        load()
+    );
+    // The cluster at rest: nothing is written; what the planes, their etcd clients and etcd still spend.
+    let idle = Duration::from_secs(env_list("BENCH_IDLE_S", &[10])[0] as u64);
+    let probe_pid = probe.id().to_string();
+    let before = (
+        fleet_cpu(),
+        cpu_of(&etcd_pid),
+        cpu_of(&probe_pid),
+        switches_of(&probe_pid),
+    );
+    std::thread::sleep(idle);
+    let per_s = |d: Duration| d.as_secs_f64() * 1000.0 / idle.as_secs_f64();
+    println!(
+        "{n} hosts at rest for {:.0} s: CPU of the {n} planes {:.1} ms/s ({:.3} ms/s per host), etcd {:.1} ms/s, the probe (one tetherd's plane) {:.2} ms/s and {:.1} wake-ups/s; load average {}",
+        idle.as_secs_f64(),
+        per_s(fleet_cpu() - before.0),
+        per_s(fleet_cpu() - before.0) / n as f64,
+        per_s(cpu_of(&etcd_pid) - before.1),
+        per_s(cpu_of(&probe_pid) - before.2),
+        (switches_of(&probe_pid) - before.3) as f64 / idle.as_secs_f64(),
+        load(),
+    );
     // Propagation: sampled records with a DNS name, one at a time, to every other host.
     let mut propagation = Vec::new();
     for s in 0..samples {
         let w = s % n;
-        let writer = &hosts[w];
         let addr = Ipv4Addr::from(u32::from(blocks[w].network()) + 20 + s as u32);
         let t0 = SystemTime::now();
-        RecordDir::new(&writer.state, NETWORK)
-            .write(&record(writer.ip, addr, 20 + s, Some(format!("s{s}"))))
+        RecordDir::new(&host_state(&root, w), NETWORK)
+            .write(&record(host_ip(w), addr, 20 + s, Some(format!("s{s}"))))
             .unwrap();
-        writer.plane.refresh(Duration::ZERO);
-        let id = format!("{}_{addr}.json", writer.ip);
+        poke(&root, w);
+        let id = format!("{}_{addr}.json", host_ip(w));
         let deadline = Instant::now() + Duration::from_secs(60);
-        for (j, h) in hosts.iter().enumerate() {
-            if j == w {
-                continue;
-            }
-            let path = h.state.join("overlay-remote").join(NETWORK).join(&id);
+        for j in (0..n).filter(|j| *j != w) {
+            let path = host_state(&root, j)
+                .join("overlay-remote")
+                .join(NETWORK)
+                .join(&id);
             let arrived = loop {
                 if let Some(at) = mtime(&path) {
                     break at;
@@ -311,7 +516,7 @@ fn run(n: usize, samples: usize) {
                 assert!(
                     Instant::now() < deadline,
                     "sample {s} never reached {}",
-                    h.ip
+                    host_ip(j)
                 );
                 std::thread::sleep(Duration::from_millis(2));
             };
@@ -346,18 +551,33 @@ fn run(n: usize, samples: usize) {
     let status = etcd.ctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     let db_size = v[0]["Status"]["dbSize"].as_u64().unwrap_or(0);
-    let rss = kb_of(
-        &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
-        "VmRSS:",
-    );
-    let statuses: Vec<_> = hosts.iter().map(|h| h.plane.status()).collect();
+    let rss: u64 = fleet
+        .iter()
+        .map(|c| {
+            kb_of(
+                &std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap_or_default(),
+                "VmRSS:",
+            )
+        })
+        .sum();
+    // The groups count their planes' kernel work once asked (the marker file), in their next report.
+    std::fs::write(root.join("report-kernel"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for g in 0..groups {
+        let _ = std::fs::write(root.join(format!("group{g}")), "0 0 0 0");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut report = None;
+    while report.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        report = groups_report(&root, groups);
+    }
+    let (_, failures, changes) = report.unwrap_or_default();
     println!(
-        "{n} hosts: kernel reconciles failed {} times in all (changed {} entries): the simulated hosts have no VXLAN device, which the reconcile takes as nothing to do",
-        statuses.iter().map(|s| s.kernel_failures).sum::<u64>(),
-        statuses.iter().map(|s| s.kernel_changes).sum::<u64>(),
+        "{n} hosts: kernel reconciles failed {failures} times in all (changed {changes} entries): the simulated hosts have no VXLAN device, which the reconcile takes as nothing to do",
     );
     println!(
-        "{n} hosts on one etcd: claim p50 {} p99 {} (max {}); 10 records per host at every host {:.1} s after the first write; propagation of {} sampled records to every host p50 {} p99 {} (max {}); etcd DB {:.1} MB; this process RSS {:.1} MB ({:.0} kB per simulated host)",
+        "{n} hosts on one etcd: claim p50 {} p99 {} (max {}); 10 records per host at every host {:.1} s after the first write; propagation of {} sampled records to every host p50 {} p99 {} (max {}); etcd DB {:.1} MB; the {groups} host processes' RSS {:.1} MB ({:.0} kB per simulated host)",
         ms(pct(&mut claim_latency, 0.5)),
         ms(pct(&mut claim_latency, 0.99)),
         ms(pct(&mut claim_latency, 1.0)),
@@ -371,15 +591,17 @@ fn run(n: usize, samples: usize) {
         rss as f64 / n as f64,
     );
     println!(
-        "{n} hosts: one host's control plane alone in a process (the probe, host {}) RSS {:.1} MB, peak {:.1} MB; claims spread over {:.1} s; load average before the run: {}",
+        "{n} hosts: one host's control plane alone in a process (the probe, host {}) RSS {:.1} MB, peak {:.1} MB; claims spread over {:.1} s; load average before the run: {}, after: {}",
         n + 1,
         probe_rss as f64 / 1024.0,
         probe_peak as f64 / 1024.0,
         spread.as_secs_f64(),
-        load_before.trim(),
+        load_before,
+        load(),
     );
-    for h in hosts {
-        h.plane.stop();
+    for mut c in fleet {
+        let _ = c.kill();
+        let _ = c.wait();
     }
     drop(etcd);
 }
@@ -387,6 +609,9 @@ fn run(n: usize, samples: usize) {
 fn main() {
     if std::env::var("BENCH_PROBE_IP").is_ok() {
         return probe();
+    }
+    if std::env::var("BENCH_GROUP").is_ok() {
+        return group();
     }
     let samples = env_list("BENCH_SAMPLES", &[20])[0].max(1);
     for n in env_list("BENCH_HOSTS", &[10, 50, 100]) {

@@ -90,27 +90,6 @@ fn containers_on_three_hosts_ping_and_connect_over_vxlan_and_del_removes_their_e
         "flood entry installed: {fdb1:?}"
     );
 
-    // A deleted kernel entry is restored by the reconcile loop.
-    h1.ns.exec_ok(&[
-        "bridge",
-        "fdb",
-        "del",
-        &overlay_mac(&r2),
-        "dev",
-        "tvx100",
-        "dst",
-        &h2.addr,
-        "self",
-    ]);
-    wait_until(
-        "host 1 restores c2's fdb entry",
-        Duration::from_secs(5),
-        || {
-            h1.fdb("tvx100")
-                .contains(&(overlay_mac(&r2), h2.addr.clone()))
-        },
-    );
-
     h2.del(&conf, &c2);
     let mac2 = overlay_mac(&r2);
     for h in [h1, h3] {
@@ -332,6 +311,50 @@ fn each_family_of_a_dual_stack_network_hands_out_addresses_round_robin_on_its_ow
             got[family]
         );
     }
+}
+
+/// The safety pass's period in the repair test: short, so the test is quick; tetherd's default is 30 s.
+const REPAIR_MS: u64 = 2000;
+
+on_both_stores!(kernel_entries_deleted_by_hand_are_restored_by_the_repair_pass_within_its_period);
+/// Nothing in the store changes after the entries go, so only the repair pass (`repairIntervalMs`) can
+/// bring them back: within one period, plus slack for a loaded machine.
+fn kernel_entries_deleted_by_hand_are_restored_by_the_repair_pass_within_its_period(store: Store) {
+    let timings = Timings {
+        repair_interval_ms: REPAIR_MS,
+        ..Timings::FAST
+    };
+    let cluster = Cluster::on(&store.label("ovr"), 2, timings, store);
+    let conf = overlay_conf("ovr", 103, "10.213.0.0/16");
+    let (h1, h2) = (&cluster.hosts[0], &cluster.hosts[1]);
+    let c1 = h1.ns.container("c1");
+    let c2 = h2.ns.container("c2");
+    h1.add(&conf, &c1);
+    let r2 = h2.add(&conf, &c2);
+    let (mac2, ip2) = (overlay_mac(&r2), overlay_ip(&r2));
+    let fdb_entry = (mac2.clone(), h2.addr.clone());
+    let neighbour = (ip2.clone(), mac2.clone());
+    wait_until("host 1 programs c2", Duration::from_secs(10), || {
+        h1.fdb("tvx103").contains(&fdb_entry) && h1.neighbours("tvx103").contains(&neighbour)
+    });
+    h1.ns.exec_ok(&[
+        "bridge", "fdb", "del", &mac2, "dev", "tvx103", "dst", &h2.addr, "self",
+    ]);
+    h1.ns
+        .exec_ok(&["ip", "neigh", "del", &ip2, "dev", "tvx103"]);
+    assert!(
+        !h1.fdb("tvx103").contains(&fdb_entry),
+        "the FDB entry was not deleted by hand"
+    );
+    wait_until(
+        "host 1 restores c2's FDB and neighbour entries",
+        Duration::from_millis(REPAIR_MS + 3000),
+        || h1.fdb("tvx103").contains(&fdb_entry) && h1.neighbours("tvx103").contains(&neighbour),
+    );
+    assert!(
+        c1.ping_retry(&ip2, 5),
+        "c1 cannot reach c2 after the repair"
+    );
 }
 
 on_both_stores!(two_overlay_networks_with_different_vnis_cannot_reach_each_other);

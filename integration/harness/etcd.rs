@@ -261,6 +261,15 @@ impl Etcd {
         m.child = Some(child);
     }
 
+    /// The process id of the first running member (nsenter execs etcd, so it is etcd's), for benches
+    /// that read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.members
+            .iter()
+            .find_map(|m| m.child.as_ref().map(Child::id))
+            .expect("a member runs")
+    }
+
     /// SIGKILL one member (its data stays for a restart).
     pub fn kill_member(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {

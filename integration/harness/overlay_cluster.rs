@@ -71,6 +71,9 @@ pub struct Timings {
     pub failure_timeout_ms: u64,
     pub sync_interval_ms: u64,
     pub reconcile_interval_ms: u64,
+    /// The safety pass (`repairIntervalMs`); tetherd's default in both sets, so the tests see the work
+    /// driven by changes, not a pass that would hide a missed one.
+    pub repair_interval_ms: u64,
     pub claim_grace_ms: u64,
 }
 
@@ -81,6 +84,7 @@ impl Timings {
         failure_timeout_ms: FAILURE_TIMEOUT_MS_FAST,
         sync_interval_ms: 1000,
         reconcile_interval_ms: 300,
+        repair_interval_ms: 30_000,
         claim_grace_ms: 3000,
     };
     /// tetherd's defaults.
@@ -89,6 +93,7 @@ impl Timings {
         failure_timeout_ms: 5000,
         sync_interval_ms: 5000,
         reconcile_interval_ms: 1000,
+        repair_interval_ms: 30_000,
         claim_grace_ms: 600_000,
     };
 
@@ -106,6 +111,7 @@ impl Timings {
             "failureTimeoutMs": self.failure_timeout_ms,
             "syncIntervalMs": self.sync_interval_ms,
             "reconcileIntervalMs": self.reconcile_interval_ms,
+            "repairIntervalMs": self.repair_interval_ms,
             "claimGraceMs": self.claim_grace_ms
         })
     }

@@ -25,7 +25,9 @@ use super::etcd::EtcdStore;
 use super::gossip::GossipStore;
 use super::ipsec::epoch::{self as esp_epoch, Schedule};
 use super::ipsec::{generation, plan as esp_plan, program as esp_program};
-use super::local::{claim_ahead, peer_claims, publish_peer_claims, read_local, settle_conflicts};
+use super::local::{
+    claim_ahead, clashes, peer_claims, publish_peer_claims, read_local, settle_conflicts,
+};
 use super::reconcile;
 use super::records::{RecordKey, RecordTable, RecordValue};
 use super::remote_names::RemoteNames;
@@ -182,6 +184,13 @@ impl ControlPlane {
         let mut agent = Agent {
             me: cfg.bind.ip(),
             next_periodic: Instant::now(),
+            next_repair: Instant::now(),
+            next_claims_pass: Instant::now(),
+            liveness_due: false,
+            next_liveness_pass: Instant::now(),
+            own_blocks: BTreeMap::new(),
+            peer_claims_written: BTreeMap::new(),
+            settle_all: true,
             cfg,
             state_dir: state_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
@@ -193,6 +202,7 @@ impl ControlPlane {
             kernel_dirty: true,
             claims_dirty: false,
             services_dirty: true,
+            services_retry: None,
             members_stale: true,
             status: status.clone(),
             kernel_changes: 0,
@@ -273,6 +283,15 @@ impl ControlPlane {
         let _ = cv.wait_timeout_while(guard, timeout, |d| *d < request);
     }
 
+    /// How many records the plane's table holds: [`ControlPlane::status`] without copying the rest
+    /// (its member list is one name per host).
+    pub fn records(&self) -> usize {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .lock()
@@ -286,6 +305,10 @@ impl ControlPlane {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // The loop sleeps until something is due; this wakes it to see `stop`.
+        if let Ok(s) = UnixDatagram::unbound() {
+            let _ = s.send_to(&0u64.to_be_bytes(), &self.notify_path);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -308,15 +331,32 @@ struct Agent {
     notify: UnixDatagram,
     nl: Netlink,
     store: Box<dyn ClusterStore>,
+    /// Encrypted networks' next time-driven kernel pass (`reconcile_interval`).
     next_periodic: Instant,
+    /// The next safety pass (`repair_interval`).
+    next_repair: Instant,
+    /// The peers' claims are written out at most once per [`CLAIMS_PASS_EVERY`]: not before this.
+    next_claims_pass: Instant,
+    /// A host's liveness changed and the pass over everything it makes due has not run yet; it runs
+    /// at most once per [`LIVENESS_PASS_EVERY`], not before `next_liveness_pass`.
+    liveness_due: bool,
+    next_liveness_pass: Instant,
+    /// This host's claimed and proposed blocks per network (as of the last rescan).
+    own_blocks: BTreeMap<String, BTreeSet<ipnetwork::IpNetwork>>,
+    /// What the peer-claims files were last written with, per network.
+    peer_claims_written: BTreeMap<String, Vec<crate::state::overlay::PeerClaim>>,
+    /// The next claims pass settles every own claim, clash or not (the repair pass).
+    settle_all: bool,
     networks: Vec<NetworkFacts>,
     local_dirty: bool,
     kernel_dirty: bool,
     claims_dirty: bool,
-    /// Service records changed (or the periodic pass): the service files' copies are due.
+    /// Service records changed (or the repair pass): the service files' copies are due.
     services_dirty: bool,
-    /// Liveness may have changed since `membersUp` was last listed (every liveness change marks the
-    /// kernel dirty too): listing and naming every member on each wake-up cost O(hosts) ten times a second.
+    /// When the service copies are due again without a change (a copy left out a port held here).
+    services_retry: Option<Instant>,
+    /// Liveness may have changed since `membersUp` was last listed: listing and naming every member on
+    /// each wake-up cost O(hosts) ten times a second.
     members_stale: bool,
     status: Arc<Mutex<Status>>,
     kernel_changes: u64,
@@ -407,6 +447,14 @@ fn esp_wanted(
     wanted
 }
 
+/// The peers' claims file is rewritten (and conflicts settled) at most this often: a fleet starting claims
+/// many blocks a second, and each pass writes every peer's claims, so one per claim cost O(hosts²) for
+/// the cluster. The file only guides the plugin's choice of a block (the store decides who gets it).
+const CLAIMS_PASS_EVERY: Duration = Duration::from_secs(1);
+
+/// Liveness changes are taken in (a pass over the whole table) at most this often.
+const LIVENESS_PASS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often every IPsec policy is set again, whatever the last pass left.
 const POLICY_REFRESH: Duration = Duration::from_secs(10);
 
@@ -443,22 +491,40 @@ impl Agent {
             self.drain_commands();
             let changes = self.store.step();
             self.apply(changes);
-            if Instant::now() >= self.next_periodic {
+            let now = Instant::now();
+            if now >= self.next_repair {
+                // The safety pass: everything is read and compared again, which repairs what was changed
+                // by hand (kernel entries, remote-name files, service copies, the state directory without
+                // a poke). Between passes, work follows the changes only.
                 self.local_dirty = true;
                 self.kernel_dirty = true;
+                self.claims_dirty = true;
                 self.services_dirty = true;
                 self.members_stale = true;
-                // The remote-name files are read back once a period (repairing any changed by hand), and
-                // the kernel's entries compared with the whole table.
                 self.remote_names = RemoteNames::default();
+                self.peer_claims_written.clear();
+                self.settle_all = true;
                 self.full_due = true;
-                self.next_periodic = Instant::now() + self.cfg.reconcile_interval;
+                self.next_repair = now + self.cfg.repair_interval;
+            }
+            if self.liveness_due && now >= self.next_liveness_pass {
+                self.after_liveness_changed(now);
+            }
+            if self.services_retry.is_some_and(|at| now >= at) {
+                self.services_dirty = true;
+            }
+            if self.encrypting() && now >= self.next_periodic {
+                // Key epochs and rekeys are due by the clock, not by a change.
+                self.local_dirty = true;
+                self.kernel_dirty = true;
+                self.next_periodic = now + self.cfg.reconcile_interval;
             }
             if self.local_dirty {
                 self.rescan();
             }
-            if self.claims_dirty {
+            if self.claims_dirty && Instant::now() >= self.next_claims_pass {
                 self.after_claims_changed();
+                self.next_claims_pass = Instant::now() + CLAIMS_PASS_EVERY;
             }
             if self.kernel_dirty {
                 self.reconcile();
@@ -474,22 +540,53 @@ impl Agent {
 
     fn apply(&mut self, changes: Changes) {
         self.kernel_dirty |= changes.kernel;
-        self.members_stale |= changes.kernel;
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
         self.services_dirty |= changes.services;
-        self.full_due |= changes.members;
+        self.liveness_due |= changes.members;
     }
 
-    /// Sleeps until a socket is readable or the next timer is due (at most 100 ms, to see `stop`).
+    /// A host came or went: every record counts again (its records enter or leave the kernel, service
+    /// VIPs and mesh replicas move). At most once per [`LIVENESS_PASS_EVERY`]: a fleet starting or
+    /// stopping changes liveness hundreds of times a second, and each pass goes over the whole table.
+    fn after_liveness_changed(&mut self, now: Instant) {
+        self.liveness_due = false;
+        self.next_liveness_pass = now + LIVENESS_PASS_EVERY;
+        self.full_due = true;
+        self.kernel_dirty = true;
+        self.services_dirty = true;
+        self.members_stale = true;
+    }
+
+    /// Whether a time-driven kernel pass runs every `reconcile_interval` (encrypted networks' epochs).
+    fn encrypting(&self) -> bool {
+        self.cfg.encryption.is_some() || self.networks.iter().any(|f| f.encrypted)
+    }
+
+    /// Sleeps until a socket is readable (the notify socket also carries `stop`'s wake-up) or the next
+    /// timer is due: an idle plane does not wake at all between its timers.
     fn wait_for_input(&mut self) {
-        let next = self
-            .store
-            .next_due()
-            .map_or(self.next_periodic, |at| at.min(self.next_periodic));
-        let mut wait = next
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        let mut next = self.next_repair;
+        if let Some(at) = self.store.next_due() {
+            next = next.min(at);
+        }
+        if self.encrypting() {
+            next = next.min(self.next_periodic);
+        }
+        if self.claims_dirty {
+            next = next.min(self.next_claims_pass);
+        }
+        if let Some(at) = self.services_retry {
+            next = next.min(at);
+        }
+        if self.liveness_due {
+            next = next.min(self.next_liveness_pass);
+        }
+        let mut wait = next.saturating_duration_since(Instant::now());
+        if self.kernel_dirty {
+            // Still dirty after a pass: a kernel write failed; retried after the reconcile interval.
+            wait = wait.min(self.cfg.reconcile_interval);
+        }
         if self.local_dirty {
             // Own records changed in the last pass (an ESP generation): publish them without a nap.
             wait = Duration::ZERO;
@@ -694,8 +791,11 @@ impl Agent {
     fn after_claims_changed(&mut self) {
         self.claims_dirty = false;
         let claims = peer_claims(self.store.table(), self.me);
-        publish_peer_claims(&self.state_dir, &claims);
-        if settle_conflicts(&self.state_dir, self.me, &claims) {
+        publish_peer_claims(&self.state_dir, &claims, &mut self.peer_claims_written);
+        // Only a peer's claim of a block this host claims can clash (the repair pass looks anyway, for
+        // lost claims whose block was emptied since): a fleet's claims are no work for the others.
+        let look = std::mem::take(&mut self.settle_all) || clashes(&self.own_blocks, &claims);
+        if look && settle_conflicts(&self.state_dir, self.me, &claims) {
             self.local_dirty = true;
         }
     }
@@ -723,6 +823,18 @@ impl Agent {
         let mut proposing = local.proposing;
         if self.store.claims_ahead() {
             proposing.extend(claim_ahead(&self.state_dir, self.me, &self.networks));
+        }
+        self.own_blocks.clear();
+        let claimed = own.keys().filter_map(|k| match k {
+            RecordKey::Claim { network, block, .. } => Some((network, *block)),
+            _ => None,
+        });
+        let proposed = proposing.iter().map(|(c, _)| (&c.network, c.block));
+        for (network, block) in claimed.chain(proposed) {
+            self.own_blocks
+                .entry(network.clone())
+                .or_default()
+                .insert(block);
         }
         self.proposing = proposing.len();
         self.store.propose(proposing);
@@ -841,6 +953,10 @@ impl Agent {
         let outcome =
             cluster_services::sync(&self.state_dir, self.store.table(), self.me, complete);
         self.local_dirty |= outcome.own_moved;
+        // A port held here is taken once freed: asked again every reconcile interval meanwhile.
+        self.services_retry = outcome
+            .ports_held_here
+            .then(|| Instant::now() + self.cfg.reconcile_interval);
         self.tell_daemon(outcome.networks);
     }
 

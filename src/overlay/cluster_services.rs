@@ -161,6 +161,8 @@ pub struct SyncOutcome {
     pub networks: BTreeSet<String>,
     /// An own service moved to another VIP: its record is due again.
     pub own_moved: bool,
+    /// A copy leaves out ports held here: the pass is due again soon, to take them once freed.
+    pub ports_held_here: bool,
 }
 
 /// The copies wanted here: per name the best-ranked remote service.
@@ -238,9 +240,9 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bo
             outcome.networks.insert(s.network.clone());
         }
     }
-    outcome
-        .networks
-        .extend(sync_mesh(state_dir, &copies, &stale));
+    let (networks, ports_held_here) = sync_mesh(state_dir, &copies, &stale);
+    outcome.networks.extend(networks);
+    outcome.ports_held_here = ports_held_here;
     for own in local.iter().filter(|s| s.is_own_cluster_service()) {
         let beaten = own.vips.iter().any(|vip| {
             remote
@@ -270,12 +272,18 @@ pub fn sync(state_dir: &Path, table: &RecordTable, me: IpAddr, view_complete: bo
 }
 
 /// Makes the mesh files of `copies` the copies of their records' publications (less the ports held
-/// here), and removes those of `stale` copies. Returns the networks whose mesh files changed.
-fn sync_mesh(state_dir: &Path, copies: &[&Remote], stale: &[&ServiceSpec]) -> BTreeSet<String> {
+/// here), and removes those of `stale` copies. Returns the networks whose mesh files changed, and
+/// whether a copy leaves out ports held here (or the files could not be locked: try again).
+fn sync_mesh(
+    state_dir: &Path,
+    copies: &[&Remote],
+    stale: &[&ServiceSpec],
+) -> (BTreeSet<String>, bool) {
     let mut networks = BTreeSet::new();
+    let mut ports_held_here = false;
     let dir = MeshDir::new(state_dir);
     let Ok(_lock) = dir.lock() else {
-        return networks;
+        return (networks, true);
     };
     for r in copies {
         let name = &r.spec.name;
@@ -285,6 +293,7 @@ fn sync_mesh(state_dir: &Path, copies: &[&Remote], stale: &[&ServiceSpec]) -> BT
                 port_holder::holder_of(state_dir, name, p)
             })
         });
+        ports_held_here |= wanted.as_ref().is_some_and(|w| !w.refused.is_empty());
         if wanted == held {
             continue;
         }
@@ -314,7 +323,7 @@ fn sync_mesh(state_dir: &Path, copies: &[&Remote], stale: &[&ServiceSpec]) -> BT
             networks.insert(s.network.clone());
         }
     }
-    networks
+    (networks, ports_held_here)
 }
 
 /// The copy of `record`'s publications for this host: a port the copy `held` already has stays;
@@ -358,7 +367,7 @@ pub fn forget_host(state_dir: &Path, host: IpAddr) -> BTreeSet<String> {
         }
     }
     let gone: Vec<&ServiceSpec> = gone.iter().collect();
-    networks.extend(sync_mesh(state_dir, &[], &gone));
+    networks.extend(sync_mesh(state_dir, &[], &gone).0);
     networks
 }
 

@@ -29,6 +29,7 @@ struct RawPeerConfig {
     failure_timeout_ms: Option<u64>,
     sync_interval_ms: Option<u64>,
     reconcile_interval_ms: Option<u64>,
+    repair_interval_ms: Option<u64>,
     claim_grace_ms: Option<u64>,
     expected_hosts: Option<u32>,
     store: Option<serde_json::Value>,
@@ -60,6 +61,10 @@ pub const DEFAULT_ROTATION: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_SOFT_PACKETS: u64 = 1 << 32;
 pub const DEFAULT_SOFT_BYTES: u64 = 1 << 42;
 
+/// The safety pass's default period: rare, since every change is worked on when it happens; it only
+/// bounds how long an entry deleted by hand stays missing.
+pub const DEFAULT_REPAIR_MS: u64 = 30_000;
+
 /// Which cluster store keeps membership, claims and records.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -84,8 +89,13 @@ pub struct PeerConfig {
     pub failure_timeout: Duration,
     /// Push-pull of the whole record table with one random peer, which heals partitions.
     pub sync_interval: Duration,
-    /// The kernel tables are compared with the records at least this often (restores deleted entries).
+    /// Encrypted networks' kernel pass (key epochs, rekeys) runs at least this often; also the gossip
+    /// store's housekeeping period.
     pub reconcile_interval: Duration,
+    /// The safety pass: the state directory read again and the kernel tables, remote names and service
+    /// copies compared with the whole table at least this often (restores what was changed by hand).
+    /// Between passes only what changed is worked on.
+    pub repair_interval: Duration,
     /// A host down for this long loses its records, and so its address blocks.
     pub claim_grace: Duration,
     /// Roughly how many hosts the cluster has: SWIM repeats each membership update about
@@ -262,6 +272,7 @@ impl PeerConfig {
             failure_timeout: ms(raw.failure_timeout_ms, 5000),
             sync_interval: ms(raw.sync_interval_ms, 5000),
             reconcile_interval: ms(raw.reconcile_interval_ms, 1000),
+            repair_interval: ms(raw.repair_interval_ms, DEFAULT_REPAIR_MS),
             claim_grace: ms(raw.claim_grace_ms, 10 * 60 * 1000),
             expected_hosts: raw.expected_hosts.unwrap_or(16).max(peers_len + 1).max(3),
             encryption,

@@ -256,6 +256,7 @@ impl GossipStore {
             let n = self.table.drop_host(host);
             tracing::info!(%host, records = n, "host gone longer than the grace period; its records and blocks are released");
             self.changes.claims = true;
+            self.changes.services = true;
         }
         let ttl = (self.cfg.sync_interval * 20).max(Duration::from_secs(60));
         self.table

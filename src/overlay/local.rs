@@ -363,24 +363,50 @@ pub fn peer_claims(table: &RecordTable, me: IpAddr) -> BTreeMap<String, Vec<Peer
 
 /// Writes `peer_claims.json` for every network peers claim blocks in (also ones this host does not use
 /// yet: its first ADD must avoid their blocks), and clears it for networks nobody else claims in.
-pub fn publish_peer_claims(state_dir: &Path, claims: &BTreeMap<String, Vec<PeerClaim>>) {
+/// `written` is what this plane last wrote per network: a network equal to it is not touched, one
+/// missing from it is read back first (clear it to compare every file again).
+pub fn publish_peer_claims(
+    state_dir: &Path,
+    claims: &BTreeMap<String, Vec<PeerClaim>>,
+    written: &mut BTreeMap<String, Vec<PeerClaim>>,
+) {
     let mut networks: BTreeSet<String> = claims.keys().cloned().collect();
     networks.extend(local_networks(state_dir).into_iter().map(|f| f.network));
+    written.retain(|n, _| networks.contains(n));
     for network in networks {
         let dir = OverlayDir::new(state_dir, &network);
-        let wanted = claims.get(&network).cloned().unwrap_or_default();
+        let empty = Vec::new();
+        let wanted = claims.get(&network).unwrap_or(&empty);
+        let known = written.get(&network);
+        if known == Some(wanted) {
+            continue;
+        }
         // The plugin's last DEL removes the directory under this lock; a write racing it would leave
         // the removal a non-empty directory.
         let Ok(_lock) = NetworkLock::exclusive(&claims_lock_name(&network)) else {
             continue;
         };
-        if dir.peer_claims().ok().as_ref() == Some(&wanted) {
-            continue;
+        let same = known.is_none() && dir.peer_claims().ok().as_ref() == Some(wanted);
+        if !same {
+            if let Err(e) = dir.write_peer_claims(wanted) {
+                tracing::warn!(network = %network, error = %e, "could not write peer claims");
+                continue;
+            }
         }
-        if let Err(e) = dir.write_peer_claims(&wanted) {
-            tracing::warn!(network = %network, error = %e, "could not write peer claims");
-        }
+        written.insert(network, wanted.clone());
     }
+}
+
+/// Whether a peer claims a block this host claims (`mine`: per network), the only case
+/// [`settle_conflicts`] has anything to settle for a claim still held.
+pub fn clashes(
+    mine: &BTreeMap<String, BTreeSet<IpNetwork>>,
+    theirs: &BTreeMap<String, Vec<PeerClaim>>,
+) -> bool {
+    theirs.iter().any(|(network, claims)| {
+        mine.get(network)
+            .is_some_and(|blocks| claims.iter().any(|c| blocks.contains(&c.block)))
+    })
 }
 
 /// Gives up this host's claims that lose against a peer's claim of the same block, as long as no address
@@ -453,6 +479,27 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_peer_claim_of_one_of_this_hosts_blocks_in_the_same_network_clashes() {
+        let block: IpNetwork = "10.0.0.0/26".parse().unwrap();
+        let other: IpNetwork = "10.0.0.64/26".parse().unwrap();
+        let peer = |block| PeerClaim {
+            block,
+            host: "192.0.2.1".parse().unwrap(),
+            claimed_at_ms: 5,
+            state: ClaimState::Confirmed,
+        };
+        let mine = BTreeMap::from([("a".to_string(), BTreeSet::from([block]))]);
+        let theirs = |network: &str, b| BTreeMap::from([(network.to_string(), vec![peer(b)])]);
+        assert!(clashes(&mine, &theirs("a", block)));
+        assert!(!clashes(&mine, &theirs("a", other)));
+        assert!(
+            !clashes(&mine, &theirs("b", block)),
+            "another network's block"
+        );
+        assert!(!clashes(&BTreeMap::new(), &theirs("a", block)));
+    }
 
     #[test]
     fn the_losing_claim_moves_unless_its_addresses_are_in_use() {

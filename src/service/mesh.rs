@@ -345,7 +345,11 @@ impl MeshPorts {
                 .collect(),
         };
         match CountsDir::new(&self.state_dir).write_own(&file) {
-            Ok(()) => self.counts = (now, Some(Instant::now())),
+            Ok(()) => {
+                self.counts = (now, Some(Instant::now()));
+                // The control plane publishes them; it reads the state directory when poked.
+                crate::client::poke::poke_control_plane();
+            }
             Err(e) => tracing::warn!(error = %e, "writing the mesh counters"),
         }
     }

@@ -5,7 +5,7 @@
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
 //! Whatever fails is retried on the next tick; an outage only delays.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc::Sender as StdSender;
@@ -118,6 +118,12 @@ pub struct Worker {
     wake: UnixDatagram,
     commands: UnboundedReceiver<Command>,
     mirror: BTreeMap<String, Stored>,
+    /// The mirror's block keys this host holds, and the hosts whose liveness key it has: kept as keys
+    /// come and go, so a tick's work is this host's own keys, not a scan of every host's.
+    held: BTreeSet<String>,
+    alive: HashSet<IpAddr>,
+    /// Events wait in the channel for a wake-up at the next tick (see `apply_watch`).
+    wake_due: bool,
     revision: i64,
     wanted: BTreeMap<String, Vec<u8>>,
     proposals: Vec<ClaimRef>,
@@ -169,6 +175,9 @@ impl Worker {
             wake,
             commands,
             mirror: BTreeMap::new(),
+            held: BTreeSet::new(),
+            alive: HashSet::new(),
+            wake_due: false,
             revision: 0,
             wanted: BTreeMap::new(),
             proposals: Vec::new(),
@@ -180,9 +189,46 @@ impl Worker {
         }
     }
 
-    fn send(&self, event: Event) {
+    fn send(&mut self, event: Event) {
+        self.queue(event);
+        self.wake_plane();
+    }
+
+    /// Queues an event without waking the plane: a watch response's events go with one wake-up.
+    fn queue(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+
+    fn wake_plane(&mut self) {
+        self.wake_due = false;
         let _ = self.wake.send(&[1]);
+    }
+
+    /// Puts `key` in the mirror, keeping `held` and `alive` with it.
+    fn mirror_put(&mut self, key: String, stored: Stored) {
+        match self.layout.parse(&key) {
+            Some(Key::Host(h)) => {
+                self.alive.insert(h);
+            }
+            Some(Key::Block { .. }) if self.holds(&stored) => {
+                self.held.insert(key.clone());
+            }
+            Some(Key::Block { .. }) => {
+                self.held.remove(&key);
+            }
+            _ => {}
+        }
+        self.mirror.insert(key, stored);
+    }
+
+    fn mirror_remove(&mut self, key: &str) {
+        if self.mirror.remove(key).is_none() {
+            return;
+        }
+        self.held.remove(key);
+        if let Some(Key::Host(h)) = self.layout.parse(key) {
+            self.alive.remove(&h);
+        }
     }
 
     fn set_reachable(&mut self, up: bool) {
@@ -316,8 +362,14 @@ impl Worker {
                         continue;
                     }
                     self.apply_watch(&resp);
-                    if let Some(h) = resp.header() {
-                        self.revision = self.revision.max(h.revision());
+                    // Only a response without events (a progress notification) says everything up to its
+                    // header's revision was sent: while etcd catches a slow watcher up, a response's
+                    // header is the store's current revision and its events older ones, so resuming
+                    // after that header (when the session fails) skipped the events between.
+                    if resp.events().is_empty() {
+                        if let Some(h) = resp.header() {
+                            self.revision = self.revision.max(h.revision());
+                        }
                     }
                 }
                 ka = alive.message() => {
@@ -330,11 +382,14 @@ impl Worker {
                     }
                 }
                 _ = tick.tick() => {
+                    if self.wake_due {
+                        self.wake_plane();
+                    }
                     if last_keep.elapsed() >= keep_every {
                         keeper.keep_alive().await?;
                         last_keep = Instant::now();
                     }
-                    if !self.mirror.contains_key(&self.layout.host(self.me)) {
+                    if !self.alive.contains(&self.me) {
                         // Deleted by someone (or expired during an outage): put it back.
                         (keeper, alive) = self.liveness(&mut client).await?;
                     }
@@ -387,10 +442,13 @@ impl Worker {
                 (key, stored)
             })
             .collect();
-        self.mirror = keys
-            .iter()
-            .map(|(k, s)| (k.clone(), s.mirrored(&self.layout, self.me, k)))
-            .collect();
+        self.mirror.clear();
+        self.held.clear();
+        self.alive.clear();
+        for (k, s) in &keys {
+            let kept = s.mirrored(&self.layout, self.me, k);
+            self.mirror_put(k.clone(), kept);
+        }
         self.revision = revision;
         self.send(Event::Snapshot { revision, keys });
         Ok(())
@@ -410,26 +468,40 @@ impl Worker {
             .await
     }
 
+    /// Takes in a watch response's events. The plane is woken at once unless all of them are other
+    /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
+    /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
     fn apply_watch(&mut self, resp: &etcd_client::WatchResponse) {
+        let blocks_root = self.layout.blocks_root();
+        let mut urgent = false;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             self.revision = self.revision.max(kv.mod_revision());
+            let block = key.starts_with(&blocks_root);
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
+                    urgent |= !block || self.holds(&stored);
                     let kept = stored.mirrored(&self.layout, self.me, &key);
-                    self.mirror.insert(key.clone(), kept);
-                    self.send(Event::Put { key, stored });
+                    self.mirror_put(key.clone(), kept);
+                    self.queue(Event::Put { key, stored });
                 }
                 EventType::Delete => {
-                    self.mirror.remove(&key);
-                    self.send(Event::Delete {
+                    urgent |= !block || self.held.contains(&key);
+                    self.mirror_remove(&key);
+                    self.queue(Event::Delete {
                         key,
                         revision: kv.mod_revision(),
                     });
                 }
             }
+        }
+        if urgent {
+            self.wake_plane();
+            self.wake_due = false;
+        } else if !resp.events().is_empty() {
+            self.wake_due = true;
         }
     }
 
@@ -522,12 +594,13 @@ impl Worker {
             .map(|c| self.layout.block(&c.network, c.block))
             .collect();
         // Only this host's records and the blocks it holds are looked at, not every host's keys.
+        let held = self
+            .held
+            .iter()
+            .filter_map(|k| Some((k, self.mirror.get(k)?)));
         let stale: Vec<(String, Stored)> = self
             .under(&mine)
-            .chain(
-                self.under(&self.layout.blocks_root())
-                    .filter(|(_, s)| self.holds(s)),
-            )
+            .chain(held)
             .filter(|(k, _)| !wanted.contains_key(*k) && !proposed.contains(*k))
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
@@ -610,7 +683,7 @@ impl Worker {
             .collect();
         let absent: BTreeSet<IpAddr> = holders
             .into_iter()
-            .filter(|h| !self.mirror.contains_key(&self.layout.host(*h)))
+            .filter(|h| !self.alive.contains(h))
             .collect();
         self.absent_since.retain(|h, _| absent.contains(h));
         for h in &absent {
@@ -672,7 +745,7 @@ impl Worker {
         client: &mut Client,
         host: IpAddr,
     ) -> Fallible<Result<usize, String>> {
-        if self.mirror.contains_key(&self.layout.host(host)) {
+        if self.alive.contains(&host) {
             return Ok(Err(format!(
                 "{host} is up (its liveness key exists); stop its tetherd first"
             )));
