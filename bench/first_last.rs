@@ -3,8 +3,8 @@
 //! publishing one TCP port, as every `podman run --rm`, compose project and CI job pays. Side by side in one
 //! run, interleaved run by run so drift hits all alike (`BENCH_RUNS`, default 20; median and p90):
 //! - tether: tether-bridge (tether-ipam in-process) then tether-portmap, as libcni runs the conflist;
-//! - tether before: the same chain from the binaries in `BENCH_TETHER_BEFORE` (a directory holding an
-//!   earlier build's tether-bridge and tether-portmap), when set;
+//! - tether before, tether-one-plugin before: both tether chains from the binaries in `BENCH_TETHER_BEFORE`
+//!   (a directory holding an earlier build's tether-bridge and tether-portmap), when set;
 //! - reference: /usr/lib/cni bridge + host-local then portmap (iptables);
 //! - netavark: Debian's netavark (podman's network backend, /usr/lib/podman/netavark), `setup` and
 //!   `teardown` of one container with the same port mapping; podman does its IPAM, so it gets a static
@@ -99,6 +99,12 @@ fn main() {
             bridge: dir.join("tether-bridge"),
             ipam_type: "tether-ipam",
             portmap: Some(dir.join("tether-portmap")),
+        }));
+        contenders.push(Contender::Chain(PluginSet {
+            label: "tether-one-plugin before",
+            bridge: dir.join("tether-bridge"),
+            ipam_type: "tether-ipam",
+            portmap: None,
         }));
     }
     contenders.push(Contender::Chain(PluginSet {

@@ -17,7 +17,9 @@
 //! namespace (setns between fork and exec, no nsenter), so a timing is what a runtime pays. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
-//! `BENCH_PLUGINS=tether` (or `reference`) runs one set only.
+//! `BENCH_PLUGINS=tether` (or `reference`) runs one set only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
+//! chain of an earlier build (`DIR/tether-bridge`, with its tetherd beside it), labelled
+//! "tether-one-plugin before".
 //!
 //! Prints a table (and each plugin's own median) and writes `bench/results/portmap_scale.csv` and `bench/results/portmap_scale.svg`.
 //! Run with `cargo bench --bench portmap_scale`.
@@ -53,6 +55,8 @@ const FILLER_HOST_PORT_BASE: u16 = 10000;
 const TIMED_HOST_PORT_BASE: u16 = 30000;
 const PROBE_HOST_PORT: u16 = 9000;
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+/// The one-plugin chain of the build in `BENCH_TETHER_BEFORE`.
+const BEFORE_LABEL: &str = "tether-one-plugin before";
 
 struct Row {
     plugins: &'static str,
@@ -72,7 +76,7 @@ fn main() {
     let sizes = env_list("BENCH_SIZES", &[0, 250, 1000]);
     let runs = env_list("BENCH_RUNS", &[20])[0].max(1);
     let connects = env_list("CONNECT_SAMPLES", &[50])[0].max(1);
-    let sets = [
+    let mut sets = vec![
         PluginSet {
             label: "tether",
             bridge: binaries::tether_bridge(),
@@ -93,8 +97,23 @@ fn main() {
             portmap: Some(binaries::reference("portmap")),
         },
     ];
-    let wanted = std::env::var("BENCH_PLUGINS")
-        .unwrap_or_else(|_| "tether,tether-one-plugin,reference".into());
+    // An earlier build's one-plugin chain, in the same run (a shared machine's load moves runs apart).
+    let before = std::env::var_os("BENCH_TETHER_BEFORE").map(std::path::PathBuf::from);
+    if let Some(dir) = &before {
+        sets.push(PluginSet {
+            label: BEFORE_LABEL,
+            bridge: dir.join("tether-bridge"),
+            ipam_type: "tether-ipam",
+            portmap: None,
+        });
+    }
+    let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| {
+        let all = "tether,tether-one-plugin,reference";
+        match before {
+            Some(_) => format!("{all},{BEFORE_LABEL}"),
+            None => all.into(),
+        }
+    });
     let sets: Vec<&PluginSet> = sets
         .iter()
         .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))

@@ -108,13 +108,18 @@ fn store_holds_one_lease_file_per_ip_and_an_attachment_record() {
     let lines: Vec<&str> = leases[0].1.lines().collect();
     assert_eq!(
         lines,
-        ["c1", "eth0"],
-        "lease holds container id and ifname lines"
+        ["c1", "eth0", ip.as_str()],
+        "lease holds container id and ifname lines, then the address (it is the index too)"
     );
     assert_eq!(
         store::attachments(&host.data_dir(), "net1"),
         vec!["c1.eth0".to_owned()]
     );
+    // One file for a one-address attachment: the index is a second name of the lease.
+    use std::os::unix::fs::MetadataExt;
+    let lease = std::fs::metadata(net.join(&ip)).unwrap();
+    let index = std::fs::metadata(net.join("attachments/c1.eth0")).unwrap();
+    assert_eq!((index.ino(), lease.nlink()), (lease.ino(), 2));
     assert!(net.join("lock").exists(), "lock file");
     let last = std::fs::read_to_string(net.join("last_reserved_ip.0")).expect("last_reserved_ip.0");
     assert_eq!(last.trim(), ip);

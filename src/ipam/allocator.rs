@@ -21,22 +21,34 @@ pub struct Allocation {
 struct LeaseTransaction<'s, 'a> {
     store: &'s LockedStore<'a>,
     created: Vec<IpAddr>,
+    /// Whether the lease it creates is the attachment's only address and becomes its index too.
+    lease_is_index: bool,
+    /// The index that a created lease became (removed again with it).
+    indexed: Option<AttachmentId>,
     committed: bool,
 }
 
 impl<'s, 'a> LeaseTransaction<'s, 'a> {
-    fn new(store: &'s LockedStore<'a>) -> Self {
+    fn new(store: &'s LockedStore<'a>, lease_is_index: bool) -> Self {
         LeaseTransaction {
             store,
             created: Vec::new(),
+            lease_is_index,
+            indexed: None,
             committed: false,
         }
     }
 
     fn create(&mut self, ip: IpAddr, owner: &AttachmentId) -> Result<bool, IpamError> {
-        let created = self.store.create_lease(ip, owner)?;
+        let created = match self.lease_is_index {
+            true => self.store.create_lease_with_index(ip, owner)?,
+            false => self.store.create_lease(ip, owner)?,
+        };
         if created {
             self.created.push(ip);
+            if self.lease_is_index {
+                self.indexed = Some(owner.clone());
+            }
         }
         Ok(created)
     }
@@ -50,6 +62,11 @@ impl Drop for LeaseTransaction<'_, '_> {
     fn drop(&mut self) {
         if self.committed {
             return;
+        }
+        if let Some(owner) = self.indexed.take() {
+            if let Err(e) = self.store.remove_attachment(&owner) {
+                tracing::warn!(%owner, error = %e, "could not undo the index of a failed ADD; GC will remove it");
+            }
         }
         for ip in self.created.drain(..).rev() {
             if let Err(e) = self.store.remove_lease(ip) {
@@ -162,7 +179,9 @@ pub fn allocate(
     let listed = locked.attachment_ips(&owner)?;
     let held = held_among(&locked, &owner, listed.as_deref().unwrap_or_default())?;
 
-    let mut txn = LeaseTransaction::new(&locked);
+    // An attachment new to the store that gets one address: its lease is its index too (one file).
+    let lease_is_index = listed.is_none() && conf.range_sets.len() == 1;
+    let mut txn = LeaseTransaction::new(&locked, lease_is_index);
     let mut chosen = Vec::with_capacity(conf.range_sets.len());
     let mut round_robin_marks = Vec::new();
     for (index, set) in conf.range_sets.iter().enumerate() {
@@ -215,7 +234,8 @@ pub fn allocate(
             index.push(a.address.ip());
         }
     }
-    if listed.as_deref() != Some(&index[..]) {
+    let linked = txn.indexed.is_some() && index.len() == 1;
+    if !linked && listed.as_deref() != Some(&index[..]) {
         locked.write_attachment(&owner, &index)?;
     }
     txn.commit();
@@ -459,6 +479,71 @@ mod tests {
                 "lock"
             ]
         );
+    }
+
+    #[test]
+    fn a_single_address_attachment_is_one_file_whose_second_name_is_its_index() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TestDir::new("folded");
+        let store = Store::open(&dir, "net").unwrap();
+        let c = conf(json!({"subnet": "10.1.0.0/24"}));
+        allocate(&c, &store, "a", "eth0", &[]).unwrap();
+        let lease = std::fs::metadata(store.dir().join("10.1.0.2")).unwrap();
+        let index = std::fs::metadata(store.dir().join("attachments/a.eth0")).unwrap();
+        assert_eq!(
+            (lease.ino(), lease.nlink()),
+            (index.ino(), 2),
+            "the index is the lease's second name"
+        );
+        assert_eq!(
+            std::fs::read_to_string(store.dir().join("10.1.0.2")).unwrap(),
+            "a\neth0\n10.1.0.2\n"
+        );
+        // ADD again is idempotent and keeps the one file; CHECK and DEL read the folded index.
+        assert_eq!(
+            allocate(&c, &store, "a", "eth0", &[]).unwrap()[0]
+                .address
+                .ip(),
+            ip("10.1.0.2")
+        );
+        assert_eq!(
+            check(&c, &store, "a", "eth0").unwrap(),
+            vec![ip("10.1.0.2")]
+        );
+        assert_eq!(release(&store, "a", "eth0").unwrap(), vec![ip("10.1.0.2")]);
+        assert_eq!(
+            store_files(&store),
+            ["attachments", "last_reserved_ip.0", "lock"]
+        );
+        assert!(std::fs::read_dir(store.dir().join("attachments"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn an_index_of_its_own_from_an_older_store_still_reads() {
+        let dir = TestDir::new("old-index");
+        let store = Store::open(&dir, "net").unwrap();
+        let c = conf(json!({"subnet": "10.1.0.0/24"}));
+        // What tether wrote before the index was folded into the lease.
+        std::fs::write(store.dir().join("10.1.0.7"), "a\neth0\n").unwrap();
+        std::fs::write(store.dir().join("attachments/a.eth0"), "10.1.0.7\n").unwrap();
+        assert_eq!(
+            check(&c, &store, "a", "eth0").unwrap(),
+            vec![ip("10.1.0.7")]
+        );
+        assert_eq!(
+            allocate(&c, &store, "a", "eth0", &[]).unwrap()[0]
+                .address
+                .ip(),
+            ip("10.1.0.7")
+        );
+        assert_eq!(release(&store, "a", "eth0").unwrap(), vec![ip("10.1.0.7")]);
+        assert!(std::fs::read_dir(store.dir().join("attachments"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]

@@ -110,6 +110,8 @@ mod tests {
         allocate(&c, &store, "a", "eth0", &[]).unwrap();
         allocate(&c, &store, "b", "eth0", &[]).unwrap();
         fs::remove_file(store.dir().join("attachments/a.eth0")).unwrap();
+        // A stale index of its own (b's index was a second name of its lease: replaced, not written through).
+        fs::remove_file(store.dir().join("attachments/b.eth0")).unwrap();
         fs::write(
             store.dir().join("attachments/b.eth0"),
             "10.1.0.3\n10.1.0.77\n",

@@ -1,8 +1,12 @@
 //! The on-disk lease store of one network: `<dataDir>/<network>/`.
 //!
 //! Layout: `lock` (flock'd for every critical section), one file per lease named by the address holding
-//! `<container_id>\n<ifname>\n`, `attachments/<container_id>.<ifname>` listing that attachment's addresses
-//! (so DEL never scans), and `last_reserved_ip.<set>` for round-robin. Leases and indexes are written to a
+//! `<container_id>\n<ifname>\n`, `attachments/<container_id>.<ifname>` naming that attachment's addresses
+//! (so DEL never scans), and `last_reserved_ip.<set>` for round-robin. The index of an attachment with one
+//! address is a second name (hard link) of its lease, whose content then ends with the address: one file
+//! per ADD instead of two, which matters where creating a file is the dear part (ext4 without a journal
+//! skips every recently freed inode). An index of its own lists one address per line; both are read. An index
+//! is only ever replaced (rename), never written through: that would rewrite the lease it may share a file with. Leases and indexes are written to a
 //! temporary name and moved into place, so a crash never leaves a half-written one under a real name; a lease
 //! moves in with `renameat2(RENAME_NOREPLACE)`, which refuses an existing target like `link(2)` but needs no
 //! unlink of the temporary name afterwards. `last_reserved_ip.<set>` is only a hint for where to search next,
@@ -137,6 +141,21 @@ fn parse_ip_lines(text: &str) -> Vec<IpAddr> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// The addresses the index called `name` (`<container_id>.<ifname>`) lists: one per line in an index of its
+/// own; after the holder's two lines in a lease that is also the index (its first lines then name `name`).
+fn index_addresses(name: &str, text: &str) -> Vec<IpAddr> {
+    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+    let holder = (lines.next(), lines.next());
+    match holder {
+        (Some(id), Some(ifname))
+            if name.strip_prefix(id).and_then(|r| r.strip_prefix('.')) == Some(ifname) =>
+        {
+            lines.filter_map(|l| l.trim().parse().ok()).collect()
+        }
+        _ => parse_ip_lines(text),
+    }
+}
+
 impl LockedStore<'_> {
     fn path(&self, name: &str) -> PathBuf {
         self.store.dir.join(name)
@@ -200,8 +219,41 @@ impl LockedStore<'_> {
     /// Create the lease file for `ip`. Returns `Ok(false)` if one already exists: the complete file moves in
     /// under a name that must not exist yet (O_EXCL semantics on top of the complete content).
     pub fn create_lease(&self, ip: IpAddr, owner: &AttachmentId) -> Result<bool, IpamError> {
+        self.create_lease_holding(ip, &owner.lease_content())
+    }
+
+    /// [`LockedStore::create_lease`] for an attachment whose only address is `ip`, with its index made as a
+    /// second name of the lease (see the module doc). `Ok(false)` when the lease exists. An index that
+    /// cannot be linked is written as a file of its own.
+    pub fn create_lease_with_index(
+        &self,
+        ip: IpAddr,
+        owner: &AttachmentId,
+    ) -> Result<bool, IpamError> {
+        let content = format!("{}{ip}\n", owner.lease_content());
+        if !self.create_lease_holding(ip, &content)? {
+            return Ok(false);
+        }
+        let (lease, index) = (self.lease_path(ip), self.index_path(&owner.index_name()));
+        let linked = match fs::hard_link(&lease, &index) {
+            // attachments/ removed by hand under a live store: make it again.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.store.create_dirs()?;
+                fs::hard_link(&lease, &index)
+            }
+            other => other,
+        };
+        if let Err(e) = linked {
+            tracing::debug!(error = %e, index = %index.display(), "index not linked to its lease; writing it");
+            self.write_attachment(owner, &[ip])?;
+        }
+        Ok(true)
+    }
+
+    /// Moves a complete lease file holding `content` in under `ip`'s name, unless one is there.
+    fn create_lease_holding(&self, ip: IpAddr, content: &str) -> Result<bool, IpamError> {
         let target = self.lease_path(ip);
-        let temp = self.write_temp(&target, &owner.lease_content())?;
+        let temp = self.write_temp(&target, content)?;
         let moved = match rename_no_replace(&temp, &target) {
             Ok(()) => Ok(()),
             // A file system without RENAME_NOREPLACE: link(2) refuses to replace too.
@@ -246,7 +298,7 @@ impl LockedStore<'_> {
     }
 
     pub fn attachment_ips_by_name(&self, name: &str) -> Result<Option<Vec<IpAddr>>, IpamError> {
-        Ok(read_optional(&self.index_path(name))?.map(|t| parse_ip_lines(&t)))
+        Ok(read_optional(&self.index_path(name))?.map(|t| index_addresses(name, &t)))
     }
 
     pub fn write_attachment(&self, id: &AttachmentId, ips: &[IpAddr]) -> Result<(), IpamError> {
