@@ -118,6 +118,11 @@ fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path)
 fn claim(state: &Path, block: Ipv4Network) -> SystemTime {
     let dir = OverlayDir::new(state, NETWORK);
     let _lock = NetworkLock::exclusive(&claims_lock_name(NETWORK)).unwrap();
+    write_pending_claim(&dir, block)
+}
+
+/// Writes `dir`'s claims file with one pending claim of `block` and returns when it was written.
+fn write_pending_claim(dir: &OverlayDir, block: Ipv4Network) -> SystemTime {
     let t0 = SystemTime::now();
     dir.write_claims(&HostClaims {
         claims: vec![Claim {
@@ -314,17 +319,7 @@ fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) 
         .unwrap();
     lock.lock().unwrap();
     let dir = OverlayDir::new(&host_state(root, i), NETWORK);
-    let t0 = SystemTime::now();
-    dir.write_claims(&HostClaims {
-        claims: vec![Claim {
-            block: IpNetwork::V4(block),
-            claimed_at_ms: tether::state::overlay::now_ms(),
-            lost: false,
-            state: ClaimState::Pending,
-        }],
-    })
-    .unwrap();
-    t0
+    write_pending_claim(&dir, block)
 }
 
 fn load() -> String {
