@@ -464,6 +464,17 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(first), "tetherd survived SIGKILL");
+    // Its sockets are closed and the redirect stays: a query is refused at once (the port-unreachable
+    // quoting the private port is rewritten to quote port 53, else the client's socket ignores it and
+    // waits out its timeout), over UDP and TCP.
+    for transport in ["+notcp", "+tcp"] {
+        let out = c1.exec(&["dig", "+time=3", "+tries=1", transport, "@127.0.0.11", "two"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("connection refused"),
+            "{transport} with tetherd dead: {text}"
+        );
+    }
 
     // The next ADD starts a new tetherd, which rebuilds everything from the records.
     let ip3 = dns.add(&c3, &net, "three", &[]);
@@ -475,9 +486,9 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
     let listening = local_ports(&c1.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
     let redirect = resolver_redirect(&c1).expect("the redirect in c1");
     let targets: Vec<u16> = redirect
-        .split("dnat to 127.0.0.11:")
-        .skip(1)
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .lines()
+        .filter(|l| l.contains("ip daddr 127.0.0.11"))
+        .filter_map(|l| l.split("dport set ").nth(1)?.trim().parse().ok())
         .collect();
     assert_eq!(sorted_ports(targets), sorted_ports(listening), "{redirect}");
 
@@ -955,11 +966,15 @@ fn a_container_serves_its_own_port_53_to_neighbours_and_a_published_port_while_1
     for proto in ["udp", "tcp"] {
         assert!(
             redirect.contains(&format!(
-                "ip daddr 127.0.0.11 {proto} dport 53 dnat to 127.0.0.11:"
+                "ip daddr 127.0.0.11 {proto} dport 53 notrack {proto} dport set "
             )),
             "{redirect}"
         );
     }
+    // Stateless: the queries above through 127.0.0.11 left no connection behind in the container's
+    // conntrack (a NAT redirect leaves one per query's source port).
+    let tracked = srv.exec_ok(&["cat", "/proc/net/nf_conntrack"]);
+    assert!(!tracked.contains("127.0.0.11"), "{tracked}");
 
     // DEL on a namespace that lives on leaves nothing of the resolver in it: 127.0.0.11:53 is the
     // container's to take.

@@ -5,16 +5,28 @@
 //! ```text
 //! table ip tether {
 //!     chain resolver {
-//!         type nat hook output priority dstnat; policy accept;
-//!         ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:UDP_PORT
-//!         ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:TCP_PORT
+//!         type filter hook output priority raw; policy accept;
+//!         ip daddr 127.0.0.11 udp dport 53 notrack udp dport set UDP_PORT
+//!         ip saddr 127.0.0.11 udp sport UDP_PORT notrack udp sport set 53
+//!         ip daddr 127.0.0.11 tcp dport 53 notrack tcp dport set TCP_PORT
+//!         ip saddr 127.0.0.11 tcp sport TCP_PORT notrack tcp sport set 53
+//!         ip saddr 127.0.0.11 icmp type destination-unreachable icmp code port-unreachable
+//!             (the quoted header: IPv4 without options, UDP to 127.0.0.11:UDP_PORT) quoted dport set 53
 //!     }
 //! }
 //! ```
 //!
-//! Only the output hook and only destination 127.0.0.11: traffic to the container's own addresses on port
-//! 53 (from neighbours, through published ports) never meets it. Conntrack rewrites the replies back to
-//! 127.0.0.11:53. The table is in the container's namespace, not the host's, and goes with it.
+//! Stateless: both directions are rewritten on the way out (every packet of the container's own namespace
+//! leaves through `output`, replies included, as they travel over `lo`), so conntrack never sees a query. A
+//! NAT redirect had cost two conntrack lookups and a NAT rewrite per packet, about a third of the resolver's
+//! CPU per query, turned conntrack on in every container and let a container fill the host's conntrack
+//! table with queries. The ICMP rule keeps a query to a closed resolver port failing at once: the error
+//! quotes the query as it travelled, and the client's socket only takes an error about port 53.
+//!
+//! Only the output hook and only 127.0.0.11: traffic to the container's own addresses on port 53 (from
+//! neighbours, through published ports) never meets it. A process of the container that talks to the
+//! private ports themselves gets answers from port 53, which its socket drops. The table is in the
+//! container's namespace, not the host's, and goes with it.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -29,10 +41,25 @@ use super::FirewallError;
 /// The table, in the container's namespace (the host's tether table is `inet tether`).
 pub const TABLE: &str = "tether";
 pub const CHAIN: &str = "resolver";
-/// NF_IP_PRI_NAT_DST: `priority dstnat`.
-const DSTNAT: i32 = -100;
+/// NF_IP_PRI_RAW: before conntrack (NF_IP_PRI_CONNTRACK, -200), so `notrack` holds.
+const RAW: i32 = -300;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const DNS_PORT: u16 = 53;
+/// ICMP destination unreachable, code port unreachable.
+const ICMP_PORT_UNREACHABLE: [u8; 2] = [3, 3];
+/// Where the quoted IPv4 header starts in an ICMP error (after type, code, checksum and 4 unused bytes).
+const QUOTED: u32 = 8;
+/// The internet checksum's offset in a UDP, a TCP and an ICMP header.
+const UDP_CHECKSUM: u32 = 6;
+const TCP_CHECKSUM: u32 = 16;
+const ICMP_CHECKSUM: u32 = 2;
+/// Offsets in an IPv4 header (source, destination address) and a UDP or TCP header (ports).
+const IP_SOURCE: u32 = 12;
+const IP_DESTINATION: u32 = 16;
+const SOURCE_PORT: u32 = 0;
+const DESTINATION_PORT: u32 = 2;
 
 /// Where 127.0.0.11:53 is sent: the resolver's own ports on the same address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +71,8 @@ pub struct ResolverRedirect {
 
 impl ResolverRedirect {
     /// Installs the redirect in the calling thread's namespace, replacing any earlier one (a restarted
-    /// tetherd's sockets have new ports) in one transaction: no query meets a half-made table.
+    /// tetherd's sockets have new ports; an older tetherd's was a NAT chain) in one transaction: no query
+    /// meets a half-made table.
     pub fn install(&self) -> Result<(), FirewallError> {
         let mut changes = vec![
             // Add-then-delete: the delete cannot fail on a table that is not there yet.
@@ -53,17 +81,34 @@ impl ResolverRedirect {
             Change::AddTable,
             Change::AddBaseChain(BaseChain {
                 name: CHAIN.into(),
-                kind: "nat",
+                kind: "filter",
                 hook: NF_INET_LOCAL_OUT,
-                priority: DSTNAT,
+                priority: RAW,
             }),
         ];
-        for (proto, port) in [(IPPROTO_UDP, self.udp_port), (IPPROTO_TCP, self.tcp_port)] {
-            changes.push(Change::AddRule {
-                chain: CHAIN.into(),
-                exprs: self.rule(proto, port),
-            });
-        }
+        let rules = [
+            (IPPROTO_UDP, self.udp_port, UDP_CHECKSUM),
+            (IPPROTO_TCP, self.tcp_port, TCP_CHECKSUM),
+        ]
+        .into_iter()
+        .flat_map(|(proto, port, checksum_at)| {
+            [
+                self.rewrite(
+                    proto,
+                    IP_DESTINATION,
+                    DESTINATION_PORT,
+                    DNS_PORT,
+                    port,
+                    checksum_at,
+                ),
+                self.rewrite(proto, IP_SOURCE, SOURCE_PORT, port, DNS_PORT, checksum_at),
+            ]
+        })
+        .chain([self.quoted_query_rewrite()]);
+        changes.extend(rules.map(|exprs| Change::AddRule {
+            chain: CHAIN.into(),
+            exprs,
+        }));
         send(&changes, "installing the resolver redirect")
     }
 
@@ -75,35 +120,99 @@ impl ResolverRedirect {
         )
     }
 
-    /// `ip daddr ADDRESS <proto> dport 53 dnat to ADDRESS:port`.
-    fn rule(&self, proto: u8, port: u16) -> Vec<Expr> {
-        let addr = self.address.octets().to_vec();
+    /// `ip <saddr|daddr> ADDRESS <proto> <sport|dport> FROM notrack <proto> <sport|dport> set TO`.
+    fn rewrite(
+        &self,
+        proto: u8,
+        address_at: u32,
+        port_at: u32,
+        from: u16,
+        to: u16,
+        checksum_at: u32,
+    ) -> Vec<Expr> {
         vec![
             Expr::Payload {
                 base: PayloadBase::Network,
-                offset: 16,
+                offset: address_at,
                 len: 4,
                 into: Register::R1,
             },
-            Expr::Equals(Register::R1, addr.clone()),
+            Expr::Equals(Register::R1, self.address.octets().to_vec()),
             Expr::Meta(MetaKey::L4Proto, Register::R1),
             Expr::Equals(Register::R1, vec![proto]),
-            // The destination port sits at offset 2 of both the UDP and the TCP header.
             Expr::Payload {
                 base: PayloadBase::Transport,
-                offset: 2,
+                offset: port_at,
                 len: 2,
                 into: Register::R1,
             },
-            Expr::Equals(Register::R1, 53u16.to_be_bytes().to_vec()),
-            Expr::Immediate(Register::R1, addr),
-            Expr::Immediate(Register::R2, port.to_be_bytes().to_vec()),
-            Expr::Dnat {
-                family: NFPROTO_IPV4,
-                addr: Register::R1,
-                port: Register::R2,
+            Expr::Equals(Register::R1, from.to_be_bytes().to_vec()),
+            Expr::Notrack,
+            Expr::Immediate(Register::R1, to.to_be_bytes().to_vec()),
+            Expr::SetPayload {
+                base: PayloadBase::Transport,
+                offset: port_at,
+                len: 2,
+                from: Register::R1,
+                checksum_at: Some(checksum_at),
             },
         ]
+    }
+
+    /// The port-unreachable answer to a query that found no resolver socket quotes the query with the
+    /// private port; the quote's port goes back to 53 (and the ICMP checksum with it).
+    fn quoted_query_rewrite(&self) -> Vec<Expr> {
+        let quoted_port = QUOTED + 20 + DESTINATION_PORT;
+        let mut exprs = vec![
+            Expr::Payload {
+                base: PayloadBase::Network,
+                offset: IP_SOURCE,
+                len: 4,
+                into: Register::R1,
+            },
+            Expr::Equals(Register::R1, self.address.octets().to_vec()),
+            Expr::Meta(MetaKey::L4Proto, Register::R1),
+            Expr::Equals(Register::R1, vec![IPPROTO_ICMP]),
+            Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: 0,
+                len: 2,
+                into: Register::R1,
+            },
+            Expr::Equals(Register::R1, ICMP_PORT_UNREACHABLE.to_vec()),
+            // Version 4, header length 5 words: the quoted UDP header sits right after 20 bytes.
+            Expr::Payload {
+                base: PayloadBase::Transport,
+                offset: QUOTED,
+                len: 1,
+                into: Register::R1,
+            },
+            Expr::Equals(Register::R1, vec![0x45]),
+        ];
+        for (offset, value) in [
+            (QUOTED + 9, vec![IPPROTO_UDP]),
+            (QUOTED + IP_DESTINATION, self.address.octets().to_vec()),
+            (quoted_port, self.udp_port.to_be_bytes().to_vec()),
+        ] {
+            exprs.push(Expr::Payload {
+                base: PayloadBase::Transport,
+                offset,
+                len: value.len() as u32,
+                into: Register::R1,
+            });
+            exprs.push(Expr::Equals(Register::R1, value));
+        }
+        exprs.extend([
+            Expr::Immediate(Register::R1, DNS_PORT.to_be_bytes().to_vec()),
+            Expr::SetPayload {
+                base: PayloadBase::Transport,
+                offset: quoted_port,
+                len: 2,
+                from: Register::R1,
+                checksum_at: Some(ICMP_CHECKSUM),
+            },
+        ]);
+        exprs
     }
 }
 
@@ -131,26 +240,91 @@ fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_destination_127_0_0_11_port_53_of_one_protocol_is_rewritten() {
-        let r = ResolverRedirect {
+    fn redirect() -> ResolverRedirect {
+        ResolverRedirect {
             address: Ipv4Addr::new(127, 0, 0, 11),
             udp_port: 40000,
             tcp_port: 40001,
-        };
-        let rule = r.rule(IPPROTO_TCP, r.tcp_port);
-        let matches: Vec<&Vec<u8>> = rule
-            .iter()
+        }
+    }
+
+    fn matched(rule: &[Expr]) -> Vec<&Vec<u8>> {
+        rule.iter()
             .filter_map(|e| match e {
                 Expr::Equals(_, v) => Some(v),
                 _ => None,
             })
-            .collect();
-        assert_eq!(matches, vec![&vec![127, 0, 0, 11], &vec![6], &vec![0, 53]]);
-        assert_eq!(
-            rule[rule.len() - 2],
-            Expr::Immediate(Register::R2, 40001u16.to_be_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_query_to_port_53_goes_untracked_to_the_private_port_and_its_answer_comes_back_from_53() {
+        let r = redirect();
+        let query = r.rewrite(
+            IPPROTO_TCP,
+            IP_DESTINATION,
+            DESTINATION_PORT,
+            53,
+            40001,
+            TCP_CHECKSUM,
         );
-        assert!(matches!(rule.last(), Some(Expr::Dnat { .. })));
+        assert_eq!(
+            matched(&query),
+            vec![&vec![127, 0, 0, 11], &vec![6], &vec![0, 53]]
+        );
+        let answer = r.rewrite(IPPROTO_TCP, IP_SOURCE, SOURCE_PORT, 40001, 53, TCP_CHECKSUM);
+        assert_eq!(
+            matched(&answer),
+            vec![
+                &vec![127, 0, 0, 11],
+                &vec![6],
+                &40001u16.to_be_bytes().to_vec()
+            ]
+        );
+        for (rule, port_at, to) in [(&query, 2, 40001u16), (&answer, 0, 53)] {
+            let n = rule.len();
+            assert_eq!(rule[n - 3], Expr::Notrack);
+            assert_eq!(
+                rule[n - 2],
+                Expr::Immediate(Register::R1, to.to_be_bytes().to_vec())
+            );
+            assert_eq!(
+                rule[n - 1],
+                Expr::SetPayload {
+                    base: PayloadBase::Transport,
+                    offset: port_at,
+                    len: 2,
+                    from: Register::R1,
+                    checksum_at: Some(16),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_port_unreachable_quoting_a_udp_query_to_the_private_port_is_rewritten() {
+        let rule = redirect().quoted_query_rewrite();
+        assert_eq!(
+            matched(&rule),
+            vec![
+                &vec![127, 0, 0, 11],
+                &vec![1],
+                &vec![3, 3],
+                &vec![0x45],
+                &vec![17],
+                &vec![127, 0, 0, 11],
+                &40000u16.to_be_bytes().to_vec(),
+            ]
+        );
+        // The quoted destination port: ICMP header 8 bytes, quoted IPv4 header 20, then the UDP port at 2.
+        assert!(matches!(
+            rule.last(),
+            Some(Expr::SetPayload {
+                offset: 30,
+                len: 2,
+                checksum_at: Some(2),
+                ..
+            })
+        ));
     }
 }

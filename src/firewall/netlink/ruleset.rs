@@ -91,6 +91,18 @@ pub enum Expr {
         len: u32,
         into: Register,
     },
+    /// Writes `len` bytes from a register over the header at `offset`, and updates the internet checksum
+    /// at `checksum_at` of the same header when given (the kernel leaves a checksum it will compute
+    /// later, CHECKSUM_PARTIAL, alone).
+    SetPayload {
+        base: PayloadBase,
+        offset: u32,
+        len: u32,
+        from: Register,
+        checksum_at: Option<u32>,
+    },
+    /// `notrack`: conntrack leaves the packet alone, here and in every later hook.
+    Notrack,
     /// `reg = (reg & mask) ^ xor`, over `mask.len()` bytes.
     Bitwise {
         reg: Register,
@@ -147,6 +159,16 @@ fn put_data(w: &mut MessageWriter, kind: u16, value: &[u8]) {
     w.end_nested();
 }
 
+impl PayloadBase {
+    fn number(self) -> u32 {
+        match self {
+            PayloadBase::Link => NFT_PAYLOAD_LL_HEADER,
+            PayloadBase::Network => NFT_PAYLOAD_NETWORK_HEADER,
+            PayloadBase::Transport => NFT_PAYLOAD_TRANSPORT_HEADER,
+        }
+    }
+}
+
 impl MetaKey {
     fn number(self) -> u32 {
         match self {
@@ -165,7 +187,8 @@ impl Expr {
         match self {
             Expr::Meta(..) | Expr::SetMeta(..) => "meta",
             Expr::Ct(..) | Expr::SetCt(..) => "ct",
-            Expr::Payload { .. } => "payload",
+            Expr::Payload { .. } | Expr::SetPayload { .. } => "payload",
+            Expr::Notrack => "notrack",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Equals(..) | Expr::NotEquals(..) => "cmp",
             Expr::Lookup { .. } => "lookup",
@@ -215,17 +238,27 @@ impl Expr {
                 into,
             } => {
                 w.put_be32(NFTA_PAYLOAD_DREG, reg(into));
-                w.put_be32(
-                    NFTA_PAYLOAD_BASE,
-                    match base {
-                        PayloadBase::Link => NFT_PAYLOAD_LL_HEADER,
-                        PayloadBase::Network => NFT_PAYLOAD_NETWORK_HEADER,
-                        PayloadBase::Transport => NFT_PAYLOAD_TRANSPORT_HEADER,
-                    },
-                );
+                w.put_be32(NFTA_PAYLOAD_BASE, base.number());
                 w.put_be32(NFTA_PAYLOAD_OFFSET, *offset);
                 w.put_be32(NFTA_PAYLOAD_LEN, *len);
             }
+            Expr::SetPayload {
+                base,
+                offset,
+                len,
+                from,
+                checksum_at,
+            } => {
+                w.put_be32(NFTA_PAYLOAD_SREG, reg(from));
+                w.put_be32(NFTA_PAYLOAD_BASE, base.number());
+                w.put_be32(NFTA_PAYLOAD_OFFSET, *offset);
+                w.put_be32(NFTA_PAYLOAD_LEN, *len);
+                if let Some(at) = checksum_at {
+                    w.put_be32(NFTA_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
+                    w.put_be32(NFTA_PAYLOAD_CSUM_OFFSET, *at);
+                }
+            }
+            Expr::Notrack => {}
             Expr::Bitwise { reg: r, mask, xor } => {
                 w.put_be32(NFTA_BITWISE_SREG, reg(r));
                 w.put_be32(NFTA_BITWISE_DREG, reg(r));
@@ -315,6 +348,8 @@ impl Expr {
             | Expr::Ct(..)
             | Expr::SetCt(..)
             | Expr::Payload { .. }
+            | Expr::SetPayload { .. }
+            | Expr::Notrack
             | Expr::Bitwise { .. } => unreachable!("register loads are encoded by encode_data"),
         }
     }

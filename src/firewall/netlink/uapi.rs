@@ -119,6 +119,10 @@ pub const NFTA_PAYLOAD_DREG: u16 = 1;
 pub const NFTA_PAYLOAD_BASE: u16 = 2;
 pub const NFTA_PAYLOAD_OFFSET: u16 = 3;
 pub const NFTA_PAYLOAD_LEN: u16 = 4;
+pub const NFTA_PAYLOAD_SREG: u16 = 5;
+pub const NFTA_PAYLOAD_CSUM_TYPE: u16 = 6;
+pub const NFTA_PAYLOAD_CSUM_OFFSET: u16 = 7;
+pub const NFT_PAYLOAD_CSUM_INET: u32 = 1;
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 // enum nft_cmp_attributes, enum nft_cmp_ops
