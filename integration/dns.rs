@@ -468,7 +468,14 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
     // quoting the private port is rewritten to quote port 53, else the client's socket ignores it and
     // waits out its timeout), over UDP and TCP.
     for transport in ["+notcp", "+tcp"] {
-        let out = c1.exec(&["dig", "+time=3", "+tries=1", transport, "@127.0.0.11", "two"]);
+        let out = c1.exec(&[
+            "dig",
+            "+time=3",
+            "+tries=1",
+            transport,
+            "@127.0.0.11",
+            "two",
+        ]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             text.contains("connection refused"),

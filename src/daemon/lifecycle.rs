@@ -82,7 +82,9 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
         ns_worker,
     };
     let local = tokio::task::LocalSet::new();
-    let exit = local.block_on(&runtime, async move {
+    // The daemon runs as a task of its own, not as the future the set runs until: that future is polled
+    // again whenever any task of the set wakes, and a resolver query would poll the daemon's whole select.
+    let daemon = local.spawn_local(async move {
         let listener =
             UnixListener::from_std(std_listener).map_err(|source| DaemonError::Socket {
                 path: socket_path.clone(),
@@ -104,7 +106,10 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
         let _ = std::fs::remove_file(&socket_path);
         daemon.stop().await;
         Ok::<Exit, DaemonError>(exit)
-    })?;
+    });
+    let exit = local
+        .block_on(&runtime, daemon)
+        .unwrap_or_else(|joined| std::panic::resume_unwind(joined.into_panic()))?;
     drop(lock);
     Ok(exit)
 }
