@@ -602,6 +602,8 @@ fn run(n: usize, samples: usize) {
 }
 
 fn main() {
+    // TETHER_LOG (a level or target=level pairs) for the hosts' planes and etcd workers, on stderr.
+    tether::cni::logging::init_from_env();
     if std::env::var("BENCH_PROBE_IP").is_ok() {
         return probe();
     }
