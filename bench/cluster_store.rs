@@ -352,7 +352,6 @@ fn run(n: usize, samples: usize) {
     })
     .collect();
     // The simulated hosts: BENCH_GROUP_SIZE (50) per process, each group with its own run directory.
-    // (500 hosts in groups of 50 hung in their records phase, unexplained; see bench/README.md.)
     let group_size = env_list("BENCH_GROUP_SIZE", &[50])[0].max(1);
     let groups = n.div_ceil(group_size);
     let mut fleet = Vec::new();
@@ -602,6 +601,8 @@ fn run(n: usize, samples: usize) {
 }
 
 fn main() {
+    // TETHER_LOG (a level or target=level pairs) for the hosts' planes and etcd workers, on stderr.
+    tether::cni::logging::init_from_env();
     if std::env::var("BENCH_PROBE_IP").is_ok() {
         return probe();
     }

@@ -292,6 +292,60 @@ fn a_host_cut_off_etcd_while_it_compacts_lists_again_and_catches_up() {
 }
 
 #[test]
+fn with_etcd_a_watch_catching_up_past_4_mb_and_a_list_past_4_mb_are_taken_in() {
+    let mut cluster = Cluster::on("csbig", 2, Timings::FAST, Store::Etcd);
+    let conf = overlay_conf("big", 1450, "10.236.0.0/16");
+    let c1 = cluster.hosts[1].ns.container("b1");
+    cluster.hosts[1].add(&conf, &c1);
+    // Host 2 loses etcd; meanwhile 4.8 MB change under the prefix (keys of no kind tether knows, read
+    // and skipped like any) and host 1 adds a container. Its watch resumes behind all of it: the
+    // catch-up is one response larger than the client's default limit of 4 MiB.
+    nft(
+        &cluster,
+        1,
+        "table inet cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 drop\n }\n}\n",
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let etcd = cluster.etcd.as_ref().unwrap();
+    let bulk = "x".repeat(100_000);
+    for i in 0..48 {
+        etcd.ctl(&["put", &format!("/tether/bulk/{i}"), &bulk]);
+    }
+    let late = cluster.hosts[0].ns.container("late");
+    let r_late = cluster.hosts[0].add(&conf, &late);
+    nft(&cluster, 1, "delete table inet cut\n");
+    let h1 = &cluster.hosts[1];
+    wait_until(
+        "host 2 learns late from its watch's catch-up",
+        Duration::from_secs(20),
+        || {
+            h1.fdb("tvx1450")
+                .iter()
+                .any(|(m, _)| *m == overlay_mac(&r_late))
+        },
+    );
+    // A tetherd starting now lists the whole prefix (more than 4 MiB) in one response.
+    cluster.hosts[1].kill_tetherd();
+    let later = cluster.hosts[0].ns.container("later");
+    let r_later = cluster.hosts[0].add(&conf, &later);
+    cluster.hosts[1].start_tetherd();
+    let h1 = &cluster.hosts[1];
+    wait_until(
+        "host 2, restarted, lists everything and learns later",
+        Duration::from_secs(20),
+        || {
+            h1.fdb("tvx1450")
+                .iter()
+                .any(|(m, _)| *m == overlay_mac(&r_later))
+        },
+    );
+    assert!(
+        c1.ping_retry(&overlay_ip(&r_later), 10),
+        "host 2's container cannot reach the later one"
+    );
+}
+
+#[test]
 fn etcd_down_for_30_seconds_keeps_owned_blocks_working_refuses_new_blocks_with_11_and_converges() {
     let mut cluster = Cluster::on("csdown", 2, Timings::FAST, Store::Etcd);
     let conf = overlay_conf("down", 1500, "10.234.0.0/16");

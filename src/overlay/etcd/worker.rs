@@ -152,9 +152,57 @@ const TICK: Duration = Duration::from_millis(500);
 /// Compare-and-swaps per transaction: etcd refuses more than 128 operations in one (`--max-txn-ops`).
 const TXN_OPS: usize = 64;
 
+/// The largest list or watch response taken: what etcd sends at most (`math.MaxInt32`). The client's
+/// default, 4 MiB, is less than a large cluster's prefix or the catch-up of a watch resumed after a busy
+/// outage; either comes as one message, and failed every session: the host never caught up.
+const MAX_MESSAGE: usize = i32::MAX as usize;
+
 /// Reclaims of dead hosts' blocks run at most this often (and at least four times per grace): each pass
 /// looks at every block holder, which on every tick of a thousand hosts adds up.
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
+
+/// How far a watch response proves the stream delivered: a later session's watch resumes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivered {
+    /// Every event up to this revision.
+    Through(i64),
+    /// Nothing. The created response's header is the store's revision when the watch was made, while
+    /// the events from the start revision on (etcd's catch-up of a watch that starts in the past) come
+    /// after it: a session failing in between resumed after that header and skipped them for good.
+    Nothing,
+}
+
+impl Delivered {
+    fn of(resp: &etcd_client::WatchResponse) -> Delivered {
+        let newest = resp
+            .events()
+            .iter()
+            .filter_map(|e| Some(e.kv()?.mod_revision()))
+            .max();
+        Delivered::classify(
+            resp.created(),
+            resp.canceled(),
+            newest,
+            resp.header().map(|h| h.revision()),
+        )
+    }
+
+    /// Events: the newest one's revision (a revision's events come in one response, in order). No
+    /// events: only a progress notification (etcd sends it to a watcher it has caught up) vouches for
+    /// its header; not the created response, not a cancel.
+    fn classify(
+        created: bool,
+        canceled: bool,
+        newest_event: Option<i64>,
+        header: Option<i64>,
+    ) -> Delivered {
+        match (newest_event, header) {
+            (Some(rev), _) => Delivered::Through(rev),
+            (None, Some(rev)) if !created && !canceled => Delivered::Through(rev),
+            _ => Delivered::Nothing,
+        }
+    }
+}
 
 impl Worker {
     pub fn new(
@@ -255,12 +303,14 @@ impl Worker {
                 return;
             }
         };
+        // The host in every line: a bench runs many workers in one process.
+        let _span = tracing::info_span!("etcd", host = %self.me).entered();
         runtime.block_on(async move {
             loop {
                 match self.session().await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::debug!(error = %e, "etcd session ended");
+                        tracing::debug!(error = %e, seen = self.revision, "etcd session ended");
                         self.set_reachable(false);
                     }
                 }
@@ -362,14 +412,8 @@ impl Worker {
                         continue;
                     }
                     self.apply_watch(&resp);
-                    // Only a response without events (a progress notification) says everything up to its
-                    // header's revision was sent: while etcd catches a slow watcher up, a response's
-                    // header is the store's current revision and its events older ones, so resuming
-                    // after that header (when the session fails) skipped the events between.
-                    if resp.events().is_empty() {
-                        if let Some(h) = resp.header() {
-                            self.revision = self.revision.max(h.revision());
-                        }
+                    if let Delivered::Through(rev) = Delivered::of(&resp) {
+                        self.revision = self.revision.max(rev);
                     }
                 }
                 ka = alive.message() => {
@@ -430,6 +474,8 @@ impl Worker {
 
     async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
         let resp = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(self.layout.root(), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -455,7 +501,10 @@ impl Worker {
     }
 
     async fn watch(&mut self, client: &mut Client) -> Fallible<WatchStream> {
+        tracing::debug!(from = self.revision + 1, "etcd watch starting");
         client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .watch(
                 self.layout.root(),
                 Some(
@@ -477,7 +526,6 @@ impl Worker {
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            self.revision = self.revision.max(kv.mod_revision());
             let block = key.starts_with(&blocks_root);
             match event.event_type() {
                 EventType::Put => {
@@ -775,5 +823,35 @@ impl Worker {
             .await?;
         n += resp.deleted() as usize;
         Ok(Ok(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivered;
+
+    #[test]
+    fn a_watch_resumes_after_its_events_or_a_progress_notification_never_after_the_created_headers_revision(
+    ) {
+        // Watching from 488 while the store is at 3025: the created response comes first, the catch-up
+        // (488..=3025) after it. A session failing in between must resume at 488, not at 3026.
+        assert_eq!(
+            Delivered::classify(true, false, None, Some(3025)),
+            Delivered::Nothing
+        );
+        // A catch-up response: its header is the store's revision, its events older ones.
+        assert_eq!(
+            Delivered::classify(false, false, Some(1200), Some(3025)),
+            Delivered::Through(1200)
+        );
+        // A progress notification: everything up to its header was sent.
+        assert_eq!(
+            Delivered::classify(false, false, None, Some(3030)),
+            Delivered::Through(3030)
+        );
+        assert_eq!(
+            Delivered::classify(false, true, None, Some(3030)),
+            Delivered::Nothing
+        );
     }
 }
