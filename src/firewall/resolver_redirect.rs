@@ -131,90 +131,80 @@ impl ResolverRedirect {
         to: u16,
         checksum_at: u32,
     ) -> Vec<Expr> {
-        vec![
-            Expr::Payload {
-                base: PayloadBase::Network,
-                offset: address_at,
-                len: 4,
-                into: Register::R1,
-            },
-            Expr::Equals(Register::R1, self.address.octets().to_vec()),
+        let mut exprs = header_is(
+            PayloadBase::Network,
+            address_at,
+            self.address.octets().to_vec(),
+        )
+        .to_vec();
+        exprs.extend([
             Expr::Meta(MetaKey::L4Proto, Register::R1),
             Expr::Equals(Register::R1, vec![proto]),
-            Expr::Payload {
-                base: PayloadBase::Transport,
-                offset: port_at,
-                len: 2,
-                into: Register::R1,
-            },
-            Expr::Equals(Register::R1, from.to_be_bytes().to_vec()),
-            Expr::Notrack,
-            Expr::Immediate(Register::R1, to.to_be_bytes().to_vec()),
-            Expr::SetPayload {
-                base: PayloadBase::Transport,
-                offset: port_at,
-                len: 2,
-                from: Register::R1,
-                checksum_at: Some(checksum_at),
-            },
-        ]
+        ]);
+        exprs.extend(header_is(
+            PayloadBase::Transport,
+            port_at,
+            from.to_be_bytes().to_vec(),
+        ));
+        exprs.push(Expr::Notrack);
+        exprs.extend(port_set(port_at, to, checksum_at));
+        exprs
     }
 
     /// The port-unreachable answer to a query that found no resolver socket quotes the query with the
     /// private port; the quote's port goes back to 53 (and the ICMP checksum with it).
     fn quoted_query_rewrite(&self) -> Vec<Expr> {
         let quoted_port = QUOTED + 20 + DESTINATION_PORT;
-        let mut exprs = vec![
-            Expr::Payload {
-                base: PayloadBase::Network,
-                offset: IP_SOURCE,
-                len: 4,
-                into: Register::R1,
-            },
-            Expr::Equals(Register::R1, self.address.octets().to_vec()),
+        let mut exprs = header_is(
+            PayloadBase::Network,
+            IP_SOURCE,
+            self.address.octets().to_vec(),
+        )
+        .to_vec();
+        exprs.extend([
             Expr::Meta(MetaKey::L4Proto, Register::R1),
             Expr::Equals(Register::R1, vec![IPPROTO_ICMP]),
-            Expr::Payload {
-                base: PayloadBase::Transport,
-                offset: 0,
-                len: 2,
-                into: Register::R1,
-            },
-            Expr::Equals(Register::R1, ICMP_PORT_UNREACHABLE.to_vec()),
-            // Version 4, header length 5 words: the quoted UDP header sits right after 20 bytes.
-            Expr::Payload {
-                base: PayloadBase::Transport,
-                offset: QUOTED,
-                len: 1,
-                into: Register::R1,
-            },
-            Expr::Equals(Register::R1, vec![0x45]),
-        ];
+        ]);
         for (offset, value) in [
+            (0, ICMP_PORT_UNREACHABLE.to_vec()),
+            // Version 4, header length 5 words: the quoted UDP header sits right after 20 bytes.
+            (QUOTED, vec![0x45]),
             (QUOTED + 9, vec![IPPROTO_UDP]),
             (QUOTED + IP_DESTINATION, self.address.octets().to_vec()),
             (quoted_port, self.udp_port.to_be_bytes().to_vec()),
         ] {
-            exprs.push(Expr::Payload {
-                base: PayloadBase::Transport,
-                offset,
-                len: value.len() as u32,
-                into: Register::R1,
-            });
-            exprs.push(Expr::Equals(Register::R1, value));
+            exprs.extend(header_is(PayloadBase::Transport, offset, value));
         }
-        exprs.extend([
-            Expr::Immediate(Register::R1, DNS_PORT.to_be_bytes().to_vec()),
-            Expr::SetPayload {
-                base: PayloadBase::Transport,
-                offset: quoted_port,
-                len: 2,
-                from: Register::R1,
-                checksum_at: Some(ICMP_CHECKSUM),
-            },
-        ]);
+        exprs.extend(port_set(quoted_port, DNS_PORT, ICMP_CHECKSUM));
         exprs
     }
+}
+
+/// The bytes of a header at `offset` are `value`, else the rule ends.
+fn header_is(base: PayloadBase, offset: u32, value: Vec<u8>) -> [Expr; 2] {
+    [
+        Expr::Payload {
+            base,
+            offset,
+            len: value.len() as u32,
+            into: Register::R1,
+        },
+        Expr::Equals(Register::R1, value),
+    ]
+}
+
+/// Writes `port` at `offset` of the transport header, updating the checksum at `checksum_at`.
+fn port_set(offset: u32, port: u16, checksum_at: u32) -> [Expr; 2] {
+    [
+        Expr::Immediate(Register::R1, port.to_be_bytes().to_vec()),
+        Expr::SetPayload {
+            base: PayloadBase::Transport,
+            offset,
+            len: 2,
+            from: Register::R1,
+            checksum_at: Some(checksum_at),
+        },
+    ]
 }
 
 fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {

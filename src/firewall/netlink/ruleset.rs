@@ -160,12 +160,16 @@ fn put_data(w: &mut MessageWriter, kind: u16, value: &[u8]) {
 }
 
 impl PayloadBase {
-    fn number(self) -> u32 {
-        match self {
+    /// The bytes a payload load or write covers: `len` bytes at `offset` of this header.
+    fn put_span(self, w: &mut MessageWriter, offset: u32, len: u32) {
+        let base = match self {
             PayloadBase::Link => NFT_PAYLOAD_LL_HEADER,
             PayloadBase::Network => NFT_PAYLOAD_NETWORK_HEADER,
             PayloadBase::Transport => NFT_PAYLOAD_TRANSPORT_HEADER,
-        }
+        };
+        w.put_be32(NFTA_PAYLOAD_BASE, base);
+        w.put_be32(NFTA_PAYLOAD_OFFSET, offset);
+        w.put_be32(NFTA_PAYLOAD_LEN, len);
     }
 }
 
@@ -238,9 +242,7 @@ impl Expr {
                 into,
             } => {
                 w.put_be32(NFTA_PAYLOAD_DREG, reg(into));
-                w.put_be32(NFTA_PAYLOAD_BASE, base.number());
-                w.put_be32(NFTA_PAYLOAD_OFFSET, *offset);
-                w.put_be32(NFTA_PAYLOAD_LEN, *len);
+                base.put_span(w, *offset, *len);
             }
             Expr::SetPayload {
                 base,
@@ -250,9 +252,7 @@ impl Expr {
                 checksum_at,
             } => {
                 w.put_be32(NFTA_PAYLOAD_SREG, reg(from));
-                w.put_be32(NFTA_PAYLOAD_BASE, base.number());
-                w.put_be32(NFTA_PAYLOAD_OFFSET, *offset);
-                w.put_be32(NFTA_PAYLOAD_LEN, *len);
+                base.put_span(w, *offset, *len);
                 if let Some(at) = checksum_at {
                     w.put_be32(NFTA_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
                     w.put_be32(NFTA_PAYLOAD_CSUM_OFFSET, *at);
