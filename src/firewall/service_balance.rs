@@ -13,7 +13,8 @@
 //!     ip daddr . meta l4proto . th dport vmap @svc4; ip daddr @vip4 jump no_backend; (ip6 alike) }
 //!   chain lb4_rN { dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @be4 }
 //!   chain lb4_hN { dnat ip to ip daddr . meta l4proto . th dport . jhash ip saddr mod N map @be4 }
-//!   chain no_backend { meta l4proto tcp reject with tcp reset; reject with icmpx port-unreachable }
+//!   chain no_backend { ct state new meta l4proto tcp reject with tcp reset;
+//!                      ct state new reject with icmpx port-unreachable }
 //! }
 //! ```
 //!
@@ -33,11 +34,12 @@ use super::netlink::requests::{
     self, address_bytes, concat_bytes, ElementChange, ElementData, ElementOp, SetElement,
 };
 use super::netlink::ruleset::{
-    BaseChain, Change, Expr, MapData, MetaKey, PayloadBase, Register, RulesetBatch, SetSpec,
+    BaseChain, Change, CtKey, Expr, MapData, MetaKey, PayloadBase, Register, RulesetBatch, SetSpec,
     Verdict,
 };
 use super::netlink::socket::NfSocket;
 use super::netlink::uapi::{NFPROTO_INET, NFPROTO_IPV4, NFPROTO_IPV6, NF_INET_LOCAL_OUT};
+use super::render::exprs::ct_any;
 use super::render::{
     concatenation, TYPE_INET_PROTOCOL, TYPE_INET_SERVICE, TYPE_IP6ADDR, TYPE_IPADDR, TYPE_MARK,
 };
@@ -48,6 +50,8 @@ use super::{FirewallError, Protocol};
 pub const TABLE: &str = "tether_svc";
 const OUT_CHAIN: &str = "out";
 const REJECT_CHAIN: &str = "no_backend";
+/// `ct state new`.
+const CT_STATE_NEW: u32 = 0x8;
 /// NF_IP_PRI_NAT_DST.
 const DSTNAT: i32 = -100;
 const IPPROTO_TCP: u8 = 6;
@@ -331,18 +335,24 @@ impl BalanceTable {
             name: REJECT_CHAIN.into(),
             comment: None,
         });
-        out.push(Change::AddRule {
-            chain: REJECT_CHAIN.into(),
-            exprs: vec![
-                Expr::Meta(MetaKey::L4Proto, Register::R1),
-                Expr::Equals(Register::R1, vec![IPPROTO_TCP]),
-                Expr::Reject { tcp_reset: true },
-            ],
-        });
-        out.push(Change::AddRule {
-            chain: REJECT_CHAIN.into(),
-            exprs: vec![Expr::Reject { tcp_reset: false }],
-        });
+        // `ct state new`, though a nat chain only ever sees new connections: a nat hook consults its
+        // chains only for packets conntrack tracks, and nothing else here turns conntrack on in the
+        // namespace until some service has a backend (a `dnat` does). Without it, a connection to a VIP
+        // that never had one would leave unanswered instead of refused.
+        let mut tcp = ct_any(CtKey::State, CT_STATE_NEW).to_vec();
+        tcp.extend([
+            Expr::Meta(MetaKey::L4Proto, Register::R1),
+            Expr::Equals(Register::R1, vec![IPPROTO_TCP]),
+            Expr::Reject { tcp_reset: true },
+        ]);
+        let mut other = ct_any(CtKey::State, CT_STATE_NEW).to_vec();
+        other.push(Expr::Reject { tcp_reset: false });
+        for exprs in [tcp, other] {
+            out.push(Change::AddRule {
+                chain: REJECT_CHAIN.into(),
+                exprs,
+            });
+        }
         out.push(Change::AddBaseChain(BaseChain {
             name: OUT_CHAIN.into(),
             kind: "nat",
