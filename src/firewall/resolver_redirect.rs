@@ -75,18 +75,6 @@ impl ResolverRedirect {
     /// tetherd's sockets have new ports; an older tetherd's was a NAT chain) in one transaction: no query
     /// meets a half-made table.
     pub fn install(&self) -> Result<(), FirewallError> {
-        let mut changes = vec![
-            // Add-then-delete: the delete cannot fail on a table that is not there yet.
-            Change::AddTable,
-            Change::DeleteTable,
-            Change::AddTable,
-            Change::AddBaseChain(BaseChain {
-                name: CHAIN.into(),
-                kind: "filter",
-                hook: NF_INET_LOCAL_OUT,
-                priority: RAW,
-            }),
-        ];
         let rules = [
             (IPPROTO_UDP, self.udp_port, UDP_CHECKSUM),
             (IPPROTO_TCP, self.tcp_port, TCP_CHECKSUM),
@@ -106,17 +94,34 @@ impl ResolverRedirect {
             ]
         })
         .chain([self.quoted_query_rewrite()]);
-        changes.extend(rules.map(|exprs| Change::AddRule {
+        let mut table = vec![Change::AddBaseChain(BaseChain {
+            name: CHAIN.into(),
+            kind: "filter",
+            hook: NF_INET_LOCAL_OUT,
+            priority: RAW,
+        })];
+        table.extend(rules.map(|exprs| Change::AddRule {
             chain: CHAIN.into(),
             exprs,
         }));
-        send(&changes, "installing the resolver redirect")
+        // A new namespace has no table: create it, deleting nothing. A transaction that deletes leaves
+        // destroy work, which the release of its socket waits out (an RCU grace period) holding the
+        // namespace's nf_tables lock, so a DEL right after the ADD would wait behind it. Only a table
+        // that is there already (a restarted tetherd) is replaced: add-then-delete, so the delete cannot
+        // fail.
+        let create = [vec![Change::CreateTable], table.clone()].concat();
+        let replace = [
+            vec![Change::AddTable, Change::DeleteTable, Change::AddTable],
+            table,
+        ]
+        .concat();
+        send(&[&create, &replace], "installing the resolver redirect")
     }
 
     /// Removes the redirect from the calling thread's namespace; one that is not there is fine.
     pub fn remove() -> Result<(), FirewallError> {
         send(
-            &[Change::AddTable, Change::DeleteTable],
+            &[&[Change::AddTable, Change::DeleteTable]],
             "removing the resolver redirect",
         )
     }
@@ -207,14 +212,22 @@ fn port_set(offset: u32, port: u16, checksum_at: u32) -> [Expr; 2] {
     ]
 }
 
-fn send(changes: &[Change], op: &'static str) -> Result<(), FirewallError> {
+/// Applies the first transaction; one refused because something is already there (EEXIST) gives way to
+/// the next, on the same socket.
+fn send(tries: &[&[Change]], op: &'static str) -> Result<(), FirewallError> {
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
-    let batch = RulesetBatch {
-        family: NFPROTO_IPV4,
-        table: TABLE.into(),
-        changes: changes.to_vec(),
-    };
-    let answer = batch.apply(&socket);
+    let mut answer = Ok(Ok(()));
+    for changes in tries {
+        let batch = RulesetBatch {
+            family: NFPROTO_IPV4,
+            table: TABLE.into(),
+            changes: changes.to_vec(),
+        };
+        answer = batch.apply(&socket);
+        if !matches!(&answer, Ok(Err(refusal)) if refusal.errno == libc::EEXIST) {
+            break;
+        }
+    }
     // The last release of a socket whose transaction deleted something waits for an RCU grace period
     // (~10 ms); the caller (tetherd, answering an ADD) need not. Not a fresh thread per call: it would be
     // born in the container's namespace (this runs on tetherd's namespace thread) and count as in it.

@@ -395,6 +395,8 @@ pub enum MapData {
 pub enum Change {
     /// Creates the table; one already there is kept as it is.
     AddTable,
+    /// Creates the table; one already there refuses the transaction with EEXIST.
+    CreateTable,
     /// Deletes the table with everything in it (fails with ENOENT when absent).
     DeleteTable,
     /// Creates a base chain with policy accept; one already there with the same hook is kept.
@@ -490,6 +492,7 @@ impl RulesetBatch {
         let acked = NLM_F_REQUEST | NLM_F_ACK;
         let (kind, flags) = match change {
             Change::AddTable => (NFT_MSG_NEWTABLE, acked | NLM_F_CREATE),
+            Change::CreateTable => (NFT_MSG_NEWTABLE, acked | NLM_F_CREATE | NLM_F_EXCL),
             Change::DeleteTable => (NFT_MSG_DELTABLE, acked),
             Change::AddBaseChain(_) | Change::AddChain { .. } => {
                 (NFT_MSG_NEWCHAIN, acked | NLM_F_CREATE)
@@ -503,7 +506,9 @@ impl RulesetBatch {
         };
         w.begin_message(nft_type(kind), flags, seq, self.family, 0);
         match change {
-            Change::AddTable | Change::DeleteTable => w.put_str(NFTA_TABLE_NAME, &self.table),
+            Change::AddTable | Change::CreateTable | Change::DeleteTable => {
+                w.put_str(NFTA_TABLE_NAME, &self.table)
+            }
             Change::AddBaseChain(chain) => {
                 w.put_str(NFTA_CHAIN_TABLE, &self.table);
                 w.put_str(NFTA_CHAIN_NAME, &chain.name);
