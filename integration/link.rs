@@ -66,6 +66,15 @@ fn bridge_veth_addresses_and_routes_end_to_end() {
     assert_eq!(veth.kind.as_deref(), Some("veth"));
     assert!(veth.up);
     assert_eq!(veth.mtu, 1400);
+    // Both ends are made with the one queue each way a veth uses, not one per CPU cut down afterwards.
+    for (ns, name) in [(&*host, "tvtest1"), (&ctr, "eth0")] {
+        let details = ns.ip_json(&["-d", "link", "show", name]);
+        assert_eq!(
+            (&details[0]["num_tx_queues"], &details[0]["num_rx_queues"]),
+            (&Value::from(1), &Value::from(1)),
+            "{name}: {details}"
+        );
+    }
 
     // A port with a lower MAC than the bridge's must not change the bridge's address.
     nl.set_mac(veth.index, "02:00:00:00:00:01".parse().unwrap())

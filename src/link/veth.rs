@@ -1,6 +1,6 @@
 //! veth pairs whose peer is born in another namespace.
 
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::{check_ifname, LinkError, LinkInfo, MacAddr, Netlink};
@@ -81,7 +81,13 @@ impl Netlink {
         // No IFF_UP for the peer: the kernel configures the peer before it links the pair, so
         // opening it fails with ENOTCONN (seen on 6.18; `ip link add ... peer name X up` fails too).
         // Bring it up afterwards through a socket in the peer's namespace.
-        let mut peer = LinkUnspec::new_with_name(spec.peer_name).setns_by_fd(spec.peer_ns.fd());
+        // One queue each way on both ends, said in the request. Left out, the kernel allocates one per possible
+        // CPU, registers both ends, and then cuts each down to the one queue a veth uses: a cut of a registered
+        // device waits for an expedited RCU grace period under the RTNL lock, twice per pair.
+        let mut peer = LinkUnspec::new_with_name(spec.peer_name)
+            .setns_by_fd(spec.peer_ns.fd())
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if let Some(mtu) = spec.mtu {
             peer = peer.mtu(mtu);
         }
@@ -91,7 +97,9 @@ impl Netlink {
 
         let mut host = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.host_name)
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+            .append_extra_attribute(LinkAttribute::NumRxQueues(1));
         if host_up {
             host = host.up();
         }
