@@ -480,7 +480,9 @@ impl Worker {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            // A member that leaves pings unanswered for half a lease is gone; one busy for 2 s is not
+            // (a busy etcd answers late; ending the session then cost a new lease and a catch-up).
+            .with_keep_alive(Duration::from_secs(2), self.cfg.lease_ttl / 2);
         if let Some(tls) = &self.cfg.tls {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).map_err(|e| {
@@ -610,8 +612,10 @@ impl Worker {
         };
         match calls.failed(Failure::of(&e), self.cfg.lease_ttl) {
             Verdict::Retry(pause) => {
-                tracing::debug!(error = %e, in_a_row = calls.in_a_row, ?pause, "an etcd call failed; the session stays, retrying");
-                if calls.in_a_row > 1 {
+                if calls.in_a_row == 1 {
+                    tracing::info!(error = %e, ?pause, "an etcd call failed; the session stays, retrying");
+                } else {
+                    tracing::debug!(error = %e, in_a_row = calls.in_a_row, ?pause, "an etcd call failed again; retrying");
                     self.set_reachable(false);
                 }
                 Ok(())
