@@ -480,9 +480,12 @@ impl Worker {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
-            // A member that leaves pings unanswered for half a lease is gone; one busy for 2 s is not
-            // (a busy etcd answers late; ending the session then cost a new lease and a catch-up).
-            .with_keep_alive(Duration::from_secs(2), self.cfg.lease_ttl / 2);
+            // A member that leaves pings unanswered for half a lease (2 s at least) is gone; one busy
+            // for 2 s is not (ending the session then cost a new lease and a catch-up).
+            .with_keep_alive(
+                Duration::from_secs(2),
+                (self.cfg.lease_ttl / 2).max(Duration::from_secs(2)),
+            );
         if let Some(tls) = &self.cfg.tls {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).map_err(|e| {
