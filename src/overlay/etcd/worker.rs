@@ -267,8 +267,8 @@ const RETRY_MAX: Duration = Duration::from_secs(4);
 fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Duration) -> Verdict {
     match failure {
         Failure::Session => Verdict::End,
+        _ if failing_for >= lease_ttl => Verdict::End,
         Failure::LeaseGone => Verdict::NewLease,
-        Failure::Call if failing_for >= lease_ttl => Verdict::End,
         Failure::Call => {
             let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(8));
             Verdict::Retry(doubled.min(RETRY_MAX))
@@ -1142,6 +1142,8 @@ mod tests {
             verdict(Failure::LeaseGone, 1, Duration::ZERO, ttl),
             Verdict::NewLease
         );
+        // A lease etcd keeps refusing to grant or find ends the session too, not a loop on it.
+        assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::End);
         // The counter: a success resets it, a failure schedules the retry.
         let mut calls = Calls::default();
         assert!(calls.due());
