@@ -285,6 +285,19 @@ struct Calls {
 }
 
 impl Calls {
+    /// For a step the session cannot go on without: waits out the retry pause, or gives the error back
+    /// when the session must end.
+    async fn pause_or_end(&mut self, e: etcd_client::Error, lease_ttl: Duration) -> Fallible<()> {
+        match self.failed(Failure::of(&e), lease_ttl) {
+            Verdict::Retry(pause) => {
+                tracing::debug!(error = %e, ?pause, "an etcd call of the session's setup failed; retrying");
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            Verdict::NewLease | Verdict::End => Err(e),
+        }
+    }
+
     fn due(&self) -> bool {
         self.retry_at.is_none_or(|at| Instant::now() >= at)
     }
@@ -510,16 +523,26 @@ impl Worker {
     /// is gone (`Ok`). A call that fails alone is tried again on this connection after a pause.
     async fn session(&mut self) -> Fallible<()> {
         let mut client = self.connect().await?;
+        let ttl = self.cfg.lease_ttl;
+        // The setup's calls too are retried on this connection: under load a list or a lease grant
+        // times out like any call, and a new session would only ask etcd for the same again.
+        let mut calls = Calls::default();
         // The first session lists everything; a later one resumes the watch after the last revision it
         // saw (a compaction since then cancels it, and the loop below lists again).
         if self.revision == 0 {
-            self.relist(&mut client).await?;
+            while let Err(e) = self.relist(&mut client).await {
+                calls.pause_or_end(e, ttl).await?;
+            }
         }
-        let mut lease = self.liveness(&mut client).await?;
+        let mut lease = loop {
+            match self.liveness(&mut client).await {
+                Ok(lease) => break lease,
+                Err(e) => calls.pause_or_end(e, ttl).await?,
+            }
+        };
         let mut lease_alive = true;
         self.set_reachable(true);
-        let mut watch = self.watch(&mut client).await?;
-        let mut calls = Calls::default();
+        let mut watch = self.watch_retrying(&mut client, &mut calls).await?;
         let first = self.sync_own(&mut client).await;
         self.settle(&mut calls, first, &mut lease_alive)?;
         let mut tick = tokio::time::interval(TICK);
@@ -550,8 +573,10 @@ impl Worker {
                     if resp.compact_revision() > 0 || resp.canceled() {
                         tracing::warn!(compacted = resp.compact_revision(), seen = self.revision,
                             "etcd watch cancelled (history compacted); listing everything again");
-                        self.relist(&mut client).await?;
-                        watch = self.watch(&mut client).await?;
+                        while let Err(e) = self.relist(&mut client).await {
+                            calls.pause_or_end(e, ttl).await?;
+                        }
+                        watch = self.watch_retrying(&mut client, &mut calls).await?;
                         let done = self.sync_own(&mut client).await;
                         self.settle(&mut calls, done, &mut lease_alive)?;
                         continue;
@@ -727,6 +752,20 @@ impl Worker {
             .await
     }
 
+    /// A watch, its creation retried on this connection like any call.
+    async fn watch_retrying(
+        &mut self,
+        client: &mut Client,
+        calls: &mut Calls,
+    ) -> Fallible<WatchStream> {
+        loop {
+            match self.watch(client).await {
+                Ok(w) => return Ok(w),
+                Err(e) => calls.pause_or_end(e, self.cfg.lease_ttl).await?,
+            }
+        }
+    }
+
     /// Takes in a watch response's events. The plane is woken at once unless all of them are other
     /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
     /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
@@ -786,6 +825,9 @@ impl Worker {
                 Some(PutOptions::new().with_lease(lease)),
             )
             .await?;
+        // Present from now on, not only when the watch (maybe seconds behind under load) brings the
+        // put: until then every tick put it again. A later delete event still takes it out.
+        self.alive.insert(self.me);
         Ok(())
     }
 
