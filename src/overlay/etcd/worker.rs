@@ -324,6 +324,8 @@ struct Lease {
     id: i64,
     keeper: LeaseKeeper,
     alive: LeaseKeepAliveStream,
+    /// Whether the keep-alive stream still runs (etcd ends it when a renewal fails).
+    open: bool,
 }
 
 /// What the liveness key needs, from whether the lease is known alive and whether the key is there.
@@ -586,14 +588,22 @@ impl Worker {
                         self.revision = self.revision.max(rev);
                     }
                 }
-                ka = lease.alive.message() => {
-                    match ka? {
-                        Some(r) if r.ttl() > 0 => {}
-                        _ => {
+                ka = lease.alive.message(), if lease.open => {
+                    match ka {
+                        Ok(Some(r)) if r.ttl() > 0 => {}
+                        Ok(Some(_)) => {
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
                             let done = self.keep_liveness(&mut client, &mut lease, &mut lease_alive).await;
                             self.settle(&mut calls, done, &mut lease_alive)?;
+                        }
+                        // etcd ends the keep-alive stream when one renewal fails ("waiting for the
+                        // applied index took too long"): the lease lives on, the stream is opened
+                        // again for it on this connection (`keep_liveness`).
+                        Ok(None) => lease.open = false,
+                        Err(e) => {
+                            lease.open = false;
+                            self.settle(&mut calls, Err(e), &mut lease_alive)?;
                         }
                     }
                 }
@@ -601,8 +611,11 @@ impl Worker {
                     if self.wake_due {
                         self.wake_plane();
                     }
-                    if last_keep.elapsed() >= keep_every {
-                        lease.keeper.keep_alive().await?;
+                    if lease.open && last_keep.elapsed() >= keep_every {
+                        if let Err(e) = lease.keeper.keep_alive().await {
+                            tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
+                            lease.open = false;
+                        }
                         last_keep = Instant::now();
                     }
                     if !calls.due() {
@@ -658,7 +671,7 @@ impl Worker {
     }
 
     /// Keeps the liveness key on a live lease: put back on the same lease when only the key went, a new
-    /// lease when the old one expired.
+    /// lease when the old one expired; a keep-alive stream etcd ended is opened again for the same lease.
     async fn keep_liveness(
         &mut self,
         client: &mut Client,
@@ -666,20 +679,34 @@ impl Worker {
         lease_alive: &mut bool,
     ) -> Fallible<()> {
         match Liveness::of(*lease_alive, self.alive.contains(&self.me)) {
-            Liveness::Fine => Ok(()),
+            Liveness::Fine => {}
             Liveness::PutKey => {
                 tracing::info!(
                     lease = lease.id,
                     "this host's liveness key is gone; putting it back on its lease"
                 );
-                self.put_liveness(client, lease.id).await
+                self.put_liveness(client, lease.id).await?;
             }
             Liveness::NewLease => {
                 *lease = self.liveness(client).await?;
                 *lease_alive = true;
-                Ok(())
+                return Ok(());
             }
         }
+        if !lease.open {
+            let (keeper, alive) = client.lease_keep_alive(lease.id).await?;
+            tracing::debug!(
+                lease = lease.id,
+                "etcd keep-alive stream opened again on the same lease"
+            );
+            *lease = Lease {
+                id: lease.id,
+                keeper,
+                alive,
+                open: true,
+            };
+        }
+        Ok(())
     }
 
     async fn handle(&mut self, client: &mut Client, cmd: Command) -> Fallible<()> {
@@ -809,7 +836,12 @@ impl Worker {
         self.put_liveness(client, id).await?;
         let (keeper, alive) = client.lease_keep_alive(id).await?;
         tracing::debug!(lease = id, "etcd lease granted");
-        Ok(Lease { id, keeper, alive })
+        Ok(Lease {
+            id,
+            keeper,
+            alive,
+            open: true,
+        })
     }
 
     async fn put_liveness(&mut self, client: &mut Client, lease: i64) -> Fallible<()> {
