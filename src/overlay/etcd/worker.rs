@@ -223,6 +223,10 @@ impl Failure {
     fn of(e: &etcd_client::Error) -> Failure {
         match e {
             etcd_client::Error::GRpcStatus(status) => Failure::of_code(i32::from(status.code())),
+            // A keep-alive stream opened again for a lease that expired meanwhile.
+            etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+                Failure::LeaseGone
+            }
             _ => Failure::Session,
         }
     }
@@ -1195,6 +1199,8 @@ mod tests {
         }
         let stream_gone = etcd_client::Error::WatchError("watch stream ended".into());
         assert_eq!(Failure::of(&stream_gone), Failure::Session);
+        let expired = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
+        assert_eq!(Failure::of(&expired), Failure::LeaseGone);
         // A failed call is retried on the same session, with a growing pause.
         let first = verdict(Failure::Call, 1, Duration::ZERO, ttl);
         let third = verdict(Failure::Call, 3, Duration::from_secs(1), ttl);
