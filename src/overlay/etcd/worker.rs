@@ -530,25 +530,9 @@ impl Worker {
     async fn session(&mut self) -> Fallible<()> {
         let mut client = self.connect().await?;
         let ttl = self.cfg.lease_ttl;
-        // The setup's calls too are retried on this connection: under load a list or a lease grant
-        // times out like any call, and a new session would only ask etcd for the same again.
         let mut calls = Calls::default();
-        // The first session lists everything; a later one resumes the watch after the last revision it
-        // saw (a compaction since then cancels it, and the loop below lists again).
-        if self.revision == 0 {
-            while let Err(e) = self.relist(&mut client).await {
-                calls.pause_or_end(e, ttl).await?;
-            }
-        }
-        let mut lease = loop {
-            match self.liveness(&mut client).await {
-                Ok(lease) => break lease,
-                Err(e) => calls.pause_or_end(e, ttl).await?,
-            }
-        };
+        let (mut lease, mut watch) = self.open(&mut client, &mut calls).await?;
         let mut lease_alive = true;
-        self.set_reachable(true);
-        let mut watch = self.watch_retrying(&mut client, &mut calls).await?;
         let first = self.sync_own(&mut client).await;
         self.settle(&mut calls, first, &mut lease_alive)?;
         let mut tick = tokio::time::interval(TICK);
@@ -637,6 +621,33 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A session's setup: the first list, the lease with the liveness key, the watch. Its calls too are
+    /// retried on this connection: under load a list or a lease grant times out like any call, and a
+    /// new session would only ask etcd for the same again.
+    async fn open(
+        &mut self,
+        client: &mut Client,
+        calls: &mut Calls,
+    ) -> Fallible<(Lease, WatchStream)> {
+        let ttl = self.cfg.lease_ttl;
+        // The first session lists everything; a later one resumes the watch after the last revision it
+        // saw (a compaction since then cancels it, and the session's loop lists again).
+        if self.revision == 0 {
+            while let Err(e) = self.relist(client).await {
+                calls.pause_or_end(e, ttl).await?;
+            }
+        }
+        let lease = loop {
+            match self.liveness(client).await {
+                Ok(lease) => break lease,
+                Err(e) => calls.pause_or_end(e, ttl).await?,
+            }
+        };
+        self.set_reachable(true);
+        let watch = self.watch_retrying(client, calls).await?;
+        Ok((lease, watch))
     }
 
     /// What a call's result means for the session: `Err` ends it; a failed call alone is retried later
@@ -904,39 +915,7 @@ impl Worker {
                 _ => {}
             }
         }
-        // One transaction (one round trip, one commit) per batch of records instead of one per record.
-        for batch in endpoints.chunks(TXN_OPS) {
-            let txn = Txn::new()
-                .when(
-                    batch
-                        .iter()
-                        .map(|(k, _, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
-                        .collect::<Vec<_>>(),
-                )
-                .and_then(
-                    batch
-                        .iter()
-                        .map(|(k, v, _)| TxnOp::put(k.clone(), v.clone(), None))
-                        .collect::<Vec<_>>(),
-                )
-                .or_else(
-                    batch
-                        .iter()
-                        .map(|(k, _, _)| TxnOp::get(k.clone(), None))
-                        .collect::<Vec<_>>(),
-                );
-            let resp = client.txn(txn).await?;
-            if !resp.succeeded() {
-                // The mirror was behind (the watch may never bring what it missed): take the keys as
-                // they are now, so the next tick compares against them instead of failing again.
-                tracing::debug!(
-                    records = batch.len(),
-                    "records changed under us; re-read, retrying on the next tick"
-                );
-                let keys: Vec<&str> = batch.iter().map(|(k, _, _)| k.as_str()).collect();
-                self.absorb_current(&keys, &current_kvs(&resp));
-            }
-        }
+        self.write_records(client, &endpoints).await?;
         // A proposal's block is ours before the claims file says so: not stale.
         let proposed: BTreeSet<String> = self
             .proposals
@@ -990,6 +969,48 @@ impl Worker {
                 None => self.mirror_remove(key),
             }
         }
+    }
+
+    /// Puts records with compare-and-swap on the revision the mirror has for each.
+    async fn write_records(
+        &mut self,
+        client: &mut Client,
+        endpoints: &[(String, Vec<u8>, i64)],
+    ) -> Fallible<()> {
+        // One transaction (one round trip, one commit) per batch of records instead of one per record.
+        for batch in endpoints.chunks(TXN_OPS) {
+            let txn = Txn::new()
+                .when(
+                    batch
+                        .iter()
+                        .map(|(k, _, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    batch
+                        .iter()
+                        .map(|(k, v, _)| TxnOp::put(k.clone(), v.clone(), None))
+                        .collect::<Vec<_>>(),
+                )
+                .or_else(
+                    batch
+                        .iter()
+                        .map(|(k, _, _)| TxnOp::get(k.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
+            let resp = client.txn(txn).await?;
+            if !resp.succeeded() {
+                // The mirror was behind (the watch may never bring what it missed): take the keys as
+                // they are now, so the next tick compares against them instead of failing again.
+                tracing::debug!(
+                    records = batch.len(),
+                    "records changed under us; re-read, retrying on the next tick"
+                );
+                let keys: Vec<&str> = batch.iter().map(|(k, _, _)| k.as_str()).collect();
+                self.absorb_current(&keys, &current_kvs(&resp));
+            }
+        }
+        Ok(())
     }
 
     /// Whether a block key's value names this host.
