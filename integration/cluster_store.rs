@@ -766,3 +766,94 @@ fn etcd_over_tls_with_client_certificates_carries_the_cluster() {
         "no block in etcd: {keys:?}"
     );
 }
+
+/// SIGCONTs a SIGSTOPped etcd when dropped, so a failing test leaves no member stopped.
+struct Stopped(u32);
+
+impl Stopped {
+    fn signal(pid: u32, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn stop(pid: u32) -> Stopped {
+        Stopped::signal(pid, "-STOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        Stopped::signal(self.0, "-CONT");
+    }
+}
+
+/// The lease id (decimal, as etcdctl's JSON has it) this host's liveness key is on.
+fn liveness_lease(cluster: &Cluster, host: usize) -> i64 {
+    let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
+    let out = cluster
+        .etcd
+        .as_ref()
+        .unwrap()
+        .ctl(&["get", "--write-out=json", &key]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["kvs"][0]["lease"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no liveness key {key}: {out}"))
+}
+
+#[test]
+fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
+    let mut cluster = Cluster::on("cskeep", 1, Timings::FAST, Store::Etcd);
+    // A lease of 20 s (the harness's is 2 s): etcd stopped for 4.5 s outlives a call's 3 s timeout,
+    // not the lease.
+    let host = &mut cluster.hosts[0];
+    host.kill_tetherd();
+    let path = host.config_path();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["overlay"]["store"]["etcd"]["leaseTtlSeconds"] = serde_json::json!(20);
+    std::fs::write(&path, config.to_string()).unwrap();
+    host.start_tetherd();
+    let conf = overlay_conf("slow", 1700, "10.237.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("s0");
+    cluster.hosts[0].add(&conf, &c0);
+    // The first tetherd's 2 s lease is gone by now; the key is on the new one.
+    std::thread::sleep(Duration::from_secs(3));
+    let lease = liveness_lease(&cluster, 0);
+
+    // etcd stops answering; meanwhile an ADD inside the owned block publishes a record, whose
+    // transaction times out.
+    let etcd_pid = cluster.etcd.as_ref().unwrap().pid();
+    let stopped = Stopped::stop(etcd_pid);
+    let c1 = cluster.hosts[0].ns.container("s1");
+    let r1 = cluster.hosts[0].add(&conf, &c1);
+    std::thread::sleep(Duration::from_millis(4500));
+    drop(stopped);
+
+    let record = format!(
+        "/tether/records/{}/slow/endpoint/{}",
+        cluster.hosts[0].addr,
+        overlay_ip(&r1)
+    );
+    let etcd = cluster.etcd.as_ref().unwrap();
+    wait_until(
+        "the record written during the stop reaches etcd",
+        Duration::from_secs(20),
+        || etcd.keys(&record).len() == 1,
+    );
+    let log = cluster.hosts[0].log();
+    assert_eq!(
+        liveness_lease(&cluster, 0),
+        lease,
+        "the session ended (a new lease) for one timed-out call: {log}"
+    );
+    assert!(
+        log.contains("an etcd call failed; the session stays"),
+        "no call failed while etcd was stopped, the test proved nothing: {log}"
+    );
+}

@@ -3,7 +3,9 @@
 //! prefix (a full list, then a watch resumed from the last seen revision; a re-list after a compaction),
 //! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
-//! Whatever fails is retried on the next tick; an outage only delays.
+//! A call that fails alone (a timeout under load) is retried on the same session after a pause; only a
+//! lost connection, keep-alive stream or watch, or calls failing for a whole lease TTL, end the session.
+//! An outage only delays.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -204,6 +206,152 @@ impl Delivered {
     }
 }
 
+/// What a failed call says, parsed from the client's error at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// etcd (or the call's deadline) refused this one call: "request timed out", "waiting for the
+    /// applied index took too long", too many requests, a leader change. The connection, the lease and
+    /// the watch are still there.
+    Call,
+    /// The lease named in a put is unknown to etcd (expired, revoked): it must be replaced.
+    LeaseGone,
+    /// Anything else (transport, a stream ended, bad arguments): the session is over.
+    Session,
+}
+
+impl Failure {
+    fn of(e: &etcd_client::Error) -> Failure {
+        match e {
+            etcd_client::Error::GRpcStatus(status) => Failure::of_code(i32::from(status.code())),
+            // A keep-alive stream opened again for a lease that expired meanwhile.
+            etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+                Failure::LeaseGone
+            }
+            _ => Failure::Session,
+        }
+    }
+
+    /// gRPC status codes (etcd's rpctypes map its timeouts and leader changes to Unavailable, a missing
+    /// lease to NotFound; the client's own deadline is Cancelled or DeadlineExceeded).
+    fn of_code(code: i32) -> Failure {
+        const CANCELLED: i32 = 1;
+        const UNKNOWN: i32 = 2;
+        const DEADLINE_EXCEEDED: i32 = 4;
+        const NOT_FOUND: i32 = 5;
+        const RESOURCE_EXHAUSTED: i32 = 8;
+        const ABORTED: i32 = 10;
+        const UNAVAILABLE: i32 = 14;
+        match code {
+            NOT_FOUND => Failure::LeaseGone,
+            CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED
+            | UNAVAILABLE => Failure::Call,
+            _ => Failure::Session,
+        }
+    }
+}
+
+/// What the session does after a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Keep the connection, lease and watch; try the work again after this pause.
+    Retry(Duration),
+    /// Replace the lease (and put the liveness key on the new one), on the same connection.
+    NewLease,
+    /// End the session: reconnect (the next member), a new lease, the watch resumed.
+    End,
+}
+
+/// The first pause after a failed call; it doubles per failure in a row, up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// One call failing does not end the session (a reconnect costs a new lease and a watch etcd must catch
+/// up, and under load a storm of them made a 500-host run 7x slower); calls failing for as long as the
+/// lease lives do, since the lease is then gone anyway and another member may answer.
+fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Duration) -> Verdict {
+    match failure {
+        Failure::Session => Verdict::End,
+        _ if failing_for >= lease_ttl => Verdict::End,
+        Failure::LeaseGone => Verdict::NewLease,
+        Failure::Call => {
+            let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(8));
+            Verdict::Retry(doubled.min(RETRY_MAX))
+        }
+    }
+}
+
+/// The failures in a row of one session's calls, and when the work may be tried again.
+#[derive(Debug, Default)]
+struct Calls {
+    in_a_row: u32,
+    failing_since: Option<Instant>,
+    retry_at: Option<Instant>,
+}
+
+impl Calls {
+    /// For a step the session cannot go on without: waits out the retry pause, or gives the error back
+    /// when the session must end.
+    async fn pause_or_end(&mut self, e: etcd_client::Error, lease_ttl: Duration) -> Fallible<()> {
+        match self.failed(Failure::of(&e), lease_ttl) {
+            Verdict::Retry(pause) => {
+                tracing::debug!(error = %e, ?pause, "an etcd call of the session's setup failed; retrying");
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            Verdict::NewLease | Verdict::End => Err(e),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn succeeded(&mut self) {
+        *self = Calls::default();
+    }
+
+    /// Counts a failure; the verdict says what the session does about it.
+    fn failed(&mut self, failure: Failure, lease_ttl: Duration) -> Verdict {
+        let now = Instant::now();
+        self.in_a_row += 1;
+        let since = *self.failing_since.get_or_insert(now);
+        let v = verdict(failure, self.in_a_row, now - since, lease_ttl);
+        if let Verdict::Retry(pause) = v {
+            self.retry_at = Some(now + pause);
+        }
+        v
+    }
+}
+
+/// This host's lease and its keep-alive stream.
+struct Lease {
+    id: i64,
+    keeper: LeaseKeeper,
+    alive: LeaseKeepAliveStream,
+    /// Whether the keep-alive stream still runs (etcd ends it when a renewal fails).
+    open: bool,
+}
+
+/// What the liveness key needs, from whether the lease is known alive and whether the key is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    Fine,
+    /// The key went (deleted by someone) while the lease lives: put it back on the same lease.
+    PutKey,
+    /// The lease expired or was revoked: a new one, and the key on it.
+    NewLease,
+}
+
+impl Liveness {
+    fn of(lease_alive: bool, key_present: bool) -> Liveness {
+        match (lease_alive, key_present) {
+            (false, _) => Liveness::NewLease,
+            (true, false) => Liveness::PutKey,
+            (true, true) => Liveness::Fine,
+        }
+    }
+}
+
 impl Worker {
     pub fn new(
         cfg: EtcdConfig,
@@ -351,7 +499,12 @@ impl Worker {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            // A member that leaves pings unanswered for half a lease (2 s at least) is gone; one busy
+            // for 2 s is not (ending the session then cost a new lease and a catch-up).
+            .with_keep_alive(
+                Duration::from_secs(2),
+                (self.cfg.lease_ttl / 2).max(Duration::from_secs(2)),
+            );
         if let Some(tls) = &self.cfg.tls {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).map_err(|e| {
@@ -371,19 +524,17 @@ impl Worker {
         Client::connect([endpoint], Some(options)).await
     }
 
-    /// One connection: list, liveness, watch, and the loop until something fails (`Err`) or the plane
-    /// is gone (`Ok`).
+    /// One connection: list, liveness, watch, and the loop until the connection, the lease's keep-alive
+    /// stream or the watch is gone, or calls kept failing for a lease's lifetime (`Err`), or the plane
+    /// is gone (`Ok`). A call that fails alone is tried again on this connection after a pause.
     async fn session(&mut self) -> Fallible<()> {
         let mut client = self.connect().await?;
-        // The first session lists everything; a later one resumes the watch after the last revision it
-        // saw (a compaction since then cancels it, and the loop below lists again).
-        if self.revision == 0 {
-            self.relist(&mut client).await?;
-        }
-        let (mut keeper, mut alive) = self.liveness(&mut client).await?;
-        self.set_reachable(true);
-        let mut watch = self.watch(&mut client).await?;
-        self.sync_own(&mut client).await?;
+        let ttl = self.cfg.lease_ttl;
+        let mut calls = Calls::default();
+        let (mut lease, mut watch) = self.open(&mut client, &mut calls).await?;
+        let mut lease_alive = true;
+        let first = self.sync_own(&mut client).await;
+        self.settle(&mut calls, first, &mut lease_alive)?;
         let mut tick = tokio::time::interval(TICK);
         let keep_every = self.cfg.lease_ttl / 3;
         let mut last_keep = Instant::now();
@@ -394,10 +545,16 @@ impl Worker {
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else {
                         // The plane stops: give the liveness key up at once.
-                        let _ = client.lease_revoke(keeper.id()).await;
+                        let _ = client.lease_revoke(lease.id).await;
                         return Ok(());
                     };
-                    self.handle(&mut client, cmd).await?;
+                    if calls.due() {
+                        let done = self.handle(&mut client, cmd).await;
+                        self.settle(&mut calls, done, &mut lease_alive)?;
+                    } else {
+                        // Calls are failing: the next due tick syncs.
+                        self.take_offline(cmd);
+                    }
                 }
                 msg = watch.message() => {
                     let Some(resp) = msg? else {
@@ -406,9 +563,12 @@ impl Worker {
                     if resp.compact_revision() > 0 || resp.canceled() {
                         tracing::warn!(compacted = resp.compact_revision(), seen = self.revision,
                             "etcd watch cancelled (history compacted); listing everything again");
-                        self.relist(&mut client).await?;
-                        watch = self.watch(&mut client).await?;
-                        self.sync_own(&mut client).await?;
+                        while let Err(e) = self.relist(&mut client).await {
+                            calls.pause_or_end(e, ttl).await?;
+                        }
+                        watch = self.watch_retrying(&mut client, &mut calls).await?;
+                        let done = self.sync_own(&mut client).await;
+                        self.settle(&mut calls, done, &mut lease_alive)?;
                         continue;
                     }
                     self.apply_watch(&resp);
@@ -416,12 +576,22 @@ impl Worker {
                         self.revision = self.revision.max(rev);
                     }
                 }
-                ka = alive.message() => {
-                    match ka? {
-                        Some(r) if r.ttl() > 0 => {}
-                        _ => {
-                            tracing::warn!("this host's etcd lease expired; taking a new one");
-                            (keeper, alive) = self.liveness(&mut client).await?;
+                ka = lease.alive.message(), if lease.open => {
+                    match ka {
+                        Ok(Some(r)) if r.ttl() > 0 => {}
+                        Ok(Some(_)) => {
+                            tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
+                            lease_alive = false;
+                            let done = self.keep_liveness(&mut client, &mut lease, &mut lease_alive).await;
+                            self.settle(&mut calls, done, &mut lease_alive)?;
+                        }
+                        // etcd ends the keep-alive stream when one renewal fails ("waiting for the
+                        // applied index took too long"): the lease lives on, the stream is opened
+                        // again for it on this connection (`keep_liveness`).
+                        Ok(None) => lease.open = false,
+                        Err(e) => {
+                            lease.open = false;
+                            self.settle(&mut calls, Err(e), &mut lease_alive)?;
                         }
                     }
                 }
@@ -429,22 +599,129 @@ impl Worker {
                     if self.wake_due {
                         self.wake_plane();
                     }
-                    if last_keep.elapsed() >= keep_every {
-                        keeper.keep_alive().await?;
+                    if lease.open && last_keep.elapsed() >= keep_every {
+                        if let Err(e) = lease.keeper.keep_alive().await {
+                            tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
+                            lease.open = false;
+                        }
                         last_keep = Instant::now();
                     }
-                    if !self.alive.contains(&self.me) {
-                        // Deleted by someone (or expired during an outage): put it back.
-                        (keeper, alive) = self.liveness(&mut client).await?;
+                    if !calls.due() {
+                        continue;
                     }
-                    self.sync_own(&mut client).await?;
-                    if last_reclaim.elapsed() >= reclaim_every {
-                        self.reclaim(&mut client).await?;
+                    let mut done = self.keep_liveness(&mut client, &mut lease, &mut lease_alive).await;
+                    if done.is_ok() {
+                        done = self.sync_own(&mut client).await;
+                    }
+                    if done.is_ok() && last_reclaim.elapsed() >= reclaim_every {
+                        done = self.reclaim(&mut client).await;
                         last_reclaim = Instant::now();
                     }
+                    self.settle(&mut calls, done, &mut lease_alive)?;
                 }
             }
         }
+    }
+
+    /// A session's setup: the first list, the lease with the liveness key, the watch. Its calls too are
+    /// retried on this connection: under load a list or a lease grant times out like any call, and a
+    /// new session would only ask etcd for the same again.
+    async fn open(
+        &mut self,
+        client: &mut Client,
+        calls: &mut Calls,
+    ) -> Fallible<(Lease, WatchStream)> {
+        let ttl = self.cfg.lease_ttl;
+        // The first session lists everything; a later one resumes the watch after the last revision it
+        // saw (a compaction since then cancels it, and the session's loop lists again).
+        if self.revision == 0 {
+            while let Err(e) = self.relist(client).await {
+                calls.pause_or_end(e, ttl).await?;
+            }
+        }
+        let lease = loop {
+            match self.liveness(client).await {
+                Ok(lease) => break lease,
+                Err(e) => calls.pause_or_end(e, ttl).await?,
+            }
+        };
+        self.set_reachable(true);
+        let watch = self.watch_retrying(client, calls).await?;
+        Ok((lease, watch))
+    }
+
+    /// What a call's result means for the session: `Err` ends it; a failed call alone is retried later
+    /// on this connection, a lease etcd no longer knows is replaced.
+    fn settle(
+        &mut self,
+        calls: &mut Calls,
+        done: Fallible<()>,
+        lease_alive: &mut bool,
+    ) -> Fallible<()> {
+        let e = match done {
+            Ok(()) => {
+                calls.succeeded();
+                self.set_reachable(true);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        match calls.failed(Failure::of(&e), self.cfg.lease_ttl) {
+            Verdict::Retry(pause) => {
+                if calls.in_a_row == 1 {
+                    tracing::info!(error = %e, ?pause, "an etcd call failed; the session stays, retrying");
+                } else {
+                    tracing::debug!(error = %e, in_a_row = calls.in_a_row, ?pause, "an etcd call failed again; retrying");
+                    self.set_reachable(false);
+                }
+                Ok(())
+            }
+            Verdict::NewLease => {
+                tracing::warn!(error = %e, "etcd no longer knows this host's lease; taking a new one");
+                *lease_alive = false;
+                Ok(())
+            }
+            Verdict::End => Err(e),
+        }
+    }
+
+    /// Keeps the liveness key on a live lease: put back on the same lease when only the key went, a new
+    /// lease when the old one expired; a keep-alive stream etcd ended is opened again for the same lease.
+    async fn keep_liveness(
+        &mut self,
+        client: &mut Client,
+        lease: &mut Lease,
+        lease_alive: &mut bool,
+    ) -> Fallible<()> {
+        match Liveness::of(*lease_alive, self.alive.contains(&self.me)) {
+            Liveness::Fine => {}
+            Liveness::PutKey => {
+                tracing::info!(
+                    lease = lease.id,
+                    "this host's liveness key is gone; putting it back on its lease"
+                );
+                self.put_liveness(client, lease.id).await?;
+            }
+            Liveness::NewLease => {
+                *lease = self.liveness(client).await?;
+                *lease_alive = true;
+                return Ok(());
+            }
+        }
+        if !lease.open {
+            let (keeper, alive) = client.lease_keep_alive(lease.id).await?;
+            tracing::debug!(
+                lease = lease.id,
+                "etcd keep-alive stream opened again on the same lease"
+            );
+            *lease = Lease {
+                id: lease.id,
+                keeper,
+                alive,
+                open: true,
+            };
+        }
+        Ok(())
     }
 
     async fn handle(&mut self, client: &mut Client, cmd: Command) -> Fallible<()> {
@@ -517,6 +794,20 @@ impl Worker {
             .await
     }
 
+    /// A watch, its creation retried on this connection like any call.
+    async fn watch_retrying(
+        &mut self,
+        client: &mut Client,
+        calls: &mut Calls,
+    ) -> Fallible<WatchStream> {
+        loop {
+            match self.watch(client).await {
+                Ok(w) => return Ok(w),
+                Err(e) => calls.pause_or_end(e, self.cfg.lease_ttl).await?,
+            }
+        }
+    }
+
     /// Takes in a watch response's events. The plane is woken at once unless all of them are other
     /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
     /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
@@ -554,12 +845,21 @@ impl Worker {
     }
 
     /// Grants a lease and puts this host's liveness key on it.
-    async fn liveness(
-        &mut self,
-        client: &mut Client,
-    ) -> Fallible<(LeaseKeeper, LeaseKeepAliveStream)> {
+    async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
-        let lease = client.lease_grant(ttl, None).await?;
+        let id = client.lease_grant(ttl, None).await?.id();
+        self.put_liveness(client, id).await?;
+        let (keeper, alive) = client.lease_keep_alive(id).await?;
+        tracing::debug!(lease = id, "etcd lease granted");
+        Ok(Lease {
+            id,
+            keeper,
+            alive,
+            open: true,
+        })
+    }
+
+    async fn put_liveness(&mut self, client: &mut Client, lease: i64) -> Fallible<()> {
         let value = serde_json::to_vec(&HostValue {
             host: self.me,
             started_at_ms: self.started_at_ms,
@@ -569,10 +869,13 @@ impl Worker {
             .put(
                 self.layout.host(self.me),
                 value,
-                Some(PutOptions::new().with_lease(lease.id())),
+                Some(PutOptions::new().with_lease(lease)),
             )
             .await?;
-        client.lease_keep_alive(lease.id()).await
+        // Present from now on, not only when the watch (maybe seconds behind under load) brings the
+        // put: until then every tick put it again. A later delete event still takes it out.
+        self.alive.insert(self.me);
+        Ok(())
     }
 
     /// Makes this host's records and claims in the store equal to what the plane asked: endpoint records
@@ -612,29 +915,7 @@ impl Worker {
                 _ => {}
             }
         }
-        // One transaction (one round trip, one commit) per batch of records instead of one per record.
-        for batch in endpoints.chunks(TXN_OPS) {
-            let txn = Txn::new()
-                .when(
-                    batch
-                        .iter()
-                        .map(|(k, _, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
-                        .collect::<Vec<_>>(),
-                )
-                .and_then(
-                    batch
-                        .iter()
-                        .map(|(k, v, _)| TxnOp::put(k.clone(), v.clone(), None))
-                        .collect::<Vec<_>>(),
-                );
-            if !client.txn(txn).await?.succeeded() {
-                // The mirror was behind; the watch brings the keys and the next tick retries.
-                tracing::debug!(
-                    records = batch.len(),
-                    "records changed under us; retrying after the watch"
-                );
-            }
-        }
+        self.write_records(client, &endpoints).await?;
         // A proposal's block is ours before the claims file says so: not stale.
         let proposed: BTreeSet<String> = self
             .proposals
@@ -660,13 +941,74 @@ impl Worker {
                     CompareOp::Equal,
                     stored.mod_revision,
                 )])
-                .and_then([TxnOp::delete(key.clone(), None)]);
-            if client.txn(txn).await?.succeeded() {
+                .and_then([TxnOp::delete(key.clone(), None)])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = client.txn(txn).await?;
+            if resp.succeeded() {
                 tracing::info!(%key, "removed this host's record from etcd (gone from its state)");
+            } else {
+                self.absorb_current(&[key.as_str()], &current_kvs(&resp));
             }
         }
         for claim in self.proposals.clone() {
             self.create_claim(client, &claim).await?;
+        }
+        Ok(())
+    }
+
+    /// This host's own keys as a failed compare-and-swap read them: the mirror takes their current value
+    /// and revision (or loses them, if the store has none), as if the watch had brought them.
+    fn absorb_current(&mut self, keys: &[&str], current: &[(String, Vec<u8>, i64)]) {
+        for key in keys {
+            match current.iter().find(|(k, _, _)| k == key) {
+                Some((k, value, rev)) => {
+                    let stored = Stored::new(&self.layout, k, value, *rev);
+                    let kept = stored.mirrored(&self.layout, self.me, k);
+                    self.mirror_put(k.clone(), kept);
+                }
+                None => self.mirror_remove(key),
+            }
+        }
+    }
+
+    /// Puts records with compare-and-swap on the revision the mirror has for each.
+    async fn write_records(
+        &mut self,
+        client: &mut Client,
+        endpoints: &[(String, Vec<u8>, i64)],
+    ) -> Fallible<()> {
+        // One transaction (one round trip, one commit) per batch of records instead of one per record.
+        for batch in endpoints.chunks(TXN_OPS) {
+            let txn = Txn::new()
+                .when(
+                    batch
+                        .iter()
+                        .map(|(k, _, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev))
+                        .collect::<Vec<_>>(),
+                )
+                .and_then(
+                    batch
+                        .iter()
+                        .map(|(k, v, _)| TxnOp::put(k.clone(), v.clone(), None))
+                        .collect::<Vec<_>>(),
+                )
+                .or_else(
+                    batch
+                        .iter()
+                        .map(|(k, _, _)| TxnOp::get(k.clone(), None))
+                        .collect::<Vec<_>>(),
+                );
+            let resp = client.txn(txn).await?;
+            if !resp.succeeded() {
+                // The mirror was behind (the watch may never bring what it missed): take the keys as
+                // they are now, so the next tick compares against them instead of failing again.
+                tracing::debug!(
+                    records = batch.len(),
+                    "records changed under us; re-read, retrying on the next tick"
+                );
+                let keys: Vec<&str> = batch.iter().map(|(k, _, _)| k.as_str()).collect();
+                self.absorb_current(&keys, &current_kvs(&resp));
+            }
         }
         Ok(())
     }
@@ -826,9 +1168,132 @@ impl Worker {
     }
 }
 
+/// The keys a transaction's `get` operations read.
+fn current_kvs(resp: &etcd_client::TxnResponse) -> Vec<(String, Vec<u8>, i64)> {
+    resp.op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        })
+        .flat_map(|g| {
+            g.kvs()
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    (key, kv.value().to_vec(), kv.mod_revision())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Delivered;
+    use super::*;
+
+    fn worker(me: IpAddr) -> Worker {
+        let cfg = EtcdConfig::from_store_section(
+            &serde_json::json!({"etcd": {"endpoints": ["http://192.0.2.1:2379"]}}),
+        )
+        .unwrap();
+        let (events, _) = std::sync::mpsc::channel();
+        let (wake, _) = UnixDatagram::pair().unwrap();
+        let (_, commands) = tokio::sync::mpsc::unbounded_channel();
+        Worker::new(cfg, me, Duration::from_secs(30), events, wake, commands)
+    }
+
+    #[test]
+    fn one_timed_out_call_keeps_the_session_and_only_a_lease_long_failure_or_a_lost_connection_ends_it(
+    ) {
+        let ttl = Duration::from_secs(10);
+        // etcd's timeouts ("request timed out", "waiting for the applied index took too long") and
+        // leader changes are Unavailable (14); the client's own deadline Cancelled (1) or
+        // DeadlineExceeded (4); too many requests ResourceExhausted (8).
+        for code in [14, 1, 4, 8] {
+            assert_eq!(Failure::of_code(code), Failure::Call, "code {code}");
+        }
+        // "requested lease not found": NotFound (5). Bad arguments, auth: the session is wrong.
+        assert_eq!(Failure::of_code(5), Failure::LeaseGone);
+        for code in [3, 7, 16] {
+            assert_eq!(Failure::of_code(code), Failure::Session, "code {code}");
+        }
+        let stream_gone = etcd_client::Error::WatchError("watch stream ended".into());
+        assert_eq!(Failure::of(&stream_gone), Failure::Session);
+        let expired = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
+        assert_eq!(Failure::of(&expired), Failure::LeaseGone);
+        // A failed call is retried on the same session, with a growing pause.
+        let first = verdict(Failure::Call, 1, Duration::ZERO, ttl);
+        let third = verdict(Failure::Call, 3, Duration::from_secs(1), ttl);
+        let many = verdict(Failure::Call, 30, Duration::from_secs(9), ttl);
+        assert_eq!(first, Verdict::Retry(RETRY_FIRST));
+        assert_eq!(third, Verdict::Retry(RETRY_FIRST * 4));
+        assert_eq!(many, Verdict::Retry(RETRY_MAX));
+        // Failing for as long as the lease lives: the lease is gone anyway, another member may answer.
+        assert_eq!(
+            verdict(Failure::Call, 5, ttl, ttl),
+            Verdict::End,
+            "calls failing for a whole lease TTL"
+        );
+        assert_eq!(
+            verdict(Failure::Session, 1, Duration::ZERO, ttl),
+            Verdict::End
+        );
+        assert_eq!(
+            verdict(Failure::LeaseGone, 1, Duration::ZERO, ttl),
+            Verdict::NewLease
+        );
+        // A lease etcd keeps refusing to grant or find ends the session too, not a loop on it.
+        assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::End);
+        // The counter: a success resets it, a failure schedules the retry.
+        let mut calls = Calls::default();
+        assert!(calls.due());
+        assert_eq!(
+            calls.failed(Failure::Call, ttl),
+            Verdict::Retry(RETRY_FIRST)
+        );
+        assert!(!calls.due(), "the retry waits for its pause");
+        assert_eq!(
+            calls.failed(Failure::Call, ttl),
+            Verdict::Retry(RETRY_FIRST * 2)
+        );
+        calls.succeeded();
+        assert!(calls.due());
+        assert_eq!(calls.in_a_row, 0);
+    }
+
+    #[test]
+    fn the_liveness_key_goes_back_on_its_lease_and_only_an_expired_lease_is_replaced() {
+        assert_eq!(Liveness::of(true, true), Liveness::Fine);
+        // Someone deleted the key: the lease still lives, so no second lease is granted.
+        assert_eq!(Liveness::of(true, false), Liveness::PutKey);
+        // The keep-alive said ttl 0, or a put said the lease is unknown: a new one, key or not.
+        assert_eq!(Liveness::of(false, true), Liveness::NewLease);
+        assert_eq!(Liveness::of(false, false), Liveness::NewLease);
+    }
+
+    #[test]
+    fn a_failed_compare_and_swap_takes_the_keys_current_revision_so_the_next_one_succeeds() {
+        let me: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut w = worker(me);
+        let net = "ov";
+        let changed = w.layout.endpoint(me, net, "10.0.0.2".parse().unwrap());
+        let gone = w.layout.endpoint(me, net, "10.0.0.3".parse().unwrap());
+        let untouched = w.layout.endpoint(me, net, "10.0.0.4".parse().unwrap());
+        for key in [&changed, &gone, &untouched] {
+            w.mirror_put(key.clone(), Stored::new(&w.layout, key, b"old", 5));
+        }
+        // The watch missed a write at revision 9 and a delete: the compare on revision 5 fails, and
+        // the failed transaction's gets read what is there now.
+        w.absorb_current(
+            &[changed.as_str(), gone.as_str()],
+            &[(changed.clone(), b"theirs".to_vec(), 9)],
+        );
+        assert_eq!(w.mirror[&changed].mod_revision, 9, "compared next at 9");
+        assert_eq!(w.mirror[&changed].value, b"theirs");
+        assert!(!w.mirror.contains_key(&gone), "created next (revision 0)");
+        assert_eq!(w.mirror[&untouched].mod_revision, 5);
+    }
 
     #[test]
     fn a_watch_resumes_after_its_events_or_a_progress_notification_never_after_the_created_headers_revision(
