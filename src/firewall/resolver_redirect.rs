@@ -126,16 +126,8 @@ impl ResolverRedirect {
         )
     }
 
-    /// `ip <saddr|daddr> ADDRESS <proto> <sport|dport> FROM notrack <proto> <sport|dport> set TO`.
-    fn rewrite(
-        &self,
-        proto: u8,
-        address_at: u32,
-        port_at: u32,
-        from: u16,
-        to: u16,
-        checksum_at: u32,
-    ) -> Vec<Expr> {
+    /// `ip <saddr|daddr> ADDRESS meta l4proto PROTO`, the address at `address_at` of the IPv4 header.
+    fn address_and_protocol(&self, address_at: u32, proto: u8) -> Vec<Expr> {
         let mut exprs = header_is(
             PayloadBase::Network,
             address_at,
@@ -146,6 +138,20 @@ impl ResolverRedirect {
             Expr::Meta(MetaKey::L4Proto, Register::R1),
             Expr::Equals(Register::R1, vec![proto]),
         ]);
+        exprs
+    }
+
+    /// `ip <saddr|daddr> ADDRESS <proto> <sport|dport> FROM notrack <proto> <sport|dport> set TO`.
+    fn rewrite(
+        &self,
+        proto: u8,
+        address_at: u32,
+        port_at: u32,
+        from: u16,
+        to: u16,
+        checksum_at: u32,
+    ) -> Vec<Expr> {
+        let mut exprs = self.address_and_protocol(address_at, proto);
         exprs.extend(header_is(
             PayloadBase::Transport,
             port_at,
@@ -160,16 +166,7 @@ impl ResolverRedirect {
     /// private port; the quote's port goes back to 53 (and the ICMP checksum with it).
     fn quoted_query_rewrite(&self) -> Vec<Expr> {
         let quoted_port = QUOTED + 20 + DESTINATION_PORT;
-        let mut exprs = header_is(
-            PayloadBase::Network,
-            IP_SOURCE,
-            self.address.octets().to_vec(),
-        )
-        .to_vec();
-        exprs.extend([
-            Expr::Meta(MetaKey::L4Proto, Register::R1),
-            Expr::Equals(Register::R1, vec![IPPROTO_ICMP]),
-        ]);
+        let mut exprs = self.address_and_protocol(IP_SOURCE, IPPROTO_ICMP);
         for (offset, value) in [
             (0, ICMP_PORT_UNREACHABLE.to_vec()),
             // Version 4, header length 5 words: the quoted UDP header sits right after 20 bytes.
