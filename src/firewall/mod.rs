@@ -46,7 +46,6 @@ mod table;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use crate::transport::Protocol;
@@ -87,8 +86,6 @@ pub struct NetworkRules {
 pub struct Firewall {
     /// One request at a time: replies are read from the same socket.
     socket: Mutex<NfSocket>,
-    /// Whether a ruleset transaction went through this handle (see `close`).
-    rewrote: AtomicBool,
 }
 
 /// ERESTART: the ruleset changed since the generation a batch was made for.
@@ -99,15 +96,16 @@ impl Firewall {
         let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
         Ok(Firewall {
             socket: Mutex::new(socket),
-            rewrote: AtomicBool::new(false),
         })
     }
 
-    /// Ends this handle without making the caller wait for the kernel. Releasing an nf_tables socket after a
-    /// commit that deleted elements flushes the kernel's pending destroy work, which waits for an RCU grace
-    /// period (~10 ms here; nft_rcv_nl_event on NETLINK_URELEASE). A forked child keeps a copy of the socket
-    /// until this process exits, so that last release, and its wait, happen in the child. Call it only while
-    /// holding no lock file (the child would hold it too) and with no other thread running.
+    /// Ends this handle without making the caller wait for the kernel. Releasing an nf_tables socket flushes
+    /// the kernel's pending destroy work, which waits for an RCU grace period (~10 ms here; nft_rcv_nl_event
+    /// on NETLINK_URELEASE). That work is global: a commit that deleted anything in any namespace (another
+    /// container's DEL a moment ago) queues it, so even a socket that only added waits. A forked child keeps
+    /// a copy of the socket until this process exits, so that last release, and its wait, happen in the
+    /// child. Call it only while holding no lock file (the child would hold it too) and with no other thread
+    /// running.
     pub fn release_in_background(self) {
         use nix::fcntl::{open, OFlag};
         use nix::sys::stat::Mode;
@@ -140,14 +138,6 @@ impl Firewall {
         }
     }
 
-    /// Ends this handle; when it installed or removed rules (a transaction that flushes or deletes), through
-    /// `release_in_background`, whose conditions apply: the last release would wait ~10 ms otherwise.
-    pub fn close(self) {
-        if self.rewrote.load(Ordering::Relaxed) {
-            self.release_in_background();
-        }
-    }
-
     fn socket(&self) -> MutexGuard<'_, NfSocket> {
         // A panic elsewhere cannot leave the socket half-used: every call reads its own
         // replies by sequence number.
@@ -169,7 +159,6 @@ impl Firewall {
             "applying ruleset"
         );
         let batch = render::batch(statements, family);
-        self.rewrote.store(true, Ordering::Relaxed);
         let answer = batch
             .apply(&self.socket())
             .map_err(|source| FirewallError::SocketIo {

@@ -401,7 +401,7 @@ impl Plugin for BridgePlugin {
                 ips: leased.ips.iter().map(|i| i.address).collect(),
             },
         )?;
-        fw.close();
+        fw.release_in_background();
         let dns = kept.announce(call.conf.dns.clone().unwrap_or(leased.dns));
         Ok(CniResult {
             interfaces: vec![

@@ -259,7 +259,7 @@ impl Plugin for PortmapPlugin {
         // Hairpin masquerade for bridges that are not tether networks (tether's own get it from their
         // network chains); adding it again is harmless.
         publish(&fw, call, opts, &ips, host_if.as_deref(), true)?;
-        fw.close();
+        fw.release_in_background();
         Ok(prev)
     }
 
