@@ -657,3 +657,66 @@ fn a_replica_detached_with_drain_takes_no_new_flows_and_keeps_its_open_one_until
     assert!(!r2.has_link("eth0"), "detached after the drain");
     cli.ok(&["service", "rm", "api"]);
 }
+
+/// tetherd's threads' voluntary context switches per second over `window`: how often it wakes.
+fn wakeups_per_second(pid: i32, window: Duration) -> f64 {
+    let switches = || -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tetherd's tasks")
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    };
+    let before = switches();
+    std::thread::sleep(window);
+    (switches() - before) as f64 / window.as_secs_f64()
+}
+
+/// With no service to probe, tetherd does not tick for health checks (it woke every 50 ms for them,
+/// ~35 times a second in all): only its record, namespace and cache checks wake it. A service with a
+/// health check starts the probes, and removing it stops them again.
+#[test]
+fn an_idle_tetherd_wakes_for_health_probes_only_while_a_service_has_them() {
+    const IDLE_MAX: f64 = 15.0;
+    let host = HostNs::new("svcidle");
+    let cli = cli(&host);
+    cli.create_network("n", "10.87.0.0/24");
+    let client = host.container("client");
+    attach(&cli, "n", &client, "client", &[]);
+    let pid: i32 = std::fs::read_to_string(host.run_dir().join("tetherd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let idle = wakeups_per_second(pid, Duration::from_secs(4));
+    assert!(
+        idle < IDLE_MAX,
+        "an idle tetherd woke {idle:.1} times a second"
+    );
+
+    let r1 = host.container("r1");
+    attach(&cli, "n", &r1, "p-1", &["p"]);
+    let mut args = vec!["--port", "8080"];
+    args.extend(FAST_HEALTH);
+    create_service(&cli, "n", "p", &args);
+    let _s1 = Replica::start(&r1, "p-1", 8080);
+    wait_healthy(&cli, "p", 1);
+    let probing = wakeups_per_second(pid, Duration::from_secs(2));
+    assert!(
+        probing > idle,
+        "probing ({probing:.1}/s) should wake tetherd more than idling ({idle:.1}/s)"
+    );
+
+    cli.ok(&["service", "rm", "p"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = wakeups_per_second(pid, Duration::from_secs(4));
+    assert!(
+        after < IDLE_MAX,
+        "tetherd woke {after:.1} times a second after the service went"
+    );
+}

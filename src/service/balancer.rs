@@ -97,6 +97,9 @@ struct Balancer {
 pub struct BalancerService {
     inner: Rc<tokio::sync::Mutex<Balancer>>,
     prober: Option<tokio::task::JoinHandle<()>>,
+    /// Wakes the probe loop, which sleeps while no service has a health check (an idle tetherd does not
+    /// tick every [`PROBE_TICK`]).
+    probes_changed: Rc<tokio::sync::Notify>,
     /// For `needed` and `status`, which cannot wait for the lock.
     summary: Rc<std::cell::RefCell<(bool, Value)>>,
 }
@@ -133,6 +136,7 @@ impl BalancerService {
                 mesh: Default::default(),
             })),
             prober: None,
+            probes_changed: Rc::default(),
             summary: Rc::default(),
         }
     }
@@ -389,6 +393,15 @@ impl Balancer {
                 (h.service, id)
             })
             .collect();
+    }
+
+    /// Whether some backend has a health check to run.
+    fn probing(&self) -> bool {
+        !self.health.is_empty()
+            && self
+                .specs
+                .iter()
+                .any(|s| s.health != HealthCheck::None && s.probe_port().is_some())
     }
 
     /// The probes due now, each marked as run.
@@ -667,11 +680,22 @@ fn add_routes(range: &ServiceRange, ifaces: &[(String, bool)]) {
     }
 }
 
-/// Probes what is due, forever; a changed verdict reconciles at once.
-async fn probe_loop(inner: Rc<tokio::sync::Mutex<Balancer>>, worker: NsWorker) {
+/// Probes what is due, forever; a changed verdict reconciles at once. Sleeps until `changed` while there
+/// is nothing to probe.
+async fn probe_loop(
+    inner: Rc<tokio::sync::Mutex<Balancer>>,
+    worker: NsWorker,
+    changed: Rc<tokio::sync::Notify>,
+) {
     let mut tick = tokio::time::interval(PROBE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if !inner.lock().await.probing() {
+            // A permit stored by a notify meanwhile wakes this at once: no change is missed.
+            changed.notified().await;
+            tick.reset_immediately();
+            continue;
+        }
         tick.tick().await;
         let due = inner.lock().await.due_probes();
         if due.is_empty() {
@@ -708,6 +732,7 @@ impl BalancerService {
         b.records = kept;
         b.reconcile().await;
         *self.summary.borrow_mut() = (b.needed(), b.status());
+        self.probes_changed.notify_one();
     }
 }
 
@@ -731,6 +756,7 @@ impl Service for BalancerService {
             let inner = self.inner.clone();
             let summary = self.summary.clone();
             let worker = ctx.ns_worker.clone();
+            let probes_changed = self.probes_changed.clone();
             self.prober = Some(tokio::task::spawn_local(async move {
                 let refresh = async {
                     // Keeps `status` current while probes change verdicts between record changes.
@@ -742,7 +768,8 @@ impl Service for BalancerService {
                         *summary.borrow_mut() = (b.needed(), b.status());
                     }
                 };
-                futures::future::join(probe_loop(inner.clone(), worker), refresh).await;
+                futures::future::join(probe_loop(inner.clone(), worker, probes_changed), refresh)
+                    .await;
             }));
             Ok(())
         }
