@@ -305,6 +305,51 @@ fn network_rm_force_of_a_dual_stack_overlay_leaves_no_gateway_bridge_rules_or_st
     );
 }
 
+/// `-o gateway_subnet=` and `-o gateway_subnet_v6=` choose the gateway bridge's subnets: the container's
+/// egress routes go through their first addresses.
+#[test]
+fn network_create_sets_an_overlays_gateway_subnets() {
+    let host = HostNs::new("cligw");
+    let outside = host.outside();
+    host.ip(&["route", "add", "default", "via", outside.addr]);
+    let t = Tether::new(&host);
+    let refused = t.run(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.66.0.0/24",
+        "-o",
+        "gateway_subnet=fd00:66::/64",
+        "ovbad",
+    ]);
+    assert!(
+        !refused.status.success(),
+        "an IPv6 gateway_subnet was taken"
+    );
+    t.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.66.0.0/24",
+        "--subnet",
+        "fd00:66::/64",
+        "-o",
+        "gateway_subnet=172.29.0.0/24",
+        "-o",
+        "gateway_subnet_v6=fd00:29::/64",
+        "ovg",
+    ]);
+    let c1 = host.container("c1");
+    attach_json(&t, "ovg", &c1, &[]);
+    assert_eq!(c1.default_gateway("-4").as_deref(), Some("172.29.0.1"));
+    assert_eq!(c1.default_gateway("-6").as_deref(), Some("fd00:29::1"));
+    t.ok(&["network", "rm", "--force", "ovg"]);
+}
+
 #[test]
 fn attach_publishes_a_port_ps_shows_it_rm_waits_for_detach_or_force() {
     let host = HostNs::new("clia");

@@ -3,6 +3,8 @@
 
 use std::str::FromStr;
 
+use ipnetwork::{Ipv4Network, Ipv6Network};
+
 use super::error::NetworkError;
 use crate::link::MacvlanMode;
 pub use crate::state::DriverKind;
@@ -44,6 +46,10 @@ pub struct OverlayOptions {
     /// `encrypted` (Docker's `--opt encrypted`): VXLAN between hosts in IPsec ESP.
     pub encrypted: bool,
     pub vxlan_port: Option<u16>,
+    /// `gateway_subnet`: the IPv4 subnet of the host's gateway bridge, for egress (`gatewaySubnet`).
+    pub gateway_subnet: Option<Ipv4Network>,
+    /// `gateway_subnet_v6`: its IPv6 subnet, for an IPv6 or dual-stack overlay's egress (`gatewaySubnetV6`).
+    pub gateway_subnet_v6: Option<Ipv6Network>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +61,7 @@ pub enum DriverOptions {
 
 const BRIDGE_KEYS: &str = "bridge (com.docker.network.bridge.name), mtu (com.docker.network.driver.mtu), icc (com.docker.network.bridge.enable_icc), com.docker.network.bridge.enable_ip_masquerade";
 const MACVLAN_KEYS: &str = "parent, macvlan_mode, mtu";
-const OVERLAY_KEYS: &str = "vni, mtu, encrypted, vxlan_port";
+const OVERLAY_KEYS: &str = "vni, mtu, encrypted, vxlan_port, gateway_subnet, gateway_subnet_v6";
 
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> NetworkError {
     NetworkError::BadOption {
@@ -181,6 +187,28 @@ pub fn parse(
                         Ok(port) if port > 0 => out.vxlan_port = Some(port),
                         _ => return Err(bad(key, value, "expected a UDP port from 1 to 65535")),
                     },
+                    // Every overlay on a host shares one gateway bridge, so every overlay should name
+                    // the same subnets (docs/plugins/overlay.md).
+                    "gateway_subnet" => match value.parse::<Ipv4Network>() {
+                        Ok(net) if net.prefix() <= 30 => out.gateway_subnet = Some(net),
+                        _ => {
+                            return Err(bad(
+                                key,
+                                value,
+                                "expected an IPv4 subnet such as 172.31.0.0/16 (at most /30)",
+                            ))
+                        }
+                    },
+                    "gateway_subnet_v6" => match value.parse::<Ipv6Network>() {
+                        Ok(net) if net.prefix() <= 126 => out.gateway_subnet_v6 = Some(net),
+                        _ => {
+                            return Err(bad(
+                                key,
+                                value,
+                                "expected an IPv6 subnet such as fd00:1::/64 (at most /126)",
+                            ))
+                        }
+                    },
                     other => return Err(unknown(other, OVERLAY_KEYS)),
                 }
             }
@@ -258,8 +286,27 @@ mod tests {
         };
         assert!(o.encrypted);
         assert_eq!(o.vxlan_port, Some(4790));
+        let DriverOptions::Overlay(o) = parse(
+            DriverKind::Overlay,
+            &opts(&[
+                "gateway_subnet=172.31.0.0/16",
+                "gateway_subnet_v6=fd00:31::/64",
+            ]),
+        )
+        .unwrap() else {
+            panic!("not overlay options")
+        };
+        assert_eq!(o.gateway_subnet.unwrap().to_string(), "172.31.0.0/16");
+        assert_eq!(o.gateway_subnet_v6.unwrap().to_string(), "fd00:31::/64");
         assert!(parse(DriverKind::Overlay, &opts(&["encrypted=maybe"])).is_err());
         assert!(parse(DriverKind::Overlay, &opts(&["vxlan_port=0"])).is_err());
+        assert!(parse(DriverKind::Overlay, &opts(&["gateway_subnet=fd00::/64"])).is_err());
+        assert!(parse(DriverKind::Overlay, &opts(&["gateway_subnet=10.1.0.0/31"])).is_err());
+        assert!(parse(
+            DriverKind::Overlay,
+            &opts(&["gateway_subnet_v6=10.1.0.0/16"])
+        )
+        .is_err());
         assert!(split_option("novalue").is_err());
         assert!("ipvlan".parse::<DriverKind>().is_err());
     }

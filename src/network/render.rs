@@ -138,6 +138,12 @@ impl NetworkPlan {
                 if let Some(port) = o.vxlan_port {
                     main.insert("vxlanPort".into(), json!(port));
                 }
+                if let Some(net) = o.gateway_subnet {
+                    main.insert("gatewaySubnet".into(), json!(net.to_string()));
+                }
+                if let Some(net) = o.gateway_subnet_v6 {
+                    main.insert("gatewaySubnetV6".into(), json!(net.to_string()));
+                }
             }
         }
         if self.internal {
@@ -276,6 +282,8 @@ mod tests {
             options: DriverOptions::Overlay(OverlayOptions {
                 encrypted: true,
                 vxlan_port: Some(4790),
+                gateway_subnet: Some("172.31.0.0/16".parse().unwrap()),
+                gateway_subnet_v6: Some("fd00:31::/64".parse().unwrap()),
                 ..OverlayOptions::default()
             }),
             ..plan
@@ -287,6 +295,8 @@ mod tests {
         let cfg = crate::driver::overlay::OverlayConfig::from_json(main).unwrap();
         assert!(cfg.encrypted);
         assert_eq!(cfg.vxlan_port, 4790);
+        assert_eq!(cfg.gateway_subnet.to_string(), "172.31.0.0/16");
+        assert_eq!(cfg.gateway_subnet_v6.to_string(), "fd00:31::/64");
 
         // `--subnet A --subnet B`: dual stack, one block pool per family.
         let plan = NetworkPlan {
