@@ -333,6 +333,14 @@ mod tests {
         allocs.iter().map(|a| a.address.to_string()).collect()
     }
 
+    fn assert_no_attachments(store: &Store) {
+        let left: Vec<_> = std::fs::read_dir(store.dir().join("attachments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "attachments left: {left:?}");
+    }
+
     fn store_files(store: &Store) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(store.dir())
             .unwrap()
@@ -515,10 +523,7 @@ mod tests {
             store_files(&store),
             ["attachments", "last_reserved_ip.0", "lock"]
         );
-        assert!(std::fs::read_dir(store.dir().join("attachments"))
-            .unwrap()
-            .next()
-            .is_none());
+        assert_no_attachments(&store);
     }
 
     #[test]
@@ -540,10 +545,7 @@ mod tests {
             ip("10.1.0.7")
         );
         assert_eq!(release(&store, "a", "eth0").unwrap(), vec![ip("10.1.0.7")]);
-        assert!(std::fs::read_dir(store.dir().join("attachments"))
-            .unwrap()
-            .next()
-            .is_none());
+        assert_no_attachments(&store);
     }
 
     #[test]
@@ -607,10 +609,7 @@ mod tests {
                 "lock"
             ]
         );
-        assert!(std::fs::read_dir(store.dir().join("attachments"))
-            .unwrap()
-            .next()
-            .is_none());
+        assert_no_attachments(&store);
     }
 
     /// Child side of the multi-process test: does nothing unless the parent set the variables.

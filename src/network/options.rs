@@ -169,52 +169,58 @@ pub fn parse(
             })?;
             Ok(DriverOptions::Macvlan(MacvlanOptions { parent, mode, mtu }))
         }
-        DriverKind::Overlay => {
-            let mut out = OverlayOptions::default();
-            for (key, value) in options {
-                match key.as_str() {
-                    // 24-bit VXLAN network identifier (RFC 7348).
-                    "vni" => match value.parse::<u32>() {
-                        Ok(vni) if (1..(1 << 24)).contains(&vni) => out.vni = Some(vni),
-                        _ => return Err(bad(key, value, "expected a VXLAN id from 1 to 16777215")),
-                    },
-                    "mtu" => out.mtu = Some(parse_mtu(key, value)?),
-                    // Docker takes `--opt encrypted` with no value, and `encrypted=` as true.
-                    "encrypted" => {
-                        out.encrypted = value.is_empty() || parse_bool(key, value)?;
-                    }
-                    "vxlan_port" => match value.parse::<u16>() {
-                        Ok(port) if port > 0 => out.vxlan_port = Some(port),
-                        _ => return Err(bad(key, value, "expected a UDP port from 1 to 65535")),
-                    },
-                    // Every overlay on a host shares one gateway bridge, so every overlay should name
-                    // the same subnets (docs/plugins/overlay.md).
-                    "gateway_subnet" => match value.parse::<Ipv4Network>() {
-                        Ok(net) if net.prefix() <= 30 => out.gateway_subnet = Some(net),
-                        _ => {
-                            return Err(bad(
-                                key,
-                                value,
-                                "expected an IPv4 subnet such as 172.31.0.0/16 (at most /30)",
-                            ))
-                        }
-                    },
-                    "gateway_subnet_v6" => match value.parse::<Ipv6Network>() {
-                        Ok(net) if net.prefix() <= 126 => out.gateway_subnet_v6 = Some(net),
-                        _ => {
-                            return Err(bad(
-                                key,
-                                value,
-                                "expected an IPv6 subnet such as fd00:1::/64 (at most /126)",
-                            ))
-                        }
-                    },
-                    other => return Err(unknown(other, OVERLAY_KEYS)),
-                }
+        DriverKind::Overlay => overlay_options(options, unknown).map(DriverOptions::Overlay),
+    }
+}
+
+/// `-o` options of an overlay network.
+fn overlay_options(
+    options: &[(String, String)],
+    unknown: impl Fn(&str, &'static str) -> NetworkError,
+) -> Result<OverlayOptions, NetworkError> {
+    let mut out = OverlayOptions::default();
+    for (key, value) in options {
+        match key.as_str() {
+            // 24-bit VXLAN network identifier (RFC 7348).
+            "vni" => match value.parse::<u32>() {
+                Ok(vni) if (1..(1 << 24)).contains(&vni) => out.vni = Some(vni),
+                _ => return Err(bad(key, value, "expected a VXLAN id from 1 to 16777215")),
+            },
+            "mtu" => out.mtu = Some(parse_mtu(key, value)?),
+            // Docker takes `--opt encrypted` with no value, and `encrypted=` as true.
+            "encrypted" => {
+                out.encrypted = value.is_empty() || parse_bool(key, value)?;
             }
-            Ok(DriverOptions::Overlay(out))
+            "vxlan_port" => match value.parse::<u16>() {
+                Ok(port) if port > 0 => out.vxlan_port = Some(port),
+                _ => return Err(bad(key, value, "expected a UDP port from 1 to 65535")),
+            },
+            // Every overlay on a host shares one gateway bridge, so every overlay should name
+            // the same subnets (docs/plugins/overlay.md).
+            "gateway_subnet" => match value.parse::<Ipv4Network>() {
+                Ok(net) if net.prefix() <= 30 => out.gateway_subnet = Some(net),
+                _ => {
+                    return Err(bad(
+                        key,
+                        value,
+                        "expected an IPv4 subnet such as 172.31.0.0/16 (at most /30)",
+                    ))
+                }
+            },
+            "gateway_subnet_v6" => match value.parse::<Ipv6Network>() {
+                Ok(net) if net.prefix() <= 126 => out.gateway_subnet_v6 = Some(net),
+                _ => {
+                    return Err(bad(
+                        key,
+                        value,
+                        "expected an IPv6 subnet such as fd00:1::/64 (at most /126)",
+                    ))
+                }
+            },
+            other => return Err(unknown(other, OVERLAY_KEYS)),
         }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
