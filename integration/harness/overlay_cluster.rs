@@ -136,8 +136,8 @@ impl Tetherd {
             .env("TETHER_STATE_DIR", dir.join("state"))
             .env("TETHER_RUN_DIR", dir.join("run"))
             .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                "TETHER_LOG",
+                std::env::var("TETHER_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

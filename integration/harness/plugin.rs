@@ -149,8 +149,10 @@ impl<'h> PluginCall<'h> {
             ),
         ];
         // Passed through so a failing test can be rerun with plugin logs.
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            env.push(("RUST_LOG".into(), Some(filter)));
+        for var in ["TETHER_LOG", "TETHER_LOG_FILE"] {
+            if let Ok(value) = std::env::var(var) {
+                env.push((var.into(), Some(value)));
+            }
         }
         for (k, v) in &self.env_overrides {
             env.retain(|(key, _)| key != k);

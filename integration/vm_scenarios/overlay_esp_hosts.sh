@@ -41,7 +41,7 @@ start_tetherd() {
  "reconcileIntervalMs": 300, "encryption": {"keyFile": "/etc/tether/data.key", "rotationIntervalS": $ROTATION $ESP_EXTRA}}}
 JSON
     # The shell writes its own pid and becomes tetherd: the pid file names tetherd itself.
-    ip netns exec h$1 sh -c "echo \$\$ > /tmp/h$1/tetherd.pid; exec env $(host_env $1) RUST_LOG=info \
+    ip netns exec h$1 sh -c "echo \$\$ > /tmp/h$1/tetherd.pid; exec env $(host_env $1) TETHER_LOG=info \
         /usr/bin/tetherd --stay --config /tmp/h$1/tetherd.json" > /tmp/h$1/tetherd.log 2>&1 &
 }
 for N in $(seq 1 $HOSTS); do start_tetherd $N; done
