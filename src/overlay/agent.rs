@@ -162,6 +162,7 @@ impl ControlPlane {
                 etcd.clone(),
                 cfg.bind.ip(),
                 cfg.claim_grace,
+                cfg.repair_interval,
                 state_dir.to_path_buf(),
             )?),
         };
@@ -629,9 +630,13 @@ impl Agent {
                     let _ = reply.send(result);
                 }
                 Command::Status { reply } => {
+                    let changes = self.store.refresh_blocks();
+                    self.apply(changes);
                     let _ = reply.send(self.cluster_status());
                 }
                 Command::Network { network, reply } => {
+                    let changes = self.store.refresh_blocks();
+                    self.apply(changes);
                     let _ = reply.send(self.network_view(network));
                 }
                 Command::Rotation { interval, reply } => {
