@@ -860,9 +860,8 @@ fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
 
 /// Host `i`'s `tether cluster status --json`.
 fn status_of(cluster: &Cluster, i: usize) -> serde_json::Value {
-    let out = harness::tether_cli::TetherCli::new(&cluster.hosts[i].ns).run(&[
-        "cluster", "status", "--json",
-    ]);
+    let out = harness::tether_cli::TetherCli::new(&cluster.hosts[i].ns)
+        .run(&["cluster", "status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 

@@ -48,6 +48,8 @@ pub struct Status {
     pub store_reachable: bool,
     pub members_up: Vec<String>,
     pub records: usize,
+    /// Live endpoint records of every host (this one's included).
+    pub endpoint_records: usize,
     pub networks: Vec<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -291,6 +293,14 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .records
+    }
+
+    /// How many live endpoint records (every host's) the plane's table holds, like [`Self::records`].
+    pub fn endpoint_records(&self) -> usize {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .endpoint_records
     }
 
     pub fn status(&self) -> Status {
@@ -1150,6 +1160,7 @@ impl Agent {
             s.members_up = up;
         }
         s.records = self.store.table().len();
+        s.endpoint_records = self.store.table().live_endpoints();
         s.networks = self.networks.iter().map(|f| f.network.clone()).collect();
         s.bytes_sent = sync.bytes_sent;
         s.bytes_received = sync.bytes_received;
