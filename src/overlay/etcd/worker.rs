@@ -338,13 +338,13 @@ fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Du
     }
 }
 
-/// "Equal jitter": a pause drawn from `[base / 2, base]` by `draw`. Hundreds of workers failing at once
-/// (etcd saturated fails them all together) then come back spread over half the pause instead of in
-/// lock step, and none sooner than half of it.
+/// A pause drawn from `[base / 2, base * 3 / 2]` by `draw`. Hundreds of workers failing at once (etcd
+/// saturated fails them all together) then come back spread over a whole `base` instead of in lock
+/// step, none sooner than half of it, and on average after `base`: a saturated etcd gets no more
+/// retries than without the jitter.
 fn jittered(base: Duration, draw: u64) -> Duration {
-    let half = base / 2;
-    let spread = (base - half).as_nanos() as u64;
-    half + Duration::from_nanos(draw % (spread + 1))
+    let spread = base.as_nanos() as u64;
+    base / 2 + Duration::from_nanos(draw % (spread + 1))
 }
 
 /// The failures in a row of one session's calls, and when the work may be tried again.
@@ -1451,7 +1451,7 @@ mod tests {
         let mut calls = Calls::default();
         assert!(calls.due());
         let within = |v: Verdict, base: Duration| match v {
-            Verdict::Retry(p) => base / 2 <= p && p <= base,
+            Verdict::Retry(p) => base / 2 <= p && p <= base * 3 / 2,
             _ => false,
         };
         assert!(within(calls.failed(Failure::Call, ttl), RETRY_FIRST));
@@ -1463,7 +1463,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_pauses_are_jittered_between_half_and_all_of_the_backoff_and_spread_over_it() {
+    fn retry_pauses_are_jittered_around_the_backoff_spread_over_it_and_average_it() {
         for base in [
             RETRY_FIRST,
             RETRY_FIRST * 4,
@@ -1471,22 +1471,28 @@ mod tests {
             Duration::from_millis(50),
         ] {
             assert_eq!(jittered(base, 0), base / 2, "the shortest pause is half");
+            assert_eq!(jittered(base, base.as_nanos() as u64), base * 3 / 2);
             for draw in [1, 7, 1 << 20, u64::MAX / 3, u64::MAX] {
                 let p = jittered(base, draw);
-                assert!(base / 2 <= p && p <= base, "{p:?} for {base:?}");
+                assert!(base / 2 <= p && p <= base * 3 / 2, "{p:?} for {base:?}");
             }
         }
-        // 500 workers failing together: their pauses spread over the whole half-interval, in lock step
-        // no more (every tenth of it holds some of them, none holds a fifth of them).
+        // 500 workers failing together: their pauses spread over the whole interval, in lock step no
+        // more (every tenth of it holds some of them, none holds a fifth of them), and they average the
+        // backoff (no more retries than without jitter).
         let mut rng = rand::make_rng::<StdRng>();
         let base = RETRY_MAX;
         let mut bins = [0usize; 10];
+        let mut total = Duration::ZERO;
         for _ in 0..500 {
-            let p = jittered(base, rng.next_u64()) - base / 2;
-            let bin = (p.as_nanos() * 10 / (base / 2).as_nanos()).min(9) as usize;
+            let p = jittered(base, rng.next_u64());
+            total += p;
+            let bin = ((p - base / 2).as_nanos() * 10 / base.as_nanos()).min(9) as usize;
             bins[bin] += 1;
         }
         assert!(bins.iter().all(|n| *n > 0 && *n < 100), "{bins:?}");
+        let mean = total / 500;
+        assert!(base * 9 / 10 < mean && mean < base * 11 / 10, "{mean:?}");
         // Two workers' Calls draw differently (each seeds its own).
         let pauses: BTreeSet<Duration> = (0..8)
             .map(
