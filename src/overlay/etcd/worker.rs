@@ -217,6 +217,9 @@ const TXN_OPS: usize = 64;
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
+/// See [`Worker::next_view_in`].
+const VIEW_HOSTS_PER_PERIOD: usize = 100;
+
 /// Reclaims of dead hosts' blocks run at most this often (and at least four times per grace): each pass
 /// looks at every block holder, which on every tick of a thousand hosts adds up.
 const RECLAIM_EVERY: Duration = Duration::from_secs(5);
@@ -645,7 +648,7 @@ impl Worker {
         let reclaim_every = (self.grace / 4).clamp(TICK, RECLAIM_EVERY);
         // The list read every block; the next read of them comes a jittered period later, so a fleet
         // started together does not read together.
-        let mut next_view = Instant::now() + jittered(self.view_every, self.rng.next_u64());
+        let mut next_view = Instant::now() + self.next_view_in();
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => {
@@ -725,7 +728,7 @@ impl Worker {
                     }
                     if done.is_ok() && Instant::now() >= next_view {
                         done = self.read_blocks(&mut client, self.layout.blocks_root()).await;
-                        next_view = Instant::now() + jittered(self.view_every, self.rng.next_u64());
+                        next_view = Instant::now() + self.next_view_in();
                     }
                     self.settle(&mut calls, done, &mut lease_alive)?;
                 }
@@ -863,6 +866,19 @@ impl Worker {
                 done
             }
         }
+    }
+
+    /// When the periodic read of every block comes next: about every `view_every`, and for every hundred
+    /// hosts up one `view_every` more, so the fleet's reads cost etcd the same however large it is (each
+    /// read returns every host's blocks: N reads of N keys per period was what kept a saturated etcd
+    /// saturated at 500 hosts). Claims that matter are read when they do (a lost compare, a reclaim,
+    /// status); this read only completes the view eventually.
+    fn next_view_in(&mut self) -> Duration {
+        let hundreds = (self.alive.len() / VIEW_HOSTS_PER_PERIOD).max(1) as u32;
+        jittered(
+            self.view_every.saturating_mul(hundreds),
+            self.rng.next_u64(),
+        )
     }
 
     /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
