@@ -217,6 +217,13 @@ const TXN_OPS: usize = 64;
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
+/// When a session's periodic reads are due (`Worker::periodic_reads`).
+struct PeriodicReads {
+    last_reclaim: Instant,
+    reclaim_every: Duration,
+    next_view: Instant,
+}
+
 /// See [`Worker::next_view_in`].
 const VIEW_HOSTS_PER_PERIOD: usize = 100;
 
@@ -644,11 +651,13 @@ impl Worker {
         let mut tick = tokio::time::interval(TICK);
         let keep_every = self.cfg.lease_ttl / 3;
         let mut last_keep = Instant::now();
-        let mut last_reclaim = Instant::now();
-        let reclaim_every = (self.grace / 4).clamp(TICK, RECLAIM_EVERY);
-        // The list read every block; the next read of them comes a jittered period later, so a fleet
-        // started together does not read together.
-        let mut next_view = Instant::now() + self.next_view_in();
+        let mut reads = PeriodicReads {
+            last_reclaim: Instant::now(),
+            reclaim_every: (self.grace / 4).clamp(TICK, RECLAIM_EVERY),
+            // The list read every block; the next read comes a jittered period later, so a fleet
+            // started together does not read together.
+            next_view: Instant::now() + self.next_view_in(),
+        };
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => {
@@ -722,13 +731,8 @@ impl Worker {
                     if done.is_ok() {
                         done = self.sync_own(&mut client).await;
                     }
-                    if done.is_ok() && last_reclaim.elapsed() >= reclaim_every {
-                        done = self.reclaim(&mut client).await;
-                        last_reclaim = Instant::now();
-                    }
-                    if done.is_ok() && Instant::now() >= next_view {
-                        done = self.read_blocks(&mut client, self.layout.blocks_root()).await;
-                        next_view = Instant::now() + self.next_view_in();
+                    if done.is_ok() {
+                        done = self.periodic_reads(&mut client, &mut reads).await;
                     }
                     self.settle(&mut calls, done, &mut lease_alive)?;
                 }
@@ -866,6 +870,23 @@ impl Worker {
                 done
             }
         }
+    }
+
+    /// The reclaim pass and the read of every block, each when it is due.
+    async fn periodic_reads(
+        &mut self,
+        client: &mut Client,
+        due: &mut PeriodicReads,
+    ) -> Fallible<()> {
+        if due.last_reclaim.elapsed() >= due.reclaim_every {
+            due.last_reclaim = Instant::now();
+            self.reclaim(client).await?;
+        }
+        if Instant::now() >= due.next_view {
+            due.next_view = Instant::now() + self.next_view_in();
+            self.read_blocks(client, self.layout.blocks_root()).await?;
+        }
+        Ok(())
     }
 
     /// When the periodic read of every block comes next: about every `view_every`, and for every hundred
