@@ -857,3 +857,114 @@ fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
         "no call failed while etcd was stopped, the test proved nothing: {log}"
     );
 }
+
+/// Host `i`'s `tether cluster status --json`.
+fn status_of(cluster: &Cluster, i: usize) -> serde_json::Value {
+    let out = harness::tether_cli::TetherCli::new(&cluster.hosts[i].ns)
+        .run(&["cluster", "status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+#[test]
+fn with_etcd_no_host_watches_block_claims_yet_status_lists_every_hosts_blocks_and_no_block_is_picked_twice(
+) {
+    // A fleet's claims were delivered by the watch to every host (N² deliveries): the watch now carries
+    // hosts and records only; a host reads the claims when it needs them.
+    let cluster = Cluster::on("cswatch", 3, Timings::FAST, Store::Etcd);
+    cluster.wait_for_members(2);
+    // /28 blocks; every host's first pick is the same block (`startBlockKey`), so host 2 and 3 pick
+    // host 1's, which their watches never told them of.
+    let mut conf = overlay_conf("wat", 1703, "10.241.0.0/26");
+    conf["blockSize"] = serde_json::json!(28);
+    conf["startBlockKey"] = "wat".into();
+    let a = &cluster.hosts[0];
+    let mut containers = Vec::new();
+    let mut ips = Vec::new();
+    for n in 0..9 {
+        let c = a.ns.container(&format!("w{n}"));
+        ips.push(overlay_ip(&a.add(&conf, &c)));
+        containers.push(c);
+    }
+    wait_until(
+        "host 1 holds two confirmed blocks (one claimed ahead)",
+        Duration::from_secs(10),
+        || {
+            let claims = a.own_claims("wat");
+            claims.len() == 2 && claims.iter().all(|(_, s)| s == "confirmed")
+        },
+    );
+    let a_blocks: BTreeSet<String> = a
+        .own_claims("wat")
+        .into_iter()
+        .map(|(b, _)| format!("wat {b}"))
+        .collect();
+    for (i, h) in cluster.hosts.iter().enumerate().skip(1) {
+        let c = h.ns.container(&format!("x{i}"));
+        // A lost compare-and-swap gives the pending claim up and fails the ADD with "try again later";
+        // the runtime's retry picks another block once the host has read the network's claims.
+        let mut out = h.try_add(&conf, &c);
+        for _ in 0..10 {
+            if out.success() {
+                break;
+            }
+            assert_eq!(out.error_code(), Some(11), "{}", out.stdout);
+            std::thread::sleep(Duration::from_millis(500));
+            out = h.try_add(&conf, &c);
+        }
+        assert!(out.success(), "host {} ADD: {}", i + 1, out.stdout);
+        ips.push(overlay_ip(out.result()));
+        containers.push(c);
+    }
+    assert_no_address_or_block_twice(&cluster, "wat", &ips);
+    // Host 2 did pick host 1's block (its view had none of host 1's claims), and lost the compare.
+    assert!(
+        cluster.hosts[1]
+            .log()
+            .contains("the block is another host's in etcd"),
+        "host 2 never picked a block etcd gave host 1: the case was not exercised"
+    );
+    for h in &cluster.hosts[1..] {
+        for (block, _) in h.own_claims("wat") {
+            assert!(
+                !a_blocks.contains(&format!("wat {block}")),
+                "{} claims host 1's {block}",
+                h.addr
+            );
+        }
+    }
+    // Host 1's records reached host 2 by the watch...
+    wait_until(
+        "host 2 has host 1's nine endpoint records",
+        Duration::from_secs(10),
+        || status_of(&cluster, 1)["records"]["wat"].as_u64() >= Some(9),
+    );
+    for i in 0..3 {
+        let v = status_of(&cluster, i);
+        let events = &v["sync"]["watchEvents"];
+        // ...and no host's watch carried one block key, its own claims included.
+        assert_eq!(events["blocks"], 0, "host {}: {v}", i + 1);
+        assert!(events["hosts"].as_u64() > Some(0), "host {}: {v}", i + 1);
+        assert!(events["records"].as_u64() >= Some(9), "host {}: {v}", i + 1);
+    }
+    // Yet host 2's status lists every host's blocks, as etcd has them.
+    let v = status_of(&cluster, 1);
+    let listed = |host: &str| -> BTreeSet<String> {
+        v["blocks"][host]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b.as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(listed(&a.addr), a_blocks, "{v}");
+    let in_etcd = etcd_blocks(&cluster, "wat");
+    for h in &cluster.hosts {
+        let held: BTreeSet<String> = in_etcd
+            .iter()
+            .filter(|(_, holder)| **holder == h.addr)
+            .map(|(tail, _)| format!("wat {}", tail.replace('_', "/")))
+            .collect();
+        assert!(!held.is_empty(), "{} holds no block in etcd", h.addr);
+        assert_eq!(listed(&h.addr), held, "host {} in {v}", h.addr);
+    }
+}

@@ -48,6 +48,8 @@ pub struct Status {
     pub store_reachable: bool,
     pub members_up: Vec<String>,
     pub records: usize,
+    /// Live endpoint records of every host (this one's included).
+    pub endpoint_records: usize,
     pub networks: Vec<String>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
@@ -162,6 +164,7 @@ impl ControlPlane {
                 etcd.clone(),
                 cfg.bind.ip(),
                 cfg.claim_grace,
+                cfg.repair_interval,
                 state_dir.to_path_buf(),
             )?),
         };
@@ -290,6 +293,14 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .records
+    }
+
+    /// How many live endpoint records (every host's) the plane's table holds, like [`Self::records`].
+    pub fn endpoint_records(&self) -> usize {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .endpoint_records
     }
 
     pub fn status(&self) -> Status {
@@ -629,9 +640,13 @@ impl Agent {
                     let _ = reply.send(result);
                 }
                 Command::Status { reply } => {
+                    let changes = self.store.refresh_blocks();
+                    self.apply(changes);
                     let _ = reply.send(self.cluster_status());
                 }
                 Command::Network { network, reply } => {
+                    let changes = self.store.refresh_blocks();
+                    self.apply(changes);
                     let _ = reply.send(self.network_view(network));
                 }
                 Command::Rotation { interval, reply } => {
@@ -1145,6 +1160,7 @@ impl Agent {
             s.members_up = up;
         }
         s.records = self.store.table().len();
+        s.endpoint_records = self.store.table().live_endpoints();
         s.networks = self.networks.iter().map(|f| f.network.clone()).collect();
         s.bytes_sent = sync.bytes_sent;
         s.bytes_received = sync.bytes_received;

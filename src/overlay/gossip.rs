@@ -479,6 +479,7 @@ impl ClusterStore for GossipStore {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             datagrams_rejected: self.rejected,
+            watch_events: None,
         }
     }
 

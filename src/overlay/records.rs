@@ -297,6 +297,9 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct RecordTable {
     entries: BTreeMap<RecordKey, Entry>,
+    /// Live endpoint records, kept as entries change: how much of the cluster a host has, without a walk
+    /// of the table (the cluster-store bench asks every plane ten times a second).
+    live_endpoints: usize,
     /// The highest version this host has written or seen for its own records.
     clock: u64,
     /// Keys changed since the plane last took them: it updates what it derives from the table (kernel
@@ -355,6 +358,23 @@ impl RecordTable {
         self.entries.len()
     }
 
+    /// Live endpoint records, every host's (this host's own included).
+    pub fn live_endpoints(&self) -> usize {
+        self.live_endpoints
+    }
+
+    fn insert(&mut self, key: RecordKey, entry: Entry) {
+        let endpoint = matches!(key, RecordKey::Endpoint { .. });
+        let live = entry.value.is_some();
+        let was_live = self
+            .entries
+            .insert(key, entry)
+            .is_some_and(|old| old.value.is_some());
+        if endpoint {
+            self.live_endpoints = self.live_endpoints + usize::from(live) - usize::from(was_live);
+        }
+    }
+
     /// The keys changed since the last call.
     pub fn take_touched(&mut self) -> BTreeSet<RecordKey> {
         std::mem::take(&mut self.touched)
@@ -406,7 +426,7 @@ impl RecordTable {
                 continue;
             }
             let version = self.next_version(now_ms);
-            self.entries.insert(
+            self.insert(
                 key.clone(),
                 Entry {
                     version,
@@ -430,7 +450,7 @@ impl RecordTable {
         for key in gone {
             self.touched.insert(key.clone());
             let version = self.next_version(now_ms);
-            self.entries.insert(
+            self.insert(
                 key.clone(),
                 Entry {
                     version,
@@ -464,7 +484,7 @@ impl RecordTable {
                 if stale_live_copy {
                     self.touched.insert(record.key.clone());
                     let version = self.next_version(now_ms);
-                    self.entries.insert(
+                    self.insert(
                         record.key.clone(),
                         Entry {
                             version,
@@ -486,7 +506,7 @@ impl RecordTable {
                 .is_none_or(|e| replaces(&record, e));
             if newer {
                 self.touched.insert(record.key.clone());
-                self.entries.insert(
+                self.insert(
                     record.key,
                     Entry {
                         version: record.version,
@@ -504,10 +524,14 @@ impl RecordTable {
     pub fn drop_host(&mut self, host: IpAddr) -> usize {
         let before = self.entries.len();
         let touched = &mut self.touched;
-        self.entries.retain(|k, _| {
+        let live_endpoints = &mut self.live_endpoints;
+        self.entries.retain(|k, e| {
             let keep = k.host() != host;
             if !keep {
                 touched.insert(k.clone());
+                if matches!(k, RecordKey::Endpoint { .. }) && e.value.is_some() {
+                    *live_endpoints -= 1;
+                }
             }
             keep
         });
@@ -671,6 +695,44 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.expire_tombstones(2500, 1000);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_live_endpoint_count_follows_puts_tombstones_own_records_and_departed_hosts() {
+        let mut t = RecordTable::new();
+        let rec = |key, version, value| Record {
+            key,
+            version,
+            value,
+        };
+        t.merge(
+            host(1),
+            vec![
+                rec(endpoint(2, 3), 5, Some(value(3))),
+                rec(endpoint(2, 4), 5, Some(value(4))),
+                rec(endpoint(3, 5), 5, None),
+            ],
+            1000,
+        );
+        assert_eq!(t.live_endpoints(), 2);
+        // A newer copy of a live one: still one; a tombstone over a live one: one less.
+        t.merge(host(1), vec![rec(endpoint(2, 3), 6, Some(value(9)))], 1000);
+        t.merge(host(1), vec![rec(endpoint(2, 4), 6, None)], 1000);
+        assert_eq!(t.live_endpoints(), 1);
+        // Own records count, and leave with `set_own`.
+        let own = BTreeMap::from([(endpoint(1, 7), value(7))]);
+        t.set_own(host(1), &own, 2000);
+        assert_eq!(t.live_endpoints(), 2);
+        t.set_own(host(1), &BTreeMap::new(), 3000);
+        assert_eq!(t.live_endpoints(), 1);
+        assert_eq!(t.drop_host(host(2)), 2);
+        assert_eq!(t.live_endpoints(), 0);
+        assert_eq!(
+            t.live_endpoints(),
+            t.live()
+                .filter(|(k, _)| matches!(k, RecordKey::Endpoint { .. }))
+                .count()
+        );
     }
 
     /// The key as the IPv4-only releases declared it.

@@ -106,6 +106,18 @@ pub struct StoreStatus {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub datagrams_rejected: u64,
+    /// etcd: the watch's events since tetherd started, by kind of key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_events: Option<WatchEvents>,
+}
+
+/// Watch events received, by kind of key (`<prefix>/hosts/`, `blocks/`, `records/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchEvents {
+    pub hosts: u64,
+    pub blocks: u64,
+    pub records: u64,
 }
 
 /// A cluster store as the control plane drives it, all on the plane's thread.
@@ -138,6 +150,12 @@ pub trait ClusterStore: Send {
 
     /// The other hosts the store knows, with their liveness.
     fn members(&self) -> Vec<Member>;
+
+    /// Brings the view of every host's blocks up to date before it is shown (`cluster status`), waiting
+    /// for the store if it must: a store that does not follow others' claims as they happen reads them.
+    fn refresh_blocks(&mut self) -> Changes {
+        Changes::default()
+    }
 
     /// Drops `host`'s blocks and records from the store (it is gone for good). Refused while it is up.
     fn forget(&mut self, host: IpAddr) -> Result<usize, String>;

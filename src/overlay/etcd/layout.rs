@@ -147,6 +147,19 @@ impl Layout {
         format!("{}/blocks/", self.prefix)
     }
 
+    /// The block claims of one network.
+    pub fn blocks_of(&self, network: &str) -> String {
+        format!("{}/blocks/{network}/", self.prefix)
+    }
+
+    /// What the watch covers, `[start, end)`: everything under the prefix but the block claims, i.e.
+    /// `hosts/` and `records/` (keys sort `blocks/` < `hosts/` < `records/`). A claim is made unique by
+    /// its `version == 0` transaction, so no host needs every other host's claims as they happen; with
+    /// them in the watch every claim was delivered to every host (N² deliveries for a fleet).
+    pub fn watched(&self) -> (String, String) {
+        (range_end(&self.blocks_root()), range_end(&self.root()))
+    }
+
     pub fn host(&self, host: IpAddr) -> String {
         format!("{}/hosts/{host}", self.prefix)
     }
@@ -413,9 +426,45 @@ impl Layout {
     }
 }
 
+/// The first key past every key starting with `prefix` (etcd's prefix range end): its last byte plus
+/// one. The prefixes here end in `/`, so the result is ASCII.
+fn range_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watched_range_holds_hosts_and_records_and_no_block() {
+        let l = Layout::new("/tether");
+        let (start, end) = l.watched();
+        let inside = |k: &str| start.as_str() <= k && k < end.as_str();
+        let host: IpAddr = "192.0.2.1".parse().unwrap();
+        let block: IpNetwork = "10.0.0.64/26".parse().unwrap();
+        assert!(inside(&l.host(host)));
+        assert!(inside(&l.endpoint(
+            host,
+            "ovl",
+            "10.0.0.65".parse().unwrap()
+        )));
+        assert!(inside(&l.rotation(host)));
+        assert!(!inside(&l.block("ovl", block)));
+        assert!(!inside(&l.block("~", block)), "any network name");
+        // Nothing outside the prefix: another tenant's keys next to it.
+        assert!(!inside("/tether0"));
+        assert!(!inside("/tetherx/hosts/192.0.2.1"));
+        assert!(!inside("/tethe/hosts/192.0.2.1"));
+        assert_eq!(
+            (start.as_str(), end.as_str()),
+            ("/tether/blocks0", "/tether0")
+        );
+    }
 
     #[test]
     fn records_round_trip_through_keys_and_values() {

@@ -18,6 +18,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -29,7 +30,7 @@ use super::records::{Record, RecordKey, RecordTable, RecordValue};
 use super::store::{Changes, ClusterStore, Member, StoreKind, StoreStatus};
 use crate::state::overlay::{now_ms, ClaimState};
 use layout::Key;
-use worker::{Command, Event, Stored, Worker};
+use worker::{Command, Event, Stored, WatchCounts, Worker};
 
 pub struct EtcdStore {
     me: IpAddr,
@@ -51,14 +52,17 @@ pub struct EtcdStore {
     revision: i64,
     last_sync_ms: u64,
     next_expiry: Instant,
+    watch_counts: Arc<WatchCounts>,
 }
 
 impl EtcdStore {
-    /// Starts the worker thread; it connects in the background (etcd down at start only delays).
+    /// Starts the worker thread; it connects in the background (etcd down at start only delays). Other
+    /// hosts' blocks are read at least every `view_every` (they are not watched).
     pub fn start(
         cfg: EtcdConfig,
         me: IpAddr,
         grace: Duration,
+        view_every: Duration,
         state_dir: PathBuf,
     ) -> Result<EtcdStore, OverlayError> {
         let (wake, worker_wake) =
@@ -72,7 +76,17 @@ impl EtcdStore {
         let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
         let layout = Layout::new(&cfg.prefix);
         tracing::info!(endpoints = ?cfg.endpoints, prefix = %cfg.prefix, "etcd store starting");
-        let worker = Worker::new(cfg, me, grace, event_tx, worker_wake, command_rx);
+        let watch_counts = Arc::new(WatchCounts::default());
+        let worker = Worker::new(
+            cfg,
+            me,
+            grace,
+            view_every,
+            watch_counts.clone(),
+            event_tx,
+            worker_wake,
+            command_rx,
+        );
         std::thread::Builder::new()
             .name("overlay-etcd".into())
             .spawn(move || worker.run())
@@ -94,6 +108,7 @@ impl EtcdStore {
             revision: 0,
             last_sync_ms: 0,
             next_expiry: Instant::now(),
+            watch_counts,
         })
     }
 
@@ -228,8 +243,38 @@ impl EtcdStore {
         changes
     }
 
+    /// A read of the blocks under `scope`: the view's blocks there become the read's (others' blocks
+    /// missing from it are gone; this host's own come from its claims file, not from here).
+    fn blocks_read(
+        &mut self,
+        scope: &str,
+        revision: i64,
+        keys: BTreeMap<String, Stored>,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        let gone: Vec<String> = self
+            .blocks
+            .range(scope.to_string()..)
+            .take_while(|(k, _)| k.starts_with(scope))
+            .filter(|(k, _)| !keys.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            changes.merge(self.delete(&key, revision));
+        }
+        for (key, stored) in keys {
+            changes.merge(self.put(key, stored));
+        }
+        changes
+    }
+
     fn apply(&mut self, event: Event) -> Changes {
         match event {
+            Event::Blocks {
+                scope,
+                revision,
+                keys,
+            } => self.blocks_read(&scope, revision, keys),
             Event::Snapshot { revision, keys } => {
                 self.last_sync_ms = now_ms();
                 self.snapshot(revision, keys)
@@ -348,6 +393,20 @@ impl ClusterStore for EtcdStore {
             .collect()
     }
 
+    fn refresh_blocks(&mut self) -> Changes {
+        let (reply, answer) = channel();
+        if self.commands.send(Command::ReadBlocks { reply }).is_err() {
+            return Changes::default();
+        }
+        // The worker queues the read's event before it answers; etcd failing only leaves the view as is.
+        let _ = answer.recv_timeout(Duration::from_secs(5));
+        let mut changes = Changes::default();
+        while let Ok(event) = self.events.try_recv() {
+            changes.merge(self.apply(event));
+        }
+        changes
+    }
+
     fn forget(&mut self, host: IpAddr) -> Result<usize, String> {
         let (reply, answer) = channel();
         self.commands
@@ -367,6 +426,7 @@ impl ClusterStore for EtcdStore {
             reachable: self.reachable,
             last_sync_ms: self.last_sync_ms,
             revision: Some(self.revision),
+            watch_events: Some(self.watch_counts.get()),
             ..StoreStatus::default()
         }
     }

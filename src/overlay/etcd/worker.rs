@@ -1,6 +1,9 @@
 //! The etcd side of the store, on its own thread with a current-thread tokio runtime (the client is
-//! async; the control plane's thread stays synchronous). It keeps a mirror of every key under the
-//! prefix (a full list, then a watch resumed from the last seen revision; a re-list after a compaction),
+//! async; the control plane's thread stays synchronous). It keeps a mirror of the keys under the
+//! prefix (a full list, then a watch of `hosts/` and `records/` resumed from the last seen revision; a
+//! re-list after a compaction). Other hosts' block claims are not watched: they are read when they matter
+//! (a claim lost its compare, the reclaim of a dead host, `cluster status`, `forget`) and every repair
+//! period, and this host's own from its transactions.
 //! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
 //! A call that fails alone (a timeout under load) is retried on the same session after a pause; only a
@@ -10,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender as StdSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -19,11 +24,14 @@ use etcd_client::{
     WatchOptions, WatchStream,
 };
 use ipnetwork::IpNetwork;
+use rand::rngs::StdRng;
+use rand::Rng;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::config::EtcdConfig;
 use super::layout::{BlockValue, HostValue, Key, Layout};
 use crate::overlay::agreement::ClaimRef;
+use crate::overlay::store::WatchEvents;
 use crate::state::overlay::now_ms;
 
 /// One key as the mirror holds it (and as an event carries it to the plane).
@@ -87,6 +95,13 @@ pub enum Event {
         key: String,
         revision: i64,
     },
+    /// The block claims under `scope` (every block, or one network's) as a read found them at
+    /// `revision`: they replace what the plane had under it (a block missing from them is gone).
+    Blocks {
+        scope: String,
+        revision: i64,
+        keys: BTreeMap<String, Stored>,
+    },
     /// The store confirmed this host's claim of the block.
     Confirmed(ClaimRef),
     /// Another host holds the block this host claims.
@@ -109,6 +124,37 @@ pub enum Command {
         host: IpAddr,
         reply: StdSender<Result<usize, String>>,
     },
+    /// Read every block claim now (`cluster status`); answered once the plane's events hold them.
+    ReadBlocks { reply: StdSender<()> },
+}
+
+/// What the watch delivered, by kind of key: `cluster status --json` shows it (`sync.watchEvents`), so
+/// what each host receives is observable.
+#[derive(Debug, Default)]
+pub struct WatchCounts {
+    hosts: AtomicU64,
+    blocks: AtomicU64,
+    records: AtomicU64,
+}
+
+impl WatchCounts {
+    pub fn get(&self) -> WatchEvents {
+        WatchEvents {
+            hosts: self.hosts.load(Ordering::Relaxed),
+            blocks: self.blocks.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, key: Option<&Key>) {
+        let counter = match key {
+            Some(Key::Host(_)) => &self.hosts,
+            Some(Key::Block { .. }) => &self.blocks,
+            Some(_) => &self.records,
+            None => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Worker {
@@ -131,6 +177,18 @@ pub struct Worker {
     proposals: Vec<ClaimRef>,
     /// Hosts with blocks but no liveness key, since when this worker saw them so.
     absent_since: HashMap<IpAddr, Instant>,
+    /// Hosts whose liveness key went while this worker watched, since when: their blocks may not be
+    /// in the mirror yet (claims are not watched), so the reclaim reads the blocks once they are due.
+    departed: HashMap<IpAddr, Instant>,
+    /// Hosts gone longer than the grace for which the blocks were read since (one read per host, not one
+    /// per reclaim pass while its used blocks stay).
+    read_for: BTreeSet<IpAddr>,
+    /// Every block claim is read at least this often (the plane's repair period), so the view of other
+    /// hosts' blocks is eventually complete without watching them.
+    view_every: Duration,
+    counts: Arc<WatchCounts>,
+    /// Draws for the retry and reconnect pauses, seeded per worker.
+    rng: StdRng,
     reachable: Option<bool>,
     started_at_ms: u64,
     /// Which of the configured members this session talks to.
@@ -158,6 +216,16 @@ const TXN_OPS: usize = 64;
 /// default, 4 MiB, is less than a large cluster's prefix or the catch-up of a watch resumed after a busy
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
+
+/// When a session's periodic reads are due (`Worker::periodic_reads`).
+struct PeriodicReads {
+    last_reclaim: Instant,
+    reclaim_every: Duration,
+    next_view: Instant,
+}
+
+/// See [`Worker::next_view_in`].
+const VIEW_HOSTS_PER_PERIOD: usize = 100;
 
 /// Reclaims of dead hosts' blocks run at most this often (and at least four times per grace): each pass
 /// looks at every block holder, which on every tick of a thousand hosts adds up.
@@ -280,12 +348,34 @@ fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Du
     }
 }
 
+/// A pause drawn from `[base / 2, base * 3 / 2]` by `draw`. Hundreds of workers failing at once (etcd
+/// saturated fails them all together) then come back spread over a whole `base` instead of in lock
+/// step, none sooner than half of it, and on average after `base`: a saturated etcd gets no more
+/// retries than without the jitter.
+fn jittered(base: Duration, draw: u64) -> Duration {
+    let spread = base.as_nanos() as u64;
+    base / 2 + Duration::from_nanos(draw % (spread + 1))
+}
+
 /// The failures in a row of one session's calls, and when the work may be tried again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Calls {
     in_a_row: u32,
     failing_since: Option<Instant>,
     retry_at: Option<Instant>,
+    /// Each worker draws its own pauses (seeded from the OS, so differently on every host).
+    rng: StdRng,
+}
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls {
+            in_a_row: 0,
+            failing_since: None,
+            retry_at: None,
+            rng: rand::make_rng::<StdRng>(),
+        }
+    }
 }
 
 impl Calls {
@@ -307,7 +397,9 @@ impl Calls {
     }
 
     fn succeeded(&mut self) {
-        *self = Calls::default();
+        self.in_a_row = 0;
+        self.failing_since = None;
+        self.retry_at = None;
     }
 
     /// Counts a failure; the verdict says what the session does about it.
@@ -315,11 +407,14 @@ impl Calls {
         let now = Instant::now();
         self.in_a_row += 1;
         let since = *self.failing_since.get_or_insert(now);
-        let v = verdict(failure, self.in_a_row, now - since, lease_ttl);
-        if let Verdict::Retry(pause) = v {
-            self.retry_at = Some(now + pause);
+        match verdict(failure, self.in_a_row, now - since, lease_ttl) {
+            Verdict::Retry(base) => {
+                let pause = jittered(base, self.rng.next_u64());
+                self.retry_at = Some(now + pause);
+                Verdict::Retry(pause)
+            }
+            v => v,
         }
-        v
     }
 }
 
@@ -353,10 +448,13 @@ impl Liveness {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: EtcdConfig,
         me: IpAddr,
         grace: Duration,
+        view_every: Duration,
+        counts: Arc<WatchCounts>,
         events: StdSender<Event>,
         wake: UnixDatagram,
         commands: UnboundedReceiver<Command>,
@@ -378,6 +476,11 @@ impl Worker {
             wanted: BTreeMap::new(),
             proposals: Vec::new(),
             absent_since: HashMap::new(),
+            departed: HashMap::new(),
+            read_for: BTreeSet::new(),
+            view_every,
+            counts,
+            rng: rand::make_rng::<StdRng>(),
             reachable: None,
             started_at_ms: now_ms(),
             // Hosts spread over the members from the start, so losing one moves only some of them.
@@ -405,6 +508,7 @@ impl Worker {
         match self.layout.parse(&key) {
             Some(Key::Host(h)) => {
                 self.alive.insert(h);
+                self.departed.remove(&h);
             }
             Some(Key::Block { .. }) if self.holds(&stored) => {
                 self.held.insert(key.clone());
@@ -424,6 +528,9 @@ impl Worker {
         self.held.remove(key);
         if let Some(Key::Host(h)) = self.layout.parse(key) {
             self.alive.remove(&h);
+            if h != self.me {
+                self.departed.insert(h, Instant::now());
+            }
         }
     }
 
@@ -465,11 +572,13 @@ impl Worker {
                 // The next member at once; a second round of all of them after a pause. Meanwhile the
                 // plane's commands are still taken (an outage must not block it).
                 self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
-                let pause = if self.endpoint == host_spread(self.me, self.cfg.endpoints.len()) {
+                let base = if self.endpoint == host_spread(self.me, self.cfg.endpoints.len()) {
                     Duration::from_secs(1)
                 } else {
                     Duration::from_millis(50)
                 };
+                // Jittered: a member going away ends every host's session at once.
+                let pause = jittered(base, self.rng.next_u64());
                 let until = tokio::time::Instant::now() + pause;
                 loop {
                     tokio::select! {
@@ -491,6 +600,10 @@ impl Worker {
             Command::Propose(p) => self.proposals = p,
             Command::Forget { reply, .. } => {
                 let _ = reply.send(Err("etcd is unreachable; try again when it answers".into()));
+            }
+            // The plane shows what it has.
+            Command::ReadBlocks { reply } => {
+                let _ = reply.send(());
             }
         }
     }
@@ -538,8 +651,13 @@ impl Worker {
         let mut tick = tokio::time::interval(TICK);
         let keep_every = self.cfg.lease_ttl / 3;
         let mut last_keep = Instant::now();
-        let mut last_reclaim = Instant::now();
-        let reclaim_every = (self.grace / 4).clamp(TICK, RECLAIM_EVERY);
+        let mut reads = PeriodicReads {
+            last_reclaim: Instant::now(),
+            reclaim_every: (self.grace / 4).clamp(TICK, RECLAIM_EVERY),
+            // The list read every block; the next read comes a jittered period later, so a fleet
+            // started together does not read together.
+            next_view: Instant::now() + self.next_view_in(),
+        };
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => {
@@ -613,9 +731,8 @@ impl Worker {
                     if done.is_ok() {
                         done = self.sync_own(&mut client).await;
                     }
-                    if done.is_ok() && last_reclaim.elapsed() >= reclaim_every {
-                        done = self.reclaim(&mut client).await;
-                        last_reclaim = Instant::now();
+                    if done.is_ok() {
+                        done = self.periodic_reads(&mut client, &mut reads).await;
                     }
                     self.settle(&mut calls, done, &mut lease_alive)?;
                 }
@@ -746,7 +863,80 @@ impl Worker {
                     None => Ok(()),
                 }
             }
+            Command::ReadBlocks { reply } => {
+                let done = self.read_blocks(client, self.layout.blocks_root()).await;
+                // Answered either way: the plane shows what it has.
+                let _ = reply.send(());
+                done
+            }
         }
+    }
+
+    /// The reclaim pass and the read of every block, each when it is due.
+    async fn periodic_reads(
+        &mut self,
+        client: &mut Client,
+        due: &mut PeriodicReads,
+    ) -> Fallible<()> {
+        if due.last_reclaim.elapsed() >= due.reclaim_every {
+            due.last_reclaim = Instant::now();
+            self.reclaim(client).await?;
+        }
+        if Instant::now() >= due.next_view {
+            due.next_view = Instant::now() + self.next_view_in();
+            self.read_blocks(client, self.layout.blocks_root()).await?;
+        }
+        Ok(())
+    }
+
+    /// When the periodic read of every block comes next: about every `view_every`, and for every hundred
+    /// hosts up one `view_every` more, so the fleet's reads cost etcd the same however large it is (each
+    /// read returns every host's blocks: N reads of N keys per period was what kept a saturated etcd
+    /// saturated at 500 hosts). Claims that matter are read when they do (a lost compare, a reclaim,
+    /// status); this read only completes the view eventually.
+    fn next_view_in(&mut self) -> Duration {
+        let hundreds = (self.alive.len() / VIEW_HOSTS_PER_PERIOD).max(1) as u32;
+        jittered(
+            self.view_every.saturating_mul(hundreds),
+            self.rng.next_u64(),
+        )
+    }
+
+    /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
+    /// become what etcd has, and so do the plane's (`Event::Blocks`).
+    async fn read_blocks(&mut self, client: &mut Client, scope: String) -> Fallible<()> {
+        let resp = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .get(scope.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let keys: BTreeMap<String, Stored> = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
+                (key, stored)
+            })
+            .collect();
+        let gone: Vec<String> = self
+            .under(&scope)
+            .filter(|(k, _)| !keys.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.mirror_remove(&key);
+        }
+        for (key, stored) in &keys {
+            self.mirror_put(key.clone(), stored.clone());
+        }
+        self.send(Event::Blocks {
+            scope,
+            revision,
+            keys,
+        });
+        Ok(())
     }
 
     async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
@@ -783,10 +973,10 @@ impl Worker {
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(
-                self.layout.root(),
+                self.layout.watched().0,
                 Some(
                     WatchOptions::new()
-                        .with_prefix()
+                        .with_range(self.layout.watched().1)
                         .with_start_revision(self.revision + 1)
                         .with_progress_notify(),
                 ),
@@ -817,6 +1007,7 @@ impl Worker {
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
+            self.counts.count(self.layout.parse(&key).as_ref());
             let block = key.starts_with(&blocks_root);
             match event.event_type() {
                 EventType::Put => {
@@ -946,11 +1137,19 @@ impl Worker {
             let resp = client.txn(txn).await?;
             if resp.succeeded() {
                 tracing::info!(%key, "removed this host's record from etcd (gone from its state)");
+                // A block's delete does not come back by the watch.
+                self.mirror_remove(&key);
             } else {
                 self.absorb_current(&[key.as_str()], &current_kvs(&resp));
             }
         }
         for claim in self.proposals.clone() {
+            let key = self.layout.block(&claim.network, claim.block);
+            if self.mirror.get(&key).is_some_and(|s| self.holds(s)) {
+                // Created by this host already (its confirmation may not have reached the plane).
+                self.send(Event::Confirmed(claim));
+                continue;
+            }
             self.create_claim(client, &claim).await?;
         }
         Ok(())
@@ -1036,48 +1235,60 @@ impl Worker {
         .expect("serializes");
         let txn = Txn::new()
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, None)])
+            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
         let resp = client.txn(txn).await?;
         if resp.succeeded() {
             tracing::info!(network = %claim.network, block = %claim.block, "address block claimed in etcd");
+            // Own blocks are known from here (block keys are not watched), at the put's revision.
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let stored = Stored::new(&self.layout, &key, &value, revision);
+            self.mirror_put(key, stored);
             self.send(Event::Confirmed(claim.clone()));
             return Ok(());
         }
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g
-                .kvs()
-                .first()
-                .and_then(|kv| serde_json::from_slice::<BlockValue>(kv.value()).ok())
-                .map(|v| v.host),
-            _ => None,
-        });
+        // The failed transaction read the key back: the mirror takes it as it is.
+        self.absorb_current(&[key.as_str()], &current_kvs(&resp));
+        let holder = self.mirror.get(&key).and_then(|s| s.holder);
         match holder {
             Some(h) if h == self.me => self.send(Event::Confirmed(claim.clone())),
-            Some(holder) => self.send(Event::Taken {
-                claim: claim.clone(),
-                holder,
-            }),
+            Some(holder) => {
+                self.send(Event::Taken {
+                    claim: claim.clone(),
+                    holder,
+                });
+                // This host's view of the network's blocks was behind: read it, so the next pick (from
+                // the peer claims the plane writes) avoids what is taken.
+                self.read_blocks(client, self.layout.blocks_of(&claim.network))
+                    .await?;
+            }
             None => {}
         }
         Ok(())
     }
 
+    /// The holders of the mirrored blocks (from the cached block values: no key is parsed).
+    fn holders(&self) -> BTreeSet<IpAddr> {
+        self.under(&self.layout.blocks_root())
+            .filter_map(|(_, s)| s.holder)
+            .collect()
+    }
+
     /// Blocks of hosts whose liveness key has been gone for the grace, and which hold no record of that
     /// host, are deleted (compare-and-delete: every host may try, one succeeds).
     async fn reclaim(&mut self, client: &mut Client) -> Fallible<()> {
-        // Holders from the cached block values, liveness by one lookup per holder: no key is parsed.
-        let holders: BTreeSet<IpAddr> = self
-            .under(&self.layout.blocks_root())
-            .filter_map(|(_, s)| s.holder)
-            .collect();
-        let absent: BTreeSet<IpAddr> = holders
+        // Holders without liveness, and hosts seen leaving (whose blocks this worker may not have
+        // read yet); liveness by one lookup per host.
+        let absent: BTreeSet<IpAddr> = self
+            .holders()
             .into_iter()
+            .chain(self.departed.keys().copied())
             .filter(|h| !self.alive.contains(h))
             .collect();
         self.absent_since.retain(|h, _| absent.contains(h));
         for h in &absent {
-            self.absent_since.entry(*h).or_insert_with(Instant::now);
+            let since = self.departed.get(h).copied().unwrap_or_else(Instant::now);
+            self.absent_since.entry(*h).or_insert(since);
         }
         let gone_long: BTreeSet<IpAddr> = self
             .absent_since
@@ -1085,8 +1296,17 @@ impl Worker {
             .filter(|(_, since)| since.elapsed() >= self.grace)
             .map(|(h, _)| *h)
             .collect();
+        self.read_for.retain(|h| gone_long.contains(h));
         if gone_long.is_empty() {
             return Ok(());
+        }
+        if !gone_long.is_subset(&self.read_for) {
+            // Claims are not watched: read them once a host is due, not on every pass while its
+            // used blocks stay.
+            self.read_blocks(client, self.layout.blocks_root()).await?;
+            self.read_for.extend(gone_long.iter().copied());
+            let holders = self.holders();
+            self.departed.retain(|h, _| holders.contains(h));
         }
         // Only the records of hosts gone long are read, not every endpoint against every block.
         let mut endpoints: HashMap<IpAddr, Vec<IpAddr>> = HashMap::new();
@@ -1119,14 +1339,28 @@ impl Worker {
             if !empty {
                 continue;
             }
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::delete(key.clone(), None)]);
-            if client.txn(txn).await?.succeeded() {
+            if self.delete_block(client, &key, rev).await? {
                 tracing::info!(%holder, %block, "host gone longer than the grace and its block is empty; block released");
             }
         }
         Ok(())
+    }
+
+    /// Deletes another host's block if it is still at `rev`; the mirror and the plane drop it (the watch
+    /// does not carry blocks). Whether it was deleted.
+    async fn delete_block(&mut self, client: &mut Client, key: &str, rev: i64) -> Fallible<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = client.txn(txn).await?;
+        if resp.succeeded() {
+            self.mirror_remove(key);
+            self.send(Event::Delete {
+                key: key.to_string(),
+                revision: resp.header().map_or(rev, |h| h.revision()),
+            });
+        }
+        Ok(resp.succeeded())
     }
 
     /// Deletes every block and record of `host`; refused while its liveness key exists.
@@ -1141,19 +1375,15 @@ impl Worker {
             )));
         }
         let mut n = 0;
+        // Claims are not watched: the mirror has them as of the last read.
+        self.read_blocks(client, self.layout.blocks_root()).await?;
         let blocks: Vec<(String, i64)> = self
-            .mirror
-            .iter()
-            .filter(|(k, s)| {
-                matches!(self.layout.parse(k), Some(Key::Block { .. })) && s.holder == Some(host)
-            })
+            .under(&self.layout.blocks_root())
+            .filter(|(_, s)| s.holder == Some(host))
             .map(|(k, s)| (k.clone(), s.mod_revision))
             .collect();
         for (key, rev) in blocks {
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::delete(key, None)]);
-            if client.txn(txn).await?.succeeded() {
+            if self.delete_block(client, &key, rev).await? {
                 n += 1;
             }
         }
@@ -1200,7 +1430,16 @@ mod tests {
         let (events, _) = std::sync::mpsc::channel();
         let (wake, _) = UnixDatagram::pair().unwrap();
         let (_, commands) = tokio::sync::mpsc::unbounded_channel();
-        Worker::new(cfg, me, Duration::from_secs(30), events, wake, commands)
+        Worker::new(
+            cfg,
+            me,
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+            Arc::new(WatchCounts::default()),
+            events,
+            wake,
+            commands,
+        )
     }
 
     #[test]
@@ -1245,21 +1484,62 @@ mod tests {
         );
         // A lease etcd keeps refusing to grant or find ends the session too, not a loop on it.
         assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::End);
-        // The counter: a success resets it, a failure schedules the retry.
+        // The counter: a success resets it, a failure schedules the retry (jittered: see below).
         let mut calls = Calls::default();
         assert!(calls.due());
-        assert_eq!(
-            calls.failed(Failure::Call, ttl),
-            Verdict::Retry(RETRY_FIRST)
-        );
+        let within = |v: Verdict, base: Duration| match v {
+            Verdict::Retry(p) => base / 2 <= p && p <= base * 3 / 2,
+            _ => false,
+        };
+        assert!(within(calls.failed(Failure::Call, ttl), RETRY_FIRST));
         assert!(!calls.due(), "the retry waits for its pause");
-        assert_eq!(
-            calls.failed(Failure::Call, ttl),
-            Verdict::Retry(RETRY_FIRST * 2)
-        );
+        assert!(within(calls.failed(Failure::Call, ttl), RETRY_FIRST * 2));
         calls.succeeded();
         assert!(calls.due());
         assert_eq!(calls.in_a_row, 0);
+    }
+
+    #[test]
+    fn retry_pauses_are_jittered_around_the_backoff_spread_over_it_and_average_it() {
+        for base in [
+            RETRY_FIRST,
+            RETRY_FIRST * 4,
+            RETRY_MAX,
+            Duration::from_millis(50),
+        ] {
+            assert_eq!(jittered(base, 0), base / 2, "the shortest pause is half");
+            assert_eq!(jittered(base, base.as_nanos() as u64), base * 3 / 2);
+            for draw in [1, 7, 1 << 20, u64::MAX / 3, u64::MAX] {
+                let p = jittered(base, draw);
+                assert!(base / 2 <= p && p <= base * 3 / 2, "{p:?} for {base:?}");
+            }
+        }
+        // 500 workers failing together: their pauses spread over the whole interval, in lock step no
+        // more (every tenth of it holds some of them, none holds a fifth of them), and they average the
+        // backoff (no more retries than without jitter).
+        let mut rng = rand::make_rng::<StdRng>();
+        let base = RETRY_MAX;
+        let mut bins = [0usize; 10];
+        let mut total = Duration::ZERO;
+        for _ in 0..500 {
+            let p = jittered(base, rng.next_u64());
+            total += p;
+            let bin = ((p - base / 2).as_nanos() * 10 / base.as_nanos()).min(9) as usize;
+            bins[bin] += 1;
+        }
+        assert!(bins.iter().all(|n| *n > 0 && *n < 100), "{bins:?}");
+        let mean = total / 500;
+        assert!(base * 9 / 10 < mean && mean < base * 11 / 10, "{mean:?}");
+        // Two workers' Calls draw differently (each seeds its own).
+        let pauses: BTreeSet<Duration> = (0..8)
+            .map(
+                |_| match Calls::default().failed(Failure::Call, RETRY_MAX * 4) {
+                    Verdict::Retry(p) => p,
+                    v => panic!("{v:?}"),
+                },
+            )
+            .collect();
+        assert!(pauses.len() > 1, "{pauses:?}");
     }
 
     #[test]
