@@ -1081,3 +1081,57 @@ fn a_macvlan_container_serves_its_own_port_53_to_a_neighbour_and_the_segment() {
     assert_eq!(resolver_redirect(&m1), None, "the redirect outlived DEL");
     dns.del(&m2, &mv, "beta");
 }
+
+/// The nf_tables sockets tetherd holds: its descriptors that are netlink sockets of protocol 12
+/// (NETLINK_NETFILTER) in `/proc/PID/net/netlink`.
+fn netfilter_sockets_held(pid: i32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    std::fs::read_to_string(format!("/proc/{pid}/net/netlink"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 10 && f[1] == "12" && inodes.contains(f[9]))
+        .count()
+}
+
+/// A plugin hands tetherd a reference to its nf_tables socket with its notify, so that the plugin's release
+/// is not the last one: the last one takes the host's nf_tables lock and, holding it, waits out the
+/// kernel's pending destroy work, which stalls the next ADD's veth. tetherd lets go of them once no
+/// container came or went for a second.
+#[test]
+fn tetherd_holds_the_plugins_nf_tables_sockets_until_containers_stop_coming_and_going() {
+    let host = HostNs::new("dnspark");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.68.0.0/24");
+    let (c1, c2) = (host.container("c1"), host.container("c2"));
+    dns.add(&c1, &net, "one", &[]);
+    dns.add(&c2, &net, "two", &[]);
+    dns.del(&c2, &net, "two");
+    let pid = dns.pid().expect("ADD started tetherd");
+    let held = netfilter_sockets_held(pid);
+    assert!(
+        held >= 3,
+        "tetherd holds {held} nf_tables sockets after two ADDs and a DEL"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while netfilter_sockets_held(pid) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "tetherd still holds {} nf_tables sockets 5 s after the last DEL",
+            netfilter_sockets_held(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dns.del(&c1, &net, "one");
+}

@@ -2,7 +2,8 @@
 //! record; they never fail and never wait long: the record is already on disk, and tetherd reads every
 //! record when it (re)starts, so a lost notify costs at most a short delay, never a wrong answer.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,6 +39,16 @@ pub enum NotifyError {
 
 /// Sends one request and waits up to `timeout` for its reply.
 pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Reply, NotifyError> {
+    request_carrying(run_dir, req, timeout, None)
+}
+
+/// [`request`], handing tetherd a reference to `socket` with it (`SCM_RIGHTS`).
+fn request_carrying(
+    run_dir: &Path,
+    req: &Request,
+    timeout: Duration,
+    socket: Option<BorrowedFd>,
+) -> Result<Reply, NotifyError> {
     let path = super::socket_path(run_dir);
     let io = |source| NotifyError::Io {
         path: path.display().to_string(),
@@ -48,7 +59,20 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Reply
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_vec(req).expect("a request serializes");
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    let mut sent = 0;
+    if let Some(fd) = socket {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let fds = [fd.as_raw_fd()];
+        sent = sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(&line)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| io(e.into()))?;
+    }
+    stream.write_all(&line[sent..]).map_err(io)?;
     let mut answer = String::new();
     if BufReader::new(stream).read_line(&mut answer).map_err(io)? == 0 {
         return Err(NotifyError::Closed);
@@ -59,6 +83,16 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Reply
         return Err(NotifyError::Refused(reply.error.unwrap_or_default()));
     }
     Ok(reply)
+}
+
+/// What an attachment's notify got back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notified {
+    /// tetherd runs or is starting; false only when it could not be started at all.
+    pub served: bool,
+    /// tetherd kept the nf_tables socket the notify carried, so the caller's release of it is not the
+    /// last one: it flushes nothing under the namespace's nf_tables lock (see `firewall::Firewall`).
+    pub socket_parked: bool,
 }
 
 /// True when a tetherd serves `run_dir` and answers.
@@ -76,14 +110,31 @@ pub fn endpoint_changed(network: &str) -> bool {
 }
 
 /// [`endpoint_changed`] for one attachment: tetherd re-reads only this record, so the cost of the notify
-/// does not grow with the number of containers. What interface plugins call after writing their record.
-pub fn attachment_added(network: &str, container_id: &str, ifname: &str) -> bool {
+/// does not grow with the number of containers. What interface plugins call after writing their record;
+/// with `socket`, their nf_tables socket, for tetherd to keep until containers stop coming and going.
+pub fn attachment_added(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    socket: Option<BorrowedFd>,
+) -> Notified {
     let run_dir = crate::paths::run_dir();
-    notify_or_start_with(&run_dir, network, Some(key(container_id, ifname)), true)
+    notify_or_start_with(
+        &run_dir,
+        network,
+        Some(key(container_id, ifname)),
+        true,
+        socket,
+    )
 }
 
 /// [`endpoint_removed`] for one attachment: what interface plugins call after removing their record.
-pub fn attachment_removed(network: &str, container_id: &str, ifname: &str) {
+pub fn attachment_removed(
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+    socket: Option<BorrowedFd>,
+) -> Notified {
     let run_dir = crate::paths::run_dir();
     let others_remain = !crate::state::RecordDir::for_network(network).is_empty();
     notify_or_start_with(
@@ -91,7 +142,8 @@ pub fn attachment_removed(network: &str, container_id: &str, ifname: &str) {
         network,
         Some(key(container_id, ifname)),
         others_remain,
-    );
+        socket,
+    )
 }
 
 fn key(container_id: &str, ifname: &str) -> AttachmentKey {
@@ -111,7 +163,7 @@ pub fn endpoint_removed(network: &str) {
 }
 
 fn notify_or_start(run_dir: &Path, network: &str, start: bool) -> bool {
-    notify_or_start_with(run_dir, network, None, start)
+    notify_or_start_with(run_dir, network, None, start, None).served
 }
 
 /// False only when tetherd is absent and could not be started.
@@ -120,40 +172,48 @@ fn notify_or_start_with(
     network: &str,
     attachment: Option<AttachmentKey>,
     start: bool,
-) -> bool {
+    socket: Option<BorrowedFd>,
+) -> Notified {
+    let served = |reply: Option<Reply>| Notified {
+        served: true,
+        socket_parked: reply.is_some_and(|r| r.parked),
+    };
     let changed = Request::Changed {
         network: Some(network.to_string()),
         attachment,
     };
-    match request(run_dir, &changed, NOTIFY_TIMEOUT) {
-        Ok(_) => return true,
+    match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, socket) {
+        Ok(reply) => return served(Some(reply)),
         Err(NotifyError::Io { source, .. }) if is_absent(&source) => {}
         // Caught it exiting (idle): a new one waits for the old one's pid lock, then reads the records.
         Err(NotifyError::Closed) => {}
         Err(e) => {
             // Running but slow or confused: it re-reads the records on its own poll.
             tracing::warn!(network, error = %e, "notifying tetherd failed; it will catch up from the state directory");
-            return true;
+            return served(None);
         }
     }
     if !start {
-        return true;
+        return served(None);
     }
     if let Err(e) = super::spawn::spawn_detached(run_dir) {
         tracing::warn!(network, error = %e, "cannot start tetherd; DNS for this network is unavailable");
-        return false;
+        return Notified {
+            served: false,
+            socket_parked: false,
+        };
     }
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        match request(run_dir, &changed, NOTIFY_TIMEOUT) {
-            Ok(_) => return true,
+        match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, socket) {
+            Ok(reply) => return served(Some(reply)),
             Err(NotifyError::Closed) => std::thread::sleep(Duration::from_millis(5)),
             Err(NotifyError::Io { source, .. }) if is_absent(&source) => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => {
                 tracing::warn!(network, error = %e, "notifying the new tetherd failed");
-                return true;
+                return served(None);
             }
         }
     }
@@ -161,7 +221,7 @@ fn notify_or_start_with(
         network,
         "tetherd did not open its socket in time; it will serve the endpoint once up"
     );
-    true
+    served(None)
 }
 
 /// No socket file, a file nobody listens on (a dead tetherd's), or a tetherd that died under us. A killed

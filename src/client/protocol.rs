@@ -39,6 +39,9 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// tetherd kept the nf_tables socket the request carried (`SCM_RIGHTS`); an older tetherd never says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 impl Reply {
@@ -53,7 +56,7 @@ impl Reply {
         Reply {
             ok: false,
             error: Some(msg.into()),
-            status: None,
+            ..Reply::default()
         }
     }
 }

@@ -6,7 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,6 +20,7 @@ use super::namespace_watch::NamespaceWatch;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
 use super::service::{Service, ServiceContext};
+use super::socket_park::{self, SocketPark};
 use crate::client::protocol::{AttachmentKey, Reply, Request};
 use crate::endpoint::Held;
 use crate::netns::NsWorker;
@@ -91,13 +96,15 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
                 source,
             })?;
         let (tx, rx) = mpsc::channel::<Pending>(256);
-        tokio::task::spawn_local(accept_loop(listener, tx));
+        let sockets = Rc::new(RefCell::new(SocketPark::default()));
+        tokio::task::spawn_local(accept_loop(listener, tx, sockets.clone()));
         let mut daemon = Daemon {
             ctx,
             services,
             records: RecordSnapshot::default(),
             fingerprint: RecordsFingerprint::default(),
             watch,
+            sockets,
         };
         daemon.start().await?;
         let exit = daemon.serve(rx).await;
@@ -121,6 +128,8 @@ struct Daemon {
     fingerprint: RecordsFingerprint,
     /// Releases attachments whose container's namespace is gone.
     watch: NamespaceWatch,
+    /// Plugins' nf_tables sockets, released once containers stop coming and going.
+    sockets: Rc<RefCell<SocketPark>>,
 }
 
 impl Daemon {
@@ -249,6 +258,7 @@ impl Daemon {
                     if RecordsFingerprint::read(&self.ctx.state_dir) != self.fingerprint {
                         self.reload().await;
                     }
+                    socket_park::release(self.sockets.borrow_mut().due(Instant::now()));
                 }
                 _ = gone_tick.tick() => {
                     let gone = self.watch.take_unreleased();
@@ -310,11 +320,19 @@ fn bind_control_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, 
     Ok(listener)
 }
 
-async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
+async fn accept_loop(
+    listener: UnixListener,
+    requests: mpsc::Sender<Pending>,
+    sockets: Rc<RefCell<SocketPark>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::task::spawn_local(serve_connection(stream, requests.clone()));
+                tokio::task::spawn_local(serve_connection(
+                    stream,
+                    requests.clone(),
+                    sockets.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a control connection failed");
@@ -324,23 +342,47 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Pending>) {
     }
 }
 
-async fn serve_connection(stream: UnixStream, requests: mpsc::Sender<Pending>) {
+async fn serve_connection(
+    stream: UnixStream,
+    requests: mpsc::Sender<Pending>,
+    sockets: Rc<RefCell<SocketPark>>,
+) {
+    // The first request may carry a plugin's nf_tables socket (SCM_RIGHTS), which a plain read would drop.
+    let mut first = vec![0u8; 4096];
+    let (len, mut passed) =
+        match tokio::time::timeout(CONTROL_IDLE, receive_with_descriptors(&stream, &mut first))
+            .await
+        {
+            Ok(Ok(got)) => got,
+            _ => return,
+        };
+    first.truncate(len);
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = BufReader::new(std::io::Cursor::new(first).chain(read)).lines();
     loop {
         let line = match tokio::time::timeout(CONTROL_IDLE, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
-            _ => return,
+            _ => break,
         };
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
+                let parks = matches!(request, Request::Changed { .. }) && !passed.is_empty();
                 let (tx, rx) = oneshot::channel();
                 if requests.send((request, tx)).await.is_err() {
-                    return;
+                    break;
                 }
                 match rx.await {
+                    Ok(reply) if parks => {
+                        let now = Instant::now();
+                        let over = sockets.borrow_mut().park(std::mem::take(&mut passed), now);
+                        socket_park::release(over);
+                        Reply {
+                            parked: true,
+                            ..reply
+                        }
+                    }
                     Ok(reply) => reply,
-                    Err(_) => return,
+                    Err(_) => break,
                 }
             }
             Err(e) => Reply::error(format!("bad control request: {e}")),
@@ -348,9 +390,47 @@ async fn serve_connection(stream: UnixStream, requests: mpsc::Sender<Pending>) {
         let mut out = serde_json::to_vec(&reply).expect("a reply serializes");
         out.push(b'\n');
         if write.write_all(&out).await.is_err() {
-            return;
+            break;
         }
     }
+    // Descriptors nobody asked to keep: released off this thread all the same.
+    socket_park::release(passed);
+}
+
+/// One read of `stream` into `buf`, with the descriptors it carried.
+async fn receive_with_descriptors(
+    stream: &UnixStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    loop {
+        stream.readable().await?;
+        match stream.try_io(tokio::io::Interest::READABLE, || {
+            receive_once(stream.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+fn receive_once(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel installed these descriptors in this process for this message alone.
+            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 /// Hands the heap freed by a reload (parsed JSON, the old index) back to the kernel: glibc keeps it

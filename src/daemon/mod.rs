@@ -14,6 +14,7 @@ pub mod namespace_watch;
 pub mod pid_lock;
 pub mod records;
 pub mod service;
+pub mod socket_park;
 
 pub use config::DaemonConfig;
 pub use error::DaemonError;

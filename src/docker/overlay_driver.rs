@@ -247,7 +247,7 @@ pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Resu
         ports: Vec::new(),
     })?;
     rollback.commit();
-    attachment_added(&net.name, &req.endpoint_id, IFNAME);
+    attachment_added(&net.name, &req.endpoint_id, IFNAME, None);
     Ok(mac_reply(asked, mac))
 }
 
@@ -275,7 +275,7 @@ pub fn remove_endpoint(
 ) -> Result<(), Error> {
     Netlink::new()?.delete_link_by_name(&ep.host_if)?;
     RecordDir::for_network(&net.name).remove(&ep.id, IFNAME)?;
-    attachment_removed(&net.name, &ep.id, IFNAME);
+    attachment_removed(&net.name, &ep.id, IFNAME, None);
     state.remove_endpoint(&ep.id)
 }
 

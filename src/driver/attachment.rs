@@ -16,6 +16,7 @@ use crate::ifname::IfName;
 use crate::link::MacAddr;
 use crate::netns::NetNs;
 use crate::state::{AttachmentRecord, DriverKind, NetworkLock, RecordDir};
+use std::os::fd::BorrowedFd;
 
 /// What the driver made, for the record.
 pub struct Made {
@@ -131,13 +132,19 @@ pub struct Kept<'a> {
 impl Kept<'_> {
     /// Tells tetherd; returns the result's `dns` built on `base` (the network's or IPAM's).
     pub fn announce(self, base: Dns) -> Dns {
+        self.announce_carrying(base, None).0
+    }
+
+    /// [`Kept::announce`], handing tetherd a reference to the plugin's nf_tables socket with the notify;
+    /// also whether tetherd kept it.
+    pub fn announce_carrying(self, base: Dns, socket: Option<BorrowedFd>) -> (Dns, bool) {
         let net = self.call.conf.name.as_str();
         let (container_id, ifname) = (self.call.container_id(), self.call.ifname());
-        let resolver_up = match self.notify {
-            Notify::WhenDnsOn => self.dns.enabled && attachment_added(net, container_id, ifname),
-            Notify::Always => attachment_added(net, container_id, ifname) && self.dns.enabled,
-        };
-        self.dns.result_dns(resolver_up && !self.own_resolver, base)
+        let notify = self.notify == Notify::Always || self.dns.enabled;
+        let notified = notify.then(|| attachment_added(net, container_id, ifname, socket));
+        let resolver_up = self.dns.enabled && notified.is_some_and(|n| n.served);
+        let dns = self.dns.result_dns(resolver_up && !self.own_resolver, base);
+        (dns, notified.is_some_and(|n| n.socket_parked))
     }
 }
 

@@ -99,6 +99,15 @@ impl Firewall {
         })
     }
 
+    /// The socket's descriptor, to hand tetherd a reference to it with the notify (`client::notify`): while
+    /// tetherd holds one, this process's release is not the last and waits for nothing.
+    pub fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        let raw = self.socket().as_fd().as_raw_fd();
+        // SAFETY: the socket lives in `self`, so its descriptor stays open as long as `self` is borrowed.
+        unsafe { BorrowedFd::borrow_raw(raw) }
+    }
+
     /// Ends this handle without making the caller wait for the kernel. Releasing an nf_tables socket flushes
     /// the kernel's pending destroy work, which waits for an RCU grace period (~10 ms here; nft_rcv_nl_event
     /// on NETLINK_URELEASE). That work is global: a commit that deleted anything in any namespace (another

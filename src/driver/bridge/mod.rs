@@ -401,8 +401,14 @@ impl Plugin for BridgePlugin {
                 ips: leased.ips.iter().map(|i| i.address).collect(),
             },
         )?;
-        fw.release_in_background();
-        let dns = kept.announce(call.conf.dns.clone().unwrap_or(leased.dns));
+        let (dns, parked) = kept.announce_carrying(
+            call.conf.dns.clone().unwrap_or(leased.dns),
+            Some(fw.socket_fd()),
+        );
+        // tetherd keeps a reference to the socket: dropping ours flushes nothing (see Firewall).
+        if !parked {
+            fw.release_in_background();
+        }
         Ok(CniResult {
             interfaces: vec![
                 result_interface(&cfg.bridge, br.mac),
@@ -472,7 +478,8 @@ impl Plugin for BridgePlugin {
             records.remove(t.container_id, t.ifname)?;
         }
         if record.as_ref().is_some_and(|r| r.dns) {
-            attachment_removed(net, t.container_id, t.ifname);
+            // With our nf_tables socket: held by tetherd, neither our release nor the reaper's is the last.
+            attachment_removed(net, t.container_id, t.ifname, Some(fw.socket_fd()));
         }
         reaper.wait_unlisted()?;
         teardown_if_unused(net, &records, |lock| {
@@ -541,7 +548,7 @@ impl Plugin for BridgePlugin {
             }
             records.remove(&rec.container_id, &rec.ifname)?;
             if rec.dns {
-                attachment_removed(net, &rec.container_id, &rec.ifname);
+                attachment_removed(net, &rec.container_id, &rec.ifname, None);
             }
         }
         teardown_if_unused(net, &records, |lock| {

@@ -243,7 +243,7 @@ impl Plugin for MacvlanPlugin {
         c.ipam.del(call)?;
         records.remove(cid, ifname)?;
         if record.as_ref().is_some_and(|r| r.dns) {
-            attachment_removed(net, cid, ifname);
+            attachment_removed(net, cid, ifname, None);
         }
         release_vlan(&VlanUser {
             network: net,
@@ -290,7 +290,7 @@ impl Plugin for MacvlanPlugin {
             delete_child(rec.netns.as_deref().map(std::path::Path::new), &rec.ifname)?;
             records.remove(&rec.container_id, &rec.ifname)?;
             if rec.dns {
-                attachment_removed(net, &rec.container_id, &rec.ifname);
+                attachment_removed(net, &rec.container_id, &rec.ifname, None);
             }
         }
         if let Some(host) = vlan_host_socket()? {

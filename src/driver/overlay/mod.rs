@@ -495,7 +495,7 @@ impl Plugin for OverlayPlugin {
         }
         records.remove(container_id, ifname)?;
         teardown_if_unused(net, &records, |lock| teardown(net, cfg, lock))?;
-        attachment_removed(net, container_id, ifname);
+        attachment_removed(net, container_id, ifname, None);
         Ok(())
     }
 

@@ -52,27 +52,14 @@ impl NfSocket {
     /// period (~10 ms here; nft_rcv_nl_event on NETLINK_URELEASE), and the caller should not. A short-lived
     /// plugin forks instead (`Firewall::release_in_background`).
     pub fn close_in_background(self) {
-        static CLOSER: OnceLock<Option<Mutex<mpsc::Sender<NfSocket>>>> = OnceLock::new();
-        let closer = CLOSER.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<NfSocket>();
-            std::thread::Builder::new()
-                .name("nft-close".into())
-                .spawn(move || {
-                    // A new thread starts in its creator's namespace, and the first caller is tetherd's
-                    // namespace thread inside a container: staying there would pin that namespace for
-                    // good (and count as a process in it). Move to the process's own namespace first.
-                    if let Ok(own) = std::fs::File::open("/proc/self/ns/net") {
-                        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
-                    }
-                    rx.into_iter().for_each(drop)
-                })
-                .ok()
-                .map(|_| Mutex::new(tx))
-        });
-        if let Some(tx) = closer {
-            // On failure the socket comes back in the error and is closed here: correct, only slower.
-            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(self);
-        }
+        release_in_background(Box::new(self));
+    }
+
+    /// The socket's descriptor, for handing a reference to it to tetherd (`client::notify`).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor is the socket's own and stays open as long as `self` is borrowed.
+        unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
     }
 
     /// Reserves `count` consecutive sequence numbers and returns the first.
@@ -154,5 +141,33 @@ impl NfSocket {
                 }
             }
         }
+    }
+}
+
+/// Drops `held` (an nf_tables socket, or a descriptor of one) on a thread of its own, in the process's own
+/// namespace: see [`NfSocket::close_in_background`].
+pub fn release_in_background(held: Box<dyn Send>) {
+    /// Where things to drop go: the closer thread's queue (none when the thread could not start).
+    type Closer = Option<Mutex<mpsc::Sender<Box<dyn Send>>>>;
+    static CLOSER: OnceLock<Closer> = OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Box<dyn Send>>();
+        std::thread::Builder::new()
+            .name("nft-close".into())
+            .spawn(move || {
+                // A new thread starts in its creator's namespace, and the first caller is tetherd's
+                // namespace thread inside a container: staying there would pin that namespace for
+                // good (and count as a process in it). Move to the process's own namespace first.
+                if let Ok(own) = std::fs::File::open("/proc/self/ns/net") {
+                    let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
+                }
+                rx.into_iter().for_each(drop)
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = closer {
+        // On failure the socket comes back in the error and is closed here: correct, only slower.
+        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(held);
     }
 }

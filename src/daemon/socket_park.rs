@@ -1,0 +1,93 @@
+//! Plugins' nf_tables sockets, kept here while containers come and go.
+//!
+//! Releasing an nf_tables socket takes its namespace's nf_tables commit mutex and, holding it, flushes the
+//! kernel's global destroy work whenever any commit anywhere queued some (every commit does), which waits
+//! for an RCU grace period (`nft_rcv_nl_event`, Linux 6.x). Every device registered in that namespace takes
+//! the same mutex (`nf_tables_netdev_event`), so a plugin releasing its socket stalls the next ADD's veth for
+//! the grace period (10-30 ms measured on a VM). A plugin hands tetherd a reference to its socket with its
+//! notify; its own release is then not the last and flushes nothing. tetherd releases what it holds once no
+//! socket came for [`QUIET`] (the destroy work has long run by then, so the release flushes nothing either),
+//! and the oldest beyond [`MOST`] at once; always on the closer thread, never on the daemon's loop.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// No new socket for this long: containers stopped coming and going, release everything held.
+pub const QUIET: Duration = Duration::from_secs(1);
+/// At most this many held (each is one descriptor of tetherd's).
+pub const MOST: usize = 128;
+
+#[derive(Debug, Default)]
+pub struct SocketPark {
+    held: VecDeque<OwnedFd>,
+    last: Option<Instant>,
+}
+
+impl SocketPark {
+    /// Keeps `sockets`; returns those to release now (the oldest beyond [`MOST`]).
+    pub fn park(&mut self, sockets: Vec<OwnedFd>, now: Instant) -> Vec<OwnedFd> {
+        if sockets.is_empty() {
+            return Vec::new();
+        }
+        self.held.extend(sockets);
+        self.last = Some(now);
+        let over = self.held.len().saturating_sub(MOST);
+        self.held.drain(..over).collect()
+    }
+
+    /// Everything held, once no socket came for [`QUIET`].
+    pub fn due(&mut self, now: Instant) -> Vec<OwnedFd> {
+        match self.last {
+            Some(last) if now.duration_since(last) >= QUIET => {
+                self.last = None;
+                self.held.drain(..).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+/// Releases `sockets` on the closer thread.
+pub fn release(sockets: Vec<OwnedFd>) {
+    if !sockets.is_empty() {
+        crate::firewall::netlink::socket::release_in_background(Box::new(sockets));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockets(n: usize) -> Vec<OwnedFd> {
+        (0..n)
+            .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn sockets_are_held_until_none_came_for_the_quiet_period_and_never_more_than_the_most() {
+        let mut park = SocketPark::default();
+        let t0 = Instant::now();
+        assert!(park.park(sockets(3), t0).is_empty());
+        assert!(park.due(t0 + QUIET / 2).is_empty());
+        assert!(park.park(sockets(1), t0 + QUIET / 2).is_empty());
+        // The quiet period runs from the newest socket.
+        assert!(park.due(t0 + QUIET).is_empty());
+        assert_eq!(park.due(t0 + QUIET / 2 + QUIET).len(), 4);
+        assert!(park.is_empty());
+        assert!(park.due(t0 + QUIET * 5).is_empty());
+
+        let over = park.park(sockets(MOST + 5), t0);
+        assert_eq!(over.len(), 5);
+        assert_eq!(park.len(), MOST);
+    }
+}
