@@ -7,7 +7,9 @@
 //! the grace period (10-30 ms measured on a VM). A plugin hands tetherd a reference to its socket with its
 //! notify; its own release is then not the last and flushes nothing. tetherd releases what it holds once no
 //! socket came for [`QUIET`] (the destroy work has long run by then, so the release flushes nothing either),
-//! and the oldest beyond [`MOST`] at once; always on the closer thread, never on the daemon's loop.
+//! and all of them at once when more than [`MOST`] pile up under steady churn: the first release of such a
+//! batch may wait out one grace period, holding the lock (so no commit queues new work meanwhile), and the
+//! rest find nothing to flush. Always on the closer thread, never on the daemon's loop.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -25,15 +27,17 @@ pub struct SocketPark {
 }
 
 impl SocketPark {
-    /// Keeps `sockets`; returns those to release now (the oldest beyond [`MOST`]).
+    /// Keeps `sockets`; returns those to release now: all held, once more than [`MOST`] are.
     pub fn park(&mut self, sockets: Vec<OwnedFd>, now: Instant) -> Vec<OwnedFd> {
         if sockets.is_empty() {
             return Vec::new();
         }
         self.held.extend(sockets);
         self.last = Some(now);
-        let over = self.held.len().saturating_sub(MOST);
-        self.held.drain(..over).collect()
+        if self.held.len() > MOST {
+            return self.held.drain(..).collect();
+        }
+        Vec::new()
     }
 
     /// Everything held, once no socket came for [`QUIET`].
@@ -74,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn sockets_are_held_until_none_came_for_the_quiet_period_and_never_more_than_the_most() {
+    fn sockets_are_held_until_none_came_for_the_quiet_period_and_all_go_together_past_the_most() {
         let mut park = SocketPark::default();
         let t0 = Instant::now();
         assert!(park.park(sockets(3), t0).is_empty());
@@ -86,8 +90,9 @@ mod tests {
         assert!(park.is_empty());
         assert!(park.due(t0 + QUIET * 5).is_empty());
 
-        let over = park.park(sockets(MOST + 5), t0);
-        assert_eq!(over.len(), 5);
+        assert!(park.park(sockets(MOST), t0).is_empty());
         assert_eq!(park.len(), MOST);
+        assert_eq!(park.park(sockets(1), t0).len(), MOST + 1);
+        assert!(park.is_empty());
     }
 }
