@@ -902,16 +902,19 @@ impl Worker {
         )
     }
 
-    /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
-    /// become what etcd has, and so do the plane's (`Event::Blocks`).
-    async fn read_blocks(&mut self, client: &mut Client, scope: String) -> Fallible<()> {
+    /// Every key under `prefix`, with etcd's revision at the read.
+    async fn list(
+        &self,
+        client: &mut Client,
+        prefix: String,
+    ) -> Fallible<(i64, BTreeMap<String, Stored>)> {
         let resp = client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE)
-            .get(scope.clone(), Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let keys: BTreeMap<String, Stored> = resp
+        let keys = resp
             .kvs()
             .iter()
             .map(|kv| {
@@ -920,6 +923,13 @@ impl Worker {
                 (key, stored)
             })
             .collect();
+        Ok((revision, keys))
+    }
+
+    /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
+    /// become what etcd has, and so do the plane's (`Event::Blocks`).
+    async fn read_blocks(&mut self, client: &mut Client, scope: String) -> Fallible<()> {
+        let (revision, keys) = self.list(client, scope.clone()).await?;
         let gone: Vec<String> = self
             .under(&scope)
             .filter(|(k, _)| !keys.contains_key(*k))
@@ -940,21 +950,7 @@ impl Worker {
     }
 
     async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
-        let resp = client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .get(self.layout.root(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let keys: BTreeMap<String, Stored> = resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
-                (key, stored)
-            })
-            .collect();
+        let (revision, keys) = self.list(client, self.layout.root()).await?;
         self.mirror.clear();
         self.held.clear();
         self.alive.clear();
