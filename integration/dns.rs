@@ -1107,22 +1107,25 @@ fn netfilter_sockets_held(pid: i32) -> usize {
 
 /// A plugin hands tetherd a reference to its nf_tables socket with its notify, so that the plugin's release
 /// is not the last one: the last one takes the host's nf_tables lock and, holding it, waits out the
-/// kernel's pending destroy work, which stalls the next ADD's veth. tetherd lets go of them once no
-/// container came or went for a second.
+/// kernel's pending destroy work, which stalls the next ADD's veth. tether-portmap hands its socket over
+/// too. tetherd lets go of them once no container came or went for a second.
 #[test]
 fn tetherd_holds_the_plugins_nf_tables_sockets_until_containers_stop_coming_and_going() {
     let host = HostNs::new("dnspark");
     let dns = Dns::new(&host, &[]);
     let net = dns.network("net1", "tt0", "10.68.0.0/24");
     let (c1, c2) = (host.container("c1"), host.container("c2"));
-    dns.add(&c1, &net, "one", &[]);
+    let prev = dns.call("ADD", &c1, &net, "one").result().clone();
+    // tether-portmap notifies nothing else, and hands its socket over all the same.
+    let ports = json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]);
+    dns.portmap("ADD", &c1, "net1", &prev, &ports);
     dns.add(&c2, &net, "two", &[]);
     dns.del(&c2, &net, "two");
     let pid = dns.pid().expect("ADD started tetherd");
     let held = netfilter_sockets_held(pid);
     assert!(
-        held >= 3,
-        "tetherd holds {held} nf_tables sockets after two ADDs and a DEL"
+        held >= 4,
+        "tetherd holds {held} nf_tables sockets after two ADDs, a portmap ADD and a DEL"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while netfilter_sockets_held(pid) > 0 {
@@ -1133,5 +1136,6 @@ fn tetherd_holds_the_plugins_nf_tables_sockets_until_containers_stop_coming_and_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    dns.portmap("DEL", &c1, "net1", &prev, &ports);
     dns.del(&c1, &net, "one");
 }

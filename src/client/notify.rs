@@ -95,6 +95,13 @@ pub struct Notified {
     pub socket_parked: bool,
 }
 
+/// Hands a running tetherd a reference to `socket` (see [`Notified::socket_parked`]); true when it kept it.
+/// Never starts one.
+pub fn park_socket(socket: BorrowedFd) -> bool {
+    let run_dir = crate::paths::run_dir();
+    request_carrying(&run_dir, &Request::Park, PROBE_TIMEOUT, Some(socket)).is_ok_and(|r| r.parked)
+}
+
 /// True when a tetherd serves `run_dir` and answers.
 pub fn answers(run_dir: &Path) -> bool {
     request(run_dir, &Request::Status, PROBE_TIMEOUT).is_ok()

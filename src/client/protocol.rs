@@ -16,6 +16,9 @@ pub enum Request {
     },
     Status,
     Stop,
+    /// Keep the nf_tables socket this request carries (`SCM_RIGHTS`) until containers stop coming and going:
+    /// from plugins that notify nothing else (tether-portmap).
+    Park,
     /// A command for one service, e.g. the overlay's `{"cluster": "status"}` (`tether cluster`); the answer
     /// comes back in `status`.
     Service {

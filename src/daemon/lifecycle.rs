@@ -241,6 +241,10 @@ impl Daemon {
                                 let _ = reply.send(Reply::ok());
                                 return Exit::Stopped;
                             }
+                            // serve_connection answers it; nothing to do here.
+                            Request::Park => {
+                                let _ = reply.send(Reply::ok());
+                            }
                         }
                     }
                     if full_reload {
@@ -365,6 +369,18 @@ async fn serve_connection(
             _ => break,
         };
         let reply = match serde_json::from_str::<Request>(&line) {
+            // Answered here: it only hands over a socket.
+            Ok(Request::Park) => {
+                let parked = !passed.is_empty();
+                let over = sockets
+                    .borrow_mut()
+                    .park(std::mem::take(&mut passed), Instant::now());
+                socket_park::release(over);
+                Reply {
+                    parked,
+                    ..Reply::ok()
+                }
+            }
             Ok(request) => {
                 let parks = matches!(request, Request::Changed { .. }) && !passed.is_empty();
                 let (tx, rx) = oneshot::channel();

@@ -259,14 +259,14 @@ impl Plugin for PortmapPlugin {
         // Hairpin masquerade for bridges that are not tether networks (tether's own get it from their
         // network chains); adding it again is harmless.
         publish(&fw, call, opts, &ips, host_if.as_deref(), true)?;
-        fw.release_in_background();
+        release(fw);
         Ok(prev)
     }
 
     fn del(&self, call: &Call, _: &PortmapOptions) -> Result<(), Error> {
         let fw = Firewall::open()?;
         unpublish(&fw, call)?;
-        fw.release_in_background();
+        release(fw);
         Ok(())
     }
 
@@ -298,4 +298,13 @@ fn refuse_mesh_ports(maps: &[crate::firewall::PortMapping]) -> Result<(), Error>
         }
     }
     Ok(())
+}
+
+/// Ends the plugin's nf_tables socket without a wait: a running tetherd keeps a reference to it (the
+/// release of the last one waits out the kernel's pending destroy work holding the host's nf_tables lock,
+/// and the next container's veth needs that lock); otherwise it is released from a forked child.
+fn release(fw: Firewall) {
+    if !crate::client::notify::park_socket(fw.socket_fd()) {
+        fw.release_in_background();
+    }
 }
