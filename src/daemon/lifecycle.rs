@@ -370,17 +370,10 @@ async fn serve_connection(
         };
         let reply = match serde_json::from_str::<Request>(&line) {
             // Answered here: it only hands over a socket.
-            Ok(Request::Park) => {
-                let parked = !passed.is_empty();
-                let over = sockets
-                    .borrow_mut()
-                    .park(std::mem::take(&mut passed), Instant::now());
-                socket_park::release(over);
-                Reply {
-                    parked,
-                    ..Reply::ok()
-                }
-            }
+            Ok(Request::Park) => Reply {
+                parked: park_passed(&sockets, &mut passed),
+                ..Reply::ok()
+            },
             Ok(request) => {
                 let parks = matches!(request, Request::Changed { .. }) && !passed.is_empty();
                 let (tx, rx) = oneshot::channel();
@@ -388,15 +381,10 @@ async fn serve_connection(
                     break;
                 }
                 match rx.await {
-                    Ok(reply) if parks => {
-                        let now = Instant::now();
-                        let over = sockets.borrow_mut().park(std::mem::take(&mut passed), now);
-                        socket_park::release(over);
-                        Reply {
-                            parked: true,
-                            ..reply
-                        }
-                    }
+                    Ok(reply) if parks => Reply {
+                        parked: park_passed(&sockets, &mut passed),
+                        ..reply
+                    },
                     Ok(reply) => reply,
                     Err(_) => break,
                 }
@@ -411,6 +399,17 @@ async fn serve_connection(
     }
     // Descriptors nobody asked to keep: released off this thread all the same.
     socket_park::release(passed);
+}
+
+/// Keeps the descriptors a request carried (releasing any overflow off this thread); whether there were any.
+fn park_passed(sockets: &RefCell<SocketPark>, passed: &mut Vec<OwnedFd>) -> bool {
+    let parked = !passed.is_empty();
+    socket_park::release(
+        sockets
+            .borrow_mut()
+            .park(std::mem::take(passed), Instant::now()),
+    );
+    parked
 }
 
 /// One read of `stream` into `buf`, with the descriptors it carried.

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::error::NetworkError;
 use crate::link::MacvlanMode;
@@ -197,26 +197,25 @@ fn overlay_options(
             },
             // Every overlay on a host shares one gateway bridge, so every overlay should name
             // the same subnets (docs/plugins/overlay.md).
-            "gateway_subnet" => match value.parse::<Ipv4Network>() {
-                Ok(net) if net.prefix() <= 30 => out.gateway_subnet = Some(net),
-                _ => {
-                    return Err(bad(
-                        key,
-                        value,
-                        "expected an IPv4 subnet such as 172.31.0.0/16 (at most /30)",
-                    ))
+            "gateway_subnet" | "gateway_subnet_v6" => {
+                let v6 = key == "gateway_subnet_v6";
+                match (value.parse::<IpNetwork>(), v6) {
+                    (Ok(IpNetwork::V4(net)), false) if net.prefix() <= 30 => {
+                        out.gateway_subnet = Some(net)
+                    }
+                    (Ok(IpNetwork::V6(net)), true) if net.prefix() <= 126 => {
+                        out.gateway_subnet_v6 = Some(net)
+                    }
+                    _ => {
+                        let expected = if v6 {
+                            "expected an IPv6 subnet such as fd00:1::/64 (at most /126)"
+                        } else {
+                            "expected an IPv4 subnet such as 172.31.0.0/16 (at most /30)"
+                        };
+                        return Err(bad(key, value, expected));
+                    }
                 }
-            },
-            "gateway_subnet_v6" => match value.parse::<Ipv6Network>() {
-                Ok(net) if net.prefix() <= 126 => out.gateway_subnet_v6 = Some(net),
-                _ => {
-                    return Err(bad(
-                        key,
-                        value,
-                        "expected an IPv6 subnet such as fd00:1::/64 (at most /126)",
-                    ))
-                }
-            },
+            }
             other => return Err(unknown(other, OVERLAY_KEYS)),
         }
     }
