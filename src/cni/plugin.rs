@@ -126,6 +126,8 @@ pub fn dispatch<P: Plugin>(
         ifname = env.ifname.as_deref().unwrap_or(""),
     );
     let _entered = span.enter();
+    // Marks the process start in a trace, so a call's steps can be timed from it.
+    tracing::trace!("configuration parsed");
     let reply_version = conf.cni_version.clone();
     let call = match Call::new(env, conf, stdin.to_vec()) {
         Ok(call) => call,

@@ -54,7 +54,8 @@ impl RecordSnapshot {
         ifname: &str,
     ) {
         let same = |r: &AttachmentRecord| {
-            r.network == network && r.container_id == container_id && r.ifname == ifname
+            // The container id first: it tells records apart soonest.
+            r.container_id == container_id && r.ifname == ifname && r.network == network
         };
         self.records.retain(|r| !same(r));
         match RecordDir::new(state_dir, network).read(container_id, ifname) {

@@ -1,7 +1,7 @@
 //! The names tetherd answers, built from the attachment records: per network, the container's name, its
 //! aliases, and both as `NAME.NETWORK`, each mapped to the container's addresses; and per network the
-//! reverse map for PTR. Rebuilt whole on every record change (cheap: 1000 records take about a
-//! millisecond) and swapped in, so queries never see a half-built index.
+//! reverse map for PTR. Built whole when tetherd (re)loads every record; after that each notified change
+//! takes one record's contribution out and puts the new one in, whatever the number of records.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,6 +23,11 @@ impl Addresses {
         }
     }
 
+    fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.v4.iter().map(|a| IpAddr::V4(*a));
+        v4.chain(self.v6.iter().map(|a| IpAddr::V6(*a)))
+    }
+
     fn extend(&mut self, other: &Addresses) {
         for a in &other.v4 {
             self.add(IpAddr::V4(*a));
@@ -33,19 +38,72 @@ impl Addresses {
     }
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-struct NetworkNames {
-    by_name: HashMap<String, Addresses>,
-    /// An address's name for PTR: the container's name (else its first alias), as `NAME.NETWORK`.
-    by_addr: HashMap<IpAddr, String>,
+/// Identifies one record's contribution while it is in the index (the service numbers them).
+pub type RecordId = u64;
+
+/// One name's holders in the order they came, and their addresses merged in that order: what a lookup
+/// answers, kept ready so the query path merges nothing.
+#[derive(Debug, Default)]
+struct Holders {
+    holders: Vec<(RecordId, Addresses)>,
+    merged: Addresses,
 }
 
-/// Equality is what a lookup can tell apart: an index refreshed change by change equals a full build of
-/// the same records.
-#[derive(Debug, Default, PartialEq, Eq)]
+impl Holders {
+    fn remerge(&mut self) {
+        let mut merged = Addresses::default();
+        for (_, addrs) in &self.holders {
+            merged.extend(addrs);
+        }
+        self.merged = merged;
+    }
+}
+
+#[derive(Debug, Default)]
+struct NetworkNames {
+    by_name: HashMap<String, Holders>,
+    /// An address's name for PTR: the container's name (else its first alias), as `NAME.NETWORK`, of the
+    /// first record still holding the address.
+    by_addr: HashMap<IpAddr, Vec<(RecordId, String)>>,
+}
+
+impl NetworkNames {
+    fn is_empty(&self) -> bool {
+        self.by_name.is_empty() && self.by_addr.is_empty()
+    }
+}
+
+/// Every record's names, indexed by network. A change adds or removes one record's contribution, so it
+/// costs the same whatever the number of records (a notify is on every ADD's path).
+#[derive(Debug, Default)]
 pub struct NameIndex {
     networks: HashMap<String, NetworkNames>,
 }
+
+/// Equality is what a lookup can tell apart: an index changed record by record equals a full build of the
+/// same records in the same order.
+impl PartialEq for NameIndex {
+    fn eq(&self, other: &NameIndex) -> bool {
+        let same_network = |a: &NetworkNames, b: &NetworkNames| {
+            a.by_name.len() == b.by_name.len()
+                && a.by_addr.len() == b.by_addr.len()
+                && a.by_name
+                    .iter()
+                    .all(|(k, h)| b.by_name.get(k).is_some_and(|o| o.merged == h.merged))
+                && a.by_addr.iter().all(|(ip, v)| {
+                    b.by_addr.get(ip).and_then(|o| o.first()).map(|(_, n)| n)
+                        == v.first().map(|(_, n)| n)
+                })
+        };
+        self.networks.len() == other.networks.len()
+            && self
+                .networks
+                .iter()
+                .all(|(k, n)| other.networks.get(k).is_some_and(|o| same_network(n, o)))
+    }
+}
+
+impl Eq for NameIndex {}
 
 /// What a lookup in the networks of one container found.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,104 +126,97 @@ fn normalize(name: &str) -> Option<String> {
     valid.then_some(n)
 }
 
+/// What one record put in the index, kept by the caller to take it out again.
+#[derive(Debug, Clone)]
+pub struct Contribution {
+    id: RecordId,
+    /// The record's network, normalized.
+    pub network: String,
+    keys: Vec<String>,
+    addrs: Addresses,
+    /// `NAME.NETWORK` of the record's first valid name: its addresses' PTR answer.
+    primary: Option<String>,
+}
+
 impl NameIndex {
     pub fn build<'a>(records: impl IntoIterator<Item = &'a AttachmentRecord>) -> NameIndex {
         let mut index = NameIndex::default();
-        for rec in records.into_iter().filter(|r| r.dns) {
-            let Some(network) = normalize(&rec.network) else {
-                continue;
-            };
-            let names: Vec<String> = rec
-                .name
-                .iter()
-                .chain(rec.aliases.iter())
-                .filter_map(|n| normalize(n))
-                .collect();
-            let net = index.networks.entry(network.clone()).or_default();
-            let mut addrs = Addresses::default();
-            for ip in &rec.ips {
-                addrs.add(ip.ip());
-            }
-            for name in &names {
-                for key in [name.clone(), format!("{name}.{network}")] {
-                    net.by_name.entry(key).or_default().extend(&addrs);
-                }
-            }
-            if let Some(primary) = names.first() {
-                for ip in &rec.ips {
-                    net.by_addr
-                        .entry(ip.ip())
-                        .or_insert_with(|| format!("{primary}.{network}"));
-                }
-            }
+        for (id, rec) in records.into_iter().enumerate() {
+            index.insert(id as RecordId, rec);
         }
-        // As `refresh` leaves it: a network with nothing to answer is not kept.
-        index
-            .networks
-            .retain(|_, n| !n.by_name.is_empty() || !n.by_addr.is_empty());
         index
     }
 
-    /// Recomputes, from `records`, the entries of `keys` (normalized names, `NAME.NETWORK` forms included)
-    /// and the reverse entries of `ips` in `network` (normalized): what one record's change can touch.
-    /// Scans the records without allocating, so a change costs the same whatever their number.
-    pub fn refresh(
-        &mut self,
-        records: &[AttachmentRecord],
-        network: &str,
-        keys: &[String],
-        ips: &[IpAddr],
-    ) {
-        let in_network = |r: &&AttachmentRecord| {
-            r.dns
-                && r.network
-                    .trim()
-                    .trim_end_matches('.')
-                    .eq_ignore_ascii_case(network)
+    /// Adds the record's names and addresses, after those already held; `None` when it adds nothing
+    /// (no DNS, or a network name that can never be queried).
+    pub fn insert(&mut self, id: RecordId, rec: &AttachmentRecord) -> Option<Contribution> {
+        if !rec.dns {
+            return None;
+        }
+        let network = normalize(&rec.network)?;
+        let mut keys = Vec::new();
+        for key in keys_of(rec, &network) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let mut addrs = Addresses::default();
+        for ip in &rec.ips {
+            addrs.add(ip.ip());
+        }
+        let primary = keys.first().map(|n| format!("{n}.{network}"));
+        let c = Contribution {
+            id,
+            network,
+            keys,
+            addrs,
+            primary,
         };
-        let net = self.networks.entry(network.to_string()).or_default();
-        for key in keys {
-            // A name held by a record with no address still exists (a full build keeps it, answering
-            // NODATA): whether any record holds it decides, not whether it has addresses.
-            let mut held = false;
-            let mut addrs = Addresses::default();
-            for r in records.iter().filter(in_network) {
-                let names = r.name.iter().chain(r.aliases.iter());
-                if names.into_iter().any(|n| answers_to(n, key, network)) {
-                    held = true;
-                    for ip in &r.ips {
-                        addrs.add(ip.ip());
-                    }
-                }
-            }
-            if held {
-                net.by_name.insert(key.clone(), addrs);
-            } else {
-                net.by_name.remove(key);
+        let net = self.networks.entry(c.network.clone()).or_default();
+        for key in &c.keys {
+            let held = net.by_name.entry(key.clone()).or_default();
+            held.holders.push((id, c.addrs.clone()));
+            held.merged.extend(&c.addrs);
+        }
+        if let Some(primary) = &c.primary {
+            for ip in c.addrs.iter() {
+                net.by_addr
+                    .entry(ip)
+                    .or_default()
+                    .push((id, primary.clone()));
             }
         }
-        for ip in ips {
-            let owner = records
-                .iter()
-                .filter(in_network)
-                .filter(|r| r.ips.iter().any(|n| n.ip() == *ip))
-                .find_map(|r| {
-                    r.name
-                        .iter()
-                        .chain(r.aliases.iter())
-                        .find_map(|n| normalize(n))
-                });
-            match owner {
-                Some(primary) => {
-                    net.by_addr.insert(*ip, format!("{primary}.{network}"));
-                }
-                None => {
-                    net.by_addr.remove(ip);
+        if net.is_empty() {
+            self.networks.remove(&c.network);
+        }
+        Some(c)
+    }
+
+    /// Takes out what `insert` put in for one record; the names and addresses others hold stay.
+    pub fn remove(&mut self, c: &Contribution) {
+        let Some(net) = self.networks.get_mut(&c.network) else {
+            return;
+        };
+        for key in &c.keys {
+            if let Some(held) = net.by_name.get_mut(key) {
+                held.holders.retain(|(id, _)| *id != c.id);
+                if held.holders.is_empty() {
+                    net.by_name.remove(key);
+                } else {
+                    held.remerge();
                 }
             }
         }
-        if net.by_name.is_empty() && net.by_addr.is_empty() {
-            self.networks.remove(network);
+        for ip in c.addrs.iter() {
+            if let Some(names) = net.by_addr.get_mut(&ip) {
+                names.retain(|(id, _)| *id != c.id);
+                if names.is_empty() {
+                    net.by_addr.remove(&ip);
+                }
+            }
+        }
+        if net.is_empty() {
+            self.networks.remove(&c.network);
         }
     }
 
@@ -173,7 +224,12 @@ impl NameIndex {
     pub fn lookup(&self, name: &str, networks: &[String]) -> Lookup {
         let mut found: Option<Addresses> = None;
         for net in networks {
-            if let Some(addrs) = self.networks.get(net).and_then(|n| n.by_name.get(name)) {
+            if let Some(addrs) = self
+                .networks
+                .get(net)
+                .and_then(|n| n.by_name.get(name))
+                .map(|h| &h.merged)
+            {
                 match &mut found {
                     None => found = Some(addrs.clone()),
                     Some(all) => all.extend(addrs),
@@ -197,8 +253,8 @@ impl NameIndex {
         networks
             .iter()
             .filter_map(|net| self.networks.get(net))
-            .find_map(|n| n.by_addr.get(&ip))
-            .map(String::as_str)
+            .find_map(|n| n.by_addr.get(&ip).and_then(|v| v.first()))
+            .map(|(_, name)| name.as_str())
     }
 
     pub fn network_count(&self) -> usize {
@@ -211,7 +267,7 @@ impl NameIndex {
 }
 
 /// The index keys a record adds to its (normalized) network: each valid name as is and as `NAME.NETWORK`.
-pub fn keys_of(rec: &AttachmentRecord, network: &str) -> Vec<String> {
+fn keys_of(rec: &AttachmentRecord, network: &str) -> Vec<String> {
     rec.name
         .iter()
         .chain(rec.aliases.iter())
@@ -221,22 +277,6 @@ pub fn keys_of(rec: &AttachmentRecord, network: &str) -> Vec<String> {
             [n, long]
         })
         .collect()
-}
-
-/// Whether a record name `name` answers to index `key` in `network`, without allocating.
-fn answers_to(name: &str, key: &str, network: &str) -> bool {
-    let n = name.trim().trim_end_matches('.');
-    if n.is_empty() {
-        return false;
-    }
-    if n.eq_ignore_ascii_case(key) {
-        return true;
-    }
-    // `key` is normalized ASCII, so any byte offset is a character boundary.
-    key.len() == n.len() + 1 + network.len()
-        && key.as_bytes()[..n.len()].eq_ignore_ascii_case(n.as_bytes())
-        && key.as_bytes()[n.len()] == b'.'
-        && &key[n.len() + 1..] == network
 }
 
 /// The network names as the index keys them, for building a scope.
@@ -331,20 +371,21 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_after_one_change_equals_a_full_build() {
+    fn a_change_record_by_record_equals_a_full_build() {
         let mut records = vec![
             rec("net1", "a", "web", &["www"], &["10.0.0.2/24"]),
             rec("net1", "b", "db", &["www"], &["10.0.0.3/24"]),
         ];
-        let mut idx = NameIndex::build(&records);
-        // b leaves: its keys and address are recomputed from what remains.
-        let gone = records.remove(1);
-        idx.refresh(
-            &records,
-            "net1",
-            &keys_of(&gone, "net1"),
-            &[gone.ips[0].ip()],
-        );
+        let mut idx = NameIndex::default();
+        let mut held: Vec<Contribution> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| idx.insert(i as RecordId, r))
+            .collect();
+        assert_eq!(idx, NameIndex::build(&records));
+        // b leaves: what a holds stays.
+        records.remove(1);
+        idx.remove(&held.remove(1));
         let n1 = nets(&["net1"]);
         assert!(matches!(idx.lookup("db", &n1), Lookup::Missing { .. }));
         let Lookup::Found(www) = idx.lookup("www.net1", &n1) else {
@@ -355,7 +396,7 @@ mod tests {
         // c joins with a shared alias.
         let c = rec("net1", "c", "Cache", &["www"], &["10.0.0.4/24"]);
         records.push(c.clone());
-        idx.refresh(&records, "net1", &keys_of(&c, "net1"), &[c.ips[0].ip()]);
+        held.extend(idx.insert(7, &c));
         let Lookup::Found(www) = idx.lookup("www", &n1) else {
             panic!()
         };
@@ -365,20 +406,19 @@ mod tests {
             idx.reverse("10.0.0.4".parse().unwrap(), &n1),
             Some("cache.net1")
         );
-        assert_eq!(idx.name_count(), NameIndex::build(&records).name_count());
+        assert_eq!(idx, NameIndex::build(&records));
     }
 
     /// Issue 21: a name whose record has no address was NODATA after a full build and forwarded after
     /// a refresh.
     #[test]
-    fn a_name_without_an_address_is_the_same_refreshed_or_rebuilt() {
+    fn a_name_without_an_address_is_the_same_changed_or_rebuilt() {
         let mut records = vec![rec("net1", "a", "web", &[], &["10.0.0.2/24"])];
         let mut idx = NameIndex::build(&records);
         let bare = rec("net1", "b", "noaddr", &["alias"], &[]);
         records.push(bare.clone());
-        idx.refresh(&records, "net1", &keys_of(&bare, "net1"), &[]);
-        let rebuilt = NameIndex::build(&records);
-        assert_eq!(idx, rebuilt);
+        idx.insert(1, &bare);
+        assert_eq!(idx, NameIndex::build(&records));
         assert_eq!(
             idx.lookup("noaddr", &nets(&["net1"])),
             Lookup::Found(Addresses::default())
@@ -386,10 +426,11 @@ mod tests {
     }
 
     /// Random sequences of joins, leaves and changes (names, aliases, addresses, networks, dns on/off,
-    /// names that normalize alike), each applied as the service does (refresh the keys and addresses
-    /// of the old and the new record), compared with a full build after every step.
+    /// names that normalize alike, shared names and addresses), each applied as the service does (the
+    /// old record's contribution out, the new one in at the end, as the snapshot appends it), compared
+    /// with a full build after every step.
     #[test]
-    fn random_changes_refreshed_one_by_one_equal_a_full_build() {
+    fn random_changes_record_by_record_equal_a_full_build() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = |n: u64| {
             seed ^= seed << 13;
@@ -402,15 +443,20 @@ mod tests {
         ];
         let networks = ["net1", "net2", "NET1"];
         for _round in 0..200 {
-            let mut records: Vec<AttachmentRecord> = Vec::new();
+            let mut records: Vec<(AttachmentRecord, Option<Contribution>)> = Vec::new();
             let mut idx = NameIndex::default();
+            let mut ids = 0..;
             for _step in 0..30 {
-                let old = if !records.is_empty() && next(3) == 0 {
-                    Some(records.remove(next(records.len() as u64) as usize))
+                let changed = if !records.is_empty() && next(3) == 0 {
+                    let (_, old) = records.remove(next(records.len() as u64) as usize);
+                    if let Some(old) = old {
+                        idx.remove(&old);
+                    }
+                    next(2) == 0
                 } else {
-                    None
+                    true
                 };
-                let new = if old.is_none() || next(2) == 0 {
+                if changed {
                     let ips: Vec<String> = (0..next(3))
                         .map(|_| format!("10.0.0.{}/24", next(4)))
                         .collect();
@@ -425,20 +471,15 @@ mod tests {
                         &ips,
                     );
                     r.dns = next(5) != 0;
-                    let at = next(records.len() as u64 + 1) as usize;
-                    records.insert(at, r.clone());
-                    Some(r)
-                } else {
-                    None
-                };
-                for r in [&old, &new].into_iter().flatten().filter(|r| r.dns) {
-                    let Some(network) = network_key(&r.network) else {
-                        continue;
-                    };
-                    let ips: Vec<IpAddr> = r.ips.iter().map(|i| i.ip()).collect();
-                    idx.refresh(&records, &network, &keys_of(r, &network), &ips);
+                    let c = idx.insert(ids.next().unwrap(), &r);
+                    records.push((r, c));
                 }
-                assert_eq!(idx, NameIndex::build(&records), "records: {records:#?}");
+                let now: Vec<&AttachmentRecord> = records.iter().map(|(r, _)| r).collect();
+                assert_eq!(
+                    idx,
+                    NameIndex::build(now.iter().copied()),
+                    "records: {now:#?}"
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 //! networks each one may see).
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -12,7 +12,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 
 use super::forwarder::Forwarder;
-use super::index::{keys_of, network_key, NameIndex};
+use super::index::{network_key, Contribution, NameIndex, RecordId};
 use super::listener::{self, Listener, Sockets};
 use super::resolver::{Resolver, Scope};
 use super::service_names::SharedServiceNames;
@@ -39,9 +39,11 @@ pub struct DnsService {
     served: HashMap<NsId, Served>,
     /// The identity behind each record's netns path, so a change stats only new paths (a thousand
     /// `stat`s per ADD would make ADD grow with the number of containers).
-    ns_ids: HashMap<PathBuf, NsId>,
+    ns_ids: NsPaths,
     /// Per record (network, container, interface): what it contributed to the index.
     indexed: HashMap<(String, String, String), Indexed>,
+    /// The id the next contribution to the index gets.
+    next_id: RecordId,
     /// Service names, shared with the balancer that writes them.
     service_names: Option<SharedServiceNames>,
 }
@@ -61,20 +63,14 @@ impl DnsService {
         let Some(resolver) = self.resolver.clone() else {
             return;
         };
-        resolver.set_index(NameIndex::build(&records.records));
-        self.indexed = records
-            .records
-            .iter()
-            .filter(|r| r.dns)
-            .filter_map(|r| {
-                let key = (
-                    r.network.clone(),
-                    r.container_id.to_string(),
-                    r.ifname.to_string(),
-                );
-                Indexed::of(r).map(|ix| (key, ix))
-            })
-            .collect();
+        let mut index = NameIndex::default();
+        self.indexed.clear();
+        for r in &records.records {
+            if let Some(ix) = self.index_record(&mut index, r) {
+                self.indexed.insert(record_key(r), ix);
+            }
+        }
+        resolver.set_index(index);
 
         // What each attached namespace may see. Borrowed from the records: this runs on every notify, and
         // allocating per record would make an ADD cost grow with the number of containers.
@@ -92,18 +88,10 @@ impl DnsService {
             else {
                 continue;
             };
-            let id = match self.ns_ids.get(path) {
-                Some(id) => *id,
-                None => {
-                    // A namespace that is already gone (container died before we saw it) is not
-                    // served; its record stays until DEL or GC.
-                    let Ok(meta) = std::fs::metadata(path) else {
-                        continue;
-                    };
-                    let id = (meta.dev(), meta.ino());
-                    self.ns_ids.insert(path.to_path_buf(), id);
-                    id
-                }
+            // A namespace that is already gone (container died before we saw it) is not served; its
+            // record stays until DEL or GC.
+            let Some(id) = self.ns_id(path) else {
+                continue;
             };
             let entry = wanted
                 .entry(id)
@@ -118,12 +106,12 @@ impl DnsService {
         }
         wanted.retain(|id, _| !own_resolver.contains(id));
 
-        let live: HashSet<&Path> = records
+        let live: HashSet<&OsStr> = records
             .records
             .iter()
-            .filter_map(|r| r.netns.as_deref())
+            .filter_map(|r| r.netns.as_deref().map(Path::as_os_str))
             .collect();
-        self.ns_ids.retain(|path, _| live.contains(path.as_path()));
+        self.ns_ids.retain(|path| live.contains(path));
         let departed: Vec<NsId> = self
             .served
             .keys()
@@ -183,9 +171,31 @@ impl DnsService {
         }
     }
 
-    /// Only the named records changed: recompute the index entries they touched and the namespaces they
-    /// are in, scanning the records without allocating per record (a notify must not cost more with a
-    /// thousand containers than with ten).
+    /// The identity of the namespace at `path`, stat'ed once per path; `None` when it is gone.
+    fn ns_id(&mut self, path: &Path) -> Option<NsId> {
+        if let Some(id) = self.ns_ids.id(path.as_os_str()) {
+            return Some(id);
+        }
+        let meta = std::fs::metadata(path).ok()?;
+        let id = (meta.dev(), meta.ino());
+        self.ns_ids.insert(path.as_os_str(), id);
+        Some(id)
+    }
+
+    /// Puts the record's names into `index` under a fresh id.
+    fn index_record(&mut self, index: &mut NameIndex, r: &AttachmentRecord) -> Option<Indexed> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let contribution = index.insert(id, r)?;
+        Some(Indexed {
+            contribution,
+            netns: r.netns.clone(),
+        })
+    }
+
+    /// Only the named records changed: take out what each one put in the index and put in what its new
+    /// version holds, then look again at the namespaces they are in. A notify costs the same with a
+    /// thousand containers as with ten.
     async fn refresh(
         &mut self,
         records: &RecordSnapshot,
@@ -198,28 +208,28 @@ impl DnsService {
         let mut paths: Vec<PathBuf> = Vec::new();
         for (network, a) in changed {
             let key = (network.clone(), a.container_id.clone(), a.ifname.clone());
+            // The container id first: it tells records apart soonest.
+            let new = records.records.iter().find(|r| {
+                r.container_id == a.container_id && r.ifname == a.ifname && r.network == *network
+            });
             let old = self.indexed.remove(&key);
-            let new = records
-                .records
-                .iter()
-                .find(|r| {
-                    r.dns
-                        && r.network == *network
-                        && r.container_id == a.container_id
-                        && r.ifname == a.ifname
-                })
-                .and_then(Indexed::of);
-            for ix in [&old, &new].into_iter().flatten() {
-                resolver.update_index(|index| {
-                    index.refresh(&records.records, &ix.network, &ix.keys, &ix.ips)
-                });
-                if let Some(p) = &ix.netns {
-                    if !paths.contains(p) {
-                        paths.push(p.clone());
-                    }
+            let mut new_ix = None;
+            resolver.update_index(|index| {
+                if let Some(old) = &old {
+                    index.remove(&old.contribution);
+                }
+                new_ix = new.and_then(|r| self.index_record(index, r));
+            });
+            for p in [&old, &new_ix]
+                .into_iter()
+                .flatten()
+                .filter_map(|ix| ix.netns.as_ref())
+            {
+                if !paths.contains(p) {
+                    paths.push(p.clone());
                 }
             }
-            if let Some(new) = new {
+            if let Some(new) = new_ix {
                 self.indexed.insert(key, new);
             }
         }
@@ -235,31 +245,25 @@ impl DnsService {
         records: &RecordSnapshot,
         ctx: &ServiceContext,
     ) {
-        let id = match self.ns_ids.get(path) {
-            Some(id) => *id,
-            None => match std::fs::metadata(path) {
-                Ok(meta) => {
-                    let id = (meta.dev(), meta.ino());
-                    self.ns_ids.insert(path.to_path_buf(), id);
-                    id
-                }
-                Err(_) => return, // gone before we could serve it
-            },
+        let Some(id) = self.ns_id(path) else {
+            return; // gone before we could serve it
         };
         // Every record in that namespace, whatever path it was given by (one container, two runtimes).
         let mut networks: Vec<String> = Vec::new();
         let mut forward = false;
         let mut path_used = false;
         let mut own_resolver = false;
+        // Compared by bytes with the namespace's few known paths: this scans every record on every notify.
+        let paths = self.ns_ids.paths_of(id);
         for r in &records.records {
-            let Some(p) = r.netns.as_deref() else {
+            let Some(p) = r.netns.as_deref().map(Path::as_os_str) else {
                 continue;
             };
-            let same = p == path || self.ns_ids.get(p) == Some(&id);
-            if !same {
+            let this_path = p == path.as_os_str();
+            if !this_path && !paths.iter().any(|known| known.as_os_str() == p) {
                 continue;
             }
-            path_used |= p == path;
+            path_used |= this_path;
             if !r.dns {
                 continue;
             }
@@ -272,7 +276,7 @@ impl DnsService {
             own_resolver |= r.own_resolver;
         }
         if !path_used {
-            self.ns_ids.remove(path);
+            self.ns_ids.remove(path.as_os_str());
         }
         if networks.is_empty() || own_resolver {
             self.close(id, ctx).await;
@@ -291,24 +295,62 @@ impl DnsService {
     }
 }
 
-/// What one record put in the index, kept so its change or removal knows which entries to recompute.
-struct Indexed {
-    network: String,
-    keys: Vec<String>,
-    ips: Vec<IpAddr>,
-    netns: Option<PathBuf>,
+/// Record netns paths and the namespace each stands for, both ways: two paths (two runtimes) may name
+/// one namespace. Keyed by the path's bytes: `Path` compares and hashes component by component.
+#[derive(Default)]
+struct NsPaths {
+    by_path: HashMap<OsString, NsId>,
+    by_id: HashMap<NsId, Vec<OsString>>,
 }
 
-impl Indexed {
-    fn of(rec: &AttachmentRecord) -> Option<Indexed> {
-        let network = network_key(&rec.network)?;
-        Some(Indexed {
-            keys: keys_of(rec, &network),
-            ips: rec.ips.iter().map(|i| i.ip()).collect(),
-            netns: rec.netns.clone(),
-            network,
-        })
+impl NsPaths {
+    fn id(&self, path: &OsStr) -> Option<NsId> {
+        self.by_path.get(path).copied()
     }
+
+    fn paths_of(&self, id: NsId) -> Vec<OsString> {
+        self.by_id.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn insert(&mut self, path: &OsStr, id: NsId) {
+        self.remove(path);
+        self.by_path.insert(path.to_os_string(), id);
+        self.by_id.entry(id).or_default().push(path.to_os_string());
+    }
+
+    fn remove(&mut self, path: &OsStr) {
+        let Some(id) = self.by_path.remove(path) else {
+            return;
+        };
+        if let Some(paths) = self.by_id.get_mut(&id) {
+            paths.retain(|p| p != path);
+            if paths.is_empty() {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&OsStr) -> bool) {
+        let gone: Vec<OsString> = self.by_path.keys().filter(|p| !keep(p)).cloned().collect();
+        for p in gone {
+            self.remove(&p);
+        }
+    }
+}
+
+/// A record's identity: (network, container, interface).
+fn record_key(r: &AttachmentRecord) -> (String, String, String) {
+    (
+        r.network.clone(),
+        r.container_id.to_string(),
+        r.ifname.to_string(),
+    )
+}
+
+/// What one record put in the index, kept so its change or removal takes exactly that out.
+struct Indexed {
+    contribution: Contribution,
+    netns: Option<PathBuf>,
 }
 
 impl Service for DnsService {
@@ -393,5 +435,37 @@ impl Service for DnsService {
             "forwarded": r.forwarded.get(),
             "cache": {"hits": hits, "misses": misses, "entries": cached},
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_paths_to_one_namespace_are_known_both_ways_until_each_goes() {
+        let mut ns = NsPaths::default();
+        let (a, b, c) = (
+            OsStr::new("/run/netns/a"),
+            OsStr::new("/proc/7/ns/net"),
+            OsStr::new("/run/netns/c"),
+        );
+        ns.insert(a, (1, 10));
+        ns.insert(b, (1, 10));
+        ns.insert(c, (1, 11));
+        assert_eq!(ns.id(b), Some((1, 10)));
+        assert_eq!(
+            ns.paths_of((1, 10)),
+            vec![a.to_os_string(), b.to_os_string()]
+        );
+        ns.remove(a);
+        assert_eq!(ns.paths_of((1, 10)), vec![b.to_os_string()]);
+        // A path reused for another namespace leaves the old one's list.
+        ns.insert(b, (1, 12));
+        assert!(ns.paths_of((1, 10)).is_empty());
+        ns.retain(|p| p != c);
+        assert_eq!(ns.id(c), None);
+        assert!(ns.paths_of((1, 11)).is_empty());
+        assert_eq!(ns.id(b), Some((1, 12)));
     }
 }
