@@ -138,6 +138,7 @@ impl Kept<'_> {
     /// [`Kept::announce`], handing tetherd a reference to the plugin's nf_tables socket with the notify;
     /// also whether tetherd kept it.
     pub fn announce_carrying(self, base: Dns, socket: Option<BorrowedFd>) -> (Dns, bool) {
+        tracing::trace!("attachment recorded");
         let net = self.call.conf.name.as_str();
         let (container_id, ifname) = (self.call.container_id(), self.call.ifname());
         let notify = self.notify == Notify::Always || self.dns.enabled;

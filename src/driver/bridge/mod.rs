@@ -380,6 +380,7 @@ impl Plugin for BridgePlugin {
             &leased,
             &mut rollback,
         )?;
+        tracing::trace!("container side configured");
         let spoofchk_mac = link.mac.filter(|_| cfg.macspoofchk);
         add_firewall_elements(
             &fw,
@@ -389,6 +390,7 @@ impl Plugin for BridgePlugin {
             (&host_if, spoofchk_mac),
             &mut rollback,
         )?;
+        tracing::trace!("container's firewall elements added");
         publish_ports(&fw, call, cfg, &leased.ips, &mut rollback)?;
         let kept = attachment::keep(
             Finish::new(call, &ns, c, rollback).holding(lock),
