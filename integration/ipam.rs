@@ -131,6 +131,11 @@ fn store_holds_one_lease_file_per_ip_and_an_attachment_record() {
         "empty attachments dir stays"
     );
     del(&host, &c, &conf);
+    // DEL kept the file as a spare beside the stores; the next ADD's lease is that file (no new inode).
+    let spare = std::fs::metadata(host.data_dir().join(".spare/0")).expect("a spare after DEL");
+    let r = add(&host, &host.container("c2"), &conf);
+    let next = std::fs::metadata(net.join(cni_result::ip(&r, "4"))).unwrap();
+    assert_eq!(next.ino(), spare.ino());
 }
 
 #[test]

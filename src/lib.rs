@@ -27,6 +27,7 @@ pub mod overlay;
 pub mod paths;
 pub mod resolv_conf;
 pub mod service;
+pub mod spare_files;
 pub mod state;
 pub mod state_file;
 mod text_form;

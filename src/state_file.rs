@@ -3,10 +3,12 @@
 //! a reboot either).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+use crate::spare_files::SpareFiles;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +54,17 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateFileError> {
         .expect("state file has a name")
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    drop(f);
+    match spares_for(path) {
+        Some(spares) => spares.write_new(&tmp, bytes).map_err(err)?,
+        None => fs::write(&tmp, bytes).map_err(err)?,
+    }
     fs::rename(&tmp, path).map_err(err)
+}
+
+/// The spares of the state directory, for a file inside it; none elsewhere (a conflist in /etc/cni/net.d).
+fn spares_for(path: &Path) -> Option<SpareFiles> {
+    let root = crate::paths::state_dir();
+    path.starts_with(&root).then(|| SpareFiles::of(&root))
 }
 
 /// Ok(None) when the file does not exist.
@@ -75,6 +84,18 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFil
             source,
         }),
     }
+}
+
+/// Removes a per-container record, keeping its file as a spare for the next write in the state directory
+/// (see `spare_files`). Ok(false) when there was nothing to remove.
+pub fn retire(path: &Path) -> Result<bool, StateFileError> {
+    let Some(spares) = spares_for(path) else {
+        return remove(path);
+    };
+    spares.retire(path).map_err(|source| StateFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Ok(false) when there was nothing to remove.

@@ -524,6 +524,17 @@ mod tests {
             ["attachments", "last_reserved_ip.0", "lock"]
         );
         assert_no_attachments(&store);
+        // The released file is kept as a spare and is the next ADD's lease: no new inode.
+        let lease_ino = lease.ino();
+        allocate(&c, &store, "b", "eth0", &[]).unwrap();
+        assert_eq!(
+            std::fs::metadata(store.dir().join("10.1.0.3"))
+                .unwrap()
+                .ino(),
+            lease_ino
+        );
+        release(&store, "b", "eth0").unwrap();
+        assert_no_attachments(&store);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::attachment::AttachmentId;
 use super::error::IpamError;
+use crate::spare_files::{rename_no_replace, SpareFiles};
 
 const LOCK_FILE: &str = "lock";
 const ATTACHMENTS_DIR: &str = "attachments";
@@ -116,12 +117,6 @@ impl Store {
     }
 }
 
-/// `renameat2(from, to, RENAME_NOREPLACE)`: AlreadyExists when `to` exists, EINVAL where unsupported.
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
-}
-
 fn read_optional(path: &Path) -> Result<Option<String>, IpamError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
@@ -166,6 +161,20 @@ impl LockedStore<'_> {
         self.path(&ip.to_string())
     }
 
+    /// Files the stores of this data directory are done with, for their next lease or index (see
+    /// `spare_files`): kept beside the networks' stores, so removing a network's store leaves nothing.
+    fn spares(&self) -> SpareFiles {
+        SpareFiles::of(self.store.dir.parent().unwrap_or(&self.store.dir))
+    }
+
+    /// Removes `path`, keeping its file as a spare when it has no other name.
+    fn retire(&self, path: &Path) -> Result<(), IpamError> {
+        self.spares()
+            .retire(path)
+            .map(drop)
+            .map_err(|e| IpamError::io("remove", path, e))
+    }
+
     fn index_path(&self, name: &str) -> PathBuf {
         self.store.dir.join(ATTACHMENTS_DIR).join(name)
     }
@@ -177,7 +186,9 @@ impl LockedStore<'_> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = target.with_file_name(format!("{TEMP_PREFIX}{name}.{}", std::process::id()));
-        fs::write(&temp, content).map_err(|e| IpamError::io("write", &temp, e))?;
+        self.spares()
+            .write_new(&temp, content.as_bytes())
+            .map_err(|e| IpamError::io("write", &temp, e))?;
         Ok(temp)
     }
 
@@ -275,7 +286,7 @@ impl LockedStore<'_> {
     }
 
     pub fn remove_lease(&self, ip: IpAddr) -> Result<(), IpamError> {
-        remove_optional(&self.lease_path(ip))
+        self.retire(&self.lease_path(ip))
     }
 
     /// Every leased address (scans the directory; for GC and STATUS, never for ADD/DEL).
@@ -315,7 +326,7 @@ impl LockedStore<'_> {
     }
 
     pub fn remove_attachment_by_name(&self, name: &str) -> Result<(), IpamError> {
-        remove_optional(&self.index_path(name))
+        self.retire(&self.index_path(name))
     }
 
     /// File names in `attachments/` (temporary files left by a crash excluded).

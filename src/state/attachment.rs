@@ -115,7 +115,7 @@ impl RecordDir {
 
     /// Ok(false) when there was nothing to remove.
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<bool, RecordError> {
-        state_file::remove(&self.path(container_id, ifname))
+        state_file::retire(&self.path(container_id, ifname))
     }
 
     /// True when no container is attached. Stops at the first record, reading the directory 1 KiB at a time:

@@ -169,7 +169,7 @@ pub fn withdraw(call: &Call, maps: &[PortMapping]) -> Result<(), Error> {
     if !maps.is_empty() {
         Firewall::open()?.remove_ports(maps)?;
     }
-    state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
+    state_file::retire(&record_path(&call.conf.name, cid, ifname))?;
     Ok(())
 }
 
@@ -182,7 +182,7 @@ pub fn unpublish(fw: &Firewall, call: &Call) -> Result<(), Error> {
         // whose ADD was refused never unpublishes the holder's port.
         fw.remove_ports(&maps)?;
     }
-    state_file::remove(&record_path(&call.conf.name, cid, ifname))?;
+    state_file::retire(&record_path(&call.conf.name, cid, ifname))?;
     Ok(())
 }
 
@@ -223,7 +223,7 @@ pub fn collect(call: &Call, valid: &[Attachment]) -> Result<(), Error> {
             .filter_map(SavedMapping::to_mapping)
             .collect();
         fw.remove_ports(&maps)?;
-        state_file::remove(&record_path(
+        state_file::retire(&record_path(
             &call.conf.name,
             &rec.container_id,
             &rec.ifname,
