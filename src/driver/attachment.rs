@@ -92,6 +92,7 @@ fn no_container() -> Error {
 pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
     let net = f.call.conf.name.as_str();
     let own_resolver = f.dns.container_holds_resolver(f.netns);
+    tracing::trace!(own_resolver, "container's port 53 probed");
     RecordDir::for_network(net).write(&AttachmentRecord {
         network: net.to_string(),
         container_id: f.call.env.container_id.clone().ok_or_else(no_container)?,
