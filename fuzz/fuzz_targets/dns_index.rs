@@ -1,11 +1,10 @@
-//! Random sequences of record changes (joins, leaves, replacements) applied to the index incrementally,
-//! as the DNS service does, must always equal a full rebuild from the same records.
+//! Random sequences of record changes (joins, leaves, replacements) applied to the index one record's
+//! contribution at a time, as the DNS service does (a changed record goes out, its new version in at the
+//! end, as the daemon's snapshot appends it), must always equal a full rebuild from the same records.
 #![no_main]
 
-use std::net::IpAddr;
-
 use libfuzzer_sys::fuzz_target;
-use tether::dns::index::{keys_of, network_key, NameIndex};
+use tether::dns::index::{Contribution, NameIndex};
 use tether::state::AttachmentRecord;
 
 const NAMES: &[&str] = &[
@@ -35,31 +34,23 @@ fn record(bytes: &[u8; 6], n: usize) -> AttachmentRecord {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut records: Vec<AttachmentRecord> = Vec::new();
+    let mut records: Vec<(AttachmentRecord, Option<Contribution>)> = Vec::new();
     let mut index = NameIndex::default();
     // At most 64 changes: each step compares with a full rebuild, so longer inputs only slow it down.
     for (n, op) in data.chunks_exact(6).take(64).enumerate() {
         let op: &[u8; 6] = op.try_into().unwrap();
-        let old = if !records.is_empty() && op[5] & 0x40 != 0 {
-            Some(records.remove(op[5] as usize % records.len()))
-        } else {
-            None
-        };
-        let new = if old.is_none() || op[5] & 0x20 != 0 {
-            let r = record(op, n);
-            let at = op[3] as usize % (records.len() + 1);
-            records.insert(at, r.clone());
-            Some(r)
-        } else {
-            None
-        };
-        for r in [&old, &new].into_iter().flatten().filter(|r| r.dns) {
-            let Some(network) = network_key(&r.network) else {
-                continue;
-            };
-            let ips: Vec<IpAddr> = r.ips.iter().map(|i| i.ip()).collect();
-            index.refresh(&records, &network, &keys_of(r, &network), &ips);
+        let removed = !records.is_empty() && op[5] & 0x40 != 0;
+        if removed {
+            let (_, old) = records.remove(op[5] as usize % records.len());
+            if let Some(old) = old {
+                index.remove(&old);
+            }
         }
-        assert_eq!(index, NameIndex::build(&records));
+        if !removed || op[5] & 0x20 != 0 {
+            let r = record(op, n);
+            let c = index.insert(n as u64, &r);
+            records.push((r, c));
+        }
+        assert_eq!(index, NameIndex::build(records.iter().map(|(r, _)| r)));
     }
 });

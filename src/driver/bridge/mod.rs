@@ -465,8 +465,10 @@ impl Plugin for BridgePlugin {
         // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
         let fw = Firewall::open()?;
         let reaper = LinkReaper::start(&host_if)?;
+        tracing::trace!("veth reaper started");
         if cfg.ports.is_some() {
             portmap::unpublish(&fw, call)?;
+            tracing::trace!("ports unpublished");
         }
         c.ipam.del(call)?;
         {
@@ -479,11 +481,14 @@ impl Plugin for BridgePlugin {
             }
             records.remove(t.container_id, t.ifname)?;
         }
+        tracing::trace!("firewall elements and record removed");
         if record.as_ref().is_some_and(|r| r.dns) {
             // With our nf_tables socket: held by tetherd, neither our release nor the reaper's is the last.
             attachment_removed(net, t.container_id, t.ifname, Some(fw.socket_fd()));
+            tracing::trace!("tetherd notified");
         }
         reaper.wait_unlisted()?;
+        tracing::trace!("veth unlisted");
         teardown_if_unused(net, &records, |lock| {
             teardown(net, cfg, lock, Teardown::LastDel)
         })
