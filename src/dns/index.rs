@@ -41,21 +41,37 @@ impl Addresses {
 /// Identifies one record's contribution while it is in the index (the service numbers them).
 pub type RecordId = u64;
 
-/// One name's holders in the order they came, and their addresses merged in that order: what a lookup
-/// answers, kept ready so the query path merges nothing.
+/// One name's holders in the order they came; what a lookup answers is their addresses merged in that
+/// order, kept ready so the query path merges nothing (and kept apart only when more than one holds it).
 #[derive(Debug, Default)]
 struct Holders {
     holders: Vec<(RecordId, Addresses)>,
-    merged: Addresses,
+    merged: Option<Addresses>,
 }
 
 impl Holders {
-    fn remerge(&mut self) {
-        let mut merged = Addresses::default();
-        for (_, addrs) in &self.holders {
-            merged.extend(addrs);
+    /// Never called on an empty one: a name nobody holds leaves the index.
+    fn answer(&self) -> &Addresses {
+        self.merged.as_ref().unwrap_or(&self.holders[0].1)
+    }
+
+    fn add(&mut self, id: RecordId, addrs: &Addresses) {
+        self.holders.push((id, addrs.clone()));
+        match &mut self.merged {
+            Some(merged) => merged.extend(addrs),
+            None if self.holders.len() > 1 => self.remerge(),
+            None => {}
         }
-        self.merged = merged;
+    }
+
+    fn remerge(&mut self) {
+        self.merged = (self.holders.len() > 1).then(|| {
+            let mut merged = Addresses::default();
+            for (_, addrs) in &self.holders {
+                merged.extend(addrs);
+            }
+            merged
+        });
     }
 }
 
@@ -89,7 +105,7 @@ impl PartialEq for NameIndex {
                 && a.by_addr.len() == b.by_addr.len()
                 && a.by_name
                     .iter()
-                    .all(|(k, h)| b.by_name.get(k).is_some_and(|o| o.merged == h.merged))
+                    .all(|(k, h)| b.by_name.get(k).is_some_and(|o| o.answer() == h.answer()))
                 && a.by_addr.iter().all(|(ip, v)| {
                     b.by_addr.get(ip).and_then(|o| o.first()).map(|(_, n)| n)
                         == v.first().map(|(_, n)| n)
@@ -174,9 +190,10 @@ impl NameIndex {
         };
         let net = self.networks.entry(c.network.clone()).or_default();
         for key in &c.keys {
-            let held = net.by_name.entry(key.clone()).or_default();
-            held.holders.push((id, c.addrs.clone()));
-            held.merged.extend(&c.addrs);
+            net.by_name
+                .entry(key.clone())
+                .or_default()
+                .add(id, &c.addrs);
         }
         if let Some(primary) = &c.primary {
             for ip in c.addrs.iter() {
@@ -228,7 +245,7 @@ impl NameIndex {
                 .networks
                 .get(net)
                 .and_then(|n| n.by_name.get(name))
-                .map(|h| &h.merged)
+                .map(Holders::answer)
             {
                 match &mut found {
                     None => found = Some(addrs.clone()),
