@@ -40,3 +40,5 @@ mod function_length;
 mod import_graph;
 #[cfg(test)]
 mod source_text;
+#[cfg(test)]
+mod test_dir;

@@ -113,27 +113,16 @@ pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    fn dir(label: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("tether-spare-{label}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
+    use crate::test_dir::TestDir;
     fn ino(p: &Path) -> u64 {
         fs::metadata(p).unwrap().ino()
     }
 
     #[test]
     fn a_retired_file_is_the_next_new_file_with_only_the_new_content() {
-        let d = dir("reuse");
-        let spares = SpareFiles::of(&d.0);
-        let (a, b) = (d.0.join("a.json"), d.0.join(".b.tmp"));
+        let d = TestDir::new("spare-reuse");
+        let spares = SpareFiles::of(&d);
+        let (a, b) = (d.join("a.json"), d.join(".b.tmp"));
         spares.write_new(&a, b"a longer old content").unwrap();
         let old = ino(&a);
         assert!(spares.retire(&a).unwrap());
@@ -141,32 +130,29 @@ mod tests {
         spares.write_new(&b, b"new").unwrap();
         assert_eq!(ino(&b), old, "the spare's inode was reused");
         assert_eq!(fs::read(&b).unwrap(), b"new");
-        assert!(fs::read_dir(d.0.join(DIR_NAME)).unwrap().next().is_none());
+        assert!(fs::read_dir(d.join(DIR_NAME)).unwrap().next().is_none());
         assert!(!spares.retire(&a).unwrap(), "nothing to remove");
     }
 
     #[test]
     fn a_file_with_a_second_name_is_deleted_not_kept() {
-        let d = dir("linked");
-        let spares = SpareFiles::of(&d.0);
-        let (lease, index) = (d.0.join("10.0.0.2"), d.0.join("c1.eth0"));
+        let d = TestDir::new("spare-linked");
+        let spares = SpareFiles::of(&d);
+        let (lease, index) = (d.join("10.0.0.2"), d.join("c1.eth0"));
         spares.write_new(&lease, b"c1\neth0\n10.0.0.2\n").unwrap();
         fs::hard_link(&lease, &index).unwrap();
         assert!(spares.retire(&lease).unwrap());
-        assert!(!d.0.join(DIR_NAME).exists(), "no spare of a linked file");
+        assert!(!d.join(DIR_NAME).exists(), "no spare of a linked file");
         assert!(spares.retire(&index).unwrap());
-        assert!(
-            d.0.join(DIR_NAME).join("0").exists(),
-            "its last name is kept"
-        );
+        assert!(d.join(DIR_NAME).join("0").exists(), "its last name is kept");
     }
 
     #[test]
     fn at_most_the_slots_are_kept_and_the_rest_deleted() {
-        let d = dir("slots");
-        let spares = SpareFiles::of(&d.0);
+        let d = TestDir::new("spare-slots");
+        let spares = SpareFiles::of(&d);
         let files: Vec<PathBuf> = (0..SLOTS + 2)
-            .map(|n| d.0.join(format!("{n}.json")))
+            .map(|n| d.join(format!("{n}.json")))
             .collect();
         for p in &files {
             spares.write_new(p, b"x").unwrap();
@@ -175,6 +161,6 @@ mod tests {
             assert!(spares.retire(p).unwrap());
             assert!(!p.exists());
         }
-        assert_eq!(fs::read_dir(d.0.join(DIR_NAME)).unwrap().count(), SLOTS);
+        assert_eq!(fs::read_dir(d.join(DIR_NAME)).unwrap().count(), SLOTS);
     }
 }

@@ -317,7 +317,7 @@ pub fn free_counts(conf: &IpamConfig, store: &Store) -> Result<Vec<u128>, IpamEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipam::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use serde_json::json;
     use std::path::Path;
 

@@ -74,7 +74,7 @@ mod tests {
     use super::*;
     use crate::ipam::allocator::{allocate, check, release};
     use crate::ipam::config::IpamConfig;
-    use crate::ipam::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use serde_json::json;
     use std::fs;
     use std::path::Path;

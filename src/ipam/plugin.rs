@@ -178,7 +178,7 @@ impl Plugin for TetherIpam {
 mod tests {
     use super::*;
     use crate::cni::plugin::dispatch;
-    use crate::ipam::test_dir::TestDir;
+    use crate::test_dir::TestDir;
     use serde_json::json;
     use std::collections::HashMap;
 

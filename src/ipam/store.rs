@@ -421,7 +421,7 @@ impl std::fmt::Display for LeaseHolder {
 mod tests {
     use super::*;
 
-    use crate::ipam::test_dir::TestDir;
+    use crate::test_dir::TestDir;
 
     #[test]
     fn a_lease_is_created_once_and_reads_back_its_holder() {

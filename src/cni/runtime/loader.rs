@@ -140,44 +140,38 @@ pub fn load_network(dir: &Path, name: &str) -> Result<NetworkConfigList, Runtime
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TestDir;
 
     #[test]
     fn conflists_come_first_and_single_configs_are_wrapped() {
-        let dir = Dir(std::env::temp_dir().join(format!("tt-loader-{}", std::process::id())));
-        fs::create_dir_all(&dir.0).unwrap();
+        let dir = TestDir::new("loader");
         fs::write(
-            dir.0.join("90-a.conf"),
+            dir.join("90-a.conf"),
             r#"{"cniVersion":"1.0.0","name":"a","type":"tether-bridge"}"#,
         )
         .unwrap();
         fs::write(
-            dir.0.join("99-a.conflist"),
+            dir.join("99-a.conflist"),
             r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"x"},{"type":"y"}]}"#,
         )
         .unwrap();
         fs::write(
-            dir.0.join("50-b.json"),
+            dir.join("50-b.json"),
             r#"{"cniVersion":"0.4.0","name":"b","type":"bridge"}"#,
         )
         .unwrap();
-        fs::write(dir.0.join("10-broken.conflist"), "{nope").unwrap();
+        fs::write(dir.join("10-broken.conflist"), "{nope").unwrap();
 
-        let a = load_network(&dir.0, "a").unwrap();
+        let a = load_network(&dir, "a").unwrap();
         assert_eq!(a.list.plugins.len(), 2, "the conflist wins over the .conf");
-        let b = load_network(&dir.0, "b").unwrap();
+        let b = load_network(&dir, "b").unwrap();
         assert_eq!(b.list.plugin_type(0), "bridge");
         assert_eq!(b.list.cni_version, "0.4.0");
         assert!(matches!(
-            load_network(&dir.0, "c"),
+            load_network(&dir, "c"),
             Err(RuntimeError::NetworkNotFound { .. })
         ));
-        let names: Vec<String> = list_networks(&dir.0)
+        let names: Vec<String> = list_networks(&dir)
             .unwrap()
             .iter()
             .map(|n| n.name().to_string())

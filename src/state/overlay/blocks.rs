@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn each_family_of_a_dual_stack_network_goes_round_robin_on_its_own() {
         use crate::ipam::{allocate, release, Store};
-        let dir = crate::ipam::test_dir::TestDir::new("overlay-round-robin");
+        let dir = crate::test_dir::TestDir::new("overlay-round-robin");
         let store = Store::open(&dir, "leases").unwrap();
         let claim = |block: &str| Claim {
             block: net(block),
