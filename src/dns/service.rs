@@ -315,7 +315,10 @@ impl NsPaths {
     fn insert(&mut self, path: &OsStr, id: NsId) {
         self.remove(path);
         self.by_path.insert(path.to_os_string(), id);
-        self.by_id.entry(id).or_default().push(path.to_os_string());
+        let paths = self.by_id.entry(id).or_default();
+        // Nearly every namespace has one path: room for one, not the four a first push reserves.
+        paths.reserve_exact(1);
+        paths.push(path.to_os_string());
     }
 
     fn remove(&mut self, path: &OsStr) {
