@@ -193,6 +193,9 @@ pub struct Worker {
     started_at_ms: u64,
     /// Which of the configured members this session talks to.
     endpoint: usize,
+    /// The lease this host's liveness key was last put on: a new session keeps it alive instead of
+    /// taking a new one (and putting the key again, one delivery to every host) while etcd still has it.
+    lease_id: Option<i64>,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -216,6 +219,20 @@ const TXN_OPS: usize = 64;
 /// default, 4 MiB, is less than a large cluster's prefix or the catch-up of a watch resumed after a busy
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
+
+/// How a range read is served. A linearizable read waits until the member has applied everything the
+/// cluster committed before it (under load etcd fails those with "waiting for the applied index took too
+/// long"); a serializable one answers from the member's own state, possibly behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// A read whose answer is acted on: the list a session starts from, the blocks read after a lost
+    /// compare (the next pick must see the winner), before a reclaim or `forget` (their deletes must
+    /// see every block of the host).
+    Linearizable,
+    /// A read only completing the view, where a stale answer is corrected by the next one: the periodic
+    /// read of every block, `cluster status` and `inspect`.
+    Serializable,
+}
 
 /// When a session's periodic reads are due (`Worker::periodic_reads`).
 struct PeriodicReads {
@@ -485,6 +502,7 @@ impl Worker {
             started_at_ms: now_ms(),
             // Hosts spread over the members from the start, so losing one moves only some of them.
             endpoint: host_spread(me, cfg_len),
+            lease_id: None,
         }
     }
 
@@ -757,7 +775,7 @@ impl Worker {
             }
         }
         let lease = loop {
-            match self.liveness(client).await {
+            match self.resume_lease(client).await {
                 Ok(lease) => break lease,
                 Err(e) => calls.pause_or_end(e, ttl).await?,
             }
@@ -864,7 +882,9 @@ impl Worker {
                 }
             }
             Command::ReadBlocks { reply } => {
-                let done = self.read_blocks(client, self.layout.blocks_root()).await;
+                let done = self
+                    .read_blocks(client, self.layout.blocks_root(), Read::Serializable)
+                    .await;
                 // Answered either way: the plane shows what it has.
                 let _ = reply.send(());
                 done
@@ -884,7 +904,8 @@ impl Worker {
         }
         if Instant::now() >= due.next_view {
             due.next_view = Instant::now() + self.next_view_in();
-            self.read_blocks(client, self.layout.blocks_root()).await?;
+            self.read_blocks(client, self.layout.blocks_root(), Read::Serializable)
+                .await?;
         }
         Ok(())
     }
@@ -907,11 +928,16 @@ impl Worker {
         &self,
         client: &mut Client,
         prefix: String,
+        read: Read,
     ) -> Fallible<(i64, BTreeMap<String, Stored>)> {
+        let options = match read {
+            Read::Linearizable => GetOptions::new().with_prefix(),
+            Read::Serializable => GetOptions::new().with_prefix().with_serializable(),
+        };
         let resp = client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE)
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(options))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let keys = resp
@@ -928,8 +954,13 @@ impl Worker {
 
     /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
     /// become what etcd has, and so do the plane's (`Event::Blocks`).
-    async fn read_blocks(&mut self, client: &mut Client, scope: String) -> Fallible<()> {
-        let (revision, keys) = self.list(client, scope.clone()).await?;
+    async fn read_blocks(
+        &mut self,
+        client: &mut Client,
+        scope: String,
+        read: Read,
+    ) -> Fallible<()> {
+        let (revision, keys) = self.list(client, scope.clone(), read).await?;
         let gone: Vec<String> = self
             .under(&scope)
             .filter(|(k, _)| !keys.contains_key(*k))
@@ -950,7 +981,9 @@ impl Worker {
     }
 
     async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
-        let (revision, keys) = self.list(client, self.layout.root()).await?;
+        let (revision, keys) = self
+            .list(client, self.layout.root(), Read::Linearizable)
+            .await?;
         self.mirror.clear();
         self.held.clear();
         self.alive.clear();
@@ -1031,11 +1064,42 @@ impl Worker {
         }
     }
 
+    /// The previous session's lease kept alive on this connection, if etcd still has it: the liveness
+    /// key stays on it as it is (no put, no delivery to every host; if someone deleted the key, the
+    /// resumed watch says so and the tick puts it back). Only a lease etcd no longer knows is replaced.
+    async fn resume_lease(&mut self, client: &mut Client) -> Fallible<Lease> {
+        if let Some(id) = self.lease_id {
+            // The first keep-alive is sent and answered inside: a ttl of 0 is "lease not found".
+            match client.lease_keep_alive(id).await {
+                Ok((keeper, alive)) => {
+                    tracing::info!(lease = id, "etcd session resumed on this host's lease");
+                    return Ok(Lease {
+                        id,
+                        keeper,
+                        alive,
+                        open: true,
+                    });
+                }
+                Err(e) if Failure::of(&e) == Failure::LeaseGone => {
+                    tracing::info!(
+                        lease = id,
+                        "this host's etcd lease expired between sessions; taking a new one"
+                    );
+                    self.lease_id = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.liveness(client).await
+    }
+
     /// Grants a lease and puts this host's liveness key on it.
     async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
         let id = client.lease_grant(ttl, None).await?.id();
         self.put_liveness(client, id).await?;
+        // Kept for the next session only once the key is on it.
+        self.lease_id = Some(id);
         let (keeper, alive) = client.lease_keep_alive(id).await?;
         tracing::debug!(lease = id, "etcd lease granted");
         Ok(Lease {
@@ -1255,8 +1319,12 @@ impl Worker {
                 });
                 // This host's view of the network's blocks was behind: read it, so the next pick (from
                 // the peer claims the plane writes) avoids what is taken.
-                self.read_blocks(client, self.layout.blocks_of(&claim.network))
-                    .await?;
+                self.read_blocks(
+                    client,
+                    self.layout.blocks_of(&claim.network),
+                    Read::Linearizable,
+                )
+                .await?;
             }
             None => {}
         }
@@ -1299,7 +1367,8 @@ impl Worker {
         if !gone_long.is_subset(&self.read_for) {
             // Claims are not watched: read them once a host is due, not on every pass while its
             // used blocks stay.
-            self.read_blocks(client, self.layout.blocks_root()).await?;
+            self.read_blocks(client, self.layout.blocks_root(), Read::Linearizable)
+                .await?;
             self.read_for.extend(gone_long.iter().copied());
             let holders = self.holders();
             self.departed.retain(|h, _| holders.contains(h));
@@ -1372,7 +1441,8 @@ impl Worker {
         }
         let mut n = 0;
         // Claims are not watched: the mirror has them as of the last read.
-        self.read_blocks(client, self.layout.blocks_root()).await?;
+        self.read_blocks(client, self.layout.blocks_root(), Read::Linearizable)
+            .await?;
         let blocks: Vec<(String, i64)> = self
             .under(&self.layout.blocks_root())
             .filter(|(_, s)| s.holder == Some(host))
