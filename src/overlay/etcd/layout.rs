@@ -339,7 +339,12 @@ impl Layout {
 
     /// A stored key and value as a record; `None` for liveness keys and anything unreadable.
     pub fn decode(&self, key: &str, value: &[u8]) -> Option<(RecordKey, RecordValue)> {
-        match self.parse(key)? {
+        self.decode_parsed(self.parse(key)?, value)
+    }
+
+    /// [`Layout::decode`] of a key already parsed (every delivered key is parsed once, not per use).
+    pub fn decode_parsed(&self, key: Key, value: &[u8]) -> Option<(RecordKey, RecordValue)> {
+        match key {
             Key::Host(_) => None,
             Key::Block { network, block } => {
                 let v: BlockValue = serde_json::from_slice(value).ok()?;

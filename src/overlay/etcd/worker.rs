@@ -523,10 +523,16 @@ impl Worker {
 
     /// Puts `key` in the mirror, keeping `held` and `alive` with it.
     fn mirror_put(&mut self, key: String, stored: Stored) {
-        match self.layout.parse(&key) {
+        let parsed = self.layout.parse(&key);
+        self.mirror_put_parsed(key, parsed.as_ref(), stored);
+    }
+
+    /// [`Worker::mirror_put`] of a key already parsed.
+    fn mirror_put_parsed(&mut self, key: String, parsed: Option<&Key>, stored: Stored) {
+        match parsed {
             Some(Key::Host(h)) => {
-                self.alive.insert(h);
-                self.departed.remove(&h);
+                self.alive.insert(*h);
+                self.departed.remove(h);
             }
             Some(Key::Block { .. }) if self.holds(&stored) => {
                 self.held.insert(key.clone());
@@ -1036,14 +1042,15 @@ impl Worker {
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            self.counts.count(self.layout.parse(&key).as_ref());
+            let parsed = self.layout.parse(&key);
+            self.counts.count(parsed.as_ref());
             let block = key.starts_with(&blocks_root);
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
                     urgent |= !block || self.holds(&stored);
                     let kept = stored.mirrored(&self.layout, self.me, &key);
-                    self.mirror_put(key.clone(), kept);
+                    self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
                     self.queue(Event::Put { key, stored });
                 }
                 EventType::Delete => {
