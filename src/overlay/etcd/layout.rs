@@ -147,6 +147,13 @@ impl Layout {
         format!("{}/blocks/", self.prefix)
     }
 
+    /// Whether `key` is a block claim's (under [`Layout::blocks_root`]), without building that prefix:
+    /// asked of every delivered key.
+    pub fn is_block(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("/blocks/"))
+    }
+
     /// The block claims of one network.
     pub fn blocks_of(&self, network: &str) -> String {
         format!("{}/blocks/{network}/", self.prefix)
@@ -469,6 +476,12 @@ mod tests {
             (start.as_str(), end.as_str()),
             ("/tether/blocks0", "/tether0")
         );
+        // Blocks are told from the rest without the prefix built per key.
+        assert!(l.is_block(&l.block("ovl", block)));
+        assert!(l.block("ovl", block).starts_with(&l.blocks_root()));
+        assert!(!l.is_block(&l.host(host)));
+        assert!(!l.is_block("/tetherx/blocks/ovl/10.0.0.64_26"));
+        assert!(!l.is_block("/tether/blocksx/ovl"));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
 //! A call that fails alone (a timeout under load) is retried on the same session after a pause; only a
-//! lost connection, keep-alive stream or watch, or calls failing for a whole lease TTL, end the session.
+//! lost connection, keep-alive stream or watch, or calls failing for a whole lease TTL, end the session;
+//! the next session keeps the lease (and the liveness key on it) while etcd still has it.
 //! An outage only delays.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,7 +50,7 @@ pub struct Stored {
 
 impl Stored {
     fn new(layout: &Layout, key: &str, value: &[u8], mod_revision: i64) -> Stored {
-        let holder = if key.starts_with(&layout.blocks_root()) {
+        let holder = if layout.is_block(key) {
             serde_json::from_slice::<BlockValue>(value)
                 .ok()
                 .map(|v| v.host)
@@ -64,9 +65,9 @@ impl Stored {
     }
 
     /// What the mirror keeps of this key: the value only where this worker reads it.
-    fn mirrored(&self, layout: &Layout, me: IpAddr, key: &str) -> Stored {
-        let keep_value =
-            key.starts_with(&layout.blocks_root()) || key.starts_with(&layout.records_of(me));
+    /// `own_records`: [`Layout::records_of`] this host.
+    fn mirrored(&self, layout: &Layout, own_records: &str, key: &str) -> Stored {
+        let keep_value = layout.is_block(key) || key.starts_with(own_records);
         Stored {
             value: if keep_value {
                 self.value.clone()
@@ -161,6 +162,8 @@ pub struct Worker {
     cfg: EtcdConfig,
     layout: Layout,
     me: IpAddr,
+    /// [`Layout::records_of`] this host, made once: every delivered key is compared with it.
+    own_records: String,
     grace: Duration,
     events: StdSender<Event>,
     wake: UnixDatagram,
@@ -477,8 +480,10 @@ impl Worker {
         commands: UnboundedReceiver<Command>,
     ) -> Worker {
         let cfg_len = cfg.endpoints.len();
+        let layout = Layout::new(&cfg.prefix);
         Worker {
-            layout: Layout::new(&cfg.prefix),
+            own_records: layout.records_of(me),
+            layout,
             cfg,
             me,
             grace,
@@ -994,7 +999,7 @@ impl Worker {
         self.held.clear();
         self.alive.clear();
         for (k, s) in &keys {
-            let kept = s.mirrored(&self.layout, self.me, k);
+            let kept = s.mirrored(&self.layout, &self.own_records, k);
             self.mirror_put(k.clone(), kept);
         }
         self.revision = revision;
@@ -1037,19 +1042,18 @@ impl Worker {
     /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
     /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
     fn apply_watch(&mut self, resp: &etcd_client::WatchResponse) {
-        let blocks_root = self.layout.blocks_root();
         let mut urgent = false;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let parsed = self.layout.parse(&key);
             self.counts.count(parsed.as_ref());
-            let block = key.starts_with(&blocks_root);
+            let block = self.layout.is_block(&key);
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
                     urgent |= !block || self.holds(&stored);
-                    let kept = stored.mirrored(&self.layout, self.me, &key);
+                    let kept = stored.mirrored(&self.layout, &self.own_records, &key);
                     self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
                     self.queue(Event::Put { key, stored });
                 }
@@ -1229,7 +1233,7 @@ impl Worker {
             match current.iter().find(|(k, _, _)| k == key) {
                 Some((k, value, rev)) => {
                     let stored = Stored::new(&self.layout, k, value, *rev);
-                    let kept = stored.mirrored(&self.layout, self.me, k);
+                    let kept = stored.mirrored(&self.layout, &self.own_records, k);
                     self.mirror_put(k.clone(), kept);
                 }
                 None => self.mirror_remove(key),
