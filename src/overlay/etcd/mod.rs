@@ -114,8 +114,14 @@ impl EtcdStore {
 
     /// Applies one stored key; returns what changed.
     fn put(&mut self, key: String, stored: Stored) -> Changes {
+        let parsed = self.layout.parse(&key);
+        self.put_parsed(key, parsed, stored)
+    }
+
+    /// [`EtcdStore::put`] of a key already parsed.
+    fn put_parsed(&mut self, key: String, parsed: Option<Key>, stored: Stored) -> Changes {
         self.revision = self.revision.max(stored.mod_revision);
-        match self.layout.parse(&key) {
+        match parsed {
             Some(Key::Host(host)) => {
                 self.seen.insert(host);
                 match self.up.insert(host) {
@@ -286,9 +292,13 @@ impl EtcdStore {
                 self.last_sync_ms = now_ms();
                 self.snapshot(revision, keys)
             }
-            Event::Put { key, stored } => {
+            Event::Put {
+                key,
+                parsed,
+                stored,
+            } => {
                 self.last_sync_ms = now_ms();
-                self.put(key, stored)
+                self.put_parsed(key, parsed, stored)
             }
             Event::Delete { key, revision } => {
                 self.last_sync_ms = now_ms();

@@ -90,6 +90,8 @@ pub enum Event {
     },
     Put {
         key: String,
+        /// The key as the worker parsed it (the plane does not parse every delivered key again).
+        parsed: Option<Key>,
         stored: Stored,
     },
     Delete {
@@ -1055,7 +1057,11 @@ impl Worker {
                     urgent |= !block || self.holds(&stored);
                     let kept = stored.mirrored(&self.layout, &self.own_records, &key);
                     self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
-                    self.queue(Event::Put { key, stored });
+                    self.queue(Event::Put {
+                        key,
+                        parsed,
+                        stored,
+                    });
                 }
                 EventType::Delete => {
                     urgent |= !block || self.held.contains(&key);
