@@ -796,16 +796,7 @@ impl Drop for Stopped {
 
 /// The lease id (decimal, as etcdctl's JSON has it) this host's liveness key is on.
 fn liveness_lease(cluster: &Cluster, host: usize) -> i64 {
-    let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
-    let out = cluster
-        .etcd
-        .as_ref()
-        .unwrap()
-        .ctl(&["get", "--write-out=json", &key]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["kvs"][0]["lease"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no liveness key {key}: {out}"))
+    liveness_key(cluster, host).0
 }
 
 #[test]
@@ -857,6 +848,73 @@ fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
     assert!(
         log.contains("an etcd call failed; the session stays"),
         "no call failed while etcd was stopped, the test proved nothing: {log}"
+    );
+}
+
+/// The lease id and mod revision of host `host`'s liveness key.
+fn liveness_key(cluster: &Cluster, host: usize) -> (i64, i64) {
+    let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
+    let out = cluster
+        .etcd
+        .as_ref()
+        .unwrap()
+        .ctl(&["get", "--write-out=json", &key]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let field = |f: &str| {
+        v["kvs"][0][f]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {f} of the liveness key {key}: {out}"))
+    };
+    (field("lease"), field("mod_revision"))
+}
+
+#[test]
+fn with_etcd_a_session_ended_by_a_broken_connection_resumes_on_the_same_lease_without_putting_the_liveness_key(
+) {
+    let mut cluster = Cluster::on("cslease", 1, Timings::FAST, Store::Etcd);
+    // A lease of 20 s (the harness's is 2 s): the cut below ends the session, not the lease.
+    let host = &mut cluster.hosts[0];
+    host.kill_tetherd();
+    let path = host.config_path();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["overlay"]["store"]["etcd"]["leaseTtlSeconds"] = serde_json::json!(20);
+    std::fs::write(&path, config.to_string()).unwrap();
+    host.start_tetherd();
+    // The first tetherd's 2 s lease is gone by now; the key is on the new one.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = liveness_key(&cluster, 0);
+    let ended_before = cluster.hosts[0].log().matches("etcd unreachable").count();
+
+    // Every packet to etcd is answered with a reset: the connection itself breaks (the session ends,
+    // not just a call), and reconnecting fails until the cut is lifted, well within the lease.
+    nft(
+        &cluster,
+        0,
+        "table inet cut {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 2379 reject with tcp reset\n }\n}\n",
+    );
+    wait_until(
+        "the session ends on the broken connection",
+        Duration::from_secs(15),
+        || cluster.hosts[0].log().matches("etcd unreachable").count() > ended_before,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    nft(&cluster, 0, "delete table inet cut\n");
+    wait_until("a new session answers", Duration::from_secs(15), || {
+        let log = cluster.hosts[0].log();
+        log.rfind("etcd reachable") > log.rfind("etcd unreachable")
+    });
+    // A few keep-alive periods on the new session.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = cluster.hosts[0].log();
+    assert_eq!(
+        liveness_key(&cluster, 0),
+        before,
+        "the new session took a new lease or put the liveness key again (lease id, mod revision): {log}"
+    );
+    assert!(
+        log.contains("etcd session resumed on this host's lease"),
+        "no session was resumed: {log}"
     );
 }
 

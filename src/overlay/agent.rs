@@ -190,6 +190,7 @@ impl ControlPlane {
             next_repair: Instant::now(),
             next_claims_pass: Instant::now(),
             liveness_due: false,
+            liveness_full: false,
             next_liveness_pass: Instant::now(),
             own_blocks: BTreeMap::new(),
             peer_claims_written: BTreeMap::new(),
@@ -351,6 +352,9 @@ struct Agent {
     /// A host's liveness changed and the pass over everything it makes due has not run yet; it runs
     /// at most once per [`LIVENESS_PASS_EVERY`], not before `next_liveness_pass`.
     liveness_due: bool,
+    /// The liveness change came from a store that did not mark the host's records touched: the pass
+    /// goes over every record.
+    liveness_full: bool,
     next_liveness_pass: Instant,
     /// This host's claimed and proposed blocks per network (as of the last rescan).
     own_blocks: BTreeMap<String, BTreeSet<ipnetwork::IpNetwork>>,
@@ -554,16 +558,18 @@ impl Agent {
         self.claims_dirty |= changes.claims;
         self.local_dirty |= changes.local;
         self.services_dirty |= changes.services;
-        self.liveness_due |= changes.members;
+        self.liveness_due |= changes.members || changes.liveness_touched;
+        self.liveness_full |= changes.members;
     }
 
-    /// A host came or went: every record counts again (its records enter or leave the kernel, service
-    /// VIPs and mesh replicas move). At most once per [`LIVENESS_PASS_EVERY`]: a fleet starting or
-    /// stopping changes liveness hundreds of times a second, and each pass goes over the whole table.
+    /// A host came or went: its records count again (they enter or leave the kernel; service VIPs and
+    /// mesh replicas move): every record, unless the store marked that host's records touched. At most
+    /// once per [`LIVENESS_PASS_EVERY`]: a fleet starting or stopping changes liveness hundreds of times
+    /// a second, and a full pass goes over the whole table.
     fn after_liveness_changed(&mut self, now: Instant) {
         self.liveness_due = false;
         self.next_liveness_pass = now + LIVENESS_PASS_EVERY;
-        self.full_due = true;
+        self.full_due |= std::mem::take(&mut self.liveness_full);
         self.kernel_dirty = true;
         self.services_dirty = true;
         self.members_stale = true;

@@ -375,6 +375,24 @@ impl RecordTable {
         }
     }
 
+    /// Marks every endpoint record of `host` changed (its liveness changed, so its entries enter or leave
+    /// what the plane derives from the table): a range of the sorted table, not a walk of it.
+    pub fn touch_endpoints_of(&mut self, host: IpAddr) {
+        let from = RecordKey::Endpoint {
+            host,
+            network: String::new(),
+            ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        };
+        let keys: Vec<RecordKey> = self
+            .entries
+            .range(from..)
+            .map(|(k, _)| k)
+            .take_while(|k| matches!(k, RecordKey::Endpoint { host: h, .. } if *h == host))
+            .cloned()
+            .collect();
+        self.touched.extend(keys);
+    }
+
     /// The keys changed since the last call.
     pub fn take_touched(&mut self) -> BTreeSet<RecordKey> {
         std::mem::take(&mut self.touched)
@@ -563,6 +581,50 @@ mod tests {
 
     fn value(m: u8) -> RecordValue {
         RecordValue::endpoint(1, MacAddr::new([2, 0, 0, 0, 0, m]), host(1), Vec::new())
+    }
+
+    #[test]
+    fn touching_a_hosts_endpoints_marks_exactly_its_endpoint_records_of_every_network_and_family() {
+        let me = host(9);
+        let mut table = RecordTable::new();
+        let v6 = |h: u8| RecordKey::Endpoint {
+            host: host(h),
+            network: "a6".into(),
+            ip: "fd00::5".parse().unwrap(),
+        };
+        let claim = |h: u8| RecordKey::Claim {
+            host: host(h),
+            network: "ovl".into(),
+            block: "10.0.0.0/26".parse().unwrap(),
+        };
+        let mut records = Vec::new();
+        for h in [1, 2, 3] {
+            for key in [endpoint(h, 2), endpoint(h, 3), v6(h)] {
+                records.push(Record {
+                    key,
+                    version: 1,
+                    value: Some(value(h)),
+                });
+            }
+            records.push(Record {
+                key: claim(h),
+                version: 1,
+                value: Some(RecordValue::Claim {
+                    claimed_at_ms: 1,
+                    confirmed: true,
+                }),
+            });
+        }
+        let _ = table.merge(me, records, 10);
+        table.take_touched();
+        table.touch_endpoints_of(host(2));
+        assert_eq!(
+            table.take_touched(),
+            BTreeSet::from([endpoint(2, 2), endpoint(2, 3), v6(2)])
+        );
+        // A host without records touches nothing.
+        table.touch_endpoints_of(host(7));
+        assert!(table.take_touched().is_empty());
     }
 
     /// Issue 21: a record for our own name at `u64::MAX` overflowed `next_version` (a panic in debug,

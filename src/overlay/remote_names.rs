@@ -96,21 +96,22 @@ fn wanted_one(
     Some((path, record))
 }
 
-/// The records the resolver should know, by file path.
+/// The records the resolver should know, by file path, each with its record's key.
 fn wanted(
     state_dir: &Path,
     networks: &[NetworkFacts],
     table: &RecordTable,
     me: IpAddr,
     is_up: impl Fn(IpAddr) -> bool,
-) -> BTreeMap<PathBuf, AttachmentRecord> {
+) -> BTreeMap<PathBuf, (RecordKey, AttachmentRecord)> {
     let local: BTreeMap<&str, &NetworkFacts> =
         networks.iter().map(|f| (f.network.as_str(), f)).collect();
     table
         .live()
         .filter_map(|(key, value)| {
             let facts = local.get(key.network())?;
-            wanted_one(state_dir, facts, key, value, me, &is_up)
+            let (path, record) = wanted_one(state_dir, facts, key, value, me, &is_up)?;
+            Some((path, (key.clone(), record)))
         })
         .collect()
 }
@@ -122,6 +123,9 @@ pub struct RemoteNames {
     /// What the directory holds since the last sync; `None` until the first, which reads the disk (files
     /// a previous tetherd left).
     written: Option<BTreeMap<PathBuf, AttachmentRecord>>,
+    /// The records that have a file there: a changed record without one and without names (most of
+    /// them) costs no path to look up.
+    with_file: BTreeSet<RecordKey>,
 }
 
 impl RemoteNames {
@@ -139,7 +143,8 @@ impl RemoteNames {
         let have = self.written.take().unwrap_or_else(|| on_disk(state_dir));
         let mut changed = BTreeSet::new();
         let mut written = BTreeMap::new();
-        for (path, record) in want {
+        self.with_file.clear();
+        for (path, (key, record)) in want {
             if have.get(&path) != Some(&record) {
                 if let Err(e) = state_file::write_json(&path, &record) {
                     // Not kept as written: the next sync tries again.
@@ -148,6 +153,7 @@ impl RemoteNames {
                 }
                 changed.insert(record.network.clone());
             }
+            self.with_file.insert(key);
             written.insert(path, record);
         }
         for stale in have.keys().filter(|p| !written.contains_key(*p)) {
@@ -183,26 +189,28 @@ impl RemoteNames {
             let Some(facts) = networks.iter().find(|f| &f.network == network) else {
                 continue;
             };
-            let (_, path) = file_of(state_dir, network, *host, *ip);
             let want = table
                 .get(key)
                 .and_then(|v| wanted_one(state_dir, facts, key, v, me, &is_up));
             match want {
-                Some((_, record)) if written.get(&path) != Some(&record) => {
+                Some((path, record)) if written.get(&path) != Some(&record) => {
                     if let Err(e) = state_file::write_json(&path, &record) {
                         tracing::warn!(error = %e, "could not write a remote name record");
                         self.written = None;
                         return changed;
                     }
                     changed.insert(network.clone());
+                    self.with_file.insert(key.clone());
                     written.insert(path, record);
                 }
                 Some(_) => {}
-                None => {
+                None if self.with_file.remove(key) => {
+                    let (_, path) = file_of(state_dir, network, *host, *ip);
                     if written.remove(&path).is_some() && std::fs::remove_file(&path).is_ok() {
                         changed.insert(network.clone());
                     }
                 }
+                None => {}
             }
         }
         changed

@@ -33,6 +33,10 @@ pub struct Changes {
     pub services: bool,
     /// A host's liveness changed: every record counts again (a full pass, not one per changed key).
     pub members: bool,
+    /// A host's liveness changed and the store marked that host's records touched: only they count
+    /// again (a full pass over every host's records per liveness change was O(records) per host, at
+    /// every host); the member list and the services are due.
+    pub liveness_touched: bool,
 }
 
 impl Changes {
@@ -64,6 +68,7 @@ impl Changes {
         self.local |= other.local;
         self.services |= other.services;
         self.members |= other.members;
+        self.liveness_touched |= other.liveness_touched;
     }
 
     /// A host came up or went down: its records enter or leave the kernel.
@@ -71,6 +76,15 @@ impl Changes {
         Changes {
             kernel: true,
             members: true,
+            ..Changes::default()
+        }
+    }
+
+    /// Like [`Changes::liveness`] from a store that marked the host's records touched in its table.
+    pub fn liveness_touched() -> Changes {
+        Changes {
+            kernel: true,
+            liveness_touched: true,
             ..Changes::default()
         }
     }

@@ -147,6 +147,13 @@ impl Layout {
         format!("{}/blocks/", self.prefix)
     }
 
+    /// Whether `key` is a block claim's (under [`Layout::blocks_root`]), without building that prefix:
+    /// asked of every delivered key.
+    pub fn is_block(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("/blocks/"))
+    }
+
     /// The block claims of one network.
     pub fn blocks_of(&self, network: &str) -> String {
         format!("{}/blocks/{network}/", self.prefix)
@@ -339,7 +346,12 @@ impl Layout {
 
     /// A stored key and value as a record; `None` for liveness keys and anything unreadable.
     pub fn decode(&self, key: &str, value: &[u8]) -> Option<(RecordKey, RecordValue)> {
-        match self.parse(key)? {
+        self.decode_parsed(self.parse(key)?, value)
+    }
+
+    /// [`Layout::decode`] of a key already parsed (every delivered key is parsed once, not per use).
+    pub fn decode_parsed(&self, key: Key, value: &[u8]) -> Option<(RecordKey, RecordValue)> {
+        match key {
             Key::Host(_) => None,
             Key::Block { network, block } => {
                 let v: BlockValue = serde_json::from_slice(value).ok()?;
@@ -464,6 +476,12 @@ mod tests {
             (start.as_str(), end.as_str()),
             ("/tether/blocks0", "/tether0")
         );
+        // Blocks are told from the rest without the prefix built per key.
+        assert!(l.is_block(&l.block("ovl", block)));
+        assert!(l.block("ovl", block).starts_with(&l.blocks_root()));
+        assert!(!l.is_block(&l.host(host)));
+        assert!(!l.is_block("/tetherx/blocks/ovl/10.0.0.64_26"));
+        assert!(!l.is_block("/tether/blocksx/ovl"));
     }
 
     #[test]

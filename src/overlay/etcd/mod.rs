@@ -114,17 +114,23 @@ impl EtcdStore {
 
     /// Applies one stored key; returns what changed.
     fn put(&mut self, key: String, stored: Stored) -> Changes {
+        let parsed = self.layout.parse(&key);
+        self.put_parsed(key, parsed, stored)
+    }
+
+    /// [`EtcdStore::put`] of a key already parsed.
+    fn put_parsed(&mut self, key: String, parsed: Option<Key>, stored: Stored) -> Changes {
         self.revision = self.revision.max(stored.mod_revision);
-        match self.layout.parse(&key) {
+        match parsed {
             Some(Key::Host(host)) => {
                 self.seen.insert(host);
                 match self.up.insert(host) {
-                    true => Changes::liveness(),
+                    true => self.liveness_of(host),
                     false => Changes::default(),
                 }
             }
-            Some(_) => {
-                let Some((rk, value)) = self.layout.decode(&key, &stored.value) else {
+            Some(parsed) => {
+                let Some((rk, value)) = self.layout.decode_parsed(parsed, &stored.value) else {
                     return Changes::default();
                 };
                 self.seen.insert(rk.host());
@@ -159,6 +165,12 @@ impl EtcdStore {
         }
     }
 
+    /// `host` came up or went down: only its records count again, not every host's.
+    fn liveness_of(&mut self, host: IpAddr) -> Changes {
+        self.table.touch_endpoints_of(host);
+        Changes::liveness_touched()
+    }
+
     fn tombstone(&mut self, key: RecordKey, revision: i64) -> Changes {
         let touches = Changes::touched_by(&key);
         let merged = self.table.merge(
@@ -179,13 +191,13 @@ impl EtcdStore {
 
     fn delete(&mut self, key: &str, revision: i64) -> Changes {
         self.revision = self.revision.max(revision);
-        if let Some(Key::Host(host)) = self.layout.parse(key) {
-            return match self.up.remove(&host) {
-                true => Changes::liveness(),
-                false => Changes::default(),
-            };
-        }
         let rk = match self.layout.parse(key) {
+            Some(Key::Host(host)) => {
+                return match self.up.remove(&host) {
+                    true => self.liveness_of(host),
+                    false => Changes::default(),
+                };
+            }
             Some(Key::Block { .. }) => self.blocks.remove(key),
             Some(k) => k.record_key().filter(|rk| rk.host() != self.me),
             None => None,
@@ -232,9 +244,10 @@ impl EtcdStore {
                 _ => None,
             })
             .collect();
-        if live != self.up {
-            self.up = live;
-            changes.merge(Changes::liveness());
+        let flipped: Vec<IpAddr> = live.symmetric_difference(&self.up).copied().collect();
+        self.up = live;
+        for host in flipped {
+            changes.merge(self.liveness_of(host));
         }
         for (key, stored) in keys {
             changes.merge(self.put(key, stored));
@@ -279,9 +292,13 @@ impl EtcdStore {
                 self.last_sync_ms = now_ms();
                 self.snapshot(revision, keys)
             }
-            Event::Put { key, stored } => {
+            Event::Put {
+                key,
+                parsed,
+                stored,
+            } => {
                 self.last_sync_ms = now_ms();
-                self.put(key, stored)
+                self.put_parsed(key, parsed, stored)
             }
             Event::Delete { key, revision } => {
                 self.last_sync_ms = now_ms();

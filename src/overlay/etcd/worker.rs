@@ -7,7 +7,8 @@
 //! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
 //! A call that fails alone (a timeout under load) is retried on the same session after a pause; only a
-//! lost connection, keep-alive stream or watch, or calls failing for a whole lease TTL, end the session.
+//! lost connection, keep-alive stream or watch, or calls failing for a whole lease TTL, end the session;
+//! the next session keeps the lease (and the liveness key on it) while etcd still has it.
 //! An outage only delays.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,7 +50,7 @@ pub struct Stored {
 
 impl Stored {
     fn new(layout: &Layout, key: &str, value: &[u8], mod_revision: i64) -> Stored {
-        let holder = if key.starts_with(&layout.blocks_root()) {
+        let holder = if layout.is_block(key) {
             serde_json::from_slice::<BlockValue>(value)
                 .ok()
                 .map(|v| v.host)
@@ -64,9 +65,9 @@ impl Stored {
     }
 
     /// What the mirror keeps of this key: the value only where this worker reads it.
-    fn mirrored(&self, layout: &Layout, me: IpAddr, key: &str) -> Stored {
-        let keep_value =
-            key.starts_with(&layout.blocks_root()) || key.starts_with(&layout.records_of(me));
+    /// `own_records`: [`Layout::records_of`] this host.
+    fn mirrored(&self, layout: &Layout, own_records: &str, key: &str) -> Stored {
+        let keep_value = layout.is_block(key) || key.starts_with(own_records);
         Stored {
             value: if keep_value {
                 self.value.clone()
@@ -89,6 +90,8 @@ pub enum Event {
     },
     Put {
         key: String,
+        /// The key as the worker parsed it (the plane does not parse every delivered key again).
+        parsed: Option<Key>,
         stored: Stored,
     },
     Delete {
@@ -161,6 +164,8 @@ pub struct Worker {
     cfg: EtcdConfig,
     layout: Layout,
     me: IpAddr,
+    /// [`Layout::records_of`] this host, made once: every delivered key is compared with it.
+    own_records: String,
     grace: Duration,
     events: StdSender<Event>,
     wake: UnixDatagram,
@@ -193,6 +198,9 @@ pub struct Worker {
     started_at_ms: u64,
     /// Which of the configured members this session talks to.
     endpoint: usize,
+    /// The lease this host's liveness key was last put on: a new session keeps it alive instead of
+    /// taking a new one (and putting the key again, one delivery to every host) while etcd still has it.
+    lease_id: Option<i64>,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -216,6 +224,20 @@ const TXN_OPS: usize = 64;
 /// default, 4 MiB, is less than a large cluster's prefix or the catch-up of a watch resumed after a busy
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
+
+/// How a range read is served. A linearizable read waits until the member has applied everything the
+/// cluster committed before it (under load etcd fails those with "waiting for the applied index took too
+/// long"); a serializable one answers from the member's own state, possibly behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// A read whose answer is acted on: the list a session starts from, the blocks read after a lost
+    /// compare (the next pick must see the winner), before a reclaim or `forget` (their deletes must
+    /// see every block of the host).
+    Linearizable,
+    /// A read only completing the view, where a stale answer is corrected by the next one: the periodic
+    /// read of every block, `cluster status` and `inspect`.
+    Serializable,
+}
 
 /// When a session's periodic reads are due (`Worker::periodic_reads`).
 struct PeriodicReads {
@@ -336,11 +358,14 @@ const RETRY_MAX: Duration = Duration::from_secs(4);
 /// One call failing does not end the session (a reconnect costs a new lease and a watch etcd must catch
 /// up, and under load a storm of them made a 500-host run 7x slower); calls failing for as long as the
 /// lease lives do, since the lease is then gone anyway and another member may answer.
+/// A lease etcd says it does not know is replaced on the session however long calls failed before: etcd
+/// answered, so the connection works, and ending it only added a reconnect and a watch to catch up (most
+/// sessions a 500-host run ended were that: their lease had expired while etcd was saturated).
 fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Duration) -> Verdict {
     match failure {
         Failure::Session => Verdict::End,
-        _ if failing_for >= lease_ttl => Verdict::End,
         Failure::LeaseGone => Verdict::NewLease,
+        _ if failing_for >= lease_ttl => Verdict::End,
         Failure::Call => {
             let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(8));
             Verdict::Retry(doubled.min(RETRY_MAX))
@@ -388,7 +413,12 @@ impl Calls {
                 tokio::time::sleep(pause).await;
                 Ok(())
             }
-            Verdict::NewLease | Verdict::End => Err(e),
+            // Only a lease call says so: the setup's loop takes a new lease after a tick.
+            Verdict::NewLease => {
+                tokio::time::sleep(TICK).await;
+                Ok(())
+            }
+            Verdict::End => Err(e),
         }
     }
 
@@ -460,8 +490,10 @@ impl Worker {
         commands: UnboundedReceiver<Command>,
     ) -> Worker {
         let cfg_len = cfg.endpoints.len();
+        let layout = Layout::new(&cfg.prefix);
         Worker {
-            layout: Layout::new(&cfg.prefix),
+            own_records: layout.records_of(me),
+            layout,
             cfg,
             me,
             grace,
@@ -485,6 +517,7 @@ impl Worker {
             started_at_ms: now_ms(),
             // Hosts spread over the members from the start, so losing one moves only some of them.
             endpoint: host_spread(me, cfg_len),
+            lease_id: None,
         }
     }
 
@@ -505,10 +538,16 @@ impl Worker {
 
     /// Puts `key` in the mirror, keeping `held` and `alive` with it.
     fn mirror_put(&mut self, key: String, stored: Stored) {
-        match self.layout.parse(&key) {
+        let parsed = self.layout.parse(&key);
+        self.mirror_put_parsed(key, parsed.as_ref(), stored);
+    }
+
+    /// [`Worker::mirror_put`] of a key already parsed.
+    fn mirror_put_parsed(&mut self, key: String, parsed: Option<&Key>, stored: Stored) {
+        match parsed {
             Some(Key::Host(h)) => {
-                self.alive.insert(h);
-                self.departed.remove(&h);
+                self.alive.insert(*h);
+                self.departed.remove(h);
             }
             Some(Key::Block { .. }) if self.holds(&stored) => {
                 self.held.insert(key.clone());
@@ -757,7 +796,7 @@ impl Worker {
             }
         }
         let lease = loop {
-            match self.liveness(client).await {
+            match self.resume_lease(client).await {
                 Ok(lease) => break lease,
                 Err(e) => calls.pause_or_end(e, ttl).await?,
             }
@@ -864,7 +903,9 @@ impl Worker {
                 }
             }
             Command::ReadBlocks { reply } => {
-                let done = self.read_blocks(client, self.layout.blocks_root()).await;
+                let done = self
+                    .read_blocks(client, self.layout.blocks_root(), Read::Serializable)
+                    .await;
                 // Answered either way: the plane shows what it has.
                 let _ = reply.send(());
                 done
@@ -884,7 +925,8 @@ impl Worker {
         }
         if Instant::now() >= due.next_view {
             due.next_view = Instant::now() + self.next_view_in();
-            self.read_blocks(client, self.layout.blocks_root()).await?;
+            self.read_blocks(client, self.layout.blocks_root(), Read::Serializable)
+                .await?;
         }
         Ok(())
     }
@@ -907,11 +949,16 @@ impl Worker {
         &self,
         client: &mut Client,
         prefix: String,
+        read: Read,
     ) -> Fallible<(i64, BTreeMap<String, Stored>)> {
+        let options = match read {
+            Read::Linearizable => GetOptions::new().with_prefix(),
+            Read::Serializable => GetOptions::new().with_prefix().with_serializable(),
+        };
         let resp = client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE)
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .get(prefix, Some(options))
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let keys = resp
@@ -928,8 +975,13 @@ impl Worker {
 
     /// Reads the block claims under `scope` (every block, or one network's): the mirror's blocks under it
     /// become what etcd has, and so do the plane's (`Event::Blocks`).
-    async fn read_blocks(&mut self, client: &mut Client, scope: String) -> Fallible<()> {
-        let (revision, keys) = self.list(client, scope.clone()).await?;
+    async fn read_blocks(
+        &mut self,
+        client: &mut Client,
+        scope: String,
+        read: Read,
+    ) -> Fallible<()> {
+        let (revision, keys) = self.list(client, scope.clone(), read).await?;
         let gone: Vec<String> = self
             .under(&scope)
             .filter(|(k, _)| !keys.contains_key(*k))
@@ -950,12 +1002,14 @@ impl Worker {
     }
 
     async fn relist(&mut self, client: &mut Client) -> Fallible<()> {
-        let (revision, keys) = self.list(client, self.layout.root()).await?;
+        let (revision, keys) = self
+            .list(client, self.layout.root(), Read::Linearizable)
+            .await?;
         self.mirror.clear();
         self.held.clear();
         self.alive.clear();
         for (k, s) in &keys {
-            let kept = s.mirrored(&self.layout, self.me, k);
+            let kept = s.mirrored(&self.layout, &self.own_records, k);
             self.mirror_put(k.clone(), kept);
         }
         self.revision = revision;
@@ -998,20 +1052,24 @@ impl Worker {
     /// hosts' block keys: those only feed its peer-claims pass, which runs at most once a second, so
     /// they wait for the next tick (a fleet claiming blocks does not wake every host per claim).
     fn apply_watch(&mut self, resp: &etcd_client::WatchResponse) {
-        let blocks_root = self.layout.blocks_root();
         let mut urgent = false;
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            self.counts.count(self.layout.parse(&key).as_ref());
-            let block = key.starts_with(&blocks_root);
+            let parsed = self.layout.parse(&key);
+            self.counts.count(parsed.as_ref());
+            let block = self.layout.is_block(&key);
             match event.event_type() {
                 EventType::Put => {
                     let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
                     urgent |= !block || self.holds(&stored);
-                    let kept = stored.mirrored(&self.layout, self.me, &key);
-                    self.mirror_put(key.clone(), kept);
-                    self.queue(Event::Put { key, stored });
+                    let kept = stored.mirrored(&self.layout, &self.own_records, &key);
+                    self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
+                    self.queue(Event::Put {
+                        key,
+                        parsed,
+                        stored,
+                    });
                 }
                 EventType::Delete => {
                     urgent |= !block || self.held.contains(&key);
@@ -1031,11 +1089,42 @@ impl Worker {
         }
     }
 
+    /// The previous session's lease kept alive on this connection, if etcd still has it: the liveness
+    /// key stays on it as it is (no put, no delivery to every host; if someone deleted the key, the
+    /// resumed watch says so and the tick puts it back). Only a lease etcd no longer knows is replaced.
+    async fn resume_lease(&mut self, client: &mut Client) -> Fallible<Lease> {
+        if let Some(id) = self.lease_id {
+            // The first keep-alive is sent and answered inside: a ttl of 0 is "lease not found".
+            match client.lease_keep_alive(id).await {
+                Ok((keeper, alive)) => {
+                    tracing::info!(lease = id, "etcd session resumed on this host's lease");
+                    return Ok(Lease {
+                        id,
+                        keeper,
+                        alive,
+                        open: true,
+                    });
+                }
+                Err(e) if Failure::of(&e) == Failure::LeaseGone => {
+                    tracing::info!(
+                        lease = id,
+                        "this host's etcd lease expired between sessions; taking a new one"
+                    );
+                    self.lease_id = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.liveness(client).await
+    }
+
     /// Grants a lease and puts this host's liveness key on it.
     async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
         let id = client.lease_grant(ttl, None).await?.id();
         self.put_liveness(client, id).await?;
+        // Kept for the next session only once the key is on it.
+        self.lease_id = Some(id);
         let (keeper, alive) = client.lease_keep_alive(id).await?;
         tracing::debug!(lease = id, "etcd lease granted");
         Ok(Lease {
@@ -1158,7 +1247,7 @@ impl Worker {
             match current.iter().find(|(k, _, _)| k == key) {
                 Some((k, value, rev)) => {
                     let stored = Stored::new(&self.layout, k, value, *rev);
-                    let kept = stored.mirrored(&self.layout, self.me, k);
+                    let kept = stored.mirrored(&self.layout, &self.own_records, k);
                     self.mirror_put(k.clone(), kept);
                 }
                 None => self.mirror_remove(key),
@@ -1255,8 +1344,12 @@ impl Worker {
                 });
                 // This host's view of the network's blocks was behind: read it, so the next pick (from
                 // the peer claims the plane writes) avoids what is taken.
-                self.read_blocks(client, self.layout.blocks_of(&claim.network))
-                    .await?;
+                self.read_blocks(
+                    client,
+                    self.layout.blocks_of(&claim.network),
+                    Read::Linearizable,
+                )
+                .await?;
             }
             None => {}
         }
@@ -1299,7 +1392,8 @@ impl Worker {
         if !gone_long.is_subset(&self.read_for) {
             // Claims are not watched: read them once a host is due, not on every pass while its
             // used blocks stay.
-            self.read_blocks(client, self.layout.blocks_root()).await?;
+            self.read_blocks(client, self.layout.blocks_root(), Read::Linearizable)
+                .await?;
             self.read_for.extend(gone_long.iter().copied());
             let holders = self.holders();
             self.departed.retain(|h, _| holders.contains(h));
@@ -1372,7 +1466,8 @@ impl Worker {
         }
         let mut n = 0;
         // Claims are not watched: the mirror has them as of the last read.
-        self.read_blocks(client, self.layout.blocks_root()).await?;
+        self.read_blocks(client, self.layout.blocks_root(), Read::Linearizable)
+            .await?;
         let blocks: Vec<(String, i64)> = self
             .under(&self.layout.blocks_root())
             .filter(|(_, s)| s.holder == Some(host))
@@ -1478,8 +1573,8 @@ mod tests {
             verdict(Failure::LeaseGone, 1, Duration::ZERO, ttl),
             Verdict::NewLease
         );
-        // A lease etcd keeps refusing to grant or find ends the session too, not a loop on it.
-        assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::End);
+        // Even after calls failed for a whole TTL (which is how a lease expires): etcd answered.
+        assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::NewLease);
         // The counter: a success resets it, a failure schedules the retry (jittered: see below).
         let mut calls = Calls::default();
         assert!(calls.due());
