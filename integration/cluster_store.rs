@@ -794,6 +794,18 @@ impl Drop for Stopped {
     }
 }
 
+/// Restarts host `host`'s tetherd with its etcd lease at `seconds` (the harness's is 2 s).
+fn restart_with_lease_ttl(cluster: &mut Cluster, host: usize, seconds: u64) {
+    let host = &mut cluster.hosts[host];
+    host.kill_tetherd();
+    let path = host.config_path();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["overlay"]["store"]["etcd"]["leaseTtlSeconds"] = serde_json::json!(seconds);
+    std::fs::write(&path, config.to_string()).unwrap();
+    host.start_tetherd();
+}
+
 /// The lease id (decimal, as etcdctl's JSON has it) this host's liveness key is on.
 fn liveness_lease(cluster: &Cluster, host: usize) -> i64 {
     liveness_key(cluster, host).0
@@ -804,14 +816,7 @@ fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
     let mut cluster = Cluster::on("cskeep", 1, Timings::FAST, Store::Etcd);
     // A lease of 20 s (the harness's is 2 s): etcd stopped for 4.5 s outlives a call's 3 s timeout,
     // not the lease.
-    let host = &mut cluster.hosts[0];
-    host.kill_tetherd();
-    let path = host.config_path();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["overlay"]["store"]["etcd"]["leaseTtlSeconds"] = serde_json::json!(20);
-    std::fs::write(&path, config.to_string()).unwrap();
-    host.start_tetherd();
+    restart_with_lease_ttl(&mut cluster, 0, 20);
     let conf = overlay_conf("slow", 1700, "10.237.0.0/16");
     let c0 = cluster.hosts[0].ns.container("s0");
     cluster.hosts[0].add(&conf, &c0);
@@ -873,14 +878,7 @@ fn with_etcd_a_session_ended_by_a_broken_connection_resumes_on_the_same_lease_wi
 ) {
     let mut cluster = Cluster::on("cslease", 1, Timings::FAST, Store::Etcd);
     // A lease of 20 s (the harness's is 2 s): the cut below ends the session, not the lease.
-    let host = &mut cluster.hosts[0];
-    host.kill_tetherd();
-    let path = host.config_path();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["overlay"]["store"]["etcd"]["leaseTtlSeconds"] = serde_json::json!(20);
-    std::fs::write(&path, config.to_string()).unwrap();
-    host.start_tetherd();
+    restart_with_lease_ttl(&mut cluster, 0, 20);
     // The first tetherd's 2 s lease is gone by now; the key is on the new one.
     std::thread::sleep(Duration::from_secs(3));
     let before = liveness_key(&cluster, 0);

@@ -149,7 +149,7 @@ fn normalize(name: &str) -> Option<String> {
 pub struct Contribution {
     id: RecordId,
     /// The record's network, normalized.
-    pub network: String,
+    network: String,
     keys: Vec<String>,
     addrs: Addresses,
 }

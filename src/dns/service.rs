@@ -308,8 +308,8 @@ impl NsPaths {
         self.by_path.get(path).copied()
     }
 
-    fn paths_of(&self, id: NsId) -> Vec<OsString> {
-        self.by_id.get(&id).cloned().unwrap_or_default()
+    fn paths_of(&self, id: NsId) -> &[OsString] {
+        self.by_id.get(&id).map_or(&[], Vec::as_slice)
     }
 
     fn insert(&mut self, path: &OsStr, id: NsId) {
@@ -462,7 +462,7 @@ mod tests {
             vec![a.to_os_string(), b.to_os_string()]
         );
         ns.remove(a);
-        assert_eq!(ns.paths_of((1, 10)), vec![b.to_os_string()]);
+        assert_eq!(ns.paths_of((1, 10)), [b.to_os_string()]);
         // A path reused for another namespace leaves the old one's list.
         ns.insert(b, (1, 12));
         assert!(ns.paths_of((1, 10)).is_empty());
