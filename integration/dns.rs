@@ -490,14 +490,8 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
     assert_eq!(dig(&c1, &["two"]).1, vec![ip2]);
     assert_eq!(dig(&c1, &["three"]).1, vec![ip3]);
     // The new tetherd's sockets have new ports; its redirect replaced the old one, which is not kept beside.
-    let listening = local_ports(&c1.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
-    let redirect = resolver_redirect(&c1).expect("the redirect in c1");
-    let targets: Vec<u16> = redirect
-        .lines()
-        .filter(|l| l.contains("ip daddr 127.0.0.11"))
-        .filter_map(|l| l.split("dport set ").nth(1)?.trim().parse().ok())
-        .collect();
-    assert_eq!(sorted_ports(targets), sorted_ports(listening), "{redirect}");
+    let (redirected, listening) = redirect_and_listening_ports(&c1);
+    assert_eq!(redirected, listening);
 
     for (c, n) in [(&c1, "one"), (&c2, "two"), (&c3, "three")] {
         dns.del(c, &net, n);
@@ -1138,4 +1132,112 @@ fn tetherd_holds_the_plugins_nf_tables_sockets_until_containers_stop_coming_and_
     }
     dns.portmap("DEL", &c1, "net1", &prev, &ports);
     dns.del(&c1, &net, "one");
+}
+
+/// The DNS service's part of `tetherd status`.
+fn dns_status(host: &HostNs) -> Value {
+    let reply = tether::client::notify::request(
+        &host.run_dir(),
+        &tether::client::protocol::Request::Status,
+        Duration::from_secs(2),
+    )
+    .expect("tetherd status");
+    reply.status.unwrap_or_default()["services"]["dns"].clone()
+}
+
+/// The ports the redirect in `c` sends 127.0.0.11:53 to, and the ports listening on 127.0.0.11 there: the
+/// same two when the resolver serves `c`.
+fn redirect_and_listening_ports(c: &NetNs) -> (Vec<u16>, Vec<u16>) {
+    let listening = local_ports(&c.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
+    let redirect = resolver_redirect(c).expect("a redirect");
+    let targets: Vec<u16> = redirect
+        .lines()
+        .filter(|l| l.contains("ip daddr 127.0.0.11"))
+        .filter_map(|l| l.split("dport set ").nth(1)?.trim().parse().ok())
+        .collect();
+    (sorted_ports(targets), sorted_ports(listening))
+}
+
+#[test]
+fn tetherd_serves_the_sockets_the_plugin_made_in_the_container_and_makes_its_own_only_when_none_came(
+) {
+    let host = HostNs::new("dns");
+    let dns = Dns::new(&host, &[]);
+    let net1 = dns.network("net1", "tt0", "10.75.0.0/24");
+    let mut net2 = dns.network("net2", "tt1", "10.76.0.0/24");
+    net2["isDefaultGateway"] = json!(false); // one default route per container
+    let (c1, c2, c3) = (
+        host.container("c1"),
+        host.container("c2"),
+        host.container("c3"),
+    );
+    // The first ADD starts tetherd, which reads every record before it reads the notify: it serves c2 on
+    // sockets of its own (below, after a restart, the same in detail).
+    let ip2 = dns.add(&c2, &net1, "two", &[]);
+    let opened = &dns_status(&host)["opened"];
+    assert_eq!(opened["withOwnSockets"], 1, "{opened}");
+    // The next ADD made the sockets and the redirect inside its container; tetherd entered no namespace.
+    dns.add(&c1, &net1, "one", &[]);
+    let opened = &dns_status(&host)["opened"];
+    assert_eq!(opened["withPluginSockets"], 1, "{opened}");
+    assert_eq!(opened["withOwnSockets"], 1, "{opened}");
+    for c in [&c1, &c2] {
+        let (redirected, listening) = redirect_and_listening_ports(c);
+        assert_eq!(redirected.len(), 2);
+        assert_eq!(redirected, listening);
+    }
+    assert_eq!(dig(&c1, &["two"]).1, vec![ip2.clone()]);
+
+    // A second network in c1's namespace: the redirect is there already, so that ADD makes nothing and the
+    // same two sockets serve both networks.
+    let before = redirect_and_listening_ports(&c1);
+    let ip1_net2 = dns.call_on("ADD", &c1, "eth1", &net2, "one").result()["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(redirect_and_listening_ports(&c1), before);
+    let opened = &dns_status(&host)["opened"];
+    assert_eq!(opened["withPluginSockets"], 1, "{opened}");
+    assert_eq!(opened["withOwnSockets"], 1, "{opened}");
+    assert_eq!(dig(&c1, &["one.net2"]).1, vec![ip1_net2]);
+
+    // A tetherd started by an ADD reads every record first and makes its own sockets for each namespace,
+    // the new container's included (its redirect is replaced); the sockets that ADD made then arrive for a
+    // namespace served already and are closed, never served behind a redirect that no longer points at them.
+    let first = dns.pid().expect("tetherd runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(first) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ip3 = dns.add(&c3, &net1, "three", &[]);
+    assert_ne!(dns.pid().expect("restarted"), first);
+    for c in [&c1, &c2, &c3] {
+        let (redirected, listening) = redirect_and_listening_ports(c);
+        assert_eq!(redirected.len(), 2);
+        assert_eq!(redirected, listening);
+    }
+    assert_eq!(dig(&c3, &["two"]).1, vec![ip2]);
+    assert_eq!(dig(&c1, &["three"]).1, vec![ip3]);
+    let opened = &dns_status(&host)["opened"];
+    assert_eq!(opened["withPluginSockets"], 0, "{opened}");
+    assert_eq!(opened["withOwnSockets"], 3, "{opened}");
+
+    // From now on ADDs hand their sockets over again.
+    let c4 = host.container("c4");
+    dns.add(&c4, &net1, "four", &[]);
+    assert_eq!(dns_status(&host)["opened"]["withPluginSockets"], 1);
+    assert_eq!(dig(&c4, &["three"]).1.len(), 1);
+
+    dns.call_on("DEL", &c1, "eth1", &net2, "one").assert_ok();
+    for (c, n) in [(&c1, "one"), (&c2, "two"), (&c3, "three"), (&c4, "four")] {
+        dns.del(c, &net1, n);
+    }
 }

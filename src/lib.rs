@@ -26,6 +26,7 @@ pub mod network;
 pub mod overlay;
 pub mod paths;
 pub mod resolv_conf;
+pub mod resolver_sockets;
 pub mod service;
 pub mod spare_files;
 pub mod state;

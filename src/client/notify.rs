@@ -39,15 +39,16 @@ pub enum NotifyError {
 
 /// Sends one request and waits up to `timeout` for its reply.
 pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Reply, NotifyError> {
-    request_carrying(run_dir, req, timeout, None)
+    request_carrying(run_dir, req, timeout, &[])
 }
 
-/// [`request`], handing tetherd a reference to `socket` with it (`SCM_RIGHTS`).
+/// [`request`], handing tetherd a reference to each of `sockets` with it (`SCM_RIGHTS`; at most four, what
+/// tetherd reads).
 fn request_carrying(
     run_dir: &Path,
     req: &Request,
     timeout: Duration,
-    socket: Option<BorrowedFd>,
+    sockets: &[BorrowedFd],
 ) -> Result<Reply, NotifyError> {
     let path = super::socket_path(run_dir);
     let io = |source| NotifyError::Io {
@@ -60,9 +61,9 @@ fn request_carrying(
     let mut line = serde_json::to_vec(req).expect("a request serializes");
     line.push(b'\n');
     let mut sent = 0;
-    if let Some(fd) = socket {
+    if !sockets.is_empty() {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let fds = [fd.as_raw_fd()];
+        let fds: Vec<_> = sockets.iter().map(|fd| fd.as_raw_fd()).collect();
         sent = sendmsg::<()>(
             stream.as_raw_fd(),
             &[IoSlice::new(&line)],
@@ -99,7 +100,7 @@ pub struct Notified {
 /// Never starts one.
 pub fn park_socket(socket: BorrowedFd) -> bool {
     let run_dir = crate::paths::run_dir();
-    request_carrying(&run_dir, &Request::Park, PROBE_TIMEOUT, Some(socket)).is_ok_and(|r| r.parked)
+    request_carrying(&run_dir, &Request::Park, PROBE_TIMEOUT, &[socket]).is_ok_and(|r| r.parked)
 }
 
 /// True when a tetherd serves `run_dir` and answers.
@@ -118,12 +119,13 @@ pub fn endpoint_changed(network: &str) -> bool {
 
 /// [`endpoint_changed`] for one attachment: tetherd re-reads only this record, so the cost of the notify
 /// does not grow with the number of containers. What interface plugins call after writing their record;
-/// with `socket`, their nf_tables socket, for tetherd to keep until containers stop coming and going.
+/// with `sockets`: their nf_tables sockets, for tetherd to keep until containers stop coming and going, and
+/// the resolver's sockets they made in the container's namespace (`ResolverSockets`), for tetherd to serve.
 pub fn attachment_added(
     network: &str,
     container_id: &str,
     ifname: &str,
-    socket: Option<BorrowedFd>,
+    sockets: &[BorrowedFd],
 ) -> Notified {
     let run_dir = crate::paths::run_dir();
     notify_or_start_with(
@@ -131,7 +133,7 @@ pub fn attachment_added(
         network,
         Some(key(container_id, ifname)),
         true,
-        socket,
+        sockets,
     )
 }
 
@@ -149,7 +151,7 @@ pub fn attachment_removed(
         network,
         Some(key(container_id, ifname)),
         others_remain,
-        socket,
+        socket.as_slice(),
     )
 }
 
@@ -170,7 +172,7 @@ pub fn endpoint_removed(network: &str) {
 }
 
 fn notify_or_start(run_dir: &Path, network: &str, start: bool) -> bool {
-    notify_or_start_with(run_dir, network, None, start, None).served
+    notify_or_start_with(run_dir, network, None, start, &[]).served
 }
 
 /// False only when tetherd is absent and could not be started.
@@ -179,7 +181,7 @@ fn notify_or_start_with(
     network: &str,
     attachment: Option<AttachmentKey>,
     start: bool,
-    socket: Option<BorrowedFd>,
+    sockets: &[BorrowedFd],
 ) -> Notified {
     let served = |reply: Option<Reply>| Notified {
         served: true,
@@ -189,7 +191,7 @@ fn notify_or_start_with(
         network: Some(network.to_string()),
         attachment,
     };
-    match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, socket) {
+    match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, sockets) {
         Ok(reply) => return served(Some(reply)),
         Err(NotifyError::Io { source, .. }) if is_absent(&source) => {}
         // Caught it exiting (idle): a new one waits for the old one's pid lock, then reads the records.
@@ -212,7 +214,7 @@ fn notify_or_start_with(
     }
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, socket) {
+        match request_carrying(run_dir, &changed, NOTIFY_TIMEOUT, sockets) {
             Ok(reply) => return served(Some(reply)),
             Err(NotifyError::Closed) => std::thread::sleep(Duration::from_millis(5)),
             Err(NotifyError::Io { source, .. }) if is_absent(&source) => {

@@ -19,11 +19,12 @@ use super::error::DaemonError;
 use super::namespace_watch::NamespaceWatch;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
-use super::service::{Service, ServiceContext};
+use super::service::{RecordChange, Service, ServiceContext};
 use super::socket_park::{self, SocketPark};
-use crate::client::protocol::{AttachmentKey, Reply, Request};
+use crate::client::protocol::{Reply, Request};
 use crate::endpoint::Held;
 use crate::netns::NsWorker;
+use crate::resolver_sockets::ResolverSockets;
 
 /// How often the records directory is polled for changes nobody notified (and the idle clock checked).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -60,7 +61,12 @@ pub enum Exit {
     AlreadyRunning,
 }
 
-type Pending = (Request, oneshot::Sender<Reply>);
+/// A request, where to answer it, and the resolver sockets it carried (see `RecordChange`).
+struct Pending {
+    request: Request,
+    reply: oneshot::Sender<Reply>,
+    resolver_sockets: Option<ResolverSockets>,
+}
 
 /// Runs tetherd in the calling thread until it exits.
 pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit, DaemonError> {
@@ -163,12 +169,13 @@ impl Daemon {
     }
 
     /// Only the named records changed (every plugin notify names its record).
-    async fn refresh(&mut self, targets: &[(String, AttachmentKey)]) {
+    async fn refresh(&mut self, targets: &[RecordChange]) {
         // Taken first: a change nobody notified that lands after this is still seen by the next poll.
         self.fingerprint = RecordsFingerprint::read(&self.ctx.state_dir);
-        for (net, a) in targets {
+        for t in targets {
+            let a = &t.attachment;
             self.records
-                .refresh_one(&self.ctx.state_dir, net, &a.container_id, &a.ifname);
+                .refresh_one(&self.ctx.state_dir, &t.network, &a.container_id, &a.ifname);
         }
         for service in &mut self.services {
             service
@@ -205,21 +212,25 @@ impl Daemon {
         loop {
             tokio::select! {
                 pending = requests.recv() => {
-                    let Some((request, reply)) = pending else { return Exit::Stopped };
+                    let Some(pending) = pending else { return Exit::Stopped };
                     // Many plugins notify at once under load: one reload answers every change queued so far.
-                    let mut batch = vec![(request, reply)];
+                    let mut batch = vec![pending];
                     while let Ok(more) = requests.try_recv() {
                         batch.push(more);
                     }
                     let mut changed = Vec::new();
                     let mut targets = Vec::new();
                     let mut full_reload = false;
-                    for (request, reply) in batch {
+                    for Pending { request, reply, resolver_sockets } in batch {
                         match request {
                             Request::Changed { network, attachment } => {
                                 tracing::debug!(?network, ?attachment, "records changed");
                                 match (network, attachment) {
-                                    (Some(net), Some(a)) => targets.push((net, a)),
+                                    (Some(net), Some(a)) => {
+                                        let change = RecordChange::new(net, a);
+                                        change.resolver_sockets.set(resolver_sockets);
+                                        targets.push(change);
+                                    }
                                     _ => full_reload = true,
                                 }
                                 changed.push(reply);
@@ -361,6 +372,9 @@ async fn serve_connection(
             _ => return,
         };
     first.truncate(len);
+    // A plugin's ADD may hand over the resolver's sockets it made in the container; the rest are nf_tables
+    // sockets to park.
+    let mut resolver_sockets = ResolverSockets::take_from(&mut passed);
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(std::io::Cursor::new(first).chain(read)).lines();
     loop {
@@ -377,7 +391,12 @@ async fn serve_connection(
             Ok(request) => {
                 let parks = matches!(request, Request::Changed { .. }) && !passed.is_empty();
                 let (tx, rx) = oneshot::channel();
-                if requests.send((request, tx)).await.is_err() {
+                let pending = Pending {
+                    request,
+                    reply: tx,
+                    resolver_sockets: resolver_sockets.take(),
+                };
+                if requests.send(pending).await.is_err() {
                     break;
                 }
                 match rx.await {

@@ -20,7 +20,7 @@ pub use config::DaemonConfig;
 pub use error::DaemonError;
 pub use lifecycle::{run, DaemonOptions};
 pub use records::RecordSnapshot;
-pub use service::{Service, ServiceContext};
+pub use service::{RecordChange, Service, ServiceContext};
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! driven only through this trait, on the daemon's single-threaded runtime. The daemon knows no service by
 //! name: `bins/tetherd.rs` hands it the list.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 
 use futures::future::LocalBoxFuture;
@@ -12,7 +13,28 @@ use super::records::RecordSnapshot;
 use crate::client::protocol::AttachmentKey;
 use crate::netns::NsId;
 use crate::netns::NsWorker;
+use crate::resolver_sockets::ResolverSockets;
 use crate::state::AttachmentRecord;
+
+/// One record a plugin's notify named (re-read, or gone), with what the plugin handed over for it.
+pub struct RecordChange {
+    pub network: String,
+    pub attachment: AttachmentKey,
+    /// The resolver's sockets the plugin made in the container's namespace, with the redirect to them
+    /// (`resolver_sockets`); the resolver takes them when it starts serving that namespace, else they
+    /// are closed after the change.
+    pub resolver_sockets: Cell<Option<ResolverSockets>>,
+}
+
+impl RecordChange {
+    pub fn new(network: String, attachment: AttachmentKey) -> RecordChange {
+        RecordChange {
+            network,
+            attachment,
+            resolver_sockets: Cell::new(None),
+        }
+    }
+}
 
 /// What every service gets from the daemon.
 #[derive(Clone)]
@@ -46,13 +68,13 @@ pub trait Service {
         ctx: &'a ServiceContext,
     ) -> LocalBoxFuture<'a, ()>;
 
-    /// Only the records named in `changed` (network and attachment) changed since the last call: each one
-    /// is in `records` again, or gone. A service that can update in place avoids work that grows with
-    /// the number of containers; the default treats it as any change.
+    /// Only the records named in `changed` changed since the last call: each one is in `records` again, or
+    /// gone. A service that can update in place avoids work that grows with the number of containers; the
+    /// default treats it as any change.
     fn on_records_refreshed<'a>(
         &'a mut self,
         records: &'a RecordSnapshot,
-        changed: &'a [(String, AttachmentKey)],
+        changed: &'a [RecordChange],
         ctx: &'a ServiceContext,
     ) -> LocalBoxFuture<'a, ()> {
         let _ = changed;

@@ -1,11 +1,11 @@
 //! The resolver's sockets in one container namespace: UDP and TCP on 127.0.0.11 at private, kernel-chosen
 //! ports, with the namespace's redirect of 127.0.0.11:53 to them (`firewall::ResolverRedirect`), so port
-//! 53 stays free for the container's own servers. They are opened by the daemon's namespace thread (a
-//! socket stays in the namespace it was created in) and then served on the async runtime like any other
-//! socket. Dropping the `Listener` closes both; [`remove_redirect`] takes the redirect away.
+//! 53 stays free for the container's own servers. They are made inside the namespace (a socket stays in
+//! the namespace it was created in): by the plugin during ADD, which hands them over with its notify, else
+//! by the daemon's namespace thread; then served on the async runtime like any other socket. Dropping the `Listener` closes both; [`remove_redirect`] takes the redirect away.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -25,14 +25,10 @@ use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
 use crate::firewall::ResolverRedirect;
 use crate::netns::{NetnsError, NsWorker, NsWorkerError};
-use crate::resolv_conf::RESOLVER_IP;
+use crate::resolver_sockets::ResolverSockets;
 
-/// Port 0: the kernel picks a free port for each socket, so none the container chose is taken.
-const PRIVATE_SOCKET: SocketAddrV4 = SocketAddrV4::new(RESOLVER_IP, 0);
 /// A TCP client that sends nothing for this long is dropped (RFC 7766 §6.2.3 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Room for bursts of queries while the runtime is busy.
-const UDP_RECEIVE_BUFFER: usize = 1 << 20;
 
 /// One container namespace's resolver, served by the [`SocketSet`]; dropping it closes both sockets.
 pub struct Listener {
@@ -112,16 +108,12 @@ impl Sockets {
     }
 
     /// Serves the sockets until the returned listener is dropped.
-    pub fn serve(
-        &self,
-        sockets: (std::net::UdpSocket, std::net::TcpListener),
-        scope: Scope,
-    ) -> std::io::Result<Listener> {
+    pub fn serve(&self, sockets: ResolverSockets, scope: Scope) -> std::io::Result<Listener> {
         let set = &self.set;
         let scope = Rc::new(RefCell::new(scope));
         let ns = Rc::new(NamespaceSockets {
-            udp: Rc::new(sockets.0),
-            tcp: sockets.1,
+            udp: Rc::new(sockets.udp),
+            tcp: sockets.tcp,
             scope: scope.clone(),
             forwards: Quota::new(FORWARDS_PER_CONTAINER),
             connections: RefCell::new(None),
@@ -273,38 +265,22 @@ fn accept_clients(set: &SocketSet, ns: &NamespaceSockets) {
     }
 }
 
-/// Opens the sockets inside `netns` (bringing `lo` up first: 127.0.0.11 lives there) and points
-/// 127.0.0.11:53 at them, replacing the redirect an earlier tetherd left.
-pub async fn open_sockets(
-    worker: &NsWorker,
-    netns: &Path,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+/// Opens the sockets inside `netns` (see `ResolverSockets::bind`) and points 127.0.0.11:53 at them,
+/// replacing the redirect an earlier tetherd left. For namespaces no plugin handed sockets for.
+pub async fn open_sockets(worker: &NsWorker, netns: &Path) -> Result<ResolverSockets, DnsError> {
     let path = netns.to_path_buf();
-    let bind = move || -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+    let bind = move || -> Result<ResolverSockets, DnsError> {
         let bind_error = |source| DnsError::Bind {
             netns: path.clone(),
             source,
         };
-        ensure_loopback_up().map_err(bind_error)?;
-        let udp = std::net::UdpSocket::bind(PRIVATE_SOCKET).map_err(bind_error)?;
-        udp.set_nonblocking(true).map_err(bind_error)?;
-        let _ = nix::sys::socket::setsockopt(
-            &udp,
-            nix::sys::socket::sockopt::RcvBuf,
-            &UDP_RECEIVE_BUFFER,
-        );
-        let tcp = std::net::TcpListener::bind(PRIVATE_SOCKET).map_err(bind_error)?;
-        tcp.set_nonblocking(true).map_err(bind_error)?;
-        let redirect = ResolverRedirect {
-            address: RESOLVER_IP,
-            udp_port: udp.local_addr().map_err(bind_error)?.port(),
-            tcp_port: tcp.local_addr().map_err(bind_error)?.port(),
-        };
+        let sockets = ResolverSockets::bind().map_err(bind_error)?;
+        let redirect = sockets.redirect().map_err(bind_error)?;
         redirect.install().map_err(|source| DnsError::Redirect {
             netns: path.clone(),
             source,
         })?;
-        Ok((udp, tcp))
+        Ok(sockets)
     };
     worker
         .run_in(netns, bind)
@@ -342,33 +318,6 @@ pub async fn remove_redirect(
             source,
         }),
     }
-}
-
-/// `lo` is up in every namespace a runtime makes, but a bare `ip netns add` leaves it down.
-fn ensure_loopback_up() -> std::io::Result<()> {
-    // SAFETY: plain socket/ioctl calls on an owned descriptor and a zeroed ifreq naming "lo".
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let sock = std::os::fd::OwnedFd::from_raw_fd(fd);
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let flags = req.ifr_ifru.ifru_flags;
-        if flags & libc::IFF_UP as libc::c_short == 0 {
-            req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Answers one batch of datagrams; the ones to forward go on in tasks of their own. Returns how many

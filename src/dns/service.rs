@@ -18,8 +18,8 @@ use super::resolver::{Resolver, Scope};
 use super::service_names::SharedServiceNames;
 use super::settings::DnsSettings;
 use super::upstreams::Upstreams;
-use crate::client::protocol::AttachmentKey;
-use crate::daemon::{RecordSnapshot, Service, ServiceContext};
+use crate::daemon::{RecordChange, RecordSnapshot, Service, ServiceContext};
+use crate::resolver_sockets::ResolverSockets;
 use crate::state::AttachmentRecord;
 
 /// A namespace, by the identity of its nsfs inode: two paths to one namespace are one container.
@@ -46,6 +46,11 @@ pub struct DnsService {
     next_id: RecordId,
     /// Service names, shared with the balancer that writes them.
     service_names: Option<SharedServiceNames>,
+    /// During one refresh: the sockets plugins made in their containers' namespaces, by netns path.
+    handed: HashMap<PathBuf, ResolverSockets>,
+    /// Namespaces opened with a plugin's sockets, and with sockets of tetherd's own (for `status`).
+    opened_handed: u64,
+    opened_own: u64,
 }
 
 impl DnsService {
@@ -135,14 +140,25 @@ impl DnsService {
         }
     }
 
-    /// Opens the resolver in the namespace at `path` (identity `id`) and starts serving it.
+    /// Opens the resolver in the namespace at `path` (identity `id`) and starts serving it: on the sockets
+    /// the plugin handed over, which the namespace's redirect already points at, else on sockets of its
+    /// own, made there by the namespace thread.
     async fn open(&mut self, path: PathBuf, id: NsId, scope: Scope, ctx: &ServiceContext) {
-        let sockets = match listener::open_sockets(&ctx.ns_worker, &path).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "container gets no resolver");
-                return;
+        let sockets = match self.handed.remove(&path) {
+            Some(handed) => {
+                self.opened_handed += 1;
+                handed
             }
+            None => match listener::open_sockets(&ctx.ns_worker, &path).await {
+                Ok(s) => {
+                    self.opened_own += 1;
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "container gets no resolver");
+                    return;
+                }
+            },
         };
         let Some(set) = &self.sockets else {
             return;
@@ -199,19 +215,26 @@ impl DnsService {
     async fn refresh(
         &mut self,
         records: &RecordSnapshot,
-        changed: &[(String, AttachmentKey)],
+        changed: &[RecordChange],
         ctx: &ServiceContext,
     ) {
         let Some(resolver) = self.resolver.clone() else {
             return;
         };
         let mut paths: Vec<PathBuf> = Vec::new();
-        for (network, a) in changed {
+        for change in changed {
+            let (network, a) = (&change.network, &change.attachment);
             let key = (network.clone(), a.container_id.clone(), a.ifname.clone());
             // The container id first: it tells records apart soonest.
             let new = records.records.iter().find(|r| {
                 r.container_id == a.container_id && r.ifname == a.ifname && r.network == *network
             });
+            if let (Some(sockets), Some(path)) = (
+                change.resolver_sockets.take(),
+                new.and_then(|r| r.netns.as_ref()),
+            ) {
+                self.handed.insert(path.clone(), sockets);
+            }
             let old = self.indexed.remove(&key);
             let mut new_ix = None;
             resolver.update_index(|index| {
@@ -236,6 +259,10 @@ impl DnsService {
         for path in paths {
             self.refresh_namespace(&path, records, ctx).await;
         }
+        // Sockets left over close here: for a namespace not to be served, or one served already. The latter
+        // happens when tetherd (re)started between the plugin's redirect and its notify: the full reload
+        // replaced that redirect with one to sockets of tetherd's own, which stay.
+        self.handed.clear();
     }
 
     /// Re-derives what the namespace at `path` may see, and opens or closes its resolver accordingly.
@@ -399,7 +426,7 @@ impl Service for DnsService {
     fn on_records_refreshed<'a>(
         &'a mut self,
         records: &'a RecordSnapshot,
-        changed: &'a [(String, AttachmentKey)],
+        changed: &'a [RecordChange],
         ctx: &'a ServiceContext,
     ) -> LocalBoxFuture<'a, ()> {
         self.refresh(records, changed, ctx).boxed_local()
@@ -432,6 +459,7 @@ impl Service for DnsService {
         let (networks, names) = r.index_counts();
         serde_json::json!({
             "namespaces": self.served.len(),
+            "opened": {"withPluginSockets": self.opened_handed, "withOwnSockets": self.opened_own},
             "networks": networks,
             "names": names,
             "localAnswers": r.local_answers.get(),

@@ -247,7 +247,7 @@ pub fn create_endpoint(state: &DockerState, req: &CreateEndpointRequest) -> Resu
         ports: Vec::new(),
     })?;
     rollback.commit();
-    attachment_added(&net.name, &req.endpoint_id, IFNAME, None);
+    attachment_added(&net.name, &req.endpoint_id, IFNAME, &[]);
     Ok(mac_reply(asked, mac))
 }
 

@@ -9,7 +9,7 @@ use crate::client::notify::attachment_added;
 use crate::cni::plugin::Call;
 use crate::cni::result::{Dns, Interface};
 use crate::driver::call_config::CallConfig;
-use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames};
+use crate::driver::dns_endpoint::{EmbeddedDns, EndpointNames, PreparedResolver, ResolverHandover};
 use crate::driver::rollback::Rollback;
 use crate::error::Error;
 use crate::ifname::IfName;
@@ -91,7 +91,10 @@ fn no_container() -> Error {
 /// Writes the record and keeps the ADD (drops the lock, then the undos).
 pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
     let net = f.call.conf.name.as_str();
-    let own_resolver = f.dns.container_holds_resolver(f.netns);
+    let PreparedResolver {
+        own_resolver,
+        handover,
+    } = f.dns.prepare_resolver(f.netns);
     tracing::trace!(own_resolver, "container's port 53 probed");
     RecordDir::for_network(net).write(&AttachmentRecord {
         network: net.to_string(),
@@ -119,6 +122,7 @@ pub fn keep<'a>(f: Finish<'a, '_>, made: Made) -> Result<Kept<'a>, Error> {
         dns: f.dns,
         notify: f.notify,
         own_resolver,
+        handover,
     })
 }
 
@@ -128,6 +132,7 @@ pub struct Kept<'a> {
     dns: &'a EmbeddedDns,
     notify: Notify,
     own_resolver: bool,
+    handover: Option<ResolverHandover>,
 }
 
 impl Kept<'_> {
@@ -143,7 +148,11 @@ impl Kept<'_> {
         let net = self.call.conf.name.as_str();
         let (container_id, ifname) = (self.call.container_id(), self.call.ifname());
         let notify = self.notify == Notify::Always || self.dns.enabled;
-        let notified = notify.then(|| attachment_added(net, container_id, ifname, socket));
+        let mut sockets: Vec<BorrowedFd> = socket.into_iter().collect();
+        if let Some(h) = &self.handover {
+            sockets.extend(h.descriptors());
+        }
+        let notified = notify.then(|| attachment_added(net, container_id, ifname, &sockets));
         let resolver_up = self.dns.enabled && notified.is_some_and(|n| n.served);
         let dns = self.dns.result_dns(resolver_up && !self.own_resolver, base);
         (dns, notified.is_some_and(|n| n.socket_parked))

@@ -6,6 +6,7 @@
 //! podman sends as a map keyed by network name; a plain list is accepted too.
 
 use std::net::SocketAddrV4;
+use std::os::fd::BorrowedFd;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,8 +14,11 @@ use serde_json::Value;
 use crate::cni::plugin::Call;
 use crate::cni::result::Dns;
 use crate::error::Error;
+use crate::firewall::netlink::socket::NfSocket;
+use crate::firewall::FirewallError;
 use crate::netns::bound_sockets;
 use crate::netns::NetNs;
+use crate::resolver_sockets::ResolverSockets;
 
 pub use crate::resolv_conf::{RESOLVER_ADDRESS, RESOLVER_IP};
 
@@ -57,30 +61,55 @@ impl EmbeddedDns {
     /// not a wildcard one): then tether's resolver stays out of its namespace and the result keeps the
     /// runtime's resolvers. Read from the kernel's socket tables inside the namespace; a namespace whose
     /// tables cannot be read is taken as not holding it.
-    pub fn container_holds_resolver(&self, ns: &NetNs) -> bool {
+    ///
+    /// Otherwise, while inside, the resolver's sockets are made there with the redirect to them, for
+    /// tetherd to serve: it then need not enter the namespace itself before it answers the notify (its
+    /// namespace thread, a redirect of its own, two thread hand-offs on the ADD's path). Where a redirect
+    /// is there already (tetherd serves the namespace for another network) nothing is made; where any step
+    /// fails, tetherd makes its own as before.
+    pub fn prepare_resolver(&self, ns: &NetNs) -> PreparedResolver {
+        let mut prepared = PreparedResolver::default();
         if !self.enabled {
-            return false;
+            return prepared;
         }
         let resolver = SocketAddrV4::new(RESOLVER_IP, 53);
-        match ns.run(|| bound_sockets::held_exactly(resolver)) {
-            Ok(Ok(held)) => {
-                if held {
+        let inside = ns.run(|| {
+            let held = bound_sockets::held_exactly(resolver);
+            let handover = match held {
+                Ok(false) => Some(ResolverHandover::make()),
+                _ => None,
+            };
+            (held, handover)
+        });
+        match inside {
+            Ok((held, handover)) => {
+                prepared.own_resolver = match held {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the container's socket tables failed");
+                        false
+                    }
+                };
+                if prepared.own_resolver {
                     tracing::info!(
                         netns = %ns.path().display(),
                         "the container holds 127.0.0.11:53 itself; tether's resolver stays out of it"
                     );
                 }
-                held
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "reading the container's socket tables failed");
-                false
+                prepared.handover = match handover {
+                    Some(Ok(h)) => Some(h),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "resolver sockets not made; tetherd makes its own");
+                        None
+                    }
+                    None => None,
+                };
             }
             Err(e) => {
-                tracing::debug!(error = %e, "entering the container namespace to probe port 53 failed");
-                false
+                tracing::debug!(error = %e, "entering the container namespace to probe port 53 failed")
             }
         }
+        prepared
     }
 
     pub fn result_dns(&self, resolver_up: bool, base: Dns) -> Dns {
@@ -92,6 +121,55 @@ impl EmbeddedDns {
             ..base
         }
     }
+}
+
+/// What ADD learnt and made for the resolver inside the container's namespace.
+#[derive(Debug, Default)]
+pub struct PreparedResolver {
+    /// The container holds 127.0.0.11:53 itself.
+    pub own_resolver: bool,
+    pub handover: Option<ResolverHandover>,
+}
+
+/// What the plugin hands tetherd with its notify (`SCM_RIGHTS`).
+#[derive(Debug)]
+pub struct ResolverHandover {
+    /// The nf_tables socket that made (or found) the redirect: tetherd keeps it too, so this process's
+    /// release is not the last one (see `firewall::Firewall::socket_fd`).
+    firewall: NfSocket,
+    /// The sockets the new redirect points at; none when the namespace had a redirect already.
+    sockets: Option<ResolverSockets>,
+}
+
+impl ResolverHandover {
+    /// In the calling thread's namespace: the sockets, then the redirect to them unless one is there.
+    fn make() -> Result<ResolverHandover, HandoverError> {
+        let sockets = ResolverSockets::bind().map_err(HandoverError::Bind)?;
+        let redirect = sockets.redirect().map_err(HandoverError::Bind)?;
+        let (created, firewall) = redirect.create()?;
+        Ok(ResolverHandover {
+            firewall,
+            sockets: created.then_some(sockets),
+        })
+    }
+
+    /// The descriptors to hand over: the nf_tables socket, then the resolver's two when they were made.
+    pub fn descriptors(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![self.firewall.as_fd()];
+        if let Some(s) = &self.sockets {
+            fds.extend(s.descriptors());
+        }
+        fds
+    }
+}
+
+/// Why no sockets were made (logged only: tetherd then makes its own).
+#[derive(Debug, thiserror::Error)]
+enum HandoverError {
+    #[error("binding the resolver's sockets on 127.0.0.11: {0}")]
+    Bind(std::io::Error),
+    #[error(transparent)]
+    Redirect(#[from] FirewallError),
 }
 
 /// The names a container answers to on one network.

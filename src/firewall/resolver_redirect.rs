@@ -75,6 +75,55 @@ impl ResolverRedirect {
     /// tetherd's sockets have new ports; an older tetherd's was a NAT chain) in one transaction: no query
     /// meets a half-made table.
     pub fn install(&self) -> Result<(), FirewallError> {
+        let table = self.table();
+        // A new namespace has no table: create it, deleting nothing. A transaction that deletes leaves
+        // destroy work, which the release of its socket waits out (an RCU grace period) holding the
+        // namespace's nf_tables lock, so a DEL right after the ADD would wait behind it. Only a table
+        // that is there already (a restarted tetherd) is replaced: add-then-delete, so the delete cannot
+        // fail.
+        let create = [vec![Change::CreateTable], table.clone()].concat();
+        let replace = [
+            vec![Change::AddTable, Change::DeleteTable, Change::AddTable],
+            table,
+        ]
+        .concat();
+        let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+        let answer = apply(
+            &socket,
+            &[&create, &replace],
+            "installing the resolver redirect",
+        );
+        // The last release of a socket whose transaction deleted something waits for an RCU grace period
+        // (~10 ms); the caller (tetherd, answering an ADD) need not. Not a fresh thread per call: it would be
+        // born in the container's namespace (this runs on tetherd's namespace thread) and count as in it.
+        socket.close_in_background();
+        answer
+    }
+
+    /// Creates the redirect in the calling thread's namespace unless a table is there already (tetherd
+    /// serves the namespace through another attachment, or an earlier tetherd left one): then it changes
+    /// nothing and says `false`. Returns the socket it used, for the caller to hand to tetherd with the
+    /// sockets this redirect points at: its release must not be the last (see `Firewall::socket_fd`).
+    pub fn create(&self) -> Result<(bool, NfSocket), FirewallError> {
+        let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+        let create = [vec![Change::CreateTable], self.table()].concat();
+        let created = match apply(&socket, &[&create], "creating the resolver redirect") {
+            Ok(()) => true,
+            Err(FirewallError::ResolverRedirect { source, .. })
+                if source.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                false
+            }
+            Err(e) => {
+                socket.close_in_background();
+                return Err(e);
+            }
+        };
+        Ok((created, socket))
+    }
+
+    /// The chain and its rules (the table itself is the caller's choice: create or replace).
+    fn table(&self) -> Vec<Change> {
         let rules = [
             (IPPROTO_UDP, self.udp_port, UDP_CHECKSUM),
             (IPPROTO_TCP, self.tcp_port, TCP_CHECKSUM),
@@ -104,18 +153,7 @@ impl ResolverRedirect {
             chain: CHAIN.into(),
             exprs,
         }));
-        // A new namespace has no table: create it, deleting nothing. A transaction that deletes leaves
-        // destroy work, which the release of its socket waits out (an RCU grace period) holding the
-        // namespace's nf_tables lock, so a DEL right after the ADD would wait behind it. Only a table
-        // that is there already (a restarted tetherd) is replaced: add-then-delete, so the delete cannot
-        // fail.
-        let create = [vec![Change::CreateTable], table.clone()].concat();
-        let replace = [
-            vec![Change::AddTable, Change::DeleteTable, Change::AddTable],
-            table,
-        ]
-        .concat();
-        send(&[&create, &replace], "installing the resolver redirect")
+        table
     }
 
     /// Removes the redirect from the calling thread's namespace; one that is not there is fine.
@@ -213,6 +251,14 @@ fn port_set(offset: u32, port: u16, checksum_at: u32) -> [Expr; 2] {
 /// the next, on the same socket.
 fn send(tries: &[&[Change]], op: &'static str) -> Result<(), FirewallError> {
     let socket = NfSocket::open().map_err(|source| FirewallError::SocketOpen { source })?;
+    let answer = apply(&socket, tries, op);
+    // See `install`.
+    socket.close_in_background();
+    answer
+}
+
+/// Sends each batch of `tries` in turn while the previous one was refused with EEXIST.
+fn apply(socket: &NfSocket, tries: &[&[Change]], op: &'static str) -> Result<(), FirewallError> {
     let mut answer = Ok(Ok(()));
     for changes in tries {
         let batch = RulesetBatch {
@@ -220,15 +266,11 @@ fn send(tries: &[&[Change]], op: &'static str) -> Result<(), FirewallError> {
             table: TABLE.into(),
             changes: changes.to_vec(),
         };
-        answer = batch.apply(&socket);
+        answer = batch.apply(socket);
         if !matches!(&answer, Ok(Err(refusal)) if refusal.errno == libc::EEXIST) {
             break;
         }
     }
-    // The last release of a socket whose transaction deleted something waits for an RCU grace period
-    // (~10 ms); the caller (tetherd, answering an ADD) need not. Not a fresh thread per call: it would be
-    // born in the container's namespace (this runs on tetherd's namespace thread) and count as in it.
-    socket.close_in_background();
     let source = match answer {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(refusal)) => io::Error::from_raw_os_error(refusal.errno),
