@@ -44,10 +44,14 @@ impl SpareFiles {
     }
 
     fn take(&self, path: &Path) -> io::Result<File> {
-        // Retire fills the lowest free slot, so the first empty one ends the search.
-        for n in 0..SLOTS {
-            if fs::rename(self.slot(n), path).is_err() {
-                break;
+        // Retire fills the lowest free slot, so the filled ones are `0..k`: take the highest, keeping that
+        // so. Taking slot 0 first left `1..k` filled behind an empty 0, where the search stopped: every ADD
+        // that writes two files to one tree created the second (about 1 ms here) and its DEL deleted it.
+        for n in (0..SLOTS).rev() {
+            match fs::rename(self.slot(n), path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(_) => break,
             }
             let file = OpenOptions::new().write(true).open(path)?;
             if file.metadata()?.nlink() == 1 {
@@ -145,6 +149,25 @@ mod tests {
         assert!(!d.join(DIR_NAME).exists(), "no spare of a linked file");
         assert!(spares.retire(&index).unwrap());
         assert!(d.join(DIR_NAME).join("0").exists(), "its last name is kept");
+    }
+
+    #[test]
+    fn two_files_written_and_retired_per_call_reuse_spares_and_make_no_new_inode() {
+        let d = TestDir::new("spare-two-kinds");
+        let spares = SpareFiles::of(&d);
+        let (record, ports) = (d.join("c.eth0.json"), d.join("ports.json"));
+        // The first call's files are new; from then on each call writes two files and retires two, as an
+        // ADD writes an attachment record and a portmap record and their DEL retires both.
+        let mut inodes = std::collections::BTreeSet::new();
+        for call in 0..6 {
+            spares.write_new(&ports, b"ports").unwrap();
+            spares.write_new(&record, b"record").unwrap();
+            inodes.insert(ino(&ports));
+            inodes.insert(ino(&record));
+            assert!(spares.retire(&ports).unwrap());
+            assert!(spares.retire(&record).unwrap());
+            assert_eq!(inodes.len(), 2, "call {call} made a new inode");
+        }
     }
 
     #[test]
