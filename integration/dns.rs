@@ -56,6 +56,14 @@ impl<'h> Dns<'h> {
         conf
     }
 
+    /// Networks `net1` (bridge `tt0`) and `net2` (`tt1`) for containers on both: `net2` gives no default
+    /// route (one per container).
+    fn two_networks(&self, subnets: [&str; 2]) -> (Value, Value) {
+        let mut net2 = self.network("net2", "tt1", subnets[1]);
+        net2["isDefaultGateway"] = json!(false);
+        (self.network("net1", "tt0", subnets[0]), net2)
+    }
+
     /// A tether-macvlan network `name` (bridge mode) on the switch segment behind `parent`.
     fn macvlan_network(&self, name: &str, parent: &str) -> Value {
         json!({
@@ -777,9 +785,7 @@ fn queries_keep_being_answered_while_containers_come_and_go() {
 fn a_container_on_two_networks_sees_both_until_it_leaves_one() {
     let host = HostNs::new("dns");
     let dns = Dns::new(&host, &[]);
-    let net1 = dns.network("net1", "tt0", "10.73.0.0/24");
-    let mut net2 = dns.network("net2", "tt1", "10.74.0.0/24");
-    net2["isDefaultGateway"] = json!(false); // one default route per container
+    let (net1, net2) = dns.two_networks(["10.73.0.0/24", "10.74.0.0/24"]);
     let (c1, a, b) = (
         host.container("c1"),
         host.container("a"),
@@ -1163,9 +1169,7 @@ fn tetherd_serves_the_sockets_the_plugin_made_in_the_container_and_makes_its_own
 ) {
     let host = HostNs::new("dns");
     let dns = Dns::new(&host, &[]);
-    let net1 = dns.network("net1", "tt0", "10.75.0.0/24");
-    let mut net2 = dns.network("net2", "tt1", "10.76.0.0/24");
-    net2["isDefaultGateway"] = json!(false); // one default route per container
+    let (net1, net2) = dns.two_networks(["10.75.0.0/24", "10.76.0.0/24"]);
     let (c1, c2, c3) = (
         host.container("c1"),
         host.container("c2"),
@@ -1191,13 +1195,7 @@ fn tetherd_serves_the_sockets_the_plugin_made_in_the_container_and_makes_its_own
     // A second network in c1's namespace: the redirect is there already, so that ADD makes nothing and the
     // same two sockets serve both networks.
     let before = redirect_and_listening_ports(&c1);
-    let ip1_net2 = dns.call_on("ADD", &c1, "eth1", &net2, "one").result()["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip1_net2 = cni_result::ip(&dns.call_on("ADD", &c1, "eth1", &net2, "one").result(), "4");
     assert_eq!(redirect_and_listening_ports(&c1), before);
     let opened = &dns_status(&host)["opened"];
     assert_eq!(opened["withPluginSockets"], 1, "{opened}");

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 /// Debian's containernetworking-plugins (bridge, host-local, ...), CNI up to 1.0.0.
 pub const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 
-/// `ITEST_TETHER_BRIDGE` / `ITEST_TETHER_IPAM` swap in another binary (e.g. the reference plugins)
-/// to check the tests themselves; unset, the binaries cargo built are used.
+/// `ITEST_TETHER_BRIDGE` / `ITEST_TETHER_IPAM` / `ITEST_TETHER_PORTMAP` swap in another binary (the
+/// reference plugins, to check the tests themselves; the static-pie builds of `scripts/build-release`, to
+/// bench what is installed); unset, the binaries cargo built are used.
 pub fn tether_bridge() -> PathBuf {
     override_or("ITEST_TETHER_BRIDGE", env!("CARGO_BIN_EXE_tether-bridge"))
 }
 
 pub fn tether_portmap() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tether-portmap"))
+    override_or("ITEST_TETHER_PORTMAP", env!("CARGO_BIN_EXE_tether-portmap"))
 }
 
 pub fn tether_ipam() -> PathBuf {
