@@ -19,6 +19,7 @@ mod bench_settings;
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -327,6 +328,74 @@ fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) 
     write_pending_claim(&dir, block)
 }
 
+/// What etcd answered, by gRPC method: (calls, calls not OK); and `<method> streams`: (streams opened,
+/// 0). From etcd's `/metrics` (its gRPC server's counters): what the fleet asked of etcd in a phase.
+#[derive(Default)]
+struct EtcdCalls(BTreeMap<String, (u64, u64)>);
+
+/// etcd's counters now (etcd serves `/metrics` on its client address, in this thread's namespace).
+fn etcd_calls() -> EtcdCalls {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:2379") {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ =
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let _ = s.read_to_string(&mut text);
+    }
+    let mut calls = EtcdCalls::default();
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix("=\"")?.strip_suffix('"'))
+                .unwrap_or("")
+        };
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        let method = label("grpc_method");
+        match (name, label("grpc_type")) {
+            ("grpc_server_handled_total", "unary") => {
+                let e = calls.0.entry(method.to_string()).or_default();
+                e.0 += n;
+                if label("grpc_code") != "OK" {
+                    e.1 += n;
+                }
+            }
+            ("grpc_server_started_total", "bidi_stream") => {
+                calls.0.entry(format!("{method} streams")).or_default().0 += n;
+            }
+            _ => {}
+        }
+    }
+    calls
+}
+
+impl EtcdCalls {
+    /// What etcd answered since `before`: "Txn 1234 (56 failed), ...".
+    fn since(&self, before: &EtcdCalls) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|(method, (n, failed))| {
+                let (n0, f0) = before.0.get(method).copied().unwrap_or_default();
+                let (n, failed) = (n.saturating_sub(n0), failed.saturating_sub(f0));
+                match (n, failed) {
+                    (0, _) => None,
+                    (n, 0) => Some(format!("{method} {n}")),
+                    (n, f) => Some(format!("{method} {n} ({f} failed)")),
+                }
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -398,6 +467,7 @@ fn run(n: usize, samples: usize) {
     let etcd_pid = etcd.pid().to_string();
     let fleet_cpu = || -> Duration { fleet.iter().map(|c| cpu_of(&c.id().to_string())).sum() };
     let cpu_before_claims = (fleet_cpu(), cpu_of(&etcd_pid));
+    let calls_before_claims = etcd_calls();
     let claims_start = Instant::now();
     let mut started = Vec::new();
     for (i, block) in blocks.iter().enumerate().take(n) {
@@ -444,9 +514,14 @@ fn run(n: usize, samples: usize) {
         claims_cpu.1.as_secs_f64() * 1000.0,
         load(),
     );
+    println!(
+        "{n} hosts: etcd answered in the claims phase: {}",
+        etcd_calls().since(&calls_before_claims)
+    );
 
     // Records: 10 per host (no DNS names, so no remote-name files), then wait until every table holds all.
     let cpu_before_records = (fleet_cpu(), cpu_of(&etcd_pid));
+    let calls_before_records = etcd_calls();
     let publish_start = Instant::now();
     for (i, block) in blocks.iter().enumerate().take(n) {
         publish_ten(&host_state(&root, i), host_ip(i), *block);
@@ -471,6 +546,10 @@ fn run(n: usize, samples: usize) {
         (cpu_of(&etcd_pid) - cpu_before_records.1).as_secs_f64() * 1000.0,
         load()
     );
+    println!(
+        "{n} hosts: etcd answered in the records phase: {}",
+        etcd_calls().since(&calls_before_records)
+    );
     // The cluster at rest: nothing is written; what the planes, their etcd clients and etcd still spend.
     let idle = Duration::from_secs(env_list("BENCH_IDLE_S", &[10])[0] as u64);
     let probe_pid = probe.id().to_string();
@@ -480,6 +559,7 @@ fn run(n: usize, samples: usize) {
         cpu_of(&probe_pid),
         switches_of(&probe_pid),
     );
+    let calls_before_rest = etcd_calls();
     std::thread::sleep(idle);
     let per_s = |d: Duration| d.as_secs_f64() * 1000.0 / idle.as_secs_f64();
     println!(
@@ -491,6 +571,10 @@ fn run(n: usize, samples: usize) {
         per_s(cpu_of(&probe_pid) - before.2),
         (switches_of(&probe_pid) - before.3) as f64 / idle.as_secs_f64(),
         load(),
+    );
+    println!(
+        "{n} hosts: etcd answered at rest: {}",
+        etcd_calls().since(&calls_before_rest)
     );
     // Propagation: sampled records with a DNS name, one at a time, to every other host.
     let mut propagation = Vec::new();
