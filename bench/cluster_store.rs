@@ -12,7 +12,8 @@
 //! with a DNS name are written one at a time and their arrival at every other host is the mtime of that
 //! host's remote-name file (propagation). Also: etcd's DB size, the host processes' RSS and the probe's.
 //! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
-//! tetherd's default when unset). Run with `cargo bench --bench cluster_store`.
+//! tetherd's default when unset), `BENCH_RECORDS_SPREAD_MS` (the hosts' record writes spread evenly over
+//! it; default 0, all at once). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -523,7 +524,11 @@ fn run(n: usize, samples: usize) {
     let cpu_before_records = (fleet_cpu(), cpu_of(&etcd_pid));
     let calls_before_records = etcd_calls();
     let publish_start = Instant::now();
+    // BENCH_RECORDS_SPREAD_MS (default 0: every host at once): host i publishes at i * spread / n.
+    let records_spread = Duration::from_millis(env_list("BENCH_RECORDS_SPREAD_MS", &[0])[0] as u64);
     for (i, block) in blocks.iter().enumerate().take(n) {
+        let at = publish_start + records_spread.mul_f64(i as f64 / n as f64);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
         publish_ten(&host_state(&root, i), host_ip(i), *block);
         poke(&root, i);
     }
