@@ -13,7 +13,8 @@
 //! host's remote-name file (propagation). Also: etcd's DB size, the host processes' RSS and the probe's.
 //! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
 //! tetherd's default when unset), `BENCH_RECORDS_SPREAD_MS` (the hosts' record writes spread evenly over
-//! it; default 0, all at once). Run with `cargo bench --bench cluster_store`.
+//! it; default 0, all at once), `BENCH_FLEET_UP_FIRST=1` (claims only once the probe sees every host up;
+//! default: as the fleet starts). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -215,6 +216,7 @@ fn probe() {
     while std::os::unix::process::parent_id() == parent {
         std::thread::sleep(Duration::from_millis(200));
         let _ = std::fs::write(root.join("records"), plane.endpoint_records().to_string());
+        let _ = std::fs::write(root.join("up"), plane.status().members_up.len().to_string());
     }
     // As a group does: the bench and its etcd are gone, a polite stop only lingers.
     std::process::exit(0);
@@ -460,6 +462,27 @@ fn run(n: usize, samples: usize) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    // BENCH_FLEET_UP_FIRST=1: the claims wait until the probe sees every host up (the fleet's start,
+    // each liveness key delivered to every host, no longer overlaps them). Default: they do not wait.
+    if env_list("BENCH_FLEET_UP_FIRST", &[0])[0] == 1 {
+        let fleet_up = Instant::now();
+        let deadline = fleet_up + Duration::from_secs(600);
+        let up = || {
+            std::fs::read_to_string(probe_dir.join("up"))
+                .ok()
+                .and_then(|r| r.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        };
+        while up() < n {
+            assert!(Instant::now() < deadline, "the fleet never came up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "{n} hosts: the probe saw every host up {:.1} s after it started; load average now: {}",
+            fleet_up.elapsed().as_secs_f64() + 2.0,
+            load()
+        );
+    }
 
     // Claims: host i writes its pending claim at i * spread / n, as hosts of a fleet start one after
     // another, and pokes its plane.
