@@ -1195,7 +1195,7 @@ fn tetherd_serves_the_sockets_the_plugin_made_in_the_container_and_makes_its_own
     // A second network in c1's namespace: the redirect is there already, so that ADD makes nothing and the
     // same two sockets serve both networks.
     let before = redirect_and_listening_ports(&c1);
-    let ip1_net2 = cni_result::ip(&dns.call_on("ADD", &c1, "eth1", &net2, "one").result(), "4");
+    let ip1_net2 = cni_result::ip(dns.call_on("ADD", &c1, "eth1", &net2, "one").result(), "4");
     assert_eq!(redirect_and_listening_ports(&c1), before);
     let opened = &dns_status(&host)["opened"];
     assert_eq!(opened["withPluginSockets"], 1, "{opened}");
