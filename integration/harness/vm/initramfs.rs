@@ -56,8 +56,10 @@ impl Initramfs {
         let busybox = find_tool(&["/bin/busybox", "/usr/bin/busybox"], "busybox-static");
         let staged = self.root.join("bin/busybox");
         copy(&busybox, &staged);
+        // The installed binary, not the copy just written: another test thread's fork between our write and
+        // its exec may still hold the copy open for writing (exec then fails with ETXTBSY).
         let list = run(
-            Command::new(&staged).arg("--list"),
+            Command::new(&busybox).arg("--list"),
             "listing busybox applets",
             "install busybox-static (the dynamic busybox needs libraries the VM does not have)",
         );
