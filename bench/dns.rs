@@ -6,6 +6,9 @@
 //! `BENCH_SECONDS` (3), latency p50/p99, and CPU per query at a paced 2000 queries/s; then each server's RSS.
 //! Forwarded names go to a fake upstream in a test namespace (both servers are pointed at it: tetherd through
 //! TETHER_RESOLV_CONF, aardvark-dns through a private mount namespace with that file over /etc/resolv.conf).
+//! `BENCH_PACED_ONLY_S=N` runs only the paced local-name phase, N seconds per server (for profiling);
+//! `BENCH_NO_NSID=1` writes the other containers' records without their namespaces' identities, as tether
+//! wrote them before it kept those (tetherd then remembers each namespace itself).
 //! Run with `sudo cargo bench --bench dns`; touches nothing of the machine's own network.
 
 #[path = "bench_settings.rs"]
@@ -115,11 +118,16 @@ fn main() {
     let mut aardvark_lines = vec![GATEWAY.to_string(), format!("client {client_ip}  client")];
     for (i, ns) in fillers.paths.iter().enumerate() {
         let ip = filler_ip(i);
-        let rec: AttachmentRecord = serde_json::from_value(json!({
+        let mut rec: AttachmentRecord = serde_json::from_value(json!({
             "network": NETWORK, "containerId": format!("f{i}"), "ifname": "eth0", "driver": "bridge",
             "netns": ns, "ips": [format!("{ip}/16")], "name": format!("c{i}"), "dns": true,
         }))
         .unwrap();
+        // The namespace's identity, as a plugin records it: without it tetherd treats the record as
+        // one written before identities were kept.
+        if std::env::var_os("BENCH_NO_NSID").is_none() {
+            rec.netns_id = Some(tether::netns::NetNs::open(ns).unwrap().id().unwrap());
+        }
         dir.write(&rec).unwrap();
         aardvark_lines.push(format!("f{i} {ip}  c{i}"));
     }
@@ -165,6 +173,15 @@ fn main() {
     };
 
     let rss_at_rest: Vec<String> = servers.iter().map(|s| rss(s.pid)).collect();
+    if let Some(&paced) = env_list("BENCH_PACED_ONLY_S", &[]).first() {
+        paced_only(
+            &client,
+            &servers,
+            records,
+            Duration::from_secs(paced as u64),
+        );
+        return;
+    }
     let mut rows = Vec::new();
     for kind in [
         Kind::Local,
@@ -309,6 +326,31 @@ fn rss(pid: i32) -> String {
         field("RssFile:"),
         field("Threads:")
     )
+}
+
+/// Only the paced local-name phase, for `seconds` per server, each bracketed by the wall clock (for
+/// slicing a `perf record` of the server taken meanwhile).
+fn paced_only(client: &NetNs, servers: &[Server], records: usize, seconds: Duration) {
+    for s in servers {
+        check_answers(client, s, Kind::Local, records);
+        let from = std::time::SystemTime::now();
+        let cpu = cpu_per_query(client, s, Kind::Local, records, 2000, seconds);
+        let to = std::time::SystemTime::now();
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        println!(
+            "{} (pid {}): local names paced at 2000/s from {:.3} to {:.3}: CPU per query {}",
+            s.label,
+            s.pid,
+            unix(from),
+            unix(to),
+            cpu.map(|c| format!("{c:.1} µs"))
+                .unwrap_or_else(|| "n/a".into())
+        );
+    }
 }
 
 /// Time every thread of a process has spent on a CPU, in nanoseconds (schedstat: finer than the 10 ms

@@ -7,7 +7,7 @@
 //! Its own OS thread: a DEL runs plugins and waits for them, and those plugins talk to the daemon's
 //! runtime, which must stay free to answer them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -101,21 +101,23 @@ fn release_gone(
     seen: &mut Seen,
     unreleased: &mpsc::Sender<NsId>,
 ) {
-    let live = |k: &Key| held.iter().any(|h| key(h) == *k);
-    seen.first.retain(|k, _| live(k));
-    seen.failed.retain(|k, _| live(k));
+    forget_released(seen, &held);
     let first_seen = &mut seen.first;
     let held: Vec<Held> = held
         .into_iter()
         .map(|mut h| {
             if h.netns_id.is_none() {
-                h.netns_id = match first_seen.get(&key(&h)) {
+                let k = key(&h);
+                h.netns_id = match first_seen.get(&k) {
                     Some(id) => Some(*id),
-                    None => NetNs::open(&h.netns).and_then(|ns| ns.id()).ok(),
+                    None => {
+                        let id = NetNs::open(&h.netns).and_then(|ns| ns.id()).ok();
+                        if let Some(id) = id {
+                            first_seen.insert(k, id);
+                        }
+                        id
+                    }
                 };
-                if let Some(id) = h.netns_id {
-                    first_seen.insert(key(&h), id);
-                }
             }
             h
         })
@@ -157,6 +159,57 @@ fn release_gone(
     }
 }
 
+/// Drops what is remembered of attachments no longer held. One set of the held keys, borrowed: a
+/// scan of `held` per remembered key was quadratic, seconds of CPU a minute at a thousand containers
+/// whose records predate namespace identities.
+fn forget_released(seen: &mut Seen, held: &[Held]) {
+    let live: HashSet<(&str, &str, &str)> = held
+        .iter()
+        .map(|h| {
+            (
+                h.network.as_str(),
+                h.container_id.as_str(),
+                h.ifname.as_str(),
+            )
+        })
+        .collect();
+    let is_live = |k: &Key| live.contains(&(k.0.as_str(), k.1.as_str(), k.2.as_str()));
+    seen.first.retain(|k, _| is_live(k));
+    seen.failed.retain(|k, _| is_live(k));
+}
+
 fn key(h: &Held) -> Key {
     (h.network.clone(), h.container_id.clone(), h.ifname.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(container: &str) -> Held {
+        Held {
+            network: "n1".into(),
+            container_id: container.into(),
+            ifname: "eth0".into(),
+            netns: format!("/run/netns/{container}").into(),
+            netns_id: None,
+        }
+    }
+
+    #[test]
+    fn what_is_remembered_of_attachments_no_longer_held_is_forgotten_and_the_rest_kept() {
+        let id = NsId { dev: 4, ino: 1 };
+        let mut seen = Seen::default();
+        for c in ["a", "b", "c"] {
+            seen.first.insert(key(&held(c)), id);
+        }
+        seen.failed.insert(key(&held("b")), Some(id));
+        seen.failed.insert(key(&held("d")), None);
+        forget_released(&mut seen, &[held("a"), held("b")]);
+        let mut first: Vec<_> = seen.first.keys().map(|k| k.1.clone()).collect();
+        first.sort();
+        assert_eq!(first, ["a", "b"]);
+        let failed: Vec<_> = seen.failed.keys().map(|k| k.1.clone()).collect();
+        assert_eq!(failed, ["b"]);
+    }
 }
