@@ -159,9 +159,9 @@ impl Daemon {
         self.records = RecordSnapshot::load(&self.ctx.state_dir);
         for service in &self.services {
             let extra = service.extra_records(&self.ctx);
-            self.records.records.extend(extra);
+            self.records.extend(extra);
         }
-        tracing::debug!(records = self.records.records.len(), "records loaded");
+        tracing::debug!(records = self.records.len(), "records loaded");
         for service in &mut self.services {
             service.on_records_changed(&self.records, &self.ctx).await;
         }
@@ -196,7 +196,7 @@ impl Daemon {
             .collect();
         serde_json::json!({
             "pid": std::process::id(),
-            "records": self.records.records.len(),
+            "records": self.records.len(),
             "namespaceChecks": self.watch.checks_done(),
             "services": services,
         })
@@ -282,7 +282,7 @@ impl Daemon {
                             service.on_namespaces_gone(&gone);
                         }
                     }
-                    let held = self.records.records.iter().filter_map(Held::of_record).collect();
+                    let held = self.records.iter().filter_map(Held::of_record).collect();
                     self.watch.check(held);
                 }
             }

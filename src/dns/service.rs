@@ -70,7 +70,7 @@ impl DnsService {
         };
         let mut index = NameIndex::default();
         self.indexed.clear();
-        for r in &records.records {
+        for r in records.iter() {
             if let Some(ix) = self.index_record(&mut index, r) {
                 self.indexed.insert(record_key(r), ix);
             }
@@ -83,7 +83,7 @@ impl DnsService {
         let mut wanted: HashMap<NsId, (&Path, Vec<String>, bool)> = HashMap::new();
         // Namespaces whose container holds 127.0.0.11:53 itself: the resolver stays out.
         let mut own_resolver: HashSet<NsId> = HashSet::new();
-        for rec in records.records.iter().filter(|r| r.dns) {
+        for rec in records.iter().filter(|r| r.dns) {
             let Some(path) = rec.netns.as_deref() else {
                 continue;
             };
@@ -112,7 +112,6 @@ impl DnsService {
         wanted.retain(|id, _| !own_resolver.contains(id));
 
         let live: HashSet<&OsStr> = records
-            .records
             .iter()
             .filter_map(|r| r.netns.as_deref().map(Path::as_os_str))
             .collect();
@@ -225,10 +224,7 @@ impl DnsService {
         for change in changed {
             let (network, a) = (&change.network, &change.attachment);
             let key = (network.clone(), a.container_id.clone(), a.ifname.clone());
-            // The container id first: it tells records apart soonest.
-            let new = records.records.iter().find(|r| {
-                r.container_id == a.container_id && r.ifname == a.ifname && r.network == *network
-            });
+            let new = records.find(network, &a.container_id, &a.ifname);
             if let (Some(sockets), Some(path)) = (
                 change.resolver_sockets.take(),
                 new.and_then(|r| r.netns.as_ref()),
@@ -280,16 +276,12 @@ impl DnsService {
         let mut forward = false;
         let mut path_used = false;
         let mut own_resolver = false;
-        // Compared by bytes with the namespace's few known paths: this scans every record on every notify.
-        let paths = self.ns_ids.paths_of(id);
-        for r in &records.records {
-            let Some(p) = r.netns.as_deref().map(Path::as_os_str) else {
-                continue;
-            };
-            let this_path = p == path.as_os_str();
-            if !this_path && !paths.iter().any(|known| known.as_os_str() == p) {
-                continue;
-            }
+        // By the namespace's few known paths, each looked up in the records' index.
+        let known = self.ns_ids.paths_of(id);
+        let others = known.iter().filter(|p| p.as_os_str() != path.as_os_str());
+        let by_path = records.in_netns(path.as_os_str()).map(|r| (true, r));
+        let by_others = others.flat_map(|p| records.in_netns(p).map(|r| (false, r)));
+        for (this_path, r) in by_path.chain(by_others) {
             path_used |= this_path;
             if !r.dns {
                 continue;
@@ -433,7 +425,7 @@ impl Service for DnsService {
     }
 
     fn needed(&self, records: &RecordSnapshot) -> bool {
-        records.records.iter().any(|r| r.dns)
+        records.iter().any(|r| r.dns)
     }
 
     fn on_namespaces_gone(&mut self, gone: &[crate::netns::NsId]) {

@@ -65,11 +65,7 @@ impl Service for OverlayService {
     }
 
     fn needed(&self, records: &RecordSnapshot) -> bool {
-        self.plane.is_some()
-            && records
-                .records
-                .iter()
-                .any(|r| r.driver == DriverKind::Overlay)
+        self.plane.is_some() && records.iter().any(|r| r.driver == DriverKind::Overlay)
     }
 
     fn stop<'a>(&'a mut self) -> LocalBoxFuture<'a, ()> {

@@ -724,7 +724,6 @@ impl BalancerService {
         }
         let networks: HashSet<&str> = b.specs.iter().map(|s| s.network.as_str()).collect();
         let kept: Vec<AttachmentRecord> = records
-            .records
             .iter()
             .filter(|r| networks.contains(r.network.as_str()))
             .cloned()
