@@ -14,7 +14,8 @@
 //! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
 //! tetherd's default when unset), `BENCH_RECORDS_SPREAD_MS` (the hosts' record writes spread evenly over
 //! it; default 0, all at once), `BENCH_FLEET_UP_FIRST=1` (claims only once the probe sees every host up;
-//! default: as the fleet starts). Run with `cargo bench --bench cluster_store`.
+//! default: as the fleet starts), `BENCH_LEASE_TTL_S` (the hosts' lease TTL; tetherd's default, 10 s,
+//! when unset). Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -107,8 +108,11 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
 
 /// The JSON of a host's overlay section on the bench's etcd.
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
-    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
-        "endpoints": endpoints, "leaseTtlSeconds": 10}}});
+    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {"endpoints": endpoints}}});
+    // BENCH_LEASE_TTL_S: the hosts' liveness lease (tetherd's default when unset).
+    if let Ok(s) = std::env::var("BENCH_LEASE_TTL_S") {
+        section["store"]["etcd"]["leaseTtlSeconds"] = json!(s.parse::<u64>().unwrap());
+    }
     // BENCH_REPAIR_MS: the planes' safety pass over everything (tetherd's default when unset).
     if let Ok(ms) = std::env::var("BENCH_REPAIR_MS") {
         section["repairIntervalMs"] = json!(ms.parse::<u64>().unwrap());
