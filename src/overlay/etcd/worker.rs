@@ -1676,8 +1676,10 @@ mod tests {
             Verdict::End
         );
         // A watch heard before the calls began to fail changes nothing.
-        let mut calls = Calls::default();
-        calls.heard_at = Some(t0);
+        let mut calls = Calls {
+            heard_at: Some(t0),
+            ..Calls::default()
+        };
         calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(1));
         assert_eq!(
             calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(11)),
