@@ -388,8 +388,6 @@ struct Calls {
     in_a_row: u32,
     failing_since: Option<Instant>,
     retry_at: Option<Instant>,
-    /// When the session's watch last brought events or a progress notification: the member works.
-    heard_at: Option<Instant>,
     /// Each worker draws its own pauses (seeded from the OS, so differently on every host).
     rng: StdRng,
 }
@@ -400,7 +398,6 @@ impl Default for Calls {
             in_a_row: 0,
             failing_since: None,
             retry_at: None,
-            heard_at: None,
             rng: rand::make_rng::<StdRng>(),
         }
     }
@@ -435,30 +432,12 @@ impl Calls {
         self.retry_at = None;
     }
 
-    /// The watch brought events or a progress notification.
-    fn heard(&mut self) {
-        self.heard_at = Some(Instant::now());
-    }
-
     /// Counts a failure; the verdict says what the session does about it.
     fn failed(&mut self, failure: Failure, lease_ttl: Duration) -> Verdict {
-        self.failed_at(failure, lease_ttl, Instant::now())
-    }
-
-    /// [`Calls::failed`] at `now`. Calls fail "for a whole TTL" only while the watch is quiet too: a
-    /// watch that delivers shows the member applies and answers, and ending its session would throw
-    /// away the watch's catch-up for one etcd must start again from the same revision (at 1000 hosts
-    /// on a saturated etcd, thousands of sessions ended so while their watches still delivered).
-    fn failed_at(&mut self, failure: Failure, lease_ttl: Duration, now: Instant) -> Verdict {
+        let now = Instant::now();
         self.in_a_row += 1;
         let since = *self.failing_since.get_or_insert(now);
-        let quiet_since = self.heard_at.map_or(since, |h| h.max(since));
-        match verdict(
-            failure,
-            self.in_a_row,
-            now.saturating_duration_since(quiet_since),
-            lease_ttl,
-        ) {
+        match verdict(failure, self.in_a_row, now - since, lease_ttl) {
             Verdict::Retry(base) => {
                 let pause = jittered(base, self.rng.next_u64());
                 self.retry_at = Some(now + pause);
@@ -752,7 +731,6 @@ impl Worker {
                     self.apply_watch(&resp);
                     if let Delivered::Through(rev) = Delivered::of(&resp) {
                         self.revision = self.revision.max(rev);
-                        calls.heard();
                     }
                 }
                 ka = lease.alive.message(), if lease.open => {
@@ -1653,38 +1631,6 @@ mod tests {
         calls.succeeded();
         assert!(calls.due());
         assert_eq!(calls.in_a_row, 0);
-    }
-
-    #[test]
-    fn calls_failing_for_a_ttl_end_the_session_only_if_its_watch_brought_nothing_in_that_time() {
-        let ttl = Duration::from_secs(10);
-        let t0 = Instant::now();
-        let mut calls = Calls::default();
-        assert!(matches!(
-            calls.failed_at(Failure::Call, ttl, t0),
-            Verdict::Retry(_)
-        ));
-        // The watch delivered 8 s into the failures: 11 s of failed calls do not end the session.
-        calls.heard_at = Some(t0 + Duration::from_secs(8));
-        assert!(matches!(
-            calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(11)),
-            Verdict::Retry(_)
-        ));
-        // A TTL with failed calls and a quiet watch does.
-        assert_eq!(
-            calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(18)),
-            Verdict::End
-        );
-        // A watch heard before the calls began to fail changes nothing.
-        let mut calls = Calls {
-            heard_at: Some(t0),
-            ..Calls::default()
-        };
-        calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(1));
-        assert_eq!(
-            calls.failed_at(Failure::Call, ttl, t0 + Duration::from_secs(11)),
-            Verdict::End
-        );
     }
 
     #[test]
