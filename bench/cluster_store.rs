@@ -14,7 +14,9 @@
 //! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
 //! tetherd's default when unset), `BENCH_RECORDS_SPREAD_MS` (the hosts' record writes spread evenly over
 //! it; default 0, all at once), `BENCH_FLEET_UP_FIRST=1` (claims only once the probe sees every host up;
-//! default: as the fleet starts). Run with `cargo bench --bench cluster_store`.
+//! default: as the fleet starts), `BENCH_LEASE_TTL_S` (the hosts' lease TTL; tetherd's default, 10 s,
+//! when unset), `BENCH_RECORDS_CAP_S` (600: the records phase's limit; progress is printed every 15 s).
+//! Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
 mod bench_settings;
@@ -107,8 +109,11 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
 
 /// The JSON of a host's overlay section on the bench's etcd.
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
-    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {
-        "endpoints": endpoints, "leaseTtlSeconds": 10}}});
+    let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {"endpoints": endpoints}}});
+    // BENCH_LEASE_TTL_S: the hosts' liveness lease (tetherd's default when unset).
+    if let Ok(s) = std::env::var("BENCH_LEASE_TTL_S") {
+        section["store"]["etcd"]["leaseTtlSeconds"] = json!(s.parse::<u64>().unwrap());
+    }
     // BENCH_REPAIR_MS: the planes' safety pass over everything (tetherd's default when unset).
     if let Ok(ms) = std::env::var("BENCH_REPAIR_MS") {
         section["repairIntervalMs"] = json!(ms.parse::<u64>().unwrap());
@@ -558,11 +563,26 @@ fn run(n: usize, samples: usize) {
     // Every host's endpoint records (the probe's included). Block claims are not counted: since the
     // watch carries none, a host reads them when it needs them (and every repair period), not as made.
     let want = (n + 1) * 10;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // BENCH_RECORDS_CAP_S (600): how long the records phase may take before the run fails (and cleans up).
+    let cap = Duration::from_secs(env_list("BENCH_RECORDS_CAP_S", &[600])[0] as u64);
+    let deadline = Instant::now() + cap;
+    let mut next_progress = Instant::now() + Duration::from_secs(15);
     while groups_report(&root, groups).is_none_or(|(fewest, _, _)| fewest < want) {
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(15);
+            let fewest = groups_report(&root, groups).map_or(0, |r| r.0);
+            println!(
+                "{n} hosts: records phase at {:.0} s: the emptiest host holds {fewest} of {want} endpoint records; CPU so far: planes {:.0} ms, etcd {:.0} ms; load average {}",
+                publish_start.elapsed().as_secs_f64(),
+                (fleet_cpu() - cpu_before_records.0).as_secs_f64() * 1000.0,
+                (cpu_of(&etcd_pid) - cpu_before_records.1).as_secs_f64() * 1000.0,
+                load()
+            );
+        }
         assert!(
             Instant::now() < deadline,
-            "records did not reach every host in 600 s"
+            "records did not reach every host in {} s",
+            cap.as_secs()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1056,36 +1056,48 @@ impl Worker {
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let parsed = self.layout.parse(&key);
-            self.counts.count(parsed.as_ref());
-            let block = self.layout.is_block(&key);
-            match event.event_type() {
-                EventType::Put => {
-                    let stored = Stored::new(&self.layout, &key, kv.value(), kv.mod_revision());
-                    urgent |= !block || self.holds(&stored);
-                    let kept = stored.mirrored(&self.layout, &self.own_records, &key);
-                    self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
-                    self.queue(Event::Put {
-                        key,
-                        parsed,
-                        stored,
-                    });
-                }
-                EventType::Delete => {
-                    urgent |= !block || self.held.contains(&key);
-                    self.mirror_remove(&key);
-                    self.queue(Event::Delete {
-                        key,
-                        revision: kv.mod_revision(),
-                    });
-                }
-            }
+            let put = event.event_type() == EventType::Put;
+            urgent |= self.apply_event(put, key, kv.value(), kv.mod_revision());
         }
         if urgent {
             self.wake_plane();
             self.wake_due = false;
         } else if !resp.events().is_empty() {
             self.wake_due = true;
+        }
+    }
+
+    /// One watched put or delete into the mirror and the plane's queue; whether the plane must wake
+    /// for it now (anything but another host's block).
+    fn apply_event(&mut self, put: bool, key: String, value: &[u8], mod_revision: i64) -> bool {
+        let parsed = self.layout.parse(&key);
+        self.counts.count(parsed.as_ref());
+        let block = self.layout.is_block(&key);
+        // The mirror may hold this host's own write already (`written`), later than the event.
+        let behind = self.newer_in_mirror(&key, mod_revision);
+        if put {
+            let stored = Stored::new(&self.layout, &key, value, mod_revision);
+            let urgent = !block || self.holds(&stored);
+            if !behind {
+                let kept = stored.mirrored(&self.layout, &self.own_records, &key);
+                self.mirror_put_parsed(key.clone(), parsed.as_ref(), kept);
+            }
+            self.queue(Event::Put {
+                key,
+                parsed,
+                stored,
+            });
+            urgent
+        } else {
+            let urgent = !block || self.held.contains(&key);
+            if !behind {
+                self.mirror_remove(&key);
+            }
+            self.queue(Event::Delete {
+                key,
+                revision: mod_revision,
+            });
+            urgent
         }
     }
 
@@ -1159,39 +1171,11 @@ impl Worker {
     /// records and claims no longer wanted deleted (a block only while it is still ours).
     async fn sync_own(&mut self, client: &mut Client) -> Fallible<()> {
         let mine = self.layout.records_of(self.me);
-        let wanted = self.wanted.clone();
-        let mut endpoints: Vec<(String, Vec<u8>, i64)> = Vec::new();
-        for (key, value) in &wanted {
-            let held = self.mirror.get(key);
-            if held.is_some_and(|s| &s.value == value) {
-                continue;
-            }
-            match self.layout.parse(key) {
-                Some(Key::Block { .. }) if held.is_some_and(|s| self.holds(s)) => {}
-                Some(Key::Block { network, block }) => {
-                    let claimed_at_ms =
-                        serde_json::from_slice::<BlockValue>(value).map_or(0, |v| v.claimed_at_ms);
-                    let claim = ClaimRef {
-                        network,
-                        block,
-                        claimed_at_ms,
-                    };
-                    self.create_claim(client, &claim).await?;
-                }
-                Some(
-                    Key::Endpoint { .. }
-                    | Key::Service { .. }
-                    | Key::Generation { .. }
-                    | Key::Rotation(_)
-                    | Key::MeshCounts { .. },
-                ) => {
-                    let expected = held.map_or(0, |s| s.mod_revision);
-                    endpoints.push((key.clone(), value.clone(), expected));
-                }
-                _ => {}
-            }
+        let (claims, records) = self.unsynced();
+        for claim in &claims {
+            self.create_claim(client, claim).await?;
         }
-        self.write_records(client, &endpoints).await?;
+        self.write_records(client, &records).await?;
         // A proposal's block is ours before the claims file says so: not stale.
         let proposed: BTreeSet<String> = self
             .proposals
@@ -1206,7 +1190,7 @@ impl Worker {
         let stale: Vec<(String, Stored)> = self
             .under(&mine)
             .chain(held)
-            .filter(|(k, _)| !wanted.contains_key(*k) && !proposed.contains(*k))
+            .filter(|(k, _)| !self.wanted.contains_key(*k) && !proposed.contains(*k))
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         for (key, stored) in stale {
@@ -1238,6 +1222,63 @@ impl Worker {
             self.create_claim(client, &claim).await?;
         }
         Ok(())
+    }
+
+    /// What the plane wants that the mirror does not hold as wanted: block claims to create, and records
+    /// to put with the mod revision each is compared with (0: absent).
+    #[allow(clippy::type_complexity)]
+    fn unsynced(&self) -> (Vec<ClaimRef>, Vec<(String, Vec<u8>, i64)>) {
+        let mut claims = Vec::new();
+        let mut records = Vec::new();
+        for (key, value) in &self.wanted {
+            let held = self.mirror.get(key);
+            if held.is_some_and(|s| &s.value == value) {
+                continue;
+            }
+            match self.layout.parse(key) {
+                Some(Key::Block { .. }) if held.is_some_and(|s| self.holds(s)) => {}
+                Some(Key::Block { network, block }) => {
+                    let claimed_at_ms =
+                        serde_json::from_slice::<BlockValue>(value).map_or(0, |v| v.claimed_at_ms);
+                    claims.push(ClaimRef {
+                        network,
+                        block,
+                        claimed_at_ms,
+                    });
+                }
+                Some(
+                    Key::Endpoint { .. }
+                    | Key::Service { .. }
+                    | Key::Generation { .. }
+                    | Key::Rotation(_)
+                    | Key::MeshCounts { .. },
+                ) => {
+                    let expected = held.map_or(0, |s| s.mod_revision);
+                    records.push((key.clone(), value.clone(), expected));
+                }
+                _ => {}
+            }
+        }
+        (claims, records)
+    }
+
+    /// Records a transaction put at `revision`, taken into the mirror as the watch would bring them.
+    /// Without this the mirror learned them only from the watch, seconds late under load, and every
+    /// sync until then put them again with the old compare: a transaction that failed and read them back.
+    fn written(&mut self, records: &[(String, Vec<u8>, i64)], revision: i64) {
+        for (key, value, _) in records {
+            let stored = Stored::new(&self.layout, key, value, revision);
+            let kept = stored.mirrored(&self.layout, &self.own_records, key);
+            self.mirror_put(key.clone(), kept);
+        }
+    }
+
+    /// Whether the mirror holds `key` at a later revision than an event's (this host's own write, taken
+    /// in by `written`): a watch behind it must not move it back.
+    fn newer_in_mirror(&self, key: &str, revision: i64) -> bool {
+        self.mirror
+            .get(key)
+            .is_some_and(|s| s.mod_revision > revision)
     }
 
     /// This host's own keys as a failed compare-and-swap read them: the mirror takes their current value
@@ -1283,7 +1324,9 @@ impl Worker {
                         .collect::<Vec<_>>(),
                 );
             let resp = client.txn(txn).await?;
-            if !resp.succeeded() {
+            if resp.succeeded() {
+                self.written(batch, resp.header().map_or(0, |h| h.revision()));
+            } else {
                 // The mirror was behind (the watch may never bring what it missed): take the keys as
                 // they are now, so the next tick compares against them instead of failing again.
                 tracing::debug!(
@@ -1664,6 +1707,45 @@ mod tests {
         assert_eq!(w.mirror[&changed].value, b"theirs");
         assert!(!w.mirror.contains_key(&gone), "created next (revision 0)");
         assert_eq!(w.mirror[&untouched].mod_revision, 5);
+    }
+
+    #[test]
+    fn records_a_transaction_wrote_are_not_put_again_while_the_watch_has_not_brought_them() {
+        let me: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut w = worker(me);
+        let first = w.layout.endpoint(me, "ov", "10.0.0.2".parse().unwrap());
+        let second = w.layout.endpoint(me, "ov", "10.0.0.3".parse().unwrap());
+        w.wanted = BTreeMap::from([
+            (first.clone(), b"a".to_vec()),
+            (second.clone(), b"b".to_vec()),
+        ]);
+        let (claims, records) = w.unsynced();
+        assert!(claims.is_empty());
+        assert_eq!(
+            records
+                .iter()
+                .map(|(k, _, rev)| (k.as_str(), *rev))
+                .collect::<Vec<_>>(),
+            [(first.as_str(), 0), (second.as_str(), 0)],
+            "both created (compared with revision 0)"
+        );
+        // The transaction succeeded at revision 12; the watch has not brought the puts yet.
+        w.written(&records, 12);
+        assert!(
+            w.unsynced().1.is_empty(),
+            "the next sync puts them again with a stale compare"
+        );
+        // One changes: compared with the revision the transaction gave it.
+        w.wanted.insert(first.clone(), b"a2".to_vec());
+        assert_eq!(w.unsynced().1, [(first.clone(), b"a2".to_vec(), 12)]);
+        // A watch behind the mirror leaves it as it is: an older put, an older delete.
+        w.apply_event(true, second.clone(), b"old", 11);
+        w.apply_event(false, second.clone(), b"", 11);
+        assert_eq!(w.mirror[&second].mod_revision, 12);
+        assert!(w.unsynced().1.iter().all(|(k, _, _)| k != &second));
+        // A later one moves it.
+        w.apply_event(false, second.clone(), b"", 13);
+        assert!(!w.mirror.contains_key(&second));
     }
 
     #[test]
