@@ -180,6 +180,8 @@ fn main() {
             records,
             Duration::from_secs(paced as u64),
         );
+        drop(aardvark);
+        let _ = tether::client::notify::request(&run_dir, &Request::Stop, Duration::from_secs(5));
         return;
     }
     let mut rows = Vec::new();
