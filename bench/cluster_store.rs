@@ -472,13 +472,7 @@ fn run(n: usize, samples: usize) {
     if env_list("BENCH_FLEET_UP_FIRST", &[0])[0] == 1 {
         let fleet_up = Instant::now();
         let deadline = fleet_up + Duration::from_secs(600);
-        let up = || {
-            std::fs::read_to_string(probe_dir.join("up"))
-                .ok()
-                .and_then(|r| r.trim().parse::<usize>().ok())
-                .unwrap_or(0)
-        };
-        while up() < n {
+        while count_in(&probe_dir.join("up")) < n {
             assert!(Instant::now() < deadline, "the fleet never came up");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -658,13 +652,7 @@ fn run(n: usize, samples: usize) {
 
     // The probe's RSS once it holds the whole cluster's records, as one tetherd would.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let probe_records = || {
-        std::fs::read_to_string(probe_dir.join("records"))
-            .ok()
-            .and_then(|r| r.trim().parse::<usize>().ok())
-            .unwrap_or(0)
-    };
-    while probe_records() < want {
+    while count_in(&probe_dir.join("records")) < want {
         assert!(
             Instant::now() < deadline,
             "the probe never had every record"
@@ -761,4 +749,12 @@ fn main() {
             .unwrap();
         assert!(status.success(), "the {n}-host run failed");
     }
+}
+
+/// The count a probe writes into one of its files (0 while the file is missing or half written).
+fn count_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|r| r.trim().parse::<usize>().ok())
+        .unwrap_or(0)
 }
