@@ -2,9 +2,10 @@
 //! (`<state>/attachments/<network>/*.json`, written by the plugins before they notify), plus the records
 //! its services contribute ([`Service::extra_records`](super::Service::extra_records)).
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
+use std::hash::Hasher;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -19,9 +20,9 @@ use crate::state_file;
 pub struct RecordSnapshot {
     records: Vec<AttachmentRecord>,
     /// Positions in `records` by container id (a container's attachments: one per network and interface).
-    by_container: Positions,
+    by_container: KeyIndex,
     /// Positions in `records` by the namespace path the record names.
-    by_netns: Positions,
+    by_netns: KeyIndex,
 }
 
 impl RecordSnapshot {
@@ -40,12 +41,13 @@ impl RecordSnapshot {
                     continue;
                 }
                 match state_file::read_json::<AttachmentRecord>(&path) {
-                    Ok(Some(rec)) => snapshot.push(rec),
+                    Ok(Some(rec)) => snapshot.append(rec),
                     Ok(None) => {} // removed meanwhile
                     Err(e) => tracing::warn!(error = %e, "skipping attachment record"),
                 }
             }
         }
+        snapshot.sort_indices();
         snapshot
     }
 
@@ -64,8 +66,9 @@ impl RecordSnapshot {
     /// Adds records (the services' own, e.g. other hosts' containers).
     pub fn extend(&mut self, records: impl IntoIterator<Item = AttachmentRecord>) {
         for r in records {
-            self.push(r);
+            self.append(r);
         }
+        self.sort_indices();
     }
 
     /// The record of one attachment.
@@ -75,20 +78,19 @@ impl RecordSnapshot {
         container_id: &str,
         ifname: &str,
     ) -> Option<&AttachmentRecord> {
-        positions(&self.by_container, container_id)
-            .iter()
-            .map(|&i| &self.records[i])
-            .find(|r| r.ifname == ifname && r.network == network)
+        self.position(network, container_id, ifname)
+            .map(|i| &self.records[i])
     }
 
     /// The records that name the namespace path `netns`.
     pub fn in_netns<'a>(
         &'a self,
-        netns: &OsStr,
+        netns: &'a OsStr,
     ) -> impl Iterator<Item = &'a AttachmentRecord> + 'a {
-        positions(&self.by_netns, netns)
-            .iter()
-            .map(|&i| &self.records[i])
+        self.by_netns
+            .positions(netns.as_bytes())
+            .map(|i| &self.records[i])
+            .filter(move |r| r.netns.as_deref().map(Path::as_os_str) == Some(netns))
     }
 
     /// Re-reads one record: replaced when its file is there, dropped when it is gone. Costs one file read
@@ -100,97 +102,145 @@ impl RecordSnapshot {
         container_id: &str,
         ifname: &str,
     ) {
-        while let Some(i) = positions(&self.by_container, container_id)
-            .iter()
-            .copied()
-            .find(|&i| self.records[i].ifname == ifname && self.records[i].network == network)
-        {
+        while let Some(i) = self.position(network, container_id, ifname) {
             self.remove_at(i);
         }
         match RecordDir::new(state_dir, network).read(container_id, ifname) {
-            Ok(Some(rec)) => self.push(rec),
+            Ok(Some(rec)) => self.insert(rec),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "skipping attachment record"),
         }
     }
 
-    fn push(&mut self, rec: AttachmentRecord) {
+    fn position(&self, network: &str, container_id: &str, ifname: &str) -> Option<usize> {
+        self.by_container
+            .positions(container_id.as_bytes())
+            .find(|&i| {
+                let r = &self.records[i];
+                r.container_id.as_str() == container_id
+                    && r.ifname == ifname
+                    && r.network == network
+            })
+    }
+
+    /// Adds a record at the end, its index entries unsorted: loading many, [`Self::sort_indices`] follows.
+    fn append(&mut self, rec: AttachmentRecord) {
         let i = self.records.len();
-        index_at(&mut self.by_container, &mut self.by_netns, &rec, i);
+        for (index, key) in self.indices(&rec) {
+            index.append(key, i);
+        }
+        self.records.push(rec);
+    }
+
+    fn sort_indices(&mut self) {
+        self.by_container.sort();
+        self.by_netns.sort();
+    }
+
+    /// Adds one record with its index entries in place.
+    fn insert(&mut self, rec: AttachmentRecord) {
+        let i = self.records.len();
+        for (index, key) in self.indices(&rec) {
+            index.insert(key, i);
+        }
         self.records.push(rec);
     }
 
     /// Removes the record at `i`; the last one takes its place, and its positions are moved with it.
     fn remove_at(&mut self, i: usize) {
         let last = self.records.len() - 1;
-        unindex_at(
-            &mut self.by_container,
-            &mut self.by_netns,
-            &self.records[i],
-            i,
-        );
+        let [by_container, by_netns] = [&mut self.by_container, &mut self.by_netns];
+        for (index, key) in key_pairs(by_container, by_netns, &self.records[i]) {
+            index.remove(key, i);
+        }
         if i != last {
-            unindex_at(
-                &mut self.by_container,
-                &mut self.by_netns,
-                &self.records[last],
-                last,
-            );
-            index_at(
-                &mut self.by_container,
-                &mut self.by_netns,
-                &self.records[last],
-                i,
-            );
+            for (index, key) in key_pairs(by_container, by_netns, &self.records[last]) {
+                index.remove(key, last);
+                index.insert(key, i);
+            }
         }
         self.records.swap_remove(i);
     }
-}
 
-type Positions = HashMap<OsString, Vec<usize>>;
-
-fn positions<'a>(index: &'a Positions, key: &(impl AsRef<OsStr> + ?Sized)) -> &'a [usize] {
-    index.get(key.as_ref()).map_or(&[], Vec::as_slice)
-}
-
-fn index_keys(rec: &AttachmentRecord) -> (&OsStr, Option<&OsStr>) {
-    (
-        OsStr::new(rec.container_id.as_str()),
-        rec.netns.as_deref().map(Path::as_os_str),
-    )
-}
-
-fn index_at(
-    by_container: &mut Positions,
-    by_netns: &mut Positions,
-    rec: &AttachmentRecord,
-    i: usize,
-) {
-    let (container, netns) = index_keys(rec);
-    by_container
-        .entry(container.to_os_string())
-        .or_default()
-        .push(i);
-    if let Some(netns) = netns {
-        by_netns.entry(netns.to_os_string()).or_default().push(i);
+    fn indices<'a>(
+        &'a mut self,
+        rec: &'a AttachmentRecord,
+    ) -> impl Iterator<Item = (&'a mut KeyIndex, &'a [u8])> {
+        key_pairs(&mut self.by_container, &mut self.by_netns, rec)
     }
 }
 
-fn unindex_at(
-    by_container: &mut Positions,
-    by_netns: &mut Positions,
-    rec: &AttachmentRecord,
-    i: usize,
-) {
+/// Each index with the record's key in it (a record without a namespace path is in the first only).
+fn key_pairs<'a>(
+    by_container: &'a mut KeyIndex,
+    by_netns: &'a mut KeyIndex,
+    rec: &'a AttachmentRecord,
+) -> impl Iterator<Item = (&'a mut KeyIndex, &'a [u8])> {
     let (container, netns) = index_keys(rec);
-    for (index, key) in [(by_container, Some(container)), (by_netns, netns)] {
-        let Some(key) = key else { continue };
-        if let Some(positions) = index.get_mut(key) {
-            positions.retain(|&p| p != i);
-            if positions.is_empty() {
-                index.remove(key);
-            }
+    [(by_container, Some(container)), (by_netns, netns)]
+        .into_iter()
+        .filter_map(|(index, key)| Some((index, key?)))
+}
+
+fn index_keys(rec: &AttachmentRecord) -> (&[u8], Option<&[u8]>) {
+    (
+        rec.container_id.as_str().as_bytes(),
+        rec.netns.as_deref().map(|p| p.as_os_str().as_bytes()),
+    )
+}
+
+/// Positions in the records by a hash of a key, sorted: 16 bytes a record, where a map from owned keys to
+/// lists of positions took about 150 (tetherd's resident memory is one of its goals). Keys that share a hash
+/// share entries, so whoever looks one up compares the record's key itself.
+#[derive(Debug, Clone, Default)]
+struct KeyIndex(Vec<(u64, u32)>);
+
+impl KeyIndex {
+    fn hash(key: &[u8]) -> u64 {
+        // Fixed keys: the records are root's own files, nothing an attacker picks to collide.
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(key);
+        hasher.finish()
+    }
+
+    fn entry(key: &[u8], i: usize) -> (u64, u32) {
+        (
+            Self::hash(key),
+            u32::try_from(i).expect("fewer than 2^32 records"),
+        )
+    }
+
+    fn positions(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+        let hash = Self::hash(key);
+        let first = self.0.partition_point(|&(h, _)| h < hash);
+        self.0[first..]
+            .iter()
+            .take_while(move |&&(h, _)| h == hash)
+            .map(|&(_, i)| i as usize)
+    }
+
+    fn append(&mut self, key: &[u8], i: usize) {
+        self.0.push(Self::entry(key, i));
+    }
+
+    fn sort(&mut self) {
+        self.0.sort_unstable();
+    }
+
+    fn insert(&mut self, key: &[u8], i: usize) {
+        let entry = Self::entry(key, i);
+        let at = self.0.partition_point(|&e| e < entry);
+        self.0.insert(at, entry);
+    }
+
+    fn remove(&mut self, key: &[u8], i: usize) {
+        if let Ok(at) = self.0.binary_search(&Self::entry(key, i)) {
+            self.0.remove(at);
         }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -281,8 +331,11 @@ mod tests {
             by_scan.sort();
             assert_eq!(by_index, by_scan, "records in {netns:?}");
         }
-        let listed: usize = snap.by_container.values().map(Vec::len).sum();
-        assert_eq!(listed, snap.len(), "every record indexed once by container");
+        assert_eq!(
+            snap.by_container.len(),
+            snap.len(),
+            "every record indexed once by container"
+        );
     }
 
     #[test]
@@ -349,5 +402,36 @@ mod tests {
             "c5's record left the shared namespace's list"
         );
         fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
+    fn a_key_sharing_another_keys_hash_never_finds_the_other_keys_records() {
+        let mut snap = RecordSnapshot::default();
+        snap.extend([
+            record("a", "c1", "eth0", "/run/netns/c1", 2),
+            record("a", "c2", "eth0", "/run/netns/c2", 3),
+        ]);
+        // A collision, made by hand: c2's record listed under the hashes of c1's keys, first.
+        let c2 = snap
+            .iter()
+            .position(|r| r.container_id.as_str() == "c2")
+            .unwrap();
+        for (index, key) in [
+            (&mut snap.by_container, "c1"),
+            (&mut snap.by_netns, "/run/netns/c1"),
+        ] {
+            let (hash, _) = KeyIndex::entry(key.as_bytes(), 0);
+            index.0.insert(
+                index.0.partition_point(|&(h, _)| h < hash),
+                (hash, c2 as u32),
+            );
+        }
+        let ip = |r: &AttachmentRecord| r.ips[0].ip().to_string();
+        assert_eq!(
+            snap.find("a", "c1", "eth0").map(ip).as_deref(),
+            Some("10.0.0.2")
+        );
+        let in_c1: Vec<_> = snap.in_netns(OsStr::new("/run/netns/c1")).map(ip).collect();
+        assert_eq!(in_c1, ["10.0.0.2"]);
     }
 }
