@@ -238,10 +238,6 @@ impl KeyIndex {
             self.0.remove(at);
         }
     }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
 }
 
 fn sub_dirs(root: &Path) -> Vec<PathBuf> {
@@ -332,7 +328,7 @@ mod tests {
             assert_eq!(by_index, by_scan, "records in {netns:?}");
         }
         assert_eq!(
-            snap.by_container.len(),
+            snap.by_container.0.len(),
             snap.len(),
             "every record indexed once by container"
         );
