@@ -18,6 +18,9 @@
 //! is what a runtime pays. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
+//! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the
+//! previous container's veth and namespace is over (by default the ADD follows at once, as under churn).
+//!
 //! `BENCH_PLUGINS=tether` (or `reference`) runs one set only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
 //! chain of an earlier build (`DIR/tether-bridge`, with its tetherd beside it), labelled
 //! "tether-one-plugin before".
@@ -76,6 +79,7 @@ struct Measured {
 fn main() {
     let sizes = env_list("BENCH_SIZES", &[0, 250, 1000]);
     let runs = env_list("BENCH_RUNS", &[20])[0].max(1);
+    let settle = Duration::from_millis(env_list("BENCH_SETTLE_MS", &[0])[0] as u64);
     let connects = env_list("CONNECT_SAMPLES", &[50])[0].max(1);
     let mut sets = vec![
         PluginSet {
@@ -127,7 +131,7 @@ fn main() {
                 set.label
             );
             let started = Instant::now();
-            let outcome = measure(set, existing, runs, connects);
+            let outcome = measure(set, existing, runs, connects, settle);
             eprintln!(
                 "bench: {} at {existing} done in {:.0} s",
                 set.label,
@@ -158,6 +162,7 @@ fn measure(
     existing: usize,
     runs: usize,
     connects: usize,
+    settle: Duration,
 ) -> Result<Measured, String> {
     let host = HostNs::new("pms");
     let outside = host.outside();
@@ -198,6 +203,8 @@ fn measure(
     let mut parts: [Vec<Duration>; 4] = Default::default();
     for i in 0..runs {
         let c = host.container(&format!("t{i}"));
+        // The previous container's veth and namespace are torn down by the kernel in the background.
+        std::thread::sleep(settle);
         let started = Instant::now();
         let (result, add_parts) = chain.add(&c, TIMED_HOST_PORT_BASE + i as u16)?;
         adds.push(started.elapsed());
