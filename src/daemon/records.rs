@@ -189,9 +189,10 @@ fn index_keys(rec: &AttachmentRecord) -> (&[u8], Option<&[u8]>) {
     )
 }
 
-/// Positions in the records by a hash of a key, sorted: 16 bytes a record, where a map from owned keys to
-/// lists of positions took about 150 (tetherd's resident memory is one of its goals). Keys that share a hash
-/// share entries, so whoever looks one up compares the record's key itself.
+/// Positions in the records by a hash of a key, sorted: 16 bytes a record in one allocation, where a map from
+/// owned keys to lists of positions made a copy of the key and a list per record (tetherd's resident memory
+/// is one of its goals). Keys that share a hash share entries, so whoever looks one up compares the record's
+/// key itself.
 #[derive(Debug, Clone, Default)]
 struct KeyIndex(Vec<(u64, u32)>);
 
