@@ -63,7 +63,7 @@ fn installing_a_network_twice_leaves_one_copy_of_everything() {
     assert_eq!(second.matches("iifname vmap @fwd_in").count(), 1);
     assert_eq!(second.matches("masquerade").count(), 2);
     assert!(second.contains(&format!("chain {}_fwd", id)));
-    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 net=web.prod-1\""));
+    assert!(second.contains("comment \"tether bridge=tbr0 masq=1 iso=1 nat=iif net=web.prod-1\""));
 }
 
 /// The netlink batches make what nft makes of the text they render, to the byte of `nft list ruleset`; and
@@ -120,14 +120,17 @@ fn container_elements_are_added_checked_and_removed() {
     });
     assert!(set_json(&ns, &id.ipv4_set()).contains("\"10.88.0.2\""));
     assert!(set_json(&ns, &id.ipv6_set()).contains("\"fd00:88::2\""));
+    // Each container element carries its own counter (read back by `tether inspect`).
+    let c4 = ns.nft_ok(&["list", "set", "inet", "tether", &id.ipv4_set()]);
+    assert!(c4.contains("10.88.0.2 counter packets 0 bytes 0"), "{c4}");
+    // NAT is dispatched by the bridge: the container put no jump in a map (a jump element makes the
+    // kernel validate the whole table at every ADD's commit).
     let nat4 = ns.nft_ok(&["list", "map", "inet", "tether", "nat4"]);
+    assert!(!nat4.contains("10.88.0.2"), "{nat4}");
+    let nat_in = ns.nft_ok(&["list", "map", "inet", "tether", "nat_in"]);
     assert!(
-        // Each container element carries its own counter (read back by `tether inspect`).
-        nat4.contains(&format!(
-            "10.88.0.2 counter packets 0 bytes 0 : jump {}_nat",
-            id
-        )),
-        "{nat4}"
+        nat_in.contains(&format!("\"tbr1\" : jump {id}_nat")),
+        "{nat_in}"
     );
 
     ns.run_inside(|| {
@@ -142,6 +145,58 @@ fn container_elements_are_added_checked_and_removed() {
     assert!(!ns
         .nft_ok(&["list", "map", "inet", "tether", "nat4"])
         .contains("10.88.0.2"));
+}
+
+/// A network and a container installed by a tether before NAT was dispatched by the bridge (per-container
+/// `nat4` jumps, no `nat_in` element, no `nat=iif` in the comment): the next ensure installs the network
+/// again with its `nat_in` element, the old container's jump stays until its DEL takes it, and the network
+/// still tears down.
+#[test]
+fn a_network_from_before_nat_by_bridge_is_upgraded_and_its_old_containers_removed_cleanly() {
+    let ns = HostNs::new("fwu");
+    let id = NetworkId::of("old");
+    let net = rules("old", "tbr9", true);
+    let current = as_nft_text::network(&net).unwrap();
+    let before: String = current
+        .lines()
+        .filter(|l| !l.contains("nat_in"))
+        .map(|l| l.replace(" nat=iif", "") + "\n")
+        .collect::<String>()
+        + &format!(
+            "add element inet tether {}_c4 {{ 10.9.9.2 }}\nadd element inet tether nat4 {{ 10.9.9.2 : jump {id}_nat }}\n",
+            id
+        );
+    ns.run_inside(|| {
+        assert!(nft_script(&before), "nft -f refused:\n{before}");
+        let fw = Firewall::open().unwrap();
+        fw.add_container("old", &addrs(&["10.9.9.3"])).unwrap();
+    });
+    let old_table = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    assert!(!old_table.contains("nat=iif"), "{old_table}");
+
+    ns.run_inside(|| Firewall::open().unwrap().ensure_network(&net).unwrap());
+    let table = ns.nft_ok(&["list", "table", "inet", "tether"]);
+    assert!(table.contains("nat=iif"), "{table}");
+    assert!(table.contains("iifname vmap @nat_in"), "{table}");
+    assert!(
+        table.contains(&format!("\"tbr9\" : jump {id}_nat")),
+        "{table}"
+    );
+    assert!(
+        table.contains("10.9.9.2 : jump"),
+        "the old container's jump stays: {table}"
+    );
+
+    ns.run_inside(|| {
+        let fw = Firewall::open().unwrap();
+        fw.remove_container("old", &addrs(&["10.9.9.2"])).unwrap();
+    });
+    let nat4 = ns.nft_ok(&["list", "map", "inet", "tether", "nat4"]);
+    assert!(!nat4.contains("10.9.9.2"), "DEL takes the old jump: {nat4}");
+
+    ns.run_inside(|| Firewall::open().unwrap().remove_network("old").unwrap());
+    let (exists, listing) = ns.nft(&["list", "table", "inet", "tether"]);
+    assert!(!exists, "{listing}");
 }
 
 #[test]

@@ -458,7 +458,7 @@ fn inspect_counts_real_traffic_on_the_containers_firewall_elements() {
         "{before:#}"
     );
     assert_eq!(
-        counted_packets(&before, "firewall elements", "nat4"),
+        counted_packets(&before, "firewall elements", "_c4"),
         [0],
         "{before:#}"
     );
@@ -479,7 +479,7 @@ fn inspect_counts_real_traffic_on_the_containers_firewall_elements() {
         "{after:#}"
     );
     assert_eq!(
-        counted_packets(&after, "firewall elements", "nat4"),
+        counted_packets(&after, "firewall elements", "_c4"),
         [1],
         "{after:#}"
     );

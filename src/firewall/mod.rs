@@ -6,8 +6,9 @@
 //!   verdict) and `postrouting` (srcnat), which only dispatch through verdict maps:
 //!   `oifname vmap @fwd_out` (ingress first, so a network decides what enters it),
 //!   `iifname vmap @fwd_in` (bridge name -> network forward chain),
-//!   `ip saddr vmap @nat4`, `ip6 saddr vmap @nat6` (container address -> network NAT chain;
-//!   postrouting has no input interface to dispatch on);
+//!   `iifname vmap @nat_in` (bridge name -> network NAT chain; one element per network, so a container's
+//!   ADD adds no jump), then `ip saddr vmap @nat4`, `ip6 saddr vmap @nat6` (container address -> network
+//!   NAT chain: what tethers before `nat_in` added per container, still removed by DEL);
 //! - per network `<id>_fwd` (isolation: replies, published and same-network traffic in,
 //!   the rest dropped; no direct path to other tether bridges), `<id>_nat` and the container
 //!   address sets `<id>_c4`, `<id>_c6`; the bridge is in `tether_bridges` and `hairpin_ifs`;
@@ -59,7 +60,7 @@ pub use published_ports::route_localnet_sysctl;
 pub use resolver_redirect::ResolverRedirect;
 
 use netlink::replies;
-use netlink::requests::{self, ElementChange, ElementData, ElementOp, SetElement};
+use netlink::requests::{self, ElementChange, ElementOp, SetElement};
 use netlink::socket::NfSocket;
 use network_spec::{validate_network_name, InstalledNetwork, NetworkSpec};
 use table::Family;
@@ -540,10 +541,10 @@ impl Firewall {
     }
 }
 
-/// The element changes for one container: its addresses into the network's sets, and into
-/// the NAT maps with a jump to the network's NAT chain.
+/// The element changes for one container: its addresses into (or out of) the network's sets. Removal
+/// also takes them out of the NAT maps by address, where tethers before `nat_in` put them with a jump to
+/// the network's NAT chain; an add puts no jump anywhere, so its commit validates nothing.
 fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<ElementChange> {
-    let nat = id.nat_chain();
     let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv4());
     let mut changes = Vec::new();
     for (family_addrs, set, map) in [
@@ -553,25 +554,22 @@ fn container_changes(id: NetworkId, addrs: &[IpAddr], op: ElementOp) -> Vec<Elem
         if family_addrs.is_empty() {
             continue;
         }
-        let plain = SetElement::address;
-        // Deletes name the key only; adds to the map carry the jump.
-        let with_jump = |key: &IpAddr| SetElement {
-            key: requests::address_bytes(key),
-            data: (op == ElementOp::Add).then(|| ElementData::Jump(nat.clone())),
-        };
+        let elements: Vec<SetElement> = family_addrs.iter().map(SetElement::address).collect();
+        if op == ElementOp::Destroy {
+            changes.push(ElementChange {
+                counted: false,
+                family: Family::Inet,
+                op,
+                set: map.to_string(),
+                elements: elements.clone(),
+            });
+        }
         changes.push(ElementChange {
             counted: true,
             family: Family::Inet,
             op,
             set,
-            elements: family_addrs.iter().map(plain).collect(),
-        });
-        changes.push(ElementChange {
-            counted: true,
-            family: Family::Inet,
-            op,
-            set: map.to_string(),
-            elements: family_addrs.iter().map(with_jump).collect(),
+            elements,
         });
     }
     changes
@@ -641,5 +639,35 @@ pub(super) fn kernel_error(change: &ElementChange, code: i32) -> FirewallError {
         set: change.set.clone(),
         source: io::Error::from_raw_os_error(code),
         hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_is_added_to_its_sets_only_and_removed_from_the_old_nat_maps_too() {
+        let id = NetworkId::of("a");
+        let addrs: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let added = container_changes(id, &addrs, ElementOp::Add);
+        let sets: Vec<&str> = added.iter().map(|c| c.set.as_str()).collect();
+        assert_eq!(sets, [id.ipv4_set(), id.ipv6_set()]);
+        // No jump in an ADD's batch: a jump element makes the kernel validate the whole table at commit.
+        assert!(added
+            .iter()
+            .flat_map(|c| &c.elements)
+            .all(|e| e.data.is_none()));
+        let removed = container_changes(id, &addrs, ElementOp::Destroy);
+        let sets: Vec<&str> = removed.iter().map(|c| c.set.as_str()).collect();
+        assert_eq!(
+            sets,
+            [
+                table::NAT_V4_MAP.to_string(),
+                id.ipv4_set(),
+                table::NAT_V6_MAP.to_string(),
+                id.ipv6_set()
+            ]
+        );
     }
 }

@@ -25,6 +25,9 @@ pub struct InstalledNetwork {
     pub masquerade: bool,
     /// Chains written before isolation existed carry no `iso=`: they did not isolate.
     pub isolation: bool,
+    /// `nat=iif`: NAT is dispatched by the bridge (`nat_in`). Networks installed by earlier tethers lack it
+    /// and are installed again on their next ADD.
+    pub nat_by_bridge: bool,
     /// The network name, possibly cut short to fit the comment.
     pub name: String,
 }
@@ -46,7 +49,7 @@ impl NetworkSpec {
     /// long one is cut rather than the fields teardown needs.
     pub fn comment(&self) -> String {
         let mut comment = format!(
-            "tether bridge={} masq={} iso={} net={}",
+            "tether bridge={} masq={} iso={} nat=iif net={}",
             self.bridge,
             u8::from(self.masquerade),
             u8::from(self.isolation),
@@ -64,6 +67,7 @@ impl NetworkSpec {
         installed.bridge == self.bridge
             && installed.masquerade == self.masquerade
             && installed.isolation == self.isolation
+            && installed.nat_by_bridge
     }
 
     pub fn same_network_as(&self, installed: &InstalledNetwork) -> bool {
@@ -82,14 +86,22 @@ impl InstalledNetwork {
             "1" => Some(true),
             _ => None,
         };
-        let (masquerade, isolation) = match flags.split_once(" iso=") {
-            Some((masq, iso)) => (flag(masq)?, flag(iso)?),
-            None => (flag(flags)?, false),
-        };
+        // `masq=` first, then fields added since, each optional: an older comment lacks the later ones.
+        let mut fields = flags.split(' ');
+        let masquerade = flag(fields.next()?)?;
+        let (mut isolation, mut nat_by_bridge) = (false, false);
+        for field in fields {
+            match field.split_once('=')? {
+                ("iso", value) => isolation = flag(value)?,
+                ("nat", "iif") => nat_by_bridge = true,
+                _ => return None,
+            }
+        }
         Some(InstalledNetwork {
             bridge: bridge.to_string(),
             masquerade,
             isolation,
+            nat_by_bridge,
             name: name.to_string(),
         })
     }
@@ -158,7 +170,7 @@ mod tests {
         let spec = NetworkSpec::parse(&rules("web.prod-1", "tether0", true)).unwrap();
         assert_eq!(
             spec.comment(),
-            "tether bridge=tether0 masq=1 iso=1 net=web.prod-1"
+            "tether bridge=tether0 masq=1 iso=1 nat=iif net=web.prod-1"
         );
         let installed = InstalledNetwork::from_comment(&spec.comment()).unwrap();
         assert_eq!(installed.bridge, "tether0");
@@ -173,6 +185,16 @@ mod tests {
         let spec = NetworkSpec::parse(&rules("old", "br0", true)).unwrap();
         let installed = InstalledNetwork::from_comment("tether bridge=br0 masq=1 net=old").unwrap();
         assert!(!installed.isolation);
+        assert!(spec.same_network_as(&installed));
+        assert!(!spec.same_settings_as(&installed));
+    }
+
+    #[test]
+    fn a_network_installed_before_nat_by_bridge_is_installed_again() {
+        let spec = NetworkSpec::parse(&rules("old", "br0", true)).unwrap();
+        let installed =
+            InstalledNetwork::from_comment("tether bridge=br0 masq=1 iso=1 net=old").unwrap();
+        assert!(installed.isolation && !installed.nat_by_bridge);
         assert!(spec.same_network_as(&installed));
         assert!(!spec.same_settings_as(&installed));
     }

@@ -119,8 +119,8 @@ pub(super) enum Rule {
     DispatchInputInterface(&'static str),
     /// `oifname vmap @map`: forward traffic going to a network's bridge.
     DispatchOutputInterface(&'static str),
-    /// `ip saddr vmap @map`: postrouting has no input interface, so NAT dispatch is by the
-    /// container's own address.
+    /// `ip saddr vmap @map`: NAT dispatch by the container's own address, as tethers before `nat_in`
+    /// did (postrouting sees the bridge as input interface of forwarded traffic, which `nat_in` uses).
     DispatchSourceV4(&'static str),
     DispatchSourceV6(&'static str),
     Jump(String),
@@ -845,6 +845,12 @@ pub(super) fn table_statements() -> Vec<Statement> {
         Statement::FlushChain(table::POSTROUTING_CHAIN.into()),
         Statement::AddRule {
             chain: table::POSTROUTING_CHAIN.into(),
+            rule: Rule::DispatchInputInterface(table::NAT_IN_MAP),
+        },
+        // Containers added by a tether before `nat_in`; their network's chain masquerades only once either
+        // way (masquerade ends the hook, and a packet it spares is spared again).
+        Statement::AddRule {
+            chain: table::POSTROUTING_CHAIN.into(),
             rule: Rule::DispatchSourceV4(table::NAT_V4_MAP),
         },
         Statement::AddRule {
@@ -865,6 +871,7 @@ fn map_statements() -> Vec<Statement> {
     vec![
         verdict_map(table::FORWARD_IN_MAP, KeyType::Interface),
         verdict_map(table::FORWARD_OUT_MAP, KeyType::Interface),
+        verdict_map(table::NAT_IN_MAP, KeyType::Interface),
         verdict_map(table::NAT_V4_MAP, KeyType::Ipv4),
         verdict_map(table::NAT_V6_MAP, KeyType::Ipv6),
         Statement::AddSet {
@@ -879,17 +886,15 @@ fn map_statements() -> Vec<Statement> {
 }
 
 /// The elements that name a network's bridge outside its own chains.
-fn bridge_elements(bridge: &str, chain: &str) -> Vec<(&'static str, ElementKey, Option<String>)> {
-    let mut out: Vec<_> = [table::FORWARD_IN_MAP, table::FORWARD_OUT_MAP]
-        .into_iter()
-        .map(|map| {
-            (
-                map,
-                ElementKey::Interface(bridge.into()),
-                Some(chain.to_string()),
-            )
-        })
-        .collect();
+fn bridge_elements(bridge: &str, id: NetworkId) -> Vec<(&'static str, ElementKey, Option<String>)> {
+    let mut out: Vec<_> = [
+        (table::FORWARD_IN_MAP, id.forward_chain()),
+        (table::FORWARD_OUT_MAP, id.forward_chain()),
+        (table::NAT_IN_MAP, id.nat_chain()),
+    ]
+    .into_iter()
+    .map(|(map, chain)| (map, ElementKey::Interface(bridge.into()), Some(chain)))
+    .collect();
     out.push((
         table::BRIDGES_SET,
         ElementKey::Interface(bridge.into()),
@@ -903,16 +908,23 @@ fn bridge_elements(bridge: &str, chain: &str) -> Vec<(&'static str, ElementKey, 
     out
 }
 
-/// Removes the forward chain and its two dispatch elements, whether or not they exist:
+/// Removes the forward chain and the bridge's dispatch elements, whether or not they exist:
 /// each object is first added (a no-op when present) so the deletes cannot fail. The
-/// bridge also leaves the set of tether bridges and the hairpin set.
+/// bridge also leaves the set of tether bridges and the hairpin set. The NAT chain is left
+/// (a jump of `nat_in` to it is added, so it is made first when missing).
 fn forward_removal(id: NetworkId, bridge: &str) -> Vec<Statement> {
     let chain = id.forward_chain();
-    let mut s = vec![Statement::AddChain {
-        name: chain.clone(),
-        comment: None,
-    }];
-    let elements = bridge_elements(bridge, &chain);
+    let mut s = vec![
+        Statement::AddChain {
+            name: chain.clone(),
+            comment: None,
+        },
+        Statement::AddChain {
+            name: id.nat_chain(),
+            comment: None,
+        },
+    ];
+    let elements = bridge_elements(bridge, id);
     for (set, key, jump) in &elements {
         s.push(Statement::AddElement {
             set: (*set).into(),
@@ -991,7 +1003,7 @@ pub fn install(spec: &NetworkSpec, replacing: Option<&InstalledNetwork>) -> Vec<
             },
         });
     }
-    for (set, key, jump) in bridge_elements(&spec.bridge, &forward) {
+    for (set, key, jump) in bridge_elements(&spec.bridge, id) {
         s.push(Statement::AddElement {
             set: set.into(),
             key,
@@ -1098,6 +1110,7 @@ add chain inet tether forward { type filter hook forward priority filter; policy
 add chain inet tether postrouting { type nat hook postrouting priority srcnat; policy accept; }
 add map inet tether fwd_in { type ifname : verdict; }
 add map inet tether fwd_out { type ifname : verdict; }
+add map inet tether nat_in { type ifname : verdict; }
 add map inet tether nat4 { type ipv4_addr : verdict; }
 add map inet tether nat6 { type ipv6_addr : verdict; }
 add set inet tether tether_bridges { type ifname; }
@@ -1107,6 +1120,7 @@ add rule inet tether forward ct status dnat iifname . oifname @hairpin_ifs meta 
 add rule inet tether forward oifname vmap @fwd_out
 add rule inet tether forward iifname vmap @fwd_in
 flush chain inet tether postrouting
+add rule inet tether postrouting iifname vmap @nat_in
 add rule inet tether postrouting ip saddr vmap @nat4
 add rule inet tether postrouting ip6 saddr vmap @nat6
 ";
@@ -1117,7 +1131,7 @@ add rule inet tether postrouting ip6 saddr vmap @nat6
             + "\
 add set inet tether ne40c292c_c4 { type ipv4_addr; }
 add set inet tether ne40c292c_c6 { type ipv6_addr; }
-add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 net=a\"; }
+add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 nat=iif net=a\"; }
 flush chain inet tether ne40c292c_fwd
 add rule inet tether ne40c292c_fwd oifname \"br0\" iifname \"br0\" accept
 add rule inet tether ne40c292c_fwd oifname \"br0\" ct state established,related accept
@@ -1131,6 +1145,7 @@ add rule inet tether ne40c292c_nat ip saddr @ne40c292c_c4 oifname != \"br0\" mas
 add rule inet tether ne40c292c_nat ip6 saddr @ne40c292c_c6 oifname != \"br0\" masquerade
 add element inet tether fwd_in { \"br0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
+add element inet tether nat_in { \"br0\" : jump ne40c292c_nat }
 add element inet tether tether_bridges { \"br0\" }
 add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 ";
@@ -1150,17 +1165,20 @@ add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
         let script = render(&install(&spec(true), Some(&old)), Family::Inet);
         let replaced = "\
 add chain inet tether ne40c292c_fwd
+add chain inet tether ne40c292c_nat
 add element inet tether fwd_in { \"old0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"old0\" : jump ne40c292c_fwd }
+add element inet tether nat_in { \"old0\" : jump ne40c292c_nat }
 add element inet tether tether_bridges { \"old0\" }
 add element inet tether hairpin_ifs { \"old0\" . \"old0\" }
 delete element inet tether fwd_in { \"old0\" }
 delete element inet tether fwd_out { \"old0\" }
+delete element inet tether nat_in { \"old0\" }
 delete element inet tether tether_bridges { \"old0\" }
 delete element inet tether hairpin_ifs { \"old0\" . \"old0\" }
 flush chain inet tether ne40c292c_fwd
 delete chain inet tether ne40c292c_fwd
-add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 net=a\"; }
+add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 nat=iif net=a\"; }
 ";
         assert!(script.contains(replaced), "{script}");
     }
@@ -1173,6 +1191,7 @@ add chain inet tether ne40c292c_fwd { comment \"tether bridge=br0 masq=1 iso=1 n
 add table inet tether
 add map inet tether fwd_in { type ifname : verdict; }
 add map inet tether fwd_out { type ifname : verdict; }
+add map inet tether nat_in { type ifname : verdict; }
 add map inet tether nat4 { type ipv4_addr : verdict; }
 add map inet tether nat6 { type ipv6_addr : verdict; }
 add set inet tether tether_bridges { type ifname; }
@@ -1185,12 +1204,15 @@ add element inet tether nat6 { fd00::2 : jump ne40c292c_nat }
 delete element inet tether nat4 { 10.0.0.2 }
 delete element inet tether nat6 { fd00::2 }
 add chain inet tether ne40c292c_fwd
+add chain inet tether ne40c292c_nat
 add element inet tether fwd_in { \"br0\" : jump ne40c292c_fwd }
 add element inet tether fwd_out { \"br0\" : jump ne40c292c_fwd }
+add element inet tether nat_in { \"br0\" : jump ne40c292c_nat }
 add element inet tether tether_bridges { \"br0\" }
 add element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 delete element inet tether fwd_in { \"br0\" }
 delete element inet tether fwd_out { \"br0\" }
+delete element inet tether nat_in { \"br0\" }
 delete element inet tether tether_bridges { \"br0\" }
 delete element inet tether hairpin_ifs { \"br0\" . \"br0\" }
 flush chain inet tether ne40c292c_fwd

@@ -36,9 +36,13 @@ pub const POSTROUTING_CHAIN: &str = "postrouting";
 pub const FORWARD_IN_MAP: &str = "fwd_in";
 /// `oifname` -> jump to the network's forward chain.
 pub const FORWARD_OUT_MAP: &str = "fwd_out";
-/// Container IPv4 address -> jump to its network's NAT chain.
+/// `iifname` (the network's bridge) -> jump to the network's NAT chain. One element per network: a
+/// container's ADD adds no jump, so its commit does not make the kernel validate the whole table.
+pub const NAT_IN_MAP: &str = "nat_in";
+/// Container IPv4 address -> jump to its network's NAT chain: the dispatch of tethers before `nat_in`,
+/// kept (and still emptied by DEL) for the containers they added.
 pub const NAT_V4_MAP: &str = "nat4";
-/// Container IPv6 address -> jump to its network's NAT chain.
+/// Container IPv6 address -> jump to its network's NAT chain (as `nat4`).
 pub const NAT_V6_MAP: &str = "nat6";
 /// The bridges of all tether networks (isolation between networks).
 pub const BRIDGES_SET: &str = "tether_bridges";
