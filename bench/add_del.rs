@@ -3,7 +3,8 @@
 //! ADDs then DELs each; median and p90 printed as a table. Hermetic: every size of every plugin pair
 //! gets its own host namespace, removed at the end. Run with `cargo bench --bench add_del` (release).
 //!
-//! Each plugin is spawned straight into the host namespace (setns between fork and exec, no nsenter).
+//! Each plugin is spawned straight into the host namespace (by a thread that joined it, with vfork semantics
+//! as Go runtimes spawn; no nsenter).
 
 #[path = "bench_settings.rs"]
 mod bench_settings;

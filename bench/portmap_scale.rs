@@ -14,7 +14,8 @@
 //! and the probe, the container whose published port the connections go through, added first so that no
 //! timed ADD or DEL is the network's first or last container (tether installs a network's chains with the
 //! first container and removes them with the last). Each plugin is spawned straight into the host
-//! namespace (setns between fork and exec, no nsenter), so a timing is what a runtime pays. Hermetic: each (N, plugin set) gets
+//! namespace (by a thread that joined it, with vfork semantics as Go runtimes spawn; no nsenter), so a timing
+//! is what a runtime pays. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
 //! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the

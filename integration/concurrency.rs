@@ -6,7 +6,7 @@ mod harness;
 use harness::{cni_result, network_conf, nft, store, HostNs, NetNs};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 const CONTAINERS: usize = 100;
@@ -86,18 +86,22 @@ fn hundred_concurrent_adds_then_dels_into_one_network() {
     );
 }
 
-/// Runs `command` for every container at once, one thread each; returns (container, output).
+/// Runs `command` for every container at once, one thread each, released together as a runtime removing
+/// many containers would spawn them; returns (container, output).
 fn run_all(
     host: &HostNs,
     containers: &[NetNs],
     command: &str,
     conf: &Value,
 ) -> Vec<(String, harness::PluginOutput)> {
+    let start = Barrier::new(containers.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = containers
             .iter()
             .map(|c| {
+                let start = &start;
                 s.spawn(move || {
+                    start.wait();
                     let out = host
                         .tether_bridge()
                         .cmd(command)

@@ -6,11 +6,10 @@ use super::host::HostNs;
 use super::netns::NetNs;
 use serde_json::Value;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// A plugin that has not answered in this long is hung; the test fails instead of waiting forever.
@@ -164,54 +163,57 @@ impl<'h> PluginCall<'h> {
     pub fn run(self) -> PluginOutput {
         let host_ns = std::fs::File::open(self.host.ns.path())
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.host.ns.path_str()));
-        let host_fd = host_ns.as_raw_fd();
         let mut command = Command::new(&self.binary);
-        // The child joins the host namespace between fork and exec, as a runtime running inside it would
-        // be: no nsenter process in between, so timings hold only the plugin's own cost.
-        // SAFETY: setns is a plain syscall, async-signal-safe between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(host_fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let started = Instant::now();
-        let mut child = command
+        command
             .args(&self.argv)
             .env_clear()
             .envs(self.environment())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.binary.display()));
-        let pid = child.id();
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        // A plugin may exit before reading stdin (bad env): a broken pipe here is not our failure.
-        let _ = stdin.write_all(&self.stdin);
-        drop(stdin);
+            .stderr(Stdio::piped());
+        let binary = self.binary.clone();
+        let input = self.stdin;
+        let pid = Arc::new(AtomicU32::new(0));
         let (tx, rx) = mpsc::channel();
+        // The plugin is spawned by a thread of its own that joined the host namespace first: a child
+        // inherits its spawning thread's namespace, so no nsenter process and no pre_exec setns are needed.
+        // Without pre_exec std spawns with vfork semantics (posix_spawn), as Go's os/exec does for libcni
+        // and the runtimes; a fork copies the whole test process's page tables, a cost no runtime pays.
+        // setns changes only the calling thread, and this thread ends with the call.
+        let spawned_pid = pid.clone();
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
+            let ran = (|| -> std::io::Result<(std::process::Output, Duration)> {
+                nix::sched::setns(&host_ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let started = Instant::now();
+                let mut child = command.spawn()?;
+                spawned_pid.store(child.id(), Ordering::SeqCst);
+                let mut stdin = child.stdin.take().expect("stdin is piped");
+                // A plugin may exit before reading stdin (bad env): a broken pipe here is not our failure.
+                let _ = stdin.write_all(&input);
+                drop(stdin);
+                let out = child.wait_with_output()?;
+                Ok((out, started.elapsed()))
+            })();
+            let _ = tx.send(ran);
         });
-        let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
-            Ok(out) => out.expect("waiting for the plugin"),
+        let (out, elapsed) = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+            Ok(ran) => ran.unwrap_or_else(|e| panic!("running {}: {e}", binary.display())),
             Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                // 0 until spawned; kill(0) would signal this whole process group.
+                let spawned = pid.load(Ordering::SeqCst);
+                if spawned != 0 {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(spawned as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 panic!(
                     "{} {:?} did not answer within {PLUGIN_TIMEOUT:?}",
-                    self.binary.display(),
+                    binary.display(),
                     self.command
                 );
             }
         };
-        let elapsed = started.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         PluginOutput {
             status: out.status,

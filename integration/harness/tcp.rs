@@ -2,8 +2,8 @@
 //! a fresh OS thread that setns()es into its namespace. setns changes only the calling thread, and
 //! such a thread must never run anything else afterwards, so each one ends with its task.
 //!
-//! Sockets are shut down, not just closed: other test threads fork children all the time (a plugin call's
-//! `pre_exec` setns makes std fork instead of vfork), and each child holds a copy of every open fd until it
+//! Sockets are shut down, not just closed: other test threads fork children all the time (a plugin starting
+//! tetherd, or any spawn with a `pre_exec`, forks rather than vforks), and each child holds a copy of every open fd until it
 //! execs. A listener merely closed then can stay LISTENing in such a child, and the next bind of the same
 //! address fails with EADDRINUSE; a connection merely closed sends its FIN only when the child execs.
 //! shutdown() acts on the socket itself, whoever else holds the fd.
