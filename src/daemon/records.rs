@@ -126,7 +126,7 @@ impl RecordSnapshot {
     /// Adds a record at the end, its index entries unsorted: loading many, [`Self::sort_indices`] follows.
     fn append(&mut self, rec: AttachmentRecord) {
         let i = self.records.len();
-        for (index, key) in self.indices(&rec) {
+        for (index, key) in key_pairs(&mut self.by_container, &mut self.by_netns, &rec) {
             index.append(key, i);
         }
         self.records.push(rec);
@@ -140,7 +140,7 @@ impl RecordSnapshot {
     /// Adds one record with its index entries in place.
     fn insert(&mut self, rec: AttachmentRecord) {
         let i = self.records.len();
-        for (index, key) in self.indices(&rec) {
+        for (index, key) in key_pairs(&mut self.by_container, &mut self.by_netns, &rec) {
             index.insert(key, i);
         }
         self.records.push(rec);
@@ -161,13 +161,6 @@ impl RecordSnapshot {
         }
         self.records.swap_remove(i);
     }
-
-    fn indices<'a>(
-        &'a mut self,
-        rec: &'a AttachmentRecord,
-    ) -> impl Iterator<Item = (&'a mut KeyIndex, &'a [u8])> {
-        key_pairs(&mut self.by_container, &mut self.by_netns, rec)
-    }
 }
 
 /// Each index with the record's key in it (a record without a namespace path is in the first only).
@@ -176,17 +169,11 @@ fn key_pairs<'a>(
     by_netns: &'a mut KeyIndex,
     rec: &'a AttachmentRecord,
 ) -> impl Iterator<Item = (&'a mut KeyIndex, &'a [u8])> {
-    let (container, netns) = index_keys(rec);
+    let container = rec.container_id.as_str().as_bytes();
+    let netns = rec.netns.as_deref().map(|p| p.as_os_str().as_bytes());
     [(by_container, Some(container)), (by_netns, netns)]
         .into_iter()
         .filter_map(|(index, key)| Some((index, key?)))
-}
-
-fn index_keys(rec: &AttachmentRecord) -> (&[u8], Option<&[u8]>) {
-    (
-        rec.container_id.as_str().as_bytes(),
-        rec.netns.as_deref().map(|p| p.as_os_str().as_bytes()),
-    )
 }
 
 /// Positions in the records by a hash of a key, sorted: 16 bytes a record in one allocation, where a map from
