@@ -116,13 +116,13 @@ fn ensure_loopback_up() -> io::Result<()> {
         for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *dst = *src as libc::c_char;
         }
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) < 0 {
             return Err(io::Error::last_os_error());
         }
         let flags = req.ifr_ifru.ifru_flags;
         if flags & libc::IFF_UP as libc::c_short == 0 {
             req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) < 0 {
                 return Err(io::Error::last_os_error());
             }
         }

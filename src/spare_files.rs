@@ -108,9 +108,29 @@ impl SpareFiles {
 }
 
 /// `renameat2(from, to, RENAME_NOREPLACE)`: AlreadyExists when `to` exists, EINVAL where unsupported.
+/// The system call itself: nix and libc wrap it for glibc only, and the plugins also build with musl.
 pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -120,6 +140,20 @@ mod tests {
     use crate::test_dir::TestDir;
     fn ino(p: &Path) -> u64 {
         fs::metadata(p).unwrap().ino()
+    }
+
+    #[test]
+    fn a_rename_without_replace_moves_a_file_and_never_overwrites_one() {
+        let d = TestDir::new("spare-noreplace");
+        let (a, b, c) = (d.join("a"), d.join("b"), d.join("c"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        let refused = rename_no_replace(&a, &b).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        rename_no_replace(&a, &c).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&c).unwrap(), b"a");
     }
 
     #[test]

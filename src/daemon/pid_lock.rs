@@ -54,7 +54,10 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
             second = PidLock::acquire(&path).unwrap();
         }
-        assert!(second.is_some(), "the lock was not free 5 s after its holder let go");
+        assert!(
+            second.is_some(),
+            "the lock was not free 5 s after its holder let go"
+        );
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -57,7 +57,8 @@ impl DatagramBatch {
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_DONTWAIT,
+                // c_int for glibc, c_uint for musl.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -116,7 +117,7 @@ impl DatagramBatch {
         }
         // SAFETY: the first n headers point at replies and peers owned by self, alive across the call.
         unsafe {
-            libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT);
+            libc::sendmmsg(fd, msgs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT as _);
         }
     }
 }
