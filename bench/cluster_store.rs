@@ -15,7 +15,9 @@
 //! tetherd's default when unset), `BENCH_RECORDS_SPREAD_MS` (the hosts' record writes spread evenly over
 //! it; default 0, all at once), `BENCH_FLEET_UP_FIRST=1` (claims only once the probe sees every host up;
 //! default: as the fleet starts), `BENCH_LEASE_TTL_S` (the hosts' lease TTL; tetherd's default, 10 s,
-//! when unset), `BENCH_RECORDS_CAP_S` (600: the records phase's limit; progress is printed every 15 s).
+//! when unset), `BENCH_RECORDS_CAP_S` (600: the records phase's limit; progress is printed every 15 s,
+//! with the emptiest host), `BENCH_ETCD_NICE` (etcd's threads at that nice value, e.g. -10: a stand-in
+//! for etcd on machines of its own; default: etcd at the bench's own priority).
 //! Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
@@ -250,7 +252,7 @@ fn poke(root: &Path, i: usize) {
 
 /// A group of simulated hosts, one process (its own run directory, so its own claims locks): starts
 /// their planes, then writes `group<g>` every 100 ms ("started records-of-the-emptiest kernel-failures
-/// kernel-changes") until the bench is gone.
+/// kernel-changes the-emptiest") until the bench is gone.
 fn group() {
     let var = |k: &str| std::env::var(k).unwrap();
     let g: usize = var("BENCH_GROUP").parse().unwrap();
@@ -274,11 +276,11 @@ fn group() {
         .collect();
     let out = root.join(format!("group{g}"));
     while std::os::unix::process::parent_id() == parent {
-        let fewest = planes
-            .iter()
-            .map(|p| p.endpoint_records())
-            .min()
-            .unwrap_or(0);
+        let (emptiest, fewest) = (first..)
+            .zip(&planes)
+            .map(|(i, p)| (host_ip(i), p.endpoint_records()))
+            .min_by_key(|(_, n)| *n)
+            .unwrap_or((host_ip(first), 0));
         let (mut failures, mut changes) = (0, 0);
         // Copying every plane's status (its member list) ten times a second would load the bench.
         if root.join("report-kernel").exists() {
@@ -290,7 +292,7 @@ fn group() {
         }
         let _ = std::fs::write(
             root.join(format!(".group{g}")),
-            format!("1 {fewest} {failures} {changes}"),
+            format!("1 {fewest} {failures} {changes} {emptiest}"),
         );
         let _ = std::fs::rename(root.join(format!(".group{g}")), &out);
         std::thread::sleep(Duration::from_millis(100));
@@ -300,25 +302,37 @@ fn group() {
     std::process::exit(0);
 }
 
-/// The numbers of every group's last report: (records of the emptiest host, kernel failures, kernel
-/// changes); `None` while a group has not started all its planes.
-fn groups_report(root: &Path, groups: usize) -> Option<(usize, u64, u64)> {
-    let mut fewest = usize::MAX;
-    let (mut failures, mut changes) = (0, 0);
+/// What every group's last report says together.
+#[derive(Default)]
+struct Report {
+    /// The fewest endpoint records any host holds, and which host that is.
+    fewest: usize,
+    emptiest: String,
+    kernel_failures: u64,
+    kernel_changes: u64,
+}
+
+/// Every group's last report together; `None` while a group has not started all its planes.
+fn groups_report(root: &Path, groups: usize) -> Option<Report> {
+    let mut r = Report {
+        fewest: usize::MAX,
+        ..Report::default()
+    };
     for g in 0..groups {
         let text = std::fs::read_to_string(root.join(format!("group{g}"))).ok()?;
-        let v: Vec<u64> = text
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let v: Vec<u64> = f.iter().take(4).map(|x| x.parse().unwrap_or(0)).collect();
         if v.len() < 4 || v[0] != 1 {
             return None;
         }
-        fewest = fewest.min(v[1] as usize);
-        failures += v[2];
-        changes += v[3];
+        if (v[1] as usize) < r.fewest {
+            r.fewest = v[1] as usize;
+            r.emptiest = f.get(4).unwrap_or(&"?").to_string();
+        }
+        r.kernel_failures += v[2];
+        r.kernel_changes += v[3];
     }
-    Some((fewest, failures, changes))
+    Some(r)
 }
 
 /// Writes host `i`'s pending claim of `block` under its group's claims lock (as its plugin does).
@@ -404,6 +418,28 @@ impl EtcdCalls {
     }
 }
 
+/// BENCH_ETCD_NICE: every thread of etcd at this nice value, so the simulated hosts sharing its cores do
+/// not starve it (a stand-in for etcd on machines of its own; threads it makes later inherit it).
+fn renice_etcd(pid: u32, nice: &str) {
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect();
+    let ok = std::process::Command::new("renice")
+        .args(["-n", nice, "-p"])
+        .args(&tids)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "renice etcd to {nice}");
+    println!(
+        "etcd (pid {pid}, {} threads) at nice {nice} (BENCH_ETCD_NICE): not the default",
+        tids.len()
+    );
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -416,6 +452,9 @@ fn run(n: usize, samples: usize) {
     let ns = HostNs::new(&format!("bcs{n}"));
     ns.ip(&["link", "set", "lo", "up"]);
     let etcd = Etcd::start(&ns, &["127.0.0.1"]);
+    if let Ok(nice) = std::env::var("BENCH_ETCD_NICE") {
+        renice_etcd(etcd.pid(), &nice);
+    }
     // Every process started from here on (the host groups and the probe) is in the bench's namespace.
     let file = std::fs::File::open(ns.path_str()).unwrap();
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
@@ -561,13 +600,15 @@ fn run(n: usize, samples: usize) {
     let cap = Duration::from_secs(env_list("BENCH_RECORDS_CAP_S", &[600])[0] as u64);
     let deadline = Instant::now() + cap;
     let mut next_progress = Instant::now() + Duration::from_secs(15);
-    while groups_report(&root, groups).is_none_or(|(fewest, _, _)| fewest < want) {
+    while groups_report(&root, groups).is_none_or(|r| r.fewest < want) {
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(15);
-            let fewest = groups_report(&root, groups).map_or(0, |r| r.0);
+            let r = groups_report(&root, groups).unwrap_or_default();
             println!(
-                "{n} hosts: records phase at {:.0} s: the emptiest host holds {fewest} of {want} endpoint records; CPU so far: planes {:.0} ms, etcd {:.0} ms; load average {}",
+                "{n} hosts: records phase at {:.0} s: the emptiest host ({}) holds {} of {want} endpoint records; CPU so far: planes {:.0} ms, etcd {:.0} ms; load average {}",
                 publish_start.elapsed().as_secs_f64(),
+                r.emptiest,
+                r.fewest,
                 (fleet_cpu() - cpu_before_records.0).as_secs_f64() * 1000.0,
                 (cpu_of(&etcd_pid) - cpu_before_records.1).as_secs_f64() * 1000.0,
                 load()
@@ -692,7 +733,11 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(200));
         report = groups_report(&root, groups);
     }
-    let (_, failures, changes) = report.unwrap_or_default();
+    let Report {
+        kernel_failures: failures,
+        kernel_changes: changes,
+        ..
+    } = report.unwrap_or_default();
     println!(
         "{n} hosts: kernel reconciles failed {failures} times in all (changed {changes} entries): the simulated hosts have no VXLAN device, which the reconcile takes as nothing to do",
     );
