@@ -8,3 +8,8 @@ fn main() -> ExitCode {
     );
     tether::cni::run(&tether::ipam::TetherIpam, about)
 }
+
+/// A plugin lives milliseconds: its memory is never given back one block at a time (src/process_arena.rs).
+#[global_allocator]
+static ALLOCATOR: tether::process_arena::ProcessArena =
+    tether::process_arena::ProcessArena::for_plugins();

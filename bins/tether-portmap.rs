@@ -7,3 +7,8 @@ fn main() -> ExitCode {
         "tether-portmap: chained CNI plugin publishing container ports. Run by a container runtime after an interface plugin.",
     )
 }
+
+/// A plugin lives milliseconds: its memory is never given back one block at a time (src/process_arena.rs).
+#[global_allocator]
+static ALLOCATOR: tether::process_arena::ProcessArena =
+    tether::process_arena::ProcessArena::for_plugins();

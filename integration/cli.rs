@@ -684,7 +684,7 @@ static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn demo_exits_0_and_leaves_nothing() {
     let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let out = Command::new(binaries::tether())
         .arg("demo")
         .env_remove("CNI_PATH")
         .output()
@@ -714,7 +714,7 @@ fn demo_runs_without_nft_or_ping() {
     let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let trap = NftTrap::new("demo");
     trap.assert_armed();
-    let out = Command::new(trap.wrap(std::path::Path::new(env!("CARGO_BIN_EXE_tether"))))
+    let out = Command::new(trap.wrap(&binaries::tether()))
         .arg("demo")
         .env_remove("CNI_PATH")
         .output()

@@ -25,6 +25,7 @@ pub mod netns;
 pub mod network;
 pub mod overlay;
 pub mod paths;
+pub mod process_arena;
 pub mod resolv_conf;
 pub mod resolver_sockets;
 pub mod service;
