@@ -11,4 +11,4 @@ fn main() -> ExitCode {
 /// A plugin lives milliseconds: its memory is never given back one block at a time (src/process_arena.rs).
 #[global_allocator]
 static ALLOCATOR: tether::process_arena::ProcessArena =
-    tether::process_arena::ProcessArena::for_plugins();
+    tether::process_arena::ProcessArena::for_short_lived_processes();

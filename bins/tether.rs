@@ -8,4 +8,4 @@ fn main() -> ExitCode {
 /// Every command is a short-lived process (the OCI hook most of all): src/process_arena.rs.
 #[global_allocator]
 static ALLOCATOR: tether::process_arena::ProcessArena =
-    tether::process_arena::ProcessArena::for_plugins();
+    tether::process_arena::ProcessArena::for_short_lived_processes();

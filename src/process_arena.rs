@@ -1,22 +1,27 @@
 //! The allocator of tether's short-lived processes (the CNI plugins and the CLI, which is also the OCI hook):
-//! a process that lives a few milliseconds never needs memory back one block at a time.
+//! a process that lives a few milliseconds needs neither to give memory back to the kernel nor to fight
+//! fragmentation.
 //!
-//! Allocations are cut in order from chunks mapped once and are never freed one by one: the kernel takes the
-//! whole mapping back at exit. musl's allocator, which the plugins link when built with musl (no CPUID traps
-//! at start, 0.3 ms less per process in a VM), unmaps and maps again so eagerly that an ADD made 125-349
-//! mmap-family calls and faulted each page anew; from chunks it makes under a dozen. Large blocks (buffers of
-//! a megabyte and more) and a process that has taken `limit` bytes go to the system allocator instead, so a
-//! process that loops is bounded as with any allocator. Only for short-lived processes: tetherd, which runs
-//! for months, keeps the system allocator.
+//! Blocks are cut in order from chunks mapped once and never unmapped (the kernel takes them at exit); a
+//! freed block goes on a free list of its size class (powers of two from 16 bytes to 512 KiB) and the next
+//! block of that class reuses it, so the pages an ADD touches stay those of its peak, not of all it ever
+//! allocated. musl's allocator, which these binaries link when built with musl (no CPUID traps at start,
+//! 0.3 ms less per process in a VM), unmaps and maps again so eagerly that an ADD made 125-349 mmap-family
+//! calls and faulted each page anew; from chunks it makes under a dozen. Larger blocks, alignments over a
+//! page, and whatever a process asks for once it holds `limit` bytes of chunks go to the system allocator.
+//! Only for short-lived processes: tetherd, which runs for months, keeps the system allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
 use std::sync::Mutex;
 
-/// One chunk's size. A plugin's ADD takes under 2 MiB in all; pages are faulted only when touched.
+/// One chunk's size. A plugin's ADD takes well under one; pages are faulted only when touched.
 const CHUNK_BYTES: usize = 8 << 20;
-/// Blocks at least this large go to the system allocator: a whole chunk spent on one would waste the rest.
-const LARGE_BYTES: usize = 1 << 20;
+/// The smallest class holds the free list's link; the largest is half a megabyte (a larger block would
+/// waste too much of a chunk when rounded up to a power of two).
+const MIN_CLASS_SHIFT: u32 = 4;
+const MAX_CLASS_BYTES: usize = 512 << 10;
+const CLASSES: usize = (MAX_CLASS_BYTES.trailing_zeros() - MIN_CLASS_SHIFT + 1) as usize;
 /// Chunks are page-aligned mappings, so no alignment above a page is served from them.
 const MAX_ALIGN: usize = 4096;
 /// At most this many chunks: a process that takes more (`limit` bytes) gets the system allocator's memory.
@@ -28,13 +33,43 @@ pub struct ProcessArena {
 }
 
 struct ArenaState {
-    /// Where the next block starts and where the current chunk ends (both 0 before the first chunk).
+    /// Where the next block is cut and where the current chunk ends (both 0 before the first chunk).
     next: usize,
     end: usize,
     /// Every chunk mapped: `dealloc` tells an arena block from a system one by address, since a block of
-    /// arena size goes to the system once the limit is reached.
+    /// a class size goes to the system once the limit is reached.
     chunks: [usize; MAX_CHUNKS],
     mapped: usize,
+    /// Per class, the last block freed (0: none); each free block holds the address of the one before.
+    free: [usize; CLASSES],
+}
+
+/// A power-of-two size class: index into `free`, and the block's size and alignment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct SizeClass(usize);
+
+impl SizeClass {
+    /// The class of a layout, or None for a block the system allocator serves.
+    fn of(layout: Layout) -> Option<SizeClass> {
+        if layout.align() > MAX_ALIGN {
+            return None;
+        }
+        let bytes = layout.size().max(layout.align()).max(1 << MIN_CLASS_SHIFT);
+        if bytes > MAX_CLASS_BYTES {
+            return None;
+        }
+        let shift = bytes.next_power_of_two().trailing_zeros();
+        Some(SizeClass((shift - MIN_CLASS_SHIFT) as usize))
+    }
+
+    fn bytes(self) -> usize {
+        1 << (self.0 as u32 + MIN_CLASS_SHIFT)
+    }
+
+    /// Cut at its own size's alignment (up to a page), a block serves every layout of its class.
+    fn align(self) -> usize {
+        self.bytes().min(MAX_ALIGN)
+    }
 }
 
 impl ProcessArena {
@@ -46,13 +81,14 @@ impl ProcessArena {
                 end: 0,
                 chunks: [0; MAX_CHUNKS],
                 mapped: 0,
+                free: [0; CLASSES],
             }),
             limit,
         }
     }
 
-    /// The short-lived binaries' arena: 64 MiB before the system allocator takes over.
-    pub const fn for_plugins() -> Self {
+    /// The short-lived binaries' arena: 64 MiB of chunks before the system allocator takes over.
+    pub const fn for_short_lived_processes() -> Self {
         Self::new(64 << 20)
     }
 
@@ -65,26 +101,32 @@ impl ProcessArena {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn serves(layout: Layout) -> bool {
-        layout.size() < LARGE_BYTES && layout.align() <= MAX_ALIGN
-    }
-
-    /// A block from the current chunk, or from a new one; None when the limit is reached or mmap failed.
-    fn carve(&self, state: &mut ArenaState, layout: Layout) -> Option<*mut u8> {
-        let start = align_up(state.next, layout.align());
-        if state.next != 0 && start + layout.size() <= state.end {
-            state.next = start + layout.size();
-            return Some(start as *mut u8);
+    /// A block of `class` and whether it was used before (so not known to be zero); None when the limit
+    /// is reached or mmap failed.
+    fn take(&self, class: SizeClass) -> Option<(*mut u8, bool)> {
+        let mut state = self.lock();
+        let head = state.free[class.0];
+        if head != 0 {
+            // SAFETY: a free block of this class holds the address of the next free one.
+            state.free[class.0] = unsafe { *(head as *const usize) };
+            return Some((head as *mut u8, true));
+        }
+        let start = align_up(state.next, class.align());
+        if state.next != 0 && start + class.bytes() <= state.end {
+            state.next = start + class.bytes();
+            return Some((start as *mut u8, false));
         }
         if state.mapped >= self.max_chunks() {
             return None;
         }
+        // The current chunk's tail is left unused: at most one block of the largest class.
         let chunk = map_chunk()?;
-        state.chunks[state.mapped] = chunk;
+        let index = state.mapped;
+        state.chunks[index] = chunk;
         state.mapped += 1;
-        state.next = chunk + layout.size();
+        state.next = chunk + class.bytes();
         state.end = chunk + CHUNK_BYTES;
-        Some(chunk as *mut u8)
+        Some((chunk as *mut u8, false))
     }
 
     fn owns(state: &ArenaState, ptr: *mut u8) -> bool {
@@ -92,6 +134,11 @@ impl ProcessArena {
         state.chunks[..state.mapped]
             .iter()
             .any(|&chunk| addr >= chunk && addr < chunk + CHUNK_BYTES)
+    }
+
+    /// The class of an arena block, None for a block of the system's.
+    fn class_in_arena(&self, ptr: *mut u8, layout: Layout) -> Option<SizeClass> {
+        SizeClass::of(layout).filter(|_| Self::owns(&self.lock(), ptr))
     }
 }
 
@@ -110,7 +157,7 @@ fn align_up(addr: usize, align: usize) -> usize {
     (addr + align - 1) & !(align - 1)
 }
 
-/// A fresh anonymous mapping: zero-filled, so `alloc_zeroed` needs no memset for blocks cut from it.
+/// A fresh anonymous mapping: zero-filled, so a block cut from it for the first time needs no memset.
 fn map_chunk() -> Option<usize> {
     // SAFETY: an anonymous private mapping touches no existing memory.
     let addr = unsafe {
@@ -126,73 +173,54 @@ fn map_chunk() -> Option<usize> {
     (addr != libc::MAP_FAILED).then_some(addr as usize)
 }
 
-// SAFETY: blocks never overlap (`next` only moves forward, under the lock) and each is aligned as asked;
-// system blocks are told apart by address and given back to the system allocator.
+// SAFETY: a block is handed out once until it is freed (cut past `next`, which only moves forward, or
+// popped from its class's free list, both under the lock), is at least its class's size and aligned to it;
+// system blocks are told apart by size class and address and given back to the system allocator.
 unsafe impl GlobalAlloc for ProcessArena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if Self::serves(layout) {
-            if let Some(block) = self.carve(&mut self.lock(), layout) {
-                return block;
-            }
+        match SizeClass::of(layout).and_then(|class| self.take(class)) {
+            Some((block, _)) => block,
+            None => System.alloc(layout),
         }
-        System.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if Self::serves(layout) {
-            // Never handed out before (`next` never moves back), so still as mmap made it: zero.
-            if let Some(block) = self.carve(&mut self.lock(), layout) {
-                return block;
+        match SizeClass::of(layout).and_then(|class| self.take(class)) {
+            Some((block, true)) => {
+                ptr::write_bytes(block, 0, layout.size());
+                block
             }
+            // Cut for the first time: still as mmap made it.
+            Some((block, false)) => block,
+            None => System.alloc_zeroed(layout),
         }
-        System.alloc_zeroed(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if Self::serves(layout) && Self::owns(&self.lock(), ptr) {
-            return;
-        }
-        System.dealloc(ptr, layout)
+        let Some(class) = self.class_in_arena(ptr, layout) else {
+            return System.dealloc(ptr, layout);
+        };
+        let mut state = self.lock();
+        *(ptr as *mut usize) = state.free[class.0];
+        state.free[class.0] = ptr as usize;
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        if Self::serves(layout) {
-            let mut state = self.lock();
-            if Self::owns(&state, ptr) {
-                let addr = ptr as usize;
-                // The chunk's last block grows (or shrinks) where it is: a Vec pushed to does not copy.
-                if Self::serves(new_layout)
-                    && addr + layout.size() == state.next
-                    && addr + new_size <= state.end
-                {
-                    state.next = addr + new_size;
-                    return ptr;
-                }
-                if new_size <= layout.size() {
-                    return ptr;
-                }
-                drop(state);
-                let moved = self.alloc(new_layout);
-                if !moved.is_null() {
-                    ptr::copy_nonoverlapping(ptr, moved, layout.size());
-                }
-                return moved;
-            }
-            drop(state);
-            // A system block of arena size (taken after the limit): it stays with the system.
+        let class = self.class_in_arena(ptr, layout);
+        if class.is_some() && class == SizeClass::of(new_layout) {
+            return ptr;
+        }
+        if class.is_none() && SizeClass::of(new_layout).is_none() {
             return System.realloc(ptr, layout, new_size);
         }
-        if Self::serves(new_layout) {
-            // Large shrinking to small: moved into the arena so that dealloc's size rule holds.
-            let moved = self.alloc(new_layout);
-            if !moved.is_null() {
-                ptr::copy_nonoverlapping(ptr, moved, new_size);
-                System.dealloc(ptr, layout);
-            }
-            return moved;
+        // Between the arena and the system, or between classes.
+        let moved = self.alloc(new_layout);
+        if !moved.is_null() {
+            ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+            self.dealloc(ptr, layout);
         }
-        System.realloc(ptr, layout, new_size)
+        moved
     }
 }
 
@@ -212,9 +240,40 @@ mod tests {
             .all(|&b| b == byte)
     }
 
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    /// Bytes cut from chunks so far (the pages a process may have touched).
+    fn cut(arena: &ProcessArena) -> usize {
+        let state = arena.lock();
+        (state.mapped.max(1) - 1) * CHUNK_BYTES + state.next - (state.end - CHUNK_BYTES)
+    }
+
+    #[test]
+    fn size_classes_are_powers_of_two_from_16_bytes_to_512_kib_and_honour_the_alignment() {
+        assert_eq!(SizeClass::of(layout(1, 1)), Some(SizeClass(0)));
+        assert_eq!(SizeClass::of(layout(16, 8)).map(SizeClass::bytes), Some(16));
+        assert_eq!(SizeClass::of(layout(17, 8)).map(SizeClass::bytes), Some(32));
+        assert_eq!(
+            SizeClass::of(layout(24, 64)).map(SizeClass::bytes),
+            Some(64)
+        );
+        assert_eq!(
+            SizeClass::of(layout(MAX_CLASS_BYTES, 8)).map(SizeClass::bytes),
+            Some(MAX_CLASS_BYTES)
+        );
+        assert_eq!(SizeClass::of(layout(MAX_CLASS_BYTES + 1, 8)), None);
+        assert_eq!(SizeClass::of(layout(8, 2 * MAX_ALIGN)), None);
+        assert_eq!(
+            SizeClass::of(layout(MAX_CLASS_BYTES, 8)).map(|c| c.0),
+            Some(CLASSES - 1)
+        );
+    }
+
     #[test]
     fn blocks_are_aligned_as_asked_and_never_overlap() {
-        let arena = ProcessArena::for_plugins();
+        let arena = ProcessArena::for_short_lived_processes();
         let mut blocks = Vec::new();
         for (i, align) in [1usize, 2, 8, 16, 64, 4096, 1, 32]
             .iter()
@@ -222,7 +281,7 @@ mod tests {
             .take(400)
             .enumerate()
         {
-            let layout = Layout::from_size_align(1 + (i * 37) % 3000, *align).unwrap();
+            let layout = layout(1 + (i * 37) % 3000, *align);
             // SAFETY: a non-zero size.
             let block = unsafe { arena.alloc(layout) };
             assert!(!block.is_null());
@@ -242,12 +301,42 @@ mod tests {
     }
 
     #[test]
+    fn a_freed_block_is_reused_by_its_class_so_churn_touches_no_new_memory() {
+        let arena = ProcessArena::for_short_lived_processes();
+        // SAFETY: each block is freed with the layout it was allocated with.
+        unsafe {
+            let first = arena.alloc(layout(3000, 8));
+            arena.dealloc(first, layout(3000, 8));
+            let again = arena.alloc(layout(2100, 8));
+            assert_eq!(
+                again, first,
+                "same class (4 KiB): the freed block is taken again"
+            );
+            arena.dealloc(again, layout(2100, 8));
+            let before = cut(&arena);
+            for i in 0..10_000usize {
+                let a = arena.alloc(layout(100 + i % 900, 8));
+                let b = arena.alloc(layout(20_000, 8));
+                fill(b, 20_000, 1);
+                arena.dealloc(a, layout(100 + i % 900, 8));
+                arena.dealloc(b, layout(20_000, 8));
+            }
+            let grown = cut(&arena) - before;
+            // One block of each class used (128 B to 1 KiB, 32 KiB) and the padding before them, not 200 MB.
+            assert!(
+                grown <= 64 << 10,
+                "10 000 rounds of churn cut {grown} more bytes"
+            );
+        }
+    }
+
+    #[test]
     fn large_blocks_and_large_alignments_come_from_the_system_and_go_back_to_it() {
-        let arena = ProcessArena::for_plugins();
+        let arena = ProcessArena::for_short_lived_processes();
         for layout in [
-            Layout::from_size_align(LARGE_BYTES, 8).unwrap(),
-            Layout::from_size_align(3 * CHUNK_BYTES, 8).unwrap(),
-            Layout::from_size_align(100, 2 * MAX_ALIGN).unwrap(),
+            layout(MAX_CLASS_BYTES + 1, 8),
+            layout(3 * CHUNK_BYTES, 8),
+            layout(100, 2 * MAX_ALIGN),
         ] {
             // SAFETY: non-zero sizes.
             let block = unsafe { arena.alloc(layout) };
@@ -265,23 +354,20 @@ mod tests {
     }
 
     #[test]
-    fn zeroed_blocks_are_zero_even_after_other_blocks_were_written_and_freed() {
-        let arena = ProcessArena::for_plugins();
-        let layout = Layout::from_size_align(5000, 8).unwrap();
-        for _ in 0..50 {
-            // SAFETY: a non-zero size; each block is freed with its layout.
-            unsafe {
-                let dirty = arena.alloc(layout);
-                fill(dirty, layout.size(), 0xff);
-                arena.dealloc(dirty, layout);
-                let clean = arena.alloc_zeroed(layout);
-                assert!(all(clean, layout.size(), 0));
-                arena.dealloc(clean, layout);
-            }
-        }
-        // SAFETY: as above; a large block zeroed by the system.
+    fn zeroed_blocks_are_zero_even_when_they_reuse_a_written_one() {
+        let arena = ProcessArena::for_short_lived_processes();
+        let layout = layout(5000, 8);
+        // SAFETY: a non-zero size; each block is freed with its layout.
         unsafe {
-            let large = Layout::from_size_align(2 * LARGE_BYTES, 8).unwrap();
+            let fresh = arena.alloc_zeroed(layout);
+            assert!(all(fresh, layout.size(), 0));
+            fill(fresh, layout.size(), 0xff);
+            arena.dealloc(fresh, layout);
+            let reused = arena.alloc_zeroed(layout);
+            assert_eq!(reused, fresh, "the written block is the one taken again");
+            assert!(all(reused, layout.size(), 0));
+            arena.dealloc(reused, layout);
+            let large = Layout::from_size_align(2 * MAX_CLASS_BYTES, 8).unwrap();
             let block = arena.alloc_zeroed(large);
             assert!(all(block, large.size(), 0));
             arena.dealloc(block, large);
@@ -289,65 +375,59 @@ mod tests {
     }
 
     #[test]
-    fn the_last_block_grows_in_place_and_any_other_moves_with_its_bytes() {
-        let arena = ProcessArena::for_plugins();
-        let layout = Layout::from_size_align(64, 8).unwrap();
+    fn a_block_grows_in_place_within_its_class_and_moves_with_its_bytes_to_another() {
+        let arena = ProcessArena::for_short_lived_processes();
         // SAFETY: blocks are used within their sizes and reallocated with their current layouts.
         unsafe {
-            let first = arena.alloc(layout);
-            fill(first, 64, 1);
-            let grown = arena.realloc(first, layout, 4096);
-            assert_eq!(grown, first, "the chunk's last block grows where it is");
-            assert!(all(grown, 64, 1));
-            let grown_layout = Layout::from_size_align(4096, 8).unwrap();
-
-            let second = arena.alloc(layout);
-            fill(second, 64, 2);
-            let moved = arena.realloc(grown, grown_layout, 8192);
-            assert_ne!(moved, grown, "a block with another after it moves");
-            assert!(all(moved, 64, 1), "its bytes moved with it");
-            assert!(all(second, 64, 2), "and the block after it is untouched");
-
-            let shrunk = arena.realloc(second, layout, 16);
-            assert_eq!(shrunk, second);
-            assert!(all(shrunk, 16, 2));
+            let block = arena.alloc(layout(40, 8));
+            fill(block, 40, 1);
+            let grown = arena.realloc(block, layout(40, 8), 64);
+            assert_eq!(grown, block, "40 and 64 bytes are one class");
+            let moved = arena.realloc(grown, layout(64, 8), 4000);
+            assert_ne!(moved, grown, "4000 bytes are another class");
+            assert!(all(moved, 40, 1), "the bytes moved with the block");
+            assert_eq!(
+                arena.alloc(layout(64, 8)),
+                block,
+                "the old block was freed to its class"
+            );
+            let shrunk = arena.realloc(moved, layout(4000, 8), 10);
+            assert!(all(shrunk, 10, 1));
         }
     }
 
     #[test]
-    fn blocks_crossing_the_large_size_either_way_keep_their_bytes_and_their_owner() {
-        let arena = ProcessArena::for_plugins();
-        let small = Layout::from_size_align(1000, 8).unwrap();
+    fn blocks_crossing_the_largest_class_either_way_keep_their_bytes_and_their_owner() {
+        let arena = ProcessArena::for_short_lived_processes();
+        let small = layout(1000, 8);
         // SAFETY: as above.
         unsafe {
             let block = arena.alloc(small);
-            let _after = arena.alloc(small);
             fill(block, 1000, 7);
-            let large = arena.realloc(block, small, 2 * LARGE_BYTES);
+            let large = arena.realloc(block, small, 2 * MAX_CLASS_BYTES);
             assert!(
                 !ProcessArena::owns(&arena.lock(), large),
                 "a large block is the system's"
             );
             assert!(all(large, 1000, 7));
-            let large_layout = Layout::from_size_align(2 * LARGE_BYTES, 8).unwrap();
-            let back = arena.realloc(large, large_layout, 500);
+            let back = arena.realloc(large, layout(2 * MAX_CLASS_BYTES, 8), 500);
             assert!(
                 ProcessArena::owns(&arena.lock(), back),
                 "a small block is the arena's again"
             );
             assert!(all(back, 500, 7));
-            arena.dealloc(back, Layout::from_size_align(500, 8).unwrap());
+            arena.dealloc(back, layout(500, 8));
         }
     }
 
     #[test]
     fn past_its_limit_the_arena_hands_out_the_systems_memory_and_frees_it_there() {
         let arena = ProcessArena::new(CHUNK_BYTES);
-        let layout = Layout::from_size_align(LARGE_BYTES - 1, 8).unwrap();
+        let layout = layout(MAX_CLASS_BYTES, 8);
         let mut from_system = Vec::new();
         // SAFETY: as above.
         unsafe {
-            for _ in 0..(2 * CHUNK_BYTES / layout.size()) {
+            for _ in 0..(2 * CHUNK_BYTES / MAX_CLASS_BYTES) {
                 let block = arena.alloc(layout);
                 assert!(!block.is_null());
                 fill(block, layout.size(), 3);
@@ -356,29 +436,41 @@ mod tests {
                 }
             }
             assert_eq!(arena.lock().mapped, 1, "one chunk is the limit");
-            assert!(from_system.len() >= CHUNK_BYTES / layout.size());
+            assert_eq!(from_system.len(), CHUNK_BYTES / MAX_CLASS_BYTES);
             for block in from_system {
-                let grown = arena.realloc(block, layout, LARGE_BYTES + 10);
+                let grown = arena.realloc(block, layout, MAX_CLASS_BYTES + 10);
                 assert!(all(grown, layout.size(), 3));
-                arena.dealloc(grown, Layout::from_size_align(LARGE_BYTES + 10, 8).unwrap());
+                arena.dealloc(
+                    grown,
+                    Layout::from_size_align(MAX_CLASS_BYTES + 10, 8).unwrap(),
+                );
             }
         }
     }
 
     #[test]
-    fn threads_allocating_at_once_get_blocks_of_their_own() {
-        let arena = ProcessArena::for_plugins();
+    fn threads_allocating_and_freeing_at_once_get_blocks_of_their_own() {
+        let arena = ProcessArena::for_short_lived_processes();
         std::thread::scope(|scope| {
             for t in 0..8u8 {
                 let arena = &arena;
                 scope.spawn(move || {
                     let mut blocks = Vec::new();
-                    for i in 0..2000usize {
-                        let layout = Layout::from_size_align(8 + i % 200, 8).unwrap();
-                        // SAFETY: a non-zero size.
+                    for i in 0..4000usize {
+                        let layout = layout(8 + i % 200, 8);
+                        // SAFETY: a non-zero size; freed below with the same layout.
                         let block = unsafe { arena.alloc(layout) };
                         fill(block, layout.size(), t);
                         blocks.push((block as usize, layout));
+                        if i % 3 == 0 {
+                            let (old, old_layout) = blocks.swap_remove(i % blocks.len());
+                            assert!(
+                                all(old as *const u8, old_layout.size(), t),
+                                "thread {t}'s block"
+                            );
+                            // SAFETY: allocated above with this layout.
+                            unsafe { arena.dealloc(old as *mut u8, old_layout) };
+                        }
                     }
                     for (block, layout) in blocks {
                         assert!(
