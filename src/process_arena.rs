@@ -197,12 +197,16 @@ unsafe impl GlobalAlloc for ProcessArena {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(class) = self.class_in_arena(ptr, layout) else {
-            return System.dealloc(ptr, layout);
-        };
-        let mut state = self.lock();
-        *(ptr as *mut usize) = state.free[class.0];
-        state.free[class.0] = ptr as usize;
+        if let Some(class) = SizeClass::of(layout) {
+            // One lock for the owner check and the push: a plugin frees thousands of blocks.
+            let mut state = self.lock();
+            if Self::owns(&state, ptr) {
+                *(ptr as *mut usize) = state.free[class.0];
+                state.free[class.0] = ptr as usize;
+                return;
+            }
+        }
+        System.dealloc(ptr, layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

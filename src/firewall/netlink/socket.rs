@@ -1,6 +1,6 @@
 //! A NETLINK_NETFILTER socket bound in the network namespace of the thread that opened it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -90,8 +90,10 @@ impl NfSocket {
     /// Reads acks until each of `awaited` has one, or the kernel rejects the whole batch
     /// (an error aimed at `batch_seq`). Returns each sequence number's errno (0 for success).
     pub fn collect_acks(&self, awaited: &[u32], batch_seq: u32) -> io::Result<HashMap<u32, i32>> {
-        let mut answers = HashMap::new();
-        while awaited.iter().any(|seq| !answers.contains_key(seq)) {
+        // Counted, not looked up again after every read: a batch awaits dozens of acks.
+        let wanted: HashSet<u32> = awaited.iter().copied().collect();
+        let mut answers = HashMap::with_capacity(wanted.len());
+        while answers.len() < wanted.len() {
             let buf = self.receive()?;
             for msg in messages(&buf).map_err(io::Error::other)? {
                 if msg.kind != NLMSG_ERROR {
@@ -102,7 +104,7 @@ impl NfSocket {
                     for seq in awaited {
                         answers.entry(*seq).or_insert(code);
                     }
-                } else if awaited.contains(&msg.seq) {
+                } else if wanted.contains(&msg.seq) {
                     answers.insert(msg.seq, code);
                 }
                 // Anything else is a late answer to an earlier request on this socket.

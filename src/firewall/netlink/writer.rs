@@ -50,19 +50,24 @@ impl MessageWriter {
     }
 
     pub fn put_bytes(&mut self, kind: u16, value: &[u8]) {
-        let len = NLA_HDRLEN + value.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.put_header(kind, value.len());
         self.buf.extend_from_slice(value);
         self.pad();
     }
 
     /// Strings go with their NUL terminator, as nft sends them.
     pub fn put_str(&mut self, kind: u16, value: &str) {
-        let mut bytes = Vec::with_capacity(value.len() + 1);
-        bytes.extend_from_slice(value.as_bytes());
-        bytes.push(0);
-        self.put_bytes(kind, &bytes);
+        // Written in place: a plugin's batch has hundreds of names, each a copy otherwise.
+        self.put_header(kind, value.len() + 1);
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(0);
+        self.pad();
+    }
+
+    fn put_header(&mut self, kind: u16, value_len: usize) {
+        let len = NLA_HDRLEN + value_len;
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
     }
 
     pub fn put_be32(&mut self, kind: u16, value: u32) {
