@@ -7,8 +7,9 @@
 //! sockets. Each host claims one block as real hosts start, spread evenly over `BENCH_CLAIM_SPREAD_MS`
 //! (default 10 ms per host: a fleet started at 100 hosts a second), claim latency from writing the pending
 //! claim to the confirming rewrite of its claims file (the file's mtime); then every host publishes 10
-//! endpoint records; then the cluster at rest (`BENCH_IDLE_S`, default 10 s): CPU time of the host
-//! processes, of etcd and of the probe, and the probe's wake-ups (context switches); then sampled records
+//! endpoint records; then, after `BENCH_SETTLE_S` (default 0), the cluster at rest (`BENCH_IDLE_S`,
+//! default 10 s): CPU time of the host processes, of etcd and of the probe, and the probe's wake-ups
+//! (context switches); then sampled records
 //! with a DNS name are written one at a time and their arrival at every other host is the mtime of that
 //! host's remote-name file (propagation). Also: etcd's DB size, the host processes' RSS and the probe's.
 //! `BENCH_HOSTS=10,50,100` (default), `BENCH_SAMPLES=20`, `BENCH_REPAIR_MS` (the planes' repair pass;
@@ -633,6 +634,18 @@ fn run(n: usize, samples: usize) {
         "{n} hosts: etcd answered in the records phase: {}",
         etcd_calls().since(&calls_before_records)
     );
+    // BENCH_SETTLE_S (default 0): a wait before the rest window, so that what the records phase set off
+    // (a wave of leases lost in it) is over on every tree before "at rest" is measured.
+    let settle = Duration::from_secs(env_list("BENCH_SETTLE_S", &[0])[0] as u64);
+    if !settle.is_zero() {
+        let calls_before_settle = etcd_calls();
+        std::thread::sleep(settle);
+        println!(
+            "{n} hosts: etcd answered in the {} s before the rest window: {}",
+            settle.as_secs(),
+            etcd_calls().since(&calls_before_settle)
+        );
+    }
     // The cluster at rest: nothing is written; what the planes, their etcd clients and etcd still spend.
     let idle = Duration::from_secs(env_list("BENCH_IDLE_S", &[10])[0] as u64);
     let probe_pid = probe.id().to_string();
