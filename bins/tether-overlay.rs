@@ -8,7 +8,5 @@ fn main() -> ExitCode {
     )
 }
 
-/// A plugin lives milliseconds: its memory is never given back one block at a time (src/process_arena.rs).
-#[global_allocator]
-static ALLOCATOR: tether::process_arena::ProcessArena =
-    tether::process_arena::ProcessArena::for_short_lived_processes();
+// A short-lived process: memory from src/process_arena.rs, never returned to the kernel before exit.
+tether::short_lived_allocator!();

@@ -5,7 +5,5 @@ fn main() -> ExitCode {
     tether::cli::main()
 }
 
-/// Every command is a short-lived process (the OCI hook most of all): src/process_arena.rs.
-#[global_allocator]
-static ALLOCATOR: tether::process_arena::ProcessArena =
-    tether::process_arena::ProcessArena::for_short_lived_processes();
+// A short-lived process: memory from src/process_arena.rs, never returned to the kernel before exit.
+tether::short_lived_allocator!();

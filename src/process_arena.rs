@@ -27,6 +27,17 @@ const MAX_ALIGN: usize = 4096;
 /// At most this many chunks: a process that takes more (`limit` bytes) gets the system allocator's memory.
 const MAX_CHUNKS: usize = 16;
 
+/// Makes the arena the global allocator of the binary whose main file invokes it (each short-lived binary's
+/// one line; tetherd never does).
+#[macro_export]
+macro_rules! short_lived_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::process_arena::ProcessArena =
+            $crate::process_arena::ProcessArena::for_short_lived_processes();
+    };
+}
+
 pub struct ProcessArena {
     state: Mutex<ArenaState>,
     limit: usize,
