@@ -544,3 +544,30 @@ fn vxlan_fdb_and_neighbour_entries_round_trip() {
     assert!(!nl.neighbour_del(dev.index, n.ip).unwrap());
     assert!(nl.permanent_neighbours(dev.index).unwrap().is_empty());
 }
+
+#[test]
+fn a_socket_made_beside_another_works_in_its_own_namespace_and_outlives_it() {
+    let host = HostNs::new("bs");
+    let ctr = host.container("c");
+    let (host_ns, ctr_ns) = (kernel(&host), kernel(&ctr));
+    let nl = Netlink::in_netns(&host_ns).unwrap();
+    nl.create_veth("tvbeside", "eth0", &ctr_ns, None, None)
+        .unwrap();
+    let inner = nl.beside_in(&ctr_ns).unwrap();
+    assert_eq!(inner.netns_path(), Some(ctr_ns.path()));
+    // Each sees its own namespace's links, though one runtime serves both.
+    assert!(inner.link_by_name("eth0").unwrap().is_some());
+    assert!(inner.link_by_name("tvbeside").unwrap().is_none());
+    assert!(nl.link_by_name("tvbeside").unwrap().is_some());
+    assert!(nl.link_by_name("eth0").unwrap().is_none());
+    // The runtime stays while either socket does.
+    drop(nl);
+    let eth0 = inner.link_by_name("eth0").unwrap().unwrap();
+    inner.set_up(eth0.index).unwrap();
+    let again = inner.beside_in(&host_ns).unwrap();
+    assert!(again.delete_link_by_name("tvbeside").unwrap());
+    assert!(
+        inner.link_by_name("eth0").unwrap().is_none(),
+        "peer went with it"
+    );
+}

@@ -1,6 +1,7 @@
 //! Netlink operations on links, addresses and routes, as a synchronous facade over rtnetlink.
 //!
-//! A [`Netlink`] owns a tokio current-thread runtime and one rtnetlink socket. The socket belongs to
+//! A [`Netlink`] holds a tokio current-thread runtime (its own, or shared with the [`Netlink`] it was made
+//! beside: [`Netlink::beside_in`]) and one rtnetlink socket. The socket belongs to
 //! the namespace it was opened in ([`Netlink::in_netns`]) for its whole life, whatever thread later
 //! uses it, so no method here ever calls `setns`. Methods block; do not call them from inside an
 //! async runtime.
@@ -22,6 +23,7 @@ mod vxlan;
 pub mod xfrm;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
@@ -66,7 +68,7 @@ pub use crate::ifname::MAX_IFNAME_LEN;
 
 /// A netlink route socket bound to one network namespace, with blocking methods.
 pub struct Netlink {
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<tokio::runtime::Runtime>,
     handle: Handle,
     /// The namespace the socket lives in, for messages; `None` for the caller's own.
     netns: Option<PathBuf>,
@@ -75,7 +77,7 @@ pub struct Netlink {
 impl Netlink {
     /// A socket in the calling thread's current namespace.
     pub fn new() -> Result<Netlink, LinkError> {
-        let runtime = new_runtime()?;
+        let runtime = Arc::new(new_runtime()?);
         let handle = open_socket(&runtime, None)?;
         Ok(Netlink {
             runtime,
@@ -87,7 +89,20 @@ impl Netlink {
     /// A socket in `netns`: the thread enters the namespace only for the `socket(2)` call and comes
     /// straight back; the socket keeps talking to `netns` afterwards.
     pub fn in_netns(netns: &NetNs) -> Result<Netlink, LinkError> {
-        let runtime = new_runtime()?;
+        Netlink::on_runtime(Arc::new(new_runtime()?), netns)
+    }
+
+    /// A socket in `netns` on this one's runtime: a plugin's host and container sockets then cost one
+    /// runtime (its epoll, waker and timer wheel: about a tenth of a first ADD's anonymous page faults).
+    /// Use both from one thread at a time, as a plugin does; long-lived users take [`Netlink::in_netns`].
+    pub fn beside_in(&self, netns: &NetNs) -> Result<Netlink, LinkError> {
+        Netlink::on_runtime(self.runtime.clone(), netns)
+    }
+
+    fn on_runtime(
+        runtime: Arc<tokio::runtime::Runtime>,
+        netns: &NetNs,
+    ) -> Result<Netlink, LinkError> {
         let path = netns.path().to_path_buf();
         let handle = netns
             .run(|| open_socket(&runtime, Some(&path)))

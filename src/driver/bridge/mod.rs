@@ -366,7 +366,7 @@ impl Plugin for BridgePlugin {
         let fw = Firewall::open()?;
         let lock = NetworkLock::shared(net)?;
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
-        let inner = Netlink::in_netns(&ns)?;
+        let inner = host.beside_in(&ns)?;
         let Connected {
             bridge: br,
             host_mac,
@@ -499,8 +499,9 @@ impl Plugin for BridgePlugin {
         let prev = check::prev_result(call)?;
         let ns = open_netns(call)?;
         let host_if = host_veth_name(call.container_id(), call.ifname());
-        verify_port(&Netlink::new()?, &cfg.bridge, &host_if)?;
-        let inner = Netlink::in_netns(&ns)?;
+        let host = Netlink::new()?;
+        verify_port(&host, &cfg.bridge, &host_if)?;
+        let inner = host.beside_in(&ns)?;
         let addresses: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
         let link = container_iface::verify(&inner, call.ifname(), &addresses, &prev.routes)?;
         let fw = Firewall::open()?;
