@@ -20,6 +20,7 @@
 //! with the emptiest host), `BENCH_ETCD_NICE` (etcd's threads at that nice value, e.g. -10: a stand-in
 //! for etcd on machines of its own; default: etcd at the bench's own priority), `BENCH_START_SPREAD_MS`
 //! (the hosts' planes start evenly over it, as a fleet joining over time; default 0, all at once),
+//! `BENCH_RECORDS_RAMP=1` (the records' rate climbing from 0 to twice the average over the spread),
 //! `BENCH_PHASE_SAMPLES` (that many hosts' first record carries a DNS name: propagation also at the
 //! records phase's rate; default 0).
 //! Run with `cargo bench --bench cluster_store`.
@@ -675,8 +676,12 @@ fn run(n: usize, samples: usize) {
     let phase_samples = env_list("BENCH_PHASE_SAMPLES", &[0])[0].min(n);
     let named = |i: usize| phase_samples > 0 && (i * phase_samples) % n < phase_samples;
     let mut phase_written = Vec::new();
+    // BENCH_RECORDS_RAMP=1: the rate climbs evenly from 0 to 2n / spread instead (host i at
+    // spread * sqrt(i / n)), so one run shows the rate at which etcd's applied index stops keeping up.
+    let ramp = env_list("BENCH_RECORDS_RAMP", &[0])[0] == 1;
     for (i, block) in blocks.iter().enumerate().take(n) {
-        let at = publish_start + records_spread.mul_f64(i as f64 / n as f64);
+        let share = i as f64 / n as f64;
+        let at = publish_start + records_spread.mul_f64(if ramp { share.sqrt() } else { share });
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let name = named(i).then(|| format!("p{i}"));
         let t0 = SystemTime::now();
