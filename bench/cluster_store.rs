@@ -18,7 +18,11 @@
 //! default: as the fleet starts), `BENCH_LEASE_TTL_S` (the hosts' lease TTL; tetherd's default, 10 s,
 //! when unset), `BENCH_RECORDS_CAP_S` (600: the records phase's limit; progress is printed every 15 s,
 //! with the emptiest host), `BENCH_ETCD_NICE` (etcd's threads at that nice value, e.g. -10: a stand-in
-//! for etcd on machines of its own; default: etcd at the bench's own priority).
+//! for etcd on machines of its own; default: etcd at the bench's own priority), `BENCH_START_SPREAD_MS`
+//! (the hosts' planes start evenly over it, as a fleet joining over time; default 0, all at once),
+//! `BENCH_RECORDS_RAMP=1` (the records' rate climbing from 0 to twice the average over the spread),
+//! `BENCH_PHASE_SAMPLES` (that many hosts' first record carries a DNS name: propagation also at the
+//! records phase's rate; default 0).
 //! Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
@@ -147,17 +151,66 @@ fn write_pending_claim(dir: &OverlayDir, block: Ipv4Network) -> SystemTime {
     t0
 }
 
-/// The network's facts and 10 endpoint records (no DNS names) in `block`.
-fn publish_ten(state: &Path, ip: Ipv4Addr, block: Ipv4Network) {
+/// The network's facts on a host, as its plugin writes them when the network is first used there: before
+/// its block claim, so the host writes other hosts' names from the start of the records phase on.
+fn write_facts(state: &Path, ip: Ipv4Addr) {
     OverlayDir::new(state, NETWORK)
         .write_facts(&facts(ip))
         .unwrap();
+}
+
+/// 10 endpoint records in `block`, the first with the DNS name `name` if given (no names otherwise).
+fn publish_ten(state: &Path, ip: Ipv4Addr, block: Ipv4Network, name: Option<String>) {
     let dir = RecordDir::new(state, NETWORK);
     let base = u32::from(block.network());
+    let mut name = name;
     for r in 0..10 {
-        dir.write(&record(ip, Ipv4Addr::from(base + 1 + r as u32), r, None))
-            .unwrap();
+        dir.write(&record(
+            ip,
+            Ipv4Addr::from(base + 1 + r as u32),
+            r,
+            name.take(),
+        ))
+        .unwrap();
     }
+}
+
+/// How long host `w`'s named endpoint `addr`, written at `t0`, took to reach each of the other n - 1
+/// hosts (the mtime of its remote-name file there); waits for each until `deadline`.
+fn arrivals(
+    root: &Path,
+    n: usize,
+    w: usize,
+    addr: Ipv4Addr,
+    t0: SystemTime,
+    deadline: Instant,
+) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for j in (0..n).filter(|j| *j != w) {
+        let path = remote_name_file(root, j, w, addr);
+        let arrived = loop {
+            if let Some(at) = mtime(&path) {
+                break at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} of {} never reached {}",
+                host_ip(w),
+                host_ip(j)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        took.push(arrived.duration_since(t0).unwrap_or_default());
+    }
+    took
+}
+
+/// Where host `j` writes the name of the endpoint `addr` of host `w` (its mtime is the arrival).
+fn remote_name_file(root: &Path, j: usize, w: usize, addr: Ipv4Addr) -> PathBuf {
+    host_state(root, j)
+        .join("overlay-remote")
+        .join(NETWORK)
+        .join(format!("{}_{addr}.json", host_ip(w)))
 }
 
 /// CPU time (user + system) of process `pid` (`self` for this one), all its threads.
@@ -216,9 +269,10 @@ fn probe() {
     let parent = std::os::unix::process::parent_id();
     let plane = start_plane(ip, &endpoints, &state, &root.join("run"));
     std::thread::sleep(Duration::from_secs(1));
+    write_facts(&state, ip);
     claim(&state, block);
     plane.refresh(Duration::ZERO);
-    publish_ten(&state, ip, block);
+    publish_ten(&state, ip, block, None);
     plane.refresh(Duration::ZERO);
     // Ends with the bench, also when the bench fails.
     while std::os::unix::process::parent_id() == parent {
@@ -265,8 +319,16 @@ fn group() {
         .collect();
     let root = PathBuf::from(var("BENCH_GROUP_ROOT"));
     let parent = std::os::unix::process::parent_id();
+    // BENCH_START_SPREAD_MS: host i of the fleet's n starts its plane at i * spread / n after the bench's
+    // start time (each start is a lease grant and a liveness put delivered to every host up by then).
+    let start_at = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(var("BENCH_GROUP_START_AT").parse().unwrap());
+    let start_spread = Duration::from_millis(var("BENCH_GROUP_START_SPREAD").parse().unwrap());
+    let fleet: usize = var("BENCH_GROUP_FLEET").parse().unwrap();
     let planes: Vec<ControlPlane> = (first..first + count)
         .map(|i| {
+            let at = start_at + start_spread.mul_f64(i as f64 / fleet as f64);
+            std::thread::sleep(at.duration_since(SystemTime::now()).unwrap_or_default());
             start_plane(
                 host_ip(i),
                 &endpoints,
@@ -347,6 +409,7 @@ fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) 
         .open(locks.join(format!("net-{NETWORK}.lock")))
         .unwrap();
     lock.lock().unwrap();
+    write_facts(&host_state(root, i), host_ip(i));
     let dir = OverlayDir::new(&host_state(root, i), NETWORK);
     write_pending_claim(&dir, block)
 }
@@ -476,6 +539,12 @@ fn run(n: usize, samples: usize) {
     // The simulated hosts: BENCH_GROUP_SIZE (50) per process, each group with its own run directory.
     let group_size = env_list("BENCH_GROUP_SIZE", &[50])[0].max(1);
     let groups = n.div_ceil(group_size);
+    let start_spread = Duration::from_millis(env_list("BENCH_START_SPREAD_MS", &[0])[0] as u64);
+    let start_at = SystemTime::now() + Duration::from_secs(1);
+    let start_at_ms = start_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     let mut fleet = Vec::new();
     for g in 0..groups {
         let first = g * group_size;
@@ -486,14 +555,27 @@ fn run(n: usize, samples: usize) {
             .env("BENCH_GROUP_ENDPOINTS", etcd.endpoints().join(","))
             .env("BENCH_GROUP_ROOT", &root)
             .env("TETHER_RUN_DIR", group_run_dir(&root, g))
+            .env("BENCH_GROUP_START_AT", start_at_ms.to_string())
+            .env(
+                "BENCH_GROUP_START_SPREAD",
+                start_spread.as_millis().to_string(),
+            )
+            .env("BENCH_GROUP_FLEET", n.to_string())
             .spawn()
             .unwrap();
         fleet.push(child);
     }
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + start_spread + Duration::from_secs(300);
     while groups_report(&root, groups).is_none() {
         assert!(Instant::now() < deadline, "the host groups never started");
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if !start_spread.is_zero() {
+        println!(
+            "{n} hosts: every plane started, over {:.1} s (BENCH_START_SPREAD_MS); load average now: {}",
+            start_spread.as_secs_f64(),
+            load()
+        );
     }
     // The probe: host n, a process of its own (in this thread's namespace, the bench's).
     let probe_dir = root.join("probe");
@@ -588,11 +670,26 @@ fn run(n: usize, samples: usize) {
     let publish_start = Instant::now();
     // BENCH_RECORDS_SPREAD_MS (default 0: every host at once): host i publishes at i * spread / n.
     let records_spread = Duration::from_millis(env_list("BENCH_RECORDS_SPREAD_MS", &[0])[0] as u64);
+    // BENCH_PHASE_SAMPLES (default 0): that many hosts, evenly spaced, give their first record a DNS name,
+    // so propagation is also measured for records written at the phase's rate (their arrival at every
+    // other host, read once the phase is over).
+    let phase_samples = env_list("BENCH_PHASE_SAMPLES", &[0])[0].min(n);
+    let named = |i: usize| phase_samples > 0 && (i * phase_samples) % n < phase_samples;
+    let mut phase_written = Vec::new();
+    // BENCH_RECORDS_RAMP=1: the rate climbs evenly from 0 to 2n / spread instead (host i at
+    // spread * sqrt(i / n)), so one run shows the rate at which etcd's applied index stops keeping up.
+    let ramp = env_list("BENCH_RECORDS_RAMP", &[0])[0] == 1;
     for (i, block) in blocks.iter().enumerate().take(n) {
-        let at = publish_start + records_spread.mul_f64(i as f64 / n as f64);
+        let share = i as f64 / n as f64;
+        let at = publish_start + records_spread.mul_f64(if ramp { share.sqrt() } else { share });
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        publish_ten(&host_state(&root, i), host_ip(i), *block);
+        let name = named(i).then(|| format!("p{i}"));
+        let t0 = SystemTime::now();
+        publish_ten(&host_state(&root, i), host_ip(i), *block, name);
         poke(&root, i);
+        if named(i) {
+            phase_written.push((i, Ipv4Addr::from(u32::from(block.network()) + 1), t0));
+        }
     }
     // Every host's endpoint records (the probe's included). Block claims are not counted: since the
     // watch carries none, a host reads them when it needs them (and every repair period), not as made.
@@ -623,17 +720,44 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_everywhere = publish_start.elapsed();
+    let records_cpu = (
+        fleet_cpu() - cpu_before_records.0,
+        cpu_of(&etcd_pid) - cpu_before_records.1,
+    );
     println!(
         "{n} hosts: 10 records per host at every host {:.1} s after the first write, CPU meanwhile: planes {:.0} ms, etcd {:.0} ms; load average now: {}",
         all_everywhere.as_secs_f64(),
-        (fleet_cpu() - cpu_before_records.0).as_secs_f64() * 1000.0,
-        (cpu_of(&etcd_pid) - cpu_before_records.1).as_secs_f64() * 1000.0,
+        records_cpu.0.as_secs_f64() * 1000.0,
+        records_cpu.1.as_secs_f64() * 1000.0,
         load()
+    );
+    // Each host's 10 records are one transaction, delivered to the n other hosts (the probe included).
+    let deliveries = (n * n) as f64;
+    println!(
+        "{n} hosts: CPU per host's transaction (10 records) delivered to one host: etcd {:.1} us, planes {:.1} us ({:.0} transactions at {:.1} a second)",
+        records_cpu.1.as_secs_f64() * 1e6 / deliveries,
+        records_cpu.0.as_secs_f64() * 1e6 / deliveries,
+        n,
+        n as f64 / all_everywhere.as_secs_f64().max(records_spread.as_secs_f64()),
     );
     println!(
         "{n} hosts: etcd answered in the records phase: {}",
         etcd_calls().since(&calls_before_records)
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut phase_propagation: Vec<Duration> = phase_written
+        .iter()
+        .flat_map(|(w, addr, t0)| arrivals(&root, n, *w, *addr, *t0, deadline))
+        .collect();
+    if !phase_propagation.is_empty() {
+        println!(
+            "{n} hosts: propagation of {} records written in the records phase (BENCH_PHASE_SAMPLES) to every host: p50 {} p99 {} (max {})",
+            phase_written.len(),
+            ms(pct(&mut phase_propagation, 0.5)),
+            ms(pct(&mut phase_propagation, 0.99)),
+            ms(pct(&mut phase_propagation, 1.0)),
+        );
+    }
     // BENCH_SETTLE_S (default 0): a wait before the rest window, so that what the records phase set off
     // (a wave of leases lost in it) is over on every tree before "at rest" is measured.
     let settle = Duration::from_secs(env_list("BENCH_SETTLE_S", &[0])[0] as u64);
@@ -682,26 +806,8 @@ fn run(n: usize, samples: usize) {
             .write(&record(host_ip(w), addr, 20 + s, Some(format!("s{s}"))))
             .unwrap();
         poke(&root, w);
-        let id = format!("{}_{addr}.json", host_ip(w));
         let deadline = Instant::now() + Duration::from_secs(60);
-        for j in (0..n).filter(|j| *j != w) {
-            let path = host_state(&root, j)
-                .join("overlay-remote")
-                .join(NETWORK)
-                .join(&id);
-            let arrived = loop {
-                if let Some(at) = mtime(&path) {
-                    break at;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "sample {s} never reached {}",
-                    host_ip(j)
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            };
-            propagation.push(arrived.duration_since(t0).unwrap_or_default());
-        }
+        propagation.extend(arrivals(&root, n, w, addr, t0, deadline));
     }
 
     // The probe's RSS once it holds the whole cluster's records, as one tetherd would.

@@ -856,6 +856,28 @@ fn with_etcd_a_call_timing_out_keeps_the_session_and_the_lease() {
     );
 }
 
+#[test]
+fn with_etcd_a_long_lease_keeps_an_idle_connection_open() {
+    let mut cluster = Cluster::on("csidle", 1, Timings::FAST, Store::Etcd);
+    // A 30 s lease is renewed every 10 s: in between the connection carries nothing but tetherd's
+    // pings, and etcd closes a connection pinged more often than every 5 s three times in a row.
+    restart_with_lease_ttl(&mut cluster, 0, 30);
+    std::thread::sleep(Duration::from_secs(3));
+    let lease = liveness_lease(&cluster, 0);
+    // Two renewal periods and a half at rest.
+    std::thread::sleep(Duration::from_secs(25));
+    let log = cluster.hosts[0].log();
+    assert!(
+        log.contains("etcd reachable"),
+        "the session never started, the test proved nothing: {log}"
+    );
+    assert!(
+        !log.contains("etcd unreachable") && !log.contains("session resumed"),
+        "etcd closed the idle connection and the session began again: {log}"
+    );
+    assert_eq!(liveness_lease(&cluster, 0), lease, "a new lease: {log}");
+}
+
 /// The lease id and mod revision of host `host`'s liveness key.
 fn liveness_key(cluster: &Cluster, host: usize) -> (i64, i64) {
     let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);

@@ -228,6 +228,12 @@ const TXN_OPS: usize = 64;
 /// outage; either comes as one message, and failed every session: the host never caught up.
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
+/// How long a connection may be silent before tetherd pings etcd. etcd closes a connection ("too many
+/// pings") whose pings come less than 5 s apart (its `--grpc-keepalive-min-time`) three times without
+/// etcd sending anything between; at 2 s every idle connection whose renewals came less often than every
+/// 8 s (a lease TTL of 25 s or more) was closed within seconds of going quiet.
+const PING_EVERY: Duration = Duration::from_secs(10);
+
 /// How a range read is served. A linearizable read waits until the member has applied everything the
 /// cluster committed before it (under load etcd fails those with "waiting for the applied index took too
 /// long"); a serializable one answers from the member's own state, possibly behind.
@@ -689,7 +695,7 @@ impl Worker {
             // A member that leaves pings unanswered for half a lease (2 s at least) is gone; one busy
             // for 2 s is not (ending the session then cost a new lease and a catch-up).
             .with_keep_alive(
-                Duration::from_secs(2),
+                PING_EVERY,
                 (self.cfg.lease_ttl / 2).max(Duration::from_secs(2)),
             );
         if let Some(tls) = &self.cfg.tls {
