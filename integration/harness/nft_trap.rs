@@ -3,7 +3,6 @@
 //! fails, with the trap's directory first in PATH too. A program that spawned one by any name or path would
 //! fail and leave a line in the log.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::scratch_dir::ScratchDir;
@@ -87,7 +86,19 @@ impl NftTrap {
     }
 }
 
+/// Writes an executable script. The script itself is written by `install`, a child of its own, never by
+/// this process: a fork by another test thread while this process held the file open for writing would
+/// keep it open in that child until its exec, and running the script then fails with ETXTBSY ("Text file
+/// busy"; seen in CI).
 fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let draft = path.with_extension("draft");
+    std::fs::write(&draft, body).unwrap_or_else(|e| panic!("writing {}: {e}", draft.display()));
+    let status = std::process::Command::new("install")
+        .args(["-m", "0755"])
+        .arg(&draft)
+        .arg(path)
+        .status()
+        .unwrap_or_else(|e| panic!("running install for {}: {e}", path.display()));
+    assert!(status.success(), "install {} failed", path.display());
+    std::fs::remove_file(&draft).unwrap();
 }
