@@ -20,6 +20,23 @@ fn kernel(ns: &harness::NetNs) -> NetNs {
     NetNs::open(ns.path()).expect("open test netns")
 }
 
+/// `ip -n NS -batch -`: many links in one process.
+fn ip_batch(ns: &harness::NetNs, batch: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning ip");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch failed");
+}
+
 fn net(text: &str) -> IpNetwork {
     text.parse().unwrap()
 }
@@ -546,28 +563,82 @@ fn vxlan_fdb_and_neighbour_entries_round_trip() {
 }
 
 #[test]
-fn a_socket_made_beside_another_works_in_its_own_namespace_and_outlives_it() {
+fn sockets_in_two_namespaces_each_see_only_their_own_links() {
     let host = HostNs::new("bs");
     let ctr = host.container("c");
     let (host_ns, ctr_ns) = (kernel(&host), kernel(&ctr));
     let nl = Netlink::in_netns(&host_ns).unwrap();
     nl.create_veth("tvbeside", "eth0", &ctr_ns, None, None)
         .unwrap();
-    let inner = nl.beside_in(&ctr_ns).unwrap();
+    let inner = Netlink::in_netns(&ctr_ns).unwrap();
     assert_eq!(inner.netns_path(), Some(ctr_ns.path()));
-    // Each sees its own namespace's links, though one runtime serves both.
     assert!(inner.link_by_name("eth0").unwrap().is_some());
     assert!(inner.link_by_name("tvbeside").unwrap().is_none());
     assert!(nl.link_by_name("tvbeside").unwrap().is_some());
     assert!(nl.link_by_name("eth0").unwrap().is_none());
-    // The runtime stays while either socket does.
-    drop(nl);
     let eth0 = inner.link_by_name("eth0").unwrap().unwrap();
     inner.set_up(eth0.index).unwrap();
-    let again = inner.beside_in(&host_ns).unwrap();
-    assert!(again.delete_link_by_name("tvbeside").unwrap());
+    assert!(nl.delete_link_by_name("tvbeside").unwrap());
     assert!(
         inner.link_by_name("eth0").unwrap().is_none(),
         "peer went with it"
     );
+}
+
+#[test]
+fn a_dump_longer_than_one_datagram_comes_back_whole() {
+    // A link dump answers in datagrams of at most 32 KB, each link's message 1-2 KB with its
+    // statistics: 300 links take many datagrams, all of which must be read.
+    let host = HostNs::new("dm");
+    let ns = kernel(&host);
+    let nl = Netlink::in_netns(&ns).unwrap();
+    let batch: String = (0..150)
+        .map(|i| format!("link add dma{i} type veth peer name dmb{i}\n"))
+        .collect();
+    ip_batch(&host.ns, &batch);
+    let links = nl.links().unwrap();
+    let ours = links.iter().filter(|l| l.name.starts_with("dm")).count();
+    assert_eq!(ours, 300, "every veth end, both sides of 150 pairs");
+    assert!(links.iter().any(|l| l.name == "lo"));
+    // Addresses of one link out of a dump of all of them.
+    let dma7 = nl.link_by_name("dma7").unwrap().unwrap();
+    for i in 0..150u32 {
+        let link = nl.link_by_name(&format!("dma{i}")).unwrap().unwrap();
+        let address: IpNetwork = format!("10.77.{}.{}/16", i / 200, i % 200 + 1)
+            .parse()
+            .unwrap();
+        nl.add_address(link.index, address, false).unwrap();
+    }
+    assert_eq!(
+        nl.addresses(dma7.index).unwrap(),
+        vec!["10.77.0.8/16".parse::<IpNetwork>().unwrap()]
+    );
+}
+
+#[test]
+fn a_full_bridge_refuses_a_port_with_the_kernels_errno() {
+    // BR_MAX_PORTS: a bridge takes 1023 ports; the kernel answers the next with EXFULL.
+    let host = HostNs::new("bf");
+    let ns = kernel(&host);
+    let nl = Netlink::in_netns(&ns).unwrap();
+    let bridge = nl
+        .ensure_bridge("bf0", None, "02:42:0a:4e:00:01".parse().unwrap())
+        .unwrap();
+    let batch: String = (0..1023)
+        .map(|i| format!("link add bfa{i} master bf0 type veth peer name bfb{i}\n"))
+        .collect();
+    ip_batch(&host.ns, &batch);
+    let peer_ns = kernel(&host.container("c"));
+    let err = nl
+        .add_veth(&VethSpec {
+            host_name: "bfx",
+            peer_name: "eth0",
+            peer_ns: &peer_ns,
+            mtu: None,
+            peer_mac: None,
+            host_mac: None,
+            host_master: Some(bridge.index),
+        })
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::EXFULL), "{err}");
 }

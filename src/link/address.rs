@@ -2,14 +2,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::AddressMessageBuilder;
 
-use super::{index_object, LinkError, Netlink};
+use super::{index_object, LinkError, Netlink, CHANGE, CREATE};
 
 impl Netlink {
     /// Adds `address` (address and prefix length) to link `index`.
@@ -48,12 +48,8 @@ impl Netlink {
         address: IpNetwork,
         nodad: bool,
     ) -> Result<bool, LinkError> {
-        let mut request = self
-            .handle()
-            .address()
-            .add(index, address.ip(), address.prefix());
+        let mut message = address_message(index, address);
         if nodad && address.is_ipv6() {
-            let message = request.message_mut();
             // The header holds the first 8 flag bits and the IFA_FLAGS attribute all 32; the kernel
             // reads the attribute when present, iproute2 sets both.
             message.header.flags |= AddressHeaderFlags::Nodad;
@@ -62,11 +58,13 @@ impl Netlink {
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         let object = format!("{address} on {}", index_object(index));
-        match self
-            .block_on(request.execute())
-            .map_err(LinkError::from_rtnetlink("adding address", &object))
-        {
-            Ok(()) => Ok(true),
+        match self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            CREATE,
+            "adding address",
+            &object,
+        ) {
+            Ok(_) => Ok(true),
             Err(LinkError::Exists { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -74,42 +72,46 @@ impl Netlink {
 
     /// The addresses of link `index` (IPv4 and IPv6, including link-local ones).
     pub fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, LinkError> {
-        let request = self
-            .handle()
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        let messages: Vec<AddressMessage> =
-            self.block_on(request.try_collect())
-                .map_err(LinkError::from_rtnetlink(
-                    "listing addresses of",
-                    index_object(index),
-                ))?;
-        Ok(messages.iter().filter_map(network_of).collect())
+        let answers = self.dump(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            "listing addresses of",
+            index_object(index),
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => network_of(a),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Removes `address` from link `index`; `Ok(false)` when it was not there.
     pub fn del_address(&self, index: u32, address: IpNetwork) -> Result<bool, LinkError> {
-        let message = match address.ip() {
-            IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
-                .index(index)
-                .address(ip, address.prefix())
-                .build(),
-            IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
-                .index(index)
-                .address(ip, address.prefix())
-                .build(),
-        };
         let object = format!("{address} on {}", index_object(index));
-        match self
-            .block_on(self.handle().address().del(message).execute())
-            .map_err(LinkError::from_rtnetlink("deleting address", &object))
-        {
-            Ok(()) => Ok(true),
+        match self.request(
+            RouteNetlinkMessage::DelAddress(address_message(index, address)),
+            CHANGE,
+            "deleting address",
+            &object,
+        ) {
+            Ok(_) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+fn address_message(index: u32, address: IpNetwork) -> AddressMessage {
+    match address.ip() {
+        IpAddr::V4(ip) => AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(ip, address.prefix())
+            .build(),
+        IpAddr::V6(ip) => AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(ip, address.prefix())
+            .build(),
     }
 }
 

@@ -89,8 +89,7 @@ impl Netlink {
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }
-        self.block_on(self.handle().link().add(builder.build()).execute())
-            .map_err(LinkError::from_rtnetlink("creating bridge", name))?;
+        self.create_link("creating bridge", name, builder.build())?;
         tracing::debug!(bridge = name, %mac, "created bridge");
         self.link_by_name(name)?.ok_or_else(|| LinkError::NotFound {
             op: "reading created bridge",
@@ -117,8 +116,7 @@ impl Netlink {
         if let (true, Some(mtu)) = (wrong_mtu, mtu) {
             builder = builder.mtu(mtu);
         }
-        self.block_on(self.handle().link().change(builder.build()).execute())
-            .map_err(LinkError::from_rtnetlink("updating bridge", &link.name))?;
+        self.change_link("updating bridge", link.name.clone(), builder.build())?;
         link.mac = Some(mac);
         if let Some(mtu) = mtu {
             link.mtu = mtu;
@@ -135,30 +133,18 @@ impl Netlink {
     /// it, not of the calling thread, so it can silently name another namespace's device.
     pub fn set_hairpin(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).hairpin(on).build();
-        self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "setting hairpin mode of",
-                index_object(index),
-            ))
+        self.change_link("setting hairpin mode of", index_object(index), message)
     }
 
     /// Turns MAC learning of a bridge port on or off.
     pub fn set_learning(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).learning(on).build();
-        self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "setting learning of",
-                index_object(index),
-            ))
+        self.change_link("setting learning of", index_object(index), message)
     }
 
     /// Isolates a bridge port: isolated ports cannot talk to each other, only to non-isolated ones.
     pub fn set_isolated(&self, index: u32, on: bool) -> Result<(), LinkError> {
         let message = LinkBridgePort::new(index).isolated(on).build();
-        self.block_on(self.handle().link().set_port(message).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "setting isolation of",
-                index_object(index),
-            ))
+        self.change_link("setting isolation of", index_object(index), message)
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::io;
 use std::path::PathBuf;
 
+use super::route_socket::RequestError;
 use crate::netns::NetnsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum LinkError {
         op: &'static str,
         object: String,
         #[source]
-        source: rtnetlink::Error,
+        source: RequestError,
     },
 
     #[error("link {name} exists but is a {kind}, not a bridge; rename the bridge in the network config or remove that link")]
@@ -60,12 +61,6 @@ pub enum LinkError {
         source: NetnsError,
     },
 
-    #[error("starting the netlink I/O runtime failed: {source}")]
-    Runtime {
-        #[source]
-        source: io::Error,
-    },
-
     #[error("{op} sysctl {path} failed: {source}")]
     Sysctl {
         op: &'static str,
@@ -91,23 +86,20 @@ pub enum LinkError {
 
 impl LinkError {
     /// Returns a mapper for `map_err` that files a kernel answer under the right variant.
-    pub(crate) fn from_rtnetlink(
+    pub(crate) fn from_request(
         op: &'static str,
         object: impl Display,
-    ) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    ) -> impl FnOnce(RequestError) -> LinkError {
         move |error| {
             let object = object.to_string();
             match error {
-                rtnetlink::Error::NetlinkError(message) => {
-                    let source = message.to_io();
-                    match source.raw_os_error() {
-                        Some(libc::EEXIST) => LinkError::Exists { op, object },
-                        Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL) => {
-                            LinkError::NotFound { op, object }
-                        }
-                        _ => LinkError::Netlink { op, object, source },
+                RequestError::Refused(source) => match source.raw_os_error() {
+                    Some(libc::EEXIST) => LinkError::Exists { op, object },
+                    Some(libc::ENODEV | libc::ENOENT | libc::ESRCH | libc::EADDRNOTAVAIL) => {
+                        LinkError::NotFound { op, object }
                     }
-                }
+                    _ => LinkError::Netlink { op, object, source },
+                },
                 other => LinkError::Protocol {
                     op,
                     object,

@@ -150,8 +150,7 @@ impl Netlink {
                 .map(|ns| format!(", in {}", ns.path().display()))
                 .unwrap_or_default()
         );
-        self.block_on(self.handle().link().add(builder.build()).execute())
-            .map_err(LinkError::from_rtnetlink("creating", &object))?;
+        self.create_link("creating", &object, builder.build())?;
         tracing::debug!(name = spec.name, mode = %spec.mode, parent = spec.parent_index, "created macvlan");
         Ok(())
     }
@@ -168,18 +167,11 @@ impl Netlink {
 
     /// The macvlan facts of link `index`; `None` when it does not exist or is not a macvlan.
     pub fn macvlan_info(&self, index: u32) -> Result<Option<MacvlanInfo>, LinkError> {
-        let request = self.handle().link().get().match_index(index).execute();
-        let first = self.block_on(async {
-            futures::pin_mut!(request);
-            futures::TryStreamExt::try_next(&mut request).await
-        });
-        let message =
-            match first.map_err(LinkError::from_rtnetlink("looking up", index_object(index))) {
-                Ok(Some(message)) => message,
-                Ok(None) | Err(LinkError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
-        Ok(macvlan_info_of(&message))
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        Ok(self
+            .link_message(message, "looking up", &index_object(index))?
+            .and_then(|m| macvlan_info_of(&m)))
     }
 }
 

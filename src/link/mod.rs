@@ -1,10 +1,10 @@
-//! Netlink operations on links, addresses and routes, as a synchronous facade over rtnetlink.
+//! Netlink operations on links, addresses and routes: rtnetlink's message builders, sent over a
+//! blocking socket of our own ([`route_socket`]).
 //!
-//! A [`Netlink`] holds a tokio current-thread runtime (its own, or shared with the [`Netlink`] it was made
-//! beside: [`Netlink::beside_in`]) and one rtnetlink socket. The socket belongs to
-//! the namespace it was opened in ([`Netlink::in_netns`]) for its whole life, whatever thread later
-//! uses it, so no method here ever calls `setns`. Methods block; do not call them from inside an
-//! async runtime.
+//! A [`Netlink`] holds one NETLINK_ROUTE socket. It belongs to the namespace it was opened in
+//! ([`Netlink::in_netns`]) for its whole life, whatever thread later uses it, so no method here ever
+//! calls `setns`. Methods block until the kernel answers (microseconds: no request here waits on the
+//! network).
 
 mod address;
 mod bridge;
@@ -16,6 +16,7 @@ mod ops;
 mod policy_route;
 mod reaper;
 mod route;
+mod route_socket;
 mod sysctl;
 mod veth;
 mod vlan;
@@ -23,11 +24,11 @@ mod vxlan;
 pub mod xfrm;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::{Handle, LinkUnspec};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::LinkUnspec;
 
 use crate::netns::NetNs;
 
@@ -41,6 +42,8 @@ pub use ops::LinkOps;
 pub use policy_route::MarkRule;
 pub use reaper::{delete_bridge_in_background, delete_unused_bridge, LinkReaper, ReaperError};
 pub use route::{IpFamily, RouteInfo};
+pub use route_socket::RequestError;
+use route_socket::RouteSocket;
 pub use sysctl::{get_sysctl, set_sysctl};
 pub use veth::VethSpec;
 
@@ -68,20 +71,25 @@ pub use crate::ifname::MAX_IFNAME_LEN;
 
 /// A netlink route socket bound to one network namespace, with blocking methods.
 pub struct Netlink {
-    runtime: Arc<tokio::runtime::Runtime>,
-    handle: Handle,
+    socket: RouteSocket,
     /// The namespace the socket lives in, for messages; `None` for the caller's own.
     netns: Option<PathBuf>,
 }
 
+/// Flags of a request that creates an object and refuses one already there (`ip link add`).
+pub(crate) const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
+/// Flags of a request that changes or deletes an existing object.
+pub(crate) const CHANGE: u16 = 0;
+
 impl Netlink {
     /// A socket in the calling thread's current namespace.
     pub fn new() -> Result<Netlink, LinkError> {
-        let runtime = Arc::new(new_runtime()?);
-        let handle = open_socket(&runtime, None)?;
+        let socket = RouteSocket::open().map_err(|source| LinkError::Socket {
+            netns: None,
+            source,
+        })?;
         Ok(Netlink {
-            runtime,
-            handle,
+            socket,
             netns: None,
         })
     }
@@ -89,27 +97,16 @@ impl Netlink {
     /// A socket in `netns`: the thread enters the namespace only for the `socket(2)` call and comes
     /// straight back; the socket keeps talking to `netns` afterwards.
     pub fn in_netns(netns: &NetNs) -> Result<Netlink, LinkError> {
-        Netlink::on_runtime(Arc::new(new_runtime()?), netns)
-    }
-
-    /// A socket in `netns` on this one's runtime: a plugin's host and container sockets then cost one
-    /// runtime (its epoll, waker and drivers: about 40 of a bridge ADD's 440 page faults, measured).
-    /// Use both from one thread at a time, as a plugin does; long-lived users take [`Netlink::in_netns`].
-    pub fn beside_in(&self, netns: &NetNs) -> Result<Netlink, LinkError> {
-        Netlink::on_runtime(self.runtime.clone(), netns)
-    }
-
-    fn on_runtime(
-        runtime: Arc<tokio::runtime::Runtime>,
-        netns: &NetNs,
-    ) -> Result<Netlink, LinkError> {
         let path = netns.path().to_path_buf();
-        let handle = netns
-            .run(|| open_socket(&runtime, Some(&path)))
-            .map_err(|source| LinkError::Netns { source })??;
+        let socket = netns
+            .run(RouteSocket::open)
+            .map_err(|source| LinkError::Netns { source })?
+            .map_err(|source| LinkError::Socket {
+                netns: Some(path.clone()),
+                source,
+            })?;
         Ok(Netlink {
-            runtime,
-            handle,
+            socket,
             netns: Some(path),
         })
     }
@@ -119,59 +116,104 @@ impl Netlink {
         self.netns.as_deref()
     }
 
-    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+    /// Sends one request and waits for the kernel's answer: its messages (a dump's, or a get's one)
+    /// or, for anything else, the acknowledgement. `flags` adds to NLM_F_REQUEST (and NLM_F_ACK).
+    pub(crate) fn request(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        op: &'static str,
+        object: impl std::fmt::Display,
+    ) -> Result<Vec<RouteNetlinkMessage>, LinkError> {
+        self.socket
+            .request(message, flags)
+            .map_err(LinkError::from_request(op, object))
     }
 
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
+    /// A dump: every answer of the kernel to `message`.
+    pub(crate) fn dump(
+        &self,
+        message: RouteNetlinkMessage,
+        op: &'static str,
+        object: impl std::fmt::Display,
+    ) -> Result<Vec<RouteNetlinkMessage>, LinkError> {
+        self.request(message, NLM_F_DUMP, op, object)
     }
 
     /// The link called `name`, or `None` when there is none.
     pub fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>, LinkError> {
         check_ifname(name)?;
-        let request = self.handle.link().get().match_name(name).execute();
-        self.first_link(request, "looking up link", name)
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        self.first_link(message, "looking up link", name)
     }
 
     /// The link with `index`, or `None` when there is none.
     pub fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>, LinkError> {
-        let request = self.handle.link().get().match_index(index).execute();
-        self.first_link(request, "looking up", &index_object(index))
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        self.first_link(message, "looking up", &index_object(index))
     }
 
     /// All links of the namespace.
     pub fn links(&self) -> Result<Vec<LinkInfo>, LinkError> {
-        let request = self.handle.link().get().execute();
-        let messages: Vec<LinkMessage> = self
-            .block_on(request.try_collect())
-            .map_err(LinkError::from_rtnetlink("listing links", "in namespace"))?;
-        Ok(messages.iter().map(LinkInfo::from_message).collect())
+        let answers = self.dump(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            "listing links",
+            "in namespace",
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(LinkInfo::from_message(link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The raw answer to a get of one link (by the index or name in `message`); `None` when there is none.
+    pub(crate) fn link_message(
+        &self,
+        message: LinkMessage,
+        op: &'static str,
+        object: &str,
+    ) -> Result<Option<LinkMessage>, LinkError> {
+        match self.request(RouteNetlinkMessage::GetLink(message), CHANGE, op, object) {
+            Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })),
+            Err(LinkError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn first_link(
         &self,
-        request: impl futures::Stream<Item = Result<LinkMessage, rtnetlink::Error>>,
+        message: LinkMessage,
         op: &'static str,
         object: &str,
     ) -> Result<Option<LinkInfo>, LinkError> {
-        let first = self.block_on(async {
-            futures::pin_mut!(request);
-            request.try_next().await
-        });
-        match first.map_err(LinkError::from_rtnetlink(op, object)) {
-            Ok(Some(message)) => Ok(Some(LinkInfo::from_message(&message))),
-            Ok(None) | Err(LinkError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .link_message(message, op, object)?
+            .map(|link| LinkInfo::from_message(&link)))
     }
 
     /// Deletes link `index`; `Ok(false)` when it was already gone. Deleting one end of a veth pair
     /// deletes both.
     pub fn delete_link(&self, index: u32) -> Result<bool, LinkError> {
-        let result = self.block_on(self.handle.link().del(index).execute());
-        match result.map_err(LinkError::from_rtnetlink("deleting", index_object(index))) {
-            Ok(()) => Ok(true),
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        let result = self.request(
+            RouteNetlinkMessage::DelLink(message),
+            CHANGE,
+            "deleting",
+            index_object(index),
+        );
+        match result {
+            Ok(_) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -210,9 +252,7 @@ impl Netlink {
     /// dentry hash chain, so writing it costs a walk over all containers' `eth0` entries. Must come before
     /// the link is up; do_setlink applies IFLA_AF_SPEC after the flags, so it cannot share that request.
     pub fn skip_ipv6_link_local(&self, index: u32) -> Result<(), LinkError> {
-        use rtnetlink::packet_route::link::{
-            AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute,
-        };
+        use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
         let inet6 = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
         self.change_link(
             "turning off IPv6 link-local addressing of",
@@ -289,6 +329,17 @@ impl Netlink {
         }
     }
 
+    /// RTM_NEWLINK with NLM_F_CREATE | NLM_F_EXCL: what `ip link add` sends.
+    pub(crate) fn create_link(
+        &self,
+        op: &'static str,
+        object: impl std::fmt::Display,
+        message: LinkMessage,
+    ) -> Result<(), LinkError> {
+        self.request(RouteNetlinkMessage::NewLink(message), CREATE, op, object)
+            .map(drop)
+    }
+
     /// RTM_NEWLINK without NLM_F_CREATE on an existing index: what `ip link set` sends.
     pub(crate) fn change_link(
         &self,
@@ -296,8 +347,8 @@ impl Netlink {
         object: String,
         message: LinkMessage,
     ) -> Result<(), LinkError> {
-        self.block_on(self.handle.link().change(message).execute())
-            .map_err(LinkError::from_rtnetlink(op, object))
+        self.request(RouteNetlinkMessage::NewLink(message), CHANGE, op, object)
+            .map(drop)
     }
 }
 
@@ -307,29 +358,6 @@ impl std::fmt::Debug for Netlink {
             .field("netns", &self.netns)
             .finish_non_exhaustive()
     }
-}
-
-fn new_runtime() -> Result<tokio::runtime::Runtime, LinkError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|source| LinkError::Runtime { source })
-}
-
-fn open_socket(
-    runtime: &tokio::runtime::Runtime,
-    netns: Option<&PathBuf>,
-) -> Result<Handle, LinkError> {
-    // The tokio socket registers with the runtime's reactor on creation, so enter its context.
-    let _context = runtime.enter();
-    let (connection, handle, _unsolicited) =
-        rtnetlink::new_connection().map_err(|source| LinkError::Socket {
-            netns: netns.cloned(),
-            source,
-        })?;
-    runtime.spawn(connection);
-    Ok(handle)
 }
 
 /// How error messages name a link known only by its index.

@@ -1,16 +1,13 @@
 //! Static forwarding (FDB) entries of a VXLAN device and neighbour (ARP/NDP) entries, as the overlay's
 //! control plane programs them: remote MAC -> remote VTEP, remote IP -> remote MAC.
 //!
-//! rtnetlink has no `bridge fdb append` (NLM_F_APPEND, several destinations for one MAC, the way
-//! all-zero flood entries are built), so every request here is sent through `Handle::request` with the
-//! flags spelled out.
+//! Every request here spells its flags out: `bridge fdb append` (NLM_F_APPEND, several destinations
+//! for one MAC, the way all-zero flood entries are built) has no builder of its own.
 
 use std::net::IpAddr;
 
-use futures::StreamExt;
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -111,29 +108,14 @@ impl Netlink {
         op: &'static str,
         object: String,
     ) -> Result<Vec<NeighbourMessage>, LinkError> {
-        let mut request = NetlinkMessage::from(message);
-        request.header.flags = flags;
-        let mut handle = self.handle().clone();
-        self.block_on(async move {
-            let mut answers = Vec::new();
-            let mut response = handle
-                .request(request)
-                .map_err(LinkError::from_rtnetlink(op, &object))?;
-            while let Some(reply) = response.next().await {
-                match reply.payload {
-                    NetlinkPayload::Error(e) => {
-                        return Err(LinkError::from_rtnetlink(op, &object)(
-                            rtnetlink::Error::NetlinkError(e),
-                        ))
-                    }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
-                        answers.push(m)
-                    }
-                    _ => {}
-                }
-            }
-            Ok(answers)
-        })
+        let answers = self.request(message, flags, op, object)?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(m) => Some(m),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Adds a static FDB entry to VXLAN device `dev` (`bridge fdb replace|append MAC dev DEV dst VTEP

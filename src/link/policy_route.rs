@@ -4,11 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use futures::TryStreamExt;
+use netlink_packet_core::NLM_F_REPLACE;
+use rtnetlink::packet_route::route::RouteHeader;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{IpVersion, RouteMessageBuilder};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, Netlink};
+use super::{LinkError, Netlink, CHANGE, CREATE};
 
 /// One `fwmark MARK lookup TABLE` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,12 +22,20 @@ pub struct MarkRule {
 impl Netlink {
     /// The IPv4 fwmark rules at priority `pref`.
     pub fn mark_rules(&self, pref: u32) -> Result<Vec<MarkRule>, LinkError> {
-        let request = self.handle().rule().get(IpVersion::V4).execute();
-        let messages: Vec<RuleMessage> = self
-            .block_on(request.try_collect())
-            .map_err(LinkError::from_rtnetlink("listing rules", "in namespace"))?;
-        Ok(messages
+        let mut filter = RuleMessage::default();
+        filter.header.family = AddressFamily::Inet;
+        filter.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let answers = self.dump(
+            RouteNetlinkMessage::GetRule(filter),
+            "listing rules",
+            "in namespace",
+        )?;
+        Ok(answers
             .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(rule) => Some(rule),
+                _ => None,
+            })
             .filter(|m| m.attributes.contains(&RuleAttribute::Priority(pref)))
             .filter_map(|m| {
                 let mut mark = None;
@@ -45,36 +55,24 @@ impl Netlink {
     /// Adds `fwmark rule.mark lookup rule.table pref pref`; one already there gives
     /// [`LinkError::Exists`].
     pub fn add_mark_rule(&self, rule: MarkRule, pref: u32) -> Result<(), LinkError> {
-        let request = self
-            .handle()
-            .rule()
-            .add()
-            .v4()
-            .fw_mark(rule.mark)
-            .table_id(rule.table)
-            .priority(pref)
-            .action(RuleAction::ToTable);
-        self.block_on(request.execute())
-            .map_err(LinkError::from_rtnetlink("adding rule", rule_object(rule)))
+        self.request(
+            RouteNetlinkMessage::NewRule(mark_rule_message(rule, pref)),
+            CREATE,
+            "adding rule",
+            rule_object(rule),
+        )
+        .map(drop)
     }
 
     /// Deletes that rule; `Ok(false)` when there is none.
     pub fn del_mark_rule(&self, rule: MarkRule, pref: u32) -> Result<bool, LinkError> {
-        let mut message = RuleMessage::default();
-        message.header.family = rtnetlink::packet_route::AddressFamily::Inet;
-        message.header.action = RuleAction::ToTable;
-        message.attributes = vec![
-            RuleAttribute::FwMark(rule.mark),
-            RuleAttribute::Table(rule.table),
-            RuleAttribute::Priority(pref),
-        ];
-        match self
-            .block_on(self.handle().rule().del(message).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "deleting rule",
-                rule_object(rule),
-            )) {
-            Ok(()) => Ok(true),
+        match self.request(
+            RouteNetlinkMessage::DelRule(mark_rule_message(rule, pref)),
+            CHANGE,
+            "deleting rule",
+            rule_object(rule),
+        ) {
+            Ok(_) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -86,11 +84,13 @@ impl Netlink {
             .table_id(table)
             .gateway(gw)
             .build();
-        self.block_on(self.handle().route().add(message).replace().execute())
-            .map_err(LinkError::from_rtnetlink(
-                "setting route",
-                format!("default via {gw} table {table}"),
-            ))
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            netlink_packet_core::NLM_F_CREATE | NLM_F_REPLACE,
+            "setting route",
+            format!("default via {gw} table {table}"),
+        )
+        .map(drop)
     }
 
     /// Deletes `table`'s default route; `Ok(false)` when there is none.
@@ -98,13 +98,13 @@ impl Netlink {
         let message = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(table)
             .build();
-        match self
-            .block_on(self.handle().route().del(message).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "deleting route",
-                format!("default table {table}"),
-            )) {
-            Ok(()) => Ok(true),
+        match self.request(
+            RouteNetlinkMessage::DelRoute(message),
+            CHANGE,
+            "deleting route",
+            format!("default table {table}"),
+        ) {
+            Ok(_) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -113,4 +113,18 @@ impl Netlink {
 
 fn rule_object(rule: MarkRule) -> String {
     format!("fwmark {:#x} lookup {}", rule.mark, rule.table)
+}
+
+/// `fwmark MARK lookup TABLE pref PREF`, as both an add and a delete send it (the table as FRA_TABLE,
+/// which holds ids over 255 too).
+fn mark_rule_message(rule: MarkRule, pref: u32) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.action = RuleAction::ToTable;
+    message.attributes = vec![
+        RuleAttribute::FwMark(rule.mark),
+        RuleAttribute::Table(rule.table),
+        RuleAttribute::Priority(pref),
+    ];
+    message
 }

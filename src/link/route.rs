@@ -2,16 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
     RouteScope, RouteType, RouteVia,
 };
-use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, LinkInfo, Netlink};
+use super::{LinkError, LinkInfo, Netlink, CHANGE, CREATE};
 
 /// Main routing table (RT_TABLE_MAIN).
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -54,8 +53,13 @@ impl Netlink {
     ) -> Result<(), LinkError> {
         let message = route_message(dst, gw, oif, mtu)?;
         let object = route_object(dst, gw, oif);
-        self.block_on(self.handle().route().add(message).execute())
-            .map_err(LinkError::from_rtnetlink("adding route", object))
+        self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            CREATE,
+            "adding route",
+            object,
+        )
+        .map(drop)
     }
 
     /// Deletes the route to `dst` (matching `gw` and `oif` when given); `Ok(false)` when there is none.
@@ -71,11 +75,13 @@ impl Netlink {
         // Nor the protocol: routes the kernel made (proto kernel) must be deletable too.
         message.header.protocol = RouteProtocol::Unspec;
         let object = route_object(dst, gw, oif);
-        match self
-            .block_on(self.handle().route().del(message).execute())
-            .map_err(LinkError::from_rtnetlink("deleting route", object))
-        {
-            Ok(()) => Ok(true),
+        match self.request(
+            RouteNetlinkMessage::DelRoute(message),
+            CHANGE,
+            "deleting route",
+            object,
+        ) {
+            Ok(_) => Ok(true),
             Err(LinkError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -87,11 +93,18 @@ impl Netlink {
             IpFamily::V4 => RouteMessageBuilder::<Ipv4Addr>::new().build(),
             IpFamily::V6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
         };
-        let request = self.handle().route().get(filter).execute();
-        let messages: Vec<RouteMessage> = self
-            .block_on(request.try_collect())
-            .map_err(LinkError::from_rtnetlink("listing routes", "in namespace"))?;
-        Ok(messages.iter().filter_map(route_info).collect())
+        let answers = self.dump(
+            RouteNetlinkMessage::GetRoute(filter),
+            "listing routes",
+            "in namespace",
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(route) => route_info(route),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The link holding the best default route of the main table, IPv4 first, then IPv6.

@@ -119,8 +119,7 @@ impl Netlink {
             spec.peer_name,
             spec.peer_ns.path().display()
         );
-        self.block_on(self.handle().link().add(host.build()).execute())
-            .map_err(LinkError::from_rtnetlink("creating veth", &object))?;
+        self.create_link("creating veth", &object, host.build())?;
         tracing::debug!(host = spec.host_name, peer = spec.peer_name, netns = %spec.peer_ns.path().display(), "created veth pair");
         Ok(())
     }

@@ -30,21 +30,19 @@ impl Netlink {
             index_object(parent_index)
         );
         let message = LinkVlan::new(name, parent_index, id).up().build();
-        self.block_on(self.handle().link().add(message).execute())
-            .map_err(
-                |e| match LinkError::from_rtnetlink("creating", &object)(e) {
-                    LinkError::Netlink { source, .. }
-                        if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-                    {
-                        LinkError::KernelFeatureMissing {
-                            feature: VLAN_FEATURE,
-                            op: "creating",
-                            object: object.clone(),
-                        }
+        self.create_link("creating", &object, message)
+            .map_err(|e| match e {
+                LinkError::Netlink { source, .. }
+                    if source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                {
+                    LinkError::KernelFeatureMissing {
+                        feature: VLAN_FEATURE,
+                        op: "creating",
+                        object: object.clone(),
                     }
-                    other => other,
-                },
-            )?;
+                }
+                other => other,
+            })?;
         tracing::debug!(
             name,
             parent = parent_index,

@@ -93,11 +93,7 @@ impl Netlink {
         if let Some(master) = spec.master {
             builder = builder.controller(master);
         }
-        self.block_on(self.handle().link().add(builder.build()).execute())
-            .map_err(LinkError::from_rtnetlink(
-                "creating vxlan device",
-                &spec.name,
-            ))?;
+        self.create_link("creating vxlan device", &spec.name, builder.build())?;
         tracing::debug!(name = %spec.name, vni = spec.vni, local = %spec.local, "created vxlan device");
         Ok(())
     }

@@ -366,7 +366,7 @@ impl Plugin for BridgePlugin {
         let fw = Firewall::open()?;
         let lock = NetworkLock::shared(net)?;
         // Container side: a netlink socket opened inside the namespace (docs/design.md §5).
-        let inner = host.beside_in(&ns)?;
+        let inner = Netlink::in_netns(&ns)?;
         let Connected {
             bridge: br,
             host_mac,
@@ -501,7 +501,7 @@ impl Plugin for BridgePlugin {
         let host_if = host_veth_name(call.container_id(), call.ifname());
         let host = Netlink::new()?;
         verify_port(&host, &cfg.bridge, &host_if)?;
-        let inner = host.beside_in(&ns)?;
+        let inner = Netlink::in_netns(&ns)?;
         let addresses: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
         let link = container_iface::verify(&inner, call.ifname(), &addresses, &prev.routes)?;
         let fw = Firewall::open()?;

@@ -165,10 +165,7 @@ impl Plugin for MacvlanPlugin {
         let (cid, ifname, net) = (call.container_id(), call.ifname(), call.conf.name.as_str());
         let ns = open_netns(call)?;
         let host = (!cfg.link_in_container).then(Netlink::new).transpose()?;
-        let inner = match &host {
-            Some(host) => host.beside_in(&ns)?,
-            None => Netlink::in_netns(&ns)?,
-        };
+        let inner = Netlink::in_netns(&ns)?;
         let side = parent_side(host.as_ref(), &inner, &ns);
         // Read-only checks first: a missing parent or a too-large MTU leaves nothing behind.
         let parent = resolve_parent(&side, cfg)?;
