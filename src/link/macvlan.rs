@@ -167,7 +167,7 @@ impl Netlink {
 
     /// The macvlan facts of link `index`; `None` when it does not exist or is not a macvlan.
     pub fn macvlan_info(&self, index: u32) -> Result<Option<MacvlanInfo>, LinkError> {
-        let mut message = LinkMessage::default();
+        let mut message = super::link_query();
         message.header.index = index;
         Ok(self
             .link_message(message, "looking up", &index_object(index))?
