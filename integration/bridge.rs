@@ -681,3 +681,41 @@ fn add_replaces_a_host_veth_left_by_a_crashed_add_of_the_same_container() {
     assert_eq!(host.master(&port).as_deref(), Some("tt0"));
     assert!(!c2.has_link("eth0"), "the leftover pair went away");
 }
+
+#[test]
+fn an_add_to_a_full_bridge_says_so_and_leaves_nothing_behind() {
+    // BR_MAX_PORTS: the kernel gives a bridge 1023 ports. Fill the network's bridge with veths of
+    // the test's own, then ADD one more container.
+    let host = HostNs::new("bfull");
+    let conf = network_conf::tether_bridge(&host, V, "10.46.0.0/16");
+    let c1 = host.container("c1");
+    add(&host, &c1, &conf);
+    let batch: String = (0..1022)
+        .map(|i| format!("link add fa{i} master tt0 type veth peer name fb{i}\n"))
+        .collect();
+    let mut ip = std::process::Command::new("ip")
+        .args(["-n", &host.ns.name, "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut ip.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    assert!(ip.wait().unwrap().success());
+    let c2 = host.container("c2");
+    let out = host
+        .tether_bridge()
+        .cmd("ADD")
+        .container(&c2)
+        .conf(&conf)
+        .run();
+    assert!(!out.success(), "ADD to a full bridge succeeded");
+    assert!(out.error_code().is_some(), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("1023 ports") && out.stdout.contains("another network"),
+        "the error says what happened and what to do: {}",
+        out.stdout
+    );
+    // Rolled back: no veth of c2 and no lease for it.
+    assert_eq!(host_veths(&host).len(), 1, "only c1's veth stays");
+    let leases = store::leases(&host.data_dir(), conf["name"].as_str().unwrap());
+    assert_eq!(leases.len(), 1, "only c1's lease stays: {leases:?}");
+}

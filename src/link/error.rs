@@ -35,6 +35,10 @@ pub enum LinkError {
         source: RequestError,
     },
 
+    /// EXFULL for a port added to a bridge: the kernel's limit, not tether's.
+    #[error("bridge {bridge} already has {ports} ports, the most the kernel allows a bridge (BR_MAX_PORTS); put further containers on another network")]
+    BridgeFull { bridge: String, ports: usize },
+
     #[error("link {name} exists but is a {kind}, not a bridge; rename the bridge in the network config or remove that link")]
     NotABridge { name: String, kind: String },
 

@@ -45,7 +45,7 @@ pub use route::{IpFamily, RouteInfo};
 pub use route_socket::RequestError;
 use route_socket::RouteSocket;
 pub use sysctl::{get_sysctl, set_sysctl};
-pub use veth::VethSpec;
+pub use veth::{VethSpec, BRIDGE_MAX_PORTS};
 
 /// The MTUs tether accepts for a link: IPv4's minimum datagram (RFC 791) up to what `ip link` takes.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;

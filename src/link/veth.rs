@@ -3,8 +3,11 @@
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
-use super::{check_ifname, LinkError, LinkInfo, MacAddr, Netlink};
+use super::{check_ifname, index_object, LinkError, LinkInfo, MacAddr, Netlink};
 use crate::netns::NetNs;
+
+/// How many ports the kernel lets a bridge have (BR_MAX_PORTS is 1024; port number 0 is never used).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
 
 /// Everything one veth-creating request can say. The host end comes up at once; the peer stays
 /// down (see [`Netlink::create_veth_with`]).
@@ -119,7 +122,15 @@ impl Netlink {
             spec.peer_name,
             spec.peer_ns.path().display()
         );
-        self.create_link("creating veth", &object, host.build())?;
+        self.create_link("creating veth", &object, host.build())
+            .map_err(|e| match (e.errno(), spec.host_master) {
+                // BR_MAX_PORTS: the kernel's port numbers are 10 bits, so a bridge takes 1023 ports.
+                (Some(libc::EXFULL), Some(bridge)) => LinkError::BridgeFull {
+                    bridge: index_object(bridge),
+                    ports: BRIDGE_MAX_PORTS,
+                },
+                _ => e,
+            })?;
         tracing::debug!(host = spec.host_name, peer = spec.peer_name, netns = %spec.peer_ns.path().display(), "created veth pair");
         Ok(())
     }

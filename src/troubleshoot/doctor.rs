@@ -24,7 +24,7 @@ use crate::state::driver_kind::DriverKind;
 use crate::state::AttachmentRecord;
 
 /// The kernel refuses a bridge's 1024th port (BR_MAX_PORTS); warn well before.
-const BRIDGE_PORT_LIMIT: usize = 1024;
+const BRIDGE_PORT_LIMIT: usize = crate::link::BRIDGE_MAX_PORTS + 1;
 const BRIDGE_PORT_WARNING: usize = 896;
 /// How long tetherd gets to answer a status request.
 const TETHERD_TIMEOUT: Duration = Duration::from_millis(1000);
