@@ -693,13 +693,7 @@ fn an_add_to_a_full_bridge_says_so_and_leaves_nothing_behind() {
     let batch: String = (0..1022)
         .map(|i| format!("link add fa{i} master tt0 type veth peer name fb{i}\n"))
         .collect();
-    let mut ip = std::process::Command::new("ip")
-        .args(["-n", &host.ns.name, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut ip.stdin.take().unwrap(), batch.as_bytes()).unwrap();
-    assert!(ip.wait().unwrap().success());
+    host.ns.ip_batch(&batch);
     let c2 = host.container("c2");
     let out = host
         .tether_bridge()

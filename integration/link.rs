@@ -20,23 +20,6 @@ fn kernel(ns: &harness::NetNs) -> NetNs {
     NetNs::open(ns.path()).expect("open test netns")
 }
 
-/// `ip -n NS -batch -`: many links in one process.
-fn ip_batch(ns: &harness::NetNs, batch: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning ip");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(batch.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "ip -batch failed");
-}
-
 fn net(text: &str) -> IpNetwork {
     text.parse().unwrap()
 }
@@ -595,7 +578,7 @@ fn a_dump_longer_than_one_datagram_comes_back_whole() {
     let batch: String = (0..150)
         .map(|i| format!("link add dma{i} type veth peer name dmb{i}\n"))
         .collect();
-    ip_batch(&host.ns, &batch);
+    host.ns.ip_batch(&batch);
     let links = nl.links().unwrap();
     let ours = links.iter().filter(|l| l.name.starts_with("dm")).count();
     assert_eq!(ours, 300, "every veth end, both sides of 150 pairs");
@@ -627,7 +610,7 @@ fn a_full_bridge_refuses_a_port_with_an_error_that_says_so() {
     let batch: String = (0..1023)
         .map(|i| format!("link add bfa{i} master bf0 type veth peer name bfb{i}\n"))
         .collect();
-    ip_batch(&host.ns, &batch);
+    host.ns.ip_batch(&batch);
     let peer_ns = kernel(&host.container("c"));
     let err = nl
         .add_veth(&VethSpec {

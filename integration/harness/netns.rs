@@ -57,6 +57,23 @@ impl NetNs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ip -n <ns> -batch -` fed `batch` (one command per line): many links in one process, panicking on failure.
+    pub fn ip_batch(&self, batch: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning ip");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(batch.as_bytes())
+            .expect("writing the batch");
+        drop(stdin);
+        let status = child.wait().expect("waiting for ip");
+        assert!(status.success(), "ip -n {} -batch failed", self.name);
+    }
+
     fn ip_raw(&self, args: &[&str], json: bool) -> Output {
         let mut cmd = Command::new("ip");
         if json {
