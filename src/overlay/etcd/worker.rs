@@ -204,6 +204,7 @@ pub struct Worker {
     /// The lease ID of a grant sent whose answer did not come (its deadline passed): etcd may still
     /// apply it, so the next attempt asks for the same ID (`grant_id`, `lease_exists`).
     granting: Option<i64>,
+    regrants: Regrants,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -517,6 +518,73 @@ fn lease_to_resume(kept: Option<i64>, expired: i64) -> Option<i64> {
     kept.filter(|id| *id != expired)
 }
 
+/// The longest pause before a new lease, in lease TTLs.
+const REGRANT_MAX_TTLS: u32 = 4;
+
+/// The pause before granting a new lease after `unrenewed_in_a_row` leases in a row lapsed with no
+/// renewal answered: none after a lease that was renewed (the host was cut off, etcd lost it), then one
+/// TTL, two, four at most, each jittered (`jittered`).
+fn regrant_pause(unrenewed_in_a_row: u32, ttl: Duration, draw: u64) -> Duration {
+    match unrenewed_in_a_row {
+        0 => Duration::ZERO,
+        n => {
+            let ttls = (1u32 << (n - 1).min(REGRANT_MAX_TTLS.ilog2())).min(REGRANT_MAX_TTLS);
+            jittered(ttl.saturating_mul(ttls), draw)
+        }
+    }
+}
+
+/// When this host may grant its next lease. A lease that lapsed with no renewal ever answered lapsed
+/// because etcd refused every renewal (its applied index over a second behind its commits), and a new
+/// lease granted at once lapses the same way: one grant, one liveness put and one revoke more for a
+/// lagging etcd to apply, the put and the delete each delivered to every host. A thousand hosts doing
+/// that every TTL were about as many proposals a second as etcd applied on the bench's VM, and it never
+/// caught up once the load that made it lag was gone. Each unrenewed lapse in a row lengthens the pause
+/// before the next grant ([`regrant_pause`]); one answered renewal ends the series.
+#[derive(Debug, Default)]
+struct Regrants {
+    /// A renewal of the current lease was answered since its grant.
+    renewed: bool,
+    unrenewed_in_a_row: u32,
+    /// The last lease counted as lapsed: a lapse is seen again by retries and by more than one path.
+    lapsed: Option<i64>,
+    not_before: Option<Instant>,
+}
+
+impl Regrants {
+    fn granted(&mut self) {
+        self.renewed = false;
+    }
+
+    fn renewed(&mut self) {
+        self.renewed = true;
+        self.unrenewed_in_a_row = 0;
+        self.not_before = None;
+    }
+
+    /// Lease `id` is gone (expired, revoked): sets when the next grant may go.
+    fn lapsed(&mut self, id: i64, ttl: Duration, draw: u64) {
+        if self.lapsed == Some(id) {
+            return;
+        }
+        self.lapsed = Some(id);
+        self.unrenewed_in_a_row = match self.renewed {
+            true => 0,
+            false => self.unrenewed_in_a_row + 1,
+        };
+        self.renewed = false;
+        let pause = regrant_pause(self.unrenewed_in_a_row, ttl, draw);
+        self.not_before = Some(Instant::now() + pause);
+    }
+
+    /// How long the next grant must still wait.
+    fn wait(&self) -> Duration {
+        self.not_before.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        })
+    }
+}
+
 impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -559,6 +627,7 @@ impl Worker {
             endpoint: host_spread(me, cfg_len),
             lease_id: None,
             granting: None,
+            regrants: Regrants::default(),
         }
     }
 
@@ -776,7 +845,7 @@ impl Worker {
                 }
                 ka = lease.alive.message(), if lease.open => {
                     match ka {
-                        Ok(Some(r)) if r.ttl() > 0 => {}
+                        Ok(Some(r)) if r.ttl() > 0 => self.regrants.renewed(),
                         Ok(Some(_)) => {
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
@@ -900,6 +969,14 @@ impl Worker {
                 self.put_liveness(client, lease.id).await?;
             }
             Liveness::NewLease => {
+                let draw = self.rng.next_u64();
+                self.regrants.lapsed(lease.id, self.cfg.lease_ttl, draw);
+                if !self.regrants.wait().is_zero() {
+                    // No renewals of a lease etcd no longer has; the tick asks again, and the
+                    // session goes on meanwhile (watch, records).
+                    lease.open = false;
+                    return Ok(());
+                }
                 self.lease_id = lease_to_resume(self.lease_id, lease.id);
                 *lease = self.resume_lease(client).await?;
                 *lease_alive = true;
@@ -908,6 +985,7 @@ impl Worker {
         }
         if !lease.open {
             let (keeper, alive) = client.lease_keep_alive(lease.id).await?;
+            self.regrants.renewed();
             tracing::debug!(
                 lease = lease.id,
                 "etcd keep-alive stream opened again on the same lease"
@@ -1151,6 +1229,7 @@ impl Worker {
             // The first keep-alive is sent and answered inside: a ttl of 0 is "lease not found".
             match client.lease_keep_alive(id).await {
                 Ok((keeper, alive)) => {
+                    self.regrants.renewed();
                     tracing::info!(lease = id, "etcd session resumed on this host's lease");
                     return Ok(Lease {
                         id,
@@ -1164,6 +1243,8 @@ impl Worker {
                         lease = id,
                         "this host's etcd lease expired between sessions; taking a new one"
                     );
+                    let draw = self.rng.next_u64();
+                    self.regrants.lapsed(id, self.cfg.lease_ttl, draw);
                     self.lease_id = None;
                 }
                 Err(e) => return Err(e),
@@ -1177,6 +1258,15 @@ impl Worker {
     /// a second (the first, kept alive by no one, expired 10 s later: one more revoke etcd had to
     /// commit while saturated, each of a storm's lost grants).
     async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
+        let wait = self.regrants.wait();
+        if !wait.is_zero() {
+            tracing::info!(
+                ?wait,
+                unrenewed_in_a_row = self.regrants.unrenewed_in_a_row,
+                "this host's last lease lapsed with no renewal answered; the next grant waits"
+            );
+            tokio::time::sleep(wait).await;
+        }
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
         let id = grant_id(self.granting, self.rng.next_u64());
         self.granting = Some(id);
@@ -1194,12 +1284,14 @@ impl Worker {
             Err(e) => return Err(e),
         }
         self.granting = None;
+        self.regrants.granted();
         tracing::debug!(lease = id, "etcd lease granted");
         // Kept at once: if the put or the keep-alive stream fails, the next attempt resumes this lease
         // (`lease_to_resume`; the tick puts the key on it) instead of granting another.
         self.lease_id = Some(id);
         self.put_liveness(client, id).await?;
         let (keeper, alive) = client.lease_keep_alive(id).await?;
+        self.regrants.renewed();
         Ok(Lease {
             id,
             keeper,
@@ -1744,6 +1836,46 @@ mod tests {
             )
             .collect();
         assert!(pauses.len() > 1, "{pauses:?}");
+    }
+
+    #[test]
+    fn a_lease_lapsed_unrenewed_is_replaced_after_a_pause_growing_per_lapse_and_a_renewed_one_at_once(
+    ) {
+        let ttl = Duration::from_secs(30);
+        let slack = Duration::from_millis(500);
+        let mut r = Regrants::default();
+        // Granted, renewed, then lost (the host was cut off): the next grant goes at once.
+        r.granted();
+        r.renewed();
+        r.lapsed(1, ttl, 7);
+        assert_eq!(r.wait(), Duration::ZERO);
+        // Granted and never renewed (etcd refusing renewals): the next grant waits half a TTL at least.
+        r.granted();
+        r.lapsed(2, ttl, 0);
+        let first = r.wait();
+        assert!(ttl / 2 - slack < first && first <= ttl / 2, "{first:?}");
+        // The same lapse seen again (a retry, another path) does not lengthen it.
+        r.lapsed(2, ttl, 0);
+        assert!(r.wait() <= first);
+        // Each further unrenewed lapse in a row doubles the base, up to four TTLs.
+        for (id, ttls) in [(3, 2), (4, 4), (5, 4), (6, 4)] {
+            let base = ttl * ttls;
+            r.granted();
+            // The longest jitter draw: one and a half times the base.
+            r.lapsed(id, ttl, base.as_nanos() as u64);
+            let wait = r.wait();
+            assert!(
+                base * 3 / 2 - slack < wait && wait <= base * 3 / 2,
+                "lapse {id}: {wait:?}"
+            );
+            assert_eq!(regrant_pause(r.unrenewed_in_a_row, ttl, 0), base / 2);
+        }
+        // One renewal answered ends the series: the grant waiting goes now, and a later loss too.
+        r.granted();
+        r.renewed();
+        assert_eq!(r.wait(), Duration::ZERO);
+        r.lapsed(7, ttl, 0);
+        assert_eq!(r.wait(), Duration::ZERO);
     }
 
     #[test]
