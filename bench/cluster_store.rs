@@ -404,6 +404,15 @@ impl Probe {
     }
 }
 
+/// A tetherd probe does not watch its parent (the bench's own probe does): a failed run must not leave
+/// it behind.
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The first value named `key` anywhere in `v` (depth first).
 fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     match v {
@@ -771,7 +780,7 @@ fn run(n: usize, samples: usize) {
         );
     }
     // The probe: host n, a process of its own (in this thread's namespace, the bench's).
-    let mut probe = Probe::start(root.join("probe"), host_ip(n), blocks[n], &etcd.endpoints());
+    let probe = Probe::start(root.join("probe"), host_ip(n), blocks[n], &etcd.endpoints());
     std::thread::sleep(Duration::from_secs(2));
     // BENCH_FLEET_UP_FIRST=1: the claims wait until the probe sees every host up (the fleet's start,
     // each liveness key delivered to every host, no longer overlaps them). Default: they do not wait.
@@ -1005,8 +1014,11 @@ fn run(n: usize, samples: usize) {
     }
     let probe_memory = Memory::of(&probe.pid());
     keep_smaps(&probe.pid(), n);
-    probe.child.kill().unwrap();
-    probe.child.wait().unwrap();
+    let probe_kind = match probe.tetherd {
+        true => "tetherd",
+        false => "one plane in the bench executable",
+    };
+    drop(probe);
 
     let status = etcd.ctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -1057,7 +1069,7 @@ fn run(n: usize, samples: usize) {
     println!(
         "{n} hosts: one host alone in a process (the probe, host {}, {}) {}; claims spread over {:.1} s; load average before the run: {}, after: {}",
         n + 1,
-        if probe.tetherd { "tetherd" } else { "one plane in the bench executable" },
+        probe_kind,
         probe_memory.describe(),
         spread.as_secs_f64(),
         load_before,
