@@ -22,7 +22,8 @@
 //! (the hosts' planes start evenly over it, as a fleet joining over time; default 0, all at once),
 //! `BENCH_RECORDS_RAMP=1` (the records' rate climbing from 0 to twice the average over the spread),
 //! `BENCH_PHASE_SAMPLES` (that many hosts' first record carries a DNS name: propagation also at the
-//! records phase's rate; default 0).
+//! records phase's rate; default 0), `BENCH_PROBE_TETHERD=PATH` (the probe is that tetherd binary, not
+//! one plane in this executable), `BENCH_PROBE_SMAPS=DIR` (the probe's smaps kept there).
 //! Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
@@ -114,8 +115,15 @@ fn record(ip: Ipv4Addr, addr: Ipv4Addr, n: usize, name: Option<String>) -> Attac
     }
 }
 
-/// The JSON of a host's overlay section on the bench's etcd.
 fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path) -> ControlPlane {
+    let cfg = PeerConfig::from_section(&overlay_section(ip, endpoints))
+        .unwrap()
+        .unwrap();
+    ControlPlane::start(cfg, state, run_dir).unwrap()
+}
+
+/// The JSON of a host's overlay section on the bench's etcd.
+fn overlay_section(ip: Ipv4Addr, endpoints: &[String]) -> serde_json::Value {
     let mut section = json!({"bind": ip.to_string(), "store": {"etcd": {"endpoints": endpoints}}});
     // BENCH_LEASE_TTL_S: the hosts' liveness lease (tetherd's default when unset).
     if let Ok(s) = std::env::var("BENCH_LEASE_TTL_S") {
@@ -125,8 +133,7 @@ fn start_plane(ip: Ipv4Addr, endpoints: &[String], state: &Path, run_dir: &Path)
     if let Ok(ms) = std::env::var("BENCH_REPAIR_MS") {
         section["repairIntervalMs"] = json!(ms.parse::<u64>().unwrap());
     }
-    let cfg = PeerConfig::from_section(&section).unwrap().unwrap();
-    ControlPlane::start(cfg, state, run_dir).unwrap()
+    section
 }
 
 /// Writes a pending claim of `block` (as the plugin does) and returns when it was written.
@@ -284,6 +291,194 @@ fn probe() {
     std::process::exit(0);
 }
 
+/// The probe: host n, one more host in a process of its own (in the bench's namespace), whose memory
+/// stands for one tetherd's. `BENCH_PROBE_TETHERD=PATH`: the real tetherd binary at PATH, with an
+/// overlay section on the bench's etcd, driven as its plugins would (its state directory, its claims
+/// lock, its control socket) and counted through its control socket's status; otherwise this executable
+/// running one plane (`probe()`), which writes its counts into files.
+struct Probe {
+    child: std::process::Child,
+    dir: PathBuf,
+    tetherd: bool,
+}
+
+impl Probe {
+    fn start(dir: PathBuf, ip: Ipv4Addr, block: Ipv4Network, endpoints: &[String]) -> Probe {
+        let Ok(bin) = std::env::var("BENCH_PROBE_TETHERD") else {
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .env("BENCH_PROBE_IP", ip.to_string())
+                .env("BENCH_PROBE_BLOCK", block.to_string())
+                .env("BENCH_PROBE_ENDPOINTS", endpoints.join(","))
+                .env("BENCH_PROBE_DIR", &dir)
+                // The probe is one tetherd: the allocator as a real one has it, whatever this process
+                // was given.
+                .env_remove("MALLOC_ARENA_MAX")
+                .spawn()
+                .unwrap();
+            return Probe {
+                child,
+                dir,
+                tetherd: false,
+            };
+        };
+        let (state, run) = (dir.join("state"), dir.join("run"));
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let config = dir.join("tetherd.json");
+        let section = overlay_section(ip, endpoints);
+        std::fs::write(
+            &config,
+            json!({"stay": true, "overlay": section}).to_string(),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("tetherd.log")).unwrap();
+        let child = std::process::Command::new(&bin)
+            .args(["--stay", "--config"])
+            .arg(&config)
+            .env("TETHER_STATE_DIR", &state)
+            .env("TETHER_RUN_DIR", &run)
+            .env_remove("MALLOC_ARENA_MAX")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !tether::client::notify::answers(&run) {
+            assert!(
+                Instant::now() < deadline,
+                "the probe's tetherd never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("the probe is tetherd ({bin}, BENCH_PROBE_TETHERD)");
+        // As its plugins would: the network's facts and a claim, then 10 records, each told.
+        std::thread::sleep(Duration::from_secs(1));
+        claim_in(&run, &state, ip, block);
+        let probe = Probe {
+            child,
+            dir,
+            tetherd: true,
+        };
+        probe.tell(&run);
+        publish_ten(&state, ip, block, None);
+        probe.tell(&run);
+        probe
+    }
+
+    /// Tells the probe's tetherd its records changed (what a plugin's notify does).
+    fn tell(&self, run: &Path) {
+        let changed = tether::client::protocol::Request::Changed {
+            network: Some(NETWORK.into()),
+            attachment: None,
+        };
+        let _ = tether::client::notify::request(run, &changed, Duration::from_secs(5));
+    }
+
+    /// A number from the probe: its endpoint records, or the members it sees up.
+    fn count(&self, file: &str, status_key: &str) -> usize {
+        if !self.tetherd {
+            return count_in(&self.dir.join(file));
+        }
+        let req = tether::client::protocol::Request::Status;
+        let reply =
+            tether::client::notify::request(&self.dir.join("run"), &req, Duration::from_secs(5));
+        let status = reply.ok().and_then(|r| r.status).unwrap_or_default();
+        match find_key(&status, status_key) {
+            Some(serde_json::Value::Number(v)) => v.as_u64().unwrap_or(0) as usize,
+            Some(serde_json::Value::Array(v)) => v.len(),
+            _ => 0,
+        }
+    }
+
+    fn records(&self) -> usize {
+        self.count("records", "endpointRecords")
+    }
+
+    fn up(&self) -> usize {
+        self.count("up", "membersUp")
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+/// A tetherd probe does not watch its parent (the bench's own probe does): a failed run must not leave
+/// it behind.
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first value named `key` anywhere in `v` (depth first).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
+    }
+}
+
+/// A process's memory from /proc/PID/status, in kB: resident in all, its peak, and the resident split
+/// into anonymous (heap, stacks: the process's own), file-backed (its binary's and libraries' pages,
+/// shared with every process mapping them and dropped first under pressure) and shared memory.
+struct Memory {
+    rss: u64,
+    peak: u64,
+    anon: u64,
+    file: u64,
+    shmem: u64,
+    threads: u64,
+}
+
+impl Memory {
+    fn of(pid: &str) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |f: &str| kb_of(&status, f);
+        Memory {
+            rss: kb("VmRSS:"),
+            peak: kb("VmHWM:"),
+            anon: kb("RssAnon:"),
+            file: kb("RssFile:"),
+            shmem: kb("RssShmem:"),
+            threads: kb("Threads:"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        format!(
+            "RSS {:.1} MB (anon {:.1} MB, file {:.1} MB, shmem {:.1} MB), peak {:.1} MB, {} threads",
+            mb(self.rss),
+            mb(self.anon),
+            mb(self.file),
+            mb(self.shmem),
+            mb(self.peak),
+            self.threads
+        )
+    }
+}
+
+/// BENCH_PROBE_SMAPS=DIR: the probe's smaps and smaps_rollup copied into DIR (where its memory goes,
+/// mapping by mapping).
+fn keep_smaps(pid: &str, n: usize) {
+    let Ok(dir) = std::env::var("BENCH_PROBE_SMAPS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["smaps", "smaps_rollup", "status"] {
+        let _ = std::fs::copy(
+            format!("/proc/{pid}/{f}"),
+            Path::new(&dir).join(format!("probe-{n}-{f}")),
+        );
+    }
+}
+
 /// Where group `g`'s processes keep their run directory (its per-network claims locks, as one host's).
 fn group_run_dir(root: &Path, g: usize) -> PathBuf {
     root.join(format!("run-g{g}"))
@@ -400,7 +595,14 @@ fn groups_report(root: &Path, groups: usize) -> Option<Report> {
 
 /// Writes host `i`'s pending claim of `block` under its group's claims lock (as its plugin does).
 fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) -> SystemTime {
-    let locks = group_run_dir(root, i / group_size).join("locks");
+    let run_dir = group_run_dir(root, i / group_size);
+    claim_in(&run_dir, &host_state(root, i), host_ip(i), block)
+}
+
+/// Writes a host's network facts and pending claim of `block` under the claims lock of its run
+/// directory `run_dir` (as its plugin does).
+fn claim_in(run_dir: &Path, state: &Path, ip: Ipv4Addr, block: Ipv4Network) -> SystemTime {
+    let locks = run_dir.join("locks");
     std::fs::create_dir_all(&locks).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -409,8 +611,8 @@ fn claim_as_group(root: &Path, group_size: usize, i: usize, block: Ipv4Network) 
         .open(locks.join(format!("net-{NETWORK}.lock")))
         .unwrap();
     lock.lock().unwrap();
-    write_facts(&host_state(root, i), host_ip(i));
-    let dir = OverlayDir::new(&host_state(root, i), NETWORK);
+    write_facts(state, ip);
+    let dir = OverlayDir::new(state, NETWORK);
     write_pending_claim(&dir, block)
 }
 
@@ -578,23 +780,14 @@ fn run(n: usize, samples: usize) {
         );
     }
     // The probe: host n, a process of its own (in this thread's namespace, the bench's).
-    let probe_dir = root.join("probe");
-    let mut probe = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("BENCH_PROBE_IP", host_ip(n).to_string())
-        .env("BENCH_PROBE_BLOCK", blocks[n].to_string())
-        .env("BENCH_PROBE_ENDPOINTS", etcd.endpoints().join(","))
-        .env("BENCH_PROBE_DIR", &probe_dir)
-        // The probe is one tetherd: the allocator as a real one has it, whatever this process was given.
-        .env_remove("MALLOC_ARENA_MAX")
-        .spawn()
-        .unwrap();
+    let probe = Probe::start(root.join("probe"), host_ip(n), blocks[n], &etcd.endpoints());
     std::thread::sleep(Duration::from_secs(2));
     // BENCH_FLEET_UP_FIRST=1: the claims wait until the probe sees every host up (the fleet's start,
     // each liveness key delivered to every host, no longer overlaps them). Default: they do not wait.
     if env_list("BENCH_FLEET_UP_FIRST", &[0])[0] == 1 {
         let fleet_up = Instant::now();
         let deadline = fleet_up + Duration::from_secs(600);
-        while count_in(&probe_dir.join("up")) < n {
+        while probe.up() < n {
             assert!(Instant::now() < deadline, "the fleet never came up");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -772,7 +965,7 @@ fn run(n: usize, samples: usize) {
     }
     // The cluster at rest: nothing is written; what the planes, their etcd clients and etcd still spend.
     let idle = Duration::from_secs(env_list("BENCH_IDLE_S", &[10])[0] as u64);
-    let probe_pid = probe.id().to_string();
+    let probe_pid = probe.pid();
     let before = (
         fleet_cpu(),
         cpu_of(&etcd_pid),
@@ -812,21 +1005,20 @@ fn run(n: usize, samples: usize) {
 
     // The probe's RSS once it holds the whole cluster's records, as one tetherd would.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count_in(&probe_dir.join("records")) < want {
+    while probe.records() < want {
         assert!(
             Instant::now() < deadline,
             "the probe never had every record"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let probe_status =
-        std::fs::read_to_string(format!("/proc/{}/status", probe.id())).unwrap_or_default();
-    let (probe_rss, probe_peak) = (
-        kb_of(&probe_status, "VmRSS:"),
-        kb_of(&probe_status, "VmHWM:"),
-    );
-    probe.kill().unwrap();
-    probe.wait().unwrap();
+    let probe_memory = Memory::of(&probe.pid());
+    keep_smaps(&probe.pid(), n);
+    let probe_kind = match probe.tetherd {
+        true => "tetherd",
+        false => "one plane in the bench executable",
+    };
+    drop(probe);
 
     let status = etcd.ctl(&["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -875,10 +1067,10 @@ fn run(n: usize, samples: usize) {
         rss as f64 / n as f64,
     );
     println!(
-        "{n} hosts: one host's control plane alone in a process (the probe, host {}) RSS {:.1} MB, peak {:.1} MB; claims spread over {:.1} s; load average before the run: {}, after: {}",
+        "{n} hosts: one host alone in a process (the probe, host {}, {}) {}; claims spread over {:.1} s; load average before the run: {}, after: {}",
         n + 1,
-        probe_rss as f64 / 1024.0,
-        probe_peak as f64 / 1024.0,
+        probe_kind,
+        probe_memory.describe(),
         spread.as_secs_f64(),
         load_before,
         load(),

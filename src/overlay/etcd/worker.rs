@@ -204,6 +204,7 @@ pub struct Worker {
     /// The lease ID of a grant sent whose answer did not come (its deadline passed): etcd may still
     /// apply it, so the next attempt asks for the same ID (`grant_id`, `lease_exists`).
     granting: Option<i64>,
+    regrants: Regrants,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -365,16 +366,16 @@ const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(4);
 
 /// One call failing does not end the session (a reconnect costs a new lease and a watch etcd must catch
-/// up, and under load a storm of them made a 500-host run 7x slower); calls failing for as long as the
-/// lease lives do, since the lease is then gone anyway and another member may answer.
+/// up, and under load a storm of them made a 500-host run 7x slower); calls failing for `end_after` (as
+/// long as the lease lives, when another member may answer: `Worker::end_after`) do.
 /// A lease etcd says it does not know is replaced on the session however long calls failed before: etcd
 /// answered, so the connection works, and ending it only added a reconnect and a watch to catch up (most
 /// sessions a 500-host run ended were that: their lease had expired while etcd was saturated).
-fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, lease_ttl: Duration) -> Verdict {
+fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, end_after: Duration) -> Verdict {
     match failure {
         Failure::Session => Verdict::End,
         Failure::LeaseGone => Verdict::NewLease,
-        _ if failing_for >= lease_ttl => Verdict::End,
+        _ if failing_for >= end_after => Verdict::End,
         Failure::Call => {
             let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(8));
             Verdict::Retry(doubled.min(RETRY_MAX))
@@ -517,6 +518,84 @@ fn lease_to_resume(kept: Option<i64>, expired: i64) -> Option<i64> {
     kept.filter(|id| *id != expired)
 }
 
+/// The longest pause before a new lease, in lease TTLs.
+const REGRANT_MAX_TTLS: u32 = 4;
+
+/// The pause before granting a new lease after `refused_in_a_row` leases in a row lapsed while etcd
+/// refused their renewals: none after a lease lost otherwise (the host was cut off, etcd lost it), then
+/// one TTL, two, four at most, each jittered (`jittered`).
+fn regrant_pause(refused_in_a_row: u32, ttl: Duration, draw: u64) -> Duration {
+    match refused_in_a_row {
+        0 => Duration::ZERO,
+        n => {
+            let ttls = (1u32 << (n - 1).min(REGRANT_MAX_TTLS.ilog2())).min(REGRANT_MAX_TTLS);
+            jittered(ttl.saturating_mul(ttls), draw)
+        }
+    }
+}
+
+/// When this host may grant its next lease. A lease that lapsed while etcd refused its renewals (its
+/// applied index over a second behind its commits) lapsed because etcd lags, and a new lease granted
+/// at once lapses the same way: one grant, one liveness put and one revoke more for a lagging etcd to
+/// apply, the put and the delete each delivered to every host (at 1000 hosts about 80 ms of etcd CPU per
+/// lapse). A thousand hosts doing that every TTL kept etcd lagging after the load that made it lag was
+/// gone. So each such lapse in a row lengthens the pause before the next grant ([`regrant_pause`]);
+/// a lease whose renewals were answered for two TTLs ends the series.
+#[derive(Debug, Default)]
+struct Regrants {
+    /// The last renewal of the current lease was refused, or none was answered since its grant.
+    refused: bool,
+    refused_in_a_row: u32,
+    /// Since when every renewal of the current lease was answered.
+    healthy_since: Option<Instant>,
+    /// The last lease counted as lapsed: a lapse is seen again by retries and by more than one path.
+    lapsed: Option<i64>,
+    not_before: Option<Instant>,
+}
+
+impl Regrants {
+    fn granted(&mut self) {
+        self.refused = true;
+        self.healthy_since = None;
+    }
+
+    fn renewed(&mut self, ttl: Duration) {
+        self.refused = false;
+        self.not_before = None;
+        let since = *self.healthy_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= ttl.saturating_mul(2) {
+            self.refused_in_a_row = 0;
+        }
+    }
+
+    /// etcd refused a renewal (it answered, but not within its wait for the applied index).
+    fn refusal(&mut self) {
+        self.refused = true;
+        self.healthy_since = None;
+    }
+
+    /// Lease `id` is gone (expired, revoked): sets when the next grant may go.
+    fn lapsed(&mut self, id: i64, ttl: Duration, draw: u64) {
+        if self.lapsed == Some(id) {
+            return;
+        }
+        self.lapsed = Some(id);
+        self.refused_in_a_row = match self.refused {
+            true => self.refused_in_a_row + 1,
+            false => 0,
+        };
+        let pause = regrant_pause(self.refused_in_a_row, ttl, draw);
+        self.not_before = Some(Instant::now() + pause);
+    }
+
+    /// How long the next grant must still wait.
+    fn wait(&self) -> Duration {
+        self.not_before.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        })
+    }
+}
+
 impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -559,6 +638,18 @@ impl Worker {
             endpoint: host_spread(me, cfg_len),
             lease_id: None,
             granting: None,
+            regrants: Regrants::default(),
+        }
+    }
+
+    /// How long calls may keep failing before the session ends ([`verdict`]): a lease TTL, after
+    /// which another member may answer. With one member there is none: a new session would ask the
+    /// same etcd again, and under load each cost it a reconnect and a watch to catch up (1100-1350
+    /// sessions ended a minute at 1000 hosts while etcd lagged), so only a lost connection ends it.
+    fn end_after(&self) -> Duration {
+        match self.cfg.endpoints.len() {
+            1 => Duration::MAX,
+            _ => self.cfg.lease_ttl,
         }
     }
 
@@ -762,7 +853,7 @@ impl Worker {
                         tracing::warn!(compacted = resp.compact_revision(), seen = self.revision,
                             "etcd watch cancelled (history compacted); listing everything again");
                         while let Err(e) = self.relist(&mut client).await {
-                            calls.pause_or_end(e, ttl).await?;
+                            calls.pause_or_end(e, self.end_after()).await?;
                         }
                         watch = self.watch_retrying(&mut client, &mut calls).await?;
                         let done = self.sync_own(&mut client).await;
@@ -776,7 +867,7 @@ impl Worker {
                 }
                 ka = lease.alive.message(), if lease.open => {
                     match ka {
-                        Ok(Some(r)) if r.ttl() > 0 => {}
+                        Ok(Some(r)) if r.ttl() > 0 => self.regrants.renewed(ttl),
                         Ok(Some(_)) => {
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
@@ -786,7 +877,7 @@ impl Worker {
                         // etcd ends the keep-alive stream when one renewal fails ("waiting for the
                         // applied index took too long"): the lease lives on, the stream is opened
                         // again for it on this connection (`keep_liveness`).
-                        Ok(None) => lease.open = false,
+                        Ok(None) => self.keep_alive_ended(&mut lease),
                         Err(e) => {
                             lease.open = false;
                             self.settle(&mut calls, Err(e), &mut lease_alive)?;
@@ -828,18 +919,18 @@ impl Worker {
         client: &mut Client,
         calls: &mut Calls,
     ) -> Fallible<(Lease, WatchStream)> {
-        let ttl = self.cfg.lease_ttl;
+        let end_after = self.end_after();
         // The first session lists everything; a later one resumes the watch after the last revision it
         // saw (a compaction since then cancels it, and the session's loop lists again).
         if self.revision == 0 {
             while let Err(e) = self.relist(client).await {
-                calls.pause_or_end(e, ttl).await?;
+                calls.pause_or_end(e, end_after).await?;
             }
         }
         let lease = loop {
             match self.resume_lease(client).await {
                 Ok(lease) => break lease,
-                Err(e) => calls.pause_or_end(e, ttl).await?,
+                Err(e) => calls.pause_or_end(e, end_after).await?,
             }
         };
         self.set_reachable(true);
@@ -863,7 +954,7 @@ impl Worker {
             }
             Err(e) => e,
         };
-        match calls.failed(Failure::of(&e), self.cfg.lease_ttl) {
+        match calls.failed(Failure::of(&e), self.end_after()) {
             Verdict::Retry(pause) => {
                 if calls.in_a_row == 1 {
                     tracing::info!(error = %e, ?pause, "an etcd call failed; the session stays, retrying");
@@ -900,6 +991,14 @@ impl Worker {
                 self.put_liveness(client, lease.id).await?;
             }
             Liveness::NewLease => {
+                let draw = self.rng.next_u64();
+                self.regrants.lapsed(lease.id, self.cfg.lease_ttl, draw);
+                if !self.regrants.wait().is_zero() {
+                    // No renewals of a lease etcd no longer has; the tick asks again, and the
+                    // session goes on meanwhile (watch, records).
+                    lease.open = false;
+                    return Ok(());
+                }
                 self.lease_id = lease_to_resume(self.lease_id, lease.id);
                 *lease = self.resume_lease(client).await?;
                 *lease_alive = true;
@@ -907,7 +1006,7 @@ impl Worker {
             }
         }
         if !lease.open {
-            let (keeper, alive) = client.lease_keep_alive(lease.id).await?;
+            let (keeper, alive) = self.keep_alive(client, lease.id).await?;
             tracing::debug!(
                 lease = lease.id,
                 "etcd keep-alive stream opened again on the same lease"
@@ -1085,7 +1184,7 @@ impl Worker {
         loop {
             match self.watch(client).await {
                 Ok(w) => return Ok(w),
-                Err(e) => calls.pause_or_end(e, self.cfg.lease_ttl).await?,
+                Err(e) => calls.pause_or_end(e, self.end_after()).await?,
             }
         }
     }
@@ -1143,13 +1242,40 @@ impl Worker {
         }
     }
 
+    /// etcd ended the keep-alive stream, which it does when it refuses a renewal.
+    fn keep_alive_ended(&mut self, lease: &mut Lease) {
+        lease.open = false;
+        self.regrants.refusal();
+    }
+
+    /// A keep-alive stream for lease `id`, its first renewal answered; a renewal etcd refused (or
+    /// answered) is counted for the next grant's pause.
+    async fn keep_alive(
+        &mut self,
+        client: &mut Client,
+        id: i64,
+    ) -> Fallible<(LeaseKeeper, LeaseKeepAliveStream)> {
+        match client.lease_keep_alive(id).await {
+            Ok(stream) => {
+                self.regrants.renewed(self.cfg.lease_ttl);
+                Ok(stream)
+            }
+            Err(e) => {
+                if Failure::of(&e) == Failure::Call {
+                    self.regrants.refusal();
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The previous session's lease kept alive on this connection, if etcd still has it: the liveness
     /// key stays on it as it is (no put, no delivery to every host; if someone deleted the key, the
     /// resumed watch says so and the tick puts it back). Only a lease etcd no longer knows is replaced.
     async fn resume_lease(&mut self, client: &mut Client) -> Fallible<Lease> {
         if let Some(id) = self.lease_id {
             // The first keep-alive is sent and answered inside: a ttl of 0 is "lease not found".
-            match client.lease_keep_alive(id).await {
+            match self.keep_alive(client, id).await {
                 Ok((keeper, alive)) => {
                     tracing::info!(lease = id, "etcd session resumed on this host's lease");
                     return Ok(Lease {
@@ -1164,6 +1290,8 @@ impl Worker {
                         lease = id,
                         "this host's etcd lease expired between sessions; taking a new one"
                     );
+                    let draw = self.rng.next_u64();
+                    self.regrants.lapsed(id, self.cfg.lease_ttl, draw);
                     self.lease_id = None;
                 }
                 Err(e) => return Err(e),
@@ -1177,6 +1305,15 @@ impl Worker {
     /// a second (the first, kept alive by no one, expired 10 s later: one more revoke etcd had to
     /// commit while saturated, each of a storm's lost grants).
     async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
+        let wait = self.regrants.wait();
+        if !wait.is_zero() {
+            tracing::info!(
+                ?wait,
+                refused_in_a_row = self.regrants.refused_in_a_row,
+                "this host's last lease lapsed while etcd refused its renewals; the next grant waits"
+            );
+            tokio::time::sleep(wait).await;
+        }
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
         let id = grant_id(self.granting, self.rng.next_u64());
         self.granting = Some(id);
@@ -1194,12 +1331,13 @@ impl Worker {
             Err(e) => return Err(e),
         }
         self.granting = None;
+        self.regrants.granted();
         tracing::debug!(lease = id, "etcd lease granted");
         // Kept at once: if the put or the keep-alive stream fails, the next attempt resumes this lease
         // (`lease_to_resume`; the tick puts the key on it) instead of granting another.
         self.lease_id = Some(id);
         self.put_liveness(client, id).await?;
-        let (keeper, alive) = client.lease_keep_alive(id).await?;
+        let (keeper, alive) = self.keep_alive(client, id).await?;
         Ok(Lease {
             id,
             keeper,
@@ -1744,6 +1882,84 @@ mod tests {
             )
             .collect();
         assert!(pauses.len() > 1, "{pauses:?}");
+    }
+
+    #[test]
+    fn a_lease_lapsed_while_etcd_refused_renewals_is_replaced_after_a_growing_pause_and_one_lost_otherwise_at_once(
+    ) {
+        let ttl = Duration::from_secs(30);
+        let slack = Duration::from_millis(500);
+        let mut r = Regrants::default();
+        // Granted, renewed, then lost without a refusal (the host was cut off): replaced at once.
+        r.granted();
+        r.renewed(ttl);
+        r.lapsed(1, ttl, 7);
+        assert_eq!(r.wait(), Duration::ZERO);
+        // Renewed, then etcd refused a renewal and the lease lapsed: half a TTL at least.
+        r.granted();
+        r.renewed(ttl);
+        r.refusal();
+        r.lapsed(2, ttl, 0);
+        let first = r.wait();
+        assert!(ttl / 2 - slack < first && first <= ttl / 2, "{first:?}");
+        // The same lapse seen again (a retry, another path) does not lengthen it.
+        r.lapsed(2, ttl, 0);
+        assert!(r.wait() <= first);
+        // Granted and never renewed, lapsed: each such lapse in a row doubles the base, up to four TTLs,
+        // also when a renewal was answered in between (the lease was not healthy for two TTLs).
+        for (id, ttls) in [(3, 2), (4, 4), (5, 4), (6, 4)] {
+            let base = ttl * ttls;
+            r.granted();
+            if id == 4 {
+                r.renewed(ttl);
+                r.refusal();
+            }
+            // The longest jitter draw: one and a half times the base.
+            r.lapsed(id, ttl, base.as_nanos() as u64);
+            let wait = r.wait();
+            assert!(
+                base * 3 / 2 - slack < wait && wait <= base * 3 / 2,
+                "lapse {id}: {wait:?}"
+            );
+            assert_eq!(regrant_pause(r.refused_in_a_row, ttl, 0), base / 2);
+        }
+        // An answered renewal lets the waiting grant go now; the series goes on until a lease is
+        // healthy for two TTLs.
+        r.granted();
+        r.renewed(ttl);
+        assert_eq!(r.wait(), Duration::ZERO);
+        assert_eq!(r.refused_in_a_row, 5);
+        r.healthy_since = Some(Instant::now() - ttl * 2);
+        r.renewed(ttl);
+        assert_eq!(r.refused_in_a_row, 0);
+        r.refusal();
+        r.lapsed(7, ttl, 0);
+        assert!(r.wait() <= ttl / 2 && ttl / 2 - slack < r.wait());
+    }
+
+    #[test]
+    fn with_one_member_failing_calls_never_end_the_session_and_with_more_a_lease_ttl_does() {
+        let one = worker("10.0.0.1".parse().unwrap());
+        assert_eq!(one.end_after(), Duration::MAX);
+        assert_eq!(
+            verdict(
+                Failure::Call,
+                99,
+                Duration::from_secs(3600),
+                one.end_after()
+            ),
+            Verdict::Retry(RETRY_MAX)
+        );
+        let cfg = EtcdConfig::from_store_section(&serde_json::json!({"etcd": {
+            "endpoints": ["http://192.0.2.1:2379", "http://192.0.2.2:2379"]}}))
+        .unwrap();
+        let mut two = worker("10.0.0.1".parse().unwrap());
+        two.cfg = cfg;
+        assert_eq!(two.end_after(), two.cfg.lease_ttl);
+        assert_eq!(
+            verdict(Failure::Call, 5, two.cfg.lease_ttl, two.end_after()),
+            Verdict::End
+        );
     }
 
     #[test]
