@@ -16,7 +16,6 @@ pub mod driver;
 pub mod endpoint;
 pub mod error;
 pub mod firewall;
-pub mod heap;
 pub mod hook;
 pub mod ifname;
 pub mod ipam;

@@ -165,8 +165,7 @@ impl Daemon {
         for service in &mut self.services {
             service.on_records_changed(&self.records, &self.ctx).await;
         }
-        // The heap a reload freed (parsed JSON, the old index) goes back to the kernel.
-        crate::heap::trim();
+        trim_heap();
     }
 
     /// Only the named records changed (every plugin notify names its record).
@@ -466,4 +465,14 @@ fn receive_once(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedF
         }
     }
     Ok((msg.bytes, fds))
+}
+
+/// Hands the heap freed by a reload (parsed JSON, the old index) back to the kernel: glibc keeps it
+/// otherwise, and a long-lived daemon's RSS would be its worst moment.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top and in the middle of the heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -219,7 +219,6 @@ impl ControlPlane {
             remote_names: RemoteNames::default(),
             wanted: BTreeMap::new(),
             full_due: true,
-            trim_due: false,
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -389,8 +388,6 @@ struct Agent {
     /// The next reconcile goes over the whole table (liveness or the networks changed, a write failed,
     /// the periodic pass); otherwise it takes in only the records changed since the last one.
     full_due: bool,
-    /// The repair pass ran: the heap it freed goes back to the kernel at the end of the round.
-    trim_due: bool,
 }
 
 /// Every encrypted pair's generations by (port, this host's VTEP, the peer's).
@@ -524,7 +521,6 @@ impl Agent {
                 self.settle_all = true;
                 self.full_due = true;
                 self.next_repair = now + self.cfg.repair_interval;
-                self.trim_due = true;
             }
             if self.liveness_due && now >= self.next_liveness_pass {
                 self.after_liveness_changed(now);
@@ -552,11 +548,6 @@ impl Agent {
                 self.sync_services();
             }
             self.publish_status();
-            if std::mem::take(&mut self.trim_due) {
-                // The pass rebuilt the kernel's wanted entries and the remote names from the whole
-                // table: with a thousand hosts' records, megabytes glibc would otherwise keep.
-                crate::heap::trim();
-            }
         }
         self.store.leave();
         tracing::info!("overlay control plane stopped");
