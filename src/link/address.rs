@@ -9,7 +9,7 @@ use rtnetlink::packet_route::address::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::AddressMessageBuilder;
 
-use super::{index_object, LinkError, Netlink, CHANGE, CREATE};
+use super::{index_object, LinkError, Netlink, CREATE, EXISTING};
 
 impl Netlink {
     /// Adds `address` (address and prefix length) to link `index`.
@@ -91,7 +91,7 @@ impl Netlink {
         let object = format!("{address} on {}", index_object(index));
         match self.request(
             RouteNetlinkMessage::DelAddress(address_message(index, address)),
-            CHANGE,
+            EXISTING,
             "deleting address",
             &object,
         ) {

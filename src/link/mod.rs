@@ -10,6 +10,7 @@ mod address;
 mod bridge;
 mod error;
 mod info;
+mod kernel_socket;
 mod macvlan;
 mod neighbour;
 mod ops;
@@ -78,8 +79,8 @@ pub struct Netlink {
 
 /// Flags of a request that creates an object and refuses one already there (`ip link add`).
 pub(crate) const CREATE: u16 = NLM_F_CREATE | NLM_F_EXCL;
-/// Flags of a request that changes or deletes an existing object.
-pub(crate) const CHANGE: u16 = 0;
+/// Flags of a request about one existing object: a change, a delete, or a get of it.
+pub(crate) const EXISTING: u16 = 0;
 
 impl Netlink {
     /// A socket in the calling thread's current namespace.
@@ -180,7 +181,7 @@ impl Netlink {
         op: &'static str,
         object: &str,
     ) -> Result<Option<LinkMessage>, LinkError> {
-        match self.request(RouteNetlinkMessage::GetLink(message), CHANGE, op, object) {
+        match self.request(RouteNetlinkMessage::GetLink(message), EXISTING, op, object) {
             Ok(answers) => Ok(answers.into_iter().find_map(|m| match m {
                 RouteNetlinkMessage::NewLink(link) => Some(link),
                 _ => None,
@@ -208,7 +209,7 @@ impl Netlink {
         message.header.index = index;
         let result = self.request(
             RouteNetlinkMessage::DelLink(message),
-            CHANGE,
+            EXISTING,
             "deleting",
             index_object(index),
         );
@@ -347,7 +348,7 @@ impl Netlink {
         object: String,
         message: LinkMessage,
     ) -> Result<(), LinkError> {
-        self.request(RouteNetlinkMessage::NewLink(message), CHANGE, op, object)
+        self.request(RouteNetlinkMessage::NewLink(message), EXISTING, op, object)
             .map(drop)
     }
 }

@@ -6,16 +6,14 @@
 
 use std::net::IpAddr;
 
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use rtnetlink::packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{index_object, LinkError, MacAddr, Netlink};
+use super::{index_object, LinkError, MacAddr, Netlink, EXISTING};
 
 /// A static FDB entry of a VXLAN device: frames for `mac` go to the VTEP `dst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,7 +125,7 @@ impl Netlink {
         };
         self.neighbour_request(
             RouteNetlinkMessage::NewNeighbour(fdb_message(dev, entry)),
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode,
+            NLM_F_CREATE | mode,
             "adding fdb entry",
             format!("{} dst {} on {}", entry.mac, entry.dst, index_object(dev)),
         )
@@ -138,7 +136,7 @@ impl Netlink {
     pub fn fdb_del(&self, dev: u32, entry: &FdbEntry) -> Result<bool, LinkError> {
         let result = self.neighbour_request(
             RouteNetlinkMessage::DelNeighbour(fdb_message(dev, entry)),
-            NLM_F_REQUEST | NLM_F_ACK,
+            EXISTING,
             "deleting fdb entry",
             format!("{} dst {} on {}", entry.mac, entry.dst, index_object(dev)),
         );
@@ -156,7 +154,7 @@ impl Netlink {
         filter.header.family = AddressFamily::Bridge;
         let answers = self.neighbour_request(
             RouteNetlinkMessage::GetNeighbour(filter),
-            NLM_F_REQUEST | NLM_F_DUMP,
+            NLM_F_DUMP,
             "listing fdb entries of",
             index_object(dev),
         )?;
@@ -187,7 +185,7 @@ impl Netlink {
     pub fn neighbour_replace(&self, dev: u32, entry: &NeighbourEntry) -> Result<(), LinkError> {
         self.neighbour_request(
             RouteNetlinkMessage::NewNeighbour(neighbour_message(dev, entry.ip, Some(entry.mac))),
-            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            NLM_F_CREATE | NLM_F_REPLACE,
             "setting neighbour",
             format!("{} lladdr {} on {}", entry.ip, entry.mac, index_object(dev)),
         )
@@ -198,7 +196,7 @@ impl Netlink {
     pub fn neighbour_del(&self, dev: u32, ip: IpAddr) -> Result<bool, LinkError> {
         let result = self.neighbour_request(
             RouteNetlinkMessage::DelNeighbour(neighbour_message(dev, ip, None)),
-            NLM_F_REQUEST | NLM_F_ACK,
+            EXISTING,
             "deleting neighbour",
             format!("{ip} on {}", index_object(dev)),
         );
@@ -217,7 +215,7 @@ impl Netlink {
             filter.header.family = family;
             let answers = self.neighbour_request(
                 RouteNetlinkMessage::GetNeighbour(filter),
-                NLM_F_REQUEST | NLM_F_DUMP,
+                NLM_F_DUMP,
                 "listing neighbours of",
                 index_object(dev),
             )?;

@@ -10,7 +10,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, Netlink, CHANGE, CREATE};
+use super::{LinkError, Netlink, CREATE, EXISTING};
 
 /// One `fwmark MARK lookup TABLE` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +68,7 @@ impl Netlink {
     pub fn del_mark_rule(&self, rule: MarkRule, pref: u32) -> Result<bool, LinkError> {
         match self.request(
             RouteNetlinkMessage::DelRule(mark_rule_message(rule, pref)),
-            CHANGE,
+            EXISTING,
             "deleting rule",
             rule_object(rule),
         ) {
@@ -100,7 +100,7 @@ impl Netlink {
             .build();
         match self.request(
             RouteNetlinkMessage::DelRoute(message),
-            CHANGE,
+            EXISTING,
             "deleting route",
             format!("default table {table}"),
         ) {

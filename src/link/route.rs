@@ -10,7 +10,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, LinkInfo, Netlink, CHANGE, CREATE};
+use super::{LinkError, LinkInfo, Netlink, CREATE, EXISTING};
 
 /// Main routing table (RT_TABLE_MAIN).
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -77,7 +77,7 @@ impl Netlink {
         let object = route_object(dst, gw, oif);
         match self.request(
             RouteNetlinkMessage::DelRoute(message),
-            CHANGE,
+            EXISTING,
             "deleting route",
             object,
         ) {

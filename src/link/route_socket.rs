@@ -5,13 +5,14 @@
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{constants::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::{constants::NETLINK_ROUTE, Socket};
+
+use super::kernel_socket;
 
 /// What a dump may put in one datagram: the kernel fills up to the reader's buffer, at most 32 KB
 /// (iproute2 reads with the same size).
@@ -39,16 +40,9 @@ pub(crate) struct RouteSocket {
 impl RouteSocket {
     /// A socket in the calling thread's current namespace; it stays there.
     pub(crate) fn open() -> io::Result<RouteSocket> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        // From the clock, so answers meant for an earlier user of this port id never look like ours.
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() as u32);
         Ok(RouteSocket {
-            socket,
-            seq: AtomicU32::new(start),
+            socket: kernel_socket::connected(NETLINK_ROUTE)?,
+            seq: AtomicU32::new(kernel_socket::first_sequence()),
             buffer: Mutex::new(Vec::new()),
         })
     }

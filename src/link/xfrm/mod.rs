@@ -7,11 +7,13 @@ mod wire;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netlink_sys::{constants::NETLINK_XFRM, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
+
+use super::kernel_socket;
 
 pub use wire::{IPPROTO_ESP, IPPROTO_UDP};
 
@@ -180,22 +182,16 @@ pub struct XfrmSocket {
 impl XfrmSocket {
     pub fn open() -> Result<XfrmSocket, XfrmError> {
         let open = || -> io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_XFRM)?;
-            socket.bind_auto()?;
-            socket.connect(&SocketAddr::new(0, 0))?;
+            let socket = kernel_socket::connected(NETLINK_XFRM)?;
             socket.set_cap_ack(true)?;
             let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
             setsockopt(&socket, ReceiveTimeout, &timeout).map_err(io::Error::from)?;
             Ok(socket)
         };
         let socket = open().map_err(|source| XfrmError::Socket { source })?;
-        // From the clock, so answers meant for an earlier user of this port id never look like ours.
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs() as u32);
         Ok(XfrmSocket {
             socket,
-            seq: AtomicU32::new(start),
+            seq: AtomicU32::new(kernel_socket::first_sequence()),
         })
     }
 
