@@ -361,9 +361,20 @@ enum Verdict {
     End,
 }
 
-/// The first pause after a failed call; it doubles per failure in a row, up to `RETRY_MAX`.
+/// The first pause after a failed call; it doubles per failure in a row, up to [`retry_cap`].
 const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause under a lease shorter than this.
 const RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// The longest pause between a session's retries while etcd keeps refusing its calls: a lease TTL.
+/// With one member a session is kept through failing calls, and a fleet of 1000 retrying every 4 s
+/// at most (250 calls a second, most of them writes) held a lagging etcd at its 5000-entry limit
+/// ("too many requests") in session 18's runs; etcd that refuses for that long refuses the renewals
+/// too, so the lease lapses after a TTL whatever the host does, and a retry sooner than that only
+/// queues one more proposal behind the backlog. Renewals are not paused (`Worker::renew`).
+fn retry_cap(lease_ttl: Duration) -> Duration {
+    lease_ttl.max(RETRY_MAX)
+}
 
 /// One call failing does not end the session (a reconnect costs a new lease and a watch etcd must catch
 /// up, and under load a storm of them made a 500-host run 7x slower); calls failing for `end_after` (as
@@ -371,14 +382,21 @@ const RETRY_MAX: Duration = Duration::from_secs(4);
 /// A lease etcd says it does not know is replaced on the session however long calls failed before: etcd
 /// answered, so the connection works, and ending it only added a reconnect and a watch to catch up (most
 /// sessions a 500-host run ended were that: their lease had expired while etcd was saturated).
-fn verdict(failure: Failure, in_a_row: u32, failing_for: Duration, end_after: Duration) -> Verdict {
+/// The pause doubles per failure in a row up to `cap` ([`retry_cap`]).
+fn verdict(
+    failure: Failure,
+    in_a_row: u32,
+    failing_for: Duration,
+    end_after: Duration,
+    cap: Duration,
+) -> Verdict {
     match failure {
         Failure::Session => Verdict::End,
         Failure::LeaseGone => Verdict::NewLease,
         _ if failing_for >= end_after => Verdict::End,
         Failure::Call => {
-            let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(8));
-            Verdict::Retry(doubled.min(RETRY_MAX))
+            let doubled = RETRY_FIRST.saturating_mul(1 << in_a_row.saturating_sub(1).min(16));
+            Verdict::Retry(doubled.min(cap))
         }
     }
 }
@@ -398,26 +416,27 @@ struct Calls {
     in_a_row: u32,
     failing_since: Option<Instant>,
     retry_at: Option<Instant>,
+    /// The longest pause ([`retry_cap`] of the session's lease TTL).
+    cap: Duration,
     /// Each worker draws its own pauses (seeded from the OS, so differently on every host).
     rng: StdRng,
 }
 
-impl Default for Calls {
-    fn default() -> Calls {
+impl Calls {
+    fn new(lease_ttl: Duration) -> Calls {
         Calls {
             in_a_row: 0,
             failing_since: None,
             retry_at: None,
+            cap: retry_cap(lease_ttl),
             rng: rand::make_rng::<StdRng>(),
         }
     }
-}
 
-impl Calls {
     /// For a step the session cannot go on without: waits out the retry pause, or gives the error back
     /// when the session must end.
-    async fn pause_or_end(&mut self, e: etcd_client::Error, lease_ttl: Duration) -> Fallible<()> {
-        match self.failed(Failure::of(&e), lease_ttl) {
+    async fn pause_or_end(&mut self, e: etcd_client::Error, end_after: Duration) -> Fallible<()> {
+        match self.failed(Failure::of(&e), end_after) {
             Verdict::Retry(pause) => {
                 tracing::debug!(error = %e, ?pause, "an etcd call of the session's setup failed; retrying");
                 tokio::time::sleep(pause).await;
@@ -442,12 +461,13 @@ impl Calls {
         self.retry_at = None;
     }
 
-    /// Counts a failure; the verdict says what the session does about it.
-    fn failed(&mut self, failure: Failure, lease_ttl: Duration) -> Verdict {
+    /// Counts a failure; the verdict says what the session does about it (`end_after`:
+    /// `Worker::end_after`).
+    fn failed(&mut self, failure: Failure, end_after: Duration) -> Verdict {
         let now = Instant::now();
         self.in_a_row += 1;
         let since = *self.failing_since.get_or_insert(now);
-        match verdict(failure, self.in_a_row, now - since, lease_ttl) {
+        match verdict(failure, self.in_a_row, now - since, end_after, self.cap) {
             Verdict::Retry(base) => {
                 let pause = jittered(base, self.rng.next_u64());
                 self.retry_at = Some(now + pause);
@@ -814,13 +834,12 @@ impl Worker {
     async fn session(&mut self) -> Fallible<()> {
         let mut client = self.connect().await?;
         let ttl = self.cfg.lease_ttl;
-        let mut calls = Calls::default();
+        let mut calls = Calls::new(ttl);
         let (mut lease, mut watch) = self.open(&mut client, &mut calls).await?;
         let mut lease_alive = true;
         let first = self.sync_own(&mut client).await;
         self.settle(&mut calls, first, &mut lease_alive)?;
         let mut tick = tokio::time::interval(TICK);
-        let keep_every = self.cfg.lease_ttl / 3;
         let mut last_keep = Instant::now();
         let mut reads = PeriodicReads {
             last_reclaim: Instant::now(),
@@ -888,13 +907,7 @@ impl Worker {
                     if self.wake_due {
                         self.wake_plane();
                     }
-                    if lease.open && last_keep.elapsed() >= keep_every {
-                        if let Err(e) = lease.keeper.keep_alive().await {
-                            tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
-                            lease.open = false;
-                        }
-                        last_keep = Instant::now();
-                    }
+                    self.renew(&mut client, &mut lease, &mut lease_alive, &mut calls, &mut last_keep).await?;
                     if !calls.due() {
                         continue;
                     }
@@ -909,6 +922,35 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The lease's renewal, every third of its TTL whatever the calls' pause: on its keep-alive stream,
+    /// or, while calls wait out a pause (which grows to a TTL, [`retry_cap`]), by opening again the
+    /// stream etcd ended; one renewal answered ends the pause (etcd answers renewals only with its
+    /// applied index caught up). With calls due, the tick's `keep_liveness` opens it at once instead.
+    async fn renew(
+        &mut self,
+        client: &mut Client,
+        lease: &mut Lease,
+        lease_alive: &mut bool,
+        calls: &mut Calls,
+        last_keep: &mut Instant,
+    ) -> Fallible<()> {
+        if last_keep.elapsed() < self.cfg.lease_ttl / 3 {
+            return Ok(());
+        }
+        if lease.open {
+            if let Err(e) = lease.keeper.keep_alive().await {
+                tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
+                lease.open = false;
+            }
+            *last_keep = Instant::now();
+        } else if *lease_alive && !calls.due() {
+            *last_keep = Instant::now();
+            let done = self.reopen_keep_alive(client, lease).await;
+            self.settle(calls, done, lease_alive)?;
+        }
+        Ok(())
     }
 
     /// A session's setup: the first list, the lease with the liveness key, the watch. Its calls too are
@@ -1005,6 +1047,12 @@ impl Worker {
                 return Ok(());
             }
         }
+        self.reopen_keep_alive(client, lease).await
+    }
+
+    /// Opens the keep-alive stream again for the same lease if etcd ended it (its first renewal is
+    /// sent and answered inside).
+    async fn reopen_keep_alive(&mut self, client: &mut Client, lease: &mut Lease) -> Fallible<()> {
         if !lease.open {
             let (keeper, alive) = self.keep_alive(client, lease.id).await?;
             tracing::debug!(
@@ -1804,30 +1852,34 @@ mod tests {
         let expired = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
         assert_eq!(Failure::of(&expired), Failure::LeaseGone);
         // A failed call is retried on the same session, with a growing pause.
-        let first = verdict(Failure::Call, 1, Duration::ZERO, ttl);
-        let third = verdict(Failure::Call, 3, Duration::from_secs(1), ttl);
-        let many = verdict(Failure::Call, 30, Duration::from_secs(9), ttl);
+        let cap = retry_cap(ttl);
+        let first = verdict(Failure::Call, 1, Duration::ZERO, ttl, cap);
+        let third = verdict(Failure::Call, 3, Duration::from_secs(1), ttl, cap);
+        let many = verdict(Failure::Call, 30, Duration::from_secs(9), ttl, cap);
         assert_eq!(first, Verdict::Retry(RETRY_FIRST));
         assert_eq!(third, Verdict::Retry(RETRY_FIRST * 4));
-        assert_eq!(many, Verdict::Retry(RETRY_MAX));
+        assert_eq!(many, Verdict::Retry(cap));
         // Failing for as long as the lease lives: the lease is gone anyway, another member may answer.
         assert_eq!(
-            verdict(Failure::Call, 5, ttl, ttl),
+            verdict(Failure::Call, 5, ttl, ttl, cap),
             Verdict::End,
             "calls failing for a whole lease TTL"
         );
         assert_eq!(
-            verdict(Failure::Session, 1, Duration::ZERO, ttl),
+            verdict(Failure::Session, 1, Duration::ZERO, ttl, cap),
             Verdict::End
         );
         assert_eq!(
-            verdict(Failure::LeaseGone, 1, Duration::ZERO, ttl),
+            verdict(Failure::LeaseGone, 1, Duration::ZERO, ttl, cap),
             Verdict::NewLease
         );
         // Even after calls failed for a whole TTL (which is how a lease expires): etcd answered.
-        assert_eq!(verdict(Failure::LeaseGone, 9, ttl, ttl), Verdict::NewLease);
+        assert_eq!(
+            verdict(Failure::LeaseGone, 9, ttl, ttl, cap),
+            Verdict::NewLease
+        );
         // The counter: a success resets it, a failure schedules the retry (jittered: see below).
-        let mut calls = Calls::default();
+        let mut calls = Calls::new(ttl);
         assert!(calls.due());
         let within = |v: Verdict, base: Duration| match v {
             Verdict::Retry(p) => base / 2 <= p && p <= base * 3 / 2,
@@ -1875,7 +1927,7 @@ mod tests {
         // Two workers' Calls draw differently (each seeds its own).
         let pauses: BTreeSet<Duration> = (0..8)
             .map(
-                |_| match Calls::default().failed(Failure::Call, RETRY_MAX * 4) {
+                |_| match Calls::new(RETRY_MAX).failed(Failure::Call, RETRY_MAX * 4) {
                     Verdict::Retry(p) => p,
                     v => panic!("{v:?}"),
                 },
@@ -1941,14 +1993,16 @@ mod tests {
     fn with_one_member_failing_calls_never_end_the_session_and_with_more_a_lease_ttl_does() {
         let one = worker("10.0.0.1".parse().unwrap());
         assert_eq!(one.end_after(), Duration::MAX);
+        let ttl = one.cfg.lease_ttl;
         assert_eq!(
             verdict(
                 Failure::Call,
                 99,
                 Duration::from_secs(3600),
-                one.end_after()
+                one.end_after(),
+                retry_cap(ttl)
             ),
-            Verdict::Retry(RETRY_MAX)
+            Verdict::Retry(ttl)
         );
         let cfg = EtcdConfig::from_store_section(&serde_json::json!({"etcd": {
             "endpoints": ["http://192.0.2.1:2379", "http://192.0.2.2:2379"]}}))
@@ -1957,8 +2011,64 @@ mod tests {
         two.cfg = cfg;
         assert_eq!(two.end_after(), two.cfg.lease_ttl);
         assert_eq!(
-            verdict(Failure::Call, 5, two.cfg.lease_ttl, two.end_after()),
+            verdict(
+                Failure::Call,
+                5,
+                two.cfg.lease_ttl,
+                two.end_after(),
+                retry_cap(two.cfg.lease_ttl)
+            ),
             Verdict::End
+        );
+    }
+
+    #[test]
+    fn calls_etcd_keeps_refusing_wait_longer_and_longer_up_to_a_lease_ttl_and_one_answer_ends_the_series(
+    ) {
+        // One member (the session is never ended by failing calls), a 30 s lease: the pauses double
+        // from 250 ms past the 4 s they stopped at before, up to the TTL, and stay there.
+        let ttl = Duration::from_secs(30);
+        let mut calls = Calls::new(ttl);
+        let pause = |v: Verdict| match v {
+            Verdict::Retry(p) => p,
+            v => panic!("{v:?}"),
+        };
+        let mut pauses = Vec::new();
+        for _ in 0..12 {
+            pauses.push(pause(calls.failed(Failure::Call, Duration::MAX)));
+        }
+        let bases: Vec<Duration> = (0..12u32)
+            .map(|i| (RETRY_FIRST * (1 << i)).min(ttl))
+            .collect();
+        for (p, base) in pauses.iter().zip(&bases) {
+            assert!(*base / 2 <= *p && *p <= *base * 3 / 2, "{p:?} for {base:?}");
+        }
+        assert_eq!(
+            bases[7..],
+            [ttl; 5],
+            "the eighth refusal in a row waits a TTL"
+        );
+        // A fleet at the cap retries about once a TTL, not every 4 s: each of the last five waits
+        // half a TTL at least.
+        assert!(pauses[7..].iter().all(|p| *p >= ttl / 2), "{pauses:?}");
+        // One answered call (a renewal counts: etcd answers those only with its applied index caught
+        // up) ends the series: the next failure waits the first pause again.
+        calls.succeeded();
+        assert!(calls.due());
+        let again = pause(calls.failed(Failure::Call, Duration::MAX));
+        assert!(again <= RETRY_FIRST * 3 / 2, "{again:?}");
+        // A lease shorter than 4 s keeps the 4 s cap.
+        let short = Duration::from_secs(2);
+        assert_eq!(retry_cap(short), RETRY_MAX);
+        assert_eq!(
+            verdict(
+                Failure::Call,
+                20,
+                Duration::ZERO,
+                Duration::MAX,
+                retry_cap(short)
+            ),
+            Verdict::Retry(RETRY_MAX)
         );
     }
 
