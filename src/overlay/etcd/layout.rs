@@ -154,6 +154,12 @@ impl Layout {
             .is_some_and(|rest| rest.starts_with("/blocks/"))
     }
 
+    /// Whether `key` is a record's (any host's: under `records/`), without building that prefix.
+    pub fn is_record(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("/records/"))
+    }
+
     /// The block claims of one network.
     pub fn blocks_of(&self, network: &str) -> String {
         format!("{}/blocks/{network}/", self.prefix)

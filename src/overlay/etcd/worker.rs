@@ -3,7 +3,8 @@
 //! prefix (a full list, then a watch of `hosts/` and `records/` resumed from the last seen revision; a
 //! re-list after a compaction). Other hosts' block claims are not watched: they are read when they matter
 //! (a claim lost its compare, the reclaim of a dead host, `cluster status`, `forget`) and every repair
-//! period, and this host's own from its transactions.
+//! period, and this host's own from its transactions. The mirror holds the hosts, the blocks and this
+//! host's records: other hosts' records go to the plane and nowhere else.
 //! this host's liveness key on a lease kept alive, this host's records and block claims equal to what the
 //! plane asks, and reclaims blocks of hosts gone longer than the grace whose blocks hold no record.
 //! A call that fails alone (a timeout under load) is retried on the same session after a pause; only a
@@ -39,8 +40,9 @@ use crate::state::overlay::now_ms;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// In the mirror, only this host's records and the blocks keep their value (`sync_own` compares
-    /// them); another host's record keeps just its key and revision: the plane's table has it parsed,
-    /// and a second raw copy of every host's records per host was O(hosts²) over a cluster.
+    /// them); another host's record is not in it at all (`Worker::mirror_put_parsed`): the plane's
+    /// table has it parsed, and a second copy of every host's records per host was O(hosts²) over a
+    /// cluster.
     pub value: Vec<u8>,
     pub mod_revision: i64,
     /// A block key's holder, decoded once when the key arrives: the tick's scans compare it instead of
@@ -186,8 +188,8 @@ pub struct Worker {
     /// in the mirror yet (claims are not watched), so the reclaim reads the blocks once they are due.
     departed: HashMap<IpAddr, Instant>,
     /// Hosts gone longer than the grace for which the blocks were read since (one read per host, not one
-    /// per reclaim pass while its used blocks stay).
-    read_for: BTreeSet<IpAddr>,
+    /// per reclaim pass while its used blocks stay), with their endpoint addresses as read then.
+    read_for: BTreeMap<IpAddr, Vec<IpAddr>>,
     /// Every block claim is read at least this often (the plane's repair period), so the view of other
     /// hosts' blocks is eventually complete without watching them.
     view_every: Duration,
@@ -648,7 +650,7 @@ impl Worker {
             proposals: Vec::new(),
             absent_since: HashMap::new(),
             departed: HashMap::new(),
-            read_for: BTreeSet::new(),
+            read_for: BTreeMap::new(),
             view_every,
             counts,
             rng: rand::make_rng::<StdRng>(),
@@ -694,8 +696,13 @@ impl Worker {
         self.mirror_put_parsed(key, parsed.as_ref(), stored);
     }
 
-    /// [`Worker::mirror_put`] of a key already parsed.
+    /// [`Worker::mirror_put`] of a key already parsed. Another host's record is not kept (the plane's
+    /// table has it; the reclaim reads a gone host's records from etcd): at 1000 hosts those were
+    /// 10 000 keys and revisions in every host's mirror, about 0.2 kB each.
     fn mirror_put_parsed(&mut self, key: String, parsed: Option<&Key>, stored: Stored) {
+        if self.layout.is_record(&key) && !key.starts_with(&self.own_records) {
+            return;
+        }
         match parsed {
             Some(Key::Host(h)) => {
                 self.alive.insert(*h);
@@ -1684,30 +1691,23 @@ impl Worker {
             .filter(|(_, since)| since.elapsed() >= self.grace)
             .map(|(h, _)| *h)
             .collect();
-        self.read_for.retain(|h| gone_long.contains(h));
-        if gone_long.is_empty() {
-            return Ok(());
-        }
-        if !gone_long.is_subset(&self.read_for) {
-            // Claims are not watched: read them once a host is due, not on every pass while its
-            // used blocks stay.
+        self.read_for.retain(|h, _| gone_long.contains(h));
+        let unread: Vec<IpAddr> = gone_long
+            .iter()
+            .filter(|h| !self.read_for.contains_key(h))
+            .copied()
+            .collect();
+        if !unread.is_empty() {
+            // Claims are not watched and the mirror keeps no other host's records: both are read
+            // once a host is due, not on every pass while its used blocks stay.
             self.read_blocks(client, self.layout.blocks_root(), Read::Linearizable)
                 .await?;
-            self.read_for.extend(gone_long.iter().copied());
+            for h in unread {
+                let ips = self.endpoints_of(client, h).await?;
+                self.read_for.insert(h, ips);
+            }
             let holders = self.holders();
             self.departed.retain(|h, _| holders.contains(h));
-        }
-        // Only the records of hosts gone long are read, not every endpoint against every block.
-        let mut endpoints: HashMap<IpAddr, Vec<IpAddr>> = HashMap::new();
-        for h in &gone_long {
-            let ips = self
-                .under(&self.layout.records_of(*h))
-                .filter_map(|(k, _)| match self.layout.parse(k) {
-                    Some(Key::Endpoint { ip, .. }) => Some(ip),
-                    _ => None,
-                })
-                .collect();
-            endpoints.insert(*h, ips);
         }
         let blocks: Vec<(String, i64, IpAddr, IpNetwork)> = self
             .under(&self.layout.blocks_root())
@@ -1722,7 +1722,8 @@ impl Worker {
             })
             .collect();
         for (key, rev, holder, block) in blocks {
-            let empty = !endpoints
+            let empty = !self
+                .read_for
                 .get(&holder)
                 .is_some_and(|ips| ips.iter().any(|ip| block.contains(*ip)));
             if !empty {
@@ -1733,6 +1734,24 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The addresses of `host`'s endpoint records, read from etcd (keys only).
+    async fn endpoints_of(&self, client: &mut Client, host: IpAddr) -> Fallible<Vec<IpAddr>> {
+        let resp = client
+            .get(
+                self.layout.records_of(host),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| match self.layout.parse(kv.key_str().ok()?) {
+                Some(Key::Endpoint { ip, .. }) => Some(ip),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Deletes another host's block if it is still at `rev`; the mirror and the plane drop it (the watch
@@ -2142,6 +2161,64 @@ mod tests {
         // A later one moves it.
         w.apply_event(false, second.clone(), b"", 13);
         assert!(!w.mirror.contains_key(&second));
+    }
+
+    #[test]
+    fn the_mirror_keeps_hosts_blocks_and_this_hosts_records_and_hands_other_hosts_records_to_the_plane_only(
+    ) {
+        let me: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let mut w = worker(me);
+        let (events, plane) = std::sync::mpsc::channel();
+        w.events = events;
+        let theirs = w.layout.endpoint(other, "ov", "10.0.1.2".parse().unwrap());
+        let their_service = w.layout.service(other, "ov", "web");
+        let mine = w.layout.endpoint(me, "ov", "10.0.0.2".parse().unwrap());
+        let host = w.layout.host(other);
+        let block = w.layout.block("ov", "10.0.1.0/26".parse().unwrap());
+        let block_value =
+            serde_json::to_vec(&serde_json::json!({"host": other, "claimedAtMs": 1})).unwrap();
+        for (key, value) in [
+            (&theirs, b"{}".to_vec()),
+            (&their_service, b"{}".to_vec()),
+            (&mine, b"{}".to_vec()),
+            (&host, b"{}".to_vec()),
+        ] {
+            w.apply_event(true, key.clone(), &value, 20);
+        }
+        w.mirror_put(
+            block.clone(),
+            Stored::new(&w.layout, &block, &block_value, 21),
+        );
+        assert!(!w.mirror.contains_key(&theirs) && !w.mirror.contains_key(&their_service));
+        for key in [&mine, &host, &block] {
+            assert!(w.mirror.contains_key(key), "{key}");
+        }
+        assert_eq!(w.holders(), BTreeSet::from([other]));
+        assert!(w.alive.contains(&other));
+        // The plane got every put, its delete too.
+        w.apply_event(false, theirs.clone(), b"", 22);
+        let delivered: Vec<String> = plane
+            .try_iter()
+            .map(|e| match e {
+                Event::Put { key, .. } | Event::Delete { key, .. } => key,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            delivered,
+            [&theirs, &their_service, &mine, &host, &theirs].map(|k| k.clone())
+        );
+        // A list (a relist after a compaction) keeps the same ones.
+        let listed = BTreeMap::from([
+            (theirs.clone(), Stored::new(&w.layout, &theirs, b"{}", 30)),
+            (mine.clone(), Stored::new(&w.layout, &mine, b"{}", 30)),
+        ]);
+        w.mirror.clear();
+        for (k, s) in &listed {
+            w.mirror_put(k.clone(), s.mirrored(&w.layout, &w.own_records, k));
+        }
+        assert_eq!(w.mirror.keys().collect::<Vec<_>>(), [&mine]);
     }
 
     #[test]
