@@ -55,10 +55,24 @@ pub fn desired(
 /// those records only (recomputing [`desired`] from the whole table per batch was O(records) per host).
 #[derive(Debug, Default)]
 pub struct Wanted {
-    by_key: BTreeMap<RecordKey, (FdbEntry, NeighbourEntry)>,
+    /// By the endpoint's host and address ([`wanted_key`]): one device is one network, so the record
+    /// key's network name (a heap string per record, ~0.1 kB with its B-tree share at 10 000 records)
+    /// says nothing here.
+    by_key: BTreeMap<(IpAddr, IpAddr), (FdbEntry, NeighbourEntry)>,
     /// How many records want each FDB entry (a dual-stack container's two records want one) and each MAC.
     fdb: BTreeMap<FdbEntry, usize>,
     macs: BTreeMap<MacAddr, usize>,
+}
+
+/// Where [`Wanted`] keeps `key`'s entries: an endpoint of `facts`'s network, by host and address; no
+/// other record wants entries on its device.
+fn wanted_key(facts: &NetworkFacts, key: &RecordKey) -> Option<(IpAddr, IpAddr)> {
+    match key {
+        RecordKey::Endpoint { host, network, ip } if network == &facts.network => {
+            Some((*host, *ip))
+        }
+        _ => None,
+    }
 }
 
 fn count_up<K: Ord>(map: &mut BTreeMap<K, usize>, k: K) -> bool {
@@ -89,13 +103,19 @@ impl Wanted {
         let mut w = Wanted::default();
         for (key, value) in table.live() {
             if let Some(entries) = entries_of(facts, key, value, me, &is_up) {
-                w.insert(key.clone(), entries);
+                if let Some(k) = wanted_key(facts, key) {
+                    w.insert(k, entries);
+                }
             }
         }
         w
     }
 
-    fn insert(&mut self, key: RecordKey, (fdb, neighbour): (FdbEntry, NeighbourEntry)) -> bool {
+    fn insert(
+        &mut self,
+        key: (IpAddr, IpAddr),
+        (fdb, neighbour): (FdbEntry, NeighbourEntry),
+    ) -> bool {
         count_up(&mut self.macs, fdb.mac);
         let new = count_up(&mut self.fdb, fdb);
         self.by_key.insert(key, (fdb, neighbour));
@@ -113,11 +133,16 @@ impl Wanted {
         is_up: impl Fn(IpAddr) -> bool,
         plan: &mut Plan,
     ) {
+        // Another network's record wants nothing here (and may share a host and address with one of
+        // this network's).
+        let Some(k) = wanted_key(facts, key) else {
+            return;
+        };
         let new = value.and_then(|v| entries_of(facts, key, v, me, is_up));
-        let old = self.by_key.remove(key);
+        let old = self.by_key.remove(&k);
         if old == new {
             if let Some(entries) = old {
-                self.by_key.insert(key.clone(), entries);
+                self.by_key.insert(k, entries);
             }
             return;
         }
@@ -131,7 +156,7 @@ impl Wanted {
             }
         }
         if let Some(entries) = new {
-            if self.insert(key.clone(), entries) {
+            if self.insert(k, entries) {
                 plan.fdb_add.push(entries.0);
             }
             plan.neighbour_add.push(entries.1);
@@ -410,5 +435,35 @@ mod tests {
         assert_eq!(w.desired(), full);
         assert_eq!((fdb, neigh), (full.fdb, full.neighbours));
         assert!(plan.fdb_del.is_empty(), "nothing deleted: {plan:?}");
+    }
+
+    #[test]
+    fn another_networks_record_at_the_same_host_and_address_leaves_this_devices_entries_alone() {
+        let me: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut t = RecordTable::new();
+        t.merge(me, vec![ep(2, 10, 7)], 0);
+        let mut w = Wanted::from_table(&facts(), &t, me, |_| true);
+        let start = w.desired();
+        assert_eq!(start.neighbours.len(), 1);
+        // The same host and address on network "other" (its own VNI), written, then deleted.
+        let mut theirs = ep(2, 10, 9);
+        theirs.key = RecordKey::Endpoint {
+            host: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            network: "other".into(),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10)),
+        };
+        let mut plan = Plan::default();
+        w.update(
+            &facts(),
+            &theirs.key,
+            theirs.value.as_ref(),
+            me,
+            |_| true,
+            &mut plan,
+        );
+        w.update(&facts(), &theirs.key, None, me, |_| true, &mut plan);
+        w.finish(&mut plan);
+        assert!(plan.is_empty(), "{plan:?}");
+        assert_eq!(w.desired(), start);
     }
 }
