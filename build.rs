@@ -2,7 +2,8 @@
 //! maps a binary's code 64 KB at a time around each page it runs, so code that runs (the resolver, the
 //! runtime, start-up) scattered among code that never does in a DNS-only daemon (etcd's client, IPsec, the
 //! Docker driver) keeps most of the binary resident. `bins/tetherd.order` names the functions tetherd ran
-//! under `bench/dns` (made by `scripts/tetherd-order`); the linker places them first and together.
+//! under `bench/dns`, then those its etcd control plane ran under `bench/cluster_store` (made by
+//! `scripts/tetherd-order`); the linker places them first and together, in that order.
 //!
 //! Release builds for x86_64 Linux only, where rustc links with its own lld (the default since Rust 1.90):
 //! `--symbol-ordering-file` is lld's. Names missing from a binary (the list gone stale) are skipped

@@ -407,9 +407,19 @@ impl Probe {
 }
 
 /// A tetherd probe does not watch its parent (the bench's own probe does): a failed run must not leave
-/// it behind.
+/// it behind. SIGTERM first, as a service manager stops tetherd, so a profiler wrapped around it
+/// (`scripts/tetherd-order` runs it under callgrind) writes its profile; SIGKILL if it is still there.
 impl Drop for Probe {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

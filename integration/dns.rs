@@ -472,6 +472,18 @@ fn killing_tetherd_loses_nothing_and_it_exits_after_the_last_del() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive(first), "tetherd survived SIGKILL");
+    // A killed process shows as a zombie once its main thread is gone, but its sockets close with its last
+    // thread, which on a loaded machine can come later: a query meanwhile sits unanswered in the old socket.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resolver_ports = || local_ports(&c1.exec_ok(&["ss", "-H", "-lnut"]), "127.0.0.11");
+    while !resolver_ports().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        resolver_ports(),
+        Vec::<u16>::new(),
+        "the dead tetherd's sockets stayed open"
+    );
     // Its sockets are closed and the redirect stays: a query is refused at once (the port-unreachable
     // quoting the private port is rewritten to quote port 53, else the client's socket ignores it and
     // waits out its timeout), over UDP and TCP.

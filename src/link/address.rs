@@ -9,7 +9,7 @@ use rtnetlink::packet_route::address::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::AddressMessageBuilder;
 
-use super::{index_object, LinkError, Netlink, CREATE, EXISTING};
+use super::{deleted, index_object, LinkError, Netlink, CREATE, EXISTING};
 
 impl Netlink {
     /// Adds `address` (address and prefix length) to link `index`.
@@ -89,16 +89,12 @@ impl Netlink {
     /// Removes `address` from link `index`; `Ok(false)` when it was not there.
     pub fn del_address(&self, index: u32, address: IpNetwork) -> Result<bool, LinkError> {
         let object = format!("{address} on {}", index_object(index));
-        match self.request(
+        deleted(self.request(
             RouteNetlinkMessage::DelAddress(address_message(index, address)),
             EXISTING,
             "deleting address",
             &object,
-        ) {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        ))
     }
 }
 

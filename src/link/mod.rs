@@ -213,11 +213,7 @@ impl Netlink {
             "deleting",
             index_object(index),
         );
-        match result {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        deleted(result)
     }
 
     /// Deletes the link called `name`; `Ok(false)` when there is none.
@@ -377,6 +373,16 @@ pub(crate) fn index_object(index: u32) -> String {
     format!("link #{index}")
 }
 
+/// What a delete request came to: `Ok(true)` when it deleted, `Ok(false)` when the object was already
+/// gone (a CNI DEL must succeed for anything already gone), any other error as it was.
+pub(crate) fn deleted<T>(result: Result<T, LinkError>) -> Result<bool, LinkError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(LinkError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Rejects names the kernel would refuse, with a message that says why (the kernel says only EINVAL).
 pub(crate) fn check_ifname(name: &str) -> Result<(), LinkError> {
     let problem = crate::ifname::ifname_problem(name);
@@ -402,6 +408,24 @@ mod name_tests {
         assert!(check_ifname("0123456789abcde").is_ok());
         assert!(check_ifname("tv1a2b3c4d").is_ok());
         assert!(check_ifname("eth0.100").is_ok());
+    }
+
+    #[test]
+    fn a_delete_of_something_already_gone_is_false_and_other_errors_stay_errors() {
+        assert!(deleted(Ok::<(), LinkError>(())).unwrap());
+        let gone = LinkError::NotFound {
+            op: "deleting",
+            object: "link #7".into(),
+        };
+        assert!(!deleted(Err::<(), _>(gone)).unwrap());
+        let refused = LinkError::InvalidName {
+            name: "a b".into(),
+            reason: "spaces",
+        };
+        assert!(matches!(
+            deleted(Err::<(), _>(refused)),
+            Err(LinkError::InvalidName { .. })
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{index_object, LinkError, MacAddr, Netlink, EXISTING};
+use super::{deleted, index_object, LinkError, MacAddr, Netlink, EXISTING};
 
 /// A static FDB entry of a VXLAN device: frames for `mac` go to the VTEP `dst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,11 +140,7 @@ impl Netlink {
             "deleting fdb entry",
             format!("{} dst {} on {}", entry.mac, entry.dst, index_object(dev)),
         );
-        match result {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        deleted(result)
     }
 
     /// The FDB entries of device `dev` that have a remote destination (the VXLAN device's own table;
@@ -200,11 +196,7 @@ impl Netlink {
             "deleting neighbour",
             format!("{ip} on {}", index_object(dev)),
         );
-        match result {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        deleted(result)
     }
 
     /// The permanent neighbour entries of `dev` (IPv4 and IPv6); learned ones are the kernel's business.

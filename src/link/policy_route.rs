@@ -10,7 +10,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, Netlink, CREATE, EXISTING};
+use super::{deleted, LinkError, Netlink, CREATE, EXISTING};
 
 /// One `fwmark MARK lookup TABLE` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,16 +66,12 @@ impl Netlink {
 
     /// Deletes that rule; `Ok(false)` when there is none.
     pub fn del_mark_rule(&self, rule: MarkRule, pref: u32) -> Result<bool, LinkError> {
-        match self.request(
+        deleted(self.request(
             RouteNetlinkMessage::DelRule(mark_rule_message(rule, pref)),
             EXISTING,
             "deleting rule",
             rule_object(rule),
-        ) {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        ))
     }
 
     /// Makes `table`'s default route go through `gw` (on a connected link), replacing what was there.
@@ -98,16 +94,12 @@ impl Netlink {
         let message = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(table)
             .build();
-        match self.request(
+        deleted(self.request(
             RouteNetlinkMessage::DelRoute(message),
             EXISTING,
             "deleting route",
             format!("default table {table}"),
-        ) {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        ))
     }
 }
 

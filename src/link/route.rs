@@ -10,7 +10,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
-use super::{LinkError, LinkInfo, Netlink, CREATE, EXISTING};
+use super::{deleted, LinkError, LinkInfo, Netlink, CREATE, EXISTING};
 
 /// Main routing table (RT_TABLE_MAIN).
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -75,16 +75,12 @@ impl Netlink {
         // Nor the protocol: routes the kernel made (proto kernel) must be deletable too.
         message.header.protocol = RouteProtocol::Unspec;
         let object = route_object(dst, gw, oif);
-        match self.request(
+        deleted(self.request(
             RouteNetlinkMessage::DelRoute(message),
             EXISTING,
             "deleting route",
             object,
-        ) {
-            Ok(_) => Ok(true),
-            Err(LinkError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        ))
     }
 
     /// Unicast routes of one family, from every table (see [`RouteInfo::table`]).
