@@ -6,6 +6,7 @@
 //! `BENCH_SECONDS` (3), latency p50/p99, and CPU per query at a paced 2000 queries/s; then each server's RSS.
 //! Forwarded names go to a fake upstream in a test namespace (both servers are pointed at it: tetherd through
 //! TETHER_RESOLV_CONF, aardvark-dns through a private mount namespace with that file over /etc/resolv.conf).
+//! `BENCH_REST_S` (10) first measures each server's CPU and wake-ups while nobody asks (0: skipped).
 //! `BENCH_PACED_ONLY_S=N` runs only the paced local-name phase, N seconds per server (for profiling);
 //! `BENCH_NO_NSID=1` writes the other containers' records without their namespaces' identities, as tether
 //! wrote them before it kept those (tetherd then remembers each namespace itself).
@@ -173,6 +174,10 @@ fn main() {
     };
 
     let rss_at_rest: Vec<String> = servers.iter().map(|s| rss(s.pid)).collect();
+    let rest = Duration::from_secs(env_list("BENCH_REST_S", &[10])[0] as u64);
+    if !rest.is_zero() {
+        at_rest(&servers, rest);
+    }
     if let Some(&paced) = env_list("BENCH_PACED_ONLY_S", &[]).first() {
         paced_only(
             &client,
@@ -353,6 +358,51 @@ fn paced_only(client: &NetNs, servers: &[Server], records: usize, seconds: Durat
                 .unwrap_or_else(|| "n/a".into())
         );
     }
+}
+
+/// Each server's CPU and wake-ups while nobody asks it anything, over one window (`BENCH_REST_S`, 10 s:
+/// two of tetherd's checks for gone containers). The paced CPU per query includes this rate.
+fn at_rest(servers: &[Server], window: Duration) {
+    let before: Vec<_> = servers
+        .iter()
+        .map(|s| (cpu_ns(s.pid), switches(s.pid)))
+        .collect();
+    std::thread::sleep(window);
+    println!();
+    println!(
+        "| server, at rest with {} s | CPU | wake-ups |",
+        window.as_secs()
+    );
+    println!("|---|---|---|");
+    for (s, (cpu, woke)) in servers.iter().zip(before) {
+        let per_s = |a: Option<u64>, b: Option<u64>| -> Option<f64> {
+            Some(b?.checked_sub(a?)? as f64 / window.as_secs_f64())
+        };
+        let cpu =
+            per_s(cpu, cpu_ns(s.pid)).map_or("n/a".into(), |ns| format!("{:.2} ms/s", ns / 1e6));
+        let woke = per_s(woke, switches(s.pid)).map_or("n/a".into(), |n| format!("{n:.1}/s"));
+        println!("| {} | {cpu} | {woke} |", s.label);
+    }
+}
+
+/// Context switches of every thread of a process, voluntary and not.
+fn switches(pid: i32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
 }
 
 /// Time every thread of a process has spent on a CPU, in nanoseconds (schedstat: finer than the 10 ms

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use crate::endpoint::{Endpoints, Held};
-use crate::netns::liveness::Occupied;
+use crate::netns::liveness::OccupiedOnDemand;
 use crate::netns::{NetNs, NsId};
 use crate::state::RecordDir;
 
@@ -125,8 +125,8 @@ fn release_gone(
     if held.is_empty() {
         return;
     }
-    let occupied = Occupied::scan();
-    for h in held.iter().filter(|h| h.is_gone(&occupied)) {
+    let mut occupied = OccupiedOnDemand::of_proc();
+    for h in held.iter().filter(|h| h.is_gone(&mut occupied)) {
         if seen.failed.get(&key(h)) == Some(&h.netns_id) {
             continue;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{Attachment, EndpointError, Endpoints};
 use crate::cni::config::Attachment as ValidAttachment;
 use crate::cni::runtime::{load_network, CachedAttachment, RuntimeConf, RuntimeError};
-use crate::netns::liveness::{is_gone, Occupied};
+use crate::netns::liveness::{is_gone, OccupiedOnDemand};
 use crate::netns::NsId;
 use crate::state::{AttachmentRecord, RecordDir};
 
@@ -32,7 +32,7 @@ impl Held {
         })
     }
 
-    pub fn is_gone(&self, occupied: &Occupied) -> bool {
+    pub fn is_gone(&self, occupied: &mut OccupiedOnDemand) -> bool {
         is_gone(&self.netns, self.netns_id, occupied)
     }
 
@@ -105,7 +105,7 @@ impl Endpoints {
 
     /// What [`Endpoints::gc`] detaches: cache entries and records whose namespace is gone.
     pub(super) fn release_gone(&self) -> Result<Collected, EndpointError> {
-        let occupied = Occupied::scan();
+        let mut occupied = OccupiedOnDemand::of_proc();
         let records = all_records(&self.state_dir);
         let record_of = |network: &str, container_id: &str, ifname: &str| {
             records.iter().find(|r| {
@@ -118,7 +118,7 @@ impl Endpoints {
         for entry in &cached {
             let rec = record_of(&entry.network_name, &entry.container_id, &entry.ifname);
             let held = held_of(entry, rec);
-            if !held.as_ref().is_some_and(|h| h.is_gone(&occupied)) {
+            if !held.as_ref().is_some_and(|h| h.is_gone(&mut occupied)) {
                 valid.push(key(&entry.network_name, &entry.container_id, &entry.ifname));
                 continue;
             }
@@ -140,7 +140,7 @@ impl Endpoints {
             let Some(held) = Held::of_record(rec).filter(|_| !known) else {
                 continue;
             };
-            if !held.is_gone(&occupied) {
+            if !held.is_gone(&mut occupied) {
                 valid.push(key(&rec.network, &rec.container_id, &rec.ifname));
                 continue;
             }

@@ -2,12 +2,13 @@
 //! threads can `setns`) is in it and the path ADD was given no longer refers to it. A socket in the
 //! namespace (tetherd's resolver) does not count: it is what must be let go, not a reason to keep.
 //!
-//! One scan of `/proc` answers for every namespace at once, so a periodic check costs the same with one
-//! container as with a thousand.
+//! One scan of `/proc` answers for every namespace at once, and only a path that no longer names its
+//! namespace asks for it: while the runtime keeps each container's path (its bind mount lives until DEL),
+//! a periodic check reads one `statx` per container and no `/proc` at all.
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::NsId;
 
@@ -58,14 +59,46 @@ impl Occupied {
     }
 }
 
+/// [`Occupied`], scanned the first time it is asked for and kept for the rest of one check.
+#[derive(Debug)]
+pub struct OccupiedOnDemand {
+    root: PathBuf,
+    scanned: Option<Occupied>,
+}
+
+impl OccupiedOnDemand {
+    /// Of the real `/proc`.
+    pub fn of_proc() -> OccupiedOnDemand {
+        OccupiedOnDemand::under(Path::new("/proc"))
+    }
+
+    /// Of a tree laid out as `/proc` (a test's fake one).
+    pub fn under(root: &Path) -> OccupiedOnDemand {
+        OccupiedOnDemand {
+            root: root.to_path_buf(),
+            scanned: None,
+        }
+    }
+
+    pub fn get(&mut self) -> &Occupied {
+        self.scanned
+            .get_or_insert_with(|| Occupied::scan_under(&self.root))
+    }
+
+    /// Whether `/proc` was read.
+    pub fn scanned(&self) -> bool {
+        self.scanned.is_some()
+    }
+}
+
 /// Whether the namespace given to ADD as `path` (identity `id` when it was recorded) is gone.
 ///
-/// With an identity: gone when `path` refers to another namespace or to nothing and no thread is in it.
-/// Without one (a record written before identities were kept, an entry of another runtime): only
-/// the path can tell, so gone when it no longer refers to a namespace at all.
-pub fn is_gone(path: &Path, id: Option<NsId>, occupied: &Occupied) -> bool {
+/// With an identity: gone when `path` refers to another namespace or to nothing and no thread is in it
+/// (only then is `/proc` scanned). Without one (a record written before identities were kept, an entry of
+/// another runtime): only the path can tell, so gone when it no longer refers to a namespace at all.
+pub fn is_gone(path: &Path, id: Option<NsId>, occupied: &mut OccupiedOnDemand) -> bool {
     match id {
-        Some(id) => NsId::of_path(path) != Some(id) && !occupied.contains(&id),
+        Some(id) => NsId::of_path(path) != Some(id) && !occupied.get().contains(&id),
         None => super::NetNs::open(path).is_err_and(|e| {
             matches!(
                 e,
@@ -122,10 +155,16 @@ mod tests {
         let path = root.join("netns-file");
         fs::write(&path, b"").unwrap();
         let id = NsId::of_path(&path).unwrap();
-        let nobody = Occupied::default();
+        let nobody_root = root.join("empty-proc");
+        let nobody = || OccupiedOnDemand::under(&nobody_root);
+        let mut asked = nobody();
         assert!(
-            !is_gone(&path, Some(id), &nobody),
+            !is_gone(&path, Some(id), &mut asked),
             "the path still refers to it"
+        );
+        assert!(
+            !asked.scanned(),
+            "a path that names its namespace settles it without /proc"
         );
 
         // The path now refers to another namespace (a reused name or pid): the recorded one is gone.
@@ -133,28 +172,31 @@ mod tests {
             dev: id.dev,
             ino: id.ino.wrapping_add(1),
         };
-        assert!(is_gone(&path, Some(replaced), &nobody));
+        let mut asked = nobody();
+        assert!(is_gone(&path, Some(replaced), &mut asked));
+        assert!(asked.scanned());
 
         let proc_root = root.join("proc");
         let held = fake_task(&proc_root, "40", "41");
-        assert!(!is_gone(
-            &root.join("missing"),
-            Some(held),
-            &Occupied::scan_under(&proc_root)
-        ));
-        assert!(is_gone(&root.join("missing"), Some(held), &nobody));
+        let mut occupied = OccupiedOnDemand::under(&proc_root);
+        assert!(!is_gone(&root.join("missing"), Some(held), &mut occupied));
+        // Scanned once for the whole check: a task that appears later is not seen by it.
+        let later = fake_task(&proc_root, "50", "50");
+        assert!(is_gone(&root.join("missing"), Some(later), &mut occupied));
+        assert!(is_gone(&root.join("missing"), Some(held), &mut nobody()));
         fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn without_an_identity_only_a_path_that_is_no_namespace_is_gone() {
-        let nobody = Occupied::default();
-        assert!(!is_gone(Path::new("/proc/self/ns/net"), None, &nobody));
+        let mut nobody = OccupiedOnDemand::under(Path::new("/nonexistent-proc"));
+        assert!(!is_gone(Path::new("/proc/self/ns/net"), None, &mut nobody));
         assert!(is_gone(
             Path::new("/run/netns/tt-no-such-namespace"),
             None,
-            &nobody
+            &mut nobody
         ));
-        assert!(is_gone(Path::new("/proc/self/status"), None, &nobody));
+        assert!(is_gone(Path::new("/proc/self/status"), None, &mut nobody));
+        assert!(!nobody.scanned());
     }
 }

@@ -18,7 +18,7 @@ use super::services;
 use crate::cni::runtime::{list_networks, NetworkConfigList};
 use crate::endpoint::{all_records, Held};
 use crate::link::Netlink;
-use crate::netns::liveness::{is_gone, Occupied};
+use crate::netns::liveness::{is_gone, OccupiedOnDemand};
 use crate::netns::NetNs;
 use crate::state::driver_kind::DriverKind;
 use crate::state::AttachmentRecord;
@@ -94,9 +94,9 @@ impl Doctor {
         findings.extend(sysctls(&records));
         findings.extend(firewall());
         findings.extend(shadowing_rules(&records));
-        let occupied = Occupied::scan();
-        findings.extend(self.leftovers(&occupied));
-        findings.extend(self.tetherd(&records, &occupied));
+        let mut occupied = OccupiedOnDemand::of_proc();
+        findings.extend(self.leftovers(&mut occupied));
+        findings.extend(self.tetherd(&records, &mut occupied));
         findings.extend(bridge_ports());
         DoctorReport::new(findings)
     }
@@ -195,7 +195,7 @@ impl Doctor {
 
     /// State held for containers whose namespace is gone: tether's records and libcni's cache entries, with
     /// the rule tetherd and `tether gc` use.
-    fn leftovers(&self, occupied: &Occupied) -> Vec<Finding> {
+    fn leftovers(&self, occupied: &mut OccupiedOnDemand) -> Vec<Finding> {
         let attachments = container::all(&self.state_dir, &self.cni_cache_dir);
         let mut out = Vec::new();
         for a in &attachments {
@@ -237,7 +237,11 @@ impl Doctor {
     }
 
     /// tetherd must answer when a live container has DNS or an overlay, and serve a resolver in each.
-    fn tetherd(&self, records: &[AttachmentRecord], occupied: &Occupied) -> Vec<Finding> {
+    fn tetherd(
+        &self,
+        records: &[AttachmentRecord],
+        occupied: &mut OccupiedOnDemand,
+    ) -> Vec<Finding> {
         let served: Vec<&AttachmentRecord> = records
             .iter()
             .filter(|r| r.dns || r.driver == DriverKind::Overlay)
