@@ -363,10 +363,7 @@ fn paced_only(client: &NetNs, servers: &[Server], records: usize, seconds: Durat
 /// Each server's CPU and wake-ups while nobody asks it anything, over one window (`BENCH_REST_S`, 10 s:
 /// two of tetherd's checks for gone containers). The paced CPU per query includes this rate.
 fn at_rest(servers: &[Server], window: Duration) {
-    let before: Vec<_> = servers
-        .iter()
-        .map(|s| (cpu_ns(s.pid), switches(s.pid)))
-        .collect();
+    let before: Vec<_> = servers.iter().map(|s| schedstat(s.pid)).collect();
     std::thread::sleep(window);
     println!();
     println!(
@@ -374,49 +371,36 @@ fn at_rest(servers: &[Server], window: Duration) {
         window.as_secs()
     );
     println!("|---|---|---|");
-    for (s, (cpu, woke)) in servers.iter().zip(before) {
-        let per_s = |a: Option<u64>, b: Option<u64>| -> Option<f64> {
-            Some(b?.checked_sub(a?)? as f64 / window.as_secs_f64())
+    for (s, before) in servers.iter().zip(before) {
+        let per_s = |pick: fn((u64, u64)) -> u64| -> Option<f64> {
+            let spent = pick(schedstat(s.pid)?).checked_sub(pick(before?))?;
+            Some(spent as f64 / window.as_secs_f64())
         };
-        let cpu =
-            per_s(cpu, cpu_ns(s.pid)).map_or("n/a".into(), |ns| format!("{:.2} ms/s", ns / 1e6));
-        let woke = per_s(woke, switches(s.pid)).map_or("n/a".into(), |n| format!("{n:.1}/s"));
+        let cpu = per_s(|(ns, _)| ns).map_or("n/a".into(), |ns| format!("{:.2} ms/s", ns / 1e6));
+        let woke = per_s(|(_, runs)| runs).map_or("n/a".into(), |n| format!("{n:.1}/s"));
         println!("| {} | {cpu} | {woke} |", s.label);
     }
 }
 
-/// Context switches of every thread of a process, voluntary and not.
-fn switches(pid: i32) -> Option<u64> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
-        for line in status.lines() {
-            if let Some(n) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += n.trim().parse::<u64>().ok()?;
-            }
-        }
-    }
-    Some(total)
-}
-
-/// Time every thread of a process has spent on a CPU, in nanoseconds (schedstat: finer than the 10 ms
-/// ticks of /proc/PID/stat, which a few thousand queries barely move).
-fn cpu_ns(pid: i32) -> Option<u64> {
-    let mut total = 0u64;
+/// What `/proc/PID/task/*/schedstat` sums to over every thread of a process: nanoseconds on a CPU (finer
+/// than the 10 ms ticks of /proc/PID/stat, which a few thousand queries barely move) and times put on one
+/// (each a wake-up or a return after preemption).
+fn schedstat(pid: i32) -> Option<(u64, u64)> {
+    let (mut ns, mut runs) = (0u64, 0u64);
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
     {
         let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        let mut fields = stat.split_whitespace().map(str::parse::<u64>);
+        ns += fields.next()?.ok()?;
+        runs += fields.nth(1)?.ok()?;
     }
-    Some(total)
+    Some((ns, runs))
+}
+
+fn cpu_ns(pid: i32) -> Option<u64> {
+    schedstat(pid).map(|(ns, _)| ns)
 }
 
 fn query(kind: Kind, s: &Server, seq: u64, records: usize) -> Vec<u8> {
