@@ -100,6 +100,10 @@ pub struct BalancerService {
     /// Wakes the probe loop, which sleeps while no service has a health check (an idle tetherd does not
     /// tick every [`PROBE_TICK`]).
     probes_changed: Rc<tokio::sync::Notify>,
+    /// Wakes the status refresh, which sleeps while the balancer is idle (no service, nothing of the mesh):
+    /// then nothing it shows can change before an update, and a host without services has two wake-ups a
+    /// second less.
+    updated: Rc<tokio::sync::Notify>,
     /// For `needed` and `status`, which cannot wait for the lock.
     summary: Rc<std::cell::RefCell<(bool, Value)>>,
 }
@@ -137,6 +141,7 @@ impl BalancerService {
             })),
             prober: None,
             probes_changed: Rc::default(),
+            updated: Rc::default(),
             summary: Rc::default(),
         }
     }
@@ -523,6 +528,14 @@ impl Balancer {
     }
 
     /// Whether any service has a network with containers (its names and probes need serving).
+    /// No service, no client, no record on a service's network, nothing of the mesh published or installed.
+    fn idle(&mut self) -> bool {
+        self.specs.is_empty()
+            && self.clients.is_empty()
+            && self.records.is_empty()
+            && self.mesh.idle()
+    }
+
     fn needed(&mut self) -> bool {
         self.mesh.publishes()
             || self
@@ -717,7 +730,7 @@ impl BalancerService {
     async fn update(&mut self, records: &RecordSnapshot) {
         let mut b = self.inner.lock().await;
         b.reload_specs();
-        if b.specs.is_empty() && b.clients.is_empty() && b.records.is_empty() && b.mesh.idle() {
+        if b.idle() {
             // No services: a notify costs nothing here, however many containers there are.
             *self.summary.borrow_mut() = (false, b.status());
             return;
@@ -732,6 +745,7 @@ impl BalancerService {
         b.reconcile().await;
         *self.summary.borrow_mut() = (b.needed(), b.status());
         self.probes_changed.notify_one();
+        self.updated.notify_one();
     }
 }
 
@@ -756,15 +770,24 @@ impl Service for BalancerService {
             let summary = self.summary.clone();
             let worker = ctx.ns_worker.clone();
             let probes_changed = self.probes_changed.clone();
+            let updated = self.updated.clone();
             self.prober = Some(tokio::task::spawn_local(async move {
                 let refresh = async {
                     // Keeps `status` current while probes change verdicts between record changes.
                     let mut tick = tokio::time::interval(Duration::from_millis(500));
                     loop {
                         tick.tick().await;
-                        let mut b = inner.lock().await;
-                        b.mesh.tick();
-                        *summary.borrow_mut() = (b.needed(), b.status());
+                        let idle = {
+                            let mut b = inner.lock().await;
+                            b.mesh.tick();
+                            *summary.borrow_mut() = (b.needed(), b.status());
+                            b.idle()
+                        };
+                        if idle {
+                            // A permit stored by an update meanwhile wakes this at once.
+                            updated.notified().await;
+                            tick.reset_immediately();
+                        }
                     }
                 };
                 futures::future::join(probe_loop(inner.clone(), worker, probes_changed), refresh)
