@@ -47,8 +47,10 @@ pub struct EtcdStore {
     /// Hosts whose liveness key went within `hold` of this host reaching etcd again, and when they count
     /// as down if it does not come back: see [`EtcdStore::host_gone`]. Still in `up` meanwhile.
     leaving: BTreeMap<IpAddr, Instant>,
-    /// When this host's worker last reached etcd after it had not (`Event::Reachable`).
+    /// When this host's worker last reached etcd again after losing it (`Event::Reachable`); not its
+    /// first contact, which is no return from an outage.
     regained_at: Option<Instant>,
+    reached_before: bool,
     /// This host's lease TTL: what another host needs to grant its lease again once etcd answers.
     hold: Duration,
     /// Hosts seen in the store (liveness, blocks or records), for `members`.
@@ -111,6 +113,7 @@ impl EtcdStore {
             up: BTreeSet::new(),
             leaving: BTreeMap::new(),
             regained_at: None,
+            reached_before: false,
             hold,
             seen: BTreeSet::new(),
             published: None,
@@ -367,9 +370,10 @@ impl EtcdStore {
                 }
             }
             Event::Reachable(up) => {
-                if up && !self.reachable {
+                if up && !self.reachable && self.reached_before {
                     self.regained_at = Some(Instant::now());
                 }
+                self.reached_before |= up;
                 self.reachable = up;
                 if up {
                     self.last_sync_ms = now_ms();
@@ -528,6 +532,7 @@ mod tests {
             up: BTreeSet::new(),
             leaving: BTreeMap::new(),
             regained_at: None,
+            reached_before: false,
             hold,
             seen: BTreeSet::new(),
             published: None,
@@ -569,12 +574,11 @@ mod tests {
             "192.0.2.3".parse().unwrap(),
             "192.0.2.4".parse().unwrap(),
         );
+        // The first contact is no return from an outage: a host whose key goes is down at once.
         s.apply(Event::Reachable(true));
         for (i, h) in [a, b, c].into_iter().enumerate() {
             host_put(&mut s, h, 10 + i as i64);
         }
-        // etcd reached again longer than a lease TTL ago: a host whose key goes is down at once.
-        s.regained_at = Some(Instant::now() - hold * 2);
         let gone = host_delete(&mut s, a, 20);
         assert!(!s.is_up(a) && gone.liveness_touched);
         // An outage: the worker lost etcd and reached it again; etcd expired every lease it could not
