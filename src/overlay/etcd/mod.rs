@@ -575,18 +575,18 @@ mod tests {
             "192.0.2.4".parse().unwrap(),
         );
         // The first contact is no return from an outage: a host whose key goes is down at once.
-        s.apply(Event::Reachable(true));
+        let _ = s.apply(Event::Reachable(true));
         for (i, h) in [a, b, c].into_iter().enumerate() {
-            host_put(&mut s, h, 10 + i as i64);
+            let _ = host_put(&mut s, h, 10 + i as i64);
         }
         let gone = host_delete(&mut s, a, 20);
         assert!(!s.is_up(a) && gone.liveness_touched);
         // An outage: the worker lost etcd and reached it again; etcd expired every lease it could not
         // renew, and their deletes come now.
-        s.apply(Event::Reachable(false));
-        s.apply(Event::Reachable(true));
+        let _ = s.apply(Event::Reachable(false));
+        let _ = s.apply(Event::Reachable(true));
         let held = host_delete(&mut s, b, 30);
-        host_delete(&mut s, c, 31);
+        let _ = host_delete(&mut s, c, 31);
         assert!(
             s.is_up(b) && s.is_up(c),
             "hosts taken for down by the outage"
@@ -610,8 +610,8 @@ mod tests {
                 holder: None,
             },
         )]);
-        host_put(&mut s, c, 45);
-        s.apply(Event::Snapshot {
+        let _ = host_put(&mut s, c, 45);
+        let _ = s.apply(Event::Snapshot {
             revision: 50,
             keys: listed,
         });
