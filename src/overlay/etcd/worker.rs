@@ -223,6 +223,9 @@ type Fallible<T> = Result<T, etcd_client::Error>;
 /// A tick: keep-alives and retries run at least this often.
 const TICK: Duration = Duration::from_millis(500);
 
+/// How long one call may take before the client gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Compare-and-swaps per transaction: etcd refuses more than 128 operations in one (`--max-txn-ops`).
 const TXN_OPS: usize = 64;
 
@@ -678,6 +681,11 @@ impl Regrants {
         self.healthy_since = None;
     }
 
+    /// Whether the lease was last known alive longer than `limit` ago.
+    fn overdue(&self, limit: Duration) -> bool {
+        self.alive_at.is_some_and(|at| at.elapsed() > limit)
+    }
+
     /// etcd answered a call (or sent a watch response): while the renewals are not answered and the
     /// lease has not expired yet, that says etcd lags rather than is gone.
     fn heard_from_etcd(&mut self, ttl: Duration) {
@@ -905,7 +913,7 @@ impl Worker {
     async fn connect(&self) -> Fallible<Client> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(3))
+            .with_timeout(CALL_TIMEOUT)
             // A member that leaves pings unanswered for half a lease (2 s at least) is gone; one busy
             // for 2 s is not (ending the session then cost a new lease and a catch-up).
             .with_keep_alive(
@@ -991,7 +999,10 @@ impl Worker {
                 }
                 ka = next_renewal(&mut lease.stream), if lease.stream.is_some() => {
                     match ka {
-                        Ok(Some(r)) if r.ttl() > 0 => self.regrants.renewed(ttl),
+                        Ok(Some(r)) if r.ttl() > 0 => {
+                            self.regrants.renewed(ttl);
+                            self.set_reachable(true);
+                        }
                         Ok(Some(_)) => {
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
@@ -1044,6 +1055,15 @@ impl Worker {
     ) -> Fallible<()> {
         if last_keep.elapsed() < self.cfg.lease_ttl / 3 {
             return Ok(());
+        }
+        // No renewal answered for a renewal period and a call's deadline: etcd is not answering, which
+        // the plane must know before the pings end the connection (a lease can lapse first), so that it
+        // holds the liveness deletes etcd sends when it answers again (`EtcdStore::host_gone`).
+        if *lease_alive
+            && lease.stream.is_some()
+            && self.regrants.overdue(self.cfg.lease_ttl / 3 + CALL_TIMEOUT)
+        {
+            self.set_reachable(false);
         }
         if let Some((keeper, _)) = &mut lease.stream {
             if let Err(e) = keeper.keep_alive().await {
@@ -2171,6 +2191,11 @@ mod tests {
             r.refused_in_a_row, 2,
             "an outage neither counts nor ends the series"
         );
+        // A renewal period and a call's deadline without an answer: etcd is taken for unreachable.
+        r.renewed(ttl);
+        assert!(!r.overdue(ttl / 3 + CALL_TIMEOUT));
+        r.alive_at = Some(Instant::now() - ttl / 3 - CALL_TIMEOUT - Duration::from_millis(1));
+        assert!(r.overdue(ttl / 3 + CALL_TIMEOUT));
         // Answers after the lease expired (etcd back, the watch catching up) do not make it a refusal.
         r.granted();
         r.renewed(ttl);
