@@ -207,6 +207,9 @@ pub struct Worker {
     /// apply it, so the next attempt asks for the same ID (`grant_id`, `lease_exists`).
     granting: Option<i64>,
     regrants: Regrants,
+    /// No renewal was answered for a renewal period and a call's deadline, and etcd answered nothing
+    /// since: a tick that made no call neither takes etcd for reachable nor counts as its answer.
+    silent: bool,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -765,6 +768,7 @@ impl Worker {
             lease_id: None,
             granting: None,
             regrants: Regrants::default(),
+            silent: false,
         }
     }
 
@@ -991,7 +995,7 @@ impl Worker {
                         self.settle(&mut calls, done, &mut lease_alive)?;
                         continue;
                     }
-                    self.regrants.heard_from_etcd(ttl);
+                    self.answer_seen();
                     self.apply_watch(&resp);
                     if let Delivered::Through(rev) = Delivered::of(&resp) {
                         self.revision = self.revision.max(rev);
@@ -999,11 +1003,9 @@ impl Worker {
                 }
                 ka = next_renewal(&mut lease.stream), if lease.stream.is_some() => {
                     match ka {
-                        Ok(Some(r)) if r.ttl() > 0 => {
-                            self.regrants.renewed(ttl);
-                            self.set_reachable(true);
-                        }
+                        Ok(Some(r)) if r.ttl() > 0 => self.renewal_answered(),
                         Ok(Some(_)) => {
+                            self.answer_seen();
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
                             let done = self.keep_liveness(&mut client, &mut lease, &mut lease_alive).await;
@@ -1056,15 +1058,7 @@ impl Worker {
         if last_keep.elapsed() < self.cfg.lease_ttl / 3 {
             return Ok(());
         }
-        // No renewal answered for a renewal period and a call's deadline: etcd is not answering, which
-        // the plane must know before the pings end the connection (a lease can lapse first), so that it
-        // holds the liveness deletes etcd sends when it answers again (`EtcdStore::host_gone`).
-        if *lease_alive
-            && lease.stream.is_some()
-            && self.regrants.overdue(self.cfg.lease_ttl / 3 + CALL_TIMEOUT)
-        {
-            self.set_reachable(false);
-        }
+        self.note_silence(*lease_alive && lease.stream.is_some());
         if let Some((keeper, _)) = &mut lease.stream {
             if let Err(e) = keeper.keep_alive().await {
                 tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
@@ -1111,6 +1105,8 @@ impl Worker {
             Some(lease) => (lease, true),
             None => (self.lapsed_lease(), false),
         };
+        // etcd answered the lease's call.
+        self.silent = false;
         self.set_reachable(true);
         let watch = self.watch_retrying(client, calls).await?;
         Ok((lease, alive, watch))
@@ -1128,8 +1124,32 @@ impl Worker {
     /// A failed call's error as evidence for the next grant's pause: etcd's own answer says it serves.
     fn failed_call(&mut self, e: &etcd_client::Error) {
         if answered(e) {
-            self.regrants.heard_from_etcd(self.cfg.lease_ttl);
+            self.answer_seen();
         }
+    }
+
+    /// At a renewal of a live lease (`renewing`): no renewal answered for a renewal period and a call's
+    /// deadline means etcd is not answering, which the plane must know before the pings end the
+    /// connection (a lease can lapse first), so that it holds the liveness deletes etcd sends when it
+    /// answers again (`EtcdStore::host_gone`).
+    fn note_silence(&mut self, renewing: bool) {
+        if renewing && self.regrants.overdue(self.cfg.lease_ttl / 3 + CALL_TIMEOUT) {
+            self.silent = true;
+            self.set_reachable(false);
+        }
+    }
+
+    /// etcd answered something (a watch response, a renewal, an error status of its own): the silence
+    /// is over, and while renewals go unanswered that is evidence of lag, not of an outage.
+    fn answer_seen(&mut self) {
+        self.silent = false;
+        self.regrants.heard_from_etcd(self.cfg.lease_ttl);
+    }
+
+    fn renewal_answered(&mut self) {
+        self.regrants.renewed(self.cfg.lease_ttl);
+        self.answer_seen();
+        self.set_reachable(true);
     }
 
     /// A renewal failed: refused by etcd, or not answered at all.
@@ -1152,8 +1172,11 @@ impl Worker {
         let e = match done {
             Ok(()) => {
                 calls.succeeded();
-                self.regrants.heard_from_etcd(self.cfg.lease_ttl);
-                self.set_reachable(true);
+                // A tick may have made no call at all: only an answer ends a silence.
+                if !self.silent {
+                    self.regrants.heard_from_etcd(self.cfg.lease_ttl);
+                    self.set_reachable(true);
+                }
                 return Ok(());
             }
             Err(e) => e,
@@ -1468,7 +1491,7 @@ impl Worker {
     ) -> Fallible<(LeaseKeeper, LeaseKeepAliveStream)> {
         match client.lease_keep_alive(id).await {
             Ok(stream) => {
-                self.regrants.renewed(self.cfg.lease_ttl);
+                self.renewal_answered();
                 Ok(stream)
             }
             Err(e) => {
@@ -2265,6 +2288,34 @@ mod tests {
         assert_eq!(w.regrants.renewal, Renewal::Unanswered);
         w.renewal_failed(&lagging);
         assert_eq!(w.regrants.renewal, Renewal::Refused);
+    }
+
+    #[test]
+    fn renewals_unanswered_past_their_period_and_a_calls_deadline_take_etcd_for_unreachable_until_it_answers(
+    ) {
+        let mut w = worker("192.0.2.7".parse().unwrap());
+        let ttl = w.cfg.lease_ttl;
+        let mut calls = Calls::new(ttl);
+        w.renewal_answered();
+        w.note_silence(true);
+        assert_eq!(w.reachable, Some(true), "a renewal was just answered");
+        w.regrants.alive_at = Some(Instant::now() - ttl / 3 - CALL_TIMEOUT - TICK);
+        // Not while the lease is not kept alive (it lapsed, the next grant waits).
+        w.note_silence(false);
+        assert_eq!(w.reachable, Some(true));
+        w.note_silence(true);
+        assert_eq!(w.reachable, Some(false));
+        // A tick that made no call ends in `settle(Ok)`: that is no answer from etcd.
+        w.settle(&mut calls, Ok(()), &mut true).unwrap();
+        assert_eq!(
+            w.reachable,
+            Some(false),
+            "a tick without a call took etcd for back"
+        );
+        // A watch response (or any answer) is.
+        w.answer_seen();
+        w.settle(&mut calls, Ok(()), &mut true).unwrap();
+        assert_eq!(w.reachable, Some(true));
     }
 
     #[test]
