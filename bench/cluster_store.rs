@@ -25,6 +25,8 @@
 //! records phase's rate; default 0), `BENCH_PROBE_TETHERD=PATH` (the probe is that tetherd binary, not
 //! one plane in this executable), `BENCH_PROBE_SMAPS=DIR` (the probe's smaps kept there),
 //! `BENCH_HOSTS_NICE` (the host groups' nice value, default 10; etcd and the probe are not niced).
+//! `BENCH_ETCD_PAUSE_AT_SECS` / `BENCH_ETCD_PAUSE_SECS` (etcd SIGSTOPped that many seconds into the
+//! records phase, for that long, then SIGCONTed: an outage; default none).
 //! Run with `cargo bench --bench cluster_store`.
 
 #[path = "bench_settings.rs"]
@@ -696,6 +698,41 @@ impl EtcdCalls {
     }
 }
 
+/// BENCH_ETCD_PAUSE_AT_SECS / BENCH_ETCD_PAUSE_SECS: the bench's etcd stopped (SIGSTOP) that many
+/// seconds into the records phase, for that long, then continued (SIGCONT): an outage longer than the
+/// lease, reproducible. `None` when unset.
+fn etcd_outage(pid: u32, records_start: Instant) -> Option<std::thread::JoinHandle<()>> {
+    let at = Duration::from_secs(
+        std::env::var("BENCH_ETCD_PAUSE_AT_SECS")
+            .ok()?
+            .parse()
+            .unwrap(),
+    );
+    let long = Duration::from_secs(
+        std::env::var("BENCH_ETCD_PAUSE_SECS")
+            .expect("BENCH_ETCD_PAUSE_AT_SECS without BENCH_ETCD_PAUSE_SECS")
+            .parse()
+            .unwrap(),
+    );
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    Some(std::thread::spawn(move || {
+        std::thread::sleep((records_start + at).saturating_duration_since(Instant::now()));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        println!(
+            "etcd stopped {:.1} s into the records phase for {} s (BENCH_ETCD_PAUSE_AT_SECS, BENCH_ETCD_PAUSE_SECS)",
+            records_start.elapsed().as_secs_f64(),
+            long.as_secs()
+        );
+        std::thread::sleep(long);
+        // etcd may be gone already (a failed run tore it down).
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        println!(
+            "etcd continued {:.1} s into the records phase",
+            records_start.elapsed().as_secs_f64()
+        );
+    }))
+}
+
 /// BENCH_ETCD_NICE: every thread of etcd at this nice value, so the simulated hosts sharing its cores do
 /// not starve it (a stand-in for etcd on machines of its own; threads it makes later inherit it).
 fn renice_etcd(pid: u32, nice: &str) {
@@ -889,6 +926,7 @@ fn run(n: usize, samples: usize) {
     let cpu_before_records = (fleet_cpu(), cpu_of(&etcd_pid));
     let calls_before_records = etcd_calls();
     let publish_start = Instant::now();
+    let outage = etcd_outage(etcd.pid(), publish_start);
     // BENCH_RECORDS_SPREAD_MS (default 0: every host at once): host i publishes at i * spread / n.
     let records_spread = Duration::from_millis(env_list("BENCH_RECORDS_SPREAD_MS", &[0])[0] as u64);
     // BENCH_PHASE_SAMPLES (default 0): that many hosts, evenly spaced, give their first record a DNS name,
@@ -941,6 +979,9 @@ fn run(n: usize, samples: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let all_everywhere = publish_start.elapsed();
+    if let Some(outage) = outage {
+        outage.join().unwrap();
+    }
     let records_cpu = (
         fleet_cpu() - cpu_before_records.0,
         cpu_of(&etcd_pid) - cpu_before_records.1,

@@ -1048,3 +1048,91 @@ fn with_etcd_no_host_watches_block_claims_yet_status_lists_every_hosts_blocks_an
         assert_eq!(listed(&h.addr), held, "host {} in {v}", h.addr);
     }
 }
+
+/// The lease id of host `host`'s liveness key, if it has one now.
+fn liveness_lease_now(cluster: &Cluster, host: usize) -> Option<i64> {
+    let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
+    let out = cluster
+        .etcd
+        .as_ref()
+        .unwrap()
+        .ctl(&["get", "--write-out=json", &key]);
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v["kvs"][0]["lease"].as_i64()
+}
+
+#[test]
+fn with_etcd_stopped_longer_than_the_lease_hosts_grant_again_at_once_and_never_drop_each_others_entries(
+) {
+    let mut cluster = Cluster::on("csout", 2, Timings::FAST, Store::Etcd);
+    // A lease of 10 s (the harness's is 2 s): a lapse counted as a refusal waits 5-15 s before the
+    // next grant, one after an outage 1.5 s at most.
+    for host in 0..2 {
+        restart_with_lease_ttl(&mut cluster, host, 10);
+    }
+    let conf = overlay_conf("out", 1800, "10.238.0.0/16");
+    let c0 = cluster.hosts[0].ns.container("o0");
+    let c1 = cluster.hosts[1].ns.container("o1");
+    let r0 = cluster.hosts[0].add(&conf, &c0);
+    let r1 = cluster.hosts[1].add(&conf, &c1);
+    assert!(
+        c0.ping_retry(&overlay_ip(&r1), 10),
+        "no traffic before the outage"
+    );
+    // The first tetherds' 2 s leases are gone by now; the keys are on the 10 s ones.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = liveness_lease(&cluster, 0);
+    let has = |host: usize, mac: &str| {
+        cluster.hosts[host]
+            .fdb("tvx1800")
+            .iter()
+            .any(|(m, _)| m == mac)
+    };
+
+    // 18 s: past the lease and past the pings' 10 s + 5 s, so every connection breaks too (session 19's
+    // outage at a tenth of the fleet). An ADD on host 0 meanwhile publishes a record.
+    let stopped = Stopped::stop(cluster.etcd.as_ref().unwrap().pid());
+    let during = cluster.hosts[0].ns.container("o2");
+    let r_during = cluster.hosts[0].add(&conf, &during);
+    std::thread::sleep(Duration::from_secs(18));
+    drop(stopped);
+    let continued = std::time::Instant::now();
+
+    // etcd expired both leases; each host's entries for the other stay while they grant again.
+    let mut regranted = None;
+    while continued.elapsed() < Duration::from_secs(12) {
+        assert!(
+            has(1, &overlay_mac(&r0)) && has(0, &overlay_mac(&r1)),
+            "a host dropped the other's entries {:.1} s after etcd continued: {}",
+            continued.elapsed().as_secs_f64(),
+            cluster.hosts[1].log()
+        );
+        if regranted.is_none() {
+            if let Some(lease) = liveness_lease_now(&cluster, 0) {
+                if lease != before {
+                    regranted = Some(continued.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = cluster.hosts[0].log();
+    let regranted = regranted.unwrap_or_else(|| {
+        panic!("host 0 has no new lease 12 s after etcd continued (the old one lapsed?): {log}")
+    });
+    // Its session's retry pause (0.375 s at most this early) plus the re-grant's jitter (1.5 s at
+    // most) and a tick; a refusal's pause is 5 s at least.
+    assert!(
+        regranted < Duration::from_secs(4),
+        "host 0 granted its lease again {regranted:?} after etcd continued: {log}"
+    );
+    assert!(
+        log.contains("this host's etcd lease expired"),
+        "the lease never lapsed, the test proved nothing: {log}"
+    );
+    wait_until(
+        "host 1 learns the container added during the outage",
+        Duration::from_secs(10),
+        || has(1, &overlay_mac(&r_during)),
+    );
+}

@@ -16,29 +16,37 @@ pub struct Desired {
     pub neighbours: BTreeSet<NeighbourEntry>,
 }
 
-/// The entries one record wants on `facts`'s device: an endpoint of another host that is up, on the same
-/// VNI.
+/// An endpoint record of `facts`'s network: where [`Wanted`] keeps it (by host and address), with the
+/// entries it wants on the device (`value` `None`: the record is gone), which only an endpoint of another
+/// host that is up, on the same VNI, does. `None` for any other record: it wants nothing on this device.
+#[allow(clippy::type_complexity)]
 fn entries_of(
     facts: &NetworkFacts,
     key: &RecordKey,
-    value: &RecordValue,
+    value: Option<&RecordValue>,
     me: IpAddr,
     is_up: impl Fn(IpAddr) -> bool,
-) -> Option<(FdbEntry, NeighbourEntry)> {
-    let (RecordKey::Endpoint { host, network, ip }, RecordValue::Endpoint { vni, mac, vtep, .. }) =
-        (key, value)
-    else {
+) -> Option<((IpAddr, IpAddr), Option<(FdbEntry, NeighbourEntry)>)> {
+    let RecordKey::Endpoint { host, network, ip } = key else {
         return None;
     };
-    if *host == me || network != &facts.network || *vni != facts.vni || !is_up(*host) {
+    if network != &facts.network {
         return None;
     }
-    let mac = MacAddr::new(*mac);
-    // IPv4 and IPv6 alike: the device's proxy answers ARP and neighbour solicitations from these.
-    Some((
-        FdbEntry { mac, dst: *vtep },
-        NeighbourEntry { ip: *ip, mac },
-    ))
+    let entries = match value {
+        Some(RecordValue::Endpoint { vni, mac, vtep, .. })
+            if *host != me && *vni == facts.vni && is_up(*host) =>
+        {
+            let mac = MacAddr::new(*mac);
+            // IPv4 and IPv6 alike: the device's proxy answers ARP and neighbour solicitations from these.
+            Some((
+                FdbEntry { mac, dst: *vtep },
+                NeighbourEntry { ip: *ip, mac },
+            ))
+        }
+        _ => None,
+    };
+    Some(((*host, *ip), entries))
 }
 
 /// What the records want on `facts`'s device, counting only hosts `is_up` says are up.
@@ -55,24 +63,13 @@ pub fn desired(
 /// those records only (recomputing [`desired`] from the whole table per batch was O(records) per host).
 #[derive(Debug, Default)]
 pub struct Wanted {
-    /// By the endpoint's host and address ([`wanted_key`]): one device is one network, so the record
+    /// By the endpoint's host and address ([`entries_of`]): one device is one network, so the record
     /// key's network name (a heap string per record, ~0.1 kB with its B-tree share at 10 000 records)
     /// says nothing here.
     by_key: BTreeMap<(IpAddr, IpAddr), (FdbEntry, NeighbourEntry)>,
     /// How many records want each FDB entry (a dual-stack container's two records want one) and each MAC.
     fdb: BTreeMap<FdbEntry, usize>,
     macs: BTreeMap<MacAddr, usize>,
-}
-
-/// Where [`Wanted`] keeps `key`'s entries: an endpoint of `facts`'s network, by host and address; no
-/// other record wants entries on its device.
-fn wanted_key(facts: &NetworkFacts, key: &RecordKey) -> Option<(IpAddr, IpAddr)> {
-    match key {
-        RecordKey::Endpoint { host, network, ip } if network == &facts.network => {
-            Some((*host, *ip))
-        }
-        _ => None,
-    }
 }
 
 fn count_up<K: Ord>(map: &mut BTreeMap<K, usize>, k: K) -> bool {
@@ -102,10 +99,8 @@ impl Wanted {
     ) -> Wanted {
         let mut w = Wanted::default();
         for (key, value) in table.live() {
-            if let Some(entries) = entries_of(facts, key, value, me, &is_up) {
-                if let Some(k) = wanted_key(facts, key) {
-                    w.insert(k, entries);
-                }
+            if let Some((k, Some(entries))) = entries_of(facts, key, Some(value), me, &is_up) {
+                w.insert(k, entries);
             }
         }
         w
@@ -135,10 +130,9 @@ impl Wanted {
     ) {
         // Another network's record wants nothing here (and may share a host and address with one of
         // this network's).
-        let Some(k) = wanted_key(facts, key) else {
+        let Some((k, new)) = entries_of(facts, key, value, me, is_up) else {
             return;
         };
-        let new = value.and_then(|v| entries_of(facts, key, v, me, is_up));
         let old = self.by_key.remove(&k);
         if old == new {
             if let Some(entries) = old {

@@ -44,6 +44,15 @@ pub struct EtcdStore {
     /// the key). Other records are named by their key alone, so no second copy of them is kept.
     blocks: BTreeMap<String, RecordKey>,
     up: BTreeSet<IpAddr>,
+    /// Hosts whose liveness key went within `hold` of this host reaching etcd again, and when they count
+    /// as down if it does not come back: see [`EtcdStore::host_gone`]. Still in `up` meanwhile.
+    leaving: BTreeMap<IpAddr, Instant>,
+    /// When this host's worker last reached etcd again after losing it (`Event::Reachable`); not its
+    /// first contact, which is no return from an outage.
+    regained_at: Option<Instant>,
+    reached_before: bool,
+    /// This host's lease TTL: what another host needs to grant its lease again once etcd answers.
+    hold: Duration,
     /// Hosts seen in the store (liveness, blocks or records), for `members`.
     seen: BTreeSet<IpAddr>,
     published: Option<BTreeMap<String, Vec<u8>>>,
@@ -75,6 +84,7 @@ impl EtcdStore {
         let (event_tx, events) = channel();
         let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
         let layout = Layout::new(&cfg.prefix);
+        let hold = cfg.lease_ttl;
         tracing::info!(endpoints = ?cfg.endpoints, prefix = %cfg.prefix, "etcd store starting");
         let watch_counts = Arc::new(WatchCounts::default());
         let worker = Worker::new(
@@ -101,6 +111,10 @@ impl EtcdStore {
             table: RecordTable::new(),
             blocks: BTreeMap::new(),
             up: BTreeSet::new(),
+            leaving: BTreeMap::new(),
+            regained_at: None,
+            reached_before: false,
+            hold,
             seen: BTreeSet::new(),
             published: None,
             proposed: Vec::new(),
@@ -124,6 +138,7 @@ impl EtcdStore {
         match parsed {
             Some(Key::Host(host)) => {
                 self.seen.insert(host);
+                self.leaving.remove(&host);
                 match self.up.insert(host) {
                     true => self.liveness_of(host),
                     false => Changes::default(),
@@ -165,6 +180,46 @@ impl EtcdStore {
         }
     }
 
+    /// `host`'s liveness key went. Right after an outage (this host reached etcd again less than a lease
+    /// TTL ago) that says nothing about `host`: etcd expired every lease it could not renew meanwhile, at
+    /// once, and each host grants its lease again as soon as it reaches etcd. Taking them all for down
+    /// would drop every other host's FDB and neighbour entries and names until then, so such a host is
+    /// held up for a lease TTL and goes down only if its key does not come back (`step`). At other
+    /// times a host whose key goes is down at once.
+    fn host_gone(&mut self, host: IpAddr) -> Changes {
+        if !self.up.contains(&host) {
+            return Changes::default();
+        }
+        let now = Instant::now();
+        if self
+            .regained_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.hold)
+        {
+            self.leaving.entry(host).or_insert(now + self.hold);
+            return Changes::default();
+        }
+        self.up.remove(&host);
+        self.liveness_of(host)
+    }
+
+    /// Hosts held up after an outage whose liveness key did not come back in time: down now.
+    fn expire_leaving(&mut self, now: Instant) -> Changes {
+        let due: Vec<IpAddr> = self
+            .leaving
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(h, _)| *h)
+            .collect();
+        let mut changes = Changes::default();
+        for host in due {
+            self.leaving.remove(&host);
+            if self.up.remove(&host) {
+                changes.merge(self.liveness_of(host));
+            }
+        }
+        changes
+    }
+
     /// `host` came up or went down: only its records count again, not every host's.
     fn liveness_of(&mut self, host: IpAddr) -> Changes {
         self.table.touch_endpoints_of(host);
@@ -192,12 +247,7 @@ impl EtcdStore {
     fn delete(&mut self, key: &str, revision: i64) -> Changes {
         self.revision = self.revision.max(revision);
         let rk = match self.layout.parse(key) {
-            Some(Key::Host(host)) => {
-                return match self.up.remove(&host) {
-                    true => self.liveness_of(host),
-                    false => Changes::default(),
-                };
-            }
+            Some(Key::Host(host)) => return self.host_gone(host),
             Some(Key::Block { .. }) => self.blocks.remove(key),
             Some(k) => k.record_key().filter(|rk| rk.host() != self.me),
             None => None,
@@ -244,11 +294,11 @@ impl EtcdStore {
                 _ => None,
             })
             .collect();
-        let flipped: Vec<IpAddr> = live.symmetric_difference(&self.up).copied().collect();
-        self.up = live;
-        for host in flipped {
-            changes.merge(self.liveness_of(host));
+        let gone: Vec<IpAddr> = self.up.difference(&live).copied().collect();
+        for host in gone {
+            changes.merge(self.host_gone(host));
         }
+        // Hosts listed come up (and stop leaving) by their keys' puts below.
         for (key, stored) in keys {
             changes.merge(self.put(key, stored));
         }
@@ -320,6 +370,10 @@ impl EtcdStore {
                 }
             }
             Event::Reachable(up) => {
+                if up && !self.reachable && self.reached_before {
+                    self.regained_at = Some(Instant::now());
+                }
+                self.reached_before |= up;
                 self.reachable = up;
                 if up {
                     self.last_sync_ms = now_ms();
@@ -340,7 +394,8 @@ impl ClusterStore for EtcdStore {
     }
 
     fn next_due(&self) -> Option<Instant> {
-        Some(self.next_expiry)
+        let leaving = self.leaving.values().min().copied();
+        Some(leaving.map_or(self.next_expiry, |at| at.min(self.next_expiry)))
     }
 
     fn step(&mut self) -> Changes {
@@ -350,6 +405,7 @@ impl ClusterStore for EtcdStore {
         while let Ok(event) = self.events.try_recv() {
             changes.merge(self.apply(event));
         }
+        changes.merge(self.expire_leaving(Instant::now()));
         if Instant::now() >= self.next_expiry {
             // Tombstones only bridge a delete and a re-put in the table; an hour is plenty.
             self.table.expire_tombstones(now_ms(), 3_600_000);
@@ -452,5 +508,113 @@ impl ClusterStore for EtcdStore {
         // Dropping the sender ends the worker, which revokes this host's lease.
         let (closed, _) = tokio::sync::mpsc::unbounded_channel();
         self.commands = closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store without a worker: events are applied by hand.
+    fn store(me: IpAddr, hold: Duration) -> EtcdStore {
+        let (commands, _) = tokio::sync::mpsc::unbounded_channel();
+        let (_, events) = channel();
+        let (wake, _) = UnixDatagram::pair().unwrap();
+        EtcdStore {
+            me,
+            layout: Layout::new("/tether"),
+            state_dir: PathBuf::from("/nonexistent"),
+            commands,
+            events,
+            wake,
+            table: RecordTable::new(),
+            blocks: BTreeMap::new(),
+            up: BTreeSet::new(),
+            leaving: BTreeMap::new(),
+            regained_at: None,
+            reached_before: false,
+            hold,
+            seen: BTreeSet::new(),
+            published: None,
+            proposed: Vec::new(),
+            reachable: false,
+            revision: 0,
+            last_sync_ms: 0,
+            next_expiry: Instant::now() + Duration::from_secs(60),
+            watch_counts: Arc::new(WatchCounts::default()),
+        }
+    }
+
+    fn host_put(s: &mut EtcdStore, host: IpAddr, revision: i64) -> Changes {
+        let key = s.layout.host(host);
+        let stored = Stored {
+            value: b"{}".to_vec(),
+            mod_revision: revision,
+            holder: None,
+        };
+        s.apply(Event::Put {
+            parsed: s.layout.parse(&key),
+            key,
+            stored,
+        })
+    }
+
+    fn host_delete(s: &mut EtcdStore, host: IpAddr, revision: i64) -> Changes {
+        let key = s.layout.host(host);
+        s.apply(Event::Delete { key, revision })
+    }
+
+    #[test]
+    fn liveness_keys_etcd_expires_right_after_an_outage_keep_their_hosts_up_for_a_lease_ttl_and_others_go_at_once(
+    ) {
+        let hold = Duration::from_secs(30);
+        let mut s = store("192.0.2.1".parse().unwrap(), hold);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+            "192.0.2.4".parse().unwrap(),
+        );
+        // The first contact is no return from an outage: a host whose key goes is down at once.
+        let _ = s.apply(Event::Reachable(true));
+        for (i, h) in [a, b, c].into_iter().enumerate() {
+            let _ = host_put(&mut s, h, 10 + i as i64);
+        }
+        let gone = host_delete(&mut s, a, 20);
+        assert!(!s.is_up(a) && gone.liveness_touched);
+        // An outage: the worker lost etcd and reached it again; etcd expired every lease it could not
+        // renew, and their deletes come now.
+        let _ = s.apply(Event::Reachable(false));
+        let _ = s.apply(Event::Reachable(true));
+        let held = host_delete(&mut s, b, 30);
+        let _ = host_delete(&mut s, c, 31);
+        assert!(
+            s.is_up(b) && s.is_up(c),
+            "hosts taken for down by the outage"
+        );
+        assert_eq!(held, Changes::default(), "their entries were due to go");
+        assert!(s.next_due().unwrap() <= Instant::now() + hold);
+        // b grants its lease again: it stays up and nothing is due for it.
+        assert_eq!(host_put(&mut s, b, 40), Changes::default());
+        // c's key never comes back: down a lease TTL later, not before.
+        assert_eq!(s.expire_leaving(Instant::now()), Changes::default());
+        assert!(s.is_up(c));
+        let down = s.expire_leaving(Instant::now() + hold + Duration::from_secs(1));
+        assert!(down.liveness_touched && !s.is_up(c) && s.is_up(b));
+        assert!(s.leaving.is_empty());
+        // A list (after a compaction) missing a host right after the outage holds it the same way.
+        let listed = BTreeMap::from([(
+            s.layout.host(b),
+            Stored {
+                value: b"{}".to_vec(),
+                mod_revision: 50,
+                holder: None,
+            },
+        )]);
+        let _ = host_put(&mut s, c, 45);
+        let _ = s.apply(Event::Snapshot {
+            revision: 50,
+            keys: listed,
+        });
+        assert!(s.is_up(c) && s.leaving.contains_key(&c));
     }
 }

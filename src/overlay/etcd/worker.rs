@@ -207,6 +207,9 @@ pub struct Worker {
     /// apply it, so the next attempt asks for the same ID (`grant_id`, `lease_exists`).
     granting: Option<i64>,
     regrants: Regrants,
+    /// No renewal was answered for a renewal period and a call's deadline, and etcd answered nothing
+    /// since: a tick that made no call neither takes etcd for reachable nor counts as its answer.
+    silent: bool,
 }
 
 /// A stable index below `n` derived from the host's address.
@@ -222,6 +225,9 @@ type Fallible<T> = Result<T, etcd_client::Error>;
 
 /// A tick: keep-alives and retries run at least this often.
 const TICK: Duration = Duration::from_millis(500);
+
+/// How long one call may take before the client gives up on it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Compare-and-swaps per transaction: etcd refuses more than 128 operations in one (`--max-txn-ops`).
 const TXN_OPS: usize = 64;
@@ -349,6 +355,19 @@ impl Failure {
             | UNAVAILABLE => Failure::Call,
             _ => Failure::Session,
         }
+    }
+}
+
+/// Whether a failed call's error is etcd's own answer (a status it sent), not the client's: its deadline
+/// passed, the connection broke or could not be made. tonic keeps the cause of a status it made itself.
+fn answered(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status).is_none(),
+        // A renewal answered with TTL 0.
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        // A keep-alive stream etcd ended (its trailers came) before answering its first renewal.
+        etcd_client::Error::WatchError(m) => m == "failed to create lease keeper",
+        _ => false,
     }
 }
 
@@ -483,10 +502,19 @@ impl Calls {
 /// This host's lease and its keep-alive stream.
 struct Lease {
     id: i64,
-    keeper: LeaseKeeper,
-    alive: LeaseKeepAliveStream,
-    /// Whether the keep-alive stream still runs (etcd ends it when a renewal fails).
-    open: bool,
+    /// While the keep-alive stream runs: etcd ends it when a renewal fails, and a lease that lapsed has
+    /// none until the next is granted.
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+}
+
+/// The next answer on the lease's keep-alive stream; never, without one.
+async fn next_renewal(
+    stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+) -> Fallible<Option<etcd_client::LeaseKeepAliveResponse>> {
+    match stream {
+        Some((_, alive)) => alive.message().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the liveness key needs, from whether the lease is known alive and whether the key is there.
@@ -543,6 +571,46 @@ fn lease_to_resume(kept: Option<i64>, expired: i64) -> Option<i64> {
 /// The longest pause before a new lease, in lease TTLs.
 const REGRANT_MAX_TTLS: u32 = 4;
 
+/// The pause before a new lease after one lapsed while etcd answered nothing, jittered: a whole fleet
+/// finds its leases gone when etcd comes back, and grants spread over a second instead of arriving at once.
+const REGRANT_AFTER_OUTAGE: Duration = Duration::from_secs(1);
+
+/// What came of the current lease's renewals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Renewal {
+    /// The last one was answered.
+    #[default]
+    Answered,
+    /// etcd answered the last one with a refusal, or ended the keep-alive stream.
+    Refused,
+    /// None answered since the grant, or the last one got no answer at all (the call's deadline, a
+    /// broken connection).
+    Unanswered,
+}
+
+/// Why a lease lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lapse {
+    /// Its renewals were answered: the host was cut off too briefly to see it, or etcd lost it.
+    Lost,
+    /// etcd answered but did not renew it: it lags.
+    Refused,
+    /// etcd answered nothing while it expired: stopped, unreachable, the connection broken.
+    Unreachable,
+}
+
+impl Lapse {
+    /// `heard`: etcd answered some other call while the renewals went unanswered, before the lease
+    /// expired (a lagging etcd still serves the watch and some calls; a stopped one serves nothing).
+    fn of(renewal: Renewal, heard: bool) -> Lapse {
+        match (renewal, heard) {
+            (Renewal::Answered, _) => Lapse::Lost,
+            (Renewal::Refused, _) | (Renewal::Unanswered, true) => Lapse::Refused,
+            (Renewal::Unanswered, false) => Lapse::Unreachable,
+        }
+    }
+}
+
 /// The pause before granting a new lease after `refused_in_a_row` leases in a row lapsed while etcd
 /// refused their renewals: none after a lease lost otherwise (the host was cut off, etcd lost it), then
 /// one TTL, two, four at most, each jittered (`jittered`).
@@ -557,16 +625,23 @@ fn regrant_pause(refused_in_a_row: u32, ttl: Duration, draw: u64) -> Duration {
 }
 
 /// When this host may grant its next lease. A lease that lapsed while etcd refused its renewals (its
-/// applied index over a second behind its commits) lapsed because etcd lags, and a new lease granted
+/// applied index over a second behind its commits), or left them unanswered while it answered other calls,
+/// lapsed because etcd lags, and a new lease granted
 /// at once lapses the same way: one grant, one liveness put and one revoke more for a lagging etcd to
 /// apply, the put and the delete each delivered to every host (at 1000 hosts about 80 ms of etcd CPU per
 /// lapse). A thousand hosts doing that every TTL kept etcd lagging after the load that made it lag was
 /// gone. So each such lapse in a row lengthens the pause before the next grant ([`regrant_pause`]);
-/// a lease whose renewals were answered for two TTLs ends the series.
+/// a lease whose renewals were answered for two TTLs ends the series. A lease that lapsed while etcd
+/// answered nothing at all (an outage longer than the TTL) says nothing about etcd's lag: the next grant
+/// goes as soon as etcd answers again ([`REGRANT_AFTER_OUTAGE`]), and the series is left as it was.
 #[derive(Debug, Default)]
 struct Regrants {
-    /// The last renewal of the current lease was refused, or none was answered since its grant.
-    refused: bool,
+    renewal: Renewal,
+    /// When the current lease was last known alive (granted, or a renewal answered): etcd expires it a
+    /// TTL later.
+    alive_at: Option<Instant>,
+    /// etcd answered another call while the renewals were not answered, before the lease expired.
+    heard: bool,
     refused_in_a_row: u32,
     /// Since when every renewal of the current lease was answered.
     healthy_since: Option<Instant>,
@@ -577,12 +652,16 @@ struct Regrants {
 
 impl Regrants {
     fn granted(&mut self) {
-        self.refused = true;
+        self.renewal = Renewal::Unanswered;
+        self.alive_at = Some(Instant::now());
+        self.heard = false;
         self.healthy_since = None;
     }
 
     fn renewed(&mut self, ttl: Duration) {
-        self.refused = false;
+        self.renewal = Renewal::Answered;
+        self.alive_at = Some(Instant::now());
+        self.heard = false;
         self.not_before = None;
         let since = *self.healthy_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= ttl.saturating_mul(2) {
@@ -592,8 +671,30 @@ impl Regrants {
 
     /// etcd refused a renewal (it answered, but not within its wait for the applied index).
     fn refusal(&mut self) {
-        self.refused = true;
+        self.renewal = Renewal::Refused;
         self.healthy_since = None;
+    }
+
+    /// A renewal got no answer at all (its deadline passed, the connection broke).
+    fn unanswered(&mut self) {
+        if self.renewal == Renewal::Answered {
+            self.renewal = Renewal::Unanswered;
+            self.heard = false;
+        }
+        self.healthy_since = None;
+    }
+
+    /// Whether the lease was last known alive longer than `limit` ago.
+    fn overdue(&self, limit: Duration) -> bool {
+        self.alive_at.is_some_and(|at| at.elapsed() > limit)
+    }
+
+    /// etcd answered a call (or sent a watch response): while the renewals are not answered and the
+    /// lease has not expired yet, that says etcd lags rather than is gone.
+    fn heard_from_etcd(&mut self, ttl: Duration) {
+        if self.renewal != Renewal::Answered && self.alive_at.is_some_and(|at| at.elapsed() < ttl) {
+            self.heard = true;
+        }
     }
 
     /// Lease `id` is gone (expired, revoked): sets when the next grant may go.
@@ -602,11 +703,17 @@ impl Regrants {
             return;
         }
         self.lapsed = Some(id);
-        self.refused_in_a_row = match self.refused {
-            true => self.refused_in_a_row + 1,
-            false => 0,
+        let pause = match Lapse::of(self.renewal, self.heard) {
+            Lapse::Lost => {
+                self.refused_in_a_row = 0;
+                Duration::ZERO
+            }
+            Lapse::Refused => {
+                self.refused_in_a_row += 1;
+                regrant_pause(self.refused_in_a_row, ttl, draw)
+            }
+            Lapse::Unreachable => jittered(REGRANT_AFTER_OUTAGE, draw),
         };
-        let pause = regrant_pause(self.refused_in_a_row, ttl, draw);
         self.not_before = Some(Instant::now() + pause);
     }
 
@@ -661,6 +768,7 @@ impl Worker {
             lease_id: None,
             granting: None,
             regrants: Regrants::default(),
+            silent: false,
         }
     }
 
@@ -809,7 +917,7 @@ impl Worker {
     async fn connect(&self) -> Fallible<Client> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(3))
+            .with_timeout(CALL_TIMEOUT)
             // A member that leaves pings unanswered for half a lease (2 s at least) is gone; one busy
             // for 2 s is not (ending the session then cost a new lease and a catch-up).
             .with_keep_alive(
@@ -842,8 +950,7 @@ impl Worker {
         let mut client = self.connect().await?;
         let ttl = self.cfg.lease_ttl;
         let mut calls = Calls::new(ttl);
-        let (mut lease, mut watch) = self.open(&mut client, &mut calls).await?;
-        let mut lease_alive = true;
+        let (mut lease, mut lease_alive, mut watch) = self.open(&mut client, &mut calls).await?;
         let first = self.sync_own(&mut client).await;
         self.settle(&mut calls, first, &mut lease_alive)?;
         let mut tick = tokio::time::interval(TICK);
@@ -860,7 +967,9 @@ impl Worker {
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else {
                         // The plane stops: give the liveness key up at once.
-                        let _ = client.lease_revoke(lease.id).await;
+                        if lease_alive {
+                            let _ = client.lease_revoke(lease.id).await;
+                        }
                         return Ok(());
                     };
                     if calls.due() {
@@ -886,15 +995,17 @@ impl Worker {
                         self.settle(&mut calls, done, &mut lease_alive)?;
                         continue;
                     }
+                    self.answer_seen();
                     self.apply_watch(&resp);
                     if let Delivered::Through(rev) = Delivered::of(&resp) {
                         self.revision = self.revision.max(rev);
                     }
                 }
-                ka = lease.alive.message(), if lease.open => {
+                ka = next_renewal(&mut lease.stream), if lease.stream.is_some() => {
                     match ka {
-                        Ok(Some(r)) if r.ttl() > 0 => self.regrants.renewed(ttl),
+                        Ok(Some(r)) if r.ttl() > 0 => self.renewal_answered(),
                         Ok(Some(_)) => {
+                            self.answer_seen();
                             tracing::warn!(lease = lease.id, "this host's etcd lease expired; taking a new one");
                             lease_alive = false;
                             let done = self.keep_liveness(&mut client, &mut lease, &mut lease_alive).await;
@@ -905,7 +1016,8 @@ impl Worker {
                         // again for it on this connection (`keep_liveness`).
                         Ok(None) => self.keep_alive_ended(&mut lease),
                         Err(e) => {
-                            lease.open = false;
+                            lease.stream = None;
+                            self.renewal_failed(&e);
                             self.settle(&mut calls, Err(e), &mut lease_alive)?;
                         }
                     }
@@ -946,10 +1058,11 @@ impl Worker {
         if last_keep.elapsed() < self.cfg.lease_ttl / 3 {
             return Ok(());
         }
-        if lease.open {
-            if let Err(e) = lease.keeper.keep_alive().await {
+        self.note_silence(*lease_alive && lease.stream.is_some());
+        if let Some((keeper, _)) = &mut lease.stream {
+            if let Err(e) = keeper.keep_alive().await {
                 tracing::debug!(error = %e, "the etcd keep-alive stream is closed; opening it again");
-                lease.open = false;
+                lease.stream = None;
             }
             *last_keep = Instant::now();
         } else if *lease_alive && !calls.due() {
@@ -962,29 +1075,90 @@ impl Worker {
 
     /// A session's setup: the first list, the lease with the liveness key, the watch. Its calls too are
     /// retried on this connection: under load a list or a lease grant times out like any call, and a
-    /// new session would only ask etcd for the same again.
+    /// new session would only ask etcd for the same again. A new lease that must wait its re-grant pause
+    /// is left to the session's ticks (whether the lease is alive is returned): the watch and this
+    /// host's records do not wait for it.
     async fn open(
         &mut self,
         client: &mut Client,
         calls: &mut Calls,
-    ) -> Fallible<(Lease, WatchStream)> {
+    ) -> Fallible<(Lease, bool, WatchStream)> {
         let end_after = self.end_after();
         // The first session lists everything; a later one resumes the watch after the last revision it
         // saw (a compaction since then cancels it, and the session's loop lists again).
         if self.revision == 0 {
             while let Err(e) = self.relist(client).await {
+                self.failed_call(&e);
                 calls.pause_or_end(e, end_after).await?;
             }
         }
         let lease = loop {
             match self.resume_lease(client).await {
                 Ok(lease) => break lease,
-                Err(e) => calls.pause_or_end(e, end_after).await?,
+                Err(e) => {
+                    self.failed_call(&e);
+                    calls.pause_or_end(e, end_after).await?
+                }
             }
         };
+        let (lease, alive) = match lease {
+            Some(lease) => (lease, true),
+            None => (self.lapsed_lease(), false),
+        };
+        // etcd answered the lease's call.
+        self.silent = false;
         self.set_reachable(true);
         let watch = self.watch_retrying(client, calls).await?;
-        Ok((lease, watch))
+        Ok((lease, alive, watch))
+    }
+
+    /// The lease that lapsed last, kept without a stream while the next grant waits: the tick's
+    /// `keep_liveness` grants it when due.
+    fn lapsed_lease(&self) -> Lease {
+        Lease {
+            id: self.regrants.lapsed.unwrap_or(0),
+            stream: None,
+        }
+    }
+
+    /// A failed call's error as evidence for the next grant's pause: etcd's own answer says it serves.
+    fn failed_call(&mut self, e: &etcd_client::Error) {
+        if answered(e) {
+            self.answer_seen();
+        }
+    }
+
+    /// At a renewal of a live lease (`renewing`): no renewal answered for a renewal period and a call's
+    /// deadline means etcd is not answering, which the plane must know before the pings end the
+    /// connection (a lease can lapse first), so that it holds the liveness deletes etcd sends when it
+    /// answers again (`EtcdStore::host_gone`).
+    fn note_silence(&mut self, renewing: bool) {
+        if renewing && self.regrants.overdue(self.cfg.lease_ttl / 3 + CALL_TIMEOUT) {
+            self.silent = true;
+            self.set_reachable(false);
+        }
+    }
+
+    /// etcd answered something (a watch response, a renewal, an error status of its own): the silence
+    /// is over, and while renewals go unanswered that is evidence of lag, not of an outage.
+    fn answer_seen(&mut self) {
+        self.silent = false;
+        self.regrants.heard_from_etcd(self.cfg.lease_ttl);
+    }
+
+    fn renewal_answered(&mut self) {
+        self.regrants.renewed(self.cfg.lease_ttl);
+        self.answer_seen();
+        self.set_reachable(true);
+    }
+
+    /// A renewal failed: refused by etcd, or not answered at all.
+    fn renewal_failed(&mut self, e: &etcd_client::Error) {
+        match (Failure::of(e), answered(e)) {
+            (Failure::LeaseGone, _) => {}
+            (_, true) => self.regrants.refusal(),
+            (_, false) => self.regrants.unanswered(),
+        }
     }
 
     /// What a call's result means for the session: `Err` ends it; a failed call alone is retried later
@@ -998,11 +1172,16 @@ impl Worker {
         let e = match done {
             Ok(()) => {
                 calls.succeeded();
-                self.set_reachable(true);
+                // A tick may have made no call at all: only an answer ends a silence.
+                if !self.silent {
+                    self.regrants.heard_from_etcd(self.cfg.lease_ttl);
+                    self.set_reachable(true);
+                }
                 return Ok(());
             }
             Err(e) => e,
         };
+        self.failed_call(&e);
         match calls.failed(Failure::of(&e), self.end_after()) {
             Verdict::Retry(pause) => {
                 if calls.in_a_row == 1 {
@@ -1045,12 +1224,18 @@ impl Worker {
                 if !self.regrants.wait().is_zero() {
                     // No renewals of a lease etcd no longer has; the tick asks again, and the
                     // session goes on meanwhile (watch, records).
-                    lease.open = false;
+                    lease.stream = None;
                     return Ok(());
                 }
                 self.lease_id = lease_to_resume(self.lease_id, lease.id);
-                *lease = self.resume_lease(client).await?;
-                *lease_alive = true;
+                match self.resume_lease(client).await? {
+                    Some(new) => {
+                        *lease = new;
+                        *lease_alive = true;
+                    }
+                    // The lease it resumed had lapsed too: its pause is the one waited now.
+                    None => *lease = self.lapsed_lease(),
+                }
                 return Ok(());
             }
         }
@@ -1060,18 +1245,12 @@ impl Worker {
     /// Opens the keep-alive stream again for the same lease if etcd ended it (its first renewal is
     /// sent and answered inside).
     async fn reopen_keep_alive(&mut self, client: &mut Client, lease: &mut Lease) -> Fallible<()> {
-        if !lease.open {
-            let (keeper, alive) = self.keep_alive(client, lease.id).await?;
+        if lease.stream.is_none() {
+            lease.stream = Some(self.keep_alive(client, lease.id).await?);
             tracing::debug!(
                 lease = lease.id,
                 "etcd keep-alive stream opened again on the same lease"
             );
-            *lease = Lease {
-                id: lease.id,
-                keeper,
-                alive,
-                open: true,
-            };
         }
         Ok(())
     }
@@ -1299,12 +1478,12 @@ impl Worker {
 
     /// etcd ended the keep-alive stream, which it does when it refuses a renewal.
     fn keep_alive_ended(&mut self, lease: &mut Lease) {
-        lease.open = false;
+        lease.stream = None;
         self.regrants.refusal();
     }
 
-    /// A keep-alive stream for lease `id`, its first renewal answered; a renewal etcd refused (or
-    /// answered) is counted for the next grant's pause.
+    /// A keep-alive stream for lease `id`, its first renewal answered; a renewal etcd refused, answered
+    /// or left unanswered is counted for the next grant's pause.
     async fn keep_alive(
         &mut self,
         client: &mut Client,
@@ -1312,13 +1491,11 @@ impl Worker {
     ) -> Fallible<(LeaseKeeper, LeaseKeepAliveStream)> {
         match client.lease_keep_alive(id).await {
             Ok(stream) => {
-                self.regrants.renewed(self.cfg.lease_ttl);
+                self.renewal_answered();
                 Ok(stream)
             }
             Err(e) => {
-                if Failure::of(&e) == Failure::Call {
-                    self.regrants.refusal();
-                }
+                self.renewal_failed(&e);
                 Err(e)
             }
         }
@@ -1326,19 +1503,18 @@ impl Worker {
 
     /// The previous session's lease kept alive on this connection, if etcd still has it: the liveness
     /// key stays on it as it is (no put, no delivery to every host; if someone deleted the key, the
-    /// resumed watch says so and the tick puts it back). Only a lease etcd no longer knows is replaced.
-    async fn resume_lease(&mut self, client: &mut Client) -> Fallible<Lease> {
+    /// resumed watch says so and the tick puts it back). Only a lease etcd no longer knows is replaced;
+    /// `None` while the new one waits its pause ([`Regrants`]).
+    async fn resume_lease(&mut self, client: &mut Client) -> Fallible<Option<Lease>> {
         if let Some(id) = self.lease_id {
             // The first keep-alive is sent and answered inside: a ttl of 0 is "lease not found".
             match self.keep_alive(client, id).await {
-                Ok((keeper, alive)) => {
+                Ok(stream) => {
                     tracing::info!(lease = id, "etcd session resumed on this host's lease");
-                    return Ok(Lease {
+                    return Ok(Some(Lease {
                         id,
-                        keeper,
-                        alive,
-                        open: true,
-                    });
+                        stream: Some(stream),
+                    }));
                 }
                 Err(e) if Failure::of(&e) == Failure::LeaseGone => {
                     tracing::info!(
@@ -1358,16 +1534,17 @@ impl Worker {
     /// Grants a lease and puts this host's liveness key on it. The lease's ID is this host's choice,
     /// so a grant re-sent after its deadline passed finds the one etcd applied late instead of granting
     /// a second (the first, kept alive by no one, expired 10 s later: one more revoke etcd had to
-    /// commit while saturated, each of a storm's lost grants).
-    async fn liveness(&mut self, client: &mut Client) -> Fallible<Lease> {
+    /// commit while saturated, each of a storm's lost grants). `None` while the grant must wait: the
+    /// session goes on without it (its records are not on the lease).
+    async fn liveness(&mut self, client: &mut Client) -> Fallible<Option<Lease>> {
         let wait = self.regrants.wait();
         if !wait.is_zero() {
             tracing::info!(
                 ?wait,
                 refused_in_a_row = self.regrants.refused_in_a_row,
-                "this host's last lease lapsed while etcd refused its renewals; the next grant waits"
+                "this host's last lease lapsed; the next grant waits"
             );
-            tokio::time::sleep(wait).await;
+            return Ok(None);
         }
         let ttl = self.cfg.lease_ttl.as_secs() as i64;
         let id = grant_id(self.granting, self.rng.next_u64());
@@ -1392,13 +1569,11 @@ impl Worker {
         // (`lease_to_resume`; the tick puts the key on it) instead of granting another.
         self.lease_id = Some(id);
         self.put_liveness(client, id).await?;
-        let (keeper, alive) = self.keep_alive(client, id).await?;
-        Ok(Lease {
+        let stream = self.keep_alive(client, id).await?;
+        Ok(Some(Lease {
             id,
-            keeper,
-            alive,
-            open: true,
-        })
+            stream: Some(stream),
+        }))
     }
 
     async fn put_liveness(&mut self, client: &mut Client, lease: i64) -> Fallible<()> {
@@ -1976,11 +2151,13 @@ mod tests {
         // The same lapse seen again (a retry, another path) does not lengthen it.
         r.lapsed(2, ttl, 0);
         assert!(r.wait() <= first);
-        // Granted and never renewed, lapsed: each such lapse in a row doubles the base, up to four TTLs,
-        // also when a renewal was answered in between (the lease was not healthy for two TTLs).
+        // Granted and never renewed while etcd answered other calls, lapsed: each such lapse in a row
+        // doubles the base, up to four TTLs, also when a renewal was answered in between (the lease was
+        // not healthy for two TTLs).
         for (id, ttls) in [(3, 2), (4, 4), (5, 4), (6, 4)] {
             let base = ttl * ttls;
             r.granted();
+            r.heard_from_etcd(ttl);
             if id == 4 {
                 r.renewed(ttl);
                 r.refusal();
@@ -2006,6 +2183,139 @@ mod tests {
         r.refusal();
         r.lapsed(7, ttl, 0);
         assert!(r.wait() <= ttl / 2 && ttl / 2 - slack < r.wait());
+    }
+
+    #[test]
+    fn a_lease_that_lapsed_while_etcd_answered_nothing_is_replaced_within_a_second_and_the_refusal_series_stays(
+    ) {
+        let ttl = Duration::from_secs(30);
+        let mut r = Regrants::default();
+        // A lagging etcd: two lapses with refused renewals.
+        for id in [1, 2] {
+            r.granted();
+            r.renewed(ttl);
+            r.refusal();
+            r.lapsed(id, ttl, 0);
+        }
+        assert_eq!(r.refused_in_a_row, 2);
+        // Then an outage longer than the lease: renewed, then every renewal got no answer (deadline,
+        // broken connection) and nothing else was answered before the lease expired.
+        r.granted();
+        r.renewed(ttl);
+        r.unanswered();
+        r.unanswered();
+        r.lapsed(3, ttl, u64::MAX);
+        assert!(
+            r.wait() <= REGRANT_AFTER_OUTAGE * 3 / 2,
+            "waited like a refusal: {:?}",
+            r.wait()
+        );
+        assert_eq!(
+            r.refused_in_a_row, 2,
+            "an outage neither counts nor ends the series"
+        );
+        // A renewal period and a call's deadline without an answer: etcd is taken for unreachable.
+        r.renewed(ttl);
+        assert!(!r.overdue(ttl / 3 + CALL_TIMEOUT));
+        r.alive_at = Some(Instant::now() - ttl / 3 - CALL_TIMEOUT - Duration::from_millis(1));
+        assert!(r.overdue(ttl / 3 + CALL_TIMEOUT));
+        // Answers after the lease expired (etcd back, the watch catching up) do not make it a refusal.
+        r.granted();
+        r.renewed(ttl);
+        r.unanswered();
+        r.alive_at = Some(Instant::now() - ttl - Duration::from_secs(1));
+        r.heard_from_etcd(ttl);
+        r.lapsed(4, ttl, u64::MAX);
+        assert!(r.wait() <= REGRANT_AFTER_OUTAGE * 3 / 2, "{:?}", r.wait());
+        // Renewals unanswered while etcd still answered the watch and other calls: it lags, the pause
+        // grows as for a refusal.
+        r.granted();
+        r.renewed(ttl);
+        r.unanswered();
+        r.heard_from_etcd(ttl);
+        r.lapsed(5, ttl, 0);
+        assert_eq!(r.refused_in_a_row, 3);
+        assert!(
+            r.wait() + Duration::from_secs(1) > ttl * 2,
+            "{:?}",
+            r.wait()
+        );
+        // A refusal stays a refusal whatever came after it.
+        r.granted();
+        r.renewed(ttl);
+        r.refusal();
+        r.unanswered();
+        r.lapsed(6, ttl, 0);
+        assert_eq!(r.refused_in_a_row, 4);
+    }
+
+    #[test]
+    fn a_lapse_is_etcds_refusal_only_if_etcd_answered_and_a_renewal_is_refused_only_by_etcds_own_answer(
+    ) {
+        assert_eq!(Lapse::of(Renewal::Answered, false), Lapse::Lost);
+        assert_eq!(Lapse::of(Renewal::Answered, true), Lapse::Lost);
+        assert_eq!(Lapse::of(Renewal::Refused, false), Lapse::Refused);
+        assert_eq!(Lapse::of(Renewal::Unanswered, true), Lapse::Refused);
+        assert_eq!(Lapse::of(Renewal::Unanswered, false), Lapse::Unreachable);
+        // etcd's own statuses (no cause kept by the client): answers.
+        let lagging = etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "etcdserver: request timed out, waiting for the applied index took too long",
+        ));
+        assert!(answered(&lagging));
+        let gone = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
+        assert!(answered(&gone));
+        // The call's own deadline and a broken connection, as tonic makes them (the cause kept): none.
+        let deadline = etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "Timeout expired"),
+        )));
+        assert_eq!(Failure::of(&deadline), Failure::Call);
+        assert!(
+            !answered(&deadline),
+            "the client's deadline counted as etcd's refusal"
+        );
+        let broken = etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stream closed"),
+        )));
+        assert!(!answered(&broken));
+        let unsent = etcd_client::Error::LeaseKeepAliveError("channel closed".into());
+        assert!(!answered(&unsent));
+        // How a worker counts them: etcd's refusal is one, the deadline is not.
+        let mut w = worker("192.0.2.7".parse().unwrap());
+        let ttl = w.cfg.lease_ttl;
+        w.regrants.granted();
+        w.regrants.renewed(ttl);
+        w.renewal_failed(&deadline);
+        assert_eq!(w.regrants.renewal, Renewal::Unanswered);
+        w.renewal_failed(&lagging);
+        assert_eq!(w.regrants.renewal, Renewal::Refused);
+    }
+
+    #[test]
+    fn renewals_unanswered_past_their_period_and_a_calls_deadline_take_etcd_for_unreachable_until_it_answers(
+    ) {
+        let mut w = worker("192.0.2.7".parse().unwrap());
+        let ttl = w.cfg.lease_ttl;
+        let mut calls = Calls::new(ttl);
+        w.renewal_answered();
+        w.note_silence(true);
+        assert_eq!(w.reachable, Some(true), "a renewal was just answered");
+        w.regrants.alive_at = Some(Instant::now() - ttl / 3 - CALL_TIMEOUT - TICK);
+        // Not while the lease is not kept alive (it lapsed, the next grant waits).
+        w.note_silence(false);
+        assert_eq!(w.reachable, Some(true));
+        w.note_silence(true);
+        assert_eq!(w.reachable, Some(false));
+        // A tick that made no call ends in `settle(Ok)`: that is no answer from etcd.
+        w.settle(&mut calls, Ok(()), &mut true).unwrap();
+        assert_eq!(
+            w.reachable,
+            Some(false),
+            "a tick without a call took etcd for back"
+        );
+        // A watch response (or any answer) is.
+        w.answer_seen();
+        w.settle(&mut calls, Ok(()), &mut true).unwrap();
+        assert_eq!(w.reachable, Some(true));
     }
 
     #[test]
