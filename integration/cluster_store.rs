@@ -8,6 +8,9 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use harness::NetNs;
+use serde_json::Value;
+
 use harness::overlay_cluster::{
     on_both_stores, overlay_conf, overlay_ip, overlay_mac, wait_until, Cluster, Store, Timings,
 };
@@ -347,18 +350,25 @@ fn with_etcd_a_watch_catching_up_past_4_mb_and_a_list_past_4_mb_are_taken_in() {
     );
 }
 
-#[test]
-fn etcd_down_for_30_seconds_keeps_owned_blocks_working_refuses_new_blocks_with_11_and_converges() {
-    let mut cluster = Cluster::on("csdown", 2, Timings::FAST, Store::Etcd);
-    let conf = overlay_conf("down", 1500, "10.234.0.0/16");
-    let c0 = cluster.hosts[0].ns.container("d0");
-    let c1 = cluster.hosts[1].ns.container("d1");
-    let r0 = cluster.hosts[0].add(&conf, &c0);
-    let r1 = cluster.hosts[1].add(&conf, &c1);
+/// A container named `{tag}0` on host 0 and one named `{tag}1` on host 1, on `conf`'s network, that reach
+/// each other before an outage: their namespaces and ADD results.
+fn one_on_each_of_two(cluster: &Cluster, conf: &Value, tag: &str) -> ([NetNs; 2], [Value; 2]) {
+    let c0 = cluster.hosts[0].ns.container(&format!("{tag}0"));
+    let c1 = cluster.hosts[1].ns.container(&format!("{tag}1"));
+    let r0 = cluster.hosts[0].add(conf, &c0);
+    let r1 = cluster.hosts[1].add(conf, &c1);
     assert!(
         c0.ping_retry(&overlay_ip(&r1), 10),
         "no traffic before the outage"
     );
+    ([c0, c1], [r0, r1])
+}
+
+#[test]
+fn etcd_down_for_30_seconds_keeps_owned_blocks_working_refuses_new_blocks_with_11_and_converges() {
+    let mut cluster = Cluster::on("csdown", 2, Timings::FAST, Store::Etcd);
+    let conf = overlay_conf("down", 1500, "10.234.0.0/16");
+    let ([_c0, c1], [r0, _r1]) = one_on_each_of_two(&cluster, &conf, "d");
 
     cluster.etcd.as_mut().unwrap().kill_member(0);
     let started = std::time::Instant::now();
@@ -878,19 +888,24 @@ fn with_etcd_a_long_lease_keeps_an_idle_connection_open() {
     assert_eq!(liveness_lease(&cluster, 0), lease, "a new lease: {log}");
 }
 
-/// The lease id and mod revision of host `host`'s liveness key.
-fn liveness_key(cluster: &Cluster, host: usize) -> (i64, i64) {
+/// Host `host`'s liveness key as `etcdctl get --write-out=json` shows it (its raw text too).
+fn liveness_get(cluster: &Cluster, host: usize) -> (Value, String) {
     let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
     let out = cluster
         .etcd
         .as_ref()
         .unwrap()
         .ctl(&["get", "--write-out=json", &key]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (serde_json::from_str(&out).unwrap_or(Value::Null), out)
+}
+
+/// The lease id and mod revision of host `host`'s liveness key.
+fn liveness_key(cluster: &Cluster, host: usize) -> (i64, i64) {
+    let (v, out) = liveness_get(cluster, host);
     let field = |f: &str| {
         v["kvs"][0][f]
             .as_i64()
-            .unwrap_or_else(|| panic!("no {f} of the liveness key {key}: {out}"))
+            .unwrap_or_else(|| panic!("no {f} of host {host}'s liveness key: {out}"))
     };
     (field("lease"), field("mod_revision"))
 }
@@ -1051,14 +1066,7 @@ fn with_etcd_no_host_watches_block_claims_yet_status_lists_every_hosts_blocks_an
 
 /// The lease id of host `host`'s liveness key, if it has one now.
 fn liveness_lease_now(cluster: &Cluster, host: usize) -> Option<i64> {
-    let key = format!("/tether/hosts/{}", cluster.hosts[host].addr);
-    let out = cluster
-        .etcd
-        .as_ref()
-        .unwrap()
-        .ctl(&["get", "--write-out=json", &key]);
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    v["kvs"][0]["lease"].as_i64()
+    liveness_get(cluster, host).0["kvs"][0]["lease"].as_i64()
 }
 
 #[test]
@@ -1071,14 +1079,7 @@ fn with_etcd_stopped_longer_than_the_lease_hosts_grant_again_at_once_and_never_d
         restart_with_lease_ttl(&mut cluster, host, 10);
     }
     let conf = overlay_conf("out", 1800, "10.238.0.0/16");
-    let c0 = cluster.hosts[0].ns.container("o0");
-    let c1 = cluster.hosts[1].ns.container("o1");
-    let r0 = cluster.hosts[0].add(&conf, &c0);
-    let r1 = cluster.hosts[1].add(&conf, &c1);
-    assert!(
-        c0.ping_retry(&overlay_ip(&r1), 10),
-        "no traffic before the outage"
-    );
+    let ([_c0, _c1], [r0, r1]) = one_on_each_of_two(&cluster, &conf, "o");
     // The first tetherds' 2 s leases are gone by now; the keys are on the 10 s ones.
     std::thread::sleep(Duration::from_secs(3));
     let before = liveness_lease(&cluster, 0);

@@ -64,6 +64,13 @@ pub struct EtcdStore {
     watch_counts: Arc<WatchCounts>,
 }
 
+/// The store's ends of its worker's channels.
+struct WorkerEnds {
+    commands: UnboundedSender<Command>,
+    events: Receiver<Event>,
+    wake: UnixDatagram,
+}
+
 impl EtcdStore {
     /// Starts the worker thread; it connects in the background (etcd down at start only delays). Other
     /// hosts' blocks are read at least every `view_every` (they are not watched).
@@ -101,13 +108,37 @@ impl EtcdStore {
             .name("overlay-etcd".into())
             .spawn(move || worker.run())
             .map_err(|source| OverlayError::Thread { source })?;
-        Ok(EtcdStore {
-            me,
-            layout,
-            state_dir,
+        let ends = WorkerEnds {
             commands,
             events,
             wake,
+        };
+        Ok(EtcdStore::knowing_nothing(
+            me,
+            layout,
+            state_dir,
+            ends,
+            hold,
+            watch_counts,
+        ))
+    }
+
+    /// A store that has heard nothing from its worker yet.
+    fn knowing_nothing(
+        me: IpAddr,
+        layout: Layout,
+        state_dir: PathBuf,
+        ends: WorkerEnds,
+        hold: Duration,
+        watch_counts: Arc<WatchCounts>,
+    ) -> EtcdStore {
+        EtcdStore {
+            me,
+            layout,
+            state_dir,
+            commands: ends.commands,
+            events: ends.events,
+            wake: ends.wake,
             table: RecordTable::new(),
             blocks: BTreeMap::new(),
             up: BTreeSet::new(),
@@ -123,7 +154,7 @@ impl EtcdStore {
             last_sync_ms: 0,
             next_expiry: Instant::now(),
             watch_counts,
-        })
+        }
     }
 
     /// Applies one stored key; returns what changed.
@@ -520,29 +551,21 @@ mod tests {
         let (commands, _) = tokio::sync::mpsc::unbounded_channel();
         let (_, events) = channel();
         let (wake, _) = UnixDatagram::pair().unwrap();
-        EtcdStore {
-            me,
-            layout: Layout::new("/tether"),
-            state_dir: PathBuf::from("/nonexistent"),
+        let ends = WorkerEnds {
             commands,
             events,
             wake,
-            table: RecordTable::new(),
-            blocks: BTreeMap::new(),
-            up: BTreeSet::new(),
-            leaving: BTreeMap::new(),
-            regained_at: None,
-            reached_before: false,
+        };
+        let mut store = EtcdStore::knowing_nothing(
+            me,
+            Layout::new("/tether"),
+            PathBuf::from("/nonexistent"),
+            ends,
             hold,
-            seen: BTreeSet::new(),
-            published: None,
-            proposed: Vec::new(),
-            reachable: false,
-            revision: 0,
-            last_sync_ms: 0,
-            next_expiry: Instant::now() + Duration::from_secs(60),
-            watch_counts: Arc::new(WatchCounts::default()),
-        }
+            Arc::new(WatchCounts::default()),
+        );
+        store.next_expiry = Instant::now() + Duration::from_secs(60);
+        store
     }
 
     fn host_put(s: &mut EtcdStore, host: IpAddr, revision: i64) -> Changes {
