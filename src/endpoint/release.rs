@@ -2,6 +2,7 @@
 //! (the libcni cache entry's path, else tether's own attachment record, which also holds the namespace's
 //! identity) and running a DEL for them. `tether gc` and tetherd's periodic check both come here.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::{Attachment, EndpointError, Endpoints};
@@ -107,16 +108,23 @@ impl Endpoints {
     pub(super) fn release_gone(&self) -> Result<Collected, EndpointError> {
         let mut occupied = OccupiedOnDemand::of_proc();
         let records = all_records(&self.state_dir);
-        let record_of = |network: &str, container_id: &str, ifname: &str| {
-            records.iter().find(|r| {
-                r.network == network && r.container_id == container_id && r.ifname == ifname
-            })
-        };
+        // Looked up by attachment, not searched per cache entry: a thousand containers made that a
+        // million comparisons each way.
+        let by_attachment: HashMap<(&str, &str, &str), &AttachmentRecord> = records
+            .iter()
+            .map(|r| ((&*r.network, &*r.container_id, &*r.ifname), r))
+            .collect();
         let mut freed = Vec::new();
         let mut valid = Vec::new();
         let cached = self.runtime.cache.list()?;
+        let cached_keys: HashSet<(&str, &str, &str)> = cached
+            .iter()
+            .map(|e| (&*e.network_name, &*e.container_id, &*e.ifname))
+            .collect();
         for entry in &cached {
-            let rec = record_of(&entry.network_name, &entry.container_id, &entry.ifname);
+            let rec = by_attachment
+                .get(&(&*entry.network_name, &*entry.container_id, &*entry.ifname))
+                .copied();
             let held = held_of(entry, rec);
             if !held.as_ref().is_some_and(|h| h.is_gone(&mut occupied)) {
                 valid.push(key(&entry.network_name, &entry.container_id, &entry.ifname));
@@ -132,11 +140,7 @@ impl Endpoints {
         // tether's records that no cache entry here knows (a runtime keeping its cache elsewhere, plugins
         // run by a script): released through the network's conflist, when this host defines it.
         for rec in &records {
-            let known = cached.iter().any(|e| {
-                e.network_name == rec.network
-                    && e.container_id == rec.container_id
-                    && e.ifname == rec.ifname
-            });
+            let known = cached_keys.contains(&(&*rec.network, &*rec.container_id, &*rec.ifname));
             let Some(held) = Held::of_record(rec).filter(|_| !known) else {
                 continue;
             };
