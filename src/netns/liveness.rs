@@ -17,11 +17,6 @@ use super::NsId;
 pub struct Occupied(HashSet<NsId>);
 
 impl Occupied {
-    /// Scans `/proc/*/task/*/ns/net`.
-    pub fn scan() -> Occupied {
-        Occupied::scan_under(Path::new("/proc"))
-    }
-
     /// Scans `<root>/<pid>/task/<tid>/ns/net` (a test points it at a fake tree).
     pub fn scan_under(root: &Path) -> Occupied {
         let mut seen = HashSet::new();
@@ -67,7 +62,7 @@ pub struct OccupiedOnDemand {
 }
 
 impl OccupiedOnDemand {
-    /// Of the real `/proc`.
+    /// Of the real `/proc` (`/proc/*/task/*/ns/net`).
     pub fn of_proc() -> OccupiedOnDemand {
         OccupiedOnDemand::under(Path::new("/proc"))
     }
@@ -146,7 +141,7 @@ mod tests {
     #[test]
     fn the_real_proc_shows_our_own_namespace() {
         let own = NsId::of_path(Path::new("/proc/thread-self/ns/net")).unwrap();
-        assert!(Occupied::scan().contains(&own));
+        assert!(OccupiedOnDemand::of_proc().get().contains(&own));
     }
 
     #[test]
