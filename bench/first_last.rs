@@ -26,17 +26,18 @@ mod cni_chain;
 mod harness;
 #[path = "latency_stats.rs"]
 mod latency_stats;
+#[path = "netavark_bridge.rs"]
+mod netavark_bridge;
 
 use bench_settings::env_list;
-use cni_chain::{Chain, PluginSet, CONTAINER_PORT};
-use harness::{binaries, HostNs, NetNs};
+use cni_chain::{Chain, PluginSet};
+use harness::{binaries, HostNs};
 use latency_stats::{ms, stats};
-use serde_json::{json, Value};
+use netavark_bridge::Netavark;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const HOST_PORT: u16 = 8080;
-const NETAVARK: &str = "/usr/lib/podman/netavark";
 /// Pause between two runs: longer than any teardown left to the background (tether's bridge delete).
 const SETTLE: Duration = Duration::from_millis(200);
 
@@ -45,14 +46,14 @@ type Samples = (Vec<Duration>, Vec<Duration>);
 
 enum Contender {
     Chain(PluginSet),
-    Netavark(PathBuf),
+    Netavark,
 }
 
 impl Contender {
     fn label(&self) -> &str {
         match self {
             Contender::Chain(set) => set.label,
-            Contender::Netavark(_) => "netavark",
+            Contender::Netavark => "netavark",
         }
     }
 
@@ -66,11 +67,11 @@ impl Contender {
                 let del = chain.del(&c, HOST_PORT, &result)?;
                 Ok((add.iter().sum(), del.iter().sum()))
             }
-            Contender::Netavark(binary) => {
-                let options = netavark_options(&c);
-                let config = host.dir().join("netavark");
-                let add = netavark(host, binary, &config, "setup", &c, &options)?;
-                let del = netavark(host, binary, &config, "teardown", &c, &options)?;
+            Contender::Netavark => {
+                let netavark = Netavark::on(host);
+                let address = Netavark::address(0);
+                let add = netavark.setup(host, &c, address, HOST_PORT)?;
+                let del = netavark.teardown(host, &c, address, HOST_PORT)?;
                 Ok((add, del))
             }
         }
@@ -113,7 +114,7 @@ fn main() {
         ipam_type: "host-local",
         portmap: Some(binaries::reference("portmap")),
     }));
-    contenders.push(Contender::Netavark(PathBuf::from(NETAVARK)));
+    contenders.push(Contender::Netavark);
 
     let hosts: Vec<HostNs> = contenders.iter().map(|_| HostNs::new("fl")).collect();
     let mut samples: Vec<Result<Samples, String>> = contenders
@@ -174,58 +175,5 @@ fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results/first_last.csv");
     if let Err(e) = std::fs::write(&out, csv) {
         eprintln!("writing {}: {e}", out.display());
-    }
-}
-
-/// What podman hands netavark for one container on a bridge network with one published port (netavark 1.4's
-/// NetworkOptions).
-fn netavark_options(c: &NetNs) -> Value {
-    json!({
-        "container_id": format!("{:0>64}", c.label),
-        "container_name": c.label,
-        "port_mappings": [{
-            "host_ip": "", "container_port": CONTAINER_PORT, "host_port": HOST_PORT,
-            "range": 1, "protocol": "tcp"
-        }],
-        "networks": {"bench": {"interface_name": "eth0", "static_ips": ["10.90.0.2"]}},
-        "network_info": {"bench": {
-            "name": "bench",
-            "id": "b".repeat(64),
-            "driver": "bridge",
-            "network_interface": "nv0",
-            "subnets": [{"subnet": "10.90.0.0/16", "gateway": "10.90.0.1"}],
-            "ipv6_enabled": false,
-            "internal": false,
-            "dns_enabled": false,
-        }},
-    })
-}
-
-fn netavark(
-    host: &HostNs,
-    binary: &Path,
-    config: &Path,
-    command: &str,
-    c: &NetNs,
-    options: &Value,
-) -> Result<Duration, String> {
-    let out = host
-        .plugin(binary)
-        .argv(&[
-            "--config",
-            &config.display().to_string(),
-            command,
-            &c.path_str(),
-        ])
-        .conf(options)
-        .run();
-    if out.success() {
-        Ok(out.elapsed)
-    } else {
-        Err(format!(
-            "netavark {command}: {} {}",
-            out.stdout.trim(),
-            out.stderr.trim()
-        ))
     }
 }

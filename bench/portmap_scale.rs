@@ -1,6 +1,7 @@
 //! The bridge + IPAM + portmap chain at scale: tether-bridge + tether-ipam + tether-portmap beside the
-//! reference bridge + host-local + portmap (/usr/lib/cni), both at cniVersion 1.0.0, with N containers
-//! already on the network, each publishing one TCP port (`BENCH_SIZES`, default 0,250,1000).
+//! reference bridge + host-local + portmap (/usr/lib/cni), both at cniVersion 1.0.0, and beside netavark 1.4
+//! (podman's backend, `setup`/`teardown` as podman runs it, each container given its address), with N
+//! containers already on the network, each publishing one TCP port (`BENCH_SIZES`, default 0,250,1000).
 //!
 //! Measured at each N, `BENCH_RUNS` (20) times, median and p90:
 //! - ADD of the whole chain: bridge ADD, then portmap ADD given the bridge's result as prevResult, each
@@ -21,7 +22,8 @@
 //! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the
 //! previous container's veth and namespace is over (by default the ADD follows at once, as under churn).
 //!
-//! `BENCH_PLUGINS=tether` (or `reference`) runs one set only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
+//! `BENCH_PLUGINS=tether` (or `tether-one-plugin`, `reference`, `netavark`; a comma-separated list) runs
+//! those sets only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
 //! chain of an earlier build (`DIR/tether-bridge`, with its tetherd beside it), labelled
 //! "tether-one-plugin before".
 //!
@@ -38,12 +40,15 @@ mod harness;
 mod latency_stats;
 #[path = "line_plot.rs"]
 mod line_plot;
+#[path = "netavark_bridge.rs"]
+mod netavark_bridge;
 
 use bench_settings::env_list;
-use cni_chain::{Chain, PluginSet, CONTAINER_PORT};
+use cni_chain::{Chain, PluginSet, PluginTimes, CONTAINER_PORT};
 use harness::{binaries, HostNs, NetNs};
 use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
+use netavark_bridge::Netavark;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -61,6 +66,81 @@ const PROBE_HOST_PORT: u16 = 9000;
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// The one-plugin chain of the build in `BENCH_TETHER_BEFORE`.
 const BEFORE_LABEL: &str = "tether-one-plugin before";
+const NETAVARK_LABEL: &str = "netavark";
+
+/// What is timed: a CNI chain, or netavark as podman runs it.
+enum Contender {
+    Chain(PluginSet),
+    Netavark,
+}
+
+impl Contender {
+    fn label(&self) -> &'static str {
+        match self {
+            Contender::Chain(set) => set.label,
+            Contender::Netavark => NETAVARK_LABEL,
+        }
+    }
+}
+
+/// One contender on one host namespace.
+enum Runner<'h> {
+    Chain(Chain<'h>),
+    Netavark(&'h HostNs, Netavark),
+}
+
+/// What an ADD leaves for its DEL: the chain's result (libcni's cache), or the address netavark was given.
+enum Added {
+    Result(Value),
+    Address(std::net::Ipv4Addr),
+}
+
+impl Added {
+    /// The container's IPv4 address, without its prefix length.
+    fn address(&self) -> Result<String, String> {
+        match self {
+            Added::Result(result) => first_ipv4(result),
+            Added::Address(address) => Ok(address.to_string()),
+        }
+    }
+}
+
+impl<'h> Runner<'h> {
+    fn new(host: &'h HostNs, contender: &'h Contender) -> Self {
+        match contender {
+            Contender::Chain(set) => Runner::Chain(Chain::new(host, set)),
+            Contender::Netavark => Runner::Netavark(host, Netavark::on(host)),
+        }
+    }
+
+    /// ADD of `c`, the network's container number `slot`, publishing `host_port`: what its DEL needs, and the
+    /// wall time of each process (bridge then portmap; netavark's setup is one).
+    fn add(&self, c: &NetNs, slot: u32, host_port: u16) -> Result<(Added, PluginTimes), String> {
+        match self {
+            Runner::Chain(chain) => {
+                let (result, times) = chain.add(c, host_port)?;
+                Ok((Added::Result(result), times))
+            }
+            Runner::Netavark(host, netavark) => {
+                let address = Netavark::address(slot);
+                let setup = netavark.setup(host, c, address, host_port)?;
+                Ok((Added::Address(address), [setup, Duration::ZERO]))
+            }
+        }
+    }
+
+    /// DEL of what `add` made: the wall time of each process (portmap then bridge; netavark's teardown is one).
+    fn del(&self, c: &NetNs, host_port: u16, added: &Added) -> Result<PluginTimes, String> {
+        match (self, added) {
+            (Runner::Chain(chain), Added::Result(result)) => chain.del(c, host_port, result),
+            (Runner::Netavark(host, netavark), Added::Address(address)) => Ok([
+                Duration::ZERO,
+                netavark.teardown(host, c, *address, host_port)?,
+            ]),
+            _ => Err("an ADD of one contender handed to another's DEL".into()),
+        }
+    }
+}
 
 struct Row {
     plugins: &'static str,
@@ -81,64 +161,62 @@ fn main() {
     let runs = env_list("BENCH_RUNS", &[20])[0].max(1);
     let settle = Duration::from_millis(env_list("BENCH_SETTLE_MS", &[0])[0] as u64);
     let connects = env_list("CONNECT_SAMPLES", &[50])[0].max(1);
-    let mut sets = vec![
-        PluginSet {
+    let mut contenders = vec![
+        Contender::Chain(PluginSet {
             label: "tether",
             bridge: binaries::tether_bridge(),
             ipam_type: "tether-ipam",
             portmap: Some(binaries::tether_portmap()),
-        },
+        }),
         // What `tether network create` writes: tether-bridge publishes the ports itself.
-        PluginSet {
+        Contender::Chain(PluginSet {
             label: "tether-one-plugin",
             bridge: binaries::tether_bridge(),
             ipam_type: "tether-ipam",
             portmap: None,
-        },
-        PluginSet {
+        }),
+        Contender::Chain(PluginSet {
             label: "reference",
             bridge: binaries::reference("bridge"),
             ipam_type: "host-local",
             portmap: Some(binaries::reference("portmap")),
-        },
+        }),
+        Contender::Netavark,
     ];
     // An earlier build's one-plugin chain, in the same run (a shared machine's load moves runs apart).
     let before = std::env::var_os("BENCH_TETHER_BEFORE").map(std::path::PathBuf::from);
     if let Some(dir) = &before {
-        sets.push(PluginSet {
+        contenders.push(Contender::Chain(PluginSet {
             label: BEFORE_LABEL,
             bridge: dir.join("tether-bridge"),
             ipam_type: "tether-ipam",
             portmap: None,
-        });
+        }));
     }
     let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| {
-        let all = "tether,tether-one-plugin,reference";
+        let all = format!("tether,tether-one-plugin,reference,{NETAVARK_LABEL}");
         match before {
             Some(_) => format!("{all},{BEFORE_LABEL}"),
-            None => all.into(),
+            None => all,
         }
     });
-    let sets: Vec<&PluginSet> = sets
+    let contenders: Vec<&Contender> = contenders
         .iter()
-        .filter(|s| wanted.split(',').any(|w| w.trim() == s.label))
+        .filter(|c| wanted.split(',').any(|w| w.trim() == c.label()))
         .collect();
     let mut rows = Vec::new();
     for &existing in &sizes {
-        for set in &sets {
-            eprintln!(
-                "bench: {} with {existing} existing containers, {runs} runs",
-                set.label
-            );
+        for contender in &contenders {
+            let label = contender.label();
+            eprintln!("bench: {label} with {existing} existing containers, {runs} runs");
             let started = Instant::now();
-            let outcome = measure(set, existing, runs, connects, settle);
+            let outcome = measure(contender, existing, runs, connects, settle);
             eprintln!(
-                "bench: {} at {existing} done in {:.0} s",
-                set.label,
+                "bench: {label} at {existing} done in {:.0} s",
                 started.elapsed().as_secs_f64()
             );
             rows.push(Row {
-                plugins: set.label,
+                plugins: label,
                 existing,
                 outcome,
             });
@@ -156,9 +234,9 @@ fn main() {
     eprintln!("bench: wrote {} and {}", csv.display(), svg.display());
 }
 
-/// One plugin set at one size: fill, time ADD/DEL pairs, then time connections through a published port.
+/// One contender at one size: fill, time ADD/DEL pairs, then time connections through a published port.
 fn measure(
-    set: &PluginSet,
+    contender: &Contender,
     existing: usize,
     runs: usize,
     connects: usize,
@@ -166,12 +244,13 @@ fn measure(
 ) -> Result<Measured, String> {
     let host = HostNs::new("pms");
     let outside = host.outside();
-    let chain = Chain::new(&host, set);
+    let runner = Runner::new(&host, contender);
+    let label = contender.label();
 
     // The probe serves the published port that connections are timed through. It comes first and stays:
     // the network is never empty, so no timed ADD or DEL sets up or tears down the network itself.
     let probe = host.container("probe");
-    let container_ip = first_ipv4(&chain.add(&probe, PROBE_HOST_PORT)?.0)?;
+    let container_ip = runner.add(&probe, 0, PROBE_HOST_PORT)?.0.address()?;
 
     // Filling is not timed. The probe has created the shared chains and tables (the reference portmap races
     // on creating them), so a few threads can now keep 1000 reference ADDs bearable.
@@ -180,10 +259,10 @@ fn measure(
         .collect();
     let done = AtomicUsize::new(0);
     let fill = |i: usize, c: &NetNs| -> Result<(), String> {
-        chain.add(c, FILLER_HOST_PORT_BASE + i as u16)?;
+        runner.add(c, 1 + i as u32, FILLER_HOST_PORT_BASE + i as u16)?;
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_multiple_of(50) || n == existing {
-            eprintln!("bench: {}: {n}/{existing} containers added", set.label);
+            eprintln!("bench: {label}: {n}/{existing} containers added");
         }
         Ok(())
     };
@@ -206,10 +285,11 @@ fn measure(
         // The previous container's veth and namespace are torn down by the kernel in the background.
         std::thread::sleep(settle);
         let started = Instant::now();
-        let (result, add_parts) = chain.add(&c, TIMED_HOST_PORT_BASE + i as u16)?;
+        let slot = (1 + existing + i) as u32;
+        let (added, add_parts) = runner.add(&c, slot, TIMED_HOST_PORT_BASE + i as u16)?;
         adds.push(started.elapsed());
         let started = Instant::now();
-        let del_parts = chain.del(&c, TIMED_HOST_PORT_BASE + i as u16, &result)?;
+        let del_parts = runner.del(&c, TIMED_HOST_PORT_BASE + i as u16, &added)?;
         dels.push(started.elapsed());
         for (samples, d) in parts.iter_mut().zip(add_parts.into_iter().chain(del_parts)) {
             samples.push(d);
@@ -418,6 +498,8 @@ fn plot(rows: &[Row]) -> LinePlot {
             line("tether-one-plugin", "#2ca02c", "DEL", |m| m.del),
             line("reference", "#d62728", "ADD", |m| m.add),
             line("reference", "#d62728", "DEL", |m| m.del),
+            line(NETAVARK_LABEL, "#9467bd", "ADD", |m| m.add),
+            line(NETAVARK_LABEL, "#9467bd", "DEL", |m| m.del),
         ],
     }
 }
