@@ -1137,3 +1137,40 @@ fn with_etcd_stopped_longer_than_the_lease_hosts_grant_again_at_once_and_never_d
         || has(1, &overlay_mac(&r_during)),
     );
 }
+
+/// The etcd store tells a lease etcd no longer knows (re-grant it at once) from a broken session by the
+/// client library's own error for a keep-alive answered with TTL 0 (`tether::overlay::etcd::LEASE_NOT_FOUND`).
+/// This pins that error against a real etcd: a keep-alive of a revoked lease.
+#[test]
+fn with_etcd_a_keep_alive_of_a_revoked_lease_fails_with_the_error_the_store_reads() {
+    let host = harness::HostNs::new("cslka");
+    let etcd = harness::etcd::Etcd::start(&host, &["127.0.0.1"]);
+    let endpoints = etcd.endpoints();
+    let outcome = harness::dns_upstream::in_netns(&host, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let mut client = etcd_client::Client::connect(endpoints, None)
+                .await
+                .expect("connecting to the test's etcd");
+            let lease = client.lease_grant(60, None).await.expect("a lease").id();
+            client
+                .lease_revoke(lease)
+                .await
+                .expect("revoking the lease");
+            client.lease_keep_alive(lease).await.map(drop)
+        })
+    });
+    match outcome {
+        Err(etcd_client::Error::LeaseKeepAliveError(m)) => assert!(
+            m.contains(tether::overlay::etcd::LEASE_NOT_FOUND),
+            "the client words an unknown lease {m:?}, not {:?}: update LEASE_NOT_FOUND",
+            tether::overlay::etcd::LEASE_NOT_FOUND
+        ),
+        other => panic!(
+            "a keep-alive of a revoked lease gave {other:?}, not the LeaseKeepAliveError the store reads"
+        ),
+    }
+}

@@ -11,6 +11,7 @@ mod worker;
 
 pub use config::{EtcdConfig, EtcdTls};
 pub use layout::Layout;
+pub use worker::LEASE_NOT_FOUND;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -314,6 +314,14 @@ impl Delivered {
     }
 }
 
+/// etcd-client's error text for a keep-alive that etcd answered with TTL 0: the lease is unknown (expired or
+/// revoked). The words are the client's own (`Error::LeaseKeepAliveError`, from its `keep_alive`), not
+/// etcd's; `integration/cluster_store.rs` pins them against a real etcd, so a client that words it otherwise
+/// fails there and not in an outage.
+pub const LEASE_NOT_FOUND: &str = "lease not found";
+/// etcd-client's error text (`Error::WatchError`) for a keep-alive stream etcd ended before its first answer.
+const NO_LEASE_KEEPER: &str = "failed to create lease keeper";
+
 /// What a failed call says, parsed from the client's error at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -332,7 +340,7 @@ impl Failure {
         match e {
             etcd_client::Error::GRpcStatus(status) => Failure::of_code(i32::from(status.code())),
             // A keep-alive stream opened again for a lease that expired meanwhile.
-            etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+            etcd_client::Error::LeaseKeepAliveError(m) if m.contains(LEASE_NOT_FOUND) => {
                 Failure::LeaseGone
             }
             _ => Failure::Session,
@@ -364,9 +372,9 @@ fn answered(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status).is_none(),
         // A renewal answered with TTL 0.
-        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains(LEASE_NOT_FOUND),
         // A keep-alive stream etcd ended (its trailers came) before answering its first renewal.
-        etcd_client::Error::WatchError(m) => m == "failed to create lease keeper",
+        etcd_client::Error::WatchError(m) => m == NO_LEASE_KEEPER,
         _ => false,
     }
 }
@@ -2043,7 +2051,7 @@ mod tests {
         }
         let stream_gone = etcd_client::Error::WatchError("watch stream ended".into());
         assert_eq!(Failure::of(&stream_gone), Failure::Session);
-        let expired = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
+        let expired = etcd_client::Error::LeaseKeepAliveError(LEASE_NOT_FOUND.into());
         assert_eq!(Failure::of(&expired), Failure::LeaseGone);
         // A failed call is retried on the same session, with a growing pause.
         let cap = retry_cap(ttl);
@@ -2262,7 +2270,7 @@ mod tests {
             "etcdserver: request timed out, waiting for the applied index took too long",
         ));
         assert!(answered(&lagging));
-        let gone = etcd_client::Error::LeaseKeepAliveError("lease not found".into());
+        let gone = etcd_client::Error::LeaseKeepAliveError(LEASE_NOT_FOUND.into());
         assert!(answered(&gone));
         // The call's own deadline and a broken connection, as tonic makes them (the cause kept): none.
         let deadline = etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(
