@@ -70,8 +70,8 @@ impl Contender {
             Contender::Netavark => {
                 let netavark = Netavark::on(host);
                 let address = Netavark::address(0);
-                let add = netavark.setup(host, &c, address, HOST_PORT)?;
-                let del = netavark.teardown(host, &c, address, HOST_PORT)?;
+                let add = netavark.run(host, "setup", &c, address, HOST_PORT)?;
+                let del = netavark.run(host, "teardown", &c, address, HOST_PORT)?;
                 Ok((add, del))
             }
         }

@@ -35,35 +35,17 @@ impl Netavark {
         Ipv4Addr::from(u32::from(GATEWAY) + 1 + slot)
     }
 
-    /// `netavark setup` of `c` at `address`, publishing `host_port`; its wall time, spawn to exit.
-    pub fn setup(
-        &self,
-        host: &HostNs,
-        c: &NetNs,
-        address: Ipv4Addr,
-        host_port: u16,
-    ) -> Result<Duration, String> {
-        self.run(host, "setup", c, &options(c, address, host_port))
-    }
-
-    /// `netavark teardown` of what `setup` made.
-    pub fn teardown(
-        &self,
-        host: &HostNs,
-        c: &NetNs,
-        address: Ipv4Addr,
-        host_port: u16,
-    ) -> Result<Duration, String> {
-        self.run(host, "teardown", c, &options(c, address, host_port))
-    }
-
-    fn run(
+    /// `netavark COMMAND` (`setup`, `teardown`) of `c` at `address`, publishing `host_port`; its wall time,
+    /// spawn to exit.
+    pub fn run(
         &self,
         host: &HostNs,
         command: &str,
         c: &NetNs,
-        options: &Value,
+        address: Ipv4Addr,
+        host_port: u16,
     ) -> Result<Duration, String> {
+        let options = options(c, address, host_port);
         let out = host
             .plugin(&self.binary)
             .argv(&[
@@ -72,7 +54,7 @@ impl Netavark {
                 command,
                 &c.path_str(),
             ])
-            .conf(options)
+            .conf(&options)
             .run();
         if out.success() {
             Ok(out.elapsed)

@@ -123,7 +123,7 @@ impl<'h> Runner<'h> {
             }
             Runner::Netavark(host, netavark) => {
                 let address = Netavark::address(slot);
-                let setup = netavark.setup(host, c, address, host_port)?;
+                let setup = netavark.run(host, "setup", c, address, host_port)?;
                 Ok((Added::Address(address), [setup, Duration::ZERO]))
             }
         }
@@ -135,7 +135,7 @@ impl<'h> Runner<'h> {
             (Runner::Chain(chain), Added::Result(result)) => chain.del(c, host_port, result),
             (Runner::Netavark(host, netavark), Added::Address(address)) => Ok([
                 Duration::ZERO,
-                netavark.teardown(host, c, *address, host_port)?,
+                netavark.run(host, "teardown", c, *address, host_port)?,
             ]),
             _ => Err("an ADD of one contender handed to another's DEL".into()),
         }
