@@ -19,6 +19,9 @@
 //! is what a runtime pays. Hermetic: each (N, plugin set) gets
 //! its own host namespace, deleted at the end.
 //!
+//! Before each (N, plugin set) the bench waits until the machine is under 10 % busy over half a second (at
+//! most a minute): the previous set's namespaces are torn down by the kernel in the background.
+//!
 //! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the
 //! previous container's veth and namespace is over (by default the ADD follows at once, as under churn).
 //!
@@ -67,6 +70,9 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// The one-plugin chain of the build in `BENCH_TETHER_BEFORE`.
 const BEFORE_LABEL: &str = "tether-one-plugin before";
 const NETAVARK_LABEL: &str = "netavark";
+/// Before each cell, the machine must be under 10 % busy over one window, waiting at most this long.
+const QUIESCE_WINDOW: Duration = Duration::from_millis(500);
+const QUIESCE_MAX: Duration = Duration::from_secs(60);
 
 /// What is timed: a CNI chain, or netavark as podman runs it.
 enum Contender {
@@ -209,6 +215,7 @@ fn main() {
         for contender in &contenders {
             let label = contender.label();
             eprintln!("bench: {label} with {existing} existing containers, {runs} runs");
+            quiesce();
             let started = Instant::now();
             let outcome = measure(contender, existing, runs, connects, settle);
             eprintln!(
@@ -232,6 +239,43 @@ fn main() {
     std::fs::write(&svg, plot(&rows).to_svg())
         .unwrap_or_else(|e| panic!("writing {}: {e}", svg.display()));
     eprintln!("bench: wrote {} and {}", csv.display(), svg.display());
+}
+
+/// Waits until the machine is idle again (at most `QUIESCE_MAX`): the previous cell's namespaces, up to a
+/// thousand, are torn down by the kernel's workers after they are deleted, and a cell timed meanwhile shares
+/// the CPUs with that teardown.
+fn quiesce() {
+    let started = Instant::now();
+    let mut before = cpu_times();
+    while started.elapsed() < QUIESCE_MAX {
+        std::thread::sleep(QUIESCE_WINDOW);
+        let now = cpu_times();
+        let (busy, total) = (now.0 - before.0, now.1 - before.1);
+        before = now;
+        if total > 0 && busy * 10 <= total {
+            break;
+        }
+    }
+    eprintln!(
+        "bench: waited {:.1} s for the machine to be idle",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Busy and total jiffies of all CPUs since boot (`/proc/stat`'s first line; idle and iowait are not busy).
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// One contender at one size: fill, time ADD/DEL pairs, then time connections through a published port.
