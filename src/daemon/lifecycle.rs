@@ -1,12 +1,12 @@
 //! tetherd's life: take the pid lock, open the control socket, start the services, feed them the records
-//! (at start, on every notify, and when a poll sees the records directory change), and exit once nothing
-//! needs serving for the idle grace.
+//! (at start, on every notify, and when a look at the records directory, made after inotify reports a
+//! change there, finds one nobody notified), and exit once nothing needs serving for the idle grace. At
+//! rest it wakes only for the check for gone namespaces: every other timer is armed when something is due.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
@@ -19,15 +19,19 @@ use super::error::DaemonError;
 use super::namespace_watch::NamespaceWatch;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
+use super::records_watch::RecordsWatch;
 use super::service::{RecordChange, Service, ServiceContext};
-use super::socket_park::{self, SocketPark};
+use super::socket_park::{self, SharedPark};
 use crate::client::protocol::{Reply, Request};
 use crate::endpoint::Held;
 use crate::netns::NsWorker;
 use crate::resolver_sockets::ResolverSockets;
+use crate::state::attachment::attachments_root;
 
-/// How often the records directory is polled for changes nobody notified (and the idle clock checked).
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long after inotify reports a change the records directory is looked at: by then the plugin that
+/// made it has notified, its record is refreshed, and the look finds nothing new (a full reload per ADD
+/// otherwise). Also the poll's period where there is no inotify.
+const LOOK_DELAY: Duration = Duration::from_millis(500);
 /// How long a second tetherd waits for an exiting one to release the pid lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// A control connection that sends nothing for this long is dropped.
@@ -102,15 +106,22 @@ pub fn run(opts: DaemonOptions, services: Vec<Box<dyn Service>>) -> Result<Exit,
                 source,
             })?;
         let (tx, rx) = mpsc::channel::<Pending>(256);
-        let sockets = Rc::new(RefCell::new(SocketPark::default()));
+        let sockets = Rc::new(SharedPark::default());
         tokio::task::spawn_local(accept_loop(listener, tx, sockets.clone()));
+        let releaser = sockets.clone();
+        tokio::task::spawn_local(async move { releaser.release_when_due().await });
+        let records_watch = RecordsWatch::start(&attachments_root(&ctx.state_dir))
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no inotify for the records directory; polling it instead")
+            })
+            .ok();
         let mut daemon = Daemon {
             ctx,
             services,
             records: RecordSnapshot::default(),
             fingerprint: RecordsFingerprint::default(),
             watch,
-            sockets,
+            records_watch,
         };
         daemon.start().await?;
         let exit = daemon.serve(rx).await;
@@ -134,8 +145,8 @@ struct Daemon {
     fingerprint: RecordsFingerprint,
     /// Releases attachments whose container's namespace is gone.
     watch: NamespaceWatch,
-    /// Plugins' nf_tables sockets, released once containers stop coming and going.
-    sockets: Rc<RefCell<SocketPark>>,
+    /// Says when the records directory may have changed; none: it is polled.
+    records_watch: Option<RecordsWatch>,
 }
 
 impl Daemon {
@@ -152,6 +163,16 @@ impl Daemon {
         }
         self.reload().await;
         Ok(())
+    }
+
+    /// Looks at the records directory and reloads if it changed since the last look; whether inotify
+    /// watches it (else the caller polls). The watch is renewed first, so a change after the look is seen.
+    async fn look(&mut self) -> bool {
+        let watched = self.records_watch.as_ref().is_some_and(RecordsWatch::sync);
+        if RecordsFingerprint::read(&self.ctx.state_dir) != self.fingerprint {
+            self.reload().await;
+        }
+        watched
     }
 
     async fn reload(&mut self) {
@@ -205,12 +226,35 @@ impl Daemon {
     async fn serve(&mut self, mut requests: mpsc::Receiver<Pending>) -> Exit {
         let grace = self.ctx.config.idle_grace();
         let mut idle_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval(POLL_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the records directory is next looked at: once, LOOK_DELAY after inotify's report of a
+        // change, or every LOOK_DELAY without inotify. Else never.
+        let mut look_at = (!self.look().await).then(|| Instant::now() + LOOK_DELAY);
         let mut gone_tick = tokio::time::interval(self.ctx.config.gone_check());
         gone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wake = [look_at, idle_since.map(|since| since + grace)]
+                .into_iter()
+                .flatten()
+                .min();
+            let records_changed = async {
+                match &self.records_watch {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                changed = records_changed => {
+                    if let Err(e) = changed {
+                        tracing::warn!(error = %e, "reading inotify failed; polling the records directory instead");
+                        self.records_watch = None;
+                    }
+                    look_at.get_or_insert_with(|| Instant::now() + LOOK_DELAY);
+                }
+                _ = sleep_until(wake) => {
+                    if look_at.is_some_and(|at| at <= Instant::now()) {
+                        look_at = (!self.look().await).then(|| Instant::now() + LOOK_DELAY);
+                    }
+                }
                 pending = requests.recv() => {
                     let Some(pending) = pending else { return Exit::Stopped };
                     // Many plugins notify at once under load: one reload answers every change queued so far.
@@ -269,12 +313,6 @@ impl Daemon {
                         }
                     }
                 }
-                _ = tick.tick() => {
-                    if RecordsFingerprint::read(&self.ctx.state_dir) != self.fingerprint {
-                        self.reload().await;
-                    }
-                    socket_park::release(self.sockets.borrow_mut().due(Instant::now()));
-                }
                 _ = gone_tick.tick() => {
                     let gone = self.watch.take_unreleased();
                     if !gone.is_empty() {
@@ -300,6 +338,14 @@ impl Daemon {
         for service in &mut self.services {
             service.stop().await;
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -338,7 +384,7 @@ fn bind_control_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, 
 async fn accept_loop(
     listener: UnixListener,
     requests: mpsc::Sender<Pending>,
-    sockets: Rc<RefCell<SocketPark>>,
+    sockets: Rc<SharedPark>,
 ) {
     loop {
         match listener.accept().await {
@@ -360,7 +406,7 @@ async fn accept_loop(
 async fn serve_connection(
     stream: UnixStream,
     requests: mpsc::Sender<Pending>,
-    sockets: Rc<RefCell<SocketPark>>,
+    sockets: Rc<SharedPark>,
 ) {
     // The first request may carry a plugin's nf_tables socket (SCM_RIGHTS), which a plain read would drop.
     let mut first = vec![0u8; 4096];
@@ -385,7 +431,7 @@ async fn serve_connection(
         let reply = match serde_json::from_str::<Request>(&line) {
             // Answered here: it only hands over a socket.
             Ok(Request::Park) => Reply {
-                parked: park_passed(&sockets, &mut passed),
+                parked: sockets.park(std::mem::take(&mut passed)),
                 ..Reply::ok()
             },
             Ok(request) => {
@@ -401,7 +447,7 @@ async fn serve_connection(
                 }
                 match rx.await {
                     Ok(reply) if parks => Reply {
-                        parked: park_passed(&sockets, &mut passed),
+                        parked: sockets.park(std::mem::take(&mut passed)),
                         ..reply
                     },
                     Ok(reply) => reply,
@@ -418,17 +464,6 @@ async fn serve_connection(
     }
     // Descriptors nobody asked to keep: released off this thread all the same.
     socket_park::release(passed);
-}
-
-/// Keeps the descriptors a request carried (releasing any overflow off this thread); whether there were any.
-fn park_passed(sockets: &RefCell<SocketPark>, passed: &mut Vec<OwnedFd>) -> bool {
-    let parked = !passed.is_empty();
-    socket_park::release(
-        sockets
-            .borrow_mut()
-            .park(std::mem::take(passed), Instant::now()),
-    );
-    parked
 }
 
 /// One read of `stream` into `buf`, with the descriptors it carried.

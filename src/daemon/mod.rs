@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod namespace_watch;
 pub mod pid_lock;
 pub mod records;
+pub mod records_watch;
 pub mod service;
 pub mod socket_park;
 

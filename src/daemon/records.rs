@@ -228,7 +228,7 @@ impl KeyIndex {
     }
 }
 
-fn sub_dirs(root: &Path) -> Vec<PathBuf> {
+pub(super) fn sub_dirs(root: &Path) -> Vec<PathBuf> {
     match fs::read_dir(root) {
         Ok(entries) => entries
             .flatten()
