@@ -699,7 +699,7 @@ fn without_tetherd_add_succeeds_and_keeps_the_runtime_resolvers() {
 }
 
 #[test]
-fn records_changed_without_a_notify_are_picked_up_by_the_poll() {
+fn records_changed_without_a_notify_are_picked_up_by_the_records_watch() {
     let host = HostNs::new("dns");
     let dns = Dns::new(&host, &[]);
     let net = dns.network("net1", "tt0", "10.71.0.0/24");
@@ -1150,6 +1150,37 @@ fn tetherd_holds_the_plugins_nf_tables_sockets_until_containers_stop_coming_and_
     }
     dns.portmap("DEL", &c1, "net1", &prev, &ports);
     dns.del(&c1, &net, "one");
+}
+
+#[test]
+fn tetherd_at_rest_sleeps_until_something_is_due() {
+    let host = HostNs::new("dnsrest");
+    let dns = Dns::new(&host, &[]);
+    let net = dns.network("net1", "tt0", "10.67.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "one", &[]);
+    let pid = dns.pid().expect("ADD started tetherd");
+    // The plugin's nf_tables socket is released a second after it came; then nothing is due but the
+    // check for gone namespaces (every 5 s by default).
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = || main_thread_runs(pid).expect("tetherd's schedstat");
+    let before = runs();
+    std::thread::sleep(Duration::from_secs(4));
+    let woke = runs() - before;
+    // A half-second poll woke it 16-19 times in 4 s (the timer wheel adds a wake to each tick).
+    assert!(
+        woke <= 6,
+        "tetherd's main thread was put on a CPU {woke} times in 4 s with nothing to do"
+    );
+    assert_eq!(dig(&c1, &["one.net1"]).0, "NOERROR", "and it still answers");
+    dns.del(&c1, &net, "one");
+}
+
+/// How many times the kernel has put a process's main thread on a CPU (`schedstat`'s third field, after
+/// the time on a CPU and the time waiting for one): each wake-up, and each return after preemption.
+fn main_thread_runs(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).ok()?;
+    stat.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The DNS service's part of `tetherd status`.
