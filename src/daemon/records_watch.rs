@@ -67,8 +67,7 @@ impl RecordsWatch {
         let path = CString::new(dir.as_os_str().as_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         // SAFETY: the descriptor is open and the path is NUL-terminated.
-        let wd =
-            unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), path.as_ptr(), MASK) };
+        let wd = unsafe { libc::inotify_add_watch(self.inotify.as_raw_fd(), path.as_ptr(), MASK) };
         if wd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -85,11 +84,7 @@ impl RecordsWatch {
             loop {
                 // SAFETY: buf is writable for its whole length.
                 let n = unsafe {
-                    libc::read(
-                        self.inotify.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
+                    libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
                 };
                 if n > 0 {
                     got = true;
@@ -118,7 +113,11 @@ mod tests {
     use std::time::Duration;
 
     fn within<F: std::future::Future>(rt: &tokio::runtime::Runtime, f: F) -> Option<F::Output> {
-        rt.block_on(async { tokio::time::timeout(Duration::from_millis(500), f).await.ok() })
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(500), f)
+                .await
+                .ok()
+        })
     }
 
     #[test]
@@ -132,14 +131,20 @@ mod tests {
             .unwrap();
         let _entered = rt.enter();
         let watch = RecordsWatch::start(&root).unwrap();
-        assert!(!watch.sync(), "no state directory yet: the daemon must poll");
+        assert!(
+            !watch.sync(),
+            "no state directory yet: the daemon must poll"
+        );
         std::fs::create_dir(&state).unwrap();
         assert!(watch.sync(), "the state directory stands in for the root");
         std::fs::create_dir(&root).unwrap();
         assert!(within(&rt, watch.changed()).is_some(), "the root made");
         assert!(watch.sync());
         std::fs::create_dir(root.join("net1")).unwrap();
-        assert!(within(&rt, watch.changed()).is_some(), "a new network directory");
+        assert!(
+            within(&rt, watch.changed()).is_some(),
+            "a new network directory"
+        );
         // Nothing happened since: no wake.
         assert!(within(&rt, watch.changed()).is_none());
         assert!(watch.sync());
