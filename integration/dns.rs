@@ -1176,6 +1176,32 @@ fn tetherd_at_rest_sleeps_until_something_is_due() {
     dns.del(&c1, &net, "one");
 }
 
+#[test]
+fn tetherd_exits_after_the_idle_grace_while_checks_for_gone_namespaces_keep_coming() {
+    let host = HostNs::new("dnsidle");
+    let dns = Dns::new(&host, &[]);
+    // A check every 100 ms (the least) under a 500 ms grace: one starts within every grace. A check
+    // under way keeps tetherd up; its end must be noticed though nothing else happens.
+    std::fs::write(
+        &dns.daemon_conf,
+        r#"{"idleGraceMs": 500, "goneCheckMs": 100, "dns": {"upstreamTimeoutMs": 400}}"#,
+    )
+    .unwrap();
+    let net = dns.network("net1", "tt0", "10.66.0.0/24");
+    let c1 = host.container("c1");
+    dns.add(&c1, &net, "one", &[]);
+    let pid = dns.pid().expect("ADD started tetherd");
+    dns.del(&c1, &net, "one");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "tetherd still runs 10 s after the last DEL, with a 500 ms idle grace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// How many times the kernel has put a process's main thread on a CPU (`schedstat`'s third field, after
 /// the time on a CPU and the time waiting for one): each wake-up, and each return after preemption.
 fn main_thread_runs(pid: i32) -> Option<u64> {

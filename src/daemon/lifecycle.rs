@@ -34,6 +34,9 @@ use crate::state::attachment::attachments_root;
 const LOOK_DELAY: Duration = Duration::from_millis(500);
 /// How long a second tetherd waits for an exiting one to release the pid lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// While a check for gone namespaces keeps an otherwise idle tetherd up, how often it asks whether the
+/// check has ended.
+const BUSY_RECHECK: Duration = Duration::from_millis(100);
 /// A control connection that sends nothing for this long is dropped.
 const CONTROL_IDLE: Duration = Duration::from_secs(5);
 
@@ -229,10 +232,12 @@ impl Daemon {
         // When the records directory is next looked at: once, LOOK_DELAY after inotify's report of a
         // change, or every LOOK_DELAY without inotify. Else never.
         let mut look_at = (!self.look().await).then(|| Instant::now() + LOOK_DELAY);
+        // When to ask again whether the check for gone namespaces has finished (it keeps tetherd up).
+        let mut busy_until: Option<Instant> = None;
         let mut gone_tick = tokio::time::interval(self.ctx.config.gone_check());
         gone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = [look_at, idle_since.map(|since| since + grace)]
+            let wake = [look_at, idle_since.map(|since| since + grace), busy_until]
                 .into_iter()
                 .flatten()
                 .min();
@@ -262,76 +267,105 @@ impl Daemon {
                     while let Ok(more) = requests.try_recv() {
                         batch.push(more);
                     }
-                    let mut changed = Vec::new();
-                    let mut targets = Vec::new();
-                    let mut full_reload = false;
-                    for Pending { request, reply, resolver_sockets } in batch {
-                        match request {
-                            Request::Changed { network, attachment } => {
-                                tracing::debug!(?network, ?attachment, "records changed");
-                                match (network, attachment) {
-                                    (Some(net), Some(a)) => {
-                                        let change = RecordChange::new(net, a);
-                                        change.resolver_sockets.set(resolver_sockets);
-                                        targets.push(change);
-                                    }
-                                    _ => full_reload = true,
-                                }
-                                changed.push(reply);
-                            }
-                            Request::Status => {
-                                let _ = reply.send(Reply { status: Some(self.status()), ..Reply::ok() });
-                            }
-                            Request::Service { service, command } => {
-                                let answer = match self.services.iter_mut().find(|s| s.name() == service) {
-                                    Some(s) => s.command(&command),
-                                    None => Err(format!("tetherd runs no service {service:?}")),
-                                };
-                                let _ = reply.send(match answer {
-                                    Ok(v) => Reply { status: Some(v), ..Reply::ok() },
-                                    Err(e) => Reply::error(e),
-                                });
-                            }
-                            Request::Stop => {
-                                let _ = reply.send(Reply::ok());
-                                return Exit::Stopped;
-                            }
-                            // serve_connection answers it; nothing to do here.
-                            Request::Park => {
-                                let _ = reply.send(Reply::ok());
-                            }
-                        }
-                    }
-                    if full_reload {
-                        self.reload().await;
-                    } else if !targets.is_empty() {
-                        self.refresh(&targets).await;
-                    }
-                    if !changed.is_empty() {
-                        for reply in changed {
-                            let _ = reply.send(Reply::ok());
-                        }
+                    if let Some(exit) = self.answer(batch).await {
+                        return exit;
                     }
                 }
-                _ = gone_tick.tick() => {
-                    let gone = self.watch.take_unreleased();
-                    if !gone.is_empty() {
-                        for service in &mut self.services {
-                            service.on_namespaces_gone(&gone);
-                        }
-                    }
-                    let held = self.records.iter().filter_map(Held::of_record).collect();
-                    self.watch.check(held);
-                }
+                _ = gone_tick.tick() => self.check_gone(),
             }
-            // A release under way ends in DELs that notify us: stay to answer them.
-            if self.needed() || self.ctx.config.stay || self.watch.busy() {
+            busy_until = None;
+            if self.needed() || self.ctx.config.stay {
                 idle_since = None;
+            } else if self.watch.busy() {
+                // A release under way ends in DELs that notify us: stay to answer them. Nothing else
+                // wakes us when the check ends, so look again shortly.
+                idle_since = None;
+                busy_until = Some(Instant::now() + BUSY_RECHECK);
             } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= grace {
                 tracing::info!("nothing to serve; exiting");
                 return Exit::Idle;
             }
         }
+    }
+
+    /// Answers a batch of requests, the record changes among them with one refresh (or reload); an exit
+    /// when one asked to stop.
+    async fn answer(&mut self, batch: Vec<Pending>) -> Option<Exit> {
+        let mut changed = Vec::new();
+        let mut targets = Vec::new();
+        let mut full_reload = false;
+        for Pending {
+            request,
+            reply,
+            resolver_sockets,
+        } in batch
+        {
+            match request {
+                Request::Changed {
+                    network,
+                    attachment,
+                } => {
+                    tracing::debug!(?network, ?attachment, "records changed");
+                    match (network, attachment) {
+                        (Some(net), Some(a)) => {
+                            let change = RecordChange::new(net, a);
+                            change.resolver_sockets.set(resolver_sockets);
+                            targets.push(change);
+                        }
+                        _ => full_reload = true,
+                    }
+                    changed.push(reply);
+                }
+                Request::Status => {
+                    let _ = reply.send(Reply {
+                        status: Some(self.status()),
+                        ..Reply::ok()
+                    });
+                }
+                Request::Service { service, command } => {
+                    let answer = match self.services.iter_mut().find(|s| s.name() == service) {
+                        Some(s) => s.command(&command),
+                        None => Err(format!("tetherd runs no service {service:?}")),
+                    };
+                    let _ = reply.send(match answer {
+                        Ok(v) => Reply {
+                            status: Some(v),
+                            ..Reply::ok()
+                        },
+                        Err(e) => Reply::error(e),
+                    });
+                }
+                Request::Stop => {
+                    let _ = reply.send(Reply::ok());
+                    return Some(Exit::Stopped);
+                }
+                // serve_connection answers it; nothing to do here.
+                Request::Park => {
+                    let _ = reply.send(Reply::ok());
+                }
+            }
+        }
+        if full_reload {
+            self.reload().await;
+        } else if !targets.is_empty() {
+            self.refresh(&targets).await;
+        }
+        for reply in changed {
+            let _ = reply.send(Reply::ok());
+        }
+        None
+    }
+
+    /// Hands the services the namespaces whose release failed, and the check thread what is held now.
+    fn check_gone(&mut self) {
+        let gone = self.watch.take_unreleased();
+        if !gone.is_empty() {
+            for service in &mut self.services {
+                service.on_namespaces_gone(&gone);
+            }
+        }
+        let held = self.records.iter().filter_map(Held::of_record).collect();
+        self.watch.check(held);
     }
 
     async fn stop(&mut self) {
