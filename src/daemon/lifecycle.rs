@@ -273,18 +273,22 @@ impl Daemon {
                 }
                 _ = gone_tick.tick() => self.check_gone(),
             }
-            busy_until = None;
-            if self.needed() || self.ctx.config.stay {
-                idle_since = None;
-            } else if self.watch.busy() {
-                // A release under way ends in DELs that notify us: stay to answer them. Nothing else
-                // wakes us when the check ends, so look again shortly.
-                idle_since = None;
-                busy_until = Some(Instant::now() + BUSY_RECHECK);
-            } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= grace {
-                tracing::info!("nothing to serve; exiting");
-                return Exit::Idle;
-            }
+            let serving = self.needed() || self.ctx.config.stay;
+            (idle_since, busy_until) = match idle_step(
+                serving,
+                self.watch.busy(),
+                idle_since,
+                Instant::now(),
+                grace,
+            ) {
+                IdleStep::Serving => (None, None),
+                IdleStep::CheckUnderWay { recheck_at } => (None, Some(recheck_at)),
+                IdleStep::Idle { since } => (Some(since), None),
+                IdleStep::Exit => {
+                    tracing::info!("nothing to serve; exiting");
+                    return Exit::Idle;
+                }
+            };
         }
     }
 
@@ -372,6 +376,43 @@ impl Daemon {
         for service in &mut self.services {
             service.stop().await;
         }
+    }
+}
+
+/// Where the idle clock stands after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleStep {
+    /// Something needs serving: the clock is stopped.
+    Serving,
+    /// Only a check for gone namespaces keeps tetherd up (a release under way ends in DELs that notify
+    /// it, to be answered). Nothing wakes tetherd when the check ends, so it asks again then.
+    CheckUnderWay { recheck_at: Instant },
+    /// Nothing to serve since then.
+    Idle { since: Instant },
+    /// Nothing to serve for the whole grace.
+    Exit,
+}
+
+fn idle_step(
+    serving: bool,
+    checking: bool,
+    idle_since: Option<Instant>,
+    now: Instant,
+    grace: Duration,
+) -> IdleStep {
+    if serving {
+        return IdleStep::Serving;
+    }
+    if checking {
+        return IdleStep::CheckUnderWay {
+            recheck_at: now + BUSY_RECHECK,
+        };
+    }
+    let since = idle_since.unwrap_or(now);
+    if now.duration_since(since) >= grace {
+        IdleStep::Exit
+    } else {
+        IdleStep::Idle { since }
     }
 }
 
@@ -543,5 +584,41 @@ fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory at the top and in the middle of the heap.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_clock_runs_only_while_nothing_is_served_or_checked_and_a_check_is_asked_after_again(
+    ) {
+        let (t0, grace) = (Instant::now(), Duration::from_secs(2));
+        assert_eq!(
+            idle_step(true, true, Some(t0), t0, grace),
+            IdleStep::Serving
+        );
+        assert_eq!(
+            idle_step(false, false, None, t0, grace),
+            IdleStep::Idle { since: t0 }
+        );
+        let later = t0 + grace / 2;
+        assert_eq!(
+            idle_step(false, false, Some(t0), later, grace),
+            IdleStep::Idle { since: t0 }
+        );
+        assert_eq!(
+            idle_step(false, false, Some(t0), t0 + grace, grace),
+            IdleStep::Exit
+        );
+        // A check under way stops the clock and is asked about again soon: nothing else would wake
+        // tetherd, and the clock would never start.
+        assert_eq!(
+            idle_step(false, true, Some(t0), later, grace),
+            IdleStep::CheckUnderWay {
+                recheck_at: later + BUSY_RECHECK
+            }
+        );
     }
 }
