@@ -22,6 +22,10 @@
 //! Before each (N, plugin set) the bench waits until the machine is under 10 % busy over half a second (at
 //! most a minute): the previous set's namespaces are torn down by the kernel in the background.
 //!
+//! `BENCH_INTERLEAVE=1` makes each contender's networks of every size at once and times them in turns, one
+//! ADD/DEL pair per size per round (each round starting at the next size), so that the machine's drift over
+//! the minutes of a run falls on every size alike; it writes `portmap_scale_interleaved.csv` and `.svg`.
+//!
 //! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the
 //! previous container's veth and namespace is over (by default the ADD follows at once, as under churn).
 //!
@@ -48,7 +52,7 @@ mod netavark_bridge;
 
 use bench_settings::env_list;
 use cni_chain::{Chain, PluginSet, PluginTimes, CONTAINER_PORT};
-use harness::{binaries, HostNs, NetNs};
+use harness::{binaries, HostNs, NetNs, Outside};
 use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
 use netavark_bridge::Netavark;
@@ -210,8 +214,20 @@ fn main() {
         .iter()
         .filter(|c| wanted.split(',').any(|w| w.trim() == c.label()))
         .collect();
+    let interleave = env_list("BENCH_INTERLEAVE", &[0])[0] != 0;
     let mut rows = Vec::new();
-    for &existing in &sizes {
+    if interleave {
+        for contender in &contenders {
+            eprintln!(
+                "bench: {} at {sizes:?} existing containers, interleaved, {runs} runs",
+                contender.label()
+            );
+            rows.extend(measure_interleaved(
+                contender, &sizes, runs, connects, settle,
+            ));
+        }
+    }
+    for &existing in sizes.iter().filter(|_| !interleave) {
         for contender in &contenders {
             let label = contender.label();
             eprintln!("bench: {label} with {existing} existing containers, {runs} runs");
@@ -232,10 +248,14 @@ fn main() {
     print_table(&rows);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let csv = dir.join("portmap_scale.csv");
+    let name = match interleave {
+        true => "portmap_scale_interleaved",
+        false => "portmap_scale",
+    };
+    let csv = dir.join(format!("{name}.csv"));
     std::fs::write(&csv, to_csv(&rows))
         .unwrap_or_else(|e| panic!("writing {}: {e}", csv.display()));
-    let svg = dir.join("portmap_scale.svg");
+    let svg = dir.join(format!("{name}.svg"));
     std::fs::write(&svg, plot(&rows).to_svg())
         .unwrap_or_else(|e| panic!("writing {}: {e}", svg.display()));
     eprintln!("bench: wrote {} and {}", csv.display(), svg.display());
@@ -287,72 +307,179 @@ fn measure(
     settle: Duration,
 ) -> Result<Measured, String> {
     let host = HostNs::new("pms");
-    let outside = host.outside();
-    let runner = Runner::new(&host, contender);
-    let label = contender.label();
-
-    // The probe serves the published port that connections are timed through. It comes first and stays:
-    // the network is never empty, so no timed ADD or DEL sets up or tears down the network itself.
-    let probe = host.container("probe");
-    let container_ip = runner.add(&probe, 0, PROBE_HOST_PORT)?.0.address()?;
-
-    // Filling is not timed. The probe has created the shared chains and tables (the reference portmap races
-    // on creating them), so a few threads can now keep 1000 reference ADDs bearable.
-    let fillers: Vec<NetNs> = (0..existing)
-        .map(|i| host.container(&format!("f{i}")))
-        .collect();
-    let done = AtomicUsize::new(0);
-    let fill = |i: usize, c: &NetNs| -> Result<(), String> {
-        runner.add(c, 1 + i as u32, FILLER_HOST_PORT_BASE + i as u16)?;
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(50) || n == existing {
-            eprintln!("bench: {label}: {n}/{existing} containers added");
-        }
-        Ok(())
-    };
-    let numbered: Vec<(usize, &NetNs)> = fillers.iter().enumerate().collect();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = numbered
-            .chunks(numbered.len().div_ceil(4).max(1))
-            .map(|chunk| s.spawn(|| chunk.iter().try_for_each(|&(i, c)| fill(i, c))))
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("filler thread"))
-    })?;
-
-    let mut adds = Vec::with_capacity(runs);
-    let mut dels = Vec::with_capacity(runs);
-    let mut parts: [Vec<Duration>; 4] = Default::default();
+    let network = Network::fill(&host, contender, existing)?;
+    let mut samples = Samples::default();
     for i in 0..runs {
-        let c = host.container(&format!("t{i}"));
-        // The previous container's veth and namespace are torn down by the kernel in the background.
-        std::thread::sleep(settle);
-        let started = Instant::now();
-        let slot = (1 + existing + i) as u32;
-        let (added, add_parts) = runner.add(&c, slot, TIMED_HOST_PORT_BASE + i as u16)?;
-        adds.push(started.elapsed());
-        let started = Instant::now();
-        let del_parts = runner.del(&c, TIMED_HOST_PORT_BASE + i as u16, &added)?;
-        dels.push(started.elapsed());
-        for (samples, d) in parts.iter_mut().zip(add_parts.into_iter().chain(del_parts)) {
+        samples.push(network.time_pair(i, settle)?);
+    }
+    network.finish(samples, connects)
+}
+
+/// One contender at every size at once, a network each, the sizes taking turns call by call (each run
+/// starting at another size): what the machine does meanwhile (this VM's speed moves by a third over
+/// minutes) falls on every size alike, so the medians differ by the network's size alone.
+fn measure_interleaved(
+    contender: &Contender,
+    sizes: &[usize],
+    runs: usize,
+    connects: usize,
+    settle: Duration,
+) -> Vec<Row> {
+    let hosts: Vec<HostNs> = sizes.iter().map(|_| HostNs::new("pms")).collect();
+    let networks: Vec<Result<Network, String>> = sizes
+        .iter()
+        .zip(&hosts)
+        .map(|(&existing, host)| Network::fill(host, contender, existing))
+        .collect();
+    quiesce();
+    let mut samples: Vec<Result<Samples, String>> = networks
+        .iter()
+        .map(|n| n.as_ref().map(|_| Samples::default()).map_err(Clone::clone))
+        .collect();
+    for i in 0..runs {
+        for k in (0..sizes.len()).map(|k| (k + i) % sizes.len()) {
+            let (Ok(network), Ok(taken)) = (&networks[k], &mut samples[k]) else {
+                continue;
+            };
+            match network.time_pair(i, settle) {
+                Ok(pair) => taken.push(pair),
+                Err(e) => samples[k] = Err(e),
+            }
+        }
+    }
+    networks
+        .into_iter()
+        .zip(samples)
+        .zip(sizes)
+        .map(|((network, taken), &existing)| Row {
+            plugins: contender.label(),
+            existing,
+            outcome: network.and_then(|n| n.finish(taken?, connects)),
+        })
+        .collect()
+}
+
+/// A contender's network on a host namespace of its own: the probe and `existing` fillers on it.
+struct Network<'h> {
+    runner: Runner<'h>,
+    existing: usize,
+    host: &'h HostNs,
+    outside: Outside,
+    probe: NetNs,
+    probe_ip: String,
+    /// Kept for their namespaces: the fillers stay on the network until the host namespace goes.
+    _fillers: Vec<NetNs>,
+}
+
+/// What the timed pairs gave: ADDs, DELs, and each plugin's own share.
+#[derive(Default)]
+struct Samples {
+    adds: Vec<Duration>,
+    dels: Vec<Duration>,
+    parts: [Vec<Duration>; 4],
+}
+
+/// One timed ADD and its DEL, with each plugin's share (bridge ADD, portmap ADD, portmap DEL, bridge DEL).
+struct Pair {
+    add: Duration,
+    del: Duration,
+    parts: [Duration; 4],
+}
+
+impl Samples {
+    fn push(&mut self, pair: Pair) {
+        self.adds.push(pair.add);
+        self.dels.push(pair.del);
+        for (samples, d) in self.parts.iter_mut().zip(pair.parts) {
             samples.push(d);
         }
     }
+}
 
-    let samples = connect_latencies(
-        &probe,
-        SocketAddr::new(container_ip.parse().unwrap(), CONTAINER_PORT),
-        &outside.ns,
-        SocketAddr::new(outside.host_addr.parse().unwrap(), PROBE_HOST_PORT),
-        connects,
-    )?;
-    Ok(Measured {
-        add: stats(adds),
-        del: stats(dels),
-        connect: stats(samples),
-        parts: parts.map(stats),
-    })
+impl<'h> Network<'h> {
+    fn fill(host: &'h HostNs, contender: &'h Contender, existing: usize) -> Result<Self, String> {
+        let outside = host.outside();
+        let runner = Runner::new(host, contender);
+        let label = contender.label();
+
+        // The probe serves the published port that connections are timed through. It comes first and
+        // stays: the network is never empty, so no timed ADD or DEL sets up or tears down the network.
+        let probe = host.container("probe");
+        let probe_ip = runner.add(&probe, 0, PROBE_HOST_PORT)?.0.address()?;
+
+        // Filling is not timed. The probe has created the shared chains and tables (the reference portmap
+        // races on creating them), so a few threads can now keep 1000 reference ADDs bearable.
+        let fillers: Vec<NetNs> = (0..existing)
+            .map(|i| host.container(&format!("f{i}")))
+            .collect();
+        let done = AtomicUsize::new(0);
+        let fill = |i: usize, c: &NetNs| -> Result<(), String> {
+            runner.add(c, 1 + i as u32, FILLER_HOST_PORT_BASE + i as u16)?;
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_multiple_of(50) || n == existing {
+                eprintln!("bench: {label}: {n}/{existing} containers added");
+            }
+            Ok(())
+        };
+        let numbered: Vec<(usize, &NetNs)> = fillers.iter().enumerate().collect();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = numbered
+                .chunks(numbered.len().div_ceil(4).max(1))
+                .map(|chunk| s.spawn(|| chunk.iter().try_for_each(|&(i, c)| fill(i, c))))
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("filler thread"))
+        })?;
+        Ok(Network {
+            runner,
+            existing,
+            host,
+            outside,
+            probe,
+            probe_ip,
+            _fillers: fillers,
+        })
+    }
+
+    /// ADD of timed container number `i`, then its DEL.
+    fn time_pair(&self, i: usize, settle: Duration) -> Result<Pair, String> {
+        let c = self.host.container(&format!("t{i}"));
+        // The previous container's veth and namespace are torn down by the kernel in the background.
+        std::thread::sleep(settle);
+        let host_port = TIMED_HOST_PORT_BASE + i as u16;
+        let started = Instant::now();
+        let slot = (1 + self.existing + i) as u32;
+        let (added, add_parts) = self.runner.add(&c, slot, host_port)?;
+        let add = started.elapsed();
+        let started = Instant::now();
+        let del_parts = self.runner.del(&c, host_port, &added)?;
+        let del = started.elapsed();
+        let [bridge_add, portmap_add] = add_parts;
+        let [portmap_del, bridge_del] = del_parts;
+        Ok(Pair {
+            add,
+            del,
+            parts: [bridge_add, portmap_add, portmap_del, bridge_del],
+        })
+    }
+
+    /// The connections through the probe's published port, and every figure.
+    fn finish(self, samples: Samples, connects: usize) -> Result<Measured, String> {
+        let connected = connect_latencies(
+            &self.probe,
+            SocketAddr::new(self.probe_ip.parse().unwrap(), CONTAINER_PORT),
+            &self.outside.ns,
+            SocketAddr::new(self.outside.host_addr.parse().unwrap(), PROBE_HOST_PORT),
+            connects,
+        )?;
+        Ok(Measured {
+            add: stats(samples.adds),
+            del: stats(samples.dels),
+            connect: stats(connected),
+            parts: samples.parts.map(stats),
+        })
+    }
 }
 
 /// `count` TCP connections from `client` to `connect`, answered by a server on `listen` in `server`: each
