@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::DaemonConfig;
 use super::error::DaemonError;
 use super::namespace_watch::NamespaceWatch;
+use super::periodic_timer::PeriodicTimer;
 use super::pid_lock::PidLock;
 use super::records::{RecordSnapshot, RecordsFingerprint};
 use super::records_watch::RecordsWatch;
@@ -234,8 +235,8 @@ impl Daemon {
         let mut look_at = (!self.look().await).then(|| Instant::now() + LOOK_DELAY);
         // When to ask again whether the check for gone namespaces has finished (it keeps tetherd up).
         let mut busy_until: Option<Instant> = None;
-        let mut gone_tick = tokio::time::interval(self.ctx.config.gone_check());
-        gone_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Not the runtime's interval, which would wake it three times per tick (see PeriodicTimer).
+        let mut gone_tick = PeriodicTimer::start(self.ctx.config.gone_check());
         loop {
             let wake = [look_at, idle_since.map(|since| since + grace), busy_until]
                 .into_iter()

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod namespace_watch;
+pub mod periodic_timer;
 pub mod pid_lock;
 pub mod records;
 pub mod records_watch;
