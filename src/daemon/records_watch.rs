@@ -3,8 +3,8 @@
 //! (what [`RecordsFingerprint`](super::records::RecordsFingerprint) compares). A daemon that polled every
 //! half second woke four to five times a second at rest (tokio's timer wheel adds a wake per tick).
 //!
-//! Where inotify cannot be had (the per-user instance limit, 128 by default, is spent; not even the state
-//! directory exists yet) the daemon falls back to polling; [`RecordsWatch::sync`] says which.
+//! Where inotify cannot be had (the per-user limit of instances, 128 by default, or of watches is spent; not
+//! even the state directory exists yet) the daemon falls back to polling; [`RecordsWatch::sync`] says which.
 
 use std::ffi::CString;
 use std::io;
@@ -56,11 +56,20 @@ impl RecordsWatch {
             // No record written yet: the state directory's events say when the root is made.
             return self.root.parent().is_some_and(|p| self.add(p).is_ok());
         }
+        // One removed meanwhile is simply not watched (the root's event for it woke the daemon); one that
+        // cannot be watched (the per-user limit of watches spent) leaves the daemon polling.
+        let mut watched = true;
         for dir in sub_dirs(&self.root) {
-            // One removed meanwhile is simply not watched; the root's event for it woke the daemon.
-            let _ = self.add(&dir);
+            match self.add(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch a records directory");
+                    watched = false;
+                }
+            }
         }
-        true
+        watched
     }
 
     fn add(&self, dir: &Path) -> io::Result<()> {
