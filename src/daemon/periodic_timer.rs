@@ -111,9 +111,10 @@ async fn read_expirations(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
 }
 
 fn timespec(d: Duration) -> libc::timespec {
+    // The fields' own types: libc's `time_t` alias is deprecated on musl (it becomes 64-bit there).
     libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
     }
 }
 
