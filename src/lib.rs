@@ -19,6 +19,7 @@ pub mod firewall;
 pub mod hook;
 pub mod ifname;
 pub mod ipam;
+pub mod kernel_fd;
 pub mod link;
 pub mod mac;
 pub mod netns;

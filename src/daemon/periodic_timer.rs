@@ -4,11 +4,12 @@
 //! tetherd at rest does.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+
+use crate::kernel_fd;
 
 pub struct PeriodicTimer {
     clock: Clock,
@@ -38,7 +39,9 @@ impl PeriodicTimer {
     pub async fn tick(&mut self) {
         match &mut self.clock {
             Clock::Kernel(fd) => {
-                if let Err(e) = read_expirations(fd).await {
+                // The count of expirations since the last read: missed ticks count as one.
+                let mut expirations = [0u8; 8];
+                if let Err(e) = kernel_fd::read(fd, &mut expirations).await {
                     tracing::warn!(error = %e, "reading a timerfd failed; ticking on the runtime's clock");
                     self.clock = Clock::Runtime(runtime_interval(self.period));
                 }
@@ -58,17 +61,12 @@ fn runtime_interval(period: Duration) -> tokio::time::Interval {
 
 fn timerfd(period: Duration) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: timerfd_create returns a new descriptor or -1.
-    let fd = unsafe {
+    let fd = kernel_fd::register(unsafe {
         libc::timerfd_create(
             libc::CLOCK_MONOTONIC,
             libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
         )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    })?;
     let spec = libc::itimerspec {
         it_interval: timespec(period),
         // An all-zero value would disarm the timer: the first tick a nanosecond from now.
@@ -81,33 +79,7 @@ fn timerfd(period: Duration) -> io::Result<AsyncFd<OwnedFd>> {
     if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the OwnedFd keeps that one descriptor open for as long as the AsyncFd holds it.
-    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
-}
-
-/// Waits until the timer has expired, and takes the count.
-async fn read_expirations(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
-    loop {
-        let mut ready = fd.readable().await?;
-        let mut expirations = 0u64;
-        // SAFETY: reads the 8-byte expiration count into a u64.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                (&mut expirations as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        if n == std::mem::size_of::<u64>() as isize {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::WouldBlock => ready.clear_ready(),
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(e),
-        }
-    }
+    Ok(fd)
 }
 
 fn timespec(d: Duration) -> libc::timespec {

@@ -8,14 +8,14 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use super::records::sub_dirs;
+use crate::kernel_fd;
 
 /// Entries made, removed or renamed in a watched directory, and the directory itself going away.
 const MASK: u32 = libc::IN_CREATE
@@ -34,14 +34,9 @@ pub struct RecordsWatch {
 impl RecordsWatch {
     pub fn start(root: &Path) -> io::Result<RecordsWatch> {
         // SAFETY: inotify_init1 returns a new descriptor or -1.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the OwnedFd keeps that one descriptor open for as long as the AsyncFd holds it.
-        let inotify = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        let inotify = kernel_fd::register(unsafe {
+            libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC)
+        })?;
         Ok(RecordsWatch {
             inotify,
             root: root.to_path_buf(),
@@ -83,36 +78,12 @@ impl RecordsWatch {
         Ok(())
     }
 
-    /// Waits for the next events and takes them all: something under the root may have changed (an
-    /// overflowed queue counts too). Which entry does not matter; the fingerprint decides.
+    /// Waits for the next events and takes them (events left over make the next call return at once):
+    /// something under the root may have changed (an overflowed queue counts too). Which entry does not
+    /// matter; the fingerprint decides.
     pub async fn changed(&self) -> io::Result<()> {
         let mut buf = [0u8; 4096];
-        loop {
-            let mut ready = self.inotify.readable().await?;
-            let mut got = false;
-            loop {
-                // SAFETY: buf is writable for its whole length.
-                let n = unsafe {
-                    libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-                };
-                if n > 0 {
-                    got = true;
-                    continue;
-                }
-                let e = io::Error::last_os_error();
-                if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
-                    return Err(e);
-                }
-                break;
-            }
-            ready.clear_ready();
-            if got {
-                return Ok(());
-            }
-        }
+        kernel_fd::read(&self.inotify, &mut buf).await.map(drop)
     }
 }
 

@@ -6,14 +6,14 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -24,6 +24,7 @@ use super::quota::Quota;
 use super::resolver::{Outcome, Resolver, Scope, Transport};
 use super::wire::Question;
 use crate::firewall::ResolverRedirect;
+use crate::kernel_fd;
 use crate::netns::{NetnsError, NsWorker, NsWorkerError};
 use crate::resolver_sockets::ResolverSockets;
 
@@ -86,14 +87,7 @@ impl Drop for Sockets {
 impl Sockets {
     pub fn start(resolver: Rc<Resolver>, max_tcp: usize) -> std::io::Result<Sockets> {
         // SAFETY: epoll_create1 returns a new descriptor or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the OwnedFd keeps that one descriptor open for as long as the AsyncFd holds it.
-        let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }?;
+        let epoll = kernel_fd::register(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         let set = Rc::new(SocketSet {
             epoll,
             resolver,
