@@ -29,8 +29,11 @@
 //! `BENCH_SETTLE_MS=N` waits N ms before each timed ADD, so that the kernel's background teardown of the
 //! previous container's veth and namespace is over (by default the ADD follows at once, as under churn).
 //!
-//! `BENCH_PLUGINS=tether` (or `tether-one-plugin`, `reference`, `netavark`; a comma-separated list) runs
-//! those sets only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
+//! `link-floor` is the kernel's floor under them: tether-bridge's link requests for one container sent from
+//! this process, with nothing else of an ADD or DEL (see `link_floor.rs`); no port, so no connections.
+//!
+//! `BENCH_PLUGINS=tether` (or `tether-one-plugin`, `reference`, `netavark`, `link-floor`; a comma-separated
+//! list) runs those sets only. `BENCH_TETHER_BEFORE=DIR` adds the one-plugin
 //! chain of an earlier build (`DIR/tether-bridge`, with its tetherd beside it), labelled
 //! "tether-one-plugin before".
 //!
@@ -47,6 +50,8 @@ mod harness;
 mod latency_stats;
 #[path = "line_plot.rs"]
 mod line_plot;
+#[path = "link_floor.rs"]
+mod link_floor;
 #[path = "netavark_bridge.rs"]
 mod netavark_bridge;
 
@@ -55,6 +60,7 @@ use cni_chain::{Chain, PluginSet, PluginTimes, CONTAINER_PORT};
 use harness::{binaries, HostNs, NetNs, Outside};
 use latency_stats::{ms, stats, Stats};
 use line_plot::{LinePlot, Series};
+use link_floor::LinkFloor;
 use netavark_bridge::Netavark;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -74,14 +80,17 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// The one-plugin chain of the build in `BENCH_TETHER_BEFORE`.
 const BEFORE_LABEL: &str = "tether-one-plugin before";
 const NETAVARK_LABEL: &str = "netavark";
+const LINK_FLOOR_LABEL: &str = "link-floor";
 /// Before each cell, the machine must be under 10 % busy over one window, waiting at most this long.
 const QUIESCE_WINDOW: Duration = Duration::from_millis(500);
 const QUIESCE_MAX: Duration = Duration::from_secs(60);
 
-/// What is timed: a CNI chain, or netavark as podman runs it.
+/// What is timed: a CNI chain, netavark as podman runs it, or the kernel's floor under them.
 enum Contender {
     Chain(PluginSet),
     Netavark,
+    /// tether-bridge's link requests alone, from this process (see `link_floor`).
+    LinkFloor,
 }
 
 impl Contender {
@@ -89,6 +98,7 @@ impl Contender {
         match self {
             Contender::Chain(set) => set.label,
             Contender::Netavark => NETAVARK_LABEL,
+            Contender::LinkFloor => LINK_FLOOR_LABEL,
         }
     }
 }
@@ -97,12 +107,15 @@ impl Contender {
 enum Runner<'h> {
     Chain(Chain<'h>),
     Netavark(&'h HostNs, Netavark),
+    LinkFloor(LinkFloor),
 }
 
-/// What an ADD leaves for its DEL: the chain's result (libcni's cache), or the address netavark was given.
+/// What an ADD leaves for its DEL: the chain's result (libcni's cache), the address netavark was given, or the
+/// link floor's container number and address.
 enum Added {
     Result(Value),
     Address(std::net::Ipv4Addr),
+    Slot(u32, std::net::Ipv4Addr),
 }
 
 impl Added {
@@ -110,17 +123,23 @@ impl Added {
     fn address(&self) -> Result<String, String> {
         match self {
             Added::Result(result) => first_ipv4(result),
-            Added::Address(address) => Ok(address.to_string()),
+            Added::Address(address) | Added::Slot(_, address) => Ok(address.to_string()),
         }
     }
 }
 
 impl<'h> Runner<'h> {
-    fn new(host: &'h HostNs, contender: &'h Contender) -> Self {
-        match contender {
+    fn new(host: &'h HostNs, contender: &'h Contender) -> Result<Self, String> {
+        Ok(match contender {
             Contender::Chain(set) => Runner::Chain(Chain::new(host, set)),
             Contender::Netavark => Runner::Netavark(host, Netavark::on(host)),
-        }
+            Contender::LinkFloor => Runner::LinkFloor(LinkFloor::on(host)?),
+        })
+    }
+
+    /// Whether containers publish ports (the link floor has no firewall).
+    fn publishes(&self) -> bool {
+        !matches!(self, Runner::LinkFloor(_))
     }
 
     /// ADD of `c`, the network's container number `slot`, publishing `host_port`: what its DEL needs, and the
@@ -136,6 +155,14 @@ impl<'h> Runner<'h> {
                 let setup = netavark.run(host, "setup", c, address, host_port)?;
                 Ok((Added::Address(address), [setup, Duration::ZERO]))
             }
+            Runner::LinkFloor(floor) => {
+                let started = Instant::now();
+                let address = floor.add(c, slot)?;
+                Ok((
+                    Added::Slot(slot, address),
+                    [started.elapsed(), Duration::ZERO],
+                ))
+            }
         }
     }
 
@@ -147,6 +174,11 @@ impl<'h> Runner<'h> {
                 Duration::ZERO,
                 netavark.run(host, "teardown", c, *address, host_port)?,
             ]),
+            (Runner::LinkFloor(floor), Added::Slot(slot, _)) => {
+                let started = Instant::now();
+                floor.del(*slot)?;
+                Ok([Duration::ZERO, started.elapsed()])
+            }
             _ => Err("an ADD of one contender handed to another's DEL".into()),
         }
     }
@@ -161,7 +193,8 @@ struct Row {
 struct Measured {
     add: Stats,
     del: Stats,
-    connect: Stats,
+    /// None for the link floor, which publishes no port.
+    connect: Option<Stats>,
     /// Each plugin's own share, in chain order: bridge ADD, portmap ADD, portmap DEL, bridge DEL.
     parts: [Stats; 4],
 }
@@ -192,6 +225,7 @@ fn main() {
             portmap: Some(binaries::reference("portmap")),
         }),
         Contender::Netavark,
+        Contender::LinkFloor,
     ];
     // An earlier build's one-plugin chain, in the same run (a shared machine's load moves runs apart).
     let before = std::env::var_os("BENCH_TETHER_BEFORE").map(std::path::PathBuf::from);
@@ -204,7 +238,7 @@ fn main() {
         }));
     }
     let wanted = std::env::var("BENCH_PLUGINS").unwrap_or_else(|_| {
-        let all = format!("tether,tether-one-plugin,reference,{NETAVARK_LABEL}");
+        let all = format!("tether,tether-one-plugin,reference,{NETAVARK_LABEL},{LINK_FLOOR_LABEL}");
         match before {
             Some(_) => format!("{all},{BEFORE_LABEL}"),
             None => all,
@@ -399,7 +433,7 @@ impl Samples {
 impl<'h> Network<'h> {
     fn fill(host: &'h HostNs, contender: &'h Contender, existing: usize) -> Result<Self, String> {
         let outside = host.outside();
-        let runner = Runner::new(host, contender);
+        let runner = Runner::new(host, contender)?;
         let label = contender.label();
 
         // The probe serves the published port that connections are timed through. It comes first and
@@ -466,17 +500,20 @@ impl<'h> Network<'h> {
 
     /// The connections through the probe's published port, and every figure.
     fn finish(self, samples: Samples, connects: usize) -> Result<Measured, String> {
-        let connected = connect_latencies(
-            &self.probe,
-            SocketAddr::new(self.probe_ip.parse().unwrap(), CONTAINER_PORT),
-            &self.outside.ns,
-            SocketAddr::new(self.outside.host_addr.parse().unwrap(), PROBE_HOST_PORT),
-            connects,
-        )?;
+        let connect = match self.runner.publishes() {
+            true => Some(stats(connect_latencies(
+                &self.probe,
+                SocketAddr::new(self.probe_ip.parse().unwrap(), CONTAINER_PORT),
+                &self.outside.ns,
+                SocketAddr::new(self.outside.host_addr.parse().unwrap(), PROBE_HOST_PORT),
+                connects,
+            )?)),
+            false => None,
+        };
         Ok(Measured {
             add: stats(samples.adds),
             del: stats(samples.dels),
-            connect: stats(connected),
+            connect,
             parts: samples.parts.map(stats),
         })
     }
@@ -596,8 +633,8 @@ fn print_table(rows: &[Row]) {
                 ms(m.add.p90),
                 ms(m.del.median),
                 ms(m.del.p90),
-                ms(m.connect.median),
-                ms(m.connect.p90)
+                m.connect.map_or("-".into(), |c| ms(c.median)),
+                m.connect.map_or("-".into(), |c| ms(c.p90))
             ),
             Err(why) => println!("{:<10} {:>8} failed: {why}", row.plugins, row.existing),
         }
@@ -624,10 +661,15 @@ fn to_csv(rows: &[Row]) -> String {
     );
     for row in rows {
         if let Ok(m) = &row.outcome {
-            let cols: Vec<String> = [m.add, m.del, m.connect]
+            // An empty column where a set has no connections (the link floor).
+            let cols: Vec<String> = [Some(m.add), Some(m.del), m.connect]
                 .iter()
-                .flat_map(|s| [s.median, s.p90])
-                .map(|d| format!("{:.3}", d.as_secs_f64() * 1000.0))
+                .flat_map(|s| [s.map(|s| s.median), s.map(|s| s.p90)])
+                .map(|d| {
+                    d.map_or(String::new(), |d| {
+                        format!("{:.3}", d.as_secs_f64() * 1000.0)
+                    })
+                })
                 .collect();
             csv.push_str(&format!(
                 "{},{},{}\n",
@@ -671,6 +713,8 @@ fn plot(rows: &[Row]) -> LinePlot {
             line("reference", "#d62728", "DEL", |m| m.del),
             line(NETAVARK_LABEL, "#9467bd", "ADD", |m| m.add),
             line(NETAVARK_LABEL, "#9467bd", "DEL", |m| m.del),
+            line(LINK_FLOOR_LABEL, "#7f7f7f", "ADD", |m| m.add),
+            line(LINK_FLOOR_LABEL, "#7f7f7f", "DEL", |m| m.del),
         ],
     }
 }
