@@ -107,7 +107,7 @@ impl LinkFloor {
     pub fn del(&self, slot: u32) -> Result<(), String> {
         let port = Self::port(slot);
         self.host
-            .run(|| LinkReaper::start(&port).and_then(LinkReaper::wait_unlisted))
+            .run(|| LinkReaper::start(&port, None).and_then(LinkReaper::wait_unlisted))
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }

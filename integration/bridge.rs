@@ -320,6 +320,34 @@ fn check_fails_after_the_default_route_is_deleted() {
     );
 }
 
+/// The DEL's veth delete runs in the plugin binary started again as its own helper (a static build) or in a
+/// fork: the helper protocol is argv naming the link, the link's index on stdout, exit 0 once deleted.
+#[test]
+fn the_plugin_run_as_its_reaper_helper_deletes_the_link_and_reports_its_index() {
+    let host = HostNs::new("reap");
+    host.ip(&["link", "add", "rp0", "type", "veth", "peer", "name", "rp1"]);
+    let index = host.link("rp0").expect("rp0 was made")["ifindex"]
+        .as_u64()
+        .unwrap();
+    let bridge = harness::binaries::tether_bridge();
+    let out = host.exec(&[bridge.to_str().unwrap(), "--tether-reap-link", "rp0"]);
+    assert!(out.status.success(), "helper failed: {out:?}");
+    assert_eq!(
+        out.stdout,
+        (index as u32).to_ne_bytes(),
+        "the index it reported"
+    );
+    assert!(
+        !host.has_link("rp0") && !host.has_link("rp1"),
+        "both ends are gone"
+    );
+
+    // A link that is not there: index 0, and success (DEL of something already gone).
+    let out = host.exec(&[bridge.to_str().unwrap(), "--tether-reap-link", "rp0"]);
+    assert!(out.status.success(), "helper failed: {out:?}");
+    assert_eq!(out.stdout, 0u32.to_ne_bytes());
+}
+
 #[test]
 fn del_succeeds_twice() {
     let host = HostNs::new("br");

@@ -41,7 +41,10 @@ pub use macvlan::{MacvlanInfo, MacvlanMode, MacvlanSpec, UnknownMacvlanMode};
 pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
 pub use ops::LinkOps;
 pub use policy_route::MarkRule;
-pub use reaper::{delete_bridge_in_background, delete_unused_bridge, LinkReaper, ReaperError};
+pub use reaper::{
+    delete_bridge_in_background, delete_unused_bridge, serve_helper_request as reaper_helper,
+    LinkReaper, ReaperError,
+};
 pub use route::{IpFamily, RouteInfo};
 pub use route_socket::RequestError;
 use route_socket::RouteSocket;

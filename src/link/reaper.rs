@@ -3,10 +3,12 @@
 //! released, waits in netdev_run_todo for an RCU barrier before freeing it, and only then answers the
 //! RTM_DELLINK. A DEL that waits for that answer spends most of its time on memory reclamation nobody observes.
 //!
-//! So the delete is sent from a forked child, and DEL waits only until the link has disappeared (or the
-//! child failed). The child is forked before any lock is taken or thread started (it must not inherit a
-//! flock or run on a copy of another thread's state), drops stdout/stderr (a runtime reading our output waits
-//! for every holder of the pipe to close it), and exits when the kernel answers.
+//! So the delete is sent from a child process, and DEL waits only until the link has disappeared (or the
+//! child failed). The child is the plugin's own binary run again when it is static and serves as its own
+//! helper ([`serve_helper_request`]), else a fork. Either is started before any lock is taken or thread
+//! started (it must not inherit a flock or run on a copy of another thread's state), has no stdout/stderr of
+//! the runtime's (a runtime reading our output waits for every holder of the pipe to close it), and exits
+//! when the kernel answers.
 //!
 //! Gone from view means unlisted: the kernel unlists the device early in its delete, right after closing it,
 //! then still runs under RTNL every protocol's unregister work and two RCU grace periods. The child reports
@@ -14,10 +16,11 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, ForkResult, Pid};
@@ -61,10 +64,42 @@ pub enum ReaperError {
     Link(#[from] LinkError),
 }
 
+/// argv[1] of a plugin run again as its own reaper helper; argv[2] is the link's name. argv, not the
+/// environment: a runtime passes its own environment through to plugins, never arguments.
+const HELPER_ARG: &str = "--tether-reap-link";
+
+/// Whether this binary answers [`HELPER_ARG`] (its main called [`serve_helper_request`]).
+static HELPER_SERVED: AtomicBool = AtomicBool::new(false);
+
+/// First thing in a plugin's main. Run as the reaper helper (argv asks for it), deletes the link, writes its
+/// index to stdout and exits; otherwise notes that this binary can be its own helper. Only a static binary
+/// takes that way: its start costs less than the copy-on-write a fork leaves the plugin (the first steps
+/// after it fault in every page they write), where a dynamic one's loading costs more.
+pub fn serve_helper_request() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == HELPER_ARG) {
+        let report = std::io::stdout().as_fd().try_clone_to_owned();
+        let deleted = match (args.next().and_then(|n| n.into_string().ok()), report) {
+            (Some(name), Ok(report)) => delete_reporting_index(&name, report).is_ok(),
+            _ => false,
+        };
+        std::process::exit(if deleted { 0 } else { 1 });
+    }
+    HELPER_SERVED.store(cfg!(target_feature = "crt-static"), Ordering::Relaxed);
+}
+
 impl LinkReaper {
-    /// Sends the delete of `name` (in the current namespace) from a child process. Call before taking locks
-    /// or starting threads. Falls back to deleting in-process when fork (or the pipe) fails.
-    pub fn start(name: &str) -> Result<Self, ReaperError> {
+    /// Sends the delete of `name` (in the current namespace) from a child process, which also holds a copy of
+    /// `held`, if given, until the kernel is done (an nf_tables socket whose last release would make this
+    /// process wait).
+    /// The child is this binary run again when it serves as its own helper, else a fork. Call before taking
+    /// locks or starting threads. Falls back to deleting in-process when neither can be had.
+    pub fn start(name: &str, held: Option<BorrowedFd<'_>>) -> Result<Self, ReaperError> {
+        if HELPER_SERVED.load(Ordering::Relaxed) {
+            if let Some(reaper) = Self::start_helper(name, held) {
+                return Ok(reaper);
+            }
+        }
         let in_process = || -> Result<Self, ReaperError> {
             Netlink::new()?.delete_link_by_name(name)?;
             Ok(Self {
@@ -96,6 +131,37 @@ impl LinkReaper {
             }),
             Err(_) => in_process(),
         }
+    }
+
+    /// This binary run again with [`HELPER_ARG`] (posix_spawn: the plugin's memory is not copied), `held`
+    /// passed down to it; None when it cannot be started.
+    fn start_helper(name: &str, held: Option<BorrowedFd<'_>>) -> Option<Self> {
+        // The plugin is single-threaded here, so no other spawn can inherit `held` meanwhile.
+        let inherit = |on: bool| {
+            let flags = if on {
+                FdFlag::empty()
+            } else {
+                FdFlag::FD_CLOEXEC
+            };
+            held.is_none_or(|fd| fcntl(fd, FcntlArg::F_SETFD(flags)).is_ok())
+        };
+        if !inherit(true) {
+            return None;
+        }
+        let spawned = std::process::Command::new("/proc/self/exe")
+            .arg(HELPER_ARG)
+            .arg(name)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        inherit(false);
+        let child = spawned.ok()?;
+        Some(Self {
+            name: name.to_string(),
+            child: Some(Pid::from_raw(child.id() as i32)),
+            index_pipe: child.stdout.map(|out| File::from(OwnedFd::from(out))),
+        })
     }
 
     /// Returns once the link is gone from view: the child finished, or the kernel unlisted the link while it

@@ -461,10 +461,10 @@ impl Plugin for BridgePlugin {
 
         // The veth delete goes first, from a child process (see LinkReaper), before any lock or thread exists;
         // IPAM and firewall work then run while the kernel deletes it.
-        // The firewall socket is opened before the fork so the child holds a copy: our close is then not the
-        // last release, which would wait for an RCU grace period (see Firewall::release_in_background).
+        // The firewall socket is opened first and handed to the reaper's child, which holds a copy: our close is
+        // then not the last release, which would wait for an RCU grace period (see Firewall::release_in_background).
         let fw = Firewall::open()?;
-        let reaper = LinkReaper::start(&host_if)?;
+        let reaper = LinkReaper::start(&host_if, Some(fw.socket_fd()))?;
         tracing::trace!("veth reaper started");
         if cfg.ports.is_some() {
             portmap::unpublish(&fw, call)?;
