@@ -228,7 +228,7 @@ pub fn about_text(about: &str) -> String {
 
 /// The `main` of every tether plugin binary.
 pub fn run<P: Plugin>(plugin: &P, about: &str) -> ExitCode {
-    crate::link::reaper_helper();
+    crate::link::serve_reaper_helper();
     logging::init_from_env();
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     if command.is_empty() {

@@ -42,8 +42,7 @@ pub use neighbour::{FdbEntry, FdbWrite, NeighbourEntry};
 pub use ops::LinkOps;
 pub use policy_route::MarkRule;
 pub use reaper::{
-    delete_bridge_in_background, delete_unused_bridge, serve_helper_request as reaper_helper,
-    LinkReaper, ReaperError,
+    delete_bridge_in_background, delete_unused_bridge, serve_reaper_helper, LinkReaper, ReaperError,
 };
 pub use route::{IpFamily, RouteInfo};
 pub use route_socket::RequestError;

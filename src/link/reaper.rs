@@ -5,7 +5,7 @@
 //!
 //! So the delete is sent from a child process, and DEL waits only until the link has disappeared (or the
 //! child failed). The child is the plugin's own binary run again when it is static and serves as its own
-//! helper ([`serve_helper_request`]), else a fork. Either is started before any lock is taken or thread
+//! helper ([`serve_reaper_helper`]), else a fork. Either is started before any lock is taken or thread
 //! started (it must not inherit a flock or run on a copy of another thread's state), has no stdout/stderr of
 //! the runtime's (a runtime reading our output waits for every holder of the pipe to close it), and exits
 //! when the kernel answers.
@@ -68,14 +68,15 @@ pub enum ReaperError {
 /// environment: a runtime passes its own environment through to plugins, never arguments.
 const HELPER_ARG: &str = "--tether-reap-link";
 
-/// Whether this binary answers [`HELPER_ARG`] (its main called [`serve_helper_request`]).
-static HELPER_SERVED: AtomicBool = AtomicBool::new(false);
+/// Whether [`LinkReaper::start`] starts this binary again rather than forking: its main called
+/// [`serve_reaper_helper`] and it is static.
+static SPAWN_HELPER: AtomicBool = AtomicBool::new(false);
 
 /// First thing in a plugin's main. Run as the reaper helper (argv asks for it), deletes the link, writes its
 /// index to stdout and exits; otherwise notes that this binary can be its own helper. Only a static binary
 /// takes that way: its start costs less than the copy-on-write a fork leaves the plugin (the first steps
 /// after it fault in every page they write), where a dynamic one's loading costs more.
-pub fn serve_helper_request() {
+pub fn serve_reaper_helper() {
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == HELPER_ARG) {
         let report = std::io::stdout().as_fd().try_clone_to_owned();
@@ -85,7 +86,7 @@ pub fn serve_helper_request() {
         };
         std::process::exit(if deleted { 0 } else { 1 });
     }
-    HELPER_SERVED.store(cfg!(target_feature = "crt-static"), Ordering::Relaxed);
+    SPAWN_HELPER.store(cfg!(target_feature = "crt-static"), Ordering::Relaxed);
 }
 
 impl LinkReaper {
@@ -95,7 +96,7 @@ impl LinkReaper {
     /// The child is this binary run again when it serves as its own helper, else a fork. Call before taking
     /// locks or starting threads. Falls back to deleting in-process when neither can be had.
     pub fn start(name: &str, held: Option<BorrowedFd<'_>>) -> Result<Self, ReaperError> {
-        if HELPER_SERVED.load(Ordering::Relaxed) {
+        if SPAWN_HELPER.load(Ordering::Relaxed) {
             if let Some(reaper) = Self::start_helper(name, held) {
                 return Ok(reaper);
             }
