@@ -1,5 +1,5 @@
-//! The kernel's floor under a bridge plugin: the link requests tether-bridge sends for one container, sent
-//! from the bench's own process over sockets opened once, with no plugin process, IPAM, firewall, DNS notify
+//! The kernel's floor under a bridge plugin: the link requests tether-bridge sends for one container, made by
+//! its own functions from the bench's own process over sockets opened once, with no plugin process, IPAM, firewall, DNS notify
 //! or state file. ADD: the veth with its peer born in the container and its host end on the bridge (down),
 //! IPv6 off on the port, the port up; in the container the link read back, its address, no IPv6 link-local,
 //! up, the default route. DEL: the host end deleted (the kernel takes the peer with it), waited for until
@@ -10,7 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
 use ipnetwork::IpNetwork;
-use tether::link::{set_sysctl, LinkReaper, MacAddr, Netlink, VethSpec};
+use tether::driver::bridge_port::{self, BridgePort};
+use tether::driver::container_iface::{
+    self, container_link, DefaultRoute, IfaceConfig, Ipv6Quieting,
+};
+use tether::driver::rollback::Rollback;
+use tether::link::{LinkReaper, MacAddr, Netlink};
 use tether::netns::NetNs as KernelNs;
 
 use crate::harness::{HostNs, NetNs};
@@ -55,50 +60,50 @@ impl LinkFloor {
         format!("tf{slot}")
     }
 
-    /// Plugs container `c`, number `slot`, into the bridge.
+    /// Plugs container `c`, number `slot`, into the bridge: tether-bridge's own link steps
+    /// (`bridge_port::attach`, then `container_iface::configure`), so the floor follows them as they change.
     pub fn add(&self, c: &NetNs, slot: u32) -> Result<Ipv4Addr, String> {
         let port = Self::port(slot);
         let container = KernelNs::open(c.path()).map_err(|e| e.to_string())?;
         let address = Self::address(slot);
         {
             let host = self.netlink.lock().unwrap();
-            host.add_veth_down(&VethSpec {
-                host_name: &port,
-                peer_name: "eth0",
-                peer_ns: &container,
+            let spec = BridgePort {
+                bridge: self.bridge,
+                host_ifname: &port,
+                ifname: "eth0",
+                netns: &container,
                 mtu: None,
-                peer_mac: None,
-                host_mac: Some(MacAddr::from_name(&port)),
-                host_master: Some(self.bridge),
-            })
-            .map_err(|e| e.to_string())?;
-            let key = format!("net/ipv6/conf/{port}/disable_ipv6");
+                mac: None,
+                hairpin: false,
+                isolated: false,
+            };
+            // In the host namespace: the port's IPv6 sysctl is a file of the calling thread's namespace.
             self.host
-                .run(|| set_sysctl(&key, "1"))
+                .run(|| {
+                    let mut rollback = Rollback::new();
+                    bridge_port::attach(&*host, &spec, &mut rollback)?;
+                    rollback.commit();
+                    Ok::<_, tether::error::Error>(())
+                })
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            host.set_up_by_name(&port).map_err(|e| e.to_string())?;
         }
         let inner = Netlink::in_netns(&container).map_err(|e| e.to_string())?;
-        let eth0 = inner
-            .link_by_name("eth0")
-            .map_err(|e| e.to_string())?
-            .ok_or("eth0 vanished from the container")?;
-        inner
-            .add_address(eth0.index, net(IpAddr::V4(address), 16), false)
-            .map_err(|e| e.to_string())?;
-        inner
-            .skip_ipv6_link_local(eth0.index)
-            .map_err(|e| e.to_string())?;
-        inner.set_up(eth0.index).map_err(|e| e.to_string())?;
-        inner
-            .add_route(
-                net(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                Some(IpAddr::V4(GATEWAY)),
-                Some(eth0.index),
-                None,
-            )
-            .map_err(|e| e.to_string())?;
+        let eth0 = container_link(&inner, "eth0").map_err(|e| e.to_string())?;
+        container_iface::configure(
+            &inner,
+            eth0.index,
+            &IfaceConfig {
+                addresses: &[(net(IpAddr::V4(address), 16), Some(IpAddr::V4(GATEWAY)))],
+                skip_dad: true,
+                ipv6: Ipv6Quieting::BridgePortPeer,
+                default_route: DefaultRoute::ViaGateway,
+                routes: &[],
+                report_gateway: false,
+            },
+        )
+        .map_err(|e| e.to_string())?;
         Ok(address)
     }
 
